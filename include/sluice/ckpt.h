@@ -1,0 +1,121 @@
+/* ckpt.h: the checkpoint store: one SQLite file per job holding its state, chunks, runs and events. */
+#ifndef SLUICE_CKPT_H
+#define SLUICE_CKPT_H
+
+#include "sluice/util.h"
+
+/* SPEC "Machine-readable output": the states a job can be in. */
+typedef enum sl_state {
+    SL_STATE_PENDING,
+    SL_STATE_RUNNING,
+    SL_STATE_STOPPED,
+    SL_STATE_FAILED,
+    SL_STATE_DONE,
+    SL_STATE_ROLLING_BACK,
+    SL_STATE_ROLLED_BACK,
+} sl_state;
+
+const char *sl_state_name(sl_state state);
+int sl_state_parse(const char *name, sl_state *out) SL_MUSTCHECK;
+
+typedef struct sl_ckpt sl_ckpt;
+
+/* The job's summary row. Strings are owned; release with sl_ckpt_job_free. */
+typedef struct sl_ckpt_job {
+    char *job;
+    sl_state state;
+    char checksum[17];   /* checksum of the job file the first chunk ran with ("" if none yet) */
+    int64_t rows;        /* rows walked by committed chunks */
+    int64_t affected;    /* rows the up statements reported as changed */
+    int64_t chunks;      /* committed chunks */
+    char *last_key;      /* JSON array of strings: the last committed chunk's :hi; NULL if none */
+    char *error;         /* last error, NULL if none */
+    char *target;        /* the database it runs against, without password */
+    int64_t batch;       /* current batch size */
+    int64_t started_at_ms;  /* first run's start, 0 if never */
+    int64_t updated_at_ms;  /* last change, 0 if never */
+} sl_ckpt_job;
+
+void sl_ckpt_job_free(sl_ckpt_job *job);
+
+/* One committed chunk. */
+typedef struct sl_ckpt_chunk {
+    int64_t chunk_no;     /* 1, 2, ... in commit order */
+    const char *lo;       /* JSON array of strings */
+    const char *hi;       /* JSON array of strings */
+    int64_t rows;
+    int64_t affected;
+    int64_t duration_ms;
+    int64_t attempts;     /* 1 when it committed on the first try */
+    const char *error;    /* last error of a failed attempt, or NULL */
+    int64_t committed_at_ms;
+} sl_ckpt_chunk;
+
+/* One run (an `up`, a `down` or a `stamp`), for `history`. */
+typedef struct sl_ckpt_run {
+    int64_t id;
+    char *job;
+    char *kind;     /* "up", "down", "stamp" */
+    char *outcome;  /* "running", "done", "stopped", "failed", or the stamped state */
+    int64_t started_at_ms;
+    int64_t ended_at_ms; /* 0 while running */
+    int64_t rows;
+    int64_t chunks;
+    char *error;
+} sl_ckpt_run;
+
+void sl_ckpt_run_free(sl_ckpt_run *run);
+
+/* "<dir>/<job>.sluice" (malloc'd). */
+char *sl_ckpt_path(const char *dir, const char *job);
+
+/* Open the checkpoint file at path. With create, a missing file (and missing
+ * dir) is created with the job's name; without it, a missing file is an
+ * error (-2, err says so: callers treat it as "pending"). A file that is not
+ * a sluice checkpoint, is truncated or corrupt, or has a newer schema is an
+ * error that names the path and says what is wrong (-1). Enables WAL and
+ * synchronous=FULL, and a busy timeout. */
+int sl_ckpt_open(const char *path, const char *job, int create, sl_ckpt **out, sl_err *err) SL_MUSTCHECK;
+void sl_ckpt_close(sl_ckpt *ckpt);
+const char *sl_ckpt_file(const sl_ckpt *ckpt);
+
+/* Read the summary row. */
+int sl_ckpt_get_job(sl_ckpt *ckpt, sl_ckpt_job *out, sl_err *err) SL_MUSTCHECK;
+
+/* Start a run: records it in runs, sets state (running / rolling_back),
+ * clears error, sets started_at if unset, and records target and checksum
+ * (checksum only when no chunk has committed yet, or when force is set). */
+int sl_ckpt_begin_run(sl_ckpt *ckpt, const char *kind, sl_state state, const char *checksum, const char *target,
+                      int force, int64_t *run_id, sl_err *err) SL_MUSTCHECK;
+
+/* Record a committed chunk and advance the summary (rows, affected, chunks,
+ * last_key, updated_at) in one SQLite transaction. Idempotent per chunk_no:
+ * recording the same chunk twice is refused with an error (-1). */
+int sl_ckpt_commit_chunk(sl_ckpt *ckpt, int64_t run_id, const sl_ckpt_chunk *chunk, sl_err *err) SL_MUSTCHECK;
+
+/* Set the state and error (NULL clears it) and, with run_id > 0, close that
+ * run with outcome = the state's name. */
+int sl_ckpt_finish_run(sl_ckpt *ckpt, int64_t run_id, sl_state state, const char *error, sl_err *err) SL_MUSTCHECK;
+
+/* Set the current batch size shown by status. */
+int sl_ckpt_set_batch(sl_ckpt *ckpt, int64_t batch, sl_err *err) SL_MUSTCHECK;
+
+/* `stamp`: forget every chunk (for pending) or keep them (for done), set the
+ * state, and record a "stamp" run. */
+int sl_ckpt_stamp(sl_ckpt *ckpt, sl_state state, const char *checksum, sl_err *err) SL_MUSTCHECK;
+
+/* Append an event (retry, reconnect, signal, notice...) to the event log. */
+int sl_ckpt_log_event(sl_ckpt *ckpt, const char *kind, const char *message, sl_err *err) SL_MUSTCHECK;
+
+/* The last committed chunk (chunk_no = 0 and NULL strings if none). The
+ * strings are malloc'd into *lo/*hi. */
+int sl_ckpt_last_chunk(sl_ckpt *ckpt, int64_t *chunk_no, char **lo, char **hi, sl_err *err) SL_MUSTCHECK;
+
+/* Visit the committed chunks with chunk_no > after, in order. */
+int sl_ckpt_each_chunk(sl_ckpt *ckpt, int64_t after, int (*fn)(const sl_ckpt_chunk *chunk, void *arg), void *arg,
+                       sl_err *err) SL_MUSTCHECK;
+
+/* All runs of this file, oldest first, as a malloc'd array. */
+int sl_ckpt_list_runs(sl_ckpt *ckpt, sl_ckpt_run **runs, size_t *nruns, sl_err *err) SL_MUSTCHECK;
+
+#endif
