@@ -24,30 +24,30 @@ typedef struct sl_ckpt sl_ckpt;
 typedef struct sl_ckpt_job {
     char *job;
     sl_state state;
-    char checksum[17];   /* checksum of the job file the first chunk ran with ("" if none yet) */
-    int64_t rows;        /* rows walked by committed chunks */
-    int64_t affected;    /* rows the up statements reported as changed */
-    int64_t chunks;      /* committed chunks */
-    char *last_key;      /* JSON array of strings: the last committed chunk's :hi; NULL if none */
-    char *error;         /* last error, NULL if none */
-    char *target;        /* the database it runs against, without password */
-    int64_t batch;       /* current batch size */
-    int64_t started_at_ms;  /* first run's start, 0 if never */
-    int64_t updated_at_ms;  /* last change, 0 if never */
+    char checksum[17];     /* checksum of the job file the first chunk ran with ("" if none yet) */
+    int64_t rows;          /* rows walked by committed chunks */
+    int64_t affected;      /* rows the up statements reported as changed */
+    int64_t chunks;        /* committed chunks */
+    char *last_key;        /* JSON array of strings: the last committed chunk's :hi; NULL if none */
+    char *error;           /* last error, NULL if none */
+    char *target;          /* the database it runs against, without password */
+    int64_t batch;         /* current batch size */
+    int64_t started_at_ms; /* first run's start, 0 if never */
+    int64_t updated_at_ms; /* last change, 0 if never */
 } sl_ckpt_job;
 
 void sl_ckpt_job_free(sl_ckpt_job *job);
 
 /* One committed chunk. */
 typedef struct sl_ckpt_chunk {
-    int64_t chunk_no;     /* 1, 2, ... in commit order */
-    const char *lo;       /* JSON array of strings */
-    const char *hi;       /* JSON array of strings */
+    int64_t chunk_no; /* 1, 2, ... in commit order */
+    const char *lo;   /* JSON array of strings */
+    const char *hi;   /* JSON array of strings */
     int64_t rows;
-    int64_t affected;
+    int64_t affected; /* negative when unknown (not added to the job's total) */
     int64_t duration_ms;
-    int64_t attempts;     /* 1 when it committed on the first try */
-    const char *error;    /* last error of a failed attempt, or NULL */
+    int64_t attempts;  /* 1 when it committed on the first try */
+    const char *error; /* last error of a failed attempt, or NULL */
     int64_t committed_at_ms;
 } sl_ckpt_chunk;
 
@@ -55,8 +55,8 @@ typedef struct sl_ckpt_chunk {
 typedef struct sl_ckpt_run {
     int64_t id;
     char *job;
-    char *kind;     /* "up", "down", "stamp" */
-    char *outcome;  /* "running", "done", "stopped", "failed", or the stamped state */
+    char *kind;    /* "up", "down", "stamp" */
+    char *outcome; /* "running", "done", "stopped", "failed", or the stamped state */
     int64_t started_at_ms;
     int64_t ended_at_ms; /* 0 while running */
     int64_t rows;
@@ -108,10 +108,12 @@ int sl_ckpt_stamp(sl_ckpt *ckpt, sl_state state, const char *checksum, sl_err *e
 int sl_ckpt_log_event(sl_ckpt *ckpt, const char *kind, const char *message, sl_err *err) SL_MUSTCHECK;
 
 /* The last committed chunk (chunk_no = 0 and NULL strings if none). The
- * strings are malloc'd into *lo/*hi. */
+ * strings are malloc'd into *lo and *hi. */
 int sl_ckpt_last_chunk(sl_ckpt *ckpt, int64_t *chunk_no, char **lo, char **hi, sl_err *err) SL_MUSTCHECK;
 
-/* Visit the committed chunks with chunk_no > after, in order. */
+/* Visit the committed chunks with chunk_no > after, in order. The chunk's
+ * strings are valid only during the call. A non-zero return from fn stops
+ * the walk and is returned as is (err untouched). */
 int sl_ckpt_each_chunk(sl_ckpt *ckpt, int64_t after, int (*fn)(const sl_ckpt_chunk *chunk, void *arg), void *arg,
                        sl_err *err) SL_MUSTCHECK;
 

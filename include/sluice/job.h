@@ -68,22 +68,22 @@ typedef struct sl_window {
 } sl_window;
 
 typedef struct sl_job {
-    char *name;     /* file name without ".sql" */
-    char *path;     /* as given to sl_job_load */
+    char *name;        /* file name without ".sql" */
+    char *path;        /* as given to sl_job_load */
     char checksum[17]; /* of the whole file's bytes */
 
     int line[SL_DIR_COUNT]; /* line of each directive, 0 when absent */
 
-    char *table;     /* as written, possibly schema-qualified / quoted */
-    char **key;      /* as written; NULL when absent (use the primary key) */
+    char *table; /* as written, possibly schema-qualified / quoted */
+    char **key;  /* as written; NULL when absent (use the primary key) */
     size_t nkey;
-    char *where;     /* NULL when absent */
-    int64_t batch;   /* default 1000 */
-    int64_t chunk_time_ms;  /* 0 = off */
-    int64_t pause_ms;       /* default 0 */
-    int64_t max_rate;       /* rows per second, 0 = unlimited */
+    char *where;           /* NULL when absent */
+    int64_t batch;         /* default 1000 */
+    int64_t chunk_time_ms; /* 0 = off */
+    int64_t pause_ms;      /* default 0 */
+    int64_t max_rate;      /* rows per second, 0 = unlimited */
     sl_window *windows;
-    size_t nwindows;        /* 0 = always */
+    size_t nwindows;              /* 0 = always */
     int64_t lock_timeout_ms;      /* default 2000 */
     int64_t statement_timeout_ms; /* default 60000 */
     int64_t retries;              /* default 5 */
@@ -91,10 +91,10 @@ typedef struct sl_job {
     sl_undo_kind undo;            /* default: DOWN if a down section exists, else NONE */
     char **undo_cols;             /* for SL_UNDO_SNAPSHOT_COLS */
     size_t nundo_cols;
-    int64_t workers;              /* default 1 */
-    int64_t max_replica_lag_ms;   /* 0 = off */
-    char *throttle_query;         /* NULL = off */
-    char *requires;               /* NULL = none */
+    int64_t workers;            /* default 1 */
+    int64_t max_replica_lag_ms; /* 0 = off */
+    char *throttle_query;       /* NULL = off */
+    char *requires;             /* NULL = none */
 
     sl_section up;   /* required */
     sl_section down; /* optional */
@@ -141,6 +141,14 @@ void sl_jobset_free(sl_jobset *set);
 int sl_sql_split(const char *path, int first_line, const char *text, size_t len, sl_stmt **out, size_t *nout,
                  sl_err *err) SL_MUSTCHECK;
 void sl_stmts_free(sl_stmt *stmts, size_t n);
+
+/* Check a one-line SQL fragment written in a directive (where, requires,
+ * throttle-query) that starts at line of path, with the same quoting rules.
+ * Fails on nothing but blanks and comments, an unterminated quote or comment,
+ * or a ';' outside them. On success *out is the fragment without leading or
+ * trailing blanks and comments, with its placeholders recorded; release it
+ * with free(out->text) and free(out->ph). */
+int sl_sql_fragment(const char *path, int line, const char *text, size_t len, sl_stmt *out, sl_err *err) SL_MUSTCHECK;
 
 /* Copy stmt's text with every :lo replaced by lo_sql and every :hi by hi_sql
  * (e.g. "$1::bigint" or "($1::int, $2::text)"). malloc'd. */

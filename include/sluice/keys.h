@@ -11,11 +11,11 @@ typedef enum sl_dialect { SL_DIALECT_PG, SL_DIALECT_SQLITE } sl_dialect;
 /* The key as resolved against the live database. All strings are owned. */
 typedef struct sl_keyspec {
     sl_dialect dialect;
-    char *table;              /* quoted, schema-qualified name as the server prints it */
+    char *table; /* quoted, schema-qualified name as the server prints it */
     size_t ncols;
     char *cols[SL_MAX_KEY_COLS];  /* quoted identifiers */
     char *types[SL_MAX_KEY_COLS]; /* PostgreSQL: format_type() output, e.g. "bigint"; SQLite: declared type or "" */
-    char *where;              /* the job's where clause, or NULL */
+    char *where;                  /* the job's where clause, or NULL */
 } sl_keyspec;
 
 void sl_keyspec_free(sl_keyspec *ks);

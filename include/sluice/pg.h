@@ -37,14 +37,14 @@ struct sl_pg_batch;
 
 struct sl_pg {
     uv_loop_t *loop;
-    char *conninfo;      /* as given; never printed */
-    char *display;       /* "user@host:port/dbname": safe to print */
+    char *conninfo; /* as given; never printed */
+    char *display;  /* "user@host:port/dbname": safe to print */
     PGconn *conn;
     uv_poll_t poll;
-    uv_timer_t timer;    /* connect timeout */
-    int poll_active;     /* poll handle initialised for the current socket */
+    uv_timer_t timer; /* connect timeout */
+    int poll_active;  /* poll handle initialised for the current socket */
     int poll_fd;
-    int events;          /* current poll mask */
+    int events; /* current poll mask */
     int connected;
     int closing;
     int pending_closes;
@@ -54,7 +54,7 @@ struct sl_pg {
     sl_pg_notice_cb notice_cb;
     void *notice_arg;
     struct sl_pg_batch *head, *tail; /* batches sent and awaiting results, FIFO */
-    void *data;          /* for the owner */
+    void *data;                      /* for the owner */
 };
 
 /* Validate conninfo (a postgresql:// URL or key=value string; "" means

@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SL_MUSTCHECK __attribute__((warn_unused_result))
-#define SL_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define SL_MUSTCHECK    __attribute__((warn_unused_result))
+#define SL_PRINTF(a, b) __attribute__((format(printf, a, b), nonnull(a)))
 
 /* Exit codes, SPEC "Exit codes". */
 enum {
@@ -95,8 +95,8 @@ void sl_log_set_level(sl_log_level level);
 /* Hooks the progress display uses to clear and redraw its line. */
 void sl_log_set_hooks(void (*before)(void), void (*after)(void));
 
-#define sl_info(...) sl_log(SL_LOG_INFO, __VA_ARGS__)
-#define sl_warn(...) sl_log(SL_LOG_WARN, __VA_ARGS__)
+#define sl_info(...)  sl_log(SL_LOG_INFO, __VA_ARGS__)
+#define sl_warn(...)  sl_log(SL_LOG_WARN, __VA_ARGS__)
 #define sl_error(...) sl_log(SL_LOG_ERROR, __VA_ARGS__)
 
 #endif

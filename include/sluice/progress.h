@@ -1,0 +1,18 @@
+/* progress.h: rows, percent, rate and ETA, on one updating terminal line or as periodic log lines. */
+#ifndef SLUICE_PROGRESS_H
+#define SLUICE_PROGRESS_H
+
+#include <stdint.h>
+
+/* Start showing progress for job. total is the estimated number of rows
+ * (-1 unknown); done is what earlier runs already did. tty selects the
+ * updating line (else a log line every 10 s). */
+void sl_progress_begin(const char *job, int64_t total, int64_t done, int tty);
+/* After each chunk: rows done so far (all runs) and the current batch size. */
+void sl_progress_update(int64_t done, int64_t batch);
+/* Erase the line and stop (prints nothing else). */
+void sl_progress_end(void);
+/* Rows per second in this run so far. */
+double sl_progress_rate(void);
+
+#endif

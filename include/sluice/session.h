@@ -1,0 +1,87 @@
+/* session.h: one PostgreSQL session on the event loop, awaited from straight-line command code.
+ *
+ * Commands are written as plain sequential C: sl_session_exec() sends a
+ * pipeline segment and runs the libuv loop until its reply arrives. The loop
+ * keeps running while we wait, so signals, timers and (later) the control
+ * socket are served; nothing blocks it. Callbacks that fire during a wait only
+ * set flags or drop the connection; they never wait themselves. */
+#ifndef SLUICE_SESSION_H
+#define SLUICE_SESSION_H
+
+#include <uv.h>
+
+#include "sluice/pg.h"
+#include "sluice/util.h"
+
+/* One statement's result, copied out of libpq so it outlives the callback. */
+typedef struct sl_result {
+    int nrows, ncols;
+    char **vals;        /* nrows * ncols, row-major; NULL for SQL NULL */
+    int64_t cmd_tuples; /* rows affected (PQcmdTuples), -1 if none */
+} sl_result;
+
+typedef struct sl_answer {
+    int ok;
+    int conn_lost;
+    int failed_index; /* -1 if none */
+    char sqlstate[6];
+    char *error; /* malloc'd, NULL if ok */
+    size_t nresults;
+    sl_result *results; /* one per query; zeroed where aborted */
+} sl_answer;
+
+void sl_answer_free(sl_answer *ans);
+/* Value of row/col of result i, or NULL (also when out of range). */
+const char *sl_answer_val(const sl_answer *ans, size_t i, int row, int col);
+
+typedef struct sl_session {
+    uv_loop_t *loop;
+    sl_pg pg;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t sleep_timer;
+    int signals; /* SIGINT/SIGTERM received so far */
+    int has_pg;
+    int ensure_bookkeeping; /* create sluice_progress on connect (not for read-only commands like plan) */
+    int64_t connect_timeout_ms;
+} sl_session;
+
+/* Prepare a session on loop: validates conninfo (sl_pg_init) and installs the
+ * SIGINT/SIGTERM watchers (first signal: sl_session_stopping() turns true;
+ * second: the connection is dropped at once, rolling back the open chunk).
+ * conninfo NULL means no database (status, history). */
+int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err) SL_MUSTCHECK;
+
+/* Connect (non-blocking, with a timeout; SLUICE_CONNECT_TIMEOUT overrides the
+ * 10 s default) and prepare the session: settings sluice relies on and, when
+ * ensure_bookkeeping is set, the bookkeeping table sluice_progress. err says
+ * what failed. */
+int sl_session_connect(sl_session *sess, sl_err *err) SL_MUSTCHECK;
+
+/* Send n queries as one pipeline segment and wait for the reply. Returns 0
+ * when an answer (success or SQL error or lost connection) is in *ans, which
+ * the caller frees; -1 when not connected. */
+int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_answer *ans) SL_MUSTCHECK;
+
+/* One query, no parameters or a few, and wait. */
+int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char *const *params,
+                     sl_answer *ans) SL_MUSTCHECK;
+
+/* Sleep ms on the loop; returns early (1) when a stop was requested, else 0. */
+int sl_session_sleep(sl_session *sess, int64_t ms);
+
+/* A stop was requested (a signal). */
+int sl_session_stopping(const sl_session *sess);
+
+int sl_session_connected(const sl_session *sess);
+
+/* Drop the connection (the server rolls back an open transaction). */
+void sl_session_disconnect(sl_session *sess);
+
+/* Close every handle and run the loop until they are released. */
+void sl_session_close(sl_session *sess);
+
+/* The bookkeeping table: one row per committed chunk, written in the chunk's
+ * own transaction. */
+#define SL_PROGRESS_TABLE "sluice_progress"
+
+#endif

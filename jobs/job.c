@@ -1,0 +1,874 @@
+/* job.c: the job-file parser (directives, sections, validation) and the job set of a directory. */
+#include "sluice/job.h"
+#include "sluice/keys.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longest part of a user's value quoted back in an error message. */
+#define SHOWN_VALUE_MAX 80
+
+typedef struct parser {
+    const char *path;
+    sl_job *job;
+    sl_err *err;
+    int line; /* of the directive being parsed */
+} parser;
+
+typedef int (*directive_fn)(parser *p, sl_directive d, const char *value);
+
+static int parse_table(parser *p, sl_directive d, const char *value);
+static int parse_key(parser *p, sl_directive d, const char *value);
+static int parse_sql(parser *p, sl_directive d, const char *value);
+static int parse_number(parser *p, sl_directive d, const char *value);
+static int parse_duration(parser *p, sl_directive d, const char *value);
+static int parse_window(parser *p, sl_directive d, const char *value);
+static int parse_on_error(parser *p, sl_directive d, const char *value);
+static int parse_undo(parser *p, sl_directive d, const char *value);
+
+static const struct directive_def {
+    const char *name;
+    const char *expects; /* completes "NAME expects ..." */
+    directive_fn parse;
+    int64_t min, max; /* for numbers and durations (ms) */
+} directive_defs[SL_DIR_COUNT] = {
+    [SL_DIR_TABLE] = {"table", "a table name such as users, app.users or \"Users\"", parse_table, 0, 0},
+    [SL_DIR_KEY] = {"key", "column names separated by commas, such as id or tenant_id, id", parse_key, 0, 0},
+    [SL_DIR_WHERE] = {"where", "an SQL condition such as deleted_at IS NULL", parse_sql, 0, 0},
+    [SL_DIR_BATCH] = {"batch", "a whole number of rows from 1 to 10000000", parse_number, 1, 10000000},
+    [SL_DIR_CHUNK_TIME] = {"chunk-time", "a duration greater than zero such as 500ms, 2s or 1m", parse_duration, 1,
+                           INT64_MAX},
+    [SL_DIR_PAUSE] = {"pause", "a duration such as 0s, 250ms or 1s", parse_duration, 0, INT64_MAX},
+    [SL_DIR_MAX_RATE] = {"max-rate", "a whole number of rows per second, at least 1", parse_number, 1,
+                         INT64_C(1000000000000)},
+    [SL_DIR_WINDOW] = {"window", "time ranges HH:MM-HH:MM separated by commas, such as 22:00-06:00", parse_window, 0,
+                       0},
+    [SL_DIR_LOCK_TIMEOUT] = {"lock-timeout", "a duration greater than zero such as 500ms or 2s", parse_duration, 1,
+                             INT64_MAX},
+    [SL_DIR_STATEMENT_TIMEOUT] = {"statement-timeout", "a duration greater than zero such as 30s or 5m", parse_duration,
+                                  1, INT64_MAX},
+    [SL_DIR_RETRIES] = {"retries", "a whole number of attempts from 0 to 100", parse_number, 0, 100},
+    [SL_DIR_ON_ERROR] = {"on-error", "stop or skip", parse_on_error, 0, 0},
+    [SL_DIR_UNDO] = {"undo", "snapshot(COL, ...), snapshot(*) or down", parse_undo, 0, 0},
+    [SL_DIR_WORKERS] = {"workers", "a whole number of workers from 1 to 64", parse_number, 1, 64},
+    [SL_DIR_MAX_REPLICA_LAG] = {"max-replica-lag", "a duration greater than zero such as 10s", parse_duration, 1,
+                                INT64_MAX},
+    [SL_DIR_THROTTLE_QUERY] = {"throttle-query", "an SQL query that returns true while sluice should wait", parse_sql,
+                               0, 0},
+    [SL_DIR_REQUIRES] = {"requires", "an SQL query that returns true when the job may start", parse_sql, 0, 0},
+};
+
+const char *sl_directive_name(sl_directive d)
+{
+    assert(d >= 0 && d < SL_DIR_COUNT && "BUG: directive out of range");
+    return directive_defs[d].name;
+}
+
+static int bad_value(parser *p, sl_directive d, const char *value)
+{
+    const struct directive_def *def = &directive_defs[d];
+    if (!*value)
+        sl_err_set(p->err, "%s:%d: %s expects %s, got nothing", p->path, p->line, def->name, def->expects);
+    else
+        sl_err_set(p->err, "%s:%d: %s expects %s, got \"%.*s\"", p->path, p->line, def->name, def->expects,
+                   SHOWN_VALUE_MAX, value);
+    return -1;
+}
+
+/* ---- identifiers ---- */
+
+static int is_ident_start(unsigned char c)
+{
+    return isalpha(c) || c == '_' || c >= 0x80;
+}
+
+static int is_ident_char(unsigned char c)
+{
+    return is_ident_start(c) || isdigit(c) || c == '$';
+}
+
+/* Length of the identifier at s: a plain one or a "quoted" one with ""
+ * escapes (never empty, as PostgreSQL wants). 0 when there is none. */
+static size_t ident_len(const char *s)
+{
+    size_t i = 0;
+    if (s[0] == '"') {
+        for (i = 1; s[i]; i++) {
+            if (s[i] == '"' && s[i + 1] == '"')
+                i++;
+            else if (s[i] == '"')
+                return i > 1 ? i + 1 : 0;
+        }
+        return 0;
+    }
+    if (!is_ident_start((unsigned char)s[0]))
+        return 0;
+    while (is_ident_char((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
+/* The name an identifier stands for: plain ones fold to lower case, quoted
+ * ones lose their quotes. Used to spot the same column written twice. */
+static char *ident_name(const char *s, size_t n)
+{
+    sl_buf buf = {0};
+    if (s[0] == '"') {
+        for (size_t i = 1; i + 1 < n; i++) {
+            sl_buf_addc(&buf, s[i]);
+            if (s[i] == '"')
+                i++;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++)
+            sl_buf_addc(&buf, (char)tolower((unsigned char)s[i]));
+    }
+    return sl_buf_take(&buf);
+}
+
+static const char *skip_blanks(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return s;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int has_duplicate(char **cols, size_t ncols, size_t *dup)
+{
+    for (size_t i = 0; i < ncols; i++) {
+        for (size_t j = 0; j < i; j++) {
+            char *a = ident_name(cols[i], strlen(cols[i]));
+            char *b = ident_name(cols[j], strlen(cols[j]));
+            int same = strcmp(a, b) == 0;
+            free(a);
+            free(b);
+            if (same) {
+                *dup = i;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* "a, "B", c" into owned strings as written. Fails on a malformed list, a
+ * column named twice, or more than max columns. */
+static int parse_ident_list(parser *p, sl_directive d, const char *value, const char *list, size_t max, char ***out,
+                            size_t *nout)
+{
+    char **cols = NULL;
+    size_t ncols = 0;
+    const char *s = skip_blanks(list);
+    for (;;) {
+        size_t n = ident_len(s);
+        if (n == 0)
+            goto bad;
+        cols = sl_realloc(cols, (ncols + 1) * sizeof *cols);
+        cols[ncols++] = sl_strndup(s, n);
+        s = skip_blanks(s + n);
+        if (*s == '\0')
+            break;
+        if (*s != ',')
+            goto bad;
+        s = skip_blanks(s + 1);
+    }
+    size_t dup;
+    if (has_duplicate(cols, ncols, &dup)) {
+        sl_err_set(p->err, "%s:%d: %s names column %s twice", p->path, p->line, directive_defs[d].name, cols[dup]);
+        free_strv(cols, ncols);
+        return -1;
+    }
+    if (ncols > max) {
+        sl_err_set(p->err, "%s:%d: %s has %zu columns, at most %zu are supported", p->path, p->line,
+                   directive_defs[d].name, ncols, max);
+        free_strv(cols, ncols);
+        return -1;
+    }
+    *out = cols;
+    *nout = ncols;
+    return 0;
+bad:
+    free_strv(cols, ncols);
+    return bad_value(p, d, value);
+}
+
+/* ---- one parser per kind of value ---- */
+
+static int parse_table(parser *p, sl_directive d, const char *value)
+{
+    size_t n = ident_len(value);
+    if (n > 0 && value[n] == '.') {
+        size_t n2 = ident_len(value + n + 1);
+        n = n2 ? n + 1 + n2 : 0;
+    }
+    if (n == 0 || value[n] != '\0')
+        return bad_value(p, d, value);
+    p->job->table = sl_strdup(value);
+    return 0;
+}
+
+static int parse_key(parser *p, sl_directive d, const char *value)
+{
+    return parse_ident_list(p, d, value, value, SL_MAX_KEY_COLS, &p->job->key, &p->job->nkey);
+}
+
+/* where, throttle-query and requires: one SQL fragment, kept without
+ * surrounding comments so that pasting it into a query cannot comment out
+ * what follows. */
+static int parse_sql(parser *p, sl_directive d, const char *value)
+{
+    if (!*value)
+        return bad_value(p, d, value);
+    sl_stmt frag;
+    if (sl_sql_fragment(p->path, p->line, value, strlen(value), &frag, p->err) != 0)
+        return -1;
+    free(frag.ph);
+    if (frag.nph > 0) {
+        free(frag.text);
+        sl_err_set(p->err,
+                   "%s:%d: %s cannot use :lo or :hi (hint: they stand for a chunk's bounds and exist only in the "
+                   "up and down sections)",
+                   p->path, p->line, directive_defs[d].name);
+        return -1;
+    }
+    char **slot = d == SL_DIR_WHERE            ? &p->job->where
+                  : d == SL_DIR_THROTTLE_QUERY ? &p->job->throttle_query
+                                               : &p->job->requires;
+    *slot = frag.text;
+    return 0;
+}
+
+static int64_t *number_slot(sl_job *job, sl_directive d)
+{
+    switch (d) {
+    case SL_DIR_BATCH: return &job->batch;
+    case SL_DIR_CHUNK_TIME: return &job->chunk_time_ms;
+    case SL_DIR_PAUSE: return &job->pause_ms;
+    case SL_DIR_MAX_RATE: return &job->max_rate;
+    case SL_DIR_LOCK_TIMEOUT: return &job->lock_timeout_ms;
+    case SL_DIR_STATEMENT_TIMEOUT: return &job->statement_timeout_ms;
+    case SL_DIR_RETRIES: return &job->retries;
+    case SL_DIR_WORKERS: return &job->workers;
+    case SL_DIR_MAX_REPLICA_LAG: return &job->max_replica_lag_ms;
+    default: assert(0 && "BUG: directive has no number"); return NULL;
+    }
+}
+
+static int parse_number(parser *p, sl_directive d, const char *value)
+{
+    const struct directive_def *def = &directive_defs[d];
+    int64_t v;
+    if (sl_parse_int(value, def->min, def->max, &v) != 0)
+        return bad_value(p, d, value);
+    *number_slot(p->job, d) = v;
+    return 0;
+}
+
+static int parse_duration(parser *p, sl_directive d, const char *value)
+{
+    const struct directive_def *def = &directive_defs[d];
+    int64_t ms;
+    if (sl_parse_duration(value, &ms) != 0 || ms < def->min || ms > def->max)
+        return bad_value(p, d, value);
+    *number_slot(p->job, d) = ms;
+    return 0;
+}
+
+/* "H:MM" or "HH:MM" from 00:00 to 23:59, as minutes after midnight. */
+static int parse_clock(const char **s, int *minutes)
+{
+    const char *c = *s;
+    int digits = 0, hours = 0;
+    while (isdigit((unsigned char)c[digits]) && digits < 3)
+        hours = hours * 10 + (c[digits++] - '0');
+    if (digits < 1 || digits > 2 || c[digits] != ':')
+        return -1;
+    c += digits + 1;
+    if (!isdigit((unsigned char)c[0]) || !isdigit((unsigned char)c[1]) || isdigit((unsigned char)c[2]))
+        return -1;
+    int mins = (c[0] - '0') * 10 + (c[1] - '0');
+    if (hours > 23 || mins > 59)
+        return -1;
+    *minutes = hours * 60 + mins;
+    *s = c + 2;
+    return 0;
+}
+
+static int parse_window(parser *p, sl_directive d, const char *value)
+{
+    sl_job *job = p->job;
+    const char *s = skip_blanks(value);
+    for (;;) {
+        const char *item = s;
+        sl_window w;
+        if (parse_clock(&s, &w.start_min) != 0)
+            return bad_value(p, d, value);
+        s = skip_blanks(s);
+        if (*s != '-')
+            return bad_value(p, d, value);
+        s = skip_blanks(s + 1);
+        if (parse_clock(&s, &w.end_min) != 0)
+            return bad_value(p, d, value);
+        if (w.start_min == w.end_min) {
+            sl_err_set(p->err,
+                       "%s:%d: window %.*s starts and ends at the same time (hint: a window that "
+                       "never closes is no window; remove the directive to run at any time)",
+                       p->path, p->line, (int)(s - item), item);
+            return -1;
+        }
+        job->windows = sl_realloc(job->windows, (job->nwindows + 1) * sizeof *job->windows);
+        job->windows[job->nwindows++] = w;
+        s = skip_blanks(s);
+        if (*s == '\0')
+            return 0;
+        if (*s != ',')
+            return bad_value(p, d, value);
+        s = skip_blanks(s + 1);
+    }
+}
+
+static int parse_on_error(parser *p, sl_directive d, const char *value)
+{
+    if (strcmp(value, "stop") == 0)
+        p->job->on_error = SL_ON_ERROR_STOP;
+    else if (strcmp(value, "skip") == 0)
+        p->job->on_error = SL_ON_ERROR_SKIP;
+    else
+        return bad_value(p, d, value);
+    return 0;
+}
+
+static int parse_undo(parser *p, sl_directive d, const char *value)
+{
+    sl_job *job = p->job;
+    if (strcmp(value, "down") == 0) {
+        job->undo = SL_UNDO_DOWN;
+        return 0;
+    }
+    const char *s = value;
+    size_t vlen = strlen(value);
+    if (strncmp(s, "snapshot", 8) != 0 || vlen < 10 || value[vlen - 1] != ')')
+        return bad_value(p, d, value);
+    s = skip_blanks(s + 8);
+    if (*s != '(')
+        return bad_value(p, d, value);
+    char *inner = sl_strndup(s + 1, (size_t)(value + vlen - 1 - (s + 1)));
+    size_t n = strlen(inner);
+    while (n > 0 && (inner[n - 1] == ' ' || inner[n - 1] == '\t'))
+        inner[--n] = '\0';
+    int rc = 0;
+    if (strcmp(skip_blanks(inner), "*") == 0)
+        job->undo = SL_UNDO_SNAPSHOT_ALL;
+    else if ((rc = parse_ident_list(p, d, value, inner, SIZE_MAX, &job->undo_cols, &job->nundo_cols)) == 0)
+        job->undo = SL_UNDO_SNAPSHOT_COLS;
+    free(inner);
+    return rc;
+}
+
+/* ---- lines, directives and sections ---- */
+
+/* A "-- sluice:NAME VALUE" line, split into its parts. */
+typedef struct directive_line {
+    const char *name;
+    size_t name_len;
+    char *value; /* owned, trimmed */
+} directive_line;
+
+static int is_blank_char(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Recognise a directive line; returns 1 and fills *dl, else 0. */
+static int split_directive(const char *line, size_t len, directive_line *dl)
+{
+    size_t i = 0;
+    while (i < len && is_blank_char(line[i]))
+        i++;
+    if (len - i < 2 || line[i] != '-' || line[i + 1] != '-')
+        return 0;
+    i += 2;
+    while (i < len && is_blank_char(line[i]))
+        i++;
+    if (len - i < 7 || memcmp(line + i, "sluice:", 7) != 0)
+        return 0;
+    i += 7;
+    dl->name = line + i;
+    while (i < len && !is_blank_char(line[i]))
+        i++;
+    dl->name_len = (size_t)(line + i - dl->name);
+    while (i < len && is_blank_char(line[i]))
+        i++;
+    while (len > i && is_blank_char(line[len - 1]))
+        len--;
+    dl->value = sl_strndup(line + i, len - i);
+    return 1;
+}
+
+static int name_is(const directive_line *dl, const char *name)
+{
+    return dl->name_len == strlen(name) && memcmp(dl->name, name, dl->name_len) == 0;
+}
+
+/* Every name that may follow "-- sluice:", for "did you mean". */
+static const char *known_name(size_t i)
+{
+    if (i < SL_DIR_COUNT)
+        return directive_defs[i].name;
+    return i == SL_DIR_COUNT ? "up" : i == SL_DIR_COUNT + 1 ? "down" : NULL;
+}
+
+static int unknown_directive(parser *p, const directive_line *dl)
+{
+    char *name = sl_strndup(dl->name, dl->name_len);
+    const char *best = NULL;
+    size_t best_dist = SIZE_MAX;
+    for (size_t i = 0; known_name(i); i++) {
+        size_t dist = sl_edit_distance(name, known_name(i));
+        if (dist < best_dist) {
+            best_dist = dist;
+            best = known_name(i);
+        }
+    }
+    size_t limit = strlen(best) >= 10 ? 3 : 2;
+    if (!*name) {
+        sl_err_set(p->err,
+                   "%s:%d: expected a directive name after \"-- sluice:\" (hint: write it without a "
+                   "space, e.g. -- sluice:batch 500)",
+                   p->path, p->line);
+    } else if (best_dist <= limit && best_dist * 2 <= strlen(best)) {
+        sl_err_set(p->err, "%s:%d: unknown directive \"%.*s\" (hint: did you mean \"%s\"?)", p->path, p->line,
+                   SHOWN_VALUE_MAX, name, best);
+    } else {
+        sl_buf all = {0};
+        for (size_t i = 0; i < SL_DIR_COUNT; i++)
+            sl_buf_printf(&all, "%s%s", i ? ", " : "", directive_defs[i].name);
+        sl_err_set(p->err,
+                   "%s:%d: unknown directive \"%.*s\" (hint: directives are %s; sections start at -- "
+                   "sluice:up and -- sluice:down)",
+                   p->path, p->line, SHOWN_VALUE_MAX, name, all.data);
+        sl_buf_free(&all);
+    }
+    free(name);
+    return -1;
+}
+
+static int lookup_directive(const directive_line *dl, sl_directive *d)
+{
+    for (int i = 0; i < SL_DIR_COUNT; i++) {
+        if (name_is(dl, directive_defs[i].name)) {
+            *d = (sl_directive)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Where each section's body lies in the file's text. */
+typedef struct section_span {
+    size_t start, end;
+} section_span;
+
+typedef struct file_state {
+    sl_section *open; /* section whose body is being read, or NULL */
+    section_span *open_span;
+    section_span up, down;
+} file_state;
+
+static int on_marker(parser *p, file_state *fs, const directive_line *dl, size_t next_line_start, size_t line_start)
+{
+    int is_up = name_is(dl, "up");
+    const char *which = is_up ? "up" : "down";
+    sl_section *sec = is_up ? &p->job->up : &p->job->down;
+    if (*dl->value) {
+        sl_err_set(p->err,
+                   "%s:%d: -- sluice:%s takes no value, got \"%.*s\" (hint: put statements on the lines "
+                   "after it)",
+                   p->path, p->line, which, SHOWN_VALUE_MAX, dl->value);
+        return -1;
+    }
+    if (sec->present) {
+        sl_err_set(p->err, "%s:%d: second -- sluice:%s section (the first starts at line %d)", p->path, p->line, which,
+                   sec->line);
+        return -1;
+    }
+    if (fs->open_span)
+        fs->open_span->end = line_start;
+    sec->present = 1;
+    sec->line = p->line;
+    fs->open = sec;
+    fs->open_span = is_up ? &fs->up : &fs->down;
+    fs->open_span->start = next_line_start;
+    return 0;
+}
+
+static int on_directive(parser *p, const file_state *fs, const directive_line *dl)
+{
+    sl_directive d;
+    if (lookup_directive(dl, &d) != 0)
+        return unknown_directive(p, dl);
+    if (fs->open) {
+        sl_err_set(p->err,
+                   "%s:%d: directive \"%s\" inside the %s section (hint: directives go before -- "
+                   "sluice:up)",
+                   p->path, p->line, directive_defs[d].name, fs->open == &p->job->up ? "up" : "down");
+        return -1;
+    }
+    if (p->job->line[d]) {
+        sl_err_set(p->err, "%s:%d: directive \"%s\" given twice (first at line %d)", p->path, p->line,
+                   directive_defs[d].name, p->job->line[d]);
+        return -1;
+    }
+    p->job->line[d] = p->line;
+    return directive_defs[d].parse(p, d, dl->value);
+}
+
+/* Outside sections only directives, comments and blank lines may appear. */
+static int check_preamble_line(parser *p, const char *line, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (is_blank_char(line[i])))
+        i++;
+    if (i == len || (len - i >= 2 && line[i] == '-' && line[i + 1] == '-'))
+        return 0;
+    sl_err_set(p->err,
+               "%s:%d: SQL outside a section (hint: put statements after -- sluice:up, or -- sluice:down "
+               "for the way back)",
+               p->path, p->line);
+    return -1;
+}
+
+/* Markers and directives are found line by line before any SQL is scanned,
+ * as migration tools do: a "-- sluice:" line inside a multi-line string of a
+ * section still counts as one. */
+static int parse_line(parser *p, file_state *fs, const char *text, size_t start, size_t end, size_t next)
+{
+    directive_line dl;
+    if (!split_directive(text + start, end - start, &dl))
+        return fs->open ? 0 : check_preamble_line(p, text + start, end - start);
+    int rc;
+    if (name_is(&dl, "up") || name_is(&dl, "down"))
+        rc = on_marker(p, fs, &dl, next, start);
+    else
+        rc = on_directive(p, fs, &dl);
+    free(dl.value);
+    return rc;
+}
+
+static int parse_lines(parser *p, file_state *fs, const char *text, size_t len)
+{
+    size_t pos = 0;
+    /* A UTF-8 byte order mark is not part of the first line. */
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        pos = 3;
+    for (p->line = 1; pos < len; p->line++) {
+        const char *nl = memchr(text + pos, '\n', len - pos);
+        size_t end = nl ? (size_t)(nl - text) : len;
+        size_t next = nl ? end + 1 : len;
+        if (parse_line(p, fs, text, pos, end, next) != 0)
+            return -1;
+        pos = next;
+    }
+    if (fs->open_span)
+        fs->open_span->end = len;
+    return 0;
+}
+
+/* ---- sections ---- */
+
+/* The first two words of a statement, for spotting transaction control. */
+static void second_word(const sl_stmt *stmt, char *out, size_t outsz)
+{
+    const char *s = stmt->text;
+    while (isalpha((unsigned char)*s))
+        s++;
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = 0;
+    while (isalpha((unsigned char)s[n]) && n + 1 < outsz) {
+        out[n] = (char)tolower((unsigned char)s[n]);
+        n++;
+    }
+    out[n] = '\0';
+}
+
+/* Transaction control would break the chunk's one transaction, which holds
+ * the chunk's effect and its progress record together (exactly once). */
+static int is_transaction_control(const sl_stmt *stmt, char *what, size_t whatsz)
+{
+    static const char *const refused[] = {"begin", "start",     "commit",  "end",    "rollback",
+                                          "abort", "savepoint", "release", "vacuum", NULL};
+    char first[32], second[32];
+    sl_stmt_first_word(stmt, first, sizeof first);
+    second_word(stmt, second, sizeof second);
+    int hit = 0;
+    for (size_t i = 0; refused[i] && !hit; i++)
+        hit = strcmp(first, refused[i]) == 0;
+    if (!hit && strcmp(second, "transaction") == 0)
+        hit = strcmp(first, "set") == 0 || strcmp(first, "prepare") == 0;
+    if (!hit)
+        return 0;
+    size_t n = 0;
+    for (; first[n] && n + 1 < whatsz; n++)
+        what[n] = (char)toupper((unsigned char)first[n]);
+    what[n] = '\0';
+    return 1;
+}
+
+static int load_section(parser *p, sl_section *sec, const section_span *span, const char *which, const char *text)
+{
+    if (sl_sql_split(p->path, sec->line + 1, text + span->start, span->end - span->start, &sec->stmts, &sec->nstmts,
+                     p->err) != 0)
+        return -1;
+    if (sec->nstmts == 0) {
+        sl_err_set(p->err,
+                   "%s:%d: the %s section is empty (hint: write the statements to run for each chunk "
+                   "on the lines after it)",
+                   p->path, sec->line, which);
+        return -1;
+    }
+    int lo = 0, hi = 0;
+    for (size_t i = 0; i < sec->nstmts; i++) {
+        char what[32];
+        if (is_transaction_control(&sec->stmts[i], what, sizeof what)) {
+            sl_err_set(p->err,
+                       "%s:%d: %s is not allowed in a section: sluice runs each chunk in a transaction "
+                       "of its own (hint: remove it)",
+                       p->path, sec->stmts[i].line, what);
+            return -1;
+        }
+        lo |= sec->stmts[i].uses_lo;
+        hi |= sec->stmts[i].uses_hi;
+    }
+    if (!lo || !hi) {
+        sl_err_set(p->err,
+                   "%s:%d: the %s section never uses %s: without them every chunk would touch the whole "
+                   "table (hint: limit it to the chunk, e.g. WHERE id BETWEEN :lo AND :hi)",
+                   p->path, sec->line, which,
+                   !lo && !hi ? ":lo and :hi"
+                   : !lo      ? ":lo"
+                              : ":hi");
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks that need the whole file. */
+static int finish_job(parser *p, const file_state *fs, const char *text)
+{
+    sl_job *job = p->job;
+    if (!job->table) {
+        sl_err_set(p->err,
+                   "%s: no table directive (hint: name the table whose key is walked, e.g. -- "
+                   "sluice:table users, before -- sluice:up)",
+                   p->path);
+        return -1;
+    }
+    if (!job->up.present) {
+        sl_err_set(p->err,
+                   "%s: no up section (hint: add a line -- sluice:up followed by the statements to run "
+                   "for each chunk)",
+                   p->path);
+        return -1;
+    }
+    if (load_section(p, &job->up, &fs->up, "up", text) != 0)
+        return -1;
+    if (job->down.present && load_section(p, &job->down, &fs->down, "down", text) != 0)
+        return -1;
+    if (!job->line[SL_DIR_UNDO]) {
+        job->undo = job->down.present ? SL_UNDO_DOWN : SL_UNDO_NONE;
+    } else if (job->undo == SL_UNDO_DOWN && !job->down.present) {
+        sl_err_set(p->err,
+                   "%s:%d: undo down needs a -- sluice:down section (hint: add one, or use undo "
+                   "snapshot(COL, ...) to save old values instead)",
+                   p->path, job->line[SL_DIR_UNDO]);
+        return -1;
+    }
+    return 0;
+}
+
+static char *job_name_of(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 4 && strcmp(base + n - 4, ".sql") == 0)
+        n -= 4;
+    return sl_strndup(base, n);
+}
+
+int sl_job_parse(const char *path, const char *text, size_t len, sl_job *job, sl_err *err)
+{
+    memset(job, 0, sizeof *job);
+    job->name = job_name_of(path);
+    job->path = sl_strdup(path);
+    sl_checksum_hex(text, len, job->checksum);
+    job->batch = 1000;
+    job->lock_timeout_ms = 2000;
+    job->statement_timeout_ms = 60000;
+    job->retries = 5;
+    job->workers = 1;
+    job->on_error = SL_ON_ERROR_STOP;
+    job->undo = SL_UNDO_NONE;
+
+    parser p = {.path = path, .job = job, .err = err, .line = 0};
+    file_state fs = {0};
+    if (parse_lines(&p, &fs, text, len) != 0 || finish_job(&p, &fs, text) != 0) {
+        sl_job_free(job);
+        return -1;
+    }
+    return 0;
+}
+
+int sl_job_load(const char *path, sl_job *job, sl_err *err)
+{
+    char *text;
+    size_t len;
+    memset(job, 0, sizeof *job);
+    if (sl_read_file(path, &text, &len, err) != 0)
+        return -1;
+    int rc = sl_job_parse(path, text, len, job, err);
+    free(text);
+    return rc;
+}
+
+void sl_job_free(sl_job *job)
+{
+    if (!job)
+        return;
+    free(job->name);
+    free(job->path);
+    free(job->table);
+    free_strv(job->key, job->nkey);
+    free(job->where);
+    free(job->windows);
+    free_strv(job->undo_cols, job->nundo_cols);
+    free(job->throttle_query);
+    free(job->requires);
+    sl_stmts_free(job->up.stmts, job->up.nstmts);
+    sl_stmts_free(job->down.stmts, job->down.nstmts);
+    memset(job, 0, sizeof *job);
+}
+
+int sl_job_check_supported(const sl_job *job, const int supported[SL_DIR_COUNT], sl_err *err)
+{
+    int first = -1;
+    for (int d = 0; d < SL_DIR_COUNT; d++) {
+        if (job->line[d] && !supported[d] && (first < 0 || job->line[d] < job->line[first]))
+            first = d;
+    }
+    if (first < 0)
+        return 0;
+    sl_err_set(err, "%s:%d: directive \"%s\" is not supported yet", job->path, job->line[first],
+               directive_defs[first].name);
+    return -1;
+}
+
+/* ---- job sets ---- */
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int is_job_file(const char *name)
+{
+    size_t n = strlen(name);
+    return name[0] != '.' && n > 4 && strcmp(name + n - 4, ".sql") == 0;
+}
+
+/* The sorted "*.sql" names of dir. */
+static int list_job_files(const char *dir, char ***out, size_t *nout, sl_err *err)
+{
+    DIR *dh = opendir(dir);
+    if (!dh) {
+        if (errno == ENOENT)
+            sl_err_set(err,
+                       "jobs directory \"%s\" does not exist (hint: create it, or name another with --jobs "
+                       "DIR)",
+                       dir);
+        else
+            sl_err_set(err, "cannot read jobs directory \"%s\": %s", dir, strerror(errno));
+        return -1;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(dh)) != NULL) {
+        if (!is_job_file(de->d_name))
+            continue;
+        names = sl_realloc(names, (n + 1) * sizeof *names);
+        names[n++] = sl_strdup(de->d_name);
+    }
+    closedir(dh);
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_names);
+    *out = names;
+    *nout = n;
+    return 0;
+}
+
+int sl_jobset_load(const char *dir, sl_jobset *set, sl_err *err)
+{
+    memset(set, 0, sizeof *set);
+    char **names;
+    size_t nnames;
+    if (list_job_files(dir, &names, &nnames, err) != 0)
+        return -1;
+    size_t dlen = strlen(dir);
+    const char *sep = dlen > 0 && dir[dlen - 1] == '/' ? "" : "/";
+    int failed = 0;
+    set->jobs = sl_calloc(nnames ? nnames : 1, sizeof *set->jobs);
+    for (size_t i = 0; i < nnames; i++) {
+        char *path = sl_asprintf("%s%s%s", dir, sep, names[i]);
+        sl_err one;
+        if (sl_job_load(path, &set->jobs[set->njobs], &one) == 0) {
+            set->njobs++;
+        } else {
+            if (failed++ == 0)
+                sl_err_set(err, "%s", one.msg);
+            else
+                sl_err_append(err, "%s", one.msg);
+        }
+        free(path);
+    }
+    free_strv(names, nnames);
+    if (failed) {
+        sl_jobset_free(set);
+        return -1;
+    }
+    return 0;
+}
+
+sl_job *sl_jobset_find(sl_jobset *set, const char *name)
+{
+    size_t n = strlen(name);
+    if (n > 4 && strcmp(name + n - 4, ".sql") == 0)
+        n -= 4;
+    for (size_t i = 0; i < set->njobs; i++) {
+        if (strlen(set->jobs[i].name) == n && strncmp(set->jobs[i].name, name, n) == 0)
+            return &set->jobs[i];
+    }
+    return NULL;
+}
+
+void sl_jobset_free(sl_jobset *set)
+{
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->njobs; i++)
+        sl_job_free(&set->jobs[i]);
+    free(set->jobs);
+    memset(set, 0, sizeof *set);
+}

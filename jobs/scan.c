@@ -1,0 +1,386 @@
+/* scan.c: the SQL scanner: splits sections into statements and finds :lo/:hi outside quotes and comments. */
+#include "sluice/job.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Scanner state over one piece of text. Positions are byte offsets. */
+typedef struct scanner {
+    const char *path;
+    const char *text;
+    size_t len;
+    size_t pos;
+    int line; /* line of text[pos] */
+} scanner;
+
+/* One statement found by scan_next: [start, end) holds code from its first to
+ * its last token, so leading and trailing blanks and comments are left out. */
+typedef struct scanned {
+    size_t start, end;
+    int line;
+    int ended_by_semicolon;
+    sl_placeholder *ph; /* offsets relative to the text, not to start */
+    size_t nph, cap;
+} scanned;
+
+/* Identifier characters as PostgreSQL's lexer sees them: bytes >= 0x80 are
+ * letters of multibyte identifiers, and '$' may continue an identifier. */
+static int is_ident_start(unsigned char c)
+{
+    return isalpha(c) || c == '_' || c >= 0x80;
+}
+
+static int is_ident_char(unsigned char c)
+{
+    return is_ident_start(c) || isdigit(c) || c == '$';
+}
+
+static unsigned char at(const scanner *sc, size_t pos)
+{
+    return pos < sc->len ? (unsigned char)sc->text[pos] : '\0';
+}
+
+static void advance(scanner *sc, size_t n)
+{
+    for (size_t i = 0; i < n && sc->pos < sc->len; i++) {
+        if (sc->text[sc->pos] == '\n')
+            sc->line++;
+        sc->pos++;
+    }
+}
+
+static int unterminated(scanner *sc, int start_line, const char *what, sl_err *err)
+{
+    sl_err_set(err, "%s:%d: unterminated %s", sc->path, start_line, what);
+    return -1;
+}
+
+/* '...' with '' escapes; with backslash escapes too when escapes is set (E'...'). */
+static int skip_string(scanner *sc, int escapes, sl_err *err)
+{
+    int start_line = sc->line;
+    advance(sc, 1);
+    while (sc->pos < sc->len) {
+        unsigned char c = at(sc, sc->pos);
+        if (escapes && c == '\\') {
+            advance(sc, 2);
+        } else if (c == '\'') {
+            if (at(sc, sc->pos + 1) != '\'') {
+                advance(sc, 1);
+                return 0;
+            }
+            advance(sc, 2);
+        } else {
+            advance(sc, 1);
+        }
+    }
+    return unterminated(sc, start_line, "string literal (hint: close it with ')", err);
+}
+
+static int skip_quoted_ident(scanner *sc, sl_err *err)
+{
+    int start_line = sc->line;
+    advance(sc, 1);
+    while (sc->pos < sc->len) {
+        if (at(sc, sc->pos) == '"') {
+            if (at(sc, sc->pos + 1) != '"') {
+                advance(sc, 1);
+                return 0;
+            }
+            advance(sc, 2);
+        } else {
+            advance(sc, 1);
+        }
+    }
+    return unterminated(sc, start_line, "quoted identifier (hint: close it with \")", err);
+}
+
+static void skip_line_comment(scanner *sc)
+{
+    while (sc->pos < sc->len && sc->text[sc->pos] != '\n')
+        advance(sc, 1);
+}
+
+/* PostgreSQL block comments nest. */
+static int skip_block_comment(scanner *sc, sl_err *err)
+{
+    int start_line = sc->line;
+    int depth = 0;
+    do {
+        if (at(sc, sc->pos) == '/' && at(sc, sc->pos + 1) == '*') {
+            depth++;
+            advance(sc, 2);
+        } else if (at(sc, sc->pos) == '*' && at(sc, sc->pos + 1) == '/') {
+            depth--;
+            advance(sc, 2);
+        } else {
+            advance(sc, 1);
+        }
+    } while (depth > 0 && sc->pos < sc->len);
+    if (depth > 0)
+        return unterminated(sc, start_line, "/* comment (hint: close it with */)", err);
+    return 0;
+}
+
+/* Length of the dollar-quote opener at pos ("$$" or "$tag$"), or 0 when the
+ * '$' there is not one: "$1" is a parameter and "a$b" an identifier. */
+static size_t dollar_tag_len(const scanner *sc, size_t pos)
+{
+    if (pos > 0 && is_ident_char((unsigned char)sc->text[pos - 1]))
+        return 0;
+    size_t i = pos + 1;
+    if (at(sc, i) != '$' && !is_ident_start(at(sc, i)))
+        return 0;
+    while (i < sc->len && at(sc, i) != '$') {
+        unsigned char c = at(sc, i);
+        if (!is_ident_char(c))
+            return 0;
+        i++;
+    }
+    if (i >= sc->len)
+        return 0;
+    return i + 1 - pos;
+}
+
+static int skip_dollar_quote(scanner *sc, size_t tag_len, sl_err *err)
+{
+    int start_line = sc->line;
+    const char *tag = sc->text + sc->pos;
+    advance(sc, tag_len);
+    while (sc->pos + tag_len <= sc->len) {
+        if (memcmp(sc->text + sc->pos, tag, tag_len) == 0) {
+            advance(sc, tag_len);
+            return 0;
+        }
+        advance(sc, 1);
+    }
+    sl_err_set(err, "%s:%d: unterminated dollar-quoted string %.*s (hint: close it with %.*s)", sc->path, start_line,
+               (int)tag_len, tag, (int)tag_len, tag);
+    return -1;
+}
+
+/* ":lo" or ":hi" at pos that is a placeholder: 1 for :lo, 2 for :hi, else 0. */
+static int placeholder_at(const scanner *sc, size_t pos)
+{
+    if (pos > 0 && sc->text[pos - 1] == ':')
+        return 0; /* "x::lo" casts to a type named lo */
+    if (pos + 3 > sc->len || is_ident_char(at(sc, pos + 3)))
+        return 0; /* ":lower", ":hi_x" */
+    if (memcmp(sc->text + pos, ":lo", 3) == 0)
+        return 1;
+    if (memcmp(sc->text + pos, ":hi", 3) == 0)
+        return 2;
+    return 0;
+}
+
+static void add_placeholder(scanned *st, size_t offset, int is_hi)
+{
+    if (st->nph == st->cap) {
+        st->cap = st->cap ? st->cap * 2 : 4;
+        st->ph = sl_realloc(st->ph, st->cap * sizeof *st->ph);
+    }
+    st->ph[st->nph++] = (sl_placeholder){.offset = offset, .length = 3, .is_hi = is_hi};
+}
+
+/* Skip whatever starts at pos if it is a quote or a comment. Returns 1 when
+ * something was skipped (so it is code that counts as a token, or a comment),
+ * 0 when pos holds plain code, -1 on error. *is_comment tells which. */
+static int skip_quoted(scanner *sc, int *is_comment, sl_err *err)
+{
+    unsigned char c = at(sc, sc->pos), next = at(sc, sc->pos + 1);
+    *is_comment = 0;
+    if (c == '-' && next == '-') {
+        *is_comment = 1;
+        skip_line_comment(sc);
+        return 1;
+    }
+    if (c == '/' && next == '*') {
+        *is_comment = 1;
+        return skip_block_comment(sc, err) < 0 ? -1 : 1;
+    }
+    if (c == '\'') {
+        /* E'...' takes backslash escapes, unless the E ends a longer word. */
+        int escapes = sc->pos > 0 && (sc->text[sc->pos - 1] == 'E' || sc->text[sc->pos - 1] == 'e') &&
+                      (sc->pos < 2 || !is_ident_char((unsigned char)sc->text[sc->pos - 2]));
+        return skip_string(sc, escapes, err) < 0 ? -1 : 1;
+    }
+    if (c == '"')
+        return skip_quoted_ident(sc, err) < 0 ? -1 : 1;
+    if (c == '$') {
+        size_t tag_len = dollar_tag_len(sc, sc->pos);
+        if (tag_len > 0)
+            return skip_dollar_quote(sc, tag_len, err) < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* Scan the next statement. Returns 1 with *st filled, 0 at the end of the
+ * text, -1 on error. A statement with no code (only blanks and comments) has
+ * start == end. */
+static int scan_next(scanner *sc, scanned *st, sl_err *err)
+{
+    memset(st, 0, sizeof *st);
+    if (sc->pos >= sc->len)
+        return 0;
+    int have_code = 0;
+    while (sc->pos < sc->len) {
+        unsigned char c = at(sc, sc->pos);
+        if (c == ';') {
+            advance(sc, 1);
+            st->ended_by_semicolon = 1;
+            return 1;
+        }
+        if (isspace(c)) {
+            advance(sc, 1);
+            continue;
+        }
+        size_t tok_start = sc->pos;
+        int tok_line = sc->line, is_comment;
+        int r = skip_quoted(sc, &is_comment, err);
+        if (r < 0) {
+            free(st->ph);
+            st->ph = NULL;
+            return -1;
+        }
+        if (r > 0 && is_comment)
+            continue;
+        if (r == 0) {
+            int kind = c == ':' ? placeholder_at(sc, sc->pos) : 0;
+            if (kind)
+                add_placeholder(st, sc->pos, kind == 2);
+            advance(sc, kind ? 3 : 1);
+        }
+        if (!have_code) {
+            have_code = 1;
+            st->start = tok_start;
+            st->line = tok_line;
+        }
+        st->end = sc->pos;
+    }
+    return 1;
+}
+
+/* Turn a scanned range into an owned statement. */
+static void make_stmt(const scanner *sc, scanned *st, sl_stmt *out)
+{
+    memset(out, 0, sizeof *out);
+    out->text = sl_strndup(sc->text + st->start, st->end - st->start);
+    out->line = st->line;
+    out->ph = st->ph;
+    out->nph = st->nph;
+    st->ph = NULL;
+    for (size_t i = 0; i < out->nph; i++) {
+        assert(out->ph[i].offset >= st->start && "BUG: placeholder before its statement");
+        out->ph[i].offset -= st->start;
+        if (out->ph[i].is_hi)
+            out->uses_hi = 1;
+        else
+            out->uses_lo = 1;
+    }
+}
+
+int sl_sql_split(const char *path, int first_line, const char *text, size_t len, sl_stmt **out, size_t *nout,
+                 sl_err *err)
+{
+    scanner sc = {.path = path, .text = text, .len = len, .pos = 0, .line = first_line};
+    sl_stmt *stmts = NULL;
+    size_t nstmts = 0, cap = 0;
+    scanned st;
+    int r;
+    *out = NULL;
+    *nout = 0;
+    while ((r = scan_next(&sc, &st, err)) > 0) {
+        if (st.end == st.start) {
+            free(st.ph);
+            continue;
+        }
+        if (nstmts == cap) {
+            cap = cap ? cap * 2 : 4;
+            stmts = sl_realloc(stmts, cap * sizeof *stmts);
+        }
+        make_stmt(&sc, &st, &stmts[nstmts++]);
+    }
+    if (r < 0) {
+        sl_stmts_free(stmts, nstmts);
+        return -1;
+    }
+    *out = stmts;
+    *nout = nstmts;
+    return 0;
+}
+
+int sl_sql_fragment(const char *path, int line, const char *text, size_t len, sl_stmt *out, sl_err *err)
+{
+    scanner sc = {.path = path, .text = text, .len = len, .pos = 0, .line = line};
+    scanned st;
+    memset(out, 0, sizeof *out);
+    int r = scan_next(&sc, &st, err);
+    if (r < 0)
+        return -1;
+    if (r == 0 || st.end == st.start) {
+        free(st.ph);
+        sl_err_set(err, "%s:%d: expected SQL, got nothing", path, line);
+        return -1;
+    }
+    if (st.ended_by_semicolon) {
+        free(st.ph);
+        sl_err_set(err, "%s:%d: ';' is not allowed here (hint: write one expression or query, without ';')", path,
+                   line);
+        return -1;
+    }
+    make_stmt(&sc, &st, out);
+    return 0;
+}
+
+void sl_stmts_free(sl_stmt *stmts, size_t n)
+{
+    if (!stmts)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(stmts[i].text);
+        free(stmts[i].ph);
+    }
+    free(stmts);
+}
+
+char *sl_stmt_render(const sl_stmt *stmt, const char *lo_sql, const char *hi_sql)
+{
+    sl_buf buf = {0};
+    size_t done = 0;
+    for (size_t i = 0; i < stmt->nph; i++) {
+        const sl_placeholder *ph = &stmt->ph[i];
+        assert(ph->offset >= done && "BUG: placeholders out of order");
+        sl_buf_add(&buf, stmt->text + done, ph->offset - done);
+        sl_buf_adds(&buf, ph->is_hi ? hi_sql : lo_sql);
+        done = ph->offset + ph->length;
+    }
+    sl_buf_adds(&buf, stmt->text + done);
+    return sl_buf_take(&buf);
+}
+
+void sl_stmt_first_word(const sl_stmt *stmt, char *out, size_t outsz)
+{
+    assert(outsz > 0 && "BUG: no room for the first word");
+    scanner sc = {.path = "", .text = stmt->text, .len = strlen(stmt->text), .pos = 0, .line = 1};
+    sl_err ignored;
+    int is_comment = 1;
+    out[0] = '\0';
+    /* Leading comments are not words; stop at anything else. */
+    while (sc.pos < sc.len) {
+        if (isspace(at(&sc, sc.pos))) {
+            advance(&sc, 1);
+            continue;
+        }
+        size_t before = sc.pos;
+        if (skip_quoted(&sc, &is_comment, &ignored) <= 0 || !is_comment) {
+            sc.pos = before;
+            break;
+        }
+    }
+    size_t n = 0;
+    while (sc.pos < sc.len && isalpha(at(&sc, sc.pos)) && n + 1 < outsz)
+        out[n++] = (char)tolower(at(&sc, sc.pos++));
+    out[n] = '\0';
+}

@@ -1,0 +1,272 @@
+/* cli.c: parse the command line, load and validate job files, dispatch to the commands. */
+#include "sluice/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char usage_text[] =
+    "usage: sluice [--db URL] [--jobs DIR] [--checkpoints DIR] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "Runs data migrations over large tables in keyset-paginated chunks, each one short\n"
+    "transaction, checkpointed so an interrupted run resumes exactly where it stopped.\n"
+    "\n"
+    "commands:\n"
+    "  up [JOB]                run pending jobs in order (or only JOB); resume any that stopped\n"
+    "  down JOB | -N | base    roll back JOB and every later applied job / the last N / all\n"
+    "  status [JOB]            each job's state, read from the checkpoint files\n"
+    "  history                 every run, with times and row counts\n"
+    "  plan JOB                dry run: validate, estimate rows and chunks, show chunk SQL and its plan\n"
+    "  stamp JOB done|pending  record a job's state without running it\n"
+    "  ctl JOB pause|resume|status|set NAME=VALUE   talk to a running job\n"
+    "  (upgrade, downgrade and current are aliases of up, down and status)\n"
+    "\n"
+    "options:\n"
+    "  --db URL           postgresql://..., postgres://..., a libpq key=value string, or sqlite:PATH\n"
+    "                     (default: $SLUICE_DB, else $DATABASE_URL, else libpq's PG* variables)\n"
+    "  --jobs DIR         directory of job files (default ./jobs)\n"
+    "  --checkpoints DIR  directory of checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")\n"
+    "  --json             machine-readable output (status, history)\n"
+    "  --force            resume a job whose file changed after its first chunk; walk a key without an index\n"
+    "  -h, --help         this text; `sluice COMMAND --help` for one command\n"
+    "\n"
+    "exit codes: 0 done, 1 a job failed (resumable), 2 bad usage or refused (nothing changed),\n"
+    "            3 stopped before done (resumable)\n";
+
+typedef struct command_help {
+    const char *name;
+    const char *text;
+} command_help;
+
+static const command_help helps[] = {
+    {"up", "usage: sluice up [JOB]\n\n"
+           "Run every pending job in file-name order, or only JOB. A job that stopped or failed resumes\n"
+           "after its last committed chunk. Jobs already done are skipped. Every job file is validated\n"
+           "before anything runs. SIGINT/SIGTERM: the chunk in flight finishes, then exit 3; a second\n"
+           "signal aborts the chunk (it rolls back). --force resumes a job whose file changed.\n"},
+    {"down", "usage: sluice down JOB | -N | base\n\nRoll back JOB and every later applied job, the last N, or all.\n"},
+    {"status", "usage: sluice status [JOB] [--json]\n\n"
+               "Each job's state, rows, chunks, last key, read from the checkpoint files (no database needed).\n"},
+    {"history", "usage: sluice history [--json]\n\nEvery run of every job, oldest first, with times and row counts.\n"},
+    {"plan", "usage: sluice plan JOB\n\n"
+             "Dry run against the live database: table, key, index, estimated rows and chunks, the first\n"
+             "chunk's bounds, its SQL and EXPLAIN; warns about sequential scans. Changes nothing.\n"},
+    {"stamp", "usage: sluice stamp JOB done|pending\n\n"
+              "Record a job's state without running it. pending forgets its progress (in the checkpoint file\n"
+              "and in the database's sluice_progress table) so the next `up` runs it from the start.\n"},
+    {"ctl", "usage: sluice ctl JOB pause|resume|status|set NAME=VALUE\n\nTalk to a running job.\n"},
+};
+
+static const char *canonical_command(const char *cmd)
+{
+    if (strcmp(cmd, "upgrade") == 0)
+        return "up";
+    if (strcmp(cmd, "downgrade") == 0)
+        return "down";
+    if (strcmp(cmd, "current") == 0)
+        return "status";
+    return cmd;
+}
+
+static int print_command_help(const char *cmd)
+{
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        if (strcmp(helps[i].name, cmd) == 0) {
+            fputs(helps[i].text, stdout);
+            return SL_EXIT_OK;
+        }
+    }
+    fprintf(stderr, "sluice: unknown command \"%s\"\n", cmd);
+    return SL_EXIT_USAGE;
+}
+
+typedef struct cli_args {
+    sl_opts opts;
+    const char *pos[8];
+    int npos;
+    int help;
+} cli_args;
+
+/* Options may come before or after the command. */
+static int parse_args(int argc, char **argv, cli_args *a)
+{
+    int only_positional = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char **target = NULL;
+        if (only_positional || arg[0] != '-' || (arg[1] >= '0' && arg[1] <= '9')) {
+            if (a->npos >= 8) {
+                sl_error("too many arguments (hint: sluice --help)");
+                return -1;
+            }
+            a->pos[a->npos++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0)
+            only_positional = 1;
+        else if (strcmp(arg, "--json") == 0)
+            a->opts.json = 1;
+        else if (strcmp(arg, "--force") == 0)
+            a->opts.force = 1;
+        else if (strcmp(arg, "--no-wait") == 0)
+            a->opts.no_wait = 1;
+        else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
+            a->help = 1;
+        else if (strcmp(arg, "--db") == 0 || strncmp(arg, "--db=", 5) == 0)
+            target = &a->opts.db;
+        else if (strcmp(arg, "--jobs") == 0 || strncmp(arg, "--jobs=", 7) == 0)
+            target = &a->opts.jobs_dir;
+        else if (strcmp(arg, "--checkpoints") == 0 || strncmp(arg, "--checkpoints=", 14) == 0)
+            target = &a->opts.ckpt_dir;
+        else {
+            sl_error("unknown option \"%s\" (hint: sluice --help)", arg);
+            return -1;
+        }
+        if (target) {
+            const char *eq = strchr(arg, '=');
+            if (eq) {
+                *target = eq + 1;
+            } else if (i + 1 < argc) {
+                *target = argv[++i];
+            } else {
+                sl_error("option %s expects a value", arg);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void resolve_defaults(sl_opts *o)
+{
+    if (!o->db)
+        o->db = getenv("SLUICE_DB");
+    if (!o->db || !*o->db)
+        o->db = getenv("DATABASE_URL");
+    if (!o->db)
+        o->db = "";
+    if (!o->jobs_dir)
+        o->jobs_dir = "jobs";
+    if (!o->ckpt_dir)
+        o->ckpt_dir = SL_DEFAULT_CKPT_DIR;
+    o->progress_tty = isatty(2);
+}
+
+/* Directives the runner implements today; the others are refused per line. */
+static int check_supported(const sl_job *job, sl_err *err)
+{
+    int supported[SL_DIR_COUNT] = {0};
+    static const sl_directive done[] = {SL_DIR_TABLE,   SL_DIR_KEY,      SL_DIR_WHERE,        SL_DIR_BATCH,
+                                        SL_DIR_PAUSE,   SL_DIR_MAX_RATE, SL_DIR_LOCK_TIMEOUT, SL_DIR_STATEMENT_TIMEOUT,
+                                        SL_DIR_RETRIES, SL_DIR_REQUIRES};
+    for (size_t i = 0; i < sizeof done / sizeof done[0]; i++)
+        supported[done[i]] = 1;
+    /* Writing the default out is not asking for the unbuilt feature. */
+    if (job->on_error == SL_ON_ERROR_STOP)
+        supported[SL_DIR_ON_ERROR] = 1;
+    if (job->workers == 1)
+        supported[SL_DIR_WORKERS] = 1;
+    return sl_job_check_supported(job, supported, err);
+}
+
+static int load_jobs(const sl_opts *opts, sl_jobset *set, const char *only, int check)
+{
+    sl_err err = {{0}};
+    if (sl_jobset_load(opts->jobs_dir, set, &err) != 0) {
+        sl_error("%s", err.msg);
+        return SL_EXIT_USAGE;
+    }
+    if (only && !sl_jobset_find(set, only)) {
+        sl_error("no job \"%s\" in %s (hint: sluice status lists the jobs)", only, opts->jobs_dir);
+        return SL_EXIT_USAGE;
+    }
+    int bad = 0;
+    for (size_t i = 0; check && i < set->njobs; i++) {
+        if (only && set->jobs + i != sl_jobset_find(set, only))
+            continue;
+        err.msg[0] = '\0';
+        if (check_supported(&set->jobs[i], &err) != 0) {
+            sl_error("%s", err.msg);
+            bad = 1;
+        }
+    }
+    return bad ? SL_EXIT_USAGE : SL_EXIT_OK;
+}
+
+static int refuse_sqlite(const sl_opts *opts)
+{
+    if (strncmp(opts->db, "sqlite:", 7) == 0) {
+        sl_error("--db %s: SQLite targets are not supported yet; use a PostgreSQL URL", opts->db);
+        return 1;
+    }
+    return 0;
+}
+
+static int want_args(const cli_args *a, int min, int max, const char *cmd)
+{
+    int n = a->npos - 1;
+    if (n < min || n > max) {
+        sl_error("%s: wrong number of arguments", cmd);
+        print_command_help(cmd);
+        return 0;
+    }
+    return 1;
+}
+
+static int dispatch(const char *cmd, cli_args *a)
+{
+    sl_opts *o = &a->opts;
+    const char *arg1 = a->npos > 1 ? a->pos[1] : NULL;
+    sl_jobset set = {0};
+    int code;
+    if (strcmp(cmd, "down") == 0 || strcmp(cmd, "ctl") == 0) {
+        sl_error("%s is not supported yet in this version of sluice", cmd);
+        return SL_EXIT_USAGE;
+    }
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0) {
+        if (!want_args(a, 0, strcmp(cmd, "status") == 0 ? 1 : 0, cmd))
+            return SL_EXIT_USAGE;
+        return strcmp(cmd, "status") == 0 ? sl_cmd_status(o, NULL, arg1) : sl_cmd_history(o, NULL);
+    }
+    if (strcmp(cmd, "up") == 0) {
+        if (!want_args(a, 0, 1, cmd) || refuse_sqlite(o))
+            return SL_EXIT_USAGE;
+        code = load_jobs(o, &set, arg1, 1);
+        if (code == SL_EXIT_OK)
+            code = sl_cmd_up(o, &set, arg1);
+    } else if (strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0) {
+        int is_plan = strcmp(cmd, "plan") == 0;
+        if (!want_args(a, is_plan ? 1 : 2, is_plan ? 1 : 2, cmd) || refuse_sqlite(o))
+            return SL_EXIT_USAGE;
+        code = load_jobs(o, &set, arg1, is_plan);
+        if (code == SL_EXIT_OK)
+            code = is_plan ? sl_cmd_plan(o, sl_jobset_find(&set, arg1))
+                           : sl_cmd_stamp(o, sl_jobset_find(&set, arg1), a->pos[2]);
+    } else {
+        sl_error("unknown command \"%s\" (hint: sluice --help lists the commands)", cmd);
+        return SL_EXIT_USAGE;
+    }
+    sl_jobset_free(&set);
+    return code;
+}
+
+int sl_cli_main(int argc, char **argv)
+{
+    cli_args a = {0};
+    if (parse_args(argc, argv, &a) != 0)
+        return SL_EXIT_USAGE;
+    if (a.npos == 0) {
+        if (a.help) {
+            fputs(usage_text, stdout);
+            return SL_EXIT_OK;
+        }
+        fputs(usage_text, stderr);
+        return SL_EXIT_USAGE;
+    }
+    const char *cmd = canonical_command(a.pos[0]);
+    if (a.help)
+        return print_command_help(cmd);
+    resolve_defaults(&a.opts);
+    return dispatch(cmd, &a);
+}

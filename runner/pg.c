@@ -1,0 +1,723 @@
+/* pg.c: PostgreSQL through libpq's asynchronous API on a libuv loop, in pipeline mode. */
+#include "sluice/pg.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* pg->poll_active: the one uv_poll_t moves between these states. A handle is
+ * bound to its descriptor at init, so watching a different descriptor means
+ * closing it and initialising it again once libuv has released it. */
+enum { POLL_NONE = 0, POLL_READY = 1, POLL_CLOSING = 2 };
+
+#define MAX_SECRETS 8
+
+struct sl_pg_batch {
+    struct sl_pg_batch *next;
+    sl_pg_reply_cb cb;
+    void *arg;
+    size_t nqueries;
+    size_t current; /* query whose results are being read; nqueries = awaiting the sync */
+    PGresult **results;
+    int failed_index;
+    char sqlstate[6];
+    char *error;
+};
+
+static void pg_on_poll(uv_poll_t *handle, int status, int events);
+static void pg_lose(sl_pg *pg, const char *message);
+static void pg_connect_fail(sl_pg *pg, const char *message);
+
+/* ---- strings ---- */
+
+/* Fold libpq's multi-line messages ("...failed: Connection refused\n\tIs the
+ * server running...") into one line, in place. */
+static char *pg_oneline(char *s)
+{
+    size_t out = 0;
+    int pending_space = 0;
+    for (size_t i = 0; s[i]; i++) {
+        if (s[i] == '\n' || s[i] == '\r') {
+            pending_space = 1;
+            continue;
+        }
+        if (pending_space && isspace((unsigned char)s[i]))
+            continue;
+        if (pending_space && out > 0)
+            s[out++] = ' ';
+        pending_space = 0;
+        s[out++] = s[i];
+    }
+    while (out > 0 && isspace((unsigned char)s[out - 1]))
+        out--;
+    s[out] = '\0';
+    return s;
+}
+
+static char *pg_oneline_dup(const char *message, const char *fallback)
+{
+    char *line = pg_oneline(sl_strdup(message ? message : ""));
+    if (line[0] == '\0') {
+        free(line);
+        line = sl_strdup(fallback);
+    }
+    return line;
+}
+
+static int pg_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Best-effort percent-decoding: invalid escapes are kept as they are. */
+static char *pg_percent_decode(const char *s, size_t len)
+{
+    char *out = sl_malloc(len + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%' && i + 2 < len && pg_hexval(s[i + 1]) >= 0 && pg_hexval(s[i + 2]) >= 0) {
+            out[n++] = (char)(pg_hexval(s[i + 1]) * 16 + pg_hexval(s[i + 2]));
+            i += 2;
+        } else {
+            out[n++] = s[i];
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static void pg_add_secret(char **secrets, size_t *count, const char *s, size_t len)
+{
+    if (len == 0 || *count + 2 > MAX_SECRETS)
+        return;
+    secrets[(*count)++] = sl_strndup(s, len);
+    secrets[(*count)++] = pg_percent_decode(s, len);
+}
+
+/* The password of a URL's user info: "scheme://user:PASSWORD@host". */
+static void pg_find_uri_password(const char *conninfo, char **secrets, size_t *count)
+{
+    const char *p = strstr(conninfo, "://");
+    if (!p)
+        return;
+    p += 3;
+    size_t auth_len = strcspn(p, "@/?");
+    if (p[auth_len] != '@')
+        return;
+    const char *colon = memchr(p, ':', auth_len);
+    if (colon)
+        pg_add_secret(secrets, count, colon + 1, (size_t)(p + auth_len - colon - 1));
+}
+
+/* Values of "password=..." (and "sslpassword=...") in key=value strings and
+ * URL query parameters, quoted or not. */
+static void pg_find_kv_passwords(const char *conninfo, char **secrets, size_t *count)
+{
+    for (const char *p = strstr(conninfo, "password"); p; p = strstr(p + 1, "password")) {
+        const char *v = p + strlen("password");
+        while (isspace((unsigned char)*v))
+            v++;
+        if (*v != '=')
+            continue;
+        v++;
+        while (isspace((unsigned char)*v))
+            v++;
+        if (*v == '\'') {
+            v++;
+            const char *end = v;
+            while (*end && *end != '\'')
+                end += (end[0] == '\\' && end[1]) ? 2 : 1;
+            pg_add_secret(secrets, count, v, (size_t)(end - v));
+        } else {
+            pg_add_secret(secrets, count, v, strcspn(v, " \t\r\n&"));
+        }
+    }
+}
+
+/* Replace every occurrence of each secret in message by "***". libpq's parse
+ * errors quote tokens, and a malformed password is such a token
+ * ('invalid percent-encoded token: "s3%zz"'). */
+static char *pg_redact(const char *message, const char *conninfo)
+{
+    char *secrets[MAX_SECRETS];
+    size_t count = 0;
+    pg_find_uri_password(conninfo, secrets, &count);
+    pg_find_kv_passwords(conninfo, secrets, &count);
+    char *text = sl_strdup(message);
+    for (size_t i = 0; i < count; i++) {
+        sl_buf out = {0};
+        size_t len = strlen(secrets[i]);
+        const char *p = text;
+        for (const char *hit; len > 0 && (hit = strstr(p, secrets[i])) != NULL; p = hit + len) {
+            sl_buf_add(&out, p, (size_t)(hit - p));
+            sl_buf_adds(&out, "***");
+        }
+        sl_buf_adds(&out, p);
+        free(text);
+        text = sl_buf_take(&out);
+        free(secrets[i]);
+    }
+    return text;
+}
+
+static const char *pg_opt(const PQconninfoOption *opts, const char *keyword)
+{
+    for (const PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, keyword) == 0)
+            return o->val && o->val[0] ? o->val : NULL;
+    }
+    return NULL;
+}
+
+/* First of: the string's own value, libpq's default (PG* environment,
+ * compiled-in), then fallback. */
+static const char *pg_pick(const PQconninfoOption *opts, const PQconninfoOption *defaults, const char *keyword,
+                           const char *fallback)
+{
+    const char *v = pg_opt(opts, keyword);
+    if (!v)
+        v = pg_opt(defaults, keyword);
+    return v ? v : fallback;
+}
+
+/* "user@host:port/dbname" the way libpq will resolve it; never the password.
+ * "[local]" (psql's word) stands for the default Unix-domain socket. */
+static char *pg_make_display(const PQconninfoOption *opts)
+{
+    PQconninfoOption *defaults = PQconndefaults();
+    const char *user = pg_pick(opts, defaults, "user", "?");
+    const char *host = pg_opt(opts, "host");
+    if (!host)
+        host = pg_opt(opts, "hostaddr");
+    if (!host)
+        host = pg_pick(NULL, defaults, "host", NULL);
+    if (!host)
+        host = pg_pick(NULL, defaults, "hostaddr", "[local]");
+    const char *port = pg_pick(opts, defaults, "port", "5432");
+    const char *dbname = pg_pick(opts, defaults, "dbname", user);
+    char *display = sl_asprintf("%s@%s:%s/%s", user, host, port, dbname);
+    PQconninfoFree(defaults);
+    return display;
+}
+
+/* ---- handles ---- */
+
+static int pg_alive(const sl_pg *pg, const PGconn *conn)
+{
+    return pg->conn == conn && pg->connected && !pg->closing;
+}
+
+static void pg_maybe_closed(sl_pg *pg)
+{
+    assert(pg->pending_closes >= 0 && "BUG: more handle closes than were started");
+    if (!pg->closing || pg->pending_closes > 0)
+        return;
+    free(pg->conninfo);
+    free(pg->display);
+    pg->conninfo = pg->display = NULL;
+    if (pg->close_cb)
+        pg->close_cb(pg);
+}
+
+static void pg_on_timer_closed(uv_handle_t *handle)
+{
+    sl_pg *pg = handle->data;
+    pg->pending_closes--;
+    pg_maybe_closed(pg);
+}
+
+static int pg_watch(sl_pg *pg, int events);
+
+static void pg_on_poll_closed(uv_handle_t *handle)
+{
+    sl_pg *pg = handle->data;
+    pg->pending_closes--;
+    pg->poll_active = POLL_NONE;
+    pg->poll_fd = -1;
+    if (pg->closing) {
+        pg_maybe_closed(pg);
+        return;
+    }
+    /* A (re)connect asked for events while the handle was closing. */
+    if (pg->conn && pg->events && pg_watch(pg, pg->events) < 0) {
+        if (pg->connected) {
+            pg_lose(pg, "could not watch the connection's socket");
+        } else {
+            pg_connect_fail(pg, "could not watch the connection's socket");
+        }
+    }
+}
+
+static void pg_close_poll(sl_pg *pg)
+{
+    pg->events = 0;
+    if (pg->poll_active != POLL_READY)
+        return;
+    uv_poll_stop(&pg->poll);
+    uv_close((uv_handle_t *)&pg->poll, pg_on_poll_closed);
+    pg->poll_active = POLL_CLOSING;
+    pg->pending_closes++;
+}
+
+/* Watch libpq's current socket for events. libpq may have replaced the socket
+ * (next host, TCP after a Unix socket), maybe under the same number: the
+ * handle was stopped before libpq ran, so starting it registers afresh. */
+static int pg_watch(sl_pg *pg, int events)
+{
+    pg->events = events;
+    if (pg->poll_active == POLL_CLOSING)
+        return 0; /* pg_on_poll_closed resumes */
+    int fd = PQsocket(pg->conn);
+    if (fd < 0)
+        return -1;
+    if (pg->poll_active == POLL_READY && pg->poll_fd != fd) {
+        pg_close_poll(pg);
+        pg->events = events;
+        return 0;
+    }
+    if (pg->poll_active == POLL_NONE) {
+        if (uv_poll_init_socket(pg->loop, &pg->poll, fd) != 0)
+            return -1;
+        pg->poll.data = pg;
+        pg->poll_fd = fd;
+        pg->poll_active = POLL_READY;
+    }
+    return uv_poll_start(&pg->poll, events, pg_on_poll) == 0 ? 0 : -1;
+}
+
+/* Forget the connection. The poll handle is closed before PQfinish closes its
+ * descriptor (libuv poll.rst), and not kept for a later socket: stopping or
+ * closing a handle whose number was reused would unregister someone else's. */
+static void pg_drop(sl_pg *pg)
+{
+    uv_timer_stop(&pg->timer);
+    pg_close_poll(pg);
+    PQfinish(pg->conn);
+    pg->conn = NULL;
+    pg->connected = 0;
+}
+
+/* ---- connecting ---- */
+
+static void pg_connect_fail(sl_pg *pg, const char *message)
+{
+    char *line = pg_oneline_dup(message, "could not connect");
+    sl_pg_connect_cb cb = pg->connect_cb;
+    pg->connect_cb = NULL;
+    pg_drop(pg);
+    if (cb)
+        cb(pg, -1, line, pg->connect_arg);
+    free(line);
+}
+
+static void pg_on_notice(void *arg, const char *message)
+{
+    sl_pg *pg = arg;
+    char *line = sl_strdup(message);
+    size_t len = strlen(line);
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        line[--len] = '\0';
+    if (pg->notice_cb) {
+        pg->notice_cb(pg, line, pg->notice_arg);
+    } else {
+        sl_log(SL_LOG_INFO, "notice: %s", line);
+    }
+    free(line);
+}
+
+static void pg_connect_done(sl_pg *pg)
+{
+    uv_timer_stop(&pg->timer);
+    /* libpq docs 34.5: pipeline mode can only be entered while idle. */
+    if (PQsetnonblocking(pg->conn, 1) != 0 || PQenterPipelineMode(pg->conn) != 1) {
+        pg_connect_fail(pg, PQerrorMessage(pg->conn));
+        return;
+    }
+    if (pg_watch(pg, UV_READABLE) < 0) {
+        pg_connect_fail(pg, "could not watch the connection's socket");
+        return;
+    }
+    pg->connected = 1;
+    sl_pg_connect_cb cb = pg->connect_cb;
+    pg->connect_cb = NULL;
+    if (cb)
+        cb(pg, 0, NULL, pg->connect_arg);
+}
+
+/* One PQconnectPoll step. The handle is stopped first: libpq may close the
+ * socket it watches during the call. */
+static void pg_connect_step(sl_pg *pg)
+{
+    if (pg->poll_active == POLL_READY)
+        uv_poll_stop(&pg->poll);
+    switch (PQconnectPoll(pg->conn)) {
+    case PGRES_POLLING_READING:
+        if (pg_watch(pg, UV_READABLE) < 0)
+            pg_connect_fail(pg, "could not watch the connection's socket");
+        return;
+    case PGRES_POLLING_WRITING:
+        if (pg_watch(pg, UV_WRITABLE) < 0)
+            pg_connect_fail(pg, "could not watch the connection's socket");
+        return;
+    case PGRES_POLLING_OK: pg_connect_done(pg); return;
+    default: pg_connect_fail(pg, PQerrorMessage(pg->conn)); return;
+    }
+}
+
+/* The timer serves three ends, one at a time: the connect timeout; reporting
+ * a connect that failed inside PQconnectStartParams (callbacks never run
+ * inside sl_pg_connect); and, while connected, a send that broke the
+ * connection (callbacks never run inside sl_pg_send). */
+static void pg_on_timer(uv_timer_t *timer)
+{
+    sl_pg *pg = timer->data;
+    if (!pg->conn)
+        return;
+    if (pg->connected) {
+        pg_lose(pg, PQerrorMessage(pg->conn));
+        return;
+    }
+    if (PQstatus(pg->conn) == CONNECTION_BAD) {
+        pg_connect_fail(pg, PQerrorMessage(pg->conn));
+        return;
+    }
+    char *message = sl_asprintf("timed out connecting to %s", pg->display);
+    pg_connect_fail(pg, message);
+    free(message);
+}
+
+/* ---- results ---- */
+
+static int pg_result_failed(ExecStatusType status)
+{
+    return status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE || status == PGRES_NONFATAL_ERROR;
+}
+
+static char *pg_result_error(const PGresult *res)
+{
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    char *message;
+    if (primary && detail) {
+        message = sl_asprintf("%s (detail: %s)", primary, detail);
+    } else {
+        message = sl_strdup(primary ? primary : PQresultErrorMessage(res));
+    }
+    pg_oneline(message);
+    if (message[0] == '\0') {
+        free(message);
+        message = sl_strdup("query failed without a message");
+    }
+    return message;
+}
+
+/* Keep one result per query: the first, or an error that follows it. */
+static void pg_batch_store(struct sl_pg_batch *b, PGresult *res)
+{
+    ExecStatusType status = PQresultStatus(res);
+    size_t i = b->current;
+    assert(i < b->nqueries && "BUG: result stored past the batch's last query");
+    if (status == PGRES_PIPELINE_ABORTED) {
+        PQclear(res); /* pg.h: aborted queries have NULL results */
+        return;
+    }
+    if (pg_result_failed(status) && b->failed_index < 0) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        b->failed_index = (int)i;
+        snprintf(b->sqlstate, sizeof b->sqlstate, "%s", state ? state : "");
+        b->error = pg_result_error(res);
+    }
+    if (b->results[i] && !pg_result_failed(status)) {
+        PQclear(res);
+        return;
+    }
+    PQclear(b->results[i]);
+    b->results[i] = res;
+}
+
+/* Run a detached batch's callback, then release it. */
+static void pg_batch_finish(sl_pg *pg, struct sl_pg_batch *b, const char *lost_message)
+{
+    sl_pg_reply reply = {
+        .nresults = b->nqueries,
+        .results = b->results,
+        .ok = !lost_message && b->failed_index < 0,
+        .failed_index = b->failed_index,
+        .error = b->error ? b->error : lost_message,
+        .conn_lost = lost_message != NULL,
+    };
+    memcpy(reply.sqlstate, b->sqlstate, sizeof reply.sqlstate);
+    b->cb(pg, &reply, b->arg);
+    for (size_t i = 0; i < b->nqueries; i++)
+        PQclear(b->results[i]);
+    free(b->results);
+    free(b->error);
+    free(b);
+}
+
+/* The connection is gone: drop it first, so that callbacks may reconnect,
+ * then fail every batch that was waiting, in order. */
+static void pg_lose(sl_pg *pg, const char *message)
+{
+    char *line = pg_oneline_dup(message, "connection lost");
+    struct sl_pg_batch *b = pg->head;
+    pg->head = pg->tail = NULL;
+    pg_drop(pg);
+    while (b) {
+        struct sl_pg_batch *next = b->next;
+        pg_batch_finish(pg, b, line);
+        b = next;
+    }
+    free(line);
+}
+
+/* Read whatever results libpq has parsed. PQgetResult blocks while PQisBusy,
+ * so it is called only when it is 0. Results of one query end with NULL; the
+ * sync's PGRES_PIPELINE_SYNC has none after it (libpq docs 34.5.1.2). A
+ * callback may send, disconnect or close: the loop re-checks after each. */
+static void pg_read(sl_pg *pg)
+{
+    PGconn *conn = pg->conn;
+    while (pg->head && pg_alive(pg, conn) && PQstatus(conn) != CONNECTION_BAD && !PQisBusy(conn)) {
+        struct sl_pg_batch *b = pg->head;
+        PGresult *res = PQgetResult(conn);
+        if (b->current < b->nqueries) {
+            if (res) {
+                pg_batch_store(b, res);
+            } else {
+                b->current++;
+            }
+            continue;
+        }
+        if (!res)
+            break; /* not expected; never spin on it */
+        if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            pg_lose(pg, "protocol out of step: a result arrived where a pipeline sync was expected");
+            return;
+        }
+        PQclear(res);
+        pg->head = b->next;
+        if (!pg->head)
+            pg->tail = NULL;
+        pg_batch_finish(pg, b, NULL);
+    }
+    if (pg_alive(pg, conn) && PQstatus(conn) == CONNECTION_BAD)
+        pg_lose(pg, PQerrorMessage(conn));
+}
+
+/* Write what libpq holds. UV_WRITABLE only while PQflush says more is left:
+ * always watching it would spin, never watching it would stall. */
+static int pg_flush(sl_pg *pg)
+{
+    int rc = PQflush(pg->conn);
+    if (rc < 0)
+        return -1;
+    return pg_watch(pg, UV_READABLE | (rc == 1 ? UV_WRITABLE : 0));
+}
+
+static void pg_io_step(sl_pg *pg, int status, int events)
+{
+    PGconn *conn = pg->conn;
+    if (status < 0) {
+        /* libuv stops the handle on POLLERR (a reset, say): keep what the
+         * server said before it went, then give up with libpq's words. */
+        int readable = PQconsumeInput(conn);
+        pg_read(pg);
+        if (pg_alive(pg, conn))
+            pg_lose(pg, readable ? uv_strerror(status) : PQerrorMessage(conn));
+        return;
+    }
+    if ((events & UV_READABLE) && !PQconsumeInput(conn)) {
+        pg_lose(pg, PQerrorMessage(conn));
+        return;
+    }
+    pg_read(pg);
+    if (pg_alive(pg, conn) && pg_flush(pg) < 0)
+        pg_lose(pg, PQerrorMessage(conn));
+}
+
+static void pg_on_poll(uv_poll_t *handle, int status, int events)
+{
+    sl_pg *pg = handle->data;
+    if (!pg->conn)
+        return;
+    if (pg->connected) {
+        pg_io_step(pg, status, events);
+    } else {
+        pg_connect_step(pg);
+    }
+}
+
+/* ---- public ---- */
+
+int sl_pg_init(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err)
+{
+    memset(pg, 0, sizeof *pg);
+    char *parse_error = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &parse_error);
+    if (!opts) {
+        char *safe = pg_redact(parse_error ? pg_oneline(parse_error) : "out of memory", conninfo);
+        sl_err_set(err, "invalid database connection string: %s", safe);
+        sl_err_append(err, "hint: use postgresql://user@host:port/dbname or key=value pairs such as "
+                           "\"host=localhost dbname=app\"");
+        free(safe);
+        PQfreemem(parse_error);
+        return -1;
+    }
+    int rc = uv_timer_init(loop, &pg->timer);
+    if (rc != 0) {
+        PQconninfoFree(opts);
+        sl_err_set(err, "could not create a timer: %s", uv_strerror(rc));
+        return -1;
+    }
+    pg->timer.data = pg;
+    pg->loop = loop;
+    pg->conninfo = sl_strdup(conninfo);
+    pg->display = pg_make_display(opts);
+    pg->poll_fd = -1;
+    PQconninfoFree(opts);
+    return 0;
+}
+
+void sl_pg_set_notice_cb(sl_pg *pg, sl_pg_notice_cb cb, void *arg)
+{
+    pg->notice_cb = cb;
+    pg->notice_arg = arg;
+}
+
+int sl_pg_connect(sl_pg *pg, int64_t timeout_ms, sl_pg_connect_cb cb, void *arg)
+{
+    if (pg->closing || pg->conn)
+        return -1;
+    const char *const keywords[] = {"dbname", "fallback_application_name", NULL};
+    const char *const values[] = {pg->conninfo, "sluice", NULL};
+    /* The one thing that blocks the loop: libpq resolves host names
+     * synchronously inside PQconnectStartParams (getaddrinfo). */
+    PGconn *conn = PQconnectStartParams(keywords, values, 1);
+    if (!conn)
+        return -1;
+    pg->conn = conn;
+    pg->connected = 0;
+    pg->connect_cb = cb;
+    pg->connect_arg = arg;
+    PQsetNoticeProcessor(conn, pg_on_notice, pg);
+    if (PQstatus(conn) == CONNECTION_BAD) {
+        uv_timer_start(&pg->timer, pg_on_timer, 0, 0);
+        return 0;
+    }
+    /* connect_timeout is ignored by PQconnectPoll: this timer replaces it. */
+    if (timeout_ms > 0)
+        uv_timer_start(&pg->timer, pg_on_timer, (uint64_t)timeout_ms, 0);
+    /* libpq docs 34.1: behave as if PQconnectPoll had returned WRITING. */
+    if (pg_watch(pg, UV_WRITABLE) < 0) {
+        pg->connect_cb = NULL;
+        pg_drop(pg);
+        return -1;
+    }
+    return 0;
+}
+
+static int pg_queries_valid(const sl_pg_query *queries, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const sl_pg_query *q = &queries[i];
+        if (!q->sql || q->nparams < 0 || q->nparams > PQ_QUERY_PARAM_MAX_LIMIT)
+            return 0;
+        if (q->nparams > 0 && !q->params)
+            return 0;
+    }
+    return 1;
+}
+
+static void pg_enqueue(sl_pg *pg, struct sl_pg_batch *b)
+{
+    if (pg->tail) {
+        pg->tail->next = b;
+    } else {
+        pg->head = b;
+    }
+    pg->tail = b;
+}
+
+int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb cb, void *arg)
+{
+    /* An active timer while connected means a send already broke the
+     * connection and its loss is about to be reported. */
+    if (!pg->connected || pg->closing || uv_is_active((uv_handle_t *)&pg->timer))
+        return -1;
+    if (!cb || !pg_queries_valid(queries, n))
+        return -1;
+    struct sl_pg_batch *b = sl_calloc(1, sizeof *b);
+    b->cb = cb;
+    b->arg = arg;
+    b->nqueries = n;
+    b->results = sl_calloc(n ? n : 1, sizeof *b->results);
+    b->failed_index = -1;
+    pg_enqueue(pg, b);
+    /* libpq copies text and params into its output buffer here, so the
+     * caller's memory is free to go as soon as this returns. With the
+     * queries validated above, a failure means the connection broke. */
+    int sent = 1;
+    for (size_t i = 0; i < n && sent; i++) {
+        sent = PQsendQueryParams(pg->conn, queries[i].sql, queries[i].nparams, NULL, queries[i].params, NULL, NULL, 0);
+    }
+    if (!sent || !PQpipelineSync(pg->conn) || pg_flush(pg) < 0) {
+        if (pg->poll_active == POLL_READY)
+            uv_poll_stop(&pg->poll);
+        uv_timer_start(&pg->timer, pg_on_timer, 0, 0);
+    }
+    return 0;
+}
+
+size_t sl_pg_pending(const sl_pg *pg)
+{
+    size_t count = 0;
+    for (const struct sl_pg_batch *b = pg->head; b; b = b->next)
+        count++;
+    return count;
+}
+
+void sl_pg_disconnect(sl_pg *pg)
+{
+    if (!pg->conn)
+        return;
+    if (!pg->connected) {
+        pg_connect_fail(pg, "connection attempt cancelled");
+        return;
+    }
+    pg_lose(pg, "disconnected");
+}
+
+void sl_pg_close(sl_pg *pg, sl_pg_close_cb on_close)
+{
+    if (pg->closing)
+        return;
+    pg->closing = 1;
+    pg->close_cb = on_close;
+    sl_pg_disconnect(pg);
+    pg_close_poll(pg);
+    uv_close((uv_handle_t *)&pg->timer, pg_on_timer_closed);
+    pg->pending_closes++;
+}
+
+int sl_pg_transient(const char *sqlstate)
+{
+    static const char *const retry[] = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"};
+    if (!sqlstate)
+        return 0;
+    if (strncmp(sqlstate, "08", 2) == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++) {
+        if (strcmp(sqlstate, retry[i]) == 0)
+            return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,224 @@
+/* plan.c: `plan` (a dry run against the live database) and `stamp` (record a state without running). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/catalog.h"
+#include "sluice/ckpt.h"
+#include "sluice/cli.h"
+
+/* Open a session for a single-job command; 0 or an exit code. */
+static int open_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int bookkeeping)
+{
+    sl_err err = {{0}};
+    uv_loop_init(loop);
+    if (sl_session_init(sess, loop, opts->db, &err) != 0) {
+        sl_error("%s", err.msg);
+        uv_loop_close(loop);
+        return SL_EXIT_USAGE;
+    }
+    sess->ensure_bookkeeping = bookkeeping;
+    if (sl_session_connect(sess, &err) != 0) {
+        sl_error("%s", err.msg);
+        sl_session_close(sess);
+        uv_loop_close(loop);
+        return SL_EXIT_FAILED;
+    }
+    return 0;
+}
+
+static void close_session(uv_loop_t *loop, sl_session *sess)
+{
+    sl_session_close(sess);
+    if (uv_loop_close(loop) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
+}
+
+/* Print EXPLAIN of sql with params; returns 1 if the plan has a Seq Scan. */
+static int explain(sl_session *sess, const char *title, const char *sql, int nparams, const char *const *params)
+{
+    char *q = sl_asprintf("EXPLAIN %s", sql);
+    sl_answer ans;
+    int seq = 0;
+    printf("\n%s:\n", title);
+    if (sl_session_exec1(sess, q, nparams, params, &ans) == 0) {
+        if (!ans.ok)
+            printf("  (EXPLAIN failed: %s)\n", ans.error);
+        for (int r = 0; ans.ok && r < ans.results[0].nrows; r++) {
+            const char *line = sl_answer_val(&ans, 0, r, 0);
+            printf("  %s\n", line);
+            if (strstr(line, "Seq Scan"))
+                seq = 1;
+        }
+        sl_answer_free(&ans);
+    }
+    free(q);
+    return seq;
+}
+
+static void print_key(const sl_table_info *info)
+{
+    printf("key:        ");
+    for (size_t i = 0; i < info->ks.ncols; i++)
+        printf("%s%s %s", i ? ", " : "", info->ks.cols[i], info->ks.types[i]);
+    printf("\nindex:      %s\n", info->index ? info->index : "NONE (every chunk would scan the table)");
+}
+
+/* Show the first chunk's bounds and the plans of its statements. */
+static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_info *info)
+{
+    size_t n = info->ks.ncols;
+    char limit[24];
+    snprintf(limit, sizeof limit, "%" PRId64, job->batch);
+    const char *lparams[] = {limit};
+    char *bsql = sl_keys_boundary_sql(&info->ks, 0);
+    sl_answer ans;
+    int warnings = 0;
+    if (sl_session_exec1(sess, bsql, 1, lparams, &ans) != 0 || !ans.ok) {
+        printf("first chunk: cannot compute: %s\n", ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        free(bsql);
+        return 1;
+    }
+    warnings += explain(sess, "plan of the boundary query (runs once per chunk)", bsql, 1, lparams);
+    free(bsql);
+    if (ans.results[0].nrows == 0) {
+        printf("\nfirst chunk: none: no rows match; `up` would finish at once\n");
+        sl_answer_free(&ans);
+        return warnings;
+    }
+    const char *edges[2 * SL_MAX_KEY_COLS];
+    printf("\nfirst chunk: :lo = (");
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s", i ? ", " : "", edges[i] = sl_answer_val(&ans, 0, 0, (int)i));
+    printf(")  :hi = (");
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s", i ? ", " : "", edges[n + i] = sl_answer_val(&ans, 0, 0, (int)(n + i)));
+    printf(")  rows = %s\n", sl_answer_val(&ans, 0, 0, (int)(2 * n)));
+    for (size_t s = 0; s < job->up.nstmts; s++) {
+        const sl_stmt *st = &job->up.stmts[s];
+        char *lo = sl_keys_placeholder_sql(&info->ks, 1);
+        char *hi = sl_keys_placeholder_sql(&info->ks, st->uses_lo ? 1 + (int)n : 1);
+        char *sql = sl_stmt_render(st, lo, hi);
+        char title[512];
+        snprintf(title, sizeof title,
+                 "up statement %zu (%s:%d), as sent for each chunk:\n  %s\nits plan for the "
+                 "first chunk",
+                 s + 1, job->path, st->line, sql);
+        int used = (st->uses_lo + st->uses_hi) * (int)n;
+        warnings += explain(sess, title, sql, used, st->uses_lo ? edges : edges + n);
+        free(sql);
+        free(lo);
+        free(hi);
+    }
+    sl_answer_free(&ans);
+    return warnings;
+}
+
+int sl_cmd_plan(const sl_opts *opts, sl_job *job)
+{
+    uv_loop_t loop;
+    sl_session sess;
+    int code = open_session(opts, &loop, &sess, 0);
+    if (code != 0)
+        return code;
+    sl_table_info info;
+    sl_err err = {{0}};
+    if (sl_catalog_resolve(&sess, job, &info, &err) != 0) {
+        sl_error("%s", err.msg);
+        close_session(&loop, &sess);
+        return SL_EXIT_USAGE;
+    }
+    int64_t rows = sl_catalog_estimate_rows(&sess, &info.ks);
+    printf("job:        %s (%s)\ntable:      %s\n", job->name, job->path, info.ks.table);
+    print_key(&info);
+    printf("where:      %s\nbatch:      %" PRId64 " rows\n", job->where ? job->where : "(all rows)", job->batch);
+    if (rows >= 0)
+        printf("estimate:   ~%" PRId64 " rows in ~%" PRId64 " chunks (planner statistics)\n", rows,
+               (rows + job->batch - 1) / job->batch);
+    if (job->requires) {
+        sl_answer ans;
+        if (sl_session_exec1(&sess, job->requires, 0, NULL, &ans) == 0) {
+            const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+            printf("requires:   %s -> %s\n", job->requires,
+                   !ans.ok                    ? ans.error
+                   : v && strcmp(v, "t") == 0 ? "true (up may start)"
+                                              : "not true (up refuses)");
+            sl_answer_free(&ans);
+        }
+    }
+    int warnings = info.index ? 0 : 1;
+    if (info.nullable_key) {
+        printf("warning:    a key column allows NULL: rows with a NULL key are never visited\n");
+        warnings++;
+    }
+    int seq = plan_first_chunk(&sess, job, &info);
+    if (!info.index)
+        printf("\nwarning: no btree index on the key: create one before running (or `up --force`)\n");
+    if (seq)
+        printf("\nwarning: a plan above has a Seq Scan: each chunk may read the whole table\n");
+    sl_table_info_free(&info);
+    close_session(&loop, &sess);
+    return SL_EXIT_OK;
+}
+
+/* Refuse while a runner holds the job: stamping under it would race it. */
+static int job_running(sl_session *sess, const char *job)
+{
+    char *key = sl_asprintf("sluice:%s", job);
+    const char *params[] = {key};
+    sl_answer ans;
+    int held = 1;
+    if (sl_session_exec1(sess, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1, params, &ans) == 0) {
+        const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+        held = !(v && strcmp(v, "t") == 0);
+        sl_answer_free(&ans);
+    }
+    free(key);
+    return held;
+}
+
+int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
+{
+    sl_state state;
+    if (sl_state_parse(state_name, &state) != 0 || (state != SL_STATE_DONE && state != SL_STATE_PENDING)) {
+        sl_error("stamp: state must be done or pending, got \"%s\"", state_name);
+        return SL_EXIT_USAGE;
+    }
+    uv_loop_t loop;
+    sl_session sess;
+    int code = open_session(opts, &loop, &sess, 1);
+    if (code != 0)
+        return code;
+    sl_err err = {{0}};
+    sl_ckpt *ckpt = NULL;
+    char *path = sl_ckpt_path(opts->ckpt_dir, job->name);
+    if (job_running(&sess, job->name)) {
+        sl_error("job %s is being run against this database right now; stamp it after that run ends", job->name);
+        code = SL_EXIT_USAGE;
+    } else if (sl_ckpt_open(path, job->name, 1, &ckpt, &err) != 0 ||
+               sl_ckpt_stamp(ckpt, state, job->checksum, &err) != 0) {
+        sl_error("%s", err.msg);
+        code = SL_EXIT_USAGE;
+    } else if (state == SL_STATE_PENDING) {
+        /* The checkpoint first: if we die before this delete, stamping again
+         * finishes the job; the other order would resurrect the progress. */
+        const char *params[] = {job->name};
+        sl_answer ans;
+        if (sl_session_exec1(&sess, "DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1, params, &ans) != 0 ||
+            !ans.ok) {
+            sl_error("stamp %s pending: cannot clear %s: %s", job->name, SL_PROGRESS_TABLE,
+                     ans.error ? ans.error : "connection lost");
+            code = SL_EXIT_FAILED;
+        }
+        sl_answer_free(&ans);
+    }
+    if (code == SL_EXIT_OK)
+        sl_info("%s: stamped %s", job->name, sl_state_name(state));
+    if (ckpt)
+        sl_ckpt_close(ckpt);
+    free(path);
+    close_session(&loop, &sess);
+    return code;
+}

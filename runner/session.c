@@ -1,0 +1,283 @@
+/* session.c: a PostgreSQL session awaited from sequential command code, signals, sleeps. */
+#include "sluice/session.h"
+
+#include <assert.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sl_answer_free(sl_answer *ans)
+{
+    for (size_t i = 0; i < ans->nresults; i++) {
+        sl_result *r = &ans->results[i];
+        for (int v = 0; v < r->nrows * r->ncols; v++)
+            free(r->vals[v]);
+        free(r->vals);
+    }
+    free(ans->results);
+    free(ans->error);
+    memset(ans, 0, sizeof *ans);
+}
+
+const char *sl_answer_val(const sl_answer *ans, size_t i, int row, int col)
+{
+    if (i >= ans->nresults)
+        return NULL;
+    const sl_result *r = &ans->results[i];
+    if (row < 0 || col < 0 || row >= r->nrows || col >= r->ncols)
+        return NULL;
+    return r->vals[row * r->ncols + col];
+}
+
+static void copy_result(sl_result *dst, const PGresult *res)
+{
+    dst->cmd_tuples = -1;
+    if (!res)
+        return;
+    const char *ct = PQcmdTuples((PGresult *)res);
+    if (ct && *ct)
+        dst->cmd_tuples = strtoll(ct, NULL, 10);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return;
+    dst->nrows = PQntuples(res);
+    dst->ncols = PQnfields(res);
+    dst->vals = sl_calloc((size_t)dst->nrows * (size_t)dst->ncols + 1, sizeof(char *));
+    for (int r = 0; r < dst->nrows; r++)
+        for (int c = 0; c < dst->ncols; c++)
+            if (!PQgetisnull(res, r, c))
+                dst->vals[r * dst->ncols + c] = sl_strdup(PQgetvalue(res, r, c));
+}
+
+typedef struct waiter {
+    sl_answer *ans;
+    int done;
+} waiter;
+
+static void on_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
+{
+    (void)pg;
+    waiter *w = arg;
+    sl_answer *ans = w->ans;
+    ans->ok = reply->ok;
+    ans->conn_lost = reply->conn_lost;
+    ans->failed_index = reply->failed_index;
+    memcpy(ans->sqlstate, reply->sqlstate, sizeof ans->sqlstate);
+    ans->sqlstate[5] = '\0';
+    ans->error = reply->error ? sl_strdup(reply->error) : NULL;
+    if (!reply->ok && !ans->error)
+        ans->error = sl_strdup(reply->conn_lost ? "connection to the server was lost" : "query failed");
+    ans->nresults = reply->nresults;
+    ans->results = sl_calloc(reply->nresults + 1, sizeof(sl_result));
+    for (size_t i = 0; i < reply->nresults; i++)
+        copy_result(&ans->results[i], reply->results ? reply->results[i] : NULL);
+    w->done = 1;
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+    sl_session *sess = handle->data;
+    sess->signals++;
+    if (sess->signals == 1) {
+        sl_warn("received %s: finishing the chunk in flight, then stopping (signal again to abort it)",
+                signum == SIGINT ? "SIGINT" : "SIGTERM");
+    } else if (sess->signals == 2) {
+        sl_warn("second signal: aborting the chunk in flight (it rolls back)");
+        if (sess->has_pg)
+            sl_pg_disconnect(&sess->pg);
+    }
+}
+
+int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err)
+{
+    memset(sess, 0, sizeof *sess);
+    sess->loop = loop;
+    sess->connect_timeout_ms = 10000;
+    const char *cto = getenv("SLUICE_CONNECT_TIMEOUT");
+    int64_t v;
+    if (cto && sl_parse_duration(cto, &v) == 0 && v > 0)
+        sess->connect_timeout_ms = v;
+    if (conninfo) {
+        if (sl_pg_init(loop, &sess->pg, conninfo, err) != 0)
+            return -1;
+        sess->has_pg = 1;
+    }
+    uv_signal_init(loop, &sess->sigint);
+    uv_signal_init(loop, &sess->sigterm);
+    uv_timer_init(loop, &sess->sleep_timer);
+    sess->sigint.data = sess->sigterm.data = sess->sleep_timer.data = sess;
+    uv_signal_start(&sess->sigint, on_signal, SIGINT);
+    uv_signal_start(&sess->sigterm, on_signal, SIGTERM);
+    /* Signal watchers must not keep the loop alive on their own. */
+    uv_unref((uv_handle_t *)&sess->sigint);
+    uv_unref((uv_handle_t *)&sess->sigterm);
+    return 0;
+}
+
+typedef struct conn_waiter {
+    int done;
+    int status;
+    char *error;
+} conn_waiter;
+
+static void on_connect(sl_pg *pg, int status, const char *error, void *arg)
+{
+    (void)pg;
+    conn_waiter *w = arg;
+    w->done = 1;
+    w->status = status;
+    w->error = error ? sl_strdup(error) : NULL;
+}
+
+static const char *const setup_sql[] = {
+    /* Key values travel as text between sessions: fix the output formats so
+     * that a key printed by one session reads back identically in another. */
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+    "SET application_name = 'sluice'",
+};
+
+static const char *const bookkeeping_sql[] = {
+    "BEGIN",
+    "SET LOCAL client_min_messages = warning", /* no "already exists" notice on every run */
+    /* Serialise concurrent first runs: CREATE TABLE IF NOT EXISTS races. */
+    "SELECT pg_advisory_xact_lock(7310255342)",
+    "CREATE TABLE IF NOT EXISTS " SL_PROGRESS_TABLE " ("
+    " job text NOT NULL,"
+    " chunk_no bigint NOT NULL,"
+    " lo text[] NOT NULL,"
+    " hi text[] NOT NULL,"
+    " rows bigint NOT NULL,"
+    " duration_ms bigint,"
+    " attempts integer NOT NULL DEFAULT 1,"
+    " checksum text NOT NULL,"
+    " committed_at timestamptz NOT NULL DEFAULT now(),"
+    " PRIMARY KEY (job, chunk_no))",
+    "COMMIT",
+};
+
+static int run_setup(sl_session *sess, const char *const *sql, size_t n, sl_err *err)
+{
+    sl_pg_query q[8];
+    assert(n <= 8 && "BUG: setup batch too long");
+    for (size_t i = 0; i < n; i++)
+        q[i] = (sl_pg_query){sql[i], 0, NULL};
+    sl_answer ans;
+    if (sl_session_exec(sess, q, n, &ans) != 0) {
+        sl_err_set(err, "lost the connection to %s while setting up", sess->pg.display);
+        return -1;
+    }
+    if (!ans.ok) {
+        sl_err_set(err, "cannot prepare the session on %s: %s", sess->pg.display, ans.error);
+        if (sql == bookkeeping_sql)
+            sl_err_append(err, "hint: the first run creates the bookkeeping table " SL_PROGRESS_TABLE
+                               " and needs CREATE on the first schema of search_path");
+        if (!ans.conn_lost)
+            sl_session_disconnect(sess); /* leaves no half-open transaction behind */
+        sl_answer_free(&ans);
+        return -1;
+    }
+    sl_answer_free(&ans);
+    return 0;
+}
+
+int sl_session_connect(sl_session *sess, sl_err *err)
+{
+    assert(sess->has_pg && "BUG: connect without a database");
+    conn_waiter w = {0};
+    if (sl_pg_connect(&sess->pg, sess->connect_timeout_ms, on_connect, &w) != 0) {
+        sl_err_set(err, "cannot start connecting to %s", sess->pg.display);
+        return -1;
+    }
+    while (!w.done)
+        uv_run(sess->loop, UV_RUN_ONCE);
+    if (w.status != 0) {
+        sl_err_set(err, "cannot connect to %s: %s", sess->pg.display, w.error ? w.error : "unknown error");
+        free(w.error);
+        return -1;
+    }
+    free(w.error);
+    if (run_setup(sess, setup_sql, sizeof setup_sql / sizeof setup_sql[0], err) != 0)
+        return -1;
+    if (sess->ensure_bookkeeping &&
+        run_setup(sess, bookkeeping_sql, sizeof bookkeeping_sql / sizeof bookkeeping_sql[0], err) != 0)
+        return -1;
+    return 0;
+}
+
+int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_answer *ans)
+{
+    memset(ans, 0, sizeof *ans);
+    if (!sess->has_pg || !sess->pg.connected)
+        return -1;
+    waiter w = {ans, 0};
+    if (sl_pg_send(&sess->pg, queries, n, on_reply, &w) != 0)
+        return -1;
+    while (!w.done)
+        uv_run(sess->loop, UV_RUN_ONCE);
+    return 0;
+}
+
+int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char *const *params, sl_answer *ans)
+{
+    sl_pg_query q = {sql, nparams, params};
+    return sl_session_exec(sess, &q, 1, ans);
+}
+
+static void on_sleep_done(uv_timer_t *t)
+{
+    int *done = t->data;
+    *done = 1;
+}
+
+int sl_session_sleep(sl_session *sess, int64_t ms)
+{
+    if (sess->signals)
+        return 1;
+    if (ms <= 0)
+        return 0;
+    int done = 0;
+    sess->sleep_timer.data = &done;
+    uv_timer_start(&sess->sleep_timer, on_sleep_done, (uint64_t)ms, 0);
+    while (!done && !sess->signals)
+        uv_run(sess->loop, UV_RUN_ONCE);
+    uv_timer_stop(&sess->sleep_timer);
+    sess->sleep_timer.data = sess;
+    return sess->signals ? 1 : 0;
+}
+
+int sl_session_stopping(const sl_session *sess)
+{
+    return sess->signals > 0;
+}
+
+int sl_session_connected(const sl_session *sess)
+{
+    return sess->has_pg && sess->pg.connected;
+}
+
+void sl_session_disconnect(sl_session *sess)
+{
+    if (sess->has_pg)
+        sl_pg_disconnect(&sess->pg);
+}
+
+static void on_pg_closed(sl_pg *pg)
+{
+    (void)pg;
+}
+
+void sl_session_close(sl_session *sess)
+{
+    if (sess->has_pg)
+        sl_pg_close(&sess->pg, on_pg_closed);
+    uv_close((uv_handle_t *)&sess->sigint, NULL);
+    uv_close((uv_handle_t *)&sess->sigterm, NULL);
+    uv_close((uv_handle_t *)&sess->sleep_timer, NULL);
+    uv_run(sess->loop, UV_RUN_DEFAULT);
+    if (sess->has_pg) {
+        free(sess->pg.conninfo);
+        free(sess->pg.display);
+        sess->pg.conninfo = sess->pg.display = NULL;
+    }
+}

@@ -1,0 +1,86 @@
+# inner.sh: runs the selected test files, inside pg_virtualenv when any of them needs PostgreSQL (run.sh calls it).
+# shellcheck shell=bash
+#
+# Usage: bash tests/harness/inner.sh NAME...   where NAME is unit/test_x, integration/test_pg_driver,
+# integration/test_x.sh or crash/test_x.sh. run.sh exports SLUICE_ROOT, SLUICE_BUILD, SLUICE,
+# SLUICE_TEST_TMP, SLUICE_TEST_RESULTS and SLUICE_TEST_LOGDIR. It always exits 0 once it has started
+# running tests, so that pg_virtualenv does not print its log dump after the summary: the counts in
+# $SLUICE_TEST_RESULTS are the verdict.
+set -uo pipefail
+
+# shellcheck source=tap_run.sh
+. "$SLUICE_ROOT/tests/harness/tap_run.sh"
+
+trap '[[ -n $TAP_RUN_PID ]] && kill -TERM -- "-$TAP_RUN_PID" 2>/dev/null; exit 130' INT TERM
+
+# Inside pg_virtualenv (PGPORT and PGVERSION are set, PG_CLUSTER_CONF_ROOT points at the throw-away
+# cluster's configuration), tell the tests how to reach and restart the server.
+setup_pg() {
+    local cluster_line
+    cluster_line=$(pg_lsclusters --no-header 2>/dev/null | awk -v v="$PGVERSION" '$1 == v && $2 == "regress"')
+    export SLUICE_TEST_PGDATA SLUICE_TEST_PGLOG
+    SLUICE_TEST_PGDATA=$(awk '{print $6}' <<<"$cluster_line")
+    SLUICE_TEST_PGLOG=$(awk '{print $7}' <<<"$cluster_line")
+    # pg_ctlcluster runs pg_ctl as the cluster's owner (postgres), so this works as root, and it waits
+    # until the server accepts connections again. "--mode immediate" is pg_ctl's "-m immediate": no
+    # shutdown checkpoint, so the next start runs crash recovery, like a server that lost power.
+    export SLUICE_TEST_PGRESTART="pg_ctlcluster --mode immediate $PGVERSION regress restart"
+    export SLUICE_TEST_PGSTOP="pg_ctlcluster --mode immediate $PGVERSION regress stop"
+    export SLUICE_TEST_PGSTART="pg_ctlcluster $PGVERSION regress start"
+    printf '# postgresql %s on %s:%s, data %s, log %s\n' "$PGVERSION" "$PGHOST" "$PGPORT" \
+        "$SLUICE_TEST_PGDATA" "$SLUICE_TEST_PGLOG"
+    if ! psql -XAtq -c 'select 1' >/dev/null; then
+        tap_fail "postgresql" "the throw-away server does not answer (see the server log above)"
+        return 1
+    fi
+}
+
+# The pg driver test is a C program: it gets its own database through SLUICE_TEST_DB.
+run_pg_driver() {
+    local name=$1 exe="$SLUICE_BUILD/tests/test_pg_driver"
+    if [[ ! -x $exe ]]; then
+        tap_fail "$name" "$exe was not built"
+        return
+    fi
+    dropdb --if-exists --force sl_pg_driver 2>/dev/null
+    if ! createdb sl_pg_driver; then
+        tap_fail "$name" "createdb sl_pg_driver failed"
+        return
+    fi
+    SLUICE_TEST_DB="postgresql://$PGUSER@$PGHOST:$PGPORT/sl_pg_driver" tap_run "$name" "$exe"
+}
+
+run_one() {
+    local name=$1
+    case $name in
+    integration/test_pg_driver)
+        run_pg_driver "$name"
+        ;;
+    unit/*)
+        if [[ -x $SLUICE_BUILD/tests/${name#unit/} ]]; then
+            tap_run "$name" "$SLUICE_BUILD/tests/${name#unit/}"
+        else
+            tap_fail "$name" "$SLUICE_BUILD/tests/${name#unit/} was not built"
+        fi
+        ;;
+    *.sh)
+        tap_run "$name" bash "$SLUICE_ROOT/tests/$name"
+        ;;
+    *)
+        tap_fail "$name" "inner.sh does not know how to run it"
+        ;;
+    esac
+}
+
+main() {
+    local name
+    if [[ -n ${PGPORT:-} && -n ${PGVERSION:-} ]]; then
+        setup_pg
+    fi
+    for name in "$@"; do
+        run_one "$name"
+    done
+    exit 0
+}
+
+main "$@"

@@ -1,0 +1,346 @@
+# lib.sh: helpers for the shell tests in tests/integration and tests/crash; each test file prints TAP.
+# shellcheck shell=bash
+#
+# A test file is a bash script that tests/run.sh runs inside its throw-away PostgreSQL:
+#
+#   #!/usr/bin/env bash
+#   # test_backfill.sh: `up` over single-column keys.
+#   . "$(dirname "$0")/../harness/lib.sh"
+#
+#   test_fills_every_row() {
+#       psql_q "create table t (id int primary key, n int); insert into t select g, 0 from generate_series(1, 100) g"
+#       write_job 0001_bump <<'EOF'
+#   -- sluice:table t
+#   -- sluice:up
+#   UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+#   EOF
+#       run_sluice up
+#       assert_rc 0
+#       assert_sql "select count(*) from t where n = 1" 100
+#   }
+#   run_test "up bumps every row once" test_fills_every_row
+#   t_done
+#
+# Each run_test runs its function in a subshell with `set -e`, in a fresh work directory ($T_DIR, the
+# current directory, holding $JOBS and $CKPT) and a fresh database ($T_DB: SLUICE_DB and PGDATABASE
+# point at it, so both sluice and psql_q use it without being told). The first failing command or
+# assertion ends the test; its output (every command run, and the assertion's diagnosis) is printed
+# only when it fails. Background runners it started are killed and its database dropped at the end, so
+# tests are independent and can run in any order. Run one file with: bash tests/run.sh test_backfill
+#
+# set -e pitfalls: write `v=$(psql_q ...)` on its own line (`local v=$(...)` hides a failure), and
+# remember that a command in an `if`, `||` or `&&` does not end the test when it fails.
+# Crash tests: sluice_start / sluice_kill KILL / random_sleep for kill -9 at random moments, and
+# pg_restart for `pg_ctl restart -m immediate` on the test server ($SLUICE_TEST_PGRESTART).
+
+set -uo pipefail
+
+SLUICE_ROOT=${SLUICE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+# The binary under test: the sanitizer build that tests/run.sh makes.
+SLUICE=${SLUICE:-$SLUICE_ROOT/build-test/sluice}
+# How long one synchronous run_sluice / run_cmd may take before it is killed and counted as a failure.
+T_CMD_TIMEOUT=${T_CMD_TIMEOUT:-300}
+T_FILE=$(basename "$0" .sh)
+T_NUM=0
+T_FAILED=0
+T_ROOT=$(mktemp -d "${SLUICE_TEST_TMP:-/tmp}/${T_FILE}.XXXXXX")
+# Only the variables lib.sh sets may choose the database; a stray one from the caller's shell must not.
+unset DATABASE_URL PGSERVICE
+
+_t_file_cleanup() {
+    local pid
+    for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null; done
+    [[ ${SLUICE_TEST_KEEP:-0} == 1 ]] || rm -rf "$T_ROOT"
+}
+trap _t_file_cleanup EXIT
+
+# ---------------------------------------------------------------------------------------------------
+# TAP
+
+# run_test NAME FUNC [ARGS...]: run FUNC as one test and print "ok N - NAME" or "not ok N - NAME"
+# followed by the test's output as "#" lines.
+run_test() {
+    local name=$1 func=$2 rc lines
+    shift 2
+    T_NUM=$((T_NUM + 1))
+    local out="$T_ROOT/$T_NUM.out"
+    (
+        _t_setup || exit 1
+        trap _t_teardown EXIT
+        set -eE
+        trap '_t_on_err $? "$LINENO" "$BASH_COMMAND"' ERR
+        "$func" "$@"
+    ) </dev/null >"$out" 2>&1
+    rc=$?
+    if ((rc == 0)); then
+        echo "ok $T_NUM - $name"
+        return 0
+    fi
+    T_FAILED=$((T_FAILED + 1))
+    echo "not ok $T_NUM - $name"
+    lines=$(wc -l <"$out")
+    ((lines > 200)) && echo "#   ... $((lines - 200)) earlier lines cut; the work dir is kept with SLUICE_TEST_KEEP=1"
+    tail -n 200 "$out" | sed 's/^/#   /'
+    return 0
+}
+
+# t_done: print the plan and exit non-zero if any test failed. The last line of every test file.
+t_done() {
+    echo "1..$T_NUM"
+    ((T_FAILED == 0))
+    exit
+}
+
+# diag MSG...: a comment line in the test's output (shown when the test fails).
+diag() {
+    echo "# $*"
+}
+
+# fail MSG...: fail the current test with MSG.
+fail() {
+    echo "FAIL: $*"
+    return 1
+}
+
+# ERR trap: name the line of the test file (not of lib.sh) where the failing command or assertion is.
+_t_on_err() {
+    local status=$1 line=$2 cmd=$3 frame=1
+    while [[ ${BASH_SOURCE[$frame]:-} == "${BASH_SOURCE[0]}" ]] && ((frame + 1 < ${#BASH_SOURCE[@]})); do
+        frame=$((frame + 1))
+        line=${BASH_LINENO[$((frame - 1))]}
+        cmd="${FUNCNAME[$((frame - 1))]} ..."
+    done
+    echo "FAIL: ${BASH_SOURCE[$frame]##*/}:$line: $cmd (exit $status)"
+}
+
+# A fresh work dir and database for the test in this subshell.
+_t_setup() {
+    T_DIR="$T_ROOT/t$T_NUM"
+    JOBS="$T_DIR/jobs"
+    CKPT="$T_DIR/checkpoints"
+    mkdir -p "$JOBS" "$CKPT" || return 1
+    cd "$T_DIR" || return 1
+    # Lower case, at most 63 bytes: PostgreSQL's identifier limit.
+    T_DB=$(printf 'sl_%.30s_%d_%d' "$T_FILE" "$$" "$T_NUM" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_\n' '_')
+    if ! createdb "$T_DB"; then
+        echo "FAIL: createdb $T_DB failed (hint: run through bash tests/run.sh, which provisions PostgreSQL)"
+        return 1
+    fi
+    export T_DIR JOBS CKPT T_DB PGDATABASE="$T_DB"
+    local user=${PGUSER:-$(id -un)} host=${PGHOST:-localhost} port=${PGPORT:-5432}
+    export SLUICE_DB="postgresql://$user@$host:$port/$T_DB"
+    # The same URL with the password in it, for tests that check it never shows in any output.
+    export SLUICE_DB_PW="postgresql://$user:${PGPASSWORD:-}@$host:$port/$T_DB"
+}
+
+_t_teardown() {
+    local rc=$? pid
+    set +eE
+    trap - ERR
+    for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    cd "$T_ROOT" || return
+    if [[ ${SLUICE_TEST_KEEP:-0} == 1 ]]; then
+        echo "# kept: work dir $T_DIR, database $T_DB"
+        return
+    fi
+    dropdb --force --if-exists "$T_DB" >/dev/null 2>&1
+    ((rc == 0)) && rm -rf "$T_DIR"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Running things
+
+# run_sluice ARGS...: run sluice with --jobs $JOBS --checkpoints $CKPT ARGS, stdin closed (so not a
+# terminal), and capture RC (exit status), OUT (stdout) and ERR (stderr). Never fails by itself:
+# check with assert_rc. Killed and RC=124 after $T_CMD_TIMEOUT seconds.
+run_sluice() {
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" "$@"
+}
+
+# What ran, short: "sluice --jobs jobs --checkpoints checkpoints up" rather than three long paths.
+_t_show() {
+    local text="$*"
+    text=${text//"$SLUICE"/sluice}
+    text=${text//"$T_DIR/"/}
+    echo "$text"
+}
+
+# run_cmd CMD...: like run_sluice for any command. LAST_CMD holds what ran, for diagnoses.
+run_cmd() {
+    LAST_CMD=$(_t_show "$@")
+    RC=0
+    timeout --foreground -k 5 "$T_CMD_TIMEOUT" "$@" </dev/null >"$T_DIR/last.out" 2>"$T_DIR/last.err" || RC=$?
+    OUT=$(cat "$T_DIR/last.out")
+    ERR=$(cat "$T_DIR/last.err")
+    echo "\$ $LAST_CMD -> exit $RC"
+    ((RC == 124)) && echo "# timed out after ${T_CMD_TIMEOUT}s"
+    return 0
+}
+
+# sluice_start ARGS...: start sluice (with --jobs/--checkpoints, like run_sluice) in the background.
+# Sets SLUICE_PID; its stdout/stderr go to $T_DIR/bg.N.out/.err (N counts the test's runners).
+sluice_start() {
+    _T_BG_COUNT=$((_T_BG_COUNT + 1))
+    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" "$@" </dev/null \
+        >"$T_DIR/bg.$_T_BG_COUNT.out" 2>"$T_DIR/bg.$_T_BG_COUNT.err" &
+    SLUICE_PID=$!
+    _T_BG_FILES[$SLUICE_PID]="$T_DIR/bg.$_T_BG_COUNT"
+    echo "\$ $(_t_show "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" "$@") & -> pid $SLUICE_PID"
+}
+_T_BG_COUNT=0
+declare -A _T_BG_FILES=()
+
+# sluice_wait [PID]: wait for a background sluice (default $SLUICE_PID) and capture RC, OUT, ERR.
+# A runner killed by signal N gives RC 128+N (137 for kill -9).
+sluice_wait() {
+    local pid=${1:-$SLUICE_PID}
+    local files=${_T_BG_FILES[$pid]:?"BUG: sluice_wait: pid $pid was not started by sluice_start"}
+    RC=0
+    wait "$pid" || RC=$?
+    OUT=$(cat "$files.out")
+    ERR=$(cat "$files.err")
+    LAST_CMD="sluice (pid $pid)"
+    echo "# sluice pid $pid exited $RC"
+}
+
+# sluice_kill SIGNAL [PID]: send SIGNAL (KILL, TERM, INT...) to a background sluice and wait for it
+# (sets RC, OUT, ERR like sluice_wait).
+sluice_kill() {
+    local pid=${2:-$SLUICE_PID}
+    kill "-$1" "$pid" 2>/dev/null || true
+    sluice_wait "$pid"
+}
+
+# wait_until SECONDS CMD...: poll CMD every 50ms until it succeeds; fail the test if it never does.
+#   wait_until 10 sql_true "select count(*) > 0 from t where n = 1"
+wait_until() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            fail "waited in vain for: $*"
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# random_sleep MIN_MS MAX_MS: sleep a random time between the two, for kills at random moments.
+random_sleep() {
+    local ms=$(($1 + RANDOM % ($2 - $1 + 1)))
+    sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+}
+
+# write_job NAME [DIR] <<'EOF' ... EOF: write a job file DIR/NAME.sql (DIR defaults to $JOBS).
+write_job() {
+    local name=${1%.sql}
+    cat >"${2:-$JOBS}/$name.sql"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+# psql_q SQL: run SQL on the test's database and print the result unaligned, without headers, fields
+# separated by "|". Stops at the first error and fails. Several statements in one string run in one
+# transaction; with no argument it reads SQL from stdin (psql_q <<'SQL' ... SQL), statement by statement.
+psql_q() {
+    if (($# > 0)); then
+        psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
+    else
+        psql -XAtq -v ON_ERROR_STOP=1 -f -
+    fi
+}
+
+# sql_true SQL: succeed if SQL returns true (for wait_until and if).
+sql_true() {
+    [[ $(psql_q "$1") == t ]]
+}
+
+# pg_restart: restart the server at once (pg_ctl restart -m immediate: no shutdown checkpoint, crash
+# recovery on start, every connection dropped). Returns once it accepts connections again.
+pg_restart() {
+    echo "\$ $SLUICE_TEST_PGRESTART"
+    $SLUICE_TEST_PGRESTART
+}
+
+# pg_stop / pg_start: the server down (immediately) for as long as the test needs, then up again.
+pg_stop() {
+    echo "\$ $SLUICE_TEST_PGSTOP"
+    $SLUICE_TEST_PGSTOP
+}
+pg_start() {
+    echo "\$ $SLUICE_TEST_PGSTART"
+    $SLUICE_TEST_PGSTART
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Assertions: each prints what it expected and what it got, and fails the test.
+
+# assert_eq ACTUAL EXPECTED [WHAT]
+assert_eq() {
+    [[ $1 == "$2" ]] && return 0
+    fail "${3:-value}: expected \"$2\", got \"$1\""
+}
+
+# assert_ne ACTUAL UNEXPECTED [WHAT]
+assert_ne() {
+    [[ $1 != "$2" ]] && return 0
+    fail "${3:-value}: expected anything but \"$2\""
+}
+
+# assert_contains HAYSTACK NEEDLE [WHAT]: NEEDLE is a plain substring.
+assert_contains() {
+    [[ $1 == *"$2"* ]] && return 0
+    fail "${3:-output} does not contain \"$2\"; it is:"$'\n'"$1"
+}
+
+# assert_not_contains HAYSTACK NEEDLE [WHAT]
+assert_not_contains() {
+    [[ $1 != *"$2"* ]] && return 0
+    fail "${3:-output} contains \"$2\"; it is:"$'\n'"$1"
+}
+
+# assert_match HAYSTACK ERE [WHAT]: an extended regular expression, matched anywhere.
+assert_match() {
+    [[ $1 =~ $2 ]] && return 0
+    fail "${3:-output} does not match /$2/; it is:"$'\n'"$1"
+}
+
+# assert_rc CODE: the last run_sluice / run_cmd / sluice_wait exited CODE; otherwise shows its output.
+assert_rc() {
+    [[ $RC == "$1" ]] && return 0
+    fail "$LAST_CMD: expected exit $1, got $RC"$'\n'"--- stdout:"$'\n'"$(head -c 4000 <<<"$OUT")"$'\n'"--- stderr:"$'\n'"$(head -c 4000 <<<"$ERR")"
+}
+
+# assert_exit CODE CMD...: run CMD (capturing RC, OUT, ERR) and check it exits CODE.
+assert_exit() {
+    local code=$1
+    shift
+    run_cmd "$@"
+    assert_rc "$code"
+}
+
+# assert_sql SQL EXPECTED: SQL's result on the test's database (as psql_q prints it) is EXPECTED.
+assert_sql() {
+    local got
+    got=$(psql_q "$1") || return 1
+    assert_eq "$got" "$2" "$1"
+}
+
+# assert_file PATH: PATH exists.
+assert_file() {
+    [[ -e $1 ]] && return 0
+    fail "expected file $1 to exist"
+}
+
+# ---------------------------------------------------------------------------------------------------
+
+# Testing nothing is a failure: without a server every test here would fail anyway; say why once.
+if ! psql -XAtq -c 'select 1' >/dev/null 2>"$T_ROOT/psql.err"; then
+    echo "not ok 1 - postgresql is reachable"
+    sed 's/^/#   /' "$T_ROOT/psql.err"
+    echo "#   hint: run shell tests through bash tests/run.sh $T_FILE, which provisions PostgreSQL"
+    echo "1..1"
+    exit 1
+fi
