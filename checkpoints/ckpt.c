@@ -730,6 +730,13 @@ int sl_ckpt_begin_run(sl_ckpt *ckpt, const char *kind, sl_state state, const cha
     int64_t now = sl_now_ms();
     if (tx_begin(ckpt, err) != 0)
         return -1;
+    /* The caller holds the run lock, so a run still marked running died
+     * without closing itself (kill -9, power loss). */
+    if (sqlite3_exec(ckpt->db, "UPDATE runs SET outcome = 'interrupted' WHERE outcome = 'running'", NULL, NULL, NULL) !=
+        SQLITE_OK) {
+        sl_err_set(err, "%s: cannot close interrupted runs: %s", ckpt->path, sqlite3_errmsg(ckpt->db));
+        return tx_abort(ckpt);
+    }
     if (insert_run(ckpt, kind, "running", now, 0, run_id, err) != 0)
         return tx_abort(ckpt);
     sqlite3_stmt *st = ckpt->stmts[ST_BEGIN_RUN_JOB];

@@ -95,16 +95,22 @@ static int read_summary(const sl_opts *opts, const char *name, sl_ckpt_job *out,
     char *path = sl_ckpt_path(opts->ckpt_dir, name);
     sl_ckpt *ckpt = NULL;
     int rc = sl_ckpt_open(path, name, 0, &ckpt, err);
-    free(path);
     if (rc == -2) {
+        free(path);
         out->job = sl_strdup(name);
         out->state = SL_STATE_PENDING;
         return 0;
     }
-    if (rc != 0)
+    if (rc != 0) {
+        free(path);
         return -1;
+    }
     rc = sl_ckpt_get_job(ckpt, out, err);
     sl_ckpt_close(ckpt);
+    /* "running" in a file no live runner holds: it was killed mid-run. */
+    if (rc == 0 && out->state == SL_STATE_RUNNING && !sl_ckpt_locked(path))
+        out->state = SL_STATE_STOPPED;
+    free(path);
     return rc;
 }
 

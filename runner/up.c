@@ -44,7 +44,9 @@ typedef struct up_run {
     int64_t chunk_no; /* last committed */
     int64_t rows_done;
     int has_last;
-    key_tuple last; /* last committed :hi */
+    int locked;      /* holds the job's advisory lock */
+    int run_lock_fd; /* the checkpoint's run lock, -1 if not held */
+    key_tuple last;  /* last committed :hi */
     sl_err err;
 } up_run;
 
@@ -148,8 +150,10 @@ static int take_lock(up_run *r)
         sl_answer_free(&ans);
         if (!got)
             return -1;
-        if (held)
+        if (held) {
+            r->locked = 1;
             return 0;
+        }
         if (sl_session_sleep(r->sess, 100))
             break;
     }
@@ -354,6 +358,7 @@ static void prepare_sql(up_run *r)
 static int reconnect(up_run *r)
 {
     int64_t start = sl_mono_ms();
+    r->locked = 0; /* the server released it with the old session */
     for (int attempt = 1;; attempt++) {
         int64_t wait = backoff_ms(attempt + 1);
         sl_warn("%s: connection lost; reconnecting in %" PRId64 " ms (attempt %d)", r->job->name, wait, attempt);
@@ -674,8 +679,9 @@ static int open_ckpt(up_run *r, int create)
 
 static void release_lock(up_run *r)
 {
-    if (!sl_session_connected(r->sess))
+    if (!r->locked || !sl_session_connected(r->sess))
         return;
+    r->locked = 0;
     const char *params[] = {r->lock_key};
     sl_answer ans;
     if (sl_session_exec1(r->sess, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", 1, params, &ans) == 0)
@@ -716,6 +722,22 @@ static int run_job(up_run *r)
     return code;
 }
 
+/* SL_EXIT_OK to go on; JOB_DONE when there is nothing to do. */
+#define JOB_DONE (-1)
+
+static int check_done(up_run *r)
+{
+    sl_ckpt_job cj;
+    if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
+        return SL_EXIT_USAGE;
+    sl_state state = cj.state;
+    sl_ckpt_job_free(&cj);
+    if (state != SL_STATE_DONE)
+        return SL_EXIT_OK;
+    sl_info("%s: already done", r->job->name);
+    return JOB_DONE;
+}
+
 int sl_up_job(sl_session *sess, const sl_opts *opts, sl_job *job)
 {
     up_run r = {0};
@@ -723,37 +745,38 @@ int sl_up_job(sl_session *sess, const sl_opts *opts, sl_job *job)
     r.opts = opts;
     r.job = job;
     r.lock_key = sl_asprintf("sluice:%s", job->name);
+    r.run_lock_fd = -1;
     int code = SL_EXIT_OK;
     int orc = open_ckpt(&r, 0);
     if (orc == -1) {
         code = SL_EXIT_USAGE;
         goto out;
     }
-    if (r.ckpt) {
-        sl_ckpt_job cj;
-        if (sl_ckpt_get_job(r.ckpt, &cj, &r.err) != 0) {
-            code = SL_EXIT_USAGE;
-            goto out;
-        }
-        sl_state state = cj.state;
-        sl_ckpt_job_free(&cj);
-        if (state == SL_STATE_DONE) {
-            sl_info("%s: already done", job->name);
-            goto out;
-        }
-    }
+    if (r.ckpt && (code = check_done(&r)) != SL_EXIT_OK)
+        goto out;
     code = preflight(&r);
+    /* Another runner may have finished the job while we waited for its lock. */
+    if (code == SL_EXIT_OK && r.ckpt)
+        code = check_done(&r);
     if (code != SL_EXIT_OK)
         goto out;
     if (!r.ckpt && open_ckpt(&r, 1) != 0) {
         code = SL_EXIT_FAILED;
         goto out;
     }
+    int lrc = sl_ckpt_lock(sl_ckpt_file(r.ckpt), &r.run_lock_fd, &r.err);
+    if (lrc != 0) {
+        code = lrc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+        goto out;
+    }
     code = run_job(&r);
 out:
+    if (code == JOB_DONE)
+        code = SL_EXIT_OK;
     if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
         sl_error("%s", r.err.msg);
     release_lock(&r);
-    run_free(&r);
+    run_free(&r); /* closes the checkpoint before its run lock: see lock.c */
+    sl_ckpt_unlock(r.run_lock_fd);
     return code;
 }

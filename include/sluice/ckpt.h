@@ -120,4 +120,17 @@ int sl_ckpt_each_chunk(sl_ckpt *ckpt, int64_t after, int (*fn)(const sl_ckpt_chu
 /* All runs of this file, oldest first, as a malloc'd array. */
 int sl_ckpt_list_runs(sl_ckpt *ckpt, sl_ckpt_run **runs, size_t *nruns, sl_err *err) SL_MUSTCHECK;
 
+/* ---- the run lock ----
+ * A runner holds an fcntl write lock on "<checkpoint>-lock" while it runs a
+ * job, so that `status` can tell a live run from one that was killed (its
+ * file still says running) and two runners sharing a checkpoint directory
+ * cannot run one job at once. The lock dies with the process. */
+
+/* Take the lock; *fd receives the descriptor to pass to sl_ckpt_unlock. -2
+ * if another process holds it (err says so), -1 on other errors. */
+int sl_ckpt_lock(const char *ckpt_path, int *fd, sl_err *err) SL_MUSTCHECK;
+void sl_ckpt_unlock(int fd);
+/* 1 if some process holds the lock of ckpt_path now, else 0. */
+int sl_ckpt_locked(const char *ckpt_path);
+
 #endif
