@@ -44,15 +44,25 @@ check_exactly_once_so_far() {
     fail "after kill $KILLS: rows changed in $table do not match the committed chunks in sluice_progress, or a row changed twice"
 }
 
-# kill_loop TABLE KILLS: start `up`, and kill -9 it KILLS times, each time after it committed a new chunk
-# plus a random 0-300 ms (so kills land mid-chunk, mid-commit, mid-checkpoint write).
+# Milliseconds since the epoch.
+now_ms() {
+    local t=${EPOCHREALTIME/[.,]/}
+    echo $((t / 1000))
+}
+
+# kill_loop TABLE CHUNKS KILLS: start `up` and kill -9 it KILLS times, each time once it committed a new
+# chunk since the last kill, plus a random sleep (so kills land mid-statement, mid-commit, between the
+# commit and the checkpoint write). The sleep is at most 300 ms, less when the runner goes so fast that
+# 300 ms sleeps would let the job (CHUNKS chunks in all) finish before the last kill.
 kill_loop() {
-    local table=$1 want=$2 before=0 early=0
+    local table=$1 total=$2 want=$3 before=0 cap=300 seen t0 t1 now
     KILLS=0
     while ((KILLS < want)); do
         sluice_start up
         wait_until 60 progress_past_or_exited "$before" || { show_state "$table"; return 1; }
-        random_sleep 0 300
+        seen=$(progress_chunks)
+        t0=$(now_ms)
+        random_sleep 0 "$cap"
         if ! runner_alive; then
             sluice_wait
             show_state "$table"
@@ -60,12 +70,21 @@ kill_loop() {
             return 1
         fi
         sluice_kill KILL
+        t1=$(now_ms)
         assert_rc 137
         KILLS=$((KILLS + 1))
         check_exactly_once_so_far "$table"
-        before=$(progress_chunks)
+        now=$(progress_chunks)
+        diag "kill $KILLS: $now chunks committed (sleep cap ${cap} ms)"
+        # Chunks per second while sleeping, and what is left per remaining kill: spend half of it sleeping.
+        if ((KILLS < want && now > seen && t1 > t0)); then
+            cap=$(((total - now) / (want - KILLS) / 2 * (t1 - t0) / (now - seen)))
+            ((cap > 300)) && cap=300
+            ((cap < 5)) && cap=5
+        fi
+        before=$now
     done
-    diag "$KILLS kill -9's; $before chunks committed before the final up"
+    diag "$KILLS kill -9's; $before of $total chunks committed before the final up"
 }
 
 # finish_and_check TABLE ROWS: a last `up` to completion, then every row changed exactly once and
@@ -92,26 +111,26 @@ test_kill9_single_key() {
             insert into t (id) select generate_series(1, 200000); analyze t"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
--- sluice:batch 200
+-- sluice:batch 25
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
-    kill_loop t 20
+    kill_loop t 8000 20
     finish_and_check t 200000
 }
 
 test_kill9_composite_key() {
     psql_q "create table tc (tenant int, id int, n int not null default 0, primary key (tenant, id));
-            insert into tc (tenant, id) select t, i from generate_series(1, 20) t, generate_series(1, 2500) i;
+            insert into tc (tenant, id) select t, i from generate_series(1, 40) t, generate_series(1, 2500) i;
             analyze tc"
     write_job 0001_bump_composite <<'EOF'
 -- sluice:table tc
--- sluice:batch 150
+-- sluice:batch 25
 -- sluice:up
 UPDATE tc SET n = n + 1 WHERE (tenant, id) BETWEEN :lo AND :hi;
 EOF
-    kill_loop tc 8
-    finish_and_check tc 50000
+    kill_loop tc 4000 8
+    finish_and_check tc 100000
 }
 
 # Two SIGINTs in quick succession: the second aborts the chunk in flight at once (rolled back, never half
@@ -122,7 +141,7 @@ test_double_sigint_then_resume() {
             insert into t (id) select generate_series(1, 50000); analyze t"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
--- sluice:batch 200
+-- sluice:batch 50
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF

@@ -1,0 +1,420 @@
+#!/usr/bin/env bash
+# test_up.sh: `up` over every key kind, with where, several statements, requires, pause, max-rate, resume.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# load_status: `status --json` into STATUS_JSON (checked to be valid JSON).
+load_status() {
+    run_sluice status --json
+    assert_rc 0
+    STATUS_JSON=$OUT
+}
+
+# sfield JOB FIELD: one field of STATUS_JSON for JOB; lists and null as JSON. Use on its own line:
+#   v=$(sfield JOB rows)
+sfield() {
+    python3 -c '
+import json, sys
+job, field = sys.argv[1], sys.argv[2]
+for o in json.load(sys.stdin):
+    if o["job"] == job:
+        v = o[field]
+        print(json.dumps(v) if isinstance(v, (list, dict)) or v is None else v)
+        break
+else:
+    sys.exit("no job " + job + " in status --json")
+' "$1" "$2" <<<"$STATUS_JSON"
+}
+
+# assert_status JOB FIELD EXPECTED: a fresh `status --json` has FIELD of JOB equal to EXPECTED.
+assert_status() {
+    local v
+    load_status
+    v=$(sfield "$1" "$2")
+    assert_eq "$v" "$3" "status --json: $2 of $1"
+}
+
+# assert_chunks JOB ROWS CHUNKS: status and sluice_progress agree on what ran.
+assert_chunks() {
+    assert_status "$1" rows "$2"
+    assert_status "$1" chunks "$3"
+    assert_sql "select count(*), coalesce(sum(rows), 0) from sluice_progress where job = '$1'" "$3|$2"
+    # Chunk numbers are 1..N without gaps.
+    assert_sql "select count(distinct chunk_no), min(chunk_no), max(chunk_no) from sluice_progress where job = '$1'" "$3|1|$3"
+}
+
+test_bigint_key() {
+    psql_q "create table t (id bigint primary key, n int not null default 0);
+            insert into t (id) select g * 7 from generate_series(1, 1003) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:key id
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 1003
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_chunks 0001_bump 1003 11
+    assert_status 0001_bump state done
+    assert_status 0001_bump last_key '["7021"]'
+    # The chunks are contiguous in key order and cover the table.
+    assert_sql "select lo, hi, rows from sluice_progress where chunk_no in (1, 11) order by chunk_no" \
+        "{7}|{700}|100"$'\n'"{7007}|{7021}|3"
+}
+
+test_composite_key() {
+    psql_q "create table t (tenant_id int, id int, n int not null default 0, primary key (tenant_id, id));
+            insert into t (tenant_id, id) select t, i from generate_series(1, 7) t, generate_series(1, 143) i"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:key tenant_id, id
+-- sluice:batch 97
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE (tenant_id, id) BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 1001
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_chunks 0001_bump 1001 11
+    assert_status 0001_bump last_key '["7", "143"]'
+    # The first chunk ends inside tenant 1's successor: 97 rows is tenant 1 ids 1..97.
+    assert_sql "select lo, hi from sluice_progress where chunk_no = 1" "{1,1}|{1,97}"
+    assert_sql "select lo, hi from sluice_progress where chunk_no = 2" "{1,98}|{2,51}"
+}
+
+test_text_key() {
+    # md5 strings: no order that follows insertion, and mixed digits and letters.
+    psql_q "create table t (code text primary key, n int not null default 0);
+            insert into t (code) select md5(g::text) from generate_series(1, 1234) g;
+            insert into t (code) values ('it''s'), ('a b'), ('Zeta'), ('zeta'), ('')"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 150
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE code BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 1239
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_chunks 0001_bump 1239 9
+}
+
+test_uuid_key() {
+    psql_q "create table t (id uuid primary key default gen_random_uuid(), n int not null default 0);
+            insert into t (n) select 0 from generate_series(1, 1111)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 1111
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_chunks 0001_bump 1111 6
+    local last
+    last=$(psql_q "select '[\"' || max(id::text) || '\"]' from t")
+    assert_status 0001_bump last_key "$last"
+}
+
+test_timestamptz_key() {
+    # Microsecond parts: a key that loses precision on its way through text would skip or repeat rows.
+    psql_q "create table t (at timestamptz not null, n int not null default 0);
+            create unique index t_at on t (at);
+            insert into t (at) select timestamptz '2024-03-31 00:59:58.123456+00' + g * interval '0.777777 s'
+              from generate_series(1, 1000) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:key at
+-- sluice:batch 300
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE at BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 1000
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_chunks 0001_bump 1000 4
+}
+
+test_where_limits_chunks() {
+    psql_q "create table t (id int primary key, kind text not null, n int not null default 0);
+            insert into t (id, kind) select g, case when g % 10 = 0 then 'x' else 'y' end
+              from generate_series(1, 1000) g"
+    write_job 0001_only_x <<'EOF'
+-- sluice:table t
+-- sluice:where kind = 'x'
+-- sluice:batch 30
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi AND kind = 'x';
+EOF
+    run_sluice up
+    assert_rc 0
+    # 100 matching rows in chunks of 30 (without the where it would be 1000 rows in 34 chunks).
+    assert_chunks 0001_only_x 100 4
+    assert_sql "select lo, hi, rows from sluice_progress where chunk_no = 1" "{10}|{300}|30"
+    assert_sql "select lo, hi, rows from sluice_progress where chunk_no = 4" "{910}|{1000}|10"
+    assert_sql "select count(*) from t where kind = 'x' and n = 1" 100
+    assert_sql "select count(*) from t where kind = 'y' and n = 0" 900
+}
+
+test_several_statements() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            create table audit (chunk_lo int, chunk_hi int, touched int);
+            insert into t (id) select g from generate_series(1, 950) g"
+    write_job 0001_with_audit <<'EOF'
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:up
+-- a comment with :lo and ; in it must not split or bind anything
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+INSERT INTO audit
+SELECT :lo, :hi, count(*) FROM t WHERE id BETWEEN :lo AND :hi AND n = 1;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 950
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_chunks 0001_with_audit 950 5
+    # One audit row per chunk, written after that chunk's UPDATE in the same transaction.
+    assert_sql "select count(*), sum(touched) from audit" "5|950"
+    assert_sql "select chunk_lo, chunk_hi, touched from audit order by chunk_lo limit 1" "1|200|200"
+    assert_sql "select chunk_lo, chunk_hi, touched from audit order by chunk_lo desc limit 1" "801|950|150"
+}
+
+test_non_idempotent_exactly_once() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 2001) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 250
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|2001"
+    assert_chunks 0001_bump 2001 9
+}
+
+test_requires() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            create table flags (name text primary key);
+            insert into t (id) select g from generate_series(1, 300) g"
+    write_job 0001_guarded <<'EOF'
+-- sluice:table t
+-- sluice:requires select exists (select 1 from flags where name = 'ready')
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "requires" "stderr"
+    assert_sql "select count(*) from t where n <> 0" 0
+    assert_sql "select count(*) from pg_tables where tablename = 'sluice_progress' and
+                exists (select 1 from sluice_progress)" 0
+    load_status
+    local state
+    state=$(sfield 0001_guarded state)
+    assert_ne "$state" done "state after refusal"
+
+    psql_q "insert into flags values ('ready')"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_chunks 0001_guarded 300 3
+}
+
+test_default_key_is_primary_key() {
+    # The PK is not the first column, and another column sorts differently: chunk bounds show which was walked.
+    psql_q "create table t (other int not null unique, id int primary key, n int not null default 0);
+            insert into t (other, id) select 1001 - g, g from generate_series(1, 1000) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 400
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 1000
+    assert_sql "select lo, hi from sluice_progress order by chunk_no" "{1}|{400}"$'\n'"{401}|{800}"$'\n'"{801}|{1000}"
+}
+
+test_explicit_unique_key() {
+    psql_q "create table t (id int primary key, email text not null, n int not null default 0);
+            create unique index t_email on t (email);
+            insert into t (id, email) select g, 'user' || lpad((1000 - g)::text, 4, '0') || '@x'
+              from generate_series(1, 1000) g"
+    write_job 0001_by_email <<'EOF'
+-- sluice:table t
+-- sluice:key email
+-- sluice:batch 300
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE email BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 1000
+    assert_chunks 0001_by_email 1000 4
+    # Walked by email: the first chunk holds the smallest emails (the largest ids).
+    assert_sql "select lo, hi from sluice_progress where chunk_no = 1" "{user0000@x}|{user0299@x}"
+    assert_status 0001_by_email last_key '["user0999@x"]'
+}
+
+test_pause_and_max_rate() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 3000) g"
+    write_job 0001_slow <<'EOF'
+-- sluice:table t
+-- sluice:batch 500
+-- sluice:max-rate 2000
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    local t0 t1
+    t0=$(date +%s%N)
+    run_sluice up
+    t1=$(date +%s%N)
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|3000"
+    # 3000 rows at 2000 rows/s: at least ~1 s (loose: 900 ms), whatever the machine.
+    local ms=$(((t1 - t0) / 1000000))
+    diag "max-rate run took ${ms} ms"
+    ((ms >= 900)) || fail "max-rate 2000 over 3000 rows took only ${ms} ms"
+
+    psql_q "create table u (id int primary key, n int not null default 0);
+            insert into u (id) select g from generate_series(1, 500) g"
+    write_job 0002_paused <<'EOF'
+-- sluice:table u
+-- sluice:batch 100
+-- sluice:pause 250ms
+-- sluice:up
+UPDATE u SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    t0=$(date +%s%N)
+    run_sluice up 0002_paused
+    t1=$(date +%s%N)
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from u" "1|1|500"
+    # 5 chunks, 4 pauses of 250 ms between them: at least ~1 s.
+    ms=$(((t1 - t0) / 1000000))
+    diag "paused run took ${ms} ms"
+    ((ms >= 900)) || fail "pause 250ms over 5 chunks took only ${ms} ms"
+}
+
+test_second_up_is_noop() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 500) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    local before
+    load_status
+    before=$(sfield 0001_bump updated_at)
+    run_sluice up
+    assert_rc 0
+    assert_contains "$OUT$ERR" "already done" "second up"
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_sql "select count(*) from sluice_progress" 3
+    assert_status 0001_bump chunks 3
+    assert_status 0001_bump updated_at "$before"
+}
+
+test_resume_after_sigint() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 3000) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 100ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
+    sluice_kill INT
+    assert_rc 3
+    assert_status 0001_bump state stopped
+    local chunks
+    load_status
+    chunks=$(sfield 0001_bump chunks)
+    ((chunks >= 2 && chunks < 30)) || fail "chunks after SIGINT: $chunks"
+    # What the checkpoint says ran is exactly what the database holds.
+    assert_sql "select count(*) from sluice_progress" "$chunks"
+    assert_sql "select count(*) from t where n = 1" "$((chunks * 100))"
+    assert_sql "select count(*) from t where n not in (0, 1)" 0
+
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|3000"
+    assert_chunks 0001_bump 3000 30
+    assert_status 0001_bump state done
+}
+
+test_password_never_shown() {
+    [[ -n ${PGPASSWORD:-} ]] || {
+        diag "PGPASSWORD is not set: nothing to look for"
+        return 0
+    }
+    psql_q "create table t (id int primary key, n int not null default 0, d int not null default 1);
+            insert into t (id) select g from generate_series(1, 300) g; update t set d = 0 where id = 250"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 / d WHERE id BETWEEN :lo AND :hi;
+EOF
+    local all=""
+    # A job that fails on the server.
+    run_sluice --db "$SLUICE_DB_PW" up
+    assert_rc 1
+    all+="$OUT$ERR"
+    run_sluice --db "$SLUICE_DB_PW" status
+    all+="$OUT$ERR"
+    run_sluice --db "$SLUICE_DB_PW" plan 0001_bump
+    assert_rc 0
+    all+="$OUT$ERR"
+    # A database that does not exist, and a server that is not there.
+    run_sluice --db "${SLUICE_DB_PW%/*}/no_such_db" up
+    assert_rc 1
+    all+="$OUT$ERR"
+    run_sluice --db "postgresql://${PGUSER:-$(id -un)}:$PGPASSWORD@127.0.0.1:1/x" up
+    assert_rc 1
+    all+="$OUT$ERR"
+    # The same through the environment.
+    SLUICE_DB=$SLUICE_DB_PW run_sluice up
+    assert_rc 1
+    all+="$OUT$ERR"
+    assert_not_contains "$all" "$PGPASSWORD" "sluice's output"
+    # It failed at the right place, not earlier: rows before the bad one were done.
+    assert_sql "select count(*) from t where n = 1" 200
+}
+
+run_test "bigint key, batch not dividing the rows" test_bigint_key
+run_test "composite (tenant_id, id) key with row BETWEEN" test_composite_key
+run_test "text key" test_text_key
+run_test "uuid key" test_uuid_key
+run_test "timestamptz key with microseconds" test_timestamptz_key
+run_test "where: only matching rows count into chunks" test_where_limits_chunks
+run_test "several statements per section, one transaction per chunk" test_several_statements
+run_test "non-idempotent job runs exactly once" test_non_idempotent_exactly_once
+run_test "requires: false refuses with exit 2, true runs" test_requires
+run_test "default key is the primary key" test_default_key_is_primary_key
+run_test "explicit key on a unique non-PK column" test_explicit_unique_key
+run_test "pause and max-rate slow the run down" test_pause_and_max_rate
+run_test "second up after done changes nothing" test_second_up_is_noop
+run_test "SIGINT stops with exit 3, up resumes exactly once" test_resume_after_sigint
+run_test "password never in output" test_password_never_shown
+t_done
