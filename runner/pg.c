@@ -327,7 +327,8 @@ static void pg_on_notice(void *arg, const char *message)
     if (pg->notice_cb) {
         pg->notice_cb(pg, line, pg->notice_arg);
     } else {
-        sl_log(SL_LOG_INFO, "notice: %s", line);
+        /* libpq's text already says NOTICE/WARNING/...; keep the server's own word */
+        sl_log(strncmp(line, "WARNING", 7) == 0 ? SL_LOG_WARN : SL_LOG_INFO, "server: %s", line);
     }
     free(line);
 }
