@@ -157,9 +157,11 @@ static void resolve_defaults(sl_opts *o)
 static int check_supported(const sl_job *job, sl_err *err)
 {
     int supported[SL_DIR_COUNT] = {0};
-    static const sl_directive done[] = {SL_DIR_TABLE,   SL_DIR_KEY,      SL_DIR_WHERE,        SL_DIR_BATCH,
-                                        SL_DIR_PAUSE,   SL_DIR_MAX_RATE, SL_DIR_LOCK_TIMEOUT, SL_DIR_STATEMENT_TIMEOUT,
-                                        SL_DIR_RETRIES, SL_DIR_REQUIRES};
+    static const sl_directive done[] = {
+        SL_DIR_TABLE,   SL_DIR_KEY,      SL_DIR_WHERE,           SL_DIR_BATCH,          SL_DIR_CHUNK_TIME,
+        SL_DIR_PAUSE,   SL_DIR_MAX_RATE, SL_DIR_WINDOW,          SL_DIR_LOCK_TIMEOUT,   SL_DIR_STATEMENT_TIMEOUT,
+        SL_DIR_RETRIES, SL_DIR_REQUIRES, SL_DIR_MAX_REPLICA_LAG, SL_DIR_THROTTLE_QUERY,
+    };
     for (size_t i = 0; i < sizeof done / sizeof done[0]; i++)
         supported[done[i]] = 1;
     /* Writing the default out is not asking for the unbuilt feature. */

@@ -1,6 +1,7 @@
 /* progress.c: the progress line (terminal) or periodic progress log lines (pipes, files). */
 #include "sluice/progress.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,7 +12,8 @@ static struct {
     char job[128];
     int64_t total, start_done, done, batch;
     int64_t start_ms, last_draw_ms;
-    char line[256];
+    char line[512];
+    char note[256];
 } prog;
 
 static void clear_line(void)
@@ -55,11 +57,11 @@ static void format_line(char *out, size_t outsz)
         }
     }
     if (prog.total > 0)
-        snprintf(out, outsz, "%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s", prog.job, (long long)prog.done,
-                 (long long)prog.total, pct, rate, (long long)prog.batch, eta);
+        snprintf(out, outsz, "%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s%s%s", prog.job, (long long)prog.done,
+                 (long long)prog.total, pct, rate, (long long)prog.batch, eta, prog.note[0] ? " | " : "", prog.note);
     else
-        snprintf(out, outsz, "%s: %lld rows, %.0f rows/s, batch %lld", prog.job, (long long)prog.done, rate,
-                 (long long)prog.batch);
+        snprintf(out, outsz, "%s: %lld rows, %.0f rows/s, batch %lld%s%s", prog.job, (long long)prog.done, rate,
+                 (long long)prog.batch, prog.note[0] ? " | " : "", prog.note);
 }
 
 void sl_progress_begin(const char *job, int64_t total, int64_t done, int tty)
@@ -95,6 +97,22 @@ void sl_progress_update(int64_t done, int64_t batch)
         char line[256];
         format_line(line, sizeof line);
         sl_info("%s", line);
+    }
+}
+
+void sl_progress_note(const char *fmt, ...)
+{
+    prog.note[0] = '\0';
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prog.note, sizeof prog.note, fmt, ap);
+        va_end(ap);
+    }
+    if (prog.active && prog.tty) {
+        clear_line();
+        format_line(prog.line, sizeof prog.line);
+        draw_line();
     }
 }
 

@@ -14,7 +14,9 @@
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
+#include "sluice/pace.h"
 #include "sluice/progress.h"
+#include "sluice/throttle.h"
 
 /* The key of one chunk edge, as text, one string per key column. */
 typedef struct key_tuple {
@@ -46,7 +48,10 @@ typedef struct up_run {
     int has_last;
     int locked;      /* holds the job's advisory lock */
     int run_lock_fd; /* the checkpoint's run lock, -1 if not held */
-    key_tuple last;  /* last committed :hi */
+    sl_pace pace;    /* batch size, pause, rate and health limits in force */
+    int paused;      /* by `ctl pause` */
+    int64_t last_health_ms;
+    key_tuple last; /* last committed :hi */
     sl_err err;
 } up_run;
 
@@ -102,7 +107,7 @@ static size_t boundary_params(const up_run *r, const key_tuple *after, const cha
     if (after)
         for (size_t i = 0; i < r->info.ks.ncols; i++)
             params[n++] = after->v[i];
-    snprintf(limit, 24, "%" PRId64, r->job->batch);
+    snprintf(limit, 24, "%" PRId64, r->pace.batch);
     params[n++] = limit;
     return n;
 }
@@ -594,16 +599,99 @@ static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int 
     return rc;
 }
 
-/* Sleep between chunks: the job's pause, or longer to keep under max-rate. */
-static int pace(up_run *r, int64_t run_rows, int64_t run_start)
+/* Outside every window: wait for the next one (or stop with --no-wait). 0
+ * to go on, 1 to stop. */
+static int wait_for_window(up_run *r)
 {
-    int64_t delay = r->job->pause_ms;
-    if (r->job->max_rate > 0) {
-        int64_t due = run_rows * 1000 / r->job->max_rate - (sl_mono_ms() - run_start);
-        if (due > delay)
-            delay = due;
+    int64_t wait_ms = 0;
+    int announced = 0;
+    while (!sl_window_check(r->job->windows, r->job->nwindows, time(NULL), &wait_ms)) {
+        char at[16];
+        sl_window_format_at(time(NULL), wait_ms, at);
+        if (r->opts->no_wait) {
+            sl_info("%s: outside its windows (next opens at %s); stopping (--no-wait)", r->job->name, at);
+            return 1;
+        }
+        if (!announced) {
+            sl_info("%s: outside its windows; waiting until %s", r->job->name, at);
+            sl_progress_note("waiting for the window at %s", at);
+            sl_err lerr;
+            if (sl_ckpt_log_event(r->ckpt, "window", "outside the windows; waiting", &lerr) != 0)
+                sl_warn("%s", lerr.msg);
+            announced = 1;
+        }
+        if (sl_session_sleep(r->sess, wait_ms < 30000 ? wait_ms + 50 : 30000))
+            return 1;
     }
-    return sl_session_sleep(r->sess, delay);
+    if (announced) {
+        sl_info("%s: window open; going on", r->job->name);
+        sl_progress_note(NULL);
+    }
+    return 0;
+}
+
+/* Health throttles: wait while a limit is exceeded, at most one check a
+ * second. 0 to go on, 1 to stop. */
+static int wait_for_health(up_run *r)
+{
+    char reason[512], first[512] = "";
+    int64_t since = 0;
+    for (;;) {
+        if (sl_mono_ms() - r->last_health_ms < 1000 && !since)
+            return 0;
+        r->last_health_ms = sl_mono_ms();
+        int rc = sl_throttle_check(r->sess, r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
+        if (rc == 0)
+            break;
+        if (rc < 0)
+            sl_warn("%s: %s", r->job->name, reason); /* e.g. a broken throttle-query: waiting is the safe side */
+        if (!since) {
+            since = sl_mono_ms();
+            snprintf(first, sizeof first, "%s", reason);
+            sl_warn("%s: pausing: %s", r->job->name, reason);
+            sl_progress_note("paused: %s", reason);
+            sl_err lerr;
+            if (sl_ckpt_log_event(r->ckpt, "throttle", reason, &lerr) != 0)
+                sl_warn("%s", lerr.msg);
+        }
+        if (rc < 0 && !sl_session_connected(r->sess) && reconnect(r) != 0)
+            return 1;
+        if (sl_session_sleep(r->sess, 1000))
+            return 1;
+    }
+    if (since) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "resumed after %" PRId64 "s paused (%s)", (sl_mono_ms() - since) / 1000, first);
+        sl_info("%s: %s", r->job->name, msg);
+        sl_progress_note(NULL);
+        sl_err lerr;
+        if (sl_ckpt_log_event(r->ckpt, "throttle", msg, &lerr) != 0)
+            sl_warn("%s", lerr.msg);
+    }
+    return 0;
+}
+
+/* Everything that holds the next chunk back: ctl pause, windows, health. */
+static int gate(up_run *r)
+{
+    while (r->paused)
+        if (sl_session_sleep(r->sess, 200))
+            return 1;
+    if (wait_for_window(r) != 0)
+        return 1;
+    return wait_for_health(r);
+}
+
+/* After a chunk: resize toward chunk-time, then sleep for pause/max-rate. */
+static int pace_after(up_run *r, int64_t rows, int64_t chunk_ms, int64_t run_rows, int64_t run_start)
+{
+    int64_t before = r->pace.batch;
+    if (sl_pace_adjust(&r->pace, rows, chunk_ms) != before) {
+        sl_err lerr;
+        if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0)
+            sl_warn("%s", lerr.msg);
+    }
+    return sl_session_sleep(r->sess, sl_pace_delay(&r->pace, run_rows, sl_mono_ms() - run_start));
 }
 
 /* Walk the key from the resume position to the end. Returns an exit code. */
@@ -613,12 +701,16 @@ static int walk(up_run *r)
     int64_t run_rows = 0, run_start = sl_mono_ms();
     int rc = fetch_bounds(r, r->has_last ? &r->last : NULL, &cur);
     while (rc == 0 && cur.has_rows && !sl_session_stopping(r->sess)) {
+        if ((rc = gate(r)) != 0)
+            break;
         int next_known = 0;
+        int64_t chunk_start = sl_mono_ms(), chunk_rows = cur.rows;
         rc = do_chunk(r, &cur, &next, &next_known);
         if (rc != 0)
             break;
-        run_rows += cur.rows;
-        sl_progress_update(r->rows_done, r->job->batch);
+        int64_t chunk_ms = sl_mono_ms() - chunk_start;
+        run_rows += chunk_rows;
+        sl_progress_update(r->rows_done, r->pace.batch);
         if (next_known) {
             chunk_bounds tmp = cur;
             cur = next;
@@ -629,7 +721,7 @@ static int walk(up_run *r)
                 break;
         }
         if (cur.has_rows)
-            rc = pace(r, run_rows, run_start);
+            rc = pace_after(r, chunk_rows, chunk_ms, run_rows, run_start);
     }
     int finished = rc == 0 && !cur.has_rows;
     tuple_free(&cur.lo);
@@ -697,13 +789,14 @@ static int run_job(up_run *r)
     if (rc != 0)
         return rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     prepare_sql(r);
+    sl_pace_init(&r->pace, r->job);
     if (sl_ckpt_begin_run(r->ckpt, "up", SL_STATE_RUNNING, r->job->checksum, r->sess->pg.display, r->opts->force,
                           &r->run_id, &r->err) != 0 ||
-        sl_ckpt_set_batch(r->ckpt, r->job->batch, &r->err) != 0)
+        sl_ckpt_set_batch(r->ckpt, r->pace.batch, &r->err) != 0)
         return SL_EXIT_FAILED;
     int64_t total = sl_catalog_estimate_rows(r->sess, &r->info.ks);
     sl_info("%s: %s from chunk %" PRId64 " (%" PRId64 " rows done), batch %" PRId64, r->job->name,
-            r->has_last ? "resuming" : "starting", r->chunk_no + 1, r->rows_done, r->job->batch);
+            r->has_last ? "resuming" : "starting", r->chunk_no + 1, r->rows_done, r->pace.batch);
     sl_progress_begin(r->job->name, total, r->rows_done, r->opts->progress_tty);
     int code = walk(r);
     sl_progress_end();

@@ -10,6 +10,9 @@
 void sl_progress_begin(const char *job, int64_t total, int64_t done, int tty);
 /* After each chunk: rows done so far (all runs) and the current batch size. */
 void sl_progress_update(int64_t done, int64_t batch);
+/* A note shown on the progress line until cleared with NULL ("paused: replica
+ * lag ..."). The log says the same separately. */
+void sl_progress_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Erase the line and stop (prints nothing else). */
 void sl_progress_end(void);
 /* Rows per second in this run so far. */
