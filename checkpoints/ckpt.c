@@ -764,6 +764,12 @@ static int close_run(sl_ckpt *ck, int64_t run_id, const char *outcome, const cha
 
 int sl_ckpt_finish_run(sl_ckpt *ckpt, int64_t run_id, sl_state state, const char *error, sl_err *err)
 {
+    return sl_ckpt_finish_run_as(ckpt, run_id, state, sl_state_name(state), error, err);
+}
+
+int sl_ckpt_finish_run_as(sl_ckpt *ckpt, int64_t run_id, sl_state state, const char *outcome, const char *error,
+                          sl_err *err)
+{
     int64_t now = sl_now_ms();
     if (tx_begin(ckpt, err) != 0)
         return -1;
@@ -773,7 +779,7 @@ int sl_ckpt_finish_run(sl_ckpt *ckpt, int64_t run_id, sl_state state, const char
     sqlite3_bind_int64(st, 3, now);
     if (step_done(ckpt, st, "cannot update the job", err) != 0)
         return tx_abort(ckpt);
-    if (run_id > 0 && close_run(ckpt, run_id, sl_state_name(state), error, now, err) != 0)
+    if (run_id > 0 && close_run(ckpt, run_id, outcome, error, now, err) != 0)
         return tx_abort(ckpt);
     if (tx_commit(ckpt, err) != 0)
         return tx_abort(ckpt);
@@ -824,4 +830,69 @@ int sl_ckpt_log_event(sl_ckpt *ckpt, const char *kind, const char *message, sl_e
     bind_text(st, 2, kind);
     bind_text(st, 3, message ? message : "");
     return step_done(ckpt, st, "cannot log an event", err);
+}
+
+/* ---- rollback ---- */
+
+struct sqlite3 *sl_ckpt_sqlite(sl_ckpt *ckpt)
+{
+    return ckpt->db;
+}
+
+/* The summary follows the chunks left: `down` removes them from the top. */
+static int resummarize(sl_ckpt *ck, sl_err *err)
+{
+    static const char sql[] =
+        "UPDATE job SET rows = (SELECT coalesce(sum(rows), 0) FROM chunks),"
+        " affected = (SELECT coalesce(sum(max(affected, 0)), 0) FROM chunks),"
+        " chunks = (SELECT coalesce(max(chunk_no), 0) FROM chunks),"
+        " last_key = (SELECT hi FROM chunks ORDER BY chunk_no DESC LIMIT 1), updated_at = ?1";
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ck->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return fail_db(ck, "cannot update the job", err);
+    sqlite3_bind_int64(st, 1, sl_now_ms());
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail_db(ck, "cannot update the job", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int delete_chunks(sl_ckpt *ck, const char *sql, int64_t chunk_no, sl_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ck->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return fail_db(ck, "cannot forget chunks", err);
+    sqlite3_bind_int64(st, 1, chunk_no);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail_db(ck, "cannot forget chunks", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, sl_err *err)
+{
+    if (tx_begin(ckpt, err) != 0)
+        return -1;
+    if (delete_chunks(ckpt, "DELETE FROM chunks WHERE chunk_no = ?1", chunk_no, err) != 0 ||
+        resummarize(ckpt, err) != 0)
+        return tx_abort(ckpt);
+    if (run_id > 0) {
+        sqlite3_stmt *st = ckpt->stmts[ST_CHUNK_RUN];
+        sqlite3_bind_int64(st, 1, rows);
+        sqlite3_bind_int64(st, 2, run_id);
+        if (step_run(ckpt, st, run_id, "cannot update the run", err) != 0)
+            return tx_abort(ckpt);
+    }
+    if (tx_commit(ckpt, err) != 0)
+        return tx_abort(ckpt);
+    return 0;
+}
+
+int sl_ckpt_forget_after(sl_ckpt *ckpt, int64_t after, sl_err *err)
+{
+    if (tx_begin(ckpt, err) != 0)
+        return -1;
+    if (delete_chunks(ckpt, "DELETE FROM chunks WHERE chunk_no > ?1", after, err) != 0 || resummarize(ckpt, err) != 0)
+        return tx_abort(ckpt);
+    if (tx_commit(ckpt, err) != 0)
+        return tx_abort(ckpt);
+    return 0;
 }

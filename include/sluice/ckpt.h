@@ -120,6 +120,29 @@ int sl_ckpt_each_chunk(sl_ckpt *ckpt, int64_t after, int (*fn)(const sl_ckpt_chu
 /* All runs of this file, oldest first, as a malloc'd array. */
 int sl_ckpt_list_runs(sl_ckpt *ckpt, sl_ckpt_run **runs, size_t *nruns, sl_err *err) SL_MUSTCHECK;
 
+/* ---- rollback (`down`) ----
+ * The file's SQLite handle, for modules that keep tables of their own in it
+ * (snapshot.c). The checkpoint keeps ownership. */
+struct sqlite3;
+struct sqlite3 *sl_ckpt_sqlite(sl_ckpt *ckpt);
+
+/* Forget chunk chunk_no (a `down` undid it: its row in sluice_progress is
+ * gone) and recompute the summary (rows, affected, chunks, last_key) from
+ * the chunks left, in one SQLite transaction; with run_id > 0 also add rows
+ * and one chunk to that run. A chunk the file never recorded is not an error. */
+int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, sl_err *err) SL_MUSTCHECK;
+
+/* Forget every chunk with chunk_no > after and recompute the summary: the
+ * database says they are no longer applied (a `down` killed between its
+ * commit and its checkpoint write). */
+int sl_ckpt_forget_after(sl_ckpt *ckpt, int64_t after, sl_err *err) SL_MUSTCHECK;
+
+/* Like sl_ckpt_finish_run, but the run's outcome ("done", "stopped",
+ * "failed") may differ from the job's new state (a stopped `down` leaves the
+ * job rolling_back). */
+int sl_ckpt_finish_run_as(sl_ckpt *ckpt, int64_t run_id, sl_state state, const char *outcome, const char *error,
+                          sl_err *err) SL_MUSTCHECK;
+
 /* ---- the run lock ----
  * A runner holds an fcntl write lock on "<checkpoint>-lock" while it runs a
  * job, so that `status` can tell a live run from one that was killed (its
