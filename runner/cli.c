@@ -29,6 +29,7 @@ static const char usage_text[] =
     "  --checkpoints DIR  directory of checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")\n"
     "  --json             machine-readable output (status, history)\n"
     "  --force            resume a job whose file changed after its first chunk; walk a key without an index\n"
+    "  --no-wait          outside the job's windows, exit 3 instead of waiting\n"
     "  -h, --help         this text; `sluice COMMAND --help` for one command\n"
     "\n"
     "exit codes: 0 done, 1 a job failed (resumable), 2 bad usage or refused (nothing changed),\n"

@@ -1,0 +1,112 @@
+/* test_pace.c: chunk-time batch sizing, pause/max-rate delays, local-time windows. */
+#include <stdlib.h>
+#include <time.h>
+
+#include "check.h"
+#include "sluice/pace.h"
+
+static sl_job job_with(int64_t batch, int64_t chunk_time_ms)
+{
+    sl_job job = {0};
+    job.batch = batch;
+    job.chunk_time_ms = chunk_time_ms;
+    return job;
+}
+
+static void test_fixed_batch_without_chunk_time(void)
+{
+    sl_job job = job_with(1000, 0);
+    sl_pace pace;
+    sl_pace_init(&pace, &job);
+    CHECK(sl_pace_adjust(&pace, 1000, 5000) == 1000);
+}
+
+/* A statement costing 0.1 ms a row with a 200 ms target settles near 2000 rows. */
+static void test_converges_to_target(void)
+{
+    sl_job job = job_with(100, 200);
+    sl_pace pace;
+    sl_pace_init(&pace, &job);
+    int64_t batch = pace.batch;
+    for (int i = 0; i < 60; i++)
+        batch = sl_pace_adjust(&pace, batch, batch / 10);
+    CHECK(batch >= 1800 && batch <= 2200);
+}
+
+static void test_growth_and_shrink_are_damped(void)
+{
+    sl_job job = job_with(1000, 500);
+    sl_pace pace;
+    sl_pace_init(&pace, &job);
+    CHECK(sl_pace_adjust(&pace, 1000, 1) == 1200); /* at most +20 % */
+    sl_pace_init(&pace, &job);
+    CHECK(sl_pace_adjust(&pace, 1000, 100000) == 500); /* at most halved */
+}
+
+static void test_bounds(void)
+{
+    sl_job job = job_with(2, 100);
+    sl_pace pace;
+    sl_pace_init(&pace, &job);
+    for (int i = 0; i < 20; i++)
+        sl_pace_adjust(&pace, pace.batch, 100000);
+    CHECK(pace.batch == 1);
+    for (int i = 0; i < 400; i++)
+        sl_pace_adjust(&pace, pace.batch, 0);
+    CHECK(pace.batch == pace.max_batch);
+}
+
+static void test_delay(void)
+{
+    sl_job job = job_with(1000, 0);
+    job.pause_ms = 250;
+    sl_pace pace;
+    sl_pace_init(&pace, &job);
+    CHECK(sl_pace_delay(&pace, 10000, 100) == 250);
+    pace.max_rate = 1000; /* 10000 rows are due after 10 s; 4 s have passed */
+    CHECK(sl_pace_delay(&pace, 10000, 4000) == 6000);
+    CHECK(sl_pace_delay(&pace, 1000, 4000) == 250);
+}
+
+static time_t at(int hour, int min)
+{
+    struct tm tm = {0};
+    tm.tm_year = 126;
+    tm.tm_mon = 10;
+    tm.tm_mday = 24;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_isdst = -1;
+    return mktime(&tm);
+}
+
+static void test_windows(void)
+{
+    sl_window night = {22 * 60, 6 * 60}, lunch = {12 * 60, 13 * 60};
+    sl_window both[2] = {night, lunch};
+    int64_t wait = 0;
+    CHECK(sl_window_check(NULL, 0, at(15, 0), &wait) == 1);
+    CHECK(sl_window_check(&night, 1, at(23, 0), &wait) == 1);
+    CHECK(sl_window_check(&night, 1, at(3, 0), &wait) == 1);
+    CHECK(sl_window_check(&night, 1, at(6, 0), &wait) == 0); /* the end is exclusive */
+    CHECK(sl_window_check(&night, 1, at(21, 30), &wait) == 0 && wait == 30 * 60 * 1000);
+    CHECK(sl_window_check(both, 2, at(11, 0), &wait) == 0 && wait == 60 * 60 * 1000);
+    CHECK(sl_window_check(both, 2, at(12, 30), &wait) == 1);
+    CHECK(sl_window_check(both, 2, at(13, 0), &wait) == 0 && wait == 9 * 3600 * 1000);
+    char hhmm[16];
+    sl_window_format_at(at(21, 30), 30 * 60 * 1000, hhmm);
+    CHECK_STR(hhmm, "22:00");
+}
+
+int main(void)
+{
+    setenv("TZ", "UTC", 1);
+    tzset();
+    RUN(test_fixed_batch_without_chunk_time);
+    RUN(test_converges_to_target);
+    RUN(test_growth_and_shrink_are_damped);
+    RUN(test_bounds);
+    RUN(test_delay);
+    RUN(test_windows);
+    return CHECK_DONE();
+}
