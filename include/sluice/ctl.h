@@ -57,7 +57,9 @@ char *sl_ctl_path(const char *ckpt_dir, const char *job);
  * too long for a unix socket and a path that is not a socket. The socket is
  * created mode 0600. Ignores SIGPIPE for the process (libuv writes with
  * writev(), and a client that hangs up before its answer must not kill the
- * runner). On success *out is the server; the caller calls sl_ctl_stop. */
+ * runner). The listener does not keep the loop alive on its own (uv_unref),
+ * like the session's signal watchers; a client being answered does. On
+ * success *out is the server; the caller calls sl_ctl_stop. */
 int sl_ctl_start(uv_loop_t *loop, const char *sock_path, sl_ctl_handler handler, void *arg, sl_ctl **out,
                  sl_err *err) SL_MUSTCHECK;
 

@@ -78,7 +78,7 @@ kill_loop() {
         diag "kill $KILLS: $now chunks committed (sleep cap ${cap} ms)"
         # Chunks per second while sleeping, and what is left per remaining kill: spend half of it sleeping.
         if ((KILLS < want && now > seen && t1 > t0)); then
-            cap=$(((total - now) / (want - KILLS) / 2 * (t1 - t0) / (now - seen)))
+            cap=$(((total - now) * (t1 - t0) / (2 * (want - KILLS) * (now - seen))))
             ((cap > 300)) && cap=300
             ((cap < 5)) && cap=5
         fi

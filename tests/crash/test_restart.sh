@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# test_restart.sh: the server restarted or down for a while mid-run: sluice reconnects by itself and finishes exactly once.
+. "$(dirname "$0")/../harness/lib.sh"
+
+ROWS=200000
+
+# How many chunks are committed so far (0 before `up` made the bookkeeping table, or while the server is down).
+progress_chunks() {
+    psql_q "select count(*) from sluice_progress" 2>/dev/null || echo 0
+}
+
+runner_alive() {
+    kill -0 "$SLUICE_PID" 2>/dev/null
+}
+
+# Until the runner committed more than $1 chunks or exited.
+progress_past_or_exited() {
+    local chunks
+    runner_alive || return 0
+    chunks=$(progress_chunks)
+    ((chunks > $1))
+}
+
+runner_exited() {
+    ! runner_alive
+}
+
+show_state() {
+    diag "runner exit: ${RC:-still running}"
+    diag "rows per n in t: $(psql_q "select string_agg(n || ': ' || c, ', ' order by n) from (select n, count(*) c from t group by n) s" 2>&1)"
+    diag "sluice_progress: $(psql_q "select count(*) || ' chunks, ' || coalesce(sum(rows), 0) || ' rows, max attempts ' || coalesce(max(attempts), 0) from sluice_progress" 2>&1)"
+    diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
+    diag "runner's log (last 30 lines):"
+    tail -n 30 "$T_DIR"/bg.*.err 2>/dev/null | sed 's/^/#   /'
+}
+
+# A non-idempotent job over $ROWS rows, long enough to be interrupted mid-run.
+make_job() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, $ROWS); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 25
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+# Start `up` and return once it has committed a few chunks, failing if it finished already.
+start_mid_run() {
+    sluice_start up
+    wait_until 60 progress_past_or_exited 20
+    runner_alive || { sluice_wait; show_state; fail "the runner exited ($RC) before the server went away"; }
+    BEFORE=$(progress_chunks)
+    diag "$BEFORE chunks committed when the server went away"
+}
+
+# The same runner (no second `up`) finishes with exit 0, every row changed exactly once, status agrees
+# with the bookkeeping table, and it said it reconnected.
+finishes_exactly_once() {
+    local chunks status
+    wait_until 200 runner_exited || { show_state; return 1; }
+    sluice_wait
+    assert_rc 0 || { show_state; return 1; }
+    if ! sql_true "select count(*) = 0 from t where n <> 1" || ! sql_true "select sum(n) = $ROWS from t"; then
+        show_state
+        fail "not every row was changed exactly once"
+    fi
+    ((BEFORE < $(psql_q "select count(*) from sluice_progress"))) || fail "no chunk committed after the reconnect"
+    assert_contains "$ERR" "reconnected" "the runner's log"
+    chunks=$(psql_q "select count(*) from sluice_progress")
+    run_sluice status --json
+    assert_rc 0
+    status=$(jq -c '.[0] | [.state, .rows, .chunks]' <<<"$OUT")
+    assert_eq "$status" "[\"done\",$ROWS,$chunks]" "status --json [state, rows, chunks] (sluice_progress has $chunks chunks)"
+    assert_sql "select sum(rows) from sluice_progress" "$ROWS"
+}
+
+test_immediate_restart() {
+    make_job
+    start_mid_run
+    pg_restart
+    finishes_exactly_once
+}
+
+test_server_down_5s() {
+    make_job
+    start_mid_run
+    pg_stop
+    sleep 5
+    # Still waiting for the server, not given up.
+    runner_alive || { sluice_wait; show_state; fail "the runner exited ($RC) while the server was down"; }
+    pg_start
+    finishes_exactly_once
+}
+
+# Two runners (two jobs, one database) lose the server together. Each comes back, re-takes its own lock
+# and finishes exactly once; and their backoff is jittered independently (a per-process random seed), so
+# runners that lost the same server do not all knock again at the same instants.
+test_two_runners_jitter_apart() {
+    local a b delays_a delays_b
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 100000);
+            create table u (id int primary key, n int not null default 0);
+            insert into u (id) select generate_series(1, 100000); analyze t; analyze u"
+    write_job 0001_bump_t <<'EOF'
+-- sluice:table t
+-- sluice:batch 25
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    write_job 0002_bump_u <<'EOF'
+-- sluice:table u
+-- sluice:batch 25
+-- sluice:up
+UPDATE u SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up 0001_bump_t
+    a=$SLUICE_PID
+    sluice_start up 0002_bump_u
+    b=$SLUICE_PID
+    wait_until 60 sql_true "select count(distinct job) = 2 from sluice_progress"
+    if ! kill -0 "$a" || ! kill -0 "$b"; then
+        fail "a runner finished before the server went away"
+    fi
+    pg_stop
+    sleep 3
+    pg_start
+    for SLUICE_PID in "$a" "$b"; do
+        wait_until 200 runner_exited || { show_state; return 1; }
+        sluice_wait
+        assert_rc 0 || { show_state; return 1; }
+        assert_contains "$ERR" "reconnected" "the runner's log"
+    done
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_sql "select count(*) from u where n <> 1" 0
+    assert_sql "select job || ':' || sum(rows) from sluice_progress group by job order by job" \
+        "0001_bump_t:100000"$'\n'"0002_bump_u:100000"
+    delays_a=$(grep -o 'reconnecting in [0-9]* ms' "${_T_BG_FILES[$a]}.err" | tr '\n' ' ')
+    delays_b=$(grep -o 'reconnecting in [0-9]* ms' "${_T_BG_FILES[$b]}.err" | tr '\n' ' ')
+    diag "runner 1: $delays_a"
+    diag "runner 2: $delays_b"
+    [[ -n $delays_a ]] || fail "runner 1 logged no reconnect delay"
+    assert_ne "$delays_a" "$delays_b" "the two runners' reconnect delays (jitter must differ between processes)"
+}
+
+run_test "server restarted (-m immediate) mid-run: sluice reconnects and finishes exactly once" test_immediate_restart
+run_test "server down 5 s mid-run: sluice keeps retrying and finishes exactly once" test_server_down_5s
+run_test "two runners lose the server together: both finish exactly once, with independent jitter" test_two_runners_jitter_apart
+t_done
