@@ -39,7 +39,8 @@ assert_chunks() {
     assert_status "$1" chunks "$3"
     assert_sql "select count(*), coalesce(sum(rows), 0) from sluice_progress where job = '$1'" "$3|$2"
     # Chunk numbers are 1..N without gaps.
-    assert_sql "select count(distinct chunk_no), min(chunk_no), max(chunk_no) from sluice_progress where job = '$1'" "$3|1|$3"
+    assert_sql "select count(distinct chunk_no), coalesce(min(chunk_no), 1), coalesce(max(chunk_no), 0)
+                from sluice_progress where job = '$1'" "$3|1|$3"
 }
 
 # assert_no_progress: no chunk recorded in the database (the bookkeeping table may not even exist).
@@ -64,7 +65,7 @@ EOF
     assert_sql "select count(*) from t where n = 1" 1003
     assert_sql "select count(*) from t where n <> 1" 0
     assert_chunks 0001_bump 1003 11
-    assert_status 0001_bump state done
+    assert_status 0001_bump state "done"
     assert_status 0001_bump last_key '["7021"]'
     # The chunks are contiguous in key order and cover the table.
     assert_sql "select lo, hi, rows from sluice_progress where chunk_no in (1, 11) order by chunk_no" \
@@ -170,6 +171,66 @@ EOF
     assert_sql "select count(*) from t where kind = 'y' and n = 0" 900
 }
 
+test_where_matching_nothing() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 100) g"
+    write_job 0001_none <<'EOF'
+-- sluice:table t
+-- sluice:where n > 1000
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi AND n > 1000;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_status 0001_none state "done"
+    assert_chunks 0001_none 0 0
+    assert_status 0001_none last_key null
+    assert_sql "select count(*) from t where n <> 0" 0
+}
+
+test_quoted_names_casts_and_quotes() {
+    # A schema-qualified mixed-case table and key; :lo/:hi next to casts, and look-alikes in quotes
+    # and comments that must stay as written.
+    psql_q 'create schema app; create table app."Orders" ("Id" bigint primary key, n int not null default 0, note text);
+            insert into app."Orders" ("Id") select g from generate_series(1, 250) g'
+    write_job 0001_quoted <<'EOF'
+-- sluice:table app."Orders"
+-- sluice:key "Id"
+-- sluice:batch 100
+-- sluice:up
+UPDATE app."Orders"
+   SET n = n + 1,
+       note = ':lo' || $$ :hi $$ || $tag$:lo$tag$ /* :hi */ || E'\':hi'
+ WHERE "Id"::numeric BETWEEN :lo::numeric AND :hi; -- and :lo here
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql 'select min(n), max(n), count(*) from app."Orders"' "1|1|250"
+    assert_sql 'select distinct note from app."Orders"' ":lo :hi :lo':hi"
+    assert_chunks 0001_quoted 250 3
+}
+
+test_checkpoint_file_lost() {
+    # Exactly once even when the checkpoint file is gone: sluice_progress in the database knows what committed.
+    psql_q "create table t (id int primary key, n int not null default 0, d int not null default 1);
+            insert into t (id) select g from generate_series(1, 300) g; update t set d = 0 where id = 150"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 / d WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 1
+    assert_sql "select count(*) from t where n = 1" 100
+    psql_q "update t set d = 1"
+    rm -f "$CKPT"/0001_bump.sluice*
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
+    assert_chunks 0001_bump 300 3
+}
+
 test_several_statements() {
     psql_q "create table t (id int primary key, n int not null default 0);
             create table audit (chunk_lo int, chunk_hi int, touched int);
@@ -228,7 +289,7 @@ EOF
     load_status
     local state
     state=$(sfield 0001_guarded state)
-    assert_ne "$state" done "state after refusal"
+    assert_ne "$state" "done" "state after refusal"
 
     psql_q "insert into flags values ('ready')"
     run_sluice up
@@ -366,7 +427,59 @@ EOF
     assert_rc 0
     assert_sql "select min(n), max(n), count(*) from t" "1|1|3000"
     assert_chunks 0001_bump 3000 30
-    assert_status 0001_bump state done
+    assert_status 0001_bump state "done"
+}
+
+test_sigterm_stops_too() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 2000) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 100ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 1 from sluice_progress"
+    sluice_kill TERM
+    assert_rc 3
+    assert_status 0001_bump state stopped
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|2000"
+    assert_chunks 0001_bump 2000 20
+}
+
+test_jobs_in_file_name_order() {
+    # 0002 needs 0001's effect (its requires checks it when it starts); 0001 fails once on row 299.
+    psql_q "create table t (id int primary key, a int not null default 0, b int not null default 0, d int not null default 1);
+            insert into t (id) select g from generate_series(1, 300) g; update t set d = 0 where id = 299"
+    write_job 0002_b <<'EOF'
+-- sluice:table t
+-- sluice:requires select not exists (select 1 from t where a = 0)
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET b = a + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    write_job 0001_a <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET a = a + 1 / d WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 1
+    # The failed job stops the run: the later one has not started.
+    assert_status 0001_a state failed
+    assert_status 0002_b state pending
+    assert_sql "select count(*) from t where b <> 0" 0
+    psql_q "update t set d = 1"
+    run_sluice up
+    assert_rc 0
+    assert_status 0001_a state "done"
+    assert_status 0002_b state "done"
+    assert_sql "select a, b, count(*) from t group by a, b" "1|2|300"
 }
 
 test_password_never_shown() {
@@ -404,6 +517,10 @@ EOF
     assert_rc 1
     all+="$OUT$ERR"
     assert_not_contains "$all" "$PGPASSWORD" "sluice's output"
+    # Nor in what it leaves on disk.
+    if grep -rlaF -- "$PGPASSWORD" "$CKPT"; then
+        fail "the password is written in a checkpoint file"
+    fi
     # It failed at the right place, not earlier: rows before the bad one were done.
     assert_sql "select count(*) from t where n = 1" 200
 }
@@ -414,6 +531,9 @@ run_test "text key" test_text_key
 run_test "uuid key" test_uuid_key
 run_test "timestamptz key with microseconds" test_timestamptz_key
 run_test "where: only matching rows count into chunks" test_where_limits_chunks
+run_test "where matching no row: done, 0 chunks" test_where_matching_nothing
+run_test "quoted schema-qualified names, casts, look-alike placeholders" test_quoted_names_casts_and_quotes
+run_test "checkpoint file lost: resumes from sluice_progress, exactly once" test_checkpoint_file_lost
 run_test "several statements per section, one transaction per chunk" test_several_statements
 run_test "non-idempotent job runs exactly once" test_non_idempotent_exactly_once
 run_test "requires: false refuses with exit 2, true runs" test_requires
@@ -422,5 +542,7 @@ run_test "explicit key on a unique non-PK column" test_explicit_unique_key
 run_test "pause and max-rate slow the run down" test_pause_and_max_rate
 run_test "second up after done changes nothing" test_second_up_is_noop
 run_test "SIGINT stops with exit 3, up resumes exactly once" test_resume_after_sigint
+run_test "SIGTERM stops with exit 3 too" test_sigterm_stops_too
+run_test "jobs run in file-name order; a failed job stops the later ones" test_jobs_in_file_name_order
 run_test "password never in output" test_password_never_shown
 t_done

@@ -1,0 +1,397 @@
+#!/usr/bin/env bash
+# test_bad_input.sh: bad job files, databases, checkpoints and usage: clear errors, SPEC's exit codes, no row changed.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# The table every test starts from: 300 rows with n = 0, d = 1.
+make_table() {
+    psql_q "create table t (id int primary key, code int not null, n int not null default 0, d int not null default 1);
+            insert into t (id, code) select g, g from generate_series(1, ${1:-300}) g"
+}
+
+# assert_untouched: no row changed, no chunk recorded in the database or in a checkpoint file.
+assert_untouched() {
+    assert_sql "select count(*) from t where n <> 0" 0
+    if sql_true "select to_regclass('sluice_progress') is not null"; then
+        assert_sql "select count(*) from sluice_progress" 0
+    fi
+    local f
+    for f in "$CKPT"/*; do
+        [[ -e $f ]] || continue
+        fail "a checkpoint file was written: $f"
+    done
+}
+
+# A valid job bumping n by chunks of BATCH (default 100), as JOBS/NAME.sql.
+valid_job() {
+    write_job "$1" <<EOF
+-- sluice:table t
+-- sluice:batch ${2:-100}
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+# expect_invalid LINE TEXT...: up over the job file already written as 0001_bad.sql exits 2 with a
+# message naming 0001_bad.sql:LINE and holding every TEXT, and changes nothing.
+expect_invalid() {
+    local line=$1 text
+    shift
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bad.sql:$line:" "stderr"
+    for text in "$@"; do
+        assert_contains "$ERR" "$text" "stderr"
+    done
+    assert_untouched
+    # plan validates the same way.
+    run_sluice plan 0001_bad
+    assert_rc 2
+    assert_contains "$ERR" "0001_bad.sql:$line:" "plan's stderr"
+}
+
+test_unknown_directive() {
+    make_table
+    write_job 0001_bad <<'EOF'
+-- sluice:table t
+-- sluice:batchh 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    expect_invalid 2 "batchh" "did you mean" '"batch"'
+}
+
+test_bad_batch_value() {
+    make_table
+    local value
+    for value in lots 0 -5 1.5 ''; do
+        write_job 0001_bad <<EOF
+-- sluice:table t
+-- sluice:key id
+-- sluice:batch $value
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+        expect_invalid 3 "batch"
+    done
+}
+
+test_missing_placeholders() {
+    make_table
+    write_job 0001_bad <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id >= :lo;
+EOF
+    expect_invalid 2 ":hi"
+    write_job 0001_bad <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1;
+EOF
+    expect_invalid 2 ":lo"
+    # Placeholders only inside a string literal or a comment do not count.
+    write_job 0001_bad <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE ':lo' <> ':hi'; -- id BETWEEN :lo AND :hi
+EOF
+    expect_invalid 2 ":lo"
+}
+
+test_unterminated_string() {
+    make_table
+    write_job 0001_bad <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1
+ WHERE id BETWEEN :lo AND :hi AND 'it''s' <> 'abc;
+EOF
+    expect_invalid 4 "unterminated"
+}
+
+test_one_invalid_among_valid() {
+    make_table
+    valid_job 0001_first
+    write_job 0002_broken <<'EOF'
+-- sluice:table t
+-- sluice:bacth 10
+-- sluice:up
+UPDATE t SET d = 2 WHERE id BETWEEN :lo AND :hi;
+EOF
+    valid_job 0003_last
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0002_broken.sql:2:" "stderr"
+    assert_untouched
+    # Even when only a valid job is asked for.
+    run_sluice up 0001_first
+    assert_rc 2
+    assert_untouched
+}
+
+test_not_supported_yet() {
+    make_table
+    write_job 0001_bad <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    expect_invalid 3 "workers" "not supported yet"
+}
+
+test_missing_table() {
+    make_table
+    write_job 0001_bad <<'EOF'
+-- sluice:table no_such_table
+-- sluice:up
+UPDATE no_such_table SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "no_such_table" "stderr"
+    assert_contains "$ERR" "0001_bad.sql" "stderr"
+    assert_untouched
+}
+
+test_missing_key_column() {
+    make_table
+    write_job 0001_bad <<'EOF'
+-- sluice:table t
+-- sluice:key no_such_col
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE no_such_col BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "no_such_col" "stderr"
+    assert_contains "$ERR" "0001_bad.sql:2" "stderr"
+    assert_untouched
+}
+
+test_no_index_on_key() {
+    make_table
+    write_job 0001_by_code <<'EOF'
+-- sluice:table t
+-- sluice:key code
+-- sluice:batch 70
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE code BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "index" "stderr"
+    assert_contains "$ERR" "--force" "stderr (hint)"
+    assert_untouched
+    run_sluice up --force
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on: bound then released by python.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+test_unreachable_server() {
+    make_table
+    valid_job 0001_bump
+    local port url start
+    port=$(free_port)
+    for url in "postgresql://127.0.0.1:1/x" "postgresql://127.0.0.1:$port/x" "host=127.0.0.1 port=$port dbname=x"; do
+        start=$SECONDS
+        run_sluice --db "$url" up
+        assert_rc 1
+        # Fast: refused at once, not after minutes of retrying (loose bound).
+        ((SECONDS - start <= 15)) || fail "an unreachable server took $((SECONDS - start)) s to report"
+        assert_match "$ERR" "connect" "stderr"
+        assert_contains "$ERR" "127.0.0.1" "stderr"
+    done
+    assert_untouched
+}
+
+test_bad_db_string() {
+    make_table
+    valid_job 0001_bump
+    local url
+    for url in "host=localhost bogus=1" "postgresql://u:s3cret@/x?bogus=1" "password=s3cret host=localhost bogus=2"; do
+        run_sluice --db "$url" up
+        assert_rc 2
+        assert_match "$ERR" "bogus" "stderr"
+        assert_not_contains "$OUT$ERR" "s3cret" "output"
+    done
+    run_sluice --db "postgresql://u:s3cret@[::1/x" up
+    assert_ne "$RC" 0 "exit status for a malformed URL"
+    assert_ne "$ERR" "" "stderr for a malformed URL"
+    assert_not_contains "$OUT$ERR" "s3cret" "output"
+    # Through the environment too.
+    SLUICE_DB="postgresql://u:s3cret@/x?bogus=1" run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" up
+    assert_rc 2
+    assert_not_contains "$OUT$ERR" "s3cret" "output"
+    assert_untouched
+}
+
+test_second_runner_refused() {
+    make_table 2000
+    write_job 0001_slow <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 700ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    # About 14 s in all: the second runner gives up after waiting 5 s for the first, long before that.
+    sluice_start up
+    local first=$SLUICE_PID
+    wait_until 20 sql_true "select count(*) >= 1 from sluice_progress"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "already being run" "second runner's stderr"
+    kill -0 "$first" || fail "the first runner is gone"
+    # The refused runner did not touch the job's state.
+    run_sluice status --json
+    assert_rc 0
+    assert_contains "$OUT" '"state": "running"' "status --json while the first runs"
+    assert_contains "$OUT" '"error": null' "status --json while the first runs"
+    sluice_wait "$first"
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|2000"
+    assert_sql "select count(*) from sluice_progress" 20
+}
+
+# Leave 0001_bump failed after one committed chunk (row 150 divides by zero), then fix the data.
+failed_after_one_chunk() {
+    make_table 300
+    psql_q "update t set d = 0 where id = 150"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 / d WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 1
+    assert_sql "select count(*) from t where n = 1" 100
+    psql_q "update t set d = 1"
+    assert_file "$CKPT/0001_bump.sluice"
+}
+
+# assert_rebuilds_after_move_aside F: following the error's hint (move F aside, run up again) resumes from
+# what sluice_progress recorded: the job finishes with every row changed exactly once.
+assert_rebuilds_after_move_aside() {
+    mv "$1" "$1.bad"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
+    assert_sql "select count(*) from sluice_progress" 3
+}
+
+test_truncated_checkpoint() {
+    failed_after_one_chunk
+    local f="$CKPT/0001_bump.sluice" size
+    size=$(stat -c %s "$f")
+    truncate -s $((size / 2)) "$f"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump.sluice" "stderr"
+    assert_sql "select count(*) from t where n = 1" 100
+    assert_sql "select count(*) from t where n not in (0, 1)" 0
+    assert_sql "select count(*) from sluice_progress" 1
+    # Cut to nothing: SQLite would take it for a new database; sluice must not take it for a fresh start.
+    truncate -s 0 "$f"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump.sluice" "stderr"
+    assert_sql "select count(*) from t where n = 1" 100
+    assert_sql "select count(*) from sluice_progress" 1
+    assert_rebuilds_after_move_aside "$f"
+}
+
+test_garbage_checkpoint() {
+    failed_after_one_chunk
+    local f="$CKPT/0001_bump.sluice"
+    head -c 20000 /dev/urandom >"$f"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump.sluice" "stderr"
+    assert_sql "select count(*) from t where n = 1" 100
+    assert_sql "select count(*) from t where n not in (0, 1)" 0
+    assert_sql "select count(*) from sluice_progress" 1
+    assert_rebuilds_after_move_aside "$f"
+    # A garbage file where a job has never run: not mistaken for a fresh start.
+    psql_q "create table u (id int primary key, n int not null default 0); insert into u select g, 0 from generate_series(1, 50) g"
+    write_job 0002_other <<'EOF'
+-- sluice:table u
+-- sluice:up
+UPDATE u SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    printf 'this is not a checkpoint\n' >"$CKPT/0002_other.sluice"
+    run_sluice up 0002_other
+    assert_rc 2
+    assert_contains "$ERR" "0002_other.sluice" "stderr"
+    assert_sql "select count(*) from u where n <> 0" 0
+}
+
+test_job_edited_after_first_chunk() {
+    failed_after_one_chunk
+    # The edit: same meaning, different text. Any change counts.
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 / greatest(d, 1) WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump" "stderr"
+    assert_contains "$ERR" "changed" "stderr"
+    assert_contains "$ERR" "--force" "stderr (hint)"
+    assert_sql "select count(*) from t where n = 1" 100
+    assert_sql "select count(*) from sluice_progress" 1
+    run_sluice up --force
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
+    assert_sql "select count(*) from sluice_progress" 3
+}
+
+test_bad_usage() {
+    make_table
+    valid_job 0001_bump
+    run_sluice frobnicate
+    assert_rc 2
+    assert_contains "$ERR" "frobnicate" "stderr"
+    run_sluice up --frobnicate
+    assert_rc 2
+    assert_contains "$ERR" "--frobnicate" "stderr"
+    run_sluice --frobnicate up
+    assert_rc 2
+    run_sluice stamp 0001_bump sideways
+    assert_rc 2
+    run_sluice up no_such_job
+    assert_rc 2
+    assert_contains "$ERR" "no_such_job" "stderr"
+    run_sluice plan
+    assert_rc 2
+    run_sluice --jobs "$T_DIR/no_such_dir" up
+    assert_rc 2
+    assert_untouched
+}
+
+run_test "unknown directive: file:line and did-you-mean" test_unknown_directive
+run_test "bad batch values" test_bad_batch_value
+run_test "up section without :lo/:hi" test_missing_placeholders
+run_test "unterminated string literal" test_unterminated_string
+run_test "one invalid file among valid ones: nothing runs" test_one_invalid_among_valid
+run_test "directive not supported yet" test_not_supported_yet
+run_test "missing table" test_missing_table
+run_test "missing key column" test_missing_key_column
+run_test "no index on the key: refused unless --force" test_no_index_on_key
+run_test "unreachable server: exit 1, fast" test_unreachable_server
+run_test "bad --db string: clear error, password absent" test_bad_db_string
+run_test "second runner on the same job is refused" test_second_runner_refused
+run_test "truncated checkpoint file" test_truncated_checkpoint
+run_test "garbage checkpoint file" test_garbage_checkpoint
+run_test "job file edited after the first chunk: refused unless --force" test_job_edited_after_first_chunk
+run_test "unknown command, option, argument: exit 2" test_bad_usage
+t_done

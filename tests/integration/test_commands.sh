@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# test_commands.sh: status (--json, per SPEC), current, history, plan, stamp, upgrade, --help.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# The checker check_status runs; it prints the job's error (or nothing) and exits non-zero on a mismatch.
+_status_checker() {
+    cat <<'PY'
+import json, re, sys
+job, want = sys.argv[1], json.loads(sys.argv[2])
+iso = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+states = {"pending", "running", "stopped", "failed", "done", "rolling_back", "rolled_back"}
+doc = json.load(sys.stdin)
+assert isinstance(doc, list), "not an array"
+mine = None
+for o in doc:
+    assert isinstance(o, dict), "not an object: %r" % (o,)
+    for f in ("job", "state", "rows", "chunks", "last_key", "error", "started_at", "updated_at"):
+        assert f in o, "field %s missing in %r" % (f, o)
+    assert isinstance(o["job"], str)
+    assert o["state"] in states, "bad state %r" % o["state"]
+    for f in ("rows", "chunks"):
+        assert type(o[f]) is int and o[f] >= 0, "%s is not a count: %r" % (f, o[f])
+    lk = o["last_key"]
+    assert lk is None or (isinstance(lk, list) and lk and all(isinstance(k, str) for k in lk)), \
+        "last_key is not null or an array of strings: %r" % (lk,)
+    assert o["error"] is None or isinstance(o["error"], str), "error: %r" % (o["error"],)
+    for f in ("started_at", "updated_at"):
+        assert o[f] is None or (isinstance(o[f], str) and iso.match(o[f])), "%s is not ISO 8601 UTC: %r" % (f, o[f])
+    if o["job"] == job:
+        mine = o
+assert mine is not None, "no job %s" % job
+for f, v in want.items():
+    if v == "<iso>":
+        assert isinstance(mine[f], str) and iso.match(mine[f]), "%s: expected a time, got %r" % (f, mine[f])
+    else:
+        assert mine[f] == v, "%s: expected %r, got %r" % (f, v, mine[f])
+print(mine["error"] or "", end="")
+PY
+}
+# check_status JOB EXPECTED_JSON: `status --json` is a valid JSON array in which every object has
+# SPEC's fields with SPEC's types, and JOB's object has the values in EXPECTED_JSON, where "<iso>"
+# stands for any ISO 8601 UTC time ("2026-11-24T10:00:00Z"). Sets STATUS_JSON and JOB_ERROR (the
+# job's "error", empty when null).
+check_status() {
+    run_sluice status --json
+    assert_rc 0
+    STATUS_JSON=$OUT
+    JOB_ERROR=$(python3 -c "$(_status_checker)" "$1" "$2" <<<"$STATUS_JSON" 2>&1) ||
+        fail "status --json for $1: ${JOB_ERROR##*$'\n'}"$'\n'"$STATUS_JSON"
+}
+
+# A table of N rows (id int key, n counter, d divisor 1) and a job that bumps n in chunks of BATCH.
+# setup_bump N BATCH [EXTRA_DIRECTIVES]
+setup_bump() {
+    psql_q "create table t (id int primary key, n int not null default 0, d int not null default 1);
+            insert into t (id) select g from generate_series(1, $1) g"
+    write_job 0001_bump <<EOF
+-- sluice:table t
+-- sluice:batch $2
+${3:-}
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+test_status_json_pending_and_done() {
+    setup_bump 250 100
+    check_status 0001_bump '{"job": "0001_bump", "state": "pending", "rows": 0, "chunks": 0,
+        "last_key": null, "error": null, "started_at": null}'
+    run_sluice up
+    assert_rc 0
+    check_status 0001_bump '{"job": "0001_bump", "state": "done", "rows": 250, "chunks": 3,
+        "last_key": ["250"], "error": null, "started_at": "<iso>", "updated_at": "<iso>"}'
+    # Times are plausible: today, in UTC, started no later than updated.
+    local today
+    today=$(date -u +%Y-%m-%d)
+    assert_contains "$STATUS_JSON" "\"started_at\": \"$today" "status --json"
+    python3 -c '
+import json, sys
+o = json.load(sys.stdin)[0]
+assert o["started_at"] <= o["updated_at"], o' <<<"$STATUS_JSON"
+    # Status reads the checkpoint files only: it works with no database at all.
+    run_sluice --db postgresql://127.0.0.1:1/x status --json
+    assert_rc 0
+    assert_eq "$OUT" "$STATUS_JSON" "status --json without a database"
+}
+
+test_status_json_failed_then_resumed() {
+    setup_bump 250 100
+    # Row 150 is in the second chunk: the first commits, the second fails on every attempt.
+    psql_q "update t set d = 0 where id = 150"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+UPDATE t SET n = n / d WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 1
+    assert_contains "$ERR" "division by zero" "stderr"
+    check_status 0001_bump '{"state": "failed", "rows": 100, "chunks": 1, "last_key": ["100"],
+        "started_at": "<iso>", "updated_at": "<iso>"}'
+    assert_contains "$JOB_ERROR" "division by zero" "error field"
+    assert_match "$JOB_ERROR" "chunk 2" "error field"
+    # The failed chunk rolled back as a whole: its first statement's effect is gone too.
+    assert_sql "select count(*) from t where n = 1" 100
+    assert_sql "select count(*) from t where n = 0" 150
+    assert_sql "select count(*) from sluice_progress" 1
+
+    # The cause is fixed in the data: up resumes at chunk 2 and finishes, each row once.
+    psql_q "update t set d = 1 where id = 150"
+    run_sluice up
+    assert_rc 0
+    check_status 0001_bump '{"state": "done", "rows": 250, "chunks": 3, "last_key": ["250"], "error": null}'
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|250"
+    assert_sql "select count(*) from sluice_progress" 3
+}
+
+test_failed_in_first_chunk_fixed_file() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 300) g"
+    write_job 0001_bad_sql <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 / (id - 5) WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 1
+    check_status 0001_bad_sql '{"state": "failed", "rows": 0, "chunks": 0, "last_key": null}'
+    assert_contains "$JOB_ERROR" "division by zero" "error field"
+    assert_contains "$JOB_ERROR" "chunk 1" "error field"
+    assert_sql "select count(*) from t where n <> 0" 0
+
+    # No chunk committed yet, so fixing the file needs no --force.
+    write_job 0001_bad_sql <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    check_status 0001_bad_sql '{"state": "done", "rows": 300, "chunks": 3, "error": null}'
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
+}
+
+test_status_json_stopped() {
+    setup_bump 3000 100 "-- sluice:pause 100ms"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 1 from sluice_progress"
+    sluice_kill INT
+    assert_rc 3
+    check_status 0001_bump '{"state": "stopped", "error": null, "started_at": "<iso>", "updated_at": "<iso>"}'
+    local chunks
+    chunks=$(python3 -c 'import json,sys; o = json.load(sys.stdin)[0]; print(o["chunks"], o["rows"], o["last_key"][0])' \
+        <<<"$STATUS_JSON")
+    local c=${chunks%% *}
+    assert_eq "$chunks" "$c $((c * 100)) $((c * 100))" "chunks, rows and last_key of the stopped job"
+    assert_sql "select count(*) from t where n = 1" "$((c * 100))"
+    run_sluice history --json
+    assert_rc 0
+    python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert [(o["job"], o["outcome"], o["rows"]) for o in d] == [("0001_bump", "stopped", int(sys.argv[1]))], d
+' "$((c * 100))" <<<"$OUT" || fail "history --json after SIGINT: $OUT"
+}
+
+test_status_one_job_and_current() {
+    setup_bump 100 50
+    write_job 0002_other <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET d = 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up 0001_bump
+    assert_rc 0
+    # up JOB ran only that job.
+    check_status 0002_other '{"state": "pending", "chunks": 0}'
+    check_status 0001_bump '{"state": "done", "chunks": 2}'
+
+    run_sluice status 0001_bump
+    assert_rc 0
+    assert_contains "$OUT" "0001_bump"
+    assert_contains "$OUT" "done"
+    assert_not_contains "$OUT" "0002_other"
+    local plain=$OUT
+
+    run_sluice current 0001_bump
+    assert_rc 0
+    assert_eq "$OUT" "$plain" "current (alias of status)"
+
+    run_sluice status
+    assert_rc 0
+    assert_contains "$OUT" "0001_bump"
+    assert_contains "$OUT" "0002_other"
+    assert_match "$OUT" "0002_other +pending" "status"
+
+    run_sluice status --json 0002_other
+    assert_rc 0
+    python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert [o["job"] for o in d] == ["0002_other"], d' <<<"$OUT" || fail "status --json JOB: $OUT"
+
+    run_sluice status no_such_job
+    assert_ne "$RC" 0 "status of an unknown job"
+}
+
+test_history() {
+    setup_bump 250 100
+    psql_q "update t set d = 0 where id = 150"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 / d WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 1
+    psql_q "update t set d = 1"
+    run_sluice up
+    assert_rc 0
+
+    run_sluice history
+    assert_rc 0
+    assert_match "$OUT" "0001_bump +up +failed +100 +1" "history"
+    assert_match "$OUT" "0001_bump +up +done +150 +2" "history"
+
+    run_sluice history --json
+    assert_rc 0
+    python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+runs = [(o["job"], o["outcome"], o["rows"], o["chunks"]) for o in d]
+assert sorted(runs) == [("0001_bump", "done", 150, 2), ("0001_bump", "failed", 100, 1)], runs
+' <<<"$OUT" || fail "history --json: $OUT"
+}
+
+test_plan() {
+    setup_bump 2500 700
+    psql_q "analyze t"
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_match "$OUT" "table: +t" "plan"
+    assert_match "$OUT" "key: +id" "plan"
+    assert_match "$OUT" "index: +t_pkey" "plan"
+    assert_match "$OUT" "estimate: .*2500 rows.*[ ~]4 chunks" "plan"
+    assert_match "$OUT" ":lo = \(?1\)? +:hi = \(?700\)?" "plan (first chunk)"
+    assert_contains "$OUT" "Update on t" "plan (EXPLAIN)"
+    assert_contains "$OUT" "t_pkey" "plan (EXPLAIN)"
+    assert_not_contains "$OUT$ERR" "Seq Scan" "plan"
+    # Changes nothing: no bookkeeping table, no checkpoint file, no row.
+    assert_sql "select to_regclass('sluice_progress') is null" t
+    assert_eq "$(ls -A "$CKPT")" "" "checkpoint dir after plan"
+    assert_sql "select count(*) from t where n <> 0" 0
+}
+
+test_plan_warns_without_index() {
+    psql_q "create table t (id int primary key, code int not null, n int not null default 0);
+            insert into t (id, code) select g, g from generate_series(1, 2000) g; analyze t"
+    write_job 0001_by_code <<'EOF'
+-- sluice:table t
+-- sluice:key code
+-- sluice:batch 500
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE code BETWEEN :lo AND :hi;
+EOF
+    run_sluice plan 0001_by_code
+    assert_rc 0
+    assert_match "$OUT$ERR" "index: +NONE" "plan"
+    assert_match "$OUT$ERR" "warning:.*index" "plan"
+    assert_match "$OUT$ERR" "warning:.*Seq Scan" "plan"
+    assert_sql "select to_regclass('sluice_progress') is null" t
+    assert_eq "$(ls -A "$CKPT")" "" "checkpoint dir after plan"
+    assert_sql "select count(*) from t where n <> 0" 0
+}
+
+test_stamp_done_skips() {
+    setup_bump 300 100
+    run_sluice stamp 0001_bump "done"
+    assert_rc 0
+    check_status 0001_bump '{"state": "done"}'
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n <> 0" 0
+    assert_sql "select count(*) from sluice_progress" 0
+    check_status 0001_bump '{"state": "done"}'
+}
+
+test_stamp_pending_reruns() {
+    setup_bump 300 100
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "1|1"
+    run_sluice stamp 0001_bump pending
+    assert_rc 0
+    check_status 0001_bump '{"state": "pending", "rows": 0, "chunks": 0, "last_key": null}'
+    run_sluice up
+    assert_rc 0
+    # From the start: every row once more, not once or three times.
+    assert_sql "select min(n), max(n), count(*) from t" "2|2|300"
+    check_status 0001_bump '{"state": "done", "rows": 300, "chunks": 3, "last_key": ["300"]}'
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump'" 3
+}
+
+test_stamp_refused_while_running_or_unknown() {
+    setup_bump 2000 100 "-- sluice:pause 300ms"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 1 from sluice_progress"
+    run_sluice stamp 0001_bump "done"
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump" "stderr"
+    run_sluice stamp 0001_bump pending
+    assert_rc 2
+    sluice_kill INT
+    assert_rc 3
+    check_status 0001_bump '{"state": "stopped"}'
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|2000"
+
+    run_sluice stamp no_such_job "done"
+    assert_rc 2
+    assert_contains "$ERR" "no_such_job" "stderr"
+}
+
+test_upgrade_alias() {
+    setup_bump 120 50
+    run_sluice upgrade
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|120"
+    check_status 0001_bump '{"state": "done", "rows": 120, "chunks": 3}'
+}
+
+test_help() {
+    local cmd
+    run_sluice --help
+    assert_rc 0
+    for cmd in up status history plan stamp; do
+        assert_contains "$OUT$ERR" "$cmd" "--help"
+    done
+    run_sluice -h
+    assert_rc 0
+    for cmd in up status history plan stamp upgrade current; do
+        run_sluice "$cmd" --help
+        assert_rc 0
+        assert_contains "$OUT$ERR" "usage:" "$cmd --help"
+    done
+    # --help runs nothing, even with a job pending.
+    setup_bump 10 5
+    run_sluice up --help
+    assert_rc 0
+    assert_sql "select count(*) from t where n <> 0" 0
+}
+
+run_test "status --json: pending and done" test_status_json_pending_and_done
+run_test "status --json: failed (error names SQL error and chunk), then up resumes" test_status_json_failed_then_resumed
+run_test "failure in the first chunk, job file fixed, up finishes" test_failed_in_first_chunk_fixed_file
+run_test "status --json: stopped" test_status_json_stopped
+run_test "status JOB and the current alias" test_status_one_job_and_current
+run_test "history lists each up run with rows" test_history
+run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
+run_test "plan warns on a missing index and a Seq Scan" test_plan_warns_without_index
+run_test "stamp done makes up skip the job" test_stamp_done_skips
+run_test "stamp pending makes up run the job again from the start" test_stamp_pending_reruns
+run_test "stamp is refused while the job runs, and for an unknown job" test_stamp_refused_while_running_or_unknown
+run_test "upgrade is an alias of up" test_upgrade_alias
+run_test "--help and COMMAND --help exit 0" test_help
+t_done
