@@ -842,11 +842,10 @@ struct sqlite3 *sl_ckpt_sqlite(sl_ckpt *ckpt)
 /* The summary follows the chunks left: `down` removes them from the top. */
 static int resummarize(sl_ckpt *ck, sl_err *err)
 {
-    static const char sql[] =
-        "UPDATE job SET rows = (SELECT coalesce(sum(rows), 0) FROM chunks),"
-        " affected = (SELECT coalesce(sum(max(affected, 0)), 0) FROM chunks),"
-        " chunks = (SELECT coalesce(max(chunk_no), 0) FROM chunks),"
-        " last_key = (SELECT hi FROM chunks ORDER BY chunk_no DESC LIMIT 1), updated_at = ?1";
+    static const char sql[] = "UPDATE job SET rows = (SELECT coalesce(sum(rows), 0) FROM chunks),"
+                              " affected = (SELECT coalesce(sum(max(affected, 0)), 0) FROM chunks),"
+                              " chunks = (SELECT coalesce(max(chunk_no), 0) FROM chunks),"
+                              " last_key = (SELECT hi FROM chunks ORDER BY chunk_no DESC LIMIT 1), updated_at = ?1";
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(ck->db, sql, -1, &st, NULL) != SQLITE_OK)
         return fail_db(ck, "cannot update the job", err);

@@ -53,7 +53,8 @@ static const char *const idx_sql =
     "SELECT i.indexrelid::regclass::text,"
     "       (SELECT string_agg(coalesce(a.attname, '?'), E'\\x01' ORDER BY k.ord)"
     "          FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)"
-    "          LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)"
+    "          LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),"
+    "       i.indisunique::text"
     "  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam"
     " WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree'"
     "   AND i.indexprs IS NULL ORDER BY i.indisprimary DESC, i.indnatts";
@@ -89,6 +90,26 @@ static int index_walks_key(const char *idx_cols, char *const *names, size_t n)
                 return 0;
             p++;
         }
+    }
+    return 1;
+}
+
+/* Are all of the index's columns (names joined by \x01) among the key's? A
+ * unique index on them makes the key unique. */
+static int index_within_key(const char *idx_cols, char *const *names, size_t n)
+{
+    const char *p = idx_cols;
+    while (*p) {
+        const char *end = strchr(p, '\x01');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        int found = 0;
+        for (size_t i = 0; i < n && !found; i++)
+            found = strlen(names[i]) == len && strncmp(names[i], p, len) == 0;
+        if (!found)
+            return 0;
+        p += len;
+        if (*p)
+            p++;
     }
     return 1;
 }
@@ -156,10 +177,11 @@ int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info,
     if (resolve_key(job, &ans, info, names, err) != 0)
         goto out;
     for (int r = 0; r < ans.results[3].nrows; r++) {
-        if (index_walks_key(sl_answer_val(&ans, 3, r, 1), names, info->ks.ncols)) {
+        const char *cols = sl_answer_val(&ans, 3, r, 1);
+        if (!info->index && index_walks_key(cols, names, info->ks.ncols))
             info->index = sl_strdup(sl_answer_val(&ans, 3, r, 0));
-            break;
-        }
+        if (strcmp(sl_answer_val(&ans, 3, r, 2), "true") == 0 && index_within_key(cols, names, info->ks.ncols))
+            info->unique_key = 1;
     }
     rc = 0;
 out:

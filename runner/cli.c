@@ -1,9 +1,11 @@
 /* cli.c: parse the command line, load and validate job files, dispatch to the commands. */
 #include "sluice/cli.h"
+#include "sluice/ctl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char usage_text[] =
@@ -30,6 +32,8 @@ static const char usage_text[] =
     "  --json             machine-readable output (status, history)\n"
     "  --force            resume a job whose file changed after its first chunk; walk a key without an index\n"
     "  --no-wait          outside the job's windows, exit 3 instead of waiting\n"
+    "  --on-conflict MODE down: rows changed by someone else since the job wrote them:\n"
+    "                     stop (default: change nothing in that chunk, exit 1), skip (leave them), overwrite\n"
     "  -h, --help         this text; `sluice COMMAND --help` for one command\n"
     "\n"
     "exit codes: 0 done, 1 a job failed (resumable), 2 bad usage or refused (nothing changed),\n"
@@ -46,7 +50,14 @@ static const command_help helps[] = {
            "after its last committed chunk. Jobs already done are skipped. Every job file is validated\n"
            "before anything runs. SIGINT/SIGTERM: the chunk in flight finishes, then exit 3; a second\n"
            "signal aborts the chunk (it rolls back). --force resumes a job whose file changed.\n"},
-    {"down", "usage: sluice down JOB | -N | base\n\nRoll back JOB and every later applied job, the last N, or all.\n"},
+    {"down", "usage: sluice down JOB | -N | base [--on-conflict stop|skip|overwrite]\n\n"
+             "Roll back JOB and every later applied job, the last N applied jobs, or all of them, newest\n"
+             "first, one chunk per transaction, newest chunk first. Works on done, stopped and failed jobs\n"
+             "and undoes only the chunks that committed; resumable like up (SIGINT: exit 3). Each job rolls\n"
+             "back the way its undo directive says: its down section, or the values saved by\n"
+             "snapshot(COL, ...) / snapshot(*). A row someone else changed after the job wrote it is a\n"
+             "conflict: stop (default) changes nothing in that chunk and exits 1; skip leaves those rows as\n"
+             "they are; overwrite restores them too. A job with no way back is refused. downgrade is an alias.\n"},
     {"status", "usage: sluice status [JOB] [--json]\n\n"
                "Each job's state, rows, chunks, last key, read from the checkpoint files (no database needed).\n"},
     {"history", "usage: sluice history [--json]\n\nEvery run of every job, oldest first, with times and row counts.\n"},
@@ -87,6 +98,7 @@ typedef struct cli_args {
     const char *pos[8];
     int npos;
     int help;
+    const char *on_conflict; /* --on-conflict, checked by dispatch_down */
 } cli_args;
 
 /* Options may come before or after the command. */
@@ -120,6 +132,8 @@ static int parse_args(int argc, char **argv, cli_args *a)
             target = &a->opts.jobs_dir;
         else if (strcmp(arg, "--checkpoints") == 0 || strncmp(arg, "--checkpoints=", 14) == 0)
             target = &a->opts.ckpt_dir;
+        else if (strcmp(arg, "--on-conflict") == 0 || strncmp(arg, "--on-conflict=", 14) == 0)
+            target = &a->on_conflict;
         else {
             sl_error("unknown option \"%s\" (hint: sluice --help)", arg);
             return -1;
@@ -161,7 +175,7 @@ static int check_supported(const sl_job *job, sl_err *err)
     static const sl_directive done[] = {
         SL_DIR_TABLE,   SL_DIR_KEY,      SL_DIR_WHERE,           SL_DIR_BATCH,          SL_DIR_CHUNK_TIME,
         SL_DIR_PAUSE,   SL_DIR_MAX_RATE, SL_DIR_WINDOW,          SL_DIR_LOCK_TIMEOUT,   SL_DIR_STATEMENT_TIMEOUT,
-        SL_DIR_RETRIES, SL_DIR_REQUIRES, SL_DIR_MAX_REPLICA_LAG, SL_DIR_THROTTLE_QUERY,
+        SL_DIR_RETRIES, SL_DIR_REQUIRES, SL_DIR_MAX_REPLICA_LAG, SL_DIR_THROTTLE_QUERY, SL_DIR_UNDO,
     };
     for (size_t i = 0; i < sizeof done / sizeof done[0]; i++)
         supported[done[i]] = 1;
@@ -217,16 +231,68 @@ static int want_args(const cli_args *a, int min, int max, const char *cmd)
     return 1;
 }
 
+/* `ctl JOB pause|resume|status|set NAME=VALUE`: one request to the runner's socket. */
+static int cmd_ctl(const cli_args *a, const char *arg1)
+{
+    int is_set = a->npos > 2 && strcmp(a->pos[2], "set") == 0;
+    if (!want_args(a, is_set ? 3 : 2, is_set ? 3 : 2, "ctl"))
+        return SL_EXIT_USAGE;
+    size_t jl = strlen(arg1);
+    if (jl > 4 && strcmp(arg1 + jl - 4, ".sql") == 0)
+        jl -= 4;
+    char *job = sl_strndup(arg1, jl);
+    char *path = sl_ctl_path(a->opts.ckpt_dir, job);
+    char *req = is_set ? sl_asprintf("set %s", a->pos[3]) : sl_strdup(a->pos[2]);
+    char *response = NULL;
+    sl_err err = {{0}};
+    int rc = sl_ctl_request(path, req, &response, &err);
+    if (rc == 0)
+        fputs(response, stdout);
+    else
+        sl_error("%s", err.msg);
+    free(response);
+    free(req);
+    free(path);
+    free(job);
+    return rc == 0 ? SL_EXIT_OK : rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+}
+
+/* down JOB | -N | base: a job name must name a job file; -N and base do not. */
+static int dispatch_down(cli_args *a)
+{
+    static const char *const modes[] = {
+        [SL_CONFLICT_STOP] = "stop", [SL_CONFLICT_SKIP] = "skip", [SL_CONFLICT_OVERWRITE] = "overwrite"};
+    int mode = a->on_conflict ? -1 : SL_CONFLICT_STOP;
+    for (int i = 0; mode < 0 && i < 3; i++)
+        if (strcmp(a->on_conflict, modes[i]) == 0)
+            mode = i;
+    if (mode < 0) {
+        sl_error("--on-conflict \"%s\": expected stop, skip or overwrite", a->on_conflict);
+        return SL_EXIT_USAGE;
+    }
+    a->opts.on_conflict = (sl_on_conflict)mode;
+    if (!want_args(a, 1, 1, "down") || refuse_sqlite(&a->opts))
+        return SL_EXIT_USAGE;
+    const char *target = a->pos[1];
+    int named = target[0] != '-' && strcmp(target, "base") != 0;
+    sl_jobset set = {0};
+    int code = load_jobs(&a->opts, &set, named ? target : NULL, 1);
+    if (code == SL_EXIT_OK)
+        code = sl_cmd_down(&a->opts, &set, target);
+    sl_jobset_free(&set);
+    return code;
+}
+
 static int dispatch(const char *cmd, cli_args *a)
 {
     sl_opts *o = &a->opts;
     const char *arg1 = a->npos > 1 ? a->pos[1] : NULL;
     sl_jobset set = {0};
     int code;
-    if (strcmp(cmd, "down") == 0 || strcmp(cmd, "ctl") == 0) {
-        sl_error("%s is not supported yet in this version of sluice", cmd);
-        return SL_EXIT_USAGE;
-    }
+    if (strcmp(cmd, "ctl") == 0)
+        return cmd_ctl(a, arg1);
+    if (strcmp(cmd, "down") == 0)
+        return dispatch_down(a);
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0) {
         if (!want_args(a, 0, strcmp(cmd, "status") == 0 ? 1 : 0, cmd))
             return SL_EXIT_USAGE;
@@ -256,6 +322,9 @@ static int dispatch(const char *cmd, cli_args *a)
 
 int sl_cli_main(int argc, char **argv)
 {
+    /* Backoff jitter must differ between processes, or runners that lost
+     * the same server would retry in lockstep. */
+    srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
     cli_args a = {0};
     if (parse_args(argc, argv, &a) != 0)
         return SL_EXIT_USAGE;

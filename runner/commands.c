@@ -20,7 +20,6 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
         uv_loop_close(&loop);
         return SL_EXIT_USAGE;
     }
-    sess.ensure_bookkeeping = 1;
     sl_job *target = only ? sl_jobset_find(jobs, only) : NULL;
     if (sl_session_connect(&sess, &err) != 0) {
         sl_error("%s", err.msg);

@@ -7,6 +7,7 @@
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
+#include "sluice/undo.h"
 
 /* Open a session for a single-job command; 0 or an exit code. */
 static int open_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int bookkeeping)
@@ -137,6 +138,7 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
     if (rows >= 0)
         printf("estimate:   ~%" PRId64 " rows in ~%" PRId64 " chunks (planner statistics)\n", rows,
                (rows + job->batch - 1) / job->batch);
+    sl_undo_plan_print(&sess, job, &info.ks, rows);
     if (job->requires) {
         sl_answer ans;
         if (sl_session_exec1(&sess, job->requires, 0, NULL, &ans) == 0) {
@@ -149,6 +151,11 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
         }
     }
     int warnings = info.index ? 0 : 1;
+    if (!info.unique_key) {
+        printf("warning:    no unique index covers the key: chunks take every row of their :hi value, so they may "
+               "be larger than batch\n");
+        warnings++;
+    }
     if (info.nullable_key) {
         printf("warning:    a key column allows NULL: rows with a NULL key are never visited\n");
         warnings++;

@@ -199,9 +199,16 @@ int sl_session_connect(sl_session *sess, sl_err *err)
     free(w.error);
     if (run_setup(sess, setup_sql, sizeof setup_sql / sizeof setup_sql[0], err) != 0)
         return -1;
-    if (sess->ensure_bookkeeping &&
-        run_setup(sess, bookkeeping_sql, sizeof bookkeeping_sql / sizeof bookkeeping_sql[0], err) != 0)
+    if (sess->ensure_bookkeeping)
+        return sl_session_ensure_bookkeeping(sess, err);
+    return 0;
+}
+
+int sl_session_ensure_bookkeeping(sl_session *sess, sl_err *err)
+{
+    if (run_setup(sess, bookkeeping_sql, sizeof bookkeeping_sql / sizeof bookkeeping_sql[0], err) != 0)
         return -1;
+    sess->ensure_bookkeeping = 1; /* and again after every reconnect */
     return 0;
 }
 

@@ -14,9 +14,11 @@
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
+#include "sluice/ctl.h"
 #include "sluice/pace.h"
 #include "sluice/progress.h"
 #include "sluice/throttle.h"
+#include "sluice/undo.h"
 
 /* The key of one chunk edge, as text, one string per key column. */
 typedef struct key_tuple {
@@ -51,7 +53,8 @@ typedef struct up_run {
     sl_pace pace;    /* batch size, pause, rate and health limits in force */
     int paused;      /* by `ctl pause` */
     int64_t last_health_ms;
-    key_tuple last; /* last committed :hi */
+    key_tuple last;      /* last committed :hi */
+    sl_undo_target undo; /* what each chunk saves for `down` (undo.h) */
     sl_err err;
 } up_run;
 
@@ -134,6 +137,7 @@ static void run_free(up_run *r)
     free(r->boundary_after);
     free(r->lock_key);
     tuple_free(&r->last);
+    sl_undo_target_free(&r->undo);
     sl_table_info_free(&r->info);
     if (r->ckpt)
         sl_ckpt_close(r->ckpt);
@@ -205,6 +209,28 @@ typedef struct import_ctx {
     int rc;
 } import_ctx;
 
+/* undo.c hook: a `down` killed between its commit (the chunk's row left
+ * sluice_progress) and its checkpoint write leaves the file a chunk ahead:
+ * forget what the database no longer has. */
+static int trim_undone(up_run *r, int64_t *have)
+{
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess, "SELECT coalesce(max(chunk_no), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1,
+                         params, &ans) != 0 ||
+        !ans.ok) {
+        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int64_t db_max = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
+    sl_answer_free(&ans);
+    if (db_max >= *have)
+        return 0;
+    *have = db_max;
+    return sl_ckpt_forget_after(r->ckpt, db_max, &r->err);
+}
+
 /* Copy chunks committed in the database but missing from the checkpoint file
  * (a kill between the two commits), then load the resume position. */
 static int reconcile(up_run *r)
@@ -213,7 +239,10 @@ static int reconcile(up_run *r)
     if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
         return -1;
     int64_t have = cj.chunks;
+    sl_state state = cj.state;
     sl_ckpt_job_free(&cj);
+    if (state == SL_STATE_ROLLING_BACK && trim_undone(r, &have) != 0)
+        return -1;
 
     char after[24];
     snprintf(after, sizeof after, "%" PRId64, have);
@@ -331,6 +360,14 @@ static void render_stmt(up_run *r, size_t i)
     free(hi);
 }
 
+static void render_timeouts(up_run *r)
+{
+    snprintf(r->set_lock_timeout, sizeof r->set_lock_timeout, "SET LOCAL lock_timeout = %" PRId64,
+             r->job->lock_timeout_ms);
+    snprintf(r->set_stmt_timeout, sizeof r->set_stmt_timeout, "SET LOCAL statement_timeout = %" PRId64,
+             r->job->statement_timeout_ms);
+}
+
 static void prepare_sql(up_run *r)
 {
     const sl_keyspec *ks = &r->info.ks;
@@ -352,10 +389,7 @@ static void prepare_sql(up_run *r)
     sl_buf_printf(&b, "]::text[], $%zu, (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, $%zu, $%zu)",
                   3 + 2 * n, 4 + 2 * n, 5 + 2 * n);
     r->progress_sql = sl_buf_take(&b);
-    snprintf(r->set_lock_timeout, sizeof r->set_lock_timeout, "SET LOCAL lock_timeout = %" PRId64,
-             r->job->lock_timeout_ms);
-    snprintf(r->set_stmt_timeout, sizeof r->set_stmt_timeout, "SET LOCAL statement_timeout = %" PRId64,
-             r->job->statement_timeout_ms);
+    render_timeouts(r);
 }
 
 /* Reconnect with backoff and jitter for up to two minutes, then take the
@@ -428,6 +462,57 @@ static int fetch_bounds(up_run *r, const key_tuple *after, chunk_bounds *b)
 
 enum { CHUNK_OK, CHUNK_RETRY, CHUNK_FAILED, CHUNK_LOST };
 
+/* Give ans n results (the missing ones zeroed), for answers merged below. */
+static void pad_answer(sl_answer *ans, size_t n)
+{
+    ans->results = sl_realloc(ans->results, (n + 1) * sizeof(sl_result));
+    memset(ans->results + ans->nresults, 0, (n + 1 - ans->nresults) * sizeof(sl_result));
+    ans->nresults = n;
+}
+
+/* undo.c hook. A chunk with an undo record takes two pipeline segments: up to
+ * its sluice_progress row, then, once the record is durably in the checkpoint
+ * file, COMMIT and the next boundary (an explicit transaction stays open
+ * across syncs). A runner killed in between rolls the chunk back; its record
+ * is replaced when the chunk is redone. The reply is merged into one answer
+ * indexed like q. */
+static int exec_saving(up_run *r, const sl_pg_query *q, size_t nq, size_t split, sl_answer *ans)
+{
+    if (sl_session_exec(r->sess, q, split, ans) != 0)
+        return -1;
+    pad_answer(ans, nq);
+    if (!ans->ok)
+        return 0;
+    size_t first = 3 + (r->undo.pre_sql ? 1 : 0);
+    const sl_result *pre = r->undo.pre_sql ? &ans->results[3] : NULL;
+    if (sl_undo_save(&r->undo, r->ckpt, r->chunk_no + 1, pre, &ans->results[first + r->job->up.nstmts], &r->err) != 0) {
+        sl_answer rb;
+        if (sl_session_exec1(r->sess, "ROLLBACK", 0, NULL, &rb) == 0)
+            sl_answer_free(&rb);
+        ans->ok = 0;
+        ans->failed_index = (int)split; /* reported like a failed COMMIT: rolled back, not transient */
+        ans->error = sl_strdup(r->err.msg);
+        return 0;
+    }
+    sl_answer tail;
+    if (sl_session_exec(r->sess, q + split, nq - split, &tail) != 0) {
+        sl_answer_free(ans);
+        return -1;
+    }
+    for (size_t i = 0; i < tail.nresults && split + i < nq; i++) {
+        ans->results[split + i] = tail.results[i];
+        memset(&tail.results[i], 0, sizeof tail.results[i]);
+    }
+    ans->ok = tail.ok;
+    ans->conn_lost = tail.conn_lost;
+    ans->failed_index = tail.failed_index >= 0 ? (int)split + tail.failed_index : -1;
+    memcpy(ans->sqlstate, tail.sqlstate, sizeof ans->sqlstate);
+    ans->error = tail.error;
+    tail.error = NULL;
+    sl_answer_free(&tail);
+    return 0;
+}
+
 /* Send one chunk: BEGIN, timeouts, the up statements, its progress row,
  * COMMIT, and the next chunk's boundary query, as one pipeline segment: one
  * round trip per chunk. */
@@ -435,7 +520,10 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
                       int *next_known)
 {
     size_t k = r->job->up.nstmts, n = r->info.ks.ncols;
-    size_t nq = 6 + k;
+    /* with undo records: a pre-image query before the up statements and a post-image one after them */
+    size_t pre = r->undo.pre_sql ? 1 : 0, post = r->undo.post_sql ? 1 : 0;
+    size_t first = 3 + pre, prog_i = first + k + post, commit_i = prog_i + 1, bound_i = commit_i + 1;
+    size_t nq = bound_i + 1;
     sl_pg_query *q = sl_calloc(nq, sizeof *q);
     const char *edges[2 * SL_MAX_KEY_COLS];
     for (size_t i = 0; i < n; i++) {
@@ -461,17 +549,21 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     q[0] = (sl_pg_query){"BEGIN", 0, NULL};
     q[1] = (sl_pg_query){r->set_lock_timeout, 0, NULL};
     q[2] = (sl_pg_query){r->set_stmt_timeout, 0, NULL};
+    if (pre)
+        q[3] = (sl_pg_query){r->undo.pre_sql, 2 * (int)n, edges};
     for (size_t i = 0; i < k; i++) {
         const sl_stmt *st = &r->job->up.stmts[i];
         int used = (st->uses_lo + st->uses_hi) * (int)n;
-        q[3 + i] = (sl_pg_query){r->stmt_sql[i], used, st->uses_lo ? edges : edges + n};
+        q[first + i] = (sl_pg_query){r->stmt_sql[i], used, st->uses_lo ? edges : edges + n};
     }
-    q[3 + k] = (sl_pg_query){r->progress_sql, (int)np, prog};
-    q[4 + k] = (sl_pg_query){"COMMIT", 0, NULL};
-    q[5 + k] = (sl_pg_query){r->boundary_after, (int)nb, bparams};
+    if (post)
+        q[first + k] = (sl_pg_query){r->undo.post_sql, 2 * (int)n, edges};
+    q[prog_i] = (sl_pg_query){r->progress_sql, (int)np, prog};
+    q[commit_i] = (sl_pg_query){"COMMIT", 0, NULL};
+    q[bound_i] = (sl_pg_query){r->boundary_after, (int)nb, bparams};
 
     sl_answer ans;
-    int rc = sl_session_exec(r->sess, q, nq, &ans);
+    int rc = post ? exec_saving(r, q, nq, commit_i, &ans) : sl_session_exec(r->sess, q, nq, &ans);
     free(q);
     if (rc != 0 || ans.conn_lost) {
         if (rc == 0)
@@ -479,13 +571,13 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
         return CHUNK_LOST;
     }
     *next_known = 0;
-    if (ans.ok || ans.failed_index == (int)(5 + k)) {
+    if (ans.ok || ans.failed_index == (int)bound_i) {
         *affected = 0;
         for (size_t i = 0; i < k; i++)
-            if (ans.results[3 + i].cmd_tuples > 0)
-                *affected += ans.results[3 + i].cmd_tuples;
+            if (ans.results[first + i].cmd_tuples > 0)
+                *affected += ans.results[first + i].cmd_tuples;
         if (ans.ok) {
-            read_bounds(&ans, 5 + k, n, next);
+            read_bounds(&ans, bound_i, n, next);
             *next_known = 1;
         }
         sl_answer_free(&ans);
@@ -494,7 +586,7 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     /* The chunk failed and rolled back; an explicit transaction stays open
      * (aborted) until ROLLBACK, except when COMMIT itself failed. */
     int idx = ans.failed_index;
-    if (idx >= 1 && idx < (int)(4 + k)) {
+    if (idx >= 1 && idx < (int)commit_i) {
         sl_answer rb;
         if (sl_session_exec1(r->sess, "ROLLBACK", 0, NULL, &rb) == 0)
             sl_answer_free(&rb);
@@ -502,8 +594,8 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     int transient = sl_pg_transient(ans.sqlstate);
     char *lo = tuple_json(&cur->lo, n), *hi = tuple_json(&cur->hi, n);
     char where[512] = "";
-    if (idx >= 3 && idx < (int)(3 + k))
-        snprintf(where, sizeof where, "%s:%d: ", r->job->path, r->job->up.stmts[idx - 3].line);
+    if (idx >= (int)first && idx < (int)(first + k))
+        snprintf(where, sizeof where, "%s:%d: ", r->job->path, r->job->up.stmts[idx - (int)first].line);
     sl_err_set(&r->err, "%s: chunk %" PRId64 " (%s .. %s) failed on attempt %" PRId64 ": %s%s%s%s", r->job->name,
                r->chunk_no + 1, lo, hi, attempts, where, ans.sqlstate, ans.sqlstate[0] ? " " : "", ans.error);
     free(lo);
@@ -752,12 +844,18 @@ static int preflight(up_run *r)
             return SL_EXIT_USAGE;
         sl_warn("%s", r->err.msg);
     }
+    if (!r->info.unique_key)
+        sl_warn("%s: the key of %s is not unique: a chunk takes every row of its :hi value, so chunks may be "
+                "larger than batch and rows counts approximate",
+                r->job->path, r->info.ks.table);
     if (r->info.nullable_key)
         sl_warn("%s: a key column of %s allows NULL; rows with a NULL key are never visited", r->job->path,
                 r->info.ks.table);
     rc = check_requires(r);
     if (rc != 0)
         return rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+    if (sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
+        return SL_EXIT_USAGE;
     return SL_EXIT_OK;
 }
 
@@ -780,12 +878,61 @@ static void release_lock(up_run *r)
         sl_answer_free(&ans);
 }
 
+/* `sluice ctl`, answered on the loop even mid-chunk: never waits; values
+ * apply from the next chunk. */
+static int on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
+{
+    up_run *r = arg;
+    char msg[256];
+    if (req->cmd == SL_CTL_STATUS) {
+        sl_buf_printf(out,
+                      "job %s\nstate %s\nrows %" PRId64 "\nchunks %" PRId64 "\nbatch %" PRId64 "\npause %" PRId64
+                      "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\n",
+                      r->job->name, r->paused ? "paused" : "running", r->rows_done, r->chunk_no, r->pace.batch,
+                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, sl_progress_rate());
+        return 0;
+    }
+    if (req->cmd == SL_CTL_PAUSE || req->cmd == SL_CTL_RESUME) {
+        r->paused = req->cmd == SL_CTL_PAUSE;
+        snprintf(msg, sizeof msg, "%s by sluice ctl", r->paused ? "paused" : "resumed");
+        sl_progress_note(r->paused ? "paused by sluice ctl" : NULL);
+    } else {
+        switch (req->setting) {
+        case SL_DIR_BATCH: r->pace.batch = req->number; break;
+        case SL_DIR_PAUSE: r->pace.pause_ms = req->number; break;
+        case SL_DIR_MAX_RATE: r->pace.max_rate = req->number; break;
+        case SL_DIR_CHUNK_TIME: r->pace.chunk_time_ms = req->number; break;
+        case SL_DIR_LOCK_TIMEOUT:
+            r->job->lock_timeout_ms = req->number;
+            render_timeouts(r);
+            break;
+        case SL_DIR_STATEMENT_TIMEOUT:
+            r->job->statement_timeout_ms = req->number;
+            render_timeouts(r);
+            break;
+        case SL_DIR_RETRIES: r->job->retries = req->number; break;
+        default: assert(0 && "BUG: sl_ctl_parse_set let through a setting"); return -1;
+        }
+        snprintf(msg, sizeof msg, "set %s=%s by sluice ctl", req->name, req->value);
+    }
+    sl_info("%s: %s", r->job->name, msg);
+    sl_err lerr;
+    if (sl_ckpt_log_event(r->ckpt, "ctl", msg, &lerr) != 0 || (req->cmd == SL_CTL_SET && req->setting == SL_DIR_BATCH &&
+                                                               sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0))
+        sl_warn("%s", lerr.msg);
+    sl_buf_printf(out, "%s\n", msg);
+    return 0;
+}
+
 /* Resume position, run record, the walk, and the final state. */
 static int run_job(up_run *r)
 {
     int rc = reconcile(r);
     if (rc == 0)
         rc = load_position(r);
+    /* undo records past the last committed chunk belong to chunks that rolled back */
+    if (rc == 0 && r->undo.post_sql)
+        rc = sl_snap_drop_from(r->ckpt, r->chunk_no + 1, &r->err);
     if (rc != 0)
         return rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     prepare_sql(r);
@@ -798,7 +945,14 @@ static int run_job(up_run *r)
     sl_info("%s: %s from chunk %" PRId64 " (%" PRId64 " rows done), batch %" PRId64, r->job->name,
             r->has_last ? "resuming" : "starting", r->chunk_no + 1, r->rows_done, r->pace.batch);
     sl_progress_begin(r->job->name, total, r->rows_done, r->opts->progress_tty);
+    sl_ctl *ctl = NULL;
+    char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
+    sl_err cerr;
+    if (sl_ctl_start(r->sess->loop, ctl_path, on_ctl, r, &ctl, &cerr) != 0)
+        sl_warn("%s (the job runs without live control)", cerr.msg);
     int code = walk(r);
+    sl_ctl_stop(ctl); /* NULL-safe; its handles are released by the loop */
+    free(ctl_path);
     sl_progress_end();
     sl_state state = code == SL_EXIT_OK ? SL_STATE_DONE : code == SL_EXIT_STOPPED ? SL_STATE_STOPPED : SL_STATE_FAILED;
     sl_err ferr;
@@ -848,6 +1002,8 @@ int sl_up_job(sl_session *sess, const sl_opts *opts, sl_job *job)
     if (r.ckpt && (code = check_done(&r)) != SL_EXIT_OK)
         goto out;
     code = preflight(&r);
+    if (code == SL_EXIT_OK && sl_session_ensure_bookkeeping(sess, &r.err) != 0)
+        code = SL_EXIT_FAILED;
     /* Another runner may have finished the job while we waited for its lock. */
     if (code == SL_EXIT_OK && r.ckpt)
         code = check_done(&r);

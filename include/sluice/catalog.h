@@ -10,6 +10,7 @@ typedef struct sl_table_info {
     sl_keyspec ks;    /* resolved table and key */
     char *index;      /* a valid btree index whose leading columns are the key, or NULL */
     int nullable_key; /* some key column allows NULL: those rows are never visited */
+    int unique_key;   /* a unique index covers the key: each key value is one row */
 } sl_table_info;
 
 void sl_table_info_free(sl_table_info *info);

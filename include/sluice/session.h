@@ -57,6 +57,11 @@ int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_
  * what failed. */
 int sl_session_connect(sl_session *sess, sl_err *err) SL_MUSTCHECK;
 
+/* Create the bookkeeping table if it is missing, now and after every
+ * reconnect. Called once a job is past its preflight checks, so a refused
+ * job leaves the database as it was. */
+int sl_session_ensure_bookkeeping(sl_session *sess, sl_err *err) SL_MUSTCHECK;
+
 /* Send n queries as one pipeline segment and wait for the reply. Returns 0
  * when an answer (success or SQL error or lost connection) is in *ans, which
  * the caller frees; -1 when not connected. */

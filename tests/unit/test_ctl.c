@@ -48,9 +48,7 @@ static int handler(const sl_ctl_req *req, sl_buf *response, void *arg)
         }
         job->paused = 1;
         return 0;
-    case SL_CTL_RESUME:
-        job->paused = 0;
-        return 0;
+    case SL_CTL_RESUME: job->paused = 0; return 0;
     case SL_CTL_SET:
         if (req->setting == SL_DIR_BATCH)
             job->batch = req->number;
@@ -151,7 +149,6 @@ static int raw_connect(void)
         _exit(9);
     return fd;
 }
-
 
 /* A raw client: sends each '|'-separated piece of arg with a pause between,
  * then ('>' at the end) reads the whole answer, or hangs up at once. */
@@ -292,7 +289,7 @@ static void test_round_trips(void)
     CHECK_HAS(out, "rc=-2\nset: batch expects");
     CHECK(f.job.batch == 500);
     free(out);
-    CHECK(f.job.calls == calls); /* invalid requests never reach the handler */
+    CHECK(f.job.calls == calls);                        /* invalid requests never reach the handler */
     out = run_child(&f.loop, child_raw, "status\r\n>"); /* what socat sends */
     CHECK_HAS(out, "ok\nstate running\nbatch 500\n");
     free(out);

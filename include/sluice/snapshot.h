@@ -1,0 +1,62 @@
+/* snapshot.h: undo records in the checkpoint file: per committed chunk, its rows before and after it ran.
+ *
+ * One record per chunk (SQLite row), holding one entry per table row in a
+ * compact length-prefixed binary form: the row's key, the values saved
+ * before the up statements ran (snapshot(COL, ...): those columns' text;
+ * snapshot(*): the whole row's text), and a 64-bit hash of the whole row as
+ * the job left it, which tells `down` whether someone changed it since. Rows
+ * the chunk did not write are left out. The
+ * record is written before the chunk's transaction commits, so a committed
+ * chunk always has one; a record for a chunk that never committed is
+ * replaced when the chunk is redone, or dropped by `down`. */
+#ifndef SLUICE_SNAPSHOT_H
+#define SLUICE_SNAPSHOT_H
+
+#include "sluice/ckpt.h"
+#include "sluice/util.h"
+
+/* One table row of a chunk. Strings are owned by the sl_snap. */
+typedef struct sl_snap_row {
+    char **key;        /* nkey strings, the key columns' text */
+    int has_pre;       /* the row existed before the chunk: vals hold it */
+    int has_post;      /* the row existed after the chunk: post_hash is its hash */
+    int64_t post_hash; /* hashtextextended(row::text, 0) after the up statements */
+    char **vals;       /* nvals strings (NULL = SQL NULL) when has_pre, else NULL */
+} sl_snap_row;
+
+typedef struct sl_snap {
+    int64_t chunk_no;
+    char kind[16]; /* "down", "cols" or "all" */
+    size_t nkey, nvals;
+    size_t nrows;
+    sl_snap_row *rows; /* in the order they were captured (the key's index order) */
+} sl_snap;
+
+void sl_snap_free(sl_snap *snap);
+
+/* Order of keys inside a record: field by field, bytewise. Any total order
+ * works as long as capture and `down` use the same one. */
+int sl_snap_key_cmp(char *const *a, char *const *b, size_t nkey);
+
+/* Binary form of snap's rows (appended to out), and back. decode fails (-1)
+ * on a truncated or malformed blob. */
+void sl_snap_encode(const sl_snap *snap, sl_buf *out);
+int sl_snap_decode(const void *data, size_t len, sl_snap *out) SL_MUSTCHECK;
+
+/* Store snap as the record of snap->chunk_no, replacing an older one (a chunk
+ * redone after a crash), durably (the file is synchronous=FULL). */
+int sl_snap_put(sl_ckpt *ckpt, const sl_snap *snap, sl_err *err) SL_MUSTCHECK;
+
+/* Load the record of chunk_no into out; *found = 0 (and out zeroed) if none. */
+int sl_snap_get(sl_ckpt *ckpt, int64_t chunk_no, sl_snap *out, int *found, sl_err *err) SL_MUSTCHECK;
+
+/* The kind ("down", "cols", "all") of chunk_no's record, "" if it has none. */
+int sl_snap_kind(sl_ckpt *ckpt, int64_t chunk_no, char kind[16], sl_err *err) SL_MUSTCHECK;
+
+/* Drop the records of chunks >= first. */
+int sl_snap_drop_from(sl_ckpt *ckpt, int64_t first, sl_err *err) SL_MUSTCHECK;
+
+/* Number of records and their total size in bytes (0, 0 when none). */
+int sl_snap_usage(sl_ckpt *ckpt, int64_t *records, int64_t *bytes, sl_err *err) SL_MUSTCHECK;
+
+#endif

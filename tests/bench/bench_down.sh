@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# bench_down.sh: what rollback costs: `up` with and without undo records, `down`, and the checkpoint file's size.
+#
+# Usage, as root, from anywhere:  bash tests/bench/bench_down.sh
+#
+# Like bench_core.sh it builds the release binary (build-bench/), provisions a throw-away PostgreSQL with
+# pg_virtualenv (fsync on, like production) and, each time on a fresh users(id bigint primary key,
+# first_name, last_name, full_name) table, runs the backfill
+#   UPDATE users SET full_name = first_name || ' ' || last_name WHERE id BETWEEN :lo AND :hi
+# as `sluice up` three ways: with no way back (nothing recorded), with a down section (a hash per row
+# recorded, for conflict detection), and with `undo snapshot(full_name)` (old values and hashes); then
+# `sluice down` of the last two, checking the table's md5 is back to what it was. It prints seconds,
+# rows/s, the overhead against the plain run, and the checkpoint file's size. It never passes or fails on
+# time; it exits non-zero only when it could not measure (build failed, no server, a wrong result).
+#
+# Environment: BENCH_ROWS [1000000], BENCH_BATCH [1000], BENCH_PGVERSION [15], BENCH_PG_OPTS [fsync=on].
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD="$ROOT/build-bench"
+SLUICE="$BUILD/sluice"
+BENCH_ROWS=${BENCH_ROWS:-1000000}
+BENCH_BATCH=${BENCH_BATCH:-1000}
+BENCH_PGVERSION=${BENCH_PGVERSION:-15}
+BENCH_PG_OPTS=${BENCH_PG_OPTS-fsync=on}
+export BENCH_ROWS BENCH_BATCH BENCH_PGVERSION BENCH_PG_OPTS
+
+die() {
+    echo "bench_down.sh: $*" >&2
+    exit 1
+}
+
+build_release() {
+    local log="$ROOT/build-bench-down.log"
+    echo "# building $BUILD (release, no sanitizers); log in $log"
+    (
+        flock 9
+        cd "$ROOT" || exit
+        if [[ -f $BUILD/build.ninja ]]; then
+            meson configure "$BUILD" --buildtype=release -Db_sanitize=none || exit
+        else
+            meson setup "$BUILD" --buildtype=release || exit
+        fi
+        meson compile -C "$BUILD"
+    ) 9>"/tmp/sluice-bench-build.lock" >"$log" 2>&1 || {
+        tail -n 30 "$log" >&2
+        die "the release build failed (whole output in $log)"
+    }
+    rm -f "$log"
+}
+
+free_port() {
+    local port _
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && [[ ! -e /var/run/postgresql/.s.PGSQL.$port ]]; then
+            echo "$port"
+            return
+        fi
+    done
+    echo 5432
+}
+
+outer() {
+    local opts=() opt
+    [[ $(id -u) == 0 ]] || die "run it as root (pg_virtualenv needs to create a cluster)"
+    command -v pg_virtualenv >/dev/null || die "pg_virtualenv is missing (hint: bash tests/run.sh installs it)"
+    build_release
+    for opt in $BENCH_PG_OPTS; do
+        opts+=(-o "$opt")
+    done
+    PGPORT=$(free_port) pg_virtualenv -t -v "$BENCH_PGVERSION" "${opts[@]}" bash "${BASH_SOURCE[0]}" --inner 2>&1 |
+        grep --line-buffered -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
+    return "${PIPESTATUS[0]}"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Inside the server.
+
+q() {
+    psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+fresh_table() {
+    q "SET client_min_messages = warning; DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS sluice_progress"
+    q "CREATE TABLE users (id bigint PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL, full_name text)"
+    q "INSERT INTO users (id, first_name, last_name)
+       SELECT g, 'first' || g, 'last' || (g % 1000) FROM generate_series(1, $BENCH_ROWS) g"
+    q "VACUUM ANALYZE users" && q "CHECKPOINT"
+}
+
+table_md5() {
+    q "SELECT md5(string_agg(u::text, ',' ORDER BY id)) FROM users u"
+}
+
+# write_job DIR UNDO_LINES DOWN_LINES
+write_job() {
+    mkdir -p "$1"
+    cat >"$1/0001_backfill.sql" <<EOF
+-- sluice:table users
+-- sluice:batch $BENCH_BATCH
+$2
+-- sluice:up
+UPDATE users SET full_name = first_name || ' ' || last_name WHERE id BETWEEN :lo AND :hi;
+$3
+EOF
+}
+
+# timed LABEL CMD...: run CMD, print and remember its seconds in SECS.
+timed() {
+    local label=$1 t0 t1
+    shift
+    t0=$EPOCHREALTIME
+    "$@" >/dev/null 2>"$WORK/last.err" || {
+        tail -n 5 "$WORK/last.err" >&2
+        die "$label failed"
+    }
+    t1=$EPOCHREALTIME
+    SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+}
+
+row() { # label seconds [base seconds] [extra]
+    local rate over=""
+    rate=$(awk -v s="$2" -v n="$BENCH_ROWS" 'BEGIN {printf "%.0f", n / s}')
+    [[ -n ${3:-} ]] && over=$(awk -v s="$2" -v b="$3" 'BEGIN {printf "%+.0f%%", (s / b - 1) * 100}')
+    printf '%-44s %8ss %10s rows/s %8s  %s\n' "$1" "$2" "$rate" "$over" "${4:-}"
+}
+
+# run_way NAME UNDO_LINES DOWN_LINES: fresh table, up, (down), sizes.
+run_way() {
+    local dir="$WORK/$1" before size
+    fresh_table
+    before=$(table_md5)
+    write_job "$dir/jobs" "$2" "$3"
+    timed "up ($1)" "$SLUICE" --jobs "$dir/jobs" --checkpoints "$dir/ckpt" up
+    UP_SECS=$SECS
+    size=$(du -b "$dir/ckpt/0001_backfill.sluice" | cut -f1)
+    CKPT_MB=$(awk -v b="$size" 'BEGIN {printf "%.1f MB", b / 1048576}')
+    [[ $(q "SELECT count(*) FROM users WHERE full_name IS NULL") == 0 ]] || die "up ($1) left rows unfilled"
+    DOWN_SECS=""
+    if [[ -n $2$3 ]]; then
+        timed "down ($1)" "$SLUICE" --jobs "$dir/jobs" --checkpoints "$dir/ckpt" down base
+        DOWN_SECS=$SECS
+        [[ $(table_md5) == "$before" ]] || die "down ($1) did not give back the table"
+    fi
+}
+
+inner() {
+    WORK=$(mktemp -d /tmp/bench-down.XXXXXX)
+    trap 'rm -rf "$WORK"' EXIT
+    echo "# $BENCH_ROWS rows, batch $BENCH_BATCH, PostgreSQL $(q 'SHOW server_version'), fsync $(q 'SHOW fsync')"
+    run_way plain "" ""
+    local base=$UP_SECS plain_mb=$CKPT_MB
+    run_way down-section "" "-- sluice:down
+UPDATE users SET full_name = NULL WHERE id BETWEEN :lo AND :hi;"
+    local ds_up=$UP_SECS ds_down=$DOWN_SECS ds_mb=$CKPT_MB
+    run_way snapshot "-- sluice:undo snapshot(full_name)" ""
+    echo
+    row "up, no way back (nothing recorded)" "$base" "" "checkpoint $plain_mb"
+    row "up, down section (row hashes recorded)" "$ds_up" "$base" "checkpoint $ds_mb"
+    row "up, undo snapshot(full_name)" "$UP_SECS" "$base" "checkpoint $CKPT_MB"
+    row "down, down section" "$ds_down"
+    row "down, snapshot(full_name)" "$DOWN_SECS" "" "table md5 identical after down"
+}
+
+if [[ ${1:-} == --inner ]]; then
+    inner
+else
+    outer
+fi

@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# test_down.sh: `down` puts the data back: each undo way, exact values, other writers, refusals, -N/JOB/base.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# md5 over the whole table in key order: equal before `up` and after `down` means nothing was lost.
+table_sum() {
+    psql_q "select md5(coalesce(string_agg(x::text, E'\n' order by x.id), '')) from ${1:-t} x"
+}
+
+state_of() {
+    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json | jq -r --arg j "$1" '.[] | select(.job == $j) | .state'
+}
+
+make_users() {
+    psql_q "create table t (id int primary key, first text not null, last text not null, full_name text, n int not null default 0);
+            insert into t (id, first, last) select g, 'f' || g, 'l' || g from generate_series(1, ${1:-5000}) g;
+            update t set full_name = 'kept ' || id where id % 7 = 0; analyze t"
+}
+
+job_backfill() { # $1 = name, $2 = undo directive lines
+    write_job "$1" <<EOF
+-- sluice:table t
+-- sluice:batch 300
+$2
+-- sluice:up
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
+EOF
+}
+
+roundtrip() { # $1 = undo directive, $2 = extra sections
+    make_users
+    job_backfill 0001_fill "$1"
+    [[ -z ${2:-} ]] || printf '%s\n' "$2" >>"$JOBS/0001_fill.sql"
+    before=$(table_sum)
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where full_name is null" 0
+    run_sluice down 0001_fill
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "table checksum after down"
+    assert_eq "$(state_of 0001_fill)" rolled_back "state after down"
+    assert_sql "select count(*) from sluice_progress" 0
+    run_sluice history --json
+    assert_eq "$(jq -c '[.[] | select(.kind == "down") | [.outcome, .rows]]' <<<"$OUT")" '[["done",5000]]' "down runs in history"
+}
+
+test_down_section() {
+    roundtrip "" "-- sluice:down
+UPDATE t SET full_name = NULL, n = n - 1 WHERE id BETWEEN :lo AND :hi AND id % 7 <> 0;"
+}
+
+test_snapshot_cols() {
+    roundtrip "-- sluice:undo snapshot(full_name, n)"
+}
+
+test_snapshot_all_update() {
+    roundtrip "-- sluice:undo snapshot(*)"
+}
+
+# A DELETE job (archive, then purge) rolled back gives back the identical table.
+test_snapshot_all_delete() {
+    make_users 4000
+    psql_q "alter table t add column created timestamptz default '2020-01-01 00:00:00+00'; update t set created = created + id * interval '1 hour'"
+    before=$(table_sum)
+    write_job 0001_purge <<'EOF'
+-- sluice:table t
+-- sluice:batch 250
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM t WHERE id BETWEEN :lo AND :hi AND id % 3 <> 0;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t" 1333
+    run_sluice down -1
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "table checksum after down"
+}
+
+# A run that failed part-way: only committed chunks are undone, and `up` can run the job again afterwards.
+test_failed_run_then_down_then_up() {
+    make_users
+    before=$(table_sum)
+    write_job 0001_fill <<'EOF'
+-- sluice:table t
+-- sluice:batch 300
+-- sluice:undo snapshot(full_name, n)
+-- sluice:up
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 / (id - 3100) WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
+EOF
+    run_sluice up
+    assert_rc 1
+    assert_eq "$(state_of 0001_fill)" failed
+    assert_ne "$(table_sum)" "$before" "some chunks committed before the failure"
+    run_sluice down 0001_fill
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "table checksum after down of a failed run"
+    sed -i 's|n + 1 / (id - 3100)|n + 1|' "$JOBS/0001_fill.sql"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where full_name is null or n <> (case when id % 7 = 0 then 0 else 1 end)" 0
+    assert_eq "$(state_of 0001_fill)" done
+}
+
+# Every kind of value comes back byte for byte.
+test_values_roundtrip() {
+    psql_q "create type mood as enum ('sad', 'ok', 'happy'); create domain posint as int check (value > 0);
+            create table v (id int primary key, s text, num numeric, j jsonb, b bytea, ts timestamptz, arr text[],
+                            m mood, d posint, f float8);
+            insert into v values
+              (1, null, null, null, null, null, null, null, null, null),
+              (2, E'quote '' dq \" back \\\\ nl \n tab \t uni é 日本 🎉', 123456789012345678901234567890.123456789012345678901,
+               '{\"a\": [1, 2.50, {\"b\": null}], \"c\": \"q''t\"}', '\\x00ff10', '2024-02-29 23:59:59.123456+05:30',
+               array['a,b', 'c\"d', null, '{}', 'NULL'], 'happy', 42, 0.1),
+              (3, '', 0, '[]', '', '-infinity', '{}', 'sad', 1, 'NaN');
+            insert into v (id, s) select g, 'row ' || g from generate_series(4, 50) g"
+    before=$(table_sum v)
+    write_job 0001_scramble <<'EOF'
+-- sluice:table v
+-- sluice:batch 7
+-- sluice:undo snapshot(s, num, j, b, ts, arr, m, d, f)
+-- sluice:up
+UPDATE v SET s = 'x', num = 1, j = '{}', b = 'zz', ts = now(), arr = '{z}', m = 'ok', d = 7, f = 2 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_ne "$(table_sum v)" "$before" "up changed the table"
+    run_sluice down 0001_scramble
+    assert_rc 0
+    assert_eq "$(table_sum v)" "$before" "checksum of every value after down"
+    # and whole rows through snapshot(*) of a DELETE
+    write_job 0002_purge <<'EOF'
+-- sluice:table v
+-- sluice:batch 5
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM v WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up 0002_purge # a plain `up` would also run 0001 again: it is rolled back, so pending-like
+    assert_rc 0
+    assert_sql "select count(*) from v" 0
+    run_sluice down 0002_purge
+    assert_rc 0
+    assert_eq "$(table_sum v)" "$before" "checksum after re-inserting whole rows"
+}
+
+# Another session changes rows between up and down.
+other_writer_setup() {
+    make_users 3000
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
+    before=$(table_sum)
+    run_sluice up
+    assert_rc 0
+    psql_q "update t set full_name = 'theirs' where id in (10, 2500)"
+}
+
+test_conflict_stop() {
+    other_writer_setup
+    mid=$(table_sum)
+    run_sluice down 0001_fill
+    assert_rc 1
+    assert_contains "$ERR" "(2500)" "conflict report"
+    assert_contains "$ERR" "--on-conflict" "conflict hint"
+    assert_eq "$(state_of 0001_fill)" rolling_back
+    # chunks after the conflicting one (newer ones) were rolled back; the conflicting chunk changed nothing
+    assert_sql "select full_name from t where id in (2500, 2501) order by id" $'theirs\nf2501 l2501'
+    assert_sql "select count(*) from t where id > 2700 and full_name is not null and id % 7 <> 0" 0
+    assert_ne "$(table_sum)" "$mid" "later chunks were undone"
+}
+
+test_conflict_skip() {
+    other_writer_setup
+    run_sluice down 0001_fill --on-conflict skip
+    assert_rc 0
+    assert_sql "select id, full_name from t where full_name = 'theirs' order by id" $'10|theirs\n2500|theirs'
+    assert_sql "select count(*) from t where full_name is not null and id % 7 <> 0 and id not in (10, 2500)" 0
+    assert_eq "$(state_of 0001_fill)" rolled_back
+}
+
+test_conflict_overwrite() {
+    other_writer_setup
+    run_sluice down 0001_fill --on-conflict overwrite
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "table checksum after overwrite"
+}
+
+test_conflict_down_section() {
+    make_users 2000
+    job_backfill 0001_fill "" 
+    printf '%s\n' '-- sluice:down' 'UPDATE t SET full_name = NULL, n = n - 1 WHERE id BETWEEN :lo AND :hi AND id % 7 <> 0;' >>"$JOBS/0001_fill.sql"
+    run_sluice up
+    assert_rc 0
+    psql_q "update t set n = 100 where id = 1999"
+    run_sluice down 0001_fill
+    assert_rc 1
+    assert_contains "$ERR" "(1999)"
+    assert_sql "select n from t where id = 1999" 100
+    run_sluice down 0001_fill --on-conflict overwrite
+    assert_rc 0
+    assert_sql "select count(*) from t where full_name is not null and id % 7 <> 0" 0
+}
+
+test_refuse_no_way_back() {
+    make_users 100
+    job_backfill 0001_fill ""
+    run_sluice up
+    assert_rc 0
+    sum=$(table_sum)
+    run_sluice down 0001_fill
+    assert_rc 2
+    assert_contains "$ERR" "no way back"
+    assert_contains "$ERR" "sluice:down"
+    assert_contains "$ERR" "snapshot("
+    assert_eq "$(table_sum)" "$sum" "table untouched"
+    assert_eq "$(state_of 0001_fill)" done
+}
+
+test_refuse_pending_and_missing() {
+    make_users 100
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
+    job_backfill 0002_more "-- sluice:undo snapshot(full_name)"
+    run_sluice up 0001_fill
+    assert_rc 0
+    sum=$(table_sum)
+    run_sluice down 0002_more
+    assert_rc 2
+    assert_contains "$ERR" "no checkpoint file"
+    run_sluice stamp 0002_more pending
+    assert_rc 0
+    run_sluice down 0002_more
+    assert_rc 2
+    assert_contains "$ERR" "pending"
+    run_sluice down 0009_nope
+    assert_rc 2
+    run_sluice down -5
+    assert_rc 2
+    assert_contains "$ERR" "only 1 job is applied"
+    run_sluice down 0001_fill --on-conflict maybe
+    assert_rc 2
+    assert_eq "$(table_sum)" "$sum" "table untouched by refusals"
+    assert_eq "$(state_of 0001_fill)" done
+}
+
+# Checkpoints of one database, down against another (here: its sluice_progress emptied): refused.
+test_refuse_other_database() {
+    make_users 600
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
+    run_sluice up
+    assert_rc 0
+    psql_q "delete from sluice_progress"
+    sum=$(table_sum)
+    run_sluice down base
+    assert_rc 2
+    assert_contains "$ERR" "another database"
+    assert_eq "$(table_sum)" "$sum" "table untouched"
+    assert_eq "$(state_of 0001_fill)" done
+}
+
+# Three jobs, each adding to n: -1 undoes the last, JOB undoes it and later ones, base all; downgrade is an alias.
+test_targets() {
+    make_users 1000
+    s0=$(table_sum)
+    for j in 1 2 3; do
+        write_job "000${j}_add" <<EOF
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + $j WHERE id BETWEEN :lo AND :hi;
+EOF
+    done
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "6|6"
+    run_sluice down -1
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "3|3"
+    assert_eq "$(state_of 0003_add)" rolled_back
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "6|6"
+    run_sluice downgrade 0002_add
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_eq "$(state_of 0002_add)$(state_of 0003_add)$(state_of 0001_add)" rolled_backrolled_backdone
+    run_sluice down base
+    assert_rc 0
+    assert_eq "$(table_sum)" "$s0" "table checksum after down base"
+    run_sluice down base
+    assert_rc 0
+    assert_contains "$ERR" "nothing to roll back"
+}
+
+test_plan_says_how() {
+    make_users 2000
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
+    run_sluice plan 0001_fill
+    assert_rc 0
+    assert_contains "$OUT" "rollback:   snapshot(full_name)"
+    assert_match "$OUT" "snapshots: +up to ~[0-9]+ MB"
+    job_backfill 0002_none ""
+    run_sluice plan 0002_none
+    assert_rc 0
+    assert_contains "$OUT" "refuses this job"
+}
+
+run_test "down section: table checksum equal after up + down" test_down_section
+run_test "snapshot(full_name, n): table checksum equal after up + down" test_snapshot_cols
+run_test "snapshot(*) of an UPDATE job: table checksum equal after up + down" test_snapshot_all_update
+run_test "snapshot(*) of a DELETE job gives back the identical table" test_snapshot_all_delete
+run_test "a failed run: down undoes the committed chunks; up runs it again" test_failed_run_then_down_then_up
+run_test "NULL, quotes, unicode, numeric, jsonb, bytea, timestamptz, arrays, enum, domain round-trip" test_values_roundtrip
+run_test "other writer: --on-conflict stop changes nothing in that chunk, exit 1" test_conflict_stop
+run_test "other writer: --on-conflict skip keeps their rows, restores the rest" test_conflict_skip
+run_test "other writer: --on-conflict overwrite restores all" test_conflict_overwrite
+run_test "other writer with a down section: stop, then overwrite" test_conflict_down_section
+run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse_no_way_back
+run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_and_missing
+run_test "refused: checkpoints that belong to another database" test_refuse_other_database
+run_test "down -1, downgrade JOB with later jobs, down base" test_targets
+run_test "plan says how the job rolls back and the snapshot space" test_plan_says_how
+t_done
