@@ -14,57 +14,10 @@
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
-#include "sluice/ctl.h"
-#include "sluice/pace.h"
 #include "sluice/progress.h"
-#include "sluice/throttle.h"
 #include "sluice/undo.h"
 
-/* The key of one chunk edge, as text, one string per key column. */
-typedef struct key_tuple {
-    char *v[SL_MAX_KEY_COLS];
-} key_tuple;
-
-typedef struct chunk_bounds {
-    int has_rows;
-    key_tuple lo, hi;
-    int64_t rows;
-} chunk_bounds;
-
-typedef struct up_run {
-    sl_session *sess;
-    const sl_opts *opts;
-    sl_job *job;
-    sl_ckpt *ckpt;
-    sl_table_info info;
-    char *lock_key;       /* "sluice:<job>" */
-    char *boundary_first; /* boundary SQL from the table's start */
-    char *boundary_after; /* boundary SQL after a key */
-    char **stmt_sql;      /* up statements with :lo/:hi rendered */
-    char *progress_sql;   /* INSERT INTO sluice_progress ... */
-    char set_lock_timeout[64];
-    char set_stmt_timeout[64];
-    int64_t run_id;
-    int64_t chunk_no; /* last committed */
-    int64_t rows_done;
-    int has_last;
-    int locked;      /* holds the job's advisory lock */
-    int run_lock_fd; /* the checkpoint's run lock, -1 if not held */
-    sl_pace pace;    /* batch size, pause, rate and health limits in force */
-    int paused;      /* by `ctl pause` */
-    int64_t last_health_ms;
-    key_tuple last;      /* last committed :hi */
-    sl_undo_target undo; /* what each chunk saves for `down` (undo.h) */
-    sl_err err;
-} up_run;
-
-static void tuple_free(key_tuple *t)
-{
-    for (size_t i = 0; i < SL_MAX_KEY_COLS; i++) {
-        free(t->v[i]);
-        t->v[i] = NULL;
-    }
-}
+#include "up_internal.h"
 
 static void tuple_copy(key_tuple *dst, const key_tuple *src, size_t n)
 {
@@ -115,7 +68,7 @@ static size_t boundary_params(const up_run *r, const key_tuple *after, const cha
     return n;
 }
 
-static int64_t backoff_ms(int attempt)
+int64_t sl_up_backoff_ms(int attempt)
 {
     int64_t base = 200;
     for (int i = 1; i < attempt && base < 30000; i++)
@@ -143,210 +96,6 @@ static void run_free(up_run *r)
         sl_ckpt_close(r->ckpt);
 }
 
-/* Take the job's advisory lock: one runner per job and database. A just-killed
- * runner's backend may hold it for a moment, so wait a little before refusing. */
-static int take_lock(up_run *r)
-{
-    const char *params[] = {r->lock_key};
-    for (int tries = 0; tries < 50; tries++) {
-        sl_answer ans;
-        if (sl_session_exec1(r->sess, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1, params, &ans) != 0)
-            return -1;
-        const char *got = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-        int held = got && strcmp(got, "t") == 0;
-        if (!ans.ok)
-            sl_err_set(&r->err, "cannot take the job's advisory lock: %s", ans.error);
-        sl_answer_free(&ans);
-        if (!got)
-            return -1;
-        if (held) {
-            r->locked = 1;
-            return 0;
-        }
-        if (sl_session_sleep(r->sess, 100))
-            break;
-    }
-    sl_answer ans;
-    const char *who = NULL;
-    if (sl_session_exec1(r->sess,
-                         "SELECT format('pid %s, %s, connected since %s', a.pid, coalesce(a.application_name, ''),"
-                         " date_trunc('second', a.backend_start)) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                         " WHERE l.locktype = 'advisory' AND l.granted"
-                         " AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)",
-                         1, params, &ans) == 0)
-        who = sl_answer_val(&ans, 0, 0, 0);
-    sl_err_set(&r->err, "job %s is already being run against this database (%s)", r->job->name,
-               who ? who : "holder unknown");
-    sl_err_append(&r->err, "hint: one runner per job and database; wait for it, or stop it with SIGINT");
-    if (who || ans.error)
-        sl_answer_free(&ans);
-    return -2;
-}
-
-static int check_requires(up_run *r)
-{
-    if (!r->job->requires)
-        return 0;
-    sl_answer ans;
-    if (sl_session_exec1(r->sess, r->job->requires, 0, NULL, &ans) != 0)
-        return -1;
-    int rc = 0;
-    const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-    if (!ans.ok) {
-        sl_err_set(&r->err, "%s:%d: requires query failed: %s", r->job->path, r->job->line[SL_DIR_REQUIRES], ans.error);
-        rc = -2;
-    } else if (!v || strcmp(v, "t") != 0) {
-        sl_err_set(&r->err, "%s:%d: refusing to start: requires returned %s, not true: %s", r->job->path,
-                   r->job->line[SL_DIR_REQUIRES], v ? v : "no row or NULL", r->job->requires);
-        rc = -2;
-    }
-    sl_answer_free(&ans);
-    return rc;
-}
-
-typedef struct import_ctx {
-    up_run *r;
-    int rc;
-} import_ctx;
-
-/* undo.c hook: a `down` killed between its commit (the chunk's row left
- * sluice_progress) and its checkpoint write leaves the file a chunk ahead:
- * forget what the database no longer has. */
-static int trim_undone(up_run *r, int64_t *have)
-{
-    const char *params[] = {r->job->name};
-    sl_answer ans;
-    if (sl_session_exec1(r->sess, "SELECT coalesce(max(chunk_no), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1,
-                         params, &ans) != 0 ||
-        !ans.ok) {
-        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "connection lost");
-        sl_answer_free(&ans);
-        return -1;
-    }
-    int64_t db_max = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
-    sl_answer_free(&ans);
-    if (db_max >= *have)
-        return 0;
-    *have = db_max;
-    return sl_ckpt_forget_after(r->ckpt, db_max, &r->err);
-}
-
-/* Copy chunks committed in the database but missing from the checkpoint file
- * (a kill between the two commits), then load the resume position. */
-static int reconcile(up_run *r)
-{
-    sl_ckpt_job cj;
-    if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
-        return -1;
-    int64_t have = cj.chunks;
-    sl_state state = cj.state;
-    sl_ckpt_job_free(&cj);
-    if (state == SL_STATE_ROLLING_BACK && trim_undone(r, &have) != 0)
-        return -1;
-
-    char after[24];
-    snprintf(after, sizeof after, "%" PRId64, have);
-    const char *params[] = {r->job->name, after};
-    sl_answer ans;
-    if (sl_session_exec1(r->sess,
-                         "SELECT chunk_no, array_to_json(lo)::text, array_to_json(hi)::text, rows, duration_ms, "
-                         "attempts, checksum, (extract(epoch FROM committed_at) * 1000)::bigint, "
-                         "(SELECT max(chunk_no) FROM " SL_PROGRESS_TABLE " WHERE job = $1) "
-                         "FROM (SELECT 1) one LEFT JOIN " SL_PROGRESS_TABLE " p ON p.job = $1 AND p.chunk_no > $2 "
-                         "ORDER BY chunk_no",
-                         2, params, &ans) != 0)
-        return -1;
-    if (!ans.ok) {
-        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error);
-        sl_answer_free(&ans);
-        return -1;
-    }
-    const char *maxs = sl_answer_val(&ans, 0, 0, 8);
-    int64_t db_max = maxs ? strtoll(maxs, NULL, 10) : 0;
-    if (db_max < have) {
-        sl_err_set(&r->err, "checkpoint %s records %" PRId64 " committed chunks but this database's %s has %" PRId64,
-                   sl_ckpt_file(r->ckpt), have, SL_PROGRESS_TABLE, db_max);
-        sl_err_append(&r->err,
-                      "hint: the checkpoint belongs to another database, or %s was edited; use another "
-                      "--checkpoints directory for this database",
-                      SL_PROGRESS_TABLE);
-        sl_answer_free(&ans);
-        return -2;
-    }
-    int rc = 0;
-    for (int row = 0; row < ans.results[0].nrows && rc == 0; row++) {
-        if (!sl_answer_val(&ans, 0, row, 0))
-            break; /* the LEFT JOIN's empty row */
-        sl_ckpt_chunk c = {0};
-        c.chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
-        c.lo = sl_answer_val(&ans, 0, row, 1);
-        c.hi = sl_answer_val(&ans, 0, row, 2);
-        c.rows = strtoll(sl_answer_val(&ans, 0, row, 3), NULL, 10);
-        c.affected = -1; /* only the runner that committed it knew */
-        const char *d = sl_answer_val(&ans, 0, row, 4);
-        c.duration_ms = d ? strtoll(d, NULL, 10) : 0;
-        c.attempts = strtoll(sl_answer_val(&ans, 0, row, 5), NULL, 10);
-        c.committed_at_ms = strtoll(sl_answer_val(&ans, 0, row, 7), NULL, 10);
-        rc = sl_ckpt_commit_chunk(r->ckpt, 0, &c, &r->err);
-        if (rc == 0)
-            sl_info("%s: chunk %" PRId64 " had committed before the checkpoint was written; recorded it now",
-                    r->job->name, c.chunk_no);
-    }
-    sl_answer_free(&ans);
-    return rc;
-}
-
-/* Load the last committed :hi from sluice_progress (exact text per column). */
-static int load_position(up_run *r)
-{
-    size_t n = r->info.ks.ncols;
-    sl_buf b = {0};
-    sl_buf_adds(&b, "SELECT chunk_no, checksum");
-    for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, ", hi[%zu]", i + 1);
-    sl_buf_adds(&b, ", (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE
-                    " WHERE job = $1) FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
-    const char *params[] = {r->job->name};
-    sl_answer ans;
-    int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
-    sl_buf_free(&b);
-    if (rc != 0)
-        return -1;
-    if (!ans.ok) {
-        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error);
-        sl_answer_free(&ans);
-        return -1;
-    }
-    r->has_last = ans.results[0].nrows > 0;
-    r->chunk_no = 0;
-    r->rows_done = 0;
-    tuple_free(&r->last);
-    if (r->has_last) {
-        r->chunk_no = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
-        for (size_t i = 0; i < n; i++) {
-            const char *v = sl_answer_val(&ans, 0, 0, (int)(2 + i));
-            if (!v) {
-                sl_err_set(&r->err, "%s holds %zu key columns for job %s, the job's key has %zu: key changed?",
-                           SL_PROGRESS_TABLE, i, r->job->name, n);
-                sl_answer_free(&ans);
-                return -2;
-            }
-            r->last.v[i] = sl_strdup(v);
-        }
-        r->rows_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(2 + n)), NULL, 10);
-        const char *sum = sl_answer_val(&ans, 0, 0, 1);
-        if (sum && strcmp(sum, r->job->checksum) != 0 && !r->opts->force) {
-            sl_err_set(&r->err, "%s was changed after its first chunk committed (checksum %s, now %s)", r->job->path,
-                       sum, r->job->checksum);
-            sl_err_append(&r->err, "hint: put the file back as it was, or resume with the new text using --force");
-            sl_answer_free(&ans);
-            return -2;
-        }
-    }
-    sl_answer_free(&ans);
-    return 0;
-}
-
 /* Per-statement parameters: a statement binds only the edges it uses, so
  * that every $N it mentions has a type (PostgreSQL refuses unused ones). */
 static void render_stmt(up_run *r, size_t i)
@@ -360,7 +109,7 @@ static void render_stmt(up_run *r, size_t i)
     free(hi);
 }
 
-static void render_timeouts(up_run *r)
+void sl_up_render_timeouts(up_run *r)
 {
     snprintf(r->set_lock_timeout, sizeof r->set_lock_timeout, "SET LOCAL lock_timeout = %" PRId64,
              r->job->lock_timeout_ms);
@@ -389,17 +138,17 @@ static void prepare_sql(up_run *r)
     sl_buf_printf(&b, "]::text[], $%zu, (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, $%zu, $%zu)",
                   3 + 2 * n, 4 + 2 * n, 5 + 2 * n);
     r->progress_sql = sl_buf_take(&b);
-    render_timeouts(r);
+    sl_up_render_timeouts(r);
 }
 
 /* Reconnect with backoff and jitter for up to two minutes, then take the
  * job's lock again (the server dropped it with the old session). */
-static int reconnect(up_run *r)
+int sl_up_reconnect(up_run *r)
 {
     int64_t start = sl_mono_ms();
     r->locked = 0; /* the server released it with the old session */
     for (int attempt = 1;; attempt++) {
-        int64_t wait = backoff_ms(attempt + 1);
+        int64_t wait = sl_up_backoff_ms(attempt + 1);
         sl_warn("%s: connection lost; reconnecting in %" PRId64 " ms (attempt %d)", r->job->name, wait, attempt);
         if (sl_session_sleep(r->sess, wait))
             return 1;
@@ -415,7 +164,7 @@ static int reconnect(up_run *r)
     if (sl_ckpt_log_event(r->ckpt, "reconnect", "reconnected after a lost connection", &lerr) != 0)
         sl_warn("%s", lerr.msg);
     sl_info("%s: reconnected", r->job->name);
-    return take_lock(r) == 0 ? 0 : -1;
+    return sl_up_take_lock(r) == 0 ? 0 : -1;
 }
 
 /* Run queries that change nothing, retrying transient errors and lost
@@ -439,7 +188,7 @@ static int exec_read(up_run *r, const sl_pg_query *q, size_t n, sl_answer *ans)
         sl_answer_free(ans);
         if (sl_session_stopping(r->sess))
             return 1;
-        int rc = lost ? reconnect(r) : sl_session_sleep(r->sess, backoff_ms(attempt));
+        int rc = lost ? sl_up_reconnect(r) : sl_session_sleep(r->sess, sl_up_backoff_ms(attempt));
         if (rc != 0)
             return rc;
     }
@@ -660,7 +409,7 @@ static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int 
                 break;
             }
             int committed = 0;
-            if ((rc = reconnect(r)) != 0 || (rc = chunk_committed(r, r->chunk_no + 1, &committed)) != 0)
+            if ((rc = sl_up_reconnect(r)) != 0 || (rc = chunk_committed(r, r->chunk_no + 1, &committed)) != 0)
                 break;
             if (committed) {
                 *next_known = 0;
@@ -674,7 +423,7 @@ static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int 
             rc = -1;
             break;
         }
-        int64_t wait = backoff_ms((int)attempts);
+        int64_t wait = sl_up_backoff_ms((int)attempts);
         sl_warn("%s (transient; retrying in %" PRId64 " ms, %" PRId64 " of %" PRId64 " retries left)", r->err.msg, wait,
                 r->job->retries - attempts + 1, r->job->retries);
         sl_err lerr;
@@ -691,101 +440,6 @@ static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int 
     return rc;
 }
 
-/* Outside every window: wait for the next one (or stop with --no-wait). 0
- * to go on, 1 to stop. */
-static int wait_for_window(up_run *r)
-{
-    int64_t wait_ms = 0;
-    int announced = 0;
-    while (!sl_window_check(r->job->windows, r->job->nwindows, time(NULL), &wait_ms)) {
-        char at[16];
-        sl_window_format_at(time(NULL), wait_ms, at);
-        if (r->opts->no_wait) {
-            sl_info("%s: outside its windows (next opens at %s); stopping (--no-wait)", r->job->name, at);
-            return 1;
-        }
-        if (!announced) {
-            sl_info("%s: outside its windows; waiting until %s", r->job->name, at);
-            sl_progress_note("waiting for the window at %s", at);
-            sl_err lerr;
-            if (sl_ckpt_log_event(r->ckpt, "window", "outside the windows; waiting", &lerr) != 0)
-                sl_warn("%s", lerr.msg);
-            announced = 1;
-        }
-        if (sl_session_sleep(r->sess, wait_ms < 30000 ? wait_ms + 50 : 30000))
-            return 1;
-    }
-    if (announced) {
-        sl_info("%s: window open; going on", r->job->name);
-        sl_progress_note(NULL);
-    }
-    return 0;
-}
-
-/* Health throttles: wait while a limit is exceeded, at most one check a
- * second. 0 to go on, 1 to stop. */
-static int wait_for_health(up_run *r)
-{
-    char reason[512], first[512] = "";
-    int64_t since = 0;
-    for (;;) {
-        if (sl_mono_ms() - r->last_health_ms < 1000 && !since)
-            return 0;
-        r->last_health_ms = sl_mono_ms();
-        int rc = sl_throttle_check(r->sess, r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
-        if (rc == 0)
-            break;
-        if (rc < 0)
-            sl_warn("%s: %s", r->job->name, reason); /* e.g. a broken throttle-query: waiting is the safe side */
-        if (!since) {
-            since = sl_mono_ms();
-            snprintf(first, sizeof first, "%s", reason);
-            sl_warn("%s: pausing: %s", r->job->name, reason);
-            sl_progress_note("paused: %s", reason);
-            sl_err lerr;
-            if (sl_ckpt_log_event(r->ckpt, "throttle", reason, &lerr) != 0)
-                sl_warn("%s", lerr.msg);
-        }
-        if (rc < 0 && !sl_session_connected(r->sess) && reconnect(r) != 0)
-            return 1;
-        if (sl_session_sleep(r->sess, 1000))
-            return 1;
-    }
-    if (since) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "resumed after %" PRId64 "s paused (%s)", (sl_mono_ms() - since) / 1000, first);
-        sl_info("%s: %s", r->job->name, msg);
-        sl_progress_note(NULL);
-        sl_err lerr;
-        if (sl_ckpt_log_event(r->ckpt, "throttle", msg, &lerr) != 0)
-            sl_warn("%s", lerr.msg);
-    }
-    return 0;
-}
-
-/* Everything that holds the next chunk back: ctl pause, windows, health. */
-static int gate(up_run *r)
-{
-    while (r->paused)
-        if (sl_session_sleep(r->sess, 200))
-            return 1;
-    if (wait_for_window(r) != 0)
-        return 1;
-    return wait_for_health(r);
-}
-
-/* After a chunk: resize toward chunk-time, then sleep for pause/max-rate. */
-static int pace_after(up_run *r, int64_t rows, int64_t chunk_ms, int64_t run_rows, int64_t run_start)
-{
-    int64_t before = r->pace.batch;
-    if (sl_pace_adjust(&r->pace, rows, chunk_ms) != before) {
-        sl_err lerr;
-        if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0)
-            sl_warn("%s", lerr.msg);
-    }
-    return sl_session_sleep(r->sess, sl_pace_delay(&r->pace, run_rows, sl_mono_ms() - run_start));
-}
-
 /* Walk the key from the resume position to the end. Returns an exit code. */
 static int walk(up_run *r)
 {
@@ -793,7 +447,7 @@ static int walk(up_run *r)
     int64_t run_rows = 0, run_start = sl_mono_ms();
     int rc = fetch_bounds(r, r->has_last ? &r->last : NULL, &cur);
     while (rc == 0 && cur.has_rows && !sl_session_stopping(r->sess)) {
-        if ((rc = gate(r)) != 0)
+        if ((rc = sl_up_gate(r)) != 0)
             break;
         int next_known = 0;
         int64_t chunk_start = sl_mono_ms(), chunk_rows = cur.rows;
@@ -813,7 +467,7 @@ static int walk(up_run *r)
                 break;
         }
         if (cur.has_rows)
-            rc = pace_after(r, chunk_rows, chunk_ms, run_rows, run_start);
+            rc = sl_up_pace_after(r, chunk_rows, chunk_ms, run_rows, run_start);
     }
     int finished = rc == 0 && !cur.has_rows;
     tuple_free(&cur.lo);
@@ -828,7 +482,7 @@ static int walk(up_run *r)
 /* Everything that may refuse the job, before anything is written. */
 static int preflight(up_run *r)
 {
-    int rc = take_lock(r);
+    int rc = sl_up_take_lock(r);
     if (rc != 0)
         return rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0)
@@ -851,7 +505,7 @@ static int preflight(up_run *r)
     if (r->info.nullable_key)
         sl_warn("%s: a key column of %s allows NULL; rows with a NULL key are never visited", r->job->path,
                 r->info.ks.table);
-    rc = check_requires(r);
+    rc = sl_up_check_requires(r);
     if (rc != 0)
         return rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     if (sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
@@ -878,58 +532,12 @@ static void release_lock(up_run *r)
         sl_answer_free(&ans);
 }
 
-/* `sluice ctl`, answered on the loop even mid-chunk: never waits; values
- * apply from the next chunk. */
-static int on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
-{
-    up_run *r = arg;
-    char msg[256];
-    if (req->cmd == SL_CTL_STATUS) {
-        sl_buf_printf(out,
-                      "job %s\nstate %s\nrows %" PRId64 "\nchunks %" PRId64 "\nbatch %" PRId64 "\npause %" PRId64
-                      "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\n",
-                      r->job->name, r->paused ? "paused" : "running", r->rows_done, r->chunk_no, r->pace.batch,
-                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, sl_progress_rate());
-        return 0;
-    }
-    if (req->cmd == SL_CTL_PAUSE || req->cmd == SL_CTL_RESUME) {
-        r->paused = req->cmd == SL_CTL_PAUSE;
-        snprintf(msg, sizeof msg, "%s by sluice ctl", r->paused ? "paused" : "resumed");
-        sl_progress_note(r->paused ? "paused by sluice ctl" : NULL);
-    } else {
-        switch (req->setting) {
-        case SL_DIR_BATCH: r->pace.batch = req->number; break;
-        case SL_DIR_PAUSE: r->pace.pause_ms = req->number; break;
-        case SL_DIR_MAX_RATE: r->pace.max_rate = req->number; break;
-        case SL_DIR_CHUNK_TIME: r->pace.chunk_time_ms = req->number; break;
-        case SL_DIR_LOCK_TIMEOUT:
-            r->job->lock_timeout_ms = req->number;
-            render_timeouts(r);
-            break;
-        case SL_DIR_STATEMENT_TIMEOUT:
-            r->job->statement_timeout_ms = req->number;
-            render_timeouts(r);
-            break;
-        case SL_DIR_RETRIES: r->job->retries = req->number; break;
-        default: assert(0 && "BUG: sl_ctl_parse_set let through a setting"); return -1;
-        }
-        snprintf(msg, sizeof msg, "set %s=%s by sluice ctl", req->name, req->value);
-    }
-    sl_info("%s: %s", r->job->name, msg);
-    sl_err lerr;
-    if (sl_ckpt_log_event(r->ckpt, "ctl", msg, &lerr) != 0 || (req->cmd == SL_CTL_SET && req->setting == SL_DIR_BATCH &&
-                                                               sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0))
-        sl_warn("%s", lerr.msg);
-    sl_buf_printf(out, "%s\n", msg);
-    return 0;
-}
-
 /* Resume position, run record, the walk, and the final state. */
 static int run_job(up_run *r)
 {
-    int rc = reconcile(r);
+    int rc = sl_up_reconcile(r);
     if (rc == 0)
-        rc = load_position(r);
+        rc = sl_up_load_position(r);
     /* undo records past the last committed chunk belong to chunks that rolled back */
     if (rc == 0 && r->undo.post_sql)
         rc = sl_snap_drop_from(r->ckpt, r->chunk_no + 1, &r->err);
@@ -948,7 +556,7 @@ static int run_job(up_run *r)
     sl_ctl *ctl = NULL;
     char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
     sl_err cerr;
-    if (sl_ctl_start(r->sess->loop, ctl_path, on_ctl, r, &ctl, &cerr) != 0)
+    if (sl_ctl_start(r->sess->loop, ctl_path, sl_up_on_ctl, r, &ctl, &cerr) != 0)
         sl_warn("%s (the job runs without live control)", cerr.msg);
     int code = walk(r);
     sl_ctl_stop(ctl); /* NULL-safe; its handles are released by the loop */

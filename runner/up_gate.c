@@ -1,0 +1,150 @@
+/* up_gate.c: what holds an `up` run's next chunk back (ctl pause, windows, health) and what paces it. */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "sluice/progress.h"
+#include "sluice/throttle.h"
+#include "up_internal.h"
+
+/* Outside every window: wait for the next one (or stop with --no-wait). 0
+ * to go on, 1 to stop. */
+static int wait_for_window(up_run *r)
+{
+    int64_t wait_ms = 0;
+    int announced = 0;
+    while (!sl_window_check(r->job->windows, r->job->nwindows, time(NULL), &wait_ms)) {
+        char at[16];
+        sl_window_format_at(time(NULL), wait_ms, at);
+        if (r->opts->no_wait) {
+            sl_info("%s: outside its windows (next opens at %s); stopping (--no-wait)", r->job->name, at);
+            return 1;
+        }
+        if (!announced) {
+            sl_info("%s: outside its windows; waiting until %s", r->job->name, at);
+            sl_progress_note("waiting for the window at %s", at);
+            sl_err lerr;
+            if (sl_ckpt_log_event(r->ckpt, "window", "outside the windows; waiting", &lerr) != 0)
+                sl_warn("%s", lerr.msg);
+            announced = 1;
+        }
+        if (sl_session_sleep(r->sess, wait_ms < 30000 ? wait_ms + 50 : 30000))
+            return 1;
+    }
+    if (announced) {
+        sl_info("%s: window open; going on", r->job->name);
+        sl_progress_note(NULL);
+    }
+    return 0;
+}
+
+/* Health throttles: wait while a limit is exceeded, at most one check a
+ * second. 0 to go on, 1 to stop. */
+static int wait_for_health(up_run *r)
+{
+    char reason[512], first[512] = "";
+    int64_t since = 0;
+    for (;;) {
+        if (sl_mono_ms() - r->last_health_ms < 1000 && !since)
+            return 0;
+        r->last_health_ms = sl_mono_ms();
+        int rc = sl_throttle_check(r->sess, r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
+        if (rc == 0)
+            break;
+        if (rc < 0)
+            sl_warn("%s: %s", r->job->name, reason); /* e.g. a broken throttle-query: waiting is the safe side */
+        if (!since) {
+            since = sl_mono_ms();
+            snprintf(first, sizeof first, "%s", reason);
+            sl_warn("%s: pausing: %s", r->job->name, reason);
+            sl_progress_note("paused: %s", reason);
+            sl_err lerr;
+            if (sl_ckpt_log_event(r->ckpt, "throttle", reason, &lerr) != 0)
+                sl_warn("%s", lerr.msg);
+        }
+        if (rc < 0 && !sl_session_connected(r->sess) && sl_up_reconnect(r) != 0)
+            return 1;
+        if (sl_session_sleep(r->sess, 1000))
+            return 1;
+    }
+    if (since) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "resumed after %" PRId64 "s paused (%s)", (sl_mono_ms() - since) / 1000, first);
+        sl_info("%s: %s", r->job->name, msg);
+        sl_progress_note(NULL);
+        sl_err lerr;
+        if (sl_ckpt_log_event(r->ckpt, "throttle", msg, &lerr) != 0)
+            sl_warn("%s", lerr.msg);
+    }
+    return 0;
+}
+
+/* Everything that holds the next chunk back: ctl pause, windows, health. */
+int sl_up_gate(up_run *r)
+{
+    while (r->paused)
+        if (sl_session_sleep(r->sess, 200))
+            return 1;
+    if (wait_for_window(r) != 0)
+        return 1;
+    return wait_for_health(r);
+}
+
+/* After a chunk: resize toward chunk-time, then sleep for pause/max-rate. */
+int sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms, int64_t run_rows, int64_t run_start)
+{
+    int64_t before = r->pace.batch;
+    if (sl_pace_adjust(&r->pace, rows, chunk_ms) != before) {
+        sl_err lerr;
+        if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0)
+            sl_warn("%s", lerr.msg);
+    }
+    return sl_session_sleep(r->sess, sl_pace_delay(&r->pace, run_rows, sl_mono_ms() - run_start));
+}
+
+/* `sluice ctl`, answered on the loop even mid-chunk: never waits; values
+ * apply from the next chunk. */
+int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
+{
+    up_run *r = arg;
+    char msg[256];
+    if (req->cmd == SL_CTL_STATUS) {
+        sl_buf_printf(out,
+                      "job %s\nstate %s\nrows %" PRId64 "\nchunks %" PRId64 "\nbatch %" PRId64 "\npause %" PRId64
+                      "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\n",
+                      r->job->name, r->paused ? "paused" : "running", r->rows_done, r->chunk_no, r->pace.batch,
+                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, sl_progress_rate());
+        return 0;
+    }
+    if (req->cmd == SL_CTL_PAUSE || req->cmd == SL_CTL_RESUME) {
+        r->paused = req->cmd == SL_CTL_PAUSE;
+        snprintf(msg, sizeof msg, "%s by sluice ctl", r->paused ? "paused" : "resumed");
+        sl_progress_note(r->paused ? "paused by sluice ctl" : NULL);
+    } else {
+        switch (req->setting) {
+        case SL_DIR_BATCH: r->pace.batch = req->number; break;
+        case SL_DIR_PAUSE: r->pace.pause_ms = req->number; break;
+        case SL_DIR_MAX_RATE: r->pace.max_rate = req->number; break;
+        case SL_DIR_CHUNK_TIME: r->pace.chunk_time_ms = req->number; break;
+        case SL_DIR_LOCK_TIMEOUT:
+            r->job->lock_timeout_ms = req->number;
+            sl_up_render_timeouts(r);
+            break;
+        case SL_DIR_STATEMENT_TIMEOUT:
+            r->job->statement_timeout_ms = req->number;
+            sl_up_render_timeouts(r);
+            break;
+        case SL_DIR_RETRIES: r->job->retries = req->number; break;
+        default: assert(0 && "BUG: sl_ctl_parse_set let through a setting"); return -1;
+        }
+        snprintf(msg, sizeof msg, "set %s=%s by sluice ctl", req->name, req->value);
+    }
+    sl_info("%s: %s", r->job->name, msg);
+    sl_err lerr;
+    if (sl_ckpt_log_event(r->ckpt, "ctl", msg, &lerr) != 0 || (req->cmd == SL_CTL_SET && req->setting == SL_DIR_BATCH &&
+                                                               sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0))
+        sl_warn("%s", lerr.msg);
+    sl_buf_printf(out, "%s\n", msg);
+    return 0;
+}

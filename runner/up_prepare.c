@@ -1,0 +1,206 @@
+/* up_prepare.c: what an `up` run does before its first chunk: the job's lock, requires, reconcile, resume position. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "up_internal.h"
+
+/* Take the job's advisory lock: one runner per job and database. A just-killed
+ * runner's backend may hold it for a moment, so wait a little before refusing. */
+int sl_up_take_lock(up_run *r)
+{
+    const char *params[] = {r->lock_key};
+    for (int tries = 0; tries < 50; tries++) {
+        sl_answer ans;
+        if (sl_session_exec1(r->sess, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1, params, &ans) != 0)
+            return -1;
+        const char *got = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+        int held = got && strcmp(got, "t") == 0;
+        if (!ans.ok)
+            sl_err_set(&r->err, "cannot take the job's advisory lock: %s", ans.error);
+        sl_answer_free(&ans);
+        if (!got)
+            return -1;
+        if (held) {
+            r->locked = 1;
+            return 0;
+        }
+        if (sl_session_sleep(r->sess, 100))
+            break;
+    }
+    sl_answer ans;
+    const char *who = NULL;
+    if (sl_session_exec1(r->sess,
+                         "SELECT format('pid %s, %s, connected since %s', a.pid, coalesce(a.application_name, ''),"
+                         " date_trunc('second', a.backend_start)) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                         " WHERE l.locktype = 'advisory' AND l.granted"
+                         " AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)",
+                         1, params, &ans) == 0)
+        who = sl_answer_val(&ans, 0, 0, 0);
+    sl_err_set(&r->err, "job %s is already being run against this database (%s)", r->job->name,
+               who ? who : "holder unknown");
+    sl_err_append(&r->err, "hint: one runner per job and database; wait for it, or stop it with SIGINT");
+    if (who || ans.error)
+        sl_answer_free(&ans);
+    return -2;
+}
+
+int sl_up_check_requires(up_run *r)
+{
+    if (!r->job->requires)
+        return 0;
+    sl_answer ans;
+    if (sl_session_exec1(r->sess, r->job->requires, 0, NULL, &ans) != 0)
+        return -1;
+    int rc = 0;
+    const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+    if (!ans.ok) {
+        sl_err_set(&r->err, "%s:%d: requires query failed: %s", r->job->path, r->job->line[SL_DIR_REQUIRES], ans.error);
+        rc = -2;
+    } else if (!v || strcmp(v, "t") != 0) {
+        sl_err_set(&r->err, "%s:%d: refusing to start: requires returned %s, not true: %s", r->job->path,
+                   r->job->line[SL_DIR_REQUIRES], v ? v : "no row or NULL", r->job->requires);
+        rc = -2;
+    }
+    sl_answer_free(&ans);
+    return rc;
+}
+
+/* undo.c hook: a `down` killed between its commit (the chunk's row left
+ * sluice_progress) and its checkpoint write leaves the file a chunk ahead:
+ * forget what the database no longer has. */
+static int trim_undone(up_run *r, int64_t *have)
+{
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess, "SELECT coalesce(max(chunk_no), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1,
+                         params, &ans) != 0 ||
+        !ans.ok) {
+        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int64_t db_max = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
+    sl_answer_free(&ans);
+    if (db_max >= *have)
+        return 0;
+    *have = db_max;
+    return sl_ckpt_forget_after(r->ckpt, db_max, &r->err);
+}
+
+/* Copy chunks committed in the database but missing from the checkpoint file
+ * (a kill between the two commits), then load the resume position. */
+int sl_up_reconcile(up_run *r)
+{
+    sl_ckpt_job cj;
+    if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
+        return -1;
+    int64_t have = cj.chunks;
+    sl_state state = cj.state;
+    sl_ckpt_job_free(&cj);
+    if (state == SL_STATE_ROLLING_BACK && trim_undone(r, &have) != 0)
+        return -1;
+
+    char after[24];
+    snprintf(after, sizeof after, "%" PRId64, have);
+    const char *params[] = {r->job->name, after};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess,
+                         "SELECT chunk_no, array_to_json(lo)::text, array_to_json(hi)::text, rows, duration_ms, "
+                         "attempts, checksum, (extract(epoch FROM committed_at) * 1000)::bigint, "
+                         "(SELECT max(chunk_no) FROM " SL_PROGRESS_TABLE " WHERE job = $1) "
+                         "FROM (SELECT 1) one LEFT JOIN " SL_PROGRESS_TABLE " p ON p.job = $1 AND p.chunk_no > $2 "
+                         "ORDER BY chunk_no",
+                         2, params, &ans) != 0)
+        return -1;
+    if (!ans.ok) {
+        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error);
+        sl_answer_free(&ans);
+        return -1;
+    }
+    const char *maxs = sl_answer_val(&ans, 0, 0, 8);
+    int64_t db_max = maxs ? strtoll(maxs, NULL, 10) : 0;
+    if (db_max < have) {
+        sl_err_set(&r->err, "checkpoint %s records %" PRId64 " committed chunks but this database's %s has %" PRId64,
+                   sl_ckpt_file(r->ckpt), have, SL_PROGRESS_TABLE, db_max);
+        sl_err_append(&r->err,
+                      "hint: the checkpoint belongs to another database, or %s was edited; use another "
+                      "--checkpoints directory for this database",
+                      SL_PROGRESS_TABLE);
+        sl_answer_free(&ans);
+        return -2;
+    }
+    int rc = 0;
+    for (int row = 0; row < ans.results[0].nrows && rc == 0; row++) {
+        if (!sl_answer_val(&ans, 0, row, 0))
+            break; /* the LEFT JOIN's empty row */
+        sl_ckpt_chunk c = {0};
+        c.chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
+        c.lo = sl_answer_val(&ans, 0, row, 1);
+        c.hi = sl_answer_val(&ans, 0, row, 2);
+        c.rows = strtoll(sl_answer_val(&ans, 0, row, 3), NULL, 10);
+        c.affected = -1; /* only the runner that committed it knew */
+        const char *d = sl_answer_val(&ans, 0, row, 4);
+        c.duration_ms = d ? strtoll(d, NULL, 10) : 0;
+        c.attempts = strtoll(sl_answer_val(&ans, 0, row, 5), NULL, 10);
+        c.committed_at_ms = strtoll(sl_answer_val(&ans, 0, row, 7), NULL, 10);
+        rc = sl_ckpt_commit_chunk(r->ckpt, 0, &c, &r->err);
+        if (rc == 0)
+            sl_info("%s: chunk %" PRId64 " had committed before the checkpoint was written; recorded it now",
+                    r->job->name, c.chunk_no);
+    }
+    sl_answer_free(&ans);
+    return rc;
+}
+
+/* Load the last committed :hi from sluice_progress (exact text per column). */
+int sl_up_load_position(up_run *r)
+{
+    size_t n = r->info.ks.ncols;
+    sl_buf b = {0};
+    sl_buf_adds(&b, "SELECT chunk_no, checksum");
+    for (size_t i = 0; i < n; i++)
+        sl_buf_printf(&b, ", hi[%zu]", i + 1);
+    sl_buf_adds(&b, ", (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE
+                    " WHERE job = $1) FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
+    sl_buf_free(&b);
+    if (rc != 0)
+        return -1;
+    if (!ans.ok) {
+        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error);
+        sl_answer_free(&ans);
+        return -1;
+    }
+    r->has_last = ans.results[0].nrows > 0;
+    r->chunk_no = 0;
+    r->rows_done = 0;
+    tuple_free(&r->last);
+    if (r->has_last) {
+        r->chunk_no = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
+        for (size_t i = 0; i < n; i++) {
+            const char *v = sl_answer_val(&ans, 0, 0, (int)(2 + i));
+            if (!v) {
+                sl_err_set(&r->err, "%s holds %zu key columns for job %s, the job's key has %zu: key changed?",
+                           SL_PROGRESS_TABLE, i, r->job->name, n);
+                sl_answer_free(&ans);
+                return -2;
+            }
+            r->last.v[i] = sl_strdup(v);
+        }
+        r->rows_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(2 + n)), NULL, 10);
+        const char *sum = sl_answer_val(&ans, 0, 0, 1);
+        if (sum && strcmp(sum, r->job->checksum) != 0 && !r->opts->force) {
+            sl_err_set(&r->err, "%s was changed after its first chunk committed (checksum %s, now %s)", r->job->path,
+                       sum, r->job->checksum);
+            sl_err_append(&r->err, "hint: put the file back as it was, or resume with the new text using --force");
+            sl_answer_free(&ans);
+            return -2;
+        }
+    }
+    sl_answer_free(&ans);
+    return 0;
+}
