@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# test_ctl.sh: `sluice ctl` against a running job: status, pause/resume, set, refusals, the socket's owner-only access.
+. "$(dirname "$0")/../harness/lib.sh"
+
+JOB=0001_bump
+
+# progress: "chunks|rows" committed so far according to the database.
+progress() {
+    if sql_true "select to_regclass('sluice_progress') is not null"; then
+        psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress where job = '$JOB'"
+    else
+        echo "0|0"
+    fi
+}
+
+rows_done_at_least() {
+    local p
+    p=$(progress)
+    ((${p#*|} >= $1))
+}
+
+# chunk_of_size N: some committed chunk has exactly N rows (for wait_until).
+chunk_of_size() {
+    sql_true "select exists (select from sluice_progress where job = '$JOB' and rows = $1)"
+}
+
+# ctl_says TEXT ARGS...: `sluice ctl JOB ARGS` answers and its answer contains TEXT (for wait_until).
+ctl_says() {
+    local text=$1
+    shift
+    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$JOB" "$@" 2>/dev/null | grep -qF -- "$text"
+}
+
+events() {
+    sqlite3 "$CKPT/$JOB.sluice" "select message from events where kind = 'ctl' order by id"
+}
+
+# A job of 100 chunks with a 100ms pause after each: it runs for ten seconds or more unless told otherwise.
+start_slow_job() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 5000) g"
+    write_job "$JOB" <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:pause 100ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    wait_until 20 rows_done_at_least 1
+    wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
+}
+
+assert_every_row_once() {
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "5000|0"
+    assert_sql "select sum(rows), count(distinct chunk_no), max(chunk_no) = count(*) from sluice_progress where job = '$JOB'" \
+        "5000|$(psql_q "select count(*) from sluice_progress where job = '$JOB'")|t"
+}
+
+test_status_pause_resume_set() {
+    start_slow_job
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "job $JOB"
+    assert_contains "$OUT" "state running"
+    assert_contains "$OUT" "batch 50"
+    assert_contains "$OUT" "pause 100ms"
+    assert_match "$OUT" $'(^|\n)rows [0-9]+'
+
+    # pause: the chunk in flight finishes, then nothing moves.
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
+    assert_contains "$OUT" "paused by sluice ctl"
+    run_sluice ctl "$JOB" status
+    assert_contains "$OUT" "state paused"
+    sleep 0.5
+    local before after
+    before=$(progress)
+    sleep 2
+    after=$(progress)
+    assert_eq "$after" "$before" "chunks committed in 2s of ctl pause"
+    ((${before#*|} < 5000)) || fail "the job finished before it could be paused"
+    # status answers while paused, and says how far it got.
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "rows ${before#*|}"
+
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
+    assert_contains "$OUT" "resumed by sluice ctl"
+    wait_until 10 rows_done_at_least $((${before#*|} + 1))
+
+    # set batch: the next chunks have the new size.
+    run_sluice ctl "$JOB" set batch=7
+    assert_rc 0
+    assert_contains "$OUT" "set batch=7 by sluice ctl"
+    wait_until 10 chunk_of_size 7
+    wait_until 5 ctl_says "batch 7" status
+
+    # Refused: an unknown setting and a bad value exit 2 and change nothing.
+    run_sluice ctl "$JOB" set nosuch=1
+    assert_rc 2
+    assert_contains "$ERR" "nosuch"
+    run_sluice ctl "$JOB" set batch=abc
+    assert_rc 2
+    run_sluice ctl "$JOB" set batch=0
+    assert_rc 2
+    run_sluice ctl "$JOB" set pause=fast
+    assert_rc 2
+    run_sluice ctl "$JOB" status
+    assert_contains "$OUT" "batch 7"
+    assert_contains "$OUT" "pause 100ms"
+
+    # set pause=0ms: no more sleeping between chunks. Bigger chunks first, to finish in time (and so
+    # that every chunk of 7 rows ran with the 100ms pause).
+    local ckpt_before
+    ckpt_before=$(psql_q "select max(chunk_no) from sluice_progress where job = '$JOB'")
+    run_sluice ctl "$JOB" set batch=97
+    assert_rc 0
+    run_sluice ctl "$JOB" set pause=0ms
+    assert_rc 0
+    run_sluice ctl "$JOB" status
+    assert_contains "$OUT" "pause 0ms"
+    sluice_wait
+    assert_rc 0
+    assert_every_row_once
+
+    # Chunks of 7 rows with the 100ms pause between them; chunks of 97 (the first few still with the
+    # pause, the rest after pause=0ms) mostly with none.
+    local gaps
+    gaps=$(psql_q "with c as (select rows, committed_at - lag(committed_at) over (order by chunk_no) as gap
+                              from sluice_progress where job = '$JOB')
+                   select (select percentile_cont(0.5) within group (order by extract(epoch from gap) * 1000)
+                             from c where rows = 7)::int,
+                          (select percentile_cont(0.5) within group (order by extract(epoch from gap) * 1000)
+                             from c where rows = 97)::int,
+                          (select count(*) from c where rows = 97)")
+    diag "median ms between chunks: batch 7 (pause 100ms), batch 97 (pause 0ms), chunks of 97: $gaps"
+    local slow fast n97
+    IFS='|' read -r slow fast n97 <<<"$gaps"
+    ((n97 >= 3)) || fail "expected several chunks of 97 rows after set batch=97, got $n97"
+    ((slow >= 100)) || fail "chunks came ${slow}ms apart with pause 100ms"
+    ((fast < 100)) || fail "chunks still came ${fast}ms apart after set pause=0ms"
+    assert_sql "select count(*) > 0 from sluice_progress where job = '$JOB' and chunk_no > $ckpt_before and rows = 97" t
+
+    # Each change is in the log and in the checkpoint's event log; the refused ones in neither.
+    local ev want
+    ev=$(events)
+    for want in "paused by sluice ctl" "resumed by sluice ctl" "set batch=7 by sluice ctl" \
+        "set batch=97 by sluice ctl" "set pause=0ms by sluice ctl"; do
+        assert_contains "$ev" "$want" "the checkpoint's events"
+        assert_contains "$ERR" "$JOB: $want" "the runner's log"
+    done
+    assert_not_contains "$ev" "nosuch"
+    assert_not_contains "$ev" "abc"
+    # The chunks table of the checkpoint agrees.
+    assert_eq "$(sqlite3 "$CKPT/$JOB.sluice" "select count(*) > 0 from chunks where rows = 7")" 1 "chunks of 7 in the checkpoint"
+}
+
+test_socket_owner_only() {
+    start_slow_job
+    local sock="$CKPT/$JOB.sluice-ctl"
+    assert_eq "$(stat -c '%a %U' "$sock")" "600 $(id -un)" "the socket's mode and owner"
+    # Let another user reach the socket itself: the test's own temporary directories above it made
+    # searchable, so that only the socket's mode and the runner's peer check stand in the way.
+    local dirs=("$CKPT" "$T_DIR" "$T_ROOT") modes=() i
+    [[ -n ${SLUICE_TEST_TMP:-} && $T_ROOT == "$SLUICE_TEST_TMP"/* ]] && dirs+=("$SLUICE_TEST_TMP")
+    for i in "${!dirs[@]}"; do
+        modes[i]=$(stat -c %a "${dirs[i]}")
+    done
+    chmod o+x "${dirs[@]}"
+    run_cmd runuser -u nobody -- "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$JOB" pause
+    assert_ne "$RC" 0 "exit status of ctl as nobody"
+    assert_contains "$ERR" "permission denied"
+    # Even with the mode widened by someone, the runner asks the kernel who is calling and refuses.
+    chmod 0666 "$sock"
+    run_cmd runuser -u nobody -- "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$JOB" pause
+    assert_ne "$RC" 0 "exit status of ctl as nobody through a widened socket"
+    assert_contains "$ERR" "another user"
+    chmod 0600 "$sock"
+    for i in "${!dirs[@]}"; do
+        chmod "${modes[i]}" "${dirs[i]}"
+    done
+    # Nothing was paused by them; the owner is still heard.
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "state running"
+    run_sluice ctl "$JOB" set pause=0ms
+    assert_rc 0
+    sluice_wait
+    assert_rc 0
+    assert_contains "$ERR" "refused a connection from another user"
+    assert_every_row_once
+    assert_not_contains "$(events)" "paused by sluice ctl"
+}
+
+test_not_running() {
+    psql_q "create table t (id int primary key, n int not null default 0)"
+    write_job "$JOB" <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice ctl "$JOB" status
+    assert_rc 1
+    assert_contains "$ERR" "job $JOB is not running"
+    # After a run, the socket is gone and the answer is the same.
+    run_sluice up
+    assert_rc 0
+    [[ ! -e $CKPT/$JOB.sluice-ctl ]] || fail "the control socket outlived the run"
+    run_sluice ctl "$JOB" pause
+    assert_rc 1
+    assert_contains "$ERR" "is not running"
+    # Bad usage is told apart from a job that is not there.
+    run_sluice ctl "$JOB"
+    assert_rc 2
+}
+
+run_test "ctl status, pause, resume and set on a running job; every change logged and recorded" test_status_pause_resume_set
+run_test "ctl: the socket is its owner's alone" test_socket_owner_only
+run_test "ctl on a job that is not running exits 1 and says so" test_not_running
+t_done
