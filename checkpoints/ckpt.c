@@ -26,7 +26,7 @@ static const char schema_sql[] =
     "CREATE TABLE chunks ("
     " chunk_no INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, lo TEXT NOT NULL, hi TEXT NOT NULL,"
     " rows INTEGER NOT NULL, affected INTEGER NOT NULL, duration_ms INTEGER NOT NULL,"
-    " attempts INTEGER NOT NULL, error TEXT, committed_at INTEGER NOT NULL);"
+    " attempts INTEGER NOT NULL, error TEXT, committed_at INTEGER NOT NULL, skipped INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE runs ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, outcome TEXT NOT NULL,"
     " started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL DEFAULT 0, rows INTEGER NOT NULL DEFAULT 0,"
@@ -62,7 +62,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_INSERT_CHUNK] = "INSERT INTO chunks (chunk_no, run_id, lo, hi, rows, affected, duration_ms, attempts, error,"
-                        " committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        " committed_at, skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [ST_CHUNK_JOB] = "UPDATE job SET rows = rows + ?1, affected = affected + max(?2, 0), chunks = ?3, last_key = ?4,"
                      " updated_at = ?5",
     [ST_CHUNK_RUN] = "UPDATE runs SET rows = rows + ?1, chunks = chunks + 1 WHERE id = ?2",
@@ -651,6 +651,7 @@ static int insert_chunk(sl_ckpt *ck, int64_t run_id, const sl_ckpt_chunk *chunk,
     sqlite3_bind_int64(st, 8, chunk->attempts);
     bind_text(st, 9, chunk->error);
     sqlite3_bind_int64(st, 10, at);
+    sqlite3_bind_int(st, 11, chunk->skipped ? 1 : 0);
     int rc = sqlite3_step(st);
     int res = 0;
     if (rc != SQLITE_DONE && sqlite3_extended_errcode(ck->db) == SQLITE_CONSTRAINT_PRIMARYKEY) {
@@ -894,4 +895,24 @@ int sl_ckpt_forget_after(sl_ckpt *ckpt, int64_t after, sl_err *err)
     if (tx_commit(ckpt, err) != 0)
         return tx_abort(ckpt);
     return 0;
+}
+
+int sl_ckpt_each_skipped(sl_ckpt *ckpt, int (*fn)(const char *key, const char *error, void *arg), void *arg,
+                         sl_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ckpt->db, "SELECT hi, error FROM chunks WHERE skipped <> 0 ORDER BY chunk_no", -1, &st,
+                           NULL) != SQLITE_OK) {
+        sl_err_set(err, "checkpoint file %s: cannot list skipped rows: %s", ckpt->path, sqlite3_errmsg(ckpt->db));
+        return -1;
+    }
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW)
+        rc = fn((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1), arg);
+    if (rc == 0 && step != SQLITE_DONE) {
+        sl_err_set(err, "checkpoint file %s: cannot list skipped rows: %s", ckpt->path, sqlite3_errmsg(ckpt->db));
+        rc = -1;
+    }
+    sqlite3_finalize(st);
+    return rc;
 }

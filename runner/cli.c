@@ -180,8 +180,7 @@ static int check_supported(const sl_job *job, sl_err *err)
     for (size_t i = 0; i < sizeof done / sizeof done[0]; i++)
         supported[done[i]] = 1;
     /* Writing the default out is not asking for the unbuilt feature. */
-    if (job->on_error == SL_ON_ERROR_STOP)
-        supported[SL_DIR_ON_ERROR] = 1;
+    supported[SL_DIR_ON_ERROR] = 1;
     if (job->workers == 1)
         supported[SL_DIR_WORKERS] = 1;
     return sl_job_check_supported(job, supported, err);

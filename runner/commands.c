@@ -87,8 +87,31 @@ static void free_names(char **names, size_t n)
     free(names);
 }
 
-/* Read a job's summary; a missing checkpoint file is a pending job. */
-static int read_summary(const sl_opts *opts, const char *name, sl_ckpt_job *out, sl_err *err)
+/* Where the rows on-error skip set aside go: JSON objects, or text lines. */
+typedef struct skipped_sink {
+    int json;
+    sl_buf buf;
+} skipped_sink;
+
+static int add_skipped(const char *key, const char *error, void *arg)
+{
+    skipped_sink *sink = arg;
+    if (!sink->json) {
+        sl_buf_printf(&sink->buf, "    skipped %s: %s\n", key, error ? error : "");
+        return 0;
+    }
+    sl_buf_adds(&sink->buf, sink->buf.len ? ", {\"key\": " : "{\"key\": ");
+    sl_buf_adds(&sink->buf, key);
+    sl_buf_adds(&sink->buf, ", \"error\": ");
+    sl_buf_add_json_str(&sink->buf, error);
+    sl_buf_addc(&sink->buf, '}');
+    return 0;
+}
+
+/* Read a job's summary, and into skipped (JSON objects, comma-separated)
+ * the rows on-error skip set aside; a missing checkpoint file is a pending
+ * job. */
+static int read_summary(const sl_opts *opts, const char *name, sl_ckpt_job *out, skipped_sink *skipped, sl_err *err)
 {
     memset(out, 0, sizeof *out);
     char *path = sl_ckpt_path(opts->ckpt_dir, name);
@@ -105,6 +128,8 @@ static int read_summary(const sl_opts *opts, const char *name, sl_ckpt_job *out,
         return -1;
     }
     rc = sl_ckpt_get_job(ckpt, out, err);
+    if (rc == 0)
+        rc = sl_ckpt_each_skipped(ckpt, add_skipped, skipped, err);
     sl_ckpt_close(ckpt);
     /* "running" in a file no live runner holds: it was killed mid-run. */
     if (rc == 0 && out->state == SL_STATE_RUNNING && !sl_ckpt_locked(path))
@@ -120,7 +145,7 @@ static void json_time(sl_buf *b, int64_t ms)
     sl_buf_add_json_str(b, ms > 0 ? ts : NULL);
 }
 
-static void status_json(sl_buf *b, const sl_ckpt_job *j, const char *file)
+static void status_json(sl_buf *b, const sl_ckpt_job *j, const char *file, const sl_buf *skipped)
 {
     sl_buf_adds(b, "{\"job\": ");
     sl_buf_add_json_str(b, j->job);
@@ -135,7 +160,9 @@ static void status_json(sl_buf *b, const sl_ckpt_job *j, const char *file)
     json_time(b, j->updated_at_ms);
     sl_buf_printf(b, ", \"affected\": %" PRId64 ", \"batch\": %" PRId64 ", \"checkpoint\": ", j->affected, j->batch);
     sl_buf_add_json_str(b, file);
-    sl_buf_adds(b, "}");
+    sl_buf_adds(b, ", \"skipped\": [");
+    sl_buf_adds(b, skipped->data ? skipped->data : "");
+    sl_buf_adds(b, "]}");
 }
 
 static void status_line(const sl_ckpt_job *j)
@@ -165,8 +192,10 @@ int sl_cmd_status(const sl_opts *opts, sl_jobset *jobs, const char *only)
         found = 1;
         sl_ckpt_job j;
         sl_err err = {{0}};
-        if (read_summary(opts, names[i], &j, &err) != 0) {
+        skipped_sink skipped = {opts->json, {0}};
+        if (read_summary(opts, names[i], &j, &skipped, &err) != 0) {
             sl_error("%s", err.msg);
+            sl_buf_free(&skipped.buf);
             code = SL_EXIT_USAGE;
             continue;
         }
@@ -174,10 +203,12 @@ int sl_cmd_status(const sl_opts *opts, sl_jobset *jobs, const char *only)
         if (opts->json) {
             if (out.len > 1)
                 sl_buf_adds(&out, ",\n ");
-            status_json(&out, &j, file);
+            status_json(&out, &j, file, &skipped.buf);
         } else {
             status_line(&j);
+            fputs(skipped.buf.data ? skipped.buf.data : "", stdout);
         }
+        sl_buf_free(&skipped.buf);
         free(file);
         sl_ckpt_job_free(&j);
     }

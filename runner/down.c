@@ -18,6 +18,7 @@
 /* One up chunk still applied, as sluice_progress records it. */
 typedef struct down_chunk {
     int64_t chunk_no, rows;
+    int skipped;                      /* set aside by on-error skip: its statements never applied */
     char *edges[2 * SL_MAX_KEY_COLS]; /* lo columns, then hi columns */
 } down_chunk;
 
@@ -76,7 +77,7 @@ static int load_chunks(down_run *r)
 {
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
-    sl_buf_adds(&b, "SELECT chunk_no, rows");
+    sl_buf_adds(&b, "SELECT chunk_no, rows, skipped::text");
     for (size_t i = 0; i < n; i++)
         sl_buf_printf(&b, ", lo[%zu]", i + 1);
     for (size_t i = 0; i < n; i++)
@@ -97,9 +98,10 @@ static int load_chunks(down_run *r)
         down_chunk *c = &r->chunks[row];
         c->chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
         c->rows = strtoll(sl_answer_val(&ans, 0, row, 1), NULL, 10);
+        c->skipped = strcmp(sl_answer_val(&ans, 0, row, 2), "true") == 0;
         r->rows_total += c->rows;
         for (size_t i = 0; i < 2 * n && rc == 0; i++) {
-            const char *v = sl_answer_val(&ans, 0, row, (int)(2 + i));
+            const char *v = sl_answer_val(&ans, 0, row, (int)(3 + i));
             c->edges[i] = v ? sl_strdup(v) : NULL;
             if (!v) {
                 sl_err_set(&r->err, "%s: %s holds fewer key columns than the job's key (%zu): was the key changed?",
@@ -366,7 +368,8 @@ static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, int64_t
 /* Segment 2: the restore (or the down section), then COMMIT. */
 static int finish_chunk(down_run *r, const down_chunk *c, const sl_undo_step *st, int64_t attempts)
 {
-    size_t k = r->job->undo == SL_UNDO_DOWN ? r->job->down.nstmts : st->nq, n = r->info.ks.ncols;
+    /* a row set aside by on-error skip was never changed: only its progress row goes */
+    size_t k = c->skipped ? 0 : r->job->undo == SL_UNDO_DOWN ? r->job->down.nstmts : st->nq, n = r->info.ks.ncols;
     sl_pg_query *q = sl_calloc(k + 1, sizeof *q);
     for (size_t i = 0; i < k; i++) {
         if (r->job->undo != SL_UNDO_DOWN) {

@@ -152,6 +152,7 @@ static const char *const bookkeeping_sql[] = {
     " attempts integer NOT NULL DEFAULT 1,"
     " checksum text NOT NULL,"
     " committed_at timestamptz NOT NULL DEFAULT now(),"
+    " skipped boolean NOT NULL DEFAULT false,"
     " PRIMARY KEY (job, chunk_no))",
     "COMMIT",
 };

@@ -63,7 +63,8 @@ static size_t boundary_params(const up_run *r, const key_tuple *after, const cha
     if (after)
         for (size_t i = 0; i < r->info.ks.ncols; i++)
             params[n++] = after->v[i];
-    snprintf(limit, 24, "%" PRId64, r->pace.batch);
+    int64_t batch = r->split_limit > 0 && r->split_limit < r->pace.batch ? r->split_limit : r->pace.batch;
+    snprintf(limit, 24, "%" PRId64, batch);
     params[n++] = limit;
     return n;
 }
@@ -126,17 +127,19 @@ static void prepare_sql(up_run *r)
     r->stmt_sql = sl_calloc(r->job->up.nstmts, sizeof(char *));
     for (size_t i = 0; i < r->job->up.nstmts; i++)
         render_stmt(r, i);
-    /* $1 job, $2 chunk_no, then the lo columns, the hi columns, rows, attempts, checksum */
+    /* $1 job, $2 chunk_no, then the lo columns, the hi columns, rows, attempts, checksum, skipped */
     sl_buf b = {0};
-    sl_buf_adds(&b, "INSERT INTO " SL_PROGRESS_TABLE " (job, chunk_no, lo, hi, rows, duration_ms, attempts, checksum)"
-                    " VALUES ($1, $2, ARRAY[");
+    sl_buf_adds(&b, "INSERT INTO " SL_PROGRESS_TABLE
+                    " (job, chunk_no, lo, hi, rows, duration_ms, attempts, checksum, skipped) VALUES ($1, $2, ARRAY[");
     for (size_t i = 0; i < n; i++)
         sl_buf_printf(&b, "%s$%zu", i ? ", " : "", 3 + i);
     sl_buf_adds(&b, "]::text[], ARRAY[");
     for (size_t i = 0; i < n; i++)
         sl_buf_printf(&b, "%s$%zu", i ? ", " : "", 3 + n + i);
-    sl_buf_printf(&b, "]::text[], $%zu, (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, $%zu, $%zu)",
-                  3 + 2 * n, 4 + 2 * n, 5 + 2 * n);
+    sl_buf_printf(&b,
+                  "]::text[], $%zu, (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, $%zu, $%zu,"
+                  " $%zu::boolean)",
+                  3 + 2 * n, 4 + 2 * n, 5 + 2 * n, 6 + 2 * n);
     r->progress_sql = sl_buf_take(&b);
     sl_up_render_timeouts(r);
 }
@@ -283,7 +286,7 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     snprintf(chunk_no, sizeof chunk_no, "%" PRId64, r->chunk_no + 1);
     snprintf(rows, sizeof rows, "%" PRId64, cur->rows);
     snprintf(att, sizeof att, "%" PRId64, attempts);
-    const char *prog[5 + 2 * SL_MAX_KEY_COLS];
+    const char *prog[6 + 2 * SL_MAX_KEY_COLS];
     size_t np = 0;
     prog[np++] = r->job->name;
     prog[np++] = chunk_no;
@@ -292,6 +295,7 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     prog[np++] = rows;
     prog[np++] = att;
     prog[np++] = r->job->checksum;
+    prog[np++] = "false";
     const char *bparams[SL_MAX_KEY_COLS + 1];
     size_t nb = boundary_params(r, &cur->hi, bparams, limit);
 
@@ -370,12 +374,13 @@ static int chunk_committed(up_run *r, int64_t chunk_no, int *committed)
 }
 
 static int record_chunk(up_run *r, const chunk_bounds *cur, int64_t affected, int64_t attempts, int64_t started,
-                        const char *last_error)
+                        const char *last_error, int skipped)
 {
     size_t n = r->info.ks.ncols;
     char *lo = tuple_json(&cur->lo, n), *hi = tuple_json(&cur->hi, n);
     sl_ckpt_chunk c = {r->chunk_no + 1,        lo,       hi,         cur->rows,  affected,
                        sl_mono_ms() - started, attempts, last_error, sl_now_ms()};
+    c.skipped = skipped;
     int rc = sl_ckpt_commit_chunk(r->ckpt, r->run_id, &c, &r->err);
     free(lo);
     free(hi);
@@ -388,7 +393,74 @@ static int record_chunk(up_run *r, const chunk_bounds *cur, int64_t affected, in
     return 0;
 }
 
-/* Run one chunk to an outcome: committed (0), stopped (1), failed (-1). */
+/* on-error skip: record a single row that keeps failing as set aside, in
+ * its own transaction, so a resume never tries it again and `down` knows
+ * there is nothing to undo there. */
+static int set_aside(up_run *r, const chunk_bounds *cur, int64_t attempts, int64_t started, const char *error)
+{
+    size_t n = r->info.ks.ncols, np = 0;
+    char chunk_no[24], att[24];
+    snprintf(chunk_no, sizeof chunk_no, "%" PRId64, r->chunk_no + 1);
+    snprintf(att, sizeof att, "%" PRId64, attempts);
+    const char *prog[6 + 2 * SL_MAX_KEY_COLS];
+    prog[np++] = r->job->name;
+    prog[np++] = chunk_no;
+    for (size_t i = 0; i < n; i++)
+        prog[np++] = cur->lo.v[i];
+    for (size_t i = 0; i < n; i++)
+        prog[np++] = cur->hi.v[i];
+    prog[np++] = "1";
+    prog[np++] = att;
+    prog[np++] = r->job->checksum;
+    prog[np++] = "true";
+    sl_pg_query q[] = {{"BEGIN", 0, NULL}, {r->progress_sql, (int)np, prog}, {"COMMIT", 0, NULL}};
+    sl_answer ans;
+    int rc = sl_session_exec(r->sess, q, 3, &ans);
+    if (rc == 0 && !ans.ok && !ans.conn_lost) {
+        sl_answer rb;
+        if (sl_session_exec1(r->sess, "ROLLBACK", 0, NULL, &rb) == 0)
+            sl_answer_free(&rb);
+    }
+    if (rc != 0 || !ans.ok) {
+        /* nothing recorded: the next run meets the row again and decides again */
+        sl_err_set(&r->err, "%s: cannot set a failing row aside: %s", r->job->name,
+                   ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    sl_answer_free(&ans);
+    char *key = tuple_json(&cur->hi, n);
+    sl_warn("%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
+    free(key);
+    return record_chunk(r, cur, 0, attempts, started, error, 1);
+}
+
+/* A chunk that keeps failing: split it (2), set its single row aside (0),
+ * or fail the job (-1). Transient failures split under either on-error;
+ * permanent ones only under skip, which narrows them down to single rows. */
+static int after_failure(up_run *r, const chunk_bounds *cur, int transient, int64_t attempts, int64_t started)
+{
+    int skip = r->job->on_error == SL_ON_ERROR_SKIP;
+    if (!transient && !skip)
+        return -1;
+    if (cur->rows > 1) {
+        r->split_limit = cur->rows / 2;
+        sl_warn("%s; splitting it: next chunks of at most %" PRId64 " rows", r->err.msg, r->split_limit);
+        sl_err lerr;
+        if (sl_ckpt_log_event(r->ckpt, "split", r->err.msg, &lerr) != 0)
+            sl_warn("%s", lerr.msg);
+        return 2;
+    }
+    if (!skip)
+        return -1;
+    char *error = sl_strdup(r->err.msg);
+    int rc = set_aside(r, cur, attempts, started, error);
+    free(error);
+    return rc;
+}
+
+/* Run one chunk to an outcome: committed (0), stopped (1), failed (-1),
+ * split (2: nothing committed; walk again from r->last in smaller chunks). */
 static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int *next_known)
 {
     int64_t started = sl_mono_ms(), affected = -1;
@@ -400,17 +472,17 @@ static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int 
         if (st == CHUNK_OK)
             break;
         if (st == CHUNK_FAILED) {
-            rc = -1;
-            break;
+            rc = after_failure(r, cur, 0, attempts, started);
+            goto out;
         }
         if (st == CHUNK_LOST) {
             if (sl_session_stopping(r->sess)) {
                 rc = 1; /* the second signal dropped it: rolled back, or committed and reconciled next time */
-                break;
+                goto out;
             }
             int committed = 0;
             if ((rc = sl_up_reconnect(r)) != 0 || (rc = chunk_committed(r, r->chunk_no + 1, &committed)) != 0)
-                break;
+                goto out;
             if (committed) {
                 *next_known = 0;
                 break;
@@ -420,8 +492,8 @@ static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int 
         free(last_error);
         last_error = sl_strdup(r->err.msg);
         if (attempts > r->job->retries) {
-            rc = -1;
-            break;
+            rc = after_failure(r, cur, 1, attempts, started);
+            goto out;
         }
         int64_t wait = sl_up_backoff_ms((int)attempts);
         sl_warn("%s (transient; retrying in %" PRId64 " ms, %" PRId64 " of %" PRId64 " retries left)", r->err.msg, wait,
@@ -431,11 +503,12 @@ static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int 
             sl_warn("%s", lerr.msg);
         if (sl_session_sleep(r->sess, wait)) {
             rc = 1;
-            break;
+            goto out;
         }
     }
-    if (rc == 0 && record_chunk(r, cur, affected, attempts, started, last_error) != 0)
+    if (record_chunk(r, cur, affected, attempts, started, last_error, 0) != 0)
         rc = -1;
+out:
     free(last_error);
     return rc;
 }
@@ -452,8 +525,14 @@ static int walk(up_run *r)
         int next_known = 0;
         int64_t chunk_start = sl_mono_ms(), chunk_rows = cur.rows;
         rc = do_chunk(r, &cur, &next, &next_known);
+        if (rc == 2) { /* split: the same range again, in smaller chunks */
+            rc = fetch_bounds(r, r->has_last ? &r->last : NULL, &cur);
+            continue;
+        }
         if (rc != 0)
             break;
+        if (r->split_limit > 0 && (r->split_limit *= 2) >= r->pace.batch)
+            r->split_limit = 0; /* past the trouble: back to full chunks, doubling */
         int64_t chunk_ms = sl_mono_ms() - chunk_start;
         run_rows += chunk_rows;
         sl_progress_update(r->rows_done, r->pace.batch);

@@ -44,6 +44,7 @@ typedef struct up_run {
     sl_pace pace;    /* batch size, pause, rate and health limits in force */
     int paused;      /* by `ctl pause` */
     int64_t last_health_ms;
+    int64_t split_limit; /* > 0 after a chunk failed and was split: the cap on the next chunks */
     key_tuple last;      /* last committed :hi */
     sl_undo_target undo; /* what each chunk saves for `down` (undo.h) */
     sl_err err;

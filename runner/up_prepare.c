@@ -109,7 +109,7 @@ int sl_up_reconcile(up_run *r)
     if (sl_session_exec1(r->sess,
                          "SELECT chunk_no, array_to_json(lo)::text, array_to_json(hi)::text, rows, duration_ms, "
                          "attempts, checksum, (extract(epoch FROM committed_at) * 1000)::bigint, "
-                         "(SELECT max(chunk_no) FROM " SL_PROGRESS_TABLE " WHERE job = $1) "
+                         "(SELECT max(chunk_no) FROM " SL_PROGRESS_TABLE " WHERE job = $1), skipped::text "
                          "FROM (SELECT 1) one LEFT JOIN " SL_PROGRESS_TABLE " p ON p.job = $1 AND p.chunk_no > $2 "
                          "ORDER BY chunk_no",
                          2, params, &ans) != 0)
@@ -139,6 +139,10 @@ int sl_up_reconcile(up_run *r)
         c.chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
         c.lo = sl_answer_val(&ans, 0, row, 1);
         c.hi = sl_answer_val(&ans, 0, row, 2);
+        const char *skipped = sl_answer_val(&ans, 0, row, 9);
+        c.skipped = skipped && strcmp(skipped, "true") == 0;
+        if (c.skipped)
+            c.error = "set aside by on-error skip (recovered from " SL_PROGRESS_TABLE ")";
         c.rows = strtoll(sl_answer_val(&ans, 0, row, 3), NULL, 10);
         c.affected = -1; /* only the runner that committed it knew */
         const char *d = sl_answer_val(&ans, 0, row, 4);

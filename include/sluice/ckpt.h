@@ -49,6 +49,7 @@ typedef struct sl_ckpt_chunk {
     int64_t attempts;  /* 1 when it committed on the first try */
     const char *error; /* last error of a failed attempt, or NULL */
     int64_t committed_at_ms;
+    int skipped; /* on-error skip: a single row set aside, its statements not applied; error says why */
 } sl_ckpt_chunk;
 
 /* One run (an `up`, a `down` or a `stamp`), for `history`. */
@@ -116,6 +117,11 @@ int sl_ckpt_last_chunk(sl_ckpt *ckpt, int64_t *chunk_no, char **lo, char **hi, s
  * the walk and is returned as is (err untouched). */
 int sl_ckpt_each_chunk(sl_ckpt *ckpt, int64_t after, int (*fn)(const sl_ckpt_chunk *chunk, void *arg), void *arg,
                        sl_err *err) SL_MUSTCHECK;
+
+/* Visit the rows set aside by on-error skip: key (JSON array of strings)
+ * and error, in key order. A non-zero return from fn stops and is returned. */
+int sl_ckpt_each_skipped(sl_ckpt *ckpt, int (*fn)(const char *key, const char *error, void *arg), void *arg,
+                         sl_err *err) SL_MUSTCHECK;
 
 /* All runs of this file, oldest first, as a malloc'd array. */
 int sl_ckpt_list_runs(sl_ckpt *ckpt, sl_ckpt_run **runs, size_t *nruns, sl_err *err) SL_MUSTCHECK;

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# test_on_error.sh: chunks that keep failing: split on transient errors, on-error skip sets failing rows aside.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# items(id, v) with v < 1000 checked; rows 17, 2500, 2501 and 4999 sit at 995, so adding 10 breaks the check.
+make_items() {
+    psql_q "create table items (id int primary key, v int not null check (v < 1000));
+            insert into items select g, g % 100 from generate_series(1, 5000) g;
+            update items set v = 995 where id in (17, 2500, 2501, 4999)"
+}
+
+bump_job() {
+    write_job 0001_bump <<EOF
+-- sluice:table items
+-- sluice:batch 300
+-- sluice:on-error $1
+-- sluice:up
+UPDATE items SET v = v + 10 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE items SET v = v - 10 WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+test_skip_sets_exactly_the_failing_rows_aside() {
+    make_items
+    bump_job skip
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "set aside (on-error skip)" "log"
+    # Every other row changed exactly once; the four failing rows untouched.
+    assert_sql "select count(*) from items where id not in (17, 2500, 2501, 4999) and v = id % 100 + 10" 4996
+    assert_sql "select string_agg(id || ':' || v, ',' order by id) from items where id in (17, 2500, 2501, 4999)" \
+        "17:995,2500:995,2501:995,4999:995"
+    assert_sql "select string_agg(hi[1], ',' order by chunk_no) from sluice_progress where skipped" "17,2500,2501,4999"
+    run_sluice status --json
+    assert_rc 0
+    local keys
+    keys=$(python3 -c 'import json,sys; j=json.load(sys.stdin)[0]; print(",".join(s["key"][0] for s in j["skipped"]), j["state"]); assert all("items_v_check" in s["error"] for s in j["skipped"])' <<<"$OUT")
+    assert_eq "$keys" "17,2500,2501,4999 done" "skipped keys in status --json"
+    run_sluice status
+    assert_contains "$OUT" 'skipped ["2501"]' "status lists the keys"
+    # A second up changes nothing: the rows set aside are not tried again.
+    local sum
+    sum=$(psql_q "select sum(v) from items")
+    run_sluice up
+    assert_rc 0
+    assert_sql "select sum(v) from items" "$sum"
+}
+
+test_skip_then_down_leaves_set_aside_rows_alone() {
+    make_items
+    local before
+    before=$(psql_q "select md5(string_agg(id || ':' || v, ',' order by id)) from items")
+    bump_job skip
+    run_sluice up
+    assert_rc 0
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_sql "select md5(string_agg(id || ':' || v, ',' order by id)) from items" "$before"
+    assert_sql "select count(*) from sluice_progress" 0
+}
+
+test_stop_fails_without_splitting() {
+    make_items
+    bump_job stop
+    run_sluice up
+    assert_rc 1
+    assert_contains "$ERR" "items_v_check" "the SQL error"
+    assert_contains "$ERR" "chunk 1 " "the failing chunk"
+    assert_not_contains "$ERR" "splitting" "no split for a permanent error under stop"
+    assert_sql "select count(*) from items where v = id % 100 + 10" 0
+    run_sluice status --json
+    assert_contains "$OUT" '"state": "failed"' "status"
+}
+
+# Another session keeps row 150 locked past every retry: the chunk around it is split until the rows
+# before it commit, then the job fails on the single locked row; once the lock is gone, up finishes.
+test_transient_failures_split_the_chunk() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t select generate_series(1, 400)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:lock-timeout 100ms
+-- sluice:retries 1
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    psql -XAtq -c "begin; select 1 from t where id = 150 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
+    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(60)%'
+                                             and state = 'active' and pid <> pg_backend_pid())"
+    run_sluice up
+    assert_rc 1
+    assert_contains "$ERR" "splitting it" "split log"
+    assert_contains "$ERR" "55P03" "lock timeout"
+    # Everything before the locked row committed, in smaller chunks; nothing after it ran.
+    assert_sql "select count(*) from t where n = 1" 149
+    assert_sql "select count(*) from t where n > 1" 0
+    psql_q "select count(pg_terminate_backend(pid)) from pg_stat_activity
+             where query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 400
+}
+
+run_test "on-error skip sets exactly the failing rows aside and lists them" test_skip_sets_exactly_the_failing_rows_aside
+run_test "down after on-error skip restores the table, set-aside rows untouched" test_skip_then_down_leaves_set_aside_rows_alone
+run_test "on-error stop fails on a permanent error without splitting" test_stop_fails_without_splitting
+run_test "transient failures split the chunk down to the locked row" test_transient_failures_split_the_chunk
+t_done
