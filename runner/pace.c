@@ -9,6 +9,11 @@ void sl_pace_init(sl_pace *pace, const sl_job *job)
     pace->batch = job->batch;
     pace->chunk_time_ms = job->chunk_time_ms;
     pace->pause_ms = job->pause_ms;
+    /* chunk-time without a pause: rest as long as a chunk takes. A job that
+     * sizes its chunks for a busy server should not then run them back to
+     * back and take a whole core from it; `pause 0ms` asks for that. */
+    if (job->chunk_time_ms > 0 && job->line[SL_DIR_PAUSE] == 0)
+        pace->pause_ms = job->chunk_time_ms;
     pace->max_rate = job->max_rate;
     pace->max_replica_lag_ms = job->max_replica_lag_ms;
     pace->max_lock_waiters = SL_DEFAULT_MAX_LOCK_WAITERS;

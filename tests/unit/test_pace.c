@@ -68,6 +68,23 @@ static void test_delay(void)
     CHECK(sl_pace_delay(&pace, 1000, 4000) == 250);
 }
 
+/* chunk-time without a pause directive rests as long as a chunk; an explicit
+ * pause (even 0ms) wins. */
+static void test_chunk_time_rests_by_default(void)
+{
+    sl_job job = job_with(1000, 200);
+    sl_pace pace;
+    sl_pace_init(&pace, &job);
+    CHECK(pace.pause_ms == 200);
+    job.line[SL_DIR_PAUSE] = 4;
+    job.pause_ms = 0;
+    sl_pace_init(&pace, &job);
+    CHECK(pace.pause_ms == 0);
+    sl_job plain = job_with(1000, 0);
+    sl_pace_init(&pace, &plain);
+    CHECK(pace.pause_ms == 0);
+}
+
 static time_t at(int hour, int min)
 {
     struct tm tm = {0};
@@ -107,6 +124,7 @@ int main(void)
     RUN(test_growth_and_shrink_are_damped);
     RUN(test_bounds);
     RUN(test_delay);
+    RUN(test_chunk_time_rests_by_default);
     RUN(test_windows);
     return CHECK_DONE();
 }
