@@ -29,7 +29,6 @@ typedef struct down_run {
     sl_ckpt *ckpt;
     sl_table_info info;
     sl_undo_target undo;
-    char *lock_key;
     int locked;
     int run_lock_fd;
     char **down_sql; /* the down section with :lo/:hi rendered */
@@ -52,7 +51,6 @@ static void run_free(down_run *r)
         for (size_t i = 0; i < r->job->down.nstmts; i++)
             free(r->down_sql[i]);
     free(r->down_sql);
-    free(r->lock_key);
     sl_undo_target_free(&r->undo);
     sl_table_info_free(&r->info);
     if (r->ckpt)
@@ -60,14 +58,6 @@ static void run_free(down_run *r)
     sl_ckpt_unlock(r->run_lock_fd); /* after the checkpoint closes: see lock.c */
     memset(r, 0, sizeof *r);
     r->run_lock_fd = -1;
-}
-
-static int64_t backoff_ms(int attempt)
-{
-    int64_t base = 200;
-    for (int i = 1; i < attempt && base < 30000; i++)
-        base *= 2;
-    return base / 2 + (int64_t)(rand() % (int)(base / 2 + 1));
 }
 
 /* ---- reading what is applied ---- */
@@ -202,64 +192,28 @@ static int prepare(down_run *r)
     return 0;
 }
 
-/* ---- locks and connection ---- */
-
+/* The same lock as up's: up and down of one job never run at once. */
 static int take_lock(down_run *r)
 {
-    const char *params[] = {r->lock_key};
-    for (int tries = 0; tries < 50; tries++) {
-        sl_answer ans;
-        if (sl_session_exec1(r->sess, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1, params, &ans) != 0)
-            return -1;
-        const char *got = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-        int held = got && strcmp(got, "t") == 0;
-        if (!got)
-            sl_err_set(&r->err, "cannot take the job's advisory lock: %s", ans.error ? ans.error : "no answer");
-        sl_answer_free(&ans);
-        if (!got)
-            return -1;
-        if (held) {
-            r->locked = 1;
-            return 0;
-        }
-        if (sl_session_sleep(r->sess, 100))
-            break;
-    }
-    sl_err_set(&r->err, "job %s is already being run against this database", r->job->name);
-    sl_err_append(&r->err, "hint: one runner per job and database, up or down; wait for it, or stop it with SIGINT");
-    return -2;
+    int rc = sl_session_lock_job(r->sess, r->job->name, 5000, &r->err);
+    r->locked = rc == 0;
+    return rc;
 }
 
 static void release_lock(down_run *r)
 {
-    if (!r->locked || !sl_session_connected(r->sess))
-        return;
+    if (r->locked)
+        sl_session_unlock_job(r->sess, r->job->name);
     r->locked = 0;
-    const char *params[] = {r->lock_key};
-    sl_answer ans;
-    if (sl_session_exec1(r->sess, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", 1, params, &ans) == 0)
-        sl_answer_free(&ans);
 }
 
 /* Reconnect with backoff for up to two minutes and take the lock again. */
 static int reconnect(down_run *r)
 {
-    int64_t start = sl_mono_ms();
     r->locked = 0;
-    for (int attempt = 1;; attempt++) {
-        int64_t wait = backoff_ms(attempt + 1);
-        sl_warn("%s: connection lost; reconnecting in %" PRId64 " ms (attempt %d)", r->job->name, wait, attempt);
-        if (sl_session_sleep(r->sess, wait))
-            return 1;
-        sl_err err;
-        if (sl_session_connect(r->sess, &err) == 0)
-            break;
-        if (sl_mono_ms() - start > 120000) {
-            sl_err_set(&r->err, "%s: gave up reconnecting after 2 minutes: %s", r->job->name, err.msg);
-            return -1;
-        }
-    }
-    sl_info("%s: reconnected", r->job->name);
+    int rc = sl_session_reconnect(r->sess, r->job->name, &r->err);
+    if (rc != 0)
+        return rc;
     return take_lock(r) == 0 ? 0 : -1;
 }
 
@@ -470,7 +424,7 @@ static int do_chunk(down_run *r, const down_chunk *c)
         }
         if (attempts > r->job->retries)
             return -1;
-        int64_t wait = backoff_ms((int)attempts);
+        int64_t wait = sl_session_backoff_ms((int)attempts);
         sl_warn("%s (transient; retrying in %" PRId64 " ms)", r->err.msg, wait);
         if (sl_session_sleep(r->sess, wait))
             return 1;
@@ -556,7 +510,6 @@ static int refused_code(int rc)
 static int down_job(sl_session *sess, const sl_opts *opts, sl_job *job)
 {
     down_run r = {.sess = sess, .opts = opts, .job = job, .run_lock_fd = -1};
-    r.lock_key = sl_asprintf("sluice:%s", job->name);
     char *path = sl_ckpt_path(opts->ckpt_dir, job->name);
     int rc = sl_ckpt_lock(path, &r.run_lock_fd, &r.err);
     free(path);

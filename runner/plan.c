@@ -173,17 +173,8 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
 /* Refuse while a runner holds the job: stamping under it would race it. */
 static int job_running(sl_session *sess, const char *job)
 {
-    char *key = sl_asprintf("sluice:%s", job);
-    const char *params[] = {key};
-    sl_answer ans;
-    int held = 1;
-    if (sl_session_exec1(sess, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1, params, &ans) == 0) {
-        const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-        held = !(v && strcmp(v, "t") == 0);
-        sl_answer_free(&ans);
-    }
-    free(key);
-    return held;
+    sl_err err;
+    return sl_session_lock_job(sess, job, 0, &err) != 0;
 }
 
 int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)

@@ -289,3 +289,97 @@ void sl_session_close(sl_session *sess)
         sess->pg.conninfo = sess->pg.display = NULL;
     }
 }
+
+int64_t sl_session_backoff_ms(int attempt)
+{
+    int64_t base = 200;
+    for (int i = 1; i < attempt && base < 30000; i++)
+        base *= 2;
+    if (base > 30000)
+        base = 30000;
+    /* jitter in [base/2, base]: runners retrying together spread out */
+    return base / 2 + (int64_t)(rand() % (int)(base / 2 + 1));
+}
+
+int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
+{
+    int64_t start = sl_mono_ms();
+    for (int attempt = 1;; attempt++) {
+        int64_t wait = sl_session_backoff_ms(attempt + 1);
+        sl_warn("%s: connection lost; reconnecting in %lld ms (attempt %d)", who, (long long)wait, attempt);
+        if (sl_session_sleep(sess, wait))
+            return 1;
+        sl_err cerr;
+        if (sl_session_connect(sess, &cerr) == 0)
+            break;
+        if (sl_mono_ms() - start > 120000) {
+            sl_err_set(err, "%s: gave up reconnecting after 2 minutes: %s", who, cerr.msg);
+            return -1;
+        }
+    }
+    sl_info("%s: reconnected", who);
+    return 0;
+}
+
+static const char try_lock_sql[] = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
+
+static const char lock_holder_sql[] =
+    "SELECT format('pid %s, %s, connected since %s', a.pid, coalesce(a.application_name, ''),"
+    " date_trunc('second', a.backend_start)) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+    " WHERE l.locktype = 'advisory' AND l.granted"
+    " AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)";
+
+/* Who holds the lock, for the refusal message. */
+static void describe_holder(sl_session *sess, const char *key, const char *job, sl_err *err)
+{
+    const char *params[] = {key};
+    sl_answer ans;
+    const char *who = NULL;
+    if (sl_session_exec1(sess, lock_holder_sql, 1, params, &ans) == 0)
+        who = sl_answer_val(&ans, 0, 0, 0);
+    sl_err_set(err, "job %s is already being run against this database (%s)", job, who ? who : "holder unknown");
+    sl_err_append(err, "hint: one runner per job and database, up or down; wait for it, or stop it with SIGINT");
+    sl_answer_free(&ans);
+}
+
+int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err)
+{
+    char *key = sl_asprintf("sluice:%s", job);
+    const char *params[] = {key};
+    int rc = -2;
+    for (int64_t waited = 0;; waited += 100) {
+        sl_answer ans;
+        if (sl_session_exec1(sess, try_lock_sql, 1, params, &ans) != 0) {
+            sl_err_set(err, "cannot take the job's advisory lock: not connected");
+            rc = -1;
+            break;
+        }
+        const char *got = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+        if (!got)
+            sl_err_set(err, "cannot take the job's advisory lock: %s", ans.error ? ans.error : "no answer");
+        int held = got && strcmp(got, "t") == 0;
+        sl_answer_free(&ans);
+        if (!got || held) {
+            rc = held ? 0 : -1;
+            break;
+        }
+        if (waited >= wait_ms || sl_session_sleep(sess, 100))
+            break;
+    }
+    if (rc == -2)
+        describe_holder(sess, key, job, err);
+    free(key);
+    return rc;
+}
+
+void sl_session_unlock_job(sl_session *sess, const char *job)
+{
+    if (!sl_session_connected(sess))
+        return;
+    char *key = sl_asprintf("sluice:%s", job);
+    const char *params[] = {key};
+    sl_answer ans;
+    if (sl_session_exec1(sess, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", 1, params, &ans) == 0)
+        sl_answer_free(&ans);
+    free(key);
+}

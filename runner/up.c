@@ -69,17 +69,6 @@ static size_t boundary_params(const up_run *r, const key_tuple *after, const cha
     return n;
 }
 
-int64_t sl_up_backoff_ms(int attempt)
-{
-    int64_t base = 200;
-    for (int i = 1; i < attempt && base < 30000; i++)
-        base *= 2;
-    if (base > 30000)
-        base = 30000;
-    /* full jitter in [base/2, base]: runners retrying together spread out */
-    return base / 2 + (int64_t)(rand() % (int)(base / 2 + 1));
-}
-
 static void run_free(up_run *r)
 {
     if (r->stmt_sql)
@@ -89,7 +78,6 @@ static void run_free(up_run *r)
     free(r->progress_sql);
     free(r->boundary_first);
     free(r->boundary_after);
-    free(r->lock_key);
     tuple_free(&r->last);
     sl_undo_target_free(&r->undo);
     sl_table_info_free(&r->info);
@@ -148,25 +136,13 @@ static void prepare_sql(up_run *r)
  * job's lock again (the server dropped it with the old session). */
 int sl_up_reconnect(up_run *r)
 {
-    int64_t start = sl_mono_ms();
     r->locked = 0; /* the server released it with the old session */
-    for (int attempt = 1;; attempt++) {
-        int64_t wait = sl_up_backoff_ms(attempt + 1);
-        sl_warn("%s: connection lost; reconnecting in %" PRId64 " ms (attempt %d)", r->job->name, wait, attempt);
-        if (sl_session_sleep(r->sess, wait))
-            return 1;
-        sl_err err;
-        if (sl_session_connect(r->sess, &err) == 0)
-            break;
-        if (sl_mono_ms() - start > 120000) {
-            sl_err_set(&r->err, "%s: gave up reconnecting after 2 minutes: %s", r->job->name, err.msg);
-            return -1;
-        }
-    }
+    int rc = sl_session_reconnect(r->sess, r->job->name, &r->err);
+    if (rc != 0)
+        return rc;
     sl_err lerr;
     if (sl_ckpt_log_event(r->ckpt, "reconnect", "reconnected after a lost connection", &lerr) != 0)
         sl_warn("%s", lerr.msg);
-    sl_info("%s: reconnected", r->job->name);
     return sl_up_take_lock(r) == 0 ? 0 : -1;
 }
 
@@ -191,7 +167,7 @@ static int exec_read(up_run *r, const sl_pg_query *q, size_t n, sl_answer *ans)
         sl_answer_free(ans);
         if (sl_session_stopping(r->sess))
             return 1;
-        int rc = lost ? sl_up_reconnect(r) : sl_session_sleep(r->sess, sl_up_backoff_ms(attempt));
+        int rc = lost ? sl_up_reconnect(r) : sl_session_sleep(r->sess, sl_session_backoff_ms(attempt));
         if (rc != 0)
             return rc;
     }
@@ -495,7 +471,7 @@ static int do_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int 
             rc = after_failure(r, cur, 1, attempts, started);
             goto out;
         }
-        int64_t wait = sl_up_backoff_ms((int)attempts);
+        int64_t wait = sl_session_backoff_ms((int)attempts);
         sl_warn("%s (transient; retrying in %" PRId64 " ms, %" PRId64 " of %" PRId64 " retries left)", r->err.msg, wait,
                 r->job->retries - attempts + 1, r->job->retries);
         sl_err lerr;
@@ -602,13 +578,9 @@ static int open_ckpt(up_run *r, int create)
 
 static void release_lock(up_run *r)
 {
-    if (!r->locked || !sl_session_connected(r->sess))
-        return;
+    if (r->locked)
+        sl_session_unlock_job(r->sess, r->job->name);
     r->locked = 0;
-    const char *params[] = {r->lock_key};
-    sl_answer ans;
-    if (sl_session_exec1(r->sess, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", 1, params, &ans) == 0)
-        sl_answer_free(&ans);
 }
 
 /* Resume position, run record, the walk, and the final state. */
@@ -678,7 +650,6 @@ int sl_up_job(sl_session *sess, const sl_opts *opts, sl_job *job)
     r.sess = sess;
     r.opts = opts;
     r.job = job;
-    r.lock_key = sl_asprintf("sluice:%s", job->name);
     r.run_lock_fd = -1;
     int code = SL_EXIT_OK;
     int orc = open_ckpt(&r, 0);

@@ -28,7 +28,6 @@ typedef struct up_run {
     sl_job *job;
     sl_ckpt *ckpt;
     sl_table_info info;
-    char *lock_key;       /* "sluice:<job>" */
     char *boundary_first; /* boundary SQL from the table's start */
     char *boundary_after; /* boundary SQL after a key */
     char **stmt_sql;      /* up statements with :lo/:hi rendered */
@@ -61,8 +60,6 @@ static inline void tuple_free(key_tuple *t)
 /* Reconnect with backoff and jitter, take the job's lock again: 0, 1 when
  * stopped by a signal, -1 when it gave up (r->err). */
 int sl_up_reconnect(up_run *r);
-/* Backoff before retry attempt (1, 2, ...), with jitter, in ms. */
-int64_t sl_up_backoff_ms(int attempt);
 /* Render the SET LOCAL statements from the job's timeouts. */
 void sl_up_render_timeouts(up_run *r);
 

@@ -6,44 +6,13 @@
 
 #include "up_internal.h"
 
-/* Take the job's advisory lock: one runner per job and database. A just-killed
- * runner's backend may hold it for a moment, so wait a little before refusing. */
+/* One runner per job and database: wait up to 5 s for a just-killed
+ * runner's backend to let go before refusing. */
 int sl_up_take_lock(up_run *r)
 {
-    const char *params[] = {r->lock_key};
-    for (int tries = 0; tries < 50; tries++) {
-        sl_answer ans;
-        if (sl_session_exec1(r->sess, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1, params, &ans) != 0)
-            return -1;
-        const char *got = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-        int held = got && strcmp(got, "t") == 0;
-        if (!ans.ok)
-            sl_err_set(&r->err, "cannot take the job's advisory lock: %s", ans.error);
-        sl_answer_free(&ans);
-        if (!got)
-            return -1;
-        if (held) {
-            r->locked = 1;
-            return 0;
-        }
-        if (sl_session_sleep(r->sess, 100))
-            break;
-    }
-    sl_answer ans;
-    const char *who = NULL;
-    if (sl_session_exec1(r->sess,
-                         "SELECT format('pid %s, %s, connected since %s', a.pid, coalesce(a.application_name, ''),"
-                         " date_trunc('second', a.backend_start)) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                         " WHERE l.locktype = 'advisory' AND l.granted"
-                         " AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)",
-                         1, params, &ans) == 0)
-        who = sl_answer_val(&ans, 0, 0, 0);
-    sl_err_set(&r->err, "job %s is already being run against this database (%s)", r->job->name,
-               who ? who : "holder unknown");
-    sl_err_append(&r->err, "hint: one runner per job and database; wait for it, or stop it with SIGINT");
-    if (who || ans.error)
-        sl_answer_free(&ans);
-    return -2;
+    int rc = sl_session_lock_job(r->sess, r->job->name, 5000, &r->err);
+    r->locked = rc == 0;
+    return rc;
 }
 
 int sl_up_check_requires(up_run *r)

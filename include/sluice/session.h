@@ -85,6 +85,23 @@ void sl_session_disconnect(sl_session *sess);
 /* Close every handle and run the loop until they are released. */
 void sl_session_close(sl_session *sess);
 
+/* Backoff before retry attempt 1, 2, ...: 100-200 ms doubling up to 30 s,
+ * with jitter so that runners retrying together spread out. */
+int64_t sl_session_backoff_ms(int attempt);
+
+/* After a lost connection: reconnect with backoff and jitter for up to two
+ * minutes, logging each attempt under `who`. 0 reconnected, 1 stopped by a
+ * signal, -1 gave up (err). */
+int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err) SL_MUSTCHECK;
+
+/* The job's advisory lock (hashtextextended('sluice:<job>', 0)), one runner
+ * per job and database, held by the session until it ends or unlocks. A
+ * just-killed runner's backend may hold it for a moment, so it retries for
+ * up to wait_ms. 0 taken; -2 held by another session (err names its pid);
+ * -1 error. */
+int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err) SL_MUSTCHECK;
+void sl_session_unlock_job(sl_session *sess, const char *job);
+
 /* The bookkeeping table: one row per committed chunk, written in the chunk's
  * own transaction. */
 #define SL_PROGRESS_TABLE "sluice_progress"
