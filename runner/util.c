@@ -79,25 +79,6 @@ char *sl_strndup(const char *s, size_t len)
     return p;
 }
 
-char *sl_asprintf(const char *fmt, ...)
-{
-    sl_buf buf = {0};
-    va_list ap;
-    va_start(ap, fmt);
-    va_list ap2;
-    va_copy(ap2, ap);
-    int need = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (need < 0) {
-        va_end(ap2);
-        return sl_strdup("");
-    }
-    buf.data = sl_malloc((size_t)need + 1);
-    vsnprintf(buf.data, (size_t)need + 1, fmt, ap2);
-    va_end(ap2);
-    return buf.data;
-}
-
 static void buf_reserve(sl_buf *buf, size_t extra)
 {
     if (buf->len + extra + 1 <= buf->cap)
@@ -127,20 +108,35 @@ void sl_buf_addc(sl_buf *buf, char c)
     sl_buf_add(buf, &c, 1);
 }
 
-void sl_buf_printf(sl_buf *buf, const char *fmt, ...)
+static void buf_vprintf(sl_buf *buf, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     va_list ap2;
     va_copy(ap2, ap);
     int need = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
     if (need > 0) {
         buf_reserve(buf, (size_t)need);
         vsnprintf(buf->data + buf->len, (size_t)need + 1, fmt, ap2);
         buf->len += (size_t)need;
     }
     va_end(ap2);
+}
+
+void sl_buf_printf(sl_buf *buf, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(buf, fmt, ap);
+    va_end(ap);
+}
+
+char *sl_asprintf(const char *fmt, ...)
+{
+    sl_buf buf = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&buf, fmt, ap);
+    va_end(ap);
+    return sl_buf_take(&buf);
 }
 
 void sl_buf_add_json_str(sl_buf *buf, const char *s)
