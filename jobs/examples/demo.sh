@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# demo.sh: build sluice and show it at work: a 1,000,000-row backfill, interrupted, resumed, its status and history.
+# demo.sh: build sluice and show it at work: a 1,000,000-row backfill, interrupted, resumed, its status, a rollback.
 #
 # Usage: bash jobs/examples/demo.sh
 # Installs what is missing (Debian 12, as root), builds a release binary in build/, starts a throw-away
@@ -68,3 +68,10 @@ say "psql -c 'SELECT count(*) FILTER (WHERE full_name IS NULL) AS missing, count
 psql -X -c "SELECT count(*) FILTER (WHERE full_name IS NULL) AS missing, count(*) FROM users"
 say "psql -c 'SELECT job, count(*) AS chunks, sum(rows) AS rows FROM sluice_progress GROUP BY job'"
 psql -X -c "SELECT job, count(*) AS chunks, sum(rows) AS rows FROM sluice_progress GROUP BY job"
+say "sluice down 0001_backfill_full_name    # puts back the saved old values, chunk by chunk"
+"$SLUICE" down 0001_backfill_full_name
+say "sluice status && sluice history"
+"$SLUICE" status
+"$SLUICE" history
+say "psql -c 'SELECT count(*) FILTER (WHERE full_name IS NULL) AS missing, count(*) FROM users'"
+psql -X -c "SELECT count(*) FILTER (WHERE full_name IS NULL) AS missing, count(*) FROM users"
