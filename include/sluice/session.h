@@ -2,7 +2,7 @@
  *
  * Commands are written as plain sequential C: sl_session_exec() sends a
  * pipeline segment and runs the libuv loop until its reply arrives. The loop
- * keeps running while we wait, so signals, timers and (later) the control
+ * keeps running while we wait, so signals, timers and the control
  * socket are served; nothing blocks it. Callbacks that fire during a wait only
  * set flags or drop the connection; they never wait themselves. */
 #ifndef SLUICE_SESSION_H
