@@ -96,6 +96,8 @@ missing_packages() {
     for pkg in "${DEPS[@]}"; do
         dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
     done
+    # The shell tests check JSON with python3; any python3 on the PATH will do (not only Debian's).
+    command -v python3 >/dev/null || echo python3
 }
 
 # Install what is missing; skip apt entirely when nothing is, so local runs stay fast.
