@@ -19,6 +19,8 @@ struct sl_pg_batch {
     void *arg;
     size_t nqueries;
     size_t current; /* query whose results are being read; nqueries = awaiting the sync */
+    size_t skip;    /* results of the current query's Prepare still to read */
+    char **prep;    /* per query: the statement name prepared just before it, or NULL */
     PGresult **results;
     int failed_index;
     char sqlstate[6];
@@ -26,6 +28,7 @@ struct sl_pg_batch {
 };
 
 static void pg_on_poll(uv_poll_t *handle, int status, int events);
+static void pg_forget_prepared(sl_pg *pg);
 static void pg_lose(sl_pg *pg, const char *message);
 static void pg_connect_fail(sl_pg *pg, const char *message);
 
@@ -222,6 +225,7 @@ static void pg_maybe_closed(sl_pg *pg)
     free(pg->conninfo);
     free(pg->display);
     pg->conninfo = pg->display = NULL;
+    pg_forget_prepared(pg);
     if (pg->close_cb)
         pg->close_cb(pg);
 }
@@ -292,6 +296,44 @@ static int pg_watch(sl_pg *pg, int events)
     return uv_poll_start(&pg->poll, events, pg_on_poll) == 0 ? 0 : -1;
 }
 
+/* ---- prepared statements ---- */
+
+static int pg_is_prepared(const sl_pg *pg, const char *name)
+{
+    for (size_t i = 0; i < pg->nprepared; i++)
+        if (strcmp(pg->prepared[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static void pg_add_prepared(sl_pg *pg, const char *name)
+{
+    pg->prepared = sl_realloc(pg->prepared, (pg->nprepared + 1) * sizeof *pg->prepared);
+    pg->prepared[pg->nprepared++] = sl_strdup(name);
+}
+
+/* A Prepare that failed left nothing on the server: prepare it again next time. */
+static void pg_drop_prepared(sl_pg *pg, const char *name)
+{
+    for (size_t i = 0; i < pg->nprepared; i++) {
+        if (strcmp(pg->prepared[i], name) == 0) {
+            free(pg->prepared[i]);
+            pg->prepared[i] = pg->prepared[--pg->nprepared];
+            return;
+        }
+    }
+}
+
+/* Prepared statements live and die with the server session. */
+static void pg_forget_prepared(sl_pg *pg)
+{
+    for (size_t i = 0; i < pg->nprepared; i++)
+        free(pg->prepared[i]);
+    free(pg->prepared);
+    pg->prepared = NULL;
+    pg->nprepared = 0;
+}
+
 /* Forget the connection. The poll handle is closed before PQfinish closes its
  * descriptor (libuv poll.rst), and not kept for a later socket: stopping or
  * closing a handle whose number was reused would unregister someone else's. */
@@ -302,6 +344,7 @@ static void pg_drop(sl_pg *pg)
     PQfinish(pg->conn);
     pg->conn = NULL;
     pg->connected = 0;
+    pg_forget_prepared(pg);
 }
 
 /* ---- connecting ---- */
@@ -456,8 +499,11 @@ static void pg_batch_finish(sl_pg *pg, struct sl_pg_batch *b, const char *lost_m
     };
     memcpy(reply.sqlstate, b->sqlstate, sizeof reply.sqlstate);
     b->cb(pg, &reply, b->arg);
-    for (size_t i = 0; i < b->nqueries; i++)
+    for (size_t i = 0; i < b->nqueries; i++) {
         PQclear(b->results[i]);
+        free(b->prep[i]);
+    }
+    free(b->prep);
     free(b->results);
     free(b->error);
     free(b);
@@ -489,11 +535,27 @@ static void pg_read(sl_pg *pg)
     while (pg->head && pg_alive(pg, conn) && PQstatus(conn) != CONNECTION_BAD && !PQisBusy(conn)) {
         struct sl_pg_batch *b = pg->head;
         PGresult *res = PQgetResult(conn);
+        if (b->current < b->nqueries && b->skip) {
+            /* the Prepare sent before the current query: its error is the query's */
+            if (!res) {
+                b->skip = 0;
+                continue;
+            }
+            ExecStatusType status = PQresultStatus(res);
+            /* failed, or aborted by an earlier error: nothing was prepared */
+            if (pg_result_failed(status) || status == PGRES_PIPELINE_ABORTED)
+                pg_drop_prepared(pg, b->prep[b->current]);
+            if (pg_result_failed(status))
+                pg_batch_store(b, res);
+            else
+                PQclear(res);
+            continue;
+        }
         if (b->current < b->nqueries) {
             if (res) {
                 pg_batch_store(b, res);
-            } else {
-                b->current++;
+            } else if (++b->current < b->nqueries) {
+                b->skip = b->prep[b->current] ? 1 : 0;
             }
             continue;
         }
@@ -648,6 +710,25 @@ static void pg_enqueue(sl_pg *pg, struct sl_pg_batch *b)
     pg->tail = b;
 }
 
+/* Queue one query: unnamed, or a named statement, prepared first if this
+ * connection has not seen it (the Prepare's result is read and dropped
+ * before the query's own). Returns libpq's 1 or 0. */
+static int pg_send_one(sl_pg *pg, struct sl_pg_batch *b, size_t i, const sl_pg_query *q)
+{
+    if (!q->prepare)
+        return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0);
+    char hash[17], name[24];
+    sl_checksum_hex(q->sql, strlen(q->sql), hash);
+    snprintf(name, sizeof name, "sl_%s", hash);
+    if (!pg_is_prepared(pg, name)) {
+        if (!PQsendPrepare(pg->conn, name, q->sql, q->nparams, NULL))
+            return 0;
+        pg_add_prepared(pg, name);
+        b->prep[i] = sl_strdup(name);
+    }
+    return PQsendQueryPrepared(pg->conn, name, q->nparams, q->params, NULL, NULL, 0);
+}
+
 int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb cb, void *arg)
 {
     /* An active timer while connected means a send already broke the
@@ -666,10 +747,11 @@ int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb c
     /* libpq copies text and params into its output buffer here, so the
      * caller's memory is free to go as soon as this returns. With the
      * queries validated above, a failure means the connection broke. */
+    b->prep = sl_calloc(n ? n : 1, sizeof *b->prep);
     int sent = 1;
-    for (size_t i = 0; i < n && sent; i++) {
-        sent = PQsendQueryParams(pg->conn, queries[i].sql, queries[i].nparams, NULL, queries[i].params, NULL, NULL, 0);
-    }
+    for (size_t i = 0; i < n && sent; i++)
+        sent = pg_send_one(pg, b, i, &queries[i]);
+    b->skip = n && b->prep[0] ? 1 : 0;
     if (!sent || !PQpipelineSync(pg->conn) || pg_flush(pg) < 0) {
         if (pg->poll_active == POLL_READY)
             uv_poll_stop(&pg->poll);

@@ -177,7 +177,7 @@ static int fetch_bounds(up_run *r, const key_tuple *after, chunk_bounds *b)
 {
     const char *params[SL_MAX_KEY_COLS + 1];
     char limit[24];
-    sl_pg_query q = {after ? r->boundary_after : r->boundary_first, 0, params};
+    sl_pg_query q = {after ? r->boundary_after : r->boundary_first, 0, params, 1};
     q.nparams = (int)boundary_params(r, after, params, limit);
     sl_answer ans;
     int rc = exec_read(r, &q, 1, &ans);
@@ -243,7 +243,8 @@ static int exec_saving(up_run *r, const sl_pg_query *q, size_t nq, size_t split,
 
 /* Send one chunk: BEGIN, timeouts, the up statements, its progress row,
  * COMMIT, and the next chunk's boundary query, as one pipeline segment: one
- * round trip per chunk. */
+ * round trip per chunk. The statements every chunk repeats are prepared
+ * once per connection, not parsed and planned again each time. */
 static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, int64_t attempts, int64_t *affected,
                       int *next_known)
 {
@@ -279,17 +280,17 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     q[1] = (sl_pg_query){r->set_lock_timeout, 0, NULL};
     q[2] = (sl_pg_query){r->set_stmt_timeout, 0, NULL};
     if (pre)
-        q[3] = (sl_pg_query){r->undo.pre_sql, 2 * (int)n, edges};
+        q[3] = (sl_pg_query){r->undo.pre_sql, 2 * (int)n, edges, 1};
     for (size_t i = 0; i < k; i++) {
         const sl_stmt *st = &r->job->up.stmts[i];
         int used = (st->uses_lo + st->uses_hi) * (int)n;
-        q[first + i] = (sl_pg_query){r->stmt_sql[i], used, st->uses_lo ? edges : edges + n};
+        q[first + i] = (sl_pg_query){r->stmt_sql[i], used, st->uses_lo ? edges : edges + n, 1};
     }
     if (post)
-        q[first + k] = (sl_pg_query){r->undo.post_sql, 2 * (int)n, edges};
-    q[prog_i] = (sl_pg_query){r->progress_sql, (int)np, prog};
+        q[first + k] = (sl_pg_query){r->undo.post_sql, 2 * (int)n, edges, 1};
+    q[prog_i] = (sl_pg_query){r->progress_sql, (int)np, prog, 1};
     q[commit_i] = (sl_pg_query){"COMMIT", 0, NULL};
-    q[bound_i] = (sl_pg_query){r->boundary_after, (int)nb, bparams};
+    q[bound_i] = (sl_pg_query){r->boundary_after, (int)nb, bparams, 1};
 
     sl_answer ans;
     int rc = post ? exec_saving(r, q, nq, commit_i, &ans) : sl_session_exec(r->sess, q, nq, &ans);

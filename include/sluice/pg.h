@@ -9,11 +9,15 @@
 
 typedef struct sl_pg sl_pg;
 
-/* One query of a batch. params are text-format values (NULL = SQL NULL). */
+/* One query of a batch. params are text-format values (NULL = SQL NULL).
+ * With prepare set, the statement is parsed and planned once per connection
+ * (a named prepared statement, "sl_" + a hash of sql) and executed from then
+ * on: for the statements every chunk repeats. */
 typedef struct sl_pg_query {
     const char *sql;
     int nparams;
     const char *const *params;
+    int prepare;
 } sl_pg_query;
 
 /* What a batch produced. Valid only during the callback: the results are
@@ -54,7 +58,9 @@ struct sl_pg {
     sl_pg_notice_cb notice_cb;
     void *notice_arg;
     struct sl_pg_batch *head, *tail; /* batches sent and awaiting results, FIFO */
-    void *data;                      /* for the owner */
+    char **prepared;                 /* statement names prepared on this connection */
+    size_t nprepared;
+    void *data; /* for the owner */
 };
 
 /* Validate conninfo (a postgresql:// URL or key=value string; "" means

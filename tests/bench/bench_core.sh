@@ -25,6 +25,7 @@
 #   BENCH_LOOP_ROWS   rows the client loops update [200000]
 #   BENCH_LOOP_STEP   the LIMIT/OFFSET loop prints its time per this many rows [50000]
 #   BENCH_MEM_ROWS    further table sizes (space-separated) to measure sluice's peak RSS at [5000000]
+#                     (each run also prints the mean chunk time over the first and last tenth of chunks)
 #   BENCH_PGVERSION   PostgreSQL major version [15]
 #   BENCH_PG_OPTS     postgresql.conf settings, space-separated guc=value [fsync=on]: pg_virtualenv turns
 #                     fsync off, and sluice fsyncs its checkpoint file per chunk, so the comparison is
@@ -267,6 +268,16 @@ EOF
     check_filled "$rows" "sluice"
     SLUICE_SECS=$(secs "$t0" "$t1")
     SLUICE_RSS_KB=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/time.txt")
+    # Is a chunk as cheap at the end of the table as at the start? Mean chunk time (runner side, from
+    # the checkpoint file) over the first and the last tenth of the chunks.
+    SLUICE_FLAT=$(sqlite3 "$work/ckpt/0001_full_name.sluice" "
+        WITH c AS (SELECT chunk_no, duration_ms, (SELECT max(chunk_no) FROM chunks) AS n FROM chunks)
+        SELECT printf('%.2f ms first tenth, %.2f ms last tenth, ratio %.2f',
+                      avg(CASE WHEN chunk_no <= n / 10 THEN duration_ms END),
+                      avg(CASE WHEN chunk_no > n - n / 10 THEN duration_ms END),
+                      avg(CASE WHEN chunk_no > n - n / 10 THEN duration_ms END) * 1.0 /
+                      max(avg(CASE WHEN chunk_no <= n / 10 THEN duration_ms END), 0.001)) FROM c")
+    echo "#   sluice chunk time at $rows rows: $SLUICE_FLAT"
     rm -rf "$work"
 }
 
