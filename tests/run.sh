@@ -20,7 +20,7 @@ PG_MAJOR=${SLUICE_TEST_PGVERSION:-15}
 # What the build and the tests need on a Debian 12 machine; CI starts from one that may have none of it.
 DEPS=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev sqlite3
     "postgresql-$PG_MAJOR" postgresql-common postgresql-contrib postgresql-client-common
-    clang-format procps)
+    clang-format procps jq)
 
 usage() {
     sed -n '3,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'

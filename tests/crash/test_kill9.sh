@@ -109,11 +109,14 @@ finish_and_check() {
 test_kill9_single_key() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 200000); analyze t"
+    # The sleep keeps each chunk's transaction open a few ms: the runner must not finish 8000 chunks
+    # before the 20th kill however fast it gets, and most kills land inside a transaction.
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 25
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(0.003);
 EOF
     kill_loop t 8000 20
     finish_and_check t 200000
@@ -128,6 +131,7 @@ test_kill9_composite_key() {
 -- sluice:batch 25
 -- sluice:up
 UPDATE tc SET n = n + 1 WHERE (tenant, id) BETWEEN :lo AND :hi;
+SELECT pg_sleep(0.003);
 EOF
     kill_loop tc 4000 8
     finish_and_check tc 100000
