@@ -274,6 +274,29 @@ pg_start() {
     $SLUICE_TEST_PGSTART
 }
 
+# load_status: `status --json` into STATUS_JSON (checked to be valid JSON).
+load_status() {
+    run_sluice status --json
+    assert_rc 0
+    STATUS_JSON=$OUT
+}
+
+# sfield JOB FIELD: one field of STATUS_JSON for JOB; lists and null as JSON. Use on its own line:
+#   v=$(sfield JOB rows)
+sfield() {
+    python3 -c '
+import json, sys
+job, field = sys.argv[1], sys.argv[2]
+for o in json.load(sys.stdin):
+    if o["job"] == job:
+        v = o[field]
+        print(json.dumps(v) if isinstance(v, (list, dict)) or v is None else v)
+        break
+else:
+    sys.exit("no job " + job + " in status --json")
+' "$1" "$2" <<<"$STATUS_JSON"
+}
+
 # ---------------------------------------------------------------------------------------------------
 # Assertions: each prints what it expected and what it got, and fails the test.
 

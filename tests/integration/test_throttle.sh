@@ -7,26 +7,6 @@
 # same zone: the window opens (or closes) a few seconds from now, every time.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# load_status / sfield: `status --json` fields, as in test_up.sh.
-load_status() {
-    run_sluice status --json
-    assert_rc 0
-    STATUS_JSON=$OUT
-}
-sfield() {
-    python3 -c '
-import json, sys
-job, field = sys.argv[1], sys.argv[2]
-for o in json.load(sys.stdin):
-    if o["job"] == job:
-        v = o[field]
-        print(json.dumps(v) if isinstance(v, (list, dict)) or v is None else v)
-        break
-else:
-    sys.exit("no job " + job + " in status --json")
-' "$1" "$2" <<<"$STATUS_JSON"
-}
-
 # progress JOB: "chunks|rows" committed so far according to the database ("0|0" before the first).
 progress() {
     if sql_true "select to_regclass('sluice_progress') is not null"; then

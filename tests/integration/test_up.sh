@@ -2,29 +2,6 @@
 # test_up.sh: `up` over every key kind, with where, several statements, requires, pause, max-rate, resume.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# load_status: `status --json` into STATUS_JSON (checked to be valid JSON).
-load_status() {
-    run_sluice status --json
-    assert_rc 0
-    STATUS_JSON=$OUT
-}
-
-# sfield JOB FIELD: one field of STATUS_JSON for JOB; lists and null as JSON. Use on its own line:
-#   v=$(sfield JOB rows)
-sfield() {
-    python3 -c '
-import json, sys
-job, field = sys.argv[1], sys.argv[2]
-for o in json.load(sys.stdin):
-    if o["job"] == job:
-        v = o[field]
-        print(json.dumps(v) if isinstance(v, (list, dict)) or v is None else v)
-        break
-else:
-    sys.exit("no job " + job + " in status --json")
-' "$1" "$2" <<<"$STATUS_JSON"
-}
-
 # assert_status JOB FIELD EXPECTED: a fresh `status --json` has FIELD of JOB equal to EXPECTED.
 assert_status() {
     local v
