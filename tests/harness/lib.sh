@@ -274,7 +274,7 @@ pg_start() {
     $SLUICE_TEST_PGSTART
 }
 
-# load_status: `status --json` into STATUS_JSON (checked to be valid JSON).
+# load_status: a fresh `status --json` (exit 0 asserted) into STATUS_JSON, for sfield.
 load_status() {
     run_sluice status --json
     assert_rc 0
