@@ -1,9 +1,12 @@
-/* catalog.c: resolve a job's table, key and index against the PostgreSQL catalog. */
+/* catalog.c: resolve a job's table, key and index against the PostgreSQL catalog (SQLite: catalog_lite.c). */
 #include "sluice/catalog.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "catalog_internal.h"
 
 void sl_table_info_free(sl_table_info *info)
 {
@@ -76,13 +79,17 @@ static void add_key_col(sl_keyspec *ks, const sl_answer *ans, size_t res, int ro
     ks->ncols++;
 }
 
-/* Does idx_cols (names joined by \x01) start with the key's column names? */
-static int index_walks_key(const char *idx_cols, char *const *names, size_t n)
+static int name_eq(const char *a, const char *b, size_t len, int nocase)
+{
+    return (nocase ? strncasecmp(a, b, len) : strncmp(a, b, len)) == 0;
+}
+
+int sl_catalog_index_walks_key(const char *idx_cols, char *const *names, size_t n, int nocase)
 {
     const char *p = idx_cols;
     for (size_t i = 0; i < n; i++) {
         size_t len = strlen(names[i]);
-        if (strncmp(p, names[i], len) != 0 || (p[len] != '\x01' && p[len] != '\0'))
+        if (!name_eq(p, names[i], len, nocase) || (p[len] != '\x01' && p[len] != '\0'))
             return 0;
         p += len;
         if (i + 1 < n) {
@@ -94,9 +101,7 @@ static int index_walks_key(const char *idx_cols, char *const *names, size_t n)
     return 1;
 }
 
-/* Are all of the index's columns (names joined by \x01) among the key's? A
- * unique index on them makes the key unique. */
-static int index_within_key(const char *idx_cols, char *const *names, size_t n)
+int sl_catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase)
 {
     const char *p = idx_cols;
     while (*p) {
@@ -104,7 +109,7 @@ static int index_within_key(const char *idx_cols, char *const *names, size_t n)
         size_t len = end ? (size_t)(end - p) : strlen(p);
         int found = 0;
         for (size_t i = 0; i < n && !found; i++)
-            found = strlen(names[i]) == len && strncmp(names[i], p, len) == 0;
+            found = strlen(names[i]) == len && name_eq(names[i], p, len, nocase);
         if (!found)
             return 0;
         p += len;
@@ -152,6 +157,8 @@ static int resolve_key(const sl_job *job, const sl_answer *ans, sl_table_info *i
 int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err)
 {
     memset(info, 0, sizeof *info);
+    if (sess->dialect == SL_DIALECT_SQLITE)
+        return sl_catalog_resolve_lite(sess, job, info, err);
     const char *params[] = {job->table};
     sl_pg_query q[] = {{table_sql, 1, params}, {pk_sql, 1, params}, {cols_sql, 1, params}, {idx_sql, 1, params}};
     sl_answer ans;
@@ -178,9 +185,10 @@ int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info,
         goto out;
     for (int r = 0; r < ans.results[3].nrows; r++) {
         const char *cols = sl_answer_val(&ans, 3, r, 1);
-        if (!info->index && index_walks_key(cols, names, info->ks.ncols))
+        if (!info->index && sl_catalog_index_walks_key(cols, names, info->ks.ncols, 0))
             info->index = sl_strdup(sl_answer_val(&ans, 3, r, 0));
-        if (strcmp(sl_answer_val(&ans, 3, r, 2), "true") == 0 && index_within_key(cols, names, info->ks.ncols))
+        if (strcmp(sl_answer_val(&ans, 3, r, 2), "true") == 0 &&
+            sl_catalog_index_within_key(cols, names, info->ks.ncols, 0))
             info->unique_key = 1;
     }
     rc = 0;
@@ -195,6 +203,8 @@ out:
 
 int64_t sl_catalog_estimate_rows(sl_session *sess, const sl_keyspec *ks)
 {
+    if (sess->dialect == SL_DIALECT_SQLITE)
+        return sl_catalog_estimate_rows_lite(sess, ks);
     char *sql = ks->where ? sl_asprintf("EXPLAIN SELECT 1 FROM %s WHERE (%s)", ks->table, ks->where)
                           : sl_asprintf("EXPLAIN SELECT 1 FROM %s", ks->table);
     sl_answer ans;

@@ -186,6 +186,17 @@ static int check_supported(const sl_job *job, sl_err *err)
     return sl_job_check_supported(job, supported, err);
 }
 
+/* Settings that cannot apply to the target database. */
+static int check_target(const sl_opts *opts, const sl_job *job, sl_err *err)
+{
+    if (strncmp(opts->db, "sqlite:", 7) != 0 || !job->line[SL_DIR_MAX_REPLICA_LAG])
+        return 0;
+    sl_err_set(err, "%s:%d: max-replica-lag cannot apply to SQLite (--db %s): a SQLite database has no replicas",
+               job->path, job->line[SL_DIR_MAX_REPLICA_LAG], opts->db);
+    sl_err_append(err, "hint: remove the directive, or throttle with -- sluice:throttle-query SQL");
+    return -1;
+}
+
 static int load_jobs(const sl_opts *opts, sl_jobset *set, const char *only, int check)
 {
     sl_err err = {{0}};
@@ -202,21 +213,12 @@ static int load_jobs(const sl_opts *opts, sl_jobset *set, const char *only, int 
         if (only && set->jobs + i != sl_jobset_find(set, only))
             continue;
         err.msg[0] = '\0';
-        if (check_supported(&set->jobs[i], &err) != 0) {
+        if (check_supported(&set->jobs[i], &err) != 0 || check_target(opts, &set->jobs[i], &err) != 0) {
             sl_error("%s", err.msg);
             bad = 1;
         }
     }
     return bad ? SL_EXIT_USAGE : SL_EXIT_OK;
-}
-
-static int refuse_sqlite(const sl_opts *opts)
-{
-    if (strncmp(opts->db, "sqlite:", 7) == 0) {
-        sl_error("--db %s: SQLite targets are not supported yet; use a PostgreSQL URL", opts->db);
-        return 1;
-    }
-    return 0;
 }
 
 static int want_args(const cli_args *a, int min, int max, const char *cmd)
@@ -270,7 +272,7 @@ static int dispatch_down(cli_args *a)
         return SL_EXIT_USAGE;
     }
     a->opts.on_conflict = (sl_on_conflict)mode;
-    if (!want_args(a, 1, 1, "down") || refuse_sqlite(&a->opts))
+    if (!want_args(a, 1, 1, "down"))
         return SL_EXIT_USAGE;
     const char *target = a->pos[1];
     int named = target[0] != '-' && strcmp(target, "base") != 0;
@@ -298,14 +300,14 @@ static int dispatch(const char *cmd, cli_args *a)
         return strcmp(cmd, "status") == 0 ? sl_cmd_status(o, NULL, arg1) : sl_cmd_history(o, NULL);
     }
     if (strcmp(cmd, "up") == 0) {
-        if (!want_args(a, 0, 1, cmd) || refuse_sqlite(o))
+        if (!want_args(a, 0, 1, cmd))
             return SL_EXIT_USAGE;
         code = load_jobs(o, &set, arg1, 1);
         if (code == SL_EXIT_OK)
             code = sl_cmd_up(o, &set, arg1);
     } else if (strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0) {
         int is_plan = strcmp(cmd, "plan") == 0;
-        if (!want_args(a, is_plan ? 1 : 2, is_plan ? 1 : 2, cmd) || refuse_sqlite(o))
+        if (!want_args(a, is_plan ? 1 : 2, is_plan ? 1 : 2, cmd))
             return SL_EXIT_USAGE;
         code = load_jobs(o, &set, arg1, is_plan);
         if (code == SL_EXIT_OK)

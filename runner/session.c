@@ -1,4 +1,4 @@
-/* session.c: a PostgreSQL session awaited from sequential command code, signals, sleeps. */
+/* session.c: a database session (PostgreSQL or SQLite) awaited from sequential command code, signals, sleeps. */
 #include "sluice/session.h"
 
 #include <assert.h>
@@ -27,6 +27,11 @@ const char *sl_answer_val(const sl_answer *ans, size_t i, int row, int col)
     if (row < 0 || col < 0 || row >= r->nrows || col >= r->ncols)
         return NULL;
     return r->vals[row * r->ncols + col];
+}
+
+int sl_answer_true(const char *v)
+{
+    return v && (strcmp(v, "t") == 0 || strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
 }
 
 static void copy_result(sl_result *dst, const PGresult *res)
@@ -84,6 +89,8 @@ static void on_signal(uv_signal_t *handle, int signum)
         sl_warn("second signal: aborting the chunk in flight (it rolls back)");
         if (sess->has_pg)
             sl_pg_disconnect(&sess->pg);
+        if (sess->has_lite)
+            sl_lite_interrupt(&sess->lite);
     }
 }
 
@@ -96,7 +103,12 @@ int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_
     int64_t v;
     if (cto && sl_parse_duration(cto, &v) == 0 && v > 0)
         sess->connect_timeout_ms = v;
-    if (conninfo) {
+    if (conninfo && strncmp(conninfo, "sqlite:", 7) == 0) {
+        if (sl_lite_init(loop, &sess->lite, conninfo, err) != 0)
+            return -1;
+        sess->has_lite = 1;
+        sess->dialect = SL_DIALECT_SQLITE;
+    } else if (conninfo) {
         if (sl_pg_init(loop, &sess->pg, conninfo, err) != 0)
             return -1;
         sess->has_pg = 1;
@@ -157,6 +169,22 @@ static const char *const bookkeeping_sql[] = {
     "COMMIT",
 };
 
+/* The same table on SQLite: keys as JSON arrays of text, times as ISO text. */
+static const char *const lite_bookkeeping_sql[] = {
+    "CREATE TABLE IF NOT EXISTS " SL_PROGRESS_TABLE " ("
+    " job TEXT NOT NULL,"
+    " chunk_no INTEGER NOT NULL,"
+    " lo TEXT NOT NULL,"
+    " hi TEXT NOT NULL,"
+    " rows INTEGER NOT NULL,"
+    " duration_ms INTEGER,"
+    " attempts INTEGER NOT NULL DEFAULT 1,"
+    " checksum TEXT NOT NULL,"
+    " committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+    " skipped INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (job, chunk_no))",
+};
+
 static int run_setup(sl_session *sess, const char *const *sql, size_t n, sl_err *err)
 {
     sl_pg_query q[8];
@@ -165,11 +193,11 @@ static int run_setup(sl_session *sess, const char *const *sql, size_t n, sl_err 
         q[i] = (sl_pg_query){sql[i], 0, NULL};
     sl_answer ans;
     if (sl_session_exec(sess, q, n, &ans) != 0) {
-        sl_err_set(err, "lost the connection to %s while setting up", sess->pg.display);
+        sl_err_set(err, "lost the connection to %s while setting up", sl_session_display(sess));
         return -1;
     }
     if (!ans.ok) {
-        sl_err_set(err, "cannot prepare the session on %s: %s", sess->pg.display, ans.error);
+        sl_err_set(err, "cannot prepare the session on %s: %s", sl_session_display(sess), ans.error);
         if (sql == bookkeeping_sql)
             sl_err_append(err, "hint: the first run creates the bookkeeping table " SL_PROGRESS_TABLE
                                " and needs CREATE on the first schema of search_path");
@@ -182,8 +210,29 @@ static int run_setup(sl_session *sess, const char *const *sql, size_t n, sl_err 
     return 0;
 }
 
+const char *sl_session_display(const sl_session *sess)
+{
+    return sess->has_lite ? sess->lite.display : sess->has_pg ? sess->pg.display : "(no database)";
+}
+
+void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms)
+{
+    if (sess->has_lite)
+        sl_lite_set_timeouts(&sess->lite, lock_ms, stmt_ms);
+}
+
+const char *sl_session_begin_sql(const sl_session *sess)
+{
+    return sess->has_lite ? "BEGIN IMMEDIATE" : "BEGIN";
+}
+
 int sl_session_connect(sl_session *sess, sl_err *err)
 {
+    if (sess->has_lite) {
+        if (sl_lite_open(&sess->lite, err) != 0)
+            return -1;
+        return sess->ensure_bookkeeping ? sl_session_ensure_bookkeeping(sess, err) : 0;
+    }
     assert(sess->has_pg && "BUG: connect without a database");
     conn_waiter w = {0};
     if (sl_pg_connect(&sess->pg, sess->connect_timeout_ms, on_connect, &w) != 0) {
@@ -207,7 +256,9 @@ int sl_session_connect(sl_session *sess, sl_err *err)
 
 int sl_session_ensure_bookkeeping(sl_session *sess, sl_err *err)
 {
-    if (run_setup(sess, bookkeeping_sql, sizeof bookkeeping_sql / sizeof bookkeeping_sql[0], err) != 0)
+    int rc = sess->has_lite ? run_setup(sess, lite_bookkeeping_sql, 1, err)
+                            : run_setup(sess, bookkeeping_sql, sizeof bookkeeping_sql / sizeof bookkeeping_sql[0], err);
+    if (rc != 0)
         return -1;
     sess->ensure_bookkeeping = 1; /* and again after every reconnect */
     return 0;
@@ -216,6 +267,14 @@ int sl_session_ensure_bookkeeping(sl_session *sess, sl_err *err)
 int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_answer *ans)
 {
     memset(ans, 0, sizeof *ans);
+    if (sess->has_lite) {
+        int done = 0;
+        if (sl_lite_send(&sess->lite, queries, n, ans, &done) != 0)
+            return -1;
+        while (!done)
+            uv_run(sess->loop, UV_RUN_ONCE);
+        return 0;
+    }
     if (!sess->has_pg || !sess->pg.connected)
         return -1;
     waiter w = {ans, 0};
@@ -261,13 +320,15 @@ int sl_session_stopping(const sl_session *sess)
 
 int sl_session_connected(const sl_session *sess)
 {
-    return sess->has_pg && sess->pg.connected;
+    return sess->has_lite ? sess->lite.db != NULL : sess->has_pg && sess->pg.connected;
 }
 
 void sl_session_disconnect(sl_session *sess)
 {
     if (sess->has_pg)
         sl_pg_disconnect(&sess->pg);
+    if (sess->has_lite)
+        sl_lite_close(&sess->lite); /* sqlite3_close rolls back an open transaction */
 }
 
 static void on_pg_closed(sl_pg *pg)
@@ -283,6 +344,8 @@ void sl_session_close(sl_session *sess)
     uv_close((uv_handle_t *)&sess->sigterm, NULL);
     uv_close((uv_handle_t *)&sess->sleep_timer, NULL);
     uv_run(sess->loop, UV_RUN_DEFAULT);
+    if (sess->has_lite)
+        sl_lite_free(&sess->lite);
     if (sess->has_pg) {
         free(sess->pg.conninfo);
         free(sess->pg.display);
@@ -342,8 +405,19 @@ static void describe_holder(sl_session *sess, const char *key, const char *job, 
     sl_answer_free(&ans);
 }
 
+static int lite_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err)
+{
+    for (int64_t waited = 0;; waited += 100) {
+        int rc = sl_lite_try_lock_job(&sess->lite, job, err);
+        if (rc != -2 || waited >= wait_ms || sl_session_sleep(sess, 100))
+            return rc;
+    }
+}
+
 int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err)
 {
+    if (sess->has_lite)
+        return lite_lock_job(sess, job, wait_ms, err);
     char *key = sl_asprintf("sluice:%s", job);
     const char *params[] = {key};
     int rc = -2;
@@ -374,6 +448,10 @@ int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_e
 
 void sl_session_unlock_job(sl_session *sess, const char *job)
 {
+    if (sess->has_lite) {
+        sl_lite_unlock_job(&sess->lite, job);
+        return;
+    }
     if (!sl_session_connected(sess))
         return;
     char *key = sl_asprintf("sluice:%s", job);

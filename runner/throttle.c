@@ -46,7 +46,9 @@ int sl_throttle_check(sl_session *sess, const sl_job *job, const sl_pace *pace, 
                       size_t reasonsz)
 {
     const char *params[] = {table};
-    sl_pg_query q[2] = {{health_sql, 1, params}, {job->throttle_query, 0, NULL}};
+    /* SQLite has no replicas, lock queue or other sessions to look at */
+    const char *health = sess->dialect == SL_DIALECT_SQLITE ? "SELECT 0, 0, 0" : health_sql;
+    sl_pg_query q[2] = {{health, sess->dialect == SL_DIALECT_SQLITE ? 0 : 1, params}, {job->throttle_query, 0, NULL}};
     size_t nq = job->throttle_query ? 2 : 1;
     sl_answer ans;
     if (sl_session_exec(sess, q, nq, &ans) != 0) {
@@ -61,7 +63,7 @@ int sl_throttle_check(sl_session *sess, const sl_job *job, const sl_pace *pace, 
         rc = 1;
     } else if (nq == 2) {
         const char *v = sl_answer_val(&ans, 1, 0, 0);
-        if (v && strcmp(v, "t") == 0) {
+        if (sl_answer_true(v)) {
             snprintf(reason, reasonsz, "throttle-query returned true (%s:%d)", job->path,
                      job->line[SL_DIR_THROTTLE_QUERY]);
             rc = 1;

@@ -100,6 +100,9 @@ static void render_stmt(up_run *r, size_t i)
 
 void sl_up_render_timeouts(up_run *r)
 {
+    /* SQLite has no SET LOCAL: the session applies them (busy timeout, deadline) */
+    r->nset = r->sess->dialect == SL_DIALECT_SQLITE ? 0 : 2;
+    sl_session_set_timeouts(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms);
     snprintf(r->set_lock_timeout, sizeof r->set_lock_timeout, "SET LOCAL lock_timeout = %" PRId64,
              r->job->lock_timeout_ms);
     snprintf(r->set_stmt_timeout, sizeof r->set_stmt_timeout, "SET LOCAL statement_timeout = %" PRId64,
@@ -116,18 +119,25 @@ static void prepare_sql(up_run *r)
     for (size_t i = 0; i < r->job->up.nstmts; i++)
         render_stmt(r, i);
     /* $1 job, $2 chunk_no, then the lo columns, the hi columns, rows, attempts, checksum, skipped */
+    int lite = r->sess->dialect == SL_DIALECT_SQLITE;
     sl_buf b = {0};
-    sl_buf_adds(&b, "INSERT INTO " SL_PROGRESS_TABLE
-                    " (job, chunk_no, lo, hi, rows, duration_ms, attempts, checksum, skipped) VALUES ($1, $2, ARRAY[");
+    sl_buf_printf(&b,
+                  "INSERT INTO " SL_PROGRESS_TABLE
+                  " (job, chunk_no, lo, hi, rows, duration_ms, attempts, checksum, skipped) VALUES ($1, $2, %s",
+                  lite ? "json_array(" : "ARRAY[");
     for (size_t i = 0; i < n; i++)
         sl_buf_printf(&b, "%s$%zu", i ? ", " : "", 3 + i);
-    sl_buf_adds(&b, "]::text[], ARRAY[");
+    sl_buf_adds(&b, lite ? "), json_array(" : "]::text[], ARRAY[");
     for (size_t i = 0; i < n; i++)
         sl_buf_printf(&b, "%s$%zu", i ? ", " : "", 3 + n + i);
-    sl_buf_printf(&b,
-                  "]::text[], $%zu, (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, $%zu, $%zu,"
-                  " $%zu::boolean)",
-                  3 + 2 * n, 4 + 2 * n, 5 + 2 * n, 6 + 2 * n);
+    if (lite) /* SQLite: the keys as JSON arrays of text, the flag as 0/1 */
+        sl_buf_printf(&b, "), $%zu, sluice_elapsed_ms(), $%zu, $%zu, $%zu = 'true')", 3 + 2 * n, 4 + 2 * n, 5 + 2 * n,
+                      6 + 2 * n);
+    else
+        sl_buf_printf(&b,
+                      "]::text[], $%zu, (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, $%zu, $%zu,"
+                      " $%zu::boolean)",
+                      3 + 2 * n, 4 + 2 * n, 5 + 2 * n, 6 + 2 * n);
     r->progress_sql = sl_buf_take(&b);
     sl_up_render_timeouts(r);
 }
@@ -211,8 +221,8 @@ static int exec_saving(up_run *r, const sl_pg_query *q, size_t nq, size_t split,
     pad_answer(ans, nq);
     if (!ans->ok)
         return 0;
-    size_t first = 3 + (r->undo.pre_sql ? 1 : 0);
-    const sl_result *pre = r->undo.pre_sql ? &ans->results[3] : NULL;
+    size_t first = 1 + r->nset + (r->undo.pre_sql ? 1 : 0);
+    const sl_result *pre = r->undo.pre_sql ? &ans->results[1 + r->nset] : NULL;
     if (sl_undo_save(&r->undo, r->ckpt, r->chunk_no + 1, pre, &ans->results[first + r->job->up.nstmts], &r->err) != 0) {
         sl_answer rb;
         if (sl_session_exec1(r->sess, "ROLLBACK", 0, NULL, &rb) == 0)
@@ -251,7 +261,7 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     size_t k = r->job->up.nstmts, n = r->info.ks.ncols;
     /* with undo records: a pre-image query before the up statements and a post-image one after them */
     size_t pre = r->undo.pre_sql ? 1 : 0, post = r->undo.post_sql ? 1 : 0;
-    size_t first = 3 + pre, prog_i = first + k + post, commit_i = prog_i + 1, bound_i = commit_i + 1;
+    size_t first = 1 + r->nset + pre, prog_i = first + k + post, commit_i = prog_i + 1, bound_i = commit_i + 1;
     size_t nq = bound_i + 1;
     sl_pg_query *q = sl_calloc(nq, sizeof *q);
     const char *edges[2 * SL_MAX_KEY_COLS];
@@ -276,11 +286,13 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     const char *bparams[SL_MAX_KEY_COLS + 1];
     size_t nb = boundary_params(r, &cur->hi, bparams, limit);
 
-    q[0] = (sl_pg_query){"BEGIN", 0, NULL};
-    q[1] = (sl_pg_query){r->set_lock_timeout, 0, NULL};
-    q[2] = (sl_pg_query){r->set_stmt_timeout, 0, NULL};
+    q[0] = (sl_pg_query){sl_session_begin_sql(r->sess), 0, NULL};
+    if (r->nset) {
+        q[1] = (sl_pg_query){r->set_lock_timeout, 0, NULL};
+        q[2] = (sl_pg_query){r->set_stmt_timeout, 0, NULL};
+    }
     if (pre)
-        q[3] = (sl_pg_query){r->undo.pre_sql, 2 * (int)n, edges, 1};
+        q[1 + r->nset] = (sl_pg_query){r->undo.pre_sql, 2 * (int)n, edges, 1};
     for (size_t i = 0; i < k; i++) {
         const sl_stmt *st = &r->job->up.stmts[i];
         int used = (st->uses_lo + st->uses_hi) * (int)n;
@@ -390,7 +402,7 @@ static int set_aside(up_run *r, const chunk_bounds *cur, int64_t attempts, int64
     prog[np++] = att;
     prog[np++] = r->job->checksum;
     prog[np++] = "true";
-    sl_pg_query q[] = {{"BEGIN", 0, NULL}, {r->progress_sql, (int)np, prog}, {"COMMIT", 0, NULL}};
+    sl_pg_query q[] = {{sl_session_begin_sql(r->sess), 0, NULL}, {r->progress_sql, (int)np, prog}, {"COMMIT", 0, NULL}};
     sl_answer ans;
     int rc = sl_session_exec(r->sess, q, 3, &ans);
     if (rc == 0 && !ans.ok && !ans.conn_lost) {
@@ -597,8 +609,8 @@ static int run_job(up_run *r)
         return rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     prepare_sql(r);
     sl_pace_init(&r->pace, r->job);
-    if (sl_ckpt_begin_run(r->ckpt, "up", SL_STATE_RUNNING, r->job->checksum, r->sess->pg.display, r->opts->force,
-                          &r->run_id, &r->err) != 0 ||
+    if (sl_ckpt_begin_run(r->ckpt, "up", SL_STATE_RUNNING, r->job->checksum, sl_session_display(r->sess),
+                          r->opts->force, &r->run_id, &r->err) != 0 ||
         sl_ckpt_set_batch(r->ckpt, r->pace.batch, &r->err) != 0)
         return SL_EXIT_FAILED;
     int64_t total = sl_catalog_estimate_rows(r->sess, &r->info.ks);

@@ -34,6 +34,7 @@ typedef struct up_run {
     char *progress_sql;   /* INSERT INTO sluice_progress ... */
     char set_lock_timeout[64];
     char set_stmt_timeout[64];
+    size_t nset; /* SET LOCAL statements in a chunk: 2 on PostgreSQL, 0 on SQLite */
     int64_t run_id;
     int64_t chunk_no; /* last committed */
     int64_t rows_done;
@@ -60,7 +61,8 @@ static inline void tuple_free(key_tuple *t)
 /* Reconnect with backoff and jitter, take the job's lock again: 0, 1 when
  * stopped by a signal, -1 when it gave up (r->err). */
 int sl_up_reconnect(up_run *r);
-/* Render the SET LOCAL statements from the job's timeouts. */
+/* Render the SET LOCAL statements from the job's timeouts (on SQLite: set
+ * them on the session instead). */
 void sl_up_render_timeouts(up_run *r);
 
 /* Wait while the job is paused by ctl, outside its windows, or while a

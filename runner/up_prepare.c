@@ -27,7 +27,7 @@ int sl_up_check_requires(up_run *r)
     if (!ans.ok) {
         sl_err_set(&r->err, "%s:%d: requires query failed: %s", r->job->path, r->job->line[SL_DIR_REQUIRES], ans.error);
         rc = -2;
-    } else if (!v || strcmp(v, "t") != 0) {
+    } else if (!sl_answer_true(v)) {
         sl_err_set(&r->err, "%s:%d: refusing to start: requires returned %s, not true: %s", r->job->path,
                    r->job->line[SL_DIR_REQUIRES], v ? v : "no row or NULL", r->job->requires);
         rc = -2;
@@ -75,13 +75,18 @@ int sl_up_reconcile(up_run *r)
     snprintf(after, sizeof after, "%" PRId64, have);
     const char *params[] = {r->job->name, after};
     sl_answer ans;
-    if (sl_session_exec1(r->sess,
-                         "SELECT chunk_no, array_to_json(lo)::text, array_to_json(hi)::text, rows, duration_ms, "
-                         "attempts, checksum, (extract(epoch FROM committed_at) * 1000)::bigint, "
-                         "(SELECT max(chunk_no) FROM " SL_PROGRESS_TABLE " WHERE job = $1), skipped::text "
-                         "FROM (SELECT 1) one LEFT JOIN " SL_PROGRESS_TABLE " p ON p.job = $1 AND p.chunk_no > $2 "
-                         "ORDER BY chunk_no",
-                         2, params, &ans) != 0)
+    int lite = r->sess->dialect == SL_DIALECT_SQLITE; /* SQLite keeps the keys as JSON text, times as ISO text */
+    char *sql = sl_asprintf("SELECT chunk_no, %s, %s, rows, duration_ms, attempts, checksum, %s, "
+                            "(SELECT max(chunk_no) FROM " SL_PROGRESS_TABLE " WHERE job = $1), "
+                            "CASE WHEN skipped THEN 'true' ELSE 'false' END "
+                            "FROM (SELECT 1) one LEFT JOIN " SL_PROGRESS_TABLE
+                            " p ON p.job = $1 AND p.chunk_no > $2 ORDER BY chunk_no",
+                            lite ? "lo" : "array_to_json(lo)::text", lite ? "hi" : "array_to_json(hi)::text",
+                            lite ? "CAST((julianday(committed_at) - 2440587.5) * 86400000 AS INTEGER)"
+                                 : "(extract(epoch FROM committed_at) * 1000)::bigint");
+    int qrc = sl_session_exec1(r->sess, sql, 2, params, &ans);
+    free(sql);
+    if (qrc != 0)
         return -1;
     if (!ans.ok) {
         sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error);
@@ -134,7 +139,8 @@ int sl_up_load_position(up_run *r)
     sl_buf b = {0};
     sl_buf_adds(&b, "SELECT chunk_no, checksum");
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, ", hi[%zu]", i + 1);
+        sl_buf_printf(&b, r->sess->dialect == SL_DIALECT_SQLITE ? ", hi ->> %zu" : ", hi[%zu]",
+                      r->sess->dialect == SL_DIALECT_SQLITE ? i : i + 1);
     sl_buf_adds(&b, ", (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE
                     " WHERE job = $1) FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
     const char *params[] = {r->job->name};

@@ -15,7 +15,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD="$ROOT/build-test"
+BUILD=${SLUICE_TEST_BUILD:-"$ROOT/build-test"}
 PG_MAJOR=${SLUICE_TEST_PGVERSION:-15}
 # What the build and the tests need on a Debian 12 machine; CI starts from one that may have none of it.
 DEPS=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev sqlite3

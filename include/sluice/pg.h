@@ -5,20 +5,13 @@
 #include <libpq-fe.h>
 #include <uv.h>
 
+#include "sluice/answer.h"
 #include "sluice/util.h"
 
 typedef struct sl_pg sl_pg;
 
-/* One query of a batch. params are text-format values (NULL = SQL NULL).
- * With prepare set, the statement is parsed and planned once per connection
- * (a named prepared statement, "sl_" + a hash of sql) and executed from then
- * on: for the statements every chunk repeats. */
-typedef struct sl_pg_query {
-    const char *sql;
-    int nparams;
-    const char *const *params;
-    int prepare;
-} sl_pg_query;
+/* Queries are sl_pg_query (answer.h); a prepared one becomes a named
+ * statement, "sl_" + a hash of its sql, on each connection. */
 
 /* What a batch produced. Valid only during the callback: the results are
  * cleared when it returns. */

@@ -1,7 +1,8 @@
-/* session.h: one PostgreSQL session on the event loop, awaited from straight-line command code.
+/* session.h: one database session (PostgreSQL or SQLite) on the event loop, awaited from straight-line command code.
  *
  * Commands are written as plain sequential C: sl_session_exec() sends a
- * pipeline segment and runs the libuv loop until its reply arrives. The loop
+ * batch (a pipeline segment on PostgreSQL, a thread-pool job on SQLite, see
+ * lite.h) and runs the libuv loop until its reply arrives. The loop
  * keeps running while we wait, so signals, timers and the control
  * socket are served; nothing blocks it. Callbacks that fire during a wait only
  * set flags or drop the connection; they never wait themselves. */
@@ -10,33 +11,17 @@
 
 #include <uv.h>
 
+#include "sluice/keys.h"
+#include "sluice/lite.h"
 #include "sluice/pg.h"
 #include "sluice/util.h"
 
-/* One statement's result, copied out of libpq so it outlives the callback. */
-typedef struct sl_result {
-    int nrows, ncols;
-    char **vals;        /* nrows * ncols, row-major; NULL for SQL NULL */
-    int64_t cmd_tuples; /* rows affected (PQcmdTuples), -1 if none */
-} sl_result;
-
-typedef struct sl_answer {
-    int ok;
-    int conn_lost;
-    int failed_index; /* -1 if none */
-    char sqlstate[6];
-    char *error; /* malloc'd, NULL if ok */
-    size_t nresults;
-    sl_result *results; /* one per query; zeroed where aborted */
-} sl_answer;
-
-void sl_answer_free(sl_answer *ans);
-/* Value of row/col of result i, or NULL (also when out of range). */
-const char *sl_answer_val(const sl_answer *ans, size_t i, int row, int col);
-
 typedef struct sl_session {
     uv_loop_t *loop;
+    sl_dialect dialect; /* which of pg and lite is in use */
     sl_pg pg;
+    sl_lite lite;
+    int has_lite;
     uv_signal_t sigint, sigterm;
     uv_timer_t sleep_timer;
     int signals; /* SIGINT/SIGTERM received so far */
@@ -45,9 +30,10 @@ typedef struct sl_session {
     int64_t connect_timeout_ms;
 } sl_session;
 
-/* Prepare a session on loop: validates conninfo (sl_pg_init) and installs the
- * SIGINT/SIGTERM watchers (first signal: sl_session_stopping() turns true;
- * second: the connection is dropped at once, rolling back the open chunk).
+/* Prepare a session on loop: validates conninfo ("sqlite:PATH", else
+ * sl_pg_init) and installs the SIGINT/SIGTERM watchers (first signal:
+ * sl_session_stopping() turns true; second: the connection is dropped, or
+ * the SQLite statement interrupted, at once, rolling back the open chunk).
  * conninfo NULL means no database (status, history). */
 int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err) SL_MUSTCHECK;
 
@@ -56,6 +42,19 @@ int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_
  * ensure_bookkeeping is set, the bookkeeping table sluice_progress. err says
  * what failed. */
 int sl_session_connect(sl_session *sess, sl_err *err) SL_MUSTCHECK;
+
+/* "user@host:port/dbname" or "sqlite:PATH": safe to print. */
+const char *sl_session_display(const sl_session *sess);
+
+/* The job's lock-timeout and statement-timeout. On PostgreSQL they are SET
+ * LOCAL inside each chunk's transaction (so this does nothing); on SQLite
+ * they are the busy timeout and a per-statement deadline. */
+void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms);
+
+/* "BEGIN", or on SQLite "BEGIN IMMEDIATE": the write lock up front, so a
+ * chunk waits for it (up to lock-timeout) before doing any work rather than
+ * failing half-way when it first writes. */
+const char *sl_session_begin_sql(const sl_session *sess);
 
 /* Create the bookkeeping table if it is missing, now and after every
  * reconnect. Called once a job is past its preflight checks, so a refused
@@ -94,8 +93,8 @@ int64_t sl_session_backoff_ms(int attempt);
  * signal, -1 gave up (err). */
 int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err) SL_MUSTCHECK;
 
-/* The job's advisory lock (hashtextextended('sluice:<job>', 0)), one runner
- * per job and database, held by the session until it ends or unlocks. A
+/* The job's advisory lock (hashtextextended('sluice:<job>', 0); on SQLite a
+ * lock file, lite.h), one runner per job and database, held by the session until it ends or unlocks. A
  * just-killed runner's backend may hold it for a moment, so it retries for
  * up to wait_ms. 0 taken; -2 held by another session (err names its pid);
  * -1 error. */

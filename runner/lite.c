@@ -1,0 +1,417 @@
+/* lite.c: the SQLite target driver: batches of statements run on libuv's thread pool, answers like libpq's. */
+#include "sluice/lite.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Statements a job repeats every chunk stay prepared (SQLITE_PREPARE_PERSISTENT). */
+#define LITE_CACHE_MAX 32
+
+struct sl_lite_stmt {
+    char *sql;
+    sqlite3_stmt *stmt;
+};
+
+int sl_lite_init(uv_loop_t *loop, sl_lite *lite, const char *url, sl_err *err)
+{
+    memset(lite, 0, sizeof *lite);
+    assert(strncmp(url, "sqlite:", 7) == 0 && "BUG: not a sqlite: URL");
+    const char *path = url + 7;
+    if (!*path) {
+        sl_err_set(err, "--db %s: no database file after \"sqlite:\"", url);
+        sl_err_append(err, "hint: --db sqlite:app.db (a path, relative to the current directory or absolute)");
+        return -1;
+    }
+    if (access(path, F_OK) != 0) {
+        sl_err_set(err, "--db %s: no such database file", url);
+        sl_err_append(err, "hint: sluice never creates the database; check the path (relative to the current "
+                           "directory, or absolute)");
+        return -1;
+    }
+    lite->loop = loop;
+    lite->path = sl_strdup(path);
+    lite->display = sl_strdup(url);
+    lite->busy_timeout_ms = 2000;
+    lite->lock_fd = -1;
+    return 0;
+}
+
+/* ---- functions sluice's SQL uses ---- */
+
+static void hash_bytes(uint64_t *h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        *h ^= p[i];
+        *h *= UINT64_C(0x100000001b3);
+    }
+}
+
+/* sluice_hash(v, ...): FNV-1a over each value's type and bytes, so 1, 1.0,
+ * '1' and X'31' all differ, as a change of type is a change of the row. */
+static void fn_hash(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (int i = 0; i < argc; i++) {
+        unsigned char type = (unsigned char)sqlite3_value_type(argv[i]);
+        hash_bytes(&h, &type, 1);
+        if (type == SQLITE_INTEGER) {
+            sqlite3_int64 v = sqlite3_value_int64(argv[i]);
+            hash_bytes(&h, &v, sizeof v);
+        } else if (type == SQLITE_FLOAT) {
+            double v = sqlite3_value_double(argv[i]);
+            hash_bytes(&h, &v, sizeof v);
+        } else if (type != SQLITE_NULL) {
+            const void *data = type == SQLITE_BLOB ? sqlite3_value_blob(argv[i]) : sqlite3_value_text(argv[i]);
+            int64_t len = sqlite3_value_bytes(argv[i]);
+            hash_bytes(&h, &len, sizeof len);
+            hash_bytes(&h, data, (size_t)len);
+        }
+    }
+    sqlite3_result_int64(ctx, (sqlite3_int64)h);
+}
+
+/* sluice_elapsed_ms(): time since the batch began, for sluice_progress.duration_ms. */
+static void fn_elapsed(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    sl_lite *lite = sqlite3_user_data(ctx);
+    sqlite3_result_int64(ctx, sl_mono_ms() - lite->batch_started_ms);
+}
+
+/* Checked every 1000 VM steps: past the statement's deadline, interrupt it. */
+static int on_progress(void *arg)
+{
+    sl_lite *lite = arg;
+    return lite->deadline_ms > 0 && sl_mono_ms() > lite->deadline_ms;
+}
+
+static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
+{
+    sqlite3_stmt *st;
+    out[0] = '\0';
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+int sl_lite_open(sl_lite *lite, sl_err *err)
+{
+    if (lite->db)
+        return 0;
+    int rc = sqlite3_open_v2(lite->path, &lite->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        sl_err_set(err, "cannot open %s: %s", lite->display, lite->db ? sqlite3_errmsg(lite->db) : sqlite3_errstr(rc));
+        sqlite3_close(lite->db);
+        lite->db = NULL;
+        return -1;
+    }
+    sqlite3_extended_result_codes(lite->db, 1);
+    lite->busy_applied_ms = lite->busy_timeout_ms;
+    sqlite3_busy_timeout(lite->db, (int)lite->busy_applied_ms);
+    char mode[32];
+    /* reading the journal mode also checks that this is a database at all */
+    if (pragma_text(lite->db, "PRAGMA journal_mode", mode, sizeof mode) != 0 ||
+        sqlite3_exec(lite->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK) {
+        sl_err_set(err, "cannot use %s: %s", lite->display, sqlite3_errmsg(lite->db));
+        sl_lite_close(lite);
+        return -1;
+    }
+    lite->journal_wal = strcmp(mode, "wal") == 0;
+    sqlite3_create_function(lite->db, "sluice_hash", -1, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
+                            fn_hash, NULL, NULL);
+    sqlite3_create_function(lite->db, "sluice_elapsed_ms", 0, SQLITE_UTF8, lite, fn_elapsed, NULL, NULL);
+    sqlite3_progress_handler(lite->db, 1000, on_progress, lite);
+    return 0;
+}
+
+void sl_lite_set_timeouts(sl_lite *lite, int64_t lock_ms, int64_t stmt_ms)
+{
+    /* not sqlite3_busy_timeout() here: a batch may be running, and the
+     * connection's mutex would block the loop until it is done */
+    lite->busy_timeout_ms = lock_ms;
+    lite->stmt_timeout_ms = stmt_ms;
+}
+
+/* ---- one batch, on a pool thread ---- */
+
+typedef struct lite_work {
+    uv_work_t req;
+    sl_lite *lite;
+    const sl_pg_query *queries;
+    size_t n;
+    sl_answer *ans;
+    int *done;
+} lite_work;
+
+/* The SQLSTATE PostgreSQL would give, so the runner's retry rules apply:
+ * lock waits and interrupts are transient, constraint failures are not. */
+static const char *nearest_sqlstate(int code)
+{
+    switch (code & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return "55P03";
+    case SQLITE_INTERRUPT: return "57014";
+    case SQLITE_CONSTRAINT: break;
+    default: return "";
+    }
+    switch (code) {
+    case SQLITE_CONSTRAINT_CHECK: return "23514";
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY: return "23505";
+    case SQLITE_CONSTRAINT_NOTNULL: return "23502";
+    case SQLITE_CONSTRAINT_FOREIGNKEY: return "23503";
+    default: return "23000";
+    }
+}
+
+static sqlite3_stmt *cached_stmt(sl_lite *lite, const char *sql)
+{
+    for (size_t i = 0; i < lite->ncache; i++)
+        if (strcmp(lite->cache[i].sql, sql) == 0)
+            return lite->cache[i].stmt;
+    return NULL;
+}
+
+static int get_stmt(sl_lite *lite, const sl_pg_query *q, sqlite3_stmt **out, int *owned)
+{
+    *owned = 1;
+    if (q->prepare && (*out = cached_stmt(lite, q->sql)) != NULL) {
+        *owned = 0;
+        return SQLITE_OK;
+    }
+    int keep = q->prepare && lite->ncache < LITE_CACHE_MAX;
+    int rc = sqlite3_prepare_v3(lite->db, q->sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, out, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (!*out) /* only a comment or whitespace */
+        return SQLITE_OK;
+    if (keep) {
+        lite->cache = sl_realloc(lite->cache, (lite->ncache + 1) * sizeof *lite->cache);
+        lite->cache[lite->ncache++] = (struct sl_lite_stmt){sl_strdup(q->sql), *out};
+        *owned = 0;
+    }
+    return SQLITE_OK;
+}
+
+/* $N by name (PostgreSQL-style SQL runs unchanged), else ?N, else position N. */
+static int bind_params(sqlite3_stmt *st, const sl_pg_query *q)
+{
+    int count = sqlite3_bind_parameter_count(st);
+    for (int i = 1; i <= q->nparams; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "$%d", i);
+        int idx = sqlite3_bind_parameter_index(st, name);
+        if (!idx) {
+            name[0] = '?';
+            idx = sqlite3_bind_parameter_index(st, name);
+        }
+        if (!idx && i <= count && !sqlite3_bind_parameter_name(st, i))
+            idx = i;
+        if (!idx)
+            continue; /* a parameter this statement does not use */
+        const char *v = q->params[i - 1];
+        int rc = v ? sqlite3_bind_text(st, idx, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, idx);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+static void add_row(sl_result *res, sqlite3_stmt *st, size_t *cap)
+{
+    int ncols = res->ncols;
+    size_t need = (size_t)(res->nrows + 1) * (size_t)ncols;
+    if (need + 1 > *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        while (*cap < need + 1)
+            *cap *= 2;
+        res->vals = sl_realloc(res->vals, *cap * sizeof(char *));
+    }
+    for (int c = 0; c < ncols; c++) {
+        const unsigned char *v = sqlite3_column_text(st, c);
+        res->vals[(size_t)res->nrows * (size_t)ncols + (size_t)c] = v ? sl_strdup((const char *)v) : NULL;
+    }
+    res->nrows++;
+}
+
+/* Run one statement to completion into res. SQLITE_DONE on success. */
+static int run_stmt(sl_lite *lite, const sl_pg_query *q, sl_result *res)
+{
+    sqlite3_stmt *st = NULL;
+    int owned;
+    res->cmd_tuples = -1;
+    int rc = get_stmt(lite, q, &st, &owned);
+    if (rc != SQLITE_OK || !st)
+        return rc == SQLITE_OK ? SQLITE_DONE : rc;
+    rc = bind_params(st, q);
+    if (rc == SQLITE_OK) {
+        int64_t before = sqlite3_total_changes64(lite->db);
+        res->ncols = sqlite3_column_count(st);
+        size_t cap = 0;
+        int64_t limit = lite->stmt_timeout_ms;
+        lite->deadline_ms = limit > 0 ? sl_mono_ms() + limit : 0;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            add_row(res, st, &cap);
+        lite->timed_out = rc == SQLITE_INTERRUPT && lite->deadline_ms > 0 && sl_mono_ms() >= lite->deadline_ms;
+        lite->deadline_ms = 0;
+        if (!sqlite3_stmt_readonly(st))
+            res->cmd_tuples = sqlite3_total_changes64(lite->db) != before ? sqlite3_changes64(lite->db) : 0;
+    }
+    if (owned) {
+        sqlite3_finalize(st);
+    } else {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    return rc;
+}
+
+static void run_batch(uv_work_t *req)
+{
+    lite_work *w = req->data;
+    sl_lite *lite = w->lite;
+    sl_answer *ans = w->ans;
+    ans->ok = 1;
+    ans->failed_index = -1;
+    ans->nresults = w->n;
+    ans->results = sl_calloc(w->n + 1, sizeof(sl_result));
+    lite->batch_started_ms = sl_mono_ms();
+    lite->timed_out = 0;
+    int64_t busy = lite->busy_timeout_ms;
+    if (busy != lite->busy_applied_ms) {
+        sqlite3_busy_timeout(lite->db, (int)busy);
+        lite->busy_applied_ms = busy;
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        int rc = run_stmt(lite, &w->queries[i], &ans->results[i]);
+        if (rc == SQLITE_DONE)
+            continue;
+        int code = sqlite3_extended_errcode(lite->db);
+        if (code == SQLITE_OK)
+            code = rc;
+        ans->ok = 0;
+        ans->failed_index = (int)i;
+        snprintf(ans->sqlstate, sizeof ans->sqlstate, "%s", nearest_sqlstate(code));
+        ans->error = lite->timed_out ? sl_asprintf("canceling statement due to statement timeout (%lld ms)",
+                                                   (long long)lite->stmt_timeout_ms)
+                                     : sl_strdup(sqlite3_errmsg(lite->db));
+        /* Like an aborted pipeline segment: nothing after the error runs, and
+         * the transaction does not stay open half-done. */
+        if (!sqlite3_get_autocommit(lite->db))
+            sqlite3_exec(lite->db, "ROLLBACK", NULL, NULL, NULL);
+        break;
+    }
+}
+
+static void after_batch(uv_work_t *req, int status)
+{
+    lite_work *w = req->data;
+    if (status != 0 && w->ans->ok) { /* cancelled before it ran: cannot happen, we never cancel */
+        w->ans->ok = 0;
+        w->ans->error = sl_strdup(uv_strerror(status));
+    }
+    *w->done = 1;
+    free(w);
+}
+
+int sl_lite_send(sl_lite *lite, const sl_pg_query *queries, size_t n, sl_answer *ans, int *done)
+{
+    memset(ans, 0, sizeof *ans);
+    if (!lite->db)
+        return -1;
+    lite_work *w = sl_calloc(1, sizeof *w);
+    *w = (lite_work){.lite = lite, .queries = queries, .n = n, .ans = ans, .done = done};
+    w->req.data = w;
+    *done = 0;
+    if (uv_queue_work(lite->loop, &w->req, run_batch, after_batch) != 0) {
+        free(w);
+        return -1;
+    }
+    return 0;
+}
+
+void sl_lite_interrupt(sl_lite *lite)
+{
+    if (lite->db)
+        sqlite3_interrupt(lite->db);
+}
+
+/* ---- the job lock ---- */
+
+static off_t job_byte(const char *job)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    hash_bytes(&h, "sluice:", 7);
+    hash_bytes(&h, job, strlen(job));
+    return (off_t)(h >> 2); /* positive, far beyond any real file size: fcntl locks need not cover data */
+}
+
+int sl_lite_try_lock_job(sl_lite *lite, const char *job, sl_err *err)
+{
+    if (lite->lock_fd < 0) {
+        char *path = sl_asprintf("%s-sluice-lock", lite->path);
+        lite->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (lite->lock_fd < 0) {
+            sl_err_set(err, "cannot open the job lock file %s: %s", path, strerror(errno));
+            free(path);
+            return -1;
+        }
+        free(path);
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1};
+    if (fcntl(lite->lock_fd, F_SETLK, &fl) == 0)
+        return 0;
+    if (errno != EACCES && errno != EAGAIN) {
+        sl_err_set(err, "cannot lock %s-sluice-lock: %s", lite->path, strerror(errno));
+        return -1;
+    }
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1};
+    int known = fcntl(lite->lock_fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK;
+    sl_err_set(err, "job %s is already being run against this database (pid %ld)", job, known ? (long)who.l_pid : -1L);
+    sl_err_append(err, "hint: one runner per job and database, up or down; wait for it, or stop it with SIGINT");
+    return -2;
+}
+
+void sl_lite_unlock_job(sl_lite *lite, const char *job)
+{
+    if (lite->lock_fd < 0)
+        return;
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1};
+    (void)fcntl(lite->lock_fd, F_SETLK, &fl);
+}
+
+void sl_lite_close(sl_lite *lite)
+{
+    for (size_t i = 0; i < lite->ncache; i++) {
+        sqlite3_finalize(lite->cache[i].stmt);
+        free(lite->cache[i].sql);
+    }
+    free(lite->cache);
+    lite->cache = NULL;
+    lite->ncache = 0;
+    if (lite->db)
+        sqlite3_close(lite->db);
+    lite->db = NULL;
+}
+
+void sl_lite_free(sl_lite *lite)
+{
+    sl_lite_close(lite);
+    if (lite->lock_fd >= 0)
+        close(lite->lock_fd);
+    lite->lock_fd = -1;
+    free(lite->path);
+    free(lite->display);
+    lite->path = lite->display = NULL;
+}
