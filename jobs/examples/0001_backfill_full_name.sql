@@ -1,6 +1,7 @@
 -- Backfill a derived column over the whole table, 5000 rows per chunk.
 -- The old values are saved per chunk, so `sluice down` puts back exactly
 -- what was there (NULL or not) rather than guessing.
+-- Runs unchanged on PostgreSQL and on SQLite (--db sqlite:PATH).
 -- sluice:table users
 -- sluice:key id
 -- sluice:batch 5000
