@@ -17,6 +17,11 @@ struct sl_lite_stmt {
     sqlite3_stmt *stmt;
 };
 
+enum { BATCH_IDLE, BATCH_POSTED, BATCH_DONE };
+
+static void on_wake(uv_async_t *handle);
+static void worker_main(void *arg);
+
 int sl_lite_init(uv_loop_t *loop, sl_lite *lite, const char *url, sl_err *err)
 {
     memset(lite, 0, sizeof *lite);
@@ -34,6 +39,11 @@ int sl_lite_init(uv_loop_t *loop, sl_lite *lite, const char *url, sl_err *err)
         return -1;
     }
     lite->loop = loop;
+    uv_mutex_init(&lite->mu);
+    uv_cond_init(&lite->cv);
+    uv_async_init(loop, &lite->wake, on_wake);
+    lite->wake.data = lite;
+    uv_unref((uv_handle_t *)&lite->wake); /* referenced only while a batch is in flight */
     lite->path = sl_strdup(path);
     lite->display = sl_strdup(url);
     lite->busy_timeout_ms = 2000;
@@ -109,7 +119,9 @@ int sl_lite_open(sl_lite *lite, sl_err *err)
 {
     if (lite->db)
         return 0;
-    int rc = sqlite3_open_v2(lite->path, &lite->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+    /* NOMUTEX: only the worker thread uses the connection while it runs
+     * (sqlite3_interrupt is safe from any thread) */
+    int rc = sqlite3_open_v2(lite->path, &lite->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         sl_err_set(err, "cannot open %s: %s", lite->display, lite->db ? sqlite3_errmsg(lite->db) : sqlite3_errstr(rc));
         sqlite3_close(lite->db);
@@ -132,6 +144,14 @@ int sl_lite_open(sl_lite *lite, sl_err *err)
                             fn_hash, NULL, NULL);
     sqlite3_create_function(lite->db, "sluice_elapsed_ms", 0, SQLITE_UTF8, lite, fn_elapsed, NULL, NULL);
     sqlite3_progress_handler(lite->db, 1000, on_progress, lite);
+    atomic_store(&lite->quit, 0);
+    atomic_store(&lite->state, BATCH_IDLE);
+    if (uv_thread_create(&lite->thread, worker_main, lite) != 0) {
+        sl_err_set(err, "cannot start the thread that runs %s's statements", lite->display);
+        sl_lite_close(lite);
+        return -1;
+    }
+    lite->thread_running = 1;
     return 0;
 }
 
@@ -143,16 +163,7 @@ void sl_lite_set_timeouts(sl_lite *lite, int64_t lock_ms, int64_t stmt_ms)
     lite->stmt_timeout_ms = stmt_ms;
 }
 
-/* ---- one batch, on a pool thread ---- */
-
-typedef struct lite_work {
-    uv_work_t req;
-    sl_lite *lite;
-    const sl_pg_query *queries;
-    size_t n;
-    sl_answer *ans;
-    int *done;
-} lite_work;
+/* ---- one batch, on the connection's own thread ---- */
 
 /* The SQLSTATE PostgreSQL would give, so the runner's retry rules apply:
  * lock waits and interrupts are transient, constraint failures are not. */
@@ -277,10 +288,9 @@ static int run_stmt(sl_lite *lite, const sl_pg_query *q, sl_result *res)
     return rc;
 }
 
-static void run_batch(uv_work_t *req)
+static void run_batch(sl_lite *lite)
 {
-    lite_work *w = req->data;
-    sl_lite *lite = w->lite;
+    const sl_lite_batch *w = &lite->batch;
     sl_answer *ans = w->ans;
     ans->ok = 1;
     ans->failed_index = -1;
@@ -314,30 +324,53 @@ static void run_batch(uv_work_t *req)
     }
 }
 
-static void after_batch(uv_work_t *req, int status)
+/* Wait for a batch on the condition variable. 0 when quitting. */
+static int wait_batch(sl_lite *lite)
 {
-    lite_work *w = req->data;
-    if (status != 0 && w->ans->ok) { /* cancelled before it ran: cannot happen, we never cancel */
-        w->ans->ok = 0;
-        w->ans->error = sl_strdup(uv_strerror(status));
+    uv_mutex_lock(&lite->mu);
+    while (atomic_load(&lite->state) != BATCH_POSTED && !atomic_load(&lite->quit))
+        uv_cond_wait(&lite->cv, &lite->mu);
+    uv_mutex_unlock(&lite->mu);
+    return !atomic_load(&lite->quit);
+}
+
+/* One thread per connection, not libuv's pool: the pool's threads take
+ * turns, so every chunk woke a different one, often on the other core
+ * (bench_sqlite.sh: a third of the run was spent in those hand-offs). */
+static void worker_main(void *arg)
+{
+    sl_lite *lite = arg;
+    while (wait_batch(lite)) {
+        run_batch(lite);
+        atomic_store(&lite->state, BATCH_DONE);
+        uv_async_send(&lite->wake);
     }
-    *w->done = 1;
-    free(w);
+}
+
+/* On the loop thread: the batch is done, its answer complete. */
+static void on_wake(uv_async_t *handle)
+{
+    sl_lite *lite = handle->data;
+    if (atomic_load(&lite->state) != BATCH_DONE)
+        return;
+    atomic_store(&lite->state, BATCH_IDLE);
+    uv_unref((uv_handle_t *)&lite->wake);
+    *lite->batch.done = 1;
 }
 
 int sl_lite_send(sl_lite *lite, const sl_pg_query *queries, size_t n, sl_answer *ans, int *done)
 {
     memset(ans, 0, sizeof *ans);
-    if (!lite->db)
+    if (!lite->db || !lite->thread_running)
         return -1;
-    lite_work *w = sl_calloc(1, sizeof *w);
-    *w = (lite_work){.lite = lite, .queries = queries, .n = n, .ans = ans, .done = done};
-    w->req.data = w;
+    assert(atomic_load(&lite->state) == BATCH_IDLE && "BUG: a second batch while one runs");
+    lite->batch = (sl_lite_batch){queries, n, ans, done};
     *done = 0;
-    if (uv_queue_work(lite->loop, &w->req, run_batch, after_batch) != 0) {
-        free(w);
-        return -1;
-    }
+    uv_ref((uv_handle_t *)&lite->wake); /* the loop waits for it (uv_run returns at once with nothing referenced) */
+    uv_mutex_lock(&lite->mu);
+    atomic_store(&lite->state, BATCH_POSTED);
+    uv_cond_signal(&lite->cv);
+    uv_mutex_unlock(&lite->mu);
     return 0;
 }
 
@@ -393,6 +426,14 @@ void sl_lite_unlock_job(sl_lite *lite, const char *job)
 
 void sl_lite_close(sl_lite *lite)
 {
+    if (lite->thread_running) {
+        uv_mutex_lock(&lite->mu);
+        atomic_store(&lite->quit, 1);
+        uv_cond_signal(&lite->cv);
+        uv_mutex_unlock(&lite->mu);
+        uv_thread_join(&lite->thread);
+        lite->thread_running = 0;
+    }
     for (size_t i = 0; i < lite->ncache; i++) {
         sqlite3_finalize(lite->cache[i].stmt);
         free(lite->cache[i].sql);
@@ -405,9 +446,17 @@ void sl_lite_close(sl_lite *lite)
     lite->db = NULL;
 }
 
+void sl_lite_stop(sl_lite *lite)
+{
+    sl_lite_close(lite);
+    uv_close((uv_handle_t *)&lite->wake, NULL);
+}
+
 void sl_lite_free(sl_lite *lite)
 {
     sl_lite_close(lite);
+    uv_mutex_destroy(&lite->mu);
+    uv_cond_destroy(&lite->cv);
     if (lite->lock_fd >= 0)
         close(lite->lock_fd);
     lite->lock_fd = -1;

@@ -340,6 +340,8 @@ void sl_session_close(sl_session *sess)
 {
     if (sess->has_pg)
         sl_pg_close(&sess->pg, on_pg_closed);
+    if (sess->has_lite)
+        sl_lite_stop(&sess->lite);
     uv_close((uv_handle_t *)&sess->sigint, NULL);
     uv_close((uv_handle_t *)&sess->sigterm, NULL);
     uv_close((uv_handle_t *)&sess->sleep_timer, NULL);

@@ -1,12 +1,11 @@
-/* lite.h: a SQLite target database, its synchronous sqlite3 calls run on libuv's thread pool.
+/* lite.h: a SQLite target database, its synchronous sqlite3 calls run on a thread of its own.
  *
  * The same batches the PostgreSQL driver sends as one pipeline segment run
- * here one statement after another on a pool thread (uv_queue_work), so the
- * loop stays free for signals, timers, the control socket and the progress
- * line while a chunk runs. A batch stops at its first error, like a pipeline
- * segment: the later queries are not run and their results stay zeroed, and
- * an open transaction is rolled back at once (PostgreSQL would hold it
- * aborted until ROLLBACK; a ROLLBACK sent after that fails harmlessly).
+ * here one statement after another on the connection's worker thread (which
+ * wakes the loop with a uv_async_t when a batch is done), so the loop stays free for signals, timers, the control
+ * socket and the progress line while a chunk runs. A batch stops at its first error, like a pipeline segment: the later
+ * queries are not run and their results stay zeroed, and an open transaction is rolled back at once (PostgreSQL would
+ * hold it aborted until ROLLBACK; a ROLLBACK sent after that fails harmlessly).
  *
  * The connection is opened read-write, never created: a mistyped path is an
  * error, not a new empty database. sluice leaves the file's journal mode as
@@ -27,6 +26,14 @@
 typedef struct sqlite3 sqlite3;
 struct sl_lite_stmt;
 
+/* The batch handed to the worker thread. */
+typedef struct sl_lite_batch {
+    const sl_pg_query *queries;
+    size_t n;
+    sl_answer *ans;
+    int *done;
+} sl_lite_batch;
+
 typedef struct sl_lite {
     uv_loop_t *loop;
     char *path;    /* the database file */
@@ -44,22 +51,32 @@ typedef struct sl_lite {
     struct sl_lite_stmt *cache; /* prepared statements kept for reuse */
     size_t ncache;
     int lock_fd; /* the job lock file, -1 when none is held */
+    /* the worker thread, while open */
+    uv_thread_t thread;
+    int thread_running;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    _Atomic int state; /* idle, posted, done */
+    _Atomic int quit;
+    sl_lite_batch batch;
+    uv_async_t wake; /* the worker tells the loop a batch is done */
 } sl_lite;
 
-/* Prepare lite for "sqlite:PATH" (url starts with "sqlite:"). Fails, naming
+/* Prepare lite for "sqlite:PATH" on loop (its async handle, unreferenced) (url starts with "sqlite:"). Fails, naming
  * the value, when PATH is empty or no such file exists (bad usage: sluice
  * never creates a database). Opens nothing. */
 int sl_lite_init(uv_loop_t *loop, sl_lite *lite, const char *url, sl_err *err) SL_MUSTCHECK;
 
 /* Open the database (it must exist), set the busy timeout and
- * synchronous=FULL, and register sluice_hash() and sluice_elapsed_ms(). */
+ * synchronous=FULL, register sluice_hash() and sluice_elapsed_ms(), and
+ * start the worker thread. */
 int sl_lite_open(sl_lite *lite, sl_err *err) SL_MUSTCHECK;
 
 /* Lock wait for each statement (busy timeout) and the longest a statement may
  * run before it is interrupted (0: no limit). Only between batches. */
 void sl_lite_set_timeouts(sl_lite *lite, int64_t lock_ms, int64_t stmt_ms);
 
-/* Run n queries on the thread pool, filling *ans (see answer.h); *done turns
+/* Run n queries on the worker thread, filling *ans (see answer.h); *done turns
  * 1 on the loop thread when they finished. queries and their params must
  * stay valid until then. Returns non-zero (nothing queued) when not open. */
 int sl_lite_send(sl_lite *lite, const sl_pg_query *queries, size_t n, sl_answer *ans, int *done) SL_MUSTCHECK;
@@ -73,9 +90,12 @@ void sl_lite_interrupt(sl_lite *lite);
 int sl_lite_try_lock_job(sl_lite *lite, const char *job, sl_err *err) SL_MUSTCHECK;
 void sl_lite_unlock_job(sl_lite *lite, const char *job);
 
-/* Close the database (prepared statements first). lite may be opened again. */
+/* Stop the worker thread and close the database (prepared statements
+ * first). Not while a batch runs. lite may be opened again. */
 void sl_lite_close(sl_lite *lite);
-/* Close and free what init allocated. */
+/* Close, and close the async handle: then run the loop once to release it. */
+void sl_lite_stop(sl_lite *lite);
+/* After sl_lite_stop and the loop run: free what init allocated. */
 void sl_lite_free(sl_lite *lite);
 
 #endif
