@@ -67,11 +67,12 @@ static int load_chunks(down_run *r)
 {
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
-    sl_buf_adds(&b, "SELECT chunk_no, rows, skipped::text");
+    int lite = r->sess->dialect == SL_DIALECT_SQLITE; /* keys as JSON arrays there: ->> is 0-based */
+    sl_buf_adds(&b, "SELECT chunk_no, rows, CASE WHEN skipped THEN 'true' ELSE 'false' END");
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, ", lo[%zu]", i + 1);
+        sl_buf_printf(&b, lite ? ", lo ->> %zu" : ", lo[%zu]", lite ? i : i + 1);
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, ", hi[%zu]", i + 1);
+        sl_buf_printf(&b, lite ? ", hi ->> %zu" : ", hi[%zu]", lite ? i : i + 1);
     sl_buf_adds(&b, " FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no");
     const char *params[] = {r->job->name};
     sl_answer ans;
@@ -138,6 +139,8 @@ static void render_down(down_run *r)
         free(lo);
         free(hi);
     }
+    /* SQLite has no SET LOCAL: the session applies them (busy timeout, deadline) */
+    sl_session_set_timeouts(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms);
     snprintf(r->set_lock_timeout, sizeof r->set_lock_timeout, "SET LOCAL lock_timeout = %" PRId64,
              r->job->lock_timeout_ms);
     snprintf(r->set_stmt_timeout, sizeof r->set_stmt_timeout, "SET LOCAL statement_timeout = %" PRId64,
@@ -300,18 +303,21 @@ static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, int64_t
     char no[24];
     snprintf(no, sizeof no, "%" PRId64, c->chunk_no);
     const char *prog[] = {r->job->name, no};
-    sl_pg_query q[5] = {
-        {"BEGIN", 0, NULL},
-        {r->set_lock_timeout, 0, NULL},
-        {r->set_stmt_timeout, 0, NULL},
-        {"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog},
-        {r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges},
-    };
-    if (sl_session_exec(r->sess, q, has_state ? 5 : 4, ans) != 0)
+    size_t nset = r->sess->dialect == SL_DIALECT_SQLITE ? 0 : 2, n = 0;
+    sl_pg_query q[5];
+    q[n++] = (sl_pg_query){sl_session_begin_sql(r->sess), 0, NULL};
+    if (nset) {
+        q[n++] = (sl_pg_query){r->set_lock_timeout, 0, NULL};
+        q[n++] = (sl_pg_query){r->set_stmt_timeout, 0, NULL};
+    }
+    q[n++] = (sl_pg_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog};
+    if (has_state)
+        q[n++] = (sl_pg_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges};
+    if (sl_session_exec(r->sess, q, n, ans) != 0)
         return STEP_LOST;
     if (!ans->ok)
         return step_failed(r, c, ans, ans->failed_index >= 1, attempts);
-    if (ans->results[3].nrows == 0) {
+    if (ans->results[1 + nset].nrows == 0) {
         rollback(r);
         sl_answer_free(ans);
         return STEP_GONE;
@@ -328,6 +334,8 @@ static int finish_chunk(down_run *r, const down_chunk *c, const sl_undo_step *st
     for (size_t i = 0; i < k; i++) {
         if (r->job->undo != SL_UNDO_DOWN) {
             q[i] = st->q[i];
+            if (r->sess->dialect == SL_DIALECT_SQLITE) /* values inlined; the chunk's range bounds the search */
+                q[i] = (sl_pg_query){st->q[i].sql, 2 * (int)n, (const char *const *)c->edges};
             continue;
         }
         const sl_stmt *s = &r->job->down.stmts[i];
@@ -365,7 +373,7 @@ static int send_chunk(down_run *r, const down_chunk *c, int64_t attempts)
     }
     sl_undo_step step = {0};
     if (found)
-        sl_undo_plan_chunk(&r->undo, &snap, &ans.results[4], r->opts->on_conflict, &step);
+        sl_undo_plan_chunk(&r->undo, &snap, &ans.results[ans.nresults - 1], r->opts->on_conflict, &step);
     sl_answer_free(&ans);
     sl_snap_free(&snap);
     int refuse = step.nconflicts > 0 && (r->opts->on_conflict == SL_CONFLICT_STOP ||
@@ -490,8 +498,8 @@ static int execute(down_run *r)
         sl_warn("%s: no committed chunk is recorded (stamped done?): nothing to undo; marking it rolled back",
                 r->job->name);
     sl_ckpt_job_free(&cj);
-    if (sl_ckpt_begin_run(r->ckpt, "down", SL_STATE_ROLLING_BACK, NULL, r->sess->pg.display, 0, &r->run_id, &r->err) !=
-        0)
+    if (sl_ckpt_begin_run(r->ckpt, "down", SL_STATE_ROLLING_BACK, NULL, sl_session_display(r->sess), 0, &r->run_id,
+                          &r->err) != 0)
         return SL_EXIT_FAILED;
     char *how = sl_undo_describe_kind(r->job);
     sl_info("%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total, how);

@@ -1,19 +1,38 @@
 /* undo.c: what `up` saves inside each chunk (hashes, old values) and the SQL `down` sends to put rows back.
  *
- * Values travel as PostgreSQL's own text form both ways (value::text out,
+ * The shared part (which rows to keep, how to classify them for `down`) and
+ * the PostgreSQL SQL; the SQLite SQL is in undo_lite.c. On PostgreSQL values
+ * travel as PostgreSQL's own text form both ways (value::text out,
  * text::type in), which round-trips exactly for every type with the
  * session's fixed DateStyle/extra_float_digits (session.c): numeric, jsonb,
  * bytea (hex), timestamptz, arrays, enums, domains, composites. Restores are
  * set-based: one statement per chunk over unnest() of text arrays, not one
  * statement per row. */
-#include "sluice/undo.h"
-
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#define ROW_ALIAS "_sl_row"
+#include "undo_internal.h"
+
+#define ROW_ALIAS SL_UNDO_ROW_ALIAS
+
+static int is_lite(const sl_undo_target *t)
+{
+    return t->ks->dialect == SL_DIALECT_SQLITE;
+}
+
+/* Values saved per row: snapshot(COL, ...) one per column; snapshot(*) the
+ * whole row as one text on PostgreSQL, one literal per column on SQLite. */
+static size_t saved_vals(const sl_undo_target *t)
+{
+    if (t->kind == SL_UNDO_SNAPSHOT_COLS)
+        return t->ncols;
+    if (t->kind == SL_UNDO_SNAPSHOT_ALL)
+        return is_lite(t) ? t->ncols : 1;
+    return 0;
+}
 
 void sl_undo_target_free(sl_undo_target *t)
 {
@@ -44,10 +63,16 @@ static void add_col(sl_undo_target *t, const sl_answer *ans, int row)
     t->ncols++;
 }
 
+/* SQLite's identifiers ignore ASCII case. */
+static int same_name(const sl_keyspec *ks, const char *a, const char *b)
+{
+    return ks->dialect == SL_DIALECT_SQLITE ? strcasecmp(a, b) == 0 : strcmp(a, b) == 0;
+}
+
 static int is_key_col(const sl_keyspec *ks, const char *quoted)
 {
     for (size_t i = 0; i < ks->ncols; i++)
-        if (strcmp(ks->cols[i], quoted) == 0)
+        if (same_name(ks, ks->cols[i], quoted))
             return 1;
     return 0;
 }
@@ -59,7 +84,7 @@ static int pick_cols(const sl_job *job, const sl_answer *ans, sl_undo_target *t,
         char *name = sl_catalog_fold_ident(job->undo_cols[c]);
         int found = -1;
         for (int r = 0; r < ans->results[0].nrows && found < 0; r++)
-            if (strcmp(sl_answer_val(ans, 0, r, 0), name) == 0)
+            if (same_name(t->ks, sl_answer_val(ans, 0, r, 0), name))
                 found = r;
         free(name);
         const char *why = found < 0                                              ? "does not exist in"
@@ -141,6 +166,27 @@ static void build_sql(sl_undo_target *t)
     }
 }
 
+/* The table's columns (name, quoted name, type, generated), either backend. */
+static int read_cols(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_answer *ans, sl_err *err)
+{
+    if (ks->dialect == SL_DIALECT_SQLITE) {
+        if (sl_undo_lite_columns(sess, ks, ans, err) == 0)
+            return 0;
+        char *why = sl_strdup(err->msg);
+        sl_err_set(err, "%s: %s", job->path, why);
+        free(why);
+        return -1;
+    }
+    const char *params[] = {ks->table};
+    if (sl_session_exec1(sess, cols_sql, 1, params, ans) != 0 || !ans->ok) {
+        sl_err_set(err, "%s: cannot read the columns of %s: %s", job->path, ks->table,
+                   ans->error ? ans->error : "connection lost");
+        sl_answer_free(ans);
+        return -1;
+    }
+    return 0;
+}
+
 int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *info, sl_undo_target *t, sl_err *err)
 {
     memset(t, 0, sizeof *t);
@@ -158,27 +204,23 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
                            "a -- sluice:down section");
         return -1;
     }
-    const char *params[] = {ks->table};
     sl_answer ans;
-    if (sl_session_exec1(sess, cols_sql, 1, params, &ans) != 0 || !ans.ok) {
-        sl_err_set(err, "%s: cannot read the columns of %s: %s", job->path, ks->table,
-                   ans.error ? ans.error : "connection lost");
-        sl_answer_free(&ans);
+    if (read_cols(sess, job, ks, &ans, err) != 0)
         return -1;
-    }
     int rc = 0;
     if (t->kind == SL_UNDO_SNAPSHOT_COLS)
         rc = pick_cols(job, &ans, t, err);
     for (int r = 0; t->kind == SL_UNDO_SNAPSHOT_ALL && r < ans.results[0].nrows; r++)
         if (strcmp(sl_answer_val(&ans, 0, r, 3), "true") != 0)
             add_col(t, &ans, r);
+    if (rc == 0 && is_lite(t))
+        sl_undo_lite_build(t, &ans);
+    else if (rc == 0)
+        build_sql(t);
     sl_answer_free(&ans);
-    if (rc != 0) {
+    if (rc != 0)
         sl_undo_target_free(t);
-        return -1;
-    }
-    build_sql(t);
-    return 0;
+    return rc;
 }
 
 /* ---- capture (inside an up chunk) ---- */
@@ -218,12 +260,23 @@ static int hash_null(const sl_result *res, int row, size_t col)
     return res->vals[(size_t)row * (size_t)res->ncols + col] == NULL;
 }
 
+/* Where the saved values start in a pre_sql row: after the key, and on
+ * SQLite after the row's hash too. */
+static size_t vals_at(const sl_snap *s, int lite)
+{
+    return s->nkey + (lite ? 1 : 0);
+}
+
 /* Add the row of pre (pi, or -1) and post (qi, or -1) with the same key,
- * unless the chunk left it alone. The record borrows the result's strings. */
-static void add_pair(sl_snap *s, const sl_result *pre, int pi, const sl_result *post, int qi)
+ * unless the chunk left it alone: PostgreSQL's post-image gives those a NULL
+ * hash (not written by this transaction); on SQLite their hash is the same
+ * before and after. The record borrows the result's strings. */
+static void add_pair(sl_snap *s, int lite, const sl_result *pre, int pi, const sl_result *post, int qi)
 {
     size_t n = s->nkey;
     if (qi >= 0 && hash_null(post, qi, n))
+        return;
+    if (lite && pi >= 0 && qi >= 0 && hash_at(pre, pi, n) == hash_at(post, qi, n))
         return;
     sl_snap_row *row = &s->rows[s->nrows++];
     const sl_result *src = pi >= 0 ? pre : post;
@@ -231,7 +284,7 @@ static void add_pair(sl_snap *s, const sl_result *pre, int pi, const sl_result *
     row->has_post = qi >= 0;
     row->post_hash = qi >= 0 ? hash_at(post, qi, n) : 0;
     row->has_pre = pi >= 0;
-    row->vals = pi >= 0 ? &pre->vals[(size_t)pi * (size_t)pre->ncols + n] : NULL;
+    row->vals = pi >= 0 ? &pre->vals[(size_t)pi * (size_t)pre->ncols + vals_at(s, lite)] : NULL;
 }
 
 /* Both lists come in the key's index order, so when they hold the same keys
@@ -247,13 +300,13 @@ static int same_keys(const sl_result *pre, const sl_result *post, size_t nkey)
     return 1;
 }
 
-static void merge_rows(sl_snap *s, const sl_result *pre, const sl_result *post)
+static void merge_rows(sl_snap *s, int lite, const sl_result *pre, const sl_result *post)
 {
     int np = pre ? pre->nrows : 0, nq = post ? post->nrows : 0;
     s->rows = sl_calloc((size_t)(np + nq) + 1, sizeof(sl_snap_row));
     if (!pre || same_keys(pre, post, s->nkey)) {
         for (int r = 0; r < nq; r++)
-            add_pair(s, pre, pre ? r : -1, post, r);
+            add_pair(s, lite, pre, pre ? r : -1, post, r);
         return;
     }
     keyed *a = sort_rows(pre, s->nkey), *b = sort_rows(post, s->nkey);
@@ -262,7 +315,7 @@ static void merge_rows(sl_snap *s, const sl_result *pre, const sl_result *post)
         int c = i >= np ? 1 : j >= nq ? -1 : sl_snap_key_cmp(a[i].key, b[j].key, s->nkey);
         int pi = c <= 0 ? a[i++].row : -1;
         int qi = c >= 0 ? b[j++].row : -1;
-        add_pair(s, pre, pi, post, qi);
+        add_pair(s, lite, pre, pi, post, qi);
     }
     free(a);
     free(b);
@@ -280,9 +333,9 @@ int sl_undo_save(const sl_undo_target *t, sl_ckpt *ckpt, int64_t chunk_no, const
     s.chunk_no = chunk_no;
     snprintf(s.kind, sizeof s.kind, "%s", kind_tag(t->kind));
     s.nkey = t->ks->ncols;
-    /* snapshot(*) keeps the whole row as one value: its text form */
-    s.nvals = t->kind == SL_UNDO_SNAPSHOT_ALL ? 1 : t->kind == SL_UNDO_SNAPSHOT_COLS ? t->ncols : 0;
-    merge_rows(&s, t->kind == SL_UNDO_DOWN ? NULL : pre, post);
+    s.nvals = saved_vals(t);
+    /* the down way on PostgreSQL has no pre-image: xmin tells the rows written */
+    merge_rows(&s, is_lite(t), t->kind == SL_UNDO_DOWN && !is_lite(t) ? NULL : pre, post);
     int rc = sl_snap_put(ckpt, &s, err);
     free(s.rows); /* the strings belong to the results */
     return rc;
@@ -308,48 +361,77 @@ static void add_array_elem(sl_buf *b, const char *v)
     sl_buf_addc(b, '"');
 }
 
-/* Columns of text arrays being filled for one statement. */
+/* The rows of one restore statement being collected: on PostgreSQL one
+ * text array per column, bound as parameters; on SQLite (lite) the rows of
+ * literals "(1, 'a'), (2, NULL)" in a[0], inlined into the statement. */
 typedef struct arrays {
+    int lite;
     size_t n;
     sl_buf *a;
     int64_t rows;
 } arrays;
 
-static void arrays_init(arrays *x, size_t n)
+static void arrays_init(arrays *x, size_t n, int lite)
 {
+    x->lite = lite;
     x->n = n;
     x->rows = 0;
     x->a = sl_calloc(n + 1, sizeof(sl_buf));
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && !lite; i++)
         sl_buf_addc(&x->a[i], '{');
 }
 
+/* Values first.. first+n-1 of the current row. */
 static void arrays_add(arrays *x, size_t first, char *const *vals, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        add_array_elem(&x->a[first + i], vals[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (!x->lite) {
+            add_array_elem(&x->a[first + i], vals[i]);
+            continue;
+        }
+        sl_buf_adds(&x->a[0], first + i > 0 ? ", " : x->rows ? ", (" : "(");
+        sl_undo_lite_add_literal(&x->a[0], vals[i]);
+    }
 }
 
-/* Hand the arrays over as the parameters of statement i of the step. */
+static void arrays_end_row(arrays *x)
+{
+    if (x->lite)
+        sl_buf_addc(&x->a[0], ')');
+    x->rows++;
+}
+
+static void arrays_free(arrays *x)
+{
+    for (size_t i = 0; i < x->n; i++)
+        sl_buf_free(&x->a[i]);
+    free(x->a);
+}
+
+/* Add the statement restoring the rows in x to the step: on PostgreSQL the
+ * arrays become its parameters. */
 static void arrays_finish(arrays *x, sl_undo_step *s, char *sql)
 {
     if (x->rows == 0 || !sql) {
-        for (size_t i = 0; i < x->n; i++)
-            sl_buf_free(&x->a[i]);
-        free(x->a);
         free(sql);
+        arrays_free(x);
         return;
     }
     size_t q = s->nq++;
+    s->sql[q] = sql;
+    s->restored += x->rows;
+    if (x->lite) {
+        s->q[q] = (sl_pg_query){sql, 0, NULL};
+        arrays_free(x);
+        return;
+    }
     s->params[q] = sl_calloc(x->n + 1, sizeof(char *));
     for (size_t i = 0; i < x->n; i++) {
         sl_buf_addc(&x->a[i], '}');
         s->params[q][i] = sl_buf_take(&x->a[i]);
     }
     free(x->a);
-    s->sql[q] = sql;
     s->q[q] = (sl_pg_query){sql, (int)x->n, (const char *const *)s->params[q]};
-    s->restored += x->rows;
 }
 
 /* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ...)" and the key join. */
@@ -437,6 +519,17 @@ static char *insert_all_sql(const sl_undo_target *t)
     return sl_buf_take(&b);
 }
 
+static char *restore_sql(const sl_undo_target *t, sl_restore which, const arrays *x)
+{
+    if (x->lite)
+        return sl_undo_lite_restore_sql(t, which, x->a[0].data);
+    if (which == SL_RESTORE_DELETE)
+        return delete_sql(t);
+    if (which == SL_RESTORE_INSERT)
+        return insert_all_sql(t);
+    return t->kind == SL_UNDO_SNAPSHOT_ALL ? update_all_sql(t) : update_cols_sql(t);
+}
+
 static void note_conflict(sl_undo_step *s, sl_buf *keys, const sl_snap_row *row, size_t nkey)
 {
     s->nconflicts++;
@@ -471,25 +564,20 @@ typedef struct restore_lists {
 /* What to do with one saved row, given whether it exists now. */
 static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step *s, const sl_snap_row *row, int present)
 {
-    size_t nk = t->ks->ncols;
-    if (t->kind == SL_UNDO_SNAPSHOT_COLS) {
-        if (row->has_pre && present) {
-            arrays_add(&l->upd, 0, row->key, nk);
-            arrays_add(&l->upd, nk, row->vals, t->ncols);
-            l->upd.rows++;
-        } else if (row->has_pre) {
-            s->nlost++; /* the job deleted it: only some columns were saved */
-        }
+    size_t nk = t->ks->ncols, nv = saved_vals(t);
+    if (t->kind == SL_UNDO_SNAPSHOT_COLS && row->has_pre && !present) {
+        s->nlost++; /* the job deleted it: only some columns were saved */
         return;
     }
     arrays *dst = row->has_pre ? (present ? &l->upd : &l->ins) : (present ? &l->del : NULL);
-    if (!dst)
+    if (!dst || (t->kind == SL_UNDO_SNAPSHOT_COLS && dst != &l->upd))
         return;
-    if (dst == &l->del)
+    /* keys go with the values, except in PostgreSQL's row text (snapshot(*)) */
+    if (dst == &l->del || (dst == &l->upd && (t->kind == SL_UNDO_SNAPSHOT_COLS || is_lite(t))))
         arrays_add(dst, 0, row->key, nk);
-    else
-        arrays_add(dst, 0, row->vals, 1);
-    dst->rows++;
+    if (dst != &l->del)
+        arrays_add(dst, dst->n - nv, row->vals, nv);
+    arrays_end_row(dst);
 }
 
 void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_result *cur, sl_on_conflict mode,
@@ -501,9 +589,11 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
     int ncur = cur ? cur->nrows : 0, j = 0;
     int snapshot = t->kind != SL_UNDO_DOWN;
     restore_lists l;
-    arrays_init(&l.del, nk);
-    arrays_init(&l.upd, t->kind == SL_UNDO_SNAPSHOT_ALL ? 1 : nk + t->ncols);
-    arrays_init(&l.ins, 1);
+    int lite = is_lite(t);
+    size_t nv = saved_vals(t);
+    arrays_init(&l.del, nk, lite);
+    arrays_init(&l.upd, t->kind == SL_UNDO_SNAPSHOT_ALL && !lite ? nv : nk + nv, lite);
+    arrays_init(&l.ins, nv, lite);
     sl_buf keys = {0};
     const sl_snap_row **rows = sort_snap(snap);
     for (size_t i = 0; i < snap->nrows; i++) {
@@ -528,11 +618,9 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
     }
     /* order: free keys first (DELETE), then UPDATE, then INSERT */
     int build = out->nconflicts == 0 || mode != SL_CONFLICT_STOP;
-    arrays_finish(&l.del, out, build && l.del.rows ? delete_sql(t) : NULL);
-    arrays_finish(&l.upd, out,
-                  build && l.upd.rows ? (t->kind == SL_UNDO_SNAPSHOT_ALL ? update_all_sql(t) : update_cols_sql(t))
-                                      : NULL);
-    arrays_finish(&l.ins, out, build && l.ins.rows ? insert_all_sql(t) : NULL);
+    arrays_finish(&l.del, out, build && l.del.rows ? restore_sql(t, SL_RESTORE_DELETE, &l.del) : NULL);
+    arrays_finish(&l.upd, out, build && l.upd.rows ? restore_sql(t, SL_RESTORE_UPDATE, &l.upd) : NULL);
+    arrays_finish(&l.ins, out, build && l.ins.rows ? restore_sql(t, SL_RESTORE_INSERT, &l.ins) : NULL);
     if (!build)
         out->restored = 0;
 }
@@ -612,9 +700,15 @@ void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *k
     }
     /* per changed row: key text (~8 bytes), a 64-bit hash, a flag and lengths */
     int64_t per_row = 8 * (int64_t)ks->ncols + 10;
-    int64_t width = job->undo == SL_UNDO_DOWN ? 0 : avg_width(sess, job, ks);
+    int lite = ks->dialect == SL_DIALECT_SQLITE;
+    int64_t width = job->undo == SL_UNDO_DOWN ? 0
+                    : lite                    ? sl_undo_lite_avg_width(sess, job, ks)
+                                              : avg_width(sess, job, ks);
     if (rows < 0 || width < 0) {
-        printf("snapshots:  size unknown (no statistics: ANALYZE %s)\n", ks->table);
+        if (lite)
+            printf("snapshots:  size unknown (no rows in %s to sample)\n", ks->table);
+        else
+            printf("snapshots:  size unknown (no statistics: ANALYZE %s)\n", ks->table);
         return;
     }
     int64_t bytes = rows * (per_row + width);

@@ -3,9 +3,11 @@
  * One record per chunk (SQLite row), holding one entry per table row in a
  * compact length-prefixed binary form: the row's key, the values saved
  * before the up statements ran (snapshot(COL, ...): those columns' text;
- * snapshot(*): the whole row's text), and a 64-bit hash of the whole row as
- * the job left it, which tells `down` whether someone changed it since. Rows
- * the chunk did not write are left out. The
+ * snapshot(*): the whole row's text), and a 64-bit hash of the row (of the
+ * saved columns for snapshot(COL, ...)) as the job left it, which tells
+ * `down` whether someone changed it since. On SQLite keys and values are
+ * quote() literals and snapshot(*) saves one per column. Rows the chunk did
+ * not write are left out. The
  * record is written before the chunk's transaction commits, so a committed
  * chunk always has one; a record for a chunk that never committed is
  * replaced when the chunk is redone, or dropped by `down`. */
@@ -17,10 +19,10 @@
 
 /* One table row of a chunk. Strings are owned by the sl_snap. */
 typedef struct sl_snap_row {
-    char **key;        /* nkey strings, the key columns' text */
+    char **key;        /* nkey strings, the key columns' text (SQLite: quote() literals) */
     int has_pre;       /* the row existed before the chunk: vals hold it */
     int has_post;      /* the row existed after the chunk: post_hash is its hash */
-    int64_t post_hash; /* hashtextextended(row::text, 0) after the up statements */
+    int64_t post_hash; /* hashtextextended(row::text, 0) (SQLite: sluice_hash) after the up statements */
     char **vals;       /* nvals strings (NULL = SQL NULL) when has_pre, else NULL */
 } sl_snap_row;
 

@@ -4,7 +4,12 @@
  * transaction and before it commits, an undo record in the checkpoint file
  * (snapshot.h): a hash of every row the chunk left, and for snapshot(...) the
  * old values. `down` compares the hashes with the rows as they are now, so a
- * row another session changed since is never overwritten silently. */
+ * row another session changed since is never overwritten silently.
+ *
+ * PostgreSQL tells the rows a chunk wrote by xmin and saves values as their
+ * text form; SQLite (undo_lite.c) reads each chunk's range before and after
+ * the up statements, keeps the rows whose hash changed, and saves values as
+ * quote() literals. */
 #ifndef SLUICE_UNDO_H
 #define SLUICE_UNDO_H
 
@@ -19,10 +24,10 @@ typedef struct sl_undo_target {
     const sl_keyspec *ks; /* borrowed: outlives the target */
     size_t ncols;         /* restored columns: the snapshot's, or every non-generated column for snapshot(*) */
     char **cols;          /* quoted names */
-    char **types;         /* format_type() of each */
-    char *pre_sql;        /* rows before the up statements ($1.. = lo, then hi); NULL for the down way */
+    char **types;         /* format_type() of each; SQLite: the declared type */
+    char *pre_sql;        /* rows before the up statements ($1.. = lo, then hi); NULL for the down way on PostgreSQL */
     char *post_sql;       /* keys and hashes after them (same parameters) */
-    char *state_sql;      /* post_sql FOR UPDATE: the rows as `down` finds them */
+    char *state_sql;      /* post_sql FOR UPDATE (SQLite: post_sql): the rows as `down` finds them */
 } sl_undo_target;
 
 /* Resolve job's undo against info (kind NONE gives a zeroed target and 0).
@@ -35,9 +40,9 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
 void sl_undo_target_free(sl_undo_target *t);
 
 /* Inside an up chunk (its transaction still open): build the chunk's undo
- * record from the pre_sql result (NULL for the down way) and the post_sql
- * result, and store it durably as chunk_no's record. Rows the chunk did not
- * change are left out. */
+ * record from the pre_sql result (NULL when there is no pre_sql) and the
+ * post_sql result, and store it durably as chunk_no's record. Rows the chunk
+ * did not change are left out. */
 int sl_undo_save(const sl_undo_target *t, sl_ckpt *ckpt, int64_t chunk_no, const sl_result *pre, const sl_result *post,
                  sl_err *err) SL_MUSTCHECK;
 
@@ -48,7 +53,9 @@ typedef struct sl_undo_step {
     char *conflicts;   /* the first of their keys, readable, or NULL */
     size_t nlost;      /* rows the job deleted that snapshot(COL, ...) cannot bring back */
     int64_t restored;  /* rows written back */
-    size_t nq;         /* restore statements (DELETE, UPDATE, INSERT), none for the down way */
+    size_t nq;         /* restore statements (DELETE, UPDATE, INSERT), none for the down way; on SQLite
+                          the values are inlined as literals and the caller binds the chunk's edges (lo,
+                          then hi, as for state_sql): q[i].nparams is 0 */
     sl_pg_query q[3];
     char *sql[3];
     char **params[3];
@@ -65,7 +72,8 @@ void sl_undo_step_free(sl_undo_step *s);
 char *sl_undo_describe_kind(const sl_job *job);
 
 /* For `plan`: print how the job rolls back and the space its undo records
- * will take in the checkpoint file (rows x average widths from pg_stats). */
+ * will take in the checkpoint file (rows x average widths: from pg_stats, on
+ * SQLite from a sample of 1000 rows). */
 void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *ks, int64_t rows);
 
 #endif
