@@ -559,8 +559,13 @@ static int preflight(up_run *r)
         char *cols = sl_keys_column_list(&r->info.ks);
         sl_err_set(&r->err, "%s: no btree index on %s (%s): every chunk would scan the whole table", r->job->path,
                    r->info.ks.table, cols);
-        sl_err_append(&r->err, "hint: CREATE INDEX CONCURRENTLY ON %s (%s); or run with --force to walk it anyway",
-                      r->info.ks.table, cols);
+        /* SQLite has no CONCURRENTLY, and its CREATE INDEX needs a name */
+        if (r->sess->dialect == SL_DIALECT_SQLITE)
+            sl_err_append(&r->err, "hint: CREATE INDEX sluice_%s ON %s (%s); or run with --force to walk it anyway",
+                          r->job->name, r->info.ks.table, cols);
+        else
+            sl_err_append(&r->err, "hint: CREATE INDEX CONCURRENTLY ON %s (%s); or run with --force to walk it anyway",
+                          r->info.ks.table, cols);
         free(cols);
         if (!r->opts->force)
             return SL_EXIT_USAGE;
