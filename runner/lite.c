@@ -2,8 +2,10 @@
 #include "sluice/lite.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +217,49 @@ static int get_stmt(sl_lite *lite, const sl_pg_query *q, sqlite3_stmt **out, int
     return SQLITE_OK;
 }
 
+/* The shortest text that reads back as exactly d (SQLite's own text form
+ * of a REAL keeps 15 digits, which loses some: a key bound back from it
+ * would not be the same key). */
+static void real_text(double d, char *out, size_t outlen)
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(out, outlen, "%.*g", prec, d);
+        if (strtod(out, NULL) == d)
+            return;
+    }
+}
+
+/* Values travel as text, but a key column declared without a type has no
+ * affinity to turn '42' back into 42, and SQLite orders every number before
+ * every text. So a value in a number's exact canonical text form is bound
+ * as that number: a typed column converts it to its affinity exactly as it
+ * would the text ('42' and 42 both become 42 in an INTEGER column, '42' in
+ * a TEXT one), and an untyped one compares it as the number it printed as.
+ * Anything else ("007", "1e5", "abc") stays text. */
+static int bind_value(sqlite3_stmt *st, int idx, const char *v)
+{
+    if (!v)
+        return sqlite3_bind_null(st, idx);
+    char *end;
+    errno = 0;
+    long long i = strtoll(v, &end, 10);
+    char canon[40];
+    if (*v && !*end && errno == 0) {
+        snprintf(canon, sizeof canon, "%lld", i);
+        if (strcmp(canon, v) == 0)
+            return sqlite3_bind_int64(st, idx, i);
+    }
+    if (*v && strpbrk(v, ".eE") && !isspace((unsigned char)*v)) {
+        double d = strtod(v, &end);
+        if (!*end && isfinite(d)) {
+            real_text(d, canon, sizeof canon);
+            if (strcmp(canon, v) == 0)
+                return sqlite3_bind_double(st, idx, d);
+        }
+    }
+    return sqlite3_bind_text(st, idx, v, -1, SQLITE_STATIC);
+}
+
 /* $N by name (PostgreSQL-style SQL runs unchanged), else ?N, else position N. */
 static int bind_params(sqlite3_stmt *st, const sl_pg_query *q)
 {
@@ -232,7 +277,7 @@ static int bind_params(sqlite3_stmt *st, const sl_pg_query *q)
         if (!idx)
             continue; /* a parameter this statement does not use */
         const char *v = q->params[i - 1];
-        int rc = v ? sqlite3_bind_text(st, idx, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, idx);
+        int rc = bind_value(st, idx, v);
         if (rc != SQLITE_OK)
             return rc;
     }
@@ -250,8 +295,15 @@ static void add_row(sl_result *res, sqlite3_stmt *st, size_t *cap)
         res->vals = sl_realloc(res->vals, *cap * sizeof(char *));
     }
     for (int c = 0; c < ncols; c++) {
+        char **dst = &res->vals[(size_t)res->nrows * (size_t)ncols + (size_t)c];
+        if (sqlite3_column_type(st, c) == SQLITE_FLOAT) {
+            char text[40];
+            real_text(sqlite3_column_double(st, c), text, sizeof text);
+            *dst = sl_strdup(text);
+            continue;
+        }
         const unsigned char *v = sqlite3_column_text(st, c);
-        res->vals[(size_t)res->nrows * (size_t)ncols + (size_t)c] = v ? sl_strdup((const char *)v) : NULL;
+        *dst = v ? sl_strdup((const char *)v) : NULL;
     }
     res->nrows++;
 }

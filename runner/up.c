@@ -125,11 +125,13 @@ static void prepare_sql(up_run *r)
                   "INSERT INTO " SL_PROGRESS_TABLE
                   " (job, chunk_no, lo, hi, rows, duration_ms, attempts, checksum, skipped) VALUES ($1, $2, %s",
                   lite ? "json_array(" : "ARRAY[");
+    /* SQLite: CAST, as the driver binds a number's text as a number and the keys are kept as text */
+    const char *cast = lite ? " AS TEXT)" : "", *open = lite ? "CAST(" : "";
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, "%s$%zu", i ? ", " : "", 3 + i);
+        sl_buf_printf(&b, "%s%s$%zu%s", i ? ", " : "", open, 3 + i, cast);
     sl_buf_adds(&b, lite ? "), json_array(" : "]::text[], ARRAY[");
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, "%s$%zu", i ? ", " : "", 3 + n + i);
+        sl_buf_printf(&b, "%s%s$%zu%s", i ? ", " : "", open, 3 + n + i, cast);
     if (lite) /* SQLite: the keys as JSON arrays of text, the flag as 0/1 */
         sl_buf_printf(&b, "), $%zu, sluice_elapsed_ms(), $%zu, $%zu, $%zu = 'true')", 3 + 2 * n, 4 + 2 * n, 5 + 2 * n,
                       6 + 2 * n);
