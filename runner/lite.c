@@ -229,17 +229,44 @@ static void real_text(double d, char *out, size_t outlen)
     }
 }
 
+/* A BLOB travels as its SQL literal X'00FF' (blob_text) and binds back as the bytes. */
+static int bind_blob_literal(sqlite3_stmt *st, int idx, const char *hex, size_t nbytes)
+{
+    unsigned char *bytes = sl_calloc(nbytes + 1, 1);
+    for (size_t i = 0; i < nbytes; i++) {
+        char pair[3] = {hex[2 * i], hex[2 * i + 1], 0};
+        bytes[i] = (unsigned char)strtoul(pair, NULL, 16);
+    }
+    return sqlite3_bind_blob(st, idx, bytes, (int)nbytes, free);
+}
+
+static char *blob_text(const unsigned char *data, int nbytes)
+{
+    char *out = sl_calloc((size_t)nbytes * 2 + 4, 1);
+    out[0] = 'X';
+    out[1] = '\'';
+    for (int i = 0; i < nbytes; i++)
+        snprintf(out + 2 + 2 * i, 3, "%02X", data[i]);
+    out[2 + 2 * nbytes] = '\'';
+    return out;
+}
+
 /* Values travel as text, but a key column declared without a type has no
  * affinity to turn '42' back into 42, and SQLite orders every number before
  * every text. So a value in a number's exact canonical text form is bound
  * as that number: a typed column converts it to its affinity exactly as it
  * would the text ('42' and 42 both become 42 in an INTEGER column, '42' in
  * a TEXT one), and an untyped one compares it as the number it printed as.
- * Anything else ("007", "1e5", "abc") stays text. */
+ * Anything else ("007", "1e5", "abc") stays text, but for X'..', a BLOB's
+ * literal as results give it. */
 static int bind_value(sqlite3_stmt *st, int idx, const char *v)
 {
     if (!v)
         return sqlite3_bind_null(st, idx);
+    size_t len = strlen(v);
+    if (len >= 3 && len % 2 == 1 && v[0] == 'X' && v[1] == '\'' && v[len - 1] == '\'' &&
+        strspn(v + 2, "0123456789ABCDEF") == len - 3)
+        return bind_blob_literal(st, idx, v + 2, (len - 3) / 2);
     char *end;
     errno = 0;
     long long i = strtoll(v, &end, 10);
@@ -296,6 +323,10 @@ static void add_row(sl_result *res, sqlite3_stmt *st, size_t *cap)
     }
     for (int c = 0; c < ncols; c++) {
         char **dst = &res->vals[(size_t)res->nrows * (size_t)ncols + (size_t)c];
+        if (sqlite3_column_type(st, c) == SQLITE_BLOB) { /* bytes are not text: the literal, X'00FF' */
+            *dst = blob_text(sqlite3_column_blob(st, c), sqlite3_column_bytes(st, c));
+            continue;
+        }
         if (sqlite3_column_type(st, c) == SQLITE_FLOAT) {
             char text[40];
             real_text(sqlite3_column_double(st, c), text, sizeof text);

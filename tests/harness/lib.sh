@@ -367,3 +367,76 @@ if ! psql -XAtq -c 'select 1' >/dev/null 2>"$T_ROOT/psql.err"; then
     echo "1..1"
     exit 1
 fi
+
+# ---------------------------------------------------------------------------------------------------
+# SQLite targets (--db sqlite:PATH): the test's database file instead of (beside) its PostgreSQL one.
+#
+#   sq_init                         # $T_DIR/t.db in WAL mode; SLUICE_DB=sqlite:$SQ_DB for run_sluice
+#   sq "create table t (id integer primary key, n int not null default 0)"
+#   sq_fill t 1000                  # rows 1..1000 (ids only; other columns take their defaults)
+#   run_sluice up
+#   assert_sq "select min(n), max(n), count(*) from t" "1|1|1000"
+#
+# sq prints what psql_q prints for the same query: unaligned, no headers, fields separated by "|",
+# NULL as an empty string; it waits up to 10 s for a lock (sluice holds one during each chunk).
+
+# sq_init [PATH] [JOURNAL_MODE]: create the SQLite database PATH (default $T_DIR/t.db) in JOURNAL_MODE
+# (default wal), and point SQ_DB and SLUICE_DB at it (run_sluice and sluice_start then use it).
+sq_init() {
+    SQ_DB=${1:-$T_DIR/t.db}
+    local mode
+    mode=$(sqlite3 -bail "$SQ_DB" "pragma journal_mode = ${2:-wal}")
+    [[ $mode == "${2:-wal}" ]] || fail "sqlite3 $SQ_DB: journal_mode is $mode, not ${2:-wal}"
+    export SQ_DB SLUICE_DB="sqlite:$SQ_DB"
+}
+
+# sq SQL: run SQL (one or more statements) on $SQ_DB with sqlite3; fails on the first error.
+sq() {
+    sqlite3 -bail -batch -cmd '.timeout 10000' "$SQ_DB" "$1"
+}
+
+# sq_true SQL: succeed if SQL returns 1 (for wait_until and if).
+sq_true() {
+    [[ $(sq "$1") == 1 ]]
+}
+
+# assert_sq SQL EXPECTED: SQL's result on $SQ_DB (as sq prints it) is EXPECTED.
+assert_sq() {
+    local got
+    got=$(sq "$1") || return 1
+    assert_eq "$got" "$2" "sqlite: $1"
+}
+
+# sq_fill TABLE N [FROM]: insert ids FROM..FROM+N-1 (default 1..N) into TABLE(id).
+sq_fill() {
+    sq "with recursive g(i) as (select ${3:-1} union all select i + 1 from g where i < ${3:-1} + $2 - 1)
+        insert into $1 (id) select i from g"
+}
+
+# sq_dump TABLE: every row of TABLE, each value through quote() (so 1, 1.0, '1', X'01' and NULL all
+# differ), in the order of all its columns: equal dumps mean equal tables, types and all.
+sq_dump() {
+    local cols
+    cols=$(sq "select group_concat('quote(\"' || name || '\")', ' || ''|'' || ') from pragma_table_info('$1')")
+    [[ -n $cols ]] || fail "sq_dump: no table $1 in $SQ_DB"
+    sq "select $cols from \"$1\" order by $(sq "select group_concat('\"' || name || '\"', ', ') from pragma_table_info('$1')")"
+}
+
+# sq_sum TABLE: the md5 of sq_dump TABLE (with its row count), for before/after comparisons.
+sq_sum() {
+    local dump
+    dump=$(sq_dump "$1") || return 1
+    echo "$(wc -l <<<"$dump") $(md5sum <<<"$dump" | cut -d' ' -f1)"
+}
+
+# sq_progress [JOB]: "chunks|rows" committed so far according to $SQ_DB's sluice_progress ("0|0"
+# before the first chunk made the table).
+sq_progress() {
+    local where=""
+    [[ -n ${1:-} ]] && where="where job = '$1'"
+    if sq_true "select count(*) from sqlite_master where name = 'sluice_progress'"; then
+        sq "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress $where"
+    else
+        echo "0|0"
+    fi
+}

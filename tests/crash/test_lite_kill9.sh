@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# test_lite_kill9.sh: exactly once on SQLite under kill -9: a non-idempotent job killed 20 times, then resumed; `down` killed too.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# Committed chunks so far (0 before the first `up` made the bookkeeping table).
+lite_chunks() {
+    if [[ $(sq "select count(*) from sqlite_master where name = 'sluice_progress'") == 1 ]]; then
+        sq "select count(*) from sluice_progress"
+    else
+        echo 0
+    fi
+}
+
+runner_alive() {
+    kill -0 "$SLUICE_PID" 2>/dev/null
+}
+
+past_or_exited() {
+    runner_alive || return 0
+    (($(lite_chunks) > $1))
+}
+
+# Each chunk's effect commits with its record: rows changed = rows recorded, none twice.
+check_so_far() {
+    local got
+    got=$(sq "select (select coalesce(sum(n), 0) from t) = (select coalesce(sum(rows), 0) from sluice_progress)
+                 and (select coalesce(max(n), 0) from t) <= 1")
+    [[ $got == 1 ]] || fail "after kill $KILLS: changed rows do not match sluice_progress, or a row changed twice:
+$(sq "select n, count(*) from t group by n")"
+}
+
+# kill_loop COMMAND WANT CHECK: start sluice COMMAND and kill -9 it WANT times, each once it committed a
+# new chunk, after a random sleep; run CHECK after each kill.
+kill_loop() {
+    local cmd=$1 want=$2 check=$3 before=0
+    KILLS=0
+    while ((KILLS < want)); do
+        sluice_start $cmd
+        wait_until 60 past_or_exited "$before"
+        random_sleep 0 150
+        runner_alive || {
+            sluice_wait
+            fail "the runner exited ($RC) before kill $((KILLS + 1)) of $want: the job is too short for the test"
+        }
+        sluice_kill KILL
+        assert_rc 137
+        KILLS=$((KILLS + 1))
+        $check
+        before=$(lite_chunks)
+        [[ $cmd == up ]] || before=0
+    done
+    diag "$KILLS kill -9's, $(lite_chunks) chunks committed at the last"
+}
+
+# A chunk that takes a few milliseconds whatever the machine: the uncorrelated subquery runs once per
+# statement, so kills land inside chunks as well as between them.
+slow_job() {
+    write_job 0001_bump <<'EOF2'
+-- sluice:table t
+-- sluice:batch 40
+-- sluice:up
+UPDATE t SET n = n + 1
+ WHERE id BETWEEN :lo AND :hi
+   AND (SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000)
+                              SELECT i FROM c)) > 0;
+EOF2
+}
+
+test_up_killed_20_times() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0)"
+    sq_fill t 60000
+    slow_job
+    kill_loop up 20 check_so_far
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*), min(n), max(n) from t" "60000|1|1"
+    assert_sq "select count(*), sum(rows) from sluice_progress" "1500|60000"
+    run_sluice status --json
+    assert_match "$OUT" '"state": "done"' "status after resume"
+}
+
+test_down_killed() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0, v)"
+    sq_fill t 20000
+    sq "update t set v = case id % 4 when 0 then id when 1 then id * 0.5 when 2 then 'text ''' || id when 3 then null end"
+    local before
+    before=$(sq_dump t | md5sum)
+    write_job 0001_rewrite <<'EOF2'
+-- sluice:table t
+-- sluice:batch 20
+-- sluice:undo snapshot(v)
+-- sluice:up
+UPDATE t SET v = randomblob(4) WHERE id BETWEEN :lo AND :hi;
+EOF2
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from t where typeof(v) = 'blob'" 20000
+    kill_loop "down 0001_rewrite" 12 true
+    run_sluice down 0001_rewrite
+    assert_rc 0
+    assert_eq "$(sq_dump t | md5sum)" "$before" "table after up, 12 killed downs and a resumed down"
+    assert_sq "select count(*) from sluice_progress" 0
+}
+
+run_test "up on SQLite, kill -9 twenty times, resume: every row exactly once" test_up_killed_20_times
+run_test "down on SQLite, kill -9 twelve times, resume: the table as it was" test_down_killed
+t_done
