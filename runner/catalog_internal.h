@@ -11,6 +11,10 @@ int sl_catalog_index_walks_key(const char *idx_cols, char *const *names, size_t 
  * makes the key unique. */
 int sl_catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase);
 
+/* SQLite: split "schema.table" (either part may be quoted) at its unquoted
+ * dot into the names pragmas take (schema "main" when none). malloc'd. */
+void sl_catalog_split_name(const char *name, char **schema, char **table);
+
 /* catalog_lite.c: sl_catalog_resolve and sl_catalog_estimate_rows on SQLite. */
 int sl_catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
 int64_t sl_catalog_estimate_rows_lite(sl_session *sess, const sl_keyspec *ks);

@@ -5,8 +5,7 @@
 
 #include "catalog_internal.h"
 
-/* Split "schema.table" (either part may be quoted) at its unquoted dot. */
-static void split_name(const char *name, char **schema, char **table)
+void sl_catalog_split_name(const char *name, char **schema, char **table)
 {
     int quoted = 0;
     const char *dot = NULL;
@@ -126,7 +125,7 @@ static int rowid_key(const sl_answer *ans, const sl_table_info *info, char *cons
 int sl_catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err)
 {
     char *schema, *table;
-    split_name(job->table, &schema, &table);
+    sl_catalog_split_name(job->table, &schema, &table);
     const char *params[] = {table, schema};
     sl_pg_query q[] = {{table_sql, 2, params}, {cols_sql, 2, params}, {idx_sql, 2, params}};
     sl_answer ans;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "catalog_internal.h"
 #include "undo_internal.h"
 
 #define ALIAS SL_UNDO_ROW_ALIAS
@@ -21,33 +22,10 @@ static const char cols_sql[] = "SELECT name, '\"' || replace(name, '\"', '\"\"')
                                "       CASE WHEN hidden IN (2, 3) THEN 'true' ELSE 'false' END"
                                "  FROM pragma_table_xinfo($1, $2) WHERE hidden <> 1 ORDER BY cid";
 
-/* ks->table is "t" or "s"."t" (catalog_lite.c): the names the pragma takes. */
-static void table_args(const char *table, char **schema, char **name)
-{
-    int quoted = 0;
-    const char *dot = NULL;
-    for (const char *p = table; *p; p++) {
-        if (*p == '"')
-            quoted = !quoted;
-        else if (*p == '.' && !quoted && !dot)
-            dot = p;
-    }
-    if (!dot) {
-        *schema = sl_strdup("main");
-        *name = sl_catalog_fold_ident(table);
-        return;
-    }
-    char *s = sl_strdup(table);
-    s[dot - table] = '\0';
-    *schema = sl_catalog_fold_ident(s);
-    *name = sl_catalog_fold_ident(dot + 1);
-    free(s);
-}
-
 int sl_undo_lite_columns(sl_session *sess, const sl_keyspec *ks, sl_answer *ans, sl_err *err)
 {
     char *schema, *name;
-    table_args(ks->table, &schema, &name);
+    sl_catalog_split_name(ks->table, &schema, &name); /* ks->table is "t" or "s"."t" */
     const char *params[] = {name, schema};
     int rc = sl_session_exec1(sess, cols_sql, 2, params, ans);
     free(schema);
