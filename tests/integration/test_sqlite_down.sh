@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# test_sqlite_down.sh: `down` on SQLite puts the data back: each undo way, every storage class, other writers, refusals, targets.
+. "$(dirname "$0")/../harness/lib.sh"
+
+state_of() {
+    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json | jq -r --arg j "$1" '.[] | select(.job == $j) | .state'
+}
+
+# t(id, first, last, full_name, n): full_name already set on every 7th row.
+make_users() {
+    sq_init
+    sq "create table t (id integer primary key, first text not null default '', last text not null default '',
+                        full_name text, n int not null default 0)"
+    sq_fill t "${1:-5000}"
+    sq "update t set first = 'f' || id, last = 'l' || id; update t set full_name = 'kept ' || id where id % 7 = 0"
+}
+
+job_backfill() { # $1 = name, $2 = undo directive lines
+    write_job "$1" <<EOF
+-- sluice:table t
+-- sluice:batch 300
+$2
+-- sluice:up
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
+EOF
+}
+
+roundtrip() { # $1 = undo directive, $2 = extra sections
+    make_users
+    job_backfill 0001_fill "$1"
+    [[ -z ${2:-} ]] || printf '%s\n' "$2" >>"$JOBS/0001_fill.sql"
+    local before
+    before=$(sq_sum t)
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from t where full_name is null" 0
+    assert_ne "$(sq_sum t)" "$before" "up changed the table"
+    run_sluice down 0001_fill
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$before" "table dump after down"
+    assert_eq "$(state_of 0001_fill)" rolled_back "state after down"
+    assert_sq "select count(*) from sluice_progress" 0
+    run_sluice history --json
+    assert_rc 0
+    assert_eq "$(jq -c '[.[] | select(.kind == "down") | [.outcome, .rows]]' <<<"$OUT")" '[["done",5000]]' "down runs in history"
+    # And up again applies it once more, from the start.
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from t where full_name is null or n <> (case when id % 7 = 0 then 0 else 1 end)" 0
+    assert_eq "$(state_of 0001_fill)" "done" "state after up again"
+}
+
+test_down_section() {
+    roundtrip "" "-- sluice:down
+UPDATE t SET full_name = NULL, n = n - 1 WHERE id BETWEEN :lo AND :hi AND id % 7 <> 0;"
+}
+
+test_snapshot_cols() {
+    roundtrip "-- sluice:undo snapshot(full_name, n)"
+}
+
+test_snapshot_all_update() {
+    roundtrip "-- sluice:undo snapshot(*)"
+}
+
+# A DELETE job rolled back gives back the identical table.
+test_snapshot_all_delete() {
+    make_users 4000
+    sq "alter table t add column created text; update t set created = datetime('2020-01-01', '+' || id || ' hours')"
+    local before
+    before=$(sq_sum t)
+    write_job 0001_purge <<'EOF'
+-- sluice:table t
+-- sluice:batch 250
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM t WHERE id BETWEEN :lo AND :hi AND id % 3 <> 0;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from t" 1333
+    run_sluice down -1
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$before" "table dump after down"
+    assert_eq "$(state_of 0001_purge)" rolled_back
+}
+
+# The same DELETE on a composite key of a WITHOUT ROWID table.
+test_snapshot_all_delete_composite() {
+    sq_init
+    sq "create table t (tenant int, id int, v text, n int not null default 0, primary key (tenant, id)) without rowid;
+        with recursive a(x) as (select 1 union all select x + 1 from a where x < 5),
+                       b(y) as (select 1 union all select y + 1 from b where y < 400)
+        insert into t (tenant, id, v) select x, y, 'v' || x || '.' || y from a, b"
+    local before
+    before=$(sq_sum t)
+    write_job 0001_purge <<'EOF'
+-- sluice:table t
+-- sluice:batch 150
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM t WHERE (tenant, id) BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from t" 1000
+    run_sluice down base
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$before" "table dump after down"
+}
+
+# Every storage class (INTEGER, REAL, TEXT, BLOB, NULL), in typed and untyped columns, comes back
+# byte for byte and with its own type: quote() in the dump tells 1, 1.0, '1' and X'31' apart.
+make_values() {
+    sq_init
+    sq "create table v (id integer primary key, i integer, r real, s text, b blob, u, num numeric, flag boolean, ts datetime);
+        insert into v values
+          (1, null, null, null, null, null, null, null, null),
+          (2, 9223372036854775807, 0.1, 'quote '' dq \" back \\ nl ' || char(10) || ' tab ' || char(9) || ' uni é 日本 🎉',
+              x'00ff10', 1.5, '123abc', 1, '2024-02-29 23:59:59.123456+05:30'),
+          (3, -9223372036854775808, 1e308, '', x'', 'text in untyped', 1e-300, 0, '2024-01-01'),
+          (4, 0, -2.5e-7, 'NULL', x'00', x'01', 3, null, 17),
+          (5, 1, 3.141592653589793, '1', x'31', 1.0, '1', 'yes', 1700000000.25),
+          (6, -1, 0.30000000000000004, '  padded  ', randomblob(64), 9007199254740993, 12345678901234567890, 'no', null);
+        with recursive g(k) as (select 7 union all select k + 1 from g where k < 60)
+        insert into v (id, s, u) select k, 'row ' || k, case k % 4 when 0 then k when 1 then k * 1.5 when 2 then 'u' || k else cast(k as blob) end from g"
+}
+
+test_values_roundtrip() {
+    make_values
+    local before
+    before=$(sq_sum v)
+    diag "types in v: $(sq "select group_concat(t, ' ') from (select distinct typeof(i) || typeof(r) || typeof(s) || typeof(b) || typeof(u) || typeof(num) || typeof(flag) || typeof(ts) t from v)")"
+    write_job 0001_scramble <<'EOF'
+-- sluice:table v
+-- sluice:batch 7
+-- sluice:undo snapshot(i, r, s, b, u, num, flag, ts)
+-- sluice:up
+UPDATE v SET i = 7, r = 7.5, s = 'x', b = x'7a', u = 'z', num = 'q', flag = 2, ts = datetime('now') WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_ne "$(sq_sum v)" "$before" "up changed the table"
+    run_sluice down 0001_scramble
+    assert_rc 0
+    assert_eq "$(sq_sum v)" "$before" "dump of every value after down"
+    # And whole rows through snapshot(*) of a DELETE.
+    write_job 0002_purge <<'EOF'
+-- sluice:table v
+-- sluice:batch 5
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM v WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up 0002_purge
+    assert_rc 0
+    assert_sq "select count(*) from v" 0
+    run_sluice down 0002_purge
+    assert_rc 0
+    assert_eq "$(sq_sum v)" "$before" "dump after re-inserting whole rows"
+}
+
+# A run that failed part-way: only committed chunks are undone, and up runs the job again afterwards.
+test_failed_run_then_down_then_up() {
+    make_users
+    local before
+    before=$(sq_sum t)
+    # 1 / 0 is NULL in SQLite: n turns NULL at id 3100 and breaks NOT NULL in chunk 11.
+    write_job 0001_fill <<'EOF'
+-- sluice:table t
+-- sluice:batch 300
+-- sluice:undo snapshot(full_name, n)
+-- sluice:up
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 / (id - 3100) + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
+EOF
+    run_sluice up
+    assert_rc 1
+    assert_contains "$ERR" "NOT NULL constraint failed"
+    assert_eq "$(state_of 0001_fill)" failed
+    assert_ne "$(sq_sum t)" "$before" "some chunks committed before the failure"
+    run_sluice down 0001_fill
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$before" "table dump after down of a failed run"
+    sed -i 's|n + 1 / (id - 3100) + 1|n + 1|' "$JOBS/0001_fill.sql"
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from t where full_name is null or n <> (case when id % 7 = 0 then 0 else 1 end)" 0
+    assert_eq "$(state_of 0001_fill)" "done"
+}
+
+# Another process changes rows between up and down.
+other_writer_setup() {
+    make_users 3000
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
+    BEFORE=$(sq_sum t)
+    run_sluice up
+    assert_rc 0
+    sq "update t set full_name = 'theirs' where id in (10, 2500)"
+}
+
+test_conflict_stop() {
+    other_writer_setup
+    local mid
+    mid=$(sq_sum t)
+    run_sluice down 0001_fill
+    assert_rc 1
+    assert_contains "$ERR" "(2500)" "conflict report"
+    assert_contains "$ERR" "--on-conflict" "conflict hint"
+    assert_eq "$(state_of 0001_fill)" rolling_back
+    # Chunks after the conflicting one (newer ones) were rolled back; the conflicting chunk changed nothing.
+    assert_sq "select full_name from t where id in (2500, 2501) order by id" $'theirs\nf2501 l2501'
+    assert_sq "select count(*) from t where id > 2700 and full_name is not null and id % 7 <> 0" 0
+    assert_ne "$(sq_sum t)" "$mid" "later chunks were undone"
+}
+
+test_conflict_skip() {
+    other_writer_setup
+    run_sluice down 0001_fill --on-conflict skip
+    assert_rc 0
+    assert_sq "select id, full_name from t where full_name = 'theirs' order by id" $'10|theirs\n2500|theirs'
+    assert_sq "select count(*) from t where full_name is not null and id % 7 <> 0 and id not in (10, 2500)" 0
+    assert_eq "$(state_of 0001_fill)" rolled_back
+}
+
+test_conflict_overwrite() {
+    other_writer_setup
+    run_sluice down 0001_fill --on-conflict overwrite
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$BEFORE" "table dump after overwrite"
+}
+
+test_conflict_down_section() {
+    make_users 2000
+    job_backfill 0001_fill ""
+    printf '%s\n' '-- sluice:down' 'UPDATE t SET full_name = NULL, n = n - 1 WHERE id BETWEEN :lo AND :hi AND id % 7 <> 0;' >>"$JOBS/0001_fill.sql"
+    run_sluice up
+    assert_rc 0
+    sq "update t set n = 100 where id = 1999"
+    run_sluice down 0001_fill
+    assert_rc 1
+    assert_contains "$ERR" "(1999)"
+    assert_sq "select n from t where id = 1999" 100
+    run_sluice down 0001_fill --on-conflict overwrite
+    assert_rc 0
+    assert_sq "select count(*) from t where full_name is not null and id % 7 <> 0" 0
+}
+
+# A row deleted by someone else after a snapshot(*) DELETE job... and a row re-inserted in its place:
+# stop names it; overwrite puts the saved row back.
+test_conflict_reinserted_row() {
+    make_users 1000
+    local before
+    before=$(sq_sum t)
+    write_job 0001_purge <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM t WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    run_sluice up
+    assert_rc 0
+    sq "insert into t (id, first, last) values (500, 'new', 'row')"
+    run_sluice down 0001_purge
+    assert_rc 1
+    assert_contains "$ERR" "(500)" "conflict report"
+    assert_sq "select first from t where id = 500" new
+    run_sluice down 0001_purge --on-conflict overwrite
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$before" "table dump after overwrite"
+}
+
+test_refuse_no_way_back() {
+    make_users 100
+    job_backfill 0001_fill ""
+    run_sluice up
+    assert_rc 0
+    local sum
+    sum=$(sq_sum t)
+    run_sluice down 0001_fill
+    assert_rc 2
+    assert_contains "$ERR" "no way back"
+    assert_contains "$ERR" "sluice:down"
+    assert_contains "$ERR" "snapshot("
+    assert_eq "$(sq_sum t)" "$sum" "table untouched"
+    assert_eq "$(state_of 0001_fill)" "done"
+}
+
+test_refuse_pending_missing_and_too_far() {
+    make_users 100
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
+    job_backfill 0002_more "-- sluice:undo snapshot(full_name)"
+    run_sluice up 0001_fill
+    assert_rc 0
+    local sum
+    sum=$(sq_sum t)
+    run_sluice down 0002_more
+    assert_rc 2
+    assert_contains "$ERR" "no checkpoint file"
+    run_sluice stamp 0002_more pending
+    assert_rc 0
+    run_sluice down 0002_more
+    assert_rc 2
+    assert_contains "$ERR" "pending"
+    run_sluice down 0009_nope
+    assert_rc 2
+    run_sluice down -5
+    assert_rc 2
+    assert_contains "$ERR" "only 1 job is applied"
+    run_sluice down 0001_fill --on-conflict maybe
+    assert_rc 2
+    assert_eq "$(sq_sum t)" "$sum" "table untouched by refusals"
+    assert_eq "$(state_of 0001_fill)" "done"
+}
+
+# Checkpoints of one database, down against another (here: a copy whose sluice_progress is emptied): refused.
+test_refuse_other_database() {
+    make_users 600
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
+    run_sluice up
+    assert_rc 0
+    sq "delete from sluice_progress"
+    local sum
+    sum=$(sq_sum t)
+    run_sluice down base
+    assert_rc 2
+    assert_contains "$ERR" "another database"
+    assert_eq "$(sq_sum t)" "$sum" "table untouched"
+    assert_eq "$(state_of 0001_fill)" "done"
+}
+
+# Three jobs, each adding to n: -1 undoes the last, JOB undoes it and later ones, base all; downgrade is an alias.
+test_targets() {
+    make_users 1000
+    local s0 j
+    s0=$(sq_sum t)
+    for j in 1 2 3; do
+        write_job "000${j}_add" <<EOF
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + $j WHERE id BETWEEN :lo AND :hi;
+EOF
+    done
+    run_sluice up
+    assert_rc 0
+    assert_sq "select min(n), max(n) from t" "6|6"
+    run_sluice down -1
+    assert_rc 0
+    assert_sq "select min(n), max(n) from t" "3|3"
+    assert_eq "$(state_of 0003_add)" rolled_back
+    run_sluice up
+    assert_rc 0
+    assert_sq "select min(n), max(n) from t" "6|6"
+    run_sluice downgrade 0002_add
+    assert_rc 0
+    assert_sq "select min(n), max(n) from t" "1|1"
+    assert_eq "$(state_of 0002_add)$(state_of 0003_add)$(state_of 0001_add)" rolled_backrolled_backdone
+    run_sluice down base
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$s0" "table dump after down base"
+    run_sluice down base
+    assert_rc 0
+    assert_contains "$ERR" "nothing to roll back"
+}
+
+# SIGINT during down: exit 3, rolling_back, the undone rows match the chunks left; the next down finishes.
+test_sigint_down() {
+    make_users 40000
+    local before
+    before=$(sq_sum t)
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:pause 2ms
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    sluice_start down -1
+    wait_until 30 sq_true "select count(*) <= 790 from sluice_progress"
+    sluice_kill INT
+    assert_rc 3
+    assert_eq "$(state_of 0001_bump)" rolling_back
+    assert_sq "select (select sum(n) from t) = (select sum(rows) from sluice_progress)" 1
+    assert_sq "select count(*) from t where n not in (0, 1)" 0
+    local left
+    left=$(sq "select count(*) from sluice_progress")
+    ((left > 0)) || fail "down finished before SIGINT: nothing left to resume"
+    run_sluice down -1
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$before" "table dump after SIGINT during down, then down"
+    assert_eq "$(state_of 0001_bump)" rolled_back
+}
+
+test_plan_says_how() {
+    make_users 2000
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
+    run_sluice plan 0001_fill
+    assert_rc 0
+    assert_contains "$OUT" "rollback:   snapshot(full_name)"
+    job_backfill 0002_none ""
+    run_sluice plan 0002_none
+    assert_rc 0
+    assert_contains "$OUT" "refuses this job"
+}
+
+run_test "down section: table dump equal after up + down; up again" test_down_section
+run_test "snapshot(full_name, n): table dump equal after up + down" test_snapshot_cols
+run_test "snapshot(*) of an UPDATE job: table dump equal after up + down" test_snapshot_all_update
+run_test "snapshot(*) of a DELETE job gives back the identical table" test_snapshot_all_delete
+run_test "snapshot(*) of a DELETE on a composite key (WITHOUT ROWID)" test_snapshot_all_delete_composite
+run_test "INTEGER, REAL, TEXT, BLOB, NULL in typed and untyped columns round-trip with their types" test_values_roundtrip
+run_test "a failed run: down undoes the committed chunks; up runs it again" test_failed_run_then_down_then_up
+run_test "other writer: --on-conflict stop changes nothing in that chunk, exit 1" test_conflict_stop
+run_test "other writer: --on-conflict skip keeps their rows, restores the rest" test_conflict_skip
+run_test "other writer: --on-conflict overwrite restores all" test_conflict_overwrite
+run_test "other writer with a down section: stop, then overwrite" test_conflict_down_section
+run_test "a deleted row re-inserted by someone else: stop names it, overwrite restores" test_conflict_reinserted_row
+run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse_no_way_back
+run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_missing_and_too_far
+run_test "refused: checkpoints that belong to another database" test_refuse_other_database
+run_test "down -1, downgrade JOB with later jobs, down base" test_targets
+run_test "SIGINT during down exits 3, rolling_back; down again finishes" test_sigint_down
+run_test "plan says how the job rolls back" test_plan_says_how
+t_done
