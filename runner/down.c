@@ -31,9 +31,9 @@ typedef struct down_run {
     sl_undo_target undo;
     int locked;
     int run_lock_fd;
-    char **down_sql; /* the down section with :lo/:hi rendered */
-    char set_lock_timeout[64], set_stmt_timeout[64];
-    down_chunk *chunks; /* ascending chunk_no */
+    char **down_sql;            /* the down section with :lo/:hi rendered */
+    sl_chunk_settings timeouts; /* sent after each chunk's BEGIN */
+    down_chunk *chunks;         /* ascending chunk_no */
     size_t nchunks;
     int64_t run_id, rows_total, rows_undone;
     sl_err err;
@@ -67,12 +67,11 @@ static int load_chunks(down_run *r)
 {
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
-    int lite = r->sess->dialect == SL_DIALECT_SQLITE; /* keys as JSON arrays there: ->> is 0-based */
     sl_buf_adds(&b, "SELECT chunk_no, rows, CASE WHEN skipped THEN 'true' ELSE 'false' END");
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, lite ? ", lo ->> %zu" : ", lo[%zu]", lite ? i : i + 1);
+        sl_session_add_key_elem(r->sess, &b, "lo", i);
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, lite ? ", hi ->> %zu" : ", hi[%zu]", lite ? i : i + 1);
+        sl_session_add_key_elem(r->sess, &b, "hi", i);
     sl_buf_adds(&b, " FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no");
     const char *params[] = {r->job->name};
     sl_answer ans;
@@ -139,12 +138,7 @@ static void render_down(down_run *r)
         free(lo);
         free(hi);
     }
-    /* SQLite has no SET LOCAL: the session applies them (busy timeout, deadline) */
-    sl_session_set_timeouts(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms);
-    snprintf(r->set_lock_timeout, sizeof r->set_lock_timeout, "SET LOCAL lock_timeout = %" PRId64,
-             r->job->lock_timeout_ms);
-    snprintf(r->set_stmt_timeout, sizeof r->set_stmt_timeout, "SET LOCAL statement_timeout = %" PRId64,
-             r->job->statement_timeout_ms);
+    sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
 }
 
 /* The file may be one chunk ahead of sluice_progress only while a rollback
@@ -303,13 +297,11 @@ static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, int64_t
     char no[24];
     snprintf(no, sizeof no, "%" PRId64, c->chunk_no);
     const char *prog[] = {r->job->name, no};
-    size_t nset = r->sess->dialect == SL_DIALECT_SQLITE ? 0 : 2, n = 0;
+    size_t n = 0;
     sl_pg_query q[5];
     q[n++] = (sl_pg_query){sl_session_begin_sql(r->sess), 0, NULL};
-    if (nset) {
-        q[n++] = (sl_pg_query){r->set_lock_timeout, 0, NULL};
-        q[n++] = (sl_pg_query){r->set_stmt_timeout, 0, NULL};
-    }
+    for (size_t i = 0; i < r->timeouts.n; i++)
+        q[n++] = (sl_pg_query){r->timeouts.sql[i], 0, NULL};
     q[n++] = (sl_pg_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog};
     if (has_state)
         q[n++] = (sl_pg_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges};
@@ -317,7 +309,7 @@ static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, int64_t
         return STEP_LOST;
     if (!ans->ok)
         return step_failed(r, c, ans, ans->failed_index >= 1, attempts);
-    if (ans->results[1 + nset].nrows == 0) {
+    if (ans->results[1 + r->timeouts.n].nrows == 0) {
         rollback(r);
         sl_answer_free(ans);
         return STEP_GONE;

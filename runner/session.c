@@ -221,6 +221,22 @@ void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms)
         sl_lite_set_timeouts(&sess->lite, lock_ms, stmt_ms);
 }
 
+void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, sl_chunk_settings *out)
+{
+    sl_session_set_timeouts(sess, lock_ms, stmt_ms);
+    out->n = sess->has_lite ? 0 : 2; /* SQLite has no SET LOCAL */
+    snprintf(out->sql[0], sizeof out->sql[0], "SET LOCAL lock_timeout = %lld", (long long)lock_ms);
+    snprintf(out->sql[1], sizeof out->sql[1], "SET LOCAL statement_timeout = %lld", (long long)stmt_ms);
+}
+
+void sl_session_add_key_elem(const sl_session *sess, sl_buf *b, const char *col, size_t i)
+{
+    if (sess->has_lite)
+        sl_buf_printf(b, ", %s ->> %zu", col, i);
+    else
+        sl_buf_printf(b, ", %s[%zu]", col, i + 1);
+}
+
 const char *sl_session_begin_sql(const sl_session *sess)
 {
     return sess->has_lite ? "BEGIN IMMEDIATE" : "BEGIN";

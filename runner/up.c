@@ -100,13 +100,7 @@ static void render_stmt(up_run *r, size_t i)
 
 void sl_up_render_timeouts(up_run *r)
 {
-    /* SQLite has no SET LOCAL: the session applies them (busy timeout, deadline) */
-    r->nset = r->sess->dialect == SL_DIALECT_SQLITE ? 0 : 2;
-    sl_session_set_timeouts(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms);
-    snprintf(r->set_lock_timeout, sizeof r->set_lock_timeout, "SET LOCAL lock_timeout = %" PRId64,
-             r->job->lock_timeout_ms);
-    snprintf(r->set_stmt_timeout, sizeof r->set_stmt_timeout, "SET LOCAL statement_timeout = %" PRId64,
-             r->job->statement_timeout_ms);
+    sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
 }
 
 static void prepare_sql(up_run *r)
@@ -223,8 +217,8 @@ static int exec_saving(up_run *r, const sl_pg_query *q, size_t nq, size_t split,
     pad_answer(ans, nq);
     if (!ans->ok)
         return 0;
-    size_t first = 1 + r->nset + (r->undo.pre_sql ? 1 : 0);
-    const sl_result *pre = r->undo.pre_sql ? &ans->results[1 + r->nset] : NULL;
+    size_t first = 1 + r->timeouts.n + (r->undo.pre_sql ? 1 : 0);
+    const sl_result *pre = r->undo.pre_sql ? &ans->results[1 + r->timeouts.n] : NULL;
     if (sl_undo_save(&r->undo, r->ckpt, r->chunk_no + 1, pre, &ans->results[first + r->job->up.nstmts], &r->err) != 0) {
         sl_answer rb;
         if (sl_session_exec1(r->sess, "ROLLBACK", 0, NULL, &rb) == 0)
@@ -263,7 +257,7 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     size_t k = r->job->up.nstmts, n = r->info.ks.ncols;
     /* with undo records: a pre-image query before the up statements and a post-image one after them */
     size_t pre = r->undo.pre_sql ? 1 : 0, post = r->undo.post_sql ? 1 : 0;
-    size_t first = 1 + r->nset + pre, prog_i = first + k + post, commit_i = prog_i + 1, bound_i = commit_i + 1;
+    size_t first = 1 + r->timeouts.n + pre, prog_i = first + k + post, commit_i = prog_i + 1, bound_i = commit_i + 1;
     size_t nq = bound_i + 1;
     sl_pg_query *q = sl_calloc(nq, sizeof *q);
     const char *edges[2 * SL_MAX_KEY_COLS];
@@ -289,12 +283,10 @@ static int send_chunk(up_run *r, const chunk_bounds *cur, chunk_bounds *next, in
     size_t nb = boundary_params(r, &cur->hi, bparams, limit);
 
     q[0] = (sl_pg_query){sl_session_begin_sql(r->sess), 0, NULL};
-    if (r->nset) {
-        q[1] = (sl_pg_query){r->set_lock_timeout, 0, NULL};
-        q[2] = (sl_pg_query){r->set_stmt_timeout, 0, NULL};
-    }
+    for (size_t i = 0; i < r->timeouts.n; i++)
+        q[1 + i] = (sl_pg_query){r->timeouts.sql[i], 0, NULL};
     if (pre)
-        q[1 + r->nset] = (sl_pg_query){r->undo.pre_sql, 2 * (int)n, edges, 1};
+        q[1 + r->timeouts.n] = (sl_pg_query){r->undo.pre_sql, 2 * (int)n, edges, 1};
     for (size_t i = 0; i < k; i++) {
         const sl_stmt *st = &r->job->up.stmts[i];
         int used = (st->uses_lo + st->uses_hi) * (int)n;

@@ -28,13 +28,11 @@ typedef struct up_run {
     sl_job *job;
     sl_ckpt *ckpt;
     sl_table_info info;
-    char *boundary_first; /* boundary SQL from the table's start */
-    char *boundary_after; /* boundary SQL after a key */
-    char **stmt_sql;      /* up statements with :lo/:hi rendered */
-    char *progress_sql;   /* INSERT INTO sluice_progress ... */
-    char set_lock_timeout[64];
-    char set_stmt_timeout[64];
-    size_t nset; /* SET LOCAL statements in a chunk: 2 on PostgreSQL, 0 on SQLite */
+    char *boundary_first;       /* boundary SQL from the table's start */
+    char *boundary_after;       /* boundary SQL after a key */
+    char **stmt_sql;            /* up statements with :lo/:hi rendered */
+    char *progress_sql;         /* INSERT INTO sluice_progress ... */
+    sl_chunk_settings timeouts; /* sent after each chunk's BEGIN */
     int64_t run_id;
     int64_t chunk_no; /* last committed */
     int64_t rows_done;

@@ -139,8 +139,7 @@ int sl_up_load_position(up_run *r)
     sl_buf b = {0};
     sl_buf_adds(&b, "SELECT chunk_no, checksum");
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&b, r->sess->dialect == SL_DIALECT_SQLITE ? ", hi ->> %zu" : ", hi[%zu]",
-                      r->sess->dialect == SL_DIALECT_SQLITE ? i : i + 1);
+        sl_session_add_key_elem(r->sess, &b, "hi", i);
     sl_buf_adds(&b, ", (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE
                     " WHERE job = $1) FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
     const char *params[] = {r->job->name};

@@ -51,6 +51,21 @@ const char *sl_session_display(const sl_session *sess);
  * they are the busy timeout and a per-statement deadline. */
 void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms);
 
+/* The statements that give one chunk its timeouts, sent right after BEGIN. */
+typedef struct sl_chunk_settings {
+    size_t n;        /* 2 on PostgreSQL, 0 on SQLite */
+    char sql[2][64]; /* SET LOCAL lock_timeout = N, SET LOCAL statement_timeout = N */
+} sl_chunk_settings;
+
+/* Fill out for the job's timeouts: on PostgreSQL the two SET LOCAL
+ * statements; on SQLite none, as they are applied to the session instead
+ * (sl_session_set_timeouts). */
+void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, sl_chunk_settings *out);
+
+/* Append ", COL[i + 1]" (PostgreSQL's text[]) or ", COL ->> i" (SQLite's JSON
+ * array): key column i of sluice_progress's lo or hi. */
+void sl_session_add_key_elem(const sl_session *sess, sl_buf *b, const char *col, size_t i);
+
 /* "BEGIN", or on SQLite "BEGIN IMMEDIATE": the write lock up front, so a
  * chunk waits for it (up to lock-timeout) before doing any work rather than
  * failing half-way when it first writes. */
