@@ -63,8 +63,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_INSERT_CHUNK] = "INSERT INTO chunks (chunk_no, run_id, lo, hi, rows, affected, duration_ms, attempts, error,"
                         " committed_at, skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    [ST_CHUNK_JOB] = "UPDATE job SET rows = rows + ?1, affected = affected + max(?2, 0), chunks = ?3, last_key = ?4,"
-                     " updated_at = ?5",
+    [ST_CHUNK_JOB] = "UPDATE job SET rows = rows + ?1, affected = affected + max(?2, 0), chunks = chunks + 1,"
+                     " last_key = ?3, updated_at = ?4",
     [ST_CHUNK_RUN] = "UPDATE runs SET rows = rows + ?1, chunks = chunks + 1 WHERE id = ?2",
     [ST_GET_JOB] = "SELECT name, state, checksum, rows, affected, chunks, last_key, error, target, batch,"
                    " started_at, updated_at FROM job",
@@ -669,9 +669,8 @@ static int advance_job(sl_ckpt *ck, const sl_ckpt_chunk *chunk, int64_t at, sl_e
     sqlite3_stmt *st = ck->stmts[ST_CHUNK_JOB];
     sqlite3_bind_int64(st, 1, chunk->rows);
     sqlite3_bind_int64(st, 2, chunk->affected);
-    sqlite3_bind_int64(st, 3, chunk->chunk_no);
-    bind_text(st, 4, chunk->hi);
-    sqlite3_bind_int64(st, 5, at);
+    bind_text(st, 3, chunk->hi);
+    sqlite3_bind_int64(st, 4, at);
     return step_done(ck, st, "cannot update the job", err);
 }
 
@@ -855,7 +854,7 @@ static int resummarize(sl_ckpt *ck, sl_err *err)
 {
     static const char sql[] = "UPDATE job SET rows = (SELECT coalesce(sum(rows), 0) FROM chunks),"
                               " affected = (SELECT coalesce(sum(max(affected, 0)), 0) FROM chunks),"
-                              " chunks = (SELECT coalesce(max(chunk_no), 0) FROM chunks),"
+                              " chunks = (SELECT count(*) FROM chunks),"
                               " last_key = (SELECT hi FROM chunks ORDER BY chunk_no DESC LIMIT 1), updated_at = ?1";
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(ck->db, sql, -1, &st, NULL) != SQLITE_OK)

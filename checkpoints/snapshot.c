@@ -295,6 +295,18 @@ int sl_snap_drop_from(sl_ckpt *ckpt, int64_t first, sl_err *err)
     return rc;
 }
 
+int sl_snap_drop_uncommitted(sl_ckpt *ckpt, sl_err *err)
+{
+    sqlite3_stmt *st;
+    if (prepare(ckpt, "DELETE FROM undo WHERE chunk_no NOT IN (SELECT chunk_no FROM chunks)", &st, err) != 0)
+        return -1;
+    if (!st)
+        return 0;
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(ckpt, "cannot drop undo records", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int sl_snap_usage(sl_ckpt *ckpt, int64_t *records, int64_t *bytes, sl_err *err)
 {
     *records = *bytes = 0;

@@ -761,20 +761,6 @@ void sl_job_free(sl_job *job)
     memset(job, 0, sizeof *job);
 }
 
-int sl_job_check_supported(const sl_job *job, const int supported[SL_DIR_COUNT], sl_err *err)
-{
-    int first = -1;
-    for (int d = 0; d < SL_DIR_COUNT; d++) {
-        if (job->line[d] && !supported[d] && (first < 0 || job->line[d] < job->line[first]))
-            first = d;
-    }
-    if (first < 0)
-        return 0;
-    sl_err_set(err, "%s:%d: directive \"%s\" is not supported yet", job->path, job->line[first],
-               directive_defs[first].name);
-    return -1;
-}
-
 /* ---- job sets ---- */
 
 static int cmp_names(const void *a, const void *b)

@@ -115,28 +115,39 @@ static void add_window_col(sl_buf *buf, const sl_keyspec *ks, const char *fn, co
         sl_buf_printf(buf, "%s(%s) OVER w", fn, arg);
 }
 
-/* The inner query: the next `limit` keys in index order. Its ORDER BY must be
- * exactly the key's column order so that the planner walks the key's btree
- * and stops after `limit` entries instead of sorting the table. */
-static void add_inner_select(sl_buf *buf, const sl_keyspec *ks, int after_param)
+/* The inner query: the next `limit` keys in index order, after the key at
+ * $1.. (after_param) and up to the key at the next parameters (until_param).
+ * Its ORDER BY must be exactly the key's column order so that the planner
+ * walks the key's btree and stops after `limit` entries instead of sorting
+ * the table. */
+static void add_inner_select(sl_buf *buf, const sl_keyspec *ks, int after_param, int until_param)
 {
     sl_buf_adds(buf, "SELECT ");
     add_column_list(buf, ks);
     sl_buf_printf(buf, " FROM %s", ks->table);
+    const char *joiner = " WHERE ";
+    int param = 1;
     if (after_param) {
-        sl_buf_adds(buf, " WHERE ");
+        sl_buf_adds(buf, joiner);
         add_key_expr(buf, ks);
         sl_buf_adds(buf, " > ");
-        add_key_params(buf, ks, 1);
-        if (ks->where)
-            sl_buf_printf(buf, " AND (%s)", ks->where);
-    } else if (ks->where) {
-        sl_buf_printf(buf, " WHERE (%s)", ks->where);
+        add_key_params(buf, ks, param);
+        param += (int)ks->ncols;
+        joiner = " AND ";
     }
+    if (until_param) {
+        sl_buf_adds(buf, joiner);
+        add_key_expr(buf, ks);
+        sl_buf_adds(buf, " <= ");
+        add_key_params(buf, ks, param);
+        param += (int)ks->ncols;
+        joiner = " AND ";
+    }
+    if (ks->where)
+        sl_buf_printf(buf, "%s(%s)", joiner, ks->where);
     sl_buf_adds(buf, " ORDER BY ");
     add_column_list(buf, ks);
-    int limit_param = after_param ? (int)ks->ncols + 1 : 1;
-    sl_buf_printf(buf, ks->dialect == SL_DIALECT_PG ? " LIMIT $%d" : " LIMIT ?%d", limit_param);
+    sl_buf_printf(buf, ks->dialect == SL_DIALECT_PG ? " LIMIT $%d" : " LIMIT ?%d", param);
 }
 
 /* first_value/last_value over a whole-partition frame give both ends of the
@@ -144,8 +155,14 @@ static void add_inner_select(sl_buf *buf, const sl_keyspec *ks, int after_param)
  * (>= 3.25) alike; min()/max() would not work for a composite key. */
 char *sl_keys_boundary_sql(const sl_keyspec *ks, int after_param)
 {
+    return sl_keys_boundary_range_sql(ks, after_param, 0);
+}
+
+char *sl_keys_boundary_range_sql(const sl_keyspec *ks, int after_param, int until_param)
+{
     check_keyspec(ks);
     assert((after_param == 0 || after_param == 1) && "BUG: after_param is 0 or 1");
+    assert((until_param == 0 || until_param == 1) && "BUG: until_param is 0 or 1");
     sl_buf buf = {0};
     if (ks->dialect == SL_DIALECT_SQLITE && ks->ncols == 1) {
         /* SQLite sorts the rows again for the window (a TEMP B-TREE), which
@@ -154,7 +171,7 @@ char *sl_keys_boundary_sql(const sl_keyspec *ks, int after_param)
          * collation as the index does. HAVING: no row when none is left, as
          * from the window form. */
         sl_buf_printf(&buf, "SELECT min(%s), max(%s), count(*) FROM (", ks->cols[0], ks->cols[0]);
-        add_inner_select(&buf, ks, after_param);
+        add_inner_select(&buf, ks, after_param, until_param);
         sl_buf_adds(&buf, ") s HAVING count(*) > 0");
         return sl_buf_take(&buf);
     }
@@ -169,7 +186,7 @@ char *sl_keys_boundary_sql(const sl_keyspec *ks, int after_param)
     }
     add_window_col(&buf, ks, "count", "*");
     sl_buf_adds(&buf, " FROM (");
-    add_inner_select(&buf, ks, after_param);
+    add_inner_select(&buf, ks, after_param, until_param);
     sl_buf_adds(&buf, ") s WINDOW w AS (ORDER BY ");
     add_column_list(&buf, ks);
     sl_buf_adds(&buf, " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) LIMIT 1");

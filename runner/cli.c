@@ -168,24 +168,6 @@ static void resolve_defaults(sl_opts *o)
     o->progress_tty = isatty(2);
 }
 
-/* Directives the runner implements today; the others are refused per line. */
-static int check_supported(const sl_job *job, sl_err *err)
-{
-    int supported[SL_DIR_COUNT] = {0};
-    static const sl_directive done[] = {
-        SL_DIR_TABLE,   SL_DIR_KEY,      SL_DIR_WHERE,           SL_DIR_BATCH,          SL_DIR_CHUNK_TIME,
-        SL_DIR_PAUSE,   SL_DIR_MAX_RATE, SL_DIR_WINDOW,          SL_DIR_LOCK_TIMEOUT,   SL_DIR_STATEMENT_TIMEOUT,
-        SL_DIR_RETRIES, SL_DIR_REQUIRES, SL_DIR_MAX_REPLICA_LAG, SL_DIR_THROTTLE_QUERY, SL_DIR_UNDO,
-    };
-    for (size_t i = 0; i < sizeof done / sizeof done[0]; i++)
-        supported[done[i]] = 1;
-    /* Writing the default out is not asking for the unbuilt feature. */
-    supported[SL_DIR_ON_ERROR] = 1;
-    if (job->workers == 1)
-        supported[SL_DIR_WORKERS] = 1;
-    return sl_job_check_supported(job, supported, err);
-}
-
 /* Settings that cannot apply to the target database. */
 static int check_target(const sl_opts *opts, const sl_job *job, sl_err *err)
 {
@@ -213,7 +195,7 @@ static int load_jobs(const sl_opts *opts, sl_jobset *set, const char *only, int 
         if (only && set->jobs + i != sl_jobset_find(set, only))
             continue;
         err.msg[0] = '\0';
-        if (check_supported(&set->jobs[i], &err) != 0 || check_target(opts, &set->jobs[i], &err) != 0) {
+        if (check_target(opts, &set->jobs[i], &err) != 0) {
             sl_error("%s", err.msg);
             bad = 1;
         }

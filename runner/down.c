@@ -458,8 +458,25 @@ static int trim_ckpt(down_run *r)
     return 0;
 }
 
+/* Everything undone: forget the job's key split (up_split.c), so that a new
+ * `up` splits the table as it is then. A failure here costs nothing: an old
+ * split still covers the whole key. */
+static void forget_split(down_run *r)
+{
+    if (r->sess->dialect != SL_DIALECT_PG)
+        return;
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess, "DELETE FROM sluice_ranges WHERE job = $1", 1, params, &ans) != 0 || !ans.ok)
+        sl_warn("%s: cannot clear its key split from sluice_ranges: %s", r->job->name,
+                ans.error ? ans.error : "connection lost");
+    sl_answer_free(&ans);
+}
+
 static int finish(down_run *r, int code)
 {
+    if (code == SL_EXIT_OK)
+        forget_split(r);
     sl_state state = code == SL_EXIT_OK ? SL_STATE_ROLLED_BACK : SL_STATE_ROLLING_BACK;
     const char *outcome = code == SL_EXIT_OK ? "done" : code == SL_EXIT_STOPPED ? "stopped" : "failed";
     sl_err ferr;

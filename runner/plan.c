@@ -155,6 +155,13 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
         printf("estimate:   ~%" PRId64 " rows in ~%" PRId64 " chunks (%s)\n", rows,
                (rows + job->batch - 1) / job->batch,
                sess.dialect == SL_DIALECT_SQLITE ? "counted" : "planner statistics");
+    if (job->workers > 1 && sess.dialect == SL_DIALECT_SQLITE)
+        printf("workers:    1 (workers %" PRId64 " asked for; SQLite lets one writer in at a time)\n", job->workers);
+    else if (job->workers > 1)
+        printf("workers:    %" PRId64
+               " connections, each with a chunk in flight; the first `up` splits the key into up "
+               "to %" PRId64 " ranges at keys sampled from the table\n",
+               job->workers, job->workers * 4);
     sl_undo_plan_print(&sess, job, &info.ks, rows);
     if (job->requires) {
         sl_answer ans;
@@ -223,8 +230,11 @@ int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
          * finishes the job; the other order would resurrect the progress. */
         const char *params[] = {job->name};
         sl_answer ans;
-        if (sl_session_exec1(&sess, "DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1, params, &ans) != 0 ||
-            !ans.ok) {
+        /* and on PostgreSQL the key split of its workers (up_split.c) */
+        const char *sql = sess.dialect == SL_DIALECT_PG ? "WITH s AS (DELETE FROM sluice_ranges WHERE job = $1) "
+                                                          "DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1"
+                                                        : "DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1";
+        if (sl_session_exec1(&sess, sql, 1, params, &ans) != 0 || !ans.ok) {
             sl_error("stamp %s pending: cannot clear %s: %s", job->name, SL_PROGRESS_TABLE,
                      ans.error ? ans.error : "connection lost");
             code = SL_EXIT_FAILED;

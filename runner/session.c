@@ -58,11 +58,8 @@ typedef struct waiter {
     int done;
 } waiter;
 
-static void on_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
+static void fill_answer(sl_answer *ans, const sl_pg_reply *reply)
 {
-    (void)pg;
-    waiter *w = arg;
-    sl_answer *ans = w->ans;
     ans->ok = reply->ok;
     ans->conn_lost = reply->conn_lost;
     ans->failed_index = reply->failed_index;
@@ -75,18 +72,34 @@ static void on_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
     ans->results = sl_calloc(reply->nresults + 1, sizeof(sl_result));
     for (size_t i = 0; i < reply->nresults; i++)
         copy_result(&ans->results[i], reply->results ? reply->results[i] : NULL);
+}
+
+static void on_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
+{
+    (void)pg;
+    waiter *w = arg;
+    fill_answer(w->ans, reply);
     w->done = 1;
+}
+
+static void on_pending_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
+{
+    (void)pg;
+    sl_pending *p = arg;
+    fill_answer(&p->ans, reply);
+    p->done = 1;
 }
 
 static void on_signal(uv_signal_t *handle, int signum)
 {
     sl_session *sess = handle->data;
     sess->signals++;
-    if (sess->signals == 1) {
+    if (sess->signals == 1 && !sess->quiet) {
         sl_warn("received %s: finishing the chunk in flight, then stopping (signal again to abort it)",
                 signum == SIGINT ? "SIGINT" : "SIGTERM");
     } else if (sess->signals == 2) {
-        sl_warn("second signal: aborting the chunk in flight (it rolls back)");
+        if (!sess->quiet)
+            sl_warn("second signal: aborting the chunk in flight (it rolls back)");
         if (sess->has_pg)
             sl_pg_disconnect(&sess->pg);
         if (sess->has_lite)
@@ -165,7 +178,19 @@ static const char *const bookkeeping_sql[] = {
     " checksum text NOT NULL,"
     " committed_at timestamptz NOT NULL DEFAULT now(),"
     " skipped boolean NOT NULL DEFAULT false,"
+    " range_no integer NOT NULL DEFAULT 0,"
     " PRIMARY KEY (job, chunk_no))",
+    /* a table made by a sluice from before workers: no lock taken when the column is there */
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '" SL_PROGRESS_TABLE "'::regclass"
+    " AND attname = 'range_no' AND NOT attisdropped) THEN"
+    " ALTER TABLE " SL_PROGRESS_TABLE " ADD COLUMN range_no integer NOT NULL DEFAULT 0; END IF; END $$",
+    /* the key ranges a job with workers walks (up_split.c) */
+    "CREATE TABLE IF NOT EXISTS sluice_ranges ("
+    " job text NOT NULL,"
+    " range_no integer NOT NULL,"
+    " after text[],"
+    " until text[],"
+    " PRIMARY KEY (job, range_no))",
     "COMMIT",
 };
 
@@ -301,6 +326,16 @@ int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_a
     return 0;
 }
 
+int sl_session_send(sl_session *sess, const sl_pg_query *queries, size_t n, sl_pending *p)
+{
+    memset(p, 0, sizeof *p);
+    if (sess->has_lite)
+        return sl_lite_send(&sess->lite, queries, n, &p->ans, &p->done);
+    if (!sess->has_pg || !sess->pg.connected)
+        return -1;
+    return sl_pg_send(&sess->pg, queries, n, on_pending_reply, p);
+}
+
 int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char *const *params, sl_answer *ans)
 {
     sl_pg_query q = {sql, nparams, params};
@@ -321,12 +356,28 @@ int sl_session_sleep(sl_session *sess, int64_t ms)
         return 0;
     int done = 0;
     sess->sleep_timer.data = &done;
-    uv_timer_start(&sess->sleep_timer, on_sleep_done, (uint64_t)ms, 0);
+    /* Repeating: should it fire in the loop turn's timer phase (the loop's
+     * clock was stale), the poll that follows still wakes within ms instead
+     * of blocking until some other handle has news. */
+    uv_update_time(sess->loop);
+    uv_timer_start(&sess->sleep_timer, on_sleep_done, (uint64_t)ms, (uint64_t)ms);
     while (!done && !sess->signals)
         uv_run(sess->loop, UV_RUN_ONCE);
     uv_timer_stop(&sess->sleep_timer);
     sess->sleep_timer.data = sess;
     return sess->signals ? 1 : 0;
+}
+
+void sl_session_turn(sl_session *sess, int64_t max_ms)
+{
+    int done = 0;
+    sess->sleep_timer.data = &done;
+    uint64_t ms = (uint64_t)(max_ms > 0 ? max_ms : 1);
+    uv_update_time(sess->loop);
+    uv_timer_start(&sess->sleep_timer, on_sleep_done, ms, ms); /* repeating: see sl_session_sleep */
+    uv_run(sess->loop, UV_RUN_ONCE);
+    uv_timer_stop(&sess->sleep_timer);
+    sess->sleep_timer.data = sess;
 }
 
 int sl_session_stopping(const sl_session *sess)
@@ -369,6 +420,35 @@ void sl_session_close(sl_session *sess)
         free(sess->pg.display);
         sess->pg.conninfo = sess->pg.display = NULL;
     }
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    sl_session *sess = handle->data;
+    sess->open_handles--;
+}
+
+static void on_pg_closed_counted(sl_pg *pg)
+{
+    sl_session *sess = pg->data;
+    sess->open_handles--;
+}
+
+void sl_session_close_now(sl_session *sess)
+{
+    assert(sess->has_pg && !sess->has_lite && "BUG: only PostgreSQL sessions are closed this way");
+    sess->open_handles = 4;
+    sess->pg.data = sess;
+    sess->sleep_timer.data = sess;
+    sl_pg_close(&sess->pg, on_pg_closed_counted);
+    uv_close((uv_handle_t *)&sess->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&sess->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&sess->sleep_timer, on_handle_closed);
+    while (sess->open_handles > 0)
+        uv_run(sess->loop, UV_RUN_NOWAIT);
+    free(sess->pg.conninfo);
+    free(sess->pg.display);
+    sess->pg.conninfo = sess->pg.display = NULL;
 }
 
 int64_t sl_session_backoff_ms(int attempt)
@@ -432,35 +512,81 @@ static int lite_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_
     }
 }
 
+/* One query answering a boolean: 1 true, 0 false, -1 failed (err). */
+static int ask_bool(sl_session *sess, const char *sql, const char *param, sl_err *err)
+{
+    const char *params[] = {param};
+    sl_answer ans;
+    if (sl_session_exec1(sess, sql, 1, params, &ans) != 0) {
+        sl_err_set(err, "cannot take the job's advisory lock: not connected");
+        return -1;
+    }
+    const char *got = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+    if (!got)
+        sl_err_set(err, "cannot take the job's advisory lock: %s", ans.error ? ans.error : "no answer");
+    int rc = got ? strcmp(got, "t") == 0 : -1;
+    sl_answer_free(&ans);
+    return rc;
+}
+
+/* The job's lock is free only if no worker connection of another runner is
+ * left either: they hold the workers' key shared (sl_session_join_job), so
+ * an exclusive try of it, released at once, fails while one is there. */
+static int workers_gone(sl_session *sess, const char *wkey, sl_err *err)
+{
+    if (sess->has_workers)
+        return 1; /* ours: the run's own session taking the lock again */
+    return ask_bool(sess, "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", wkey, err);
+}
+
 int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err)
 {
     if (sess->has_lite)
         return lite_lock_job(sess, job, wait_ms, err);
-    char *key = sl_asprintf("sluice:%s", job);
-    const char *params[] = {key};
+    char *key = sl_asprintf("sluice:%s", job), *wkey = sl_asprintf("sluice-workers:%s", job);
+    const char *held_by = key;
     int rc = -2;
     for (int64_t waited = 0;; waited += 100) {
-        sl_answer ans;
-        if (sl_session_exec1(sess, try_lock_sql, 1, params, &ans) != 0) {
-            sl_err_set(err, "cannot take the job's advisory lock: not connected");
+        int got = ask_bool(sess, try_lock_sql, key, err);
+        if (got < 0) {
             rc = -1;
             break;
         }
-        const char *got = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-        if (!got)
-            sl_err_set(err, "cannot take the job's advisory lock: %s", ans.error ? ans.error : "no answer");
-        int held = got && strcmp(got, "t") == 0;
-        sl_answer_free(&ans);
-        if (!got || held) {
-            rc = held ? 0 : -1;
-            break;
+        if (got) {
+            int free_of_workers = workers_gone(sess, wkey, err);
+            if (free_of_workers != 0) {
+                rc = free_of_workers > 0 ? 0 : -1;
+                if (rc != 0)
+                    sl_session_unlock_job(sess, job);
+                break;
+            }
+            sl_session_unlock_job(sess, job);
+            held_by = wkey;
+        } else {
+            held_by = key;
         }
         if (waited >= wait_ms || sl_session_sleep(sess, 100))
             break;
     }
     if (rc == -2)
-        describe_holder(sess, key, job, err);
+        describe_holder(sess, held_by, job, err);
     free(key);
+    free(wkey);
+    return rc;
+}
+
+int sl_session_join_job(sl_session *sess, const char *job, sl_err *err)
+{
+    char *wkey = sl_asprintf("sluice-workers:%s", job);
+    const char *params[] = {wkey};
+    sl_answer ans;
+    int rc = sl_session_exec1(sess, "SELECT pg_advisory_lock_shared(hashtextextended($1, 0))", 1, params, &ans);
+    if (rc != 0 || !ans.ok) {
+        sl_err_set(err, "cannot take the job's workers lock: %s", ans.error ? ans.error : "not connected");
+        rc = -1;
+    }
+    sl_answer_free(&ans);
+    free(wkey);
     return rc;
 }
 

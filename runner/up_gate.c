@@ -8,91 +8,95 @@
 #include "sluice/throttle.h"
 #include "up_internal.h"
 
-/* Outside every window: wait for the next one (or stop with --no-wait). 0
- * to go on, 1 to stop. */
-static int wait_for_window(up_run *r)
+/* Outside every window: 2 with *wait_ms until the next one opens (or 1,
+ * stop, with --no-wait); 0 inside one. */
+static int check_window(up_run *r, int64_t *wait_ms)
 {
-    int64_t wait_ms = 0;
-    int announced = 0;
-    while (!sl_window_check(r->job->windows, r->job->nwindows, time(NULL), &wait_ms)) {
-        char at[16];
-        sl_window_format_at(time(NULL), wait_ms, at);
-        if (r->opts->no_wait) {
-            sl_info("%s: outside its windows (next opens at %s); stopping (--no-wait)", r->job->name, at);
-            return 1;
+    int64_t until = 0;
+    if (sl_window_check(r->job->windows, r->job->nwindows, time(NULL), &until)) {
+        if (r->window_announced) {
+            sl_info("%s: window open; going on", r->job->name);
+            sl_progress_note(NULL);
+            r->window_announced = 0;
         }
-        if (!announced) {
-            sl_info("%s: outside its windows; waiting until %s", r->job->name, at);
-            sl_progress_note("waiting for the window at %s", at);
-            sl_err lerr;
-            if (sl_ckpt_log_event(r->ckpt, "window", "outside the windows; waiting", &lerr) != 0)
-                sl_warn("%s", lerr.msg);
-            announced = 1;
-        }
-        if (sl_session_sleep(r->sess, wait_ms < 30000 ? wait_ms + 50 : 30000))
-            return 1;
+        return 0;
     }
-    if (announced) {
-        sl_info("%s: window open; going on", r->job->name);
-        sl_progress_note(NULL);
+    char at[16];
+    sl_window_format_at(time(NULL), until, at);
+    if (r->opts->no_wait) {
+        sl_info("%s: outside its windows (next opens at %s); stopping (--no-wait)", r->job->name, at);
+        return 1;
     }
-    return 0;
+    if (!r->window_announced) {
+        sl_info("%s: outside its windows; waiting until %s", r->job->name, at);
+        sl_progress_note("waiting for the window at %s", at);
+        sl_err lerr;
+        if (sl_ckpt_log_event(r->ckpt, "window", "outside the windows; waiting", &lerr) != 0)
+            sl_warn("%s", lerr.msg);
+        r->window_announced = 1;
+    }
+    *wait_ms = until < 30000 ? until + 50 : 30000;
+    return 2;
 }
 
-/* Health throttles: wait while a limit is exceeded, at most one check a
- * second. 0 to go on, 1 to stop. */
-static int wait_for_health(up_run *r)
+/* Health throttles, checked at most once a second: 2 with *wait_ms while a
+ * limit is exceeded, else 0. */
+static int check_health(up_run *r, int64_t *wait_ms)
 {
-    char reason[512], first[512] = "";
-    int64_t since = 0;
-    for (;;) {
-        if (sl_mono_ms() - r->last_health_ms < 1000 && !since)
-            return 0;
-        r->last_health_ms = sl_mono_ms();
-        int rc = sl_throttle_check(r->sess, r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
-        if (rc == 0)
-            break;
-        if (rc < 0)
-            sl_warn("%s: %s", r->job->name, reason); /* e.g. a broken throttle-query: waiting is the safe side */
-        if (!since) {
-            since = sl_mono_ms();
-            snprintf(first, sizeof first, "%s", reason);
-            sl_warn("%s: pausing: %s", r->job->name, reason);
-            sl_progress_note("paused: %s", reason);
-            sl_err lerr;
-            if (sl_ckpt_log_event(r->ckpt, "throttle", reason, &lerr) != 0)
-                sl_warn("%s", lerr.msg);
-        }
-        if (rc < 0 && !sl_session_connected(r->sess) && sl_up_reconnect(r) != 0)
-            return 1;
-        if (sl_session_sleep(r->sess, 1000))
-            return 1;
+    int64_t now = sl_mono_ms();
+    if (now - r->last_health_ms < 1000) {
+        *wait_ms = 1000 - (now - r->last_health_ms);
+        return r->health_since ? 2 : 0;
     }
-    if (since) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "resumed after %" PRId64 "s paused (%s)", (sl_mono_ms() - since) / 1000, first);
-        sl_info("%s: %s", r->job->name, msg);
-        sl_progress_note(NULL);
+    r->last_health_ms = now;
+    char reason[512];
+    int rc = sl_throttle_check(sl_up_idle_session(r), r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
+    if (rc == 0) {
+        if (r->health_since) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "resumed after %" PRId64 "s paused (%s)", (sl_mono_ms() - r->health_since) / 1000,
+                     r->health_first);
+            sl_info("%s: %s", r->job->name, msg);
+            sl_progress_note(NULL);
+            sl_err lerr;
+            if (sl_ckpt_log_event(r->ckpt, "throttle", msg, &lerr) != 0)
+                sl_warn("%s", lerr.msg);
+            r->health_since = 0;
+        }
+        return 0;
+    }
+    if (rc < 0)
+        sl_warn("%s: %s", r->job->name, reason); /* e.g. a broken throttle-query: waiting is the safe side */
+    if (!r->health_since) {
+        r->health_since = sl_mono_ms();
+        snprintf(r->health_first, sizeof r->health_first, "%s", reason);
+        sl_warn("%s: pausing: %s", r->job->name, reason);
+        sl_progress_note("paused: %s", reason);
         sl_err lerr;
-        if (sl_ckpt_log_event(r->ckpt, "throttle", msg, &lerr) != 0)
+        if (sl_ckpt_log_event(r->ckpt, "throttle", reason, &lerr) != 0)
             sl_warn("%s", lerr.msg);
     }
-    return 0;
+    *wait_ms = 1000;
+    return 2;
 }
 
-/* Everything that holds the next chunk back: ctl pause, windows, health. */
-int sl_up_gate(up_run *r)
+int sl_up_gate(up_run *r, int64_t *wait_ms)
 {
-    while (r->paused)
-        if (sl_session_sleep(r->sess, 200))
-            return 1;
-    if (wait_for_window(r) != 0)
+    if (sl_session_stopping(r->sess))
         return 1;
-    return wait_for_health(r);
+    if (r->paused) {
+        *wait_ms = 200;
+        return 2;
+    }
+    int rc = check_window(r, wait_ms);
+    if (rc != 0)
+        return rc;
+    if (!sl_session_connected(r->sess) && sl_up_reconnect(r) != 0)
+        return 1;
+    return check_health(r, wait_ms);
 }
 
-/* After a chunk: resize toward chunk-time, then sleep for pause/max-rate. */
-int sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms, int64_t run_rows, int64_t run_start)
+void sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms)
 {
     int64_t before = r->pace.batch;
     if (sl_pace_adjust(&r->pace, rows, chunk_ms) != before) {
@@ -100,7 +104,6 @@ int sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms, int64_t run_rows
         if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0)
             sl_warn("%s", lerr.msg);
     }
-    return sl_session_sleep(r->sess, sl_pace_delay(&r->pace, run_rows, sl_mono_ms() - run_start));
 }
 
 /* `sluice ctl`, answered on the loop even mid-chunk: never waits; values
@@ -110,11 +113,12 @@ int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
     up_run *r = arg;
     char msg[256];
     if (req->cmd == SL_CTL_STATUS) {
-        sl_buf_printf(out,
-                      "job %s\nstate %s\nrows %" PRId64 "\nchunks %" PRId64 "\nbatch %" PRId64 "\npause %" PRId64
-                      "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\n",
-                      r->job->name, r->paused ? "paused" : "running", r->rows_done, r->chunk_no, r->pace.batch,
-                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, sl_progress_rate());
+        sl_buf_printf(
+            out,
+            "job %s\nstate %s\nrows %" PRId64 "\nchunks %" PRId64 "\nbatch %" PRId64 "\npause %" PRId64
+            "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\nworkers %" PRId64 "\nranges %zu\n",
+            r->job->name, r->paused ? "paused" : "running", r->rows_done, r->chunks_done, r->pace.batch,
+            r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, sl_progress_rate(), r->nworkers, r->nranges);
         return 0;
     }
     if (req->cmd == SL_CTL_PAUSE || req->cmd == SL_CTL_RESUME) {

@@ -36,55 +36,21 @@ int sl_up_check_requires(up_run *r)
     return rc;
 }
 
-/* undo.c hook: a `down` killed between its commit (the chunk's row left
- * sluice_progress) and its checkpoint write leaves the file a chunk ahead:
- * forget what the database no longer has. */
-static int trim_undone(up_run *r, int64_t *have)
+/* Copy the rows of sluice_progress picked by `which` (chunk numbers, SQL)
+ * into the checkpoint file. */
+static int copy_chunks(up_run *r, const char *which)
 {
     const char *params[] = {r->job->name};
     sl_answer ans;
-    if (sl_session_exec1(r->sess, "SELECT coalesce(max(chunk_no), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1,
-                         params, &ans) != 0 ||
-        !ans.ok) {
-        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "connection lost");
-        sl_answer_free(&ans);
-        return -1;
-    }
-    int64_t db_max = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
-    sl_answer_free(&ans);
-    if (db_max >= *have)
-        return 0;
-    *have = db_max;
-    return sl_ckpt_forget_after(r->ckpt, db_max, &r->err);
-}
-
-/* Copy chunks committed in the database but missing from the checkpoint file
- * (a kill between the two commits), then load the resume position. */
-int sl_up_reconcile(up_run *r)
-{
-    sl_ckpt_job cj;
-    if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
-        return -1;
-    int64_t have = cj.chunks;
-    sl_state state = cj.state;
-    sl_ckpt_job_free(&cj);
-    if (state == SL_STATE_ROLLING_BACK && trim_undone(r, &have) != 0)
-        return -1;
-
-    char after[24];
-    snprintf(after, sizeof after, "%" PRId64, have);
-    const char *params[] = {r->job->name, after};
-    sl_answer ans;
     int lite = r->sess->dialect == SL_DIALECT_SQLITE; /* SQLite keeps the keys as JSON text, times as ISO text */
     char *sql = sl_asprintf("SELECT chunk_no, %s, %s, rows, duration_ms, attempts, checksum, %s, "
-                            "(SELECT max(chunk_no) FROM " SL_PROGRESS_TABLE " WHERE job = $1), "
                             "CASE WHEN skipped THEN 'true' ELSE 'false' END "
-                            "FROM (SELECT 1) one LEFT JOIN " SL_PROGRESS_TABLE
-                            " p ON p.job = $1 AND p.chunk_no > $2 ORDER BY chunk_no",
+                            "FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND (%s) ORDER BY chunk_no",
                             lite ? "lo" : "array_to_json(lo)::text", lite ? "hi" : "array_to_json(hi)::text",
                             lite ? "CAST((julianday(committed_at) - 2440587.5) * 86400000 AS INTEGER)"
-                                 : "(extract(epoch FROM committed_at) * 1000)::bigint");
-    int qrc = sl_session_exec1(r->sess, sql, 2, params, &ans);
+                                 : "(extract(epoch FROM committed_at) * 1000)::bigint",
+                            which);
+    int qrc = sl_session_exec1(r->sess, sql, 1, params, &ans);
     free(sql);
     if (qrc != 0)
         return -1;
@@ -93,27 +59,13 @@ int sl_up_reconcile(up_run *r)
         sl_answer_free(&ans);
         return -1;
     }
-    const char *maxs = sl_answer_val(&ans, 0, 0, 8);
-    int64_t db_max = maxs ? strtoll(maxs, NULL, 10) : 0;
-    if (db_max < have) {
-        sl_err_set(&r->err, "checkpoint %s records %" PRId64 " committed chunks but this database's %s has %" PRId64,
-                   sl_ckpt_file(r->ckpt), have, SL_PROGRESS_TABLE, db_max);
-        sl_err_append(&r->err,
-                      "hint: the checkpoint belongs to another database, or %s was edited; use another "
-                      "--checkpoints directory for this database",
-                      SL_PROGRESS_TABLE);
-        sl_answer_free(&ans);
-        return -2;
-    }
     int rc = 0;
     for (int row = 0; row < ans.results[0].nrows && rc == 0; row++) {
-        if (!sl_answer_val(&ans, 0, row, 0))
-            break; /* the LEFT JOIN's empty row */
         sl_ckpt_chunk c = {0};
         c.chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
         c.lo = sl_answer_val(&ans, 0, row, 1);
         c.hi = sl_answer_val(&ans, 0, row, 2);
-        const char *skipped = sl_answer_val(&ans, 0, row, 9);
+        const char *skipped = sl_answer_val(&ans, 0, row, 8);
         c.skipped = skipped && strcmp(skipped, "true") == 0;
         if (c.skipped)
             c.error = "set aside by on-error skip (recovered from " SL_PROGRESS_TABLE ")";
@@ -132,6 +84,75 @@ int sl_up_reconcile(up_run *r)
     return rc;
 }
 
+/* The highest chunk number sluice_progress has for the job, 0 if none. */
+static int db_max_chunk(up_run *r, int64_t *db_max)
+{
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess, "SELECT coalesce(max(chunk_no), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1,
+                         params, &ans) != 0 ||
+        !ans.ok) {
+        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    *db_max = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
+    sl_answer_free(&ans);
+    return 0;
+}
+
+/* Copy chunks committed in the database but missing from the checkpoint file
+ * (a kill between the two commits). They are numbered above the file's
+ * highest chunk or fill a gap below it: with workers, a chunk sent earlier
+ * may commit after later ones, and a number whose chunk never committed
+ * stays a gap for good. */
+int sl_up_reconcile(up_run *r)
+{
+    sl_ckpt_job cj;
+    if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
+        return -1;
+    sl_state state = cj.state;
+    sl_ckpt_job_free(&cj);
+    int64_t have = 0, *gaps = NULL, db_max = 0;
+    size_t ngaps = 0;
+    if (sl_ckpt_chunk_gaps(r->ckpt, &have, &gaps, &ngaps, &r->err) != 0)
+        return -1;
+    int rc = db_max_chunk(r, &db_max);
+    /* undo.c hook: a `down` killed between its commit (the chunk's row left
+     * sluice_progress) and its checkpoint write leaves the file a chunk
+     * ahead: forget what the database no longer has. */
+    if (rc == 0 && state == SL_STATE_ROLLING_BACK && db_max < have) {
+        have = db_max;
+        rc = sl_ckpt_forget_after(r->ckpt, db_max, &r->err);
+    }
+    if (rc == 0 && db_max < have) {
+        sl_err_set(&r->err, "checkpoint %s records chunks up to %" PRId64 " but this database's %s only up to %" PRId64,
+                   sl_ckpt_file(r->ckpt), have, SL_PROGRESS_TABLE, db_max);
+        sl_err_append(&r->err,
+                      "hint: the checkpoint belongs to another database, or %s was edited; use another "
+                      "--checkpoints directory for this database",
+                      SL_PROGRESS_TABLE);
+        rc = -2;
+    }
+    /* the numbers in the gaps, a thousand per query */
+    for (size_t i = 0; rc == 0 && i < ngaps; i += 1000) {
+        sl_buf in = {0};
+        sl_buf_adds(&in, "chunk_no IN (");
+        for (size_t j = i; j < ngaps && j < i + 1000; j++)
+            sl_buf_printf(&in, "%s%" PRId64, j > i ? ", " : "", gaps[j]);
+        sl_buf_addc(&in, ')');
+        rc = copy_chunks(r, in.data);
+        sl_buf_free(&in);
+    }
+    if (rc == 0 && db_max > have) {
+        char *above = sl_asprintf("chunk_no > %" PRId64, have);
+        rc = copy_chunks(r, above);
+        free(above);
+    }
+    free(gaps);
+    return rc;
+}
+
 /* Load the last committed :hi from sluice_progress (exact text per column). */
 int sl_up_load_position(up_run *r)
 {
@@ -141,6 +162,7 @@ int sl_up_load_position(up_run *r)
     for (size_t i = 0; i < n; i++)
         sl_session_add_key_elem(r->sess, &b, "hi", i);
     sl_buf_adds(&b, ", (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE
+                    " WHERE job = $1), (SELECT count(*) FROM " SL_PROGRESS_TABLE
                     " WHERE job = $1) FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
     const char *params[] = {r->job->name};
     sl_answer ans;
@@ -154,11 +176,13 @@ int sl_up_load_position(up_run *r)
         return -1;
     }
     r->has_last = ans.results[0].nrows > 0;
-    r->chunk_no = 0;
+    r->chunks_done = 0;
+    r->next_chunk_no = 1;
     r->rows_done = 0;
     tuple_free(&r->last);
     if (r->has_last) {
-        r->chunk_no = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
+        r->next_chunk_no = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10) + 1;
+        r->chunks_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(3 + n)), NULL, 10);
         for (size_t i = 0; i < n; i++) {
             const char *v = sl_answer_val(&ans, 0, 0, (int)(2 + i));
             if (!v) {

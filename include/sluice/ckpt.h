@@ -123,6 +123,11 @@ int sl_ckpt_each_chunk(sl_ckpt *ckpt, int64_t after, int (*fn)(const sl_ckpt_chu
 int sl_ckpt_each_skipped(sl_ckpt *ckpt, int (*fn)(const char *key, const char *error, void *arg), void *arg,
                          sl_err *err) SL_MUSTCHECK;
 
+/* The highest committed chunk number (0 if none) and every number below it
+ * the file lacks, ascending, as a malloc'd array: numbers sent by workers
+ * that never committed, or committed chunks a kill kept out of the file. */
+int sl_ckpt_chunk_gaps(sl_ckpt *ckpt, int64_t *max, int64_t **gaps, size_t *ngaps, sl_err *err) SL_MUSTCHECK;
+
 /* All runs of this file, oldest first, as a malloc'd array. */
 int sl_ckpt_list_runs(sl_ckpt *ckpt, sl_ckpt_run **runs, size_t *nruns, sl_err *err) SL_MUSTCHECK;
 

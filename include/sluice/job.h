@@ -4,8 +4,7 @@
 
 #include "sluice/util.h"
 
-/* Every directive of SPEC's table. The parser validates all of them; which
- * ones a command can honour is decided by the runner (sl_job_check_supported). */
+/* Every directive of SPEC's table, validated by the parser. */
 typedef enum sl_directive {
     SL_DIR_TABLE,
     SL_DIR_KEY,
@@ -108,11 +107,6 @@ int sl_job_parse(const char *path, const char *text, size_t len, sl_job *job, sl
 /* Read and parse the file at path. */
 int sl_job_load(const char *path, sl_job *job, sl_err *err) SL_MUSTCHECK;
 void sl_job_free(sl_job *job);
-
-/* Refuse directives that are parsed but not implemented yet: err says
- * "PATH:LINE: directive "X" is not supported yet". supported[d] != 0 marks
- * the directives the caller implements. */
-int sl_job_check_supported(const sl_job *job, const int supported[SL_DIR_COUNT], sl_err *err) SL_MUSTCHECK;
 
 /* All jobs of a directory, sorted by file name. */
 typedef struct sl_jobset {

@@ -32,6 +32,11 @@ void sl_keyspec_free(sl_keyspec *ks);
  * columns: first key's columns, last key's columns, row count. malloc'd. */
 char *sl_keys_boundary_sql(const sl_keyspec *ks, int after_param);
 
+/* The same within a key range: with after_param the keys after $1..$n, with
+ * until_param those up to and including the next n parameters; LIMIT is the
+ * parameter after them. For workers walking a range each (up_walk.c). */
+char *sl_keys_boundary_range_sql(const sl_keyspec *ks, int after_param, int until_param);
+
 /* The SQL that :lo and :hi stand for in a chunk statement, bound to
  * parameters $first..$first+ncols-1 (lo) and the next ncols (hi), with casts
  * to the key's types on PostgreSQL. Single key: "$1::bigint"; composite:

@@ -28,6 +28,9 @@ typedef struct sl_session {
     int has_pg;
     int ensure_bookkeeping; /* create sluice_progress on connect (not for read-only commands like plan) */
     int64_t connect_timeout_ms;
+    int quiet;        /* a worker's extra session: signals are announced by the main one */
+    int open_handles; /* while sl_session_close_now waits for them */
+    int has_workers;  /* the run's session while worker connections of its own hold the workers' lock */
 } sl_session;
 
 /* Prepare a session on loop: validates conninfo ("sqlite:PATH", else
@@ -81,12 +84,28 @@ int sl_session_ensure_bookkeeping(sl_session *sess, sl_err *err) SL_MUSTCHECK;
  * the caller frees; -1 when not connected. */
 int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_answer *ans) SL_MUSTCHECK;
 
+/* A batch sent without waiting: done turns 1 (during a later turn of the
+ * loop) once ans holds its answer, which the caller then frees. */
+typedef struct sl_pending {
+    sl_answer ans;
+    int done;
+} sl_pending;
+
+/* Send n queries as one batch and return at once; p must stay in place
+ * until p->done. 0 sent; -1 when not connected (p->done stays 0). For
+ * several connections with a batch in flight each (workers). */
+int sl_session_send(sl_session *sess, const sl_pg_query *queries, size_t n, sl_pending *p) SL_MUSTCHECK;
+
 /* One query, no parameters or a few, and wait. */
 int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char *const *params,
                      sl_answer *ans) SL_MUSTCHECK;
 
 /* Sleep ms on the loop; returns early (1) when a stop was requested, else 0. */
 int sl_session_sleep(sl_session *sess, int64_t ms);
+
+/* Run the loop until something happens (a reply, a signal, a control
+ * request, a timer), at most max_ms. */
+void sl_session_turn(sl_session *sess, int64_t max_ms);
 
 /* A stop was requested (a signal). */
 int sl_session_stopping(const sl_session *sess);
@@ -98,6 +117,11 @@ void sl_session_disconnect(sl_session *sess);
 
 /* Close every handle and run the loop until they are released. */
 void sl_session_close(sl_session *sess);
+
+/* Close a PostgreSQL session's handles and run the loop only until they
+ * are released, while other handles (the run's own session, the control
+ * socket) stay open: for a worker's extra session. */
+void sl_session_close_now(sl_session *sess);
 
 /* Backoff before retry attempt 1, 2, ...: 100-200 ms doubling up to 30 s,
  * with jitter so that runners retrying together spread out. */
@@ -115,6 +139,12 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err) SL_MUST
  * -1 error. */
 int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err) SL_MUSTCHECK;
 void sl_session_unlock_job(sl_session *sess, const char *job);
+
+/* A worker's connection (PostgreSQL): hold the job's workers' lock, shared,
+ * until it ends. sl_session_lock_job in another runner waits for every such
+ * connection to be gone, so a worker whose runner lost its main connection
+ * (and with it the job's lock) cannot overlap with the next runner. */
+int sl_session_join_job(sl_session *sess, const char *job, sl_err *err) SL_MUSTCHECK;
 
 /* The bookkeeping table: one row per committed chunk, written in the chunk's
  * own transaction. */

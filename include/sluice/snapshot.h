@@ -57,6 +57,10 @@ int sl_snap_kind(sl_ckpt *ckpt, int64_t chunk_no, char kind[16], sl_err *err) SL
 
 /* Drop the records of chunks >= first. */
 int sl_snap_drop_from(sl_ckpt *ckpt, int64_t first, sl_err *err) SL_MUSTCHECK;
+/* Drop the records of chunks the checkpoint does not list as committed
+ * (with workers, chunks in flight when a runner died; their numbers may lie
+ * below committed ones). */
+int sl_snap_drop_uncommitted(sl_ckpt *ckpt, sl_err *err) SL_MUSTCHECK;
 
 /* Number of records and their total size in bytes (0, 0 when none). */
 int sl_snap_usage(sl_ckpt *ckpt, int64_t *records, int64_t *bytes, sl_err *err) SL_MUSTCHECK;

@@ -129,18 +129,6 @@ EOF
     assert_untouched
 }
 
-test_not_supported_yet() {
-    make_table
-    write_job 0001_bad <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:workers 4
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
-    expect_invalid 3 "workers" "not supported yet"
-}
-
 test_missing_table() {
     make_table
     write_job 0001_bad <<'EOF'
@@ -383,7 +371,6 @@ run_test "bad batch values" test_bad_batch_value
 run_test "up section without :lo/:hi" test_missing_placeholders
 run_test "unterminated string literal" test_unterminated_string
 run_test "one invalid file among valid ones: nothing runs" test_one_invalid_among_valid
-run_test "directive not supported yet" test_not_supported_yet
 run_test "missing table" test_missing_table
 run_test "missing key column" test_missing_key_column
 run_test "no index on the key: refused unless --force" test_no_index_on_key

@@ -392,6 +392,33 @@ out:
     free(path);
 }
 
+/* Workers leave numbers that never committed, and a kill may keep a
+ * committed chunk out of the file: reconcile asks about every gap. */
+static void test_chunk_gaps(void)
+{
+    char *path = tmp_path("gaps.sluice");
+    sl_ckpt *ck = must_open(path, "gaps", 1);
+    if (!ck)
+        goto out;
+    sl_err err = {{0}};
+    int64_t max = -1, *gaps = NULL;
+    size_t ngaps = 9;
+    CHECK(sl_ckpt_chunk_gaps(ck, &max, &gaps, &ngaps, &err) == 0);
+    CHECK(max == 0 && ngaps == 0 && gaps == NULL);
+    int64_t run = begin_up(ck, "00000000000000ff", 0);
+    commit_ok(ck, run, make_chunk(2, "[\"2\"]", "[\"2\"]", 10));
+    commit_ok(ck, run, make_chunk(3, "[\"3\"]", "[\"3\"]", 10));
+    commit_ok(ck, run, make_chunk(7, "[\"7\"]", "[\"7\"]", 10));
+    CHECK(sl_ckpt_chunk_gaps(ck, &max, &gaps, &ngaps, &err) == 0);
+    CHECK(max == 7 && ngaps == 4);
+    if (ngaps == 4)
+        CHECK(gaps[0] == 1 && gaps[1] == 4 && gaps[2] == 5 && gaps[3] == 6);
+    free(gaps);
+    sl_ckpt_close(ck);
+out:
+    free(path);
+}
+
 struct visit {
     int64_t seen[8];
     int count;
@@ -645,6 +672,7 @@ int main(void)
     RUN(test_running_run_is_listed_open);
     RUN(test_last_chunk);
     RUN(test_each_chunk);
+    RUN(test_chunk_gaps);
     RUN(test_stamp);
     RUN(test_batch_and_events);
     RUN(test_missing_file);

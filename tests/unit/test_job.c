@@ -605,24 +605,6 @@ static void test_name_crlf_and_bom(void)
     CHECK_STR(job.name, "noext");
 }
 
-static void test_check_supported(void)
-{
-    int all[SL_DIR_COUNT], basic[SL_DIR_COUNT];
-    for (int d = 0; d < SL_DIR_COUNT; d++) {
-        all[d] = 1;
-        basic[d] = d == SL_DIR_TABLE || d == SL_DIR_KEY || d == SL_DIR_BATCH;
-    }
-    CHECK(parse("-- sluice:table t\n-- sluice:workers 4\n-- sluice:batch 10\n-- sluice:window 22:00-06:00\n" UP) == 0);
-    CHECK(sl_job_check_supported(&job, all, &err) == 0);
-    CHECK(sl_job_check_supported(&job, basic, &err) < 0);
-    CHECK_STR(err.msg, PATH ":2: directive \"workers\" is not supported yet");
-    basic[SL_DIR_WORKERS] = 1;
-    CHECK(sl_job_check_supported(&job, basic, &err) < 0);
-    CHECK_STR(err.msg, PATH ":4: directive \"window\" is not supported yet");
-    basic[SL_DIR_WINDOW] = 1;
-    CHECK(sl_job_check_supported(&job, basic, &err) == 0);
-}
-
 /* ---- job sets ---- */
 
 static void write_file(const char *dir, const char *name, const char *text)
@@ -754,7 +736,6 @@ int main(void)
     RUN(test_scanner_errors_name_file_lines);
     RUN(test_transaction_control_refused);
     RUN(test_name_crlf_and_bom);
-    RUN(test_check_supported);
     RUN(test_jobset);
     RUN(test_job_load_missing_file);
     sl_job_free(&job);

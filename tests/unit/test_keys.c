@@ -138,6 +138,31 @@ static void test_boundary_pg_composite(void)
     sl_keyspec_free(&ks);
 }
 
+/* A worker's range: after a key, up to a key, or both (up_walk.c). */
+static void test_boundary_range(void)
+{
+    sl_keyspec ks = make_ks(SL_DIALECT_PG, "\"t\"", "n > 0", "\"tenant\"", "text", "\"id\"", "text");
+    CHECK_SQL(sl_keys_boundary_range_sql(&ks, 1, 1),
+              "SELECT (first_value(\"tenant\") OVER w)::text, (first_value(\"id\") OVER w)::text,"
+              " (last_value(\"tenant\") OVER w)::text, (last_value(\"id\") OVER w)::text, (count(*) OVER w)::text"
+              " FROM (SELECT \"tenant\", \"id\" FROM \"t\" WHERE (\"tenant\", \"id\") > ($1::text, $2::text)"
+              " AND (\"tenant\", \"id\") <= ($3::text, $4::text) AND (n > 0) ORDER BY \"tenant\", \"id\" LIMIT $5) s"
+              " WINDOW w AS (ORDER BY \"tenant\", \"id\"" WINDOW_TAIL);
+    CHECK_SQL(sl_keys_boundary_range_sql(&ks, 0, 1),
+              "SELECT (first_value(\"tenant\") OVER w)::text, (first_value(\"id\") OVER w)::text,"
+              " (last_value(\"tenant\") OVER w)::text, (last_value(\"id\") OVER w)::text, (count(*) OVER w)::text"
+              " FROM (SELECT \"tenant\", \"id\" FROM \"t\" WHERE (\"tenant\", \"id\") <= ($1::text, $2::text)"
+              " AND (n > 0) ORDER BY \"tenant\", \"id\" LIMIT $3) s"
+              " WINDOW w AS (ORDER BY \"tenant\", \"id\"" WINDOW_TAIL);
+    sl_keyspec_free(&ks);
+    sl_keyspec one = make_ks(SL_DIALECT_SQLITE, "\"users\"", NULL, "\"id\"", "INTEGER", NULL, NULL);
+    CHECK_SQL(sl_keys_boundary_range_sql(&one, 1, 1),
+              "SELECT min(\"id\"), max(\"id\"), count(*)"
+              " FROM (SELECT \"id\" FROM \"users\" WHERE \"id\" > ?1 AND \"id\" <= ?2 ORDER BY \"id\" LIMIT ?3) s"
+              " HAVING count(*) > 0");
+    sl_keyspec_free(&one);
+}
+
 static void test_boundary_sqlite(void)
 {
     sl_keyspec one = make_ks(SL_DIALECT_SQLITE, "\"users\"", NULL, "\"id\"", "INTEGER", NULL, NULL);
@@ -302,6 +327,7 @@ int main(void)
     RUN(test_boundary_pg_single);
     RUN(test_boundary_pg_composite);
     RUN(test_boundary_sqlite);
+    RUN(test_boundary_range);
     RUN(test_sqlite_walk_single);
     RUN(test_sqlite_walk_where);
     RUN(test_sqlite_walk_composite);
