@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# test_workers_kill9.sh: exactly once under kill -9 with `workers N`: several chunks in flight at every kill, then resumed.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# How many chunks are committed so far (0 before the first `up` made the bookkeeping table).
+progress_chunks() {
+    if sql_true "select to_regclass('sluice_progress') is not null"; then
+        psql_q "select count(*) from sluice_progress"
+    else
+        echo 0
+    fi
+}
+
+# Whether the background runner $SLUICE_PID is still running.
+runner_alive() {
+    kill -0 "$SLUICE_PID" 2>/dev/null
+}
+
+# Until the runner committed a chunk past $1 (so the next kill lands mid-run) or it exited.
+progress_past_or_exited() {
+    local chunks
+    runner_alive || return 0
+    chunks=$(progress_chunks) || return 1
+    ((chunks > $1))
+}
+
+# What a failure needs to be understood: the kills, the rows per value of n, the bookkeeping, the state.
+show_state() {
+    local table=$1
+    diag "kill -9's: $KILLS; last runner exit: ${RC:-none}"
+    diag "rows per n in $table: $(psql_q "select string_agg(n || ': ' || c, ', ' order by n) from (select n, count(*) c from $table group by n) s" 2>&1)"
+    diag "sluice_progress: $(psql_q "select count(*) || ' chunks, ' || coalesce(sum(rows), 0) || ' rows, ' || count(distinct range_no) || ' ranges, max chunk_no ' || coalesce(max(chunk_no), 0) from sluice_progress" 2>&1)"
+    diag "sluice_ranges: $(psql_q "select string_agg(range_no || ': (' || coalesce(after::text, '-') || ', ' || coalesce(until::text, '-') || ']', '; ' order by range_no) from sluice_ranges" 2>&1)"
+    diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
+}
+
+# The invariant at every moment between kills: the rows changed are exactly the rows of the chunks the
+# bookkeeping table records (each chunk's effect commits with its record), and no row changed twice.
+check_exactly_once_so_far() {
+    local table=$1 got recorded=0
+    # Killed before the first chunk, the bookkeeping table may not even exist yet: then nothing changed.
+    if sql_true "select to_regclass('sluice_progress') is not null"; then
+        recorded="(select coalesce(sum(rows), 0) from sluice_progress)"
+    fi
+    got=$(psql_q "select (select coalesce(sum(n), 0) from $table) = $recorded
+                      and (select coalesce(max(n), 0) from $table) <= 1")
+    [[ $got == t ]] && return 0
+    show_state "$table"
+    fail "after kill $KILLS: rows changed in $table do not match the committed chunks in sluice_progress, or a row changed twice"
+}
+
+# Milliseconds since the epoch.
+now_ms() {
+    local t=${EPOCHREALTIME/[.,]/}
+    echo $((t / 1000))
+}
+
+# kill_loop TABLE CHUNKS KILLS: start `up` and kill -9 it KILLS times, each time once it committed a new
+# chunk since the last kill, plus a random sleep (so kills land while several workers are inside their
+# transactions, mid-commit, between a commit and its checkpoint write). The sleep is at most 300 ms, less
+# when the runner goes so fast that 300 ms sleeps would let the job (about CHUNKS chunks in all) finish
+# before the last kill.
+kill_loop() {
+    local table=$1 total=$2 want=$3 before=0 cap=300 seen t0 t1 now
+    KILLS=0
+    while ((KILLS < want)); do
+        sluice_start up
+        wait_until 60 progress_past_or_exited "$before" || {
+            show_state "$table"
+            return 1
+        }
+        seen=$(progress_chunks)
+        t0=$(now_ms)
+        random_sleep 0 "$cap"
+        if ! runner_alive; then
+            sluice_wait
+            show_state "$table"
+            fail "the runner exited ($RC) before kill $((KILLS + 1)) of $want: the job is too short for the test"
+            return 1
+        fi
+        sluice_kill KILL
+        t1=$(now_ms)
+        assert_rc 137
+        KILLS=$((KILLS + 1))
+        check_exactly_once_so_far "$table"
+        now=$(progress_chunks)
+        diag "kill $KILLS: $now chunks committed (sleep cap ${cap} ms)"
+        # Chunks per second while sleeping, and what is left per remaining kill: spend half of it sleeping.
+        if ((KILLS < want && now > seen && t1 > t0)); then
+            cap=$(((total - now) * (t1 - t0) / (2 * (want - KILLS) * (now - seen))))
+            ((cap > 300)) && cap=300
+            ((cap < 5)) && cap=5
+        fi
+        before=$now
+    done
+    diag "$KILLS kill -9's; $before of about $total chunks committed before the final up"
+}
+
+# assert_ranges_chain JOB: the plan in sluice_ranges is one chain of ranges from the open start to the
+# open end (each starts where the one before ends), and every committed chunk names one of its ranges.
+assert_ranges_chain() {
+    local job=$1 got
+    got=$(psql_q "with recursive r as (
+                      select range_no, until, 1 as depth from sluice_ranges where job = '$job' and after is null
+                      union all
+                      select s.range_no, s.until, r.depth + 1 from r
+                        join sluice_ranges s on s.job = '$job' and s.after = r.until
+                       where r.depth < 1000)
+                  select (select count(*) from sluice_ranges where job = '$job') || '|' ||
+                         (select count(distinct range_no) from r) || '|' ||
+                         (select count(*) from sluice_ranges where job = '$job' and after is null) || '|' ||
+                         (select count(*) from sluice_ranges where job = '$job' and until is null) || '|' ||
+                         (select count(*) from r where until is null)")
+    local n reached starts ends reached_end
+    IFS='|' read -r n reached starts ends reached_end <<<"$got"
+    if ((n < 2 || reached != n || starts != 1 || ends != 1 || reached_end != 1)); then
+        show_state "${2:-t}"
+        fail "sluice_ranges of $job is not one chain of 2 or more ranges from the open start to the open end (ranges|reached|open starts|open ends|chain ends open: $got)"
+    fi
+    assert_sql "select count(*) from sluice_progress p where job = '$job'
+                   and not exists (select from sluice_ranges r where r.job = p.job and r.range_no = p.range_no)" 0
+}
+
+# finish_and_check JOB TABLE ROWS: a last `up` to completion, then every row changed exactly once,
+# status agrees with the bookkeeping table, and the chunks came from several ranges of one plan.
+finish_and_check() {
+    local job=$1 table=$2 rows=$3 chunks ranges status
+    run_sluice up
+    assert_rc 0 || {
+        show_state "$table"
+        return 1
+    }
+    if ! sql_true "select count(*) = 0 from $table where n <> 1" || ! sql_true "select sum(n) = $rows from $table"; then
+        show_state "$table"
+        fail "not every row of $table was changed exactly once"
+        return 1
+    fi
+    chunks=$(psql_q "select count(*) from sluice_progress")
+    run_sluice status --json
+    assert_rc 0
+    status=$(jq -c '.[0] | [.state, .rows, .chunks]' <<<"$OUT")
+    assert_eq "$status" "[\"done\",$rows,$chunks]" "status --json [state, rows, chunks] (sluice_progress has $chunks chunks)"
+    assert_sql "select sum(rows), count(distinct chunk_no) from sluice_progress" "$rows|$chunks"
+    ranges=$(psql_q "select count(distinct range_no) from sluice_progress")
+    diag "$chunks chunks from $ranges ranges; chunk numbers up to $(psql_q "select max(chunk_no) from sluice_progress")"
+    ((ranges > 1)) || fail "every chunk came from one range: the job was not split"
+    assert_ranges_chain "$job" "$table"
+}
+
+test_kill9_four_workers() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 200000); analyze t"
+    # 2000 chunks; the sleep keeps each chunk's transaction open 20 ms, so that at most kills all four
+    # workers are inside one, and the job cannot finish before the 20th kill however fast it gets (each
+    # start and kill lets some 50 chunks commit).
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(0.02);
+EOF
+    kill_loop t 2000 20
+    finish_and_check 0001_bump t 200000
+}
+
+test_kill9_composite_text_key() {
+    # Text keys in the database's collation order (mixed case, digits as text: '10' < '9').
+    psql_q "create table tc (tenant text, id text, n int not null default 0, primary key (tenant, id));
+            insert into tc (tenant, id)
+              select case when t % 2 = 0 then 'Tenant ' || t else 'tenant-' || t end, i::text
+                from generate_series(1, 40) t, generate_series(1, 2500) i;
+            analyze tc"
+    write_job 0001_bump_composite <<'EOF'
+-- sluice:table tc
+-- sluice:batch 100
+-- sluice:workers 3
+-- sluice:up
+UPDATE tc SET n = n + 1 WHERE (tenant, id) BETWEEN :lo AND :hi;
+SELECT pg_sleep(0.02);
+EOF
+    kill_loop tc 1000 10
+    finish_and_check 0001_bump_composite tc 100000
+}
+
+# kill -9 at any moment from the very start, before or while the plan is made and written, as well
+# as later: each next run finds either no plan or the whole one, never half of one.
+test_kill9_while_planning() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 50000); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 250
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(0.02);
+EOF
+    KILLS=0
+    local i plan chunks ranges first_plan=""
+    for i in 1 2 3 4 5 6 7 8; do
+        sluice_start up
+        random_sleep 0 $((i * 40))
+        sluice_kill KILL
+        if ((RC != 137)); then
+            show_state t
+            fail "run $i ended with exit $RC before its kill -9 (at most $((i * 40)) ms after it started)"
+        fi
+        KILLS=$((KILLS + 1))
+        check_exactly_once_so_far t
+        chunks=$(progress_chunks)
+        plan=""
+        ranges=0
+        if sql_true "select to_regclass('sluice_ranges') is not null"; then
+            plan=$(psql_q "select count(*) || ' ' || md5(coalesce(string_agg(range_no || ':' || coalesce(after::text, '-') || ':' || coalesce(until::text, '-'), ',' order by range_no), '')) from sluice_ranges")
+            ranges=${plan%% *}
+        fi
+        diag "kill $KILLS (at most $((i * 40)) ms in): $ranges ranges planned, $chunks chunks committed"
+        # Once a chunk committed, the plan it belongs to stays as it is.
+        if ((chunks > 0)); then
+            [[ -z $first_plan || $plan == "$first_plan" ]] || {
+                show_state t
+                fail "the plan in sluice_ranges changed after chunks had committed ($first_plan, then $plan)"
+            }
+            first_plan=$plan
+        fi
+    done
+    finish_and_check 0001_bump t 50000
+}
+
+run_test "workers 4: 20 kill -9's at random moments, then up: every row of 200,000 changed exactly once" test_kill9_four_workers
+run_test "workers 3 over a composite text key: 10 kill -9's, then up: every row changed exactly once" test_kill9_composite_text_key
+run_test "workers 4: kill -9's from the first milliseconds on (while planning), then up: exactly once" test_kill9_while_planning
+t_done

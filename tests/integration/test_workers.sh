@@ -1,0 +1,552 @@
+#!/usr/bin/env bash
+# test_workers.sh: `workers N`: disjoint key ranges run at once, exactly once, with pace, ctl, signals, undo, resume and SQLite.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# Milliseconds since the epoch.
+now_ms() {
+    local t=${EPOCHREALTIME/[.,]/}
+    echo $((t / 1000))
+}
+
+# assert_status JOB FIELD EXPECTED: a fresh `status --json` has FIELD of JOB equal to EXPECTED.
+assert_status() {
+    local v
+    load_status
+    v=$(sfield "$1" "$2")
+    assert_eq "$v" "$3" "status --json: $2 of $1"
+}
+
+# progress [JOB]: "chunks|rows" committed so far according to the database ("0|0" before the first chunk).
+progress() {
+    local where=""
+    [[ -n ${1:-} ]] && where="where job = '$1'"
+    if sql_true "select to_regclass('sluice_progress') is not null"; then
+        psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress $where"
+    else
+        echo "0|0"
+    fi
+}
+
+# chunks_at_least N: at least N chunks committed (for wait_until).
+chunks_at_least() {
+    local p
+    p=$(progress)
+    ((${p%|*} >= $1))
+}
+
+# assert_done JOB TABLE ROWS: status says done with ROWS rows, as many chunks as sluice_progress holds,
+# chunk numbers unique (gaps allowed), and every row of TABLE has n = 1.
+assert_done() {
+    local job=$1 table=$2 rows=$3 chunks
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from $table" "$rows|0"
+    chunks=$(psql_q "select count(*) from sluice_progress where job = '$job'")
+    assert_sql "select coalesce(sum(rows), 0), count(distinct chunk_no) from sluice_progress where job = '$job'" "$rows|$chunks"
+    load_status
+    local got
+    got=$(jq -c --arg j "$job" '.[] | select(.job == $j) | [.state, .rows, .chunks]' <<<"$STATUS_JSON")
+    assert_eq "$got" "[\"done\",$rows,$chunks]" "status --json [state, rows, chunks] of $job"
+}
+
+# assert_ranges_chain JOB: sluice_ranges holds at least two ranges for JOB that cover the whole key space
+# in one chain: one starts at the open beginning, each next one starts where the one before ends, one
+# ends at the open end, and every chunk of sluice_progress names one of them.
+assert_ranges_chain() {
+    local job=$1 got
+    got=$(psql_q "with recursive r as (
+                      select range_no, until, 1 as depth from sluice_ranges where job = '$job' and after is null
+                      union all
+                      select s.range_no, s.until, r.depth + 1 from r
+                        join sluice_ranges s on s.job = '$job' and s.after = r.until
+                       where r.depth < 1000)
+                  select (select count(*) from sluice_ranges where job = '$job') || '|' ||
+                         (select count(distinct range_no) from r) || '|' ||
+                         (select count(*) from sluice_ranges where job = '$job' and after is null) || '|' ||
+                         (select count(*) from sluice_ranges where job = '$job' and until is null) || '|' ||
+                         (select count(*) from r where until is null)")
+    local n reached starts ends reached_end
+    IFS='|' read -r n reached starts ends reached_end <<<"$got"
+    if ((n < 2 || reached != n || starts != 1 || ends != 1 || reached_end != 1)); then
+        diag "sluice_ranges of $job:"$'\n'"$(psql_q "select range_no, after, until from sluice_ranges where job = '$job' order by range_no")"
+        fail "sluice_ranges of $job is not one chain of 2 or more ranges from the open start to the open end (ranges|reached|open starts|open ends|chain ends open: $got)"
+    fi
+    assert_sql "select count(*) from sluice_progress p where job = '$job'
+                   and not exists (select from sluice_ranges r where r.job = p.job and r.range_no = p.range_no)" 0
+}
+
+# assert_several_ranges_ran JOB: the chunks came from more than one range.
+assert_several_ranges_ran() {
+    local n
+    n=$(psql_q "select count(distinct range_no) from sluice_progress where job = '$1'")
+    diag "$1: chunks from $n ranges"
+    ((n > 1)) || fail "every chunk of $1 came from range_no $(psql_q "select min(range_no) from sluice_progress where job = '$1'"): nothing was split"
+}
+
+# (a) ---------------------------------------------------------------------------------------------
+
+test_bigint_key_four_workers() {
+    psql_q "create table t (id bigint primary key, n int not null default 0);
+            insert into t (id) select g * 3 from generate_series(1, 20000) g; analyze t"
+    # The last chunk of the first range takes 0.8 s: the other workers do every other range meanwhile,
+    # so it commits last though its chunk number is not the highest. The job's chunk count must not
+    # follow the number of the chunk that committed last.
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 500
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(CASE WHEN :hi = (SELECT max(id) FROM t WHERE id <= (SELECT until[1]::bigint FROM sluice_ranges
+                                 WHERE job = '0001_bump' AND after IS NULL)) THEN 0.8 ELSE 0 END);
+EOF
+    run_sluice up
+    assert_rc 0
+    diag "chunks by commit time, last first (checkpoint file): $(sqlite3 "$CKPT/0001_bump.sluice" "select group_concat(chunk_no, ', ') from (select chunk_no from chunks order by committed_at desc, chunk_no desc limit 5)")"
+    assert_done 0001_bump t 20000
+    assert_several_ranges_ran 0001_bump
+    assert_ranges_chain 0001_bump
+    # At most 4 ranges per worker.
+    assert_sql "select count(*) <= 16 from sluice_ranges where job = '0001_bump'" t
+    # Each chunk lies inside its range: after < lo, hi <= until (as numbers, the key's order).
+    assert_sql "select count(*) from sluice_progress p join sluice_ranges r using (job, range_no)
+                 where p.job = '0001_bump'
+                   and not ((r.after is null or p.lo[1]::bigint > r.after[1]::bigint)
+                        and (r.until is null or p.hi[1]::bigint <= r.until[1]::bigint)
+                        and p.lo[1]::bigint <= p.hi[1]::bigint)" 0
+    # Chunks never overlap, and a range's chunks are full except its last one.
+    assert_sql "select count(*) from sluice_progress a join sluice_progress b
+                  on a.job = b.job and a.chunk_no < b.chunk_no
+                 where a.job = '0001_bump'
+                   and a.lo[1]::bigint <= b.hi[1]::bigint and b.lo[1]::bigint <= a.hi[1]::bigint" 0
+    assert_sql "select count(*) <= count(distinct range_no) from sluice_progress where job = '0001_bump' and rows < 500" t
+    # A second up changes nothing.
+    run_sluice up
+    assert_rc 0
+    assert_contains "$OUT$ERR" "already done" "second up"
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|20000"
+}
+
+# (b) ---------------------------------------------------------------------------------------------
+
+test_composite_text_key_with_where() {
+    # Mixed case, a space, a quote and the empty string: the database's text order, not byte order.
+    psql_q "create table tc (region text, code text, kind int not null, n int not null default 0,
+                             primary key (region, code));
+            insert into tc (region, code, kind)
+              select r, md5(r || i), i % 3
+                from unnest(array['eu-west', 'us-east', 'ap south', 'Zulu', 'zulu', 'it''s', '']) r,
+                     generate_series(1, 2000) i;
+            analyze tc"
+    write_job 0001_kind0 <<'EOF'
+-- sluice:table tc
+-- sluice:key region, code
+-- sluice:where kind = 0
+-- sluice:batch 100
+-- sluice:workers 3
+-- sluice:up
+UPDATE tc SET n = n + 1 WHERE (region, code) BETWEEN :lo AND :hi AND kind = 0;
+EOF
+    local want
+    want=$(psql_q "select count(*) from tc where kind = 0")
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from tc where kind = 0" "$want|0"
+    assert_sql "select count(*) from tc where kind <> 0 and n <> 0" 0
+    assert_sql "select sum(rows), count(*) = count(distinct chunk_no) from sluice_progress where job = '0001_kind0'" "$want|t"
+    assert_several_ranges_ran 0001_kind0
+    assert_ranges_chain 0001_kind0
+    # Each chunk inside its range, in the key's own (collation) order.
+    assert_sql "select count(*) from sluice_progress p join sluice_ranges r using (job, range_no)
+                 where p.job = '0001_kind0'
+                   and not ((r.after is null or (p.lo[1], p.lo[2]) > (r.after[1], r.after[2]))
+                        and (r.until is null or (p.hi[1], p.hi[2]) <= (r.until[1], r.until[2])))" 0
+    # Each chunk counts exactly the matching rows between its bounds.
+    assert_sql "select count(*) from sluice_progress p
+                 where p.job = '0001_kind0'
+                   and p.rows <> (select count(*) from tc
+                                   where (region, code) between (p.lo[1], p.lo[2]) and (p.hi[1], p.hi[2]) and kind = 0)" 0
+    assert_status 0001_kind0 state "done"
+}
+
+# (c) ---------------------------------------------------------------------------------------------
+
+test_chunks_run_at_the_same_time() {
+    psql_q "create table t (id int primary key, n int not null default 0, pid int);
+            create table chunk_log (lo int primary key, pid int not null, t0 timestamptz not null, t1 timestamptz);
+            insert into t (id) select generate_series(1, 4000); analyze t"
+    # 40 batches (a few more chunks where ranges end) of 100 ms each: 4 s or more one after the other.
+    write_job 0001_slow <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1, pid = pg_backend_pid() WHERE id BETWEEN :lo AND :hi;
+INSERT INTO chunk_log (lo, pid, t0) VALUES (:lo, pg_backend_pid(), clock_timestamp());
+SELECT pg_sleep(0.1);
+UPDATE chunk_log SET t1 = clock_timestamp() WHERE lo = :lo;
+EOF
+    local t0 t1 ms
+    t0=$(now_ms)
+    run_sluice up
+    t1=$(now_ms)
+    assert_rc 0
+    ms=$((t1 - t0))
+    assert_done 0001_slow t 4000
+    local chunks serial pids overlap
+    chunks=$(psql_q "select count(*) from sluice_progress")
+    assert_sql "select count(*), count(t1) from chunk_log" "$chunks|$chunks"
+    serial=$((chunks * 100))
+    pids=$(psql_q "select count(distinct pid) from t")
+    overlap=$(psql_q "select max((select count(*) from chunk_log b where b.t0 <= a.t0 and a.t0 < b.t1)) from chunk_log a")
+    diag "$chunks chunks of 100 ms with workers 4: ${ms} ms (${serial} ms one at a time); $pids backends; at most $overlap chunks at once"
+    ((ms < serial * 6 / 10)) || fail "$chunks chunks of 100 ms with workers 4 took ${ms} ms: not run at the same time (serial: ${serial} ms)"
+    assert_eq "$pids" 4 "distinct backends that ran chunks"
+    ((overlap >= 3)) || fail "at most $overlap chunks were in flight at once with workers 4"
+    ((overlap <= 4)) || fail "$overlap chunks were in flight at once with workers 4"
+}
+
+# (d) ---------------------------------------------------------------------------------------------
+
+test_sigint_then_resume() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 8000); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 100ms
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    wait_until 30 chunks_at_least 8
+    sluice_kill INT
+    assert_rc 3
+    assert_contains "$ERR" "stopped" "log"
+    # What committed is exactly what the bookkeeping says, and nothing is still on its way.
+    local before after
+    before=$(progress)
+    assert_sql "select sum(n) = ${before#*|} and max(n) <= 1 from t" t
+    sleep 0.5
+    after=$(progress)
+    assert_eq "$after" "$before" "chunks committed after the runner exited"
+    ((${before#*|} < 8000)) || fail "the job finished before SIGINT: nothing left to resume"
+    assert_several_ranges_ran 0001_bump
+    assert_status 0001_bump state stopped
+    assert_status 0001_bump rows "${before#*|}"
+    assert_status 0001_bump chunks "${before%|*}"
+
+    run_sluice up
+    assert_rc 0
+    assert_done 0001_bump t 8000
+}
+
+# (e) ---------------------------------------------------------------------------------------------
+
+test_max_rate_is_for_the_whole_job() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 6000); analyze t"
+    write_job 0001_slow <<'EOF'
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:workers 4
+-- sluice:max-rate 2000
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    local t0 t1 ms
+    t0=$(now_ms)
+    run_sluice up
+    t1=$(now_ms)
+    assert_rc 0
+    assert_done 0001_slow t 6000
+    assert_several_ranges_ran 0001_slow
+    # 6000 rows at 2000 rows/s is 3 s for the whole job (4 workers each at 2000 rows/s would take 0.75 s).
+    ms=$((t1 - t0))
+    diag "max-rate 2000 over 6000 rows with workers 4: ${ms} ms"
+    ((ms >= 2500)) || fail "max-rate 2000 over 6000 rows with workers 4 took only ${ms} ms: the rate is not the job's"
+}
+
+# (f) ---------------------------------------------------------------------------------------------
+
+JOB=0001_ctl
+
+# ctl_says TEXT ARGS...: `sluice ctl $JOB ARGS` answers and its answer contains TEXT (for wait_until).
+ctl_says() {
+    local text=$1
+    shift
+    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$JOB" "$@" 2>/dev/null | grep -qF -- "$text"
+}
+
+# chunks_of_size N: 4 or more chunks of exactly N rows committed, from 2 or more ranges (a range's last
+# chunk may be short by chance, but not 4 of them all of that size).
+chunks_of_size() {
+    sql_true "select count(*) >= 4 and count(distinct range_no) >= 2 from sluice_progress where job = '$JOB' and rows = $1"
+}
+
+test_ctl_with_workers() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 10000); analyze t"
+    # 200 chunks, 4 workers each resting 200 ms between its chunks: about 10 s unless told otherwise.
+    write_job "$JOB" <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:pause 200ms
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    wait_until 20 chunks_at_least 1
+    wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "job $JOB"
+    assert_contains "$OUT" "state running"
+    assert_contains "$OUT" "batch 50"
+
+    # pause: every worker's chunk in flight finishes, then nothing moves.
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
+    assert_contains "$OUT" "paused by sluice ctl"
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "state paused"
+    sleep 0.5
+    local before after
+    before=$(progress "$JOB")
+    sleep 1.5
+    after=$(progress "$JOB")
+    assert_eq "$after" "$before" "chunks committed in 1.5 s of ctl pause with workers 4"
+    ((${before#*|} < 10000)) || fail "the job finished before it could be paused"
+    kill -0 "$SLUICE_PID" 2>/dev/null || fail "the runner exited on ctl pause"
+    assert_sql "select sum(n) = ${before#*|} and max(n) <= 1 from t" t
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "rows ${before#*|}"
+
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
+    assert_contains "$OUT" "resumed by sluice ctl"
+    wait_until 10 chunks_at_least $((${before%|*} + 1))
+    run_sluice ctl "$JOB" status
+    assert_contains "$OUT" "state running"
+
+    # set acts on the job as a whole: every worker's next chunks have the new size.
+    run_sluice ctl "$JOB" set batch=7
+    assert_rc 0
+    wait_until 10 chunks_of_size 7
+    wait_until 5 ctl_says "batch 7" status
+    # Then finish quickly.
+    run_sluice ctl "$JOB" set batch=1000
+    assert_rc 0
+    run_sluice ctl "$JOB" set pause=0ms
+    assert_rc 0
+    sluice_wait
+    assert_rc 0
+    assert_done "$JOB" t 10000
+    assert_several_ranges_ran "$JOB"
+}
+
+# (g) ---------------------------------------------------------------------------------------------
+
+# md5 over the whole table in key order: equal before `up` and after `down` means nothing was lost.
+table_sum() {
+    psql_q "select md5(coalesce(string_agg(x::text, E'\n' order by x.id), '')) from t x"
+}
+
+make_users() {
+    psql_q "create table t (id int primary key, first text not null, last text not null, full_name text, n int not null default 0);
+            insert into t (id, first, last) select g, 'f' || g, 'l' || g from generate_series(1, $1) g;
+            update t set full_name = 'kept ' || id where id % 7 = 0; analyze t"
+}
+
+test_undo_snapshot_then_down() {
+    make_users 6000
+    write_job 0001_fill <<'EOF'
+-- sluice:table t
+-- sluice:batch 300
+-- sluice:workers 2
+-- sluice:undo snapshot(full_name, n)
+-- sluice:up
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
+EOF
+    local before
+    before=$(table_sum)
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where full_name is null" 0
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n = 0) from t" "5143|857"
+    assert_several_ranges_ran 0001_fill
+    run_sluice down 0001_fill
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "table checksum after down"
+    assert_sql "select count(*) from sluice_progress where job = '0001_fill'" 0
+    assert_status 0001_fill state rolled_back
+}
+
+# A partial run stops with holes in the middle of the key space (each range partly done): down puts
+# back exactly the chunks that committed.
+test_undo_after_partial_run() {
+    make_users 20000
+    write_job 0001_fill <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 100ms
+-- sluice:workers 4
+-- sluice:undo snapshot(full_name, n)
+-- sluice:up
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
+EOF
+    local before
+    before=$(table_sum)
+    sluice_start up
+    wait_until 30 chunks_at_least 8
+    sluice_kill INT
+    assert_rc 3
+    assert_several_ranges_ran 0001_fill
+    if sql_true "select count(*) = 0 from t where full_name is null"; then
+        fail "the job finished before SIGINT: nothing partial to roll back"
+    fi
+    run_sluice down 0001_fill
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "table checksum after down of a partial run"
+    assert_sql "select count(*) from sluice_progress where job = '0001_fill'" 0
+}
+
+# (h) ---------------------------------------------------------------------------------------------
+
+test_tiny_and_empty_tables() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            create table e (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 7); analyze t; analyze e"
+    write_job 0001_tiny <<'EOF'
+-- sluice:table t
+-- sluice:workers 8
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    write_job 0002_empty <<'EOF'
+-- sluice:table e
+-- sluice:batch 10
+-- sluice:workers 8
+-- sluice:up
+UPDATE e SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_done 0001_tiny t 7
+    assert_sql "select count(*) from sluice_progress where job = '0001_tiny'" 1
+    assert_status 0002_empty state "done"
+    assert_status 0002_empty rows 0
+    assert_sql "select count(*) from sluice_progress where job = '0002_empty'" 0
+}
+
+# (i) ---------------------------------------------------------------------------------------------
+
+test_resume_with_other_worker_count() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 20000); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 100ms
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    wait_until 30 chunks_at_least 8
+    sluice_kill INT
+    assert_rc 3
+    assert_several_ranges_ran 0001_bump
+    local before
+    before=$(progress)
+    ((${before#*|} < 20000)) || fail "the job finished before SIGINT: nothing left to resume"
+
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 1
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    # Refused without --force, and nothing changed.
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump" "stderr"
+    assert_contains "$ERR" "changed" "stderr"
+    assert_contains "$ERR" "--force" "stderr (hint)"
+    assert_eq "$(progress)" "$before" "chunks after the refusal"
+    assert_sql "select sum(n) from t" "${before#*|}"
+
+    # One worker finishes what four left: every range continues after its last committed chunk.
+    run_sluice up --force
+    assert_rc 0
+    assert_done 0001_bump t 20000
+}
+
+# (j) ---------------------------------------------------------------------------------------------
+
+test_sqlite_runs_one_worker() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0)"
+    sq_fill t 3000
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_match "$ERR" "warning: [^"$'\n'"]*worker" "log (a warning that workers 4 runs as one on SQLite)"
+    assert_match "$ERR" "warning: [^"$'\n'"]*(one writer|1 worker|one worker)" "log"
+    assert_sq "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "3000|0"
+    assert_sq "select sum(rows), count(*) = count(distinct chunk_no) from sluice_progress" "3000|1"
+    assert_status 0001_bump state "done"
+    assert_status 0001_bump rows 3000
+}
+
+# (k) ---------------------------------------------------------------------------------------------
+
+test_on_error_skip_with_workers() {
+    psql_q "create table t (id int primary key, n int not null default 0, d int not null default 1);
+            insert into t (id) select generate_series(1, 6000);
+            update t set d = 0 where id in (777, 3001, 5999); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:workers 2
+-- sluice:on-error skip
+-- sluice:up
+UPDATE t SET n = n + 1 / d WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "set aside (on-error skip)" "log"
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t where d <> 0" "5997|0"
+    assert_sql "select string_agg(id || ':' || n, ',' order by id) from t where d = 0" "777:0,3001:0,5999:0"
+    assert_sql "select string_agg(hi[1], ',' order by hi[1]::int) from sluice_progress where skipped" "777,3001,5999"
+    assert_sql "select sum(rows) from sluice_progress where not skipped" 5997
+    assert_several_ranges_ran 0001_bump
+    run_sluice status --json
+    assert_rc 0
+    local keys
+    keys=$(jq -r '.[0] | ([.skipped[].key[0]] | sort_by(tonumber) | join(",")) + " " + .state' <<<"$OUT")
+    assert_eq "$keys" "777,3001,5999 done" "skipped keys and state in status --json"
+}
+
+run_test "workers 4 over a bigint key: every row once, ranges form one chain" test_bigint_key_four_workers
+run_test "workers 3 over a composite text key with where: exactly the matching rows once" test_composite_text_key_with_where
+run_test "workers 4: chunks really run at the same time, on 4 connections, never more than 4" test_chunks_run_at_the_same_time
+run_test "workers 4: SIGINT stops with exit 3, up resumes exactly once" test_sigint_then_resume
+run_test "workers 4: max-rate is for the whole job" test_max_rate_is_for_the_whole_job
+run_test "workers 4: ctl status, pause, resume and set" test_ctl_with_workers
+run_test "workers 2: undo snapshot(cols), then down restores the table exactly" test_undo_snapshot_then_down
+run_test "workers 4: down after a partial run restores the table exactly" test_undo_after_partial_run
+run_test "workers 8 on a table smaller than a batch, and on an empty one" test_tiny_and_empty_tables
+run_test "resume with workers 1 after workers 4: refused unless --force, then every row once" test_resume_with_other_worker_count
+run_test "SQLite: workers 4 runs as one worker with a warning, every row once" test_sqlite_runs_one_worker
+run_test "workers 2 with on-error skip: failing rows set aside, the others once" test_on_error_skip_with_workers
+t_done
