@@ -100,25 +100,37 @@ static void test_range_predicate(void)
 
 static void test_boundary_pg_single(void)
 {
+    /* a type with min() and max(): aggregates, no window */
     sl_keyspec ks = make_ks(SL_DIALECT_PG, "\"public\".\"users\"", NULL, "\"id\"", "bigint", NULL, NULL);
     CHECK_SQL(sl_keys_boundary_sql(&ks, 0),
-              "SELECT (first_value(\"id\") OVER w)::text, (last_value(\"id\") OVER w)::text, (count(*) OVER w)::text"
-              " FROM (SELECT \"id\" FROM \"public\".\"users\" ORDER BY \"id\" LIMIT $1) s"
-              " WINDOW w AS (ORDER BY \"id\"" WINDOW_TAIL);
+              "SELECT min(\"id\")::text, max(\"id\")::text, count(*)::text"
+              " FROM (SELECT \"id\" FROM \"public\".\"users\" ORDER BY \"id\" LIMIT $1) s HAVING count(*) > 0");
     CHECK_SQL(sl_keys_boundary_sql(&ks, 1),
-              "SELECT (first_value(\"id\") OVER w)::text, (last_value(\"id\") OVER w)::text, (count(*) OVER w)::text"
+              "SELECT min(\"id\")::text, max(\"id\")::text, count(*)::text"
               " FROM (SELECT \"id\" FROM \"public\".\"users\" WHERE \"id\" > $1::bigint ORDER BY \"id\" LIMIT $2) s"
-              " WINDOW w AS (ORDER BY \"id\"" WINDOW_TAIL);
+              " HAVING count(*) > 0");
     ks.where = sl_strdup("active OR admin");
-    CHECK_SQL(sl_keys_boundary_sql(&ks, 0),
+    CHECK_SQL(sl_keys_boundary_sql(&ks, 1),
+              "SELECT min(\"id\")::text, max(\"id\")::text, count(*)::text"
+              " FROM (SELECT \"id\" FROM \"public\".\"users\" WHERE \"id\" > $1::bigint AND (active OR admin)"
+              " ORDER BY \"id\" LIMIT $2) s HAVING count(*) > 0");
+    sl_keyspec_free(&ks);
+    /* character varying(n) has them too; uuid has none before PostgreSQL 16: the window form */
+    sl_keyspec vc = make_ks(SL_DIALECT_PG, "\"t\"", NULL, "\"code\"", "character varying(20)", NULL, NULL);
+    CHECK_SQL(sl_keys_boundary_sql(&vc, 0),
+              "SELECT min(\"code\")::text, max(\"code\")::text, count(*)::text"
+              " FROM (SELECT \"code\" FROM \"t\" ORDER BY \"code\" LIMIT $1) s HAVING count(*) > 0");
+    sl_keyspec_free(&vc);
+    sl_keyspec uu = make_ks(SL_DIALECT_PG, "\"public\".\"users\"", "active OR admin", "\"id\"", "uuid", NULL, NULL);
+    CHECK_SQL(sl_keys_boundary_sql(&uu, 0),
               "SELECT (first_value(\"id\") OVER w)::text, (last_value(\"id\") OVER w)::text, (count(*) OVER w)::text"
               " FROM (SELECT \"id\" FROM \"public\".\"users\" WHERE (active OR admin) ORDER BY \"id\" LIMIT $1) s"
               " WINDOW w AS (ORDER BY \"id\"" WINDOW_TAIL);
-    CHECK_SQL(sl_keys_boundary_sql(&ks, 1),
+    CHECK_SQL(sl_keys_boundary_sql(&uu, 1),
               "SELECT (first_value(\"id\") OVER w)::text, (last_value(\"id\") OVER w)::text, (count(*) OVER w)::text"
-              " FROM (SELECT \"id\" FROM \"public\".\"users\" WHERE \"id\" > $1::bigint AND (active OR admin)"
+              " FROM (SELECT \"id\" FROM \"public\".\"users\" WHERE \"id\" > $1::uuid AND (active OR admin)"
               " ORDER BY \"id\" LIMIT $2) s WINDOW w AS (ORDER BY \"id\"" WINDOW_TAIL);
-    sl_keyspec_free(&ks);
+    sl_keyspec_free(&uu);
 }
 
 static void test_boundary_pg_composite(void)
