@@ -1,21 +1,10 @@
 #!/usr/bin/env bash
 # test_down_kill9.sh: `down` after an `up` killed part-way, and `down` itself killed again and again, loses nothing.
 . "$(dirname "$0")/../harness/lib.sh"
+. "$(dirname "$0")/../harness/kill.sh"
 
 table_sum() {
     psql_q "select md5(coalesce(string_agg(x::text, E'\n' order by x.id), '')) from t x"
-}
-
-progress_chunks() {
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        psql_q "select count(*) from sluice_progress"
-    else
-        echo 0
-    fi
-}
-
-runner_alive() {
-    kill -0 "$SLUICE_PID" 2>/dev/null
 }
 
 # Until the runner's chunk count left $1 (up: grew past it, down: fell below it) or it exited.

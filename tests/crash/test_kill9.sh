@@ -1,28 +1,7 @@
 #!/usr/bin/env bash
 # test_kill9.sh: exactly once under kill -9 and a double SIGINT: a non-idempotent job, killed again and again, then resumed.
 . "$(dirname "$0")/../harness/lib.sh"
-
-# How many chunks are committed so far (0 before the first `up` made the bookkeeping table).
-progress_chunks() {
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        psql_q "select count(*) from sluice_progress"
-    else
-        echo 0
-    fi
-}
-
-# Whether the background runner $SLUICE_PID is still running.
-runner_alive() {
-    kill -0 "$SLUICE_PID" 2>/dev/null
-}
-
-# Until the runner committed a chunk past $1 (so the next kill lands mid-run) or it exited.
-progress_past_or_exited() {
-    local chunks
-    runner_alive || return 0
-    chunks=$(progress_chunks) || return 1
-    ((chunks > $1))
-}
+. "$(dirname "$0")/../harness/kill.sh"
 
 # What a failure needs to be understood: the kills, the rows per value of n, the bookkeeping, the state.
 show_state() {
@@ -31,60 +10,6 @@ show_state() {
     diag "rows per n in $table: $(psql_q "select string_agg(n || ': ' || c, ', ' order by n) from (select n, count(*) c from $table group by n) s" 2>&1)"
     diag "sluice_progress: $(psql_q "select count(*) || ' chunks, ' || coalesce(sum(rows), 0) || ' rows, max attempts ' || coalesce(max(attempts), 0) from sluice_progress" 2>&1)"
     diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
-}
-
-# The invariant at every moment between kills: the rows changed are exactly the rows of the chunks the
-# bookkeeping table records (each chunk's effect commits with its record), and no row changed twice.
-check_exactly_once_so_far() {
-    local table=$1 got
-    got=$(psql_q "select (select coalesce(sum(n), 0) from $table) = (select coalesce(sum(rows), 0) from sluice_progress)
-                      and (select coalesce(max(n), 0) from $table) <= 1")
-    [[ $got == t ]] && return 0
-    show_state "$table"
-    fail "after kill $KILLS: rows changed in $table do not match the committed chunks in sluice_progress, or a row changed twice"
-}
-
-# Milliseconds since the epoch.
-now_ms() {
-    local t=${EPOCHREALTIME/[.,]/}
-    echo $((t / 1000))
-}
-
-# kill_loop TABLE CHUNKS KILLS: start `up` and kill -9 it KILLS times, each time once it committed a new
-# chunk since the last kill, plus a random sleep (so kills land mid-statement, mid-commit, between the
-# commit and the checkpoint write). The sleep is at most 300 ms, less when the runner goes so fast that
-# 300 ms sleeps would let the job (CHUNKS chunks in all) finish before the last kill.
-kill_loop() {
-    local table=$1 total=$2 want=$3 before=0 cap=300 seen t0 t1 now
-    KILLS=0
-    while ((KILLS < want)); do
-        sluice_start up
-        wait_until 60 progress_past_or_exited "$before" || { show_state "$table"; return 1; }
-        seen=$(progress_chunks)
-        t0=$(now_ms)
-        random_sleep 0 "$cap"
-        if ! runner_alive; then
-            sluice_wait
-            show_state "$table"
-            fail "the runner exited ($RC) before kill $((KILLS + 1)) of $want: the job is too short for the test"
-            return 1
-        fi
-        sluice_kill KILL
-        t1=$(now_ms)
-        assert_rc 137
-        KILLS=$((KILLS + 1))
-        check_exactly_once_so_far "$table"
-        now=$(progress_chunks)
-        diag "kill $KILLS: $now chunks committed (sleep cap ${cap} ms)"
-        # Chunks per second while sleeping, and what is left per remaining kill: spend half of it sleeping.
-        if ((KILLS < want && now > seen && t1 > t0)); then
-            cap=$(((total - now) * (t1 - t0) / (2 * (want - KILLS) * (now - seen))))
-            ((cap > 300)) && cap=300
-            ((cap < 5)) && cap=5
-        fi
-        before=$now
-    done
-    diag "$KILLS kill -9's; $before of $total chunks committed before the final up"
 }
 
 # finish_and_check TABLE ROWS: a last `up` to completion, then every row changed exactly once and

@@ -1,28 +1,7 @@
 #!/usr/bin/env bash
 # test_workers_kill9.sh: exactly once under kill -9 with `workers N`: several chunks in flight at every kill, then resumed.
 . "$(dirname "$0")/../harness/lib.sh"
-
-# How many chunks are committed so far (0 before the first `up` made the bookkeeping table).
-progress_chunks() {
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        psql_q "select count(*) from sluice_progress"
-    else
-        echo 0
-    fi
-}
-
-# Whether the background runner $SLUICE_PID is still running.
-runner_alive() {
-    kill -0 "$SLUICE_PID" 2>/dev/null
-}
-
-# Until the runner committed a chunk past $1 (so the next kill lands mid-run) or it exited.
-progress_past_or_exited() {
-    local chunks
-    runner_alive || return 0
-    chunks=$(progress_chunks) || return 1
-    ((chunks > $1))
-}
+. "$(dirname "$0")/../harness/kill.sh"
 
 # What a failure needs to be understood: the kills, the rows per value of n, the bookkeeping, the state.
 show_state() {
@@ -32,93 +11,6 @@ show_state() {
     diag "sluice_progress: $(psql_q "select count(*) || ' chunks, ' || coalesce(sum(rows), 0) || ' rows, ' || count(distinct range_no) || ' ranges, max chunk_no ' || coalesce(max(chunk_no), 0) from sluice_progress" 2>&1)"
     diag "sluice_ranges: $(psql_q "select string_agg(range_no || ': (' || coalesce(after::text, '-') || ', ' || coalesce(until::text, '-') || ']', '; ' order by range_no) from sluice_ranges" 2>&1)"
     diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
-}
-
-# The invariant at every moment between kills: the rows changed are exactly the rows of the chunks the
-# bookkeeping table records (each chunk's effect commits with its record), and no row changed twice.
-check_exactly_once_so_far() {
-    local table=$1 got recorded=0
-    # Killed before the first chunk, the bookkeeping table may not even exist yet: then nothing changed.
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        recorded="(select coalesce(sum(rows), 0) from sluice_progress)"
-    fi
-    got=$(psql_q "select (select coalesce(sum(n), 0) from $table) = $recorded
-                      and (select coalesce(max(n), 0) from $table) <= 1")
-    [[ $got == t ]] && return 0
-    show_state "$table"
-    fail "after kill $KILLS: rows changed in $table do not match the committed chunks in sluice_progress, or a row changed twice"
-}
-
-# Milliseconds since the epoch.
-now_ms() {
-    local t=${EPOCHREALTIME/[.,]/}
-    echo $((t / 1000))
-}
-
-# kill_loop TABLE CHUNKS KILLS: start `up` and kill -9 it KILLS times, each time once it committed a new
-# chunk since the last kill, plus a random sleep (so kills land while several workers are inside their
-# transactions, mid-commit, between a commit and its checkpoint write). The sleep is at most 300 ms, less
-# when the runner goes so fast that 300 ms sleeps would let the job (about CHUNKS chunks in all) finish
-# before the last kill.
-kill_loop() {
-    local table=$1 total=$2 want=$3 before=0 cap=300 seen t0 t1 now
-    KILLS=0
-    while ((KILLS < want)); do
-        sluice_start up
-        wait_until 60 progress_past_or_exited "$before" || {
-            show_state "$table"
-            return 1
-        }
-        seen=$(progress_chunks)
-        t0=$(now_ms)
-        random_sleep 0 "$cap"
-        if ! runner_alive; then
-            sluice_wait
-            show_state "$table"
-            fail "the runner exited ($RC) before kill $((KILLS + 1)) of $want: the job is too short for the test"
-            return 1
-        fi
-        sluice_kill KILL
-        t1=$(now_ms)
-        assert_rc 137
-        KILLS=$((KILLS + 1))
-        check_exactly_once_so_far "$table"
-        now=$(progress_chunks)
-        diag "kill $KILLS: $now chunks committed (sleep cap ${cap} ms)"
-        # Chunks per second while sleeping, and what is left per remaining kill: spend half of it sleeping.
-        if ((KILLS < want && now > seen && t1 > t0)); then
-            cap=$(((total - now) * (t1 - t0) / (2 * (want - KILLS) * (now - seen))))
-            ((cap > 300)) && cap=300
-            ((cap < 5)) && cap=5
-        fi
-        before=$now
-    done
-    diag "$KILLS kill -9's; $before of about $total chunks committed before the final up"
-}
-
-# assert_ranges_chain JOB: the plan in sluice_ranges is one chain of ranges from the open start to the
-# open end (each starts where the one before ends), and every committed chunk names one of its ranges.
-assert_ranges_chain() {
-    local job=$1 got
-    got=$(psql_q "with recursive r as (
-                      select range_no, until, 1 as depth from sluice_ranges where job = '$job' and after is null
-                      union all
-                      select s.range_no, s.until, r.depth + 1 from r
-                        join sluice_ranges s on s.job = '$job' and s.after = r.until
-                       where r.depth < 1000)
-                  select (select count(*) from sluice_ranges where job = '$job') || '|' ||
-                         (select count(distinct range_no) from r) || '|' ||
-                         (select count(*) from sluice_ranges where job = '$job' and after is null) || '|' ||
-                         (select count(*) from sluice_ranges where job = '$job' and until is null) || '|' ||
-                         (select count(*) from r where until is null)")
-    local n reached starts ends reached_end
-    IFS='|' read -r n reached starts ends reached_end <<<"$got"
-    if ((n < 2 || reached != n || starts != 1 || ends != 1 || reached_end != 1)); then
-        show_state "${2:-t}"
-        fail "sluice_ranges of $job is not one chain of 2 or more ranges from the open start to the open end (ranges|reached|open starts|open ends|chain ends open: $got)"
-    fi
-    assert_sql "select count(*) from sluice_progress p where job = '$job'
-                   and not exists (select from sluice_ranges r where r.job = p.job and r.range_no = p.range_no)" 0
 }
 
 # finish_and_check JOB TABLE ROWS: a last `up` to completion, then every row changed exactly once,

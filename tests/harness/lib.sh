@@ -445,3 +445,35 @@ sq_progress() {
         echo "0|0"
     fi
 }
+
+# Milliseconds since the epoch.
+now_ms() {
+    local t=${EPOCHREALTIME/[.,]/}
+    echo $((t / 1000))
+}
+
+# assert_ranges_chain JOB: sluice_ranges holds at least two ranges for JOB that cover the whole key space
+# in one chain: one starts at the open beginning, each next one starts where the one before ends, one
+# ends at the open end, and every chunk of sluice_progress names one of them (a job with workers).
+assert_ranges_chain() {
+    local job=$1 got
+    got=$(psql_q "with recursive r as (
+                      select range_no, until, 1 as depth from sluice_ranges where job = '$job' and after is null
+                      union all
+                      select s.range_no, s.until, r.depth + 1 from r
+                        join sluice_ranges s on s.job = '$job' and s.after = r.until
+                       where r.depth < 1000)
+                  select (select count(*) from sluice_ranges where job = '$job') || '|' ||
+                         (select count(distinct range_no) from r) || '|' ||
+                         (select count(*) from sluice_ranges where job = '$job' and after is null) || '|' ||
+                         (select count(*) from sluice_ranges where job = '$job' and until is null) || '|' ||
+                         (select count(*) from r where until is null)")
+    local n reached starts ends reached_end
+    IFS='|' read -r n reached starts ends reached_end <<<"$got"
+    if ((n < 2 || reached != n || starts != 1 || ends != 1 || reached_end != 1)); then
+        diag "sluice_ranges of $job:"$'\n'"$(psql_q "select range_no, after, until from sluice_ranges where job = '$job' order by range_no")"
+        fail "sluice_ranges of $job is not one chain of 2 or more ranges from the open start to the open end (ranges|reached|open starts|open ends|chain ends open: $got)"
+    fi
+    assert_sql "select count(*) from sluice_progress p where job = '$job'
+                   and not exists (select from sluice_ranges r where r.job = p.job and r.range_no = p.range_no)" 0
+}

@@ -2,12 +2,6 @@
 # test_workers.sh: `workers N`: disjoint key ranges run at once, exactly once, with pace, ctl, signals, undo, resume and SQLite.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# Milliseconds since the epoch.
-now_ms() {
-    local t=${EPOCHREALTIME/[.,]/}
-    echo $((t / 1000))
-}
-
 # assert_status JOB FIELD EXPECTED: a fresh `status --json` has FIELD of JOB equal to EXPECTED.
 assert_status() {
     local v
@@ -45,32 +39,6 @@ assert_done() {
     local got
     got=$(jq -c --arg j "$job" '.[] | select(.job == $j) | [.state, .rows, .chunks]' <<<"$STATUS_JSON")
     assert_eq "$got" "[\"done\",$rows,$chunks]" "status --json [state, rows, chunks] of $job"
-}
-
-# assert_ranges_chain JOB: sluice_ranges holds at least two ranges for JOB that cover the whole key space
-# in one chain: one starts at the open beginning, each next one starts where the one before ends, one
-# ends at the open end, and every chunk of sluice_progress names one of them.
-assert_ranges_chain() {
-    local job=$1 got
-    got=$(psql_q "with recursive r as (
-                      select range_no, until, 1 as depth from sluice_ranges where job = '$job' and after is null
-                      union all
-                      select s.range_no, s.until, r.depth + 1 from r
-                        join sluice_ranges s on s.job = '$job' and s.after = r.until
-                       where r.depth < 1000)
-                  select (select count(*) from sluice_ranges where job = '$job') || '|' ||
-                         (select count(distinct range_no) from r) || '|' ||
-                         (select count(*) from sluice_ranges where job = '$job' and after is null) || '|' ||
-                         (select count(*) from sluice_ranges where job = '$job' and until is null) || '|' ||
-                         (select count(*) from r where until is null)")
-    local n reached starts ends reached_end
-    IFS='|' read -r n reached starts ends reached_end <<<"$got"
-    if ((n < 2 || reached != n || starts != 1 || ends != 1 || reached_end != 1)); then
-        diag "sluice_ranges of $job:"$'\n'"$(psql_q "select range_no, after, until from sluice_ranges where job = '$job' order by range_no")"
-        fail "sluice_ranges of $job is not one chain of 2 or more ranges from the open start to the open end (ranges|reached|open starts|open ends|chain ends open: $got)"
-    fi
-    assert_sql "select count(*) from sluice_progress p where job = '$job'
-                   and not exists (select from sluice_ranges r where r.job = p.job and r.range_no = p.range_no)" 0
 }
 
 # assert_several_ranges_ran JOB: the chunks came from more than one range.
@@ -432,6 +400,9 @@ EOF
 -- sluice:up
 UPDATE e SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
+    run_sluice plan 0001_tiny
+    assert_rc 0
+    assert_contains "$OUT" "workers:    8 connections"
     run_sluice up
     assert_rc 0
     assert_done 0001_tiny t 7
@@ -498,6 +469,9 @@ test_sqlite_runs_one_worker() {
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_contains "$OUT" "workers:    1 (workers 4 asked for"
     run_sluice up
     assert_rc 0
     assert_match "$ERR" "warning: [^"$'\n'"]*worker" "log (a warning that workers 4 runs as one on SQLite)"
@@ -545,7 +519,7 @@ run_test "workers 4: max-rate is for the whole job" test_max_rate_is_for_the_who
 run_test "workers 4: ctl status, pause, resume and set" test_ctl_with_workers
 run_test "workers 2: undo snapshot(cols), then down restores the table exactly" test_undo_snapshot_then_down
 run_test "workers 4: down after a partial run restores the table exactly" test_undo_after_partial_run
-run_test "workers 8 on a table smaller than a batch, and on an empty one" test_tiny_and_empty_tables
+run_test "workers 8 on a table smaller than a batch, and on an empty one; plan shows the workers" test_tiny_and_empty_tables
 run_test "resume with workers 1 after workers 4: refused unless --force, then every row once" test_resume_with_other_worker_count
 run_test "SQLite: workers 4 runs as one worker with a warning, every row once" test_sqlite_runs_one_worker
 run_test "workers 2 with on-error skip: failing rows set aside, the others once" test_on_error_skip_with_workers

@@ -1,0 +1,85 @@
+# kill.sh: what the kill -9 tests on PostgreSQL share: progress probes and the kill loop.
+# shellcheck shell=bash
+#
+# Sourced after lib.sh by tests/crash/test_*.sh. kill_loop calls two functions the test defines:
+#   show_state TABLE   diag lines that explain a failure (the rows, the bookkeeping, the status)
+# and it checks check_exactly_once_so_far TABLE after every kill.
+
+# How many chunks are committed so far (0 before the first `up` made the bookkeeping table).
+progress_chunks() {
+    if sql_true "select to_regclass('sluice_progress') is not null"; then
+        psql_q "select count(*) from sluice_progress"
+    else
+        echo 0
+    fi
+}
+
+# Whether the background runner $SLUICE_PID is still running.
+runner_alive() {
+    kill -0 "$SLUICE_PID" 2>/dev/null
+}
+
+# Until the runner committed a chunk past $1 (so the next kill lands mid-run) or it exited.
+progress_past_or_exited() {
+    local chunks
+    runner_alive || return 0
+    chunks=$(progress_chunks) || return 1
+    ((chunks > $1))
+}
+
+# The invariant at every moment between kills, for a job that adds 1 to column n: the rows changed are
+# exactly the rows of the chunks the bookkeeping table records (each chunk's effect commits with its
+# record), and no row changed twice.
+check_exactly_once_so_far() {
+    local table=$1 got recorded=0
+    # Killed before the first chunk, the bookkeeping table may not even exist yet: then nothing changed.
+    if sql_true "select to_regclass('sluice_progress') is not null"; then
+        recorded="(select coalesce(sum(rows), 0) from sluice_progress)"
+    fi
+    got=$(psql_q "select (select coalesce(sum(n), 0) from $table) = $recorded
+                      and (select coalesce(max(n), 0) from $table) <= 1")
+    [[ $got == t ]] && return 0
+    show_state "$table"
+    fail "after kill $KILLS: rows changed in $table do not match the committed chunks in sluice_progress, or a row changed twice"
+}
+
+# kill_loop TABLE CHUNKS KILLS: start `up` and kill -9 it KILLS times, each time once it committed a new
+# chunk since the last kill, plus a random sleep (so kills land mid-statement, mid-commit, between the
+# commit and the checkpoint write, and with workers while several chunks are in flight). The sleep is
+# at most 300 ms, less when the runner goes so fast that 300 ms sleeps would let the job (about CHUNKS
+# chunks in all) finish before the last kill.
+kill_loop() {
+    local table=$1 total=$2 want=$3 before=0 cap=300 seen t0 t1 now
+    KILLS=0
+    while ((KILLS < want)); do
+        sluice_start up
+        wait_until 60 progress_past_or_exited "$before" || {
+            show_state "$table"
+            return 1
+        }
+        seen=$(progress_chunks)
+        t0=$(now_ms)
+        random_sleep 0 "$cap"
+        if ! runner_alive; then
+            sluice_wait
+            show_state "$table"
+            fail "the runner exited ($RC) before kill $((KILLS + 1)) of $want: the job is too short for the test"
+            return 1
+        fi
+        sluice_kill KILL
+        t1=$(now_ms)
+        assert_rc 137
+        KILLS=$((KILLS + 1))
+        check_exactly_once_so_far "$table"
+        now=$(progress_chunks)
+        diag "kill $KILLS: $now chunks committed (sleep cap ${cap} ms)"
+        # Chunks per second while sleeping, and what is left per remaining kill: spend half of it sleeping.
+        if ((KILLS < want && now > seen && t1 > t0)); then
+            cap=$(((total - now) * (t1 - t0) / (2 * (want - KILLS) * (now - seen))))
+            ((cap > 300)) && cap=300
+            ((cap < 5)) && cap=5
+        fi
+        before=$now
+    done
+    diag "$KILLS kill -9's; $before of about $total chunks committed before the final up"
+}
