@@ -7,10 +7,13 @@
 #include <string.h>
 
 /* replay_lag is NULL for a replica that is caught up and idle, and only
- * visible to superusers and pg_monitor: NULL counts as no lag. */
+ * visible to superusers and pg_monitor: NULL counts as no lag. Lock waiters
+ * are waits for the table itself: the short waits of writers to extend it
+ * (sluice's own workers among them) are not an application's queue. */
 static const char health_sql[] =
     "SELECT (SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000), 0)::bigint FROM pg_stat_replication),"
-    "       (SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = to_regclass($1)),"
+    "       (SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'"
+    "          AND relation = to_regclass($1)),"
     "       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start) * 1000), 0)::bigint"
     "          FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()"
     "           AND backend_type = 'client backend')";
