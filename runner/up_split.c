@@ -252,7 +252,7 @@ static int make_split(up_run *r)
     int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
     free(sql);
     if (rc != 0)
-        return rc;
+        return rc < 0 ? -1 : 0; /* stopped by a signal: the walk stops before its first chunk */
     if (ans.results[0].nrows > 0)
         ranges_from_sample(r, &ans);
     sl_answer_free(&ans);

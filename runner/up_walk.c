@@ -444,25 +444,23 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, chunk_bounds 
     if (w->split_limit > 0 && (w->split_limit *= 2) >= r->pace.batch)
         w->split_limit = 0; /* past the trouble: back to full chunks, doubling */
     sl_up_pace_after(r, done.rows, chunk_ms);
+    int sent = 0;
     if (!next_known) {
         w->state = W_SEEK;
     } else if (next->has_rows) {
         w->cur = *next;
         memset(next, 0, sizeof *next);
         ready_in(w, r->pace.pause_ms);
-        if (dispatch(r, w) < 0) {
-            free(last_error);
-            bounds_free(&done);
-            return -1;
-        }
+        sent = dispatch(r, w);
     } else {
         w->range = NULL; /* finished */
         w->state = W_IDLE;
     }
+    /* recorded even when the next chunk could not go: it did commit */
     int rc = record_chunk(r, &done, chunk_no, affected, attempts, started, last_error, 0);
     free(last_error);
     bounds_free(&done);
-    return rc;
+    return sent < 0 ? -1 : rc;
 }
 
 /* Deal with the outcome st of w's chunk. 0 the worker goes on (or stops

@@ -208,6 +208,42 @@ EOF
     assert_done 0001_bump t 8000
 }
 
+# Cut only the connection holding the job's lock: while the other workers' connections live, a second
+# runner is refused (without the workers' shared lock it would take the free job lock at once, before
+# the first runner's reconnect backoff is over); the first finishes exactly once.
+test_second_runner_refused_while_workers_live() {
+    # Chunks are slow (the first runner must outlive the second one's 5 s wait for the lock) until
+    # slow is turned off.
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 8000); analyze t;
+            create table pace (slow boolean); insert into pace values (true)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(CASE WHEN slow THEN 0.5 ELSE 0 END) FROM pace;
+EOF
+    sluice_start up
+    wait_until 30 chunks_at_least 8
+    local holder
+    holder=$(psql_q "select pid from pg_locks where locktype = 'advisory' and mode = 'ExclusiveLock' and granted
+                        and ((classid::bigint << 32) | objid::bigint) = hashtextextended('sluice:0001_bump', 0)")
+    [[ -n $holder ]] || fail "no backend holds the job's advisory lock"
+    assert_sql "select pg_terminate_backend($holder)" t
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$T_DIR/other" up
+    assert_rc 2
+    assert_contains "$ERR" "is already being run against this database"
+    runner_alive_still=$(kill -0 "$SLUICE_PID" 2>/dev/null && echo yes || echo no)
+    assert_eq "$runner_alive_still" yes "the first runner still running when the second was refused"
+    psql_q "update pace set slow = false"
+    sluice_wait
+    assert_rc 0
+    assert_contains "$ERR" "reconnected"
+    assert_done 0001_bump t 8000
+}
+
 # (e) ---------------------------------------------------------------------------------------------
 
 test_max_rate_is_for_the_whole_job() {
@@ -515,6 +551,7 @@ run_test "workers 4 over a bigint key: every row once, ranges form one chain" te
 run_test "workers 3 over a composite text key with where: exactly the matching rows once" test_composite_text_key_with_where
 run_test "workers 4: chunks really run at the same time, on 4 connections, never more than 4" test_chunks_run_at_the_same_time
 run_test "workers 4: SIGINT stops with exit 3, up resumes exactly once" test_sigint_then_resume
+run_test "workers 4: a second runner is refused while the workers of the first live, its lock holder cut" test_second_runner_refused_while_workers_live
 run_test "workers 4: max-rate is for the whole job" test_max_rate_is_for_the_whole_job
 run_test "workers 4: ctl status, pause, resume and set" test_ctl_with_workers
 run_test "workers 2: undo snapshot(cols), then down restores the table exactly" test_undo_snapshot_then_down
