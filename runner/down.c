@@ -68,10 +68,8 @@ static int load_chunks(down_run *r)
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
     sl_buf_adds(&b, "SELECT chunk_no, rows, CASE WHEN skipped THEN 'true' ELSE 'false' END");
-    for (size_t i = 0; i < n; i++)
-        sl_session_add_key_elem(r->sess, &b, "lo", i);
-    for (size_t i = 0; i < n; i++)
-        sl_session_add_key_elem(r->sess, &b, "hi", i);
+    sl_session_add_key_elems(r->sess, &b, "lo", n);
+    sl_session_add_key_elems(r->sess, &b, "hi", n);
     sl_buf_adds(&b, " FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no");
     const char *params[] = {r->job->name};
     sl_answer ans;

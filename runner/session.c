@@ -254,12 +254,14 @@ void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_m
     snprintf(out->sql[1], sizeof out->sql[1], "SET LOCAL statement_timeout = %lld", (long long)stmt_ms);
 }
 
-void sl_session_add_key_elem(const sl_session *sess, sl_buf *b, const char *col, size_t i)
+void sl_session_add_key_elems(const sl_session *sess, sl_buf *b, const char *col, size_t n)
 {
-    if (sess->has_lite)
-        sl_buf_printf(b, ", %s ->> %zu", col, i);
-    else
-        sl_buf_printf(b, ", %s[%zu]", col, i + 1);
+    for (size_t i = 0; i < n; i++) {
+        if (sess->has_lite)
+            sl_buf_printf(b, ", %s ->> %zu", col, i);
+        else
+            sl_buf_printf(b, ", %s[%zu]", col, i + 1);
+    }
 }
 
 const char *sl_session_begin_sql(const sl_session *sess)

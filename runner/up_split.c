@@ -47,12 +47,9 @@ static int read_split(up_run *r)
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
     sl_buf_adds(&b, "SELECT s.range_no");
-    for (size_t i = 0; i < n; i++)
-        sl_session_add_key_elem(r->sess, &b, "s.after", i);
-    for (size_t i = 0; i < n; i++)
-        sl_session_add_key_elem(r->sess, &b, "s.until", i);
-    for (size_t i = 0; i < n; i++)
-        sl_session_add_key_elem(r->sess, &b, "p.hi", i);
+    sl_session_add_key_elems(r->sess, &b, "s.after", n);
+    sl_session_add_key_elems(r->sess, &b, "s.until", n);
+    sl_session_add_key_elems(r->sess, &b, "p.hi", n);
     sl_buf_adds(&b,
                 " FROM sluice_ranges s LEFT JOIN (SELECT DISTINCT ON (range_no) range_no, hi FROM " SL_PROGRESS_TABLE
                 " WHERE job = $1 ORDER BY range_no, chunk_no DESC) p ON p.range_no = s.range_no"

@@ -65,9 +65,10 @@ typedef struct sl_chunk_settings {
  * (sl_session_set_timeouts). */
 void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, sl_chunk_settings *out);
 
-/* Append ", COL[i + 1]" (PostgreSQL's text[]) or ", COL ->> i" (SQLite's JSON
- * array): key column i of sluice_progress's lo or hi. */
-void sl_session_add_key_elem(const sl_session *sess, sl_buf *b, const char *col, size_t i);
+/* Append ", COL[1], ..., COL[n]" (PostgreSQL's text[]) or ", COL ->> 0, ...,
+ * COL ->> n-1" (SQLite's JSON array): the n key columns kept in
+ * sluice_progress's (or sluice_ranges's) COL. */
+void sl_session_add_key_elems(const sl_session *sess, sl_buf *b, const char *col, size_t n);
 
 /* "BEGIN", or on SQLite "BEGIN IMMEDIATE": the write lock up front, so a
  * chunk waits for it (up to lock-timeout) before doing any work rather than
