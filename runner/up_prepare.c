@@ -36,11 +36,22 @@ int sl_up_check_requires(up_run *r)
     return rc;
 }
 
+/* Run a query about the job's rows in sluice_progress ($1 = the job):
+ * 0 with an ok answer in ans, else -1 with r->err set. */
+static int read_progress(up_run *r, const char *sql, sl_answer *ans)
+{
+    const char *params[] = {r->job->name};
+    if (sl_session_exec1(r->sess, sql, 1, params, ans) == 0 && ans->ok)
+        return 0;
+    sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans->error ? ans->error : "connection lost");
+    sl_answer_free(ans);
+    return -1;
+}
+
 /* Copy the rows of sluice_progress picked by `which` (chunk numbers, SQL)
  * into the checkpoint file. */
 static int copy_chunks(up_run *r, const char *which)
 {
-    const char *params[] = {r->job->name};
     sl_answer ans;
     int lite = r->sess->dialect == SL_DIALECT_SQLITE; /* SQLite keeps the keys as JSON text, times as ISO text */
     char *sql = sl_asprintf("SELECT chunk_no, %s, %s, rows, duration_ms, attempts, checksum, %s, "
@@ -50,15 +61,10 @@ static int copy_chunks(up_run *r, const char *which)
                             lite ? "CAST((julianday(committed_at) - 2440587.5) * 86400000 AS INTEGER)"
                                  : "(extract(epoch FROM committed_at) * 1000)::bigint",
                             which);
-    int qrc = sl_session_exec1(r->sess, sql, 1, params, &ans);
+    int qrc = read_progress(r, sql, &ans);
     free(sql);
     if (qrc != 0)
         return -1;
-    if (!ans.ok) {
-        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error);
-        sl_answer_free(&ans);
-        return -1;
-    }
     int rc = 0;
     for (int row = 0; row < ans.results[0].nrows && rc == 0; row++) {
         sl_ckpt_chunk c = {0};
@@ -87,15 +93,9 @@ static int copy_chunks(up_run *r, const char *which)
 /* The highest chunk number sluice_progress has for the job, 0 if none. */
 static int db_max_chunk(up_run *r, int64_t *db_max)
 {
-    const char *params[] = {r->job->name};
     sl_answer ans;
-    if (sl_session_exec1(r->sess, "SELECT coalesce(max(chunk_no), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1,
-                         params, &ans) != 0 ||
-        !ans.ok) {
-        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "connection lost");
-        sl_answer_free(&ans);
+    if (read_progress(r, "SELECT coalesce(max(chunk_no), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1", &ans) != 0)
         return -1;
-    }
     *db_max = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
     sl_answer_free(&ans);
     return 0;
@@ -159,22 +159,15 @@ int sl_up_load_position(up_run *r)
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
     sl_buf_adds(&b, "SELECT chunk_no, checksum");
-    for (size_t i = 0; i < n; i++)
-        sl_session_add_key_elem(r->sess, &b, "hi", i);
+    sl_session_add_key_elems(r->sess, &b, "hi", n);
     sl_buf_adds(&b, ", (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE
                     " WHERE job = $1), (SELECT count(*) FROM " SL_PROGRESS_TABLE
                     " WHERE job = $1) FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
-    const char *params[] = {r->job->name};
     sl_answer ans;
-    int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
+    int rc = read_progress(r, b.data, &ans);
     sl_buf_free(&b);
     if (rc != 0)
         return -1;
-    if (!ans.ok) {
-        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error);
-        sl_answer_free(&ans);
-        return -1;
-    }
     r->has_last = ans.results[0].nrows > 0;
     r->chunks_done = 0;
     r->next_chunk_no = 1;
