@@ -12,25 +12,6 @@ show_state() {
     diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
 }
 
-# finish_and_check TABLE ROWS: a last `up` to completion, then every row changed exactly once and
-# status agrees with the bookkeeping table.
-finish_and_check() {
-    local table=$1 rows=$2 chunks status
-    run_sluice up
-    assert_rc 0 || { show_state "$table"; return 1; }
-    if ! sql_true "select count(*) = 0 from $table where n <> 1" || ! sql_true "select sum(n) = $rows from $table"; then
-        show_state "$table"
-        fail "not every row of $table was changed exactly once"
-        return 1
-    fi
-    chunks=$(psql_q "select count(*) from sluice_progress")
-    run_sluice status --json
-    assert_rc 0
-    status=$(jq -c '.[0] | [.state, .rows, .chunks]' <<<"$OUT")
-    assert_eq "$status" "[\"done\",$rows,$chunks]" "status --json [state, rows, chunks] (sluice_progress has $chunks chunks)"
-    assert_sql "select sum(rows) from sluice_progress" "$rows"
-}
-
 test_kill9_single_key() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 200000); analyze t"

@@ -1,9 +1,10 @@
 # kill.sh: what the kill -9 tests on PostgreSQL share: progress probes and the kill loop.
 # shellcheck shell=bash
 #
-# Sourced after lib.sh by tests/crash/test_*.sh. kill_loop calls two functions the test defines:
+# Sourced after lib.sh by tests/crash/test_*.sh. kill_loop and finish_and_check call a function the
+# test defines:
 #   show_state TABLE   diag lines that explain a failure (the rows, the bookkeeping, the status)
-# and it checks check_exactly_once_so_far TABLE after every kill.
+# and kill_loop checks check_exactly_once_so_far TABLE after every kill.
 
 # How many chunks are committed so far (0 before the first `up` made the bookkeeping table).
 progress_chunks() {
@@ -82,4 +83,26 @@ kill_loop() {
         before=$now
     done
     diag "$KILLS kill -9's; $before of about $total chunks committed before the final up"
+}
+
+# finish_and_check TABLE ROWS: a last `up` to completion, then every row changed exactly once, status
+# agrees with the bookkeeping table, and chunk numbers are unique (with workers they may have gaps).
+finish_and_check() {
+    local table=$1 rows=$2 chunks status
+    run_sluice up
+    assert_rc 0 || {
+        show_state "$table"
+        return 1
+    }
+    if ! sql_true "select count(*) = 0 from $table where n <> 1" || ! sql_true "select sum(n) = $rows from $table"; then
+        show_state "$table"
+        fail "not every row of $table was changed exactly once"
+        return 1
+    fi
+    chunks=$(psql_q "select count(*) from sluice_progress")
+    run_sluice status --json
+    assert_rc 0
+    status=$(jq -c '.[0] | [.state, .rows, .chunks]' <<<"$OUT")
+    assert_eq "$status" "[\"done\",$rows,$chunks]" "status --json [state, rows, chunks] (sluice_progress has $chunks chunks)"
+    assert_sql "select sum(rows), count(distinct chunk_no) from sluice_progress" "$rows|$chunks"
 }
