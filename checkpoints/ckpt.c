@@ -13,7 +13,7 @@
 
 /* "SLC1": lets open() tell a sluice checkpoint from any other SQLite file. */
 #define CKPT_APPLICATION_ID  0x534c4331
-#define CKPT_SCHEMA_VERSION  1
+#define CKPT_SCHEMA_VERSION  2
 #define CKPT_BUSY_TIMEOUT_MS 5000
 
 static const char schema_sql[] =
@@ -22,7 +22,7 @@ static const char schema_sql[] =
     " checksum TEXT NOT NULL DEFAULT '', rows INTEGER NOT NULL DEFAULT 0, affected INTEGER NOT NULL DEFAULT 0,"
     " chunks INTEGER NOT NULL DEFAULT 0, last_key TEXT, error TEXT, target TEXT,"
     " batch INTEGER NOT NULL DEFAULT 0, started_at INTEGER NOT NULL DEFAULT 0,"
-    " updated_at INTEGER NOT NULL DEFAULT 0);"
+    " updated_at INTEGER NOT NULL DEFAULT 0, db_id TEXT, db_cluster TEXT, db_name TEXT);"
     "CREATE TABLE chunks ("
     " chunk_no INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, lo TEXT NOT NULL, hi TEXT NOT NULL,"
     " rows INTEGER NOT NULL, affected INTEGER NOT NULL, duration_ms INTEGER NOT NULL,"
@@ -71,8 +71,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_INSERT_RUN] = "INSERT INTO runs (kind, outcome, started_at, ended_at) VALUES (?1, ?2, ?3, ?4)",
     [ST_BEGIN_RUN_JOB] = "UPDATE job SET state = ?1, error = NULL, updated_at = ?2,"
                          " started_at = CASE WHEN started_at = 0 THEN ?2 ELSE started_at END,"
-                         " target = coalesce(?3, target),"
-                         " checksum = CASE WHEN ?4 IS NOT NULL AND (chunks = 0 OR ?5) THEN ?4 ELSE checksum END",
+                         " target = coalesce(?3, target), checksum = coalesce(?4, checksum)",
     [ST_FINISH_JOB] = "UPDATE job SET state = ?1, error = ?2, updated_at = ?3",
     [ST_FINISH_RUN] = "UPDATE runs SET outcome = ?1, ended_at = ?2, error = ?3 WHERE id = ?4",
     [ST_SET_BATCH] = "UPDATE job SET batch = ?1",
@@ -293,7 +292,13 @@ static int create_file(const char *path, const char *job, sl_err *err)
     sqlite3 *db = NULL;
     if (res == 0) {
         (void)unlink(tmp); /* a leftover of a crashed creation */
-        int rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        /* created 0600 before SQLite writes a byte (its -wal file takes the same mode): it holds row values */
+        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int rc = fd < 0 ? SQLITE_CANTOPEN : SQLITE_OK;
+        if (fd >= 0)
+            close(fd);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc == SQLITE_OK)
             rc = init_schema(db, job);
         if (rc != SQLITE_OK) {
@@ -373,8 +378,18 @@ static int check_header(sl_ckpt *ck, sl_err *err)
         sl_err_append(err, "hint: upgrade sluice");
         return -1;
     }
-    if (version < CKPT_SCHEMA_VERSION)
+    if (version < 1)
         return fail_corrupt(err, ck->path, "no schema version");
+    if (version == 1 &&
+        sqlite3_exec(ck->db,
+                     "BEGIN IMMEDIATE; ALTER TABLE job ADD COLUMN db_id TEXT;"
+                     " ALTER TABLE job ADD COLUMN db_cluster TEXT; ALTER TABLE job ADD COLUMN db_name TEXT;"
+                     " PRAGMA user_version = 2; COMMIT",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        int failed = fail_db(ck, "cannot upgrade it to this sluice's schema", err);
+        sqlite3_exec(ck->db, "ROLLBACK", NULL, NULL, NULL);
+        return failed;
+    }
     return 0;
 }
 
@@ -735,7 +750,7 @@ static int insert_run(sl_ckpt *ck, const char *kind, const char *outcome, int64_
 }
 
 int sl_ckpt_begin_run(sl_ckpt *ckpt, const char *kind, sl_state state, const char *checksum, const char *target,
-                      int force, int64_t *run_id, sl_err *err)
+                      int64_t *run_id, sl_err *err)
 {
     int64_t now = sl_now_ms();
     if (tx_begin(ckpt, err) != 0)
@@ -754,7 +769,6 @@ int sl_ckpt_begin_run(sl_ckpt *ckpt, const char *kind, sl_state state, const cha
     sqlite3_bind_int64(st, 2, now);
     bind_text(st, 3, target);
     bind_text(st, 4, checksum);
-    sqlite3_bind_int(st, 5, force ? 1 : 0);
     if (step_done(ckpt, st, "cannot update the job", err) != 0)
         return tx_abort(ckpt);
     if (tx_commit(ckpt, err) != 0)
@@ -895,13 +909,16 @@ int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t 
     return 0;
 }
 
-int sl_ckpt_forget_after(sl_ckpt *ckpt, int64_t after, sl_err *err)
+int sl_ckpt_forget_chunks(sl_ckpt *ckpt, const int64_t *nums, size_t n, sl_err *err)
 {
+    if (n == 0)
+        return 0;
     if (tx_begin(ckpt, err) != 0)
         return -1;
-    if (delete_chunks(ckpt, "DELETE FROM chunks WHERE chunk_no > ?1", after, err) != 0 || resummarize(ckpt, err) != 0)
-        return tx_abort(ckpt);
-    if (tx_commit(ckpt, err) != 0)
+    for (size_t i = 0; i < n; i++)
+        if (delete_chunks(ckpt, "DELETE FROM chunks WHERE chunk_no = ?1", nums[i], err) != 0)
+            return tx_abort(ckpt);
+    if (resummarize(ckpt, err) != 0 || tx_commit(ckpt, err) != 0)
         return tx_abort(ckpt);
     return 0;
 }

@@ -1,7 +1,6 @@
-/* snapshot.c: undo records (rows before and after each chunk) kept in the checkpoint file, and their binary form. */
+/* snapshot.c: the binary form of an undo record (rows before and after a chunk), kept in the target's sluice_undo. */
 #include "sluice/snapshot.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +9,6 @@
 #define SNAP_FORMAT 1
 
 enum { FLAG_PRE = 1, FLAG_POST = 2 };
-
-static const char create_sql[] = "CREATE TABLE IF NOT EXISTS undo ("
-                                 " chunk_no INTEGER PRIMARY KEY, kind TEXT NOT NULL, nrows INTEGER NOT NULL,"
-                                 " data BLOB NOT NULL)";
 
 /* ---- the codec ---- */
 
@@ -180,148 +175,4 @@ int sl_snap_key_cmp(char *const *a, char *const *b, size_t nkey)
             return c;
     }
     return 0;
-}
-
-/* ---- storage ---- */
-
-static int fail(sl_ckpt *ckpt, const char *what, sl_err *err)
-{
-    sl_err_set(err, "checkpoint file %s: %s: %s", sl_ckpt_file(ckpt), what, sqlite3_errmsg(sl_ckpt_sqlite(ckpt)));
-    return -1;
-}
-
-/* The undo table is created on first use, so files written before it exist
- * keep working (no schema version bump needed). */
-static int ensure_table(sl_ckpt *ckpt, sl_err *err)
-{
-    if (sqlite3_exec(sl_ckpt_sqlite(ckpt), create_sql, NULL, NULL, NULL) != SQLITE_OK)
-        return fail(ckpt, "cannot create the undo table", err);
-    return 0;
-}
-
-/* Prepare sql; a missing undo table (a file that never saved a snapshot)
- * gives *st = NULL and 0. */
-static int prepare(sl_ckpt *ckpt, const char *sql, sqlite3_stmt **st, sl_err *err)
-{
-    *st = NULL;
-    sqlite3 *db = sl_ckpt_sqlite(ckpt);
-    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) == SQLITE_OK)
-        return 0;
-    if (strstr(sqlite3_errmsg(db), "no such table"))
-        return 0;
-    return fail(ckpt, "cannot read the undo records", err);
-}
-
-int sl_snap_put(sl_ckpt *ckpt, const sl_snap *snap, sl_err *err)
-{
-    if (ensure_table(ckpt, err) != 0)
-        return -1;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(sl_ckpt_sqlite(ckpt), "INSERT OR REPLACE INTO undo VALUES (?1, ?2, ?3, ?4)", -1, &st,
-                           NULL) != SQLITE_OK)
-        return fail(ckpt, "cannot save a snapshot", err);
-    sl_buf blob = {0};
-    sl_snap_encode(snap, &blob);
-    sqlite3_bind_int64(st, 1, snap->chunk_no);
-    sqlite3_bind_text(st, 2, snap->kind, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, (int64_t)snap->nrows);
-    sqlite3_bind_blob(st, 4, blob.data, (int)blob.len, SQLITE_STATIC);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(ckpt, "cannot save a snapshot", err);
-    sqlite3_finalize(st);
-    sl_buf_free(&blob);
-    if (rc != 0)
-        sl_err_append(err, "hint: the chunk was rolled back; free disk space and run `sluice up` again");
-    return rc;
-}
-
-int sl_snap_get(sl_ckpt *ckpt, int64_t chunk_no, sl_snap *out, int *found, sl_err *err)
-{
-    memset(out, 0, sizeof *out);
-    *found = 0;
-    sqlite3_stmt *st;
-    if (prepare(ckpt, "SELECT kind, data FROM undo WHERE chunk_no = ?1", &st, err) != 0)
-        return -1;
-    if (!st)
-        return 0;
-    sqlite3_bind_int64(st, 1, chunk_no);
-    int rc = sqlite3_step(st), res = 0;
-    if (rc == SQLITE_ROW) {
-        const char *kind = (const char *)sqlite3_column_text(st, 0);
-        snprintf(out->kind, sizeof out->kind, "%s", kind ? kind : "");
-        out->chunk_no = chunk_no;
-        const void *data = sqlite3_column_blob(st, 1);
-        if (sl_snap_decode(data, (size_t)sqlite3_column_bytes(st, 1), out) != 0) {
-            sl_err_set(err, "checkpoint file %s: the undo record of chunk %lld is corrupt", sl_ckpt_file(ckpt),
-                       (long long)chunk_no);
-            res = -1;
-        } else {
-            *found = 1;
-        }
-    } else if (rc != SQLITE_DONE) {
-        res = fail(ckpt, "cannot read the undo records", err);
-    }
-    sqlite3_finalize(st);
-    return res;
-}
-
-int sl_snap_kind(sl_ckpt *ckpt, int64_t chunk_no, char kind[16], sl_err *err)
-{
-    kind[0] = '\0';
-    sqlite3_stmt *st;
-    if (prepare(ckpt, "SELECT kind FROM undo WHERE chunk_no = ?1", &st, err) != 0)
-        return -1;
-    if (!st)
-        return 0;
-    sqlite3_bind_int64(st, 1, chunk_no);
-    int rc = sqlite3_step(st), res = 0;
-    if (rc == SQLITE_ROW)
-        snprintf(kind, 16, "%s", sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
-    else if (rc != SQLITE_DONE)
-        res = fail(ckpt, "cannot read the undo records", err);
-    sqlite3_finalize(st);
-    return res;
-}
-
-int sl_snap_drop_from(sl_ckpt *ckpt, int64_t first, sl_err *err)
-{
-    sqlite3_stmt *st;
-    if (prepare(ckpt, "DELETE FROM undo WHERE chunk_no >= ?1", &st, err) != 0)
-        return -1;
-    if (!st)
-        return 0;
-    sqlite3_bind_int64(st, 1, first);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(ckpt, "cannot drop undo records", err);
-    sqlite3_finalize(st);
-    return rc;
-}
-
-int sl_snap_drop_uncommitted(sl_ckpt *ckpt, sl_err *err)
-{
-    sqlite3_stmt *st;
-    if (prepare(ckpt, "DELETE FROM undo WHERE chunk_no NOT IN (SELECT chunk_no FROM chunks)", &st, err) != 0)
-        return -1;
-    if (!st)
-        return 0;
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(ckpt, "cannot drop undo records", err);
-    sqlite3_finalize(st);
-    return rc;
-}
-
-int sl_snap_usage(sl_ckpt *ckpt, int64_t *records, int64_t *bytes, sl_err *err)
-{
-    *records = *bytes = 0;
-    sqlite3_stmt *st;
-    if (prepare(ckpt, "SELECT count(*), coalesce(sum(length(data)), 0) FROM undo", &st, err) != 0)
-        return -1;
-    if (!st)
-        return 0;
-    int rc = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        *records = sqlite3_column_int64(st, 0);
-        *bytes = sqlite3_column_int64(st, 1);
-    } else {
-        rc = fail(ckpt, "cannot read the undo records", err);
-    }
-    sqlite3_finalize(st);
-    return rc;
 }

@@ -29,6 +29,7 @@ static int parse_duration(parser *p, sl_directive d, const char *value);
 static int parse_window(parser *p, sl_directive d, const char *value);
 static int parse_on_error(parser *p, sl_directive d, const char *value);
 static int parse_undo(parser *p, sl_directive d, const char *value);
+static int parse_end(parser *p, sl_directive d, const char *value);
 
 static const struct directive_def {
     const char *name;
@@ -60,6 +61,10 @@ static const struct directive_def {
     [SL_DIR_THROTTLE_QUERY] = {"throttle-query", "an SQL query that returns true while sluice should wait", parse_sql,
                                0, 0},
     [SL_DIR_REQUIRES] = {"requires", "an SQL query that returns true when the job may start", parse_sql, 0, 0},
+    [SL_DIR_END] = {"end",
+                    "fixed (the walk ends at the key's last value when the job began) or follow (it also "
+                    "walks rows inserted past it)",
+                    parse_end, 0, 0},
 };
 
 const char *sl_directive_name(sl_directive d)
@@ -344,6 +349,17 @@ static int parse_on_error(parser *p, sl_directive d, const char *value)
         p->job->on_error = SL_ON_ERROR_STOP;
     else if (strcmp(value, "skip") == 0)
         p->job->on_error = SL_ON_ERROR_SKIP;
+    else
+        return bad_value(p, d, value);
+    return 0;
+}
+
+static int parse_end(parser *p, sl_directive d, const char *value)
+{
+    if (strcmp(value, "fixed") == 0)
+        p->job->follow = 0;
+    else if (strcmp(value, "follow") == 0)
+        p->job->follow = 1;
     else
         return bad_value(p, d, value);
     return 0;

@@ -214,6 +214,26 @@ char *sl_keys_boundary_range_sql(const sl_keyspec *ks, int after_param, int unti
     return sl_buf_take(&buf);
 }
 
+char *sl_keys_last_sql(const sl_keyspec *ks)
+{
+    check_keyspec(ks);
+    sl_buf buf = {0};
+    sl_buf_adds(&buf, "SELECT ");
+    /* aliased: ORDER BY a name would sort by an output column of that name, its text */
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&buf, ks->dialect == SL_DIALECT_PG ? "%s%s::text AS sluice_k%zu" : "%s%s AS sluice_k%zu",
+                      i ? ", " : "", ks->cols[i], i);
+    sl_buf_printf(&buf, " FROM %s WHERE ", ks->table);
+    /* rows with a NULL key are never walked; PostgreSQL sorts them first going down */
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&buf, "%s%s IS NOT NULL", i ? " AND " : "", ks->cols[i]);
+    sl_buf_adds(&buf, " ORDER BY ");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&buf, "%s%s DESC", i ? ", " : "", ks->cols[i]);
+    sl_buf_adds(&buf, " LIMIT 1");
+    return sl_buf_take(&buf);
+}
+
 char *sl_quote_ident(const char *ident)
 {
     assert(ident && "BUG: NULL identifier");

@@ -30,7 +30,11 @@ static const char usage_text[] =
     "  --jobs DIR         directory of job files (default ./jobs)\n"
     "  --checkpoints DIR  directory of checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")\n"
     "  --json             machine-readable output (status, history)\n"
-    "  --force            resume a job whose file changed after its first chunk; walk a key without an index\n"
+    "  --allow-changed-statements  resume a job whose file changed after its first chunk (what it walks,\n"
+    "                     table, key, where and undo columns, must stay as it was)\n"
+    "  --allow-no-index   walk a key no btree index leads with (every chunk scans the table)\n"
+    "  --allow-lost-undo  go on with a snapshot job whose undo records are gone: up continues it, down\n"
+    "                     leaves those chunks as they are\n"
     "  --no-wait          outside the job's windows, exit 3 instead of waiting\n"
     "  --on-conflict MODE down: rows changed by someone else since the job wrote them:\n"
     "                     stop (default: change nothing in that chunk, exit 1), skip (leave them), overwrite\n"
@@ -49,7 +53,8 @@ static const command_help helps[] = {
            "Run every pending job in file-name order, or only JOB. A job that stopped or failed resumes\n"
            "after its last committed chunk. Jobs already done are skipped. Every job file is validated\n"
            "before anything runs. SIGINT/SIGTERM: the chunk in flight finishes, then exit 3; a second\n"
-           "signal aborts the chunk (it rolls back). --force resumes a job whose file changed.\n"},
+           "signal aborts the chunk (it rolls back). --allow-changed-statements resumes a job whose file\n"
+           "changed (not what it walks); --allow-no-index walks a key without an index.\n"},
     {"down", "usage: sluice down JOB | -N | base [--on-conflict stop|skip|overwrite]\n\n"
              "Roll back JOB and every later applied job, the last N applied jobs, or all of them, newest\n"
              "first, one chunk per transaction, newest chunk first. Works on done, stopped and failed jobs\n"
@@ -120,10 +125,18 @@ static int parse_args(int argc, char **argv, cli_args *a)
             only_positional = 1;
         else if (strcmp(arg, "--json") == 0)
             a->opts.json = 1;
-        else if (strcmp(arg, "--force") == 0)
-            a->opts.force = 1;
+        else if (strcmp(arg, "--force") == 0) {
+            sl_error("--force was split into flags that each say what they accept: --allow-changed-statements "
+                     "(a job file changed after its first chunk), --allow-no-index (a key without an index)");
+            return -1;
+        } else if (strcmp(arg, "--allow-changed-statements") == 0)
+            a->opts.run.allow_changed_statements = 1;
+        else if (strcmp(arg, "--allow-no-index") == 0)
+            a->opts.run.allow_no_index = 1;
+        else if (strcmp(arg, "--allow-lost-undo") == 0)
+            a->opts.run.allow_lost_undo = 1;
         else if (strcmp(arg, "--no-wait") == 0)
-            a->opts.no_wait = 1;
+            a->opts.run.no_wait = 1;
         else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
             a->help = 1;
         else if (strcmp(arg, "--db") == 0 || strncmp(arg, "--db=", 5) == 0)
@@ -131,7 +144,7 @@ static int parse_args(int argc, char **argv, cli_args *a)
         else if (strcmp(arg, "--jobs") == 0 || strncmp(arg, "--jobs=", 7) == 0)
             target = &a->opts.jobs_dir;
         else if (strcmp(arg, "--checkpoints") == 0 || strncmp(arg, "--checkpoints=", 14) == 0)
-            target = &a->opts.ckpt_dir;
+            target = &a->opts.run.ckpt_dir;
         else if (strcmp(arg, "--on-conflict") == 0 || strncmp(arg, "--on-conflict=", 14) == 0)
             target = &a->on_conflict;
         else {
@@ -163,9 +176,9 @@ static void resolve_defaults(sl_opts *o)
         o->db = "";
     if (!o->jobs_dir)
         o->jobs_dir = "jobs";
-    if (!o->ckpt_dir)
-        o->ckpt_dir = SL_DEFAULT_CKPT_DIR;
-    o->progress_tty = isatty(2);
+    if (!o->run.ckpt_dir)
+        o->run.ckpt_dir = SL_DEFAULT_CKPT_DIR;
+    o->run.progress_tty = isatty(2);
 }
 
 /* Settings that cannot apply to the target database. */
@@ -224,7 +237,7 @@ static int cmd_ctl(const cli_args *a, const char *arg1)
     if (jl > 4 && strcmp(arg1 + jl - 4, ".sql") == 0)
         jl -= 4;
     char *job = sl_strndup(arg1, jl);
-    char *path = sl_ctl_path(a->opts.ckpt_dir, job);
+    char *path = sl_ctl_path(a->opts.run.ckpt_dir, job);
     char *req = is_set ? sl_asprintf("set %s", a->pos[3]) : sl_strdup(a->pos[2]);
     char *response = NULL;
     sl_err err = {{0}};
@@ -253,7 +266,7 @@ static int dispatch_down(cli_args *a)
         sl_error("--on-conflict \"%s\": expected stop, skip or overwrite", a->on_conflict);
         return SL_EXIT_USAGE;
     }
-    a->opts.on_conflict = (sl_on_conflict)mode;
+    a->opts.run.on_conflict = (sl_on_conflict)mode;
     if (!want_args(a, 1, 1, "down"))
         return SL_EXIT_USAGE;
     const char *target = a->pos[1];

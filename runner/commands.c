@@ -1,4 +1,4 @@
-/* commands.c: up (over all jobs), status, history, stamp. plan lives in plan.c. */
+/* commands.c: up (over all jobs), status, history. plan and stamp live in plan.c. */
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -7,6 +7,7 @@
 
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
+#include "sluice/json.h"
 
 int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
 {
@@ -32,7 +33,7 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
             code = SL_EXIT_STOPPED;
             break;
         }
-        code = sl_up_job(&sess, opts, &jobs->jobs[i]);
+        code = sl_up_job(&sess, &opts->run, &jobs->jobs[i]);
     }
     sl_session_close(&sess);
     if (uv_loop_close(&loop) != 0)
@@ -40,189 +41,333 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
     return code;
 }
 
+/* ---- the names of the jobs ---- */
+
+typedef struct names {
+    char **v;
+    size_t n, cap;
+} names;
+
+static void add_name(names *ns, const char *name, size_t len)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        if (strlen(ns->v[i]) == len && strncmp(ns->v[i], name, len) == 0)
+            return;
+    if (ns->n == ns->cap)
+        ns->v = sl_realloc(ns->v, (ns->cap = ns->cap ? ns->cap * 2 : 16) * sizeof(char *));
+    ns->v[ns->n++] = sl_strndup(name, len);
+}
+
+static void names_free(names *ns)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        free(ns->v[i]);
+    free(ns->v);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Names of every job with a file in the jobs dir or a checkpoint file. */
-static char **list_job_names(const sl_opts *opts, size_t *count)
+/* Every job with a file in dir ending in ext. */
+static void add_dir_names(names *ns, const char *dir_path, const char *ext)
 {
-    size_t n = 0, cap = 16;
-    char **names = sl_calloc(cap, sizeof(char *));
-    const char *dirs[2] = {opts->jobs_dir, opts->ckpt_dir};
-    const char *exts[2] = {".sql", ".sluice"};
-    for (int d = 0; d < 2; d++) {
-        DIR *dir = opendir(dirs[d]);
-        if (!dir)
-            continue;
-        struct dirent *de;
-        while ((de = readdir(dir)) != NULL) {
-            size_t len = strlen(de->d_name), el = strlen(exts[d]);
-            if (len <= el || de->d_name[0] == '.' || strcmp(de->d_name + len - el, exts[d]) != 0)
-                continue;
-            char *name = sl_strndup(de->d_name, len - el);
-            int dup = 0;
-            for (size_t i = 0; i < n && !dup; i++)
-                dup = strcmp(names[i], name) == 0;
-            if (dup) {
-                free(name);
-                continue;
-            }
-            if (n == cap)
-                names = sl_realloc(names, (cap *= 2) * sizeof(char *));
-            names[n++] = name;
-        }
-        closedir(dir);
+    DIR *dir = opendir(dir_path);
+    if (!dir)
+        return;
+    struct dirent *de;
+    size_t el = strlen(ext);
+    while ((de = readdir(dir)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (len > el && de->d_name[0] != '.' && strcmp(de->d_name + len - el, ext) == 0)
+            add_name(ns, de->d_name, len - el);
     }
-    qsort(names, n, sizeof(char *), cmp_str);
-    *count = n;
-    return names;
+    closedir(dir);
 }
 
-static void free_names(char **names, size_t n)
+/* Every job the database knows (when it can be reached). */
+static void add_db_names(names *ns, sl_session *sess)
 {
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    const char *sql = "SELECT job FROM " SL_JOBS_TABLE " UNION SELECT job FROM " SL_PROGRESS_TABLE;
+    sl_answer ans;
+    if (sl_session_exec1(sess, sql, 0, NULL, &ans) == 0)
+        for (int r = 0; ans.ok && r < ans.results[0].nrows; r++)
+            add_name(ns, sl_answer_val(&ans, 0, r, 0), strlen(sl_answer_val(&ans, 0, r, 0)));
+    sl_answer_free(&ans);
 }
 
-/* Where the rows on-error skip set aside go: JSON objects, or text lines. */
-typedef struct skipped_sink {
-    int json;
-    sl_buf buf;
-} skipped_sink;
+/* ---- status ---- */
 
-static int add_skipped(const char *key, const char *error, void *arg)
+/* One line of status, from the database when it can be reached, else from
+ * the checkpoint file. */
+typedef struct status_row {
+    sl_job_row db; /* the database's view (state, rows, chunks, last key, ...) */
+    int from_db;
+    int64_t affected, batch; /* the journal's: only the runner knew them */
+    char *file;              /* the checkpoint file, NULL when there is none */
+    json_t *skipped;         /* [{"key": [...], "error": "..."}] */
+} status_row;
+
+static void status_row_free(status_row *s)
 {
-    skipped_sink *sink = arg;
-    if (!sink->json) {
-        sl_buf_printf(&sink->buf, "    skipped %s: %s\n", key, error ? error : "");
-        return 0;
-    }
-    sl_buf_adds(&sink->buf, sink->buf.len ? ", {\"key\": " : "{\"key\": ");
-    sl_buf_adds(&sink->buf, key);
-    sl_buf_adds(&sink->buf, ", \"error\": ");
-    sl_buf_add_json_str(&sink->buf, error);
-    sl_buf_addc(&sink->buf, '}');
+    sl_job_row_free(&s->db);
+    free(s->file);
+    json_decref(s->skipped);
+    memset(s, 0, sizeof *s);
+}
+
+static void add_skipped(json_t *list, const char *key, const char *error)
+{
+    json_t *o = json_object();
+    json_t *k = sl_json_key(key);
+    json_object_set_new(o, "key", k ? k : json_null());
+    json_object_set_new(o, "error", sl_json_str(error));
+    json_array_append_new(list, o);
+}
+
+static int add_skipped_cb(const char *key, const char *error, void *arg)
+{
+    add_skipped(arg, key, error);
     return 0;
 }
 
-/* Read a job's summary, and into skipped (JSON objects, comma-separated)
- * the rows on-error skip set aside; a missing checkpoint file is a pending
- * job. */
-static int read_summary(const sl_opts *opts, const char *name, sl_ckpt_job *out, skipped_sink *skipped, sl_err *err)
+/* The rows on-error skip set aside, as the database records them. */
+static int db_skipped(sl_session *sess, const char *job, json_t *list, sl_err *err)
 {
-    memset(out, 0, sizeof *out);
-    char *path = sl_ckpt_path(opts->ckpt_dir, name);
+    const char *sql = sess->dialect == SL_DIALECT_SQLITE
+                          ? "SELECT hi, error FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND skipped ORDER BY chunk_no"
+                          : "SELECT array_to_json(hi)::text, error FROM " SL_PROGRESS_TABLE
+                            " WHERE job = $1 AND skipped ORDER BY chunk_no";
+    const char *params[] = {job};
+    sl_answer ans;
+    if (sl_session_exec1(sess, sql, 1, params, &ans) != 0 || !ans.ok) {
+        sl_err_set(err, "cannot read the rows job %s set aside: %s", job, ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    for (int r = 0; r < ans.results[0].nrows; r++)
+        add_skipped(list, sl_answer_val(&ans, 0, r, 0), sl_answer_val(&ans, 0, r, 1));
+    sl_answer_free(&ans);
+    return 0;
+}
+
+/* The journal's view into s (all of it when there is no database). */
+static int read_journal(const sl_opts *opts, const char *name, status_row *s, sl_err *err)
+{
+    char *path = sl_ckpt_path(opts->run.ckpt_dir, name);
     sl_ckpt *ckpt = NULL;
     int rc = sl_ckpt_open(path, name, 0, &ckpt, err);
     if (rc == -2) {
         free(path);
-        out->job = sl_strdup(name);
-        out->state = SL_STATE_PENDING;
         return 0;
     }
     if (rc != 0) {
         free(path);
         return -1;
     }
-    rc = sl_ckpt_get_job(ckpt, out, err);
-    if (rc == 0)
-        rc = sl_ckpt_each_skipped(ckpt, add_skipped, skipped, err);
+    s->file = path;
+    sl_ckpt_job cj;
+    rc = sl_ckpt_get_job(ckpt, &cj, err);
+    if (rc == 0 && !s->from_db)
+        rc = sl_ckpt_each_skipped(ckpt, add_skipped_cb, s->skipped, err);
     sl_ckpt_close(ckpt);
-    /* "running" in a file no live runner holds: it was killed mid-run. */
-    if (rc == 0 && out->state == SL_STATE_RUNNING && !sl_ckpt_locked(path))
-        out->state = SL_STATE_STOPPED;
-    free(path);
-    return rc;
+    if (rc != 0)
+        return -1;
+    s->affected = cj.affected;
+    s->batch = cj.batch;
+    if (!s->from_db) {
+        sl_job_row *d = &s->db;
+        /* "running" in a file no live runner holds: it was killed mid-run */
+        d->state = cj.state == SL_STATE_RUNNING && !sl_ckpt_locked(path) ? SL_STATE_STOPPED : cj.state;
+        d->rows = cj.rows;
+        d->chunks = cj.chunks;
+        d->last_key = cj.last_key;
+        d->error = cj.error;
+        d->started_at_ms = cj.started_at_ms;
+        d->updated_at_ms = cj.updated_at_ms;
+        cj.last_key = cj.error = NULL;
+    }
+    sl_ckpt_job_free(&cj);
+    return 0;
 }
 
-static void json_time(sl_buf *b, int64_t ms)
+static int read_status(const sl_opts *opts, sl_session *sess, const char *name, status_row *s, sl_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->skipped = json_array();
+    s->db.state = SL_STATE_PENDING;
+    if (sess) {
+        int rc = sl_run_check_journal(sess, &opts->run, name, err);
+        if (rc == 0)
+            rc = sl_run_read_row(sess, name, &s->db, err);
+        if (rc == 0 && s->db.skipped > 0)
+            rc = db_skipped(sess, name, s->skipped, err);
+        if (rc != 0)
+            return -1;
+        s->from_db = 1;
+    }
+    return read_journal(opts, name, s, err);
+}
+
+static json_t *json_time(int64_t ms)
 {
     char ts[32];
     sl_format_iso8601(ms, ts);
-    sl_buf_add_json_str(b, ms > 0 ? ts : NULL);
+    return ms > 0 ? json_string(ts) : json_null();
 }
 
-static void status_json(sl_buf *b, const sl_ckpt_job *j, const char *file, const sl_buf *skipped)
+static json_t *status_json(const char *name, const status_row *s)
 {
-    sl_buf_adds(b, "{\"job\": ");
-    sl_buf_add_json_str(b, j->job);
-    sl_buf_printf(b, ", \"state\": \"%s\", \"rows\": %" PRId64 ", \"chunks\": %" PRId64 ", \"last_key\": ",
-                  sl_state_name(j->state), j->rows, j->chunks);
-    sl_buf_adds(b, j->last_key ? j->last_key : "null");
-    sl_buf_adds(b, ", \"error\": ");
-    sl_buf_add_json_str(b, j->error);
-    sl_buf_adds(b, ", \"started_at\": ");
-    json_time(b, j->started_at_ms);
-    sl_buf_adds(b, ", \"updated_at\": ");
-    json_time(b, j->updated_at_ms);
-    sl_buf_printf(b, ", \"affected\": %" PRId64 ", \"batch\": %" PRId64 ", \"checkpoint\": ", j->affected, j->batch);
-    sl_buf_add_json_str(b, file);
-    sl_buf_adds(b, ", \"skipped\": [");
-    sl_buf_adds(b, skipped->data ? skipped->data : "");
-    sl_buf_adds(b, "]}");
+    const sl_job_row *d = &s->db;
+    json_t *o = json_object();
+    json_object_set_new(o, "job", sl_json_str(name));
+    json_object_set_new(o, "state", json_string(sl_state_name(d->state)));
+    json_object_set_new(o, "rows", json_integer(d->rows));
+    json_object_set_new(o, "chunks", json_integer(d->chunks));
+    json_t *key = sl_json_key(d->last_key);
+    json_object_set_new(o, "last_key", key ? key : json_null());
+    json_object_set_new(o, "error", sl_json_str(d->error));
+    json_object_set_new(o, "started_at", json_time(d->started_at_ms));
+    json_object_set_new(o, "updated_at", json_time(d->updated_at_ms));
+    json_object_set_new(o, "affected", json_integer(s->affected));
+    json_object_set_new(o, "batch", json_integer(s->batch));
+    json_object_set_new(o, "checkpoint", sl_json_str(s->file));
+    json_object_set_new(o, "skipped", json_incref(s->skipped));
+    json_object_set_new(o, "stamped", json_boolean(d->stamped));
+    json_object_set_new(o, "runner", sl_json_str(d->runner));
+    json_object_set_new(o, "source", json_string(s->from_db ? "database" : "checkpoint"));
+    return o;
 }
 
-static void status_line(const sl_ckpt_job *j)
+static void status_line(const char *name, const status_row *s)
 {
+    const sl_job_row *d = &s->db;
     char ts[32];
-    sl_format_iso8601(j->updated_at_ms, ts);
-    printf("%-40s %-12s %12" PRId64 " %8" PRId64 "  %-20s %s\n", j->job, sl_state_name(j->state), j->rows, j->chunks,
-           j->last_key ? j->last_key : "-", ts[0] ? ts : "-");
-    if (j->error)
-        printf("    error: %s\n", j->error);
+    sl_format_iso8601(d->updated_at_ms, ts);
+    sl_buf line = {0};
+    sl_buf_add_printable(&line, name);
+    sl_buf_printf(&line, "%*s %-12s %12" PRId64 " %8" PRId64 "  ", line.len < 40 ? (int)(40 - line.len) : 0, "",
+                  sl_state_name(d->state), d->rows, d->chunks);
+    size_t at = line.len;
+    sl_buf_add_printable(&line, d->last_key ? d->last_key : "-");
+    sl_buf_printf(&line, "%*s %s\n", line.len - at < 20 ? (int)(20 - (line.len - at)) : 0, "", ts[0] ? ts : "-");
+    if (d->runner) {
+        sl_buf_adds(&line, "    runner: ");
+        sl_buf_add_printable(&line, d->runner);
+        sl_buf_addc(&line, '\n');
+    }
+    if (d->error) {
+        sl_buf_adds(&line, "    error: ");
+        sl_buf_add_printable(&line, d->error);
+        sl_buf_addc(&line, '\n');
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(s->skipped, i, e)
+    {
+        char *key = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
+        sl_buf_adds(&line, "    skipped ");
+        sl_buf_add_printable(&line, key ? key : "?");
+        sl_buf_adds(&line, ": ");
+        sl_buf_add_printable(&line, json_string_value(json_object_get(e, "error")));
+        sl_buf_addc(&line, '\n');
+        free(key);
+    }
+    fputs(line.data, stdout);
+    sl_buf_free(&line);
+}
+
+static int wanted(const char *name, const char *only)
+{
+    if (!only || strcmp(name, only) == 0)
+        return 1;
+    size_t n = strlen(name);
+    return strncmp(name, only, n) == 0 && strcmp(only + n, ".sql") == 0;
+}
+
+/* A session on the target for status, when it can be reached: status
+ * still answers from the checkpoint files when it cannot. */
+static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
+{
+    sl_err err = {{0}};
+    if (sl_session_init(sess, loop, opts->db, &err) != 0) { /* a SQLite file gone, too */
+        sl_warn("%s", err.msg);
+        sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+        return NULL;
+    }
+    if (!getenv("SLUICE_CONNECT_TIMEOUT"))
+        sess->connect_timeout_ms = 3000;
+    sess->quiet = 1;
+    if (sl_session_connect(sess, &err) == 0)
+        return sess;
+    sl_warn("%s", err.msg);
+    sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+    sl_session_close(sess);
+    return NULL;
 }
 
 int sl_cmd_status(const sl_opts *opts, sl_jobset *jobs, const char *only)
 {
     (void)jobs;
-    size_t n;
-    char **names = list_job_names(opts, &n);
-    int code = SL_EXIT_OK, found = 0;
-    sl_buf out = {0};
-    sl_buf_adds(&out, "[");
-    if (!opts->json)
-        printf("%-40s %-12s %12s %8s  %-20s %s\n", "JOB", "STATE", "ROWS", "CHUNKS", "LAST KEY", "UPDATED");
-    for (size_t i = 0; i < n; i++) {
-        if (only && strcmp(names[i], only) != 0 &&
-            !(strncmp(names[i], only, strlen(names[i])) == 0 && strcmp(only + strlen(names[i]), ".sql") == 0))
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_session sess_store;
+    int code = SL_EXIT_OK, found = 0, header = 0;
+    sl_session *sess = status_session(opts, &loop, &sess_store);
+    names ns = {0};
+    if (code == SL_EXIT_OK) {
+        add_dir_names(&ns, opts->jobs_dir, ".sql");
+        add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
+        if (sess)
+            add_db_names(&ns, sess);
+        qsort(ns.v, ns.n, sizeof(char *), cmp_str);
+    }
+    json_t *all = json_array();
+    for (size_t i = 0; code == SL_EXIT_OK && i < ns.n; i++) {
+        if (!wanted(ns.v[i], only))
             continue;
         found = 1;
-        sl_ckpt_job j;
+        status_row s;
         sl_err err = {{0}};
-        skipped_sink skipped = {opts->json, {0}};
-        if (read_summary(opts, names[i], &j, &skipped, &err) != 0) {
+        if (read_status(opts, sess, ns.v[i], &s, &err) != 0) {
             sl_error("%s", err.msg);
-            sl_buf_free(&skipped.buf);
             code = SL_EXIT_USAGE;
-            continue;
-        }
-        char *file = sl_ckpt_path(opts->ckpt_dir, names[i]);
-        if (opts->json) {
-            if (out.len > 1)
-                sl_buf_adds(&out, ",\n ");
-            status_json(&out, &j, file, &skipped.buf);
+        } else if (opts->json) {
+            json_array_append_new(all, status_json(ns.v[i], &s));
         } else {
-            status_line(&j);
-            fputs(skipped.buf.data ? skipped.buf.data : "", stdout);
+            if (!header++)
+                printf("%-40s %-12s %12s %8s  %-20s %s\n", "JOB", "STATE", "ROWS", "CHUNKS", "LAST KEY", "UPDATED");
+            status_line(ns.v[i], &s);
         }
-        sl_buf_free(&skipped.buf);
-        free(file);
-        sl_ckpt_job_free(&j);
+        status_row_free(&s);
     }
-    sl_buf_adds(&out, "]\n");
-    if (opts->json)
-        fputs(out.data, stdout);
-    sl_buf_free(&out);
-    if (only && !found) {
-        sl_error("no job \"%s\" in %s or %s", only, opts->jobs_dir, opts->ckpt_dir);
+    if (code == SL_EXIT_OK && only && !found) {
+        sl_error("no job \"%s\" in %s, %s or the database", only, opts->jobs_dir, opts->run.ckpt_dir);
         code = SL_EXIT_USAGE;
     }
-    free_names(names, n);
+    if (code == SL_EXIT_OK && opts->json) { /* one object a line, as one array */
+        size_t i;
+        json_t *o;
+        printf("[");
+        json_array_foreach(all, i, o)
+        {
+            char *line = json_dumps(o, 0);
+            printf("%s%s", i ? ",\n " : "", line);
+            free(line);
+        }
+        printf("]\n");
+    }
+    json_decref(all);
+    names_free(&ns);
+    if (sess)
+        sl_session_close(sess);
+    if (uv_loop_close(&loop) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
     return code;
 }
+
+/* ---- history ---- */
 
 static int cmp_run(const void *a, const void *b)
 {
@@ -232,76 +377,111 @@ static int cmp_run(const void *a, const void *b)
     return strcmp(x->job, y->job);
 }
 
-static void history_row(sl_buf *out, const sl_ckpt_run *r, int json)
+static json_t *history_json(const sl_ckpt_run *r)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "job", sl_json_str(r->job));
+    json_object_set_new(o, "kind", sl_json_str(r->kind));
+    json_object_set_new(o, "outcome", sl_json_str(r->outcome));
+    json_object_set_new(o, "rows", json_integer(r->rows));
+    json_object_set_new(o, "chunks", json_integer(r->chunks));
+    json_object_set_new(o, "started_at", json_time(r->started_at_ms));
+    json_object_set_new(o, "ended_at", json_time(r->ended_at_ms));
+    json_object_set_new(o, "error", sl_json_str(r->error));
+    return o;
+}
+
+static void history_line(const sl_ckpt_run *r)
 {
     char st[32], en[32];
     sl_format_iso8601(r->started_at_ms, st);
     sl_format_iso8601(r->ended_at_ms, en);
-    if (!json) {
-        printf("%-20s %-20s %-32s %-6s %-12s %12" PRId64 " %8" PRId64 "%s%s\n", st, en[0] ? en : "-", r->job, r->kind,
-               r->outcome, r->rows, r->chunks, r->error ? "  " : "", r->error ? r->error : "");
-        return;
+    sl_buf line = {0};
+    sl_buf_printf(&line, "%-20s %-20s ", st, en[0] ? en : "-");
+    size_t at = line.len;
+    sl_buf_add_printable(&line, r->job);
+    sl_buf_printf(&line, "%*s %-6s %-12s %12" PRId64 " %8" PRId64, line.len - at < 32 ? (int)(32 - (line.len - at)) : 0,
+                  "", r->kind, r->outcome, r->rows, r->chunks);
+    if (r->error) {
+        sl_buf_adds(&line, "  ");
+        sl_buf_add_printable(&line, r->error);
     }
-    if (out->len > 1)
-        sl_buf_adds(out, ",\n ");
-    sl_buf_adds(out, "{\"job\": ");
-    sl_buf_add_json_str(out, r->job);
-    sl_buf_adds(out, ", \"kind\": ");
-    sl_buf_add_json_str(out, r->kind);
-    sl_buf_adds(out, ", \"outcome\": ");
-    sl_buf_add_json_str(out, r->outcome);
-    sl_buf_printf(out, ", \"rows\": %" PRId64 ", \"chunks\": %" PRId64 ", \"started_at\": ", r->rows, r->chunks);
-    json_time(out, r->started_at_ms);
-    sl_buf_adds(out, ", \"ended_at\": ");
-    json_time(out, r->ended_at_ms);
-    sl_buf_adds(out, ", \"error\": ");
-    sl_buf_add_json_str(out, r->error);
-    sl_buf_adds(out, "}");
+    sl_buf_addc(&line, '\n');
+    fputs(line.data, stdout);
+    sl_buf_free(&line);
+}
+
+/* The runs of one checkpoint file, appended to *all. A run still marked
+ * running whose runner is gone (no one holds the file's run lock) was
+ * interrupted. */
+static int add_runs(const sl_opts *opts, const char *name, sl_ckpt_run **all, size_t *nall)
+{
+    char *path = sl_ckpt_path(opts->run.ckpt_dir, name);
+    sl_ckpt *ckpt = NULL;
+    sl_err err = {{0}};
+    int rc = sl_ckpt_open(path, name, 0, &ckpt, &err);
+    sl_ckpt_run *runs = NULL;
+    size_t nruns = 0;
+    if (rc == 0)
+        rc = sl_ckpt_list_runs(ckpt, &runs, &nruns, &err);
+    if (ckpt)
+        sl_ckpt_close(ckpt);
+    int live = rc == 0 && nruns > 0 && sl_ckpt_locked(path);
+    free(path);
+    if (rc == -2)
+        return 0;
+    if (rc != 0) {
+        sl_error("%s", err.msg);
+        return -1;
+    }
+    for (size_t i = 0; i < nruns; i++) {
+        if (strcmp(runs[i].outcome, "running") == 0 && !live) {
+            free(runs[i].outcome);
+            runs[i].outcome = sl_strdup("interrupted");
+        }
+    }
+    *all = sl_realloc(*all, (*nall + nruns + 1) * sizeof **all);
+    if (nruns)
+        memcpy(*all + *nall, runs, nruns * sizeof *runs);
+    *nall += nruns;
+    free(runs);
+    return 0;
 }
 
 int sl_cmd_history(const sl_opts *opts, sl_jobset *jobs)
 {
     (void)jobs;
-    size_t n, nall = 0;
-    char **names = list_job_names(opts, &n);
+    names ns = {0};
+    add_dir_names(&ns, opts->jobs_dir, ".sql");
+    add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
+    qsort(ns.v, ns.n, sizeof(char *), cmp_str);
     sl_ckpt_run *all = NULL;
+    size_t nall = 0;
     int code = SL_EXIT_OK;
-    for (size_t i = 0; i < n; i++) {
-        char *path = sl_ckpt_path(opts->ckpt_dir, names[i]);
-        sl_ckpt *ckpt = NULL;
-        sl_err err = {{0}};
-        int rc = sl_ckpt_open(path, names[i], 0, &ckpt, &err);
-        free(path);
-        if (rc == -2)
-            continue;
-        sl_ckpt_run *runs = NULL;
-        size_t nruns = 0;
-        if (rc != 0 || sl_ckpt_list_runs(ckpt, &runs, &nruns, &err) != 0) {
-            sl_error("%s", err.msg);
+    for (size_t i = 0; i < ns.n; i++)
+        if (add_runs(opts, ns.v[i], &all, &nall) != 0)
             code = SL_EXIT_USAGE;
+    if (nall)
+        qsort(all, nall, sizeof *all, cmp_run);
+    if (code == SL_EXIT_OK && opts->json) {
+        printf("[");
+        for (size_t i = 0; i < nall; i++) {
+            json_t *o = history_json(&all[i]);
+            char *line = json_dumps(o, 0);
+            printf("%s%s", i ? ",\n " : "", line);
+            free(line);
+            json_decref(o);
         }
-        if (ckpt)
-            sl_ckpt_close(ckpt);
-        all = sl_realloc(all, (nall + nruns + 1) * sizeof *all);
-        memcpy(all + nall, runs, nruns * sizeof *runs);
-        nall += nruns;
-        free(runs);
-    }
-    qsort(all, nall, sizeof *all, cmp_run);
-    sl_buf out = {0};
-    sl_buf_adds(&out, "[");
-    if (!opts->json)
+        printf("]\n");
+    } else if (code == SL_EXIT_OK) {
         printf("%-20s %-20s %-32s %-6s %-12s %12s %8s\n", "STARTED", "ENDED", "JOB", "KIND", "OUTCOME", "ROWS",
                "CHUNKS");
-    for (size_t i = 0; i < nall; i++) {
-        history_row(&out, &all[i], opts->json);
-        sl_ckpt_run_free(&all[i]);
+        for (size_t i = 0; i < nall; i++)
+            history_line(&all[i]);
     }
-    sl_buf_adds(&out, "]\n");
-    if (opts->json)
-        fputs(out.data, stdout);
-    sl_buf_free(&out);
+    for (size_t i = 0; i < nall; i++)
+        sl_ckpt_run_free(&all[i]);
     free(all);
-    free_names(names, n);
+    names_free(&ns);
     return code;
 }

@@ -1,10 +1,10 @@
 /* down.c: `down`: undo a job's committed chunks, newest first, one transaction per chunk, exactly once, resumable.
  *
  * Exactly once rests on the same rule as `up`: a down chunk undoes one up
- * chunk and deletes that chunk's row from sluice_progress in the same
- * transaction, so sluice_progress always lists exactly the up chunks still
- * applied. The checkpoint file is written after the commit and may lag by a
- * chunk; a run starts by trimming it to what the database says. */
+ * chunk and deletes that chunk's row from sluice_progress (and its undo
+ * record from sluice_undo) in the same transaction, so sluice_progress always
+ * lists exactly the up chunks still applied. Which jobs and chunks are
+ * applied is read from the database; the checkpoint file follows it. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,58 +19,73 @@
 typedef struct down_chunk {
     int64_t chunk_no, rows;
     int skipped;                      /* set aside by on-error skip: its statements never applied */
+    int lost;                         /* a snapshot job's chunk with no undo record left (--allow-lost-undo) */
     char *edges[2 * SL_MAX_KEY_COLS]; /* lo columns, then hi columns */
 } down_chunk;
 
 typedef struct down_run {
     sl_session *sess;
-    const sl_opts *opts;
+    const sl_run_opts *opts;
     sl_job *job;
-    sl_ckpt *ckpt;
+    sl_run run; /* lock, state, journal (run.h) */
+    int opened;
+    sl_job_row row; /* as read before the lock, for the refusals */
     sl_table_info info;
     sl_undo_target undo;
-    int locked;
-    int run_lock_fd;
+    sl_run_identity id;
     char **down_sql;            /* the down section with :lo/:hi rendered */
     sl_chunk_settings timeouts; /* sent after each chunk's BEGIN */
     down_chunk *chunks;         /* ascending chunk_no */
     size_t nchunks;
-    int64_t run_id, rows_total, rows_undone;
+    int64_t rows_total, rows_undone;
+    size_t nlost; /* chunks left as they are: their undo records are gone */
     sl_err err;
 } down_run;
 
-enum { STEP_OK, STEP_RETRY, STEP_FAILED, STEP_LOST, STEP_CONFLICT, STEP_GONE };
+enum { STEP_OK, STEP_RETRY, STEP_FAILED, STEP_LOST, STEP_CONFLICT, STEP_GONE, STEP_FENCED };
 
-static void run_free(down_run *r)
+static void free_chunks(down_run *r)
 {
     for (size_t c = 0; c < r->nchunks; c++)
         for (size_t i = 0; i < 2 * SL_MAX_KEY_COLS; i++)
             free(r->chunks[c].edges[i]);
     free(r->chunks);
+    r->chunks = NULL;
+    r->nchunks = 0;
+    r->rows_total = 0;
+}
+
+static void run_free(down_run *r)
+{
+    free_chunks(r);
     if (r->down_sql)
         for (size_t i = 0; i < r->job->down.nstmts; i++)
             free(r->down_sql[i]);
     free(r->down_sql);
     sl_undo_target_free(&r->undo);
     sl_table_info_free(&r->info);
-    if (r->ckpt)
-        sl_ckpt_close(r->ckpt);
-    sl_ckpt_unlock(r->run_lock_fd); /* after the checkpoint closes: see lock.c */
+    sl_run_identity_free(&r->id);
+    sl_job_row_free(&r->row);
+    if (r->opened)
+        sl_run_close(&r->run);
     memset(r, 0, sizeof *r);
-    r->run_lock_fd = -1;
 }
 
 /* ---- reading what is applied ---- */
 
-/* The job's chunks still in sluice_progress, ascending. */
+/* The job's chunks still in sluice_progress, ascending, and for a snapshot
+ * job which of them have no undo record. */
 static int load_chunks(down_run *r)
 {
     size_t n = r->info.ks.ncols;
+    free_chunks(r);
     sl_buf b = {0};
-    sl_buf_adds(&b, "SELECT chunk_no, rows, CASE WHEN skipped THEN 'true' ELSE 'false' END");
-    sl_session_add_key_elems(r->sess, &b, "lo", n);
-    sl_session_add_key_elems(r->sess, &b, "hi", n);
-    sl_buf_adds(&b, " FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no");
+    sl_buf_adds(&b, "SELECT p.chunk_no, p.rows, CASE WHEN p.skipped THEN 'true' ELSE 'false' END,"
+                    " CASE WHEN EXISTS (SELECT 1 FROM " SL_UNDO_TABLE
+                    " u WHERE u.job = p.job AND u.chunk_no = p.chunk_no) THEN 'true' ELSE 'false' END");
+    sl_session_add_key_elems(r->sess, &b, "p.lo", n);
+    sl_session_add_key_elems(r->sess, &b, "p.hi", n);
+    sl_buf_adds(&b, " FROM " SL_PROGRESS_TABLE " p WHERE p.job = $1 ORDER BY p.chunk_no");
     const char *params[] = {r->job->name};
     sl_answer ans;
     int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
@@ -80,6 +95,7 @@ static int load_chunks(down_run *r)
         sl_answer_free(&ans);
         return -1;
     }
+    int snapshot = r->job->undo == SL_UNDO_SNAPSHOT_COLS || r->job->undo == SL_UNDO_SNAPSHOT_ALL;
     r->nchunks = (size_t)ans.results[0].nrows;
     r->chunks = sl_calloc(r->nchunks + 1, sizeof(down_chunk));
     for (int row = 0; row < (int)r->nchunks && rc == 0; row++) {
@@ -87,9 +103,10 @@ static int load_chunks(down_run *r)
         c->chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
         c->rows = strtoll(sl_answer_val(&ans, 0, row, 1), NULL, 10);
         c->skipped = strcmp(sl_answer_val(&ans, 0, row, 2), "true") == 0;
+        c->lost = snapshot && !c->skipped && strcmp(sl_answer_val(&ans, 0, row, 3), "true") != 0;
         r->rows_total += c->rows;
         for (size_t i = 0; i < 2 * n && rc == 0; i++) {
-            const char *v = sl_answer_val(&ans, 0, row, (int)(3 + i));
+            const char *v = sl_answer_val(&ans, 0, row, (int)(4 + i));
             c->edges[i] = v ? sl_strdup(v) : NULL;
             if (!v) {
                 sl_err_set(&r->err, "%s: %s holds fewer key columns than the job's key (%zu): was the key changed?",
@@ -102,25 +119,31 @@ static int load_chunks(down_run *r)
     return rc;
 }
 
-/* snapshot(...) jobs cannot undo a chunk without its record: refuse up front. */
+/* A snapshot job cannot undo a chunk without its record: say which, and
+ * refuse unless told to leave them as they are. */
 static int check_records(down_run *r)
 {
-    if (r->job->undo != SL_UNDO_SNAPSHOT_COLS && r->job->undo != SL_UNDO_SNAPSHOT_ALL)
+    sl_buf list = {0};
+    size_t lost = 0;
+    for (size_t c = 0; c < r->nchunks; c++)
+        if (r->chunks[c].lost && lost++ < 20)
+            sl_buf_printf(&list, "%s%" PRId64, lost > 1 ? ", " : "", r->chunks[c].chunk_no);
+    r->nlost = lost;
+    if (lost == 0)
         return 0;
-    const char *want = r->job->undo == SL_UNDO_SNAPSHOT_ALL ? "all" : "cols";
-    for (size_t c = 0; c < r->nchunks; c++) {
-        char kind[16];
-        if (sl_snap_kind(r->ckpt, r->chunks[c].chunk_no, kind, &r->err) != 0)
-            return -1;
-        if (strcmp(kind, want) != 0) {
-            sl_err_set(&r->err, "%s: chunk %" PRId64 " has no saved snapshot in %s, so down cannot put it back",
-                       r->job->name, r->chunks[c].chunk_no, sl_ckpt_file(r->ckpt));
-            sl_err_append(&r->err, "hint: was the undo directive added after the chunk ran? put the job's way back "
-                                   "as it was then (e.g. a -- sluice:down section)");
-            return -2;
-        }
+    sl_err_set(&r->err, "%s: %zu committed chunk%s no undo record in %s, so down cannot put %s back: chunk%s %s%s",
+               r->job->name, lost, lost == 1 ? " has" : "s have", SL_UNDO_TABLE, lost == 1 ? "it" : "them",
+               lost == 1 ? "" : "s", list.data, lost > 20 ? ", ..." : "");
+    sl_buf_free(&list);
+    if (r->opts->allow_lost_undo) {
+        sl_warn("%s; leaving them as they are (--allow-lost-undo)", r->err.msg);
+        return 0;
     }
-    return 0;
+    sl_err_append(&r->err,
+                  "hint: was the undo directive added after they ran, or were rows deleted from %s? "
+                  "--allow-lost-undo rolls back the rest and leaves those chunks as they are",
+                  SL_UNDO_TABLE);
+    return -2;
 }
 
 static void render_down(down_run *r)
@@ -139,36 +162,24 @@ static void render_down(down_run *r)
     sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
 }
 
-/* The file may be one chunk ahead of sluice_progress only while a rollback
- * is under way (killed between its commit and its checkpoint write); more
- * than that outside a rollback means another database. */
-static int check_database(down_run *r)
+/* What the job walks, as the live database resolves its file, must be what
+ * its chunks walked: undoing them with another key or other columns would
+ * put the wrong rows back. A changed file is only a warning: down runs the
+ * down section as it is now. */
+static int check_identity(down_run *r, const sl_job_row *row)
 {
-    sl_ckpt_job cj;
-    if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
-        return -1;
-    int64_t db_max = r->nchunks ? r->chunks[r->nchunks - 1].chunk_no : 0;
-    int bad = cj.chunks > db_max && cj.state != SL_STATE_ROLLING_BACK;
-    if (bad) {
-        sl_err_set(&r->err, "checkpoint %s records %" PRId64 " committed chunks but this database's %s has %" PRId64,
-                   sl_ckpt_file(r->ckpt), cj.chunks, SL_PROGRESS_TABLE, db_max);
-        sl_err_append(&r->err,
-                      "hint: the checkpoint belongs to another database, or %s was edited; point --db "
-                      "and --checkpoints at the pair `up` used",
-                      SL_PROGRESS_TABLE);
-    }
-    sl_ckpt_job_free(&cj);
-    return bad ? -2 : 0;
+    sl_run_opts lenient = *r->opts;
+    lenient.allow_changed_statements = 1;
+    if (row->chunks > 0 && row->checksum[0] && strcmp(row->checksum, r->job->checksum) != 0)
+        sl_warn("%s was changed since the job ran; rolling back with the file as it is now", r->job->path);
+    sl_job_row quiet = *row;
+    quiet.checksum = (char *)""; /* the warning above says it */
+    return sl_run_check_identity(&quiet, r->job, &r->id, &lenient, &r->err);
 }
 
 /* Everything that may refuse the job, reading only: 0, -2 refused, -1 failed. */
-static int prepare(down_run *r)
+static int prepare(down_run *r, const sl_job_row *row)
 {
-    char *path = sl_ckpt_path(r->opts->ckpt_dir, r->job->name);
-    int rc = sl_ckpt_open(path, r->job->name, 0, &r->ckpt, &r->err);
-    free(path);
-    if (rc != 0)
-        return -2;
     if (r->job->undo == SL_UNDO_NONE) {
         sl_err_set(&r->err, "%s: job %s has no way back: no down section and no snapshot", r->job->path, r->job->name);
         sl_err_append(&r->err, "hint: add a -- sluice:down section that undoes one chunk (:lo .. :hi), or save old "
@@ -179,37 +190,18 @@ static int prepare(down_run *r)
     if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0 ||
         sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
         return -2;
-    if ((rc = load_chunks(r)) != 0 || (rc = check_database(r)) != 0)
-        return rc;
-    if ((rc = check_records(r)) != 0)
-        return rc;
-    render_down(r);
-    return 0;
-}
-
-/* The same lock as up's: up and down of one job never run at once. */
-static int take_lock(down_run *r)
-{
-    int rc = sl_session_lock_job(r->sess, r->job->name, 5000, &r->err);
-    r->locked = rc == 0;
+    r->id.table = sl_strdup(r->info.ks.table);
+    r->id.key = sl_keys_column_list(&r->info.ks);
+    r->id.where = r->job->where ? sl_strdup(r->job->where) : NULL;
+    r->id.undo = sl_undo_identity(&r->undo);
+    int rc = check_identity(r, row);
+    if (rc == 0)
+        rc = load_chunks(r);
+    if (rc == 0)
+        rc = check_records(r);
+    if (rc == 0)
+        render_down(r);
     return rc;
-}
-
-static void release_lock(down_run *r)
-{
-    if (r->locked)
-        sl_session_unlock_job(r->sess, r->job->name);
-    r->locked = 0;
-}
-
-/* Reconnect with backoff for up to two minutes and take the lock again. */
-static int reconnect(down_run *r)
-{
-    r->locked = 0;
-    int rc = sl_session_reconnect(r->sess, r->job->name, &r->err);
-    if (rc != 0)
-        return rc;
-    return take_lock(r) == 0 ? 0 : -1;
 }
 
 /* After a lost connection: is the chunk still applied? */
@@ -288,29 +280,53 @@ static void report_conflict(down_run *r, const down_chunk *c, const sl_undo_step
                                "as they are now) or --on-conflict overwrite (put back what the job found)");
 }
 
-/* Segment 1: open the transaction, take the chunk's progress row (its
- * absence means it is already undone), read the rows as they are now. */
-static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, int64_t attempts, int has_state)
+/* Where each query of segment 1 sits. */
+typedef struct begin_layout {
+    size_t fence_i, prog_i, undo_i, state_i, n;
+    int fence, undo, state;
+} begin_layout;
+
+/* Segment 1: open the transaction, prove the lease (PostgreSQL), take the
+ * chunk's progress row (its absence means it is already undone) and its undo
+ * record, and read the rows as they are now. */
+static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts)
 {
     char no[24];
     snprintf(no, sizeof no, "%" PRId64, c->chunk_no);
-    const char *prog[] = {r->job->name, no};
+    const char *fence = sl_run_fence_id(&r->run);
+    const char *prog[] = {r->job->name, no}, *own[] = {r->job->name, fence};
     size_t n = 0;
-    sl_pg_query q[5];
-    q[n++] = (sl_pg_query){sl_session_begin_sql(r->sess), 0, NULL};
+    sl_pg_query q[8];
+    q[n++] = (sl_pg_query){sl_session_begin_sql(r->sess), 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
-        q[n++] = (sl_pg_query){r->timeouts.sql[i], 0, NULL};
-    q[n++] = (sl_pg_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog};
-    if (has_state)
-        q[n++] = (sl_pg_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges};
+        q[n++] = (sl_pg_query){r->timeouts.sql[i], 0, NULL, 0};
+    memset(l, 0, sizeof *l);
+    if ((l->fence = fence != NULL)) {
+        l->fence_i = n;
+        q[n++] =
+            (sl_pg_query){"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE", 2, own, 0};
+    }
+    l->prog_i = n;
+    q[n++] =
+        (sl_pg_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 0};
+    l->undo_i = n;
+    q[n++] = (sl_pg_query){sl_undo_take_sql(&r->undo), 2, prog, 0};
+    if ((l->state = r->undo.state_sql != NULL && !c->skipped)) {
+        l->state_i = n;
+        q[n++] = (sl_pg_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 0};
+    }
+    l->n = n;
     if (sl_session_exec(r->sess, q, n, ans) != 0)
         return STEP_LOST;
     if (!ans->ok)
         return step_failed(r, c, ans, ans->failed_index >= 1, attempts);
-    if (ans->results[1 + r->timeouts.n].nrows == 0) {
+    int owned = !l->fence || ans->results[l->fence_i].nrows > 0, gone = ans->results[l->prog_i].nrows == 0;
+    if (!owned || gone) {
         rollback(r);
         sl_answer_free(ans);
-        return STEP_GONE;
+        if (!owned)
+            sl_run_fenced(&r->run);
+        return owned ? STEP_GONE : STEP_FENCED;
     }
     return STEP_OK;
 }
@@ -318,8 +334,10 @@ static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, int64_t
 /* Segment 2: the restore (or the down section), then COMMIT. */
 static int finish_chunk(down_run *r, const down_chunk *c, const sl_undo_step *st, int64_t attempts)
 {
-    /* a row set aside by on-error skip was never changed: only its progress row goes */
-    size_t k = c->skipped ? 0 : r->job->undo == SL_UNDO_DOWN ? r->job->down.nstmts : st->nq, n = r->info.ks.ncols;
+    /* a row set aside by on-error skip was never changed, and a chunk with
+     * its record lost is left as it is: only its progress row goes */
+    int leave = c->skipped || (c->lost && r->job->undo != SL_UNDO_DOWN);
+    size_t k = leave ? 0 : r->job->undo == SL_UNDO_DOWN ? r->job->down.nstmts : st->nq, n = r->info.ks.ncols;
     sl_pg_query *q = sl_calloc(k + 1, sizeof *q);
     for (size_t i = 0; i < k; i++) {
         if (r->job->undo != SL_UNDO_DOWN) {
@@ -344,28 +362,49 @@ static int finish_chunk(down_run *r, const down_chunk *c, const sl_undo_step *st
     return STEP_OK;
 }
 
-/* Undo chunk c once: STEP_* outcome. */
-static int send_chunk(down_run *r, const down_chunk *c, int64_t attempts)
+/* Plan the restore from the chunk's record and the rows as they are now. */
+static int plan_chunk(down_run *r, const down_chunk *c, const sl_answer *ans, const begin_layout *l, sl_undo_step *step)
 {
+    const char *text = sl_answer_val(ans, l->undo_i, 0, 0);
+    memset(step, 0, sizeof *step);
+    if (!text || !l->state)
+        return 0; /* no record (a down section without hashes, a row set aside, a record lost) */
     sl_snap snap;
-    int found = 0;
-    if (sl_snap_get(r->ckpt, c->chunk_no, &snap, &found, &r->err) != 0)
-        return STEP_FAILED;
-    if (found && !r->undo.state_sql) { /* hashes no longer usable (the key is not unique) */
-        sl_snap_free(&snap);
-        found = 0;
-    }
-    sl_answer ans;
-    int st = begin_chunk(r, c, &ans, attempts, found);
-    if (st != STEP_OK) {
-        sl_snap_free(&snap);
-        return st;
-    }
-    sl_undo_step step = {0};
-    if (found)
-        sl_undo_plan_chunk(&r->undo, &snap, &ans.results[ans.nresults - 1], r->opts->on_conflict, &step);
-    sl_answer_free(&ans);
+    if (sl_undo_record_decode(&r->undo, c->chunk_no, text, &snap, &r->err) != 0)
+        return -1;
+    sl_undo_plan_chunk(&r->undo, &snap, &ans->results[l->state_i], r->opts->on_conflict, step);
     sl_snap_free(&snap);
+    return 0;
+}
+
+/* Undo chunk c once: STEP_* outcome. */
+static int send_chunk(down_run *r, down_chunk *c, int64_t attempts)
+{
+    sl_answer ans;
+    begin_layout l;
+    int st = begin_chunk(r, c, &ans, &l, attempts);
+    if (st != STEP_OK)
+        return st;
+    int snapshot = r->job->undo != SL_UNDO_DOWN;
+    if (snapshot && !c->skipped && !sl_answer_val(&ans, l.undo_i, 0, 0) && !c->lost) {
+        c->lost = 1; /* deleted since the run began: refused unless told to leave such chunks */
+        if (!r->opts->allow_lost_undo) {
+            rollback(r);
+            sl_answer_free(&ans);
+            sl_err_set(&r->err, "%s: chunk %" PRId64 " has no undo record in %s, so down cannot put it back",
+                       r->job->name, c->chunk_no, SL_UNDO_TABLE);
+            sl_err_append(&r->err, "hint: --allow-lost-undo leaves such chunks as they are");
+            return STEP_FAILED;
+        }
+        r->nlost++;
+    }
+    sl_undo_step step;
+    if (plan_chunk(r, c, &ans, &l, &step) != 0) {
+        rollback(r);
+        sl_answer_free(&ans);
+        return STEP_FAILED;
+    }
+    sl_answer_free(&ans);
     int refuse = step.nconflicts > 0 && (r->opts->on_conflict == SL_CONFLICT_STOP ||
                                          (r->undo.kind == SL_UNDO_DOWN && r->opts->on_conflict == SL_CONFLICT_SKIP));
     if (refuse) {
@@ -381,29 +420,34 @@ static int send_chunk(down_run *r, const down_chunk *c, int64_t attempts)
             sl_warn("%s: chunk %" PRId64 ": %zu row%s the job deleted cannot be brought back by snapshot(COL, ...) "
                     "(hint: snapshot(*) saves whole rows)",
                     r->job->name, c->chunk_no, step.nlost, step.nlost == 1 ? "" : "s");
+        if (c->lost)
+            sl_warn("%s: chunk %" PRId64 " left as it is: its undo record is gone", r->job->name, c->chunk_no);
         st = finish_chunk(r, c, &step, attempts);
     }
     sl_undo_step_free(&step);
     return st;
 }
 
-/* After the commit: the checkpoint follows (it may lag; prepare() trims it). */
+/* After the commit: the journal follows (it may lag; opening a run syncs it). */
 static int record_undone(down_run *r, const down_chunk *c)
 {
-    if (sl_ckpt_undo_chunk(r->ckpt, r->run_id, c->chunk_no, c->rows, &r->err) != 0 ||
-        sl_snap_drop_from(r->ckpt, c->chunk_no, &r->err) != 0)
+    if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, c->rows, &r->err) != 0)
         return -1;
     r->rows_undone += c->rows;
     return 0;
 }
 
 /* Retry one chunk to an outcome: 0 undone, 1 stopped, -1 failed, -3 conflict. */
-static int do_chunk(down_run *r, const down_chunk *c)
+static int do_chunk(down_run *r, down_chunk *c)
 {
     for (int64_t attempts = 1;; attempts++) {
         int st = send_chunk(r, c, attempts);
         if (st == STEP_OK || st == STEP_GONE)
             return record_undone(r, c);
+        if (st == STEP_FENCED) {
+            sl_err_set(&r->err, "%s", r->run.lease.why);
+            return -1;
+        }
         if (st == STEP_FAILED)
             return -1;
         if (st == STEP_CONFLICT)
@@ -411,7 +455,9 @@ static int do_chunk(down_run *r, const down_chunk *c)
         if (st == STEP_LOST) {
             if (sl_session_stopping(r->sess))
                 return 1; /* the next run sees from sluice_progress whether it committed */
-            int applied = 1, rc = reconnect(r);
+            int applied = 1, rc = sl_run_reconnect(&r->run, r->sess);
+            if (rc < 0)
+                r->err = r->run.err;
             if (rc == 0)
                 rc = still_applied(r, c->chunk_no, &applied);
             if (rc != 0)
@@ -424,6 +470,7 @@ static int do_chunk(down_run *r, const down_chunk *c)
             return -1;
         int64_t wait = sl_session_backoff_ms((int)attempts);
         sl_warn("%s (transient; retrying in %" PRId64 " ms)", r->err.msg, wait);
+        sl_run_event(&r->run, "retry", r->err.msg);
         if (sl_session_sleep(r->sess, wait))
             return 1;
     }
@@ -435,6 +482,10 @@ static int walk(down_run *r)
     for (size_t i = r->nchunks; i-- > 0;) {
         if (sl_session_stopping(r->sess))
             return SL_EXIT_STOPPED;
+        if (sl_run_lost(&r->run)) {
+            sl_err_set(&r->err, "%s", r->run.lease.why);
+            return SL_EXIT_FAILED;
+        }
         int rc = do_chunk(r, &r->chunks[i]);
         if (rc != 0)
             return rc > 0 ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
@@ -447,15 +498,6 @@ static int walk(down_run *r)
 
 /* ---- one job ---- */
 
-/* The file may be a chunk ahead of the database (killed after a commit). */
-static int trim_ckpt(down_run *r)
-{
-    int64_t db_max = r->nchunks ? r->chunks[r->nchunks - 1].chunk_no : 0;
-    if (sl_ckpt_forget_after(r->ckpt, db_max, &r->err) != 0 || sl_snap_drop_from(r->ckpt, db_max + 1, &r->err) != 0)
-        return -1;
-    return 0;
-}
-
 /* Everything undone: forget the job's key split (up_split.c), so that a new
  * `up` splits the table as it is then. A failure here costs nothing: an old
  * split still covers the whole key. */
@@ -465,8 +507,8 @@ static void forget_split(down_run *r)
         return;
     const char *params[] = {r->job->name};
     sl_answer ans;
-    if (sl_session_exec1(r->sess, "DELETE FROM sluice_ranges WHERE job = $1", 1, params, &ans) != 0 || !ans.ok)
-        sl_warn("%s: cannot clear its key split from sluice_ranges: %s", r->job->name,
+    if (sl_session_exec1(r->sess, "DELETE FROM " SL_RANGES_TABLE " WHERE job = $1", 1, params, &ans) != 0 || !ans.ok)
+        sl_warn("%s: cannot clear its key split from %s: %s", r->job->name, SL_RANGES_TABLE,
                 ans.error ? ans.error : "connection lost");
     sl_answer_free(&ans);
 }
@@ -475,16 +517,13 @@ static int finish(down_run *r, int code)
 {
     if (code == SL_EXIT_OK)
         forget_split(r);
-    sl_state state = code == SL_EXIT_OK ? SL_STATE_ROLLED_BACK : SL_STATE_ROLLING_BACK;
-    const char *outcome = code == SL_EXIT_OK ? "done" : code == SL_EXIT_STOPPED ? "stopped" : "failed";
-    sl_err ferr;
-    if (sl_ckpt_finish_run_as(r->ckpt, r->run_id, state, outcome, code == SL_EXIT_FAILED ? r->err.msg : NULL, &ferr) !=
-        0) {
-        sl_error("%s", ferr.msg);
-        if (code == SL_EXIT_OK)
-            code = SL_EXIT_FAILED;
-    }
-    if (code == SL_EXIT_OK)
+    r->run.err = r->err;
+    code = sl_run_finish(&r->run, code);
+    if (code == SL_EXIT_OK && r->nlost)
+        sl_info("%s: rolled back: %" PRId64 " rows in %zu chunks; %zu chunk%s left as %s (no undo record)",
+                r->job->name, r->rows_undone, r->nchunks - r->nlost, r->nlost, r->nlost == 1 ? "" : "s",
+                r->nlost == 1 ? "it was" : "they were");
+    else if (code == SL_EXIT_OK)
         sl_info("%s: rolled back: %" PRId64 " rows in %zu chunks", r->job->name, r->rows_undone, r->nchunks);
     else if (code == SL_EXIT_STOPPED)
         sl_info("%s: rollback stopped (%" PRId64 " rows undone); `sluice down` resumes it", r->job->name,
@@ -494,20 +533,13 @@ static int finish(down_run *r, int code)
 
 static int execute(down_run *r)
 {
-    if (trim_ckpt(r) != 0)
-        return SL_EXIT_FAILED;
-    sl_ckpt_job cj;
-    if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
-        return SL_EXIT_FAILED;
-    if (strcmp(cj.checksum, r->job->checksum) != 0 && cj.checksum[0])
-        sl_warn("%s was changed since the job ran; rolling back with the file as it is now", r->job->path);
-    if (r->nchunks == 0 && cj.state == SL_STATE_DONE)
+    if (r->nchunks == 0 && r->run.row.state == SL_STATE_DONE)
         sl_warn("%s: no committed chunk is recorded (stamped done?): nothing to undo; marking it rolled back",
                 r->job->name);
-    sl_ckpt_job_free(&cj);
-    if (sl_ckpt_begin_run(r->ckpt, "down", SL_STATE_ROLLING_BACK, NULL, sl_session_display(r->sess), 0, &r->run_id,
-                          &r->err) != 0)
+    if (sl_run_begin(&r->run, &r->id, NULL, 0) != 0) {
+        r->err = r->run.err;
         return SL_EXIT_FAILED;
+    }
     char *how = sl_undo_describe_kind(r->job);
     sl_info("%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total, how);
     free(how);
@@ -522,22 +554,26 @@ static int refused_code(int rc)
     return rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
 }
 
-static int down_job(sl_session *sess, const sl_opts *opts, sl_job *job)
+static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
 {
-    down_run r = {.sess = sess, .opts = opts, .job = job, .run_lock_fd = -1};
-    char *path = sl_ckpt_path(opts->ckpt_dir, job->name);
-    int rc = sl_ckpt_lock(path, &r.run_lock_fd, &r.err);
-    free(path);
-    int code = rc != 0 ? refused_code(rc) : SL_EXIT_OK;
-    if (code == SL_EXIT_OK && (rc = take_lock(&r)) != 0)
-        code = refused_code(rc);
-    if (code == SL_EXIT_OK && (rc = prepare(&r)) != 0)
-        code = refused_code(rc);
-    if (code == SL_EXIT_OK)
-        code = execute(&r);
+    down_run r = {.sess = sess, .opts = opts, .job = job};
+    int rc = sl_run_read_row(sess, job->name, &r.row, &r.err);
+    if (rc == 0)
+        rc = prepare(&r, &r.row);
+    if (rc == 0) {
+        rc = sl_run_open(&r.run, sess, opts, job, SL_RUN_DOWN);
+        r.opened = 1;
+        if (rc != 0)
+            r.err = r.run.err;
+    }
+    /* under the lock, what is applied now (another runner may have changed it) */
+    if (rc == 0)
+        rc = load_chunks(&r);
+    if (rc == 0)
+        rc = check_records(&r);
+    int code = rc != 0 ? refused_code(rc) : execute(&r);
     if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
         sl_error("%s", r.err.msg);
-    release_lock(&r);
     run_free(&r);
     return code;
 }
@@ -545,88 +581,53 @@ static int down_job(sl_session *sess, const sl_opts *opts, sl_job *job)
 /* ---- choosing the jobs ---- */
 
 /* Refusals of the whole command, before anything is touched. */
-static int precheck(sl_session *sess, const sl_opts *opts, sl_job *job)
+static int precheck(sl_session *sess, const sl_run_opts *opts, sl_job *job)
 {
-    down_run r = {.sess = sess, .opts = opts, .job = job, .run_lock_fd = -1};
-    int rc = prepare(&r);
-    char *path = sl_ckpt_path(opts->ckpt_dir, job->name);
-    if (rc == 0 && sl_ckpt_locked(path)) {
-        sl_err_set(&r.err, "job %s is being run right now (its checkpoint %s is locked)", job->name, path);
+    down_run r = {.sess = sess, .opts = opts, .job = job};
+    int rc = sl_run_check_journal(sess, opts, job->name, &r.err);
+    if (rc == 0)
+        rc = sl_run_read_row(sess, job->name, &r.row, &r.err);
+    if (rc == 0)
+        rc = prepare(&r, &r.row);
+    if (rc == 0 && r.row.runner) {
+        sl_err_set(&r.err, "job %s is being run right now (by %s)", job->name, r.row.runner);
         sl_err_append(&r.err, "hint: wait for that run to end, or stop it with SIGINT, then roll back");
         rc = -2;
     }
-    free(path);
     if (rc != 0)
         sl_error("%s", r.err.msg);
     run_free(&r);
     return rc == 0 ? SL_EXIT_OK : refused_code(rc);
 }
 
-/* Chunks each job has in sluice_progress. */
-static int64_t *db_counts(sl_session *sess, const sl_jobset *jobs)
-{
-    int64_t *counts = sl_calloc(jobs->njobs + 1, sizeof(int64_t));
-    sl_answer ans;
-    if (sl_session_exec1(sess, "SELECT job, count(*) FROM " SL_PROGRESS_TABLE " GROUP BY job", 0, NULL, &ans) != 0)
-        return counts;
-    for (int row = 0; ans.ok && row < ans.results[0].nrows; row++)
-        for (size_t i = 0; i < jobs->njobs; i++)
-            if (strcmp(jobs->jobs[i].name, sl_answer_val(&ans, 0, row, 0)) == 0)
-                counts[i] = strtoll(sl_answer_val(&ans, 0, row, 1), NULL, 10);
-    sl_answer_free(&ans);
-    return counts;
-}
-
-/* A job's state from its checkpoint file; -2 when there is none. */
-static int read_state(const sl_opts *opts, const sl_job *job, sl_state *state)
-{
-    char *path = sl_ckpt_path(opts->ckpt_dir, job->name);
-    sl_ckpt *ckpt = NULL;
-    sl_err err;
-    int rc = sl_ckpt_open(path, job->name, 0, &ckpt, &err);
-    free(path);
-    if (rc == 0) {
-        sl_ckpt_job cj;
-        rc = sl_ckpt_get_job(ckpt, &cj, &err);
-        *state = cj.state;
-        sl_ckpt_job_free(&cj);
-        sl_ckpt_close(ckpt);
-    }
-    if (rc == -1)
-        sl_error("%s", err.msg);
-    return rc;
-}
-
 /* Applied: it changed something that is still there (or was stamped done),
  * or a rollback of it is under way. */
-static int is_applied(sl_state state, int64_t db_chunks)
+static int is_applied(const sl_job_row *row)
 {
-    if (state == SL_STATE_PENDING || state == SL_STATE_ROLLED_BACK)
-        return 0;
-    return db_chunks > 0 || state == SL_STATE_DONE || state == SL_STATE_ROLLING_BACK;
+    if (row->state == SL_STATE_PENDING || row->state == SL_STATE_ROLLED_BACK)
+        return row->chunks > 0; /* a rollback killed between its last chunk and its end */
+    return row->chunks > 0 || row->state == SL_STATE_DONE || row->state == SL_STATE_ROLLING_BACK;
 }
 
 /* The named job, refused with a reason when there is nothing to undo. */
-static int check_named(const sl_opts *opts, const sl_job *job, int rc, sl_state state, int applied)
+static int check_named(const sl_session *sess, const sl_job *job, const sl_job_row *row, int applied)
 {
-    if (rc == -2) {
-        sl_error("down %s: no checkpoint file %s/%s.sluice: the job never ran here, nothing to roll back", job->name,
-                 opts->ckpt_dir, job->name);
-        sl_error("hint: is --checkpoints pointing where `up` kept them? `sluice status` lists each job's state");
+    if (applied)
+        return SL_EXIT_OK;
+    if (!row->exists && row->chunks == 0) {
+        sl_error("down %s: the job never ran against %s: nothing to roll back", job->name, sl_session_display(sess));
+        sl_error("hint: is --db pointing at the database `up` ran against? `sluice status` lists each job's state");
         return SL_EXIT_USAGE;
     }
-    if (!applied) {
-        sl_error("down %s: the job is %s%s: nothing to roll back", job->name, sl_state_name(state),
-                 state == SL_STATE_PENDING || state == SL_STATE_ROLLED_BACK ? "" : " with no committed chunk");
-        return SL_EXIT_USAGE;
-    }
-    return SL_EXIT_OK;
+    sl_error("down %s: the job is %s%s: nothing to roll back", job->name, sl_state_name(row->state),
+             row->state == SL_STATE_PENDING || row->state == SL_STATE_ROLLED_BACK ? "" : " with no committed chunk");
+    return SL_EXIT_USAGE;
 }
 
 /* Fill order[] with the jobs to roll back, newest first. */
-static int choose(sl_session *sess, const sl_opts *opts, sl_jobset *jobs, const char *target, size_t *order, size_t *n)
+static int choose(sl_session *sess, sl_jobset *jobs, const char *target, size_t *order, size_t *n)
 {
-    int64_t *counts = db_counts(sess, jobs), want = -1;
+    int64_t want = -1;
     const sl_job *named = NULL;
     int code = SL_EXIT_OK;
     if (strcmp(target, "base") != 0 && target[0] == '-' && sl_parse_int(target + 1, 1, 1000000, &want) != 0) {
@@ -638,17 +639,20 @@ static int choose(sl_session *sess, const sl_opts *opts, sl_jobset *jobs, const 
     size_t applied = 0, start = named ? (size_t)(named - jobs->jobs) : 0;
     *n = 0;
     for (size_t i = 0; code == SL_EXIT_OK && i < jobs->njobs; i++) {
-        sl_state state = SL_STATE_PENDING;
-        int rc = read_state(opts, &jobs->jobs[i], &state);
-        if (rc == -1)
-            code = SL_EXIT_USAGE;
-        int ok = rc == 0 && is_applied(state, counts[i]);
-        if (named == &jobs->jobs[i] && code == SL_EXIT_OK)
-            code = check_named(opts, named, rc, state, ok);
+        sl_job_row row;
+        sl_err err;
+        if (sl_run_read_row(sess, jobs->jobs[i].name, &row, &err) != 0) {
+            sl_error("%s", err.msg);
+            code = SL_EXIT_FAILED;
+            break;
+        }
+        int ok = is_applied(&row);
+        if (named == &jobs->jobs[i])
+            code = check_named(sess, named, &row, ok);
+        sl_job_row_free(&row);
         if (ok && i >= start)
             order[applied++] = i;
     }
-    free(counts);
     if (code == SL_EXIT_OK && want > 0 && (size_t)want > applied) {
         sl_error("down -%" PRId64 ": only %zu job%s applied (hint: `sluice down base` rolls back all of them)", want,
                  applied, applied == 1 ? " is" : "s are");
@@ -679,7 +683,6 @@ int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
         uv_loop_close(&loop);
         return SL_EXIT_USAGE;
     }
-    sess.ensure_bookkeeping = 1;
     int code = SL_EXIT_OK;
     size_t n = 0, *order = sl_calloc(jobs->njobs + 1, sizeof(size_t));
     if (sl_session_connect(&sess, &err) != 0) {
@@ -687,16 +690,16 @@ int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
         code = SL_EXIT_FAILED;
     }
     if (code == SL_EXIT_OK)
-        code = choose(&sess, opts, jobs, target, order, &n);
+        code = choose(&sess, jobs, target, order, &n);
     if (code == SL_EXIT_OK && n == 0)
         sl_info("nothing to roll back: no job is applied");
     for (size_t i = 0; code == SL_EXIT_OK && i < n; i++)
-        code = precheck(&sess, opts, &jobs->jobs[order[i]]);
+        code = precheck(&sess, &opts->run, &jobs->jobs[order[i]]);
     for (size_t i = 0; code == SL_EXIT_OK && i < n; i++) {
         if (sl_session_stopping(&sess))
             code = SL_EXIT_STOPPED;
         else
-            code = down_job(&sess, opts, &jobs->jobs[order[i]]);
+            code = down_job(&sess, &opts->run, &jobs->jobs[order[i]]);
     }
     free(order);
     sl_session_close(&sess);

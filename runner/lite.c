@@ -499,6 +499,21 @@ int sl_lite_try_lock_job(sl_lite *lite, const char *job, sl_err *err)
     return -2;
 }
 
+int sl_lite_job_locked(sl_lite *lite, const char *job)
+{
+    /* through lock_fd, kept open: closing any descriptor of the file would drop this process's own locks */
+    if (lite->lock_fd < 0) {
+        char *path = sl_asprintf("%s-sluice-lock", lite->path);
+        lite->lock_fd = open(path, O_RDWR | O_CLOEXEC); /* none yet: nobody holds it */
+        free(path);
+        if (lite->lock_fd < 0)
+            return 0;
+    }
+    /* F_GETLK reports other processes' locks only: this process's own never conflict */
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1};
+    return fcntl(lite->lock_fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK;
+}
+
 void sl_lite_unlock_job(sl_lite *lite, const char *job)
 {
     if (lite->lock_fd < 0)

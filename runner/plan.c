@@ -10,7 +10,7 @@
 #include "sluice/undo.h"
 
 /* Open a session for a single-job command; 0 or an exit code. */
-static int open_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int bookkeeping)
+static int open_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
 {
     sl_err err = {{0}};
     uv_loop_init(loop);
@@ -19,7 +19,6 @@ static int open_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, 
         uv_loop_close(loop);
         return SL_EXIT_USAGE;
     }
-    sess->ensure_bookkeeping = bookkeeping;
     if (sl_session_connect(sess, &err) != 0) {
         sl_error("%s", err.msg);
         sl_session_close(sess);
@@ -137,7 +136,7 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
 {
     uv_loop_t loop;
     sl_session sess;
-    int code = open_session(opts, &loop, &sess, 0);
+    int code = open_session(opts, &loop, &sess);
     if (code != 0)
         return code;
     sl_table_info info;
@@ -196,13 +195,6 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
     return SL_EXIT_OK;
 }
 
-/* Refuse while a runner holds the job: stamping under it would race it. */
-static int job_running(sl_session *sess, const char *job)
-{
-    sl_err err;
-    return sl_session_lock_job(sess, job, 0, &err) != 0;
-}
-
 int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
 {
     sl_state state;
@@ -212,40 +204,21 @@ int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
     }
     uv_loop_t loop;
     sl_session sess;
-    int code = open_session(opts, &loop, &sess, 1);
+    int code = open_session(opts, &loop, &sess);
     if (code != 0)
         return code;
-    sl_err err = {{0}};
-    sl_ckpt *ckpt = NULL;
-    char *path = sl_ckpt_path(opts->ckpt_dir, job->name);
-    if (job_running(&sess, job->name)) {
-        sl_error("job %s is being run against this database right now; stamp it after that run ends", job->name);
-        code = SL_EXIT_USAGE;
-    } else if (sl_ckpt_open(path, job->name, 1, &ckpt, &err) != 0 ||
-               sl_ckpt_stamp(ckpt, state, job->checksum, &err) != 0) {
-        sl_error("%s", err.msg);
-        code = SL_EXIT_USAGE;
-    } else if (state == SL_STATE_PENDING) {
-        /* The checkpoint first: if we die before this delete, stamping again
-         * finishes the job; the other order would resurrect the progress. */
-        const char *params[] = {job->name};
-        sl_answer ans;
-        /* and on PostgreSQL the key split of its workers (up_split.c) */
-        const char *sql = sess.dialect == SL_DIALECT_PG ? "WITH s AS (DELETE FROM sluice_ranges WHERE job = $1) "
-                                                          "DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1"
-                                                        : "DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1";
-        if (sl_session_exec1(&sess, sql, 1, params, &ans) != 0 || !ans.ok) {
-            sl_error("stamp %s pending: cannot clear %s: %s", job->name, SL_PROGRESS_TABLE,
-                     ans.error ? ans.error : "connection lost");
-            code = SL_EXIT_FAILED;
-        }
-        sl_answer_free(&ans);
-    }
-    if (code == SL_EXIT_OK)
+    /* the job's lock: refused while a runner holds the job, so a stamp never races a run */
+    sl_run run;
+    int rc = sl_run_open(&run, &sess, &opts->run, job, SL_RUN_STAMP);
+    if (rc == 0)
+        rc = sl_run_stamp(&run, state);
+    if (rc != 0) {
+        sl_error("%s", run.err.msg);
+        code = rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+    } else {
         sl_info("%s: stamped %s", job->name, sl_state_name(state));
-    if (ckpt)
-        sl_ckpt_close(ckpt);
-    free(path);
+    }
+    sl_run_close(&run);
     close_session(&loop, &sess);
     return code;
 }

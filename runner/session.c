@@ -162,54 +162,6 @@ static const char *const setup_sql[] = {
     "SET application_name = 'sluice'",
 };
 
-static const char *const bookkeeping_sql[] = {
-    "BEGIN",
-    "SET LOCAL client_min_messages = warning", /* no "already exists" notice on every run */
-    /* Serialise concurrent first runs: CREATE TABLE IF NOT EXISTS races. */
-    "SELECT pg_advisory_xact_lock(7310255342)",
-    "CREATE TABLE IF NOT EXISTS " SL_PROGRESS_TABLE " ("
-    " job text NOT NULL,"
-    " chunk_no bigint NOT NULL,"
-    " lo text[] NOT NULL,"
-    " hi text[] NOT NULL,"
-    " rows bigint NOT NULL,"
-    " duration_ms bigint,"
-    " attempts integer NOT NULL DEFAULT 1,"
-    " checksum text NOT NULL,"
-    " committed_at timestamptz NOT NULL DEFAULT now(),"
-    " skipped boolean NOT NULL DEFAULT false,"
-    " range_no integer NOT NULL DEFAULT 0,"
-    " PRIMARY KEY (job, chunk_no))",
-    /* a table made by a sluice from before workers: no lock taken when the column is there */
-    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '" SL_PROGRESS_TABLE "'::regclass"
-    " AND attname = 'range_no' AND NOT attisdropped) THEN"
-    " ALTER TABLE " SL_PROGRESS_TABLE " ADD COLUMN range_no integer NOT NULL DEFAULT 0; END IF; END $$",
-    /* the key ranges a job with workers walks (up_split.c) */
-    "CREATE TABLE IF NOT EXISTS sluice_ranges ("
-    " job text NOT NULL,"
-    " range_no integer NOT NULL,"
-    " after text[],"
-    " until text[],"
-    " PRIMARY KEY (job, range_no))",
-    "COMMIT",
-};
-
-/* The same table on SQLite: keys as JSON arrays of text, times as ISO text. */
-static const char *const lite_bookkeeping_sql[] = {
-    "CREATE TABLE IF NOT EXISTS " SL_PROGRESS_TABLE " ("
-    " job TEXT NOT NULL,"
-    " chunk_no INTEGER NOT NULL,"
-    " lo TEXT NOT NULL,"
-    " hi TEXT NOT NULL,"
-    " rows INTEGER NOT NULL,"
-    " duration_ms INTEGER,"
-    " attempts INTEGER NOT NULL DEFAULT 1,"
-    " checksum TEXT NOT NULL,"
-    " committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
-    " skipped INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY (job, chunk_no))",
-};
-
 static int run_setup(sl_session *sess, const char *const *sql, size_t n, sl_err *err)
 {
     sl_pg_query q[8];
@@ -223,9 +175,6 @@ static int run_setup(sl_session *sess, const char *const *sql, size_t n, sl_err 
     }
     if (!ans.ok) {
         sl_err_set(err, "cannot prepare the session on %s: %s", sl_session_display(sess), ans.error);
-        if (sql == bookkeeping_sql)
-            sl_err_append(err, "hint: the first run creates the bookkeeping table " SL_PROGRESS_TABLE
-                               " and needs CREATE on the first schema of search_path");
         if (!ans.conn_lost)
             sl_session_disconnect(sess); /* leaves no half-open transaction behind */
         sl_answer_free(&ans);
@@ -271,11 +220,8 @@ const char *sl_session_begin_sql(const sl_session *sess)
 
 int sl_session_connect(sl_session *sess, sl_err *err)
 {
-    if (sess->has_lite) {
-        if (sl_lite_open(&sess->lite, err) != 0)
-            return -1;
-        return sess->ensure_bookkeeping ? sl_session_ensure_bookkeeping(sess, err) : 0;
-    }
+    if (sess->has_lite)
+        return sl_lite_open(&sess->lite, err);
     assert(sess->has_pg && "BUG: connect without a database");
     conn_waiter w = {0};
     if (sl_pg_connect(&sess->pg, sess->connect_timeout_ms, on_connect, &w) != 0) {
@@ -290,21 +236,7 @@ int sl_session_connect(sl_session *sess, sl_err *err)
         return -1;
     }
     free(w.error);
-    if (run_setup(sess, setup_sql, sizeof setup_sql / sizeof setup_sql[0], err) != 0)
-        return -1;
-    if (sess->ensure_bookkeeping)
-        return sl_session_ensure_bookkeeping(sess, err);
-    return 0;
-}
-
-int sl_session_ensure_bookkeeping(sl_session *sess, sl_err *err)
-{
-    int rc = sess->has_lite ? run_setup(sess, lite_bookkeeping_sql, 1, err)
-                            : run_setup(sess, bookkeeping_sql, sizeof bookkeeping_sql / sizeof bookkeeping_sql[0], err);
-    if (rc != 0)
-        return -1;
-    sess->ensure_bookkeeping = 1; /* and again after every reconnect */
-    return 0;
+    return run_setup(sess, setup_sql, sizeof setup_sql / sizeof setup_sql[0], err);
 }
 
 int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_answer *ans)
@@ -415,6 +347,12 @@ void sl_session_close(sl_session *sess)
     uv_close((uv_handle_t *)&sess->sigterm, NULL);
     uv_close((uv_handle_t *)&sess->sleep_timer, NULL);
     uv_run(sess->loop, UV_RUN_DEFAULT);
+    /* closing the watchers restored the default action: a second signal landing now, as the stopped
+     * run exits, must not turn its exit 3 into a death by signal */
+    if (sess->signals && !sess->quiet) {
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+    }
     if (sess->has_lite)
         sl_lite_free(&sess->lite);
     if (sess->has_pg) {
@@ -484,29 +422,9 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
     return 0;
 }
 
-static const char try_lock_sql[] = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
-
-static const char lock_holder_sql[] =
-    "SELECT format('pid %s, %s, connected since %s', a.pid, coalesce(a.application_name, ''),"
-    " date_trunc('second', a.backend_start)) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-    " WHERE l.locktype = 'advisory' AND l.granted"
-    " AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)";
-
-/* Who holds the lock, for the refusal message. */
-static void describe_holder(sl_session *sess, const char *key, const char *job, sl_err *err)
+int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err)
 {
-    const char *params[] = {key};
-    sl_answer ans;
-    const char *who = NULL;
-    if (sl_session_exec1(sess, lock_holder_sql, 1, params, &ans) == 0)
-        who = sl_answer_val(&ans, 0, 0, 0);
-    sl_err_set(err, "job %s is already being run against this database (%s)", job, who ? who : "holder unknown");
-    sl_err_append(err, "hint: one runner per job and database, up or down; wait for it, or stop it with SIGINT");
-    sl_answer_free(&ans);
-}
-
-static int lite_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err)
-{
+    assert(sess->has_lite && "BUG: a PostgreSQL job is locked by its lease (lease.h)");
     for (int64_t waited = 0;; waited += 100) {
         int rc = sl_lite_try_lock_job(&sess->lite, job, err);
         if (rc != -2 || waited >= wait_ms || sl_session_sleep(sess, 100))
@@ -514,96 +432,8 @@ static int lite_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_
     }
 }
 
-/* One query answering a boolean: 1 true, 0 false, -1 failed (err). */
-static int ask_bool(sl_session *sess, const char *sql, const char *param, sl_err *err)
-{
-    const char *params[] = {param};
-    sl_answer ans;
-    if (sl_session_exec1(sess, sql, 1, params, &ans) != 0) {
-        sl_err_set(err, "cannot take the job's advisory lock: not connected");
-        return -1;
-    }
-    const char *got = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-    if (!got)
-        sl_err_set(err, "cannot take the job's advisory lock: %s", ans.error ? ans.error : "no answer");
-    int rc = got ? strcmp(got, "t") == 0 : -1;
-    sl_answer_free(&ans);
-    return rc;
-}
-
-/* The job's lock is free only if no worker connection of another runner is
- * left either: they hold the workers' key shared (sl_session_join_job), so
- * an exclusive try of it, released at once, fails while one is there. */
-static int workers_gone(sl_session *sess, const char *wkey, sl_err *err)
-{
-    if (sess->has_workers)
-        return 1; /* ours: the run's own session taking the lock again */
-    return ask_bool(sess, "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", wkey, err);
-}
-
-int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err)
-{
-    if (sess->has_lite)
-        return lite_lock_job(sess, job, wait_ms, err);
-    char *key = sl_asprintf("sluice:%s", job), *wkey = sl_asprintf("sluice-workers:%s", job);
-    const char *held_by = key;
-    int rc = -2;
-    for (int64_t waited = 0;; waited += 100) {
-        int got = ask_bool(sess, try_lock_sql, key, err);
-        if (got < 0) {
-            rc = -1;
-            break;
-        }
-        if (got) {
-            int free_of_workers = workers_gone(sess, wkey, err);
-            if (free_of_workers != 0) {
-                rc = free_of_workers > 0 ? 0 : -1;
-                if (rc != 0)
-                    sl_session_unlock_job(sess, job);
-                break;
-            }
-            sl_session_unlock_job(sess, job);
-            held_by = wkey;
-        } else {
-            held_by = key;
-        }
-        if (waited >= wait_ms || sl_session_sleep(sess, 100))
-            break;
-    }
-    if (rc == -2)
-        describe_holder(sess, held_by, job, err);
-    free(key);
-    free(wkey);
-    return rc;
-}
-
-int sl_session_join_job(sl_session *sess, const char *job, sl_err *err)
-{
-    char *wkey = sl_asprintf("sluice-workers:%s", job);
-    const char *params[] = {wkey};
-    sl_answer ans;
-    int rc = sl_session_exec1(sess, "SELECT pg_advisory_lock_shared(hashtextextended($1, 0))", 1, params, &ans);
-    if (rc != 0 || !ans.ok) {
-        sl_err_set(err, "cannot take the job's workers lock: %s", ans.error ? ans.error : "not connected");
-        rc = -1;
-    }
-    sl_answer_free(&ans);
-    free(wkey);
-    return rc;
-}
-
 void sl_session_unlock_job(sl_session *sess, const char *job)
 {
-    if (sess->has_lite) {
+    if (sess->has_lite)
         sl_lite_unlock_job(&sess->lite, job);
-        return;
-    }
-    if (!sl_session_connected(sess))
-        return;
-    char *key = sl_asprintf("sluice:%s", job);
-    const char *params[] = {key};
-    sl_answer ans;
-    if (sl_session_exec1(sess, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", 1, params, &ans) == 0)
-        sl_answer_free(&ans);
-    free(key);
 }

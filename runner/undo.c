@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/schema.h"
 #include "undo_internal.h"
 
 #define ROW_ALIAS SL_UNDO_ROW_ALIAS
@@ -326,8 +327,7 @@ static const char *kind_tag(sl_undo_kind kind)
     return kind == SL_UNDO_SNAPSHOT_ALL ? "all" : kind == SL_UNDO_SNAPSHOT_COLS ? "cols" : "down";
 }
 
-int sl_undo_save(const sl_undo_target *t, sl_ckpt *ckpt, int64_t chunk_no, const sl_result *pre, const sl_result *post,
-                 sl_err *err)
+char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post)
 {
     sl_snap s = {0};
     s.chunk_no = chunk_no;
@@ -336,9 +336,85 @@ int sl_undo_save(const sl_undo_target *t, sl_ckpt *ckpt, int64_t chunk_no, const
     s.nvals = saved_vals(t);
     /* the down way on PostgreSQL has no pre-image: xmin tells the rows written */
     merge_rows(&s, is_lite(t), t->kind == SL_UNDO_DOWN && !is_lite(t) ? NULL : pre, post);
-    int rc = sl_snap_put(ckpt, &s, err);
+    sl_buf blob = {0}, hex = {0};
+    sl_snap_encode(&s, &blob);
     free(s.rows); /* the strings belong to the results */
-    return rc;
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < blob.len; i++) {
+        unsigned char c = (unsigned char)blob.data[i];
+        char two[2] = {digits[c >> 4], digits[c & 15]};
+        sl_buf_add(&hex, two, 2);
+    }
+    sl_buf_free(&blob);
+    return sl_buf_take(&hex);
+}
+
+const char *sl_undo_store_sql(const sl_undo_target *t)
+{
+    return is_lite(t) ? "INSERT INTO " SL_UNDO_TABLE " (job, chunk_no, record) VALUES ($1, $2, $3)"
+                      : "INSERT INTO " SL_UNDO_TABLE " (job, chunk_no, record) VALUES ($1, $2, decode($3, 'hex'))";
+}
+
+const char *sl_undo_take_sql(const sl_undo_target *t)
+{
+    return is_lite(t) ? "DELETE FROM " SL_UNDO_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING record"
+                      : "DELETE FROM " SL_UNDO_TABLE
+                        " WHERE job = $1 AND chunk_no = $2 RETURNING encode(record, 'hex')";
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out, sl_err *err)
+{
+    memset(out, 0, sizeof *out);
+    size_t len = strlen(text);
+    sl_buf blob = {0};
+    int bad = len % 2 != 0;
+    for (size_t i = 0; !bad && i < len; i += 2) {
+        int hi = hex_digit(text[i]), lo = hex_digit(text[i + 1]);
+        bad = hi < 0 || lo < 0;
+        sl_buf_addc(&blob, (char)(hi << 4 | lo));
+    }
+    if (bad || sl_snap_decode(blob.data, blob.len, out) != 0) {
+        sl_buf_free(&blob);
+        sl_err_set(err, "the undo record of chunk %" PRId64 " in %s is damaged: it cannot be read", chunk_no,
+                   SL_UNDO_TABLE);
+        return -1;
+    }
+    sl_buf_free(&blob);
+    out->chunk_no = chunk_no;
+    snprintf(out->kind, sizeof out->kind, "%s", kind_tag(t->kind));
+    /* its shape before any value is read: a record saved for other columns would restore the wrong ones */
+    if (out->nkey != t->ks->ncols || out->nvals != saved_vals(t)) {
+        sl_err_set(err,
+                   "the undo record of chunk %" PRId64
+                   " holds %zu key and %zu saved columns, but the job's key has %zu "
+                   "and its undo saves %zu: it was saved for another version of the job",
+                   chunk_no, out->nkey, out->nvals, t->ks->ncols, saved_vals(t));
+        sl_snap_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+char *sl_undo_identity(const sl_undo_target *t)
+{
+    if (t->kind == SL_UNDO_SNAPSHOT_ALL)
+        return sl_strdup("snapshot(*)");
+    if (t->kind != SL_UNDO_SNAPSHOT_COLS)
+        return sl_strdup("");
+    sl_buf b = {0};
+    sl_buf_adds(&b, "snapshot(");
+    for (size_t i = 0; i < t->ncols; i++)
+        sl_buf_printf(&b, "%s%s", i ? ", " : "", t->cols[i]);
+    sl_buf_addc(&b, ')');
+    return sl_buf_take(&b);
 }
 
 /* ---- down: classify and build the restore statements ---- */
@@ -712,7 +788,7 @@ void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *k
         return;
     }
     int64_t bytes = rows * (per_row + width);
-    printf("snapshots:  up to ~%" PRId64 " MB in the checkpoint file (%" PRId64 " rows x ~%" PRId64
+    printf("snapshots:  up to ~%" PRId64 " MB in the database's " SL_UNDO_TABLE " table (%" PRId64 " rows x ~%" PRId64
            " bytes; rows a chunk leaves unchanged are not kept)\n",
            (bytes + (1 << 20) - 1) >> 20, rows, per_row + width);
 }

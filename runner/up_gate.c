@@ -30,9 +30,7 @@ static int check_window(up_run *r, int64_t *wait_ms)
     if (!r->window_announced) {
         sl_info("%s: outside its windows; waiting until %s", r->job->name, at);
         sl_progress_note("waiting for the window at %s", at);
-        sl_err lerr;
-        if (sl_ckpt_log_event(r->ckpt, "window", "outside the windows; waiting", &lerr) != 0)
-            sl_warn("%s", lerr.msg);
+        sl_run_event(&r->run, "window", "outside the windows; waiting");
         r->window_announced = 1;
     }
     *wait_ms = until < 30000 ? until + 50 : 30000;
@@ -58,9 +56,7 @@ static int check_health(up_run *r, int64_t *wait_ms)
                      r->health_first);
             sl_info("%s: %s", r->job->name, msg);
             sl_progress_note(NULL);
-            sl_err lerr;
-            if (sl_ckpt_log_event(r->ckpt, "throttle", msg, &lerr) != 0)
-                sl_warn("%s", lerr.msg);
+            sl_run_event(&r->run, "throttle", msg);
             r->health_since = 0;
         }
         return 0;
@@ -72,9 +68,7 @@ static int check_health(up_run *r, int64_t *wait_ms)
         snprintf(r->health_first, sizeof r->health_first, "%s", reason);
         sl_warn("%s: pausing: %s", r->job->name, reason);
         sl_progress_note("paused: %s", reason);
-        sl_err lerr;
-        if (sl_ckpt_log_event(r->ckpt, "throttle", reason, &lerr) != 0)
-            sl_warn("%s", lerr.msg);
+        sl_run_event(&r->run, "throttle", reason);
     }
     *wait_ms = 1000;
     return 2;
@@ -91,7 +85,7 @@ int sl_up_gate(up_run *r, int64_t *wait_ms)
     int rc = check_window(r, wait_ms);
     if (rc != 0)
         return rc;
-    if (!sl_session_connected(r->sess) && sl_up_reconnect(r) != 0)
+    if (!sl_session_connected(r->sess) && sl_up_reconnect(r, r->sess) != 0)
         return 1;
     return check_health(r, wait_ms);
 }
@@ -145,9 +139,9 @@ int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
         snprintf(msg, sizeof msg, "set %s=%s by sluice ctl", req->name, req->value);
     }
     sl_info("%s: %s", r->job->name, msg);
+    sl_run_event(&r->run, "ctl", msg);
     sl_err lerr;
-    if (sl_ckpt_log_event(r->ckpt, "ctl", msg, &lerr) != 0 || (req->cmd == SL_CTL_SET && req->setting == SL_DIR_BATCH &&
-                                                               sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0))
+    if (req->cmd == SL_CTL_SET && req->setting == SL_DIR_BATCH && sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0)
         sl_warn("%s", lerr.msg);
     sl_buf_printf(out, "%s\n", msg);
     return 0;

@@ -1,4 +1,4 @@
-/* up_internal.h: the state of one `up` run, shared by up.c (the chunk loop) and up_gate.c (what holds chunks back). */
+/* up_internal.h: the state of one `up` run, shared by up.c, up_prepare.c, up_split.c, up_walk.c and up_gate.c. */
 #ifndef SLUICE_UP_INTERNAL_H
 #define SLUICE_UP_INTERNAL_H
 
@@ -6,10 +6,11 @@
 
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
-#include "sluice/cli.h"
 #include "sluice/ctl.h"
 #include "sluice/pace.h"
+#include "sluice/run.h"
 #include "sluice/undo.h"
+#include "sluice/up.h"
 
 /* The key of one chunk edge, as text, one string per key column. */
 typedef struct key_tuple {
@@ -66,34 +67,38 @@ typedef struct up_worker {
     size_t nq;
     char numbers[6][24]; /* chunk_no, rows, attempts, limit, range_no as text */
     const char *edges[2 * SL_MAX_KEY_COLS];
-    const char *prog[7 + 2 * SL_MAX_KEY_COLS];
+    const char *prog[10 + 2 * SL_MAX_KEY_COLS];
     const char *bparams[2 * SL_MAX_KEY_COLS + 1];
+    const char *uparams[3]; /* the undo record's row: job, chunk_no, record */
+    char *record;           /* the undo record of the chunk in flight */
 } up_worker;
 
 typedef struct up_run {
     sl_session *sess;
-    const sl_opts *opts;
+    const sl_run_opts *opts;
     sl_job *job;
-    sl_ckpt *ckpt;
+    sl_run run;    /* the job's lock, state and journal (run.h) */
+    sl_ckpt *ckpt; /* run.ckpt */
     sl_table_info info;
+    sl_run_identity id;         /* what the job walks */
     char *boundary[2][2];       /* boundary SQL [after a key?][up to a key?] */
     char **stmt_sql;            /* up statements with :lo/:hi rendered */
     char *progress_sql;         /* INSERT INTO sluice_progress ... */
     sl_chunk_settings timeouts; /* sent after each chunk's BEGIN */
-    int64_t run_id;
-    int64_t chunks_done;   /* committed chunks, all runs */
-    int64_t next_chunk_no; /* the number the next chunk sent takes */
+    int64_t chunks_done;        /* committed chunks, all runs */
+    int64_t next_chunk_no;      /* the number the next chunk sent takes */
     int64_t rows_done;
-    int locked;      /* holds the job's advisory lock */
-    int run_lock_fd; /* the checkpoint's run lock, -1 if not held */
-    sl_pace pace;    /* batch size, pause, rate and health limits in force */
-    int paused;      /* by `ctl pause` */
+    sl_pace pace; /* batch size, pause, rate and health limits in force */
+    int paused;   /* by `ctl pause` */
     int64_t last_health_ms;
     int64_t health_since; /* mono ms since a health limit holds chunks back, 0 if none */
     char health_first[512];
     int window_announced;
     int has_last;      /* some chunk ever committed */
     key_tuple last;    /* the last committed chunk's :hi, before this run */
+    int has_end;       /* the walk ends at end (end fixed), else it follows new rows */
+    int nothing;       /* end fixed and the table was empty when the job began: nothing to walk */
+    key_tuple end;     /* the key's last value when the job began */
     key_range *ranges; /* what is left to walk, in key order */
     size_t nranges, next_range;
     int64_t nworkers;
@@ -120,12 +125,9 @@ static inline void range_free(key_range *kr)
     tuple_free(&kr->until);
 }
 
-/* Reconnect the run's session with backoff and jitter, take the job's lock
- * again: 0, 1 when stopped by a signal, -1 when it gave up (r->err). */
-int sl_up_reconnect(up_run *r);
-/* Reconnect sess: the run's session as above; a worker's takes the workers'
- * lock again and makes sure the run's session still holds the job's. */
-int sl_up_reconnect_session(up_run *r, sl_session *sess);
+/* Reconnect sess (the run's, or a worker's) with backoff and jitter: 0, 1
+ * when stopped by a signal, -1 when it gave up or lost the job (r->err). */
+int sl_up_reconnect(up_run *r, sl_session *sess);
 /* Render the SET LOCAL statements from the job's timeouts (on SQLite: set
  * them on the session instead). */
 void sl_up_render_timeouts(up_run *r);
@@ -152,14 +154,16 @@ int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg);
 
 /* up_prepare.c: before the walk. Each returns 0, -2 for a refusal (exit 2,
  * nothing changed) or -1 for a failure, with r->err set. */
-/* The job's advisory lock: one runner per job and database. */
-int sl_up_take_lock(up_run *r);
-/* The job's `requires` query must return true. */
-int sl_up_check_requires(up_run *r);
-/* Copy chunks the database has and the checkpoint lacks into it. */
-int sl_up_reconcile(up_run *r);
+/* What may refuse the job, reading only: the table and its key, an index,
+ * `requires`, the undo columns; r->id, what the job walks. */
+int sl_up_preflight(up_run *r);
+/* `where` and the up statements, checked by the server without running
+ * them (EXPLAIN): a missing column refuses the job now, not at chunk 1. */
+int sl_up_check_statements(up_run *r);
+/* A snapshot job's committed chunks must all have their undo records. */
+int sl_up_check_undo_records(up_run *r);
 /* The last committed chunk's :hi, rows and chunks done, the next chunk
- * number, and the checksum check. */
+ * number, and where the walk ends (fixed now when no chunk committed yet). */
 int sl_up_load_position(up_run *r);
 
 /* up_split.c: the ranges left to walk: a split kept in sluice_ranges with

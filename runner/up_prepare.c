@@ -1,4 +1,4 @@
-/* up_prepare.c: what an `up` run does before its first chunk: the job's lock, requires, reconcile, resume position. */
+/* up_prepare.c: what an `up` run checks and reads before its first chunk: refusals, undo records, position, the end. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,22 +6,15 @@
 
 #include "up_internal.h"
 
-/* One runner per job and database: wait up to 5 s for a just-killed
- * runner's backend to let go before refusing. */
-int sl_up_take_lock(up_run *r)
-{
-    int rc = sl_session_lock_job(r->sess, r->job->name, 5000, &r->err);
-    r->locked = rc == 0;
-    return rc;
-}
-
-int sl_up_check_requires(up_run *r)
+static int check_requires(up_run *r)
 {
     if (!r->job->requires)
         return 0;
     sl_answer ans;
-    if (sl_session_exec1(r->sess, r->job->requires, 0, NULL, &ans) != 0)
+    if (sl_session_exec1(r->sess, r->job->requires, 0, NULL, &ans) != 0) {
+        sl_err_set(&r->err, "%s: lost the connection while checking requires", r->job->name);
         return -1;
+    }
     int rc = 0;
     const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
     if (!ans.ok) {
@@ -36,135 +29,223 @@ int sl_up_check_requires(up_run *r)
     return rc;
 }
 
-/* Run a query about the job's rows in sluice_progress ($1 = the job):
- * 0 with an ok answer in ans, else -1 with r->err set. */
-static int read_progress(up_run *r, const char *sql, sl_answer *ans)
+static int check_index(up_run *r)
+{
+    if (r->info.index)
+        return 0;
+    char *cols = sl_keys_column_list(&r->info.ks);
+    sl_err_set(&r->err, "%s: no btree index on %s (%s): every chunk would scan the whole table", r->job->path,
+               r->info.ks.table, cols);
+    /* SQLite has no CONCURRENTLY, and its CREATE INDEX needs a name */
+    if (r->sess->dialect == SL_DIALECT_SQLITE)
+        sl_err_append(&r->err,
+                      "hint: CREATE INDEX sluice_%s ON %s (%s); or run with --allow-no-index to walk it anyway",
+                      r->job->name, r->info.ks.table, cols);
+    else
+        sl_err_append(&r->err,
+                      "hint: CREATE INDEX CONCURRENTLY ON %s (%s); or run with --allow-no-index to walk it anyway",
+                      r->info.ks.table, cols);
+    free(cols);
+    if (!r->opts->allow_no_index)
+        return -2;
+    sl_warn("%s", r->err.msg);
+    return 0;
+}
+
+/* The server's own check of SQL it was given: a missing column in `where`
+ * or in an up statement is a refusal now (exit 2), not chunk 1's failure.
+ * EXPLAIN plans without running; statements it cannot plan (CALL, DO) are
+ * left to the first chunk. */
+static int check_sql(up_run *r, const char *what, int line, const char *sql, int nparams)
+{
+    const char *nulls[2 * SL_MAX_KEY_COLS] = {0};
+    char *q = sl_asprintf("%s %s", r->sess->dialect == SL_DIALECT_SQLITE ? "EXPLAIN QUERY PLAN" : "EXPLAIN", sql);
+    sl_answer ans;
+    int rc = sl_session_exec1(r->sess, q, nparams, nulls, &ans);
+    free(q);
+    if (rc != 0) {
+        sl_err_set(&r->err, "%s: lost the connection while checking its SQL", r->job->name);
+        return -1;
+    }
+    if (!ans.ok && !ans.conn_lost)
+        sl_err_set(&r->err, "%s:%d: %s: %s%s%s", r->job->path, line, what, ans.sqlstate, ans.sqlstate[0] ? " " : "",
+                   ans.error);
+    rc = ans.ok ? 0 : ans.conn_lost ? -1 : -2;
+    sl_answer_free(&ans);
+    return rc;
+}
+
+static int explainable(const sl_stmt *st)
+{
+    static const char *const kinds[] = {"update", "delete", "insert", "select", "with", "merge", "values"};
+    char word[16];
+    sl_stmt_first_word(st, word, sizeof word);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(word, kinds[i]) == 0)
+            return 1;
+    return 0;
+}
+
+int sl_up_check_statements(up_run *r)
+{
+    const sl_keyspec *ks = &r->info.ks;
+    int n = (int)ks->ncols, rc = 0;
+    if (r->job->where) {
+        char *sql = sl_asprintf("SELECT 1 FROM %s WHERE (%s) LIMIT 0", ks->table, r->job->where);
+        rc = check_sql(r, "where is not valid here", r->job->line[SL_DIR_WHERE], sql, 0);
+        free(sql);
+    }
+    for (size_t i = 0; rc == 0 && i < r->job->up.nstmts; i++) {
+        const sl_stmt *st = &r->job->up.stmts[i];
+        if (!explainable(st))
+            continue;
+        char *lo = sl_keys_placeholder_sql(ks, 1), *hi = sl_keys_placeholder_sql(ks, st->uses_lo ? 1 + n : 1);
+        char *sql = sl_stmt_render(st, lo, hi);
+        rc = check_sql(r, "this up statement cannot run against the database", st->line, sql,
+                       (st->uses_lo + st->uses_hi) * n);
+        free(sql);
+        free(lo);
+        free(hi);
+    }
+    return rc;
+}
+
+int sl_up_preflight(up_run *r)
+{
+    if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0)
+        return -2;
+    int rc = check_index(r);
+    if (rc != 0)
+        return rc;
+    if (!r->info.unique_key)
+        sl_warn("%s: the key of %s is not unique: a chunk takes every row of its :hi value, so chunks may be "
+                "larger than batch and rows counts approximate",
+                r->job->path, r->info.ks.table);
+    if (r->info.nullable_key)
+        sl_warn("%s: a key column of %s allows NULL; rows with a NULL key are never visited", r->job->path,
+                r->info.ks.table);
+    if ((rc = check_requires(r)) != 0)
+        return rc;
+    if (sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
+        return -2;
+    r->id.table = sl_strdup(r->info.ks.table);
+    r->id.key = sl_keys_column_list(&r->info.ks);
+    r->id.where = r->job->where ? sl_strdup(r->job->where) : NULL;
+    r->id.undo = sl_undo_identity(&r->undo);
+    return 0;
+}
+
+/* Run a query about the job ($1 = the job): 0 with an ok answer in ans,
+ * else -1 with r->err set. */
+static int read_job(up_run *r, const char *sql, sl_answer *ans)
 {
     const char *params[] = {r->job->name};
     if (sl_session_exec1(r->sess, sql, 1, params, ans) == 0 && ans->ok)
         return 0;
-    sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans->error ? ans->error : "connection lost");
+    sl_err_set(&r->err, "%s: cannot read its progress: %s", r->job->name, ans->error ? ans->error : "connection lost");
     sl_answer_free(ans);
     return -1;
 }
 
-/* Copy the rows of sluice_progress picked by `which` (chunk numbers, SQL)
- * into the checkpoint file. */
-static int copy_chunks(up_run *r, const char *which)
+int sl_up_check_undo_records(up_run *r)
 {
+    if (r->undo.kind != SL_UNDO_SNAPSHOT_COLS && r->undo.kind != SL_UNDO_SNAPSHOT_ALL)
+        return 0;
     sl_answer ans;
-    int lite = r->sess->dialect == SL_DIALECT_SQLITE; /* SQLite keeps the keys as JSON text, times as ISO text */
-    char *sql = sl_asprintf("SELECT chunk_no, %s, %s, rows, duration_ms, attempts, checksum, %s, "
-                            "CASE WHEN skipped THEN 'true' ELSE 'false' END "
-                            "FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND (%s) ORDER BY chunk_no",
-                            lite ? "lo" : "array_to_json(lo)::text", lite ? "hi" : "array_to_json(hi)::text",
-                            lite ? "CAST((julianday(committed_at) - 2440587.5) * 86400000 AS INTEGER)"
-                                 : "(extract(epoch FROM committed_at) * 1000)::bigint",
-                            which);
-    int qrc = read_progress(r, sql, &ans);
-    free(sql);
-    if (qrc != 0)
+    if (read_job(r,
+                 "SELECT p.chunk_no FROM " SL_PROGRESS_TABLE " p WHERE p.job = $1 AND NOT p.skipped"
+                 " AND NOT EXISTS (SELECT 1 FROM " SL_UNDO_TABLE " u WHERE u.job = p.job AND u.chunk_no = p.chunk_no)"
+                 " ORDER BY p.chunk_no",
+                 &ans) != 0)
         return -1;
-    int rc = 0;
-    for (int row = 0; row < ans.results[0].nrows && rc == 0; row++) {
-        sl_ckpt_chunk c = {0};
-        c.chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
-        c.lo = sl_answer_val(&ans, 0, row, 1);
-        c.hi = sl_answer_val(&ans, 0, row, 2);
-        const char *skipped = sl_answer_val(&ans, 0, row, 8);
-        c.skipped = skipped && strcmp(skipped, "true") == 0;
-        if (c.skipped)
-            c.error = "set aside by on-error skip (recovered from " SL_PROGRESS_TABLE ")";
-        c.rows = strtoll(sl_answer_val(&ans, 0, row, 3), NULL, 10);
-        c.affected = -1; /* only the runner that committed it knew */
-        const char *d = sl_answer_val(&ans, 0, row, 4);
-        c.duration_ms = d ? strtoll(d, NULL, 10) : 0;
-        c.attempts = strtoll(sl_answer_val(&ans, 0, row, 5), NULL, 10);
-        c.committed_at_ms = strtoll(sl_answer_val(&ans, 0, row, 7), NULL, 10);
-        rc = sl_ckpt_commit_chunk(r->ckpt, 0, &c, &r->err);
-        if (rc == 0)
-            sl_info("%s: chunk %" PRId64 " had committed before the checkpoint was written; recorded it now",
-                    r->job->name, c.chunk_no);
+    int lost = ans.results[0].nrows;
+    if (lost > 0) {
+        sl_buf list = {0};
+        for (int i = 0; i < lost && i < 20; i++)
+            sl_buf_printf(&list, "%s%s", i ? ", " : "", sl_answer_val(&ans, 0, i, 0));
+        sl_err_set(&r->err,
+                   "%s: %d committed chunk%s no undo record in %s (chunk%s %s%s): `down` could not put %s back",
+                   r->job->name, lost, lost == 1 ? " has" : "s have", SL_UNDO_TABLE, lost == 1 ? "" : "s", list.data,
+                   lost > 20 ? ", ..." : "", lost == 1 ? "it" : "them");
+        sl_err_append(&r->err,
+                      "hint: were rows deleted from %s? to go on anyway (down will leave those chunks as they "
+                      "are), run with --allow-lost-undo",
+                      SL_UNDO_TABLE);
+        sl_buf_free(&list);
     }
     sl_answer_free(&ans);
-    return rc;
-}
-
-/* The highest chunk number sluice_progress has for the job, 0 if none. */
-static int db_max_chunk(up_run *r, int64_t *db_max)
-{
-    sl_answer ans;
-    if (read_progress(r, "SELECT coalesce(max(chunk_no), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1", &ans) != 0)
-        return -1;
-    *db_max = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10);
-    sl_answer_free(&ans);
+    if (lost == 0)
+        return 0;
+    if (!r->opts->allow_lost_undo)
+        return -2;
+    sl_warn("%s (going on: --allow-lost-undo)", r->err.msg);
     return 0;
 }
 
-/* Copy chunks committed in the database but missing from the checkpoint file
- * (a kill between the two commits). They are numbered above the file's
- * highest chunk or fill a gap below it: with workers, a chunk sent earlier
- * may commit after later ones, and a number whose chunk never committed
- * stays a gap for good. */
-int sl_up_reconcile(up_run *r)
+/* Read n key columns of row 0 from column from on into t; 0 when NULL. */
+static int read_tuple(const sl_answer *ans, int from, size_t n, key_tuple *t)
 {
-    sl_ckpt_job cj;
-    if (sl_ckpt_get_job(r->ckpt, &cj, &r->err) != 0)
-        return -1;
-    sl_state state = cj.state;
-    sl_ckpt_job_free(&cj);
-    int64_t have = 0, *gaps = NULL, db_max = 0;
-    size_t ngaps = 0;
-    if (sl_ckpt_chunk_gaps(r->ckpt, &have, &gaps, &ngaps, &r->err) != 0)
-        return -1;
-    int rc = db_max_chunk(r, &db_max);
-    /* undo.c hook: a `down` killed between its commit (the chunk's row left
-     * sluice_progress) and its checkpoint write leaves the file a chunk
-     * ahead: forget what the database no longer has. */
-    if (rc == 0 && state == SL_STATE_ROLLING_BACK && db_max < have) {
-        have = db_max;
-        rc = sl_ckpt_forget_after(r->ckpt, db_max, &r->err);
+    tuple_free(t);
+    for (size_t i = 0; i < n; i++) {
+        const char *v = sl_answer_val(ans, 0, 0, from + (int)i);
+        if (!v) {
+            tuple_free(t);
+            return 0;
+        }
+        t->v[i] = sl_strdup(v);
     }
-    if (rc == 0 && db_max < have) {
-        sl_err_set(&r->err, "checkpoint %s records chunks up to %" PRId64 " but this database's %s only up to %" PRId64,
-                   sl_ckpt_file(r->ckpt), have, SL_PROGRESS_TABLE, db_max);
-        sl_err_append(&r->err,
-                      "hint: the checkpoint belongs to another database, or %s was edited; use another "
-                      "--checkpoints directory for this database",
-                      SL_PROGRESS_TABLE);
-        rc = -2;
-    }
-    /* the numbers in the gaps, a thousand per query */
-    for (size_t i = 0; rc == 0 && i < ngaps; i += 1000) {
-        sl_buf in = {0};
-        sl_buf_adds(&in, "chunk_no IN (");
-        for (size_t j = i; j < ngaps && j < i + 1000; j++)
-            sl_buf_printf(&in, "%s%" PRId64, j > i ? ", " : "", gaps[j]);
-        sl_buf_addc(&in, ')');
-        rc = copy_chunks(r, in.data);
-        sl_buf_free(&in);
-    }
-    if (rc == 0 && db_max > have) {
-        char *above = sl_asprintf("chunk_no > %" PRId64, have);
-        rc = copy_chunks(r, above);
-        free(above);
-    }
-    free(gaps);
-    return rc;
+    return 1;
 }
 
-/* Load the last committed :hi from sluice_progress (exact text per column). */
+/* The end of the walk: the one the job began with, or (no chunk yet) the
+ * key's last value now. None with end follow. */
+static int load_end(up_run *r)
+{
+    size_t n = r->info.ks.ncols;
+    r->has_end = 0;
+    r->nothing = 0;
+    if (r->job->follow)
+        return 0;
+    sl_answer ans;
+    if (r->has_last && r->run.row.walk_end) {
+        sl_buf b = {0};
+        sl_buf_adds(&b, "SELECT 1");
+        sl_session_add_key_elems(r->sess, &b, "walk_end", n);
+        sl_buf_adds(&b, " FROM " SL_JOBS_TABLE " WHERE job = $1");
+        int rc = read_job(r, b.data, &ans);
+        sl_buf_free(&b);
+        if (rc != 0)
+            return -1;
+        r->has_end = read_tuple(&ans, 1, n, &r->end);
+        sl_answer_free(&ans);
+        if (r->has_end)
+            return 0;
+    }
+    char *sql = sl_keys_last_sql(&r->info.ks);
+    sl_pg_query q = {sql, 0, NULL, 0};
+    int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
+    free(sql);
+    if (rc != 0)
+        return rc; /* 1: stopped by a signal */
+    r->has_end = ans.results[0].nrows > 0 && read_tuple(&ans, 0, n, &r->end);
+    sl_answer_free(&ans);
+    r->nothing = !r->has_end && !r->has_last;
+    if (r->has_last && r->has_end) /* chunks from a sluice that did not record the end */
+        sl_info("%s: the end of its walk was not recorded; it ends at the key's last value now", r->job->name);
+    return 0;
+}
+
 int sl_up_load_position(up_run *r)
 {
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
-    sl_buf_adds(&b, "SELECT chunk_no, checksum");
+    sl_buf_adds(&b, "SELECT chunk_no");
     sl_session_add_key_elems(r->sess, &b, "hi", n);
     sl_buf_adds(&b, ", (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE
                     " WHERE job = $1), (SELECT count(*) FROM " SL_PROGRESS_TABLE
                     " WHERE job = $1) FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
     sl_answer ans;
-    int rc = read_progress(r, b.data, &ans);
+    int rc = read_job(r, b.data, &ans);
     sl_buf_free(&b);
     if (rc != 0)
         return -1;
@@ -175,27 +256,15 @@ int sl_up_load_position(up_run *r)
     tuple_free(&r->last);
     if (r->has_last) {
         r->next_chunk_no = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10) + 1;
-        r->chunks_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(3 + n)), NULL, 10);
-        for (size_t i = 0; i < n; i++) {
-            const char *v = sl_answer_val(&ans, 0, 0, (int)(2 + i));
-            if (!v) {
-                sl_err_set(&r->err, "%s holds %zu key columns for job %s, the job's key has %zu: key changed?",
-                           SL_PROGRESS_TABLE, i, r->job->name, n);
-                sl_answer_free(&ans);
-                return -2;
-            }
-            r->last.v[i] = sl_strdup(v);
-        }
-        r->rows_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(2 + n)), NULL, 10);
-        const char *sum = sl_answer_val(&ans, 0, 0, 1);
-        if (sum && strcmp(sum, r->job->checksum) != 0 && !r->opts->force) {
-            sl_err_set(&r->err, "%s was changed after its first chunk committed (checksum %s, now %s)", r->job->path,
-                       sum, r->job->checksum);
-            sl_err_append(&r->err, "hint: put the file back as it was, or resume with the new text using --force");
+        r->chunks_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(2 + n)), NULL, 10);
+        r->rows_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(1 + n)), NULL, 10);
+        if (!read_tuple(&ans, 1, n, &r->last)) {
+            sl_err_set(&r->err, "%s holds fewer key columns for job %s than the job's key has (%zu)", SL_PROGRESS_TABLE,
+                       r->job->name, n);
             sl_answer_free(&ans);
             return -2;
         }
     }
     sl_answer_free(&ans);
-    return 0;
+    return load_end(r);
 }

@@ -121,6 +121,11 @@ static char *sample_sql(up_run *r, int64_t want, double pct)
         sl_buf_printf(&b, ks->ncols > 1 ? " AND (%s) > %s" : " AND %s > %s", cols, after);
         free(after);
     }
+    if (r->has_end) { /* the walk ends there */
+        char *end = sl_keys_placeholder_sql(ks, 1 + (r->has_last ? (int)ks->ncols : 0));
+        sl_buf_printf(&b, ks->ncols > 1 ? " AND (%s) <= %s" : " AND %s <= %s", cols, end);
+        free(end);
+    }
     if (ks->where)
         sl_buf_printf(&b, " AND (%s)", ks->where);
     sl_buf_printf(&b,
@@ -241,10 +246,13 @@ static int make_split(up_run *r)
     int64_t sample_pages = want * SAMPLE_PAGES_PER_RANGE > 300 ? want * SAMPLE_PAGES_PER_RANGE : 300;
     double pct = pages > sample_pages ? 100.0 * (double)sample_pages / (double)pages : 100.0;
     char *sql = sample_sql(r, want, pct);
-    const char *params[SL_MAX_KEY_COLS];
+    const char *params[2 * SL_MAX_KEY_COLS];
+    int np = 0;
     for (size_t i = 0; r->has_last && i < r->info.ks.ncols; i++)
-        params[i] = r->last.v[i];
-    sl_pg_query q = {sql, r->has_last ? (int)r->info.ks.ncols : 0, params, 0};
+        params[np++] = r->last.v[i];
+    for (size_t i = 0; r->has_end && i < r->info.ks.ncols; i++)
+        params[np++] = r->end.v[i];
+    sl_pg_query q = {sql, np, params, 0};
     sl_answer ans;
     int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
     free(sql);
@@ -266,7 +274,20 @@ static int make_split(up_run *r)
     return 0;
 }
 
-int sl_up_load_ranges(up_run *r)
+/* The last range runs to the end of the walk (end fixed), not the table's. */
+static void cap_at_end(up_run *r)
+{
+    for (size_t i = 0; r->has_end && i < r->nranges; i++) {
+        key_range *kr = &r->ranges[i];
+        if (kr->has_until)
+            continue;
+        for (size_t c = 0; c < r->info.ks.ncols; c++)
+            kr->until.v[c] = sl_strdup(r->end.v[c]);
+        kr->has_until = 1;
+    }
+}
+
+static int load_ranges(up_run *r)
 {
     int pg = r->sess->dialect == SL_DIALECT_PG;
     if (pg && read_split(r) != 0)
@@ -282,4 +303,12 @@ int sl_up_load_ranges(up_run *r)
         for (size_t i = 0; i < r->info.ks.ncols; i++)
             kr->after.v[i] = sl_strdup(r->last.v[i]);
     return 0;
+}
+
+int sl_up_load_ranges(up_run *r)
+{
+    int rc = load_ranges(r);
+    if (rc == 0)
+        cap_at_end(r);
+    return rc;
 }

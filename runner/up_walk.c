@@ -21,12 +21,14 @@
 #include "sluice/progress.h"
 #include "up_internal.h"
 
-enum { CHUNK_OK, CHUNK_RETRY, CHUNK_FAILED, CHUNK_LOST };
+enum { CHUNK_OK, CHUNK_RETRY, CHUNK_FAILED, CHUNK_LOST, CHUNK_FENCED };
 
 /* Where each query of a chunk's batch sits: BEGIN, the timeouts, [pre-image],
- * the up statements, [post-image], the progress row, COMMIT, next bounds. */
+ * the up statements, [post-image], the progress row, [the undo record],
+ * COMMIT, next bounds. A chunk with an undo record goes in two halves: the
+ * second, from the record on, once the first's images are in. */
 typedef struct chunk_layout {
-    size_t k, pre_i, first, post_i, prog_i, commit_i, bound_i, nq;
+    size_t k, pre_i, first, post_i, prog_i, undo_i, commit_i, bound_i, nq;
     int pre, post;
 } chunk_layout;
 
@@ -40,7 +42,8 @@ static chunk_layout layout_of(const up_run *r)
     l.first = l.pre_i + (size_t)l.pre;
     l.post_i = l.first + l.k;
     l.prog_i = l.post_i + (size_t)l.post;
-    l.commit_i = l.prog_i + 1;
+    l.undo_i = l.prog_i + 1;
+    l.commit_i = l.undo_i + (size_t)l.post;
     l.bound_i = l.commit_i + 1;
     l.nq = l.bound_i + 1;
     return l;
@@ -142,8 +145,11 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
     w->prog[np++] = w->numbers[2];
     w->prog[np++] = r->job->checksum;
     w->prog[np++] = "false";
-    if (r->sess->dialect == SL_DIALECT_PG)
+    w->prog[np++] = NULL; /* no error */
+    if (r->sess->dialect == SL_DIALECT_PG) {
         w->prog[np++] = w->numbers[4];
+        w->prog[np++] = sl_run_fence_id(&r->run);
+    }
     int nb = 0;
     const char *bsql = boundary_for(r, w, &cur->hi, w->bparams, &nb, w->numbers[3]);
 
@@ -163,14 +169,16 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
     if (l->post)
         q[l->post_i] = (sl_pg_query){r->undo.post_sql, 2 * (int)n, w->edges, 1};
     q[l->prog_i] = (sl_pg_query){r->progress_sql, (int)np, w->prog, 1};
+    if (l->post) /* its values are filled in by after_first_half */
+        q[l->undo_i] = (sl_pg_query){sl_undo_store_sql(&r->undo), 3, w->uparams, 1};
     q[l->commit_i] = (sl_pg_query){"COMMIT", 0, NULL, 0};
     q[l->bound_i] = (sl_pg_query){bsql, nb, w->bparams, 1};
 }
 
-/* Send cur without waiting. A chunk with undo records goes in two halves:
- * up to its sluice_progress row, then, once the record is durably in the
- * checkpoint file, COMMIT and the next bounds (an explicit transaction stays
- * open across batches). 0 sent, -1 not connected. */
+/* Send cur without waiting. A chunk with an undo record goes in two halves:
+ * up to its sluice_progress row, then, once the record is built from the
+ * images, the record, COMMIT and the next bounds (an explicit transaction
+ * stays open across batches). 0 sent, -1 not connected. */
 static int send_chunk(up_run *r, up_worker *w)
 {
     chunk_layout l = layout_of(r);
@@ -183,7 +191,7 @@ static int send_chunk(up_run *r, up_worker *w)
     build_chunk(r, w, &l);
     w->saving = l.post;
     w->sent_at = sl_mono_ms();
-    if (sl_session_send(w->sess, w->q, l.post ? l.commit_i : l.nq, &w->pend) != 0)
+    if (sl_session_send(w->sess, w->q, l.post ? l.undo_i : l.nq, &w->pend) != 0)
         return -1;
     w->state = W_BUSY;
     return 0;
@@ -204,9 +212,9 @@ static void rollback(sl_session *sess)
         sl_answer_free(&rb);
 }
 
-/* The first half of a chunk with undo records answered: save the record
+/* The first half of a chunk with an undo record answered: build the record
  * and send the second half. 0 when the second half is in flight; 1 when
- * w->first is the chunk's whole answer (it failed, or the save did). */
+ * w->first is the chunk's whole answer (it failed, or sending did). */
 static int after_first_half(up_run *r, up_worker *w)
 {
     chunk_layout l = layout_of(r);
@@ -217,14 +225,12 @@ static int after_first_half(up_run *r, up_worker *w)
     if (!w->first.ok)
         return 1;
     const sl_result *pre = l.pre ? &w->first.results[l.pre_i] : NULL;
-    if (sl_undo_save(&r->undo, r->ckpt, w->chunk_no, pre, &w->first.results[l.post_i], &r->err) != 0) {
-        rollback(w->sess);
-        w->first.ok = 0;
-        w->first.failed_index = (int)l.commit_i; /* reported like a failed COMMIT: rolled back, not transient */
-        w->first.error = sl_strdup(r->err.msg);
-        return 1;
-    }
-    if (sl_session_send(w->sess, w->q + l.commit_i, l.nq - l.commit_i, &w->pend) != 0) {
+    free(w->record);
+    w->record = sl_undo_record(&r->undo, w->chunk_no, pre, &w->first.results[l.post_i]);
+    w->uparams[0] = r->job->name;
+    w->uparams[1] = w->numbers[0];
+    w->uparams[2] = w->record;
+    if (sl_session_send(w->sess, w->q + l.undo_i, l.nq - l.undo_i, &w->pend) != 0) {
         w->first.ok = 0;
         w->first.conn_lost = 1;
         return 1;
@@ -237,13 +243,13 @@ static void merge_second_half(up_run *r, up_worker *w)
 {
     chunk_layout l = layout_of(r);
     sl_answer *ans = &w->first, *tail = &w->pend.ans;
-    for (size_t i = 0; i < tail->nresults && l.commit_i + i < l.nq; i++) {
-        ans->results[l.commit_i + i] = tail->results[i];
+    for (size_t i = 0; i < tail->nresults && l.undo_i + i < l.nq; i++) {
+        ans->results[l.undo_i + i] = tail->results[i];
         memset(&tail->results[i], 0, sizeof tail->results[i]);
     }
     ans->ok = tail->ok;
     ans->conn_lost = tail->conn_lost;
-    ans->failed_index = tail->failed_index >= 0 ? (int)l.commit_i + tail->failed_index : -1;
+    ans->failed_index = tail->failed_index >= 0 ? (int)l.undo_i + tail->failed_index : -1;
     memcpy(ans->sqlstate, tail->sqlstate, sizeof ans->sqlstate);
     free(ans->error);
     ans->error = tail->error;
@@ -276,6 +282,11 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
     int idx = ans->failed_index;
     if (idx >= 1 && idx < (int)l.commit_i)
         rollback(w->sess);
+    if (idx == (int)l.prog_i && strcmp(ans->sqlstate, "23502") == 0 && r->sess->dialect == SL_DIALECT_PG) {
+        sl_run_fenced(&r->run); /* its row is written only while the lease is ours (lease.h) */
+        sl_err_set(&r->err, "%s", r->run.lease.why);
+        return CHUNK_FENCED;
+    }
     char *lo = sl_up_tuple_json(&w->cur.lo, n), *hi = sl_up_tuple_json(&w->cur.hi, n);
     char where[512] = "";
     if (idx >= (int)l.first && idx < (int)(l.first + l.k))
@@ -296,7 +307,7 @@ static int record_chunk(up_run *r, const chunk_bounds *done, int64_t chunk_no, i
     sl_ckpt_chunk c = {chunk_no, lo,         hi,         done->rows, affected, sl_mono_ms() - started,
                        attempts, last_error, sl_now_ms()};
     c.skipped = skipped;
-    int rc = sl_ckpt_commit_chunk(r->ckpt, r->run_id, &c, &r->err);
+    int rc = sl_ckpt_commit_chunk(r->ckpt, r->run.run_id, &c, &r->err);
     free(lo);
     free(hi);
     if (rc != 0)
@@ -336,7 +347,8 @@ static int set_aside(up_run *r, up_worker *w)
     snprintf(chunk_no, sizeof chunk_no, "%" PRId64, w->chunk_no);
     snprintf(att, sizeof att, "%" PRId64, w->attempts);
     snprintf(range_no, sizeof range_no, "%" PRId64, w->range->range_no);
-    const char *prog[7 + 2 * SL_MAX_KEY_COLS];
+    const char *prog[10 + 2 * SL_MAX_KEY_COLS];
+    char *error = sl_strdup(r->err.msg);
     prog[np++] = r->job->name;
     prog[np++] = chunk_no;
     for (size_t i = 0; i < n; i++)
@@ -347,8 +359,11 @@ static int set_aside(up_run *r, up_worker *w)
     prog[np++] = att;
     prog[np++] = r->job->checksum;
     prog[np++] = "true";
-    if (r->sess->dialect == SL_DIALECT_PG)
+    prog[np++] = error;
+    if (r->sess->dialect == SL_DIALECT_PG) {
         prog[np++] = range_no;
+        prog[np++] = sl_run_fence_id(&r->run);
+    }
     sl_pg_query q[] = {
         {sl_session_begin_sql(w->sess), 0, NULL, 0}, {r->progress_sql, (int)np, prog, 0}, {"COMMIT", 0, NULL, 0}};
     sl_answer ans;
@@ -360,10 +375,11 @@ static int set_aside(up_run *r, up_worker *w)
         sl_err_set(&r->err, "%s: cannot set a failing row aside: %s", r->job->name,
                    ans.error ? ans.error : "connection lost");
         sl_answer_free(&ans);
+        free(error);
         return -1;
     }
     sl_answer_free(&ans);
-    char *key = sl_up_tuple_json(&w->cur.hi, n), *error = sl_strdup(r->err.msg);
+    char *key = sl_up_tuple_json(&w->cur.hi, n);
     sl_warn("%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
     free(key);
     advance_range(r, w, &w->cur);
@@ -386,9 +402,7 @@ static int after_failure(up_run *r, up_worker *w, int transient)
     if (w->cur.rows > 1) {
         w->split_limit = w->cur.rows / 2;
         sl_warn("%s; splitting it: next chunks of at most %" PRId64 " rows", r->err.msg, w->split_limit);
-        sl_err lerr;
-        if (sl_ckpt_log_event(r->ckpt, "split", r->err.msg, &lerr) != 0)
-            sl_warn("%s", lerr.msg);
+        sl_run_event(&r->run, "split", r->err.msg);
         clear_chunk(w, 0); /* its number is free again: nothing of it committed */
         w->state = W_SEEK;
         return 0;
@@ -471,13 +485,15 @@ static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, chunk_b
         return on_committed(r, w, affected, next, next_known);
     if (st == CHUNK_FAILED)
         return after_failure(r, w, 0);
+    if (st == CHUNK_FENCED)
+        return -1;
     if (sl_session_stopping(r->sess)) {
         /* rolled back, or (the second signal) committed and reconciled next time */
         w->state = W_DONE;
         return 0;
     }
     if (st == CHUNK_LOST) {
-        int committed = 0, rc = sl_up_reconnect_session(r, w->sess);
+        int committed = 0, rc = sl_up_reconnect(r, w->sess);
         if (rc == 0)
             rc = chunk_committed(r, w, &committed);
         if (rc != 0) {
@@ -496,9 +512,7 @@ static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, chunk_b
     int64_t wait = sl_session_backoff_ms((int)w->attempts);
     sl_warn("%s (transient; retrying in %" PRId64 " ms, %" PRId64 " of %" PRId64 " retries left)", r->err.msg, wait,
             r->job->retries - w->attempts + 1, r->job->retries);
-    sl_err lerr;
-    if (sl_ckpt_log_event(r->ckpt, "retry", r->err.msg, &lerr) != 0)
-        sl_warn("%s", lerr.msg);
+    sl_run_event(&r->run, "retry", r->err.msg);
     w->attempts++;
     return ready_in(w, wait);
 }
@@ -630,8 +644,7 @@ static void start_workers(up_run *r)
         } else {
             sl_err err;
             if (sl_session_init(&w->own, r->sess->loop, r->sess->pg.conninfo, &err) != 0 ||
-                (w->own.quiet = 1, sl_session_connect(&w->own, &err) != 0) ||
-                sl_session_join_job(&w->own, r->job->name, &err) != 0) {
+                (w->own.quiet = 1, sl_session_connect(&w->own, &err) != 0)) {
                 sl_warn("%s: worker %d cannot connect, going on with %" PRId64 ": %s", r->job->name, w->id, r->nworkers,
                         err.msg);
                 if (w->own.has_pg)
@@ -640,7 +653,6 @@ static void start_workers(up_run *r)
             }
             w->has_own = 1;
             w->sess = &w->own;
-            r->sess->has_workers = 1;
         }
         r->nworkers++;
     }
@@ -656,6 +668,7 @@ static void stop_workers(up_run *r)
             sl_session_close_now(&w->own);
         bounds_free(&w->cur);
         free(w->q);
+        free(w->record);
         free(w->last_error);
         sl_answer_free(&w->first);
         sl_answer_free(&w->pend.ans);
@@ -663,7 +676,6 @@ static void stop_workers(up_run *r)
     free(r->workers);
     r->workers = NULL;
     r->nworkers = 0;
-    r->sess->has_workers = 0;
 }
 
 /* Deal with every batch that has answered. 0, or -1 when the job failed. */
@@ -695,6 +707,10 @@ static int coordinate(up_run *r)
     int stop = 0;
     for (;;) {
         take_answers(r);
+        if (sl_run_lost(&r->run) && !r->failed) { /* the keeper saw another runner take the job over */
+            r->failed = 1;
+            sl_err_set(&r->fail_err, "%s", r->run.lease.why);
+        }
         int busy = count_state(r, W_BUSY);
         if (r->failed || stop || sl_session_stopping(r->sess)) {
             if (!busy)

@@ -163,6 +163,16 @@ void sl_buf_add_json_str(sl_buf *buf, const char *s)
     sl_buf_addc(buf, '"');
 }
 
+void sl_buf_add_printable(sl_buf *buf, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            sl_buf_printf(buf, "\\x%02x", *p);
+        else
+            sl_buf_addc(buf, (char)*p);
+    }
+}
+
 char *sl_buf_take(sl_buf *buf)
 {
     char *p = buf->data ? buf->data : sl_strdup("");

@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${SLUICE_TEST_BUILD:-"$ROOT/build-test"}
 PG_MAJOR=${SLUICE_TEST_PGVERSION:-15}
 # What the build and the tests need on a Debian 12 machine; CI starts from one that may have none of it.
-DEPS=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev sqlite3
+DEPS=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev libjansson-dev sqlite3
     "postgresql-$PG_MAJOR" postgresql-common postgresql-contrib postgresql-client-common
     clang-format procps jq)
 

@@ -84,10 +84,11 @@ const char *sl_ckpt_file(const sl_ckpt *ckpt);
 int sl_ckpt_get_job(sl_ckpt *ckpt, sl_ckpt_job *out, sl_err *err) SL_MUSTCHECK;
 
 /* Start a run: records it in runs, sets state (running / rolling_back),
- * clears error, sets started_at if unset, and records target and checksum
- * (checksum only when no chunk has committed yet, or when force is set). */
+ * clears error, sets started_at if unset, and records target and, when not
+ * NULL, the job file's checksum. A run still marked running is closed as
+ * interrupted (its runner died: the caller holds the run lock). */
 int sl_ckpt_begin_run(sl_ckpt *ckpt, const char *kind, sl_state state, const char *checksum, const char *target,
-                      int force, int64_t *run_id, sl_err *err) SL_MUSTCHECK;
+                      int64_t *run_id, sl_err *err) SL_MUSTCHECK;
 
 /* Record a committed chunk and advance the summary (rows, affected, chunks,
  * last_key, updated_at) in one SQLite transaction. Idempotent per chunk_no:
@@ -123,17 +124,30 @@ int sl_ckpt_each_chunk(sl_ckpt *ckpt, int64_t after, int (*fn)(const sl_ckpt_chu
 int sl_ckpt_each_skipped(sl_ckpt *ckpt, int (*fn)(const char *key, const char *error, void *arg), void *arg,
                          sl_err *err) SL_MUSTCHECK;
 
-/* The highest committed chunk number (0 if none) and every number below it
- * the file lacks, ascending, as a malloc'd array: numbers sent by workers
- * that never committed, or committed chunks a kill kept out of the file. */
-int sl_ckpt_chunk_gaps(sl_ckpt *ckpt, int64_t *max, int64_t **gaps, size_t *ngaps, sl_err *err) SL_MUSTCHECK;
+/* Every committed chunk number the file holds, ascending, as a malloc'd
+ * array. */
+int sl_ckpt_chunk_numbers(sl_ckpt *ckpt, int64_t **nums, size_t *n, sl_err *err) SL_MUSTCHECK;
+
+/* Forget the chunks nums[0..n-1] (the database no longer has them: a `down`
+ * undid them, or they never committed there) and recompute the summary, in
+ * one SQLite transaction. Numbers the file does not hold are no error. */
+int sl_ckpt_forget_chunks(sl_ckpt *ckpt, const int64_t *nums, size_t n, sl_err *err) SL_MUSTCHECK;
+
+/* ---- the database it belongs to ----
+ * A checkpoint file is bound to one database: sluice's id for it, the
+ * PostgreSQL cluster's system identifier ("" when unknown or SQLite) and,
+ * with by_name, the database's name. A file bound to none yet is bound to
+ * this one when write is set (1 returned), else left alone (0); a file bound
+ * to another is refused: -2, err naming both. -1 on a file error. */
+int sl_ckpt_bind(sl_ckpt *ckpt, const char *id, const char *cluster, const char *name, int by_name, int write,
+                 sl_err *err) SL_MUSTCHECK;
 
 /* All runs of this file, oldest first, as a malloc'd array. */
 int sl_ckpt_list_runs(sl_ckpt *ckpt, sl_ckpt_run **runs, size_t *nruns, sl_err *err) SL_MUSTCHECK;
 
 /* ---- rollback (`down`) ----
- * The file's SQLite handle, for modules that keep tables of their own in it
- * (snapshot.c). The checkpoint keeps ownership. */
+ * The file's SQLite handle, for the parts of the store kept in files of
+ * their own (sync.c). The checkpoint keeps ownership. */
 struct sqlite3;
 struct sqlite3 *sl_ckpt_sqlite(sl_ckpt *ckpt);
 
@@ -142,11 +156,6 @@ struct sqlite3 *sl_ckpt_sqlite(sl_ckpt *ckpt);
  * the chunks left, in one SQLite transaction; with run_id > 0 also add rows
  * and one chunk to that run. A chunk the file never recorded is not an error. */
 int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, sl_err *err) SL_MUSTCHECK;
-
-/* Forget every chunk with chunk_no > after and recompute the summary: the
- * database says they are no longer applied (a `down` killed between its
- * commit and its checkpoint write). */
-int sl_ckpt_forget_after(sl_ckpt *ckpt, int64_t after, sl_err *err) SL_MUSTCHECK;
 
 /* Like sl_ckpt_finish_run, but the run's outcome ("done", "stopped",
  * "failed") may differ from the job's new state (a stopped `down` leaves the

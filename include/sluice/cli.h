@@ -3,26 +3,16 @@
 #define SLUICE_CLI_H
 
 #include "sluice/job.h"
+#include "sluice/run.h"
 #include "sluice/session.h"
-
-/* `down --on-conflict`: what to do with a row someone else changed after
- * the job wrote it. */
-typedef enum sl_on_conflict {
-    SL_CONFLICT_STOP,      /* change nothing in that chunk, report, exit 1 (default) */
-    SL_CONFLICT_SKIP,      /* leave those rows as they are, restore the rest */
-    SL_CONFLICT_OVERWRITE, /* restore them too */
-} sl_on_conflict;
+#include "sluice/up.h"
 
 /* Global options, resolved from flags and environment. */
 typedef struct sl_opts {
-    const char *db;             /* conninfo: --db, SLUICE_DB, DATABASE_URL, or "" (libpq's PG* variables) */
-    const char *jobs_dir;       /* --jobs, default "./jobs" */
-    const char *ckpt_dir;       /* --checkpoints, default SL_DEFAULT_CKPT_DIR */
-    int json;                   /* --json */
-    int force;                  /* --force: resume a job whose file changed */
-    int no_wait;                /* --no-wait */
-    int progress_tty;           /* stderr is a terminal: draw a progress line */
-    sl_on_conflict on_conflict; /* --on-conflict (down) */
+    const char *db;       /* conninfo: --db, SLUICE_DB, DATABASE_URL, or "" (libpq's PG* variables) */
+    const char *jobs_dir; /* --jobs, default "./jobs" */
+    int json;             /* --json */
+    sl_run_opts run;      /* the engine's: --checkpoints, --allow-*, --no-wait, --on-conflict */
 } sl_opts;
 
 #define SL_DEFAULT_CKPT_DIR ".sluice"
@@ -39,8 +29,5 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job);
 int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state);
 /* target: a job name, "-N" or "base" (see SPEC `down`). */
 int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target);
-
-/* Run one job's pending chunks on an open session (used by sl_cmd_up). */
-int sl_up_job(sl_session *sess, const sl_opts *opts, sl_job *job);
 
 #endif

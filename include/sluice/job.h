@@ -23,6 +23,7 @@ typedef enum sl_directive {
     SL_DIR_MAX_REPLICA_LAG,
     SL_DIR_THROTTLE_QUERY,
     SL_DIR_REQUIRES,
+    SL_DIR_END,
     SL_DIR_COUNT
 } sl_directive;
 
@@ -94,6 +95,7 @@ typedef struct sl_job {
     int64_t max_replica_lag_ms; /* 0 = off */
     char *throttle_query;       /* NULL = off */
     char *requires;             /* NULL = none */
+    int follow;                 /* end follow: walk rows inserted past the end too (default: end fixed) */
 
     sl_section up;   /* required */
     sl_section down; /* optional */

@@ -37,6 +37,13 @@ char *sl_keys_boundary_sql(const sl_keyspec *ks, int after_param);
  * parameter after them. For workers walking a range each (up_walk.c). */
 char *sl_keys_boundary_range_sql(const sl_keyspec *ks, int after_param, int until_param);
 
+/* SQL for the key's last value (its highest, by the index's order): no
+ * row when the table has none with a key, else one row of ncols text
+ * columns. The end of a job's walk (SPEC "A job ends"). No parameters;
+ * the where clause does not apply (any row past it is not the job's).
+ * malloc'd. */
+char *sl_keys_last_sql(const sl_keyspec *ks);
+
 /* The SQL that :lo and :hi stand for in a chunk statement, bound to
  * parameters $first..$first+ncols-1 (lo) and the next ncols (hi), with casts
  * to the key's types on PostgreSQL. Single key: "$1::bigint"; composite:

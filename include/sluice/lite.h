@@ -89,6 +89,8 @@ void sl_lite_interrupt(sl_lite *lite);
  * taken; -2 held by another process (err names its pid); -1 error. */
 int sl_lite_try_lock_job(sl_lite *lite, const char *job, sl_err *err) SL_MUSTCHECK;
 void sl_lite_unlock_job(sl_lite *lite, const char *job);
+/* 1 when another process holds job's lock now (changes nothing). */
+int sl_lite_job_locked(sl_lite *lite, const char *job);
 
 /* Stop the worker thread and close the database (prepared statements
  * first). Not while a batch runs. lite may be opened again. */

@@ -26,11 +26,9 @@ typedef struct sl_session {
     uv_timer_t sleep_timer;
     int signals; /* SIGINT/SIGTERM received so far */
     int has_pg;
-    int ensure_bookkeeping; /* create sluice_progress on connect (not for read-only commands like plan) */
     int64_t connect_timeout_ms;
     int quiet;        /* a worker's extra session: signals are announced by the main one */
     int open_handles; /* while sl_session_close_now waits for them */
-    int has_workers;  /* the run's session while worker connections of its own hold the workers' lock */
 } sl_session;
 
 /* Prepare a session on loop: validates conninfo ("sqlite:PATH", else
@@ -41,9 +39,8 @@ typedef struct sl_session {
 int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err) SL_MUSTCHECK;
 
 /* Connect (non-blocking, with a timeout; SLUICE_CONNECT_TIMEOUT overrides the
- * 10 s default) and prepare the session: settings sluice relies on and, when
- * ensure_bookkeeping is set, the bookkeeping table sluice_progress. err says
- * what failed. */
+ * 10 s default) and prepare the session: the settings sluice relies on.
+ * sluice's own tables are schema.h's. err says what failed. */
 int sl_session_connect(sl_session *sess, sl_err *err) SL_MUSTCHECK;
 
 /* "user@host:port/dbname" or "sqlite:PATH": safe to print. */
@@ -74,11 +71,6 @@ void sl_session_add_key_elems(const sl_session *sess, sl_buf *b, const char *col
  * chunk waits for it (up to lock-timeout) before doing any work rather than
  * failing half-way when it first writes. */
 const char *sl_session_begin_sql(const sl_session *sess);
-
-/* Create the bookkeeping table if it is missing, now and after every
- * reconnect. Called once a job is past its preflight checks, so a refused
- * job leaves the database as it was. */
-int sl_session_ensure_bookkeeping(sl_session *sess, sl_err *err) SL_MUSTCHECK;
 
 /* Send n queries as one pipeline segment and wait for the reply. Returns 0
  * when an answer (success or SQL error or lost connection) is in *ans, which
@@ -133,22 +125,11 @@ int64_t sl_session_backoff_ms(int attempt);
  * signal, -1 gave up (err). */
 int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err) SL_MUSTCHECK;
 
-/* The job's advisory lock (hashtextextended('sluice:<job>', 0); on SQLite a
- * lock file, lite.h), one runner per job and database, held by the session until it ends or unlocks. A
- * just-killed runner's backend may hold it for a moment, so it retries for
- * up to wait_ms. 0 taken; -2 held by another session (err names its pid);
- * -1 error. */
+/* One runner per job on a SQLite target: the job's lock file (lite.h),
+ * held by this process until it ends or unlocks; it retries for up to
+ * wait_ms. 0 taken; -2 held by another process (err names its pid); -1
+ * error. (A PostgreSQL job is locked by its lease, lease.h.) */
 int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err) SL_MUSTCHECK;
 void sl_session_unlock_job(sl_session *sess, const char *job);
-
-/* A worker's connection (PostgreSQL): hold the job's workers' lock, shared,
- * until it ends. sl_session_lock_job in another runner waits for every such
- * connection to be gone, so a worker whose runner lost its main connection
- * (and with it the job's lock) cannot overlap with the next runner. */
-int sl_session_join_job(sl_session *sess, const char *job, sl_err *err) SL_MUSTCHECK;
-
-/* The bookkeeping table: one row per committed chunk, written in the chunk's
- * own transaction. */
-#define SL_PROGRESS_TABLE "sluice_progress"
 
 #endif

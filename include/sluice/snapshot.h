@@ -1,20 +1,18 @@
-/* snapshot.h: undo records in the checkpoint file: per committed chunk, its rows before and after it ran.
+/* snapshot.h: the form of an undo record: per committed chunk, its rows before and after it ran.
  *
- * One record per chunk (SQLite row), holding one entry per table row in a
- * compact length-prefixed binary form: the row's key, the values saved
+ * One record per chunk (a row of the target's sluice_undo, undo.h), holding
+ * one entry per table row in a compact length-prefixed binary form: the row's key, the values saved
  * before the up statements ran (snapshot(COL, ...): those columns' text;
  * snapshot(*): the whole row's text), and a 64-bit hash of the row (of the
  * saved columns for snapshot(COL, ...)) as the job left it, which tells
  * `down` whether someone changed it since. On SQLite keys and values are
  * quote() literals and snapshot(*) saves one per column. Rows the chunk did
  * not write are left out. The
- * record is written before the chunk's transaction commits, so a committed
- * chunk always has one; a record for a chunk that never committed is
- * replaced when the chunk is redone, or dropped by `down`. */
+ * record is written in the chunk's own transaction, so a committed chunk
+ * always has one and a chunk that rolled back has none. */
 #ifndef SLUICE_SNAPSHOT_H
 #define SLUICE_SNAPSHOT_H
 
-#include "sluice/ckpt.h"
 #include "sluice/util.h"
 
 /* One table row of a chunk. Strings are owned by the sl_snap. */
@@ -44,25 +42,5 @@ int sl_snap_key_cmp(char *const *a, char *const *b, size_t nkey);
  * on a truncated or malformed blob. */
 void sl_snap_encode(const sl_snap *snap, sl_buf *out);
 int sl_snap_decode(const void *data, size_t len, sl_snap *out) SL_MUSTCHECK;
-
-/* Store snap as the record of snap->chunk_no, replacing an older one (a chunk
- * redone after a crash), durably (the file is synchronous=FULL). */
-int sl_snap_put(sl_ckpt *ckpt, const sl_snap *snap, sl_err *err) SL_MUSTCHECK;
-
-/* Load the record of chunk_no into out; *found = 0 (and out zeroed) if none. */
-int sl_snap_get(sl_ckpt *ckpt, int64_t chunk_no, sl_snap *out, int *found, sl_err *err) SL_MUSTCHECK;
-
-/* The kind ("down", "cols", "all") of chunk_no's record, "" if it has none. */
-int sl_snap_kind(sl_ckpt *ckpt, int64_t chunk_no, char kind[16], sl_err *err) SL_MUSTCHECK;
-
-/* Drop the records of chunks >= first. */
-int sl_snap_drop_from(sl_ckpt *ckpt, int64_t first, sl_err *err) SL_MUSTCHECK;
-/* Drop the records of chunks the checkpoint does not list as committed
- * (with workers, chunks in flight when a runner died; their numbers may lie
- * below committed ones). */
-int sl_snap_drop_uncommitted(sl_ckpt *ckpt, sl_err *err) SL_MUSTCHECK;
-
-/* Number of records and their total size in bytes (0, 0 when none). */
-int sl_snap_usage(sl_ckpt *ckpt, int64_t *records, int64_t *bytes, sl_err *err) SL_MUSTCHECK;
 
 #endif

@@ -1,10 +1,12 @@
 /* undo.h: how a job's chunks are undone: what `up` saves inside each chunk, and what `down` sends to put it back.
  *
- * Every job with a way back (SPEC `undo`) records, inside each up chunk's
- * transaction and before it commits, an undo record in the checkpoint file
- * (snapshot.h): a hash of every row the chunk left, and for snapshot(...) the
- * old values. `down` compares the hashes with the rows as they are now, so a
- * row another session changed since is never overwritten silently.
+ * Every job with a way back (README "Rolling back") records, inside each up
+ * chunk's transaction, an undo record in the target database's sluice_undo
+ * (snapshot.h is its form): a hash of every row the chunk left, and for
+ * snapshot(...) the old values. It commits with the chunk or not at all, and
+ * a `down` chunk deletes it in the transaction that puts the rows back.
+ * `down` compares the hashes with the rows as they are now, so a row another
+ * session changed since is never overwritten silently.
  *
  * PostgreSQL tells the rows a chunk wrote by xmin and saves values as their
  * text form; SQLite (undo_lite.c) reads each chunk's range before and after
@@ -14,8 +16,7 @@
 #define SLUICE_UNDO_H
 
 #include "sluice/catalog.h"
-#include "sluice/ckpt.h"
-#include "sluice/cli.h"
+#include "sluice/run.h"
 #include "sluice/snapshot.h"
 
 /* What a job saves and how it restores, resolved against the live table. */
@@ -39,12 +40,30 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
                     sl_err *err) SL_MUSTCHECK;
 void sl_undo_target_free(sl_undo_target *t);
 
-/* Inside an up chunk (its transaction still open): build the chunk's undo
- * record from the pre_sql result (NULL when there is no pre_sql) and the
- * post_sql result, and store it durably as chunk_no's record. Rows the chunk
- * did not change are left out. */
-int sl_undo_save(const sl_undo_target *t, sl_ckpt *ckpt, int64_t chunk_no, const sl_result *pre, const sl_result *post,
-                 sl_err *err) SL_MUSTCHECK;
+/* Inside an up chunk (its transaction still open): chunk_no's undo record,
+ * built from the pre_sql result (NULL when there is no pre_sql) and the
+ * post_sql result, as hex text to bind as sl_undo_store_sql's $3. Rows the
+ * chunk did not change are left out. malloc'd. */
+char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post);
+
+/* The statement that stores a chunk's record in sluice_undo, inside the
+ * chunk's transaction: $1 job, $2 chunk_no, $3 the record. */
+const char *sl_undo_store_sql(const sl_undo_target *t);
+
+/* Inside a down chunk: delete chunk $2's record of job $1 and return it
+ * (one row, one column, or no row when it has none). */
+const char *sl_undo_take_sql(const sl_undo_target *t);
+
+/* Read a record sl_undo_take_sql returned, checking its shape against t
+ * (key columns, saved columns) before any value is read: a record saved by
+ * another version of the job is refused. 0, or -1 with err. */
+int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out,
+                          sl_err *err) SL_MUSTCHECK;
+
+/* What the job saves, as fixed by its first chunk (run.h identity):
+ * "snapshot(a, b)" with the quoted column names, "snapshot(*)", or "" (the
+ * down section, or nothing). malloc'd. */
+char *sl_undo_identity(const sl_undo_target *t);
 
 /* One down chunk, worked out from its record and the rows as they are now
  * (state_sql's result). */
@@ -72,8 +91,8 @@ void sl_undo_step_free(sl_undo_step *s);
 char *sl_undo_describe_kind(const sl_job *job);
 
 /* For `plan`: print how the job rolls back and the space its undo records
- * will take in the checkpoint file (rows x average widths: from pg_stats, on
- * SQLite from a sample of 1000 rows). */
+ * will take in sluice_undo (rows x average widths: from pg_stats, on SQLite
+ * from a sample of 1000 rows). */
 void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *ks, int64_t rows);
 
 #endif

@@ -54,6 +54,9 @@ void sl_buf_addc(sl_buf *buf, char c);
 void sl_buf_printf(sl_buf *buf, const char *fmt, ...) SL_PRINTF(2, 3);
 /* Append s as a JSON string literal, with quotes; NULL appends null. */
 void sl_buf_add_json_str(sl_buf *buf, const char *s);
+/* Append s for a terminal or a log: control characters (a terminal's
+ * escape sequences among them) as \xNN, the rest as is. */
+void sl_buf_add_printable(sl_buf *buf, const char *s);
 /* Give up the buffer's memory to the caller (never NULL: "" for empty). */
 char *sl_buf_take(sl_buf *buf);
 void sl_buf_reset(sl_buf *buf);

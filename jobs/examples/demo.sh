@@ -28,7 +28,7 @@ die() {
 # What the build needs, then the build.
 
 install_missing() {
-    local deps=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev sqlite3)
+    local deps=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev libjansson-dev sqlite3)
     local missing=() p
     command -v dpkg-query >/dev/null || return 0 # not Debian: the build below says what it lacks
     for p in "${deps[@]}"; do

@@ -95,7 +95,7 @@ check_consistent() {
 }
 
 kill_down_loop() {
-    local want=$1 kills=0 before
+    local want=$1 lose=${2:-} kills=0 before
     before=$(progress_chunks)
     while ((kills < want)); do
         sluice_start down base
@@ -110,6 +110,7 @@ kill_down_loop() {
         assert_rc 137
         kills=$((kills + 1))
         check_consistent "$kills"
+        [[ $lose == lose ]] && rm -rf "$CKPT"
         before=$(progress_chunks)
         [[ $(state_of) == rolling_back ]] || fail "state after kill $kills of down is $(state_of)"
     done
@@ -145,6 +146,28 @@ test_kill_down_snapshot() {
 test_kill_down_section() {
     kill_down_test "" "-- sluice:down
 UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;"
+}
+
+# The same with the checkpoint directory deleted after every kill: what is still applied, and the undo
+# records, are the database's.
+test_kill_down_lose_checkpoints() {
+    make_table 100000
+    before=$(table_sum)
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    rm -rf "$CKPT"
+    kill_down_loop 8 lose
+    run_sluice down base
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "table checksum after 8 kill -9's during down, checkpoints lost each time"
+    assert_eq "$(state_of)" rolled_back
 }
 
 # SIGINT during down: exit 3, rolling_back, and the next down finishes it.
@@ -197,6 +220,7 @@ run_test "kill -9 during up, then down (snapshot(n, note)): table as before" tes
 run_test "kill -9 during up, then down (snapshot(*) of a DELETE): table as before" test_kill_up_snapshot_all
 run_test "12 kill -9's during down (snapshot), then down: table as before, exactly once" test_kill_down_snapshot
 run_test "12 kill -9's during down (down section), then down: table as before, exactly once" test_kill_down_section
+run_test "8 kill -9's during down, the checkpoint directory deleted after each, then down: table as before" test_kill_down_lose_checkpoints
 run_test "kill -9's during down, then up: the undone chunks are applied again exactly once" test_kill_down_then_up
 run_test "SIGINT during down exits 3, rolling_back; down again finishes" test_sigint_down
 t_done

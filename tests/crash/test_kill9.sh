@@ -28,6 +28,21 @@ EOF
     finish_and_check t 200000
 }
 
+# The same with the checkpoint directory deleted after every kill: each resume starts on a bare machine.
+test_kill9_lose_checkpoints() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 100000); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 25
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(0.003);
+EOF
+    kill_loop t 4000 10 lose
+    finish_and_check t 100000
+}
+
 test_kill9_composite_key() {
     psql_q "create table tc (tenant int, id int, n int not null default 0, primary key (tenant, id));
             insert into tc (tenant, id) select t, i from generate_series(1, 40) t, generate_series(1, 2500) i;
@@ -74,6 +89,7 @@ EOF
 }
 
 run_test "20 kill -9's at random moments, then up: every row of 200,000 changed exactly once" test_kill9_single_key
+run_test "10 kill -9's, the checkpoint directory deleted after each, then up: exactly once" test_kill9_lose_checkpoints
 run_test "8 kill -9's over a composite key, then up: every row changed exactly once" test_kill9_composite_key
 run_test "two quick SIGINTs abort with exit 3; up resumes exactly once" test_double_sigint_then_resume
 t_done

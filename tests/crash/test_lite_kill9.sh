@@ -29,10 +29,11 @@ check_so_far() {
 $(sq "select n, count(*) from t group by n")"
 }
 
-# kill_loop COMMAND WANT CHECK: start sluice COMMAND and kill -9 it WANT times, each once it committed a
-# new chunk, after a random sleep; run CHECK after each kill.
+# kill_loop COMMAND WANT CHECK [LOSE]: start sluice COMMAND and kill -9 it WANT times, each once it
+# committed a new chunk, after a random sleep; run CHECK after each kill. LOSE=lose deletes the
+# checkpoint directory after every kill.
 kill_loop() {
-    local cmd=$1 want=$2 check=$3 before=0
+    local cmd=$1 want=$2 check=$3 lose=${4:-} before=0
     KILLS=0
     while ((KILLS < want)); do
         sluice_start $cmd
@@ -46,6 +47,7 @@ kill_loop() {
         assert_rc 137
         KILLS=$((KILLS + 1))
         $check
+        [[ $lose == lose ]] && rm -rf "$CKPT"
         before=$(lite_chunks)
         [[ $cmd == up ]] || before=0
     done
@@ -104,6 +106,28 @@ EOF2
     assert_sq "select count(*) from sluice_progress" 0
 }
 
+# Up and down killed with the checkpoint directory deleted after every kill.
+test_killed_lose_checkpoints() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0, v)"
+    sq_fill t 30000
+    sq "update t set v = id"
+    local before
+    before=$(sq_dump t | md5sum)
+    slow_job
+    sed -i 's/^-- sluice:batch 40$/-- sluice:batch 40\n-- sluice:undo snapshot(n)/' "$JOBS/0001_bump.sql"
+    kill_loop up 8 check_so_far lose
+    rm -rf "$CKPT"
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*), min(n), max(n) from t" "30000|1|1"
+    kill_loop "down 0001_bump" 6 true lose
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_eq "$(sq_dump t | md5sum)" "$before" "table after up and down, killed, the checkpoints lost each time"
+}
+
 run_test "up on SQLite, kill -9 twenty times, resume: every row exactly once" test_up_killed_20_times
+run_test "up and down on SQLite killed, the checkpoint directory lost after each kill: exactly once" test_killed_lose_checkpoints
 run_test "down on SQLite, kill -9 twelve times, resume: the table as it was" test_down_killed
 t_done

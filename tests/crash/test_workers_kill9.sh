@@ -42,6 +42,22 @@ EOF
     finish_ranges_and_check 0001_bump t 200000
 }
 
+# With the checkpoint directory deleted after every kill: the ranges and their positions live in the database.
+test_kill9_workers_lose_checkpoints() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 100000); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(0.02);
+EOF
+    kill_loop t 1000 10 lose
+    finish_ranges_and_check 0001_bump t 100000
+}
+
 test_kill9_composite_text_key() {
     # Text keys in the database's collation order (mixed case, digits as text: '10' < '9').
     psql_q "create table tc (tenant text, id text, n int not null default 0, primary key (tenant, id));
@@ -107,6 +123,7 @@ EOF
 }
 
 run_test "workers 4: 20 kill -9's at random moments, then up: every row of 200,000 changed exactly once" test_kill9_four_workers
+run_test "workers 4: 10 kill -9's, the checkpoint directory deleted after each, then up: exactly once" test_kill9_workers_lose_checkpoints
 run_test "workers 3 over a composite text key: 10 kill -9's, then up: every row changed exactly once" test_kill9_composite_text_key
 run_test "workers 4: kill -9's from the first milliseconds on (while planning), then up: exactly once" test_kill9_while_planning
 t_done

@@ -44,13 +44,14 @@ check_exactly_once_so_far() {
     fail "after kill $KILLS: rows changed in $table do not match the committed chunks in sluice_progress, or a row changed twice"
 }
 
-# kill_loop TABLE CHUNKS KILLS: start `up` and kill -9 it KILLS times, each time once it committed a new
-# chunk since the last kill, plus a random sleep (so kills land mid-statement, mid-commit, between the
-# commit and the checkpoint write, and with workers while several chunks are in flight). The sleep is
-# at most 300 ms, less when the runner goes so fast that 300 ms sleeps would let the job (about CHUNKS
-# chunks in all) finish before the last kill.
+# kill_loop TABLE CHUNKS KILLS [LOSE]: start `up` and kill -9 it KILLS times, each time once it committed
+# a new chunk since the last kill, plus a random sleep (so kills land mid-statement, mid-commit, between
+# the commit and the checkpoint write, and with workers while several chunks are in flight). The sleep
+# is at most 300 ms, less when the runner goes so fast that 300 ms sleeps would let the job (about
+# CHUNKS chunks in all) finish before the last kill. With LOSE=lose, the checkpoint directory is
+# deleted after every kill (a runner on a new machine each time): the database alone says what is done.
 kill_loop() {
-    local table=$1 total=$2 want=$3 before=0 cap=300 seen t0 t1 now
+    local table=$1 total=$2 want=$3 lose=${4:-} before=0 cap=300 seen t0 t1 now
     KILLS=0
     while ((KILLS < want)); do
         sluice_start up
@@ -72,6 +73,7 @@ kill_loop() {
         assert_rc 137
         KILLS=$((KILLS + 1))
         check_exactly_once_so_far "$table"
+        [[ $lose == lose ]] && rm -rf "$CKPT"
         now=$(progress_chunks)
         diag "kill $KILLS: $now chunks committed (sleep cap ${cap} ms)"
         # Chunks per second while sleeping, and what is left per remaining kill: spend half of it sleeping.

@@ -170,9 +170,9 @@ EOF
     run_sluice up
     assert_rc 2
     assert_contains "$ERR" "index" "stderr"
-    assert_contains "$ERR" "--force" "stderr (hint)"
+    assert_contains "$ERR" "--allow-no-index" "stderr (hint)"
     assert_untouched
-    run_sluice up --force
+    run_sluice up --allow-no-index
     assert_rc 0
     assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
 }
@@ -334,10 +334,10 @@ EOF
     assert_rc 2
     assert_contains "$ERR" "0001_bump" "stderr"
     assert_contains "$ERR" "changed" "stderr"
-    assert_contains "$ERR" "--force" "stderr (hint)"
+    assert_contains "$ERR" "--allow-changed-statements" "stderr (hint)"
     assert_sql "select count(*) from t where n = 1" 100
     assert_sql "select count(*) from sluice_progress" 1
-    run_sluice up --force
+    run_sluice up --allow-changed-statements
     assert_rc 0
     assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
     assert_sql "select count(*) from sluice_progress" 3
@@ -373,12 +373,12 @@ run_test "unterminated string literal" test_unterminated_string
 run_test "one invalid file among valid ones: nothing runs" test_one_invalid_among_valid
 run_test "missing table" test_missing_table
 run_test "missing key column" test_missing_key_column
-run_test "no index on the key: refused unless --force" test_no_index_on_key
+run_test "no index on the key: refused unless --allow-no-index" test_no_index_on_key
 run_test "unreachable server: exit 1, fast" test_unreachable_server
 run_test "bad --db string: clear error, password absent" test_bad_db_string
 run_test "second runner on the same job is refused" test_second_runner_refused
 run_test "truncated checkpoint file" test_truncated_checkpoint
 run_test "garbage checkpoint file" test_garbage_checkpoint
-run_test "job file edited after the first chunk: refused unless --force" test_job_edited_after_first_chunk
+run_test "job file edited after the first chunk: refused unless --allow-changed-statements" test_job_edited_after_first_chunk
 run_test "unknown command, option, argument: exit 2" test_bad_usage
 t_done

@@ -79,10 +79,14 @@ test_status_json_pending_and_done() {
 import json, sys
 o = json.load(sys.stdin)[0]
 assert o["started_at"] <= o["updated_at"], o' <<<"$STATUS_JSON"
-    # Status reads the checkpoint files only: it works with no database at all.
+    assert_eq "$(jq -r '.[0].source' <<<"$STATUS_JSON")" database "source"
+    # Status reads the database; unreachable, it says so and shows what the checkpoint files say.
     run_sluice --db postgresql://127.0.0.1:1/x status --json
     assert_rc 0
-    assert_eq "$OUT" "$STATUS_JSON" "status --json without a database"
+    assert_contains "$ERR" "showing what the checkpoint files"
+    assert_eq "$(jq -c 'del(.[].source)' <<<"$OUT")" "$(jq -c 'del(.[].source)' <<<"$STATUS_JSON")" \
+        "status --json without a database"
+    assert_eq "$(jq -r '.[0].source' <<<"$OUT")" checkpoint "source without a database"
 }
 
 test_status_json_failed_then_resumed() {
@@ -133,7 +137,7 @@ EOF
     assert_contains "$JOB_ERROR" "chunk 1" "error field"
     assert_sql "select count(*) from t where n <> 0" 0
 
-    # No chunk committed yet, so fixing the file needs no --force.
+    # No chunk committed yet, so fixing the file needs no --allow-changed-statements.
     write_job 0001_bad_sql <<'EOF'
 -- sluice:table t
 -- sluice:batch 100

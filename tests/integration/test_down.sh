@@ -224,7 +224,7 @@ test_refuse_pending_and_missing() {
     sum=$(table_sum)
     run_sluice down 0002_more
     assert_rc 2
-    assert_contains "$ERR" "no checkpoint file"
+    assert_contains "$ERR" "the job never ran against"
     run_sluice stamp 0002_more pending
     assert_rc 0
     run_sluice down 0002_more

@@ -104,11 +104,11 @@ static void commit_ok(sl_ckpt *ck, int64_t run_id, sl_ckpt_chunk chunk)
         printf("# %s\n", err.msg);
 }
 
-static int64_t begin_up(sl_ckpt *ck, const char *checksum, int force)
+static int64_t begin_up(sl_ckpt *ck, const char *checksum)
 {
     sl_err err = {{0}};
     int64_t run_id = 0;
-    int rc = sl_ckpt_begin_run(ck, "up", SL_STATE_RUNNING, checksum, "postgresql://app@db/prod", force, &run_id, &err);
+    int rc = sl_ckpt_begin_run(ck, "up", SL_STATE_RUNNING, checksum, "postgresql://app@db/prod", &run_id, &err);
     CHECK(rc == 0);
     if (rc != 0)
         printf("# %s\n", err.msg);
@@ -161,7 +161,7 @@ static void test_create_and_reopen(void)
     sl_ckpt_close(ck);
 
     CHECK(raw_int(path, "PRAGMA application_id") == 0x534c4331);
-    CHECK(raw_int(path, "PRAGMA user_version") == 1);
+    CHECK(raw_int(path, "PRAGMA user_version") == 2);
     ck = must_open(path, "0001_job", 0); /* reopen without create */
     sl_ckpt_close(ck);
     ck = must_open(path, "0001_job", 1); /* create on an existing file keeps it */
@@ -194,7 +194,7 @@ static void test_commit_chunks(void)
     sl_ckpt *ck = must_open(path, "commit", 1);
     if (!ck)
         goto out;
-    int64_t run = begin_up(ck, "0123456789abcdef", 0);
+    int64_t run = begin_up(ck, "0123456789abcdef");
     CHECK(run > 0);
     sl_ckpt_chunk c1 = make_chunk(1, "[\"1\"]", "[\"1000\"]", 1000);
     c1.attempts = 3;
@@ -259,7 +259,9 @@ out:
     free(path);
 }
 
-static void test_checksum_rules(void)
+/* The journal records the checksum each run ran with (the database decides
+ * whether a changed file may run: run.c). */
+static void test_checksum_recorded(void)
 {
     char *path = tmp_path("checksum.sluice");
     sl_ckpt *ck = must_open(path, "checksum", 1);
@@ -267,19 +269,16 @@ static void test_checksum_rules(void)
         goto out;
     sl_ckpt_job job;
     sl_err err = {{0}};
-    int64_t run = begin_up(ck, "aaaaaaaaaaaaaaaa", 0);
-    begin_up(ck, "bbbbbbbbbbbbbbbb", 0); /* no chunk yet: the new checksum wins */
-    CHECK(sl_ckpt_get_job(ck, &job, &err) == 0);
-    CHECK_STR(job.checksum, "bbbbbbbbbbbbbbbb");
-    sl_ckpt_job_free(&job);
+    int64_t run = begin_up(ck, "aaaaaaaaaaaaaaaa");
     commit_ok(ck, run, make_chunk(1, "[\"1\"]", "[\"9\"]", 9));
-    begin_up(ck, "cccccccccccccccc", 0); /* a chunk committed: kept */
+    begin_up(ck, "bbbbbbbbbbbbbbbb");
     CHECK(sl_ckpt_get_job(ck, &job, &err) == 0);
     CHECK_STR(job.checksum, "bbbbbbbbbbbbbbbb");
     sl_ckpt_job_free(&job);
-    begin_up(ck, "dddddddddddddddd", 1); /* --force replaces it */
+    int64_t down = 0;
+    CHECK(sl_ckpt_begin_run(ck, "down", SL_STATE_ROLLING_BACK, NULL, "x", &down, &err) == 0); /* NULL: kept */
     CHECK(sl_ckpt_get_job(ck, &job, &err) == 0);
-    CHECK_STR(job.checksum, "dddddddddddddddd");
+    CHECK_STR(job.checksum, "bbbbbbbbbbbbbbbb");
     sl_ckpt_job_free(&job);
     sl_ckpt_close(ck);
 out:
@@ -293,7 +292,7 @@ static void test_finish_and_runs(void)
     if (!ck)
         goto out;
     sl_err err = {{0}};
-    int64_t first = begin_up(ck, "0000000000000001", 0);
+    int64_t first = begin_up(ck, "0000000000000001");
     commit_ok(ck, first, make_chunk(1, "[\"1\"]", "[\"10\"]", 10));
     CHECK(sl_ckpt_finish_run(ck, first, SL_STATE_FAILED, "relation \"users\" does not exist", &err) == 0);
     sl_ckpt_job job;
@@ -303,7 +302,7 @@ static void test_finish_and_runs(void)
     int64_t started = job.started_at_ms;
     sl_ckpt_job_free(&job);
 
-    int64_t second = begin_up(ck, "0000000000000001", 0);
+    int64_t second = begin_up(ck, "0000000000000001");
     CHECK(second > first);
     CHECK(sl_ckpt_get_job(ck, &job, &err) == 0);
     CHECK(job.error == NULL && job.state == SL_STATE_RUNNING);
@@ -344,7 +343,7 @@ static void test_running_run_is_listed_open(void)
     if (!ck)
         goto out;
     sl_err err = {{0}};
-    begin_up(ck, "0000000000000001", 0);
+    begin_up(ck, "0000000000000001");
     sl_ckpt_run *runs = NULL;
     size_t nruns = 0;
     CHECK(sl_ckpt_list_runs(ck, &runs, &nruns, &err) == 0);
@@ -363,7 +362,7 @@ out:
 
 static void fill_three_chunks(sl_ckpt *ck)
 {
-    int64_t run = begin_up(ck, "00000000000000ff", 0);
+    int64_t run = begin_up(ck, "00000000000000ff");
     commit_ok(ck, run, make_chunk(1, "[\"1\", \"a\"]", "[\"1\", \"z\"]", 100));
     commit_ok(ck, run, make_chunk(2, "[\"2\", \"a\"]", "[\"2\", \"z\"]", 100));
     commit_ok(ck, run, make_chunk(3, "[\"3\", \"a\"]", "[\"3\", \"q\"]", 40));
@@ -392,28 +391,55 @@ out:
     free(path);
 }
 
-/* Workers leave numbers that never committed, and a kill may keep a
- * committed chunk out of the file: reconcile asks about every gap. */
-static void test_chunk_gaps(void)
+/* The chunk set, and forgetting chunks the database no longer has. */
+static void test_chunk_numbers(void)
 {
-    char *path = tmp_path("gaps.sluice");
-    sl_ckpt *ck = must_open(path, "gaps", 1);
+    char *path = tmp_path("numbers.sluice");
+    sl_ckpt *ck = must_open(path, "numbers", 1);
     if (!ck)
         goto out;
     sl_err err = {{0}};
-    int64_t max = -1, *gaps = NULL;
-    size_t ngaps = 9;
-    CHECK(sl_ckpt_chunk_gaps(ck, &max, &gaps, &ngaps, &err) == 0);
-    CHECK(max == 0 && ngaps == 0 && gaps == NULL);
-    int64_t run = begin_up(ck, "00000000000000ff", 0);
+    int64_t *nums = NULL;
+    size_t n = 9;
+    CHECK(sl_ckpt_chunk_numbers(ck, &nums, &n, &err) == 0);
+    CHECK(n == 0 && nums == NULL);
+    int64_t run = begin_up(ck, "00000000000000ff");
+    commit_ok(ck, run, make_chunk(7, "[\"7\"]", "[\"7\"]", 10));
     commit_ok(ck, run, make_chunk(2, "[\"2\"]", "[\"2\"]", 10));
     commit_ok(ck, run, make_chunk(3, "[\"3\"]", "[\"3\"]", 10));
-    commit_ok(ck, run, make_chunk(7, "[\"7\"]", "[\"7\"]", 10));
-    CHECK(sl_ckpt_chunk_gaps(ck, &max, &gaps, &ngaps, &err) == 0);
-    CHECK(max == 7 && ngaps == 4);
-    if (ngaps == 4)
-        CHECK(gaps[0] == 1 && gaps[1] == 4 && gaps[2] == 5 && gaps[3] == 6);
-    free(gaps);
+    CHECK(sl_ckpt_chunk_numbers(ck, &nums, &n, &err) == 0);
+    CHECK(n == 3 && nums[0] == 2 && nums[1] == 3 && nums[2] == 7);
+    free(nums);
+    int64_t gone[] = {3, 7, 99};
+    CHECK(sl_ckpt_forget_chunks(ck, gone, 3, &err) == 0);
+    sl_ckpt_job job;
+    CHECK(sl_ckpt_get_job(ck, &job, &err) == 0);
+    CHECK(job.chunks == 1 && job.rows == 10);
+    CHECK_STR(job.last_key, "[\"2\"]");
+    sl_ckpt_job_free(&job);
+    sl_ckpt_close(ck);
+out:
+    free(path);
+}
+
+/* A file is bound to the first database it is used with; another is refused. */
+static void test_bind(void)
+{
+    char *path = tmp_path("bind.sluice");
+    sl_ckpt *ck = must_open(path, "bind", 1);
+    if (!ck)
+        goto out;
+    sl_err err = {{0}};
+    CHECK(sl_ckpt_bind(ck, "id-a", "77", "app", 1, 0, &err) == 0); /* unbound, not written */
+    CHECK(sl_ckpt_bind(ck, "id-a", "77", "app", 1, 1, &err) == 1); /* bound now */
+    CHECK(sl_ckpt_bind(ck, "id-a", "77", "app", 1, 1, &err) == 0);
+    CHECK(sl_ckpt_bind(ck, "id-a", "", "app", 1, 0, &err) == 0); /* a cluster it cannot read is no mismatch */
+    CHECK(sl_ckpt_bind(ck, "id-b", "77", "app", 1, 1, &err) == -2);
+    CHECK(strstr(err.msg, "belongs to database app (sluice id id-a") != NULL);
+    CHECK(strstr(err.msg, "not to app (sluice id id-b") != NULL);
+    CHECK(sl_ckpt_bind(ck, "id-a", "78", "app", 1, 1, &err) == -2);   /* a restored copy */
+    CHECK(sl_ckpt_bind(ck, "id-a", "77", "other", 1, 1, &err) == -2); /* another database of the cluster */
+    CHECK(sl_ckpt_bind(ck, "id-a", "77", "other", 0, 1, &err) == 0);  /* SQLite: the file may move */
     sl_ckpt_close(ck);
 out:
     free(path);
@@ -503,7 +529,7 @@ static void test_stamp(void)
         sl_ckpt_run_free(&runs[i]);
     free(runs);
     /* chunk numbers start again after a reset */
-    int64_t run = begin_up(ck, "3333333333333333", 0);
+    int64_t run = begin_up(ck, "3333333333333333");
     commit_ok(ck, run, make_chunk(1, "[\"1\", \"a\"]", "[\"1\", \"b\"]", 2));
     sl_ckpt_close(ck);
 out:
@@ -574,7 +600,7 @@ static int write_big_checkpoint(const char *path, const char *job)
     sl_ckpt *ck = must_open(path, job, 1);
     if (!ck)
         return -1;
-    int64_t run = begin_up(ck, "0000000000000001", 0);
+    int64_t run = begin_up(ck, "0000000000000001");
     char lo[64], hi[64];
     for (int i = 1; i <= 400; i++) {
         snprintf(lo, sizeof lo, "[\"%d\", \"tenant-%d-lower-bound\"]", i, i);
@@ -650,7 +676,7 @@ static void test_newer_schema(void)
     char *path = tmp_path("newer.sluice");
     sl_ckpt *ck = must_open(path, "newer", 1);
     sl_ckpt_close(ck);
-    raw_exec(path, "PRAGMA user_version = 2");
+    raw_exec(path, "PRAGMA user_version = 3");
     expect_refused(path, "newer", 0, -1, "upgrade sluice");
     free(path);
 }
@@ -667,12 +693,13 @@ int main(void)
     RUN(test_wal_mode);
     RUN(test_commit_chunks);
     RUN(test_commit_unknown_run_and_affected);
-    RUN(test_checksum_rules);
+    RUN(test_checksum_recorded);
     RUN(test_finish_and_runs);
     RUN(test_running_run_is_listed_open);
     RUN(test_last_chunk);
     RUN(test_each_chunk);
-    RUN(test_chunk_gaps);
+    RUN(test_chunk_numbers);
+    RUN(test_bind);
     RUN(test_stamp);
     RUN(test_batch_and_events);
     RUN(test_missing_file);

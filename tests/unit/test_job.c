@@ -432,7 +432,7 @@ static void test_unknown_directive_without_hint(void)
 {
     CHECK(with("-- sluice:colour blue") < 0);
     CHECK_HAS(err.msg, PATH ":2: unknown directive \"colour\" (hint: directives are table, key, where, batch, ");
-    CHECK_HAS(err.msg, "throttle-query, requires; sections start at -- sluice:up and -- sluice:down)");
+    CHECK_HAS(err.msg, "throttle-query, requires, end; sections start at -- sluice:up and -- sluice:down)");
     CHECK(strstr(err.msg, "did you mean") == NULL);
     CHECK(with("-- sluice:") < 0);
     CHECK_HAS(err.msg, PATH ":2: expected a directive name after \"-- sluice:\"");

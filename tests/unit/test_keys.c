@@ -329,6 +329,32 @@ static void test_sqlite_range_predicate(void)
     sqlite3_close(db);
 }
 
+/* The key's last value: aliased output, so ORDER BY sorts the column, not its text ("9999" > "10000"). */
+static void test_last_sql(void)
+{
+    sl_keyspec pg = make_ks(SL_DIALECT_PG, "\"t\"", "x > 1", "\"tenant\"", "integer", "\"id\"", "text");
+    CHECK_SQL(sl_keys_last_sql(&pg),
+              "SELECT \"tenant\"::text AS sluice_k0, \"id\"::text AS sluice_k1 FROM \"t\" WHERE "
+              "\"tenant\" IS NOT NULL AND \"id\" IS NOT NULL ORDER BY \"tenant\" DESC, \"id\" DESC "
+              "LIMIT 1");
+    sl_keyspec_free(&pg);
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
+                       " INSERT INTO t VALUES (9999, 'a'), (10000, 'b'), (2, NULL)",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sl_keyspec lite = make_ks(SL_DIALECT_SQLITE, "\"t\"", NULL, "\"id\"", "INTEGER", NULL, NULL);
+    char *sql = sl_keys_last_sql(&lite);
+    sqlite3_stmt *st = NULL;
+    CHECK(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) == 10000);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    free(sql);
+    sl_keyspec_free(&lite);
+}
+
 int main(void)
 {
     RUN(test_quote_ident);
@@ -344,5 +370,6 @@ int main(void)
     RUN(test_sqlite_walk_where);
     RUN(test_sqlite_walk_composite);
     RUN(test_sqlite_range_predicate);
+    RUN(test_last_sql);
     return CHECK_DONE();
 }

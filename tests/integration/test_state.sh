@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# test_state.sh: the database holds each job's truth: lost and swapped checkpoint directories, the end of a
+# walk, what a job walks and its undo records, the lease (PostgreSQL; SQLite in test_state_lite.sh).
+. "$(dirname "$0")/../harness/lib.sh"
+
+# A table of N rows (id int key, n counter, a and b for snapshots) and a job that bumps n.
+# setup_bump N BATCH [EXTRA_DIRECTIVES]
+setup_bump() {
+    psql_q "create table t (id int primary key, n int not null default 0, a text, b text);
+            insert into t (id, a, b) select g, 'a' || g, 'b' || g from generate_series(1, $1) g"
+    write_job 0001_bump <<EOF
+-- sluice:table t
+-- sluice:batch $2
+${3:-}
+-- sluice:up
+UPDATE t SET n = n + 1, a = 'x', b = 'y' WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+# A second database beside the test's own (dropped with the test by the EXIT trap of run_test's subshell).
+make_db2() {
+    DB2="${T_DB}_b"
+    createdb "$DB2"
+    trap 'dropdb --force --if-exists "$DB2" >/dev/null 2>&1; _t_teardown' EXIT
+    DB2_URL="${SLUICE_DB%/*}/$DB2"
+}
+
+psql2() {
+    psql -XAtq -v ON_ERROR_STOP=1 -d "$DB2" -c "$1"
+}
+
+test_lost_after_done() {
+    setup_bump 500 100
+    run_sluice up
+    assert_rc 0
+    rm -rf "$CKPT"
+    psql_q "insert into t (id) select g from generate_series(501, 600) g" # the application goes on
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: already done"
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n = 0), max(n) from t" "500|100|1"
+    # status answers from the database, with no checkpoint file
+    rm -rf "$CKPT"
+    load_status
+    assert_eq "$(sfield 0001_bump state)" done
+    assert_eq "$(sfield 0001_bump chunks)" 5
+    assert_eq "$(sfield 0001_bump source)" database
+}
+
+test_lost_after_stamp() {
+    setup_bump 300 100
+    run_sluice stamp 0001_bump done
+    assert_rc 0
+    rm -rf "$CKPT"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "already done (stamped)"
+    assert_sql "select count(*) from t where n > 0" 0
+    load_status
+    assert_eq "$(sfield 0001_bump state)" done
+    assert_eq "$(sfield 0001_bump stamped)" True
+    # stamp pending, lose the directory again: up runs it from the start, once
+    run_sluice stamp 0001_bump pending
+    assert_rc 0
+    rm -rf "$CKPT"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "1|1"
+}
+
+# The README's own advice for a damaged checkpoint file, on a finished job.
+test_move_file_aside_after_done() {
+    setup_bump 300 100
+    run_sluice up
+    assert_rc 0
+    mv "$CKPT/0001_bump.sluice" "$T_DIR/aside.sluice"
+    psql_q "insert into t (id) values (301), (302)"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 300
+    assert_sql "select count(*) from t where n = 0" 2
+    # status knows the chunks from the database
+    run_sluice status --json
+    assert_contains "$OUT" '"chunks": 3'
+}
+
+test_lost_mid_run() {
+    setup_bump 3000 100 "-- sluice:pause 20ms"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 5 from sluice_progress"
+    rm -rf "$CKPT"
+    sluice_kill KILL
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "in line with the database"
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|3000"
+    # one line for the rebuild, not one per chunk
+    local lines
+    lines=$(grep -c "in line with the database" <<<"$ERR")
+    assert_eq "$lines" 1 "rebuild lines"
+}
+
+test_two_databases_one_directory() {
+    setup_bump 200 100
+    make_db2
+    psql2 "create table t (id int primary key, n int not null default 0, a text, b text);
+           insert into t (id) select g from generate_series(1, 200) g"
+    run_sluice up
+    assert_rc 0
+    # the same --checkpoints for another database: refused, naming both; nothing migrated there
+    run_sluice --db "$DB2_URL" up
+    assert_rc 2
+    assert_contains "$ERR" "belongs to database $T_DB"
+    assert_contains "$ERR" "not to"
+    assert_not_contains "$ERR" "already done"
+    assert_eq "$(psql2 "select count(*) from t where n > 0")" 0
+    assert_eq "$(psql2 "select count(*) from pg_tables where tablename like 'sluice%'")" 0 "tables created on b"
+    run_sluice --db "$DB2_URL" stamp 0001_bump done
+    assert_rc 2
+    run_sluice --db "$DB2_URL" status
+    assert_rc 2
+    # with a directory of its own it runs
+    run_sluice --db "$DB2_URL" --checkpoints "$T_DIR/ckpt-b" up
+    assert_rc 0
+    assert_eq "$(psql2 "select min(n), max(n) from t")" "1|1"
+}
+
+test_down_with_other_databases_checkpoints() {
+    setup_bump 200 100 "-- sluice:undo snapshot(a)"
+    make_db2
+    psql2 "create table t (id int primary key, n int not null default 0, a text, b text);
+           insert into t (id, a) select g, 'other' || g from generate_series(1, 200) g"
+    run_sluice up
+    assert_rc 0
+    run_sluice --db "$DB2_URL" --checkpoints "$T_DIR/ckpt-b" up
+    assert_rc 0
+    local before
+    before=$(psql2 "select md5(string_agg(t::text, ',' order by id)) from t")
+    run_sluice --db "$DB2_URL" down 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "belongs to database $T_DB"
+    assert_eq "$(psql2 "select md5(string_agg(t::text, ',' order by id)) from t")" "$before" "b after a refused down"
+    # swapped directories both ways
+    run_sluice --db "$DB2_URL" --checkpoints "$CKPT" up
+    assert_rc 2
+    run_sluice --checkpoints "$T_DIR/ckpt-b" down 0001_bump
+    assert_rc 2
+    run_sluice --checkpoints "$T_DIR/ckpt-b" stamp 0001_bump pending
+    assert_rc 2
+    assert_sql "select count(*) from sluice_progress" 2
+    # each with its own: b's old values come back on b
+    run_sluice --db "$DB2_URL" --checkpoints "$T_DIR/ckpt-b" down 0001_bump
+    assert_rc 0
+    assert_eq "$(psql2 "select count(*) from t where a = 'other' || id")" 200
+}
+
+# Inserts faster than the walk: the job ends at the last key of its start, every row that existed then
+# is done exactly once, and the rows inserted past it are not the job's.
+test_walk_ends() {
+    setup_bump 20000 500
+    psql_q "create sequence s start 20001"
+    (
+        while :; do
+            psql -XAtq -c "insert into t (id) select nextval('s') from generate_series(1, 400)" 2>/dev/null || exit
+        done
+    ) &
+    local inserter=$!
+    wait_until 20 sql_true "select max(id) > 20400 from t"
+    run_sluice up
+    kill "$inserter" 2>/dev/null
+    wait "$inserter" 2>/dev/null || true
+    assert_rc 0
+    local end
+    end=$(psql_q "select walk_end[1] from sluice_jobs where job = '0001_bump'")
+    diag "walk ended at $end; the table now ends at $(psql_q "select max(id) from t")"
+    assert_sql "select count(*) from t where id <= $end and n <> 1" 0
+    assert_sql "select count(*) from t where id > $end and n <> 0" 0
+    assert_sql "select count(*) >= 20000 from t where id <= $end" t
+}
+
+# end follow: the walk goes on over rows inserted past the first end.
+test_end_follow() {
+    setup_bump 1000 100 "-- sluice:end follow
+-- sluice:pause 100ms"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
+    psql_q "insert into t (id) select g from generate_series(1001, 1200) g"
+    sluice_wait
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|1200"
+    assert_sql "select follow, walk_end is null from sluice_jobs" "t|t"
+}
+
+test_skip_with_snapshot_then_down() {
+    setup_bump 400 100 "-- sluice:undo snapshot(n, a, b)
+-- sluice:on-error skip"
+    psql_q "alter table t add constraint n_small check (id <> 250 or n < 1)"
+    local before
+    before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from sluice_progress where skipped" 1
+    assert_sql "select n, a from t where id = 250" "0|a250"
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_not_contains "$ERR" "no saved snapshot"
+    assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$before"
+}
+
+test_changed_undo_columns() {
+    setup_bump 300 100 "-- sluice:undo snapshot(a)"
+    run_sluice up
+    assert_rc 0
+    local after
+    after=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
+    sed -i 's/snapshot(a)/snapshot(a, b)/' "$JOBS/0001_bump.sql"
+    local flags
+    for flags in "" "--allow-changed-statements" "--on-conflict overwrite"; do
+        # shellcheck disable=SC2086
+        run_sluice $flags down 0001_bump
+        assert_rc 2
+        assert_contains "$ERR" "undo columns changed after its first chunk committed"
+        assert_contains "$ERR" "stamp 0001_bump pending"
+    done
+    run_sluice --allow-changed-statements up
+    assert_rc 0 # already done: nothing to check
+    assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$after"
+    assert_sql "select count(*) from t where b is null" 0
+    # put back, down restores exactly
+    sed -i 's/snapshot(a, b)/snapshot(a)/' "$JOBS/0001_bump.sql"
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_sql "select count(*) from t where a = 'a' || id" 300
+}
+
+# A record saved for other columns is refused before any value is read (a hand-edited identity).
+test_undo_record_shape() {
+    setup_bump 200 100 "-- sluice:undo snapshot(a)"
+    run_sluice up
+    assert_rc 0
+    sed -i 's/snapshot(a)/snapshot(a, b)/' "$JOBS/0001_bump.sql"
+    psql_q "update sluice_jobs set undo = 'snapshot(a, b)'"
+    run_sluice --on-conflict overwrite down 0001_bump
+    assert_rc 1
+    assert_contains "$ERR" "saved for another version of the job"
+    assert_sql "select count(*) from t where b is null" 0
+}
+
+test_changed_key_refused() {
+    setup_bump 3000 100 "-- sluice:pause 20ms"
+    psql_q "create unique index on t (id, n)"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
+    sluice_kill INT
+    assert_rc 3
+    sed -i 's/^-- sluice:table t$/-- sluice:table t\n-- sluice:key id, n/' "$JOBS/0001_bump.sql"
+    local flags
+    for flags in "" "--allow-changed-statements" "--allow-no-index" "--allow-changed-statements --allow-no-index"; do
+        # shellcheck disable=SC2086
+        run_sluice $flags up
+        assert_rc 2
+        assert_contains "$ERR" "key changed after its first chunk committed"
+    done
+    run_sluice --force up
+    assert_rc 2
+    assert_contains "$ERR" "--allow-changed-statements"
+    assert_sql "select count(*) from t where n > 1" 0
+}
+
+test_changed_statements_flag() {
+    setup_bump 3000 100 "-- sluice:pause 50ms"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 1 from sluice_progress"
+    sluice_kill INT
+    sed -i 's/n = n + 1/n = n + 10/' "$JOBS/0001_bump.sql"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "--allow-changed-statements"
+    run_sluice --allow-changed-statements up
+    assert_rc 0
+    assert_sql "select count(*) from t where n not in (1, 10)" 0
+}
+
+test_lost_undo_records() {
+    setup_bump 3000 100 "-- sluice:undo snapshot(a)
+-- sluice:pause 50ms"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
+    sluice_kill INT
+    psql_q "delete from sluice_undo where chunk_no = 1"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "no undo record in sluice_undo (chunk 1)"
+    assert_contains "$ERR" "--allow-lost-undo"
+    run_sluice --allow-lost-undo up
+    assert_rc 0
+    run_sluice down 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "cannot put it back: chunk 1"
+    run_sluice --allow-lost-undo down 0001_bump
+    assert_rc 0
+    assert_contains "$ERR" "chunk 1 left as it is"
+    assert_sql "select count(*) from t where a = 'x'" 100
+    assert_sql "select count(*) from t where a = 'a' || id" 2900
+    load_status
+    assert_eq "$(sfield 0001_bump state)" rolled_back
+}
+
+test_lost_during_down() {
+    setup_bump 2000 100 "-- sluice:undo snapshot(n, a, b)"
+    local before
+    before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
+    run_sluice up
+    assert_rc 0
+    sed -i 's/^-- sluice:batch 100$/-- sluice:batch 100\n-- sluice:pause 20ms/' "$JOBS/0001_bump.sql"
+    sluice_start down 0001_bump
+    wait_until 20 sql_true "select count(*) <= 15 from sluice_progress"
+    rm -rf "$CKPT"
+    sluice_kill KILL
+    rm -rf "$CKPT"
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$before"
+    assert_sql "select count(*) from sluice_undo" 0
+}
+
+test_killed_run_is_interrupted() {
+    setup_bump 3000 100 "-- sluice:pause 20ms"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 3 from sluice_progress"
+    sluice_kill KILL
+    run_sluice history
+    assert_rc 0
+    assert_contains "$OUT" "interrupted"
+    assert_not_contains "$OUT" " running "
+    load_status
+    assert_eq "$(sfield 0001_bump state)" stopped
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "1|1"
+}
+
+# The lease: a second runner is refused; nothing is left in pg_locks; a runner gone from this machine is
+# taken over at once; another machine's lease is waited out only once it stops being renewed.
+test_lease() {
+    setup_bump 3000 100 "-- sluice:pause 20ms"
+    sluice_start up
+    local first=$SLUICE_PID
+    wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "already being run against this database (by sluice pid $first"
+    run_sluice stamp 0001_bump done
+    assert_rc 2
+    assert_sql "select count(*) from pg_locks where locktype = 'advisory'" 0
+    sluice_kill KILL "$first"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "is gone; taking over its job"
+    assert_sql "select runner is null and lease_until is null from sluice_jobs" t
+    # a live lease of another machine, renewed a moment ago: refused
+    psql_q "update sluice_jobs set state = 'running', runner = 'elsewhere', runner_host = 'other-host',
+                   runner_pid = 1, runner_desc = 'sluice pid 1 on other-host', lease_until = now() + interval '29 s'"
+    run_sluice stamp 0001_bump pending
+    assert_rc 2
+    assert_contains "$ERR" "sluice pid 1 on other-host"
+    # one that stopped being renewed 25 s ago: waited for until it expires
+    psql_q "update sluice_jobs set lease_until = now() + interval '2 s'"
+    run_sluice stamp 0001_bump pending
+    assert_rc 0
+    assert_contains "$ERR" "stopped renewing its lease"
+}
+
+run_test "lost checkpoint directory after done: the job is not applied again to new rows" test_lost_after_done
+run_test "lost checkpoint directory after stamp done, and after stamp pending" test_lost_after_stamp
+run_test "a checkpoint file moved aside after done: nothing runs twice" test_move_file_aside_after_done
+run_test "checkpoint directory deleted mid-run, then kill -9: resume exactly once" test_lost_mid_run
+run_test "one checkpoint directory for two databases: the second is refused, naming both" test_two_databases_one_directory
+run_test "down and stamp with another database's checkpoints: refused, nothing written" test_down_with_other_databases_checkpoints
+run_test "inserts faster than the walk: the job ends at its start's last key" test_walk_ends
+run_test "end follow walks the rows inserted past the end" test_end_follow
+run_test "on-error skip with undo snapshot: down restores every chunk" test_skip_with_snapshot_then_down
+run_test "changed undo columns: refused always" test_changed_undo_columns
+run_test "an undo record of another shape is refused before a value is read" test_undo_record_shape
+run_test "changed key: refused with every flag" test_changed_key_refused
+run_test "changed statements: --allow-changed-statements" test_changed_statements_flag
+run_test "lost undo records: refused unless --allow-lost-undo" test_lost_undo_records
+run_test "checkpoint directory deleted during down and after its kill: down finishes" test_lost_during_down
+run_test "a killed run shows as interrupted in history and stopped in status" test_killed_run_is_interrupted
+run_test "the lease: one runner, nothing in pg_locks, takeover" test_lease
+t_done

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# test_state_lite.sh: the same truth-in-the-database guarantees as test_state.sh, on SQLite target files.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# setup_bump N BATCH [EXTRA_DIRECTIVES]: $SQ_DB with a table of N rows and a job that bumps n.
+setup_bump() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0, a text, b text)"
+    sq_fill t "$1"
+    sq "update t set a = 'a' || id, b = 'b' || id"
+    write_job 0001_bump <<EOF
+-- sluice:table t
+-- sluice:batch $2
+${3:-}
+-- sluice:up
+UPDATE t SET n = n + 1, a = 'x', b = 'y' WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+test_lost_after_done() {
+    setup_bump 500 100
+    run_sluice up
+    assert_rc 0
+    rm -rf "$CKPT"
+    sq_fill t 100 501
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "already done"
+    assert_sq "select count(*) filter (where n = 1), count(*) filter (where n = 0) from t" "500|100"
+    rm -rf "$CKPT"
+    load_status
+    assert_eq "$(sfield 0001_bump state)" done
+    assert_eq "$(sfield 0001_bump source)" database
+}
+
+test_lost_after_stamp() {
+    setup_bump 300 100
+    run_sluice stamp 0001_bump done
+    assert_rc 0
+    rm -rf "$CKPT"
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from t where n > 0" 0
+}
+
+test_two_files_one_directory() {
+    setup_bump 200 100
+    local a=$SQ_DB b="$T_DIR/b.db"
+    cp "$a" "$b"
+    sqlite3 "$b" "drop table if exists sluice_jobs"
+    rm -f "$b-wal" "$b-shm"
+    # b: a copy of a before sluice ran, with a table of its own
+    sqlite3 "$b" "delete from t; insert into t (id) values (1), (2), (3)"
+    run_sluice up
+    assert_rc 0
+    run_sluice --db "sqlite:$b" up
+    assert_rc 2
+    assert_contains "$ERR" "belongs to database"
+    assert_eq "$(sqlite3 "$b" "select count(*) from t where n > 0")" 0
+    run_sluice --db "sqlite:$b" --checkpoints "$T_DIR/ckpt-b" up
+    assert_rc 0
+    assert_eq "$(sqlite3 "$b" "select min(n), max(n) from t")" "1|1"
+}
+
+test_lost_mid_run() {
+    setup_bump 20000 200 "-- sluice:pause 10ms"
+    sluice_start up
+    wait_until 20 sq_true "select count(*) >= 5 from sluice_progress"
+    rm -rf "$CKPT"
+    sluice_kill KILL
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "in line with the database"
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|20000"
+}
+
+test_walk_ends() {
+    setup_bump 5000 100 "-- sluice:pause 5ms"
+    sluice_start up
+    wait_until 20 sq_true "select count(*) >= 2 from sluice_progress"
+    sq_fill t 2000 5001
+    sluice_wait
+    assert_rc 0
+    assert_sq "select count(*) from t where id <= 5000 and n <> 1" 0
+    assert_sq "select count(*) from t where id > 5000 and n <> 0" 0
+}
+
+test_skip_with_snapshot_then_down() {
+    setup_bump 400 100 "-- sluice:undo snapshot(n, a, b)
+-- sluice:on-error skip"
+    sq "create trigger no250 before update on t when new.id = 250 begin select raise(abort, 'not 250'); end"
+    local before
+    before=$(sq_sum t)
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from sluice_progress where skipped" 1
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_eq "$(sq_sum t)" "$before" "table after down"
+}
+
+test_changed_undo_columns() {
+    setup_bump 300 100 "-- sluice:undo snapshot(a)"
+    run_sluice up
+    assert_rc 0
+    local after
+    after=$(sq_sum t)
+    sed -i 's/snapshot(a)/snapshot(a, b)/' "$JOBS/0001_bump.sql"
+    run_sluice --on-conflict overwrite down 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "undo columns changed after its first chunk committed"
+    assert_eq "$(sq_sum t)" "$after" "table after a refused down"
+}
+
+test_changed_key_refused() {
+    setup_bump 3000 100 "-- sluice:pause 20ms"
+    sq "create unique index t_id_n on t (id, n)"
+    sluice_start up
+    wait_until 20 sq_true "select count(*) >= 2 from sluice_progress"
+    sluice_kill INT
+    sed -i 's/^-- sluice:table t$/-- sluice:table t\n-- sluice:key id, n/' "$JOBS/0001_bump.sql"
+    run_sluice --allow-changed-statements --allow-no-index up
+    assert_rc 2
+    assert_contains "$ERR" "key changed after its first chunk committed"
+}
+
+test_lost_undo_records() {
+    setup_bump 400 100 "-- sluice:undo snapshot(a)"
+    run_sluice up
+    assert_rc 0
+    sq "delete from sluice_undo where chunk_no = 2"
+    run_sluice down 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "chunk 2"
+    run_sluice --allow-lost-undo down 0001_bump
+    assert_rc 0
+    assert_sq "select count(*) from t where a = 'x'" 100
+}
+
+test_killed_run_is_interrupted() {
+    setup_bump 20000 100 "-- sluice:pause 10ms"
+    sluice_start up
+    wait_until 20 sq_true "select count(*) >= 3 from sluice_progress"
+    sluice_kill KILL
+    run_sluice history
+    assert_contains "$OUT" "interrupted"
+    load_status
+    assert_eq "$(sfield 0001_bump state)" stopped
+}
+
+test_checkpoint_mode() {
+    setup_bump 100 100
+    umask 022
+    run_sluice up
+    assert_rc 0
+    local mode
+    mode=$(stat -c %a "$CKPT/0001_bump.sluice")
+    assert_eq "$mode" 600 "checkpoint file mode"
+}
+
+run_test "sqlite: lost checkpoint directory after done" test_lost_after_done
+run_test "sqlite: lost checkpoint directory after stamp" test_lost_after_stamp
+run_test "sqlite: one checkpoint directory for two database files" test_two_files_one_directory
+run_test "sqlite: checkpoint directory deleted mid-run, then kill -9" test_lost_mid_run
+run_test "sqlite: the walk ends at its start's last key" test_walk_ends
+run_test "sqlite: on-error skip with undo snapshot, then down" test_skip_with_snapshot_then_down
+run_test "sqlite: changed undo columns refused" test_changed_undo_columns
+run_test "sqlite: changed key refused with every flag" test_changed_key_refused
+run_test "sqlite: lost undo records" test_lost_undo_records
+run_test "sqlite: a killed run is interrupted / stopped" test_killed_run_is_interrupted
+run_test "checkpoint files are created 0600" test_checkpoint_mode
+t_done
