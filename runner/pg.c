@@ -1,5 +1,6 @@
 /* pg.c: PostgreSQL through libpq's asynchronous API on a libuv loop, in pipeline mode. */
 #include "sluice/pg.h"
+#include "sluice/dburl.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -10,8 +11,6 @@
  * bound to its descriptor at init, so watching a different descriptor means
  * closing it and initialising it again once libuv has released it. */
 enum { POLL_NONE = 0, POLL_READY = 1, POLL_CLOSING = 2 };
-
-#define MAX_SECRETS 8
 
 struct sl_pg_batch {
     struct sl_pg_batch *next;
@@ -58,116 +57,130 @@ static char *pg_oneline(char *s)
     return s;
 }
 
-static char *pg_oneline_dup(const char *message, const char *fallback)
+/* A secret in every form a message may quote it: as libpq holds it, and
+ * percent-encoded (upper and lower case). list holds NUL-separated strings. */
+static void pg_add_secret(sl_buf *list, const char *s, size_t len)
 {
-    char *line = pg_oneline(sl_strdup(message ? message : ""));
+    if (len == 0)
+        return;
+    char *forms[3] = {sl_strndup(s, len), sl_dburl_encode(s, len, 0), sl_dburl_encode(s, len, 1)};
+    for (size_t i = 0; i < 3; i++) {
+        sl_buf_add(list, forms[i], strlen(forms[i]) + 1);
+        free(forms[i]);
+    }
+}
+
+static int pg_is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+}
+
+/* Word by word: libpq cuts an unquoted "password=a b" after "a" and then
+ * complains about "b". */
+static void pg_add_words(sl_buf *list, const char *v, size_t len)
+{
+    for (size_t at = 0; at < len;) {
+        size_t word = 0;
+        while (at + word < len && !pg_is_space(v[at + word]))
+            word++;
+        if (word < len)
+            pg_add_secret(list, v + at, word);
+        at += word;
+        while (at < len && pg_is_space(v[at]))
+            at++;
+    }
+}
+
+/* The secrets as written in conninfo and decoded: what libpq's error quotes
+ * when it cannot parse the string ('invalid percent-encoded token: "s3%zz"'),
+ * also word by word then. */
+static void pg_add_written_secrets(sl_buf *list, const char *conninfo, int parsed)
+{
+    sl_dburl_span spans[8];
+    size_t n = sl_dburl_secrets(conninfo, spans, 8);
+    for (size_t i = 0; i < n && i < 8; i++) {
+        const char *v = conninfo + spans[i].off;
+        char *plain = sl_dburl_decode(v, spans[i].len, NULL);
+        pg_add_secret(list, v, spans[i].len);
+        pg_add_secret(list, plain, strlen(plain));
+        if (!parsed)
+            pg_add_words(list, v, spans[i].len);
+        free(plain);
+    }
+}
+
+/* Every password and sslpassword libpq will use: the string's own, as
+ * PQconninfoParse reads it, and PGPASSWORD's. Returns whether it parsed. */
+static int pg_add_parsed_secrets(sl_buf *list, const char *conninfo)
+{
+    PQconninfoOption *sets[2] = {PQconninfoParse(conninfo, NULL), PQconndefaults()};
+    int parsed = sets[0] != NULL;
+    for (size_t i = 0; i < 2; i++) {
+        for (const PQconninfoOption *o = sets[i]; o && o->keyword; o++)
+            if (o->val && (strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0))
+                pg_add_secret(list, o->val, strlen(o->val));
+        PQconninfoFree(sets[i]);
+    }
+    return parsed;
+}
+
+static int pg_longer_first(const void *a, const void *b)
+{
+    size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+    return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+static char *pg_replace_all(char *text, const char *secret)
+{
+    sl_buf out = {0};
+    size_t len = strlen(secret);
+    const char *p = text;
+    for (const char *hit; (hit = strstr(p, secret)) != NULL; p = hit + len) {
+        sl_buf_add(&out, p, (size_t)(hit - p));
+        sl_buf_adds(&out, "***");
+    }
+    sl_buf_adds(&out, p);
+    free(text);
+    return sl_buf_take(&out);
+}
+
+/* message with every occurrence of every secret of conninfo replaced by
+ * "***", longest first, so that a secret inside a longer one does not leave
+ * the rest of the longer one behind. libpq quotes tokens of a string it
+ * cannot parse ('invalid percent-encoded token: "s3%zz"'), and a server may
+ * echo what it was sent. */
+static char *pg_redact(const char *message, const char *conninfo)
+{
+    sl_buf list = {0};
+    int parsed = pg_add_parsed_secrets(&list, conninfo ? conninfo : "");
+    pg_add_written_secrets(&list, conninfo ? conninfo : "", parsed);
+    size_t count = 0;
+    for (size_t at = 0; at < list.len; at += strlen(list.data + at) + 1)
+        count++;
+    const char **secrets = sl_calloc(count + 1, sizeof *secrets);
+    count = 0;
+    for (size_t at = 0; at < list.len; at += strlen(list.data + at) + 1)
+        secrets[count++] = list.data + at;
+    qsort(secrets, count, sizeof *secrets, pg_longer_first);
+    char *text = sl_strdup(message);
+    for (size_t i = 0; i < count; i++)
+        text = pg_replace_all(text, secrets[i]);
+    free(secrets);
+    sl_buf_free(&list);
+    return text;
+}
+
+/* libpq's message about pg's connection, on one line, without secrets. */
+static char *pg_safe_line(const sl_pg *pg, const char *message, const char *fallback)
+{
+    char *one = pg_oneline(sl_strdup(message ? message : ""));
+    char *line = pg_redact(one, pg->conninfo);
+    free(one);
     if (line[0] == '\0') {
         free(line);
         line = sl_strdup(fallback);
     }
     return line;
-}
-
-static int pg_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Best-effort percent-decoding: invalid escapes are kept as they are. */
-static char *pg_percent_decode(const char *s, size_t len)
-{
-    char *out = sl_malloc(len + 1);
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%' && i + 2 < len && pg_hexval(s[i + 1]) >= 0 && pg_hexval(s[i + 2]) >= 0) {
-            out[n++] = (char)(pg_hexval(s[i + 1]) * 16 + pg_hexval(s[i + 2]));
-            i += 2;
-        } else {
-            out[n++] = s[i];
-        }
-    }
-    out[n] = '\0';
-    return out;
-}
-
-static void pg_add_secret(char **secrets, size_t *count, const char *s, size_t len)
-{
-    if (len == 0 || *count + 2 > MAX_SECRETS)
-        return;
-    secrets[(*count)++] = sl_strndup(s, len);
-    secrets[(*count)++] = pg_percent_decode(s, len);
-}
-
-/* The password of a URL's user info: "scheme://user:PASSWORD@host". */
-static void pg_find_uri_password(const char *conninfo, char **secrets, size_t *count)
-{
-    const char *p = strstr(conninfo, "://");
-    if (!p)
-        return;
-    p += 3;
-    size_t auth_len = strcspn(p, "@/?");
-    if (p[auth_len] != '@')
-        return;
-    const char *colon = memchr(p, ':', auth_len);
-    if (colon)
-        pg_add_secret(secrets, count, colon + 1, (size_t)(p + auth_len - colon - 1));
-}
-
-/* Values of "password=..." (and "sslpassword=...") in key=value strings and
- * URL query parameters, quoted or not. */
-static void pg_find_kv_passwords(const char *conninfo, char **secrets, size_t *count)
-{
-    for (const char *p = strstr(conninfo, "password"); p; p = strstr(p + 1, "password")) {
-        const char *v = p + strlen("password");
-        while (isspace((unsigned char)*v))
-            v++;
-        if (*v != '=')
-            continue;
-        v++;
-        while (isspace((unsigned char)*v))
-            v++;
-        if (*v == '\'') {
-            v++;
-            const char *end = v;
-            while (*end && *end != '\'')
-                end += (end[0] == '\\' && end[1]) ? 2 : 1;
-            pg_add_secret(secrets, count, v, (size_t)(end - v));
-        } else {
-            pg_add_secret(secrets, count, v, strcspn(v, " \t\r\n&"));
-        }
-    }
-}
-
-/* Replace every occurrence of each secret in message by "***". libpq's parse
- * errors quote tokens, and a malformed password is such a token
- * ('invalid percent-encoded token: "s3%zz"'). */
-static char *pg_redact(const char *message, const char *conninfo)
-{
-    char *secrets[MAX_SECRETS];
-    size_t count = 0;
-    pg_find_uri_password(conninfo, secrets, &count);
-    pg_find_kv_passwords(conninfo, secrets, &count);
-    char *text = sl_strdup(message);
-    for (size_t i = 0; i < count; i++) {
-        sl_buf out = {0};
-        size_t len = strlen(secrets[i]);
-        const char *p = text;
-        for (const char *hit; len > 0 && (hit = strstr(p, secrets[i])) != NULL; p = hit + len) {
-            sl_buf_add(&out, p, (size_t)(hit - p));
-            sl_buf_adds(&out, "***");
-        }
-        sl_buf_adds(&out, p);
-        free(text);
-        text = sl_buf_take(&out);
-        free(secrets[i]);
-    }
-    return text;
 }
 
 static const char *pg_opt(const PQconninfoOption *opts, const char *keyword)
@@ -351,7 +364,7 @@ static void pg_drop(sl_pg *pg)
 
 static void pg_connect_fail(sl_pg *pg, const char *message)
 {
-    char *line = pg_oneline_dup(message, "could not connect");
+    char *line = pg_safe_line(pg, message, "could not connect");
     sl_pg_connect_cb cb = pg->connect_cb;
     pg->connect_cb = NULL;
     pg_drop(pg);
@@ -489,6 +502,11 @@ static void pg_batch_store(struct sl_pg_batch *b, PGresult *res)
 /* Run a detached batch's callback, then release it. */
 static void pg_batch_finish(sl_pg *pg, struct sl_pg_batch *b, const char *lost_message)
 {
+    if (b->error) {
+        char *safe = pg_redact(b->error, pg->conninfo);
+        free(b->error);
+        b->error = safe;
+    }
     sl_pg_reply reply = {
         .nresults = b->nqueries,
         .results = b->results,
@@ -513,7 +531,7 @@ static void pg_batch_finish(sl_pg *pg, struct sl_pg_batch *b, const char *lost_m
  * then fail every batch that was waiting, in order. */
 static void pg_lose(sl_pg *pg, const char *message)
 {
-    char *line = pg_oneline_dup(message, "connection lost");
+    char *line = pg_safe_line(pg, message, "connection lost");
     struct sl_pg_batch *b = pg->head;
     pg->head = pg->tail = NULL;
     pg_drop(pg);
