@@ -1,5 +1,6 @@
 /* session.c: a database session (PostgreSQL or SQLite) awaited from sequential command code, signals, sleeps. */
 #include "sluice/session.h"
+#include "sluice/dburl.h"
 
 #include <assert.h>
 #include <signal.h>
@@ -130,6 +131,26 @@ static void watch_signals(sl_session *sess, uv_loop_t *loop)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* conninfo in any form dburl.h reads (the command line has normalised it
+ * already; a worker passes its runner's): "sqlite:PATH" or libpq's. */
+static int open_database(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err)
+{
+    sl_dburl url;
+    if (sl_dburl_parse(conninfo, &url, err) != 0)
+        return -1;
+    int rc;
+    if (url.dialect == SL_DIALECT_SQLITE) {
+        rc = sl_lite_init(loop, &sess->lite, url.conninfo, err);
+        sess->has_lite = rc == 0;
+        sess->dialect = SL_DIALECT_SQLITE;
+    } else {
+        rc = sl_pg_init(loop, &sess->pg, url.conninfo, err);
+        sess->has_pg = rc == 0;
+    }
+    sl_dburl_free(&url);
+    return rc;
+}
+
 int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err)
 {
     memset(sess, 0, sizeof *sess);
@@ -139,16 +160,8 @@ int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_
     int64_t v;
     if (cto && sl_parse_duration(cto, &v) == 0 && v > 0)
         sess->connect_timeout_ms = v;
-    if (conninfo && strncmp(conninfo, "sqlite:", 7) == 0) {
-        if (sl_lite_init(loop, &sess->lite, conninfo, err) != 0)
-            return -1;
-        sess->has_lite = 1;
-        sess->dialect = SL_DIALECT_SQLITE;
-    } else if (conninfo) {
-        if (sl_pg_init(loop, &sess->pg, conninfo, err) != 0)
-            return -1;
-        sess->has_pg = 1;
-    }
+    if (conninfo && open_database(sess, loop, conninfo, err) != 0)
+        return -1;
     watch_signals(sess, loop);
     uv_timer_init(loop, &sess->sleep_timer);
     sess->sleep_timer.data = sess;
