@@ -376,7 +376,7 @@ static void pg_connect_fail(sl_pg *pg, const char *message)
 static void pg_on_notice(void *arg, const char *message)
 {
     sl_pg *pg = arg;
-    char *line = sl_strdup(message);
+    char *line = pg_redact(message, pg->conninfo); /* RAISE NOTICE may show what it was sent */
     size_t len = strlen(line);
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         line[--len] = '\0';

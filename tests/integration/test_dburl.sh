@@ -148,6 +148,22 @@ EOF
     assert_rc 1
     assert_contains "$ERR" "invalid input syntax" "stderr"
     all+="$OUT$ERR"
+    # Server notices that quote it (a RAISE NOTICE of what the job sent), raw and encoded.
+    psql_q "create function shout(t text) returns int language plpgsql as \$\$
+            begin raise notice 'got %', t; return 0; end \$\$"
+    table_job 2
+    local sqlpw=${PW//\'/\'\'}
+    write_job 0002_bump <<EOF
+-- sluice:table t_2
+-- sluice:batch 100
+-- sluice:up
+UPDATE t_2 SET n = n + 1 + shout('$enc') + shout('$sqlpw') WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" up 0002_bump
+    assert_rc 0
+    assert_contains "$ERR" "server: NOTICE:  got ***" "stderr"
+    assert_sql "select min(n), max(n), count(*) from t_2" "1|1|300"
+    all+="$OUT$ERR"
     run_sluice --db "postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" status
     all+="$OUT$ERR"
     run_sluice --db "postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" history
