@@ -239,10 +239,8 @@ static size_t kv_secrets(const char *s, sl_dburl_span *spans, size_t max, size_t
             p++;
         size_t key_len = (size_t)(p - key);
         p = skip_space(p);
-        if (*p != '=') {
-            p = skip_space(kv_value_end(p));
-            continue;
-        }
+        if (*p != '=')
+            continue; /* a word with no value: libpq's error to report */
         p = skip_space(p + 1);
         int quoted = *p == '\'';
         const char *v = quoted ? p + 1 : p;
@@ -281,11 +279,12 @@ void sl_dburl_hide_secrets(char *s)
 
 static const char *const pg_drivers[] = {"psycopg2", "psycopg", "psycopg_async", "asyncpg", "pg8000", "psycopg2cffi"};
 
-/* Decode what SQLAlchemy decodes, encode what libpq needs encoded. */
-static int add_reencoded(sl_buf *b, const char *s, size_t len, const char *what, sl_err *err)
+/* Decode what SQLAlchemy decodes (in a query, '+' is a space to Python's
+ * parse_qsl), encode what libpq needs encoded. */
+static int add_reencoded(sl_buf *b, const char *s, size_t len, int plus_is_space, const char *what, sl_err *err)
 {
     size_t n;
-    char *plain = decode(s, len, 0, &n);
+    char *plain = decode(s, len, plus_is_space, &n);
     if (memchr(plain, '\0', n)) {
         free(plain);
         sl_err_set(err, "the %s holds a NUL byte (%%00), which no connection can carry", what);
@@ -379,7 +378,7 @@ static int add_pg_query(sl_buf *b, const char *q, int sqlalchemy, sl_err *err)
             sep = '&';
             sl_buf_add(b, q, (size_t)(eq + 1 - q));
             if (secret)
-                rc = add_reencoded(b, eq + 1, vlen, "password", err);
+                rc = add_reencoded(b, eq + 1, vlen, sqlalchemy, "password", err);
             else if (sqlalchemy)
                 add_query_value(b, value);
             else
@@ -419,10 +418,10 @@ static int parse_pg_url(const char *s, const url_parts *u, sl_dburl *out, sl_err
     sl_buf_adds(&b, "postgresql://");
     int rc = 0;
     if (u->has_user) {
-        rc = add_reencoded(&b, s + u->auth, u->user_len, "user name", err);
+        rc = add_reencoded(&b, s + u->auth, u->user_len, 0, "user name", err);
         if (rc == 0 && u->has_password) {
             sl_buf_addc(&b, ':');
-            rc = add_reencoded(&b, s + u->pw_off, u->pw_len, "password", err);
+            rc = add_reencoded(&b, s + u->pw_off, u->pw_len, 0, "password", err);
         }
         sl_buf_addc(&b, '@');
     }

@@ -52,6 +52,9 @@ static const accepted forms[] = {
      "postgresql://alice:pw@h?application_name=me@laptop"},
     {"postgresql://h/my@db", SL_DIALECT_PG, "postgresql://h/my@db"},
     {"postgresql://alice@h/app?password=p%zz", SL_DIALECT_PG, "postgresql://alice@h/app?password=p%25zz"},
+    {"postgresql://alice:a+b@h/app?password=c+d", SL_DIALECT_PG, "postgresql://alice:a%2Bb@h/app?password=c%2Bd"},
+    {"postgresql+psycopg2://alice:a+b@h/app?password=c+d", SL_DIALECT_PG,
+     "postgresql://alice:a%2Bb@h/app?password=c%20d"},
     /* SQLite */
     {"sqlite:app.db", SL_DIALECT_SQLITE, "sqlite:app.db"},
     {"sqlite:/srv/app.db", SL_DIALECT_SQLITE, "sqlite:/srv/app.db"},
@@ -174,6 +177,8 @@ static const secret_case secret_cases[] = {
     {"host=h password = 's3 cr\\'et' user=x", {"s3 cr\\'et"}},
     {"password=a b c host=h sslpassword=k", {"a b c", "k"}},
     {"host=h", {NULL}},
+    {"bogus password=s3cret", {"s3cret"}},
+    {"password =s3cret host= h", {"s3cret"}},
     {"sqlite:///app.db", {NULL}},
     {"sqlite:app.db", {NULL}},
 };
