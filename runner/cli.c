@@ -166,6 +166,22 @@ static int parse_args(int argc, char **argv, cli_args *a)
     return 0;
 }
 
+/* sluice read sqlite:///srv/app.db as /srv/app.db before it read SQLAlchemy's
+ * URLs as SQLAlchemy does (srv/app.db, relative): say so when only the
+ * absolute file is there. */
+static void hint_absolute_sqlite(const char *source, const char *given, const char *conninfo)
+{
+    const char *path = conninfo + strlen("sqlite:");
+    if (strncmp(given, "sqlite:///", 10) != 0 || path[0] == '/' || access(path, F_OK) == 0)
+        return;
+    char *abs = sl_asprintf("/%s", path);
+    if (access(abs, F_OK) == 0)
+        sl_warn("%s: sqlite:///%s is %s in the current directory, as in SQLAlchemy (hint: for %s, write "
+                "sqlite:///%s)",
+                source, path, path, abs, abs);
+    free(abs);
+}
+
 /* --db, else SLUICE_DB, else DATABASE_URL, else "" (libpq's PG* variables),
  * in any form dburl.h reads, normalised for the drivers into url. */
 static int resolve_db(sl_opts *o, sl_dburl *url)
@@ -188,6 +204,8 @@ static int resolve_db(sl_opts *o, sl_dburl *url)
     }
     if (url->note[0])
         sl_warn("%s: %s", source, url->note);
+    if (url->dialect == SL_DIALECT_SQLITE)
+        hint_absolute_sqlite(source, o->db, url->conninfo);
     o->db = url->conninfo;
     return 0;
 }

@@ -253,6 +253,7 @@ EOF
     run_sluice --db "sqlite:///${T_DIR#/}/app.db" up 0001_bump
     assert_rc 2
     assert_contains "$ERR" "no such database file" "stderr"
+    assert_contains "$ERR" "write sqlite:////${T_DIR#/}/app.db" "stderr"
 }
 
 # What cannot apply is refused with exit 2, a reason, no password, nothing changed.
