@@ -2,6 +2,7 @@
 #include "sluice/cli.h"
 #include "sluice/ctl.h"
 #include "sluice/dburl.h"
+#include "sluice/secrets.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,7 +113,7 @@ static const char *keep_db_arg(cli_args *a, char *value)
 {
     free(a->db_arg);
     a->db_arg = sl_strdup(value);
-    sl_dburl_hide_secrets(value);
+    sl_secrets_hide(value);
     return a->db_arg;
 }
 

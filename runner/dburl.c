@@ -17,11 +17,6 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-static int is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
 static int hex_val(char c)
 {
     if (is_digit(c))
@@ -53,9 +48,9 @@ static char *decode(const char *s, size_t len, int plus_is_space, size_t *out_le
     return out;
 }
 
-char *sl_dburl_decode(const char *s, size_t len, size_t *out_len)
+char *sl_dburl_decode(const char *s, size_t len, int plus_is_space, size_t *out_len)
 {
-    return decode(s, len, 0, out_len);
+    return decode(s, len, plus_is_space, out_len);
 }
 
 char *sl_dburl_encode(const char *s, size_t len, int lower)
@@ -77,23 +72,12 @@ char *sl_dburl_encode(const char *s, size_t len, int lower)
 
 /* ---- a URL's parts ---- */
 
-typedef struct url_parts {
-    size_t scheme_len; /* "postgresql+psycopg2" */
-    size_t auth;       /* just after "://" */
-    int has_user;      /* user info (and an '@') before the host */
-    size_t user_len;   /* the user name, from auth */
-    int has_password;  /* a ':' in the user info */
-    size_t pw_off, pw_len;
-    size_t host;  /* what follows the user info: host[:port][,...][/dbname] */
-    size_t query; /* the '?' that opens the query, or the end */
-} url_parts;
-
 /* The user info ends at the last '@' before the host, which runs to the first
  * '/' after the first '@' (the database name), else to the first '?' (the
  * query), else to the end: no host name holds an '@', so "user:p@ss@host"
  * is user "user", password "p@ss", where libpq would read a host "ss@host"
  * (and show it). A '/' or '?' before any ':' or '@' means no user info. */
-static void find_userinfo(const char *s, url_parts *u)
+static void find_userinfo(const char *s, sl_dburl_parts *u)
 {
     const char *rest = s + u->auth;
     size_t k = strcspn(rest, ":@/?");
@@ -124,10 +108,10 @@ static void find_userinfo(const char *s, url_parts *u)
     u->host = (size_t)(last_at + 1 - s);
 }
 
-/* "scheme://...", the scheme RFC 3986's letters, digits, '+', '-', '.', and
- * SQLAlchemy's '_' ("postgresql+psycopg_async"), and ':' so that
- * "jdbc:postgresql://" is recognised as a URL, to be refused. */
-static int split_url(const char *s, url_parts *u)
+/* The scheme: RFC 3986's letters, digits, '+', '-', '.', and SQLAlchemy's
+ * '_' ("postgresql+psycopg_async"), and ':' so that "jdbc:postgresql://" is
+ * recognised as a URL, to be refused. */
+int sl_dburl_split(const char *s, sl_dburl_parts *u)
 {
     memset(u, 0, sizeof *u);
     size_t n = 0;
@@ -148,134 +132,13 @@ static int split_url(const char *s, url_parts *u)
     return 1;
 }
 
-/* ---- secrets ---- */
-
-static int is_secret_key(const char *key, size_t len)
-{
-    return (len == 8 && memcmp(key, "password", 8) == 0) || (len == 11 && memcmp(key, "sslpassword", 11) == 0);
-}
-
-static size_t add_span(sl_dburl_span *spans, size_t max, size_t n, size_t off, size_t len)
-{
-    if (len > 0 && n < max)
-        spans[n] = (sl_dburl_span){off, len};
-    return len > 0 ? n + 1 : n;
-}
-
-/* Query parameters PARAM=VALUE separated by '&'; a piece without '=' after
- * a password's value can only be more of it (an unescaped '&'). */
-static size_t query_secrets(const char *s, size_t from, sl_dburl_span *spans, size_t max, size_t n)
-{
-    const char *p = s + from;
-    while (*p) {
-        size_t len = strcspn(p, "&");
-        const char *eq = memchr(p, '=', len);
-        if (eq) {
-            char *key = decode(p, (size_t)(eq - p), 1, NULL);
-            int secret = is_secret_key(key, strlen(key));
-            free(key);
-            size_t vlen = len - (size_t)(eq + 1 - p);
-            while (secret && p[len] == '&' && !memchr(p + len + 1, '=', strcspn(p + len + 1, "&"))) {
-                size_t more = strcspn(p + len + 1, "&");
-                len += 1 + more;
-                vlen += 1 + more;
-            }
-            if (secret)
-                n = add_span(spans, max, n, (size_t)(eq + 1 - s), vlen);
-        }
-        p += len;
-        if (*p == '&')
-            p++;
-    }
-    return n;
-}
-
-static const char *skip_space(const char *p)
-{
-    while (is_space(*p))
-        p++;
-    return p;
-}
-
-/* A libpq key=value value: quoted ('...' with backslash escapes) or a run of
- * non-space characters (backslash escapes too). Returns its end. */
-static const char *kv_value_end(const char *p)
-{
-    if (*p == '\'') {
-        for (p++; *p && *p != '\''; p++)
-            if (*p == '\\' && p[1])
-                p++;
-        return p;
-    }
-    for (; *p && !is_space(*p); p++)
-        if (*p == '\\' && p[1])
-            p++;
-    return p;
-}
-
-/* After an unquoted password: words that are no KEY=... pair ("password=a
- * b host=x": libpq takes "a" and chokes on "b"), which are more of it. */
-static const char *kv_more_words(const char *end)
-{
-    for (;;) {
-        const char *w = skip_space(end);
-        if (!*w || w == end)
-            return end;
-        const char *w_end = w;
-        while (*w_end && !is_space(*w_end) && *w_end != '=')
-            w_end++;
-        if (*skip_space(w_end) == '=')
-            return end;
-        end = kv_value_end(w);
-    }
-}
-
-static size_t kv_secrets(const char *s, sl_dburl_span *spans, size_t max, size_t n)
-{
-    const char *p = skip_space(s);
-    while (*p) {
-        const char *key = p;
-        while (*p && *p != '=' && !is_space(*p))
-            p++;
-        size_t key_len = (size_t)(p - key);
-        p = skip_space(p);
-        if (*p != '=')
-            continue; /* a word with no value: libpq's error to report */
-        p = skip_space(p + 1);
-        int quoted = *p == '\'';
-        const char *v = quoted ? p + 1 : p;
-        const char *end = kv_value_end(p);
-        if (!quoted && is_secret_key(key, key_len))
-            end = kv_more_words(end);
-        if (is_secret_key(key, key_len))
-            n = add_span(spans, max, n, (size_t)(v - s), (size_t)(end - v));
-        p = skip_space(*end == '\'' ? end + 1 : end);
-    }
-    return n;
-}
-
-size_t sl_dburl_secrets(const char *s, sl_dburl_span *spans, size_t max)
-{
-    url_parts u;
-    if (!split_url(s, &u))
-        return kv_secrets(s, spans, max, 0);
-    size_t n = 0;
-    if (u.has_password)
-        n = add_span(spans, max, n, u.pw_off, u.pw_len);
-    if (s[u.query] == '?')
-        n = query_secrets(s, u.query + 1, spans, max, n);
-    return n;
-}
-
-void sl_dburl_hide_secrets(char *s)
-{
-    sl_dburl_span spans[16];
-    size_t n = sl_dburl_secrets(s, spans, 16);
-    for (size_t i = 0; i < n && i < 16; i++)
-        memset(s + spans[i].off, '*', spans[i].len);
-}
-
 /* ---- PostgreSQL URLs ---- */
+
+/* Its value is a secret (secrets.h finds and hides it). */
+static int is_password_param(const char *key)
+{
+    return strcmp(key, "password") == 0 || strcmp(key, "sslpassword") == 0;
+}
 
 static const char *const pg_drivers[] = {"psycopg2", "psycopg", "psycopg_async", "asyncpg", "pg8000", "psycopg2cffi"};
 
@@ -370,7 +233,7 @@ static int add_pg_query(sl_buf *b, const char *q, int sqlalchemy, sl_err *err)
         size_t vlen = len - (size_t)(eq + 1 - q);
         char *key = decode(q, (size_t)(eq - q), sqlalchemy, NULL);
         char *value = decode(eq + 1, vlen, sqlalchemy, NULL);
-        int secret = is_secret_key(key, strlen(key));
+        int secret = is_password_param(key);
         rc = check_pg_param(key, secret ? "" : value, known, &seen, err);
         if (rc == 0) {
             sl_buf_printf(&seen, "\n%s\n", key);
@@ -409,7 +272,7 @@ static int check_pg_driver(const char *scheme, size_t len, sl_err *err)
     return -1;
 }
 
-static int parse_pg_url(const char *s, const url_parts *u, sl_dburl *out, sl_err *err)
+static int parse_pg_url(const char *s, const sl_dburl_parts *u, sl_dburl *out, sl_err *err)
 {
     if (check_pg_driver(s, u->scheme_len, err) != 0)
         return -1;
@@ -503,7 +366,7 @@ static int sqlite_query(const char *q, sl_dburl *out, sl_err *err)
 
 /* sqlite://HOST/PATH?QUERY as SQLAlchemy reads it: no host; PATH relative,
  * or absolute when it starts with '/' (sqlite:////srv/app.db). */
-static int parse_sqlite_url(const char *s, const url_parts *u, sl_dburl *out, sl_err *err)
+static int parse_sqlite_url(const char *s, const sl_dburl_parts *u, sl_dburl *out, sl_err *err)
 {
     const char *rest = s + u->auth;
     if (*rest != '/') {
@@ -590,9 +453,9 @@ int sl_dburl_parse(const char *given, sl_dburl *out, sl_err *err)
         refuse_memory("sqlite::memory:", err);
         return -1;
     }
-    url_parts u;
+    sl_dburl_parts u;
     int lite_path = strncmp(given, "sqlite:", 7) == 0 && strncmp(given, "sqlite://", 9) != 0;
-    if (lite_path || !split_url(given, &u)) {
+    if (lite_path || !sl_dburl_split(given, &u)) {
         /* sqlite:PATH (everything after "sqlite:" is the path), or for libpq */
         out->dialect = lite_path ? SL_DIALECT_SQLITE : SL_DIALECT_PG;
         out->conninfo = sl_strdup(given);

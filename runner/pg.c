@@ -1,6 +1,6 @@
 /* pg.c: PostgreSQL through libpq's asynchronous API on a libuv loop, in pipeline mode. */
 #include "sluice/pg.h"
-#include "sluice/dburl.h"
+#include "sluice/secrets.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -57,124 +57,11 @@ static char *pg_oneline(char *s)
     return s;
 }
 
-/* A secret in every form a message may quote it: as libpq holds it, and
- * percent-encoded (upper and lower case). list holds NUL-separated strings. */
-static void pg_add_secret(sl_buf *list, const char *s, size_t len)
-{
-    if (len == 0)
-        return;
-    char *forms[3] = {sl_strndup(s, len), sl_dburl_encode(s, len, 0), sl_dburl_encode(s, len, 1)};
-    for (size_t i = 0; i < 3; i++) {
-        sl_buf_add(list, forms[i], strlen(forms[i]) + 1);
-        free(forms[i]);
-    }
-}
-
-static int pg_is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
-}
-
-/* Word by word: libpq cuts an unquoted "password=a b" after "a" and then
- * complains about "b". */
-static void pg_add_words(sl_buf *list, const char *v, size_t len)
-{
-    for (size_t at = 0; at < len;) {
-        size_t word = 0;
-        while (at + word < len && !pg_is_space(v[at + word]))
-            word++;
-        if (word < len)
-            pg_add_secret(list, v + at, word);
-        at += word;
-        while (at < len && pg_is_space(v[at]))
-            at++;
-    }
-}
-
-/* The secrets as written in conninfo and decoded: what libpq's error quotes
- * when it cannot parse the string ('invalid percent-encoded token: "s3%zz"'),
- * also word by word then. */
-static void pg_add_written_secrets(sl_buf *list, const char *conninfo, int parsed)
-{
-    sl_dburl_span spans[8];
-    size_t n = sl_dburl_secrets(conninfo, spans, 8);
-    for (size_t i = 0; i < n && i < 8; i++) {
-        const char *v = conninfo + spans[i].off;
-        char *plain = sl_dburl_decode(v, spans[i].len, NULL);
-        pg_add_secret(list, v, spans[i].len);
-        pg_add_secret(list, plain, strlen(plain));
-        if (!parsed)
-            pg_add_words(list, v, spans[i].len);
-        free(plain);
-    }
-}
-
-/* Every password and sslpassword libpq will use: the string's own, as
- * PQconninfoParse reads it, and PGPASSWORD's. Returns whether it parsed. */
-static int pg_add_parsed_secrets(sl_buf *list, const char *conninfo)
-{
-    PQconninfoOption *sets[2] = {PQconninfoParse(conninfo, NULL), PQconndefaults()};
-    int parsed = sets[0] != NULL;
-    for (size_t i = 0; i < 2; i++) {
-        for (const PQconninfoOption *o = sets[i]; o && o->keyword; o++)
-            if (o->val && (strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0))
-                pg_add_secret(list, o->val, strlen(o->val));
-        PQconninfoFree(sets[i]);
-    }
-    return parsed;
-}
-
-static int pg_longer_first(const void *a, const void *b)
-{
-    size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
-    return la < lb ? 1 : la > lb ? -1 : 0;
-}
-
-static char *pg_replace_all(char *text, const char *secret)
-{
-    sl_buf out = {0};
-    size_t len = strlen(secret);
-    const char *p = text;
-    for (const char *hit; (hit = strstr(p, secret)) != NULL; p = hit + len) {
-        sl_buf_add(&out, p, (size_t)(hit - p));
-        sl_buf_adds(&out, "***");
-    }
-    sl_buf_adds(&out, p);
-    free(text);
-    return sl_buf_take(&out);
-}
-
-/* message with every occurrence of every secret of conninfo replaced by
- * "***", longest first, so that a secret inside a longer one does not leave
- * the rest of the longer one behind. libpq quotes tokens of a string it
- * cannot parse ('invalid percent-encoded token: "s3%zz"'), and a server may
- * echo what it was sent. */
-static char *pg_redact(const char *message, const char *conninfo)
-{
-    sl_buf list = {0};
-    int parsed = pg_add_parsed_secrets(&list, conninfo ? conninfo : "");
-    pg_add_written_secrets(&list, conninfo ? conninfo : "", parsed);
-    size_t count = 0;
-    for (size_t at = 0; at < list.len; at += strlen(list.data + at) + 1)
-        count++;
-    const char **secrets = sl_calloc(count + 1, sizeof *secrets);
-    count = 0;
-    for (size_t at = 0; at < list.len; at += strlen(list.data + at) + 1)
-        secrets[count++] = list.data + at;
-    qsort(secrets, count, sizeof *secrets, pg_longer_first);
-    char *text = sl_strdup(message);
-    for (size_t i = 0; i < count; i++)
-        text = pg_replace_all(text, secrets[i]);
-    free(secrets);
-    sl_buf_free(&list);
-    return text;
-}
-
 /* libpq's message about pg's connection, on one line, without secrets. */
 static char *pg_safe_line(const sl_pg *pg, const char *message, const char *fallback)
 {
     char *one = pg_oneline(sl_strdup(message ? message : ""));
-    char *line = pg_redact(one, pg->conninfo);
+    char *line = sl_secrets_scrub(one, pg->conninfo);
     free(one);
     if (line[0] == '\0') {
         free(line);
@@ -376,7 +263,7 @@ static void pg_connect_fail(sl_pg *pg, const char *message)
 static void pg_on_notice(void *arg, const char *message)
 {
     sl_pg *pg = arg;
-    char *line = pg_redact(message, pg->conninfo); /* RAISE NOTICE may show what it was sent */
+    char *line = sl_secrets_scrub(message, pg->conninfo); /* RAISE NOTICE may show what it was sent */
     size_t len = strlen(line);
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         line[--len] = '\0';
@@ -503,7 +390,7 @@ static void pg_batch_store(struct sl_pg_batch *b, PGresult *res)
 static void pg_batch_finish(sl_pg *pg, struct sl_pg_batch *b, const char *lost_message)
 {
     if (b->error) {
-        char *safe = pg_redact(b->error, pg->conninfo);
+        char *safe = sl_secrets_scrub(b->error, pg->conninfo);
         free(b->error);
         b->error = safe;
     }
@@ -645,7 +532,7 @@ int sl_pg_init(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err)
     char *parse_error = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &parse_error);
     if (!opts) {
-        char *safe = pg_redact(parse_error ? pg_oneline(parse_error) : "out of memory", conninfo);
+        char *safe = sl_secrets_scrub(parse_error ? pg_oneline(parse_error) : "out of memory", conninfo);
         sl_err_set(err, "invalid database connection string: %s", safe);
         sl_err_append(err, "hint: use postgresql://user@host:port/dbname or key=value pairs such as "
                            "\"host=localhost dbname=app\"");

@@ -16,7 +16,8 @@
  * where or how securely sluice connects. On SQLite, the options of Python's sqlite3 module (timeout,
  * check_same_thread, ...) configure the application's driver, not the file: they are dropped, with a
  * note. Refused: in-memory SQLite databases (they die with the process), other databases' URLs
- * (MySQL, MariaDB, SQL Server, Oracle...), unknown drivers. No message ever holds the password. */
+ * (MySQL, MariaDB, SQL Server, Oracle...), unknown drivers. No message ever holds the password.
+ * A password holding an '@' and after it a '/' must be percent-encoded (the '/' would end the host). */
 #ifndef SLUICE_DBURL_H
 #define SLUICE_DBURL_H
 
@@ -37,25 +38,28 @@ int sl_dburl_parse(const char *given, sl_dburl *out, sl_err *err) SL_MUSTCHECK;
 
 void sl_dburl_free(sl_dburl *url);
 
-/* Where the secrets of s are, as written: a URL's password, and the values
- * of password= and sslpassword= (URL query parameters or key=value pairs;
- * an unquoted value runs on over the words after it that are no key=value
- * pair, as those can only be more of it). */
-typedef struct sl_dburl_span {
-    size_t off, len;
-} sl_dburl_span;
+/* The parts of a "scheme://..." URL, as sl_dburl_parse reads them: offsets
+ * into the string. */
+typedef struct sl_dburl_parts {
+    size_t scheme_len; /* "postgresql+psycopg2" */
+    size_t auth;       /* just after "://" */
+    int has_user;      /* user info (and an '@') before the host */
+    size_t user_len;   /* the user name, from auth */
+    int has_password;  /* a ':' in the user info */
+    size_t pw_off, pw_len;
+    size_t host;  /* what follows the user info: host[:port][,...][/dbname] */
+    size_t query; /* the '?' that opens the query, or the end */
+} sl_dburl_parts;
 
-/* Fill up to max spans; returns how many there are (may exceed max). */
-size_t sl_dburl_secrets(const char *s, sl_dburl_span *spans, size_t max);
-
-/* Overwrite the bytes of every secret of s with '*', in place: for the
- * program's own argv, which /proc/PID/cmdline shows to every user. */
-void sl_dburl_hide_secrets(char *s);
+/* Split s into parts: 1 when s is a "scheme://..." URL, else 0. The user
+ * info ends at the last '@' before the host (see sl_dburl_parse). */
+int sl_dburl_split(const char *s, sl_dburl_parts *parts);
 
 /* Percent-decode len bytes of s the way SQLAlchemy (Python's unquote) does:
- * an invalid escape stays as it is. A decoded NUL is kept; *out_len is the
- * decoded length. Returns a malloc'd, NUL-terminated string. */
-char *sl_dburl_decode(const char *s, size_t len, size_t *out_len);
+ * an invalid escape stays as it is; with plus_is_space, '+' is a space (a
+ * query, to Python's parse_qsl). A decoded NUL is kept; *out_len (when not
+ * NULL) is the decoded length. Returns a malloc'd, NUL-terminated string. */
+char *sl_dburl_decode(const char *s, size_t len, int plus_is_space, size_t *out_len);
 
 /* Percent-encode every byte outside RFC 3986's unreserved set, hex digits in
  * upper case, or lower case when lower is set. malloc'd. */
