@@ -1,6 +1,8 @@
 /* cli.c: parse the command line, load and validate job files, dispatch to the commands. */
 #include "sluice/cli.h"
 #include "sluice/ctl.h"
+#include "sluice/dburl.h"
+#include "sluice/secrets.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +27,10 @@ static const char usage_text[] =
     "  (upgrade, downgrade and current are aliases of up, down and status)\n"
     "\n"
     "options:\n"
-    "  --db URL           postgresql://..., postgres://..., a libpq key=value string, or sqlite:PATH\n"
-    "                     (default: $SLUICE_DB, else $DATABASE_URL, else libpq's PG* variables)\n"
+    "  --db URL           postgresql://..., postgres://..., SQLAlchemy's postgresql+DRIVER://..., a libpq\n"
+    "                     key=value string, sqlite:PATH or sqlite:///PATH (default: $SLUICE_DB, else\n"
+    "                     $DATABASE_URL, else libpq's PG* variables); a password is better kept there\n"
+    "                     or in PGPASSWORD or ~/.pgpass than on the command line\n"
     "  --jobs DIR         directory of job files (default ./jobs)\n"
     "  --checkpoints DIR  directory of checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")\n"
     "  --json             machine-readable output (status, history)\n"
@@ -52,9 +56,9 @@ static const command_help helps[] = {
     {"up", "usage: sluice up [JOB]\n\n"
            "Run every pending job in file-name order, or only JOB. A job that stopped or failed resumes\n"
            "after its last committed chunk. Jobs already done are skipped. Every job file is validated\n"
-           "before anything runs. SIGINT/SIGTERM: the chunk in flight finishes, then exit 3; a second\n"
-           "signal aborts the chunk (it rolls back). --allow-changed-statements resumes a job whose file\n"
-           "changed (not what it walks); --allow-no-index walks a key without an index.\n"},
+           "before anything runs. SIGINT/SIGTERM/SIGHUP: the chunk in flight finishes, then exit 3; a\n"
+           "second signal aborts the chunk (it rolls back). --allow-changed-statements resumes a job whose\n"
+           "file changed (not what it walks); --allow-no-index walks a key without an index.\n"},
     {"down", "usage: sluice down JOB | -N | base [--on-conflict stop|skip|overwrite]\n\n"
              "Roll back JOB and every later applied job, the last N applied jobs, or all of them, newest\n"
              "first, one chunk per transaction, newest chunk first. Works on done, stopped and failed jobs\n"
@@ -104,14 +108,26 @@ typedef struct cli_args {
     int npos;
     int help;
     const char *on_conflict; /* --on-conflict, checked by dispatch_down */
+    char *db_arg;            /* a copy of --db's value, whose password argv no longer shows */
+    sl_dburl db_url;         /* the database string in use, normalised (opts.db points into it) */
 } cli_args;
+
+/* --db's value: keep a copy, then overwrite its password in argv, which
+ * /proc/PID/cmdline (ps, top) shows to every user of the machine. */
+static const char *keep_db_arg(cli_args *a, char *value)
+{
+    free(a->db_arg);
+    a->db_arg = sl_strdup(value);
+    sl_secrets_hide(value);
+    return a->db_arg;
+}
 
 /* Options may come before or after the command. */
 static int parse_args(int argc, char **argv, cli_args *a)
 {
     int only_positional = 0;
     for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
+        char *arg = argv[i];
         const char **target = NULL;
         if (only_positional || arg[0] != '-' || (arg[1] >= '0' && arg[1] <= '9')) {
             if (a->npos >= 8) {
@@ -152,26 +168,71 @@ static int parse_args(int argc, char **argv, cli_args *a)
             return -1;
         }
         if (target) {
-            const char *eq = strchr(arg, '=');
-            if (eq) {
-                *target = eq + 1;
-            } else if (i + 1 < argc) {
-                *target = argv[++i];
-            } else {
+            char *eq = strchr(arg, '=');
+            char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+            if (!value) {
                 sl_error("option %s expects a value", arg);
                 return -1;
             }
+            *target = target == &a->opts.db ? keep_db_arg(a, value) : value;
         }
     }
     return 0;
 }
 
-static void resolve_defaults(sl_opts *o)
+/* sluice read sqlite:///srv/app.db as /srv/app.db before it read SQLAlchemy's
+ * URLs as SQLAlchemy does (srv/app.db, relative): say so when only the
+ * absolute file is there. */
+static void hint_absolute_sqlite(const char *source, const char *given, const char *conninfo)
 {
-    if (!o->db)
+    const char *path = conninfo + strlen("sqlite:");
+    if (strncmp(given, "sqlite:///", 10) != 0 || path[0] == '/' || access(path, F_OK) == 0)
+        return;
+    char *abs = sl_asprintf("/%s", path);
+    if (access(abs, F_OK) == 0)
+        sl_warn("%s: sqlite:///%s is %s in the current directory, as in SQLAlchemy (hint: for %s, write "
+                "sqlite:///%s)",
+                source, path, path, abs, abs);
+    free(abs);
+}
+
+/* --db, else SLUICE_DB, else DATABASE_URL, else "" (libpq's PG* variables),
+ * in any form dburl.h reads, normalised for the drivers into url. */
+static int resolve_db(sl_opts *o, sl_dburl *url)
+{
+    const char *source = "--db";
+    if (!o->db) {
         o->db = getenv("SLUICE_DB");
-    if (!o->db || !*o->db)
+        source = "SLUICE_DB";
+    }
+    if (!o->db || !*o->db) {
         o->db = getenv("DATABASE_URL");
+        source = "DATABASE_URL";
+    }
+    if (!o->db)
+        o->db = "";
+    sl_err err;
+    if (sl_dburl_parse(o->db, url, &err) != 0) {
+        sl_error("%s: %s", source, err.msg);
+        return -1;
+    }
+    if (url->note[0])
+        sl_warn("%s: %s", source, url->note);
+    if (url->dialect == SL_DIALECT_SQLITE)
+        hint_absolute_sqlite(source, o->db, url->conninfo);
+    o->db = url->conninfo;
+    return 0;
+}
+
+/* Only the commands that connect read the database string: status, history
+ * and ctl read the checkpoint files, and one they cannot use does not stop them. */
+static int resolve_defaults(cli_args *a, const char *cmd)
+{
+    sl_opts *o = &a->opts;
+    int needs_db =
+        strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0;
+    if (needs_db && resolve_db(o, &a->db_url) != 0)
+        return -1;
     if (!o->db)
         o->db = "";
     if (!o->jobs_dir)
@@ -179,6 +240,7 @@ static void resolve_defaults(sl_opts *o)
     if (!o->run.ckpt_dir)
         o->run.ckpt_dir = SL_DEFAULT_CKPT_DIR;
     o->run.progress_tty = isatty(2);
+    return 0;
 }
 
 /* Settings that cannot apply to the target database. */
@@ -316,25 +378,34 @@ static int dispatch(const char *cmd, cli_args *a)
     return code;
 }
 
-int sl_cli_main(int argc, char **argv)
+static int run_cli(int argc, char **argv, cli_args *a)
 {
-    /* Backoff jitter must differ between processes, or runners that lost
-     * the same server would retry in lockstep. */
-    srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
-    cli_args a = {0};
-    if (parse_args(argc, argv, &a) != 0)
+    if (parse_args(argc, argv, a) != 0)
         return SL_EXIT_USAGE;
-    if (a.npos == 0) {
-        if (a.help) {
+    if (a->npos == 0) {
+        if (a->help) {
             fputs(usage_text, stdout);
             return SL_EXIT_OK;
         }
         fputs(usage_text, stderr);
         return SL_EXIT_USAGE;
     }
-    const char *cmd = canonical_command(a.pos[0]);
-    if (a.help)
+    const char *cmd = canonical_command(a->pos[0]);
+    if (a->help)
         return print_command_help(cmd);
-    resolve_defaults(&a.opts);
-    return dispatch(cmd, &a);
+    if (resolve_defaults(a, cmd) != 0)
+        return SL_EXIT_USAGE;
+    return dispatch(cmd, a);
+}
+
+int sl_cli_main(int argc, char **argv)
+{
+    /* Backoff jitter must differ between processes, or runners that lost
+     * the same server would retry in lockstep. */
+    srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
+    cli_args a = {0};
+    int code = run_cli(argc, argv, &a);
+    free(a.db_arg);
+    sl_dburl_free(&a.db_url);
+    return code;
 }

@@ -1,5 +1,6 @@
 /* pg.c: PostgreSQL through libpq's asynchronous API on a libuv loop, in pipeline mode. */
 #include "sluice/pg.h"
+#include "sluice/secrets.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -10,8 +11,6 @@
  * bound to its descriptor at init, so watching a different descriptor means
  * closing it and initialising it again once libuv has released it. */
 enum { POLL_NONE = 0, POLL_READY = 1, POLL_CLOSING = 2 };
-
-#define MAX_SECRETS 8
 
 struct sl_pg_batch {
     struct sl_pg_batch *next;
@@ -58,116 +57,17 @@ static char *pg_oneline(char *s)
     return s;
 }
 
-static char *pg_oneline_dup(const char *message, const char *fallback)
+/* libpq's message about pg's connection, on one line, without secrets. */
+static char *pg_safe_line(const sl_pg *pg, const char *message, const char *fallback)
 {
-    char *line = pg_oneline(sl_strdup(message ? message : ""));
+    char *one = pg_oneline(sl_strdup(message ? message : ""));
+    char *line = sl_secrets_scrub(one, pg->conninfo);
+    free(one);
     if (line[0] == '\0') {
         free(line);
         line = sl_strdup(fallback);
     }
     return line;
-}
-
-static int pg_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Best-effort percent-decoding: invalid escapes are kept as they are. */
-static char *pg_percent_decode(const char *s, size_t len)
-{
-    char *out = sl_malloc(len + 1);
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%' && i + 2 < len && pg_hexval(s[i + 1]) >= 0 && pg_hexval(s[i + 2]) >= 0) {
-            out[n++] = (char)(pg_hexval(s[i + 1]) * 16 + pg_hexval(s[i + 2]));
-            i += 2;
-        } else {
-            out[n++] = s[i];
-        }
-    }
-    out[n] = '\0';
-    return out;
-}
-
-static void pg_add_secret(char **secrets, size_t *count, const char *s, size_t len)
-{
-    if (len == 0 || *count + 2 > MAX_SECRETS)
-        return;
-    secrets[(*count)++] = sl_strndup(s, len);
-    secrets[(*count)++] = pg_percent_decode(s, len);
-}
-
-/* The password of a URL's user info: "scheme://user:PASSWORD@host". */
-static void pg_find_uri_password(const char *conninfo, char **secrets, size_t *count)
-{
-    const char *p = strstr(conninfo, "://");
-    if (!p)
-        return;
-    p += 3;
-    size_t auth_len = strcspn(p, "@/?");
-    if (p[auth_len] != '@')
-        return;
-    const char *colon = memchr(p, ':', auth_len);
-    if (colon)
-        pg_add_secret(secrets, count, colon + 1, (size_t)(p + auth_len - colon - 1));
-}
-
-/* Values of "password=..." (and "sslpassword=...") in key=value strings and
- * URL query parameters, quoted or not. */
-static void pg_find_kv_passwords(const char *conninfo, char **secrets, size_t *count)
-{
-    for (const char *p = strstr(conninfo, "password"); p; p = strstr(p + 1, "password")) {
-        const char *v = p + strlen("password");
-        while (isspace((unsigned char)*v))
-            v++;
-        if (*v != '=')
-            continue;
-        v++;
-        while (isspace((unsigned char)*v))
-            v++;
-        if (*v == '\'') {
-            v++;
-            const char *end = v;
-            while (*end && *end != '\'')
-                end += (end[0] == '\\' && end[1]) ? 2 : 1;
-            pg_add_secret(secrets, count, v, (size_t)(end - v));
-        } else {
-            pg_add_secret(secrets, count, v, strcspn(v, " \t\r\n&"));
-        }
-    }
-}
-
-/* Replace every occurrence of each secret in message by "***". libpq's parse
- * errors quote tokens, and a malformed password is such a token
- * ('invalid percent-encoded token: "s3%zz"'). */
-static char *pg_redact(const char *message, const char *conninfo)
-{
-    char *secrets[MAX_SECRETS];
-    size_t count = 0;
-    pg_find_uri_password(conninfo, secrets, &count);
-    pg_find_kv_passwords(conninfo, secrets, &count);
-    char *text = sl_strdup(message);
-    for (size_t i = 0; i < count; i++) {
-        sl_buf out = {0};
-        size_t len = strlen(secrets[i]);
-        const char *p = text;
-        for (const char *hit; len > 0 && (hit = strstr(p, secrets[i])) != NULL; p = hit + len) {
-            sl_buf_add(&out, p, (size_t)(hit - p));
-            sl_buf_adds(&out, "***");
-        }
-        sl_buf_adds(&out, p);
-        free(text);
-        text = sl_buf_take(&out);
-        free(secrets[i]);
-    }
-    return text;
 }
 
 static const char *pg_opt(const PQconninfoOption *opts, const char *keyword)
@@ -351,7 +251,7 @@ static void pg_drop(sl_pg *pg)
 
 static void pg_connect_fail(sl_pg *pg, const char *message)
 {
-    char *line = pg_oneline_dup(message, "could not connect");
+    char *line = pg_safe_line(pg, message, "could not connect");
     sl_pg_connect_cb cb = pg->connect_cb;
     pg->connect_cb = NULL;
     pg_drop(pg);
@@ -363,7 +263,7 @@ static void pg_connect_fail(sl_pg *pg, const char *message)
 static void pg_on_notice(void *arg, const char *message)
 {
     sl_pg *pg = arg;
-    char *line = sl_strdup(message);
+    char *line = sl_secrets_scrub(message, pg->conninfo); /* RAISE NOTICE may show what it was sent */
     size_t len = strlen(line);
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         line[--len] = '\0';
@@ -489,6 +389,11 @@ static void pg_batch_store(struct sl_pg_batch *b, PGresult *res)
 /* Run a detached batch's callback, then release it. */
 static void pg_batch_finish(sl_pg *pg, struct sl_pg_batch *b, const char *lost_message)
 {
+    if (b->error) {
+        char *safe = sl_secrets_scrub(b->error, pg->conninfo);
+        free(b->error);
+        b->error = safe;
+    }
     sl_pg_reply reply = {
         .nresults = b->nqueries,
         .results = b->results,
@@ -513,7 +418,7 @@ static void pg_batch_finish(sl_pg *pg, struct sl_pg_batch *b, const char *lost_m
  * then fail every batch that was waiting, in order. */
 static void pg_lose(sl_pg *pg, const char *message)
 {
-    char *line = pg_oneline_dup(message, "connection lost");
+    char *line = pg_safe_line(pg, message, "connection lost");
     struct sl_pg_batch *b = pg->head;
     pg->head = pg->tail = NULL;
     pg_drop(pg);
@@ -627,7 +532,7 @@ int sl_pg_init(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err)
     char *parse_error = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &parse_error);
     if (!opts) {
-        char *safe = pg_redact(parse_error ? pg_oneline(parse_error) : "out of memory", conninfo);
+        char *safe = sl_secrets_scrub(parse_error ? pg_oneline(parse_error) : "out of memory", conninfo);
         sl_err_set(err, "invalid database connection string: %s", safe);
         sl_err_append(err, "hint: use postgresql://user@host:port/dbname or key=value pairs such as "
                            "\"host=localhost dbname=app\"");

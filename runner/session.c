@@ -1,5 +1,6 @@
 /* session.c: a database session (PostgreSQL or SQLite) awaited from sequential command code, signals, sleeps. */
 #include "sluice/session.h"
+#include "sluice/dburl.h"
 
 #include <assert.h>
 #include <signal.h>
@@ -90,13 +91,20 @@ static void on_pending_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
     p->done = 1;
 }
 
+static const char *signal_name(int signum)
+{
+    return signum == SIGINT ? "SIGINT" : signum == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
+
+/* SIGINT, SIGTERM and SIGHUP (the terminal or ssh session went away) all stop
+ * the run the same way, and count together towards the second signal. */
 static void on_signal(uv_signal_t *handle, int signum)
 {
     sl_session *sess = handle->data;
     sess->signals++;
     if (sess->signals == 1 && !sess->quiet) {
         sl_warn("received %s: finishing the chunk in flight, then stopping (signal again to abort it)",
-                signum == SIGINT ? "SIGINT" : "SIGTERM");
+                signal_name(signum));
     } else if (sess->signals == 2) {
         if (!sess->quiet)
             sl_warn("second signal: aborting the chunk in flight (it rolls back)");
@@ -105,6 +113,42 @@ static void on_signal(uv_signal_t *handle, int signum)
         if (sess->has_lite)
             sl_lite_interrupt(&sess->lite);
     }
+}
+
+static void watch_signals(sl_session *sess, uv_loop_t *loop)
+{
+    uv_signal_t *handles[] = {&sess->sigint, &sess->sigterm, &sess->sighup};
+    const int signums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) {
+        uv_signal_init(loop, handles[i]);
+        handles[i]->data = sess;
+        uv_signal_start(handles[i], on_signal, signums[i]);
+        /* Signal watchers must not keep the loop alive on their own. */
+        uv_unref((uv_handle_t *)handles[i]);
+    }
+    /* A log line written after an ssh session went away must not kill us
+     * (the default action of SIGPIPE) before the checkpoint is written. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* conninfo in any form dburl.h reads (the command line has normalised it
+ * already; a worker passes its runner's): "sqlite:PATH" or libpq's. */
+static int open_database(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err)
+{
+    sl_dburl url;
+    if (sl_dburl_parse(conninfo, &url, err) != 0)
+        return -1;
+    int rc;
+    if (url.dialect == SL_DIALECT_SQLITE) {
+        rc = sl_lite_init(loop, &sess->lite, url.conninfo, err);
+        sess->has_lite = rc == 0;
+        sess->dialect = SL_DIALECT_SQLITE;
+    } else {
+        rc = sl_pg_init(loop, &sess->pg, url.conninfo, err);
+        sess->has_pg = rc == 0;
+    }
+    sl_dburl_free(&url);
+    return rc;
 }
 
 int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err)
@@ -116,25 +160,11 @@ int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_
     int64_t v;
     if (cto && sl_parse_duration(cto, &v) == 0 && v > 0)
         sess->connect_timeout_ms = v;
-    if (conninfo && strncmp(conninfo, "sqlite:", 7) == 0) {
-        if (sl_lite_init(loop, &sess->lite, conninfo, err) != 0)
-            return -1;
-        sess->has_lite = 1;
-        sess->dialect = SL_DIALECT_SQLITE;
-    } else if (conninfo) {
-        if (sl_pg_init(loop, &sess->pg, conninfo, err) != 0)
-            return -1;
-        sess->has_pg = 1;
-    }
-    uv_signal_init(loop, &sess->sigint);
-    uv_signal_init(loop, &sess->sigterm);
+    if (conninfo && open_database(sess, loop, conninfo, err) != 0)
+        return -1;
+    watch_signals(sess, loop);
     uv_timer_init(loop, &sess->sleep_timer);
-    sess->sigint.data = sess->sigterm.data = sess->sleep_timer.data = sess;
-    uv_signal_start(&sess->sigint, on_signal, SIGINT);
-    uv_signal_start(&sess->sigterm, on_signal, SIGTERM);
-    /* Signal watchers must not keep the loop alive on their own. */
-    uv_unref((uv_handle_t *)&sess->sigint);
-    uv_unref((uv_handle_t *)&sess->sigterm);
+    sess->sleep_timer.data = sess;
     return 0;
 }
 
@@ -345,6 +375,7 @@ void sl_session_close(sl_session *sess)
         sl_lite_stop(&sess->lite);
     uv_close((uv_handle_t *)&sess->sigint, NULL);
     uv_close((uv_handle_t *)&sess->sigterm, NULL);
+    uv_close((uv_handle_t *)&sess->sighup, NULL);
     uv_close((uv_handle_t *)&sess->sleep_timer, NULL);
     uv_run(sess->loop, UV_RUN_DEFAULT);
     /* closing the watchers restored the default action: a second signal landing now, as the stopped
@@ -352,6 +383,7 @@ void sl_session_close(sl_session *sess)
     if (sess->signals && !sess->quiet) {
         signal(SIGINT, SIG_IGN);
         signal(SIGTERM, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
     }
     if (sess->has_lite)
         sl_lite_free(&sess->lite);
@@ -377,12 +409,13 @@ static void on_pg_closed_counted(sl_pg *pg)
 void sl_session_close_now(sl_session *sess)
 {
     assert(sess->has_pg && !sess->has_lite && "BUG: only PostgreSQL sessions are closed this way");
-    sess->open_handles = 4;
+    sess->open_handles = 5;
     sess->pg.data = sess;
     sess->sleep_timer.data = sess;
     sl_pg_close(&sess->pg, on_pg_closed_counted);
     uv_close((uv_handle_t *)&sess->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&sess->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&sess->sighup, on_handle_closed);
     uv_close((uv_handle_t *)&sess->sleep_timer, on_handle_closed);
     while (sess->open_handles > 0)
         uv_run(sess->loop, UV_RUN_NOWAIT);

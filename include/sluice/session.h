@@ -22,9 +22,9 @@ typedef struct sl_session {
     sl_pg pg;
     sl_lite lite;
     int has_lite;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     uv_timer_t sleep_timer;
-    int signals; /* SIGINT/SIGTERM received so far */
+    int signals; /* SIGINT/SIGTERM/SIGHUP received so far */
     int has_pg;
     int64_t connect_timeout_ms;
     int quiet;        /* a worker's extra session: signals are announced by the main one */
@@ -32,7 +32,7 @@ typedef struct sl_session {
 } sl_session;
 
 /* Prepare a session on loop: validates conninfo ("sqlite:PATH", else
- * sl_pg_init) and installs the SIGINT/SIGTERM watchers (first signal:
+ * sl_pg_init) and installs the SIGINT/SIGTERM/SIGHUP watchers (first signal:
  * sl_session_stopping() turns true; second: the connection is dropped, or
  * the SQLite statement interrupted, at once, rolling back the open chunk).
  * conninfo NULL means no database (status, history). */

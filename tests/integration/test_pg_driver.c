@@ -655,6 +655,11 @@ static void test_bad_conninfo(void)
         "postgresql://u:s3cr%zzet@/x",
         "host=h password=s3cret bogus=1",
         "host=h password='s3cr et' bogus",
+        /* libpq takes "s3cr" and chokes on the rest of an unquoted password */
+        "host=h password=s3cr x9z7 bogus=1",
+        "postgresql://u@h/x?password=s3cr%zzx9z7",
+        "postgresql://u@h/x?sslpassword=s3cr%x9z7",
+        "postgresql://u:s3cr%x9z7@h/x?bogus=1",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sl_pg pg;
@@ -662,6 +667,7 @@ static void test_bad_conninfo(void)
         CHECK(sl_pg_init(&loop, &pg, bad[i], &err) < 0);
         CHECK(err.msg[0] != '\0');
         CHECK(strstr(err.msg, "s3cr") == NULL);
+        CHECK(strstr(err.msg, "x9z7") == NULL);
         printf("#   %s\n", err.msg);
     }
     sl_pg pg;

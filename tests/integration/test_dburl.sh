@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# test_dburl.sh: every database string form against real PostgreSQL and SQLite; refusals; passwords never shown, nor in argv.
+. "$(dirname "$0")/../harness/lib.sh"
+
+HOST=${PGHOST:-localhost}
+PORT=${PGPORT:-5432}
+# A password with every character that needs care: / @ : % space " ' (a '/' before the '@', so that
+# even written unescaped in a URL it reads whole; see dburl.h).
+PW='pa/ss@w:rd% x"q'\''z'
+ROLE=sl_dburl_user
+
+urlencode() {
+    python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"
+}
+
+# The role the URLs log in as, with $PW, owning the test's database (so it may create sluice_progress).
+make_role() {
+    local sqlpw=${PW//\'/\'\'}
+    psql_q "do \$\$ begin create role $ROLE login; exception when duplicate_object then null; end \$\$"
+    psql_q "alter role $ROLE password '$sqlpw'"
+    psql_q "alter database $T_DB owner to $ROLE"
+}
+
+# table_job N: a table t_N of 300 rows owned by the role and a job 000N_bump that bumps each row once.
+table_job() {
+    local n=$1
+    psql_q "create table t_$n (id int primary key, n int not null default 0);
+            insert into t_$n (id) select g from generate_series(1, 300) g;
+            alter table t_$n owner to $ROLE"
+    write_job "000${n}_bump" <<EOF
+-- sluice:table t_$n
+-- sluice:batch 100
+-- sluice:up
+UPDATE t_$n SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+# assert_no_password TEXT: none of the password's forms is in TEXT.
+assert_no_password() {
+    local enc
+    enc=$(urlencode "$PW")
+    assert_not_contains "$1" "$PW" "output"
+    assert_not_contains "$1" "$enc" "output"
+    assert_not_contains "$1" "${enc,,}" "output"
+    assert_not_contains "$1" "pa/ss" "output"
+    assert_not_contains "$1" "w:rd" "output"
+}
+
+# up_with N HOW DB: run `up 000N_bump` with DB given as HOW (--db, --db=, SLUICE_DB, DATABASE_URL, or --db
+# with the password in PGPASSWORD); the
+# table is bumped once, and the output never holds the password.
+up_with() {
+    local n=$1 how=$2 db=$3
+    case $how in
+    --db) run_sluice --db "$db" up "000${n}_bump" ;;
+    --db=) run_sluice "--db=$db" up "000${n}_bump" ;;
+    SLUICE_DB) SLUICE_DB=$db run_sluice up "000${n}_bump" ;;
+    DATABASE_URL) SLUICE_DB="" DATABASE_URL=$db run_sluice up "000${n}_bump" ;;
+    PGPASSWORD) PGPASSWORD=$PW run_sluice --db "$db" up "000${n}_bump" ;;
+    esac
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t_$n" "1|1|300"
+    assert_no_password "$OUT$ERR"
+}
+
+# Each PostgreSQL form, the password percent-encoded as SQLAlchemy's docs ask: up connects (as the role,
+# with the password: the server checks it on TCP) and runs the job.
+test_postgresql_forms() {
+    make_role
+    local enc n=0 scheme
+    enc=$(urlencode "$PW")
+    for scheme in postgresql postgres postgresql+psycopg2 postgresql+psycopg postgresql+asyncpg postgresql+pg8000 \
+        postgresql+psycopg_async postgresql+psycopg2cffi; do
+        n=$((n + 1))
+        table_job "$n"
+        up_with "$n" --db "$scheme://$ROLE:$enc@$HOST:$PORT/$T_DB"
+        assert_contains "$ERR" "done: 300 rows" "up's log"
+    done
+    # Through SLUICE_DB and DATABASE_URL too, and with --db=.
+    n=$((n + 1))
+    table_job "$n"
+    up_with "$n" SLUICE_DB "postgresql+psycopg2://$ROLE:$enc@$HOST:$PORT/$T_DB"
+    n=$((n + 1))
+    table_job "$n"
+    up_with "$n" DATABASE_URL "postgres://$ROLE:$enc@$HOST:$PORT/$T_DB?sslmode=disable&application_name=app+sluice"
+    n=$((n + 1))
+    table_job "$n"
+    up_with "$n" --db= "postgresql+asyncpg://$ROLE:$enc@$HOST:$PORT/$T_DB?connect_timeout=5"
+    # Every run above connected as the role, not as the test's own user.
+    assert_sql "select count(*) from pg_tables where tablename = 'sluice_progress' and tableowner = '$ROLE'" 1
+}
+
+# The password unescaped in a URL, in a key=value string, and in PGPASSWORD: each connects.
+test_password_written_every_way() {
+    make_role
+    table_job 1
+    up_with 1 --db "postgresql://$ROLE:$PW@$HOST:$PORT/$T_DB"
+    table_job 2
+    local kv=${PW//\\/\\\\}
+    kv=${kv//\'/\\\'}
+    up_with 2 --db "host=$HOST port=$PORT dbname=$T_DB user=$ROLE password='$kv'"
+    table_job 3
+    up_with 3 PGPASSWORD "postgresql+psycopg2://$ROLE@$HOST:$PORT/$T_DB"
+    table_job 4
+    up_with 4 --db "postgresql://$ROLE@$HOST:$PORT/$T_DB?password=$(urlencode "$PW")"
+    # And the server does check it: a wrong one is refused (exit 1, nothing ran).
+    table_job 5
+    run_sluice --db "postgresql://$ROLE:$(urlencode "x$PW")@$HOST:$PORT/$T_DB" up 0005_bump
+    assert_rc 1
+    assert_contains "$ERR" "password authentication failed" "stderr"
+    assert_no_password "$OUT$ERR"
+}
+
+# Failures at every step say what failed, never with the password: a database that does not exist, a
+# server that is not there, libpq's own parse errors, a failing job, a connection cut mid-run.
+test_password_never_in_errors() {
+    make_role
+    local enc all=""
+    enc=$(urlencode "$PW")
+    table_job 1
+    run_sluice --db "postgresql://$ROLE:$PW@$HOST:$PORT/no_such_db" up
+    assert_rc 1
+    assert_contains "$ERR" "$ROLE@$HOST:$PORT/no_such_db" "stderr"
+    all+="$OUT$ERR"
+    run_sluice --db "postgresql://$ROLE:$enc@127.0.0.1:1/x" up
+    assert_rc 1
+    all+="$OUT$ERR"
+    run_sluice --db "postgresql://$ROLE:$PW@$HOST:$PORT/$T_DB?bogus=1" up
+    assert_rc 2
+    assert_contains "$ERR" "bogus" "stderr"
+    all+="$OUT$ERR"
+    # libpq parses what sluice passes on: its complaints about the string must not quote the password.
+    run_sluice --db "host=$HOST password=$PW bogus" up
+    assert_rc 2
+    all+="$OUT$ERR"
+    run_sluice --db "host=$HOST port=$PORT dbname=$T_DB user=$ROLE password=$enc sslmode=bogus" up
+    assert_rc 1
+    all+="$OUT$ERR"
+    # A job that fails on the server, with the password in the failing statement.
+    write_job 0001_bump <<EOF
+-- sluice:table t_1
+-- sluice:batch 100
+-- sluice:retries 0
+-- sluice:up
+UPDATE t_1 SET n = n + ('$enc' || :lo::text)::int WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" up
+    assert_rc 1
+    assert_contains "$ERR" "invalid input syntax" "stderr"
+    all+="$OUT$ERR"
+    # Server notices that quote it (a RAISE NOTICE of what the job sent), raw and encoded.
+    psql_q "create function shout(t text) returns int language plpgsql as \$\$
+            begin raise notice 'got %', t; return 0; end \$\$"
+    table_job 2
+    local sqlpw=${PW//\'/\'\'}
+    write_job 0002_bump <<EOF
+-- sluice:table t_2
+-- sluice:batch 100
+-- sluice:up
+UPDATE t_2 SET n = n + 1 + shout('$enc') + shout('$sqlpw') WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" up 0002_bump
+    assert_rc 0
+    assert_contains "$ERR" "server: NOTICE:  got ***" "stderr"
+    assert_sql "select min(n), max(n), count(*) from t_2" "1|1|300"
+    all+="$OUT$ERR"
+    run_sluice --db "postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" status
+    all+="$OUT$ERR"
+    run_sluice --db "postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" history
+    all+="$OUT$ERR"
+    assert_no_password "$all"
+    if grep -rlaF -e "$PW" -e "$enc" "$CKPT"; then
+        fail "the password is written in a checkpoint file"
+    fi
+}
+
+# The password leaves the argument list as soon as sluice has read it: /proc/PID/cmdline (what ps shows
+# every user) has stars in its place while the run goes on, and the run connects and finishes.
+test_password_not_in_cmdline() {
+    make_role
+    local enc how n=0 cmdline kv
+    enc=$(urlencode "$PW")
+    kv=${PW//\\/\\\\}
+    kv=${kv//\'/\\\'}
+    for how in url url= kv; do
+        n=$((n + 1))
+        psql_q "create table t_$n (id int primary key, n int not null default 0);
+                insert into t_$n (id) select g from generate_series(1, 2000) g; alter table t_$n owner to $ROLE"
+        write_job "000${n}_slow" <<EOF
+-- sluice:table t_$n
+-- sluice:batch 100
+-- sluice:pause 100ms
+-- sluice:up
+UPDATE t_$n SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+        case $how in
+        url) sluice_start --db "postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" up "000${n}_slow" ;;
+        url=) sluice_start "--db=postgresql+psycopg2://$ROLE:$PW@$HOST:$PORT/$T_DB" up "000${n}_slow" ;;
+        kv) sluice_start --db "host=$HOST port=$PORT dbname=$T_DB user=$ROLE password='$kv'" up "000${n}_slow" ;;
+        esac
+        wait_until 30 sql_true "select count(*) >= 1 from sluice_progress where job = '000${n}_slow'"
+        cmdline=$(tr '\0' ' ' <"/proc/$SLUICE_PID/cmdline")
+        echo "# cmdline: $cmdline"
+        assert_contains "$cmdline" "$ROLE" "cmdline"
+        assert_contains "$cmdline" "***" "cmdline"
+        assert_no_password "$cmdline"
+        assert_not_contains "$cmdline" "rd%" "cmdline"
+        sluice_wait
+        assert_rc 0
+        assert_sql "select min(n), max(n), count(*) from t_$n" "1|1|2000"
+        assert_no_password "$OUT$ERR"
+    done
+}
+
+# SQLite: sqlite:PATH as before, and SQLAlchemy's sqlite:///relative (to the current directory) and
+# sqlite:////absolute, with or without +pysqlite / +aiosqlite; Python's sqlite3 options are left out
+# with a warning.
+test_sqlite_forms() {
+    sq_init "$T_DIR/app.db"
+    mkdir -p sub
+    sq_init "$T_DIR/sub/app2.db"
+    SQ_DB=$T_DIR/app.db
+    local n=0 db
+    for db in "sqlite:app.db" "sqlite:$T_DIR/app.db" "sqlite:///app.db" "sqlite:////${T_DIR#/}/app.db" "sqlite://///${T_DIR#/}/app.db" \
+        "sqlite+pysqlite:///app.db" "sqlite+aiosqlite:////${T_DIR#/}/app.db" "sqlite:///sub/../app.db" \
+        "sqlite:///app.db?timeout=20&check_same_thread=false"; do
+        n=$((n + 1))
+        sq "create table t_$n (id integer primary key, n int not null default 0)"
+        sq_fill "t_$n" 300
+        write_job "000${n}_bump" <<EOF
+-- sluice:table t_$n
+-- sluice:batch 100
+-- sluice:up
+UPDATE t_$n SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+        DATABASE_URL=$db SLUICE_DB="" run_sluice up "000${n}_bump"
+        assert_rc 0
+        assert_sq "select min(n), max(n), count(*) from t_$n" "1|1|300"
+    done
+    assert_contains "$ERR" "left out timeout, check_same_thread" "stderr of the last"
+    # Relative is relative to the current directory: from sub/, sqlite:///app2.db is sub/app2.db.
+    SQ_DB=$T_DIR/sub/app2.db
+    sq "create table t (id integer primary key, n int not null default 0)"
+    sq_fill t 100
+    write_job 0009_sub <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    (cd sub && run_sluice --db "sqlite:///app2.db" up 0009_sub && assert_rc 0)
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|100"
+    # sqlite:///PATH is SQLAlchemy's relative path now, not an absolute one.
+    run_sluice --db "sqlite:///${T_DIR#/}/app.db" up 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "no such database file" "stderr"
+    assert_contains "$ERR" "write sqlite:////${T_DIR#/}/app.db" "stderr"
+}
+
+# What cannot apply is refused with exit 2, a reason, no password, nothing changed.
+test_refusals() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 100) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    local cases=(
+        "sqlite://|in-memory"
+        "sqlite:///:memory:|in-memory"
+        "sqlite+pysqlite://|in-memory"
+        "sqlite::memory:|in-memory"
+        "sqlite:///app.db?mode=ro|SQLite URI"
+        "mysql://u:s3cret@$HOST/db|MySQL URL: sluice speaks PostgreSQL and SQLite"
+        "mysql+pymysql://u:s3cret@$HOST/db|MySQL"
+        "mariadb+mariadbconnector://u:s3cret@$HOST/db|MariaDB"
+        "mssql+pyodbc://u:s3cret@dsn|SQL Server"
+        "oracle+oracledb://u:s3cret@$HOST/db|Oracle"
+        "postgresql+foo://u:s3cret@$HOST:$PORT/$T_DB|unknown PostgreSQL driver \"foo\""
+        "postgresql+asyncpg://u:s3cret@$HOST:$PORT/$T_DB?prepared_statement_cache_size=0|not a libpq connection parameter"
+        "postgresql+asyncpg://u:s3cret@$HOST:$PORT/$T_DB?ssl=require|sslmode=require"
+        "postgresql://u:s3cret@$HOST:$PORT/$T_DB?host=a&host=b|given twice"
+    )
+    local c db says how
+    for c in "${cases[@]}"; do
+        db=${c%%|*}
+        says=${c#*|}
+        for how in --db SLUICE_DB DATABASE_URL; do
+            case $how in
+            --db) run_sluice --db "$db" up ;;
+            SLUICE_DB) SLUICE_DB=$db run_sluice up ;;
+            DATABASE_URL) SLUICE_DB="" DATABASE_URL=$db run_sluice up ;;
+            esac
+            assert_rc 2
+            assert_contains "$ERR" "$how: " "stderr"
+            assert_contains "$ERR" "$says" "stderr"
+            assert_not_contains "$OUT$ERR" "s3cret" "output"
+        done
+    done
+    run_sluice --db "sqlite://" plan 0001_bump
+    assert_rc 2
+    run_sluice --db "mysql://u:s3cret@$HOST/db" down 0001_bump
+    assert_rc 2
+    assert_sql "select count(*) from t where n <> 0" 0
+    assert_sql "select to_regclass('sluice_progress') is null" t
+    # status and history read only the checkpoint files: a DATABASE_URL they cannot use is no matter.
+    DATABASE_URL="mysql://u:s3cret@$HOST/db" SLUICE_DB="" run_sluice status
+    assert_rc 0
+    assert_contains "$OUT" "0001_bump" "status"
+}
+
+run_test "PostgreSQL: libpq's and SQLAlchemy's URL forms via --db, --db=, SLUICE_DB, DATABASE_URL" test_postgresql_forms
+run_test "a password with / @ : % space quotes: unescaped URL, key=value, PGPASSWORD, query" \
+    test_password_written_every_way
+run_test "the password is in no error message, log line or checkpoint file" test_password_never_in_errors
+run_test "the password is gone from /proc/PID/cmdline while up runs (URL, --db=, key=value)" \
+    test_password_not_in_cmdline
+run_test "SQLite: sqlite:PATH, sqlite:///relative, sqlite:////absolute, +pysqlite, +aiosqlite" test_sqlite_forms
+run_test "refused with exit 2 and a reason: in-memory, other databases, unknown drivers and parameters" \
+    test_refusals
+t_done
