@@ -197,8 +197,9 @@ static void hint_absolute_sqlite(const char *source, const char *given, const ch
 }
 
 /* --db, else SLUICE_DB, else DATABASE_URL, else "" (libpq's PG* variables),
- * in any form dburl.h reads, normalised for the drivers into url. */
-static int resolve_db(sl_opts *o, sl_dburl *url)
+ * in any form dburl.h reads, normalised for the drivers into url. Not
+ * strict (status): one it cannot use is a warning, and o->db NULL. */
+static int resolve_db(sl_opts *o, sl_dburl *url, int strict)
 {
     const char *source = "--db";
     if (!o->db) {
@@ -213,8 +214,9 @@ static int resolve_db(sl_opts *o, sl_dburl *url)
         o->db = "";
     sl_err err;
     if (sl_dburl_parse(o->db, url, &err) != 0) {
-        sl_error("%s: %s", source, err.msg);
-        return -1;
+        sl_log(strict ? SL_LOG_ERROR : SL_LOG_WARN, "%s: %s", source, err.msg);
+        o->db = NULL;
+        return strict ? -1 : 0;
     }
     if (url->note[0])
         sl_warn("%s: %s", source, url->note);
@@ -224,16 +226,17 @@ static int resolve_db(sl_opts *o, sl_dburl *url)
     return 0;
 }
 
-/* Only the commands that connect read the database string: status, history
- * and ctl read the checkpoint files, and one they cannot use does not stop them. */
+/* Only the commands that connect read the database string; status reads it
+ * too, but answers from the checkpoint files when it cannot use it, and
+ * history and ctl read the checkpoint files alone. */
 static int resolve_defaults(cli_args *a, const char *cmd)
 {
     sl_opts *o = &a->opts;
     int needs_db =
         strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0;
-    if (needs_db && resolve_db(o, &a->db_url) != 0)
+    if ((needs_db || strcmp(cmd, "status") == 0) && resolve_db(o, &a->db_url, needs_db) != 0)
         return -1;
-    if (!o->db)
+    if (!o->db && strcmp(cmd, "status") != 0)
         o->db = "";
     if (!o->jobs_dir)
         o->jobs_dir = "jobs";

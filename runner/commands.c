@@ -291,6 +291,10 @@ static int wanted(const char *name, const char *only)
 static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
 {
     sl_err err = {{0}};
+    if (!opts->db) { /* the command line could not use it, and said so */
+        sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+        return NULL;
+    }
     if (sl_session_init(sess, loop, opts->db, &err) != 0) { /* a SQLite file gone, too */
         sl_warn("%s", err.msg);
         sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);

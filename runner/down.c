@@ -342,8 +342,6 @@ static int finish_chunk(down_run *r, const down_chunk *c, const sl_undo_step *st
     for (size_t i = 0; i < k; i++) {
         if (r->job->undo != SL_UNDO_DOWN) {
             q[i] = st->q[i];
-            if (r->sess->dialect == SL_DIALECT_SQLITE) /* values inlined; the chunk's range bounds the search */
-                q[i] = (sl_pg_query){st->q[i].sql, 2 * (int)n, (const char *const *)c->edges};
             continue;
         }
         const sl_stmt *s = &r->job->down.stmts[i];
@@ -372,7 +370,7 @@ static int plan_chunk(down_run *r, const down_chunk *c, const sl_answer *ans, co
     sl_snap snap;
     if (sl_undo_record_decode(&r->undo, c->chunk_no, text, &snap, &r->err) != 0)
         return -1;
-    sl_undo_plan_chunk(&r->undo, &snap, &ans->results[l->state_i], r->opts->on_conflict, step);
+    sl_undo_plan_chunk(&r->undo, &snap, &ans->results[l->state_i], c->edges, r->opts->on_conflict, step);
     sl_snap_free(&snap);
     return 0;
 }

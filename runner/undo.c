@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sluice/json.h"
 #include "sluice/schema.h"
 #include "undo_internal.h"
 
@@ -438,23 +439,44 @@ static void add_array_elem(sl_buf *b, const char *v)
 }
 
 /* The rows of one restore statement being collected: on PostgreSQL one
- * text array per column, bound as parameters; on SQLite (lite) the rows of
- * literals "(1, 'a'), (2, NULL)" in a[0], inlined into the statement. */
+ * text array per column; on SQLite (lite) one JSON array of rows, each an
+ * array of the saved quote() literals in hex (sluice_unquote, lite.c). Either
+ * way the values are bound as parameters, never part of the statement. */
 typedef struct arrays {
     int lite;
     size_t n;
-    sl_buf *a;
+    sl_buf *a;   /* PostgreSQL */
+    json_t *json, *row; /* SQLite */
     int64_t rows;
 } arrays;
 
 static void arrays_init(arrays *x, size_t n, int lite)
 {
+    memset(x, 0, sizeof *x);
     x->lite = lite;
     x->n = n;
-    x->rows = 0;
     x->a = sl_calloc(n + 1, sizeof(sl_buf));
     for (size_t i = 0; i < n && !lite; i++)
         sl_buf_addc(&x->a[i], '{');
+    if (lite)
+        x->json = json_array();
+}
+
+static json_t *hex_string(const char *v)
+{
+    if (!v)
+        return json_null();
+    static const char digits[] = "0123456789abcdef";
+    size_t len = strlen(v);
+    char *hex = sl_malloc(2 * len + 1);
+    for (size_t i = 0; i < len; i++) {
+        hex[2 * i] = digits[(unsigned char)v[i] >> 4];
+        hex[2 * i + 1] = digits[(unsigned char)v[i] & 15];
+    }
+    hex[2 * len] = '\0';
+    json_t *s = json_string(hex);
+    free(hex);
+    return s;
 }
 
 /* Values first.. first+n-1 of the current row. */
@@ -465,15 +487,18 @@ static void arrays_add(arrays *x, size_t first, char *const *vals, size_t n)
             add_array_elem(&x->a[first + i], vals[i]);
             continue;
         }
-        sl_buf_adds(&x->a[0], first + i > 0 ? ", " : x->rows ? ", (" : "(");
-        sl_undo_lite_add_literal(&x->a[0], vals[i]);
+        if (!x->row)
+            x->row = json_array();
+        json_array_append_new(x->row, hex_string(vals[i]));
     }
 }
 
 static void arrays_end_row(arrays *x)
 {
-    if (x->lite)
-        sl_buf_addc(&x->a[0], ')');
+    if (x->lite) {
+        json_array_append_new(x->json, x->row ? x->row : json_array());
+        x->row = NULL;
+    }
     x->rows++;
 }
 
@@ -482,11 +507,15 @@ static void arrays_free(arrays *x)
     for (size_t i = 0; i < x->n; i++)
         sl_buf_free(&x->a[i]);
     free(x->a);
+    json_decref(x->json);
+    json_decref(x->row);
+    memset(x, 0, sizeof *x);
 }
 
-/* Add the statement restoring the rows in x to the step: on PostgreSQL the
- * arrays become its parameters. */
-static void arrays_finish(arrays *x, sl_undo_step *s, char *sql)
+/* Add the statement restoring the rows in x to the step, the rows its
+ * parameters: PostgreSQL's arrays; SQLite's JSON, then for its DELETE the
+ * chunk's edges (the range that lets it search the key's index). */
+static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *edges, size_t nedges)
 {
     if (x->rows == 0 || !sql) {
         free(sql);
@@ -496,18 +525,20 @@ static void arrays_finish(arrays *x, sl_undo_step *s, char *sql)
     size_t q = s->nq++;
     s->sql[q] = sql;
     s->restored += x->rows;
+    size_t np = x->lite ? 1 + nedges : x->n;
+    s->params[q] = sl_calloc(np + 1, sizeof(char *));
     if (x->lite) {
-        s->q[q] = (sl_pg_query){sql, 0, NULL};
-        arrays_free(x);
-        return;
+        s->params[q][0] = json_dumps(x->json, JSON_COMPACT);
+        for (size_t i = 0; i < nedges; i++)
+            s->params[q][1 + i] = sl_strdup(edges[i]);
+    } else {
+        for (size_t i = 0; i < x->n; i++) {
+            sl_buf_addc(&x->a[i], '}');
+            s->params[q][i] = sl_buf_take(&x->a[i]);
+        }
     }
-    s->params[q] = sl_calloc(x->n + 1, sizeof(char *));
-    for (size_t i = 0; i < x->n; i++) {
-        sl_buf_addc(&x->a[i], '}');
-        s->params[q][i] = sl_buf_take(&x->a[i]);
-    }
-    free(x->a);
-    s->q[q] = (sl_pg_query){sql, (int)x->n, (const char *const *)s->params[q]};
+    arrays_free(x);
+    s->q[q] = (sl_pg_query){sql, (int)np, (const char *const *)s->params[q]};
 }
 
 /* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ...)" and the key join. */
@@ -598,7 +629,7 @@ static char *insert_all_sql(const sl_undo_target *t)
 static char *restore_sql(const sl_undo_target *t, sl_restore which, const arrays *x)
 {
     if (x->lite)
-        return sl_undo_lite_restore_sql(t, which, x->a[0].data);
+        return sl_undo_lite_restore_sql(t, which);
     if (which == SL_RESTORE_DELETE)
         return delete_sql(t);
     if (which == SL_RESTORE_INSERT)
@@ -656,8 +687,8 @@ static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step 
     arrays_end_row(dst);
 }
 
-void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_result *cur, sl_on_conflict mode,
-                        sl_undo_step *out)
+void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_result *cur, char *const *edges,
+                        sl_on_conflict mode, sl_undo_step *out)
 {
     memset(out, 0, sizeof *out);
     size_t nk = t->ks->ncols;
@@ -694,9 +725,10 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
     }
     /* order: free keys first (DELETE), then UPDATE, then INSERT */
     int build = out->nconflicts == 0 || mode != SL_CONFLICT_STOP;
-    arrays_finish(&l.del, out, build && l.del.rows ? restore_sql(t, SL_RESTORE_DELETE, &l.del) : NULL);
-    arrays_finish(&l.upd, out, build && l.upd.rows ? restore_sql(t, SL_RESTORE_UPDATE, &l.upd) : NULL);
-    arrays_finish(&l.ins, out, build && l.ins.rows ? restore_sql(t, SL_RESTORE_INSERT, &l.ins) : NULL);
+    size_t nedges = lite ? 2 * nk : 0;
+    arrays_finish(&l.del, out, build && l.del.rows ? restore_sql(t, SL_RESTORE_DELETE, &l.del) : NULL, edges, nedges);
+    arrays_finish(&l.upd, out, build && l.upd.rows ? restore_sql(t, SL_RESTORE_UPDATE, &l.upd) : NULL, edges, 0);
+    arrays_finish(&l.ins, out, build && l.ins.rows ? restore_sql(t, SL_RESTORE_INSERT, &l.ins) : NULL, edges, 0);
     if (!build)
         out->restored = 0;
 }

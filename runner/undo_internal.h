@@ -21,16 +21,12 @@ int sl_undo_lite_columns(sl_session *sess, const sl_keyspec *ks, sl_answer *ans,
  * literals, which put back exactly, type included. */
 void sl_undo_lite_build(sl_undo_target *t, const sl_answer *cols);
 
-/* Append a value captured by quote() as an SQL literal (quote() prints
- * infinities as Inf, which SQL does not read). */
-void sl_undo_lite_add_literal(sl_buf *b, const char *v);
-
-/* One restore statement over tuples, rows of literals "(1, 'a'), (2, NULL)":
- * DELETE: the keys; UPDATE: keys then saved values; INSERT: saved values.
- * Parameters: the chunk's edges, as for state_sql (the DELETE uses them).
- * NULL when there is nothing to set (every saved column is in the key).
- * malloc'd. */
-char *sl_undo_lite_restore_sql(const sl_undo_target *t, sl_restore which, const char *tuples);
+/* One restore statement over the rows of ?1, a JSON array of rows, each an
+ * array of quote() literals in hex (read back by sluice_unquote): DELETE:
+ * the keys; UPDATE: keys then saved values; INSERT: saved values. The DELETE
+ * also takes the chunk's edges as ?2.. (lo, then hi). NULL when there is
+ * nothing to set (every saved column is in the key). malloc'd. */
+char *sl_undo_lite_restore_sql(const sl_undo_target *t, sl_restore which);
 
 /* For `plan`: average length of the saved columns' literals over a sample
  * of up to 1000 rows, or -1 (no rows, or the columns cannot be read). */

@@ -1,10 +1,12 @@
-/* undo_lite.c: the SQLite SQL of undo records: capture queries over quote() literals, set-based restores over VALUES.
+/* undo_lite.c: the SQLite SQL of undo records: capture queries over quote() literals, set-based restores over JSON.
  *
  * SQLite has no xmin to tell which rows a chunk wrote, so every chunk reads
  * its range twice, before and after the up statements, and undo.c keeps the
  * rows whose hash changed. Values travel as quote() literals, which read
  * back as the very same value and type (integer, real to the last bit, text,
- * blob, NULL); restores inline them into the statement's text. */
+ * blob, NULL). Restores bind them, hex-encoded in one JSON parameter, and
+ * sluice_unquote (lite.c) turns each back into its value: no saved value is
+ * ever part of a statement's text. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -102,18 +104,6 @@ void sl_undo_lite_build(sl_undo_target *t, const sl_answer *cols)
     free(hash);
 }
 
-void sl_undo_lite_add_literal(sl_buf *b, const char *v)
-{
-    if (!v)
-        sl_buf_adds(b, "NULL");
-    else if (strcmp(v, "Inf") == 0)
-        sl_buf_adds(b, "9e999");
-    else if (strcmp(v, "-Inf") == 0)
-        sl_buf_adds(b, "-9e999");
-    else
-        sl_buf_adds(b, v);
-}
-
 /* ---- restores ---- */
 
 static int is_key(const sl_keyspec *ks, const char *quoted)
@@ -124,21 +114,31 @@ static int is_key(const sl_keyspec *ks, const char *quoted)
     return 0;
 }
 
-/* The range (the chunk's edges, $1..) lets SQLite 3.40 search the key's
- * index; a composite key with a text column IN (VALUES ...) alone would
- * use at most its leading columns. Every saved row lies in the range. */
-static char *delete_sql(const sl_undo_target *t, const char *tuples)
+/* "sluice_unquote(j.value ->> 0), ..." for n columns from the first. */
+static void add_values(sl_buf *b, size_t first, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sl_buf_printf(b, "%ssluice_unquote(j.value ->> %zu)", i ? ", " : "", first + i);
+}
+
+/* The range (the chunk's edges, ?2..) lets SQLite 3.40 search the key's
+ * index; a composite key with a text column IN (...) alone would use at most
+ * its leading columns. Every saved row lies in the range. */
+static char *delete_sql(const sl_undo_target *t)
 {
     char *keys = sl_keys_column_list(t->ks);
-    char *range = sl_keys_range_predicate(t->ks, 1, 0);
-    char *sql = sl_asprintf("DELETE FROM %s WHERE %s AND (%s) IN (VALUES %s)", t->ks->table, range, keys, tuples);
+    char *range = sl_keys_range_predicate(t->ks, 2, 0);
+    sl_buf b = {0};
+    sl_buf_printf(&b, "DELETE FROM %s WHERE %s AND (%s) IN (SELECT ", t->ks->table, range, keys);
+    add_values(&b, 0, t->ks->ncols);
+    sl_buf_adds(&b, " FROM json_each(?1) AS j)");
     free(range);
     free(keys);
-    return sql;
+    return sl_buf_take(&b);
 }
 
 /* The saved columns that are not part of the key (snapshot(*) saves them all). */
-static char *update_sql(const sl_undo_target *t, const char *tuples)
+static char *update_sql(const sl_undo_target *t)
 {
     const sl_keyspec *ks = t->ks;
     sl_buf set = {0};
@@ -153,29 +153,33 @@ static char *update_sql(const sl_undo_target *t, const char *tuples)
         sl_buf_printf(&b, "%s_k%zu", i ? ", " : "", i + 1);
     for (size_t i = 0; i < t->ncols; i++)
         sl_buf_printf(&b, ", _v%zu", i + 1);
-    sl_buf_printf(&b, ") AS (VALUES %s) UPDATE %s AS " ALIAS " SET %s FROM v WHERE ", tuples, ks->table, set.data);
+    sl_buf_adds(&b, ") AS MATERIALIZED (SELECT ");
+    add_values(&b, 0, ks->ncols + t->ncols);
+    sl_buf_printf(&b, " FROM json_each(?1) AS j) UPDATE %s AS " ALIAS " SET %s FROM v WHERE ", ks->table, set.data);
     for (size_t i = 0; i < ks->ncols; i++)
         sl_buf_printf(&b, "%s" ALIAS ".%s = v._k%zu", i ? " AND " : "", ks->cols[i], i + 1);
     sl_buf_free(&set);
     return sl_buf_take(&b);
 }
 
-static char *insert_sql(const sl_undo_target *t, const char *tuples)
+static char *insert_sql(const sl_undo_target *t)
 {
     sl_buf b = {0};
     sl_buf_printf(&b, "INSERT INTO %s (", t->ks->table);
     for (size_t i = 0; i < t->ncols; i++)
         sl_buf_printf(&b, "%s%s", i ? ", " : "", t->cols[i]);
-    sl_buf_printf(&b, ") VALUES %s", tuples);
+    sl_buf_adds(&b, ") SELECT ");
+    add_values(&b, 0, t->ncols);
+    sl_buf_adds(&b, " FROM json_each(?1) AS j");
     return sl_buf_take(&b);
 }
 
-char *sl_undo_lite_restore_sql(const sl_undo_target *t, sl_restore which, const char *tuples)
+char *sl_undo_lite_restore_sql(const sl_undo_target *t, sl_restore which)
 {
     switch (which) {
-    case SL_RESTORE_DELETE: return delete_sql(t, tuples);
-    case SL_RESTORE_UPDATE: return update_sql(t, tuples);
-    case SL_RESTORE_INSERT: return insert_sql(t, tuples);
+    case SL_RESTORE_DELETE: return delete_sql(t);
+    case SL_RESTORE_UPDATE: return update_sql(t);
+    case SL_RESTORE_INSERT: return insert_sql(t);
     }
     return NULL;
 }

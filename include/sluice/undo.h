@@ -72,9 +72,8 @@ typedef struct sl_undo_step {
     char *conflicts;   /* the first of their keys, readable, or NULL */
     size_t nlost;      /* rows the job deleted that snapshot(COL, ...) cannot bring back */
     int64_t restored;  /* rows written back */
-    size_t nq;         /* restore statements (DELETE, UPDATE, INSERT), none for the down way; on SQLite
-                          the values are inlined as literals and the caller binds the chunk's edges (lo,
-                          then hi, as for state_sql): q[i].nparams is 0 */
+    size_t nq;         /* restore statements (DELETE, UPDATE, INSERT), none for the down way; every value
+                          is a bound parameter (on SQLite one JSON array, and the DELETE the chunk's edges) */
     sl_pg_query q[3];
     char *sql[3];
     char **params[3];
@@ -82,9 +81,10 @@ typedef struct sl_undo_step {
 
 /* Classify every row of snap against cur and, unless mode is stop and there
  * are conflicts, build the statements that restore the chunk's rows (skip:
- * all but the conflicting ones; overwrite: all). */
-void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_result *cur, sl_on_conflict mode,
-                        sl_undo_step *out);
+ * all but the conflicting ones; overwrite: all). edges: the chunk's lo, then
+ * hi columns (SQLite's DELETE searches the key's index within them). */
+void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_result *cur, char *const *edges,
+                        sl_on_conflict mode, sl_undo_step *out);
 void sl_undo_step_free(sl_undo_step *s);
 
 /* "down section", "snapshot(full_name)", ... for messages. malloc'd. */

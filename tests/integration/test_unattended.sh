@@ -67,6 +67,8 @@ test_closed_descriptors() {
     assert_rc 2
     [[ $which == 2 || $which == all ]] || assert_contains "$ERR" "no_such_job" "stderr"
 
+    # a database of its own needs a checkpoint directory of its own
+    CKPT="$T_DIR/checkpoints-sqlite"
     sq_init
     sq "create table t (id integer primary key, n int not null default 0)"
     sq_fill t 300
