@@ -3,9 +3,11 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -332,23 +334,88 @@ size_t sl_edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
+/* What a path that is not a regular file is, for the message refusing it. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
+/* Refuse anything but a regular file of at most SL_FILE_MAX bytes: a FIFO
+ * would block the reader forever and /dev/zero never ends. */
+static int check_file(const char *path, const struct stat *st, sl_err *err)
+{
+    if (!S_ISREG(st->st_mode)) {
+        sl_err_set(err, "%s: cannot read it: it is %s, not a regular file (hint: give a plain file)", path,
+                   file_kind(st->st_mode));
+        return -1;
+    }
+    if (st->st_size > SL_FILE_MAX) {
+        sl_err_set(err, "%s: too large to read: %lld bytes, the limit is %d bytes (16 MiB)", path,
+                   (long long)st->st_size, SL_FILE_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* Read fd to its end, but never more than SL_FILE_MAX bytes (the file may
+ * grow after fstat). */
+static int read_all(int fd, const char *path, sl_buf *buf, sl_err *err)
+{
+    char chunk[8192];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            sl_err_set(err, "%s: read error: %s", path, strerror(errno));
+            return -1;
+        }
+        if (n == 0)
+            return 0;
+        if (buf->len + (size_t)n > SL_FILE_MAX) {
+            sl_err_set(err, "%s: too large to read: more than %d bytes (16 MiB)", path, SL_FILE_MAX);
+            return -1;
+        }
+        sl_buf_add(buf, chunk, (size_t)n);
+    }
+}
+
 int sl_read_file(const char *path, char **out, size_t *out_len, sl_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    struct stat st;
+    /* stat before open: opening some devices does something by itself */
+    if (stat(path, &st) != 0) {
+        sl_err_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    if (check_file(path, &st, err) != 0)
+        return -1;
+    /* O_NONBLOCK: should a FIFO have taken the file's place since, open
+     * does not wait for a writer; fstat then refuses it */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
         sl_err_set(err, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     sl_buf buf = {0};
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        sl_buf_add(&buf, chunk, n);
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
+    int rc = -1;
+    if (fstat(fd, &st) != 0)
+        sl_err_set(err, "%s: cannot stat: %s", path, strerror(errno));
+    else if (check_file(path, &st, err) == 0)
+        rc = read_all(fd, path, &buf, err);
+    close(fd);
+    if (rc != 0) {
         sl_buf_free(&buf);
-        sl_err_set(err, "%s: read error", path);
         return -1;
     }
     *out_len = buf.len;

@@ -79,7 +79,13 @@ void sl_format_iso8601(int64_t ms, char out[32]);
 /* Levenshtein distance, for "did you mean" hints. */
 size_t sl_edit_distance(const char *a, const char *b);
 
-/* Read a whole file. Returns 0 or -1 (err names the path). */
+/* The largest file sl_read_file reads: job files are small. */
+#define SL_FILE_MAX (16 * 1024 * 1024)
+
+/* Read a whole regular file of at most SL_FILE_MAX bytes. A directory, FIFO,
+ * device or socket (also through a symlink) is refused without reading it,
+ * and a FIFO without waiting for a writer. Returns 0 or -1 (err names the
+ * path and says what is wrong). */
 int sl_read_file(const char *path, char **out, size_t *out_len, sl_err *err) SL_MUSTCHECK;
 
 /* ---- logging ----

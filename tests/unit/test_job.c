@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PATH "jobs/0003_fix.sql"
@@ -688,6 +689,28 @@ static void test_jobset(void)
     free(want);
 }
 
+/* A FIFO named like a job must not hang the load (no writer would ever come):
+ * it is refused, naming it. SIGALRM ends the test should it hang. */
+static void test_jobset_fifo(void)
+{
+    char dir[] = "/tmp/sluice_test_jobs_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    write_file(dir, "0001_a.sql", "-- sluice:table a\n" UP);
+    char *fifo = sl_asprintf("%s/0002_x.sql", dir);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    alarm(10);
+    sl_jobset set;
+    CHECK(sl_jobset_load(dir, &set, &err) < 0);
+    alarm(0);
+    char *want = sl_asprintf("%s: cannot read it: it is a FIFO, not a regular file", fifo);
+    CHECK_HAS(err.msg, want);
+    free(want);
+    unlink(fifo);
+    free(fifo);
+    remove_file(dir, "0001_a.sql");
+    CHECK(rmdir(dir) == 0);
+}
+
 static void test_job_load_missing_file(void)
 {
     sl_job_free(&job);
@@ -737,6 +760,7 @@ int main(void)
     RUN(test_transaction_control_refused);
     RUN(test_name_crlf_and_bom);
     RUN(test_jobset);
+    RUN(test_jobset_fifo);
     RUN(test_job_load_missing_file);
     sl_job_free(&job);
     return CHECK_DONE();
