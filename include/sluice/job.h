@@ -104,6 +104,14 @@ typedef struct sl_job {
  * its strings (release with sl_job_free); on failure job is left zeroed and
  * err holds "PATH:LINE: what was wrong (hint: ...)". */
 int sl_job_parse(const char *path, const char *text, size_t len, sl_job *job, sl_err *err) SL_MUSTCHECK;
+/* The bytes a job file may hold, checked by sl_job_parse before anything
+ * else: UTF-8 (an optional byte order mark first), lines ending in LF or
+ * CRLF, tabs and form feeds, and no NUL, other control character or
+ * invalid UTF-8 (a NUL would cut a statement short where C strings end,
+ * after its :lo/:hi were seen). Fails with "PATH:LINE: what (hint: ...)";
+ * UTF-16 (a byte order mark FF FE or FE FF, or a NUL every other byte)
+ * gets a hint on converting it. */
+int sl_job_check_text(const char *path, const char *text, size_t len, sl_err *err) SL_MUSTCHECK;
 /* Read and parse the file at path. */
 int sl_job_load(const char *path, sl_job *job, sl_err *err) SL_MUSTCHECK;
 void sl_job_free(sl_job *job);

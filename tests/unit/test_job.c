@@ -606,6 +606,125 @@ static void test_name_crlf_and_bom(void)
     CHECK_STR(job.name, "noext");
 }
 
+/* ---- bytes: UTF-8 text only ---- */
+
+static int parse_n(const char *text, size_t len)
+{
+    sl_job_free(&job);
+    err.msg[0] = '\0';
+    return sl_job_parse(PATH, text, len, &job, &err);
+}
+
+/* A NUL would end the statement's C string early: the :lo/:hi seen after it
+ * would never reach the database, and every chunk would update every row. */
+static void test_nul_refused(void)
+{
+    static const char text[] = "-- sluice:table t\n-- sluice:up\n"
+                               "UPDATE t SET v = v + 1 WHERE true \0 AND id BETWEEN :lo AND :hi;\n";
+    CHECK(parse_n(text, sizeof text - 1) < 0);
+    CHECK_STR(err.msg, PATH ":3: NUL byte at column 35: a job file is text, and nothing after a NUL would reach the "
+                            "database (hint: remove it)");
+    CHECK(job_is_zeroed());
+    static const char in_directive[] = "-- sluice:table t\0x\n" UP;
+    CHECK(parse_n(in_directive, sizeof in_directive - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":1: NUL byte at column 18");
+    static const char at_end[] = "-- sluice:table t\n" UP "\0";
+    CHECK(parse_n(at_end, sizeof at_end - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":4: NUL byte at column 1");
+}
+
+static void test_utf16_refused(void)
+{
+    static const char le_bom[] = "\xFF\xFE-\0-\0 \0s\0";
+    CHECK(parse_n(le_bom, sizeof le_bom - 1) < 0);
+    CHECK_STR(err.msg, PATH ":1: the file is UTF-16 (it starts with the byte order mark FF FE), but job files are "
+                            "UTF-8 text (hint: convert it, e.g. iconv -f UTF-16 -t UTF-8 FILE > NEW, and put NEW in "
+                            "its place)");
+    static const char be_bom[] = "\xFE\xFF\0-\0-";
+    CHECK(parse_n(be_bom, sizeof be_bom - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":1: the file is UTF-16 (it starts with the byte order mark FE FF)");
+    static const char le[] = "-\0-\0 \0s\0l\0";
+    CHECK(parse_n(le, sizeof le - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":1: the file is UTF-16 (it has a NUL in every other byte)");
+    CHECK_HAS(err.msg, "iconv -f UTF-16 -t UTF-8");
+    static const char be[] = "\0-\0-\0 ";
+    CHECK(parse_n(be, sizeof be - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":1: the file is UTF-16 (it has a NUL in every other byte)");
+}
+
+static void test_invalid_utf8_refused(void)
+{
+    static const struct {
+        const char *bytes;
+        const char *want;
+    } cases[] = {
+        {"caf\xE9", "(byte 0xE9 at column 23)"},          /* Latin-1 */
+        {"\xC0\xAF", "(byte 0xC0 at column 20)"},         /* overlong '/' */
+        {"\xE0\x80\xAF", "(byte 0xE0 at column 20)"},     /* overlong, 3 bytes */
+        {"\xED\xA0\x80", "(byte 0xED at column 20)"},     /* a UTF-16 surrogate */
+        {"\xF4\x90\x80\x80", "(byte 0xF4 at column 20)"}, /* beyond U+10FFFF */
+        {"\x80", "(byte 0x80 at column 20)"},             /* a stray continuation byte */
+        {"\xE2\x82", "(byte 0xE2 at column 20)"},         /* cut short by the quote */
+        {"\xFF", "(byte 0xFF at column 20)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = sl_asprintf("-- sluice:table t\n" UP "SELECT :lo, :hi, 'x%s';\n", cases[i].bytes);
+        CHECK(parse(text) < 0);
+        CHECK_HAS(err.msg, PATH ":4: invalid UTF-8 ");
+        CHECK_HAS(err.msg, cases[i].want);
+        CHECK_HAS(err.msg, "(hint: job files are UTF-8 text; convert it, e.g. iconv -f LATIN1 -t UTF-8 FILE > NEW");
+        free(text);
+    }
+    /* cut short by the end of the file */
+    CHECK(parse("-- sluice:table t\n" UP "-- \xF0\x9F\x98") < 0);
+    CHECK_HAS(err.msg, PATH ":4: invalid UTF-8 (byte 0xF0 at column 4)");
+}
+
+static void test_control_characters_refused(void)
+{
+    CHECK(parse("-- sluice:table t\n" UP "SELECT :lo, :hi, '\x1b[2J';\n") < 0);
+    CHECK_STR(err.msg, PATH ":4: control character U+001B at column 19: a job file is text (hint: remove it; in a "
+                            "string write chr(27) instead)");
+    CHECK(parse("-- sluice:table t\n-- \xC3\xA9\x7F\n" UP) < 0); /* columns count characters, not bytes */
+    CHECK_HAS(err.msg, PATH ":2: control character U+007F at column 5");
+    CHECK(parse("-- sluice:table t\n-- \xC2\x9B\n" UP) < 0); /* U+009B, a terminal's CSI */
+    CHECK_HAS(err.msg, PATH ":2: control character U+009B at column 4");
+    CHECK(parse("-- sluice:table t\r-- sluice:batch 5\r" UP) < 0);
+    CHECK_STR(err.msg, PATH ":1: carriage return without a line feed at column 18 (hint: lines end in LF or CRLF; "
+                            "convert old Mac line ends, e.g. with tr '\\r' '\\n')");
+    CHECK(parse("-- sluice:table t\n" UP "\r") < 0);
+    CHECK_HAS(err.msg, PATH ":4: carriage return without a line feed at column 1");
+}
+
+static void test_utf8_text_accepted(void)
+{
+    CHECK(parse("-- sluice:table \"Tabelle \xC3\xBC\"\n-- caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\n\f\n" UP
+                "UPDATE t SET\tname = 'z\xC3\xBCrich \xEF\xBB\xBF' WHERE id BETWEEN :lo AND :hi;\n") == 0);
+    CHECK_STR(job.table, "\"Tabelle \xC3\xBC\"");
+    CHECK(job.up.nstmts == 2);
+    /* A byte order mark counts only at the very start: the line numbers stay right. */
+    CHECK(parse("\xEF\xBB\xBF-- sluice:table t\n" UP "SELECT :lo, :hi, '\x01';\n") < 0);
+    CHECK_HAS(err.msg, PATH ":4: control character U+0001 at column 19");
+}
+
+/* CRLF: the CR is part of the line end, in the directives' values and in the
+ * markers; statements keep it (SQL reads it as a blank). */
+static void test_crlf(void)
+{
+    CHECK(parse("-- sluice:table t\r\n-- sluice:key id, b\r\n-- sluice:where a IS NULL\r\n-- sluice:up\r\n"
+                "UPDATE t SET a = 1\r\n WHERE id BETWEEN :lo AND :hi;\r\n-- sluice:down\r\nUPDATE t SET a = NULL "
+                "WHERE id BETWEEN :lo AND :hi;\r\n") == 0);
+    CHECK_STR(job.table, "t");
+    CHECK(job.nkey == 2);
+    CHECK_STR(job.key[1], "b");
+    CHECK_STR(job.where, "a IS NULL");
+    CHECK(job.up.line == 4 && job.down.line == 7);
+    CHECK_STR(job.up.stmts[0].text, "UPDATE t SET a = 1\r\n WHERE id BETWEEN :lo AND :hi");
+    CHECK_STR(job.down.stmts[0].text, "UPDATE t SET a = NULL WHERE id BETWEEN :lo AND :hi");
+    CHECK(parse("-- sluice:table t\r\n-- sluice:bacth 5\r\n" UP) < 0);
+    CHECK_STR(err.msg, PATH ":2: unknown directive \"bacth\" (hint: did you mean \"batch\"?)");
+}
+
 /* ---- job sets ---- */
 
 static void write_file(const char *dir, const char *name, const char *text)
@@ -759,6 +878,12 @@ int main(void)
     RUN(test_scanner_errors_name_file_lines);
     RUN(test_transaction_control_refused);
     RUN(test_name_crlf_and_bom);
+    RUN(test_nul_refused);
+    RUN(test_utf16_refused);
+    RUN(test_invalid_utf8_refused);
+    RUN(test_control_characters_refused);
+    RUN(test_utf8_text_accepted);
+    RUN(test_crlf);
     RUN(test_jobset);
     RUN(test_jobset_fifo);
     RUN(test_job_load_missing_file);
