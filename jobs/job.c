@@ -1,11 +1,9 @@
-/* job.c: the job-file parser (directives, sections, validation) and the job set of a directory. */
+/* job.c: the job-file parser: directives, sections and their validation. */
 #include "sluice/job.h"
 #include "sluice/keys.h"
 
 #include <assert.h>
 #include <ctype.h>
-#include <dirent.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -432,10 +430,13 @@ static const char *known_name(size_t i)
 static int unknown_directive(parser *p, const directive_line *dl)
 {
     char *name = sl_strndup(dl->name, dl->name_len);
+    char *folded = sl_strdup(name); /* names are lower case: "UP" means "up" */
+    for (char *c = folded; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
     const char *best = NULL;
     size_t best_dist = SIZE_MAX;
     for (size_t i = 0; known_name(i); i++) {
-        size_t dist = sl_edit_distance(name, known_name(i));
+        size_t dist = sl_edit_distance(folded, known_name(i));
         if (dist < best_dist) {
             best_dist = dist;
             best = known_name(i);
@@ -460,6 +461,7 @@ static int unknown_directive(parser *p, const directive_line *dl)
                    p->path, p->line, SHOWN_VALUE_MAX, name, all.data);
         sl_buf_free(&all);
     }
+    free(folded);
     free(name);
     return -1;
 }
@@ -484,6 +486,8 @@ typedef struct file_state {
     sl_section *open; /* section whose body is being read, or NULL */
     section_span *open_span;
     section_span up, down;
+    int comment_depth; /* inside a slash-star comment before the sections */
+    int comment_line;  /* where the outermost one starts */
 } file_state;
 
 static int on_marker(parser *p, file_state *fs, const directive_line *dl, size_t next_line_start, size_t line_start)
@@ -534,18 +538,65 @@ static int on_directive(parser *p, const file_state *fs, const directive_line *d
     return directive_defs[d].parse(p, d, dl->value);
 }
 
-/* Outside sections only directives, comments and blank lines may appear. */
-static int check_preamble_line(parser *p, const char *line, size_t len)
+/* Move i past the end of the open slash-star comment (they nest, as in
+ * PostgreSQL), or to len when it goes on past the line. */
+static size_t skip_comment_body(file_state *fs, const char *line, size_t len, size_t i)
 {
-    size_t i = 0;
-    while (i < len && (is_blank_char(line[i])))
-        i++;
-    if (i == len || (len - i >= 2 && line[i] == '-' && line[i + 1] == '-'))
-        return 0;
+    while (i < len && fs->comment_depth > 0) {
+        if (i + 1 < len && line[i] == '/' && line[i + 1] == '*')
+            fs->comment_depth++, i += 2;
+        else if (i + 1 < len && line[i] == '*' && line[i + 1] == '/')
+            fs->comment_depth--, i += 2;
+        else
+            i++;
+    }
+    return i;
+}
+
+static int sql_outside(parser *p)
+{
     sl_err_set(p->err,
                "%s:%d: SQL outside a section (hint: put statements after -- sluice:up, or -- sluice:down "
                "for the way back)",
                p->path, p->line);
+    return -1;
+}
+
+/* Outside sections only directives, comments (-- and slash-star, which may
+ * span lines) and blank lines may appear. A directive must start its line. */
+static int check_preamble_line(parser *p, file_state *fs, const char *line, size_t len)
+{
+    size_t i = skip_comment_body(fs, line, len, 0);
+    for (;;) {
+        while (i < len && is_blank_char(line[i]))
+            i++;
+        if (i == len)
+            return 0;
+        if (len - i >= 2 && line[i] == '/' && line[i + 1] == '*') {
+            fs->comment_depth = 1;
+            fs->comment_line = p->line;
+            i = skip_comment_body(fs, line, len, i + 2);
+            continue;
+        }
+        if (len - i < 2 || line[i] != '-' || line[i + 1] != '-')
+            return sql_outside(p);
+        directive_line dl;
+        if (!split_directive(line + i, len - i, &dl))
+            return 0;
+        free(dl.value);
+        sl_err_set(p->err, "%s:%d: a directive must start its line (hint: move what comes before -- sluice:%.*s)",
+                   p->path, p->line, (int)dl.name_len, dl.name);
+        return -1;
+    }
+}
+
+/* A "-- sluice:" line inside a slash-star comment is ambiguous: refused. */
+static int directive_in_comment(parser *p, const file_state *fs, const directive_line *dl)
+{
+    sl_err_set(p->err,
+               "%s:%d: -- sluice:%.*s inside the /* comment that starts at line %d (hint: close the comment "
+               "before it; to switch a directive off, write -- before it: -- -- sluice:%.*s)",
+               p->path, p->line, (int)dl->name_len, dl->name, fs->comment_line, (int)dl->name_len, dl->name);
     return -1;
 }
 
@@ -556,9 +607,11 @@ static int parse_line(parser *p, file_state *fs, const char *text, size_t start,
 {
     directive_line dl;
     if (!split_directive(text + start, end - start, &dl))
-        return fs->open ? 0 : check_preamble_line(p, text + start, end - start);
+        return fs->open ? 0 : check_preamble_line(p, fs, text + start, end - start);
     int rc;
-    if (name_is(&dl, "up") || name_is(&dl, "down"))
+    if (fs->comment_depth > 0)
+        rc = directive_in_comment(p, fs, &dl);
+    else if (name_is(&dl, "up") || name_is(&dl, "down"))
         rc = on_marker(p, fs, &dl, next, start);
     else
         rc = on_directive(p, fs, &dl);
@@ -584,6 +637,10 @@ static int parse_lines(parser *p, file_state *fs, const char *text, size_t len)
             return -1;
         pos = next;
     }
+    if (fs->comment_depth > 0) {
+        sl_err_set(p->err, "%s:%d: unterminated /* comment (hint: close it with */)", p->path, fs->comment_line);
+        return -1;
+    }
     if (fs->open_span)
         fs->open_span->end = len;
     return 0;
@@ -591,43 +648,24 @@ static int parse_lines(parser *p, file_state *fs, const char *text, size_t len)
 
 /* ---- sections ---- */
 
-/* The first two words of a statement, for spotting transaction control. */
-static void second_word(const sl_stmt *stmt, char *out, size_t outsz)
-{
-    const char *s = stmt->text;
-    while (isalpha((unsigned char)*s))
-        s++;
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = 0;
-    while (isalpha((unsigned char)s[n]) && n + 1 < outsz) {
-        out[n] = (char)tolower((unsigned char)s[n]);
-        n++;
-    }
-    out[n] = '\0';
-}
-
 /* Transaction control would break the chunk's one transaction, which holds
  * the chunk's effect and its progress record together (exactly once). */
-static int is_transaction_control(const sl_stmt *stmt, char *what, size_t whatsz)
+static int refuse_transaction_control(parser *p, const sl_stmt *stmt)
 {
-    static const char *const refused[] = {"begin", "start",     "commit",  "end",    "rollback",
-                                          "abort", "savepoint", "release", "vacuum", NULL};
-    char first[32], second[32];
-    sl_stmt_first_word(stmt, first, sizeof first);
-    second_word(stmt, second, sizeof second);
-    int hit = 0;
-    for (size_t i = 0; refused[i] && !hit; i++)
-        hit = strcmp(first, refused[i]) == 0;
-    if (!hit && strcmp(second, "transaction") == 0)
-        hit = strcmp(first, "set") == 0 || strcmp(first, "prepare") == 0;
-    if (!hit)
+    char what[64];
+    if (!sl_stmt_transaction_control(stmt, what, sizeof what))
         return 0;
-    size_t n = 0;
-    for (; first[n] && n + 1 < whatsz; n++)
-        what[n] = (char)toupper((unsigned char)first[n]);
-    what[n] = '\0';
-    return 1;
+    if (strcmp(what, "VACUUM") == 0)
+        sl_err_set(p->err,
+                   "%s:%d: VACUUM cannot run inside a transaction, and sluice runs each chunk in a transaction "
+                   "of its own (hint: run it after the job)",
+                   p->path, stmt->line);
+    else
+        sl_err_set(p->err,
+                   "%s:%d: %s is transaction control, not allowed in a section: sluice runs each chunk in a "
+                   "transaction of its own (hint: remove it)",
+                   p->path, stmt->line, what);
+    return -1;
 }
 
 static int load_section(parser *p, sl_section *sec, const section_span *span, const char *which, const char *text)
@@ -644,14 +682,8 @@ static int load_section(parser *p, sl_section *sec, const section_span *span, co
     }
     int lo = 0, hi = 0;
     for (size_t i = 0; i < sec->nstmts; i++) {
-        char what[32];
-        if (is_transaction_control(&sec->stmts[i], what, sizeof what)) {
-            sl_err_set(p->err,
-                       "%s:%d: %s is not allowed in a section: sluice runs each chunk in a transaction "
-                       "of its own (hint: remove it)",
-                       p->path, sec->stmts[i].line, what);
+        if (refuse_transaction_control(p, &sec->stmts[i]) != 0)
             return -1;
-        }
         lo |= sec->stmts[i].uses_lo;
         hi |= sec->stmts[i].uses_hi;
     }
@@ -764,102 +796,4 @@ void sl_job_free(sl_job *job)
     sl_stmts_free(job->up.stmts, job->up.nstmts);
     sl_stmts_free(job->down.stmts, job->down.nstmts);
     memset(job, 0, sizeof *job);
-}
-
-/* ---- job sets ---- */
-
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int is_job_file(const char *name)
-{
-    size_t n = strlen(name);
-    return name[0] != '.' && n > 4 && strcmp(name + n - 4, ".sql") == 0;
-}
-
-/* The sorted "*.sql" names of dir. */
-static int list_job_files(const char *dir, char ***out, size_t *nout, sl_err *err)
-{
-    DIR *dh = opendir(dir);
-    if (!dh) {
-        if (errno == ENOENT)
-            sl_err_set(err,
-                       "jobs directory \"%s\" does not exist (hint: create it, or name another with --jobs "
-                       "DIR)",
-                       dir);
-        else
-            sl_err_set(err, "cannot read jobs directory \"%s\": %s", dir, strerror(errno));
-        return -1;
-    }
-    char **names = NULL;
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(dh)) != NULL) {
-        if (!is_job_file(de->d_name))
-            continue;
-        names = sl_realloc(names, (n + 1) * sizeof *names);
-        names[n++] = sl_strdup(de->d_name);
-    }
-    closedir(dh);
-    if (n > 1)
-        qsort(names, n, sizeof *names, cmp_names);
-    *out = names;
-    *nout = n;
-    return 0;
-}
-
-int sl_jobset_load(const char *dir, sl_jobset *set, sl_err *err)
-{
-    memset(set, 0, sizeof *set);
-    char **names;
-    size_t nnames;
-    if (list_job_files(dir, &names, &nnames, err) != 0)
-        return -1;
-    size_t dlen = strlen(dir);
-    const char *sep = dlen > 0 && dir[dlen - 1] == '/' ? "" : "/";
-    int failed = 0;
-    set->jobs = sl_calloc(nnames ? nnames : 1, sizeof *set->jobs);
-    for (size_t i = 0; i < nnames; i++) {
-        char *path = sl_asprintf("%s%s%s", dir, sep, names[i]);
-        sl_err one;
-        if (sl_job_load(path, &set->jobs[set->njobs], &one) == 0) {
-            set->njobs++;
-        } else {
-            if (failed++ == 0)
-                sl_err_set(err, "%s", one.msg);
-            else
-                sl_err_append(err, "%s", one.msg);
-        }
-        free(path);
-    }
-    free_strv(names, nnames);
-    if (failed) {
-        sl_jobset_free(set);
-        return -1;
-    }
-    return 0;
-}
-
-sl_job *sl_jobset_find(sl_jobset *set, const char *name)
-{
-    size_t n = strlen(name);
-    if (n > 4 && strcmp(name + n - 4, ".sql") == 0)
-        n -= 4;
-    for (size_t i = 0; i < set->njobs; i++) {
-        if (strlen(set->jobs[i].name) == n && strncmp(set->jobs[i].name, name, n) == 0)
-            return &set->jobs[i];
-    }
-    return NULL;
-}
-
-void sl_jobset_free(sl_jobset *set)
-{
-    if (!set)
-        return;
-    for (size_t i = 0; i < set->njobs; i++)
-        sl_job_free(&set->jobs[i]);
-    free(set->jobs);
-    memset(set, 0, sizeof *set);
 }

@@ -157,7 +157,13 @@ int sl_sql_fragment(const char *path, int line, const char *text, size_t len, sl
 char *sl_stmt_render(const sl_stmt *stmt, const char *lo_sql, const char *hi_sql);
 
 /* The first keyword of a statement, lower-cased ("update", "begin", ...), in
- * out (empty if none). Used to refuse transaction control inside sections. */
+ * out (empty if none), after any leading comments. */
 void sl_stmt_first_word(const sl_stmt *stmt, char *out, size_t outsz);
+
+/* Whether stmt is transaction control (BEGIN, COMMIT, SAVEPOINT, SET
+ * TRANSACTION, ...) or VACUUM, which cannot run inside a chunk's
+ * transaction. When it is, out holds its leading keywords upper-cased
+ * ("SET TRANSACTION", "COMMIT"). Comments between the words do not hide it. */
+int sl_stmt_transaction_control(const sl_stmt *stmt, char *out, size_t outsz);
 
 #endif

@@ -427,6 +427,8 @@ static void test_unknown_directive_hint(void)
     CHECK_HAS(err.msg, "did you mean \"table\"?");
     CHECK(with("-- sluice:wokers 2") < 0);
     CHECK_HAS(err.msg, "did you mean \"workers\"?");
+    CHECK(with("-- sluice:BATCH 5") < 0);
+    CHECK_STR(err.msg, PATH ":2: unknown directive \"BATCH\" (hint: did you mean \"batch\"?)");
 }
 
 static void test_unknown_directive_without_hint(void)
@@ -448,6 +450,10 @@ static void test_unknown_section_hint(void)
     /* Inside a section a misspelt marker is still an error, not a comment. */
     CHECK(parse("-- sluice:table t\n" UP "-- sluice:dwon\nSELECT :lo, :hi;\n") < 0);
     CHECK_STR(err.msg, PATH ":4: unknown directive \"dwon\" (hint: did you mean \"down\"?)");
+    CHECK(parse("-- sluice:table t\n-- sluice:UP\nSELECT :lo, :hi;\n") < 0);
+    CHECK_STR(err.msg, PATH ":2: unknown directive \"UP\" (hint: did you mean \"up\"?)");
+    CHECK(parse("-- sluice:table t\n" UP "-- sluice:Down\nSELECT :lo, :hi;\n") < 0);
+    CHECK_STR(err.msg, PATH ":4: unknown directive \"Down\" (hint: did you mean \"down\"?)");
 }
 
 static void test_duplicate_directive(void)
@@ -565,30 +571,68 @@ static void test_transaction_control_refused(void)
     } cases[] = {
         {"BEGIN", "BEGIN"},
         {"commit", "COMMIT"},
-        {"START TRANSACTION", "START"},
+        {"START TRANSACTION", "START TRANSACTION"},
         {"END", "END"},
         {"ROLLBACK", "ROLLBACK"},
         {"abort", "ABORT"},
         {"SAVEPOINT s1", "SAVEPOINT"},
         {"RELEASE SAVEPOINT s1", "RELEASE"},
-        {"VACUUM t", "VACUUM"},
-        {"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET"},
-        {"PREPARE TRANSACTION 'x'", "PREPARE"},
+        {"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION"},
+        {"set transaction read only", "SET TRANSACTION"},
+        {"SET transaction_isolation = 'serializable'", "SET TRANSACTION_ISOLATION"},
+        {"PREPARE TRANSACTION 'x'", "PREPARE TRANSACTION"},
         {"/* c */ Begin", "BEGIN"},
+        /* comments between the words do not hide it */
+        {"/* a */ SET /* b */ TRANSACTION -- c\n ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION"},
+        {"begin\ttransaction", "BEGIN TRANSACTION"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *text = sl_asprintf("-- sluice:table t\n" UP "%s;\n", cases[i].stmt);
         CHECK(parse(text) < 0);
-        char *want = sl_asprintf(PATH ":4: %s is not allowed in a section: sluice runs each chunk in a transaction "
-                                      "of its own (hint: remove it)",
+        char *want = sl_asprintf(PATH ":4: %s is transaction control, not allowed in a section: sluice runs each "
+                                      "chunk in a transaction of its own (hint: remove it)",
                                  cases[i].shown);
         CHECK_STR(err.msg, want);
         free(want);
         free(text);
     }
+    CHECK(parse("-- sluice:table t\n" UP "VACUUM t;\n") < 0);
+    CHECK_STR(err.msg, PATH ":4: VACUUM cannot run inside a transaction, and sluice runs each chunk in a transaction "
+                            "of its own (hint: run it after the job)");
     /* Settings scoped to the chunk's transaction are fine, and so are ordinary statements. */
     CHECK(parse("-- sluice:table t\n" UP "SET LOCAL work_mem = '64MB';\nSELECT 'begin';\n") == 0);
     CHECK(parse("-- sluice:table t\n" UP "PREPARE q AS SELECT 1;\n") == 0);
+    CHECK(parse("-- sluice:table t\n" UP "SET LOCAL transactions_seen = 1;\nSELECT begin_x FROM t;\n") == 0);
+}
+
+/* A slash-star comment before the directives is a comment (it may span
+ * lines and nest); SQL after it is still SQL outside a section. */
+static void test_block_comment_in_preamble(void)
+{
+    CHECK(parse("/* backfill of t.a, ticket 42 */\n-- sluice:table t\n" UP) == 0);
+    CHECK_STR(job.table, "t");
+    CHECK(parse("/*\n * backfill\n * /* nested */ still a comment\n */  /* two */ -- and a line comment\n"
+                "-- sluice:table t\n-- sluice:batch 5\n" UP) == 0);
+    CHECK(job.batch == 5 && job.line[SL_DIR_BATCH] == 6);
+    CHECK(parse("-- sluice:table t\n/* note */ UPDATE t SET a = 1;\n" UP) < 0);
+    CHECK_STR(err.msg, PATH ":2: SQL outside a section (hint: put statements after -- sluice:up, or -- sluice:down "
+                            "for the way back)");
+    CHECK(parse("-- sluice:table t\n/* note\n*/ x\n" UP) < 0);
+    CHECK_HAS(err.msg, PATH ":3: SQL outside a section");
+    /* a directive inside a comment is ambiguous */
+    CHECK(parse("-- sluice:table t\n/*\n-- sluice:batch 5\n*/\n" UP) < 0);
+    CHECK_STR(err.msg, PATH ":3: -- sluice:batch inside the /* comment that starts at line 2 (hint: close the "
+                            "comment before it; to switch a directive off, write -- before it: -- -- "
+                            "sluice:batch)");
+    CHECK(parse("-- sluice:table t\n/* unclosed\n" UP) < 0);
+    CHECK_HAS(err.msg, PATH ":3: -- sluice:up inside the /* comment that starts at line 2");
+    CHECK(parse("-- sluice:table t\n/* unclosed\n") < 0);
+    CHECK_STR(err.msg, PATH ":2: unterminated /* comment (hint: close it with */)");
+    CHECK(parse("/* c */ -- sluice:table t\n" UP) < 0);
+    CHECK_STR(err.msg, PATH ":1: a directive must start its line (hint: move what comes before -- sluice:table)");
+    /* switched off the way the hint says */
+    CHECK(parse("-- sluice:table t\n-- -- sluice:batch 5\n" UP) == 0);
+    CHECK(job.batch == 1000);
 }
 
 static void test_name_crlf_and_bom(void)
@@ -877,6 +921,7 @@ int main(void)
     RUN(test_several_statements_and_lines);
     RUN(test_scanner_errors_name_file_lines);
     RUN(test_transaction_control_refused);
+    RUN(test_block_comment_in_preamble);
     RUN(test_name_crlf_and_bom);
     RUN(test_nul_refused);
     RUN(test_utf16_refused);
