@@ -4,11 +4,16 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Longest part of a user's value quoted back in an error message. */
 #define SHOWN_VALUE_MAX 80
+
+/* lock_timeout and statement_timeout are ints of milliseconds in PostgreSQL
+ * (guc_tables.c): a longer value parses here but fails every chunk. */
+#define PG_TIMEOUT_LIMIT "2147483647ms (about 596h), the most PostgreSQL takes"
 
 typedef struct parser {
     const char *path;
@@ -32,7 +37,8 @@ static const struct directive_def {
     const char *name;
     const char *expects; /* completes "NAME expects ..." */
     directive_fn parse;
-    int64_t min, max; /* for numbers and durations (ms) */
+    int64_t min, max;  /* for numbers and durations (ms) */
+    const char *limit; /* why max is what it is, when it is not a choice of ours */
 } directive_defs[SL_DIR_COUNT] = {
     [SL_DIR_TABLE] = {"table", "a table name such as users, app.users or \"Users\"", parse_table, 0, 0},
     [SL_DIR_KEY] = {"key", "column names separated by commas, such as id or tenant_id, id", parse_key, 0, 0},
@@ -46,9 +52,9 @@ static const struct directive_def {
     [SL_DIR_WINDOW] = {"window", "time ranges HH:MM-HH:MM separated by commas, such as 22:00-06:00", parse_window, 0,
                        0},
     [SL_DIR_LOCK_TIMEOUT] = {"lock-timeout", "a duration greater than zero such as 500ms or 2s", parse_duration, 1,
-                             INT64_MAX},
+                             SL_MAX_TIMEOUT_MS, PG_TIMEOUT_LIMIT},
     [SL_DIR_STATEMENT_TIMEOUT] = {"statement-timeout", "a duration greater than zero such as 30s or 5m", parse_duration,
-                                  1, INT64_MAX},
+                                  1, SL_MAX_TIMEOUT_MS, PG_TIMEOUT_LIMIT},
     [SL_DIR_RETRIES] = {"retries", "a whole number of attempts from 0 to 100", parse_number, 0, 100},
     [SL_DIR_ON_ERROR] = {"on-error", "stop or skip", parse_on_error, 0, 0},
     [SL_DIR_UNDO] = {"undo", "snapshot(COL, ...), snapshot(*) or down", parse_undo, 0, 0},
@@ -263,24 +269,47 @@ static int64_t *number_slot(sl_job *job, sl_directive d)
     }
 }
 
+int sl_directive_number(sl_directive d, const char *value, int64_t *out, char *why, size_t whysz)
+{
+    assert(d >= 0 && d < SL_DIR_COUNT && "BUG: directive out of range");
+    const struct directive_def *def = &directive_defs[d];
+    assert((def->parse == parse_number || def->parse == parse_duration) && "BUG: directive takes no number");
+    int64_t v;
+    int rc =
+        def->parse == parse_duration ? sl_parse_duration(value, &v) : sl_parse_int(value, INT64_MIN, INT64_MAX, &v);
+    if (rc == 0 && v > def->max && def->limit) {
+        snprintf(why, whysz, "%.*s is too long: at most %s", SHOWN_VALUE_MAX, value, def->limit);
+        return -1;
+    }
+    if (rc != 0 || v < def->min || v > def->max) {
+        if (*value)
+            snprintf(why, whysz, "expects %s, got \"%.*s\"", def->expects, SHOWN_VALUE_MAX, value);
+        else
+            snprintf(why, whysz, "expects %s, got nothing", def->expects);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_bounded(parser *p, sl_directive d, const char *value)
+{
+    char why[512];
+    if (sl_directive_number(d, value, number_slot(p->job, d), why, sizeof why) != 0) {
+        sl_err_set(p->err, "%s:%d: %s %s", p->path, p->line, directive_defs[d].name, why);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_number(parser *p, sl_directive d, const char *value)
 {
-    const struct directive_def *def = &directive_defs[d];
-    int64_t v;
-    if (sl_parse_int(value, def->min, def->max, &v) != 0)
-        return bad_value(p, d, value);
-    *number_slot(p->job, d) = v;
-    return 0;
+    return parse_bounded(p, d, value);
 }
 
 static int parse_duration(parser *p, sl_directive d, const char *value)
 {
-    const struct directive_def *def = &directive_defs[d];
-    int64_t ms;
-    if (sl_parse_duration(value, &ms) != 0 || ms < def->min || ms > def->max)
-        return bad_value(p, d, value);
-    *number_slot(p->job, d) = ms;
-    return 0;
+    return parse_bounded(p, d, value);
 }
 
 /* "H:MM" or "HH:MM" from 00:00 to 23:59, as minutes after midnight. */

@@ -29,6 +29,18 @@ typedef enum sl_directive {
 /* "table", "chunk-time", ... as written in job files. */
 const char *sl_directive_name(sl_directive d);
 
+/* The longest lock-timeout and statement-timeout: PostgreSQL keeps both
+ * settings as an int of milliseconds (INT_MAX). */
+#define SL_MAX_TIMEOUT_MS INT64_C(2147483647)
+
+/* Parse value for a directive that takes a number or a duration (batch,
+ * pause, lock-timeout, ...; durations in ms) and check it against the
+ * directive's bounds: job files and `ctl set` both use it. 0 with *out set,
+ * or -1 with why completing "NAME ...": "expects a whole number of rows
+ * from 1 to 10000000, got \"0\"", or for a limit set by the database
+ * "600h is too long: at most 2147483647ms ...". */
+int sl_directive_number(sl_directive d, const char *value, int64_t *out, char *why, size_t whysz) SL_MUSTCHECK;
+
 /* One occurrence of :lo or :hi inside a statement's text. */
 typedef struct sl_placeholder {
     size_t offset; /* byte offset of ':' within sl_stmt.text */

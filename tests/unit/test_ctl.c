@@ -239,6 +239,17 @@ static void test_parse_set(void)
     CHECK_HAS(err.msg, "from 1 to 10000000, got \"0\"");
     CHECK(sl_ctl_parse_set("retries=101", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
     CHECK(sl_ctl_parse_set("lock-timeout=abc", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_STR(err.msg, "set: lock-timeout expects a duration greater than zero such as 500ms or 2s, got \"abc\"");
+    /* the job file's bounds: PostgreSQL takes at most INT_MAX ms */
+    CHECK(sl_ctl_parse_set("lock-timeout=597h", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_STR(err.msg, "set: lock-timeout 597h is too long: at most 2147483647ms (about 596h), the most PostgreSQL "
+                       "takes");
+    CHECK(sl_ctl_parse_set("statement-timeout = 2147483648ms", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_HAS(err.msg, "set: statement-timeout 2147483648ms is too long: at most 2147483647ms");
+    CHECK(sl_ctl_parse_set("statement-timeout=2147483647ms", NULL, 0, NULL, 0, &d, &n, &err) == 0);
+    CHECK(d == SL_DIR_STATEMENT_TIMEOUT && n == INT64_C(2147483647));
+    CHECK(sl_ctl_parse_set("batch=10000001", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_STR(err.msg, "set: batch expects a whole number of rows from 1 to 10000000, got \"10000001\"");
     CHECK(sl_ctl_parse_set("bacth=5", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
     CHECK_HAS(err.msg, "did you mean \"batch\"");
     CHECK(sl_ctl_parse_set("table=users", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);

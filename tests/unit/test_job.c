@@ -298,6 +298,24 @@ static void test_timeouts(void)
     CHECK(with("-- sluice:statement-timeout 0s") < 0);
     CHECK_HAS(err.msg, PATH ":2: statement-timeout expects a duration greater than zero");
     CHECK(with("-- sluice:statement-timeout 10") < 0);
+    /* PostgreSQL keeps both as an int of ms: 597h parsed, passed plan, then failed every chunk */
+    CHECK(with("-- sluice:lock-timeout 596h") == 0);
+    CHECK(job.lock_timeout_ms == INT64_C(2145600000));
+    CHECK(with("-- sluice:statement-timeout 2147483647ms") == 0);
+    CHECK(job.statement_timeout_ms == INT64_C(2147483647));
+    CHECK(with("-- sluice:statement-timeout 597h") < 0);
+    CHECK_STR(err.msg, PATH ":2: statement-timeout 597h is too long: at most 2147483647ms (about 596h), the most "
+                            "PostgreSQL takes");
+    CHECK(with("-- sluice:lock-timeout 2147483648ms") < 0);
+    CHECK_STR(err.msg, PATH ":2: lock-timeout 2147483648ms is too long: at most 2147483647ms (about 596h), the most "
+                            "PostgreSQL takes");
+    CHECK(with("-- sluice:lock-timeout 35792m") < 0);
+    CHECK_HAS(err.msg, "lock-timeout 35792m is too long");
+    CHECK(with("-- sluice:lock-timeout 99999999999h") < 0);
+    CHECK_HAS(err.msg, "is too long: at most 2147483647ms");
+    /* other durations are the runner's own, not the server's: long is fine */
+    CHECK(with("-- sluice:pause 1000h") == 0);
+    CHECK(job.pause_ms == INT64_C(3600000000));
 }
 
 static void test_retries(void)
