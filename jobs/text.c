@@ -13,37 +13,6 @@ typedef struct text_pos {
     int column; /* in characters, from 1 */
 } text_pos;
 
-/* Length of the UTF-8 sequence at s (at most avail bytes), or 0 when it is
- * not valid UTF-8: a stray continuation byte, a truncated sequence, an
- * overlong form, a UTF-16 surrogate, or beyond U+10FFFF (RFC 3629). */
-static size_t utf8_len(const unsigned char *s, size_t avail, unsigned *code)
-{
-    size_t n;
-    unsigned min;
-    if (s[0] < 0x80) {
-        *code = s[0];
-        return 1;
-    } else if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-        n = 2, min = 0x80, *code = s[0] & 0x1Fu;
-    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        n = 3, min = 0x800, *code = s[0] & 0x0Fu;
-    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        n = 4, min = 0x10000, *code = s[0] & 0x07u;
-    } else {
-        return 0;
-    }
-    if (n > avail)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        *code = (*code << 6) | (s[i] & 0x3Fu);
-    }
-    if (*code < min || *code > 0x10FFFF || (*code >= 0xD800 && *code <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 static int refuse_utf16(const text_pos *at, const char *how, sl_err *err)
 {
     sl_err_set(err, "%s:%d: the file is UTF-16 (%s), but job files are UTF-8 text (hint: " ICONV_HINT ")", at->path,
@@ -60,7 +29,7 @@ static int refuse_nul(const text_pos *at, sl_err *err)
     return -1;
 }
 
-static int refuse_control(const text_pos *at, unsigned code, sl_err *err)
+static int refuse_control(const text_pos *at, uint32_t code, sl_err *err)
 {
     if (code == '\r') {
         sl_err_set(err,
@@ -72,7 +41,7 @@ static int refuse_control(const text_pos *at, unsigned code, sl_err *err)
     sl_err_set(err,
                "%s:%d: control character U+%04X at column %d: a job file is text (hint: remove it; in a string "
                "write chr(%u) instead)",
-               at->path, at->line, code, at->column, code);
+               at->path, at->line, (unsigned)code, at->column, (unsigned)code);
     return -1;
 }
 
@@ -84,7 +53,7 @@ static int refuse_invalid(const text_pos *at, unsigned char byte, sl_err *err)
 }
 
 /* Tab and form feed are blanks; CR only as the first half of a CRLF line end. */
-static int is_refused_control(unsigned code, const unsigned char *next, const unsigned char *end)
+static int is_refused_control(uint32_t code, const unsigned char *next, const unsigned char *end)
 {
     if (code == '\t' || code == '\f')
         return 0;
@@ -112,8 +81,8 @@ int sl_job_check_text(const char *path, const char *text, size_t len, sl_err *er
     if (len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
         s += 3; /* UTF-8's byte order mark: allowed at the start, not part of the text */
     while (s < end) {
-        unsigned code;
-        size_t n = utf8_len(s, (size_t)(end - s), &code);
+        uint32_t code;
+        size_t n = sl_utf8_decode((const char *)s, (size_t)(end - s), &code);
         if (n == 0)
             return refuse_invalid(&at, *s, err);
         if (code == 0)

@@ -165,6 +165,63 @@ void sl_buf_add_json_str(sl_buf *buf, const char *s)
     sl_buf_addc(buf, '"');
 }
 
+size_t sl_utf8_decode(const char *str, size_t avail, uint32_t *code)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t n;
+    uint32_t min;
+    if (avail == 0)
+        return 0;
+    if (s[0] < 0x80) {
+        *code = s[0];
+        return 1;
+    } else if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+        n = 2, min = 0x80, *code = s[0] & 0x1Fu;
+    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        n = 3, min = 0x800, *code = s[0] & 0x0Fu;
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        n = 4, min = 0x10000, *code = s[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    if (n > avail)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        *code = (*code << 6) | (s[i] & 0x3Fu);
+    }
+    if (*code < min || *code > 0x10FFFF || (*code >= 0xD800 && *code <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* Characters that move the cursor, recolour or reorder what a terminal
+ * shows: C0 and C1 controls, DEL, and the bidirectional overrides. */
+static int is_hidden_control(uint32_t code)
+{
+    return (code < 0x20 && code != '\n' && code != '\t') || (code >= 0x7F && code <= 0x9F) ||
+           (code >= 0x202A && code <= 0x202E) || (code >= 0x2066 && code <= 0x2069);
+}
+
+void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        uint32_t code;
+        size_t n = sl_utf8_decode(s + i, len - i, &code);
+        if (n == 0 || (n == 1 && is_hidden_control(code))) {
+            sl_buf_printf(buf, "\\x%02x", (unsigned char)s[i]); /* a control byte, or a byte that is not UTF-8 */
+            i++;
+        } else if (is_hidden_control(code)) {
+            sl_buf_printf(buf, "\\u%04x", (unsigned)code);
+            i += n;
+        } else {
+            sl_buf_add(buf, s + i, n);
+            i += n;
+        }
+    }
+}
+
 char *sl_buf_take(sl_buf *buf)
 {
     char *p = buf->data ? buf->data : sl_strdup("");
@@ -458,16 +515,21 @@ void sl_logv(sl_log_level level, const char *fmt, va_list ap)
     size_t len = strlen(line);
     while (len > 0 && line[len - 1] == '\n')
         line[--len] = '\0';
+    /* A job's name, a value or a server's error text may hold anything:
+     * it must not reach the terminal as an escape sequence. */
+    sl_buf shown = {0};
+    sl_buf_add_visible(&shown, line, len);
     if (log_before)
         log_before();
     if (isatty(2)) {
-        fprintf(stderr, "sluice: %s%s\n", names[level], line);
+        fprintf(stderr, "sluice: %s%s\n", names[level], shown.data ? shown.data : "");
     } else {
         char ts[32];
         sl_format_iso8601(sl_now_ms(), ts);
-        fprintf(stderr, "%s sluice: %s%s\n", ts, names[level], line);
+        fprintf(stderr, "%s sluice: %s%s\n", ts, names[level], shown.data ? shown.data : "");
     }
     fflush(stderr);
+    sl_buf_free(&shown);
     if (log_after)
         log_after();
 }

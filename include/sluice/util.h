@@ -54,6 +54,17 @@ void sl_buf_addc(sl_buf *buf, char c);
 void sl_buf_printf(sl_buf *buf, const char *fmt, ...) SL_PRINTF(2, 3);
 /* Append s as a JSON string literal, with quotes; NULL appends null. */
 void sl_buf_add_json_str(sl_buf *buf, const char *s);
+/* Length of the UTF-8 sequence at s (at most avail bytes), with its code
+ * point in *code, or 0 when it is not valid UTF-8 (RFC 3629: a stray
+ * continuation byte, a sequence cut short, an overlong form, a UTF-16
+ * surrogate, or beyond U+10FFFF). */
+size_t sl_utf8_decode(const char *s, size_t avail, uint32_t *code);
+/* Append s[0..len) for a terminal or a log: control characters (but for
+ * newline and tab), DEL, bytes that are not UTF-8 and the bidirectional
+ * overrides become visible escapes (ESC is \x1b, U+009B \u009b), so text
+ * from a job file, the database or a socket cannot drive the terminal.
+ * Other UTF-8 text is kept as it is. */
+void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len);
 /* Give up the buffer's memory to the caller (never NULL: "" for empty). */
 char *sl_buf_take(sl_buf *buf);
 void sl_buf_reset(sl_buf *buf);

@@ -186,6 +186,73 @@ static void test_read_size_limit(void)
     free(path);
 }
 
+/* ---- logging: control characters shown, not obeyed ---- */
+
+/* What sl_log wrote for "job ARG failed" (or ARG alone with bare set). */
+static char *capture_log(const char *arg, int bare)
+{
+    char *path = tmp_path("log.txt");
+    fflush(stderr);
+    int saved = dup(2), fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    if (bare)
+        sl_log(SL_LOG_ERROR, "%s", arg);
+    else
+        sl_log(SL_LOG_ERROR, "job %s failed", arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    char *text = NULL;
+    size_t len;
+    sl_err err;
+    CHECK(sl_read_file(path, &text, &len, &err) == 0);
+    unlink(path);
+    free(path);
+    return text ? text : sl_strdup("");
+}
+
+static void check_log(const char *arg, const char *want)
+{
+    char *text = capture_log(arg, 0);
+    char *line = sl_asprintf(" sluice: error: job %s failed\n", want);
+    CHECK_HAS(text, line);
+    free(line);
+    free(text);
+}
+
+static void test_log_shows_control_characters(void)
+{
+    check_log("\x1b]0;owned\x07\x1b[2J", "\\x1b]0;owned\\x07\\x1b[2J");
+    check_log("a\rb\bc\x7f", "a\\x0db\\x08c\\x7f");
+    check_log("csi\xC2\x9B"
+              "31m",
+              "csi\\u009b31m"); /* U+009B, the one-character CSI */
+    check_log("\xE2\x80\xAE"
+              "evil",
+              "\\u202eevil");                                                      /* a right-to-left override */
+    check_log("latin1 caf\xE9 \xFF", "latin1 caf\\xe9 \\xff");                     /* not UTF-8 */
+    check_log("z\xC3\xBCrich \xE2\x82\xAC\tok", "z\xC3\xBCrich \xE2\x82\xAC\tok"); /* UTF-8 text and tabs stay */
+    check_log("a\\x1b", "a\\x1b");                                                 /* a backslash stays one */
+    /* the lines of a multi-line message stay lines */
+    char *text = capture_log("first\nhint: second\n", 1);
+    CHECK_HAS(text, " sluice: error: first\nhint: second\n");
+    CHECK(strstr(text, "second\n\n") == NULL);
+    free(text);
+}
+
+static void test_add_visible(void)
+{
+    sl_buf b = {0};
+    sl_buf_add_visible(&b, "a\0b\x1b", 4);
+    CHECK_STR(b.data, "a\\x00b\\x1b");
+    sl_buf_reset(&b);
+    sl_buf_add_visible(&b, "\xF0\x9F\x98\x80 \xF0\x9F\x98", 8); /* a character cut short */
+    CHECK_STR(b.data, "\xF0\x9F\x98\x80 \\xf0\\x9f\\x98");
+    sl_buf_free(&b);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0); /* keep the TAP lines printed before a crash or SIGALRM */
@@ -202,6 +269,8 @@ int main(void)
     RUN(test_read_refuses_fifo);
     RUN(test_read_refuses_devices_and_dirs);
     RUN(test_read_size_limit);
+    RUN(test_log_shows_control_characters);
+    RUN(test_add_visible);
     rmdir(tmpdir);
     return CHECK_DONE();
 }
