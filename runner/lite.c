@@ -295,25 +295,50 @@ static int bind_value(sqlite3_stmt *st, int idx, const char *v)
 }
 
 /* $N by name (PostgreSQL-style SQL runs unchanged), else ?N, else position N. */
-static int bind_params(sqlite3_stmt *st, const sl_pg_query *q)
+static int param_index(sqlite3_stmt *st, int i, int count)
+{
+    char name[16];
+    snprintf(name, sizeof name, "$%d", i);
+    int idx = sqlite3_bind_parameter_index(st, name);
+    if (!idx) {
+        name[0] = '?';
+        idx = sqlite3_bind_parameter_index(st, name);
+    }
+    if (!idx && i <= count && !sqlite3_bind_parameter_name(st, i))
+        idx = i;
+    return idx;
+}
+
+/* Every value must have its parameter and every parameter its value, as
+ * PostgreSQL's Bind insists (08P01): SQLite would bind a missing one as NULL
+ * and ignore an extra one, so a statement that lost its :lo/:hi would run
+ * over the whole table. On a mismatch lite->bind_error says what. */
+static int bind_params(sl_lite *lite, sqlite3_stmt *st, const sl_pg_query *q)
 {
     int count = sqlite3_bind_parameter_count(st);
+    /* The one leeway: down hands the chunk's range to every restore
+     * statement of a snapshot on SQLite (down.c, finish_chunk), though only
+     * its DELETE uses it; the UPDATE and INSERT inline their values and have
+     * no parameters. So an unprepared statement without any parameter may
+     * be given values it ignores. Prepared ones (each chunk's up statements,
+     * its progress row, the boundary queries) get none. */
+    if (count == 0 && !q->prepare)
+        return SQLITE_OK;
     for (int i = 1; i <= q->nparams; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "$%d", i);
-        int idx = sqlite3_bind_parameter_index(st, name);
+        int idx = param_index(st, i, count);
         if (!idx) {
-            name[0] = '?';
-            idx = sqlite3_bind_parameter_index(st, name);
+            snprintf(lite->bind_error, sizeof lite->bind_error,
+                     "a value was bound to $%d, but the statement has no such parameter (it has %d)", i, count);
+            return SQLITE_RANGE;
         }
-        if (!idx && i <= count && !sqlite3_bind_parameter_name(st, i))
-            idx = i;
-        if (!idx)
-            continue; /* a parameter this statement does not use */
-        const char *v = q->params[i - 1];
-        int rc = bind_value(st, idx, v);
+        int rc = bind_value(st, idx, q->params[i - 1]);
         if (rc != SQLITE_OK)
             return rc;
+    }
+    if (count != q->nparams) {
+        snprintf(lite->bind_error, sizeof lite->bind_error, "the statement has %d parameters, but %d values were bound",
+                 count, q->nparams);
+        return SQLITE_RANGE;
     }
     return SQLITE_OK;
 }
@@ -355,7 +380,7 @@ static int run_stmt(sl_lite *lite, const sl_pg_query *q, sl_result *res)
     int rc = get_stmt(lite, q, &st, &owned);
     if (rc != SQLITE_OK || !st)
         return rc == SQLITE_OK ? SQLITE_DONE : rc;
-    rc = bind_params(st, q);
+    rc = bind_params(lite, st, q);
     if (rc == SQLITE_OK) {
         int64_t before = sqlite3_total_changes64(lite->db);
         res->ncols = sqlite3_column_count(st);
@@ -388,6 +413,7 @@ static void run_batch(sl_lite *lite)
     ans->results = sl_calloc(w->n + 1, sizeof(sl_result));
     lite->batch_started_ms = sl_mono_ms();
     lite->timed_out = 0;
+    lite->bind_error[0] = '\0';
     int64_t busy = lite->busy_timeout_ms;
     if (busy != lite->busy_applied_ms) {
         sqlite3_busy_timeout(lite->db, busy_ms(busy));
@@ -402,10 +428,14 @@ static void run_batch(sl_lite *lite)
             code = rc;
         ans->ok = 0;
         ans->failed_index = (int)i;
-        snprintf(ans->sqlstate, sizeof ans->sqlstate, "%s", nearest_sqlstate(code));
-        ans->error = lite->timed_out ? sl_asprintf("canceling statement due to statement timeout (%lld ms)",
-                                                   (long long)lite->stmt_timeout_ms)
-                                     : sl_strdup(sqlite3_errmsg(lite->db));
+        snprintf(ans->sqlstate, sizeof ans->sqlstate, "%s", lite->bind_error[0] ? "08P01" : nearest_sqlstate(code));
+        if (lite->bind_error[0])
+            ans->error = sl_strdup(lite->bind_error);
+        else if (lite->timed_out)
+            ans->error =
+                sl_asprintf("canceling statement due to statement timeout (%lld ms)", (long long)lite->stmt_timeout_ms);
+        else
+            ans->error = sl_strdup(sqlite3_errmsg(lite->db));
         /* Like an aborted pipeline segment: nothing after the error runs, and
          * the transaction does not stay open half-done. */
         if (!sqlite3_get_autocommit(lite->db))
