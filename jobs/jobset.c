@@ -55,6 +55,34 @@ static int list_job_files(const char *dir, char ***out, size_t *nout, sl_err *er
     return 0;
 }
 
+/* A job's name is its file's: it shows in logs, status and the checkpoint's
+ * file name, so it must be text: UTF-8 without control characters. */
+static int check_name(const char *path, const char *name, sl_err *err)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < len;) {
+        uint32_t code;
+        size_t n = sl_utf8_decode(name + i, len - i, &code);
+        if (n == 0 || code < 0x20 || (code >= 0x7F && code <= 0x9F)) {
+            sl_buf shown = {0};
+            sl_buf_add_visible(&shown, path, strlen(path), 1);
+            sl_err_set(err, "%s: a job file's name must be UTF-8 text without control characters (hint: rename it)",
+                       shown.data);
+            sl_buf_free(&shown);
+            return -1;
+        }
+        i += n;
+    }
+    return 0;
+}
+
+static int load_one(const char *path, const char *name, sl_job *job, sl_err *err)
+{
+    if (check_name(path, name, err) != 0)
+        return -1;
+    return sl_job_load(path, job, err);
+}
+
 int sl_jobset_load(const char *dir, sl_jobset *set, sl_err *err)
 {
     memset(set, 0, sizeof *set);
@@ -69,7 +97,7 @@ int sl_jobset_load(const char *dir, sl_jobset *set, sl_err *err)
     for (size_t i = 0; i < nnames; i++) {
         char *path = sl_asprintf("%s%s%s", dir, sep, names[i]);
         sl_err one;
-        if (sl_job_load(path, &set->jobs[set->njobs], &one) == 0) {
+        if (load_one(path, names[i], &set->jobs[set->njobs], &one) == 0) {
             set->njobs++;
         } else {
             if (failed++ == 0)

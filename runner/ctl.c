@@ -538,7 +538,10 @@ int sl_ctl_request(const char *sock_path, const char *request, char **response, 
     close(fd);
     const char *text = answer.data ? answer.data : "";
     if (rc == 0 && strncmp(text, "ok\n", 3) == 0) {
-        *response = sl_strdup(text + 3);
+        /* for a terminal: whatever answers on the socket cannot drive it */
+        sl_buf shown = {0};
+        sl_buf_add_visible(&shown, text + 3, answer.len - 3, 0);
+        *response = sl_buf_take(&shown);
     } else if (rc == 0 && strncmp(text, "error: ", 7) == 0) {
         size_t mlen = strlen(text + 7);
         while (mlen && text[7 + mlen - 1] == '\n')

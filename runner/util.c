@@ -198,21 +198,21 @@ size_t sl_utf8_decode(const char *str, size_t avail, uint32_t *code)
 
 /* Characters that move the cursor, recolour or reorder what a terminal
  * shows: C0 and C1 controls, DEL, and the bidirectional overrides. */
-static int is_hidden_control(uint32_t code)
+static int is_hidden_control(uint32_t code, int one_line)
 {
-    return (code < 0x20 && code != '\n' && code != '\t') || (code >= 0x7F && code <= 0x9F) ||
+    return (code < 0x20 && (code != '\n' || one_line) && code != '\t') || (code >= 0x7F && code <= 0x9F) ||
            (code >= 0x202A && code <= 0x202E) || (code >= 0x2066 && code <= 0x2069);
 }
 
-void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len)
+void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len, int one_line)
 {
     for (size_t i = 0; i < len;) {
         uint32_t code;
         size_t n = sl_utf8_decode(s + i, len - i, &code);
-        if (n == 0 || (n == 1 && is_hidden_control(code))) {
+        if (n == 0 || (n == 1 && is_hidden_control(code, one_line))) {
             sl_buf_printf(buf, "\\x%02x", (unsigned char)s[i]); /* a control byte, or a byte that is not UTF-8 */
             i++;
-        } else if (is_hidden_control(code)) {
+        } else if (is_hidden_control(code, one_line)) {
             sl_buf_printf(buf, "\\u%04x", (unsigned)code);
             i += n;
         } else {
@@ -518,7 +518,7 @@ void sl_logv(sl_log_level level, const char *fmt, va_list ap)
     /* A job's name, a value or a server's error text may hold anything:
      * it must not reach the terminal as an escape sequence. */
     sl_buf shown = {0};
-    sl_buf_add_visible(&shown, line, len);
+    sl_buf_add_visible(&shown, line, len, 0);
     if (log_before)
         log_before();
     if (isatty(2)) {

@@ -60,11 +60,11 @@ void sl_buf_add_json_str(sl_buf *buf, const char *s);
  * surrogate, or beyond U+10FFFF). */
 size_t sl_utf8_decode(const char *s, size_t avail, uint32_t *code);
 /* Append s[0..len) for a terminal or a log: control characters (but for
- * newline and tab), DEL, bytes that are not UTF-8 and the bidirectional
- * overrides become visible escapes (ESC is \x1b, U+009B \u009b), so text
- * from a job file, the database or a socket cannot drive the terminal.
- * Other UTF-8 text is kept as it is. */
-void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len);
+ * tab, and newline unless one_line), DEL, bytes that are not UTF-8 and the
+ * bidirectional overrides become visible escapes (ESC is \x1b, U+009B
+ * \u009b), so text from a job file, the database or a socket cannot drive
+ * the terminal. Other UTF-8 text is kept as it is. */
+void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len, int one_line);
 /* Give up the buffer's memory to the caller (never NULL: "" for empty). */
 char *sl_buf_take(sl_buf *buf);
 void sl_buf_reset(sl_buf *buf);

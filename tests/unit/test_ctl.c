@@ -28,7 +28,8 @@ typedef struct fake_job {
     int paused;
     int64_t batch, pause_ms;
     int calls;
-    int slow_ms; /* hold the loop this long before answering: the client is gone by then */
+    int slow_ms;       /* hold the loop this long before answering: the client is gone by then */
+    const char *label; /* shown by status when set */
 } fake_job;
 
 static int handler(const sl_ctl_req *req, sl_buf *response, void *arg)
@@ -40,6 +41,8 @@ static int handler(const sl_ctl_req *req, sl_buf *response, void *arg)
     switch (req->cmd) {
     case SL_CTL_STATUS:
         sl_buf_printf(response, "state %s\nbatch %lld\n", job->paused ? "paused" : "running", (long long)job->batch);
+        if (job->label)
+            sl_buf_printf(response, "label %s\n", job->label);
         return 0;
     case SL_CTL_PAUSE:
         if (job->paused) {
@@ -271,6 +274,12 @@ static void test_round_trips(void)
 
     char *out = request(&f.loop, "status");
     CHECK_STR(out, "rc=0\nstate running\nbatch 1000\n");
+    free(out);
+    /* what answers on the socket is shown, not obeyed, by the terminal ctl prints to */
+    f.job.label = "\x1b]0;owned\x07\x1b[2J caf\xC3\xA9";
+    out = request(&f.loop, "status");
+    CHECK_STR(out, "rc=0\nstate running\nbatch 1000\nlabel \\x1b]0;owned\\x07\\x1b[2J caf\xC3\xA9\n");
+    f.job.label = NULL;
     free(out);
     out = request(&f.loop, "pause");
     CHECK_STR(out, "rc=0\n");

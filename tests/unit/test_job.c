@@ -892,6 +892,33 @@ static void test_jobset_fifo(void)
     CHECK(rmdir(dir) == 0);
 }
 
+/* A job's name is a file name, shown in logs and status: it must be text. */
+static void test_jobset_names_are_text(void)
+{
+    char dir[] = "/tmp/sluice_test_jobs_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    write_file(dir, "0001_\x1b[2J.sql", "-- sluice:table a\n" UP);
+    write_file(dir, "0002_caf\xE9.sql", "-- sluice:table a\n" UP);
+    write_file(dir, "0003_caf\xC3\xA9.sql", "-- sluice:table a\n" UP);
+    sl_jobset set;
+    CHECK(sl_jobset_load(dir, &set, &err) < 0);
+    char *want = sl_asprintf("%s/0001_\\x1b[2J.sql: a job file's name must be UTF-8 text without control characters "
+                             "(hint: rename it)\n%s/0002_caf\\xe9.sql: a job file's name must be UTF-8 text",
+                             dir, dir);
+    CHECK_HAS(err.msg, want);
+    free(want);
+    CHECK(strstr(err.msg, "0003") == NULL);
+    remove_file(dir, "0001_\x1b[2J.sql");
+    remove_file(dir, "0002_caf\xE9.sql");
+    CHECK(sl_jobset_load(dir, &set, &err) == 0);
+    CHECK(set.njobs == 1);
+    if (set.njobs == 1)
+        CHECK_STR(set.jobs[0].name, "0003_caf\xC3\xA9");
+    sl_jobset_free(&set);
+    remove_file(dir, "0003_caf\xC3\xA9.sql");
+    CHECK(rmdir(dir) == 0);
+}
+
 static void test_job_load_missing_file(void)
 {
     sl_job_free(&job);
@@ -949,6 +976,7 @@ int main(void)
     RUN(test_crlf);
     RUN(test_jobset);
     RUN(test_jobset_fifo);
+    RUN(test_jobset_names_are_text);
     RUN(test_job_load_missing_file);
     sl_job_free(&job);
     return CHECK_DONE();

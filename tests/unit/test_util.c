@@ -245,10 +245,13 @@ static void test_log_shows_control_characters(void)
 static void test_add_visible(void)
 {
     sl_buf b = {0};
-    sl_buf_add_visible(&b, "a\0b\x1b", 4);
-    CHECK_STR(b.data, "a\\x00b\\x1b");
+    sl_buf_add_visible(&b, "a\0b\x1b\n", 5, 0);
+    CHECK_STR(b.data, "a\\x00b\\x1b\n");
     sl_buf_reset(&b);
-    sl_buf_add_visible(&b, "\xF0\x9F\x98\x80 \xF0\x9F\x98", 8); /* a character cut short */
+    sl_buf_add_visible(&b, "a\nb\tc", 5, 1); /* one line: a progress line, a name */
+    CHECK_STR(b.data, "a\\x0ab\tc");
+    sl_buf_reset(&b);
+    sl_buf_add_visible(&b, "\xF0\x9F\x98\x80 \xF0\x9F\x98", 8, 0); /* a character cut short */
     CHECK_STR(b.data, "\xF0\x9F\x98\x80 \\xf0\\x9f\\x98");
     sl_buf_free(&b);
 }
