@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Longest part of a user's value quoted back in an error message. */
 #define SHOWN_VALUE_MAX 80
@@ -409,7 +410,8 @@ static int parse_undo(parser *p, sl_directive d, const char *value)
 typedef struct directive_line {
     const char *name;
     size_t name_len;
-    char *value; /* owned, trimmed */
+    char *value;    /* owned, trimmed */
+    int prefix_off; /* "sluice:" written in another case */
 } directive_line;
 
 static int is_blank_char(char c)
@@ -428,8 +430,9 @@ static int split_directive(const char *line, size_t len, directive_line *dl)
     i += 2;
     while (i < len && is_blank_char(line[i]))
         i++;
-    if (len - i < 7 || memcmp(line + i, "sluice:", 7) != 0)
+    if (len - i < 7 || strncasecmp(line + i, "sluice:", 7) != 0)
         return 0;
+    dl->prefix_off = memcmp(line + i, "sluice:", 7) != 0;
     i += 7;
     dl->name = line + i;
     while (i < len && !is_blank_char(line[i]))
@@ -619,6 +622,14 @@ static int check_preamble_line(parser *p, file_state *fs, const char *line, size
     }
 }
 
+/* "-- Sluice:batch 5" would be a plain comment, its directive silently lost. */
+static int miscased_prefix(parser *p, const directive_line *dl)
+{
+    sl_err_set(p->err, "%s:%d: \"%.7s\" must be written \"sluice:\" (hint: directives are lower case: -- sluice:%.*s)",
+               p->path, p->line, dl->name - 7, (int)dl->name_len, dl->name);
+    return -1;
+}
+
 /* A "-- sluice:" line inside a slash-star comment is ambiguous: refused. */
 static int directive_in_comment(parser *p, const file_state *fs, const directive_line *dl)
 {
@@ -638,7 +649,9 @@ static int parse_line(parser *p, file_state *fs, const char *text, size_t start,
     if (!split_directive(text + start, end - start, &dl))
         return fs->open ? 0 : check_preamble_line(p, fs, text + start, end - start);
     int rc;
-    if (fs->comment_depth > 0)
+    if (dl.prefix_off)
+        rc = miscased_prefix(p, &dl);
+    else if (fs->comment_depth > 0)
         rc = directive_in_comment(p, fs, &dl);
     else if (name_is(&dl, "up") || name_is(&dl, "down"))
         rc = on_marker(p, fs, &dl, next, start);

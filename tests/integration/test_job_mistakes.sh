@@ -63,6 +63,7 @@ CASES=(
     # typos in directives
     "typo in a directive name|2|${H}-- sluice:bacth 100\n${UP}|unknown directive \"bacth\"|did you mean \"batch\""
     "section marker in upper case|2|${H}-- sluice:UP\nUPDATE t SET v = 1 WHERE id BETWEEN :lo AND :hi;\n|unknown directive \"UP\"|did you mean \"up\""
+    "sluice: in capitals|2|${H}-- SLUICE:batch 5\n${UP}|\"SLUICE:\" must be written \"sluice:\""
     "a space after sluice:|2|${H}-- sluice: batch 5\n${UP}|expected a directive name after"
     "a directive given twice|3|${H}-- sluice:batch 10\n-- sluice:batch 20\n${UP}|directive \"batch\" given twice (first at line 2)"
     "a directive inside the up section|4|${H}${UP}-- sluice:batch 10\n|directive \"batch\" inside the up section"

@@ -445,6 +445,11 @@ static void test_unknown_directive_hint(void)
     CHECK_HAS(err.msg, "did you mean \"table\"?");
     CHECK(with("-- sluice:wokers 2") < 0);
     CHECK_HAS(err.msg, "did you mean \"workers\"?");
+    CHECK(with("-- Sluice:batch 5") < 0); /* would be a comment, its directive lost */
+    CHECK_STR(err.msg, PATH ":2: \"Sluice:\" must be written \"sluice:\" (hint: directives are lower case: -- "
+                            "sluice:batch)");
+    CHECK(parse("-- sluice:table t\n" UP "-- SLUICE:DOWN\nSELECT :lo, :hi;\n") < 0);
+    CHECK_HAS(err.msg, PATH ":4: \"SLUICE:\" must be written \"sluice:\"");
     CHECK(with("-- sluice:BATCH 5") < 0);
     CHECK_STR(err.msg, PATH ":2: unknown directive \"BATCH\" (hint: did you mean \"batch\"?)");
 }
