@@ -63,6 +63,9 @@ typedef struct reader {
     int bad;
 } reader;
 
+/* Every number has one spelling, the encoder's: no superfluous 0x80 0x00
+ * continuation (a record must encode back to its very bytes), nothing past
+ * 64 bits. */
 static uint64_t get_varint(reader *rd)
 {
     uint64_t v = 0;
@@ -72,6 +75,10 @@ static uint64_t get_varint(reader *rd)
             return 0;
         }
         unsigned char c = *rd->p++;
+        if ((shift > 0 && c == 0) || (shift == 63 && c > 1)) {
+            rd->bad = 1;
+            return 0;
+        }
         v |= (uint64_t)(c & 0x7f) << shift;
         if (!(c & 0x80))
             return v;
@@ -80,12 +87,14 @@ static uint64_t get_varint(reader *rd)
     return 0;
 }
 
+/* A field is text: a NUL inside it would cut the value short when it is put
+ * back (the encoder never writes one). */
 static char *get_field(reader *rd)
 {
     uint64_t tag = get_varint(rd);
     if (rd->bad || tag == 0)
         return NULL;
-    if (tag - 1 > (uint64_t)(rd->end - rd->p)) {
+    if (tag - 1 > (uint64_t)(rd->end - rd->p) || memchr(rd->p, '\0', (size_t)(tag - 1))) {
         rd->bad = 1;
         return NULL;
     }
@@ -96,8 +105,8 @@ static char *get_field(reader *rd)
 
 static void read_row(reader *rd, const sl_snap *snap, sl_snap_row *row)
 {
-    if (rd->p >= rd->end) {
-        rd->bad = 1;
+    if (rd->p >= rd->end || (*rd->p & ~(FLAG_PRE | FLAG_POST))) {
+        rd->bad = 1; /* cut short, or flags no encoder wrote */
         return;
     }
     unsigned flags = *rd->p++;
@@ -118,7 +127,7 @@ static void read_row(reader *rd, const sl_snap *snap, sl_snap_row *row)
         row->post_hash = (int64_t)v;
         rd->p += 8;
     }
-    if (row->has_pre) {
+    if (row->has_pre && !rd->bad) {
         row->vals = sl_calloc(snap->nvals + 1, sizeof(char *));
         for (size_t i = 0; i < snap->nvals && !rd->bad; i++)
             row->vals[i] = get_field(rd);
@@ -133,15 +142,16 @@ int sl_snap_decode(const void *data, size_t len, sl_snap *out)
     memset(out, 0, sizeof *out);
     out->chunk_no = chunk_no;
     memcpy(out->kind, kind, sizeof kind);
-    reader rd = {data, (const unsigned char *)data + len, 0};
-    if (len < 1 || *rd.p++ != SNAP_FORMAT)
+    if (!data || len < 1 || *(const unsigned char *)data != SNAP_FORMAT)
         return -1;
-    out->nkey = (size_t)get_varint(&rd);
-    out->nvals = (size_t)get_varint(&rd);
-    uint64_t nrows = get_varint(&rd);
-    /* every row takes at least one byte: a count beyond that is corruption */
-    if (rd.bad || out->nkey == 0 || out->nkey > 64 || out->nvals > 4096 || nrows > (uint64_t)(rd.end - rd.p))
+    reader rd = {(const unsigned char *)data + 1, (const unsigned char *)data + len, 0};
+    uint64_t nkey = get_varint(&rd), nvals = get_varint(&rd), nrows = get_varint(&rd);
+    /* every row takes a flag byte and a byte per key at least: a count
+     * beyond that is corruption (and would allocate for nothing) */
+    if (rd.bad || nkey == 0 || nkey > 64 || nvals > 4096 || nrows > (uint64_t)(rd.end - rd.p) / (1 + nkey))
         return -1;
+    out->nkey = (size_t)nkey;
+    out->nvals = (size_t)nvals;
     out->rows = sl_calloc((size_t)nrows + 1, sizeof(sl_snap_row));
     for (; out->nrows < nrows && !rd.bad; out->nrows++)
         read_row(&rd, out, &out->rows[out->nrows]);

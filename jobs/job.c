@@ -1,16 +1,20 @@
-/* job.c: the job-file parser (directives, sections, validation) and the job set of a directory. */
+/* job.c: the job-file parser: directives, sections and their validation. */
 #include "sluice/job.h"
 #include "sluice/keys.h"
 
 #include <assert.h>
 #include <ctype.h>
-#include <dirent.h>
-#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Longest part of a user's value quoted back in an error message. */
 #define SHOWN_VALUE_MAX 80
+
+/* lock_timeout and statement_timeout are ints of milliseconds in PostgreSQL
+ * (guc_tables.c): a longer value parses here but fails every chunk. */
+#define PG_TIMEOUT_LIMIT "2147483647ms (about 596h), the most PostgreSQL takes"
 
 typedef struct parser {
     const char *path;
@@ -35,7 +39,8 @@ static const struct directive_def {
     const char *name;
     const char *expects; /* completes "NAME expects ..." */
     directive_fn parse;
-    int64_t min, max; /* for numbers and durations (ms) */
+    int64_t min, max;  /* for numbers and durations (ms) */
+    const char *limit; /* why max is what it is, when it is not a choice of ours */
 } directive_defs[SL_DIR_COUNT] = {
     [SL_DIR_TABLE] = {"table", "a table name such as users, app.users or \"Users\"", parse_table, 0, 0},
     [SL_DIR_KEY] = {"key", "column names separated by commas, such as id or tenant_id, id", parse_key, 0, 0},
@@ -49,9 +54,9 @@ static const struct directive_def {
     [SL_DIR_WINDOW] = {"window", "time ranges HH:MM-HH:MM separated by commas, such as 22:00-06:00", parse_window, 0,
                        0},
     [SL_DIR_LOCK_TIMEOUT] = {"lock-timeout", "a duration greater than zero such as 500ms or 2s", parse_duration, 1,
-                             INT64_MAX},
+                             SL_MAX_TIMEOUT_MS, PG_TIMEOUT_LIMIT},
     [SL_DIR_STATEMENT_TIMEOUT] = {"statement-timeout", "a duration greater than zero such as 30s or 5m", parse_duration,
-                                  1, INT64_MAX},
+                                  1, SL_MAX_TIMEOUT_MS, PG_TIMEOUT_LIMIT},
     [SL_DIR_RETRIES] = {"retries", "a whole number of attempts from 0 to 100", parse_number, 0, 100},
     [SL_DIR_ON_ERROR] = {"on-error", "stop or skip", parse_on_error, 0, 0},
     [SL_DIR_UNDO] = {"undo", "snapshot(COL, ...), snapshot(*) or down", parse_undo, 0, 0},
@@ -270,24 +275,47 @@ static int64_t *number_slot(sl_job *job, sl_directive d)
     }
 }
 
+int sl_directive_number(sl_directive d, const char *value, int64_t *out, char *why, size_t whysz)
+{
+    assert(d >= 0 && d < SL_DIR_COUNT && "BUG: directive out of range");
+    const struct directive_def *def = &directive_defs[d];
+    assert((def->parse == parse_number || def->parse == parse_duration) && "BUG: directive takes no number");
+    int64_t v;
+    int rc =
+        def->parse == parse_duration ? sl_parse_duration(value, &v) : sl_parse_int(value, INT64_MIN, INT64_MAX, &v);
+    if (rc == 0 && v > def->max && def->limit) {
+        snprintf(why, whysz, "%.*s is too long: at most %s", SHOWN_VALUE_MAX, value, def->limit);
+        return -1;
+    }
+    if (rc != 0 || v < def->min || v > def->max) {
+        if (*value)
+            snprintf(why, whysz, "expects %s, got \"%.*s\"", def->expects, SHOWN_VALUE_MAX, value);
+        else
+            snprintf(why, whysz, "expects %s, got nothing", def->expects);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_bounded(parser *p, sl_directive d, const char *value)
+{
+    char why[512];
+    if (sl_directive_number(d, value, number_slot(p->job, d), why, sizeof why) != 0) {
+        sl_err_set(p->err, "%s:%d: %s %s", p->path, p->line, directive_defs[d].name, why);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_number(parser *p, sl_directive d, const char *value)
 {
-    const struct directive_def *def = &directive_defs[d];
-    int64_t v;
-    if (sl_parse_int(value, def->min, def->max, &v) != 0)
-        return bad_value(p, d, value);
-    *number_slot(p->job, d) = v;
-    return 0;
+    return parse_bounded(p, d, value);
 }
 
 static int parse_duration(parser *p, sl_directive d, const char *value)
 {
-    const struct directive_def *def = &directive_defs[d];
-    int64_t ms;
-    if (sl_parse_duration(value, &ms) != 0 || ms < def->min || ms > def->max)
-        return bad_value(p, d, value);
-    *number_slot(p->job, d) = ms;
-    return 0;
+    return parse_bounded(p, d, value);
 }
 
 /* "H:MM" or "HH:MM" from 00:00 to 23:59, as minutes after midnight. */
@@ -398,7 +426,8 @@ static int parse_undo(parser *p, sl_directive d, const char *value)
 typedef struct directive_line {
     const char *name;
     size_t name_len;
-    char *value; /* owned, trimmed */
+    char *value;    /* owned, trimmed */
+    int prefix_off; /* "sluice:" written in another case */
 } directive_line;
 
 static int is_blank_char(char c)
@@ -417,8 +446,9 @@ static int split_directive(const char *line, size_t len, directive_line *dl)
     i += 2;
     while (i < len && is_blank_char(line[i]))
         i++;
-    if (len - i < 7 || memcmp(line + i, "sluice:", 7) != 0)
+    if (len - i < 7 || strncasecmp(line + i, "sluice:", 7) != 0)
         return 0;
+    dl->prefix_off = memcmp(line + i, "sluice:", 7) != 0;
     i += 7;
     dl->name = line + i;
     while (i < len && !is_blank_char(line[i]))
@@ -448,10 +478,13 @@ static const char *known_name(size_t i)
 static int unknown_directive(parser *p, const directive_line *dl)
 {
     char *name = sl_strndup(dl->name, dl->name_len);
+    char *folded = sl_strdup(name); /* names are lower case: "UP" means "up" */
+    for (char *c = folded; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
     const char *best = NULL;
     size_t best_dist = SIZE_MAX;
     for (size_t i = 0; known_name(i); i++) {
-        size_t dist = sl_edit_distance(name, known_name(i));
+        size_t dist = sl_edit_distance(folded, known_name(i));
         if (dist < best_dist) {
             best_dist = dist;
             best = known_name(i);
@@ -476,6 +509,7 @@ static int unknown_directive(parser *p, const directive_line *dl)
                    p->path, p->line, SHOWN_VALUE_MAX, name, all.data);
         sl_buf_free(&all);
     }
+    free(folded);
     free(name);
     return -1;
 }
@@ -500,6 +534,8 @@ typedef struct file_state {
     sl_section *open; /* section whose body is being read, or NULL */
     section_span *open_span;
     section_span up, down;
+    int comment_depth; /* inside a slash-star comment before the sections */
+    int comment_line;  /* where the outermost one starts */
 } file_state;
 
 static int on_marker(parser *p, file_state *fs, const directive_line *dl, size_t next_line_start, size_t line_start)
@@ -550,18 +586,73 @@ static int on_directive(parser *p, const file_state *fs, const directive_line *d
     return directive_defs[d].parse(p, d, dl->value);
 }
 
-/* Outside sections only directives, comments and blank lines may appear. */
-static int check_preamble_line(parser *p, const char *line, size_t len)
+/* Move i past the end of the open slash-star comment (they nest, as in
+ * PostgreSQL), or to len when it goes on past the line. */
+static size_t skip_comment_body(file_state *fs, const char *line, size_t len, size_t i)
 {
-    size_t i = 0;
-    while (i < len && (is_blank_char(line[i])))
-        i++;
-    if (i == len || (len - i >= 2 && line[i] == '-' && line[i + 1] == '-'))
-        return 0;
+    while (i < len && fs->comment_depth > 0) {
+        if (i + 1 < len && line[i] == '/' && line[i + 1] == '*')
+            fs->comment_depth++, i += 2;
+        else if (i + 1 < len && line[i] == '*' && line[i + 1] == '/')
+            fs->comment_depth--, i += 2;
+        else
+            i++;
+    }
+    return i;
+}
+
+static int sql_outside(parser *p)
+{
     sl_err_set(p->err,
                "%s:%d: SQL outside a section (hint: put statements after -- sluice:up, or -- sluice:down "
                "for the way back)",
                p->path, p->line);
+    return -1;
+}
+
+/* Outside sections only directives, comments (-- and slash-star, which may
+ * span lines) and blank lines may appear. A directive must start its line. */
+static int check_preamble_line(parser *p, file_state *fs, const char *line, size_t len)
+{
+    size_t i = skip_comment_body(fs, line, len, 0);
+    for (;;) {
+        while (i < len && is_blank_char(line[i]))
+            i++;
+        if (i == len)
+            return 0;
+        if (len - i >= 2 && line[i] == '/' && line[i + 1] == '*') {
+            fs->comment_depth = 1;
+            fs->comment_line = p->line;
+            i = skip_comment_body(fs, line, len, i + 2);
+            continue;
+        }
+        if (len - i < 2 || line[i] != '-' || line[i + 1] != '-')
+            return sql_outside(p);
+        directive_line dl;
+        if (!split_directive(line + i, len - i, &dl))
+            return 0;
+        free(dl.value);
+        sl_err_set(p->err, "%s:%d: a directive must start its line (hint: move what comes before -- sluice:%.*s)",
+                   p->path, p->line, (int)dl.name_len, dl.name);
+        return -1;
+    }
+}
+
+/* "-- Sluice:batch 5" would be a plain comment, its directive silently lost. */
+static int miscased_prefix(parser *p, const directive_line *dl)
+{
+    sl_err_set(p->err, "%s:%d: \"%.7s\" must be written \"sluice:\" (hint: directives are lower case: -- sluice:%.*s)",
+               p->path, p->line, dl->name - 7, (int)dl->name_len, dl->name);
+    return -1;
+}
+
+/* A "-- sluice:" line inside a slash-star comment is ambiguous: refused. */
+static int directive_in_comment(parser *p, const file_state *fs, const directive_line *dl)
+{
+    sl_err_set(p->err,
+               "%s:%d: -- sluice:%.*s inside the /* comment that starts at line %d (hint: close the comment "
+               "before it; to switch a directive off, write -- before it: -- -- sluice:%.*s)",
+               p->path, p->line, (int)dl->name_len, dl->name, fs->comment_line, (int)dl->name_len, dl->name);
     return -1;
 }
 
@@ -572,9 +663,13 @@ static int parse_line(parser *p, file_state *fs, const char *text, size_t start,
 {
     directive_line dl;
     if (!split_directive(text + start, end - start, &dl))
-        return fs->open ? 0 : check_preamble_line(p, text + start, end - start);
+        return fs->open ? 0 : check_preamble_line(p, fs, text + start, end - start);
     int rc;
-    if (name_is(&dl, "up") || name_is(&dl, "down"))
+    if (dl.prefix_off)
+        rc = miscased_prefix(p, &dl);
+    else if (fs->comment_depth > 0)
+        rc = directive_in_comment(p, fs, &dl);
+    else if (name_is(&dl, "up") || name_is(&dl, "down"))
         rc = on_marker(p, fs, &dl, next, start);
     else
         rc = on_directive(p, fs, &dl);
@@ -592,9 +687,17 @@ static int parse_lines(parser *p, file_state *fs, const char *text, size_t len)
         const char *nl = memchr(text + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - text) : len;
         size_t next = nl ? end + 1 : len;
+        /* CRLF line ends: the CR is part of the line end (sl_job_check_text
+         * allows it nowhere else). Statements keep theirs: SQL reads it as a blank. */
+        if (end > pos && text[end - 1] == '\r')
+            end--;
         if (parse_line(p, fs, text, pos, end, next) != 0)
             return -1;
         pos = next;
+    }
+    if (fs->comment_depth > 0) {
+        sl_err_set(p->err, "%s:%d: unterminated /* comment (hint: close it with */)", p->path, fs->comment_line);
+        return -1;
     }
     if (fs->open_span)
         fs->open_span->end = len;
@@ -603,43 +706,24 @@ static int parse_lines(parser *p, file_state *fs, const char *text, size_t len)
 
 /* ---- sections ---- */
 
-/* The first two words of a statement, for spotting transaction control. */
-static void second_word(const sl_stmt *stmt, char *out, size_t outsz)
-{
-    const char *s = stmt->text;
-    while (isalpha((unsigned char)*s))
-        s++;
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = 0;
-    while (isalpha((unsigned char)s[n]) && n + 1 < outsz) {
-        out[n] = (char)tolower((unsigned char)s[n]);
-        n++;
-    }
-    out[n] = '\0';
-}
-
 /* Transaction control would break the chunk's one transaction, which holds
  * the chunk's effect and its progress record together (exactly once). */
-static int is_transaction_control(const sl_stmt *stmt, char *what, size_t whatsz)
+static int refuse_transaction_control(parser *p, const sl_stmt *stmt)
 {
-    static const char *const refused[] = {"begin", "start",     "commit",  "end",    "rollback",
-                                          "abort", "savepoint", "release", "vacuum", NULL};
-    char first[32], second[32];
-    sl_stmt_first_word(stmt, first, sizeof first);
-    second_word(stmt, second, sizeof second);
-    int hit = 0;
-    for (size_t i = 0; refused[i] && !hit; i++)
-        hit = strcmp(first, refused[i]) == 0;
-    if (!hit && strcmp(second, "transaction") == 0)
-        hit = strcmp(first, "set") == 0 || strcmp(first, "prepare") == 0;
-    if (!hit)
+    char what[64];
+    if (!sl_stmt_transaction_control(stmt, what, sizeof what))
         return 0;
-    size_t n = 0;
-    for (; first[n] && n + 1 < whatsz; n++)
-        what[n] = (char)toupper((unsigned char)first[n]);
-    what[n] = '\0';
-    return 1;
+    if (strcmp(what, "VACUUM") == 0)
+        sl_err_set(p->err,
+                   "%s:%d: VACUUM cannot run inside a transaction, and sluice runs each chunk in a transaction "
+                   "of its own (hint: run it after the job)",
+                   p->path, stmt->line);
+    else
+        sl_err_set(p->err,
+                   "%s:%d: %s is transaction control, not allowed in a section: sluice runs each chunk in a "
+                   "transaction of its own (hint: remove it)",
+                   p->path, stmt->line, what);
+    return -1;
 }
 
 static int load_section(parser *p, sl_section *sec, const section_span *span, const char *which, const char *text)
@@ -656,14 +740,8 @@ static int load_section(parser *p, sl_section *sec, const section_span *span, co
     }
     int lo = 0, hi = 0;
     for (size_t i = 0; i < sec->nstmts; i++) {
-        char what[32];
-        if (is_transaction_control(&sec->stmts[i], what, sizeof what)) {
-            sl_err_set(p->err,
-                       "%s:%d: %s is not allowed in a section: sluice runs each chunk in a transaction "
-                       "of its own (hint: remove it)",
-                       p->path, sec->stmts[i].line, what);
+        if (refuse_transaction_control(p, &sec->stmts[i]) != 0)
             return -1;
-        }
         lo |= sec->stmts[i].uses_lo;
         hi |= sec->stmts[i].uses_hi;
     }
@@ -740,7 +818,8 @@ int sl_job_parse(const char *path, const char *text, size_t len, sl_job *job, sl
 
     parser p = {.path = path, .job = job, .err = err, .line = 0};
     file_state fs = {0};
-    if (parse_lines(&p, &fs, text, len) != 0 || finish_job(&p, &fs, text) != 0) {
+    if (sl_job_check_text(path, text, len, err) != 0 || parse_lines(&p, &fs, text, len) != 0 ||
+        finish_job(&p, &fs, text) != 0) {
         sl_job_free(job);
         return -1;
     }
@@ -775,102 +854,4 @@ void sl_job_free(sl_job *job)
     sl_stmts_free(job->up.stmts, job->up.nstmts);
     sl_stmts_free(job->down.stmts, job->down.nstmts);
     memset(job, 0, sizeof *job);
-}
-
-/* ---- job sets ---- */
-
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int is_job_file(const char *name)
-{
-    size_t n = strlen(name);
-    return name[0] != '.' && n > 4 && strcmp(name + n - 4, ".sql") == 0;
-}
-
-/* The sorted "*.sql" names of dir. */
-static int list_job_files(const char *dir, char ***out, size_t *nout, sl_err *err)
-{
-    DIR *dh = opendir(dir);
-    if (!dh) {
-        if (errno == ENOENT)
-            sl_err_set(err,
-                       "jobs directory \"%s\" does not exist (hint: create it, or name another with --jobs "
-                       "DIR)",
-                       dir);
-        else
-            sl_err_set(err, "cannot read jobs directory \"%s\": %s", dir, strerror(errno));
-        return -1;
-    }
-    char **names = NULL;
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(dh)) != NULL) {
-        if (!is_job_file(de->d_name))
-            continue;
-        names = sl_realloc(names, (n + 1) * sizeof *names);
-        names[n++] = sl_strdup(de->d_name);
-    }
-    closedir(dh);
-    if (n > 1)
-        qsort(names, n, sizeof *names, cmp_names);
-    *out = names;
-    *nout = n;
-    return 0;
-}
-
-int sl_jobset_load(const char *dir, sl_jobset *set, sl_err *err)
-{
-    memset(set, 0, sizeof *set);
-    char **names;
-    size_t nnames;
-    if (list_job_files(dir, &names, &nnames, err) != 0)
-        return -1;
-    size_t dlen = strlen(dir);
-    const char *sep = dlen > 0 && dir[dlen - 1] == '/' ? "" : "/";
-    int failed = 0;
-    set->jobs = sl_calloc(nnames ? nnames : 1, sizeof *set->jobs);
-    for (size_t i = 0; i < nnames; i++) {
-        char *path = sl_asprintf("%s%s%s", dir, sep, names[i]);
-        sl_err one;
-        if (sl_job_load(path, &set->jobs[set->njobs], &one) == 0) {
-            set->njobs++;
-        } else {
-            if (failed++ == 0)
-                sl_err_set(err, "%s", one.msg);
-            else
-                sl_err_append(err, "%s", one.msg);
-        }
-        free(path);
-    }
-    free_strv(names, nnames);
-    if (failed) {
-        sl_jobset_free(set);
-        return -1;
-    }
-    return 0;
-}
-
-sl_job *sl_jobset_find(sl_jobset *set, const char *name)
-{
-    size_t n = strlen(name);
-    if (n > 4 && strcmp(name + n - 4, ".sql") == 0)
-        n -= 4;
-    for (size_t i = 0; i < set->njobs; i++) {
-        if (strlen(set->jobs[i].name) == n && strncmp(set->jobs[i].name, name, n) == 0)
-            return &set->jobs[i];
-    }
-    return NULL;
-}
-
-void sl_jobset_free(sl_jobset *set)
-{
-    if (!set)
-        return;
-    for (size_t i = 0; i < set->njobs; i++)
-        sl_job_free(&set->jobs[i]);
-    free(set->jobs);
-    memset(set, 0, sizeof *set);
 }

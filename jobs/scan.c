@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -360,27 +361,67 @@ char *sl_stmt_render(const sl_stmt *stmt, const char *lo_sql, const char *hi_sql
     return sl_buf_take(&buf);
 }
 
-void sl_stmt_first_word(const sl_stmt *stmt, char *out, size_t outsz)
+/* Move past blanks and comments. */
+static void skip_blanks_and_comments(scanner *sc)
 {
-    assert(outsz > 0 && "BUG: no room for the first word");
-    scanner sc = {.path = "", .text = stmt->text, .len = strlen(stmt->text), .pos = 0, .line = 1};
     sl_err ignored;
-    int is_comment = 1;
-    out[0] = '\0';
-    /* Leading comments are not words; stop at anything else. */
-    while (sc.pos < sc.len) {
-        if (isspace(at(&sc, sc.pos))) {
-            advance(&sc, 1);
+    int is_comment;
+    while (sc->pos < sc->len) {
+        if (isspace(at(sc, sc->pos))) {
+            advance(sc, 1);
             continue;
         }
-        size_t before = sc.pos;
-        if (skip_quoted(&sc, &is_comment, &ignored) <= 0 || !is_comment) {
-            sc.pos = before;
-            break;
+        size_t before = sc->pos;
+        if (skip_quoted(sc, &is_comment, &ignored) <= 0 || !is_comment) {
+            sc->pos = before;
+            return;
         }
     }
+}
+
+/* The keyword after blanks and comments (a letter, then letters, digits and
+ * '_'), lower-cased into out and cut to fit; moves past all of it. "" when
+ * something else comes first. */
+static void read_word(scanner *sc, char *out, size_t outsz)
+{
+    assert(outsz > 0 && "BUG: no room for a word");
     size_t n = 0;
-    while (sc.pos < sc.len && isalpha(at(&sc, sc.pos)) && n + 1 < outsz)
-        out[n++] = (char)tolower(at(&sc, sc.pos++));
+    skip_blanks_and_comments(sc);
+    if (isalpha(at(sc, sc->pos))) {
+        for (unsigned char c; sc->pos < sc->len && (isalnum(c = at(sc, sc->pos)) || c == '_'); sc->pos++)
+            if (n + 1 < outsz)
+                out[n++] = (char)tolower(c);
+    }
     out[n] = '\0';
+}
+
+void sl_stmt_first_word(const sl_stmt *stmt, char *out, size_t outsz)
+{
+    scanner sc = {.path = "", .text = stmt->text, .len = strlen(stmt->text), .pos = 0, .line = 1};
+    read_word(&sc, out, outsz);
+}
+
+static void upper_into(char *out, size_t outsz, const char *first, const char *second)
+{
+    snprintf(out, outsz, "%s%s%s", first, *second ? " " : "", second);
+    for (char *c = out; *c; c++)
+        *c = (char)toupper((unsigned char)*c);
+}
+
+int sl_stmt_transaction_control(const sl_stmt *stmt, char *what, size_t whatsz)
+{
+    static const char *const refused[] = {"begin", "start",     "commit",  "end",    "rollback",
+                                          "abort", "savepoint", "release", "vacuum", NULL};
+    scanner sc = {.path = "", .text = stmt->text, .len = strlen(stmt->text), .pos = 0, .line = 1};
+    char first[32], second[32];
+    read_word(&sc, first, sizeof first);
+    read_word(&sc, second, sizeof second);
+    /* SET TRANSACTION ..., SET transaction_isolation = ..., START TRANSACTION */
+    int transaction = strcmp(second, "transaction") == 0 || strncmp(second, "transaction_", 12) == 0;
+    int hit = transaction && (strcmp(first, "set") == 0 || strcmp(first, "prepare") == 0);
+    for (size_t i = 0; refused[i] && !hit; i++)
+        hit = strcmp(first, refused[i]) == 0;
+    if (hit)
+        upper_into(what, whatsz, first, transaction ? second : "");
+    return hit;
 }

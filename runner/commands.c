@@ -240,26 +240,33 @@ static json_t *status_json(const char *name, const status_row *s)
     return o;
 }
 
+/* Text from a job file, the database or a checkpoint file, for the terminal. */
+static void add_text(sl_buf *b, const char *s)
+{
+    if (s)
+        sl_buf_add_visible(b, s, strlen(s), 1);
+}
+
 static void status_line(const char *name, const status_row *s)
 {
     const sl_job_row *d = &s->db;
     char ts[32];
     sl_format_iso8601(d->updated_at_ms, ts);
     sl_buf line = {0};
-    sl_buf_add_printable(&line, name);
+    add_text(&line, name);
     sl_buf_printf(&line, "%*s %-12s %12" PRId64 " %8" PRId64 "  ", line.len < 40 ? (int)(40 - line.len) : 0, "",
                   sl_state_name(d->state), d->rows, d->chunks);
     size_t at = line.len;
-    sl_buf_add_printable(&line, d->last_key ? d->last_key : "-");
+    add_text(&line, d->last_key ? d->last_key : "-");
     sl_buf_printf(&line, "%*s %s\n", line.len - at < 20 ? (int)(20 - (line.len - at)) : 0, "", ts[0] ? ts : "-");
     if (d->runner) {
         sl_buf_adds(&line, "    runner: ");
-        sl_buf_add_printable(&line, d->runner);
+        add_text(&line, d->runner);
         sl_buf_addc(&line, '\n');
     }
     if (d->error) {
         sl_buf_adds(&line, "    error: ");
-        sl_buf_add_printable(&line, d->error);
+        add_text(&line, d->error);
         sl_buf_addc(&line, '\n');
     }
     size_t i;
@@ -268,9 +275,9 @@ static void status_line(const char *name, const status_row *s)
     {
         char *key = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
         sl_buf_adds(&line, "    skipped ");
-        sl_buf_add_printable(&line, key ? key : "?");
+        add_text(&line, key ? key : "?");
         sl_buf_adds(&line, ": ");
-        sl_buf_add_printable(&line, json_string_value(json_object_get(e, "error")));
+        add_text(&line, json_string_value(json_object_get(e, "error")));
         sl_buf_addc(&line, '\n');
         free(key);
     }
@@ -403,12 +410,12 @@ static void history_line(const sl_ckpt_run *r)
     sl_buf line = {0};
     sl_buf_printf(&line, "%-20s %-20s ", st, en[0] ? en : "-");
     size_t at = line.len;
-    sl_buf_add_printable(&line, r->job);
+    add_text(&line, r->job);
     sl_buf_printf(&line, "%*s %-6s %-12s %12" PRId64 " %8" PRId64, line.len - at < 32 ? (int)(32 - (line.len - at)) : 0,
                   "", r->kind, r->outcome, r->rows, r->chunks);
     if (r->error) {
         sl_buf_adds(&line, "  ");
-        sl_buf_add_printable(&line, r->error);
+        add_text(&line, r->error);
     }
     sl_buf_addc(&line, '\n');
     fputs(line.data, stdout);

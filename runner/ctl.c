@@ -16,19 +16,11 @@
 
 /* ---- `set NAME=VALUE` ---- */
 
-static const struct live_setting {
-    sl_directive dir;
-    int is_duration;
-    int64_t min, max;
-    const char *expects; /* as the job-file parser words it */
-} live_settings[] = {
-    {SL_DIR_BATCH, 0, 1, 10000000, "a whole number of rows from 1 to 10000000"},
-    {SL_DIR_PAUSE, 1, 0, INT64_MAX, "a duration such as 0s, 250ms or 1s"},
-    {SL_DIR_MAX_RATE, 0, 1, INT64_C(1000000000000), "a whole number of rows per second, at least 1"},
-    {SL_DIR_CHUNK_TIME, 1, 1, INT64_MAX, "a duration greater than zero such as 500ms, 2s or 1m"},
-    {SL_DIR_LOCK_TIMEOUT, 1, 1, INT64_MAX, "a duration greater than zero such as 500ms or 2s"},
-    {SL_DIR_STATEMENT_TIMEOUT, 1, 1, INT64_MAX, "a duration greater than zero such as 30s or 5m"},
-    {SL_DIR_RETRIES, 0, 0, 100, "a whole number of attempts from 0 to 100"},
+/* Settings that can change while a job runs; their values are checked as the
+ * job-file parser checks the directive's. */
+static const sl_directive live_settings[] = {
+    SL_DIR_BATCH,   SL_DIR_PAUSE, SL_DIR_MAX_RATE, SL_DIR_CHUNK_TIME, SL_DIR_LOCK_TIMEOUT, SL_DIR_STATEMENT_TIMEOUT,
+    SL_DIR_RETRIES,
 };
 #define NLIVE     (sizeof live_settings / sizeof live_settings[0])
 #define LIVE_LIST "batch, pause, max-rate, chunk-time, lock-timeout, statement-timeout, retries"
@@ -47,12 +39,12 @@ static int copy_trimmed(const char *s, size_t len, char *out, size_t outsz)
     return 0;
 }
 
-static const struct live_setting *find_setting(const char *name, sl_err *err)
+static const sl_directive *find_setting(const char *name, sl_err *err)
 {
     const char *best = NULL;
     size_t best_dist = 3;
     for (size_t i = 0; i < NLIVE; i++) {
-        const char *candidate = sl_directive_name(live_settings[i].dir);
+        const char *candidate = sl_directive_name(live_settings[i]);
         if (strcmp(candidate, name) == 0)
             return &live_settings[i];
         size_t dist = sl_edit_distance(name, candidate);
@@ -84,17 +76,17 @@ int sl_ctl_parse_set(const char *assignment, char *name, size_t namesz, char *va
         sl_err_set(err, "set: expected NAME=VALUE, got \"%.100s\" (hint: set batch=500)", assignment);
         return -1;
     }
-    const struct live_setting *def = find_setting(name_buf, err);
+    const sl_directive *def = find_setting(name_buf, err);
     if (!def)
         return -1;
     int64_t parsed = 0;
-    int bad = copy_trimmed(eq + 1, strlen(eq + 1), value_buf, sizeof value_buf) != 0;
-    if (!bad && def->is_duration)
-        bad = sl_parse_duration(value_buf, &parsed) != 0 || parsed < def->min || parsed > def->max;
-    else if (!bad)
-        bad = sl_parse_int(value_buf, def->min, def->max, &parsed) != 0;
-    if (bad) {
-        sl_err_set(err, "set: %s expects %s, got \"%.100s\"", name_buf, def->expects, eq + 1);
+    char why[512];
+    if (copy_trimmed(eq + 1, strlen(eq + 1), value_buf, sizeof value_buf) != 0) {
+        sl_err_set(err, "set: value \"%.100s...\" too long", eq + 1);
+        return -1;
+    }
+    if (sl_directive_number(*def, value_buf, &parsed, why, sizeof why) != 0) {
+        sl_err_set(err, "set: %s %s", name_buf, why);
         return -1;
     }
     if ((name && copy_trimmed(name_buf, strlen(name_buf), name, namesz) != 0) ||
@@ -103,7 +95,7 @@ int sl_ctl_parse_set(const char *assignment, char *name, size_t namesz, char *va
         return -1;
     }
     if (setting)
-        *setting = def->dir;
+        *setting = *def;
     if (number)
         *number = parsed;
     return 0;
@@ -546,7 +538,10 @@ int sl_ctl_request(const char *sock_path, const char *request, char **response, 
     close(fd);
     const char *text = answer.data ? answer.data : "";
     if (rc == 0 && strncmp(text, "ok\n", 3) == 0) {
-        *response = sl_strdup(text + 3);
+        /* for a terminal: whatever answers on the socket cannot drive it */
+        sl_buf shown = {0};
+        sl_buf_add_visible(&shown, text + 3, answer.len - 3, 0);
+        *response = sl_buf_take(&shown);
     } else if (rc == 0 && strncmp(text, "error: ", 7) == 0) {
         size_t mlen = strlen(text + 7);
         while (mlen && text[7 + mlen - 1] == '\n')

@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -220,6 +221,12 @@ static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* sqlite3_busy_timeout takes an int: a longer wait must not wrap to a negative (no wait at all). */
+static int busy_ms(int64_t ms)
+{
+    return ms > INT_MAX ? INT_MAX : ms < 0 ? 0 : (int)ms;
+}
+
 int sl_lite_open(sl_lite *lite, sl_err *err)
 {
     if (lite->db)
@@ -235,7 +242,7 @@ int sl_lite_open(sl_lite *lite, sl_err *err)
     }
     sqlite3_extended_result_codes(lite->db, 1);
     lite->busy_applied_ms = lite->busy_timeout_ms;
-    sqlite3_busy_timeout(lite->db, (int)lite->busy_applied_ms);
+    sqlite3_busy_timeout(lite->db, busy_ms(lite->busy_applied_ms));
     char mode[32];
     /* reading the journal mode also checks that this is a database at all */
     if (pragma_text(lite->db, "PRAGMA journal_mode", mode, sizeof mode) != 0 ||
@@ -393,25 +400,42 @@ static int bind_value(sqlite3_stmt *st, int idx, const char *v)
 }
 
 /* $N by name (PostgreSQL-style SQL runs unchanged), else ?N, else position N. */
-static int bind_params(sqlite3_stmt *st, const sl_pg_query *q)
+static int param_index(sqlite3_stmt *st, int i, int count)
+{
+    char name[16];
+    snprintf(name, sizeof name, "$%d", i);
+    int idx = sqlite3_bind_parameter_index(st, name);
+    if (!idx) {
+        name[0] = '?';
+        idx = sqlite3_bind_parameter_index(st, name);
+    }
+    if (!idx && i <= count && !sqlite3_bind_parameter_name(st, i))
+        idx = i;
+    return idx;
+}
+
+/* Every value must have its parameter and every parameter its value, as
+ * PostgreSQL's Bind insists (08P01): SQLite would bind a missing one as NULL
+ * and ignore an extra one, so a statement that lost its :lo/:hi would run
+ * over the whole table. On a mismatch lite->bind_error says what. */
+static int bind_params(sl_lite *lite, sqlite3_stmt *st, const sl_pg_query *q)
 {
     int count = sqlite3_bind_parameter_count(st);
     for (int i = 1; i <= q->nparams; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "$%d", i);
-        int idx = sqlite3_bind_parameter_index(st, name);
+        int idx = param_index(st, i, count);
         if (!idx) {
-            name[0] = '?';
-            idx = sqlite3_bind_parameter_index(st, name);
+            snprintf(lite->bind_error, sizeof lite->bind_error,
+                     "a value was bound to $%d, but the statement has no such parameter (it has %d)", i, count);
+            return SQLITE_RANGE;
         }
-        if (!idx && i <= count && !sqlite3_bind_parameter_name(st, i))
-            idx = i;
-        if (!idx)
-            continue; /* a parameter this statement does not use */
-        const char *v = q->params[i - 1];
-        int rc = bind_value(st, idx, v);
+        int rc = bind_value(st, idx, q->params[i - 1]);
         if (rc != SQLITE_OK)
             return rc;
+    }
+    if (count != q->nparams) {
+        snprintf(lite->bind_error, sizeof lite->bind_error, "the statement has %d parameters, but %d values were bound",
+                 count, q->nparams);
+        return SQLITE_RANGE;
     }
     return SQLITE_OK;
 }
@@ -453,7 +477,7 @@ static int run_stmt(sl_lite *lite, const sl_pg_query *q, sl_result *res)
     int rc = get_stmt(lite, q, &st, &owned);
     if (rc != SQLITE_OK || !st)
         return rc == SQLITE_OK ? SQLITE_DONE : rc;
-    rc = bind_params(st, q);
+    rc = bind_params(lite, st, q);
     if (rc == SQLITE_OK) {
         int64_t before = sqlite3_total_changes64(lite->db);
         res->ncols = sqlite3_column_count(st);
@@ -486,9 +510,10 @@ static void run_batch(sl_lite *lite)
     ans->results = sl_calloc(w->n + 1, sizeof(sl_result));
     lite->batch_started_ms = sl_mono_ms();
     lite->timed_out = 0;
+    lite->bind_error[0] = '\0';
     int64_t busy = lite->busy_timeout_ms;
     if (busy != lite->busy_applied_ms) {
-        sqlite3_busy_timeout(lite->db, (int)busy);
+        sqlite3_busy_timeout(lite->db, busy_ms(busy));
         lite->busy_applied_ms = busy;
     }
     for (size_t i = 0; i < w->n; i++) {
@@ -500,10 +525,14 @@ static void run_batch(sl_lite *lite)
             code = rc;
         ans->ok = 0;
         ans->failed_index = (int)i;
-        snprintf(ans->sqlstate, sizeof ans->sqlstate, "%s", nearest_sqlstate(code));
-        ans->error = lite->timed_out ? sl_asprintf("canceling statement due to statement timeout (%lld ms)",
-                                                   (long long)lite->stmt_timeout_ms)
-                                     : sl_strdup(sqlite3_errmsg(lite->db));
+        snprintf(ans->sqlstate, sizeof ans->sqlstate, "%s", lite->bind_error[0] ? "08P01" : nearest_sqlstate(code));
+        if (lite->bind_error[0])
+            ans->error = sl_strdup(lite->bind_error);
+        else if (lite->timed_out)
+            ans->error =
+                sl_asprintf("canceling statement due to statement timeout (%lld ms)", (long long)lite->stmt_timeout_ms);
+        else
+            ans->error = sl_strdup(sqlite3_errmsg(lite->db));
         /* Like an aborted pipeline segment: nothing after the error runs, and
          * the transaction does not stay open half-done. */
         if (!sqlite3_get_autocommit(lite->db))

@@ -701,6 +701,12 @@ int sl_pg_transient(const char *sqlstate)
     static const char *const retry[] = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"};
     if (!sqlstate)
         return 0;
+    /* Class 08 is a connection that broke or could not be made: worth a
+     * retry. But 08P01, protocol_violation, is the server refusing what was
+     * sent (a Bind whose values do not match the statement's parameters),
+     * which every retry would send again. */
+    if (strcmp(sqlstate, "08P01") == 0)
+        return 0;
     if (strncmp(sqlstate, "08", 2) == 0)
         return 1;
     for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++) {

@@ -27,7 +27,11 @@ static void clear_line(void)
 static void draw_line(void)
 {
     if (prog.active && prog.tty && prog.line[0]) {
-        fputs(prog.line, stderr);
+        /* the job's name is a file name: it may hold anything */
+        sl_buf shown = {0};
+        sl_buf_add_visible(&shown, prog.line, strlen(prog.line), 1);
+        fputs(shown.data, stderr);
+        sl_buf_free(&shown);
         fflush(stderr);
         prog.drawn = 1;
     }

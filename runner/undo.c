@@ -445,7 +445,7 @@ static void add_array_elem(sl_buf *b, const char *v)
 typedef struct arrays {
     int lite;
     size_t n;
-    sl_buf *a;   /* PostgreSQL */
+    sl_buf *a;          /* PostgreSQL */
     json_t *json, *row; /* SQLite */
     int64_t rows;
 } arrays;

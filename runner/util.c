@@ -3,9 +3,11 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -163,13 +165,60 @@ void sl_buf_add_json_str(sl_buf *buf, const char *s)
     sl_buf_addc(buf, '"');
 }
 
-void sl_buf_add_printable(sl_buf *buf, const char *s)
+size_t sl_utf8_decode(const char *str, size_t avail, uint32_t *code)
 {
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p < 0x20 || *p == 0x7f)
-            sl_buf_printf(buf, "\\x%02x", *p);
-        else
-            sl_buf_addc(buf, (char)*p);
+    const unsigned char *s = (const unsigned char *)str;
+    size_t n;
+    uint32_t min;
+    if (avail == 0)
+        return 0;
+    if (s[0] < 0x80) {
+        *code = s[0];
+        return 1;
+    } else if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+        n = 2, min = 0x80, *code = s[0] & 0x1Fu;
+    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        n = 3, min = 0x800, *code = s[0] & 0x0Fu;
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        n = 4, min = 0x10000, *code = s[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    if (n > avail)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        *code = (*code << 6) | (s[i] & 0x3Fu);
+    }
+    if (*code < min || *code > 0x10FFFF || (*code >= 0xD800 && *code <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* Characters that move the cursor, recolour or reorder what a terminal
+ * shows: C0 and C1 controls, DEL, and the bidirectional overrides. */
+static int is_hidden_control(uint32_t code, int one_line)
+{
+    return (code < 0x20 && (code != '\n' || one_line) && code != '\t') || (code >= 0x7F && code <= 0x9F) ||
+           (code >= 0x202A && code <= 0x202E) || (code >= 0x2066 && code <= 0x2069);
+}
+
+void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len, int one_line)
+{
+    for (size_t i = 0; i < len;) {
+        uint32_t code;
+        size_t n = sl_utf8_decode(s + i, len - i, &code);
+        if (n == 0 || (n == 1 && is_hidden_control(code, one_line))) {
+            sl_buf_printf(buf, "\\x%02x", (unsigned char)s[i]); /* a control byte, or a byte that is not UTF-8 */
+            i++;
+        } else if (is_hidden_control(code, one_line)) {
+            sl_buf_printf(buf, "\\u%04x", (unsigned)code);
+            i += n;
+        } else {
+            sl_buf_add(buf, s + i, n);
+            i += n;
+        }
     }
 }
 
@@ -342,23 +391,88 @@ size_t sl_edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
+/* What a path that is not a regular file is, for the message refusing it. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
+/* Refuse anything but a regular file of at most SL_FILE_MAX bytes: a FIFO
+ * would block the reader forever and /dev/zero never ends. */
+static int check_file(const char *path, const struct stat *st, sl_err *err)
+{
+    if (!S_ISREG(st->st_mode)) {
+        sl_err_set(err, "%s: cannot read it: it is %s, not a regular file (hint: give a plain file)", path,
+                   file_kind(st->st_mode));
+        return -1;
+    }
+    if (st->st_size > SL_FILE_MAX) {
+        sl_err_set(err, "%s: too large to read: %lld bytes, the limit is %d bytes (16 MiB)", path,
+                   (long long)st->st_size, SL_FILE_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* Read fd to its end, but never more than SL_FILE_MAX bytes (the file may
+ * grow after fstat). */
+static int read_all(int fd, const char *path, sl_buf *buf, sl_err *err)
+{
+    char chunk[8192];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            sl_err_set(err, "%s: read error: %s", path, strerror(errno));
+            return -1;
+        }
+        if (n == 0)
+            return 0;
+        if (buf->len + (size_t)n > SL_FILE_MAX) {
+            sl_err_set(err, "%s: too large to read: more than %d bytes (16 MiB)", path, SL_FILE_MAX);
+            return -1;
+        }
+        sl_buf_add(buf, chunk, (size_t)n);
+    }
+}
+
 int sl_read_file(const char *path, char **out, size_t *out_len, sl_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    struct stat st;
+    /* stat before open: opening some devices does something by itself */
+    if (stat(path, &st) != 0) {
+        sl_err_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    if (check_file(path, &st, err) != 0)
+        return -1;
+    /* O_NONBLOCK: should a FIFO have taken the file's place since, open
+     * does not wait for a writer; fstat then refuses it */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
         sl_err_set(err, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     sl_buf buf = {0};
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        sl_buf_add(&buf, chunk, n);
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
+    int rc = -1;
+    if (fstat(fd, &st) != 0)
+        sl_err_set(err, "%s: cannot stat: %s", path, strerror(errno));
+    else if (check_file(path, &st, err) == 0)
+        rc = read_all(fd, path, &buf, err);
+    close(fd);
+    if (rc != 0) {
         sl_buf_free(&buf);
-        sl_err_set(err, "%s: read error", path);
         return -1;
     }
     *out_len = buf.len;
@@ -401,16 +515,21 @@ void sl_logv(sl_log_level level, const char *fmt, va_list ap)
     size_t len = strlen(line);
     while (len > 0 && line[len - 1] == '\n')
         line[--len] = '\0';
+    /* A job's name, a value or a server's error text may hold anything:
+     * it must not reach the terminal as an escape sequence. */
+    sl_buf shown = {0};
+    sl_buf_add_visible(&shown, line, len, 0);
     if (log_before)
         log_before();
     if (isatty(2)) {
-        fprintf(stderr, "sluice: %s%s\n", names[level], line);
+        fprintf(stderr, "sluice: %s%s\n", names[level], shown.data ? shown.data : "");
     } else {
         char ts[32];
         sl_format_iso8601(sl_now_ms(), ts);
-        fprintf(stderr, "%s sluice: %s%s\n", ts, names[level], line);
+        fprintf(stderr, "%s sluice: %s%s\n", ts, names[level], shown.data ? shown.data : "");
     }
     fflush(stderr);
+    sl_buf_free(&shown);
     if (log_after)
         log_after();
 }

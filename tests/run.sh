@@ -4,14 +4,17 @@
 # Usage: bash tests/run.sh [--fast] [PATTERN...]
 #
 #   PATTERN   run only the test files whose name contains it (names look like unit/test_job,
-#             integration/test_pg_driver, integration/test_smoke.sh, crash/test_kill.sh, format)
-#   --fast    leave out the crash tests and the format check (for quick local runs; CI never uses it)
+#             integration/test_pg_driver, integration/test_smoke.sh, crash/test_kill.sh, fuzz/fuzz_job, format)
+#   --fast    leave out the crash tests, the fuzzers and the format check (for quick local runs; CI never
+#             uses it)
 #
 # The last line printed is always "N passed, N failed"; the exit status is 0 only when nothing failed.
 # Each test file's whole output is kept under build-test/test-logs/. Environment knobs:
 #   SLUICE_TEST_TIMEOUT   seconds one test file may take before it is killed and failed (default 900)
 #   SLUICE_TEST_KEEP=1    keep the per-test work directories (/tmp/sluice-test.*) for a look afterwards
 #   SLUICE_TEST_PGVERSION the PostgreSQL major version to provision (default 15)
+#   SLUICE_FUZZ_SECONDS   how long each libFuzzer target runs (default 45; see tests/fuzz/run_fuzz.sh, which
+#                         builds them with clang in build-fuzz/)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +23,9 @@ PG_MAJOR=${SLUICE_TEST_PGVERSION:-15}
 # What the build and the tests need on a Debian 12 machine; CI starts from one that may have none of it.
 DEPS=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev libjansson-dev sqlite3
     "postgresql-$PG_MAJOR" postgresql-common postgresql-contrib postgresql-client-common
-    clang-format procps jq)
+    clang-format procps jq
+    clang libclang-rt-14-dev llvm-14 # the fuzzers: clang 14, its libFuzzer runtime, llvm-symbolizer
+    python3-flask-migrate python3-flask-sqlalchemy python3-psycopg2) # test_flask.sh: a real Flask app
 
 usage() {
     sed -n '3,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -147,12 +152,17 @@ build() {
     echo "# --- build: ok"
 }
 
-# Every test file by name, in the order they run: unit tests need nothing, the rest need PostgreSQL.
+# Every test file by name, in the order they run: unit tests and fuzzers need nothing, the rest need
+# PostgreSQL.
 list_tests() {
     local f
     for f in "$BUILD"/tests/test_*; do
         [[ -f $f && -x $f && $f != */test_pg_driver ]] && echo "unit/${f##*/}"
     done
+    if ((FAST == 0)); then
+        echo "fuzz/fuzz_job"
+        echo "fuzz/fuzz_snap"
+    fi
     echo "integration/test_pg_driver"
     for f in tests/integration/*.sh; do
         [[ -f $f ]] && echo "${f#tests/}"
@@ -202,7 +212,7 @@ main() {
         selected "$name" && tests+=("$name")
     done < <(list_tests)
     for name in "${tests[@]}"; do
-        [[ $name == unit/* ]] || pg_tests=1
+        [[ $name == unit/* || $name == fuzz/* ]] || pg_tests=1
     done
 
     if ((${#tests[@]} > 0 && pg_tests == 0)); then

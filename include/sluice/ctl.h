@@ -75,7 +75,8 @@ void sl_ctl_set_read_timeout(sl_ctl *ctl, uint64_t ms);
 /* Client side: send request (one line, no newline) to the server at
  * sock_path and wait up to SL_CTL_CLIENT_TIMEOUT ms for the answer.
  *   0  the server answered ok; *response (malloc'd, caller frees) holds the
- *      lines after "ok", possibly "".
+ *      lines after "ok", possibly "", with control characters shown as
+ *      escapes (sl_buf_add_visible) so that printing it is safe.
  *  -1  no answer: err says why ("job X is not running (no control socket at
  *      PATH)", permission denied, timed out, ...). *response is NULL.
  *  -2  the server refused the request: err holds its message. *response is NULL. */

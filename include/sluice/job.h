@@ -30,6 +30,18 @@ typedef enum sl_directive {
 /* "table", "chunk-time", ... as written in job files. */
 const char *sl_directive_name(sl_directive d);
 
+/* The longest lock-timeout and statement-timeout: PostgreSQL keeps both
+ * settings as an int of milliseconds (INT_MAX). */
+#define SL_MAX_TIMEOUT_MS INT64_C(2147483647)
+
+/* Parse value for a directive that takes a number or a duration (batch,
+ * pause, lock-timeout, ...; durations in ms) and check it against the
+ * directive's bounds: job files and `ctl set` both use it. 0 with *out set,
+ * or -1 with why completing "NAME ...": "expects a whole number of rows
+ * from 1 to 10000000, got \"0\"", or for a limit set by the database
+ * "600h is too long: at most 2147483647ms ...". */
+int sl_directive_number(sl_directive d, const char *value, int64_t *out, char *why, size_t whysz) SL_MUSTCHECK;
+
 /* One occurrence of :lo or :hi inside a statement's text. */
 typedef struct sl_placeholder {
     size_t offset; /* byte offset of ':' within sl_stmt.text */
@@ -106,6 +118,14 @@ typedef struct sl_job {
  * its strings (release with sl_job_free); on failure job is left zeroed and
  * err holds "PATH:LINE: what was wrong (hint: ...)". */
 int sl_job_parse(const char *path, const char *text, size_t len, sl_job *job, sl_err *err) SL_MUSTCHECK;
+/* The bytes a job file may hold, checked by sl_job_parse before anything
+ * else: UTF-8 (an optional byte order mark first), lines ending in LF or
+ * CRLF, tabs and form feeds, and no NUL, other control character or
+ * invalid UTF-8 (a NUL would cut a statement short where C strings end,
+ * after its :lo/:hi were seen). Fails with "PATH:LINE: what (hint: ...)";
+ * UTF-16 (a byte order mark FF FE or FE FF, or a NUL every other byte)
+ * gets a hint on converting it. */
+int sl_job_check_text(const char *path, const char *text, size_t len, sl_err *err) SL_MUSTCHECK;
 /* Read and parse the file at path. */
 int sl_job_load(const char *path, sl_job *job, sl_err *err) SL_MUSTCHECK;
 void sl_job_free(sl_job *job);
@@ -151,7 +171,13 @@ int sl_sql_fragment(const char *path, int line, const char *text, size_t len, sl
 char *sl_stmt_render(const sl_stmt *stmt, const char *lo_sql, const char *hi_sql);
 
 /* The first keyword of a statement, lower-cased ("update", "begin", ...), in
- * out (empty if none). Used to refuse transaction control inside sections. */
+ * out (empty if none), after any leading comments. */
 void sl_stmt_first_word(const sl_stmt *stmt, char *out, size_t outsz);
+
+/* Whether stmt is transaction control (BEGIN, COMMIT, SAVEPOINT, SET
+ * TRANSACTION, ...) or VACUUM, which cannot run inside a chunk's
+ * transaction. When it is, out holds its leading keywords upper-cased
+ * ("SET TRANSACTION", "COMMIT"). Comments between the words do not hide it. */
+int sl_stmt_transaction_control(const sl_stmt *stmt, char *out, size_t outsz);
 
 #endif

@@ -13,7 +13,8 @@
  * commits with synchronous=FULL: a chunk is durable before its checkpoint
  * says it committed. Lock waits (SQLITE_BUSY) wait up to the job's
  * lock-timeout, then fail as PostgreSQL's lock_not_available does, which the
- * runner retries. */
+ * runner retries. A statement whose parameters are not exactly the values
+ * given ($1..$n, each used) fails with 08P01, as PostgreSQL's Bind does. */
 #ifndef SLUICE_LITE_H
 #define SLUICE_LITE_H
 
@@ -47,6 +48,7 @@ typedef struct sl_lite {
     int64_t busy_applied_ms;
     int64_t deadline_ms;        /* of the statement running on the pool, 0: none */
     int timed_out;              /* the last statement hit stmt_timeout_ms */
+    char bind_error[160];       /* why the last statement's values did not fit its parameters, "" if they did */
     int64_t batch_started_ms;   /* sluice_elapsed_ms() counts from here */
     struct sl_lite_stmt *cache; /* prepared statements kept for reuse */
     size_t ncache;

@@ -91,7 +91,9 @@ void sl_pg_close(sl_pg *pg, sl_pg_close_cb on_close);
 
 /* True for SQLSTATEs worth retrying: serialization failure, deadlock, lock
  * not available, statement/lock timeout cancellation, admin shutdown, and
- * connection exceptions. */
+ * connection exceptions (class 08) but for 08P01, protocol_violation: the
+ * server refused what was sent, such as a Bind with the wrong number of
+ * parameters, and would refuse it again. */
 int sl_pg_transient(const char *sqlstate);
 
 #endif

@@ -54,9 +54,17 @@ void sl_buf_addc(sl_buf *buf, char c);
 void sl_buf_printf(sl_buf *buf, const char *fmt, ...) SL_PRINTF(2, 3);
 /* Append s as a JSON string literal, with quotes; NULL appends null. */
 void sl_buf_add_json_str(sl_buf *buf, const char *s);
-/* Append s for a terminal or a log: control characters (a terminal's
- * escape sequences among them) as \xNN, the rest as is. */
-void sl_buf_add_printable(sl_buf *buf, const char *s);
+/* Length of the UTF-8 sequence at s (at most avail bytes), with its code
+ * point in *code, or 0 when it is not valid UTF-8 (RFC 3629: a stray
+ * continuation byte, a sequence cut short, an overlong form, a UTF-16
+ * surrogate, or beyond U+10FFFF). */
+size_t sl_utf8_decode(const char *s, size_t avail, uint32_t *code);
+/* Append s[0..len) for a terminal or a log: control characters (but for
+ * tab, and newline unless one_line), DEL, bytes that are not UTF-8 and the
+ * bidirectional overrides become visible escapes (ESC is \x1b, U+009B
+ * \u009b), so text from a job file, the database or a socket cannot drive
+ * the terminal. Other UTF-8 text is kept as it is. */
+void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len, int one_line);
 /* Give up the buffer's memory to the caller (never NULL: "" for empty). */
 char *sl_buf_take(sl_buf *buf);
 void sl_buf_reset(sl_buf *buf);
@@ -82,7 +90,13 @@ void sl_format_iso8601(int64_t ms, char out[32]);
 /* Levenshtein distance, for "did you mean" hints. */
 size_t sl_edit_distance(const char *a, const char *b);
 
-/* Read a whole file. Returns 0 or -1 (err names the path). */
+/* The largest file sl_read_file reads: job files are small. */
+#define SL_FILE_MAX (16 * 1024 * 1024)
+
+/* Read a whole regular file of at most SL_FILE_MAX bytes. A directory, FIFO,
+ * device or socket (also through a symlink) is refused without reading it,
+ * and a FIFO without waiting for a writer. Returns 0 or -1 (err names the
+ * path and says what is wrong). */
 int sl_read_file(const char *path, char **out, size_t *out_len, sl_err *err) SL_MUSTCHECK;
 
 /* ---- logging ----

@@ -1,7 +1,7 @@
 # inner.sh: runs the selected test files, inside pg_virtualenv when any of them needs PostgreSQL (run.sh calls it).
 # shellcheck shell=bash
 #
-# Usage: bash tests/harness/inner.sh NAME...   where NAME is unit/test_x, integration/test_pg_driver,
+# Usage: bash tests/harness/inner.sh NAME...   where NAME is unit/test_x, fuzz/fuzz_x, integration/test_pg_driver,
 # integration/test_x.sh or crash/test_x.sh. run.sh exports SLUICE_ROOT, SLUICE_BUILD, SLUICE,
 # SLUICE_TEST_TMP, SLUICE_TEST_RESULTS and SLUICE_TEST_LOGDIR. It always exits 0 once it has started
 # running tests, so that pg_virtualenv does not print its log dump after the summary: the counts in
@@ -62,6 +62,9 @@ run_one() {
         else
             tap_fail "$name" "$SLUICE_BUILD/tests/${name#unit/} was not built"
         fi
+        ;;
+    fuzz/*)
+        tap_run "$name" bash "$SLUICE_ROOT/tests/fuzz/run_fuzz.sh" "${name#fuzz/}"
         ;;
     *.sh)
         tap_run "$name" bash "$SLUICE_ROOT/tests/$name"

@@ -227,6 +227,41 @@ static void test_error_mid_batch(void)
     finish_loop(&loop);
 }
 
+/* A Bind whose values do not match the statement's parameters (a statement
+ * that lost its :lo/:hi) is refused by the server with 08P01, which must not
+ * be retried as the connection failures of class 08 are. */
+static void test_bind_count_refused(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_pg pg;
+    open_pg(&loop, &pg);
+    reply_wait w;
+    exec_sql(&loop, &pg, "CREATE TEMP TABLE t AS SELECT g AS id, 0 AS n FROM generate_series(1, 10) g", &w);
+    CHECK(w.ok);
+    reply_free(&w);
+    const char *edges[] = {"3", "5"};
+    for (int prepare = 0; prepare < 2; prepare++) {
+        sl_pg_query q[] = {
+            {"BEGIN", 0, NULL, 0}, {"UPDATE t SET n = n + 1 WHERE true", 2, edges, prepare}, {"COMMIT", 0, NULL, 0}};
+        run_batch(&loop, &pg, q, 3, &w);
+        CHECK(!w.ok && !w.conn_lost && w.failed_index == 1);
+        CHECK_STR(w.sqlstate, "08P01");
+        CHECK_HAS(w.error, "bind message supplies 2 parameters, but prepared statement");
+        CHECK(!sl_pg_transient(w.sqlstate));
+        reply_free(&w);
+        exec_sql(&loop, &pg, "ROLLBACK", &w); /* as the runner ends a failed chunk */
+        reply_free(&w);
+        /* the connection goes on, and nothing changed */
+        exec_sql(&loop, &pg, "SELECT count(*) FROM t WHERE n <> 0", &w);
+        CHECK(w.ok);
+        CHECK_STR(w.value ? w.value[0] : NULL, "0");
+        reply_free(&w);
+    }
+    close_pg(&loop, &pg);
+    finish_loop(&loop);
+}
+
 static void test_explicit_transaction(void)
 {
     uv_loop_t loop;
@@ -689,8 +724,9 @@ static void test_bad_conninfo(void)
 
 static void test_transient(void)
 {
-    static const char *const yes[] = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "08006", "08001"};
-    static const char *const no[] = {"23505", "22012", "25P02", "42P01", "", "0"};
+    static const char *const yes[] = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03",
+                                      "08006", "08001", "08000", "08003", "08004", "08007"};
+    static const char *const no[] = {"23505", "22012", "25P02", "42P01", "", "0", "08P01"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
         CHECK(sl_pg_transient(yes[i]));
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
@@ -710,6 +746,7 @@ int main(void)
     RUN(test_transient);
     RUN(test_batch_with_params);
     RUN(test_error_mid_batch);
+    RUN(test_bind_count_refused);
     RUN(test_explicit_transaction);
     RUN(test_two_batches_in_flight);
     RUN(test_reentrant_callbacks);

@@ -28,7 +28,8 @@ typedef struct fake_job {
     int paused;
     int64_t batch, pause_ms;
     int calls;
-    int slow_ms; /* hold the loop this long before answering: the client is gone by then */
+    int slow_ms;       /* hold the loop this long before answering: the client is gone by then */
+    const char *label; /* shown by status when set */
 } fake_job;
 
 static int handler(const sl_ctl_req *req, sl_buf *response, void *arg)
@@ -40,6 +41,8 @@ static int handler(const sl_ctl_req *req, sl_buf *response, void *arg)
     switch (req->cmd) {
     case SL_CTL_STATUS:
         sl_buf_printf(response, "state %s\nbatch %lld\n", job->paused ? "paused" : "running", (long long)job->batch);
+        if (job->label)
+            sl_buf_printf(response, "label %s\n", job->label);
         return 0;
     case SL_CTL_PAUSE:
         if (job->paused) {
@@ -239,6 +242,17 @@ static void test_parse_set(void)
     CHECK_HAS(err.msg, "from 1 to 10000000, got \"0\"");
     CHECK(sl_ctl_parse_set("retries=101", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
     CHECK(sl_ctl_parse_set("lock-timeout=abc", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_STR(err.msg, "set: lock-timeout expects a duration greater than zero such as 500ms or 2s, got \"abc\"");
+    /* the job file's bounds: PostgreSQL takes at most INT_MAX ms */
+    CHECK(sl_ctl_parse_set("lock-timeout=597h", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_STR(err.msg, "set: lock-timeout 597h is too long: at most 2147483647ms (about 596h), the most PostgreSQL "
+                       "takes");
+    CHECK(sl_ctl_parse_set("statement-timeout = 2147483648ms", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_HAS(err.msg, "set: statement-timeout 2147483648ms is too long: at most 2147483647ms");
+    CHECK(sl_ctl_parse_set("statement-timeout=2147483647ms", NULL, 0, NULL, 0, &d, &n, &err) == 0);
+    CHECK(d == SL_DIR_STATEMENT_TIMEOUT && n == INT64_C(2147483647));
+    CHECK(sl_ctl_parse_set("batch=10000001", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_STR(err.msg, "set: batch expects a whole number of rows from 1 to 10000000, got \"10000001\"");
     CHECK(sl_ctl_parse_set("bacth=5", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
     CHECK_HAS(err.msg, "did you mean \"batch\"");
     CHECK(sl_ctl_parse_set("table=users", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
@@ -260,6 +274,12 @@ static void test_round_trips(void)
 
     char *out = request(&f.loop, "status");
     CHECK_STR(out, "rc=0\nstate running\nbatch 1000\n");
+    free(out);
+    /* what answers on the socket is shown, not obeyed, by the terminal ctl prints to */
+    f.job.label = "\x1b]0;owned\x07\x1b[2J caf\xC3\xA9";
+    out = request(&f.loop, "status");
+    CHECK_STR(out, "rc=0\nstate running\nbatch 1000\nlabel \\x1b]0;owned\\x07\\x1b[2J caf\xC3\xA9\n");
+    f.job.label = NULL;
     free(out);
     out = request(&f.loop, "pause");
     CHECK_STR(out, "rc=0\n");

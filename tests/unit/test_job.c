@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PATH "jobs/0003_fix.sql"
@@ -297,6 +298,24 @@ static void test_timeouts(void)
     CHECK(with("-- sluice:statement-timeout 0s") < 0);
     CHECK_HAS(err.msg, PATH ":2: statement-timeout expects a duration greater than zero");
     CHECK(with("-- sluice:statement-timeout 10") < 0);
+    /* PostgreSQL keeps both as an int of ms: 597h parsed, passed plan, then failed every chunk */
+    CHECK(with("-- sluice:lock-timeout 596h") == 0);
+    CHECK(job.lock_timeout_ms == INT64_C(2145600000));
+    CHECK(with("-- sluice:statement-timeout 2147483647ms") == 0);
+    CHECK(job.statement_timeout_ms == INT64_C(2147483647));
+    CHECK(with("-- sluice:statement-timeout 597h") < 0);
+    CHECK_STR(err.msg, PATH ":2: statement-timeout 597h is too long: at most 2147483647ms (about 596h), the most "
+                            "PostgreSQL takes");
+    CHECK(with("-- sluice:lock-timeout 2147483648ms") < 0);
+    CHECK_STR(err.msg, PATH ":2: lock-timeout 2147483648ms is too long: at most 2147483647ms (about 596h), the most "
+                            "PostgreSQL takes");
+    CHECK(with("-- sluice:lock-timeout 35792m") < 0);
+    CHECK_HAS(err.msg, "lock-timeout 35792m is too long");
+    CHECK(with("-- sluice:lock-timeout 99999999999h") < 0);
+    CHECK_HAS(err.msg, "is too long: at most 2147483647ms");
+    /* other durations are the runner's own, not the server's: long is fine */
+    CHECK(with("-- sluice:pause 1000h") == 0);
+    CHECK(job.pause_ms == INT64_C(3600000000));
 }
 
 static void test_retries(void)
@@ -426,6 +445,13 @@ static void test_unknown_directive_hint(void)
     CHECK_HAS(err.msg, "did you mean \"table\"?");
     CHECK(with("-- sluice:wokers 2") < 0);
     CHECK_HAS(err.msg, "did you mean \"workers\"?");
+    CHECK(with("-- Sluice:batch 5") < 0); /* would be a comment, its directive lost */
+    CHECK_STR(err.msg, PATH ":2: \"Sluice:\" must be written \"sluice:\" (hint: directives are lower case: -- "
+                            "sluice:batch)");
+    CHECK(parse("-- sluice:table t\n" UP "-- SLUICE:DOWN\nSELECT :lo, :hi;\n") < 0);
+    CHECK_HAS(err.msg, PATH ":4: \"SLUICE:\" must be written \"sluice:\"");
+    CHECK(with("-- sluice:BATCH 5") < 0);
+    CHECK_STR(err.msg, PATH ":2: unknown directive \"BATCH\" (hint: did you mean \"batch\"?)");
 }
 
 static void test_unknown_directive_without_hint(void)
@@ -447,6 +473,10 @@ static void test_unknown_section_hint(void)
     /* Inside a section a misspelt marker is still an error, not a comment. */
     CHECK(parse("-- sluice:table t\n" UP "-- sluice:dwon\nSELECT :lo, :hi;\n") < 0);
     CHECK_STR(err.msg, PATH ":4: unknown directive \"dwon\" (hint: did you mean \"down\"?)");
+    CHECK(parse("-- sluice:table t\n-- sluice:UP\nSELECT :lo, :hi;\n") < 0);
+    CHECK_STR(err.msg, PATH ":2: unknown directive \"UP\" (hint: did you mean \"up\"?)");
+    CHECK(parse("-- sluice:table t\n" UP "-- sluice:Down\nSELECT :lo, :hi;\n") < 0);
+    CHECK_STR(err.msg, PATH ":4: unknown directive \"Down\" (hint: did you mean \"down\"?)");
 }
 
 static void test_duplicate_directive(void)
@@ -564,30 +594,68 @@ static void test_transaction_control_refused(void)
     } cases[] = {
         {"BEGIN", "BEGIN"},
         {"commit", "COMMIT"},
-        {"START TRANSACTION", "START"},
+        {"START TRANSACTION", "START TRANSACTION"},
         {"END", "END"},
         {"ROLLBACK", "ROLLBACK"},
         {"abort", "ABORT"},
         {"SAVEPOINT s1", "SAVEPOINT"},
         {"RELEASE SAVEPOINT s1", "RELEASE"},
-        {"VACUUM t", "VACUUM"},
-        {"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET"},
-        {"PREPARE TRANSACTION 'x'", "PREPARE"},
+        {"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION"},
+        {"set transaction read only", "SET TRANSACTION"},
+        {"SET transaction_isolation = 'serializable'", "SET TRANSACTION_ISOLATION"},
+        {"PREPARE TRANSACTION 'x'", "PREPARE TRANSACTION"},
         {"/* c */ Begin", "BEGIN"},
+        /* comments between the words do not hide it */
+        {"/* a */ SET /* b */ TRANSACTION -- c\n ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION"},
+        {"begin\ttransaction", "BEGIN TRANSACTION"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *text = sl_asprintf("-- sluice:table t\n" UP "%s;\n", cases[i].stmt);
         CHECK(parse(text) < 0);
-        char *want = sl_asprintf(PATH ":4: %s is not allowed in a section: sluice runs each chunk in a transaction "
-                                      "of its own (hint: remove it)",
+        char *want = sl_asprintf(PATH ":4: %s is transaction control, not allowed in a section: sluice runs each "
+                                      "chunk in a transaction of its own (hint: remove it)",
                                  cases[i].shown);
         CHECK_STR(err.msg, want);
         free(want);
         free(text);
     }
+    CHECK(parse("-- sluice:table t\n" UP "VACUUM t;\n") < 0);
+    CHECK_STR(err.msg, PATH ":4: VACUUM cannot run inside a transaction, and sluice runs each chunk in a transaction "
+                            "of its own (hint: run it after the job)");
     /* Settings scoped to the chunk's transaction are fine, and so are ordinary statements. */
     CHECK(parse("-- sluice:table t\n" UP "SET LOCAL work_mem = '64MB';\nSELECT 'begin';\n") == 0);
     CHECK(parse("-- sluice:table t\n" UP "PREPARE q AS SELECT 1;\n") == 0);
+    CHECK(parse("-- sluice:table t\n" UP "SET LOCAL transactions_seen = 1;\nSELECT begin_x FROM t;\n") == 0);
+}
+
+/* A slash-star comment before the directives is a comment (it may span
+ * lines and nest); SQL after it is still SQL outside a section. */
+static void test_block_comment_in_preamble(void)
+{
+    CHECK(parse("/* backfill of t.a, ticket 42 */\n-- sluice:table t\n" UP) == 0);
+    CHECK_STR(job.table, "t");
+    CHECK(parse("/*\n * backfill\n * /* nested */ still a comment\n */  /* two */ -- and a line comment\n"
+                "-- sluice:table t\n-- sluice:batch 5\n" UP) == 0);
+    CHECK(job.batch == 5 && job.line[SL_DIR_BATCH] == 6);
+    CHECK(parse("-- sluice:table t\n/* note */ UPDATE t SET a = 1;\n" UP) < 0);
+    CHECK_STR(err.msg, PATH ":2: SQL outside a section (hint: put statements after -- sluice:up, or -- sluice:down "
+                            "for the way back)");
+    CHECK(parse("-- sluice:table t\n/* note\n*/ x\n" UP) < 0);
+    CHECK_HAS(err.msg, PATH ":3: SQL outside a section");
+    /* a directive inside a comment is ambiguous */
+    CHECK(parse("-- sluice:table t\n/*\n-- sluice:batch 5\n*/\n" UP) < 0);
+    CHECK_STR(err.msg, PATH ":3: -- sluice:batch inside the /* comment that starts at line 2 (hint: close the "
+                            "comment before it; to switch a directive off, write -- before it: -- -- "
+                            "sluice:batch)");
+    CHECK(parse("-- sluice:table t\n/* unclosed\n" UP) < 0);
+    CHECK_HAS(err.msg, PATH ":3: -- sluice:up inside the /* comment that starts at line 2");
+    CHECK(parse("-- sluice:table t\n/* unclosed\n") < 0);
+    CHECK_STR(err.msg, PATH ":2: unterminated /* comment (hint: close it with */)");
+    CHECK(parse("/* c */ -- sluice:table t\n" UP) < 0);
+    CHECK_STR(err.msg, PATH ":1: a directive must start its line (hint: move what comes before -- sluice:table)");
+    /* switched off the way the hint says */
+    CHECK(parse("-- sluice:table t\n-- -- sluice:batch 5\n" UP) == 0);
+    CHECK(job.batch == 1000);
 }
 
 static void test_name_crlf_and_bom(void)
@@ -603,6 +671,125 @@ static void test_name_crlf_and_bom(void)
     sl_job_free(&job);
     CHECK(sl_job_parse("/a/b/noext", crlf, strlen(crlf), &job, &err) == 0);
     CHECK_STR(job.name, "noext");
+}
+
+/* ---- bytes: UTF-8 text only ---- */
+
+static int parse_n(const char *text, size_t len)
+{
+    sl_job_free(&job);
+    err.msg[0] = '\0';
+    return sl_job_parse(PATH, text, len, &job, &err);
+}
+
+/* A NUL would end the statement's C string early: the :lo/:hi seen after it
+ * would never reach the database, and every chunk would update every row. */
+static void test_nul_refused(void)
+{
+    static const char text[] = "-- sluice:table t\n-- sluice:up\n"
+                               "UPDATE t SET v = v + 1 WHERE true \0 AND id BETWEEN :lo AND :hi;\n";
+    CHECK(parse_n(text, sizeof text - 1) < 0);
+    CHECK_STR(err.msg, PATH ":3: NUL byte at column 35: a job file is text, and nothing after a NUL would reach the "
+                            "database (hint: remove it)");
+    CHECK(job_is_zeroed());
+    static const char in_directive[] = "-- sluice:table t\0x\n" UP;
+    CHECK(parse_n(in_directive, sizeof in_directive - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":1: NUL byte at column 18");
+    static const char at_end[] = "-- sluice:table t\n" UP "\0";
+    CHECK(parse_n(at_end, sizeof at_end - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":4: NUL byte at column 1");
+}
+
+static void test_utf16_refused(void)
+{
+    static const char le_bom[] = "\xFF\xFE-\0-\0 \0s\0";
+    CHECK(parse_n(le_bom, sizeof le_bom - 1) < 0);
+    CHECK_STR(err.msg, PATH ":1: the file is UTF-16 (it starts with the byte order mark FF FE), but job files are "
+                            "UTF-8 text (hint: convert it, e.g. iconv -f UTF-16 -t UTF-8 FILE > NEW, and put NEW in "
+                            "its place)");
+    static const char be_bom[] = "\xFE\xFF\0-\0-";
+    CHECK(parse_n(be_bom, sizeof be_bom - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":1: the file is UTF-16 (it starts with the byte order mark FE FF)");
+    static const char le[] = "-\0-\0 \0s\0l\0";
+    CHECK(parse_n(le, sizeof le - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":1: the file is UTF-16 (it has a NUL in every other byte)");
+    CHECK_HAS(err.msg, "iconv -f UTF-16 -t UTF-8");
+    static const char be[] = "\0-\0-\0 ";
+    CHECK(parse_n(be, sizeof be - 1) < 0);
+    CHECK_HAS(err.msg, PATH ":1: the file is UTF-16 (it has a NUL in every other byte)");
+}
+
+static void test_invalid_utf8_refused(void)
+{
+    static const struct {
+        const char *bytes;
+        const char *want;
+    } cases[] = {
+        {"caf\xE9", "(byte 0xE9 at column 23)"},          /* Latin-1 */
+        {"\xC0\xAF", "(byte 0xC0 at column 20)"},         /* overlong '/' */
+        {"\xE0\x80\xAF", "(byte 0xE0 at column 20)"},     /* overlong, 3 bytes */
+        {"\xED\xA0\x80", "(byte 0xED at column 20)"},     /* a UTF-16 surrogate */
+        {"\xF4\x90\x80\x80", "(byte 0xF4 at column 20)"}, /* beyond U+10FFFF */
+        {"\x80", "(byte 0x80 at column 20)"},             /* a stray continuation byte */
+        {"\xE2\x82", "(byte 0xE2 at column 20)"},         /* cut short by the quote */
+        {"\xFF", "(byte 0xFF at column 20)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = sl_asprintf("-- sluice:table t\n" UP "SELECT :lo, :hi, 'x%s';\n", cases[i].bytes);
+        CHECK(parse(text) < 0);
+        CHECK_HAS(err.msg, PATH ":4: invalid UTF-8 ");
+        CHECK_HAS(err.msg, cases[i].want);
+        CHECK_HAS(err.msg, "(hint: job files are UTF-8 text; convert it, e.g. iconv -f LATIN1 -t UTF-8 FILE > NEW");
+        free(text);
+    }
+    /* cut short by the end of the file */
+    CHECK(parse("-- sluice:table t\n" UP "-- \xF0\x9F\x98") < 0);
+    CHECK_HAS(err.msg, PATH ":4: invalid UTF-8 (byte 0xF0 at column 4)");
+}
+
+static void test_control_characters_refused(void)
+{
+    CHECK(parse("-- sluice:table t\n" UP "SELECT :lo, :hi, '\x1b[2J';\n") < 0);
+    CHECK_STR(err.msg, PATH ":4: control character U+001B at column 19: a job file is text (hint: remove it; in a "
+                            "string write chr(27) instead)");
+    CHECK(parse("-- sluice:table t\n-- \xC3\xA9\x7F\n" UP) < 0); /* columns count characters, not bytes */
+    CHECK_HAS(err.msg, PATH ":2: control character U+007F at column 5");
+    CHECK(parse("-- sluice:table t\n-- \xC2\x9B\n" UP) < 0); /* U+009B, a terminal's CSI */
+    CHECK_HAS(err.msg, PATH ":2: control character U+009B at column 4");
+    CHECK(parse("-- sluice:table t\r-- sluice:batch 5\r" UP) < 0);
+    CHECK_STR(err.msg, PATH ":1: carriage return without a line feed at column 18 (hint: lines end in LF or CRLF; "
+                            "convert old Mac line ends, e.g. with tr '\\r' '\\n')");
+    CHECK(parse("-- sluice:table t\n" UP "\r") < 0);
+    CHECK_HAS(err.msg, PATH ":4: carriage return without a line feed at column 1");
+}
+
+static void test_utf8_text_accepted(void)
+{
+    CHECK(parse("-- sluice:table \"Tabelle \xC3\xBC\"\n-- caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\n\f\n" UP
+                "UPDATE t SET\tname = 'z\xC3\xBCrich \xEF\xBB\xBF' WHERE id BETWEEN :lo AND :hi;\n") == 0);
+    CHECK_STR(job.table, "\"Tabelle \xC3\xBC\"");
+    CHECK(job.up.nstmts == 2);
+    /* A byte order mark counts only at the very start: the line numbers stay right. */
+    CHECK(parse("\xEF\xBB\xBF-- sluice:table t\n" UP "SELECT :lo, :hi, '\x01';\n") < 0);
+    CHECK_HAS(err.msg, PATH ":4: control character U+0001 at column 19");
+}
+
+/* CRLF: the CR is part of the line end, in the directives' values and in the
+ * markers; statements keep it (SQL reads it as a blank). */
+static void test_crlf(void)
+{
+    CHECK(parse("-- sluice:table t\r\n-- sluice:key id, b\r\n-- sluice:where a IS NULL\r\n-- sluice:up\r\n"
+                "UPDATE t SET a = 1\r\n WHERE id BETWEEN :lo AND :hi;\r\n-- sluice:down\r\nUPDATE t SET a = NULL "
+                "WHERE id BETWEEN :lo AND :hi;\r\n") == 0);
+    CHECK_STR(job.table, "t");
+    CHECK(job.nkey == 2);
+    CHECK_STR(job.key[1], "b");
+    CHECK_STR(job.where, "a IS NULL");
+    CHECK(job.up.line == 4 && job.down.line == 7);
+    CHECK_STR(job.up.stmts[0].text, "UPDATE t SET a = 1\r\n WHERE id BETWEEN :lo AND :hi");
+    CHECK_STR(job.down.stmts[0].text, "UPDATE t SET a = NULL WHERE id BETWEEN :lo AND :hi");
+    CHECK(parse("-- sluice:table t\r\n-- sluice:bacth 5\r\n" UP) < 0);
+    CHECK_STR(err.msg, PATH ":2: unknown directive \"bacth\" (hint: did you mean \"batch\"?)");
 }
 
 /* ---- job sets ---- */
@@ -688,6 +875,55 @@ static void test_jobset(void)
     free(want);
 }
 
+/* A FIFO named like a job must not hang the load (no writer would ever come):
+ * it is refused, naming it. SIGALRM ends the test should it hang. */
+static void test_jobset_fifo(void)
+{
+    char dir[] = "/tmp/sluice_test_jobs_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    write_file(dir, "0001_a.sql", "-- sluice:table a\n" UP);
+    char *fifo = sl_asprintf("%s/0002_x.sql", dir);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    alarm(10);
+    sl_jobset set;
+    CHECK(sl_jobset_load(dir, &set, &err) < 0);
+    alarm(0);
+    char *want = sl_asprintf("%s: cannot read it: it is a FIFO, not a regular file", fifo);
+    CHECK_HAS(err.msg, want);
+    free(want);
+    unlink(fifo);
+    free(fifo);
+    remove_file(dir, "0001_a.sql");
+    CHECK(rmdir(dir) == 0);
+}
+
+/* A job's name is a file name, shown in logs and status: it must be text. */
+static void test_jobset_names_are_text(void)
+{
+    char dir[] = "/tmp/sluice_test_jobs_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    write_file(dir, "0001_\x1b[2J.sql", "-- sluice:table a\n" UP);
+    write_file(dir, "0002_caf\xE9.sql", "-- sluice:table a\n" UP);
+    write_file(dir, "0003_caf\xC3\xA9.sql", "-- sluice:table a\n" UP);
+    sl_jobset set;
+    CHECK(sl_jobset_load(dir, &set, &err) < 0);
+    char *want = sl_asprintf("%s/0001_\\x1b[2J.sql: a job file's name must be UTF-8 text without control characters "
+                             "(hint: rename it)\n%s/0002_caf\\xe9.sql: a job file's name must be UTF-8 text",
+                             dir, dir);
+    CHECK_HAS(err.msg, want);
+    free(want);
+    CHECK(strstr(err.msg, "0003") == NULL);
+    remove_file(dir, "0001_\x1b[2J.sql");
+    remove_file(dir, "0002_caf\xE9.sql");
+    CHECK(sl_jobset_load(dir, &set, &err) == 0);
+    CHECK(set.njobs == 1);
+    if (set.njobs == 1)
+        CHECK_STR(set.jobs[0].name, "0003_caf\xC3\xA9");
+    sl_jobset_free(&set);
+    remove_file(dir, "0003_caf\xC3\xA9.sql");
+    CHECK(rmdir(dir) == 0);
+}
+
 static void test_job_load_missing_file(void)
 {
     sl_job_free(&job);
@@ -735,8 +971,17 @@ int main(void)
     RUN(test_several_statements_and_lines);
     RUN(test_scanner_errors_name_file_lines);
     RUN(test_transaction_control_refused);
+    RUN(test_block_comment_in_preamble);
     RUN(test_name_crlf_and_bom);
+    RUN(test_nul_refused);
+    RUN(test_utf16_refused);
+    RUN(test_invalid_utf8_refused);
+    RUN(test_control_characters_refused);
+    RUN(test_utf8_text_accepted);
+    RUN(test_crlf);
     RUN(test_jobset);
+    RUN(test_jobset_fifo);
+    RUN(test_jobset_names_are_text);
     RUN(test_job_load_missing_file);
     sl_job_free(&job);
     return CHECK_DONE();

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "sluice/pg.h"
 #include "sluice/session.h"
 
 static char tmpdir[64];
@@ -108,6 +109,61 @@ static void test_error_rolls_back(void)
     CHECK(sl_session_exec1(&sess, "UPDATE nope SET x = 1", 0, NULL, &ans) == 0);
     CHECK(!ans.ok && ans.failed_index == 0 && ans.sqlstate[0] == '\0');
     CHECK_HAS(ans.error, "no such table: nope");
+    sl_answer_free(&ans);
+    close_session(&loop, &sess);
+}
+
+/* Run one chunk-like batch of q (BEGIN, q, COMMIT): it must fail at q with
+ * 08P01 (not transient), say want, and leave every row as it was. */
+static void check_bind_refused(sl_session *sess, sl_pg_query q, const char *want)
+{
+    sl_pg_query batch[] = {{"BEGIN IMMEDIATE", 0, NULL, 0}, q, {"COMMIT", 0, NULL, 0}};
+    sl_answer ans;
+    CHECK(sl_session_exec(sess, batch, 3, &ans) == 0);
+    CHECK(!ans.ok && !ans.conn_lost && ans.failed_index == 1);
+    CHECK_STR(ans.sqlstate, "08P01");
+    CHECK(!sl_pg_transient(ans.sqlstate));
+    CHECK_HAS(ans.error, want);
+    sl_answer_free(&ans);
+    CHECK(sl_session_exec1(sess, "SELECT count(*) FROM t WHERE n <> 0", 0, NULL, &ans) == 0 && ans.ok);
+    CHECK_STR(sl_answer_val(&ans, 0, 0, 0), "0");
+    sl_answer_free(&ans);
+}
+
+/* A statement must use exactly the values bound to it. SQLite alone would
+ * ignore a value nothing uses: a statement cut short before its :lo/:hi ran
+ * over the whole table, every chunk. */
+static void test_parameter_count_checked(void)
+{
+    make_db();
+    uv_loop_t loop;
+    sl_session sess;
+    open_session(&loop, &sess);
+    const char *edges[] = {"3", "5", "7"};
+    /* each chunk's up statements are prepared: one cut short before its :lo/:hi fails */
+    check_bind_refused(&sess, (sl_pg_query){"UPDATE t SET n = n + 1 WHERE true", 2, edges, 1},
+                       "a value was bound to $1, but the statement has no such parameter (it has 0)");
+    for (int prepare = 0; prepare < 2; prepare++) {
+        check_bind_refused(&sess, (sl_pg_query){"UPDATE t SET n = n + 1 WHERE id >= $1", 2, edges, prepare},
+                           "a value was bound to $2, but the statement has no such parameter (it has 1)");
+        check_bind_refused(&sess, (sl_pg_query){"UPDATE t SET n = n + 1 WHERE id BETWEEN $1 AND $2", 1, edges, prepare},
+                           "the statement has 2 parameters, but 1 values were bound");
+        /* ":lower" is no placeholder of sluice's, but SQLite would bind it NULL */
+        check_bind_refused(
+            &sess, (sl_pg_query){"UPDATE t SET n = n + 1 WHERE id BETWEEN $1 AND $2 OR s = :lower", 2, edges, prepare},
+            "the statement has 3 parameters, but 2 values were bound");
+    }
+    /* unprepared statements without parameters get no leeway either */
+    check_bind_refused(&sess, (sl_pg_query){"UPDATE t SET n = 1 WHERE id IN (VALUES (4), (5))", 2, edges, 0},
+                       "a value was bound to $1, but the statement has no such parameter (it has 0)");
+    /* the same value twice, ?N and plain ? are all fine */
+    sl_answer ans;
+    sl_pg_query ok[] = {
+        {"SELECT $1 + $1 + $2", 2, edges, 1}, {"SELECT ?1 || ?2", 2, edges, 0}, {"SELECT ?, ?", 2, edges, 0}};
+    CHECK(sl_session_exec(&sess, ok, 3, &ans) == 0 && ans.ok);
+    CHECK_STR(sl_answer_val(&ans, 0, 0, 0), "11");
+    CHECK_STR(sl_answer_val(&ans, 1, 0, 0), "35");
+    CHECK_STR(sl_answer_val(&ans, 2, 0, 1), "5");
     sl_answer_free(&ans);
     close_session(&loop, &sess);
 }
@@ -291,6 +347,7 @@ int main(void)
         return 1;
     RUN(test_batch_results);
     RUN(test_error_rolls_back);
+    RUN(test_parameter_count_checked);
     RUN(test_busy_is_lock_timeout);
     RUN(test_statement_timeout);
     RUN(test_loop_free_and_interrupt);

@@ -1,0 +1,4 @@
+-- sluice:table t
+-- sluice:bacth 5
+-- sluice:UP
+BEGIN;

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# test_job_mistakes.sh: one table of the mistakes users make in job files: each refused (exit 2, file:line, what), nothing changed.
+. "$(dirname "$0")/../harness/lib.sh"
+
+# Each refusal case writes jobs/0001_bad.sql from a printf %b string (so \0, \r, \x1b and any byte can
+# be written), then `up` and `plan 0001_bad` must both exit 2 with "0001_bad.sql:LINE:" (or
+# "0001_bad.sql: " where no line applies: LINE -) and every TEXT in stderr, and the database must be
+# as it was: no sluice_progress table, the same md5 of t, no checkpoint file.
+
+# t: 300 rows, v = 0.
+make_table() {
+    psql_q "create table t (id int primary key, v int not null default 0, name text);
+            insert into t (id, name) select g, 'n' || g from generate_series(1, 300) g"
+}
+
+table_md5() {
+    psql_q "select md5(string_agg(t::text, ',' order by id)) from t"
+}
+
+# assert_unchanged MD5: t is as it was, and sluice left nothing behind.
+assert_unchanged() {
+    assert_eq "$(table_md5)" "$1" "md5 of t"
+    assert_sql "select to_regclass('sluice_progress') is null and to_regclass('sluice_ranges') is null" t
+    local f
+    for f in "$CKPT"/*; do
+        [[ -e $f ]] && fail "a checkpoint file was written: $f"
+    done
+    return 0
+}
+
+# expect_refused LINE TEXT...: the job already written as 0001_bad.sql is refused by up and by plan.
+expect_refused() {
+    local line=$1 before cmd where
+    shift
+    before=$(table_md5)
+    where="0001_bad.sql:$line:"
+    [[ $line == - ]] && where="0001_bad.sql: "
+    for cmd in up plan; do
+        if [[ $cmd == up ]]; then run_sluice up; else run_sluice plan 0001_bad; fi
+        assert_rc 2
+        assert_contains "$ERR" "$where" "$cmd's stderr"
+        for text in "$@"; do
+            assert_contains "$ERR" "$text" "$cmd's stderr"
+        done
+        assert_unchanged "$before"
+    done
+}
+
+# refused LINE CONTENT TEXT...: write CONTENT (printf %b) as the job, then expect_refused LINE TEXT...
+refused() {
+    local line=$1 content=$2
+    shift 2
+    make_table
+    printf '%b' "$content" >"$JOBS/0001_bad.sql"
+    expect_refused "$line" "$@"
+}
+
+H='-- sluice:table t\n'                                                 # line 1
+UP='-- sluice:up\nUPDATE t SET v = v + 1 WHERE id BETWEEN :lo AND :hi;\n' # 2 lines
+
+# ---- the table: name, line (- where none applies), job text, what the message must say ----
+CASES=(
+    # typos in directives
+    "typo in a directive name|2|${H}-- sluice:bacth 100\n${UP}|unknown directive \"bacth\"|did you mean \"batch\""
+    "section marker in upper case|2|${H}-- sluice:UP\nUPDATE t SET v = 1 WHERE id BETWEEN :lo AND :hi;\n|unknown directive \"UP\"|did you mean \"up\""
+    "sluice: in capitals|2|${H}-- SLUICE:batch 5\n${UP}|\"SLUICE:\" must be written \"sluice:\""
+    "a space after sluice:|2|${H}-- sluice: batch 5\n${UP}|expected a directive name after"
+    "a directive given twice|3|${H}-- sluice:batch 10\n-- sluice:batch 20\n${UP}|directive \"batch\" given twice (first at line 2)"
+    "a directive inside the up section|4|${H}${UP}-- sluice:batch 10\n|directive \"batch\" inside the up section"
+    "a value on the up marker|2|${H}-- sluice:up now\nUPDATE t SET v = 1 WHERE id BETWEEN :lo AND :hi;\n|-- sluice:up takes no value"
+    # numbers and durations
+    "batch 0|2|${H}-- sluice:batch 0\n${UP}|batch expects a whole number of rows from 1 to 10000000, got \"0\""
+    "batch in words|2|${H}-- sluice:batch lots\n${UP}|batch expects a whole number"
+    "pause without a unit|2|${H}-- sluice:pause 5\n${UP}|pause expects a duration"
+    "pause in days|2|${H}-- sluice:pause 2d\n${UP}|pause expects a duration"
+    "lock-timeout 0ms|2|${H}-- sluice:lock-timeout 0ms\n${UP}|lock-timeout expects a duration greater than zero"
+    "statement-timeout 597h, past PostgreSQL's int|2|${H}-- sluice:statement-timeout 597h\n${UP}|statement-timeout 597h is too long: at most 2147483647ms"
+    "lock-timeout 2147483648ms|2|${H}-- sluice:lock-timeout 2147483648ms\n${UP}|lock-timeout 2147483648ms is too long: at most 2147483647ms"
+    "retries 101|2|${H}-- sluice:retries 101\n${UP}|retries expects a whole number of attempts from 0 to 100"
+    "workers 65|2|${H}-- sluice:workers 65\n${UP}|workers expects a whole number of workers from 1 to 64"
+    "max-rate 0|2|${H}-- sluice:max-rate 0\n${UP}|max-rate expects a whole number of rows per second"
+    # windows
+    "window hour 25|2|${H}-- sluice:window 25:00-06:00\n${UP}|window expects time ranges HH:MM-HH:MM"
+    "window that never closes|2|${H}-- sluice:window 08:00-08:00\n${UP}|window 08:00-08:00 starts and ends at the same time"
+    "window without its dash|2|${H}-- sluice:window 22:00 06:00\n${UP}|window expects"
+    # undo and on-error
+    "undo snapshot()|2|${H}-- sluice:undo snapshot()\n${UP}|undo expects snapshot(COL, ...), snapshot(*) or down"
+    "undo names a column twice|2|${H}-- sluice:undo snapshot(v, V)\n${UP}|undo names column V twice"
+    "undo down without a down section|2|${H}-- sluice:undo down\n${UP}|undo down needs a -- sluice:down section"
+    "on-error maybe|2|${H}-- sluice:on-error maybe\n${UP}|on-error expects stop or skip, got \"maybe\""
+    # sections
+    "no up section|-|${H}-- sluice:batch 5\n|no up section"
+    "no table directive|-|${UP}|no table directive"
+    "a second up section|4|${H}${UP}-- sluice:up\nUPDATE t SET v = 2 WHERE id BETWEEN :lo AND :hi;\n|second -- sluice:up section (the first starts at line 2)"
+    "an empty up section|2|${H}-- sluice:up\n-- nothing yet\n|the up section is empty"
+    "SQL outside a section|2|${H}UPDATE t SET v = 1;\n${UP}|SQL outside a section"
+    "SQL after a block comment outside a section|2|${H}/* note */ UPDATE t SET v = 1;\n${UP}|SQL outside a section"
+    "a directive inside a block comment|3|${H}/*\n-- sluice:batch 5\n*/\n${UP}|-- sluice:batch inside the /* comment that starts at line 2"
+    "an unterminated string|4|${H}${UP}UPDATE t SET name = 'x WHERE id BETWEEN :lo AND :hi;\n|unterminated string literal"
+    # transaction control
+    "BEGIN in a section|4|${H}${UP}BEGIN;\n|BEGIN is transaction control"
+    "COMMIT in a section|4|${H}${UP}COMMIT;\n|COMMIT is transaction control"
+    "SET TRANSACTION in a section|4|${H}${UP}SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n|SET TRANSACTION is transaction control"
+    "VACUUM in a section|4|${H}${UP}VACUUM t;\n|VACUUM cannot run inside a transaction"
+    # :lo and :hi
+    "no :lo or :hi|2|${H}-- sluice:up\nUPDATE t SET v = v + 1;\n|the up section never uses :lo and :hi"
+    "no :hi|2|${H}-- sluice:up\nUPDATE t SET v = v + 1 WHERE id >= :lo;\n|the up section never uses :hi"
+    ":lo and :hi only inside a string|2|${H}-- sluice:up\nUPDATE t SET name = ':lo :hi';\n|never uses :lo and :hi"
+    ":lo in where|2|${H}-- sluice:where id > :lo\n${UP}|where cannot use :lo or :hi"
+    "a key of nine columns|2|${H}-- sluice:key a, b, c, d, e, f, g, h, i\n${UP}|key has 9 columns, at most 8 are supported"
+    # bytes
+    "a NUL inside a statement|3|${H}-- sluice:up\nUPDATE t SET v = v + 1 WHERE true \0 AND id BETWEEN :lo AND :hi;\n|NUL byte at column 35"
+    "a NUL in a directive|2|${H}-- sluice:batch 5\0000\n${UP}|NUL byte at column 18"
+    "Latin-1, not UTF-8|4|${H}${UP}UPDATE t SET name = 'caf\xe9' WHERE id BETWEEN :lo AND :hi;\n|invalid UTF-8 (byte 0xE9 at column 25)|iconv -f LATIN1 -t UTF-8"
+    "an escape character|2|${H}-- \x1b[2J\n${UP}|control character U+001B at column 4"
+    "old Mac line ends (CR alone)|1|${H//\\n/\\r}${UP//\\n/\\r}|carriage return without a line feed"
+)
+
+# The same job in UTF-16, with and without a byte order mark: the hint says how to convert it.
+test_utf16() {
+    make_table
+    printf '%b' "${H}${UP}" | iconv -f UTF-8 -t "$1" >"$JOBS/0001_bad.sql"
+    expect_refused 1 "the file is UTF-16 ($2)" "iconv -f UTF-16 -t UTF-8"
+}
+
+# A FIFO named like a job would hang a plain read forever (no writer comes): refused at once.
+test_fifo() {
+    make_table
+    mkfifo "$JOBS/0001_bad.sql"
+    T_CMD_TIMEOUT=20 expect_refused - "it is a FIFO, not a regular file"
+}
+
+# A symlink to /dev/zero would be read until memory runs out.
+test_dev_zero() {
+    make_table
+    ln -s /dev/zero "$JOBS/0001_bad.sql"
+    T_CMD_TIMEOUT=20 expect_refused - "it is a character device, not a regular file"
+}
+
+test_too_large() {
+    make_table
+    { printf '%b' "${H}${UP}"; head -c $((17 * 1024 * 1024)) /dev/zero | tr '\0' '-'; } >"$JOBS/0001_bad.sql"
+    expect_refused - "too large to read" "the limit is 16777216 bytes (16 MiB)"
+}
+
+# The issue's example on SQLite, where the cut statement used to update every row each chunk.
+test_nul_on_sqlite() {
+    sq_init
+    sq "create table t (id integer primary key, v int not null default 0)"
+    sq_fill t 300
+    local before
+    before=$(sq_sum t)
+    printf '%b' "${H}-- sluice:batch 50\n-- sluice:up\nUPDATE t SET v = v + 1 WHERE true \0 AND id BETWEEN :lo AND :hi;\n" \
+        >"$JOBS/0001_bad.sql"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bad.sql:4: NUL byte at column 35"
+    assert_eq "$(sq_sum t)" "$before" "t on SQLite"
+    assert_sq "select count(*) from sqlite_master where name like 'sluice%'" 0
+}
+
+# What is accepted on purpose: a UTF-8 byte order mark, CRLF line ends, a block comment at the top.
+accepted() {
+    make_table
+    printf '%b' "$1" >"$JOBS/0001_ok.sql"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(v), max(v), count(*) from t" "1|1|300"
+}
+
+for entry in "${CASES[@]}"; do
+    IFS='|' read -r -a fields <<<"$entry"
+    run_test "refused: ${fields[0]}" refused "${fields[@]:1}"
+done
+run_test "refused: UTF-16 with a byte order mark" test_utf16 UTF-16 "it starts with the byte order mark FF FE"
+run_test "refused: UTF-16 without one" test_utf16 UTF-16LE "it has a NUL in every other byte"
+run_test "refused: a FIFO named 0001_bad.sql, at once" test_fifo
+run_test "refused: a symlink to /dev/zero" test_dev_zero
+run_test "refused: a 17 MiB job file" test_too_large
+run_test "refused on SQLite: a NUL inside a statement, t unchanged" test_nul_on_sqlite
+run_test "accepted: a UTF-8 byte order mark" accepted "\xef\xbb\xbf${H}-- sluice:batch 70\n${UP}"
+run_test "accepted: CRLF line ends" accepted "${H//\\n/\\r\\n}-- sluice:batch 70\r\n${UP//\\n/\\r\\n}"
+run_test "accepted: a block comment before the directives" accepted "/* backfill v\n * (ticket 42) */\n${H}${UP}"
+t_done
