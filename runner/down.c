@@ -12,6 +12,7 @@
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
+#include "sluice/fiber.h"
 #include "sluice/progress.h"
 #include "sluice/undo.h"
 
@@ -22,6 +23,12 @@ typedef struct down_chunk {
     int lost;                         /* a snapshot job's chunk with no undo record left (--allow-lost-undo) */
     char *edges[2 * SL_MAX_KEY_COLS]; /* lo columns, then hi columns */
 } down_chunk;
+
+/* The chunks of one key range (a job with workers; else the whole key):
+ * chunks[first .. first + n), ascending. */
+typedef struct down_range {
+    size_t first, n;
+} down_range;
 
 typedef struct down_run {
     sl_session *sess;
@@ -39,8 +46,22 @@ typedef struct down_run {
     size_t nchunks;
     int64_t rows_total, rows_undone;
     size_t nlost; /* chunks left as they are: their undo records are gone */
+    down_range *ranges;
+    size_t nranges, next_range;
+    int failed; /* a worker failed: the others stop */
     sl_err err;
 } down_run;
+
+/* One connection undoing chunks, one at a time: the run's own session, or
+ * (workers) one of its own. */
+typedef struct down_worker {
+    down_run *r;
+    sl_session *sess;
+    sl_session own;
+    int has_own;
+    int rc;     /* how its walk ended: 0, 1 stopped, -1 failed, -3 conflict */
+    sl_err err; /* its own: workers wait in turn, and each message must stay its own */
+} down_worker;
 
 enum { STEP_OK, STEP_RETRY, STEP_FAILED, STEP_LOST, STEP_CONFLICT, STEP_GONE, STEP_FENCED };
 
@@ -50,8 +71,10 @@ static void free_chunks(down_run *r)
         for (size_t i = 0; i < 2 * SL_MAX_KEY_COLS; i++)
             free(r->chunks[c].edges[i]);
     free(r->chunks);
+    free(r->ranges);
     r->chunks = NULL;
-    r->nchunks = 0;
+    r->ranges = NULL;
+    r->nchunks = r->nranges = r->next_range = 0;
     r->rows_total = 0;
 }
 
@@ -73,19 +96,32 @@ static void run_free(down_run *r)
 
 /* ---- reading what is applied ---- */
 
-/* The job's chunks still in sluice_progress, ascending, and for a snapshot
- * job which of them have no undo record. */
+/* Chunk `row` of range range_no, after a chunk of range prev (-1: none). */
+static void add_to_range(down_run *r, size_t row, int64_t range_no, int64_t prev)
+{
+    if (range_no != prev) {
+        r->ranges = sl_realloc(r->ranges, (r->nranges + 1) * sizeof *r->ranges);
+        r->ranges[r->nranges++] = (down_range){row, 0};
+    }
+    r->ranges[r->nranges - 1].n++;
+}
+
+/* The job's chunks still in sluice_progress, ascending in each key range,
+ * and for a snapshot job which of them have no undo record. */
 static int load_chunks(down_run *r)
 {
     size_t n = r->info.ks.ncols;
     free_chunks(r);
     sl_buf b = {0};
-    sl_buf_adds(&b, "SELECT p.chunk_no, p.rows, CASE WHEN p.skipped THEN 'true' ELSE 'false' END,"
-                    " CASE WHEN EXISTS (SELECT 1 FROM " SL_UNDO_TABLE
+    sl_buf_printf(&b, "SELECT p.chunk_no, p.rows, CASE WHEN p.skipped THEN 'true' ELSE 'false' END, %s,",
+                  r->sess->dialect == SL_DIALECT_PG ? "p.range_no" : "0");
+    sl_buf_adds(&b, " CASE WHEN EXISTS (SELECT 1 FROM " SL_UNDO_TABLE
                     " u WHERE u.job = p.job AND u.chunk_no = p.chunk_no) THEN 'true' ELSE 'false' END");
     sl_session_add_key_elems(r->sess, &b, "p.lo", n);
     sl_session_add_key_elems(r->sess, &b, "p.hi", n);
-    sl_buf_adds(&b, " FROM " SL_PROGRESS_TABLE " p WHERE p.job = $1 ORDER BY p.chunk_no");
+    /* by range (a job with workers), then number: a range's chunks in the order they committed */
+    sl_buf_printf(&b, " FROM " SL_PROGRESS_TABLE " p WHERE p.job = $1 ORDER BY %sp.chunk_no",
+                  r->sess->dialect == SL_DIALECT_PG ? "p.range_no, " : "");
     const char *params[] = {r->job->name};
     sl_answer ans;
     int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
@@ -103,10 +139,12 @@ static int load_chunks(down_run *r)
         c->chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
         c->rows = strtoll(sl_answer_val(&ans, 0, row, 1), NULL, 10);
         c->skipped = strcmp(sl_answer_val(&ans, 0, row, 2), "true") == 0;
-        c->lost = snapshot && !c->skipped && strcmp(sl_answer_val(&ans, 0, row, 3), "true") != 0;
+        int64_t range_no = strtoll(sl_answer_val(&ans, 0, row, 3), NULL, 10);
+        c->lost = snapshot && !c->skipped && strcmp(sl_answer_val(&ans, 0, row, 4), "true") != 0;
         r->rows_total += c->rows;
+        add_to_range(r, (size_t)row, range_no, row > 0 ? strtoll(sl_answer_val(&ans, 0, row - 1, 3), NULL, 10) : -1);
         for (size_t i = 0; i < 2 * n && rc == 0; i++) {
-            const char *v = sl_answer_val(&ans, 0, row, (int)(4 + i));
+            const char *v = sl_answer_val(&ans, 0, row, (int)(5 + i));
             c->edges[i] = v ? sl_strdup(v) : NULL;
             if (!v) {
                 sl_err_set(&r->err, "%s: %s holds fewer key columns than the job's key (%zu): was the key changed?",
@@ -205,16 +243,17 @@ static int prepare(down_run *r, const sl_job_row *row)
 }
 
 /* After a lost connection: is the chunk still applied? */
-static int still_applied(down_run *r, int64_t chunk_no, int *applied)
+static int still_applied(down_worker *w, int64_t chunk_no, int *applied)
 {
+    down_run *r = w->r;
     char no[24];
     snprintf(no, sizeof no, "%" PRId64, chunk_no);
     const char *params[] = {r->job->name, no};
     sl_answer ans;
-    if (sl_session_exec1(r->sess, "SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2", 2, params,
+    if (sl_session_exec1(w->sess, "SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2", 2, params,
                          &ans) != 0 ||
         !ans.ok) {
-        int lost = ans.conn_lost || !sl_session_connected(r->sess);
+        int lost = ans.conn_lost || !sl_session_connected(w->sess);
         sl_answer_free(&ans);
         return lost ? 1 : -1;
     }
@@ -225,10 +264,10 @@ static int still_applied(down_run *r, int64_t chunk_no, int *applied)
 
 /* ---- one down chunk ---- */
 
-static void rollback(down_run *r)
+static void rollback(down_worker *w)
 {
     sl_answer rb;
-    if (sl_session_exec1(r->sess, "ROLLBACK", 0, NULL, &rb) == 0)
+    if (sl_session_exec1(w->sess, "ROLLBACK", 0, NULL, &rb) == 0)
         sl_answer_free(&rb);
 }
 
@@ -246,16 +285,17 @@ static char *chunk_range(const down_run *r, const down_chunk *c)
 }
 
 /* Turn a failed answer into a step outcome, rolling back an open transaction. */
-static int step_failed(down_run *r, const down_chunk *c, sl_answer *ans, int in_tx, int64_t attempts)
+static int step_failed(down_worker *w, const down_chunk *c, sl_answer *ans, int in_tx, int64_t attempts)
 {
+    down_run *r = w->r;
     if (ans->conn_lost) {
         sl_answer_free(ans);
         return STEP_LOST;
     }
     if (in_tx)
-        rollback(r);
+        rollback(w);
     char *range = chunk_range(r, c);
-    sl_err_set(&r->err, "%s: undoing chunk %" PRId64 " %s failed on attempt %" PRId64 ": %s%s%s", r->job->name,
+    sl_err_set(&w->err, "%s: undoing chunk %" PRId64 " %s failed on attempt %" PRId64 ": %s%s%s", r->job->name,
                c->chunk_no, range, attempts, ans->sqlstate, ans->sqlstate[0] ? " " : "", ans->error);
     free(range);
     int transient = sl_pg_transient(ans->sqlstate);
@@ -263,20 +303,21 @@ static int step_failed(down_run *r, const down_chunk *c, sl_answer *ans, int in_
     return transient ? STEP_RETRY : STEP_FAILED;
 }
 
-static void report_conflict(down_run *r, const down_chunk *c, const sl_undo_step *st)
+static void report_conflict(down_worker *w, const down_chunk *c, const sl_undo_step *st)
 {
+    down_run *r = w->r;
     char *range = chunk_range(r, c);
-    sl_err_set(&r->err,
+    sl_err_set(&w->err,
                "%s: chunk %" PRId64 " %s: %zu row%s changed by someone else since the job wrote %s: key%s %s; "
                "nothing in this chunk was changed",
                r->job->name, c->chunk_no, range, st->nconflicts, st->nconflicts == 1 ? " was" : "s were",
                st->nconflicts == 1 ? "it" : "them", st->nconflicts == 1 ? "" : "s", st->conflicts);
     free(range);
     if (r->job->undo == SL_UNDO_DOWN)
-        sl_err_append(&r->err, "hint: the down section cannot leave single rows out: check those rows, then "
+        sl_err_append(&w->err, "hint: the down section cannot leave single rows out: check those rows, then "
                                "`sluice down` again with --on-conflict overwrite to run it anyway");
     else
-        sl_err_append(&r->err, "hint: check those rows, then `sluice down` again with --on-conflict skip (leave them "
+        sl_err_append(&w->err, "hint: check those rows, then `sluice down` again with --on-conflict skip (leave them "
                                "as they are now) or --on-conflict overwrite (put back what the job found)");
 }
 
@@ -289,15 +330,16 @@ typedef struct begin_layout {
 /* Segment 1: open the transaction, prove the lease (PostgreSQL), take the
  * chunk's progress row (its absence means it is already undone) and its undo
  * record, and read the rows as they are now. */
-static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts)
+static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts)
 {
+    down_run *r = w->r;
     char no[24];
     snprintf(no, sizeof no, "%" PRId64, c->chunk_no);
     const char *fence = sl_run_fence_id(&r->run);
     const char *prog[] = {r->job->name, no}, *own[] = {r->job->name, fence};
     size_t n = 0;
     sl_pg_query q[8];
-    q[n++] = (sl_pg_query){sl_session_begin_sql(r->sess), 0, NULL, 0};
+    q[n++] = (sl_pg_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
         q[n++] = (sl_pg_query){r->timeouts.sql[i], 0, NULL, 0};
     memset(l, 0, sizeof *l);
@@ -316,13 +358,13 @@ static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, begin_l
         q[n++] = (sl_pg_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 0};
     }
     l->n = n;
-    if (sl_session_exec(r->sess, q, n, ans) != 0)
+    if (sl_session_exec(w->sess, q, n, ans) != 0)
         return STEP_LOST;
     if (!ans->ok)
-        return step_failed(r, c, ans, ans->failed_index >= 1, attempts);
+        return step_failed(w, c, ans, ans->failed_index >= 1, attempts);
     int owned = !l->fence || ans->results[l->fence_i].nrows > 0, gone = ans->results[l->prog_i].nrows == 0;
     if (!owned || gone) {
-        rollback(r);
+        rollback(w);
         sl_answer_free(ans);
         if (!owned)
             sl_run_fenced(&r->run);
@@ -332,8 +374,9 @@ static int begin_chunk(down_run *r, const down_chunk *c, sl_answer *ans, begin_l
 }
 
 /* Segment 2: the restore (or the down section), then COMMIT. */
-static int finish_chunk(down_run *r, const down_chunk *c, const sl_undo_step *st, int64_t attempts)
+static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step *st, int64_t attempts)
 {
+    down_run *r = w->r;
     /* a row set aside by on-error skip was never changed, and a chunk with
      * its record lost is left as it is: only its progress row goes */
     int leave = c->skipped || (c->lost && r->job->undo != SL_UNDO_DOWN);
@@ -350,25 +393,27 @@ static int finish_chunk(down_run *r, const down_chunk *c, const sl_undo_step *st
     }
     q[k] = (sl_pg_query){"COMMIT", 0, NULL};
     sl_answer ans;
-    int rc = sl_session_exec(r->sess, q, k + 1, &ans);
+    int rc = sl_session_exec(w->sess, q, k + 1, &ans);
     free(q);
     if (rc != 0)
         return STEP_LOST;
     if (!ans.ok)
-        return step_failed(r, c, &ans, ans.failed_index < (int)k, attempts);
+        return step_failed(w, c, &ans, ans.failed_index < (int)k, attempts);
     sl_answer_free(&ans);
     return STEP_OK;
 }
 
 /* Plan the restore from the chunk's record and the rows as they are now. */
-static int plan_chunk(down_run *r, const down_chunk *c, const sl_answer *ans, const begin_layout *l, sl_undo_step *step)
+static int plan_chunk(down_worker *w, const down_chunk *c, const sl_answer *ans, const begin_layout *l,
+                      sl_undo_step *step)
 {
+    down_run *r = w->r;
     const char *text = sl_answer_val(ans, l->undo_i, 0, 0);
     memset(step, 0, sizeof *step);
     if (!text || !l->state)
         return 0; /* no record (a down section without hashes, a row set aside, a record lost) */
     sl_snap snap;
-    if (sl_undo_record_decode(&r->undo, c->chunk_no, text, &snap, &r->err) != 0)
+    if (sl_undo_record_decode(&r->undo, c->chunk_no, text, &snap, &w->err) != 0)
         return -1;
     sl_undo_plan_chunk(&r->undo, &snap, &ans->results[l->state_i], c->edges, r->opts->on_conflict, step);
     sl_snap_free(&snap);
@@ -376,29 +421,30 @@ static int plan_chunk(down_run *r, const down_chunk *c, const sl_answer *ans, co
 }
 
 /* Undo chunk c once: STEP_* outcome. */
-static int send_chunk(down_run *r, down_chunk *c, int64_t attempts)
+static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts)
 {
+    down_run *r = w->r;
     sl_answer ans;
     begin_layout l;
-    int st = begin_chunk(r, c, &ans, &l, attempts);
+    int st = begin_chunk(w, c, &ans, &l, attempts);
     if (st != STEP_OK)
         return st;
     int snapshot = r->job->undo != SL_UNDO_DOWN;
     if (snapshot && !c->skipped && !sl_answer_val(&ans, l.undo_i, 0, 0) && !c->lost) {
         c->lost = 1; /* deleted since the run began: refused unless told to leave such chunks */
         if (!r->opts->allow_lost_undo) {
-            rollback(r);
+            rollback(w);
             sl_answer_free(&ans);
-            sl_err_set(&r->err, "%s: chunk %" PRId64 " has no undo record in %s, so down cannot put it back",
+            sl_err_set(&w->err, "%s: chunk %" PRId64 " has no undo record in %s, so down cannot put it back",
                        r->job->name, c->chunk_no, SL_UNDO_TABLE);
-            sl_err_append(&r->err, "hint: --allow-lost-undo leaves such chunks as they are");
+            sl_err_append(&w->err, "hint: --allow-lost-undo leaves such chunks as they are");
             return STEP_FAILED;
         }
         r->nlost++;
     }
     sl_undo_step step;
-    if (plan_chunk(r, c, &ans, &l, &step) != 0) {
-        rollback(r);
+    if (plan_chunk(w, c, &ans, &l, &step) != 0) {
+        rollback(w);
         sl_answer_free(&ans);
         return STEP_FAILED;
     }
@@ -406,8 +452,8 @@ static int send_chunk(down_run *r, down_chunk *c, int64_t attempts)
     int refuse = step.nconflicts > 0 && (r->opts->on_conflict == SL_CONFLICT_STOP ||
                                          (r->undo.kind == SL_UNDO_DOWN && r->opts->on_conflict == SL_CONFLICT_SKIP));
     if (refuse) {
-        rollback(r);
-        report_conflict(r, c, &step);
+        rollback(w);
+        report_conflict(w, c, &step);
         st = STEP_CONFLICT;
     } else {
         if (step.nconflicts)
@@ -420,30 +466,32 @@ static int send_chunk(down_run *r, down_chunk *c, int64_t attempts)
                     r->job->name, c->chunk_no, step.nlost, step.nlost == 1 ? "" : "s");
         if (c->lost)
             sl_warn("%s: chunk %" PRId64 " left as it is: its undo record is gone", r->job->name, c->chunk_no);
-        st = finish_chunk(r, c, &step, attempts);
+        st = finish_chunk(w, c, &step, attempts);
     }
     sl_undo_step_free(&step);
     return st;
 }
 
 /* After the commit: the journal follows (it may lag; opening a run syncs it). */
-static int record_undone(down_run *r, const down_chunk *c)
+static int record_undone(down_worker *w, const down_chunk *c)
 {
-    if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, c->rows, &r->err) != 0)
+    down_run *r = w->r;
+    if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, c->rows, &w->err) != 0)
         return -1;
     r->rows_undone += c->rows;
     return 0;
 }
 
 /* Retry one chunk to an outcome: 0 undone, 1 stopped, -1 failed, -3 conflict. */
-static int do_chunk(down_run *r, down_chunk *c)
+static int do_chunk(down_worker *w, down_chunk *c)
 {
+    down_run *r = w->r;
     for (int64_t attempts = 1;; attempts++) {
-        int st = send_chunk(r, c, attempts);
+        int st = send_chunk(w, c, attempts);
         if (st == STEP_OK || st == STEP_GONE)
-            return record_undone(r, c);
+            return record_undone(w, c);
         if (st == STEP_FENCED) {
-            sl_err_set(&r->err, "%s", r->run.lease.why);
+            sl_err_set(&w->err, "%s", r->run.lease.why);
             return -1;
         }
         if (st == STEP_FAILED)
@@ -451,47 +499,126 @@ static int do_chunk(down_run *r, down_chunk *c)
         if (st == STEP_CONFLICT)
             return -3;
         if (st == STEP_LOST) {
-            if (sl_session_stopping(r->sess))
+            if (sl_session_stopping(w->sess))
                 return 1; /* the next run sees from sluice_progress whether it committed */
-            int applied = 1, rc = sl_run_reconnect(&r->run, r->sess);
+            int applied = 1, rc = sl_run_reconnect(&r->run, w->sess);
             if (rc < 0)
-                r->err = r->run.err;
+                w->err = r->run.err;
             if (rc == 0)
-                rc = still_applied(r, c->chunk_no, &applied);
+                rc = still_applied(w, c->chunk_no, &applied);
             if (rc != 0)
                 return rc > 0 ? 1 : -1;
             if (!applied)
-                return record_undone(r, c);
+                return record_undone(w, c);
             continue;
         }
         if (attempts > r->job->retries)
             return -1;
         int64_t wait = sl_session_backoff_ms((int)attempts);
-        sl_warn("%s (transient; retrying in %" PRId64 " ms)", r->err.msg, wait);
-        sl_run_event(&r->run, "retry", r->err.msg);
-        if (sl_session_sleep(r->sess, wait))
+        sl_warn("%s (transient; retrying in %" PRId64 " ms)", w->err.msg, wait);
+        sl_run_event(&r->run, "retry", w->err.msg);
+        if (sl_session_sleep(w->sess, wait))
             return 1;
     }
 }
 
-/* Undo every applied chunk, newest first. Returns an exit code. */
+/* A worker's ranges, one after the other, and in each the chunks newest
+ * first: what is left applied of a range is always its oldest chunks, so an
+ * `up` (or a `down`) after a stop resumes it. 0 done, 1 stopped, -1 failed,
+ * -3 a conflict. */
+static int walk_ranges(down_worker *w)
+{
+    down_run *r = w->r;
+    for (;;) {
+        if (r->failed)
+            return 0; /* another worker's failure ends the run */
+        if (r->next_range >= r->nranges)
+            return 0;
+        const down_range *kr = &r->ranges[r->next_range++];
+        for (size_t i = kr->first + kr->n; i-- > kr->first;) {
+            if (sl_session_stopping(r->sess))
+                return 1;
+            if (r->failed)
+                return 0;
+            if (sl_run_lost(&r->run)) {
+                sl_err_set(&w->err, "%s", r->run.lease.why);
+                return -1;
+            }
+            int rc = do_chunk(w, &r->chunks[i]);
+            if (rc != 0)
+                return rc;
+            sl_progress_update(r->rows_undone, r->job->batch);
+            if (r->job->pause_ms > 0 && sl_session_sleep(w->sess, r->job->pause_ms))
+                return 1;
+        }
+    }
+}
+
+static void worker_main(void *arg)
+{
+    down_worker *w = arg;
+    w->rc = walk_ranges(w);
+    if (w->rc < 0 && !w->r->failed) {
+        w->r->failed = 1;
+        w->r->err = w->err;
+    }
+}
+
+/* The workers' sessions: the run's own, and one more connection a worker
+ * (PostgreSQL, with workers N and as many key ranges). A connection that
+ * cannot be opened leaves fewer workers. */
+static size_t start_workers(down_run *r, down_worker *ws, size_t want)
+{
+    size_t n = 1;
+    ws[0] = (down_worker){.r = r, .sess = r->sess};
+    for (size_t i = 1; i < want; i++) {
+        down_worker *w = &ws[n];
+        *w = (down_worker){.r = r};
+        sl_err err;
+        if (sl_session_init(&w->own, r->sess->loop, r->sess->pg.conninfo, &err) != 0 ||
+            (w->own.quiet = 1, sl_session_connect(&w->own, &err) != 0)) {
+            sl_warn("%s: worker %zu cannot connect, going on with %zu: %s", r->job->name, i, n, err.msg);
+            if (w->own.has_pg)
+                sl_session_close_now(&w->own);
+            break;
+        }
+        sl_session_set_timeouts(&w->own, r->job->lock_timeout_ms, r->job->statement_timeout_ms);
+        w->has_own = 1;
+        w->sess = &w->own;
+        n++;
+    }
+    return n;
+}
+
+/* Undo every applied chunk: with workers, ranges at once, each on its own
+ * connection in a fiber of its own. Returns an exit code. */
 static int walk(down_run *r)
 {
-    for (size_t i = r->nchunks; i-- > 0;) {
-        if (sl_session_stopping(r->sess))
-            return SL_EXIT_STOPPED;
-        if (sl_run_lost(&r->run)) {
-            sl_err_set(&r->err, "%s", r->run.lease.why);
-            return SL_EXIT_FAILED;
-        }
-        int rc = do_chunk(r, &r->chunks[i]);
-        if (rc != 0)
-            return rc > 0 ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
-        sl_progress_update(r->rows_undone, r->job->batch);
-        if (i > 0 && r->job->pause_ms > 0 && sl_session_sleep(r->sess, r->job->pause_ms))
-            return SL_EXIT_STOPPED;
+    size_t want = r->job->workers > 1 && r->sess->dialect == SL_DIALECT_PG ? (size_t)r->job->workers : 1;
+    if (want > r->nranges)
+        want = r->nranges ? r->nranges : 1;
+    down_worker *ws = sl_calloc(want + 1, sizeof *ws);
+    size_t n = start_workers(r, ws, want);
+    if (n > 1) {
+        sl_info("%s: %zu workers over %zu key ranges", r->job->name, n, r->nranges);
+        sl_fiber **fibers = sl_calloc(n + 1, sizeof *fibers);
+        for (size_t i = 0; i < n; i++)
+            fibers[i] = sl_fiber_new(worker_main, &ws[i]);
+        sl_fiber_run_all(r->sess->loop, fibers, n, n);
+        for (size_t i = 0; i < n; i++)
+            sl_fiber_free(fibers[i]);
+        free(fibers);
+    } else {
+        worker_main(&ws[0]);
     }
-    return SL_EXIT_OK;
+    int stopped = 0;
+    for (size_t i = 0; i < n; i++) {
+        stopped |= ws[i].rc == 1;
+        if (ws[i].has_own)
+            sl_session_close_now(&ws[i].own);
+    }
+    free(ws);
+    return r->failed ? SL_EXIT_FAILED : stopped ? SL_EXIT_STOPPED : SL_EXIT_OK;
 }
 
 /* ---- one job ---- */

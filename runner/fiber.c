@@ -29,6 +29,10 @@
 
 struct sl_fiber {
     ucontext_t ctx;
+    ucontext_t caller;         /* whoever resumed it last: a scheduler, on the main stack or a fiber's */
+    sl_fiber *parent;          /* the fiber that resumed it, NULL: the main stack */
+    const void *caller_bottom; /* the resumer's stack, for AddressSanitizer */
+    size_t caller_size;
     void (*fn)(void *arg);
     void *arg;
     char *map; /* the stack, a guard page first */
@@ -38,10 +42,6 @@ struct sl_fiber {
     int started, finished;
 };
 
-/* The scheduler's side. */
-static ucontext_t sched_ctx;
-static const void *sched_bottom;
-static size_t sched_size;
 static sl_fiber *current;
 
 sl_fiber *sl_fiber_new(void (*fn)(void *arg), void *arg)
@@ -93,11 +93,11 @@ const void *sl_fiber_tag(const sl_fiber *fiber)
 static void entry(void)
 {
     sl_fiber *f = current;
-    FINISH_SWITCH(NULL, &sched_bottom, &sched_size);
+    FINISH_SWITCH(NULL, &f->caller_bottom, &f->caller_size);
     f->fn(f->arg);
     f->finished = 1;
-    START_SWITCH(NULL, sched_bottom, sched_size); /* NULL: this stack is done with */
-    /* returning resumes uc_link: the scheduler */
+    START_SWITCH(NULL, f->caller_bottom, f->caller_size); /* NULL: this stack is done with */
+    /* returning resumes uc_link: the scheduler that resumed it */
 }
 
 /* Run f until it yields or ends. */
@@ -109,15 +109,16 @@ static void resume(sl_fiber *f)
         getcontext(&f->ctx);
         f->ctx.uc_stack.ss_sp = f->map + page;
         f->ctx.uc_stack.ss_size = FIBER_STACK;
-        f->ctx.uc_link = &sched_ctx;
+        f->ctx.uc_link = &f->caller;
         makecontext(&f->ctx, entry, 0);
     }
+    f->parent = current;
     current = f;
     void *fake = NULL;
     START_SWITCH(&fake, f->map + page, FIBER_STACK);
-    swapcontext(&sched_ctx, &f->ctx);
+    swapcontext(&f->caller, &f->ctx);
     FINISH_SWITCH(fake, NULL, NULL);
-    current = NULL;
+    current = f->parent;
 }
 
 void sl_fiber_wait(uv_loop_t *loop)
@@ -127,14 +128,13 @@ void sl_fiber_wait(uv_loop_t *loop)
         uv_run(loop, UV_RUN_ONCE);
         return;
     }
-    START_SWITCH(&f->fake, sched_bottom, sched_size);
-    swapcontext(&f->ctx, &sched_ctx);
-    FINISH_SWITCH(f->fake, &sched_bottom, &sched_size);
+    START_SWITCH(&f->fake, f->caller_bottom, f->caller_size);
+    swapcontext(&f->ctx, &f->caller);
+    FINISH_SWITCH(f->fake, &f->caller_bottom, &f->caller_size);
 }
 
 void sl_fiber_run_all(uv_loop_t *loop, sl_fiber **fibers, size_t n, size_t parallel)
 {
-    assert(!current && "BUG: a scheduler inside a fiber");
     size_t next = 0, done = 0;
     if (parallel < 1)
         parallel = 1;
@@ -154,6 +154,6 @@ void sl_fiber_run_all(uv_loop_t *loop, sl_fiber **fibers, size_t n, size_t paral
             running += !fibers[i]->finished;
         }
         if (running > 0)
-            uv_run(loop, UV_RUN_ONCE);
+            sl_fiber_wait(loop); /* in a fiber itself, its own scheduler turns the loop */
     }
 }

@@ -255,20 +255,34 @@ int sl_session_connect(sl_session *sess, sl_err *err)
     if (sess->has_lite)
         return sl_lite_open(&sess->lite, err);
     assert(sess->has_pg && "BUG: connect without a database");
+    if (sess->connecting) {
+        while (sess->connecting)
+            sl_fiber_wait(sess->loop);
+        if (sess->pg.connected)
+            return 0;
+        sl_err_set(err, "cannot connect to %s", sess->pg.display);
+        return -1;
+    }
+    if (sess->pg.connected)
+        return 0;
     conn_waiter w = {0};
     if (sl_pg_connect(&sess->pg, sess->connect_timeout_ms, on_connect, &w) != 0) {
         sl_err_set(err, "cannot start connecting to %s", sess->pg.display);
         return -1;
     }
+    sess->connecting = 1;
     while (!w.done)
         sl_fiber_wait(sess->loop);
+    int rc = 0;
     if (w.status != 0) {
         sl_err_set(err, "cannot connect to %s: %s", sess->pg.display, w.error ? w.error : "unknown error");
-        free(w.error);
-        return -1;
+        rc = -1;
+    } else {
+        rc = run_setup(sess, setup_sql, sizeof setup_sql / sizeof setup_sql[0], err);
     }
     free(w.error);
-    return run_setup(sess, setup_sql, sizeof setup_sql / sizeof setup_sql[0], err);
+    sess->connecting = 0;
+    return rc;
 }
 
 int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_answer *ans)
@@ -353,7 +367,7 @@ int sl_session_stopping(const sl_session *sess)
 
 int sl_session_connected(const sl_session *sess)
 {
-    return sess->has_lite ? sess->lite.db != NULL : sess->has_pg && sess->pg.connected;
+    return sess->has_lite ? sess->lite.db != NULL : sess->has_pg && sess->pg.connected && !sess->connecting;
 }
 
 void sl_session_disconnect(sl_session *sess)
@@ -447,12 +461,16 @@ static int64_t reconnect_for_ms(void)
 int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
 {
     int64_t start = sl_mono_ms();
+    sl_err cerr = {0};
     for (int attempt = 1;; attempt++) {
         int64_t wait = sl_session_backoff_ms(attempt + 1);
-        sl_warn("%s: connection lost; reconnecting in %lld ms (attempt %d)", who, (long long)wait, attempt);
+        if (attempt == 1)
+            sl_warn("%s: connection lost; reconnecting in %lld ms", who, (long long)wait);
+        else
+            sl_warn("%s: reconnecting failed: %s; trying again in %lld ms (attempt %d)", who, cerr.msg, (long long)wait,
+                    attempt);
         if (sl_session_sleep(sess, wait))
             return 1;
-        sl_err cerr;
         if (sl_session_connect(sess, &cerr) == 0)
             break;
         if (sl_mono_ms() - start > reconnect_for_ms()) {

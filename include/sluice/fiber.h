@@ -35,7 +35,9 @@ const void *sl_fiber_tag(const sl_fiber *fiber);
 void sl_fiber_wait(uv_loop_t *loop);
 
 /* Run fibers[0..n) to their end on loop, at most `parallel` at a time, in
- * order: each starts when one before it ended. */
+ * order: each starts when one before it ended. Called in a fiber (a fleet's
+ * target running the workers of a `down`), it waits for the loop through
+ * that fiber's own scheduler: fibers nest. */
 void sl_fiber_run_all(uv_loop_t *loop, sl_fiber **fibers, size_t n, size_t parallel);
 
 #endif

@@ -29,6 +29,7 @@ typedef struct sl_session {
     int64_t connect_timeout_ms;
     int quiet;        /* a worker's extra session: signals are announced by the main one */
     int open_handles; /* while sl_session_close_now waits for them */
+    int connecting;   /* a fiber is connecting it: others wait for that attempt */
 } sl_session;
 
 /* Prepare a session on loop: validates conninfo ("sqlite:PATH", else
@@ -40,7 +41,9 @@ int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_
 
 /* Connect (non-blocking, with a timeout; SLUICE_CONNECT_TIMEOUT overrides the
  * 10 s default) and prepare the session: the settings sluice relies on.
- * sluice's own tables are schema.h's. err says what failed. */
+ * sluice's own tables are schema.h's. err says what failed. Fibers sharing a
+ * session share the attempt: one already connected (or being connected by
+ * another fiber) is not connected twice; the others wait for its outcome. */
 int sl_session_connect(sl_session *sess, sl_err *err) SL_MUSTCHECK;
 
 /* "user@host:port/dbname" or "sqlite:PATH": safe to print. */

@@ -170,6 +170,38 @@ EOF
     assert_eq "$(state_of)" rolled_back
 }
 
+# down with workers: ranges undone at once on several connections, killed again and again, then
+# finished: the table as before up, and an up after a partial down applies the undone chunks once.
+test_kill_down_workers() {
+    make_table 200000
+    before=$(table_sum)
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 4
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(0.005);
+EOF
+    run_sluice up
+    assert_rc 0
+    sluice_start down base
+    wait_until 60 moved_or_exited "$(($(progress_chunks) - 20))" down
+    assert_sql "select count(distinct range_no) from sluice_ranges where job = '0001_bump'" 16
+    sluice_kill KILL
+    kill_down_loop 8
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|200000"
+    kill_down_loop 4
+    run_sluice down base
+    assert_rc 0
+    assert_contains "$ERR" "4 workers over "
+    assert_eq "$(table_sum)" "$before" "table checksum after up, killed downs with workers, an up, and down"
+    assert_eq "$(state_of)" rolled_back
+}
+
 # SIGINT during down: exit 3, rolling_back, and the next down finishes it.
 test_sigint_down() {
     make_table 100000
@@ -221,6 +253,7 @@ run_test "kill -9 during up, then down (snapshot(*) of a DELETE): table as befor
 run_test "12 kill -9's during down (snapshot), then down: table as before, exactly once" test_kill_down_snapshot
 run_test "12 kill -9's during down (down section), then down: table as before, exactly once" test_kill_down_section
 run_test "8 kill -9's during down, the checkpoint directory deleted after each, then down: table as before" test_kill_down_lose_checkpoints
+run_test "down with workers 4 killed 12 times, an up between: the table as before, exactly once" test_kill_down_workers
 run_test "kill -9's during down, then up: the undone chunks are applied again exactly once" test_kill_down_then_up
 run_test "SIGINT during down exits 3, rolling_back; down again finishes" test_sigint_down
 t_done

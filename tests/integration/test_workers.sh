@@ -418,6 +418,50 @@ EOF
     assert_sql "select count(*) from sluice_progress where job = '0001_fill'" 0
 }
 
+# down with workers: the ranges are undone at once, each on its own connection, newest chunk first
+# within a range; the table comes back exactly.
+test_down_runs_ranges_at_the_same_time() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            create table down_log (lo int primary key, pid int not null, t0 timestamptz not null, t1 timestamptz);
+            insert into t (id) select generate_series(1, 4000); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;
+INSERT INTO down_log (lo, pid, t0) VALUES (:lo, pg_backend_pid(), clock_timestamp());
+SELECT pg_sleep(0.1);
+UPDATE down_log SET t1 = clock_timestamp() WHERE lo = :lo;
+EOF
+    run_sluice up
+    assert_rc 0
+    psql_q "create table up_chunks as select range_no, chunk_no, lo[1]::int as lo from sluice_progress"
+    local chunks t0 t1 ms serial pids overlap
+    chunks=$(psql_q "select count(*) from up_chunks")
+    t0=$(now_ms)
+    run_sluice down 0001_bump
+    t1=$(now_ms)
+    assert_rc 0
+    assert_contains "$ERR" "4 workers over"
+    ms=$((t1 - t0))
+    assert_sql "select min(n), max(n), count(*) from t" "0|0|4000"
+    assert_sql "select count(*), count(t1) from down_log" "$chunks|$chunks"
+    serial=$((chunks * 100))
+    pids=$(psql_q "select count(distinct pid) from down_log")
+    overlap=$(psql_q "select max((select count(*) from down_log b where b.t0 <= a.t0 and a.t0 < b.t1)) from down_log a")
+    diag "down of $chunks chunks of 100 ms with workers 4: ${ms} ms (${serial} ms one at a time); $pids backends; at most $overlap at once"
+    ((ms < serial * 6 / 10)) || fail "down with workers 4 took ${ms} ms: chunks not undone at the same time (serial: ${serial} ms)"
+    assert_eq "$pids" 4 "distinct backends that undid chunks"
+    ((overlap >= 3 && overlap <= 4)) || fail "$overlap chunks were undone at once with workers 4"
+    # within a range, newest first: no chunk was undone before the one that committed after it
+    assert_sql "select count(*) from up_chunks a join up_chunks b on b.range_no = a.range_no and b.chunk_no > a.chunk_no
+                  join down_log da on da.lo = a.lo join down_log db on db.lo = b.lo where da.t0 < db.t1" 0
+    assert_status 0001_bump state rolled_back
+}
+
 # (h) ---------------------------------------------------------------------------------------------
 
 test_tiny_and_empty_tables() {
@@ -557,6 +601,7 @@ run_test "workers 4: max-rate is for the whole job" test_max_rate_is_for_the_who
 run_test "workers 4: ctl status, pause, resume and set" test_ctl_with_workers
 run_test "workers 2: undo snapshot(cols), then down restores the table exactly" test_undo_snapshot_then_down
 run_test "workers 4: down after a partial run restores the table exactly" test_undo_after_partial_run
+run_test "workers 4: down undoes the ranges at the same time, on 4 connections, newest first in each" test_down_runs_ranges_at_the_same_time
 run_test "workers 8 on a table smaller than a batch, and on an empty one; plan shows the workers" test_tiny_and_empty_tables
 run_test "resume with workers 1 after workers 4: refused unless --allow-changed-statements, then every row once" test_resume_with_other_worker_count
 run_test "SQLite: workers 4 runs as one worker with a warning, every row once" test_sqlite_runs_one_worker
