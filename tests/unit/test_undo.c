@@ -1,0 +1,439 @@
+/* test_undo.c: the undo records (snapshot.c's codec, undo.c's record layer) and the down chunk planner, no server. */
+#include "check.h"
+#include "sluice/snapshot.h"
+#include "sluice/undo.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+/* ---- helpers ---- */
+
+/* n copies of src (NULL stays NULL), in a malloc'd array. */
+static char **dup_strs(const char *const *src, size_t n)
+{
+    char **out = sl_calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        out[i] = src[i] ? sl_strdup(src[i]) : NULL;
+    return out;
+}
+
+static void snap_init(sl_snap *snap, size_t nkey, size_t nvals)
+{
+    memset(snap, 0, sizeof *snap);
+    snap->nkey = nkey;
+    snap->nvals = nvals;
+}
+
+/* Add a row owned by snap (sl_snap_free frees it): vals NULL for a row
+ * that did not exist before the chunk. */
+static void snap_add(sl_snap *snap, const char *const *key, const char *const *vals, int has_post, int64_t post_hash)
+{
+    if ((snap->nrows & (snap->nrows - 1)) == 0) /* at 0, 1, 2, 4...: double */
+        snap->rows = sl_realloc(snap->rows, (snap->nrows ? 2 * snap->nrows : 1) * sizeof(sl_snap_row));
+    sl_snap_row *row = &snap->rows[snap->nrows++];
+    row->key = dup_strs(key, snap->nkey);
+    row->has_pre = vals != NULL;
+    row->vals = vals ? dup_strs(vals, snap->nvals) : NULL;
+    row->has_post = has_post;
+    row->post_hash = has_post ? post_hash : 0;
+}
+
+static int same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Field by field: flags, keys, hashes, values (NULL is not ""). */
+static int snaps_equal(const sl_snap *a, const sl_snap *b)
+{
+    if (a->nkey != b->nkey || a->nvals != b->nvals || a->nrows != b->nrows)
+        return 0;
+    for (size_t r = 0; r < a->nrows; r++) {
+        const sl_snap_row *x = &a->rows[r], *y = &b->rows[r];
+        if (!x->has_pre != !y->has_pre || !x->has_post != !y->has_post)
+            return 0;
+        if (x->has_post && x->post_hash != y->post_hash)
+            return 0;
+        for (size_t k = 0; k < a->nkey; k++)
+            if (!same_str(x->key[k], y->key[k]))
+                return 0;
+        if (!x->has_pre && (x->vals || y->vals))
+            return 0;
+        for (size_t i = 0; x->has_pre && i < a->nvals; i++)
+            if (!same_str(x->vals[i], y->vals[i]))
+                return 0;
+    }
+    return 1;
+}
+
+/* Decode from a heap copy of exactly len bytes, so that AddressSanitizer
+ * reports any read past the end. 0 or -1 as sl_snap_decode. */
+static int decode_exact(const void *bytes, size_t len, sl_snap *out)
+{
+    unsigned char *copy = malloc(len);
+    if (len)
+        memcpy(copy, bytes, len);
+    int rc = sl_snap_decode(len ? copy : bytes, len, out);
+    free(copy);
+    return rc;
+}
+
+static int decodes(const void *bytes, size_t len)
+{
+    sl_snap snap = {0};
+    int rc = decode_exact(bytes, len, &snap);
+    sl_snap_free(&snap);
+    return rc == 0;
+}
+
+/* Encode snap, decode it back from exactly its bytes and compare; the
+ * bytes are left in blob. */
+static void check_round_trip(const sl_snap *snap, sl_buf *blob)
+{
+    sl_buf_reset(blob);
+    sl_snap_encode(snap, blob);
+    sl_snap back;
+    memset(&back, 0, sizeof back);
+    back.chunk_no = 77;
+    memcpy(back.kind, "all", 4);
+    CHECK(decode_exact(blob->data, blob->len, &back) == 0);
+    CHECK(snaps_equal(snap, &back));
+    /* decode keeps what the caller set: the record does not hold them */
+    CHECK(back.chunk_no == 77);
+    CHECK_STR(back.kind, "all");
+    /* one spelling per record: it encodes back to its very bytes */
+    sl_buf again = {0};
+    sl_snap_encode(&back, &again);
+    CHECK(again.len == blob->len && memcmp(again.data, blob->data, blob->len) == 0);
+    sl_buf_free(&again);
+    sl_snap_free(&back);
+}
+
+/* ---- the codec ---- */
+
+static void test_snap_codec(void)
+{
+    char k1[] = "1", k2[] = "2", v1[] = "Ada";
+    char *key1[] = {k1}, *key2[] = {k2}, *vals1[] = {v1, NULL};
+    sl_snap_row rows[] = {{key1, 1, 1, -42, vals1}, {key2, 0, 1, 7, NULL}};
+    sl_snap snap = {.chunk_no = 3, .kind = "cols", .nkey = 1, .nvals = 2, .nrows = 2, .rows = rows};
+    sl_buf blob = {0};
+    sl_snap_encode(&snap, &blob);
+    sl_snap back = {.chunk_no = 3};
+    CHECK(sl_snap_decode(blob.data, blob.len, &back) == 0);
+    CHECK(back.nrows == 2 && back.nkey == 1 && back.nvals == 2 && back.chunk_no == 3);
+    if (back.nrows == 2) {
+        CHECK_STR(back.rows[0].key[0], "1");
+        CHECK_STR(back.rows[0].vals[0], "Ada");
+        CHECK(back.rows[0].vals[1] == NULL && back.rows[0].post_hash == -42);
+        CHECK(!back.rows[1].has_pre && back.rows[1].vals == NULL && back.rows[1].post_hash == 7);
+    }
+    sl_snap_free(&back);
+    /* every cut is refused */
+    for (size_t len = 0; len < blob.len; len++)
+        CHECK(!decodes(blob.data, len));
+    sl_buf_free(&blob);
+    CHECK(!decodes(NULL, 0));
+    /* the fuzzer's finds: each decoded, and came back other than it was */
+    static const char nul_in_value[] = "\x01\x01\x01\x01\x01\x02"
+                                       "1"
+                                       "\x05"
+                                       "Ad\0a";
+    CHECK(!decodes(nul_in_value, sizeof nul_in_value - 1));
+    static const char plain_value[] = "\x01\x01\x01\x01\x01\x02"
+                                      "1"
+                                      "\x05"
+                                      "Adaa";
+    CHECK(decodes(plain_value, sizeof plain_value - 1));
+    CHECK(!decodes("\x01\x81\x00\x00\x00", 5));                                  /* 1 spelt in two bytes */
+    CHECK(!decodes("\x01\x81\x80\x80\x80\x80\x80\x80\x80\x80\x02\x00\x00", 13)); /* past 64 bits */
+    CHECK(!decodes("\x01\x01\x00\x01\x04\x02"
+                   "1",
+                   7)); /* flags no encoder writes */
+    CHECK(decodes("\x01\x01\x00\x01\x00\x02"
+                  "1",
+                  7));
+    /* a row count the bytes cannot hold */
+    CHECK(!decodes("\x01\x02\x00\x03\x00\x01\x01\x00\x01\x01", 10));
+}
+
+static void test_snap_empty(void)
+{
+    sl_buf blob = {0};
+    sl_snap snap;
+    snap_init(&snap, 1, 0);
+    check_round_trip(&snap, &blob);
+    /* format, nkey, nvals, nrows and nothing else */
+    CHECK(blob.len == 4 && memcmp(blob.data, "\x01\x01\x00\x00", 4) == 0);
+    snap_init(&snap, 3, 5);
+    check_round_trip(&snap, &blob);
+    CHECK(blob.len == 4 && memcmp(blob.data, "\x01\x03\x05\x00", 4) == 0);
+    /* rows with nothing saved (the down way): keys and hashes only */
+    snap_init(&snap, 1, 0);
+    snap_add(&snap, (const char *[]){"1"}, NULL, 1, 5);
+    snap_add(&snap, (const char *[]){"2"}, (const char *[]){NULL}, 0, 0);
+    check_round_trip(&snap, &blob);
+    sl_snap back = {0};
+    CHECK(decode_exact(blob.data, blob.len, &back) == 0);
+    CHECK(back.nrows == 2 && back.rows[1].has_pre && !back.rows[1].has_post);
+    sl_snap_free(&back);
+    sl_snap_free(&snap);
+    /* a record without a key cannot put anything back by key: refused */
+    snap_init(&snap, 0, 0);
+    sl_buf_reset(&blob);
+    sl_snap_encode(&snap, &blob);
+    CHECK(!decodes(blob.data, blob.len));
+    sl_buf_free(&blob);
+}
+
+static void test_snap_null_and_empty(void)
+{
+    sl_snap snap;
+    snap_init(&snap, 1, 3);
+    snap_add(&snap, (const char *[]){""}, (const char *[]){NULL, "", "x"}, 1, 0);
+    snap_add(&snap, (const char *[]){"k"}, (const char *[]){"", NULL, NULL}, 0, 0);
+    sl_buf blob = {0};
+    check_round_trip(&snap, &blob);
+    /* row 1: flags 3, key "" (tag 1), hash, NULL (tag 0), "" (tag 1), "x" (tag 2) */
+    static const char row1[] = "\x03\x01\0\0\0\0\0\0\0\0\x00\x01\x02x";
+    CHECK(blob.len > 4 + sizeof row1 - 1 && memcmp(blob.data + 4, row1, sizeof row1 - 1) == 0);
+    sl_snap back = {0};
+    CHECK(decode_exact(blob.data, blob.len, &back) == 0);
+    if (back.nrows == 2) {
+        CHECK(back.rows[0].key[0] != NULL && back.rows[0].key[0][0] == '\0');
+        CHECK(back.rows[0].vals[0] == NULL);
+        CHECK(back.rows[0].vals[1] != NULL && back.rows[0].vals[1][0] == '\0');
+        CHECK_STR(back.rows[0].vals[2], "x");
+        CHECK(back.rows[1].vals[0] != NULL && back.rows[1].vals[0][0] == '\0');
+        CHECK(back.rows[1].vals[1] == NULL && back.rows[1].vals[2] == NULL);
+    }
+    sl_snap_free(&back);
+    sl_snap_free(&snap);
+    sl_buf_free(&blob);
+}
+
+static void test_snap_binary_utf8_long(void)
+{
+    /* every byte but NUL, which a text value cannot hold */
+    char all_bytes[256];
+    for (int i = 1; i < 256; i++)
+        all_bytes[i - 1] = (char)i;
+    all_bytes[255] = '\0';
+    const char *utf8 = "Zo\xc3\xab \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x99\x82 \xe2\x80\xae";
+    /* lengths around the varint's steps: 127 | 128 bytes, 16383 | 16384, and 1 MiB */
+    size_t lens[] = {126, 127, 128, 16382, 16383, 16384, (size_t)1 << 20};
+    size_t tag_bytes[] = {1, 2, 2, 2, 3, 3, 3}; /* varint of len + 1 */
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        char *big = sl_malloc(lens[i] + 1);
+        for (size_t j = 0; j < lens[i]; j++)
+            big[j] = (char)('a' + j % 26);
+        big[lens[i]] = '\0';
+        sl_snap snap;
+        snap_init(&snap, 1, 1);
+        snap_add(&snap, (const char *[]){"1"}, (const char *[]){big}, 0, 0);
+        sl_buf blob = {0};
+        check_round_trip(&snap, &blob);
+        /* header 4, flags 1, key 2, the value's tag and bytes */
+        CHECK(blob.len == 4 + 1 + 2 + tag_bytes[i] + lens[i]);
+        sl_buf_free(&blob);
+        sl_snap_free(&snap);
+        free(big);
+    }
+    sl_snap snap;
+    snap_init(&snap, 2, 3);
+    snap_add(&snap, (const char *[]){all_bytes, utf8}, (const char *[]){utf8, all_bytes, "\\x00ff"}, 1, INT64_MIN);
+    snap_add(&snap, (const char *[]){utf8, all_bytes}, NULL, 1, INT64_MAX);
+    sl_buf blob = {0};
+    check_round_trip(&snap, &blob);
+    sl_buf_free(&blob);
+    sl_snap_free(&snap);
+}
+
+static void test_snap_many_rows(void)
+{
+    sl_snap snap;
+    snap_init(&snap, 2, 2);
+    const int64_t hashes[] = {0, -1, 1, INT64_MIN, INT64_MAX, 0x0102030405060708};
+    for (int r = 0; r < 20000; r++) {
+        char tenant[16], id[16], val[32];
+        snprintf(tenant, sizeof tenant, "%d", r % 7);
+        snprintf(id, sizeof id, "%d", r);
+        snprintf(val, sizeof val, "value %d", r * 31);
+        const char *vals[] = {val, r % 5 == 0 ? NULL : ""};
+        /* updated, inserted and deleted rows mixed */
+        snap_add(&snap, (const char *[]){tenant, id}, r % 3 == 1 ? NULL : vals, r % 3 != 2, hashes[r % 6]);
+    }
+    sl_buf blob = {0};
+    check_round_trip(&snap, &blob);
+    sl_snap back = {0};
+    CHECK(decode_exact(blob.data, blob.len, &back) == 0);
+    CHECK(back.nrows == 20000);
+    if (back.nrows == 20000) {
+        CHECK_STR(back.rows[19999].key[1], "19999");
+        CHECK(back.rows[3].has_pre && back.rows[3].has_post && back.rows[3].post_hash == INT64_MIN);
+        CHECK(!back.rows[1].has_pre && back.rows[1].vals == NULL);
+        CHECK(back.rows[2].has_pre && !back.rows[2].has_post && back.rows[5].vals[1] == NULL);
+    }
+    sl_snap_free(&back);
+    sl_buf_free(&blob);
+    sl_snap_free(&snap);
+}
+
+static void test_snap_composite_key(void)
+{
+    sl_snap snap;
+    snap_init(&snap, 3, 1);
+    snap_add(&snap, (const char *[]){"42", "2024-01-31", "a,b"}, (const char *[]){"x"}, 1, 9);
+    snap_add(&snap, (const char *[]){"42", "2024-01-31", ""}, (const char *[]){NULL}, 1, 10);
+    snap_add(&snap, (const char *[]){"", "", ""}, NULL, 1, 11);
+    sl_buf blob = {0};
+    check_round_trip(&snap, &blob);
+    sl_snap back = {0};
+    CHECK(decode_exact(blob.data, blob.len, &back) == 0);
+    if (back.nrows == 3) {
+        CHECK_STR(back.rows[0].key[0], "42");
+        CHECK_STR(back.rows[0].key[1], "2024-01-31");
+        CHECK_STR(back.rows[0].key[2], "a,b");
+        CHECK_STR(back.rows[1].key[2], "");
+        CHECK(back.rows[2].post_hash == 11);
+    }
+    sl_snap_free(&back);
+    /* the largest key the decoder takes, and one more */
+    CHECK(decodes("\x01\x40\x00\x00", 4));
+    CHECK(!decodes("\x01\x41\x00\x00", 4));
+    sl_buf_free(&blob);
+    sl_snap_free(&snap);
+}
+
+/* A record with a bit of everything: composite key, pre and post rows,
+ * NULL, "", a value long enough for a two-byte length. */
+static void rich_record(sl_buf *blob)
+{
+    char long_val[300];
+    memset(long_val, 'L', sizeof long_val - 1);
+    long_val[sizeof long_val - 1] = '\0';
+    sl_snap snap;
+    snap_init(&snap, 2, 3);
+    snap_add(&snap, (const char *[]){"1", "a"}, (const char *[]){NULL, "", long_val}, 1, -2);
+    snap_add(&snap, (const char *[]){"2", "b"}, NULL, 1, INT64_MIN);
+    snap_add(&snap, (const char *[]){"3", ""}, (const char *[]){"x", NULL, "y"}, 0, 0);
+    sl_snap_encode(&snap, blob);
+    sl_snap_free(&snap);
+}
+
+static void test_snap_every_cut_refused(void)
+{
+    sl_buf blob = {0};
+    rich_record(&blob);
+    CHECK(decodes(blob.data, blob.len));
+    for (size_t len = 0; len < blob.len; len++)
+        CHECK(!decodes(blob.data, len));
+    /* and a byte too many */
+    const char extra[] = {0x00, 0x01, 0x7f, (char)0x80, (char)0xff};
+    for (size_t i = 0; i < sizeof extra; i++) {
+        sl_buf_addc(&blob, extra[i]);
+        CHECK(!decodes(blob.data, blob.len));
+        blob.len--;
+    }
+    sl_buf_free(&blob);
+}
+
+static void test_snap_corrupted(void)
+{
+    sl_buf blob = {0};
+    rich_record(&blob);
+    /* Every byte changed in a few ways: no crash, no read past the end
+     * (AddressSanitizer), and whatever is still accepted is a record
+     * whose one spelling these bytes are. */
+    unsigned char *bytes = sl_malloc(blob.len);
+    int refused = 0;
+    for (size_t pos = 0; pos < blob.len; pos++) {
+        unsigned char orig = (unsigned char)blob.data[pos];
+        const unsigned char muts[] = {0x00, 0x01, 0x7f, 0x80, 0xff, orig ^ 0x01, orig ^ 0x80};
+        for (size_t m = 0; m < sizeof muts; m++) {
+            if (muts[m] == orig)
+                continue;
+            memcpy(bytes, blob.data, blob.len);
+            bytes[pos] = muts[m];
+            sl_snap snap = {0};
+            if (decode_exact(bytes, blob.len, &snap) != 0) {
+                refused++;
+                continue;
+            }
+            sl_buf again = {0};
+            sl_snap_encode(&snap, &again);
+            CHECK(again.len == blob.len && memcmp(again.data, bytes, blob.len) == 0);
+            sl_buf_free(&again);
+            sl_snap_free(&snap);
+        }
+    }
+    CHECK(refused > 0);
+    free(bytes);
+    sl_buf_free(&blob);
+
+    CHECK(!decodes("\x00\x01\x00\x00", 4));                                  /* format 0 */
+    CHECK(!decodes("\x02\x01\x00\x00", 4));                                  /* a later format */
+    CHECK(!decodes("\x01\x00\x00\x00", 4));                                  /* no key */
+    CHECK(decodes("\x01\x01\x80\x20\x00", 5));                               /* 4096 saved values */
+    CHECK(!decodes("\x01\x01\x81\x20\x00", 5));                              /* 4097 */
+    CHECK(!decodes("\x01\x81", 2));                                          /* a varint cut short */
+    CHECK(!decodes("\x01\x80\x80\x80", 4));                                  /* and one that never ends */
+    CHECK(!decodes("\x01\x80\x80\x80\x80\x80\x80\x80\x80\x01\x00\x00", 12)); /* nkey 2^56 */
+    CHECK(!decodes("\x01\x01\x00\x01\x00\x00", 6));                          /* a NULL key */
+    CHECK(!decodes("\x01\x01\x00\x01\x02\x02"
+                   "1"
+                   "\x01\x02\x03\x04\x05\x06\x07",
+                   14)); /* a hash cut short */
+    /* a key whose length runs past the end, up to 2^64 - 1 */
+    CHECK(!decodes("\x01\x01\x00\x01\x00\x05"
+                   "ab",
+                   8));
+    CHECK(!decodes("\x01\x01\x00\x01\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"
+                   "ab",
+                   17));
+    /* a value's length one short (a byte left over) and one long (past the end) */
+    CHECK(decodes("\x01\x01\x01\x01\x01\x02k\x06hello", 13));
+    CHECK(!decodes("\x01\x01\x01\x01\x01\x02k\x05hello", 13));
+    CHECK(!decodes("\x01\x01\x01\x01\x01\x02k\x07hello", 13));
+}
+
+static void test_snap_key_cmp(void)
+{
+    char *const one[] = {(char *)"1"}, *const two[] = {(char *)"2"}, *const ten[] = {(char *)"10"};
+    CHECK(sl_snap_key_cmp(one, two, 1) < 0);
+    CHECK(sl_snap_key_cmp(two, one, 1) > 0);
+    CHECK(sl_snap_key_cmp(one, one, 1) == 0);
+    CHECK(sl_snap_key_cmp(ten, two, 1) < 0); /* text, not numbers: the same on both sides is all it needs */
+    char *const ab[] = {(char *)"ab"}, *const abc[] = {(char *)"abc"};
+    CHECK(sl_snap_key_cmp(ab, abc, 1) < 0); /* a prefix first */
+    char *const upper[] = {(char *)"Z"}, *const lower[] = {(char *)"a"}, *const e_acute[] = {(char *)"\xc3\xa9"};
+    CHECK(sl_snap_key_cmp(upper, lower, 1) < 0);   /* bytewise, no collation */
+    CHECK(sl_snap_key_cmp(lower, e_acute, 1) < 0); /* bytes as unsigned: UTF-8 after ASCII */
+    CHECK(sl_snap_key_cmp(e_acute, lower, 1) > 0);
+    /* field by field: the first field decides, then the next */
+    char *const a2[] = {(char *)"a", (char *)"2"}, *const b1[] = {(char *)"b", (char *)"1"};
+    char *const a10[] = {(char *)"a", (char *)"10"}, *const a2z[] = {(char *)"a", (char *)"2", (char *)"z"};
+    CHECK(sl_snap_key_cmp(a2, b1, 2) < 0);
+    CHECK(sl_snap_key_cmp(b1, a2, 2) > 0);
+    CHECK(sl_snap_key_cmp(a10, a2, 2) < 0);
+    CHECK(sl_snap_key_cmp(a2, a2z, 2) == 0); /* only nkey fields count */
+    /* not the concatenation: ("a", "bc") vs ("ab", "c") */
+    char *const a_bc[] = {(char *)"a", (char *)"bc"}, *const ab_c[] = {(char *)"ab", (char *)"c"};
+    CHECK(sl_snap_key_cmp(a_bc, ab_c, 2) < 0);
+    char *const empty[] = {(char *)"", (char *)"z"}, *const a_[] = {(char *)"a", (char *)""};
+    CHECK(sl_snap_key_cmp(empty, a_, 2) < 0);
+}
+
+int main(void)
+{
+    RUN(test_snap_codec);
+    RUN(test_snap_empty);
+    RUN(test_snap_null_and_empty);
+    RUN(test_snap_binary_utf8_long);
+    RUN(test_snap_many_rows);
+    RUN(test_snap_composite_key);
+    RUN(test_snap_every_cut_refused);
+    RUN(test_snap_corrupted);
+    RUN(test_snap_key_cmp);
+    return CHECK_DONE();
+}
