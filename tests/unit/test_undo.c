@@ -109,6 +109,100 @@ static void check_round_trip(const sl_snap *snap, sl_buf *blob)
     sl_snap_free(&back);
 }
 
+/* A result as a driver returns it: nrows x ncols cells, row-major, NULL for SQL NULL. */
+static sl_result result_of(int nrows, int ncols, const char *const *cells)
+{
+    sl_result res = {nrows, ncols, dup_strs(cells, (size_t)nrows * (size_t)ncols), -1};
+    return res;
+}
+
+static void result_free(sl_result *res)
+{
+    for (size_t i = 0; i < (size_t)res->nrows * (size_t)res->ncols; i++)
+        free(res->vals[i]);
+    free(res->vals);
+    memset(res, 0, sizeof *res);
+}
+
+/* A key as sl_keys resolves it: table and quoted columns, owned (sl_keyspec_free). */
+static void keyspec_of(sl_keyspec *ks, sl_dialect dialect, const char *table, size_t ncols, const char *const *cols,
+                       const char *const *types)
+{
+    memset(ks, 0, sizeof *ks);
+    ks->dialect = dialect;
+    ks->table = sl_strdup(table);
+    ks->ncols = ncols;
+    for (size_t i = 0; i < ncols; i++) {
+        ks->cols[i] = sl_strdup(cols[i]);
+        ks->types[i] = sl_strdup(types[i]);
+    }
+}
+
+/* PostgreSQL: "public"."users" (id bigint, full_name text, email varchar(50)), key id. */
+static void pg_users(sl_keyspec *ks)
+{
+    keyspec_of(ks, SL_DIALECT_PG, "\"public\".\"users\"", 1, (const char *[]){"\"id\""}, (const char *[]){"bigint"});
+}
+
+/* SQLite: "users" (id INTEGER, full_name TEXT, email TEXT), key id. */
+static void lite_users(sl_keyspec *ks)
+{
+    keyspec_of(ks, SL_DIALECT_SQLITE, "\"users\"", 1, (const char *[]){"\"id\""}, (const char *[]){"INTEGER"});
+}
+
+/* What sl_undo_resolve would make of the job: its restored columns
+ * (snapshot(COL, ...)'s, or the table's for snapshot(*)). No SQL: the
+ * record and the planner do not read it. sl_undo_target_free frees it. */
+static void target_of(sl_undo_target *t, const sl_keyspec *ks, sl_undo_kind kind, size_t ncols, const char *const *cols,
+                      const char *const *types)
+{
+    memset(t, 0, sizeof *t);
+    t->kind = kind;
+    t->ks = ks;
+    t->ncols = ncols;
+    t->cols = dup_strs(cols, ncols);
+    t->types = dup_strs(types, ncols);
+}
+
+static void users_cols(sl_undo_target *t, const sl_keyspec *ks)
+{
+    int lite = ks->dialect == SL_DIALECT_SQLITE;
+    target_of(t, ks, SL_UNDO_SNAPSHOT_COLS, 2, (const char *[]){"\"full_name\"", "\"email\""},
+              lite ? (const char *[]){"TEXT", "TEXT"} : (const char *[]){"text", "character varying(50)"});
+}
+
+static void users_all(sl_undo_target *t, const sl_keyspec *ks)
+{
+    int lite = ks->dialect == SL_DIALECT_SQLITE;
+    target_of(t, ks, SL_UNDO_SNAPSHOT_ALL, 3, (const char *[]){"\"id\"", "\"full_name\"", "\"email\""},
+              lite ? (const char *[]){"INTEGER", "TEXT", "TEXT"}
+                   : (const char *[]){"bigint", "text", "character varying(50)"});
+}
+
+/* The record sl_undo_record makes of pre and post, read back through
+ * sl_undo_record_decode with the same target. */
+static int record_round_trip(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post,
+                             sl_snap *out)
+{
+    char *hex = sl_undo_record(t, chunk_no, pre, post);
+    CHECK(hex != NULL && strlen(hex) % 2 == 0 && strspn(hex, "0123456789abcdef") == strlen(hex));
+    sl_err err = {{0}};
+    int rc = sl_undo_record_decode(t, chunk_no, hex, out, &err);
+    if (rc != 0)
+        printf("#   %s\n", err.msg);
+    free(hex);
+    return rc;
+}
+
+/* The row of snap with this (first) key column, or NULL. */
+static const sl_snap_row *find_row(const sl_snap *snap, const char *key0)
+{
+    for (size_t r = 0; r < snap->nrows; r++)
+        if (strcmp(snap->rows[r].key[0], key0) == 0)
+            return &snap->rows[r];
+    return NULL;
+}
+
 /* ---- the codec ---- */
 
 static void test_snap_codec(void)
@@ -424,6 +518,213 @@ static void test_snap_key_cmp(void)
     CHECK(sl_snap_key_cmp(empty, a_, 2) < 0);
 }
 
+/* ---- the record layer (undo.c): what `up` keeps of a chunk ---- */
+
+/* PostgreSQL, snapshot(full_name, email): pre_sql gives key::text and the
+ * saved columns over the whole range, post_sql key::text and a hash only
+ * for rows this transaction wrote (NULL for the others). */
+static void test_record_pg_cols(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    users_cols(&t, &ks);
+    /* 1 updated, 2 left alone, 3 deleted by the job, 4 inserted by it */
+    sl_result pre = result_of(3, 3, (const char *[]){"1", "Ada", NULL, "2", "Bob", "b@x", "3", "", "c@x"});
+    sl_result post = result_of(3, 2, (const char *[]){"1", "-17", "2", NULL, "4", "9223372036854775807"});
+    sl_snap snap;
+    CHECK(record_round_trip(&t, 12, &pre, &post, &snap) == 0);
+    CHECK(snap.chunk_no == 12);
+    CHECK_STR(snap.kind, "cols");
+    CHECK(snap.nkey == 1 && snap.nvals == 2 && snap.nrows == 3);
+    CHECK(find_row(&snap, "2") == NULL); /* rows the chunk did not write are left out */
+    const sl_snap_row *r1 = find_row(&snap, "1"), *r3 = find_row(&snap, "3"), *r4 = find_row(&snap, "4");
+    CHECK(r1 && r1->has_pre && r1->has_post && r1->post_hash == -17);
+    if (r1 && r1->vals) {
+        CHECK_STR(r1->vals[0], "Ada");
+        CHECK(r1->vals[1] == NULL);
+    }
+    CHECK(r3 && r3->has_pre && !r3->has_post);
+    if (r3 && r3->vals) {
+        CHECK(r3->vals[0] && r3->vals[0][0] == '\0'); /* "" stays "", not NULL */
+        CHECK_STR(r3->vals[1], "c@x");
+    }
+    CHECK(r4 && !r4->has_pre && r4->vals == NULL && r4->has_post && r4->post_hash == INT64_MAX);
+    sl_snap_free(&snap);
+    result_free(&pre);
+    result_free(&post);
+
+    /* an UPDATE job: the same keys before and after, paired by position */
+    pre = result_of(2, 3, (const char *[]){"10", "x", "y", "11", "p", "q"});
+    post = result_of(2, 2, (const char *[]){"10", NULL, "11", "5"});
+    CHECK(record_round_trip(&t, 13, &pre, &post, &snap) == 0);
+    CHECK(snap.nrows == 1 && find_row(&snap, "11") && find_row(&snap, "11")->post_hash == 5);
+    if (snap.nrows == 1) {
+        CHECK_STR(snap.rows[0].vals[0], "p");
+        CHECK_STR(snap.rows[0].vals[1], "q");
+    }
+    sl_snap_free(&snap);
+    result_free(&pre);
+    result_free(&post);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* PostgreSQL, snapshot(*) (one saved value: the row's text) and the down
+ * way (no pre-image at all: xmin tells the rows written). */
+static void test_record_pg_all_and_down(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    users_all(&t, &ks);
+    /* a purge: 5 and 6 deleted, 7 kept and not written */
+    sl_result pre = result_of(3, 2, (const char *[]){"5", "(5,\"O'Brien, Pat\",)", "6", "(6,x,y)", "7", "(7,,)"});
+    sl_result post = result_of(1, 2, (const char *[]){"7", NULL});
+    sl_snap snap;
+    CHECK(record_round_trip(&t, 1, &pre, &post, &snap) == 0);
+    CHECK_STR(snap.kind, "all");
+    CHECK(snap.nkey == 1 && snap.nvals == 1 && snap.nrows == 2);
+    const sl_snap_row *r5 = find_row(&snap, "5");
+    CHECK(r5 && r5->has_pre && !r5->has_post && r5->vals && same_str(r5->vals[0], "(5,\"O'Brien, Pat\",)"));
+    CHECK(find_row(&snap, "7") == NULL);
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+
+    target_of(&t, &ks, SL_UNDO_DOWN, 0, NULL, NULL);
+    sl_result post2 = result_of(3, 2, (const char *[]){"5", "1", "6", NULL, "8", "-3"});
+    /* whatever pre is, the down way on PostgreSQL does not read it */
+    CHECK(record_round_trip(&t, 2, &pre, &post2, &snap) == 0);
+    CHECK_STR(snap.kind, "down");
+    CHECK(snap.nvals == 0 && snap.nrows == 2);
+    CHECK(find_row(&snap, "5") && !find_row(&snap, "5")->has_pre && find_row(&snap, "5")->post_hash == 1);
+    CHECK(find_row(&snap, "8") && find_row(&snap, "8")->post_hash == -3);
+    CHECK(find_row(&snap, "6") == NULL);
+    sl_snap_free(&snap);
+    result_free(&pre);
+    result_free(&post);
+    result_free(&post2);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* SQLite: pre_sql gives quote(key), the hash, then quote() of the saved
+ * columns; post_sql quote(key) and the hash. A row whose hash did not
+ * change was not written. */
+static void test_record_lite(void)
+{
+    sl_keyspec ks;
+    lite_users(&ks);
+    sl_undo_target t;
+    users_all(&t, &ks);
+    /* 1 changed, 2 unchanged, 3 deleted, 4 inserted; listed out of order */
+    sl_result pre = result_of(3, 5,
+                              (const char *[]){"3", "30", "3", "'Cy'", "NULL", "1", "10", "1", "'Ada'", "X'00ff'", "2",
+                                               "20", "2", "'Bob'", "'b@x'"});
+    sl_result post = result_of(3, 2, (const char *[]){"4", "40", "1", "11", "2", "20"});
+    sl_snap snap;
+    CHECK(record_round_trip(&t, 4, &pre, &post, &snap) == 0);
+    CHECK(snap.nkey == 1 && snap.nvals == 3 && snap.nrows == 3); /* one literal per column on SQLite */
+    CHECK(find_row(&snap, "2") == NULL);
+    const sl_snap_row *r1 = find_row(&snap, "1"), *r3 = find_row(&snap, "3"), *r4 = find_row(&snap, "4");
+    CHECK(r1 && r1->has_pre && r1->has_post && r1->post_hash == 11);
+    if (r1 && r1->vals) {
+        CHECK_STR(r1->vals[0], "1");
+        CHECK_STR(r1->vals[1], "'Ada'");
+        CHECK_STR(r1->vals[2], "X'00ff'");
+    }
+    CHECK(r3 && r3->has_pre && !r3->has_post && r3->vals && same_str(r3->vals[2], "NULL"));
+    CHECK(r4 && !r4->has_pre && r4->has_post && r4->post_hash == 40);
+    sl_snap_free(&snap);
+    result_free(&pre);
+    result_free(&post);
+    sl_undo_target_free(&t);
+
+    /* the down way on SQLite reads the range before too, to tell the rows written */
+    target_of(&t, &ks, SL_UNDO_DOWN, 0, NULL, NULL);
+    pre = result_of(2, 2, (const char *[]){"1", "10", "2", "20"});
+    post = result_of(2, 2, (const char *[]){"1", "10", "2", "21"});
+    CHECK(record_round_trip(&t, 5, &pre, &post, &snap) == 0);
+    CHECK(snap.nvals == 0 && snap.nrows == 1 && find_row(&snap, "2") && find_row(&snap, "2")->post_hash == 21);
+    sl_snap_free(&snap);
+    result_free(&pre);
+    result_free(&post);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* A record read with the wrong job's target, or damaged, is refused with a
+ * message naming the chunk, and leaves out zeroed. */
+static void test_record_refused(void)
+{
+    sl_keyspec ks, ks2;
+    pg_users(&ks);
+    keyspec_of(&ks2, SL_DIALECT_PG, "\"public\".\"users\"", 2, (const char *[]){"\"tenant\"", "\"id\""},
+               (const char *[]){"integer", "bigint"});
+    sl_undo_target t, other;
+    users_cols(&t, &ks);
+    sl_result pre = result_of(1, 3, (const char *[]){"1", "Ada", "a@x"});
+    sl_result post = result_of(1, 2, (const char *[]){"1", "7"});
+    char *hex = sl_undo_record(&t, 31, &pre, &post);
+    sl_snap snap;
+    sl_err err = {{0}};
+
+    /* another key */
+    target_of(&other, &ks2, SL_UNDO_SNAPSHOT_COLS, 2, (const char *[]){"\"full_name\"", "\"email\""},
+              (const char *[]){"text", "text"});
+    CHECK(sl_undo_record_decode(&other, 31, hex, &snap, &err) != 0);
+    CHECK_HAS(err.msg, "chunk 31");
+    CHECK_HAS(err.msg, "1 key and 2 saved columns, but the job's key has 2 and its undo saves 2");
+    CHECK_HAS(err.msg, "another version of the job");
+    CHECK(snap.nrows == 0 && snap.rows == NULL);
+    sl_undo_target_free(&other);
+    /* other saved columns: one fewer, snapshot(*) (one row text on PostgreSQL), the down way */
+    target_of(&other, &ks, SL_UNDO_SNAPSHOT_COLS, 1, (const char *[]){"\"full_name\""}, (const char *[]){"text"});
+    CHECK(sl_undo_record_decode(&other, 31, hex, &snap, &err) != 0);
+    CHECK_HAS(err.msg, "the undo record of chunk 31 holds 1 key and 2 saved columns");
+    CHECK_HAS(err.msg, "its undo saves 1");
+    sl_undo_target_free(&other);
+    users_all(&other, &ks);
+    CHECK(sl_undo_record_decode(&other, 31, hex, &snap, &err) != 0);
+    CHECK_HAS(err.msg, "chunk 31");
+    sl_undo_target_free(&other);
+    target_of(&other, &ks, SL_UNDO_DOWN, 0, NULL, NULL);
+    CHECK(sl_undo_record_decode(&other, 31, hex, &snap, &err) != 0);
+    CHECK_HAS(err.msg, "its undo saves 0");
+    sl_undo_target_free(&other);
+
+    /* the same job reads it, in either case of hex */
+    CHECK(sl_undo_record_decode(&t, 31, hex, &snap, &err) == 0 && snap.nrows == 1);
+    sl_snap_free(&snap);
+    for (char *p = hex; *p; p++)
+        *p = (char)(*p >= 'a' && *p <= 'f' ? *p - 'a' + 'A' : *p);
+    CHECK(sl_undo_record_decode(&t, 31, hex, &snap, &err) == 0 && snap.nrows == 1);
+    sl_snap_free(&snap);
+
+    /* damaged: cut, an odd digit, not hex, empty */
+    size_t len = strlen(hex);
+    const char *damaged[] = {"", "0", "01010001", "zz", "0g"};
+    for (size_t i = 0; i < sizeof damaged / sizeof damaged[0]; i++) {
+        memset(&err, 0, sizeof err);
+        CHECK(sl_undo_record_decode(&t, 9, damaged[i], &snap, &err) != 0);
+        CHECK_HAS(err.msg, "the undo record of chunk 9 in sluice_undo is damaged");
+        CHECK(snap.rows == NULL);
+    }
+    for (size_t cut = 0; cut < len; cut++) {
+        char *part = sl_strndup(hex, cut);
+        memset(&err, 0, sizeof err);
+        CHECK(sl_undo_record_decode(&t, 9, part, &snap, &err) != 0);
+        CHECK_HAS(err.msg, "chunk 9");
+        free(part);
+    }
+    free(hex);
+    result_free(&pre);
+    result_free(&post);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+    sl_keyspec_free(&ks2);
+}
+
 int main(void)
 {
     RUN(test_snap_codec);
@@ -435,5 +736,9 @@ int main(void)
     RUN(test_snap_every_cut_refused);
     RUN(test_snap_corrupted);
     RUN(test_snap_key_cmp);
+    RUN(test_record_pg_cols);
+    RUN(test_record_pg_all_and_down);
+    RUN(test_record_lite);
+    RUN(test_record_refused);
     return CHECK_DONE();
 }
