@@ -725,6 +725,493 @@ static void test_record_refused(void)
     sl_keyspec_free(&ks2);
 }
 
+/* ---- the down chunk planner (undo.c, undo_lite.c) ---- */
+
+/* One restore statement of the step: its exact SQL, and its parameters,
+ * which are all the values it writes. */
+static void check_query(const sl_undo_step *step, size_t q, const char *sql, int nparams, const char *const *params)
+{
+    if (q >= step->nq) {
+        printf("#   statement %zu missing: the step has %zu\n", q, step->nq);
+        check_failed_in_case = 1;
+        return;
+    }
+    CHECK_STR(step->sql[q], sql);
+    CHECK(step->q[q].sql == step->sql[q]);
+    CHECK(step->q[q].params == (const char *const *)step->params[q]);
+    CHECK(step->q[q].nparams == nparams);
+    for (int i = 0; i < nparams && i < step->q[q].nparams; i++)
+        CHECK_STR(step->params[q][i], params[i]);
+}
+
+/* No saved value (of three bytes or more: "1" is in "$1") is in a
+ * statement's text: they are parameters, never pasted in. */
+static void check_values_not_in_sql(const sl_undo_step *step, const sl_snap *snap)
+{
+    for (size_t q = 0; q < step->nq; q++)
+        for (size_t r = 0; r < snap->nrows; r++)
+            for (size_t i = 0; snap->rows[r].has_pre && i < snap->nvals; i++) {
+                const char *v = snap->rows[r].vals[i];
+                if (v && strlen(v) >= 3 && strstr(step->sql[q], v)) {
+                    printf("#   saved value \"%s\" is in statement %zu: %s\n", v, q, step->sql[q]);
+                    check_failed_in_case = 1;
+                }
+            }
+}
+
+static void check_no_statements(const sl_undo_step *step)
+{
+    CHECK(step->nq == 0 && step->restored == 0);
+    CHECK(step->sql[0] == NULL && step->params[0] == NULL);
+}
+
+static const char pg_update_cols[] =
+    "UPDATE \"public\".\"users\" AS _sl_row SET \"full_name\" = v._v1::text, \"email\" = v._v2::character "
+    "varying(50) FROM unnest($1::text[], $2::text[], $3::text[]) AS v(_k1, _v1, _v2) WHERE (_sl_row.\"id\") = "
+    "(v._k1::bigint)";
+
+static void test_plan_pg_cols(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    users_cols(&t, &ks);
+    /* the record as up left it, through the codec */
+    sl_result pre = result_of(
+        3, 3, (const char *[]){"2", "O'Brien'); DROP TABLE users; --", "a\"b\\c{}", "1", "Ada", NULL, "10", "", "z@x"});
+    sl_result post = result_of(3, 2, (const char *[]){"1", "111", "10", "333", "2", "222"});
+    sl_snap snap;
+    CHECK(record_round_trip(&t, 3, &pre, &post, &snap) == 0);
+    /* the rows as they are now, in another order, with one the chunk did not write */
+    sl_result cur = result_of(4, 2, (const char *[]){"2", "222", "3", "444", "10", "333", "1", "111"});
+    sl_undo_step step;
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 0 && step.conflicts == NULL && step.nlost == 0);
+    CHECK(step.nq == 1 && step.restored == 3);
+    /* one UPDATE over three text arrays (key, then the saved columns), rows in key order */
+    check_query(&step, 0, pg_update_cols, 3,
+                (const char *[]){"{\"1\",\"10\",\"2\"}", "{\"Ada\",\"\",\"O'Brien'); DROP TABLE users; --\"}",
+                                 "{NULL,\"z@x\",\"a\\\"b\\\\c{}\"}"});
+    check_values_not_in_sql(&step, &snap);
+    sl_undo_step_free(&step);
+    sl_snap_free(&snap);
+    result_free(&pre);
+    result_free(&post);
+    result_free(&cur);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* Rows changed by someone else since the chunk ran: stop changes nothing,
+ * skip leaves them out, overwrite puts them back too. */
+static void test_plan_conflicts(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    users_cols(&t, &ks);
+    sl_snap snap;
+    snap_init(&snap, 1, 2);
+    snap_add(&snap, (const char *[]){"1"}, (const char *[]){"Ada", "a@x"}, 1, 111);
+    snap_add(&snap, (const char *[]){"2"}, (const char *[]){"Bob", "b@x"}, 1, 222); /* changed since */
+    snap_add(&snap, (const char *[]){"3"}, (const char *[]){"Cyd", "c@x"}, 1, 333); /* deleted since */
+    sl_result cur = result_of(2, 2, (const char *[]){"1", "111", "2", "-5"});
+    sl_undo_step step;
+
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 2);
+    CHECK_STR(step.conflicts, "(2), (3)");
+    CHECK(step.nlost == 0);
+    check_no_statements(&step);
+    sl_undo_step_free(&step);
+
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_SKIP, &step);
+    CHECK(step.nconflicts == 2);
+    CHECK_STR(step.conflicts, "(2), (3)");
+    CHECK(step.nq == 1 && step.restored == 1 && step.nlost == 0);
+    check_query(&step, 0, pg_update_cols, 3, (const char *[]){"{\"1\"}", "{\"Ada\"}", "{\"a@x\"}"});
+    sl_undo_step_free(&step);
+
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_OVERWRITE, &step);
+    CHECK(step.nconflicts == 2);
+    CHECK_STR(step.conflicts, "(2), (3)");
+    /* 3 is gone and only some of its columns were saved: it cannot come back */
+    CHECK(step.nq == 1 && step.restored == 2 && step.nlost == 1);
+    check_query(&step, 0, pg_update_cols, 3,
+                (const char *[]){"{\"1\",\"2\"}", "{\"Ada\",\"Bob\"}", "{\"a@x\",\"b@x\"}"});
+    check_values_not_in_sql(&step, &snap);
+    sl_undo_step_free(&step);
+
+    /* the message lists ten keys and counts the rest */
+    sl_snap many;
+    snap_init(&many, 1, 2);
+    for (int i = 1; i <= 12; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%02d", i);
+        snap_add(&many, (const char *[]){key}, (const char *[]){"v", "w"}, 1, i);
+    }
+    sl_result cur_many = result_of(1, 2, (const char *[]){"k05", "5"});
+    sl_undo_plan_chunk(&t, &many, &cur_many, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 11);
+    CHECK_STR(step.conflicts, "(k01), (k02), (k03), (k04), (k06), (k07), (k08), (k09), (k10), (k11) and 1 more");
+    check_no_statements(&step);
+    sl_undo_step_free(&step);
+    result_free(&cur_many);
+    sl_snap_free(&many);
+
+    sl_snap_free(&snap);
+    result_free(&cur);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* snapshot(COL, ...): rows the job deleted cannot come back (counted in
+ * nlost, which down warns about, not a conflict); rows it inserted stay as
+ * they are, uncounted (it only writes columns back); the others are updated. */
+static void test_plan_cols_lost(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    users_cols(&t, &ks);
+    sl_snap snap;
+    snap_init(&snap, 1, 2);
+    snap_add(&snap, (const char *[]){"1"}, (const char *[]){"Ada", "a@x"}, 0, 0); /* deleted by the job */
+    snap_add(&snap, (const char *[]){"2"}, NULL, 1, 5);                           /* inserted by the job */
+    snap_add(&snap, (const char *[]){"3"}, (const char *[]){"Cyd", NULL}, 1, 7);  /* updated */
+    sl_result cur = result_of(2, 2, (const char *[]){"2", "5", "3", "7"});
+    sl_undo_step step;
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 0 && step.conflicts == NULL);
+    CHECK(step.nlost == 1);
+    CHECK(step.nq == 1 && step.restored == 1);
+    check_query(&step, 0, pg_update_cols, 3, (const char *[]){"{\"3\"}", "{\"Cyd\"}", "{NULL}"});
+    sl_undo_step_free(&step);
+    sl_snap_free(&snap);
+    result_free(&cur);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+static const char pg_delete[] = "DELETE FROM \"public\".\"users\" AS _sl_row USING unnest($1::text[]) AS v(_k1) WHERE "
+                                "(_sl_row.\"id\") = (v._k1::bigint)";
+static const char pg_update_all[] =
+    "UPDATE \"public\".\"users\" AS _sl_row SET (\"id\", \"full_name\", \"email\") = ROW((s.r).\"id\", "
+    "(s.r).\"full_name\", (s.r).\"email\") FROM (SELECT u.x::\"public\".\"users\" AS r FROM unnest($1::text[]) AS "
+    "u(x) OFFSET 0) s WHERE (_sl_row.\"id\") = ((s.r).\"id\")";
+static const char pg_insert_all[] =
+    "INSERT INTO \"public\".\"users\" (\"id\", \"full_name\", \"email\") OVERRIDING SYSTEM VALUE SELECT "
+    "(s.r).\"id\", (s.r).\"full_name\", (s.r).\"email\" FROM (SELECT u.x::\"public\".\"users\" AS r FROM "
+    "unnest($1::text[]) AS u(x) OFFSET 0) s";
+
+/* snapshot(*) on PostgreSQL: each row saved as its text. Deleted rows are
+ * inserted back, inserted ones deleted, updated ones updated: in that
+ * order, DELETE, UPDATE, INSERT, so freed keys come first. */
+static void test_plan_pg_all(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    users_all(&t, &ks);
+    sl_snap snap;
+    snap_init(&snap, 1, 1);
+    snap_add(&snap, (const char *[]){"6"}, (const char *[]){"(6,xyz,)"}, 0, 0);
+    snap_add(&snap, (const char *[]){"5"}, (const char *[]){"(5,\"O'Brien, Pat\",)"}, 0, 0);
+    snap_add(&snap, (const char *[]){"7"}, NULL, 1, 70);
+    snap_add(&snap, (const char *[]){"8"}, (const char *[]){"(8,old,o@x)"}, 1, 80);
+    sl_result cur = result_of(3, 2, (const char *[]){"8", "80", "7", "70", "9", "90"});
+    sl_undo_step step;
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 0 && step.nlost == 0);
+    CHECK(step.nq == 3 && step.restored == 4);
+    check_query(&step, 0, pg_delete, 1, (const char *[]){"{\"7\"}"});
+    check_query(&step, 1, pg_update_all, 1, (const char *[]){"{\"(8,old,o@x)\"}"});
+    check_query(&step, 2, pg_insert_all, 1, (const char *[]){"{\"(5,\\\"O'Brien, Pat\\\",)\",\"(6,xyz,)\"}"});
+    check_values_not_in_sql(&step, &snap);
+    sl_undo_step_free(&step);
+    result_free(&cur);
+
+    /* someone re-inserted 5 and 6 (5 as it was), deleted 7, changed 8 */
+    cur = result_of(3, 2, (const char *[]){"5", "50", "6", "60", "8", "81"});
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 4);
+    CHECK_STR(step.conflicts, "(5), (6), (7), (8)");
+    check_no_statements(&step);
+    sl_undo_step_free(&step);
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_SKIP, &step);
+    CHECK(step.nconflicts == 4);
+    check_no_statements(&step);
+    sl_undo_step_free(&step);
+    /* overwrite: the re-inserted rows get their saved text back; 7 is gone already */
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_OVERWRITE, &step);
+    CHECK(step.nconflicts == 4 && step.nlost == 0);
+    CHECK(step.nq == 1 && step.restored == 3);
+    check_query(&step, 0, pg_update_all, 1,
+                (const char *[]){"{\"(5,\\\"O'Brien, Pat\\\",)\",\"(6,xyz,)\",\"(8,old,o@x)\"}"});
+    sl_undo_step_free(&step);
+    result_free(&cur);
+
+    /* an inserted row someone changed: skip leaves it, overwrite deletes it */
+    cur = result_of(3, 2, (const char *[]){"7", "71", "8", "80", "9", "90"});
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_SKIP, &step);
+    CHECK(step.nconflicts == 1);
+    CHECK_STR(step.conflicts, "(7)");
+    CHECK(step.nq == 2 && step.restored == 3);
+    check_query(&step, 0, pg_update_all, 1, (const char *[]){"{\"(8,old,o@x)\"}"});
+    check_query(&step, 1, pg_insert_all, 1, (const char *[]){"{\"(5,\\\"O'Brien, Pat\\\",)\",\"(6,xyz,)\"}"});
+    sl_undo_step_free(&step);
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_OVERWRITE, &step);
+    CHECK(step.nconflicts == 1 && step.nq == 3 && step.restored == 4);
+    check_query(&step, 0, pg_delete, 1, (const char *[]){"{\"7\"}"});
+    sl_undo_step_free(&step);
+    result_free(&cur);
+
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* The down way: the planner only tells conflicts; the down section's
+ * statements are the job's own. */
+static void test_plan_down(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    target_of(&t, &ks, SL_UNDO_DOWN, 0, NULL, NULL);
+    sl_snap snap;
+    snap_init(&snap, 1, 0);
+    snap_add(&snap, (const char *[]){"1"}, NULL, 1, 10);
+    snap_add(&snap, (const char *[]){"2"}, NULL, 1, 20);
+    snap_add(&snap, (const char *[]){"3"}, NULL, 1, 30);
+    sl_result cur = result_of(2, 2, (const char *[]){"1", "10", "2", "21"});
+    const sl_on_conflict modes[] = {SL_CONFLICT_STOP, SL_CONFLICT_SKIP, SL_CONFLICT_OVERWRITE};
+    for (size_t m = 0; m < 3; m++) {
+        sl_undo_step step;
+        sl_undo_plan_chunk(&t, &snap, &cur, NULL, modes[m], &step);
+        CHECK(step.nconflicts == 2 && step.nlost == 0);
+        CHECK_STR(step.conflicts, "(2), (3)");
+        check_no_statements(&step);
+        sl_undo_step_free(&step);
+    }
+    result_free(&cur);
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* A composite key: rows matched field by field whatever order they come
+ * in, keys in the message and the UPDATE's arrays. */
+static void test_plan_composite_key(void)
+{
+    sl_keyspec ks;
+    keyspec_of(&ks, SL_DIALECT_PG, "\"app\".\"orders\"", 2, (const char *[]){"\"tenant\"", "\"code\""},
+               (const char *[]){"integer", "text"});
+    sl_undo_target t;
+    target_of(&t, &ks, SL_UNDO_SNAPSHOT_COLS, 1, (const char *[]){"\"status\""}, (const char *[]){"text"});
+    sl_snap snap;
+    snap_init(&snap, 2, 1);
+    snap_add(&snap, (const char *[]){"2", "b"}, (const char *[]){"new"}, 1, 1);
+    snap_add(&snap, (const char *[]){"10", "a"}, (const char *[]){"paid"}, 1, 2);
+    snap_add(&snap, (const char *[]){"2", "a"}, (const char *[]){NULL}, 1, 3);
+    /* (2, a) and (1, 0a) would be one key if the fields ran together */
+    sl_result cur = result_of(4, 3, (const char *[]){"2", "b", "1", "1", "0a", "2", "2", "a", "3", "10", "a", "99"});
+    sl_undo_step step;
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_SKIP, &step);
+    CHECK(step.nconflicts == 1);
+    CHECK_STR(step.conflicts, "(10, a)");
+    CHECK(step.nq == 1 && step.restored == 2);
+    check_query(&step, 0,
+                "UPDATE \"app\".\"orders\" AS _sl_row SET \"status\" = v._v1::text FROM unnest($1::text[], $2::text[], "
+                "$3::text[]) AS v(_k1, _k2, _v1) WHERE (_sl_row.\"tenant\", _sl_row.\"code\") = (v._k1::integer, "
+                "v._k2::text)",
+                3, (const char *[]){"{\"2\",\"2\"}", "{\"a\",\"b\"}", "{NULL,\"new\"}"});
+    check_values_not_in_sql(&step, &snap);
+    sl_undo_step_free(&step);
+    result_free(&cur);
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* An empty record, and no rows now (cur NULL): nothing to do, or every
+ * deleted row to insert. */
+static void test_plan_empty(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    users_all(&t, &ks);
+    sl_snap snap;
+    snap_init(&snap, 1, 1);
+    sl_result cur = result_of(1, 2, (const char *[]){"1", "10"});
+    sl_undo_step step;
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 0 && step.conflicts == NULL && step.nlost == 0);
+    check_no_statements(&step);
+    sl_undo_step_free(&step);
+    snap_add(&snap, (const char *[]){"4"}, (const char *[]){"(4,a,b)"}, 0, 0);
+    sl_undo_plan_chunk(&t, &snap, NULL, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 0 && step.nq == 1 && step.restored == 1);
+    check_query(&step, 0, pg_insert_all, 1, (const char *[]){"{\"(4,a,b)\"}"});
+    sl_undo_step_free(&step);
+    result_free(&cur);
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* A SQLite value as it travels in the restore's JSON: its quote() literal in hex. */
+static void add_hex(sl_buf *b, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        sl_buf_printf(b, "%02x", *p);
+}
+
+/* The JSON parameter of a SQLite restore: an array of rows of hex strings. malloc'd. */
+static char *json_rows(size_t nrows, size_t ncols, const char *const *cells)
+{
+    sl_buf b = {0};
+    sl_buf_addc(&b, '[');
+    for (size_t r = 0; r < nrows; r++) {
+        sl_buf_adds(&b, r ? ",[" : "[");
+        for (size_t c = 0; c < ncols; c++) {
+            sl_buf_adds(&b, c ? ",\"" : "\"");
+            add_hex(&b, cells[r * ncols + c]);
+            sl_buf_addc(&b, '"');
+        }
+        sl_buf_addc(&b, ']');
+    }
+    sl_buf_addc(&b, ']');
+    return sl_buf_take(&b);
+}
+
+static void test_plan_lite_cols(void)
+{
+    sl_keyspec ks;
+    lite_users(&ks);
+    sl_undo_target t;
+    users_cols(&t, &ks);
+    sl_snap snap;
+    snap_init(&snap, 1, 2);
+    snap_add(&snap, (const char *[]){"2"}, (const char *[]){"'it''s; DROP'", "X'00ff'"}, 1, 6);
+    snap_add(&snap, (const char *[]){"1"}, (const char *[]){"'Ada'", "NULL"}, 1, 5);
+    snap_add(&snap, (const char *[]){"3"}, (const char *[]){"'Cyd'", "'c@x'"}, 1, 7); /* changed since */
+    sl_result cur = result_of(3, 2, (const char *[]){"3", "70", "1", "5", "2", "6"});
+    sl_undo_step step;
+    sl_undo_plan_chunk(&t, &snap, &cur, (char *const[]){(char *)"1", (char *)"3"}, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 1);
+    CHECK_STR(step.conflicts, "(3)");
+    check_no_statements(&step);
+    sl_undo_step_free(&step);
+    sl_undo_plan_chunk(&t, &snap, &cur, (char *const[]){(char *)"1", (char *)"3"}, SL_CONFLICT_SKIP, &step);
+    CHECK(step.nconflicts == 1 && step.nq == 1 && step.restored == 2);
+    /* one JSON parameter: per row the key, then the saved columns, each literal in hex */
+    char *json = json_rows(2, 3, (const char *[]){"1", "'Ada'", "NULL", "2", "'it''s; DROP'", "X'00ff'"});
+    CHECK_HAS(json, "[[\"31\",\"2741646127\",\"4e554c4c\"],[\"32\",");
+    check_query(&step, 0,
+                "WITH v(_k1, _v1, _v2) AS MATERIALIZED (SELECT sluice_unquote(j.value ->> 0), sluice_unquote(j.value "
+                "->> 1), sluice_unquote(j.value ->> 2) FROM json_each(?1) AS j) UPDATE \"users\" AS _sl_row SET "
+                "\"full_name\" = v._v1, \"email\" = v._v2 FROM v WHERE _sl_row.\"id\" = v._k1",
+                1, (const char *[]){json});
+    check_values_not_in_sql(&step, &snap);
+    free(json);
+    sl_undo_step_free(&step);
+    result_free(&cur);
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
+/* snapshot(*) on SQLite: one literal per column, the key's among them. The
+ * DELETE also takes the chunk's edges, after the JSON. */
+static void test_plan_lite_all(void)
+{
+    sl_keyspec ks;
+    lite_users(&ks);
+    sl_undo_target t;
+    users_all(&t, &ks);
+    sl_snap snap;
+    snap_init(&snap, 1, 3);
+    snap_add(&snap, (const char *[]){"5"}, (const char *[]){"5", "'Eve'", "NULL"}, 0, 0); /* deleted by the job */
+    snap_add(&snap, (const char *[]){"7"}, NULL, 1, 70);                                  /* inserted by it */
+    snap_add(&snap, (const char *[]){"8"}, (const char *[]){"8", "'old'", "'o@x'"}, 1, 80);
+    sl_result cur = result_of(2, 2, (const char *[]){"7", "70", "8", "80"});
+    sl_undo_step step;
+    sl_undo_plan_chunk(&t, &snap, &cur, (char *const[]){(char *)"4", (char *)"9"}, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 0 && step.nlost == 0);
+    CHECK(step.nq == 3 && step.restored == 3);
+    char *del = json_rows(1, 1, (const char *[]){"7"});
+    char *upd = json_rows(1, 4, (const char *[]){"8", "8", "'old'", "'o@x'"});
+    char *ins = json_rows(1, 3, (const char *[]){"5", "'Eve'", "NULL"});
+    check_query(&step, 0,
+                "DELETE FROM \"users\" WHERE \"id\" BETWEEN ?2 AND ?3 AND (\"id\") IN (SELECT sluice_unquote(j.value "
+                "->> 0) FROM json_each(?1) AS j)",
+                3, (const char *[]){del, "4", "9"});
+    /* the key is not set: it is what finds the row */
+    check_query(&step, 1,
+                "WITH v(_k1, _v1, _v2, _v3) AS MATERIALIZED (SELECT sluice_unquote(j.value ->> 0), "
+                "sluice_unquote(j.value ->> 1), sluice_unquote(j.value ->> 2), sluice_unquote(j.value ->> 3) FROM "
+                "json_each(?1) AS j) UPDATE \"users\" AS _sl_row SET \"full_name\" = v._v2, \"email\" = v._v3 FROM v "
+                "WHERE _sl_row.\"id\" = v._k1",
+                1, (const char *[]){upd});
+    check_query(&step, 2,
+                "INSERT INTO \"users\" (\"id\", \"full_name\", \"email\") SELECT sluice_unquote(j.value ->> 0), "
+                "sluice_unquote(j.value ->> 1), sluice_unquote(j.value ->> 2) FROM json_each(?1) AS j",
+                1, (const char *[]){ins});
+    check_values_not_in_sql(&step, &snap);
+    free(del);
+    free(upd);
+    free(ins);
+    sl_undo_step_free(&step);
+    result_free(&cur);
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+
+    /* a composite key: its edges are lo's columns, then hi's */
+    keyspec_of(&ks, SL_DIALECT_SQLITE, "\"t\"", 2, (const char *[]){"\"a\"", "\"b\""}, (const char *[]){"", ""});
+    target_of(&t, &ks, SL_UNDO_SNAPSHOT_ALL, 3, (const char *[]){"\"a\"", "\"b\"", "\"c\""},
+              (const char *[]){"", "", ""});
+    snap_init(&snap, 2, 3);
+    snap_add(&snap, (const char *[]){"1", "'x'"}, NULL, 1, 1);
+    cur = result_of(1, 3, (const char *[]){"1", "'x'", "1"});
+    sl_undo_plan_chunk(&t, &snap, &cur, (char *const[]){(char *)"0", (char *)"'a'", (char *)"9", (char *)"'z'"},
+                       SL_CONFLICT_STOP, &step);
+    del = json_rows(1, 2, (const char *[]){"1", "'x'"});
+    check_query(&step, 0,
+                "DELETE FROM \"t\" WHERE (\"a\", \"b\") BETWEEN (?2, ?3) AND (?4, ?5) AND (\"a\", \"b\") IN (SELECT "
+                "sluice_unquote(j.value ->> 0), sluice_unquote(j.value ->> 1) FROM json_each(?1) AS j)",
+                5, (const char *[]){del, "0", "'a'", "9", "'z'"});
+    CHECK(step.nq == 1 && step.restored == 1);
+    free(del);
+    sl_undo_step_free(&step);
+    result_free(&cur);
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+
+    /* every column in the key: an unchanged row has nothing to set, a deleted one is inserted */
+    target_of(&t, &ks, SL_UNDO_SNAPSHOT_ALL, 2, (const char *[]){"\"a\"", "\"b\""}, (const char *[]){"", ""});
+    snap_init(&snap, 2, 2);
+    snap_add(&snap, (const char *[]){"1", "'x'"}, (const char *[]){"1", "'x'"}, 1, 1);
+    snap_add(&snap, (const char *[]){"2", "'y'"}, (const char *[]){"2", "'y'"}, 0, 0);
+    cur = result_of(1, 3, (const char *[]){"1", "'x'", "1"});
+    sl_undo_plan_chunk(&t, &snap, &cur, (char *const[]){(char *)"0", (char *)"'a'", (char *)"9", (char *)"'z'"},
+                       SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 0 && step.nq == 1 && step.restored == 1);
+    ins = json_rows(1, 2, (const char *[]){"2", "'y'"});
+    check_query(&step, 0,
+                "INSERT INTO \"t\" (\"a\", \"b\") SELECT sluice_unquote(j.value ->> 0), sluice_unquote(j.value ->> 1) "
+                "FROM json_each(?1) AS j",
+                1, (const char *[]){ins});
+    free(ins);
+    sl_undo_step_free(&step);
+    result_free(&cur);
+    sl_snap_free(&snap);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
 int main(void)
 {
     RUN(test_snap_codec);
@@ -740,5 +1227,14 @@ int main(void)
     RUN(test_record_pg_all_and_down);
     RUN(test_record_lite);
     RUN(test_record_refused);
+    RUN(test_plan_pg_cols);
+    RUN(test_plan_conflicts);
+    RUN(test_plan_cols_lost);
+    RUN(test_plan_pg_all);
+    RUN(test_plan_down);
+    RUN(test_plan_composite_key);
+    RUN(test_plan_empty);
+    RUN(test_plan_lite_cols);
+    RUN(test_plan_lite_all);
     return CHECK_DONE();
 }
