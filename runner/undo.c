@@ -380,7 +380,8 @@ int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char 
     for (size_t i = 0; !bad && i < len; i += 2) {
         int hi = hex_digit(text[i]), lo = hex_digit(text[i + 1]);
         bad = hi < 0 || lo < 0;
-        sl_buf_addc(&blob, (char)(hi << 4 | lo));
+        if (!bad) /* hi is -1 for a digit that is not hex: shifting it is undefined */
+            sl_buf_addc(&blob, (char)(hi << 4 | lo));
     }
     if (bad || sl_snap_decode(blob.data, blob.len, out) != 0) {
         sl_buf_free(&blob);

@@ -1,7 +1,6 @@
-/* test_ckpt.c: the checkpoint store on real SQLite files in a temporary directory, and the undo records' codec. */
+/* test_ckpt.c: the checkpoint store on real SQLite files in a temporary directory. */
 #include "check.h"
 #include "sluice/ckpt.h"
-#include "sluice/snapshot.h"
 
 #include <dirent.h>
 #include <sqlite3.h>
@@ -682,62 +681,6 @@ static void test_newer_schema(void)
     free(path);
 }
 
-/* ---- the undo records' binary form ---- */
-
-static int decodes(const char *bytes, size_t len)
-{
-    sl_snap snap = {0};
-    int rc = sl_snap_decode(bytes, len, &snap);
-    sl_snap_free(&snap);
-    return rc == 0;
-}
-
-static void test_snap_codec(void)
-{
-    char k1[] = "1", k2[] = "2", v1[] = "Ada";
-    char *key1[] = {k1}, *key2[] = {k2}, *vals1[] = {v1, NULL};
-    sl_snap_row rows[] = {{key1, 1, 1, -42, vals1}, {key2, 0, 1, 7, NULL}};
-    sl_snap snap = {.chunk_no = 3, .kind = "cols", .nkey = 1, .nvals = 2, .nrows = 2, .rows = rows};
-    sl_buf blob = {0};
-    sl_snap_encode(&snap, &blob);
-    sl_snap back = {.chunk_no = 3};
-    CHECK(sl_snap_decode(blob.data, blob.len, &back) == 0);
-    CHECK(back.nrows == 2 && back.nkey == 1 && back.nvals == 2 && back.chunk_no == 3);
-    if (back.nrows == 2) {
-        CHECK_STR(back.rows[0].key[0], "1");
-        CHECK_STR(back.rows[0].vals[0], "Ada");
-        CHECK(back.rows[0].vals[1] == NULL && back.rows[0].post_hash == -42);
-        CHECK(!back.rows[1].has_pre && back.rows[1].vals == NULL && back.rows[1].post_hash == 7);
-    }
-    sl_snap_free(&back);
-    /* every cut is refused */
-    for (size_t len = 0; len < blob.len; len++)
-        CHECK(!decodes(blob.data, len));
-    sl_buf_free(&blob);
-    CHECK(!decodes(NULL, 0));
-    /* the fuzzer's finds: each decoded, and came back other than it was */
-    static const char nul_in_value[] = "\x01\x01\x01\x01\x01\x02"
-                                       "1"
-                                       "\x05"
-                                       "Ad\0a";
-    CHECK(!decodes(nul_in_value, sizeof nul_in_value - 1));
-    static const char plain_value[] = "\x01\x01\x01\x01\x01\x02"
-                                      "1"
-                                      "\x05"
-                                      "Adaa";
-    CHECK(decodes(plain_value, sizeof plain_value - 1));
-    CHECK(!decodes("\x01\x81\x00\x00\x00", 5));                                  /* 1 spelt in two bytes */
-    CHECK(!decodes("\x01\x81\x80\x80\x80\x80\x80\x80\x80\x80\x02\x00\x00", 13)); /* past 64 bits */
-    CHECK(!decodes("\x01\x01\x00\x01\x04\x02"
-                   "1",
-                   7)); /* flags no encoder writes */
-    CHECK(decodes("\x01\x01\x00\x01\x00\x02"
-                  "1",
-                  7));
-    /* a row count the bytes cannot hold */
-    CHECK(!decodes("\x01\x02\x00\x03\x00\x01\x01\x00\x01\x01", 10));
-}
-
 int main(void)
 {
     if (!mkdtemp(tmp_dir)) {
@@ -766,7 +709,6 @@ int main(void)
     RUN(test_foreign_sqlite);
     RUN(test_wrong_job);
     RUN(test_newer_schema);
-    RUN(test_snap_codec);
     remove_tree(tmp_dir);
     return CHECK_DONE();
 }
