@@ -103,7 +103,7 @@ static int print_command_help(const char *cmd)
             return SL_EXIT_OK;
         }
     }
-    fprintf(stderr, "sluice: unknown command \"%s\"\n", cmd);
+    sl_error("unknown command \"%s\" (hint: sluice --help lists the commands)", cmd);
     return SL_EXIT_USAGE;
 }
 

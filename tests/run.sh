@@ -11,9 +11,11 @@
 # The last line printed is always "N passed, N failed"; the exit status is 0 only when nothing failed.
 # Each test file's whole output is kept under build-test/test-logs/. Environment knobs:
 #   SLUICE_TEST_TIMEOUT   seconds one test file may take before it is killed and failed (default 900)
+#   SLUICE_TEST_JOBS      test files run at once against the one server (default 2; 1 runs them one by
+#                         one); a file marked "# sluice-test: alone" (it restarts the server) runs last, alone
 #   SLUICE_TEST_KEEP=1    keep the per-test work directories (/tmp/sluice-test.*) for a look afterwards
 #   SLUICE_TEST_PGVERSION the PostgreSQL major version to provision (default 15)
-#   SLUICE_FUZZ_SECONDS   how long each libFuzzer target runs (default 45; see tests/fuzz/run_fuzz.sh, which
+#   SLUICE_FUZZ_SECONDS   how long each libFuzzer target runs (default 30; see tests/fuzz/run_fuzz.sh, which
 #                         builds them with clang in build-fuzz/)
 set -uo pipefail
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # test_restart.sh: the server restarted or down for a while mid-run: sluice reconnects by itself and finishes exactly once.
+# sluice-test: alone (it restarts and stops the shared server)
 . "$(dirname "$0")/../harness/lib.sh"
 
 ROWS=200000

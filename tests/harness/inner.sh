@@ -11,7 +11,9 @@ set -uo pipefail
 # shellcheck source=tap_run.sh
 . "$SLUICE_ROOT/tests/harness/tap_run.sh"
 
-trap '[[ -n $TAP_RUN_PID ]] && kill -TERM -- "-$TAP_RUN_PID" 2>/dev/null; exit 130' INT TERM
+# The pids of the lanes running test files at once (run_pool), for an interrupted run to stop.
+LANES=()
+trap '[[ -n $TAP_RUN_PID ]] && kill -TERM -- "-$TAP_RUN_PID" 2>/dev/null; ((${#LANES[@]})) && kill -TERM "${LANES[@]}" 2>/dev/null; exit 130' INT TERM
 
 # Inside pg_virtualenv (PGPORT and PGVERSION are set, PG_CLUSTER_CONF_ROOT points at the throw-away
 # cluster's configuration), tell the tests how to reach and restart the server.
@@ -75,12 +77,60 @@ run_one() {
     esac
 }
 
+# runs_alone NAME: a test file that stops or restarts the shared server (it says so with a line
+# "# sluice-test: alone") cannot share it with another file running at the same time.
+runs_alone() {
+    [[ $1 == *.sh ]] && grep -q '^# sluice-test: alone' "$SLUICE_ROOT/tests/$1"
+}
+
+# run_pool NAME...: run the files SLUICE_TEST_JOBS at a time (default 2), each in a lane of its own
+# that stops its test's process group when interrupted. Each test file works in databases, temporary
+# directories and ports of its own; their output lines interleave, each prefixed with its name.
+run_pool() {
+    local jobs=${SLUICE_TEST_JOBS:-2} running=0 name
+    if ((jobs <= 1)); then
+        for name in "$@"; do
+            run_one "$name"
+        done
+        return
+    fi
+    for name in "$@"; do
+        while ((running >= jobs)); do
+            wait -n
+            running=$((running - 1))
+        done
+        (
+            trap '[[ -n $TAP_RUN_PID ]] && kill -TERM -- "-$TAP_RUN_PID" 2>/dev/null; exit 130' INT TERM
+            run_one "$name"
+        ) &
+        LANES+=($!)
+        running=$((running + 1))
+    done
+    wait
+}
+
 main() {
-    local name
+    local name shared=() alone=()
     if [[ -n ${PGPORT:-} && -n ${PGVERSION:-} ]]; then
         setup_pg
     fi
+    # The longest first (the crash tests, then the fuzzers), so that the lanes end together; the files
+    # that restart the server after every other one.
     for name in "$@"; do
+        if runs_alone "$name"; then
+            alone+=("$name")
+        elif [[ $name == crash/* ]]; then
+            shared+=("$name")
+        fi
+    done
+    for name in "$@"; do
+        [[ $name == fuzz/* ]] && shared+=("$name")
+    done
+    for name in "$@"; do
+        [[ $name == crash/* || $name == fuzz/* ]] || runs_alone "$name" || shared+=("$name")
+    done
+    run_pool "${shared[@]}"
+    for name in "${alone[@]}"; do
         run_one "$name"
     done
     exit 0

@@ -87,7 +87,7 @@ test_transient_failures_split_the_chunk() {
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
     psql -XAtq -c "begin; select 1 from t where id = 150 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
-    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where query like '%pg_sleep(60)%'
+    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%'
                                              and state = 'active' and pid <> pg_backend_pid())"
     run_sluice up
     assert_rc 1
@@ -97,7 +97,7 @@ EOF
     assert_sql "select count(*) from t where n = 1" 149
     assert_sql "select count(*) from t where n > 1" 0
     psql_q "select count(pg_terminate_backend(pid)) from pg_stat_activity
-             where query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+             where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
     run_sluice up
     assert_rc 0
     assert_sql "select count(*) from t where n = 1" 400

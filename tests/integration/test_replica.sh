@@ -20,6 +20,7 @@ PG_BIN=/usr/lib/postgresql/${PGVERSION:-15}/bin
 REPLICA_DIR=""
 REPLICA_PORT=""
 REPLICA_ERR=""
+REPLICA_SLOT=""
 
 # A port nothing listens on (as tests/run.sh picks the test server's).
 free_port() {
@@ -67,8 +68,11 @@ replica_start() {
     REPLICA_DIR=$(mktemp -d /tmp/sluice-replica.XXXXXX)
     REPLICA_PORT=$(free_port)
     chown postgres: "$REPLICA_DIR" && chmod 700 "$REPLICA_DIR"
+    # A slot of its own keeps the WAL the replica still needs: other test files write a lot at the same
+    # time, and without it the server may recycle a segment before the replica starts streaming it.
+    REPLICA_SLOT="sluice_test_replica_$$"
     if ! as_postgres "$PG_BIN/pg_basebackup" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -D "$REPLICA_DIR/data" \
-        -R -X stream -c fast >"$REPLICA_DIR/basebackup.log" 2>&1; then
+        -R -X stream -C -S "$REPLICA_SLOT" -c fast >"$REPLICA_DIR/basebackup.log" 2>&1; then
         REPLICA_ERR="pg_basebackup failed: $(cat "$REPLICA_DIR/basebackup.log")"
         return 1
     fi
@@ -102,6 +106,9 @@ replica_stop() {
     if [[ -f $REPLICA_DIR/data/postmaster.pid ]]; then
         as_postgres "$PG_BIN/pg_ctl" -D "$REPLICA_DIR/data" -m immediate -w stop >/dev/null 2>&1
     fi
+    # the slot would keep every WAL segment from now on
+    [[ -z $REPLICA_SLOT ]] || psql -XAtq -c "select pg_drop_replication_slot(slot_name) from pg_replication_slots
+                                             where slot_name = '$REPLICA_SLOT'" >/dev/null 2>&1
     [[ ${SLUICE_TEST_KEEP:-0} == 1 ]] || rm -rf "$REPLICA_DIR"
 }
 

@@ -352,7 +352,8 @@ test_lease() {
     assert_contains "$ERR" "already being run against this database (by sluice pid $first"
     run_sluice stamp 0001_bump done
     assert_rc 2
-    assert_sql "select count(*) from pg_locks where locktype = 'advisory'" 0
+    assert_sql "select count(*) from pg_locks where locktype = 'advisory'
+                and database = (select oid from pg_database where datname = current_database())" 0
     sluice_kill KILL "$first"
     run_sluice up
     assert_rc 0

@@ -144,7 +144,7 @@ UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 SELECT pg_sleep(CASE WHEN :lo::int > 300 THEN 30 ELSE 0 END);
 EOF
     sluice_start up
-    wait_until 20 sql_true "select count(*) > 0 from pg_stat_activity where query like '%pg_sleep%' and state = 'active' and pid <> pg_backend_pid()"
+    wait_until 20 sql_true "select count(*) > 0 from pg_stat_activity where datname = current_database() and query like '%pg_sleep%' and state = 'active' and pid <> pg_backend_pid()"
     kill -HUP "$SLUICE_PID"
     sleep 0.3
     local start=$SECONDS

@@ -229,7 +229,8 @@ SELECT pg_sleep(CASE WHEN slow THEN 0.5 ELSE 0 END) FROM pace;
 EOF
     sluice_start up
     wait_until 30 chunks_at_least 8
-    assert_sql "select count(*) from pg_locks where locktype = 'advisory'" 0
+    assert_sql "select count(*) from pg_locks where locktype = 'advisory'
+                and database = (select oid from pg_database where datname = current_database())" 0
     psql_q "select pg_terminate_backend(pid) from pg_stat_activity
              where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'" \
         >/dev/null
