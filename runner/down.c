@@ -464,6 +464,10 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts)
             sl_warn("%s: chunk %" PRId64 ": %zu row%s the job deleted cannot be brought back by snapshot(COL, ...) "
                     "(hint: snapshot(*) saves whole rows)",
                     r->job->name, c->chunk_no, step.nlost, step.nlost == 1 ? "" : "s");
+        if (step.nkept)
+            sl_warn("%s: chunk %" PRId64 ": %zu row%s the job inserted left in place: snapshot(COL, ...) writes "
+                    "columns back, it does not delete rows (hint: snapshot(*) does)",
+                    r->job->name, c->chunk_no, step.nkept, step.nkept == 1 ? "" : "s");
         if (c->lost)
             sl_warn("%s: chunk %" PRId64 " left as it is: its undo record is gone", r->job->name, c->chunk_no);
         st = finish_chunk(w, c, &step, attempts);

@@ -677,6 +677,10 @@ static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step 
         s->nlost++; /* the job deleted it: only some columns were saved */
         return;
     }
+    if (t->kind == SL_UNDO_SNAPSHOT_COLS && !row->has_pre && present) {
+        s->nkept++; /* the job inserted it: columns are written back, rows are not deleted */
+        return;
+    }
     arrays *dst = row->has_pre ? (present ? &l->upd : &l->ins) : (present ? &l->del : NULL);
     if (!dst || (t->kind == SL_UNDO_SNAPSHOT_COLS && dst != &l->upd))
         return;

@@ -867,7 +867,8 @@ static void test_plan_conflicts(void)
 
 /* snapshot(COL, ...): rows the job deleted cannot come back (counted in
  * nlost, which down warns about, not a conflict); rows it inserted stay as
- * they are, uncounted (it only writes columns back); the others are updated. */
+ * they are (counted in nkept, which down warns about too: it only writes
+ * columns back); the others are updated. */
 static void test_plan_cols_lost(void)
 {
     sl_keyspec ks;
@@ -884,6 +885,7 @@ static void test_plan_cols_lost(void)
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
     CHECK(step.nconflicts == 0 && step.conflicts == NULL);
     CHECK(step.nlost == 1);
+    CHECK(step.nkept == 1);
     CHECK(step.nq == 1 && step.restored == 1);
     check_query(&step, 0, pg_update_cols, 3, (const char *[]){"{\"3\"}", "{\"Cyd\"}", "{NULL}"});
     sl_undo_step_free(&step);
