@@ -568,8 +568,8 @@ int sl_dburl_take_param(const char *conninfo, const char *key, char **value, cha
     sl_dburl_parts u;
     *value = NULL;
     *rest = NULL;
-    int found = sl_dburl_split(conninfo, &u) ? take_query(conninfo, &u, key, value, rest)
-                                             : take_kv(conninfo, key, value, rest);
+    int found =
+        sl_dburl_split(conninfo, &u) ? take_query(conninfo, &u, key, value, rest) : take_kv(conninfo, key, value, rest);
     if (!found)
         *rest = sl_strdup(conninfo);
     size_t n = strlen(*rest);

@@ -495,8 +495,7 @@ static void pg_read(sl_pg *pg)
             }
             ExecStatusType status = PQresultStatus(res);
             /* failed, or aborted by an earlier error: nothing was prepared (the Prepare is sent last) */
-            if (b->prep[b->current] && b->skip == 1 &&
-                (pg_result_failed(status) || status == PGRES_PIPELINE_ABORTED))
+            if (b->prep[b->current] && b->skip == 1 && (pg_result_failed(status) || status == PGRES_PIPELINE_ABORTED))
                 pg_drop_prepared(pg, b->prep[b->current]);
             if (pg_result_failed(status))
                 pg_batch_store(b, res);
@@ -593,9 +592,10 @@ static int pg_read_pooler(const char *value, const char *where, sl_pg_pooler *mo
     else if (strcmp(value, "session") == 0 || strcmp(value, "none") == 0)
         *mode = SL_POOLER_SESSION;
     else {
-        sl_err_set(err, "%s \"%.40s\": expected transaction (a pooler in transaction mode, such as PgBouncer's "
-                        "pool_mode = transaction), session or none (the server session is sluice's until it "
-                        "disconnects), or auto",
+        sl_err_set(err,
+                   "%s \"%.40s\": expected transaction (a pooler in transaction mode, such as PgBouncer's "
+                   "pool_mode = transaction), session or none (the server session is sluice's until it "
+                   "disconnects), or auto",
                    where, value);
         return -1;
     }

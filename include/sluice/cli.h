@@ -16,6 +16,7 @@ typedef struct sl_opts {
 } sl_opts;
 
 #define SL_DEFAULT_CKPT_DIR ".sluice"
+#define SL_MAX_REPLICAS     16 /* --replica, at most */
 
 /* Entry point of the sluice binary. Returns the process exit code. */
 int sl_cli_main(int argc, char **argv);

@@ -64,7 +64,7 @@ struct sl_pg {
     sl_pg_pooler pooler; /* as the connection string (or SLUICE_POOLER) says */
     int pooled;          /* the server session may change between transactions: see sl_pg_set_pooled */
     const char *prelude; /* static SQL run first in every transaction when pooled, or NULL */
-    void *data; /* for the owner */
+    void *data;          /* for the owner */
 };
 
 /* Validate conninfo (a postgresql:// URL or key=value string; "" means
