@@ -92,7 +92,7 @@ typedef struct up_run {
     sl_pace pace;       /* batch size, pause, rate and health limits in force */
     sl_throttle health; /* what the health checks read, and the replicas' connections */
     int has_health;
-    int paused;   /* by `ctl pause` */
+    int paused; /* by `ctl pause` */
     int64_t last_health_ms;
     int64_t health_since; /* mono ms since a health limit holds chunks back, 0 if none */
     char health_first[512];
