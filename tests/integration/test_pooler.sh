@@ -230,6 +230,9 @@ EOF
     run_sluice up
     assert_rc 2
     assert_contains "$ERR" "already being run"
+    run_cmd "$SLUICE" --checkpoints "$CKPT" ctl 0001_bump status
+    assert_rc 0
+    assert_contains "$OUT" "job 0001_bump"
     sluice_kill INT "$first"
     assert_rc 3
     no_advisory_locks
@@ -306,7 +309,7 @@ pgb_start || true
 run_test "through PgBouncer: plan, up with one worker, status; pgbench on the same pool" test_up_one_worker
 run_test "through PgBouncer: up with four workers and undo records, down, stamp done and pending" test_four_workers_down_stamp
 run_test "through PgBouncer: kill -9 at random moments, resume: every row once, no advisory lock" test_kill9_resume
-run_test "through PgBouncer: a second runner is refused; SIGINT leaves nothing locked" test_second_runner_refused
+run_test "through PgBouncer: a second runner is refused, ctl answers; SIGINT leaves nothing locked" test_second_runner_refused
 run_test "sluice_pooler=none through PgBouncer: missing statements found, switched, retried" test_detects_missing_statements
 run_test "pooled: the session's settings hold in every transaction (float keys)" test_session_settings_per_transaction
 run_test "sluice_pooler and SLUICE_POOLER with a bad value are refused" test_refuses_bad_setting
