@@ -2,6 +2,7 @@
 #include "sluice/cli.h"
 #include "sluice/ctl.h"
 #include "sluice/dburl.h"
+#include "sluice/progress.h"
 #include "sluice/secrets.h"
 
 #include <stdio.h>
@@ -11,7 +12,7 @@
 #include <unistd.h>
 
 static const char usage_text[] =
-    "usage: sluice [--db URL] [--jobs DIR] [--checkpoints DIR] [--json] COMMAND [ARGS]\n"
+    "usage: sluice [--db URL ...|--targets FILE] [--jobs DIR] [--checkpoints DIR] [--json] COMMAND [ARGS]\n"
     "\n"
     "Runs data migrations over large tables in keyset-paginated chunks, each one short\n"
     "transaction, checkpointed so an interrupted run resumes exactly where it stopped.\n"
@@ -19,7 +20,7 @@ static const char usage_text[] =
     "commands:\n"
     "  up [JOB]                run pending jobs in order (or only JOB); resume any that stopped\n"
     "  down JOB | -N | base    roll back JOB and every later applied job / the last N / all\n"
-    "  status [JOB]            each job's state, read from the checkpoint files\n"
+    "  status [JOB]            each job's state, read from the database (else the checkpoint files)\n"
     "  history                 every run, with times and row counts\n"
     "  plan JOB                dry run: validate, estimate rows and chunks, show chunk SQL and its plan\n"
     "  stamp JOB done|pending  record a job's state without running it\n"
@@ -30,7 +31,11 @@ static const char usage_text[] =
     "  --db URL           postgresql://..., postgres://..., SQLAlchemy's postgresql+DRIVER://..., a libpq\n"
     "                     key=value string, sqlite:PATH or sqlite:///PATH (default: $SLUICE_DB, else\n"
     "                     $DATABASE_URL, else libpq's PG* variables); a password is better kept there\n"
-    "                     or in PGPASSWORD or ~/.pgpass than on the command line\n"
+    "                     or in PGPASSWORD or ~/.pgpass than on the command line. Given several times:\n"
+    "                     a fleet, every command applies to each database\n"
+    "  --targets FILE     a fleet: one \"NAME URL\" a line (# comments); checkpoints in <checkpoints>/NAME/\n"
+    "  --target NAME      only this target of the fleet\n"
+    "  --parallel N       up and down: at most N targets at once (default 4)\n"
     "  --jobs DIR         directory of job files (default ./jobs)\n"
     "  --checkpoints DIR  directory of checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")\n"
     "  --json             machine-readable output (status, history)\n"
@@ -110,10 +115,15 @@ typedef struct cli_args {
     const char *pos[8];
     int npos;
     int help;
-    const char *on_conflict;            /* --on-conflict, checked by dispatch_down */
-    char *db_arg;                       /* a copy of --db's value, whose password argv no longer shows */
+    const char *on_conflict; /* --on-conflict, checked by dispatch_down */
+    char **dbs;              /* copies of every --db's value, whose passwords argv no longer shows */
+    int ndbs;
+    const char *targets;                /* --targets FILE */
+    const char *parallel;               /* --parallel N */
+    const char *only_target;            /* --target NAME */
+    sl_fleet fleet;                     /* several --db, or --targets: every command applies to each */
     sl_dburl db_url;                    /* the database string in use, normalised (opts.db points into it) */
-    char *replica_arg[SL_MAX_REPLICAS]; /* copies of --replica's values, like db_arg */
+    char *replica_arg[SL_MAX_REPLICAS]; /* copies of --replica's values, whose passwords argv no longer shows */
     size_t nreplica_arg;
     sl_dburl replica_url[SL_MAX_REPLICAS]; /* normalised; opts.run.replicas points into them */
     const char *replica[SL_MAX_REPLICAS];
@@ -132,13 +142,14 @@ static int keep_replica_arg(cli_args *a, char *value)
 }
 
 /* --db's value: keep a copy, then overwrite its password in argv, which
- * /proc/PID/cmdline (ps, top) shows to every user of the machine. */
+ * /proc/PID/cmdline (ps, top) shows to every user of the machine. Given
+ * several times, each is a target of a fleet. */
 static const char *keep_db_arg(cli_args *a, char *value)
 {
-    free(a->db_arg);
-    a->db_arg = sl_strdup(value);
+    a->dbs = sl_realloc(a->dbs, (size_t)(a->ndbs + 1) * sizeof *a->dbs);
+    a->dbs[a->ndbs] = sl_strdup(value);
     sl_secrets_hide(value);
-    return a->db_arg;
+    return a->dbs[a->ndbs++];
 }
 
 /* Options may come before or after the command. */
@@ -193,6 +204,12 @@ static int parse_args(int argc, char **argv, cli_args *a)
             target = &a->opts.run.ckpt_dir;
         else if (strcmp(arg, "--on-conflict") == 0 || strncmp(arg, "--on-conflict=", 14) == 0)
             target = &a->on_conflict;
+        else if (strcmp(arg, "--targets") == 0 || strncmp(arg, "--targets=", 10) == 0)
+            target = &a->targets;
+        else if (strcmp(arg, "--parallel") == 0 || strncmp(arg, "--parallel=", 11) == 0)
+            target = &a->parallel;
+        else if (strcmp(arg, "--target") == 0 || strncmp(arg, "--target=", 9) == 0)
+            target = &a->only_target;
         else {
             sl_error("unknown option \"%s\" (hint: sluice --help)", arg);
             return -1;
@@ -276,6 +293,12 @@ static int resolve_replicas(cli_args *a)
             p += strspn(p, " \t\n");
         }
     }
+    if (a->nreplica_arg > 0 && a->fleet.n > 1) {
+        sl_error("%s: the replicas of one database, not of %zu targets (hint: run the target whose replicas these "
+                 "are on its own, with --target NAME)",
+                 source, a->fleet.n);
+        return -1;
+    }
     for (size_t i = 0; i < a->nreplica_arg; i++) {
         sl_err err;
         if (sl_dburl_parse(a->replica_arg[i], &a->replica_url[i], &err) != 0) {
@@ -302,7 +325,8 @@ static int resolve_defaults(cli_args *a, const char *cmd)
     sl_opts *o = &a->opts;
     int needs_db =
         strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0;
-    if ((needs_db || strcmp(cmd, "status") == 0) && resolve_db(o, &a->db_url, needs_db) != 0)
+    /* a fleet's targets each have theirs (make_fleet) */
+    if (a->fleet.n == 0 && (needs_db || strcmp(cmd, "status") == 0) && resolve_db(o, &a->db_url, needs_db) != 0)
         return -1;
     if ((strcmp(cmd, "up") == 0 || strcmp(cmd, "plan") == 0) && resolve_replicas(a) != 0)
         return -1;
@@ -375,8 +399,9 @@ static int want_args(const cli_args *a, int min, int max, const char *cmd)
     return 1;
 }
 
-/* `ctl JOB pause|resume|status|set NAME=VALUE`: one request to the runner's socket. */
-static int cmd_ctl(const cli_args *a, const char *arg1)
+/* `ctl JOB pause|resume|status|set NAME=VALUE`: one request to the runner's
+ * socket (in a fleet, to each target's that is running it). */
+static int cmd_ctl(const cli_args *a, const sl_opts *o, const char *arg1)
 {
     int is_set = a->npos > 2 && strcmp(a->pos[2], "set") == 0;
     if (!want_args(a, is_set ? 3 : 2, is_set ? 3 : 2, "ctl"))
@@ -385,15 +410,27 @@ static int cmd_ctl(const cli_args *a, const char *arg1)
     if (jl > 4 && strcmp(arg1 + jl - 4, ".sql") == 0)
         jl -= 4;
     char *job = sl_strndup(arg1, jl);
-    char *path = sl_ctl_path(a->opts.run.ckpt_dir, job);
+    char *path = sl_ctl_path(o->run.ckpt_dir, job);
     char *req = is_set ? sl_asprintf("set %s", a->pos[3]) : sl_strdup(a->pos[2]);
     char *response = NULL;
     sl_err err = {{0}};
     int rc = sl_ctl_request(path, req, &response, &err);
-    if (rc == 0)
+    if (rc == 0 && o->target) {
+        sl_buf shown = {0};
+        for (const char *line = response; *line;) {
+            const char *end = strchr(line, '\n');
+            size_t len = end ? (size_t)(end - line + 1) : strlen(line);
+            sl_buf_printf(&shown, "%s: ", o->target);
+            sl_buf_add(&shown, line, len);
+            line += len;
+        }
+        fputs(shown.data ? shown.data : "", stdout);
+        sl_buf_free(&shown);
+    } else if (rc == 0) {
         fputs(response, stdout);
-    else
+    } else {
         sl_error("%s", err.msg);
+    }
     free(response);
     free(req);
     free(path);
@@ -401,8 +438,8 @@ static int cmd_ctl(const cli_args *a, const char *arg1)
     return rc == 0 ? SL_EXIT_OK : rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
 }
 
-/* down JOB | -N | base: a job name must name a job file; -N and base do not. */
-static int dispatch_down(cli_args *a)
+/* --on-conflict: stop (default), skip or overwrite. */
+static int parse_on_conflict(cli_args *a)
 {
     static const char *const modes[] = {
         [SL_CONFLICT_STOP] = "stop", [SL_CONFLICT_SKIP] = "skip", [SL_CONFLICT_OVERWRITE] = "overwrite"};
@@ -412,36 +449,37 @@ static int dispatch_down(cli_args *a)
             mode = i;
     if (mode < 0) {
         sl_error("--on-conflict \"%s\": expected stop, skip or overwrite", a->on_conflict);
-        return SL_EXIT_USAGE;
+        return -1;
     }
     a->opts.run.on_conflict = (sl_on_conflict)mode;
+    return 0;
+}
+
+/* down JOB | -N | base: a job name must name a job file; -N and base do not. */
+static int dispatch_down(const cli_args *a, const sl_opts *o)
+{
     if (!want_args(a, 1, 1, "down"))
         return SL_EXIT_USAGE;
     const char *target = a->pos[1];
     int named = target[0] != '-' && strcmp(target, "base") != 0;
     sl_jobset set = {0};
-    int code = load_jobs(&a->opts, &set, named ? target : NULL, 1);
+    int code = load_jobs(o, &set, named ? target : NULL, 1);
     if (code == SL_EXIT_OK)
-        code = sl_cmd_down(&a->opts, &set, target);
+        code = sl_cmd_down(o, &set, target);
     sl_jobset_free(&set);
     return code;
 }
 
-static int dispatch(const char *cmd, cli_args *a)
+/* One command against one database (o: the one of --db, or a fleet's target's). */
+static int dispatch_one(const char *cmd, const cli_args *a, const sl_opts *o)
 {
-    sl_opts *o = &a->opts;
     const char *arg1 = a->npos > 1 ? a->pos[1] : NULL;
     sl_jobset set = {0};
     int code;
     if (strcmp(cmd, "ctl") == 0)
-        return cmd_ctl(a, arg1);
+        return cmd_ctl(a, o, arg1);
     if (strcmp(cmd, "down") == 0)
-        return dispatch_down(a);
-    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0) {
-        if (!want_args(a, 0, strcmp(cmd, "status") == 0 ? 1 : 0, cmd))
-            return SL_EXIT_USAGE;
-        return strcmp(cmd, "status") == 0 ? sl_cmd_status(o, NULL, arg1) : sl_cmd_history(o, NULL);
-    }
+        return dispatch_down(a, o);
     if (strcmp(cmd, "up") == 0) {
         if (!want_args(a, 0, 1, cmd))
             return SL_EXIT_USAGE;
@@ -464,6 +502,151 @@ static int dispatch(const char *cmd, cli_args *a)
     return code;
 }
 
+/* ---- a fleet ---- */
+
+typedef struct fleet_cmd {
+    const cli_args *a;
+    const char *cmd;
+    int *codes;  /* each target's exit code */
+    size_t idle; /* ctl: targets where the job does not run now */
+} fleet_cmd;
+
+/* ctl on a target where the job does not run: nothing to ask there. */
+static int ctl_idle(const cli_args *a, const sl_opts *o)
+{
+    if (strcmp(a->pos[0], "ctl") != 0 || a->npos < 2)
+        return 0;
+    size_t jl = strlen(a->pos[1]);
+    char *job = sl_strndup(a->pos[1], jl > 4 && strcmp(a->pos[1] + jl - 4, ".sql") == 0 ? jl - 4 : jl);
+    char *path = sl_ctl_path(o->run.ckpt_dir, job);
+    int idle = access(path, F_OK) != 0;
+    if (idle)
+        sl_info("job %s does not run on this target now", job);
+    free(path);
+    free(job);
+    return idle;
+}
+
+static int on_target(const sl_target *t, uv_loop_t *loop, void *arg)
+{
+    fleet_cmd *c = arg;
+    char *dir;
+    sl_opts o = sl_target_opts(&c->a->opts, t, &dir);
+    o.loop = loop;
+    if (ctl_idle(c->a, &o)) {
+        c->idle++;
+        free(dir);
+        return SL_EXIT_OK;
+    }
+    if (strcmp(c->cmd, "plan") == 0)
+        printf("%s== target %s ==\n", t == c->a->fleet.targets ? "" : "\n", t->name);
+    fflush(stdout);
+    int code = dispatch_one(c->cmd, c->a, &o);
+    c->codes[t - c->a->fleet.targets] = code;
+    free(dir);
+    return code;
+}
+
+static const char *fleet_prefix(void)
+{
+    const sl_target *t = sl_fleet_current();
+    return t ? t->name : NULL;
+}
+
+/* How each target's up or down ended. */
+static void fleet_summary(const sl_fleet *fleet, const int *codes)
+{
+    static const char *const outcome[] = {"done", "failed", "refused", "stopped"};
+    for (size_t i = 0; i < fleet->n; i++)
+        sl_info("fleet: %s (%s): %s", fleet->targets[i].name, fleet->targets[i].origin,
+                codes[i] >= 0 && codes[i] <= 3 ? outcome[codes[i]] : "?");
+}
+
+static int dispatch_fleet(const char *cmd, cli_args *a)
+{
+    sl_opts *o = &a->opts;
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0) {
+        if (!want_args(a, 0, strcmp(cmd, "status") == 0 ? 1 : 0, cmd))
+            return SL_EXIT_USAGE;
+        return strcmp(cmd, "status") == 0 ? sl_cmd_status(o, &a->fleet, a->npos > 1 ? a->pos[1] : NULL)
+                                          : sl_cmd_history(o, &a->fleet);
+    }
+    int64_t parallel = 4;
+    if (a->parallel && sl_parse_int(a->parallel, 1, 64, &parallel) != 0) {
+        sl_error("--parallel \"%s\": expected a whole number of targets from 1 to 64", a->parallel);
+        return SL_EXIT_USAGE;
+    }
+    int concurrent = strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0;
+    fleet_cmd c = {a, cmd, sl_calloc(a->fleet.n + 1, sizeof(int))};
+    sl_log_set_prefix(fleet_prefix);
+    sl_progress_set_owner(fleet_prefix);
+    int code = sl_fleet_run(&a->fleet, concurrent ? (size_t)parallel : 0, on_target, &c);
+    sl_progress_set_owner(NULL);
+    sl_log_set_prefix(NULL);
+    if (concurrent)
+        fleet_summary(&a->fleet, c.codes);
+    if (strcmp(cmd, "ctl") == 0 && c.idle == a->fleet.n && a->fleet.n > 0) {
+        sl_error("no runner of %s is listening on any target", a->npos > 1 ? a->pos[1] : "the job");
+        code = SL_EXIT_FAILED;
+    }
+    free(c.codes);
+    return code;
+}
+
+static int dispatch(const char *cmd, cli_args *a)
+{
+    if (a->fleet.n > 0)
+        return dispatch_fleet(cmd, a);
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0) {
+        if (!want_args(a, 0, strcmp(cmd, "status") == 0 ? 1 : 0, cmd))
+            return SL_EXIT_USAGE;
+        return strcmp(cmd, "status") == 0 ? sl_cmd_status(&a->opts, NULL, a->npos > 1 ? a->pos[1] : NULL)
+                                          : sl_cmd_history(&a->opts, NULL);
+    }
+    return dispatch_one(cmd, a, &a->opts);
+}
+
+/* Several --db, or --targets FILE: a fleet, each target a database of its
+ * own; --target NAME picks one of them. 0, or -1 (said why). */
+static int make_fleet(cli_args *a)
+{
+    sl_err err = {{0}};
+    if (a->targets && a->ndbs > 0) {
+        sl_error("--targets and --db: give the targets one way (hint: put every database in the targets file)");
+        return -1;
+    }
+    if (a->targets && sl_fleet_read(a->targets, &a->fleet, &err) != 0) {
+        sl_error("%s", err.msg);
+        return -1;
+    }
+    for (int i = 0; a->ndbs > 1 && i < a->ndbs; i++) {
+        if (sl_fleet_add_db(&a->fleet, a->dbs[i], i + 1, &err) != 0) {
+            sl_error("%s", err.msg);
+            return -1;
+        }
+    }
+    if (!a->only_target)
+        return 0;
+    const sl_target *t = a->fleet.n ? sl_fleet_find(&a->fleet, a->only_target) : NULL;
+    if (!t) {
+        sl_error("--target %s: %s", a->only_target,
+                 a->fleet.n ? "no such target (hint: sluice status lists them)"
+                            : "there is one database only (hint: --target picks one of --targets or several --db)");
+        return -1;
+    }
+    /* keep that one alone */
+    sl_target keep = *t;
+    for (size_t i = 0; i < a->fleet.n; i++)
+        if (&a->fleet.targets[i] != t) {
+            free(a->fleet.targets[i].name);
+            free(a->fleet.targets[i].db);
+            free(a->fleet.targets[i].origin);
+        }
+    a->fleet.targets[0] = keep;
+    a->fleet.n = 1;
+    return 0;
+}
+
 static int run_cli(int argc, char **argv, cli_args *a)
 {
     if (parse_args(argc, argv, a) != 0)
@@ -479,6 +662,10 @@ static int run_cli(int argc, char **argv, cli_args *a)
     const char *cmd = canonical_command(a->pos[0]);
     if (a->help)
         return print_command_help(cmd);
+    if (parse_on_conflict(a) != 0 || make_fleet(a) != 0)
+        return SL_EXIT_USAGE;
+    if (a->fleet.n == 0 && a->ndbs == 1)
+        a->opts.db = a->dbs[0];
     if (resolve_defaults(a, cmd) != 0)
         return SL_EXIT_USAGE;
     return dispatch(cmd, a);
@@ -491,7 +678,10 @@ int sl_cli_main(int argc, char **argv)
     srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
     cli_args a = {0};
     int code = run_cli(argc, argv, &a);
-    free(a.db_arg);
+    for (int i = 0; i < a.ndbs; i++)
+        free(a.dbs[i]);
+    free(a.dbs);
+    sl_fleet_free(&a.fleet);
     sl_dburl_free(&a.db_url);
     for (size_t i = 0; i < a.nreplica_arg; i++) {
         free(a.replica_arg[i]);

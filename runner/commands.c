@@ -7,18 +7,21 @@
 
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
+#include "sluice/fleet.h"
 #include "sluice/json.h"
 
 int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
+    if (!opts->loop)
+        uv_loop_init(&own);
     sl_session sess;
     sl_err err = {{0}};
     int code = SL_EXIT_OK;
-    if (sl_session_init(&sess, &loop, opts->db, &err) != 0) {
+    if (sl_session_init(&sess, loop, opts->db, &err) != 0) {
         sl_error("%s", err.msg);
-        uv_loop_close(&loop);
+        if (!opts->loop)
+            uv_loop_close(&own);
         return SL_EXIT_USAGE;
     }
     sl_job *target = only ? sl_jobset_find(jobs, only) : NULL;
@@ -36,7 +39,7 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
         code = sl_up_job(&sess, &opts->run, &jobs->jobs[i]);
     }
     sl_session_close(&sess);
-    if (uv_loop_close(&loop) != 0)
+    if (!opts->loop && uv_loop_close(&own) != 0)
         sl_warn("BUG: a libuv handle was left open at exit");
     return code;
 }
@@ -217,11 +220,13 @@ static json_t *json_time(int64_t ms)
     return ms > 0 ? json_string(ts) : json_null();
 }
 
-static json_t *status_json(const char *name, const status_row *s)
+static json_t *status_json(const char *target, const char *name, const status_row *s)
 {
     const sl_job_row *d = &s->db;
     json_t *o = json_object();
     json_object_set_new(o, "job", sl_json_str(name));
+    if (target)
+        json_object_set_new(o, "target", sl_json_str(target));
     json_object_set_new(o, "state", json_string(sl_state_name(d->state)));
     json_object_set_new(o, "rows", json_integer(d->rows));
     json_object_set_new(o, "chunks", json_integer(d->chunks));
@@ -247,15 +252,27 @@ static void add_text(sl_buf *b, const char *s)
         sl_buf_add_visible(b, s, strlen(s), 1);
 }
 
-static void status_line(const char *name, const status_row *s)
+/* A column of width w (text from anywhere, made visible). */
+static void add_column(sl_buf *b, const char *s, size_t w)
+{
+    size_t at = b->len;
+    add_text(b, s);
+    sl_buf_printf(b, "%*s ", b->len - at < w ? (int)(w - (b->len - at)) : 0, "");
+}
+
+static void status_line(sl_buf *out, const char *target, const char *name, const status_row *s)
 {
     const sl_job_row *d = &s->db;
     char ts[32];
     sl_format_iso8601(d->updated_at_ms, ts);
     sl_buf line = {0};
+    if (target)
+        add_column(&line, target, 20);
+    size_t start = line.len;
     add_text(&line, name);
-    sl_buf_printf(&line, "%*s %-12s %12" PRId64 " %8" PRId64 "  ", line.len < 40 ? (int)(40 - line.len) : 0, "",
-                  sl_state_name(d->state), d->rows, d->chunks);
+    sl_buf_printf(&line, "%*s %-12s %12" PRId64 " %8" PRId64 "  ",
+                  line.len - start < 40 ? (int)(40 - (line.len - start)) : 0, "", sl_state_name(d->state), d->rows,
+                  d->chunks);
     size_t at = line.len;
     add_text(&line, d->last_key ? d->last_key : "-");
     sl_buf_printf(&line, "%*s %s\n", line.len - at < 20 ? (int)(20 - (line.len - at)) : 0, "", ts[0] ? ts : "-");
@@ -281,7 +298,7 @@ static void status_line(const char *name, const status_row *s)
         sl_buf_addc(&line, '\n');
         free(key);
     }
-    fputs(line.data, stdout);
+    sl_buf_adds(out, line.data);
     sl_buf_free(&line);
 }
 
@@ -318,80 +335,127 @@ static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_sessi
     return NULL;
 }
 
-int sl_cmd_status(const sl_opts *opts, sl_jobset *jobs, const char *only)
+/* The status of every job of one database: JSON objects into all, or text
+ * lines into text; *found when a job matched only. 0 or an exit code. */
+static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf *text, int *found)
 {
-    (void)jobs;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
+    if (!opts->loop)
+        uv_loop_init(&own);
     sl_session sess_store;
-    int code = SL_EXIT_OK, found = 0, header = 0;
-    sl_session *sess = status_session(opts, &loop, &sess_store);
+    int code = SL_EXIT_OK;
+    sl_session *sess = status_session(opts, loop, &sess_store);
     names ns = {0};
-    if (code == SL_EXIT_OK) {
-        add_dir_names(&ns, opts->jobs_dir, ".sql");
-        add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
-        if (sess)
-            add_db_names(&ns, sess);
-        qsort(ns.v, ns.n, sizeof(char *), cmp_str);
-    }
-    json_t *all = json_array();
+    add_dir_names(&ns, opts->jobs_dir, ".sql");
+    add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
+    if (sess)
+        add_db_names(&ns, sess);
+    qsort(ns.v, ns.n, sizeof(char *), cmp_str);
     for (size_t i = 0; code == SL_EXIT_OK && i < ns.n; i++) {
         if (!wanted(ns.v[i], only))
             continue;
-        found = 1;
+        *found = 1;
         status_row s;
         sl_err err = {{0}};
         if (read_status(opts, sess, ns.v[i], &s, &err) != 0) {
-            sl_error("%s", err.msg);
+            sl_error("%s%s%s", opts->target ? opts->target : "", opts->target ? ": " : "", err.msg);
             code = SL_EXIT_USAGE;
         } else if (opts->json) {
-            json_array_append_new(all, status_json(ns.v[i], &s));
+            json_array_append_new(all, status_json(opts->target, ns.v[i], &s));
         } else {
-            if (!header++)
-                printf("%-40s %-12s %12s %8s  %-20s %s\n", "JOB", "STATE", "ROWS", "CHUNKS", "LAST KEY", "UPDATED");
-            status_line(ns.v[i], &s);
+            status_line(text, opts->target, ns.v[i], &s);
         }
         status_row_free(&s);
+    }
+    names_free(&ns);
+    if (sess)
+        sl_session_close(sess);
+    if (!opts->loop && uv_loop_close(&own) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
+    return code;
+}
+
+/* One JSON array, an object a line. */
+static void print_array(json_t *all)
+{
+    size_t i;
+    json_t *o;
+    printf("[");
+    json_array_foreach(all, i, o)
+    {
+        char *line = json_dumps(o, 0);
+        printf("%s%s", i ? ",\n " : "", line);
+        free(line);
+    }
+    printf("]\n");
+}
+
+sl_opts sl_target_opts(const sl_opts *opts, const sl_target *t, char **dir)
+{
+    sl_opts o = *opts;
+    size_t len = strlen(opts->run.ckpt_dir);
+    *dir = sl_asprintf("%s%s%s", opts->run.ckpt_dir, len && opts->run.ckpt_dir[len - 1] == '/' ? "" : "/", t->name);
+    o.db = t->db;
+    o.run.ckpt_dir = *dir;
+    o.target = t->name;
+    return o;
+}
+
+int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only)
+{
+    json_t *all = json_array();
+    sl_buf text = {0};
+    int code = SL_EXIT_OK, found = 0;
+    if (!fleet)
+        code = status_of(opts, only, all, &text, &found);
+    for (size_t i = 0; fleet && i < fleet->n; i++) {
+        char *dir;
+        sl_opts o = sl_target_opts(opts, &fleet->targets[i], &dir);
+        code = sl_fleet_worse(code, status_of(&o, only, all, &text, &found));
+        free(dir);
     }
     if (code == SL_EXIT_OK && only && !found) {
         sl_error("no job \"%s\" in %s, %s or the database", only, opts->jobs_dir, opts->run.ckpt_dir);
         code = SL_EXIT_USAGE;
     }
-    if (code == SL_EXIT_OK && opts->json) { /* one object a line, as one array */
-        size_t i;
-        json_t *o;
-        printf("[");
-        json_array_foreach(all, i, o)
-        {
-            char *line = json_dumps(o, 0);
-            printf("%s%s", i ? ",\n " : "", line);
-            free(line);
-        }
-        printf("]\n");
+    /* one database that failed shows nothing; a fleet shows the targets that answered */
+    if ((code == SL_EXIT_OK || fleet) && opts->json) {
+        print_array(all);
+    } else if ((code == SL_EXIT_OK || fleet) && text.len) {
+        if (fleet)
+            printf("%-20s ", "TARGET");
+        printf("%-40s %-12s %12s %8s  %-20s %s\n", "JOB", "STATE", "ROWS", "CHUNKS", "LAST KEY", "UPDATED");
+        fputs(text.data, stdout);
     }
     json_decref(all);
-    names_free(&ns);
-    if (sess)
-        sl_session_close(sess);
-    if (uv_loop_close(&loop) != 0)
-        sl_warn("BUG: a libuv handle was left open at exit");
+    sl_buf_free(&text);
     return code;
 }
 
 /* ---- history ---- */
 
+/* A run, and the target whose journal holds it (NULL with one database). */
+typedef struct hist_run {
+    sl_ckpt_run run;
+    const char *target;
+} hist_run;
+
 static int cmp_run(const void *a, const void *b)
 {
-    const sl_ckpt_run *x = a, *y = b;
-    if (x->started_at_ms != y->started_at_ms)
-        return x->started_at_ms < y->started_at_ms ? -1 : 1;
-    return strcmp(x->job, y->job);
+    const hist_run *x = a, *y = b;
+    if (x->run.started_at_ms != y->run.started_at_ms)
+        return x->run.started_at_ms < y->run.started_at_ms ? -1 : 1;
+    int c = strcmp(x->target ? x->target : "", y->target ? y->target : "");
+    return c ? c : strcmp(x->run.job, y->run.job);
 }
 
-static json_t *history_json(const sl_ckpt_run *r)
+static json_t *history_json(const hist_run *h)
 {
+    const sl_ckpt_run *r = &h->run;
     json_t *o = json_object();
     json_object_set_new(o, "job", sl_json_str(r->job));
+    if (h->target)
+        json_object_set_new(o, "target", sl_json_str(h->target));
     json_object_set_new(o, "kind", sl_json_str(r->kind));
     json_object_set_new(o, "outcome", sl_json_str(r->outcome));
     json_object_set_new(o, "rows", json_integer(r->rows));
@@ -402,17 +466,18 @@ static json_t *history_json(const sl_ckpt_run *r)
     return o;
 }
 
-static void history_line(const sl_ckpt_run *r)
+static void history_line(const hist_run *h)
 {
+    const sl_ckpt_run *r = &h->run;
     char st[32], en[32];
     sl_format_iso8601(r->started_at_ms, st);
     sl_format_iso8601(r->ended_at_ms, en);
     sl_buf line = {0};
     sl_buf_printf(&line, "%-20s %-20s ", st, en[0] ? en : "-");
-    size_t at = line.len;
-    add_text(&line, r->job);
-    sl_buf_printf(&line, "%*s %-6s %-12s %12" PRId64 " %8" PRId64, line.len - at < 32 ? (int)(32 - (line.len - at)) : 0,
-                  "", r->kind, r->outcome, r->rows, r->chunks);
+    if (h->target)
+        add_column(&line, h->target, 20);
+    add_column(&line, r->job, 32);
+    sl_buf_printf(&line, "%-6s %-12s %12" PRId64 " %8" PRId64, r->kind, r->outcome, r->rows, r->chunks);
     if (r->error) {
         sl_buf_adds(&line, "  ");
         add_text(&line, r->error);
@@ -425,7 +490,7 @@ static void history_line(const sl_ckpt_run *r)
 /* The runs of one checkpoint file, appended to *all. A run still marked
  * running whose runner is gone (no one holds the file's run lock) was
  * interrupted. */
-static int add_runs(const sl_opts *opts, const char *name, sl_ckpt_run **all, size_t *nall)
+static int add_runs(const sl_opts *opts, const char *name, hist_run **all, size_t *nall)
 {
     char *path = sl_ckpt_path(opts->run.ckpt_dir, name);
     sl_ckpt *ckpt = NULL;
@@ -445,54 +510,60 @@ static int add_runs(const sl_opts *opts, const char *name, sl_ckpt_run **all, si
         sl_error("%s", err.msg);
         return -1;
     }
+    *all = sl_realloc(*all, (*nall + nruns + 1) * sizeof **all);
     for (size_t i = 0; i < nruns; i++) {
         if (strcmp(runs[i].outcome, "running") == 0 && !live) {
             free(runs[i].outcome);
             runs[i].outcome = sl_strdup("interrupted");
         }
+        (*all)[(*nall)++] = (hist_run){runs[i], opts->target};
     }
-    *all = sl_realloc(*all, (*nall + nruns + 1) * sizeof **all);
-    if (nruns)
-        memcpy(*all + *nall, runs, nruns * sizeof *runs);
-    *nall += nruns;
     free(runs);
     return 0;
 }
 
-int sl_cmd_history(const sl_opts *opts, sl_jobset *jobs)
+static int history_of(const sl_opts *opts, hist_run **all, size_t *nall)
 {
-    (void)jobs;
     names ns = {0};
     add_dir_names(&ns, opts->jobs_dir, ".sql");
     add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
-    qsort(ns.v, ns.n, sizeof(char *), cmp_str);
-    sl_ckpt_run *all = NULL;
-    size_t nall = 0;
     int code = SL_EXIT_OK;
     for (size_t i = 0; i < ns.n; i++)
-        if (add_runs(opts, ns.v[i], &all, &nall) != 0)
+        if (add_runs(opts, ns.v[i], all, nall) != 0)
             code = SL_EXIT_USAGE;
+    names_free(&ns);
+    return code;
+}
+
+int sl_cmd_history(const sl_opts *opts, const sl_fleet *fleet)
+{
+    hist_run *all = NULL;
+    size_t nall = 0;
+    int code = fleet ? SL_EXIT_OK : history_of(opts, &all, &nall);
+    for (size_t i = 0; fleet && i < fleet->n; i++) {
+        char *dir;
+        sl_opts o = sl_target_opts(opts, &fleet->targets[i], &dir);
+        code = sl_fleet_worse(code, history_of(&o, &all, &nall));
+        free(dir);
+    }
     if (nall)
         qsort(all, nall, sizeof *all, cmp_run);
-    if (code == SL_EXIT_OK && opts->json) {
-        printf("[");
-        for (size_t i = 0; i < nall; i++) {
-            json_t *o = history_json(&all[i]);
-            char *line = json_dumps(o, 0);
-            printf("%s%s", i ? ",\n " : "", line);
-            free(line);
-            json_decref(o);
-        }
-        printf("]\n");
-    } else if (code == SL_EXIT_OK) {
-        printf("%-20s %-20s %-32s %-6s %-12s %12s %8s\n", "STARTED", "ENDED", "JOB", "KIND", "OUTCOME", "ROWS",
-               "CHUNKS");
+    if ((code == SL_EXIT_OK || fleet) && opts->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < nall; i++)
+            json_array_append_new(arr, history_json(&all[i]));
+        print_array(arr);
+        json_decref(arr);
+    } else if (code == SL_EXIT_OK || fleet) {
+        printf("%-20s %-20s ", "STARTED", "ENDED");
+        if (fleet)
+            printf("%-20s ", "TARGET");
+        printf("%-32s %-6s %-12s %12s %8s\n", "JOB", "KIND", "OUTCOME", "ROWS", "CHUNKS");
         for (size_t i = 0; i < nall; i++)
             history_line(&all[i]);
     }
     for (size_t i = 0; i < nall; i++)
-        sl_ckpt_run_free(&all[i]);
+        sl_ckpt_run_free(&all[i].run);
     free(all);
-    names_free(&ns);
     return code;
 }

@@ -672,13 +672,15 @@ static int choose(sl_session *sess, sl_jobset *jobs, const char *target, size_t 
 
 int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
+    if (!opts->loop)
+        uv_loop_init(&own);
     sl_session sess;
     sl_err err = {{0}};
-    if (sl_session_init(&sess, &loop, opts->db, &err) != 0) {
+    if (sl_session_init(&sess, loop, opts->db, &err) != 0) {
         sl_error("%s", err.msg);
-        uv_loop_close(&loop);
+        if (!opts->loop)
+            uv_loop_close(&own);
         return SL_EXIT_USAGE;
     }
     int code = SL_EXIT_OK;
@@ -701,7 +703,7 @@ int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
     }
     free(order);
     sl_session_close(&sess);
-    if (uv_loop_close(&loop) != 0)
+    if (!opts->loop && uv_loop_close(&own) != 0)
         sl_warn("BUG: a libuv handle was left open at exit");
     return code;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sluice/fiber.h"
 #include "sluice/schema.h"
 
 /* A runner that missed this many renewals is taken to be dying: a new one
@@ -405,7 +406,7 @@ void sl_lease_release(sl_lease *lease, sl_session *sess)
         sl_pg_close(&lease->keeper, on_keeper_closed);
     }
     while (lease->closes > 0)
-        uv_run(lease->loop, UV_RUN_ONCE);
+        sl_fiber_wait(lease->loop);
     if (lease->has_keeper) {
         free(lease->keeper.conninfo);
         free(lease->keeper.display);

@@ -678,10 +678,17 @@ void sl_lite_close(sl_lite *lite)
     lite->db = NULL;
 }
 
+static void on_wake_closed(uv_handle_t *handle)
+{
+    sl_lite *lite = handle->data;
+    lite->stopped = 1;
+}
+
 void sl_lite_stop(sl_lite *lite)
 {
     sl_lite_close(lite);
-    uv_close((uv_handle_t *)&lite->wake, NULL);
+    lite->wake.data = lite;
+    uv_close((uv_handle_t *)&lite->wake, on_wake_closed);
 }
 
 void sl_lite_free(sl_lite *lite)

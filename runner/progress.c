@@ -1,4 +1,4 @@
-/* progress.c: the progress line (terminal) or periodic progress log lines (pipes, files). */
+/* progress.c: the progress line (terminal) or periodic progress log lines (pipes, files); one per running target. */
 #include "sluice/progress.h"
 
 #include <stdarg.h>
@@ -7,123 +7,211 @@
 
 #include "sluice/util.h"
 
-static struct {
-    int active, tty, drawn;
+/* A fleet runs several targets at once: a line each, and a total. */
+#define MAX_SLOTS 64
+
+typedef struct slot {
+    int active;
+    char owner[64]; /* the target ("" for one database) */
     char job[128];
     int64_t total, start_done, done, batch;
-    int64_t start_ms, last_draw_ms;
-    char line[512];
+    int64_t start_ms, last_log_ms;
     char note[256];
+} slot;
+
+static struct {
+    int tty;
+    slot slots[MAX_SLOTS];
+    int drawn_lines;      /* lines drawn on the terminal, to erase before a log line */
+    int64_t last_draw_ms; /* the terminal is redrawn at most every 100 ms */
+    const char *(*owner)(void);
 } prog;
 
-static void clear_line(void)
+static slot *current(int create)
 {
-    if (prog.active && prog.tty && prog.drawn) {
-        fputs("\r\033[K", stderr);
-        fflush(stderr);
+    const char *owner = prog.owner ? prog.owner() : NULL;
+    if (!owner)
+        owner = "";
+    slot *free_slot = NULL;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        slot *s = &prog.slots[i];
+        if (s->active && strcmp(s->owner, owner) == 0)
+            return s;
+        if (!s->active && !free_slot)
+            free_slot = s;
     }
+    if (!create || !free_slot)
+        return NULL;
+    memset(free_slot, 0, sizeof *free_slot);
+    snprintf(free_slot->owner, sizeof free_slot->owner, "%s", owner);
+    return free_slot;
 }
 
-static void draw_line(void)
+static int active_slots(void)
 {
-    if (prog.active && prog.tty && prog.line[0]) {
-        /* the job's name is a file name: it may hold anything */
-        sl_buf shown = {0};
-        sl_buf_add_visible(&shown, prog.line, strlen(prog.line), 1);
-        fputs(shown.data, stderr);
-        sl_buf_free(&shown);
-        fflush(stderr);
-        prog.drawn = 1;
-    }
+    int n = 0;
+    for (int i = 0; i < MAX_SLOTS; i++)
+        n += prog.slots[i].active;
+    return n;
+}
+
+static double rate_of(const slot *s)
+{
+    int64_t elapsed = sl_mono_ms() - s->start_ms;
+    return elapsed > 0 ? (double)(s->done - s->start_done) * 1000.0 / (double)elapsed : 0;
 }
 
 double sl_progress_rate(void)
 {
-    int64_t elapsed = sl_mono_ms() - prog.start_ms;
-    if (elapsed <= 0)
-        return 0;
-    return (double)(prog.done - prog.start_done) * 1000.0 / (double)elapsed;
+    slot *s = current(0);
+    return s ? rate_of(s) : 0;
 }
 
-static void format_line(char *out, size_t outsz)
+static void format_line(const slot *s, char *out, size_t outsz)
 {
-    double rate = sl_progress_rate();
-    char pct[16] = "", eta[32] = "";
-    if (prog.total > 0) {
-        double p = 100.0 * (double)prog.done / (double)prog.total;
+    double rate = rate_of(s);
+    char pct[16] = "", eta[32] = "", who[80] = "";
+    if (s->owner[0])
+        snprintf(who, sizeof who, "[%s] ", s->owner);
+    if (s->total > 0) {
+        double p = 100.0 * (double)s->done / (double)s->total;
         if (p > 99.9)
             p = 99.9; /* estimates are estimates: 100 % is said by "done" */
         snprintf(pct, sizeof pct, " (%.1f%%)", p);
-        if (rate > 0 && prog.total > prog.done) {
-            int64_t secs = (int64_t)((double)(prog.total - prog.done) / rate);
+        if (rate > 0 && s->total > s->done) {
+            int64_t secs = (int64_t)((double)(s->total - s->done) / rate);
             snprintf(eta, sizeof eta, ", eta %lld:%02lld:%02lld", (long long)(secs / 3600), (long long)(secs / 60 % 60),
                      (long long)(secs % 60));
         }
     }
-    if (prog.total > 0)
-        snprintf(out, outsz, "%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s%s%s", prog.job, (long long)prog.done,
-                 (long long)prog.total, pct, rate, (long long)prog.batch, eta, prog.note[0] ? " | " : "", prog.note);
+    if (s->total > 0)
+        snprintf(out, outsz, "%s%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s%s%s", who, s->job,
+                 (long long)s->done, (long long)s->total, pct, rate, (long long)s->batch, eta, s->note[0] ? " | " : "",
+                 s->note);
     else
-        snprintf(out, outsz, "%s: %lld rows, %.0f rows/s, batch %lld%s%s", prog.job, (long long)prog.done, rate,
-                 (long long)prog.batch, prog.note[0] ? " | " : "", prog.note);
+        snprintf(out, outsz, "%s%s: %lld rows, %.0f rows/s, batch %lld%s%s", who, s->job, (long long)s->done, rate,
+                 (long long)s->batch, s->note[0] ? " | " : "", s->note);
+}
+
+/* Erase what is drawn: the cursor sits at the end of the last line. */
+static void clear_lines(void)
+{
+    if (!prog.tty || prog.drawn_lines == 0)
+        return;
+    fputs("\r\033[K", stderr);
+    for (int i = 1; i < prog.drawn_lines; i++)
+        fputs("\033[A\r\033[K", stderr);
+    fflush(stderr);
+    prog.drawn_lines = 0;
+}
+
+/* A line a running target (one alone: no total), and with several a total. */
+static void draw_lines(void)
+{
+    if (!prog.tty || active_slots() == 0)
+        return;
+    sl_buf all = {0};
+    int lines = 0;
+    int64_t done = 0;
+    double rate = 0;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        const slot *s = &prog.slots[i];
+        if (!s->active)
+            continue;
+        char line[512];
+        format_line(s, line, sizeof line);
+        if (lines++)
+            sl_buf_addc(&all, '\n');
+        /* the job's name is a file name: it may hold anything */
+        sl_buf_add_visible(&all, line, strlen(line), 1);
+        done += s->done;
+        rate += rate_of(s);
+    }
+    if (lines > 1) {
+        sl_buf_printf(&all, "\ntotal: %lld rows in %d targets, %.0f rows/s", (long long)done, lines, rate);
+        lines++;
+    }
+    fputs(all.data, stderr);
+    fflush(stderr);
+    sl_buf_free(&all);
+    prog.drawn_lines = lines;
+}
+
+void sl_progress_set_owner(const char *(*owner)(void))
+{
+    prog.owner = owner;
 }
 
 void sl_progress_begin(const char *job, int64_t total, int64_t done, int tty)
 {
-    memset(&prog, 0, sizeof prog);
-    snprintf(prog.job, sizeof prog.job, "%s", job);
-    prog.total = total;
-    prog.start_done = prog.done = done;
+    slot *s = current(1);
+    if (!s)
+        return; /* more targets at once than lines: they log their progress still */
+    clear_lines();
+    char owner[64];
+    snprintf(owner, sizeof owner, "%s", s->owner);
+    memset(s, 0, sizeof *s);
+    snprintf(s->owner, sizeof s->owner, "%s", owner);
+    snprintf(s->job, sizeof s->job, "%s", job);
+    s->total = total;
+    s->start_done = s->done = done;
+    s->start_ms = s->last_log_ms = sl_mono_ms();
+    s->active = 1;
     prog.tty = tty;
-    prog.start_ms = prog.last_draw_ms = sl_mono_ms();
-    prog.active = 1;
-    sl_log_set_hooks(clear_line, draw_line);
+    sl_log_set_hooks(clear_lines, draw_lines);
 }
 
 void sl_progress_update(int64_t done, int64_t batch)
 {
-    if (!prog.active)
+    slot *s = current(0);
+    if (!s)
         return;
-    prog.done = done;
-    prog.batch = batch;
-    if (prog.total >= 0 && done > prog.total)
-        prog.total = done; /* the estimate was low */
+    s->done = done;
+    s->batch = batch;
+    if (s->total >= 0 && done > s->total)
+        s->total = done; /* the estimate was low */
     int64_t now = sl_mono_ms();
     if (prog.tty) {
-        if (now - prog.last_draw_ms < 100 && prog.drawn)
+        if (now - prog.last_draw_ms < 100 && prog.drawn_lines)
             return;
         prog.last_draw_ms = now;
-        clear_line();
-        format_line(prog.line, sizeof prog.line);
-        draw_line();
-    } else if (now - prog.last_draw_ms >= 10000) {
-        prog.last_draw_ms = now;
-        char line[256];
-        format_line(line, sizeof line);
-        sl_info("%s", line);
+        clear_lines();
+        draw_lines();
+    } else if (now - s->last_log_ms >= 10000) {
+        s->last_log_ms = now;
+        char line[512];
+        format_line(s, line, sizeof line);
+        /* the log line names its target itself */
+        sl_info("%s", s->owner[0] ? line + strlen(s->owner) + 3 : line);
     }
 }
 
 void sl_progress_note(const char *fmt, ...)
 {
-    prog.note[0] = '\0';
+    slot *s = current(0);
+    if (!s)
+        return;
+    s->note[0] = '\0';
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(prog.note, sizeof prog.note, fmt, ap);
+        vsnprintf(s->note, sizeof s->note, fmt, ap);
         va_end(ap);
     }
-    if (prog.active && prog.tty) {
-        clear_line();
-        format_line(prog.line, sizeof prog.line);
-        draw_line();
+    if (prog.tty) {
+        clear_lines();
+        draw_lines();
     }
 }
 
 void sl_progress_end(void)
 {
-    clear_line();
-    prog.active = 0;
-    prog.drawn = 0;
-    sl_log_set_hooks(NULL, NULL);
+    slot *s = current(0);
+    clear_lines();
+    if (s)
+        s->active = 0;
+    if (active_slots() == 0)
+        sl_log_set_hooks(NULL, NULL);
+    else
+        draw_lines();
 }

@@ -1,5 +1,6 @@
 /* replica.c: ask each streaming replica where its replay stands, without blocking the loop. */
 #include "sluice/replica.h"
+#include "sluice/fiber.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -161,7 +162,7 @@ void sl_replicas_close(sl_replicas *rs)
         sl_pg_close(&rs->v[i].pg, on_closed);
     }
     while (rs->closes > 0)
-        uv_run(rs->loop, UV_RUN_ONCE);
+        sl_fiber_wait(rs->loop); /* in a fleet's fiber, the scheduler turns the loop */
     free(rs->v);
     rs->v = NULL;
     rs->n = 0;

@@ -1,6 +1,8 @@
 /* session.c: a database session (PostgreSQL or SQLite) awaited from sequential command code, signals, sleeps. */
 #include "sluice/session.h"
+
 #include "sluice/dburl.h"
+#include "sluice/fiber.h"
 
 #include <assert.h>
 #include <signal.h>
@@ -314,7 +316,7 @@ int sl_session_connect(sl_session *sess, sl_err *err)
         return -1;
     }
     while (!w.done)
-        uv_run(sess->loop, UV_RUN_ONCE);
+        sl_fiber_wait(sess->loop);
     if (w.status != 0) {
         sl_err_set(err, "cannot connect to %s: %s", sess->pg.display, w.error ? w.error : "unknown error");
         free(w.error);
@@ -332,7 +334,7 @@ int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_a
         if (sl_lite_send(&sess->lite, queries, n, ans, &done) != 0)
             return -1;
         while (!done)
-            uv_run(sess->loop, UV_RUN_ONCE);
+            sl_fiber_wait(sess->loop);
         return 0;
     }
     if (!sess->has_pg || !sess->pg.connected)
@@ -341,7 +343,7 @@ int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_a
     if (sl_pg_send(&sess->pg, queries, n, on_reply, &w) != 0)
         return -1;
     while (!w.done)
-        uv_run(sess->loop, UV_RUN_ONCE);
+        sl_fiber_wait(sess->loop);
     return 0;
 }
 
@@ -381,7 +383,7 @@ int sl_session_sleep(sl_session *sess, int64_t ms)
     uv_update_time(sess->loop);
     uv_timer_start(&sess->sleep_timer, on_sleep_done, (uint64_t)ms, (uint64_t)ms);
     while (!done && !sess->signals)
-        uv_run(sess->loop, UV_RUN_ONCE);
+        sl_fiber_wait(sess->loop);
     uv_timer_stop(&sess->sleep_timer);
     sess->sleep_timer.data = sess;
     return sess->signals ? 1 : 0;
@@ -394,7 +396,7 @@ void sl_session_turn(sl_session *sess, int64_t max_ms)
     uint64_t ms = (uint64_t)(max_ms > 0 ? max_ms : 1);
     uv_update_time(sess->loop);
     uv_timer_start(&sess->sleep_timer, on_sleep_done, ms, ms); /* repeating: see sl_session_sleep */
-    uv_run(sess->loop, UV_RUN_ONCE);
+    sl_fiber_wait(sess->loop);
     uv_timer_stop(&sess->sleep_timer);
     sess->sleep_timer.data = sess;
 }
@@ -417,29 +419,37 @@ void sl_session_disconnect(sl_session *sess)
         sl_lite_close(&sess->lite); /* sqlite3_close rolls back an open transaction */
 }
 
-static void on_pg_closed(sl_pg *pg)
+static void on_handle_closed(uv_handle_t *handle)
 {
-    (void)pg;
+    sl_session *sess = handle->data;
+    sess->open_handles--;
 }
 
-void sl_session_close(sl_session *sess)
+static void on_pg_closed(sl_pg *pg)
 {
-    if (sess->has_pg)
+    sl_session *sess = pg->data;
+    sess->open_handles--;
+}
+
+/* Close the session's own handles and wait for the loop to release them
+ * (with other targets' handles still open on the loop, in a fiber). */
+static void close_handles(sl_session *sess)
+{
+    sess->open_handles = 4;
+    sess->sleep_timer.data = sess;
+    uv_close((uv_handle_t *)&sess->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&sess->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&sess->sighup, on_handle_closed);
+    uv_close((uv_handle_t *)&sess->sleep_timer, on_handle_closed);
+    if (sess->has_pg) {
+        sess->open_handles++;
+        sess->pg.data = sess;
         sl_pg_close(&sess->pg, on_pg_closed);
+    }
     if (sess->has_lite)
         sl_lite_stop(&sess->lite);
-    uv_close((uv_handle_t *)&sess->sigint, NULL);
-    uv_close((uv_handle_t *)&sess->sigterm, NULL);
-    uv_close((uv_handle_t *)&sess->sighup, NULL);
-    uv_close((uv_handle_t *)&sess->sleep_timer, NULL);
-    uv_run(sess->loop, UV_RUN_DEFAULT);
-    /* closing the watchers restored the default action: a second signal landing now, as the stopped
-     * run exits, must not turn its exit 3 into a death by signal */
-    if (sess->signals && !sess->quiet) {
-        signal(SIGINT, SIG_IGN);
-        signal(SIGTERM, SIG_IGN);
-        signal(SIGHUP, SIG_IGN);
-    }
+    while (sess->open_handles > 0 || (sess->has_lite && !sess->lite.stopped))
+        sl_fiber_wait(sess->loop);
     if (sess->has_lite)
         sl_lite_free(&sess->lite);
     if (sess->has_pg) {
@@ -449,34 +459,24 @@ void sl_session_close(sl_session *sess)
     }
 }
 
-static void on_handle_closed(uv_handle_t *handle)
+void sl_session_close(sl_session *sess)
 {
-    sl_session *sess = handle->data;
-    sess->open_handles--;
-}
-
-static void on_pg_closed_counted(sl_pg *pg)
-{
-    sl_session *sess = pg->data;
-    sess->open_handles--;
+    close_handles(sess);
+    /* one target: what else the command left on the loop (a control socket) is released too */
+    if (!sl_fiber_current())
+        uv_run(sess->loop, UV_RUN_DEFAULT);
+    /* closing the watchers restored the default action: a second signal landing now, as the stopped
+     * run exits, must not turn its exit 3 into a death by signal */
+    if (sess->signals && !sess->quiet) {
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+    }
 }
 
 void sl_session_close_now(sl_session *sess)
 {
-    assert(sess->has_pg && !sess->has_lite && "BUG: only PostgreSQL sessions are closed this way");
-    sess->open_handles = 5;
-    sess->pg.data = sess;
-    sess->sleep_timer.data = sess;
-    sl_pg_close(&sess->pg, on_pg_closed_counted);
-    uv_close((uv_handle_t *)&sess->sigint, on_handle_closed);
-    uv_close((uv_handle_t *)&sess->sigterm, on_handle_closed);
-    uv_close((uv_handle_t *)&sess->sighup, on_handle_closed);
-    uv_close((uv_handle_t *)&sess->sleep_timer, on_handle_closed);
-    while (sess->open_handles > 0)
-        uv_run(sess->loop, UV_RUN_NOWAIT);
-    free(sess->pg.conninfo);
-    free(sess->pg.display);
-    sess->pg.conninfo = sess->pg.display = NULL;
+    close_handles(sess);
 }
 
 int64_t sl_session_backoff_ms(int attempt)
@@ -490,6 +490,15 @@ int64_t sl_session_backoff_ms(int attempt)
     return base / 2 + (int64_t)(rand() % (int)(base / 2 + 1));
 }
 
+/* How long a lost connection is tried again: two minutes, or
+ * SLUICE_RECONNECT_FOR (a duration). */
+static int64_t reconnect_for_ms(void)
+{
+    const char *v = getenv("SLUICE_RECONNECT_FOR");
+    int64_t ms;
+    return v && sl_parse_duration(v, &ms) == 0 ? ms : 120000;
+}
+
 int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
 {
     int64_t start = sl_mono_ms();
@@ -501,8 +510,10 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
         sl_err cerr;
         if (sl_session_connect(sess, &cerr) == 0)
             break;
-        if (sl_mono_ms() - start > 120000) {
-            sl_err_set(err, "%s: gave up reconnecting after 2 minutes: %s", who, cerr.msg);
+        if (sl_mono_ms() - start > reconnect_for_ms()) {
+            char spent[32];
+            sl_format_duration(reconnect_for_ms(), spent, sizeof spent);
+            sl_err_set(err, "%s: gave up reconnecting after %s: %s", who, spent, cerr.msg);
             return -1;
         }
     }

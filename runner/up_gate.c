@@ -86,7 +86,12 @@ int sl_up_gate(up_run *r, int64_t *wait_ms)
     int rc = check_window(r, wait_ms);
     if (rc != 0)
         return rc;
-    if (!sl_session_connected(r->sess) && sl_up_reconnect(r, r->sess) != 0)
+    rc = sl_session_connected(r->sess) ? 0 : sl_up_reconnect(r, r->sess);
+    if (rc < 0 && !r->failed) { /* gave up: the job failed (exit 1), it was not stopped */
+        r->failed = 1;
+        r->fail_err = r->err;
+    }
+    if (rc != 0)
         return 1;
     return check_health(r, wait_ms);
 }
@@ -101,6 +106,14 @@ void sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms)
     }
 }
 
+/* Rows per second committed by this run (of this target: in a fleet the
+ * progress line's figure is the calling target's). */
+static double run_rate(const up_run *r)
+{
+    int64_t elapsed = sl_mono_ms() - r->run_start;
+    return elapsed > 0 && r->run_start > 0 ? (double)r->run_rows * 1000.0 / (double)elapsed : 0;
+}
+
 /* `sluice ctl`, answered on the loop even mid-chunk: never waits; values
  * apply from the next chunk. */
 int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
@@ -108,12 +121,12 @@ int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
     up_run *r = arg;
     char msg[256];
     if (req->cmd == SL_CTL_STATUS) {
-        sl_buf_printf(
-            out,
-            "job %s\nstate %s\nrows %" PRId64 "\nchunks %" PRId64 "\nbatch %" PRId64 "\npause %" PRId64
-            "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\nworkers %" PRId64 "\nranges %zu\n",
-            r->job->name, r->paused ? "paused" : "running", r->rows_done, r->chunks_done, r->pace.batch,
-            r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, sl_progress_rate(), r->nworkers, r->nranges);
+        sl_buf_printf(out,
+                      "job %s\nstate %s\nrows %" PRId64 "\nchunks %" PRId64 "\nbatch %" PRId64 "\npause %" PRId64
+                      "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\nworkers %" PRId64
+                      "\nranges %zu\n",
+                      r->job->name, r->paused ? "paused" : "running", r->rows_done, r->chunks_done, r->pace.batch,
+                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, run_rate(r), r->nworkers, r->nranges);
         sl_throttle_status(&r->health, &r->pace, out);
         return 0;
     }

@@ -493,6 +493,13 @@ void sl_log_set_level(sl_log_level level)
     log_level_init = 1;
 }
 
+static const char *(*log_prefix)(void);
+
+void sl_log_set_prefix(const char *(*prefix)(void))
+{
+    log_prefix = prefix;
+}
+
 void sl_log_set_hooks(void (*before)(void), void (*after)(void))
 {
     log_before = before;
@@ -511,7 +518,11 @@ void sl_logv(sl_log_level level, const char *fmt, va_list ap)
         return;
     static const char *const names[] = {"debug: ", "", "warning: ", "error: "};
     char line[4096];
-    vsnprintf(line, sizeof line, fmt, ap);
+    const char *prefix = log_prefix ? log_prefix() : NULL;
+    int at = prefix ? snprintf(line, sizeof line, "[%s] ", prefix) : 0;
+    if (at < 0 || (size_t)at >= sizeof line)
+        at = 0;
+    vsnprintf(line + at, sizeof line - (size_t)at, fmt, ap);
     size_t len = strlen(line);
     while (len > 0 && line[len - 1] == '\n')
         line[--len] = '\0';

@@ -62,6 +62,7 @@ typedef struct sl_lite {
     _Atomic int quit;
     sl_lite_batch batch;
     uv_async_t wake; /* the worker tells the loop a batch is done */
+    int stopped;     /* sl_lite_stop's close of wake is done */
 } sl_lite;
 
 /* Prepare lite for "sqlite:PATH" on loop (its async handle, unreferenced) (url starts with "sqlite:"). Fails, naming
@@ -97,7 +98,7 @@ int sl_lite_job_locked(sl_lite *lite, const char *job);
 /* Stop the worker thread and close the database (prepared statements
  * first). Not while a batch runs. lite may be opened again. */
 void sl_lite_close(sl_lite *lite);
-/* Close, and close the async handle: then run the loop once to release it. */
+/* Close, and close the async handle: lite->stopped turns 1 once the loop released it. */
 void sl_lite_stop(sl_lite *lite);
 /* After sl_lite_stop and the loop run: free what init allocated. */
 void sl_lite_free(sl_lite *lite);

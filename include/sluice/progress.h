@@ -1,4 +1,4 @@
-/* progress.h: rows, percent, rate and ETA, on one updating terminal line or as periodic log lines. */
+/* progress.h: rows, percent, rate and ETA, on an updating terminal line (one a target) or as periodic log lines. */
 #ifndef SLUICE_PROGRESS_H
 #define SLUICE_PROGRESS_H
 
@@ -17,5 +17,8 @@ void sl_progress_note(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 void sl_progress_end(void);
 /* Rows per second in this run so far. */
 double sl_progress_rate(void);
+/* Several runs at once (a fleet's targets): owner names the one calling,
+ * and each gets a line of its own on a terminal, and a total. */
+void sl_progress_set_owner(const char *(*owner)(void));
 
 #endif

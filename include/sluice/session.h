@@ -131,8 +131,8 @@ void sl_session_close_now(sl_session *sess);
 int64_t sl_session_backoff_ms(int attempt);
 
 /* After a lost connection: reconnect with backoff and jitter for up to two
- * minutes, logging each attempt under `who`. 0 reconnected, 1 stopped by a
- * signal, -1 gave up (err). */
+ * minutes (SLUICE_RECONNECT_FOR, a duration, changes it), logging each attempt under `who`. 0 reconnected, 1 stopped by
+ * a signal, -1 gave up (err). */
 int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err) SL_MUSTCHECK;
 
 /* One runner per job on a SQLite target: the job's lock file (lite.h),

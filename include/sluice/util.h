@@ -109,6 +109,9 @@ void sl_log(sl_log_level level, const char *fmt, ...) SL_PRINTF(2, 3);
 void sl_logv(sl_log_level level, const char *fmt, va_list ap);
 /* Minimum level printed (default SL_LOG_INFO; SLUICE_DEBUG=1 lowers it). */
 void sl_log_set_level(sl_log_level level);
+/* Where a line comes from, put before it as "[NAME] " (a fleet's target);
+ * prefix returns NULL for none. */
+void sl_log_set_prefix(const char *(*prefix)(void));
 /* Hooks the progress display uses to clear and redraw its line. */
 void sl_log_set_hooks(void (*before)(void), void (*after)(void));
 

@@ -661,7 +661,10 @@ EOF
                   order by chunk_no desc limit 3)")
     diag "last three full chunks: min rows, max rows, min ms, max ms: $tail_sizes"
     IFS='|' read -r lo hi lo_ms hi_ms <<<"$tail_sizes"
-    ((lo >= 700 && hi <= 4000)) || fail "chunk sizes did not converge near 2000 rows: $tail_sizes"
+    # What chunk-time promises is the time; the rows that take it follow the machine's speed, which a
+    # machine shared with other work changes during the run: they must only have grown well past the
+    # starting batch, toward the ~2000 that 200 ms took when measured.
+    ((lo >= 300 && hi <= 4000)) || fail "chunk sizes did not grow toward the target: $tail_sizes"
     ((lo_ms >= 80 && hi_ms <= 500)) || fail "chunk times did not converge near 200ms: $tail_sizes"
 }
 

@@ -1,0 +1,72 @@
+# clusters.sh: more PostgreSQL servers beside the test's own, for tests of a fleet (sourced after lib.sh).
+# shellcheck shell=bash
+#
+# cluster_start NAME: initdb (as postgres: the server refuses root) into a temp dir, start a server on a
+# free port listening on its own socket dir only, trusting local connections; sets CLUSTER_URL[NAME]
+# (a postgresql:// URL for user postgres, database postgres) and CLUSTER_DIR[NAME]. cluster_stop NAME
+# stops it at once (-m immediate, like a crash), cluster_restart NAME starts it again, and
+# clusters_drop (run by the EXIT trap the first cluster_start installs) removes them all.
+
+CL_BIN=/usr/lib/postgresql/${PGVERSION:-15}/bin
+declare -A CLUSTER_URL=() CLUSTER_DIR=() CLUSTER_PORT=()
+
+_cl_free_port() {
+    local port _
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && [[ ! -e /var/run/postgresql/.s.PGSQL.$port ]]; then
+            echo "$port"
+            return
+        fi
+    done
+    echo 5434
+}
+
+_cl_as_postgres() {
+    runuser -u postgres -- "$@"
+}
+
+clusters_drop() {
+    local name
+    for name in "${!CLUSTER_DIR[@]}"; do
+        _cl_as_postgres "$CL_BIN/pg_ctl" -D "${CLUSTER_DIR[$name]}/data" -m immediate stop >/dev/null 2>&1
+        rm -rf "${CLUSTER_DIR[$name]}"
+    done
+}
+
+cluster_start() {
+    local name=$1 dir port
+    dir=$(mktemp -d /tmp/sluice-cluster.XXXXXX)
+    port=$(_cl_free_port)
+    chown postgres: "$dir" && chmod 700 "$dir"
+    if ! _cl_as_postgres "$CL_BIN/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1; then
+        fail "initdb for cluster $name failed: $(tail -n 5 "$dir/initdb.log")"
+        return 1
+    fi
+    CLUSTER_DIR[$name]=$dir
+    CLUSTER_PORT[$name]=$port
+    CLUSTER_URL[$name]="postgresql://postgres@/postgres?host=$dir&port=$port"
+    ((${#CLUSTER_DIR[@]} == 1)) && trap 'clusters_drop; _t_teardown' EXIT
+    cluster_restart "$name"
+}
+
+cluster_restart() {
+    local name=$1 dir=${CLUSTER_DIR[$1]}
+    if ! _cl_as_postgres "$CL_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-p ${CLUSTER_PORT[$name]} -k $dir -c listen_addresses='' -c fsync=off -c max_connections=40" start \
+        >"$dir/pg_ctl.log" 2>&1; then
+        fail "cluster $name does not start: $(tail -n 5 "$dir/server.log" 2>/dev/null)"
+        return 1
+    fi
+}
+
+cluster_stop() {
+    _cl_as_postgres "$CL_BIN/pg_ctl" -D "${CLUSTER_DIR[$1]}/data" -m immediate -w stop >/dev/null 2>&1
+}
+
+# cluster_q NAME [DB] SQL: SQL on the cluster (unaligned, no headers, stops at the first error).
+cluster_q() {
+    local name=$1 db=postgres
+    (($# == 3)) && { db=$2; shift; }
+    psql -h "${CLUSTER_DIR[$name]}" -p "${CLUSTER_PORT[$name]}" -U postgres -d "$db" -XAtq -v ON_ERROR_STOP=1 -c "$2"
+}

@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# test_fleet.sh: one job across a fleet: four real PostgreSQL servers (the test's and three started here) and a
+# SQLite file, --parallel, a target that dies, kill -9 across the fleet, targets files that are wrong, ctl, failover.
+. "$(dirname "$0")/../harness/lib.sh"
+. "$(dirname "$0")/../harness/clusters.sh"
+
+ROWS=8000
+
+# fleet_up N: the test's database and N-1 new servers, each with t(id, n) of ROWS rows; targets.txt names them.
+make_fleet() {
+    local n=$1 i
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, $ROWS)"
+    : >"$T_DIR/targets.txt"
+    chmod 600 "$T_DIR/targets.txt"
+    echo "# the test's own server first" >>"$T_DIR/targets.txt"
+    echo "main $SLUICE_DB" >>"$T_DIR/targets.txt"
+    for ((i = 2; i <= n; i++)); do
+        cluster_start "s$i"
+        cluster_q "s$i" "create table t (id int primary key, n int not null default 0);
+                         insert into t (id) select generate_series(1, $ROWS)"
+        echo "shard$i   ${CLUSTER_URL[s$i]}" >>"$T_DIR/targets.txt"
+    done
+    unset SLUICE_DB
+}
+
+# target_q NAME SQL: SQL on a target of make_fleet.
+target_q() {
+    if [[ $1 == main ]]; then psql_q "$2"; else cluster_q "s${1#shard}" "$2"; fi
+}
+
+bump_job() {
+    write_job 0001_bump <<EOF
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:pause ${1:-10ms}
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+all_targets() {
+    echo main shard2 shard3 shard4
+}
+
+assert_every_row_once() {
+    local t
+    for t in $(all_targets); do
+        assert_eq "$(target_q "$t" "select min(n) || '|' || max(n) || '|' || count(*) from t")" "1|1|$ROWS" "t on $t"
+    done
+}
+
+# The most targets whose first and last chunk commits overlap at one moment.
+max_overlap() {
+    local t rows=""
+    for t in $(all_targets); do
+        rows+=$(target_q "$t" "select extract(epoch from min(committed_at)) || ' ' || extract(epoch from max(committed_at))
+                                 from sluice_progress")$'\n'
+    done
+    python3 -c '
+import sys
+iv = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
+print(max(sum(1 for a, b in iv if a <= s <= b) for s, _ in iv))' <<<"$rows"
+}
+
+test_up_and_down_parallel_2() {
+    make_fleet 4
+    bump_job
+    local before
+    before=$(for t in $(all_targets); do target_q "$t" "select md5(string_agg(t::text, ',' order by id)) from t"; done)
+    run_sluice --targets "$T_DIR/targets.txt" --parallel 2 up
+    assert_rc 0
+    assert_every_row_once
+    local overlap
+    overlap=$(max_overlap)
+    diag "most targets running at once: $overlap"
+    ((overlap <= 2)) || fail "$overlap targets ran at once with --parallel 2"
+    assert_contains "$ERR" "[shard3] 0001_bump: done"
+    assert_contains "$ERR" "fleet: shard4 (${T_DIR}/targets.txt:5): done"
+    # status: one row per target and job, "target" in JSON; each target's checkpoints in its own directory
+    run_sluice --targets "$T_DIR/targets.txt" status --json
+    assert_rc 0
+    assert_eq "$(jq -r '[.[] | .target + ":" + .state] | join(" ")' <<<"$OUT")" \
+        "main:done shard2:done shard3:done shard4:done" "status --json"
+    assert_file "$CKPT/shard3/0001_bump.sluice"
+    run_sluice --targets "$T_DIR/targets.txt" history
+    assert_rc 0
+    assert_contains "$OUT" "shard2"
+    run_sluice --targets "$T_DIR/targets.txt" --parallel 2 down 0001_bump
+    assert_rc 0
+    assert_eq "$(for t in $(all_targets); do target_q "$t" "select md5(string_agg(t::text, ',' order by id)) from t"; done)" \
+        "$before" "every target after down"
+}
+
+# A target whose server dies mid-run: the others finish, exit 1; once it is back, up finishes it exactly once.
+test_target_dies() {
+    export SLUICE_RECONNECT_FOR=3s # a dead server is given up on in seconds, not two minutes
+    make_fleet 4
+    bump_job 30ms
+    sluice_start --targets "$T_DIR/targets.txt" --parallel 4 up
+    wait_until 30 sql_true "select count(*) >= 3 from sluice_progress"
+    wait_until 30 test "$(cluster_q s3 "select count(*) from pg_tables where tablename = 'sluice_progress'")" = 1
+    cluster_stop s3
+    sluice_wait
+    assert_rc 1
+    assert_contains "$ERR" "fleet: shard3"
+    assert_match "$ERR" "fleet: shard3 \\([^)]*\\): failed"
+    local t
+    for t in main shard2 shard4; do
+        assert_eq "$(target_q "$t" "select min(n) || '|' || max(n) from t")" "1|1" "t on $t"
+    done
+    cluster_restart s3
+    run_sluice --targets "$T_DIR/targets.txt" up
+    assert_rc 0
+    assert_contains "$ERR" "[main] 0001_bump: already done"
+    assert_every_row_once
+}
+
+# kill -9 of the runner at random moments while all four run, once with the checkpoints lost: exactly once.
+test_kill9_across_the_fleet() {
+    ROWS=60000
+    make_fleet 4
+    bump_job 5ms
+    local k
+    for k in 1 2 3 4 5 6; do
+        sluice_start --targets "$T_DIR/targets.txt" --parallel 4 up
+        wait_until 60 sql_true "select to_regclass('sluice_progress') is not null"
+        random_sleep 300 900
+        kill -0 "$SLUICE_PID" 2>/dev/null || fail "the fleet finished before kill $k: the job is too short"
+        sluice_kill KILL
+        assert_rc 137
+        ((k == 4)) && rm -rf "$CKPT"
+        for t in $(all_targets); do
+            target_q "$t" "select to_regclass('sluice_progress') is not null" | grep -q t || continue
+            assert_eq "$(target_q "$t" "select (select coalesce(sum(n), 0) from t) =
+                                               (select coalesce(sum(rows), 0) from sluice_progress)
+                                           and (select max(n) from t) <= 1")" t "$t after kill $k"
+        done
+    done
+    run_sluice --targets "$T_DIR/targets.txt" --parallel 4 up
+    assert_rc 0
+    assert_every_row_once
+}
+
+test_bad_targets_files() {
+    psql_q "create table t (id int primary key, n int not null default 0)"
+    bump_job
+    local f="$T_DIR/bad.txt"
+    printf '# targets\nshard1 %s\nshard2\n' "$SLUICE_DB" >"$f"
+    run_sluice --targets "$f" status
+    assert_rc 2
+    assert_contains "$ERR" "$f:3: expected NAME URL"
+    printf 'a %s\nb %s\na %s\n' "$SLUICE_DB" "$SLUICE_DB" "$SLUICE_DB" >"$f"
+    run_sluice --targets "$f" up
+    assert_rc 2
+    assert_contains "$ERR" "$f:3: target name \"a\" is given twice"
+    printf 'shard/1 %s\n' "$SLUICE_DB" >"$f"
+    run_sluice --targets "$f" up
+    assert_rc 2
+    assert_contains "$ERR" "$f:1: \"shard/1\" is not a target name"
+    printf 'ok %s\nmy mysql://app@db/app\n' "$SLUICE_DB" >"$f"
+    run_sluice --targets "$f" up
+    assert_rc 2
+    assert_contains "$ERR" "$f:2: target my:"
+    # a world-readable file with a password in it is refused; 0600 is read
+    printf 'ok postgresql://app:s3cret@127.0.0.1:1/app\n' >"$f"
+    chmod 644 "$f"
+    run_sluice --targets "$f" up
+    assert_rc 2
+    assert_contains "$ERR" "holds passwords and can be read by others"
+    assert_not_contains "$ERR" "s3cret"
+    # an unreachable host: the target fails, named with its line; exit 1
+    chmod 600 "$f"
+    printf 'main %s\nfar postgresql://app:s3cret@127.0.0.1:1/app\n' "$SLUICE_DB" >"$f"
+    run_sluice --targets "$f" up
+    assert_rc 1
+    assert_match "$ERR" "fleet: far \\($f:2\\): failed"
+    assert_contains "$ERR" "[far] cannot connect"
+    assert_not_contains "$ERR" "s3cret"
+    assert_sql "select count(*) from sluice_jobs where state = 'done'" 1
+    run_sluice --targets "$f" --db "$SLUICE_DB" up
+    assert_rc 2
+    run_sluice --targets "$f" --target nowhere status
+    assert_rc 2
+    assert_contains "$ERR" "no such target"
+}
+
+# ctl for one target, a mixed fleet with a SQLite file, and a target renamed and moved (failover): its state
+# is in its database.
+test_ctl_sqlite_and_failover() {
+    make_fleet 2
+    sq_init "$T_DIR/lite.db"
+    sq "create table t (id integer primary key, n int not null default 0)"
+    sq_fill t "$ROWS"
+    unset SLUICE_DB
+    echo "lite sqlite:$SQ_DB" >>"$T_DIR/targets.txt"
+    bump_job 200ms
+    sluice_start --targets "$T_DIR/targets.txt" up
+    wait_until 30 test -S "$CKPT/shard2/0001_bump.sluice-ctl"
+    run_sluice --targets "$T_DIR/targets.txt" --target shard2 ctl 0001_bump pause
+    assert_rc 0
+    assert_contains "$OUT" "shard2: paused by sluice ctl"
+    run_sluice --targets "$T_DIR/targets.txt" ctl 0001_bump set pause=0ms
+    assert_rc 0
+    assert_contains "$OUT" "main: set pause=0ms"
+    wait_until 60 sql_true "select state = 'done' from sluice_jobs"
+    run_sluice --targets "$T_DIR/targets.txt" --target shard2 ctl 0001_bump status
+    assert_contains "$OUT" "shard2: state paused"
+    run_sluice --targets "$T_DIR/targets.txt" --target shard2 ctl 0001_bump resume
+    assert_rc 0
+    sluice_wait
+    assert_rc 0
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|$ROWS"
+    # failover: shard2's name and URL change (a socket path instead of host and port); its state stays
+    sed -i "s|^shard2 .*|replica2 postgresql:///postgres?host=${CLUSTER_DIR[s2]}\&port=${CLUSTER_PORT[s2]}\&user=postgres|" \
+        "$T_DIR/targets.txt"
+    run_sluice --targets "$T_DIR/targets.txt" up
+    assert_rc 0
+    assert_contains "$ERR" "[replica2] 0001_bump: already done"
+    assert_eq "$(cluster_q s2 "select max(n) from t")" 1 "shard2 after the failover"
+}
+
+run_test "four servers, --parallel 2: up, status, history, down" test_up_and_down_parallel_2
+run_test "one server dies mid-run: the others finish, exit 1; back, up finishes it once" test_target_dies
+run_test "kill -9 across a fleet of four, checkpoints lost once: every row once on every target" \
+    test_kill9_across_the_fleet
+run_test "targets files: bad line, duplicate, bad name, foreign URL, world-readable password, unreachable host" \
+    test_bad_targets_files
+run_test "ctl on one target, a SQLite target, and a renamed and moved target" test_ctl_sqlite_and_failover
+t_done
