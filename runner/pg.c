@@ -792,14 +792,27 @@ int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb c
     return 0;
 }
 
+/* Whether the line about display's pooler was logged already: once per
+ * database (a fleet has several), not once per connection. */
+static int pg_told_pooled(const char *display)
+{
+    static char told[32][128];
+    static size_t ntold;
+    for (size_t i = 0; i < ntold; i++)
+        if (strncmp(told[i], display, sizeof told[i] - 1) == 0)
+            return 1;
+    if (ntold < sizeof told / sizeof told[0])
+        snprintf(told[ntold++], sizeof told[0], "%s", display);
+    return 0;
+}
+
 void sl_pg_set_pooled(sl_pg *pg, const char *why)
 {
-    static int told;
     if (pg->pooled)
         return;
     pg->pooled = 1;
     pg_forget_prepared(pg); /* which server holds them is anyone's guess now */
-    if (!why || told++)
+    if (!why || pg_told_pooled(pg->display ? pg->display : ""))
         return;
     sl_info("%s: %s: the server session changes between transactions, as behind PgBouncer in transaction mode; "
             "sending every statement unnamed and repeating the session's settings in each transaction (hint: "
