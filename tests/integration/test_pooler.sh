@@ -235,6 +235,7 @@ EOF
     assert_contains "$OUT" "job 0001_bump"
     sluice_kill INT "$first"
     assert_rc 3
+    assert_contains "$ERR" "connected through a pooler"
     no_advisory_locks
     run_sluice up
     assert_rc 0
