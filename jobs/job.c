@@ -34,6 +34,8 @@ static int parse_window(parser *p, sl_directive d, const char *value);
 static int parse_on_error(parser *p, sl_directive d, const char *value);
 static int parse_undo(parser *p, sl_directive d, const char *value);
 static int parse_end(parser *p, sl_directive d, const char *value);
+static int parse_size(parser *p, sl_directive d, const char *value);
+static int parse_percent(parser *p, sl_directive d, const char *value);
 
 static const struct directive_def {
     const char *name;
@@ -70,6 +72,11 @@ static const struct directive_def {
                     "fixed (the walk ends at the key's last value when the job began) or follow (it also "
                     "walks rows inserted past it)",
                     parse_end, 0, 0},
+    [SL_DIR_MAX_WAL_RATE] = {"max-wal-rate",
+                             "an amount of WAL per second such as 500kB, 50MB or 1GB (units of 1024, as PostgreSQL's)",
+                             parse_size, 1, INT64_C(1) << 50},
+    [SL_DIR_MAX_DEAD_TUPLES] = {"max-dead-tuples", "a share of the table's live rows such as 20% (from 0.01% to 1000%)",
+                                parse_percent, 1, 100000},
 };
 
 const char *sl_directive_name(sl_directive d)
@@ -316,6 +323,66 @@ static int parse_number(parser *p, sl_directive d, const char *value)
 static int parse_duration(parser *p, sl_directive d, const char *value)
 {
     return parse_bounded(p, d, value);
+}
+
+/* max-wal-rate: a whole number and B, kB, MB, GB or TB (PostgreSQL's units,
+ * multiples of 1024), optionally "/s". */
+static int parse_size(parser *p, sl_directive d, const char *value)
+{
+    static const struct {
+        const char *unit;
+        int shift;
+    } units[] = {{"B", 0}, {"kB", 10}, {"MB", 20}, {"GB", 30}, {"TB", 40}};
+    size_t i = 0;
+    while (isdigit((unsigned char)value[i]) && i < 10)
+        i++;
+    char unit[8] = "";
+    size_t ulen = strlen(value + i);
+    if (ulen > 2 && strcmp(value + i + ulen - 2, "/s") == 0)
+        ulen -= 2;
+    if (i == 0 || isdigit((unsigned char)value[i]) || ulen == 0 || ulen >= sizeof unit)
+        return bad_value(p, d, value);
+    memcpy(unit, value + i, ulen);
+    int64_t n = 0;
+    for (size_t k = 0; k < i; k++)
+        n = n * 10 + (value[k] - '0');
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+        if (strcmp(unit, units[u].unit) == 0) {
+            int64_t bytes = n << units[u].shift;
+            if (n == 0 || bytes > directive_defs[d].max || (bytes >> units[u].shift) != n)
+                return bad_value(p, d, value);
+            p->job->max_wal_rate = bytes;
+            return 0;
+        }
+        if (strcasecmp(unit, units[u].unit) == 0) {
+            sl_err_set(p->err, "%s:%d: %s: unit \"%s\" (hint: write %.*s%s, in PostgreSQL's spelling)", p->path,
+                       p->line, directive_defs[d].name, unit, (int)i, value, units[u].unit);
+            return -1;
+        }
+    }
+    return bad_value(p, d, value);
+}
+
+/* max-dead-tuples: a number with at most two decimals, then '%'. */
+static int parse_percent(parser *p, sl_directive d, const char *value)
+{
+    int64_t whole = 0, hundredths = 0;
+    size_t i = 0, digits = 0, decimals = 0;
+    for (; isdigit((unsigned char)value[i]) && digits < 6; i++, digits++)
+        whole = whole * 10 + (value[i] - '0');
+    if (value[i] == '.') {
+        for (i++; isdigit((unsigned char)value[i]) && decimals < 2; i++, decimals++)
+            hundredths = hundredths * 10 + (value[i] - '0');
+        if (decimals == 0)
+            return bad_value(p, d, value);
+        if (decimals == 1)
+            hundredths *= 10;
+    }
+    int64_t bp = whole * 100 + hundredths;
+    if (digits == 0 || strcmp(value + i, "%") != 0 || bp < directive_defs[d].min || bp > directive_defs[d].max)
+        return bad_value(p, d, value);
+    p->job->max_dead_tuples_bp = bp;
+    return 0;
 }
 
 /* "H:MM" or "HH:MM" from 00:00 to 23:59, as minutes after midnight. */

@@ -45,6 +45,9 @@ static const char usage_text[] =
     "  --allow-lost-undo  go on with a snapshot job whose undo records are gone: up continues it, down\n"
     "                     leaves those chunks as they are\n"
     "  --no-wait          outside the job's windows, exit 3 instead of waiting\n"
+    "  --replica URL      a streaming replica of the database (repeatable; default: $SLUICE_REPLICAS, URLs\n"
+    "                     separated by spaces): max-replica-lag measures the lag there\n"
+    "  --allow-unmeasured-lag  run a job with max-replica-lag whose lag cannot be measured\n"
     "  --on-conflict MODE down: rows changed by someone else since the job wrote them:\n"
     "                     stop (default: change nothing in that chunk, exit 1), skip (leave them), overwrite\n"
     "  -h, --help         this text; `sluice COMMAND --help` for one command\n"
@@ -115,12 +118,28 @@ typedef struct cli_args {
     const char *on_conflict; /* --on-conflict, checked by dispatch_down */
     char **dbs;              /* copies of every --db's value, whose passwords argv no longer shows */
     int ndbs;
-    const char *targets;     /* --targets FILE */
-    const char *parallel;    /* --parallel N */
-    const char *only_target; /* --target NAME */
-    sl_fleet fleet;          /* several --db, or --targets: every command applies to each */
-    sl_dburl db_url;         /* the database string in use, normalised (opts.db points into it) */
+    const char *targets;                /* --targets FILE */
+    const char *parallel;               /* --parallel N */
+    const char *only_target;            /* --target NAME */
+    sl_fleet fleet;                     /* several --db, or --targets: every command applies to each */
+    sl_dburl db_url;                    /* the database string in use, normalised (opts.db points into it) */
+    char *replica_arg[SL_MAX_REPLICAS]; /* copies of --replica's values, whose passwords argv no longer shows */
+    size_t nreplica_arg;
+    sl_dburl replica_url[SL_MAX_REPLICAS]; /* normalised; opts.run.replicas points into them */
+    const char *replica[SL_MAX_REPLICAS];
 } cli_args;
+
+/* --replica URL: a copy, and the password out of argv, as for --db. */
+static int keep_replica_arg(cli_args *a, char *value)
+{
+    if (a->nreplica_arg >= SL_MAX_REPLICAS) {
+        sl_error("--replica: at most %d replicas", SL_MAX_REPLICAS);
+        return -1;
+    }
+    a->replica_arg[a->nreplica_arg++] = sl_strdup(value);
+    sl_secrets_hide(value);
+    return 0;
+}
 
 /* --db's value: keep a copy, then overwrite its password in argv, which
  * /proc/PID/cmdline (ps, top) shows to every user of the machine. Given
@@ -164,7 +183,18 @@ static int parse_args(int argc, char **argv, cli_args *a)
             a->opts.run.allow_lost_undo = 1;
         else if (strcmp(arg, "--no-wait") == 0)
             a->opts.run.no_wait = 1;
-        else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
+        else if (strcmp(arg, "--allow-unmeasured-lag") == 0)
+            a->opts.run.allow_unmeasured_lag = 1;
+        else if (strcmp(arg, "--replica") == 0 || strncmp(arg, "--replica=", 10) == 0) {
+            char *eq = strchr(arg, '=');
+            char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+            if (!value) {
+                sl_error("option %s expects a value", arg);
+                return -1;
+            }
+            if (keep_replica_arg(a, value) != 0)
+                return -1;
+        } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
             a->help = 1;
         else if (strcmp(arg, "--db") == 0 || strncmp(arg, "--db=", 5) == 0)
             target = &a->opts.db;
@@ -243,6 +273,50 @@ static int resolve_db(sl_opts *o, sl_dburl *url, int strict)
     return 0;
 }
 
+/* --replica, else SLUICE_REPLICAS (URLs separated by spaces), normalised
+ * like --db; a replica is a PostgreSQL server. */
+static int resolve_replicas(cli_args *a)
+{
+    const char *env = getenv("SLUICE_REPLICAS");
+    const char *source = "--replica";
+    if (a->nreplica_arg == 0 && env) {
+        source = "SLUICE_REPLICAS";
+        for (const char *p = env; *p;) {
+            size_t len = strcspn(p, " \t\n");
+            if (len > 0 && a->nreplica_arg >= SL_MAX_REPLICAS) {
+                sl_error("SLUICE_REPLICAS: at most %d replicas", SL_MAX_REPLICAS);
+                return -1;
+            }
+            if (len > 0)
+                a->replica_arg[a->nreplica_arg++] = sl_strndup(p, len);
+            p += len;
+            p += strspn(p, " \t\n");
+        }
+    }
+    if (a->nreplica_arg > 0 && a->fleet.n > 1) {
+        sl_error("%s: the replicas of one database, not of %zu targets (hint: run the target whose replicas these "
+                 "are on its own, with --target NAME)",
+                 source, a->fleet.n);
+        return -1;
+    }
+    for (size_t i = 0; i < a->nreplica_arg; i++) {
+        sl_err err;
+        if (sl_dburl_parse(a->replica_arg[i], &a->replica_url[i], &err) != 0) {
+            sl_error("%s %zu: %s", source, i + 1, err.msg);
+            return -1;
+        }
+        if (a->replica_url[i].dialect != SL_DIALECT_PG) {
+            sl_dburl_free(&a->replica_url[i]);
+            sl_error("%s %zu: a replica is a PostgreSQL server: postgresql://user@host:port/dbname", source, i + 1);
+            return -1;
+        }
+        a->replica[i] = a->replica_url[i].conninfo;
+        a->opts.run.nreplicas = i + 1;
+    }
+    a->opts.run.replicas = a->replica;
+    return 0;
+}
+
 /* Only the commands that connect read the database string; status reads it
  * too, but answers from the checkpoint files when it cannot use it, and
  * history and ctl read the checkpoint files alone. */
@@ -253,6 +327,8 @@ static int resolve_defaults(cli_args *a, const char *cmd)
         strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0;
     /* a fleet's targets each have theirs (make_fleet) */
     if (a->fleet.n == 0 && (needs_db || strcmp(cmd, "status") == 0) && resolve_db(o, &a->db_url, needs_db) != 0)
+        return -1;
+    if ((strcmp(cmd, "up") == 0 || strcmp(cmd, "plan") == 0) && resolve_replicas(a) != 0)
         return -1;
     if (!o->db && strcmp(cmd, "status") != 0)
         o->db = "";
@@ -267,12 +343,25 @@ static int resolve_defaults(cli_args *a, const char *cmd)
 /* Settings that cannot apply to the target database. */
 static int check_target(const sl_opts *opts, const sl_job *job, sl_err *err)
 {
-    if (strncmp(opts->db, "sqlite:", 7) != 0 || !job->line[SL_DIR_MAX_REPLICA_LAG])
+    static const struct {
+        sl_directive d;
+        const char *why;
+    } pg_only[] = {
+        {SL_DIR_MAX_REPLICA_LAG, "a SQLite database has no replicas"},
+        {SL_DIR_MAX_WAL_RATE, "a SQLite database writes no PostgreSQL WAL"},
+        {SL_DIR_MAX_DEAD_TUPLES, "a SQLite database has no autovacuum"},
+    };
+    if (strncmp(opts->db, "sqlite:", 7) != 0)
         return 0;
-    sl_err_set(err, "%s:%d: max-replica-lag cannot apply to SQLite (--db %s): a SQLite database has no replicas",
-               job->path, job->line[SL_DIR_MAX_REPLICA_LAG], opts->db);
-    sl_err_append(err, "hint: remove the directive, or throttle with -- sluice:throttle-query SQL");
-    return -1;
+    for (size_t i = 0; i < sizeof pg_only / sizeof pg_only[0]; i++) {
+        if (!job->line[pg_only[i].d])
+            continue;
+        sl_err_set(err, "%s:%d: %s cannot apply to SQLite (--db %s): %s", job->path, job->line[pg_only[i].d],
+                   sl_directive_name(pg_only[i].d), opts->db, pg_only[i].why);
+        sl_err_append(err, "hint: remove the directive, or throttle with -- sluice:throttle-query SQL");
+        return -1;
+    }
+    return 0;
 }
 
 static int load_jobs(const sl_opts *opts, sl_jobset *set, const char *only, int check)
@@ -594,5 +683,9 @@ int sl_cli_main(int argc, char **argv)
     free(a.dbs);
     sl_fleet_free(&a.fleet);
     sl_dburl_free(&a.db_url);
+    for (size_t i = 0; i < a.nreplica_arg; i++) {
+        free(a.replica_arg[i]);
+        sl_dburl_free(&a.replica_url[i]);
+    }
     return code;
 }

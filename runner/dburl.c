@@ -177,7 +177,7 @@ static int check_pg_param(const char *key, const char *value, const PQconninfoOp
         sl_err_append(err, "hint: write sslmode=require, or sslmode=verify-full to check the server's certificate");
         return -1;
     }
-    if (strcmp(key, "ssl") != 0 && !libpq_knows(known, key)) {
+    if (strcmp(key, "ssl") != 0 && strcmp(key, SL_DBURL_POOLER) != 0 && !libpq_knows(known, key)) {
         sl_err_set(err, "query parameter \"%s\" is not a libpq connection parameter", key);
         sl_err_append(err, "hint: sluice connects through libpq and refuses what libpq would not use, rather than "
                            "connect otherwise than asked; its parameters are libpq's (sslmode, connect_timeout, "
@@ -469,6 +469,113 @@ int sl_dburl_parse(const char *given, sl_dburl *out, sl_err *err)
         return parse_sqlite_url(given, &u, out, err);
     }
     return refuse_scheme(given, u.scheme_len, err);
+}
+
+/* ---- sluice's own settings in a PostgreSQL string ---- */
+
+/* As libpq's isspace() in the C locale. */
+static int kv_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
+}
+
+/* The end of a key=value string's value at p: '...' with backslash escapes
+ * (the closing quote included), or a run of non-space characters. */
+static const char *kv_end(const char *p)
+{
+    int quoted = *p == '\'';
+    for (p += quoted; *p && (quoted ? *p != '\'' : !kv_space(*p)); p++)
+        if (*p == '\\' && p[1])
+            p++;
+    return *p == '\'' ? p + 1 : p;
+}
+
+/* A value as libpq reads it: quotes and backslash escapes removed. */
+static char *kv_unquote(const char *v, size_t len)
+{
+    sl_buf b = {0};
+    size_t i = v[0] == '\'' ? 1 : 0, end = v[0] == '\'' && len > 1 ? len - 1 : len;
+    for (; i < end; i++) {
+        if (v[i] == '\\' && i + 1 < end)
+            i++;
+        sl_buf_addc(&b, v[i]);
+    }
+    return sl_buf_take(&b);
+}
+
+static int take_kv(const char *s, const char *key, char **value, char **rest)
+{
+    size_t klen = strlen(key);
+    for (const char *p = s; *p;) {
+        while (kv_space(*p))
+            p++;
+        const char *k = p;
+        while (*p && *p != '=' && !kv_space(*p))
+            p++;
+        size_t this_len = (size_t)(p - k);
+        while (kv_space(*p))
+            p++;
+        if (*p != '=')
+            continue; /* not a pair: libpq's to refuse */
+        p++;
+        while (kv_space(*p))
+            p++;
+        const char *v = p;
+        p = kv_end(p);
+        if (this_len == klen && memcmp(k, key, klen) == 0) {
+            *value = kv_unquote(v, (size_t)(p - v));
+            sl_buf b = {0};
+            sl_buf_add(&b, s, (size_t)(k - s));
+            sl_buf_adds(&b, p);
+            *rest = sl_buf_take(&b);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int take_query(const char *s, const sl_dburl_parts *u, const char *key, char **value, char **rest)
+{
+    sl_buf b = {0};
+    sl_buf_add(&b, s, u->query);
+    int found = 0;
+    char sep = '?';
+    const char *q = s[u->query] == '?' ? s + u->query + 1 : s + u->query;
+    for (size_t len; *q; q += len + (q[len] == '&')) {
+        len = strcspn(q, "&");
+        const char *eq = memchr(q, '=', len);
+        char *name = decode(q, eq ? (size_t)(eq - q) : len, 0, NULL);
+        if (!found && eq && strcmp(name, key) == 0) {
+            *value = decode(eq + 1, len - (size_t)(eq + 1 - q), 0, NULL);
+            found = 1;
+        } else if (len > 0) {
+            sl_buf_addc(&b, sep);
+            sl_buf_add(&b, q, len);
+            sep = '&';
+        }
+        free(name);
+    }
+    *rest = sl_buf_take(&b);
+    if (!found) {
+        free(*rest);
+        *rest = NULL;
+    }
+    return found;
+}
+
+int sl_dburl_take_param(const char *conninfo, const char *key, char **value, char **rest)
+{
+    sl_dburl_parts u;
+    *value = NULL;
+    *rest = NULL;
+    int found =
+        sl_dburl_split(conninfo, &u) ? take_query(conninfo, &u, key, value, rest) : take_kv(conninfo, key, value, rest);
+    if (!found)
+        *rest = sl_strdup(conninfo);
+    size_t n = strlen(*rest);
+    while (n > 0 && kv_space((*rest)[n - 1]))
+        (*rest)[--n] = '\0'; /* "dbname=x sluice_pooler=none" leaves a space; a string of spaces would be a dbname */
+    return found;
 }
 
 void sl_dburl_free(sl_dburl *url)

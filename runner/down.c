@@ -579,7 +579,7 @@ static size_t start_workers(down_run *r, down_worker *ws, size_t want)
         down_worker *w = &ws[n];
         *w = (down_worker){.r = r};
         sl_err err;
-        if (sl_session_init(&w->own, r->sess->loop, r->sess->pg.conninfo, &err) != 0 ||
+        if (sl_session_init_from(&w->own, r->sess, &err) != 0 ||
             (w->own.quiet = 1, sl_session_connect(&w->own, &err) != 0)) {
             sl_warn("%s: worker %zu cannot connect, going on with %zu: %s", r->job->name, i, n, err.msg);
             if (w->own.has_pg)

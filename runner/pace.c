@@ -16,6 +16,8 @@ void sl_pace_init(sl_pace *pace, const sl_job *job)
         pace->pause_ms = job->chunk_time_ms;
     pace->max_rate = job->max_rate;
     pace->max_replica_lag_ms = job->max_replica_lag_ms;
+    pace->max_wal_rate = job->max_wal_rate;
+    pace->max_dead_tuples_bp = job->max_dead_tuples_bp;
     pace->max_lock_waiters = SL_DEFAULT_MAX_LOCK_WAITERS;
     pace->max_xact_age_ms = SL_DEFAULT_MAX_XACT_AGE_MS;
     /* Bounds wide enough to reach the target from any sane start, narrow

@@ -1,11 +1,13 @@
 /* pg.c: PostgreSQL through libpq's asynchronous API on a libuv loop, in pipeline mode. */
 #include "sluice/pg.h"
+#include "sluice/dburl.h"
 #include "sluice/secrets.h"
 
 #include <assert.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* pg->poll_active: the one uv_poll_t moves between these states. A handle is
  * bound to its descriptor at init, so watching a different descriptor means
@@ -17,9 +19,12 @@ struct sl_pg_batch {
     sl_pg_reply_cb cb;
     void *arg;
     size_t nqueries;
-    size_t current; /* query whose results are being read; nqueries = awaiting the sync */
-    size_t skip;    /* results of the current query's Prepare still to read */
-    char **prep;    /* per query: the statement name prepared just before it, or NULL */
+    size_t current;        /* query whose results are being read; nqueries = awaiting the sync */
+    size_t skip;           /* commands sent before the current query whose results are still to read */
+    unsigned char *hidden; /* per query: commands sent just before it (the prelude, a Prepare) */
+    char **prep;           /* per query: the statement name prepared just before it, or NULL */
+    int named;             /* some query ran as a named statement */
+    sl_pg_query *held;     /* pooled, another batch on the wire: a copy of the queries, sent after it */
     PGresult **results;
     int failed_index;
     char sqlstate[6];
@@ -30,6 +35,8 @@ static void pg_on_poll(uv_poll_t *handle, int status, int events);
 static void pg_forget_prepared(sl_pg *pg);
 static void pg_lose(sl_pg *pg, const char *message);
 static void pg_connect_fail(sl_pg *pg, const char *message);
+static int pg_write_batch(sl_pg *pg, struct sl_pg_batch *b, const sl_pg_query *queries);
+static int pg_parse(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err);
 
 /* ---- strings ---- */
 
@@ -234,6 +241,35 @@ static void pg_forget_prepared(sl_pg *pg)
     pg->nprepared = 0;
 }
 
+/* ---- batches held back ---- */
+
+static sl_pg_query *queries_copy(const sl_pg_query *queries, size_t n)
+{
+    sl_pg_query *copy = sl_calloc(n ? n : 1, sizeof *copy);
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = queries[i];
+        copy[i].sql = sl_strdup(queries[i].sql);
+        char **params = sl_calloc((size_t)queries[i].nparams + 1, sizeof *params);
+        for (int k = 0; k < queries[i].nparams; k++)
+            params[k] = queries[i].params[k] ? sl_strdup(queries[i].params[k]) : NULL;
+        copy[i].params = (const char *const *)params;
+    }
+    return copy;
+}
+
+static void queries_free(sl_pg_query *queries, size_t n)
+{
+    if (!queries)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < queries[i].nparams; k++)
+            free((char *)queries[i].params[k]);
+        free((char **)queries[i].params);
+        free((char *)queries[i].sql);
+    }
+    free(queries);
+}
+
 /* Forget the connection. The poll handle is closed before PQfinish closes its
  * descriptor (libuv poll.rst), and not kept for a later socket: stopping or
  * closing a handle whose number was reused would unregister someone else's. */
@@ -403,11 +439,22 @@ static void pg_batch_finish(sl_pg *pg, struct sl_pg_batch *b, const char *lost_m
         .conn_lost = lost_message != NULL,
     };
     memcpy(reply.sqlstate, b->sqlstate, sizeof reply.sqlstate);
+    /* A named statement gone (26000) or already there (42P05): the server
+     * session changed between two transactions of ours. */
+    if (!lost_message && b->named && !pg->pooled &&
+        (strcmp(b->sqlstate, "26000") == 0 || strcmp(b->sqlstate, "42P05") == 0)) {
+        char *why = sl_asprintf("a prepared statement of this connection %s (%s)",
+                                b->sqlstate[1] == '6' ? "went missing" : "was already there", b->sqlstate);
+        sl_pg_set_pooled(pg, why);
+        free(why);
+    }
     b->cb(pg, &reply, b->arg);
     for (size_t i = 0; i < b->nqueries; i++) {
         PQclear(b->results[i]);
         free(b->prep[i]);
     }
+    queries_free(b->held, b->nqueries);
+    free(b->hidden);
     free(b->prep);
     free(b->results);
     free(b->error);
@@ -441,14 +488,14 @@ static void pg_read(sl_pg *pg)
         struct sl_pg_batch *b = pg->head;
         PGresult *res = PQgetResult(conn);
         if (b->current < b->nqueries && b->skip) {
-            /* the Prepare sent before the current query: its error is the query's */
+            /* the prelude or Prepare sent before the current query: its error is the query's */
             if (!res) {
-                b->skip = 0;
+                b->skip--;
                 continue;
             }
             ExecStatusType status = PQresultStatus(res);
-            /* failed, or aborted by an earlier error: nothing was prepared */
-            if (pg_result_failed(status) || status == PGRES_PIPELINE_ABORTED)
+            /* failed, or aborted by an earlier error: nothing was prepared (the Prepare is sent last) */
+            if (b->prep[b->current] && b->skip == 1 && (pg_result_failed(status) || status == PGRES_PIPELINE_ABORTED))
                 pg_drop_prepared(pg, b->prep[b->current]);
             if (pg_result_failed(status))
                 pg_batch_store(b, res);
@@ -460,7 +507,7 @@ static void pg_read(sl_pg *pg)
             if (res) {
                 pg_batch_store(b, res);
             } else if (++b->current < b->nqueries) {
-                b->skip = b->prep[b->current] ? 1 : 0;
+                b->skip = b->hidden[b->current];
             }
             continue;
         }
@@ -475,6 +522,15 @@ static void pg_read(sl_pg *pg)
         pg->head = b->next;
         if (!pg->head)
             pg->tail = NULL;
+        /* pooled: the next batch waited for this one's sync */
+        if (pg->head && pg->head->held && pg_write_batch(pg, pg->head, pg->head->held) != 0) {
+            char *message = sl_strdup(PQerrorMessage(conn));
+            pg_batch_finish(pg, b, NULL); /* complete: its sync arrived */
+            if (pg_alive(pg, conn))
+                pg_lose(pg, message);
+            free(message);
+            return;
+        }
         pg_batch_finish(pg, b, NULL);
     }
     if (pg_alive(pg, conn) && PQstatus(conn) == CONNECTION_BAD)
@@ -526,9 +582,44 @@ static void pg_on_poll(uv_poll_t *handle, int status, int events)
 
 /* ---- public ---- */
 
-int sl_pg_init(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err)
+/* sluice_pooler=... (else SLUICE_POOLER) into *mode. */
+static int pg_read_pooler(const char *value, const char *where, sl_pg_pooler *mode, sl_err *err)
+{
+    if (!value || strcmp(value, "auto") == 0 || value[0] == '\0')
+        *mode = SL_POOLER_AUTO;
+    else if (strcmp(value, "transaction") == 0)
+        *mode = SL_POOLER_TRANSACTION;
+    else if (strcmp(value, "session") == 0 || strcmp(value, "none") == 0)
+        *mode = SL_POOLER_SESSION;
+    else {
+        sl_err_set(err,
+                   "%s \"%.40s\": expected transaction (a pooler in transaction mode, such as PgBouncer's "
+                   "pool_mode = transaction), session or none (the server session is sluice's until it "
+                   "disconnects), or auto",
+                   where, value);
+        return -1;
+    }
+    return 0;
+}
+
+int sl_pg_init(uv_loop_t *loop, sl_pg *pg, const char *given, sl_err *err)
 {
     memset(pg, 0, sizeof *pg);
+    char *setting = NULL, *conninfo = NULL;
+    int in_string = sl_dburl_take_param(given, SL_DBURL_POOLER, &setting, &conninfo);
+    const char *env = getenv("SLUICE_POOLER");
+    int rc = in_string ? pg_read_pooler(setting, SL_DBURL_POOLER, &pg->pooler, err)
+                       : pg_read_pooler(env, "SLUICE_POOLER", &pg->pooler, err);
+    free(setting);
+    if (rc == 0)
+        rc = pg_parse(loop, pg, conninfo, err);
+    free(conninfo);
+    return rc;
+}
+
+/* The rest of sl_pg_init, on the string libpq reads. */
+static int pg_parse(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err)
+{
     char *parse_error = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &parse_error);
     if (!opts) {
@@ -620,8 +711,9 @@ static void pg_enqueue(sl_pg *pg, struct sl_pg_batch *b)
  * before the query's own). Returns libpq's 1 or 0. */
 static int pg_send_one(sl_pg *pg, struct sl_pg_batch *b, size_t i, const sl_pg_query *q)
 {
-    if (!q->prepare)
+    if (!q->prepare || pg->pooled)
         return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0);
+    b->named = 1;
     char hash[17], name[24];
     sl_checksum_hex(q->sql, strlen(q->sql), hash);
     snprintf(name, sizeof name, "sl_%s", hash);
@@ -630,8 +722,41 @@ static int pg_send_one(sl_pg *pg, struct sl_pg_batch *b, size_t i, const sl_pg_q
             return 0;
         pg_add_prepared(pg, name);
         b->prep[i] = sl_strdup(name);
+        b->hidden[i]++;
     }
     return PQsendQueryPrepared(pg->conn, name, q->nparams, q->params, NULL, NULL, 0);
+}
+
+/* A statement that ends the transaction: what follows starts a new one. */
+static int pg_ends_xact(const char *sql)
+{
+    return strcasecmp(sql, "COMMIT") == 0 || strcasecmp(sql, "ROLLBACK") == 0;
+}
+
+/* Put b's queries on the wire, then its sync. Pooled, the prelude goes
+ * first in every transaction that starts here: at the start of a batch sent
+ * outside a transaction (one batch on the wire at a time makes libpq's
+ * transaction status exact), and after a COMMIT or ROLLBACK. 0, or -1 when
+ * libpq failed (the connection broke). */
+static int pg_write_batch(sl_pg *pg, struct sl_pg_batch *b, const sl_pg_query *queries)
+{
+    int prelude = pg->pooled && pg->prelude && PQtransactionStatus(pg->conn) == PQTRANS_IDLE;
+    int sent = 1;
+    for (size_t i = 0; i < b->nqueries && sent; i++) {
+        if (prelude) {
+            sent = PQsendQueryParams(pg->conn, pg->prelude, 0, NULL, NULL, NULL, NULL, 0);
+            b->hidden[i]++;
+        }
+        if (sent)
+            sent = pg_send_one(pg, b, i, &queries[i]);
+        prelude = pg->pooled && pg->prelude && pg_ends_xact(queries[i].sql);
+    }
+    b->skip = b->nqueries ? b->hidden[0] : 0;
+    queries_free(b->held, b->nqueries);
+    b->held = NULL;
+    if (!sent || !PQpipelineSync(pg->conn) || pg_flush(pg) < 0)
+        return -1;
+    return 0;
 }
 
 int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb cb, void *arg)
@@ -647,22 +772,53 @@ int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb c
     b->arg = arg;
     b->nqueries = n;
     b->results = sl_calloc(n ? n : 1, sizeof *b->results);
+    b->hidden = sl_calloc(n ? n : 1, 1);
+    b->prep = sl_calloc(n ? n : 1, sizeof *b->prep);
     b->failed_index = -1;
+    int wait = pg->pooled && pg->head != NULL;
     pg_enqueue(pg, b);
+    if (wait) {
+        b->held = queries_copy(queries, n); /* sent by pg_read once the batches before it answered */
+        return 0;
+    }
     /* libpq copies text and params into its output buffer here, so the
      * caller's memory is free to go as soon as this returns. With the
      * queries validated above, a failure means the connection broke. */
-    b->prep = sl_calloc(n ? n : 1, sizeof *b->prep);
-    int sent = 1;
-    for (size_t i = 0; i < n && sent; i++)
-        sent = pg_send_one(pg, b, i, &queries[i]);
-    b->skip = n && b->prep[0] ? 1 : 0;
-    if (!sent || !PQpipelineSync(pg->conn) || pg_flush(pg) < 0) {
+    if (pg_write_batch(pg, b, queries) != 0) {
         if (pg->poll_active == POLL_READY)
             uv_poll_stop(&pg->poll);
         uv_timer_start(&pg->timer, pg_on_timer, 0, 0);
     }
     return 0;
+}
+
+/* Whether the line about display's pooler was logged already: once per
+ * database (a fleet has several), not once per connection. */
+static int pg_told_pooled(const char *display)
+{
+    static char told[32][128];
+    static size_t ntold;
+    for (size_t i = 0; i < ntold; i++)
+        if (strncmp(told[i], display, sizeof told[i] - 1) == 0)
+            return 1;
+    if (ntold < sizeof told / sizeof told[0])
+        snprintf(told[ntold++], sizeof told[0], "%s", display);
+    return 0;
+}
+
+void sl_pg_set_pooled(sl_pg *pg, const char *why)
+{
+    if (pg->pooled)
+        return;
+    pg->pooled = 1;
+    pg_forget_prepared(pg); /* which server holds them is anyone's guess now */
+    if (!why || pg_told_pooled(pg->display ? pg->display : ""))
+        return;
+    sl_info("%s: %s: the server session changes between transactions, as behind PgBouncer in transaction mode; "
+            "sending every statement unnamed and repeating the session's settings in each transaction (hint: "
+            "sluice_pooler=transaction in the connection string, or SLUICE_POOLER=transaction, says so up front; "
+            "sluice_pooler=none keeps prepared statements)",
+            pg->display, why);
 }
 
 size_t sl_pg_pending(const sl_pg *pg)
@@ -698,7 +854,8 @@ void sl_pg_close(sl_pg *pg, sl_pg_close_cb on_close)
 
 int sl_pg_transient(const char *sqlstate)
 {
-    static const char *const retry[] = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"};
+    static const char *const retry[] = {"40001", "40P01", "55P03", "57014", "57P01",
+                                        "57P02", "57P03", "26000", "42P05"};
     if (!sqlstate)
         return 0;
     /* Class 08 is a connection that broke or could not be made: worth a

@@ -7,6 +7,7 @@
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
+#include "sluice/throttle.h"
 #include "sluice/undo.h"
 
 /* Open a session for a single-job command; 0 or an exit code. */
@@ -132,6 +133,41 @@ static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_
     return warnings;
 }
 
+/* The health limits the job sets, and whether up can measure its replica lag. */
+static int plan_health(const sl_opts *opts, sl_session *sess, const sl_job *job, const sl_table_info *info)
+{
+    int warnings = 0;
+    char a[24];
+    if (job->max_replica_lag_ms && sess->dialect == SL_DIALECT_PG) {
+        sl_throttle th;
+        sl_err err = {{0}};
+        int rc = sl_throttle_init(&th, sess->loop, opts->run.replicas, opts->run.nreplicas, 0, sess->connect_timeout_ms,
+                                  &err);
+        if (rc == 0) {
+            rc = sl_throttle_prepare(&th, sess, job, info->ks.table, &err);
+            if (rc == 0)
+                printf("replica lag: %" PRId64 "ms now (max-replica-lag %" PRId64 "ms), %s\n", th.lag_ms,
+                       job->max_replica_lag_ms, th.lag_how);
+            sl_throttle_close(&th);
+        }
+        if (rc != 0) {
+            printf("warning:    replica lag cannot be measured: `up` refuses to start unless "
+                   "--allow-unmeasured-lag:\n  %s\n",
+                   err.msg);
+            warnings++;
+        }
+    }
+    if (job->max_wal_rate) {
+        sl_format_bytes(job->max_wal_rate, a, sizeof a);
+        printf("wal rate:   held under %s/s (max-wal-rate: pg_current_wal_flush_lsn() between checks)\n", a);
+    }
+    if (job->max_dead_tuples_bp)
+        printf("vacuum:     held while dead tuples exceed autovacuum_vacuum_threshold + %" PRId64 ".%02" PRId64
+               "%% of live ones, or an anti-wraparound vacuum is due or running (max-dead-tuples)\n",
+               job->max_dead_tuples_bp / 100, job->max_dead_tuples_bp % 100);
+    return warnings;
+}
+
 int sl_cmd_plan(const sl_opts *opts, sl_job *job)
 {
     uv_loop_t loop;
@@ -174,6 +210,7 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
         }
     }
     int warnings = info.index ? 0 : 1;
+    warnings += plan_health(opts, &sess, job, &info);
     if (!info.unique_key) {
         printf("warning:    no unique index covers the key: chunks take every row of their :hi value, so they may "
                "be larger than batch\n");

@@ -53,7 +53,7 @@ void sl_run_identity_free(sl_run_identity *id)
     " (extract(epoch FROM j.started_at) * 1000)::bigint, (extract(epoch FROM j.updated_at) * 1000)::bigint," \
     " j.runner, j.runner_host, j.runner_pid, j.runner_start, j.runner_desc,"                                 \
     " (extract(epoch FROM j.lease_until - now()) * 1000)::bigint"
-#define LITE_MS(col) "CAST((julianday(" col ") - 2440587.5) * 86400000 AS INTEGER)"
+#define LITE_MS(col) "CAST(round((julianday(" col ") - 2440587.5) * 86400000) AS INTEGER)"
 #define JOB_COLS_LITE                                                                                                     \
     "j.state, CASE WHEN j.stamped THEN 'true' ELSE 'false' END, j.checksum, j.table_name, j.key_cols, j.where_sql,"       \
     " j.undo, j.walk_end, CASE WHEN j.follow THEN 'true' ELSE 'false' END, j.error," LITE_MS("j.started_at") "," LITE_MS( \

@@ -91,6 +91,8 @@ static void on_pending_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
     sl_pending *p = arg;
     fill_answer(&p->ans, reply);
     p->done = 1;
+    if (p->on_done)
+        p->on_done(p);
 }
 
 static const char *signal_name(int signum)
@@ -153,6 +155,16 @@ static int open_database(sl_session *sess, uv_loop_t *loop, const char *conninfo
     return rc;
 }
 
+int sl_session_init_from(sl_session *sess, const sl_session *from, sl_err *err)
+{
+    assert(from->has_pg && "BUG: only a PostgreSQL session has more connections");
+    if (sl_session_init(sess, from->loop, from->pg.conninfo, err) != 0)
+        return -1;
+    sess->pg.pooler = from->pg.pooler;
+    sess->pg.pooled = from->pg.pooled;
+    return 0;
+}
+
 int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err)
 {
     memset(sess, 0, sizeof *sess);
@@ -185,23 +197,39 @@ static void on_connect(sl_pg *pg, int status, const char *error, void *arg)
     w->error = error ? sl_strdup(error) : NULL;
 }
 
+/* Key values travel as text between sessions: fix the output formats so
+ * that a key printed by one session reads back identically in another.
+ * PgBouncer carries DateStyle, TimeZone, client_encoding,
+ * standard_conforming_strings and application_name over to whichever server
+ * it hands out (its "tracked" parameters), so these hold through a pooler
+ * in transaction mode too. */
 static const char *const setup_sql[] = {
-    /* Key values travel as text between sessions: fix the output formats so
-     * that a key printed by one session reads back identically in another. */
     "SET DateStyle = 'ISO, YMD'",
-    "SET IntervalStyle = 'postgres'",
-    "SET extra_float_digits = 3",
     "SET application_name = 'sluice'",
 };
 
-static int run_setup(sl_session *sess, const char *const *sql, size_t n, sl_err *err)
+/* The settings no pooler carries over: on a connection of its own, set once;
+ * pooled, in every transaction instead (the driver's prelude, pg.h). */
+static const char *const untracked_sql[] = {
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+};
+static const char prelude_sql[] =
+    "SELECT set_config('intervalstyle', 'postgres', true), set_config('extra_float_digits', '3', true)";
+
+/* Run the n statements of sql; with pid_check, also ask the server for its
+ * backend's pid: libpq was told another one (PQbackendPID) when a pooler
+ * stands between (PgBouncer makes one up for each client). */
+static int run_setup(sl_session *sess, const char *const *sql, size_t n, int pid_check, sl_err *err)
 {
     sl_pg_query q[8];
-    assert(n <= 8 && "BUG: setup batch too long");
+    assert(n < 8 && "BUG: setup batch too long");
     for (size_t i = 0; i < n; i++)
         q[i] = (sl_pg_query){sql[i], 0, NULL};
+    if (pid_check)
+        q[n] = (sl_pg_query){"SELECT pg_backend_pid()", 0, NULL};
     sl_answer ans;
-    if (sl_session_exec(sess, q, n, &ans) != 0) {
+    if (sl_session_exec(sess, q, n + (pid_check != 0), &ans) != 0) {
         sl_err_set(err, "lost the connection to %s while setting up", sl_session_display(sess));
         return -1;
     }
@@ -212,8 +240,35 @@ static int run_setup(sl_session *sess, const char *const *sql, size_t n, sl_err 
         sl_answer_free(&ans);
         return -1;
     }
+    const char *server_pid = pid_check ? sl_answer_val(&ans, n, 0, 0) : NULL;
+    int told_pid = PQbackendPID(sess->pg.conn);
+    if (server_pid && strtol(server_pid, NULL, 10) != told_pid) {
+        char *why = sl_asprintf("connected through a pooler (libpq was told backend pid %d, the server's is %s)",
+                                told_pid, server_pid);
+        sl_pg_set_pooled(&sess->pg, why);
+        free(why);
+    }
     sl_answer_free(&ans);
     return 0;
+}
+
+/* The session's settings, and whether a pooler stands between (pg.h). */
+static int setup_pg(sl_session *sess, sl_err *err)
+{
+    size_t ns = sizeof setup_sql / sizeof setup_sql[0], nu = sizeof untracked_sql / sizeof untracked_sql[0];
+    sess->pg.prelude = prelude_sql;
+    if (sess->pg.pooler == SL_POOLER_TRANSACTION)
+        sl_pg_set_pooled(&sess->pg, NULL);
+    if (sess->pg.pooler == SL_POOLER_SESSION) {
+        const char *all[8];
+        memcpy(all, setup_sql, sizeof setup_sql);
+        memcpy(all + ns, untracked_sql, sizeof untracked_sql);
+        return run_setup(sess, all, ns + nu, 0, err);
+    }
+    int auto_check = sess->pg.pooler == SL_POOLER_AUTO && !sess->pg.pooled;
+    if (run_setup(sess, setup_sql, ns, auto_check, err) != 0)
+        return -1;
+    return sess->pg.pooled ? 0 : run_setup(sess, untracked_sql, nu, 0, err);
 }
 
 const char *sl_session_display(const sl_session *sess)
@@ -278,7 +333,7 @@ int sl_session_connect(sl_session *sess, sl_err *err)
         sl_err_set(err, "cannot connect to %s: %s", sess->pg.display, w.error ? w.error : "unknown error");
         rc = -1;
     } else {
-        rc = run_setup(sess, setup_sql, sizeof setup_sql / sizeof setup_sql[0], err);
+        rc = setup_pg(sess, err);
     }
     free(w.error);
     sess->connecting = 0;

@@ -203,6 +203,20 @@ static int already_done(const sl_job *job, const sl_job_row *row)
     return 1;
 }
 
+/* The health checks' state; with max-replica-lag, whether the lag can be
+ * measured, before anything changes (exit 2 when it cannot). */
+static int prepare_health(up_run *r)
+{
+    if (sl_throttle_init(&r->health, r->sess->loop, r->opts->replicas, r->opts->nreplicas,
+                         r->opts->allow_unmeasured_lag, r->sess->connect_timeout_ms, &r->err) != 0)
+        return -2;
+    r->has_health = 1;
+    int rc = sl_throttle_prepare(&r->health, r->sess, r->job, r->info.ks.table, &r->err);
+    if (rc == 0 && r->job->max_replica_lag_ms && r->sess->dialect == SL_DIALECT_PG)
+        sl_info("%s: replica lag %s", r->job->name, r->health.lag_how);
+    return rc;
+}
+
 /* Read-only: whether the job needs running and may run. SL_EXIT_OK to go
  * on, JOB_DONE when there is nothing to do, else an exit code. */
 #define JOB_DONE (-1)
@@ -226,6 +240,8 @@ static int decide(up_run *r)
         code = SL_EXIT_USAGE;
     if (code == SL_EXIT_OK)
         code = exit_of(sl_up_check_statements(r));
+    if (code == SL_EXIT_OK)
+        code = exit_of(prepare_health(r));
     sl_job_row_free(&row);
     return code;
 }
@@ -262,6 +278,8 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
         sl_error("%s", r.err.msg);
     if (opened)
         sl_run_close(&r.run);
+    if (r.has_health)
+        sl_throttle_close(&r.health);
     run_free(&r);
     return code;
 }

@@ -48,7 +48,8 @@ static int check_health(up_run *r, int64_t *wait_ms)
     }
     r->last_health_ms = now;
     char reason[512];
-    int rc = sl_throttle_check(sl_up_idle_session(r), r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
+    int rc =
+        sl_throttle_check(&r->health, sl_up_idle_session(r), r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
     if (rc == 0) {
         if (r->health_since) {
             char msg[700];
@@ -126,6 +127,7 @@ int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
                       "\nranges %zu\n",
                       r->job->name, r->paused ? "paused" : "running", r->rows_done, r->chunks_done, r->pace.batch,
                       r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, run_rate(r), r->nworkers, r->nranges);
+        sl_throttle_status(&r->health, &r->pace, out);
         return 0;
     }
     if (req->cmd == SL_CTL_PAUSE || req->cmd == SL_CTL_RESUME) {

@@ -9,6 +9,7 @@
 #include "sluice/ctl.h"
 #include "sluice/pace.h"
 #include "sluice/run.h"
+#include "sluice/throttle.h"
 #include "sluice/undo.h"
 #include "sluice/up.h"
 
@@ -88,8 +89,10 @@ typedef struct up_run {
     int64_t chunks_done;        /* committed chunks, all runs */
     int64_t next_chunk_no;      /* the number the next chunk sent takes */
     int64_t rows_done;
-    sl_pace pace; /* batch size, pause, rate and health limits in force */
-    int paused;   /* by `ctl pause` */
+    sl_pace pace;       /* batch size, pause, rate and health limits in force */
+    sl_throttle health; /* what the health checks read, and the replicas' connections */
+    int has_health;
+    int paused; /* by `ctl pause` */
     int64_t last_health_ms;
     int64_t health_since; /* mono ms since a health limit holds chunks back, 0 if none */
     char health_first[512];

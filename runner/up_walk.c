@@ -175,6 +175,8 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
     q[l->bound_i] = (sl_pg_query){bsql, nb, w->bparams, 1};
 }
 
+static void on_first_half(sl_pending *p);
+
 /* Send cur without waiting. A chunk with an undo record goes in two halves:
  * up to its sluice_progress row, then, once the record is built from the
  * images, the record, COMMIT and the next bounds (an explicit transaction
@@ -193,6 +195,10 @@ static int send_chunk(up_run *r, up_worker *w)
     w->sent_at = sl_mono_ms();
     if (sl_session_send(w->sess, w->q, l.post ? l.undo_i : l.nq, &w->pend) != 0)
         return -1;
+    if (l.post && w->sess->dialect == SL_DIALECT_PG) {
+        w->pend.on_done = on_first_half;
+        w->pend.data = r;
+    }
     w->state = W_BUSY;
     return 0;
 }
@@ -236,6 +242,26 @@ static int after_first_half(up_run *r, up_worker *w)
         return 1;
     }
     return 0;
+}
+
+/* On PostgreSQL a chunk's first half, when it succeeded, is followed by its
+ * second at once, from the driver's callback, even while the coordinator
+ * waits for something else (a seek, a health check): until it commits, its
+ * transaction holds row locks and, through a pooler, one of the pool's
+ * server connections, which that wait may need. */
+static void on_first_half(sl_pending *p)
+{
+    up_run *r = p->data;
+    for (int64_t i = 0; i < r->nworkers; i++) {
+        up_worker *w = &r->workers[i];
+        if (&w->pend != p || !w->saving || !p->ans.ok)
+            continue; /* a failed first half is the coordinator's to deal with */
+        if (after_first_half(r, w) != 0) {
+            w->pend.ans.conn_lost = 1; /* the second half could not be sent */
+            w->pend.done = 1;
+        }
+        return;
+    }
 }
 
 /* The second half answered: merge it into w->first, indexed like the batch. */
@@ -643,7 +669,7 @@ static void start_workers(up_run *r)
             w->sess = r->sess;
         } else {
             sl_err err;
-            if (sl_session_init(&w->own, r->sess->loop, r->sess->pg.conninfo, &err) != 0 ||
+            if (sl_session_init_from(&w->own, r->sess, &err) != 0 ||
                 (w->own.quiet = 1, sl_session_connect(&w->own, &err) != 0)) {
                 sl_warn("%s: worker %d cannot connect, going on with %" PRId64 ": %s", r->job->name, w->id, r->nworkers,
                         err.msg);

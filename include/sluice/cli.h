@@ -19,6 +19,7 @@ typedef struct sl_opts {
 } sl_opts;
 
 #define SL_DEFAULT_CKPT_DIR ".sluice"
+#define SL_MAX_REPLICAS     16 /* --replica, at most */
 
 /* A fleet's target as options of its own: its database, its checkpoint
  * subdirectory <checkpoints>/<NAME> (malloc'd into *dir, the caller frees

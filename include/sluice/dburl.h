@@ -38,6 +38,18 @@ int sl_dburl_parse(const char *given, sl_dburl *out, sl_err *err) SL_MUSTCHECK;
 
 void sl_dburl_free(sl_dburl *url);
 
+/* sluice's own setting in a PostgreSQL string, which libpq does not know:
+ * sluice_pooler=auto|transaction|session|none (README "Production
+ * checklist"). sl_dburl_parse keeps it in a URL's query; the driver takes
+ * it out (sl_dburl_take_param) before libpq sees the string. */
+#define SL_DBURL_POOLER "sluice_pooler"
+
+/* Take the parameter key out of conninfo: a postgresql:// URL's query
+ * parameter, or a pair of a key=value string. Returns 1 with *value (as
+ * libpq would read it: decoded, unquoted) and *rest (conninfo without it),
+ * or 0 with *value NULL and *rest a copy of conninfo. Both malloc'd. */
+int sl_dburl_take_param(const char *conninfo, const char *key, char **value, char **rest);
+
 /* The parts of a "scheme://..." URL, as sl_dburl_parse reads them: offsets
  * into the string. */
 typedef struct sl_dburl_parts {

@@ -24,6 +24,8 @@ typedef enum sl_directive {
     SL_DIR_THROTTLE_QUERY,
     SL_DIR_REQUIRES,
     SL_DIR_END,
+    SL_DIR_MAX_WAL_RATE,
+    SL_DIR_MAX_DEAD_TUPLES,
     SL_DIR_COUNT
 } sl_directive;
 
@@ -105,6 +107,8 @@ typedef struct sl_job {
     size_t nundo_cols;
     int64_t workers;            /* default 1 */
     int64_t max_replica_lag_ms; /* 0 = off */
+    int64_t max_wal_rate;       /* bytes of WAL per second the server may write, 0 = off */
+    int64_t max_dead_tuples_bp; /* dead tuples over live ones, in hundredths of a percent, 0 = off */
     char *throttle_query;       /* NULL = off */
     char *requires;             /* NULL = none */
     int follow;                 /* end follow: walk rows inserted past the end too (default: end fixed) */

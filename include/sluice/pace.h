@@ -16,8 +16,10 @@ typedef struct sl_pace {
     double ms_per_row; /* smoothed cost of one row, 0 until measured */
     /* health limits; 0 = off */
     int64_t max_replica_lag_ms;
-    int64_t max_lock_waiters; /* sessions waiting for a lock on the job's table */
-    int64_t max_xact_age_ms;  /* age of the oldest open transaction of another session */
+    int64_t max_lock_waiters;   /* sessions waiting for a lock on the job's table */
+    int64_t max_xact_age_ms;    /* age of the oldest open transaction of another session */
+    int64_t max_wal_rate;       /* bytes of WAL per second */
+    int64_t max_dead_tuples_bp; /* dead tuples over live ones, hundredths of a percent */
 } sl_pace;
 
 /* Defaults of the limits sluice adds on its own (not in the job-file contract). */

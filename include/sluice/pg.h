@@ -10,6 +10,14 @@
 
 typedef struct sl_pg sl_pg;
 
+/* How the server session behaves between transactions (README "Production
+ * checklist"), from the string's sluice_pooler=... or SLUICE_POOLER. */
+typedef enum sl_pg_pooler {
+    SL_POOLER_AUTO,        /* find out: a backend pid that is not the server's means a pooler */
+    SL_POOLER_TRANSACTION, /* a pooler in transaction mode: the session may change after every transaction */
+    SL_POOLER_SESSION,     /* a direct connection, or a pooler in session mode: the session is ours */
+} sl_pg_pooler;
+
 /* Queries are sl_pg_query (answer.h); a prepared one becomes a named
  * statement, "sl_" + a hash of its sql, on each connection. */
 
@@ -53,12 +61,17 @@ struct sl_pg {
     struct sl_pg_batch *head, *tail; /* batches sent and awaiting results, FIFO */
     char **prepared;                 /* statement names prepared on this connection */
     size_t nprepared;
-    void *data; /* for the owner */
+    sl_pg_pooler pooler; /* as the connection string (or SLUICE_POOLER) says */
+    int pooled;          /* the server session may change between transactions: see sl_pg_set_pooled */
+    const char *prelude; /* static SQL run first in every transaction when pooled, or NULL */
+    void *data;          /* for the owner */
 };
 
 /* Validate conninfo (a postgresql:// URL or key=value string; "" means
- * libpq's PG* environment) and prepare pg. Fails, naming what is wrong, for
- * a malformed string; the message never contains the password. No I/O. */
+ * libpq's PG* environment) and prepare pg. sluice_pooler=... is taken out
+ * of the string (pg->conninfo is what libpq reads) into pg->pooler, else
+ * SLUICE_POOLER's value. Fails, naming what is wrong, for a malformed
+ * string or setting; the message never contains the password. No I/O. */
 int sl_pg_init(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err) SL_MUSTCHECK;
 
 /* Where notices (RAISE NOTICE, warnings) go; by default to sl_log. */
@@ -77,6 +90,15 @@ int sl_pg_connect(sl_pg *pg, int64_t timeout_ms, sl_pg_connect_cb cb, void *arg)
  * not run) if not connected. The query texts and params are copied. */
 int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb cb, void *arg) SL_MUSTCHECK;
 
+/* From now on treat the connection as one through a pooler in transaction
+ * mode, where the server session may change after every transaction: every
+ * statement is unnamed (a named one may be missing, or already there from
+ * another client, on the next server), the prelude runs at the start of
+ * every transaction, and one batch is on the wire at a time (a pooler that
+ * does not count syncs may hand the server to another client after the
+ * first). why (for the log, once per process) says how it was found out. */
+void sl_pg_set_pooled(sl_pg *pg, const char *why);
+
 /* Number of batches awaiting results. */
 size_t sl_pg_pending(const sl_pg *pg);
 
@@ -90,7 +112,9 @@ void sl_pg_disconnect(sl_pg *pg);
 void sl_pg_close(sl_pg *pg, sl_pg_close_cb on_close);
 
 /* True for SQLSTATEs worth retrying: serialization failure, deadlock, lock
- * not available, statement/lock timeout cancellation, admin shutdown, and
+ * not available, statement/lock timeout cancellation, admin shutdown, a
+ * named statement missing or already there (26000, 42P05: the server
+ * session changed under a pooler, and the driver now sends them unnamed), and
  * connection exceptions (class 08) but for 08P01, protocol_violation: the
  * server refused what was sent, such as a Bind with the wrong number of
  * parameters, and would refuse it again. */

@@ -44,6 +44,9 @@ typedef struct sl_run_opts {
     int no_wait;                  /* outside the job's windows, stop (exit 3) instead of waiting */
     int progress_tty;             /* draw a progress line */
     sl_on_conflict on_conflict;   /* down */
+    const char *const *replicas;  /* --replica / SLUICE_REPLICAS: libpq strings of the target's replicas */
+    size_t nreplicas;
+    int allow_unmeasured_lag; /* max-replica-lag that cannot be measured: go on without it */
 } sl_run_opts;
 
 /* The job as the target database records it. Strings are owned. */

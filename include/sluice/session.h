@@ -39,8 +39,13 @@ typedef struct sl_session {
  * conninfo NULL means no database (status, history). */
 int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err) SL_MUSTCHECK;
 
+/* Another connection to from's database, as from connects (its pooler
+ * setting, and what it found out about it): a worker's. */
+int sl_session_init_from(sl_session *sess, const sl_session *from, sl_err *err) SL_MUSTCHECK;
+
 /* Connect (non-blocking, with a timeout; SLUICE_CONNECT_TIMEOUT overrides the
- * 10 s default) and prepare the session: the settings sluice relies on.
+ * 10 s default) and prepare the session: the settings sluice relies on, and
+ * on PostgreSQL whether a pooler stands between (pg.h, sl_pg_set_pooled).
  * sluice's own tables are schema.h's. err says what failed. Fibers sharing a
  * session share the attempt: one already connected (or being connected by
  * another fiber) is not connected twice; the others wait for its outcome. */
@@ -85,6 +90,11 @@ int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_a
 typedef struct sl_pending {
     sl_answer ans;
     int done;
+    /* PostgreSQL: when set (after sl_session_send returned), called as soon
+     * as ans is in, even while another wait turns the loop; it may send on
+     * the same session again (sl_session_send clears both fields). */
+    void (*on_done)(struct sl_pending *p);
+    void *data;
 } sl_pending;
 
 /* Send n queries as one batch and return at once; p must stay in place

@@ -18,6 +18,9 @@ static const accepted forms[] = {
     {"postgresql://alice:s3cret@db.example:5432/app", SL_DIALECT_PG, "postgresql://alice:s3cret@db.example:5432/app"},
     {"postgresql://db.example/app", SL_DIALECT_PG, "postgresql://db.example/app"},
     {"postgresql:///app", SL_DIALECT_PG, "postgresql:///app"},
+    /* sluice's own setting stays for the driver to take out */
+    {"postgresql://db.example/app?sslmode=require&sluice_pooler=transaction", SL_DIALECT_PG,
+     "postgresql://db.example/app?sslmode=require&sluice_pooler=transaction"},
     {"postgresql://", SL_DIALECT_PG, "postgresql://"},
     {"postgresql://alice@[::1]:5432,h2:5433/app?sslmode=require&connect_timeout=5", SL_DIALECT_PG,
      "postgresql://alice@[::1]:5432,h2:5433/app?sslmode=require&connect_timeout=5"},
@@ -179,11 +182,40 @@ static void test_encode_decode(void)
     free(dec);
 }
 
+/* sluice_pooler out of each form of string, the rest as libpq reads it. */
+static void test_take_param(void)
+{
+    static const struct {
+        const char *given, *value, *rest;
+    } cases[] = {
+        {"postgresql://h/db?sluice_pooler=transaction", "transaction", "postgresql://h/db"},
+        {"postgresql://h/db?sslmode=require&sluice_pooler=none&connect_timeout=5", "none",
+         "postgresql://h/db?sslmode=require&connect_timeout=5"},
+        {"postgresql://h/db?sluice_pooler=session&sslmode=require", "session", "postgresql://h/db?sslmode=require"},
+        {"host=h sluice_pooler=transaction dbname=db", "transaction", "host=h  dbname=db"},
+        {"host=h dbname=db sluice_pooler = 'trans\\'action'", "trans'action", "host=h dbname=db"},
+        {"sluice_pooler=none", "none", ""},
+        {"postgresql://h/db?sslmode=require", NULL, "postgresql://h/db?sslmode=require"},
+        {"host=h password='sluice_pooler=x'", NULL, "host=h password='sluice_pooler=x'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *value, *rest;
+        int found = sl_dburl_take_param(cases[i].given, SL_DBURL_POOLER, &value, &rest);
+        CHECK(found == (cases[i].value != NULL));
+        if (cases[i].value)
+            CHECK_STR(value, cases[i].value);
+        CHECK_STR(rest, cases[i].rest);
+        free(value);
+        free(rest);
+    }
+}
+
 int main(void)
 {
     RUN(test_accepted_forms);
     RUN(test_sqlite_driver_options_dropped);
     RUN(test_refusals);
     RUN(test_encode_decode);
+    RUN(test_take_param);
     return CHECK_DONE();
 }

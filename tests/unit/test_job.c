@@ -402,6 +402,39 @@ static void test_max_replica_lag(void)
     CHECK_STR(err.msg, PATH ":2: max-replica-lag expects a duration greater than zero such as 10s, got \"0s\"");
 }
 
+static void test_max_wal_rate(void)
+{
+    CHECK(with("-- sluice:max-wal-rate 50MB") == 0);
+    CHECK(job.max_wal_rate == 50 * 1024 * 1024);
+    CHECK(with("-- sluice:max-wal-rate 500kB/s") == 0);
+    CHECK(job.max_wal_rate == 500 * 1024);
+    CHECK(with("-- sluice:max-wal-rate 1GB") == 0);
+    CHECK(job.max_wal_rate == 1024 * 1024 * 1024);
+    CHECK(with("-- sluice:max-wal-rate 50mb") < 0);
+    CHECK_STR(err.msg, PATH ":2: max-wal-rate: unit \"mb\" (hint: write 50MB, in PostgreSQL's spelling)");
+    CHECK(with("-- sluice:max-wal-rate 0MB") < 0);
+    CHECK_HAS(err.msg, PATH ":2: max-wal-rate expects an amount of WAL per second such as 500kB");
+    CHECK(with("-- sluice:max-wal-rate 50") < 0);
+    CHECK(with("-- sluice:max-wal-rate 99999999999TB") < 0);
+}
+
+static void test_max_dead_tuples(void)
+{
+    CHECK(with("-- sluice:max-dead-tuples 20%") == 0);
+    CHECK(job.max_dead_tuples_bp == 2000);
+    CHECK(with("-- sluice:max-dead-tuples 2.5%") == 0);
+    CHECK(job.max_dead_tuples_bp == 250);
+    CHECK(with("-- sluice:max-dead-tuples 0.01%") == 0);
+    CHECK(job.max_dead_tuples_bp == 1);
+    CHECK(with("-- sluice:max-dead-tuples 20") < 0);
+    CHECK_STR(err.msg, PATH ":2: max-dead-tuples expects a share of the table's live rows such as 20% (from 0.01% "
+                            "to 1000%), got \"20\"");
+    CHECK(with("-- sluice:max-dead-tuples 0%") < 0);
+    CHECK(with("-- sluice:max-dead-tuples 1001%") < 0);
+    CHECK(with("-- sluice:max-dead-tuples 2.555%") < 0);
+    CHECK(with("-- sluice:max-dead-tuples .5%") < 0);
+}
+
 static void test_throttle_query_and_requires(void)
 {
     CHECK(with("-- sluice:throttle-query SELECT count(*) > 10 FROM pg_stat_activity WHERE state = 'active'") == 0);
@@ -458,7 +491,8 @@ static void test_unknown_directive_without_hint(void)
 {
     CHECK(with("-- sluice:colour blue") < 0);
     CHECK_HAS(err.msg, PATH ":2: unknown directive \"colour\" (hint: directives are table, key, where, batch, ");
-    CHECK_HAS(err.msg, "throttle-query, requires, end; sections start at -- sluice:up and -- sluice:down)");
+    CHECK_HAS(err.msg, "throttle-query, requires, end, max-wal-rate, max-dead-tuples; sections start at -- sluice:up "
+                       "and -- sluice:down)");
     CHECK(strstr(err.msg, "did you mean") == NULL);
     CHECK(with("-- sluice:") < 0);
     CHECK_HAS(err.msg, PATH ":2: expected a directive name after \"-- sluice:\"");
@@ -956,6 +990,8 @@ int main(void)
     RUN(test_undo_errors);
     RUN(test_workers);
     RUN(test_max_replica_lag);
+    RUN(test_max_wal_rate);
+    RUN(test_max_dead_tuples);
     RUN(test_throttle_query_and_requires);
     RUN(test_directive_spacing);
     RUN(test_unknown_directive_hint);

@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# test_pooler.sh: every command through PgBouncer (Debian's, 1.18) in transaction mode, with pgbench on the same pool.
+#
+# The pooler: Debian's pgbouncer, started by this file on a free port as the postgres user (it refuses
+# to run as root), pool_mode = transaction, default_pool_size = 3, auth_type = trust towards its
+# clients and the test server's password (a userlist) towards the server. Its "* =" line sends each
+# test's database to the same name on the test server, so every test has its own pool of three
+# server connections, shared by sluice's connections (workers, the lease keeper) and pgbench's
+# clients. PgBouncer 1.18 keeps no prepared statements across server connections and resets nothing
+# between clients: whatever sluice left in a server session, the next client of the pool finds.
+#
+# What each test checks on the server itself (psql_q goes around the pooler): every row changed
+# exactly once, no advisory lock in pg_locks after any exit or kill -9.
+. "$(dirname "$0")/../harness/lib.sh"
+
+PGB_DIR=""
+PGB_PORT=""
+PGB_ERR=""
+
+free_port() {
+    local port _
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    echo 6432
+}
+
+# Start PgBouncer in front of the test server; sets PGB_ERR on failure.
+pgb_start() {
+    if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
+        PGB_ERR="pgbouncer is not installed (hint: apt-get install pgbouncer; tests/run.sh does)"
+        return 1
+    fi
+    PGB_DIR=$(mktemp -d /tmp/sluice-pgbouncer.XXXXXX)
+    PGB_PORT=$(free_port)
+    printf '"%s" "%s"\n"sl_app" "app-secret"\n' "$PGUSER" "${PGPASSWORD:-}" >"$PGB_DIR/userlist.txt"
+    cat >"$PGB_DIR/pgbouncer.ini" <<EOF
+[databases]
+* = host=$PGHOST port=$PGPORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $PGB_DIR/userlist.txt
+pool_mode = transaction
+default_pool_size = 3
+max_client_conn = 200
+logfile = $PGB_DIR/pgbouncer.log
+pidfile = $PGB_DIR/pgbouncer.pid
+admin_users = $PGUSER
+EOF
+    chown -R postgres: "$PGB_DIR" && chmod 700 "$PGB_DIR"
+    if ! runuser -u postgres -- /usr/sbin/pgbouncer -d "$PGB_DIR/pgbouncer.ini" >"$PGB_DIR/start.log" 2>&1; then
+        PGB_ERR="pgbouncer did not start: $(cat "$PGB_DIR/start.log" "$PGB_DIR/pgbouncer.log" 2>/dev/null | tail -n 20)"
+        return 1
+    fi
+    local deadline=$((SECONDS + 20))
+    until psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d postgres -XAtq -c "select 1" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            PGB_ERR="pgbouncer does not answer on port $PGB_PORT: $(tail -n 20 "$PGB_DIR/pgbouncer.log" 2>/dev/null)"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+pgb_stop() {
+    [[ -n $PGB_DIR && -f $PGB_DIR/pgbouncer.pid ]] && kill "$(cat "$PGB_DIR/pgbouncer.pid")" 2>/dev/null
+    [[ -n $PGB_DIR && ${SLUICE_TEST_KEEP:-0} != 1 ]] && rm -rf "$PGB_DIR"
+    return 0
+}
+
+_pooler_file_cleanup() {
+    pgb_stop
+    _t_file_cleanup
+}
+trap _pooler_file_cleanup EXIT
+
+# Each test: sluice reaches its database through the pooler (SLUICE_DB), psql_q directly.
+through_pooler() {
+    [[ -z $PGB_ERR ]] || fail "$PGB_ERR"
+    export SLUICE_DB="postgresql://$PGUSER@127.0.0.1:$PGB_PORT/$T_DB${1:-}"
+}
+
+# pgbench's TPC-B clients on the same pool for the length of the test (its tables made directly).
+pgbench_start() {
+    pgbench -i -q -s 1 "$T_DB" >"$T_DIR/pgbench-init.log" 2>&1 || fail "pgbench -i: $(cat "$T_DIR/pgbench-init.log")"
+    pgbench -n -c 4 -T 300 -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" "$T_DB" >"$T_DIR/pgbench.log" 2>&1 &
+    PGBENCH_PID=$!
+    wait_until 20 sql_true "select count(*) > 0 from pgbench_history"
+}
+
+# pgbench is still going (it exits on its first failed transaction).
+pgbench_alive() {
+    kill -0 "$PGBENCH_PID" 2>/dev/null || fail "pgbench stopped: $(tail -n 5 "$T_DIR/pgbench.log")"
+}
+
+no_advisory_locks() {
+    assert_sql "select count(*) from pg_locks where locktype = 'advisory'" 0
+}
+
+make_table() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, $1) g"
+}
+
+progress_rows() {
+    psql_q "select coalesce(sum(rows), 0) from sluice_progress where job = '$1'"
+}
+
+test_up_one_worker() {
+    through_pooler
+    make_table 20000
+    pgbench_start
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 500
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_contains "$OUT" "first chunk: :lo = (1)"
+    run_sluice up
+    assert_rc 0
+    no_advisory_locks
+    assert_contains "$ERR" "connected through a pooler"
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "20000|0"
+    assert_sql "select count(*), sum(rows) from sluice_progress where job = '0001_bump'" "40|20000"
+    run_sluice status --json
+    assert_rc 0
+    STATUS_JSON=$OUT
+    assert_eq "$(sfield 0001_bump state)" done
+    assert_eq "$(sfield 0001_bump source)" database
+    pgbench_alive
+}
+
+test_four_workers_down_stamp() {
+    through_pooler
+    make_table 20000
+    pgbench_start
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 300
+-- sluice:workers 4
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    no_advisory_locks
+    assert_contains "$ERR" "4 workers"
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "20000|0"
+    assert_ranges_chain 0001_bump
+    run_sluice down 0001_bump
+    assert_rc 0
+    no_advisory_locks
+    assert_sql "select count(*) filter (where n = 0) from t" 20000
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump'" 0
+    run_sluice stamp 0001_bump done
+    assert_rc 0
+    no_advisory_locks
+    assert_sql "select state, stamped from sluice_jobs where job = '0001_bump'" "done|t"
+    run_sluice stamp 0001_bump pending
+    assert_rc 0
+    assert_sql "select state from sluice_jobs where job = '0001_bump'" pending
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) filter (where n = 1) from t" 20000
+    no_advisory_locks
+    pgbench_alive
+}
+
+test_kill9_resume() {
+    through_pooler
+    make_table 30000
+    pgbench_start
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:workers 4
+-- sluice:pause 20ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    local round rows
+    for round in 1 2 3 4; do
+        sluice_start up
+        wait_until 60 sql_true "select to_regclass('sluice_progress') is not null"
+        random_sleep 300 1500
+        if ((round == 2)); then
+            run_cmd "$SLUICE" --checkpoints "$CKPT" ctl 0001_bump status
+            [[ $RC == 0 ]] && assert_contains "$OUT" "job 0001_bump"
+        fi
+        sluice_kill KILL
+        rows=$(progress_rows 0001_bump)
+        diag "round $round: killed with $rows rows committed"
+        no_advisory_locks
+        # Every committed chunk's rows changed once, none of the others.
+        assert_sql "select count(*) filter (where n = 1) = $rows, count(*) filter (where n > 1) from t" "t|0"
+    done
+    run_sluice up
+    assert_rc 0
+    no_advisory_locks
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "30000|0"
+    assert_sql "select sum(rows) from sluice_progress where job = '0001_bump'" 30000
+    pgbench_alive
+}
+
+test_second_runner_refused() {
+    through_pooler
+    make_table 5000
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 200ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    local first=$SLUICE_PID
+    wait_until 30 sql_true "select to_regclass('sluice_progress') is not null and exists (select from sluice_progress)"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "already being run"
+    run_cmd "$SLUICE" --checkpoints "$CKPT" ctl 0001_bump status
+    assert_rc 0
+    assert_contains "$OUT" "job 0001_bump"
+    sluice_kill INT "$first"
+    assert_rc 3
+    assert_contains "$ERR" "connected through a pooler"
+    no_advisory_locks
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "5000|0"
+    no_advisory_locks
+}
+
+# Told the session is its own (sluice_pooler=none), sluice prepares statements; through the pooler
+# they go missing or turn up where another client made them, and sluice switches by itself.
+test_detects_missing_statements() {
+    through_pooler "?sluice_pooler=none"
+    make_table 20000
+    pgbench_start
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_match "$ERR" "prepared statement of this connection (went missing|was already there)"
+    assert_contains "$ERR" "sluice_pooler=transaction"
+    assert_eq "$(grep -c 'the server session changes between transactions' <<<"$ERR")" 1 "lines saying so"
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "20000|0"
+    no_advisory_locks
+}
+
+# A float key needs 17 digits to read back as itself. The pooled servers start with
+# extra_float_digits = 0 (15 digits): only sluice's own setting, in every transaction, keeps the walk
+# exact; a key read back rounded would skip rows or change them twice.
+test_session_settings_per_transaction() {
+    through_pooler "?sluice_pooler=transaction"
+    psql_q "alter database $T_DB set extra_float_digits = 0"
+    psql_q "create table f (k float8 primary key, n int not null default 0);
+            insert into f (k) select g / 7.0::float8 + g * 1e-13 from generate_series(1, 6000) g"
+    write_job 0001_floats <<'EOF'
+-- sluice:table f
+-- sluice:batch 97
+-- sluice:workers 2
+-- sluice:up
+UPDATE f SET n = n + 1 WHERE k BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_not_contains "$ERR" "connected through a pooler" "a pooler named in the string needs no finding out"
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from f" "6000|0"
+    # The rounded key is what a session with the pool's settings prints: the test would catch a slip.
+    assert_sql "select count(*) > 0 from f where k::text::float8 <> k" t
+}
+
+test_refuses_bad_setting() {
+    through_pooler "?sluice_pooler=sometimes"
+    make_table 10
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" 'sluice_pooler "sometimes"'
+    through_pooler
+    SLUICE_POOLER=sometimes run_sluice plan 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "SLUICE_POOLER"
+    assert_sql "select count(*) from t where n <> 0" 0
+}
+
+pgb_start || true
+run_test "through PgBouncer: plan, up with one worker, status; pgbench on the same pool" test_up_one_worker
+run_test "through PgBouncer: up with four workers and undo records, down, stamp done and pending" test_four_workers_down_stamp
+run_test "through PgBouncer: kill -9 at random moments, resume: every row once, no advisory lock" test_kill9_resume
+run_test "through PgBouncer: a second runner is refused, ctl answers; SIGINT leaves nothing locked" test_second_runner_refused
+run_test "sluice_pooler=none through PgBouncer: missing statements found, switched, retried" test_detects_missing_statements
+run_test "pooled: the session's settings hold in every transaction (float keys)" test_session_settings_per_transaction
+run_test "sluice_pooler and SLUICE_POOLER with a bad value are refused" test_refuses_bad_setting
+t_done
