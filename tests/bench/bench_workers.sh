@@ -150,7 +150,7 @@ fail() {
 fresh_table() {
     local t0
     t0=$(now)
-    q "drop table if exists users; drop table if exists sluice_progress; drop table if exists sluice_ranges" || exit 1
+    q "drop table if exists users, sluice_progress, sluice_jobs, sluice_undo, sluice_ranges, sluice_meta" || exit 1
     q "create table users (id bigint, first_name text, last_name text, full_name text)" || exit 1
     q "insert into users (id, first_name, last_name)
        select g, 'first_' || g, 'last_' || g from generate_series(1, $1) g" || exit 1
