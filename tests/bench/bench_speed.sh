@@ -19,7 +19,7 @@
 #    6. sluice up, workers 1, a `-- sluice:down` section (sluice records a hash per row); then down;
 #    7. sluice up, workers 2, snapshot; then down with workers 2;
 #    8. the same up; then down with the job file's `workers` line changed to 1 (down warns that the
-#       file changed), so both downs undo the same kind of key split (the up's: 4 ranges per worker);
+#       file changed), so both downs undo a key split alike (the up's: 4 ranges per worker);
 #   SQLite (synchronous=FULL and WAL everywhere)
 #    9. one UPDATE (sqlite3 CLI);
 #   10. the Python keyset loop (bench_sqlite.sh's, from lib.sh) and sluice up, at batch 1000, then 5000.
@@ -460,9 +460,10 @@ summary() {
     summary_line "PG: up with a down section (row hashes) / up without undo" pg_ds_up pg_w1 "" pct
     summary_line "PG: down / up, snapshot(full_name)" pg_snap_down pg_snap_up 1.00
     summary_line "PG: down / up, down section" pg_ds_down pg_ds_up 1.00
-    summary_line "PG: down workers 2 / down workers 1 (snapshot, same split)" pg_w2snap_down pg_w2snap_down1 ""
-    echo "(targets from issue 16; figures only, never a failure. Up without undo is sluice up, workers 1;"
-    echo " the down-workers row undoes two ups with workers 2, each split into the same 8 key ranges)"
+    summary_line "PG: down workers 2 / down workers 1 (snapshot; ups with workers 2)" pg_w2snap_down pg_w2snap_down1 ""
+    echo "(targets from issue 16; figures only, never a failure. Up without undo is sluice up, workers 1."
+    echo " The down-workers row undoes two ups with workers 2, each of which split the key (4 ranges per worker,"
+    echo " cut at sampled keys): one with the job file's workers 2, one with it changed to 1)"
 }
 
 inner() {
