@@ -100,7 +100,7 @@ secs() {
 # fresh_table ROWS: users recreated with ROWS rows, full_name empty, statistics fresh, no dirty pages
 # left over from the last method, and no bookkeeping from the last sluice run.
 fresh_table() {
-    q "drop table if exists users; drop table if exists sluice_progress" || exit 1
+    q "drop table if exists users, sluice_progress, sluice_jobs, sluice_undo, sluice_ranges, sluice_meta" || exit 1
     q "create table users (id bigint primary key, first_name text, last_name text, full_name text)" || exit 1
     q "insert into users (id, first_name, last_name)
        select g, 'first_' || g, 'last_' || g from generate_series(1, $1) g" || exit 1

@@ -54,7 +54,7 @@ q() {
 }
 
 fresh_table() {
-    q "SET client_min_messages = warning; DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS sluice_progress"
+    q "SET client_min_messages = warning; DROP TABLE IF EXISTS users, sluice_progress, sluice_jobs, sluice_undo, sluice_ranges, sluice_meta"
     q "CREATE TABLE users (id bigint PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL, full_name text)"
     q "INSERT INTO users (id, first_name, last_name)
        SELECT g, 'first' || g, 'last' || (g % 1000) FROM generate_series(1, $BENCH_ROWS) g"

@@ -103,29 +103,9 @@ bench_update() {
     record "one UPDATE statement" "$(secs "$t0" "$t1")"
 }
 
-# The hand-written alternative: the keyset loop a Python migration would run. Prints its seconds.
+# The hand-written alternative: the keyset loop a Python migration would run (lib.sh). Prints its seconds.
 write_python_loop() {
-    cat >"$WORK/loop.py" <<'PY'
-import sqlite3, sys, time
-db, batch, update = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-con = sqlite3.connect(db, isolation_level=None)
-con.execute("PRAGMA journal_mode = WAL")
-con.execute("PRAGMA synchronous = FULL")
-t0 = time.monotonic()
-last = -(2**63)
-while True:
-    con.execute("BEGIN IMMEDIATE")
-    hi = con.execute("SELECT max(id) FROM (SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?)",
-                     (last, batch)).fetchone()[0]
-    if hi is None:
-        con.execute("COMMIT")
-        break
-    con.execute(update + " WHERE id > ? AND id <= ?", (last, hi))
-    con.execute("COMMIT")
-    last = hi
-con.close()
-print("%.3f" % (time.monotonic() - t0))
-PY
+    write_keyset_loop_py "$WORK/loop.py"
 }
 
 bench_python() {

@@ -150,7 +150,7 @@ fail() {
 fresh_table() {
     local t0
     t0=$(now)
-    q "drop table if exists users; drop table if exists sluice_progress; drop table if exists sluice_ranges" || exit 1
+    q "drop table if exists users, sluice_progress, sluice_jobs, sluice_undo, sluice_ranges, sluice_meta" || exit 1
     q "create table users (id bigint, first_name text, last_name text, full_name text)" || exit 1
     q "insert into users (id, first_name, last_name)
        select g, 'first_' || g, 'last_' || g from generate_series(1, $1) g" || exit 1
@@ -239,24 +239,9 @@ bench_plain() {
     check_filled "$BENCH_ROWS" "the plain UPDATE"
 }
 
-# The hand-written alternative to sluice (as bench_core.sh's): find each batch's last key with the
-# index (as sluice's boundary query does), update the range, COMMIT; here between two keys, so that two
-# sessions can split the table. CALL outside a transaction block may COMMIT inside.
+# The hand-written alternative to sluice (lib.sh's keyset_procedure_sql, as bench_core.sh's).
 create_procedure() {
-    q "create or replace procedure bench_walk(batch int, after bigint, upto bigint) language plpgsql as \$\$
-       declare
-           last_id bigint := after;
-           hi bigint;
-       begin
-           loop
-               select max(id) into hi from (select id from users where id > last_id and id <= upto
-                                            order by id limit batch) s;
-               exit when hi is null;
-               update users set full_name = first_name || ' ' || last_name where id > last_id and id <= hi;
-               commit;
-               last_id := hi;
-           end loop;
-       end \$\$" || exit 1
+    q "$(keyset_procedure_sql)" || exit 1
 }
 
 bench_procedure() {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lib.sh: what the benchmarks share: a release build of sluice and a free port for their PostgreSQL.
+# lib.sh: what the benchmarks share: a release build of sluice, a free port for their PostgreSQL, and the hand-written baselines.
 # Sourced by tests/bench/bench_*.sh, which set ROOT (the repository), BUILD (the build dir) and die().
 
 # build_release: build $BUILD as a release build without sanitizers; its log is kept only on failure.
@@ -32,4 +32,56 @@ free_port() {
         fi
     done
     echo 5432
+}
+
+# keyset_procedure_sql: the CREATE of bench_walk(batch, after, upto), the hand-written PostgreSQL
+# alternative to sluice (bench_workers.sh, bench_speed.sh): find each batch's last key with the index
+# (as sluice's boundary query does), update the range, COMMIT; between two keys, so that two sessions
+# can split the table. CALL it outside a transaction block, so that it may COMMIT inside.
+keyset_procedure_sql() {
+    cat <<'SQL'
+create or replace procedure bench_walk(batch int, after bigint, upto bigint) language plpgsql as $$
+declare
+    last_id bigint := after;
+    hi bigint;
+begin
+    loop
+        select max(id) into hi from (select id from users where id > last_id and id <= upto
+                                     order by id limit batch) s;
+        exit when hi is null;
+        update users set full_name = first_name || ' ' || last_name where id > last_id and id <= hi;
+        commit;
+        last_id := hi;
+    end loop;
+end $$
+SQL
+}
+
+# write_keyset_loop_py FILE: the hand-written SQLite alternative (bench_sqlite.sh, bench_speed.sh), the
+# keyset loop a Python migration would run (python3's sqlite3 module, WAL, synchronous=FULL): per
+# chunk BEGIN, find the chunk's last key, UPDATE the range, COMMIT. Run as
+# `python3 FILE DB BATCH "UPDATE ... SET ..."`; it prints its seconds, timed from its first BEGIN to
+# close (interpreter start and connect left out, as an application's would be).
+write_keyset_loop_py() {
+    cat >"$1" <<'PY'
+import sqlite3, sys, time
+db, batch, update = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+con = sqlite3.connect(db, isolation_level=None)
+con.execute("PRAGMA journal_mode = WAL")
+con.execute("PRAGMA synchronous = FULL")
+t0 = time.monotonic()
+last = -(2**63)
+while True:
+    con.execute("BEGIN IMMEDIATE")
+    hi = con.execute("SELECT max(id) FROM (SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?)",
+                     (last, batch)).fetchone()[0]
+    if hi is None:
+        con.execute("COMMIT")
+        break
+    con.execute(update + " WHERE id > ? AND id <= ?", (last, hi))
+    con.execute("COMMIT")
+    last = hi
+con.close()
+print("%.3f" % (time.monotonic() - t0))
+PY
 }

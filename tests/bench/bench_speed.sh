@@ -1,0 +1,506 @@
+#!/usr/bin/env bash
+# bench_speed.sh: issue 16's table from one run: sluice over the hand-written loops, what undo costs, down over up, and sluice's CPU per chunk; prints figures, never judges.
+#
+# Usage, as root, from anywhere:  bash tests/bench/bench_speed.sh
+#
+# It builds the release binary (build-bench/: --buildtype=release, no sanitizers), provisions a
+# throw-away PostgreSQL with pg_virtualenv (fsync on; dropped at the end) and makes an SQLite file (WAL
+# mode), each with users(id bigint primary key (SQLite: id integer primary key), first_name, last_name,
+# full_name) of BENCH_ROWS rows, full_name NULL. Then, BENCH_RUNS rounds, each running every method once
+# in this order (A B C, A B C, ...: noise on the machine spreads over every method instead of landing
+# on one), each on a fresh table (PostgreSQL: recreated, VACUUM ANALYZE, CHECKPOINT; SQLite: a synced
+# copy of a template file), `UPDATE users SET full_name = first_name || ' ' || last_name` as:
+#   PostgreSQL
+#    1. one UPDATE of the whole table (psql);
+#    2. the PL/pgSQL keyset procedure, COMMIT per batch of 1000 (bench_workers.sh's, from lib.sh);
+#    3. sluice up, workers 1, no way back (also the "up without undo" the undo rows divide by);
+#    4. sluice up, workers 2;
+#    5. sluice up, workers 1, `undo snapshot(full_name)`; then sluice down;
+#    6. sluice up, workers 1, a `-- sluice:down` section (sluice records a hash per row); then down;
+#    7. sluice up, workers 2, snapshot; then down with workers 2;
+#    8. the same up; then down with the job file's `workers` line changed to 1 (down warns that the
+#       file changed), so both downs undo a key split alike (the up's: 4 ranges per worker);
+#   SQLite (synchronous=FULL and WAL everywhere)
+#    9. one UPDATE (sqlite3 CLI);
+#   10. the Python keyset loop (bench_sqlite.sh's, from lib.sh) and sluice up, at batch 1000, then 5000.
+# The job is `WHERE id BETWEEN :lo AND :hi`, batch 1000 unless named. Every up is checked to have
+# filled every row right, and every down to have left the table's md5 (all rows, all columns) what it
+# was before the up; a wrong result is reported, its time left out, and the script exits 1 at the end.
+#
+# Times: sluice, psql and the sqlite3 CLI from process start to exit; the procedure is its psql CALL;
+# the Python loop times itself from its first BEGIN (interpreter start and connect left out, as an
+# application's would be). sluice runs under `/usr/bin/time -f '%U %S'`: its CPU (user+sys, 10 ms
+# resolution) over the chunks it committed or undid is its cost per chunk, in microseconds. On SQLite
+# the database engine runs inside sluice, so that figure there includes the UPDATE's own work.
+#
+# It prints each method's seconds per round with their median and sluice's CPU per chunk, then the
+# summary: each ratio (of medians) beside the median seconds of the two sides it divides, and its
+# target from issue 16. It never passes or fails on time; it exits non-zero only when it could not
+# measure (build failed, no server, a method failed or left a table wrong).
+#
+# Environment (defaults in brackets); a quick smoke run:
+#   BENCH_ROWS=20000 BENCH_RUNS=1 bash tests/bench/bench_speed.sh
+#   BENCH_ROWS       rows in each table [1000000]
+#   BENCH_RUNS       rounds; each figure is the median of them [3]
+#   BENCH_DIR        where the SQLite files, job files and checkpoint files go (a disk, not tmpfs:
+#                    sluice and SQLite fsync there) [a new directory under /var/tmp, removed at the end]
+#   BENCH_PGVERSION  PostgreSQL major version [15]
+#   BENCH_PG_OPTS    postgresql.conf settings, space-separated guc=value [fsync=on]: pg_virtualenv turns
+#                    fsync off, and sluice fsyncs its checkpoint file per chunk, so the comparison is
+#                    only fair (and production-like) with the server's fsync on too
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD="$ROOT/build-bench"
+SLUICE="$BUILD/sluice"
+BENCH_ROWS=${BENCH_ROWS:-1000000}
+BENCH_RUNS=${BENCH_RUNS:-3}
+BENCH_DIR=${BENCH_DIR:-}
+BENCH_PGVERSION=${BENCH_PGVERSION:-15}
+BENCH_PG_OPTS=${BENCH_PG_OPTS-fsync=on}
+export BENCH_ROWS BENCH_RUNS BENCH_DIR BENCH_PGVERSION BENCH_PG_OPTS
+
+die() {
+    echo "bench_speed.sh: $*" >&2
+    exit 1
+}
+
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# ---------------------------------------------------------------------------------------------------
+# Outside the server: tools, the release build, then this script again inside pg_virtualenv.
+
+ensure_tools() {
+    local tool
+    command -v pg_virtualenv >/dev/null ||
+        die "pg_virtualenv is missing (hint: bash tests/run.sh installs what the build and PostgreSQL need)"
+    command -v meson >/dev/null || die "meson is missing (hint: bash tests/run.sh installs it)"
+    for tool in sqlite3 python3; do
+        command -v "$tool" >/dev/null || die "$tool is missing (hint: apt-get install -y $tool)"
+    done
+    if [[ ! -x /usr/bin/time ]]; then
+        echo "# installing package time (for /usr/bin/time)"
+        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y time; } </dev/null >/dev/null 2>&1 ||
+            die "apt-get install time failed (hint: apt-get install -y time)"
+    fi
+}
+
+outer() {
+    local opts=() opt
+    [[ $(id -u) == 0 ]] || die "run it as root (pg_virtualenv needs to create a cluster)"
+    [[ $BENCH_ROWS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS=$BENCH_ROWS: expected a whole number above 0"
+    [[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS=$BENCH_RUNS: expected a whole number above 0"
+    ensure_tools
+    build_release
+    for opt in $BENCH_PG_OPTS; do
+        opts+=(-o "$opt")
+    done
+    PGPORT=$(free_port) pg_virtualenv -t -v "$BENCH_PGVERSION" "${opts[@]}" bash "${BASH_SOURCE[0]}" --inner 2>&1 |
+        grep --line-buffered -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
+    return "${PIPESTATUS[0]}"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Inside the server: helpers.
+
+UPDATE_SET="UPDATE users SET full_name = first_name || ' ' || last_name"
+JOB=0001_full_name
+FAILED=0
+
+q() {
+    psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+now() {
+    echo "$EPOCHREALTIME"
+}
+
+# secs START END: the seconds between two now()s, three decimals.
+secs() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# fail ID REASON: a run that could not be measured or left a table wrong; the rounds go on, and the
+# script exits 1 at the end.
+fail() {
+    echo "#   WRONG or NOT MEASURED: ${LABEL[$1]}: $2" >&2
+    FAILED=1
+    return 1
+}
+
+# The methods, in the order of the tables; LABEL[ID] names one.
+IDS=(pg_update pg_proc pg_w1 pg_w2 pg_snap_up pg_snap_down pg_ds_up pg_ds_down
+    pg_w2snap_up pg_w2snap_down pg_w2snap_up_b pg_w2snap_down1
+    lite_update lite_py1000 lite_sl1000 lite_py5000 lite_sl5000)
+declare -A LABEL=(
+    [pg_update]="PG one UPDATE"
+    [pg_proc]="PG PL/pgSQL keyset procedure, batch 1000"
+    [pg_w1]="PG sluice up, workers 1"
+    [pg_w2]="PG sluice up, workers 2"
+    [pg_snap_up]="PG sluice up, snapshot(full_name)"
+    [pg_snap_down]="PG sluice down, snapshot(full_name)"
+    [pg_ds_up]="PG sluice up, down section"
+    [pg_ds_down]="PG sluice down, down section"
+    [pg_w2snap_up]="PG sluice up, workers 2, snapshot"
+    [pg_w2snap_down]="PG sluice down, workers 2, snapshot"
+    [pg_w2snap_up_b]="PG sluice up, workers 2, snapshot (again)"
+    [pg_w2snap_down1]="PG sluice down, workers 1, its split"
+    [lite_update]="SQLite one UPDATE"
+    [lite_py1000]="SQLite Python keyset loop, batch 1000"
+    [lite_sl1000]="SQLite sluice up, batch 1000"
+    [lite_py5000]="SQLite Python keyset loop, batch 5000"
+    [lite_sl5000]="SQLite sluice up, batch 5000"
+)
+
+# record ID ROUND SECONDS [CPU_SECONDS CHUNKS]: one run's figures, printed, kept for the tables.
+declare -A SECS=() CPU_US=() CHUNKS=()
+# shellcheck disable=SC2034 # CPU_US and CHUNKS are read through median_of's nameref
+record() {
+    local id=$1 round=$2 cpu=""
+    SECS[$id,$round]=$3
+    if [[ -n ${4:-} ]]; then
+        CHUNKS[$id,$round]=$5
+        cpu=$(awk -v c="$4" -v n="$5" 'BEGIN { printf "%.0f", (n > 0 ? c * 1e6 / n : 0) }')
+        CPU_US[$id,$round]=$cpu
+    fi
+    printf '#   %-44s %9.3f s%s\n' "${LABEL[$id]}" "$3" "${cpu:+   sluice cpu $4 s, $5 chunks, $cpu us/chunk}"
+}
+
+# median VALUES...: the median of the given numbers, three decimals; nothing for none.
+median() {
+    (($#)) || return 0
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# median_of MAP ID: the median over the rounds of MAP[ID,round] (SECS, CPU_US or CHUNKS).
+median_of() {
+    local -n map=$1
+    local round values=()
+    for ((round = 1; round <= BENCH_RUNS; round++)); do
+        [[ -n ${map[$2,$round]:-} ]] && values+=("${map[$2,$round]}")
+    done
+    median "${values[@]}"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Tables, job files, sluice.
+
+# pg_fresh: users recreated with BENCH_ROWS rows, full_name NULL, statistics fresh, no dirty pages left
+# from the last method, and no bookkeeping from the last sluice run.
+pg_fresh() {
+    if ! { q "drop table if exists users, sluice_progress, sluice_ranges, sluice_undo, sluice_jobs, sluice_meta" &&
+        q "create table users (id bigint, first_name text, last_name text, full_name text)" &&
+        q "insert into users (id, first_name, last_name)
+           select g, 'first_' || g, 'last_' || g from generate_series(1, $BENCH_ROWS) g" &&
+        q "alter table users add primary key (id)" &&
+        q "vacuum analyze users" &&
+        q "checkpoint"; }; then
+        die "could not make a fresh users table"
+    fi
+}
+
+pg_md5() {
+    q "select md5(string_agg(u::text, ',' order by id)) from users u"
+}
+
+# pg_check_filled ID: every row got its full_name, the right one.
+pg_check_filled() {
+    local got
+    got=$(q "select count(*) filter (where full_name = first_name || ' ' || last_name)
+                 || ' ' || count(full_name) from users") || { fail "$1" "could not count the rows it filled"; return 1; }
+    [[ $got == "$BENCH_ROWS $BENCH_ROWS" ]] ||
+        { fail "$1" "left the table wrong: expected $BENCH_ROWS rows filled, got (right, filled) $got"; return 1; }
+}
+
+# make_template: $WORK/template.db with BENCH_ROWS rows, WAL mode (kept in the file), checkpointed.
+make_template() {
+    sqlite3 -bail "$WORK/template.db" >/dev/null <<SQL || die "could not create $WORK/template.db"
+PRAGMA journal_mode = WAL;
+CREATE TABLE users (id integer PRIMARY KEY, first_name text, last_name text, full_name text);
+BEGIN;
+WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < $BENCH_ROWS)
+INSERT INTO users (id, first_name, last_name) SELECT i, 'first_' || i, 'last_' || i FROM g;
+COMMIT;
+ANALYZE;
+PRAGMA wal_checkpoint(TRUNCATE);
+SQL
+}
+
+# lite_fresh: $DB, a copy of the template, on disk (synced) before the clock starts.
+lite_fresh() {
+    rm -f "$DB" "$DB-wal" "$DB-shm" "$DB-sluice-lock"
+    cp "$WORK/template.db" "$DB" || die "cp failed"
+    sync
+}
+
+# lite_check_filled ID: every row got its full_name, the right one.
+lite_check_filled() {
+    local got
+    got=$(sqlite3 "$DB" "SELECT count(*) FILTER (WHERE full_name = first_name || ' ' || last_name) || ' ' ||
+                                count(full_name) FROM users") || { fail "$1" "cannot read $DB"; return 1; }
+    [[ $got == "$BENCH_ROWS $BENCH_ROWS" ]] ||
+        { fail "$1" "left the table wrong: expected $BENCH_ROWS rows filled, got (right, filled) $got"; return 1; }
+}
+
+# write_job DIR BATCH WORKERS UNDO_LINE DOWN_SQL: DIR/jobs/$JOB.sql; an empty WORKERS, UNDO_LINE or
+# DOWN_SQL leaves that line or section out.
+write_job() {
+    mkdir -p "$1/jobs"
+    {
+        echo "-- sluice:table users"
+        echo "-- sluice:batch $2"
+        [[ -n $3 ]] && echo "-- sluice:workers $3"
+        [[ -n $4 ]] && echo "$4"
+        echo "-- sluice:up"
+        echo "$UPDATE_SET WHERE id BETWEEN :lo AND :hi;"
+        [[ -n $5 ]] && printf '%s\n' "-- sluice:down" "$5"
+    } >"$1/jobs/$JOB.sql"
+}
+
+# sluice_timed DIR ARGS...: sluice ARGS (its job files and checkpoints in DIR) under /usr/bin/time;
+# RUN_SECS gets its wall-clock seconds, RUN_CPU its user+sys seconds. Returns its exit code.
+sluice_timed() {
+    local dir=$1 t0 t1 rc
+    shift
+    t0=$(now)
+    /usr/bin/time -f '%U %S' -o "$dir/time.txt" "$SLUICE" --jobs "$dir/jobs" --checkpoints "$dir/ckpt" "$@" \
+        </dev/null >"$dir/out" 2>"$dir/err"
+    rc=$?
+    t1=$(now)
+    RUN_SECS=$(secs "$t0" "$t1")
+    # The last line: time puts "Command exited with non-zero status N" before it.
+    RUN_CPU=$(awk 'END { printf "%.2f", $1 + $2 }' "$dir/time.txt")
+    if ((rc != 0)); then
+        sed 's/^/#     sluice: /' "$dir/err" | tail -n 8 >&2
+    fi
+    return "$rc"
+}
+
+# chunks_of DIR: the chunks the job's checkpoint file lists as committed (none set aside).
+chunks_of() {
+    sqlite3 "$1/ckpt/$JOB.sluice" "SELECT count(*) FROM chunks WHERE NOT skipped"
+}
+
+# new_dir: an empty directory for one sluice run's job and checkpoint files.
+new_dir() {
+    mktemp -d "$WORK/run.XXXXXX" || die "mktemp failed"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# The methods; each takes the round.
+
+pg_update() {
+    local t0 t1
+    pg_fresh
+    t0=$(now)
+    q "$UPDATE_SET" || { fail pg_update "the UPDATE failed"; return; }
+    t1=$(now)
+    pg_check_filled pg_update && record pg_update "$1" "$(secs "$t0" "$t1")"
+}
+
+pg_proc() {
+    local t0 t1
+    pg_fresh
+    q "$(keyset_procedure_sql)" || die "could not create the procedure"
+    t0=$(now)
+    q "call bench_walk(1000, -9223372036854775808, 9223372036854775807)" || { fail pg_proc "the CALL failed"; return; }
+    t1=$(now)
+    pg_check_filled pg_proc && record pg_proc "$1" "$(secs "$t0" "$t1")"
+}
+
+# pg_sluice_up ID ROUND WORKERS: sluice up, no way back.
+pg_sluice_up() {
+    local dir
+    pg_fresh
+    dir=$(new_dir)
+    write_job "$dir" 1000 "$3" "" ""
+    sluice_timed "$dir" up || { fail "$1" "sluice up exited $?"; return; }
+    pg_check_filled "$1" && record "$1" "$2" "$RUN_SECS" "$RUN_CPU" "$(chunks_of "$dir")"
+    rm -rf "$dir"
+}
+
+# pg_up_down UP_ID DOWN_ID ROUND WORKERS UNDO_LINE DOWN_SQL DOWN_WORKERS: sluice up, then down with the
+# job file's workers line set to DOWN_WORKERS; down must give back the table's md5 from before up.
+pg_up_down() {
+    local up_id=$1 down_id=$2 round=$3 dir before chunks
+    pg_fresh
+    before=$(pg_md5) || die "could not read the table's md5"
+    dir=$(new_dir)
+    write_job "$dir" 1000 "$4" "$5" "$6"
+    sluice_timed "$dir" up || { fail "$up_id" "sluice up exited $?"; return; }
+    pg_check_filled "$up_id" || return
+    chunks=$(chunks_of "$dir")
+    record "$up_id" "$round" "$RUN_SECS" "$RUN_CPU" "$chunks"
+    [[ $7 == "$4" ]] || write_job "$dir" 1000 "$7" "$5" "$6"
+    sluice_timed "$dir" down "$JOB" || { fail "$down_id" "sluice down exited $?"; return; }
+    # down logs how many workers it ran only when more than one (runner/down.c)
+    if (($7 > 1)) && ! grep -q "$7 workers over" "$dir/err"; then
+        echo "#     (down did not say it ran $7 workers: $(tail -n 3 "$dir/err" | tr '\n' ' '))"
+    fi
+    [[ $(pg_md5) == "$before" ]] || { fail "$down_id" "the table's md5 after down is not the one before up"; return; }
+    record "$down_id" "$round" "$RUN_SECS" "$RUN_CPU" "$chunks"
+    rm -rf "$dir"
+}
+
+lite_update() {
+    local t0 t1
+    lite_fresh
+    t0=$(now)
+    sqlite3 -bail "$DB" "PRAGMA synchronous = FULL; $UPDATE_SET" >/dev/null || { fail lite_update "the UPDATE failed"; return; }
+    t1=$(now)
+    lite_check_filled lite_update && record lite_update "$1" "$(secs "$t0" "$t1")"
+}
+
+# lite_python ROUND BATCH
+lite_python() {
+    local id=lite_py$2 t
+    lite_fresh
+    t=$(python3 "$WORK/loop.py" "$DB" "$2" "$UPDATE_SET") || { fail "$id" "the Python loop failed"; return; }
+    lite_check_filled "$id" && record "$id" "$1" "$t"
+}
+
+# lite_sluice ROUND BATCH
+lite_sluice() {
+    local id=lite_sl$2 dir
+    lite_fresh
+    dir=$(new_dir)
+    write_job "$dir" "$2" "" "" ""
+    sluice_timed "$dir" --db "sqlite:$DB" up || { fail "$id" "sluice up exited $?"; return; }
+    lite_check_filled "$id" && record "$id" "$1" "$RUN_SECS" "$RUN_CPU" "$(chunks_of "$dir")"
+    rm -rf "$dir"
+}
+
+# run_round N: every method once.
+run_round() {
+    local snap="-- sluice:undo snapshot(full_name)"
+    echo "# round $1 of $BENCH_RUNS (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    pg_update "$1"
+    pg_proc "$1"
+    pg_sluice_up pg_w1 "$1" 1
+    pg_sluice_up pg_w2 "$1" 2
+    pg_up_down pg_snap_up pg_snap_down "$1" 1 "$snap" "" 1
+    pg_up_down pg_ds_up pg_ds_down "$1" 1 "" "UPDATE users SET full_name = NULL WHERE id BETWEEN :lo AND :hi;" 1
+    pg_up_down pg_w2snap_up pg_w2snap_down "$1" 2 "$snap" "" 2
+    pg_up_down pg_w2snap_up_b pg_w2snap_down1 "$1" 2 "$snap" "" 1
+    lite_update "$1"
+    lite_python "$1" 1000
+    lite_sluice "$1" 1000
+    lite_python "$1" 5000
+    lite_sluice "$1" 5000
+}
+
+# ---------------------------------------------------------------------------------------------------
+# The figures.
+
+per_run_table() {
+    local id round line median
+    echo
+    echo "== each round's seconds, their median, and sluice's own CPU (user+sys) per chunk, median over the rounds"
+    line=$(printf '%-44s' method)
+    for ((round = 1; round <= BENCH_RUNS; round++)); do
+        line+=$(printf ' %9s' "run $round")
+    done
+    printf '%s %9s %12s %8s\n' "$line" median "cpu us/chunk" chunks
+    for id in "${IDS[@]}"; do
+        line=$(printf '%-44s' "${LABEL[$id]}")
+        for ((round = 1; round <= BENCH_RUNS; round++)); do
+            line+=$(printf ' %9s' "${SECS[$id,$round]:--}")
+        done
+        median=$(median_of SECS "$id")
+        printf '%s %9s %12s %8s\n' "$line" "${median:--}" "$(median_of CPU_US "$id" | cut -d. -f1)" \
+            "$(median_of CHUNKS "$id" | cut -d. -f1)"
+    done
+}
+
+# summary_line MEASURE A_ID B_ID TARGET [pct]: median A / median B beside both, and the target
+# (ratio <= TARGET; with pct, shown as a change in per cent). An empty TARGET: a figure to report.
+summary_line() {
+    local a b ratio="" shown="-" target="(report)" verdict=""
+    a=$(median_of SECS "$2")
+    b=$(median_of SECS "$3")
+    if [[ -n $a && -n $b ]]; then
+        ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
+        if [[ ${5:-} == pct ]]; then
+            shown=$(awk -v r="$ratio" 'BEGIN { printf "%+.0f %%", (r - 1) * 100 }')
+        else
+            shown=$(awk -v r="$ratio" 'BEGIN { printf "%.2f", r }')
+        fi
+    fi
+    if [[ -n $4 ]]; then
+        if [[ ${5:-} == pct ]]; then
+            target=$(awk -v t="$4" 'BEGIN { printf "<= %+.0f %%", (t - 1) * 100 }')
+        else
+            target="<= $4"
+        fi
+        if [[ -z $ratio ]]; then
+            verdict="not measured"
+        elif awk -v r="$ratio" -v t="$4" 'BEGIN { exit !(r <= t + 1e-9) }'; then
+            verdict="met"
+        else
+            verdict="NOT met"
+        fi
+    fi
+    printf '%-66s %9s %9s %7s %9s  %s\n' "$1" "${a:--}" "${b:--}" "$shown" "$target" "$verdict" | sed 's/ *$//'
+}
+
+summary() {
+    echo
+    echo "== summary: $BENCH_ROWS rows, medians of $BENCH_RUNS rounds; ratio = median A / median B (below 1: A is faster)"
+    printf '%-66s %9s %9s %7s %9s  %s\n' "measure: A / B" "A s" "B s" ratio target verdict
+    summary_line "PG: sluice 1 worker / PL/pgSQL keyset procedure (batch 1000)" pg_w1 pg_proc 0.95
+    summary_line "PG: sluice 2 workers / one UPDATE" pg_w2 pg_update 0.70
+    summary_line "SQLite: sluice batch 1000 / Python keyset loop batch 1000" lite_sl1000 lite_py1000 1.00
+    summary_line "SQLite:   sluice batch 1000 / one UPDATE" lite_sl1000 lite_update ""
+    summary_line "SQLite:   Python loop batch 1000 / one UPDATE" lite_py1000 lite_update ""
+    summary_line "SQLite: sluice batch 5000 / Python keyset loop batch 5000" lite_sl5000 lite_py5000 1.00
+    summary_line "SQLite:   sluice batch 5000 / one UPDATE" lite_sl5000 lite_update ""
+    summary_line "SQLite:   Python loop batch 5000 / one UPDATE" lite_py5000 lite_update ""
+    summary_line "PG: up with undo snapshot(full_name) / up without undo" pg_snap_up pg_w1 1.20 pct
+    summary_line "PG: up with a down section (row hashes) / up without undo" pg_ds_up pg_w1 "" pct
+    summary_line "PG: down / up, snapshot(full_name)" pg_snap_down pg_snap_up 1.00
+    summary_line "PG: down / up, down section" pg_ds_down pg_ds_up 1.00
+    summary_line "PG: down workers 2 / down workers 1 (snapshot; ups with workers 2)" pg_w2snap_down pg_w2snap_down1 ""
+    echo "(targets from issue 16; figures only, never a failure. Up without undo is sluice up, workers 1."
+    echo " The down-workers row undoes two ups with workers 2, each of which split the key (4 ranges per worker,"
+    echo " cut at sampled keys): one with the job file's workers 2, one with it changed to 1)"
+}
+
+inner() {
+    local round
+    unset SLUICE_DB DATABASE_URL
+    export PGOPTIONS="-c client_min_messages=warning"
+    createdb bench || die "createdb bench failed"
+    export PGDATABASE=bench
+    if [[ -n $BENCH_DIR ]]; then
+        WORK=$BENCH_DIR
+        mkdir -p "$WORK" || die "cannot create $WORK"
+    else
+        WORK=$(mktemp -d /var/tmp/bench_speed.XXXXXX) || die "mktemp failed"
+        trap 'rm -rf "$WORK"' EXIT
+    fi
+    DB="$WORK/bench.db"
+    echo "# postgresql $(q 'show server_version'); fsync=$(q 'show fsync'), synchronous_commit=$(q 'show synchronous_commit'), shared_buffers=$(q 'show shared_buffers'), max_wal_size=$(q 'show max_wal_size')"
+    echo "# sqlite $(sqlite3 --version | cut -d' ' -f1) (CLI), python3 sqlite3 module $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)'); WAL, synchronous=FULL"
+    echo "# sluice: $SLUICE ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)); $(nproc) cpus; $(uptime)"
+    echo "# rows $BENCH_ROWS, $BENCH_RUNS rounds; files in $WORK ($(df -T "$WORK" | awk 'NR == 2 { print $2 }'))"
+    make_template
+    write_keyset_loop_py "$WORK/loop.py"
+    for ((round = 1; round <= BENCH_RUNS; round++)); do
+        run_round "$round"
+    done
+    per_run_table
+    summary
+    echo
+    echo "# finished: $(uptime)"
+    if ((FAILED)); then
+        echo "bench_speed.sh: some runs were wrong or could not be measured (WRONG or NOT MEASURED above)" >&2
+        exit 1
+    fi
+}
+
+if [[ ${1:-} == --inner ]]; then
+    inner
+else
+    outer
+fi
