@@ -76,9 +76,10 @@ kill_loop() {
         [[ $lose == lose ]] && rm -rf "$CKPT"
         now=$(progress_chunks)
         diag "kill $KILLS: $now chunks committed (sleep cap ${cap} ms)"
-        # Chunks per second while sleeping, and what is left per remaining kill: spend half of it sleeping.
+        # Chunks per second while sleeping, and what is left per remaining kill: spend a third of it
+        # sleeping (a restart and the probes between kills, slower on a busy machine, take their share).
         if ((KILLS < want && now > seen && t1 > t0)); then
-            cap=$(((total - now) * (t1 - t0) / (2 * (want - KILLS) * (now - seen))))
+            cap=$(((total - now) * (t1 - t0) / (3 * (want - KILLS) * (now - seen))))
             ((cap > 300)) && cap=300
             ((cap < 5)) && cap=5
         fi
