@@ -45,6 +45,15 @@ static const char *const pg_create_sql[] = {
     " lease_until timestamptz, started_at timestamptz, updated_at timestamptz NOT NULL DEFAULT now())",
     "CREATE TABLE IF NOT EXISTS " SL_UNDO_TABLE " ("
     " job text NOT NULL, chunk_no bigint NOT NULL, record bytea NOT NULL, PRIMARY KEY (job, chunk_no))",
+    /* Undo records are written once a chunk and read once: lz4 (PostgreSQL 14 and later, when built
+     * with it) compresses them at a small fraction of pglz's cost, which showed in every chunk. */
+    "DO $$ BEGIN"
+    " IF current_setting('server_version_num')::int >= 140000 AND EXISTS (SELECT 1 FROM pg_settings"
+    "  WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN"
+    "  EXECUTE 'ALTER TABLE " SL_UNDO_TABLE " ALTER COLUMN record SET COMPRESSION lz4';"
+    " END IF;"
+    " EXCEPTION WHEN insufficient_privilege THEN NULL;"
+    " END $$",
     "CREATE TABLE IF NOT EXISTS " SL_META_TABLE " (key text PRIMARY KEY, value text NOT NULL)",
     "INSERT INTO " SL_META_TABLE " (key, value)"
     " VALUES ('database_id', md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text))"
