@@ -1,6 +1,7 @@
 /* session.c: a database session (PostgreSQL or SQLite) awaited from sequential command code, signals, sleeps. */
 #include "sluice/session.h"
 #include "sluice/dburl.h"
+#include "sluice/log.h"
 
 #include <assert.h>
 #include <signal.h>
@@ -440,7 +441,8 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
     int64_t start = sl_mono_ms();
     for (int attempt = 1;; attempt++) {
         int64_t wait = sl_session_backoff_ms(attempt + 1);
-        sl_warn("%s: connection lost; reconnecting in %lld ms (attempt %d)", who, (long long)wait, attempt);
+        sl_log_event(SL_LOG_WARN, "reconnect", json_pack("{sisI}", "attempt", attempt, "wait_ms", (json_int_t)wait),
+                     "%s: connection lost; reconnecting in %lld ms (attempt %d)", who, (long long)wait, attempt);
         if (sl_session_sleep(sess, wait))
             return 1;
         sl_err cerr;
@@ -451,7 +453,7 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
             return -1;
         }
     }
-    sl_info("%s: reconnected", who);
+    sl_log_event(SL_LOG_INFO, "reconnected", NULL, "%s: reconnected", who);
     return 0;
 }
 
