@@ -24,6 +24,7 @@ typedef enum sl_directive {
     SL_DIR_THROTTLE_QUERY,
     SL_DIR_REQUIRES,
     SL_DIR_END,
+    SL_DIR_VERIFY,
     SL_DIR_COUNT
 } sl_directive;
 
@@ -107,6 +108,7 @@ typedef struct sl_job {
     int64_t max_replica_lag_ms; /* 0 = off */
     char *throttle_query;       /* NULL = off */
     char *requires;             /* NULL = none */
+    char *verify;               /* must return true once the walk is over, or the job fails; NULL = none */
     int follow;                 /* end follow: walk rows inserted past the end too (default: end fixed) */
 
     sl_section up;   /* required */
