@@ -8,6 +8,7 @@
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
 #include "sluice/json.h"
+#include "sluice/metrics.h"
 
 int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
 {
@@ -18,6 +19,13 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
     int code = SL_EXIT_OK;
     if (sl_session_init(&sess, &loop, opts->db, &err) != 0) {
         sl_error("%s", err.msg);
+        uv_loop_close(&loop);
+        return SL_EXIT_USAGE;
+    }
+    sl_metrics_server *metrics = NULL;
+    if (opts->metrics && sl_metrics_serve(&loop, opts->metrics, &metrics, &err) != 0) {
+        sl_error("%s", err.msg);
+        sl_session_close(&sess);
         uv_loop_close(&loop);
         return SL_EXIT_USAGE;
     }
@@ -35,6 +43,7 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
         }
         code = sl_up_job(&sess, &opts->run, &jobs->jobs[i]);
     }
+    sl_metrics_stop(metrics); /* before the session's close runs the loop to its end */
     sl_session_close(&sess);
     if (uv_loop_close(&loop) != 0)
         sl_warn("BUG: a libuv handle was left open at exit");

@@ -1,5 +1,6 @@
 /* throttle.c: is the database healthy enough for another chunk? Replica lag, lock queues, old transactions. */
 #include "sluice/throttle.h"
+#include "sluice/metrics.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -27,6 +28,8 @@ static int64_t val(const sl_answer *ans, size_t res, int col)
 static int over_limits(const sl_answer *ans, const sl_pace *pace, char *reason, size_t reasonsz)
 {
     int64_t lag = val(ans, 0, 0), waiters = val(ans, 0, 1), xact_age = val(ans, 0, 2);
+    if (pace->max_replica_lag_ms > 0)
+        sl_metrics_replica_lag(lag); /* measured: shown as sluice_replica_lag_seconds */
     if (pace->max_replica_lag_ms > 0 && lag > pace->max_replica_lag_ms) {
         snprintf(reason, reasonsz, "replica lag %" PRId64 "ms > max-replica-lag %" PRId64 "ms", lag,
                  pace->max_replica_lag_ms);
