@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sluice/log.h"
 #include "sluice/util.h"
 
 static struct {
@@ -45,24 +46,47 @@ double sl_progress_rate(void)
     return (double)(prog.done - prog.start_done) * 1000.0 / (double)elapsed;
 }
 
+/* Seconds left at this run's rate, -1 when that cannot be told. */
+static int64_t eta_seconds(double rate)
+{
+    if (prog.total <= 0 || rate <= 0 || prog.total <= prog.done)
+        return -1;
+    return (int64_t)((double)(prog.total - prog.done) / rate);
+}
+
+/* "[#######.............] " for the terminal: the share of the estimate done. */
+static void format_bar(double pct, char *out, size_t outsz)
+{
+    enum { WIDTH = 20 };
+    char bar[WIDTH + 1];
+    int filled = (int)(pct * WIDTH / 100.0);
+    for (int i = 0; i < WIDTH; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[WIDTH] = '\0';
+    snprintf(out, outsz, "[%s] ", bar);
+}
+
 static void format_line(char *out, size_t outsz)
 {
     double rate = sl_progress_rate();
-    char pct[16] = "", eta[32] = "";
+    char pct[16] = "", eta[32] = "", bar[32] = "";
     if (prog.total > 0) {
         double p = 100.0 * (double)prog.done / (double)prog.total;
         if (p > 99.9)
             p = 99.9; /* estimates are estimates: 100 % is said by "done" */
         snprintf(pct, sizeof pct, " (%.1f%%)", p);
-        if (rate > 0 && prog.total > prog.done) {
-            int64_t secs = (int64_t)((double)(prog.total - prog.done) / rate);
+        if (prog.tty)
+            format_bar(p, bar, sizeof bar);
+        if (eta_seconds(rate) >= 0) {
+            int64_t secs = eta_seconds(rate);
             snprintf(eta, sizeof eta, ", eta %lld:%02lld:%02lld", (long long)(secs / 3600), (long long)(secs / 60 % 60),
                      (long long)(secs % 60));
         }
     }
     if (prog.total > 0)
-        snprintf(out, outsz, "%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s%s%s", prog.job, (long long)prog.done,
-                 (long long)prog.total, pct, rate, (long long)prog.batch, eta, prog.note[0] ? " | " : "", prog.note);
+        snprintf(out, outsz, "%s%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s%s%s", bar, prog.job,
+                 (long long)prog.done, (long long)prog.total, pct, rate, (long long)prog.batch, eta,
+                 prog.note[0] ? " | " : "", prog.note);
     else
         snprintf(out, outsz, "%s: %lld rows, %.0f rows/s, batch %lld%s%s", prog.job, (long long)prog.done, rate,
                  (long long)prog.batch, prog.note[0] ? " | " : "", prog.note);
@@ -98,9 +122,14 @@ void sl_progress_update(int64_t done, int64_t batch)
         draw_line();
     } else if (now - prog.last_draw_ms >= 10000) {
         prog.last_draw_ms = now;
-        char line[256];
+        char line[512];
         format_line(line, sizeof line);
-        sl_info("%s", line);
+        double rate = sl_progress_rate();
+        json_t *fields = json_pack("{sIsIsfsI}", "rows", (json_int_t)prog.done, "batch", (json_int_t)prog.batch, "rate",
+                                   rate, "eta_s", (json_int_t)eta_seconds(rate));
+        if (prog.total > 0)
+            json_object_set_new(fields, "rows_estimated", json_integer(prog.total));
+        sl_log_event(SL_LOG_INFO, "progress", fields, "%s", line);
     }
 }
 
