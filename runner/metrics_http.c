@@ -17,6 +17,7 @@
 #define MAX_CONNS        64
 #define CONN_DEADLINE_MS 10000
 #define SWEEP_MS         500
+#define LINGER_MS        2000
 
 typedef struct conn conn;
 
@@ -32,6 +33,7 @@ struct sl_metrics_server {
 struct conn {
     uv_tcp_t tcp;
     uv_write_t write;
+    uv_shutdown_t shutdown;
     sl_metrics_server *srv;
     conn *prev, *next;
     int64_t deadline; /* mono ms */
@@ -77,10 +79,44 @@ static void conn_close(conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+/* Lingering close (RFC 9112 9.6): after the answer, read and drop what the
+ * client still sends until it closes, for at most LINGER_MS. Closing at
+ * once with unread bytes (an oversized request) makes the kernel send a
+ * reset, which can destroy the answer before the client reads it. */
+static void on_drain_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    (void)suggested;
+    conn *c = h->data;
+    *b = uv_buf_init(c->buf, sizeof c->buf);
+}
+
+static void on_drain(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    (void)b;
+    if (nread < 0)
+        conn_close(s->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    if (status < 0)
+        conn_close(req->data);
+}
+
 static void on_written(uv_write_t *w, int status)
 {
-    (void)status;
-    conn_close(w->data);
+    conn *c = w->data;
+    if (status < 0 || c->closing) {
+        conn_close(c);
+        return;
+    }
+    int64_t linger = sl_mono_ms() + LINGER_MS;
+    if (linger < c->deadline)
+        c->deadline = linger;
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, on_drain_alloc, on_drain) != 0)
+        conn_close(c);
 }
 
 static void reply(conn *c, int status, const char *body, size_t body_len, int head_only)
