@@ -17,7 +17,7 @@
 #include "sluice/json.h"
 
 typedef struct sample {
-    int64_t ms, rows, affected, wal; /* wal: bytes, -1 unknown */
+    int64_t us, rows, affected, wal; /* wal: bytes, -1 unknown */
 } sample;
 
 /* "16/B374D848" as a byte position; -1 when it is not one. */
@@ -99,9 +99,9 @@ static int run_one(sampler *s, const char **edges, sample *out)
         q[nq++] = (sl_pg_query){"SELECT pg_current_wal_insert_lsn()::text", 0, NULL, 0};
     q[nq++] = (sl_pg_query){"ROLLBACK", 0, NULL, 0};
     sl_answer ans;
-    int64_t t0 = sl_mono_ms();
+    uint64_t t0 = uv_hrtime();
     int rc = sl_session_exec(s->sess, q, nq, &ans);
-    out->ms = sl_mono_ms() - t0;
+    out->us = (int64_t)((uv_hrtime() - t0) / 1000);
     free(q);
     if (rc != 0 || !ans.ok) {
         printf("  the chunk failed (rolled back): %s%s%s\n", ans.sqlstate, ans.sqlstate[0] ? " " : "",
@@ -157,50 +157,53 @@ static void sampler_init(sampler *s, sl_session *sess, const sl_job *job, const 
     s->next_sql = sl_keys_boundary_sql(&info->ks, 1);
 }
 
-static void print_duration(const char *label, int64_t ms)
+static void print_duration(const char *label, int64_t us)
 {
     char d[32];
-    sl_format_duration(ms, d, sizeof d);
-    printf("  %-28s %s\n", label, d);
+    if (us < 10000000)
+        snprintf(d, sizeof d, "%.1fms", (double)us / 1000.0);
+    else
+        sl_format_duration(us / 1000, d, sizeof d);
+    printf("  %-30s %s\n", label, d);
 }
 
 /* The whole job at the pace the job file sets, from the samples. */
 static void print_estimate(const sl_job *job, const sample *v, size_t nv, int64_t rows_est)
 {
-    int64_t *ms = sl_calloc(nv, sizeof *ms), wal = 0, nwal = 0, rows = 0;
+    int64_t *us = sl_calloc(nv, sizeof *us), wal = 0, nwal = 0, rows = 0;
     for (size_t i = 0; i < nv; i++) {
-        ms[i] = v[i].ms;
+        us[i] = v[i].us;
         rows += v[i].rows;
         if (v[i].wal >= 0) {
             wal += v[i].wal;
             nwal++;
         }
     }
-    qsort(ms, nv, sizeof *ms, cmp_i64);
-    int64_t median = percentile(ms, nv, 0.5), p90 = percentile(ms, nv, 0.9);
+    qsort(us, nv, sizeof *us, cmp_i64);
+    int64_t median = percentile(us, nv, 0.5), p90 = percentile(us, nv, 0.9);
     int64_t per_chunk = rows / (int64_t)nv > 0 ? rows / (int64_t)nv : 1;
     int64_t total_rows = rows_est > rows ? rows_est : rows;
     int64_t chunks = (total_rows + per_chunk - 1) / per_chunk;
     int64_t workers = job->workers > 0 ? job->workers : 1;
     int64_t pause = job->line[SL_DIR_PAUSE] ? job->pause_ms : job->chunk_time_ms;
-    int64_t total = chunks * (median + pause) / workers;
-    if (job->max_rate > 0 && total_rows * 1000 / job->max_rate > total)
-        total = total_rows * 1000 / job->max_rate;
+    int64_t total = chunks * (median + pause * 1000) / workers; /* us */
+    if (job->max_rate > 0 && total_rows * 1000000 / job->max_rate > total)
+        total = total_rows * 1000000 / job->max_rate;
     printf("\nestimate from %zu sampled chunk%s (each rolled back):\n", nv, nv == 1 ? "" : "s");
     print_duration("time per chunk, median:", median);
     print_duration("time per chunk, p90:", p90);
-    printf("  %-28s %" PRId64 "\n", "rows per chunk:", per_chunk);
-    printf("  %-28s ~%" PRId64 " (%s)\n", "rows:", total_rows, rows_est >= 0 ? "the estimate above" : "sampled");
-    printf("  %-28s ~%" PRId64 "\n", "chunks:", chunks);
+    printf("  %-30s %" PRId64 "\n", "rows per chunk:", per_chunk);
+    printf("  %-30s ~%" PRId64 " (%s)\n", "rows:", total_rows, rows_est >= 0 ? "the estimate above" : "sampled");
+    printf("  %-30s ~%" PRId64 "\n", "chunks:", chunks);
     print_duration("total time at the job's pace:", total);
-    printf("  %-28s %" PRId64 " worker%s, pause %" PRId64 "ms between a worker's chunks%s\n", "(pace:", workers,
-           workers == 1 ? "" : "s", pause, job->max_rate > 0 ? ", max-rate" : "");
+    printf("  %-30s %" PRId64 " worker%s, a pause of %" PRId64 "ms after each of a worker's chunks%s\n",
+           "pace:", workers, workers == 1 ? "" : "s", pause, job->max_rate > 0 ? ", max-rate" : "");
     if (nwal > 0)
-        printf("  %-28s %" PRId64 " bytes (~%" PRId64 " MB for the job)\n", "WAL per chunk:", wal / nwal,
+        printf("  %-30s %" PRId64 " bytes (~%" PRId64 " MB for the job)\n", "WAL per chunk:", wal / nwal,
                wal / nwal * chunks / (1024 * 1024));
     if (job->chunk_time_ms > 0)
         printf("  note: chunk-time resizes chunks as the job runs; this is at the starting batch\n");
-    free(ms);
+    free(us);
 }
 
 int sl_plan_sample(sl_session *sess, const sl_job *job, const sl_table_info *info, int64_t rows, int64_t n)
@@ -227,8 +230,8 @@ int sl_plan_sample(sl_session *sess, const sl_job *job, const sl_table_info *inf
             break;
         }
         char *hi = sl_json_strings((char *const *)(edges + ncols), ncols);
-        printf("  chunk %zu: up to %s, %" PRId64 " rows, %" PRId64 " changed, %" PRId64 " ms", nv + 1, hi, v[nv].rows,
-               v[nv].affected, v[nv].ms);
+        printf("  chunk %zu: up to %s, %" PRId64 " rows, %" PRId64 " changed, %.1f ms", nv + 1, hi, v[nv].rows,
+               v[nv].affected, (double)v[nv].us / 1000.0);
         if (v[nv].wal >= 0)
             printf(", %" PRId64 " bytes of WAL", v[nv].wal);
         printf("\n");

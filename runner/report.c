@@ -118,6 +118,12 @@ static int on_event(const sl_ckpt_event *ev, void *arg)
         j->open_lane = lane_of(ev->data);
         j->open_from = ev->at_ms;
     } else if (strcmp(ev->kind, "hold_end") == 0) {
+        /* its length as the runner measured it (a monotonic clock), ending now */
+        json_t *o = ev->data ? json_loads(ev->data, 0, NULL) : NULL;
+        json_t *ms = json_object_get(o, "ms");
+        if (json_is_integer(ms) && j->open_lane != SL_HOLD_NONE)
+            j->open_from = ev->at_ms - json_integer_value(ms);
+        json_decref(o);
         close_hold(j, ev->at_ms);
     } else if (strcmp(ev->kind, "retry") == 0) {
         add_time(&j->retries, &j->nretries, &j->rcap, ev->at_ms);
@@ -329,8 +335,9 @@ static void chart_workers(sl_buf *out, const journal *j, double span, const char
 {
     edge *e = sl_calloc(2 * j->npts + 1, sizeof *e);
     for (size_t i = 0; i < j->npts; i++) {
-        e[2 * i] = (edge){j->pts[i].at - j->pts[i].ms, 1};
-        e[2 * i + 1] = (edge){j->pts[i].at, -1};
+        int64_t from = j->pts[i].at - j->pts[i].ms, to = j->pts[i].at > from ? j->pts[i].at : from + 1;
+        e[2 * i] = (edge){from, 1};
+        e[2 * i + 1] = (edge){to, -1};
     }
     qsort(e, 2 * j->npts, sizeof *e, cmp_edge);
     double *x = sl_calloc(2 * j->npts + 2, sizeof(double)), *y = sl_calloc(2 * j->npts + 2, sizeof(double));
@@ -388,15 +395,18 @@ static void chart_retries(sl_buf *out, const journal *j, double span, const char
 
 static void chart_aside(sl_buf *out, const journal *j, double span, const char *start)
 {
-    double *x = sl_calloc(j->npts + 1, sizeof(double)), *y = sl_calloc(j->npts + 1, sizeof(double));
-    size_t n = 0;
+    /* a step from 0 at the start to the total at the end, up by one at each row set aside */
+    double *x = sl_calloc(j->npts + 2, sizeof(double)), *y = sl_calloc(j->npts + 2, sizeof(double));
+    size_t n = 1;
     for (size_t i = 0; i < j->npts; i++)
         if (j->pts[i].skipped) {
             x[n] = secs(j, j->pts[i].at);
-            y[n] = (double)(n + 1);
+            y[n] = (double)n;
             n++;
         }
-    sl_svg_series s = {"rows set aside", COLOR_DOWN, SL_SVG_STEP, x, y, n};
+    x[n] = span;
+    y[n] = y[n - 1];
+    sl_svg_series s = {"rows set aside", COLOR_DOWN, SL_SVG_STEP, x, y, n > 1 ? n + 1 : 0};
     sl_svg_chart(out, "set_aside", "Rows set aside (on-error skip), in all", "rows", start, span, &s, 1);
     free(x);
     free(y);

@@ -40,10 +40,12 @@ static double nice_step(double max)
     return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
 }
 
-static void format_elapsed(double secs, char *out, size_t outsz)
+static void format_elapsed(double secs, double step, char *out, size_t outsz)
 {
     long s = (long)(secs + 0.5);
-    if (s < 60)
+    if (step < 1)
+        snprintf(out, outsz, "+%.2gs", secs);
+    else if (s < 60)
         snprintf(out, outsz, "+%lds", s);
     else if (s < 3600)
         snprintf(out, outsz, "+%ldm%02lds", s / 60, s % 60);
@@ -85,7 +87,7 @@ static void time_axis(sl_buf *out, double span, const char *start_label, int plo
     for (double t = 0; span > 0 && t <= span * 1.0001; t += step) {
         double x = LEFT + t / span * PLOT_W;
         char label[32];
-        format_elapsed(t, label, sizeof label);
+        format_elapsed(t, step, label, sizeof label);
         sl_buf_printf(out, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"tick\"/>", x, plot_bottom, x,
                       plot_bottom + 4);
         sl_buf_printf(out, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>", x, plot_bottom + 16, label);

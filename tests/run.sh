@@ -24,6 +24,7 @@ PG_MAJOR=${SLUICE_TEST_PGVERSION:-15}
 DEPS=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev libjansson-dev sqlite3
     "postgresql-$PG_MAJOR" postgresql-common postgresql-contrib postgresql-client-common
     clang-format procps jq
+    chromium man-db bsdutils # test_observe.sh: a report rendered headless, the man page read, a terminal (script)
     clang libclang-rt-14-dev llvm-14 # the fuzzers: clang 14, its libFuzzer runtime, llvm-symbolizer
     python3-flask-migrate python3-flask-sqlalchemy python3-psycopg2) # test_flask.sh: a real Flask app
 
