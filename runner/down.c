@@ -559,7 +559,11 @@ static int execute(down_run *r)
         return SL_EXIT_FAILED;
     }
     char *how = sl_undo_describe_kind(r->job);
-    sl_info("%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total, how);
+    sl_log_event(SL_LOG_INFO, "start",
+                 json_pack("{sbsIsIss}", "down", 1, "chunks", (json_int_t)r->nchunks, "rows", (json_int_t)r->rows_total,
+                           "undo", how),
+                 "%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total,
+                 how);
     free(how);
     r->metrics = sl_metrics_job_get(r->job->name);
     sl_metrics_set_current(r->metrics);

@@ -4,8 +4,8 @@
  * SL_HTTP_MAX_REQUEST bytes, into the connection's own buffer), answer it,
  * close. Rendering takes microseconds on the loop, so a scrape never waits
  * behind a chunk nor holds one up. At most MAX_CONNS connections are open:
- * a new one past that closes the oldest, so idle connections can never
- * lock a scraper out; each has CONN_DEADLINE_MS from its accept to be done,
+ * a new one past that closes the oldest that has sent nothing (else the
+ * oldest), so idle connections can never lock a scraper out; each has CONN_DEADLINE_MS from its accept to be done,
  * answer written included, so a client that never sends or never reads
  * holds at most one buffer and one answer, for a bounded time. */
 #include <stdlib.h>
@@ -190,13 +190,23 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         reply_error(c, 431); /* cannot happen: the parser says so first */
 }
 
+/* Who makes room for a new connection: the oldest that has sent nothing
+ * (an idle one), else the oldest. */
+static conn *victim(sl_metrics_server *srv)
+{
+    for (conn *c = srv->head; c; c = c->next)
+        if (c->len == 0 && !c->answered)
+            return c;
+    return srv->head;
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     sl_metrics_server *srv = l->data;
     if (status < 0 || srv->stopping)
         return;
     if (srv->nconns >= MAX_CONNS && srv->head)
-        conn_close(srv->head); /* the oldest makes room */
+        conn_close(victim(srv));
     conn *c = sl_calloc(1, sizeof *c);
     c->srv = srv;
     uv_tcp_init(l->loop, &c->tcp);

@@ -188,12 +188,16 @@ static int run_job(up_run *r)
     if (r->nothing) {
         sl_info("%s: %s has no rows to walk", r->job->name, r->info.ks.table);
         int code = verified(r, SL_EXIT_OK);
+        r->metrics = sl_metrics_job_get(r->job->name);
         r->run.err = r->err;
         code = sl_run_finish(&r->run, code);
         sl_metrics_state(r->metrics, state_of(code));
         return code;
     }
     int64_t total = sl_catalog_estimate_rows(r->sess, &r->info.ks);
+    /* a job that runs gets its series (one already done or refused has none) */
+    r->metrics = sl_metrics_job_get(r->job->name);
+    sl_metrics_set_current(r->metrics);
     sl_metrics_begin(r->metrics, 0, total, r->rows_done, r->chunks_done);
     sl_metrics_state(r->metrics, "running");
     sl_metrics_batch(r->metrics, r->pace.batch);
@@ -272,8 +276,6 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     r.sess = sess;
     r.opts = opts;
     r.job = job;
-    r.metrics = sl_metrics_job_get(job->name);
-    sl_metrics_set_current(r.metrics);
     sl_log_set_job(job->name);
     int code = decide(&r);
     int opened = 0;

@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
-"""observe.py: helpers for test_observe.sh: scrape a metrics endpoint, hold idle connections, send raw requests,
-and check scrapes, JSON log lines and report pages.
+"""observe.py: helpers for test_observe.sh: hold idle connections, send raw requests, and check metrics scrapes,
+JSON log lines and report pages.
 
-  observe.py scrape PORT DIR            every 100 ms, save each answer to DIR/NNNNN.txt, until DIR/stop exists
   observe.py idle PORT N SECONDS        open N connections, send nothing, hold them SECONDS (prints how many opened)
   observe.py raw PORT BYTES             send BYTES (a Python bytes expression), print the status code answered
   observe.py counters DIR               check every counter only grows from scrape to scrape; print the last
@@ -19,21 +18,6 @@ import re
 import socket
 import sys
 import time
-import urllib.request
-
-
-def scrape(port, out):
-    n = 0
-    while not os.path.exists(os.path.join(out, "stop")):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                body = r.read().decode()
-            n += 1
-            with open(os.path.join(out, f"{n:05d}.txt"), "w") as f:
-                f.write(body)
-        except OSError:
-            pass
-        time.sleep(0.1)
 
 
 def idle(port, count, seconds):
@@ -181,9 +165,7 @@ def check_html(path):
 
 def main():
     cmd = sys.argv[1]
-    if cmd == "scrape":
-        scrape(int(sys.argv[2]), sys.argv[3])
-    elif cmd == "idle":
+    if cmd == "idle":
         idle(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
     elif cmd == "raw":
         raw(int(sys.argv[2]), eval(sys.argv[3], {"__builtins__": {}}))  # a bytes expression from the test

@@ -67,11 +67,16 @@ JOB
     mkdir -p "$scrapes"
     sluice_start --metrics "127.0.0.1:$port" up
     wait_until 20 curl -sf "http://127.0.0.1:$port/metrics" -o /dev/null
-    python3 "$OBS" scrape "$port" "$scrapes" &
+    # curl every 100 ms, each answer kept
+    (
+        n=0
+        until [[ -e $scrapes/stop ]]; do
+            n=$((n + 1))
+            curl -sf -m 5 "http://127.0.0.1:$port/metrics" -o "$scrapes/$(printf %05d $n).txt" || rm -f "$scrapes/$(printf %05d $n).txt"
+            sleep 0.1
+        done
+    ) &
     local scraper=$!
-    # 500 idle connections: the server keeps at most 64 and answers scrapes all the same.
-    python3 "$OBS" idle "$port" 500 6 >"$T_DIR/idle.out" &
-    local idler=$!
     # malformed and refused requests get 4xx (5xx for a version it does not speak), and the run goes on
     assert_eq "$(python3 "$OBS" raw "$port" "b'\\x16\\x03\\x01\\x00\\xa5hello'")" 400 "TLS bytes"
     assert_eq "$(python3 "$OBS" raw "$port" "b'GET /metrics HTTP/1.1\\r\\n\\r\\n'")" 400 "HTTP/1.1 without Host"
@@ -79,6 +84,9 @@ JOB
     assert_eq "$(python3 "$OBS" raw "$port" "b'GET /metrics HTTP/3.0\\r\\n\\r\\n'")" 505 "HTTP/3.0"
     assert_eq "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/nothing")" 404 "/nothing"
     assert_eq "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/metrics")" 405 "POST"
+    # 500 idle connections: the server keeps at most 64 and answers scrapes all the same.
+    python3 "$OBS" idle "$port" 500 6 >"$T_DIR/idle.out" &
+    local idler=$!
     wait_until 20 rows_done_at_least 0001_bump 4000
     run_sluice ctl 0001_bump pause
     assert_rc 0
