@@ -12,7 +12,10 @@
 #define TOP    14
 #define BOTTOM 34
 #define PLOT_W (W - LEFT - RIGHT)
-#define PLOT_H (H - TOP - BOTTOM)
+/* Points a series draws at most: a job of 100,000 chunks keeps a page of
+ * a few hundred kB; each drawn point stands for its stride's highest. */
+#define MAX_DRAWN 2000
+#define PLOT_H    (H - TOP - BOTTOM)
 
 void sl_html_escape(sl_buf *out, const char *s)
 {
@@ -112,28 +115,44 @@ static void legend(sl_buf *out, const sl_svg_series *series, size_t n)
     }
 }
 
+/* The highest y of points [i, i + stride) of s, at the first one's x. */
+static void stride_point(const sl_svg_series *s, size_t i, size_t stride, double *x, double *y)
+{
+    *x = s->x[i];
+    *y = s->y[i];
+    for (size_t k = i + 1; k < i + stride && k < s->n; k++)
+        if (s->y[k] > *y)
+            *y = s->y[k];
+}
+
 static void draw_series(sl_buf *out, const sl_svg_series *s, double span, double ymax)
 {
     double xs = span > 0 ? PLOT_W / span : 0, ys = ymax > 0 ? PLOT_H / ymax : 0;
     int bottom = TOP + PLOT_H;
+    size_t stride = s->n > MAX_DRAWN ? (s->n + MAX_DRAWN - 1) / MAX_DRAWN : 1;
+    double px, py;
     if (s->style == SL_SVG_DOTS || s->style == SL_SVG_BARS) {
         double bw = s->n > 1 && span > 0 ? (s->x[1] - s->x[0]) * xs * 0.8 : 4;
-        for (size_t i = 0; i < s->n; i++) {
-            double x = LEFT + s->x[i] * xs, y = bottom - s->y[i] * ys;
+        for (size_t i = 0; i < s->n; i += stride) {
+            stride_point(s, i, stride, &px, &py);
+            double x = LEFT + px * xs, y = bottom - py * ys;
             if (s->style == SL_SVG_DOTS)
                 sl_buf_printf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>", x, y, s->color);
-            else if (s->y[i] > 0)
+            else if (py > 0)
                 sl_buf_printf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>", x, y,
                               bw < 1 ? 1 : bw, bottom - y, s->color);
         }
         return;
     }
     sl_buf_printf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", s->color);
-    for (size_t i = 0; i < s->n; i++) {
-        double x = LEFT + s->x[i] * xs, y = bottom - s->y[i] * ys;
+    double last_y = 0;
+    for (size_t i = 0; i < s->n; i += stride) {
+        stride_point(s, i, stride, &px, &py);
+        double x = LEFT + px * xs, y = bottom - py * ys;
         if (s->style == SL_SVG_STEP && i > 0)
-            sl_buf_printf(out, "%.1f,%.1f ", x, bottom - s->y[i - 1] * ys);
+            sl_buf_printf(out, "%.1f,%.1f ", x, last_y);
         sl_buf_printf(out, "%.1f,%.1f ", x, y);
+        last_y = y;
     }
     sl_buf_adds(out, "\"/>");
 }

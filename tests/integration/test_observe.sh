@@ -511,6 +511,7 @@ test_version_man_and_bar() {
     run_sluice --version
     assert_rc 0
     assert_match "$OUT" "^sluice [0-9]+\.[0-9]+\.[0-9]+$"
+    local version=${OUT#sluice }
     # the man page is installed with the binary
     local dest="$T_DIR/inst" man
     run_cmd meson install -C "$SLUICE_BUILD" --destdir "$dest" --no-rebuild
@@ -520,7 +521,8 @@ test_version_man_and_bar() {
     [[ -n $(find "$dest" -name sluice -path '*/bin/*') ]] || fail "no binary installed"
     run_cmd man -l -P cat "$man"
     assert_rc 0
-    assert_contains "$OUT" "report"
+    assert_contains "$OUT" "report JOB"
+    assert_contains "$OUT" "sluice $version" "the man page (its version is sluice --version's)"
     # the progress line on a terminal draws a bar
     make_table 3000
     write_job 0001_bump <<'JOB'

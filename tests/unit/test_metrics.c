@@ -227,6 +227,41 @@ static void test_report(void)
     free(path);
 }
 
+/* A long job's page stays small: each series draws at most a couple of thousand points. */
+static void test_report_of_many_chunks(void)
+{
+    char dir[] = "/tmp/sluice-test-report-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char *path = sl_asprintf("%s/big.sluice", dir);
+    sl_ckpt *ck = NULL;
+    sl_err err = {{0}};
+    CHECK(sl_ckpt_open(path, "big", 1, &ck, &err) == 0);
+    if (!ck)
+        return;
+    int64_t run = 0, t0 = sl_now_ms() - 100000000;
+    CHECK(sl_ckpt_begin_run(ck, "up", SL_STATE_RUNNING, "abc", "db", &run, &err) == 0);
+    for (int i = 1; i <= 20000; i++) {
+        sl_ckpt_chunk c = {i, "[\"1\"]", "[\"2\"]", 1000, 1000, 10 + i % 97, 1, NULL, t0 + i * 2000};
+        c.batch = 1000 + i % 7;
+        if (sl_ckpt_commit_chunk(ck, run, &c, &err) != 0) {
+            CHECK(0);
+            break;
+        }
+    }
+    sl_buf html = {0};
+    sl_report_summary sum;
+    CHECK(sl_report_build(ck, sl_now_ms(), &html, &sum, &err) == 0);
+    CHECK(sum.chunks == 20000 && sum.rows == 20000000);
+    printf("# a report of 20000 chunks: %zu bytes\n", html.len);
+    CHECK(html.len < 1000000);
+    sl_buf_free(&html);
+    sl_ckpt_close(ck);
+    char *cmd = sl_asprintf("rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    free(cmd);
+    free(path);
+}
+
 int main(void)
 {
     RUN(test_render);
@@ -235,5 +270,6 @@ int main(void)
     RUN(test_hold_of_reason);
     RUN(test_json_log_line);
     RUN(test_report);
+    RUN(test_report_of_many_chunks);
     return CHECK_DONE();
 }
