@@ -163,6 +163,7 @@ list_tests() {
     if ((FAST == 0)); then
         echo "fuzz/fuzz_job"
         echo "fuzz/fuzz_snap"
+        echo "fuzz/fuzz_http"
     fi
     echo "integration/test_pg_driver"
     for f in tests/integration/*.sh; do

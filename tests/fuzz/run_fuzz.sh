@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # run_fuzz.sh: builds the libFuzzer targets with clang in a build dir of their own and runs each for a bounded time.
 #
-# Usage: bash tests/fuzz/run_fuzz.sh [TARGET...]   (TARGET: fuzz_job, fuzz_snap; default both)
+# Usage: bash tests/fuzz/run_fuzz.sh [TARGET...]   (TARGET: fuzz_job, fuzz_snap, fuzz_http; default all three)
 #
-# Prints TAP (tests/run.sh runs it as fuzz/fuzz_job and fuzz/fuzz_snap). For each target: the build, a
+# Prints TAP (tests/run.sh runs it as fuzz/fuzz_job, fuzz/fuzz_snap and fuzz/fuzz_http). For each target: the build, a
 # replay of its committed seeds (tests/fuzz/corpus/TARGET, which holds every input that once crashed
 # it), then SLUICE_FUZZ_SECONDS of fuzzing. Any crash, leak, sanitizer report or hang fails it; the
 # input is kept in $BUILD/fuzz-artifacts/ (replay one: $BUILD/tests/fuzz/TARGET FILE). Inputs that
@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${SLUICE_FUZZ_BUILD:-"$ROOT/build-fuzz"}
 SECONDS_EACH=${SLUICE_FUZZ_SECONDS:-45}
 TARGETS=("$@")
-((${#TARGETS[@]} > 0)) || TARGETS=(fuzz_job fuzz_snap)
+((${#TARGETS[@]} > 0)) || TARGETS=(fuzz_job fuzz_snap fuzz_http)
 N=0
 FAILED=0
 
@@ -45,6 +45,8 @@ build() {
             CC=clang meson setup "$BUILD" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
                 -Dbuildtype=debugoptimized || exit
         fi
+        # meson compile looks targets up before it regenerates: a target added since needs this first
+        ninja -C "$BUILD" build.ninja || exit
         meson compile -C "$BUILD" "${TARGETS[@]/#/tests/fuzz/}"
     ) 9>"/tmp/sluice-fuzz-build-$(id -u)-$(cksum <<<"$BUILD" | cut -d' ' -f1).lock" >"$log" 2>&1
     local rc=$?
