@@ -333,9 +333,18 @@ JOB
     render_in_chromium "$file" "$T_DIR/report.png"
     cp "$T_DIR/report.png" "${SLUICE_TEST_LOGDIR:-/tmp}/report.png" 2>/dev/null || true
 
-    # a down run's report
-    run_sluice down "$job"
+    # a down run, scraped while it runs (40 chunks, 50ms apart), and its report
+    local port last=""
+    port=$(free_port)
+    sluice_start --metrics "127.0.0.1:$port" down "$job"
+    while kill -0 "$SLUICE_PID" 2>/dev/null; do
+        curl -sf -m 5 "http://127.0.0.1:$port/metrics" -o "$T_DIR/down.metrics" && last=$(cat "$T_DIR/down.metrics")
+        sleep 0.1
+    done
+    sluice_wait
     assert_rc 0
+    assert_match "$last" 'sluice_rows_undone_total\{job="0001_bump<&>"\} [1-9][0-9]*'
+    assert_contains "$last" 'sluice_job_state{job="0001_bump<&>",state="rolling_back"} 1'
     run_sluice report "$job" -o "$T_DIR/down.html"
     assert_rc 0
     parsed=$(check_report "$T_DIR/down.html")
