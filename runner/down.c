@@ -12,6 +12,7 @@
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/progress.h"
@@ -475,8 +476,8 @@ static int do_chunk(down_run *r, down_chunk *c)
             return -1;
         int64_t wait = sl_session_backoff_ms((int)attempts);
         sl_log_event(SL_LOG_WARN, "retry",
-                     json_pack("{sIsIsIss}", "chunk", (json_int_t)c->chunk_no, "attempt", (json_int_t)attempts,
-                               "wait_ms", (json_int_t)wait, "error", r->err.msg),
+                     json_pack("{sIsIsIso}", "chunk", (json_int_t)c->chunk_no, "attempt", (json_int_t)attempts,
+                               "wait_ms", (json_int_t)wait, "error", sl_json_str(r->err.msg)),
                      "%s (transient; retrying in %" PRId64 " ms)", r->err.msg, wait);
         sl_run_event(&r->run, "retry", r->err.msg);
         if (r->metrics)
@@ -600,8 +601,8 @@ static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
         rc = check_records(&r);
     int code = rc != 0 ? refused_code(rc) : execute(&r);
     if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
-        sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed", json_pack("{ss}", "error", r.err.msg),
-                     "%s", r.err.msg);
+        sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
+                     json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
     run_free(&r);
     sl_metrics_set_current(NULL);
     sl_log_set_job(NULL);

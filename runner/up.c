@@ -14,6 +14,7 @@
 
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/progress.h"
 #include "sluice/undo.h"
@@ -300,8 +301,8 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     if (code == JOB_DONE)
         code = SL_EXIT_OK;
     if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
-        sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed", json_pack("{ss}", "error", r.err.msg),
-                     "%s", r.err.msg);
+        sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
+                     json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
     if (opened)
         sl_run_close(&r.run);
     run_free(&r);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/progress.h"
 #include "sluice/throttle.h"
@@ -59,9 +60,9 @@ static int check_health(up_run *r, int64_t *wait_ms)
             snprintf(msg, sizeof msg, "resumed after %" PRId64 "s paused (%s)", (sl_mono_ms() - r->health_since) / 1000,
                      r->health_first);
             sl_log_event(SL_LOG_INFO, "resume_after_throttle",
-                         json_pack("{sIssss}", "seconds", (json_int_t)((sl_mono_ms() - r->health_since) / 1000),
+                         json_pack("{sIssso}", "seconds", (json_int_t)((sl_mono_ms() - r->health_since) / 1000),
                                    "reason", sl_hold_name(sl_hold_of_reason(r->health_first)), "detail",
-                                   r->health_first),
+                                   sl_json_str(r->health_first)),
                          "%s: %s", r->job->name, msg);
             sl_progress_note(NULL);
             sl_run_event(&r->run, "throttle", msg);
@@ -74,9 +75,10 @@ static int check_health(up_run *r, int64_t *wait_ms)
     if (!r->health_since) {
         r->health_since = sl_mono_ms();
         snprintf(r->health_first, sizeof r->health_first, "%s", reason);
-        sl_log_event(SL_LOG_WARN, "throttle",
-                     json_pack("{ssss}", "reason", sl_hold_name(sl_hold_of_reason(reason)), "detail", reason),
-                     "%s: pausing: %s", r->job->name, reason);
+        sl_log_event(
+            SL_LOG_WARN, "throttle",
+            json_pack("{ssso}", "reason", sl_hold_name(sl_hold_of_reason(reason)), "detail", sl_json_str(reason)),
+            "%s: pausing: %s", r->job->name, reason);
         sl_progress_note("paused: %s", reason);
         sl_run_event(&r->run, "throttle", reason);
     }

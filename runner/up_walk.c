@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/progress.h"
 #include "up_internal.h"
@@ -403,9 +404,10 @@ static int set_aside(up_run *r, up_worker *w)
     }
     sl_answer_free(&ans);
     char *key = sl_up_tuple_json(&w->cur.hi, n);
-    sl_log_event(SL_LOG_WARN, "set_aside",
-                 json_pack("{sIssss}", "chunk", (json_int_t)w->chunk_no, "key", key, "error", error),
-                 "%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
+    sl_log_event(
+        SL_LOG_WARN, "set_aside",
+        json_pack("{sIsoso}", "chunk", (json_int_t)w->chunk_no, "key", sl_json_str(key), "error", sl_json_str(error)),
+        "%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
     free(key);
     sl_metrics_count(r->metrics, SL_COUNT_SET_ASIDE, 1);
     advance_range(r, w, &w->cur);
@@ -428,8 +430,8 @@ static int after_failure(up_run *r, up_worker *w, int transient)
     if (w->cur.rows > 1) {
         w->split_limit = w->cur.rows / 2;
         sl_log_event(SL_LOG_WARN, "split",
-                     json_pack("{sIsIsIss}", "chunk", (json_int_t)w->chunk_no, "rows", (json_int_t)w->cur.rows, "limit",
-                               (json_int_t)w->split_limit, "error", r->err.msg),
+                     json_pack("{sIsIsIso}", "chunk", (json_int_t)w->chunk_no, "rows", (json_int_t)w->cur.rows, "limit",
+                               (json_int_t)w->split_limit, "error", sl_json_str(r->err.msg)),
                      "%s; splitting it: next chunks of at most %" PRId64 " rows", r->err.msg, w->split_limit);
         sl_run_event(&r->run, "split", r->err.msg);
         sl_metrics_count(r->metrics, SL_COUNT_SPLIT, 1);
@@ -541,9 +543,9 @@ static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, chunk_b
         return after_failure(r, w, 1);
     int64_t wait = sl_session_backoff_ms((int)w->attempts);
     sl_log_event(SL_LOG_WARN, "retry",
-                 json_pack("{sIsIsIsIss}", "chunk", (json_int_t)w->chunk_no, "attempt", (json_int_t)w->attempts,
+                 json_pack("{sIsIsIsIso}", "chunk", (json_int_t)w->chunk_no, "attempt", (json_int_t)w->attempts,
                            "wait_ms", (json_int_t)wait, "retries_left", (json_int_t)(r->job->retries - w->attempts + 1),
-                           "error", r->err.msg),
+                           "error", sl_json_str(r->err.msg)),
                  "%s (transient; retrying in %" PRId64 " ms, %" PRId64 " of %" PRId64 " retries left)", r->err.msg,
                  wait, r->job->retries - w->attempts + 1, r->job->retries);
     sl_run_event(&r->run, "retry", r->err.msg);

@@ -291,7 +291,7 @@ UPDATE t SET n = n + 1 / (id - 777) + 1 WHERE id BETWEEN :lo AND :hi;
 -- sluice:down
 UPDATE t SET n = 0 WHERE id BETWEEN :lo AND :hi;
 JOB
-    sluice_start up
+    sluice_start --log-format json up
     wait_until 20 rows_done_at_least "$job" 1500
     run_sluice ctl "$job" pause
     assert_rc 0
@@ -306,6 +306,17 @@ JOB
     assert_rc 0
     sluice_wait
     assert_rc 0
+    # its JSON log: the splits down to row 777, the row set aside, the ctl requests
+    local events
+    events=$(python3 "$OBS" jsonlog "$T_DIR/bg.1.err" split set_aside ctl)
+    python3 - "$events" <<'PY'
+import json, sys
+ev = json.loads(sys.argv[1])
+assert ev["split"] and all(e["limit"] < e["rows"] and "division by zero" in e["error"] for e in ev["split"]), ev["split"]
+a, = ev["set_aside"]
+assert a["key"] == '["777"]' and "division by zero" in a["error"] and a["job"] == "0001_bump<&>", a
+assert [e["request"] for e in ev["ctl"]] == ["paused by sluice ctl", "resumed by sluice ctl"], ev["ctl"]
+PY
     run_sluice report "$job"
     assert_rc 0
     local file="$T_DIR/$job.report.html"
