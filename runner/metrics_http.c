@@ -28,6 +28,7 @@ struct sl_metrics_server {
     int nconns;
     int pending_closes; /* handles whose close callback has not run */
     int stopping;
+    int port;
 };
 
 struct conn {
@@ -241,8 +242,10 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, sl_err *err
 {
     const char *colon = strrchr(addr, ':');
     int64_t port;
-    if (!colon || sl_parse_int(colon + 1, 1, 65535, &port) != 0) {
-        sl_err_set(err, "--metrics %s: expected HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:9187", addr);
+    if (!colon || sl_parse_int(colon + 1, 0, 65535, &port) != 0) {
+        sl_err_set(
+            err, "--metrics %s: expected HOST:PORT with a port from 0 (any free one) to 65535, such as 127.0.0.1:9187",
+            addr);
         return -1;
     }
     char host[256];
@@ -299,7 +302,30 @@ int sl_metrics_serve(uv_loop_t *loop, const char *addr, sl_metrics_server **out,
     uv_timer_start(&srv->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     uv_unref((uv_handle_t *)&srv->sweep);
     *out = srv;
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    char host[64] = "?";
+    if (uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &len) == 0) {
+        if (bound.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&bound, host, sizeof host);
+        else
+            uv_ip4_name((struct sockaddr_in *)&bound, host, sizeof host);
+        srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                      : ((struct sockaddr_in *)&bound)->sin_port);
+    }
+    sl_info("metrics at http://%s%s%s:%d/metrics", bound.ss_family == AF_INET6 ? "[" : "", host,
+            bound.ss_family == AF_INET6 ? "]" : "", srv->port);
     return 0;
+}
+
+int sl_metrics_port(const sl_metrics_server *srv)
+{
+    return srv->port;
+}
+
+int sl_metrics_connections(const sl_metrics_server *srv)
+{
+    return srv->nconns;
 }
 
 void sl_metrics_stop(sl_metrics_server *srv)

@@ -158,6 +158,9 @@ static int verified(up_run *r, int code)
 {
     if (code != SL_EXIT_OK || !r->job->verify)
         return code;
+    if (r->run_rows == 0 && r->has_last)
+        sl_info("%s: every chunk was done already; checking verify again (%s:%d)", r->job->name, r->job->path,
+                r->job->line[SL_DIR_VERIFY]);
     if (sl_up_verify(r) != 0)
         return SL_EXIT_FAILED;
     sl_log_event(SL_LOG_INFO, "verified", json_pack("{si}", "line", r->job->line[SL_DIR_VERIFY]),

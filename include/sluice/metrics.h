@@ -80,9 +80,14 @@ void sl_metrics_reset(void);
 typedef struct sl_metrics_server sl_metrics_server;
 
 /* Serve /metrics on addr ("HOST:PORT", "[::1]:PORT", ":PORT" for every
- * IPv4 address) from loop, until sl_metrics_stop. 0; -1 with err (a bad
- * address, a port in use) and nothing left open. */
+ * IPv4 address; port 0: any free one) from loop, until sl_metrics_stop,
+ * and log where. 0; -1 with err (a bad address, a port in use) and nothing
+ * left open. */
 int sl_metrics_serve(uv_loop_t *loop, const char *addr, sl_metrics_server **out, sl_err *err) SL_MUSTCHECK;
+/* The port it listens on. */
+int sl_metrics_port(const sl_metrics_server *srv);
+/* Connections open now (at most 64). */
+int sl_metrics_connections(const sl_metrics_server *srv);
 /* Close the listener and every connection; the memory goes once the loop
  * has run their close callbacks. NULL-safe. */
 void sl_metrics_stop(sl_metrics_server *srv);

@@ -1,6 +1,7 @@
 /* test_http.c: the metrics endpoint's HTTP request parser: what it takes, what it refuses, its bounds, and fuzzing. */
 #include "check.h"
 #include "sluice/http.h"
+#include "sluice/metrics.h"
 #include "sluice/util.h"
 
 #include <stdint.h>
@@ -247,6 +248,135 @@ static void test_reasons(void)
     CHECK_STR(sl_http_reason(505), "HTTP Version Not Supported");
 }
 
+/* ---- the server, on a real loop and real sockets ---- */
+
+typedef struct client {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    const char *request; /* NULL: connect and send nothing */
+    char answer[256];
+    size_t len;
+    int done, closed;
+} client;
+
+static void on_client_closed(uv_handle_t *h)
+{
+    ((client *)h->data)->closed = 1;
+}
+
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    (void)suggested;
+    client *c = h->data;
+    if (c->len >= sizeof c->answer - 1) /* the status line is all a test reads; drop the rest */
+        c->len = sizeof c->answer / 2;
+    *b = uv_buf_init(c->answer + c->len, (unsigned)(sizeof c->answer - 1 - c->len));
+}
+
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    (void)b;
+    client *c = s->data;
+    if (n > 0) {
+        c->len += (size_t)n;
+        c->answer[c->len] = '\0';
+    } else if (n < 0) {
+        c->done = 1;
+        uv_close((uv_handle_t *)&c->tcp, on_client_closed);
+    }
+}
+
+static void client_written(uv_write_t *w, int status)
+{
+    (void)w;
+    CHECK(status == 0);
+}
+
+static void client_connected(uv_connect_t *req, int status)
+{
+    client *c = req->data;
+    CHECK(status == 0);
+    if (status != 0 || !c->request)
+        return;
+    uv_buf_t b = uv_buf_init((char *)c->request, (unsigned)strlen(c->request));
+    CHECK(uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, client_written) == 0);
+    CHECK(uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read) == 0);
+}
+
+static void client_start(uv_loop_t *loop, client *c, int port, const char *request)
+{
+    memset(c, 0, sizeof *c);
+    c->request = request;
+    uv_tcp_init(loop, &c->tcp);
+    c->tcp.data = c;
+    c->connect.data = c;
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", port, &addr);
+    CHECK(uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&addr, client_connected) == 0);
+}
+
+/* Turn the loop until every client with a request has its answer, at most 5 s. */
+static void run_until_answered(uv_loop_t *loop, client *cs, size_t n)
+{
+    int64_t deadline = sl_mono_ms() + 5000;
+    for (;;) {
+        size_t waiting = 0;
+        for (size_t i = 0; i < n; i++)
+            waiting += cs[i].request && !cs[i].done;
+        if (!waiting || sl_mono_ms() > deadline)
+            break;
+        uv_run(loop, UV_RUN_NOWAIT);
+    }
+}
+
+/* 70 idle connections, then scrapes, a 404, a 405, garbage; at most 64 kept;
+ * stopped, the loop closes with nothing left open (and, under ASan, nothing leaked). */
+static void test_server(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_metrics_server *srv = NULL;
+    sl_err err = {{0}};
+    CHECK(sl_metrics_serve(&loop, "nowhere", &srv, &err) == -1 && srv == NULL);
+    CHECK_HAS(err.msg, "expected HOST:PORT");
+    CHECK(sl_metrics_serve(&loop, "127.0.0.1:0", &srv, &err) == 0);
+    if (!srv)
+        return;
+    int port = sl_metrics_port(srv);
+    CHECK(port > 0);
+    sl_metrics_job_get("0001_unit");
+    enum { IDLE = 70, ASK = 4 };
+    client *idle = sl_calloc(IDLE, sizeof *idle), ask[ASK];
+    for (int i = 0; i < IDLE; i++)
+        client_start(&loop, &idle[i], port, NULL);
+    for (int i = 0; i < 200; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK(sl_metrics_connections(srv) <= 64);
+    client_start(&loop, &ask[0], port, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_start(&loop, &ask[1], port, "GET /other HTTP/1.0\r\n\r\n");
+    client_start(&loop, &ask[2], port, "DELETE /metrics HTTP/1.0\r\n\r\n");
+    client_start(&loop, &ask[3], port, "\x16\x03\x01garbage");
+    run_until_answered(&loop, ask, ASK);
+    CHECK_HAS(ask[0].answer, "HTTP/1.1 200 OK\r\n");
+    CHECK_HAS(ask[1].answer, "HTTP/1.1 404 Not Found\r\n");
+    CHECK_HAS(ask[2].answer, "HTTP/1.1 405 Method Not Allowed\r\n");
+    CHECK_HAS(ask[2].answer, "Allow: GET, HEAD\r\n");
+    CHECK_HAS(ask[3].answer, "HTTP/1.1 400 Bad Request\r\n");
+    CHECK(sl_metrics_connections(srv) <= 64);
+    sl_metrics_stop(srv);
+    for (int i = 0; i < IDLE; i++)
+        if (!idle[i].done)
+            uv_close((uv_handle_t *)&idle[i].tcp, on_client_closed);
+    for (int i = 0; i < ASK; i++)
+        if (!ask[i].done)
+            uv_close((uv_handle_t *)&ask[i].tcp, on_client_closed);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+    free(idle);
+    sl_metrics_reset();
+}
+
 int main(void)
 {
     RUN(test_accepts);
@@ -256,5 +386,6 @@ int main(void)
     RUN(test_bounds);
     RUN(test_fuzz);
     RUN(test_reasons);
+    RUN(test_server);
     return CHECK_DONE();
 }
