@@ -5,17 +5,23 @@
 
 OBS="$SLUICE_ROOT/tests/harness/observe.py"
 
-# A port nothing listens on (as tests/run.sh picks the server's).
+# A port nothing listens on, below Linux's ephemeral range (as tests/run.sh picks the server's).
 free_port() {
     local port _
     for _ in $(seq 1 50); do
-        port=$((33000 + RANDOM % 20000))
+        port=$((20000 + RANDOM % 12000))
         if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return
         fi
     done
-    echo 39187
+    echo 29187
+}
+
+# served_port ERRFILE: the port a runner started with --metrics 127.0.0.1:0 serves on, from its log.
+served_port() {
+    wait_until 20 grep -q 'metrics at http://127.0.0.1:' "$1"
+    sed -nE 's|.*metrics at http://127\.0\.0\.1:([0-9]+)/metrics.*|\1|p' "$1" | head -n 1
 }
 
 progress_of() {
@@ -63,9 +69,9 @@ JOB
 UPDATE t SET n = n + 10 WHERE id BETWEEN :lo AND :hi;
 JOB
     local port scrapes="$T_DIR/scrapes"
-    port=$(free_port)
     mkdir -p "$scrapes"
-    sluice_start --metrics "127.0.0.1:$port" up
+    sluice_start --metrics 127.0.0.1:0 up
+    port=$(served_port "$T_DIR/bg.1.err")
     wait_until 20 curl -sf "http://127.0.0.1:$port/metrics" -o /dev/null
     # curl every 100 ms, each answer kept
     (
@@ -346,8 +352,8 @@ PY
 
     # a down run, scraped while it runs (40 chunks, 50ms apart), and its report
     local port last=""
-    port=$(free_port)
-    sluice_start --metrics "127.0.0.1:$port" down "$job"
+    sluice_start --metrics 127.0.0.1:0 down "$job"
+    port=$(served_port "$T_DIR/bg.$_T_BG_COUNT.err")
     while kill -0 "$SLUICE_PID" 2>/dev/null; do
         curl -sf -m 5 "http://127.0.0.1:$port/metrics" -o "$T_DIR/down.metrics" && last=$(cat "$T_DIR/down.metrics")
         sleep 0.1
