@@ -9,6 +9,7 @@
 
 static sl_log_format log_format = SL_LOG_FORMAT_TEXT;
 static char log_job[256];
+static char log_target[256];
 
 int sl_log_format_parse(const char *name, sl_log_format *out)
 {
@@ -29,6 +30,11 @@ sl_log_format sl_log_get_format(void)
 void sl_log_set_job(const char *job)
 {
     snprintf(log_job, sizeof log_job, "%s", job ? job : "");
+}
+
+void sl_log_set_target(const char *target)
+{
+    snprintf(log_target, sizeof log_target, "%s", target ? target : "");
 }
 
 /* s as a log shows it: controls and bytes that are not UTF-8 as escapes,
@@ -72,6 +78,8 @@ char *sl_log_json_line(int64_t now_ms, sl_log_level level, const char *job, cons
     json_object_set_new(o, "time", json_string(ts));
     json_object_set_new(o, "level", json_string(level_name(level)));
     json_object_set_new(o, "job", job && *job ? visible(job) : json_null());
+    if (log_target[0])
+        json_object_set_new(o, "target", visible(log_target));
     json_object_set_new(o, "event", visible(event));
     json_object_set_new(o, "msg", visible(msg ? msg : ""));
     const char *key;

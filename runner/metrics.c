@@ -18,7 +18,8 @@ static const char *const states[] = {"pending", "running", "stopped", "failed", 
 
 struct sl_metrics_job {
     char *name;
-    int down; /* the last run was a down */
+    char *target; /* NULL: one target, no label */
+    int down;     /* the last run was a down */
     int64_t rows, chunks, rows_undone, chunks_undone;
     int64_t estimate; /* rows the walk covers, -1 unknown */
     int64_t run_rows, run_start_ms;
@@ -77,13 +78,24 @@ sl_hold sl_hold_of_reason(const char *reason)
 
 sl_metrics_job *sl_metrics_job_get(const char *job)
 {
+    return sl_metrics_job_get_on(NULL, job);
+}
+
+static int same_target(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+sl_metrics_job *sl_metrics_job_get_on(const char *target, const char *job)
+{
     for (size_t i = 0; i < reg.n; i++)
-        if (strcmp(reg.jobs[i]->name, job) == 0)
+        if (strcmp(reg.jobs[i]->name, job) == 0 && same_target(reg.jobs[i]->target, target))
             return reg.jobs[i];
     if (reg.n == reg.cap)
         reg.jobs = sl_realloc(reg.jobs, (reg.cap = reg.cap ? reg.cap * 2 : 8) * sizeof *reg.jobs);
     sl_metrics_job *m = sl_calloc(1, sizeof *m);
     m->name = sl_strdup(job);
+    m->target = target ? sl_strdup(target) : NULL;
     m->estimate = -1;
     snprintf(m->state, sizeof m->state, "pending");
     reg.jobs[reg.n++] = m;
@@ -94,6 +106,7 @@ void sl_metrics_reset(void)
 {
     for (size_t i = 0; i < reg.n; i++) {
         free(reg.jobs[i]->name);
+        free(reg.jobs[i]->target);
         free(reg.jobs[i]);
     }
     free(reg.jobs);
@@ -207,12 +220,17 @@ static void head(sl_buf *out, const char *name, const char *type, const char *he
     sl_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* name{job="..."[,extra]} */
+/* name{job="..."[,target="..."][,extra]} */
 static void series(sl_buf *out, const char *name, const sl_metrics_job *m, const char *extra_key, const char *extra)
 {
     sl_buf_printf(out, "%s{job=\"", name);
     add_label(out, m->name);
     sl_buf_addc(out, '"');
+    if (m->target) {
+        sl_buf_adds(out, ",target=\"");
+        add_label(out, m->target);
+        sl_buf_addc(out, '"');
+    }
     if (extra_key) {
         sl_buf_printf(out, ",%s=\"", extra_key);
         add_label(out, extra);

@@ -28,6 +28,9 @@ sl_log_format sl_log_get_format(void);
 
 /* The job the lines are about from now on (copied; NULL: none). */
 void sl_log_set_job(const char *job);
+/* The target (SPEC "Many databases") they are about: lines then carry
+ * "target" after "job" (copied; NULL: none, and no key). */
+void sl_log_set_target(const char *target);
 
 /* A log line that is an event: fields (a JSON object, or NULL) is taken
  * over and released. */

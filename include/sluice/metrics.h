@@ -45,6 +45,9 @@ typedef struct sl_metrics_job sl_metrics_job;
 
 /* The series of job, created on first use (job copied). Never NULL. */
 sl_metrics_job *sl_metrics_job_get(const char *job);
+/* The same for job on one of several targets (SPEC "Many databases"): its
+ * series carry target="NAME" too. target NULL is sl_metrics_job_get. */
+sl_metrics_job *sl_metrics_job_get_on(const char *target, const char *job);
 
 /* A run of the job begins: up (down = 0) or down. rows_estimate (-1 when
  * unknown) is what the walk will cover; rows and chunks what the job's

@@ -115,6 +115,17 @@ static void test_labels_and_jobs(void)
     CHECK_HAS(text, "sluice_chunks_undone_total{job=\"0002_next\"} 1\n");
     CHECK_HAS(text, "sluice_rows_total{job=\"0002_next\"} 0\n");
     free(text);
+    /* the same job on two targets: two series */
+    sl_metrics_job *on_a = sl_metrics_job_get_on("eu", "0002_next");
+    CHECK(on_a != b && sl_metrics_job_get_on("eu", "0002_next") == on_a &&
+          sl_metrics_job_get_on("us", "0002_next") != on_a);
+    sl_metrics_chunk(on_a, 7, 1);
+    text = render(0);
+    check_format(text);
+    CHECK_HAS(text, "sluice_rows_total{job=\"0002_next\",target=\"eu\"} 7\n");
+    CHECK_HAS(text, "sluice_rows_total{job=\"0002_next\",target=\"us\"} 0\n");
+    CHECK_HAS(text, "sluice_chunk_duration_seconds_bucket{job=\"0002_next\",target=\"eu\",le=\"0.005\"} 1\n");
+    free(text);
     sl_metrics_reset();
 }
 
@@ -163,6 +174,11 @@ static void test_json_log_line(void)
     CHECK(strstr(line, "forged") == NULL);
     free(line);
     json_decref(fields);
+    sl_log_set_target("eu");
+    line = sl_log_json_line(0, SL_LOG_INFO, "j", "done", NULL, "ok");
+    CHECK_HAS(line, "\"job\":\"j\",\"target\":\"eu\",\"event\":\"done\"");
+    free(line);
+    sl_log_set_target(NULL);
     sl_log_format f;
     CHECK(sl_log_format_parse("json", &f) == 0 && f == SL_LOG_FORMAT_JSON);
     CHECK(sl_log_format_parse("xml", &f) != 0);
