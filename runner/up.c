@@ -196,6 +196,9 @@ static int run_job(up_run *r)
         r->run.err = r->err;
         code = sl_run_finish(&r->run, code);
         sl_metrics_state(r->metrics, state_of(code));
+        if (code == SL_EXIT_OK)
+            sl_log_event(SL_LOG_INFO, "done", json_pack("{sisi}", "rows", 0, "chunks", 0), "%s: done: nothing to walk",
+                         r->job->name);
         return code;
     }
     int64_t total = sl_catalog_estimate_rows(r->sess, &r->info.ks);
