@@ -5,9 +5,10 @@
  * close. Rendering takes microseconds on the loop, so a scrape never waits
  * behind a chunk nor holds one up. At most MAX_CONNS connections are open:
  * a new one past that closes the oldest that has sent nothing (else the
- * oldest), so idle connections can never lock a scraper out; each has CONN_DEADLINE_MS from its accept to be done,
- * answer written included, so a client that never sends or never reads
- * holds at most one buffer and one answer, for a bounded time. */
+ * oldest), so idle connections can never lock a scraper out. Each has
+ * CONN_DEADLINE_MS from its accept to be done, its answer written
+ * included, so a client that never sends or never reads holds at most one
+ * buffer and one answer, for a bounded time. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,6 +112,8 @@ static void on_written(uv_write_t *w, int status)
         conn_close(c);
         return;
     }
+    free(c->reply); /* written */
+    c->reply = NULL;
     int64_t linger = sl_mono_ms() + LINGER_MS;
     if (linger < c->deadline)
         c->deadline = linger;
@@ -154,7 +157,8 @@ static void answer(conn *c, const sl_http_request *req)
         return;
     }
     if (strcmp(req->path, "/metrics") != 0) {
-        reply(c, 404, "404 Not Found: sluice serves /metrics\n", 38, head_only);
+        static const char not_found[] = "404 Not Found: sluice serves /metrics\n";
+        reply(c, 404, not_found, sizeof not_found - 1, head_only);
         return;
     }
     sl_buf body = {0};
@@ -224,7 +228,7 @@ static void on_connection(uv_stream_t *l, int status)
         conn_close(c);
 }
 
-/* Connections past their deadline: a request that never came (408) or an
+/* Connections past their deadline, closed: a request that never came, an
  * answer nobody reads. */
 static void on_sweep(uv_timer_t *t)
 {
