@@ -13,8 +13,14 @@
 
 /* "SLC1": lets open() tell a sluice checkpoint from any other SQLite file. */
 #define CKPT_APPLICATION_ID  0x534c4331
-#define CKPT_SCHEMA_VERSION  2
+#define CKPT_SCHEMA_VERSION  3
 #define CKPT_BUSY_TIMEOUT_MS 5000
+
+/* Version 3: each chunk's batch and worker, events' data (JSON), and the
+ * chunks `down` undid, for `report`. */
+#define UNDONE_SQL                                                                        \
+    "CREATE TABLE undone (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL," \
+    " chunk_no INTEGER NOT NULL, rows INTEGER NOT NULL, duration_ms INTEGER NOT NULL, at INTEGER NOT NULL);"
 
 static const char schema_sql[] =
     "CREATE TABLE job ("
@@ -26,13 +32,15 @@ static const char schema_sql[] =
     "CREATE TABLE chunks ("
     " chunk_no INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, lo TEXT NOT NULL, hi TEXT NOT NULL,"
     " rows INTEGER NOT NULL, affected INTEGER NOT NULL, duration_ms INTEGER NOT NULL,"
-    " attempts INTEGER NOT NULL, error TEXT, committed_at INTEGER NOT NULL, skipped INTEGER NOT NULL DEFAULT 0);"
+    " attempts INTEGER NOT NULL, error TEXT, committed_at INTEGER NOT NULL, skipped INTEGER NOT NULL DEFAULT 0,"
+    " batch INTEGER NOT NULL DEFAULT 0, worker INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE runs ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, outcome TEXT NOT NULL,"
     " started_at INTEGER NOT NULL, ended_at INTEGER NOT NULL DEFAULT 0, rows INTEGER NOT NULL DEFAULT 0,"
     " chunks INTEGER NOT NULL DEFAULT 0, error TEXT);"
     "CREATE TABLE events ("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);";
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL,"
+    " data TEXT);" UNDONE_SQL;
 
 /* Statements prepared once at open: it keeps commit_chunk (run for every
  * chunk) free of parsing, and preparing them all checks the schema. */
@@ -62,7 +70,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_INSERT_CHUNK] = "INSERT INTO chunks (chunk_no, run_id, lo, hi, rows, affected, duration_ms, attempts, error,"
-                        " committed_at, skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        " committed_at, skipped, batch, worker)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [ST_CHUNK_JOB] = "UPDATE job SET rows = rows + ?1, affected = affected + max(?2, 0), chunks = chunks + 1,"
                      " last_key = ?3, updated_at = ?4",
     [ST_CHUNK_RUN] = "UPDATE runs SET rows = rows + ?1, chunks = chunks + 1 WHERE id = ?2",
@@ -75,7 +84,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_FINISH_JOB] = "UPDATE job SET state = ?1, error = ?2, updated_at = ?3",
     [ST_FINISH_RUN] = "UPDATE runs SET outcome = ?1, ended_at = ?2, error = ?3 WHERE id = ?4",
     [ST_SET_BATCH] = "UPDATE job SET batch = ?1",
-    [ST_LOG_EVENT] = "INSERT INTO events (at, kind, message) VALUES (?1, ?2, ?3)",
+    [ST_LOG_EVENT] = "INSERT INTO events (at, kind, message, data) VALUES (?1, ?2, ?3, ?4)",
     [ST_LAST_CHUNK] = "SELECT chunk_no, lo, hi FROM chunks ORDER BY chunk_no DESC LIMIT 1",
     [ST_DELETE_CHUNKS] = "DELETE FROM chunks",
     [ST_RESET_JOB] = "UPDATE job SET rows = 0, affected = 0, chunks = 0, last_key = NULL, checksum = '',"
@@ -380,15 +389,23 @@ static int check_header(sl_ckpt *ck, sl_err *err)
     }
     if (version < 1)
         return fail_corrupt(err, ck->path, "no schema version");
-    if (version == 1 &&
-        sqlite3_exec(ck->db,
-                     "BEGIN IMMEDIATE; ALTER TABLE job ADD COLUMN db_id TEXT;"
-                     " ALTER TABLE job ADD COLUMN db_cluster TEXT; ALTER TABLE job ADD COLUMN db_name TEXT;"
-                     " PRAGMA user_version = 2; COMMIT",
-                     NULL, NULL, NULL) != SQLITE_OK) {
-        int failed = fail_db(ck, "cannot upgrade it to this sluice's schema", err);
-        sqlite3_exec(ck->db, "ROLLBACK", NULL, NULL, NULL);
-        return failed;
+    /* each step in one transaction: a file is at one version or the next */
+    static const char *const upgrades[] = {
+        [1] = "ALTER TABLE job ADD COLUMN db_id TEXT; ALTER TABLE job ADD COLUMN db_cluster TEXT;"
+              " ALTER TABLE job ADD COLUMN db_name TEXT; PRAGMA user_version = 2;",
+        [2] = "ALTER TABLE chunks ADD COLUMN batch INTEGER NOT NULL DEFAULT 0;"
+              " ALTER TABLE chunks ADD COLUMN worker INTEGER NOT NULL DEFAULT 0;"
+              " ALTER TABLE events ADD COLUMN data TEXT;" UNDONE_SQL " PRAGMA user_version = 3;",
+    };
+    for (; version < CKPT_SCHEMA_VERSION; version++) {
+        char *sql = sl_asprintf("BEGIN IMMEDIATE; %s COMMIT", upgrades[version]);
+        rc = sqlite3_exec(ck->db, sql, NULL, NULL, NULL);
+        free(sql);
+        if (rc != SQLITE_OK) {
+            int failed = fail_db(ck, "cannot upgrade it to this sluice's schema", err);
+            sqlite3_exec(ck->db, "ROLLBACK", NULL, NULL, NULL);
+            return failed;
+        }
     }
     return 0;
 }
@@ -569,6 +586,9 @@ static void read_chunk_row(sqlite3_stmt *st, sl_ckpt_chunk *chunk)
     chunk->attempts = sqlite3_column_int64(st, 6);
     chunk->error = (const char *)sqlite3_column_text(st, 7);
     chunk->committed_at_ms = sqlite3_column_int64(st, 8);
+    chunk->skipped = sqlite3_column_int(st, 9);
+    chunk->batch = sqlite3_column_int64(st, 10);
+    chunk->worker = sqlite3_column_int64(st, 11);
 }
 
 /* Prepared per call rather than cached: fn may call back into this
@@ -578,8 +598,8 @@ int sl_ckpt_each_chunk(sl_ckpt *ckpt, int64_t after, int (*fn)(const sl_ckpt_chu
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(ckpt->db,
-                           "SELECT chunk_no, lo, hi, rows, affected, duration_ms, attempts, error, committed_at"
-                           " FROM chunks WHERE chunk_no > ?1 ORDER BY chunk_no",
+                           "SELECT chunk_no, lo, hi, rows, affected, duration_ms, attempts, error, committed_at,"
+                           " skipped, batch, worker FROM chunks WHERE chunk_no > ?1 ORDER BY chunk_no",
                            -1, &st, NULL) != SQLITE_OK)
         return fail_db(ckpt, "cannot read chunks", err);
     sqlite3_bind_int64(st, 1, after);
@@ -667,6 +687,8 @@ static int insert_chunk(sl_ckpt *ck, int64_t run_id, const sl_ckpt_chunk *chunk,
     bind_text(st, 9, chunk->error);
     sqlite3_bind_int64(st, 10, at);
     sqlite3_bind_int(st, 11, chunk->skipped ? 1 : 0);
+    sqlite3_bind_int64(st, 12, chunk->batch);
+    sqlite3_bind_int64(st, 13, chunk->worker);
     int rc = sqlite3_step(st);
     int res = 0;
     if (rc != SQLITE_DONE && sqlite3_extended_errcode(ck->db) == SQLITE_CONSTRAINT_PRIMARYKEY) {
@@ -849,10 +871,16 @@ int sl_ckpt_stamp(sl_ckpt *ckpt, sl_state state, const char *checksum, sl_err *e
 
 int sl_ckpt_log_event(sl_ckpt *ckpt, const char *kind, const char *message, sl_err *err)
 {
+    return sl_ckpt_log_event_data(ckpt, kind, message, NULL, err);
+}
+
+int sl_ckpt_log_event_data(sl_ckpt *ckpt, const char *kind, const char *message, const char *data, sl_err *err)
+{
     sqlite3_stmt *st = ckpt->stmts[ST_LOG_EVENT];
     sqlite3_bind_int64(st, 1, sl_now_ms());
     bind_text(st, 2, kind);
     bind_text(st, 3, message ? message : "");
+    bind_text(st, 4, data);
     return step_done(ckpt, st, "cannot log an event", err);
 }
 
@@ -890,10 +918,30 @@ static int delete_chunks(sl_ckpt *ck, const char *sql, int64_t chunk_no, sl_err 
     return rc;
 }
 
-int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, sl_err *err)
+/* What `down` undid, kept for `report` after the chunk itself is gone. */
+static int insert_undone(sl_ckpt *ck, int64_t run_id, int64_t chunk_no, int64_t rows, int64_t duration_ms, sl_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ck->db,
+                           "INSERT INTO undone (run_id, chunk_no, rows, duration_ms, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail_db(ck, "cannot record an undone chunk", err);
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, chunk_no);
+    sqlite3_bind_int64(st, 3, rows);
+    sqlite3_bind_int64(st, 4, duration_ms);
+    sqlite3_bind_int64(st, 5, sl_now_ms());
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail_db(ck, "cannot record an undone chunk", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, int64_t duration_ms, sl_err *err)
 {
     if (tx_begin(ckpt, err) != 0)
         return -1;
+    if (run_id > 0 && insert_undone(ckpt, run_id, chunk_no, rows, duration_ms, err) != 0)
+        return tx_abort(ckpt);
     if (delete_chunks(ckpt, "DELETE FROM chunks WHERE chunk_no = ?1", chunk_no, err) != 0 ||
         resummarize(ckpt, err) != 0)
         return tx_abort(ckpt);

@@ -77,6 +77,8 @@ static const struct directive_def {
                              parse_size, 1, INT64_C(1) << 50},
     [SL_DIR_MAX_DEAD_TUPLES] = {"max-dead-tuples", "a share of the table's live rows such as 20% (from 0.01% to 1000%)",
                                 parse_percent, 1, 100000},
+    [SL_DIR_VERIFY] = {"verify", "an SQL query that returns true once the job has done what it should", parse_sql, 0,
+                       0},
 };
 
 const char *sl_directive_name(sl_directive d)
@@ -240,7 +242,7 @@ static int parse_key(parser *p, sl_directive d, const char *value)
     return parse_ident_list(p, d, value, value, SL_MAX_KEY_COLS, &p->job->key, &p->job->nkey);
 }
 
-/* where, throttle-query and requires: one SQL fragment, kept without
+/* where, throttle-query, requires and verify: one SQL fragment, kept without
  * surrounding comments so that pasting it into a query cannot comment out
  * what follows. */
 static int parse_sql(parser *p, sl_directive d, const char *value)
@@ -261,6 +263,7 @@ static int parse_sql(parser *p, sl_directive d, const char *value)
     }
     char **slot = d == SL_DIR_WHERE            ? &p->job->where
                   : d == SL_DIR_THROTTLE_QUERY ? &p->job->throttle_query
+                  : d == SL_DIR_VERIFY         ? &p->job->verify
                                                : &p->job->requires;
     *slot = frag.text;
     return 0;
@@ -918,6 +921,7 @@ void sl_job_free(sl_job *job)
     free_strv(job->undo_cols, job->nundo_cols);
     free(job->throttle_query);
     free(job->requires);
+    free(job->verify);
     sl_stmts_free(job->up.stmts, job->up.nstmts);
     sl_stmts_free(job->down.stmts, job->down.nstmts);
     memset(job, 0, sizeof *job);

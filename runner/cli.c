@@ -2,6 +2,8 @@
 #include "sluice/cli.h"
 #include "sluice/ctl.h"
 #include "sluice/dburl.h"
+#include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/progress.h"
 #include "sluice/secrets.h"
 
@@ -12,7 +14,8 @@
 #include <unistd.h>
 
 static const char usage_text[] =
-    "usage: sluice [--db URL ...|--targets FILE] [--jobs DIR] [--checkpoints DIR] [--json] COMMAND [ARGS]\n"
+    "usage: sluice [--db URL ...|--targets FILE] [--jobs DIR] [--checkpoints DIR] [--json]\n"
+    "              [--metrics HOST:PORT] [--log-format text|json] COMMAND [ARGS]\n"
     "\n"
     "Runs data migrations over large tables in keyset-paginated chunks, each one short\n"
     "transaction, checkpointed so an interrupted run resumes exactly where it stopped.\n"
@@ -22,8 +25,10 @@ static const char usage_text[] =
     "  down JOB | -N | base    roll back JOB and every later applied job / the last N / all\n"
     "  status [JOB]            each job's state, read from the database (else the checkpoint files)\n"
     "  history                 every run, with times and row counts\n"
-    "  plan JOB                dry run: validate, estimate rows and chunks, show chunk SQL and its plan\n"
+    "  plan JOB [--sample N]   dry run: validate, estimate rows and chunks, show chunk SQL and its plan;\n"
+    "                          --sample N runs the first N chunks, each rolled back, and times them\n"
     "  stamp JOB done|pending  record a job's state without running it\n"
+    "  report JOB [-o FILE]    the job's runs as one HTML page with charts (from its checkpoint file)\n"
     "  ctl JOB pause|resume|status|set NAME=VALUE   talk to a running job\n"
     "  (upgrade, downgrade and current are aliases of up, down and status)\n"
     "\n"
@@ -39,6 +44,9 @@ static const char usage_text[] =
     "  --jobs DIR         directory of job files (default ./jobs)\n"
     "  --checkpoints DIR  directory of checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")\n"
     "  --json             machine-readable output (status, history)\n"
+    "  --metrics HOST:PORT  up, down: serve Prometheus metrics at http://HOST:PORT/metrics while running\n"
+    "  --log-format FMT   text (default) or json: one JSON object a log line on stderr\n"
+    "  --version          print sluice's version\n"
     "  --allow-changed-statements  resume a job whose file changed after its first chunk (what it walks,\n"
     "                     table, key, where and undo columns, must stay as it was)\n"
     "  --allow-no-index   walk a key no btree index leads with (every chunk scans the table)\n"
@@ -78,9 +86,16 @@ static const command_help helps[] = {
     {"status", "usage: sluice status [JOB] [--json]\n\n"
                "Each job's state, rows, chunks, last key, read from the checkpoint files (no database needed).\n"},
     {"history", "usage: sluice history [--json]\n\nEvery run of every job, oldest first, with times and row counts.\n"},
-    {"plan", "usage: sluice plan JOB\n\n"
+    {"plan", "usage: sluice plan JOB [--sample N]\n\n"
              "Dry run against the live database: table, key, index, estimated rows and chunks, the first\n"
-             "chunk's bounds, its SQL and EXPLAIN; warns about sequential scans. Changes nothing.\n"},
+             "chunk's bounds, its SQL and EXPLAIN; requires and verify; warns about sequential scans. Changes\n"
+             "nothing. --sample N (1 to 1000) runs the first N chunks, each in a transaction that is rolled\n"
+             "back, and estimates the job from them: time per chunk (median, p90), total time at the job's\n"
+             "pace, WAL per chunk on PostgreSQL. No row of sluice's is written, no table created.\n"},
+    {"report", "usage: sluice report JOB [-o FILE]\n\n"
+               "Write the job's journal (its checkpoint file: runs, chunks, holds, retries, splits, rows set aside)\n"
+               "as one self-contained HTML page with charts, to FILE (default JOB.report.html), created 0600.\n"
+               "Works for finished, stopped and running jobs, and for down runs. No database needed.\n"},
     {"stamp", "usage: sluice stamp JOB done|pending\n\n"
               "Record a job's state without running it. pending forgets its progress (in the checkpoint file\n"
               "and in the database's sluice_progress table) so the next `up` runs it from the start.\n"},
@@ -116,6 +131,9 @@ typedef struct cli_args {
     int npos;
     int help;
     const char *on_conflict; /* --on-conflict, checked by dispatch_down */
+    const char *log_format;  /* --log-format, checked by apply_observability */
+    const char *sample;      /* --sample, checked by apply_observability */
+    int version;             /* --version */
     char **dbs;              /* copies of every --db's value, whose passwords argv no longer shows */
     int ndbs;
     const char *targets;                /* --targets FILE */
@@ -196,6 +214,16 @@ static int parse_args(int argc, char **argv, cli_args *a)
                 return -1;
         } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
             a->help = 1;
+        else if (strcmp(arg, "--version") == 0)
+            a->version = 1;
+        else if (strcmp(arg, "--metrics") == 0 || strncmp(arg, "--metrics=", 10) == 0)
+            target = &a->opts.metrics;
+        else if (strcmp(arg, "--log-format") == 0 || strncmp(arg, "--log-format=", 13) == 0)
+            target = &a->log_format;
+        else if (strcmp(arg, "--sample") == 0 || strncmp(arg, "--sample=", 9) == 0)
+            target = &a->sample;
+        else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0 || strncmp(arg, "--output=", 9) == 0)
+            target = &a->opts.out_file;
         else if (strcmp(arg, "--db") == 0 || strncmp(arg, "--db=", 5) == 0)
             target = &a->opts.db;
         else if (strcmp(arg, "--jobs") == 0 || strncmp(arg, "--jobs=", 7) == 0)
@@ -336,7 +364,7 @@ static int resolve_defaults(cli_args *a, const char *cmd)
         o->jobs_dir = "jobs";
     if (!o->run.ckpt_dir)
         o->run.ckpt_dir = SL_DEFAULT_CKPT_DIR;
-    o->run.progress_tty = isatty(2);
+    o->run.progress_tty = isatty(2) && sl_log_get_format() == SL_LOG_FORMAT_TEXT;
     return 0;
 }
 
@@ -470,6 +498,30 @@ static int dispatch_down(const cli_args *a, const sl_opts *o)
     return code;
 }
 
+/* --log-format, --metrics, --sample and -o: each only where it means something. */
+static int apply_observability(cli_args *a, const char *cmd)
+{
+    sl_log_format format = SL_LOG_FORMAT_TEXT;
+    if (a->log_format && sl_log_format_parse(a->log_format, &format) != 0) {
+        sl_error("--log-format \"%s\": expected text or json", a->log_format);
+        return -1;
+    }
+    sl_log_set_format(format); /* resolve_defaults draws no progress line with json */
+    if (a->opts.metrics && strcmp(cmd, "up") != 0 && strcmp(cmd, "down") != 0) {
+        sl_error("--metrics is for up and down, which serve metrics while they run");
+        return -1;
+    }
+    if (a->sample && (strcmp(cmd, "plan") != 0 || sl_parse_int(a->sample, 1, 1000, &a->opts.sample) != 0)) {
+        sl_error("--sample \"%s\": plan --sample N takes a number of chunks from 1 to 1000", a->sample);
+        return -1;
+    }
+    if (a->opts.out_file && strcmp(cmd, "report") != 0) {
+        sl_error("-o is for report: sluice report JOB -o FILE");
+        return -1;
+    }
+    return 0;
+}
+
 /* One command against one database (o: the one of --db, or a fleet's target's). */
 static int dispatch_one(const char *cmd, const cli_args *a, const sl_opts *o)
 {
@@ -480,6 +532,8 @@ static int dispatch_one(const char *cmd, const cli_args *a, const sl_opts *o)
         return cmd_ctl(a, o, arg1);
     if (strcmp(cmd, "down") == 0)
         return dispatch_down(a, o);
+    if (strcmp(cmd, "report") == 0)
+        return want_args(a, 1, 1, cmd) ? sl_cmd_report(o, arg1) : SL_EXIT_USAGE;
     if (strcmp(cmd, "up") == 0) {
         if (!want_args(a, 0, 1, cmd))
             return SL_EXIT_USAGE;
@@ -576,13 +630,33 @@ static int dispatch_fleet(const char *cmd, cli_args *a)
         sl_error("--parallel \"%s\": expected a whole number of targets from 1 to 64", a->parallel);
         return SL_EXIT_USAGE;
     }
+    if (strcmp(cmd, "report") == 0 && o->out_file && a->fleet.n > 1) {
+        sl_error("-o names one file, and there are %zu targets (hint: --target NAME picks one; without -o each "
+                 "target's page is JOB.NAME.report.html)",
+                 a->fleet.n);
+        return SL_EXIT_USAGE;
+    }
     int concurrent = strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    /* one endpoint for every target: each series has target="NAME" */
+    sl_metrics_server *metrics = NULL;
+    sl_err err = {{0}};
+    if (concurrent && o->metrics && sl_metrics_serve(&loop, o->metrics, &metrics, &err) != 0) {
+        sl_error("%s", err.msg);
+        uv_loop_close(&loop);
+        return SL_EXIT_USAGE;
+    }
     fleet_cmd c = {a, cmd, sl_calloc(a->fleet.n + 1, sizeof(int))};
     sl_log_set_prefix(fleet_prefix);
     sl_progress_set_owner(fleet_prefix);
-    int code = sl_fleet_run(&a->fleet, concurrent ? (size_t)parallel : 0, on_target, &c);
+    int code = sl_fleet_run(&a->fleet, concurrent ? &loop : NULL, concurrent ? (size_t)parallel : 0, on_target, &c);
     sl_progress_set_owner(NULL);
     sl_log_set_prefix(NULL);
+    sl_metrics_stop(metrics);
+    uv_run(&loop, UV_RUN_DEFAULT); /* what the commands left closing */
+    if (uv_loop_close(&loop) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
     if (concurrent)
         fleet_summary(&a->fleet, c.codes);
     if (strcmp(cmd, "ctl") == 0 && c.idle == a->fleet.n && a->fleet.n > 0) {
@@ -651,6 +725,10 @@ static int run_cli(int argc, char **argv, cli_args *a)
 {
     if (parse_args(argc, argv, a) != 0)
         return SL_EXIT_USAGE;
+    if (a->version) {
+        printf("sluice %s\n", SL_VERSION);
+        return SL_EXIT_OK;
+    }
     if (a->npos == 0) {
         if (a->help) {
             fputs(usage_text, stdout);
@@ -662,7 +740,7 @@ static int run_cli(int argc, char **argv, cli_args *a)
     const char *cmd = canonical_command(a->pos[0]);
     if (a->help)
         return print_command_help(cmd);
-    if (parse_on_conflict(a) != 0 || make_fleet(a) != 0)
+    if (parse_on_conflict(a) != 0 || make_fleet(a) != 0 || apply_observability(a, cmd) != 0)
         return SL_EXIT_USAGE;
     if (a->fleet.n == 0 && a->ndbs == 1)
         a->opts.db = a->dbs[0];

@@ -9,6 +9,7 @@
 #include "sluice/cli.h"
 #include "sluice/fleet.h"
 #include "sluice/json.h"
+#include "sluice/metrics.h"
 
 int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
 {
@@ -22,6 +23,14 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
         sl_error("%s", err.msg);
         if (!opts->loop)
             uv_loop_close(&own);
+        return SL_EXIT_USAGE;
+    }
+    /* a fleet serves its targets' metrics from one endpoint (cli.c) */
+    sl_metrics_server *metrics = NULL;
+    if (opts->metrics && !opts->loop && sl_metrics_serve(loop, opts->metrics, &metrics, &err) != 0) {
+        sl_error("%s", err.msg);
+        sl_session_close(&sess);
+        uv_loop_close(&own);
         return SL_EXIT_USAGE;
     }
     sl_job *target = only ? sl_jobset_find(jobs, only) : NULL;
@@ -38,6 +47,7 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
         }
         code = sl_up_job(&sess, &opts->run, &jobs->jobs[i]);
     }
+    sl_metrics_stop(metrics); /* before the session's close runs the loop to its end */
     sl_session_close(&sess);
     if (!opts->loop && uv_loop_close(&own) != 0)
         sl_warn("BUG: a libuv handle was left open at exit");

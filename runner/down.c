@@ -13,6 +13,9 @@
 #include "sluice/ckpt.h"
 #include "sluice/cli.h"
 #include "sluice/fiber.h"
+#include "sluice/json.h"
+#include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/progress.h"
 #include "sluice/undo.h"
 
@@ -49,6 +52,7 @@ typedef struct down_run {
     down_range *ranges;
     size_t nranges, next_range;
     int failed; /* a worker failed: the others stop */
+    sl_metrics_job *metrics;
     sl_err err;
 } down_run;
 
@@ -477,12 +481,15 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts)
 }
 
 /* After the commit: the journal follows (it may lag; opening a run syncs it). */
-static int record_undone(down_worker *w, const down_chunk *c)
+static int record_undone(down_worker *w, const down_chunk *c, int64_t started)
 {
     down_run *r = w->r;
-    if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, c->rows, &w->err) != 0)
+    int64_t ms = sl_mono_ms() - started;
+    if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, c->rows, ms, &w->err) != 0)
         return -1;
     r->rows_undone += c->rows;
+    if (r->metrics)
+        sl_metrics_chunk(r->metrics, c->rows, ms);
     return 0;
 }
 
@@ -490,10 +497,11 @@ static int record_undone(down_worker *w, const down_chunk *c)
 static int do_chunk(down_worker *w, down_chunk *c)
 {
     down_run *r = w->r;
+    int64_t started = sl_mono_ms();
     for (int64_t attempts = 1;; attempts++) {
         int st = send_chunk(w, c, attempts);
         if (st == STEP_OK || st == STEP_GONE)
-            return record_undone(w, c);
+            return record_undone(w, c, started);
         if (st == STEP_FENCED) {
             sl_err_set(&w->err, "%s", r->run.lease.why);
             return -1;
@@ -513,14 +521,19 @@ static int do_chunk(down_worker *w, down_chunk *c)
             if (rc != 0)
                 return rc > 0 ? 1 : -1;
             if (!applied)
-                return record_undone(w, c);
+                return record_undone(w, c, started);
             continue;
         }
         if (attempts > r->job->retries)
             return -1;
         int64_t wait = sl_session_backoff_ms((int)attempts);
-        sl_warn("%s (transient; retrying in %" PRId64 " ms)", w->err.msg, wait);
+        sl_log_event(SL_LOG_WARN, "retry",
+                     json_pack("{sIsIsIso}", "chunk", (json_int_t)c->chunk_no, "attempt", (json_int_t)attempts,
+                               "wait_ms", (json_int_t)wait, "error", sl_json_str(w->err.msg)),
+                     "%s (transient; retrying in %" PRId64 " ms)", w->err.msg, wait);
         sl_run_event(&r->run, "retry", w->err.msg);
+        if (r->metrics)
+            sl_metrics_count(r->metrics, SL_COUNT_RETRY, 1);
         if (sl_session_sleep(w->sess, wait))
             return 1;
     }
@@ -648,6 +661,14 @@ static int finish(down_run *r, int code)
         forget_split(r);
     r->run.err = r->err;
     code = sl_run_finish(&r->run, code);
+    if (r->metrics)
+        sl_metrics_state(r->metrics, code == SL_EXIT_OK ? "rolled_back" : "rolling_back");
+    json_t *fields = json_pack("{sIsI}", "rows", (json_int_t)r->rows_undone, "chunks", (json_int_t)r->nchunks);
+    if (code == SL_EXIT_OK || code == SL_EXIT_STOPPED)
+        sl_log_event(SL_LOG_INFO, code == SL_EXIT_OK ? "rolled_back" : "stopped", fields, "%s: %s", r->job->name,
+                     code == SL_EXIT_OK ? "rolled back" : "rollback stopped");
+    else
+        json_decref(fields);
     if (code == SL_EXIT_OK && r->nlost)
         sl_info("%s: rolled back: %" PRId64 " rows in %zu chunks; %zu chunk%s left as %s (no undo record)",
                 r->job->name, r->rows_undone, r->nchunks - r->nlost, r->nlost, r->nlost == 1 ? "" : "s",
@@ -670,8 +691,15 @@ static int execute(down_run *r)
         return SL_EXIT_FAILED;
     }
     char *how = sl_undo_describe_kind(r->job);
-    sl_info("%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total, how);
+    sl_log_event(SL_LOG_INFO, "start",
+                 json_pack("{sbsIsIss}", "down", 1, "chunks", (json_int_t)r->nchunks, "rows", (json_int_t)r->rows_total,
+                           "undo", how),
+                 "%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total,
+                 how);
     free(how);
+    r->metrics = sl_metrics_job_get(r->job->name);
+    sl_metrics_begin(r->metrics, 1, r->rows_total, 0, 0);
+    sl_metrics_state(r->metrics, "rolling_back");
     sl_progress_begin(r->job->name, r->rows_total, 0, r->opts->progress_tty);
     int code = walk(r);
     sl_progress_end();
@@ -686,6 +714,7 @@ static int refused_code(int rc)
 static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
 {
     down_run r = {.sess = sess, .opts = opts, .job = job};
+    sl_log_set_job(job->name);
     int rc = sl_run_read_row(sess, job->name, &r.row, &r.err);
     if (rc == 0)
         rc = prepare(&r, &r.row);
@@ -702,8 +731,10 @@ static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
         rc = check_records(&r);
     int code = rc != 0 ? refused_code(rc) : execute(&r);
     if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
-        sl_error("%s", r.err.msg);
+        sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
+                     json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
     run_free(&r);
+    sl_log_set_job(NULL);
     return code;
 }
 
@@ -814,6 +845,14 @@ int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
             uv_loop_close(&own);
         return SL_EXIT_USAGE;
     }
+    /* a fleet serves its targets' metrics from one endpoint (cli.c) */
+    sl_metrics_server *metrics = NULL;
+    if (opts->metrics && !opts->loop && sl_metrics_serve(loop, opts->metrics, &metrics, &err) != 0) {
+        sl_error("%s", err.msg);
+        sl_session_close(&sess);
+        uv_loop_close(&own);
+        return SL_EXIT_USAGE;
+    }
     int code = SL_EXIT_OK;
     size_t n = 0, *order = sl_calloc(jobs->njobs + 1, sizeof(size_t));
     if (sl_session_connect(&sess, &err) != 0) {
@@ -833,6 +872,7 @@ int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
             code = down_job(&sess, &opts->run, &jobs->jobs[order[i]]);
     }
     free(order);
+    sl_metrics_stop(metrics);
     sl_session_close(&sess);
     if (!opts->loop && uv_loop_close(&own) != 0)
         sl_warn("BUG: a libuv handle was left open at exit");

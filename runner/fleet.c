@@ -252,8 +252,8 @@ static void run_call(void *arg)
     c->code = c->fn(c->target, c->loop, c->arg);
 }
 
-int sl_fleet_run(const sl_fleet *fleet, size_t parallel, int (*fn)(const sl_target *target, uv_loop_t *loop, void *arg),
-                 void *arg)
+int sl_fleet_run(const sl_fleet *fleet, uv_loop_t *loop, size_t parallel,
+                 int (*fn)(const sl_target *target, uv_loop_t *loop, void *arg), void *arg)
 {
     int code = SL_EXIT_OK;
     if (parallel == 0) {
@@ -264,23 +264,18 @@ int sl_fleet_run(const sl_fleet *fleet, size_t parallel, int (*fn)(const sl_targ
         in_turn = NULL;
         return code;
     }
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     fleet_call *calls = sl_calloc(fleet->n + 1, sizeof *calls);
     sl_fiber **fibers = sl_calloc(fleet->n + 1, sizeof *fibers);
     for (size_t i = 0; i < fleet->n; i++) {
-        calls[i] = (fleet_call){&fleet->targets[i], &loop, fn, arg, SL_EXIT_OK};
+        calls[i] = (fleet_call){&fleet->targets[i], loop, fn, arg, SL_EXIT_OK};
         fibers[i] = sl_fiber_new(run_call, &calls[i]);
         sl_fiber_set_tag(fibers[i], &fleet->targets[i]);
     }
-    sl_fiber_run_all(&loop, fibers, fleet->n, parallel);
-    uv_run(&loop, UV_RUN_DEFAULT); /* what the commands left closing */
+    sl_fiber_run_all(loop, fibers, fleet->n, parallel);
     for (size_t i = 0; i < fleet->n; i++) {
         code = sl_fleet_worse(code, calls[i].code);
         sl_fiber_free(fibers[i]);
     }
-    if (uv_loop_close(&loop) != 0)
-        sl_warn("BUG: a libuv handle was left open at exit");
     free(fibers);
     free(calls);
     return code;

@@ -209,6 +209,17 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
             sl_answer_free(&ans);
         }
     }
+    if (job->verify) {
+        sl_answer ans;
+        if (sl_session_exec1(&sess, job->verify, 0, NULL, &ans) == 0) {
+            const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+            printf("verify:     %s (%s:%d) -> %s\n", job->verify, job->path, job->line[SL_DIR_VERIFY],
+                   !ans.ok             ? ans.error
+                   : sl_answer_true(v) ? "true now (up checks it again after the last chunk)"
+                                       : "not true yet (it must be once the last chunk is done, or the job fails)");
+            sl_answer_free(&ans);
+        }
+    }
     int warnings = info.index ? 0 : 1;
     warnings += plan_health(opts, &sess, job, &info);
     if (!info.unique_key) {
@@ -227,9 +238,11 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
         printf("\nwarning: a plan above %s: each chunk may read the whole table\n",
                sess.dialect == SL_DIALECT_SQLITE ? "scans the table without an index (SCAN or TEMP B-TREE)"
                                                  : "has a Seq Scan");
+    if (opts->sample > 0 && sl_plan_sample(&sess, job, &info, rows, opts->sample) != 0)
+        code = SL_EXIT_FAILED;
     sl_table_info_free(&info);
     close_session(&loop, &sess);
-    return SL_EXIT_OK;
+    return code;
 }
 
 int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sluice/log.h"
 #include "sluice/util.h"
 
 /* A fleet runs several targets at once: a line each, and a total. */
@@ -67,25 +68,48 @@ double sl_progress_rate(void)
     return s ? rate_of(s) : 0;
 }
 
-static void format_line(const slot *s, char *out, size_t outsz)
+/* Seconds left at this run's rate, -1 when that cannot be told. */
+static int64_t eta_seconds(const slot *s, double rate)
+{
+    if (s->total <= 0 || rate <= 0 || s->total <= s->done)
+        return -1;
+    return (int64_t)((double)(s->total - s->done) / rate);
+}
+
+/* "[#######.............] " for the terminal: the share of the estimate done. */
+static void format_bar(double pct, char *out, size_t outsz)
+{
+    enum { WIDTH = 20 };
+    char bar[WIDTH + 1];
+    int filled = (int)(pct * WIDTH / 100.0);
+    for (int i = 0; i < WIDTH; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[WIDTH] = '\0';
+    snprintf(out, outsz, "[%s] ", bar);
+}
+
+/* with_who: the target's name first (the terminal's lines; a log line has its own prefix) */
+static void format_line(const slot *s, int with_who, char *out, size_t outsz)
 {
     double rate = rate_of(s);
-    char pct[16] = "", eta[32] = "", who[80] = "";
-    if (s->owner[0])
+    char pct[16] = "", eta[32] = "", who[80] = "", bar[32] = "";
+    if (s->owner[0] && with_who)
         snprintf(who, sizeof who, "[%s] ", s->owner);
     if (s->total > 0) {
         double p = 100.0 * (double)s->done / (double)s->total;
         if (p > 99.9)
             p = 99.9; /* estimates are estimates: 100 % is said by "done" */
         snprintf(pct, sizeof pct, " (%.1f%%)", p);
-        if (rate > 0 && s->total > s->done) {
-            int64_t secs = (int64_t)((double)(s->total - s->done) / rate);
+        if (prog.tty)
+            format_bar(p, bar, sizeof bar);
+        int64_t secs = eta_seconds(s, rate);
+        if (secs >= 0) {
             snprintf(eta, sizeof eta, ", eta %lld:%02lld:%02lld", (long long)(secs / 3600), (long long)(secs / 60 % 60),
                      (long long)(secs % 60));
         }
     }
     if (s->total > 0)
-        snprintf(out, outsz, "%s%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s%s%s", who, s->job,
+        snprintf(out, outsz, "%s%s%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s%s%s", who, bar, s->job,
                  (long long)s->done, (long long)s->total, pct, rate, (long long)s->batch, eta, s->note[0] ? " | " : "",
                  s->note);
     else
@@ -119,7 +143,7 @@ static void draw_lines(void)
         if (!s->active)
             continue;
         char line[512];
-        format_line(s, line, sizeof line);
+        format_line(s, 1, line, sizeof line);
         if (lines++)
             sl_buf_addc(&all, '\n');
         /* the job's name is a file name: it may hold anything */
@@ -180,9 +204,13 @@ void sl_progress_update(int64_t done, int64_t batch)
     } else if (now - s->last_log_ms >= 10000) {
         s->last_log_ms = now;
         char line[512];
-        format_line(s, line, sizeof line);
-        /* the log line names its target itself */
-        sl_info("%s", s->owner[0] ? line + strlen(s->owner) + 3 : line);
+        format_line(s, 0, line, sizeof line);
+        double rate = rate_of(s);
+        json_t *fields = json_pack("{sIsIsfsI}", "rows", (json_int_t)s->done, "batch", (json_int_t)s->batch, "rate",
+                                   rate, "eta_s", (json_int_t)eta_seconds(s, rate));
+        if (s->total > 0)
+            json_object_set_new(fields, "rows_estimated", json_integer(s->total));
+        sl_log_event(SL_LOG_INFO, "progress", fields, "%s", line);
     }
 }
 

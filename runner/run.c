@@ -1,5 +1,6 @@
 /* run.c: one run of a job: its lock, its state in the database (read top to bottom below), reconnects, the journal. */
 #include "sluice/run.h"
+#include "sluice/metrics.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -296,8 +297,13 @@ const char *sl_run_fence_id(const sl_run *run)
 
 void sl_run_event(sl_run *run, const char *kind, const char *message)
 {
+    sl_run_event_data(run, kind, message, NULL);
+}
+
+void sl_run_event_data(sl_run *run, const char *kind, const char *message, const char *data)
+{
     sl_err lerr;
-    if (run->ckpt && sl_ckpt_log_event(run->ckpt, kind, message, &lerr) != 0)
+    if (run->ckpt && sl_ckpt_log_event_data(run->ckpt, kind, message, data, &lerr) != 0)
         sl_warn("%s", lerr.msg);
 }
 
@@ -654,6 +660,7 @@ int sl_run_reconnect(sl_run *run, sl_session *sess)
             return -1;
     }
     sl_run_event(run, "reconnect", "reconnected after a lost connection");
+    sl_metrics_count(sl_metrics_job_get(run->job->name), SL_COUNT_RECONNECT, 1);
     return 0;
 }
 

@@ -3,6 +3,8 @@
 
 #include "sluice/dburl.h"
 #include "sluice/fiber.h"
+#include "sluice/json.h"
+#include "sluice/log.h"
 
 #include <assert.h>
 #include <signal.h>
@@ -519,11 +521,16 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
     sl_err cerr = {0};
     for (int attempt = 1;; attempt++) {
         int64_t wait = sl_session_backoff_ms(attempt + 1);
-        if (attempt == 1)
-            sl_warn("%s: connection lost; reconnecting in %lld ms", who, (long long)wait);
-        else
-            sl_warn("%s: reconnecting failed: %s; trying again in %lld ms (attempt %d)", who, cerr.msg, (long long)wait,
-                    attempt);
+        json_t *fields = json_pack("{sisI}", "attempt", attempt, "wait_ms", (json_int_t)wait);
+        if (attempt == 1) {
+            sl_log_event(SL_LOG_WARN, "reconnect", fields, "%s: connection lost; reconnecting in %lld ms", who,
+                         (long long)wait);
+        } else {
+            json_object_set_new(fields, "error", sl_json_str(cerr.msg));
+            sl_log_event(SL_LOG_WARN, "reconnect", fields,
+                         "%s: reconnecting failed: %s; trying again in %lld ms (attempt %d)", who, cerr.msg,
+                         (long long)wait, attempt);
+        }
         if (sl_session_sleep(sess, wait))
             return 1;
         if (sl_session_connect(sess, &cerr) == 0)
@@ -535,7 +542,7 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
             return -1;
         }
     }
-    sl_info("%s: reconnected", who);
+    sl_log_event(SL_LOG_INFO, "reconnected", NULL, "%s: reconnected", who);
     return 0;
 }
 

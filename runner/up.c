@@ -14,6 +14,8 @@
 
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
+#include "sluice/json.h"
+#include "sluice/log.h"
 #include "sluice/progress.h"
 #include "sluice/undo.h"
 
@@ -151,6 +153,26 @@ int sl_up_exec_read(up_run *r, sl_session *sess, const sl_pg_query *q, size_t n,
     }
 }
 
+/* After the walk: the job's verify query decides between done and failed. */
+static int verified(up_run *r, int code)
+{
+    if (code != SL_EXIT_OK || !r->job->verify)
+        return code;
+    if (r->run_rows == 0 && r->has_last)
+        sl_info("%s: every chunk was done already; checking verify again (%s:%d)", r->job->name, r->job->path,
+                r->job->line[SL_DIR_VERIFY]);
+    if (sl_up_verify(r) != 0)
+        return SL_EXIT_FAILED;
+    sl_log_event(SL_LOG_INFO, "verified", json_pack("{si}", "line", r->job->line[SL_DIR_VERIFY]),
+                 "%s: verify returned true (%s:%d)", r->job->name, r->job->path, r->job->line[SL_DIR_VERIFY]);
+    return SL_EXIT_OK;
+}
+
+static const char *state_of(int code)
+{
+    return code == SL_EXIT_OK ? "done" : code == SL_EXIT_STOPPED ? "stopped" : "failed";
+}
+
 /* Position, the run's record, the walk, and the final state. */
 static int run_job(up_run *r)
 {
@@ -168,12 +190,29 @@ static int run_job(up_run *r)
     if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &r->err) != 0)
         return SL_EXIT_FAILED;
     if (r->nothing) {
-        sl_info("%s: %s has no rows to walk; done", r->job->name, r->info.ks.table);
-        return sl_run_finish(&r->run, SL_EXIT_OK);
+        sl_info("%s: %s has no rows to walk", r->job->name, r->info.ks.table);
+        int code = verified(r, SL_EXIT_OK);
+        r->metrics = sl_metrics_job_get(r->job->name);
+        r->run.err = r->err;
+        code = sl_run_finish(&r->run, code);
+        sl_metrics_state(r->metrics, state_of(code));
+        if (code == SL_EXIT_OK)
+            sl_log_event(SL_LOG_INFO, "done", json_pack("{sisi}", "rows", 0, "chunks", 0), "%s: done: nothing to walk",
+                         r->job->name);
+        return code;
     }
     int64_t total = sl_catalog_estimate_rows(r->sess, &r->info.ks);
-    sl_info("%s: %s from chunk %" PRId64 " (%" PRId64 " rows done), batch %" PRId64, r->job->name,
-            r->has_last ? "resuming" : "starting", r->next_chunk_no, r->rows_done, r->pace.batch);
+    /* a job that runs gets its series (one already done or refused has none) */
+    r->metrics = sl_metrics_job_get(r->job->name);
+    sl_metrics_begin(r->metrics, 0, total, r->rows_done, r->chunks_done);
+    sl_metrics_state(r->metrics, "running");
+    sl_metrics_batch(r->metrics, r->pace.batch);
+    sl_log_event(SL_LOG_INFO, r->has_last ? "resume" : "start",
+                 json_pack("{sIsIsIsIsI}", "chunk", (json_int_t)r->next_chunk_no, "rows_done", (json_int_t)r->rows_done,
+                           "chunks_done", (json_int_t)r->chunks_done, "batch", (json_int_t)r->pace.batch,
+                           "rows_estimated", (json_int_t)total),
+                 "%s: %s from chunk %" PRId64 " (%" PRId64 " rows done), batch %" PRId64, r->job->name,
+                 r->has_last ? "resuming" : "starting", r->next_chunk_no, r->rows_done, r->pace.batch);
     sl_progress_begin(r->job->name, total, r->rows_done, r->opts->progress_tty);
     sl_ctl *ctl = NULL;
     char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
@@ -184,13 +223,20 @@ static int run_job(up_run *r)
     sl_ctl_stop(ctl); /* NULL-safe; its handles are released by the loop */
     free(ctl_path);
     sl_progress_end();
+    code = verified(r, code);
     r->run.err = r->err;
     code = sl_run_finish(&r->run, code);
+    sl_metrics_state(r->metrics, state_of(code));
+    json_t *fields = json_pack("{sIsI}", "rows", (json_int_t)r->rows_done, "chunks", (json_int_t)r->chunks_done);
     if (code == SL_EXIT_OK)
-        sl_info("%s: done: %" PRId64 " rows in %" PRId64 " chunks", r->job->name, r->rows_done, r->chunks_done);
+        sl_log_event(SL_LOG_INFO, "done", fields, "%s: done: %" PRId64 " rows in %" PRId64 " chunks", r->job->name,
+                     r->rows_done, r->chunks_done);
     else if (code == SL_EXIT_STOPPED)
-        sl_info("%s: stopped after %" PRId64 " chunks (%" PRId64 " rows); `sluice up` resumes it", r->job->name,
-                r->chunks_done, r->rows_done);
+        sl_log_event(SL_LOG_INFO, "stopped", fields,
+                     "%s: stopped after %" PRId64 " chunks (%" PRId64 " rows); `sluice up` resumes it", r->job->name,
+                     r->chunks_done, r->rows_done);
+    else
+        json_decref(fields);
     return code;
 }
 
@@ -252,6 +298,7 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     r.sess = sess;
     r.opts = opts;
     r.job = job;
+    sl_log_set_job(job->name);
     int code = decide(&r);
     int opened = 0;
     if (code == SL_EXIT_OK) {
@@ -275,11 +322,13 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     if (code == JOB_DONE)
         code = SL_EXIT_OK;
     if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
-        sl_error("%s", r.err.msg);
+        sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
+                     json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
     if (opened)
         sl_run_close(&r.run);
     if (r.has_health)
         sl_throttle_close(&r.health);
     run_free(&r);
+    sl_log_set_job(NULL);
     return code;
 }

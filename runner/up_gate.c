@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "sluice/json.h"
+#include "sluice/log.h"
 #include "sluice/progress.h"
 #include "sluice/throttle.h"
 #include "up_internal.h"
@@ -15,7 +17,8 @@ static int check_window(up_run *r, int64_t *wait_ms)
     int64_t until = 0;
     if (sl_window_check(r->job->windows, r->job->nwindows, time(NULL), &until)) {
         if (r->window_announced) {
-            sl_info("%s: window open; going on", r->job->name);
+            sl_log_event(SL_LOG_INFO, "window", json_pack("{sb}", "open", 1), "%s: window open; going on",
+                         r->job->name);
             sl_progress_note(NULL);
             r->window_announced = 0;
         }
@@ -24,11 +27,13 @@ static int check_window(up_run *r, int64_t *wait_ms)
     char at[16];
     sl_window_format_at(time(NULL), until, at);
     if (r->opts->no_wait) {
-        sl_info("%s: outside its windows (next opens at %s); stopping (--no-wait)", r->job->name, at);
+        sl_log_event(SL_LOG_INFO, "window", json_pack("{sbsssb}", "open", 0, "next", at, "stopping", 1),
+                     "%s: outside its windows (next opens at %s); stopping (--no-wait)", r->job->name, at);
         return 1;
     }
     if (!r->window_announced) {
-        sl_info("%s: outside its windows; waiting until %s", r->job->name, at);
+        sl_log_event(SL_LOG_INFO, "window", json_pack("{sbss}", "open", 0, "until", at),
+                     "%s: outside its windows; waiting until %s", r->job->name, at);
         sl_progress_note("waiting for the window at %s", at);
         sl_run_event(&r->run, "window", "outside the windows; waiting");
         r->window_announced = 1;
@@ -50,12 +55,18 @@ static int check_health(up_run *r, int64_t *wait_ms)
     char reason[512];
     int rc =
         sl_throttle_check(&r->health, sl_up_idle_session(r), r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
+    if (r->health.lag_measured && r->pace.max_replica_lag_ms > 0)
+        sl_metrics_replica_lag(r->metrics, r->health.lag_ms); /* shown as sluice_replica_lag_seconds */
     if (rc == 0) {
         if (r->health_since) {
             char msg[700];
             snprintf(msg, sizeof msg, "resumed after %" PRId64 "s paused (%s)", (sl_mono_ms() - r->health_since) / 1000,
                      r->health_first);
-            sl_info("%s: %s", r->job->name, msg);
+            sl_log_event(SL_LOG_INFO, "resume_after_throttle",
+                         json_pack("{sIssso}", "seconds", (json_int_t)((sl_mono_ms() - r->health_since) / 1000),
+                                   "reason", sl_hold_name(sl_hold_of_reason(r->health_first)), "detail",
+                                   sl_json_str(r->health_first)),
+                         "%s: %s", r->job->name, msg);
             sl_progress_note(NULL);
             sl_run_event(&r->run, "throttle", msg);
             r->health_since = 0;
@@ -67,7 +78,10 @@ static int check_health(up_run *r, int64_t *wait_ms)
     if (!r->health_since) {
         r->health_since = sl_mono_ms();
         snprintf(r->health_first, sizeof r->health_first, "%s", reason);
-        sl_warn("%s: pausing: %s", r->job->name, reason);
+        sl_log_event(
+            SL_LOG_WARN, "throttle",
+            json_pack("{ssso}", "reason", sl_hold_name(sl_hold_of_reason(reason)), "detail", sl_json_str(reason)),
+            "%s: pausing: %s", r->job->name, reason);
         sl_progress_note("paused: %s", reason);
         sl_run_event(&r->run, "throttle", reason);
     }
@@ -80,10 +94,13 @@ int sl_up_gate(up_run *r, int64_t *wait_ms)
     if (sl_session_stopping(r->sess))
         return 1;
     if (r->paused) {
+        sl_up_hold(r, SL_HOLD_CTL_PAUSE, "paused by sluice ctl");
         *wait_ms = 200;
         return 2;
     }
     int rc = check_window(r, wait_ms);
+    if (rc == 2)
+        sl_up_hold(r, SL_HOLD_WINDOW, "outside the job's windows");
     if (rc != 0)
         return rc;
     rc = sl_session_connected(r->sess) ? 0 : sl_up_reconnect(r, r->sess);
@@ -93,13 +110,16 @@ int sl_up_gate(up_run *r, int64_t *wait_ms)
     }
     if (rc != 0)
         return 1;
-    return check_health(r, wait_ms);
+    rc = check_health(r, wait_ms);
+    sl_up_hold(r, rc == 2 ? sl_hold_of_reason(r->health_first) : SL_HOLD_NONE, r->health_first);
+    return rc;
 }
 
 void sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms)
 {
     int64_t before = r->pace.batch;
     if (sl_pace_adjust(&r->pace, rows, chunk_ms) != before) {
+        sl_metrics_batch(r->metrics, r->pace.batch);
         sl_err lerr;
         if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0)
             sl_warn("%s", lerr.msg);
@@ -153,7 +173,7 @@ int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
         }
         snprintf(msg, sizeof msg, "set %s=%s by sluice ctl", req->name, req->value);
     }
-    sl_info("%s: %s", r->job->name, msg);
+    sl_log_event(SL_LOG_INFO, "ctl", json_pack("{ss}", "request", msg), "%s: %s", r->job->name, msg);
     sl_run_event(&r->run, "ctl", msg);
     sl_err lerr;
     if (req->cmd == SL_CTL_SET && req->setting == SL_DIR_BATCH && sl_ckpt_set_batch(r->ckpt, r->pace.batch, &lerr) != 0)

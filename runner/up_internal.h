@@ -7,6 +7,7 @@
 #include "sluice/catalog.h"
 #include "sluice/ckpt.h"
 #include "sluice/ctl.h"
+#include "sluice/metrics.h"
 #include "sluice/pace.h"
 #include "sluice/run.h"
 #include "sluice/throttle.h"
@@ -60,6 +61,7 @@ typedef struct up_worker {
     int64_t sent_at;     /* mono ms of the attempt in flight */
     int64_t ready_at;    /* mono ms: not sent before */
     int64_t split_limit; /* > 0 after a chunk failed and was split: the cap on the next chunks */
+    int64_t sent_batch;  /* the batch in force when cur was first sent */
     char *last_error;    /* of cur's failed attempts */
     int saving;          /* the in-flight batch is the first half of a chunk with undo records */
     sl_pending pend;     /* the batch in flight */
@@ -111,6 +113,7 @@ typedef struct up_run {
     int failed;                             /* a chunk failed for good: no new chunks, finish those in flight */
     sl_err fail_err;                        /* why */
     sl_undo_target undo;                    /* what each chunk saves for `down` (undo.h) */
+    sl_metrics_job *metrics;                /* its series (metrics.h) */
     sl_err err;
 } up_run;
 
@@ -150,6 +153,11 @@ sl_session *sl_up_idle_session(up_run *r);
  * windows, or a signal); 2 not yet: *wait_ms says when to ask again. Never
  * waits itself (a throttle query aside), so replies keep being recorded. */
 int sl_up_gate(up_run *r, int64_t *wait_ms);
+/* up_hold.c: what holds the job's chunks back from now on (SL_HOLD_NONE:
+ * nothing): counted for the metrics by reason, and (but for max-rate's short
+ * waits) recorded in the journal as hold_start / hold_end events for
+ * `report`. detail says more for the journal ("replica lag 12s > ..."). */
+void sl_up_hold(up_run *r, sl_hold hold, const char *detail);
 /* After a chunk: resize toward chunk-time. */
 void sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms);
 /* The control socket's handler (ctl.h). */
@@ -168,6 +176,10 @@ int sl_up_check_undo_records(up_run *r);
 /* The last committed chunk's :hi, rows and chunks done, the next chunk
  * number, and where the walk ends (fixed now when no chunk committed yet). */
 int sl_up_load_position(up_run *r);
+
+/* The job's verify query, once the walk is over: 0 when it returns true
+ * (or there is none), else -1 with r->err naming it (file:line). */
+int sl_up_verify(up_run *r);
 
 /* up_split.c: the ranges left to walk: a split kept in sluice_ranges with
  * each range's position, or the whole key after the last chunk. With more

@@ -29,6 +29,32 @@ static int check_requires(up_run *r)
     return rc;
 }
 
+int sl_up_verify(up_run *r)
+{
+    if (!r->job->verify)
+        return 0;
+    int line = r->job->line[SL_DIR_VERIFY];
+    sl_pg_query q = {r->job->verify, 0, NULL, 0};
+    sl_answer ans;
+    int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
+    if (rc != 0) {
+        if (rc > 0)
+            sl_err_set(&r->err, "%s: stopped before its verify query ran", r->job->name);
+        sl_err_append(&r->err, "(while running verify, %s:%d)", r->job->path, line);
+        return -1;
+    }
+    const char *v = sl_answer_val(&ans, 0, 0, 0);
+    int ok = sl_answer_true(v);
+    if (!ok) {
+        sl_err_set(&r->err, "%s:%d: verify returned %s, not true: %s", r->job->path, line, v ? v : "no row or NULL",
+                   r->job->verify);
+        sl_err_append(&r->err, "hint: every chunk is done; fix what the query finds (the data, or the job's "
+                               "statements), then `sluice up` checks it again without walking the table");
+    }
+    sl_answer_free(&ans);
+    return ok ? 0 : -1;
+}
+
 static int check_index(up_run *r)
 {
     if (r->info.index)

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/json.h"
+#include "sluice/log.h"
 #include "sluice/progress.h"
 #include "up_internal.h"
 
@@ -187,6 +189,7 @@ static int send_chunk(up_run *r, up_worker *w)
     if (!w->chunk_no) {
         w->chunk_no = r->next_chunk_no++;
         w->started = sl_mono_ms();
+        w->sent_batch = w->split_limit > 0 && w->split_limit < r->pace.batch ? w->split_limit : r->pace.batch;
     }
     if (w->attempts == 1)
         r->sent_rows += w->cur.rows;
@@ -324,16 +327,35 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
     return sl_pg_transient(ans->sqlstate) ? CHUNK_RETRY : CHUNK_FAILED;
 }
 
+/* The chunk a record is about: who ran it, at which batch. */
+typedef struct chunk_origin {
+    int64_t chunk_no, attempts, started, batch, worker;
+} chunk_origin;
+
+static chunk_origin origin_of(const up_worker *w)
+{
+    return (chunk_origin){w->chunk_no, w->attempts, w->started, w->sent_batch, w->id};
+}
+
 /* Write a committed chunk to the checkpoint file and count it. */
-static int record_chunk(up_run *r, const chunk_bounds *done, int64_t chunk_no, int64_t affected, int64_t attempts,
-                        int64_t started, const char *last_error, int skipped)
+static int record_chunk(up_run *r, const chunk_bounds *done, const chunk_origin *o, int64_t affected,
+                        const char *last_error, int skipped)
 {
     size_t n = r->info.ks.ncols;
     char *lo = sl_up_tuple_json(&done->lo, n), *hi = sl_up_tuple_json(&done->hi, n);
-    sl_ckpt_chunk c = {chunk_no, lo,         hi,         done->rows, affected, sl_mono_ms() - started,
-                       attempts, last_error, sl_now_ms()};
+    int64_t ms = sl_mono_ms() - o->started;
+    sl_ckpt_chunk c = {o->chunk_no, lo, hi, done->rows, affected, ms, o->attempts, last_error, sl_now_ms()};
     c.skipped = skipped;
+    c.batch = o->batch;
+    c.worker = o->worker;
     int rc = sl_ckpt_commit_chunk(r->ckpt, r->run.run_id, &c, &r->err);
+    if (rc == 0 && sl_log_enabled(SL_LOG_DEBUG))
+        sl_log_event(SL_LOG_DEBUG, "chunk",
+                     json_pack("{sIsIsIsIsIsI}", "chunk", (json_int_t)o->chunk_no, "rows", (json_int_t)done->rows,
+                               "affected", (json_int_t)affected, "duration_ms", (json_int_t)ms, "attempts",
+                               (json_int_t)o->attempts, "worker", (json_int_t)o->worker),
+                     "%s: chunk %" PRId64 " (%s .. %s) committed: %" PRId64 " rows in %" PRId64 " ms", r->job->name,
+                     o->chunk_no, lo, hi, done->rows, ms);
     free(lo);
     free(hi);
     if (rc != 0)
@@ -341,6 +363,8 @@ static int record_chunk(up_run *r, const chunk_bounds *done, int64_t chunk_no, i
     r->chunks_done++;
     r->rows_done += done->rows;
     r->run_rows += done->rows;
+    sl_metrics_chunk(r->metrics, done->rows, ms);
+    sl_metrics_batch(r->metrics, r->pace.batch);
     sl_progress_update(r->rows_done, r->pace.batch);
     return 0;
 }
@@ -406,12 +430,16 @@ static int set_aside(up_run *r, up_worker *w)
     }
     sl_answer_free(&ans);
     char *key = sl_up_tuple_json(&w->cur.hi, n);
-    sl_warn("%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
+    sl_log_event(
+        SL_LOG_WARN, "set_aside",
+        json_pack("{sIsoso}", "chunk", (json_int_t)w->chunk_no, "key", sl_json_str(key), "error", sl_json_str(error)),
+        "%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
     free(key);
+    sl_metrics_count(r->metrics, SL_COUNT_SET_ASIDE, 1);
     advance_range(r, w, &w->cur);
-    int64_t no = w->chunk_no;
+    chunk_origin o = origin_of(w);
     w->chunk_no = 0;
-    rc = record_chunk(r, &w->cur, no, 0, w->attempts, w->started, error, 1);
+    rc = record_chunk(r, &w->cur, &o, 0, error, 1);
     free(error);
     return rc;
 }
@@ -427,8 +455,12 @@ static int after_failure(up_run *r, up_worker *w, int transient)
         return -1;
     if (w->cur.rows > 1) {
         w->split_limit = w->cur.rows / 2;
-        sl_warn("%s; splitting it: next chunks of at most %" PRId64 " rows", r->err.msg, w->split_limit);
+        sl_log_event(SL_LOG_WARN, "split",
+                     json_pack("{sIsIsIso}", "chunk", (json_int_t)w->chunk_no, "rows", (json_int_t)w->cur.rows, "limit",
+                               (json_int_t)w->split_limit, "error", sl_json_str(r->err.msg)),
+                     "%s; splitting it: next chunks of at most %" PRId64 " rows", r->err.msg, w->split_limit);
         sl_run_event(&r->run, "split", r->err.msg);
+        sl_metrics_count(r->metrics, SL_COUNT_SPLIT, 1);
         clear_chunk(w, 0); /* its number is free again: nothing of it committed */
         w->state = W_SEEK;
         return 0;
@@ -473,7 +505,7 @@ static int dispatch(up_run *r, up_worker *w);
 static int on_committed(up_run *r, up_worker *w, int64_t affected, chunk_bounds *next, int next_known)
 {
     chunk_bounds done = w->cur;
-    int64_t chunk_no = w->chunk_no, attempts = w->attempts, started = w->started;
+    chunk_origin o = origin_of(w);
     int64_t chunk_ms = sl_mono_ms() - w->sent_at;
     char *last_error = w->last_error;
     w->last_error = NULL;
@@ -497,7 +529,7 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, chunk_bounds 
         w->state = W_IDLE;
     }
     /* recorded even when the next chunk could not go: it did commit */
-    int rc = record_chunk(r, &done, chunk_no, affected, attempts, started, last_error, 0);
+    int rc = record_chunk(r, &done, &o, affected, last_error, 0);
     free(last_error);
     bounds_free(&done);
     return sent < 0 ? -1 : rc;
@@ -536,9 +568,14 @@ static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, chunk_b
     if (w->attempts > r->job->retries)
         return after_failure(r, w, 1);
     int64_t wait = sl_session_backoff_ms((int)w->attempts);
-    sl_warn("%s (transient; retrying in %" PRId64 " ms, %" PRId64 " of %" PRId64 " retries left)", r->err.msg, wait,
-            r->job->retries - w->attempts + 1, r->job->retries);
+    sl_log_event(SL_LOG_WARN, "retry",
+                 json_pack("{sIsIsIsIso}", "chunk", (json_int_t)w->chunk_no, "attempt", (json_int_t)w->attempts,
+                           "wait_ms", (json_int_t)wait, "retries_left", (json_int_t)(r->job->retries - w->attempts + 1),
+                           "error", sl_json_str(r->err.msg)),
+                 "%s (transient; retrying in %" PRId64 " ms, %" PRId64 " of %" PRId64 " retries left)", r->err.msg,
+                 wait, r->job->retries - w->attempts + 1, r->job->retries);
     sl_run_event(&r->run, "retry", r->err.msg);
+    sl_metrics_count(r->metrics, SL_COUNT_RETRY, 1);
     w->attempts++;
     return ready_in(w, wait);
 }
@@ -586,8 +623,10 @@ static int dispatch(up_run *r, up_worker *w)
     int64_t due = r->pace.max_rate > 0 ? r->sent_rows * 1000 / r->pace.max_rate - (sl_mono_ms() - r->run_start) : 0;
     if (due > 0) {
         r->held_until = sl_mono_ms() + due;
+        sl_up_hold(r, SL_HOLD_MAX_RATE, NULL);
         return 0;
     }
+    sl_up_hold(r, SL_HOLD_NONE, NULL);
     if (send_chunk(r, w) == 0)
         return 0;
     /* not connected: the connection was lost since its last answer */
@@ -763,6 +802,7 @@ static int coordinate(up_run *r)
             }
             stop |= rc > 0;
         }
+        sl_metrics_workers(r->metrics, r->nworkers, count_state(r, W_BUSY));
         if (!any_answer(r) && !stop && !r->failed)
             sl_session_turn(r->sess, next_wakeup(r));
     }
@@ -774,6 +814,8 @@ int sl_up_walk(up_run *r)
     r->run_start = sl_mono_ms();
     r->run_rows = r->sent_rows = 0;
     int rc = coordinate(r);
+    sl_up_hold(r, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
+    sl_metrics_workers(r->metrics, 0, 0);
     stop_workers(r);
     if (rc < 0) {
         r->err = r->fail_err;

@@ -486,6 +486,7 @@ static sl_log_level log_min = SL_LOG_INFO;
 static int log_level_init;
 static void (*log_before)(void);
 static void (*log_after)(void);
+static void (*log_sink)(sl_log_level level, const char *msg);
 
 void sl_log_set_level(sl_log_level level)
 {
@@ -500,13 +501,23 @@ void sl_log_set_prefix(const char *(*prefix)(void))
     log_prefix = prefix;
 }
 
+const char *sl_log_owner(void)
+{
+    return log_prefix ? log_prefix() : NULL;
+}
+
 void sl_log_set_hooks(void (*before)(void), void (*after)(void))
 {
     log_before = before;
     log_after = after;
 }
 
-void sl_logv(sl_log_level level, const char *fmt, va_list ap)
+void sl_log_set_sink(void (*sink)(sl_log_level level, const char *msg))
+{
+    log_sink = sink;
+}
+
+int sl_log_enabled(sl_log_level level)
 {
     if (!log_level_init) {
         const char *dbg = getenv("SLUICE_DEBUG");
@@ -514,7 +525,12 @@ void sl_logv(sl_log_level level, const char *fmt, va_list ap)
             log_min = SL_LOG_DEBUG;
         log_level_init = 1;
     }
-    if (level < log_min)
+    return level >= log_min;
+}
+
+void sl_logv(sl_log_level level, const char *fmt, va_list ap)
+{
+    if (!sl_log_enabled(level))
         return;
     static const char *const names[] = {"debug: ", "", "warning: ", "error: "};
     char line[4096];
@@ -526,6 +542,14 @@ void sl_logv(sl_log_level level, const char *fmt, va_list ap)
     size_t len = strlen(line);
     while (len > 0 && line[len - 1] == '\n')
         line[--len] = '\0';
+    if (log_sink) { /* it says where the line comes from its own way (sl_log_owner) */
+        if (log_before)
+            log_before();
+        log_sink(level, line + at);
+        if (log_after)
+            log_after();
+        return;
+    }
     /* A job's name, a value or a server's error text may hold anything:
      * it must not reach the terminal as an escape sequence. */
     sl_buf shown = {0};

@@ -27,6 +27,7 @@ DEPS=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3
     "postgresql-$PG_MAJOR" postgresql-common postgresql-contrib postgresql-client-common
     clang-format procps jq
     pgbouncer # test_pooler.sh: Debian's PgBouncer (1.18) in transaction mode in front of the test server
+    chromium man-db bsdutils # test_observe.sh: a report rendered headless, the man page read, a terminal (script)
     clang libclang-rt-14-dev llvm-14 # the fuzzers: clang 14, its libFuzzer runtime, llvm-symbolizer
     python3-flask-migrate python3-flask-sqlalchemy python3-psycopg2) # test_flask.sh: a real Flask app
 
@@ -165,6 +166,7 @@ list_tests() {
     if ((FAST == 0)); then
         echo "fuzz/fuzz_job"
         echo "fuzz/fuzz_snap"
+        echo "fuzz/fuzz_http"
     fi
     echo "integration/test_pg_driver"
     for f in tests/integration/*.sh; do

@@ -49,7 +49,9 @@ typedef struct sl_ckpt_chunk {
     int64_t attempts;  /* 1 when it committed on the first try */
     const char *error; /* last error of a failed attempt, or NULL */
     int64_t committed_at_ms;
-    int skipped; /* on-error skip: a single row set aside, its statements not applied; error says why */
+    int skipped;    /* on-error skip: a single row set aside, its statements not applied; error says why */
+    int64_t batch;  /* the batch in force when it was sent (0: not recorded) */
+    int64_t worker; /* the worker that ran it (0 the first) */
 } sl_ckpt_chunk;
 
 /* One run (an `up`, a `down` or a `stamp`), for `history`. */
@@ -108,6 +110,30 @@ int sl_ckpt_stamp(sl_ckpt *ckpt, sl_state state, const char *checksum, sl_err *e
 
 /* Append an event (retry, reconnect, signal, notice...) to the event log. */
 int sl_ckpt_log_event(sl_ckpt *ckpt, const char *kind, const char *message, sl_err *err) SL_MUSTCHECK;
+/* The same with data, a JSON object's text (NULL: none): a hold's reason
+ * ("hold_start", "hold_end"), for `report`. */
+int sl_ckpt_log_event_data(sl_ckpt *ckpt, const char *kind, const char *message, const char *data,
+                           sl_err *err) SL_MUSTCHECK;
+
+/* One event of the log. */
+typedef struct sl_ckpt_event {
+    int64_t id, at_ms;
+    const char *kind, *message, *data; /* data: JSON text or NULL */
+} sl_ckpt_event;
+
+/* Visit the events in order; strings valid during the call. A non-zero
+ * return from fn stops and is returned. (journal.c) */
+int sl_ckpt_each_event(sl_ckpt *ckpt, int (*fn)(const sl_ckpt_event *ev, void *arg), void *arg,
+                       sl_err *err) SL_MUSTCHECK;
+
+/* One chunk a `down` undid. */
+typedef struct sl_ckpt_undone {
+    int64_t run_id, chunk_no, rows, duration_ms, at_ms;
+} sl_ckpt_undone;
+
+/* Visit the chunks `down` runs undid, in the order they were undone. */
+int sl_ckpt_each_undone(sl_ckpt *ckpt, int (*fn)(const sl_ckpt_undone *u, void *arg), void *arg,
+                        sl_err *err) SL_MUSTCHECK;
 
 /* The last committed chunk (chunk_no = 0 and NULL strings if none). The
  * strings are malloc'd into *lo and *hi. */
@@ -154,8 +180,10 @@ struct sqlite3 *sl_ckpt_sqlite(sl_ckpt *ckpt);
 /* Forget chunk chunk_no (a `down` undid it: its row in sluice_progress is
  * gone) and recompute the summary (rows, affected, chunks, last_key) from
  * the chunks left, in one SQLite transaction; with run_id > 0 also add rows
- * and one chunk to that run. A chunk the file never recorded is not an error. */
-int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, sl_err *err) SL_MUSTCHECK;
+ * and one chunk to that run and record the undoing (rows, how long it took)
+ * for `report`. A chunk the file never recorded is not an error. */
+int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, int64_t duration_ms,
+                       sl_err *err) SL_MUSTCHECK;
 
 /* Like sl_ckpt_finish_run, but the run's outcome ("done", "stopped",
  * "failed") may differ from the job's new state (a stopped `down` leaves the

@@ -2,6 +2,7 @@
 #ifndef SLUICE_CLI_H
 #define SLUICE_CLI_H
 
+#include "sluice/catalog.h"
 #include "sluice/fleet.h"
 #include "sluice/job.h"
 #include "sluice/run.h"
@@ -16,6 +17,9 @@ typedef struct sl_opts {
     sl_run_opts run;      /* the engine's: --checkpoints, --allow-*, --no-wait, --on-conflict */
     const char *target;   /* a fleet's target these options are for (its name), NULL with one database */
     uv_loop_t *loop;      /* the loop a fleet's targets share, NULL: a command makes its own */
+    const char *metrics;  /* --metrics HOST:PORT (up, down), or NULL */
+    const char *out_file; /* report -o FILE, or NULL */
+    int64_t sample;       /* plan --sample N, or 0 */
 } sl_opts;
 
 #define SL_DEFAULT_CKPT_DIR ".sluice"
@@ -37,6 +41,11 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only);
 int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only);
 int sl_cmd_history(const sl_opts *opts, const sl_fleet *fleet);
 int sl_cmd_plan(const sl_opts *opts, sl_job *job);
+/* `report JOB [-o FILE]` (report.c): the job's journal as one HTML page. */
+int sl_cmd_report(const sl_opts *opts, const char *job);
+/* `plan JOB --sample N` (plan_sample.c): run the first N chunks, each rolled
+ * back, and estimate the whole job from them. */
+int sl_plan_sample(sl_session *sess, const sl_job *job, const sl_table_info *info, int64_t rows, int64_t n);
 int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state);
 /* target: a job name, "-N" or "base" (see SPEC `down`). */
 int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target);

@@ -52,10 +52,11 @@ int sl_fleet_worse(int a, int b);
 const sl_target *sl_fleet_current(void);
 
 /* Call fn(target, loop, arg) for each target and return the worst exit
- * code. With parallel > 0, each call runs in a fiber on one shared loop (fn
- * runs its commands on it), at most parallel at once, in order; with 0 one
- * after the other on the main stack (loop NULL: each command makes its own). */
-int sl_fleet_run(const sl_fleet *fleet, size_t parallel, int (*fn)(const sl_target *target, uv_loop_t *loop, void *arg),
-                 void *arg);
+ * code. With parallel > 0, each call runs in a fiber on loop, the caller's
+ * (fn runs its commands on it), at most parallel at once, in order; what
+ * the commands leave closing is the caller's to run. With 0 one after the
+ * other on the main stack (fn gets loop NULL: each command makes its own). */
+int sl_fleet_run(const sl_fleet *fleet, uv_loop_t *loop, size_t parallel,
+                 int (*fn)(const sl_target *target, uv_loop_t *loop, void *arg), void *arg);
 
 #endif

@@ -26,6 +26,7 @@ typedef enum sl_directive {
     SL_DIR_END,
     SL_DIR_MAX_WAL_RATE,
     SL_DIR_MAX_DEAD_TUPLES,
+    SL_DIR_VERIFY,
     SL_DIR_COUNT
 } sl_directive;
 
@@ -111,6 +112,7 @@ typedef struct sl_job {
     int64_t max_dead_tuples_bp; /* dead tuples over live ones, in hundredths of a percent, 0 = off */
     char *throttle_query;       /* NULL = off */
     char *requires;             /* NULL = none */
+    char *verify;               /* must return true once the walk is over, or the job fails; NULL = none */
     int follow;                 /* end follow: walk rows inserted past the end too (default: end fixed) */
 
     sl_section up;   /* required */

@@ -148,6 +148,8 @@ int sl_run_reconnect(sl_run *run, sl_session *sess) SL_MUSTCHECK;
 /* Append an event (retry, split, throttle, ctl...) to the journal; a failure
  * to write it is logged, never fatal. */
 void sl_run_event(sl_run *run, const char *kind, const char *message);
+/* The same with data, a JSON object's text (ckpt.h). */
+void sl_run_event_data(sl_run *run, const char *kind, const char *message, const char *data);
 
 /* `stamp`: record state (done or pending) for the job, in the database and
  * the journal. pending forgets everything the database holds of the job:

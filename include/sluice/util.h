@@ -112,8 +112,17 @@ void sl_log_set_level(sl_log_level level);
 /* Where a line comes from, put before it as "[NAME] " (a fleet's target);
  * prefix returns NULL for none. */
 void sl_log_set_prefix(const char *(*prefix)(void));
+/* The name the prefix gives now (the target the running fiber is about), or
+ * NULL: JSON lines carry it as "target", metrics as a label. */
+const char *sl_log_owner(void);
 /* Hooks the progress display uses to clear and redraw its line. */
 void sl_log_set_hooks(void (*before)(void), void (*after)(void));
+/* 1 when a line at level is printed (the minimum level above). */
+int sl_log_enabled(sl_log_level level);
+/* Hand every line to sink (its message as formatted, controls not yet made
+ * visible) instead of printing it as text; NULL prints text again. log.h's
+ * JSON lines use it. */
+void sl_log_set_sink(void (*sink)(sl_log_level level, const char *msg));
 
 #define sl_info(...)  sl_log(SL_LOG_INFO, __VA_ARGS__)
 #define sl_warn(...)  sl_log(SL_LOG_WARN, __VA_ARGS__)

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # run_fuzz.sh: builds the libFuzzer targets with clang in a build dir of their own and runs each for a bounded time.
 #
-# Usage: bash tests/fuzz/run_fuzz.sh [TARGET...]   (TARGET: fuzz_job, fuzz_snap; default both)
+# Usage: bash tests/fuzz/run_fuzz.sh [TARGET...]   (TARGET: fuzz_job, fuzz_snap, fuzz_http; default all three)
 #
-# Prints TAP (tests/run.sh runs it as fuzz/fuzz_job and fuzz/fuzz_snap). For each target: the build, a
+# Prints TAP (tests/run.sh runs it as fuzz/fuzz_job, fuzz/fuzz_snap and fuzz/fuzz_http). For each target: the build, a
 # replay of its committed seeds (tests/fuzz/corpus/TARGET, which holds every input that once crashed
 # it), then SLUICE_FUZZ_SECONDS of fuzzing. Any crash, leak, sanitizer report or hang fails it; the
 # input is kept in $BUILD/fuzz-artifacts/ (replay one: $BUILD/tests/fuzz/TARGET FILE). Inputs that
 # reach new code go to $BUILD/fuzz-corpus/TARGET and are kept between runs; the seeds are never written.
 #   SLUICE_FUZZ_SECONDS   seconds of fuzzing per target (default 30); a long run:
 #                         SLUICE_FUZZ_SECONDS=3600 bash tests/fuzz/run_fuzz.sh
-#   SLUICE_FUZZ_BUILD     the build dir (default build-fuzz in the work tree): CC=clang, -Dfuzz=true,
+#   SLUICE_FUZZ_BUILD     the build dir (default build-fuzz in the work tree): CC=clang, -Dc_args=-fsanitize=fuzzer-no-link,
 #                         address and undefined sanitizers; the gcc builds are left alone
 set -uo pipefail
 
@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${SLUICE_FUZZ_BUILD:-"$ROOT/build-fuzz"}
 SECONDS_EACH=${SLUICE_FUZZ_SECONDS:-30}
 TARGETS=("$@")
-((${#TARGETS[@]} > 0)) || TARGETS=(fuzz_job fuzz_snap)
+((${#TARGETS[@]} > 0)) || TARGETS=(fuzz_job fuzz_snap fuzz_http)
 N=0
 FAILED=0
 
@@ -42,9 +42,11 @@ build() {
         flock 9
         if [[ ! -f $BUILD/build.ninja ]]; then
             # shellcheck disable=SC2054 # the commas belong to meson's option value
-            CC=clang meson setup "$BUILD" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+            CC=clang meson setup "$BUILD" -Dc_args=-fsanitize=fuzzer-no-link -Db_sanitize=address,undefined -Db_lundef=false \
                 -Dbuildtype=debugoptimized || exit
         fi
+        # meson compile looks targets up before it regenerates: a target added since needs this first
+        ninja -C "$BUILD" build.ninja || exit
         meson compile -C "$BUILD" "${TARGETS[@]/#/tests/fuzz/}"
     ) 9>"/tmp/sluice-fuzz-build-$(id -u)-$(cksum <<<"$BUILD" | cut -d' ' -f1).lock" >"$log" 2>&1
     local rc=$?

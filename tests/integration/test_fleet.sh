@@ -45,8 +45,13 @@ all_targets() {
 }
 
 assert_every_row_once() {
+    # shellcheck disable=SC2046 # one word each
+    assert_every_row_once_on $(all_targets)
+}
+
+assert_every_row_once_on() {
     local t
-    for t in $(all_targets); do
+    for t in "$@"; do
         assert_eq "$(target_q "$t" "select min(n) || '|' || max(n) || '|' || count(*) from t")" "1|1|$ROWS" "t on $t"
     done
 }
@@ -62,6 +67,46 @@ max_overlap() {
 import sys
 iv = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
 print(max(sum(1 for a, b in iv if a <= s <= b) for s, _ in iv))' <<<"$rows"
+}
+
+# A fleet seen from outside: one metrics endpoint whose series name their target, JSON log lines that each
+# name the target and the job they are about, and a report page per target.
+test_metrics_logs_and_reports() {
+    make_fleet 2
+    bump_job 20ms
+    sluice_start --targets "$T_DIR/targets.txt" --metrics 127.0.0.1:0 --log-format json up
+    local err="$T_DIR/bg.$_T_BG_COUNT.err" port scrape
+    wait_until 20 grep -q 'metrics at http://127.0.0.1:' "$err"
+    port=$(sed -nE 's|.*metrics at http://127\.0\.0\.1:([0-9]+)/metrics.*|\1|p' "$err" | head -n 1)
+    wait_until 30 sql_true "select count(*) >= 3 from sluice_progress"
+    scrape=$(curl -sS --max-time 5 "http://127.0.0.1:$port/metrics")
+    assert_contains "$scrape" 'sluice_rows_total{job="0001_bump",target="main"}'
+    assert_contains "$scrape" 'sluice_rows_total{job="0001_bump",target="shard2"}'
+    sluice_wait
+    assert_rc 0
+    assert_every_row_once_on main shard2
+    python3 -c '
+import json, sys
+done = {}
+for n, line in enumerate(sys.stdin, 1):
+    if line.startswith("==") and "swapcontext" in line:
+        continue  # the sanitizer build says once that it has fibers to follow
+    o = json.loads(line)  # every line is one JSON object
+    if o["event"] == "done":
+        done[o.get("target")] = o["job"]
+    if o["event"] in ("start", "done", "progress"):
+        assert o.get("target") in ("main", "shard2") and o["job"] == "0001_bump", (n, o)
+        assert not o["msg"].startswith("["), (n, o)  # the target is a field, not a prefix
+assert done == {"main": "0001_bump", "shard2": "0001_bump"}, done' <"$err" || fail "JSON log lines of a fleet: $(head -c 3000 "$err")"
+    pushd "$T_DIR" >/dev/null || return 1
+    run_sluice --targets "$T_DIR/targets.txt" report 0001_bump
+    popd >/dev/null || return 1
+    assert_rc 0
+    assert_file "$T_DIR/0001_bump.main.report.html"
+    assert_file "$T_DIR/0001_bump.shard2.report.html"
+    run_sluice --targets "$T_DIR/targets.txt" report 0001_bump -o "$T_DIR/one.html"
+    assert_rc 2
+    assert_contains "$ERR" "-o names one file"
 }
 
 test_up_and_down_parallel_2() {
@@ -121,7 +166,7 @@ test_target_dies() {
 test_kill9_across_the_fleet() {
     ROWS=60000
     make_fleet 4
-    bump_job 5ms
+    bump_job 20ms # 300 chunks a target: about 7 s, longer than six kills' at most 5.4 s
     local k
     for k in 1 2 3 4 5 6; do
         sluice_start --targets "$T_DIR/targets.txt" --parallel 4 up
@@ -222,6 +267,8 @@ test_ctl_sqlite_and_failover() {
 }
 
 run_test "four servers, --parallel 2: up, status, history, down" test_up_and_down_parallel_2
+run_test "a fleet seen from outside: one metrics endpoint, JSON lines naming their target, a report each" \
+    test_metrics_logs_and_reports
 run_test "one server dies mid-run: the others finish, exit 1; back, up finishes it once" test_target_dies
 run_test "kill -9 across a fleet of four, checkpoints lost once: every row once on every target" \
     test_kill9_across_the_fleet

@@ -161,7 +161,7 @@ static void test_create_and_reopen(void)
     sl_ckpt_close(ck);
 
     CHECK(raw_int(path, "PRAGMA application_id") == 0x534c4331);
-    CHECK(raw_int(path, "PRAGMA user_version") == 2);
+    CHECK(raw_int(path, "PRAGMA user_version") == 3);
     ck = must_open(path, "0001_job", 0); /* reopen without create */
     sl_ckpt_close(ck);
     ck = must_open(path, "0001_job", 1); /* create on an existing file keeps it */
@@ -557,6 +557,90 @@ out:
     free(path);
 }
 
+/* A version 2 file (before chunks had a batch and a worker, events data,
+ * and `down` runs a record) is upgraded in place, its chunks kept. */
+static void test_upgrade_from_2(void)
+{
+    char *path = tmp_path("v2.sluice");
+    sl_ckpt *ck = must_open(path, "v2", 1);
+    if (!ck)
+        goto out;
+    int64_t run = begin_up(ck, "abc");
+    commit_ok(ck, run, make_chunk(1, "[\"1\"]", "[\"10\"]", 10));
+    sl_ckpt_close(ck);
+    raw_exec(path, "ALTER TABLE chunks DROP COLUMN batch; ALTER TABLE chunks DROP COLUMN worker;"
+                   " ALTER TABLE events DROP COLUMN data; DROP TABLE undone; PRAGMA user_version = 2");
+    CHECK(raw_int(path, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'batch'") == 0);
+    ck = must_open(path, "v2", 0);
+    if (!ck)
+        goto out;
+    CHECK(raw_int(path, "PRAGMA user_version") == 3);
+    CHECK(raw_int(path, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name IN ('batch', 'worker')") == 2);
+    CHECK(raw_int(path, "SELECT batch FROM chunks WHERE chunk_no = 1") == 0);
+    sl_ckpt_chunk c = make_chunk(2, "[\"11\"]", "[\"20\"]", 10);
+    c.batch = 10;
+    c.worker = 3;
+    commit_ok(ck, run, c);
+    sl_err err = {{0}};
+    CHECK(sl_ckpt_log_event_data(ck, "hold_start", "paused", "{\"reason\":\"ctl_pause\"}", &err) == 0);
+    CHECK(sl_ckpt_undo_chunk(ck, run, 2, 10, 42, &err) == 0);
+    sl_ckpt_close(ck);
+    CHECK(raw_int(path, "SELECT count(*) FROM chunks") == 1);
+    CHECK(raw_int(path, "SELECT duration_ms FROM undone WHERE chunk_no = 2") == 42);
+    CHECK(raw_int(path, "SELECT count(*) FROM events WHERE data LIKE '%ctl_pause%'") == 1);
+out:
+    free(path);
+}
+
+static int count_event(const sl_ckpt_event *ev, void *arg)
+{
+    if (ev->data)
+        (*(int *)arg)++;
+    return 0;
+}
+
+static int count_undone(const sl_ckpt_undone *u, void *arg)
+{
+    *(int64_t *)arg += u->rows;
+    return 0;
+}
+
+static int read_batch(const sl_ckpt_chunk *c, void *arg)
+{
+    *(int64_t *)arg = c->batch * 100 + c->worker;
+    return 0;
+}
+
+/* What `report` reads: batch and worker per chunk, events' data, undone chunks. */
+static void test_journal_for_report(void)
+{
+    char *path = tmp_path("journal.sluice");
+    sl_ckpt *ck = must_open(path, "journal", 1);
+    if (!ck)
+        goto out;
+    int64_t run = begin_up(ck, "abc");
+    sl_ckpt_chunk c = make_chunk(1, "[\"1\"]", "[\"5\"]", 5);
+    c.batch = 7;
+    c.worker = 2;
+    commit_ok(ck, run, c);
+    sl_err err = {{0}};
+    CHECK(sl_ckpt_log_event_data(ck, "hold_start", "outside", "{\"reason\":\"window\"}", &err) == 0);
+    CHECK(sl_ckpt_log_event(ck, "retry", "deadlock", &err) == 0);
+    int64_t got = 0;
+    CHECK(sl_ckpt_each_chunk(ck, 0, read_batch, &got, &err) == 0);
+    CHECK(got == 702);
+    int with_data = 0;
+    CHECK(sl_ckpt_each_event(ck, count_event, &with_data, &err) == 0);
+    CHECK(with_data == 1);
+    CHECK(sl_ckpt_undo_chunk(ck, run, 1, 5, 9, &err) == 0);
+    int64_t undone = 0;
+    CHECK(sl_ckpt_each_undone(ck, count_undone, &undone, &err) == 0);
+    CHECK(undone == 5);
+    sl_ckpt_close(ck);
+out:
+    free(path);
+}
+
 /* ---- refusals ---- */
 
 static void expect_refused(const char *path, const char *job, int create, int code, const char *needle)
@@ -676,7 +760,7 @@ static void test_newer_schema(void)
     char *path = tmp_path("newer.sluice");
     sl_ckpt *ck = must_open(path, "newer", 1);
     sl_ckpt_close(ck);
-    raw_exec(path, "PRAGMA user_version = 3");
+    raw_exec(path, "PRAGMA user_version = 4");
     expect_refused(path, "newer", 0, -1, "upgrade sluice");
     free(path);
 }
@@ -709,6 +793,8 @@ int main(void)
     RUN(test_foreign_sqlite);
     RUN(test_wrong_job);
     RUN(test_newer_schema);
+    RUN(test_upgrade_from_2);
+    RUN(test_journal_for_report);
     remove_tree(tmp_dir);
     return CHECK_DONE();
 }

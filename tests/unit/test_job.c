@@ -448,6 +448,13 @@ static void test_throttle_query_and_requires(void)
     CHECK_HAS(err.msg, PATH ":2: throttle-query cannot use :lo or :hi");
     CHECK(with("-- sluice:requires SELECT 1; SELECT 2") < 0);
     CHECK_HAS(err.msg, PATH ":2: ';' is not allowed here");
+    CHECK(with("-- sluice:verify SELECT count(*) = 0 FROM users WHERE full_name IS NULL -- all filled") == 0);
+    CHECK_STR(job.verify, "SELECT count(*) = 0 FROM users WHERE full_name IS NULL");
+    CHECK(job.line[SL_DIR_VERIFY] == 2);
+    CHECK(with("-- sluice:verify") < 0);
+    CHECK_HAS(err.msg, PATH ":2: verify expects an SQL query that returns true once the job has done what it should");
+    CHECK(with("-- sluice:verify SELECT :lo IS NULL") < 0);
+    CHECK_HAS(err.msg, PATH ":2: verify cannot use :lo or :hi");
 }
 
 /* ---- directive syntax ---- */
@@ -491,8 +498,8 @@ static void test_unknown_directive_without_hint(void)
 {
     CHECK(with("-- sluice:colour blue") < 0);
     CHECK_HAS(err.msg, PATH ":2: unknown directive \"colour\" (hint: directives are table, key, where, batch, ");
-    CHECK_HAS(err.msg, "throttle-query, requires, end, max-wal-rate, max-dead-tuples; sections start at -- sluice:up "
-                       "and -- sluice:down)");
+    CHECK_HAS(err.msg, "throttle-query, requires, end, max-wal-rate, max-dead-tuples, verify; sections start at -- "
+                       "sluice:up and -- sluice:down)");
     CHECK(strstr(err.msg, "did you mean") == NULL);
     CHECK(with("-- sluice:") < 0);
     CHECK_HAS(err.msg, PATH ":2: expected a directive name after \"-- sluice:\"");
