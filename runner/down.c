@@ -401,6 +401,18 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     free(q);
     if (rc != 0)
         return STEP_LOST;
+    if (!ans.ok && r->job->undo != SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG && ans.failed_index >= 0 &&
+        ans.failed_index < (int)k && strcmp(ans.sqlstate, "22012") == 0) {
+        /* a restore found a row changed since down looked at it (undo.c, guard_sql): nothing of the
+         * chunk was written; the next attempt looks again, and sees the conflict if it stays */
+        rollback(w);
+        char *range = chunk_range(r, c);
+        sl_err_set(&w->err, "%s: chunk %" PRId64 " %s: rows changed by another session while it was undone",
+                   r->job->name, c->chunk_no, range);
+        free(range);
+        sl_answer_free(&ans);
+        return STEP_RETRY;
+    }
     if (!ans.ok)
         return step_failed(w, c, &ans, ans.failed_index < (int)k, attempts);
     sl_answer_free(&ans);

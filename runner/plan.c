@@ -55,12 +55,17 @@ static int explain(sl_session *sess, const char *title, const char *sql, int npa
     int seq = 0;
     printf("\n%s:\n", title);
     if (sl_session_exec1(sess, q, nparams, params, &ans) == 0) {
-        if (!ans.ok)
-            printf("  (%s failed: %s)\n", lite ? "EXPLAIN QUERY PLAN" : "EXPLAIN", ans.error);
+        if (!ans.ok) {
+            printf("  (%s failed: ", lite ? "EXPLAIN QUERY PLAN" : "EXPLAIN");
+            sl_fputs_visible(ans.error, stdout);
+            printf(")\n");
+        }
         for (int r = 0; ans.ok && r < ans.results[0].nrows; r++) {
             /* SQLite: id, parent, notused, detail */
             const char *line = sl_answer_val(&ans, 0, r, lite ? 3 : 0);
-            printf("  %s\n", line);
+            printf("  ");
+            sl_fputs_visible(line, stdout);
+            printf("\n");
             seq |= full_scan(sess, line);
         }
         sl_answer_free(&ans);
@@ -72,9 +77,15 @@ static int explain(sl_session *sess, const char *title, const char *sql, int npa
 static void print_key(const sl_table_info *info)
 {
     printf("key:        ");
-    for (size_t i = 0; i < info->ks.ncols; i++)
-        printf("%s%s %s", i ? ", " : "", info->ks.cols[i], info->ks.types[i]);
-    printf("\nindex:      %s\n", info->index ? info->index : "NONE (every chunk would scan the table)");
+    for (size_t i = 0; i < info->ks.ncols; i++) {
+        printf("%s", i ? ", " : "");
+        sl_fputs_visible(info->ks.cols[i], stdout);
+        printf(" ");
+        sl_fputs_visible(info->ks.types[i], stdout);
+    }
+    printf("\nindex:      ");
+    sl_fputs_visible(info->index ? info->index : "NONE (every chunk would scan the table)", stdout);
+    printf("\n");
 }
 
 /* Show the first chunk's bounds and the plans of its statements. */
@@ -88,7 +99,9 @@ static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_
     sl_answer ans;
     int warnings = 0;
     if (sl_session_exec1(sess, bsql, 1, lparams, &ans) != 0 || !ans.ok) {
-        printf("first chunk: cannot compute: %s\n", ans.error ? ans.error : "connection lost");
+        printf("first chunk: cannot compute: ");
+        sl_fputs_visible(ans.error ? ans.error : "connection lost", stdout);
+        printf("\n");
         sl_answer_free(&ans);
         free(bsql);
         return 1;
@@ -107,12 +120,18 @@ static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_
     }
     const char *edges[2 * SL_MAX_KEY_COLS];
     printf("\nfirst chunk: :lo = (");
-    for (size_t i = 0; i < n; i++)
-        printf("%s%s", i ? ", " : "", edges[i] = sl_answer_val(&ans, 0, 0, (int)i));
+    for (size_t i = 0; i < n; i++) {
+        printf("%s", i ? ", " : "");
+        sl_fputs_visible(edges[i] = sl_answer_val(&ans, 0, 0, (int)i), stdout);
+    }
     printf(")  :hi = (");
-    for (size_t i = 0; i < n; i++)
-        printf("%s%s", i ? ", " : "", edges[n + i] = sl_answer_val(&ans, 0, 0, (int)(n + i)));
-    printf(")  rows = %s\n", sl_answer_val(&ans, 0, 0, (int)(2 * n)));
+    for (size_t i = 0; i < n; i++) {
+        printf("%s", i ? ", " : "");
+        sl_fputs_visible(edges[n + i] = sl_answer_val(&ans, 0, 0, (int)(n + i)), stdout);
+    }
+    printf(")  rows = ");
+    sl_fputs_visible(sl_answer_val(&ans, 0, 0, (int)(2 * n)), stdout);
+    printf("\n");
     for (size_t s = 0; s < job->up.nstmts; s++) {
         const sl_stmt *st = &job->up.stmts[s];
         char *lo = sl_keys_placeholder_sql(&info->ks, 1);
@@ -202,10 +221,12 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
         sl_answer ans;
         if (sl_session_exec1(&sess, job->requires, 0, NULL, &ans) == 0) {
             const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-            printf("requires:   %s -> %s\n", job->requires,
-                   !ans.ok             ? ans.error
-                   : sl_answer_true(v) ? "true (up may start)"
-                                       : "not true (up refuses)");
+            printf("requires:   %s -> ", job->requires);
+            sl_fputs_visible(!ans.ok             ? ans.error
+                             : sl_answer_true(v) ? "true (up may start)"
+                                                 : "not true (up refuses)",
+                             stdout);
+            printf("\n");
             sl_answer_free(&ans);
         }
     }
@@ -213,10 +234,13 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job)
         sl_answer ans;
         if (sl_session_exec1(&sess, job->verify, 0, NULL, &ans) == 0) {
             const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
-            printf("verify:     %s (%s:%d) -> %s\n", job->verify, job->path, job->line[SL_DIR_VERIFY],
-                   !ans.ok             ? ans.error
-                   : sl_answer_true(v) ? "true now (up checks it again after the last chunk)"
-                                       : "not true yet (it must be once the last chunk is done, or the job fails)");
+            printf("verify:     %s (%s:%d) -> ", job->verify, job->path, job->line[SL_DIR_VERIFY]);
+            sl_fputs_visible(!ans.ok             ? ans.error
+                             : sl_answer_true(v) ? "true now (up checks it again after the last chunk)"
+                                                 : "not true yet (it must be once the last chunk is done, or the job "
+                                                   "fails)",
+                             stdout);
+            printf("\n");
             sl_answer_free(&ans);
         }
     }

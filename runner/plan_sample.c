@@ -65,7 +65,9 @@ static int next_bounds(sampler *s, sl_answer *ans, const char **edges, int64_t *
         params[np++] = s->after[i];
     params[np++] = limit;
     if (sl_session_exec1(s->sess, s->has_after ? s->next_sql : s->first_sql, (int)np, params, ans) != 0 || !ans->ok) {
-        printf("  cannot find the next chunk: %s\n", ans->error ? ans->error : "connection lost");
+        printf("  cannot find the next chunk: ");
+        sl_fputs_visible(ans->error ? ans->error : "connection lost", stdout);
+        printf("\n");
         return -1;
     }
     if (ans->results[0].nrows == 0)
@@ -104,8 +106,9 @@ static int run_one(sampler *s, const char **edges, sample *out)
     out->us = (int64_t)((uv_hrtime() - t0) / 1000);
     free(q);
     if (rc != 0 || !ans.ok) {
-        printf("  the chunk failed (rolled back): %s%s%s\n", ans.sqlstate, ans.sqlstate[0] ? " " : "",
-               ans.error ? ans.error : "connection lost");
+        printf("  the chunk failed (rolled back): %s%s", ans.sqlstate, ans.sqlstate[0] ? " " : "");
+        sl_fputs_visible(ans.error ? ans.error : "connection lost", stdout);
+        printf("\n");
         if (rc == 0 && !ans.conn_lost && ans.failed_index > 0) {
             sl_answer rb;
             if (sl_session_exec1(s->sess, "ROLLBACK", 0, NULL, &rb) == 0)

@@ -157,7 +157,16 @@ static void build_sql(sl_undo_target *t)
     char *hash = hash_expr(t);
     char *written = sl_asprintf("CASE WHEN %s THEN %s END", WRITTEN, hash);
     t->post_sql = range_select(ks, written, TX_JOIN, "");
-    t->state_sql = range_select(ks, hash, "", " FOR UPDATE OF " ROW_ALIAS);
+    if (t->kind == SL_UNDO_DOWN) {
+        /* the down section is SQL of the job's: its rows stay locked from the look to the COMMIT */
+        t->state_sql = range_select(ks, hash, "", " FOR UPDATE OF " ROW_ALIAS);
+    } else {
+        /* a snapshot's restore is sluice's own: it writes a row only if its xmin is still the one
+         * seen here (no lock taken to read, none written to WAL), see guard_sql */
+        char *with_xmin = sl_asprintf("%s, " ROW_ALIAS ".xmin::text", hash);
+        t->state_sql = range_select(ks, with_xmin, "", "");
+        free(with_xmin);
+    }
     free(written);
     free(hash);
     if (t->kind == SL_UNDO_SNAPSHOT_ALL) {
@@ -459,16 +468,21 @@ static void add_array_elem(sl_buf *b, const char *v)
  * way the values are bound as parameters, never part of the statement. */
 typedef struct arrays {
     int lite;
+    int guard; /* PostgreSQL, stop or skip: checked statement, the row count its last parameter (guard_sql) */
+    int xmin;  /* and the last array each row's xmin as down saw it (not for an INSERT) */
     size_t n;
     sl_buf *a;          /* PostgreSQL */
     json_t *json, *row; /* SQLite */
     int64_t rows;
 } arrays;
 
-static void arrays_init(arrays *x, size_t n, int lite)
+static void arrays_init(arrays *x, size_t n, int lite, int guard, int xmin)
 {
     memset(x, 0, sizeof *x);
     x->lite = lite;
+    x->guard = guard;
+    x->xmin = xmin;
+    n += (size_t)xmin;
     x->n = n;
     x->a = sl_calloc(n + 1, sizeof(sl_buf));
     for (size_t i = 0; i < n && !lite; i++)
@@ -540,7 +554,7 @@ static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *ed
     size_t q = s->nq++;
     s->sql[q] = sql;
     s->restored += x->rows;
-    size_t np = x->lite ? 1 + nedges : x->n;
+    size_t np = x->lite ? 1 + nedges : x->n + (size_t)x->guard;
     s->params[q] = sl_calloc(np + 1, sizeof(char *));
     if (x->lite) {
         s->params[q][0] = json_dumps(x->json, JSON_COMPACT);
@@ -551,22 +565,27 @@ static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *ed
             sl_buf_addc(&x->a[i], '}');
             s->params[q][i] = sl_buf_take(&x->a[i]);
         }
+        if (x->guard) /* the rows it must write, every one */
+            s->params[q][x->n] = sl_asprintf("%" PRId64, x->rows);
     }
     arrays_free(x);
     s->q[q] = (sl_pg_query){sql, (int)np, (const char *const *)s->params[q]};
 }
 
-/* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ...)" and the key join. */
-static void add_unnest(sl_buf *b, const sl_keyspec *ks, size_t nvals)
+/* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ..., [_x])" and the key join
+ * (and with guard, the row's xmin still the one down saw). */
+static void add_unnest(sl_buf *b, const sl_keyspec *ks, size_t nvals, int guard)
 {
     sl_buf_adds(b, "unnest(");
-    for (size_t i = 0; i < ks->ncols + nvals; i++)
+    for (size_t i = 0; i < ks->ncols + nvals + (size_t)guard; i++)
         sl_buf_printf(b, "%s$%zu::text[]", i ? ", " : "", i + 1);
     sl_buf_adds(b, ") AS v(");
     for (size_t i = 0; i < ks->ncols; i++)
         sl_buf_printf(b, "%s_k%zu", i ? ", " : "", i + 1);
     for (size_t i = 0; i < nvals; i++)
         sl_buf_printf(b, ", _v%zu", i + 1);
+    if (guard)
+        sl_buf_adds(b, ", _x");
     sl_buf_adds(b, ") WHERE (");
     for (size_t i = 0; i < ks->ncols; i++)
         sl_buf_printf(b, "%s" ROW_ALIAS ".%s", i ? ", " : "", ks->cols[i]);
@@ -574,32 +593,55 @@ static void add_unnest(sl_buf *b, const sl_keyspec *ks, size_t nvals)
     for (size_t i = 0; i < ks->ncols; i++)
         sl_buf_printf(b, "%sv._k%zu::%s", i ? ", " : "", i + 1, ks->types[i]);
     sl_buf_adds(b, ")");
+    if (guard)
+        sl_buf_adds(b, " AND " ROW_ALIAS ".xmin = v._x::xid");
 }
 
-static char *delete_sql(const sl_undo_target *t)
+/* Without row locks between down's look at the rows and its restore, the
+ * restore checks each row itself: it writes a row only while its xmin is the
+ * one down saw (any change by another session since gives it a new xmin;
+ * the INSERT of a row the job deleted does nothing when someone inserted it
+ * again), and its last parameter is how many rows it must write. Fewer, and
+ * the division by zero ends the chunk's transaction before its COMMIT, so
+ * that nothing of the chunk is written: down.c takes that 22012 for "changed
+ * meanwhile" and looks again. */
+static char *guard_sql(char *restore, size_t count_param)
+{
+    char *sql = sl_asprintf("WITH w AS (%s RETURNING 1) SELECT 1 / (count(*) = $%zu::bigint)::int FROM w", restore,
+                            count_param);
+    free(restore);
+    return sql;
+}
+
+static char *delete_sql(const sl_undo_target *t, int guard)
 {
     sl_buf b = {0};
     sl_buf_printf(&b, "DELETE FROM %s AS " ROW_ALIAS " USING ", t->ks->table);
-    add_unnest(&b, t->ks, 0);
-    return sl_buf_take(&b);
+    add_unnest(&b, t->ks, 0, guard);
+    return guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + 2) : sl_buf_take(&b);
 }
 
-static char *update_cols_sql(const sl_undo_target *t)
+static char *update_cols_sql(const sl_undo_target *t, int guard)
 {
     sl_buf b = {0};
     sl_buf_printf(&b, "UPDATE %s AS " ROW_ALIAS " SET ", t->ks->table);
     for (size_t i = 0; i < t->ncols; i++)
         sl_buf_printf(&b, "%s%s = v._v%zu::%s", i ? ", " : "", t->cols[i], i + 1, t->types[i]);
     sl_buf_adds(&b, " FROM ");
-    add_unnest(&b, t->ks, t->ncols);
-    return sl_buf_take(&b);
+    add_unnest(&b, t->ks, t->ncols, guard);
+    return guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + t->ncols + 2) : sl_buf_take(&b);
 }
 
-/* snapshot(*): each saved row is the table's row type in text form. The
- * OFFSET 0 keeps the planner from re-parsing it once per column. */
-static void add_rows_subquery(sl_buf *b, const sl_undo_target *t)
+/* snapshot(*): each saved row is the table's row type in text form (with
+ * guard, beside the xmin down saw). The OFFSET 0 keeps the planner from
+ * re-parsing it once per column. */
+static void add_rows_subquery(sl_buf *b, const sl_undo_target *t, int guard)
 {
-    sl_buf_printf(b, "(SELECT u.x::%s AS r FROM unnest($1::text[]) AS u(x) OFFSET 0) s", t->ks->table);
+    if (guard)
+        sl_buf_printf(b, "(SELECT u.x::%s AS r, u.g AS g FROM unnest($1::text[], $2::text[]) AS u(x, g) OFFSET 0) s",
+                      t->ks->table);
+    else
+        sl_buf_printf(b, "(SELECT u.x::%s AS r FROM unnest($1::text[]) AS u(x) OFFSET 0) s", t->ks->table);
 }
 
 static void add_row_fields(sl_buf *b, const sl_undo_target *t)
@@ -608,7 +650,7 @@ static void add_row_fields(sl_buf *b, const sl_undo_target *t)
         sl_buf_printf(b, "%s(s.r).%s", i ? ", " : "", t->cols[i]);
 }
 
-static char *update_all_sql(const sl_undo_target *t)
+static char *update_all_sql(const sl_undo_target *t, int guard)
 {
     sl_buf b = {0};
     sl_buf_printf(&b, "UPDATE %s AS " ROW_ALIAS " SET (", t->ks->table);
@@ -617,7 +659,7 @@ static char *update_all_sql(const sl_undo_target *t)
     sl_buf_adds(&b, ") = ROW(");
     add_row_fields(&b, t);
     sl_buf_adds(&b, ") FROM ");
-    add_rows_subquery(&b, t);
+    add_rows_subquery(&b, t, guard);
     sl_buf_adds(&b, " WHERE (");
     for (size_t i = 0; i < t->ks->ncols; i++)
         sl_buf_printf(&b, "%s" ROW_ALIAS ".%s", i ? ", " : "", t->ks->cols[i]);
@@ -625,10 +667,12 @@ static char *update_all_sql(const sl_undo_target *t)
     for (size_t i = 0; i < t->ks->ncols; i++)
         sl_buf_printf(&b, "%s(s.r).%s", i ? ", " : "", t->ks->cols[i]);
     sl_buf_adds(&b, ")");
-    return sl_buf_take(&b);
+    if (guard)
+        sl_buf_adds(&b, " AND " ROW_ALIAS ".xmin = s.g::xid");
+    return guard ? guard_sql(sl_buf_take(&b), 3) : sl_buf_take(&b);
 }
 
-static char *insert_all_sql(const sl_undo_target *t)
+static char *insert_all_sql(const sl_undo_target *t, int guard)
 {
     sl_buf b = {0};
     sl_buf_printf(&b, "INSERT INTO %s (", t->ks->table);
@@ -637,8 +681,10 @@ static char *insert_all_sql(const sl_undo_target *t)
     sl_buf_adds(&b, ") OVERRIDING SYSTEM VALUE SELECT ");
     add_row_fields(&b, t);
     sl_buf_adds(&b, " FROM ");
-    add_rows_subquery(&b, t);
-    return sl_buf_take(&b);
+    add_rows_subquery(&b, t, 0);
+    if (guard)
+        sl_buf_adds(&b, " ON CONFLICT DO NOTHING");
+    return guard ? guard_sql(sl_buf_take(&b), 2) : sl_buf_take(&b);
 }
 
 static char *restore_sql(const sl_undo_target *t, sl_restore which, const arrays *x)
@@ -646,10 +692,10 @@ static char *restore_sql(const sl_undo_target *t, sl_restore which, const arrays
     if (x->lite)
         return sl_undo_lite_restore_sql(t, which);
     if (which == SL_RESTORE_DELETE)
-        return delete_sql(t);
+        return delete_sql(t, x->guard);
     if (which == SL_RESTORE_INSERT)
-        return insert_all_sql(t);
-    return t->kind == SL_UNDO_SNAPSHOT_ALL ? update_all_sql(t) : update_cols_sql(t);
+        return insert_all_sql(t, x->guard);
+    return t->kind == SL_UNDO_SNAPSHOT_ALL ? update_all_sql(t, x->guard) : update_cols_sql(t, x->guard);
 }
 
 static void note_conflict(sl_undo_step *s, sl_buf *keys, const sl_snap_row *row, size_t nkey)
@@ -684,7 +730,8 @@ typedef struct restore_lists {
 } restore_lists;
 
 /* What to do with one saved row, given whether it exists now. */
-static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step *s, const sl_snap_row *row, int present)
+static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step *s, const sl_snap_row *row, int present,
+                        const char *xmin)
 {
     size_t nk = t->ks->ncols, nv = saved_vals(t);
     if (t->kind == SL_UNDO_SNAPSHOT_COLS && row->has_pre && !present) {
@@ -702,7 +749,9 @@ static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step 
     if (dst == &l->del || (dst == &l->upd && (t->kind == SL_UNDO_SNAPSHOT_COLS || is_lite(t))))
         arrays_add(dst, 0, row->key, nk);
     if (dst != &l->del)
-        arrays_add(dst, dst->n - nv, row->vals, nv);
+        arrays_add(dst, dst->n - (size_t)dst->xmin - nv, row->vals, nv);
+    if (dst->xmin)
+        arrays_add(dst, dst->n - 1, (char *const *)&xmin, 1);
     arrays_end_row(dst);
 }
 
@@ -717,9 +766,11 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
     restore_lists l;
     int lite = is_lite(t);
     size_t nv = saved_vals(t);
-    arrays_init(&l.del, nk, lite);
-    arrays_init(&l.upd, t->kind == SL_UNDO_SNAPSHOT_ALL && !lite ? nv : nk + nv, lite);
-    arrays_init(&l.ins, nv, lite);
+    /* PostgreSQL restores a snapshot without row locks, row by row against the xmin seen (guard_sql) */
+    int guard = !lite && snapshot && mode != SL_CONFLICT_OVERWRITE;
+    arrays_init(&l.del, nk, lite, guard, guard);
+    arrays_init(&l.upd, t->kind == SL_UNDO_SNAPSHOT_ALL && !lite ? nv : nk + nv, lite, guard, guard);
+    arrays_init(&l.ins, nv, lite, guard, 0); /* the row is not there: no xmin, the count alone */
     sl_buf keys = {0};
     const sl_snap_row **rows = sort_snap(snap);
     for (size_t i = 0; i < snap->nrows; i++) {
@@ -732,7 +783,8 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
         if (conflict)
             note_conflict(out, &keys, row, nk);
         if (snapshot && (!conflict || mode == SL_CONFLICT_OVERWRITE))
-            restore_row(t, &l, out, row, present);
+            restore_row(t, &l, out, row, present,
+                        present && guard ? cur->vals[(size_t)c[j].row * (size_t)cur->ncols + nk + 1] : NULL);
     }
     free(c);
     free(rows);

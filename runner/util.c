@@ -222,6 +222,18 @@ void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len, int one_line)
     }
 }
 
+void sl_fputs_visible(const char *s, FILE *f)
+{
+    if (!s) {
+        fputs("NULL", f);
+        return;
+    }
+    sl_buf b = {0};
+    sl_buf_add_visible(&b, s, strlen(s), 1);
+    fputs(b.data ? b.data : "", f);
+    sl_buf_free(&b);
+}
+
 char *sl_buf_take(sl_buf *buf)
 {
     char *p = buf->data ? buf->data : sl_strdup("");

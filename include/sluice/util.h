@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define SL_MUSTCHECK    __attribute__((warn_unused_result))
 #define SL_PRINTF(a, b) __attribute__((format(printf, a, b), nonnull(a)))
@@ -65,6 +66,9 @@ size_t sl_utf8_decode(const char *s, size_t avail, uint32_t *code);
  * \u009b), so text from a job file, the database or a socket cannot drive
  * the terminal. Other UTF-8 text is kept as it is. */
 void sl_buf_add_visible(sl_buf *buf, const char *s, size_t len, int one_line);
+/* Write s to f as sl_buf_add_visible shows it on one line ("NULL" for NULL):
+ * for what a database said (a value, a plan line, an error) on stdout. */
+void sl_fputs_visible(const char *s, FILE *f);
 /* Give up the buffer's memory to the caller (never NULL: "" for empty). */
 char *sl_buf_take(sl_buf *buf);
 void sl_buf_reset(sl_buf *buf);

@@ -343,6 +343,31 @@ EOF
     assert_sql "select count(*) from sluice_progress" 3
 }
 
+# What the database holds may hold anything: a key with an escape sequence in it, an error message that
+# quotes it. plan, the log and status show it escaped, never as bytes a terminal would obey.
+test_database_text_escaped() {
+    psql_q "create table t (k text primary key, n int not null default 0);
+            insert into t (k, n) values (E'a\x1b[2Jwiped', 0), (E'b\x1b]0;title\x07', 1), ('c', 0)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 10
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE k BETWEEN :lo AND :hi;
+SELECT (E'\x1b[31m' || :lo::text)::int;
+EOF
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_contains "$OUT" 'a\x1b[2Jwiped'
+    [[ $OUT != *$'\x1b'* ]] || fail "plan printed an ESC byte: $(od -c <<<"$OUT" | head -20)"
+    run_sluice up
+    assert_rc 1
+    assert_contains "$ERR" '\x1b[31ma\x1b[2Jwiped'
+    [[ $ERR != *$'\x1b'* ]] || fail "the log printed an ESC byte"
+    run_sluice status
+    assert_rc 0
+    [[ $OUT$ERR != *$'\x1b'* ]] || fail "status printed an ESC byte"
+}
+
 test_bad_usage() {
     make_table
     valid_job 0001_bump
@@ -381,4 +406,5 @@ run_test "truncated checkpoint file" test_truncated_checkpoint
 run_test "garbage checkpoint file" test_garbage_checkpoint
 run_test "job file edited after the first chunk: refused unless --allow-changed-statements" test_job_edited_after_first_chunk
 run_test "unknown command, option, argument: exit 2" test_bad_usage
+run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
 t_done

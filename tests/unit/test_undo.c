@@ -769,6 +769,14 @@ static const char pg_update_cols[] =
     "UPDATE \"public\".\"users\" AS _sl_row SET \"full_name\" = v._v1::text, \"email\" = v._v2::character "
     "varying(50) FROM unnest($1::text[], $2::text[], $3::text[]) AS v(_k1, _v1, _v2) WHERE (_sl_row.\"id\") = "
     "(v._k1::bigint)";
+/* stop and skip: no row locked while down looks, so each row is written only
+ * if its xmin is still the one seen, and every row must be, or the chunk
+ * ends (1 / 0) before its COMMIT */
+static const char pg_update_cols_checked[] =
+    "WITH w AS (UPDATE \"public\".\"users\" AS _sl_row SET \"full_name\" = v._v1::text, \"email\" = "
+    "v._v2::character varying(50) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(_k1, _v1, _v2, "
+    "_x) WHERE (_sl_row.\"id\") = (v._k1::bigint) AND _sl_row.xmin = v._x::xid RETURNING 1) SELECT 1 / (count(*) = "
+    "$5::bigint)::int FROM w";
 
 static void test_plan_pg_cols(void)
 {
@@ -783,15 +791,17 @@ static void test_plan_pg_cols(void)
     sl_snap snap;
     CHECK(record_round_trip(&t, 3, &pre, &post, &snap) == 0);
     /* the rows as they are now, in another order, with one the chunk did not write */
-    sl_result cur = result_of(4, 2, (const char *[]){"2", "222", "3", "444", "10", "333", "1", "111"});
+    sl_result cur =
+        result_of(4, 3, (const char *[]){"2", "222", "902", "3", "444", "903", "10", "333", "910", "1", "111", "901"});
     sl_undo_step step;
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
     CHECK(step.nconflicts == 0 && step.conflicts == NULL && step.nlost == 0);
     CHECK(step.nq == 1 && step.restored == 3);
-    /* one UPDATE over three text arrays (key, then the saved columns), rows in key order */
-    check_query(&step, 0, pg_update_cols, 3,
+    /* one UPDATE over four text arrays (key, the saved columns, the xmin seen), rows in key order, and the
+     * count it must write */
+    check_query(&step, 0, pg_update_cols_checked, 5,
                 (const char *[]){"{\"1\",\"10\",\"2\"}", "{\"Ada\",\"\",\"O'Brien'); DROP TABLE users; --\"}",
-                                 "{NULL,\"z@x\",\"a\\\"b\\\\c{}\"}"});
+                                 "{NULL,\"z@x\",\"a\\\"b\\\\c{}\"}", "{\"901\",\"910\",\"902\"}", "3"});
     check_values_not_in_sql(&step, &snap);
     sl_undo_step_free(&step);
     sl_snap_free(&snap);
@@ -815,7 +825,7 @@ static void test_plan_conflicts(void)
     snap_add(&snap, (const char *[]){"1"}, (const char *[]){"Ada", "a@x"}, 1, 111);
     snap_add(&snap, (const char *[]){"2"}, (const char *[]){"Bob", "b@x"}, 1, 222); /* changed since */
     snap_add(&snap, (const char *[]){"3"}, (const char *[]){"Cyd", "c@x"}, 1, 333); /* deleted since */
-    sl_result cur = result_of(2, 2, (const char *[]){"1", "111", "2", "-5"});
+    sl_result cur = result_of(2, 3, (const char *[]){"1", "111", "901", "2", "-5", "902"});
     sl_undo_step step;
 
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
@@ -829,7 +839,8 @@ static void test_plan_conflicts(void)
     CHECK(step.nconflicts == 2);
     CHECK_STR(step.conflicts, "(2), (3)");
     CHECK(step.nq == 1 && step.restored == 1 && step.nlost == 0);
-    check_query(&step, 0, pg_update_cols, 3, (const char *[]){"{\"1\"}", "{\"Ada\"}", "{\"a@x\"}"});
+    check_query(&step, 0, pg_update_cols_checked, 5,
+                (const char *[]){"{\"1\"}", "{\"Ada\"}", "{\"a@x\"}", "{\"901\"}", "1"});
     sl_undo_step_free(&step);
 
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_OVERWRITE, &step);
@@ -850,7 +861,7 @@ static void test_plan_conflicts(void)
         snprintf(key, sizeof key, "k%02d", i);
         snap_add(&many, (const char *[]){key}, (const char *[]){"v", "w"}, 1, i);
     }
-    sl_result cur_many = result_of(1, 2, (const char *[]){"k05", "5"});
+    sl_result cur_many = result_of(1, 3, (const char *[]){"k05", "5", "905"});
     sl_undo_plan_chunk(&t, &many, &cur_many, NULL, SL_CONFLICT_STOP, &step);
     CHECK(step.nconflicts == 11);
     CHECK_STR(step.conflicts, "(k01), (k02), (k03), (k04), (k06), (k07), (k08), (k09), (k10), (k11) and 1 more");
@@ -880,14 +891,15 @@ static void test_plan_cols_lost(void)
     snap_add(&snap, (const char *[]){"1"}, (const char *[]){"Ada", "a@x"}, 0, 0); /* deleted by the job */
     snap_add(&snap, (const char *[]){"2"}, NULL, 1, 5);                           /* inserted by the job */
     snap_add(&snap, (const char *[]){"3"}, (const char *[]){"Cyd", NULL}, 1, 7);  /* updated */
-    sl_result cur = result_of(2, 2, (const char *[]){"2", "5", "3", "7"});
+    sl_result cur = result_of(2, 3, (const char *[]){"2", "5", "902", "3", "7", "903"});
     sl_undo_step step;
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
     CHECK(step.nconflicts == 0 && step.conflicts == NULL);
     CHECK(step.nlost == 1);
     CHECK(step.nkept == 1);
     CHECK(step.nq == 1 && step.restored == 1);
-    check_query(&step, 0, pg_update_cols, 3, (const char *[]){"{\"3\"}", "{\"Cyd\"}", "{NULL}"});
+    check_query(&step, 0, pg_update_cols_checked, 5,
+                (const char *[]){"{\"3\"}", "{\"Cyd\"}", "{NULL}", "{\"903\"}", "1"});
     sl_undo_step_free(&step);
     sl_snap_free(&snap);
     result_free(&cur);
@@ -905,6 +917,21 @@ static const char pg_insert_all[] =
     "INSERT INTO \"public\".\"users\" (\"id\", \"full_name\", \"email\") OVERRIDING SYSTEM VALUE SELECT "
     "(s.r).\"id\", (s.r).\"full_name\", (s.r).\"email\" FROM (SELECT u.x::\"public\".\"users\" AS r FROM "
     "unnest($1::text[]) AS u(x) OFFSET 0) s";
+static const char pg_delete_checked[] =
+    "WITH w AS (DELETE FROM \"public\".\"users\" AS _sl_row USING unnest($1::text[], $2::text[]) AS v(_k1, _x) "
+    "WHERE (_sl_row.\"id\") = (v._k1::bigint) AND _sl_row.xmin = v._x::xid RETURNING 1) SELECT 1 / (count(*) = "
+    "$3::bigint)::int FROM w";
+static const char pg_update_all_checked[] =
+    "WITH w AS (UPDATE \"public\".\"users\" AS _sl_row SET (\"id\", \"full_name\", \"email\") = ROW((s.r).\"id\", "
+    "(s.r).\"full_name\", (s.r).\"email\") FROM (SELECT u.x::\"public\".\"users\" AS r, u.g AS g FROM "
+    "unnest($1::text[], $2::text[]) AS u(x, g) OFFSET 0) s WHERE (_sl_row.\"id\") = ((s.r).\"id\") AND _sl_row.xmin = "
+    "s.g::xid RETURNING 1) SELECT 1 / (count(*) = $3::bigint)::int FROM w";
+/* the rows the job deleted: put back unless someone inserted them again meanwhile */
+static const char pg_insert_all_checked[] =
+    "WITH w AS (INSERT INTO \"public\".\"users\" (\"id\", \"full_name\", \"email\") OVERRIDING SYSTEM VALUE SELECT "
+    "(s.r).\"id\", (s.r).\"full_name\", (s.r).\"email\" FROM (SELECT u.x::\"public\".\"users\" AS r FROM "
+    "unnest($1::text[]) AS u(x) OFFSET 0) s ON CONFLICT DO NOTHING RETURNING 1) SELECT 1 / (count(*) = "
+    "$2::bigint)::int FROM w";
 
 /* snapshot(*) on PostgreSQL: each row saved as its text. Deleted rows are
  * inserted back, inserted ones deleted, updated ones updated: in that
@@ -921,20 +948,21 @@ static void test_plan_pg_all(void)
     snap_add(&snap, (const char *[]){"5"}, (const char *[]){"(5,\"O'Brien, Pat\",)"}, 0, 0);
     snap_add(&snap, (const char *[]){"7"}, NULL, 1, 70);
     snap_add(&snap, (const char *[]){"8"}, (const char *[]){"(8,old,o@x)"}, 1, 80);
-    sl_result cur = result_of(3, 2, (const char *[]){"8", "80", "7", "70", "9", "90"});
+    sl_result cur = result_of(3, 3, (const char *[]){"8", "80", "908", "7", "70", "907", "9", "90", "909"});
     sl_undo_step step;
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
     CHECK(step.nconflicts == 0 && step.nlost == 0);
     CHECK(step.nq == 3 && step.restored == 4);
-    check_query(&step, 0, pg_delete, 1, (const char *[]){"{\"7\"}"});
-    check_query(&step, 1, pg_update_all, 1, (const char *[]){"{\"(8,old,o@x)\"}"});
-    check_query(&step, 2, pg_insert_all, 1, (const char *[]){"{\"(5,\\\"O'Brien, Pat\\\",)\",\"(6,xyz,)\"}"});
+    check_query(&step, 0, pg_delete_checked, 3, (const char *[]){"{\"7\"}", "{\"907\"}", "1"});
+    check_query(&step, 1, pg_update_all_checked, 3, (const char *[]){"{\"(8,old,o@x)\"}", "{\"908\"}", "1"});
+    check_query(&step, 2, pg_insert_all_checked, 2,
+                (const char *[]){"{\"(5,\\\"O'Brien, Pat\\\",)\",\"(6,xyz,)\"}", "2"});
     check_values_not_in_sql(&step, &snap);
     sl_undo_step_free(&step);
     result_free(&cur);
 
     /* someone re-inserted 5 and 6 (5 as it was), deleted 7, changed 8 */
-    cur = result_of(3, 2, (const char *[]){"5", "50", "6", "60", "8", "81"});
+    cur = result_of(3, 3, (const char *[]){"5", "50", "905", "6", "60", "906", "8", "81", "918"});
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
     CHECK(step.nconflicts == 4);
     CHECK_STR(step.conflicts, "(5), (6), (7), (8)");
@@ -954,13 +982,14 @@ static void test_plan_pg_all(void)
     result_free(&cur);
 
     /* an inserted row someone changed: skip leaves it, overwrite deletes it */
-    cur = result_of(3, 2, (const char *[]){"7", "71", "8", "80", "9", "90"});
+    cur = result_of(3, 3, (const char *[]){"7", "71", "917", "8", "80", "908", "9", "90", "909"});
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_SKIP, &step);
     CHECK(step.nconflicts == 1);
     CHECK_STR(step.conflicts, "(7)");
     CHECK(step.nq == 2 && step.restored == 3);
-    check_query(&step, 0, pg_update_all, 1, (const char *[]){"{\"(8,old,o@x)\"}"});
-    check_query(&step, 1, pg_insert_all, 1, (const char *[]){"{\"(5,\\\"O'Brien, Pat\\\",)\",\"(6,xyz,)\"}"});
+    check_query(&step, 0, pg_update_all_checked, 3, (const char *[]){"{\"(8,old,o@x)\"}", "{\"908\"}", "1"});
+    check_query(&step, 1, pg_insert_all_checked, 2,
+                (const char *[]){"{\"(5,\\\"O'Brien, Pat\\\",)\",\"(6,xyz,)\"}", "2"});
     sl_undo_step_free(&step);
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_OVERWRITE, &step);
     CHECK(step.nconflicts == 1 && step.nq == 3 && step.restored == 4);
@@ -1017,17 +1046,21 @@ static void test_plan_composite_key(void)
     snap_add(&snap, (const char *[]){"10", "a"}, (const char *[]){"paid"}, 1, 2);
     snap_add(&snap, (const char *[]){"2", "a"}, (const char *[]){NULL}, 1, 3);
     /* (2, a) and (1, 0a) would be one key if the fields ran together */
-    sl_result cur = result_of(4, 3, (const char *[]){"2", "b", "1", "1", "0a", "2", "2", "a", "3", "10", "a", "99"});
+    sl_result cur = result_of(
+        4, 4,
+        (const char *[]){"2", "b", "1", "902", "1", "0a", "2", "910", "2", "a", "3", "920", "10", "a", "99", "930"});
     sl_undo_step step;
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_SKIP, &step);
     CHECK(step.nconflicts == 1);
     CHECK_STR(step.conflicts, "(10, a)");
     CHECK(step.nq == 1 && step.restored == 2);
-    check_query(&step, 0,
-                "UPDATE \"app\".\"orders\" AS _sl_row SET \"status\" = v._v1::text FROM unnest($1::text[], $2::text[], "
-                "$3::text[]) AS v(_k1, _k2, _v1) WHERE (_sl_row.\"tenant\", _sl_row.\"code\") = (v._k1::integer, "
-                "v._k2::text)",
-                3, (const char *[]){"{\"2\",\"2\"}", "{\"a\",\"b\"}", "{NULL,\"new\"}"});
+    check_query(
+        &step, 0,
+        "WITH w AS (UPDATE \"app\".\"orders\" AS _sl_row SET \"status\" = v._v1::text FROM unnest($1::text[], "
+        "$2::text[], $3::text[], $4::text[]) AS v(_k1, _k2, _v1, _x) WHERE (_sl_row.\"tenant\", _sl_row.\"code\") "
+        "= (v._k1::integer, v._k2::text) AND _sl_row.xmin = v._x::xid RETURNING 1) SELECT 1 / (count(*) = "
+        "$5::bigint)::int FROM w",
+        5, (const char *[]){"{\"2\",\"2\"}", "{\"a\",\"b\"}", "{NULL,\"new\"}", "{\"920\",\"902\"}", "2"});
     check_values_not_in_sql(&step, &snap);
     sl_undo_step_free(&step);
     result_free(&cur);
@@ -1046,7 +1079,7 @@ static void test_plan_empty(void)
     users_all(&t, &ks);
     sl_snap snap;
     snap_init(&snap, 1, 1);
-    sl_result cur = result_of(1, 2, (const char *[]){"1", "10"});
+    sl_result cur = result_of(1, 3, (const char *[]){"1", "10", "901"});
     sl_undo_step step;
     sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
     CHECK(step.nconflicts == 0 && step.conflicts == NULL && step.nlost == 0);
@@ -1054,6 +1087,11 @@ static void test_plan_empty(void)
     sl_undo_step_free(&step);
     snap_add(&snap, (const char *[]){"4"}, (const char *[]){"(4,a,b)"}, 0, 0);
     sl_undo_plan_chunk(&t, &snap, NULL, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 0 && step.nq == 1 && step.restored == 1);
+    check_query(&step, 0, pg_insert_all_checked, 2, (const char *[]){"{\"(4,a,b)\"}", "1"});
+    sl_undo_step_free(&step);
+    /* overwrite puts back whatever it finds: nothing checked, nothing counted */
+    sl_undo_plan_chunk(&t, &snap, NULL, NULL, SL_CONFLICT_OVERWRITE, &step);
     CHECK(step.nconflicts == 0 && step.nq == 1 && step.restored == 1);
     check_query(&step, 0, pg_insert_all, 1, (const char *[]){"{\"(4,a,b)\"}"});
     sl_undo_step_free(&step);
