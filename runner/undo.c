@@ -398,21 +398,21 @@ int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char 
 {
     memset(out, 0, sizeof *out);
     size_t len = strlen(text);
-    sl_buf blob = {0};
+    unsigned char *blob = sl_malloc(len / 2 + 1);
     int bad = len % 2 != 0;
     for (size_t i = 0; !bad && i < len; i += 2) {
         int hi = hex_digit(text[i]), lo = hex_digit(text[i + 1]);
         bad = hi < 0 || lo < 0;
         if (!bad) /* hi is -1 for a digit that is not hex: shifting it is undefined */
-            sl_buf_addc(&blob, (char)(hi << 4 | lo));
+            blob[i / 2] = (unsigned char)(hi << 4 | lo);
     }
-    if (bad || sl_snap_decode(blob.data, blob.len, out) != 0) {
-        sl_buf_free(&blob);
+    if (bad || sl_snap_decode(blob, len / 2, out) != 0) {
+        free(blob);
         sl_err_set(err, "the undo record of chunk %" PRId64 " in %s is damaged: it cannot be read", chunk_no,
                    SL_UNDO_TABLE);
         return -1;
     }
-    sl_buf_free(&blob);
+    free(blob);
     out->chunk_no = chunk_no;
     snprintf(out->kind, sizeof out->kind, "%s", kind_tag(t->kind));
     /* its shape before any value is read: a record saved for other columns would restore the wrong ones */
@@ -454,10 +454,14 @@ static void add_array_elem(sl_buf *b, const char *v)
         return;
     }
     sl_buf_addc(b, '"');
-    for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            sl_buf_addc(b, '\\');
-        sl_buf_addc(b, *p);
+    for (const char *p = v; *p;) {
+        size_t plain = strcspn(p, "\"\\"); /* copied as they are, up to the next one to escape */
+        sl_buf_add(b, p, plain);
+        p += plain;
+        if (*p) {
+            char esc[2] = {'\\', *p++};
+            sl_buf_add(b, esc, 2);
+        }
     }
     sl_buf_addc(b, '"');
 }
