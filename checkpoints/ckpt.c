@@ -1,5 +1,5 @@
 /* ckpt.c: the checkpoint store: one SQLite file per job with its state, committed chunks, runs and events. */
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 #include <assert.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 /* A separate file: fcntl locks on the SQLite file itself would be dropped by
  * SQLite's own close() calls (POSIX releases all of a process's locks on a

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 static int fail(sl_ckpt *ckpt, const char *what, sl_err *err)
 {

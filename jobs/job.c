@@ -1,6 +1,6 @@
 /* job.c: the job-file parser: directives, sections and their validation. */
-#include "sluice/job.h"
-#include "sluice/keys.h"
+#include "sluice/jobs/job.h"
+#include "sluice/jobs/keys.h"
 
 #include <assert.h>
 #include <ctype.h>

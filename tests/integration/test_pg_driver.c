@@ -1,4 +1,4 @@
-/* test_pg_driver.c: the libpq-on-libuv driver (runner/pg.c) against a real PostgreSQL named by SLUICE_TEST_DB. */
+/* test_pg_driver.c: the libpq-on-libuv driver (runner/db/pg.c) against a real PostgreSQL named by SLUICE_TEST_DB. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "sluice/pg.h"
+#include "sluice/db/pg.h"
 
 static const char *test_db;
 static int reply_seq;

@@ -1,6 +1,6 @@
 /* test_job.c: the job-file parser: every directive (value, default, errors), sections, job sets. */
 #include "check.h"
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
 
 #include <stdio.h>
 #include <stdlib.h>

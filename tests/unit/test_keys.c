@@ -1,6 +1,6 @@
 /* test_keys.c: the key SQL builders, as exact strings and run against a real in-memory SQLite database. */
 #include "check.h"
-#include "sluice/keys.h"
+#include "sluice/jobs/keys.h"
 
 #include <sqlite3.h>
 #include <stdlib.h>

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "sluice/pg.h"
-#include "sluice/session.h"
+#include "sluice/db/pg.h"
+#include "sluice/db/session.h"
 
 static char tmpdir[64];
 static char dbpath[128];

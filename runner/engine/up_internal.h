@@ -1,0 +1,190 @@
+/* up_internal.h: one `up` run's state, private to up.c and its up_*.c parts (gate, hold, prepare, split, walk). */
+#ifndef SLUICE_UP_INTERNAL_H
+#define SLUICE_UP_INTERNAL_H
+
+#include <stdlib.h>
+
+#include "sluice/checkpoints/ckpt.h"
+#include "sluice/db/catalog.h"
+#include "sluice/engine/run.h"
+#include "sluice/engine/undo.h"
+#include "sluice/engine/up.h"
+#include "sluice/services/ctl.h"
+#include "sluice/services/metrics.h"
+#include "sluice/services/pace.h"
+#include "sluice/services/throttle.h"
+
+/* The key of one chunk edge, as text, one string per key column. */
+typedef struct key_tuple {
+    char *v[SL_MAX_KEY_COLS];
+} key_tuple;
+
+typedef struct chunk_bounds {
+    int has_rows;
+    key_tuple lo, hi;
+    int64_t rows;
+} chunk_bounds;
+
+/* A part of the key walked by one worker at a time: the keys after `after`
+ * (exclusive; none: from the table's start) up to `until` (inclusive; none:
+ * to its end). As chunks commit, `after` moves to the last committed :hi, so
+ * it is also the range's resume position. Range 0 is the whole key when the
+ * job has no split (one worker, or SQLite); a split's ranges are 1..n and are
+ * kept in sluice_ranges (up_split.c). */
+typedef struct key_range {
+    int64_t range_no;
+    int has_after, has_until;
+    key_tuple after, until;
+} key_range;
+
+typedef enum up_worker_state {
+    W_IDLE,  /* needs a range */
+    W_SEEK,  /* has a range: find its next chunk's bounds */
+    W_READY, /* cur holds the next chunk: send it at ready_at */
+    W_BUSY,  /* a batch is in flight (pend) */
+    W_DONE,  /* no range left */
+} up_worker_state;
+
+/* One connection with at most one chunk in flight. Worker 0 uses the run's
+ * session (which holds the job's lock); the others have their own. */
+typedef struct up_worker {
+    int id;
+    sl_session *sess;
+    sl_session own; /* workers > 0 */
+    int has_own;
+    up_worker_state state;
+    key_range *range;
+    chunk_bounds cur;    /* the chunk to send, or in flight */
+    int64_t chunk_no;    /* cur's number once first sent (kept through retries and splits), else 0 */
+    int64_t attempts;    /* of cur */
+    int64_t started;     /* mono ms of cur's first attempt */
+    int64_t sent_at;     /* mono ms of the attempt in flight */
+    int64_t ready_at;    /* mono ms: not sent before */
+    int64_t split_limit; /* > 0 after a chunk failed and was split: the cap on the next chunks */
+    int64_t sent_batch;  /* the batch in force when cur was first sent */
+    char *last_error;    /* of cur's failed attempts */
+    int saving;          /* the in-flight batch is the first half of a chunk with undo records */
+    sl_pending pend;     /* the batch in flight */
+    sl_answer first;     /* with undo records: the first half's answer */
+    sl_pg_query *q;      /* the batch in flight: queries and the values they point at */
+    size_t nq;
+    char numbers[6][24]; /* chunk_no, rows, attempts, limit, range_no as text */
+    const char *edges[2 * SL_MAX_KEY_COLS];
+    const char *prog[10 + 2 * SL_MAX_KEY_COLS];
+    const char *bparams[2 * SL_MAX_KEY_COLS + 1];
+    const char *uparams[3]; /* the undo record's row: job, chunk_no, record */
+    char *record;           /* the undo record of the chunk in flight */
+} up_worker;
+
+typedef struct up_run {
+    sl_session *sess;
+    const sl_run_opts *opts;
+    sl_job *job;
+    sl_run run;    /* the job's lock, state and journal (run.h) */
+    sl_ckpt *ckpt; /* run.ckpt */
+    sl_table_info info;
+    sl_run_identity id;         /* what the job walks */
+    char *boundary[2][2];       /* boundary SQL [after a key?][up to a key?] */
+    char **stmt_sql;            /* up statements with :lo/:hi rendered */
+    char *progress_sql;         /* INSERT INTO sluice_progress ... */
+    sl_chunk_settings timeouts; /* sent after each chunk's BEGIN */
+    int64_t chunks_done;        /* committed chunks, all runs */
+    int64_t next_chunk_no;      /* the number the next chunk sent takes */
+    int64_t rows_done;
+    sl_pace pace;       /* batch size, pause, rate and health limits in force */
+    sl_throttle health; /* what the health checks read, and the replicas' connections */
+    int has_health;
+    int paused; /* by `ctl pause` */
+    int64_t last_health_ms;
+    int64_t health_since; /* mono ms since a health limit holds chunks back, 0 if none */
+    char health_first[512];
+    int window_announced;
+    int has_last;      /* some chunk ever committed */
+    key_tuple last;    /* the last committed chunk's :hi, before this run */
+    int has_end;       /* the walk ends at end (end fixed), else it follows new rows */
+    int nothing;       /* end fixed and the table was empty when the job began: nothing to walk */
+    key_tuple end;     /* the key's last value when the job began */
+    key_range *ranges; /* what is left to walk, in key order */
+    size_t nranges, next_range;
+    int64_t nworkers;
+    up_worker *workers;
+    int64_t run_rows, run_start, sent_rows; /* this run: rows committed, its start, rows sent */
+    int64_t held_until;                     /* mono ms: the gate or max-rate holds chunks back until then */
+    int failed;                             /* a chunk failed for good: no new chunks, finish those in flight */
+    sl_err fail_err;                        /* why */
+    sl_undo_target undo;                    /* what each chunk saves for `down` (undo.h) */
+    sl_metrics_job *metrics;                /* its series (metrics.h) */
+    sl_err err;
+} up_run;
+
+static inline void tuple_free(key_tuple *t)
+{
+    for (size_t i = 0; i < SL_MAX_KEY_COLS; i++) {
+        free(t->v[i]);
+        t->v[i] = NULL;
+    }
+}
+
+static inline void range_free(key_range *kr)
+{
+    tuple_free(&kr->after);
+    tuple_free(&kr->until);
+}
+
+/* Reconnect sess (the run's, or a worker's) with backoff and jitter: 0, 1
+ * when stopped by a signal, -1 when it gave up or lost the job (r->err). */
+int sl_up_reconnect(up_run *r, sl_session *sess);
+/* Render the SET LOCAL statements from the job's timeouts (on SQLite: set
+ * them on the session instead). */
+void sl_up_render_timeouts(up_run *r);
+/* Run queries that change nothing on sess, retrying transient errors and
+ * lost connections: 0 with an ok answer, 1 stopped, -1 failed (r->err). */
+int sl_up_exec_read(up_run *r, sl_session *sess, const sl_pg_query *q, size_t n, sl_answer *ans);
+/* "[\"a\", \"b\"]": a key as JSON, malloc'd. */
+char *sl_up_tuple_json(const key_tuple *t, size_t n);
+
+/* up_walk.c: walk the ranges with the job's workers. Returns an exit code. */
+int sl_up_walk(up_run *r);
+/* A session with no chunk in flight, for a query between chunks (the run's
+ * own when every worker is busy). */
+sl_session *sl_up_idle_session(up_run *r);
+
+/* up_gate.c: may the next chunk go? 0 yes; 1 stop (--no-wait outside the
+ * windows, or a signal); 2 not yet: *wait_ms says when to ask again. Never
+ * waits itself (a throttle query aside), so replies keep being recorded. */
+int sl_up_gate(up_run *r, int64_t *wait_ms);
+/* up_hold.c: what holds the job's chunks back from now on (SL_HOLD_NONE:
+ * nothing): counted for the metrics by reason, and (but for max-rate's short
+ * waits) recorded in the journal as hold_start / hold_end events for
+ * `report`. detail says more for the journal ("replica lag 12s > ..."). */
+void sl_up_hold(up_run *r, sl_hold hold, const char *detail);
+/* After a chunk: resize toward chunk-time. */
+void sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms);
+/* The control socket's handler (ctl.h). */
+int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg);
+
+/* up_prepare.c: before the walk. Each returns 0, -2 for a refusal (exit 2,
+ * nothing changed) or -1 for a failure, with r->err set. */
+/* What may refuse the job, reading only: the table and its key, an index,
+ * `requires`, the undo columns; r->id, what the job walks. */
+int sl_up_preflight(up_run *r);
+/* `where` and the up statements, checked by the server without running
+ * them (EXPLAIN): a missing column refuses the job now, not at chunk 1. */
+int sl_up_check_statements(up_run *r);
+/* A snapshot job's committed chunks must all have their undo records. */
+int sl_up_check_undo_records(up_run *r);
+/* The last committed chunk's :hi, rows and chunks done, the next chunk
+ * number, and where the walk ends (fixed now when no chunk committed yet). */
+int sl_up_load_position(up_run *r);
+
+/* The job's verify query, once the walk is over: 0 when it returns true
+ * (or there is none), else -1 with r->err naming it (file:line). */
+int sl_up_verify(up_run *r);
+
+/* up_split.c: the ranges left to walk: a split kept in sluice_ranges with
+ * each range's position, or the whole key after the last chunk. With more
+ * than one worker on PostgreSQL and no split yet, split what is left first,
+ * at keys sampled from the table. */
+int sl_up_load_ranges(up_run *r);
+
+#endif
