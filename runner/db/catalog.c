@@ -160,7 +160,7 @@ int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info,
     if (sess->dialect == SL_DIALECT_SQLITE)
         return sl_catalog_resolve_lite(sess, job, info, err);
     const char *params[] = {job->table};
-    sl_pg_query q[] = {{table_sql, 1, params}, {pk_sql, 1, params}, {cols_sql, 1, params}, {idx_sql, 1, params}};
+    sl_query q[] = {{table_sql, 1, params}, {pk_sql, 1, params}, {cols_sql, 1, params}, {idx_sql, 1, params}};
     sl_answer ans;
     if (sl_session_exec(sess, q, 4, &ans) != 0) {
         sl_err_set(err, "lost the connection while reading the catalog");

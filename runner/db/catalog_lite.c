@@ -127,7 +127,7 @@ int sl_catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *
     char *schema, *table;
     sl_catalog_split_name(job->table, &schema, &table);
     const char *params[] = {table, schema};
-    sl_pg_query q[] = {{table_sql, 2, params}, {cols_sql, 2, params}, {idx_sql, 2, params}};
+    sl_query q[] = {{table_sql, 2, params}, {cols_sql, 2, params}, {idx_sql, 2, params}};
     sl_answer ans;
     int rc = -1;
     char *names[SL_MAX_KEY_COLS] = {0};

@@ -308,7 +308,7 @@ static sqlite3_stmt *cached_stmt(sl_lite *lite, const char *sql)
     return NULL;
 }
 
-static int get_stmt(sl_lite *lite, const sl_pg_query *q, sqlite3_stmt **out, int *owned)
+static int get_stmt(sl_lite *lite, const sl_query *q, sqlite3_stmt **out, int *owned)
 {
     *owned = 1;
     if (q->prepare && (*out = cached_stmt(lite, q->sql)) != NULL) {
@@ -418,7 +418,7 @@ static int param_index(sqlite3_stmt *st, int i, int count)
  * PostgreSQL's Bind insists (08P01): SQLite would bind a missing one as NULL
  * and ignore an extra one, so a statement that lost its :lo/:hi would run
  * over the whole table. On a mismatch lite->bind_error says what. */
-static int bind_params(sl_lite *lite, sqlite3_stmt *st, const sl_pg_query *q)
+static int bind_params(sl_lite *lite, sqlite3_stmt *st, const sl_query *q)
 {
     int count = sqlite3_bind_parameter_count(st);
     for (int i = 1; i <= q->nparams; i++) {
@@ -469,7 +469,7 @@ static void add_row(sl_result *res, sqlite3_stmt *st, size_t *cap)
 }
 
 /* Run one statement to completion into res. SQLITE_DONE on success. */
-static int run_stmt(sl_lite *lite, const sl_pg_query *q, sl_result *res)
+static int run_stmt(sl_lite *lite, const sl_query *q, sl_result *res)
 {
     sqlite3_stmt *st = NULL;
     int owned;
@@ -575,7 +575,7 @@ static void on_wake(uv_async_t *handle)
     *lite->batch.done = 1;
 }
 
-int sl_lite_send(sl_lite *lite, const sl_pg_query *queries, size_t n, sl_answer *ans, int *done)
+int sl_lite_send(sl_lite *lite, const sl_query *queries, size_t n, sl_answer *ans, int *done)
 {
     memset(ans, 0, sizeof *ans);
     if (!lite->db || !lite->thread_running)

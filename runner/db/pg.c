@@ -24,7 +24,7 @@ struct sl_pg_batch {
     unsigned char *hidden; /* per query: commands sent just before it (the prelude, a Prepare) */
     char **prep;           /* per query: the statement name prepared just before it, or NULL */
     int named;             /* some query ran as a named statement */
-    sl_pg_query *held;     /* pooled, another batch on the wire: a copy of the queries, sent after it */
+    sl_query *held;        /* pooled, another batch on the wire: a copy of the queries, sent after it */
     PGresult **results;
     int failed_index;
     char sqlstate[6];
@@ -35,7 +35,7 @@ static void pg_on_poll(uv_poll_t *handle, int status, int events);
 static void pg_forget_prepared(sl_pg *pg);
 static void pg_lose(sl_pg *pg, const char *message);
 static void pg_connect_fail(sl_pg *pg, const char *message);
-static int pg_write_batch(sl_pg *pg, struct sl_pg_batch *b, const sl_pg_query *queries);
+static int pg_write_batch(sl_pg *pg, struct sl_pg_batch *b, const sl_query *queries);
 static int pg_parse(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err);
 
 /* ---- strings ---- */
@@ -243,9 +243,9 @@ static void pg_forget_prepared(sl_pg *pg)
 
 /* ---- batches held back ---- */
 
-static sl_pg_query *queries_copy(const sl_pg_query *queries, size_t n)
+static sl_query *queries_copy(const sl_query *queries, size_t n)
 {
-    sl_pg_query *copy = sl_calloc(n ? n : 1, sizeof *copy);
+    sl_query *copy = sl_calloc(n ? n : 1, sizeof *copy);
     for (size_t i = 0; i < n; i++) {
         copy[i] = queries[i];
         copy[i].sql = sl_strdup(queries[i].sql);
@@ -257,7 +257,7 @@ static sl_pg_query *queries_copy(const sl_pg_query *queries, size_t n)
     return copy;
 }
 
-static void queries_free(sl_pg_query *queries, size_t n)
+static void queries_free(sl_query *queries, size_t n)
 {
     if (!queries)
         return;
@@ -684,10 +684,10 @@ int sl_pg_connect(sl_pg *pg, int64_t timeout_ms, sl_pg_connect_cb cb, void *arg)
     return 0;
 }
 
-static int pg_queries_valid(const sl_pg_query *queries, size_t n)
+static int pg_queries_valid(const sl_query *queries, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        const sl_pg_query *q = &queries[i];
+        const sl_query *q = &queries[i];
         if (!q->sql || q->nparams < 0 || q->nparams > PQ_QUERY_PARAM_MAX_LIMIT)
             return 0;
         if (q->nparams > 0 && !q->params)
@@ -709,7 +709,7 @@ static void pg_enqueue(sl_pg *pg, struct sl_pg_batch *b)
 /* Queue one query: unnamed, or a named statement, prepared first if this
  * connection has not seen it (the Prepare's result is read and dropped
  * before the query's own). Returns libpq's 1 or 0. */
-static int pg_send_one(sl_pg *pg, struct sl_pg_batch *b, size_t i, const sl_pg_query *q)
+static int pg_send_one(sl_pg *pg, struct sl_pg_batch *b, size_t i, const sl_query *q)
 {
     if (!q->prepare || pg->pooled)
         return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0);
@@ -738,7 +738,7 @@ static int pg_ends_xact(const char *sql)
  * outside a transaction (one batch on the wire at a time makes libpq's
  * transaction status exact), and after a COMMIT or ROLLBACK. 0, or -1 when
  * libpq failed (the connection broke). */
-static int pg_write_batch(sl_pg *pg, struct sl_pg_batch *b, const sl_pg_query *queries)
+static int pg_write_batch(sl_pg *pg, struct sl_pg_batch *b, const sl_query *queries)
 {
     int prelude = pg->pooled && pg->prelude && PQtransactionStatus(pg->conn) == PQTRANS_IDLE;
     int sent = 1;
@@ -759,7 +759,7 @@ static int pg_write_batch(sl_pg *pg, struct sl_pg_batch *b, const sl_pg_query *q
     return 0;
 }
 
-int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb cb, void *arg)
+int sl_pg_send(sl_pg *pg, const sl_query *queries, size_t n, sl_pg_reply_cb cb, void *arg)
 {
     /* An active timer while connected means a send already broke the
      * connection and its loss is about to be reported. */
@@ -850,25 +850,4 @@ void sl_pg_close(sl_pg *pg, sl_pg_close_cb on_close)
     pg_close_poll(pg);
     uv_close((uv_handle_t *)&pg->timer, pg_on_timer_closed);
     pg->pending_closes++;
-}
-
-int sl_pg_transient(const char *sqlstate)
-{
-    static const char *const retry[] = {"40001", "40P01", "55P03", "57014", "57P01",
-                                        "57P02", "57P03", "26000", "42P05"};
-    if (!sqlstate)
-        return 0;
-    /* Class 08 is a connection that broke or could not be made: worth a
-     * retry. But 08P01, protocol_violation, is the server refusing what was
-     * sent (a Bind whose values do not match the statement's parameters),
-     * which every retry would send again. */
-    if (strcmp(sqlstate, "08P01") == 0)
-        return 0;
-    if (strncmp(sqlstate, "08", 2) == 0)
-        return 1;
-    for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++) {
-        if (strcmp(sqlstate, retry[i]) == 0)
-            return 1;
-    }
-    return 0;
 }

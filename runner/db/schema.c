@@ -133,9 +133,9 @@ static int create_missing(sl_session *sess, sl_err *err)
 {
     const char *const *sql = lite(sess) ? lite_create_sql : pg_create_sql;
     size_t n = lite(sess) ? sizeof lite_create_sql / sizeof *sql : sizeof pg_create_sql / sizeof *sql;
-    sl_pg_query q[16];
+    sl_query q[16];
     for (size_t i = 0; i < n; i++)
-        q[i] = (sl_pg_query){sql[i], 0, NULL, 0};
+        q[i] = (sl_query){sql[i], 0, NULL, 0};
     sl_answer ans;
     if (sl_session_exec(sess, q, n, &ans) != 0) {
         sl_err_set(err, "lost the connection to %s while creating sluice's tables", sl_session_display(sess));

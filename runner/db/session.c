@@ -11,34 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void sl_answer_free(sl_answer *ans)
-{
-    for (size_t i = 0; i < ans->nresults; i++) {
-        sl_result *r = &ans->results[i];
-        for (int v = 0; v < r->nrows * r->ncols; v++)
-            free(r->vals[v]);
-        free(r->vals);
-    }
-    free(ans->results);
-    free(ans->error);
-    memset(ans, 0, sizeof *ans);
-}
-
-const char *sl_answer_val(const sl_answer *ans, size_t i, int row, int col)
-{
-    if (i >= ans->nresults)
-        return NULL;
-    const sl_result *r = &ans->results[i];
-    if (row < 0 || col < 0 || row >= r->nrows || col >= r->ncols)
-        return NULL;
-    return r->vals[row * r->ncols + col];
-}
-
-int sl_answer_true(const char *v)
-{
-    return v && (strcmp(v, "t") == 0 || strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
-}
-
 static void copy_result(sl_result *dst, const PGresult *res)
 {
     dst->cmd_tuples = -1;
@@ -114,9 +86,9 @@ static void on_signal(uv_signal_t *handle, int signum)
     } else if (sess->signals == 2) {
         if (!sess->quiet)
             sl_warn("second signal: aborting the chunk in flight (it rolls back)");
-        if (sess->has_pg)
+        if (sl_session_is(sess, SL_DIALECT_PG))
             sl_pg_disconnect(&sess->pg);
-        if (sess->has_lite)
+        if (sl_session_is(sess, SL_DIALECT_SQLITE))
             sl_lite_interrupt(&sess->lite);
     }
 }
@@ -147,19 +119,18 @@ static int open_database(sl_session *sess, uv_loop_t *loop, const char *conninfo
     int rc;
     if (url.dialect == SL_DIALECT_SQLITE) {
         rc = sl_lite_init(loop, &sess->lite, url.conninfo, err);
-        sess->has_lite = rc == 0;
         sess->dialect = SL_DIALECT_SQLITE;
     } else {
         rc = sl_pg_init(loop, &sess->pg, url.conninfo, err);
-        sess->has_pg = rc == 0;
     }
+    sess->has_db = rc == 0;
     sl_dburl_free(&url);
     return rc;
 }
 
 int sl_session_init_from(sl_session *sess, const sl_session *from, sl_err *err)
 {
-    assert(from->has_pg && "BUG: only a PostgreSQL session has more connections");
+    assert(sl_session_is(from, SL_DIALECT_PG) && "BUG: only a PostgreSQL session has more connections");
     if (sl_session_init(sess, from->loop, from->pg.conninfo, err) != 0)
         return -1;
     sess->pg.pooler = from->pg.pooler;
@@ -224,12 +195,12 @@ static const char prelude_sql[] =
  * stands between (PgBouncer makes one up for each client). */
 static int run_setup(sl_session *sess, const char *const *sql, size_t n, int pid_check, sl_err *err)
 {
-    sl_pg_query q[8];
+    sl_query q[8];
     assert(n < 8 && "BUG: setup batch too long");
     for (size_t i = 0; i < n; i++)
-        q[i] = (sl_pg_query){sql[i], 0, NULL};
+        q[i] = (sl_query){sql[i], 0, NULL};
     if (pid_check)
-        q[n] = (sl_pg_query){"SELECT pg_backend_pid()", 0, NULL};
+        q[n] = (sl_query){"SELECT pg_backend_pid()", 0, NULL};
     sl_answer ans;
     if (sl_session_exec(sess, q, n + (pid_check != 0), &ans) != 0) {
         sl_err_set(err, "lost the connection to %s while setting up", sl_session_display(sess));
@@ -275,19 +246,21 @@ static int setup_pg(sl_session *sess, sl_err *err)
 
 const char *sl_session_display(const sl_session *sess)
 {
-    return sess->has_lite ? sess->lite.display : sess->has_pg ? sess->pg.display : "(no database)";
+    return sl_session_is(sess, SL_DIALECT_SQLITE) ? sess->lite.display
+           : sl_session_is(sess, SL_DIALECT_PG)   ? sess->pg.display
+                                                  : "(no database)";
 }
 
 void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms)
 {
-    if (sess->has_lite)
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
         sl_lite_set_timeouts(&sess->lite, lock_ms, stmt_ms);
 }
 
 void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, sl_chunk_settings *out)
 {
     sl_session_set_timeouts(sess, lock_ms, stmt_ms);
-    out->n = sess->has_lite ? 0 : 2; /* SQLite has no SET LOCAL */
+    out->n = sl_session_is(sess, SL_DIALECT_SQLITE) ? 0 : 2; /* SQLite has no SET LOCAL */
     snprintf(out->sql[0], sizeof out->sql[0], "SET LOCAL lock_timeout = %lld", (long long)lock_ms);
     snprintf(out->sql[1], sizeof out->sql[1], "SET LOCAL statement_timeout = %lld", (long long)stmt_ms);
 }
@@ -295,7 +268,7 @@ void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_m
 void sl_session_add_key_elems(const sl_session *sess, sl_buf *b, const char *col, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (sess->has_lite)
+        if (sl_session_is(sess, SL_DIALECT_SQLITE))
             sl_buf_printf(b, ", %s ->> %zu", col, i);
         else
             sl_buf_printf(b, ", %s[%zu]", col, i + 1);
@@ -304,14 +277,14 @@ void sl_session_add_key_elems(const sl_session *sess, sl_buf *b, const char *col
 
 const char *sl_session_begin_sql(const sl_session *sess)
 {
-    return sess->has_lite ? "BEGIN IMMEDIATE" : "BEGIN";
+    return sl_session_is(sess, SL_DIALECT_SQLITE) ? "BEGIN IMMEDIATE" : "BEGIN";
 }
 
 int sl_session_connect(sl_session *sess, sl_err *err)
 {
-    if (sess->has_lite)
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
         return sl_lite_open(&sess->lite, err);
-    assert(sess->has_pg && "BUG: connect without a database");
+    assert(sl_session_is(sess, SL_DIALECT_PG) && "BUG: connect without a database");
     if (sess->connecting) {
         while (sess->connecting)
             sl_fiber_wait(sess->loop);
@@ -342,10 +315,10 @@ int sl_session_connect(sl_session *sess, sl_err *err)
     return rc;
 }
 
-int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_answer *ans)
+int sl_session_exec(sl_session *sess, const sl_query *queries, size_t n, sl_answer *ans)
 {
     memset(ans, 0, sizeof *ans);
-    if (sess->has_lite) {
+    if (sl_session_is(sess, SL_DIALECT_SQLITE)) {
         int done = 0;
         if (sl_lite_send(&sess->lite, queries, n, ans, &done) != 0)
             return -1;
@@ -353,7 +326,7 @@ int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_a
             sl_fiber_wait(sess->loop);
         return 0;
     }
-    if (!sess->has_pg || !sess->pg.connected)
+    if (!sl_session_is(sess, SL_DIALECT_PG) || !sess->pg.connected)
         return -1;
     waiter w = {ans, 0};
     if (sl_pg_send(&sess->pg, queries, n, on_reply, &w) != 0)
@@ -363,19 +336,19 @@ int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_a
     return 0;
 }
 
-int sl_session_send(sl_session *sess, const sl_pg_query *queries, size_t n, sl_pending *p)
+int sl_session_send(sl_session *sess, const sl_query *queries, size_t n, sl_pending *p)
 {
     memset(p, 0, sizeof *p);
-    if (sess->has_lite)
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
         return sl_lite_send(&sess->lite, queries, n, &p->ans, &p->done);
-    if (!sess->has_pg || !sess->pg.connected)
+    if (!sl_session_is(sess, SL_DIALECT_PG) || !sess->pg.connected)
         return -1;
     return sl_pg_send(&sess->pg, queries, n, on_pending_reply, p);
 }
 
 int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char *const *params, sl_answer *ans)
 {
-    sl_pg_query q = {sql, nparams, params};
+    sl_query q = {sql, nparams, params};
     return sl_session_exec(sess, &q, 1, ans);
 }
 
@@ -424,14 +397,16 @@ int sl_session_stopping(const sl_session *sess)
 
 int sl_session_connected(const sl_session *sess)
 {
-    return sess->has_lite ? sess->lite.db != NULL : sess->has_pg && sess->pg.connected && !sess->connecting;
+    return sl_session_is(sess, SL_DIALECT_SQLITE)
+               ? sess->lite.db != NULL
+               : sl_session_is(sess, SL_DIALECT_PG) && sess->pg.connected && !sess->connecting;
 }
 
 void sl_session_disconnect(sl_session *sess)
 {
-    if (sess->has_pg)
+    if (sl_session_is(sess, SL_DIALECT_PG))
         sl_pg_disconnect(&sess->pg);
-    if (sess->has_lite)
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
         sl_lite_close(&sess->lite); /* sqlite3_close rolls back an open transaction */
 }
 
@@ -457,18 +432,18 @@ static void close_handles(sl_session *sess)
     uv_close((uv_handle_t *)&sess->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&sess->sighup, on_handle_closed);
     uv_close((uv_handle_t *)&sess->sleep_timer, on_handle_closed);
-    if (sess->has_pg) {
+    if (sl_session_is(sess, SL_DIALECT_PG)) {
         sess->open_handles++;
         sess->pg.data = sess;
         sl_pg_close(&sess->pg, on_pg_closed);
     }
-    if (sess->has_lite)
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
         sl_lite_stop(&sess->lite);
-    while (sess->open_handles > 0 || (sess->has_lite && !sess->lite.stopped))
+    while (sess->open_handles > 0 || (sl_session_is(sess, SL_DIALECT_SQLITE) && !sess->lite.stopped))
         sl_fiber_wait(sess->loop);
-    if (sess->has_lite)
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
         sl_lite_free(&sess->lite);
-    if (sess->has_pg) {
+    if (sl_session_is(sess, SL_DIALECT_PG)) {
         free(sess->pg.conninfo);
         free(sess->pg.display);
         sess->pg.conninfo = sess->pg.display = NULL;
@@ -548,7 +523,7 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
 
 int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err)
 {
-    assert(sess->has_lite && "BUG: a PostgreSQL job is locked by its lease (lease.h)");
+    assert(sl_session_is(sess, SL_DIALECT_SQLITE) && "BUG: a PostgreSQL job is locked by its lease (lease.h)");
     for (int64_t waited = 0;; waited += 100) {
         int rc = sl_lite_try_lock_job(&sess->lite, job, err);
         if (rc != -2 || waited >= wait_ms || sl_session_sleep(sess, 100))
@@ -558,6 +533,6 @@ int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_e
 
 void sl_session_unlock_job(sl_session *sess, const char *job)
 {
-    if (sess->has_lite)
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
         sl_lite_unlock_job(&sess->lite, job);
 }

@@ -302,7 +302,7 @@ static int step_failed(down_worker *w, const down_chunk *c, sl_answer *ans, int 
     sl_err_set(&w->err, "%s: undoing chunk %" PRId64 " %s failed on attempt %" PRId64 ": %s%s%s", r->job->name,
                c->chunk_no, range, attempts, ans->sqlstate, ans->sqlstate[0] ? " " : "", ans->error);
     free(range);
-    int transient = sl_pg_transient(ans->sqlstate);
+    int transient = sl_answer_transient(ans->sqlstate);
     sl_answer_free(ans);
     return transient ? STEP_RETRY : STEP_FAILED;
 }
@@ -342,24 +342,22 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     const char *fence = sl_run_fence_id(&r->run);
     const char *prog[] = {r->job->name, no}, *own[] = {r->job->name, fence};
     size_t n = 0;
-    sl_pg_query q[8];
-    q[n++] = (sl_pg_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
+    sl_query q[8];
+    q[n++] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
-        q[n++] = (sl_pg_query){r->timeouts.sql[i], 0, NULL, 0};
+        q[n++] = (sl_query){r->timeouts.sql[i], 0, NULL, 0};
     memset(l, 0, sizeof *l);
     if ((l->fence = fence != NULL)) {
         l->fence_i = n;
-        q[n++] =
-            (sl_pg_query){"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE", 2, own, 0};
+        q[n++] = (sl_query){"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE", 2, own, 0};
     }
     l->prog_i = n;
-    q[n++] =
-        (sl_pg_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 0};
+    q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 0};
     l->undo_i = n;
-    q[n++] = (sl_pg_query){sl_undo_take_sql(&r->undo), 2, prog, 0};
+    q[n++] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 0};
     if ((l->state = r->undo.state_sql != NULL && !c->skipped)) {
         l->state_i = n;
-        q[n++] = (sl_pg_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 0};
+        q[n++] = (sl_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 0};
     }
     l->n = n;
     if (sl_session_exec(w->sess, q, n, ans) != 0)
@@ -385,7 +383,7 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
      * its record lost is left as it is: only its progress row goes */
     int leave = c->skipped || (c->lost && r->job->undo != SL_UNDO_DOWN);
     size_t k = leave ? 0 : r->job->undo == SL_UNDO_DOWN ? r->job->down.nstmts : st->nq, n = r->info.ks.ncols;
-    sl_pg_query *q = sl_calloc(k + 1, sizeof *q);
+    sl_query *q = sl_calloc(k + 1, sizeof *q);
     for (size_t i = 0; i < k; i++) {
         if (r->job->undo != SL_UNDO_DOWN) {
             q[i] = st->q[i];
@@ -393,9 +391,9 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
         }
         const sl_stmt *s = &r->job->down.stmts[i];
         int used = (s->uses_lo + s->uses_hi) * (int)n;
-        q[i] = (sl_pg_query){r->down_sql[i], used, (const char *const *)(s->uses_lo ? c->edges : c->edges + n)};
+        q[i] = (sl_query){r->down_sql[i], used, (const char *const *)(s->uses_lo ? c->edges : c->edges + n)};
     }
-    q[k] = (sl_pg_query){"COMMIT", 0, NULL};
+    q[k] = (sl_query){"COMMIT", 0, NULL};
     sl_answer ans;
     int rc = sl_session_exec(w->sess, q, k + 1, &ans);
     free(q);
@@ -607,7 +605,7 @@ static size_t start_workers(down_run *r, down_worker *ws, size_t want)
         if (sl_session_init_from(&w->own, r->sess, &err) != 0 ||
             (w->own.quiet = 1, sl_session_connect(&w->own, &err) != 0)) {
             sl_warn("%s: worker %zu cannot connect, going on with %zu: %s", r->job->name, i, n, err.msg);
-            if (w->own.has_pg)
+            if (sl_session_is(&w->own, SL_DIALECT_PG))
                 sl_session_close_now(&w->own);
             break;
         }

@@ -179,11 +179,11 @@ static int swap(sl_session *sess, const char *job, const char *old, sl_err *err)
     snprintf(ttl, sizeof ttl, "%d", SL_LEASE_TTL_MS);
     const char *lock[] = {job};
     const char *params[] = {job, me->id, me->host, pid, start, me->desc, ttl, old};
-    sl_pg_query q[] = {{"BEGIN", 0, NULL, 0},
-                       {"SET LOCAL lock_timeout = '10s'", 0, NULL, 0},
-                       {"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 FOR UPDATE", 1, lock, 0},
-                       {take_sql, 8, params, 0},
-                       {"COMMIT", 0, NULL, 0}};
+    sl_query q[] = {{"BEGIN", 0, NULL, 0},
+                    {"SET LOCAL lock_timeout = '10s'", 0, NULL, 0},
+                    {"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 FOR UPDATE", 1, lock, 0},
+                    {take_sql, 8, params, 0},
+                    {"COMMIT", 0, NULL, 0}};
     sl_answer ans;
     if (sl_session_exec(sess, q, 5, &ans) != 0 || !ans.ok) {
         sl_err_set(err, "cannot take the lease of job %s: %s", job, ans.error ? ans.error : "not connected");
@@ -347,7 +347,7 @@ static void renew(sl_lease *lease)
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%d", SL_LEASE_TTL_MS);
     const char *params[] = {lease->job, sl_runner_self()->id, ttl};
-    sl_pg_query q = {renew_sql, 3, params, 0};
+    sl_query q = {renew_sql, 3, params, 0};
     if (sl_pg_send(&lease->keeper, &q, 1, on_renewed, lease) == 0)
         lease->renewing = 1;
 }

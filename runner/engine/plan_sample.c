@@ -83,23 +83,23 @@ static int run_one(sampler *s, const char **edges, sample *out)
 {
     int pg = s->sess->dialect == SL_DIALECT_PG;
     size_t n = s->info->ks.ncols, k = s->job->up.nstmts, nq = 0;
-    sl_pg_query *q = sl_calloc(k + 8, sizeof *q);
-    q[nq++] = (sl_pg_query){sl_session_begin_sql(s->sess), 0, NULL, 0};
+    sl_query *q = sl_calloc(k + 8, sizeof *q);
+    q[nq++] = (sl_query){sl_session_begin_sql(s->sess), 0, NULL, 0};
     for (size_t i = 0; i < s->timeouts.n; i++)
-        q[nq++] = (sl_pg_query){s->timeouts.sql[i], 0, NULL, 0};
+        q[nq++] = (sl_query){s->timeouts.sql[i], 0, NULL, 0};
     size_t lsn0 = nq;
     if (pg)
-        q[nq++] = (sl_pg_query){"SELECT pg_current_wal_insert_lsn()::text", 0, NULL, 0};
+        q[nq++] = (sl_query){"SELECT pg_current_wal_insert_lsn()::text", 0, NULL, 0};
     size_t first = nq;
     for (size_t i = 0; i < k; i++) {
         const sl_stmt *st = &s->job->up.stmts[i];
         int used = (st->uses_lo + st->uses_hi) * (int)n;
-        q[nq++] = (sl_pg_query){s->stmts[i], used, st->uses_lo ? edges : edges + n, 1};
+        q[nq++] = (sl_query){s->stmts[i], used, st->uses_lo ? edges : edges + n, 1};
     }
     size_t lsn1 = nq;
     if (pg)
-        q[nq++] = (sl_pg_query){"SELECT pg_current_wal_insert_lsn()::text", 0, NULL, 0};
-    q[nq++] = (sl_pg_query){"ROLLBACK", 0, NULL, 0};
+        q[nq++] = (sl_query){"SELECT pg_current_wal_insert_lsn()::text", 0, NULL, 0};
+    q[nq++] = (sl_query){"ROLLBACK", 0, NULL, 0};
     sl_answer ans;
     uint64_t t0 = uv_hrtime();
     int rc = sl_session_exec(s->sess, q, nq, &ans);

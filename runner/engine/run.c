@@ -249,7 +249,7 @@ static int take_lock(sl_run *run)
         return rc;
     /* who holds it, for status (the lock file itself is the lock) */
     const char *params[] = {run->job->name, sl_runner_self()->desc};
-    sl_pg_query q[] = {
+    sl_query q[] = {
         {"INSERT OR IGNORE INTO " SL_JOBS_TABLE " (job, state) VALUES ($1, 'pending')", 1, params, 0},
         {"UPDATE " SL_JOBS_TABLE " SET runner_desc = $2 WHERE job = $1", 2, params, 0},
     };
@@ -544,7 +544,7 @@ static int add_fence(sl_buf *b, const sl_run *run, const char **params, int n)
 
 /* Run an UPDATE of the job's row (with its other queries, one transaction);
  * 0 when the row was updated, -1 when not (a lost lease: err says so). */
-static int write_row(sl_run *run, const sl_pg_query *q, size_t n, size_t update_i)
+static int write_row(sl_run *run, const sl_query *q, size_t n, size_t update_i)
 {
     sl_answer ans;
     int rc = sl_session_exec(run->sess, q, n, &ans);
@@ -587,12 +587,12 @@ static int begin_up(sl_run *run, const sl_run_identity *id, char *const *walk_en
     np = add_fence(&b, run, params, np);
     const char *del[] = {run->job->name};
     size_t n = 0;
-    sl_pg_query q[4];
-    q[n++] = (sl_pg_query){sl_session_begin_sql(run->sess), 0, NULL, 0};
-    q[n++] = (sl_pg_query){b.data, np, params, 0};
+    sl_query q[4];
+    q[n++] = (sl_query){sl_session_begin_sql(run->sess), 0, NULL, 0};
+    q[n++] = (sl_query){b.data, np, params, 0};
     if (fresh && !lite)
-        q[n++] = (sl_pg_query){"DELETE FROM " SL_RANGES_TABLE " WHERE job = $1", 1, del, 0};
-    q[n++] = (sl_pg_query){"COMMIT", 0, NULL, 0};
+        q[n++] = (sl_query){"DELETE FROM " SL_RANGES_TABLE " WHERE job = $1", 1, del, 0};
+    q[n++] = (sl_query){"COMMIT", 0, NULL, 0};
     int rc = write_row(run, q, n, 1);
     sl_buf_free(&b);
     return rc;
@@ -605,7 +605,7 @@ static int set_state(sl_run *run, sl_state state, const char *error)
     sl_buf_adds(&b,
                 "UPDATE " SL_JOBS_TABLE " SET state = $2, error = $3, updated_at = CURRENT_TIMESTAMP WHERE job = $1");
     int np = add_fence(&b, run, params, 3);
-    sl_pg_query q = {b.data, np, params, 0};
+    sl_query q = {b.data, np, params, 0};
     int rc = write_row(run, &q, 1, 0);
     sl_buf_free(&b);
     return rc;
@@ -687,16 +687,16 @@ int sl_run_stamp(sl_run *run, sl_state state)
         np = add_fence(&b, run, params, 1);
     }
     size_t n = 0;
-    sl_pg_query q[6];
-    q[n++] = (sl_pg_query){sl_session_begin_sql(run->sess), 0, NULL, 0};
-    q[n++] = (sl_pg_query){b.data, np, params, 0};
+    sl_query q[6];
+    q[n++] = (sl_query){sl_session_begin_sql(run->sess), 0, NULL, 0};
+    q[n++] = (sl_query){b.data, np, params, 0};
     if (state == SL_STATE_PENDING) {
-        q[n++] = (sl_pg_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1, params, 0};
-        q[n++] = (sl_pg_query){"DELETE FROM " SL_UNDO_TABLE " WHERE job = $1", 1, params, 0};
+        q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1, params, 0};
+        q[n++] = (sl_query){"DELETE FROM " SL_UNDO_TABLE " WHERE job = $1", 1, params, 0};
         if (!lite)
-            q[n++] = (sl_pg_query){"DELETE FROM " SL_RANGES_TABLE " WHERE job = $1", 1, params, 0};
+            q[n++] = (sl_query){"DELETE FROM " SL_RANGES_TABLE " WHERE job = $1", 1, params, 0};
     }
-    q[n++] = (sl_pg_query){"COMMIT", 0, NULL, 0};
+    q[n++] = (sl_query){"COMMIT", 0, NULL, 0};
     int rc = write_row(run, q, n, 1);
     sl_buf_free(&b);
     if (rc != 0)

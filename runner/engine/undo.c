@@ -573,7 +573,7 @@ static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *ed
             s->params[q][x->n] = sl_asprintf("%" PRId64, x->rows);
     }
     arrays_free(x);
-    s->q[q] = (sl_pg_query){sql, (int)np, (const char *const *)s->params[q]};
+    s->q[q] = (sl_query){sql, (int)np, (const char *const *)s->params[q]};
 }
 
 /* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ..., [_x])" and the key join

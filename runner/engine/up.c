@@ -128,7 +128,7 @@ int sl_up_reconnect(up_run *r, sl_session *sess)
     return rc;
 }
 
-int sl_up_exec_read(up_run *r, sl_session *sess, const sl_pg_query *q, size_t n, sl_answer *ans)
+int sl_up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans)
 {
     for (int attempt = 1;; attempt++) {
         if (sl_session_exec(sess, q, n, ans) != 0) {
@@ -138,7 +138,7 @@ int sl_up_exec_read(up_run *r, sl_session *sess, const sl_pg_query *q, size_t n,
         if (ans->ok)
             return 0;
         int lost = ans->conn_lost;
-        int transient = lost || sl_pg_transient(ans->sqlstate);
+        int transient = lost || sl_answer_transient(ans->sqlstate);
         if (!transient || attempt > r->job->retries) {
             sl_err_set(&r->err, "%s: %s", r->job->name, ans->error ? ans->error : "connection lost");
             sl_answer_free(ans);

@@ -66,7 +66,7 @@ typedef struct up_worker {
     int saving;          /* the in-flight batch is the first half of a chunk with undo records */
     sl_pending pend;     /* the batch in flight */
     sl_answer first;     /* with undo records: the first half's answer */
-    sl_pg_query *q;      /* the batch in flight: queries and the values they point at */
+    sl_query *q;         /* the batch in flight: queries and the values they point at */
     size_t nq;
     char numbers[6][24]; /* chunk_no, rows, attempts, limit, range_no as text */
     const char *edges[2 * SL_MAX_KEY_COLS];
@@ -139,7 +139,7 @@ int sl_up_reconnect(up_run *r, sl_session *sess);
 void sl_up_render_timeouts(up_run *r);
 /* Run queries that change nothing on sess, retrying transient errors and
  * lost connections: 0 with an ok answer, 1 stopped, -1 failed (r->err). */
-int sl_up_exec_read(up_run *r, sl_session *sess, const sl_pg_query *q, size_t n, sl_answer *ans);
+int sl_up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans);
 /* "[\"a\", \"b\"]": a key as JSON, malloc'd. */
 char *sl_up_tuple_json(const key_tuple *t, size_t n);
 

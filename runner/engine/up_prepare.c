@@ -34,7 +34,7 @@ int sl_up_verify(up_run *r)
     if (!r->job->verify)
         return 0;
     int line = r->job->line[SL_DIR_VERIFY];
-    sl_pg_query q = {r->job->verify, 0, NULL, 0};
+    sl_query q = {r->job->verify, 0, NULL, 0};
     sl_answer ans;
     int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
     if (rc != 0) {
@@ -248,7 +248,7 @@ static int load_end(up_run *r)
             return 0;
     }
     char *sql = sl_keys_last_sql(&r->info.ks);
-    sl_pg_query q = {sql, 0, NULL, 0};
+    sl_query q = {sql, 0, NULL, 0};
     int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
     free(sql);
     if (rc != 0)

@@ -191,11 +191,11 @@ static void add_array(sl_buf *b, const key_tuple *t, int has, size_t n, const ch
 static int save_split(up_run *r)
 {
     size_t n = r->info.ks.ncols, nq = r->nranges + 2;
-    sl_pg_query *q = sl_calloc(nq, sizeof *q);
+    sl_query *q = sl_calloc(nq, sizeof *q);
     char **sql = sl_calloc(r->nranges, sizeof *sql);
     const char **params = sl_calloc(r->nranges * (2 + 2 * n), sizeof *params);
     char(*nos)[24] = sl_calloc(r->nranges, sizeof *nos);
-    q[0] = (sl_pg_query){"BEGIN", 0, NULL, 0};
+    q[0] = (sl_query){"BEGIN", 0, NULL, 0};
     for (size_t i = 0; i < r->nranges; i++) {
         const key_range *kr = &r->ranges[i];
         const char **p = params + i * (2 + 2 * n);
@@ -210,9 +210,9 @@ static int save_split(up_run *r)
         add_array(&b, &kr->until, kr->has_until, n, p, &param);
         sl_buf_addc(&b, ')');
         sql[i] = sl_buf_take(&b);
-        q[1 + i] = (sl_pg_query){sql[i], param - 1, p, 0};
+        q[1 + i] = (sl_query){sql[i], param - 1, p, 0};
     }
-    q[nq - 1] = (sl_pg_query){"COMMIT", 0, NULL, 0};
+    q[nq - 1] = (sl_query){"COMMIT", 0, NULL, 0};
     sl_answer ans;
     int rc = sl_session_exec(r->sess, q, nq, &ans);
     if (rc != 0 || !ans.ok) {
@@ -252,7 +252,7 @@ static int make_split(up_run *r)
         params[np++] = r->last.v[i];
     for (size_t i = 0; r->has_end && i < r->info.ks.ncols; i++)
         params[np++] = r->end.v[i];
-    sl_pg_query q = {sql, np, params, 0};
+    sl_query q = {sql, np, params, 0};
     sl_answer ans;
     int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
     free(sql);

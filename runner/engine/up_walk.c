@@ -107,7 +107,7 @@ static int seek(up_run *r, up_worker *w)
 {
     const char *params[2 * SL_MAX_KEY_COLS + 1];
     char limit[24];
-    sl_pg_query q = {NULL, 0, params, 1};
+    sl_query q = {NULL, 0, params, 1};
     q.sql = boundary_for(r, w, w->range->has_after ? &w->range->after : NULL, params, &q.nparams, limit);
     sl_answer ans;
     int rc = sl_up_exec_read(r, w->sess, &q, 1, &ans);
@@ -157,24 +157,24 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
 
     free(w->q);
     w->nq = l->nq;
-    sl_pg_query *q = w->q = sl_calloc(l->nq, sizeof *q);
-    q[0] = (sl_pg_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
+    sl_query *q = w->q = sl_calloc(l->nq, sizeof *q);
+    q[0] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
-        q[1 + i] = (sl_pg_query){r->timeouts.sql[i], 0, NULL, 0};
+        q[1 + i] = (sl_query){r->timeouts.sql[i], 0, NULL, 0};
     if (l->pre)
-        q[l->pre_i] = (sl_pg_query){r->undo.pre_sql, 2 * (int)n, w->edges, 1};
+        q[l->pre_i] = (sl_query){r->undo.pre_sql, 2 * (int)n, w->edges, 1};
     for (size_t i = 0; i < l->k; i++) {
         const sl_stmt *st = &r->job->up.stmts[i];
         int used = (st->uses_lo + st->uses_hi) * (int)n;
-        q[l->first + i] = (sl_pg_query){r->stmt_sql[i], used, st->uses_lo ? w->edges : w->edges + n, 1};
+        q[l->first + i] = (sl_query){r->stmt_sql[i], used, st->uses_lo ? w->edges : w->edges + n, 1};
     }
     if (l->post)
-        q[l->post_i] = (sl_pg_query){r->undo.post_sql, 2 * (int)n, w->edges, 1};
-    q[l->prog_i] = (sl_pg_query){r->progress_sql, (int)np, w->prog, 1};
+        q[l->post_i] = (sl_query){r->undo.post_sql, 2 * (int)n, w->edges, 1};
+    q[l->prog_i] = (sl_query){r->progress_sql, (int)np, w->prog, 1};
     if (l->post) /* its values are filled in by after_first_half */
-        q[l->undo_i] = (sl_pg_query){sl_undo_store_sql(&r->undo), 3, w->uparams, 1};
-    q[l->commit_i] = (sl_pg_query){"COMMIT", 0, NULL, 0};
-    q[l->bound_i] = (sl_pg_query){bsql, nb, w->bparams, 1};
+        q[l->undo_i] = (sl_query){sl_undo_store_sql(&r->undo), 3, w->uparams, 1};
+    q[l->commit_i] = (sl_query){"COMMIT", 0, NULL, 0};
+    q[l->bound_i] = (sl_query){bsql, nb, w->bparams, 1};
 }
 
 static void on_first_half(sl_pending *p);
@@ -324,7 +324,7 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
                w->chunk_no, lo, hi, w->attempts, where, ans->sqlstate, ans->sqlstate[0] ? " " : "", ans->error);
     free(lo);
     free(hi);
-    return sl_pg_transient(ans->sqlstate) ? CHUNK_RETRY : CHUNK_FAILED;
+    return sl_answer_transient(ans->sqlstate) ? CHUNK_RETRY : CHUNK_FAILED;
 }
 
 /* The chunk a record is about: who ran it, at which batch. */
@@ -414,7 +414,7 @@ static int set_aside(up_run *r, up_worker *w)
         prog[np++] = range_no;
         prog[np++] = sl_run_fence_id(&r->run);
     }
-    sl_pg_query q[] = {
+    sl_query q[] = {
         {sl_session_begin_sql(w->sess), 0, NULL, 0}, {r->progress_sql, (int)np, prog, 0}, {"COMMIT", 0, NULL, 0}};
     sl_answer ans;
     int rc = sl_session_exec(w->sess, q, 3, &ans);
@@ -480,7 +480,7 @@ static int chunk_committed(up_run *r, up_worker *w, int *committed)
     char no[24];
     snprintf(no, sizeof no, "%" PRId64, w->chunk_no);
     const char *params[] = {r->job->name, no};
-    sl_pg_query q = {"SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2", 2, params, 0};
+    sl_query q = {"SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2", 2, params, 0};
     sl_answer ans;
     int rc = sl_up_exec_read(r, w->sess, &q, 1, &ans);
     if (rc != 0)
@@ -712,7 +712,7 @@ static void start_workers(up_run *r)
                 (w->own.quiet = 1, sl_session_connect(&w->own, &err) != 0)) {
                 sl_warn("%s: worker %d cannot connect, going on with %" PRId64 ": %s", r->job->name, w->id, r->nworkers,
                         err.msg);
-                if (w->own.has_pg)
+                if (sl_session_is(&w->own, SL_DIALECT_PG))
                     sl_session_close_now(&w->own);
                 break;
             }

@@ -65,7 +65,7 @@ static void on_answer(sl_pg *pg, const sl_pg_reply *reply, void *arg)
 
 static void ask(sl_replica *rep)
 {
-    sl_pg_query q = {replica_sql, 0, NULL, 0};
+    sl_query q = {replica_sql, 0, NULL, 0};
     if (sl_pg_send(&rep->pg, &q, 1, on_answer, rep) == 0)
         rep->asking = 1;
     else

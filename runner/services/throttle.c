@@ -121,7 +121,7 @@ static int round_trip(sl_throttle *th, sl_session *sess, const sl_job *job, cons
 {
     int lite = sess->dialect == SL_DIALECT_SQLITE;
     const char *params[] = {table};
-    sl_pg_query q[2] = {{lite ? lite_sql : health_sql, lite ? 0 : 1, params, 0}, {job->throttle_query, 0, NULL, 0}};
+    sl_query q[2] = {{lite ? lite_sql : health_sql, lite ? 0 : 1, params, 0}, {job->throttle_query, 0, NULL, 0}};
     if (want_replicas)
         sl_replicas_poll(&th->replicas);
     if (sl_session_exec(sess, q, job->throttle_query ? 2 : 1, ans) != 0)

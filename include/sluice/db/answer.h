@@ -1,4 +1,4 @@
-/* answer.h: what a batch of queries produced, copied out of the driver (libpq or sqlite3) so it outlives it. */
+/* answer.h: a batch's queries and what they produced, copied out of the driver (libpq or sqlite3) to outlive it. */
 #ifndef SLUICE_ANSWER_H
 #define SLUICE_ANSWER_H
 
@@ -9,12 +9,12 @@
  * With prepare set, the statement is parsed and planned once per connection
  * and executed from then on: for the statements every chunk repeats.
  * PostgreSQL binds $1..$n; SQLite binds $1..$n by name, ?1..?n by number. */
-typedef struct sl_pg_query {
+typedef struct sl_query {
     const char *sql;
     int nparams;
     const char *const *params;
     int prepare;
-} sl_pg_query;
+} sl_query;
 
 /* One statement's result. */
 typedef struct sl_result {
@@ -40,5 +40,15 @@ const char *sl_answer_val(const sl_answer *ans, size_t i, int row, int col);
 
 /* A boolean result as text is true: PostgreSQL prints "t", SQLite 1. */
 int sl_answer_true(const char *v);
+
+/* True for SQLSTATEs worth retrying (SQLite's answers carry the nearest
+ * one, see sl_answer): serialization failure, deadlock, lock
+ * not available, statement/lock timeout cancellation, admin shutdown, a
+ * named statement missing or already there (26000, 42P05: the server
+ * session changed under a pooler, and the driver now sends them unnamed), and
+ * connection exceptions (class 08) but for 08P01, protocol_violation: the
+ * server refused what was sent, such as a Bind with the wrong number of
+ * parameters, and would refuse it again. */
+int sl_answer_transient(const char *sqlstate);
 
 #endif

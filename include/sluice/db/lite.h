@@ -29,7 +29,7 @@ struct sl_lite_stmt;
 
 /* The batch handed to the worker thread. */
 typedef struct sl_lite_batch {
-    const sl_pg_query *queries;
+    const sl_query *queries;
     size_t n;
     sl_answer *ans;
     int *done;
@@ -82,7 +82,7 @@ void sl_lite_set_timeouts(sl_lite *lite, int64_t lock_ms, int64_t stmt_ms);
 /* Run n queries on the worker thread, filling *ans (see answer.h); *done turns
  * 1 on the loop thread when they finished. queries and their params must
  * stay valid until then. Returns non-zero (nothing queued) when not open. */
-int sl_lite_send(sl_lite *lite, const sl_pg_query *queries, size_t n, sl_answer *ans, int *done) SL_MUSTCHECK;
+int sl_lite_send(sl_lite *lite, const sl_query *queries, size_t n, sl_answer *ans, int *done) SL_MUSTCHECK;
 
 /* Make the running statement fail with SQLITE_INTERRUPT (any thread). */
 void sl_lite_interrupt(sl_lite *lite);

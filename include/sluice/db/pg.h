@@ -18,7 +18,7 @@ typedef enum sl_pg_pooler {
     SL_POOLER_SESSION,     /* a direct connection, or a pooler in session mode: the session is ours */
 } sl_pg_pooler;
 
-/* Queries are sl_pg_query (answer.h); a prepared one becomes a named
+/* Queries are sl_query (answer.h); a prepared one becomes a named
  * statement, "sl_" + a hash of its sql, on each connection. */
 
 /* What a batch produced. Valid only during the callback: the results are
@@ -88,7 +88,7 @@ int sl_pg_connect(sl_pg *pg, int64_t timeout_ms, sl_pg_connect_cb cb, void *arg)
  * order, each exactly once, after the segment's sync arrived, or with
  * conn_lost set when the connection breaks. Returns non-zero (callback will
  * not run) if not connected. The query texts and params are copied. */
-int sl_pg_send(sl_pg *pg, const sl_pg_query *queries, size_t n, sl_pg_reply_cb cb, void *arg) SL_MUSTCHECK;
+int sl_pg_send(sl_pg *pg, const sl_query *queries, size_t n, sl_pg_reply_cb cb, void *arg) SL_MUSTCHECK;
 
 /* From now on treat the connection as one through a pooler in transaction
  * mode, where the server session may change after every transaction: every
@@ -110,14 +110,5 @@ void sl_pg_disconnect(sl_pg *pg);
 /* Disconnect and close the handles; on_close runs when libuv has released
  * them, after which pg's memory may be freed. */
 void sl_pg_close(sl_pg *pg, sl_pg_close_cb on_close);
-
-/* True for SQLSTATEs worth retrying: serialization failure, deadlock, lock
- * not available, statement/lock timeout cancellation, admin shutdown, a
- * named statement missing or already there (26000, 42P05: the server
- * session changed under a pooler, and the driver now sends them unnamed), and
- * connection exceptions (class 08) but for 08P01, protocol_violation: the
- * server refused what was sent, such as a Bind with the wrong number of
- * parameters, and would refuse it again. */
-int sl_pg_transient(const char *sqlstate);
 
 #endif

@@ -18,19 +18,24 @@
 
 typedef struct sl_session {
     uv_loop_t *loop;
-    sl_dialect dialect; /* which of pg and lite is in use */
+    sl_dialect dialect; /* which of pg and lite is in use, once has_db */
+    int has_db;         /* a database is open (init succeeded); 0 for status and history without one */
     sl_pg pg;
     sl_lite lite;
-    int has_lite;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t sleep_timer;
     int signals; /* SIGINT/SIGTERM/SIGHUP received so far */
-    int has_pg;
     int64_t connect_timeout_ms;
     int quiet;        /* a worker's extra session: signals are announced by the main one */
     int open_handles; /* while sl_session_close_now waits for them */
     int connecting;   /* a fiber is connecting it: others wait for that attempt */
 } sl_session;
+
+/* Whether sess has a database open, and of that dialect. */
+static inline int sl_session_is(const sl_session *sess, sl_dialect dialect)
+{
+    return sess->has_db && sess->dialect == dialect;
+}
 
 /* Prepare a session on loop: validates conninfo ("sqlite:PATH", else
  * sl_pg_init) and installs the SIGINT/SIGTERM/SIGHUP watchers (first signal:
@@ -83,7 +88,7 @@ const char *sl_session_begin_sql(const sl_session *sess);
 /* Send n queries as one pipeline segment and wait for the reply. Returns 0
  * when an answer (success or SQL error or lost connection) is in *ans, which
  * the caller frees; -1 when not connected. */
-int sl_session_exec(sl_session *sess, const sl_pg_query *queries, size_t n, sl_answer *ans) SL_MUSTCHECK;
+int sl_session_exec(sl_session *sess, const sl_query *queries, size_t n, sl_answer *ans) SL_MUSTCHECK;
 
 /* A batch sent without waiting: done turns 1 (during a later turn of the
  * loop) once ans holds its answer, which the caller then frees. */
@@ -100,7 +105,7 @@ typedef struct sl_pending {
 /* Send n queries as one batch and return at once; p must stay in place
  * until p->done. 0 sent; -1 when not connected (p->done stays 0). For
  * several connections with a batch in flight each (workers). */
-int sl_session_send(sl_session *sess, const sl_pg_query *queries, size_t n, sl_pending *p) SL_MUSTCHECK;
+int sl_session_send(sl_session *sess, const sl_query *queries, size_t n, sl_pending *p) SL_MUSTCHECK;
 
 /* One query, no parameters or a few, and wait. */
 int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char *const *params,

@@ -75,7 +75,7 @@ typedef struct sl_undo_step {
     int64_t restored;  /* rows written back */
     size_t nq;         /* restore statements (DELETE, UPDATE, INSERT), none for the down way; every value
                           is a bound parameter (on SQLite one JSON array, and the DELETE the chunk's edges) */
-    sl_pg_query q[3];
+    sl_query q[3];
     char *sql[3];
     char **params[3];
 } sl_undo_step;
