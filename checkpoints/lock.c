@@ -31,7 +31,7 @@ int sl_ckpt_lock(const char *ckpt_path, int *fd, sl_err *err)
         if (e == EACCES || e == EAGAIN) {
             sl_err_set(err, "%s is locked: another sluice process is running this job with the same checkpoints", path);
             free(path);
-            return -2;
+            return SL_EREFUSED;
         }
         sl_err_set(err, "%s: cannot lock: %s", path, strerror(e));
         free(path);

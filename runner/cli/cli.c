@@ -463,7 +463,7 @@ static int cmd_ctl(const cli_args *a, const sl_opts *o, const char *arg1)
     free(req);
     free(path);
     free(job);
-    return rc == 0 ? SL_EXIT_OK : rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+    return rc == 0 ? SL_EXIT_OK : rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
 }
 
 /* --on-conflict: stop (default), skip or overwrite. */

@@ -207,7 +207,7 @@ static int read_journal(const sl_opts *opts, const char *name, status_row *s, sl
     char *path = sl_ckpt_path(opts->run.ckpt_dir, name);
     sl_ckpt *ckpt = NULL;
     int rc = sl_ckpt_open(path, name, 0, &ckpt, err);
-    if (rc == -2) {
+    if (rc == SL_CKPT_MISSING) {
         free(path);
         return 0;
     }
@@ -550,7 +550,7 @@ static int add_runs(const sl_opts *opts, const char *name, hist_run **all, size_
         sl_ckpt_close(ckpt);
     int live = rc == 0 && nruns > 0 && sl_ckpt_locked(path);
     free(path);
-    if (rc == -2)
+    if (rc == SL_CKPT_MISSING)
         return 0;
     if (rc != 0) {
         sl_error("%s", err.msg);

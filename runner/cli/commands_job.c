@@ -67,7 +67,7 @@ int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
         rc = sl_run_stamp(&run, state);
     if (rc != 0) {
         sl_error("%s", run.err.msg);
-        code = rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+        code = rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     } else {
         sl_info("%s: stamped %s", job->name, sl_state_name(state));
     }
@@ -120,7 +120,7 @@ int sl_cmd_report(const sl_opts *opts, const char *name)
     sl_err err = {{0}};
     int code = SL_EXIT_OK;
     int rc = sl_ckpt_open(path, job, 0, &ckpt, &err);
-    if (rc == -2) {
+    if (rc == SL_CKPT_MISSING) {
         sl_error("no checkpoint file for job \"%s\" in %s: it never ran with this --checkpoints", job,
                  opts->run.ckpt_dir);
         code = SL_EXIT_USAGE;

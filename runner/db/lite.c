@@ -630,7 +630,7 @@ int sl_lite_try_lock_job(sl_lite *lite, const char *job, sl_err *err)
     int known = fcntl(lite->lock_fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK;
     sl_err_set(err, "job %s is already being run against this database (pid %ld)", job, known ? (long)who.l_pid : -1L);
     sl_err_append(err, "hint: one runner per job and database, up or down; wait for it, or stop it with SIGINT");
-    return -2;
+    return SL_EREFUSED;
 }
 
 int sl_lite_job_locked(sl_lite *lite, const char *job)

@@ -361,7 +361,7 @@ static void on_sleep_done(uv_timer_t *t)
 int sl_session_sleep(sl_session *sess, int64_t ms)
 {
     if (sess->signals)
-        return 1;
+        return SL_STOPPED;
     if (ms <= 0)
         return 0;
     int done = 0;
@@ -375,7 +375,7 @@ int sl_session_sleep(sl_session *sess, int64_t ms)
         sl_fiber_wait(sess->loop);
     uv_timer_stop(&sess->sleep_timer);
     sess->sleep_timer.data = sess;
-    return sess->signals ? 1 : 0;
+    return sess->signals ? SL_STOPPED : SL_OK;
 }
 
 void sl_session_turn(sl_session *sess, int64_t max_ms)
@@ -507,7 +507,7 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
                          (long long)wait, attempt);
         }
         if (sl_session_sleep(sess, wait))
-            return 1;
+            return SL_STOPPED;
         if (sl_session_connect(sess, &cerr) == 0)
             break;
         if (sl_mono_ms() - start > reconnect_for_ms()) {
@@ -526,7 +526,7 @@ int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_e
     assert(sl_session_is(sess, SL_DIALECT_SQLITE) && "BUG: a PostgreSQL job is locked by its lease (lease.h)");
     for (int64_t waited = 0;; waited += 100) {
         int rc = sl_lite_try_lock_job(&sess->lite, job, err);
-        if (rc != -2 || waited >= wait_ms || sl_session_sleep(sess, 100))
+        if (rc != SL_EREFUSED || waited >= wait_ms || sl_session_sleep(sess, 100))
             return rc;
     }
 }

@@ -153,7 +153,7 @@ static int load_chunks(down_run *r)
             if (!v) {
                 sl_err_set(&r->err, "%s: %s holds fewer key columns than the job's key (%zu): was the key changed?",
                            r->job->name, SL_PROGRESS_TABLE, n);
-                rc = -2;
+                rc = SL_EREFUSED;
             }
         }
     }
@@ -185,7 +185,7 @@ static int check_records(down_run *r)
                   "hint: was the undo directive added after they ran, or were rows deleted from %s? "
                   "--allow-lost-undo rolls back the rest and leaves those chunks as they are",
                   SL_UNDO_TABLE);
-    return -2;
+    return SL_EREFUSED;
 }
 
 static void render_down(down_run *r)
@@ -227,11 +227,11 @@ static int prepare(down_run *r, const sl_job_row *row)
         sl_err_append(&r->err, "hint: add a -- sluice:down section that undoes one chunk (:lo .. :hi), or save old "
                                "values with -- sluice:undo snapshot(COL, ...) (snapshot(*) for DELETE jobs) before "
                                "running it");
-        return -2;
+        return SL_EREFUSED;
     }
     if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0 ||
         sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
-        return -2;
+        return SL_EREFUSED;
     r->id.table = sl_strdup(r->info.ks.table);
     r->id.key = sl_keys_column_list(&r->info.ks);
     r->id.where = r->job->where ? sl_strdup(r->job->where) : NULL;
@@ -519,17 +519,17 @@ static int do_chunk(down_worker *w, down_chunk *c)
         if (st == STEP_FAILED)
             return -1;
         if (st == STEP_CONFLICT)
-            return -3;
+            return SL_ECONFLICT;
         if (st == STEP_LOST) {
             if (sl_session_stopping(w->sess))
-                return 1; /* the next run sees from sluice_progress whether it committed */
+                return SL_STOPPED; /* the next run sees from sluice_progress whether it committed */
             int applied = 1, rc = sl_run_reconnect(&r->run, w->sess);
             if (rc < 0)
                 w->err = r->run.err;
             if (rc == 0)
                 rc = still_applied(w, c->chunk_no, &applied);
             if (rc != 0)
-                return rc > 0 ? 1 : -1;
+                return rc > 0 ? SL_STOPPED : SL_EFAIL;
             if (!applied)
                 return record_undone(w, c, started);
             continue;
@@ -545,7 +545,7 @@ static int do_chunk(down_worker *w, down_chunk *c)
         if (r->metrics)
             sl_metrics_count(r->metrics, SL_COUNT_RETRY, 1);
         if (sl_session_sleep(w->sess, wait))
-            return 1;
+            return SL_STOPPED;
     }
 }
 
@@ -564,7 +564,7 @@ static int walk_ranges(down_worker *w)
         const down_range *kr = &r->ranges[r->next_range++];
         for (size_t i = kr->first + kr->n; i-- > kr->first;) {
             if (sl_session_stopping(r->sess))
-                return 1;
+                return SL_STOPPED;
             if (r->failed)
                 return 0;
             if (sl_run_lost(&r->run)) {
@@ -576,7 +576,7 @@ static int walk_ranges(down_worker *w)
                 return rc;
             sl_progress_update(r->rows_undone, r->job->batch);
             if (r->job->pause_ms > 0 && sl_session_sleep(w->sess, r->job->pause_ms))
-                return 1;
+                return SL_STOPPED;
         }
     }
 }
@@ -640,7 +640,7 @@ static int walk(down_run *r)
     }
     int stopped = 0;
     for (size_t i = 0; i < n; i++) {
-        stopped |= ws[i].rc == 1;
+        stopped |= ws[i].rc == SL_STOPPED;
         if (ws[i].has_own)
             sl_session_close_now(&ws[i].own);
     }
@@ -718,7 +718,7 @@ static int execute(down_run *r)
 
 static int refused_code(int rc)
 {
-    return rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+    return rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
 }
 
 static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
@@ -762,7 +762,7 @@ static int precheck(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     if (rc == 0 && r.row.runner) {
         sl_err_set(&r.err, "job %s is being run right now (by %s)", job->name, r.row.runner);
         sl_err_append(&r.err, "hint: wait for that run to end, or stop it with SIGINT, then roll back");
-        rc = -2;
+        rc = SL_EREFUSED;
     }
     if (rc != 0)
         sl_error("%s", r.err.msg);

@@ -266,7 +266,7 @@ static int take(sl_lease *lease, sl_session *sess, const char *job, sl_err *err)
         int rc = verdict == 1 ? swap(sess, job, h.runner, err) : 0;
         holder_free(&h);
         if (verdict == 0 || rc < 0)
-            return verdict == 0 ? -2 : -1;
+            return verdict == 0 ? SL_EREFUSED : SL_EFAIL;
         if (rc == 1) {
             lease->held = 1;
             lease->renewed_at = sl_mono_ms();
@@ -299,7 +299,7 @@ int sl_lease_check(sl_lease *lease, sl_session *sess, sl_err *err)
     holder_free(&h);
     if (rc == 1)
         lease->renewed_at = sl_mono_ms();
-    return rc == 1 ? 0 : rc == 0 ? -2 : -1;
+    return rc == 1 ? SL_OK : rc == 0 ? SL_EREFUSED : SL_EFAIL;
 }
 
 int sl_lease_lost(const sl_lease *lease)

@@ -199,7 +199,7 @@ static int refuse_changed(const sl_job *job, const char *what, const char *was, 
                   "them twice. Put the file back; or start over: `sluice down %s` with the old file (or `sluice "
                   "stamp %s pending` to forget its progress), or write the new version as a new job file",
                   what, job->name, job->name);
-    return -2;
+    return SL_EREFUSED;
 }
 
 int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run_identity *id, const sl_run_opts *opts,
@@ -228,7 +228,7 @@ int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run
                job->checksum);
     sl_err_append(err, "hint: put the file back as it was, or resume with the new statements using "
                        "--allow-changed-statements (what it walks, table, key, where and undo columns, must stay)");
-    return -2;
+    return SL_EREFUSED;
 }
 
 /* ---- the lock ---- */
@@ -316,13 +316,13 @@ static int check_journal(sl_session *sess, const sl_run_opts *opts, const char *
     sl_ckpt *ckpt = NULL;
     int rc = sl_ckpt_open(path, job, 0, &ckpt, err);
     free(path);
-    if (rc == -2)
+    if (rc == SL_CKPT_MISSING)
         return 0; /* none yet */
     if (rc != 0)
-        return -2;
+        return SL_EREFUSED;
     rc = sl_ckpt_bind(ckpt, db->id, db->cluster, db->name, !is_lite(sess), 0, err);
     sl_ckpt_close(ckpt);
-    return rc < 0 ? -2 : 0;
+    return rc < 0 ? SL_EREFUSED : SL_OK;
 }
 
 int sl_run_check_journal(sl_session *sess, const sl_run_opts *opts, const char *job, sl_err *err)
@@ -444,7 +444,7 @@ static int sync_chunks(sl_run *run)
                       "hint: the file belongs to another database, or rows of %s were deleted by hand; the "
                       "database decides what is applied: move the file aside to go by it",
                       SL_PROGRESS_TABLE);
-        rc = -2;
+        rc = SL_EREFUSED;
     }
     if (rc == 0)
         rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
@@ -469,7 +469,7 @@ static int open_journal(sl_run *run)
     int rc = sl_ckpt_open(path, run->job->name, 1, &run->ckpt, &run->err);
     if (rc == 0) {
         rc = sl_ckpt_lock(path, &run->ckpt_fd, &run->err);
-        if (rc == -2)
+        if (rc == SL_EREFUSED)
             sl_err_append(&run->err, "hint: two runners share the checkpoint directory %s", run->opts->ckpt_dir);
     }
     free(path);

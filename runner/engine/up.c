@@ -146,7 +146,7 @@ int sl_up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl
         }
         sl_answer_free(ans);
         if (sl_session_stopping(r->sess))
-            return 1;
+            return SL_STOPPED;
         int rc = lost ? sl_up_reconnect(r, sess) : sl_session_sleep(sess, sl_session_backoff_ms(attempt));
         if (rc != 0)
             return rc;
@@ -186,7 +186,7 @@ static int run_job(up_run *r)
     if (rc == 0 && !r->nothing)
         rc = sl_up_load_ranges(r);
     if (rc != 0)
-        return rc == -2 ? SL_EXIT_USAGE : rc == 1 ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
+        return rc == SL_EREFUSED ? SL_EXIT_USAGE : rc == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
     if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &r->err) != 0)
         return SL_EXIT_FAILED;
     if (r->nothing) {
@@ -255,7 +255,7 @@ static int prepare_health(up_run *r)
 {
     if (sl_throttle_init(&r->health, r->sess->loop, r->opts->replicas, r->opts->nreplicas,
                          r->opts->allow_unmeasured_lag, r->sess->connect_timeout_ms, &r->err) != 0)
-        return -2;
+        return SL_EREFUSED;
     r->has_health = 1;
     int rc = sl_throttle_prepare(&r->health, r->sess, r->job, r->info.ks.table, &r->err);
     if (rc == 0 && r->job->max_replica_lag_ms && r->sess->dialect == SL_DIALECT_PG)
@@ -264,12 +264,12 @@ static int prepare_health(up_run *r)
 }
 
 /* Read-only: whether the job needs running and may run. SL_EXIT_OK to go
- * on, JOB_DONE when there is nothing to do, else an exit code. */
-#define JOB_DONE (-1)
+ * on, UP_ALREADY_DONE when there is nothing to do, else an exit code. */
+enum { UP_ALREADY_DONE = -1 }; /* no exit code (they are SL_EXIT_*, 0 to 3): it never leaves up.c */
 
 static int exit_of(int rc)
 {
-    return rc == 0 ? SL_EXIT_OK : rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+    return rc == SL_OK ? SL_EXIT_OK : rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
 }
 
 static int decide(up_run *r)
@@ -280,7 +280,7 @@ static int decide(up_run *r)
     sl_job_row row;
     if (sl_run_read_row(r->sess, r->job->name, &row, &r->err) != 0)
         return SL_EXIT_FAILED;
-    int code = already_done(r->job, &row) ? JOB_DONE : exit_of(sl_up_preflight(r));
+    int code = already_done(r->job, &row) ? UP_ALREADY_DONE : exit_of(sl_up_preflight(r));
     /* what it walks before its SQL: a changed key explains a statement that no longer fits */
     if (code == SL_EXIT_OK && sl_run_check_identity(&row, r->job, &r->id, r->opts, &r->err) != 0)
         code = SL_EXIT_USAGE;
@@ -307,19 +307,19 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
         r.ckpt = r.run.ckpt;
         if (rc != 0) {
             r.err = r.run.err;
-            code = rc == -2 ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+            code = rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
         }
     }
     /* under the lock: another runner may have finished the job meanwhile */
     if (code == SL_EXIT_OK && already_done(job, &r.run.row))
-        code = JOB_DONE;
+        code = UP_ALREADY_DONE;
     if (code == SL_EXIT_OK && sl_run_check_identity(&r.run.row, job, &r.id, opts, &r.err) != 0)
         code = SL_EXIT_USAGE;
     if (code == SL_EXIT_OK)
         code = exit_of(sl_up_check_undo_records(&r));
     if (code == SL_EXIT_OK)
         code = run_job(&r);
-    if (code == JOB_DONE)
+    if (code == UP_ALREADY_DONE)
         code = SL_EXIT_OK;
     if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",

@@ -22,14 +22,14 @@ static int check_window(up_run *r, int64_t *wait_ms)
             sl_progress_note(NULL);
             r->window_announced = 0;
         }
-        return 0;
+        return UP_GATE_GO;
     }
     char at[16];
     sl_window_format_at(time(NULL), until, at);
     if (r->opts->no_wait) {
         sl_log_event(SL_LOG_INFO, "window", json_pack("{sbsssb}", "open", 0, "next", at, "stopping", 1),
                      "%s: outside its windows (next opens at %s); stopping (--no-wait)", r->job->name, at);
-        return 1;
+        return UP_GATE_STOP;
     }
     if (!r->window_announced) {
         sl_log_event(SL_LOG_INFO, "window", json_pack("{sbss}", "open", 0, "until", at),
@@ -39,7 +39,7 @@ static int check_window(up_run *r, int64_t *wait_ms)
         r->window_announced = 1;
     }
     *wait_ms = until < 30000 ? until + 50 : 30000;
-    return 2;
+    return UP_GATE_WAIT;
 }
 
 /* Health throttles, checked at most once a second: 2 with *wait_ms while a
@@ -71,7 +71,7 @@ static int check_health(up_run *r, int64_t *wait_ms)
             sl_run_event(&r->run, "throttle", msg);
             r->health_since = 0;
         }
-        return 0;
+        return UP_GATE_GO;
     }
     if (rc < 0)
         sl_warn("%s: %s", r->job->name, reason); /* e.g. a broken throttle-query: waiting is the safe side */
@@ -86,20 +86,20 @@ static int check_health(up_run *r, int64_t *wait_ms)
         sl_run_event(&r->run, "throttle", reason);
     }
     *wait_ms = 1000;
-    return 2;
+    return UP_GATE_WAIT;
 }
 
 int sl_up_gate(up_run *r, int64_t *wait_ms)
 {
     if (sl_session_stopping(r->sess))
-        return 1;
+        return UP_GATE_STOP;
     if (r->paused) {
         sl_up_hold(r, SL_HOLD_CTL_PAUSE, "paused by sluice ctl");
         *wait_ms = 200;
-        return 2;
+        return UP_GATE_WAIT;
     }
     int rc = check_window(r, wait_ms);
-    if (rc == 2)
+    if (rc == UP_GATE_WAIT)
         sl_up_hold(r, SL_HOLD_WINDOW, "outside the job's windows");
     if (rc != 0)
         return rc;
@@ -109,9 +109,9 @@ int sl_up_gate(up_run *r, int64_t *wait_ms)
         r->fail_err = r->err;
     }
     if (rc != 0)
-        return 1;
+        return UP_GATE_STOP;
     rc = check_health(r, wait_ms);
-    sl_up_hold(r, rc == 2 ? sl_hold_of_reason(r->health_first) : SL_HOLD_NONE, r->health_first);
+    sl_up_hold(r, rc == UP_GATE_WAIT ? sl_hold_of_reason(r->health_first) : SL_HOLD_NONE, r->health_first);
     return rc;
 }
 

@@ -131,28 +131,34 @@ static inline void range_free(key_range *kr)
     tuple_free(&kr->until);
 }
 
-/* Reconnect sess (the run's, or a worker's) with backoff and jitter: 0, 1
+/* Reconnect sess (the run's, or a worker's) with backoff and jitter: 0, SL_STOPPED
  * when stopped by a signal, -1 when it gave up or lost the job (r->err). */
-int sl_up_reconnect(up_run *r, sl_session *sess);
+int sl_up_reconnect(up_run *r, sl_session *sess) SL_MUSTCHECK;
 /* Render the SET LOCAL statements from the job's timeouts (on SQLite: set
  * them on the session instead). */
 void sl_up_render_timeouts(up_run *r);
 /* Run queries that change nothing on sess, retrying transient errors and
- * lost connections: 0 with an ok answer, 1 stopped, -1 failed (r->err). */
-int sl_up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans);
+ * lost connections: 0 with an ok answer, SL_STOPPED, -1 failed (r->err). */
+int sl_up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans) SL_MUSTCHECK;
 /* "[\"a\", \"b\"]": a key as JSON, malloc'd. */
 char *sl_up_tuple_json(const key_tuple *t, size_t n);
 
 /* up_walk.c: walk the ranges with the job's workers. Returns an exit code. */
-int sl_up_walk(up_run *r);
+int sl_up_walk(up_run *r) SL_MUSTCHECK;
 /* A session with no chunk in flight, for a query between chunks (the run's
  * own when every worker is busy). */
 sl_session *sl_up_idle_session(up_run *r);
 
-/* up_gate.c: may the next chunk go? 0 yes; 1 stop (--no-wait outside the
- * windows, or a signal); 2 not yet: *wait_ms says when to ask again. Never
- * waits itself (a throttle query aside), so replies keep being recorded. */
-int sl_up_gate(up_run *r, int64_t *wait_ms);
+/* What the gate says of the next chunk. */
+typedef enum up_gate_rc {
+    UP_GATE_GO = SL_OK,        /* it may go */
+    UP_GATE_STOP = SL_STOPPED, /* the run stops (--no-wait outside the windows, or a signal) */
+    UP_GATE_WAIT = 2,          /* not yet: *wait_ms says when to ask again */
+} up_gate_rc;
+
+/* up_gate.c: may the next chunk go? Never waits itself (a throttle query
+ * aside), so replies keep being recorded. */
+int sl_up_gate(up_run *r, int64_t *wait_ms) SL_MUSTCHECK;
 /* up_hold.c: what holds the job's chunks back from now on (SL_HOLD_NONE:
  * nothing): counted for the metrics by reason, and (but for max-rate's short
  * waits) recorded in the journal as hold_start / hold_end events for
@@ -163,28 +169,28 @@ void sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms);
 /* The control socket's handler (ctl.h). */
 int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg);
 
-/* up_prepare.c: before the walk. Each returns 0, -2 for a refusal (exit 2,
+/* up_prepare.c: before the walk. Each returns 0, SL_EREFUSED for a refusal (exit 2,
  * nothing changed) or -1 for a failure, with r->err set. */
 /* What may refuse the job, reading only: the table and its key, an index,
  * `requires`, the undo columns; r->id, what the job walks. */
-int sl_up_preflight(up_run *r);
+int sl_up_preflight(up_run *r) SL_MUSTCHECK;
 /* `where` and the up statements, checked by the server without running
  * them (EXPLAIN): a missing column refuses the job now, not at chunk 1. */
-int sl_up_check_statements(up_run *r);
+int sl_up_check_statements(up_run *r) SL_MUSTCHECK;
 /* A snapshot job's committed chunks must all have their undo records. */
-int sl_up_check_undo_records(up_run *r);
+int sl_up_check_undo_records(up_run *r) SL_MUSTCHECK;
 /* The last committed chunk's :hi, rows and chunks done, the next chunk
  * number, and where the walk ends (fixed now when no chunk committed yet). */
-int sl_up_load_position(up_run *r);
+int sl_up_load_position(up_run *r) SL_MUSTCHECK;
 
 /* The job's verify query, once the walk is over: 0 when it returns true
  * (or there is none), else -1 with r->err naming it (file:line). */
-int sl_up_verify(up_run *r);
+int sl_up_verify(up_run *r) SL_MUSTCHECK;
 
 /* up_split.c: the ranges left to walk: a split kept in sluice_ranges with
  * each range's position, or the whole key after the last chunk. With more
  * than one worker on PostgreSQL and no split yet, split what is left first,
  * at keys sampled from the table. */
-int sl_up_load_ranges(up_run *r);
+int sl_up_load_ranges(up_run *r) SL_MUSTCHECK;
 
 #endif

@@ -19,11 +19,11 @@ static int check_requires(up_run *r)
     const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
     if (!ans.ok) {
         sl_err_set(&r->err, "%s:%d: requires query failed: %s", r->job->path, r->job->line[SL_DIR_REQUIRES], ans.error);
-        rc = -2;
+        rc = SL_EREFUSED;
     } else if (!sl_answer_true(v)) {
         sl_err_set(&r->err, "%s:%d: refusing to start: requires returned %s, not true: %s", r->job->path,
                    r->job->line[SL_DIR_REQUIRES], v ? v : "no row or NULL", r->job->requires);
-        rc = -2;
+        rc = SL_EREFUSED;
     }
     sl_answer_free(&ans);
     return rc;
@@ -38,7 +38,7 @@ int sl_up_verify(up_run *r)
     sl_answer ans;
     int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
     if (rc != 0) {
-        if (rc > 0)
+        if (rc == SL_STOPPED)
             sl_err_set(&r->err, "%s: stopped before its verify query ran", r->job->name);
         sl_err_append(&r->err, "(while running verify, %s:%d)", r->job->path, line);
         return -1;
@@ -73,7 +73,7 @@ static int check_index(up_run *r)
                       r->info.ks.table, cols);
     free(cols);
     if (!r->opts->allow_no_index)
-        return -2;
+        return SL_EREFUSED;
     sl_warn("%s", r->err.msg);
     return 0;
 }
@@ -96,7 +96,7 @@ static int check_sql(up_run *r, const char *what, int line, const char *sql, int
     if (!ans.ok && !ans.conn_lost)
         sl_err_set(&r->err, "%s:%d: %s: %s%s%s", r->job->path, line, what, ans.sqlstate, ans.sqlstate[0] ? " " : "",
                    ans.error);
-    rc = ans.ok ? 0 : ans.conn_lost ? -1 : -2;
+    rc = ans.ok ? SL_OK : ans.conn_lost ? SL_EFAIL : SL_EREFUSED;
     sl_answer_free(&ans);
     return rc;
 }
@@ -139,7 +139,7 @@ int sl_up_check_statements(up_run *r)
 int sl_up_preflight(up_run *r)
 {
     if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0)
-        return -2;
+        return SL_EREFUSED;
     int rc = check_index(r);
     if (rc != 0)
         return rc;
@@ -153,7 +153,7 @@ int sl_up_preflight(up_run *r)
     if ((rc = check_requires(r)) != 0)
         return rc;
     if (sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
-        return -2;
+        return SL_EREFUSED;
     r->id.table = sl_strdup(r->info.ks.table);
     r->id.key = sl_keys_column_list(&r->info.ks);
     r->id.where = r->job->where ? sl_strdup(r->job->where) : NULL;
@@ -203,7 +203,7 @@ int sl_up_check_undo_records(up_run *r)
     if (lost == 0)
         return 0;
     if (!r->opts->allow_lost_undo)
-        return -2;
+        return SL_EREFUSED;
     sl_warn("%s (going on: --allow-lost-undo)", r->err.msg);
     return 0;
 }
@@ -252,7 +252,7 @@ static int load_end(up_run *r)
     int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
     free(sql);
     if (rc != 0)
-        return rc; /* 1: stopped by a signal */
+        return rc; /* SL_STOPPED: stopped by a signal */
     r->has_end = ans.results[0].nrows > 0 && read_tuple(&ans, 0, n, &r->end);
     sl_answer_free(&ans);
     r->nothing = !r->has_end && !r->has_last;
@@ -288,7 +288,7 @@ int sl_up_load_position(up_run *r)
             sl_err_set(&r->err, "%s holds fewer key columns for job %s than the job's key has (%zu)", SL_PROGRESS_TABLE,
                        r->job->name, n);
             sl_answer_free(&ans);
-            return -2;
+            return SL_EREFUSED;
         }
     }
     sl_answer_free(&ans);

@@ -616,9 +616,9 @@ static int dispatch(up_run *r, up_worker *w)
     if (w->state != W_READY || r->failed || sl_session_stopping(r->sess) || w->ready_at > sl_mono_ms())
         return 0;
     int g = sl_up_gate(r, &wait);
-    if (g != 0) {
+    if (g != UP_GATE_GO) {
         r->held_until = sl_mono_ms() + wait;
-        return g == 1 ? 1 : 0;
+        return g == UP_GATE_STOP ? SL_STOPPED : SL_OK;
     }
     int64_t due = r->pace.max_rate > 0 ? r->sent_rows * 1000 / r->pace.max_rate - (sl_mono_ms() - r->run_start) : 0;
     if (due > 0) {
@@ -779,7 +779,7 @@ static int coordinate(up_run *r)
         int busy = count_state(r, W_BUSY);
         if (r->failed || stop || sl_session_stopping(r->sess)) {
             if (!busy)
-                return r->failed ? -1 : 1;
+                return r->failed ? SL_EFAIL : SL_STOPPED;
             sl_session_turn(r->sess, 1000);
             continue;
         }
@@ -800,7 +800,7 @@ static int coordinate(up_run *r)
                 r->failed = 1;
                 r->fail_err = r->err;
             }
-            stop |= rc > 0;
+            stop |= rc == SL_STOPPED;
         }
         sl_metrics_workers(r->metrics, r->nworkers, count_state(r, W_BUSY));
         if (!any_answer(r) && !stop && !r->failed)

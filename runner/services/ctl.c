@@ -547,7 +547,7 @@ int sl_ctl_request(const char *sock_path, const char *request, char **response, 
         while (mlen && text[7 + mlen - 1] == '\n')
             mlen--;
         sl_err_set(err, "%.*s", (int)mlen, text + 7);
-        rc = -2;
+        rc = SL_EREFUSED;
     } else if (rc == 0) {
         sl_err_set(err, "control socket %s: unexpected answer \"%.100s\"", sock_path, text);
         rc = -1;

@@ -383,7 +383,7 @@ int sl_throttle_prepare(sl_throttle *th, sl_session *sess, const sl_job *job, co
                job->line[SL_DIR_MAX_REPLICA_LAG], why);
     sl_err_append(err, "hint: name each replica with --replica URL (or SLUICE_REPLICAS): sluice measures the lag "
                        "there, as any role; --allow-unmeasured-lag runs without the limit");
-    return -2;
+    return SL_EREFUSED;
 }
 
 void sl_throttle_status(const sl_throttle *th, const sl_pace *pace, sl_buf *out)

@@ -11,13 +11,25 @@
 #define SL_MUSTCHECK    __attribute__((warn_unused_result))
 #define SL_PRINTF(a, b) __attribute__((format(printf, a, b), nonnull(a)))
 
-/* Exit codes, SPEC "Exit codes". */
+/* Exit codes, README "Exit codes". */
 enum {
     SL_EXIT_OK = 0,
     SL_EXIT_FAILED = 1,  /* a job failed; state saved, resumable */
     SL_EXIT_USAGE = 2,   /* bad usage, invalid job file, refused precondition; nothing changed */
     SL_EXIT_STOPPED = 3, /* stopped before done; resumable */
 };
+
+/* Named results of the fallible functions (libuv's UV_E* are the model):
+ * SL_OK, or what went otherwise. A command turns them into an exit code
+ * (SL_EXIT_*): refused is SL_EXIT_USAGE, stopped SL_EXIT_STOPPED, the rest
+ * SL_EXIT_FAILED. Which results a function returns is said above it. */
+typedef enum sl_rc {
+    SL_OK = 0,
+    SL_STOPPED = 1,    /* stopped before done (a signal, --no-wait outside the windows): resumable */
+    SL_EFAIL = -1,     /* failed: the err it was given says why */
+    SL_EREFUSED = -2,  /* refused before it changed anything (another runner holds it, a check failed...) */
+    SL_ECONFLICT = -3, /* down: rows someone else changed since the job wrote them */
+} sl_rc;
 
 /* A caller-supplied error. Fallible functions return 0 or a negative value
  * and, on failure, fill msg with one or more lines (lower case, "what failed

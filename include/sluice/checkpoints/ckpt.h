@@ -72,12 +72,15 @@ void sl_ckpt_run_free(sl_ckpt_run *run);
 /* "<dir>/<job>.sluice" (malloc'd). */
 char *sl_ckpt_path(const char *dir, const char *job);
 
+/* sl_ckpt_open without create: there is no such file. */
+#define SL_CKPT_MISSING SL_EREFUSED
+
 /* Open the checkpoint file at path. With create, a missing file (and missing
  * dir) is created with the job's name; without it, a missing file is an
- * error (-2, err says so: callers treat it as "pending"). A file that is not
- * a sluice checkpoint, is truncated or corrupt, or has a newer schema is an
- * error that names the path and says what is wrong (-1). Enables WAL and
- * synchronous=FULL, and a busy timeout. */
+ * error (SL_CKPT_MISSING, err says so: callers treat it as "pending"). A
+ * file that is not a sluice checkpoint, is truncated or corrupt, or has a
+ * newer schema is an error that names the path and says what is wrong
+ * (SL_EFAIL). Enables WAL and synchronous=FULL, and a busy timeout. */
 int sl_ckpt_open(const char *path, const char *job, int create, sl_ckpt **out, sl_err *err) SL_MUSTCHECK;
 void sl_ckpt_close(sl_ckpt *ckpt);
 const char *sl_ckpt_file(const sl_ckpt *ckpt);
@@ -164,7 +167,7 @@ int sl_ckpt_forget_chunks(sl_ckpt *ckpt, const int64_t *nums, size_t n, sl_err *
  * PostgreSQL cluster's system identifier ("" when unknown or SQLite) and,
  * with by_name, the database's name. A file bound to none yet is bound to
  * this one when write is set (1 returned), else left alone (0); a file bound
- * to another is refused: -2, err naming both. -1 on a file error. */
+ * to another is refused: SL_EREFUSED, err naming both. -1 on a file error. */
 int sl_ckpt_bind(sl_ckpt *ckpt, const char *id, const char *cluster, const char *name, int by_name, int write,
                  sl_err *err) SL_MUSTCHECK;
 
@@ -197,7 +200,7 @@ int sl_ckpt_finish_run_as(sl_ckpt *ckpt, int64_t run_id, sl_state state, const c
  * file still says running) and two runners sharing a checkpoint directory
  * cannot run one job at once. The lock dies with the process. */
 
-/* Take the lock; *fd receives the descriptor to pass to sl_ckpt_unlock. -2
+/* Take the lock; *fd receives the descriptor to pass to sl_ckpt_unlock. SL_EREFUSED
  * if another process holds it (err says so), -1 on other errors. */
 int sl_ckpt_lock(const char *ckpt_path, int *fd, sl_err *err) SL_MUSTCHECK;
 void sl_ckpt_unlock(int fd);

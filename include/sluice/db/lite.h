@@ -89,7 +89,7 @@ void sl_lite_interrupt(sl_lite *lite);
 
 /* One runner per job and database: an fcntl lock on a byte of PATH-sluice-lock
  * picked by the job's name; the kernel drops it when the process dies. 0
- * taken; -2 held by another process (err names its pid); -1 error. */
+ * taken; SL_EREFUSED held by another process (err names its pid); -1 error. */
 int sl_lite_try_lock_job(sl_lite *lite, const char *job, sl_err *err) SL_MUSTCHECK;
 void sl_lite_unlock_job(sl_lite *lite, const char *job);
 /* 1 when another process holds job's lock now (changes nothing). */

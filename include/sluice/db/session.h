@@ -112,7 +112,7 @@ int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char 
                      sl_answer *ans) SL_MUSTCHECK;
 
 /* Sleep ms on the loop; returns early (1) when a stop was requested, else 0. */
-int sl_session_sleep(sl_session *sess, int64_t ms);
+int sl_session_sleep(sl_session *sess, int64_t ms) SL_MUSTCHECK;
 
 /* Run the loop until something happens (a reply, a signal, a control
  * request, a timer), at most max_ms. */
@@ -139,13 +139,13 @@ void sl_session_close_now(sl_session *sess);
 int64_t sl_session_backoff_ms(int attempt);
 
 /* After a lost connection: reconnect with backoff and jitter for up to two
- * minutes (SLUICE_RECONNECT_FOR, a duration, changes it), logging each attempt under `who`. 0 reconnected, 1 stopped by
- * a signal, -1 gave up (err). */
+ * minutes (SLUICE_RECONNECT_FOR, a duration, changes it), logging each attempt under `who`. 0 reconnected, SL_STOPPED
+ * by a signal, -1 gave up (err). */
 int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err) SL_MUSTCHECK;
 
 /* One runner per job on a SQLite target: the job's lock file (lite.h),
  * held by this process until it ends or unlocks; it retries for up to
- * wait_ms. 0 taken; -2 held by another process (err names its pid); -1
+ * wait_ms. 0 taken; SL_EREFUSED held by another process (err names its pid); -1
  * error. (A PostgreSQL job is locked by its lease, lease.h.) */
 int sl_session_lock_job(sl_session *sess, const char *job, int64_t wait_ms, sl_err *err) SL_MUSTCHECK;
 void sl_session_unlock_job(sl_session *sess, const char *job);

@@ -8,6 +8,6 @@
  * (the last N applied) or "base" (all of them); see README "Commands".
  * Every job is checked before the first is touched. Returns an exit code
  * (SL_EXIT_*). */
-int sl_down_jobs(sl_session *sess, const sl_run_opts *opts, sl_jobset *jobs, const char *target);
+int sl_down_jobs(sl_session *sess, const sl_run_opts *opts, sl_jobset *jobs, const char *target) SL_MUSTCHECK;
 
 #endif

@@ -58,10 +58,10 @@ typedef struct sl_lease {
 } sl_lease;
 
 /* Take job's lease on sess, creating the job's row (state pending) when it
- * has none. A lease held by a live runner is refused (-2, err names it and
+ * has none. A lease held by a live runner is refused (SL_EREFUSED, err names it and
  * when the lease ends); one whose runner stopped renewing it is waited for
  * (at most until it expires); one of a process gone from this machine is
- * taken at once. 0 taken, -2 refused, -1 error. */
+ * taken at once. 0 taken, SL_EREFUSED refused, -1 error. */
 int sl_lease_take(sl_lease *lease, sl_session *sess, const char *job, sl_err *err) SL_MUSTCHECK;
 
 /* Keep the lease renewed in the background until sl_lease_release. */
@@ -71,7 +71,7 @@ void sl_lease_start(sl_lease *lease, const sl_session *sess);
 int sl_lease_lost(const sl_lease *lease);
 
 /* After sess reconnected: 0 when the lease is still ours (taken back if it
- * lapsed and nobody took it), -2 when another runner has it, -1 error. */
+ * lapsed and nobody took it), SL_EREFUSED when another runner has it, -1 error. */
 int sl_lease_check(sl_lease *lease, sl_session *sess, sl_err *err) SL_MUSTCHECK;
 
 /* Stop renewing, clear the lease (on sess when it is connected, else it

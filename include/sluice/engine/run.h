@@ -87,11 +87,11 @@ void sl_run_identity_free(sl_run_identity *id);
 /* Whether job may run where row says it stands (row->chunks > 0: it has
  * committed work). A changed table, key, where or undo columns is refused
  * always; a changed job file otherwise unless allow_changed_statements.
- * 0, or -2 with err saying what changed and how to start over. */
+ * 0, or SL_EREFUSED with err saying what changed and how to start over. */
 int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run_identity *id, const sl_run_opts *opts,
                           sl_err *err) SL_MUSTCHECK;
 
-/* Read-only: refuse job's checkpoint file (-2, err naming both databases)
+/* Read-only: refuse job's checkpoint file (SL_EREFUSED, err naming both databases)
  * when it belongs to another database than sess's; 0 when it is this
  * database's, not bound yet, or missing; -1 on error. */
 int sl_run_check_journal(sl_session *sess, const sl_run_opts *opts, const char *job, sl_err *err) SL_MUSTCHECK;
@@ -118,7 +118,7 @@ typedef struct sl_run {
  * job's lock (refused when another runner holds it), read the job's row,
  * open (or create) the checkpoint file, refuse it when it belongs to another
  * database, and bring its chunks in line with the database's, saying so in
- * one line when it rebuilds them. 0; -2 refused (exit 2, nothing changed);
+ * one line when it rebuilds them. 0; SL_EREFUSED refused (exit 2, nothing changed);
  * -1 failed (run->err). sl_run_close in every case. */
 int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *job, sl_run_kind kind) SL_MUSTCHECK;
 
@@ -141,8 +141,8 @@ int sl_run_lost(const sl_run *run);
 void sl_run_fenced(sl_run *run);
 
 /* Reconnect sess (the run's session or a worker's) with backoff and jitter
- * for up to two minutes; the run's session takes the job's lock back. 0, 1
- * stopped by a signal, -1 gave up or lost the job (run->err). */
+ * for up to two minutes; the run's session takes the job's lock back. 0, SL_STOPPED
+ * by a signal, -1 gave up or lost the job (run->err). */
 int sl_run_reconnect(sl_run *run, sl_session *sess) SL_MUSTCHECK;
 
 /* Append an event (retry, split, throttle, ctl...) to the journal; a failure

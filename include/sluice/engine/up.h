@@ -8,6 +8,6 @@
 
 /* Run job's pending chunks on an open session, exactly once, from its
  * refusals to its final state (run.h). Returns an exit code (SL_EXIT_*). */
-int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job);
+int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job) SL_MUSTCHECK;
 
 #endif

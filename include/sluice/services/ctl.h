@@ -79,7 +79,7 @@ void sl_ctl_set_read_timeout(sl_ctl *ctl, uint64_t ms);
  *      escapes (sl_buf_add_visible) so that printing it is safe.
  *  -1  no answer: err says why ("job X is not running (no control socket at
  *      PATH)", permission denied, timed out, ...). *response is NULL.
- *  -2  the server refused the request: err holds its message. *response is NULL. */
+ *  SL_EREFUSED  the server refused the request: err holds its message. *response is NULL. */
 int sl_ctl_request(const char *sock_path, const char *request, char **response, sl_err *err) SL_MUSTCHECK;
 
 /* Split "NAME=VALUE" (spaces around either allowed) and validate it as a pace

@@ -58,9 +58,10 @@ int sl_throttle_init(sl_throttle *th, uv_loop_t *loop, const char *const *replic
 /* Before the first chunk of a job with max-replica-lag (or for `plan`):
  * can its lag be measured? Connects to the replicas (waiting up to the
  * connect timeout, the loop turning) and takes a first reading. 0 with
- * th->lag_how saying how it is measured; -2 when it cannot be, with err
+ * th->lag_how saying how it is measured; SL_EREFUSED when it cannot be, with err
  * saying why and what to do (allow_unmeasured turns that into a warning and 0). */
-int sl_throttle_prepare(sl_throttle *th, sl_session *sess, const sl_job *job, const char *table, sl_err *err);
+int sl_throttle_prepare(sl_throttle *th, sl_session *sess, const sl_job *job, const char *table,
+                        sl_err *err) SL_MUSTCHECK;
 
 /* One check against pace's limits and the job's throttle-query. Returns 0
  * when clear, 1 when a limit is exceeded (reason says which, with the
