@@ -84,7 +84,7 @@ static int name_eq(const char *a, const char *b, size_t len, int nocase)
     return (nocase ? strncasecmp(a, b, len) : strncmp(a, b, len)) == 0;
 }
 
-int sl_catalog_index_walks_key(const char *idx_cols, char *const *names, size_t n, int nocase)
+int catalog_index_walks_key(const char *idx_cols, char *const *names, size_t n, int nocase)
 {
     const char *p = idx_cols;
     for (size_t i = 0; i < n; i++) {
@@ -101,7 +101,7 @@ int sl_catalog_index_walks_key(const char *idx_cols, char *const *names, size_t 
     return 1;
 }
 
-int sl_catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase)
+int catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase)
 {
     const char *p = idx_cols;
     while (*p) {
@@ -158,7 +158,7 @@ int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info,
 {
     memset(info, 0, sizeof *info);
     if (sess->dialect == SL_DIALECT_SQLITE)
-        return sl_catalog_resolve_lite(sess, job, info, err);
+        return catalog_resolve_lite(sess, job, info, err);
     const char *params[] = {job->table};
     sl_query q[] = {{table_sql, 1, params}, {pk_sql, 1, params}, {cols_sql, 1, params}, {idx_sql, 1, params}};
     sl_answer ans;
@@ -185,10 +185,10 @@ int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info,
         goto out;
     for (int r = 0; r < ans.results[3].nrows; r++) {
         const char *cols = sl_answer_val(&ans, 3, r, 1);
-        if (!info->index && sl_catalog_index_walks_key(cols, names, info->ks.ncols, 0))
+        if (!info->index && catalog_index_walks_key(cols, names, info->ks.ncols, 0))
             info->index = sl_strdup(sl_answer_val(&ans, 3, r, 0));
         if (strcmp(sl_answer_val(&ans, 3, r, 2), "true") == 0 &&
-            sl_catalog_index_within_key(cols, names, info->ks.ncols, 0))
+            catalog_index_within_key(cols, names, info->ks.ncols, 0))
             info->unique_key = 1;
     }
     rc = 0;
@@ -204,7 +204,7 @@ out:
 int64_t sl_catalog_estimate_rows(sl_session *sess, const sl_keyspec *ks)
 {
     if (sess->dialect == SL_DIALECT_SQLITE)
-        return sl_catalog_estimate_rows_lite(sess, ks);
+        return catalog_estimate_rows_lite(sess, ks);
     char *sql = ks->where ? sl_asprintf("EXPLAIN SELECT 1 FROM %s WHERE (%s)", ks->table, ks->where)
                           : sl_asprintf("EXPLAIN SELECT 1 FROM %s", ks->table);
     sl_answer ans;

@@ -6,13 +6,13 @@
 
 /* Does idx_cols (names joined by \x01) start with the key's column names?
  * nocase: compare as SQLite does, ignoring ASCII case. */
-int sl_catalog_index_walks_key(const char *idx_cols, char *const *names, size_t n, int nocase);
+int catalog_index_walks_key(const char *idx_cols, char *const *names, size_t n, int nocase);
 /* Are all of the index's columns among the key's? A unique index on them
  * makes the key unique. */
-int sl_catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase);
+int catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase);
 
 /* catalog_lite.c: sl_catalog_resolve and sl_catalog_estimate_rows on SQLite. */
-int sl_catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
-int64_t sl_catalog_estimate_rows_lite(sl_session *sess, const sl_keyspec *ks);
+int catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
+int64_t catalog_estimate_rows_lite(sl_session *sess, const sl_keyspec *ks);
 
 #endif

@@ -122,7 +122,7 @@ static int rowid_key(const sl_answer *ans, const sl_table_info *info, char *cons
     return type && strcasecmp(type, "INTEGER") == 0;
 }
 
-int sl_catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err)
+int catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err)
 {
     char *schema, *table;
     sl_catalog_split_name(job->table, &schema, &table);
@@ -167,10 +167,9 @@ int sl_catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *
         const char *cols = sl_answer_val(&ans, 2, r, 2);
         if (!cols)
             continue;
-        if (!info->index && sl_catalog_index_walks_key(cols, names, info->ks.ncols, 1))
+        if (!info->index && catalog_index_walks_key(cols, names, info->ks.ncols, 1))
             info->index = sl_strdup(sl_answer_val(&ans, 2, r, 0));
-        if (strcmp(sl_answer_val(&ans, 2, r, 1), "1") == 0 &&
-            sl_catalog_index_within_key(cols, names, info->ks.ncols, 1))
+        if (strcmp(sl_answer_val(&ans, 2, r, 1), "1") == 0 && catalog_index_within_key(cols, names, info->ks.ncols, 1))
             info->unique_key = 1;
     }
     rc = 0;
@@ -185,7 +184,7 @@ out:
     return rc;
 }
 
-int64_t sl_catalog_estimate_rows_lite(sl_session *sess, const sl_keyspec *ks)
+int64_t catalog_estimate_rows_lite(sl_session *sess, const sl_keyspec *ks)
 {
     /* SQLite keeps no row estimate; counting over the key's index is one pass
      * over its pages, quick next to the run it sizes. */

@@ -184,7 +184,7 @@ static void build_sql(sl_undo_target *t)
 static int read_cols(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_answer *ans, sl_err *err)
 {
     if (ks->dialect == SL_DIALECT_SQLITE) {
-        if (sl_undo_lite_columns(sess, ks, ans, err) == 0)
+        if (undo_lite_columns(sess, ks, ans, err) == 0)
             return 0;
         char *why = sl_strdup(err->msg);
         sl_err_set(err, "%s: %s", job->path, why);
@@ -228,7 +228,7 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
         if (strcmp(sl_answer_val(&ans, 0, r, 3), "true") != 0)
             add_col(t, &ans, r);
     if (rc == 0 && is_lite(t))
-        sl_undo_lite_build(t, &ans);
+        undo_lite_build(t, &ans);
     else if (rc == 0)
         build_sql(t);
     sl_answer_free(&ans);
@@ -691,13 +691,13 @@ static char *insert_all_sql(const sl_undo_target *t, int guard)
     return guard ? guard_sql(sl_buf_take(&b), 2) : sl_buf_take(&b);
 }
 
-static char *restore_sql(const sl_undo_target *t, sl_restore which, const arrays *x)
+static char *restore_sql(const sl_undo_target *t, undo_restore which, const arrays *x)
 {
     if (x->lite)
-        return sl_undo_lite_restore_sql(t, which);
-    if (which == SL_RESTORE_DELETE)
+        return undo_lite_restore_sql(t, which);
+    if (which == UNDO_RESTORE_DELETE)
         return delete_sql(t, x->guard);
-    if (which == SL_RESTORE_INSERT)
+    if (which == UNDO_RESTORE_INSERT)
         return insert_all_sql(t, x->guard);
     return t->kind == SL_UNDO_SNAPSHOT_ALL ? update_all_sql(t, x->guard) : update_cols_sql(t, x->guard);
 }
@@ -801,9 +801,9 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
     /* order: free keys first (DELETE), then UPDATE, then INSERT */
     int build = out->nconflicts == 0 || mode != SL_CONFLICT_STOP;
     size_t nedges = lite ? 2 * nk : 0;
-    arrays_finish(&l.del, out, build && l.del.rows ? restore_sql(t, SL_RESTORE_DELETE, &l.del) : NULL, edges, nedges);
-    arrays_finish(&l.upd, out, build && l.upd.rows ? restore_sql(t, SL_RESTORE_UPDATE, &l.upd) : NULL, edges, 0);
-    arrays_finish(&l.ins, out, build && l.ins.rows ? restore_sql(t, SL_RESTORE_INSERT, &l.ins) : NULL, edges, 0);
+    arrays_finish(&l.del, out, build && l.del.rows ? restore_sql(t, UNDO_RESTORE_DELETE, &l.del) : NULL, edges, nedges);
+    arrays_finish(&l.upd, out, build && l.upd.rows ? restore_sql(t, UNDO_RESTORE_UPDATE, &l.upd) : NULL, edges, 0);
+    arrays_finish(&l.ins, out, build && l.ins.rows ? restore_sql(t, UNDO_RESTORE_INSERT, &l.ins) : NULL, edges, 0);
     if (!build)
         out->restored = 0;
 }
@@ -885,7 +885,7 @@ void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *k
     int64_t per_row = 8 * (int64_t)ks->ncols + 10;
     int lite = ks->dialect == SL_DIALECT_SQLITE;
     int64_t width = job->undo == SL_UNDO_DOWN ? 0
-                    : lite                    ? sl_undo_lite_avg_width(sess, job, ks)
+                    : lite                    ? undo_lite_avg_width(sess, job, ks)
                                               : avg_width(sess, job, ks);
     if (rows < 0 || width < 0) {
         if (lite)

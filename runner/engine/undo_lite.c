@@ -24,7 +24,7 @@ static const char cols_sql[] = "SELECT name, '\"' || replace(name, '\"', '\"\"')
                                "       CASE WHEN hidden IN (2, 3) THEN 'true' ELSE 'false' END"
                                "  FROM pragma_table_xinfo($1, $2) WHERE hidden <> 1 ORDER BY cid";
 
-int sl_undo_lite_columns(sl_session *sess, const sl_keyspec *ks, sl_answer *ans, sl_err *err)
+int undo_lite_columns(sl_session *sess, const sl_keyspec *ks, sl_answer *ans, sl_err *err)
 {
     char *schema, *name;
     sl_catalog_split_name(ks->table, &schema, &name); /* ks->table is "t" or "s"."t" */
@@ -94,7 +94,7 @@ static char *range_select(const sl_undo_target *t, const char *hash, int with_va
     return sl_buf_take(&b);
 }
 
-void sl_undo_lite_build(sl_undo_target *t, const sl_answer *cols)
+void undo_lite_build(sl_undo_target *t, const sl_answer *cols)
 {
     char *hash = hash_expr(t, cols);
     t->pre_sql = range_select(t, hash, t->kind != SL_UNDO_DOWN);
@@ -174,12 +174,12 @@ static char *insert_sql(const sl_undo_target *t)
     return sl_buf_take(&b);
 }
 
-char *sl_undo_lite_restore_sql(const sl_undo_target *t, sl_restore which)
+char *undo_lite_restore_sql(const sl_undo_target *t, undo_restore which)
 {
     switch (which) {
-    case SL_RESTORE_DELETE: return delete_sql(t);
-    case SL_RESTORE_UPDATE: return update_sql(t);
-    case SL_RESTORE_INSERT: return insert_sql(t);
+    case UNDO_RESTORE_DELETE: return delete_sql(t);
+    case UNDO_RESTORE_UPDATE: return update_sql(t);
+    case UNDO_RESTORE_INSERT: return insert_sql(t);
     }
     return NULL;
 }
@@ -198,11 +198,11 @@ static int is_undo_col(const sl_job *job, const char *name)
     return 0;
 }
 
-int64_t sl_undo_lite_avg_width(sl_session *sess, const sl_job *job, const sl_keyspec *ks)
+int64_t undo_lite_avg_width(sl_session *sess, const sl_job *job, const sl_keyspec *ks)
 {
     sl_answer cols;
     sl_err err;
-    if (sl_undo_lite_columns(sess, ks, &cols, &err) != 0)
+    if (undo_lite_columns(sess, ks, &cols, &err) != 0)
         return -1;
     sl_buf b = {0};
     sl_buf_adds(&b, "SELECT CAST(avg(");

@@ -21,7 +21,7 @@
 
 #include "up_internal.h"
 
-char *sl_up_tuple_json(const key_tuple *t, size_t n)
+char *up_tuple_json(const up_key *t, size_t n)
 {
     sl_buf buf = {0};
     sl_buf_addc(&buf, '[');
@@ -44,10 +44,10 @@ static void run_free(up_run *r)
     for (int a = 0; a < 2; a++)
         for (int u = 0; u < 2; u++)
             free(r->boundary[a][u]);
-    tuple_free(&r->last);
-    tuple_free(&r->end);
+    up_key_free(&r->last);
+    up_key_free(&r->end);
     for (size_t i = 0; i < r->nranges; i++)
-        range_free(&r->ranges[i]);
+        up_range_free(&r->ranges[i]);
     free(r->ranges);
     sl_undo_target_free(&r->undo);
     sl_table_info_free(&r->info);
@@ -67,7 +67,7 @@ static void render_stmt(up_run *r, size_t i)
     free(hi);
 }
 
-void sl_up_render_timeouts(up_run *r)
+void up_render_timeouts(up_run *r)
 {
     sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
 }
@@ -117,10 +117,10 @@ static void prepare_sql(up_run *r)
     for (size_t i = 0; i < r->job->up.nstmts; i++)
         render_stmt(r, i);
     r->progress_sql = progress_sql(r);
-    sl_up_render_timeouts(r);
+    up_render_timeouts(r);
 }
 
-int sl_up_reconnect(up_run *r, sl_session *sess)
+int up_reconnect(up_run *r, sl_session *sess)
 {
     int rc = sl_run_reconnect(&r->run, sess);
     if (rc < 0)
@@ -128,7 +128,7 @@ int sl_up_reconnect(up_run *r, sl_session *sess)
     return rc;
 }
 
-int sl_up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans)
+int up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans)
 {
     for (int attempt = 1;; attempt++) {
         if (sl_session_exec(sess, q, n, ans) != 0) {
@@ -147,7 +147,7 @@ int sl_up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl
         sl_answer_free(ans);
         if (sl_session_stopping(r->sess))
             return SL_STOPPED;
-        int rc = lost ? sl_up_reconnect(r, sess) : sl_session_sleep(sess, sl_session_backoff_ms(attempt));
+        int rc = lost ? up_reconnect(r, sess) : sl_session_sleep(sess, sl_session_backoff_ms(attempt));
         if (rc != 0)
             return rc;
     }
@@ -161,7 +161,7 @@ static int verified(up_run *r, int code)
     if (r->run_rows == 0 && r->has_last)
         sl_info("%s: every chunk was done already; checking verify again (%s:%d)", r->job->name, r->job->path,
                 r->job->line[SL_DIR_VERIFY]);
-    if (sl_up_verify(r) != 0)
+    if (up_verify(r) != 0)
         return SL_EXIT_FAILED;
     sl_log_event(SL_LOG_INFO, "verified", json_pack("{si}", "line", r->job->line[SL_DIR_VERIFY]),
                  "%s: verify returned true (%s:%d)", r->job->name, r->job->path, r->job->line[SL_DIR_VERIFY]);
@@ -176,7 +176,7 @@ static const char *state_of(int code)
 /* Position, the run's record, the walk, and the final state. */
 static int run_job(up_run *r)
 {
-    int rc = sl_up_load_position(r);
+    int rc = up_load_position(r);
     prepare_sql(r);
     sl_pace_init(&r->pace, r->job);
     if (rc == 0 && sl_run_begin(&r->run, &r->id, r->has_end ? r->end.v : NULL, r->info.ks.ncols) != 0) {
@@ -184,7 +184,7 @@ static int run_job(up_run *r)
         rc = -1;
     }
     if (rc == 0 && !r->nothing)
-        rc = sl_up_load_ranges(r);
+        rc = up_load_ranges(r);
     if (rc != 0)
         return rc == SL_EREFUSED ? SL_EXIT_USAGE : rc == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
     if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &r->err) != 0)
@@ -217,9 +217,9 @@ static int run_job(up_run *r)
     sl_ctl *ctl = NULL;
     char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
     sl_err cerr;
-    if (sl_ctl_start(r->sess->loop, ctl_path, sl_up_on_ctl, r, &ctl, &cerr) != 0)
+    if (sl_ctl_start(r->sess->loop, ctl_path, up_on_ctl, r, &ctl, &cerr) != 0)
         sl_warn("%s (the job runs without live control)", cerr.msg);
-    int code = sl_up_walk(r);
+    int code = up_walk(r);
     sl_ctl_stop(ctl); /* NULL-safe; its handles are released by the loop */
     free(ctl_path);
     sl_progress_end();
@@ -280,12 +280,12 @@ static int decide(up_run *r)
     sl_job_row row;
     if (sl_run_read_row(r->sess, r->job->name, &row, &r->err) != 0)
         return SL_EXIT_FAILED;
-    int code = already_done(r->job, &row) ? UP_ALREADY_DONE : exit_of(sl_up_preflight(r));
+    int code = already_done(r->job, &row) ? UP_ALREADY_DONE : exit_of(up_preflight(r));
     /* what it walks before its SQL: a changed key explains a statement that no longer fits */
     if (code == SL_EXIT_OK && sl_run_check_identity(&row, r->job, &r->id, r->opts, &r->err) != 0)
         code = SL_EXIT_USAGE;
     if (code == SL_EXIT_OK)
-        code = exit_of(sl_up_check_statements(r));
+        code = exit_of(up_check_statements(r));
     if (code == SL_EXIT_OK)
         code = exit_of(prepare_health(r));
     sl_job_row_free(&row);
@@ -316,7 +316,7 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     if (code == SL_EXIT_OK && sl_run_check_identity(&r.run.row, job, &r.id, opts, &r.err) != 0)
         code = SL_EXIT_USAGE;
     if (code == SL_EXIT_OK)
-        code = exit_of(sl_up_check_undo_records(&r));
+        code = exit_of(up_check_undo_records(&r));
     if (code == SL_EXIT_OK)
         code = run_job(&r);
     if (code == UP_ALREADY_DONE)

@@ -54,7 +54,7 @@ static int check_health(up_run *r, int64_t *wait_ms)
     r->last_health_ms = now;
     char reason[512];
     int rc =
-        sl_throttle_check(&r->health, sl_up_idle_session(r), r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
+        sl_throttle_check(&r->health, up_idle_session(r), r->job, &r->pace, r->info.ks.table, reason, sizeof reason);
     if (r->health.lag_measured && r->pace.max_replica_lag_ms > 0)
         sl_metrics_replica_lag(r->metrics, r->health.lag_ms); /* shown as sluice_replica_lag_seconds */
     if (rc == 0) {
@@ -89,21 +89,21 @@ static int check_health(up_run *r, int64_t *wait_ms)
     return UP_GATE_WAIT;
 }
 
-int sl_up_gate(up_run *r, int64_t *wait_ms)
+int up_gate(up_run *r, int64_t *wait_ms)
 {
     if (sl_session_stopping(r->sess))
         return UP_GATE_STOP;
     if (r->paused) {
-        sl_up_hold(r, SL_HOLD_CTL_PAUSE, "paused by sluice ctl");
+        up_hold(r, SL_HOLD_CTL_PAUSE, "paused by sluice ctl");
         *wait_ms = 200;
         return UP_GATE_WAIT;
     }
     int rc = check_window(r, wait_ms);
     if (rc == UP_GATE_WAIT)
-        sl_up_hold(r, SL_HOLD_WINDOW, "outside the job's windows");
+        up_hold(r, SL_HOLD_WINDOW, "outside the job's windows");
     if (rc != 0)
         return rc;
-    rc = sl_session_connected(r->sess) ? 0 : sl_up_reconnect(r, r->sess);
+    rc = sl_session_connected(r->sess) ? 0 : up_reconnect(r, r->sess);
     if (rc < 0 && !r->failed) { /* gave up: the job failed (exit 1), it was not stopped */
         r->failed = 1;
         r->fail_err = r->err;
@@ -111,11 +111,11 @@ int sl_up_gate(up_run *r, int64_t *wait_ms)
     if (rc != 0)
         return UP_GATE_STOP;
     rc = check_health(r, wait_ms);
-    sl_up_hold(r, rc == UP_GATE_WAIT ? sl_hold_of_reason(r->health_first) : SL_HOLD_NONE, r->health_first);
+    up_hold(r, rc == UP_GATE_WAIT ? sl_hold_of_reason(r->health_first) : SL_HOLD_NONE, r->health_first);
     return rc;
 }
 
-void sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms)
+void up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms)
 {
     int64_t before = r->pace.batch;
     if (sl_pace_adjust(&r->pace, rows, chunk_ms) != before) {
@@ -136,7 +136,7 @@ static double run_rate(const up_run *r)
 
 /* `sluice ctl`, answered on the loop even mid-chunk: never waits; values
  * apply from the next chunk. */
-int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
+int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
 {
     up_run *r = arg;
     char msg[256];
@@ -162,11 +162,11 @@ int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
         case SL_DIR_CHUNK_TIME: r->pace.chunk_time_ms = req->number; break;
         case SL_DIR_LOCK_TIMEOUT:
             r->job->lock_timeout_ms = req->number;
-            sl_up_render_timeouts(r);
+            up_render_timeouts(r);
             break;
         case SL_DIR_STATEMENT_TIMEOUT:
             r->job->statement_timeout_ms = req->number;
-            sl_up_render_timeouts(r);
+            up_render_timeouts(r);
             break;
         case SL_DIR_RETRIES: r->job->retries = req->number; break;
         default: assert(0 && "BUG: sl_ctl_parse_set let through a setting"); return -1;

@@ -24,7 +24,7 @@ static void journal(up_run *r, const char *kind, sl_hold hold, int64_t ms, const
     free(text);
 }
 
-void sl_up_hold(up_run *r, sl_hold hold, const char *detail)
+void up_hold(up_run *r, sl_hold hold, const char *detail)
 {
     if (!r->metrics || sl_metrics_current_hold(r->metrics) == hold)
         return;

@@ -15,15 +15,15 @@
 #include "sluice/services/throttle.h"
 
 /* The key of one chunk edge, as text, one string per key column. */
-typedef struct key_tuple {
+typedef struct up_key {
     char *v[SL_MAX_KEY_COLS];
-} key_tuple;
+} up_key;
 
-typedef struct chunk_bounds {
+typedef struct up_bounds {
     int has_rows;
-    key_tuple lo, hi;
+    up_key lo, hi;
     int64_t rows;
-} chunk_bounds;
+} up_bounds;
 
 /* A part of the key walked by one worker at a time: the keys after `after`
  * (exclusive; none: from the table's start) up to `until` (inclusive; none:
@@ -31,11 +31,11 @@ typedef struct chunk_bounds {
  * it is also the range's resume position. Range 0 is the whole key when the
  * job has no split (one worker, or SQLite); a split's ranges are 1..n and are
  * kept in sluice_ranges (up_split.c). */
-typedef struct key_range {
+typedef struct up_range {
     int64_t range_no;
     int has_after, has_until;
-    key_tuple after, until;
-} key_range;
+    up_key after, until;
+} up_range;
 
 typedef enum up_worker_state {
     W_IDLE,  /* needs a range */
@@ -53,8 +53,8 @@ typedef struct up_worker {
     sl_session own; /* workers > 0 */
     int has_own;
     up_worker_state state;
-    key_range *range;
-    chunk_bounds cur;    /* the chunk to send, or in flight */
+    up_range *range;
+    up_bounds cur;       /* the chunk to send, or in flight */
     int64_t chunk_no;    /* cur's number once first sent (kept through retries and splits), else 0 */
     int64_t attempts;    /* of cur */
     int64_t started;     /* mono ms of cur's first attempt */
@@ -99,12 +99,12 @@ typedef struct up_run {
     int64_t health_since; /* mono ms since a health limit holds chunks back, 0 if none */
     char health_first[512];
     int window_announced;
-    int has_last;      /* some chunk ever committed */
-    key_tuple last;    /* the last committed chunk's :hi, before this run */
-    int has_end;       /* the walk ends at end (end fixed), else it follows new rows */
-    int nothing;       /* end fixed and the table was empty when the job began: nothing to walk */
-    key_tuple end;     /* the key's last value when the job began */
-    key_range *ranges; /* what is left to walk, in key order */
+    int has_last;     /* some chunk ever committed */
+    up_key last;      /* the last committed chunk's :hi, before this run */
+    int has_end;      /* the walk ends at end (end fixed), else it follows new rows */
+    int nothing;      /* end fixed and the table was empty when the job began: nothing to walk */
+    up_key end;       /* the key's last value when the job began */
+    up_range *ranges; /* what is left to walk, in key order */
     size_t nranges, next_range;
     int64_t nworkers;
     up_worker *workers;
@@ -117,7 +117,7 @@ typedef struct up_run {
     sl_err err;
 } up_run;
 
-static inline void tuple_free(key_tuple *t)
+static inline void up_key_free(up_key *t)
 {
     for (size_t i = 0; i < SL_MAX_KEY_COLS; i++) {
         free(t->v[i]);
@@ -125,29 +125,29 @@ static inline void tuple_free(key_tuple *t)
     }
 }
 
-static inline void range_free(key_range *kr)
+static inline void up_range_free(up_range *kr)
 {
-    tuple_free(&kr->after);
-    tuple_free(&kr->until);
+    up_key_free(&kr->after);
+    up_key_free(&kr->until);
 }
 
 /* Reconnect sess (the run's, or a worker's) with backoff and jitter: 0, SL_STOPPED
  * when stopped by a signal, -1 when it gave up or lost the job (r->err). */
-int sl_up_reconnect(up_run *r, sl_session *sess) SL_MUSTCHECK;
+int up_reconnect(up_run *r, sl_session *sess) SL_MUSTCHECK;
 /* Render the SET LOCAL statements from the job's timeouts (on SQLite: set
  * them on the session instead). */
-void sl_up_render_timeouts(up_run *r);
+void up_render_timeouts(up_run *r);
 /* Run queries that change nothing on sess, retrying transient errors and
  * lost connections: 0 with an ok answer, SL_STOPPED, -1 failed (r->err). */
-int sl_up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans) SL_MUSTCHECK;
+int up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans) SL_MUSTCHECK;
 /* "[\"a\", \"b\"]": a key as JSON, malloc'd. */
-char *sl_up_tuple_json(const key_tuple *t, size_t n);
+char *up_tuple_json(const up_key *t, size_t n);
 
 /* up_walk.c: walk the ranges with the job's workers. Returns an exit code. */
-int sl_up_walk(up_run *r) SL_MUSTCHECK;
+int up_walk(up_run *r) SL_MUSTCHECK;
 /* A session with no chunk in flight, for a query between chunks (the run's
  * own when every worker is busy). */
-sl_session *sl_up_idle_session(up_run *r);
+sl_session *up_idle_session(up_run *r);
 
 /* What the gate says of the next chunk. */
 typedef enum up_gate_rc {
@@ -158,39 +158,39 @@ typedef enum up_gate_rc {
 
 /* up_gate.c: may the next chunk go? Never waits itself (a throttle query
  * aside), so replies keep being recorded. */
-int sl_up_gate(up_run *r, int64_t *wait_ms) SL_MUSTCHECK;
+int up_gate(up_run *r, int64_t *wait_ms) SL_MUSTCHECK;
 /* up_hold.c: what holds the job's chunks back from now on (SL_HOLD_NONE:
  * nothing): counted for the metrics by reason, and (but for max-rate's short
  * waits) recorded in the journal as hold_start / hold_end events for
  * `report`. detail says more for the journal ("replica lag 12s > ..."). */
-void sl_up_hold(up_run *r, sl_hold hold, const char *detail);
+void up_hold(up_run *r, sl_hold hold, const char *detail);
 /* After a chunk: resize toward chunk-time. */
-void sl_up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms);
+void up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms);
 /* The control socket's handler (ctl.h). */
-int sl_up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg);
+int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg);
 
 /* up_prepare.c: before the walk. Each returns 0, SL_EREFUSED for a refusal (exit 2,
  * nothing changed) or -1 for a failure, with r->err set. */
 /* What may refuse the job, reading only: the table and its key, an index,
  * `requires`, the undo columns; r->id, what the job walks. */
-int sl_up_preflight(up_run *r) SL_MUSTCHECK;
+int up_preflight(up_run *r) SL_MUSTCHECK;
 /* `where` and the up statements, checked by the server without running
  * them (EXPLAIN): a missing column refuses the job now, not at chunk 1. */
-int sl_up_check_statements(up_run *r) SL_MUSTCHECK;
+int up_check_statements(up_run *r) SL_MUSTCHECK;
 /* A snapshot job's committed chunks must all have their undo records. */
-int sl_up_check_undo_records(up_run *r) SL_MUSTCHECK;
+int up_check_undo_records(up_run *r) SL_MUSTCHECK;
 /* The last committed chunk's :hi, rows and chunks done, the next chunk
  * number, and where the walk ends (fixed now when no chunk committed yet). */
-int sl_up_load_position(up_run *r) SL_MUSTCHECK;
+int up_load_position(up_run *r) SL_MUSTCHECK;
 
 /* The job's verify query, once the walk is over: 0 when it returns true
  * (or there is none), else -1 with r->err naming it (file:line). */
-int sl_up_verify(up_run *r) SL_MUSTCHECK;
+int up_verify(up_run *r) SL_MUSTCHECK;
 
 /* up_split.c: the ranges left to walk: a split kept in sluice_ranges with
  * each range's position, or the whole key after the last chunk. With more
  * than one worker on PostgreSQL and no split yet, split what is left first,
  * at keys sampled from the table. */
-int sl_up_load_ranges(up_run *r) SL_MUSTCHECK;
+int up_load_ranges(up_run *r) SL_MUSTCHECK;
 
 #endif

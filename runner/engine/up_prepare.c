@@ -29,14 +29,14 @@ static int check_requires(up_run *r)
     return rc;
 }
 
-int sl_up_verify(up_run *r)
+int up_verify(up_run *r)
 {
     if (!r->job->verify)
         return 0;
     int line = r->job->line[SL_DIR_VERIFY];
     sl_query q = {r->job->verify, 0, NULL, 0};
     sl_answer ans;
-    int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
+    int rc = up_exec_read(r, r->sess, &q, 1, &ans);
     if (rc != 0) {
         if (rc == SL_STOPPED)
             sl_err_set(&r->err, "%s: stopped before its verify query ran", r->job->name);
@@ -112,7 +112,7 @@ static int explainable(const sl_stmt *st)
     return 0;
 }
 
-int sl_up_check_statements(up_run *r)
+int up_check_statements(up_run *r)
 {
     const sl_keyspec *ks = &r->info.ks;
     int n = (int)ks->ncols, rc = 0;
@@ -136,7 +136,7 @@ int sl_up_check_statements(up_run *r)
     return rc;
 }
 
-int sl_up_preflight(up_run *r)
+int up_preflight(up_run *r)
 {
     if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0)
         return SL_EREFUSED;
@@ -173,7 +173,7 @@ static int read_job(up_run *r, const char *sql, sl_answer *ans)
     return -1;
 }
 
-int sl_up_check_undo_records(up_run *r)
+int up_check_undo_records(up_run *r)
 {
     if (r->undo.kind != SL_UNDO_SNAPSHOT_COLS && r->undo.kind != SL_UNDO_SNAPSHOT_ALL)
         return 0;
@@ -209,13 +209,13 @@ int sl_up_check_undo_records(up_run *r)
 }
 
 /* Read n key columns of row 0 from column from on into t; 0 when NULL. */
-static int read_tuple(const sl_answer *ans, int from, size_t n, key_tuple *t)
+static int read_tuple(const sl_answer *ans, int from, size_t n, up_key *t)
 {
-    tuple_free(t);
+    up_key_free(t);
     for (size_t i = 0; i < n; i++) {
         const char *v = sl_answer_val(ans, 0, 0, from + (int)i);
         if (!v) {
-            tuple_free(t);
+            up_key_free(t);
             return 0;
         }
         t->v[i] = sl_strdup(v);
@@ -249,7 +249,7 @@ static int load_end(up_run *r)
     }
     char *sql = sl_keys_last_sql(&r->info.ks);
     sl_query q = {sql, 0, NULL, 0};
-    int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
+    int rc = up_exec_read(r, r->sess, &q, 1, &ans);
     free(sql);
     if (rc != 0)
         return rc; /* SL_STOPPED: stopped by a signal */
@@ -261,7 +261,7 @@ static int load_end(up_run *r)
     return 0;
 }
 
-int sl_up_load_position(up_run *r)
+int up_load_position(up_run *r)
 {
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
@@ -279,7 +279,7 @@ int sl_up_load_position(up_run *r)
     r->chunks_done = 0;
     r->next_chunk_no = 1;
     r->rows_done = 0;
-    tuple_free(&r->last);
+    up_key_free(&r->last);
     if (r->has_last) {
         r->next_chunk_no = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10) + 1;
         r->chunks_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(2 + n)), NULL, 10);

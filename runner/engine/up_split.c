@@ -20,16 +20,16 @@
 /* Pages the sample reads per range it splits into (at least 300). */
 #define SAMPLE_PAGES_PER_RANGE 30
 
-static key_range *add_range(up_run *r)
+static up_range *add_range(up_run *r)
 {
     r->ranges = sl_realloc(r->ranges, (r->nranges + 1) * sizeof *r->ranges);
-    key_range *kr = &r->ranges[r->nranges++];
+    up_range *kr = &r->ranges[r->nranges++];
     memset(kr, 0, sizeof *kr);
     return kr;
 }
 
 /* Key columns from..from+n-1 of a row, into t; 0 if the first is NULL. */
-static int read_tuple(const sl_answer *ans, int row, int from, size_t n, key_tuple *t)
+static int read_tuple(const sl_answer *ans, int row, int from, size_t n, up_key *t)
 {
     if (!sl_answer_val(ans, 0, row, from))
         return 0;
@@ -64,7 +64,7 @@ static int read_split(up_run *r)
         return -1;
     }
     for (int row = 0; row < ans.results[0].nrows; row++) {
-        key_range *kr = add_range(r);
+        up_range *kr = add_range(r);
         kr->range_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
         kr->has_until = read_tuple(&ans, row, 1 + (int)n, n, &kr->until);
         kr->has_after = read_tuple(&ans, row, 1 + 2 * (int)n, n, &kr->after); /* its last chunk's :hi */
@@ -136,7 +136,7 @@ static char *sample_sql(up_run *r, int64_t want, double pct)
     return sl_buf_take(&b);
 }
 
-static int tuples_equal(const key_tuple *a, const key_tuple *b, size_t n)
+static int tuples_equal(const up_key *a, const up_key *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (strcmp(a->v[i], b->v[i]) != 0)
@@ -149,17 +149,17 @@ static int tuples_equal(const key_tuple *a, const key_tuple *b, size_t n)
 static void ranges_from_sample(up_run *r, const sl_answer *ans)
 {
     size_t n = r->info.ks.ncols;
-    key_range *kr = add_range(r);
+    up_range *kr = add_range(r);
     kr->range_no = 1;
     if ((kr->has_after = r->has_last))
         for (size_t i = 0; i < n; i++)
             kr->after.v[i] = sl_strdup(r->last.v[i]);
     for (int row = 0; row < ans->results[0].nrows; row++) {
-        key_tuple t = {0};
+        up_key t = {0};
         read_tuple(ans, row, 0, n, &t);
-        key_range *prev = &r->ranges[r->nranges - 1];
+        up_range *prev = &r->ranges[r->nranges - 1];
         if (prev->has_after && tuples_equal(&prev->after, &t, n)) {
-            tuple_free(&t); /* the same key sampled twice: a key that is not unique */
+            up_key_free(&t); /* the same key sampled twice: a key that is not unique */
             continue;
         }
         prev->until = t;
@@ -173,7 +173,7 @@ static void ranges_from_sample(up_run *r, const sl_answer *ans)
 }
 
 /* A key as "ARRAY[$a, $b]" (parameters from *param on) into b, or NULL. */
-static void add_array(sl_buf *b, const key_tuple *t, int has, size_t n, const char **params, int *param)
+static void add_array(sl_buf *b, const up_key *t, int has, size_t n, const char **params, int *param)
 {
     if (!has) {
         sl_buf_adds(b, "NULL");
@@ -197,7 +197,7 @@ static int save_split(up_run *r)
     char(*nos)[24] = sl_calloc(r->nranges, sizeof *nos);
     q[0] = (sl_query){"BEGIN", 0, NULL, 0};
     for (size_t i = 0; i < r->nranges; i++) {
-        const key_range *kr = &r->ranges[i];
+        const up_range *kr = &r->ranges[i];
         const char **p = params + i * (2 + 2 * n);
         int param = 3;
         snprintf(nos[i], sizeof nos[i], "%" PRId64, kr->range_no);
@@ -254,7 +254,7 @@ static int make_split(up_run *r)
         params[np++] = r->end.v[i];
     sl_query q = {sql, np, params, 0};
     sl_answer ans;
-    int rc = sl_up_exec_read(r, r->sess, &q, 1, &ans);
+    int rc = up_exec_read(r, r->sess, &q, 1, &ans);
     free(sql);
     if (rc != 0)
         return rc < 0 ? -1 : 0; /* stopped by a signal: the walk stops before its first chunk */
@@ -263,7 +263,7 @@ static int make_split(up_run *r)
     sl_answer_free(&ans);
     if (r->nranges < 2) {
         for (size_t i = 0; i < r->nranges; i++)
-            range_free(&r->ranges[i]);
+            up_range_free(&r->ranges[i]);
         r->nranges = 0;
         return 0;
     }
@@ -278,7 +278,7 @@ static int make_split(up_run *r)
 static void cap_at_end(up_run *r)
 {
     for (size_t i = 0; r->has_end && i < r->nranges; i++) {
-        key_range *kr = &r->ranges[i];
+        up_range *kr = &r->ranges[i];
         if (kr->has_until)
             continue;
         for (size_t c = 0; c < r->info.ks.ncols; c++)
@@ -298,14 +298,14 @@ static int load_ranges(up_run *r)
         return -1;
     if (r->nranges > 0)
         return 0;
-    key_range *kr = add_range(r); /* the whole key, after the last chunk */
+    up_range *kr = add_range(r); /* the whole key, after the last chunk */
     if ((kr->has_after = r->has_last))
         for (size_t i = 0; i < r->info.ks.ncols; i++)
             kr->after.v[i] = sl_strdup(r->last.v[i]);
     return 0;
 }
 
-int sl_up_load_ranges(up_run *r)
+int up_load_ranges(up_run *r)
 {
     int rc = load_ranges(r);
     if (rc == 0)

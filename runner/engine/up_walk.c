@@ -51,23 +51,23 @@ static chunk_layout layout_of(const up_run *r)
     return l;
 }
 
-static void tuple_copy(key_tuple *dst, const key_tuple *src, size_t n)
+static void tuple_copy(up_key *dst, const up_key *src, size_t n)
 {
-    tuple_free(dst);
+    up_key_free(dst);
     for (size_t i = 0; i < n; i++)
         dst->v[i] = sl_strdup(src->v[i]);
 }
 
-static void bounds_free(chunk_bounds *b)
+static void bounds_free(up_bounds *b)
 {
-    tuple_free(&b->lo);
-    tuple_free(&b->hi);
+    up_key_free(&b->lo);
+    up_key_free(&b->hi);
     b->has_rows = 0;
     b->rows = 0;
 }
 
 /* Read a boundary result (first key, last key, count) into b. */
-static void read_bounds(const sl_answer *ans, size_t res, size_t ncols, chunk_bounds *b)
+static void read_bounds(const sl_answer *ans, size_t res, size_t ncols, up_bounds *b)
 {
     bounds_free(b);
     if (res >= ans->nresults || ans->results[res].nrows == 0)
@@ -82,11 +82,11 @@ static void read_bounds(const sl_answer *ans, size_t res, size_t ncols, chunk_bo
 
 /* The boundary query of w's range after `after` (NULL: from the range's
  * start), with its parameters in params (limit's text in limit). */
-static const char *boundary_for(const up_run *r, const up_worker *w, const key_tuple *after, const char **params,
-                                int *np, char *limit)
+static const char *boundary_for(const up_run *r, const up_worker *w, const up_key *after, const char **params, int *np,
+                                char *limit)
 {
     size_t n = r->info.ks.ncols, k = 0;
-    const key_range *kr = w->range;
+    const up_range *kr = w->range;
     if (after)
         for (size_t i = 0; i < n; i++)
             params[k++] = after->v[i];
@@ -110,7 +110,7 @@ static int seek(up_run *r, up_worker *w)
     sl_query q = {NULL, 0, params, 1};
     q.sql = boundary_for(r, w, w->range->has_after ? &w->range->after : NULL, params, &q.nparams, limit);
     sl_answer ans;
-    int rc = sl_up_exec_read(r, w->sess, &q, 1, &ans);
+    int rc = up_exec_read(r, w->sess, &q, 1, &ans);
     if (rc != 0)
         return rc;
     read_bounds(&ans, 0, r->info.ks.ncols, &w->cur);
@@ -129,7 +129,7 @@ static int seek(up_run *r, up_worker *w)
 static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
 {
     size_t n = r->info.ks.ncols;
-    const chunk_bounds *cur = &w->cur;
+    const up_bounds *cur = &w->cur;
     for (size_t i = 0; i < n; i++) {
         w->edges[i] = cur->lo.v[i];
         w->edges[n + i] = cur->hi.v[i];
@@ -288,7 +288,7 @@ static void merge_second_half(up_run *r, up_worker *w)
 
 /* What a chunk's answer means. On CHUNK_OK, *affected and, when known,
  * *next (the chunk after it in the range; *next_known) are set. */
-static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected, chunk_bounds *next, int *next_known)
+static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected, up_bounds *next, int *next_known)
 {
     chunk_layout l = layout_of(r);
     size_t n = r->info.ks.ncols;
@@ -316,7 +316,7 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
         sl_err_set(&r->err, "%s", r->run.lease.why);
         return CHUNK_FENCED;
     }
-    char *lo = sl_up_tuple_json(&w->cur.lo, n), *hi = sl_up_tuple_json(&w->cur.hi, n);
+    char *lo = up_tuple_json(&w->cur.lo, n), *hi = up_tuple_json(&w->cur.hi, n);
     char where[512] = "";
     if (idx >= (int)l.first && idx < (int)(l.first + l.k))
         snprintf(where, sizeof where, "%s:%d: ", r->job->path, r->job->up.stmts[idx - (int)l.first].line);
@@ -338,11 +338,11 @@ static chunk_origin origin_of(const up_worker *w)
 }
 
 /* Write a committed chunk to the checkpoint file and count it. */
-static int record_chunk(up_run *r, const chunk_bounds *done, const chunk_origin *o, int64_t affected,
+static int record_chunk(up_run *r, const up_bounds *done, const chunk_origin *o, int64_t affected,
                         const char *last_error, int skipped)
 {
     size_t n = r->info.ks.ncols;
-    char *lo = sl_up_tuple_json(&done->lo, n), *hi = sl_up_tuple_json(&done->hi, n);
+    char *lo = up_tuple_json(&done->lo, n), *hi = up_tuple_json(&done->hi, n);
     int64_t ms = sl_mono_ms() - o->started;
     sl_ckpt_chunk c = {o->chunk_no, lo, hi, done->rows, affected, ms, o->attempts, last_error, sl_now_ms()};
     c.skipped = skipped;
@@ -370,7 +370,7 @@ static int record_chunk(up_run *r, const chunk_bounds *done, const chunk_origin 
 }
 
 /* The range's position moves to a committed chunk's :hi. */
-static void advance_range(up_run *r, up_worker *w, const chunk_bounds *done)
+static void advance_range(up_run *r, up_worker *w, const up_bounds *done)
 {
     tuple_copy(&w->range->after, &done->hi, r->info.ks.ncols);
     w->range->has_after = 1;
@@ -429,7 +429,7 @@ static int set_aside(up_run *r, up_worker *w)
         return -1;
     }
     sl_answer_free(&ans);
-    char *key = sl_up_tuple_json(&w->cur.hi, n);
+    char *key = up_tuple_json(&w->cur.hi, n);
     sl_log_event(
         SL_LOG_WARN, "set_aside",
         json_pack("{sIsoso}", "chunk", (json_int_t)w->chunk_no, "key", sl_json_str(key), "error", sl_json_str(error)),
@@ -482,7 +482,7 @@ static int chunk_committed(up_run *r, up_worker *w, int *committed)
     const char *params[] = {r->job->name, no};
     sl_query q = {"SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2", 2, params, 0};
     sl_answer ans;
-    int rc = sl_up_exec_read(r, w->sess, &q, 1, &ans);
+    int rc = up_exec_read(r, w->sess, &q, 1, &ans);
     if (rc != 0)
         return rc;
     *committed = ans.results[0].nrows > 0;
@@ -502,9 +502,9 @@ static int dispatch(up_run *r, up_worker *w);
 
 /* A committed chunk: move on to the next one (sent at once when nothing
  * holds it back), then write this one to the checkpoint file. */
-static int on_committed(up_run *r, up_worker *w, int64_t affected, chunk_bounds *next, int next_known)
+static int on_committed(up_run *r, up_worker *w, int64_t affected, up_bounds *next, int next_known)
 {
-    chunk_bounds done = w->cur;
+    up_bounds done = w->cur;
     chunk_origin o = origin_of(w);
     int64_t chunk_ms = sl_mono_ms() - w->sent_at;
     char *last_error = w->last_error;
@@ -515,7 +515,7 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, chunk_bounds 
     advance_range(r, w, &done);
     if (w->split_limit > 0 && (w->split_limit *= 2) >= r->pace.batch)
         w->split_limit = 0; /* past the trouble: back to full chunks, doubling */
-    sl_up_pace_after(r, done.rows, chunk_ms);
+    up_pace_after(r, done.rows, chunk_ms);
     int sent = 0;
     if (!next_known) {
         w->state = W_SEEK;
@@ -537,7 +537,7 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, chunk_bounds 
 
 /* Deal with the outcome st of w's chunk. 0 the worker goes on (or stops
  * with the run), -1 the job failed (r->err). */
-static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, chunk_bounds *next, int next_known)
+static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, up_bounds *next, int next_known)
 {
     if (st == CHUNK_OK)
         return on_committed(r, w, affected, next, next_known);
@@ -551,7 +551,7 @@ static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, chunk_b
         return 0;
     }
     if (st == CHUNK_LOST) {
-        int committed = 0, rc = sl_up_reconnect(r, w->sess);
+        int committed = 0, rc = up_reconnect(r, w->sess);
         if (rc == 0)
             rc = chunk_committed(r, w, &committed);
         if (rc != 0) {
@@ -597,7 +597,7 @@ static int on_answer(up_run *r, up_worker *w)
     memset(&w->first, 0, sizeof w->first);
     memset(&w->pend, 0, sizeof w->pend);
     w->state = W_READY; /* until the outcome says otherwise */
-    chunk_bounds next = {0};
+    up_bounds next = {0};
     int64_t affected = -1;
     int next_known = 0;
     int st = interpret(r, w, &ans, &affected, &next, &next_known);
@@ -615,7 +615,7 @@ static int dispatch(up_run *r, up_worker *w)
     int64_t wait = 0;
     if (w->state != W_READY || r->failed || sl_session_stopping(r->sess) || w->ready_at > sl_mono_ms())
         return 0;
-    int g = sl_up_gate(r, &wait);
+    int g = up_gate(r, &wait);
     if (g != UP_GATE_GO) {
         r->held_until = sl_mono_ms() + wait;
         return g == UP_GATE_STOP ? SL_STOPPED : SL_OK;
@@ -623,10 +623,10 @@ static int dispatch(up_run *r, up_worker *w)
     int64_t due = r->pace.max_rate > 0 ? r->sent_rows * 1000 / r->pace.max_rate - (sl_mono_ms() - r->run_start) : 0;
     if (due > 0) {
         r->held_until = sl_mono_ms() + due;
-        sl_up_hold(r, SL_HOLD_MAX_RATE, NULL);
+        up_hold(r, SL_HOLD_MAX_RATE, NULL);
         return 0;
     }
-    sl_up_hold(r, SL_HOLD_NONE, NULL);
+    up_hold(r, SL_HOLD_NONE, NULL);
     if (send_chunk(r, w) == 0)
         return 0;
     /* not connected: the connection was lost since its last answer */
@@ -677,7 +677,7 @@ static int count_state(const up_run *r, up_worker_state st)
     return n;
 }
 
-sl_session *sl_up_idle_session(up_run *r)
+sl_session *up_idle_session(up_run *r)
 {
     for (int64_t i = 0; i < r->nworkers; i++)
         if (r->workers[i].state != W_BUSY)
@@ -808,13 +808,13 @@ static int coordinate(up_run *r)
     }
 }
 
-int sl_up_walk(up_run *r)
+int up_walk(up_run *r)
 {
     start_workers(r);
     r->run_start = sl_mono_ms();
     r->run_rows = r->sent_rows = 0;
     int rc = coordinate(r);
-    sl_up_hold(r, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
+    up_hold(r, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
     sl_metrics_workers(r->metrics, 0, 0);
     stop_workers(r);
     if (rc < 0) {
