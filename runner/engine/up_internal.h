@@ -1,4 +1,4 @@
-/* up_internal.h: one `up` run's state, private to up.c and its up_*.c parts (gate, hold, prepare, split, walk). */
+/* up_internal.h: one `up` run's state, private to up.c and its parts (chunk, gate, hold, prepare, split, walk). */
 #ifndef SLUICE_UP_INTERNAL_H
 #define SLUICE_UP_INTERNAL_H
 
@@ -125,6 +125,14 @@ static inline void up_key_free(up_key *t)
     }
 }
 
+static inline void up_bounds_free(up_bounds *b)
+{
+    up_key_free(&b->lo);
+    up_key_free(&b->hi);
+    b->has_rows = 0;
+    b->rows = 0;
+}
+
 static inline void up_range_free(up_range *kr)
 {
     up_key_free(&kr->after);
@@ -142,6 +150,15 @@ void up_render_timeouts(up_run *r);
 int up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans) SL_MUSTCHECK;
 /* "[\"a\", \"b\"]": a key as JSON, malloc'd. */
 char *up_tuple_json(const up_key *t, size_t n);
+
+/* up_chunk.c, for the coordinator (up_walk.c): find the next chunk of w's
+ * range from its position, waiting for it (the worker is then ready, or
+ * idle when the range is finished); send w's chunk if nothing holds it back
+ * now (its own rest, the gate, max-rate); deal with w's batch's answer.
+ * Each returns SL_OK, SL_STOPPED or SL_EFAIL (r->err). */
+int up_seek(up_run *r, up_worker *w) SL_MUSTCHECK;
+int up_dispatch(up_run *r, up_worker *w) SL_MUSTCHECK;
+int up_on_answer(up_run *r, up_worker *w) SL_MUSTCHECK;
 
 /* up_walk.c: walk the ranges with the job's workers. Returns an exit code. */
 int up_walk(up_run *r) SL_MUSTCHECK;

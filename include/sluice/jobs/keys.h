@@ -34,7 +34,7 @@ char *sl_keys_boundary_sql(const sl_keyspec *ks, int after_param);
 
 /* The same within a key range: with after_param the keys after $1..$n, with
  * until_param those up to and including the next n parameters; LIMIT is the
- * parameter after them. For workers walking a range each (up_walk.c). */
+ * parameter after them. For workers walking a range each (up_chunk.c). */
 char *sl_keys_boundary_range_sql(const sl_keyspec *ks, int after_param, int until_param);
 
 /* SQL for the key's last value (its highest, by the index's order): no
