@@ -1,4 +1,4 @@
-/* lite.c: the SQLite target driver: batches of statements run on libuv's thread pool, answers like libpq's. */
+/* lite.c: the SQLite target driver: each connection's batches run on a thread of its own, answers like libpq's. */
 #include "sluice/db/lite.h"
 
 #include <assert.h>

@@ -35,7 +35,7 @@ static int job_is_zeroed(void)
     return memcmp(&job, &zero, sizeof job) == 0;
 }
 
-/* ---- the SPEC example and defaults ---- */
+/* ---- README's example job ("A job file", with undo snapshot) and the defaults ---- */
 
 static const char spec_example[] = "-- sluice:table users\n"
                                    "-- sluice:key id\n"

@@ -4,7 +4,7 @@
 
 #include "sluice/base/util.h"
 
-/* SPEC "Machine-readable output": the states a job can be in. */
+/* The states a job can be in, as `status` shows them (README "Commands"). */
 typedef enum sl_state {
     SL_STATE_PENDING,
     SL_STATE_RUNNING,

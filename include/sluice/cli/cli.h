@@ -1,4 +1,4 @@
-/* cli.h: the command line (SPEC "Commands") and the commands behind it. */
+/* cli.h: the command line (README "Commands") and the commands behind it. */
 #ifndef SLUICE_CLI_H
 #define SLUICE_CLI_H
 
@@ -43,7 +43,7 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job);
 /* `report JOB [-o FILE]`: the job's journal as one HTML page (report.h). */
 int sl_cmd_report(const sl_opts *opts, const char *job);
 int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state);
-/* target: a job name, "-N" or "base" (see SPEC `down`). */
+/* target: a job name, "-N" or "base" (README "Commands", `down`). */
 int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target);
 
 #endif

@@ -1,7 +1,7 @@
 /* session.h: one database session (PostgreSQL or SQLite) on the event loop, awaited from straight-line command code.
  *
  * Commands are written as plain sequential C: sl_session_exec() sends a
- * batch (a pipeline segment on PostgreSQL, a thread-pool job on SQLite, see
+ * batch (a pipeline segment on PostgreSQL, a batch for the connection's own thread on SQLite, see
  * lite.h) and runs the libuv loop until its reply arrives. The loop
  * keeps running while we wait, so signals, timers and the control
  * socket are served; nothing blocks it. Callbacks that fire during a wait only

@@ -1,10 +1,10 @@
-/* job.h: job files (SPEC "Job files"): directives, sections, statements and the :lo/:hi scanner. */
+/* job.h: job files (README "A job file"): directives, sections, statements and the :lo/:hi scanner. */
 #ifndef SLUICE_JOB_H
 #define SLUICE_JOB_H
 
 #include "sluice/base/util.h"
 
-/* Every directive of SPEC's table, validated by the parser. */
+/* Every directive of README's table ("Directives"), validated by the parser. */
 typedef enum sl_directive {
     SL_DIR_TABLE,
     SL_DIR_KEY,

@@ -39,7 +39,7 @@ char *sl_keys_boundary_range_sql(const sl_keyspec *ks, int after_param, int unti
 
 /* SQL for the key's last value (its highest, by the index's order): no
  * row when the table has none with a key, else one row of ncols text
- * columns. The end of a job's walk (SPEC "A job ends"). No parameters;
+ * columns. The end of a job's walk (README "A job ends"). No parameters;
  * the where clause does not apply (any row past it is not the job's).
  * malloc'd. */
 char *sl_keys_last_sql(const sl_keyspec *ks);

@@ -1,6 +1,6 @@
 /* ctl.h: the live control socket of a running job (server on the runner's loop) and its client (`sluice ctl`).
  *
- * Protocol (SPEC "Commands", `ctl`): a client connects to the unix socket
+ * Protocol (README "Live control: `sluice ctl`"): a client connects to the unix socket
  * "<checkpoints>/<job>.sluice-ctl", writes one request line ending in "\n"
  * (at most SL_CTL_LINE_MAX bytes with the newline), and reads one response
  * until the server closes: "ok\n" followed by the handler's lines, or
