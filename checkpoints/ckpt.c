@@ -1,5 +1,5 @@
 /* ckpt.c: the checkpoint store, once open: its job's state, committed chunks, runs and events. */
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 #include <assert.h>
 #include <sqlite3.h>

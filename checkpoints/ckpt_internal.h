@@ -4,7 +4,7 @@
 
 #include <sqlite3.h>
 
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 /* Statements prepared once at open (their SQL: stmt_sql in ckpt_open.c): it
  * keeps commit_chunk (run for every chunk) free of parsing, and preparing them

@@ -1,5 +1,5 @@
 /* ckpt_open.c: a checkpoint file's schema, and creating, checking, upgrading, opening and closing it. */
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -333,7 +333,7 @@ int sl_ckpt_open(const char *path, const char *job, int create, sl_ckpt **out, s
         }
         if (!create) {
             sl_err_set(err, "checkpoint file %s does not exist", path);
-            return -2;
+            return SL_CKPT_MISSING;
         }
         if (create_file(path, job, err) != 0)
             return -1;

@@ -1,7 +1,7 @@
 /* journal.c: reading a checkpoint's event log and its record of undone chunks, for `report`. */
 #include <sqlite3.h>
 
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 static int fail(sl_ckpt *ckpt, const char *what, sl_err *err)
 {

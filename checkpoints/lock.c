@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 /* A separate file: fcntl locks on the SQLite file itself would be dropped by
  * SQLite's own close() calls (POSIX releases all of a process's locks on a
@@ -31,7 +31,7 @@ int sl_ckpt_lock(const char *ckpt_path, int *fd, sl_err *err)
         if (e == EACCES || e == EAGAIN) {
             sl_err_set(err, "%s is locked: another sluice process is running this job with the same checkpoints", path);
             free(path);
-            return -2;
+            return SL_EREFUSED;
         }
         sl_err_set(err, "%s: cannot lock: %s", path, strerror(e));
         free(path);

@@ -1,5 +1,5 @@
 /* snapshot.c: the binary form of an undo record (rows before and after a chunk), kept in the target's sluice_undo. */
-#include "sluice/snapshot.h"
+#include "sluice/checkpoints/snapshot.h"
 
 #include <stdio.h>
 #include <stdlib.h>

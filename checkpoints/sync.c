@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 static int fail(sl_ckpt *ckpt, const char *what, sl_err *err)
 {
@@ -73,7 +73,7 @@ int sl_ckpt_bind(sl_ckpt *ckpt, const char *id, const char *cluster, const char 
                            "database keeps each job's state, and sluice rebuilds the files from it)");
         sl_buf_free(&have);
         sl_buf_free(&want);
-        rc = -2;
+        rc = SL_EREFUSED;
     }
     sqlite3_finalize(st);
     if (rc == 1 && adopt(ckpt, id, cluster, name, err) != 0)

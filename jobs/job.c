@@ -1,5 +1,6 @@
 /* job.c: the job-file parser: its lines, directives and sections, and their validation (values: job_values.c). */
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
+#include "sluice/jobs/keys.h"
 
 #include <ctype.h>
 #include <stdlib.h>

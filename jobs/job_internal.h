@@ -2,7 +2,7 @@
 #ifndef SLUICE_JOB_INTERNAL_H
 #define SLUICE_JOB_INTERNAL_H
 
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
 
 /* Longest part of a user's value quoted back in an error message. */
 #define SHOWN_VALUE_MAX 80

@@ -1,6 +1,6 @@
 /* job_values.c: what each directive's value may be, and one parser per kind (durations, sizes, windows, undo...). */
-#include "sluice/job.h"
-#include "sluice/keys.h"
+#include "sluice/jobs/job.h"
+#include "sluice/jobs/keys.h"
 
 #include <assert.h>
 #include <ctype.h>

@@ -1,5 +1,5 @@
 /* jobset.c: the jobs of a directory: every *.sql file, loaded and validated, in file-name order. */
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
 
 #include <dirent.h>
 #include <errno.h>

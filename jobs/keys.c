@@ -1,5 +1,5 @@
 /* keys.c: the SQL that walks a job's key: chunk boundaries, :lo/:hi placeholders, range predicates. */
-#include "sluice/keys.h"
+#include "sluice/jobs/keys.h"
 
 #include <assert.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* scan.c: the SQL scanner: splits sections into statements and finds :lo/:hi outside quotes and comments. */
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
 
 #include <assert.h>
 #include <ctype.h>

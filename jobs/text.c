@@ -1,5 +1,5 @@
 /* text.c: which bytes a job file may hold: UTF-8 text with LF or CRLF line ends, no NUL or other control bytes. */
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -334,7 +334,7 @@ pg_up_down() {
     record "$up_id" "$round" "$RUN_SECS" "$RUN_CPU" "$chunks"
     [[ $7 == "$4" ]] || write_job "$dir" 1000 "$7" "$5" "$6"
     sluice_timed "$dir" down "$JOB" || { fail "$down_id" "sluice down exited $?"; return; }
-    # down logs how many workers it ran only when more than one (runner/down.c)
+    # down logs how many workers it ran only when more than one (runner/engine/down.c)
     if (($7 > 1)) && ! grep -q "$7 workers over" "$dir/err"; then
         echo "#     (down did not say it ran $7 workers: $(tail -n 3 "$dir/err" | tr '\n' ' '))"
     fi

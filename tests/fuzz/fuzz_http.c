@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/http.h"
+#include "sluice/services/http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

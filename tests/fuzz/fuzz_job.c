@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

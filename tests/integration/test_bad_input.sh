@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_bad_input.sh: bad job files, databases, checkpoints and usage: clear errors, SPEC's exit codes, no row changed.
+# test_bad_input.sh: bad job files, databases, checkpoints and usage: clear errors, README's exit codes, no row changed.
 . "$(dirname "$0")/../harness/lib.sh"
 
 # The table every test starts from: 300 rows with n = 0, d = 1.

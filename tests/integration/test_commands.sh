@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_commands.sh: status (--json, per SPEC), current, history, plan, stamp, upgrade, --help.
+# test_commands.sh: status (--json, as README "Commands" shows it), current, history, plan, stamp, upgrade, --help.
 . "$(dirname "$0")/../harness/lib.sh"
 
 # The checker check_status runs; it prints the job's error (or nothing) and exits non-zero on a mismatch.
@@ -38,7 +38,7 @@ print(mine["error"] or "", end="")
 PY
 }
 # check_status JOB EXPECTED_JSON: `status --json` is a valid JSON array in which every object has
-# SPEC's fields with SPEC's types, and JOB's object has the values in EXPECTED_JSON, where "<iso>"
+# the fields README "Commands" shows for it, with their types, and JOB's object has the values in EXPECTED_JSON, where "<iso>"
 # stands for any ISO 8601 UTC time ("2026-11-24T10:00:00Z"). Sets STATUS_JSON and JOB_ERROR (the
 # job's "error", empty when null).
 check_status() {

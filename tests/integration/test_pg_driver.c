@@ -1,4 +1,4 @@
-/* test_pg_driver.c: the libpq-on-libuv driver (runner/pg.c) against a real PostgreSQL named by SLUICE_TEST_DB. */
+/* test_pg_driver.c: the libpq-on-libuv driver (runner/db/pg.c) against a real PostgreSQL named by SLUICE_TEST_DB. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "sluice/pg.h"
+#include "sluice/db/pg.h"
 
 static const char *test_db;
 static int reply_seq;
@@ -130,7 +130,7 @@ static void finish_loop(uv_loop_t *loop)
     CHECK(uv_loop_close(loop) == 0);
 }
 
-static int run_batch(uv_loop_t *loop, sl_pg *pg, const sl_pg_query *q, size_t n, reply_wait *w)
+static int run_batch(uv_loop_t *loop, sl_pg *pg, const sl_query *q, size_t n, reply_wait *w)
 {
     memset(w, 0, sizeof *w);
     int rc = sl_pg_send(pg, q, n, on_reply, w);
@@ -144,7 +144,7 @@ static int run_batch(uv_loop_t *loop, sl_pg *pg, const sl_pg_query *q, size_t n,
 
 static void exec_sql(uv_loop_t *loop, sl_pg *pg, const char *sql, reply_wait *w)
 {
-    sl_pg_query q = {sql, 0, NULL};
+    sl_query q = {sql, 0, NULL};
     run_batch(loop, pg, &q, 1, w);
 }
 
@@ -160,7 +160,7 @@ static void test_batch_with_params(void)
     const char *add[] = {a, b};
     const char *up[] = {word};
     const char *null_param[] = {NULL};
-    sl_pg_query q[] = {
+    sl_query q[] = {
         {"SELECT $1::int + $2::int", 2, add},
         {"SELECT upper($1)", 1, up},
         {"SELECT $1::text IS NULL", 1, null_param},
@@ -201,7 +201,7 @@ static void test_error_mid_batch(void)
     exec_sql(&loop, &pg, "CREATE TEMP TABLE t (id int)", &w);
     CHECK(w.ok);
     reply_free(&w);
-    sl_pg_query q[] = {
+    sl_query q[] = {
         {"INSERT INTO t VALUES (1)", 0, NULL},
         {"SELECT 1/0", 0, NULL},
         {"INSERT INTO t VALUES (2)", 0, NULL},
@@ -242,13 +242,13 @@ static void test_bind_count_refused(void)
     reply_free(&w);
     const char *edges[] = {"3", "5"};
     for (int prepare = 0; prepare < 2; prepare++) {
-        sl_pg_query q[] = {
+        sl_query q[] = {
             {"BEGIN", 0, NULL, 0}, {"UPDATE t SET n = n + 1 WHERE true", 2, edges, prepare}, {"COMMIT", 0, NULL, 0}};
         run_batch(&loop, &pg, q, 3, &w);
         CHECK(!w.ok && !w.conn_lost && w.failed_index == 1);
         CHECK_STR(w.sqlstate, "08P01");
         CHECK_HAS(w.error, "bind message supplies 2 parameters, but prepared statement");
-        CHECK(!sl_pg_transient(w.sqlstate));
+        CHECK(!sl_answer_transient(w.sqlstate));
         reply_free(&w);
         exec_sql(&loop, &pg, "ROLLBACK", &w); /* as the runner ends a failed chunk */
         reply_free(&w);
@@ -271,11 +271,11 @@ static void test_explicit_transaction(void)
     reply_wait w;
     exec_sql(&loop, &pg, "CREATE TEMP TABLE t (id int)", &w);
     reply_free(&w);
-    sl_pg_query good[] = {{"BEGIN", 0, NULL}, {"INSERT INTO t VALUES (1)", 0, NULL}, {"COMMIT", 0, NULL}};
+    sl_query good[] = {{"BEGIN", 0, NULL}, {"INSERT INTO t VALUES (1)", 0, NULL}, {"COMMIT", 0, NULL}};
     run_batch(&loop, &pg, good, 3, &w);
     CHECK(w.ok && w.n == 3);
     reply_free(&w);
-    sl_pg_query bad[] = {
+    sl_query bad[] = {
         {"BEGIN", 0, NULL}, {"INSERT INTO t VALUES (2)", 0, NULL}, {"SELECT 1/0", 0, NULL}, {"COMMIT", 0, NULL}};
     run_batch(&loop, &pg, bad, 4, &w);
     CHECK(!w.ok && w.failed_index == 2);
@@ -306,8 +306,8 @@ static void test_two_batches_in_flight(void)
     uv_loop_init(&loop);
     sl_pg pg;
     open_pg(&loop, &pg);
-    sl_pg_query first[] = {{"SELECT pg_sleep(0.2)", 0, NULL}, {"SELECT 'a'", 0, NULL}};
-    sl_pg_query second[] = {{"SELECT 'b'", 0, NULL}};
+    sl_query first[] = {{"SELECT pg_sleep(0.2)", 0, NULL}, {"SELECT 'a'", 0, NULL}};
+    sl_query second[] = {{"SELECT 'b'", 0, NULL}};
     reply_wait a = {0}, b = {0};
     CHECK(sl_pg_send(&pg, first, 2, on_reply, &a) == 0);
     CHECK(sl_pg_send(&pg, second, 1, on_reply, &b) == 0);
@@ -324,7 +324,7 @@ static void test_two_batches_in_flight(void)
     finish_loop(&loop);
 }
 
-static const sl_pg_query chain_query = {"SELECT 'chained'", 0, NULL};
+static const sl_query chain_query = {"SELECT 'chained'", 0, NULL};
 
 /* From inside a callback: send again twice, then close the driver. */
 static void chain_next(sl_pg *pg, reply_wait *w)
@@ -357,7 +357,7 @@ static void test_reentrant_callbacks(void)
     /* A callback that disconnects: the other pending batch is failed before
      * sl_pg_disconnect returns, and the driver can connect again. */
     reply_wait a = {.then = disconnect_inside}, b = {0};
-    sl_pg_query q = {"SELECT 1", 0, NULL};
+    sl_query q = {"SELECT 1", 0, NULL};
     CHECK(sl_pg_send(&pg, &q, 1, on_reply, &a) == 0);
     CHECK(sl_pg_send(&pg, &q, 1, on_reply, &b) == 0);
     wait_until(&loop, &a.done);
@@ -394,11 +394,11 @@ static void test_large_batches(void)
     enum { NQ = 2000 };
     static char numbers[NQ][12];
     static const char *params[NQ][1];
-    static sl_pg_query q[NQ];
+    static sl_query q[NQ];
     for (int i = 0; i < NQ; i++) {
         snprintf(numbers[i], sizeof numbers[i], "%d", i);
         params[i][0] = numbers[i];
-        q[i] = (sl_pg_query){"SELECT $1::int * 2", 1, params[i]};
+        q[i] = (sl_query){"SELECT $1::int * 2", 1, params[i]};
     }
     reply_wait w;
     run_batch(&loop, &pg, q, NQ, &w);
@@ -419,9 +419,9 @@ static void test_large_batches(void)
     memset(big, 'x', big_len);
     big[big_len] = '\0';
     const char *big_param[] = {big};
-    sl_pg_query bq[8];
+    sl_query bq[8];
     for (int i = 0; i < 8; i++)
-        bq[i] = (sl_pg_query){"SELECT length($1)", 1, big_param};
+        bq[i] = (sl_query){"SELECT length($1)", 1, big_param};
     memset(&w, 0, sizeof w);
     CHECK(sl_pg_send(&pg, bq, 8, on_reply, &w) == 0);
     CHECK(pg.events & UV_WRITABLE);
@@ -630,10 +630,10 @@ static void killer_replied(sl_pg *pg, reply_wait *w)
 static void kill_attempt(uv_timer_t *timer)
 {
     killer *k = timer->data;
-    static const sl_pg_query q = {"SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity"
-                                  " WHERE pid = $1::int AND state = 'active' AND query LIKE '%pg_sleep%'",
-                                  0, NULL};
-    sl_pg_query kq = q;
+    static const sl_query q = {"SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity"
+                               " WHERE pid = $1::int AND state = 'active' AND query LIKE '%pg_sleep%'",
+                               0, NULL};
+    sl_query kq = q;
     kq.nparams = 1;
     kq.params = k->params;
     reply_free(&k->reply);
@@ -656,7 +656,7 @@ static void test_connection_lost(void)
     uv_timer_init(&loop, &k.retry);
     k.retry.data = &k;
     uv_timer_start(&k.retry, kill_attempt, 0, 0);
-    sl_pg_query q = {"SELECT pg_sleep(30)", 0, NULL};
+    sl_query q = {"SELECT pg_sleep(30)", 0, NULL};
     reply_wait w;
     run_batch(&loop, &pg, &q, 1, &w);
     wait_until(&loop, &k.killed); /* the killer's reply may come second */
@@ -728,9 +728,9 @@ static void test_transient(void)
                                       "08006", "08001", "08000", "08003", "08004", "08007"};
     static const char *const no[] = {"23505", "22012", "25P02", "42P01", "", "0", "08P01"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
-        CHECK(sl_pg_transient(yes[i]));
+        CHECK(sl_answer_transient(yes[i]));
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
-        CHECK(!sl_pg_transient(no[i]));
+        CHECK(!sl_answer_transient(no[i]));
 }
 
 int main(void)

@@ -1,6 +1,6 @@
 /* test_ckpt.c: the checkpoint store on real SQLite files in a temporary directory. */
 #include "check.h"
-#include "sluice/ckpt.h"
+#include "sluice/checkpoints/ckpt.h"
 
 #include <dirent.h>
 #include <sqlite3.h>

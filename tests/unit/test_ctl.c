@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "sluice/ctl.h"
+#include "sluice/services/ctl.h"
 
 static char tmpdir[64];
 

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "sluice/dburl.h"
+#include "sluice/db/dburl.h"
 
 typedef struct accepted {
     const char *given;

@@ -1,8 +1,8 @@
 /* test_http.c: the metrics endpoint's HTTP request parser: what it takes, what it refuses, its bounds, and fuzzing. */
 #include "check.h"
-#include "sluice/http.h"
-#include "sluice/metrics.h"
-#include "sluice/util.h"
+#include "sluice/base/util.h"
+#include "sluice/services/http.h"
+#include "sluice/services/metrics.h"
 
 #include <stdint.h>
 #include <stdlib.h>

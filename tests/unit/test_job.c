@@ -1,6 +1,6 @@
 /* test_job.c: the job-file parser: every directive (value, default, errors), sections, job sets. */
 #include "check.h"
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +35,7 @@ static int job_is_zeroed(void)
     return memcmp(&job, &zero, sizeof job) == 0;
 }
 
-/* ---- the SPEC example and defaults ---- */
+/* ---- README's example job ("A job file", with undo snapshot) and the defaults ---- */
 
 static const char spec_example[] = "-- sluice:table users\n"
                                    "-- sluice:key id\n"

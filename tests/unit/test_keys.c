@@ -1,6 +1,6 @@
 /* test_keys.c: the key SQL builders, as exact strings and run against a real in-memory SQLite database. */
 #include "check.h"
-#include "sluice/keys.h"
+#include "sluice/jobs/keys.h"
 
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -150,7 +150,7 @@ static void test_boundary_pg_composite(void)
     sl_keyspec_free(&ks);
 }
 
-/* A worker's range: after a key, up to a key, or both (up_walk.c). */
+/* A worker's range: after a key, up to a key, or both (up_chunk.c). */
 static void test_boundary_range(void)
 {
     sl_keyspec ks = make_ks(SL_DIALECT_PG, "\"t\"", "n > 0", "\"tenant\"", "text", "\"id\"", "text");

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "sluice/pg.h"
-#include "sluice/session.h"
+#include "sluice/db/pg.h"
+#include "sluice/db/session.h"
 
 static char tmpdir[64];
 static char dbpath[128];
@@ -53,10 +53,10 @@ static void test_batch_results(void)
     open_session(&loop, &sess);
     const char *p[] = {"3", "5"};
     /* $2 before $1: bound by name, not by order of appearance */
-    sl_pg_query q[] = {{"BEGIN IMMEDIATE", 0, NULL, 0},
-                       {"UPDATE t SET n = n + 1 WHERE id <= $2 AND id >= $1", 2, p, 1},
-                       {"SELECT id, s, NULL FROM t WHERE n = 1 ORDER BY id", 0, NULL, 0},
-                       {"COMMIT", 0, NULL, 0}};
+    sl_query q[] = {{"BEGIN IMMEDIATE", 0, NULL, 0},
+                    {"UPDATE t SET n = n + 1 WHERE id <= $2 AND id >= $1", 2, p, 1},
+                    {"SELECT id, s, NULL FROM t WHERE n = 1 ORDER BY id", 0, NULL, 0},
+                    {"COMMIT", 0, NULL, 0}};
     sl_answer ans;
     CHECK(sl_session_exec(&sess, q, 4, &ans) == 0);
     CHECK(ans.ok && ans.failed_index == -1);
@@ -89,11 +89,11 @@ static void test_error_rolls_back(void)
     uv_loop_t loop;
     sl_session sess;
     open_session(&loop, &sess);
-    sl_pg_query q[] = {{"BEGIN IMMEDIATE", 0, NULL, 0},
-                       {"UPDATE t SET n = 1", 0, NULL, 0},
-                       {"UPDATE t SET n = 500 WHERE id = 7", 0, NULL, 0},
-                       {"UPDATE t SET n = 2", 0, NULL, 0},
-                       {"COMMIT", 0, NULL, 0}};
+    sl_query q[] = {{"BEGIN IMMEDIATE", 0, NULL, 0},
+                    {"UPDATE t SET n = 1", 0, NULL, 0},
+                    {"UPDATE t SET n = 500 WHERE id = 7", 0, NULL, 0},
+                    {"UPDATE t SET n = 2", 0, NULL, 0},
+                    {"COMMIT", 0, NULL, 0}};
     sl_answer ans;
     CHECK(sl_session_exec(&sess, q, 5, &ans) == 0);
     CHECK(!ans.ok && !ans.conn_lost && ans.failed_index == 2);
@@ -115,14 +115,14 @@ static void test_error_rolls_back(void)
 
 /* Run one chunk-like batch of q (BEGIN, q, COMMIT): it must fail at q with
  * 08P01 (not transient), say want, and leave every row as it was. */
-static void check_bind_refused(sl_session *sess, sl_pg_query q, const char *want)
+static void check_bind_refused(sl_session *sess, sl_query q, const char *want)
 {
-    sl_pg_query batch[] = {{"BEGIN IMMEDIATE", 0, NULL, 0}, q, {"COMMIT", 0, NULL, 0}};
+    sl_query batch[] = {{"BEGIN IMMEDIATE", 0, NULL, 0}, q, {"COMMIT", 0, NULL, 0}};
     sl_answer ans;
     CHECK(sl_session_exec(sess, batch, 3, &ans) == 0);
     CHECK(!ans.ok && !ans.conn_lost && ans.failed_index == 1);
     CHECK_STR(ans.sqlstate, "08P01");
-    CHECK(!sl_pg_transient(ans.sqlstate));
+    CHECK(!sl_answer_transient(ans.sqlstate));
     CHECK_HAS(ans.error, want);
     sl_answer_free(&ans);
     CHECK(sl_session_exec1(sess, "SELECT count(*) FROM t WHERE n <> 0", 0, NULL, &ans) == 0 && ans.ok);
@@ -141,24 +141,24 @@ static void test_parameter_count_checked(void)
     open_session(&loop, &sess);
     const char *edges[] = {"3", "5", "7"};
     /* each chunk's up statements are prepared: one cut short before its :lo/:hi fails */
-    check_bind_refused(&sess, (sl_pg_query){"UPDATE t SET n = n + 1 WHERE true", 2, edges, 1},
+    check_bind_refused(&sess, (sl_query){"UPDATE t SET n = n + 1 WHERE true", 2, edges, 1},
                        "a value was bound to $1, but the statement has no such parameter (it has 0)");
     for (int prepare = 0; prepare < 2; prepare++) {
-        check_bind_refused(&sess, (sl_pg_query){"UPDATE t SET n = n + 1 WHERE id >= $1", 2, edges, prepare},
+        check_bind_refused(&sess, (sl_query){"UPDATE t SET n = n + 1 WHERE id >= $1", 2, edges, prepare},
                            "a value was bound to $2, but the statement has no such parameter (it has 1)");
-        check_bind_refused(&sess, (sl_pg_query){"UPDATE t SET n = n + 1 WHERE id BETWEEN $1 AND $2", 1, edges, prepare},
+        check_bind_refused(&sess, (sl_query){"UPDATE t SET n = n + 1 WHERE id BETWEEN $1 AND $2", 1, edges, prepare},
                            "the statement has 2 parameters, but 1 values were bound");
         /* ":lower" is no placeholder of sluice's, but SQLite would bind it NULL */
         check_bind_refused(
-            &sess, (sl_pg_query){"UPDATE t SET n = n + 1 WHERE id BETWEEN $1 AND $2 OR s = :lower", 2, edges, prepare},
+            &sess, (sl_query){"UPDATE t SET n = n + 1 WHERE id BETWEEN $1 AND $2 OR s = :lower", 2, edges, prepare},
             "the statement has 3 parameters, but 2 values were bound");
     }
     /* unprepared statements without parameters get no leeway either */
-    check_bind_refused(&sess, (sl_pg_query){"UPDATE t SET n = 1 WHERE id IN (VALUES (4), (5))", 2, edges, 0},
+    check_bind_refused(&sess, (sl_query){"UPDATE t SET n = 1 WHERE id IN (VALUES (4), (5))", 2, edges, 0},
                        "a value was bound to $1, but the statement has no such parameter (it has 0)");
     /* the same value twice, ?N and plain ? are all fine */
     sl_answer ans;
-    sl_pg_query ok[] = {
+    sl_query ok[] = {
         {"SELECT $1 + $1 + $2", 2, edges, 1}, {"SELECT ?1 || ?2", 2, edges, 0}, {"SELECT ?, ?", 2, edges, 0}};
     CHECK(sl_session_exec(&sess, ok, 3, &ans) == 0 && ans.ok);
     CHECK_STR(sl_answer_val(&ans, 0, 0, 0), "11");

@@ -1,9 +1,9 @@
 /* test_metrics.c: the Prometheus text rendering, hold accounting, JSON log lines and the HTML report. */
 #include "check.h"
-#include "sluice/ckpt.h"
-#include "sluice/log.h"
-#include "sluice/metrics.h"
-#include "sluice/report.h"
+#include "sluice/base/log.h"
+#include "sluice/checkpoints/ckpt.h"
+#include "sluice/services/metrics.h"
+#include "sluice/services/report.h"
 
 #include <stdlib.h>
 #include <unistd.h>

@@ -3,7 +3,7 @@
 #include <time.h>
 
 #include "check.h"
-#include "sluice/pace.h"
+#include "sluice/services/pace.h"
 
 static sl_job job_with(int64_t batch, int64_t chunk_time_ms)
 {

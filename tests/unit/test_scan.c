@@ -1,6 +1,6 @@
 /* test_scan.c: the SQL scanner: statement splitting, quoting forms, :lo/:hi, line numbers, rendering. */
 #include "check.h"
-#include "sluice/job.h"
+#include "sluice/jobs/job.h"
 
 #include <stdlib.h>
 

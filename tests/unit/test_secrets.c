@@ -2,8 +2,8 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "sluice/secrets.h"
-#include "sluice/util.h"
+#include "sluice/base/util.h"
+#include "sluice/db/secrets.h"
 
 typedef struct secret_case {
     const char *given;

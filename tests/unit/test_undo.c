@@ -1,7 +1,7 @@
 /* test_undo.c: the undo records (snapshot.c's codec, undo.c's record layer) and the down chunk planner, no server. */
 #include "check.h"
-#include "sluice/snapshot.h"
-#include "sluice/undo.h"
+#include "sluice/checkpoints/snapshot.h"
+#include "sluice/engine/undo.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* test_util.c: durations, integers, buffers, JSON escaping, checksums, edit distance, reading files, logging. */
 #include "check.h"
-#include "sluice/util.h"
+#include "sluice/base/util.h"
 
 #include <fcntl.h>
 #include <stdlib.h>

@@ -1,0 +1,54 @@
+/* answer.h: a batch's queries and what they produced, copied out of the driver (libpq or sqlite3) to outlive it. */
+#ifndef SLUICE_ANSWER_H
+#define SLUICE_ANSWER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One query of a batch. params are text-format values (NULL = SQL NULL).
+ * With prepare set, the statement is parsed and planned once per connection
+ * and executed from then on: for the statements every chunk repeats.
+ * PostgreSQL binds $1..$n; SQLite binds $1..$n by name, ?1..?n by number. */
+typedef struct sl_query {
+    const char *sql;
+    int nparams;
+    const char *const *params;
+    int prepare;
+} sl_query;
+
+/* One statement's result. */
+typedef struct sl_result {
+    int nrows, ncols;
+    char **vals;        /* nrows * ncols, row-major; NULL for SQL NULL */
+    int64_t cmd_tuples; /* rows affected (PQcmdTuples, sqlite3_changes), -1 if none */
+} sl_result;
+
+typedef struct sl_answer {
+    int ok;
+    int conn_lost;
+    int failed_index; /* -1 if none */
+    char sqlstate[6]; /* PostgreSQL's; for SQLite the nearest one (busy: 55P03, interrupted: 57014, constraints: 23xxx)
+                       */
+    char *error;      /* malloc'd, NULL if ok */
+    size_t nresults;
+    sl_result *results; /* one per query; zeroed where aborted */
+} sl_answer;
+
+void sl_answer_free(sl_answer *ans);
+/* Value of row/col of result i, or NULL (also when out of range). */
+const char *sl_answer_val(const sl_answer *ans, size_t i, int row, int col);
+
+/* A boolean result as text is true: PostgreSQL prints "t", SQLite 1. */
+int sl_answer_true(const char *v);
+
+/* True for SQLSTATEs worth retrying (SQLite's answers carry the nearest
+ * one, see sl_answer): serialization failure, deadlock, lock
+ * not available, statement/lock timeout cancellation, admin shutdown, a
+ * named statement missing or already there (26000, 42P05: the server
+ * session changed under a pooler, and the driver now sends them unnamed), and
+ * connection exceptions (class 08) but for 08P01, protocol_violation: the
+ * server refused what was sent, such as a Bind with the wrong number of
+ * parameters, and would refuse it again. */
+int sl_answer_transient(const char *sqlstate);
+
+#endif

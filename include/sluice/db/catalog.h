@@ -1,0 +1,37 @@
+/* catalog.h: what a job needs to know about the live database: table, key, index, row estimates. */
+#ifndef SLUICE_CATALOG_H
+#define SLUICE_CATALOG_H
+
+#include "sluice/db/session.h"
+#include "sluice/jobs/job.h"
+#include "sluice/jobs/keys.h"
+
+typedef struct sl_table_info {
+    sl_keyspec ks;    /* resolved table and key */
+    char *index;      /* a valid btree index whose leading columns are the key, or NULL */
+    int nullable_key; /* some key column allows NULL: those rows are never visited */
+    int unique_key;   /* a unique index covers the key: each key value is one row */
+} sl_table_info;
+
+void sl_table_info_free(sl_table_info *info);
+
+/* Resolve job's table and key (its key directive, else the primary key)
+ * against the database and find an index that walks it. Errors name the job
+ * file and line and say what is missing: table not found, column not found,
+ * no key and no primary key. A missing index is not an error here (info->index
+ * is NULL); callers decide. */
+int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
+
+/* The planner's estimate of the rows the job walks (table, where), or -1 if
+ * it cannot tell. */
+int64_t sl_catalog_estimate_rows(sl_session *sess, const sl_keyspec *ks);
+
+/* Normalise an identifier as PostgreSQL folds it: "Quoted" keeps its case
+ * (and loses the quotes and doubled quotes), unquoted is lower-cased. malloc'd. */
+char *sl_catalog_fold_ident(const char *ident);
+
+/* SQLite: split "schema.table" (either part may be quoted) at its unquoted
+ * dot into the names pragmas take (schema "main" when none). malloc'd. */
+void sl_catalog_split_name(const char *name, char **schema, char **table);
+
+#endif

@@ -1,0 +1,106 @@
+/* lite.h: a SQLite target database, its synchronous sqlite3 calls run on a thread of its own.
+ *
+ * The same batches the PostgreSQL driver sends as one pipeline segment run
+ * here one statement after another on the connection's worker thread (which
+ * wakes the loop with a uv_async_t when a batch is done), so the loop stays free for signals, timers, the control
+ * socket and the progress line while a chunk runs. A batch stops at its first error, like a pipeline segment: the later
+ * queries are not run and their results stay zeroed, and an open transaction is rolled back at once (PostgreSQL would
+ * hold it aborted until ROLLBACK; a ROLLBACK sent after that fails harmlessly).
+ *
+ * The connection is opened read-write, never created: a mistyped path is an
+ * error, not a new empty database. sluice leaves the file's journal mode as
+ * the application set it (WAL is what lets readers run during a chunk), and
+ * commits with synchronous=FULL: a chunk is durable before its checkpoint
+ * says it committed. Lock waits (SQLITE_BUSY) wait up to the job's
+ * lock-timeout, then fail as PostgreSQL's lock_not_available does, which the
+ * runner retries. A statement whose parameters are not exactly the values
+ * given ($1..$n, each used) fails with 08P01, as PostgreSQL's Bind does. */
+#ifndef SLUICE_LITE_H
+#define SLUICE_LITE_H
+
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "sluice/base/util.h"
+#include "sluice/db/answer.h"
+
+typedef struct sqlite3 sqlite3;
+struct sl_lite_stmt;
+
+/* The batch handed to the worker thread. */
+typedef struct sl_lite_batch {
+    const sl_query *queries;
+    size_t n;
+    sl_answer *ans;
+    int *done;
+} sl_lite_batch;
+
+typedef struct sl_lite {
+    uv_loop_t *loop;
+    char *path;    /* the database file */
+    char *display; /* "sqlite:PATH" */
+    sqlite3 *db;   /* NULL until opened */
+    int journal_wal;
+    /* set on the loop thread (ctl may change them mid-chunk), applied by
+     * the pool thread when the next batch starts */
+    _Atomic int64_t busy_timeout_ms;
+    _Atomic int64_t stmt_timeout_ms; /* 0: none */
+    int64_t busy_applied_ms;
+    int64_t deadline_ms;        /* of the statement running on the pool, 0: none */
+    int timed_out;              /* the last statement hit stmt_timeout_ms */
+    char bind_error[160];       /* why the last statement's values did not fit its parameters, "" if they did */
+    int64_t batch_started_ms;   /* sluice_elapsed_ms() counts from here */
+    struct sl_lite_stmt *cache; /* prepared statements kept for reuse */
+    size_t ncache;
+    int lock_fd; /* the job lock file, -1 when none is held */
+    /* the worker thread, while open */
+    uv_thread_t thread;
+    int thread_running;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    _Atomic int state; /* idle, posted, done */
+    _Atomic int quit;
+    sl_lite_batch batch;
+    uv_async_t wake; /* the worker tells the loop a batch is done */
+    int stopped;     /* sl_lite_stop's close of wake is done */
+} sl_lite;
+
+/* Prepare lite for "sqlite:PATH" on loop (its async handle, unreferenced) (url starts with "sqlite:"). Fails, naming
+ * the value, when PATH is empty or no such file exists (bad usage: sluice
+ * never creates a database). Opens nothing. */
+int sl_lite_init(uv_loop_t *loop, sl_lite *lite, const char *url, sl_err *err) SL_MUSTCHECK;
+
+/* Open the database (it must exist), set the busy timeout and
+ * synchronous=FULL, register sluice_hash() and sluice_elapsed_ms(), and
+ * start the worker thread. */
+int sl_lite_open(sl_lite *lite, sl_err *err) SL_MUSTCHECK;
+
+/* Lock wait for each statement (busy timeout) and the longest a statement may
+ * run before it is interrupted (0: no limit). Only between batches. */
+void sl_lite_set_timeouts(sl_lite *lite, int64_t lock_ms, int64_t stmt_ms);
+
+/* Run n queries on the worker thread, filling *ans (see answer.h); *done turns
+ * 1 on the loop thread when they finished. queries and their params must
+ * stay valid until then. Returns non-zero (nothing queued) when not open. */
+int sl_lite_send(sl_lite *lite, const sl_query *queries, size_t n, sl_answer *ans, int *done) SL_MUSTCHECK;
+
+/* Make the running statement fail with SQLITE_INTERRUPT (any thread). */
+void sl_lite_interrupt(sl_lite *lite);
+
+/* One runner per job and database: an fcntl lock on a byte of PATH-sluice-lock
+ * picked by the job's name; the kernel drops it when the process dies. 0
+ * taken; SL_EREFUSED held by another process (err names its pid); -1 error. */
+int sl_lite_try_lock_job(sl_lite *lite, const char *job, sl_err *err) SL_MUSTCHECK;
+void sl_lite_unlock_job(sl_lite *lite, const char *job);
+/* 1 when another process holds job's lock now (changes nothing). */
+int sl_lite_job_locked(sl_lite *lite, const char *job);
+
+/* Stop the worker thread and close the database (prepared statements
+ * first). Not while a batch runs. lite may be opened again. */
+void sl_lite_close(sl_lite *lite);
+/* Close, and close the async handle: lite->stopped turns 1 once the loop released it. */
+void sl_lite_stop(sl_lite *lite);
+/* After sl_lite_stop and the loop run: free what init allocated. */
+void sl_lite_free(sl_lite *lite);
+
+#endif

@@ -1,0 +1,50 @@
+/* schema.h: sluice's own tables in the target database, and the database's identity.
+ *
+ * Everything that decides what runs lives in the target database, written
+ * in the transaction that does the work (README "Where state lives"):
+ *
+ *   sluice_jobs      one row per job: its state, the job file it ran with,
+ *                    what it walks (table, key, where, undo columns), where
+ *                    its walk ends, and the runner holding it (a lease)
+ *   sluice_progress  one row per committed chunk, in the chunk's transaction
+ *   sluice_ranges    the key split of a job with workers
+ *   sluice_undo      the undo record of each chunk, in the chunk's transaction
+ *   sluice_meta      sluice's id for this database (checkpoint files are bound
+ *                    to it)
+ *
+ * They are created in the first schema of the connection's search_path on
+ * PostgreSQL; on SQLite in the main database. A role that may not CREATE
+ * can run sluice once they exist: nothing is created that is already there. */
+#ifndef SLUICE_SCHEMA_H
+#define SLUICE_SCHEMA_H
+
+#include "sluice/db/session.h"
+
+#define SL_PROGRESS_TABLE "sluice_progress"
+#define SL_JOBS_TABLE     "sluice_jobs"
+#define SL_RANGES_TABLE   "sluice_ranges"
+#define SL_UNDO_TABLE     "sluice_undo"
+#define SL_META_TABLE     "sluice_meta"
+
+/* Which database this is, as far as sluice can tell. */
+typedef struct sl_db_identity {
+    char id[48];      /* sluice's random id for the database, kept in sluice_meta */
+    char cluster[32]; /* PostgreSQL's system identifier ("" on SQLite, or when it cannot be read) */
+    char name[256];   /* current_database(), or the SQLite file's path */
+} sl_db_identity;
+
+/* Create whichever of sluice's tables are missing, add columns older
+ * sluices did not have, and give the database its id; then read the
+ * identity into *id. Safe to run from several runners at once. Called once
+ * a command is past its refusals, so a refused command leaves the database
+ * as it was. 0, or -1 with err (naming the privilege a role lacks). */
+int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTCHECK;
+
+/* Read-only: 1 and *id when sluice has run against this database, 0 when
+ * its tables are not there, -1 on error. */
+int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTCHECK;
+
+/* "id 3f2a.. (cluster 7713467465005419177, database app)" for messages. */
+void sl_schema_describe(const sl_db_identity *id, char *out, size_t outsz);
+
+#endif

@@ -1,0 +1,88 @@
+/* lease.h: one runner per job on PostgreSQL, through poolers too: a lease row in sluice_jobs, renewed while it lives.
+ *
+ * Session-level advisory locks do not survive a pooler in transaction mode
+ * (the next transaction may run on another server connection, and the lock
+ * stays with the first one after sluice exits). A lease needs no session:
+ * the job's row in sluice_jobs names the runner holding it and until when;
+ * the runner renews it every few seconds on a connection of its own and
+ * clears it when it ends. A runner killed with kill -9 holds nothing: its
+ * lease is taken over at once by a runner on the same machine (which can see
+ * that the process is gone), and by any runner once it expires.
+ *
+ * The lease alone cannot stop a stalled runner from committing a chunk
+ * after another took over, so every chunk fences itself: its row in
+ * sluice_progress is written only while sluice_jobs still names its runner,
+ * holding that row FOR KEY SHARE until it commits; a takeover locks the row
+ * FOR UPDATE first, so it waits for chunks in flight and every later chunk
+ * of the old runner fails (sl_lease_fence_sql). */
+#ifndef SLUICE_LEASE_H
+#define SLUICE_LEASE_H
+
+#include <uv.h>
+
+#include "sluice/db/session.h"
+
+/* How long a lease lasts unrenewed, and how often it is renewed. */
+#define SL_LEASE_TTL_MS   30000
+#define SL_LEASE_RENEW_MS 5000
+
+/* This process as a runner: a random id, and where it runs. */
+typedef struct sl_runner {
+    char id[33];    /* random, 32 hex digits */
+    char host[160]; /* hostname, boot id and pid namespace: a process here can check pid and start */
+    int pid;
+    long long start; /* the process's start time (clock ticks after boot) */
+    char desc[200];  /* "sluice pid 123 on web-1" */
+} sl_runner;
+
+/* This process (made once). */
+const sl_runner *sl_runner_self(void);
+
+/* 1 when a runner recorded as (host, pid, start) is certainly gone (same
+ * machine, no such process), else 0. */
+int sl_runner_gone(const char *host, int pid, long long start);
+
+typedef struct sl_lease {
+    uv_loop_t *loop;
+    char *job;
+    char *conninfo;
+    int held; /* taken and not released */
+    /* the keeper: its own connection renewing the lease every SL_LEASE_RENEW_MS */
+    sl_pg keeper;
+    int has_keeper, connecting, renewing, closes;
+    uv_timer_t timer;
+    int has_timer;
+    int64_t renewed_at; /* mono ms of the last renewal */
+    int lost;           /* another runner took the job over */
+    char why[512];
+} sl_lease;
+
+/* Take job's lease on sess, creating the job's row (state pending) when it
+ * has none. A lease held by a live runner is refused (SL_EREFUSED, err names it and
+ * when the lease ends); one whose runner stopped renewing it is waited for
+ * (at most until it expires); one of a process gone from this machine is
+ * taken at once. 0 taken, SL_EREFUSED refused, -1 error. */
+int sl_lease_take(sl_lease *lease, sl_session *sess, const char *job, sl_err *err) SL_MUSTCHECK;
+
+/* Keep the lease renewed in the background until sl_lease_release. */
+void sl_lease_start(sl_lease *lease, const sl_session *sess);
+
+/* The lease went to another runner: stop (lease->why says so). */
+int sl_lease_lost(const sl_lease *lease);
+
+/* After sess reconnected: 0 when the lease is still ours (taken back if it
+ * lapsed and nobody took it), SL_EREFUSED when another runner has it, -1 error. */
+int sl_lease_check(sl_lease *lease, sl_session *sess, sl_err *err) SL_MUSTCHECK;
+
+/* Stop renewing, clear the lease (on sess when it is connected, else it
+ * expires), and release the keeper's handles. */
+void sl_lease_release(sl_lease *lease, sl_session *sess);
+
+/* SQL for a chunk's sluice_progress row: the chunk number $n (as bigint)
+ * while the job's row names runner $r, else NULL, which the NOT NULL
+ * chunk_no refuses (SQLSTATE 23502 on that statement), failing the chunk:
+ * "(SELECT $n::bigint FROM sluice_jobs WHERE job = $j AND runner = $r FOR
+ * KEY SHARE)". malloc'd. */
+char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param);
+
+#endif

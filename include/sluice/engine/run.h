@@ -1,0 +1,166 @@
+/* run.h: one run of one job (up, down or stamp): its lock, its state in the database, reconnects, the journal.
+ *
+ * The target database holds each job's truth (schema.h): its state, the job
+ * file it ran with, what it walks and where its walk ends, its chunks and
+ * their undo records. The checkpoint file is the runner's journal: history,
+ * events, per-chunk detail and the progress line, rebuilt from the database
+ * whenever it is missing or behind, and bound to the database it was written
+ * for. A job's state moves only here, in the database first:
+ *
+ *   pending ──up──▶ running ──walk ends──────────▶ done
+ *                     │ ├──signal, ctl, window────▶ stopped ──up──▶ running
+ *                     │ └──a chunk fails──────────▶ failed  ──up──▶ running
+ *                     └──kill -9: stays running; its lease dies with it,
+ *                        so status shows stopped and up resumes it
+ *   applied (running, stopped, failed, done) ──down──▶ rolling_back ──▶ rolled_back ──up──▶ running
+ *   any ──stamp done──▶ done (stamped)      any ──stamp pending──▶ pending (everything forgotten)
+ *
+ * What a job walks (table, key, where, undo columns), the job file's
+ * checksum and the end of its walk are fixed when a run begins with no chunk
+ * committed, and checked against the job file on every later run. */
+#ifndef SLUICE_RUN_H
+#define SLUICE_RUN_H
+
+#include "sluice/checkpoints/ckpt.h"
+#include "sluice/db/schema.h"
+#include "sluice/db/session.h"
+#include "sluice/engine/lease.h"
+#include "sluice/jobs/job.h"
+
+/* `down --on-conflict`: what to do with a row someone else changed after
+ * the job wrote it. */
+typedef enum sl_on_conflict {
+    SL_CONFLICT_STOP,      /* change nothing in that chunk, report, exit 1 (default) */
+    SL_CONFLICT_SKIP,      /* leave those rows as they are, restore the rest */
+    SL_CONFLICT_OVERWRITE, /* restore them too */
+} sl_on_conflict;
+
+/* The engine's options (the command line fills them). */
+typedef struct sl_run_opts {
+    const char *ckpt_dir;         /* the checkpoint files */
+    int allow_changed_statements; /* resume a job whose file changed after its first chunk (not what it walks) */
+    int allow_no_index;           /* walk a key no btree index leads with */
+    int allow_lost_undo;          /* go on without undo records the database no longer has */
+    int no_wait;                  /* outside the job's windows, stop (exit 3) instead of waiting */
+    int progress_tty;             /* draw a progress line */
+    sl_on_conflict on_conflict;   /* down */
+    const char *const *replicas;  /* --replica / SLUICE_REPLICAS: libpq strings of the target's replicas */
+    size_t nreplicas;
+    int allow_unmeasured_lag; /* max-replica-lag that cannot be measured: go on without it */
+} sl_run_opts;
+
+/* The job as the target database records it. Strings are owned. */
+typedef struct sl_job_row {
+    int exists;     /* sluice_jobs has a row for it */
+    sl_state state; /* pending when there is no row */
+    int stamped;    /* its state came from `stamp`, not a run */
+    char *checksum; /* of the job file its chunks ran with; "" before the first */
+    char *table;    /* what it walks, as fixed when its first run began; NULL before */
+    char *key;      /* the key's columns, "id" or "tenant_id, id" */
+    char *where;    /* NULL when none */
+    char *undo;     /* "snapshot(a, b)", "snapshot(*)", or "" (down section or none) */
+    char *walk_end; /* JSON array: the key's last value when it began; NULL if none (follow, or empty) */
+    int follow;     /* end follow: it walks rows inserted past walk_end too */
+    char *error;    /* why it failed, or NULL */
+    int64_t started_at_ms, updated_at_ms;
+    char *runner;    /* who holds it now ("sluice pid 12 on web-1"), NULL when nobody does */
+    int64_t chunks;  /* committed chunks (rows set aside included) */
+    int64_t rows;    /* rows their chunks walked */
+    char *last_key;  /* JSON array: the :hi of the highest-numbered chunk, NULL if none */
+    int64_t skipped; /* rows set aside by on-error skip */
+} sl_job_row;
+
+void sl_job_row_free(sl_job_row *row);
+
+/* Read job's row and its progress from the database, changing nothing; a
+ * database sluice never ran against gives a pending row. A running job
+ * whose runner is gone (killed) reads as stopped. 0, or -1 with err. */
+int sl_run_read_row(sl_session *sess, const char *job, sl_job_row *row, sl_err *err) SL_MUSTCHECK;
+
+/* What a job walks, as the live database resolves its job file. */
+typedef struct sl_run_identity {
+    char *table, *key, *where, *undo;
+} sl_run_identity;
+
+void sl_run_identity_free(sl_run_identity *id);
+
+/* Whether job may run where row says it stands (row->chunks > 0: it has
+ * committed work). A changed table, key, where or undo columns is refused
+ * always; a changed job file otherwise unless allow_changed_statements.
+ * 0, or SL_EREFUSED with err saying what changed and how to start over. */
+int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run_identity *id, const sl_run_opts *opts,
+                          sl_err *err) SL_MUSTCHECK;
+
+/* Read-only: refuse job's checkpoint file (SL_EREFUSED, err naming both databases)
+ * when it belongs to another database than sess's; 0 when it is this
+ * database's, not bound yet, or missing; -1 on error. */
+int sl_run_check_journal(sl_session *sess, const sl_run_opts *opts, const char *job, sl_err *err) SL_MUSTCHECK;
+
+typedef enum sl_run_kind { SL_RUN_UP, SL_RUN_DOWN, SL_RUN_STAMP } sl_run_kind;
+
+typedef struct sl_run {
+    sl_session *sess; /* the run's own session: the lock's, and worker 0's */
+    const sl_run_opts *opts;
+    sl_job *job;
+    sl_run_kind kind;
+    sl_db_identity db; /* the database's identity, which the checkpoint is bound to */
+    sl_job_row row;    /* the job's row, as read once the lock was taken */
+    sl_lease lease;    /* PostgreSQL: the lease; SQLite: a lock file (lite.h) */
+    int locked;
+    sl_ckpt *ckpt;  /* the journal */
+    int ckpt_fd;    /* its run lock */
+    int64_t run_id; /* the journal's record of this run */
+    int64_t synced; /* chunks the journal took from the database when it opened */
+    sl_err err;
+} sl_run;
+
+/* Open a run of job: create what is missing of sluice's tables, take the
+ * job's lock (refused when another runner holds it), read the job's row,
+ * open (or create) the checkpoint file, refuse it when it belongs to another
+ * database, and bring its chunks in line with the database's, saying so in
+ * one line when it rebuilds them. 0; SL_EREFUSED refused (exit 2, nothing changed);
+ * -1 failed (run->err). sl_run_close in every case. */
+int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *job, sl_run_kind kind) SL_MUSTCHECK;
+
+/* Begin the run: up moves the job to running, fixing id, the checksum and
+ * the end of the walk (walk_end: the key's last value, ncols strings, or
+ * NULL) when no chunk has committed yet; down moves it to rolling_back. The
+ * journal records the run. 0, or -1 (run->err). */
+int sl_run_begin(sl_run *run, const sl_run_identity *id, char *const *walk_end, size_t ncols) SL_MUSTCHECK;
+
+/* End the run with exit code: up: done, stopped or failed (with run->err);
+ * down: rolled_back, or rolling_back. Returns code, or SL_EXIT_FAILED when
+ * the state cannot be written. */
+int sl_run_finish(sl_run *run, int code);
+
+/* The run's lease went to another runner: stop, saying why
+ * (run->lease.why). */
+int sl_run_lost(const sl_run *run);
+
+/* A chunk was refused by its fence: another runner has the job. */
+void sl_run_fenced(sl_run *run);
+
+/* Reconnect sess (the run's session or a worker's) with backoff and jitter
+ * for up to two minutes; the run's session takes the job's lock back. 0, SL_STOPPED
+ * by a signal, -1 gave up or lost the job (run->err). */
+int sl_run_reconnect(sl_run *run, sl_session *sess) SL_MUSTCHECK;
+
+/* Append an event (retry, split, throttle, ctl...) to the journal; a failure
+ * to write it is logged, never fatal. */
+void sl_run_event(sl_run *run, const char *kind, const char *message);
+/* The same with data, a JSON object's text (ckpt.h). */
+void sl_run_event_data(sl_run *run, const char *kind, const char *message, const char *data);
+
+/* `stamp`: record state (done or pending) for the job, in the database and
+ * the journal. pending forgets everything the database holds of the job:
+ * chunks, split, undo records. 0, or -1 (run->err). */
+int sl_run_stamp(sl_run *run, sl_state state) SL_MUSTCHECK;
+
+/* Release the lock, close the journal. */
+void sl_run_close(sl_run *run);
+
+/* The chunk row parameters that prove the lease (PostgreSQL): the runner's
+ * id, or NULL on SQLite (no fence needed: its lock is the kernel's). */
+const char *sl_run_fence_id(const sl_run *run);
+
+#endif

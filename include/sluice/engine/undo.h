@@ -1,0 +1,99 @@
+/* undo.h: how a job's chunks are undone: what `up` saves inside each chunk, and what `down` sends to put it back.
+ *
+ * Every job with a way back (README "Rolling back") records, inside each up
+ * chunk's transaction, an undo record in the target database's sluice_undo
+ * (snapshot.h is its form): a hash of every row the chunk left, and for
+ * snapshot(...) the old values. It commits with the chunk or not at all, and
+ * a `down` chunk deletes it in the transaction that puts the rows back.
+ * `down` compares the hashes with the rows as they are now, so a row another
+ * session changed since is never overwritten silently.
+ *
+ * PostgreSQL tells the rows a chunk wrote by xmin and saves values as their
+ * text form; SQLite (undo_lite.c) reads each chunk's range before and after
+ * the up statements, keeps the rows whose hash changed, and saves values as
+ * quote() literals. */
+#ifndef SLUICE_UNDO_H
+#define SLUICE_UNDO_H
+
+#include "sluice/checkpoints/snapshot.h"
+#include "sluice/db/catalog.h"
+#include "sluice/engine/run.h"
+
+/* What a job saves and how it restores, resolved against the live table. */
+typedef struct sl_undo_target {
+    sl_undo_kind kind;
+    const sl_keyspec *ks; /* borrowed: outlives the target */
+    size_t ncols;         /* restored columns: the snapshot's, or every non-generated column for snapshot(*) */
+    char **cols;          /* quoted names */
+    char **types;         /* format_type() of each; SQLite: the declared type */
+    char *pre_sql;        /* rows before the up statements ($1.. = lo, then hi); NULL for the down way on PostgreSQL */
+    char *post_sql;       /* keys and hashes after them (same parameters) */
+    char *state_sql;      /* post_sql FOR UPDATE (SQLite: post_sql): the rows as `down` finds them */
+} sl_undo_target;
+
+/* Resolve job's undo against info (kind NONE gives a zeroed target and 0).
+ * Errors name the job file and line: a snapshot column that does not exist
+ * or is part of the key, a snapshot over a key that is not unique (rows are
+ * put back by key). With the down way over a non-unique key no hashes are
+ * recorded (post_sql NULL): conflicts cannot be told row by row. */
+int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *info, sl_undo_target *t,
+                    sl_err *err) SL_MUSTCHECK;
+void sl_undo_target_free(sl_undo_target *t);
+
+/* Inside an up chunk (its transaction still open): chunk_no's undo record,
+ * built from the pre_sql result (NULL when there is no pre_sql) and the
+ * post_sql result, as hex text to bind as sl_undo_store_sql's $3. Rows the
+ * chunk did not change are left out. malloc'd. */
+char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post);
+
+/* The statement that stores a chunk's record in sluice_undo, inside the
+ * chunk's transaction: $1 job, $2 chunk_no, $3 the record. */
+const char *sl_undo_store_sql(const sl_undo_target *t);
+
+/* Inside a down chunk: delete chunk $2's record of job $1 and return it
+ * (one row, one column, or no row when it has none). */
+const char *sl_undo_take_sql(const sl_undo_target *t);
+
+/* Read a record sl_undo_take_sql returned, checking its shape against t
+ * (key columns, saved columns) before any value is read: a record saved by
+ * another version of the job is refused. 0, or -1 with err. */
+int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out,
+                          sl_err *err) SL_MUSTCHECK;
+
+/* What the job saves, as fixed by its first chunk (run.h identity):
+ * "snapshot(a, b)" with the quoted column names, "snapshot(*)", or "" (the
+ * down section, or nothing). malloc'd. */
+char *sl_undo_identity(const sl_undo_target *t);
+
+/* One down chunk, worked out from its record and the rows as they are now
+ * (state_sql's result). */
+typedef struct sl_undo_step {
+    size_t nconflicts; /* rows changed by someone else since the chunk ran */
+    char *conflicts;   /* the first of their keys, readable, or NULL */
+    size_t nlost;      /* rows the job deleted that snapshot(COL, ...) cannot bring back */
+    size_t nkept;      /* rows the job inserted that snapshot(COL, ...) leaves in place */
+    int64_t restored;  /* rows written back */
+    size_t nq;         /* restore statements (DELETE, UPDATE, INSERT), none for the down way; every value
+                          is a bound parameter (on SQLite one JSON array, and the DELETE the chunk's edges) */
+    sl_query q[3];
+    char *sql[3];
+    char **params[3];
+} sl_undo_step;
+
+/* Classify every row of snap against cur and, unless mode is stop and there
+ * are conflicts, build the statements that restore the chunk's rows (skip:
+ * all but the conflicting ones; overwrite: all). edges: the chunk's lo, then
+ * hi columns (SQLite's DELETE searches the key's index within them). */
+void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_result *cur, char *const *edges,
+                        sl_on_conflict mode, sl_undo_step *out);
+void sl_undo_step_free(sl_undo_step *s);
+
+/* "down section", "snapshot(full_name)", ... for messages. malloc'd. */
+char *sl_undo_describe_kind(const sl_job *job);
+
+/* For `plan`: print how the job rolls back and the space its undo records
+ * will take in sluice_undo (rows x average widths: from pg_stats, on SQLite
+ * from a sample of 1000 rows). */
+void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *ks, int64_t rows);
+
+#endif

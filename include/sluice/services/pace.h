@@ -1,0 +1,48 @@
+/* pace.h: how fast a job runs: batch sizing toward chunk-time, pause and max-rate, time windows, health throttles. */
+#ifndef SLUICE_PACE_H
+#define SLUICE_PACE_H
+
+#include <time.h>
+
+#include "sluice/jobs/job.h"
+
+/* The settings a running job paces itself by; `ctl set` may change them. */
+typedef struct sl_pace {
+    int64_t batch; /* rows in the next chunk */
+    int64_t min_batch, max_batch;
+    int64_t chunk_time_ms; /* 0: fixed batch */
+    int64_t pause_ms;
+    int64_t max_rate;  /* rows/s, 0 = unlimited */
+    double ms_per_row; /* smoothed cost of one row, 0 until measured */
+    /* health limits; 0 = off */
+    int64_t max_replica_lag_ms;
+    int64_t max_lock_waiters;   /* sessions waiting for a lock on the job's table */
+    int64_t max_xact_age_ms;    /* age of the oldest open transaction of another session */
+    int64_t max_wal_rate;       /* bytes of WAL per second */
+    int64_t max_dead_tuples_bp; /* dead tuples over live ones, hundredths of a percent */
+} sl_pace;
+
+/* Defaults of the limits sluice adds on its own (not in the job-file contract). */
+#define SL_DEFAULT_MAX_LOCK_WAITERS 8
+#define SL_DEFAULT_MAX_XACT_AGE_MS  (60 * 60 * 1000)
+
+void sl_pace_init(sl_pace *pace, const sl_job *job);
+
+/* After a chunk of rows that took ms: with chunk_time set, move the batch
+ * toward the size that takes chunk_time, damped: it grows by at most 20 %
+ * and shrinks by at most half per chunk, within [min_batch, max_batch].
+ * Returns the new batch. */
+int64_t sl_pace_adjust(sl_pace *pace, int64_t rows, int64_t ms);
+
+/* How long to wait before the next chunk: pause, or longer to keep the
+ * run's average under max_rate. */
+int64_t sl_pace_delay(const sl_pace *pace, int64_t run_rows, int64_t run_ms);
+
+/* Windows, in local time. Returns 1 if now is inside one of them (or there
+ * are none), else 0 and *wait_ms = time until the next one opens. */
+int sl_window_check(const sl_window *windows, size_t n, time_t now, int64_t *wait_ms);
+
+/* "HH:MM" of the local time now + ms. */
+void sl_window_format_at(time_t now, int64_t ms, char out[16]);
+
+#endif

@@ -1,0 +1,769 @@
+/* cli.c: parse the command line, load and validate job files, dispatch to the commands. */
+#include "sluice/cli/cli.h"
+#include "sluice/base/log.h"
+#include "sluice/db/dburl.h"
+#include "sluice/db/secrets.h"
+#include "sluice/services/ctl.h"
+#include "sluice/services/metrics.h"
+#include "sluice/services/progress.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char usage_text[] =
+    "usage: sluice [--db URL ...|--targets FILE] [--jobs DIR] [--checkpoints DIR] [--json]\n"
+    "              [--metrics HOST:PORT] [--log-format text|json] COMMAND [ARGS]\n"
+    "\n"
+    "Runs data migrations over large tables in keyset-paginated chunks, each one short\n"
+    "transaction, checkpointed so an interrupted run resumes exactly where it stopped.\n"
+    "\n"
+    "commands:\n"
+    "  up [JOB]                run pending jobs in order (or only JOB); resume any that stopped\n"
+    "  down JOB | -N | base    roll back JOB and every later applied job / the last N / all\n"
+    "  status [JOB]            each job's state, read from the database (else the checkpoint files)\n"
+    "  history                 every run, with times and row counts\n"
+    "  plan JOB [--sample N]   dry run: validate, estimate rows and chunks, show chunk SQL and its plan;\n"
+    "                          --sample N runs the first N chunks, each rolled back, and times them\n"
+    "  stamp JOB done|pending  record a job's state without running it\n"
+    "  report JOB [-o FILE]    the job's runs as one HTML page with charts (from its checkpoint file)\n"
+    "  ctl JOB pause|resume|status|set NAME=VALUE   talk to a running job\n"
+    "  (upgrade, downgrade and current are aliases of up, down and status)\n"
+    "\n"
+    "options:\n"
+    "  --db URL           postgresql://..., postgres://..., SQLAlchemy's postgresql+DRIVER://..., a libpq\n"
+    "                     key=value string, sqlite:PATH or sqlite:///PATH (default: $SLUICE_DB, else\n"
+    "                     $DATABASE_URL, else libpq's PG* variables); a password is better kept there\n"
+    "                     or in PGPASSWORD or ~/.pgpass than on the command line. Given several times:\n"
+    "                     a fleet, every command applies to each database\n"
+    "  --targets FILE     a fleet: one \"NAME URL\" a line (# comments); checkpoints in <checkpoints>/NAME/\n"
+    "  --target NAME      only this target of the fleet\n"
+    "  --parallel N       up and down: at most N targets at once (default 4)\n"
+    "  --jobs DIR         directory of job files (default ./jobs)\n"
+    "  --checkpoints DIR  directory of checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")\n"
+    "  --json             machine-readable output (status, history)\n"
+    "  --metrics HOST:PORT  up, down: serve Prometheus metrics at http://HOST:PORT/metrics while running\n"
+    "  --log-format FMT   text (default) or json: one JSON object a log line on stderr\n"
+    "  --version          print sluice's version\n"
+    "  --allow-changed-statements  resume a job whose file changed after its first chunk (what it walks,\n"
+    "                     table, key, where and undo columns, must stay as it was)\n"
+    "  --allow-no-index   walk a key no btree index leads with (every chunk scans the table)\n"
+    "  --allow-lost-undo  go on with a snapshot job whose undo records are gone: up continues it, down\n"
+    "                     leaves those chunks as they are\n"
+    "  --no-wait          outside the job's windows, exit 3 instead of waiting\n"
+    "  --replica URL      a streaming replica of the database (repeatable; default: $SLUICE_REPLICAS, URLs\n"
+    "                     separated by spaces): max-replica-lag measures the lag there\n"
+    "  --allow-unmeasured-lag  run a job with max-replica-lag whose lag cannot be measured\n"
+    "  --on-conflict MODE down: rows changed by someone else since the job wrote them:\n"
+    "                     stop (default: change nothing in that chunk, exit 1), skip (leave them), overwrite\n"
+    "  -h, --help         this text; `sluice COMMAND --help` for one command\n"
+    "\n"
+    "exit codes: 0 done, 1 a job failed (resumable), 2 bad usage or refused (nothing changed),\n"
+    "            3 stopped before done (resumable)\n";
+
+typedef struct command_help {
+    const char *name;
+    const char *text;
+} command_help;
+
+static const command_help helps[] = {
+    {"up", "usage: sluice up [JOB]\n\n"
+           "Run every pending job in file-name order, or only JOB. A job that stopped or failed resumes\n"
+           "after its last committed chunk. Jobs already done are skipped. Every job file is validated\n"
+           "before anything runs. SIGINT/SIGTERM/SIGHUP: the chunk in flight finishes, then exit 3; a\n"
+           "second signal aborts the chunk (it rolls back). --allow-changed-statements resumes a job whose\n"
+           "file changed (not what it walks); --allow-no-index walks a key without an index.\n"},
+    {"down", "usage: sluice down JOB | -N | base [--on-conflict stop|skip|overwrite]\n\n"
+             "Roll back JOB and every later applied job, the last N applied jobs, or all of them, newest\n"
+             "first, one chunk per transaction, newest chunk first. Works on done, stopped and failed jobs\n"
+             "and undoes only the chunks that committed; resumable like up (SIGINT: exit 3). Each job rolls\n"
+             "back the way its undo directive says: its down section, or the values saved by\n"
+             "snapshot(COL, ...) / snapshot(*). A row someone else changed after the job wrote it is a\n"
+             "conflict: stop (default) changes nothing in that chunk and exits 1; skip leaves those rows as\n"
+             "they are; overwrite restores them too. A job with no way back is refused. downgrade is an alias.\n"},
+    {"status", "usage: sluice status [JOB] [--json]\n\n"
+               "Each job's state, rows, chunks, last key, read from the checkpoint files (no database needed).\n"},
+    {"history", "usage: sluice history [--json]\n\nEvery run of every job, oldest first, with times and row counts.\n"},
+    {"plan", "usage: sluice plan JOB [--sample N]\n\n"
+             "Dry run against the live database: table, key, index, estimated rows and chunks, the first\n"
+             "chunk's bounds, its SQL and EXPLAIN; requires and verify; warns about sequential scans. Changes\n"
+             "nothing. --sample N (1 to 1000) runs the first N chunks, each in a transaction that is rolled\n"
+             "back, and estimates the job from them: time per chunk (median, p90), total time at the job's\n"
+             "pace, WAL per chunk on PostgreSQL. No row of sluice's is written, no table created.\n"},
+    {"report", "usage: sluice report JOB [-o FILE]\n\n"
+               "Write the job's journal (its checkpoint file: runs, chunks, holds, retries, splits, rows set aside)\n"
+               "as one self-contained HTML page with charts, to FILE (default JOB.report.html), created 0600.\n"
+               "Works for finished, stopped and running jobs, and for down runs. No database needed.\n"},
+    {"stamp", "usage: sluice stamp JOB done|pending\n\n"
+              "Record a job's state without running it. pending forgets its progress (in the checkpoint file\n"
+              "and in the database's sluice_progress table) so the next `up` runs it from the start.\n"},
+    {"ctl", "usage: sluice ctl JOB pause|resume|status|set NAME=VALUE\n\nTalk to a running job.\n"},
+};
+
+static const char *canonical_command(const char *cmd)
+{
+    if (strcmp(cmd, "upgrade") == 0)
+        return "up";
+    if (strcmp(cmd, "downgrade") == 0)
+        return "down";
+    if (strcmp(cmd, "current") == 0)
+        return "status";
+    return cmd;
+}
+
+static int print_command_help(const char *cmd)
+{
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        if (strcmp(helps[i].name, cmd) == 0) {
+            fputs(helps[i].text, stdout);
+            return SL_EXIT_OK;
+        }
+    }
+    sl_error("unknown command \"%s\" (hint: sluice --help lists the commands)", cmd);
+    return SL_EXIT_USAGE;
+}
+
+typedef struct cli_args {
+    sl_opts opts;
+    const char *pos[8];
+    int npos;
+    int help;
+    const char *on_conflict; /* --on-conflict, checked by dispatch_down */
+    const char *log_format;  /* --log-format, checked by apply_observability */
+    const char *sample;      /* --sample, checked by apply_observability */
+    int version;             /* --version */
+    char **dbs;              /* copies of every --db's value, whose passwords argv no longer shows */
+    int ndbs;
+    const char *targets;                /* --targets FILE */
+    const char *parallel;               /* --parallel N */
+    const char *only_target;            /* --target NAME */
+    sl_fleet fleet;                     /* several --db, or --targets: every command applies to each */
+    sl_dburl db_url;                    /* the database string in use, normalised (opts.db points into it) */
+    char *replica_arg[SL_MAX_REPLICAS]; /* copies of --replica's values, whose passwords argv no longer shows */
+    size_t nreplica_arg;
+    sl_dburl replica_url[SL_MAX_REPLICAS]; /* normalised; opts.run.replicas points into them */
+    const char *replica[SL_MAX_REPLICAS];
+} cli_args;
+
+/* --replica URL: a copy, and the password out of argv, as for --db. */
+static int keep_replica_arg(cli_args *a, char *value)
+{
+    if (a->nreplica_arg >= SL_MAX_REPLICAS) {
+        sl_error("--replica: at most %d replicas", SL_MAX_REPLICAS);
+        return -1;
+    }
+    a->replica_arg[a->nreplica_arg++] = sl_strdup(value);
+    sl_secrets_hide(value);
+    return 0;
+}
+
+/* --db's value: keep a copy, then overwrite its password in argv, which
+ * /proc/PID/cmdline (ps, top) shows to every user of the machine. Given
+ * several times, each is a target of a fleet. */
+static const char *keep_db_arg(cli_args *a, char *value)
+{
+    a->dbs = sl_realloc(a->dbs, (size_t)(a->ndbs + 1) * sizeof *a->dbs);
+    a->dbs[a->ndbs] = sl_strdup(value);
+    sl_secrets_hide(value);
+    return a->dbs[a->ndbs++];
+}
+
+/* Options may come before or after the command. */
+static int parse_args(int argc, char **argv, cli_args *a)
+{
+    int only_positional = 0;
+    for (int i = 1; i < argc; i++) {
+        char *arg = argv[i];
+        const char **target = NULL;
+        if (only_positional || arg[0] != '-' || (arg[1] >= '0' && arg[1] <= '9')) {
+            if (a->npos >= 8) {
+                sl_error("too many arguments (hint: sluice --help)");
+                return -1;
+            }
+            a->pos[a->npos++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0)
+            only_positional = 1;
+        else if (strcmp(arg, "--json") == 0)
+            a->opts.json = 1;
+        else if (strcmp(arg, "--force") == 0) {
+            sl_error("--force was split into flags that each say what they accept: --allow-changed-statements "
+                     "(a job file changed after its first chunk), --allow-no-index (a key without an index)");
+            return -1;
+        } else if (strcmp(arg, "--allow-changed-statements") == 0)
+            a->opts.run.allow_changed_statements = 1;
+        else if (strcmp(arg, "--allow-no-index") == 0)
+            a->opts.run.allow_no_index = 1;
+        else if (strcmp(arg, "--allow-lost-undo") == 0)
+            a->opts.run.allow_lost_undo = 1;
+        else if (strcmp(arg, "--no-wait") == 0)
+            a->opts.run.no_wait = 1;
+        else if (strcmp(arg, "--allow-unmeasured-lag") == 0)
+            a->opts.run.allow_unmeasured_lag = 1;
+        else if (strcmp(arg, "--replica") == 0 || strncmp(arg, "--replica=", 10) == 0) {
+            char *eq = strchr(arg, '=');
+            char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+            if (!value) {
+                sl_error("option %s expects a value", arg);
+                return -1;
+            }
+            if (keep_replica_arg(a, value) != 0)
+                return -1;
+        } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
+            a->help = 1;
+        else if (strcmp(arg, "--version") == 0)
+            a->version = 1;
+        else if (strcmp(arg, "--metrics") == 0 || strncmp(arg, "--metrics=", 10) == 0)
+            target = &a->opts.metrics;
+        else if (strcmp(arg, "--log-format") == 0 || strncmp(arg, "--log-format=", 13) == 0)
+            target = &a->log_format;
+        else if (strcmp(arg, "--sample") == 0 || strncmp(arg, "--sample=", 9) == 0)
+            target = &a->sample;
+        else if (strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0 || strncmp(arg, "--output=", 9) == 0)
+            target = &a->opts.out_file;
+        else if (strcmp(arg, "--db") == 0 || strncmp(arg, "--db=", 5) == 0)
+            target = &a->opts.db;
+        else if (strcmp(arg, "--jobs") == 0 || strncmp(arg, "--jobs=", 7) == 0)
+            target = &a->opts.jobs_dir;
+        else if (strcmp(arg, "--checkpoints") == 0 || strncmp(arg, "--checkpoints=", 14) == 0)
+            target = &a->opts.run.ckpt_dir;
+        else if (strcmp(arg, "--on-conflict") == 0 || strncmp(arg, "--on-conflict=", 14) == 0)
+            target = &a->on_conflict;
+        else if (strcmp(arg, "--targets") == 0 || strncmp(arg, "--targets=", 10) == 0)
+            target = &a->targets;
+        else if (strcmp(arg, "--parallel") == 0 || strncmp(arg, "--parallel=", 11) == 0)
+            target = &a->parallel;
+        else if (strcmp(arg, "--target") == 0 || strncmp(arg, "--target=", 9) == 0)
+            target = &a->only_target;
+        else {
+            sl_error("unknown option \"%s\" (hint: sluice --help)", arg);
+            return -1;
+        }
+        if (target) {
+            char *eq = strchr(arg, '=');
+            char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+            if (!value) {
+                sl_error("option %s expects a value", arg);
+                return -1;
+            }
+            *target = target == &a->opts.db ? keep_db_arg(a, value) : value;
+        }
+    }
+    return 0;
+}
+
+/* sluice read sqlite:///srv/app.db as /srv/app.db before it read SQLAlchemy's
+ * URLs as SQLAlchemy does (srv/app.db, relative): say so when only the
+ * absolute file is there. */
+static void hint_absolute_sqlite(const char *source, const char *given, const char *conninfo)
+{
+    const char *path = conninfo + strlen("sqlite:");
+    if (strncmp(given, "sqlite:///", 10) != 0 || path[0] == '/' || access(path, F_OK) == 0)
+        return;
+    char *abs = sl_asprintf("/%s", path);
+    if (access(abs, F_OK) == 0)
+        sl_warn("%s: sqlite:///%s is %s in the current directory, as in SQLAlchemy (hint: for %s, write "
+                "sqlite:///%s)",
+                source, path, path, abs, abs);
+    free(abs);
+}
+
+/* --db, else SLUICE_DB, else DATABASE_URL, else "" (libpq's PG* variables),
+ * in any form dburl.h reads, normalised for the drivers into url. Not
+ * strict (status): one it cannot use is a warning, and o->db NULL. */
+static int resolve_db(sl_opts *o, sl_dburl *url, int strict)
+{
+    const char *source = "--db";
+    if (!o->db) {
+        o->db = getenv("SLUICE_DB");
+        source = "SLUICE_DB";
+    }
+    if (!o->db || !*o->db) {
+        o->db = getenv("DATABASE_URL");
+        source = "DATABASE_URL";
+    }
+    if (!o->db)
+        o->db = "";
+    sl_err err;
+    if (sl_dburl_parse(o->db, url, &err) != 0) {
+        sl_log(strict ? SL_LOG_ERROR : SL_LOG_WARN, "%s: %s", source, err.msg);
+        o->db = NULL;
+        return strict ? -1 : 0;
+    }
+    if (url->note[0])
+        sl_warn("%s: %s", source, url->note);
+    if (url->dialect == SL_DIALECT_SQLITE)
+        hint_absolute_sqlite(source, o->db, url->conninfo);
+    o->db = url->conninfo;
+    return 0;
+}
+
+/* --replica, else SLUICE_REPLICAS (URLs separated by spaces), normalised
+ * like --db; a replica is a PostgreSQL server. */
+static int resolve_replicas(cli_args *a)
+{
+    const char *env = getenv("SLUICE_REPLICAS");
+    const char *source = "--replica";
+    if (a->nreplica_arg == 0 && env) {
+        source = "SLUICE_REPLICAS";
+        for (const char *p = env; *p;) {
+            size_t len = strcspn(p, " \t\n");
+            if (len > 0 && a->nreplica_arg >= SL_MAX_REPLICAS) {
+                sl_error("SLUICE_REPLICAS: at most %d replicas", SL_MAX_REPLICAS);
+                return -1;
+            }
+            if (len > 0)
+                a->replica_arg[a->nreplica_arg++] = sl_strndup(p, len);
+            p += len;
+            p += strspn(p, " \t\n");
+        }
+    }
+    if (a->nreplica_arg > 0 && a->fleet.n > 1) {
+        sl_error("%s: the replicas of one database, not of %zu targets (hint: run the target whose replicas these "
+                 "are on its own, with --target NAME)",
+                 source, a->fleet.n);
+        return -1;
+    }
+    for (size_t i = 0; i < a->nreplica_arg; i++) {
+        sl_err err;
+        if (sl_dburl_parse(a->replica_arg[i], &a->replica_url[i], &err) != 0) {
+            sl_error("%s %zu: %s", source, i + 1, err.msg);
+            return -1;
+        }
+        if (a->replica_url[i].dialect != SL_DIALECT_PG) {
+            sl_dburl_free(&a->replica_url[i]);
+            sl_error("%s %zu: a replica is a PostgreSQL server: postgresql://user@host:port/dbname", source, i + 1);
+            return -1;
+        }
+        a->replica[i] = a->replica_url[i].conninfo;
+        a->opts.run.nreplicas = i + 1;
+    }
+    a->opts.run.replicas = a->replica;
+    return 0;
+}
+
+/* Only the commands that connect read the database string; status reads it
+ * too, but answers from the checkpoint files when it cannot use it, and
+ * history and ctl read the checkpoint files alone. */
+static int resolve_defaults(cli_args *a, const char *cmd)
+{
+    sl_opts *o = &a->opts;
+    int needs_db =
+        strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0;
+    /* a fleet's targets each have theirs (make_fleet) */
+    if (a->fleet.n == 0 && (needs_db || strcmp(cmd, "status") == 0) && resolve_db(o, &a->db_url, needs_db) != 0)
+        return -1;
+    if ((strcmp(cmd, "up") == 0 || strcmp(cmd, "plan") == 0) && resolve_replicas(a) != 0)
+        return -1;
+    if (!o->db && strcmp(cmd, "status") != 0)
+        o->db = "";
+    if (!o->jobs_dir)
+        o->jobs_dir = "jobs";
+    if (!o->run.ckpt_dir)
+        o->run.ckpt_dir = SL_DEFAULT_CKPT_DIR;
+    o->run.progress_tty = isatty(2) && sl_log_get_format() == SL_LOG_FORMAT_TEXT;
+    return 0;
+}
+
+/* Settings that cannot apply to the target database. */
+static int check_target(const sl_opts *opts, const sl_job *job, sl_err *err)
+{
+    static const struct {
+        sl_directive d;
+        const char *why;
+    } pg_only[] = {
+        {SL_DIR_MAX_REPLICA_LAG, "a SQLite database has no replicas"},
+        {SL_DIR_MAX_WAL_RATE, "a SQLite database writes no PostgreSQL WAL"},
+        {SL_DIR_MAX_DEAD_TUPLES, "a SQLite database has no autovacuum"},
+    };
+    if (strncmp(opts->db, "sqlite:", 7) != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof pg_only / sizeof pg_only[0]; i++) {
+        if (!job->line[pg_only[i].d])
+            continue;
+        sl_err_set(err, "%s:%d: %s cannot apply to SQLite (--db %s): %s", job->path, job->line[pg_only[i].d],
+                   sl_directive_name(pg_only[i].d), opts->db, pg_only[i].why);
+        sl_err_append(err, "hint: remove the directive, or throttle with -- sluice:throttle-query SQL");
+        return -1;
+    }
+    return 0;
+}
+
+static int load_jobs(const sl_opts *opts, sl_jobset *set, const char *only, int check)
+{
+    sl_err err = {{0}};
+    if (sl_jobset_load(opts->jobs_dir, set, &err) != 0) {
+        sl_error("%s", err.msg);
+        return SL_EXIT_USAGE;
+    }
+    if (only && !sl_jobset_find(set, only)) {
+        sl_error("no job \"%s\" in %s (hint: sluice status lists the jobs)", only, opts->jobs_dir);
+        return SL_EXIT_USAGE;
+    }
+    int bad = 0;
+    for (size_t i = 0; check && i < set->njobs; i++) {
+        if (only && set->jobs + i != sl_jobset_find(set, only))
+            continue;
+        err.msg[0] = '\0';
+        if (check_target(opts, &set->jobs[i], &err) != 0) {
+            sl_error("%s", err.msg);
+            bad = 1;
+        }
+    }
+    return bad ? SL_EXIT_USAGE : SL_EXIT_OK;
+}
+
+static int want_args(const cli_args *a, int min, int max, const char *cmd)
+{
+    int n = a->npos - 1;
+    if (n < min || n > max) {
+        sl_error("%s: wrong number of arguments", cmd);
+        print_command_help(cmd);
+        return 0;
+    }
+    return 1;
+}
+
+/* `ctl JOB pause|resume|status|set NAME=VALUE`: one request to the runner's
+ * socket (in a fleet, to each target's that is running it). */
+static int cmd_ctl(const cli_args *a, const sl_opts *o, const char *arg1)
+{
+    int is_set = a->npos > 2 && strcmp(a->pos[2], "set") == 0;
+    if (!want_args(a, is_set ? 3 : 2, is_set ? 3 : 2, "ctl"))
+        return SL_EXIT_USAGE;
+    size_t jl = strlen(arg1);
+    if (jl > 4 && strcmp(arg1 + jl - 4, ".sql") == 0)
+        jl -= 4;
+    char *job = sl_strndup(arg1, jl);
+    char *path = sl_ctl_path(o->run.ckpt_dir, job);
+    char *req = is_set ? sl_asprintf("set %s", a->pos[3]) : sl_strdup(a->pos[2]);
+    char *response = NULL;
+    sl_err err = {{0}};
+    int rc = sl_ctl_request(path, req, &response, &err);
+    if (rc == 0 && o->target) {
+        sl_buf shown = {0};
+        for (const char *line = response; *line;) {
+            const char *end = strchr(line, '\n');
+            size_t len = end ? (size_t)(end - line + 1) : strlen(line);
+            sl_buf_printf(&shown, "%s: ", o->target);
+            sl_buf_add(&shown, line, len);
+            line += len;
+        }
+        fputs(shown.data ? shown.data : "", stdout);
+        sl_buf_free(&shown);
+    } else if (rc == 0) {
+        fputs(response, stdout);
+    } else {
+        sl_error("%s", err.msg);
+    }
+    free(response);
+    free(req);
+    free(path);
+    free(job);
+    return rc == 0 ? SL_EXIT_OK : rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+}
+
+/* --on-conflict: stop (default), skip or overwrite. */
+static int parse_on_conflict(cli_args *a)
+{
+    static const char *const modes[] = {
+        [SL_CONFLICT_STOP] = "stop", [SL_CONFLICT_SKIP] = "skip", [SL_CONFLICT_OVERWRITE] = "overwrite"};
+    int mode = a->on_conflict ? -1 : SL_CONFLICT_STOP;
+    for (int i = 0; mode < 0 && i < 3; i++)
+        if (strcmp(a->on_conflict, modes[i]) == 0)
+            mode = i;
+    if (mode < 0) {
+        sl_error("--on-conflict \"%s\": expected stop, skip or overwrite", a->on_conflict);
+        return -1;
+    }
+    a->opts.run.on_conflict = (sl_on_conflict)mode;
+    return 0;
+}
+
+/* down JOB | -N | base: a job name must name a job file; -N and base do not. */
+static int dispatch_down(const cli_args *a, const sl_opts *o)
+{
+    if (!want_args(a, 1, 1, "down"))
+        return SL_EXIT_USAGE;
+    const char *target = a->pos[1];
+    int named = target[0] != '-' && strcmp(target, "base") != 0;
+    sl_jobset set = {0};
+    int code = load_jobs(o, &set, named ? target : NULL, 1);
+    if (code == SL_EXIT_OK)
+        code = sl_cmd_down(o, &set, target);
+    sl_jobset_free(&set);
+    return code;
+}
+
+/* --log-format, --metrics, --sample and -o: each only where it means something. */
+static int apply_observability(cli_args *a, const char *cmd)
+{
+    sl_log_format format = SL_LOG_FORMAT_TEXT;
+    if (a->log_format && sl_log_format_parse(a->log_format, &format) != 0) {
+        sl_error("--log-format \"%s\": expected text or json", a->log_format);
+        return -1;
+    }
+    sl_log_set_format(format); /* resolve_defaults draws no progress line with json */
+    if (a->opts.metrics && strcmp(cmd, "up") != 0 && strcmp(cmd, "down") != 0) {
+        sl_error("--metrics is for up and down, which serve metrics while they run");
+        return -1;
+    }
+    if (a->sample && (strcmp(cmd, "plan") != 0 || sl_parse_int(a->sample, 1, 1000, &a->opts.sample) != 0)) {
+        sl_error("--sample \"%s\": plan --sample N takes a number of chunks from 1 to 1000", a->sample);
+        return -1;
+    }
+    if (a->opts.out_file && strcmp(cmd, "report") != 0) {
+        sl_error("-o is for report: sluice report JOB -o FILE");
+        return -1;
+    }
+    return 0;
+}
+
+/* One command against one database (o: the one of --db, or a fleet's target's). */
+static int dispatch_one(const char *cmd, const cli_args *a, const sl_opts *o)
+{
+    const char *arg1 = a->npos > 1 ? a->pos[1] : NULL;
+    sl_jobset set = {0};
+    int code;
+    if (strcmp(cmd, "ctl") == 0)
+        return cmd_ctl(a, o, arg1);
+    if (strcmp(cmd, "down") == 0)
+        return dispatch_down(a, o);
+    if (strcmp(cmd, "report") == 0)
+        return want_args(a, 1, 1, cmd) ? sl_cmd_report(o, arg1) : SL_EXIT_USAGE;
+    if (strcmp(cmd, "up") == 0) {
+        if (!want_args(a, 0, 1, cmd))
+            return SL_EXIT_USAGE;
+        code = load_jobs(o, &set, arg1, 1);
+        if (code == SL_EXIT_OK)
+            code = sl_cmd_up(o, &set, arg1);
+    } else if (strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0) {
+        int is_plan = strcmp(cmd, "plan") == 0;
+        if (!want_args(a, is_plan ? 1 : 2, is_plan ? 1 : 2, cmd))
+            return SL_EXIT_USAGE;
+        code = load_jobs(o, &set, arg1, is_plan);
+        if (code == SL_EXIT_OK)
+            code = is_plan ? sl_cmd_plan(o, sl_jobset_find(&set, arg1))
+                           : sl_cmd_stamp(o, sl_jobset_find(&set, arg1), a->pos[2]);
+    } else {
+        sl_error("unknown command \"%s\" (hint: sluice --help lists the commands)", cmd);
+        return SL_EXIT_USAGE;
+    }
+    sl_jobset_free(&set);
+    return code;
+}
+
+/* ---- a fleet ---- */
+
+typedef struct fleet_cmd {
+    const cli_args *a;
+    const char *cmd;
+    int *codes;  /* each target's exit code */
+    size_t idle; /* ctl: targets where the job does not run now */
+} fleet_cmd;
+
+/* ctl on a target where the job does not run: nothing to ask there. */
+static int ctl_idle(const cli_args *a, const sl_opts *o)
+{
+    if (strcmp(a->pos[0], "ctl") != 0 || a->npos < 2)
+        return 0;
+    size_t jl = strlen(a->pos[1]);
+    char *job = sl_strndup(a->pos[1], jl > 4 && strcmp(a->pos[1] + jl - 4, ".sql") == 0 ? jl - 4 : jl);
+    char *path = sl_ctl_path(o->run.ckpt_dir, job);
+    int idle = access(path, F_OK) != 0;
+    if (idle)
+        sl_info("job %s does not run on this target now", job);
+    free(path);
+    free(job);
+    return idle;
+}
+
+static int on_target(const sl_target *t, uv_loop_t *loop, void *arg)
+{
+    fleet_cmd *c = arg;
+    char *dir;
+    sl_opts o = sl_target_opts(&c->a->opts, t, &dir);
+    o.loop = loop;
+    if (ctl_idle(c->a, &o)) {
+        c->idle++;
+        free(dir);
+        return SL_EXIT_OK;
+    }
+    if (strcmp(c->cmd, "plan") == 0)
+        printf("%s== target %s ==\n", t == c->a->fleet.targets ? "" : "\n", t->name);
+    fflush(stdout);
+    int code = dispatch_one(c->cmd, c->a, &o);
+    c->codes[t - c->a->fleet.targets] = code;
+    free(dir);
+    return code;
+}
+
+static const char *fleet_prefix(void)
+{
+    const sl_target *t = sl_fleet_current();
+    return t ? t->name : NULL;
+}
+
+/* How each target's up or down ended. */
+static void fleet_summary(const sl_fleet *fleet, const int *codes)
+{
+    static const char *const outcome[] = {"done", "failed", "refused", "stopped"};
+    for (size_t i = 0; i < fleet->n; i++)
+        sl_info("fleet: %s (%s): %s", fleet->targets[i].name, fleet->targets[i].origin,
+                codes[i] >= 0 && codes[i] <= 3 ? outcome[codes[i]] : "?");
+}
+
+static int dispatch_fleet(const char *cmd, cli_args *a)
+{
+    sl_opts *o = &a->opts;
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0) {
+        if (!want_args(a, 0, strcmp(cmd, "status") == 0 ? 1 : 0, cmd))
+            return SL_EXIT_USAGE;
+        return strcmp(cmd, "status") == 0 ? sl_cmd_status(o, &a->fleet, a->npos > 1 ? a->pos[1] : NULL)
+                                          : sl_cmd_history(o, &a->fleet);
+    }
+    int64_t parallel = 4;
+    if (a->parallel && sl_parse_int(a->parallel, 1, 64, &parallel) != 0) {
+        sl_error("--parallel \"%s\": expected a whole number of targets from 1 to 64", a->parallel);
+        return SL_EXIT_USAGE;
+    }
+    if (strcmp(cmd, "report") == 0 && o->out_file && a->fleet.n > 1) {
+        sl_error("-o names one file, and there are %zu targets (hint: --target NAME picks one; without -o each "
+                 "target's page is JOB.NAME.report.html)",
+                 a->fleet.n);
+        return SL_EXIT_USAGE;
+    }
+    int concurrent = strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    /* one endpoint for every target: each series has target="NAME" */
+    sl_metrics_server *metrics = NULL;
+    sl_err err = {{0}};
+    if (concurrent && o->metrics && sl_metrics_serve(&loop, o->metrics, &metrics, &err) != 0) {
+        sl_error("%s", err.msg);
+        uv_loop_close(&loop);
+        return SL_EXIT_USAGE;
+    }
+    fleet_cmd c = {a, cmd, sl_calloc(a->fleet.n + 1, sizeof(int))};
+    sl_log_set_prefix(fleet_prefix);
+    sl_progress_set_owner(fleet_prefix);
+    int code = sl_fleet_run(&a->fleet, concurrent ? &loop : NULL, concurrent ? (size_t)parallel : 0, on_target, &c);
+    sl_progress_set_owner(NULL);
+    sl_log_set_prefix(NULL);
+    sl_metrics_stop(metrics);
+    uv_run(&loop, UV_RUN_DEFAULT); /* what the commands left closing */
+    if (uv_loop_close(&loop) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
+    if (concurrent)
+        fleet_summary(&a->fleet, c.codes);
+    if (strcmp(cmd, "ctl") == 0 && c.idle == a->fleet.n && a->fleet.n > 0) {
+        sl_error("no runner of %s is listening on any target", a->npos > 1 ? a->pos[1] : "the job");
+        code = SL_EXIT_FAILED;
+    }
+    free(c.codes);
+    return code;
+}
+
+static int dispatch(const char *cmd, cli_args *a)
+{
+    if (a->fleet.n > 0)
+        return dispatch_fleet(cmd, a);
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0) {
+        if (!want_args(a, 0, strcmp(cmd, "status") == 0 ? 1 : 0, cmd))
+            return SL_EXIT_USAGE;
+        return strcmp(cmd, "status") == 0 ? sl_cmd_status(&a->opts, NULL, a->npos > 1 ? a->pos[1] : NULL)
+                                          : sl_cmd_history(&a->opts, NULL);
+    }
+    return dispatch_one(cmd, a, &a->opts);
+}
+
+/* Several --db, or --targets FILE: a fleet, each target a database of its
+ * own; --target NAME picks one of them. 0, or -1 (said why). */
+static int make_fleet(cli_args *a)
+{
+    sl_err err = {{0}};
+    if (a->targets && a->ndbs > 0) {
+        sl_error("--targets and --db: give the targets one way (hint: put every database in the targets file)");
+        return -1;
+    }
+    if (a->targets && sl_fleet_read(a->targets, &a->fleet, &err) != 0) {
+        sl_error("%s", err.msg);
+        return -1;
+    }
+    for (int i = 0; a->ndbs > 1 && i < a->ndbs; i++) {
+        if (sl_fleet_add_db(&a->fleet, a->dbs[i], i + 1, &err) != 0) {
+            sl_error("%s", err.msg);
+            return -1;
+        }
+    }
+    if (!a->only_target)
+        return 0;
+    const sl_target *t = a->fleet.n ? sl_fleet_find(&a->fleet, a->only_target) : NULL;
+    if (!t) {
+        sl_error("--target %s: %s", a->only_target,
+                 a->fleet.n ? "no such target (hint: sluice status lists them)"
+                            : "there is one database only (hint: --target picks one of --targets or several --db)");
+        return -1;
+    }
+    /* keep that one alone */
+    sl_target keep = *t;
+    for (size_t i = 0; i < a->fleet.n; i++)
+        if (&a->fleet.targets[i] != t) {
+            free(a->fleet.targets[i].name);
+            free(a->fleet.targets[i].db);
+            free(a->fleet.targets[i].origin);
+        }
+    a->fleet.targets[0] = keep;
+    a->fleet.n = 1;
+    return 0;
+}
+
+static int run_cli(int argc, char **argv, cli_args *a)
+{
+    if (parse_args(argc, argv, a) != 0)
+        return SL_EXIT_USAGE;
+    if (a->version) {
+        printf("sluice %s\n", SL_VERSION);
+        return SL_EXIT_OK;
+    }
+    if (a->npos == 0) {
+        if (a->help) {
+            fputs(usage_text, stdout);
+            return SL_EXIT_OK;
+        }
+        fputs(usage_text, stderr);
+        return SL_EXIT_USAGE;
+    }
+    const char *cmd = canonical_command(a->pos[0]);
+    if (a->help)
+        return print_command_help(cmd);
+    if (parse_on_conflict(a) != 0 || make_fleet(a) != 0 || apply_observability(a, cmd) != 0)
+        return SL_EXIT_USAGE;
+    if (a->fleet.n == 0 && a->ndbs == 1)
+        a->opts.db = a->dbs[0];
+    if (resolve_defaults(a, cmd) != 0)
+        return SL_EXIT_USAGE;
+    return dispatch(cmd, a);
+}
+
+int sl_cli_main(int argc, char **argv)
+{
+    /* Backoff jitter must differ between processes, or runners that lost
+     * the same server would retry in lockstep. */
+    srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
+    cli_args a = {0};
+    int code = run_cli(argc, argv, &a);
+    for (int i = 0; i < a.ndbs; i++)
+        free(a.dbs[i]);
+    free(a.dbs);
+    sl_fleet_free(&a.fleet);
+    sl_dburl_free(&a.db_url);
+    for (size_t i = 0; i < a.nreplica_arg; i++) {
+        free(a.replica_arg[i]);
+        sl_dburl_free(&a.replica_url[i]);
+    }
+    return code;
+}

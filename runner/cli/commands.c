@@ -1,0 +1,615 @@
+/* commands.c: up and down (over all jobs), status, history; plan, stamp and report are in commands_job.c. */
+#include <dirent.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/base/json.h"
+#include "sluice/checkpoints/ckpt.h"
+#include "sluice/cli/cli.h"
+#include "sluice/cli/fleet.h"
+#include "sluice/engine/down.h"
+#include "sluice/services/metrics.h"
+
+int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
+{
+    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
+    if (!opts->loop)
+        uv_loop_init(&own);
+    sl_session sess;
+    sl_err err = {{0}};
+    int code = SL_EXIT_OK;
+    if (sl_session_init(&sess, loop, opts->db, &err) != 0) {
+        sl_error("%s", err.msg);
+        if (!opts->loop)
+            uv_loop_close(&own);
+        return SL_EXIT_USAGE;
+    }
+    /* a fleet serves its targets' metrics from one endpoint (cli.c) */
+    sl_metrics_server *metrics = NULL;
+    if (opts->metrics && !opts->loop && sl_metrics_serve(loop, opts->metrics, &metrics, &err) != 0) {
+        sl_error("%s", err.msg);
+        sl_session_close(&sess);
+        uv_loop_close(&own);
+        return SL_EXIT_USAGE;
+    }
+    sl_job *target = only ? sl_jobset_find(jobs, only) : NULL;
+    if (sl_session_connect(&sess, &err) != 0) {
+        sl_error("%s", err.msg);
+        code = SL_EXIT_FAILED;
+    }
+    for (size_t i = 0; code == SL_EXIT_OK && i < jobs->njobs; i++) {
+        if (target && &jobs->jobs[i] != target)
+            continue;
+        if (sl_session_stopping(&sess)) {
+            code = SL_EXIT_STOPPED;
+            break;
+        }
+        code = sl_up_job(&sess, &opts->run, &jobs->jobs[i]);
+    }
+    sl_metrics_stop(metrics); /* before the session's close runs the loop to its end */
+    sl_session_close(&sess);
+    if (!opts->loop && uv_loop_close(&own) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
+    return code;
+}
+
+int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
+{
+    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
+    if (!opts->loop)
+        uv_loop_init(&own);
+    sl_session sess;
+    sl_err err = {{0}};
+    if (sl_session_init(&sess, loop, opts->db, &err) != 0) {
+        sl_error("%s", err.msg);
+        if (!opts->loop)
+            uv_loop_close(&own);
+        return SL_EXIT_USAGE;
+    }
+    /* a fleet serves its targets' metrics from one endpoint (cli.c) */
+    sl_metrics_server *metrics = NULL;
+    if (opts->metrics && !opts->loop && sl_metrics_serve(loop, opts->metrics, &metrics, &err) != 0) {
+        sl_error("%s", err.msg);
+        sl_session_close(&sess);
+        uv_loop_close(&own);
+        return SL_EXIT_USAGE;
+    }
+    int code = SL_EXIT_OK;
+    if (sl_session_connect(&sess, &err) != 0) {
+        sl_error("%s", err.msg);
+        code = SL_EXIT_FAILED;
+    }
+    if (code == SL_EXIT_OK)
+        code = sl_down_jobs(&sess, &opts->run, jobs, target);
+    sl_metrics_stop(metrics);
+    sl_session_close(&sess);
+    if (!opts->loop && uv_loop_close(&own) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
+    return code;
+}
+
+/* ---- the names of the jobs ---- */
+
+typedef struct names {
+    char **v;
+    size_t n, cap;
+} names;
+
+static void add_name(names *ns, const char *name, size_t len)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        if (strlen(ns->v[i]) == len && strncmp(ns->v[i], name, len) == 0)
+            return;
+    if (ns->n == ns->cap)
+        ns->v = sl_realloc(ns->v, (ns->cap = ns->cap ? ns->cap * 2 : 16) * sizeof(char *));
+    ns->v[ns->n++] = sl_strndup(name, len);
+}
+
+static void names_free(names *ns)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        free(ns->v[i]);
+    free(ns->v);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every job with a file in dir ending in ext. */
+static void add_dir_names(names *ns, const char *dir_path, const char *ext)
+{
+    DIR *dir = opendir(dir_path);
+    if (!dir)
+        return;
+    struct dirent *de;
+    size_t el = strlen(ext);
+    while ((de = readdir(dir)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (len > el && de->d_name[0] != '.' && strcmp(de->d_name + len - el, ext) == 0)
+            add_name(ns, de->d_name, len - el);
+    }
+    closedir(dir);
+}
+
+/* Every job the database knows (when it can be reached). */
+static void add_db_names(names *ns, sl_session *sess)
+{
+    const char *sql = "SELECT job FROM " SL_JOBS_TABLE " UNION SELECT job FROM " SL_PROGRESS_TABLE;
+    sl_answer ans;
+    if (sl_session_exec1(sess, sql, 0, NULL, &ans) == 0)
+        for (int r = 0; ans.ok && r < ans.results[0].nrows; r++)
+            add_name(ns, sl_answer_val(&ans, 0, r, 0), strlen(sl_answer_val(&ans, 0, r, 0)));
+    sl_answer_free(&ans);
+}
+
+/* ---- status ---- */
+
+/* One line of status, from the database when it can be reached, else from
+ * the checkpoint file. */
+typedef struct status_row {
+    sl_job_row db; /* the database's view (state, rows, chunks, last key, ...) */
+    int from_db;
+    int64_t affected, batch; /* the journal's: only the runner knew them */
+    char *file;              /* the checkpoint file, NULL when there is none */
+    json_t *skipped;         /* [{"key": [...], "error": "..."}] */
+} status_row;
+
+static void status_row_free(status_row *s)
+{
+    sl_job_row_free(&s->db);
+    free(s->file);
+    json_decref(s->skipped);
+    memset(s, 0, sizeof *s);
+}
+
+static void add_skipped(json_t *list, const char *key, const char *error)
+{
+    json_t *o = json_object();
+    json_t *k = sl_json_key(key);
+    json_object_set_new(o, "key", k ? k : json_null());
+    json_object_set_new(o, "error", sl_json_str(error));
+    json_array_append_new(list, o);
+}
+
+static int add_skipped_cb(const char *key, const char *error, void *arg)
+{
+    add_skipped(arg, key, error);
+    return 0;
+}
+
+/* The rows on-error skip set aside, as the database records them. */
+static int db_skipped(sl_session *sess, const char *job, json_t *list, sl_err *err)
+{
+    const char *sql = sess->dialect == SL_DIALECT_SQLITE
+                          ? "SELECT hi, error FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND skipped ORDER BY chunk_no"
+                          : "SELECT array_to_json(hi)::text, error FROM " SL_PROGRESS_TABLE
+                            " WHERE job = $1 AND skipped ORDER BY chunk_no";
+    const char *params[] = {job};
+    sl_answer ans;
+    if (sl_session_exec1(sess, sql, 1, params, &ans) != 0 || !ans.ok) {
+        sl_err_set(err, "cannot read the rows job %s set aside: %s", job, ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    for (int r = 0; r < ans.results[0].nrows; r++)
+        add_skipped(list, sl_answer_val(&ans, 0, r, 0), sl_answer_val(&ans, 0, r, 1));
+    sl_answer_free(&ans);
+    return 0;
+}
+
+/* The journal's view into s (all of it when there is no database). */
+static int read_journal(const sl_opts *opts, const char *name, status_row *s, sl_err *err)
+{
+    char *path = sl_ckpt_path(opts->run.ckpt_dir, name);
+    sl_ckpt *ckpt = NULL;
+    int rc = sl_ckpt_open(path, name, 0, &ckpt, err);
+    if (rc == SL_CKPT_MISSING) {
+        free(path);
+        return 0;
+    }
+    if (rc != 0) {
+        free(path);
+        return -1;
+    }
+    s->file = path;
+    sl_ckpt_job cj;
+    rc = sl_ckpt_get_job(ckpt, &cj, err);
+    if (rc == 0 && !s->from_db)
+        rc = sl_ckpt_each_skipped(ckpt, add_skipped_cb, s->skipped, err);
+    sl_ckpt_close(ckpt);
+    if (rc != 0)
+        return -1;
+    s->affected = cj.affected;
+    s->batch = cj.batch;
+    if (!s->from_db) {
+        sl_job_row *d = &s->db;
+        /* "running" in a file no live runner holds: it was killed mid-run */
+        d->state = cj.state == SL_STATE_RUNNING && !sl_ckpt_locked(path) ? SL_STATE_STOPPED : cj.state;
+        d->rows = cj.rows;
+        d->chunks = cj.chunks;
+        d->last_key = cj.last_key;
+        d->error = cj.error;
+        d->started_at_ms = cj.started_at_ms;
+        d->updated_at_ms = cj.updated_at_ms;
+        cj.last_key = cj.error = NULL;
+    }
+    sl_ckpt_job_free(&cj);
+    return 0;
+}
+
+static int read_status(const sl_opts *opts, sl_session *sess, const char *name, status_row *s, sl_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->skipped = json_array();
+    s->db.state = SL_STATE_PENDING;
+    if (sess) {
+        int rc = sl_run_check_journal(sess, &opts->run, name, err);
+        if (rc == 0)
+            rc = sl_run_read_row(sess, name, &s->db, err);
+        if (rc == 0 && s->db.skipped > 0)
+            rc = db_skipped(sess, name, s->skipped, err);
+        if (rc != 0)
+            return -1;
+        s->from_db = 1;
+    }
+    return read_journal(opts, name, s, err);
+}
+
+static json_t *json_time(int64_t ms)
+{
+    char ts[32];
+    sl_format_iso8601(ms, ts);
+    return ms > 0 ? json_string(ts) : json_null();
+}
+
+static json_t *status_json(const char *target, const char *name, const status_row *s)
+{
+    const sl_job_row *d = &s->db;
+    json_t *o = json_object();
+    json_object_set_new(o, "job", sl_json_str(name));
+    if (target)
+        json_object_set_new(o, "target", sl_json_str(target));
+    json_object_set_new(o, "state", json_string(sl_state_name(d->state)));
+    json_object_set_new(o, "rows", json_integer(d->rows));
+    json_object_set_new(o, "chunks", json_integer(d->chunks));
+    json_t *key = sl_json_key(d->last_key);
+    json_object_set_new(o, "last_key", key ? key : json_null());
+    json_object_set_new(o, "error", sl_json_str(d->error));
+    json_object_set_new(o, "started_at", json_time(d->started_at_ms));
+    json_object_set_new(o, "updated_at", json_time(d->updated_at_ms));
+    json_object_set_new(o, "affected", json_integer(s->affected));
+    json_object_set_new(o, "batch", json_integer(s->batch));
+    json_object_set_new(o, "checkpoint", sl_json_str(s->file));
+    json_object_set_new(o, "skipped", json_incref(s->skipped));
+    json_object_set_new(o, "stamped", json_boolean(d->stamped));
+    json_object_set_new(o, "runner", sl_json_str(d->runner));
+    json_object_set_new(o, "source", json_string(s->from_db ? "database" : "checkpoint"));
+    return o;
+}
+
+/* Text from a job file, the database or a checkpoint file, for the terminal. */
+static void add_text(sl_buf *b, const char *s)
+{
+    if (s)
+        sl_buf_add_visible(b, s, strlen(s), 1);
+}
+
+/* A column of width w (text from anywhere, made visible). */
+static void add_column(sl_buf *b, const char *s, size_t w)
+{
+    size_t at = b->len;
+    add_text(b, s);
+    sl_buf_printf(b, "%*s ", b->len - at < w ? (int)(w - (b->len - at)) : 0, "");
+}
+
+static void status_line(sl_buf *out, const char *target, const char *name, const status_row *s)
+{
+    const sl_job_row *d = &s->db;
+    char ts[32];
+    sl_format_iso8601(d->updated_at_ms, ts);
+    sl_buf line = {0};
+    if (target)
+        add_column(&line, target, 20);
+    size_t start = line.len;
+    add_text(&line, name);
+    sl_buf_printf(&line, "%*s %-12s %12" PRId64 " %8" PRId64 "  ",
+                  line.len - start < 40 ? (int)(40 - (line.len - start)) : 0, "", sl_state_name(d->state), d->rows,
+                  d->chunks);
+    size_t at = line.len;
+    add_text(&line, d->last_key ? d->last_key : "-");
+    sl_buf_printf(&line, "%*s %s\n", line.len - at < 20 ? (int)(20 - (line.len - at)) : 0, "", ts[0] ? ts : "-");
+    if (d->runner) {
+        sl_buf_adds(&line, "    runner: ");
+        add_text(&line, d->runner);
+        sl_buf_addc(&line, '\n');
+    }
+    if (d->error) {
+        sl_buf_adds(&line, "    error: ");
+        add_text(&line, d->error);
+        sl_buf_addc(&line, '\n');
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(s->skipped, i, e)
+    {
+        char *key = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
+        sl_buf_adds(&line, "    skipped ");
+        add_text(&line, key ? key : "?");
+        sl_buf_adds(&line, ": ");
+        add_text(&line, json_string_value(json_object_get(e, "error")));
+        sl_buf_addc(&line, '\n');
+        free(key);
+    }
+    sl_buf_adds(out, line.data);
+    sl_buf_free(&line);
+}
+
+static int wanted(const char *name, const char *only)
+{
+    if (!only || strcmp(name, only) == 0)
+        return 1;
+    size_t n = strlen(name);
+    return strncmp(name, only, n) == 0 && strcmp(only + n, ".sql") == 0;
+}
+
+/* A session on the target for status, when it can be reached: status
+ * still answers from the checkpoint files when it cannot. */
+static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
+{
+    sl_err err = {{0}};
+    if (!opts->db) { /* the command line could not use it, and said so */
+        sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+        return NULL;
+    }
+    if (sl_session_init(sess, loop, opts->db, &err) != 0) { /* a SQLite file gone, too */
+        sl_warn("%s", err.msg);
+        sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+        return NULL;
+    }
+    if (!getenv("SLUICE_CONNECT_TIMEOUT"))
+        sess->connect_timeout_ms = 3000;
+    sess->quiet = 1;
+    if (sl_session_connect(sess, &err) == 0)
+        return sess;
+    sl_warn("%s", err.msg);
+    sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+    sl_session_close(sess);
+    return NULL;
+}
+
+/* The status of every job of one database: JSON objects into all, or text
+ * lines into text; *found when a job matched only. 0 or an exit code. */
+static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf *text, int *found)
+{
+    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
+    if (!opts->loop)
+        uv_loop_init(&own);
+    sl_session sess_store;
+    int code = SL_EXIT_OK;
+    sl_session *sess = status_session(opts, loop, &sess_store);
+    names ns = {0};
+    add_dir_names(&ns, opts->jobs_dir, ".sql");
+    add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
+    if (sess)
+        add_db_names(&ns, sess);
+    qsort(ns.v, ns.n, sizeof(char *), cmp_str);
+    for (size_t i = 0; code == SL_EXIT_OK && i < ns.n; i++) {
+        if (!wanted(ns.v[i], only))
+            continue;
+        *found = 1;
+        status_row s;
+        sl_err err = {{0}};
+        if (read_status(opts, sess, ns.v[i], &s, &err) != 0) {
+            sl_error("%s%s%s", opts->target ? opts->target : "", opts->target ? ": " : "", err.msg);
+            code = SL_EXIT_USAGE;
+        } else if (opts->json) {
+            json_array_append_new(all, status_json(opts->target, ns.v[i], &s));
+        } else {
+            status_line(text, opts->target, ns.v[i], &s);
+        }
+        status_row_free(&s);
+    }
+    names_free(&ns);
+    if (sess)
+        sl_session_close(sess);
+    if (!opts->loop && uv_loop_close(&own) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
+    return code;
+}
+
+/* One JSON array, an object a line. */
+static void print_array(json_t *all)
+{
+    size_t i;
+    json_t *o;
+    printf("[");
+    json_array_foreach(all, i, o)
+    {
+        char *line = json_dumps(o, 0);
+        printf("%s%s", i ? ",\n " : "", line);
+        free(line);
+    }
+    printf("]\n");
+}
+
+sl_opts sl_target_opts(const sl_opts *opts, const sl_target *t, char **dir)
+{
+    sl_opts o = *opts;
+    size_t len = strlen(opts->run.ckpt_dir);
+    *dir = sl_asprintf("%s%s%s", opts->run.ckpt_dir, len && opts->run.ckpt_dir[len - 1] == '/' ? "" : "/", t->name);
+    o.db = t->db;
+    o.run.ckpt_dir = *dir;
+    o.target = t->name;
+    return o;
+}
+
+int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only)
+{
+    json_t *all = json_array();
+    sl_buf text = {0};
+    int code = SL_EXIT_OK, found = 0;
+    if (!fleet)
+        code = status_of(opts, only, all, &text, &found);
+    for (size_t i = 0; fleet && i < fleet->n; i++) {
+        char *dir;
+        sl_opts o = sl_target_opts(opts, &fleet->targets[i], &dir);
+        code = sl_fleet_worse(code, status_of(&o, only, all, &text, &found));
+        free(dir);
+    }
+    if (code == SL_EXIT_OK && only && !found) {
+        sl_error("no job \"%s\" in %s, %s or the database", only, opts->jobs_dir, opts->run.ckpt_dir);
+        code = SL_EXIT_USAGE;
+    }
+    /* one database that failed shows nothing; a fleet shows the targets that answered */
+    if ((code == SL_EXIT_OK || fleet) && opts->json) {
+        print_array(all);
+    } else if ((code == SL_EXIT_OK || fleet) && text.len) {
+        if (fleet)
+            printf("%-20s ", "TARGET");
+        printf("%-40s %-12s %12s %8s  %-20s %s\n", "JOB", "STATE", "ROWS", "CHUNKS", "LAST KEY", "UPDATED");
+        fputs(text.data, stdout);
+    }
+    json_decref(all);
+    sl_buf_free(&text);
+    return code;
+}
+
+/* ---- history ---- */
+
+/* A run, and the target whose journal holds it (NULL with one database). */
+typedef struct hist_run {
+    sl_ckpt_run run;
+    const char *target;
+} hist_run;
+
+static int cmp_run(const void *a, const void *b)
+{
+    const hist_run *x = a, *y = b;
+    if (x->run.started_at_ms != y->run.started_at_ms)
+        return x->run.started_at_ms < y->run.started_at_ms ? -1 : 1;
+    int c = strcmp(x->target ? x->target : "", y->target ? y->target : "");
+    return c ? c : strcmp(x->run.job, y->run.job);
+}
+
+static json_t *history_json(const hist_run *h)
+{
+    const sl_ckpt_run *r = &h->run;
+    json_t *o = json_object();
+    json_object_set_new(o, "job", sl_json_str(r->job));
+    if (h->target)
+        json_object_set_new(o, "target", sl_json_str(h->target));
+    json_object_set_new(o, "kind", sl_json_str(r->kind));
+    json_object_set_new(o, "outcome", sl_json_str(r->outcome));
+    json_object_set_new(o, "rows", json_integer(r->rows));
+    json_object_set_new(o, "chunks", json_integer(r->chunks));
+    json_object_set_new(o, "started_at", json_time(r->started_at_ms));
+    json_object_set_new(o, "ended_at", json_time(r->ended_at_ms));
+    json_object_set_new(o, "error", sl_json_str(r->error));
+    return o;
+}
+
+static void history_line(const hist_run *h)
+{
+    const sl_ckpt_run *r = &h->run;
+    char st[32], en[32];
+    sl_format_iso8601(r->started_at_ms, st);
+    sl_format_iso8601(r->ended_at_ms, en);
+    sl_buf line = {0};
+    sl_buf_printf(&line, "%-20s %-20s ", st, en[0] ? en : "-");
+    if (h->target)
+        add_column(&line, h->target, 20);
+    add_column(&line, r->job, 32);
+    sl_buf_printf(&line, "%-6s %-12s %12" PRId64 " %8" PRId64, r->kind, r->outcome, r->rows, r->chunks);
+    if (r->error) {
+        sl_buf_adds(&line, "  ");
+        add_text(&line, r->error);
+    }
+    sl_buf_addc(&line, '\n');
+    fputs(line.data, stdout);
+    sl_buf_free(&line);
+}
+
+/* The runs of one checkpoint file, appended to *all. A run still marked
+ * running whose runner is gone (no one holds the file's run lock) was
+ * interrupted. */
+static int add_runs(const sl_opts *opts, const char *name, hist_run **all, size_t *nall)
+{
+    char *path = sl_ckpt_path(opts->run.ckpt_dir, name);
+    sl_ckpt *ckpt = NULL;
+    sl_err err = {{0}};
+    int rc = sl_ckpt_open(path, name, 0, &ckpt, &err);
+    sl_ckpt_run *runs = NULL;
+    size_t nruns = 0;
+    if (rc == 0)
+        rc = sl_ckpt_list_runs(ckpt, &runs, &nruns, &err);
+    if (ckpt)
+        sl_ckpt_close(ckpt);
+    int live = rc == 0 && nruns > 0 && sl_ckpt_locked(path);
+    free(path);
+    if (rc == SL_CKPT_MISSING)
+        return 0;
+    if (rc != 0) {
+        sl_error("%s", err.msg);
+        return -1;
+    }
+    *all = sl_realloc(*all, (*nall + nruns + 1) * sizeof **all);
+    for (size_t i = 0; i < nruns; i++) {
+        if (strcmp(runs[i].outcome, "running") == 0 && !live) {
+            free(runs[i].outcome);
+            runs[i].outcome = sl_strdup("interrupted");
+        }
+        (*all)[(*nall)++] = (hist_run){runs[i], opts->target};
+    }
+    free(runs);
+    return 0;
+}
+
+static int history_of(const sl_opts *opts, hist_run **all, size_t *nall)
+{
+    names ns = {0};
+    add_dir_names(&ns, opts->jobs_dir, ".sql");
+    add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
+    int code = SL_EXIT_OK;
+    for (size_t i = 0; i < ns.n; i++)
+        if (add_runs(opts, ns.v[i], all, nall) != 0)
+            code = SL_EXIT_USAGE;
+    names_free(&ns);
+    return code;
+}
+
+int sl_cmd_history(const sl_opts *opts, const sl_fleet *fleet)
+{
+    hist_run *all = NULL;
+    size_t nall = 0;
+    int code = fleet ? SL_EXIT_OK : history_of(opts, &all, &nall);
+    for (size_t i = 0; fleet && i < fleet->n; i++) {
+        char *dir;
+        sl_opts o = sl_target_opts(opts, &fleet->targets[i], &dir);
+        code = sl_fleet_worse(code, history_of(&o, &all, &nall));
+        free(dir);
+    }
+    if (nall)
+        qsort(all, nall, sizeof *all, cmp_run);
+    if ((code == SL_EXIT_OK || fleet) && opts->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < nall; i++)
+            json_array_append_new(arr, history_json(&all[i]));
+        print_array(arr);
+        json_decref(arr);
+    } else if (code == SL_EXIT_OK || fleet) {
+        printf("%-20s %-20s ", "STARTED", "ENDED");
+        if (fleet)
+            printf("%-20s ", "TARGET");
+        printf("%-32s %-6s %-12s %12s %8s\n", "JOB", "KIND", "OUTCOME", "ROWS", "CHUNKS");
+        for (size_t i = 0; i < nall; i++)
+            history_line(&all[i]);
+    }
+    for (size_t i = 0; i < nall; i++)
+        sl_ckpt_run_free(&all[i].run);
+    free(all);
+    return code;
+}

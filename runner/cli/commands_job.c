@@ -1,0 +1,152 @@
+/* commands_job.c: the commands over one job: plan, stamp (record a state without running) and report. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sluice/cli/cli.h"
+#include "sluice/engine/plan.h"
+#include "sluice/services/report.h"
+
+/* Open a session for a single-job command; 0 or an exit code. */
+static int open_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
+{
+    sl_err err = {{0}};
+    uv_loop_init(loop);
+    if (sl_session_init(sess, loop, opts->db, &err) != 0) {
+        sl_error("%s", err.msg);
+        uv_loop_close(loop);
+        return SL_EXIT_USAGE;
+    }
+    if (sl_session_connect(sess, &err) != 0) {
+        sl_error("%s", err.msg);
+        sl_session_close(sess);
+        uv_loop_close(loop);
+        return SL_EXIT_FAILED;
+    }
+    return 0;
+}
+
+static void close_session(uv_loop_t *loop, sl_session *sess)
+{
+    sl_session_close(sess);
+    if (uv_loop_close(loop) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
+}
+
+int sl_cmd_plan(const sl_opts *opts, sl_job *job)
+{
+    uv_loop_t loop;
+    sl_session sess;
+    int code = open_session(opts, &loop, &sess);
+    if (code != 0)
+        return code;
+    code = sl_plan_job(&sess, &opts->run, job, opts->sample);
+    close_session(&loop, &sess);
+    return code;
+}
+
+int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
+{
+    sl_state state;
+    if (sl_state_parse(state_name, &state) != 0 || (state != SL_STATE_DONE && state != SL_STATE_PENDING)) {
+        sl_error("stamp: state must be done or pending, got \"%s\"", state_name);
+        return SL_EXIT_USAGE;
+    }
+    uv_loop_t loop;
+    sl_session sess;
+    int code = open_session(opts, &loop, &sess);
+    if (code != 0)
+        return code;
+    /* the job's lock: refused while a runner holds the job, so a stamp never races a run */
+    sl_run run;
+    int rc = sl_run_open(&run, &sess, &opts->run, job, SL_RUN_STAMP);
+    if (rc == 0)
+        rc = sl_run_stamp(&run, state);
+    if (rc != 0) {
+        sl_error("%s", run.err.msg);
+        code = rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+    } else {
+        sl_info("%s: stamped %s", job->name, sl_state_name(state));
+    }
+    sl_run_close(&run);
+    close_session(&loop, &sess);
+    return code;
+}
+
+/* Write text to path through a file created 0600 beside it, renamed into place. */
+static int write_private(const char *path, const char *text, size_t len, sl_err *err)
+{
+    char *tmp = sl_asprintf("%s.%ld.tmp", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int rc = fd < 0 ? -1 : 0;
+    for (size_t at = 0; rc == 0 && at < len;) {
+        ssize_t n = write(fd, text + at, len - at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            rc = -1;
+        else
+            at += (size_t)n;
+    }
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -1;
+    if (rc != 0)
+        sl_err_set(err, "cannot write %s: %s", path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0 && rename(tmp, path) != 0) {
+        sl_err_set(err, "cannot write %s: %s", path, strerror(errno));
+        rc = -1;
+    }
+    if (rc != 0 && fd >= 0)
+        unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+int sl_cmd_report(const sl_opts *opts, const char *name)
+{
+    size_t len = strlen(name);
+    char *job = sl_strndup(name, len > 4 && strcmp(name + len - 4, ".sql") == 0 ? len - 4 : len);
+    char *path = sl_ckpt_path(opts->run.ckpt_dir, job);
+    /* a fleet's targets each get a page of their own */
+    char *out_path = opts->out_file ? sl_strdup(opts->out_file)
+                     : opts->target ? sl_asprintf("%s.%s.report.html", job, opts->target)
+                                    : sl_asprintf("%s.report.html", job);
+    sl_ckpt *ckpt = NULL;
+    sl_err err = {{0}};
+    int code = SL_EXIT_OK;
+    int rc = sl_ckpt_open(path, job, 0, &ckpt, &err);
+    if (rc == SL_CKPT_MISSING) {
+        sl_error("no checkpoint file for job \"%s\" in %s: it never ran with this --checkpoints", job,
+                 opts->run.ckpt_dir);
+        code = SL_EXIT_USAGE;
+    } else if (rc != 0) {
+        sl_error("%s", err.msg);
+        code = SL_EXIT_USAGE;
+    }
+    sl_buf html = {0};
+    sl_report_summary sum;
+    if (code == SL_EXIT_OK && sl_report_build(ckpt, sl_now_ms(), &html, &sum, &err) != 0) {
+        sl_error("%s", err.msg);
+        code = SL_EXIT_FAILED;
+    }
+    if (code == SL_EXIT_OK && strcmp(out_path, "-") == 0) {
+        fwrite(html.data, 1, html.len, stdout);
+    } else if (code == SL_EXIT_OK && write_private(out_path, html.data, html.len, &err) != 0) {
+        sl_error("%s", err.msg);
+        code = SL_EXIT_FAILED;
+    } else if (code == SL_EXIT_OK) {
+        printf("%s\n", out_path);
+    }
+    sl_buf_free(&html);
+    if (ckpt)
+        sl_ckpt_close(ckpt);
+    free(out_path);
+    free(path);
+    free(job);
+    return code;
+}

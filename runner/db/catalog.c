@@ -1,0 +1,221 @@
+/* catalog.c: resolve a job's table, key and index against the PostgreSQL catalog (SQLite: catalog_lite.c). */
+#include "sluice/db/catalog.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "catalog_internal.h"
+
+void sl_table_info_free(sl_table_info *info)
+{
+    sl_keyspec_free(&info->ks);
+    free(info->index);
+    memset(info, 0, sizeof *info);
+}
+
+char *sl_catalog_fold_ident(const char *ident)
+{
+    size_t len = strlen(ident);
+    if (len >= 2 && ident[0] == '"' && ident[len - 1] == '"') {
+        sl_buf buf = {0};
+        for (size_t i = 1; i + 1 < len; i++) {
+            sl_buf_addc(&buf, ident[i]);
+            if (ident[i] == '"' && ident[i + 1] == '"')
+                i++;
+        }
+        return sl_buf_take(&buf);
+    }
+    char *out = sl_strdup(ident);
+    for (char *p = out; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return out;
+}
+
+/* Table: its printable (quoted, qualified when needed) name. */
+static const char *const table_sql =
+    "SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1)";
+
+/* Primary-key columns, in key order. */
+static const char *const pk_sql =
+    "SELECT a.attname, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnotnull::text"
+    "  FROM pg_index i"
+    "  CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)"
+    "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+    " WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY k.ord";
+
+/* Every column (name, quoted name, type, not null). */
+static const char *const cols_sql =
+    "SELECT a.attname, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnotnull::text"
+    "  FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped"
+    " ORDER BY a.attnum";
+
+/* Valid, non-partial btree indexes and their columns (expressions as "?"). */
+static const char *const idx_sql =
+    "SELECT i.indexrelid::regclass::text,"
+    "       (SELECT string_agg(coalesce(a.attname, '?'), E'\\x01' ORDER BY k.ord)"
+    "          FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)"
+    "          LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),"
+    "       i.indisunique::text"
+    "  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam"
+    " WHERE i.indrelid = to_regclass($1) AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree'"
+    "   AND i.indexprs IS NULL ORDER BY i.indisprimary DESC, i.indnatts";
+
+static int find_col(const sl_answer *ans, size_t res, const char *folded)
+{
+    for (int r = 0; r < ans->results[res].nrows; r++)
+        if (strcmp(sl_answer_val(ans, res, r, 0), folded) == 0)
+            return r;
+    return -1;
+}
+
+static void add_key_col(sl_keyspec *ks, const sl_answer *ans, size_t res, int row, int *nullable)
+{
+    ks->cols[ks->ncols] = sl_strdup(sl_answer_val(ans, res, row, 1));
+    ks->types[ks->ncols] = sl_strdup(sl_answer_val(ans, res, row, 2));
+    if (strcmp(sl_answer_val(ans, res, row, 3), "true") != 0)
+        *nullable = 1;
+    ks->ncols++;
+}
+
+static int name_eq(const char *a, const char *b, size_t len, int nocase)
+{
+    return (nocase ? strncasecmp(a, b, len) : strncmp(a, b, len)) == 0;
+}
+
+int catalog_index_walks_key(const char *idx_cols, char *const *names, size_t n, int nocase)
+{
+    const char *p = idx_cols;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]);
+        if (!name_eq(p, names[i], len, nocase) || (p[len] != '\x01' && p[len] != '\0'))
+            return 0;
+        p += len;
+        if (i + 1 < n) {
+            if (*p != '\x01')
+                return 0;
+            p++;
+        }
+    }
+    return 1;
+}
+
+int catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase)
+{
+    const char *p = idx_cols;
+    while (*p) {
+        const char *end = strchr(p, '\x01');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        int found = 0;
+        for (size_t i = 0; i < n && !found; i++)
+            found = strlen(names[i]) == len && name_eq(names[i], p, len, nocase);
+        if (!found)
+            return 0;
+        p += len;
+        if (*p)
+            p++;
+    }
+    return 1;
+}
+
+static int resolve_key(const sl_job *job, const sl_answer *ans, sl_table_info *info, char **names, sl_err *err)
+{
+    sl_keyspec *ks = &info->ks;
+    if (job->nkey > 0) {
+        for (size_t i = 0; i < job->nkey; i++) {
+            names[i] = sl_catalog_fold_ident(job->key[i]);
+            int row = find_col(ans, 2, names[i]);
+            if (row < 0) {
+                sl_err_set(err, "%s:%d: key column \"%s\" does not exist in table %s", job->path, job->line[SL_DIR_KEY],
+                           job->key[i], ks->table);
+                return -1;
+            }
+            add_key_col(ks, ans, 2, row, &info->nullable_key);
+        }
+        return 0;
+    }
+    const sl_result *pk = &ans->results[1];
+    if (pk->nrows == 0) {
+        sl_err_set(err, "%s:%d: table %s has no primary key, so the key to walk must be named", job->path,
+                   job->line[SL_DIR_TABLE], ks->table);
+        sl_err_append(err, "hint: add \"-- sluice:key COL[, COL...]\" naming a unique, indexed column list");
+        return -1;
+    }
+    if (pk->nrows > SL_MAX_KEY_COLS) {
+        sl_err_set(err, "%s: the primary key of %s has %d columns; sluice walks at most %d", job->path, ks->table,
+                   pk->nrows, SL_MAX_KEY_COLS);
+        return -1;
+    }
+    for (int r = 0; r < pk->nrows; r++) {
+        names[r] = sl_strdup(sl_answer_val(ans, 1, r, 0));
+        add_key_col(ks, ans, 1, r, &info->nullable_key);
+    }
+    return 0;
+}
+
+int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err)
+{
+    memset(info, 0, sizeof *info);
+    if (sess->dialect == SL_DIALECT_SQLITE)
+        return catalog_resolve_lite(sess, job, info, err);
+    const char *params[] = {job->table};
+    sl_query q[] = {{table_sql, 1, params}, {pk_sql, 1, params}, {cols_sql, 1, params}, {idx_sql, 1, params}};
+    sl_answer ans;
+    if (sl_session_exec(sess, q, 4, &ans) != 0) {
+        sl_err_set(err, "lost the connection while reading the catalog");
+        return -1;
+    }
+    int rc = -1;
+    char *names[SL_MAX_KEY_COLS] = {0};
+    if (!ans.ok) {
+        sl_err_set(err, "%s:%d: cannot look up table \"%s\": %s", job->path, job->line[SL_DIR_TABLE], job->table,
+                   ans.error);
+        goto out;
+    }
+    if (ans.results[0].nrows == 0) {
+        sl_err_set(err, "%s:%d: table \"%s\" does not exist (or is not visible on the search_path)", job->path,
+                   job->line[SL_DIR_TABLE], job->table);
+        goto out;
+    }
+    info->ks.dialect = SL_DIALECT_PG;
+    info->ks.table = sl_strdup(sl_answer_val(&ans, 0, 0, 0));
+    info->ks.where = job->where ? sl_strdup(job->where) : NULL;
+    if (resolve_key(job, &ans, info, names, err) != 0)
+        goto out;
+    for (int r = 0; r < ans.results[3].nrows; r++) {
+        const char *cols = sl_answer_val(&ans, 3, r, 1);
+        if (!info->index && catalog_index_walks_key(cols, names, info->ks.ncols, 0))
+            info->index = sl_strdup(sl_answer_val(&ans, 3, r, 0));
+        if (strcmp(sl_answer_val(&ans, 3, r, 2), "true") == 0 &&
+            catalog_index_within_key(cols, names, info->ks.ncols, 0))
+            info->unique_key = 1;
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < SL_MAX_KEY_COLS; i++)
+        free(names[i]);
+    sl_answer_free(&ans);
+    if (rc != 0)
+        sl_table_info_free(info);
+    return rc;
+}
+
+int64_t sl_catalog_estimate_rows(sl_session *sess, const sl_keyspec *ks)
+{
+    if (sess->dialect == SL_DIALECT_SQLITE)
+        return catalog_estimate_rows_lite(sess, ks);
+    char *sql = ks->where ? sl_asprintf("EXPLAIN SELECT 1 FROM %s WHERE (%s)", ks->table, ks->where)
+                          : sl_asprintf("EXPLAIN SELECT 1 FROM %s", ks->table);
+    sl_answer ans;
+    int64_t rows = -1;
+    if (sl_session_exec1(sess, sql, 0, NULL, &ans) == 0) {
+        const char *line = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+        const char *p = line ? strstr(line, "rows=") : NULL;
+        if (p)
+            rows = strtoll(p + 5, NULL, 10);
+        sl_answer_free(&ans);
+    }
+    free(sql);
+    return rows;
+}

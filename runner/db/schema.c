@@ -1,0 +1,234 @@
+/* schema.c: create sluice's tables in the target database (only what is missing) and read its identity. */
+#include "sluice/db/schema.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- PostgreSQL ---- */
+
+/* What is there: one row of booleans, in the order of pg_parts below. */
+static const char pg_present_sql[] =
+    "SELECT to_regclass('" SL_PROGRESS_TABLE "') IS NOT NULL, to_regclass('" SL_RANGES_TABLE "') IS NOT NULL,"
+    " to_regclass('" SL_JOBS_TABLE "') IS NOT NULL, to_regclass('" SL_UNDO_TABLE "') IS NOT NULL,"
+    " to_regclass('" SL_META_TABLE "') IS NOT NULL,"
+    " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('" SL_PROGRESS_TABLE "')"
+    "  AND attname = 'range_no' AND NOT attisdropped),"
+    " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('" SL_PROGRESS_TABLE "')"
+    "  AND attname = 'error' AND NOT attisdropped)";
+
+static const char *const pg_create_sql[] = {
+    "BEGIN",
+    "SET LOCAL client_min_messages = warning", /* no "already exists" notice */
+    /* Serialise concurrent first runs: CREATE TABLE IF NOT EXISTS races. */
+    "SELECT pg_advisory_xact_lock(7310255342)",
+    "CREATE TABLE IF NOT EXISTS " SL_PROGRESS_TABLE " ("
+    " job text NOT NULL, chunk_no bigint NOT NULL, lo text[] NOT NULL, hi text[] NOT NULL,"
+    " rows bigint NOT NULL, duration_ms bigint, attempts integer NOT NULL DEFAULT 1, checksum text NOT NULL,"
+    " committed_at timestamptz NOT NULL DEFAULT now(), skipped boolean NOT NULL DEFAULT false,"
+    " range_no integer NOT NULL DEFAULT 0, error text, PRIMARY KEY (job, chunk_no))",
+    /* a table made by an older sluice: add what it lacks, taking no lock when it is there */
+    "DO $$ BEGIN"
+    " IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '" SL_PROGRESS_TABLE "'::regclass"
+    "  AND attname = 'range_no' AND NOT attisdropped) THEN"
+    "  ALTER TABLE " SL_PROGRESS_TABLE " ADD COLUMN range_no integer NOT NULL DEFAULT 0; END IF;"
+    " IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '" SL_PROGRESS_TABLE "'::regclass"
+    "  AND attname = 'error' AND NOT attisdropped) THEN"
+    "  ALTER TABLE " SL_PROGRESS_TABLE " ADD COLUMN error text; END IF;"
+    " END $$",
+    "CREATE TABLE IF NOT EXISTS " SL_RANGES_TABLE " ("
+    " job text NOT NULL, range_no integer NOT NULL, after text[], until text[], PRIMARY KEY (job, range_no))",
+    "CREATE TABLE IF NOT EXISTS " SL_JOBS_TABLE " ("
+    " job text PRIMARY KEY, state text NOT NULL, stamped boolean NOT NULL DEFAULT false,"
+    " checksum text NOT NULL DEFAULT '', table_name text, key_cols text, where_sql text, undo text,"
+    " walk_end text[], follow boolean NOT NULL DEFAULT false, error text,"
+    " runner text, runner_host text, runner_pid integer, runner_start bigint, runner_desc text,"
+    " lease_until timestamptz, started_at timestamptz, updated_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS " SL_UNDO_TABLE " ("
+    " job text NOT NULL, chunk_no bigint NOT NULL, record bytea NOT NULL, PRIMARY KEY (job, chunk_no))",
+    /* Undo records are written once a chunk and read once: lz4 (PostgreSQL 14 and later, when built
+     * with it) compresses them at a small fraction of pglz's cost, which showed in every chunk. */
+    "DO $$ BEGIN"
+    " IF current_setting('server_version_num')::int >= 140000 AND EXISTS (SELECT 1 FROM pg_settings"
+    "  WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN"
+    "  EXECUTE 'ALTER TABLE " SL_UNDO_TABLE " ALTER COLUMN record SET COMPRESSION lz4';"
+    " END IF;"
+    " EXCEPTION WHEN insufficient_privilege THEN NULL;"
+    " END $$",
+    "CREATE TABLE IF NOT EXISTS " SL_META_TABLE " (key text PRIMARY KEY, value text NOT NULL)",
+    "INSERT INTO " SL_META_TABLE " (key, value)"
+    " VALUES ('database_id', md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text))"
+    " ON CONFLICT DO NOTHING",
+    "COMMIT",
+};
+
+/* The system identifier tells a restored copy from its original; a role
+ * some managed services refuse pg_control_system() to simply has none. */
+static const char pg_identity_sql[] = "SELECT (SELECT value FROM " SL_META_TABLE " WHERE key = 'database_id'),"
+                                      " current_database()";
+static const char pg_cluster_sql[] = "SELECT system_identifier::text FROM pg_control_system()";
+
+/* ---- SQLite ---- */
+
+static const char lite_present_sql[] =
+    "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('" SL_PROGRESS_TABLE
+    "', '" SL_JOBS_TABLE "', '" SL_UNDO_TABLE "', '" SL_META_TABLE "')) = 4,"
+    " EXISTS (SELECT 1 FROM pragma_table_info('" SL_PROGRESS_TABLE "') WHERE name = 'error')";
+
+/* Keys as JSON arrays of text, times as ISO text, booleans 0/1. */
+static const char *const lite_create_sql[] = {
+    "BEGIN IMMEDIATE",
+    "CREATE TABLE IF NOT EXISTS " SL_PROGRESS_TABLE " ("
+    " job TEXT NOT NULL, chunk_no INTEGER NOT NULL, lo TEXT NOT NULL, hi TEXT NOT NULL, rows INTEGER NOT NULL,"
+    " duration_ms INTEGER, attempts INTEGER NOT NULL DEFAULT 1, checksum TEXT NOT NULL,"
+    " committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+    " skipped INTEGER NOT NULL DEFAULT 0, error TEXT, PRIMARY KEY (job, chunk_no))",
+    "CREATE TABLE IF NOT EXISTS " SL_JOBS_TABLE " ("
+    " job TEXT PRIMARY KEY, state TEXT NOT NULL, stamped INTEGER NOT NULL DEFAULT 0,"
+    " checksum TEXT NOT NULL DEFAULT '', table_name TEXT, key_cols TEXT, where_sql TEXT, undo TEXT,"
+    " walk_end TEXT, follow INTEGER NOT NULL DEFAULT 0, error TEXT,"
+    " runner TEXT, runner_host TEXT, runner_pid INTEGER, runner_start INTEGER, runner_desc TEXT,"
+    " lease_until TEXT, started_at TEXT, updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
+    "CREATE TABLE IF NOT EXISTS " SL_UNDO_TABLE " ("
+    " job TEXT NOT NULL, chunk_no INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (job, chunk_no))",
+    "CREATE TABLE IF NOT EXISTS " SL_META_TABLE " (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "INSERT OR IGNORE INTO " SL_META_TABLE " (key, value) VALUES ('database_id', lower(hex(randomblob(16))))",
+    "COMMIT",
+};
+
+static const char lite_add_error_sql[] = "ALTER TABLE " SL_PROGRESS_TABLE " ADD COLUMN error TEXT";
+
+static const char lite_identity_sql[] = "SELECT (SELECT value FROM " SL_META_TABLE " WHERE key = 'database_id')";
+
+/* ---- shared ---- */
+
+static int lite(const sl_session *sess)
+{
+    return sess->dialect == SL_DIALECT_SQLITE;
+}
+
+/* Run one query: 0 with an ok answer, -1 with err ("what: why"). */
+static int ask(sl_session *sess, const char *sql, const char *what, sl_answer *ans, sl_err *err)
+{
+    if (sl_session_exec1(sess, sql, 0, NULL, ans) == 0 && ans->ok)
+        return 0;
+    sl_err_set(err, "%s on %s: %s", what, sl_session_display(sess), ans->error ? ans->error : "not connected");
+    sl_answer_free(ans);
+    return -1;
+}
+
+/* 1 when every table and column is there, 0 when something is missing. */
+static int all_present(sl_session *sess, sl_err *err)
+{
+    sl_answer ans;
+    if (ask(sess, lite(sess) ? lite_present_sql : pg_present_sql, "cannot look for sluice's tables", &ans, err) != 0)
+        return -1;
+    int all = 1;
+    for (int c = 0; c < ans.results[0].ncols; c++)
+        all &= sl_answer_true(sl_answer_val(&ans, 0, 0, c));
+    sl_answer_free(&ans);
+    return all;
+}
+
+static int create_missing(sl_session *sess, sl_err *err)
+{
+    const char *const *sql = lite(sess) ? lite_create_sql : pg_create_sql;
+    size_t n = lite(sess) ? sizeof lite_create_sql / sizeof *sql : sizeof pg_create_sql / sizeof *sql;
+    sl_query q[16];
+    for (size_t i = 0; i < n; i++)
+        q[i] = (sl_query){sql[i], 0, NULL, 0};
+    sl_answer ans;
+    if (sl_session_exec(sess, q, n, &ans) != 0) {
+        sl_err_set(err, "lost the connection to %s while creating sluice's tables", sl_session_display(sess));
+        return -1;
+    }
+    int rc = 0;
+    if (!ans.ok) {
+        sl_err_set(err, "cannot create sluice's tables on %s: %s", sl_session_display(sess), ans.error);
+        sl_err_append(err,
+                      "hint: the first run creates %s, %s, %s, %s and %s%s; a role without that right can run "
+                      "sluice once an owner has run it (or created them) first",
+                      SL_JOBS_TABLE, SL_PROGRESS_TABLE, SL_RANGES_TABLE, SL_UNDO_TABLE, SL_META_TABLE,
+                      lite(sess) ? "" : " and needs CREATE on the first schema of search_path");
+        if (!ans.conn_lost)
+            sl_session_disconnect(sess); /* leaves no half-open transaction behind */
+        rc = -1;
+    }
+    sl_answer_free(&ans);
+    if (rc == 0 && lite(sess)) { /* a sluice_progress from before set-aside errors were kept */
+        sl_answer cols;
+        rc = ask(sess, "SELECT count(*) FROM pragma_table_info('" SL_PROGRESS_TABLE "') WHERE name = 'error'",
+                 "cannot read sluice_progress's columns", &cols, err);
+        int has = rc == 0 && sl_answer_true(sl_answer_val(&cols, 0, 0, 0));
+        if (rc == 0)
+            sl_answer_free(&cols);
+        if (rc == 0 && !has && ask(sess, lite_add_error_sql, "cannot add a column to sluice_progress", &cols, err) == 0)
+            sl_answer_free(&cols);
+        else if (rc == 0 && !has)
+            rc = -1;
+    }
+    return rc;
+}
+
+static void copy_field(char *dst, size_t dstsz, const char *src)
+{
+    snprintf(dst, dstsz, "%s", src ? src : "");
+}
+
+/* 1 with *id filled, 0 when sluice_meta holds no id. */
+static int read_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
+{
+    memset(id, 0, sizeof *id);
+    sl_answer ans;
+    if (ask(sess, lite(sess) ? lite_identity_sql : pg_identity_sql, "cannot read sluice's id for the database", &ans,
+            err) != 0)
+        return -1;
+    const char *v = sl_answer_val(&ans, 0, 0, 0);
+    copy_field(id->id, sizeof id->id, v);
+    copy_field(id->name, sizeof id->name, lite(sess) ? sess->lite.path : sl_answer_val(&ans, 0, 0, 1));
+    sl_answer_free(&ans);
+    if (!v)
+        return 0;
+    if (!lite(sess) && sl_session_exec1(sess, pg_cluster_sql, 0, NULL, &ans) == 0) {
+        copy_field(id->cluster, sizeof id->cluster, ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL);
+        sl_answer_free(&ans);
+    }
+    return 1;
+}
+
+int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
+{
+    int present = all_present(sess, err);
+    if (present < 0 || (present == 0 && create_missing(sess, err) != 0))
+        return -1;
+    int found = read_identity(sess, id, err);
+    if (found < 0)
+        return -1;
+    if (found == 0) { /* the id row was deleted: give the database a new one */
+        if (create_missing(sess, err) != 0 || read_identity(sess, id, err) != 1) {
+            if (!err->msg[0])
+                sl_err_set(err, "cannot give %s an id in %s", sl_session_display(sess), SL_META_TABLE);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
+{
+    memset(id, 0, sizeof *id);
+    sl_answer ans;
+    const char *sql = lite(sess) ? "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '" SL_META_TABLE
+                                   "'"
+                                 : "SELECT to_regclass('" SL_META_TABLE "') IS NOT NULL";
+    if (ask(sess, sql, "cannot look for sluice's tables", &ans, err) != 0)
+        return -1;
+    int there = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
+    sl_answer_free(&ans);
+    return there ? read_identity(sess, id, err) : 0;
+}
+
+void sl_schema_describe(const sl_db_identity *id, char *out, size_t outsz)
+{
+    snprintf(out, outsz, "%s (sluice id %s%s%s)", id->name[0] ? id->name : "?", id->id[0] ? id->id : "none",
+             id->cluster[0] ? ", cluster " : "", id->cluster);
+}

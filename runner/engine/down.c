@@ -1,0 +1,411 @@
+/* down.c: `down`: undo a job's committed chunks, newest first, one transaction per chunk, exactly once, resumable.
+ *
+ * Exactly once rests on the same rule as `up`: a down chunk undoes one up
+ * chunk and deletes that chunk's row from sluice_progress (and its undo
+ * record from sluice_undo) in the same transaction, so sluice_progress always
+ * lists exactly the up chunks still applied. Which jobs and chunks are
+ * applied is read from the database; the checkpoint file follows it. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/base/fiber.h"
+#include "sluice/base/json.h"
+#include "sluice/base/log.h"
+#include "sluice/checkpoints/ckpt.h"
+#include "sluice/db/catalog.h"
+#include "sluice/engine/down.h"
+#include "sluice/engine/undo.h"
+#include "sluice/services/metrics.h"
+#include "sluice/services/progress.h"
+
+#include "down_internal.h"
+
+static void free_chunks(down_run *r)
+{
+    for (size_t c = 0; c < r->nchunks; c++)
+        for (size_t i = 0; i < 2 * SL_MAX_KEY_COLS; i++)
+            free(r->chunks[c].edges[i]);
+    free(r->chunks);
+    free(r->ranges);
+    r->chunks = NULL;
+    r->ranges = NULL;
+    r->nchunks = r->nranges = r->next_range = 0;
+    r->rows_total = 0;
+}
+
+static void run_free(down_run *r)
+{
+    free_chunks(r);
+    if (r->down_sql)
+        for (size_t i = 0; i < r->job->down.nstmts; i++)
+            free(r->down_sql[i]);
+    free(r->down_sql);
+    sl_undo_target_free(&r->undo);
+    sl_table_info_free(&r->info);
+    sl_run_identity_free(&r->id);
+    sl_job_row_free(&r->row);
+    if (r->opened)
+        sl_run_close(&r->run);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- reading what is applied ---- */
+
+/* Chunk `row` of range range_no, after a chunk of range prev (-1: none). */
+static void add_to_range(down_run *r, size_t row, int64_t range_no, int64_t prev)
+{
+    if (range_no != prev) {
+        r->ranges = sl_realloc(r->ranges, (r->nranges + 1) * sizeof *r->ranges);
+        r->ranges[r->nranges++] = (down_range){row, 0};
+    }
+    r->ranges[r->nranges - 1].n++;
+}
+
+/* The job's chunks still in sluice_progress, ascending in each key range,
+ * and for a snapshot job which of them have no undo record. */
+static int load_chunks(down_run *r)
+{
+    size_t n = r->info.ks.ncols;
+    free_chunks(r);
+    sl_buf b = {0};
+    sl_buf_printf(&b, "SELECT p.chunk_no, p.rows, CASE WHEN p.skipped THEN 'true' ELSE 'false' END, %s,",
+                  r->sess->dialect == SL_DIALECT_PG ? "p.range_no" : "0");
+    sl_buf_adds(&b, " CASE WHEN EXISTS (SELECT 1 FROM " SL_UNDO_TABLE
+                    " u WHERE u.job = p.job AND u.chunk_no = p.chunk_no) THEN 'true' ELSE 'false' END");
+    sl_session_add_key_elems(r->sess, &b, "p.lo", n);
+    sl_session_add_key_elems(r->sess, &b, "p.hi", n);
+    /* by range (a job with workers), then number: a range's chunks in the order they committed */
+    sl_buf_printf(&b, " FROM " SL_PROGRESS_TABLE " p WHERE p.job = $1 ORDER BY %sp.chunk_no",
+                  r->sess->dialect == SL_DIALECT_PG ? "p.range_no, " : "");
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
+    sl_buf_free(&b);
+    if (rc != 0 || !ans.ok) {
+        sl_err_set(&r->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int snapshot = r->job->undo == SL_UNDO_SNAPSHOT_COLS || r->job->undo == SL_UNDO_SNAPSHOT_ALL;
+    r->nchunks = (size_t)ans.results[0].nrows;
+    r->chunks = sl_calloc(r->nchunks + 1, sizeof(down_chunk));
+    for (int row = 0; row < (int)r->nchunks && rc == 0; row++) {
+        down_chunk *c = &r->chunks[row];
+        c->chunk_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
+        c->rows = strtoll(sl_answer_val(&ans, 0, row, 1), NULL, 10);
+        c->skipped = strcmp(sl_answer_val(&ans, 0, row, 2), "true") == 0;
+        int64_t range_no = strtoll(sl_answer_val(&ans, 0, row, 3), NULL, 10);
+        c->lost = snapshot && !c->skipped && strcmp(sl_answer_val(&ans, 0, row, 4), "true") != 0;
+        r->rows_total += c->rows;
+        add_to_range(r, (size_t)row, range_no, row > 0 ? strtoll(sl_answer_val(&ans, 0, row - 1, 3), NULL, 10) : -1);
+        for (size_t i = 0; i < 2 * n && rc == 0; i++) {
+            const char *v = sl_answer_val(&ans, 0, row, (int)(5 + i));
+            c->edges[i] = v ? sl_strdup(v) : NULL;
+            if (!v) {
+                sl_err_set(&r->err, "%s: %s holds fewer key columns than the job's key (%zu): was the key changed?",
+                           r->job->name, SL_PROGRESS_TABLE, n);
+                rc = SL_EREFUSED;
+            }
+        }
+    }
+    sl_answer_free(&ans);
+    return rc;
+}
+
+/* A snapshot job cannot undo a chunk without its record: say which, and
+ * refuse unless told to leave them as they are. */
+static int check_records(down_run *r)
+{
+    sl_buf list = {0};
+    size_t lost = 0;
+    for (size_t c = 0; c < r->nchunks; c++)
+        if (r->chunks[c].lost && lost++ < 20)
+            sl_buf_printf(&list, "%s%" PRId64, lost > 1 ? ", " : "", r->chunks[c].chunk_no);
+    r->nlost = lost;
+    if (lost == 0)
+        return 0;
+    sl_err_set(&r->err, "%s: %zu committed chunk%s no undo record in %s, so down cannot put %s back: chunk%s %s%s",
+               r->job->name, lost, lost == 1 ? " has" : "s have", SL_UNDO_TABLE, lost == 1 ? "it" : "them",
+               lost == 1 ? "" : "s", list.data, lost > 20 ? ", ..." : "");
+    sl_buf_free(&list);
+    if (r->opts->allow_lost_undo) {
+        sl_warn("%s; leaving them as they are (--allow-lost-undo)", r->err.msg);
+        return 0;
+    }
+    sl_err_append(&r->err,
+                  "hint: was the undo directive added after they ran, or were rows deleted from %s? "
+                  "--allow-lost-undo rolls back the rest and leaves those chunks as they are",
+                  SL_UNDO_TABLE);
+    return SL_EREFUSED;
+}
+
+static void render_down(down_run *r)
+{
+    size_t k = r->job->down.nstmts;
+    int n = (int)r->info.ks.ncols;
+    r->down_sql = sl_calloc(k + 1, sizeof(char *));
+    for (size_t i = 0; i < k; i++) {
+        const sl_stmt *st = &r->job->down.stmts[i];
+        char *lo = sl_keys_placeholder_sql(&r->info.ks, 1);
+        char *hi = sl_keys_placeholder_sql(&r->info.ks, st->uses_lo ? 1 + n : 1);
+        r->down_sql[i] = sl_stmt_render(st, lo, hi);
+        free(lo);
+        free(hi);
+    }
+    sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
+}
+
+/* What the job walks, as the live database resolves its file, must be what
+ * its chunks walked: undoing them with another key or other columns would
+ * put the wrong rows back. A changed file is only a warning: down runs the
+ * down section as it is now. */
+static int check_identity(down_run *r, const sl_job_row *row)
+{
+    sl_run_opts lenient = *r->opts;
+    lenient.allow_changed_statements = 1;
+    if (row->chunks > 0 && row->checksum[0] && strcmp(row->checksum, r->job->checksum) != 0)
+        sl_warn("%s was changed since the job ran; rolling back with the file as it is now", r->job->path);
+    sl_job_row quiet = *row;
+    quiet.checksum = (char *)""; /* the warning above says it */
+    return sl_run_check_identity(&quiet, r->job, &r->id, &lenient, &r->err);
+}
+
+/* Everything that may refuse the job, reading only: 0, -2 refused, -1 failed. */
+static int prepare(down_run *r, const sl_job_row *row)
+{
+    if (r->job->undo == SL_UNDO_NONE) {
+        sl_err_set(&r->err, "%s: job %s has no way back: no down section and no snapshot", r->job->path, r->job->name);
+        sl_err_append(&r->err, "hint: add a -- sluice:down section that undoes one chunk (:lo .. :hi), or save old "
+                               "values with -- sluice:undo snapshot(COL, ...) (snapshot(*) for DELETE jobs) before "
+                               "running it");
+        return SL_EREFUSED;
+    }
+    if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0 ||
+        sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
+        return SL_EREFUSED;
+    r->id.table = sl_strdup(r->info.ks.table);
+    r->id.key = sl_keys_column_list(&r->info.ks);
+    r->id.where = r->job->where ? sl_strdup(r->job->where) : NULL;
+    r->id.undo = sl_undo_identity(&r->undo);
+    int rc = check_identity(r, row);
+    if (rc == 0)
+        rc = load_chunks(r);
+    if (rc == 0)
+        rc = check_records(r);
+    if (rc == 0)
+        render_down(r);
+    return rc;
+}
+
+/* ---- one job ---- */
+
+/* Everything undone: forget the job's key split (up_split.c), so that a new
+ * `up` splits the table as it is then. A failure here costs nothing: an old
+ * split still covers the whole key. */
+static void forget_split(down_run *r)
+{
+    if (r->sess->dialect != SL_DIALECT_PG)
+        return;
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess, "DELETE FROM " SL_RANGES_TABLE " WHERE job = $1", 1, params, &ans) != 0 || !ans.ok)
+        sl_warn("%s: cannot clear its key split from %s: %s", r->job->name, SL_RANGES_TABLE,
+                ans.error ? ans.error : "connection lost");
+    sl_answer_free(&ans);
+}
+
+static int finish(down_run *r, int code)
+{
+    if (code == SL_EXIT_OK)
+        forget_split(r);
+    r->run.err = r->err;
+    code = sl_run_finish(&r->run, code);
+    if (r->metrics)
+        sl_metrics_state(r->metrics, code == SL_EXIT_OK ? "rolled_back" : "rolling_back");
+    json_t *fields = json_pack("{sIsI}", "rows", (json_int_t)r->rows_undone, "chunks", (json_int_t)r->nchunks);
+    if (code == SL_EXIT_OK || code == SL_EXIT_STOPPED)
+        sl_log_event(SL_LOG_INFO, code == SL_EXIT_OK ? "rolled_back" : "stopped", fields, "%s: %s", r->job->name,
+                     code == SL_EXIT_OK ? "rolled back" : "rollback stopped");
+    else
+        json_decref(fields);
+    if (code == SL_EXIT_OK && r->nlost)
+        sl_info("%s: rolled back: %" PRId64 " rows in %zu chunks; %zu chunk%s left as %s (no undo record)",
+                r->job->name, r->rows_undone, r->nchunks - r->nlost, r->nlost, r->nlost == 1 ? "" : "s",
+                r->nlost == 1 ? "it was" : "they were");
+    else if (code == SL_EXIT_OK)
+        sl_info("%s: rolled back: %" PRId64 " rows in %zu chunks", r->job->name, r->rows_undone, r->nchunks);
+    else if (code == SL_EXIT_STOPPED)
+        sl_info("%s: rollback stopped (%" PRId64 " rows undone); `sluice down` resumes it", r->job->name,
+                r->rows_undone);
+    return code;
+}
+
+static int execute(down_run *r)
+{
+    if (r->nchunks == 0 && r->run.row.state == SL_STATE_DONE)
+        sl_warn("%s: no committed chunk is recorded (stamped done?): nothing to undo; marking it rolled back",
+                r->job->name);
+    if (sl_run_begin(&r->run, &r->id, NULL, 0) != 0) {
+        r->err = r->run.err;
+        return SL_EXIT_FAILED;
+    }
+    char *how = sl_undo_describe_kind(r->job);
+    sl_log_event(SL_LOG_INFO, "start",
+                 json_pack("{sbsIsIss}", "down", 1, "chunks", (json_int_t)r->nchunks, "rows", (json_int_t)r->rows_total,
+                           "undo", how),
+                 "%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total,
+                 how);
+    free(how);
+    r->metrics = sl_metrics_job_get(r->job->name);
+    sl_metrics_begin(r->metrics, 1, r->rows_total, 0, 0);
+    sl_metrics_state(r->metrics, "rolling_back");
+    sl_progress_begin(r->job->name, r->rows_total, 0, r->opts->progress_tty);
+    int code = down_walk(r);
+    sl_progress_end();
+    return finish(r, code);
+}
+
+static int refused_code(int rc)
+{
+    return rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+}
+
+static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
+{
+    down_run r = {.sess = sess, .opts = opts, .job = job};
+    sl_log_set_job(job->name);
+    int rc = sl_run_read_row(sess, job->name, &r.row, &r.err);
+    if (rc == 0)
+        rc = prepare(&r, &r.row);
+    if (rc == 0) {
+        rc = sl_run_open(&r.run, sess, opts, job, SL_RUN_DOWN);
+        r.opened = 1;
+        if (rc != 0)
+            r.err = r.run.err;
+    }
+    /* under the lock, what is applied now (another runner may have changed it) */
+    if (rc == 0)
+        rc = load_chunks(&r);
+    if (rc == 0)
+        rc = check_records(&r);
+    int code = rc != 0 ? refused_code(rc) : execute(&r);
+    if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
+        sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
+                     json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
+    run_free(&r);
+    sl_log_set_job(NULL);
+    return code;
+}
+
+/* ---- choosing the jobs ---- */
+
+/* Refusals of the whole command, before anything is touched. */
+static int precheck(sl_session *sess, const sl_run_opts *opts, sl_job *job)
+{
+    down_run r = {.sess = sess, .opts = opts, .job = job};
+    int rc = sl_run_check_journal(sess, opts, job->name, &r.err);
+    if (rc == 0)
+        rc = sl_run_read_row(sess, job->name, &r.row, &r.err);
+    if (rc == 0)
+        rc = prepare(&r, &r.row);
+    if (rc == 0 && r.row.runner) {
+        sl_err_set(&r.err, "job %s is being run right now (by %s)", job->name, r.row.runner);
+        sl_err_append(&r.err, "hint: wait for that run to end, or stop it with SIGINT, then roll back");
+        rc = SL_EREFUSED;
+    }
+    if (rc != 0)
+        sl_error("%s", r.err.msg);
+    run_free(&r);
+    return rc == 0 ? SL_EXIT_OK : refused_code(rc);
+}
+
+/* Applied: it changed something that is still there (or was stamped done),
+ * or a rollback of it is under way. */
+static int is_applied(const sl_job_row *row)
+{
+    if (row->state == SL_STATE_PENDING || row->state == SL_STATE_ROLLED_BACK)
+        return row->chunks > 0; /* a rollback killed between its last chunk and its end */
+    return row->chunks > 0 || row->state == SL_STATE_DONE || row->state == SL_STATE_ROLLING_BACK;
+}
+
+/* The named job, refused with a reason when there is nothing to undo. */
+static int check_named(const sl_session *sess, const sl_job *job, const sl_job_row *row, int applied)
+{
+    if (applied)
+        return SL_EXIT_OK;
+    if (!row->exists && row->chunks == 0) {
+        sl_error("down %s: the job never ran against %s: nothing to roll back", job->name, sl_session_display(sess));
+        sl_error("hint: is --db pointing at the database `up` ran against? `sluice status` lists each job's state");
+        return SL_EXIT_USAGE;
+    }
+    sl_error("down %s: the job is %s%s: nothing to roll back", job->name, sl_state_name(row->state),
+             row->state == SL_STATE_PENDING || row->state == SL_STATE_ROLLED_BACK ? "" : " with no committed chunk");
+    return SL_EXIT_USAGE;
+}
+
+/* Fill order[] with the jobs to roll back, newest first. */
+static int choose(sl_session *sess, sl_jobset *jobs, const char *target, size_t *order, size_t *n)
+{
+    int64_t want = -1;
+    const sl_job *named = NULL;
+    int code = SL_EXIT_OK;
+    if (strcmp(target, "base") != 0 && target[0] == '-' && sl_parse_int(target + 1, 1, 1000000, &want) != 0) {
+        sl_error("down: \"%s\" is not -N, base or a job name", target);
+        code = SL_EXIT_USAGE;
+    } else if (strcmp(target, "base") != 0 && target[0] != '-') {
+        named = sl_jobset_find(jobs, target);
+    }
+    size_t applied = 0, start = named ? (size_t)(named - jobs->jobs) : 0;
+    *n = 0;
+    for (size_t i = 0; code == SL_EXIT_OK && i < jobs->njobs; i++) {
+        sl_job_row row;
+        sl_err err;
+        if (sl_run_read_row(sess, jobs->jobs[i].name, &row, &err) != 0) {
+            sl_error("%s", err.msg);
+            code = SL_EXIT_FAILED;
+            break;
+        }
+        int ok = is_applied(&row);
+        if (named == &jobs->jobs[i])
+            code = check_named(sess, named, &row, ok);
+        sl_job_row_free(&row);
+        if (ok && i >= start)
+            order[applied++] = i;
+    }
+    if (code == SL_EXIT_OK && want > 0 && (size_t)want > applied) {
+        sl_error("down -%" PRId64 ": only %zu job%s applied (hint: `sluice down base` rolls back all of them)", want,
+                 applied, applied == 1 ? " is" : "s are");
+        code = SL_EXIT_USAGE;
+    }
+    if (code != SL_EXIT_OK)
+        return code;
+    /* the last `take` applied jobs, newest first */
+    size_t take = want > 0 ? (size_t)want : applied;
+    for (size_t i = 0; i < take / 2; i++) {
+        size_t tmp = order[applied - take + i];
+        order[applied - take + i] = order[applied - 1 - i];
+        order[applied - 1 - i] = tmp;
+    }
+    memmove(order, order + (applied - take), take * sizeof *order);
+    *n = take;
+    return code;
+}
+
+int sl_down_jobs(sl_session *sess, const sl_run_opts *opts, sl_jobset *jobs, const char *target)
+{
+    size_t n = 0, *order = sl_calloc(jobs->njobs + 1, sizeof(size_t));
+    int code = choose(sess, jobs, target, order, &n);
+    if (code == SL_EXIT_OK && n == 0)
+        sl_info("nothing to roll back: no job is applied");
+    for (size_t i = 0; code == SL_EXIT_OK && i < n; i++)
+        code = precheck(sess, opts, &jobs->jobs[order[i]]);
+    for (size_t i = 0; code == SL_EXIT_OK && i < n; i++) {
+        if (sl_session_stopping(sess))
+            code = SL_EXIT_STOPPED;
+        else
+            code = down_job(sess, opts, &jobs->jobs[order[i]]);
+    }
+    free(order);
+    return code;
+}

@@ -1,0 +1,414 @@
+/* down_chunk.c: `down`'s chunks, each undone in a transaction of its own, by workers over the key's ranges. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/base/fiber.h"
+#include "sluice/base/json.h"
+#include "sluice/base/log.h"
+#include "sluice/checkpoints/ckpt.h"
+#include "sluice/services/progress.h"
+
+#include "down_internal.h"
+
+enum { STEP_OK, STEP_RETRY, STEP_FAILED, STEP_LOST, STEP_CONFLICT, STEP_GONE, STEP_FENCED };
+
+/* After a lost connection: is the chunk still applied? */
+static int still_applied(down_worker *w, int64_t chunk_no, int *applied)
+{
+    down_run *r = w->r;
+    char no[24];
+    snprintf(no, sizeof no, "%" PRId64, chunk_no);
+    const char *params[] = {r->job->name, no};
+    sl_answer ans;
+    if (sl_session_exec1(w->sess, "SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2", 2, params,
+                         &ans) != 0 ||
+        !ans.ok) {
+        int lost = ans.conn_lost || !sl_session_connected(w->sess);
+        sl_answer_free(&ans);
+        return lost ? 1 : -1;
+    }
+    *applied = ans.results[0].nrows > 0;
+    sl_answer_free(&ans);
+    return 0;
+}
+
+static void rollback(down_worker *w)
+{
+    sl_answer rb;
+    if (sl_session_exec1(w->sess, "ROLLBACK", 0, NULL, &rb) == 0)
+        sl_answer_free(&rb);
+}
+
+static char *chunk_range(const down_run *r, const down_chunk *c)
+{
+    size_t n = r->info.ks.ncols;
+    sl_buf b = {0};
+    for (int side = 0; side < 2; side++) {
+        sl_buf_adds(&b, side ? " .. (" : "(");
+        for (size_t i = 0; i < n; i++)
+            sl_buf_printf(&b, "%s%s", i ? ", " : "", c->edges[side * n + i]);
+        sl_buf_addc(&b, ')');
+    }
+    return sl_buf_take(&b);
+}
+
+/* Turn a failed answer into a step outcome, rolling back an open transaction. */
+static int step_failed(down_worker *w, const down_chunk *c, sl_answer *ans, int in_tx, int64_t attempts)
+{
+    down_run *r = w->r;
+    if (ans->conn_lost) {
+        sl_answer_free(ans);
+        return STEP_LOST;
+    }
+    if (in_tx)
+        rollback(w);
+    char *range = chunk_range(r, c);
+    sl_err_set(&w->err, "%s: undoing chunk %" PRId64 " %s failed on attempt %" PRId64 ": %s%s%s", r->job->name,
+               c->chunk_no, range, attempts, ans->sqlstate, ans->sqlstate[0] ? " " : "", ans->error);
+    free(range);
+    int transient = sl_answer_transient(ans->sqlstate);
+    sl_answer_free(ans);
+    return transient ? STEP_RETRY : STEP_FAILED;
+}
+
+static void report_conflict(down_worker *w, const down_chunk *c, const sl_undo_step *st)
+{
+    down_run *r = w->r;
+    char *range = chunk_range(r, c);
+    sl_err_set(&w->err,
+               "%s: chunk %" PRId64 " %s: %zu row%s changed by someone else since the job wrote %s: key%s %s; "
+               "nothing in this chunk was changed",
+               r->job->name, c->chunk_no, range, st->nconflicts, st->nconflicts == 1 ? " was" : "s were",
+               st->nconflicts == 1 ? "it" : "them", st->nconflicts == 1 ? "" : "s", st->conflicts);
+    free(range);
+    if (r->job->undo == SL_UNDO_DOWN)
+        sl_err_append(&w->err, "hint: the down section cannot leave single rows out: check those rows, then "
+                               "`sluice down` again with --on-conflict overwrite to run it anyway");
+    else
+        sl_err_append(&w->err, "hint: check those rows, then `sluice down` again with --on-conflict skip (leave them "
+                               "as they are now) or --on-conflict overwrite (put back what the job found)");
+}
+
+/* Where each query of segment 1 sits. */
+typedef struct begin_layout {
+    size_t fence_i, prog_i, undo_i, state_i, n;
+    int fence, undo, state;
+} begin_layout;
+
+/* Segment 1: open the transaction, prove the lease (PostgreSQL), take the
+ * chunk's progress row (its absence means it is already undone) and its undo
+ * record, and read the rows as they are now. */
+static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts)
+{
+    down_run *r = w->r;
+    char no[24];
+    snprintf(no, sizeof no, "%" PRId64, c->chunk_no);
+    const char *fence = sl_run_fence_id(&r->run);
+    const char *prog[] = {r->job->name, no}, *own[] = {r->job->name, fence};
+    size_t n = 0;
+    sl_query q[8];
+    q[n++] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
+    for (size_t i = 0; i < r->timeouts.n; i++)
+        q[n++] = (sl_query){r->timeouts.sql[i], 0, NULL, 0};
+    memset(l, 0, sizeof *l);
+    if ((l->fence = fence != NULL)) {
+        l->fence_i = n;
+        q[n++] = (sl_query){"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE", 2, own, 0};
+    }
+    l->prog_i = n;
+    q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 0};
+    l->undo_i = n;
+    q[n++] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 0};
+    if ((l->state = r->undo.state_sql != NULL && !c->skipped)) {
+        l->state_i = n;
+        q[n++] = (sl_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 0};
+    }
+    l->n = n;
+    if (sl_session_exec(w->sess, q, n, ans) != 0)
+        return STEP_LOST;
+    if (!ans->ok)
+        return step_failed(w, c, ans, ans->failed_index >= 1, attempts);
+    int owned = !l->fence || ans->results[l->fence_i].nrows > 0, gone = ans->results[l->prog_i].nrows == 0;
+    if (!owned || gone) {
+        rollback(w);
+        sl_answer_free(ans);
+        if (!owned)
+            sl_run_fenced(&r->run);
+        return owned ? STEP_GONE : STEP_FENCED;
+    }
+    return STEP_OK;
+}
+
+/* Segment 2: the restore (or the down section), then COMMIT. */
+static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step *st, int64_t attempts)
+{
+    down_run *r = w->r;
+    /* a row set aside by on-error skip was never changed, and a chunk with
+     * its record lost is left as it is: only its progress row goes */
+    int leave = c->skipped || (c->lost && r->job->undo != SL_UNDO_DOWN);
+    size_t k = leave ? 0 : r->job->undo == SL_UNDO_DOWN ? r->job->down.nstmts : st->nq, n = r->info.ks.ncols;
+    sl_query *q = sl_calloc(k + 1, sizeof *q);
+    for (size_t i = 0; i < k; i++) {
+        if (r->job->undo != SL_UNDO_DOWN) {
+            q[i] = st->q[i];
+            continue;
+        }
+        const sl_stmt *s = &r->job->down.stmts[i];
+        int used = (s->uses_lo + s->uses_hi) * (int)n;
+        q[i] = (sl_query){r->down_sql[i], used, (const char *const *)(s->uses_lo ? c->edges : c->edges + n)};
+    }
+    q[k] = (sl_query){"COMMIT", 0, NULL};
+    sl_answer ans;
+    int rc = sl_session_exec(w->sess, q, k + 1, &ans);
+    free(q);
+    if (rc != 0)
+        return STEP_LOST;
+    if (!ans.ok && r->job->undo != SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG && ans.failed_index >= 0 &&
+        ans.failed_index < (int)k && strcmp(ans.sqlstate, "22012") == 0) {
+        /* a restore found a row changed since down looked at it (undo.c, guard_sql): nothing of the
+         * chunk was written; the next attempt looks again, and sees the conflict if it stays */
+        rollback(w);
+        char *range = chunk_range(r, c);
+        sl_err_set(&w->err, "%s: chunk %" PRId64 " %s: rows changed by another session while it was undone",
+                   r->job->name, c->chunk_no, range);
+        free(range);
+        sl_answer_free(&ans);
+        return STEP_RETRY;
+    }
+    if (!ans.ok)
+        return step_failed(w, c, &ans, ans.failed_index < (int)k, attempts);
+    sl_answer_free(&ans);
+    return STEP_OK;
+}
+
+/* Plan the restore from the chunk's record and the rows as they are now. */
+static int plan_chunk(down_worker *w, const down_chunk *c, const sl_answer *ans, const begin_layout *l,
+                      sl_undo_step *step)
+{
+    down_run *r = w->r;
+    const char *text = sl_answer_val(ans, l->undo_i, 0, 0);
+    memset(step, 0, sizeof *step);
+    if (!text || !l->state)
+        return 0; /* no record (a down section without hashes, a row set aside, a record lost) */
+    sl_snap snap;
+    if (sl_undo_record_decode(&r->undo, c->chunk_no, text, &snap, &w->err) != 0)
+        return -1;
+    sl_undo_plan_chunk(&r->undo, &snap, &ans->results[l->state_i], c->edges, r->opts->on_conflict, step);
+    sl_snap_free(&snap);
+    return 0;
+}
+
+/* Undo chunk c once: STEP_* outcome. */
+static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts)
+{
+    down_run *r = w->r;
+    sl_answer ans;
+    begin_layout l;
+    int st = begin_chunk(w, c, &ans, &l, attempts);
+    if (st != STEP_OK)
+        return st;
+    int snapshot = r->job->undo != SL_UNDO_DOWN;
+    if (snapshot && !c->skipped && !sl_answer_val(&ans, l.undo_i, 0, 0) && !c->lost) {
+        c->lost = 1; /* deleted since the run began: refused unless told to leave such chunks */
+        if (!r->opts->allow_lost_undo) {
+            rollback(w);
+            sl_answer_free(&ans);
+            sl_err_set(&w->err, "%s: chunk %" PRId64 " has no undo record in %s, so down cannot put it back",
+                       r->job->name, c->chunk_no, SL_UNDO_TABLE);
+            sl_err_append(&w->err, "hint: --allow-lost-undo leaves such chunks as they are");
+            return STEP_FAILED;
+        }
+        r->nlost++;
+    }
+    sl_undo_step step;
+    if (plan_chunk(w, c, &ans, &l, &step) != 0) {
+        rollback(w);
+        sl_answer_free(&ans);
+        return STEP_FAILED;
+    }
+    sl_answer_free(&ans);
+    int refuse = step.nconflicts > 0 && (r->opts->on_conflict == SL_CONFLICT_STOP ||
+                                         (r->undo.kind == SL_UNDO_DOWN && r->opts->on_conflict == SL_CONFLICT_SKIP));
+    if (refuse) {
+        rollback(w);
+        report_conflict(w, c, &step);
+        st = STEP_CONFLICT;
+    } else {
+        if (step.nconflicts)
+            sl_warn("%s: chunk %" PRId64 ": %s %zu row%s another session changed: %s", r->job->name, c->chunk_no,
+                    r->opts->on_conflict == SL_CONFLICT_SKIP ? "left as they are" : "overwrote", step.nconflicts,
+                    step.nconflicts == 1 ? "" : "s", step.conflicts);
+        if (step.nlost)
+            sl_warn("%s: chunk %" PRId64 ": %zu row%s the job deleted cannot be brought back by snapshot(COL, ...) "
+                    "(hint: snapshot(*) saves whole rows)",
+                    r->job->name, c->chunk_no, step.nlost, step.nlost == 1 ? "" : "s");
+        if (step.nkept)
+            sl_warn("%s: chunk %" PRId64 ": %zu row%s the job inserted left in place: snapshot(COL, ...) writes "
+                    "columns back, it does not delete rows (hint: snapshot(*) does)",
+                    r->job->name, c->chunk_no, step.nkept, step.nkept == 1 ? "" : "s");
+        if (c->lost)
+            sl_warn("%s: chunk %" PRId64 " left as it is: its undo record is gone", r->job->name, c->chunk_no);
+        st = finish_chunk(w, c, &step, attempts);
+    }
+    sl_undo_step_free(&step);
+    return st;
+}
+
+/* After the commit: the journal follows (it may lag; opening a run syncs it). */
+static int record_undone(down_worker *w, const down_chunk *c, int64_t started)
+{
+    down_run *r = w->r;
+    int64_t ms = sl_mono_ms() - started;
+    if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, c->rows, ms, &w->err) != 0)
+        return -1;
+    r->rows_undone += c->rows;
+    if (r->metrics)
+        sl_metrics_chunk(r->metrics, c->rows, ms);
+    return 0;
+}
+
+/* Retry one chunk to an outcome: 0 undone, 1 stopped, -1 failed, -3 conflict. */
+static int do_chunk(down_worker *w, down_chunk *c)
+{
+    down_run *r = w->r;
+    int64_t started = sl_mono_ms();
+    for (int64_t attempts = 1;; attempts++) {
+        int st = send_chunk(w, c, attempts);
+        if (st == STEP_OK || st == STEP_GONE)
+            return record_undone(w, c, started);
+        if (st == STEP_FENCED) {
+            sl_err_set(&w->err, "%s", r->run.lease.why);
+            return -1;
+        }
+        if (st == STEP_FAILED)
+            return -1;
+        if (st == STEP_CONFLICT)
+            return SL_ECONFLICT;
+        if (st == STEP_LOST) {
+            if (sl_session_stopping(w->sess))
+                return SL_STOPPED; /* the next run sees from sluice_progress whether it committed */
+            int applied = 1, rc = sl_run_reconnect(&r->run, w->sess);
+            if (rc < 0)
+                w->err = r->run.err;
+            if (rc == 0)
+                rc = still_applied(w, c->chunk_no, &applied);
+            if (rc != 0)
+                return rc > 0 ? SL_STOPPED : SL_EFAIL;
+            if (!applied)
+                return record_undone(w, c, started);
+            continue;
+        }
+        if (attempts > r->job->retries)
+            return -1;
+        int64_t wait = sl_session_backoff_ms((int)attempts);
+        sl_log_event(SL_LOG_WARN, "retry",
+                     json_pack("{sIsIsIso}", "chunk", (json_int_t)c->chunk_no, "attempt", (json_int_t)attempts,
+                               "wait_ms", (json_int_t)wait, "error", sl_json_str(w->err.msg)),
+                     "%s (transient; retrying in %" PRId64 " ms)", w->err.msg, wait);
+        sl_run_event(&r->run, "retry", w->err.msg);
+        if (r->metrics)
+            sl_metrics_count(r->metrics, SL_COUNT_RETRY, 1);
+        if (sl_session_sleep(w->sess, wait))
+            return SL_STOPPED;
+    }
+}
+
+/* A worker's ranges, one after the other, and in each the chunks newest
+ * first: what is left applied of a range is always its oldest chunks, so an
+ * `up` (or a `down`) after a stop resumes it. 0 done, 1 stopped, -1 failed,
+ * -3 a conflict. */
+static int walk_ranges(down_worker *w)
+{
+    down_run *r = w->r;
+    for (;;) {
+        if (r->failed)
+            return 0; /* another worker's failure ends the run */
+        if (r->next_range >= r->nranges)
+            return 0;
+        const down_range *kr = &r->ranges[r->next_range++];
+        for (size_t i = kr->first + kr->n; i-- > kr->first;) {
+            if (sl_session_stopping(r->sess))
+                return SL_STOPPED;
+            if (r->failed)
+                return 0;
+            if (sl_run_lost(&r->run)) {
+                sl_err_set(&w->err, "%s", r->run.lease.why);
+                return -1;
+            }
+            int rc = do_chunk(w, &r->chunks[i]);
+            if (rc != 0)
+                return rc;
+            sl_progress_update(r->rows_undone, r->job->batch);
+            if (r->job->pause_ms > 0 && sl_session_sleep(w->sess, r->job->pause_ms))
+                return SL_STOPPED;
+        }
+    }
+}
+
+static void worker_main(void *arg)
+{
+    down_worker *w = arg;
+    w->rc = walk_ranges(w);
+    if (w->rc < 0 && !w->r->failed) {
+        w->r->failed = 1;
+        w->r->err = w->err;
+    }
+}
+
+/* The workers' sessions: the run's own, and one more connection a worker
+ * (PostgreSQL, with workers N and as many key ranges). A connection that
+ * cannot be opened leaves fewer workers. */
+static size_t start_workers(down_run *r, down_worker *ws, size_t want)
+{
+    size_t n = 1;
+    ws[0] = (down_worker){.r = r, .sess = r->sess};
+    for (size_t i = 1; i < want; i++) {
+        down_worker *w = &ws[n];
+        *w = (down_worker){.r = r};
+        sl_err err;
+        if (sl_session_init_from(&w->own, r->sess, &err) != 0 ||
+            (w->own.quiet = 1, sl_session_connect(&w->own, &err) != 0)) {
+            sl_warn("%s: worker %zu cannot connect, going on with %zu: %s", r->job->name, i, n, err.msg);
+            if (sl_session_is(&w->own, SL_DIALECT_PG))
+                sl_session_close_now(&w->own);
+            break;
+        }
+        sl_session_set_timeouts(&w->own, r->job->lock_timeout_ms, r->job->statement_timeout_ms);
+        w->has_own = 1;
+        w->sess = &w->own;
+        n++;
+    }
+    return n;
+}
+
+/* Undo every applied chunk: with workers, ranges at once, each on its own
+ * connection in a fiber of its own. Returns an exit code. */
+int down_walk(down_run *r)
+{
+    size_t want = r->job->workers > 1 && r->sess->dialect == SL_DIALECT_PG ? (size_t)r->job->workers : 1;
+    if (want > r->nranges)
+        want = r->nranges ? r->nranges : 1;
+    down_worker *ws = sl_calloc(want + 1, sizeof *ws);
+    size_t n = start_workers(r, ws, want);
+    if (n > 1) {
+        sl_info("%s: %zu workers over %zu key ranges", r->job->name, n, r->nranges);
+        sl_fiber **fibers = sl_calloc(n + 1, sizeof *fibers);
+        for (size_t i = 0; i < n; i++)
+            fibers[i] = sl_fiber_new(worker_main, &ws[i]);
+        sl_fiber_run_all(r->sess->loop, fibers, n, n);
+        for (size_t i = 0; i < n; i++)
+            sl_fiber_free(fibers[i]);
+        free(fibers);
+    } else {
+        worker_main(&ws[0]);
+    }
+    int stopped = 0;
+    for (size_t i = 0; i < n; i++) {
+        stopped |= ws[i].rc == SL_STOPPED;
+        if (ws[i].has_own)
+            sl_session_close_now(&ws[i].own);
+    }
+    free(ws);
+    return r->failed ? SL_EXIT_FAILED : stopped ? SL_EXIT_STOPPED : SL_EXIT_OK;
+}

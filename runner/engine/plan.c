@@ -1,0 +1,237 @@
+/* plan.c: `plan`: a dry run of one job against the live database. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/checkpoints/ckpt.h"
+#include "sluice/db/catalog.h"
+#include "sluice/engine/plan.h"
+#include "sluice/engine/undo.h"
+#include "sluice/services/throttle.h"
+
+/* A plan line that reads the whole table: PostgreSQL's Seq Scan; SQLite's
+ * "SCAN t" without an index, or a sort of everything it read. */
+static int full_scan(const sl_session *sess, const char *line)
+{
+    if (sess->dialect == SL_DIALECT_PG)
+        return strstr(line, "Seq Scan") != NULL;
+    return (strncmp(line, "SCAN ", 5) == 0 && !strstr(line, " USING ")) || strstr(line, "TEMP B-TREE") != NULL;
+}
+
+/* Print EXPLAIN (SQLite: EXPLAIN QUERY PLAN) of sql with params; returns 1
+ * if the plan reads the whole table. */
+static int explain(sl_session *sess, const char *title, const char *sql, int nparams, const char *const *params)
+{
+    int lite = sess->dialect == SL_DIALECT_SQLITE;
+    char *q = sl_asprintf("%s %s", lite ? "EXPLAIN QUERY PLAN" : "EXPLAIN", sql);
+    sl_answer ans;
+    int seq = 0;
+    printf("\n%s:\n", title);
+    if (sl_session_exec1(sess, q, nparams, params, &ans) == 0) {
+        if (!ans.ok) {
+            printf("  (%s failed: ", lite ? "EXPLAIN QUERY PLAN" : "EXPLAIN");
+            sl_fputs_visible(ans.error, stdout);
+            printf(")\n");
+        }
+        for (int r = 0; ans.ok && r < ans.results[0].nrows; r++) {
+            /* SQLite: id, parent, notused, detail */
+            const char *line = sl_answer_val(&ans, 0, r, lite ? 3 : 0);
+            printf("  ");
+            sl_fputs_visible(line, stdout);
+            printf("\n");
+            seq |= full_scan(sess, line);
+        }
+        sl_answer_free(&ans);
+    }
+    free(q);
+    return seq;
+}
+
+static void print_key(const sl_table_info *info)
+{
+    printf("key:        ");
+    for (size_t i = 0; i < info->ks.ncols; i++) {
+        printf("%s", i ? ", " : "");
+        sl_fputs_visible(info->ks.cols[i], stdout);
+        printf(" ");
+        sl_fputs_visible(info->ks.types[i], stdout);
+    }
+    printf("\nindex:      ");
+    sl_fputs_visible(info->index ? info->index : "NONE (every chunk would scan the table)", stdout);
+    printf("\n");
+}
+
+/* Show the first chunk's bounds and the plans of its statements. */
+static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_info *info)
+{
+    size_t n = info->ks.ncols;
+    char limit[24];
+    snprintf(limit, sizeof limit, "%" PRId64, job->batch);
+    const char *lparams[] = {limit};
+    char *bsql = sl_keys_boundary_sql(&info->ks, 0);
+    sl_answer ans;
+    int warnings = 0;
+    if (sl_session_exec1(sess, bsql, 1, lparams, &ans) != 0 || !ans.ok) {
+        printf("first chunk: cannot compute: ");
+        sl_fputs_visible(ans.error ? ans.error : "connection lost", stdout);
+        printf("\n");
+        sl_answer_free(&ans);
+        free(bsql);
+        return 1;
+    }
+    /* SQLite's plan of it always shows a SCAN (the walk in key order, stopped
+     * after batch rows) and a TEMP B-TREE (the window's sort of those rows):
+     * there, only a missing index (warned about already) makes it costly. */
+    int bseq = explain(sess, "plan of the boundary query (runs once per chunk)", bsql, 1, lparams);
+    if (sess->dialect == SL_DIALECT_PG)
+        warnings += bseq;
+    free(bsql);
+    if (ans.results[0].nrows == 0) {
+        printf("\nfirst chunk: none: no rows match; `up` would finish at once\n");
+        sl_answer_free(&ans);
+        return warnings;
+    }
+    const char *edges[2 * SL_MAX_KEY_COLS];
+    printf("\nfirst chunk: :lo = (");
+    for (size_t i = 0; i < n; i++) {
+        printf("%s", i ? ", " : "");
+        sl_fputs_visible(edges[i] = sl_answer_val(&ans, 0, 0, (int)i), stdout);
+    }
+    printf(")  :hi = (");
+    for (size_t i = 0; i < n; i++) {
+        printf("%s", i ? ", " : "");
+        sl_fputs_visible(edges[n + i] = sl_answer_val(&ans, 0, 0, (int)(n + i)), stdout);
+    }
+    printf(")  rows = ");
+    sl_fputs_visible(sl_answer_val(&ans, 0, 0, (int)(2 * n)), stdout);
+    printf("\n");
+    for (size_t s = 0; s < job->up.nstmts; s++) {
+        const sl_stmt *st = &job->up.stmts[s];
+        char *lo = sl_keys_placeholder_sql(&info->ks, 1);
+        char *hi = sl_keys_placeholder_sql(&info->ks, st->uses_lo ? 1 + (int)n : 1);
+        char *sql = sl_stmt_render(st, lo, hi);
+        char title[512];
+        snprintf(title, sizeof title,
+                 "up statement %zu (%s:%d), as sent for each chunk:\n  %s\nits plan for the "
+                 "first chunk",
+                 s + 1, job->path, st->line, sql);
+        int used = (st->uses_lo + st->uses_hi) * (int)n;
+        warnings += explain(sess, title, sql, used, st->uses_lo ? edges : edges + n);
+        free(sql);
+        free(lo);
+        free(hi);
+    }
+    sl_answer_free(&ans);
+    return warnings;
+}
+
+/* The health limits the job sets, and whether up can measure its replica lag. */
+static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *job, const sl_table_info *info)
+{
+    int warnings = 0;
+    char a[24];
+    if (job->max_replica_lag_ms && sess->dialect == SL_DIALECT_PG) {
+        sl_throttle th;
+        sl_err err = {{0}};
+        int rc = sl_throttle_init(&th, sess->loop, opts->replicas, opts->nreplicas, 0, sess->connect_timeout_ms, &err);
+        if (rc == 0) {
+            rc = sl_throttle_prepare(&th, sess, job, info->ks.table, &err);
+            if (rc == 0)
+                printf("replica lag: %" PRId64 "ms now (max-replica-lag %" PRId64 "ms), %s\n", th.lag_ms,
+                       job->max_replica_lag_ms, th.lag_how);
+            sl_throttle_close(&th);
+        }
+        if (rc != 0) {
+            printf("warning:    replica lag cannot be measured: `up` refuses to start unless "
+                   "--allow-unmeasured-lag:\n  %s\n",
+                   err.msg);
+            warnings++;
+        }
+    }
+    if (job->max_wal_rate) {
+        sl_format_bytes(job->max_wal_rate, a, sizeof a);
+        printf("wal rate:   held under %s/s (max-wal-rate: pg_current_wal_flush_lsn() between checks)\n", a);
+    }
+    if (job->max_dead_tuples_bp)
+        printf("vacuum:     held while dead tuples exceed autovacuum_vacuum_threshold + %" PRId64 ".%02" PRId64
+               "%% of live ones, or an anti-wraparound vacuum is due or running (max-dead-tuples)\n",
+               job->max_dead_tuples_bp / 100, job->max_dead_tuples_bp % 100);
+    return warnings;
+}
+
+int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t sample)
+{
+    int code = SL_EXIT_OK;
+    sl_table_info info;
+    sl_err err = {{0}};
+    if (sl_catalog_resolve(sess, job, &info, &err) != 0) {
+        sl_error("%s", err.msg);
+        return SL_EXIT_USAGE;
+    }
+    int64_t rows = sl_catalog_estimate_rows(sess, &info.ks);
+    printf("job:        %s (%s)\ntable:      %s\n", job->name, job->path, info.ks.table);
+    print_key(&info);
+    printf("where:      %s\nbatch:      %" PRId64 " rows\n", job->where ? job->where : "(all rows)", job->batch);
+    if (rows >= 0)
+        printf("estimate:   ~%" PRId64 " rows in ~%" PRId64 " chunks (%s)\n", rows,
+               (rows + job->batch - 1) / job->batch,
+               sess->dialect == SL_DIALECT_SQLITE ? "counted" : "planner statistics");
+    if (job->workers > 1 && sess->dialect == SL_DIALECT_SQLITE)
+        printf("workers:    1 (workers %" PRId64 " asked for; SQLite lets one writer in at a time)\n", job->workers);
+    else if (job->workers > 1)
+        printf("workers:    %" PRId64
+               " connections, each with a chunk in flight; the first `up` splits the key into up "
+               "to %" PRId64 " ranges at keys sampled from the table\n",
+               job->workers, job->workers * 4);
+    sl_undo_plan_print(sess, job, &info.ks, rows);
+    if (job->requires) {
+        sl_answer ans;
+        if (sl_session_exec1(sess, job->requires, 0, NULL, &ans) == 0) {
+            const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+            printf("requires:   %s -> ", job->requires);
+            sl_fputs_visible(!ans.ok             ? ans.error
+                             : sl_answer_true(v) ? "true (up may start)"
+                                                 : "not true (up refuses)",
+                             stdout);
+            printf("\n");
+            sl_answer_free(&ans);
+        }
+    }
+    if (job->verify) {
+        sl_answer ans;
+        if (sl_session_exec1(sess, job->verify, 0, NULL, &ans) == 0) {
+            const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+            printf("verify:     %s (%s:%d) -> ", job->verify, job->path, job->line[SL_DIR_VERIFY]);
+            sl_fputs_visible(!ans.ok             ? ans.error
+                             : sl_answer_true(v) ? "true now (up checks it again after the last chunk)"
+                                                 : "not true yet (it must be once the last chunk is done, or the job "
+                                                   "fails)",
+                             stdout);
+            printf("\n");
+            sl_answer_free(&ans);
+        }
+    }
+    int warnings = info.index ? 0 : 1;
+    warnings += plan_health(opts, sess, job, &info);
+    if (!info.unique_key) {
+        printf("warning:    no unique index covers the key: chunks take every row of their :hi value, so they may "
+               "be larger than batch\n");
+        warnings++;
+    }
+    if (info.nullable_key) {
+        printf("warning:    a key column allows NULL: rows with a NULL key are never visited\n");
+        warnings++;
+    }
+    int seq = plan_first_chunk(sess, job, &info);
+    if (!info.index)
+        printf("\nwarning: no btree index on the key: create one before running (or `up --force`)\n");
+    if (seq)
+        printf("\nwarning: a plan above %s: each chunk may read the whole table\n",
+               sess->dialect == SL_DIALECT_SQLITE ? "scans the table without an index (SCAN or TEMP B-TREE)"
+                                                  : "has a Seq Scan");
+    if (sample > 0 && sl_plan_sample(sess, job, &info, rows, sample) != 0)
+        code = SL_EXIT_FAILED;
+    sl_table_info_free(&info);
+    return code;
+}

@@ -1,0 +1,717 @@
+/* run.c: one run of a job: its lock, its state in the database (read top to bottom below), reconnects, the journal. */
+#include "sluice/engine/run.h"
+#include "sluice/services/metrics.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int is_lite(const sl_session *sess)
+{
+    return sess->dialect == SL_DIALECT_SQLITE;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? sl_strdup(s) : NULL;
+}
+
+static int64_t to_i64(const char *s)
+{
+    return s ? strtoll(s, NULL, 10) : 0;
+}
+
+/* ---- the job's row ---- */
+
+void sl_job_row_free(sl_job_row *row)
+{
+    free(row->checksum);
+    free(row->table);
+    free(row->key);
+    free(row->where);
+    free(row->undo);
+    free(row->walk_end);
+    free(row->error);
+    free(row->runner);
+    free(row->last_key);
+    memset(row, 0, sizeof *row);
+}
+
+void sl_run_identity_free(sl_run_identity *id)
+{
+    free(id->table);
+    free(id->key);
+    free(id->where);
+    free(id->undo);
+    memset(id, 0, sizeof *id);
+}
+
+/* The columns of sluice_jobs read_row takes, in order. */
+#define JOB_COLS_PG                                                                                          \
+    "j.state, j.stamped::text, j.checksum, j.table_name, j.key_cols, j.where_sql, j.undo,"                   \
+    " array_to_json(j.walk_end)::text, j.follow::text, j.error,"                                             \
+    " (extract(epoch FROM j.started_at) * 1000)::bigint, (extract(epoch FROM j.updated_at) * 1000)::bigint," \
+    " j.runner, j.runner_host, j.runner_pid, j.runner_start, j.runner_desc,"                                 \
+    " (extract(epoch FROM j.lease_until - now()) * 1000)::bigint"
+#define LITE_MS(col) "CAST(round((julianday(" col ") - 2440587.5) * 86400000) AS INTEGER)"
+#define JOB_COLS_LITE                                                                                                     \
+    "j.state, CASE WHEN j.stamped THEN 'true' ELSE 'false' END, j.checksum, j.table_name, j.key_cols, j.where_sql,"       \
+    " j.undo, j.walk_end, CASE WHEN j.follow THEN 'true' ELSE 'false' END, j.error," LITE_MS("j.started_at") "," LITE_MS( \
+        "j.updated_at") ", j.runner, j.runner_host, j.runner_pid, j.runner_start, j.runner_desc, NULL"
+#define NJOB_COLS 18
+
+/* What is there to read: sluice_jobs, sluice_progress. */
+static int tables_present(sl_session *sess, int *jobs, int *progress, sl_err *err)
+{
+    const char *sql = is_lite(sess) ? "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_JOBS_TABLE "'),"
+                                      " EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_PROGRESS_TABLE "')"
+                                    : "SELECT to_regclass('" SL_JOBS_TABLE "') IS NOT NULL,"
+                                      " to_regclass('" SL_PROGRESS_TABLE "') IS NOT NULL";
+    sl_answer ans;
+    if (sl_session_exec1(sess, sql, 0, NULL, &ans) != 0 || !ans.ok) {
+        sl_err_set(err, "cannot look for sluice's tables on %s: %s", sl_session_display(sess),
+                   ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    *jobs = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
+    *progress = sl_answer_true(sl_answer_val(&ans, 0, 0, 1));
+    sl_answer_free(&ans);
+    return 0;
+}
+
+static char *row_sql(const sl_session *sess, int jobs, int progress)
+{
+    int lite = is_lite(sess);
+    sl_buf b = {0};
+    sl_buf_adds(&b, "SELECT ");
+    if (jobs)
+        sl_buf_adds(&b, lite ? JOB_COLS_LITE : JOB_COLS_PG);
+    else
+        for (int i = 0; i < NJOB_COLS; i++)
+            sl_buf_adds(&b, i ? ", NULL" : "NULL");
+    if (progress)
+        sl_buf_printf(&b,
+                      ", (SELECT count(*) FROM " SL_PROGRESS_TABLE " WHERE job = $1),"
+                      " (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1),"
+                      " (SELECT count(*) FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND skipped),"
+                      " (SELECT %s FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1)",
+                      lite ? "hi" : "array_to_json(hi)::text");
+    else
+        sl_buf_adds(&b, ", 0, 0, 0, NULL");
+    if (jobs)
+        sl_buf_printf(&b, " FROM (SELECT %s AS job) k LEFT JOIN " SL_JOBS_TABLE " j ON j.job = k.job",
+                      lite ? "CAST($1 AS TEXT)" : "$1::text");
+    return sl_buf_take(&b);
+}
+
+/* Is a runner of another process holding the job? On PostgreSQL its lease
+ * says so (a process gone from this machine is dead whatever its lease
+ * says); on SQLite the lock file does. */
+static int holder_alive(sl_session *sess, const char *job, const sl_answer *ans)
+{
+    const char *runner = sl_answer_val(ans, 0, 0, 12);
+    if (is_lite(sess))
+        return sl_lite_job_locked(&sess->lite, job);
+    if (!runner || to_i64(sl_answer_val(ans, 0, 0, 17)) <= 0)
+        return 0;
+    if (strcmp(runner, sl_runner_self()->id) == 0)
+        return 0; /* this process: what it reads of the job is its own run, or a killed one's */
+    return !sl_runner_gone(sl_answer_val(ans, 0, 0, 13), (int)to_i64(sl_answer_val(ans, 0, 0, 14)),
+                           to_i64(sl_answer_val(ans, 0, 0, 15)));
+}
+
+static void fill_row(sl_session *sess, const char *job, const sl_answer *ans, sl_job_row *row)
+{
+    const char *state = sl_answer_val(ans, 0, 0, 0);
+    row->exists = state != NULL;
+    if (!state || sl_state_parse(state, &row->state) != 0)
+        row->state = SL_STATE_PENDING;
+    row->stamped = sl_answer_true(sl_answer_val(ans, 0, 0, 1));
+    row->checksum = sl_strdup(sl_answer_val(ans, 0, 0, 2) ? sl_answer_val(ans, 0, 0, 2) : "");
+    row->table = dup_or_null(sl_answer_val(ans, 0, 0, 3));
+    row->key = dup_or_null(sl_answer_val(ans, 0, 0, 4));
+    row->where = dup_or_null(sl_answer_val(ans, 0, 0, 5));
+    row->undo = dup_or_null(sl_answer_val(ans, 0, 0, 6));
+    row->walk_end = dup_or_null(sl_answer_val(ans, 0, 0, 7));
+    row->follow = sl_answer_true(sl_answer_val(ans, 0, 0, 8));
+    row->error = dup_or_null(sl_answer_val(ans, 0, 0, 9));
+    row->started_at_ms = to_i64(sl_answer_val(ans, 0, 0, 10));
+    row->updated_at_ms = to_i64(sl_answer_val(ans, 0, 0, 11));
+    int alive = row->exists && holder_alive(sess, job, ans);
+    if (alive)
+        row->runner = dup_or_null(sl_answer_val(ans, 0, 0, 16));
+    /* killed mid-run: nobody holds it, and `up` resumes it */
+    if (row->state == SL_STATE_RUNNING && !alive)
+        row->state = SL_STATE_STOPPED;
+    row->chunks = to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS));
+    row->rows = to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS + 1));
+    row->skipped = to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS + 2));
+    row->last_key = dup_or_null(sl_answer_val(ans, 0, 0, NJOB_COLS + 3));
+    /* chunks from a sluice that kept no row: work was done, not known to be finished */
+    if (!row->exists && row->chunks > 0)
+        row->state = SL_STATE_STOPPED;
+}
+
+int sl_run_read_row(sl_session *sess, const char *job, sl_job_row *row, sl_err *err)
+{
+    memset(row, 0, sizeof *row);
+    row->state = SL_STATE_PENDING;
+    row->checksum = sl_strdup("");
+    int jobs = 0, progress = 0;
+    if (tables_present(sess, &jobs, &progress, err) != 0)
+        return -1;
+    if (!jobs && !progress)
+        return 0;
+    char *sql = row_sql(sess, jobs, progress);
+    const char *params[] = {job};
+    sl_answer ans;
+    int rc = sl_session_exec1(sess, sql, 1, params, &ans);
+    free(sql);
+    if (rc != 0 || !ans.ok) {
+        sl_err_set(err, "cannot read job %s from %s: %s", job, sl_session_display(sess),
+                   ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    free(row->checksum);
+    fill_row(sess, job, &ans, row);
+    sl_answer_free(&ans);
+    return 0;
+}
+
+/* ---- what the job walks ---- */
+
+static int same_text(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* A changed identity part: always refused. */
+static int refuse_changed(const sl_job *job, const char *what, const char *was, const char *now, sl_err *err)
+{
+    sl_err_set(err, "%s: the job's %s changed after its first chunk committed: it was %s%s%s, the file now says %s%s%s",
+               job->path, what, was ? "\"" : "", was ? was : "none", was ? "\"" : "", now ? "\"" : "",
+               now ? now : "none", now ? "\"" : "");
+    sl_err_append(err,
+                  "hint: the chunks already committed walked the old %s, so resuming would skip rows or apply "
+                  "them twice. Put the file back; or start over: `sluice down %s` with the old file (or `sluice "
+                  "stamp %s pending` to forget its progress), or write the new version as a new job file",
+                  what, job->name, job->name);
+    return SL_EREFUSED;
+}
+
+int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run_identity *id, const sl_run_opts *opts,
+                          sl_err *err)
+{
+    if (row->chunks == 0 || !row->table)
+        return 0; /* nothing fixed yet (or fixed by a sluice that did not record it) */
+    if (!same_text(row->table, id->table))
+        return refuse_changed(job, "table", row->table, id->table, err);
+    if (!same_text(row->key, id->key))
+        return refuse_changed(job, "key", row->key, id->key, err);
+    if (!same_text(row->where, id->where))
+        return refuse_changed(job, "where", row->where, id->where, err);
+    if (!same_text(row->undo, id->undo))
+        return refuse_changed(job, "undo columns", row->undo && row->undo[0] ? row->undo : NULL,
+                              id->undo && id->undo[0] ? id->undo : NULL, err);
+    if (!row->checksum[0] || strcmp(row->checksum, job->checksum) == 0)
+        return 0;
+    if (opts->allow_changed_statements) {
+        sl_warn("%s was changed after its first chunk committed (checksum %s, now %s); going on with the new text "
+                "(--allow-changed-statements)",
+                job->path, row->checksum, job->checksum);
+        return 0;
+    }
+    sl_err_set(err, "%s was changed after its first chunk committed (checksum %s, now %s)", job->path, row->checksum,
+               job->checksum);
+    sl_err_append(err, "hint: put the file back as it was, or resume with the new statements using "
+                       "--allow-changed-statements (what it walks, table, key, where and undo columns, must stay)");
+    return SL_EREFUSED;
+}
+
+/* ---- the lock ---- */
+
+static int take_lock(sl_run *run)
+{
+    if (!is_lite(run->sess)) {
+        int rc = sl_lease_take(&run->lease, run->sess, run->job->name, &run->err);
+        if (rc == 0) {
+            run->locked = 1;
+            sl_lease_start(&run->lease, run->sess);
+        }
+        return rc;
+    }
+    int rc = sl_session_lock_job(run->sess, run->job->name, 5000, &run->err);
+    run->locked = rc == 0;
+    if (rc != 0)
+        return rc;
+    /* who holds it, for status (the lock file itself is the lock) */
+    const char *params[] = {run->job->name, sl_runner_self()->desc};
+    sl_query q[] = {
+        {"INSERT OR IGNORE INTO " SL_JOBS_TABLE " (job, state) VALUES ($1, 'pending')", 1, params, 0},
+        {"UPDATE " SL_JOBS_TABLE " SET runner_desc = $2 WHERE job = $1", 2, params, 0},
+    };
+    sl_answer ans;
+    if (sl_session_exec(run->sess, q, 2, &ans) != 0 || !ans.ok) {
+        sl_err_set(&run->err, "cannot record the job in %s: %s", SL_JOBS_TABLE,
+                   ans.error ? ans.error : "not connected");
+        rc = -1;
+    }
+    sl_answer_free(&ans);
+    return rc;
+}
+
+static void release_lock(sl_run *run)
+{
+    if (!run->locked)
+        return;
+    if (is_lite(run->sess))
+        sl_session_unlock_job(run->sess, run->job->name);
+    else
+        sl_lease_release(&run->lease, run->sess);
+    run->locked = 0;
+}
+
+int sl_run_lost(const sl_run *run)
+{
+    return !is_lite(run->sess) && sl_lease_lost(&run->lease);
+}
+
+void sl_run_fenced(sl_run *run)
+{
+    run->lease.lost = 1;
+    snprintf(run->lease.why, sizeof run->lease.why,
+             "%s: another runner took the job over (the lease lapsed while this runner was held up): stopping; "
+             "the chunk in flight rolled back",
+             run->job->name);
+}
+
+const char *sl_run_fence_id(const sl_run *run)
+{
+    return is_lite(run->sess) ? NULL : sl_runner_self()->id;
+}
+
+/* ---- the journal ---- */
+
+void sl_run_event(sl_run *run, const char *kind, const char *message)
+{
+    sl_run_event_data(run, kind, message, NULL);
+}
+
+void sl_run_event_data(sl_run *run, const char *kind, const char *message, const char *data)
+{
+    sl_err lerr;
+    if (run->ckpt && sl_ckpt_log_event_data(run->ckpt, kind, message, data, &lerr) != 0)
+        sl_warn("%s", lerr.msg);
+}
+
+/* Read an existing checkpoint file of job and refuse it when it belongs to
+ * another database than db: before anything is written anywhere. */
+static int check_journal(sl_session *sess, const sl_run_opts *opts, const char *job, const sl_db_identity *db,
+                         sl_err *err)
+{
+    char *path = sl_ckpt_path(opts->ckpt_dir, job);
+    sl_ckpt *ckpt = NULL;
+    int rc = sl_ckpt_open(path, job, 0, &ckpt, err);
+    free(path);
+    if (rc == SL_CKPT_MISSING)
+        return 0; /* none yet */
+    if (rc != 0)
+        return SL_EREFUSED;
+    rc = sl_ckpt_bind(ckpt, db->id, db->cluster, db->name, !is_lite(sess), 0, err);
+    sl_ckpt_close(ckpt);
+    return rc < 0 ? SL_EREFUSED : SL_OK;
+}
+
+int sl_run_check_journal(sl_session *sess, const sl_run_opts *opts, const char *job, sl_err *err)
+{
+    sl_db_identity db;
+    int found = sl_schema_identity(sess, &db, err);
+    if (found < 0)
+        return -1;
+    if (!found) { /* sluice never ran here: any checkpoint file of the job belongs elsewhere */
+        memset(&db, 0, sizeof db);
+        snprintf(db.id, sizeof db.id, "(none yet)");
+        snprintf(db.name, sizeof db.name, "%s", sl_session_display(sess));
+    }
+    return check_journal(sess, opts, job, &db, err);
+}
+
+/* The chunks the database has, ascending. */
+static int db_chunk_numbers(sl_run *run, int64_t **nums, size_t *n)
+{
+    *nums = NULL;
+    *n = 0;
+    const char *params[] = {run->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(run->sess, "SELECT chunk_no FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no", 1,
+                         params, &ans) != 0 ||
+        !ans.ok) {
+        sl_err_set(&run->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    *n = (size_t)ans.results[0].nrows;
+    *nums = sl_calloc(*n + 1, sizeof **nums);
+    for (size_t i = 0; i < *n; i++)
+        (*nums)[i] = to_i64(sl_answer_val(&ans, 0, (int)i, 0));
+    sl_answer_free(&ans);
+    return 0;
+}
+
+/* Copy the chunks nums[0..n-1] from sluice_progress into the journal. */
+static int copy_chunks(sl_run *run, const int64_t *nums, size_t n)
+{
+    int lite = is_lite(run->sess); /* SQLite keeps the keys as JSON text, times as ISO text */
+    sl_buf sql = {0};
+    sl_buf_printf(&sql,
+                  "SELECT chunk_no, %s, %s, rows, duration_ms, attempts, %s, CASE WHEN skipped THEN 'true' ELSE "
+                  "'false' END, error FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no IN (",
+                  lite ? "lo" : "array_to_json(lo)::text", lite ? "hi" : "array_to_json(hi)::text",
+                  lite ? LITE_MS("committed_at") : "(extract(epoch FROM committed_at) * 1000)::bigint");
+    for (size_t i = 0; i < n; i++)
+        sl_buf_printf(&sql, "%s%" PRId64, i ? ", " : "", nums[i]);
+    sl_buf_adds(&sql, ") ORDER BY chunk_no");
+    const char *params[] = {run->job->name};
+    sl_answer ans;
+    int rc = sl_session_exec1(run->sess, sql.data, 1, params, &ans);
+    sl_buf_free(&sql);
+    if (rc != 0 || !ans.ok) {
+        sl_err_set(&run->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    for (int row = 0; row < ans.results[0].nrows && rc == 0; row++) {
+        sl_ckpt_chunk c = {0};
+        c.chunk_no = to_i64(sl_answer_val(&ans, 0, row, 0));
+        c.lo = sl_answer_val(&ans, 0, row, 1);
+        c.hi = sl_answer_val(&ans, 0, row, 2);
+        c.rows = to_i64(sl_answer_val(&ans, 0, row, 3));
+        c.affected = -1; /* only the runner that committed it knew */
+        c.duration_ms = to_i64(sl_answer_val(&ans, 0, row, 4));
+        c.attempts = to_i64(sl_answer_val(&ans, 0, row, 5));
+        c.committed_at_ms = to_i64(sl_answer_val(&ans, 0, row, 6));
+        c.skipped = sl_answer_true(sl_answer_val(&ans, 0, row, 7));
+        c.error = sl_answer_val(&ans, 0, row, 8);
+        if (c.skipped && !c.error)
+            c.error = "set aside by on-error skip";
+        rc = sl_ckpt_commit_chunk(run->ckpt, 0, &c, &run->err);
+    }
+    sl_answer_free(&ans);
+    return rc;
+}
+
+/* In d (ascending) but not in f (ascending): into out. */
+static size_t minus(const int64_t *d, size_t nd, const int64_t *f, size_t nf, int64_t *out)
+{
+    size_t j = 0, n = 0;
+    for (size_t i = 0; i < nd; i++) {
+        while (j < nf && f[j] < d[i])
+            j++;
+        if (j >= nf || f[j] != d[i])
+            out[n++] = d[i];
+    }
+    return n;
+}
+
+/* Make the journal's chunks the database's: add what it lacks (a kill
+ * between a chunk's commit and its journal entry, or a lost directory), drop
+ * what the database no longer has (a `down` killed after its commit). */
+static int sync_chunks(sl_run *run)
+{
+    int64_t *db = NULL, *file = NULL;
+    size_t ndb = 0, nfile = 0;
+    if (db_chunk_numbers(run, &db, &ndb) != 0 || sl_ckpt_chunk_numbers(run->ckpt, &file, &nfile, &run->err) != 0) {
+        free(db);
+        return -1;
+    }
+    int64_t *missing = sl_calloc(ndb + 1, sizeof *missing), *extra = sl_calloc(nfile + 1, sizeof *extra);
+    size_t nmissing = minus(db, ndb, file, nfile, missing), nextra = minus(file, nfile, db, ndb, extra);
+    /* chunks leave the database only by down or stamp pending: otherwise someone edited sluice_progress */
+    sl_state st = run->row.state;
+    int undoing = st == SL_STATE_ROLLING_BACK || st == SL_STATE_ROLLED_BACK || st == SL_STATE_PENDING;
+    int rc = 0;
+    if (nextra && !undoing) {
+        sl_err_set(&run->err,
+                   "checkpoint file %s records %zu committed chunk%s (chunk %" PRId64
+                   "%s) that this database's %s does "
+                   "not have, though the job was never rolled back",
+                   sl_ckpt_file(run->ckpt), nextra, nextra == 1 ? "" : "s", extra[0], nextra > 1 ? ", ..." : "",
+                   SL_PROGRESS_TABLE);
+        sl_err_append(&run->err,
+                      "hint: the file belongs to another database, or rows of %s were deleted by hand; the "
+                      "database decides what is applied: move the file aside to go by it",
+                      SL_PROGRESS_TABLE);
+        rc = SL_EREFUSED;
+    }
+    if (rc == 0)
+        rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
+    for (size_t i = 0; rc == 0 && i < nmissing; i += 1000)
+        rc = copy_chunks(run, missing + i, nmissing - i < 1000 ? nmissing - i : 1000);
+    if (rc == 0 && (nmissing || nextra))
+        sl_info("%s: brought the checkpoint file %s in line with the database: %zu committed chunk%s added%s",
+                run->job->name, sl_ckpt_file(run->ckpt), nmissing, nmissing == 1 ? "" : "s",
+                nextra ? ", chunks it no longer has dropped" : "");
+    run->synced = (int64_t)nmissing;
+    free(db);
+    free(file);
+    free(missing);
+    free(extra);
+    return rc;
+}
+
+/* Open (creating it when missing) and bind the journal, under its run lock. */
+static int open_journal(sl_run *run)
+{
+    char *path = sl_ckpt_path(run->opts->ckpt_dir, run->job->name);
+    int rc = sl_ckpt_open(path, run->job->name, 1, &run->ckpt, &run->err);
+    if (rc == 0) {
+        rc = sl_ckpt_lock(path, &run->ckpt_fd, &run->err);
+        if (rc == SL_EREFUSED)
+            sl_err_append(&run->err, "hint: two runners share the checkpoint directory %s", run->opts->ckpt_dir);
+    }
+    free(path);
+    if (rc != 0)
+        return rc;
+    const sl_db_identity *db = &run->db;
+    rc = sl_ckpt_bind(run->ckpt, db->id, db->cluster, db->name, !is_lite(run->sess), 1, &run->err);
+    if (rc < 0)
+        return rc;
+    rc = sync_chunks(run);
+    if (rc != 0)
+        return rc;
+    /* a journal that missed the end of a run (a stamp, a kill) takes the database's state */
+    sl_ckpt_job cj;
+    if (sl_ckpt_get_job(run->ckpt, &cj, &run->err) != 0)
+        return -1;
+    int differs = cj.state != run->row.state && !(cj.state == SL_STATE_RUNNING && run->row.state == SL_STATE_STOPPED);
+    sl_ckpt_job_free(&cj);
+    if (differs && sl_ckpt_finish_run(run->ckpt, 0, run->row.state, run->row.error, &run->err) != 0)
+        return -1;
+    return 0;
+}
+
+/* ---- opening, beginning, finishing ---- */
+
+int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *job, sl_run_kind kind)
+{
+    memset(run, 0, sizeof *run);
+    run->sess = sess;
+    run->opts = opts;
+    run->job = job;
+    run->kind = kind;
+    run->ckpt_fd = -1;
+    /* a checkpoint file of another database is refused before anything is written */
+    int rc = sl_run_check_journal(sess, opts, job->name, &run->err);
+    if (rc != 0)
+        return rc;
+    if (sl_schema_ensure(sess, &run->db, &run->err) != 0)
+        return -1;
+    rc = take_lock(run);
+    if (rc != 0)
+        return rc;
+    if (sl_run_read_row(sess, job->name, &run->row, &run->err) != 0)
+        return -1;
+    return open_journal(run);
+}
+
+/* ARRAY[$a, $b]::text[] or json_array($a, $b) from parameter first on, or NULL. */
+static void add_tuple(sl_buf *b, const sl_session *sess, size_t n, int first)
+{
+    if (n == 0) {
+        sl_buf_adds(b, "NULL");
+        return;
+    }
+    sl_buf_adds(b, is_lite(sess) ? "json_array(" : "ARRAY[");
+    for (size_t i = 0; i < n; i++)
+        sl_buf_printf(b, is_lite(sess) ? "%sCAST($%zu AS TEXT)" : "%s$%zu", i ? ", " : "", first + i);
+    sl_buf_adds(b, is_lite(sess) ? ")" : "]::text[]");
+}
+
+/* The parameter that fences a write to the job's row, after the n others:
+ * PostgreSQL writes only while the lease is this runner's; SQLite's lock is
+ * the kernel's and needs none. The number of parameters. */
+static int add_fence(sl_buf *b, const sl_run *run, const char **params, int n)
+{
+    if (is_lite(run->sess))
+        return n;
+    sl_buf_printf(b, " AND runner = $%d", n + 1);
+    params[n] = sl_run_fence_id(run);
+    return n + 1;
+}
+
+/* Run an UPDATE of the job's row (with its other queries, one transaction);
+ * 0 when the row was updated, -1 when not (a lost lease: err says so). */
+static int write_row(sl_run *run, const sl_query *q, size_t n, size_t update_i)
+{
+    sl_answer ans;
+    int rc = sl_session_exec(run->sess, q, n, &ans);
+    if (rc != 0 || !ans.ok) {
+        sl_err_set(&run->err, "%s: cannot record the job's state in %s: %s", run->job->name, SL_JOBS_TABLE,
+                   ans.error ? ans.error : "not connected");
+        if (rc == 0 && !ans.conn_lost && n > 1 && ans.failed_index >= 0 && ans.failed_index < (int)n - 1) {
+            sl_answer rb;
+            if (sl_session_exec1(run->sess, "ROLLBACK", 0, NULL, &rb) == 0)
+                sl_answer_free(&rb);
+        }
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int updated = ans.results[update_i].cmd_tuples != 0;
+    sl_answer_free(&ans);
+    if (!updated)
+        sl_err_set(&run->err, "%s: lost the job's lease to another runner; stopping", run->job->name);
+    return updated ? 0 : -1;
+}
+
+/* up: running; with no chunk committed yet, also what it walks and where
+ * the walk ends, fixed now (and a split made for another end forgotten). */
+static int begin_up(sl_run *run, const sl_run_identity *id, char *const *walk_end, size_t ncols)
+{
+    int fresh = run->row.chunks == 0, lite = is_lite(run->sess);
+    const char *params[10 + SL_MAX_KEY_COLS] = {
+        run->job->name, run->job->checksum, id->table, id->key, id->where, id->undo, run->job->follow ? "1" : "0"};
+    int np = 7;
+    for (size_t i = 0; walk_end && i < ncols; i++)
+        params[np++] = walk_end[i];
+    sl_buf b = {0};
+    sl_buf_printf(&b,
+                  "UPDATE " SL_JOBS_TABLE " SET state = 'running', stamped = %s, error = NULL, checksum = $2,"
+                  " table_name = $3, key_cols = $4, where_sql = $5, undo = $6, follow = ($7 = 1), walk_end = ",
+                  lite ? "0" : "false");
+    add_tuple(&b, run->sess, walk_end ? ncols : 0, 8);
+    sl_buf_printf(&b, ", started_at = %s, updated_at = CURRENT_TIMESTAMP WHERE job = $1",
+                  fresh ? "CURRENT_TIMESTAMP" : "coalesce(started_at, CURRENT_TIMESTAMP)");
+    np = add_fence(&b, run, params, np);
+    const char *del[] = {run->job->name};
+    size_t n = 0;
+    sl_query q[4];
+    q[n++] = (sl_query){sl_session_begin_sql(run->sess), 0, NULL, 0};
+    q[n++] = (sl_query){b.data, np, params, 0};
+    if (fresh && !lite)
+        q[n++] = (sl_query){"DELETE FROM " SL_RANGES_TABLE " WHERE job = $1", 1, del, 0};
+    q[n++] = (sl_query){"COMMIT", 0, NULL, 0};
+    int rc = write_row(run, q, n, 1);
+    sl_buf_free(&b);
+    return rc;
+}
+
+static int set_state(sl_run *run, sl_state state, const char *error)
+{
+    const char *params[4] = {run->job->name, sl_state_name(state), error};
+    sl_buf b = {0};
+    sl_buf_adds(&b,
+                "UPDATE " SL_JOBS_TABLE " SET state = $2, error = $3, updated_at = CURRENT_TIMESTAMP WHERE job = $1");
+    int np = add_fence(&b, run, params, 3);
+    sl_query q = {b.data, np, params, 0};
+    int rc = write_row(run, &q, 1, 0);
+    sl_buf_free(&b);
+    return rc;
+}
+
+int sl_run_begin(sl_run *run, const sl_run_identity *id, char *const *walk_end, size_t ncols)
+{
+    int up = run->kind == SL_RUN_UP;
+    int rc = up ? begin_up(run, id, walk_end, ncols) : set_state(run, SL_STATE_ROLLING_BACK, NULL);
+    if (rc != 0)
+        return -1;
+    run->row.state = up ? SL_STATE_RUNNING : SL_STATE_ROLLING_BACK;
+    return sl_ckpt_begin_run(run->ckpt, up ? "up" : "down", run->row.state, up ? run->job->checksum : NULL,
+                             sl_session_display(run->sess), &run->run_id, &run->err);
+}
+
+int sl_run_finish(sl_run *run, int code)
+{
+    int up = run->kind == SL_RUN_UP;
+    sl_state state = up ? (code == SL_EXIT_OK        ? SL_STATE_DONE
+                           : code == SL_EXIT_STOPPED ? SL_STATE_STOPPED
+                                                     : SL_STATE_FAILED)
+                        : (code == SL_EXIT_OK ? SL_STATE_ROLLED_BACK : SL_STATE_ROLLING_BACK);
+    const char *outcome = code == SL_EXIT_OK ? "done" : code == SL_EXIT_STOPPED ? "stopped" : "failed";
+    const char *error = code == SL_EXIT_FAILED ? run->err.msg : NULL;
+    sl_err saved = run->err;
+    /* the database first: it decides what runs next (not once another runner has the job) */
+    if (!sl_run_lost(run) && sl_session_connected(run->sess) && set_state(run, state, error) != 0) {
+        sl_error("%s", run->err.msg);
+        if (code == SL_EXIT_OK)
+            code = SL_EXIT_FAILED;
+    }
+    run->err = saved;
+    sl_err ferr;
+    if (run->ckpt &&
+        sl_ckpt_finish_run_as(run->ckpt, run->run_id, state, up ? sl_state_name(state) : outcome, error, &ferr) != 0) {
+        sl_error("%s", ferr.msg);
+        if (code == SL_EXIT_OK)
+            code = SL_EXIT_FAILED;
+    }
+    return code;
+}
+
+int sl_run_reconnect(sl_run *run, sl_session *sess)
+{
+    int rc = sl_session_reconnect(sess, run->job->name, &run->err);
+    if (rc != 0)
+        return rc;
+    if (sess == run->sess && !is_lite(sess)) {
+        rc = sl_lease_check(&run->lease, sess, &run->err);
+        if (rc != 0)
+            return -1;
+    }
+    sl_run_event(run, "reconnect", "reconnected after a lost connection");
+    sl_metrics_count(sl_metrics_job_get(run->job->name), SL_COUNT_RECONNECT, 1);
+    return 0;
+}
+
+/* ---- stamp ---- */
+
+int sl_run_stamp(sl_run *run, sl_state state)
+{
+    const char *params[3] = {run->job->name, run->job->checksum};
+    int lite = is_lite(run->sess), np;
+    sl_buf b = {0};
+    if (state == SL_STATE_DONE) {
+        sl_buf_printf(&b,
+                      "UPDATE " SL_JOBS_TABLE " SET state = 'done', stamped = %s, error = NULL, checksum = $2,"
+                      " updated_at = CURRENT_TIMESTAMP WHERE job = $1",
+                      lite ? "1" : "true");
+        np = add_fence(&b, run, params, 2);
+    } else { /* everything forgotten: the next up starts over, fixing what it walks anew */
+        sl_buf_printf(&b,
+                      "UPDATE " SL_JOBS_TABLE " SET state = 'pending', stamped = %s, error = NULL, checksum = '',"
+                      " table_name = NULL, key_cols = NULL, where_sql = NULL, undo = NULL, walk_end = NULL,"
+                      " started_at = NULL, updated_at = CURRENT_TIMESTAMP WHERE job = $1",
+                      lite ? "1" : "true");
+        params[1] = NULL;
+        np = add_fence(&b, run, params, 1);
+    }
+    size_t n = 0;
+    sl_query q[6];
+    q[n++] = (sl_query){sl_session_begin_sql(run->sess), 0, NULL, 0};
+    q[n++] = (sl_query){b.data, np, params, 0};
+    if (state == SL_STATE_PENDING) {
+        q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1", 1, params, 0};
+        q[n++] = (sl_query){"DELETE FROM " SL_UNDO_TABLE " WHERE job = $1", 1, params, 0};
+        if (!lite)
+            q[n++] = (sl_query){"DELETE FROM " SL_RANGES_TABLE " WHERE job = $1", 1, params, 0};
+    }
+    q[n++] = (sl_query){"COMMIT", 0, NULL, 0};
+    int rc = write_row(run, q, n, 1);
+    sl_buf_free(&b);
+    if (rc != 0)
+        return -1;
+    run->row.state = state;
+    return sl_ckpt_stamp(run->ckpt, state, run->job->checksum, &run->err);
+}
+
+void sl_run_close(sl_run *run)
+{
+    release_lock(run);
+    if (run->ckpt)
+        sl_ckpt_close(run->ckpt);
+    run->ckpt = NULL;
+    sl_ckpt_unlock(run->ckpt_fd); /* after the checkpoint closes: see lock.c */
+    run->ckpt_fd = -1;
+    sl_job_row_free(&run->row);
+}

@@ -1,0 +1,391 @@
+/* undo_restore.c: `down`'s side of undo records: which rows of a chunk to put back, and the set-based SQL that does it.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sluice/base/json.h"
+#include "undo_internal.h"
+
+#define ROW_ALIAS SL_UNDO_ROW_ALIAS
+
+static size_t snap_sort_nkey; /* qsort has no context argument; single-threaded */
+
+/* A text[] literal: {"a","b\"c",NULL}. */
+void undo_add_array_elem(sl_buf *b, const char *v)
+{
+    if (b->len > 1)
+        sl_buf_addc(b, ',');
+    if (!v) {
+        sl_buf_adds(b, "NULL");
+        return;
+    }
+    sl_buf_addc(b, '"');
+    for (const char *p = v; *p;) {
+        size_t plain = strcspn(p, "\"\\"); /* copied as they are, up to the next one to escape */
+        sl_buf_add(b, p, plain);
+        p += plain;
+        if (*p) {
+            char esc[2] = {'\\', *p++};
+            sl_buf_add(b, esc, 2);
+        }
+    }
+    sl_buf_addc(b, '"');
+}
+
+/* The rows of one restore statement being collected: on PostgreSQL one
+ * text array per column; on SQLite (lite) one JSON array of rows, each an
+ * array of the saved quote() literals in hex (sluice_unquote, lite.c). Either
+ * way the values are bound as parameters, never part of the statement. */
+typedef struct arrays {
+    int lite;
+    int guard; /* PostgreSQL, stop or skip: checked statement, the row count its last parameter (guard_sql) */
+    int xmin;  /* and the last array each row's xmin as down saw it (not for an INSERT) */
+    size_t n;
+    sl_buf *a;          /* PostgreSQL */
+    json_t *json, *row; /* SQLite */
+    int64_t rows;
+} arrays;
+
+static void arrays_init(arrays *x, size_t n, int lite, int guard, int xmin)
+{
+    memset(x, 0, sizeof *x);
+    x->lite = lite;
+    x->guard = guard;
+    x->xmin = xmin;
+    n += (size_t)xmin;
+    x->n = n;
+    x->a = sl_calloc(n + 1, sizeof(sl_buf));
+    for (size_t i = 0; i < n && !lite; i++)
+        sl_buf_addc(&x->a[i], '{');
+    if (lite)
+        x->json = json_array();
+}
+
+static json_t *hex_string(const char *v)
+{
+    if (!v)
+        return json_null();
+    static const char digits[] = "0123456789abcdef";
+    size_t len = strlen(v);
+    char *hex = sl_malloc(2 * len + 1);
+    for (size_t i = 0; i < len; i++) {
+        hex[2 * i] = digits[(unsigned char)v[i] >> 4];
+        hex[2 * i + 1] = digits[(unsigned char)v[i] & 15];
+    }
+    hex[2 * len] = '\0';
+    json_t *s = json_string(hex);
+    free(hex);
+    return s;
+}
+
+/* Values first.. first+n-1 of the current row. */
+static void arrays_add(arrays *x, size_t first, char *const *vals, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!x->lite) {
+            undo_add_array_elem(&x->a[first + i], vals[i]);
+            continue;
+        }
+        if (!x->row)
+            x->row = json_array();
+        json_array_append_new(x->row, hex_string(vals[i]));
+    }
+}
+
+static void arrays_end_row(arrays *x)
+{
+    if (x->lite) {
+        json_array_append_new(x->json, x->row ? x->row : json_array());
+        x->row = NULL;
+    }
+    x->rows++;
+}
+
+static void arrays_free(arrays *x)
+{
+    for (size_t i = 0; i < x->n; i++)
+        sl_buf_free(&x->a[i]);
+    free(x->a);
+    json_decref(x->json);
+    json_decref(x->row);
+    memset(x, 0, sizeof *x);
+}
+
+/* Add the statement restoring the rows in x to the step, the rows its
+ * parameters: PostgreSQL's arrays; SQLite's JSON, then for its DELETE the
+ * chunk's edges (the range that lets it search the key's index). */
+static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *edges, size_t nedges)
+{
+    if (x->rows == 0 || !sql) {
+        free(sql);
+        arrays_free(x);
+        return;
+    }
+    size_t q = s->nq++;
+    s->sql[q] = sql;
+    s->restored += x->rows;
+    size_t np = x->lite ? 1 + nedges : x->n + (size_t)x->guard;
+    s->params[q] = sl_calloc(np + 1, sizeof(char *));
+    if (x->lite) {
+        s->params[q][0] = json_dumps(x->json, JSON_COMPACT);
+        for (size_t i = 0; i < nedges; i++)
+            s->params[q][1 + i] = sl_strdup(edges[i]);
+    } else {
+        for (size_t i = 0; i < x->n; i++) {
+            sl_buf_addc(&x->a[i], '}');
+            s->params[q][i] = sl_buf_take(&x->a[i]);
+        }
+        if (x->guard) /* the rows it must write, every one */
+            s->params[q][x->n] = sl_asprintf("%" PRId64, x->rows);
+    }
+    arrays_free(x);
+    s->q[q] = (sl_query){sql, (int)np, (const char *const *)s->params[q]};
+}
+
+/* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ..., [_x])" and the key join
+ * (and with guard, the row's xmin still the one down saw). */
+static void add_unnest(sl_buf *b, const sl_keyspec *ks, size_t nvals, int guard)
+{
+    sl_buf_adds(b, "unnest(");
+    for (size_t i = 0; i < ks->ncols + nvals + (size_t)guard; i++)
+        sl_buf_printf(b, "%s$%zu::text[]", i ? ", " : "", i + 1);
+    sl_buf_adds(b, ") AS v(");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(b, "%s_k%zu", i ? ", " : "", i + 1);
+    for (size_t i = 0; i < nvals; i++)
+        sl_buf_printf(b, ", _v%zu", i + 1);
+    if (guard)
+        sl_buf_adds(b, ", _x");
+    sl_buf_adds(b, ") WHERE (");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(b, "%s" ROW_ALIAS ".%s", i ? ", " : "", ks->cols[i]);
+    sl_buf_adds(b, ") = (");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(b, "%sv._k%zu::%s", i ? ", " : "", i + 1, ks->types[i]);
+    sl_buf_adds(b, ")");
+    if (guard)
+        sl_buf_adds(b, " AND " ROW_ALIAS ".xmin = v._x::xid");
+}
+
+/* Without row locks between down's look at the rows and its restore, the
+ * restore checks each row itself: it writes a row only while its xmin is the
+ * one down saw (any change by another session since gives it a new xmin;
+ * the INSERT of a row the job deleted does nothing when someone inserted it
+ * again), and its last parameter is how many rows it must write. Fewer, and
+ * the division by zero ends the chunk's transaction before its COMMIT, so
+ * that nothing of the chunk is written: down.c takes that 22012 for "changed
+ * meanwhile" and looks again. */
+static char *guard_sql(char *restore, size_t count_param)
+{
+    char *sql = sl_asprintf("WITH w AS (%s RETURNING 1) SELECT 1 / (count(*) = $%zu::bigint)::int FROM w", restore,
+                            count_param);
+    free(restore);
+    return sql;
+}
+
+static char *delete_sql(const sl_undo_target *t, int guard)
+{
+    sl_buf b = {0};
+    sl_buf_printf(&b, "DELETE FROM %s AS " ROW_ALIAS " USING ", t->ks->table);
+    add_unnest(&b, t->ks, 0, guard);
+    return guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + 2) : sl_buf_take(&b);
+}
+
+static char *update_cols_sql(const sl_undo_target *t, int guard)
+{
+    sl_buf b = {0};
+    sl_buf_printf(&b, "UPDATE %s AS " ROW_ALIAS " SET ", t->ks->table);
+    for (size_t i = 0; i < t->ncols; i++)
+        sl_buf_printf(&b, "%s%s = v._v%zu::%s", i ? ", " : "", t->cols[i], i + 1, t->types[i]);
+    sl_buf_adds(&b, " FROM ");
+    add_unnest(&b, t->ks, t->ncols, guard);
+    return guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + t->ncols + 2) : sl_buf_take(&b);
+}
+
+/* snapshot(*): each saved row is the table's row type in text form (with
+ * guard, beside the xmin down saw). The OFFSET 0 keeps the planner from
+ * re-parsing it once per column. */
+static void add_rows_subquery(sl_buf *b, const sl_undo_target *t, int guard)
+{
+    if (guard)
+        sl_buf_printf(b, "(SELECT u.x::%s AS r, u.g AS g FROM unnest($1::text[], $2::text[]) AS u(x, g) OFFSET 0) s",
+                      t->ks->table);
+    else
+        sl_buf_printf(b, "(SELECT u.x::%s AS r FROM unnest($1::text[]) AS u(x) OFFSET 0) s", t->ks->table);
+}
+
+static void add_row_fields(sl_buf *b, const sl_undo_target *t)
+{
+    for (size_t i = 0; i < t->ncols; i++)
+        sl_buf_printf(b, "%s(s.r).%s", i ? ", " : "", t->cols[i]);
+}
+
+static char *update_all_sql(const sl_undo_target *t, int guard)
+{
+    sl_buf b = {0};
+    sl_buf_printf(&b, "UPDATE %s AS " ROW_ALIAS " SET (", t->ks->table);
+    for (size_t i = 0; i < t->ncols; i++)
+        sl_buf_printf(&b, "%s%s", i ? ", " : "", t->cols[i]);
+    sl_buf_adds(&b, ") = ROW(");
+    add_row_fields(&b, t);
+    sl_buf_adds(&b, ") FROM ");
+    add_rows_subquery(&b, t, guard);
+    sl_buf_adds(&b, " WHERE (");
+    for (size_t i = 0; i < t->ks->ncols; i++)
+        sl_buf_printf(&b, "%s" ROW_ALIAS ".%s", i ? ", " : "", t->ks->cols[i]);
+    sl_buf_adds(&b, ") = (");
+    for (size_t i = 0; i < t->ks->ncols; i++)
+        sl_buf_printf(&b, "%s(s.r).%s", i ? ", " : "", t->ks->cols[i]);
+    sl_buf_adds(&b, ")");
+    if (guard)
+        sl_buf_adds(&b, " AND " ROW_ALIAS ".xmin = s.g::xid");
+    return guard ? guard_sql(sl_buf_take(&b), 3) : sl_buf_take(&b);
+}
+
+static char *insert_all_sql(const sl_undo_target *t, int guard)
+{
+    sl_buf b = {0};
+    sl_buf_printf(&b, "INSERT INTO %s (", t->ks->table);
+    for (size_t i = 0; i < t->ncols; i++)
+        sl_buf_printf(&b, "%s%s", i ? ", " : "", t->cols[i]);
+    sl_buf_adds(&b, ") OVERRIDING SYSTEM VALUE SELECT ");
+    add_row_fields(&b, t);
+    sl_buf_adds(&b, " FROM ");
+    add_rows_subquery(&b, t, 0);
+    if (guard)
+        sl_buf_adds(&b, " ON CONFLICT DO NOTHING");
+    return guard ? guard_sql(sl_buf_take(&b), 2) : sl_buf_take(&b);
+}
+
+static char *restore_sql(const sl_undo_target *t, undo_restore which, const arrays *x)
+{
+    if (x->lite)
+        return undo_lite_restore_sql(t, which);
+    if (which == UNDO_RESTORE_DELETE)
+        return delete_sql(t, x->guard);
+    if (which == UNDO_RESTORE_INSERT)
+        return insert_all_sql(t, x->guard);
+    return t->kind == SL_UNDO_SNAPSHOT_ALL ? update_all_sql(t, x->guard) : update_cols_sql(t, x->guard);
+}
+
+static void note_conflict(sl_undo_step *s, sl_buf *keys, const sl_snap_row *row, size_t nkey)
+{
+    s->nconflicts++;
+    if (s->nconflicts > 10)
+        return;
+    sl_buf_adds(keys, s->nconflicts > 1 ? ", (" : "(");
+    for (size_t k = 0; k < nkey; k++)
+        sl_buf_printf(keys, "%s%s", k ? ", " : "", row->key[k]);
+    sl_buf_adds(keys, ")");
+}
+
+static int snap_row_cmp(const void *a, const void *b)
+{
+    return sl_snap_key_cmp((*(const sl_snap_row *const *)a)->key, (*(const sl_snap_row *const *)b)->key,
+                           snap_sort_nkey);
+}
+
+/* The record's rows in key order (records keep the server's order). */
+static const sl_snap_row **sort_snap(const sl_snap *snap)
+{
+    const sl_snap_row **rows = sl_calloc(snap->nrows + 1, sizeof *rows);
+    for (size_t i = 0; i < snap->nrows; i++)
+        rows[i] = &snap->rows[i];
+    snap_sort_nkey = snap->nkey;
+    qsort(rows, snap->nrows, sizeof *rows, snap_row_cmp);
+    return rows;
+}
+
+typedef struct restore_lists {
+    arrays del, upd, ins;
+} restore_lists;
+
+/* What to do with one saved row, given whether it exists now. */
+static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step *s, const sl_snap_row *row, int present,
+                        const char *xmin)
+{
+    size_t nk = t->ks->ncols, nv = undo_saved_vals(t);
+    if (t->kind == SL_UNDO_SNAPSHOT_COLS && row->has_pre && !present) {
+        s->nlost++; /* the job deleted it: only some columns were saved */
+        return;
+    }
+    if (t->kind == SL_UNDO_SNAPSHOT_COLS && !row->has_pre && present) {
+        s->nkept++; /* the job inserted it: columns are written back, rows are not deleted */
+        return;
+    }
+    arrays *dst = row->has_pre ? (present ? &l->upd : &l->ins) : (present ? &l->del : NULL);
+    if (!dst || (t->kind == SL_UNDO_SNAPSHOT_COLS && dst != &l->upd))
+        return;
+    /* keys go with the values, except in PostgreSQL's row text (snapshot(*)) */
+    if (dst == &l->del || (dst == &l->upd && (t->kind == SL_UNDO_SNAPSHOT_COLS || undo_is_lite(t))))
+        arrays_add(dst, 0, row->key, nk);
+    if (dst != &l->del)
+        arrays_add(dst, dst->n - (size_t)dst->xmin - nv, row->vals, nv);
+    if (dst->xmin)
+        arrays_add(dst, dst->n - 1, (char *const *)&xmin, 1);
+    arrays_end_row(dst);
+}
+
+void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_result *cur, char *const *edges,
+                        sl_on_conflict mode, sl_undo_step *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t nk = t->ks->ncols;
+    undo_keyed *c = undo_sort_rows(cur, nk);
+    int ncur = cur ? cur->nrows : 0, j = 0;
+    int snapshot = t->kind != SL_UNDO_DOWN;
+    restore_lists l;
+    int lite = undo_is_lite(t);
+    size_t nv = undo_saved_vals(t);
+    /* PostgreSQL restores a snapshot without row locks, row by row against the xmin seen (guard_sql) */
+    int guard = !lite && snapshot && mode != SL_CONFLICT_OVERWRITE;
+    arrays_init(&l.del, nk, lite, guard, guard);
+    arrays_init(&l.upd, t->kind == SL_UNDO_SNAPSHOT_ALL && !lite ? nv : nk + nv, lite, guard, guard);
+    arrays_init(&l.ins, nv, lite, guard, 0); /* the row is not there: no xmin, the count alone */
+    sl_buf keys = {0};
+    const sl_snap_row **rows = sort_snap(snap);
+    for (size_t i = 0; i < snap->nrows; i++) {
+        const sl_snap_row *row = rows[i];
+        while (j < ncur && sl_snap_key_cmp(c[j].key, row->key, nk) < 0)
+            j++;
+        int present = j < ncur && sl_snap_key_cmp(c[j].key, row->key, nk) == 0;
+        /* as the job left it: gone if it deleted the row, else the same hash */
+        int conflict = row->has_post ? !present || undo_hash_at(cur, c[j].row, nk) != row->post_hash : present;
+        if (conflict)
+            note_conflict(out, &keys, row, nk);
+        if (snapshot && (!conflict || mode == SL_CONFLICT_OVERWRITE))
+            restore_row(t, &l, out, row, present,
+                        present && guard ? cur->vals[(size_t)c[j].row * (size_t)cur->ncols + nk + 1] : NULL);
+    }
+    free(c);
+    free(rows);
+    out->conflicts = keys.data ? sl_buf_take(&keys) : NULL;
+    if (out->nconflicts > 10) {
+        char *more = sl_asprintf("%s and %zu more", out->conflicts, out->nconflicts - 10);
+        free(out->conflicts);
+        out->conflicts = more;
+    }
+    /* order: free keys first (DELETE), then UPDATE, then INSERT */
+    int build = out->nconflicts == 0 || mode != SL_CONFLICT_STOP;
+    size_t nedges = lite ? 2 * nk : 0;
+    arrays_finish(&l.del, out, build && l.del.rows ? restore_sql(t, UNDO_RESTORE_DELETE, &l.del) : NULL, edges, nedges);
+    arrays_finish(&l.upd, out, build && l.upd.rows ? restore_sql(t, UNDO_RESTORE_UPDATE, &l.upd) : NULL, edges, 0);
+    arrays_finish(&l.ins, out, build && l.ins.rows ? restore_sql(t, UNDO_RESTORE_INSERT, &l.ins) : NULL, edges, 0);
+    if (!build)
+        out->restored = 0;
+}
+
+void sl_undo_step_free(sl_undo_step *s)
+{
+    for (size_t q = 0; q < s->nq; q++) {
+        for (int i = 0; i < s->q[q].nparams; i++)
+            free(s->params[q][i]);
+        free(s->params[q]);
+        free(s->sql[q]);
+    }
+    free(s->conflicts);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,334 @@
+/* up.c: run one job's pending chunks, exactly once, on PostgreSQL or SQLite: from its refusals to its final state.
+ *
+ * Exactly once rests on one rule: a chunk's statements and its row in
+ * sluice_progress (and its undo record) commit in the same transaction, and
+ * that row is written only while the job's lease is this runner's (lease.h).
+ * What runs next is decided from the database alone (run.h): the checkpoint
+ * file is the journal, written after each commit and rebuilt from the
+ * database when it is missing or behind. After a lost connection the same
+ * table says whether the chunk in flight committed. */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/base/json.h"
+#include "sluice/base/log.h"
+#include "sluice/checkpoints/ckpt.h"
+#include "sluice/db/catalog.h"
+#include "sluice/engine/undo.h"
+#include "sluice/services/progress.h"
+
+#include "up_internal.h"
+
+char *up_tuple_json(const up_key *t, size_t n)
+{
+    sl_buf buf = {0};
+    sl_buf_addc(&buf, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            sl_buf_adds(&buf, ", ");
+        sl_buf_add_json_str(&buf, t->v[i]);
+    }
+    sl_buf_addc(&buf, ']');
+    return sl_buf_take(&buf);
+}
+
+static void run_free(up_run *r)
+{
+    if (r->stmt_sql)
+        for (size_t i = 0; i < r->job->up.nstmts; i++)
+            free(r->stmt_sql[i]);
+    free(r->stmt_sql);
+    free(r->progress_sql);
+    for (int a = 0; a < 2; a++)
+        for (int u = 0; u < 2; u++)
+            free(r->boundary[a][u]);
+    up_key_free(&r->last);
+    up_key_free(&r->end);
+    for (size_t i = 0; i < r->nranges; i++)
+        up_range_free(&r->ranges[i]);
+    free(r->ranges);
+    sl_undo_target_free(&r->undo);
+    sl_table_info_free(&r->info);
+    sl_run_identity_free(&r->id);
+}
+
+/* Per-statement parameters: a statement binds only the edges it uses, so
+ * that every $N it mentions has a type (PostgreSQL refuses unused ones). */
+static void render_stmt(up_run *r, size_t i)
+{
+    const sl_stmt *st = &r->job->up.stmts[i];
+    int n = (int)r->info.ks.ncols;
+    char *lo = sl_keys_placeholder_sql(&r->info.ks, 1);
+    char *hi = sl_keys_placeholder_sql(&r->info.ks, st->uses_lo ? 1 + n : 1);
+    r->stmt_sql[i] = sl_stmt_render(st, lo, hi);
+    free(lo);
+    free(hi);
+}
+
+void up_render_timeouts(up_run *r)
+{
+    sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
+}
+
+/* The chunk's row in sluice_progress: $1 job, $2 chunk_no, then the lo
+ * columns, the hi columns, rows, attempts, checksum, skipped, error, and on
+ * PostgreSQL the range and the runner whose lease the row proves. */
+static char *progress_sql(const up_run *r)
+{
+    size_t n = r->info.ks.ncols;
+    int lite = r->sess->dialect == SL_DIALECT_SQLITE;
+    sl_buf b = {0};
+    sl_buf_adds(&b, "INSERT INTO " SL_PROGRESS_TABLE
+                    " (job, chunk_no, lo, hi, rows, duration_ms, attempts, checksum, skipped, error");
+    if (lite) {
+        sl_buf_adds(&b, ") VALUES ($1, $2, json_array(");
+    } else {
+        char *fence = sl_lease_fence_sql(1, 2, (int)(9 + 2 * n));
+        sl_buf_printf(&b, ", range_no) VALUES ($1, %s, ARRAY[", fence);
+        free(fence);
+    }
+    /* SQLite: CAST, as the driver binds a number's text as a number and the keys are kept as text */
+    const char *cast = lite ? " AS TEXT)" : "", *open = lite ? "CAST(" : "";
+    for (size_t i = 0; i < n; i++)
+        sl_buf_printf(&b, "%s%s$%zu%s", i ? ", " : "", open, 3 + i, cast);
+    sl_buf_adds(&b, lite ? "), json_array(" : "]::text[], ARRAY[");
+    for (size_t i = 0; i < n; i++)
+        sl_buf_printf(&b, "%s%s$%zu%s", i ? ", " : "", open, 3 + n + i, cast);
+    if (lite) /* SQLite: the keys as JSON arrays of text, the flag as 0/1 */
+        sl_buf_printf(&b, "), $%zu, sluice_elapsed_ms(), $%zu, $%zu, $%zu = 'true', $%zu)", 3 + 2 * n, 4 + 2 * n,
+                      5 + 2 * n, 6 + 2 * n, 7 + 2 * n);
+    else
+        sl_buf_printf(&b,
+                      "]::text[], $%zu, (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, $%zu, $%zu,"
+                      " $%zu::boolean, $%zu, $%zu)",
+                      3 + 2 * n, 4 + 2 * n, 5 + 2 * n, 6 + 2 * n, 7 + 2 * n, 8 + 2 * n);
+    return sl_buf_take(&b);
+}
+
+static void prepare_sql(up_run *r)
+{
+    const sl_keyspec *ks = &r->info.ks;
+    for (int a = 0; a < 2; a++)
+        for (int u = 0; u < 2; u++)
+            r->boundary[a][u] = sl_keys_boundary_range_sql(ks, a, u);
+    r->stmt_sql = sl_calloc(r->job->up.nstmts, sizeof(char *));
+    for (size_t i = 0; i < r->job->up.nstmts; i++)
+        render_stmt(r, i);
+    r->progress_sql = progress_sql(r);
+    up_render_timeouts(r);
+}
+
+int up_reconnect(up_run *r, sl_session *sess)
+{
+    int rc = sl_run_reconnect(&r->run, sess);
+    if (rc < 0)
+        r->err = r->run.err;
+    return rc;
+}
+
+int up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans)
+{
+    for (int attempt = 1;; attempt++) {
+        if (sl_session_exec(sess, q, n, ans) != 0) {
+            ans->conn_lost = 1;
+            ans->ok = 0;
+        }
+        if (ans->ok)
+            return 0;
+        int lost = ans->conn_lost;
+        int transient = lost || sl_answer_transient(ans->sqlstate);
+        if (!transient || attempt > r->job->retries) {
+            sl_err_set(&r->err, "%s: %s", r->job->name, ans->error ? ans->error : "connection lost");
+            sl_answer_free(ans);
+            return -1;
+        }
+        sl_answer_free(ans);
+        if (sl_session_stopping(r->sess))
+            return SL_STOPPED;
+        int rc = lost ? up_reconnect(r, sess) : sl_session_sleep(sess, sl_session_backoff_ms(attempt));
+        if (rc != 0)
+            return rc;
+    }
+}
+
+/* After the walk: the job's verify query decides between done and failed. */
+static int verified(up_run *r, int code)
+{
+    if (code != SL_EXIT_OK || !r->job->verify)
+        return code;
+    if (r->run_rows == 0 && r->has_last)
+        sl_info("%s: every chunk was done already; checking verify again (%s:%d)", r->job->name, r->job->path,
+                r->job->line[SL_DIR_VERIFY]);
+    if (up_verify(r) != 0)
+        return SL_EXIT_FAILED;
+    sl_log_event(SL_LOG_INFO, "verified", json_pack("{si}", "line", r->job->line[SL_DIR_VERIFY]),
+                 "%s: verify returned true (%s:%d)", r->job->name, r->job->path, r->job->line[SL_DIR_VERIFY]);
+    return SL_EXIT_OK;
+}
+
+static const char *state_of(int code)
+{
+    return code == SL_EXIT_OK ? "done" : code == SL_EXIT_STOPPED ? "stopped" : "failed";
+}
+
+/* Position, the run's record, the walk, and the final state. */
+static int run_job(up_run *r)
+{
+    int rc = up_load_position(r);
+    prepare_sql(r);
+    sl_pace_init(&r->pace, r->job);
+    if (rc == 0 && sl_run_begin(&r->run, &r->id, r->has_end ? r->end.v : NULL, r->info.ks.ncols) != 0) {
+        r->err = r->run.err;
+        rc = -1;
+    }
+    if (rc == 0 && !r->nothing)
+        rc = up_load_ranges(r);
+    if (rc != 0)
+        return rc == SL_EREFUSED ? SL_EXIT_USAGE : rc == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
+    if (sl_ckpt_set_batch(r->ckpt, r->pace.batch, &r->err) != 0)
+        return SL_EXIT_FAILED;
+    if (r->nothing) {
+        sl_info("%s: %s has no rows to walk", r->job->name, r->info.ks.table);
+        int code = verified(r, SL_EXIT_OK);
+        r->metrics = sl_metrics_job_get(r->job->name);
+        r->run.err = r->err;
+        code = sl_run_finish(&r->run, code);
+        sl_metrics_state(r->metrics, state_of(code));
+        if (code == SL_EXIT_OK)
+            sl_log_event(SL_LOG_INFO, "done", json_pack("{sisi}", "rows", 0, "chunks", 0), "%s: done: nothing to walk",
+                         r->job->name);
+        return code;
+    }
+    int64_t total = sl_catalog_estimate_rows(r->sess, &r->info.ks);
+    /* a job that runs gets its series (one already done or refused has none) */
+    r->metrics = sl_metrics_job_get(r->job->name);
+    sl_metrics_begin(r->metrics, 0, total, r->rows_done, r->chunks_done);
+    sl_metrics_state(r->metrics, "running");
+    sl_metrics_batch(r->metrics, r->pace.batch);
+    sl_log_event(SL_LOG_INFO, r->has_last ? "resume" : "start",
+                 json_pack("{sIsIsIsIsI}", "chunk", (json_int_t)r->next_chunk_no, "rows_done", (json_int_t)r->rows_done,
+                           "chunks_done", (json_int_t)r->chunks_done, "batch", (json_int_t)r->pace.batch,
+                           "rows_estimated", (json_int_t)total),
+                 "%s: %s from chunk %" PRId64 " (%" PRId64 " rows done), batch %" PRId64, r->job->name,
+                 r->has_last ? "resuming" : "starting", r->next_chunk_no, r->rows_done, r->pace.batch);
+    sl_progress_begin(r->job->name, total, r->rows_done, r->opts->progress_tty);
+    sl_ctl *ctl = NULL;
+    char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
+    sl_err cerr;
+    if (sl_ctl_start(r->sess->loop, ctl_path, up_on_ctl, r, &ctl, &cerr) != 0)
+        sl_warn("%s (the job runs without live control)", cerr.msg);
+    int code = up_walk(r);
+    sl_ctl_stop(ctl); /* NULL-safe; its handles are released by the loop */
+    free(ctl_path);
+    sl_progress_end();
+    code = verified(r, code);
+    r->run.err = r->err;
+    code = sl_run_finish(&r->run, code);
+    sl_metrics_state(r->metrics, state_of(code));
+    json_t *fields = json_pack("{sIsI}", "rows", (json_int_t)r->rows_done, "chunks", (json_int_t)r->chunks_done);
+    if (code == SL_EXIT_OK)
+        sl_log_event(SL_LOG_INFO, "done", fields, "%s: done: %" PRId64 " rows in %" PRId64 " chunks", r->job->name,
+                     r->rows_done, r->chunks_done);
+    else if (code == SL_EXIT_STOPPED)
+        sl_log_event(SL_LOG_INFO, "stopped", fields,
+                     "%s: stopped after %" PRId64 " chunks (%" PRId64 " rows); `sluice up` resumes it", r->job->name,
+                     r->chunks_done, r->rows_done);
+    else
+        json_decref(fields);
+    return code;
+}
+
+/* A job the database says is done needs nothing. */
+static int already_done(const sl_job *job, const sl_job_row *row)
+{
+    if (row->state != SL_STATE_DONE)
+        return 0;
+    sl_info("%s: already done%s", job->name, row->stamped ? " (stamped)" : "");
+    return 1;
+}
+
+/* The health checks' state; with max-replica-lag, whether the lag can be
+ * measured, before anything changes (exit 2 when it cannot). */
+static int prepare_health(up_run *r)
+{
+    if (sl_throttle_init(&r->health, r->sess->loop, r->opts->replicas, r->opts->nreplicas,
+                         r->opts->allow_unmeasured_lag, r->sess->connect_timeout_ms, &r->err) != 0)
+        return SL_EREFUSED;
+    r->has_health = 1;
+    int rc = sl_throttle_prepare(&r->health, r->sess, r->job, r->info.ks.table, &r->err);
+    if (rc == 0 && r->job->max_replica_lag_ms && r->sess->dialect == SL_DIALECT_PG)
+        sl_info("%s: replica lag %s", r->job->name, r->health.lag_how);
+    return rc;
+}
+
+/* Read-only: whether the job needs running and may run. SL_EXIT_OK to go
+ * on, UP_ALREADY_DONE when there is nothing to do, else an exit code. */
+enum { UP_ALREADY_DONE = -1 }; /* no exit code (they are SL_EXIT_*, 0 to 3): it never leaves up.c */
+
+static int exit_of(int rc)
+{
+    return rc == SL_OK ? SL_EXIT_OK : rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+}
+
+static int decide(up_run *r)
+{
+    int rc = sl_run_check_journal(r->sess, r->opts, r->job->name, &r->err);
+    if (rc != 0)
+        return exit_of(rc);
+    sl_job_row row;
+    if (sl_run_read_row(r->sess, r->job->name, &row, &r->err) != 0)
+        return SL_EXIT_FAILED;
+    int code = already_done(r->job, &row) ? UP_ALREADY_DONE : exit_of(up_preflight(r));
+    /* what it walks before its SQL: a changed key explains a statement that no longer fits */
+    if (code == SL_EXIT_OK && sl_run_check_identity(&row, r->job, &r->id, r->opts, &r->err) != 0)
+        code = SL_EXIT_USAGE;
+    if (code == SL_EXIT_OK)
+        code = exit_of(up_check_statements(r));
+    if (code == SL_EXIT_OK)
+        code = exit_of(prepare_health(r));
+    sl_job_row_free(&row);
+    return code;
+}
+
+int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
+{
+    up_run r = {0};
+    r.sess = sess;
+    r.opts = opts;
+    r.job = job;
+    sl_log_set_job(job->name);
+    int code = decide(&r);
+    int opened = 0;
+    if (code == SL_EXIT_OK) {
+        int rc = sl_run_open(&r.run, sess, opts, job, SL_RUN_UP);
+        opened = 1;
+        r.ckpt = r.run.ckpt;
+        if (rc != 0) {
+            r.err = r.run.err;
+            code = rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+        }
+    }
+    /* under the lock: another runner may have finished the job meanwhile */
+    if (code == SL_EXIT_OK && already_done(job, &r.run.row))
+        code = UP_ALREADY_DONE;
+    if (code == SL_EXIT_OK && sl_run_check_identity(&r.run.row, job, &r.id, opts, &r.err) != 0)
+        code = SL_EXIT_USAGE;
+    if (code == SL_EXIT_OK)
+        code = exit_of(up_check_undo_records(&r));
+    if (code == SL_EXIT_OK)
+        code = run_job(&r);
+    if (code == UP_ALREADY_DONE)
+        code = SL_EXIT_OK;
+    if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
+        sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
+                     json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
+    if (opened)
+        sl_run_close(&r.run);
+    if (r.has_health)
+        sl_throttle_close(&r.health);
+    run_free(&r);
+    sl_log_set_job(NULL);
+    return code;
+}

@@ -1,0 +1,617 @@
+/* up_chunk.c: one chunk's life in the walk: its bounds, its batch, its answer, its commit, retry or setting aside.
+ *
+ * Exactly once rests on the rule of up.c: a chunk's statements and its row
+ * in sluice_progress (with its range) commit together. Within a range the
+ * chunks commit one after the other, so a range's position is its last
+ * committed chunk's :hi, whatever the other ranges did. A chunk's batch
+ * also finds the next chunk's bounds, so a worker's next chunk is sent the
+ * moment its answer arrives, before the finished chunk is written to the
+ * checkpoint file: the file write overlaps the next chunk. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/base/json.h"
+#include "sluice/base/log.h"
+#include "sluice/services/progress.h"
+#include "up_internal.h"
+
+enum { CHUNK_OK, CHUNK_RETRY, CHUNK_FAILED, CHUNK_LOST, CHUNK_FENCED };
+
+/* Where each query of a chunk's batch sits: BEGIN, the timeouts, [pre-image],
+ * the up statements, [post-image], the progress row, [the undo record],
+ * COMMIT, next bounds. A chunk with an undo record goes in two halves: the
+ * second, from the record on, once the first's images are in. */
+typedef struct chunk_layout {
+    size_t k, pre_i, first, post_i, prog_i, undo_i, commit_i, bound_i, nq;
+    int pre, post;
+} chunk_layout;
+
+static chunk_layout layout_of(const up_run *r)
+{
+    chunk_layout l;
+    l.k = r->job->up.nstmts;
+    l.pre = r->undo.pre_sql != NULL;
+    l.post = r->undo.post_sql != NULL;
+    l.pre_i = 1 + r->timeouts.n;
+    l.first = l.pre_i + (size_t)l.pre;
+    l.post_i = l.first + l.k;
+    l.prog_i = l.post_i + (size_t)l.post;
+    l.undo_i = l.prog_i + 1;
+    l.commit_i = l.undo_i + (size_t)l.post;
+    l.bound_i = l.commit_i + 1;
+    l.nq = l.bound_i + 1;
+    return l;
+}
+
+static void tuple_copy(up_key *dst, const up_key *src, size_t n)
+{
+    up_key_free(dst);
+    for (size_t i = 0; i < n; i++)
+        dst->v[i] = sl_strdup(src->v[i]);
+}
+
+/* Read a boundary result (first key, last key, count) into b. */
+static void read_bounds(const sl_answer *ans, size_t res, size_t ncols, up_bounds *b)
+{
+    up_bounds_free(b);
+    if (res >= ans->nresults || ans->results[res].nrows == 0)
+        return;
+    for (size_t i = 0; i < ncols; i++) {
+        b->lo.v[i] = sl_strdup(sl_answer_val(ans, res, 0, (int)i));
+        b->hi.v[i] = sl_strdup(sl_answer_val(ans, res, 0, (int)(ncols + i)));
+    }
+    b->rows = strtoll(sl_answer_val(ans, res, 0, (int)(2 * ncols)), NULL, 10);
+    b->has_rows = b->rows > 0;
+}
+
+/* The boundary query of w's range after `after` (NULL: from the range's
+ * start), with its parameters in params (limit's text in limit). */
+static const char *boundary_for(const up_run *r, const up_worker *w, const up_key *after, const char **params, int *np,
+                                char *limit)
+{
+    size_t n = r->info.ks.ncols, k = 0;
+    const up_range *kr = w->range;
+    if (after)
+        for (size_t i = 0; i < n; i++)
+            params[k++] = after->v[i];
+    if (kr->has_until)
+        for (size_t i = 0; i < n; i++)
+            params[k++] = kr->until.v[i];
+    int64_t batch = w->split_limit > 0 && w->split_limit < r->pace.batch ? w->split_limit : r->pace.batch;
+    snprintf(limit, 24, "%" PRId64, batch);
+    params[k++] = limit;
+    *np = (int)k;
+    return r->boundary[after != NULL][kr->has_until];
+}
+
+/* Find the next chunk of w's range from its position, waiting for it. The
+ * worker is then ready, or idle when the range is finished. 0, 1 stopped,
+ * -1 failed (r->err). */
+int up_seek(up_run *r, up_worker *w)
+{
+    const char *params[2 * SL_MAX_KEY_COLS + 1];
+    char limit[24];
+    sl_query q = {NULL, 0, params, 1};
+    q.sql = boundary_for(r, w, w->range->has_after ? &w->range->after : NULL, params, &q.nparams, limit);
+    sl_answer ans;
+    int rc = up_exec_read(r, w->sess, &q, 1, &ans);
+    if (rc != 0)
+        return rc;
+    read_bounds(&ans, 0, r->info.ks.ncols, &w->cur);
+    sl_answer_free(&ans);
+    if (w->cur.has_rows) {
+        w->state = W_READY;
+    } else {
+        w->range = NULL; /* finished */
+        w->state = W_IDLE;
+    }
+    return 0;
+}
+
+/* Fill w->q with cur's batch. The values the queries point at live in w
+ * until the answer is in (the SQLite driver reads them on its thread). */
+static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
+{
+    size_t n = r->info.ks.ncols;
+    const up_bounds *cur = &w->cur;
+    for (size_t i = 0; i < n; i++) {
+        w->edges[i] = cur->lo.v[i];
+        w->edges[n + i] = cur->hi.v[i];
+    }
+    snprintf(w->numbers[0], sizeof w->numbers[0], "%" PRId64, w->chunk_no);
+    snprintf(w->numbers[1], sizeof w->numbers[1], "%" PRId64, cur->rows);
+    snprintf(w->numbers[2], sizeof w->numbers[2], "%" PRId64, w->attempts);
+    snprintf(w->numbers[4], sizeof w->numbers[4], "%" PRId64, w->range->range_no);
+    size_t np = 0;
+    w->prog[np++] = r->job->name;
+    w->prog[np++] = w->numbers[0];
+    for (size_t i = 0; i < 2 * n; i++)
+        w->prog[np++] = w->edges[i];
+    w->prog[np++] = w->numbers[1];
+    w->prog[np++] = w->numbers[2];
+    w->prog[np++] = r->job->checksum;
+    w->prog[np++] = "false";
+    w->prog[np++] = NULL; /* no error */
+    if (r->sess->dialect == SL_DIALECT_PG) {
+        w->prog[np++] = w->numbers[4];
+        w->prog[np++] = sl_run_fence_id(&r->run);
+    }
+    int nb = 0;
+    const char *bsql = boundary_for(r, w, &cur->hi, w->bparams, &nb, w->numbers[3]);
+
+    free(w->q);
+    w->nq = l->nq;
+    sl_query *q = w->q = sl_calloc(l->nq, sizeof *q);
+    q[0] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
+    for (size_t i = 0; i < r->timeouts.n; i++)
+        q[1 + i] = (sl_query){r->timeouts.sql[i], 0, NULL, 0};
+    if (l->pre)
+        q[l->pre_i] = (sl_query){r->undo.pre_sql, 2 * (int)n, w->edges, 1};
+    for (size_t i = 0; i < l->k; i++) {
+        const sl_stmt *st = &r->job->up.stmts[i];
+        int used = (st->uses_lo + st->uses_hi) * (int)n;
+        q[l->first + i] = (sl_query){r->stmt_sql[i], used, st->uses_lo ? w->edges : w->edges + n, 1};
+    }
+    if (l->post)
+        q[l->post_i] = (sl_query){r->undo.post_sql, 2 * (int)n, w->edges, 1};
+    q[l->prog_i] = (sl_query){r->progress_sql, (int)np, w->prog, 1};
+    if (l->post) /* its values are filled in by after_first_half */
+        q[l->undo_i] = (sl_query){sl_undo_store_sql(&r->undo), 3, w->uparams, 1};
+    q[l->commit_i] = (sl_query){"COMMIT", 0, NULL, 0};
+    q[l->bound_i] = (sl_query){bsql, nb, w->bparams, 1};
+}
+
+static void on_first_half(sl_pending *p);
+
+/* Send cur without waiting. A chunk with an undo record goes in two halves:
+ * up to its sluice_progress row, then, once the record is built from the
+ * images, the record, COMMIT and the next bounds (an explicit transaction
+ * stays open across batches). 0 sent, -1 not connected. */
+static int send_chunk(up_run *r, up_worker *w)
+{
+    chunk_layout l = layout_of(r);
+    if (!w->chunk_no) {
+        w->chunk_no = r->next_chunk_no++;
+        w->started = sl_mono_ms();
+        w->sent_batch = w->split_limit > 0 && w->split_limit < r->pace.batch ? w->split_limit : r->pace.batch;
+    }
+    if (w->attempts == 1)
+        r->sent_rows += w->cur.rows;
+    build_chunk(r, w, &l);
+    w->saving = l.post;
+    w->sent_at = sl_mono_ms();
+    if (sl_session_send(w->sess, w->q, l.post ? l.undo_i : l.nq, &w->pend) != 0)
+        return -1;
+    if (l.post && w->sess->dialect == SL_DIALECT_PG) {
+        w->pend.on_done = on_first_half;
+        w->pend.data = r;
+    }
+    w->state = W_BUSY;
+    return 0;
+}
+
+/* Give ans n results (the missing ones zeroed), for answers merged below. */
+static void pad_answer(sl_answer *ans, size_t n)
+{
+    ans->results = sl_realloc(ans->results, (n + 1) * sizeof(sl_result));
+    memset(ans->results + ans->nresults, 0, (n + 1 - ans->nresults) * sizeof(sl_result));
+    ans->nresults = n;
+}
+
+static void rollback(sl_session *sess)
+{
+    sl_answer rb;
+    if (sl_session_exec1(sess, "ROLLBACK", 0, NULL, &rb) == 0)
+        sl_answer_free(&rb);
+}
+
+/* The first half of a chunk with an undo record answered: build the record
+ * and send the second half. 0 when the second half is in flight; 1 when
+ * w->first is the chunk's whole answer (it failed, or sending did). */
+static int after_first_half(up_run *r, up_worker *w)
+{
+    chunk_layout l = layout_of(r);
+    w->first = w->pend.ans;
+    memset(&w->pend, 0, sizeof w->pend);
+    pad_answer(&w->first, l.nq);
+    w->saving = 0;
+    if (!w->first.ok)
+        return 1;
+    const sl_result *pre = l.pre ? &w->first.results[l.pre_i] : NULL;
+    free(w->record);
+    w->record = sl_undo_record(&r->undo, w->chunk_no, pre, &w->first.results[l.post_i]);
+    w->uparams[0] = r->job->name;
+    w->uparams[1] = w->numbers[0];
+    w->uparams[2] = w->record;
+    if (sl_session_send(w->sess, w->q + l.undo_i, l.nq - l.undo_i, &w->pend) != 0) {
+        w->first.ok = 0;
+        w->first.conn_lost = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* On PostgreSQL a chunk's first half, when it succeeded, is followed by its
+ * second at once, from the driver's callback, even while the coordinator
+ * waits for something else (a seek, a health check): until it commits, its
+ * transaction holds row locks and, through a pooler, one of the pool's
+ * server connections, which that wait may need. */
+static void on_first_half(sl_pending *p)
+{
+    up_run *r = p->data;
+    for (int64_t i = 0; i < r->nworkers; i++) {
+        up_worker *w = &r->workers[i];
+        if (&w->pend != p || !w->saving || !p->ans.ok)
+            continue; /* a failed first half is the coordinator's to deal with */
+        if (after_first_half(r, w) != 0) {
+            w->pend.ans.conn_lost = 1; /* the second half could not be sent */
+            w->pend.done = 1;
+        }
+        return;
+    }
+}
+
+/* The second half answered: merge it into w->first, indexed like the batch. */
+static void merge_second_half(up_run *r, up_worker *w)
+{
+    chunk_layout l = layout_of(r);
+    sl_answer *ans = &w->first, *tail = &w->pend.ans;
+    for (size_t i = 0; i < tail->nresults && l.undo_i + i < l.nq; i++) {
+        ans->results[l.undo_i + i] = tail->results[i];
+        memset(&tail->results[i], 0, sizeof tail->results[i]);
+    }
+    ans->ok = tail->ok;
+    ans->conn_lost = tail->conn_lost;
+    ans->failed_index = tail->failed_index >= 0 ? (int)l.undo_i + tail->failed_index : -1;
+    memcpy(ans->sqlstate, tail->sqlstate, sizeof ans->sqlstate);
+    free(ans->error);
+    ans->error = tail->error;
+    tail->error = NULL;
+    sl_answer_free(tail);
+}
+
+/* What a chunk's answer means. On CHUNK_OK, *affected and, when known,
+ * *next (the chunk after it in the range; *next_known) are set. */
+static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected, up_bounds *next, int *next_known)
+{
+    chunk_layout l = layout_of(r);
+    size_t n = r->info.ks.ncols;
+    *next_known = 0;
+    if (ans->conn_lost)
+        return CHUNK_LOST;
+    if (ans->ok || ans->failed_index == (int)l.bound_i) {
+        *affected = 0;
+        for (size_t i = 0; i < l.k; i++)
+            if (ans->results[l.first + i].cmd_tuples > 0)
+                *affected += ans->results[l.first + i].cmd_tuples;
+        if (ans->ok) {
+            read_bounds(ans, l.bound_i, n, next);
+            *next_known = 1;
+        }
+        return CHUNK_OK;
+    }
+    /* The chunk failed and rolled back; an explicit transaction stays open
+     * (aborted) until ROLLBACK, except when COMMIT itself failed. */
+    int idx = ans->failed_index;
+    if (idx >= 1 && idx < (int)l.commit_i)
+        rollback(w->sess);
+    if (idx == (int)l.prog_i && strcmp(ans->sqlstate, "23502") == 0 && r->sess->dialect == SL_DIALECT_PG) {
+        sl_run_fenced(&r->run); /* its row is written only while the lease is ours (lease.h) */
+        sl_err_set(&r->err, "%s", r->run.lease.why);
+        return CHUNK_FENCED;
+    }
+    char *lo = up_tuple_json(&w->cur.lo, n), *hi = up_tuple_json(&w->cur.hi, n);
+    char where[512] = "";
+    if (idx >= (int)l.first && idx < (int)(l.first + l.k))
+        snprintf(where, sizeof where, "%s:%d: ", r->job->path, r->job->up.stmts[idx - (int)l.first].line);
+    sl_err_set(&r->err, "%s: chunk %" PRId64 " (%s .. %s) failed on attempt %" PRId64 ": %s%s%s%s", r->job->name,
+               w->chunk_no, lo, hi, w->attempts, where, ans->sqlstate, ans->sqlstate[0] ? " " : "", ans->error);
+    free(lo);
+    free(hi);
+    return sl_answer_transient(ans->sqlstate) ? CHUNK_RETRY : CHUNK_FAILED;
+}
+
+/* The chunk a record is about: who ran it, at which batch. */
+typedef struct chunk_origin {
+    int64_t chunk_no, attempts, started, batch, worker;
+} chunk_origin;
+
+static chunk_origin origin_of(const up_worker *w)
+{
+    return (chunk_origin){w->chunk_no, w->attempts, w->started, w->sent_batch, w->id};
+}
+
+/* Write a committed chunk to the checkpoint file and count it. */
+static int record_chunk(up_run *r, const up_bounds *done, const chunk_origin *o, int64_t affected,
+                        const char *last_error, int skipped)
+{
+    size_t n = r->info.ks.ncols;
+    char *lo = up_tuple_json(&done->lo, n), *hi = up_tuple_json(&done->hi, n);
+    int64_t ms = sl_mono_ms() - o->started;
+    sl_ckpt_chunk c = {o->chunk_no, lo, hi, done->rows, affected, ms, o->attempts, last_error, sl_now_ms()};
+    c.skipped = skipped;
+    c.batch = o->batch;
+    c.worker = o->worker;
+    int rc = sl_ckpt_commit_chunk(r->ckpt, r->run.run_id, &c, &r->err);
+    if (rc == 0 && sl_log_enabled(SL_LOG_DEBUG))
+        sl_log_event(SL_LOG_DEBUG, "chunk",
+                     json_pack("{sIsIsIsIsIsI}", "chunk", (json_int_t)o->chunk_no, "rows", (json_int_t)done->rows,
+                               "affected", (json_int_t)affected, "duration_ms", (json_int_t)ms, "attempts",
+                               (json_int_t)o->attempts, "worker", (json_int_t)o->worker),
+                     "%s: chunk %" PRId64 " (%s .. %s) committed: %" PRId64 " rows in %" PRId64 " ms", r->job->name,
+                     o->chunk_no, lo, hi, done->rows, ms);
+    free(lo);
+    free(hi);
+    if (rc != 0)
+        return -1;
+    r->chunks_done++;
+    r->rows_done += done->rows;
+    r->run_rows += done->rows;
+    sl_metrics_chunk(r->metrics, done->rows, ms);
+    sl_metrics_batch(r->metrics, r->pace.batch);
+    sl_progress_update(r->rows_done, r->pace.batch);
+    return 0;
+}
+
+/* The range's position moves to a committed chunk's :hi. */
+static void advance_range(up_run *r, up_worker *w, const up_bounds *done)
+{
+    tuple_copy(&w->range->after, &done->hi, r->info.ks.ncols);
+    w->range->has_after = 1;
+}
+
+/* Forget cur (and its number, once committed). */
+static void clear_chunk(up_worker *w, int committed)
+{
+    up_bounds_free(&w->cur);
+    if (committed)
+        w->chunk_no = 0;
+    w->attempts = 1;
+    free(w->last_error);
+    w->last_error = NULL;
+}
+
+/* on-error skip: record a single row that keeps failing as set aside, in
+ * its own transaction, so a resume never tries it again and `down` knows
+ * there is nothing to undo there. */
+static int set_aside(up_run *r, up_worker *w)
+{
+    size_t n = r->info.ks.ncols, np = 0;
+    char chunk_no[24], att[24], range_no[24];
+    snprintf(chunk_no, sizeof chunk_no, "%" PRId64, w->chunk_no);
+    snprintf(att, sizeof att, "%" PRId64, w->attempts);
+    snprintf(range_no, sizeof range_no, "%" PRId64, w->range->range_no);
+    const char *prog[10 + 2 * SL_MAX_KEY_COLS];
+    char *error = sl_strdup(r->err.msg);
+    prog[np++] = r->job->name;
+    prog[np++] = chunk_no;
+    for (size_t i = 0; i < n; i++)
+        prog[np++] = w->cur.lo.v[i];
+    for (size_t i = 0; i < n; i++)
+        prog[np++] = w->cur.hi.v[i];
+    prog[np++] = "1";
+    prog[np++] = att;
+    prog[np++] = r->job->checksum;
+    prog[np++] = "true";
+    prog[np++] = error;
+    if (r->sess->dialect == SL_DIALECT_PG) {
+        prog[np++] = range_no;
+        prog[np++] = sl_run_fence_id(&r->run);
+    }
+    sl_query q[] = {
+        {sl_session_begin_sql(w->sess), 0, NULL, 0}, {r->progress_sql, (int)np, prog, 0}, {"COMMIT", 0, NULL, 0}};
+    sl_answer ans;
+    int rc = sl_session_exec(w->sess, q, 3, &ans);
+    if (rc == 0 && !ans.ok && !ans.conn_lost)
+        rollback(w->sess);
+    if (rc != 0 || !ans.ok) {
+        /* nothing recorded: the next run meets the row again and decides again */
+        sl_err_set(&r->err, "%s: cannot set a failing row aside: %s", r->job->name,
+                   ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        free(error);
+        return -1;
+    }
+    sl_answer_free(&ans);
+    char *key = up_tuple_json(&w->cur.hi, n);
+    sl_log_event(
+        SL_LOG_WARN, "set_aside",
+        json_pack("{sIsoso}", "chunk", (json_int_t)w->chunk_no, "key", sl_json_str(key), "error", sl_json_str(error)),
+        "%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
+    free(key);
+    sl_metrics_count(r->metrics, SL_COUNT_SET_ASIDE, 1);
+    advance_range(r, w, &w->cur);
+    chunk_origin o = origin_of(w);
+    w->chunk_no = 0;
+    rc = record_chunk(r, &w->cur, &o, 0, error, 1);
+    free(error);
+    return rc;
+}
+
+/* A chunk that keeps failing: split it (its range is walked again in
+ * smaller chunks), set its single row aside, or fail the job (-1).
+ * Transient failures split under either on-error; permanent ones only under
+ * skip, which narrows them down to single rows. 0 when the worker goes on. */
+static int after_failure(up_run *r, up_worker *w, int transient)
+{
+    int skip = r->job->on_error == SL_ON_ERROR_SKIP;
+    if (!transient && !skip)
+        return -1;
+    if (w->cur.rows > 1) {
+        w->split_limit = w->cur.rows / 2;
+        sl_log_event(SL_LOG_WARN, "split",
+                     json_pack("{sIsIsIso}", "chunk", (json_int_t)w->chunk_no, "rows", (json_int_t)w->cur.rows, "limit",
+                               (json_int_t)w->split_limit, "error", sl_json_str(r->err.msg)),
+                     "%s; splitting it: next chunks of at most %" PRId64 " rows", r->err.msg, w->split_limit);
+        sl_run_event(&r->run, "split", r->err.msg);
+        sl_metrics_count(r->metrics, SL_COUNT_SPLIT, 1);
+        clear_chunk(w, 0); /* its number is free again: nothing of it committed */
+        w->state = W_SEEK;
+        return 0;
+    }
+    if (!skip)
+        return -1;
+    if (set_aside(r, w) != 0)
+        return -1;
+    clear_chunk(w, 1);
+    w->state = W_SEEK;
+    return 0;
+}
+
+/* After a lost connection: did w's chunk in flight commit? */
+static int chunk_committed(up_run *r, up_worker *w, int *committed)
+{
+    char no[24];
+    snprintf(no, sizeof no, "%" PRId64, w->chunk_no);
+    const char *params[] = {r->job->name, no};
+    sl_query q = {"SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2", 2, params, 0};
+    sl_answer ans;
+    int rc = up_exec_read(r, w->sess, &q, 1, &ans);
+    if (rc != 0)
+        return rc;
+    *committed = ans.results[0].nrows > 0;
+    sl_answer_free(&ans);
+    return 0;
+}
+
+/* cur goes out again after delay ms. */
+static int ready_in(up_worker *w, int64_t delay)
+{
+    w->state = W_READY;
+    w->ready_at = sl_mono_ms() + delay;
+    return 0;
+}
+
+/* A committed chunk: move on to the next one (sent at once when nothing
+ * holds it back), then write this one to the checkpoint file. */
+static int on_committed(up_run *r, up_worker *w, int64_t affected, up_bounds *next, int next_known)
+{
+    up_bounds done = w->cur;
+    chunk_origin o = origin_of(w);
+    int64_t chunk_ms = sl_mono_ms() - w->sent_at;
+    char *last_error = w->last_error;
+    w->last_error = NULL;
+    memset(&w->cur, 0, sizeof w->cur);
+    w->chunk_no = 0;
+    w->attempts = 1;
+    advance_range(r, w, &done);
+    if (w->split_limit > 0 && (w->split_limit *= 2) >= r->pace.batch)
+        w->split_limit = 0; /* past the trouble: back to full chunks, doubling */
+    up_pace_after(r, done.rows, chunk_ms);
+    int sent = 0;
+    if (!next_known) {
+        w->state = W_SEEK;
+    } else if (next->has_rows) {
+        w->cur = *next;
+        memset(next, 0, sizeof *next);
+        ready_in(w, r->pace.pause_ms);
+        sent = up_dispatch(r, w);
+    } else {
+        w->range = NULL; /* finished */
+        w->state = W_IDLE;
+    }
+    /* recorded even when the next chunk could not go: it did commit */
+    int rc = record_chunk(r, &done, &o, affected, last_error, 0);
+    free(last_error);
+    up_bounds_free(&done);
+    return sent < 0 ? -1 : rc;
+}
+
+/* Deal with the outcome st of w's chunk. 0 the worker goes on (or stops
+ * with the run), -1 the job failed (r->err). */
+static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, up_bounds *next, int next_known)
+{
+    if (st == CHUNK_OK)
+        return on_committed(r, w, affected, next, next_known);
+    if (st == CHUNK_FAILED)
+        return after_failure(r, w, 0);
+    if (st == CHUNK_FENCED)
+        return -1;
+    if (sl_session_stopping(r->sess)) {
+        /* rolled back, or (the second signal) committed and reconciled next time */
+        w->state = W_DONE;
+        return 0;
+    }
+    if (st == CHUNK_LOST) {
+        int committed = 0, rc = up_reconnect(r, w->sess);
+        if (rc == 0)
+            rc = chunk_committed(r, w, &committed);
+        if (rc != 0) {
+            w->state = W_DONE;
+            return rc < 0 ? -1 : 0;
+        }
+        if (committed)
+            return on_committed(r, w, -1, next, 0);
+        w->attempts++;
+        return ready_in(w, 0);
+    }
+    free(w->last_error);
+    w->last_error = sl_strdup(r->err.msg);
+    if (w->attempts > r->job->retries)
+        return after_failure(r, w, 1);
+    int64_t wait = sl_session_backoff_ms((int)w->attempts);
+    sl_log_event(SL_LOG_WARN, "retry",
+                 json_pack("{sIsIsIsIso}", "chunk", (json_int_t)w->chunk_no, "attempt", (json_int_t)w->attempts,
+                           "wait_ms", (json_int_t)wait, "retries_left", (json_int_t)(r->job->retries - w->attempts + 1),
+                           "error", sl_json_str(r->err.msg)),
+                 "%s (transient; retrying in %" PRId64 " ms, %" PRId64 " of %" PRId64 " retries left)", r->err.msg,
+                 wait, r->job->retries - w->attempts + 1, r->job->retries);
+    sl_run_event(&r->run, "retry", r->err.msg);
+    sl_metrics_count(r->metrics, SL_COUNT_RETRY, 1);
+    w->attempts++;
+    return ready_in(w, wait);
+}
+
+/* w's batch answered. */
+int up_on_answer(up_run *r, up_worker *w)
+{
+    sl_answer ans;
+    if (w->saving) {
+        if (after_first_half(r, w) == 0)
+            return 0; /* the second half is in flight */
+        ans = w->first;
+    } else if (w->first.results) {
+        merge_second_half(r, w);
+        ans = w->first;
+    } else {
+        ans = w->pend.ans;
+    }
+    memset(&w->first, 0, sizeof w->first);
+    memset(&w->pend, 0, sizeof w->pend);
+    w->state = W_READY; /* until the outcome says otherwise */
+    up_bounds next = {0};
+    int64_t affected = -1;
+    int next_known = 0;
+    int st = interpret(r, w, &ans, &affected, &next, &next_known);
+    sl_answer_free(&ans);
+    int rc = on_outcome(r, w, st, affected, &next, next_known);
+    up_bounds_free(&next);
+    return rc;
+}
+
+/* Send w's chunk if nothing holds it back now: its own rest, the job's gate
+ * (ctl pause, windows, health) and max-rate. 0 sent or not yet; 1 the run
+ * stops; -1 failed. */
+int up_dispatch(up_run *r, up_worker *w)
+{
+    int64_t wait = 0;
+    if (w->state != W_READY || r->failed || sl_session_stopping(r->sess) || w->ready_at > sl_mono_ms())
+        return 0;
+    int g = up_gate(r, &wait);
+    if (g != UP_GATE_GO) {
+        r->held_until = sl_mono_ms() + wait;
+        return g == UP_GATE_STOP ? SL_STOPPED : SL_OK;
+    }
+    int64_t due = r->pace.max_rate > 0 ? r->sent_rows * 1000 / r->pace.max_rate - (sl_mono_ms() - r->run_start) : 0;
+    if (due > 0) {
+        r->held_until = sl_mono_ms() + due;
+        up_hold(r, SL_HOLD_MAX_RATE, NULL);
+        return 0;
+    }
+    up_hold(r, SL_HOLD_NONE, NULL);
+    if (send_chunk(r, w) == 0)
+        return 0;
+    /* not connected: the connection was lost since its last answer */
+    return on_outcome(r, w, CHUNK_LOST, -1, NULL, 0);
+}
