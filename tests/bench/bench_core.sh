@@ -88,15 +88,6 @@ q() {
     psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
 }
 
-now() {
-    echo "$EPOCHREALTIME"
-}
-
-# secs START END: the seconds between two now()s, three decimals.
-secs() {
-    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
-}
-
 # fresh_table ROWS: users recreated with ROWS rows, full_name empty, statistics fresh, no dirty pages
 # left over from the last method, and no bookkeeping from the last sluice run.
 fresh_table() {

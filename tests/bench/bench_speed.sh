@@ -112,15 +112,6 @@ q() {
     psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
 }
 
-now() {
-    echo "$EPOCHREALTIME"
-}
-
-# secs START END: the seconds between two now()s, three decimals.
-secs() {
-    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
-}
-
 # fail ID REASON: a run that could not be measured or left a table wrong; the rounds go on, and the
 # script exits 1 at the end.
 fail() {

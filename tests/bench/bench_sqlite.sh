@@ -45,15 +45,6 @@ die() {
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-now() {
-    echo "$EPOCHREALTIME"
-}
-
-# secs START END: the seconds between two now()s, three decimals.
-secs() {
-    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
-}
-
 # make_template: $WORK/template.db with BENCH_ROWS rows, WAL mode (kept in the file), checkpointed.
 make_template() {
     sqlite3 -bail "$WORK/template.db" >/dev/null <<SQL || die "could not create $WORK/template.db"

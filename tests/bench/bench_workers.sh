@@ -129,15 +129,6 @@ q() {
     psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
 }
 
-now() {
-    echo "$EPOCHREALTIME"
-}
-
-# secs START END: the seconds between two now()s, three decimals.
-secs() {
-    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
-}
-
 # fail WHAT REASON: a method that could not be measured; the run goes on and exits 1 at the end.
 fail() {
     echo "#   NOT MEASURED: $1: $2" >&2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lib.sh: what the benchmarks share: a release build of sluice, a free port for their PostgreSQL, and the hand-written baselines.
+# lib.sh: what the benchmarks share: a release build of sluice, a clock, a free port for their PostgreSQL, and the hand-written baselines.
 # Sourced by tests/bench/bench_*.sh, which set ROOT (the repository), BUILD (the build dir) and die().
 
 # build_release: build $BUILD as a release build without sanitizers; its log is kept only on failure.
@@ -19,6 +19,16 @@ build_release() {
         die "the release build failed (whole output in $log)"
     }
     rm -f "$log"
+}
+
+# now: the wall clock in seconds, with microseconds (for secs).
+now() {
+    echo "$EPOCHREALTIME"
+}
+
+# secs START END: the seconds between two now()s, three decimals.
+secs() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
 }
 
 # free_port: a port nothing listens on, below Linux's ephemeral range (as tests/run.sh picks it).

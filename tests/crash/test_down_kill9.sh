@@ -3,9 +3,8 @@
 . "$(dirname "$0")/../harness/lib.sh"
 . "$(dirname "$0")/../harness/kill.sh"
 
-table_sum() {
-    psql_q "select md5(coalesce(string_agg(x::text, E'\n' order by x.id), '')) from t x"
-}
+# t: name = 'n' || id, n = 0, and note 'keep' on every 5th row (then analyzed).
+TCOLS=("name text, n int not null default 0, note text" "name, note" "'n' || g, case when g % 5 = 0 then 'keep' end")
 
 # Until the runner's chunk count left $1 (up: grew past it, down: fell below it) or it exited.
 moved_or_exited() {
@@ -13,16 +12,6 @@ moved_or_exited() {
     runner_alive || return 0
     chunks=$(progress_chunks) || return 1
     if [[ $2 == up ]]; then ((chunks > $1)); else ((chunks < $1)); fi
-}
-
-state_of() {
-    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json | jq -r '.[0].state'
-}
-
-make_table() {
-    psql_q "create table t (id int primary key, name text, n int not null default 0, note text);
-            insert into t (id, name, note) select g, 'n' || g, case when g % 5 = 0 then 'keep' end
-              from generate_series(1, $1) g; analyze t"
 }
 
 # kill -9 an `up` once it committed a few chunks; then `down` must give back the table as it was.
@@ -47,7 +36,8 @@ kill_up_then_down() {
 }
 
 test_kill_up_down_section() {
-    make_table 60000
+    make_table 60000 "${TCOLS[@]}"
+    psql_q "analyze t"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 100
@@ -60,7 +50,8 @@ EOF
 }
 
 test_kill_up_snapshot_cols() {
-    make_table 60000
+    make_table 60000 "${TCOLS[@]}"
+    psql_q "analyze t"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 100
@@ -72,7 +63,8 @@ EOF
 }
 
 test_kill_up_snapshot_all() {
-    make_table 60000
+    make_table 60000 "${TCOLS[@]}"
+    psql_q "analyze t"
     write_job 0001_purge <<'EOF'
 -- sluice:table t
 -- sluice:batch 100
@@ -118,7 +110,8 @@ kill_down_loop() {
 }
 
 kill_down_test() { # $1 = undo directive or down section
-    make_table 200000
+    make_table 200000 "${TCOLS[@]}"
+    psql_q "analyze t"
     before=$(table_sum)
     write_job 0001_bump <<EOF
 -- sluice:table t
@@ -151,7 +144,8 @@ UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;"
 # The same with the checkpoint directory deleted after every kill: what is still applied, and the undo
 # records, are the database's.
 test_kill_down_lose_checkpoints() {
-    make_table 100000
+    make_table 100000 "${TCOLS[@]}"
+    psql_q "analyze t"
     before=$(table_sum)
     write_job 0001_bump <<'EOF'
 -- sluice:table t
@@ -173,7 +167,8 @@ EOF
 # down with workers: ranges undone at once on several connections, killed again and again, then
 # finished: the table as before up, and an up after a partial down applies the undone chunks once.
 test_kill_down_workers() {
-    make_table 200000
+    make_table 200000 "${TCOLS[@]}"
+    psql_q "analyze t"
     before=$(table_sum)
     write_job 0001_bump <<'EOF'
 -- sluice:table t
@@ -204,7 +199,8 @@ EOF
 
 # SIGINT during down: exit 3, rolling_back, and the next down finishes it.
 test_sigint_down() {
-    make_table 100000
+    make_table 100000 "${TCOLS[@]}"
+    psql_q "analyze t"
     before=$(table_sum)
     write_job 0001_bump <<'EOF'
 -- sluice:table t
@@ -229,7 +225,8 @@ EOF
 
 # A rollback killed part-way and then given up on: `up` re-applies exactly the undone chunks, once.
 test_kill_down_then_up() {
-    make_table 200000
+    make_table 200000 "${TCOLS[@]}"
+    psql_q "analyze t"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 50

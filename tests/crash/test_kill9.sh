@@ -3,15 +3,6 @@
 . "$(dirname "$0")/../harness/lib.sh"
 . "$(dirname "$0")/../harness/kill.sh"
 
-# What a failure needs to be understood: the kills, the rows per value of n, the bookkeeping, the state.
-show_state() {
-    local table=$1
-    diag "kill -9's: $KILLS; last runner exit: ${RC:-none}"
-    diag "rows per n in $table: $(psql_q "select string_agg(n || ': ' || c, ', ' order by n) from (select n, count(*) c from $table group by n) s" 2>&1)"
-    diag "sluice_progress: $(psql_q "select count(*) || ' chunks, ' || coalesce(sum(rows), 0) || ' rows, max attempts ' || coalesce(max(attempts), 0) from sluice_progress" 2>&1)"
-    diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
-}
-
 test_kill9_single_key() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 200000); analyze t"
@@ -61,6 +52,7 @@ EOF
 # Two SIGINTs in quick succession: the second aborts the chunk in flight at once (rolled back, never half
 # done), exit 3; the next `up` resumes and every row still changes exactly once.
 test_double_sigint_then_resume() {
+    # shellcheck disable=SC2034 # show_state (kill.sh) prints it
     KILLS=0
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 50000); analyze t"

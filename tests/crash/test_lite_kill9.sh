@@ -11,10 +11,6 @@ lite_chunks() {
     fi
 }
 
-runner_alive() {
-    kill -0 "$SLUICE_PID" 2>/dev/null
-}
-
 past_or_exited() {
     runner_alive || return 0
     (($(lite_chunks) > $1))

@@ -2,37 +2,12 @@
 # test_restart.sh: the server restarted or down for a while mid-run: sluice reconnects by itself and finishes exactly once.
 # sluice-test: alone (it restarts and stops the shared server)
 . "$(dirname "$0")/../harness/lib.sh"
+. "$(dirname "$0")/../harness/kill.sh"
 
 ROWS=200000
 
-# How many chunks are committed so far (0 before `up` made the bookkeeping table, or while the server is down).
-progress_chunks() {
-    psql_q "select count(*) from sluice_progress" 2>/dev/null || echo 0
-}
-
-runner_alive() {
-    kill -0 "$SLUICE_PID" 2>/dev/null
-}
-
-# Until the runner committed more than $1 chunks or exited.
-progress_past_or_exited() {
-    local chunks
-    runner_alive || return 0
-    chunks=$(progress_chunks)
-    ((chunks > $1))
-}
-
 runner_exited() {
     ! runner_alive
-}
-
-show_state() {
-    diag "runner exit: ${RC:-still running}"
-    diag "rows per n in t: $(psql_q "select string_agg(n || ': ' || c, ', ' order by n) from (select n, count(*) c from t group by n) s" 2>&1)"
-    diag "sluice_progress: $(psql_q "select count(*) || ' chunks, ' || coalesce(sum(rows), 0) || ' rows, max attempts ' || coalesce(max(attempts), 0) from sluice_progress" 2>&1)"
-    diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
-    diag "runner's log (last 30 lines):"
-    tail -n 30 "$T_DIR"/bg.*.err 2>/dev/null | sed 's/^/#   /'
 }
 
 # A non-idempotent job over $ROWS rows, long enough to be interrupted mid-run.

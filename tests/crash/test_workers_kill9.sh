@@ -3,16 +3,6 @@
 . "$(dirname "$0")/../harness/lib.sh"
 . "$(dirname "$0")/../harness/kill.sh"
 
-# What a failure needs to be understood: the kills, the rows per value of n, the bookkeeping, the state.
-show_state() {
-    local table=$1
-    diag "kill -9's: $KILLS; last runner exit: ${RC:-none}"
-    diag "rows per n in $table: $(psql_q "select string_agg(n || ': ' || c, ', ' order by n) from (select n, count(*) c from $table group by n) s" 2>&1)"
-    diag "sluice_progress: $(psql_q "select count(*) || ' chunks, ' || coalesce(sum(rows), 0) || ' rows, ' || count(distinct range_no) || ' ranges, max chunk_no ' || coalesce(max(chunk_no), 0) from sluice_progress" 2>&1)"
-    diag "sluice_ranges: $(psql_q "select string_agg(range_no || ': (' || coalesce(after::text, '-') || ', ' || coalesce(until::text, '-') || ']', '; ' order by range_no) from sluice_ranges" 2>&1)"
-    diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
-}
-
 # finish_ranges_and_check JOB TABLE ROWS: finish_and_check, and the chunks came from several ranges of
 # one plan.
 finish_ranges_and_check() {

@@ -1,10 +1,9 @@
 # kill.sh: what the kill -9 tests on PostgreSQL share: progress probes and the kill loop.
 # shellcheck shell=bash
 #
-# Sourced after lib.sh by tests/crash/test_*.sh. kill_loop and finish_and_check call a function the
-# test defines:
-#   show_state TABLE   diag lines that explain a failure (the rows, the bookkeeping, the status)
-# and kill_loop checks check_exactly_once_so_far TABLE after every kill.
+# Sourced after lib.sh by the crash tests on PostgreSQL (tests/crash/test_*.sh). kill_loop and
+# finish_and_check call show_state TABLE when they fail, and kill_loop checks check_exactly_once_so_far
+# TABLE after every kill.
 
 # How many chunks are committed so far (0 before the first `up` made the bookkeeping table).
 progress_chunks() {
@@ -15,9 +14,20 @@ progress_chunks() {
     fi
 }
 
-# Whether the background runner $SLUICE_PID is still running.
-runner_alive() {
-    kill -0 "$SLUICE_PID" 2>/dev/null
+# show_state [TABLE]: diag lines that explain a failure: the kills and the last runner's exit, the rows of
+# TABLE (default t) per value of n, the bookkeeping (with the ranges of a job with workers), the status,
+# and the end of the background runners' logs.
+show_state() {
+    local table=${1:-t}
+    diag "kill -9's: ${KILLS:-none}; last runner exit: ${RC:-none (still running)}"
+    diag "rows per n in $table: $(psql_q "select string_agg(n || ': ' || c, ', ' order by n) from (select n, count(*) c from $table group by n) s" 2>&1)"
+    diag "sluice_progress: $(psql_q "select count(*) || ' chunks, ' || coalesce(sum(rows), 0) || ' rows, max attempts ' || coalesce(max(attempts), 0) || ', ' || count(distinct range_no) || ' ranges, max chunk_no ' || coalesce(max(chunk_no), 0) from sluice_progress" 2>&1)"
+    if sql_true "select to_regclass('sluice_ranges') is not null" 2>/dev/null; then
+        diag "sluice_ranges: $(psql_q "select string_agg(range_no || ': (' || coalesce(after::text, '-') || ', ' || coalesce(until::text, '-') || ']', '; ' order by range_no) from sluice_ranges" 2>&1)"
+    fi
+    diag "status: $("$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json 2>&1)"
+    diag "runners' logs (last 30 lines each):"
+    tail -n 30 "$T_DIR"/bg.*.err 2>/dev/null | sed 's/^/#   /' || true
 }
 
 # Until the runner committed a chunk past $1 (so the next kill lands mid-run) or it exited.

@@ -212,6 +212,42 @@ sluice_kill() {
     sluice_wait "$pid"
 }
 
+# runner_alive: the background sluice $SLUICE_PID is still running.
+runner_alive() {
+    kill -0 "$SLUICE_PID" 2>/dev/null
+}
+
+# state_of [JOB]: JOB's state in a fresh `status --json` (the first job's without JOB), for $(...).
+state_of() {
+    if (($# == 0)); then
+        "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json | jq -r '.[0].state'
+    else
+        "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json | jq -r --arg j "$1" '.[] | select(.job == $j) | .state'
+    fi
+}
+
+# ctl_says TEXT JOB ARGS...: `sluice ctl JOB ARGS` answers and its answer contains TEXT (for wait_until).
+ctl_says() {
+    local text=$1 job=$2
+    shift 2
+    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$job" "$@" 2>/dev/null | grep -qF -- "$text"
+}
+
+# free_port: a TCP port nothing listens on (nor a PostgreSQL socket file names), below Linux's ephemeral
+# range (32768 and up) so that no client connection holds it either. Use on its own line: p=$(free_port)
+free_port() {
+    local port _
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && [[ ! -e /var/run/postgresql/.s.PGSQL.$port ]]; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "FAIL: free_port: 50 ports tried, every one in use" >&2
+    return 1
+}
+
 # wait_until SECONDS CMD...: poll CMD every 50ms until it succeeds; fail the test if it never does.
 #   wait_until 10 sql_true "select count(*) > 0 from t where n = 1"
 wait_until() {
@@ -238,6 +274,39 @@ write_job() {
     cat >"${2:-$JOBS}/$name.sql"
 }
 
+# bump_job [--down] NAME BATCH [LINE...]: a job NAME adding 1 to t.n, BATCH rows a chunk; each LINE (say
+# "-- sluice:pause 10ms") goes on a line of its own after the batch. --down: with a down section taking 1 off.
+#   bump_job 0001_bump 100 "-- sluice:undo snapshot(n)"
+bump_job() {
+    local down=0
+    [[ $1 == --down ]] && { down=1; shift; }
+    local name=$1 batch=$2
+    shift 2
+    {
+        echo "-- sluice:table t"
+        echo "-- sluice:batch $batch"
+        (($# == 0)) || printf '%s\n' "$@"
+        echo "-- sluice:up"
+        echo "UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;"
+        if ((down)); then
+            echo "-- sluice:down"
+            echo "UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;"
+        fi
+    } | write_job "$name"
+}
+
+# job_backfill NAME [LINES]: a job NAME filling t.full_name from first and last (make_users' table) where it
+# is null and adding 1 to n, 300 rows a chunk; LINES (say "-- sluice:undo snapshot(full_name, n)") after the batch.
+job_backfill() {
+    write_job "$1" <<EOF
+-- sluice:table t
+-- sluice:batch 300
+${2:-}
+-- sluice:up
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
+EOF
+}
+
 # ---------------------------------------------------------------------------------------------------
 # PostgreSQL
 
@@ -255,6 +324,48 @@ psql_q() {
 # sql_true SQL: succeed if SQL returns true (for wait_until and if).
 sql_true() {
     [[ $(psql_q "$1") == t ]]
+}
+
+# make_table N [COLUMNS [FILL_COLUMNS FILL_VALUES]]: table t (id int primary key, COLUMNS) with ids 1..N;
+# COLUMNS defaults to "n int not null default 0". FILL_COLUMNS (a column list) take FILL_VALUES (SQL over g,
+# the row's id); the other columns their defaults.
+#   make_table 300 "name text, n int not null default 0" name "'n' || g"
+make_table() {
+    local rows=$1 cols=${2:-n int not null default 0} fill=${3:-} values=${4:-}
+    psql_q "create table t (id int primary key, $cols);
+            insert into t (id${fill:+, $fill}) select g${values:+, $values} from generate_series(1, $rows) g"
+}
+
+# make_users [N]: table t (id, first, last, full_name, n) with N rows (default 5000): first and last set,
+# full_name null but for every 7th id ('kept ID'), n 0; analyzed. The table of job_backfill.
+make_users() {
+    psql_q "create table t (id int primary key, first text not null, last text not null, full_name text, n int not null default 0);
+            insert into t (id, first, last) select g, 'f' || g, 'l' || g from generate_series(1, ${1:-5000}) g;
+            update t set full_name = 'kept ' || id where id % 7 = 0; analyze t"
+}
+
+# table_sum [TABLE]: the md5 of every row of TABLE (default t) as text, in id order: equal sums, equal tables.
+table_sum() {
+    psql_q "select md5(coalesce(string_agg(x::text, E'\n' order by x.id), '')) from ${1:-t} x"
+}
+
+# progress [JOB]: "chunks|rows" committed so far for JOB (for every job without it) according to
+# sluice_progress; "0|0" before the first chunk made the table. sq_progress is SQLite's.
+progress() {
+    local where=""
+    [[ -n ${1:-} ]] && where="where job = '$1'"
+    if sql_true "select to_regclass('sluice_progress') is not null"; then
+        psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress $where"
+    else
+        echo "0|0"
+    fi
+}
+
+# rows_done_at_least JOB N: at least N rows of JOB committed (for wait_until). sq_rows_done_at_least is SQLite's.
+rows_done_at_least() {
+    local p
+    p=$(progress "$1")
+    ((${p#*|} >= $2))
 }
 
 # pg_restart: restart the server at once (pg_ctl restart -m immediate: no shutdown checkpoint, crash
@@ -356,6 +467,14 @@ assert_sql() {
     assert_eq "$got" "$2" "$1"
 }
 
+# assert_status JOB FIELD EXPECTED: a fresh `status --json` has FIELD of JOB equal to EXPECTED.
+assert_status() {
+    local v
+    load_status
+    v=$(sfield "$1" "$2")
+    assert_eq "$v" "$3" "status --json: $2 of $1"
+}
+
 # assert_file PATH: PATH exists.
 assert_file() {
     [[ -e $1 ]] && return 0
@@ -444,6 +563,13 @@ sq_progress() {
     else
         echo "0|0"
     fi
+}
+
+# sq_rows_done_at_least JOB N: at least N rows of JOB committed in $SQ_DB (for wait_until).
+sq_rows_done_at_least() {
+    local p
+    p=$(sq_progress "$1")
+    ((${p#*|} >= $2))
 }
 
 # Milliseconds since the epoch.

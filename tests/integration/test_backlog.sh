@@ -17,14 +17,6 @@ make_app_role() {
     APP_DB="postgresql://sl_app:app-secret@$PGHOST:$PGPORT/$T_DB"
 }
 
-progress() {
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress where job = '$1'"
-    else
-        echo "0|0"
-    fi
-}
-
 has_progress() {
     [[ $(progress "$1") != "0|0" ]]
 }

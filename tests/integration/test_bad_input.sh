@@ -2,11 +2,8 @@
 # test_bad_input.sh: bad job files, databases, checkpoints and usage: clear errors, README's exit codes, no row changed.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# The table every test starts from: 300 rows with n = 0, d = 1.
-make_table() {
-    psql_q "create table t (id int primary key, code int not null, n int not null default 0, d int not null default 1);
-            insert into t (id, code) select g, g from generate_series(1, ${1:-300}) g"
-}
+# The table every test starts from: 300 rows (unless said) with code = id, n = 0, d = 1.
+TCOLS=("code int not null, n int not null default 0, d int not null default 1" code g)
 
 # assert_untouched: no row changed, no chunk recorded in the database or in a checkpoint file.
 assert_untouched() {
@@ -50,7 +47,7 @@ expect_invalid() {
 }
 
 test_unknown_directive() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     write_job 0001_bad <<'EOF'
 -- sluice:table t
 -- sluice:batchh 100
@@ -61,7 +58,7 @@ EOF
 }
 
 test_bad_batch_value() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     local value
     for value in lots 0 -5 1.5 ''; do
         write_job 0001_bad <<EOF
@@ -76,7 +73,7 @@ EOF
 }
 
 test_missing_placeholders() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     write_job 0001_bad <<'EOF'
 -- sluice:table t
 -- sluice:up
@@ -99,7 +96,7 @@ EOF
 }
 
 test_unterminated_string() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     write_job 0001_bad <<'EOF'
 -- sluice:table t
 -- sluice:up
@@ -110,7 +107,7 @@ EOF
 }
 
 test_one_invalid_among_valid() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     valid_job 0001_first
     write_job 0002_broken <<'EOF'
 -- sluice:table t
@@ -130,7 +127,7 @@ EOF
 }
 
 test_missing_table() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     write_job 0001_bad <<'EOF'
 -- sluice:table no_such_table
 -- sluice:up
@@ -144,7 +141,7 @@ EOF
 }
 
 test_missing_key_column() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     write_job 0001_bad <<'EOF'
 -- sluice:table t
 -- sluice:key no_such_col
@@ -159,7 +156,7 @@ EOF
 }
 
 test_no_index_on_key() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     write_job 0001_by_code <<'EOF'
 -- sluice:table t
 -- sluice:key code
@@ -177,13 +174,8 @@ EOF
     assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on: bound then released by python.
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 test_unreachable_server() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     valid_job 0001_bump
     local port url start
     port=$(free_port)
@@ -200,7 +192,7 @@ test_unreachable_server() {
 }
 
 test_bad_db_string() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     valid_job 0001_bump
     local url
     for url in "host=localhost bogus=1" "postgresql://u:s3cret@/x?bogus=1" "password=s3cret host=localhost bogus=2"; do
@@ -221,7 +213,7 @@ test_bad_db_string() {
 }
 
 test_second_runner_refused() {
-    make_table 2000
+    make_table 2000 "${TCOLS[@]}"
     write_job 0001_slow <<'EOF'
 -- sluice:table t
 -- sluice:batch 100
@@ -250,7 +242,7 @@ EOF
 
 # Leave 0001_bump failed after one committed chunk (row 150 divides by zero), then fix the data.
 failed_after_one_chunk() {
-    make_table 300
+    make_table 300 "${TCOLS[@]}"
     psql_q "update t set d = 0 where id = 150"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
@@ -369,7 +361,7 @@ EOF
 }
 
 test_bad_usage() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     valid_job 0001_bump
     run_sluice frobnicate
     assert_rc 2

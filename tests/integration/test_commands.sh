@@ -52,15 +52,8 @@ check_status() {
 # A table of N rows (id int key, n counter, d divisor 1) and a job that bumps n in chunks of BATCH.
 # setup_bump N BATCH [EXTRA_DIRECTIVES]
 setup_bump() {
-    psql_q "create table t (id int primary key, n int not null default 0, d int not null default 1);
-            insert into t (id) select g from generate_series(1, $1) g"
-    write_job 0001_bump <<EOF
--- sluice:table t
--- sluice:batch $2
-${3:-}
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
+    make_table "$1" "n int not null default 0, d int not null default 1"
+    bump_job 0001_bump "$2" "${3:-}"
 }
 
 test_status_json_pending_and_done() {

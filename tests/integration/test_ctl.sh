@@ -4,31 +4,9 @@
 
 JOB=0001_bump
 
-# progress: "chunks|rows" committed so far according to the database.
-progress() {
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress where job = '$JOB'"
-    else
-        echo "0|0"
-    fi
-}
-
-rows_done_at_least() {
-    local p
-    p=$(progress)
-    ((${p#*|} >= $1))
-}
-
 # chunk_of_size N: some committed chunk has exactly N rows (for wait_until).
 chunk_of_size() {
     sql_true "select exists (select from sluice_progress where job = '$JOB' and rows = $1)"
-}
-
-# ctl_says TEXT ARGS...: `sluice ctl JOB ARGS` answers and its answer contains TEXT (for wait_until).
-ctl_says() {
-    local text=$1
-    shift
-    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$JOB" "$@" 2>/dev/null | grep -qF -- "$text"
 }
 
 events() {
@@ -47,7 +25,7 @@ start_slow_job() {
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
     sluice_start up
-    wait_until 20 rows_done_at_least 1
+    wait_until 20 rows_done_at_least "$JOB" 1
     wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
 }
 
@@ -75,9 +53,9 @@ test_status_pause_resume_set() {
     assert_contains "$OUT" "state paused"
     sleep 0.5
     local before after
-    before=$(progress)
+    before=$(progress "$JOB")
     sleep 2
-    after=$(progress)
+    after=$(progress "$JOB")
     assert_eq "$after" "$before" "chunks committed in 2s of ctl pause"
     ((${before#*|} < 5000)) || fail "the job finished before it could be paused"
     # status answers while paused, and says how far it got.
@@ -88,14 +66,14 @@ test_status_pause_resume_set() {
     run_sluice ctl "$JOB" resume
     assert_rc 0
     assert_contains "$OUT" "resumed by sluice ctl"
-    wait_until 10 rows_done_at_least $((${before#*|} + 1))
+    wait_until 10 rows_done_at_least "$JOB" $((${before#*|} + 1))
 
     # set batch: the next chunks have the new size.
     run_sluice ctl "$JOB" set batch=7
     assert_rc 0
     assert_contains "$OUT" "set batch=7 by sluice ctl"
     wait_until 10 chunk_of_size 7
-    wait_until 5 ctl_says "batch 7" status
+    wait_until 5 ctl_says "batch 7" "$JOB" status
 
     # Refused: an unknown setting and a bad value exit 2 and change nothing.
     run_sluice ctl "$JOB" set nosuch=1

@@ -2,31 +2,6 @@
 # test_down.sh: `down` puts the data back: each undo way, exact values, other writers, refusals, -N/JOB/base.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# md5 over the whole table in key order: equal before `up` and after `down` means nothing was lost.
-table_sum() {
-    psql_q "select md5(coalesce(string_agg(x::text, E'\n' order by x.id), '')) from ${1:-t} x"
-}
-
-state_of() {
-    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json | jq -r --arg j "$1" '.[] | select(.job == $j) | .state'
-}
-
-make_users() {
-    psql_q "create table t (id int primary key, first text not null, last text not null, full_name text, n int not null default 0);
-            insert into t (id, first, last) select g, 'f' || g, 'l' || g from generate_series(1, ${1:-5000}) g;
-            update t set full_name = 'kept ' || id where id % 7 = 0; analyze t"
-}
-
-job_backfill() { # $1 = name, $2 = undo directive lines
-    write_job "$1" <<EOF
--- sluice:table t
--- sluice:batch 300
-$2
--- sluice:up
-UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
-EOF
-}
-
 roundtrip() { # $1 = undo directive, $2 = extra sections
     make_users
     job_backfill 0001_fill "$1"

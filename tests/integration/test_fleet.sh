@@ -29,17 +29,6 @@ target_q() {
     if [[ $1 == main ]]; then psql_q "$2"; else cluster_q "s${1#shard}" "$2"; fi
 }
 
-bump_job() {
-    write_job 0001_bump <<EOF
--- sluice:table t
--- sluice:batch 200
--- sluice:pause ${1:-10ms}
--- sluice:undo snapshot(n)
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
-}
-
 all_targets() {
     echo main shard2 shard3 shard4
 }
@@ -73,7 +62,7 @@ print(max(sum(1 for a, b in iv if a <= s <= b) for s, _ in iv))' <<<"$rows"
 # name the target and the job they are about, and a report page per target.
 test_metrics_logs_and_reports() {
     make_fleet 2
-    bump_job 20ms
+    bump_job 0001_bump 200 "-- sluice:pause 20ms" "-- sluice:undo snapshot(n)"
     sluice_start --targets "$T_DIR/targets.txt" --metrics 127.0.0.1:0 --log-format json up
     local err="$T_DIR/bg.$_T_BG_COUNT.err" port scrape
     wait_until 20 grep -q 'metrics at http://127.0.0.1:' "$err"
@@ -111,7 +100,7 @@ assert done == {"main": "0001_bump", "shard2": "0001_bump"}, done' <"$err" || fa
 
 test_up_and_down_parallel_2() {
     make_fleet 4
-    bump_job
+    bump_job 0001_bump 200 "-- sluice:pause 10ms" "-- sluice:undo snapshot(n)"
     local before
     before=$(for t in $(all_targets); do target_q "$t" "select md5(string_agg(t::text, ',' order by id)) from t"; done)
     run_sluice --targets "$T_DIR/targets.txt" --parallel 2 up
@@ -142,7 +131,7 @@ test_up_and_down_parallel_2() {
 test_target_dies() {
     export SLUICE_RECONNECT_FOR=3s # a dead server is given up on in seconds, not two minutes
     make_fleet 4
-    bump_job 30ms
+    bump_job 0001_bump 200 "-- sluice:pause 30ms" "-- sluice:undo snapshot(n)"
     sluice_start --targets "$T_DIR/targets.txt" --parallel 4 up
     wait_until 30 sql_true "select count(*) >= 3 from sluice_progress"
     wait_until 30 test "$(cluster_q s3 "select count(*) from pg_tables where tablename = 'sluice_progress'")" = 1
@@ -166,7 +155,8 @@ test_target_dies() {
 test_kill9_across_the_fleet() {
     ROWS=60000
     make_fleet 4
-    bump_job 20ms # 300 chunks a target: about 7 s, longer than six kills' at most 5.4 s
+    # 300 chunks a target: about 7 s, longer than six kills' at most 5.4 s
+    bump_job 0001_bump 200 "-- sluice:pause 20ms" "-- sluice:undo snapshot(n)"
     local k
     for k in 1 2 3 4 5 6; do
         sluice_start --targets "$T_DIR/targets.txt" --parallel 4 up
@@ -190,7 +180,7 @@ test_kill9_across_the_fleet() {
 
 test_bad_targets_files() {
     psql_q "create table t (id int primary key, n int not null default 0)"
-    bump_job
+    bump_job 0001_bump 200 "-- sluice:pause 10ms" "-- sluice:undo snapshot(n)"
     local f="$T_DIR/bad.txt"
     printf '# targets\nshard1 %s\nshard2\n' "$SLUICE_DB" >"$f"
     run_sluice --targets "$f" status
@@ -240,7 +230,7 @@ test_ctl_sqlite_and_failover() {
     sq_fill t "$ROWS"
     unset SLUICE_DB
     echo "lite sqlite:$SQ_DB" >>"$T_DIR/targets.txt"
-    bump_job 200ms
+    bump_job 0001_bump 200 "-- sluice:pause 200ms" "-- sluice:undo snapshot(n)"
     sluice_start --targets "$T_DIR/targets.txt" up
     wait_until 30 test -S "$CKPT/shard2/0001_bump.sluice-ctl"
     run_sluice --targets "$T_DIR/targets.txt" --target shard2 ctl 0001_bump pause

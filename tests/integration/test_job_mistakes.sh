@@ -2,16 +2,13 @@
 # test_job_mistakes.sh: one table of the mistakes users make in job files: each refused (exit 2, file:line, what), nothing changed.
 . "$(dirname "$0")/../harness/lib.sh"
 
+# t: 300 rows, v = 0, name = 'n' || id.
+TCOLS=("v int not null default 0, name text" name "'n' || g")
+
 # Each refusal case writes jobs/0001_bad.sql from a printf %b string (so \0, \r, \x1b and any byte can
 # be written), then `up` and `plan 0001_bad` must both exit 2 with "0001_bad.sql:LINE:" (or
 # "0001_bad.sql: " where no line applies: LINE -) and every TEXT in stderr, and the database must be
 # as it was: no sluice_progress table, the same md5 of t, no checkpoint file.
-
-# t: 300 rows, v = 0.
-make_table() {
-    psql_q "create table t (id int primary key, v int not null default 0, name text);
-            insert into t (id, name) select g, 'n' || g from generate_series(1, 300) g"
-}
 
 table_md5() {
     psql_q "select md5(string_agg(t::text, ',' order by id)) from t"
@@ -50,7 +47,7 @@ expect_refused() {
 refused() {
     local line=$1 content=$2
     shift 2
-    make_table
+    make_table 300 "${TCOLS[@]}"
     printf '%b' "$content" >"$JOBS/0001_bad.sql"
     expect_refused "$line" "$@"
 }
@@ -118,27 +115,27 @@ CASES=(
 
 # The same job in UTF-16, with and without a byte order mark: the hint says how to convert it.
 test_utf16() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     printf '%b' "${H}${UP}" | iconv -f UTF-8 -t "$1" >"$JOBS/0001_bad.sql"
     expect_refused 1 "the file is UTF-16 ($2)" "iconv -f UTF-16 -t UTF-8"
 }
 
 # A FIFO named like a job would hang a plain read forever (no writer comes): refused at once.
 test_fifo() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     mkfifo "$JOBS/0001_bad.sql"
     T_CMD_TIMEOUT=20 expect_refused - "it is a FIFO, not a regular file"
 }
 
 # A symlink to /dev/zero would be read until memory runs out.
 test_dev_zero() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     ln -s /dev/zero "$JOBS/0001_bad.sql"
     T_CMD_TIMEOUT=20 expect_refused - "it is a character device, not a regular file"
 }
 
 test_too_large() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     { printf '%b' "${H}${UP}"; head -c $((17 * 1024 * 1024)) /dev/zero | tr '\0' '-'; } >"$JOBS/0001_bad.sql"
     expect_refused - "too large to read" "the limit is 16777216 bytes (16 MiB)"
 }
@@ -161,7 +158,7 @@ test_nul_on_sqlite() {
 
 # What is accepted on purpose: a UTF-8 byte order mark, CRLF line ends, a block comment at the top.
 accepted() {
-    make_table
+    make_table 300 "${TCOLS[@]}"
     printf '%b' "$1" >"$JOBS/0001_ok.sql"
     run_sluice up
     assert_rc 0

@@ -5,44 +5,15 @@
 
 OBS="$SLUICE_ROOT/tests/harness/observe.py"
 
-# A port nothing listens on, below Linux's ephemeral range (as tests/run.sh picks the server's).
-free_port() {
-    local port _
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    echo 29187
-}
-
 # served_port ERRFILE: the port a runner started with --metrics 127.0.0.1:0 serves on, from its log.
 served_port() {
     wait_until 20 grep -q 'metrics at http://127.0.0.1:' "$1"
     sed -nE 's|.*metrics at http://127\.0\.0\.1:([0-9]+)/metrics.*|\1|p' "$1" | head -n 1
 }
 
-progress_of() {
-    psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress where job = '$1'"
-}
-
-rows_done_at_least() {
-    sql_true "select to_regclass('sluice_progress') is not null" || return 1
-    local p
-    p=$(progress_of "$1")
-    ((${p#*|} >= $2))
-}
-
 # metric RESULT KEY: a sample of the last scrape in `observe.py counters`' RESULT.
 metric() {
     python3 -c 'import json, sys; print(json.loads(sys.argv[1])["last"].get(sys.argv[2], "missing"))' "$1" "$2"
-}
-
-make_table() {
-    psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t (id) select g from generate_series(1, $1) g"
 }
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ make_items() {
             update items set v = 995 where id in (17, 2500, 2501, 4999)"
 }
 
-bump_job() {
+# items_job ON_ERROR: a job adding 10 to items.v (and a down section taking it off), 300 rows a chunk, on-error ON_ERROR.
+items_job() {
     write_job 0001_bump <<EOF
 -- sluice:table items
 -- sluice:batch 300
@@ -23,7 +24,7 @@ EOF
 
 test_skip_sets_exactly_the_failing_rows_aside() {
     make_items
-    bump_job skip
+    items_job skip
     run_sluice up
     assert_rc 0
     assert_contains "$ERR" "set aside (on-error skip)" "log"
@@ -51,7 +52,7 @@ test_skip_then_down_leaves_set_aside_rows_alone() {
     make_items
     local before
     before=$(psql_q "select md5(string_agg(id || ':' || v, ',' order by id)) from items")
-    bump_job skip
+    items_job skip
     run_sluice up
     assert_rc 0
     run_sluice down 0001_bump
@@ -62,7 +63,7 @@ test_skip_then_down_leaves_set_aside_rows_alone() {
 
 test_stop_fails_without_splitting() {
     make_items
-    bump_job stop
+    items_job stop
     run_sluice up
     assert_rc 1
     assert_contains "$ERR" "items_v_check" "the SQL error"

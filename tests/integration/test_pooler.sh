@@ -17,18 +17,6 @@ PGB_DIR=""
 PGB_PORT=""
 PGB_ERR=""
 
-free_port() {
-    local port _
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    echo 6432
-}
-
 # Start PgBouncer in front of the test server; sets PGB_ERR on failure.
 pgb_start() {
     if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
@@ -103,11 +91,6 @@ pgbench_alive() {
 
 no_advisory_locks() {
     assert_sql "select count(*) from pg_locks where locktype = 'advisory'" 0
-}
-
-make_table() {
-    psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t (id) select g from generate_series(1, $1) g"
 }
 
 progress_rows() {

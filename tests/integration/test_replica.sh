@@ -28,19 +28,6 @@ REPLICA_PORT=""
 REPLICA_ERR=""
 REPLICA_SLOT=""
 
-# A port nothing listens on (as tests/run.sh picks the test server's).
-free_port() {
-    local port _
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && [[ ! -e /var/run/postgresql/.s.PGSQL.$port ]]; then
-            echo "$port"
-            return
-        fi
-    done
-    echo 5433
-}
-
 as_postgres() {
     runuser -u postgres -- env PGPASSWORD="${PGPASSWORD:-}" "$@"
 }

@@ -2,14 +2,6 @@
 # test_sqlite.sh: `--db sqlite:PATH`: up over every key kind, status, history, plan, stamp, refusals, pace, ctl, signals.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# assert_status JOB FIELD EXPECTED: a fresh `status --json` has FIELD of JOB equal to EXPECTED.
-assert_status() {
-    local v
-    load_status
-    v=$(sfield "$1" "$2")
-    assert_eq "$v" "$3" "status --json: $2 of $1"
-}
-
 # assert_chunks JOB ROWS CHUNKS: status and the database's sluice_progress agree on what ran.
 assert_chunks() {
     assert_status "$1" rows "$2"
@@ -32,21 +24,10 @@ assert_untouched() {
 }
 
 # The usual table: t(id integer primary key, n, d) with ids 1..N, n = 0 and d = 1.
-make_table() {
+sq_make_table() {
     sq_init
     sq "create table t (id integer primary key, n int not null default 0, d int not null default 1)"
     sq_fill t "${1:-300}"
-}
-
-# bump_job NAME BATCH [EXTRA_DIRECTIVES]: a job adding 1 to t.n in chunks of BATCH.
-bump_job() {
-    write_job "$1" <<EOF
--- sluice:table t
--- sluice:batch $2
-${3:-}
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
 }
 
 test_integer_key() {
@@ -225,7 +206,7 @@ EOF
 }
 
 test_several_statements() {
-    make_table 950
+    sq_make_table 950
     sq "create table audit (chunk_lo int, chunk_hi int, touched int)"
     write_job 0001_with_audit <<'EOF'
 -- sluice:table t
@@ -250,7 +231,7 @@ EOF
 # A chunk that fails rolls back as a whole; a resume after the data is fixed applies each row once, even
 # with the checkpoint file gone (sluice_progress in the database knows what committed).
 test_failed_then_resumed_exactly_once() {
-    make_table 300
+    sq_make_table 300
     # 1 / 0 is NULL in SQLite: row 150 breaks the NOT NULL constraint in chunk 2.
     sq "update t set d = 0 where id = 150"
     write_job 0001_bump <<'EOF'
@@ -281,7 +262,7 @@ EOF
 }
 
 test_requires() {
-    make_table 300
+    sq_make_table 300
     sq "create table flags (name text primary key)"
     write_job 0001_guarded <<'EOF'
 -- sluice:table t
@@ -306,7 +287,7 @@ EOF
 }
 
 test_status_history_json() {
-    make_table 250
+    sq_make_table 250
     bump_job 0001_bump 100
     run_sluice status --json
     assert_rc 0
@@ -362,7 +343,7 @@ assert [(o["job"], o["kind"], o["outcome"], o["rows"], o["chunks"]) for o in d] 
 }
 
 test_plan() {
-    make_table 2500
+    sq_make_table 2500
     bump_job 0001_bump 700
     sq "analyze"
     run_sluice plan 0001_bump
@@ -412,7 +393,7 @@ EOF
 }
 
 test_stamp() {
-    make_table 300
+    sq_make_table 300
     bump_job 0001_bump 100
     run_sluice stamp 0001_bump "done"
     assert_rc 0
@@ -473,7 +454,7 @@ test_not_a_database() {
 }
 
 test_unknown_table_and_key() {
-    make_table 100
+    sq_make_table 100
     write_job 0001_bad <<'EOF'
 -- sluice:table no_such_table
 -- sluice:up
@@ -498,7 +479,7 @@ EOF
 }
 
 test_max_replica_lag_refused() {
-    make_table 100
+    sq_make_table 100
     bump_job 0001_fine 100
     write_job 0002_lag <<'EOF'
 -- sluice:table t
@@ -521,7 +502,7 @@ EOF
 }
 
 test_second_runner_refused() {
-    make_table 2000
+    sq_make_table 2000
     bump_job 0001_slow 100 "-- sluice:pause 500ms"
     sluice_start up
     local first=$SLUICE_PID
@@ -554,7 +535,7 @@ EOF
 }
 
 test_job_edited_after_first_chunk() {
-    make_table 300
+    sq_make_table 300
     sq "update t set d = 0 where id = 150"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
@@ -586,7 +567,7 @@ EOF
 }
 
 test_pause_and_max_rate() {
-    make_table 3000
+    sq_make_table 3000
     bump_job 0001_slow 500 "-- sluice:max-rate 2000"
     local t0 t1 ms
     t0=$(date +%s%N)
@@ -632,7 +613,7 @@ iterations_per_ms() {
 }
 
 test_chunk_time_converges() {
-    make_table 40000
+    sq_make_table 40000
     # About 0.1 ms a row on top of the UPDATE, burnt in SQL (SQLite has no sleep): a 200 ms chunk is
     # about 2000 rows.
     local per_row
@@ -674,28 +655,15 @@ EOF
     ((lo_ms >= 80 && hi_ms <= 500)) || fail "chunk times did not converge near 200ms: $tail_sizes"
 }
 
-# ctl_says TEXT JOB ARGS...: `sluice ctl JOB ARGS` answers and its answer contains TEXT (for wait_until).
-ctl_says() {
-    local text=$1 job=$2
-    shift 2
-    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$job" "$@" 2>/dev/null | grep -qF -- "$text"
-}
-
 chunk_of_size() {
     sq_true "select exists (select 1 from sluice_progress where job = '$1' and rows = $2)"
 }
 
-rows_done_at_least() {
-    local p
-    p=$(sq_progress "$1")
-    ((${p#*|} >= $2))
-}
-
 test_ctl_pause_resume_set() {
-    make_table 5000
+    sq_make_table 5000
     bump_job 0001_bump 50 "-- sluice:pause 100ms"
     sluice_start up
-    wait_until 20 rows_done_at_least 0001_bump 1
+    wait_until 20 sq_rows_done_at_least 0001_bump 1
     wait_until 10 test -S "$CKPT/0001_bump.sluice-ctl"
     run_sluice ctl 0001_bump status
     assert_rc 0
@@ -720,7 +688,7 @@ test_ctl_pause_resume_set() {
     run_sluice ctl 0001_bump resume
     assert_rc 0
     assert_contains "$OUT" "resumed by sluice ctl"
-    wait_until 10 rows_done_at_least 0001_bump $((${before#*|} + 1))
+    wait_until 10 sq_rows_done_at_least 0001_bump $((${before#*|} + 1))
 
     run_sluice ctl 0001_bump set batch=7
     assert_rc 0
@@ -746,10 +714,10 @@ test_ctl_pause_resume_set() {
 
 # ctl pause, then SIGINT while paused: exit 3, stopped; up resumes where it was.
 test_ctl_pause_then_sigint() {
-    make_table 3000
+    sq_make_table 3000
     bump_job 0001_bump 50 "-- sluice:pause 100ms"
     sluice_start up
-    wait_until 20 rows_done_at_least 0001_bump 1
+    wait_until 20 sq_rows_done_at_least 0001_bump 1
     wait_until 10 test -S "$CKPT/0001_bump.sluice-ctl"
     run_sluice ctl 0001_bump pause
     assert_rc 0
@@ -766,7 +734,7 @@ test_ctl_pause_then_sigint() {
 }
 
 test_no_wait_outside_window() {
-    make_table 300
+    sq_make_table 300
     local from to
     from=$(date -d "120 minutes" +%H:%M)
     to=$(date -d "180 minutes" +%H:%M)
@@ -785,7 +753,7 @@ test_no_wait_outside_window() {
 }
 
 test_sigint_then_resume() {
-    make_table 3000
+    sq_make_table 3000
     bump_job 0001_bump 100 "-- sluice:pause 100ms"
     sluice_start up
     wait_until 20 sq_true "select count(*) >= 2 from sluice_progress"

@@ -2,12 +2,8 @@
 # test_sqlite_down.sh: `down` on SQLite puts the data back: each undo way, every storage class, other writers, refusals, targets.
 . "$(dirname "$0")/../harness/lib.sh"
 
-state_of() {
-    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json | jq -r --arg j "$1" '.[] | select(.job == $j) | .state'
-}
-
 # t(id, first, last, full_name, n): full_name already set on every 7th row.
-make_users() {
+sq_make_users() {
     sq_init
     sq "create table t (id integer primary key, first text not null default '', last text not null default '',
                         full_name text, n int not null default 0)"
@@ -15,18 +11,8 @@ make_users() {
     sq "update t set first = 'f' || id, last = 'l' || id; update t set full_name = 'kept ' || id where id % 7 = 0"
 }
 
-job_backfill() { # $1 = name, $2 = undo directive lines
-    write_job "$1" <<EOF
--- sluice:table t
--- sluice:batch 300
-$2
--- sluice:up
-UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
-EOF
-}
-
 roundtrip() { # $1 = undo directive, $2 = extra sections
-    make_users
+    sq_make_users
     job_backfill 0001_fill "$1"
     [[ -z ${2:-} ]] || printf '%s\n' "$2" >>"$JOBS/0001_fill.sql"
     local before
@@ -65,7 +51,7 @@ test_snapshot_all_update() {
 
 # A DELETE job rolled back gives back the identical table.
 test_snapshot_all_delete() {
-    make_users 4000
+    sq_make_users 4000
     sq "alter table t add column created text; update t set created = datetime('2020-01-01', '+' || id || ' hours')"
     local before
     before=$(sq_sum t)
@@ -162,7 +148,7 @@ EOF
 
 # A run that failed part-way: only committed chunks are undone, and up runs the job again afterwards.
 test_failed_run_then_down_then_up() {
-    make_users
+    sq_make_users
     local before
     before=$(sq_sum t)
     # 1 / 0 is NULL in SQLite: n turns NULL at id 3100 and breaks NOT NULL in chunk 11.
@@ -190,7 +176,7 @@ EOF
 
 # Another process changes rows between up and down.
 other_writer_setup() {
-    make_users 3000
+    sq_make_users 3000
     job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
     BEFORE=$(sq_sum t)
     run_sluice up
@@ -230,7 +216,7 @@ test_conflict_overwrite() {
 }
 
 test_conflict_down_section() {
-    make_users 2000
+    sq_make_users 2000
     job_backfill 0001_fill ""
     printf '%s\n' '-- sluice:down' 'UPDATE t SET full_name = NULL, n = n - 1 WHERE id BETWEEN :lo AND :hi AND id % 7 <> 0;' >>"$JOBS/0001_fill.sql"
     run_sluice up
@@ -248,7 +234,7 @@ test_conflict_down_section() {
 # A row deleted by someone else after a snapshot(*) DELETE job... and a row re-inserted in its place:
 # stop names it; overwrite puts the saved row back.
 test_conflict_reinserted_row() {
-    make_users 1000
+    sq_make_users 1000
     local before
     before=$(sq_sum t)
     write_job 0001_purge <<'EOF'
@@ -271,7 +257,7 @@ EOF
 }
 
 test_refuse_no_way_back() {
-    make_users 100
+    sq_make_users 100
     job_backfill 0001_fill ""
     run_sluice up
     assert_rc 0
@@ -287,7 +273,7 @@ test_refuse_no_way_back() {
 }
 
 test_refuse_pending_missing_and_too_far() {
-    make_users 100
+    sq_make_users 100
     job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
     job_backfill 0002_more "-- sluice:undo snapshot(full_name)"
     run_sluice up 0001_fill
@@ -315,7 +301,7 @@ test_refuse_pending_missing_and_too_far() {
 
 # Checkpoints of one database, down against another (here: a copy whose sluice_progress is emptied): refused.
 test_refuse_other_database() {
-    make_users 600
+    sq_make_users 600
     job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
     run_sluice up
     assert_rc 0
@@ -331,7 +317,7 @@ test_refuse_other_database() {
 
 # Three jobs, each adding to n: -1 undoes the last, JOB undoes it and later ones, base all; downgrade is an alias.
 test_targets() {
-    make_users 1000
+    sq_make_users 1000
     local s0 j
     s0=$(sq_sum t)
     for j in 1 2 3; do
@@ -367,7 +353,7 @@ EOF
 
 # SIGINT during down: exit 3, rolling_back, the undone rows match the chunks left; the next down finishes.
 test_sigint_down() {
-    make_users 40000
+    sq_make_users 40000
     local before
     before=$(sq_sum t)
     write_job 0001_bump <<'EOF'
@@ -397,7 +383,7 @@ EOF
 }
 
 test_plan_says_how() {
-    make_users 2000
+    sq_make_users 2000
     job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
     run_sluice plan 0001_fill
     assert_rc 0

@@ -3,9 +3,9 @@
 # walk, what a job walks and its undo records, the lease (PostgreSQL; SQLite in test_state_lite.sh).
 . "$(dirname "$0")/../harness/lib.sh"
 
-# A table of N rows (id int key, n counter, a and b for snapshots) and a job that bumps n.
-# setup_bump N BATCH [EXTRA_DIRECTIVES]
-setup_bump() {
+# A table of N rows (id int key, n counter, a and b for snapshots) and a job that bumps n and sets a and b.
+# setup_bump_ab N BATCH [EXTRA_DIRECTIVES]
+setup_bump_ab() {
     psql_q "create table t (id int primary key, n int not null default 0, a text, b text);
             insert into t (id, a, b) select g, 'a' || g, 'b' || g from generate_series(1, $1) g"
     write_job 0001_bump <<EOF
@@ -30,7 +30,7 @@ psql2() {
 }
 
 test_lost_after_done() {
-    setup_bump 500 100
+    setup_bump_ab 500 100
     run_sluice up
     assert_rc 0
     rm -rf "$CKPT"
@@ -48,7 +48,7 @@ test_lost_after_done() {
 }
 
 test_lost_after_stamp() {
-    setup_bump 300 100
+    setup_bump_ab 300 100
     run_sluice stamp 0001_bump done
     assert_rc 0
     rm -rf "$CKPT"
@@ -70,7 +70,7 @@ test_lost_after_stamp() {
 
 # The README's own advice for a damaged checkpoint file, on a finished job.
 test_move_file_aside_after_done() {
-    setup_bump 300 100
+    setup_bump_ab 300 100
     run_sluice up
     assert_rc 0
     mv "$CKPT/0001_bump.sluice" "$T_DIR/aside.sluice"
@@ -85,7 +85,7 @@ test_move_file_aside_after_done() {
 }
 
 test_lost_mid_run() {
-    setup_bump 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 5 from sluice_progress"
     rm -rf "$CKPT"
@@ -101,7 +101,7 @@ test_lost_mid_run() {
 }
 
 test_two_databases_one_directory() {
-    setup_bump 200 100
+    setup_bump_ab 200 100
     make_db2
     psql2 "create table t (id int primary key, n int not null default 0, a text, b text);
            insert into t (id) select g from generate_series(1, 200) g"
@@ -126,7 +126,7 @@ test_two_databases_one_directory() {
 }
 
 test_down_with_other_databases_checkpoints() {
-    setup_bump 200 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 200 100 "-- sluice:undo snapshot(a)"
     make_db2
     psql2 "create table t (id int primary key, n int not null default 0, a text, b text);
            insert into t (id, a) select g, 'other' || g from generate_series(1, 200) g"
@@ -157,7 +157,7 @@ test_down_with_other_databases_checkpoints() {
 # Inserts faster than the walk: the job ends at the last key of its start, every row that existed then
 # is done exactly once, and the rows inserted past it are not the job's.
 test_walk_ends() {
-    setup_bump 20000 500
+    setup_bump_ab 20000 500
     psql_q "create sequence s start 20001"
     (
         while :; do
@@ -180,7 +180,7 @@ test_walk_ends() {
 
 # end follow: the walk goes on over rows inserted past the first end.
 test_end_follow() {
-    setup_bump 1000 100 "-- sluice:end follow
+    setup_bump_ab 1000 100 "-- sluice:end follow
 -- sluice:pause 100ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
@@ -192,7 +192,7 @@ test_end_follow() {
 }
 
 test_skip_with_snapshot_then_down() {
-    setup_bump 400 100 "-- sluice:undo snapshot(n, a, b)
+    setup_bump_ab 400 100 "-- sluice:undo snapshot(n, a, b)
 -- sluice:on-error skip"
     psql_q "alter table t add constraint n_small check (id <> 250 or n < 1)"
     local before
@@ -208,7 +208,7 @@ test_skip_with_snapshot_then_down() {
 }
 
 test_changed_undo_columns() {
-    setup_bump 300 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 300 100 "-- sluice:undo snapshot(a)"
     run_sluice up
     assert_rc 0
     local after
@@ -235,7 +235,7 @@ test_changed_undo_columns() {
 
 # A record saved for other columns is refused before any value is read (a hand-edited identity).
 test_undo_record_shape() {
-    setup_bump 200 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 200 100 "-- sluice:undo snapshot(a)"
     run_sluice up
     assert_rc 0
     sed -i 's/snapshot(a)/snapshot(a, b)/' "$JOBS/0001_bump.sql"
@@ -247,7 +247,7 @@ test_undo_record_shape() {
 }
 
 test_changed_key_refused() {
-    setup_bump 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
     psql_q "create unique index on t (id, n)"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
@@ -268,7 +268,7 @@ test_changed_key_refused() {
 }
 
 test_changed_statements_flag() {
-    setup_bump 3000 100 "-- sluice:pause 50ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 50ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 1 from sluice_progress"
     sluice_kill INT
@@ -282,7 +282,7 @@ test_changed_statements_flag() {
 }
 
 test_lost_undo_records() {
-    setup_bump 3000 100 "-- sluice:undo snapshot(a)
+    setup_bump_ab 3000 100 "-- sluice:undo snapshot(a)
 -- sluice:pause 50ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
@@ -307,7 +307,7 @@ test_lost_undo_records() {
 }
 
 test_lost_during_down() {
-    setup_bump 2000 100 "-- sluice:undo snapshot(n, a, b)"
+    setup_bump_ab 2000 100 "-- sluice:undo snapshot(n, a, b)"
     local before
     before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
     run_sluice up
@@ -325,7 +325,7 @@ test_lost_during_down() {
 }
 
 test_killed_run_is_interrupted() {
-    setup_bump 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 3 from sluice_progress"
     sluice_kill KILL
@@ -343,7 +343,7 @@ test_killed_run_is_interrupted() {
 # The lease: a second runner is refused; nothing is left in pg_locks; a runner gone from this machine is
 # taken over at once; another machine's lease is waited out only once it stops being renewed.
 test_lease() {
-    setup_bump 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
     sluice_start up
     local first=$SLUICE_PID
     wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"

@@ -2,8 +2,8 @@
 # test_state_lite.sh: the same truth-in-the-database guarantees as test_state.sh, on SQLite target files.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# setup_bump N BATCH [EXTRA_DIRECTIVES]: $SQ_DB with a table of N rows and a job that bumps n.
-setup_bump() {
+# setup_bump_ab N BATCH [EXTRA_DIRECTIVES]: $SQ_DB with a table of N rows and a job that bumps n and sets a and b.
+setup_bump_ab() {
     sq_init
     sq "create table t (id integer primary key, n int not null default 0, a text, b text)"
     sq_fill t "$1"
@@ -18,7 +18,7 @@ EOF
 }
 
 test_lost_after_done() {
-    setup_bump 500 100
+    setup_bump_ab 500 100
     run_sluice up
     assert_rc 0
     rm -rf "$CKPT"
@@ -34,7 +34,7 @@ test_lost_after_done() {
 }
 
 test_lost_after_stamp() {
-    setup_bump 300 100
+    setup_bump_ab 300 100
     run_sluice stamp 0001_bump done
     assert_rc 0
     rm -rf "$CKPT"
@@ -44,7 +44,7 @@ test_lost_after_stamp() {
 }
 
 test_two_files_one_directory() {
-    setup_bump 200 100
+    setup_bump_ab 200 100
     local a=$SQ_DB b="$T_DIR/b.db"
     cp "$a" "$b"
     sqlite3 "$b" "drop table if exists sluice_jobs"
@@ -63,7 +63,7 @@ test_two_files_one_directory() {
 }
 
 test_lost_mid_run() {
-    setup_bump 20000 200 "-- sluice:pause 10ms"
+    setup_bump_ab 20000 200 "-- sluice:pause 10ms"
     sluice_start up
     wait_until 20 sq_true "select count(*) >= 5 from sluice_progress"
     rm -rf "$CKPT"
@@ -75,7 +75,7 @@ test_lost_mid_run() {
 }
 
 test_walk_ends() {
-    setup_bump 5000 100 "-- sluice:pause 5ms"
+    setup_bump_ab 5000 100 "-- sluice:pause 5ms"
     sluice_start up
     wait_until 20 sq_true "select count(*) >= 2 from sluice_progress"
     sq_fill t 2000 5001
@@ -86,7 +86,7 @@ test_walk_ends() {
 }
 
 test_skip_with_snapshot_then_down() {
-    setup_bump 400 100 "-- sluice:undo snapshot(n, a, b)
+    setup_bump_ab 400 100 "-- sluice:undo snapshot(n, a, b)
 -- sluice:on-error skip"
     sq "create trigger no250 before update on t when new.id = 250 begin select raise(abort, 'not 250'); end"
     local before
@@ -100,7 +100,7 @@ test_skip_with_snapshot_then_down() {
 }
 
 test_changed_undo_columns() {
-    setup_bump 300 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 300 100 "-- sluice:undo snapshot(a)"
     run_sluice up
     assert_rc 0
     local after
@@ -113,7 +113,7 @@ test_changed_undo_columns() {
 }
 
 test_changed_key_refused() {
-    setup_bump 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
     sq "create unique index t_id_n on t (id, n)"
     sluice_start up
     wait_until 20 sq_true "select count(*) >= 2 from sluice_progress"
@@ -125,7 +125,7 @@ test_changed_key_refused() {
 }
 
 test_lost_undo_records() {
-    setup_bump 400 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 400 100 "-- sluice:undo snapshot(a)"
     run_sluice up
     assert_rc 0
     sq "delete from sluice_undo where chunk_no = 2"
@@ -138,7 +138,7 @@ test_lost_undo_records() {
 }
 
 test_killed_run_is_interrupted() {
-    setup_bump 20000 100 "-- sluice:pause 10ms"
+    setup_bump_ab 20000 100 "-- sluice:pause 10ms"
     sluice_start up
     wait_until 20 sq_true "select count(*) >= 3 from sluice_progress"
     sluice_kill KILL
@@ -149,7 +149,7 @@ test_killed_run_is_interrupted() {
 }
 
 test_checkpoint_mode() {
-    setup_bump 100 100
+    setup_bump_ab 100 100
     umask 022
     run_sluice up
     assert_rc 0

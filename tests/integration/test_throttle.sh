@@ -7,21 +7,8 @@
 # same zone: the window opens (or closes) a few seconds from now, every time.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# progress JOB: "chunks|rows" committed so far according to the database ("0|0" before the first).
-progress() {
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress where job = '$1'"
-    else
-        echo "0|0"
-    fi
-}
-
-# rows_done_at_least JOB N: at least N rows committed (for wait_until).
-rows_done_at_least() {
-    local p
-    p=$(progress "$1")
-    ((${p#*|} >= $2))
-}
+# t: n, and app for the rows an application writes.
+TCOLS=("n int not null default 0, app int not null default 0")
 
 # zone OFFSET: a TZ value whose local time is UTC + OFFSET seconds (either sign, under a day).
 zone() {
@@ -43,14 +30,8 @@ hhmm() {
     TZ=$1 date -d "@$2" +%H:%M
 }
 
-# The filled table every test walks.
-make_table() {
-    psql_q "create table t (id int primary key, n int not null default 0, app int not null default 0);
-            insert into t (id) select g from generate_series(1, $1) g"
-}
-
 test_lock_timeout_retries() {
-    make_table 3000
+    make_table 3000 "${TCOLS[@]}"
     # Room on every page, so that the application's updates stay HOT on their page: sluice's UPDATE
     # (seq scan or index scan alike) then always reaches the application's row before the locked ones.
     psql_q "alter table t set (fillfactor = 10)"
@@ -121,7 +102,7 @@ SQL
 }
 
 test_window_opens_soon() {
-    make_table 500
+    make_table 500 "${TCOLS[@]}"
     local zone now opens from to
     zone=$(zone "$(offset_at_second 54)")
     now=$(date +%s)
@@ -151,7 +132,7 @@ EOF
 }
 
 test_window_closes_mid_run() {
-    make_table 3000
+    make_table 3000 "${TCOLS[@]}"
     local off zone now closes from to
     off=$(offset_at_second 53)
     zone=$(zone "$off")
@@ -201,7 +182,7 @@ EOF
 }
 
 test_no_wait_outside_window() {
-    make_table 300
+    make_table 300 "${TCOLS[@]}"
     local from to
     from=$(date -d "120 minutes" +%H:%M)
     to=$(date -d "180 minutes" +%H:%M)
@@ -219,7 +200,7 @@ EOF
 }
 
 test_throttle_query() {
-    make_table 3000
+    make_table 3000 "${TCOLS[@]}"
     psql_q "create table app_flags (busy bool not null); insert into app_flags values (false)"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
@@ -252,7 +233,7 @@ EOF
 }
 
 test_chunk_time_converges() {
-    make_table 30000
+    make_table 30000 "${TCOLS[@]}"
     # 0.1ms a row on top of the UPDATE: a 200ms chunk is a little under 2000 rows.
     write_job 0001_bump <<'EOF'
 -- sluice:table t

@@ -2,23 +2,6 @@
 # test_unattended.sh: sluice under cron, CI or an ssh session: closed standard descriptors, SIGHUP, no password in argv.
 . "$(dirname "$0")/../harness/lib.sh"
 
-make_table() {
-    psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t (id) select g from generate_series(1, ${1:-500}) g"
-}
-
-bump_job() {
-    write_job 0001_bump <<EOF
--- sluice:table t
--- sluice:batch 100
-${1:-}
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
--- sluice:down
-UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;
-EOF
-}
-
 # run_closed WHICH ARGS...: run sluice (with --jobs/--checkpoints) with descriptor WHICH closed: 0, 1, 2,
 # or all. What is left open goes to last.out / last.err as with run_sluice; sets RC, OUT, ERR.
 run_closed() {
@@ -46,8 +29,8 @@ run_closed() {
 # closed number). Against PostgreSQL and a SQLite file.
 test_closed_descriptors() {
     local which=$1
-    make_table
-    bump_job
+    make_table 500
+    bump_job --down 0001_bump 100
     run_closed "$which" up
     assert_rc 0
     assert_sql "select min(n), max(n), count(*) from t" "1|1|500"
@@ -83,8 +66,8 @@ test_closed_descriptors() {
 # A checkpoint file or socket that took number 1 or 2 would receive log lines: the checkpoint directory
 # holds only sluice's own files, each readable as what it is.
 test_closed_descriptors_leave_files_alone() {
-    make_table
-    bump_job
+    make_table 500
+    bump_job --down 0001_bump 100
     run_closed all up
     assert_rc 0
     run_sluice status --json
@@ -102,7 +85,7 @@ test_closed_descriptors_leave_files_alone() {
 # checkpoint is written, exit 3; status says stopped, history not running; up resumes exactly once.
 test_sighup_stops() {
     make_table 3000
-    bump_job "-- sluice:pause 100ms"
+    bump_job --down 0001_bump 100 "-- sluice:pause 100ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
     sluice_kill HUP
@@ -165,7 +148,7 @@ test_sighup_stops_sqlite() {
     sq_init
     sq "create table t (id integer primary key, n int not null default 0)"
     sq_fill t 3000
-    bump_job "-- sluice:pause 100ms"
+    bump_job --down 0001_bump 100 "-- sluice:pause 100ms"
     sluice_start up
     wait_until 20 sq_true "select count(*) >= 2 from sluice_progress"
     sluice_kill HUP
@@ -182,7 +165,7 @@ test_sighup_stops_sqlite() {
 # SIGHUP during down: exit 3, rolling_back; down again finishes.
 test_sighup_during_down() {
     make_table 3000
-    bump_job "-- sluice:pause 50ms"
+    bump_job --down 0001_bump 100 "-- sluice:pause 50ms"
     run_sluice up
     assert_rc 0
     sluice_start down 0001_bump

@@ -2,14 +2,6 @@
 # test_up.sh: `up` over every key kind, with where, several statements, requires, pause, max-rate, resume.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# assert_status JOB FIELD EXPECTED: a fresh `status --json` has FIELD of JOB equal to EXPECTED.
-assert_status() {
-    local v
-    load_status
-    v=$(sfield "$1" "$2")
-    assert_eq "$v" "$3" "status --json: $2 of $1"
-}
-
 # assert_chunks JOB ROWS CHUNKS: status and sluice_progress agree on what ran.
 assert_chunks() {
     assert_status "$1" rows "$2"

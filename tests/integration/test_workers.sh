@@ -2,25 +2,6 @@
 # test_workers.sh: `workers N`: disjoint key ranges run at once, exactly once, with pace, ctl, signals, undo, resume and SQLite.
 . "$(dirname "$0")/../harness/lib.sh"
 
-# assert_status JOB FIELD EXPECTED: a fresh `status --json` has FIELD of JOB equal to EXPECTED.
-assert_status() {
-    local v
-    load_status
-    v=$(sfield "$1" "$2")
-    assert_eq "$v" "$3" "status --json: $2 of $1"
-}
-
-# progress [JOB]: "chunks|rows" committed so far according to the database ("0|0" before the first chunk).
-progress() {
-    local where=""
-    [[ -n ${1:-} ]] && where="where job = '$1'"
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress $where"
-    else
-        echo "0|0"
-    fi
-}
-
 # chunks_at_least N: at least N chunks committed (for wait_until).
 chunks_at_least() {
     local p
@@ -276,13 +257,6 @@ EOF
 
 JOB=0001_ctl
 
-# ctl_says TEXT ARGS...: `sluice ctl $JOB ARGS` answers and its answer contains TEXT (for wait_until).
-ctl_says() {
-    local text=$1
-    shift
-    "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$JOB" "$@" 2>/dev/null | grep -qF -- "$text"
-}
-
 # chunks_of_size N: 4 or more chunks of exactly N rows committed, from 2 or more ranges (a range's last
 # chunk may be short by chance, but not 4 of them all of that size).
 chunks_of_size() {
@@ -341,7 +315,7 @@ EOF
     run_sluice ctl "$JOB" set batch=7
     assert_rc 0
     wait_until 10 chunks_of_size 7
-    wait_until 5 ctl_says "batch 7" status
+    wait_until 5 ctl_says "batch 7" "$JOB" status
     # Then finish quickly.
     run_sluice ctl "$JOB" set batch=1000
     assert_rc 0
@@ -354,17 +328,6 @@ EOF
 }
 
 # (g) ---------------------------------------------------------------------------------------------
-
-# md5 over the whole table in key order: equal before `up` and after `down` means nothing was lost.
-table_sum() {
-    psql_q "select md5(coalesce(string_agg(x::text, E'\n' order by x.id), '')) from t x"
-}
-
-make_users() {
-    psql_q "create table t (id int primary key, first text not null, last text not null, full_name text, n int not null default 0);
-            insert into t (id, first, last) select g, 'f' || g, 'l' || g from generate_series(1, $1) g;
-            update t set full_name = 'kept ' || id where id % 7 = 0; analyze t"
-}
 
 test_undo_snapshot_then_down() {
     make_users 6000
