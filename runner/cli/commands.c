@@ -12,7 +12,12 @@
 #include "sluice/engine/down.h"
 #include "sluice/services/metrics.h"
 
-int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
+/* What up and down do once connected: sess is open, metrics served. */
+typedef int (*jobs_cmd)(sl_session *sess, const sl_opts *opts, sl_jobset *jobs, const char *arg);
+
+/* up and down alike: a session on opts' loop (or a loop of its own), metrics
+ * served while it runs unless a fleet serves them, then cmd; an exit code. */
+static int with_session(const sl_opts *opts, sl_jobset *jobs, const char *arg, jobs_cmd cmd)
 {
     uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
     if (!opts->loop)
@@ -34,20 +39,12 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
         uv_loop_close(&own);
         return SL_EXIT_USAGE;
     }
-    sl_job *target = only ? sl_jobset_find(jobs, only) : NULL;
     if (sl_session_connect(&sess, &err) != 0) {
         sl_error("%s", err.msg);
         code = SL_EXIT_FAILED;
     }
-    for (size_t i = 0; code == SL_EXIT_OK && i < jobs->njobs; i++) {
-        if (target && &jobs->jobs[i] != target)
-            continue;
-        if (sl_session_stopping(&sess)) {
-            code = SL_EXIT_STOPPED;
-            break;
-        }
-        code = sl_up_job(&sess, &opts->run, &jobs->jobs[i]);
-    }
+    if (code == SL_EXIT_OK)
+        code = cmd(&sess, opts, jobs, arg);
     sl_metrics_stop(metrics); /* before the session's close runs the loop to its end */
     sl_session_close(&sess);
     if (!opts->loop && uv_loop_close(&own) != 0)
@@ -55,39 +52,33 @@ int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
     return code;
 }
 
+static int up_jobs(sl_session *sess, const sl_opts *opts, sl_jobset *jobs, const char *only)
+{
+    sl_job *target = only ? sl_jobset_find(jobs, only) : NULL;
+    int code = SL_EXIT_OK;
+    for (size_t i = 0; code == SL_EXIT_OK && i < jobs->njobs; i++) {
+        if (target && &jobs->jobs[i] != target)
+            continue;
+        if (sl_session_stopping(sess))
+            return SL_EXIT_STOPPED;
+        code = sl_up_job(sess, &opts->run, &jobs->jobs[i]);
+    }
+    return code;
+}
+
+int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only)
+{
+    return with_session(opts, jobs, only, up_jobs);
+}
+
+static int down_jobs(sl_session *sess, const sl_opts *opts, sl_jobset *jobs, const char *target)
+{
+    return sl_down_jobs(sess, &opts->run, jobs, target);
+}
+
 int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
 {
-    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
-    if (!opts->loop)
-        uv_loop_init(&own);
-    sl_session sess;
-    sl_err err = {{0}};
-    if (sl_session_init(&sess, loop, opts->db, &err) != 0) {
-        sl_error("%s", err.msg);
-        if (!opts->loop)
-            uv_loop_close(&own);
-        return SL_EXIT_USAGE;
-    }
-    /* a fleet serves its targets' metrics from one endpoint (cli.c) */
-    sl_metrics_server *metrics = NULL;
-    if (opts->metrics && !opts->loop && sl_metrics_serve(loop, opts->metrics, &metrics, &err) != 0) {
-        sl_error("%s", err.msg);
-        sl_session_close(&sess);
-        uv_loop_close(&own);
-        return SL_EXIT_USAGE;
-    }
-    int code = SL_EXIT_OK;
-    if (sl_session_connect(&sess, &err) != 0) {
-        sl_error("%s", err.msg);
-        code = SL_EXIT_FAILED;
-    }
-    if (code == SL_EXIT_OK)
-        code = sl_down_jobs(&sess, &opts->run, jobs, target);
-    sl_metrics_stop(metrics);
-    sl_session_close(&sess);
-    if (!opts->loop && uv_loop_close(&own) != 0)
-        sl_warn("BUG: a libuv handle was left open at exit");
-    return code;
+    return with_session(opts, jobs, target, down_jobs);
 }
 
 /* ---- the names of the jobs ---- */

@@ -10,18 +10,6 @@
 CL_BIN=/usr/lib/postgresql/${PGVERSION:-15}/bin
 declare -A CLUSTER_URL=() CLUSTER_DIR=() CLUSTER_PORT=()
 
-_cl_free_port() {
-    local port _
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && [[ ! -e /var/run/postgresql/.s.PGSQL.$port ]]; then
-            echo "$port"
-            return
-        fi
-    done
-    echo 5434
-}
-
 _cl_as_postgres() {
     runuser -u postgres -- "$@"
 }
@@ -37,7 +25,7 @@ clusters_drop() {
 cluster_start() {
     local name=$1 dir port
     dir=$(mktemp -d /tmp/sluice-cluster.XXXXXX)
-    port=$(_cl_free_port)
+    port=$(free_port)
     chown postgres: "$dir" && chmod 700 "$dir"
     if ! _cl_as_postgres "$CL_BIN/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1; then
         fail "initdb for cluster $name failed: $(tail -n 5 "$dir/initdb.log")"
