@@ -66,8 +66,8 @@ fresh() {
         q "fleet$i" "drop table if exists users, sluice_progress, sluice_jobs, sluice_undo, sluice_ranges, sluice_meta;
                      create table users (id bigint primary key, first_name text, last_name text, full_name text);
                      insert into users (id, first_name, last_name)
-                       select g, 'first_' || g, 'last_' || g from generate_series(1, $BENCH_ROWS) g;
-                     vacuum analyze users" || exit 1
+                       select g, 'first_' || g, 'last_' || g from generate_series(1, $BENCH_ROWS) g" || exit 1
+        q "fleet$i" "vacuum analyze users" || exit 1 # its own statement: VACUUM cannot run in psql -c's one transaction
     done
     q postgres "checkpoint" || exit 1
     rm -rf "$WORK/ckpt"
