@@ -30,20 +30,20 @@ typedef struct sl_opts {
 sl_opts sl_target_opts(const sl_opts *opts, const sl_target *t, char **dir);
 
 /* Entry point of the sluice binary. Returns the process exit code. */
-int sl_cli_main(int argc, char **argv);
+int sl_cli_main(int argc, char **argv) SL_MUSTCHECK;
 
 /* The commands. Each returns an exit code (SL_EXIT_*). jobs are all the jobs
  * of the jobs directory, already validated. */
-int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only);
+int sl_cmd_up(const sl_opts *opts, sl_jobset *jobs, const char *only) SL_MUSTCHECK;
 /* status and history over one database (fleet NULL) or every target of a
  * fleet, each target's checkpoints in <checkpoints>/<NAME>/. */
-int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only);
-int sl_cmd_history(const sl_opts *opts, const sl_fleet *fleet);
-int sl_cmd_plan(const sl_opts *opts, sl_job *job);
+int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only) SL_MUSTCHECK;
+int sl_cmd_history(const sl_opts *opts, const sl_fleet *fleet) SL_MUSTCHECK;
+int sl_cmd_plan(const sl_opts *opts, sl_job *job) SL_MUSTCHECK;
 /* `report JOB [-o FILE]`: the job's journal as one HTML page (report.h). */
-int sl_cmd_report(const sl_opts *opts, const char *job);
-int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state);
+int sl_cmd_report(const sl_opts *opts, const char *job) SL_MUSTCHECK;
+int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state) SL_MUSTCHECK;
 /* target: a job name, "-N" or "base" (README "Commands", `down`). */
-int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target);
+int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target) SL_MUSTCHECK;
 
 #endif

@@ -57,6 +57,6 @@ const sl_target *sl_fleet_current(void);
  * the commands leave closing is the caller's to run. With 0 one after the
  * other on the main stack (fn gets loop NULL: each command makes its own). */
 int sl_fleet_run(const sl_fleet *fleet, uv_loop_t *loop, size_t parallel,
-                 int (*fn)(const sl_target *target, uv_loop_t *loop, void *arg), void *arg);
+                 int (*fn)(const sl_target *target, uv_loop_t *loop, void *arg), void *arg) SL_MUSTCHECK;
 
 #endif

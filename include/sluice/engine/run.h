@@ -131,7 +131,7 @@ int sl_run_begin(sl_run *run, const sl_run_identity *id, char *const *walk_end, 
 /* End the run with exit code: up: done, stopped or failed (with run->err);
  * down: rolled_back, or rolling_back. Returns code, or SL_EXIT_FAILED when
  * the state cannot be written. */
-int sl_run_finish(sl_run *run, int code);
+int sl_run_finish(sl_run *run, int code) SL_MUSTCHECK;
 
 /* The run's lease went to another runner: stop, saying why
  * (run->lease.why). */

@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include "sluice/base/util.h"
+
 #define SL_HTTP_MAX_REQUEST 8192 /* request line, headers and the blank line */
 #define SL_HTTP_MAX_LINE    2048 /* the request line */
 #define SL_HTTP_MAX_TARGET  1024 /* the path and query */
@@ -33,7 +35,7 @@ enum {
  * SL_HTTP_MAX_LINE), 431 (headers past SL_HTTP_MAX_REQUEST bytes or
  * SL_HTTP_MAX_HEADERS lines), 505 (a version other than HTTP/1.0 and 1.1).
  * Lines end in CRLF or LF. A prefix of a valid request is always PARTIAL. */
-int sl_http_parse(const char *buf, size_t len, sl_http_request *req);
+int sl_http_parse(const char *buf, size_t len, sl_http_request *req) SL_MUSTCHECK;
 
 /* "Bad Request", ...: the reason phrase of a status sluice answers with. */
 const char *sl_http_reason(int status);

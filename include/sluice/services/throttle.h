@@ -68,7 +68,7 @@ int sl_throttle_prepare(sl_throttle *th, sl_session *sess, const sl_job *job, co
  * measured value and the limit), -1 when the queries failed (reason holds
  * the error; callers treat it like a transient chunk error). */
 int sl_throttle_check(sl_throttle *th, sl_session *sess, const sl_job *job, const sl_pace *pace, const char *table,
-                      char *reason, size_t reasonsz);
+                      char *reason, size_t reasonsz) SL_MUSTCHECK;
 
 /* Lines for `ctl status`: each health limit the job sets, its last reading. */
 void sl_throttle_status(const sl_throttle *th, const sl_pace *pace, sl_buf *out);
