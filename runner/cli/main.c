@@ -1,6 +1,7 @@
 /* main.c: the sluice binary; everything else lives in the library the tests link too. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include "sluice/cli/cli.h"
@@ -30,5 +31,10 @@ int main(int argc, char **argv)
     /* Nothing to report on: stderr itself may be the missing descriptor. */
     if (fill_std_fds() != 0)
         return SL_EXIT_USAGE;
+    /* SQLite's memory statistics (on by default) take one process-wide mutex
+     * on every allocation, which the checkpoint's connection on this thread
+     * and a SQLite target's on its own thread then contend for; sluice never
+     * reads them. Only allowed before SQLite initialises (sqlite3_config). */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     return sl_cli_main(argc, argv);
 }
