@@ -56,27 +56,18 @@ ensure_tools() {
     command -v pg_virtualenv >/dev/null ||
         die "pg_virtualenv is missing (hint: bash tests/run.sh installs what the build and PostgreSQL need)"
     command -v meson >/dev/null || die "meson is missing (hint: bash tests/run.sh installs it)"
-    if [[ ! -x /usr/bin/time ]]; then
-        echo "# installing package time (for /usr/bin/time -v)"
-        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y time; } </dev/null >/dev/null 2>&1 ||
-            die "apt-get install time failed (hint: apt-get install -y time)"
-    fi
+    need_time
 }
 
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 outer() {
-    local opts=() opt
     [[ $(id -u) == 0 ]] || die "run it as root (pg_virtualenv needs to create a cluster)"
     ensure_tools
     build_release
-    for opt in $BENCH_PG_OPTS; do
-        opts+=(-o "$opt")
-    done
-    PGPORT=$(free_port) pg_virtualenv -t -v "$BENCH_PGVERSION" "${opts[@]}" bash "${BASH_SOURCE[0]}" --inner 2>&1 |
-        grep --line-buffered -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
-    return "${PIPESTATUS[0]}"
+    # shellcheck disable=SC2086 # BENCH_PG_OPTS: space-separated GUC=VALUE words
+    pg_inner "${BASH_SOURCE[0]}" $BENCH_PG_OPTS
 }
 
 # ---------------------------------------------------------------------------------------------------

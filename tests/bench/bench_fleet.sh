@@ -45,14 +45,9 @@ die() {
 
 outer() {
     command -v pg_virtualenv >/dev/null || die "pg_virtualenv is missing (hint: bash tests/run.sh installs it)"
-    if [[ ! -x /usr/bin/time ]]; then
-        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y time; } </dev/null >/dev/null 2>&1 ||
-            die "apt-get install time failed (hint: apt-get install -y time)"
-    fi
+    need_time
     build_release
-    PGPORT=$(free_port) pg_virtualenv -t -v "$BENCH_PGVERSION" -o fsync=on bash "${BASH_SOURCE[0]}" --inner 2>&1 |
-        grep --line-buffered -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
-    return "${PIPESTATUS[0]}"
+    pg_inner "${BASH_SOURCE[0]}" fsync=on
 }
 
 q() {

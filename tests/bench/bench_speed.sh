@@ -79,26 +79,17 @@ ensure_tools() {
     for tool in sqlite3 python3; do
         command -v "$tool" >/dev/null || die "$tool is missing (hint: apt-get install -y $tool)"
     done
-    if [[ ! -x /usr/bin/time ]]; then
-        echo "# installing package time (for /usr/bin/time)"
-        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y time; } </dev/null >/dev/null 2>&1 ||
-            die "apt-get install time failed (hint: apt-get install -y time)"
-    fi
+    need_time
 }
 
 outer() {
-    local opts=() opt
     [[ $(id -u) == 0 ]] || die "run it as root (pg_virtualenv needs to create a cluster)"
     [[ $BENCH_ROWS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS=$BENCH_ROWS: expected a whole number above 0"
     [[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS=$BENCH_RUNS: expected a whole number above 0"
     ensure_tools
     build_release
-    for opt in $BENCH_PG_OPTS; do
-        opts+=(-o "$opt")
-    done
-    PGPORT=$(free_port) pg_virtualenv -t -v "$BENCH_PGVERSION" "${opts[@]}" bash "${BASH_SOURCE[0]}" --inner 2>&1 |
-        grep --line-buffered -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
-    return "${PIPESTATUS[0]}"
+    # shellcheck disable=SC2086 # BENCH_PG_OPTS: space-separated GUC=VALUE words
+    pg_inner "${BASH_SOURCE[0]}" $BENCH_PG_OPTS
 }
 
 # ---------------------------------------------------------------------------------------------------

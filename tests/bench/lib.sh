@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lib.sh: what the benchmarks share: a release build of sluice, a clock, a free port for their PostgreSQL, and the hand-written baselines.
+# lib.sh: what the benchmarks share: a release build of sluice, GNU time, a throw-away PostgreSQL on a free port, a clock, and the hand-written baselines.
 # Sourced by tests/bench/bench_*.sh, which set ROOT (the repository), BUILD (the build dir) and die().
 
 # build_release: build $BUILD as a release build without sanitizers; its log is kept only on failure.
@@ -19,6 +19,29 @@ build_release() {
         die "the release build failed (whole output in $log)"
     }
     rm -f "$log"
+}
+
+# need_time: GNU time at /usr/bin/time (its CPU and peak-memory figures), installed when missing.
+need_time() {
+    if [[ ! -x /usr/bin/time ]]; then
+        echo "# installing package time (for /usr/bin/time)"
+        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y time; } </dev/null >/dev/null 2>&1 ||
+            die "apt-get install time failed (hint: apt-get install -y time)"
+    fi
+}
+
+# pg_inner SCRIPT [GUC=VALUE...]: `bash SCRIPT --inner` inside a throw-away PostgreSQL $BENCH_PGVERSION
+# cluster (pg_virtualenv on a free port, each GUC=VALUE set in its postgresql.conf), without
+# pg_virtualenv's own lines about creating and dropping it; SCRIPT's exit status.
+pg_inner() {
+    local script=$1 opts=() opt
+    shift
+    for opt in "$@"; do
+        opts+=(-o "$opt")
+    done
+    PGPORT=$(free_port) pg_virtualenv -t -v "$BENCH_PGVERSION" "${opts[@]}" bash "$script" --inner 2>&1 |
+        grep --line-buffered -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
+    return "${PIPESTATUS[0]}"
 }
 
 # now: the wall clock in seconds, with microseconds (for secs).
