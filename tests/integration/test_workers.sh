@@ -121,6 +121,22 @@ EOF
 
 # (c) ---------------------------------------------------------------------------------------------
 
+# four_at_once WHAT LOG PIDS CHUNKS MS: CHUNKS chunks of 100 ms each, logged in LOG (lo, pid, t0, t1) and
+# run by the backends whose pids are in table PIDS, took MS: under 6/10 of one at a time, on 4 backends,
+# 3 or 4 of them at once (up or down with workers 4).
+four_at_once() {
+    local what=$1 log=$2 pid_table=$3 chunks=$4 ms=$5 serial pids overlap
+    serial=$((chunks * 100))
+    pids=$(psql_q "select count(distinct pid) from $pid_table")
+    overlap=$(psql_q "select max((select count(*) from $log b where b.t0 <= a.t0 and a.t0 < b.t1)) from $log a")
+    diag "$what: $chunks chunks of 100 ms with workers 4: ${ms} ms (${serial} ms one at a time); $pids backends; at most $overlap chunks at once"
+    ((ms < serial * 6 / 10)) || fail "$what: $chunks chunks of 100 ms with workers 4 took ${ms} ms: not run at the same time (serial: ${serial} ms)"
+    assert_eq "$pids" 4 "distinct backends that ran chunks ($what)"
+    ((overlap >= 3)) || fail "$what: at most $overlap chunks were in flight at once with workers 4"
+    ((overlap <= 4)) || fail "$what: $overlap chunks were in flight at once with workers 4"
+}
+
+
 test_chunks_run_at_the_same_time() {
     psql_q "create table t (id int primary key, n int not null default 0, pid int);
             create table chunk_log (lo int primary key, pid int not null, t0 timestamptz not null, t1 timestamptz);
@@ -143,17 +159,10 @@ EOF
     assert_rc 0
     ms=$((t1 - t0))
     assert_done 0001_slow t 4000
-    local chunks serial pids overlap
+    local chunks
     chunks=$(psql_q "select count(*) from sluice_progress")
     assert_sql "select count(*), count(t1) from chunk_log" "$chunks|$chunks"
-    serial=$((chunks * 100))
-    pids=$(psql_q "select count(distinct pid) from t")
-    overlap=$(psql_q "select max((select count(*) from chunk_log b where b.t0 <= a.t0 and a.t0 < b.t1)) from chunk_log a")
-    diag "$chunks chunks of 100 ms with workers 4: ${ms} ms (${serial} ms one at a time); $pids backends; at most $overlap chunks at once"
-    ((ms < serial * 6 / 10)) || fail "$chunks chunks of 100 ms with workers 4 took ${ms} ms: not run at the same time (serial: ${serial} ms)"
-    assert_eq "$pids" 4 "distinct backends that ran chunks"
-    ((overlap >= 3)) || fail "at most $overlap chunks were in flight at once with workers 4"
-    ((overlap <= 4)) || fail "$overlap chunks were in flight at once with workers 4"
+    four_at_once up chunk_log t "$chunks" "$ms"
 }
 
 # (d) ---------------------------------------------------------------------------------------------
@@ -403,23 +412,16 @@ EOF
     run_sluice up
     assert_rc 0
     psql_q "create table up_chunks as select range_no, chunk_no, lo[1]::int as lo from sluice_progress"
-    local chunks t0 t1 ms serial pids overlap
+    local chunks t0 t1
     chunks=$(psql_q "select count(*) from up_chunks")
     t0=$(now_ms)
     run_sluice down 0001_bump
     t1=$(now_ms)
     assert_rc 0
     assert_contains "$ERR" "4 workers over"
-    ms=$((t1 - t0))
     assert_sql "select min(n), max(n), count(*) from t" "0|0|4000"
     assert_sql "select count(*), count(t1) from down_log" "$chunks|$chunks"
-    serial=$((chunks * 100))
-    pids=$(psql_q "select count(distinct pid) from down_log")
-    overlap=$(psql_q "select max((select count(*) from down_log b where b.t0 <= a.t0 and a.t0 < b.t1)) from down_log a")
-    diag "down of $chunks chunks of 100 ms with workers 4: ${ms} ms (${serial} ms one at a time); $pids backends; at most $overlap at once"
-    ((ms < serial * 6 / 10)) || fail "down with workers 4 took ${ms} ms: chunks not undone at the same time (serial: ${serial} ms)"
-    assert_eq "$pids" 4 "distinct backends that undid chunks"
-    ((overlap >= 3 && overlap <= 4)) || fail "$overlap chunks were undone at once with workers 4"
+    four_at_once down down_log down_log "$chunks" "$((t1 - t0))"
     # within a range, newest first: no chunk was undone before the one that committed after it
     assert_sql "select count(*) from up_chunks a join up_chunks b on b.range_no = a.range_no and b.chunk_no > a.chunk_no
                   join down_log da on da.lo = a.lo join down_log db on db.lo = b.lo where da.t0 < db.t1" 0
