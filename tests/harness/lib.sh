@@ -233,6 +233,21 @@ ctl_says() {
     "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" ctl "$job" "$@" 2>/dev/null | grep -qF -- "$text"
 }
 
+# make_app_role [SQL]: role sl_app (LOGIN, password app-secret; roles live in the cluster, so a replica
+# has it too) with CREATE and USAGE on public (its first run creates sluice's tables), then SQL (the
+# grants its jobs need, e.g. "grant select, update on t to sl_app"), and nothing more: checked to be
+# neither superuser nor in pg_monitor. Sets APP_DB, a URL connecting as it to the test's database.
+make_app_role() {
+    psql_q "do \$\$ begin
+              if not exists (select from pg_roles where rolname = 'sl_app') then
+                  create role sl_app login password 'app-secret';
+              end if;
+            end \$\$"
+    psql_q "grant create, usage on schema public to sl_app${1:+; $1}"
+    assert_sql "select rolsuper or pg_has_role('sl_app', 'pg_monitor', 'member') from pg_roles where rolname = 'sl_app'" f
+    APP_DB="postgresql://sl_app:app-secret@$PGHOST:$PGPORT/$T_DB"
+}
+
 # free_port: a TCP port nothing listens on (nor a PostgreSQL socket file names), below Linux's ephemeral
 # range (32768 and up) so that no client connection holds it either. Use on its own line: p=$(free_port)
 free_port() {

@@ -7,15 +7,6 @@
 # tuples from an UPDATE of the job's table, whose autovacuum is off, until the test runs VACUUM.
 . "$(dirname "$0")/../harness/lib.sh"
 
-make_app_role() {
-    psql_q "do \$\$ begin
-              if not exists (select from pg_roles where rolname = 'sl_app') then
-                  create role sl_app login password 'app-secret';
-              end if;
-            end \$\$"
-    psql_q "grant create, usage on schema public to sl_app"
-    APP_DB="postgresql://sl_app:app-secret@$PGHOST:$PGPORT/$T_DB"
-}
 
 has_progress() {
     [[ $(progress "$1") != "0|0" ]]

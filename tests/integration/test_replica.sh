@@ -127,17 +127,10 @@ test_replica_streams() {
 }
 
 
-# sl_app: LOGIN, the grants its jobs need (its first run creates sluice's tables: CREATE on public),
-# nothing more. Roles live in the cluster, so the replica has it too.
-make_app_role() {
-    psql_q "do \$\$ begin
-              if not exists (select from pg_roles where rolname = 'sl_app') then
-                  create role sl_app login password 'app-secret';
-              end if;
-            end \$\$"
-    psql_q "grant create, usage on schema public to sl_app; grant select, update on t to sl_app"
-    assert_sql "select rolsuper or pg_has_role('sl_app', 'pg_monitor', 'member') from pg_roles where rolname = 'sl_app'" f
-    APP_DB="postgresql://sl_app:app-secret@$PGHOST:$PGPORT/$T_DB"
+# app_role: sl_app (lib.sh's make_app_role) with the grants the job needs, and APP_REPLICA, a URL
+# connecting as it to the replica.
+app_role() {
+    make_app_role "grant select, update on t to sl_app"
     APP_REPLICA="postgresql://sl_app@/$T_DB?host=$REPLICA_DIR&port=$REPLICA_PORT"
 }
 
@@ -163,7 +156,7 @@ test_engages_within_two_seconds() {
     [[ -z $REPLICA_ERR ]] || fail "$REPLICA_ERR"
     assert_eq "$(replica_q "show wal_receiver_status_interval")" 10s "the replica's status interval (the default)"
     make_table_3000
-    make_app_role
+    app_role
     write_bump_job 500ms
     run_sluice --db "$APP_DB" --replica "$APP_REPLICA" plan 0001_bump
     assert_rc 0
@@ -200,7 +193,7 @@ test_engages_within_two_seconds() {
 test_refuses_unmeasurable() {
     [[ -z $REPLICA_ERR ]] || fail "$REPLICA_ERR"
     make_table_3000
-    make_app_role
+    app_role
     write_bump_job
     run_sluice --db "$APP_DB" plan 0001_bump
     assert_rc 0
