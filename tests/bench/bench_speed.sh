@@ -195,27 +195,6 @@ pg_check_filled() {
         { fail "$1" "left the table wrong: expected $BENCH_ROWS rows filled, got (right, filled) $got"; return 1; }
 }
 
-# make_template: $WORK/template.db with BENCH_ROWS rows, WAL mode (kept in the file), checkpointed.
-make_template() {
-    sqlite3 -bail "$WORK/template.db" >/dev/null <<SQL || die "could not create $WORK/template.db"
-PRAGMA journal_mode = WAL;
-CREATE TABLE users (id integer PRIMARY KEY, first_name text, last_name text, full_name text);
-BEGIN;
-WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < $BENCH_ROWS)
-INSERT INTO users (id, first_name, last_name) SELECT i, 'first_' || i, 'last_' || i FROM g;
-COMMIT;
-ANALYZE;
-PRAGMA wal_checkpoint(TRUNCATE);
-SQL
-}
-
-# lite_fresh: $DB, a copy of the template, on disk (synced) before the clock starts.
-lite_fresh() {
-    rm -f "$DB" "$DB-wal" "$DB-shm" "$DB-sluice-lock"
-    cp "$WORK/template.db" "$DB" || die "cp failed"
-    sync
-}
-
 # lite_check_filled ID: every row got its full_name, the right one.
 lite_check_filled() {
     local got

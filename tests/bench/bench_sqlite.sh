@@ -45,27 +45,6 @@ die() {
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# make_template: $WORK/template.db with BENCH_ROWS rows, WAL mode (kept in the file), checkpointed.
-make_template() {
-    sqlite3 -bail "$WORK/template.db" >/dev/null <<SQL || die "could not create $WORK/template.db"
-PRAGMA journal_mode = WAL;
-CREATE TABLE users (id integer PRIMARY KEY, first_name text, last_name text, full_name text);
-BEGIN;
-WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < $BENCH_ROWS)
-INSERT INTO users (id, first_name, last_name) SELECT i, 'first_' || i, 'last_' || i FROM g;
-COMMIT;
-ANALYZE;
-PRAGMA wal_checkpoint(TRUNCATE);
-SQL
-}
-
-# fresh_db: $DB, a copy of the template, on disk (synced) before the clock starts.
-fresh_db() {
-    rm -f "$DB" "$DB-wal" "$DB-shm" "$DB-sluice-lock"
-    cp "$WORK/template.db" "$DB" || die "cp failed"
-    sync
-}
-
 # check_filled WHAT: every row got its full_name, the right one; else stop.
 check_filled() {
     local got
@@ -86,7 +65,7 @@ record() {
 
 bench_update() {
     local t0 t1
-    fresh_db
+    lite_fresh
     t0=$(now)
     sqlite3 -bail "$DB" "PRAGMA synchronous = FULL; $UPDATE_SET" >/dev/null || die "the UPDATE failed"
     t1=$(now)
@@ -101,7 +80,7 @@ write_python_loop() {
 
 bench_python() {
     local batch=$1 t
-    fresh_db
+    lite_fresh
     t=$(python3 "$WORK/loop.py" "$DB" "$batch" "$UPDATE_SET") || die "the Python loop failed"
     check_filled "the Python loop"
     record "Python keyset loop, batch $batch" "$t"
@@ -109,7 +88,7 @@ bench_python() {
 
 bench_sluice() {
     local batch=$1 t0 t1 rc
-    fresh_db
+    lite_fresh
     rm -rf "$WORK/jobs" "$WORK/ckpt"
     mkdir -p "$WORK/jobs"
     cat >"$WORK/jobs/0001_full_name.sql" <<EOF

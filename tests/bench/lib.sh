@@ -44,6 +44,27 @@ pg_inner() {
     return "${PIPESTATUS[0]}"
 }
 
+# make_template: (SQLite benches) $WORK/template.db with BENCH_ROWS rows, WAL mode (kept in the file), checkpointed.
+make_template() {
+    sqlite3 -bail "$WORK/template.db" >/dev/null <<SQL || die "could not create $WORK/template.db"
+PRAGMA journal_mode = WAL;
+CREATE TABLE users (id integer PRIMARY KEY, first_name text, last_name text, full_name text);
+BEGIN;
+WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < $BENCH_ROWS)
+INSERT INTO users (id, first_name, last_name) SELECT i, 'first_' || i, 'last_' || i FROM g;
+COMMIT;
+ANALYZE;
+PRAGMA wal_checkpoint(TRUNCATE);
+SQL
+}
+
+# lite_fresh: (SQLite benches) $DB, a copy of make_template's file, on disk (synced) before the clock starts.
+lite_fresh() {
+    rm -f "$DB" "$DB-wal" "$DB-shm" "$DB-sluice-lock"
+    cp "$WORK/template.db" "$DB" || die "cp failed"
+    sync
+}
+
 # now: the wall clock in seconds, with microseconds (for secs).
 now() {
     echo "$EPOCHREALTIME"
