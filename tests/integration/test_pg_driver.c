@@ -413,22 +413,27 @@ static void test_large_batches(void)
     CHECK(wrong == 0);
     reply_free(&w);
     /* 16 MB of parameters cannot leave in one write: the driver must wait
-     * for the socket to become writable, and keep reading meanwhile. */
+     * for the socket to become writable, and keep reading meanwhile. The
+     * batch opens with a sleep, during which the backend reads nothing (it
+     * reads its next message only once a statement is done), so the socket's
+     * buffers fill whatever the machine's speed: without it, a backend on
+     * another core could drain all 16 MB within the first write. */
     size_t big_len = 2u << 20;
     char *big = malloc(big_len + 1);
     memset(big, 'x', big_len);
     big[big_len] = '\0';
     const char *big_param[] = {big};
-    sl_query bq[8];
-    for (int i = 0; i < 8; i++)
+    sl_query bq[9];
+    bq[0] = (sl_query){"SELECT pg_sleep(0.3)", 0, NULL};
+    for (int i = 1; i < 9; i++)
         bq[i] = (sl_query){"SELECT length($1)", 1, big_param};
     memset(&w, 0, sizeof w);
-    CHECK(sl_pg_send(&pg, bq, 8, on_reply, &w) == 0);
+    CHECK(sl_pg_send(&pg, bq, 9, on_reply, &w) == 0);
     CHECK(pg.events & UV_WRITABLE);
     free(big);
     wait_until(&loop, &w.done);
-    CHECK(w.done == 1 && w.ok && w.n == 8);
-    for (size_t i = 0; i < w.n; i++)
+    CHECK(w.done == 1 && w.ok && w.n == 9);
+    for (size_t i = 1; i < w.n; i++)
         CHECK_STR(w.value[i], "2097152");
     CHECK(!(pg.events & UV_WRITABLE));
     reply_free(&w);
