@@ -534,40 +534,57 @@ static int delete_chunks(sl_ckpt *ck, const char *sql, int64_t chunk_no, sl_err 
 /* What `down` undid, kept for `report` after the chunk itself is gone. */
 static int insert_undone(sl_ckpt *ck, int64_t run_id, int64_t chunk_no, int64_t rows, int64_t duration_ms, sl_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(ck->db,
-                           "INSERT INTO undone (run_id, chunk_no, rows, duration_ms, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return ckpt_fail_db(ck, "cannot record an undone chunk", err);
+    sqlite3_stmt *st = ck->stmts[ST_INSERT_UNDONE];
     sqlite3_bind_int64(st, 1, run_id);
     sqlite3_bind_int64(st, 2, chunk_no);
     sqlite3_bind_int64(st, 3, rows);
     sqlite3_bind_int64(st, 4, duration_ms);
     sqlite3_bind_int64(st, 5, sl_now_ms());
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ckpt_fail_db(ck, "cannot record an undone chunk", err);
-    sqlite3_finalize(st);
-    return rc;
+    return step_done(ck, st, "cannot record an undone chunk", err);
+}
+
+/* The chunk leaves the file, and the job's totals with it. */
+static int forget_chunk(sl_ckpt *ck, int64_t chunk_no, sl_err *err)
+{
+    sqlite3_stmt *st = ck->stmts[ST_UNDO_JOB];
+    sqlite3_bind_int64(st, 1, chunk_no);
+    sqlite3_bind_int64(st, 2, sl_now_ms());
+    if (step_done(ck, st, "cannot update the job", err) != 0)
+        return -1;
+    st = ck->stmts[ST_DELETE_CHUNK];
+    sqlite3_bind_int64(st, 1, chunk_no);
+    return step_done(ck, st, "cannot forget chunks", err);
 }
 
 int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, int64_t duration_ms, sl_err *err)
 {
+    /* No fsync, as for sl_ckpt_commit_chunk: the chunk's progress row is
+     * already gone from the target, which a run opened after a power loss
+     * copies here; only `report`'s line for this undone chunk could go. */
+    if (sqlite3_exec(ckpt->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) != SQLITE_OK)
+        return ckpt_fail_db(ckpt, "cannot configure the file", err);
+    int rc = -1;
     if (tx_begin(ckpt, err) != 0)
-        return -1;
-    if (run_id > 0 && insert_undone(ckpt, run_id, chunk_no, rows, duration_ms, err) != 0)
-        return tx_abort(ckpt);
-    if (delete_chunks(ckpt, "DELETE FROM chunks WHERE chunk_no = ?1", chunk_no, err) != 0 ||
-        resummarize(ckpt, err) != 0)
-        return tx_abort(ckpt);
+        goto out;
+    if ((run_id > 0 && insert_undone(ckpt, run_id, chunk_no, rows, duration_ms, err) != 0) ||
+        forget_chunk(ckpt, chunk_no, err) != 0) {
+        rc = tx_abort(ckpt);
+        goto out;
+    }
     if (run_id > 0) {
         sqlite3_stmt *st = ckpt->stmts[ST_CHUNK_RUN];
         sqlite3_bind_int64(st, 1, rows);
         sqlite3_bind_int64(st, 2, run_id);
-        if (step_run(ckpt, st, run_id, "cannot update the run", err) != 0)
-            return tx_abort(ckpt);
+        if (step_run(ckpt, st, run_id, "cannot update the run", err) != 0) {
+            rc = tx_abort(ckpt);
+            goto out;
+        }
     }
-    if (tx_commit(ckpt, err) != 0)
-        return tx_abort(ckpt);
-    return 0;
+    rc = tx_commit(ckpt, err) != 0 ? tx_abort(ckpt) : 0;
+out:
+    if (sqlite3_exec(ckpt->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK && rc == 0)
+        rc = ckpt_fail_db(ckpt, "cannot configure the file", err);
+    return rc;
 }
 
 int sl_ckpt_forget_chunks(sl_ckpt *ckpt, const int64_t *nums, size_t n, sl_err *err)

@@ -27,6 +27,9 @@ enum ckpt_stmt {
     ST_DELETE_CHUNKS,
     ST_RESET_JOB,
     ST_STAMP_JOB,
+    ST_INSERT_UNDONE,
+    ST_UNDO_JOB,
+    ST_DELETE_CHUNK,
     ST_COUNT
 };
 

@@ -69,6 +69,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_RESET_JOB] = "UPDATE job SET rows = 0, affected = 0, chunks = 0, last_key = NULL, checksum = '',"
                      " started_at = 0",
     [ST_STAMP_JOB] = "UPDATE job SET state = ?1, error = NULL, updated_at = ?2, checksum = coalesce(?3, checksum)",
+    [ST_INSERT_UNDONE] = "INSERT INTO undone (run_id, chunk_no, rows, duration_ms, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    /* the totals less the chunk ?1 about to be deleted (none when the file never had it), without summing
+     * every chunk again: a down of n chunks stays linear */
+    [ST_UNDO_JOB] = "UPDATE job SET rows = job.rows - c.rows, affected = job.affected - max(c.affected, 0),"
+                    " chunks = job.chunks - 1, updated_at = ?2,"
+                    " last_key = (SELECT hi FROM chunks WHERE chunk_no <> ?1 ORDER BY chunk_no DESC LIMIT 1)"
+                    " FROM (SELECT rows, affected FROM chunks WHERE chunk_no = ?1) AS c",
+    [ST_DELETE_CHUNK] = "DELETE FROM chunks WHERE chunk_no = ?1",
 };
 
 /* ---- paths and files ---- */

@@ -234,6 +234,46 @@ out:
     free(path);
 }
 
+/* Undoing a chunk takes it out of the job's totals and last key; one the
+ * file never had changes nothing. */
+static void test_undo_chunks(void)
+{
+    char *path = tmp_path("undo.sluice");
+    sl_ckpt *ck = must_open(path, "undo", 1);
+    if (!ck)
+        goto out;
+    int64_t run = begin_up(ck, "0123456789abcdef");
+    commit_ok(ck, run, make_chunk(1, "[\"1\"]", "[\"1000\"]", 1000));
+    commit_ok(ck, run, make_chunk(2, "[\"1001\"]", "[\"2000\"]", 1000));
+    commit_ok(ck, run, make_chunk(3, "[\"2001\"]", "[\"2500\"]", 500));
+    sl_err err = {{0}};
+    static const struct {
+        int64_t chunk_no, rows, affected, chunks;
+        const char *last_key;
+    } steps[] = {
+        {3, 2000, 1998, 2, "[\"2000\"]"},
+        {7, 2000, 1998, 2, "[\"2000\"]"}, /* never recorded here */
+        {1, 1000, 999, 1, "[\"2000\"]"},
+        {2, 0, 0, 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        CHECK(sl_ckpt_undo_chunk(ck, run, steps[i].chunk_no, 10, 5, &err) == 0);
+        sl_ckpt_job job;
+        CHECK(sl_ckpt_get_job(ck, &job, &err) == 0);
+        CHECK(job.rows == steps[i].rows && job.affected == steps[i].affected && job.chunks == steps[i].chunks);
+        if (steps[i].last_key)
+            CHECK_STR(job.last_key, steps[i].last_key);
+        else
+            CHECK(job.last_key == NULL);
+        sl_ckpt_job_free(&job);
+    }
+    sl_ckpt_close(ck);
+    CHECK(raw_int(path, "SELECT count(*) FROM chunks") == 0);
+    CHECK(raw_int(path, "SELECT count(*) FROM undone") == 4);
+out:
+    free(path);
+}
+
 static void test_commit_unknown_run_and_affected(void)
 {
     char *path = tmp_path("norun.sluice");
@@ -776,6 +816,7 @@ int main(void)
     RUN(test_create_and_reopen);
     RUN(test_wal_mode);
     RUN(test_commit_chunks);
+    RUN(test_undo_chunks);
     RUN(test_commit_unknown_run_and_affected);
     RUN(test_checksum_recorded);
     RUN(test_finish_and_runs);
