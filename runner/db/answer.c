@@ -8,7 +8,7 @@ void sl_answer_free(sl_answer *ans)
 {
     for (size_t i = 0; i < ans->nresults; i++) {
         sl_result *r = &ans->results[i];
-        for (int v = 0; v < r->nrows * r->ncols; v++)
+        for (int v = 0; !r->packed && v < r->nrows * r->ncols; v++)
             free(r->vals[v]);
         free(r->vals);
     }

@@ -23,11 +23,25 @@ static void copy_result(sl_result *dst, const PGresult *res)
         return;
     dst->nrows = PQntuples(res);
     dst->ncols = PQnfields(res);
-    dst->vals = sl_calloc((size_t)dst->nrows * (size_t)dst->ncols + 1, sizeof(char *));
+    /* one block: the pointers, then every value's text (a chunk's images are
+     * thousands of values: one malloc each was most of the copy's time) */
+    size_t cells = (size_t)dst->nrows * (size_t)dst->ncols, bytes = 0;
     for (int r = 0; r < dst->nrows; r++)
         for (int c = 0; c < dst->ncols; c++)
             if (!PQgetisnull(res, r, c))
-                dst->vals[r * dst->ncols + c] = sl_strdup(PQgetvalue(res, r, c));
+                bytes += (size_t)PQgetlength(res, r, c) + 1;
+    dst->vals = sl_calloc(1, (cells + 1) * sizeof(char *) + bytes);
+    dst->packed = 1;
+    char *text = (char *)(dst->vals + cells + 1);
+    for (int r = 0; r < dst->nrows; r++)
+        for (int c = 0; c < dst->ncols; c++) {
+            if (PQgetisnull(res, r, c))
+                continue;
+            size_t len = (size_t)PQgetlength(res, r, c);
+            memcpy(text, PQgetvalue(res, r, c), len + 1);
+            dst->vals[(size_t)r * (size_t)dst->ncols + (size_t)c] = text;
+            text += len + 1;
+        }
 }
 
 typedef struct waiter {

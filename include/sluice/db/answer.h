@@ -21,6 +21,7 @@ typedef struct sl_result {
     int nrows, ncols;
     char **vals;        /* nrows * ncols, row-major; NULL for SQL NULL */
     int64_t cmd_tuples; /* rows affected (PQcmdTuples, sqlite3_changes), -1 if none */
+    int packed;         /* the strings live in the vals block itself (PostgreSQL's): never free one alone */
 } sl_result;
 
 typedef struct sl_answer {
