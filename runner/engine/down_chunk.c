@@ -11,7 +11,9 @@
 
 #include "down_internal.h"
 
-enum { STEP_OK, STEP_RETRY, STEP_FAILED, STEP_LOST, STEP_CONFLICT, STEP_GONE, STEP_FENCED };
+/* STEP_RECHECK: a trusting restore found a row not as the job left it;
+ * nothing was written, and the chunk goes again at once, looking first. */
+enum { STEP_OK, STEP_RETRY, STEP_FAILED, STEP_LOST, STEP_CONFLICT, STEP_GONE, STEP_FENCED, STEP_RECHECK };
 
 /* After a lost connection: is the chunk still applied? */
 static int still_applied(down_worker *w, int64_t chunk_no, int *applied)
@@ -98,8 +100,9 @@ typedef struct begin_layout {
 
 /* Segment 1: open the transaction, prove the lease (PostgreSQL), take the
  * chunk's progress row (its absence means it is already undone) and its undo
- * record, and read the rows as they are now. */
-static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts)
+ * record, and (look) read the rows as they are now. */
+static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts,
+                       int look)
 {
     down_run *r = w->r;
     char no[24];
@@ -120,7 +123,7 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 0};
     l->undo_i = n;
     q[n++] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 0};
-    if ((l->state = r->undo.state_sql != NULL && !c->skipped)) {
+    if ((l->state = look && r->undo.state_sql != NULL && !c->skipped)) {
         l->state_i = n;
         q[n++] = (sl_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 0};
     }
@@ -141,7 +144,7 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
 }
 
 /* Segment 2: the restore (or the down section), then COMMIT. */
-static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step *st, int64_t attempts)
+static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step *st, int64_t attempts, int trusting)
 {
     down_run *r = w->r;
     /* a row set aside by on-error skip was never changed, and a chunk with
@@ -165,6 +168,12 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     if (rc != 0)
         return STEP_LOST;
     if (!ans.ok && r->job->undo != SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG && ans.failed_index >= 0 &&
+        ans.failed_index < (int)k && strcmp(ans.sqlstate, "22012") == 0 && trusting) {
+        rollback(w); /* some row is not as the job left it: look at the rows, then decide */
+        sl_answer_free(&ans);
+        return STEP_RECHECK;
+    }
+    if (!ans.ok && r->job->undo != SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG && ans.failed_index >= 0 &&
         ans.failed_index < (int)k && strcmp(ans.sqlstate, "22012") == 0) {
         /* a restore found a row changed since down looked at it (undo.c, guard_sql): nothing of the
          * chunk was written; the next attempt looks again, and sees the conflict if it stays */
@@ -182,30 +191,61 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     return STEP_OK;
 }
 
-/* Plan the restore from the chunk's record and the rows as they are now. */
+/* Plan the restore from the chunk's record and the rows as they are now:
+ * read in segment 1 (l->state), or, when down set out trusting the record
+ * and it does not allow that (*trusting cleared), now, in the open
+ * transaction. STEP_OK, or another STEP_* with the transaction ended. */
 static int plan_chunk(down_worker *w, const down_chunk *c, const sl_answer *ans, const begin_layout *l,
-                      sl_undo_step *step)
+                      int *trusting, int64_t attempts, sl_undo_step *step)
 {
     down_run *r = w->r;
     const char *text = sl_answer_val(ans, l->undo_i, 0, 0);
     memset(step, 0, sizeof *step);
-    if (!text || !l->state)
-        return 0; /* no record (a down section without hashes, a row set aside, a record lost) */
+    if (!text || (!l->state && !*trusting)) {
+        *trusting = 0;
+        return STEP_OK; /* no record (a down section without hashes, a row set aside, a record lost) */
+    }
     sl_snap snap;
-    if (sl_undo_record_decode(&r->undo, c->chunk_no, text, &snap, &w->err) != 0)
-        return -1;
-    sl_undo_plan_chunk(&r->undo, &snap, &ans->results[l->state_i], c->edges, r->opts->on_conflict, step);
+    if (sl_undo_record_decode(&r->undo, c->chunk_no, text, &snap, &w->err) != 0) {
+        rollback(w);
+        return STEP_FAILED;
+    }
+    if (*trusting && sl_undo_plan_trusting(&r->undo, &snap, step) == 0) {
+        sl_snap_free(&snap);
+        return STEP_OK;
+    }
+    *trusting = 0;
+    sl_answer look = {0};
+    const sl_result *cur = l->state ? &ans->results[l->state_i] : NULL;
+    if (!cur) {
+        if (sl_session_exec1(w->sess, r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges,
+                             &look) != 0) {
+            sl_snap_free(&snap);
+            return STEP_LOST;
+        }
+        if (!look.ok) {
+            sl_snap_free(&snap);
+            return step_failed(w, c, &look, 1, attempts);
+        }
+        cur = &look.results[0];
+    }
+    sl_undo_plan_chunk(&r->undo, &snap, cur, c->edges, r->opts->on_conflict, step);
+    sl_answer_free(&look);
     sl_snap_free(&snap);
-    return 0;
+    return STEP_OK;
 }
 
-/* Undo chunk c once: STEP_* outcome. */
-static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts)
+/* Undo chunk c once: STEP_* outcome. Unless careful, a snapshot on
+ * PostgreSQL trusts the record first (sl_undo_plan_trusting): no look at
+ * the rows, one checked UPDATE. */
+static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int careful)
 {
     down_run *r = w->r;
     sl_answer ans;
     begin_layout l;
-    int st = begin_chunk(w, c, &ans, &l, attempts);
+    int trusting = !careful && r->sess->dialect == SL_DIALECT_PG && r->job->undo != SL_UNDO_DOWN && !c->skipped &&
+                   r->opts->on_conflict != SL_CONFLICT_OVERWRITE;
+    int st = begin_chunk(w, c, &ans, &l, attempts, !trusting);
     if (st != STEP_OK)
         return st;
     int snapshot = r->job->undo != SL_UNDO_DOWN;
@@ -222,12 +262,10 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts)
         r->nlost++;
     }
     sl_undo_step step;
-    if (plan_chunk(w, c, &ans, &l, &step) != 0) {
-        rollback(w);
-        sl_answer_free(&ans);
-        return STEP_FAILED;
-    }
+    st = plan_chunk(w, c, &ans, &l, &trusting, attempts, &step);
     sl_answer_free(&ans);
+    if (st != STEP_OK)
+        return st;
     int refuse = step.nconflicts > 0 && (r->opts->on_conflict == SL_CONFLICT_STOP ||
                                          (r->undo.kind == SL_UNDO_DOWN && r->opts->on_conflict == SL_CONFLICT_SKIP));
     if (refuse) {
@@ -249,7 +287,7 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts)
                     r->job->name, c->chunk_no, step.nkept, step.nkept == 1 ? "" : "s");
         if (c->lost)
             sl_warn("%s: chunk %" PRId64 " left as it is: its undo record is gone", r->job->name, c->chunk_no);
-        st = finish_chunk(w, c, &step, attempts);
+        st = finish_chunk(w, c, &step, attempts, trusting);
     }
     sl_undo_step_free(&step);
     return st;
@@ -273,8 +311,14 @@ static int do_chunk(down_worker *w, down_chunk *c)
 {
     down_run *r = w->r;
     int64_t started = sl_mono_ms();
+    int careful = 0;
     for (int64_t attempts = 1;; attempts++) {
-        int st = send_chunk(w, c, attempts);
+        int st = send_chunk(w, c, attempts, careful);
+        if (st == STEP_RECHECK) {
+            careful = 1; /* no attempt spent: nothing failed */
+            attempts--;
+            continue;
+        }
         if (st == STEP_OK || st == STEP_GONE)
             return record_undone(w, c, started);
         if (st == STEP_FENCED) {

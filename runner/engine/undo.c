@@ -122,15 +122,16 @@ static char *range_select(const sl_keyspec *ks, const char *what, const char *jo
 /* What `down` compares to see whether someone changed a row since the job
  * wrote it: the hash of what down would overwrite, the saved columns for
  * snapshot(COL, ...) (a change elsewhere in the row is no conflict), else
- * the whole row. malloc'd. */
-static char *hash_expr(const sl_undo_target *t)
+ * the whole row. The columns are qualified: a restore's FROM names its own
+ * (undo_restore.c). malloc'd. */
+char *undo_hash_expr(const sl_undo_target *t)
 {
     if (t->kind != SL_UNDO_SNAPSHOT_COLS)
         return sl_strdup("hashtextextended(" ROW_ALIAS "::text, 0)");
     sl_buf b = {0};
     sl_buf_adds(&b, "hashtextextended(ROW(");
     for (size_t i = 0; i < t->ncols; i++)
-        sl_buf_printf(&b, "%s%s", i ? ", " : "", t->cols[i]);
+        sl_buf_printf(&b, "%s" ROW_ALIAS ".%s", i ? ", " : "", t->cols[i]);
     sl_buf_adds(&b, ")::text, 0)");
     return sl_buf_take(&b);
 }
@@ -138,7 +139,7 @@ static char *hash_expr(const sl_undo_target *t)
 static void build_sql(sl_undo_target *t)
 {
     const sl_keyspec *ks = t->ks;
-    char *hash = hash_expr(t);
+    char *hash = undo_hash_expr(t);
     char *written = sl_asprintf("CASE WHEN %s THEN %s END", WRITTEN, hash);
     t->post_sql = range_select(ks, written, TX_JOIN, "");
     if (t->kind == SL_UNDO_DOWN) {
@@ -349,12 +350,19 @@ const char *sl_undo_take_sql(const sl_undo_target *t)
                              " WHERE job = $1 AND chunk_no = $2 RETURNING encode(record, 'hex')";
 }
 
-static int hex_digit(char c)
+/* Each byte's value as a hex digit, or -1: one load per digit, where a
+ * chain of comparisons was half of reading a record. */
+static signed char hex_value[256];
+
+static void hex_init(void)
 {
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
+    if (hex_value['1'] == 1)
+        return;
+    memset(hex_value, -1, sizeof hex_value);
+    for (int i = 0; i < 10; i++)
+        hex_value['0' + i] = (signed char)i;
+    for (int i = 0; i < 6; i++)
+        hex_value['a' + i] = hex_value['A' + i] = (signed char)(10 + i);
 }
 
 int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out, sl_err *err)
@@ -363,8 +371,9 @@ int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char 
     size_t len = strlen(text);
     unsigned char *blob = sl_malloc(len / 2 + 1);
     int bad = len % 2 != 0;
+    hex_init();
     for (size_t i = 0; !bad && i < len; i += 2) {
-        int hi = hex_digit(text[i]), lo = hex_digit(text[i + 1]);
+        int hi = hex_value[(unsigned char)text[i]], lo = hex_value[(unsigned char)text[i + 1]];
         bad = hi < 0 || lo < 0;
         if (!bad) /* hi is -1 for a digit that is not hex: shifting it is undefined */
             blob[i / 2] = (unsigned char)(hi << 4 | lo);

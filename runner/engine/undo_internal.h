@@ -72,6 +72,10 @@ typedef struct undo_keyed {
 /* The rows of res ordered by their first nkey columns (undo.c); malloc'd. */
 undo_keyed *undo_sort_rows(const sl_result *res, size_t nkey);
 
+/* PostgreSQL: the hash of what `down` would overwrite in the row ROW_ALIAS
+ * (the saved columns, or the whole row), as post_sql records it. malloc'd. */
+char *undo_hash_expr(const sl_undo_target *t);
+
 /* Append v as one element of a text[] literal (undo_restore.c). */
 void undo_add_array_elem(sl_buf *b, const char *v);
 

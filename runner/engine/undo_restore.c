@@ -39,23 +39,29 @@ void undo_add_array_elem(sl_buf *b, const char *v)
  * text array per column; on SQLite (lite) one JSON array of rows, each an
  * array of the saved quote() literals in hex (sluice_unquote, lite.c). Either
  * way the values are bound as parameters, never part of the statement. */
+/* What the last array of a checked statement holds for each row, which the
+ * row must still match to be written: its xmin as down saw it, or the hash
+ * its undo record says the job left (the trusting restore, which does not
+ * look at the rows first). */
+enum { CHECK_NONE, CHECK_XMIN, CHECK_HASH };
+
 typedef struct arrays {
     int lite;
     int guard; /* PostgreSQL, stop or skip: checked statement, the row count its last parameter (guard_sql) */
-    int xmin;  /* and the last array each row's xmin as down saw it (not for an INSERT) */
+    int check; /* CHECK_*: what the last array holds (none for an INSERT) */
     size_t n;
     sl_buf *a;          /* PostgreSQL */
     json_t *json, *row; /* SQLite */
     int64_t rows;
 } arrays;
 
-static void arrays_init(arrays *x, size_t n, int lite, int guard, int xmin)
+static void arrays_init(arrays *x, size_t n, int lite, int guard, int check)
 {
     memset(x, 0, sizeof *x);
     x->lite = lite;
     x->guard = guard;
-    x->xmin = xmin;
-    n += (size_t)xmin;
+    x->check = check;
+    n += check != CHECK_NONE;
     x->n = n;
     x->a = sl_calloc(n + 1, sizeof(sl_buf));
     for (size_t i = 0; i < n && !lite; i++)
@@ -145,10 +151,24 @@ static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *ed
     s->q[q] = (sl_query){sql, (int)np, (const char *const *)s->params[q]};
 }
 
-/* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ..., [_x])" and the key join
- * (and with guard, the row's xmin still the one down saw). */
-static void add_unnest(sl_buf *b, const sl_keyspec *ks, size_t nvals, int guard)
+/* The condition a checked row must meet, its expected value in v: "_sl_row.xmin = v::xid". */
+static void add_check(sl_buf *b, const sl_undo_target *t, int check, const char *v)
 {
+    if (check == CHECK_XMIN) {
+        sl_buf_printf(b, " AND " ROW_ALIAS ".xmin = %s::xid", v);
+    } else if (check == CHECK_HASH) {
+        char *hash = undo_hash_expr(t);
+        sl_buf_printf(b, " AND %s = %s::bigint", hash, v);
+        free(hash);
+    }
+}
+
+/* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ..., [_x])" and the key join
+ * (and with a check, the row still as down saw it, or as the job left it). */
+static void add_unnest(sl_buf *b, const sl_undo_target *t, size_t nvals, int check)
+{
+    const sl_keyspec *ks = t->ks;
+    int guard = check != CHECK_NONE;
     sl_buf_adds(b, "unnest(");
     for (size_t i = 0; i < ks->ncols + nvals + (size_t)guard; i++)
         sl_buf_printf(b, "%s$%zu::text[]", i ? ", " : "", i + 1);
@@ -166,8 +186,7 @@ static void add_unnest(sl_buf *b, const sl_keyspec *ks, size_t nvals, int guard)
     for (size_t i = 0; i < ks->ncols; i++)
         sl_buf_printf(b, "%sv._k%zu::%s", i ? ", " : "", i + 1, ks->types[i]);
     sl_buf_adds(b, ")");
-    if (guard)
-        sl_buf_adds(b, " AND " ROW_ALIAS ".xmin = v._x::xid");
+    add_check(b, t, check, "v._x");
 }
 
 /* Without row locks between down's look at the rows and its restore, the
@@ -186,31 +205,31 @@ static char *guard_sql(char *restore, size_t count_param)
     return sql;
 }
 
-static char *delete_sql(const sl_undo_target *t, int guard)
+static char *delete_sql(const sl_undo_target *t, const arrays *x)
 {
     sl_buf b = {0};
     sl_buf_printf(&b, "DELETE FROM %s AS " ROW_ALIAS " USING ", t->ks->table);
-    add_unnest(&b, t->ks, 0, guard);
-    return guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + 2) : sl_buf_take(&b);
+    add_unnest(&b, t, 0, x->check);
+    return x->guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + 2) : sl_buf_take(&b);
 }
 
-static char *update_cols_sql(const sl_undo_target *t, int guard)
+static char *update_cols_sql(const sl_undo_target *t, const arrays *x)
 {
     sl_buf b = {0};
     sl_buf_printf(&b, "UPDATE %s AS " ROW_ALIAS " SET ", t->ks->table);
     for (size_t i = 0; i < t->ncols; i++)
         sl_buf_printf(&b, "%s%s = v._v%zu::%s", i ? ", " : "", t->cols[i], i + 1, t->types[i]);
     sl_buf_adds(&b, " FROM ");
-    add_unnest(&b, t->ks, t->ncols, guard);
-    return guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + t->ncols + 2) : sl_buf_take(&b);
+    add_unnest(&b, t, t->ncols, x->check);
+    return x->guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + t->ncols + 2) : sl_buf_take(&b);
 }
 
 /* snapshot(*): each saved row is the table's row type in text form (with
- * guard, beside the xmin down saw). The OFFSET 0 keeps the planner from
- * re-parsing it once per column. */
-static void add_rows_subquery(sl_buf *b, const sl_undo_target *t, int guard)
+ * a check, beside the xmin down saw or the hash the job left). The OFFSET 0
+ * keeps the planner from re-parsing it once per column. */
+static void add_rows_subquery(sl_buf *b, const sl_undo_target *t, int check)
 {
-    if (guard)
+    if (check != CHECK_NONE)
         sl_buf_printf(b, "(SELECT u.x::%s AS r, u.g AS g FROM unnest($1::text[], $2::text[]) AS u(x, g) OFFSET 0) s",
                       t->ks->table);
     else
@@ -223,7 +242,7 @@ static void add_row_fields(sl_buf *b, const sl_undo_target *t)
         sl_buf_printf(b, "%s(s.r).%s", i ? ", " : "", t->cols[i]);
 }
 
-static char *update_all_sql(const sl_undo_target *t, int guard)
+static char *update_all_sql(const sl_undo_target *t, const arrays *x)
 {
     sl_buf b = {0};
     sl_buf_printf(&b, "UPDATE %s AS " ROW_ALIAS " SET (", t->ks->table);
@@ -232,7 +251,7 @@ static char *update_all_sql(const sl_undo_target *t, int guard)
     sl_buf_adds(&b, ") = ROW(");
     add_row_fields(&b, t);
     sl_buf_adds(&b, ") FROM ");
-    add_rows_subquery(&b, t, guard);
+    add_rows_subquery(&b, t, x->check);
     sl_buf_adds(&b, " WHERE (");
     for (size_t i = 0; i < t->ks->ncols; i++)
         sl_buf_printf(&b, "%s" ROW_ALIAS ".%s", i ? ", " : "", t->ks->cols[i]);
@@ -240,13 +259,13 @@ static char *update_all_sql(const sl_undo_target *t, int guard)
     for (size_t i = 0; i < t->ks->ncols; i++)
         sl_buf_printf(&b, "%s(s.r).%s", i ? ", " : "", t->ks->cols[i]);
     sl_buf_adds(&b, ")");
-    if (guard)
-        sl_buf_adds(&b, " AND " ROW_ALIAS ".xmin = s.g::xid");
-    return guard ? guard_sql(sl_buf_take(&b), 3) : sl_buf_take(&b);
+    add_check(&b, t, x->check, "s.g");
+    return x->guard ? guard_sql(sl_buf_take(&b), 3) : sl_buf_take(&b);
 }
 
-static char *insert_all_sql(const sl_undo_target *t, int guard)
+static char *insert_all_sql(const sl_undo_target *t, const arrays *x)
 {
+    int guard = x->guard;
     sl_buf b = {0};
     sl_buf_printf(&b, "INSERT INTO %s (", t->ks->table);
     for (size_t i = 0; i < t->ncols; i++)
@@ -254,7 +273,7 @@ static char *insert_all_sql(const sl_undo_target *t, int guard)
     sl_buf_adds(&b, ") OVERRIDING SYSTEM VALUE SELECT ");
     add_row_fields(&b, t);
     sl_buf_adds(&b, " FROM ");
-    add_rows_subquery(&b, t, 0);
+    add_rows_subquery(&b, t, CHECK_NONE);
     if (guard)
         sl_buf_adds(&b, " ON CONFLICT DO NOTHING");
     return guard ? guard_sql(sl_buf_take(&b), 2) : sl_buf_take(&b);
@@ -265,10 +284,10 @@ static char *restore_sql(const sl_undo_target *t, undo_restore which, const arra
     if (x->lite)
         return undo_lite_restore_sql(t, which);
     if (which == UNDO_RESTORE_DELETE)
-        return delete_sql(t, x->guard);
+        return delete_sql(t, x);
     if (which == UNDO_RESTORE_INSERT)
-        return insert_all_sql(t, x->guard);
-    return t->kind == SL_UNDO_SNAPSHOT_ALL ? update_all_sql(t, x->guard) : update_cols_sql(t, x->guard);
+        return insert_all_sql(t, x);
+    return t->kind == SL_UNDO_SNAPSHOT_ALL ? update_all_sql(t, x) : update_cols_sql(t, x);
 }
 
 static void note_conflict(sl_undo_step *s, sl_buf *keys, const sl_snap_row *row, size_t nkey)
@@ -323,8 +342,8 @@ static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step 
     if (dst == &l->del || (dst == &l->upd && (t->kind == SL_UNDO_SNAPSHOT_COLS || undo_is_lite(t))))
         arrays_add(dst, 0, row->key, nk);
     if (dst != &l->del)
-        arrays_add(dst, dst->n - (size_t)dst->xmin - nv, row->vals, nv);
-    if (dst->xmin)
+        arrays_add(dst, dst->n - (size_t)(dst->check != CHECK_NONE) - nv, row->vals, nv);
+    if (dst->check != CHECK_NONE)
         arrays_add(dst, dst->n - 1, (char *const *)&xmin, 1);
     arrays_end_row(dst);
 }
@@ -342,9 +361,10 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
     size_t nv = undo_saved_vals(t);
     /* PostgreSQL restores a snapshot without row locks, row by row against the xmin seen (guard_sql) */
     int guard = !lite && snapshot && mode != SL_CONFLICT_OVERWRITE;
-    arrays_init(&l.del, nk, lite, guard, guard);
-    arrays_init(&l.upd, t->kind == SL_UNDO_SNAPSHOT_ALL && !lite ? nv : nk + nv, lite, guard, guard);
-    arrays_init(&l.ins, nv, lite, guard, 0); /* the row is not there: no xmin, the count alone */
+    int check = guard ? CHECK_XMIN : CHECK_NONE;
+    arrays_init(&l.del, nk, lite, guard, check);
+    arrays_init(&l.upd, t->kind == SL_UNDO_SNAPSHOT_ALL && !lite ? nv : nk + nv, lite, guard, check);
+    arrays_init(&l.ins, nv, lite, guard, CHECK_NONE); /* the row is not there: no xmin, the count alone */
     sl_buf keys = {0};
     const sl_snap_row **rows = sort_snap(snap);
     for (size_t i = 0; i < snap->nrows; i++) {
@@ -376,6 +396,45 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
     arrays_finish(&l.ins, out, build && l.ins.rows ? restore_sql(t, UNDO_RESTORE_INSERT, &l.ins) : NULL, edges, 0);
     if (!build)
         out->restored = 0;
+}
+
+/* v in decimal, at the end of buf (snprintf was a tenth of planning a chunk). */
+static const char *decimal(char buf[24], int64_t v)
+{
+    uint64_t n = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    char *p = buf + 23;
+    *p = '\0';
+    do
+        *--p = (char)('0' + n % 10);
+    while ((n /= 10) != 0);
+    if (v < 0)
+        *--p = '-';
+    return p;
+}
+
+int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, sl_undo_step *out)
+{
+    memset(out, 0, sizeof *out);
+    if (undo_is_lite(t) || t->kind == SL_UNDO_DOWN)
+        return -1;
+    for (size_t i = 0; i < snap->nrows; i++)
+        if (!snap->rows[i].has_pre || !snap->rows[i].has_post)
+            return -1; /* the job inserted or deleted rows: down looks first (sl_undo_plan_chunk) */
+    size_t nk = t->ks->ncols, nv = undo_saved_vals(t);
+    arrays upd;
+    arrays_init(&upd, t->kind == SL_UNDO_SNAPSHOT_ALL ? nv : nk + nv, 0, 1, CHECK_HASH);
+    for (size_t i = 0; i < snap->nrows; i++) {
+        const sl_snap_row *row = &snap->rows[i];
+        char hash[24];
+        const char *hp = decimal(hash, row->post_hash);
+        if (t->kind == SL_UNDO_SNAPSHOT_COLS) /* snapshot(*): the key is inside the row's text */
+            arrays_add(&upd, 0, row->key, nk);
+        arrays_add(&upd, upd.n - 1 - nv, row->vals, nv);
+        arrays_add(&upd, upd.n - 1, (char *const *)&hp, 1);
+        arrays_end_row(&upd);
+    }
+    arrays_finish(&upd, out, upd.rows ? restore_sql(t, UNDO_RESTORE_UPDATE, &upd) : NULL, NULL, 0);
+    return 0;
 }
 
 void sl_undo_step_free(sl_undo_step *s)
