@@ -49,6 +49,7 @@ typedef struct arrays {
     int lite;
     int guard; /* PostgreSQL, stop or skip: checked statement, the row count its last parameter (guard_sql) */
     int check; /* CHECK_*: what the last array holds (none for an INSERT) */
+    int ranged; /* PostgreSQL: the chunk's edges follow the count, and the statement keeps to them */
     size_t n;
     sl_buf *a;          /* PostgreSQL */
     json_t *json, *row; /* SQLite */
@@ -133,7 +134,7 @@ static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *ed
     size_t q = s->nq++;
     s->sql[q] = sql;
     s->restored += x->rows;
-    size_t np = x->lite ? 1 + nedges : x->n + (size_t)x->guard;
+    size_t np = x->lite ? 1 + nedges : x->n + (size_t)x->guard + (x->ranged ? nedges : 0);
     s->params[q] = sl_calloc(np + 1, sizeof(char *));
     if (x->lite) {
         s->params[q][0] = json_dumps(x->json, JSON_COMPACT);
@@ -146,6 +147,8 @@ static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *ed
         }
         if (x->guard) /* the rows it must write, every one */
             s->params[q][x->n] = sl_asprintf("%" PRId64, x->rows);
+        for (size_t i = 0; x->ranged && i < nedges; i++)
+            s->params[q][x->n + (size_t)x->guard + i] = sl_strdup(edges[i]);
     }
     arrays_free(x);
     s->q[q] = (sl_query){sql, (int)np, (const char *const *)s->params[q]};
@@ -161,6 +164,25 @@ static void add_check(sl_buf *b, const sl_undo_target *t, int check, const char 
         sl_buf_printf(b, " AND %s = %s::bigint", hash, v);
         free(hash);
     }
+}
+
+/* " AND (_sl_row.a, ...) BETWEEN lo AND hi", the chunk's edges bound at
+ * $first.. (after the arrays and the count): with it the planner can read
+ * the chunk's range in key order and merge it with the rows to write,
+ * instead of looking each key up (see down_chunk.c, finish_chunk). */
+static void add_range(sl_buf *b, const sl_keyspec *ks, size_t first)
+{
+    sl_buf_adds(b, " AND ");
+    if (ks->ncols > 1)
+        sl_buf_addc(b, '(');
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(b, "%s" ROW_ALIAS ".%s", i ? ", " : "", ks->cols[i]);
+    if (ks->ncols > 1)
+        sl_buf_addc(b, ')');
+    char *lo = sl_keys_placeholder_sql(ks, (int)first), *hi = sl_keys_placeholder_sql(ks, (int)(first + ks->ncols));
+    sl_buf_printf(b, " BETWEEN %s AND %s", lo, hi);
+    free(lo);
+    free(hi);
 }
 
 /* "unnest($1::text[], ...) AS v(_k1, ..., _v1, ..., [_x])" and the key join
@@ -221,6 +243,8 @@ static char *update_cols_sql(const sl_undo_target *t, const arrays *x)
         sl_buf_printf(&b, "%s%s = v._v%zu::%s", i ? ", " : "", t->cols[i], i + 1, t->types[i]);
     sl_buf_adds(&b, " FROM ");
     add_unnest(&b, t, t->ncols, x->check);
+    if (x->ranged)
+        add_range(&b, t->ks, x->n + 2);
     return x->guard ? guard_sql(sl_buf_take(&b), t->ks->ncols + t->ncols + 2) : sl_buf_take(&b);
 }
 
@@ -260,6 +284,8 @@ static char *update_all_sql(const sl_undo_target *t, const arrays *x)
         sl_buf_printf(&b, "%s(s.r).%s", i ? ", " : "", t->ks->cols[i]);
     sl_buf_adds(&b, ")");
     add_check(&b, t, x->check, "s.g");
+    if (x->ranged)
+        add_range(&b, t->ks, x->n + 2);
     return x->guard ? guard_sql(sl_buf_take(&b), 3) : sl_buf_take(&b);
 }
 
@@ -412,7 +438,7 @@ static const char *decimal(char buf[24], int64_t v)
     return p;
 }
 
-int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, sl_undo_step *out)
+int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, char *const *edges, sl_undo_step *out)
 {
     memset(out, 0, sizeof *out);
     if (undo_is_lite(t) || t->kind == SL_UNDO_DOWN)
@@ -423,6 +449,7 @@ int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, sl_undo_
     size_t nk = t->ks->ncols, nv = undo_saved_vals(t);
     arrays upd;
     arrays_init(&upd, t->kind == SL_UNDO_SNAPSHOT_ALL ? nv : nk + nv, 0, 1, CHECK_HASH);
+    upd.ranged = 1;
     for (size_t i = 0; i < snap->nrows; i++) {
         const sl_snap_row *row = &snap->rows[i];
         char hash[24];
@@ -433,7 +460,7 @@ int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, sl_undo_
         arrays_add(&upd, upd.n - 1, (char *const *)&hp, 1);
         arrays_end_row(&upd);
     }
-    arrays_finish(&upd, out, upd.rows ? restore_sql(t, UNDO_RESTORE_UPDATE, &upd) : NULL, NULL, 0);
+    arrays_finish(&upd, out, upd.rows ? restore_sql(t, UNDO_RESTORE_UPDATE, &upd) : NULL, edges, 2 * nk);
     return 0;
 }
 

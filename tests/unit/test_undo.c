@@ -1012,38 +1012,40 @@ static void test_plan_trusting(void)
     pg_users(&ks);
     sl_undo_target t;
     users_cols(&t, &ks);
+    char lo[] = "1", hi[] = "2";
+    char *edges[] = {lo, hi};
     sl_snap snap;
     snap_init(&snap, 1, 2);
     snap_add(&snap, (const char *[]){"2"}, (const char *[]){"O'Brien'); DROP TABLE users; --", NULL}, 1, -222);
     snap_add(&snap, (const char *[]){"1"}, (const char *[]){"Ada", "a\"b\\c{}"}, 1, INT64_MIN);
     sl_undo_step step;
-    CHECK(sl_undo_plan_trusting(&t, &snap, &step) == 0);
+    CHECK(sl_undo_plan_trusting(&t, &snap, edges, &step) == 0);
     CHECK(step.nq == 1 && step.restored == 2 && step.nconflicts == 0);
     check_query(&step, 0,
                 "WITH w AS (UPDATE \"public\".\"users\" AS _sl_row SET \"full_name\" = v._v1::text, \"email\" = "
                 "v._v2::character varying(50) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(_k1, "
                 "_v1, _v2, _x) WHERE (_sl_row.\"id\") = (v._k1::bigint) AND hashtextextended(ROW(_sl_row.\"full_name\", "
-                "_sl_row.\"email\")::text, 0) = v._x::bigint RETURNING 1) SELECT 1 / (count(*) = $5::bigint)::int "
-                "FROM w",
-                5,
+                "_sl_row.\"email\")::text, 0) = v._x::bigint AND _sl_row.\"id\" BETWEEN $6::bigint AND "
+                "$7::bigint RETURNING 1) SELECT 1 / (count(*) = $5::bigint)::int FROM w",
+                7,
                 (const char *[]){"{\"2\",\"1\"}", "{\"O'Brien'); DROP TABLE users; --\",\"Ada\"}",
-                                 "{NULL,\"a\\\"b\\\\c{}\"}", "{\"-222\",\"-9223372036854775808\"}", "2"});
+                                 "{NULL,\"a\\\"b\\\\c{}\"}", "{\"-222\",\"-9223372036854775808\"}", "2", "1", "2"});
     check_values_not_in_sql(&step, &snap);
     sl_undo_step_free(&step);
     /* a chunk that wrote no row: nothing to send but the COMMIT */
     sl_snap none;
     snap_init(&none, 1, 2);
-    CHECK(sl_undo_plan_trusting(&t, &none, &step) == 0);
+    CHECK(sl_undo_plan_trusting(&t, &none, edges, &step) == 0);
     check_no_statements(&step);
     sl_snap_free(&none);
     /* a row the job inserted (no old values), or deleted (no hash after): look first */
     snap_add(&snap, (const char *[]){"3"}, NULL, 1, 333);
-    CHECK(sl_undo_plan_trusting(&t, &snap, &step) == -1);
+    CHECK(sl_undo_plan_trusting(&t, &snap, edges, &step) == -1);
     check_no_statements(&step);
     sl_snap_free(&snap);
     snap_init(&snap, 1, 2);
     snap_add(&snap, (const char *[]){"4"}, (const char *[]){"x", "y"}, 0, 0);
-    CHECK(sl_undo_plan_trusting(&t, &snap, &step) == -1);
+    CHECK(sl_undo_plan_trusting(&t, &snap, edges, &step) == -1);
     sl_snap_free(&snap);
     sl_undo_target_free(&t);
 
@@ -1051,14 +1053,14 @@ static void test_plan_trusting(void)
     users_all(&t, &ks);
     snap_init(&snap, 1, 1);
     snap_add(&snap, (const char *[]){"8"}, (const char *[]){"(8,old,o@x)"}, 1, 80);
-    CHECK(sl_undo_plan_trusting(&t, &snap, &step) == 0);
+    CHECK(sl_undo_plan_trusting(&t, &snap, edges, &step) == 0);
     check_query(&step, 0,
                 "WITH w AS (UPDATE \"public\".\"users\" AS _sl_row SET (\"id\", \"full_name\", \"email\") = "
                 "ROW((s.r).\"id\", (s.r).\"full_name\", (s.r).\"email\") FROM (SELECT u.x::\"public\".\"users\" AS r, "
                 "u.g AS g FROM unnest($1::text[], $2::text[]) AS u(x, g) OFFSET 0) s WHERE (_sl_row.\"id\") = "
-                "((s.r).\"id\") AND hashtextextended(_sl_row::text, 0) = s.g::bigint RETURNING 1) SELECT 1 / "
-                "(count(*) = $3::bigint)::int FROM w",
-                3, (const char *[]){"{\"(8,old,o@x)\"}", "{\"80\"}", "1"});
+                "((s.r).\"id\") AND hashtextextended(_sl_row::text, 0) = s.g::bigint AND _sl_row.\"id\" BETWEEN "
+                "$4::bigint AND $5::bigint RETURNING 1) SELECT 1 / (count(*) = $3::bigint)::int FROM w",
+                5, (const char *[]){"{\"(8,old,o@x)\"}", "{\"80\"}", "1", "1", "2"});
     sl_undo_step_free(&step);
     sl_snap_free(&snap);
     sl_undo_target_free(&t);
@@ -1069,7 +1071,7 @@ static void test_plan_trusting(void)
     users_cols(&t, &ks);
     snap_init(&snap, 1, 2);
     snap_add(&snap, (const char *[]){"1"}, (const char *[]){"'Ada'", "NULL"}, 1, 5);
-    CHECK(sl_undo_plan_trusting(&t, &snap, &step) == -1);
+    CHECK(sl_undo_plan_trusting(&t, &snap, edges, &step) == -1);
     sl_snap_free(&snap);
     sl_undo_target_free(&t);
     sl_keyspec_free(&ks);

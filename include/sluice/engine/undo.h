@@ -89,11 +89,13 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
 /* The restore of a chunk planned from its record alone, without looking at
  * the rows first (PostgreSQL, snapshot, on-conflict stop or skip): one
  * UPDATE writing back every saved row whose hash is still the one the job
- * left, checked to write them all (else it fails with 22012 before the
- * COMMIT, and down plans the chunk with sl_undo_plan_chunk). -1 when the
- * record does not allow it (the job inserted or deleted rows, SQLite, the
- * down section): out is then empty. */
-int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, sl_undo_step *out) SL_MUSTCHECK;
+ * left, within the chunk's edges (lo, then hi columns), checked to write
+ * them all (else it fails with 22012 before the COMMIT, and down plans the
+ * chunk with sl_undo_plan_chunk). -1 when the record does not allow it (the
+ * job inserted or deleted rows, SQLite, the down section): out is then
+ * empty. */
+int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, char *const *edges,
+                          sl_undo_step *out) SL_MUSTCHECK;
 void sl_undo_step_free(sl_undo_step *s);
 
 /* "down section", "snapshot(full_name)", ... for messages. malloc'd. */
