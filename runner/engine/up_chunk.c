@@ -162,7 +162,7 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
     q[l->bound_i] = (sl_query){bsql, nb, w->bparams, 1};
 }
 
-static void on_first_half(sl_pending *p);
+static void on_answer_in(sl_pending *p);
 
 /* Send cur without waiting. A chunk with an undo record goes in two halves:
  * up to its sluice_progress row, then, once the record is built from the
@@ -183,10 +183,11 @@ static int send_chunk(up_run *r, up_worker *w)
     w->sent_at = sl_mono_ms();
     if (sl_session_send(w->sess, w->q, l.post ? l.undo_i : l.nq, &w->pend) != 0)
         return -1;
-    if (l.post && w->sess->dialect == SL_DIALECT_PG) {
-        w->pend.on_done = on_first_half;
+    if (w->sess->dialect == SL_DIALECT_PG) {
+        w->pend.on_done = on_answer_in;
         w->pend.data = r;
     }
+    w->rolling = 0;
     w->state = W_BUSY;
     return 0;
 }
@@ -229,24 +230,53 @@ static int after_first_half(up_run *r, up_worker *w)
         w->first.conn_lost = 1;
         return 1;
     }
+    if (w->sess->dialect == SL_DIALECT_PG) {
+        w->pend.on_done = on_answer_in;
+        w->pend.data = r;
+    }
     return 0;
 }
 
-/* On PostgreSQL a chunk's first half, when it succeeded, is followed by its
- * second at once, from the driver's callback, even while the coordinator
- * waits for something else (a seek, a health check): until it commits, its
- * transaction holds row locks and, through a pooler, one of the pool's
- * server connections, which that wait may need. */
-static void on_first_half(sl_pending *p)
+static void on_rolled_back(sl_pending *p)
+{
+    sl_answer_free(&p->ans); /* a failure shows on the session's next batch */
+}
+
+/* On PostgreSQL a chunk's answer is looked at the moment it is in, from the
+ * driver's callback, even while the coordinator waits for something else (a
+ * seek, a health check), which through a pooler may need one of the pool's
+ * server connections:
+ * - a first half that succeeded is followed by its second at once: until it
+ *   commits, its transaction holds row locks and a server connection;
+ * - a batch that failed inside its transaction (aborted, open until
+ *   ROLLBACK) is rolled back at once, for the same reason: with as many
+ *   chunks failing as the pool has connections (a pooler that lost the
+ *   prepared statements fails them all together), a wait for one more
+ *   connection held them forever. */
+static void on_answer_in(sl_pending *p)
 {
     up_run *r = p->data;
     for (int64_t i = 0; i < r->nworkers; i++) {
         up_worker *w = &r->workers[i];
-        if (&w->pend != p || !w->saving || !p->ans.ok)
-            continue; /* a failed first half is the coordinator's to deal with */
-        if (after_first_half(r, w) != 0) {
-            w->pend.ans.conn_lost = 1; /* the second half could not be sent */
-            w->pend.done = 1;
+        if (&w->pend != p)
+            continue;
+        if (w->saving && p->ans.ok) {
+            if (after_first_half(r, w) != 0) {
+                w->pend.ans.conn_lost = 1; /* the second half could not be sent */
+                w->pend.done = 1;
+            }
+            return;
+        }
+        chunk_layout l = layout_of(r);
+        int idx = p->ans.failed_index;
+        if (idx >= 0 && !w->saving && w->first.results)
+            idx += (int)l.undo_i; /* the second half's, indexed like the batch */
+        if (p->ans.ok || p->ans.conn_lost || idx < 1 || idx >= (int)l.commit_i)
+            return;
+        static const sl_query rollback_q = {"ROLLBACK", 0, NULL, 0};
+        if (sl_session_send(w->sess, &rollback_q, 1, &w->rb) == 0) {
+            w->rb.on_done = on_rolled_back;
+            w->rolling = 1;
         }
         return;
     }
@@ -294,8 +324,9 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
     /* The chunk failed and rolled back; an explicit transaction stays open
      * (aborted) until ROLLBACK, except when COMMIT itself failed. */
     int idx = ans->failed_index;
-    if (idx >= 1 && idx < (int)l.commit_i)
-        rollback(w->sess);
+    if (idx >= 1 && idx < (int)l.commit_i && !w->rolling)
+        rollback(w->sess); /* unless on_answer_in sent it */
+    w->rolling = 0;
     if (idx == (int)l.prog_i && strcmp(ans->sqlstate, "23502") == 0 && r->sess->dialect == SL_DIALECT_PG) {
         sl_run_fenced(&r->run); /* its row is written only while the lease is ours (lease.h) */
         sl_err_set(&r->err, "%s", r->run.lease.why);

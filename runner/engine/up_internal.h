@@ -65,6 +65,8 @@ typedef struct up_worker {
     char *last_error;    /* of cur's failed attempts */
     int saving;          /* the in-flight batch is the first half of a chunk with undo records */
     sl_pending pend;     /* the batch in flight */
+    sl_pending rb;       /* PostgreSQL: the ROLLBACK sent the moment the batch failed inside its transaction */
+    int rolling;         /* rb was sent for the answer in pend: the coordinator sends none */
     sl_answer first;     /* with undo records: the first half's answer */
     sl_query *q;         /* the batch in flight: queries and the values they point at */
     size_t nq;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/base/fiber.h"
 #include "sluice/base/log.h"
 #include "up_internal.h"
 
@@ -107,6 +108,12 @@ static void start_workers(up_run *r)
 
 static void stop_workers(up_run *r)
 {
+    /* a ROLLBACK sent from on_answer_in (up_chunk.c) may still be on its
+     * way, its pending inside the worker: answered, or failed as the
+     * connection goes, before the worker is freed */
+    for (int64_t i = 0; i < r->nworkers; i++)
+        while (r->workers[i].rb.on_done && !r->workers[i].rb.done)
+            sl_fiber_wait(r->sess->loop);
     for (int64_t i = 0; i < r->nworkers; i++) {
         up_worker *w = &r->workers[i];
         if (w->has_own)

@@ -271,6 +271,34 @@ EOF
     assert_sql "select count(*) > 0 from f where k::text::float8 <> k" t
 }
 
+# A pool of one server connection, two workers, and a failing row in every chunk (on-error skip):
+# a batch that fails inside its transaction holds the pool's only connection until its ROLLBACK.
+# sluice sends that ROLLBACK the moment the failure is in, not when its coordinator gets to the
+# answer: the coordinator may be waiting for that very connection, finding the other worker's next
+# chunk, and both would wait until the pooler's query_wait_timeout broke the run.
+test_failing_chunks_free_the_pool() {
+    [[ -z $PGB_ERR ]] || fail "$PGB_ERR"
+    sed -i "/^\[databases\]/a ${T_DB}_one = host=$PGHOST port=$PGPORT dbname=$T_DB pool_size=1" "$PGB_DIR/pgbouncer.ini"
+    psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d pgbouncer -XAtq -c "RELOAD" >/dev/null ||
+        fail "pgbouncer did not reload its configuration"
+    export SLUICE_DB="postgresql://$PGUSER@127.0.0.1:$PGB_PORT/${T_DB}_one?sluice_pooler=transaction"
+    make_table 4000
+    psql_q "update t set n = 990 where id % 100 = 7; alter table t add constraint small check (n < 1000)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 2
+-- sluice:on-error skip
+-- sluice:up
+UPDATE t SET n = n + 20 WHERE id BETWEEN :lo AND :hi;
+EOF
+    T_CMD_TIMEOUT=100 run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "set aside"
+    assert_sql "select count(*) filter (where n = 20), count(*) filter (where n = 990), count(*) from t" "3960|40|4000"
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump' and skipped" 40
+}
+
 test_refuses_bad_setting() {
     through_pooler "?sluice_pooler=sometimes"
     make_table 10
@@ -296,5 +324,6 @@ run_test "through PgBouncer: kill -9 at random moments, resume: every row once, 
 run_test "through PgBouncer: a second runner is refused, ctl answers; SIGINT leaves nothing locked" test_second_runner_refused
 run_test "sluice_pooler=none through PgBouncer: missing statements found, switched, retried" test_detects_missing_statements
 run_test "pooled: the session's settings hold in every transaction (float keys)" test_session_settings_per_transaction
+run_test "a pool of one connection, two workers, a failing row in every chunk: failed batches free it at once" test_failing_chunks_free_the_pool
 run_test "sluice_pooler and SLUICE_POOLER with a bad value are refused" test_refuses_bad_setting
 t_done
