@@ -101,8 +101,7 @@ typedef struct begin_layout {
 /* Segment 1: open the transaction, prove the lease (PostgreSQL), take the
  * chunk's progress row (its absence means it is already undone) and its undo
  * record, and (look) read the rows as they are now. */
-static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts,
-                       int look)
+static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts, int look)
 {
     down_run *r = w->r;
     char no[24];
@@ -204,8 +203,8 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
  * read in segment 1 (l->state), or, when down set out trusting the record
  * and it does not allow that (*trusting cleared), now, in the open
  * transaction. STEP_OK, or another STEP_* with the transaction ended. */
-static int plan_chunk(down_worker *w, const down_chunk *c, const sl_answer *ans, const begin_layout *l,
-                      int *trusting, int64_t attempts, sl_undo_step *step)
+static int plan_chunk(down_worker *w, const down_chunk *c, const sl_answer *ans, const begin_layout *l, int *trusting,
+                      int64_t attempts, sl_undo_step *step)
 {
     down_run *r = w->r;
     const char *text = sl_answer_val(ans, l->undo_i, 0, 0);

@@ -47,8 +47,8 @@ enum { CHECK_NONE, CHECK_XMIN, CHECK_HASH };
 
 typedef struct arrays {
     int lite;
-    int guard; /* PostgreSQL, stop or skip: checked statement, the row count its last parameter (guard_sql) */
-    int check; /* CHECK_*: what the last array holds (none for an INSERT) */
+    int guard;  /* PostgreSQL, stop or skip: checked statement, the row count its last parameter (guard_sql) */
+    int check;  /* CHECK_*: what the last array holds (none for an INSERT) */
     int ranged; /* PostgreSQL: the chunk's edges follow the count, and the statement keeps to them */
     size_t n;
     sl_buf *a;          /* PostgreSQL */

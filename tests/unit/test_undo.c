@@ -1021,15 +1021,16 @@ static void test_plan_trusting(void)
     sl_undo_step step;
     CHECK(sl_undo_plan_trusting(&t, &snap, edges, &step) == 0);
     CHECK(step.nq == 1 && step.restored == 2 && step.nconflicts == 0);
-    check_query(&step, 0,
-                "WITH w AS (UPDATE \"public\".\"users\" AS _sl_row SET \"full_name\" = v._v1::text, \"email\" = "
-                "v._v2::character varying(50) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(_k1, "
-                "_v1, _v2, _x) WHERE (_sl_row.\"id\") = (v._k1::bigint) AND hashtextextended(ROW(_sl_row.\"full_name\", "
-                "_sl_row.\"email\")::text, 0) = v._x::bigint AND _sl_row.\"id\" BETWEEN $6::bigint AND "
-                "$7::bigint RETURNING 1) SELECT 1 / (count(*) = $5::bigint)::int FROM w",
-                7,
-                (const char *[]){"{\"2\",\"1\"}", "{\"O'Brien'); DROP TABLE users; --\",\"Ada\"}",
-                                 "{NULL,\"a\\\"b\\\\c{}\"}", "{\"-222\",\"-9223372036854775808\"}", "2", "1", "2"});
+    check_query(
+        &step, 0,
+        "WITH w AS (UPDATE \"public\".\"users\" AS _sl_row SET \"full_name\" = v._v1::text, \"email\" = "
+        "v._v2::character varying(50) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(_k1, "
+        "_v1, _v2, _x) WHERE (_sl_row.\"id\") = (v._k1::bigint) AND hashtextextended(ROW(_sl_row.\"full_name\", "
+        "_sl_row.\"email\")::text, 0) = v._x::bigint AND _sl_row.\"id\" BETWEEN $6::bigint AND "
+        "$7::bigint RETURNING 1) SELECT 1 / (count(*) = $5::bigint)::int FROM w",
+        7,
+        (const char *[]){"{\"2\",\"1\"}", "{\"O'Brien'); DROP TABLE users; --\",\"Ada\"}", "{NULL,\"a\\\"b\\\\c{}\"}",
+                         "{\"-222\",\"-9223372036854775808\"}", "2", "1", "2"});
     check_values_not_in_sql(&step, &snap);
     sl_undo_step_free(&step);
     /* a chunk that wrote no row: nothing to send but the COMMIT */
