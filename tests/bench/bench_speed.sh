@@ -34,8 +34,8 @@
 # the database engine runs inside sluice, so that figure there includes the UPDATE's own work.
 #
 # It prints each method's seconds per round with their median and sluice's CPU per chunk, then the
-# summary: each ratio (of medians) beside the median seconds of the two sides it divides, and its
-# target from issue 16. It never passes or fails on time; it exits non-zero only when it could not
+# summary: each ratio (of medians) beside the median seconds of the two sides it divides, the lowest
+# and highest of the rounds' own ratios (how far noise moves it), and its target from issue 16. It never passes or fails on time; it exits non-zero only when it could not
 # measure (build failed, no server, a method failed or left a table wrong).
 #
 # Environment (defaults in brackets); a quick smoke run:
@@ -374,12 +374,29 @@ per_run_table() {
     done
 }
 
-# summary_line MEASURE A_ID B_ID TARGET [pct]: median A / median B beside both, and the target
-# (ratio <= TARGET; with pct, shown as a change in per cent). An empty TARGET: a figure to report.
+# round_spread A_ID B_ID [pct]: the lowest and the highest of each round's own A / B ("0.98-1.33"; with
+# pct "+30..+58 %"), nothing with fewer than two rounds: on a noisy machine the ratio of the medians can
+# sit anywhere in it, and a narrow one is what makes a ratio worth quoting.
+round_spread() {
+    local round values=()
+    for ((round = 1; round <= BENCH_RUNS; round++)); do
+        [[ -n ${SECS[$1,$round]:-} && -n ${SECS[$2,$round]:-} ]] || continue
+        values+=("$(awk -v a="${SECS[$1,$round]}" -v b="${SECS[$2,$round]}" 'BEGIN { printf "%.4f", (b > 0 ? a / b : 0) }')")
+    done
+    ((${#values[@]} >= 2)) || return 0
+    printf '%s\n' "${values[@]}" | sort -g | awk -v pct="${3:-}" '
+        NR == 1 { lo = $1 } { hi = $1 }
+        END { if (pct == "pct") printf "%+.0f..%+.0f %%", (lo - 1) * 100, (hi - 1) * 100; else printf "%.2f-%.2f", lo, hi }'
+}
+
+# summary_line MEASURE A_ID B_ID TARGET [pct]: median A / median B beside both, the spread of the rounds'
+# own ratios, and the target (ratio <= TARGET; with pct, shown as a change in per cent). An empty TARGET:
+# a figure to report.
 summary_line() {
-    local a b ratio="" shown="-" target="(report)" verdict=""
+    local a b ratio="" shown="-" target="(report)" verdict="" spread
     a=$(median_of SECS "$2")
     b=$(median_of SECS "$3")
+    spread=$(round_spread "$2" "$3" "${5:-}")
     if [[ -n $a && -n $b ]]; then
         ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
         if [[ ${5:-} == pct ]]; then
@@ -402,13 +419,15 @@ summary_line() {
             verdict="NOT met"
         fi
     fi
-    printf '%-66s %9s %9s %7s %9s  %s\n' "$1" "${a:--}" "${b:--}" "$shown" "$target" "$verdict" | sed 's/ *$//'
+    printf '%-66s %9s %9s %7s %15s %9s  %s\n' "$1" "${a:--}" "${b:--}" "$shown" "${spread:--}" "$target" "$verdict" |
+        sed 's/ *$//'
 }
 
 summary() {
     echo
-    echo "== summary: $BENCH_ROWS rows, medians of $BENCH_RUNS rounds; ratio = median A / median B (below 1: A is faster)"
-    printf '%-66s %9s %9s %7s %9s  %s\n' "measure: A / B" "A s" "B s" ratio target verdict
+    echo "== summary: $BENCH_ROWS rows, medians of $BENCH_RUNS rounds; ratio = median A / median B (below 1: A is faster);"
+    echo "   rounds: the lowest and highest of each round's own A / B"
+    printf '%-66s %9s %9s %7s %15s %9s  %s\n' "measure: A / B" "A s" "B s" ratio rounds target verdict
     summary_line "PG: sluice 1 worker / PL/pgSQL keyset procedure (batch 1000)" pg_w1 pg_proc 0.95
     summary_line "PG: sluice 2 workers / one UPDATE" pg_w2 pg_update 0.70
     summary_line "SQLite: sluice batch 1000 / Python keyset loop batch 1000" lite_sl1000 lite_py1000 1.00
