@@ -35,16 +35,16 @@ void undo_add_array_elem(sl_buf *b, const char *v)
     sl_buf_addc(b, '"');
 }
 
-/* The rows of one restore statement being collected: on PostgreSQL one
- * text array per column; on SQLite (lite) one JSON array of rows, each an
- * array of the saved quote() literals in hex (sluice_unquote, lite.c). Either
- * way the values are bound as parameters, never part of the statement. */
 /* What the last array of a checked statement holds for each row, which the
  * row must still match to be written: its xmin as down saw it, or the hash
  * its undo record says the job left (the trusting restore, which does not
  * look at the rows first). */
 enum { CHECK_NONE, CHECK_XMIN, CHECK_HASH };
 
+/* The rows of one restore statement being collected: on PostgreSQL one
+ * text array per column; on SQLite (lite) one JSON array of rows, each an
+ * array of the saved quote() literals in hex (sluice_unquote, lite.c). Either
+ * way the values are bound as parameters, never part of the statement. */
 typedef struct arrays {
     int lite;
     int guard;  /* PostgreSQL, stop or skip: checked statement, the row count its last parameter (guard_sql) */
