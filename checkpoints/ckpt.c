@@ -335,38 +335,53 @@ static int step_run(sl_ckpt *ck, sqlite3_stmt *st, int64_t run_id, const char *w
     return -1;
 }
 
-static int advance_run(sl_ckpt *ck, int64_t run_id, const sl_ckpt_chunk *chunk, sl_err *err)
+/* The run's totals, plus rows and one chunk. */
+static int advance_run(sl_ckpt *ck, int64_t run_id, int64_t rows, sl_err *err)
 {
     sqlite3_stmt *st = ck->stmts[ST_CHUNK_RUN];
-    sqlite3_bind_int64(st, 1, chunk->rows);
+    sqlite3_bind_int64(st, 1, rows);
     sqlite3_bind_int64(st, 2, run_id);
     return step_run(ck, st, run_id, "cannot update the run", err);
+}
+
+/* The writes made once per chunk, by up and by down, skip the fsync
+ * (synchronous=NORMAL between these two): what they record is already
+ * committed in the target (the chunk's sluice_progress row, or its removal),
+ * and a run opened after a power loss copies it back from there. Everything
+ * that exists only here (snapshots, stamps, state) keeps synchronous=FULL.
+ * unsynced: 0, or -1 with err. synced: rc, or -1 with err when rc was 0. */
+static int unsynced(sl_ckpt *ck, sl_err *err)
+{
+    if (sqlite3_exec(ck->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) != SQLITE_OK)
+        return ckpt_fail_db(ck, "cannot configure the file", err);
+    return 0;
+}
+
+static int synced(sl_ckpt *ck, int rc, sl_err *err)
+{
+    if (sqlite3_exec(ck->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK && rc == 0)
+        rc = ckpt_fail_db(ck, "cannot configure the file", err);
+    return rc;
+}
+
+static int commit_chunk_tx(sl_ckpt *ckpt, int64_t run_id, const sl_ckpt_chunk *chunk, sl_err *err)
+{
+    int64_t now = sl_now_ms();
+    int64_t at = chunk->committed_at_ms ? chunk->committed_at_ms : now;
+    if (tx_begin(ckpt, err) != 0)
+        return -1;
+    if (insert_chunk(ckpt, run_id, chunk, at, err) != 0 || advance_job(ckpt, chunk, now, err) != 0 ||
+        (run_id > 0 && advance_run(ckpt, run_id, chunk->rows, err) != 0) || tx_commit(ckpt, err) != 0)
+        return tx_abort(ckpt);
+    return 0;
 }
 
 int sl_ckpt_commit_chunk(sl_ckpt *ckpt, int64_t run_id, const sl_ckpt_chunk *chunk, sl_err *err)
 {
     assert(chunk && chunk->chunk_no > 0 && chunk->lo && chunk->hi && "BUG: incomplete chunk");
-    int64_t now = sl_now_ms();
-    int64_t at = chunk->committed_at_ms ? chunk->committed_at_ms : now;
-    /* The one write per chunk skips the fsync: the chunk is already committed
-     * in the target's sluice_progress, and reconcile copies it back if power
-     * loss takes it from here. Everything that exists only here (snapshots,
-     * stamps, state) keeps synchronous=FULL. */
-    if (sqlite3_exec(ckpt->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) != SQLITE_OK)
-        return ckpt_fail_db(ckpt, "cannot configure the file", err);
-    int rc = -1;
-    if (tx_begin(ckpt, err) != 0)
-        goto out;
-    if (insert_chunk(ckpt, run_id, chunk, at, err) != 0 || advance_job(ckpt, chunk, now, err) != 0 ||
-        (run_id > 0 && advance_run(ckpt, run_id, chunk, err) != 0) || tx_commit(ckpt, err) != 0) {
-        rc = tx_abort(ckpt);
-        goto out;
-    }
-    rc = 0;
-out:
-    if (sqlite3_exec(ckpt->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK && rc == 0)
-        rc = ckpt_fail_db(ckpt, "cannot configure the file", err);
-    return rc;
+    if (unsynced(ckpt, err) != 0)
+        return -1;
+    return synced(ckpt, commit_chunk_tx(ckpt, run_id, chunk, err), err);
 }
 
 static int insert_run(sl_ckpt *ck, const char *kind, const char *outcome, int64_t started, int64_t ended,
@@ -556,35 +571,23 @@ static int forget_chunk(sl_ckpt *ck, int64_t chunk_no, sl_err *err)
     return step_done(ck, st, "cannot forget chunks", err);
 }
 
+static int undo_chunk_tx(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, int64_t duration_ms,
+                         sl_err *err)
+{
+    if (tx_begin(ckpt, err) != 0)
+        return -1;
+    if ((run_id > 0 && insert_undone(ckpt, run_id, chunk_no, rows, duration_ms, err) != 0) ||
+        forget_chunk(ckpt, chunk_no, err) != 0 || (run_id > 0 && advance_run(ckpt, run_id, rows, err) != 0) ||
+        tx_commit(ckpt, err) != 0)
+        return tx_abort(ckpt);
+    return 0;
+}
+
 int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, int64_t duration_ms, sl_err *err)
 {
-    /* No fsync, as for sl_ckpt_commit_chunk: the chunk's progress row is
-     * already gone from the target, which a run opened after a power loss
-     * copies here; only `report`'s line for this undone chunk could go. */
-    if (sqlite3_exec(ckpt->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) != SQLITE_OK)
-        return ckpt_fail_db(ckpt, "cannot configure the file", err);
-    int rc = -1;
-    if (tx_begin(ckpt, err) != 0)
-        goto out;
-    if ((run_id > 0 && insert_undone(ckpt, run_id, chunk_no, rows, duration_ms, err) != 0) ||
-        forget_chunk(ckpt, chunk_no, err) != 0) {
-        rc = tx_abort(ckpt);
-        goto out;
-    }
-    if (run_id > 0) {
-        sqlite3_stmt *st = ckpt->stmts[ST_CHUNK_RUN];
-        sqlite3_bind_int64(st, 1, rows);
-        sqlite3_bind_int64(st, 2, run_id);
-        if (step_run(ckpt, st, run_id, "cannot update the run", err) != 0) {
-            rc = tx_abort(ckpt);
-            goto out;
-        }
-    }
-    rc = tx_commit(ckpt, err) != 0 ? tx_abort(ckpt) : 0;
-out:
-    if (sqlite3_exec(ckpt->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK && rc == 0)
-        rc = ckpt_fail_db(ckpt, "cannot configure the file", err);
-    return rc;
+    if (unsynced(ckpt, err) != 0)
+        return -1;
+    return synced(ckpt, undo_chunk_tx(ckpt, run_id, chunk_no, rows, duration_ms, err), err);
 }
 
 int sl_ckpt_forget_chunks(sl_ckpt *ckpt, const int64_t *nums, size_t n, sl_err *err)
