@@ -175,16 +175,18 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
         return STEP_LOST;
     if (ans.failed_index >= 0)
         ans.failed_index -= (int)first; /* indexed like st->q from here on */
-    if (!ans.ok && r->job->undo != SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG && ans.failed_index >= 0 &&
-        ans.failed_index < (int)k && strcmp(ans.sqlstate, "22012") == 0 && trusting) {
+    /* a checked restore wrote fewer rows than it must (undo_restore.c, guard_sql): nothing of the chunk
+     * was written */
+    int changed = !ans.ok && r->job->undo != SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG &&
+                  ans.failed_index >= 0 && ans.failed_index < (int)k && strcmp(ans.sqlstate, "22012") == 0;
+    if (changed && trusting) {
         rollback(w); /* some row is not as the job left it: look at the rows, then decide */
         sl_answer_free(&ans);
         return STEP_RECHECK;
     }
-    if (!ans.ok && r->job->undo != SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG && ans.failed_index >= 0 &&
-        ans.failed_index < (int)k && strcmp(ans.sqlstate, "22012") == 0) {
-        /* a restore found a row changed since down looked at it (undo.c, guard_sql): nothing of the
-         * chunk was written; the next attempt looks again, and sees the conflict if it stays */
+    if (changed) {
+        /* a row changed since down looked at it: the next attempt looks again, and sees the conflict
+         * if it stays */
         rollback(w);
         char *range = chunk_range(r, c);
         sl_err_set(&w->err, "%s: chunk %" PRId64 " %s: rows changed by another session while it was undone",

@@ -27,6 +27,13 @@ typedef struct chunk_layout {
     int pre, post;
 } chunk_layout;
 
+/* A batch that failed at query idx left its transaction open, aborted, until
+ * ROLLBACK: it failed after BEGIN and before COMMIT. */
+static int left_open(const chunk_layout *l, int idx)
+{
+    return idx >= 1 && idx < (int)l->commit_i;
+}
+
 static chunk_layout layout_of(const up_run *r)
 {
     chunk_layout l;
@@ -271,7 +278,7 @@ static void on_answer_in(sl_pending *p)
         int idx = p->ans.failed_index;
         if (idx >= 0 && !w->saving && w->first.results)
             idx += (int)l.undo_i; /* the second half's, indexed like the batch */
-        if (p->ans.ok || p->ans.conn_lost || idx < 1 || idx >= (int)l.commit_i)
+        if (p->ans.ok || p->ans.conn_lost || !left_open(&l, idx))
             return;
         static const sl_query rollback_q = {"ROLLBACK", 0, NULL, 0};
         if (sl_session_send(w->sess, &rollback_q, 1, &w->rb) == 0) {
@@ -324,7 +331,7 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
     /* The chunk failed and rolled back; an explicit transaction stays open
      * (aborted) until ROLLBACK, except when COMMIT itself failed. */
     int idx = ans->failed_index;
-    if (idx >= 1 && idx < (int)l.commit_i && !w->rolling)
+    if (left_open(&l, idx) && !w->rolling)
         rollback(w->sess); /* unless on_answer_in sent it */
     w->rolling = 0;
     if (idx == (int)l.prog_i && strcmp(ans->sqlstate, "23502") == 0 && r->sess->dialect == SL_DIALECT_PG) {
