@@ -590,23 +590,35 @@ static int pg_ends_xact(const char *sql)
     return strcasecmp(sql, "COMMIT") == 0 || strcasecmp(sql, "ROLLBACK") == 0;
 }
 
+/* A statement that opens a transaction block: BEGIN, with or without its
+ * modes. */
+static int pg_begins_xact(const char *sql)
+{
+    return strncasecmp(sql, "BEGIN", 5) == 0 && (sql[5] == '\0' || sql[5] == ' ');
+}
+
 /* Put b's queries on the wire, then its sync. Pooled, the prelude goes
  * first in every transaction that starts here: at the start of a batch sent
  * outside a transaction (one batch on the wire at a time makes libpq's
- * transaction status exact), and after a COMMIT or ROLLBACK. 0, or -1 when
- * libpq failed (the connection broke). */
+ * transaction status exact), and after a COMMIT or ROLLBACK. A BEGIN that
+ * has a query after it goes before the prelude, which then runs inside its
+ * block: a query before it would take the transaction's snapshot, and a
+ * BEGIN ISOLATION LEVEL after that fails (25001). 0, or -1 when libpq failed
+ * (the connection broke). */
 static int pg_write_batch(sl_pg *pg, struct sl_pg_batch *b, const sl_query *queries)
 {
     int prelude = pg->pooled && pg->prelude && PQtransactionStatus(pg->conn) == PQTRANS_IDLE;
     int sent = 1;
     for (size_t i = 0; i < b->nqueries && sent; i++) {
-        if (prelude) {
+        if (prelude && !(pg_begins_xact(queries[i].sql) && i + 1 < b->nqueries)) {
             sent = PQsendQueryParams(pg->conn, pg->prelude, 0, NULL, NULL, NULL, NULL, 0);
             b->hidden[i]++;
+            prelude = 0;
         }
         if (sent)
             sent = pg_send_one(pg, b, i, &queries[i]);
-        prelude = pg->pooled && pg->prelude && pg_ends_xact(queries[i].sql);
+        if (pg->pooled && pg->prelude && pg_ends_xact(queries[i].sql))
+            prelude = 1;
     }
     b->skip = b->nqueries ? b->hidden[0] : 0;
     queries_free(b->held, b->nqueries);

@@ -300,6 +300,51 @@ static void test_explicit_transaction(void)
     finish_loop(&loop);
 }
 
+/* Pooled, the prelude runs in every transaction: before a batch's first
+ * query, after each COMMIT, and after (not before) a BEGIN with a query
+ * after it, where a query before it would have taken the transaction's
+ * snapshot and BEGIN ISOLATION LEVEL would fail (25001). */
+static void test_pooled_prelude(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sl_pg pg;
+    open_pg(&loop, &pg);
+    pg.prelude = "SELECT set_config('application_name', 'prelude ran', true)";
+    sl_pg_set_pooled(&pg, NULL);
+    reply_wait w;
+    exec_sql(&loop, &pg, "SHOW application_name", &w);
+    CHECK(w.ok);
+    CHECK_STR(w.value ? w.value[0] : NULL, "prelude ran");
+    reply_free(&w);
+    sl_query rr[] = {{"BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL},
+                     {"SHOW transaction_isolation", 0, NULL},
+                     {"SHOW application_name", 0, NULL},
+                     {"COMMIT", 0, NULL},
+                     {"SHOW application_name", 0, NULL}};
+    run_batch(&loop, &pg, rr, 5, &w);
+    CHECK(w.ok && w.n == 5);
+    if (w.ok && w.n == 5) {
+        CHECK_STR(w.value[1], "repeatable read");
+        CHECK_STR(w.value[2], "prelude ran");
+        CHECK_STR(w.value[4], "prelude ran");
+    } else {
+        printf("#   %s %s\n", w.sqlstate, w.error);
+    }
+    reply_free(&w);
+    /* the prelude's own error is the next query's */
+    pg.prelude = "SELECT 1/0";
+    sl_query bad[] = {{"BEGIN", 0, NULL}, {"SELECT 2", 0, NULL}, {"COMMIT", 0, NULL}};
+    run_batch(&loop, &pg, bad, 3, &w);
+    CHECK(!w.ok && w.failed_index == 1);
+    CHECK_STR(w.sqlstate, "22012");
+    reply_free(&w);
+    exec_sql(&loop, &pg, "ROLLBACK", &w);
+    reply_free(&w);
+    close_pg(&loop, &pg);
+    finish_loop(&loop);
+}
+
 static void test_two_batches_in_flight(void)
 {
     uv_loop_t loop;
@@ -753,6 +798,7 @@ int main(void)
     RUN(test_error_mid_batch);
     RUN(test_bind_count_refused);
     RUN(test_explicit_transaction);
+    RUN(test_pooled_prelude);
     RUN(test_two_batches_in_flight);
     RUN(test_reentrant_callbacks);
     RUN(test_large_batches);
