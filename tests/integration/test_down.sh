@@ -215,6 +215,44 @@ EOF
     assert_eq "$(state_of 0001_bump)" rolled_back
 }
 
+# The same with a down section, which is the job's own SQL: down reads the rows without locking them, in
+# a repeatable-read transaction, so the down section's write of a row changed after that read fails
+# (40001) instead of overwriting it; the chunk goes again, and its read shows the conflict. (Read
+# committed without the lock would write n = 41 over their 42.)
+test_change_while_undoing_down_section() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 1000); analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 5000
+-- sluice:lock-timeout 30s
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    psql -XAtq -c "begin; update t set n = 42 where id = 5; select pg_sleep(6); commit" >/dev/null 2>&1 &
+    local writer=$!
+    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
+                                            and query like '%pg_sleep(6)%' and state = 'active'
+                                            and pid <> pg_backend_pid())"
+    run_sluice down 0001_bump
+    wait "$writer"
+    assert_rc 1
+    assert_contains "$ERR" "1 row was changed by someone else"
+    assert_contains "$ERR" "key (5)"
+    assert_sql "select n from t where id = 5" 42
+    assert_sql "select count(*) from t where id <> 5 and n = 1" 999
+    assert_eq "$(state_of 0001_bump)" rolling_back
+    run_sluice down 0001_bump --on-conflict overwrite
+    assert_rc 0
+    assert_sql "select n from t where id = 5" 41
+    assert_sql "select count(*) from t where id <> 5 and n = 0" 999
+    assert_eq "$(state_of 0001_bump)" rolled_back
+}
+
 test_refuse_no_way_back() {
     make_users 100
     job_backfill 0001_fill ""
@@ -330,6 +368,7 @@ run_test "other writer: --on-conflict skip keeps their rows, restores the rest" 
 run_test "other writer: --on-conflict overwrite restores all" test_conflict_overwrite
 run_test "other writer with a down section: stop, then overwrite" test_conflict_down_section
 run_test "a row changed while its chunk is undone: nothing of the chunk written, then the conflict" test_change_while_undoing
+run_test "a row changed while a down section's chunk is undone: its write fails, then the conflict" test_change_while_undoing_down_section
 run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse_no_way_back
 run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_and_missing
 run_test "refused: checkpoints that belong to another database" test_refuse_other_database

@@ -158,6 +158,24 @@ EOF
     assert_rc 0
     assert_sql "select count(*) filter (where n = 1) from t" 20000
     no_advisory_locks
+    # a down section: each chunk read and undone in a repeatable-read transaction, through the pool
+    write_job 0002_double <<'EOF'
+-- sluice:table t
+-- sluice:batch 300
+-- sluice:workers 4
+-- sluice:up
+UPDATE t SET n = n * 2 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET n = n / 2 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) filter (where n = 2) from t" 20000
+    run_sluice down 0002_double
+    assert_rc 0
+    no_advisory_locks
+    assert_sql "select count(*) filter (where n = 1) from t" 20000
+    assert_sql "select state from sluice_jobs where job = '0002_double'" rolled_back
     pgbench_alive
 }
 
@@ -319,7 +337,7 @@ EOF
 
 pgb_start || true
 run_test "through PgBouncer: plan, up with one worker, status; pgbench on the same pool" test_up_one_worker
-run_test "through PgBouncer: up with four workers and undo records, down, stamp done and pending" test_four_workers_down_stamp
+run_test "through PgBouncer: up with four workers and undo records, down, stamp done and pending; a down section" test_four_workers_down_stamp
 run_test "through PgBouncer: kill -9 at random moments, resume: every row once, no advisory lock" test_kill9_resume
 run_test "through PgBouncer: a second runner is refused, ctl answers; SIGINT leaves nothing locked" test_second_runner_refused
 run_test "sluice_pooler=none through PgBouncer: missing statements found, switched, retried" test_detects_missing_statements
