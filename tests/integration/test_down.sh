@@ -175,23 +175,21 @@ test_conflict_down_section() {
     assert_sql "select count(*) from t where full_name is not null and id % 7 <> 0" 0
 }
 
-# A row changed while down undoes its chunk (after down looked at it, before the restore wrote it): down
-# takes no row locks to look, so the restore checks each row's xmin; it finds the change, writes nothing of
-# the chunk, looks again, and reports the conflict as if it had been there from the start.
-test_change_while_undoing() {
+# A row changed while down undoes its chunk (after down looked at it, before the restore wrote it). Up
+# bumps n over one chunk of 1000 rows, with the way back given in $1 (the job file's last lines); then
+# another session changes row 5 to 42 and holds it, uncommitted, for 6 s, while `down` runs: it must
+# exit 1 naming the conflict, with nothing of the chunk written.
+down_while_row_changes() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 1000); analyze t"
-    write_job 0001_bump <<'EOF'
+    write_job 0001_bump <<EOF
 -- sluice:table t
 -- sluice:batch 5000
 -- sluice:lock-timeout 30s
--- sluice:undo snapshot(n)
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+$1
 EOF
     run_sluice up
     assert_rc 0
-    # another session changes row 5 and holds it, uncommitted, for 6 s
     psql -XAtq -c "begin; update t set n = 42 where id = 5; select pg_sleep(6); commit" >/dev/null 2>&1 &
     local writer=$!
     wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
@@ -200,13 +198,20 @@ EOF
     run_sluice down 0001_bump
     wait "$writer"
     assert_rc 1
-    # the restore waited for their lock, found the row not as the job left it and wrote nothing;
-    # down then looked at the rows and named the conflict
     assert_contains "$ERR" "1 row was changed by someone else"
     assert_contains "$ERR" "key (5)"
     assert_sql "select n from t where id = 5" 42
     assert_sql "select count(*) from t where id <> 5 and n = 1" 999
     assert_eq "$(state_of 0001_bump)" rolling_back
+}
+
+# A snapshot: down takes no row locks to look, so the restore checks each row's xmin; it waits for their
+# lock, finds the change, writes nothing of the chunk, looks again, and reports the conflict as if it had
+# been there from the start.
+test_change_while_undoing() {
+    down_while_row_changes "-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;"
     # skip leaves their row as they left it and puts the others back
     run_sluice down 0001_bump --on-conflict skip
     assert_rc 0
@@ -215,37 +220,15 @@ EOF
     assert_eq "$(state_of 0001_bump)" rolled_back
 }
 
-# The same with a down section, which is the job's own SQL: down reads the rows without locking them, in
-# a repeatable-read transaction, so the down section's write of a row changed after that read fails
+# A down section, which is the job's own SQL: down reads the rows without locking them, in a
+# repeatable-read transaction, so the down section's write of a row changed after that read fails
 # (40001) instead of overwriting it; the chunk goes again, and its read shows the conflict. (Read
 # committed without the lock would write n = 41 over their 42.)
 test_change_while_undoing_down_section() {
-    psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t (id) select generate_series(1, 1000); analyze t"
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 5000
--- sluice:lock-timeout 30s
--- sluice:up
+    down_while_row_changes "-- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 -- sluice:down
-UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;
-EOF
-    run_sluice up
-    assert_rc 0
-    psql -XAtq -c "begin; update t set n = 42 where id = 5; select pg_sleep(6); commit" >/dev/null 2>&1 &
-    local writer=$!
-    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
-                                            and query like '%pg_sleep(6)%' and state = 'active'
-                                            and pid <> pg_backend_pid())"
-    run_sluice down 0001_bump
-    wait "$writer"
-    assert_rc 1
-    assert_contains "$ERR" "1 row was changed by someone else"
-    assert_contains "$ERR" "key (5)"
-    assert_sql "select n from t where id = 5" 42
-    assert_sql "select count(*) from t where id <> 5 and n = 1" 999
-    assert_eq "$(state_of 0001_bump)" rolling_back
+UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;"
     run_sluice down 0001_bump --on-conflict overwrite
     assert_rc 0
     assert_sql "select n from t where id = 5" 41
