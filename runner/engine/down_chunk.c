@@ -110,16 +110,10 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     const char *prog[] = {r->job->name, no}, *own[] = {r->job->name, fence};
     size_t n = 0;
     sl_query q[8];
-    memset(l, 0, sizeof *l);
-    l->state = look && r->undo.state_sql != NULL && !c->skipped;
-    /* A down section is the job's own SQL, run after the look: in a repeatable-read transaction, a row
-     * another session changes after the look makes the down section's write of it fail (40001, a
-     * retry, whose look sees the change), with no lock taken to look. */
-    int repeatable = l->state && r->job->undo == SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG;
-    q[n++] =
-        (sl_query){repeatable ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : sl_session_begin_sql(w->sess), 0, NULL, 0};
+    q[n++] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
         q[n++] = (sl_query){r->timeouts.sql[i], 0, NULL, 0};
+    memset(l, 0, sizeof *l);
     if ((l->fence = fence != NULL)) {
         l->fence_i = n;
         q[n++] = (sl_query){"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE", 2, own, 0};
@@ -128,7 +122,7 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 0};
     l->undo_i = n;
     q[n++] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 0};
-    if (l->state) {
+    if ((l->state = look && r->undo.state_sql != NULL && !c->skipped)) {
         l->state_i = n;
         q[n++] = (sl_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 0};
     }

@@ -143,10 +143,8 @@ static void build_sql(sl_undo_target *t)
     char *written = sl_asprintf("CASE WHEN %s THEN %s END", WRITTEN, hash);
     t->post_sql = range_select(ks, written, TX_JOIN, "");
     if (t->kind == SL_UNDO_DOWN) {
-        /* the down section is SQL of the job's, run after the look in a repeatable-read transaction
-         * (down_chunk.c): a row changed after the look makes its write fail (40001), and the chunk
-         * goes again, where row locks taken to look cost a WAL record per row */
-        t->state_sql = range_select(ks, hash, "", "");
+        /* the down section is SQL of the job's: its rows stay locked from the look to the COMMIT */
+        t->state_sql = range_select(ks, hash, "", " FOR UPDATE OF " ROW_ALIAS);
     } else {
         /* a snapshot's restore is sluice's own: it writes a row only if its xmin is still the one
          * seen here (no lock taken to read, none written to WAL), see guard_sql */
