@@ -230,9 +230,14 @@ test_ctl_sqlite_and_failover() {
     sq_fill t "$ROWS"
     unset SLUICE_DB
     echo "lite sqlite:$SQ_DB" >>"$T_DIR/targets.txt"
-    bump_job 0001_bump 200 "-- sluice:pause 200ms" "-- sluice:undo snapshot(n)"
+    # 40 chunks, 500 ms apart: every target is still running when ctl reaches it, however late the
+    # slowest one starts on a loaded machine (at 200 ms apart, a run once found main no longer running)
+    bump_job 0001_bump 200 "-- sluice:pause 500ms" "-- sluice:undo snapshot(n)"
     sluice_start --targets "$T_DIR/targets.txt" up
-    wait_until 30 test -S "$CKPT/shard2/0001_bump.sluice-ctl"
+    local target
+    for target in main shard2 lite; do
+        wait_until 30 test -S "$CKPT/$target/0001_bump.sluice-ctl"
+    done
     run_sluice --targets "$T_DIR/targets.txt" --target shard2 ctl 0001_bump pause
     assert_rc 0
     assert_contains "$OUT" "shard2: paused by sluice ctl"
