@@ -235,10 +235,10 @@ UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;"
     assert_eq "$(state_of 0001_bump)" rolled_back
 }
 
-# A down section while the application keeps writing the same rows (pgbench, 2 sessions, a random row
-# each time): every chunk undone once, every one of their writes kept, and no chunk retried: down's
-# locked read makes their writes wait for it rather than fail it. (A repeatable-read read without the
-# lock, tried, was retried dozens of times here and took seven times as long.)
+# A down section while the application keeps writing the same rows (pgbench, 2 sessions, 1,000 writes a
+# second, each to a random row): every chunk undone once, every one of their writes kept, and no chunk
+# retried: down's locked read makes their writes wait for it rather than fail it. (A repeatable-read
+# read without the lock, tried, was retried dozens of times under such writes.)
 test_down_section_under_writers() {
     psql_q "create table t (id int primary key, n int not null default 0, m int not null default 0);
             insert into t (id) select generate_series(1, 20000); analyze t"
@@ -254,7 +254,7 @@ EOF
     run_sluice up
     assert_rc 0
     printf '%s\n' '\set id random(1, 20000)' 'UPDATE t SET m = m + 1 WHERE id = :id;' >"$T_DIR/writer.sql"
-    pgbench -n -c 2 -T 6 -f "$T_DIR/writer.sql" "$T_DB" >"$T_DIR/pgbench.log" 2>&1 &
+    pgbench -n -c 2 -R 1000 -T 4 -f "$T_DIR/writer.sql" "$T_DB" >"$T_DIR/pgbench.log" 2>&1 &
     local writer=$!
     wait_until 10 sql_true "select sum(m) > 100 from t"
     run_sluice down 0001_bump --on-conflict overwrite
