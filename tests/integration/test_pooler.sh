@@ -161,7 +161,7 @@ EOF
     assert_rc 0
     assert_sql "select count(*) filter (where n = 1) from t" 20000
     no_advisory_locks
-    # a down section: each chunk read and undone in a repeatable-read transaction, through the pool
+    # a down section, through the pool: each chunk's rows locked, read and undone in one transaction
     write_job 0002_double <<'EOF'
 -- sluice:table t
 -- sluice:batch 300
