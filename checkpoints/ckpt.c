@@ -535,15 +535,11 @@ static int resummarize(sl_ckpt *ck, sl_err *err)
     return rc;
 }
 
-static int delete_chunks(sl_ckpt *ck, const char *sql, int64_t chunk_no, sl_err *err)
+static int delete_chunk(sl_ckpt *ck, int64_t chunk_no, sl_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(ck->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return ckpt_fail_db(ck, "cannot forget chunks", err);
+    sqlite3_stmt *st = ck->stmts[ST_DELETE_CHUNK];
     sqlite3_bind_int64(st, 1, chunk_no);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ckpt_fail_db(ck, "cannot forget chunks", err);
-    sqlite3_finalize(st);
-    return rc;
+    return step_done(ck, st, "cannot forget chunks", err);
 }
 
 /* What `down` undid, kept for `report` after the chunk itself is gone. */
@@ -566,9 +562,7 @@ static int forget_chunk(sl_ckpt *ck, int64_t chunk_no, sl_err *err)
     sqlite3_bind_int64(st, 2, sl_now_ms());
     if (step_done(ck, st, "cannot update the job", err) != 0)
         return -1;
-    st = ck->stmts[ST_DELETE_CHUNK];
-    sqlite3_bind_int64(st, 1, chunk_no);
-    return step_done(ck, st, "cannot forget chunks", err);
+    return delete_chunk(ck, chunk_no, err);
 }
 
 static int undo_chunk_tx(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t rows, int64_t duration_ms,
@@ -597,7 +591,7 @@ int sl_ckpt_forget_chunks(sl_ckpt *ckpt, const int64_t *nums, size_t n, sl_err *
     if (tx_begin(ckpt, err) != 0)
         return -1;
     for (size_t i = 0; i < n; i++)
-        if (delete_chunks(ckpt, "DELETE FROM chunks WHERE chunk_no = ?1", nums[i], err) != 0)
+        if (delete_chunk(ckpt, nums[i], err) != 0)
             return tx_abort(ckpt);
     if (resummarize(ckpt, err) != 0 || tx_commit(ckpt, err) != 0)
         return tx_abort(ckpt);
