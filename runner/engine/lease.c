@@ -33,7 +33,11 @@ static int read_text(const char *path, char *out, size_t outsz)
 }
 
 /* Field 22 of /proc/PID/stat: when the process started, in clock ticks after
- * boot; with the pid it names one process for good (pids are reused). */
+ * boot; with the pid it names one process for good (pids are reused). -1 for
+ * no such process, and for one that has exited and is only waiting for its
+ * parent to reap it (state Z or X: a runner killed with kill -9 whose parent,
+ * a shell or a container's first process, has not called wait yet holds
+ * nothing any more). */
 static long long start_time(int pid)
 {
     char path[64], buf[1024];
@@ -41,6 +45,8 @@ static long long start_time(int pid)
     if (read_text(path, buf, sizeof buf) != 0)
         return -1;
     const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
+        return -1;
     for (int field = 2; p && field < 22; field++)
         p = strchr(p + 1, ' ');
     return p ? strtoll(p + 1, NULL, 10) : -1;

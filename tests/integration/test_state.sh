@@ -340,8 +340,8 @@ test_killed_run_is_interrupted() {
     assert_sql "select min(n), max(n) from t" "1|1"
 }
 
-# The lease: a second runner is refused; nothing is left in pg_locks; a runner gone from this machine is
-# taken over at once; another machine's lease is waited out only once it stops being renewed.
+# The lease: a second runner is refused; nothing is left in pg_locks; a runner gone from this machine
+# (or left a zombie by a parent that has not reaped it) is taken over at once; another machine's lease is waited out only once it stops being renewed.
 test_lease() {
     setup_bump_ab 3000 100 "-- sluice:pause 20ms"
     sluice_start up
@@ -359,6 +359,25 @@ test_lease() {
     assert_rc 0
     assert_contains "$ERR" "is gone; taking over its job"
     assert_sql "select runner is null and lease_until is null from sluice_jobs" t
+    # killed, and its parent has not reaped it yet (a shell busy elsewhere, a container's first
+    # process that never calls wait): the zombie holds nothing, so it is taken over at once too
+    run_sluice stamp 0001_bump pending
+    assert_rc 0
+    local holder zombie
+    sh -c '"$@" </dev/null >/dev/null 2>&1 & echo $! >"$0"; exec sleep 120' "$T_DIR/zombie.pid" \
+        "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" up &
+    holder=$!
+    wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
+    zombie=$(cat "$T_DIR/zombie.pid")
+    kill -KILL "$zombie"
+    wait_until 10 grep -q '^State:.*Z' "/proc/$zombie/status"
+    run_sluice up
+    kill "$holder" 2>/dev/null
+    wait "$holder" 2>/dev/null || true
+    assert_rc 0
+    assert_contains "$ERR" "sluice pid $zombie on"
+    assert_contains "$ERR" "is gone; taking over its job"
+    assert_sql "select min(n), max(n) from t" "2|2" # stamp pending left the first run's bumps
     # a live lease of another machine, renewed a moment ago: refused
     psql_q "update sluice_jobs set state = 'running', runner = 'elsewhere', runner_host = 'other-host',
                    runner_pid = 1, runner_desc = 'sluice pid 1 on other-host', lease_until = now() + interval '29 s'"

@@ -39,7 +39,7 @@ typedef struct sl_runner {
 const sl_runner *sl_runner_self(void);
 
 /* 1 when a runner recorded as (host, pid, start) is certainly gone (same
- * machine, no such process), else 0. */
+ * machine, and no such process or only its zombie), else 0. */
 int sl_runner_gone(const char *host, int pid, long long start);
 
 typedef struct sl_lease {
