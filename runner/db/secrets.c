@@ -118,16 +118,44 @@ static size_t kv_secrets(const char *s, sl_secret_span *spans, size_t max, size_
     return n;
 }
 
+/* A URL's password and password parameters, offsets from base. */
+static size_t url_secrets(const char *base, const char *s, const sl_dburl_parts *u, sl_secret_span *spans, size_t max,
+                          size_t n)
+{
+    size_t at = (size_t)(s - base);
+    if (u->has_password)
+        n = add_span(spans, max, n, at + u->pw_off, u->pw_len);
+    if (s[u->query] == '?') {
+        size_t before = n < max ? n : max;
+        n = query_secrets(s, u->query + 1, spans, max, n);
+        for (size_t i = before; i < n && i < max; i++)
+            spans[i].off += at;
+    }
+    return n;
+}
+
+static int is_scheme_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
+           c == '.';
+}
+
 size_t sl_secrets_find(const char *s, sl_secret_span *spans, size_t max)
 {
     sl_dburl_parts u;
-    if (!sl_dburl_split(s, &u))
-        return kv_secrets(s, spans, max, 0);
-    size_t n = 0;
-    if (u.has_password)
-        n = add_span(spans, max, n, u.pw_off, u.pw_len);
-    if (s[u.query] == '?')
-        n = query_secrets(s, u.query + 1, spans, max, n);
+    if (sl_dburl_split(s, &u))
+        return url_secrets(s, s, &u, spans, max, 0);
+    size_t n = kv_secrets(s, spans, max, 0);
+    /* A URL inside something libpq cannot read ("postgresql://...",
+     * DATABASE_URL=postgresql://..., a blank before it): libpq's error
+     * quotes the whole piece, so its password is a secret too. */
+    for (const char *hit = strstr(s, "://"); hit; hit = strstr(hit + 3, "://")) {
+        const char *start = hit;
+        while (start > s && is_scheme_char(start[-1]))
+            start--;
+        if (start < hit && sl_dburl_split(start, &u))
+            n = url_secrets(s, start, &u, spans, max, n);
+    }
     return n;
 }
 

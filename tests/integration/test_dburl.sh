@@ -136,6 +136,18 @@ test_password_never_in_errors() {
     run_sluice --db "host=$HOST port=$PORT dbname=$T_DB user=$ROLE password=$enc sslmode=bogus" up
     assert_rc 1
     all+="$OUT$ERR"
+    # A URL libpq reads as key=value and quotes whole in its complaint: after a blank, or pasted with
+    # its variable's name; and one in quotes, refused before libpq sees it.
+    run_sluice --db " postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" up
+    assert_rc 2
+    assert_contains "$ERR" "invalid database connection string" "stderr"
+    all+="$OUT$ERR"
+    run_sluice --db "DATABASE_URL=postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB" status
+    all+="$OUT$ERR"
+    run_sluice --db "\"postgresql://$ROLE:$enc@$HOST:$PORT/$T_DB\"" up
+    assert_rc 2
+    assert_contains "$ERR" "starts with a quote" "stderr"
+    all+="$OUT$ERR"
     # A job that fails on the server, with the password in the failing statement.
     write_job 0001_bump <<EOF
 -- sluice:table t_1

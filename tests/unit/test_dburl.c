@@ -145,6 +145,10 @@ static const refused refusals[] = {
     {"postgresql://alice:s3cret@h/app?sslmode", "no \"=\""},
     {"postgresql://alice:s3%00cret@h/app", "NUL"},
     {"postgresql://alice@h/app?password=s3%00cret", "NUL"},
+    /* quotes kept from a .env file: never echoed, they hold the password */
+    {"\"postgresql://alice:s3cret@h/app\"", "starts with a quote (\")"},
+    {"'postgresql://alice:s3cret@h/app'", "starts with a quote (')"},
+    {"'host=h password=s3cret'", "give it without the quotes"},
 };
 
 static void test_refusals(void)

@@ -25,6 +25,11 @@ static const secret_case secret_cases[] = {
     {"password =s3cret host= h", {"s3cret"}},
     {"sqlite:///app.db", {NULL}},
     {"sqlite:app.db", {NULL}},
+    /* a URL inside what libpq reads as key=value, and quotes in its error */
+    {"\"postgresql://alice:s3cret@h/app?sslpassword=k3y\"", {"s3cret", "k3y\""}}, /* to the end: more is safe */
+    {"DATABASE_URL=postgresql://alice:s3cret@h/app", {"s3cret"}},
+    {" postgres://alice:s3cret@h/app", {"s3cret"}},
+    {"password=a1 x=postgresql://bob:b2@h/app", {"a1", "b2"}},
 };
 
 static void test_find(void)
@@ -86,6 +91,10 @@ static const scrub_case scrub_cases[] = {
      "invalid percent-encoded token: \"***\""},
     {"host=h password=s3cr x9z7 bogus=1", "missing \"=\" after \"x9z7\" in connection info string",
      "missing \"=\" after \"***\" in connection info string"},
+    /* a URL in quotes: libpq quotes the whole of it back */
+    {"\"postgresql://alice:s3cret@h/app\"",
+     "missing \"=\" after \"\"postgresql://alice:s3cret@h/app\"\" in connection info string",
+     "missing \"=\" after \"\"postgresql://alice:***@h/app\"\" in connection info string"},
     /* nothing to scrub */
     {"host=h user=alice", "could not connect to alice@h", "could not connect to alice@h"},
     {"sqlite:app.db", "plain", "plain"},
