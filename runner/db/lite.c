@@ -1,4 +1,5 @@
 /* lite.c: the SQLite target driver: each connection's batches run on a thread of its own, answers like libpq's. */
+#define _GNU_SOURCE /* F_OFD_SETLK: open file description locks (Linux 3.15) */
 #include "sluice/db/lite.h"
 
 #include <assert.h>
@@ -619,23 +620,33 @@ int sl_lite_try_lock_job(sl_lite *lite, const char *job, sl_err *err)
         }
         free(path);
     }
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1};
-    if (fcntl(lite->lock_fd, F_SETLK, &fl) == 0)
+    /* An open file description lock, not a process's record lock: it
+     * conflicts with another descriptor of this same process (two targets
+     * of one fleet run naming one file), and closing some other descriptor
+     * of the file does not drop it. It conflicts with record locks too (an
+     * older sluice's). */
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1, .l_pid = 0};
+    if (fcntl(lite->lock_fd, F_OFD_SETLK, &fl) == 0)
         return 0;
     if (errno != EACCES && errno != EAGAIN) {
         sl_err_set(err, "cannot lock %s-sluice-lock: %s", lite->path, strerror(errno));
         return -1;
     }
-    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1};
-    int known = fcntl(lite->lock_fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK;
-    sl_err_set(err, "job %s is already being run against this database (pid %ld)", job, known ? (long)who.l_pid : -1L);
+    /* the holder's pid is known for a record lock only (-1 for another open
+     * file description's): the caller names the runner from sluice_jobs */
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1, .l_pid = 0};
+    int known = fcntl(lite->lock_fd, F_OFD_GETLK, &who) == 0 && who.l_type != F_UNLCK && who.l_pid > 0;
+    if (known)
+        sl_err_set(err, "job %s is already being run against this database (pid %ld)", job, (long)who.l_pid);
+    else
+        sl_err_set(err, "job %s is already being run against this database", job);
     sl_err_append(err, "hint: one runner per job and database, up or down; wait for it, or stop it with SIGINT");
     return SL_EREFUSED;
 }
 
 int sl_lite_job_locked(sl_lite *lite, const char *job)
 {
-    /* through lock_fd, kept open: closing any descriptor of the file would drop this process's own locks */
+    /* through lock_fd, kept open for the job lock this connection may take */
     if (lite->lock_fd < 0) {
         char *path = sl_asprintf("%s-sluice-lock", lite->path);
         lite->lock_fd = open(path, O_RDWR | O_CLOEXEC); /* none yet: nobody holds it */
@@ -643,17 +654,18 @@ int sl_lite_job_locked(sl_lite *lite, const char *job)
         if (lite->lock_fd < 0)
             return 0;
     }
-    /* F_GETLK reports other processes' locks only: this process's own never conflict */
-    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1};
-    return fcntl(lite->lock_fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK;
+    /* any lock but this descriptor's own: another process's, or another
+     * open file description's of this process (another target) */
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1, .l_pid = 0};
+    return fcntl(lite->lock_fd, F_OFD_GETLK, &who) == 0 && who.l_type != F_UNLCK;
 }
 
 void sl_lite_unlock_job(sl_lite *lite, const char *job)
 {
     if (lite->lock_fd < 0)
         return;
-    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1};
-    (void)fcntl(lite->lock_fd, F_SETLK, &fl);
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = job_byte(job), .l_len = 1, .l_pid = 0};
+    (void)fcntl(lite->lock_fd, F_OFD_SETLK, &fl);
 }
 
 void sl_lite_close(sl_lite *lite)

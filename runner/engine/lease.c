@@ -97,6 +97,13 @@ int sl_runner_gone(const char *host, int pid, long long start)
     return start_time(pid) != start;
 }
 
+int sl_runner_is_self(const char *runner)
+{
+    const char *me = sl_runner_self()->id;
+    size_t n = strlen(me);
+    return runner && strncmp(runner, me, n) == 0 && (runner[n] == '\0' || runner[n] == '.');
+}
+
 /* ---- taking it ---- */
 
 static const char read_sql[] = "SELECT runner, runner_host, runner_pid, runner_start, runner_desc,"
@@ -176,7 +183,7 @@ static int exec_ok(sl_session *sess, const char *sql, int n, const char *const *
 
 /* Swap the lease from old (NULL: free) to us, waiting (lock_timeout) for
  * the old runner's chunks in flight: 1 taken, 0 someone was quicker. */
-static int swap(sl_session *sess, const char *job, const char *old, sl_err *err)
+static int swap(sl_session *sess, const sl_lease *lease, const char *job, const char *old, sl_err *err)
 {
     const sl_runner *me = sl_runner_self();
     char pid[16], start[24], ttl[24];
@@ -184,7 +191,7 @@ static int swap(sl_session *sess, const char *job, const char *old, sl_err *err)
     snprintf(start, sizeof start, "%lld", me->start);
     snprintf(ttl, sizeof ttl, "%d", SL_LEASE_TTL_MS);
     const char *lock[] = {job};
-    const char *params[] = {job, me->id, me->host, pid, start, me->desc, ttl, old};
+    const char *params[] = {job, lease->id, me->host, pid, start, me->desc, ttl, old};
     sl_query q[] = {{"BEGIN", 0, NULL, 0},
                     {"SET LOCAL lock_timeout = '10s'", 0, NULL, 0},
                     {"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 FOR UPDATE", 1, lock, 0},
@@ -208,6 +215,14 @@ static int swap(sl_session *sess, const char *job, const char *old, sl_err *err)
 
 static void refuse(const char *job, const holder *h, sl_err *err)
 {
+    if (sl_runner_is_self(h->runner)) {
+        sl_err_set(err,
+                   "job %s is already being run against this database by this same sluice process: two of its "
+                   "targets (--db, --targets) name one database",
+                   job);
+        sl_err_append(err, "hint: give each database once; the other target's run goes on");
+        return;
+    }
     sl_err_set(err, "job %s is already being run against this database (by %s; its lease runs %" PRId64 " s more)", job,
                h->desc ? h->desc : "another runner", (h->left_ms + 999) / 1000);
     sl_err_append(err,
@@ -217,10 +232,9 @@ static void refuse(const char *job, const holder *h, sl_err *err)
 }
 
 /* Whether h leaves the lease to us now: 1 yes, 0 refuse, 2 wait *wait_ms. */
-static int judge(const char *job, const holder *h, int64_t *wait_ms)
+static int judge(const sl_lease *lease, const char *job, const holder *h, int64_t *wait_ms)
 {
-    const sl_runner *me = sl_runner_self();
-    if (!h->runner || strcmp(h->runner, me->id) == 0 || h->left_ms <= 0)
+    if (!h->runner || strcmp(h->runner, lease->id) == 0 || h->left_ms <= 0)
         return 1;
     if (sl_runner_gone(h->host, h->pid, h->start)) {
         sl_info("%s: %s is gone; taking over its job", job, h->desc ? h->desc : "the runner holding it");
@@ -237,9 +251,11 @@ static int take(sl_lease *lease, sl_session *sess, const char *job, sl_err *err)
 
 int sl_lease_take(sl_lease *lease, sl_session *sess, const char *job, sl_err *err)
 {
+    static unsigned taken;
     memset(lease, 0, sizeof *lease);
     lease->loop = sess->loop;
     lease->job = sl_strdup(job);
+    snprintf(lease->id, sizeof lease->id, "%s.%u", sl_runner_self()->id, ++taken);
     int rc = take(lease, sess, job, err);
     if (rc != 0) {
         free(lease->job);
@@ -263,13 +279,13 @@ static int take(sl_lease *lease, sl_session *sess, const char *job, sl_err *err)
             continue;
         }
         int64_t wait = 0;
-        int verdict = judge(job, &h, &wait);
+        int verdict = judge(lease, job, &h, &wait);
         if (verdict == 0)
             refuse(job, &h, err);
         if (verdict == 2 && !announced++)
             sl_info("%s: %s stopped renewing its lease; waiting %" PRId64 " s for it to expire", job,
                     h.desc ? h.desc : "another runner", wait / 1000 + 1);
-        int rc = verdict == 1 ? swap(sess, job, h.runner, err) : 0;
+        int rc = verdict == 1 ? swap(sess, lease, job, h.runner, err) : 0;
         holder_free(&h);
         if (verdict == 0 || rc < 0)
             return verdict == 0 ? SL_EREFUSED : SL_EFAIL;
@@ -292,10 +308,9 @@ int sl_lease_check(sl_lease *lease, sl_session *sess, sl_err *err)
     holder h;
     if (read_holder(sess, lease->job, &h, err) != 0)
         return -1;
-    const sl_runner *me = sl_runner_self();
-    int mine = h.runner && strcmp(h.runner, me->id) == 0;
+    int mine = h.runner && strcmp(h.runner, lease->id) == 0;
     int64_t wait = 0;
-    int rc = mine ? 1 : judge(lease->job, &h, &wait) == 1 ? swap(sess, lease->job, h.runner, err) : 0;
+    int rc = mine ? 1 : judge(lease, lease->job, &h, &wait) == 1 ? swap(sess, lease, lease->job, h.runner, err) : 0;
     if (rc == 0) {
         refuse(lease->job, &h, err);
         lease->lost = 1;
@@ -352,7 +367,7 @@ static void renew(sl_lease *lease)
         return;
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%d", SL_LEASE_TTL_MS);
-    const char *params[] = {lease->job, sl_runner_self()->id, ttl};
+    const char *params[] = {lease->job, lease->id, ttl};
     sl_query q = {renew_sql, 3, params, 0};
     if (sl_pg_send(&lease->keeper, &q, 1, on_renewed, lease) == 0)
         lease->renewing = 1;
@@ -396,7 +411,7 @@ static void on_keeper_closed(sl_pg *pg)
 void sl_lease_release(sl_lease *lease, sl_session *sess)
 {
     if (lease->held && !lease->lost && sl_session_connected(sess)) {
-        const char *params[] = {lease->job, sl_runner_self()->id};
+        const char *params[] = {lease->job, lease->id};
         sl_err err;
         if (exec_ok(sess, release_sql, 2, params, "cannot release the job's lease", &err) != 0)
             sl_warn("%s: %s (it expires within %d s)", lease->job, err.msg, SL_LEASE_TTL_MS / 1000);

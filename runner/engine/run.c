@@ -116,7 +116,7 @@ static int holder_alive(sl_session *sess, const char *job, const sl_answer *ans)
         return sl_lite_job_locked(&sess->lite, job);
     if (!runner || to_i64(sl_answer_val(ans, 0, 0, 17)) <= 0)
         return 0;
-    if (strcmp(runner, sl_runner_self()->id) == 0)
+    if (sl_runner_is_self(runner))
         return 0; /* this process: what it reads of the job is its own run, or a killed one's */
     return !sl_runner_gone(sl_answer_val(ans, 0, 0, 13), (int)to_i64(sl_answer_val(ans, 0, 0, 14)),
                            to_i64(sl_answer_val(ans, 0, 0, 15)));
@@ -233,6 +233,30 @@ int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run
 
 /* ---- the lock ---- */
 
+/* SQLite refused the job's lock: name its holder as the lease's refusal
+ * does, from what it wrote in sluice_jobs when it took the lock. */
+static void name_lite_holder(sl_run *run)
+{
+    const char *params[] = {run->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(run->sess, "SELECT runner_desc FROM " SL_JOBS_TABLE " WHERE job = $1", 1, params, &ans) == 0 &&
+        ans.ok && ans.nresults > 0 && ans.results[0].nrows > 0 && sl_answer_val(&ans, 0, 0, 0)) {
+        const char *desc = sl_answer_val(&ans, 0, 0, 0);
+        if (strcmp(desc, sl_runner_self()->desc) == 0) {
+            sl_err_set(&run->err,
+                       "job %s is already being run against this database by this same sluice process: two of its "
+                       "targets (--db, --targets) name one database",
+                       run->job->name);
+            sl_err_append(&run->err, "hint: give each database once; the other target's run goes on");
+        } else {
+            sl_err_set(&run->err, "job %s is already being run against this database (by %s)", run->job->name, desc);
+            sl_err_append(&run->err, "hint: one runner per job and database, up, down or stamp; wait for it, or stop "
+                                     "it with SIGINT");
+        }
+    }
+    sl_answer_free(&ans);
+}
+
 static int take_lock(sl_run *run)
 {
     if (!is_lite(run->sess)) {
@@ -245,6 +269,8 @@ static int take_lock(sl_run *run)
     }
     int rc = sl_session_lock_job(run->sess, run->job->name, 5000, &run->err);
     run->locked = rc == 0;
+    if (rc == SL_EREFUSED)
+        name_lite_holder(run);
     if (rc != 0)
         return rc;
     /* who holds it, for status (the lock file itself is the lock) */
@@ -290,7 +316,7 @@ void sl_run_fenced(sl_run *run)
 
 const char *sl_run_fence_id(const sl_run *run)
 {
-    return is_lite(run->sess) ? NULL : sl_runner_self()->id;
+    return is_lite(run->sess) ? NULL : run->lease.id;
 }
 
 /* ---- the journal ---- */

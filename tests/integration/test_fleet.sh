@@ -261,6 +261,36 @@ test_ctl_sqlite_and_failover() {
     assert_eq "$(cluster_q s2 "select max(n) from t")" 1 "shard2 after the failover"
 }
 
+# One database named by two targets: two runners of one process. On PostgreSQL the second is refused
+# (exit 2, saying why) while the first finishes; on SQLite it waits for the job's lock, then finds the
+# job done. Every row once either way.
+test_same_database_twice() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, $ROWS)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 400
+-- sluice:pause 50ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    local url=$SLUICE_DB
+    unset SLUICE_DB
+    run_sluice --db "$url" --db "$url" up
+    assert_rc 2
+    assert_contains "$ERR" "by this same sluice process: two of its targets (--db, --targets) name one database"
+    assert_every_row_once_on main
+    run_sluice --db "$url" --db "$url" up
+    assert_rc 0
+    assert_every_row_once_on main
+    sqlite3 "$T_DIR/app.db" "create table t (id integer primary key, n integer not null default 0);
+        with recursive c(i) as (select 1 union all select i + 1 from c where i < $ROWS) insert into t (id) select i from c"
+    run_sluice --db "sqlite:$T_DIR/app.db" --db "sqlite:$T_DIR/./app.db" up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: already done"
+    assert_eq "$(sqlite3 "$T_DIR/app.db" "select min(n) || '|' || max(n) || '|' || count(*) from t")" "1|1|$ROWS" "t"
+}
+
 run_test "four servers, --parallel 2: up, status, history, down" test_up_and_down_parallel_2
 run_test "a fleet seen from outside: one metrics endpoint, JSON lines naming their target, a report each" \
     test_metrics_logs_and_reports
@@ -270,4 +300,6 @@ run_test "kill -9 across a fleet of four, checkpoints lost once: every row once 
 run_test "targets files: bad line, duplicate, bad name, foreign URL, world-readable password, unreachable host" \
     test_bad_targets_files
 run_test "ctl on one target, a SQLite target, and a renamed and moved target" test_ctl_sqlite_and_failover
+run_test "one database named by two targets: the second runner is refused or waits; every row once" \
+    test_same_database_twice
 t_done

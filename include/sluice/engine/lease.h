@@ -42,9 +42,16 @@ const sl_runner *sl_runner_self(void);
  * machine, and no such process or only its zombie), else 0. */
 int sl_runner_gone(const char *host, int pid, long long start);
 
+/* 1 when a lease's runner id is one of this process's (any of its leases). */
+int sl_runner_is_self(const char *runner);
+
 typedef struct sl_lease {
     uv_loop_t *loop;
     char *job;
+    /* the runner id this lease is held under: the process's id and a number
+     * of its own, so that two targets of one fleet run naming one database
+     * are two runners (the second refused), not one */
+    char id[48];
     char *conninfo;
     int held; /* taken and not released */
     /* the keeper: its own connection renewing the lease every SL_LEASE_RENEW_MS */
