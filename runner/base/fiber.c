@@ -90,6 +90,20 @@ const void *sl_fiber_tag(const sl_fiber *fiber)
     return fiber->tag;
 }
 
+static const void *lent;
+
+const void *sl_fiber_lend_tag(const void *tag)
+{
+    const void *before = lent;
+    lent = tag;
+    return before;
+}
+
+const void *sl_fiber_current_tag(void)
+{
+    return current ? current->tag : lent;
+}
+
 static void entry(void)
 {
     sl_fiber *f = current;

@@ -234,8 +234,10 @@ static const sl_target *in_turn;
 
 const sl_target *sl_fleet_current(void)
 {
-    sl_fiber *f = sl_fiber_current();
-    return f ? sl_fiber_tag(f) : in_turn;
+    if (sl_fiber_current())
+        return sl_fiber_current_tag();
+    const sl_target *lent = sl_fiber_current_tag();
+    return lent ? lent : in_turn;
 }
 
 typedef struct fleet_call {

@@ -1,5 +1,6 @@
 /* pg.c: PostgreSQL through libpq's asynchronous API on a libuv loop, in pipeline mode. */
 #include "sluice/db/pg.h"
+#include "sluice/base/fiber.h"
 #include "sluice/db/secrets.h"
 
 #include "pg_internal.h"
@@ -221,9 +222,9 @@ static void pg_on_notice(void *arg, const char *message)
 {
     sl_pg *pg = arg;
     char *line = sl_secrets_scrub(message, pg->conninfo); /* RAISE NOTICE may show what it was sent */
-    size_t len = strlen(line);
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-        line[--len] = '\0';
+    /* one line (its DETAIL and HINT folded in): a line feed in the server's
+     * text would start a log line of its own choosing */
+    pg_oneline(line);
     if (pg->notice_cb) {
         pg->notice_cb(pg, line, pg->notice_arg);
     } else {
@@ -276,11 +277,8 @@ static void pg_connect_step(sl_pg *pg)
  * a connect that failed inside PQconnectStartParams (callbacks never run
  * inside sl_pg_connect); and, while connected, a send that broke the
  * connection (callbacks never run inside sl_pg_send). */
-static void pg_on_timer(uv_timer_t *timer)
+static void pg_timed_out(sl_pg *pg)
 {
-    sl_pg *pg = timer->data;
-    if (!pg->conn)
-        return;
     if (pg->connected) {
         pg_lose(pg, PQerrorMessage(pg->conn));
         return;
@@ -292,6 +290,16 @@ static void pg_on_timer(uv_timer_t *timer)
     char *message = sl_asprintf("timed out connecting to %s", pg->display);
     pg_connect_fail(pg, message);
     free(message);
+}
+
+static void pg_on_timer(uv_timer_t *timer)
+{
+    sl_pg *pg = timer->data;
+    if (!pg->conn)
+        return;
+    const void *before = sl_fiber_lend_tag(pg->tag);
+    pg_timed_out(pg);
+    sl_fiber_lend_tag(before);
 }
 
 /* ---- results ---- */
@@ -494,11 +502,13 @@ static void pg_on_poll(uv_poll_t *handle, int status, int events)
     sl_pg *pg = handle->data;
     if (!pg->conn)
         return;
+    const void *before = sl_fiber_lend_tag(pg->tag); /* what it logs is its fiber's target's */
     if (pg->connected) {
         pg_io_step(pg, status, events);
     } else {
         pg_connect_step(pg);
     }
+    sl_fiber_lend_tag(before);
 }
 
 /* ---- public ---- */

@@ -1,5 +1,6 @@
 /* pg_conninfo.c: PostgreSQL connection strings: sl_pg_init's parsing, the printable display, libpq's messages without
  * secrets. */
+#include "sluice/base/fiber.h"
 #include "sluice/db/dburl.h"
 #include "sluice/db/secrets.h"
 
@@ -145,6 +146,7 @@ static int pg_parse(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *er
     }
     pg->timer.data = pg;
     pg->loop = loop;
+    pg->tag = sl_fiber_current_tag();
     pg->conninfo = sl_strdup(conninfo);
     pg->display = pg_make_display(opts);
     pg->poll_fd = -1;

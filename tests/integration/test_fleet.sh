@@ -96,6 +96,38 @@ assert done == {"main": "0001_bump", "shard2": "0001_bump"}, done' <"$err" || fa
     run_sluice --targets "$T_DIR/targets.txt" report 0001_bump -o "$T_DIR/one.html"
     assert_rc 2
     assert_contains "$ERR" "-o names one file"
+    # A server's notices are the target's lines too, each one line: a line feed in one cannot start a
+    # log line of the server's choosing.
+    local t
+    for t in main shard2; do
+        target_q "$t" "create function noisy(lo int, hi int) returns void language plpgsql as \$\$
+            begin raise notice '%', 'chunk ' || lo || '..' || hi || chr(10) || 'forged: done'; end \$\$"
+    done
+    write_job 0002_noisy <<'EOF'
+-- sluice:table t
+-- sluice:batch 4000
+-- sluice:up
+SELECT noisy(:lo, :hi);
+EOF
+    run_sluice --targets "$T_DIR/targets.txt" up 0002_noisy
+    assert_rc 0
+    assert_contains "$ERR" "[main] server: NOTICE:  chunk 1..4000 forged: done"
+    assert_contains "$ERR" "[shard2] server: NOTICE:  chunk 4001..8000 forged: done"
+    assert_not_contains "$ERR" $'\nforged'
+    run_sluice --targets "$T_DIR/targets.txt" stamp 0002_noisy pending
+    run_sluice --targets "$T_DIR/targets.txt" --log-format json up 0002_noisy
+    assert_rc 0
+    python3 -c '
+import json, sys
+seen = set()
+for line in sys.stdin:
+    if line.startswith("==") and "swapcontext" in line:
+        continue
+    o = json.loads(line)
+    if o["msg"].startswith("server: NOTICE"):
+        assert o.get("target") in ("main", "shard2") and o["job"] == "0002_noisy", o
+        seen.add(o["target"])
+assert seen == {"main", "shard2"}, seen' <<<"$ERR" || fail "notices in JSON lines: $(head -c 3000 <<<"$ERR")"
 }
 
 test_up_and_down_parallel_2() {

@@ -30,6 +30,15 @@ void *sl_fiber_arg(const sl_fiber *fiber);
 void sl_fiber_set_tag(sl_fiber *fiber, const void *tag);
 const void *sl_fiber_tag(const sl_fiber *fiber);
 
+/* Whose work the main stack does now: a callback of the loop that serves
+ * one fiber's connection (its answer, a server's notice) lends that fiber's
+ * tag while it runs, so that what it logs names the fiber's target. Returns
+ * the tag lent before, to lend back. */
+const void *sl_fiber_lend_tag(const void *tag);
+/* The running fiber's tag; on the main stack, the tag lent to it (NULL:
+ * none). */
+const void *sl_fiber_current_tag(void);
+
 /* Wait for the loop once: in a fiber, yield to the scheduler (which turns
  * the loop and resumes it); outside one, uv_run(loop, UV_RUN_ONCE). */
 void sl_fiber_wait(uv_loop_t *loop);
