@@ -626,10 +626,8 @@ static int dispatch_fleet(const char *cmd, cli_args *a)
                                           : sl_cmd_history(o, &a->fleet);
     }
     int64_t parallel = 4;
-    if (a->parallel && sl_parse_int(a->parallel, 1, 64, &parallel) != 0) {
-        sl_error("--parallel \"%s\": expected a whole number of targets from 1 to 64", a->parallel);
-        return SL_EXIT_USAGE;
-    }
+    if (a->parallel && sl_parse_int(a->parallel, 1, 64, &parallel) != 0)
+        return SL_EXIT_USAGE; /* dispatch said why */
     if (strcmp(cmd, "report") == 0 && o->out_file && a->fleet.n > 1) {
         sl_error("-o names one file, and there are %zu targets (hint: --target NAME picks one; without -o each "
                  "target's page is JOB.NAME.report.html)",
@@ -669,6 +667,11 @@ static int dispatch_fleet(const char *cmd, cli_args *a)
 
 static int dispatch(const char *cmd, cli_args *a)
 {
+    int64_t parallel;
+    if (a->parallel && sl_parse_int(a->parallel, 1, 64, &parallel) != 0) { /* whatever the command */
+        sl_error("--parallel \"%s\": expected a whole number of targets from 1 to 64", a->parallel);
+        return SL_EXIT_USAGE;
+    }
     if (a->fleet.n > 0)
         return dispatch_fleet(cmd, a);
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0) {

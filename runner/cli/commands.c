@@ -387,7 +387,8 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
     add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
     if (sess)
         add_db_names(&ns, sess);
-    qsort(ns.v, ns.n, sizeof(char *), cmp_str);
+    if (ns.n > 1) /* ns.v is NULL with no job at all */
+        qsort(ns.v, ns.n, sizeof(char *), cmp_str);
     for (size_t i = 0; code == SL_EXIT_OK && i < ns.n; i++) {
         if (!wanted(ns.v[i], only))
             continue;

@@ -210,6 +210,26 @@ assert [o["job"] for o in d] == ["0002_other"], d' <<<"$OUT" || fail "status --j
 
     run_sluice status no_such_job
     assert_ne "$RC" 0 "status of an unknown job"
+
+    # --parallel is checked whatever the command; a wrong one changes nothing and says what it expects
+    run_sluice --parallel abc status
+    assert_rc 2
+    assert_contains "$ERR" '--parallel "abc": expected a whole number of targets from 1 to 64'
+    run_sluice --parallel -5 history
+    assert_rc 2
+}
+
+# status and history with no job anywhere: no job file, no checkpoint, nothing in the database.
+test_status_with_nothing() {
+    mkdir -p "$T_DIR/empty"
+    run_cmd "$SLUICE" --jobs "$T_DIR/empty" --checkpoints "$T_DIR/empty/ck" status
+    assert_rc 0
+    assert_eq "$OUT" "" "status of nothing"
+    run_cmd "$SLUICE" --jobs "$T_DIR/empty" --checkpoints "$T_DIR/empty/ck" status --json
+    assert_rc 0
+    assert_eq "$OUT" "[]" "status --json of nothing"
+    run_cmd "$SLUICE" --jobs "$T_DIR/empty" --checkpoints "$T_DIR/empty/ck" history
+    assert_rc 0
 }
 
 test_history() {
@@ -364,6 +384,7 @@ run_test "status --json: failed (error names SQL error and chunk), then up resum
 run_test "failure in the first chunk, job file fixed, up finishes" test_failed_in_first_chunk_fixed_file
 run_test "status --json: stopped" test_status_json_stopped
 run_test "status JOB and the current alias" test_status_one_job_and_current
+run_test "status and history with no job anywhere" test_status_with_nothing
 run_test "history lists each up run with rows" test_history
 run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
 run_test "plan warns on a missing index and a Seq Scan" test_plan_warns_without_index
