@@ -311,6 +311,7 @@ static int record_undone(down_worker *w, const down_chunk *c, int64_t started)
     if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, c->rows, ms, &w->err) != 0)
         return -1;
     r->rows_undone += c->rows;
+    r->chunks_undone++;
     if (r->metrics)
         sl_metrics_chunk(r->metrics, c->rows, ms);
     return 0;

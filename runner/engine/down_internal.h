@@ -36,6 +36,7 @@ typedef struct down_run {
     down_chunk *chunks;         /* ascending chunk_no */
     size_t nchunks;
     int64_t rows_total, rows_undone;
+    size_t chunks_undone; /* by this run */
     size_t nlost; /* chunks left as they are: their undo records are gone */
     down_range *ranges;
     size_t nranges, next_range;

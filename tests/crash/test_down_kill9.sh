@@ -212,14 +212,21 @@ EOF
     run_sluice up
     assert_rc 0
     total=$(progress_chunks)
-    sluice_start down -1
+    sluice_start --log-format json down -1
     wait_until 60 moved_or_exited "$((total - 5))" down
     sluice_kill INT
     assert_rc 3
     check_consistent 1
     assert_eq "$(state_of)" rolling_back
-    run_sluice down -1
+    # its "stopped" line counts what it undid and what is left, as the database has it
+    local left stopped
+    left=$(progress_chunks)
+    stopped=$(grep -v swapcontext <<<"$ERR" | jq -c 'select(.event == "stopped") | [.chunks, .left, .rows]')
+    assert_eq "$stopped" "[$((total - left)),$left,$((50 * (total - left)))]" "down's stopped event"
+    run_sluice --log-format json down -1
     assert_rc 0
+    assert_eq "$(grep -v swapcontext <<<"$ERR" | jq -c 'select(.event == "rolled_back") | [.chunks, .left]')" \
+        "[$left,0]" "down's rolled_back event"
     assert_eq "$(table_sum)" "$before" "table checksum after SIGINT during down, then down"
 }
 
