@@ -90,8 +90,11 @@ test_status_pause_resume_set() {
     assert_contains "$OUT" "pause 100ms"
 
     # set pause=0ms: no more sleeping between chunks. Bigger chunks first, to finish in time (and so
-    # that every chunk of 7 rows ran with the 100ms pause).
+    # that every chunk of 7 rows ran with the 100ms pause); both set while paused, so that status still
+    # finds the runner (without a pause, the rest of the job can take less than a ctl's start).
     local ckpt_before
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
     ckpt_before=$(psql_q "select max(chunk_no) from sluice_progress where job = '$JOB'")
     run_sluice ctl "$JOB" set batch=97
     assert_rc 0
@@ -99,6 +102,8 @@ test_status_pause_resume_set() {
     assert_rc 0
     run_sluice ctl "$JOB" status
     assert_contains "$OUT" "pause 0ms"
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
     sluice_wait
     assert_rc 0
     assert_every_row_once
