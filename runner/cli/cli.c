@@ -642,7 +642,9 @@ static int dispatch_fleet(const char *cmd, cli_args *a)
     sl_err err = {{0}};
     if (concurrent && o->metrics && sl_metrics_serve(&loop, o->metrics, &metrics, &err) != 0) {
         sl_error("%s", err.msg);
-        uv_loop_close(&loop);
+        uv_run(&loop, UV_RUN_DEFAULT); /* the listener it closed */
+        if (uv_loop_close(&loop) != 0)
+            sl_warn("BUG: a libuv handle was left open at exit");
         return SL_EXIT_USAGE;
     }
     fleet_cmd c = {a, cmd, sl_calloc(a->fleet.n + 1, sizeof(int))};
