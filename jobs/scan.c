@@ -22,6 +22,8 @@ typedef struct scanned {
     size_t start, end;
     int line;
     int ended_by_semicolon;
+    int depth;        /* parentheses open at the end, outside strings and comments */
+    int closed_early; /* a ')' closed what it had not opened (depth went below 0) */
     sl_placeholder *ph; /* offsets relative to the text, not to start */
     size_t nph, cap;
 } scanned;
@@ -248,6 +250,10 @@ static int scan_next(scanner *sc, scanned *st, sl_err *err)
         if (r > 0 && is_comment)
             continue;
         if (r == 0) {
+            if (c == '(')
+                st->depth++;
+            if (c == ')' && --st->depth < 0)
+                st->closed_early = 1;
             int kind = c == ':' ? placeholder_at(sc, sc->pos) : 0;
             if (kind)
                 add_placeholder(st, sc->pos, kind == 2);
@@ -329,6 +335,15 @@ int sl_sql_fragment(const char *path, int line, const char *text, size_t len, sl
         free(st.ph);
         sl_err_set(err, "%s:%d: ';' is not allowed here (hint: write one expression or query, without ';')", path,
                    line);
+        return -1;
+    }
+    if (st.closed_early || st.depth != 0) {
+        /* sluice puts the fragment inside its own parentheses ("... AND
+         * (where)"): one that closes them would change what the chunk's
+         * queries select */
+        free(st.ph);
+        sl_err_set(err, "%s:%d: unbalanced parentheses: %s (hint: write one whole expression or query)", path, line,
+                   st.closed_early ? "a ')' closes one this value did not open" : "a '(' is never closed");
         return -1;
     }
     make_stmt(&sc, &st, out);

@@ -104,6 +104,8 @@ CASES=(
     "no :hi|2|${H}-- sluice:up\nUPDATE t SET v = v + 1 WHERE id >= :lo;\n|the up section never uses :hi"
     ":lo and :hi only inside a string|2|${H}-- sluice:up\nUPDATE t SET name = ':lo :hi';\n|never uses :lo and :hi"
     ":lo in where|2|${H}-- sluice:where id > :lo\n${UP}|where cannot use :lo or :hi"
+    "a where that closes sluice's parenthesis|2|${H}-- sluice:where 1=1) OR (1=1\n${UP}|unbalanced parentheses: a ')' closes one this value did not open"
+    "a requires that leaves one open|2|${H}-- sluice:requires (SELECT true\n${UP}|unbalanced parentheses: a '(' is never closed"
     "a key of nine columns|2|${H}-- sluice:key a, b, c, d, e, f, g, h, i\n${UP}|key has 9 columns, at most 8 are supported"
     # bytes
     "a NUL inside a statement|3|${H}-- sluice:up\nUPDATE t SET v = v + 1 WHERE true \0 AND id BETWEEN :lo AND :hi;\n|NUL byte at column 35"

@@ -267,6 +267,16 @@ static void test_fragment(void)
     CHECK_STR(err.msg, "j.sql:4: expected SQL, got nothing");
     CHECK(sl_sql_fragment("j.sql", 4, "a = 'x", 6, &frag, &err) < 0);
     CHECK_HAS(err.msg, "j.sql:4: unterminated string literal");
+    /* sluice wraps a fragment in parentheses of its own: it may not close them */
+    CHECK(sl_sql_fragment("j.sql", 4, "1=1) OR (1=1", 12, &frag, &err) < 0);
+    CHECK_HAS(err.msg, "j.sql:4: unbalanced parentheses: a ')' closes one this value did not open");
+    CHECK(sl_sql_fragment("j.sql", 4, "(a = 1", 6, &frag, &err) < 0);
+    CHECK_HAS(err.msg, "a '(' is never closed");
+    CHECK(sl_sql_fragment("j.sql", 4, "x)", 2, &frag, &err) < 0);
+    const char *nested = "(a IN (1, 2)) AND b = ')' AND \"c(\" > 0 /* ) */";
+    CHECK(sl_sql_fragment("j.sql", 4, nested, strlen(nested), &frag, &err) == 0);
+    free(frag.text);
+    free(frag.ph);
 }
 
 int main(void)
