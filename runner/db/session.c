@@ -360,6 +360,52 @@ int sl_session_send(sl_session *sess, const sl_query *queries, size_t n, sl_pend
     return sl_pg_send(&sess->pg, queries, n, on_pending_reply, p);
 }
 
+/* Keep results [from, from + n) of ans, as its only ones. */
+static void keep_results(sl_answer *ans, size_t from, size_t n)
+{
+    sl_answer drop = {0};
+    drop.results = sl_calloc(ans->nresults + 1, sizeof *drop.results);
+    sl_result *kept = sl_calloc(n + 1, sizeof *kept);
+    for (size_t i = 0; i < ans->nresults; i++) {
+        if (i >= from && i < from + n)
+            kept[i - from] = ans->results[i];
+        else
+            drop.results[drop.nresults++] = ans->results[i];
+    }
+    sl_answer_free(&drop);
+    free(ans->results);
+    ans->results = kept;
+    ans->nresults = n;
+    if (ans->failed_index >= 0) {
+        int last = (int)n - 1;
+        int at = ans->failed_index - (int)from;
+        ans->failed_index = at < 0 ? 0 : at > last ? last : at;
+    }
+}
+
+int sl_session_exec_readonly(sl_session *sess, const sl_query *queries, size_t n, sl_answer *ans)
+{
+    int lite = sl_session_is(sess, SL_DIALECT_SQLITE);
+    sl_query *all = sl_calloc(n + 2, sizeof *all);
+    all[0] = (sl_query){lite ? "PRAGMA query_only = 1" : "BEGIN READ ONLY", 0, NULL, 0};
+    for (size_t i = 0; i < n; i++)
+        all[1 + i] = queries[i];
+    all[n + 1] = (sl_query){"ROLLBACK", 0, NULL, 0};
+    /* SQLite's batch stops at a failure: query_only is reset on its own */
+    int rc = sl_session_exec(sess, all, lite ? n + 1 : n + 2, ans);
+    free(all);
+    if (rc != 0)
+        return rc;
+    sl_answer after;
+    if (lite && sl_session_exec1(sess, "PRAGMA query_only = 0", 0, NULL, &after) == 0)
+        sl_answer_free(&after);
+    else if (!lite && !ans->ok && !ans->conn_lost && ans->failed_index >= 1 && ans->failed_index <= (int)n &&
+             sl_session_exec1(sess, "ROLLBACK", 0, NULL, &after) == 0) /* the failed transaction's */
+        sl_answer_free(&after);
+    keep_results(ans, 1, n);
+    return 0;
+}
+
 int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char *const *params, sl_answer *ans)
 {
     sl_query q = {sql, nparams, params};

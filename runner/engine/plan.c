@@ -187,7 +187,8 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
     sl_undo_plan_print(sess, job, &info.ks, rows);
     if (job->requires) {
         sl_answer ans;
-        if (sl_session_exec1(sess, job->requires, 0, NULL, &ans) == 0) {
+        sl_query q = {job->requires, 0, NULL, 0};
+        if (sl_session_exec_readonly(sess, &q, 1, &ans) == 0) {
             const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
             printf("requires:   %s -> ", job->requires);
             sl_fputs_visible(!ans.ok             ? ans.error
@@ -200,7 +201,8 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
     }
     if (job->verify) {
         sl_answer ans;
-        if (sl_session_exec1(sess, job->verify, 0, NULL, &ans) == 0) {
+        sl_query q = {job->verify, 0, NULL, 0};
+        if (sl_session_exec_readonly(sess, &q, 1, &ans) == 0) {
             const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
             printf("verify:     %s (%s:%d) -> ", job->verify, job->path, job->line[SL_DIR_VERIFY]);
             sl_fputs_visible(!ans.ok             ? ans.error

@@ -128,10 +128,10 @@ int up_reconnect(up_run *r, sl_session *sess)
     return rc;
 }
 
-int up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans)
+static int exec_retrying(up_run *r, sl_session *sess, const sl_query *q, size_t n, int readonly, sl_answer *ans)
 {
     for (int attempt = 1;; attempt++) {
-        if (sl_session_exec(sess, q, n, ans) != 0) {
+        if ((readonly ? sl_session_exec_readonly(sess, q, n, ans) : sl_session_exec(sess, q, n, ans)) != 0) {
             ans->conn_lost = 1;
             ans->ok = 0;
         }
@@ -151,6 +151,16 @@ int up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_an
         if (rc != 0)
             return rc;
     }
+}
+
+int up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans)
+{
+    return exec_retrying(r, sess, q, n, 0, ans);
+}
+
+int up_exec_check(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans)
+{
+    return exec_retrying(r, sess, q, n, 1, ans);
 }
 
 /* After the walk: the job's verify query decides between done and failed. */

@@ -150,6 +150,9 @@ void up_render_timeouts(up_run *r);
 /* Run queries that change nothing on sess, retrying transient errors and
  * lost connections: 0 with an ok answer, SL_STOPPED, -1 failed (r->err). */
 int up_exec_read(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans) SL_MUSTCHECK;
+/* The same for a query of the job file's own (verify): it can change
+ * nothing (sl_session_exec_readonly). */
+int up_exec_check(up_run *r, sl_session *sess, const sl_query *q, size_t n, sl_answer *ans) SL_MUSTCHECK;
 /* "[\"a\", \"b\"]": a key as JSON, malloc'd. */
 char *up_tuple_json(const up_key *t, size_t n);
 

@@ -124,7 +124,7 @@ static int round_trip(sl_throttle *th, sl_session *sess, const sl_job *job, cons
     sl_query q[2] = {{lite ? lite_sql : health_sql, lite ? 0 : 1, params, 0}, {job->throttle_query, 0, NULL, 0}};
     if (want_replicas)
         sl_replicas_poll(&th->replicas);
-    if (sl_session_exec(sess, q, job->throttle_query ? 2 : 1, ans) != 0)
+    if (sl_session_exec_readonly(sess, q, job->throttle_query ? 2 : 1, ans) != 0) /* the job's query looks only */
         return -1;
     int64_t deadline = sl_mono_ms() + wait_ms;
     while (want_replicas && !sl_replicas_done(&th->replicas) && !sl_session_stopping(sess)) {

@@ -158,6 +158,58 @@ test_nul_on_sqlite() {
     assert_sq "select count(*) from sqlite_master where name like 'sluice%'" 0
 }
 
+# requires, verify and throttle-query only look: one that writes fails, saying why, and changes nothing
+# (plan shows the failure and changes nothing either). PostgreSQL, then SQLite.
+readonly_case() {
+    local directive=$1 rc=$2 text=$3 query=$4
+    printf '%b' "${H}-- sluice:$directive $query\n${UP}" >"$JOBS/0001_bad.sql"
+    run_sluice up
+    assert_rc "$rc"
+    assert_contains "$ERR" "$text"
+    assert_contains "$ERR" "they run read-only"
+}
+
+test_checks_only_look_pg() {
+    make_table 300 "${TCOLS[@]}"
+    local before del="WITH d AS (DELETE FROM t RETURNING 1) SELECT true"
+    before=$(table_md5)
+    printf '%b' "${H}-- sluice:requires $del\n${UP}" >"$JOBS/0001_bad.sql"
+    run_sluice plan 0001_bad
+    assert_contains "$OUT" "read-only transaction"
+    assert_eq "$(table_md5)" "$before" "t after plan"
+    readonly_case requires 2 "0001_bad.sql:2: requires query failed: cannot execute" "$del"
+    assert_eq "$(table_md5)" "$before" "t after up"
+    readonly_case throttle-query 2 "0001_bad.sql:2: throttle-query failed: cannot execute" "$del"
+    assert_eq "$(table_md5)" "$before" "t after up"
+    readonly_case verify 1 "read-only transaction" "$del"
+    assert_sql "select min(v), max(v), count(*) from t" "1|1|300"
+    assert_eq "$(state_of)" failed
+    # nothing left open on the connection: a verify that only looks finishes the job
+    printf '%b' "${H}-- sluice:verify SELECT count(*) = 300 FROM t\n${UP}" >"$JOBS/0001_bad.sql"
+    run_sluice --allow-changed-statements up
+    assert_rc 0
+    assert_sql "select min(v), max(v), count(*) from t" "1|1|300"
+}
+
+test_checks_only_look_sqlite() {
+    sq_init
+    sq "create table t (id integer primary key, v int not null default 0)"
+    sq_fill t 300
+    local before
+    before=$(sq_sum t)
+    readonly_case requires 2 "0001_bad.sql:2: requires query failed" "DELETE FROM t RETURNING 1"
+    assert_eq "$(sq_sum t)" "$before" "t on SQLite"
+    readonly_case throttle-query 2 "throttle-query failed: attempt to write a readonly database" \
+        "DELETE FROM t RETURNING 1"
+    assert_eq "$(sq_sum t)" "$before" "t on SQLite"
+    readonly_case verify 1 "attempt to write a readonly database" "DELETE FROM t RETURNING 1"
+    assert_sq "select min(v), max(v), count(*) from t" "1|1|300"
+    # query_only is off again: the next up writes
+    printf '%b' "${H}-- sluice:verify SELECT count(*) = 300 FROM t\n${UP}" >"$JOBS/0001_bad.sql"
+    run_sluice --allow-changed-statements up
+    assert_rc 0
+}
+
 # What is accepted on purpose: a UTF-8 byte order mark, CRLF line ends, a block comment at the top.
 accepted() {
     make_table 300 "${TCOLS[@]}"
@@ -180,4 +232,7 @@ run_test "refused on SQLite: a NUL inside a statement, t unchanged" test_nul_on_
 run_test "accepted: a UTF-8 byte order mark" accepted "\xef\xbb\xbf${H}-- sluice:batch 70\n${UP}"
 run_test "accepted: CRLF line ends" accepted "${H//\\n/\\r\\n}-- sluice:batch 70\r\n${UP//\\n/\\r\\n}"
 run_test "accepted: a block comment before the directives" accepted "/* backfill v\n * (ticket 42) */\n${H}${UP}"
+run_test "requires, verify and throttle-query that write: refused or failed, nothing changed (PostgreSQL)" \
+    test_checks_only_look_pg
+run_test "the same on SQLite" test_checks_only_look_sqlite
 t_done

@@ -107,6 +107,15 @@ typedef struct sl_pending {
  * several connections with a batch in flight each (workers). */
 int sl_session_send(sl_session *sess, const sl_query *queries, size_t n, sl_pending *p) SL_MUSTCHECK;
 
+/* Like sl_session_exec, for queries a job file wrote to look, not to touch
+ * (requires, verify, throttle-query): they run so that they can change
+ * nothing. On PostgreSQL in a READ ONLY transaction that is rolled back
+ * after them (a write fails: "cannot execute DELETE in a read-only
+ * transaction"); on SQLite with PRAGMA query_only set around them (a write
+ * fails: "attempt to write a readonly database"). The answer holds their
+ * results alone, failed_index counted among them. */
+int sl_session_exec_readonly(sl_session *sess, const sl_query *queries, size_t n, sl_answer *ans) SL_MUSTCHECK;
+
 /* One query, no parameters or a few, and wait. */
 int sl_session_exec1(sl_session *sess, const char *sql, int nparams, const char *const *params,
                      sl_answer *ans) SL_MUSTCHECK;
