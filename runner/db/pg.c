@@ -708,6 +708,19 @@ size_t sl_pg_pending(const sl_pg *pg)
     return count;
 }
 
+void sl_pg_cancel(sl_pg *pg)
+{
+    if (!pg->conn || !pg->connected || !pg->head)
+        return;
+    /* a blocking round trip of its own to the server (or the pooler, which
+     * passes it on): only when the run is being aborted */
+    PGcancel *cancel = PQgetCancel(pg->conn);
+    char why[256];
+    if (cancel && !PQcancel(cancel, why, sizeof why))
+        sl_log(SL_LOG_DEBUG, "cannot cancel the statement running on %s: %s", pg->display, why);
+    PQfreeCancel(cancel);
+}
+
 void sl_pg_disconnect(sl_pg *pg)
 {
     if (!pg->conn)

@@ -100,8 +100,13 @@ static void on_signal(uv_signal_t *handle, int signum)
     } else if (sess->signals == 2) {
         if (!sess->quiet)
             sl_warn("second signal: aborting the chunk in flight (it rolls back)");
-        if (sl_session_is(sess, SL_DIALECT_PG))
+        /* Closing the connection alone would not stop the server: it reads
+         * the end of the connection only once it has run what it was sent,
+         * COMMIT included. Cancel the statement running now first. */
+        if (sl_session_is(sess, SL_DIALECT_PG)) {
+            sl_pg_cancel(&sess->pg);
             sl_pg_disconnect(&sess->pg);
+        }
         if (sl_session_is(sess, SL_DIALECT_SQLITE))
             sl_lite_interrupt(&sess->lite);
     }

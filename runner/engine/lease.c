@@ -408,6 +408,40 @@ static void on_keeper_closed(sl_pg *pg)
     lease->closes--;
 }
 
+static void on_released(sl_pg *pg, const sl_pg_reply *reply, void *arg)
+{
+    (void)pg;
+    (void)reply;
+    *(int *)arg = 1;
+}
+
+static void on_release_timeout(uv_timer_t *timer)
+{
+    sl_lease *lease = timer->data;
+    sl_pg_disconnect(&lease->keeper); /* its callback runs, with the connection lost */
+}
+
+/* The run's own connection is gone (a second signal dropped it to abort the
+ * chunk in flight): clear the lease on the keeper's, so that a runner on
+ * another machine need not wait for it to expire. 2 s at most. */
+static void release_on_keeper(sl_lease *lease)
+{
+    if (!lease->has_keeper || !lease->keeper.connected)
+        return;
+    const char *params[] = {lease->job, lease->id};
+    sl_query q = {release_sql, 2, params, 0};
+    int done = 0;
+    if (sl_pg_send(&lease->keeper, &q, 1, on_released, &done) != 0)
+        return;
+    uv_timer_init(lease->loop, &lease->release_timer);
+    lease->release_timer.data = lease;
+    uv_timer_start(&lease->release_timer, on_release_timeout, 2000, 0);
+    while (!done)
+        sl_fiber_wait(lease->loop);
+    lease->closes++;
+    uv_close((uv_handle_t *)&lease->release_timer, on_closed); /* waited for below */
+}
+
 void sl_lease_release(sl_lease *lease, sl_session *sess)
 {
     if (lease->held && !lease->lost && sl_session_connected(sess)) {
@@ -415,6 +449,8 @@ void sl_lease_release(sl_lease *lease, sl_session *sess)
         sl_err err;
         if (exec_ok(sess, release_sql, 2, params, "cannot release the job's lease", &err) != 0)
             sl_warn("%s: %s (it expires within %d s)", lease->job, err.msg, SL_LEASE_TTL_MS / 1000);
+    } else if (lease->held && !lease->lost) {
+        release_on_keeper(lease);
     }
     lease->held = 0;
     if (lease->has_timer) {

@@ -136,6 +136,11 @@ EOF
     ((SECONDS - start < 15)) || fail "the second signal did not abort the chunk (took $((SECONDS - start)) s)"
     assert_contains "$ERR" "received SIGHUP" "stderr"
     assert_contains "$ERR" "second signal" "stderr"
+    # the server stopped the chunk too (its statement cancelled, not left to run to its COMMIT after
+    # sluice exited), and the lease is cleared on the connection that kept it
+    wait_until 5 sql_true "select count(*) = 0 from pg_stat_activity where datname = current_database()
+                           and query like '%pg_sleep%' and pid <> pg_backend_pid()"
+    assert_sql "select runner is null and lease_until is null from sluice_jobs" t
     load_status
     assert_eq "$(sfield 0001_bump state)" stopped "state"
     assert_eq "$(sfield 0001_bump chunks)" 3 "chunks"

@@ -103,6 +103,12 @@ void sl_pg_set_pooled(sl_pg *pg, const char *why);
 /* Number of batches awaiting results. */
 size_t sl_pg_pending(const sl_pg *pg);
 
+/* Ask the server to cancel the statement it runs for pg now, if a batch is
+ * in flight (PQcancel: blocking, a connection of its own). The batch's
+ * transaction then fails, and what it sent after that statement, COMMIT
+ * too, does not apply. */
+void sl_pg_cancel(sl_pg *pg);
+
 /* Drop the connection now (stop polling, PQfinish). Pending batches' callbacks
  * run with conn_lost before this returns; the server rolls back any open
  * transaction. pg may connect again afterwards. */
