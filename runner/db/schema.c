@@ -16,6 +16,16 @@ static const char pg_present_sql[] =
     " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('" SL_PROGRESS_TABLE "')"
     "  AND attname = 'error' AND NOT attisdropped)";
 
+/* sluice's id for the database: what a checkpoint file is bound to. On its
+ * own too, for tables an owner made without it (their DDL from the README:
+ * a role with no CREATE right may still insert it). */
+static const char pg_id_sql[] =
+    "INSERT INTO " SL_META_TABLE " (key, value)"
+    " VALUES ('database_id', md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text))"
+    " ON CONFLICT DO NOTHING";
+static const char lite_id_sql[] =
+    "INSERT OR IGNORE INTO " SL_META_TABLE " (key, value) VALUES ('database_id', lower(hex(randomblob(16))))";
+
 static const char *const pg_create_sql[] = {
     "BEGIN",
     "SET LOCAL client_min_messages = warning", /* no "already exists" notice */
@@ -55,9 +65,7 @@ static const char *const pg_create_sql[] = {
     " EXCEPTION WHEN insufficient_privilege THEN NULL;"
     " END $$",
     "CREATE TABLE IF NOT EXISTS " SL_META_TABLE " (key text PRIMARY KEY, value text NOT NULL)",
-    "INSERT INTO " SL_META_TABLE " (key, value)"
-    " VALUES ('database_id', md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text))"
-    " ON CONFLICT DO NOTHING",
+    pg_id_sql,
     "COMMIT",
 };
 
@@ -91,7 +99,7 @@ static const char *const lite_create_sql[] = {
     "CREATE TABLE IF NOT EXISTS " SL_UNDO_TABLE " ("
     " job TEXT NOT NULL, chunk_no INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (job, chunk_no))",
     "CREATE TABLE IF NOT EXISTS " SL_META_TABLE " (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "INSERT OR IGNORE INTO " SL_META_TABLE " (key, value) VALUES ('database_id', lower(hex(randomblob(16))))",
+    lite_id_sql,
     "COMMIT",
 };
 
@@ -151,7 +159,8 @@ static int create_missing(sl_session *sess, sl_err *err)
                       lite(sess) ? "" : " and needs CREATE on the first schema of search_path");
         if (!ans.conn_lost)
             sl_session_disconnect(sess); /* leaves no half-open transaction behind */
-        rc = -1;
+        /* a role without the right: a precondition, refused with nothing changed */
+        rc = strcmp(ans.sqlstate, "42501") == 0 ? SL_EREFUSED : -1;
     }
     sl_answer_free(&ans);
     if (rc == 0 && lite(sess)) { /* a sluice_progress from before set-aside errors were kept */
@@ -198,17 +207,25 @@ static int read_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
 int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
 {
     int present = all_present(sess, err);
-    if (present < 0 || (present == 0 && create_missing(sess, err) != 0))
+    if (present < 0)
         return -1;
+    int rc = present == 0 ? create_missing(sess, err) : 0;
+    if (rc != 0)
+        return rc;
     int found = read_identity(sess, id, err);
     if (found < 0)
         return -1;
-    if (found == 0) { /* the id row was deleted: give the database a new one */
-        if (create_missing(sess, err) != 0 || read_identity(sess, id, err) != 1) {
-            if (!err->msg[0])
-                sl_err_set(err, "cannot give %s an id in %s", sl_session_display(sess), SL_META_TABLE);
+    if (found == 0) { /* the id row was deleted, or the tables were made without it: give it one */
+        sl_answer ans;
+        if (ask(sess, lite(sess) ? lite_id_sql : pg_id_sql, "cannot give the database an id in " SL_META_TABLE, &ans,
+                err) != 0)
             return -1;
-        }
+        sl_answer_free(&ans);
+        found = read_identity(sess, id, err);
+        if (found == 0)
+            sl_err_set(err, "cannot give %s an id in %s", sl_session_display(sess), SL_META_TABLE);
+        if (found != 1)
+            return -1;
     }
     return 0;
 }

@@ -533,8 +533,9 @@ int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *
     int rc = sl_run_check_journal(sess, opts, job->name, &run->err);
     if (rc != 0)
         return rc;
-    if (sl_schema_ensure(sess, &run->db, &run->err) != 0)
-        return -1;
+    rc = sl_schema_ensure(sess, &run->db, &run->err);
+    if (rc != 0)
+        return rc;
     rc = take_lock(run);
     if (rc != 0)
         return rc;

@@ -391,6 +391,48 @@ test_lease() {
     assert_contains "$ERR" "stopped renewing its lease"
 }
 
+# A role with no right to create anything, as a managed database gives an application: it may only read
+# and update the table. Its first up is refused (exit 2), saying what is missing, and changes nothing;
+# once an owner has created sluice's tables with the README's DDL and granted it DML on them, it runs
+# the job, down included, as that role.
+test_role_without_create() {
+    local role="${T_DB}_app" url
+    psql_q "do \$\$ begin create role $role login password 'app-pw'; exception when duplicate_object then null; end \$\$"
+    psql_q "revoke create on schema public from public;
+            create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 500);
+            grant select, update on t to $role"
+    url="postgresql://$role:app-pw@${SLUICE_DB#*@}"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "$url" up
+    assert_rc 2
+    assert_contains "$ERR" "cannot create sluice's tables"
+    assert_contains "$ERR" "needs CREATE on the first schema of search_path"
+    assert_sql "select count(*) from t where n <> 0" 0
+    assert_sql "select to_regclass('sluice_jobs') is null and to_regclass('sluice_meta') is null" t
+    # the owner runs the README's DDL (which has no id row: sluice inserts it, as the role may)
+    awk '/^### The bookkeeping tables/ { f = 1 } f && /^```sql/ { g = 1; next } g && /^```/ { exit } g' \
+        "$SLUICE_ROOT/README.md" >"$T_DIR/ddl.sql"
+    psql_q "$(cat "$T_DIR/ddl.sql")"
+    psql_q "grant select, insert, update, delete on sluice_jobs, sluice_progress, sluice_ranges, sluice_undo,
+            sluice_meta to $role"
+    run_sluice --db "$url" up
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_sql "select count(*) from sluice_meta where key = 'database_id'" 1
+    run_sluice --db "$url" down 0001_bump
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "0|0"
+    psql_q "drop owned by $role; drop role $role"
+}
+
 run_test "lost checkpoint directory after done: the job is not applied again to new rows" test_lost_after_done
 run_test "lost checkpoint directory after stamp done, and after stamp pending" test_lost_after_stamp
 run_test "a checkpoint file moved aside after done: nothing runs twice" test_move_file_aside_after_done
@@ -408,4 +450,6 @@ run_test "lost undo records: refused unless --allow-lost-undo" test_lost_undo_re
 run_test "checkpoint directory deleted during down and after its kill: down finishes" test_lost_during_down
 run_test "a killed run shows as interrupted in history and stopped in status" test_killed_run_is_interrupted
 run_test "the lease: one runner, nothing in pg_locks, takeover" test_lease
+run_test "a role that may create nothing: refused until an owner made the tables, then up and down" \
+    test_role_without_create
 t_done

@@ -37,7 +37,8 @@ typedef struct sl_db_identity {
  * sluices did not have, and give the database its id; then read the
  * identity into *id. Safe to run from several runners at once. Called once
  * a command is past its refusals, so a refused command leaves the database
- * as it was. 0, or -1 with err (naming the privilege a role lacks). */
+ * as it was. 0, or -1 with err (naming the privilege a role lacks), or
+ * SL_EREFUSED when the role lacks it (nothing changed). */
 int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTCHECK;
 
 /* Read-only: 1 and *id when sluice has run against this database, 0 when
