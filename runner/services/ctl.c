@@ -1,6 +1,7 @@
 /* ctl.c: the live control socket: a libuv server on the runner's loop, its blocking client, and `set` parsing. */
 #define _GNU_SOURCE /* struct ucred for SO_PEERCRED */
 #include "sluice/services/ctl.h"
+#include "sluice/base/fiber.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -127,6 +128,7 @@ struct sl_ctl {
     uint64_t read_timeout_ms;
     ctl_client *clients;
     int listener_closed;
+    const void *tag; /* the fiber tag it was started under: lent to the handler (fiber.h) */
 };
 
 char *sl_ctl_path(const char *ckpt_dir, const char *job)
@@ -229,7 +231,9 @@ static void client_handle_line(ctl_client *c)
         return;
     }
     sl_buf response = {0};
+    const void *before = sl_fiber_lend_tag(c->ctl->tag); /* what it logs is its target's */
     int rc = c->ctl->handler(&req, &response, c->ctl->arg);
+    sl_fiber_lend_tag(before);
     if (rc != 0 && response.len == 0)
         sl_buf_adds(&response, "request failed");
     client_answer(c, rc == 0, response.data ? response.data : "");
@@ -405,6 +409,7 @@ int sl_ctl_start(uv_loop_t *loop, const char *sock_path, sl_ctl_handler handler,
     ctl->path = sl_strdup(sock_path);
     ctl->handler = handler;
     ctl->arg = arg;
+    ctl->tag = sl_fiber_current_tag();
     ctl->read_timeout_ms = SL_CTL_READ_TIMEOUT_MS;
     uv_pipe_init(loop, &ctl->listener, 0);
     ctl->listener.data = ctl;

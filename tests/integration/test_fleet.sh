@@ -284,6 +284,10 @@ test_ctl_sqlite_and_failover() {
     sluice_wait
     assert_rc 0
     assert_sq "select min(n), max(n), count(*) from t" "1|1|$ROWS"
+    # the runner logs each request as the line of the target it reached
+    assert_contains "$ERR" "[shard2] 0001_bump: paused by sluice ctl"
+    assert_contains "$ERR" "[lite] 0001_bump: set pause=0ms by sluice ctl"
+    assert_not_contains "$ERR" "sluice: 0001_bump: set pause=0ms"
     # failover: shard2's name and URL change (a socket path instead of host and port); its state stays
     sed -i "s|^shard2 .*|replica2 postgresql:///postgres?host=${CLUSTER_DIR[s2]}\&port=${CLUSTER_PORT[s2]}\&user=postgres|" \
         "$T_DIR/targets.txt"
