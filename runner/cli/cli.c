@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -761,6 +762,16 @@ int sl_cli_main(int argc, char **argv)
     srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
     cli_args a = {0};
     int code = run_cli(argc, argv, &a);
+    /* `sluice status --json > state.json` on a full disk must not exit 0
+     * with a cut file. A reader that went away (| head -1) is no error. */
+    errno = 0;
+    int flushed = fflush(stdout);
+    int why = errno;
+    if ((flushed != 0 || ferror(stdout)) && why != EPIPE) {
+        sl_error("cannot write the output to stdout: %s", why ? strerror(why) : "a write failed (a full disk?)");
+        if (code == SL_EXIT_OK)
+            code = SL_EXIT_FAILED;
+    }
     for (int i = 0; i < a.ndbs; i++)
         free(a.dbs[i]);
     free(a.dbs);

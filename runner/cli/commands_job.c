@@ -1,6 +1,7 @@
 /* commands_job.c: the commands over one job: plan, stamp (record a state without running) and report. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,9 +77,28 @@ int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
     return code;
 }
 
-/* Write text to path through a file created 0600 beside it, renamed into place. */
+/* Write text to path through a file created 0600 beside it, renamed into
+ * place. A path that is there and is no regular file (a device, a FIFO, a
+ * directory, a symbolic link) is refused, SL_EREFUSED: the rename would
+ * put the page in its place (as root, -o /dev/null would replace
+ * /dev/null). */
 static int write_private(const char *path, const char *text, size_t len, sl_err *err)
 {
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        const char *what = S_ISLNK(st.st_mode)    ? "a symbolic link"
+                           : S_ISDIR(st.st_mode)  ? "a directory"
+                           : S_ISFIFO(st.st_mode) ? "a FIFO"
+                           : S_ISCHR(st.st_mode)  ? "a character device"
+                           : S_ISBLK(st.st_mode)  ? "a block device"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                                                  : "not a regular file";
+        sl_err_set(err, "-o %s: it is %s; report writes a new file in its place, so it takes a regular file or a new "
+                        "name",
+                   path, what);
+        sl_err_append(err, "hint: -o - writes the page to standard output");
+        return SL_EREFUSED;
+    }
     char *tmp = sl_asprintf("%s.%ld.tmp", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     int rc = fd < 0 ? -1 : 0;
@@ -132,13 +152,14 @@ int sl_cmd_report(const sl_opts *opts, const char *name)
     sl_report_summary sum;
     if (code == SL_EXIT_OK && sl_report_build(ckpt, sl_now_ms(), &html, &sum, &err) != 0) {
         sl_error("%s", err.msg);
-        code = SL_EXIT_FAILED;
+        code = SL_EXIT_USAGE; /* what the file holds cannot be read: a damaged checkpoint, as for status */
     }
+    int wrote = 0;
     if (code == SL_EXIT_OK && strcmp(out_path, "-") == 0) {
         fwrite(html.data, 1, html.len, stdout);
-    } else if (code == SL_EXIT_OK && write_private(out_path, html.data, html.len, &err) != 0) {
+    } else if (code == SL_EXIT_OK && (wrote = write_private(out_path, html.data, html.len, &err)) != 0) {
         sl_error("%s", err.msg);
-        code = SL_EXIT_FAILED;
+        code = wrote == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     } else if (code == SL_EXIT_OK) {
         printf("%s\n", out_path);
     }

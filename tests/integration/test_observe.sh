@@ -350,6 +350,25 @@ PY
     run_sluice report 0009_none
     assert_rc 2
     assert_contains "$ERR" 'no checkpoint file for job "0009_none"'
+
+    # -o names a file it replaces: a FIFO, a symbolic link or a directory stays as it is, refused
+    mkfifo "$T_DIR/fifo"
+    ln -s "$T_DIR/elsewhere.html" "$T_DIR/link.html"
+    mkdir "$T_DIR/dir.html"
+    local o
+    for o in fifo link.html dir.html; do
+        run_sluice report "$job" -o "$T_DIR/$o"
+        assert_rc 2
+        assert_contains "$ERR" "report writes a new file in its place"
+    done
+    [[ -p $T_DIR/fifo && -L $T_DIR/link.html && -d $T_DIR/dir.html && ! -e $T_DIR/elsewhere.html ]] ||
+        fail "report -o replaced what was there: $(ls -la "$T_DIR")"
+    # output that cannot be written (a full disk) is an error, not exit 0 with half a page
+    run_cmd sh -c '"$@" >/dev/full' sh "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" report "$job" -o -
+    assert_rc 1
+    assert_contains "$ERR" "cannot write the output to stdout"
+    run_cmd sh -c '"$@" >/dev/full' sh "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" status --json
+    assert_rc 1
 }
 
 # ---------------------------------------------------------------------------------------------------
