@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/base/fiber.h"
 #include "sluice/base/json.h"
 #include "sluice/checkpoints/ckpt.h"
 #include "sluice/cli/cli.h"
@@ -347,6 +348,29 @@ static int wanted(const char *name, const char *only)
     return strncmp(name, only, n) == 0 && strcmp(only + n, ".sql") == 0;
 }
 
+/* A pooler accepts the connection and may then hold every query until one
+ * of its server connections is free (PgBouncer waits up to its
+ * query_wait_timeout, 120 s by default): the connection's own setup queries
+ * too. The watchdog drops the connection when connecting and its setup took
+ * longer than the connect timeout. */
+typedef struct watchdog {
+    uv_timer_t timer;
+    sl_session *sess;
+    int fired, closed;
+} watchdog;
+
+static void on_watchdog(uv_timer_t *timer)
+{
+    watchdog *w = timer->data;
+    w->fired = 1;
+    sl_session_disconnect(w->sess); /* what waits on the connection returns, with it lost */
+}
+
+static void on_watchdog_closed(uv_handle_t *handle)
+{
+    ((watchdog *)handle->data)->closed = 1;
+}
+
 /* A session on the target for status, when it can be reached: status
  * still answers from the checkpoint files when it cannot. */
 static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
@@ -364,8 +388,20 @@ static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_sessi
     if (!getenv("SLUICE_CONNECT_TIMEOUT"))
         sess->connect_timeout_ms = 3000;
     sess->quiet = 1;
-    if (sl_session_connect(sess, &err) == 0)
+    watchdog w = {.sess = sess};
+    uv_timer_init(loop, &w.timer);
+    w.timer.data = &w;
+    uv_timer_start(&w.timer, on_watchdog, (uint64_t)sess->connect_timeout_ms, 0);
+    int connected = sl_session_connect(sess, &err) == 0;
+    uv_close((uv_handle_t *)&w.timer, on_watchdog_closed);
+    while (!w.closed)
+        sl_fiber_wait(loop);
+    if (connected && !w.fired)
         return sess;
+    if (w.fired)
+        sl_err_set(&err, "%s did not answer within %" PRId64 " ms (a connection pooler with every server "
+                         "connection busy?)",
+                   sl_session_display(sess), sess->connect_timeout_ms);
     sl_warn("%s", err.msg);
     sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
     sl_session_close(sess);

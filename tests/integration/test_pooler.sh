@@ -320,6 +320,39 @@ EOF
     assert_sql "select count(*) from sluice_progress where job = '0001_bump' and skipped" 40
 }
 
+# status through a pool whose one server connection the application holds: the pooler accepts the
+# connection and holds every query (its query_wait_timeout is 120 s); status says so within the
+# connect timeout (3 s) and answers from the checkpoint files instead of waiting.
+test_status_behind_a_busy_pool() {
+    [[ -z $PGB_ERR ]] || fail "$PGB_ERR"
+    sed -i "/^\[databases\]/a ${T_DB}_busy = host=$PGHOST port=$PGPORT dbname=$T_DB pool_size=1" "$PGB_DIR/pgbouncer.ini"
+    psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d pgbouncer -XAtq -c "RELOAD" >/dev/null ||
+        fail "pgbouncer did not reload its configuration"
+    export SLUICE_DB="postgresql://$PGUSER@127.0.0.1:$PGB_PORT/${T_DB}_busy?sluice_pooler=transaction"
+    make_table 500
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d "${T_DB}_busy" -XAtq -c "begin" -c "select pg_sleep(12)" \
+        -c "commit" >/dev/null 2>&1 &
+    local holder=$! start
+    wait_until 10 sql_true "select count(*) > 0 from pg_stat_activity where datname = current_database()
+                            and query like '%pg_sleep(12)%' and pid <> pg_backend_pid()"
+    start=$SECONDS
+    run_sluice status --json
+    assert_rc 0
+    ((SECONDS - start <= 7)) || fail "status waited $((SECONDS - start)) s for the busy pool"
+    assert_contains "$ERR" "did not answer within 3000 ms"
+    assert_eq "$(jq -r '.[0].state + " " + .[0].source' <<<"$OUT")" "done checkpoint" "status from the files"
+    kill "$holder" 2>/dev/null
+    wait "$holder" 2>/dev/null || true
+}
+
 test_refuses_bad_setting() {
     through_pooler "?sluice_pooler=sometimes"
     make_table 10
@@ -347,4 +380,6 @@ run_test "sluice_pooler=none through PgBouncer: missing statements found, switch
 run_test "pooled: the session's settings hold in every transaction (float keys)" test_session_settings_per_transaction
 run_test "a pool of one connection, two workers, a failing row in every chunk: failed batches free it at once" test_failing_chunks_free_the_pool
 run_test "sluice_pooler and SLUICE_POOLER with a bad value are refused" test_refuses_bad_setting
+run_test "status behind a pool whose one connection is busy: the checkpoint files within 3 s" \
+    test_status_behind_a_busy_pool
 t_done
