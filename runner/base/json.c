@@ -17,14 +17,10 @@ static size_t utf8_len(const unsigned char *p)
     return n;
 }
 
-json_t *sl_json_str(const char *s)
+/* s with each byte that starts no UTF-8 sequence as U+FFFD, malloc'd. */
+static char *mended(const char *s)
 {
-    if (!s)
-        return json_null();
-    json_t *v = json_string(s);
-    if (v)
-        return v;
-    sl_buf b = {0}; /* not UTF-8 (or over-long forms jansson refuses): mend it */
+    sl_buf b = {0};
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
         size_t n = utf8_len(p);
         if (n == 0) {
@@ -35,8 +31,19 @@ json_t *sl_json_str(const char *s)
         sl_buf_add(&b, (const char *)p, n);
         p += n;
     }
-    v = json_string(b.data ? b.data : "");
-    sl_buf_free(&b);
+    return sl_buf_take(&b);
+}
+
+json_t *sl_json_str(const char *s)
+{
+    if (!s)
+        return json_null();
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    char *m = mended(s); /* not UTF-8 (or over-long forms jansson refuses): mend it */
+    v = json_string(m);
+    free(m);
     return v ? v : json_string("\xef\xbf\xbd");
 }
 
@@ -57,6 +64,11 @@ json_t *sl_json_key(const char *text)
     if (!text)
         return NULL;
     json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    if (!v) { /* a SQLite text key need not be UTF-8: shown with U+FFFD, not as no key at all */
+        char *m = mended(text);
+        v = json_loads(m, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+        free(m);
+    }
     if (!json_is_array(v)) {
         json_decref(v);
         return NULL;

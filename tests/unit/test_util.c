@@ -1,5 +1,6 @@
 /* test_util.c: durations, integers, buffers, JSON escaping, checksums, edit distance, reading files, logging. */
 #include "check.h"
+#include "sluice/base/json.h"
 #include "sluice/base/util.h"
 
 #include <fcntl.h>
@@ -63,6 +64,24 @@ static void test_buf_and_json(void)
     char *s = sl_asprintf("%s-%lld", "x", 7LL);
     CHECK_STR(s, "x-7");
     free(s);
+}
+
+/* Keys as the journal keeps them, shown by status: a SQLite text key that is
+ * not UTF-8 comes back with U+FFFD in place of the bad bytes, not as no key. */
+static void test_json_key(void)
+{
+    json_t *k = sl_json_key("[\"a\", null]");
+    CHECK(json_is_array(k) && json_array_size(k) == 2);
+    json_decref(k);
+    k = sl_json_key("[\"c\xff\", \"e\xc0\xaf\"]");
+    CHECK(json_is_array(k) && json_array_size(k) == 2);
+    CHECK_STR(json_string_value(json_array_get(k, 0)), "c\xef\xbf\xbd");
+    CHECK_STR(json_string_value(json_array_get(k, 1)), "e\xef\xbf\xbd\xef\xbf\xbd");
+    json_decref(k);
+    CHECK(sl_json_key("{\"a\": 1}") == NULL);
+    CHECK(sl_json_key("[1]") == NULL);
+    CHECK(sl_json_key("[\"a\"") == NULL);
+    CHECK(sl_json_key(NULL) == NULL);
 }
 
 static void test_checksum(void)
@@ -265,6 +284,7 @@ int main(void)
     RUN(test_format_duration);
     RUN(test_ints);
     RUN(test_buf_and_json);
+    RUN(test_json_key);
     RUN(test_checksum);
     RUN(test_edit_distance);
     RUN(test_err);

@@ -15,7 +15,9 @@ char *sl_json_strings(char *const *v, size_t n);
 
 /* Parse text as a JSON array of strings (a key as the journal keeps it): the
  * array, or NULL when text is NULL or anything else (a damaged or crafted
- * file); the caller json_decref()s it. */
+ * file); the caller json_decref()s it. Bytes that are not UTF-8 (a SQLite
+ * text key may hold any) come back as U+FFFD: for showing, not for reading
+ * a position back. */
 json_t *sl_json_key(const char *text);
 
 /* Print value on one line to stdout followed by a newline, and drop it. */
