@@ -157,6 +157,27 @@ static int init_schema(sqlite3 *db, const char *job)
     return rc;
 }
 
+int sl_ckpt_can_create(const char *path, sl_err *err)
+{
+    char *dir = dir_of(path);
+    int res = make_dirs(dir, err);
+    free(dir);
+    if (res != 0)
+        return -1;
+    char *tmp = sl_asprintf("%s.%ld.tmp", path, (long)getpid());
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) {
+        sl_err_set(err, "cannot create checkpoint file %s: %s", path, strerror(errno));
+        res = -1;
+    }
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    free(tmp);
+    return res;
+}
+
 /* Build the new file under a temporary name and link() it into place, so
  * that the path either does not exist or holds a complete checkpoint: a
  * crash half-way through creation can never leave a file that looks corrupt.
@@ -174,14 +195,16 @@ static int create_file(const char *path, const char *job, sl_err *err)
         int rc = fd < 0 ? SQLITE_CANTOPEN : SQLITE_OK;
         if (fd >= 0)
             close(fd);
+        else
+            sl_err_set(err, "cannot create checkpoint file %s: %s", path, strerror(errno));
         if (rc == SQLITE_OK)
             rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc == SQLITE_OK)
             rc = init_schema(db, job);
-        if (rc != SQLITE_OK) {
+        if (rc != SQLITE_OK && fd >= 0)
             sl_err_set(err, "cannot create checkpoint file %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        if (rc != SQLITE_OK)
             res = -1;
-        }
     }
     /* Closing the last connection checkpoints the WAL into the file and removes it. */
     sqlite3_close(db);

@@ -341,9 +341,12 @@ static int check_journal(sl_session *sess, const sl_run_opts *opts, const char *
     char *path = sl_ckpt_path(opts->ckpt_dir, job);
     sl_ckpt *ckpt = NULL;
     int rc = sl_ckpt_open(path, job, 0, &ckpt, err);
+    if (rc == SL_CKPT_MISSING) { /* none yet: one it could not create would fail after the database changed */
+        int can = sl_ckpt_can_create(path, err);
+        free(path);
+        return can == 0 ? SL_OK : SL_EREFUSED;
+    }
     free(path);
-    if (rc == SL_CKPT_MISSING)
-        return 0; /* none yet */
     if (rc != 0)
         return SL_EREFUSED;
     rc = sl_ckpt_bind(ckpt, db->id, db->cluster, db->name, !is_lite(sess), 0, err);

@@ -383,6 +383,36 @@ test_bad_usage() {
     assert_untouched
 }
 
+# A checkpoint file that cannot be created (a job name too long for a file name, a --checkpoints that
+# is a file) is found before anything is written to the database: exit 2, the path and the reason.
+test_checkpoint_cannot_be_created() {
+    make_table 100
+    local name
+    name=$(printf 'a%.0s' {1..250})
+    write_job "$name" <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$T_DIR/new-dir" up
+    assert_rc 2
+    assert_contains "$ERR" "cannot create checkpoint file"
+    assert_contains "$ERR" "File name too long"
+    assert_sql "select to_regclass('sluice_jobs') is null and to_regclass('sluice_progress') is null" t
+    rm -f "$JOBS/$name.sql"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    : >"$T_DIR/not-a-dir"
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$T_DIR/not-a-dir" up
+    assert_rc 2
+    assert_contains "$ERR" "not-a-dir"
+    assert_sql "select to_regclass('sluice_jobs') is null and to_regclass('sluice_progress') is null" t
+    assert_sql "select count(*) from t where n <> 0" 0
+}
+
 run_test "unknown directive: file:line and did-you-mean" test_unknown_directive
 run_test "bad batch values" test_bad_batch_value
 run_test "up section without :lo/:hi" test_missing_placeholders
@@ -399,4 +429,6 @@ run_test "garbage checkpoint file" test_garbage_checkpoint
 run_test "job file edited after the first chunk: refused unless --allow-changed-statements" test_job_edited_after_first_chunk
 run_test "unknown command, option, argument: exit 2" test_bad_usage
 run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
+run_test "a checkpoint file that cannot be created: exit 2 before the database is touched" \
+    test_checkpoint_cannot_be_created
 t_done

@@ -82,6 +82,11 @@ char *sl_ckpt_path(const char *dir, const char *job);
  * newer schema is an error that names the path and says what is wrong
  * (SL_EFAIL). Enables WAL and synchronous=FULL, and a busy timeout. */
 int sl_ckpt_open(const char *path, const char *job, int create, sl_ckpt **out, sl_err *err) SL_MUSTCHECK;
+
+/* Whether a checkpoint file could be created at path (its directory made,
+ * a file created there and removed), before anything is written elsewhere:
+ * 0, or -1 with err naming the path and why (permission, name too long). */
+int sl_ckpt_can_create(const char *path, sl_err *err) SL_MUSTCHECK;
 void sl_ckpt_close(sl_ckpt *ckpt);
 const char *sl_ckpt_file(const sl_ckpt *ckpt);
 
