@@ -186,14 +186,14 @@ UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
     run_sluice ctl "$JOB" status
     assert_rc 1
-    assert_contains "$ERR" "job $JOB is not running"
+    assert_contains "$ERR" "no runner of job $JOB is listening"
     # After a run, the socket is gone and the answer is the same.
     run_sluice up
     assert_rc 0
     [[ ! -e $CKPT/$JOB.sluice-ctl ]] || fail "the control socket outlived the run"
     run_sluice ctl "$JOB" pause
     assert_rc 1
-    assert_contains "$ERR" "is not running"
+    assert_contains "$ERR" "is listening"
     # Bad usage is told apart from a job that is not there.
     run_sluice ctl "$JOB"
     assert_rc 2

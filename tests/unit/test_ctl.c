@@ -398,7 +398,7 @@ static void test_stale_and_second_server(void)
     char *out = NULL;
     sl_err err = {{0}};
     CHECK(sl_ctl_request(sock_path, "status", &out, &err) == -1);
-    CHECK_HAS(err.msg, "is not running (a stale control socket at");
+    CHECK_HAS(err.msg, "is listening (a stale control socket at");
 
     fixture f;
     if (fixture_start(&f) != 0) {
@@ -416,7 +416,7 @@ static void test_stale_and_second_server(void)
     fixture_end(&f);
 
     CHECK(sl_ctl_request(sock_path, "status", &out, &err) == -1);
-    CHECK_HAS(err.msg, "job j is not running (no control socket at ");
+    CHECK_HAS(err.msg, "no runner of job j is listening (no control socket at ");
     CHECK(out == NULL);
 }
 
