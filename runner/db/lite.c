@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Statements a job repeats every chunk stay prepared (SQLITE_PREPARE_PERSISTENT). */
@@ -25,6 +26,35 @@ enum { BATCH_IDLE, BATCH_POSTED, BATCH_DONE };
 
 static void on_wake(uv_async_t *handle);
 static void worker_main(void *arg);
+
+/* A directory, a FIFO or a file that does not start as every SQLite
+ * database does: told now, like a missing file (an empty file is an empty
+ * database to SQLite). */
+static int not_a_database(const char *url, const char *path, sl_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return 0; /* opening it says why */
+    if (!S_ISREG(st.st_mode)) {
+        sl_err_set(err, "--db %s: %s, not a database file", url,
+                   S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "not a regular file");
+        return -1;
+    }
+    if (st.st_size == 0)
+        return 0;
+    static const char magic[16] = "SQLite format 3";
+    char head[16] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* opening it says why */
+    ssize_t n = read(fd, head, sizeof head);
+    close(fd);
+    if (n != (ssize_t)sizeof head || memcmp(head, magic, sizeof magic) != 0) {
+        sl_err_set(err, "--db %s: not a SQLite database (its first bytes are not \"SQLite format 3\")", url);
+        return -1;
+    }
+    return 0;
+}
 
 int sl_lite_init(uv_loop_t *loop, sl_lite *lite, const char *url, sl_err *err)
 {
@@ -42,6 +72,8 @@ int sl_lite_init(uv_loop_t *loop, sl_lite *lite, const char *url, sl_err *err)
                            "directory, or absolute)");
         return -1;
     }
+    if (not_a_database(url, path, err) != 0)
+        return -1;
     lite->loop = loop;
     uv_mutex_init(&lite->mu);
     uv_cond_init(&lite->cv);

@@ -447,9 +447,14 @@ test_not_a_database() {
     bump_job 0001_bump 100
     printf 'this is not a database, it is just text long enough to fill a header...\n%.0s' {1..20} >"$T_DIR/text.db"
     run_sluice --db "sqlite:$T_DIR/text.db" up
-    assert_ne "$RC" 0 "exit status"
+    assert_rc 2 # bad input, like a missing file
     assert_contains "$ERR" "text.db" "stderr"
-    assert_contains "$ERR" "not a database" "stderr"
+    assert_contains "$ERR" "not a SQLite database" "stderr"
+    assert_eq "$(ls -A "$CKPT")" "" "checkpoint dir"
+    mkdir "$T_DIR/dir.db"
+    run_sluice --db "sqlite:$T_DIR/dir.db" up
+    assert_rc 2
+    assert_contains "$ERR" "dir.db: a directory, not a database file" "stderr"
     assert_eq "$(ls -A "$CKPT")" "" "checkpoint dir"
 }
 
