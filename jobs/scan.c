@@ -22,8 +22,8 @@ typedef struct scanned {
     size_t start, end;
     int line;
     int ended_by_semicolon;
-    int depth;        /* parentheses open at the end, outside strings and comments */
-    int closed_early; /* a ')' closed what it had not opened (depth went below 0) */
+    int depth;          /* parentheses open at the end, outside strings and comments */
+    int closed_early;   /* a ')' closed what it had not opened (depth went below 0) */
     sl_placeholder *ph; /* offsets relative to the text, not to start */
     size_t nph, cap;
 } scanned;

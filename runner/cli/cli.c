@@ -7,9 +7,9 @@
 #include "sluice/services/metrics.h"
 #include "sluice/services/progress.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <errno.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>

@@ -399,8 +399,9 @@ static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_sessi
     if (connected && !w.fired)
         return sess;
     if (w.fired)
-        sl_err_set(&err, "%s did not answer within %" PRId64 " ms (a connection pooler with every server "
-                         "connection busy?)",
+        sl_err_set(&err,
+                   "%s did not answer within %" PRId64 " ms (a connection pooler with every server "
+                   "connection busy?)",
                    sl_session_display(sess), sess->connect_timeout_ms);
     sl_warn("%s", err.msg);
     sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);

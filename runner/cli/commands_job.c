@@ -1,10 +1,10 @@
 /* commands_job.c: the commands over one job: plan, stamp (record a state without running) and report. */
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sluice/cli/cli.h"
@@ -93,8 +93,9 @@ static int write_private(const char *path, const char *text, size_t len, sl_err 
                            : S_ISBLK(st.st_mode)  ? "a block device"
                            : S_ISSOCK(st.st_mode) ? "a socket"
                                                   : "not a regular file";
-        sl_err_set(err, "-o %s: it is %s; report writes a new file in its place, so it takes a regular file or a new "
-                        "name",
+        sl_err_set(err,
+                   "-o %s: it is %s; report writes a new file in its place, so it takes a regular file or a new "
+                   "name",
                    path, what);
         sl_err_append(err, "hint: -o - writes the page to standard output");
         return SL_EREFUSED;

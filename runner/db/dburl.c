@@ -456,8 +456,7 @@ int sl_dburl_parse(const char *given, sl_dburl *out, sl_err *err)
     if (given[0] == '"' || given[0] == '\'') {
         /* neither a URL nor a key=value string starts so: quotes kept from
          * a .env file or a shell line (never echoed: they hold a password) */
-        sl_err_set(err, "the database string starts with a quote (%c): give it without the quotes around it",
-                   given[0]);
+        sl_err_set(err, "the database string starts with a quote (%c): give it without the quotes around it", given[0]);
         sl_err_append(err, "hint: a .env line DATABASE_URL=\"postgresql://...\" keeps its quotes when read as is "
                            "(docker --env-file, systemd EnvironmentFile); write DATABASE_URL=postgresql://...");
         return -1;

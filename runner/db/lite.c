@@ -37,7 +37,9 @@ static int not_a_database(const char *url, const char *path, sl_err *err)
         return 0; /* opening it says why */
     if (!S_ISREG(st.st_mode)) {
         sl_err_set(err, "--db %s: %s, not a database file", url,
-                   S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "not a regular file");
+                   S_ISDIR(st.st_mode)    ? "a directory"
+                   : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                          : "not a regular file");
         return -1;
     }
     if (st.st_size == 0)

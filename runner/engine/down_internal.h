@@ -37,7 +37,7 @@ typedef struct down_run {
     size_t nchunks;
     int64_t rows_total, rows_undone;
     size_t chunks_undone; /* by this run */
-    size_t nlost; /* chunks left as they are: their undo records are gone */
+    size_t nlost;         /* chunks left as they are: their undo records are gone */
     down_range *ranges;
     size_t nranges, next_range;
     int failed; /* a worker failed: the others stop */

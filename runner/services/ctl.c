@@ -479,8 +479,7 @@ static int client_connect(const char *path, sl_err *err)
                    e == ENOENT ? "no" : "a stale", path);
         sl_err_append(err, "hint: `up` listens there while it runs; `down` does not (SIGINT stops it, and the next "
                            "`down` resumes it)");
-    }
-    else if (e == EACCES || e == EPERM)
+    } else if (e == EACCES || e == EPERM)
         sl_err_set(err, "control socket %s: permission denied\nhint: run sluice ctl as the user running the job", path);
     else
         sl_err_set(err, "cannot connect to control socket %s: %s", path, strerror(e));

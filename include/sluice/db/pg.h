@@ -58,7 +58,7 @@ struct sl_pg {
     sl_pg_close_cb close_cb;
     sl_pg_notice_cb notice_cb;
     void *notice_arg;
-    const void *tag; /* the fiber tag it was made under: lent to its callbacks (fiber.h) */
+    const void *tag;                 /* the fiber tag it was made under: lent to its callbacks (fiber.h) */
     struct sl_pg_batch *head, *tail; /* batches sent and awaiting results, FIFO */
     char **prepared;                 /* statement names prepared on this connection */
     size_t nprepared;

@@ -60,8 +60,8 @@ typedef struct sl_lease {
     uv_timer_t timer;
     int has_timer;
     uv_timer_t release_timer; /* bounds a release on the keeper's connection */
-    int64_t renewed_at; /* mono ms of the last renewal */
-    int lost;           /* another runner took the job over */
+    int64_t renewed_at;       /* mono ms of the last renewal */
+    int lost;                 /* another runner took the job over */
     char why[512];
 } sl_lease;
 
