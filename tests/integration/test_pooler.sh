@@ -297,12 +297,18 @@ EOF
 # sluice sends that ROLLBACK the moment the failure is in, not when its coordinator gets to the
 # answer: the coordinator may be waiting for that very connection, finding the other worker's next
 # chunk, and both would wait until the pooler's query_wait_timeout broke the run.
-test_failing_chunks_free_the_pool() {
+# pool_of_one NAME: a database NAME in PgBouncer, the test's own through a pool of one server
+# connection, and SLUICE_DB through it.
+pool_of_one() {
     [[ -z $PGB_ERR ]] || fail "$PGB_ERR"
-    sed -i "/^\[databases\]/a ${T_DB}_one = host=$PGHOST port=$PGPORT dbname=$T_DB pool_size=1" "$PGB_DIR/pgbouncer.ini"
+    sed -i "/^\[databases\]/a $1 = host=$PGHOST port=$PGPORT dbname=$T_DB pool_size=1" "$PGB_DIR/pgbouncer.ini"
     psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d pgbouncer -XAtq -c "RELOAD" >/dev/null ||
         fail "pgbouncer did not reload its configuration"
-    export SLUICE_DB="postgresql://$PGUSER@127.0.0.1:$PGB_PORT/${T_DB}_one?sluice_pooler=transaction"
+    export SLUICE_DB="postgresql://$PGUSER@127.0.0.1:$PGB_PORT/$1?sluice_pooler=transaction"
+}
+
+test_failing_chunks_free_the_pool() {
+    pool_of_one "${T_DB}_one"
     make_table 4000
     psql_q "update t set n = 990 where id % 100 = 7; alter table t add constraint small check (n < 1000)"
     write_job 0001_bump <<'EOF'
@@ -324,11 +330,7 @@ EOF
 # connection and holds every query (its query_wait_timeout is 120 s); status says so within the
 # connect timeout (3 s) and answers from the checkpoint files instead of waiting.
 test_status_behind_a_busy_pool() {
-    [[ -z $PGB_ERR ]] || fail "$PGB_ERR"
-    sed -i "/^\[databases\]/a ${T_DB}_busy = host=$PGHOST port=$PGPORT dbname=$T_DB pool_size=1" "$PGB_DIR/pgbouncer.ini"
-    psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d pgbouncer -XAtq -c "RELOAD" >/dev/null ||
-        fail "pgbouncer did not reload its configuration"
-    export SLUICE_DB="postgresql://$PGUSER@127.0.0.1:$PGB_PORT/${T_DB}_busy?sluice_pooler=transaction"
+    pool_of_one "${T_DB}_busy"
     make_table 500
     write_job 0001_bump <<'EOF'
 -- sluice:table t
