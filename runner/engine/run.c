@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int is_lite(const sl_session *sess)
 {
@@ -341,12 +342,9 @@ static int check_journal(sl_session *sess, const sl_run_opts *opts, const char *
     char *path = sl_ckpt_path(opts->ckpt_dir, job);
     sl_ckpt *ckpt = NULL;
     int rc = sl_ckpt_open(path, job, 0, &ckpt, err);
-    if (rc == SL_CKPT_MISSING) { /* none yet: one it could not create would fail after the database changed */
-        int can = sl_ckpt_can_create(path, err);
-        free(path);
-        return can == 0 ? SL_OK : SL_EREFUSED;
-    }
     free(path);
+    if (rc == SL_CKPT_MISSING)
+        return 0; /* none yet */
     if (rc != 0)
         return SL_EREFUSED;
     rc = sl_ckpt_bind(ckpt, db->id, db->cluster, db->name, !is_lite(sess), 0, err);
@@ -534,6 +532,14 @@ int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *
     run->ckpt_fd = -1;
     /* a checkpoint file of another database is refused before anything is written */
     int rc = sl_run_check_journal(sess, opts, job->name, &run->err);
+    if (rc != 0)
+        return rc;
+    /* A journal it could not create would fail the run after the database
+     * changed (sluice's tables made, the job's row written): found now. */
+    char *path = sl_ckpt_path(opts->ckpt_dir, job->name);
+    if (access(path, F_OK) != 0 && sl_ckpt_can_create(path, &run->err) != 0)
+        rc = SL_EREFUSED;
+    free(path);
     if (rc != 0)
         return rc;
     rc = sl_schema_ensure(sess, &run->db, &run->err);

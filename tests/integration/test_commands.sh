@@ -230,6 +230,15 @@ test_status_with_nothing() {
     assert_eq "$OUT" "[]" "status --json of nothing"
     run_cmd "$SLUICE" --jobs "$T_DIR/empty" --checkpoints "$T_DIR/empty/ck" history
     assert_rc 0
+    # reading changes nothing on the runner's disk either: no checkpoint directory made
+    write_job 0001_x "$T_DIR/empty" <<'EOF'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_cmd "$SLUICE" --jobs "$T_DIR/empty" --checkpoints "$T_DIR/empty/ck" status
+    assert_rc 0
+    [[ ! -e $T_DIR/empty/ck ]] || fail "status made the checkpoint directory"
 }
 
 test_history() {
