@@ -612,9 +612,14 @@ static const char *fleet_prefix(void)
 static void fleet_summary(const sl_fleet *fleet, const int *codes)
 {
     static const char *const outcome[] = {"done", "failed", "refused", "stopped"};
-    for (size_t i = 0; i < fleet->n; i++)
-        sl_info("fleet: %s (%s): %s", fleet->targets[i].name, fleet->targets[i].origin,
-                codes[i] >= 0 && codes[i] <= 3 ? outcome[codes[i]] : "?");
+    for (size_t i = 0; i < fleet->n; i++) {
+        const sl_target *t = &fleet->targets[i];
+        const char *how = codes[i] >= 0 && codes[i] <= 3 ? outcome[codes[i]] : "?";
+        /* with --log-format json, a line a target: its name, where it was named, how it ended */
+        sl_log_event(SL_LOG_INFO, "fleet_target",
+                     json_pack("{sssssssi}", "target", t->name, "origin", t->origin, "outcome", how, "exit", codes[i]),
+                     "fleet: %s (%s): %s", t->name, t->origin, how);
+    }
 }
 
 static int dispatch_fleet(const char *cmd, cli_args *a)

@@ -76,17 +76,21 @@ test_metrics_logs_and_reports() {
     assert_every_row_once_on main shard2
     python3 -c '
 import json, sys
-done = {}
+done, ended = {}, {}
 for n, line in enumerate(sys.stdin, 1):
     if line.startswith("==") and "swapcontext" in line:
         continue  # the sanitizer build says once that it has fibers to follow
     o = json.loads(line)  # every line is one JSON object
     if o["event"] == "done":
         done[o.get("target")] = o["job"]
+    if o["event"] == "fleet_target":  # how each target ended, named
+        ended[o.get("target")] = (o["outcome"], o["exit"])
     if o["event"] in ("start", "done", "progress"):
         assert o.get("target") in ("main", "shard2") and o["job"] == "0001_bump", (n, o)
         assert not o["msg"].startswith("["), (n, o)  # the target is a field, not a prefix
-assert done == {"main": "0001_bump", "shard2": "0001_bump"}, done' <"$err" || fail "JSON log lines of a fleet: $(head -c 3000 "$err")"
+assert done == {"main": "0001_bump", "shard2": "0001_bump"}, done
+assert ended == {"main": ("done", 0), "shard2": ("done", 0)}, ended' <"$err" ||
+        fail "JSON log lines of a fleet: $(head -c 3000 "$err")"
     pushd "$T_DIR" >/dev/null || return 1
     run_sluice --targets "$T_DIR/targets.txt" report 0001_bump
     popd >/dev/null || return 1
