@@ -157,24 +157,32 @@ static int init_schema(sqlite3 *db, const char *job)
     return rc;
 }
 
+/* The empty file a new checkpoint is built in, beside path: its directory
+ * made, a leftover of a crashed creation removed, created 0600 before
+ * SQLite writes a byte (its -wal file takes the same mode: it holds row
+ * values). 0 with *tmp (malloc'd, also on failure), or -1 with err. */
+static int create_tmp(const char *path, const char *dir, char **tmp, sl_err *err)
+{
+    *tmp = sl_asprintf("%s.%ld.tmp", path, (long)getpid());
+    if (make_dirs(dir, err) != 0)
+        return -1;
+    (void)unlink(*tmp);
+    int fd = open(*tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        sl_err_set(err, "cannot create checkpoint file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 int sl_ckpt_can_create(const char *path, sl_err *err)
 {
-    char *dir = dir_of(path);
-    int res = make_dirs(dir, err);
-    free(dir);
-    if (res != 0)
-        return -1;
-    char *tmp = sl_asprintf("%s.%ld.tmp", path, (long)getpid());
-    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 && errno != EEXIST) {
-        sl_err_set(err, "cannot create checkpoint file %s: %s", path, strerror(errno));
-        res = -1;
-    }
-    if (fd >= 0) {
-        close(fd);
-        unlink(tmp);
-    }
+    char *dir = dir_of(path), *tmp;
+    int res = create_tmp(path, dir, &tmp, err);
+    (void)unlink(tmp);
     free(tmp);
+    free(dir);
     return res;
 }
 
@@ -184,27 +192,17 @@ int sl_ckpt_can_create(const char *path, sl_err *err)
  * link() also refuses to replace a file another process created meanwhile. */
 static int create_file(const char *path, const char *job, sl_err *err)
 {
-    char *dir = dir_of(path);
-    int res = make_dirs(dir, err);
-    char *tmp = sl_asprintf("%s.%ld.tmp", path, (long)getpid());
+    char *dir = dir_of(path), *tmp;
+    int res = create_tmp(path, dir, &tmp, err);
     sqlite3 *db = NULL;
     if (res == 0) {
-        (void)unlink(tmp); /* a leftover of a crashed creation */
-        /* created 0600 before SQLite writes a byte (its -wal file takes the same mode): it holds row values */
-        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        int rc = fd < 0 ? SQLITE_CANTOPEN : SQLITE_OK;
-        if (fd >= 0)
-            close(fd);
-        else
-            sl_err_set(err, "cannot create checkpoint file %s: %s", path, strerror(errno));
-        if (rc == SQLITE_OK)
-            rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        int rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc == SQLITE_OK)
             rc = init_schema(db, job);
-        if (rc != SQLITE_OK && fd >= 0)
+        if (rc != SQLITE_OK) {
             sl_err_set(err, "cannot create checkpoint file %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        if (rc != SQLITE_OK)
             res = -1;
+        }
     }
     /* Closing the last connection checkpoints the WAL into the file and removes it. */
     sqlite3_close(db);
