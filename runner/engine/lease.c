@@ -213,9 +213,9 @@ static int swap(sl_session *sess, const sl_lease *lease, const char *job, const 
     return taken;
 }
 
-static void refuse(const char *job, const holder *h, sl_err *err)
+void sl_runner_refusal(const char *job, const char *desc, int self, int64_t left_ms, sl_err *err)
 {
-    if (sl_runner_is_self(h->runner)) {
+    if (self) {
         sl_err_set(err,
                    "job %s is already being run against this database by this same sluice process: two of its "
                    "targets (--db, --targets) name one database",
@@ -223,12 +223,24 @@ static void refuse(const char *job, const holder *h, sl_err *err)
         sl_err_append(err, "hint: give each database once; the other target's run goes on");
         return;
     }
+    if (left_ms < 0) {
+        sl_err_set(err, "job %s is already being run against this database (by %s)", job, desc);
+        sl_err_append(err, "hint: one runner per job and database, up, down or stamp; wait for it, or stop it with "
+                           "SIGINT");
+        return;
+    }
     sl_err_set(err, "job %s is already being run against this database (by %s; its lease runs %" PRId64 " s more)", job,
-               h->desc ? h->desc : "another runner", (h->left_ms + 999) / 1000);
+               desc, (left_ms + 999) / 1000);
     sl_err_append(err,
                   "hint: one runner per job and database, up, down or stamp; wait for it, or stop it with "
                   "SIGINT. A runner killed on another machine leaves its lease to expire (at most %d s)",
                   SL_LEASE_TTL_MS / 1000);
+}
+
+static void refuse(const char *job, const holder *h, sl_err *err)
+{
+    sl_runner_refusal(job, h->desc ? h->desc : "another runner", sl_runner_is_self(h->runner),
+                      h->left_ms < 0 ? 0 : h->left_ms, err);
 }
 
 /* Whether h leaves the lease to us now: 1 yes, 0 refuse, 2 wait *wait_ms. */

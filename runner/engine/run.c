@@ -243,17 +243,7 @@ static void name_lite_holder(sl_run *run)
     if (sl_session_exec1(run->sess, "SELECT runner_desc FROM " SL_JOBS_TABLE " WHERE job = $1", 1, params, &ans) == 0 &&
         ans.ok && ans.nresults > 0 && ans.results[0].nrows > 0 && sl_answer_val(&ans, 0, 0, 0)) {
         const char *desc = sl_answer_val(&ans, 0, 0, 0);
-        if (strcmp(desc, sl_runner_self()->desc) == 0) {
-            sl_err_set(&run->err,
-                       "job %s is already being run against this database by this same sluice process: two of its "
-                       "targets (--db, --targets) name one database",
-                       run->job->name);
-            sl_err_append(&run->err, "hint: give each database once; the other target's run goes on");
-        } else {
-            sl_err_set(&run->err, "job %s is already being run against this database (by %s)", run->job->name, desc);
-            sl_err_append(&run->err, "hint: one runner per job and database, up, down or stamp; wait for it, or stop "
-                                     "it with SIGINT");
-        }
+        sl_runner_refusal(run->job->name, desc, strcmp(desc, sl_runner_self()->desc) == 0, -1, &run->err);
     }
     sl_answer_free(&ans);
 }

@@ -45,6 +45,12 @@ int sl_runner_gone(const char *host, int pid, long long start);
 /* 1 when a lease's runner id is one of this process's (any of its leases). */
 int sl_runner_is_self(const char *runner);
 
+/* The refusal of a job another runner holds, into err: desc names it ("sluice
+ * pid 12 on web-1"); self, it is this very process (another target of its
+ * fleet run naming the same database); left_ms, how long its lease runs
+ * (-1: no lease, SQLite's lock). */
+void sl_runner_refusal(const char *job, const char *desc, int self, int64_t left_ms, sl_err *err);
+
 typedef struct sl_lease {
     uv_loop_t *loop;
     char *job;
