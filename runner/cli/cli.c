@@ -139,6 +139,7 @@ typedef struct cli_args {
     int ndbs;
     const char *targets;                /* --targets FILE */
     const char *parallel;               /* --parallel N */
+    int64_t parallel_n;                 /* its value, checked by dispatch (default 4) */
     const char *only_target;            /* --target NAME */
     sl_fleet fleet;                     /* several --db, or --targets: every command applies to each */
     sl_dburl db_url;                    /* the database string in use, normalised (opts.db points into it) */
@@ -631,9 +632,6 @@ static int dispatch_fleet(const char *cmd, cli_args *a)
         return strcmp(cmd, "status") == 0 ? sl_cmd_status(o, &a->fleet, a->npos > 1 ? a->pos[1] : NULL)
                                           : sl_cmd_history(o, &a->fleet);
     }
-    int64_t parallel = 4;
-    if (a->parallel && sl_parse_int(a->parallel, 1, 64, &parallel) != 0)
-        return SL_EXIT_USAGE; /* dispatch said why */
     if (strcmp(cmd, "report") == 0 && o->out_file && a->fleet.n > 1) {
         sl_error("-o names one file, and there are %zu targets (hint: --target NAME picks one; without -o each "
                  "target's page is JOB.NAME.report.html)",
@@ -656,7 +654,8 @@ static int dispatch_fleet(const char *cmd, cli_args *a)
     fleet_cmd c = {a, cmd, sl_calloc(a->fleet.n + 1, sizeof(int))};
     sl_log_set_prefix(fleet_prefix);
     sl_progress_set_owner(fleet_prefix);
-    int code = sl_fleet_run(&a->fleet, concurrent ? &loop : NULL, concurrent ? (size_t)parallel : 0, on_target, &c);
+    int code =
+        sl_fleet_run(&a->fleet, concurrent ? &loop : NULL, concurrent ? (size_t)a->parallel_n : 0, on_target, &c);
     sl_progress_set_owner(NULL);
     sl_log_set_prefix(NULL);
     sl_metrics_stop(metrics);
@@ -675,8 +674,8 @@ static int dispatch_fleet(const char *cmd, cli_args *a)
 
 static int dispatch(const char *cmd, cli_args *a)
 {
-    int64_t parallel;
-    if (a->parallel && sl_parse_int(a->parallel, 1, 64, &parallel) != 0) { /* whatever the command */
+    a->parallel_n = 4;
+    if (a->parallel && sl_parse_int(a->parallel, 1, 64, &a->parallel_n) != 0) { /* whatever the command */
         sl_error("--parallel \"%s\": expected a whole number of targets from 1 to 64", a->parallel);
         return SL_EXIT_USAGE;
     }

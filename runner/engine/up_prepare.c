@@ -6,6 +6,9 @@
 
 #include "up_internal.h"
 
+/* After a job file's own query failed: it may have tried to write. */
+static const char readonly_hint[] = "hint: requires, verify and throttle-query only look: they run read-only";
+
 static int check_requires(up_run *r)
 {
     if (!r->job->requires)
@@ -20,7 +23,7 @@ static int check_requires(up_run *r)
     const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
     if (!ans.ok) {
         sl_err_set(&r->err, "%s:%d: requires query failed: %s", r->job->path, r->job->line[SL_DIR_REQUIRES], ans.error);
-        sl_err_append(&r->err, "hint: requires, verify and throttle-query only look: they run read-only");
+        sl_err_append(&r->err, "%s", readonly_hint);
         rc = SL_EREFUSED;
     } else if (!sl_answer_true(v)) {
         sl_err_set(&r->err, "%s:%d: refusing to start: requires returned %s, not true: %s", r->job->path,
@@ -49,7 +52,7 @@ static int check_throttle_query(up_run *r)
     if (!ans.ok && !sl_answer_transient(ans.sqlstate)) {
         sl_err_set(&r->err, "%s:%d: throttle-query failed: %s", r->job->path, r->job->line[SL_DIR_THROTTLE_QUERY],
                    ans.error);
-        sl_err_append(&r->err, "hint: requires, verify and throttle-query only look: they run read-only");
+        sl_err_append(&r->err, "%s", readonly_hint);
         rc = SL_EREFUSED;
     }
     sl_answer_free(&ans);
@@ -69,7 +72,7 @@ int up_verify(up_run *r)
             sl_err_set(&r->err, "%s: stopped before its verify query ran", r->job->name);
         sl_err_append(&r->err, "(while running verify, %s:%d)", r->job->path, line);
         if (rc != SL_STOPPED)
-            sl_err_append(&r->err, "hint: requires, verify and throttle-query only look: they run read-only");
+            sl_err_append(&r->err, "%s", readonly_hint);
         return -1;
     }
     const char *v = sl_answer_val(&ans, 0, 0, 0);
