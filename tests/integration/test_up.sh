@@ -399,6 +399,71 @@ EOF
     assert_status 0001_bump state "done"
 }
 
+# make_commit_trap: table t (1..1000, n) and a deferred trigger that refuses, at COMMIT, the rows
+# listed in fail_at (with SQLSTATE code; only the first time if once), as a deferred foreign key or
+# exclusion constraint would.
+make_commit_trap() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 1000) g;
+            create table fail_at (id int, code text, once bool);
+            create sequence tries;
+            create function t_check() returns trigger language plpgsql as \$\$
+            declare f fail_at;
+            begin
+              select * into f from fail_at where id = new.id;
+              if found then
+                if not f.once or nextval('tries') = 1 then
+                  raise exception 'row % refused at commit', new.id using errcode = f.code;
+                end if;
+              end if;
+              return null;
+            end \$\$;
+            create constraint trigger t_at_commit after update on t deferrable initially deferred
+              for each row execute function t_check();"
+}
+
+# A chunk that fails at its COMMIT (a deferred constraint) fails the job like any chunk: nothing of
+# it or after it is changed or recorded, and the resume does every row once.
+test_commit_failure() {
+    make_commit_trap
+    psql_q "insert into fail_at values (450, 'P0001', false)"
+    bump_job 0001_bump 100
+    run_sluice up
+    assert_rc 1
+    assert_contains "$ERR" "chunk 5 ([\"401\"] .. [\"500\"]) failed on attempt 1: P0001 row 450 refused at commit"
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n = 0), max(id) filter (where n = 1)
+                from t" "400|600|400"
+    assert_sql "select count(*), max(hi[1]) from sluice_progress" "4|400"
+    assert_status 0001_bump state failed
+
+    psql_q "delete from fail_at"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|1000"
+    assert_chunks 0001_bump 1000 10
+}
+
+# The same COMMIT failing once with a transient error (40001), in a job with a snapshot to undo: the
+# chunk is retried and commits once, with its undo record; down puts the table back as it was.
+test_commit_retried_with_snapshot() {
+    make_commit_trap
+    psql_q "insert into fail_at values (450, '40001', true)"
+    local before
+    before=$(table_sum)
+    bump_job 0001_bump 100 "-- sluice:undo snapshot(n)"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "chunk 5 ([\"401\"] .. [\"500\"]) failed on attempt 1: 40001 row 450 refused at commit"
+    assert_contains "$ERR" "retrying in"
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|1000"
+    assert_chunks 0001_bump 1000 10
+    assert_sql "select count(*) from sluice_undo where job = '0001_bump'" 10
+
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "the table after down"
+}
+
 test_sigterm_stops_too() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select g from generate_series(1, 2000) g"
@@ -512,6 +577,8 @@ run_test "pause and max-rate slow the run down" test_pause_and_max_rate
 run_test "second up after done changes nothing" test_second_up_is_noop
 run_test "SIGINT stops with exit 3, up resumes exactly once" test_resume_after_sigint
 run_test "SIGTERM stops with exit 3 too" test_sigterm_stops_too
+run_test "a chunk failing at COMMIT fails the job, nothing of it kept; resume exactly once" test_commit_failure
+run_test "a COMMIT retried after 40001, with snapshot undo; down restores" test_commit_retried_with_snapshot
 run_test "jobs run in file-name order; a failed job stops the later ones" test_jobs_in_file_name_order
 run_test "password never in output" test_password_never_shown
 t_done
