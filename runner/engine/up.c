@@ -213,7 +213,7 @@ static int run_job(up_run *r)
     }
     int64_t total = sl_catalog_estimate_rows(r->sess, &r->info.ks);
     /* a job that runs gets its series (one already done or refused has none) */
-    r->metrics = sl_metrics_job_get(r->job->name);
+    r->metrics = r->gate.metrics = sl_metrics_job_get(r->job->name);
     sl_metrics_begin(r->metrics, 0, total, r->rows_done, r->chunks_done);
     sl_metrics_state(r->metrics, "running");
     sl_metrics_batch(r->metrics, r->pace.batch);
@@ -259,20 +259,6 @@ static int already_done(const sl_job *job, const sl_job_row *row)
     return 1;
 }
 
-/* The health checks' state; with max-replica-lag, whether the lag can be
- * measured, before anything changes (exit 2 when it cannot). */
-static int prepare_health(up_run *r)
-{
-    if (sl_throttle_init(&r->health, r->sess->loop, r->opts->replicas, r->opts->nreplicas,
-                         r->opts->allow_unmeasured_lag, r->sess->connect_timeout_ms, &r->err) != 0)
-        return SL_EREFUSED;
-    r->has_health = 1;
-    int rc = sl_throttle_prepare(&r->health, r->sess, r->job, r->info.ks.table, &r->err);
-    if (rc == 0 && r->job->max_replica_lag_ms && r->sess->dialect == SL_DIALECT_PG)
-        sl_info("%s: replica lag %s", r->job->name, r->health.lag_how);
-    return rc;
-}
-
 /* Read-only: whether the job needs running and may run. SL_EXIT_OK to go
  * on, UP_ALREADY_DONE when there is nothing to do, else an exit code. */
 enum { UP_ALREADY_DONE = -1 }; /* no exit code (they are SL_EXIT_*, 0 to 3): it never leaves up.c */
@@ -297,7 +283,7 @@ static int decide(up_run *r)
     if (code == SL_EXIT_OK)
         code = exit_of(up_check_statements(r));
     if (code == SL_EXIT_OK)
-        code = exit_of(prepare_health(r));
+        code = exit_of(gate_prepare(&r->gate, r->sess, r->info.ks.table, &r->err));
     sl_job_row_free(&row);
     return code;
 }
@@ -308,6 +294,7 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     r.sess = sess;
     r.opts = opts;
     r.job = job;
+    r.gate = (run_gate){.job = job, .opts = opts, .run = &r.run, .pace = &r.pace};
     sl_log_set_job(job->name);
     int code = decide(&r);
     int opened = 0;
@@ -336,8 +323,7 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
                      json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
     if (opened)
         sl_run_close(&r.run);
-    if (r.has_health)
-        sl_throttle_close(&r.health);
+    gate_close(&r.gate);
     run_free(&r);
     sl_log_set_job(NULL);
     return code;

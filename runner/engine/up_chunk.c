@@ -644,10 +644,10 @@ int up_dispatch(up_run *r, up_worker *w)
     int64_t due = r->pace.max_rate > 0 ? r->sent_rows * 1000 / r->pace.max_rate - (sl_mono_ms() - r->run_start) : 0;
     if (due > 0) {
         r->held_until = sl_mono_ms() + due;
-        up_hold(r, SL_HOLD_MAX_RATE, NULL);
+        gate_hold(&r->gate, SL_HOLD_MAX_RATE, NULL);
         return 0;
     }
-    up_hold(r, SL_HOLD_NONE, NULL);
+    gate_hold(&r->gate, SL_HOLD_NONE, NULL);
     if (send_chunk(r, w) == 0)
         return 0;
     /* not connected: the connection was lost since its last answer */

@@ -14,6 +14,8 @@
 #include "sluice/services/pace.h"
 #include "sluice/services/throttle.h"
 
+#include "gate_internal.h"
+
 /* The key of one chunk edge, as text, one string per key column. */
 typedef struct up_key {
     char *v[SL_MAX_KEY_COLS];
@@ -93,14 +95,8 @@ typedef struct up_run {
     int64_t chunks_done;        /* committed chunks, all runs */
     int64_t next_chunk_no;      /* the number the next chunk sent takes */
     int64_t rows_done;
-    sl_pace pace;       /* batch size, pause, rate and health limits in force */
-    sl_throttle health; /* what the health checks read, and the replicas' connections */
-    int has_health;
-    int paused; /* by `ctl pause` */
-    int64_t last_health_ms;
-    int64_t health_since; /* mono ms since a health limit holds chunks back, 0 if none */
-    char health_first[512];
-    int window_announced;
+    sl_pace pace;     /* batch size, pause, rate and health limits in force */
+    run_gate gate;    /* ctl pause, windows, health (gate_internal.h) */
     int has_last;     /* some chunk ever committed */
     up_key last;      /* the last committed chunk's :hi, before this run */
     int has_end;      /* the walk ends at end (end fixed), else it follows new rows */
@@ -173,19 +169,14 @@ sl_session *up_idle_session(up_run *r);
 
 /* What the gate says of the next chunk. */
 typedef enum up_gate_rc {
-    UP_GATE_GO = SL_OK,        /* it may go */
-    UP_GATE_STOP = SL_STOPPED, /* the run stops (--no-wait outside the windows, or a signal) */
-    UP_GATE_WAIT = 2,          /* not yet: *wait_ms says when to ask again */
+    UP_GATE_GO = GATE_GO,     /* it may go */
+    UP_GATE_STOP = GATE_STOP, /* the run stops (--no-wait outside the windows, or a signal) */
+    UP_GATE_WAIT = GATE_WAIT, /* not yet: *wait_ms says when to ask again */
 } up_gate_rc;
 
 /* up_gate.c: may the next chunk go? Never waits itself (a throttle query
  * aside), so replies keep being recorded. */
 int up_gate(up_run *r, int64_t *wait_ms) SL_MUSTCHECK;
-/* up_hold.c: what holds the job's chunks back from now on (SL_HOLD_NONE:
- * nothing): counted for the metrics by reason, and (but for max-rate's short
- * waits) recorded in the journal as hold_start / hold_end events for
- * `report`. detail says more for the journal ("replica lag 12s > ..."). */
-void up_hold(up_run *r, sl_hold hold, const char *detail);
 /* After a chunk: resize toward chunk-time. */
 void up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms);
 /* The control socket's handler (ctl.h). */

@@ -6,9 +6,6 @@
 
 #include "up_internal.h"
 
-/* After a job file's own query failed: it may have tried to write. */
-static const char readonly_hint[] = "hint: requires, verify and throttle-query only look: they run read-only";
-
 static int check_requires(up_run *r)
 {
     if (!r->job->requires)
@@ -23,36 +20,11 @@ static int check_requires(up_run *r)
     const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
     if (!ans.ok) {
         sl_err_set(&r->err, "%s:%d: requires query failed: %s", r->job->path, r->job->line[SL_DIR_REQUIRES], ans.error);
-        sl_err_append(&r->err, "%s", readonly_hint);
+        sl_err_append(&r->err, "%s", gate_readonly_hint);
         rc = SL_EREFUSED;
     } else if (!sl_answer_true(v)) {
         sl_err_set(&r->err, "%s:%d: refusing to start: requires returned %s, not true: %s", r->job->path,
                    r->job->line[SL_DIR_REQUIRES], v ? v : "no row or NULL", r->job->requires);
-        rc = SL_EREFUSED;
-    }
-    sl_answer_free(&ans);
-    return rc;
-}
-
-/* A throttle-query that fails now (wrong SQL, a write, a missing table)
- * would hold the job between chunks for good, warning each time: refused
- * before the first chunk instead. One that fails later, for a moment, holds
- * the job until it answers again. */
-static int check_throttle_query(up_run *r)
-{
-    if (!r->job->throttle_query)
-        return 0;
-    sl_answer ans;
-    sl_query q = {r->job->throttle_query, 0, NULL, 0};
-    if (sl_session_exec_readonly(r->sess, &q, 1, &ans) != 0) {
-        sl_err_set(&r->err, "%s: lost the connection while trying the throttle-query", r->job->name);
-        return -1;
-    }
-    int rc = 0;
-    if (!ans.ok && !sl_answer_transient(ans.sqlstate)) {
-        sl_err_set(&r->err, "%s:%d: throttle-query failed: %s", r->job->path, r->job->line[SL_DIR_THROTTLE_QUERY],
-                   ans.error);
-        sl_err_append(&r->err, "%s", readonly_hint);
         rc = SL_EREFUSED;
     }
     sl_answer_free(&ans);
@@ -72,7 +44,7 @@ int up_verify(up_run *r)
             sl_err_set(&r->err, "%s: stopped before its verify query ran", r->job->name);
         sl_err_append(&r->err, "(while running verify, %s:%d)", r->job->path, line);
         if (rc != SL_STOPPED)
-            sl_err_append(&r->err, "%s", readonly_hint);
+            sl_err_append(&r->err, "%s", gate_readonly_hint);
         return -1;
     }
     const char *v = sl_answer_val(&ans, 0, 0, 0);
@@ -182,7 +154,7 @@ int up_preflight(up_run *r)
     if (r->info.nullable_key)
         sl_warn("%s: a key column of %s allows NULL; rows with a NULL key are never visited", r->job->path,
                 r->info.ks.table);
-    if ((rc = check_requires(r)) != 0 || (rc = check_throttle_query(r)) != 0)
+    if ((rc = check_requires(r)) != 0)
         return rc;
     if (sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
         return SL_EREFUSED;

@@ -201,7 +201,7 @@ int up_walk(up_run *r)
     r->run_start = sl_mono_ms();
     r->run_rows = r->sent_rows = 0;
     int rc = coordinate(r);
-    up_hold(r, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
+    gate_hold(&r->gate, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
     sl_metrics_workers(r->metrics, 0, 0);
     stop_workers(r);
     if (rc < 0) {
