@@ -100,7 +100,7 @@ static const command_help helps[] = {
     {"stamp", "usage: sluice stamp JOB done|pending\n\n"
               "Record a job's state without running it. pending forgets its progress (in the checkpoint file\n"
               "and in the database's sluice_progress table) so the next `up` runs it from the start.\n"},
-    {"ctl", "usage: sluice ctl JOB pause|resume|status|set NAME=VALUE\n\nTalk to a running job.\n"},
+    {"ctl", "usage: sluice ctl JOB pause|resume|status|set NAME=VALUE\n\nTalk to a running job: its up or its down.\n"},
 };
 
 static const char *canonical_command(const char *cmd)
@@ -358,7 +358,7 @@ static int resolve_defaults(cli_args *a, const char *cmd)
     /* a fleet's targets each have theirs (make_fleet) */
     if (a->fleet.n == 0 && (needs_db || strcmp(cmd, "status") == 0) && resolve_db(o, &a->db_url, needs_db) != 0)
         return -1;
-    if ((strcmp(cmd, "up") == 0 || strcmp(cmd, "plan") == 0) && resolve_replicas(a) != 0)
+    if ((strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0) && resolve_replicas(a) != 0)
         return -1;
     if (!o->db && strcmp(cmd, "status") != 0)
         o->db = "";

@@ -34,6 +34,13 @@ static void free_chunks(down_run *r)
     r->rows_total = 0;
 }
 
+static void run_init(down_run *r, sl_session *sess, const sl_run_opts *opts, sl_job *job)
+{
+    *r = (down_run){.sess = sess, .opts = opts, .job = job};
+    sl_pace_init(&r->pace, job);
+    r->gate = (run_gate){.job = job, .opts = opts, .run = &r->run, .pace = &r->pace};
+}
+
 static void run_free(down_run *r)
 {
     free_chunks(r);
@@ -47,6 +54,7 @@ static void run_free(down_run *r)
     sl_job_row_free(&r->row);
     if (r->opened)
         sl_run_close(&r->run);
+    gate_close(&r->gate);
     memset(r, 0, sizeof *r);
 }
 
@@ -245,6 +253,42 @@ static int finish(down_run *r, int code)
     return code;
 }
 
+/* Rows per second undone by this run. */
+static double run_rate(const down_run *r)
+{
+    int64_t elapsed = sl_mono_ms() - r->run_start;
+    return elapsed > 0 && r->run_start > 0 ? (double)r->rows_undone * 1000.0 / (double)elapsed : 0;
+}
+
+/* `sluice ctl` during a rollback, answered on the loop even mid-chunk:
+ * never waits; values apply from the next chunk. A down undoes the chunks
+ * up committed, as they were: their size is not its to change. */
+static int down_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
+{
+    down_run *r = arg;
+    if (req->cmd == SL_CTL_STATUS) {
+        sl_buf_printf(out,
+                      "job %s\nstate %s\nrows %" PRId64 "\nchunks %zu\nchunks-left %zu\npause %" PRId64
+                      "ms\nmax-rate %" PRId64 "\nrate %.0f rows/s\nworkers %zu\nranges %zu\n",
+                      r->job->name, r->gate.paused ? "paused" : "rolling_back", r->rows_undone, r->chunks_undone,
+                      r->nchunks - r->chunks_undone, r->pace.pause_ms, r->pace.max_rate, run_rate(r), r->nworkers,
+                      r->nranges);
+        gate_ctl_status(&r->gate, out);
+        return 0;
+    }
+    char msg[256];
+    int rc = gate_ctl(&r->gate, r->job, req, msg, sizeof msg);
+    if (rc < 0) {
+        sl_buf_printf(out, "%s cannot change during a rollback: down undoes each chunk up committed, as it was",
+                      req->name);
+        return -1;
+    }
+    if (rc == 1)
+        sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
+    gate_ctl_done(&r->gate, msg, out);
+    return 0;
+}
+
 static int execute(down_run *r)
 {
     if (r->nchunks == 0 && r->run.row.state == SL_STATE_DONE)
@@ -261,11 +305,19 @@ static int execute(down_run *r)
                  "%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total,
                  how);
     free(how);
-    r->metrics = sl_metrics_job_get(r->job->name);
+    r->metrics = r->gate.metrics = sl_metrics_job_get(r->job->name);
     sl_metrics_begin(r->metrics, 1, r->rows_total, 0, 0);
     sl_metrics_state(r->metrics, "rolling_back");
     sl_progress_begin(r->job->name, r->rows_total, 0, r->opts->progress_tty);
+    sl_ctl *ctl = NULL;
+    char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
+    sl_err cerr;
+    if (sl_ctl_start(r->sess->loop, ctl_path, down_on_ctl, r, &ctl, &cerr) != 0)
+        sl_warn("%s (the rollback runs without live control)", cerr.msg);
     int code = down_walk(r);
+    gate_hold(&r->gate, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
+    sl_ctl_stop(ctl);
+    free(ctl_path);
     sl_progress_end();
     return finish(r, code);
 }
@@ -277,11 +329,14 @@ static int refused_code(int rc)
 
 static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
 {
-    down_run r = {.sess = sess, .opts = opts, .job = job};
+    down_run r;
+    run_init(&r, sess, opts, job);
     sl_log_set_job(job->name);
     int rc = sl_run_read_row(sess, job->name, &r.row, &r.err);
     if (rc == 0)
         rc = prepare(&r, &r.row);
+    if (rc == 0)
+        rc = gate_prepare(&r.gate, sess, r.info.ks.table, &r.err);
     if (rc == 0) {
         rc = sl_run_open(&r.run, sess, opts, job, SL_RUN_DOWN);
         r.opened = 1;
@@ -307,12 +362,16 @@ static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
 /* Refusals of the whole command, before anything is touched. */
 static int precheck(sl_session *sess, const sl_run_opts *opts, sl_job *job)
 {
-    down_run r = {.sess = sess, .opts = opts, .job = job};
+    down_run r;
+    run_init(&r, sess, opts, job);
+    r.gate.quiet = 1; /* down_job says how it measures the replica lag */
     int rc = sl_run_check_journal(sess, opts, job->name, &r.err);
     if (rc == 0)
         rc = sl_run_read_row(sess, job->name, &r.row, &r.err);
     if (rc == 0)
         rc = prepare(&r, &r.row);
+    if (rc == 0)
+        rc = gate_prepare(&r.gate, sess, r.info.ks.table, &r.err);
     if (rc == 0 && r.row.runner) {
         sl_err_set(&r.err, "job %s is being run right now (by %s)", job->name, r.row.runner);
         sl_err_append(&r.err, "hint: wait for that run to end, or stop it with SIGINT, then roll back");

@@ -369,6 +369,37 @@ static int do_chunk(down_worker *w, down_chunk *c)
     }
 }
 
+/* Wait until the job may undo chunk c: `ctl pause`, the windows, the
+ * health throttles and max-rate hold a rollback back as they hold `up`.
+ * 0 go, 1 stopped (a signal, or outside the windows with --no-wait). */
+static int wait_turn(down_worker *w, const down_chunk *c)
+{
+    down_run *r = w->r;
+    for (;;) {
+        if (sl_session_stopping(r->sess))
+            return SL_STOPPED;
+        int64_t wait = 0;
+        int g = gate_hold_back(&r->gate, &wait);
+        if (g == GATE_GO)
+            g = gate_health(&r->gate, w->sess, r->info.ks.table, &wait);
+        if (g == GATE_STOP)
+            return SL_STOPPED;
+        if (g == GATE_GO) {
+            int64_t due =
+                r->pace.max_rate > 0 ? r->sent_rows * 1000 / r->pace.max_rate - (sl_mono_ms() - r->run_start) : 0;
+            if (due <= 0) {
+                gate_hold(&r->gate, SL_HOLD_NONE, NULL);
+                r->sent_rows += c->rows;
+                return 0;
+            }
+            gate_hold(&r->gate, SL_HOLD_MAX_RATE, NULL);
+            wait = due;
+        }
+        if (sl_session_sleep(w->sess, wait > 0 ? wait : 1))
+            return SL_STOPPED;
+    }
+}
+
 /* A worker's ranges, one after the other, and in each the chunks newest
  * first: what is left applied of a range is always its oldest chunks, so an
  * `up` (or a `down`) after a stop resumes it. 0 done, 1 stopped, -1 failed,
@@ -391,11 +422,13 @@ static int walk_ranges(down_worker *w)
                 sl_err_set(&w->err, "%s", r->run.lease.why);
                 return -1;
             }
-            int rc = do_chunk(w, &r->chunks[i]);
+            int rc = wait_turn(w, &r->chunks[i]);
+            if (rc == 0)
+                rc = do_chunk(w, &r->chunks[i]);
             if (rc != 0)
                 return rc;
             sl_progress_update(r->rows_undone, r->job->batch);
-            if (r->job->pause_ms > 0 && sl_session_sleep(w->sess, r->job->pause_ms))
+            if (r->pace.pause_ms > 0 && sl_session_sleep(w->sess, r->pace.pause_ms))
                 return SL_STOPPED;
         }
     }
@@ -446,6 +479,9 @@ int down_walk(down_run *r)
         want = r->nranges ? r->nranges : 1;
     down_worker *ws = sl_calloc(want + 1, sizeof *ws);
     size_t n = start_workers(r, ws, want);
+    r->nworkers = n;
+    r->run_start = sl_mono_ms();
+    r->sent_rows = 0;
     if (n > 1) {
         sl_info("%s: %zu workers over %zu key ranges", r->job->name, n, r->nranges);
         sl_fiber **fibers = sl_calloc(n + 1, sizeof *fibers);

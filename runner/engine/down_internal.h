@@ -6,6 +6,9 @@
 #include "sluice/engine/run.h"
 #include "sluice/engine/undo.h"
 #include "sluice/services/metrics.h"
+#include "sluice/services/pace.h"
+
+#include "gate_internal.h"
 
 /* One up chunk still applied, as sluice_progress records it. */
 typedef struct down_chunk {
@@ -40,7 +43,12 @@ typedef struct down_run {
     size_t nlost;         /* chunks left as they are: their undo records are gone */
     down_range *ranges;
     size_t nranges, next_range;
-    int failed; /* a worker failed: the others stop */
+    int failed;        /* a worker failed: the others stop */
+    sl_pace pace;      /* pause, max-rate and health limits in force (`ctl set` changes them) */
+    run_gate gate;     /* ctl pause, windows, health (gate_internal.h) */
+    int64_t run_start; /* mono ms the walk began */
+    int64_t sent_rows; /* rows of the chunks this run began to undo, for max-rate */
+    size_t nworkers;
     sl_metrics_job *metrics;
     sl_err err;
 } down_run;

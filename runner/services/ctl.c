@@ -477,8 +477,7 @@ static int client_connect(const char *path, sl_err *err)
     if (e == ENOENT || e == ECONNREFUSED) {
         sl_err_set(err, "no runner of job %s is listening (%s control socket at %s)", job,
                    e == ENOENT ? "no" : "a stale", path);
-        sl_err_append(err, "hint: `up` listens there while it runs; `down` does not (SIGINT stops it, and the next "
-                           "`down` resumes it)");
+        sl_err_append(err, "hint: `up` and `down` listen there while they run the job");
     } else if (e == EACCES || e == EPERM)
         sl_err_set(err, "control socket %s: permission denied\nhint: run sluice ctl as the user running the job", path);
     else

@@ -199,7 +199,75 @@ EOF
     assert_rc 2
 }
 
+# A rollback listens too: status, pause (nothing undone while paused), set pause and max-rate (and a
+# refusal of batch: the size of up's chunks is not down's to change), resume; down puts every row back.
+test_down_controlled() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 3000) g"
+    local before
+    before=$(table_sum)
+    write_job "$JOB" <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    # The rollback rests 100ms after each of its 60 chunks (the job file's pause, added after up).
+    sed -i 's/^-- sluice:batch 50$/-- sluice:batch 50\n-- sluice:pause 100ms/' "$JOBS/$JOB.sql"
+    local t0 took
+    t0=$(now_ms)
+    sluice_start down "$JOB"
+    wait_until 20 sql_true "select count(*) < 60 from sluice_progress where job = '$JOB'"
+    wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "state rolling_back"
+    assert_contains "$OUT" "pause 100ms"
+    assert_match "$OUT" $'(^|\n)chunks-left [0-9]+'
+
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
+    assert_contains "$OUT" "paused by sluice ctl"
+    wait_until 5 ctl_says "state paused" "$JOB" status
+    sleep 0.5
+    local left
+    left=$(psql_q "select count(*) from sluice_progress where job = '$JOB'")
+    sleep 2
+    assert_sql "select count(*) from sluice_progress where job = '$JOB'" "$left"
+    ((left > 8)) || fail "the rollback was nearly done before it could be paused: $left chunks left"
+
+    run_sluice ctl "$JOB" set batch=10
+    assert_rc 2
+    assert_contains "$ERR" "batch cannot change during a rollback"
+    run_sluice ctl "$JOB" set pause=0ms
+    assert_rc 0
+    run_sluice ctl "$JOB" set max-rate=400
+    assert_rc 0
+    assert_contains "$OUT" "set max-rate=400 by sluice ctl"
+    wait_until 5 ctl_says "max-rate 400" "$JOB" status
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
+    sluice_wait
+    assert_rc 0
+    # max-rate keeps the run's average: 3000 rows at 400 a second take 7.5s from its start, less the
+    # first chunk, which goes at once.
+    took=$(($(now_ms) - t0))
+    ((took >= 7375)) || fail "the rollback took ${took}ms, under max-rate's 7375ms"
+    assert_eq "$(table_sum)" "$before" "the table after down"
+    assert_contains "$ERR" "paused by sluice ctl"
+    assert_contains "$ERR" "set max-rate=400 by sluice ctl"
+    local events
+    events=$(events)
+    assert_contains "$events" "paused by sluice ctl"
+    assert_contains "$events" "set pause=0ms by sluice ctl"
+    assert_contains "$events" "resumed by sluice ctl"
+}
+
 run_test "ctl status, pause, resume and set on a running job; every change logged and recorded" test_status_pause_resume_set
 run_test "ctl: the socket is its owner's alone" test_socket_owner_only
 run_test "ctl on a job that is not running exits 1 and says so" test_not_running
+run_test "ctl during down: status, pause, set pause and max-rate, batch refused, resume" test_down_controlled
 t_done

@@ -189,6 +189,44 @@ test_engages_within_two_seconds() {
     assert_sql "select count(*), sum(rows) from sluice_progress where job = '0001_bump'" "100|3000"
 }
 
+# A rollback waits for the replica as its up did: with replay paused, down undoes nothing once the lag
+# passes max-replica-lag, and finishes after replay resumes.
+test_down_waits_for_replica() {
+    [[ -z $REPLICA_ERR ]] || fail "$REPLICA_ERR"
+    make_table_3000
+    app_role
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 30
+-- sluice:max-replica-lag 500ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "$APP_DB" --replica "$APP_REPLICA" up
+    assert_rc 0
+    # 100 chunks to undo, resting 100ms after each (a pause added to the job file after up).
+    sed -i 's/^-- sluice:batch 30$/-- sluice:batch 30\n-- sluice:pause 100ms/' "$JOBS/0001_bump.sql"
+    sluice_start --db "$APP_DB" --replica "$APP_REPLICA" down 0001_bump
+    wait_until 30 sql_true "select count(*) <= 90 from sluice_progress"
+    assert_not_contains "$(cat "$T_DIR/bg.1.err")" "pausing"
+    replica_q "select pg_wal_replay_pause()"
+    wait_until 10 grep -q "pausing: replica lag" "$T_DIR/bg.1.err"
+    local before after
+    before=$(progress_count)
+    sleep 3
+    after=$(progress_count)
+    assert_eq "$after" "$before" "chunks undone during 3s of replica lag"
+    [[ ${before%|*} -gt 0 ]] || fail "the rollback finished before the replica lag held it"
+    replica_q "select pg_wal_replay_resume()"
+    sluice_wait
+    assert_rc 0
+    assert_match "$ERR" "resumed after [0-9]+s paused \(replica lag [0-9]+ms > max-replica-lag 500ms\)"
+    assert_sql "select count(*) filter (where n = 0), count(*) filter (where n <> 0) from t" "3000|0"
+    assert_eq "$(progress_count)" "0|0" "chunks applied after down"
+}
+
 # Without --replica, a role that cannot read replay_lag cannot measure the lag: refused before anything.
 test_refuses_unmeasurable() {
     [[ -z $REPLICA_ERR ]] || fail "$REPLICA_ERR"
@@ -235,6 +273,7 @@ test_refuses_without_replicas() {
 replica_start || true
 run_test "a streaming replica made by the test follows the test server" test_replica_streams
 run_test "max-replica-lag as a role without privileges, measured on the replica: engaged within 2s" test_engages_within_two_seconds
+run_test "down waits for the replica as up does (max-replica-lag)" test_down_waits_for_replica
 run_test "max-replica-lag that cannot be measured: plan says so, up refuses unless told" test_refuses_unmeasurable
 run_test "max-replica-lag with no replica at all: refused" test_refuses_without_replicas
 t_done

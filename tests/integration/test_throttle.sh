@@ -232,6 +232,55 @@ EOF
     assert_match "$events" "resumed after [0-9]+s paused"
 }
 
+# A rollback keeps the job's windows and health limits as its up did: outside every window, down
+# --no-wait exits 3 with nothing undone; a throttle-query that turns true holds its chunks back, and
+# down finishes once it turns false.
+test_down_throttled() {
+    make_table 3000 "${TCOLS[@]}"
+    psql_q "create table app_flags (busy bool not null); insert into app_flags values (false)"
+    local before from to
+    before=$(table_sum)
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 30
+-- sluice:undo snapshot(n)
+-- sluice:throttle-query SELECT busy FROM app_flags
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+
+    from=$(date -d "120 minutes" +%H:%M)
+    to=$(date -d "180 minutes" +%H:%M)
+    sed -i "s/^-- sluice:batch 30\$/-- sluice:batch 30\n-- sluice:window $from-$to/" "$JOBS/0001_bump.sql"
+    run_sluice down 0001_bump --no-wait
+    assert_rc 3
+    assert_contains "$ERR" "outside its windows (next opens at $from); stopping (--no-wait)"
+    assert_eq "$(progress 0001_bump)" "100|3000" "chunks applied after down outside the window"
+
+    sed -i '/^-- sluice:window /d; s/^-- sluice:batch 30$/-- sluice:batch 30\n-- sluice:pause 50ms/' \
+        "$JOBS/0001_bump.sql"
+    sluice_start down 0001_bump
+    wait_until 20 sql_true "select count(*) < 100 from sluice_progress"
+    psql_q "update app_flags set busy = true"
+    wait_until 10 grep -q "pausing: throttle-query returned true" "$T_DIR/bg.1.err"
+    local held after
+    held=$(progress 0001_bump)
+    sleep 3
+    after=$(progress 0001_bump)
+    assert_eq "$after" "$held" "chunks undone while throttle-query returned true"
+    ((${held%|*} > 0)) || fail "the rollback finished before the throttle-query turned true"
+    psql_q "update app_flags set busy = false"
+    sluice_wait
+    assert_rc 0
+    assert_match "$ERR" "resumed after [0-9]+s paused \(throttle-query returned true"
+    assert_eq "$(table_sum)" "$before" "the table after down"
+    local events
+    events=$(sqlite3 "$CKPT/0001_bump.sluice" "select message from events where kind = 'throttle' order by id")
+    assert_contains "$events" "throttle-query returned true"
+}
+
 test_chunk_time_converges() {
     make_table 30000 "${TCOLS[@]}"
     # 0.1ms a row on top of the UPDATE: a 200ms chunk is a little under 2000 rows.
@@ -277,5 +326,6 @@ run_test "window: a window opening in a few seconds: waits, then runs" test_wind
 run_test "window: closing mid-run stops at a chunk boundary (--no-wait: exit 3, resumable)" test_window_closes_mid_run
 run_test "window: --no-wait outside every window exits 3 and changes nothing" test_no_wait_outside_window
 run_test "throttle-query: no chunk while it returns true, finishes after it turns false" test_throttle_query
+run_test "down keeps the windows (--no-wait: exit 3) and the throttle-query" test_down_throttled
 run_test "chunk-time: the batch converges near the target, growing at most 20% a chunk" test_chunk_time_converges
 t_done
