@@ -423,8 +423,11 @@ static int walk_ranges(down_worker *w)
                 return -1;
             }
             int rc = wait_turn(w, &r->chunks[i]);
-            if (rc == 0)
+            if (rc == 0) {
+                sl_metrics_workers(r->metrics, (int64_t)r->nworkers, (int64_t)++r->busy);
                 rc = do_chunk(w, &r->chunks[i]);
+                sl_metrics_workers(r->metrics, (int64_t)r->nworkers, (int64_t)--r->busy);
+            }
             if (rc != 0)
                 return rc;
             sl_progress_update(r->rows_undone, r->job->batch);
@@ -494,6 +497,7 @@ int down_walk(down_run *r)
     } else {
         worker_main(&ws[0]);
     }
+    sl_metrics_workers(r->metrics, 0, 0);
     int stopped = 0;
     for (size_t i = 0; i < n; i++) {
         stopped |= ws[i].rc == SL_STOPPED;

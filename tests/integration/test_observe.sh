@@ -332,13 +332,16 @@ PY
     sluice_start --metrics 127.0.0.1:0 down "$job"
     port=$(served_port "$T_DIR/bg.$_T_BG_COUNT.err")
     while kill -0 "$SLUICE_PID" 2>/dev/null; do
-        curl -sf -m 5 "http://127.0.0.1:$port/metrics" -o "$T_DIR/down.metrics" && last=$(cat "$T_DIR/down.metrics")
+        curl -sf -m 5 "http://127.0.0.1:$port/metrics" -o "$T_DIR/down.metrics" && last=$(cat "$T_DIR/down.metrics") &&
+            cat "$T_DIR/down.metrics" >>"$T_DIR/down.all.metrics"
         sleep 0.1
     done
     sluice_wait
     assert_rc 0
     assert_match "$last" 'sluice_rows_undone_total\{job="0001_bump<&>"\} [1-9][0-9]*'
     assert_contains "$last" 'sluice_job_state{job="0001_bump<&>",state="rolling_back"} 1'
+    # the workers undoing it, as some scrape saw them
+    grep -Eq '^sluice_workers\{job="0001_bump<&>"\} [1-9]$' "$T_DIR/down.all.metrics" || fail "no scrape showed the workers of down"
     run_sluice report "$job" -o "$T_DIR/down.html"
     assert_rc 0
     parsed=$(check_report "$T_DIR/down.html")
