@@ -199,6 +199,14 @@ EOF
     assert_eq "$(progress 0001_bump)" "0|0" "chunks"
 }
 
+# held_for SECS WHAT: 0001_bump's progress ("chunks|rows" applied) does not move for SECS seconds; WHAT
+# names it in a failure. HELD gets the progress.
+held_for() {
+    HELD=$(progress 0001_bump)
+    sleep "$1"
+    assert_eq "$(progress 0001_bump)" "$HELD" "$2"
+}
+
 test_throttle_query() {
     make_table 3000 "${TCOLS[@]}"
     psql_q "create table app_flags (busy bool not null); insert into app_flags values (false)"
@@ -214,12 +222,8 @@ EOF
     wait_until 20 rows_done_at_least 0001_bump 1
     psql_q "update app_flags set busy = true"
     wait_until 10 grep -q "pausing: throttle-query returned true" "$T_DIR/bg.1.err"
-    local before after
-    before=$(progress 0001_bump)
-    sleep 3
-    after=$(progress 0001_bump)
-    assert_eq "$after" "$before" "chunks committed while throttle-query returned true"
-    ((${before#*|} < 3000)) || fail "the job finished before the throttle-query turned true"
+    held_for 3 "chunks committed while throttle-query returned true"
+    ((${HELD#*|} < 3000)) || fail "the job finished before the throttle-query turned true"
     psql_q "update app_flags set busy = false"
     sluice_wait
     assert_rc 0
@@ -265,12 +269,8 @@ EOF
     wait_until 20 sql_true "select count(*) < 100 from sluice_progress"
     psql_q "update app_flags set busy = true"
     wait_until 10 grep -q "pausing: throttle-query returned true" "$T_DIR/bg.1.err"
-    local held after
-    held=$(progress 0001_bump)
-    sleep 3
-    after=$(progress 0001_bump)
-    assert_eq "$after" "$held" "chunks undone while throttle-query returned true"
-    ((${held%|*} > 0)) || fail "the rollback finished before the throttle-query turned true"
+    held_for 3 "chunks undone while throttle-query returned true"
+    ((${HELD%|*} > 0)) || fail "the rollback finished before the throttle-query turned true"
     psql_q "update app_flags set busy = false"
     sluice_wait
     assert_rc 0
