@@ -7,6 +7,7 @@
 
 #include "sluice/base/fiber.h"
 #include "sluice/base/json.h"
+#include "sluice/base/log.h"
 #include "sluice/checkpoints/ckpt.h"
 #include "sluice/cli/cli.h"
 #include "sluice/cli/fleet.h"
@@ -41,7 +42,8 @@ static int with_session(const sl_opts *opts, sl_jobset *jobs, const char *arg, j
         return SL_EXIT_USAGE;
     }
     if (sl_session_connect(&sess, &err) != 0) {
-        sl_error("%s", err.msg);
+        /* an event of its own: in a fleet, the line that says why a target failed */
+        sl_log_event(SL_LOG_ERROR, "connect_failed", json_pack("{so}", "error", sl_json_str(err.msg)), "%s", err.msg);
         code = SL_EXIT_FAILED;
     }
     if (code == SL_EXIT_OK)

@@ -249,6 +249,12 @@ test_bad_targets_files() {
     assert_match "$ERR" "fleet: far \\($f:2\\): failed"
     assert_contains "$ERR" "[far] cannot connect"
     assert_not_contains "$ERR" "s3cret"
+    # in JSON, the line that says why is an event of its own, naming its target
+    run_sluice --targets "$f" --log-format json up
+    assert_rc 1
+    assert_eq "$(jq -rR 'fromjson? | select(.event == "connect_failed") | .target' <<<"$ERR")" far "the target of connect_failed"
+    assert_match "$(jq -rR 'fromjson? | select(.event == "connect_failed") | .error' <<<"$ERR")" "^cannot connect to app@127.0.0.1:1/app"
+    assert_not_contains "$ERR" "s3cret"
     assert_sql "select count(*) from sluice_jobs where state = 'done'" 1
     run_sluice --targets "$f" --db "$SLUICE_DB" up
     assert_rc 2
