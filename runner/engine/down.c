@@ -253,13 +253,6 @@ static int finish(down_run *r, int code)
     return code;
 }
 
-/* Rows per second undone by this run. */
-static double run_rate(const down_run *r)
-{
-    int64_t elapsed = sl_mono_ms() - r->run_start;
-    return elapsed > 0 && r->run_start > 0 ? (double)r->rows_undone * 1000.0 / (double)elapsed : 0;
-}
-
 /* `sluice ctl` during a rollback, answered on the loop even mid-chunk:
  * never waits; values apply from the next chunk. A down undoes the chunks
  * up committed, as they were: their size is not its to change. */
@@ -271,8 +264,8 @@ static int down_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
                       "job %s\nstate %s\nrows %" PRId64 "\nchunks %zu\nchunks-left %zu\npause %" PRId64
                       "ms\nmax-rate %" PRId64 "\nrate %.0f rows/s\nworkers %zu\nranges %zu\n",
                       r->job->name, r->gate.paused ? "paused" : "rolling_back", r->rows_undone, r->chunks_undone,
-                      r->nchunks - r->chunks_undone, r->pace.pause_ms, r->pace.max_rate, run_rate(r), r->nworkers,
-                      r->nranges);
+                      r->nchunks - r->chunks_undone, r->pace.pause_ms, r->pace.max_rate,
+                      sl_pace_run_rate(r->rows_undone, r->run_start, sl_mono_ms()), r->nworkers, r->nranges);
         gate_ctl_status(&r->gate, out);
         return 0;
     }

@@ -385,8 +385,7 @@ static int wait_turn(down_worker *w, const down_chunk *c)
         if (g == GATE_STOP)
             return SL_STOPPED;
         if (g == GATE_GO) {
-            int64_t due =
-                r->pace.max_rate > 0 ? r->sent_rows * 1000 / r->pace.max_rate - (sl_mono_ms() - r->run_start) : 0;
+            int64_t due = sl_pace_rate_wait(&r->pace, r->sent_rows, sl_mono_ms() - r->run_start);
             if (due <= 0) {
                 gate_hold(&r->gate, SL_HOLD_NONE, NULL);
                 r->sent_rows += c->rows;

@@ -641,7 +641,7 @@ int up_dispatch(up_run *r, up_worker *w)
         r->held_until = sl_mono_ms() + wait;
         return g == UP_GATE_STOP ? SL_STOPPED : SL_OK;
     }
-    int64_t due = r->pace.max_rate > 0 ? r->sent_rows * 1000 / r->pace.max_rate - (sl_mono_ms() - r->run_start) : 0;
+    int64_t due = sl_pace_rate_wait(&r->pace, r->sent_rows, sl_mono_ms() - r->run_start);
     if (due > 0) {
         r->held_until = sl_mono_ms() + due;
         gate_hold(&r->gate, SL_HOLD_MAX_RATE, NULL);

@@ -38,14 +38,6 @@ void up_pace_after(up_run *r, int64_t rows, int64_t chunk_ms)
     }
 }
 
-/* Rows per second committed by this run (of this target: in a fleet the
- * progress line's figure is the calling target's). */
-static double run_rate(const up_run *r)
-{
-    int64_t elapsed = sl_mono_ms() - r->run_start;
-    return elapsed > 0 && r->run_start > 0 ? (double)r->run_rows * 1000.0 / (double)elapsed : 0;
-}
-
 /* `sluice ctl`, answered on the loop even mid-chunk: never waits; values
  * apply from the next chunk. */
 int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
@@ -58,7 +50,8 @@ int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
                       "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\nworkers %" PRId64
                       "\nranges %zu\n",
                       r->job->name, r->gate.paused ? "paused" : "running", r->rows_done, r->chunks_done, r->pace.batch,
-                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms, run_rate(r), r->nworkers, r->nranges);
+                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms,
+                      sl_pace_run_rate(r->run_rows, r->run_start, sl_mono_ms()), r->nworkers, r->nranges);
         gate_ctl_status(&r->gate, out);
         return 0;
     }

@@ -53,15 +53,21 @@ int64_t sl_pace_adjust(sl_pace *pace, int64_t rows, int64_t ms)
     return next;
 }
 
+int64_t sl_pace_rate_wait(const sl_pace *pace, int64_t run_rows, int64_t run_ms)
+{
+    return pace->max_rate > 0 ? run_rows * 1000 / pace->max_rate - run_ms : 0;
+}
+
 int64_t sl_pace_delay(const sl_pace *pace, int64_t run_rows, int64_t run_ms)
 {
-    int64_t delay = pace->pause_ms;
-    if (pace->max_rate > 0) {
-        int64_t due = run_rows * 1000 / pace->max_rate - run_ms;
-        if (due > delay)
-            delay = due;
-    }
-    return delay;
+    int64_t due = sl_pace_rate_wait(pace, run_rows, run_ms);
+    return due > pace->pause_ms ? due : pace->pause_ms;
+}
+
+double sl_pace_run_rate(int64_t rows, int64_t start, int64_t now)
+{
+    int64_t elapsed = now - start;
+    return elapsed > 0 && start > 0 ? (double)rows * 1000.0 / (double)elapsed : 0;
 }
 
 int sl_window_check(const sl_window *windows, size_t n, time_t now, int64_t *wait_ms)

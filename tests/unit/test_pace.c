@@ -66,6 +66,18 @@ static void test_delay(void)
     pace.max_rate = 1000; /* 10000 rows are due after 10 s; 4 s have passed */
     CHECK(sl_pace_delay(&pace, 10000, 4000) == 6000);
     CHECK(sl_pace_delay(&pace, 1000, 4000) == 250);
+    /* max-rate's own wait, without the pause: negative when the run is behind its rate */
+    CHECK(sl_pace_rate_wait(&pace, 10000, 4000) == 6000);
+    CHECK(sl_pace_rate_wait(&pace, 1000, 4000) == -3000);
+    pace.max_rate = 0;
+    CHECK(sl_pace_rate_wait(&pace, 10000, 4000) == 0);
+}
+
+static void test_run_rate(void)
+{
+    CHECK(sl_pace_run_rate(5000, 1000, 3000) == 2500.0);
+    CHECK(sl_pace_run_rate(5000, 0, 3000) == 0); /* not begun */
+    CHECK(sl_pace_run_rate(5000, 3000, 3000) == 0);
 }
 
 /* chunk-time without a pause directive rests as long as a chunk; an explicit
@@ -124,6 +136,7 @@ int main(void)
     RUN(test_growth_and_shrink_are_damped);
     RUN(test_bounds);
     RUN(test_delay);
+    RUN(test_run_rate);
     RUN(test_chunk_time_rests_by_default);
     RUN(test_windows);
     return CHECK_DONE();

@@ -38,6 +38,14 @@ int64_t sl_pace_adjust(sl_pace *pace, int64_t rows, int64_t ms);
  * run's average under max_rate. */
 int64_t sl_pace_delay(const sl_pace *pace, int64_t run_rows, int64_t run_ms);
 
+/* How long max-rate alone holds the next chunk back, run_ms into a run that
+ * has sent run_rows rows: the wait in ms, 0 or less for none. */
+int64_t sl_pace_rate_wait(const sl_pace *pace, int64_t run_rows, int64_t run_ms);
+
+/* Rows per second of a run that began at mono ms start (0: not begun) and
+ * has done rows by mono ms now. */
+double sl_pace_run_rate(int64_t rows, int64_t start, int64_t now);
+
 /* Windows, in local time. Returns 1 if now is inside one of them (or there
  * are none), else 0 and *wait_ms = time until the next one opens. */
 int sl_window_check(const sl_window *windows, size_t n, time_t now, int64_t *wait_ms);
