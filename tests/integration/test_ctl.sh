@@ -206,13 +206,7 @@ test_down_controlled() {
             insert into t (id) select g from generate_series(1, 3000) g"
     local before
     before=$(table_sum)
-    write_job "$JOB" <<'EOF'
--- sluice:table t
--- sluice:batch 50
--- sluice:undo snapshot(n)
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
+    bump_job "$JOB" 50 "-- sluice:undo snapshot(n)"
     run_sluice up
     assert_rc 0
     # The rollback rests 100ms after each of its 60 chunks (the job file's pause, added after up).

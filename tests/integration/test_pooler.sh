@@ -332,12 +332,7 @@ EOF
 test_status_behind_a_busy_pool() {
     pool_of_one "${T_DB}_busy"
     make_table 500
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
+    bump_job 0001_bump 100
     run_sluice up
     assert_rc 0
     psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d "${T_DB}_busy" -XAtq -c "begin" -c "select pg_sleep(12)" \

@@ -195,15 +195,7 @@ test_down_waits_for_replica() {
     [[ -z $REPLICA_ERR ]] || fail "$REPLICA_ERR"
     make_table_3000
     app_role
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 30
--- sluice:max-replica-lag 500ms
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
--- sluice:down
-UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;
-EOF
+    bump_job --down 0001_bump 30 "-- sluice:max-replica-lag 500ms"
     run_sluice --db "$APP_DB" --replica "$APP_REPLICA" up
     assert_rc 0
     # 100 chunks to undo, resting 100ms after each (a pause added to the job file after up).

@@ -244,14 +244,7 @@ test_down_throttled() {
     psql_q "create table app_flags (busy bool not null); insert into app_flags values (false)"
     local before from to
     before=$(table_sum)
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 30
--- sluice:undo snapshot(n)
--- sluice:throttle-query SELECT busy FROM app_flags
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
+    bump_job 0001_bump 30 "-- sluice:undo snapshot(n)" "-- sluice:throttle-query SELECT busy FROM app_flags"
     run_sluice up
     assert_rc 0
 
