@@ -8,8 +8,9 @@
 # mode), each with users(id bigint primary key (SQLite: id integer primary key), first_name, last_name,
 # full_name) of BENCH_ROWS rows, full_name NULL. Then, BENCH_RUNS rounds, each running every method once
 # in this order (A B C, A B C, ...: noise on the machine spreads over every method instead of landing
-# on one), each on a fresh table (PostgreSQL: recreated, VACUUM ANALYZE, CHECKPOINT; SQLite: a synced
-# copy of a template file), `UPDATE users SET full_name = first_name || ' ' || last_name` as:
+# on one), each on a fresh table (PostgreSQL: recreated, autovacuum off on it, VACUUM ANALYZE,
+# CHECKPOINT, and dropped before the SQLite methods; SQLite: a synced copy of a template file),
+# `UPDATE users SET full_name = first_name || ' ' || last_name` as:
 #   PostgreSQL
 #    1. one UPDATE of the whole table (psql);
 #    2. the PL/pgSQL keyset procedure, COMMIT per batch of 1000 (bench_workers.sh's, from lib.sh);
@@ -168,11 +169,20 @@ median_of() {
 # ---------------------------------------------------------------------------------------------------
 # Tables, job files, sluice.
 
+# pg_drop: no table of the last method left (nor its dead rows for autovacuum to find), nothing dirty.
+pg_drop() {
+    q "drop table if exists users, sluice_progress, sluice_ranges, sluice_undo, sluice_jobs, sluice_meta" &&
+        q "checkpoint"
+}
+
 # pg_fresh: users recreated with BENCH_ROWS rows, full_name NULL, statistics fresh, no dirty pages left
-# from the last method, and no bookkeeping from the last sluice run.
+# from the last method, and no bookkeeping from the last sluice run. Autovacuum is off on it: a method
+# updates every row, and an autovacuum of the table that starts part-way through one method's run (or
+# of the last method's table during the SQLite ones) lands on whichever method it meets.
 pg_fresh() {
-    if ! { q "drop table if exists users, sluice_progress, sluice_ranges, sluice_undo, sluice_jobs, sluice_meta" &&
-        q "create table users (id bigint, first_name text, last_name text, full_name text)" &&
+    if ! { pg_drop &&
+        q "create table users (id bigint, first_name text, last_name text, full_name text)
+           with (autovacuum_enabled = false)" &&
         q "insert into users (id, first_name, last_name)
            select g, 'first_' || g, 'last_' || g from generate_series(1, $BENCH_ROWS) g" &&
         q "alter table users add primary key (id)" &&
@@ -344,6 +354,7 @@ run_round() {
     pg_up_down pg_ds_up pg_ds_down "$1" 1 "" "UPDATE users SET full_name = NULL WHERE id BETWEEN :lo AND :hi;" 1
     pg_up_down pg_w2snap_up pg_w2snap_down "$1" 2 "$snap" "" 2
     pg_up_down pg_w2snap_up_b pg_w2snap_down1 "$1" 2 "$snap" "" 1
+    pg_drop || die "could not drop the last PostgreSQL table"
     lite_update "$1"
     lite_python "$1" 1000
     lite_sluice "$1" 1000
