@@ -22,8 +22,9 @@ void sl_table_info_free(sl_table_info *info);
  * is NULL); callers decide. */
 int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
 
-/* The planner's estimate of the rows the job walks (table, where), or -1 if
- * it cannot tell. */
+/* An estimate of the rows the job walks (table, where), or -1 if it cannot
+ * tell: on PostgreSQL the live rows its statistics count, times the share of
+ * them the planner expects the where to keep; on SQLite a count. */
 int64_t sl_catalog_estimate_rows(sl_session *sess, const sl_keyspec *ks);
 
 /* Normalise an identifier as PostgreSQL folds it: "Quoted" keeps its case
