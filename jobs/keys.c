@@ -115,15 +115,12 @@ static void add_window_col(sl_buf *buf, const sl_keyspec *ks, const char *fn, co
         sl_buf_printf(buf, "%s(%s) OVER w", fn, arg);
 }
 
-/* The inner query: the next `limit` keys in index order, after the key at
- * $1.. (after_param) and up to the key at the next parameters (until_param).
- * Its ORDER BY must be exactly the key's column order so that the planner
- * walks the key's btree and stops after `limit` entries instead of sorting
- * the table. */
-static void add_inner_select(sl_buf *buf, const sl_keyspec *ks, int after_param, int until_param)
+/* " FROM table WHERE key > $1.. AND key <= $n.. AND (where)": the keys
+ * after the first n parameters (with after_param), up to and including the
+ * next n (with until_param), that match where. Returns the next parameter's
+ * number. */
+static int add_span(sl_buf *buf, const sl_keyspec *ks, int after_param, int until_param)
 {
-    sl_buf_adds(buf, "SELECT ");
-    add_column_list(buf, ks);
     sl_buf_printf(buf, " FROM %s", ks->table);
     const char *joiner = " WHERE ";
     int param = 1;
@@ -145,6 +142,19 @@ static void add_inner_select(sl_buf *buf, const sl_keyspec *ks, int after_param,
     }
     if (ks->where)
         sl_buf_printf(buf, "%s(%s)", joiner, ks->where);
+    return param;
+}
+
+/* The inner query: the next `limit` keys in index order, after the key at
+ * $1.. (after_param) and up to the key at the next parameters (until_param).
+ * Its ORDER BY must be exactly the key's column order so that the planner
+ * walks the key's btree and stops after `limit` entries instead of sorting
+ * the table. */
+static void add_inner_select(sl_buf *buf, const sl_keyspec *ks, int after_param, int until_param)
+{
+    sl_buf_adds(buf, "SELECT ");
+    add_column_list(buf, ks);
+    int param = add_span(buf, ks, after_param, until_param);
     sl_buf_adds(buf, " ORDER BY ");
     add_column_list(buf, ks);
     sl_buf_printf(buf, ks->dialect == SL_DIALECT_PG ? " LIMIT $%d" : " LIMIT ?%d", param);
@@ -211,6 +221,17 @@ char *sl_keys_boundary_range_sql(const sl_keyspec *ks, int after_param, int unti
     sl_buf_adds(&buf, ") s WINDOW w AS (ORDER BY ");
     add_column_list(&buf, ks);
     sl_buf_adds(&buf, " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) LIMIT 1");
+    return sl_buf_take(&buf);
+}
+
+char *sl_keys_span_sql(const sl_keyspec *ks, const char *what, int after_param, int until_param)
+{
+    check_keyspec(ks);
+    assert((after_param == 0 || after_param == 1) && "BUG: after_param is 0 or 1");
+    assert((until_param == 0 || until_param == 1) && "BUG: until_param is 0 or 1");
+    sl_buf buf = {0};
+    sl_buf_printf(&buf, "SELECT %s", what);
+    add_span(&buf, ks, after_param, until_param);
     return sl_buf_take(&buf);
 }
 

@@ -11,8 +11,11 @@ int catalog_index_walks_key(const char *idx_cols, char *const *names, size_t n, 
  * makes the key unique. */
 int catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase);
 
-/* catalog_lite.c: sl_catalog_resolve and sl_catalog_estimate_rows on SQLite. */
+/* catalog_lite.c: sl_catalog_resolve and sl_catalog_estimate_spans on SQLite. */
 int catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
-int64_t catalog_estimate_rows_lite(sl_session *sess, const sl_keyspec *ks);
+int64_t catalog_estimate_spans_lite(sl_session *sess, const sl_keyspec *ks, const sl_key_span *spans, size_t n);
+
+/* A span's parameters (after's columns, then until's) into params; how many. */
+int catalog_span_params(const sl_keyspec *ks, const sl_key_span *span, const char **params);
 
 #endif

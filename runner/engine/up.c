@@ -184,6 +184,24 @@ static const char *state_of(int code)
 }
 
 /* Position, the run's record, the walk, and the final state. */
+/* The rows the walk covers, for its percent and ETA: those done, and an
+ * estimate of what its ranges have left. Not the where's estimate over the
+ * table: after a resume a where on a column the job changes no longer
+ * matches the rows done, and the job would seem done long before it is.
+ * -1 when it cannot tell. */
+static int64_t estimate_total(up_run *r)
+{
+    sl_key_span *spans = sl_calloc(r->nranges + 1, sizeof *spans);
+    for (size_t i = 0; i < r->nranges; i++) {
+        const up_range *kr = &r->ranges[i];
+        spans[i].after = kr->has_after ? (const char *const *)kr->after.v : NULL;
+        spans[i].until = kr->has_until ? (const char *const *)kr->until.v : NULL;
+    }
+    int64_t left = sl_catalog_estimate_spans(r->sess, &r->info.ks, spans, r->nranges);
+    free(spans);
+    return left >= 0 ? r->rows_done + left : -1;
+}
+
 static int run_job(up_run *r)
 {
     int rc = up_load_position(r);
@@ -211,7 +229,7 @@ static int run_job(up_run *r)
                          r->job->name);
         return code;
     }
-    int64_t total = sl_catalog_estimate_rows(r->sess, &r->info.ks);
+    int64_t total = estimate_total(r);
     /* a job that runs gets its series (one already done or refused has none) */
     r->metrics = r->gate.metrics = sl_metrics_job_get(r->job->name);
     sl_metrics_begin(r->metrics, 0, total, r->rows_done, r->chunks_done);

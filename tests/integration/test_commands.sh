@@ -314,6 +314,36 @@ PY
     assert_sql "select count(*) filter (where n = 1) from t" 4000
 }
 
+# A where on a column the job changes matches only the rows left once some are done: a resumed run
+# counts the rows done and estimates what its walk has left, instead of taking the where's estimate
+# over the table for the whole (smaller than the rows done: the job looked done at the start).
+test_resume_estimate_where_changed() {
+    make_table 4000 "n int not null default 0"
+    write_job 0001_once <<'EOF2'
+-- sluice:table t
+-- sluice:batch 200
+-- sluice:pause 50ms
+-- sluice:where n = 0
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi AND n = 0;
+EOF2
+    sluice_start up
+    wait_until 30 rows_done_at_least 0001_once 2000
+    sluice_kill INT
+    assert_rc 3
+    psql_q "analyze t"
+    run_sluice --log-format json up
+    assert_rc 0
+    python3 - "$T_DIR/last.err" <<'PY' || fail "up's resume event: $(cat "$T_DIR/last.err")"
+import json, sys
+ev = [o for o in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")) if o.get("event") == "resume"]
+assert len(ev) == 1, ev
+left = ev[0]["rows_estimated"] - ev[0]["rows_done"]
+assert 2000 <= ev[0]["rows_done"] < 4000 and left >= 200, ev
+PY
+    assert_sql "select count(*) filter (where n = 1) from t" 4000
+}
+
 test_plan_warns_without_index() {
     psql_q "create table t (id int primary key, code int not null, n int not null default 0);
             insert into t (id, code) select g, g from generate_series(1, 2000) g; analyze t"
@@ -421,6 +451,7 @@ run_test "status and history with no job anywhere" test_status_with_nothing
 run_test "history lists each up run with rows" test_history
 run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
 run_test "plan and up estimate the live rows, not the planner's guess that counts a rewrite's dead rows" test_plan_estimate_after_rewrite
+run_test "a resumed up estimates the rows its walk has left, not a where the job changes over the table" test_resume_estimate_where_changed
 run_test "plan warns on a missing index and a Seq Scan" test_plan_warns_without_index
 run_test "stamp done makes up skip the job" test_stamp_done_skips
 run_test "stamp pending makes up run the job again from the start" test_stamp_pending_reruns

@@ -175,6 +175,20 @@ static void test_boundary_range(void)
     sl_keyspec_free(&one);
 }
 
+/* What a walk has left of a range, for the estimate (catalog.c). */
+static void test_span(void)
+{
+    sl_keyspec ks = make_ks(SL_DIALECT_PG, "\"t\"", "n > 0", "\"tenant\"", "text", "\"id\"", "text");
+    CHECK_SQL(sl_keys_span_sql(&ks, "1", 1, 1), "SELECT 1 FROM \"t\" WHERE (\"tenant\", \"id\") > ($1::text, $2::text)"
+                                                " AND (\"tenant\", \"id\") <= ($3::text, $4::text) AND (n > 0)");
+    CHECK_SQL(sl_keys_span_sql(&ks, "1", 0, 0), "SELECT 1 FROM \"t\" WHERE (n > 0)");
+    sl_keyspec_free(&ks);
+    sl_keyspec one = make_ks(SL_DIALECT_SQLITE, "\"users\"", NULL, "\"id\"", "INTEGER", NULL, NULL);
+    CHECK_SQL(sl_keys_span_sql(&one, "count(*)", 0, 1), "SELECT count(*) FROM \"users\" WHERE \"id\" <= ?1");
+    CHECK_SQL(sl_keys_span_sql(&one, "count(*)", 0, 0), "SELECT count(*) FROM \"users\"");
+    sl_keyspec_free(&one);
+}
+
 static void test_boundary_sqlite(void)
 {
     sl_keyspec one = make_ks(SL_DIALECT_SQLITE, "\"users\"", NULL, "\"id\"", "INTEGER", NULL, NULL);
@@ -366,6 +380,7 @@ int main(void)
     RUN(test_boundary_pg_composite);
     RUN(test_boundary_sqlite);
     RUN(test_boundary_range);
+    RUN(test_span);
     RUN(test_sqlite_walk_single);
     RUN(test_sqlite_walk_where);
     RUN(test_sqlite_walk_composite);

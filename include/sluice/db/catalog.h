@@ -27,6 +27,16 @@ int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info,
  * them the planner expects the where to keep; on SQLite a count. */
 int64_t sl_catalog_estimate_rows(sl_session *sess, const sl_keyspec *ks);
 
+/* A key range: the keys after `after` (NULL: from the first) up to and
+ * including `until` (NULL: to the last), the key's columns as text. */
+typedef struct sl_key_span {
+    const char *const *after;
+    const char *const *until;
+} sl_key_span;
+
+/* The same over n key ranges (what a resumed walk has left), summed. */
+int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const sl_key_span *spans, size_t n);
+
 /* Normalise an identifier as PostgreSQL folds it: "Quoted" keeps its case
  * (and loses the quotes and doubled quotes), unquoted is lower-cased. malloc'd. */
 char *sl_catalog_fold_ident(const char *ident);

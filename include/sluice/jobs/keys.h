@@ -37,6 +37,12 @@ char *sl_keys_boundary_sql(const sl_keyspec *ks, int after_param);
  * parameter after them. For workers walking a range each (up_chunk.c). */
 char *sl_keys_boundary_range_sql(const sl_keyspec *ks, int after_param, int until_param);
 
+/* "SELECT what FROM table WHERE ..." over the rows of a key range that
+ * match where: the keys after $1..$n with after_param, up to and including
+ * the next n parameters with until_param. For estimating and counting what a
+ * walk has left. malloc'd. */
+char *sl_keys_span_sql(const sl_keyspec *ks, const char *what, int after_param, int until_param);
+
 /* SQL for the key's last value (its highest, by the index's order): no
  * row when the table has none with a key, else one row of ncols text
  * columns. The end of a job's walk (README "A job ends"). No parameters;
