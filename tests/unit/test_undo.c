@@ -876,6 +876,55 @@ static void test_plan_conflicts(void)
     sl_keyspec_free(&ks);
 }
 
+/* The record and the rows read now hold the same keys in the same order (the
+ * server's: 9 before 10, which text order puts after): they pair up by
+ * position, unsorted, and each row is still checked against its own hash. */
+static void test_plan_paired(void)
+{
+    sl_keyspec ks;
+    pg_users(&ks);
+    sl_undo_target t;
+    users_cols(&t, &ks);
+    sl_snap snap;
+    snap_init(&snap, 1, 2);
+    snap_add(&snap, (const char *[]){"9"}, (const char *[]){"Ada", "a@x"}, 1, 111);
+    snap_add(&snap, (const char *[]){"10"}, (const char *[]){"Bob", "b@x"}, 1, 222); /* changed since */
+    snap_add(&snap, (const char *[]){"11"}, (const char *[]){"Cyd", "c@x"}, 1, 333);
+    sl_result cur = result_of(3, 3, (const char *[]){"9", "111", "909", "10", "-5", "910", "11", "333", "911"});
+    sl_undo_step step;
+
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_STOP, &step);
+    CHECK(step.nconflicts == 1);
+    CHECK_STR(step.conflicts, "(10)");
+    check_no_statements(&step);
+    sl_undo_step_free(&step);
+
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_SKIP, &step);
+    CHECK(step.nconflicts == 1 && step.nq == 1 && step.restored == 2 && step.nlost == 0);
+    check_query(&step, 0, pg_update_cols_checked, 5,
+                (const char *[]){"{\"9\",\"11\"}", "{\"Ada\",\"Cyd\"}", "{\"a@x\",\"c@x\"}", "{\"909\",\"911\"}", "2"});
+    sl_undo_step_free(&step);
+
+    sl_undo_plan_chunk(&t, &snap, &cur, NULL, SL_CONFLICT_OVERWRITE, &step);
+    CHECK(step.nconflicts == 1 && step.nq == 1 && step.restored == 3 && step.nlost == 0);
+    check_query(&step, 0, pg_update_cols, 3,
+                (const char *[]){"{\"9\",\"10\",\"11\"}", "{\"Ada\",\"Bob\",\"Cyd\"}", "{\"a@x\",\"b@x\",\"c@x\"}"});
+    sl_undo_step_free(&step);
+
+    /* the same rows read in another order: sorted and merged, the same rows restored */
+    sl_result shuffled = result_of(3, 3, (const char *[]){"11", "333", "911", "9", "111", "909", "10", "-5", "910"});
+    sl_undo_plan_chunk(&t, &snap, &shuffled, NULL, SL_CONFLICT_SKIP, &step);
+    CHECK(step.nconflicts == 1 && step.nq == 1 && step.restored == 2);
+    CHECK_STR(step.conflicts, "(10)");
+    sl_undo_step_free(&step);
+    result_free(&shuffled);
+
+    sl_snap_free(&snap);
+    result_free(&cur);
+    sl_undo_target_free(&t);
+    sl_keyspec_free(&ks);
+}
+
 /* snapshot(COL, ...): rows the job deleted cannot come back (counted in
  * nlost, which down warns about, not a conflict); rows it inserted stay as
  * they are (counted in nkept, which down warns about too: it only writes
@@ -1345,6 +1394,7 @@ int main(void)
     RUN(test_record_refused);
     RUN(test_plan_pg_cols);
     RUN(test_plan_conflicts);
+    RUN(test_plan_paired);
     RUN(test_plan_cols_lost);
     RUN(test_plan_pg_all);
     RUN(test_plan_trusting);
