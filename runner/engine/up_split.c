@@ -76,11 +76,14 @@ static int read_split(up_run *r)
 }
 
 /* How many ranges to split what is left into: RANGES_PER_WORKER per worker,
- * but no range under two batches by the planner's estimate. */
+ * but no range under two batches by the estimate of what the walk has left
+ * (after the last chunk, up to the walk's end). */
 static int64_t ranges_wanted(up_run *r)
 {
     int64_t want = r->job->workers * RANGES_PER_WORKER;
-    int64_t est = sl_catalog_estimate_rows(r->sess, &r->info.ks) - r->rows_done;
+    sl_key_span left = {r->has_last ? (const char *const *)r->last.v : NULL,
+                        r->has_end ? (const char *const *)r->end.v : NULL};
+    int64_t est = sl_catalog_estimate_spans(r->sess, &r->info.ks, &left, 1);
     if (est >= 0 && est / (2 * r->pace.batch) < want)
         want = est / (2 * r->pace.batch);
     return want;

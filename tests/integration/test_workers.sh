@@ -503,6 +503,31 @@ EOF
     assert_done 0001_bump t 20000
 }
 
+# Resumed with more workers, a job that ran with one splits what its walk has left, sized by the
+# estimate of the rows after its last chunk (its where tests the column it changes, so the where's
+# estimate over the table no longer counts the rows done), and the workers finish it exactly once.
+test_more_workers_split_what_is_left() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 20000); analyze t"
+    local job='-- sluice:table t
+-- sluice:batch 200
+-- sluice:where n = 0'
+    printf '%s\n' "$job" "-- sluice:pause 20ms" "-- sluice:up" \
+        "UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi AND n = 0;" | write_job 0001_bump
+    sluice_start up
+    wait_until 60 rows_done_at_least 0001_bump 12000
+    sluice_kill INT
+    assert_rc 3
+    psql_q "analyze t"
+    printf '%s\n' "$job" "-- sluice:workers 4" "-- sluice:up" \
+        "UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi AND n = 0;" | write_job 0001_bump
+    run_sluice up --allow-changed-statements
+    assert_rc 0
+    assert_contains "$ERR" "split the key into" "stderr"
+    assert_contains "$ERR" "4 workers over" "stderr"
+    assert_sql "select count(*) filter (where n = 1) from t" 20000
+}
+
 # (j) ---------------------------------------------------------------------------------------------
 
 test_sqlite_runs_one_worker() {
@@ -570,6 +595,8 @@ run_test "workers 4: down after a partial run restores the table exactly" test_u
 run_test "workers 4: down undoes the ranges at the same time, on 4 connections, newest first in each" test_down_runs_ranges_at_the_same_time
 run_test "workers 8 on a table smaller than a batch, and on an empty one; plan shows the workers" test_tiny_and_empty_tables
 run_test "resume with workers 1 after workers 4: refused unless --allow-changed-statements, then every row once" test_resume_with_other_worker_count
+run_test "resumed with workers 4 after workers 1, a where on the column it changes: what is left is split" \
+    test_more_workers_split_what_is_left
 run_test "SQLite: workers 4 runs as one worker with a warning, every row once" test_sqlite_runs_one_worker
 run_test "workers 2 with on-error skip: failing rows set aside, the others once" test_on_error_skip_with_workers
 t_done
