@@ -347,7 +347,8 @@ static const sl_snap_row **sort_snap(const sl_snap *snap)
 /* The record keeps the rows in the order the server gave them, and the rows
  * read now come in the same order when nothing was inserted or deleted
  * since (an UPDATE job, the common case): then they pair up by position,
- * and neither list needs sorting (the sorts were most of a chunk's CPU). */
+ * and neither list needs sorting (the two sorts by text took a sixth of a
+ * down chunk's CPU). */
 static int same_order(const sl_snap *snap, const sl_result *cur, size_t nkey)
 {
     if (!cur || (size_t)cur->nrows != snap->nrows)

@@ -183,7 +183,6 @@ static const char *state_of(int code)
     return code == SL_EXIT_OK ? "done" : code == SL_EXIT_STOPPED ? "stopped" : "failed";
 }
 
-/* Position, the run's record, the walk, and the final state. */
 /* The rows the walk covers, for its percent and ETA: those done, and an
  * estimate of what its ranges have left. Not the where's estimate over the
  * table: after a resume a where on a column the job changes no longer
@@ -202,6 +201,7 @@ static int64_t estimate_total(up_run *r)
     return left >= 0 ? r->rows_done + left : -1;
 }
 
+/* Position, the run's record, the walk, and the final state. */
 static int run_job(up_run *r)
 {
     int rc = up_load_position(r);
