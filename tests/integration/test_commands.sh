@@ -318,7 +318,7 @@ PY
 # counts the rows done and estimates what its walk has left, instead of taking the where's estimate
 # over the table for the whole (smaller than the rows done: the job looked done at the start).
 test_resume_estimate_where_changed() {
-    make_table 4000 "n int not null default 0"
+    make_table 10000 "n int not null default 0"
     write_job 0001_once <<'EOF2'
 -- sluice:table t
 -- sluice:batch 200
@@ -339,9 +339,9 @@ import json, sys
 ev = [o for o in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")) if o.get("event") == "resume"]
 assert len(ev) == 1, ev
 left = ev[0]["rows_estimated"] - ev[0]["rows_done"]
-assert 2000 <= ev[0]["rows_done"] < 4000 and left >= 200, ev
+assert 2000 <= ev[0]["rows_done"] < 10000 and left >= 200, ev
 PY
-    assert_sql "select count(*) filter (where n = 1) from t" 4000
+    assert_sql "select count(*) filter (where n = 1) from t" 10000
 }
 
 test_plan_warns_without_index() {

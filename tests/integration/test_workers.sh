@@ -512,7 +512,7 @@ test_more_workers_split_what_is_left() {
     local job='-- sluice:table t
 -- sluice:batch 200
 -- sluice:where n = 0'
-    printf '%s\n' "$job" "-- sluice:pause 20ms" "-- sluice:up" \
+    printf '%s\n' "$job" "-- sluice:pause 50ms" "-- sluice:up" \
         "UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi AND n = 0;" | write_job 0001_bump
     sluice_start up
     wait_until 60 rows_done_at_least 0001_bump 12000
