@@ -215,7 +215,7 @@ static int64_t explained_rows(const sl_answer *ans, size_t res)
  * rows. The live rows PostgreSQL counts as rows come and go are the better
  * total; the planner still gives the share a where (and a key range)
  * keeps. Its guess alone when the table has no counts (a partitioned table,
- * counts reset). */
+ * counts reset) or they cannot be read. */
 static const char live_sql[] = "SELECT pg_stat_get_live_tuples(c), pg_stat_get_dead_tuples(c)"
                                " FROM to_regclass($1) AS c";
 
@@ -229,39 +229,53 @@ int catalog_span_params(const sl_keyspec *ks, const sl_key_span *span, const cha
     return k;
 }
 
+/* The live and dead rows the statistics count for the table; 0 for both
+ * when they cannot be read (a role refused the functions, say). */
+static void stat_rows(sl_session *sess, const char *table, int64_t *live, int64_t *dead)
+{
+    const char *params[] = {table};
+    sl_answer ans;
+    *live = *dead = 0;
+    if (sl_session_exec1(sess, live_sql, 1, params, &ans) != 0)
+        return;
+    const char *l = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL, *d = ans.ok ? sl_answer_val(&ans, 0, 0, 1) : NULL;
+    *live = l ? strtoll(l, NULL, 10) : 0;
+    *dead = d ? strtoll(d, NULL, 10) : 0;
+    sl_answer_free(&ans);
+}
+
 int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const sl_key_span *spans, size_t n)
 {
     if (sess->dialect == SL_DIALECT_SQLITE)
         return catalog_estimate_spans_lite(sess, ks, spans, n);
-    size_t nq = 2 + n;
+    size_t nq = 1 + n;
     sl_query *q = sl_calloc(nq, sizeof *q);
     char **sql = sl_calloc(nq, sizeof *sql);
     const char **params = sl_calloc(n * 2 * ks->ncols + 1, sizeof *params);
-    const char *table[] = {ks->table};
-    q[0] = (sl_query){live_sql, 1, table, 0};
-    sql[1] = sl_asprintf("EXPLAIN SELECT 1 FROM %s", ks->table);
-    q[1] = (sl_query){sql[1], 0, NULL, 0};
+    sql[0] = sl_asprintf("EXPLAIN SELECT 1 FROM %s", ks->table);
+    q[0] = (sl_query){sql[0], 0, NULL, 0};
     for (size_t i = 0; i < n; i++) {
         char *span = sl_keys_span_sql(ks, "1", spans[i].after != NULL, spans[i].until != NULL);
-        sql[2 + i] = sl_asprintf("EXPLAIN %s", span);
+        sql[1 + i] = sl_asprintf("EXPLAIN %s", span);
         free(span);
         const char **p = params + i * 2 * ks->ncols;
-        q[2 + i] = (sl_query){sql[2 + i], catalog_span_params(ks, &spans[i], p), p, 0};
+        q[1 + i] = (sl_query){sql[1 + i], catalog_span_params(ks, &spans[i], p), p, 0};
     }
     sl_answer ans;
     int64_t rows = -1;
     if (sl_session_exec(sess, q, nq, &ans) == 0) {
-        int64_t planned_all = ans.ok ? explained_rows(&ans, 1) : -1, planned = ans.ok ? 0 : -1;
+        int64_t planned_all = ans.ok ? explained_rows(&ans, 0) : -1, planned = ans.ok ? 0 : -1;
         for (size_t i = 0; i < n && planned >= 0; i++) {
-            int64_t r = explained_rows(&ans, 2 + i);
+            int64_t r = explained_rows(&ans, 1 + i);
             planned = r >= 0 ? planned + r : -1;
         }
-        const char *live = sl_answer_val(&ans, 0, 0, 0), *dead = sl_answer_val(&ans, 0, 0, 1);
-        int64_t nlive = live ? strtoll(live, NULL, 10) : 0, ndead = dead ? strtoll(dead, NULL, 10) : 0;
+        sl_answer_free(&ans);
+        int64_t nlive = 0, ndead = 0;
+        if (planned >= 0 && planned_all > 0)
+            stat_rows(sess, ks->table, &nlive, &ndead);
         rows = planned;
         if (planned >= 0 && planned_all > 0 && nlive + ndead > 0)
             rows = (int64_t)((double)planned * (double)nlive / (double)planned_all + 0.5);
-        sl_answer_free(&ans);
     }
     for (size_t i = 0; i < nq; i++)
         free(sql[i]);

@@ -345,6 +345,19 @@ PY
     assert_sql "select count(*) filter (where n = 1) from t" 10000
 }
 
+# A role that may not call the statistics functions (a hardened database revoked them from PUBLIC)
+# still gets the planner's estimate.
+test_plan_estimate_without_stats_functions() {
+    local role="${T_DB}_ro" fns="pg_stat_get_live_tuples(oid), pg_stat_get_dead_tuples(oid)"
+    psql_q "do \$\$ begin create role $role login password 'ro-pw'; exception when duplicate_object then null; end \$\$"
+    setup_bump 3000 1000
+    psql_q "analyze t; grant select on t to $role; revoke execute on function $fns from public"
+    run_sluice --db "postgresql://$role:ro-pw@${SLUICE_DB#*@}" plan 0001_bump
+    psql_q "grant execute on function $fns to public; drop owned by $role; drop role $role"
+    assert_rc 0
+    assert_match "$OUT" "estimate: +~3000 rows in ~3 chunks" "plan"
+}
+
 test_plan_warns_without_index() {
     psql_q "create table t (id int primary key, code int not null, n int not null default 0);
             insert into t (id, code) select g, g from generate_series(1, 2000) g; analyze t"
@@ -453,6 +466,8 @@ run_test "history lists each up run with rows" test_history
 run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
 run_test "plan and up estimate the live rows, not the planner's guess that counts a rewrite's dead rows" test_plan_estimate_after_rewrite
 run_test "a resumed up estimates the rows its walk has left, not a where the job changes over the table" test_resume_estimate_where_changed
+run_test "plan estimates from the planner alone for a role refused the statistics functions" \
+    test_plan_estimate_without_stats_functions
 run_test "plan warns on a missing index and a Seq Scan" test_plan_warns_without_index
 run_test "stamp done makes up skip the job" test_stamp_done_skips
 run_test "stamp pending makes up run the job again from the start" test_stamp_pending_reruns
