@@ -173,11 +173,10 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
     printf("job:        %s (%s)\ntable:      %s\n", job->name, job->path, info.ks.table);
     print_key(&info);
     printf("where:      %s\nbatch:      %" PRId64 " rows\n", job->where ? job->where : "(all rows)", job->batch);
-    const char *how =
-        sess->dialect == SL_DIALECT_SQLITE ? "counted" : "live rows from the statistics, share from the planner";
     if (rows >= 0)
         printf("estimate:   ~%" PRId64 " rows in ~%" PRId64 " chunks (%s)\n", rows,
-               (rows + job->batch - 1) / job->batch, how);
+               (rows + job->batch - 1) / job->batch,
+               sess->dialect == SL_DIALECT_SQLITE ? "counted" : "PostgreSQL's statistics");
     if (job->workers > 1 && sess->dialect == SL_DIALECT_SQLITE)
         printf("workers:    1 (workers %" PRId64 " asked for; SQLite lets one writer in at a time)\n", job->workers);
     else if (job->workers > 1)
