@@ -166,6 +166,8 @@ EOF
 
 # down with workers: ranges undone at once on several connections, killed again and again, then
 # finished: the table as before up, and an up after a partial down applies the undone chunks once.
+# The pause (which down keeps too) holds each worker to at most 50 chunks a second, so that however
+# fast the machine, twelve rounds of start, wait and kill cannot undo all 2000 chunks.
 test_kill_down_workers() {
     make_table 200000 "${TCOLS[@]}"
     psql_q "analyze t"
@@ -174,10 +176,10 @@ test_kill_down_workers() {
 -- sluice:table t
 -- sluice:batch 100
 -- sluice:workers 4
+-- sluice:pause 20ms
 -- sluice:undo snapshot(n)
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.005);
 EOF
     run_sluice up
     assert_rc 0
