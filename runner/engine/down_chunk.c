@@ -385,10 +385,10 @@ static int wait_turn(down_worker *w, const down_chunk *c)
         if (g == GATE_STOP)
             return SL_STOPPED;
         if (g == GATE_GO) {
-            int64_t due = sl_pace_rate_wait(&r->pace, r->sent_rows, sl_mono_ms() - r->run_start);
+            int64_t due = sl_pace_rate_due(&r->pace, sl_mono_ms());
             if (due <= 0) {
                 gate_hold(&r->gate, SL_HOLD_NONE, NULL);
-                r->sent_rows += c->rows;
+                sl_pace_rate_sent(&r->pace, c->rows);
                 return 0;
             }
             gate_hold(&r->gate, SL_HOLD_MAX_RATE, NULL);
@@ -483,7 +483,7 @@ int down_walk(down_run *r)
     size_t n = start_workers(r, ws, want);
     r->nworkers = n;
     r->run_start = sl_mono_ms();
-    r->sent_rows = 0;
+    sl_pace_rate_begin(&r->pace, r->run_start);
     if (n > 1) {
         sl_info("%s: %zu workers over %zu key ranges", r->job->name, n, r->nranges);
         sl_fiber **fibers = sl_calloc(n + 1, sizeof *fibers);

@@ -47,7 +47,6 @@ typedef struct down_run {
     sl_pace pace;          /* pause, max-rate and health limits in force (`ctl set` changes them) */
     run_gate gate;         /* ctl pause, windows, health (gate_internal.h) */
     int64_t run_start;     /* mono ms the walk began */
-    int64_t sent_rows;     /* rows of the chunks this run began to undo, for max-rate */
     size_t nworkers, busy; /* busy: workers undoing a chunk now */
     sl_metrics_job *metrics;
     sl_err err;

@@ -200,7 +200,10 @@ int gate_ctl(run_gate *g, sl_job *job, const sl_ctl_req *req, char *msg, size_t 
     int timeouts = 0;
     switch (req->setting) {
     case SL_DIR_PAUSE: g->pace->pause_ms = req->number; break;
-    case SL_DIR_MAX_RATE: g->pace->max_rate = req->number; break;
+    case SL_DIR_MAX_RATE:
+        g->pace->max_rate = req->number;
+        sl_pace_rate_begin(g->pace, sl_mono_ms()); /* the new rate from now, not over the run so far */
+        break;
     case SL_DIR_RETRIES: job->retries = req->number; break;
     case SL_DIR_LOCK_TIMEOUT:
         job->lock_timeout_ms = req->number;

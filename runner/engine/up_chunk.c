@@ -184,7 +184,7 @@ static int send_chunk(up_run *r, up_worker *w)
         w->sent_batch = w->split_limit > 0 && w->split_limit < r->pace.batch ? w->split_limit : r->pace.batch;
     }
     if (w->attempts == 1)
-        r->sent_rows += w->cur.rows;
+        sl_pace_rate_sent(&r->pace, w->cur.rows);
     build_chunk(r, w, &l);
     w->saving = l.post;
     w->sent_at = sl_mono_ms();
@@ -641,7 +641,7 @@ int up_dispatch(up_run *r, up_worker *w)
         r->held_until = sl_mono_ms() + wait;
         return g == UP_GATE_STOP ? SL_STOPPED : SL_OK;
     }
-    int64_t due = sl_pace_rate_wait(&r->pace, r->sent_rows, sl_mono_ms() - r->run_start);
+    int64_t due = sl_pace_rate_due(&r->pace, sl_mono_ms());
     if (due > 0) {
         r->held_until = sl_mono_ms() + due;
         gate_hold(&r->gate, SL_HOLD_MAX_RATE, NULL);

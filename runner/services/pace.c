@@ -64,6 +64,29 @@ int64_t sl_pace_delay(const sl_pace *pace, int64_t run_rows, int64_t run_ms)
     return due > pace->pause_ms ? due : pace->pause_ms;
 }
 
+void sl_pace_rate_begin(sl_pace *pace, int64_t now)
+{
+    pace->rate_start = now;
+    pace->rate_rows = 0;
+}
+
+int64_t sl_pace_rate_due(sl_pace *pace, int64_t now)
+{
+    if (pace->max_rate <= 0)
+        return 0;
+    int64_t due = sl_pace_rate_wait(pace, pace->rate_rows, now - pace->rate_start);
+    if (due < -SL_RATE_CREDIT_MS) { /* forget what a hold saved up */
+        pace->rate_start += -SL_RATE_CREDIT_MS - due;
+        due = -SL_RATE_CREDIT_MS;
+    }
+    return due;
+}
+
+void sl_pace_rate_sent(sl_pace *pace, int64_t rows)
+{
+    pace->rate_rows += rows;
+}
+
 double sl_pace_run_rate(int64_t rows, int64_t start, int64_t now)
 {
     int64_t elapsed = now - start;

@@ -260,8 +260,46 @@ test_down_controlled() {
     assert_contains "$events" "resumed by sluice ctl"
 }
 
+# max-rate after a hold: the seconds a ctl pause held the job are not saved up for a burst once it
+# resumes (nor those outside a window or behind a throttle, held the same way): the job goes on at its
+# rate. Before, its average since the start ruled, and it ran at full speed for as long as it had been
+# held. Two workers, so that a burst would be fast.
+test_max_rate_after_pause() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 40000) g; analyze t"
+    write_job "$JOB" <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 2
+-- sluice:max-rate 2000
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    wait_until 20 rows_done_at_least "$JOB" 1000
+    wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
+    sleep 6
+    local before after
+    before=$(progress "$JOB")
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
+    sleep 2
+    after=$(progress "$JOB")
+    sluice_kill INT
+    assert_rc 3
+    # 2 s at 2000 rows/s, one second saved up, and the chunks in flight: far below the 12000 rows
+    # that six seconds of pause would have let through at once.
+    local moved=$((${after#*|} - ${before#*|}))
+    diag "rows in the 2 s after 6 s of pause: $moved"
+    ((moved <= 6500)) || fail "$moved rows in the 2 s after resume: max-rate 2000 let a burst through"
+    ((moved >= 1000)) || fail "only $moved rows in the 2 s after resume: the job did not go on"
+}
+
 run_test "ctl status, pause, resume and set on a running job; every change logged and recorded" test_status_pause_resume_set
 run_test "ctl: the socket is its owner's alone" test_socket_owner_only
 run_test "ctl on a job that is not running exits 1 and says so" test_not_running
 run_test "ctl during down: status, pause, set pause and max-rate, batch refused, resume" test_down_controlled
+run_test "max-rate after 6 s of ctl pause: the job goes on at its rate, without a burst" test_max_rate_after_pause
 t_done

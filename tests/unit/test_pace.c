@@ -73,6 +73,35 @@ static void test_delay(void)
     CHECK(sl_pace_rate_wait(&pace, 10000, 4000) == 0);
 }
 
+/* max-rate's account: a long hold saves up at most SL_RATE_CREDIT_MS of
+ * allowance, so the job goes on at max-rate after it, not at full speed. */
+static void test_rate_after_hold(void)
+{
+    sl_job job = job_with(1000, 0);
+    sl_pace pace;
+    sl_pace_init(&pace, &job);
+    pace.max_rate = 1000;
+    sl_pace_rate_begin(&pace, 5000);
+    CHECK(sl_pace_rate_due(&pace, 5000) == 0);
+    sl_pace_rate_sent(&pace, 1000);
+    CHECK(sl_pace_rate_due(&pace, 5000) == 1000);
+    CHECK(sl_pace_rate_due(&pace, 6000) == 0);
+    /* a minute held (ctl pause, a window, a throttle): one second of it is kept */
+    CHECK(sl_pace_rate_due(&pace, 66000) == -SL_RATE_CREDIT_MS);
+    sl_pace_rate_sent(&pace, 1000);
+    CHECK(sl_pace_rate_due(&pace, 66000) == 0);
+    sl_pace_rate_sent(&pace, 1000);
+    CHECK(sl_pace_rate_due(&pace, 66000) == 1000); /* the third chunk waits its second */
+    CHECK(sl_pace_rate_due(&pace, 66500) == 500);
+    /* a new rate (ctl set max-rate) counts from when it is set */
+    pace.max_rate = 100;
+    sl_pace_rate_begin(&pace, 70000);
+    sl_pace_rate_sent(&pace, 1000);
+    CHECK(sl_pace_rate_due(&pace, 70000) == 10000);
+    pace.max_rate = 0;
+    CHECK(sl_pace_rate_due(&pace, 70000) == 0);
+}
+
 static void test_run_rate(void)
 {
     CHECK(sl_pace_run_rate(5000, 1000, 3000) == 2500.0);
@@ -136,6 +165,7 @@ int main(void)
     RUN(test_growth_and_shrink_are_damped);
     RUN(test_bounds);
     RUN(test_delay);
+    RUN(test_rate_after_hold);
     RUN(test_run_rate);
     RUN(test_chunk_time_rests_by_default);
     RUN(test_windows);

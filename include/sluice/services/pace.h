@@ -12,7 +12,9 @@ typedef struct sl_pace {
     int64_t min_batch, max_batch;
     int64_t chunk_time_ms; /* 0: fixed batch */
     int64_t pause_ms;
-    int64_t max_rate;  /* rows/s, 0 = unlimited */
+    int64_t max_rate; /* rows/s, 0 = unlimited */
+    /* max-rate's account: the rows sent since rate_start (mono ms) */
+    int64_t rate_start, rate_rows;
     double ms_per_row; /* smoothed cost of one row, 0 until measured */
     /* health limits; 0 = off */
     int64_t max_replica_lag_ms;
@@ -41,6 +43,23 @@ int64_t sl_pace_delay(const sl_pace *pace, int64_t run_rows, int64_t run_ms);
 /* How long max-rate alone holds the next chunk back, run_ms into a run that
  * has sent run_rows rows: the wait in ms, 0 or less for none. */
 int64_t sl_pace_rate_wait(const sl_pace *pace, int64_t run_rows, int64_t run_ms);
+
+/* The most of max-rate's allowance that time without chunks (paused, outside
+ * the windows, held by a throttle) saves up: after a long hold the job goes on
+ * at max-rate, not at full speed until its average since the start is down to
+ * it again. */
+#define SL_RATE_CREDIT_MS 1000
+
+/* Open max-rate's account at mono ms now: at a run's start, and when
+ * `ctl set max-rate` changes the rate. */
+void sl_pace_rate_begin(sl_pace *pace, int64_t now);
+
+/* How long max-rate holds the next chunk back at mono ms now (0 or less:
+ * not at all). The account keeps at most SL_RATE_CREDIT_MS of allowance. */
+int64_t sl_pace_rate_due(sl_pace *pace, int64_t now);
+
+/* Count rows sent into max-rate's account. */
+void sl_pace_rate_sent(sl_pace *pace, int64_t rows);
 
 /* Rows per second of a run that began at mono ms start (0: not begun) and
  * has done rows by mono ms now. */
