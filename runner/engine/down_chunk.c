@@ -384,15 +384,11 @@ static int wait_turn(down_worker *w, const down_chunk *c)
             g = gate_health(&r->gate, w->sess, r->info.ks.table, &wait);
         if (g == GATE_STOP)
             return SL_STOPPED;
+        if (g == GATE_GO)
+            g = gate_rate(&r->gate, &wait);
         if (g == GATE_GO) {
-            int64_t due = sl_pace_rate_due(&r->pace, sl_mono_ms());
-            if (due <= 0) {
-                gate_hold(&r->gate, SL_HOLD_NONE, NULL);
-                sl_pace_rate_sent(&r->pace, c->rows);
-                return 0;
-            }
-            gate_hold(&r->gate, SL_HOLD_MAX_RATE, NULL);
-            wait = due;
+            sl_pace_rate_sent(&r->pace, c->rows);
+            return 0;
         }
         if (sl_session_sleep(w->sess, wait > 0 ? wait : 1))
             return SL_STOPPED;

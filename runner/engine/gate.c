@@ -189,6 +189,18 @@ void gate_hold(run_gate *g, sl_hold hold, const char *detail)
         journal(g, "hold_start", hold, -1, detail);
 }
 
+int gate_rate(run_gate *g, int64_t *wait_ms)
+{
+    int64_t due = sl_pace_rate_due(g->pace, sl_mono_ms());
+    if (due > 0) {
+        gate_hold(g, SL_HOLD_MAX_RATE, NULL);
+        *wait_ms = due;
+        return GATE_WAIT;
+    }
+    gate_hold(g, SL_HOLD_NONE, NULL);
+    return GATE_GO;
+}
+
 int gate_ctl(run_gate *g, sl_job *job, const sl_ctl_req *req, char *msg, size_t size)
 {
     if (req->cmd == SL_CTL_PAUSE || req->cmd == SL_CTL_RESUME) {

@@ -46,6 +46,10 @@ int gate_hold_back(run_gate *g, int64_t *wait_ms) SL_MUSTCHECK;
 /* The health throttles, read on sess (a connection with no chunk in flight)
  * at most once a second. Only a throttle query waits. */
 int gate_health(run_gate *g, sl_session *sess, const char *table, int64_t *wait_ms) SL_MUSTCHECK;
+/* max-rate, once nothing else holds the chunk back: GATE_GO, and any hold
+ * ends; or GATE_WAIT, a max-rate hold, with *wait_ms until its turn. The
+ * caller counts the rows it then sends (sl_pace_rate_sent). */
+int gate_rate(run_gate *g, int64_t *wait_ms) SL_MUSTCHECK;
 /* What holds the job's chunks back from now on (SL_HOLD_NONE: nothing):
  * counted for the metrics by reason, and (but for max-rate's short waits)
  * recorded in the journal as hold_start / hold_end events for `report`.

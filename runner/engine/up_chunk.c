@@ -641,13 +641,10 @@ int up_dispatch(up_run *r, up_worker *w)
         r->held_until = sl_mono_ms() + wait;
         return g == UP_GATE_STOP ? SL_STOPPED : SL_OK;
     }
-    int64_t due = sl_pace_rate_due(&r->pace, sl_mono_ms());
-    if (due > 0) {
-        r->held_until = sl_mono_ms() + due;
-        gate_hold(&r->gate, SL_HOLD_MAX_RATE, NULL);
+    if (gate_rate(&r->gate, &wait) == GATE_WAIT) {
+        r->held_until = sl_mono_ms() + wait;
         return 0;
     }
-    gate_hold(&r->gate, SL_HOLD_NONE, NULL);
     if (send_chunk(r, w) == 0)
         return 0;
     /* not connected: the connection was lost since its last answer */
