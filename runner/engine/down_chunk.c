@@ -116,15 +116,15 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     memset(l, 0, sizeof *l);
     if ((l->fence = fence != NULL)) {
         l->fence_i = n;
-        q[n++] = (sl_query){"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE", 2, own, 0};
+        q[n++] = (sl_query){"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE", 2, own, 1};
     }
     l->prog_i = n;
-    q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 0};
+    q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 1};
     l->undo_i = n;
-    q[n++] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 0};
+    q[n++] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 1};
     if ((l->state = look && r->undo.state_sql != NULL && !c->skipped)) {
         l->state_i = n;
-        q[n++] = (sl_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 0};
+        q[n++] = (sl_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 1};
     }
     l->n = n;
     if (sl_session_exec(w->sess, q, n, ans) != 0)
@@ -165,7 +165,7 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
         }
         const sl_stmt *s = &r->job->down.stmts[i];
         int used = (s->uses_lo + s->uses_hi) * (int)n;
-        q[first + i] = (sl_query){r->down_sql[i], used, (const char *const *)(s->uses_lo ? c->edges : c->edges + n)};
+        q[first + i] = (sl_query){r->down_sql[i], used, (const char *const *)(s->uses_lo ? c->edges : c->edges + n), 1};
     }
     q[first + k] = (sl_query){"COMMIT", 0, NULL};
     sl_answer ans;

@@ -151,7 +151,7 @@ static void arrays_finish(arrays *x, sl_undo_step *s, char *sql, char *const *ed
             s->params[q][x->n + (size_t)x->guard + i] = sl_strdup(edges[i]);
     }
     arrays_free(x);
-    s->q[q] = (sl_query){sql, (int)np, (const char *const *)s->params[q]};
+    s->q[q] = (sl_query){sql, (int)np, (const char *const *)s->params[q], 1};
 }
 
 /* The condition a checked row must meet, its expected value in v: "_sl_row.xmin = v::xid". */

@@ -248,15 +248,19 @@ EOF
 }
 
 # Told the session is its own (sluice_pooler=none), sluice prepares statements; through the pooler
-# they go missing or turn up where another client made them, and sluice switches by itself.
+# they go missing or turn up where another client made them, and sluice switches by itself. down
+# prepares its statements too (the record taken, the restore): the same switch, in its own process.
 test_detects_missing_statements() {
     through_pooler "?sluice_pooler=none"
     make_table 20000
+    local before
+    before=$(psql_q "select md5(string_agg(id || ':' || n, ',' order by id)) from t")
     pgbench_start
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 200
 -- sluice:workers 4
+-- sluice:undo snapshot(n)
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
@@ -266,6 +270,13 @@ EOF
     assert_contains "$ERR" "sluice_pooler=transaction"
     assert_eq "$(grep -c 'the server session changes between transactions' <<<"$ERR")" 1 "lines saying so"
     assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "20000|0"
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_match "$ERR" "prepared statement of this connection (went missing|was already there)"
+    assert_eq "$(grep -c 'the server session changes between transactions' <<<"$ERR")" 1 "lines saying so (down)"
+    assert_sql "select md5(string_agg(id || ':' || n, ',' order by id)) from t" "$before"
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump'" 0
+    pgbench_alive
     no_advisory_locks
 }
 
@@ -373,7 +384,7 @@ run_test "through PgBouncer: plan, up with one worker, status; pgbench on the sa
 run_test "through PgBouncer: up with four workers and undo records, down, stamp done and pending; a down section" test_four_workers_down_stamp
 run_test "through PgBouncer: kill -9 at random moments, resume: every row once, no advisory lock" test_kill9_resume
 run_test "through PgBouncer: a second runner is refused, ctl answers; SIGINT leaves nothing locked" test_second_runner_refused
-run_test "sluice_pooler=none through PgBouncer: missing statements found, switched, retried" test_detects_missing_statements
+run_test "sluice_pooler=none through PgBouncer: missing statements found, switched, retried, in up and in down" test_detects_missing_statements
 run_test "pooled: the session's settings hold in every transaction (float keys)" test_session_settings_per_transaction
 run_test "a pool of one connection, two workers, a failing row in every chunk: failed batches free it at once" test_failing_chunks_free_the_pool
 run_test "sluice_pooler and SLUICE_POOLER with a bad value are refused" test_refuses_bad_setting
