@@ -135,11 +135,24 @@ static void resume(sl_fiber *f)
     current = f->parent;
 }
 
+/* Turn the loop once. uv_run(UV_RUN_ONCE) runs the timers already due first
+ * and then blocks in poll until the next event or timer, even when one of
+ * those timers did what the caller waits for: a connect that failed at once
+ * and is reported from a timer of 0 ms would wait for the status watchdog
+ * (3 s), a pause that ended while a chunk's answer was read for the next
+ * event. With a timer due (or anything else that would not block: pending
+ * callbacks, handles closing, nothing active), the turn does not wait. */
+static void turn(uv_loop_t *loop)
+{
+    uv_update_time(loop);
+    uv_run(loop, uv_backend_timeout(loop) == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+}
+
 void sl_fiber_wait(uv_loop_t *loop)
 {
     sl_fiber *f = current;
     if (!f) {
-        uv_run(loop, UV_RUN_ONCE);
+        turn(loop);
         return;
     }
     START_SWITCH(&f->fake, f->caller_bottom, f->caller_size);

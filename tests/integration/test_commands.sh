@@ -86,6 +86,19 @@ assert o["started_at"] <= o["updated_at"], o' <<<"$STATUS_JSON"
          | [(.[0] - .[2]), (.[1] - .[3])] | map(fabs) | max')
     ((drift <= 2)) || fail "the checkpoint file's times are ${drift}s from the database's: $OUT vs $STATUS_JSON"
     assert_eq "$(jq -r '.[0].source' <<<"$OUT")" checkpoint "source without a database"
+    # A socket directory with no server in it: libpq fails inside its first call, and sluice reports
+    # that from a timer of 0 ms. It says libpq's words at once, not the watchdog's "did not answer"
+    # 3 s later (the loop turned once more and waited for the watchdog before).
+    local t0 elapsed
+    t0=$(date +%s%N)
+    run_sluice --db "postgresql:///x?host=$T_DIR/no-server" status --json
+    elapsed=$((($(date +%s%N) - t0) / 1000000))
+    assert_rc 0
+    assert_contains "$ERR" "cannot connect to"
+    assert_contains "$ERR" "No such file or directory"
+    assert_not_contains "$ERR" "did not answer"
+    ((elapsed < 2000)) || fail "status took ${elapsed} ms to find no server behind a socket path"
+    assert_eq "$(jq -r '.[0].source' <<<"$OUT")" checkpoint "source without a server"
 }
 
 test_status_json_failed_then_resumed() {

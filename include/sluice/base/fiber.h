@@ -40,7 +40,8 @@ const void *sl_fiber_lend_tag(const void *tag);
 const void *sl_fiber_current_tag(void);
 
 /* Wait for the loop once: in a fiber, yield to the scheduler (which turns
- * the loop and resumes it); outside one, uv_run(loop, UV_RUN_ONCE). */
+ * the loop and resumes it); outside one, uv_run(loop, UV_RUN_ONCE), or
+ * UV_RUN_NOWAIT when a timer is already due (fiber.c). */
 void sl_fiber_wait(uv_loop_t *loop);
 
 /* Run fibers[0..n) to their end on loop, at most `parallel` at a time, in
