@@ -58,12 +58,6 @@ int64_t sl_pace_rate_wait(const sl_pace *pace, int64_t run_rows, int64_t run_ms)
     return pace->max_rate > 0 ? run_rows * 1000 / pace->max_rate - run_ms : 0;
 }
 
-int64_t sl_pace_delay(const sl_pace *pace, int64_t run_rows, int64_t run_ms)
-{
-    int64_t due = sl_pace_rate_wait(pace, run_rows, run_ms);
-    return due > pace->pause_ms ? due : pace->pause_ms;
-}
-
 void sl_pace_rate_begin(sl_pace *pace, int64_t now)
 {
     pace->rate_start = now;

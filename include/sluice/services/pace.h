@@ -36,10 +36,6 @@ void sl_pace_init(sl_pace *pace, const sl_job *job);
  * Returns the new batch. */
 int64_t sl_pace_adjust(sl_pace *pace, int64_t rows, int64_t ms);
 
-/* How long to wait before the next chunk: pause, or longer to keep the
- * run's average under max_rate. */
-int64_t sl_pace_delay(const sl_pace *pace, int64_t run_rows, int64_t run_ms);
-
 /* How long max-rate alone holds the next chunk back, run_ms into a run that
  * has sent run_rows rows: the wait in ms, 0 or less for none. */
 int64_t sl_pace_rate_wait(const sl_pace *pace, int64_t run_rows, int64_t run_ms);
