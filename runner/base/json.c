@@ -84,12 +84,3 @@ json_t *sl_json_key(const char *text)
     }
     return v;
 }
-
-void sl_json_print(json_t *value)
-{
-    char *text = json_dumps(value, JSON_ENCODE_ANY);
-    json_decref(value);
-    if (text)
-        printf("%s\n", text);
-    free(text);
-}

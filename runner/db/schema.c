@@ -243,9 +243,3 @@ int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
     sl_answer_free(&ans);
     return there ? read_identity(sess, id, err) : 0;
 }
-
-void sl_schema_describe(const sl_db_identity *id, char *out, size_t outsz)
-{
-    snprintf(out, outsz, "%s (sluice id %s%s%s)", id->name[0] ? id->name : "?", id->id[0] ? id->id : "none",
-             id->cluster[0] ? ", cluster " : "", id->cluster);
-}

@@ -62,12 +62,6 @@ static double rate_of(const slot *s)
     return elapsed > 0 ? (double)(s->done - s->start_done) * 1000.0 / (double)elapsed : 0;
 }
 
-double sl_progress_rate(void)
-{
-    slot *s = current(0);
-    return s ? rate_of(s) : 0;
-}
-
 /* Seconds left at this run's rate, -1 when that cannot be told. */
 static int64_t eta_seconds(const slot *s, double rate)
 {

@@ -20,7 +20,4 @@ char *sl_json_strings(char *const *v, size_t n);
  * a position back. */
 json_t *sl_json_key(const char *text);
 
-/* Print value on one line to stdout followed by a newline, and drop it. */
-void sl_json_print(json_t *value);
-
 #endif

@@ -45,7 +45,4 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTC
  * its tables are not there, -1 on error. */
 int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTCHECK;
 
-/* "id 3f2a.. (cluster 7713467465005419177, database app)" for messages. */
-void sl_schema_describe(const sl_db_identity *id, char *out, size_t outsz);
-
 #endif

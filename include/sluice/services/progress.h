@@ -15,8 +15,6 @@ void sl_progress_update(int64_t done, int64_t batch);
 void sl_progress_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Erase the line and stop (prints nothing else). */
 void sl_progress_end(void);
-/* Rows per second in this run so far. */
-double sl_progress_rate(void);
 /* Several runs at once (a fleet's targets): owner names the one calling,
  * and each gets a line of its own on a terminal, and a total. */
 void sl_progress_set_owner(const char *(*owner)(void));
