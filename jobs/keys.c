@@ -25,18 +25,15 @@ static void check_keyspec(const sl_keyspec *ks)
     assert(ks->table && "BUG: keyspec without a table");
 }
 
-/* One bound parameter. PostgreSQL gets an explicit cast because the driver
- * sends every value as text and the comparison must be done in the key's own
- * type (and collation) for the index to be usable. SQLite's numbered ?N needs
- * no cast: a parameter has no affinity, so it takes the column's. */
+/* One bound parameter, $N on both databases. PostgreSQL gets an explicit
+ * cast because the driver sends every value as text and the comparison must
+ * be done in the key's own type (and collation) for the index to be usable.
+ * SQLite's needs no cast: a parameter has no affinity, so it takes the
+ * column's. */
 static void add_param(sl_buf *buf, const sl_keyspec *ks, int param, size_t col)
 {
-    if (ks->dialect == SL_DIALECT_SQLITE) {
-        sl_buf_printf(buf, "?%d", param);
-        return;
-    }
     sl_buf_printf(buf, "$%d", param);
-    if (ks->types[col] && ks->types[col][0])
+    if (ks->dialect != SL_DIALECT_SQLITE && ks->types[col] && ks->types[col][0])
         sl_buf_printf(buf, "::%s", ks->types[col]);
 }
 
@@ -157,7 +154,7 @@ static void add_inner_select(sl_buf *buf, const sl_keyspec *ks, int after_param,
     int param = add_span(buf, ks, after_param, until_param);
     sl_buf_adds(buf, " ORDER BY ");
     add_column_list(buf, ks);
-    sl_buf_printf(buf, ks->dialect == SL_DIALECT_PG ? " LIMIT $%d" : " LIMIT ?%d", param);
+    sl_buf_printf(buf, " LIMIT $%d", param);
 }
 
 /* PostgreSQL types with min() and max() (uuid and bytea, for one, have

@@ -249,6 +249,20 @@ static int scan_next(scanner *sc, scanned *st, sl_err *err)
         }
         if (r > 0 && is_comment)
             continue;
+        if (r == 0 && c == '$' && isdigit(at(sc, sc->pos + 1)) &&
+            (sc->pos == 0 || !is_ident_char((unsigned char)sc->text[sc->pos - 1]))) {
+            /* sluice's own parameters are $1, $2, ...: one written here would be a key bound */
+            size_t n = 1;
+            while (isdigit(at(sc, sc->pos + n)))
+                n++;
+            sl_err_set(err,
+                       "%s:%d: %.*s: positional parameters are sluice's own (it sends :lo and :hi as $1, $2, ...) "
+                       "(hint: write :lo or :hi, or the value itself)",
+                       sc->path, sc->line, (int)n, sc->text + sc->pos);
+            free(st->ph);
+            st->ph = NULL;
+            return -1;
+        }
         if (r == 0) {
             if (c == '(')
                 st->depth++;

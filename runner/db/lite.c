@@ -434,19 +434,12 @@ static int bind_value(sqlite3_stmt *st, int idx, const char *v)
     return sqlite3_bind_text(st, idx, v, -1, SQLITE_STATIC);
 }
 
-/* $N by name (PostgreSQL-style SQL runs unchanged), else ?N, else position N. */
-static int param_index(sqlite3_stmt *st, int i, int count)
+/* Is name one of sluice's own, "$N" (N from 1)? */
+static int ours(const char *name)
 {
-    char name[16];
-    snprintf(name, sizeof name, "$%d", i);
-    int idx = sqlite3_bind_parameter_index(st, name);
-    if (!idx) {
-        name[0] = '?';
-        idx = sqlite3_bind_parameter_index(st, name);
-    }
-    if (!idx && i <= count && !sqlite3_bind_parameter_name(st, i))
-        idx = i;
-    return idx;
+    if (!name || name[0] != '$' || name[1] < '1' || name[1] > '9')
+        return 0;
+    return strspn(name + 1, "0123456789") == strlen(name + 1);
 }
 
 /* Every value must have its parameter and every parameter its value, as
@@ -456,8 +449,23 @@ static int param_index(sqlite3_stmt *st, int i, int count)
 static int bind_params(sl_lite *lite, sqlite3_stmt *st, const sl_query *q)
 {
     int count = sqlite3_bind_parameter_count(st);
+    /* A parameter of another form (?, ?N, :name, @name, $name) would be bound
+     * by position to one of the chunk's keys, or left NULL: job text with one
+     * is refused, naming it (sluice's own SQL writes $N alone). */
+    for (int i = 1; i <= count; i++) {
+        const char *name = sqlite3_bind_parameter_name(st, i);
+        if (!ours(name)) {
+            snprintf(lite->bind_error, sizeof lite->bind_error,
+                     "%s is a parameter sluice does not bind (it binds :lo and :hi, and no other) (hint: write :lo "
+                     "or :hi, or the value itself)",
+                     name ? name : "?");
+            return SQLITE_RANGE;
+        }
+    }
     for (int i = 1; i <= q->nparams; i++) {
-        int idx = param_index(st, i, count);
+        char name[16];
+        snprintf(name, sizeof name, "$%d", i);
+        int idx = sqlite3_bind_parameter_index(st, name);
         if (!idx) {
             snprintf(lite->bind_error, sizeof lite->bind_error,
                      "a value was bound to $%d, but the statement has no such parameter (it has %d)", i, count);

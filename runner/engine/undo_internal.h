@@ -21,10 +21,10 @@ int undo_lite_columns(sl_session *sess, const sl_keyspec *ks, sl_answer *ans, sl
  * literals, which put back exactly, type included. */
 void undo_lite_build(sl_undo_target *t, const sl_answer *cols);
 
-/* One restore statement over the rows of ?1, a JSON array of rows, each an
+/* One restore statement over the rows of $1, a JSON array of rows, each an
  * array of quote() literals in hex (read back by sluice_unquote): DELETE:
  * the keys; UPDATE: keys then saved values; INSERT: saved values. The DELETE
- * also takes the chunk's edges as ?2.. (lo, then hi). NULL when there is
+ * also takes the chunk's edges as $2.. (lo, then hi). NULL when there is
  * nothing to set (every saved column is in the key). malloc'd. */
 char *undo_lite_restore_sql(const sl_undo_target *t, undo_restore which);
 

@@ -121,7 +121,7 @@ static void add_values(sl_buf *b, size_t first, size_t n)
         sl_buf_printf(b, "%ssluice_unquote(j.value ->> %zu)", i ? ", " : "", first + i);
 }
 
-/* The range (the chunk's edges, ?2..) lets SQLite 3.40 search the key's
+/* The range (the chunk's edges, $2..) lets SQLite 3.40 search the key's
  * index; a composite key with a text column IN (...) alone would use at most
  * its leading columns. Every saved row lies in the range. */
 static char *delete_sql(const sl_undo_target *t)
@@ -131,7 +131,7 @@ static char *delete_sql(const sl_undo_target *t)
     sl_buf b = {0};
     sl_buf_printf(&b, "DELETE FROM %s WHERE %s AND (%s) IN (SELECT ", t->ks->table, range, keys);
     add_values(&b, 0, t->ks->ncols);
-    sl_buf_adds(&b, " FROM json_each(?1) AS j)");
+    sl_buf_adds(&b, " FROM json_each($1) AS j)");
     free(range);
     free(keys);
     return sl_buf_take(&b);
@@ -155,7 +155,7 @@ static char *update_sql(const sl_undo_target *t)
         sl_buf_printf(&b, ", _v%zu", i + 1);
     sl_buf_adds(&b, ") AS MATERIALIZED (SELECT ");
     add_values(&b, 0, ks->ncols + t->ncols);
-    sl_buf_printf(&b, " FROM json_each(?1) AS j) UPDATE %s AS " ALIAS " SET %s FROM v WHERE ", ks->table, set.data);
+    sl_buf_printf(&b, " FROM json_each($1) AS j) UPDATE %s AS " ALIAS " SET %s FROM v WHERE ", ks->table, set.data);
     for (size_t i = 0; i < ks->ncols; i++)
         sl_buf_printf(&b, "%s" ALIAS ".%s = v._k%zu", i ? " AND " : "", ks->cols[i], i + 1);
     sl_buf_free(&set);
@@ -170,7 +170,7 @@ static char *insert_sql(const sl_undo_target *t)
         sl_buf_printf(&b, "%s%s", i ? ", " : "", t->cols[i]);
     sl_buf_adds(&b, ") SELECT ");
     add_values(&b, 0, t->ncols);
-    sl_buf_adds(&b, " FROM json_each(?1) AS j");
+    sl_buf_adds(&b, " FROM json_each($1) AS j");
     return sl_buf_take(&b);
 }
 

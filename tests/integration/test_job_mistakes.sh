@@ -104,6 +104,8 @@ CASES=(
     "no :hi|2|${H}-- sluice:up\nUPDATE t SET v = v + 1 WHERE id >= :lo;\n|the up section never uses :hi"
     ":lo and :hi only inside a string|2|${H}-- sluice:up\nUPDATE t SET name = ':lo :hi';\n|never uses :lo and :hi"
     ":lo in where|2|${H}-- sluice:where id > :lo\n${UP}|where cannot use :lo or :hi"
+    "\$1 in a statement: it would be the chunk's first key|3|${H}-- sluice:up\nUPDATE t SET name = \$1 WHERE id BETWEEN :lo AND :hi;\n|\$1: positional parameters are sluice's own|write :lo or :hi, or the value itself"
+    "\$2 in where|2|${H}-- sluice:where name <> \$2\n${UP}|\$2: positional parameters are sluice's own"
     "a where that closes sluice's parenthesis|2|${H}-- sluice:where 1=1) OR (1=1\n${UP}|unbalanced parentheses: a ')' closes one this value did not open"
     "a requires that leaves one open|2|${H}-- sluice:requires (SELECT true\n${UP}|unbalanced parentheses: a '(' is never closed"
     "a key of nine columns|2|${H}-- sluice:key a, b, c, d, e, f, g, h, i\n${UP}|key has 9 columns, at most 8 are supported"
@@ -156,6 +158,26 @@ test_nul_on_sqlite() {
     assert_contains "$ERR" "0001_bad.sql:4: NUL byte at column 35"
     assert_eq "$(sq_sum t)" "$before" "t on SQLite"
     assert_sq "select count(*) from sqlite_master where name like 'sluice%'" 0
+}
+
+# SQLite has parameters of other forms (?, ?N, :name, @name, $name): it would bind ? and ?1 to the
+# chunk's first key and the named ones to NULL. Each is refused, named, before anything is written.
+test_parameters_on_sqlite() {
+    sq_init
+    sq "create table t (id integer primary key, v int not null default 0, name text)"
+    sq_fill t 300
+    local before p
+    before=$(sq "select count(*), sum(v), count(name) from t")
+    for p in '?' '?1' ':name' '@name' '$name'; do
+        printf '%b' "${H}-- sluice:batch 50\n-- sluice:up\nUPDATE t SET name = $p WHERE id BETWEEN :lo AND :hi;\n" \
+            >"$JOBS/0001_bad.sql"
+        run_sluice up
+        assert_rc 2
+        assert_contains "$ERR" "0001_bad.sql:4: this up statement cannot run against the database"
+        assert_contains "$ERR" "$p is a parameter sluice does not bind"
+        assert_eq "$(sq "select count(*), sum(v), count(name) from t")" "$before" "t on SQLite ($p)"
+        assert_sq "select count(*) from sqlite_master where name like 'sluice%'" 0
+    done
 }
 
 # requires, verify and throttle-query only look: one that writes fails, saying why, and changes nothing
@@ -229,6 +251,7 @@ run_test "refused: a FIFO named 0001_bad.sql, at once" test_fifo
 run_test "refused: a symlink to /dev/zero" test_dev_zero
 run_test "refused: a 17 MiB job file" test_too_large
 run_test "refused on SQLite: a NUL inside a statement, t unchanged" test_nul_on_sqlite
+run_test "refused on SQLite: ?, ?1, :name, @name and \$name, named, t unchanged" test_parameters_on_sqlite
 run_test "accepted: a UTF-8 byte order mark" accepted "\xef\xbb\xbf${H}-- sluice:batch 70\n${UP}"
 run_test "accepted: CRLF line ends" accepted "${H//\\n/\\r\\n}-- sluice:batch 70\r\n${UP//\\n/\\r\\n}"
 run_test "accepted: a block comment before the directives" accepted "/* backfill v\n * (ticket 42) */\n${H}${UP}"

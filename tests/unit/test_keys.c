@@ -60,9 +60,9 @@ static void test_placeholders(void)
     CHECK_SQL(sl_keys_placeholder_sql(&pg1, 4), "$4::bigint");
     CHECK_SQL(sl_keys_placeholder_sql(&pg2, 1), "($1::integer, $2::text)");
     CHECK_SQL(sl_keys_placeholder_sql(&pg2, 3), "($3::integer, $4::text)");
-    CHECK_SQL(sl_keys_placeholder_sql(&lite1, 1), "?1");
-    CHECK_SQL(sl_keys_placeholder_sql(&lite1, 2), "?2");
-    CHECK_SQL(sl_keys_placeholder_sql(&lite2, 3), "(?3, ?4)");
+    CHECK_SQL(sl_keys_placeholder_sql(&lite1, 1), "$1");
+    CHECK_SQL(sl_keys_placeholder_sql(&lite1, 2), "$2");
+    CHECK_SQL(sl_keys_placeholder_sql(&lite2, 3), "($3, $4)");
     sl_keyspec_free(&pg1);
     sl_keyspec_free(&pg2);
     sl_keyspec_free(&lite1);
@@ -89,8 +89,8 @@ static void test_range_predicate(void)
     CHECK_SQL(sl_keys_range_predicate(&pg2, 2, 0),
               "(\"tenant\", \"id\") BETWEEN ($2::integer, $3::text) AND ($4::integer, $5::text)");
     CHECK_SQL(sl_keys_range_predicate(&lite2, 1, 1),
-              "(\"a\", \"b\") BETWEEN (?1, ?2) AND (?3, ?4) AND (x = 1 OR y = 2)");
-    CHECK_SQL(sl_keys_range_predicate(&lite2, 5, 0), "(\"a\", \"b\") BETWEEN (?5, ?6) AND (?7, ?8)");
+              "(\"a\", \"b\") BETWEEN ($1, $2) AND ($3, $4) AND (x = 1 OR y = 2)");
+    CHECK_SQL(sl_keys_range_predicate(&lite2, 5, 0), "(\"a\", \"b\") BETWEEN ($5, $6) AND ($7, $8)");
     sl_keyspec_free(&pg1);
     sl_keyspec_free(&pg2);
     sl_keyspec_free(&lite2);
@@ -170,7 +170,7 @@ static void test_boundary_range(void)
     sl_keyspec one = make_ks(SL_DIALECT_SQLITE, "\"users\"", NULL, "\"id\"", "INTEGER", NULL, NULL);
     CHECK_SQL(sl_keys_boundary_range_sql(&one, 1, 1),
               "SELECT min(\"id\"), max(\"id\"), count(*)"
-              " FROM (SELECT \"id\" FROM \"users\" WHERE \"id\" > ?1 AND \"id\" <= ?2 ORDER BY \"id\" LIMIT ?3) s"
+              " FROM (SELECT \"id\" FROM \"users\" WHERE \"id\" > $1 AND \"id\" <= $2 ORDER BY \"id\" LIMIT $3) s"
               " HAVING count(*) > 0");
     sl_keyspec_free(&one);
 }
@@ -184,7 +184,7 @@ static void test_span(void)
     CHECK_SQL(sl_keys_span_sql(&ks, "1", 0, 0), "SELECT 1 FROM \"t\" WHERE (n > 0)");
     sl_keyspec_free(&ks);
     sl_keyspec one = make_ks(SL_DIALECT_SQLITE, "\"users\"", NULL, "\"id\"", "INTEGER", NULL, NULL);
-    CHECK_SQL(sl_keys_span_sql(&one, "count(*)", 0, 1), "SELECT count(*) FROM \"users\" WHERE \"id\" <= ?1");
+    CHECK_SQL(sl_keys_span_sql(&one, "count(*)", 0, 1), "SELECT count(*) FROM \"users\" WHERE \"id\" <= $1");
     CHECK_SQL(sl_keys_span_sql(&one, "count(*)", 0, 0), "SELECT count(*) FROM \"users\"");
     sl_keyspec_free(&one);
 }
@@ -196,18 +196,18 @@ static void test_boundary_sqlite(void)
     /* one column: min/max, no second sort */
     CHECK_SQL(sl_keys_boundary_sql(&one, 1),
               "SELECT min(\"id\"), max(\"id\"), count(*)"
-              " FROM (SELECT \"id\" FROM \"users\" WHERE \"id\" > ?1 ORDER BY \"id\" LIMIT ?2) s"
+              " FROM (SELECT \"id\" FROM \"users\" WHERE \"id\" > $1 ORDER BY \"id\" LIMIT $2) s"
               " HAVING count(*) > 0");
     CHECK_SQL(sl_keys_boundary_sql(&two, 0),
               "SELECT first_value(\"a\") OVER w, first_value(\"b\") OVER w, last_value(\"a\") OVER w,"
               " last_value(\"b\") OVER w, count(*) OVER w"
-              " FROM (SELECT \"a\", \"b\" FROM \"t\" WHERE (n > 0) ORDER BY \"a\", \"b\" LIMIT ?1) s"
+              " FROM (SELECT \"a\", \"b\" FROM \"t\" WHERE (n > 0) ORDER BY \"a\", \"b\" LIMIT $1) s"
               " WINDOW w AS (ORDER BY \"a\", \"b\"" WINDOW_TAIL);
     CHECK_SQL(sl_keys_boundary_sql(&two, 1),
               "SELECT first_value(\"a\") OVER w, first_value(\"b\") OVER w, last_value(\"a\") OVER w,"
               " last_value(\"b\") OVER w, count(*) OVER w"
-              " FROM (SELECT \"a\", \"b\" FROM \"t\" WHERE (\"a\", \"b\") > (?1, ?2) AND (n > 0)"
-              " ORDER BY \"a\", \"b\" LIMIT ?3) s WINDOW w AS (ORDER BY \"a\", \"b\"" WINDOW_TAIL);
+              " FROM (SELECT \"a\", \"b\" FROM \"t\" WHERE (\"a\", \"b\") > ($1, $2) AND (n > 0)"
+              " ORDER BY \"a\", \"b\" LIMIT $3) s WINDOW w AS (ORDER BY \"a\", \"b\"" WINDOW_TAIL);
     sl_keyspec_free(&one);
     sl_keyspec_free(&two);
 }

@@ -152,10 +152,10 @@ static void test_dollar_quotes(void)
 
 static void test_dollar_that_is_not_a_quote(void)
 {
-    /* $1 is a parameter and a$b an identifier: neither opens a dollar quote. */
-    CHECK(split("SELECT $1 WHERE id = :lo; SELECT $2; SELECT :hi") == 0);
-    CHECK(nstmts == 3);
-    CHECK(stmts[0].uses_lo && stmts[2].uses_hi);
+    /* $1 is a parameter (refused: test_positional_parameter) and a$b an identifier: neither opens a
+     * dollar quote. */
+    CHECK(split("SELECT $1 WHERE id = :lo; SELECT $$ x $$; SELECT :hi") < 0);
+    CHECK_HAS(err.msg, "t.sql:10: $1: positional parameters");
     CHECK(split("SELECT a$b$ FROM t WHERE id = :lo; SELECT x$$ ; SELECT :hi") == 0);
     CHECK(nstmts == 3);
     CHECK(stmts[0].uses_lo && stmts[2].uses_hi);
@@ -199,6 +199,24 @@ static void test_unterminated(void)
     CHECK_STR(err.msg, "t.sql:13: unterminated dollar-quoted string $body$ (hint: close it with $body$)");
     CHECK(split("SELECT $$") < 0);
     CHECK_HAS(err.msg, "unterminated dollar-quoted string $$");
+}
+
+/* $1, $2, ... are the parameters sluice sends :lo and :hi as: one written in job text would be bound to
+ * a key of the chunk's bounds. Inside quotes, comments, dollar quotes and identifiers it is no parameter. */
+static void test_positional_parameter(void)
+{
+    CHECK(split("UPDATE t SET a = 1 WHERE id BETWEEN :lo AND :hi;\nUPDATE t\n  SET a = $1 WHERE id = :lo") < 0);
+    CHECK_STR(err.msg, "t.sql:12: $1: positional parameters are sluice's own (it sends :lo and :hi as $1, $2, ...) "
+                       "(hint: write :lo or :hi, or the value itself)");
+    CHECK(nstmts == 0 && stmts == NULL);
+    CHECK(split("SELECT 1 WHERE x = ($12)") < 0);
+    CHECK_HAS(err.msg, "t.sql:10: $12: positional parameters");
+    CHECK(split("SELECT '$1', \"$1\", $$ $1 $$, $f$ $2 $f$, a$1, x::text -- $1\n/* $1 */") == 0);
+    CHECK(nstmts == 1);
+    sl_stmt one;
+    CHECK(sl_sql_fragment("t.sql", 4, "n > $1", 6, &one, &err) < 0);
+    CHECK_STR(err.msg, "t.sql:4: $1: positional parameters are sluice's own (it sends :lo and :hi as $1, $2, ...) "
+                       "(hint: write :lo or :hi, or the value itself)");
 }
 
 static void test_render(void)
@@ -299,6 +317,7 @@ int main(void)
     RUN(test_placeholder_rules);
     RUN(test_placeholder_offsets_relative_to_statement);
     RUN(test_unterminated);
+    RUN(test_positional_parameter);
     RUN(test_render);
     RUN(test_first_word);
     RUN(test_fragment);

@@ -1276,7 +1276,7 @@ static void test_plan_lite_cols(void)
     CHECK_HAS(json, "[[\"31\",\"2741646127\",\"4e554c4c\"],[\"32\",");
     check_query(&step, 0,
                 "WITH v(_k1, _v1, _v2) AS MATERIALIZED (SELECT sluice_unquote(j.value ->> 0), sluice_unquote(j.value "
-                "->> 1), sluice_unquote(j.value ->> 2) FROM json_each(?1) AS j) UPDATE \"users\" AS _sl_row SET "
+                "->> 1), sluice_unquote(j.value ->> 2) FROM json_each($1) AS j) UPDATE \"users\" AS _sl_row SET "
                 "\"full_name\" = v._v1, \"email\" = v._v2 FROM v WHERE _sl_row.\"id\" = v._k1",
                 1, (const char *[]){json});
     check_values_not_in_sql(&step, &snap);
@@ -1310,19 +1310,19 @@ static void test_plan_lite_all(void)
     char *upd = json_rows(1, 4, (const char *[]){"8", "8", "'old'", "'o@x'"});
     char *ins = json_rows(1, 3, (const char *[]){"5", "'Eve'", "NULL"});
     check_query(&step, 0,
-                "DELETE FROM \"users\" WHERE \"id\" BETWEEN ?2 AND ?3 AND (\"id\") IN (SELECT sluice_unquote(j.value "
-                "->> 0) FROM json_each(?1) AS j)",
+                "DELETE FROM \"users\" WHERE \"id\" BETWEEN $2 AND $3 AND (\"id\") IN (SELECT sluice_unquote(j.value "
+                "->> 0) FROM json_each($1) AS j)",
                 3, (const char *[]){del, "4", "9"});
     /* the key is not set: it is what finds the row */
     check_query(&step, 1,
                 "WITH v(_k1, _v1, _v2, _v3) AS MATERIALIZED (SELECT sluice_unquote(j.value ->> 0), "
                 "sluice_unquote(j.value ->> 1), sluice_unquote(j.value ->> 2), sluice_unquote(j.value ->> 3) FROM "
-                "json_each(?1) AS j) UPDATE \"users\" AS _sl_row SET \"full_name\" = v._v2, \"email\" = v._v3 FROM v "
+                "json_each($1) AS j) UPDATE \"users\" AS _sl_row SET \"full_name\" = v._v2, \"email\" = v._v3 FROM v "
                 "WHERE _sl_row.\"id\" = v._k1",
                 1, (const char *[]){upd});
     check_query(&step, 2,
                 "INSERT INTO \"users\" (\"id\", \"full_name\", \"email\") SELECT sluice_unquote(j.value ->> 0), "
-                "sluice_unquote(j.value ->> 1), sluice_unquote(j.value ->> 2) FROM json_each(?1) AS j",
+                "sluice_unquote(j.value ->> 1), sluice_unquote(j.value ->> 2) FROM json_each($1) AS j",
                 1, (const char *[]){ins});
     check_values_not_in_sql(&step, &snap);
     free(del);
@@ -1345,8 +1345,8 @@ static void test_plan_lite_all(void)
                        SL_CONFLICT_STOP, &step);
     del = json_rows(1, 2, (const char *[]){"1", "'x'"});
     check_query(&step, 0,
-                "DELETE FROM \"t\" WHERE (\"a\", \"b\") BETWEEN (?2, ?3) AND (?4, ?5) AND (\"a\", \"b\") IN (SELECT "
-                "sluice_unquote(j.value ->> 0), sluice_unquote(j.value ->> 1) FROM json_each(?1) AS j)",
+                "DELETE FROM \"t\" WHERE (\"a\", \"b\") BETWEEN ($2, $3) AND ($4, $5) AND (\"a\", \"b\") IN (SELECT "
+                "sluice_unquote(j.value ->> 0), sluice_unquote(j.value ->> 1) FROM json_each($1) AS j)",
                 5, (const char *[]){del, "0", "'a'", "9", "'z'"});
     CHECK(step.nq == 1 && step.restored == 1);
     free(del);
@@ -1367,7 +1367,7 @@ static void test_plan_lite_all(void)
     ins = json_rows(1, 2, (const char *[]){"2", "'y'"});
     check_query(&step, 0,
                 "INSERT INTO \"t\" (\"a\", \"b\") SELECT sluice_unquote(j.value ->> 0), sluice_unquote(j.value ->> 1) "
-                "FROM json_each(?1) AS j",
+                "FROM json_each($1) AS j",
                 1, (const char *[]){ins});
     free(ins);
     sl_undo_step_free(&step);

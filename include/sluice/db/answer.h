@@ -8,7 +8,8 @@
 /* One query of a batch. params are text-format values (NULL = SQL NULL).
  * With prepare set, the statement is parsed and planned once per connection
  * and executed from then on: for the statements every chunk repeats.
- * PostgreSQL binds $1..$n; SQLite binds $1..$n by name, ?1..?n by number. */
+ * PostgreSQL binds $1..$n; SQLite binds $1..$n by name, and refuses SQL
+ * with a parameter of any other form (lite.c). */
 typedef struct sl_query {
     const char *sql;
     int nparams;
