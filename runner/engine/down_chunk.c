@@ -352,6 +352,16 @@ static int do_chunk(down_worker *w, down_chunk *c)
                 return rc > 0 ? SL_STOPPED : SL_EFAIL;
             if (!applied)
                 return record_undone(w, c, started);
+            if (attempts > r->job->retries) {
+                /* a chunk that takes its connection down every time is not sent again forever */
+                char *range = chunk_range(r, c);
+                sl_err_set(&w->err,
+                           "%s: undoing chunk %" PRId64 " %s: the connection was lost on each of its %" PRId64
+                           " attempts, and the chunk is still applied (the warnings above say how each ended)",
+                           r->job->name, c->chunk_no, range, attempts);
+                free(range);
+                return -1;
+            }
             continue;
         }
         if (attempts > r->job->retries)

@@ -308,6 +308,19 @@ static void merge_second_half(up_run *r, up_worker *w)
     sl_answer_free(tail);
 }
 
+/* w's chunk lost its connection (why: libpq's words, or NULL): say so in
+ * w->last_error, which the attempts after it keep until one commits. */
+static void lost_error(up_run *r, up_worker *w, const char *why)
+{
+    size_t n = r->info.ks.ncols;
+    char *lo = up_tuple_json(&w->cur.lo, n), *hi = up_tuple_json(&w->cur.hi, n);
+    free(w->last_error);
+    w->last_error = sl_asprintf("%s: chunk %" PRId64 " (%s .. %s) lost its connection on attempt %" PRId64 ": %s",
+                                r->job->name, w->chunk_no, lo, hi, w->attempts, why ? why : "connection lost");
+    free(lo);
+    free(hi);
+}
+
 /* What a chunk's answer means. On CHUNK_OK, *affected and, when known,
  * *next (the chunk after it in the range; *next_known) are set. */
 static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected, up_bounds *next, int *next_known)
@@ -315,8 +328,10 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
     chunk_layout l = layout_of(r);
     size_t n = r->info.ks.ncols;
     *next_known = 0;
-    if (ans->conn_lost)
+    if (ans->conn_lost) {
+        lost_error(r, w, ans->error);
         return CHUNK_LOST;
+    }
     if (ans->ok || ans->failed_index == (int)l.bound_i) {
         *affected = 0;
         for (size_t i = 0; i < l.k; i++)
@@ -581,6 +596,13 @@ static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, up_boun
         }
         if (committed)
             return on_committed(r, w, -1, next, 0);
+        /* Counted like any transient failure: a chunk that takes its connection down every time (a
+         * statement that ends its backend, a batch over the server's message limit, a pooler's
+         * query_timeout) is split, not sent again forever. */
+        if (w->attempts > r->job->retries) {
+            sl_err_set(&r->err, "%s", w->last_error ? w->last_error : "connection lost");
+            return after_failure(r, w, 1);
+        }
         w->attempts++;
         return ready_in(w, 0);
     }
@@ -648,5 +670,6 @@ int up_dispatch(up_run *r, up_worker *w)
     if (send_chunk(r, w) == 0)
         return 0;
     /* not connected: the connection was lost since its last answer */
+    lost_error(r, w, "the connection was gone before the chunk was sent");
     return on_outcome(r, w, CHUNK_LOST, -1, NULL, 0);
 }

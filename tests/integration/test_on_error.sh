@@ -104,8 +104,59 @@ EOF
     assert_sql "select count(*) from t where n = 1" 400
 }
 
+# A chunk whose statements end their own backend (as a batch over the server's message limit or a
+# pooler's query_timeout would) loses its connection on every attempt: counted as a transient failure,
+# it is split down to the row, which on-error skip sets aside and on-error stop fails on; down gives up
+# on such a chunk after its retries. Before, both sent it again forever.
+test_chunk_that_loses_its_connection_every_time() {
+    psql_q "create table k (id int primary key, v int not null default 0);
+            insert into k (id) select generate_series(1, 300)"
+    kill_job() {
+        write_job 0001_kill <<EOF
+-- sluice:table k
+-- sluice:batch 100
+-- sluice:retries 2
+-- sluice:on-error $1
+-- sluice:up
+UPDATE k SET v = v + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_terminate_backend(pg_backend_pid()) WHERE 150 BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE k SET v = v - 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_terminate_backend(pg_backend_pid()) WHERE 250 BETWEEN :lo AND :hi;
+EOF
+    }
+    kill_job skip
+    T_CMD_TIMEOUT=60 run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" 'row ["150"] set aside (on-error skip): 0001_kill: chunk'
+    assert_contains "$ERR" 'lost its connection on attempt 3: terminating connection due to administrator command'
+    assert_sql "select count(*) filter (where v = 1), string_agg(id::text, ',') filter (where v <> 1) from k" "299|150"
+    assert_sql "select string_agg(hi[1], ',') from sluice_progress where skipped" 150
+    # down: the chunk holding row 250 ends its backend every time; it stays applied, so do the chunks
+    # before it (down goes newest first), and the job fails
+    T_CMD_TIMEOUT=60 run_sluice down 0001_kill
+    assert_rc 1
+    assert_contains "$ERR" "the connection was lost on each of its 3 attempts, and the chunk is still applied"
+    assert_sql "select v from k where id = 250" 1
+    assert_sql "select count(*) filter (where v = 1) from k where id <= 100" 100
+    # on-error stop: narrowed down to the row, then the job fails on it
+    psql_q "drop table k; delete from sluice_progress; delete from sluice_undo; delete from sluice_jobs"
+    rm -rf "$CKPT"
+    psql_q "create table k (id int primary key, v int not null default 0);
+            insert into k (id) select generate_series(1, 300)"
+    kill_job stop
+    T_CMD_TIMEOUT=60 run_sluice up
+    assert_rc 1
+    assert_contains "$ERR" 'error: 0001_kill: chunk'
+    assert_contains "$ERR" '(["150"] .. ["150"]) lost its connection on attempt 3'
+    assert_sql "select count(*) filter (where v = 1), count(*) filter (where v = 0) from k" "149|151"
+    assert_status 0001_kill state failed
+}
+
 run_test "on-error skip sets exactly the failing rows aside and lists them" test_skip_sets_exactly_the_failing_rows_aside
 run_test "down after on-error skip restores the table, set-aside rows untouched" test_skip_then_down_leaves_set_aside_rows_alone
 run_test "on-error stop fails on a permanent error without splitting" test_stop_fails_without_splitting
 run_test "transient failures split the chunk down to the locked row" test_transient_failures_split_the_chunk
+run_test "a chunk that ends its connection every time: split and set aside, or failed; down gives up after its retries" \
+    test_chunk_that_loses_its_connection_every_time
 t_done
