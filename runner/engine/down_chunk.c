@@ -352,7 +352,7 @@ static int do_chunk(down_worker *w, down_chunk *c)
                 return rc > 0 ? SL_STOPPED : SL_EFAIL;
             if (!applied)
                 return record_undone(w, c, started);
-            if (attempts > r->job->retries) {
+            if (attempts > sl_run_lost_retries(r->job)) {
                 /* a chunk that takes its connection down every time is not sent again forever */
                 char *range = chunk_range(r, c);
                 sl_err_set(&w->err,

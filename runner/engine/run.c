@@ -675,6 +675,11 @@ int sl_run_finish(sl_run *run, int code)
     return code;
 }
 
+int64_t sl_run_lost_retries(const sl_job *job)
+{
+    return job->retries > SL_LOST_RETRIES_MIN ? job->retries : SL_LOST_RETRIES_MIN;
+}
+
 int sl_run_reconnect(sl_run *run, sl_session *sess)
 {
     int rc = sl_session_reconnect(sess, run->job->name, &run->err);

@@ -596,10 +596,10 @@ static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, up_boun
         }
         if (committed)
             return on_committed(r, w, -1, next, 0);
-        /* Counted like any transient failure: a chunk that takes its connection down every time (a
-         * statement that ends its backend, a batch over the server's message limit, a pooler's
-         * query_timeout) is split, not sent again forever. */
-        if (w->attempts > r->job->retries) {
+        /* Counted like a transient failure (sl_run_lost_retries): a chunk that takes its connection
+         * down every time (a statement that ends its backend, a batch over the server's message
+         * limit, a pooler's query_timeout) is split, not sent again forever. */
+        if (w->attempts > sl_run_lost_retries(r->job)) {
             sl_err_set(&r->err, "%s", w->last_error ? w->last_error : "connection lost");
             return after_failure(r, w, 1);
         }

@@ -153,10 +153,41 @@ EOF
     assert_status 0001_kill state failed
 }
 
+# retries 0 and one lost connection (a failover): the chunk goes again all the same, in up and in down.
+# A sequence (never rolled back) lets the statement end its backend the first time only.
+test_one_lost_connection_with_retries_0() {
+    psql_q "create table k (id int primary key, v int not null default 0);
+            insert into k (id) select generate_series(1, 300);
+            create sequence up_once; create sequence down_once"
+    write_job 0001_once <<'EOF'
+-- sluice:table k
+-- sluice:batch 100
+-- sluice:retries 0
+-- sluice:up
+UPDATE k SET v = v + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_terminate_backend(pg_backend_pid()) WHERE 150 BETWEEN :lo AND :hi AND nextval('up_once') = 1;
+-- sluice:down
+UPDATE k SET v = v - 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_terminate_backend(pg_backend_pid()) WHERE 150 BETWEEN :lo AND :hi AND nextval('down_once') = 1;
+EOF
+    T_CMD_TIMEOUT=60 run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "reconnected"
+    assert_not_contains "$ERR" "splitting it"
+    assert_sql "select count(*) filter (where v = 1) from k" 300
+    assert_sql "select count(*) from sluice_progress where job = '0001_once'" 3
+    T_CMD_TIMEOUT=60 run_sluice down 0001_once
+    assert_rc 0
+    assert_contains "$ERR" "reconnected"
+    assert_sql "select count(*) filter (where v = 0) from k" 300
+    assert_sql "select last_value from down_once" 2
+}
+
 run_test "on-error skip sets exactly the failing rows aside and lists them" test_skip_sets_exactly_the_failing_rows_aside
 run_test "down after on-error skip restores the table, set-aside rows untouched" test_skip_then_down_leaves_set_aside_rows_alone
 run_test "on-error stop fails on a permanent error without splitting" test_stop_fails_without_splitting
 run_test "transient failures split the chunk down to the locked row" test_transient_failures_split_the_chunk
 run_test "a chunk that ends its connection every time: split and set aside, or failed; down gives up after its retries" \
     test_chunk_that_loses_its_connection_every_time
+run_test "retries 0 and one lost connection: the chunk goes again, in up and in down" test_one_lost_connection_with_retries_0
 t_done

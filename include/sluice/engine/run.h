@@ -145,6 +145,15 @@ void sl_run_fenced(sl_run *run);
  * by a signal, -1 gave up or lost the job (run->err). */
 int sl_run_reconnect(sl_run *run, sl_session *sess) SL_MUSTCHECK;
 
+/* How many times a chunk that lost its connection (and did not commit) is
+ * sent again before it counts as failing: the job's retries, but at least
+ * SL_LOST_RETRIES_MIN, so that one failover never fails a job, whatever
+ * `retries` says, while a chunk that ends its connection every time (a
+ * statement that ends its backend, a batch over the server's message limit)
+ * is not sent forever. */
+#define SL_LOST_RETRIES_MIN 2
+int64_t sl_run_lost_retries(const sl_job *job);
+
 /* Append an event (retry, split, throttle, ctl...) to the journal; a failure
  * to write it is logged, never fatal. */
 void sl_run_event(sl_run *run, const char *kind, const char *message);
