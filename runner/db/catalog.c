@@ -219,14 +219,34 @@ static int64_t explained_rows(const sl_answer *ans, size_t res)
 static const char live_sql[] = "SELECT pg_stat_get_live_tuples(c), pg_stat_get_dead_tuples(c)"
                                " FROM to_regclass($1) AS c";
 
-int catalog_span_params(const sl_keyspec *ks, const sl_key_span *span, const char **params)
+void catalog_spans_build(catalog_spans *s, const sl_keyspec *ks, const sl_key_span *spans, size_t n, size_t lead,
+                         const char *prefix, const char *what)
 {
-    int k = 0;
-    for (size_t i = 0; span->after && i < ks->ncols; i++)
-        params[k++] = span->after[i];
-    for (size_t i = 0; span->until && i < ks->ncols; i++)
-        params[k++] = span->until[i];
-    return k;
+    s->nq = lead + n;
+    s->q = sl_calloc(s->nq, sizeof *s->q);
+    s->sql = sl_calloc(s->nq, sizeof *s->sql);
+    s->params = sl_calloc(n * 2 * ks->ncols + 1, sizeof *s->params);
+    for (size_t i = 0; i < n; i++) {
+        char *span = sl_keys_span_sql(ks, what, spans[i].after != NULL, spans[i].until != NULL);
+        s->sql[lead + i] = sl_asprintf("%s%s", prefix, span);
+        free(span);
+        const char **p = s->params + i * 2 * ks->ncols;
+        int k = 0;
+        for (size_t c = 0; spans[i].after && c < ks->ncols; c++)
+            p[k++] = spans[i].after[c];
+        for (size_t c = 0; spans[i].until && c < ks->ncols; c++)
+            p[k++] = spans[i].until[c];
+        s->q[lead + i] = (sl_query){s->sql[lead + i], k, p, 0};
+    }
+}
+
+void catalog_spans_free(catalog_spans *s)
+{
+    for (size_t i = 0; i < s->nq; i++)
+        free(s->sql[i]);
+    free(s->sql);
+    free(s->params);
+    free(s->q);
 }
 
 /* The live and dead rows the statistics count for the table; 0 for both
@@ -248,22 +268,13 @@ int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const 
 {
     if (sess->dialect == SL_DIALECT_SQLITE)
         return catalog_estimate_spans_lite(sess, ks, spans, n);
-    size_t nq = 1 + n;
-    sl_query *q = sl_calloc(nq, sizeof *q);
-    char **sql = sl_calloc(nq, sizeof *sql);
-    const char **params = sl_calloc(n * 2 * ks->ncols + 1, sizeof *params);
-    sql[0] = sl_asprintf("EXPLAIN SELECT 1 FROM %s", ks->table);
-    q[0] = (sl_query){sql[0], 0, NULL, 0};
-    for (size_t i = 0; i < n; i++) {
-        char *span = sl_keys_span_sql(ks, "1", spans[i].after != NULL, spans[i].until != NULL);
-        sql[1 + i] = sl_asprintf("EXPLAIN %s", span);
-        free(span);
-        const char **p = params + i * 2 * ks->ncols;
-        q[1 + i] = (sl_query){sql[1 + i], catalog_span_params(ks, &spans[i], p), p, 0};
-    }
+    catalog_spans s;
+    catalog_spans_build(&s, ks, spans, n, 1, "EXPLAIN ", "1");
+    s.sql[0] = sl_asprintf("EXPLAIN SELECT 1 FROM %s", ks->table);
+    s.q[0] = (sl_query){s.sql[0], 0, NULL, 0};
     sl_answer ans;
     int64_t rows = -1;
-    if (sl_session_exec(sess, q, nq, &ans) == 0) {
+    if (sl_session_exec(sess, s.q, s.nq, &ans) == 0) {
         int64_t planned_all = ans.ok ? explained_rows(&ans, 0) : -1, planned = ans.ok ? 0 : -1;
         for (size_t i = 0; i < n && planned >= 0; i++) {
             int64_t r = explained_rows(&ans, 1 + i);
@@ -277,11 +288,7 @@ int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const 
         if (planned >= 0 && planned_all > 0 && nlive + ndead > 0)
             rows = (int64_t)((double)planned * (double)nlive / (double)planned_all + 0.5);
     }
-    for (size_t i = 0; i < nq; i++)
-        free(sql[i]);
-    free(sql);
-    free(params);
-    free(q);
+    catalog_spans_free(&s);
     return rows;
 }
 

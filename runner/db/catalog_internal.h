@@ -15,7 +15,17 @@ int catalog_index_within_key(const char *idx_cols, char *const *names, size_t n,
 int catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
 int64_t catalog_estimate_spans_lite(sl_session *sess, const sl_keyspec *ks, const sl_key_span *spans, size_t n);
 
-/* A span's parameters (after's columns, then until's) into params; how many. */
-int catalog_span_params(const sl_keyspec *ks, const sl_key_span *span, const char **params);
+/* The queries of an estimate over n key spans: `lead` slots left for the
+ * caller, then per span prefix + "SELECT what FROM table WHERE <span>" with
+ * its parameters (after's columns, then until's). */
+typedef struct catalog_spans {
+    sl_query *q;
+    char **sql; /* each query's text, freed by catalog_spans_free */
+    const char **params;
+    size_t nq; /* lead + n */
+} catalog_spans;
+void catalog_spans_build(catalog_spans *s, const sl_keyspec *ks, const sl_key_span *spans, size_t n, size_t lead,
+                         const char *prefix, const char *what);
+void catalog_spans_free(catalog_spans *s);
 
 #endif

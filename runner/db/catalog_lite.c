@@ -188,17 +188,11 @@ int64_t catalog_estimate_spans_lite(sl_session *sess, const sl_keyspec *ks, cons
 {
     /* SQLite keeps no row estimate; counting over the key's index is one pass
      * over its pages, quick next to the run it sizes. */
-    sl_query *q = sl_calloc(n + 1, sizeof *q);
-    char **sql = sl_calloc(n + 1, sizeof *sql);
-    const char **params = sl_calloc(n * 2 * ks->ncols + 1, sizeof *params);
-    for (size_t i = 0; i < n; i++) {
-        sql[i] = sl_keys_span_sql(ks, "count(*)", spans[i].after != NULL, spans[i].until != NULL);
-        const char **p = params + i * 2 * ks->ncols;
-        q[i] = (sl_query){sql[i], catalog_span_params(ks, &spans[i], p), p, 0};
-    }
+    catalog_spans s;
+    catalog_spans_build(&s, ks, spans, n, 0, "", "count(*)");
     sl_answer ans;
     int64_t rows = -1;
-    if (sl_session_exec(sess, q, n, &ans) == 0) {
+    if (sl_session_exec(sess, s.q, s.nq, &ans) == 0) {
         rows = ans.ok ? 0 : -1;
         for (size_t i = 0; i < n && rows >= 0; i++) {
             const char *v = sl_answer_val(&ans, i, 0, 0);
@@ -206,10 +200,6 @@ int64_t catalog_estimate_spans_lite(sl_session *sess, const sl_keyspec *ks, cons
         }
         sl_answer_free(&ans);
     }
-    for (size_t i = 0; i < n; i++)
-        free(sql[i]);
-    free(sql);
-    free(params);
-    free(q);
+    catalog_spans_free(&s);
     return rows;
 }
