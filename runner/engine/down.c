@@ -386,10 +386,17 @@ static int is_applied(const sl_job_row *row)
 }
 
 /* The named job, refused with a reason when there is nothing to undo. */
-static int check_named(const sl_session *sess, const sl_job *job, const sl_job_row *row, int applied)
+static int check_named(sl_session *sess, const sl_job *job, const sl_job_row *row, int applied)
 {
     if (applied)
         return SL_EXIT_OK;
+    sl_err err = {0};
+    /* its record may sit in sluice's tables of another schema, which this search_path does not find */
+    if (!row->exists && row->chunks == 0 &&
+        sl_schema_job_elsewhere(sess, job->name, job->table, "nothing here to roll back", &err) == SL_EREFUSED) {
+        sl_error("down %s", err.msg);
+        return SL_EXIT_USAGE;
+    }
     if (!row->exists && row->chunks == 0) {
         sl_error("down %s: the job never ran against %s: nothing to roll back", job->name, sl_session_display(sess));
         sl_error("hint: is --db pointing at the database `up` ran against? `sluice status` lists each job's state");

@@ -298,6 +298,9 @@ static int decide(up_run *r)
     /* what it walks before its SQL: a changed key explains a statement that no longer fits */
     if (code == SL_EXIT_OK && sl_run_check_identity(&row, r->job, &r->id, r->opts, &r->err) != 0)
         code = SL_EXIT_USAGE;
+    /* a first run: unless the job's record sits in tables this search_path does not find */
+    if (code == SL_EXIT_OK && !row.exists && row.chunks == 0)
+        code = exit_of(sl_schema_job_elsewhere(r->sess, r->job->name, r->info.ks.table, "it would run again", &r->err));
     if (code == SL_EXIT_OK)
         code = exit_of(up_check_statements(r));
     if (code == SL_EXIT_OK)

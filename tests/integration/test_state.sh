@@ -433,6 +433,61 @@ EOF
     psql_q "drop owned by $role; drop role $role"
 }
 
+# sluice's tables sit in the first schema of the search_path: a run whose search_path changed (another
+# role, a pooler's or a URL's setting) and whose checkpoint directory is gone must not start the job over
+# in another set of tables. A schema per tenant, each with its own table, keeps its own record.
+test_search_path_moved() {
+    psql_q "create schema sl; create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 500)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table public.t
+-- sluice:batch 100
+-- sluice:up
+UPDATE public.t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "$SLUICE_DB?options=-csearch_path%3Dsl,public" up
+    assert_rc 0
+    assert_sql "select to_regclass('sl.sluice_jobs') is not null, to_regclass('public.sluice_jobs') is null" "t|t"
+    rm -rf "$CKPT"
+    run_sluice up # the role's own search_path: "$user", public
+    assert_rc 2
+    assert_contains "$ERR" "sluice's tables in schema sl record this job as done, on the same table"
+    assert_contains "$ERR" "this connection's search_path (\"\$user\", public) puts sluice's tables in schema public"
+    assert_contains "$ERR" "options=-csearch_path=sl"
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_sql "select to_regclass('public.sluice_jobs') is null" t # refused before anything was made
+    run_sluice down 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "down 0001_bump: sluice's tables in schema sl record this job as done"
+    assert_contains "$ERR" "nothing here to roll back"
+    run_sluice --db "$SLUICE_DB?options=-csearch_path%3D" up
+    assert_rc 2
+    assert_contains "$ERR" "this connection's search_path (empty) names no schema for sluice's tables"
+    run_sluice --db "$SLUICE_DB?options=-csearch_path%3Dsl,public" up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: already done"
+    assert_sql "select min(n), max(n) from t" "1|1"
+
+    # a tenant per schema, the same job file run for each with its own search_path
+    psql_q "create schema ta; create schema tb;
+            create table ta.u (id int primary key, n int not null default 0);
+            create table tb.u (id int primary key, n int not null default 0);
+            insert into ta.u (id) select generate_series(1, 300); insert into tb.u (id) select generate_series(1, 200)"
+    rm -rf "$JOBS"/*
+    write_job 0001_tenant <<'EOF'
+-- sluice:table u
+-- sluice:batch 100
+-- sluice:up
+UPDATE u SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --checkpoints "$T_DIR/ck_a" --db "$SLUICE_DB?options=-csearch_path%3Dta" up
+    assert_rc 0
+    run_sluice --checkpoints "$T_DIR/ck_b" --db "$SLUICE_DB?options=-csearch_path%3Dtb" up
+    assert_rc 0
+    assert_sql "select (select min(n) || '-' || max(n) from ta.u), (select min(n) || '-' || max(n) from tb.u)" "1-1|1-1"
+    assert_sql "select (select state from ta.sluice_jobs), (select state from tb.sluice_jobs)" "done|done"
+}
+
 run_test "lost checkpoint directory after done: the job is not applied again to new rows" test_lost_after_done
 run_test "lost checkpoint directory after stamp done, and after stamp pending" test_lost_after_stamp
 run_test "a checkpoint file moved aside after done: nothing runs twice" test_move_file_aside_after_done
@@ -452,4 +507,6 @@ run_test "a killed run shows as interrupted in history and stopped in status" te
 run_test "the lease: one runner, nothing in pg_locks, takeover" test_lease
 run_test "a role that may create nothing: refused until an owner made the tables, then up and down" \
     test_role_without_create
+run_test "a changed search_path finds no record of a job that ran: refused, naming the schema; tenants apart" \
+    test_search_path_moved
 t_done

@@ -45,4 +45,14 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTC
  * its tables are not there, -1 on error. */
 int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTCHECK;
 
+/* Before a job's first chunk: whether sluice's tables in another schema
+ * (not the one this connection's search_path finds or would create them in)
+ * record the job as run on the same table. A changed search_path (another
+ * role, a pooler's setting, a URL's options) would otherwise start it again
+ * from nothing, its chunks done twice. 0 when not (or on SQLite);
+ * SL_EREFUSED with err naming both schemas and ending with so (what would
+ * follow); -1 on error. */
+int sl_schema_job_elsewhere(sl_session *sess, const char *job, const char *table, const char *so,
+                            sl_err *err) SL_MUSTCHECK;
+
 #endif
