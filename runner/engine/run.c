@@ -232,6 +232,57 @@ int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run
     return SL_EREFUSED;
 }
 
+/* ---- a job file renamed ---- */
+
+/* The directory part of path with name.sql: where job name's file would be. */
+static char *sibling_path(const char *path, const char *name)
+{
+    const char *slash = strrchr(path, '/');
+    int dir = slash ? (int)(slash - path) + 1 : 0;
+    return sl_asprintf("%.*s%s.sql", dir, path, name);
+}
+
+int sl_run_check_renamed(sl_session *sess, const sl_job *job, sl_err *err)
+{
+    int jobs = 0, progress = 0;
+    if (tables_present(sess, &jobs, &progress, err) != 0)
+        return -1;
+    if (!jobs)
+        return 0;
+    const char *params[] = {job->checksum, job->name};
+    sl_answer ans;
+    if (sl_session_exec1(sess,
+                         "SELECT job, state FROM " SL_JOBS_TABLE " WHERE checksum = $1 AND job <> $2"
+                         " AND state NOT IN ('pending', 'rolled_back') ORDER BY job",
+                         2, params, &ans) != 0 ||
+        !ans.ok) {
+        sl_err_set(err, "cannot read the jobs in %s on %s: %s", SL_JOBS_TABLE, sl_session_display(sess),
+                   ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int rc = 0;
+    for (int r = 0; rc == 0 && r < ans.results[0].nrows; r++) {
+        const char *other = sl_answer_val(&ans, 0, r, 0);
+        char *path = sibling_path(job->path, other);
+        if (access(path, F_OK) != 0) {
+            sl_err_set(err,
+                       "%s: the file is, byte for byte, the job file %s ran with, and the database records %s as "
+                       "%s, but %s is gone: renamed? Under its new name the job would run again",
+                       job->path, other, other, sl_answer_val(&ans, 0, r, 1), path);
+            sl_err_append(err,
+                          "hint: a job's name is its file's name, and the database knows it as %s: give the file "
+                          "that name back. To run the same statements again as a new job on purpose, make the "
+                          "new file differ (a comment will do)",
+                          other);
+            rc = SL_EREFUSED;
+        }
+        free(path);
+    }
+    sl_answer_free(&ans);
+    return rc;
+}
+
 /* ---- the lock ---- */
 
 /* SQLite refused the job's lock: name its holder as the lease's refusal

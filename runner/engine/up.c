@@ -301,6 +301,8 @@ static int decide(up_run *r)
     /* a first run: unless the job's record sits in tables this search_path does not find */
     if (code == SL_EXIT_OK && !row.exists && row.chunks == 0)
         code = exit_of(sl_schema_job_elsewhere(r->sess, r->job->name, r->info.ks.table, "it would run again", &r->err));
+    if (code == SL_EXIT_OK && !row.exists && row.chunks == 0)
+        code = exit_of(sl_run_check_renamed(r->sess, r->job, &r->err));
     if (code == SL_EXIT_OK)
         code = exit_of(up_check_statements(r));
     if (code == SL_EXIT_OK)

@@ -488,6 +488,54 @@ EOF
     assert_sql "select (select state from ta.sluice_jobs), (select state from tb.sluice_jobs)" "done|done"
 }
 
+# A job's name is its file's name: the same file under a new name (renumbered) is not a new job to run again.
+test_renamed_job_file() {
+    setup_bump_ab 300 100
+    run_sluice up
+    assert_rc 0
+    mv "$JOBS/0001_bump.sql" "$JOBS/0002_bump.sql"
+    rm -rf "$CKPT"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0002_bump.sql: the file is, byte for byte, the job file 0001_bump ran with"
+    assert_contains "$ERR" "records 0001_bump as done, but $JOBS/0001_bump.sql is gone: renamed?"
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_sql "select count(*) from sluice_jobs where job = '0002_bump'" 0
+    # the old name back: already done; and the same text under two names, both there, is two jobs
+    mv "$JOBS/0002_bump.sql" "$JOBS/0001_bump.sql"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: already done"
+    cp "$JOBS/0001_bump.sql" "$JOBS/0002_bump.sql"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "2|2"
+    # stamped done counts as run; a job rolled back may run again under any name
+    rm "$JOBS/0001_bump.sql" "$JOBS/0002_bump.sql"
+    write_job 0003_mark <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET a = 'm' WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET a = 'x' WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice stamp 0003_mark done
+    assert_rc 0
+    mv "$JOBS/0003_mark.sql" "$JOBS/0004_mark.sql"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "records 0003_mark as done"
+    mv "$JOBS/0004_mark.sql" "$JOBS/0003_mark.sql"
+    run_sluice up 0003_mark
+    assert_rc 0
+    psql_q "update sluice_jobs set state = 'rolled_back' where job = '0003_mark'"
+    mv "$JOBS/0003_mark.sql" "$JOBS/0004_mark.sql"
+    run_sluice up 0004_mark
+    assert_rc 0
+    assert_sql "select min(a), max(a) from t" "m|m"
+}
+
 run_test "lost checkpoint directory after done: the job is not applied again to new rows" test_lost_after_done
 run_test "lost checkpoint directory after stamp done, and after stamp pending" test_lost_after_stamp
 run_test "a checkpoint file moved aside after done: nothing runs twice" test_move_file_aside_after_done
@@ -509,4 +557,5 @@ run_test "a role that may create nothing: refused until an owner made the tables
     test_role_without_create
 run_test "a changed search_path finds no record of a job that ran: refused, naming the schema; tenants apart" \
     test_search_path_moved
+run_test "a job file renamed after it ran (or was stamped) is refused under its new name" test_renamed_job_file
 t_done

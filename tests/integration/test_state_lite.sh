@@ -17,6 +17,20 @@ UPDATE t SET n = n + 1, a = 'x', b = 'y' WHERE id BETWEEN :lo AND :hi;
 EOF
 }
 
+test_renamed_job_file() {
+    setup_bump_ab 300 100
+    run_sluice up
+    assert_rc 0
+    mv "$JOBS/0001_bump.sql" "$JOBS/0002_bump.sql"
+    rm -rf "$CKPT"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0002_bump.sql: the file is, byte for byte, the job file 0001_bump ran with"
+    assert_contains "$ERR" "records 0001_bump as done, but $JOBS/0001_bump.sql is gone: renamed?"
+    assert_sq "select min(n), max(n) from t" "1|1"
+    assert_sq "select count(*) from sluice_jobs where job = '0002_bump'" 0
+}
+
 test_lost_after_done() {
     setup_bump_ab 500 100
     run_sluice up
@@ -169,4 +183,5 @@ run_test "sqlite: changed key refused with every flag" test_changed_key_refused
 run_test "sqlite: lost undo records" test_lost_undo_records
 run_test "sqlite: a killed run is interrupted / stopped" test_killed_run_is_interrupted
 run_test "checkpoint files are created 0600" test_checkpoint_mode
+run_test "sqlite: a job file renamed after it ran is refused under its new name" test_renamed_job_file
 t_done

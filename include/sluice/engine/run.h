@@ -84,6 +84,13 @@ typedef struct sl_run_identity {
 
 void sl_run_identity_free(sl_run_identity *id);
 
+/* Before a job's first chunk: whether it is a job that ran under another
+ * name (its file renamed): a job in sluice_jobs, run or stamped (any state
+ * but pending and rolled_back), whose job file had this very text, and
+ * whose own file is no longer beside this one. 0 when not; SL_EREFUSED with
+ * err naming both; -1 on error. */
+int sl_run_check_renamed(sl_session *sess, const sl_job *job, sl_err *err) SL_MUSTCHECK;
+
 /* Whether job may run where row says it stands (row->chunks > 0: it has
  * committed work). A changed table, key, where or undo columns is refused
  * always; a changed job file otherwise unless allow_changed_statements.
