@@ -274,6 +274,12 @@ static int already_done(const sl_job *job, const sl_job_row *row)
     if (row->state != SL_STATE_DONE)
         return 0;
     sl_info("%s: already done%s", job->name, row->stamped ? " (stamped)" : "");
+    /* a file edited after it ran, or another project's job of the same name on a shared database */
+    if (row->checksum[0] && strcmp(row->checksum, job->checksum) != 0)
+        sl_warn("%s was changed after the job %s (checksum %s, now %s): the new text did not run and will not (hint: "
+                "write a change as a new job file; a job of another project on this database with the same name "
+                "needs a name of its own)",
+                job->path, row->stamped ? "was stamped done" : "ran", row->checksum, job->checksum);
     return 1;
 }
 

@@ -279,6 +279,17 @@ test_changed_statements_flag() {
     run_sluice --allow-changed-statements up
     assert_rc 0
     assert_sql "select count(*) from t where n not in (1, 10)" 0
+    run_sluice up
+    assert_rc 0
+    assert_not_contains "$ERR" "was changed" # the text it finished with is the one recorded
+    # done: a later edit does not run, and up says so
+    sed -i 's/n = n + 10/n = n + 100/' "$JOBS/0001_bump.sql"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: already done"
+    assert_contains "$ERR" "0001_bump.sql was changed after the job ran"
+    assert_contains "$ERR" "the new text did not run and will not"
+    assert_sql "select count(*) from t where n not in (1, 10)" 0
 }
 
 test_lost_undo_records() {
