@@ -454,3 +454,14 @@ int sl_stmt_transaction_control(const sl_stmt *stmt, char *what, size_t whatsz)
         upper_into(what, whatsz, first, transaction ? second : "");
     return hit;
 }
+
+int sl_stmt_explainable(const sl_stmt *stmt)
+{
+    static const char *const kinds[] = {"update", "delete", "insert", "select", "with", "merge", "values"};
+    char word[16];
+    sl_stmt_first_word(stmt, word, sizeof word);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(word, kinds[i]) == 0)
+            return 1;
+    return 0;
+}

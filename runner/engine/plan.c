@@ -160,6 +160,39 @@ static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *
     return warnings;
 }
 
+/* One "warning:" line each, the rest of a message indented under it. */
+static void print_warning(const char *prefix, const char *msg)
+{
+    printf("warning:    %s", prefix);
+    for (const char *line = msg, *end; line; line = end ? end + 1 : NULL) {
+        end = strchr(line, '\n');
+        char *part = sl_strndup(line, end ? (size_t)(end - line) : strlen(line));
+        printf("%s", line == msg ? "" : "\n            ");
+        sl_fputs_visible(part, stdout);
+        free(part);
+    }
+    printf("\n");
+}
+
+/* What the undo snapshot cannot put back (undo_scope.c): up's refusal, shown. */
+static int plan_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks)
+{
+    char *warnings = NULL;
+    sl_err err = {{0}};
+    int rc = sl_undo_check_scope(sess, job, ks, &warnings, &err), n = 0;
+    if (rc == SL_EREFUSED || rc < 0)
+        print_warning(rc == SL_EREFUSED ? "up refuses this job: " : "", err.msg);
+    n += rc != 0;
+    for (char *line = warnings, *next; line; line = next, n++) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        print_warning("", line);
+    }
+    free(warnings);
+    return n;
+}
+
 int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t sample)
 {
     int code = SL_EXIT_OK;
@@ -185,6 +218,7 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
                "to %" PRId64 " ranges at keys sampled from the table\n",
                job->workers, job->workers * 4);
     sl_undo_plan_print(sess, job, &info.ks, rows);
+    int scope_warnings = plan_scope(sess, job, &info.ks);
     if (job->requires) {
         sl_answer ans;
         sl_query q = {job->requires, 0, NULL, 0};
@@ -214,7 +248,7 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
             sl_answer_free(&ans);
         }
     }
-    int warnings = info.index ? 0 : 1;
+    int warnings = scope_warnings + (info.index ? 0 : 1);
     warnings += plan_health(opts, sess, job, &info);
     if (!info.unique_key) {
         printf("warning:    no unique index covers the key: chunks take every row of their :hi value, so they may "

@@ -292,6 +292,27 @@ static int exit_of(int rc)
     return rc == SL_OK ? SL_EXIT_OK : rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
 }
 
+/* Writes the undo snapshot cannot put back: refused before the first chunk;
+ * a job that already ran some (with an older sluice) is warned and goes on,
+ * since its undo may not change now. */
+static int check_scope(up_run *r, const sl_job_row *row)
+{
+    char *warnings = NULL;
+    int rc = sl_undo_check_scope(r->sess, r->job, &r->info.ks, &warnings, &r->err);
+    for (char *line = warnings, *next; line; line = next) { /* one warning a line */
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        sl_warn("%s", line);
+    }
+    free(warnings);
+    if (rc == SL_EREFUSED && row->chunks > 0) {
+        sl_warn("%s", r->err.msg);
+        rc = 0;
+    }
+    return rc;
+}
+
 static int decide(up_run *r)
 {
     int rc = sl_run_check_journal(r->sess, r->opts, r->job->name, &r->err);
@@ -311,6 +332,8 @@ static int decide(up_run *r)
         code = exit_of(sl_run_check_renamed(r->sess, r->job, &r->err));
     if (code == SL_EXIT_OK)
         code = exit_of(up_check_statements(r));
+    if (code == SL_EXIT_OK)
+        code = exit_of(check_scope(r, &row));
     if (code == SL_EXIT_OK)
         code = exit_of(gate_prepare(&r->gate, r->sess, r->info.ks.table, &r->err));
     sl_job_row_free(&row);

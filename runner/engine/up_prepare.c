@@ -105,17 +105,6 @@ static int check_sql(up_run *r, const char *what, int line, const char *sql, int
     return rc;
 }
 
-static int explainable(const sl_stmt *st)
-{
-    static const char *const kinds[] = {"update", "delete", "insert", "select", "with", "merge", "values"};
-    char word[16];
-    sl_stmt_first_word(st, word, sizeof word);
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (strcmp(word, kinds[i]) == 0)
-            return 1;
-    return 0;
-}
-
 int up_check_statements(up_run *r)
 {
     const sl_keyspec *ks = &r->info.ks;
@@ -127,7 +116,7 @@ int up_check_statements(up_run *r)
     }
     for (size_t i = 0; rc == 0 && i < r->job->up.nstmts; i++) {
         const sl_stmt *st = &r->job->up.stmts[i];
-        if (!explainable(st))
+        if (!sl_stmt_explainable(st))
             continue;
         char *lo = sl_keys_placeholder_sql(ks, 1), *hi = sl_keys_placeholder_sql(ks, st->uses_lo ? 1 + n : 1);
         char *sql = sl_stmt_render(st, lo, hi);

@@ -386,8 +386,109 @@ run_test "a row changed while its chunk is undone: nothing of the chunk written,
 run_test "a row changed while a down section's chunk is undone: down waits for it, then names the conflict" test_change_while_undoing_down_section
 run_test "a down section while the application writes the same rows: once, their writes kept, no retry" test_down_section_under_writers
 run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse_no_way_back
+# An undo snapshot puts back rows of the walked table only: up refuses, before its first chunk, a statement
+# whose writes down could not undo (another table updated, rows a foreign key deletes or nulls with them),
+# and plan says so; an insert elsewhere is a warning.
+test_snapshot_scope() {
+    psql_q "create table parent (id int primary key, v text);
+            create table child (id serial primary key, pid int references parent on delete cascade, w text);
+            create table node (id int primary key, up int references node on delete set null);
+            create table kept (id int primary key, pid int references parent on delete restrict);
+            create table log (pid int, at timestamptz default now());
+            insert into parent select g, 'p' || g from generate_series(1, 400) g;
+            insert into child (pid, w) select g, 'c' || g from generate_series(1, 400) g;
+            insert into node select g, nullif(g - 1, 0) from generate_series(1, 100) g"
+    write_job 0001_purge <<'EOF'
+-- sluice:table parent
+-- sluice:batch 100
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM parent WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    run_sluice plan 0001_purge
+    assert_rc 0
+    assert_contains "$OUT" "warning:    up refuses this job: "
+    assert_contains "$OUT" "the foreign key child_pid_fkey of child (ON DELETE CASCADE) deletes the rows of child"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_purge.sql:5: up statement 1 deletes from parent, and the foreign key child_pid_fkey"
+    assert_contains "$ERR" "undo snapshot(*) saves rows of parent only, so down could not put them back"
+    assert_sql "select (select count(*) from parent), (select count(*) from child)" "400|400"
+    assert_sql "select to_regclass('sluice_progress') is null" t # refused before sluice made anything
+    # a key that only refuses (RESTRICT) loses nothing: with the cascade gone the purge runs and comes back
+    psql_q "alter table child drop constraint child_pid_fkey"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from parent" 200
+    run_sluice down 0001_purge
+    assert_rc 0
+    assert_sql "select count(*) from parent" 400
+    rm "$JOBS/0001_purge.sql"
+
+    # a row of the same table, outside the chunk, nulled by the delete
+    write_job 0002_prune <<'EOF'
+-- sluice:table node
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM node WHERE id BETWEEN :lo AND :hi AND id > 50;
+EOF
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "the foreign key node_up_fkey of node (ON DELETE SET NULL) sets to NULL the reference in"
+    rm "$JOBS/0002_prune.sql"
+
+    # another table updated (in a CTE) is refused; an insert elsewhere is a warning, and down leaves it
+    write_job 0003_mark <<'EOF'
+-- sluice:table parent
+-- sluice:batch 100
+-- sluice:undo snapshot(v)
+-- sluice:up
+UPDATE parent SET v = 'x' WHERE id BETWEEN :lo AND :hi;
+INSERT INTO log (pid) SELECT id FROM parent WHERE id BETWEEN :lo AND :hi;
+WITH c AS (UPDATE child SET w = 'y' WHERE pid BETWEEN :lo AND :hi RETURNING 1) SELECT count(*) FROM c;
+EOF
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0003_mark.sql:7: up statement 3 updates child, but undo snapshot(v) saves rows of parent only"
+    assert_sql "select count(*) from parent where v = 'x'" 0
+    sed -i '/^WITH c AS/d' "$JOBS/0003_mark.sql"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "up statement 2 inserts into log: down leaves those rows (undo snapshot(v) puts back rows of parent only)"
+    run_sluice down 0003_mark
+    assert_rc 0
+    assert_sql "select (select count(*) from parent where v = 'x'), (select count(*) from log)" "0|400"
+}
+
+# A job that already ran chunks when its writes became ones the snapshot cannot undo (a cascade added since,
+# or a run by an older sluice) is warned and resumes: its undo may not change now.
+test_snapshot_scope_on_resume() {
+    psql_q "create table parent (id int primary key, v text);
+            create table child (id serial primary key, pid int, w text);
+            insert into parent select g, 'p' || g from generate_series(1, 3000) g"
+    write_job 0001_purge <<'EOF'
+-- sluice:table parent
+-- sluice:batch 100
+-- sluice:pause 50ms
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM parent WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 1 from sluice_progress"
+    sluice_kill INT
+    psql_q "alter table child add foreign key (pid) references parent on delete cascade"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "warning: $JOBS/0001_purge.sql:6: up statement 1 deletes from parent, and the foreign key"
+    assert_sql "select count(*) from parent" 1500
+}
+
 run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_and_missing
 run_test "refused: checkpoints that belong to another database" test_refuse_other_database
 run_test "down -1, downgrade JOB with later jobs, down base" test_targets
 run_test "plan says how the job rolls back and the snapshot space" test_plan_says_how
+run_test "undo snapshot: writes down could not undo are refused before the first chunk, and shown by plan" \
+    test_snapshot_scope
+run_test "undo snapshot: such writes found on resume are a warning" test_snapshot_scope_on_resume
 t_done

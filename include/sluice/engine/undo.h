@@ -106,4 +106,15 @@ char *sl_undo_describe_kind(const sl_job *job);
  * from a sample of 1000 rows). */
 void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *ks, int64_t rows);
 
+/* Before a job's first chunk, and in plan: whether its up statements write
+ * only what its undo snapshot can put back (undo_scope.c). Their plans name
+ * the tables they write: an UPDATE, DELETE or MERGE of another table, or a
+ * DELETE of the walked table that a foreign key carries on (ON DELETE
+ * CASCADE, SET NULL, SET DEFAULT), is refused (SL_EREFUSED, err naming the
+ * statement, the table or key, and what to do); an INSERT into another table
+ * gives *warnings (malloc'd lines, or NULL). 0 for other undo kinds and on
+ * SQLite; -1 on error. */
+int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char **warnings,
+                        sl_err *err) SL_MUSTCHECK;
+
 #endif

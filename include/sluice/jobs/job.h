@@ -180,6 +180,10 @@ char *sl_stmt_render(const sl_stmt *stmt, const char *lo_sql, const char *hi_sql
  * out (empty if none), after any leading comments. */
 void sl_stmt_first_word(const sl_stmt *stmt, char *out, size_t outsz);
 
+/* Whether EXPLAIN can plan stmt without running it (UPDATE, DELETE, INSERT,
+ * SELECT, WITH, MERGE, VALUES); CALL and DO it cannot. */
+int sl_stmt_explainable(const sl_stmt *stmt);
+
 /* Whether stmt is transaction control (BEGIN, COMMIT, SAVEPOINT, SET
  * TRANSACTION, ...) or VACUUM, which cannot run inside a chunk's
  * transaction. When it is, out holds its leading keywords upper-cased

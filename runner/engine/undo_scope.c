@@ -1,0 +1,205 @@
+/* undo_scope.c: what an undo snapshot can put back: rows of the table the job walks, nothing else.
+ *
+ * Before a job's first chunk (and in `plan`), the up statements' plans
+ * (EXPLAIN VERBOSE, FORMAT JSON, with NULL bounds: nothing runs) tell which
+ * tables they write. A write that `down` could not undo is refused then,
+ * rather than found out after the data is gone:
+ * - an UPDATE, DELETE or MERGE of another table: the snapshot holds none of
+ *   its rows;
+ * - a DELETE (or MERGE) of the walked table that a foreign key carries on
+ *   into rows the snapshot does not hold (ON DELETE CASCADE, SET NULL, SET
+ *   DEFAULT), in another table or in rows of the same table outside the
+ *   chunk.
+ * An INSERT into another table is only warned about: down leaves those rows,
+ * it destroys nothing. Statements EXPLAIN cannot plan (CALL, DO), triggers
+ * and functions that write are not seen. PostgreSQL only: SQLite enforces
+ * foreign keys only where a connection turns them on, and sluice's does
+ * not. */
+#include "sluice/engine/undo.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/base/log.h"
+
+typedef struct scope {
+    sl_session *sess;
+    const sl_job *job;
+    const sl_keyspec *ks;
+    const sl_stmt *st;
+    size_t stmt_no;
+    sl_buf warnings;
+    sl_err *err;
+    int rc; /* 0, SL_EREFUSED or -1 */
+} scope;
+
+/* The written table: its quoted name, and whether it is the walked table. */
+static const char table_sql[] =
+    "SELECT c.oid = to_regclass($3)::oid, c.oid::regclass::text"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2";
+
+/* Foreign keys that carry a delete of the walked table (or of a partitioned
+ * table it is a partition of) on into other rows. */
+static const char cascade_sql[] =
+    "SELECT con.conrelid::regclass::text, quote_ident(con.conname), con.confdeltype::text"
+    " FROM pg_constraint con"
+    " WHERE con.contype = 'f' AND con.conparentid = 0 AND con.confdeltype IN ('c', 'n', 'd')"
+    "  AND (con.confrelid = to_regclass($1)"
+    "   OR con.confrelid IN (SELECT relid FROM pg_partition_ancestors(to_regclass($1))))"
+    " ORDER BY 1, 2";
+
+static int ask(scope *s, const char *sql, int n, const char *const *params, sl_answer *ans)
+{
+    if (sl_session_exec1(s->sess, sql, n, params, ans) == 0 && ans->ok)
+        return 0;
+    sl_err_set(s->err, "%s: cannot read which tables its up statements write: %s", s->job->name,
+               ans->error ? ans->error : "connection lost");
+    sl_answer_free(ans);
+    s->rc = -1;
+    return -1;
+}
+
+static const char *verb(const char *op)
+{
+    return strcmp(op, "Insert") == 0   ? "inserts into"
+           : strcmp(op, "Update") == 0 ? "updates"
+           : strcmp(op, "Delete") == 0 ? "deletes from"
+                                       : "merges into";
+}
+
+/* snapshot(*) or snapshot(COL, ...), as the job file says it. malloc'd. */
+static char *undo_words(const sl_job *job)
+{
+    if (job->undo == SL_UNDO_SNAPSHOT_ALL)
+        return sl_strdup("snapshot(*)");
+    sl_buf b = {0};
+    sl_buf_adds(&b, "snapshot(");
+    for (size_t i = 0; i < job->nundo_cols; i++)
+        sl_buf_printf(&b, "%s%s", i ? ", " : "", job->undo_cols[i]);
+    sl_buf_addc(&b, ')');
+    return sl_buf_take(&b);
+}
+
+static void refuse_other(scope *s, const char *op, const char *table, const char *undo)
+{
+    sl_err_set(s->err,
+               "%s:%d: up statement %zu %s %s, but undo %s saves rows of %s only: down could not put %s's rows back",
+               s->job->path, s->st->line, s->stmt_no, verb(op), table, undo, s->ks->table, table);
+    sl_err_append(s->err,
+                  "hint: change %s in a job of its own (walking its key, with its own snapshot), or undo with a "
+                  "-- sluice:down section that reverses both",
+                  table);
+    s->rc = SL_EREFUSED;
+}
+
+static void check_cascades(scope *s, const char *op, const char *undo)
+{
+    const char *params[] = {s->ks->table};
+    sl_answer ans;
+    if (ask(s, cascade_sql, 1, params, &ans) != 0)
+        return;
+    if (ans.results[0].nrows > 0) {
+        const char *child = sl_answer_val(&ans, 0, 0, 0), *action = sl_answer_val(&ans, 0, 0, 2);
+        int cascade = strcmp(action, "c") == 0, set_null = strcmp(action, "n") == 0;
+        sl_err_set(s->err,
+                   "%s:%d: up statement %zu %s %s%s, and the foreign key %s of %s (ON DELETE %s) %s the rows of %s "
+                   "that refer to those: undo %s saves rows of %s only, so down could not put them back",
+                   s->job->path, s->st->line, s->stmt_no, verb(op), s->ks->table,
+                   strcmp(op, "Delete") == 0 ? "" : " (which may delete)", sl_answer_val(&ans, 0, 0, 1), child,
+                   cascade    ? "CASCADE"
+                   : set_null ? "SET NULL"
+                              : "SET DEFAULT",
+                   cascade    ? "deletes"
+                   : set_null ? "sets to NULL the reference in"
+                              : "sets to its default the reference in",
+                   child, undo, s->ks->table);
+        sl_err_append(s->err,
+                      "hint: first delete or change the rows of %s that refer to them, in a job of its own with its "
+                      "own snapshot (down undoes jobs in reverse order); or drop the undo line if this job needs no "
+                      "way back",
+                      child);
+        s->rc = SL_EREFUSED;
+    }
+    sl_answer_free(&ans);
+}
+
+static void check_write(scope *s, const char *op, const char *schema, const char *rel)
+{
+    if (!op || !schema || !rel)
+        return;
+    const char *params[] = {schema, rel, s->ks->table};
+    sl_answer ans;
+    if (ask(s, table_sql, 3, params, &ans) != 0)
+        return;
+    int walked = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
+    char *table = sl_strdup(sl_answer_val(&ans, 0, 0, 1) ? sl_answer_val(&ans, 0, 0, 1) : rel);
+    sl_answer_free(&ans);
+    char *undo = undo_words(s->job);
+    if (!walked && strcmp(op, "Insert") == 0)
+        sl_buf_printf(
+            &s->warnings,
+            "%s%s:%d: up statement %zu inserts into %s: down leaves those rows (undo %s puts back rows of %s only)",
+            s->warnings.len ? "\n" : "", s->job->path, s->st->line, s->stmt_no, table, undo, s->ks->table);
+    else if (!walked)
+        refuse_other(s, op, table, undo);
+    else if (strcmp(op, "Delete") == 0 || strcmp(op, "Merge") == 0)
+        check_cascades(s, op, undo);
+    free(undo);
+    free(table);
+}
+
+static void walk(scope *s, json_t *node)
+{
+    if (!json_is_object(node) || s->rc != 0)
+        return;
+    const char *type = json_string_value(json_object_get(node, "Node Type"));
+    if (type && strcmp(type, "ModifyTable") == 0)
+        check_write(s, json_string_value(json_object_get(node, "Operation")),
+                    json_string_value(json_object_get(node, "Schema")),
+                    json_string_value(json_object_get(node, "Relation Name")));
+    size_t i;
+    json_t *child;
+    json_array_foreach(json_object_get(node, "Plans"), i, child) walk(s, child);
+}
+
+static void check_stmt(scope *s)
+{
+    size_t n = s->ks->ncols;
+    char *lo = sl_keys_placeholder_sql(s->ks, 1), *hi = sl_keys_placeholder_sql(s->ks, s->st->uses_lo ? 1 + (int)n : 1);
+    char *body = sl_stmt_render(s->st, lo, hi);
+    char *sql = sl_asprintf("EXPLAIN (VERBOSE, FORMAT JSON) %s", body);
+    const char *nulls[2 * SL_MAX_KEY_COLS] = {0};
+    sl_answer ans;
+    int failed = sl_session_exec1(s->sess, sql, (s->st->uses_lo + s->st->uses_hi) * (int)n, nulls, &ans) != 0;
+    free(sql);
+    free(body);
+    free(lo);
+    free(hi);
+    if (failed || !ans.ok) { /* up_check_statements reports a statement the server refuses */
+        if (!failed)
+            sl_answer_free(&ans);
+        return;
+    }
+    json_t *plan = json_loads(sl_answer_val(&ans, 0, 0, 0) ? sl_answer_val(&ans, 0, 0, 0) : "", 0, NULL);
+    sl_answer_free(&ans);
+    walk(s, json_object_get(json_array_get(plan, 0), "Plan"));
+    json_decref(plan);
+}
+
+int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char **warnings, sl_err *err)
+{
+    *warnings = NULL;
+    if (sess->dialect != SL_DIALECT_PG || (job->undo != SL_UNDO_SNAPSHOT_COLS && job->undo != SL_UNDO_SNAPSHOT_ALL))
+        return 0;
+    scope s = {.sess = sess, .job = job, .ks = ks, .err = err};
+    for (size_t i = 0; s.rc == 0 && i < job->up.nstmts; i++) {
+        s.st = &job->up.stmts[i];
+        s.stmt_no = i + 1;
+        if (sl_stmt_explainable(s.st))
+            check_stmt(&s);
+    }
+    *warnings = s.warnings.len ? sl_buf_take(&s.warnings) : NULL;
+    sl_buf_free(&s.warnings);
+    return s.rc;
+}
