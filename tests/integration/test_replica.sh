@@ -262,10 +262,44 @@ test_refuses_without_replicas() {
     assert_sql "select count(*) from t where n <> 0" 0
 }
 
+replica_has() { # replica_has TABLE: the test's database on the replica has it
+    [[ $(psql -h "$REPLICA_DIR" -p "$REPLICA_PORT" -U postgres -d "$T_DB" -XAtqc "select to_regclass('public.$1') is not null") == t ]]
+}
+
+# Pointed at the standby instead of the primary: refused before any write, saying which it is.
+test_refuses_a_standby() {
+    [[ -z $REPLICA_ERR ]] || fail "$REPLICA_ERR"
+    make_table_3000
+    app_role
+    bump_job --down 0001_bump 300
+    wait_until 20 replica_has "t"
+    run_sluice --db "$APP_REPLICA" up
+    assert_rc 2
+    assert_contains "$ERR" "takes no writes: it is a standby (in recovery)"
+    assert_contains "$ERR" "hint: point --db at the primary"
+    assert_sql "select to_regclass('sluice_jobs') is null" t
+    # the primary, read-only for this connection: refused the same way, and fine once it is not
+    run_sluice --db "$APP_DB?options=-cdefault_transaction_read_only%3Don" up
+    assert_rc 2
+    assert_contains "$ERR" "takes no writes: default_transaction_read_only is on for this connection"
+    run_sluice --db "$APP_DB" up
+    assert_rc 0
+    wait_until 20 replica_has "sluice_jobs"
+    local cmd
+    for cmd in "down 0001_bump" "stamp 0001_bump pending"; do
+        # shellcheck disable=SC2086 # the command's words
+        run_sluice --db "$APP_REPLICA" $cmd
+        assert_rc 2
+        assert_contains "$ERR" "takes no writes: it is a standby (in recovery)"
+    done
+    assert_sql "select count(*) filter (where n = 1), (select state from sluice_jobs) from t" "3000|done"
+}
+
 replica_start || true
 run_test "a streaming replica made by the test follows the test server" test_replica_streams
 run_test "max-replica-lag as a role without privileges, measured on the replica: engaged within 2s" test_engages_within_two_seconds
 run_test "down waits for the replica as up does (max-replica-lag)" test_down_waits_for_replica
 run_test "max-replica-lag that cannot be measured: plan says so, up refuses unless told" test_refuses_unmeasurable
+run_test "pointed at the standby, or read-only: up, down and stamp refused before any write" test_refuses_a_standby
 run_test "max-replica-lag with no replica at all: refused" test_refuses_without_replicas
 t_done
