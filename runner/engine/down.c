@@ -148,6 +148,41 @@ static int check_records(down_run *r)
     return SL_EREFUSED;
 }
 
+/* snapshot(*) on PostgreSQL: the newest record's first saved row tells how
+ * many columns the table had when up ran (sl_undo_fit_saved_rows). */
+static int fit_saved_rows(down_run *r)
+{
+    if (r->undo.kind != SL_UNDO_SNAPSHOT_ALL || r->sess->dialect != SL_DIALECT_PG)
+        return 0;
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess,
+                         "SELECT chunk_no::text, encode(record, 'hex') FROM " SL_UNDO_TABLE
+                         " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1",
+                         1, params, &ans) != 0 ||
+        !ans.ok) {
+        sl_err_set(&r->err, "%s: cannot read its undo records: %s", r->job->name,
+                   ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int rc = 0;
+    const char *text = sl_answer_val(&ans, 0, 0, 1);
+    sl_snap snap;
+    int64_t chunk_no = 0;
+    if (text && sl_parse_int(sl_answer_val(&ans, 0, 0, 0), 0, INT64_MAX, &chunk_no) == 0 &&
+        sl_undo_record_decode(&r->undo, chunk_no, text, &snap, &r->err) == 0) {
+        for (size_t i = 0; i < snap.nrows; i++)
+            if (snap.rows[i].has_pre) {
+                rc = sl_undo_fit_saved_rows(&r->undo, snap.rows[i].vals[0], r->job->name, &r->fit_said, &r->err);
+                break;
+            }
+        sl_snap_free(&snap);
+    } /* a damaged record fails its own chunk, saying so */
+    sl_answer_free(&ans);
+    return rc;
+}
+
 static void render_down(down_run *r)
 {
     size_t k = r->job->down.nstmts;
@@ -201,6 +236,8 @@ static int prepare(down_run *r, const sl_job_row *row)
         rc = load_chunks(r);
     if (rc == 0)
         rc = check_records(r);
+    if (rc == 0)
+        rc = fit_saved_rows(r);
     if (rc == 0)
         render_down(r);
     return rc;

@@ -30,6 +30,7 @@ typedef struct down_run {
     sl_job *job;
     sl_run run; /* lock, state, journal (run.h) */
     int opened;
+    int fit_said;   /* the snapshot(*) rows' older shape was logged (prepare runs twice) */
     sl_job_row row; /* as read before the lock, for the refusals */
     sl_table_info info;
     sl_undo_target undo;

@@ -28,6 +28,13 @@ void sl_undo_target_free(sl_undo_target *t)
     }
     free(t->cols);
     free(t->types);
+    for (size_t i = 0; i < t->nfields; i++) {
+        free(t->field_cols[i]);
+        free(t->field_types[i]);
+    }
+    free(t->field_cols);
+    free(t->field_types);
+    free(t->field_generated);
     free(t->pre_sql);
     free(t->post_sql);
     free(t->state_sql);
@@ -126,12 +133,15 @@ static char *range_select(const sl_keyspec *ks, const char *what, const char *jo
  * (undo_restore.c). malloc'd. */
 char *undo_hash_expr(const sl_undo_target *t)
 {
-    if (t->kind != SL_UNDO_SNAPSHOT_COLS)
+    int some = t->kind == SL_UNDO_SNAPSHOT_ALL && t->saved_fields < t->nfields; /* columns added since up */
+    if (t->kind != SL_UNDO_SNAPSHOT_COLS && !some)
         return sl_strdup("hashtextextended(" ROW_ALIAS "::text, 0)");
+    /* ROW(a, b)::text is the text a row of just those columns had: the same hash */
     sl_buf b = {0};
     sl_buf_adds(&b, "hashtextextended(ROW(");
-    for (size_t i = 0; i < t->ncols; i++)
-        sl_buf_printf(&b, "%s" ROW_ALIAS ".%s", i ? ", " : "", t->cols[i]);
+    size_t n = some ? t->saved_fields : t->ncols;
+    for (size_t i = 0; i < n; i++)
+        sl_buf_printf(&b, "%s" ROW_ALIAS ".%s", i ? ", " : "", some ? t->field_cols[i] : t->cols[i]);
     sl_buf_adds(&b, ")::text, 0)");
     return sl_buf_take(&b);
 }
@@ -212,6 +222,18 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
     for (int r = 0; t->kind == SL_UNDO_SNAPSHOT_ALL && r < ans.results[0].nrows; r++)
         if (strcmp(sl_answer_val(&ans, 0, r, 3), "true") != 0)
             add_col(t, &ans, r);
+    if (t->kind == SL_UNDO_SNAPSHOT_ALL && !undo_is_lite(t)) {
+        size_t n = (size_t)ans.results[0].nrows;
+        t->field_cols = sl_calloc(n + 1, sizeof(char *));
+        t->field_types = sl_calloc(n + 1, sizeof(char *));
+        t->field_generated = sl_calloc(n + 1, sizeof(int));
+        for (size_t r = 0; r < n; r++) {
+            t->field_cols[r] = sl_strdup(sl_answer_val(&ans, 0, (int)r, 1));
+            t->field_types[r] = sl_strdup(sl_answer_val(&ans, 0, (int)r, 2));
+            t->field_generated[r] = strcmp(sl_answer_val(&ans, 0, (int)r, 3), "true") == 0;
+        }
+        t->nfields = t->saved_fields = n;
+    }
     if (rc == 0 && undo_is_lite(t))
         undo_lite_build(t, &ans);
     else if (rc == 0)
@@ -220,6 +242,85 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
     if (rc != 0)
         sl_undo_target_free(t);
     return rc;
+}
+
+/* Fields in a row type's text form, "(1,abc,"x,y",)": commas outside double
+ * quotes, plus one. Inside quotes a backslash takes the next character and
+ * "" is a quote (read as leaving and entering again). */
+static size_t row_fields(const char *text)
+{
+    size_t n = 1;
+    int quoted = 0;
+    for (const char *p = text; *p; p++) {
+        if (quoted && *p == '\\' && p[1])
+            p++;
+        else if (*p == '"')
+            quoted = !quoted;
+        else if (!quoted && *p == ',')
+            n++;
+    }
+    return n;
+}
+
+int sl_undo_fit_saved_rows(sl_undo_target *t, const char *row_text, const char *job, int *said, sl_err *err)
+{
+    if (t->kind != SL_UNDO_SNAPSHOT_ALL || undo_is_lite(t) || !row_text)
+        return 0;
+    size_t k = row_fields(row_text);
+    if (k == t->saved_fields)
+        return 0;
+    if (k > t->nfields) {
+        sl_err_set(err,
+                   "%s: its rows were saved with %zu columns, and %s has %zu now: a column was dropped since up "
+                   "ran, and snapshot(*) cannot tell which of the saved values belonged to it",
+                   job, k, t->ks->table, t->nfields);
+        sl_err_append(err, "hint: to roll back, add the column back where it was, with its name and type (ALTER "
+                           "TABLE ... ADD COLUMN puts it last: that is where it was only if it was last); or leave "
+                           "the job as it is");
+        return SL_EREFUSED;
+    }
+    for (size_t i = 0; i < t->ncols; i++) {
+        free(t->cols[i]);
+        free(t->types[i]);
+    }
+    t->ncols = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (t->field_generated[i])
+            continue;
+        t->cols = sl_realloc(t->cols, (t->ncols + 1) * sizeof(char *));
+        t->types = sl_realloc(t->types, (t->ncols + 1) * sizeof(char *));
+        t->cols[t->ncols] = sl_strdup(t->field_cols[i]);
+        t->types[t->ncols] = sl_strdup(t->field_types[i]);
+        t->ncols++;
+    }
+    t->saved_fields = k;
+    free(t->pre_sql);
+    free(t->post_sql);
+    free(t->state_sql);
+    build_sql(t);
+    if (said && !*said)
+        sl_info("%s: its rows were saved with %zu columns, and %s has %zu now: down puts back those %zu and leaves "
+                "the %zu added since (rows it updates keep their values there, rows it inserts get their defaults)",
+                job, k, t->ks->table, t->nfields, k, t->nfields - k);
+    if (said)
+        *said = 1;
+    return 0;
+}
+
+char *undo_pad_row(const sl_undo_target *t, const char *row_text)
+{
+    if (t->kind != SL_UNDO_SNAPSHOT_ALL || undo_is_lite(t) || !row_text)
+        return NULL;
+    size_t k = row_fields(row_text), len = strlen(row_text);
+    if (k >= t->nfields || len == 0 || row_text[len - 1] != ')')
+        return NULL; /* as it is: the cast says what is wrong with it */
+    size_t pad = t->nfields - k;
+    char *out = sl_malloc(len + pad + 1);
+    memcpy(out, row_text, len - 1);
+    memset(out + len - 1, ',', pad);
+    out[len - 1 + pad] = ')';
+    out[len + pad] = '\0';
+    return out;
 }
 
 /* ---- capture (inside an up chunk) ---- */

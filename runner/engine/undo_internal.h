@@ -76,6 +76,13 @@ undo_keyed *undo_sort_rows(const sl_result *res, size_t nkey);
  * (the saved columns, or the whole row), as post_sql records it. malloc'd. */
 char *undo_hash_expr(const sl_undo_target *t);
 
+/* snapshot(*) on PostgreSQL, a row saved before columns were added
+ * (sl_undo_fit_saved_rows; or a chunk older than the rest, when they were
+ * added while up ran): row_text with an empty (NULL) field for each column
+ * it lacks, so that it reads as the table's row type now; malloc'd. NULL
+ * when it needs none. */
+char *undo_pad_row(const sl_undo_target *t, const char *row_text);
+
 /* Append v as one element of a text[] literal (undo_restore.c). */
 void undo_add_array_elem(sl_buf *b, const char *v);
 

@@ -359,6 +359,15 @@ static int same_order(const sl_snap *snap, const sl_result *cur, size_t nkey)
     return 1;
 }
 
+/* A row's saved values (snapshot(*) on PostgreSQL: padded to the row type
+ * as it is now, when columns were added since up). */
+static void add_saved(const sl_undo_target *t, arrays *x, size_t first, char *const *vals, size_t nv)
+{
+    char *padded = nv == 1 && vals ? undo_pad_row(t, vals[0]) : NULL;
+    arrays_add(x, first, padded ? &padded : vals, nv);
+    free(padded);
+}
+
 typedef struct restore_lists {
     arrays del, upd, ins;
 } restore_lists;
@@ -383,7 +392,7 @@ static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step 
     if (dst == &l->del || (dst == &l->upd && (t->kind == SL_UNDO_SNAPSHOT_COLS || undo_is_lite(t))))
         arrays_add(dst, 0, row->key, nk);
     if (dst != &l->del)
-        arrays_add(dst, dst->n - (size_t)(dst->check != CHECK_NONE) - nv, row->vals, nv);
+        add_saved(t, dst, dst->n - (size_t)(dst->check != CHECK_NONE) - nv, row->vals, nv);
     if (dst->check != CHECK_NONE)
         arrays_add(dst, dst->n - 1, (char *const *)&xmin, 1);
     arrays_end_row(dst);
@@ -479,7 +488,7 @@ int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, char *co
         const char *hp = decimal(hash, row->post_hash);
         if (t->kind == SL_UNDO_SNAPSHOT_COLS) /* snapshot(*): the key is inside the row's text */
             arrays_add(&upd, 0, row->key, nk);
-        arrays_add(&upd, upd.n - 1 - nv, row->vals, nv);
+        add_saved(t, &upd, upd.n - 1 - nv, row->vals, nv);
         arrays_add(&upd, upd.n - 1, (char *const *)&hp, 1);
         arrays_end_row(&upd);
     }

@@ -484,6 +484,60 @@ EOF
     assert_sql "select count(*) from parent" 1500
 }
 
+# snapshot(*) saves whole rows as the table had them: a column added between up and down (a schema
+# migration meanwhile) keeps its default in rows put back by INSERT and its values in rows put back by
+# UPDATE; a row changed since is still a conflict; a column dropped since is refused, saying why.
+test_snapshot_all_after_columns_changed() {
+    psql_q "create table u (id int primary key, a text, b int);
+            insert into u select g, 'a' || g, g from generate_series(1, 600) g"
+    local before
+    before=$(psql_q "select md5(string_agg((id, a, b)::text, ',' order by id)) from u")
+    write_job 0001_purge <<'EOF'
+-- sluice:table u
+-- sluice:batch 100
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM u WHERE id BETWEEN :lo AND :hi AND id % 3 = 0;
+EOF
+    run_sluice up
+    assert_rc 0
+    psql_q "alter table u add column c text default 'dflt', add column g int generated always as (b * 2) stored"
+    run_sluice down 0001_purge
+    assert_rc 0
+    assert_contains "$ERR" "its rows were saved with 3 columns, and u has 5 now: down puts back those 3"
+    assert_sql "select count(*), count(*) filter (where c = 'dflt'), count(*) filter (where g = b * 2) from u" \
+        "600|600|600"
+    assert_sql "select md5(string_agg((id, a, b)::text, ',' order by id)) from u" "$before"
+
+    write_job 0002_shout <<'EOF'
+-- sluice:table u
+-- sluice:batch 100
+-- sluice:undo snapshot(*)
+-- sluice:up
+UPDATE u SET a = upper(a), b = -b WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    run_sluice up 0002_shout
+    assert_rc 0
+    psql_q "alter table u add column e int default 7; update u set a = 'app' where id = 4; update u set e = 70 where id = 6"
+    run_sluice down 0002_shout
+    assert_rc 1
+    assert_contains "$ERR" "1 row was changed by someone else since the job wrote it: key (4)"
+    run_sluice down 0002_shout --on-conflict skip
+    assert_rc 0
+    assert_sql "select string_agg(id || ':' || a || ':' || b || ':' || c || ':' || e, ' ' order by id) from u where id between 3 and 6" \
+        "3:a3:3:dflt:7 4:app:-4:dflt:7 5:a5:5:dflt:7 6:a6:6:dflt:70"
+    assert_sql "select count(*) from u where a <> 'a' || id or b <> id" 1
+
+    # a column dropped since up: refused before a row is touched
+    run_sluice up 0002_shout
+    assert_rc 0
+    psql_q "alter table u drop column e"
+    run_sluice down 0002_shout
+    assert_rc 2
+    assert_contains "$ERR" "its rows were saved with 6 columns, and u has 5 now: a column was dropped since up ran"
+    assert_sql "select count(*) from u where b < 0" 299
+}
+
 run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_and_missing
 run_test "refused: checkpoints that belong to another database" test_refuse_other_database
 run_test "down -1, downgrade JOB with later jobs, down base" test_targets
@@ -491,4 +545,6 @@ run_test "plan says how the job rolls back and the snapshot space" test_plan_say
 run_test "undo snapshot: writes down could not undo are refused before the first chunk, and shown by plan" \
     test_snapshot_scope
 run_test "undo snapshot: such writes found on resume are a warning" test_snapshot_scope_on_resume
+run_test "snapshot(*) after columns were added (their defaults and values kept) or dropped (refused)" \
+    test_snapshot_all_after_columns_changed
 t_done

@@ -29,6 +29,14 @@ typedef struct sl_undo_target {
     char *pre_sql;        /* rows before the up statements ($1.. = lo, then hi); NULL for the down way on PostgreSQL */
     char *post_sql;       /* keys and hashes after them (same parameters) */
     char *state_sql;      /* post_sql FOR UPDATE (SQLite: post_sql): the rows as `down` finds them */
+    /* snapshot(*) on PostgreSQL: the saved rows are the row type's text, one
+     * field per column (generated ones too) as the table had them when up ran.
+     * Columns added since come after them (sl_undo_fit_saved_rows). */
+    size_t nfields;       /* the table's columns now, generated ones included */
+    size_t saved_fields;  /* fields of the saved rows: nfields, or fewer (columns added since) */
+    char **field_cols;    /* nfields quoted names, in the row's order */
+    char **field_types;   /* their format_type() */
+    int *field_generated; /* their attgenerated, as 0/1 */
 } sl_undo_target;
 
 /* Resolve job's undo against info (kind NONE gives a zeroed target and 0).
@@ -39,6 +47,17 @@ typedef struct sl_undo_target {
 int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *info, sl_undo_target *t,
                     sl_err *err) SL_MUSTCHECK;
 void sl_undo_target_free(sl_undo_target *t);
+
+/* snapshot(*) on PostgreSQL, before `down` reads any row: fit t to rows saved
+ * as row_text has them (one saved row of the job, "(1,a,...)"). With fewer
+ * fields than the table has columns now (columns were added since up ran),
+ * t restores and compares the first ones only: the added columns keep their
+ * values in rows put back by UPDATE and get their defaults in rows put back
+ * by INSERT. More fields (a column was dropped) cannot be matched to columns:
+ * SL_EREFUSED with err. 0 otherwise (nothing to do for other kinds). It says
+ * what it does unless *said, and sets *said. */
+int sl_undo_fit_saved_rows(sl_undo_target *t, const char *row_text, const char *job, int *said,
+                           sl_err *err) SL_MUSTCHECK;
 
 /* Inside an up chunk (its transaction still open): chunk_no's undo record,
  * built from the pre_sql result (NULL when there is no pre_sql) and the
