@@ -148,17 +148,20 @@ static int check_records(down_run *r)
     return SL_EREFUSED;
 }
 
-/* snapshot(*) on PostgreSQL: the newest record's first saved row tells how
- * many columns the table had when up ran (sl_undo_fit_saved_rows). */
+/* snapshot(*): the newest record tells how many columns the table had when
+ * up ran (sl_undo_fit_saved_rows). */
 static int fit_saved_rows(down_run *r)
 {
-    if (r->undo.kind != SL_UNDO_SNAPSHOT_ALL || r->sess->dialect != SL_DIALECT_PG)
+    if (r->undo.kind != SL_UNDO_SNAPSHOT_ALL)
         return 0;
     const char *params[] = {r->job->name};
     sl_answer ans;
     if (sl_session_exec1(r->sess,
-                         "SELECT chunk_no::text, encode(record, 'hex') FROM " SL_UNDO_TABLE
-                         " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1",
+                         r->sess->dialect == SL_DIALECT_PG
+                             ? "SELECT chunk_no::text, encode(record, 'hex') FROM " SL_UNDO_TABLE
+                               " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1"
+                             : "SELECT CAST(chunk_no AS TEXT), record FROM " SL_UNDO_TABLE
+                               " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1",
                          1, params, &ans) != 0 ||
         !ans.ok) {
         sl_err_set(&r->err, "%s: cannot read its undo records: %s", r->job->name,
@@ -170,15 +173,12 @@ static int fit_saved_rows(down_run *r)
     const char *text = sl_answer_val(&ans, 0, 0, 1);
     sl_snap snap;
     int64_t chunk_no = 0;
+    sl_err ignored = {{0}}; /* a damaged record fails its own chunk, saying so */
     if (text && sl_parse_int(sl_answer_val(&ans, 0, 0, 0), 0, INT64_MAX, &chunk_no) == 0 &&
-        sl_undo_record_decode(&r->undo, chunk_no, text, &snap, &r->err) == 0) {
-        for (size_t i = 0; i < snap.nrows; i++)
-            if (snap.rows[i].has_pre) {
-                rc = sl_undo_fit_saved_rows(&r->undo, snap.rows[i].vals[0], r->job->name, &r->fit_said, &r->err);
-                break;
-            }
+        sl_undo_record_read(&r->undo, chunk_no, text, &snap, &ignored) == 0) {
+        rc = sl_undo_fit_saved_rows(&r->undo, &snap, r->job->name, &r->fit_said, &r->err);
         sl_snap_free(&snap);
-    } /* a damaged record fails its own chunk, saying so */
+    }
     sl_answer_free(&ans);
     return rc;
 }
@@ -395,6 +395,7 @@ static int precheck(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     down_run r;
     run_init(&r, sess, opts, job);
     r.gate.quiet = 1; /* down_job says how it measures the replica lag */
+    r.fit_said = 1;   /* and how the saved rows fit the table */
     int rc = sl_run_check_journal(sess, opts, job->name, &r.err);
     if (rc == 0)
         rc = sl_run_read_row(sess, job->name, &r.row, &r.err);

@@ -222,7 +222,7 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
     for (int r = 0; t->kind == SL_UNDO_SNAPSHOT_ALL && r < ans.results[0].nrows; r++)
         if (strcmp(sl_answer_val(&ans, 0, r, 3), "true") != 0)
             add_col(t, &ans, r);
-    if (t->kind == SL_UNDO_SNAPSHOT_ALL && !undo_is_lite(t)) {
+    if (t->kind == SL_UNDO_SNAPSHOT_ALL) {
         size_t n = (size_t)ans.results[0].nrows;
         t->field_cols = sl_calloc(n + 1, sizeof(char *));
         t->field_types = sl_calloc(n + 1, sizeof(char *));
@@ -232,7 +232,8 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
             t->field_types[r] = sl_strdup(sl_answer_val(&ans, 0, (int)r, 2));
             t->field_generated[r] = strcmp(sl_answer_val(&ans, 0, (int)r, 3), "true") == 0;
         }
-        t->nfields = t->saved_fields = n;
+        t->nfields = n;
+        t->saved_fields = undo_is_lite(t) ? t->ncols : n;
     }
     if (rc == 0 && undo_is_lite(t))
         undo_lite_build(t, &ans);
@@ -262,18 +263,28 @@ static size_t row_fields(const char *text)
     return n;
 }
 
-int sl_undo_fit_saved_rows(sl_undo_target *t, const char *row_text, const char *job, int *said, sl_err *err)
+int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *job, int *said, sl_err *err)
 {
-    if (t->kind != SL_UNDO_SNAPSHOT_ALL || undo_is_lite(t) || !row_text)
+    if (t->kind != SL_UNDO_SNAPSHOT_ALL)
         return 0;
-    size_t k = row_fields(row_text);
-    if (k == t->saved_fields)
+    /* PostgreSQL: fields of a saved row's text, generated columns among them;
+     * SQLite: the saved literals, one per column that is not generated */
+    int lite = undo_is_lite(t);
+    size_t k = 0, now = 0;
+    for (size_t i = 0; !lite && i < snap->nrows && !k; i++)
+        if (snap->rows[i].has_pre && snap->rows[i].vals[0])
+            k = row_fields(snap->rows[i].vals[0]);
+    if (lite)
+        k = snap->nvals;
+    for (size_t i = 0; i < t->nfields; i++)
+        now += !lite || !t->field_generated[i];
+    if (k == 0 || k == t->saved_fields)
         return 0;
-    if (k > t->nfields) {
+    if (k > now) {
         sl_err_set(err,
                    "%s: its rows were saved with %zu columns, and %s has %zu now: a column was dropped since up "
                    "ran, and snapshot(*) cannot tell which of the saved values belonged to it",
-                   job, k, t->ks->table, t->nfields);
+                   job, k, t->ks->table, now);
         sl_err_append(err, "hint: to roll back, add the column back where it was, with its name and type (ALTER "
                            "TABLE ... ADD COLUMN puts it last: that is where it was only if it was last); or leave "
                            "the job as it is");
@@ -284,7 +295,9 @@ int sl_undo_fit_saved_rows(sl_undo_target *t, const char *row_text, const char *
         free(t->types[i]);
     }
     t->ncols = 0;
-    for (size_t i = 0; i < k; i++) {
+    for (size_t i = 0, seen = 0; i < t->nfields && seen < k; i++) {
+        if (!lite || !t->field_generated[i])
+            seen++;
         if (t->field_generated[i])
             continue;
         t->cols = sl_realloc(t->cols, (t->ncols + 1) * sizeof(char *));
@@ -297,11 +310,15 @@ int sl_undo_fit_saved_rows(sl_undo_target *t, const char *row_text, const char *
     free(t->pre_sql);
     free(t->post_sql);
     free(t->state_sql);
-    build_sql(t);
+    t->pre_sql = t->post_sql = t->state_sql = NULL;
+    if (lite)
+        undo_lite_build(t, NULL);
+    else
+        build_sql(t);
     if (said && !*said)
         sl_info("%s: its rows were saved with %zu columns, and %s has %zu now: down puts back those %zu and leaves "
                 "the %zu added since (rows it updates keep their values there, rows it inserts get their defaults)",
-                job, k, t->ks->table, t->nfields, k, t->nfields - k);
+                job, k, t->ks->table, now, k, now - k);
     if (said)
         *said = 1;
     return 0;
@@ -466,7 +483,8 @@ static void hex_init(void)
         hex_value['a' + i] = hex_value['A' + i] = (signed char)(10 + i);
 }
 
-int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out, sl_err *err)
+static int record_read(const sl_undo_target *t, int64_t chunk_no, const char *text, int check_shape, sl_snap *out,
+                       sl_err *err)
 {
     memset(out, 0, sizeof *out);
     size_t len = strlen(text);
@@ -489,7 +507,7 @@ int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char 
     out->chunk_no = chunk_no;
     snprintf(out->kind, sizeof out->kind, "%s", kind_tag(t->kind));
     /* its shape before any value is read: a record saved for other columns would restore the wrong ones */
-    if (out->nkey != t->ks->ncols || out->nvals != undo_saved_vals(t)) {
+    if (check_shape && (out->nkey != t->ks->ncols || out->nvals != undo_saved_vals(t))) {
         sl_err_set(err,
                    "the undo record of chunk %" PRId64
                    " holds %zu key and %zu saved columns, but the job's key has %zu "
@@ -499,6 +517,16 @@ int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char 
         return -1;
     }
     return 0;
+}
+
+int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out, sl_err *err)
+{
+    return record_read(t, chunk_no, text, 1, out, err);
+}
+
+int sl_undo_record_read(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out, sl_err *err)
+{
+    return record_read(t, chunk_no, text, 0, out, err);
 }
 
 char *sl_undo_identity(const sl_undo_target *t)

@@ -59,7 +59,9 @@ static void add_hash(sl_buf *b, char *const *cols, size_t n)
 }
 
 /* What `down` compares: the saved columns for snapshot(COL, ...), else every
- * column of the row (generated ones too: they follow the others). */
+ * column of the row (generated ones too: they follow the others), but for
+ * columns added since the rows were saved (sl_undo_fit_saved_rows). cols:
+ * undo_lite_columns()'s answer, for the down way (NULL after a fit). */
 static char *hash_expr(const sl_undo_target *t, const sl_answer *cols)
 {
     sl_buf b = {0};
@@ -67,11 +69,18 @@ static char *hash_expr(const sl_undo_target *t, const sl_answer *cols)
         add_hash(&b, t->cols, t->ncols);
         return sl_buf_take(&b);
     }
-    int n = cols->results[0].nrows;
-    char **names = sl_calloc((size_t)n + 1, sizeof(char *));
-    for (int r = 0; r < n; r++)
-        names[r] = (char *)sl_answer_val(cols, 0, r, 1);
-    add_hash(&b, names, (size_t)n);
+    size_t n = t->kind == SL_UNDO_SNAPSHOT_ALL ? t->nfields : (size_t)cols->results[0].nrows, m = 0;
+    char **names = sl_calloc(n + 1, sizeof(char *));
+    for (size_t r = 0, plain = 0; r < n; r++) {
+        if (t->kind != SL_UNDO_SNAPSHOT_ALL) {
+            names[m++] = (char *)sl_answer_val(cols, 0, (int)r, 1);
+            continue;
+        }
+        if (!t->field_generated[r] && plain++ >= t->saved_fields)
+            continue; /* added since: not in the saved rows' hash */
+        names[m++] = t->field_cols[r];
+    }
+    add_hash(&b, names, m);
     free(names);
     return sl_buf_take(&b);
 }

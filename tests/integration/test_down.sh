@@ -505,6 +505,7 @@ EOF
     run_sluice down 0001_purge
     assert_rc 0
     assert_contains "$ERR" "its rows were saved with 3 columns, and u has 5 now: down puts back those 3"
+    assert_eq "$(grep -c 'its rows were saved with' <<<"$ERR")" 1 "times down says so"
     assert_sql "select count(*), count(*) filter (where c = 'dflt'), count(*) filter (where g = b * 2) from u" \
         "600|600|600"
     assert_sql "select md5(string_agg((id, a, b)::text, ',' order by id)) from u" "$before"

@@ -410,6 +410,54 @@ run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse
 run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_missing_and_too_far
 run_test "refused: checkpoints that belong to another database" test_refuse_other_database
 run_test "down -1, downgrade JOB with later jobs, down base" test_targets
+# snapshot(*) after columns were added (SQLite appends them): put back what the rows held; one dropped: refused.
+test_snapshot_all_after_columns_changed() {
+    sq_init
+    sq "create table u (id integer primary key, a text, b int)"
+    sq_fill u 600
+    sq "update u set a = 'a' || id, b = id"
+    write_job 0001_purge <<'EOF'
+-- sluice:table u
+-- sluice:batch 100
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM u WHERE id BETWEEN :lo AND :hi AND id % 3 = 0;
+EOF
+    run_sluice up
+    assert_rc 0
+    sq "alter table u add column c text default 'dflt'; alter table u add column g int generated always as (b * 2) virtual"
+    run_sluice down 0001_purge
+    assert_rc 0
+    assert_contains "$ERR" 'its rows were saved with 3 columns, and "u" has 4 now'
+    assert_eq "$(grep -c 'its rows were saved with' <<<"$ERR")" 1 "times down says so"
+    assert_sq "select count(*), count(*) filter (where c = 'dflt'), count(*) filter (where a = 'a' || id and b = id) from u" \
+        "600|600|600"
+    write_job 0002_shout <<'EOF'
+-- sluice:table u
+-- sluice:batch 100
+-- sluice:undo snapshot(*)
+-- sluice:up
+UPDATE u SET a = upper(a), b = -b WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    run_sluice up 0002_shout
+    assert_rc 0
+    sq "alter table u add column e int default 7; update u set a = 'app' where id = 4; update u set e = 70 where id = 6"
+    run_sluice down 0002_shout
+    assert_rc 1
+    assert_contains "$ERR" "key (4)"
+    run_sluice down 0002_shout --on-conflict skip
+    assert_rc 0
+    assert_sq "select group_concat(id || ':' || a || ':' || b || ':' || e, ' ') from u where id between 3 and 6" \
+        "3:a3:3:7 4:app:-4:7 5:a5:5:7 6:a6:6:70"
+    run_sluice up 0002_shout
+    assert_rc 0
+    sq "alter table u drop column e"
+    run_sluice down 0002_shout
+    assert_rc 2
+    assert_contains "$ERR" "a column was dropped since up ran"
+}
+
 run_test "SIGINT during down exits 3, rolling_back; down again finishes" test_sigint_down
 run_test "plan says how the job rolls back" test_plan_says_how
+run_test "snapshot(*) after columns were added or dropped" test_snapshot_all_after_columns_changed
 t_done

@@ -29,11 +29,12 @@ typedef struct sl_undo_target {
     char *pre_sql;        /* rows before the up statements ($1.. = lo, then hi); NULL for the down way on PostgreSQL */
     char *post_sql;       /* keys and hashes after them (same parameters) */
     char *state_sql;      /* post_sql FOR UPDATE (SQLite: post_sql): the rows as `down` finds them */
-    /* snapshot(*) on PostgreSQL: the saved rows are the row type's text, one
-     * field per column (generated ones too) as the table had them when up ran.
-     * Columns added since come after them (sl_undo_fit_saved_rows). */
+    /* snapshot(*): every column of the table now, and how many a saved row
+     * holds: on PostgreSQL the row type's text has a field per column,
+     * generated ones too; on SQLite a literal per column that is not
+     * generated. Columns added since up come last (sl_undo_fit_saved_rows). */
     size_t nfields;       /* the table's columns now, generated ones included */
-    size_t saved_fields;  /* fields of the saved rows: nfields, or fewer (columns added since) */
+    size_t saved_fields;  /* what a saved row holds: all of them, or fewer (columns added since up) */
     char **field_cols;    /* nfields quoted names, in the row's order */
     char **field_types;   /* their format_type() */
     int *field_generated; /* their attgenerated, as 0/1 */
@@ -48,15 +49,15 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
                     sl_err *err) SL_MUSTCHECK;
 void sl_undo_target_free(sl_undo_target *t);
 
-/* snapshot(*) on PostgreSQL, before `down` reads any row: fit t to rows saved
- * as row_text has them (one saved row of the job, "(1,a,...)"). With fewer
- * fields than the table has columns now (columns were added since up ran),
- * t restores and compares the first ones only: the added columns keep their
- * values in rows put back by UPDATE and get their defaults in rows put back
- * by INSERT. More fields (a column was dropped) cannot be matched to columns:
+/* snapshot(*), before `down` reads any row: fit t to rows saved as snap (a
+ * record of the job, read with sl_undo_record_read) has them. With fewer
+ * columns than the table has now (columns were added since up ran), t
+ * restores and compares the ones they hold only: the added columns keep
+ * their values in rows put back by UPDATE and get their defaults in rows put
+ * back by INSERT. More (a column was dropped) cannot be matched to columns:
  * SL_EREFUSED with err. 0 otherwise (nothing to do for other kinds). It says
  * what it does unless *said, and sets *said. */
-int sl_undo_fit_saved_rows(sl_undo_target *t, const char *row_text, const char *job, int *said,
+int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *job, int *said,
                            sl_err *err) SL_MUSTCHECK;
 
 /* Inside an up chunk (its transaction still open): chunk_no's undo record,
@@ -78,6 +79,9 @@ const char *sl_undo_take_sql(const sl_undo_target *t);
  * another version of the job is refused. 0, or -1 with err. */
 int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out,
                           sl_err *err) SL_MUSTCHECK;
+/* The same without the shape check: for sl_undo_fit_saved_rows. */
+int sl_undo_record_read(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out,
+                        sl_err *err) SL_MUSTCHECK;
 
 /* What the job saves, as fixed by its first chunk (run.h identity):
  * "snapshot(a, b)" with the quoted column names, "snapshot(*)", or "" (the
