@@ -529,18 +529,23 @@ int sl_undo_record_read(const sl_undo_target *t, int64_t chunk_no, const char *t
     return record_read(t, chunk_no, text, 0, out, err);
 }
 
-char *sl_undo_identity(const sl_undo_target *t)
+char *undo_snapshot_words(sl_undo_kind kind, char *const *cols, size_t n)
 {
-    if (t->kind == SL_UNDO_SNAPSHOT_ALL)
+    if (kind == SL_UNDO_SNAPSHOT_ALL)
         return sl_strdup("snapshot(*)");
-    if (t->kind != SL_UNDO_SNAPSHOT_COLS)
+    if (kind != SL_UNDO_SNAPSHOT_COLS)
         return sl_strdup("");
     sl_buf b = {0};
     sl_buf_adds(&b, "snapshot(");
-    for (size_t i = 0; i < t->ncols; i++)
-        sl_buf_printf(&b, "%s%s", i ? ", " : "", t->cols[i]);
+    for (size_t i = 0; i < n; i++)
+        sl_buf_printf(&b, "%s%s", i ? ", " : "", cols[i]);
     sl_buf_addc(&b, ')');
     return sl_buf_take(&b);
+}
+
+char *sl_undo_identity(const sl_undo_target *t)
+{
+    return undo_snapshot_words(t->kind, t->cols, t->ncols);
 }
 
 /* ---- descriptions ---- */

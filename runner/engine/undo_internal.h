@@ -83,6 +83,10 @@ char *undo_hash_expr(const sl_undo_target *t);
  * when it needs none. */
 char *undo_pad_row(const sl_undo_target *t, const char *row_text);
 
+/* "snapshot(*)", "snapshot(a, b)" with the n names given, or "" for another
+ * kind. malloc'd. */
+char *undo_snapshot_words(sl_undo_kind kind, char *const *cols, size_t n);
+
 /* Append v as one element of a text[] literal (undo_restore.c). */
 void undo_add_array_elem(sl_buf *b, const char *v);
 

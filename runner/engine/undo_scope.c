@@ -15,13 +15,11 @@
  * and functions that write are not seen. PostgreSQL only: SQLite enforces
  * foreign keys only where a connection turns them on, and sluice's does
  * not. */
-#include "sluice/engine/undo.h"
-
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/base/log.h"
+#include "undo_internal.h"
 
 typedef struct scope {
     sl_session *sess;
@@ -66,19 +64,6 @@ static const char *verb(const char *op)
            : strcmp(op, "Update") == 0 ? "updates"
            : strcmp(op, "Delete") == 0 ? "deletes from"
                                        : "merges into";
-}
-
-/* snapshot(*) or snapshot(COL, ...), as the job file says it. malloc'd. */
-static char *undo_words(const sl_job *job)
-{
-    if (job->undo == SL_UNDO_SNAPSHOT_ALL)
-        return sl_strdup("snapshot(*)");
-    sl_buf b = {0};
-    sl_buf_adds(&b, "snapshot(");
-    for (size_t i = 0; i < job->nundo_cols; i++)
-        sl_buf_printf(&b, "%s%s", i ? ", " : "", job->undo_cols[i]);
-    sl_buf_addc(&b, ')');
-    return sl_buf_take(&b);
 }
 
 static void refuse_other(scope *s, const char *op, const char *table, const char *undo)
@@ -135,7 +120,7 @@ static void check_write(scope *s, const char *op, const char *schema, const char
     int walked = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
     char *table = sl_strdup(sl_answer_val(&ans, 0, 0, 1) ? sl_answer_val(&ans, 0, 0, 1) : rel);
     sl_answer_free(&ans);
-    char *undo = undo_words(s->job);
+    char *undo = undo_snapshot_words(s->job->undo, s->job->undo_cols, s->job->nundo_cols);
     if (!walked && strcmp(op, "Insert") == 0)
         sl_buf_printf(
             &s->warnings,
