@@ -275,94 +275,81 @@ int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
 
 /* ---- the job's state in another schema (PostgreSQL) ---- */
 
-/* Other sets of sluice's tables this role can read: each schema holding a
- * sluice_jobs but the one this connection's search_path finds, quoted by
- * the server, and whether its sluice_jobs has table_name (older ones did
- * not). The first row tells where this connection keeps them (or will
- * create them) and its search_path, for the message. */
-static const char pg_other_sets_sql[] =
+/* Where this connection keeps sluice's tables (or would create them), its
+ * search_path, and the job's table ($1) as it resolves now. */
+static const char pg_here_sql[] =
     "SELECT coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     "  WHERE c.oid = to_regclass('" SL_JOBS_TABLE "')), current_schema()), current_setting('search_path'),"
-    " NULL, 0 AS first"
-    " UNION ALL SELECT n.nspname, quote_ident(n.nspname),"
-    "  EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'table_name'"
-    "   AND NOT a.attisdropped)::text, 1"
-    "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-    "  WHERE c.relname = '" SL_JOBS_TABLE "' AND c.relkind IN ('r', 'p')"
-    "   AND c.oid IS DISTINCT FROM to_regclass('" SL_JOBS_TABLE "') AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
-    "   AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')"
-    " ORDER BY first, 1";
+    " to_regclass($1)::oid::text";
 
-/* The job's row in the set of schema quoted (its state, and whether its
- * table is the job's table now). Its table's recorded name is looked up
- * with that schema first on the search_path, as a run that kept its tables
- * there would have found it (a schema per tenant: each its own table; one
- * schema for sluice's tables: the application's). 1 when the row says the
- * job ran on this same table (*state malloc'd), 0 when not, -1 on error. */
-static int job_in_set(sl_session *sess, const char *job, const char *table, const char *quoted, int has_table,
-                      char **state, sl_err *err)
-{
-    char *look =
-        sl_asprintf("SELECT state, %s FROM %s." SL_JOBS_TABLE " WHERE job = $1",
-                    has_table ? "to_regclass(table_name)::oid::text, table_name IS NULL" : "NULL, true", quoted);
-    const char *p_table[] = {table}, *p_path[] = {quoted}, *p_job[] = {job};
-    sl_query q[] = {
-        {"SELECT to_regclass($1)::oid::text", 1, p_table, 0},
-        {"SELECT set_config('search_path', concat_ws(', ', $1::text, nullif(current_setting('search_path'), '')), true)",
-         1, p_path, 0},
-        {look, 1, p_job, 0},
-    };
-    sl_answer ans;
-    int rc = sl_session_exec_readonly(sess, q, 3, &ans);
-    free(look);
-    if (rc != 0 || !ans.ok) {
-        sl_err_set(err, "cannot read the job's row in %s.%s on %s: %s", quoted, SL_JOBS_TABLE, sl_session_display(sess),
-                   ans.error ? ans.error : "not connected");
-        if (rc == 0)
-            sl_answer_free(&ans);
-        return -1;
-    }
-    const char *now = sl_answer_val(&ans, 0, 0, 0), *was = sl_answer_val(&ans, 2, 0, 0);
-    const char *then = sl_answer_val(&ans, 2, 0, 1);
-    /* The same table: its recorded name finds the job's table now, or finds
-     * nothing (the run that recorded it had another search_path: the name
-     * cannot tell, so take it for the same), or no name was recorded. */
-    int unknown = sl_answer_true(sl_answer_val(&ans, 2, 0, 2));
-    int ran = was && strcmp(was, "pending") != 0 && strcmp(was, "rolled_back") != 0;
-    int same = unknown || !then || (now && strcmp(now, then) == 0);
-    if (ran && same)
-        *state = sl_strdup(was);
-    sl_answer_free(&ans);
-    return ran && same;
-}
+/* The job's row (its name in the setting sluice.job: no text of it in the
+ * statement) in each other set of sluice's tables this role can read: every
+ * schema holding a sluice_jobs but the one this connection's search_path
+ * finds, in one statement however many there are (a schema per tenant). The
+ * recorded table name is looked up as a run that kept its tables in that
+ * schema would have found it: an unqualified name in that schema first,
+ * then on the search_path (a schema per tenant: each its own table; one
+ * schema for sluice's tables: the application's). Per row: the schema, its
+ * quoted name, the job's state there, the table's oid (NULL: none found) and
+ * whether no table was recorded (older sluice_jobs have no table_name). */
+static const char pg_other_sets_sql[] =
+    "SELECT s.nspname, s.q, (xpath('/row/state/text()', s.x))[1]::text, CASE WHEN s.t IS NULL THEN NULL"
+    "  WHEN array_length(parse_ident(s.t), 1) = 1 THEN coalesce(to_regclass(s.q || '.' || s.t), to_regclass(s.t))"
+    "  ELSE to_regclass(s.t) END::oid::text, s.t IS NULL"
+    " FROM (SELECT o.nspname, o.q, o.x, (xpath('/row/t/text()', o.x))[1]::text AS t"
+    "  FROM (SELECT n.nspname, quote_ident(n.nspname) AS q,"
+    "   query_to_xml(format('SELECT state, %s AS t FROM %I." SL_JOBS_TABLE
+    " WHERE job = current_setting(''sluice.job'')',"
+    "    CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'table_name'"
+    "     AND NOT a.attisdropped) THEN 'table_name' ELSE 'NULL::text' END, n.nspname), false, true, '') AS x"
+    "   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    "   WHERE c.relname = '" SL_JOBS_TABLE "' AND c.relkind IN ('r', 'p')"
+    "    AND c.oid IS DISTINCT FROM to_regclass('" SL_JOBS_TABLE "') AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
+    "    AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) o"
+    "  WHERE o.x::text <> '') s"
+    " ORDER BY s.nspname";
 
 int sl_schema_job_elsewhere(sl_session *sess, const char *job, const char *table, const char *so, sl_err *err)
 {
     if (lite(sess))
         return 0;
+    const char *p_job[] = {job}, *p_table[] = {table};
+    sl_query q[] = {
+        {"SELECT set_config('sluice.job', $1, true)", 1, p_job, 0},
+        {pg_here_sql, 1, p_table, 0},
+        {pg_other_sets_sql, 0, NULL, 0},
+    };
     sl_answer ans;
-    if (ask(sess, pg_other_sets_sql, "cannot look for sluice's tables in other schemas", &ans, err) != 0)
+    int rc = sl_session_exec_readonly(sess, q, 3, &ans);
+    if (rc != 0 || !ans.ok) {
+        sl_err_set(err, "cannot look for the job in sluice's tables of other schemas on %s: %s",
+                   sl_session_display(sess), ans.error ? ans.error : "not connected");
+        if (rc == 0)
+            sl_answer_free(&ans);
         return -1;
-    int rc = 0;
-    for (int i = 1; rc == 0 && i < ans.results[0].nrows; i++) {
-        char *state = NULL;
-        rc = job_in_set(sess, job, table, sl_answer_val(&ans, 0, i, 1), sl_answer_true(sl_answer_val(&ans, 0, i, 2)),
-                        &state, err);
-        if (rc != 1)
+    }
+    const char *here = sl_answer_val(&ans, 1, 0, 0), *path = sl_answer_val(&ans, 1, 0, 1);
+    const char *now = sl_answer_val(&ans, 1, 0, 2);
+    for (int i = 0; rc == 0 && i < ans.results[2].nrows; i++) {
+        const char *state = sl_answer_val(&ans, 2, i, 2), *then = sl_answer_val(&ans, 2, i, 3);
+        int ran = state && strcmp(state, "pending") != 0 && strcmp(state, "rolled_back") != 0;
+        /* the same table: its recorded name finds the job's table now, or finds nothing (the run that
+         * recorded it had another search_path: the name cannot tell, so take it for the same), or no
+         * name was recorded */
+        int same = sl_answer_true(sl_answer_val(&ans, 2, i, 4)) || !then || (now && strcmp(now, then) == 0);
+        if (!ran || !same)
             continue;
-        const char *here = sl_answer_val(&ans, 0, 0, 0);
+        const char *schema = sl_answer_val(&ans, 2, i, 0), *quoted = sl_answer_val(&ans, 2, i, 1);
         sl_err_set(err,
                    "%s: sluice's tables in schema %s record this job as %s, on the same table, but this "
                    "connection's search_path (%s) %s%s, where the job has no record: %s",
-                   job, sl_answer_val(&ans, 0, i, 0), state,
-                   *sl_answer_val(&ans, 0, 0, 1) ? sl_answer_val(&ans, 0, 0, 1) : "empty",
+                   job, schema, state, path && *path ? path : "empty",
                    here ? "puts sluice's tables in schema " : "names no schema for sluice's tables", here ? here : "",
                    so);
         sl_err_append(err,
                       "hint: connect with the search_path the job ran with, so that sluice finds its tables in "
                       "schema %s (options=-csearch_path=%s in the URL, or ALTER ROLE ... SET search_path)",
-                      sl_answer_val(&ans, 0, i, 0), sl_answer_val(&ans, 0, i, 1));
-        free(state);
+                      schema, quoted);
         rc = SL_EREFUSED;
     }
     sl_answer_free(&ans);
