@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/jobs/job.h"
+
 void sl_keyspec_free(sl_keyspec *ks)
 {
     if (!ks)
@@ -85,6 +87,15 @@ char *sl_keys_placeholder_sql(const sl_keyspec *ks, int first_param)
     sl_buf buf = {0};
     add_key_params(&buf, ks, first_param);
     return sl_buf_take(&buf);
+}
+
+char *sl_keys_stmt_sql(const sl_keyspec *ks, const sl_stmt *st)
+{
+    char *lo = sl_keys_placeholder_sql(ks, 1), *hi = sl_keys_placeholder_sql(ks, st->uses_lo ? 1 + (int)ks->ncols : 1);
+    char *sql = sl_stmt_render(st, lo, hi);
+    free(lo);
+    free(hi);
+    return sql;
 }
 
 char *sl_keys_range_predicate(const sl_keyspec *ks, int first_param, int with_where)

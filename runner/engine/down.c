@@ -186,16 +186,9 @@ static int fit_saved_rows(down_run *r)
 static void render_down(down_run *r)
 {
     size_t k = r->job->down.nstmts;
-    int n = (int)r->info.ks.ncols;
     r->down_sql = sl_calloc(k + 1, sizeof(char *));
-    for (size_t i = 0; i < k; i++) {
-        const sl_stmt *st = &r->job->down.stmts[i];
-        char *lo = sl_keys_placeholder_sql(&r->info.ks, 1);
-        char *hi = sl_keys_placeholder_sql(&r->info.ks, st->uses_lo ? 1 + n : 1);
-        r->down_sql[i] = sl_stmt_render(st, lo, hi);
-        free(lo);
-        free(hi);
-    }
+    for (size_t i = 0; i < k; i++)
+        r->down_sql[i] = sl_keys_stmt_sql(&r->info.ks, &r->job->down.stmts[i]);
     sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
 }
 

@@ -108,9 +108,7 @@ static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_
     printf("\n");
     for (size_t s = 0; s < job->up.nstmts; s++) {
         const sl_stmt *st = &job->up.stmts[s];
-        char *lo = sl_keys_placeholder_sql(&info->ks, 1);
-        char *hi = sl_keys_placeholder_sql(&info->ks, st->uses_lo ? 1 + (int)n : 1);
-        char *sql = sl_stmt_render(st, lo, hi);
+        char *sql = sl_keys_stmt_sql(&info->ks, st);
         char title[512];
         snprintf(title, sizeof title,
                  "up statement %zu (%s:%d), as sent for each chunk:\n  %s\nits plan for the "
@@ -119,8 +117,6 @@ static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_
         int used = (st->uses_lo + st->uses_hi) * (int)n;
         warnings += explain(sess, title, sql, used, st->uses_lo ? edges : edges + n);
         free(sql);
-        free(lo);
-        free(hi);
     }
     sl_answer_free(&ans);
     return warnings;
@@ -177,17 +173,15 @@ static void print_warning(const char *prefix, const char *msg)
 /* What the undo snapshot cannot put back (undo_scope.c): up's refusal, shown. */
 static int plan_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks)
 {
-    char *warnings = NULL;
+    char **warnings = NULL;
     sl_err err = {{0}};
     int rc = sl_undo_check_scope(sess, job, ks, &warnings, &err), n = 0;
     if (rc == SL_EREFUSED || rc < 0)
         print_warning(rc == SL_EREFUSED ? "up refuses this job: " : "", err.msg);
     n += rc != 0;
-    for (char *line = warnings, *next; line; line = next, n++) {
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        print_warning("", line);
+    for (char **w = warnings; w && *w; w++, n++) {
+        print_warning("", *w);
+        free(*w);
     }
     free(warnings);
     return n;

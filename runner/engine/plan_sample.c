@@ -145,16 +145,9 @@ static void sampler_init(sampler *s, sl_session *sess, const sl_job *job, const 
     s->sess = sess;
     s->job = job;
     s->info = info;
-    int n = (int)info->ks.ncols;
     s->stmts = sl_calloc(job->up.nstmts + 1, sizeof(char *));
-    for (size_t i = 0; i < job->up.nstmts; i++) {
-        const sl_stmt *st = &job->up.stmts[i];
-        char *lo = sl_keys_placeholder_sql(&info->ks, 1),
-             *hi = sl_keys_placeholder_sql(&info->ks, st->uses_lo ? 1 + n : 1);
-        s->stmts[i] = sl_stmt_render(st, lo, hi);
-        free(lo);
-        free(hi);
-    }
+    for (size_t i = 0; i < job->up.nstmts; i++)
+        s->stmts[i] = sl_keys_stmt_sql(&info->ks, &job->up.stmts[i]);
     sl_session_chunk_settings(sess, job->lock_timeout_ms, job->statement_timeout_ms, &s->timeouts);
     s->first_sql = sl_keys_boundary_sql(&info->ks, 0);
     s->next_sql = sl_keys_boundary_sql(&info->ks, 1);

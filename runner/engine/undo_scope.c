@@ -27,7 +27,8 @@ typedef struct scope {
     const sl_keyspec *ks;
     const sl_stmt *st;
     size_t stmt_no;
-    sl_buf warnings;
+    char **warnings; /* one a line, NULL-terminated */
+    size_t nwarnings;
     sl_err *err;
     int rc; /* 0, SL_EREFUSED or -1 */
 } scope;
@@ -109,6 +110,13 @@ static void check_cascades(scope *s, const char *op, const char *undo)
     sl_answer_free(&ans);
 }
 
+static void add_warning(scope *s, char *line)
+{
+    s->warnings = sl_realloc(s->warnings, (s->nwarnings + 2) * sizeof(char *));
+    s->warnings[s->nwarnings++] = line;
+    s->warnings[s->nwarnings] = NULL;
+}
+
 static void check_write(scope *s, const char *op, const char *schema, const char *rel)
 {
     if (!op || !schema || !rel)
@@ -122,10 +130,9 @@ static void check_write(scope *s, const char *op, const char *schema, const char
     sl_answer_free(&ans);
     char *undo = undo_snapshot_words(s->job->undo, s->job->undo_cols, s->job->nundo_cols);
     if (!walked && strcmp(op, "Insert") == 0)
-        sl_buf_printf(
-            &s->warnings,
-            "%s%s:%d: up statement %zu inserts into %s: down leaves those rows (undo %s puts back rows of %s only)",
-            s->warnings.len ? "\n" : "", s->job->path, s->st->line, s->stmt_no, table, undo, s->ks->table);
+        add_warning(s, sl_asprintf("%s:%d: up statement %zu inserts into %s: down leaves those rows (undo %s puts back "
+                                   "rows of %s only)",
+                                   s->job->path, s->st->line, s->stmt_no, table, undo, s->ks->table));
     else if (!walked)
         refuse_other(s, op, table, undo);
     else if (strcmp(op, "Delete") == 0 || strcmp(op, "Merge") == 0)
@@ -151,16 +158,13 @@ static void walk(scope *s, json_t *node)
 static void check_stmt(scope *s)
 {
     size_t n = s->ks->ncols;
-    char *lo = sl_keys_placeholder_sql(s->ks, 1), *hi = sl_keys_placeholder_sql(s->ks, s->st->uses_lo ? 1 + (int)n : 1);
-    char *body = sl_stmt_render(s->st, lo, hi);
+    char *body = sl_keys_stmt_sql(s->ks, s->st);
     char *sql = sl_asprintf("EXPLAIN (VERBOSE, FORMAT JSON) %s", body);
     const char *nulls[2 * SL_MAX_KEY_COLS] = {0};
     sl_answer ans;
     int failed = sl_session_exec1(s->sess, sql, (s->st->uses_lo + s->st->uses_hi) * (int)n, nulls, &ans) != 0;
     free(sql);
     free(body);
-    free(lo);
-    free(hi);
     if (failed || !ans.ok) { /* up_check_statements reports a statement the server refuses */
         if (!failed)
             sl_answer_free(&ans);
@@ -172,7 +176,7 @@ static void check_stmt(scope *s)
     json_decref(plan);
 }
 
-int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char **warnings, sl_err *err)
+int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char ***warnings, sl_err *err)
 {
     *warnings = NULL;
     if (sess->dialect != SL_DIALECT_PG || (job->undo != SL_UNDO_SNAPSHOT_COLS && job->undo != SL_UNDO_SNAPSHOT_ALL))
@@ -184,7 +188,6 @@ int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *k
         if (sl_stmt_explainable(s.st))
             check_stmt(&s);
     }
-    *warnings = s.warnings.len ? sl_buf_take(&s.warnings) : NULL;
-    sl_buf_free(&s.warnings);
+    *warnings = s.warnings;
     return s.rc;
 }

@@ -58,13 +58,7 @@ static void run_free(up_run *r)
  * that every $N it mentions has a type (PostgreSQL refuses unused ones). */
 static void render_stmt(up_run *r, size_t i)
 {
-    const sl_stmt *st = &r->job->up.stmts[i];
-    int n = (int)r->info.ks.ncols;
-    char *lo = sl_keys_placeholder_sql(&r->info.ks, 1);
-    char *hi = sl_keys_placeholder_sql(&r->info.ks, st->uses_lo ? 1 + n : 1);
-    r->stmt_sql[i] = sl_stmt_render(st, lo, hi);
-    free(lo);
-    free(hi);
+    r->stmt_sql[i] = sl_keys_stmt_sql(&r->info.ks, &r->job->up.stmts[i]);
 }
 
 void up_render_timeouts(up_run *r)
@@ -297,13 +291,11 @@ static int exit_of(int rc)
  * since its undo may not change now. */
 static int check_scope(up_run *r, const sl_job_row *row)
 {
-    char *warnings = NULL;
+    char **warnings = NULL;
     int rc = sl_undo_check_scope(r->sess, r->job, &r->info.ks, &warnings, &r->err);
-    for (char *line = warnings, *next; line; line = next) { /* one warning a line */
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        sl_warn("%s", line);
+    for (char **w = warnings; w && *w; w++) {
+        sl_warn("%s", *w);
+        free(*w);
     }
     free(warnings);
     if (rc == SL_EREFUSED && row->chunks > 0) {

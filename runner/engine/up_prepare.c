@@ -118,13 +118,10 @@ int up_check_statements(up_run *r)
         const sl_stmt *st = &r->job->up.stmts[i];
         if (!sl_stmt_explainable(st))
             continue;
-        char *lo = sl_keys_placeholder_sql(ks, 1), *hi = sl_keys_placeholder_sql(ks, st->uses_lo ? 1 + n : 1);
-        char *sql = sl_stmt_render(st, lo, hi);
+        char *sql = sl_keys_stmt_sql(ks, st);
         rc = check_sql(r, "this up statement cannot run against the database", st->line, sql,
                        (st->uses_lo + st->uses_hi) * n);
         free(sql);
-        free(lo);
-        free(hi);
     }
     return rc;
 }

@@ -135,9 +135,10 @@ void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *k
  * DELETE of the walked table that a foreign key carries on (ON DELETE
  * CASCADE, SET NULL, SET DEFAULT), is refused (SL_EREFUSED, err naming the
  * statement, the table or key, and what to do); an INSERT into another table
- * gives *warnings (malloc'd lines, or NULL). 0 for other undo kinds and on
+ * gives *warnings (NULL, or a NULL-terminated array of
+ * lines; the caller frees each and the array). 0 for other undo kinds and on
  * SQLite; -1 on error. */
-int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char **warnings,
+int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char ***warnings,
                         sl_err *err) SL_MUSTCHECK;
 
 #endif

@@ -56,6 +56,12 @@ char *sl_keys_last_sql(const sl_keyspec *ks);
  * "($1::integer, $2::text)". malloc'd. */
 char *sl_keys_placeholder_sql(const sl_keyspec *ks, int first_param);
 
+struct sl_stmt;
+/* A chunk statement as sent: its :lo as $1.. and its :hi as the next ncols
+ * parameters (from $1 when it has no :lo), placeholder SQL as above; it
+ * binds (uses_lo + uses_hi) * ncols of them. malloc'd. */
+char *sl_keys_stmt_sql(const sl_keyspec *ks, const struct sl_stmt *st);
+
 /* "(a, b) BETWEEN <lo> AND <hi>" style predicate over the key (plus the
  * where clause when with_where), with lo bound at $first.. and hi right
  * after. Used for counting and for snapshots. malloc'd. */
