@@ -37,6 +37,10 @@ replica_q() {
     psql -h "$REPLICA_DIR" -p "$REPLICA_PORT" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$1"
 }
 
+replica_has() { # replica_has TABLE: the test's database on the replica has it
+    [[ $(psql -h "$REPLICA_DIR" -p "$REPLICA_PORT" -U postgres -d "$T_DB" -XAtqc "select to_regclass('public.$1') is not null") == t ]]
+}
+
 # Why the test server cannot feed a replica, or nothing.
 replication_refused() {
     local v
@@ -132,6 +136,13 @@ test_replica_streams() {
 app_role() {
     make_app_role "grant select, update on t to sl_app"
     APP_REPLICA="postgresql://sl_app@/$T_DB?host=$REPLICA_DIR&port=$REPLICA_PORT"
+    # the test's database, its table and the grants reach the replica by replay: on a busy machine, not at once
+    wait_until 20 replica_granted
+}
+
+replica_granted() {
+    [[ $(psql -h "$REPLICA_DIR" -p "$REPLICA_PORT" -U postgres -d "$T_DB" -XAtqc \
+        "select coalesce(has_table_privilege('sl_app', to_regclass('public.t'), 'update'), false)") == t ]]
 }
 
 make_table_3000() {
@@ -262,9 +273,6 @@ test_refuses_without_replicas() {
     assert_sql "select count(*) from t where n <> 0" 0
 }
 
-replica_has() { # replica_has TABLE: the test's database on the replica has it
-    [[ $(psql -h "$REPLICA_DIR" -p "$REPLICA_PORT" -U postgres -d "$T_DB" -XAtqc "select to_regclass('public.$1') is not null") == t ]]
-}
 
 # Pointed at the standby instead of the primary: refused before any write, saying which it is.
 test_refuses_a_standby() {
@@ -272,7 +280,6 @@ test_refuses_a_standby() {
     make_table_3000
     app_role
     bump_job --down 0001_bump 300
-    wait_until 20 replica_has "t"
     run_sluice --db "$APP_REPLICA" up
     assert_rc 2
     assert_contains "$ERR" "takes no writes: it is a standby (in recovery)"
