@@ -201,10 +201,18 @@ static const char *const setup_sql[] = {
 };
 
 /* The settings no pooler carries over: on a connection of its own, set once;
- * pooled, in every transaction instead (the driver's prelude, pg.h). */
+ * pooled, in every transaction instead (the driver's prelude, pg.h).
+ * A connection of its own also turns off idle_session_timeout (PostgreSQL
+ * 14 on; none before): sluice's connections sit idle on purpose between
+ * chunks held back by a window, a pause or max-rate, and a role's timeout
+ * would end them one after the other (as pg_dump turns off the timeouts
+ * that would end its session). A pooler's server connections are the
+ * pooler's to keep: the prelude leaves them alone. */
 static const char *const untracked_sql[] = {
     "SET IntervalStyle = 'postgres'",
     "SET extra_float_digits = 3",
+    "SELECT set_config('idle_session_timeout', '0', false) WHERE current_setting('idle_session_timeout', true) "
+    "IS NOT NULL",
 };
 static const char prelude_sql[] =
     "SELECT set_config('intervalstyle', 'postgres', true), set_config('extra_float_digits', '3', true)";

@@ -184,6 +184,46 @@ test_sighup_during_down() {
     assert_sql "select min(n), max(n), count(*) from t" "0|0|3000"
 }
 
+# A database that reaps idle sessions (idle_session_timeout on the role, as a managed database or a DBA
+# sets it): a job held back between chunks (max-rate, then a ctl pause) keeps its connections. Before,
+# every hold longer than the timeout lost them: "connection lost; reconnecting", a failed health check
+# and a pause for it. Exactly once, with workers and a down.
+test_idle_session_timeout() {
+    make_table 600
+    make_app_role "grant select, update on t to sl_app;
+                   alter role sl_app in database $T_DB set idle_session_timeout = '300ms'"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:workers 2
+-- sluice:max-rate 80
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    # the timeout is on: a plain session of the role has it
+    assert_eq "$(PGPASSWORD=app-secret psql -XAtq "$APP_DB" -c "select current_setting('idle_session_timeout')")" \
+        300ms "the role's idle_session_timeout"
+    sluice_start --db "$APP_DB" up
+    wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
+    run_sluice --db "$APP_DB" ctl 0001_bump pause
+    assert_rc 0
+    sleep 1.5
+    run_sluice --db "$APP_DB" ctl 0001_bump resume
+    assert_rc 0
+    sluice_wait
+    assert_rc 0
+    assert_not_contains "$ERR" "connection lost" "up's log"
+    assert_not_contains "$ERR" "reconnect" "up's log"
+    assert_not_contains "$ERR" "health check failed" "up's log"
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|600"
+    run_sluice --db "$APP_DB" down 0001_bump
+    assert_rc 0
+    assert_not_contains "$ERR" "connection lost" "down's log"
+    assert_sql "select min(n), max(n), count(*) from t" "0|0|600"
+}
+
 for which in 0 1 2 all; do
     run_test "fd $which closed: up, status, history, down do their work, exit codes as usual" \
         test_closed_descriptors "$which"
@@ -193,4 +233,5 @@ run_test "SIGHUP stops like SIGTERM: exit 3, stopped, history not running, up re
 run_test "SIGHUP then SIGTERM: the second signal aborts the chunk in flight" test_sighup_then_sigterm_aborts
 run_test "SIGHUP on SQLite: exit 3, stopped, up resumes" test_sighup_stops_sqlite
 run_test "SIGHUP during down: exit 3, rolling_back, down again finishes" test_sighup_during_down
+run_test "a role whose idle sessions the server ends: holds keep their connections" test_idle_session_timeout
 t_done
