@@ -69,6 +69,9 @@ int sl_ckpt_bind(sl_ckpt *ckpt, const char *id, const char *cluster, const char 
         describe(&want, id, cluster, name);
         sl_err_set(err, "checkpoint file %s belongs to database %s, not to %s", sl_ckpt_file(ckpt), have.data,
                    want.data);
+        if (strcmp(id, text_or_empty(st, 0)) == 0) /* sluice_meta came along with the data */
+            sl_err_append(err, "the same sluice id: this database is a copy of that one (restored from a backup "
+                               "of it, or cloned), and a copy keeps its own checkpoints");
         sl_err_append(err, "hint: point --checkpoints at this database's own directory (or a new, empty one: the "
                            "database keeps each job's state, and sluice rebuilds the files from it)");
         sl_buf_free(&have);

@@ -509,8 +509,9 @@ static int sync_chunks(sl_run *run)
                    sl_ckpt_file(run->ckpt), nextra, nextra == 1 ? "" : "s", extra[0], nextra > 1 ? ", ..." : "",
                    SL_PROGRESS_TABLE);
         sl_err_append(&run->err,
-                      "hint: the file belongs to another database, or rows of %s were deleted by hand; the "
-                      "database decides what is applied: move the file aside to go by it",
+                      "hint: the database was restored from a backup taken before they committed, the file "
+                      "belongs to another database, or rows of %s were deleted by hand; the database decides "
+                      "what is applied: move the file aside to go by it",
                       SL_PROGRESS_TABLE);
         rc = SL_EREFUSED;
     }

@@ -547,12 +547,57 @@ EOF
     assert_sql "select min(a), max(a) from t" "m|m"
 }
 
+# The database restored from a backup taken mid-run (pg_dump, pg_restore: what a point-in-time
+# recovery does to a job), with the runner's checkpoint directory kept from after the backup: the
+# file is ahead of the database and is refused (exit 2), saying so and changing nothing. Moved aside,
+# up runs the chunks the restore took back, exactly once, and down undoes the whole job.
+test_restored_from_backup() {
+    setup_bump_ab 3000 100 "-- sluice:undo snapshot(a)
+-- sluice:pause 50ms"
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 5 from sluice_progress"
+    sluice_kill TERM
+    assert_rc 3
+    local at_backup
+    at_backup=$(psql_q "select count(*) from sluice_progress")
+    pg_dump -Fc -d "$T_DB" -f "$T_DIR/backup.dump" || fail "pg_dump"
+    run_sluice up
+    assert_rc 0
+    # restored under another name: a copy, which keeps checkpoints of its own
+    make_db2
+    pg_restore -d "$DB2" "$T_DIR/backup.dump" || fail "pg_restore"
+    run_sluice --db "$DB2_URL" up
+    assert_rc 2
+    assert_contains "$ERR" "belongs to database $T_DB"
+    assert_contains "$ERR" "this database is a copy of that one (restored from a backup"
+    assert_eq "$(psql2 "select count(*) from sluice_progress")" "$at_backup" "the copy's chunks after the refusal"
+    # restored in place, under its own name
+    dropdb --force "$T_DB" && createdb "$T_DB" && pg_restore -d "$T_DB" "$T_DIR/backup.dump" || fail "restore"
+    local before
+    before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "that this database's sluice_progress does not have"
+    assert_contains "$ERR" "restored from a backup"
+    assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$before"
+    assert_sql "select count(*) from sluice_progress" "$at_backup"
+    mv "$CKPT/0001_bump.sluice" "$T_DIR/aside.sluice"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t where a = 'x'" "1|1|3000"
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_sql "select count(*) from t where a = 'a' || id" 3000
+}
+
 run_test "lost checkpoint directory after done: the job is not applied again to new rows" test_lost_after_done
 run_test "lost checkpoint directory after stamp done, and after stamp pending" test_lost_after_stamp
 run_test "a checkpoint file moved aside after done: nothing runs twice" test_move_file_aside_after_done
 run_test "checkpoint directory deleted mid-run, then kill -9: resume exactly once" test_lost_mid_run
 run_test "one checkpoint directory for two databases: the second is refused, naming both" test_two_databases_one_directory
 run_test "down and stamp with another database's checkpoints: refused, nothing written" test_down_with_other_databases_checkpoints
+run_test "a database restored from a backup behind its checkpoint file: refused, then up once and down" \
+    test_restored_from_backup
 run_test "inserts faster than the walk: the job ends at its start's last key" test_walk_ends
 run_test "end follow walks the rows inserted past the end" test_end_follow
 run_test "on-error skip with undo snapshot: down restores every chunk" test_skip_with_snapshot_then_down
