@@ -58,6 +58,8 @@ static int with_session(const sl_opts *opts, sl_jobset *jobs, const char *arg, j
 static int up_jobs(sl_session *sess, const sl_opts *opts, sl_jobset *jobs, const char *only)
 {
     sl_job *target = only ? sl_jobset_find(jobs, only) : NULL;
+    if (jobs->njobs == 0) /* a wrong --jobs, or a volume not mounted, would pass for "all done" */
+        sl_warn("no job files (*.sql) in %s: nothing to run (hint: --jobs DIR names the directory)", opts->jobs_dir);
     int code = SL_EXIT_OK;
     for (size_t i = 0; code == SL_EXIT_OK && i < jobs->njobs; i++) {
         if (target && &jobs->jobs[i] != target)

@@ -243,6 +243,11 @@ test_status_with_nothing() {
     assert_eq "$OUT" "[]" "status --json of nothing"
     run_cmd "$SLUICE" --jobs "$T_DIR/empty" --checkpoints "$T_DIR/empty/ck" history
     assert_rc 0
+    # up with no job file (a wrong --jobs, a volume not mounted) does nothing, and says so
+    run_cmd "$SLUICE" --jobs "$T_DIR/empty" --checkpoints "$T_DIR/empty/ck" up
+    assert_rc 0
+    assert_contains "$ERR" "no job files (*.sql) in $T_DIR/empty: nothing to run"
+    rm -rf "$T_DIR/empty/ck"
     # reading changes nothing on the runner's disk either: no checkpoint directory made
     write_job 0001_x "$T_DIR/empty" <<'EOF'
 -- sluice:table t
@@ -474,7 +479,7 @@ run_test "status --json: failed (error names SQL error and chunk), then up resum
 run_test "failure in the first chunk, job file fixed, up finishes" test_failed_in_first_chunk_fixed_file
 run_test "status --json: stopped" test_status_json_stopped
 run_test "status JOB and the current alias" test_status_one_job_and_current
-run_test "status and history with no job anywhere" test_status_with_nothing
+run_test "status, history and up with no job anywhere" test_status_with_nothing
 run_test "history lists each up run with rows" test_history
 run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
 run_test "plan and up estimate the live rows, not the planner's guess that counts a rewrite's dead rows" test_plan_estimate_after_rewrite
