@@ -8,6 +8,7 @@
 #include "sluice/db/catalog.h"
 #include "sluice/engine/plan.h"
 #include "sluice/engine/undo.h"
+#include "sluice/engine/up.h"
 #include "sluice/services/throttle.h"
 
 /* A plan line that reads the whole table: PostgreSQL's Seq Scan; SQLite's
@@ -123,7 +124,8 @@ static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_
 }
 
 /* The health limits the job sets, and whether up can measure its replica lag. */
-static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *job, const sl_table_info *info)
+static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *job, const sl_table_info *info,
+                       int *refused)
 {
     int warnings = 0;
     char a[24];
@@ -139,10 +141,13 @@ static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *
             sl_throttle_close(&th);
         }
         if (rc != 0) {
-            printf("warning:    replica lag cannot be measured: `up` refuses to start unless "
-                   "--allow-unmeasured-lag:\n  %s\n",
+            printf("warning:    %sreplica lag cannot be measured%s:\n  %s\n",
+                   opts->allow_unmeasured_lag ? "" : "up refuses this job: ",
+                   opts->allow_unmeasured_lag ? " (--allow-unmeasured-lag: up goes on without it)"
+                                              : " (unless --allow-unmeasured-lag)",
                    err.msg);
             warnings++;
+            *refused += !opts->allow_unmeasured_lag;
         }
     }
     if (job->max_wal_rate) {
@@ -171,7 +176,7 @@ static void print_warning(const char *prefix, const char *msg)
 }
 
 /* What the undo snapshot cannot put back (undo_scope.c): up's refusal, shown. */
-static int plan_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks)
+static int plan_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, int *refused)
 {
     char **warnings = NULL;
     sl_err err = {{0}};
@@ -179,6 +184,7 @@ static int plan_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks)
     if (rc == SL_EREFUSED || rc < 0)
         print_warning(rc == SL_EREFUSED ? "up refuses this job: " : "", err.msg);
     n += rc != 0;
+    *refused += rc == SL_EREFUSED;
     for (char **w = warnings; w && *w; w++, n++) {
         print_warning("", *w);
         free(*w);
@@ -212,7 +218,19 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
                "to %" PRId64 " ranges at keys sampled from the table\n",
                job->workers, job->workers * 4);
     sl_undo_plan_print(sess, job, &info.ks, rows);
-    int scope_warnings = plan_scope(sess, job, &info.ks);
+    int refused = 0; /* what up refuses (exit 2): plan shows it all, then exits 2 too */
+    if (!info.index && !opts->allow_no_index)
+        refused++; /* warned about below */
+    int rc = sl_up_check_sql(sess, job, &info.ks, &err);
+    /* plan needs only SELECT: a reviewer's role that may not write is told, and not refused */
+    int denied = rc == SL_EREFUSED && strstr(err.msg, ": 42501 ") != NULL;
+    if (rc != 0)
+        print_warning(denied              ? "up as this role refuses this job: "
+                      : rc == SL_EREFUSED ? "up refuses this job: "
+                                          : "",
+                      err.msg);
+    refused += rc == SL_EREFUSED && !denied;
+    int scope_warnings = plan_scope(sess, job, &info.ks, &refused);
     if (job->requires) {
         sl_answer ans;
         sl_query q = {job->requires, 0, NULL, 0};
@@ -223,7 +241,8 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
                              : sl_answer_true(v) ? "true (up may start)"
                                                  : "not true (up refuses)",
                              stdout);
-            printf("\n");
+            printf("%s\n", ans.ok ? "" : " (up refuses)");
+            refused += !ans.ok || !sl_answer_true(v);
             sl_answer_free(&ans);
         }
     }
@@ -243,7 +262,7 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
         }
     }
     int warnings = scope_warnings + (info.index ? 0 : 1);
-    warnings += plan_health(opts, sess, job, &info);
+    warnings += plan_health(opts, sess, job, &info, &refused);
     if (!info.unique_key) {
         printf("warning:    no unique index covers the key: chunks take every row of their :hi value, so they may "
                "be larger than batch\n");
@@ -255,13 +274,20 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
     }
     int seq = plan_first_chunk(sess, job, &info);
     if (!info.index)
-        printf("\nwarning: no btree index on the key: create one before running (or `up --force`)\n");
+        printf("\nwarning: no btree index on the key: create one before running%s\n",
+               opts->allow_no_index ? " (--allow-no-index: up walks it anyway)"
+                                    : "; up refuses this job unless --allow-no-index");
     if (seq)
         printf("\nwarning: a plan above %s: each chunk may read the whole table\n",
                sess->dialect == SL_DIALECT_SQLITE ? "scans the table without an index (SCAN or TEMP B-TREE)"
                                                   : "has a Seq Scan");
-    if (sample > 0 && sl_plan_sample(sess, job, &info, rows, sample) != 0)
+    if (refused) {
+        sl_error("plan %s: up refuses this job: %d reason%s above (\"up refuses this job\")", job->name, refused,
+                 refused == 1 ? "" : "s");
+        code = SL_EXIT_USAGE;
+    } else if (sample > 0 && sl_plan_sample(sess, job, &info, rows, sample) != 0) {
         code = SL_EXIT_FAILED;
+    }
     sl_table_info_free(&info);
     return code;
 }

@@ -86,44 +86,60 @@ static int check_index(up_run *r)
  * or in an up statement is a refusal now (exit 2), not chunk 1's failure.
  * EXPLAIN plans without running; statements it cannot plan (CALL, DO) are
  * left to the first chunk. */
-static int check_sql(up_run *r, const char *what, int line, const char *sql, int nparams)
+static int check_sql(sl_session *sess, const sl_job *job, const char *what, int line, const char *sql, int nparams,
+                     sl_err *err)
 {
     const char *nulls[2 * SL_MAX_KEY_COLS] = {0};
-    char *q = sl_asprintf("%s %s", r->sess->dialect == SL_DIALECT_SQLITE ? "EXPLAIN QUERY PLAN" : "EXPLAIN", sql);
+    char *q = sl_asprintf("%s %s", sess->dialect == SL_DIALECT_SQLITE ? "EXPLAIN QUERY PLAN" : "EXPLAIN", sql);
     sl_answer ans;
-    int rc = sl_session_exec1(r->sess, q, nparams, nulls, &ans);
+    int rc = sl_session_exec1(sess, q, nparams, nulls, &ans);
     free(q);
     if (rc != 0) {
-        sl_err_set(&r->err, "%s: lost the connection while checking its SQL", r->job->name);
+        sl_err_set(err, "%s: lost the connection while checking its SQL", job->name);
         return -1;
     }
     if (!ans.ok && !ans.conn_lost)
-        sl_err_set(&r->err, "%s:%d: %s: %s%s%s", r->job->path, line, what, ans.sqlstate, ans.sqlstate[0] ? " " : "",
+        sl_err_set(err, "%s:%d: %s: %s%s%s", job->path, line, what, ans.sqlstate, ans.sqlstate[0] ? " " : "",
                    ans.error);
     rc = ans.ok ? SL_OK : ans.conn_lost ? SL_EFAIL : SL_EREFUSED;
     sl_answer_free(&ans);
     return rc;
 }
 
-int up_check_statements(up_run *r)
+int sl_up_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_err *err)
 {
-    const sl_keyspec *ks = &r->info.ks;
     int n = (int)ks->ncols, rc = 0;
-    if (r->job->where) {
-        char *sql = sl_asprintf("SELECT 1 FROM %s WHERE (%s) LIMIT 0", ks->table, r->job->where);
-        rc = check_sql(r, "where is not valid here", r->job->line[SL_DIR_WHERE], sql, 0);
+    if (job->where) {
+        char *sql = sl_asprintf("SELECT 1 FROM %s WHERE (%s) LIMIT 0", ks->table, job->where);
+        rc = check_sql(sess, job, "where is not valid here", job->line[SL_DIR_WHERE], sql, 0, err);
         free(sql);
     }
-    for (size_t i = 0; rc == 0 && i < r->job->up.nstmts; i++) {
-        const sl_stmt *st = &r->job->up.stmts[i];
+    for (size_t i = 0; rc == 0 && i < job->up.nstmts; i++) {
+        const sl_stmt *st = &job->up.stmts[i];
         if (!sl_stmt_explainable(st))
             continue;
         char *sql = sl_keys_stmt_sql(ks, st);
-        rc = check_sql(r, "this up statement cannot run against the database", st->line, sql,
-                       (st->uses_lo + st->uses_hi) * n);
+        rc = check_sql(sess, job, "this up statement cannot run against the database", st->line, sql,
+                       (st->uses_lo + st->uses_hi) * n, err);
         free(sql);
+        /* `id BETWEEN :lo AND :hi` with a key of two columns compares a column with a row: PostgreSQL
+         * says "operator does not exist: bigint >= record", SQLite "row value misused" */
+        if (rc == SL_EREFUSED && n > 1 &&
+            (strstr(err->msg, "42883 operator does not exist") || strstr(err->msg, "row value misused"))) {
+            char *cols = sl_keys_column_list(ks);
+            sl_err_append(err,
+                          "hint: the key has %d columns, so :lo and :hi are rows of %d values: compare the key "
+                          "as a row, (%s) BETWEEN :lo AND :hi",
+                          n, n, cols);
+            free(cols);
+        }
     }
     return rc;
+}
+
+int up_check_statements(up_run *r)
+{
+    return sl_up_check_sql(r->sess, r->job, &r->info.ks, &r->err);
 }
 
 int up_preflight(up_run *r)

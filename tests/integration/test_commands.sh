@@ -386,11 +386,16 @@ test_plan_warns_without_index() {
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE code BETWEEN :lo AND :hi;
 EOF
+    # up refuses the job without an index, so plan exits 2 like up, once it has shown everything
     run_sluice plan 0001_by_code
-    assert_rc 0
+    assert_rc 2
     assert_match "$OUT$ERR" "index: +NONE" "plan"
-    assert_match "$OUT$ERR" "warning:.*index" "plan"
+    assert_contains "$OUT" "warning: no btree index on the key: create one before running; up refuses this job unless --allow-no-index"
     assert_match "$OUT$ERR" "warning:.*Seq Scan" "plan"
+    assert_contains "$ERR" "plan 0001_by_code: up refuses this job: 1 reason above"
+    run_sluice --allow-no-index plan 0001_by_code
+    assert_rc 0
+    assert_contains "$OUT" "(--allow-no-index: up walks it anyway)"
     assert_sql "select to_regclass('sluice_progress') is null" t
     assert_eq "$(ls -A "$CKPT")" "" "checkpoint dir after plan"
     assert_sql "select count(*) from t where n <> 0" 0

@@ -406,7 +406,8 @@ test_snapshot_scope() {
 DELETE FROM parent WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
 EOF
     run_sluice plan 0001_purge
-    assert_rc 0
+    assert_rc 2
+    assert_contains "$ERR" "plan 0001_purge: up refuses this job: 1 reason above"
     assert_contains "$OUT" "warning:    up refuses this job: "
     assert_contains "$OUT" "the foreign key child_pid_fkey of child (ON DELETE CASCADE) deletes the rows of child"
     run_sluice up

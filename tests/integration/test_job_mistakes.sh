@@ -35,9 +35,12 @@ expect_refused() {
     for cmd in up plan; do
         if [[ $cmd == up ]]; then run_sluice up; else run_sluice plan 0001_bad; fi
         assert_rc 2
-        assert_contains "$ERR" "$where" "$cmd's stderr"
+        # plan shows a refusal the server makes among its findings, on stdout, then exits 2
+        local said=$ERR
+        [[ $cmd == plan ]] && said="$OUT$ERR"
+        assert_contains "$said" "$where" "$cmd's output"
         for text in "$@"; do
-            assert_contains "$ERR" "$text" "$cmd's stderr"
+            assert_contains "$said" "$text" "$cmd's output"
         done
         assert_unchanged "$before"
     done
@@ -180,6 +183,29 @@ test_parameters_on_sqlite() {
     done
 }
 
+# A key of two columns walked with `id BETWEEN :lo AND :hi`, where :lo and :hi are rows: the server's
+# error ("operator does not exist: integer >= record"; SQLite: "row value misused") comes with a hint
+# that shows the comparison as a row. PostgreSQL, then SQLite.
+test_row_key_compared_as_column() {
+    make_table 300 "${TCOLS[@]}"
+    psql_q "create unique index t_id_v on t (id, v)"
+    printf '%b' "${H}-- sluice:key id, v
+${UP}" >"$JOBS/0001_bad.sql"
+    expect_refused 4 "this up statement cannot run against the database: 42883 operator does not exist" \
+        "hint: the key has 2 columns, so :lo and :hi are rows of 2 values: compare the key as a row, (id, v) BETWEEN :lo AND :hi"
+    sq_init
+    sq "create table t (id integer, v int not null default 0, primary key (id, v))"
+    sq_fill t 300
+    local before
+    before=$(sq_sum t)
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bad.sql:4: this up statement cannot run against the database: row value misused"
+    assert_contains "$ERR" "compare the key as a row, (\"id\", \"v\") BETWEEN :lo AND :hi"
+    assert_eq "$(sq_sum t)" "$before" "t on SQLite"
+    assert_sq "select count(*) from sqlite_master where name like 'sluice%'" 0
+}
+
 # requires, verify and throttle-query only look: one that writes fails, saying why, and changes nothing
 # (plan shows the failure and changes nothing either). PostgreSQL, then SQLite.
 readonly_case() {
@@ -258,4 +284,6 @@ run_test "accepted: a block comment before the directives" accepted "/* backfill
 run_test "requires, verify and throttle-query that write: refused or failed, nothing changed (PostgreSQL)" \
     test_checks_only_look_pg
 run_test "the same on SQLite" test_checks_only_look_sqlite
+run_test "a key of two columns compared as one column: refused with a hint that shows the row (both databases)" \
+    test_row_key_compared_as_column
 t_done

@@ -237,8 +237,8 @@ test_refuses_unmeasurable() {
     app_role
     write_bump_job
     run_sluice --db "$APP_DB" plan 0001_bump
-    assert_rc 0
-    assert_contains "$OUT" "replica lag cannot be measured"
+    assert_rc 2
+    assert_contains "$OUT" "up refuses this job: replica lag cannot be measured (unless --allow-unmeasured-lag)"
     assert_contains "$OUT" "only to superusers and members of pg_monitor"
     run_sluice --db "$APP_DB" up
     assert_rc 2

@@ -377,10 +377,11 @@ test_plan_warns_without_index() {
 UPDATE t SET n = n + 1 WHERE code BETWEEN :lo AND :hi;
 EOF
     run_sluice plan 0001_by_code
-    assert_rc 0
+    assert_rc 2
     assert_match "$OUT$ERR" "index: +NONE" "plan"
     assert_match "$OUT$ERR" "warning:.*index" "plan"
     assert_match "$OUT$ERR" "warning:.*SCAN" "plan"
+    assert_contains "$ERR" "up refuses this job: 1 reason above"
     # up refuses the same job unless --allow-no-index.
     run_sluice up
     assert_rc 2

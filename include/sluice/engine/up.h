@@ -10,4 +10,10 @@
  * refusals to its final state (run.h). Returns an exit code (SL_EXIT_*). */
 int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job) SL_MUSTCHECK;
 
+/* The server's check of the job's `where` and up statements against the
+ * table (EXPLAIN, nothing runs), as `up` makes it before its first chunk:
+ * SL_EREFUSED with err naming the file, line and what the server said;
+ * SL_EFAIL/-1 when the connection failed. `plan` shows the same refusal. */
+int sl_up_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_err *err) SL_MUSTCHECK;
+
 #endif
