@@ -401,6 +401,34 @@ EOF
     assert_sql "select count(*) from t where n <> 0" 0
 }
 
+# plan is the dry run a pipeline can gate a deploy on: what up refuses, plan shows and exits 2 for too
+# (requires not true, a statement the server cannot plan), and exits 0 once up would start.
+test_plan_refuses_like_up() {
+    setup_bump 300 100 "-- sluice:requires SELECT count(*) = 0 FROM t WHERE n > 0"
+    psql_q "update t set n = 1 where id = 7"
+    run_sluice plan 0001_bump
+    assert_rc 2
+    assert_contains "$OUT" "-> not true (up refuses)"
+    assert_contains "$ERR" "plan 0001_bump: up refuses this job: 1 reason above"
+    run_sluice up
+    assert_rc 2
+    psql_q "update t set n = 0 where id = 7"
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_contains "$OUT" "-> true (up may start)"
+    # a statement naming a column the table lacks
+    sed -i 's/SET n = n + 1/SET nn = n + 1/' "$JOBS/0001_bump.sql"
+    run_sluice plan 0001_bump
+    assert_rc 2
+    assert_contains "$OUT" "warning:    up refuses this job: "
+    assert_contains "$OUT" "this up statement cannot run against the database: 42703"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "this up statement cannot run against the database: 42703"
+    assert_sql "select to_regclass('sluice_progress') is null" t
+    assert_sql "select count(*) from t where n <> 0" 0
+}
+
 test_stamp_done_skips() {
     setup_bump 300 100
     run_sluice stamp 0001_bump "done"
@@ -492,6 +520,8 @@ run_test "a resumed up estimates the rows its walk has left, not a where the job
 run_test "plan estimates from the planner alone for a role refused the statistics functions" \
     test_plan_estimate_without_stats_functions
 run_test "plan warns on a missing index and a Seq Scan" test_plan_warns_without_index
+run_test "plan exits 2 where up refuses: requires not true, a statement the server cannot plan" \
+    test_plan_refuses_like_up
 run_test "stamp done makes up skip the job" test_stamp_done_skips
 run_test "stamp pending makes up run the job again from the start" test_stamp_pending_reruns
 run_test "stamp is refused while the job runs, and for an unknown job" test_stamp_refused_while_running_or_unknown
