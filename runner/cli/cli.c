@@ -93,8 +93,8 @@ static const command_help helps[] = {
              "nothing. --sample N (1 to 1000) runs the first N chunks, each in a transaction that is rolled\n"
              "back, and estimates the job from them: time per chunk (median, p90), total time at the job's\n"
              "pace, WAL per chunk on PostgreSQL. No row of sluice's is written, no table created. Exits 2\n"
-             "when up would refuse the job (no index, a statement the server cannot plan, requires not\n"
-             "true, ...), after showing each reason; 0 otherwise.\n"},
+             "when up would refuse the job (no index, a statement the server cannot plan, ...), after\n"
+             "showing each reason; 0 otherwise (requires not true yet is shown, not counted).\n"},
     {"report", "usage: sluice report JOB [-o FILE]\n\n"
                "Write the job's journal (its checkpoint file: runs, chunks, holds, retries, splits, rows set aside)\n"
                "as one self-contained HTML page with charts, to FILE (default JOB.report.html), created 0600.\n"
