@@ -11,6 +11,7 @@ void sl_answer_free(sl_answer *ans)
         for (int v = 0; !r->packed && v < r->nrows * r->ncols; v++)
             free(r->vals[v]);
         free(r->vals);
+        free(r->lens);
     }
     free(ans->results);
     free(ans->error);

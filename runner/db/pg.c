@@ -579,7 +579,8 @@ static void pg_enqueue(sl_pg *pg, struct sl_pg_batch *b)
 static int pg_send_one(sl_pg *pg, struct sl_pg_batch *b, size_t i, const sl_query *q)
 {
     if (!q->prepare || pg->pooled)
-        return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0);
+        return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, q->params, q->lengths, q->formats,
+                                 q->binary_result);
     b->named = 1;
     char hash[17], name[24];
     sl_checksum_hex(q->sql, strlen(q->sql), hash);
@@ -591,7 +592,7 @@ static int pg_send_one(sl_pg *pg, struct sl_pg_batch *b, size_t i, const sl_quer
         b->prep[i] = sl_strdup(name);
         b->hidden[i]++;
     }
-    return PQsendQueryPrepared(pg->conn, name, q->nparams, q->params, NULL, NULL, 0);
+    return PQsendQueryPrepared(pg->conn, name, q->nparams, q->params, q->lengths, q->formats, q->binary_result);
 }
 
 /* A statement that ends the transaction: what follows starts a new one. */

@@ -32,13 +32,17 @@ static void copy_result(sl_result *dst, const PGresult *res)
                 bytes += (size_t)PQgetlength(res, r, c) + 1;
     dst->vals = sl_calloc(1, (cells + 1) * sizeof(char *) + bytes);
     dst->packed = 1;
+    if (PQbinaryTuples(res))
+        dst->lens = sl_calloc(cells + 1, sizeof(int));
     char *text = (char *)(dst->vals + cells + 1);
     for (int r = 0; r < dst->nrows; r++)
         for (int c = 0; c < dst->ncols; c++) {
             if (PQgetisnull(res, r, c))
                 continue;
             size_t len = (size_t)PQgetlength(res, r, c);
-            memcpy(text, PQgetvalue(res, r, c), len + 1);
+            memcpy(text, PQgetvalue(res, r, c), len + 1); /* libpq ends a binary value with a NUL too */
+            if (dst->lens)
+                dst->lens[(size_t)r * (size_t)dst->ncols + (size_t)c] = (int)len;
             dst->vals[(size_t)r * (size_t)dst->ncols + (size_t)c] = text;
             text += len + 1;
         }

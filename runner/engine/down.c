@@ -156,14 +156,12 @@ static int fit_saved_rows(down_run *r)
         return 0;
     const char *params[] = {r->job->name};
     sl_answer ans;
-    if (sl_session_exec1(r->sess,
-                         r->sess->dialect == SL_DIALECT_PG
-                             ? "SELECT chunk_no::text, encode(record, 'hex') FROM " SL_UNDO_TABLE
-                               " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1"
-                             : "SELECT CAST(chunk_no AS TEXT), record FROM " SL_UNDO_TABLE
-                               " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1",
-                         1, params, &ans) != 0 ||
-        !ans.ok) {
+    /* PostgreSQL's in binary: the record's bytes, chunk_no's text (a text column's binary form) */
+    sl_query q = {"SELECT CAST(chunk_no AS text), record FROM " SL_UNDO_TABLE
+                  " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1",
+                  1, params, 0};
+    q.binary_result = r->sess->dialect == SL_DIALECT_PG;
+    if (sl_session_exec(r->sess, &q, 1, &ans) != 0 || !ans.ok) {
         sl_err_set(&r->err, "%s: cannot read its undo records: %s", r->job->name,
                    ans.error ? ans.error : "connection lost");
         sl_answer_free(&ans);
@@ -175,7 +173,7 @@ static int fit_saved_rows(down_run *r)
     int64_t chunk_no = 0;
     sl_err ignored = {{0}}; /* a damaged record fails its own chunk, saying so */
     if (text && sl_parse_int(sl_answer_val(&ans, 0, 0, 0), 0, INT64_MAX, &chunk_no) == 0 &&
-        sl_undo_record_read(&r->undo, chunk_no, text, &snap, &ignored) == 0) {
+        sl_undo_record_read(&r->undo, chunk_no, text, sl_undo_record_len(&ans.results[0], 0), &snap, &ignored) == 0) {
         rc = sl_undo_fit_saved_rows(&r->undo, &snap, r->job->name, &r->fit_said, &r->err);
         sl_snap_free(&snap);
     }

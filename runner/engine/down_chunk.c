@@ -121,7 +121,8 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     l->prog_i = n;
     q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 1};
     l->undo_i = n;
-    q[n++] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 1};
+    q[n] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 1};
+    q[n++].binary_result = w->sess->dialect == SL_DIALECT_PG; /* the record's bytes, not twice as many hex digits */
     if ((l->state = look && r->undo.state_sql != NULL && !c->skipped)) {
         l->state_i = n;
         q[n++] = (sl_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 1};
@@ -216,7 +217,8 @@ static int plan_chunk(down_worker *w, const down_chunk *c, const sl_answer *ans,
         return STEP_OK; /* no record (a down section without hashes, a row set aside, a record lost) */
     }
     sl_snap snap;
-    if (sl_undo_record_decode(&r->undo, c->chunk_no, text, &snap, &w->err) != 0) {
+    if (sl_undo_record_decode(&r->undo, c->chunk_no, text, sl_undo_record_len(&ans->results[l->undo_i], 0), &snap,
+                              &w->err) != 0) {
         rollback(w);
         return STEP_FAILED;
     }

@@ -431,7 +431,8 @@ static const char *kind_tag(sl_undo_kind kind)
     return kind == SL_UNDO_SNAPSHOT_ALL ? "all" : kind == SL_UNDO_SNAPSHOT_COLS ? "cols" : "down";
 }
 
-char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post)
+char *sl_undo_record_bytes(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post,
+                           size_t *len)
 {
     sl_snap s = {0};
     s.chunk_no = chunk_no;
@@ -443,29 +444,35 @@ char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result 
     sl_buf blob = {0};
     sl_snap_encode(&s, &blob);
     free(s.rows); /* the strings belong to the results */
+    *len = blob.len;
+    return blob.data ? blob.data : sl_strdup("");
+}
+
+char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post)
+{
+    size_t len;
+    char *blob = sl_undo_record_bytes(t, chunk_no, pre, post, &len);
     static const char digits[] = "0123456789abcdef";
-    char *hex = sl_malloc(2 * blob.len + 1);
-    for (size_t i = 0; i < blob.len; i++) {
-        unsigned char c = (unsigned char)blob.data[i];
+    char *hex = sl_malloc(2 * len + 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)blob[i];
         hex[2 * i] = digits[c >> 4];
         hex[2 * i + 1] = digits[c & 15];
     }
-    hex[2 * blob.len] = '\0';
-    sl_buf_free(&blob);
+    hex[2 * len] = '\0';
+    free(blob);
     return hex;
 }
 
-const char *sl_undo_store_sql(const sl_undo_target *t)
+const char *sl_undo_store_sql(void)
 {
-    return undo_is_lite(t) ? "INSERT INTO " SL_UNDO_TABLE " (job, chunk_no, record) VALUES ($1, $2, $3)"
-                           : "INSERT INTO " SL_UNDO_TABLE " (job, chunk_no, record) VALUES ($1, $2, decode($3, 'hex'))";
+    return "INSERT INTO " SL_UNDO_TABLE " (job, chunk_no, record) VALUES ($1, $2, $3)";
 }
 
 const char *sl_undo_take_sql(const sl_undo_target *t)
 {
-    return undo_is_lite(t) ? "DELETE FROM " SL_UNDO_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING record"
-                           : "DELETE FROM " SL_UNDO_TABLE
-                             " WHERE job = $1 AND chunk_no = $2 RETURNING encode(record, 'hex')";
+    (void)t; /* PostgreSQL reads it in binary (sl_undo_record_len), SQLite keeps hex text */
+    return "DELETE FROM " SL_UNDO_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING record";
 }
 
 /* Each byte's value as a hex digit, or -1: one load per digit, where a
@@ -483,27 +490,35 @@ static void hex_init(void)
         hex_value['a' + i] = hex_value['A' + i] = (signed char)(10 + i);
 }
 
-static int record_read(const sl_undo_target *t, int64_t chunk_no, const char *text, int check_shape, sl_snap *out,
-                       sl_err *err)
+/* The record as stored: bytes (PostgreSQL's bytea, read in binary) or, with
+ * len -1, hex text (SQLite's). */
+static int record_read(const sl_undo_target *t, int64_t chunk_no, const char *data, long long len, int check_shape,
+                       sl_snap *out, sl_err *err)
 {
     memset(out, 0, sizeof *out);
-    size_t len = strlen(text);
-    unsigned char *blob = sl_malloc(len / 2 + 1);
-    int bad = len % 2 != 0;
-    hex_init();
-    for (size_t i = 0; !bad && i < len; i += 2) {
-        int hi = hex_value[(unsigned char)text[i]], lo = hex_value[(unsigned char)text[i + 1]];
-        bad = hi < 0 || lo < 0;
-        if (!bad) /* hi is -1 for a digit that is not hex: shifting it is undefined */
-            blob[i / 2] = (unsigned char)(hi << 4 | lo);
-    }
-    if (bad || sl_snap_decode(blob, len / 2, out) != 0) {
+    int bad = 0;
+    if (len >= 0) {
+        bad = sl_snap_decode(data, (size_t)len, out) != 0;
+    } else {
+        const char *text = data;
+        size_t tlen = strlen(text);
+        unsigned char *blob = sl_malloc(tlen / 2 + 1);
+        bad = tlen % 2 != 0;
+        hex_init();
+        for (size_t i = 0; !bad && i < tlen; i += 2) {
+            int hi = hex_value[(unsigned char)text[i]], lo = hex_value[(unsigned char)text[i + 1]];
+            bad = hi < 0 || lo < 0;
+            if (!bad) /* hi is -1 for a digit that is not hex: shifting it is undefined */
+                blob[i / 2] = (unsigned char)(hi << 4 | lo);
+        }
+        bad = bad || sl_snap_decode(blob, tlen / 2, out) != 0;
         free(blob);
+    }
+    if (bad) {
         sl_err_set(err, "the undo record of chunk %" PRId64 " in %s is damaged: it cannot be read", chunk_no,
                    SL_UNDO_TABLE);
         return -1;
     }
-    free(blob);
     out->chunk_no = chunk_no;
     snprintf(out->kind, sizeof out->kind, "%s", kind_tag(t->kind));
     /* its shape before any value is read: a record saved for other columns would restore the wrong ones */
@@ -519,14 +534,21 @@ static int record_read(const sl_undo_target *t, int64_t chunk_no, const char *te
     return 0;
 }
 
-int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out, sl_err *err)
+int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *data, long long len, sl_snap *out,
+                          sl_err *err)
 {
-    return record_read(t, chunk_no, text, 1, out, err);
+    return record_read(t, chunk_no, data, len, 1, out, err);
 }
 
-int sl_undo_record_read(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out, sl_err *err)
+int sl_undo_record_read(const sl_undo_target *t, int64_t chunk_no, const char *data, long long len, sl_snap *out,
+                        sl_err *err)
 {
-    return record_read(t, chunk_no, text, 0, out, err);
+    return record_read(t, chunk_no, data, len, 0, out, err);
+}
+
+long long sl_undo_record_len(const sl_result *res, int row)
+{
+    return res->lens ? res->lens[(size_t)row * (size_t)res->ncols + (size_t)(res->ncols - 1)] : -1;
 }
 
 char *undo_snapshot_words(sl_undo_kind kind, char *const *cols, size_t n)

@@ -163,8 +163,14 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
     if (l->post)
         q[l->post_i] = (sl_query){r->undo.post_sql, 2 * (int)n, w->edges, 1};
     q[l->prog_i] = (sl_query){r->progress_sql, (int)np, w->prog, 1};
-    if (l->post) /* its values are filled in by after_first_half */
-        q[l->undo_i] = (sl_query){sl_undo_store_sql(&r->undo), 3, w->uparams, 1};
+    if (l->post) { /* its values are filled in by after_first_half */
+        static const int binary_record[3] = {0, 0, 1};
+        q[l->undo_i] = (sl_query){sl_undo_store_sql(), 3, w->uparams, 1};
+        if (r->sess->dialect == SL_DIALECT_PG) {
+            q[l->undo_i].lengths = w->ulengths;
+            q[l->undo_i].formats = binary_record;
+        }
+    }
     q[l->commit_i] = (sl_query){"COMMIT", 0, NULL, 0};
     q[l->bound_i] = (sl_query){bsql, nb, w->bparams, 1};
 }
@@ -228,7 +234,18 @@ static int after_first_half(up_run *r, up_worker *w)
         return 1;
     const sl_result *pre = l.pre ? &w->first.results[l.pre_i] : NULL;
     free(w->record);
-    w->record = sl_undo_record(&r->undo, w->chunk_no, pre, &w->first.results[l.post_i]);
+    if (w->sess->dialect == SL_DIALECT_PG) {
+        size_t len;
+        w->record = sl_undo_record_bytes(&r->undo, w->chunk_no, pre, &w->first.results[l.post_i], &len);
+        if (len > INT32_MAX) { /* more than libpq can send, as a message the server refuses: split */
+            w->first.ok = 0;
+            w->first.conn_lost = 1;
+            return 1;
+        }
+        w->ulengths[2] = (int)len;
+    } else {
+        w->record = sl_undo_record(&r->undo, w->chunk_no, pre, &w->first.results[l.post_i]);
+    }
     w->uparams[0] = r->job->name;
     w->uparams[1] = w->numbers[0];
     w->uparams[2] = w->record;

@@ -77,6 +77,7 @@ typedef struct up_worker {
     const char *prog[10 + 2 * SL_MAX_KEY_COLS];
     const char *bparams[2 * SL_MAX_KEY_COLS + 1];
     const char *uparams[3]; /* the undo record's row: job, chunk_no, record */
+    int ulengths[3];        /* PostgreSQL: the record goes as binary, its length here */
     char *record;           /* the undo record of the chunk in flight */
 } up_worker;
 

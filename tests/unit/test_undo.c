@@ -187,10 +187,20 @@ static int record_round_trip(const sl_undo_target *t, int64_t chunk_no, const sl
     char *hex = sl_undo_record(t, chunk_no, pre, post);
     CHECK(hex != NULL && strlen(hex) % 2 == 0 && strspn(hex, "0123456789abcdef") == strlen(hex));
     sl_err err = {{0}};
-    int rc = sl_undo_record_decode(t, chunk_no, hex, out, &err);
+    int rc = sl_undo_record_decode(t, chunk_no, hex, -1, out, &err);
     if (rc != 0)
         printf("#   %s\n", err.msg);
     free(hex);
+    /* the bytes PostgreSQL stores read back to the same record */
+    size_t len;
+    char *bytes = sl_undo_record_bytes(t, chunk_no, pre, post, &len);
+    sl_snap again;
+    CHECK(sl_undo_record_decode(t, chunk_no, bytes, (long long)len, &again, &err) == rc);
+    if (rc == 0) {
+        CHECK(again.nrows == out->nrows && again.nkey == out->nkey && again.nvals == out->nvals);
+        sl_snap_free(&again);
+    }
+    free(bytes);
     return rc;
 }
 
@@ -672,7 +682,7 @@ static void test_record_refused(void)
     /* another key */
     target_of(&other, &ks2, SL_UNDO_SNAPSHOT_COLS, 2, (const char *[]){"\"full_name\"", "\"email\""},
               (const char *[]){"text", "text"});
-    CHECK(sl_undo_record_decode(&other, 31, hex, &snap, &err) != 0);
+    CHECK(sl_undo_record_decode(&other, 31, hex, -1, &snap, &err) != 0);
     CHECK_HAS(err.msg, "chunk 31");
     CHECK_HAS(err.msg, "1 key and 2 saved columns, but the job's key has 2 and its undo saves 2");
     CHECK_HAS(err.msg, "another version of the job");
@@ -680,25 +690,25 @@ static void test_record_refused(void)
     sl_undo_target_free(&other);
     /* other saved columns: one fewer, snapshot(*) (one row text on PostgreSQL), the down way */
     target_of(&other, &ks, SL_UNDO_SNAPSHOT_COLS, 1, (const char *[]){"\"full_name\""}, (const char *[]){"text"});
-    CHECK(sl_undo_record_decode(&other, 31, hex, &snap, &err) != 0);
+    CHECK(sl_undo_record_decode(&other, 31, hex, -1, &snap, &err) != 0);
     CHECK_HAS(err.msg, "the undo record of chunk 31 holds 1 key and 2 saved columns");
     CHECK_HAS(err.msg, "its undo saves 1");
     sl_undo_target_free(&other);
     users_all(&other, &ks);
-    CHECK(sl_undo_record_decode(&other, 31, hex, &snap, &err) != 0);
+    CHECK(sl_undo_record_decode(&other, 31, hex, -1, &snap, &err) != 0);
     CHECK_HAS(err.msg, "chunk 31");
     sl_undo_target_free(&other);
     target_of(&other, &ks, SL_UNDO_DOWN, 0, NULL, NULL);
-    CHECK(sl_undo_record_decode(&other, 31, hex, &snap, &err) != 0);
+    CHECK(sl_undo_record_decode(&other, 31, hex, -1, &snap, &err) != 0);
     CHECK_HAS(err.msg, "its undo saves 0");
     sl_undo_target_free(&other);
 
     /* the same job reads it, in either case of hex */
-    CHECK(sl_undo_record_decode(&t, 31, hex, &snap, &err) == 0 && snap.nrows == 1);
+    CHECK(sl_undo_record_decode(&t, 31, hex, -1, &snap, &err) == 0 && snap.nrows == 1);
     sl_snap_free(&snap);
     for (char *p = hex; *p; p++)
         *p = (char)(*p >= 'a' && *p <= 'f' ? *p - 'a' + 'A' : *p);
-    CHECK(sl_undo_record_decode(&t, 31, hex, &snap, &err) == 0 && snap.nrows == 1);
+    CHECK(sl_undo_record_decode(&t, 31, hex, -1, &snap, &err) == 0 && snap.nrows == 1);
     sl_snap_free(&snap);
 
     /* damaged: cut, an odd digit, not hex, empty */
@@ -706,17 +716,29 @@ static void test_record_refused(void)
     const char *damaged[] = {"", "0", "01010001", "zz", "0g"};
     for (size_t i = 0; i < sizeof damaged / sizeof damaged[0]; i++) {
         memset(&err, 0, sizeof err);
-        CHECK(sl_undo_record_decode(&t, 9, damaged[i], &snap, &err) != 0);
+        CHECK(sl_undo_record_decode(&t, 9, damaged[i], -1, &snap, &err) != 0);
         CHECK_HAS(err.msg, "the undo record of chunk 9 in sluice_undo is damaged");
         CHECK(snap.rows == NULL);
     }
     for (size_t cut = 0; cut < len; cut++) {
         char *part = sl_strndup(hex, cut);
         memset(&err, 0, sizeof err);
-        CHECK(sl_undo_record_decode(&t, 9, part, &snap, &err) != 0);
+        CHECK(sl_undo_record_decode(&t, 9, part, -1, &snap, &err) != 0);
         CHECK_HAS(err.msg, "chunk 9");
         free(part);
     }
+    /* the same record as bytes (PostgreSQL's, read in binary): whole, it reads; cut anywhere, damaged */
+    size_t nbytes;
+    char *bytes = sl_undo_record_bytes(&t, 31, &pre, &post, &nbytes);
+    CHECK(nbytes * 2 == len);
+    CHECK(sl_undo_record_decode(&t, 31, bytes, (long long)nbytes, &snap, &err) == 0 && snap.nrows == 1);
+    sl_snap_free(&snap);
+    for (size_t cut = 0; cut < nbytes; cut++) {
+        memset(&err, 0, sizeof err);
+        CHECK(sl_undo_record_decode(&t, 9, bytes, (long long)cut, &snap, &err) != 0);
+        CHECK_HAS(err.msg, "chunk 9");
+    }
+    free(bytes);
     free(hex);
     result_free(&pre);
     result_free(&post);

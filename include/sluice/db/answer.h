@@ -15,6 +15,10 @@ typedef struct sl_query {
     int nparams;
     const char *const *params;
     int prepare;
+    /* PostgreSQL only, both or neither: each parameter's length and format
+     * (1: binary, params[i] is lengths[i] bytes; 0: text). NULL: all text. */
+    const int *lengths, *formats;
+    int binary_result; /* PostgreSQL only: every column in binary format (sl_result.lens) */
 } sl_query;
 
 /* One statement's result. */
@@ -23,6 +27,7 @@ typedef struct sl_result {
     char **vals;        /* nrows * ncols, row-major; NULL for SQL NULL */
     int64_t cmd_tuples; /* rows affected (PQcmdTuples, sqlite3_changes), -1 if none */
     int packed;         /* the strings live in the vals block itself (PostgreSQL's): never free one alone */
+    int *lens;          /* a binary result's: each value's length in bytes (vals are NUL-terminated too), else NULL */
 } sl_result;
 
 typedef struct sl_answer {

@@ -62,26 +62,37 @@ int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *j
 
 /* Inside an up chunk (its transaction still open): chunk_no's undo record,
  * built from the pre_sql result (NULL when there is no pre_sql) and the
- * post_sql result, as hex text to bind as sl_undo_store_sql's $3. Rows the
- * chunk did not change are left out. malloc'd. */
+ * post_sql result, as *len bytes to bind as sl_undo_store_sql's $3 in binary
+ * format (PostgreSQL's bytea). Rows the chunk did not change are left out.
+ * malloc'd. */
+char *sl_undo_record_bytes(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post,
+                           size_t *len);
+
+/* The same record as hex text: the $3 on SQLite, which keeps records as text. */
 char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post);
 
 /* The statement that stores a chunk's record in sluice_undo, inside the
  * chunk's transaction: $1 job, $2 chunk_no, $3 the record. */
-const char *sl_undo_store_sql(const sl_undo_target *t);
+const char *sl_undo_store_sql(void);
 
 /* Inside a down chunk: delete chunk $2's record of job $1 and return it
- * (one row, one column, or no row when it has none). */
+ * (one row, one column, or no row when it has none). On PostgreSQL send it
+ * with binary_result: the record comes as its bytes. */
 const char *sl_undo_take_sql(const sl_undo_target *t);
 
-/* Read a record sl_undo_take_sql returned, checking its shape against t
- * (key columns, saved columns) before any value is read: a record saved by
- * another version of the job is refused. 0, or -1 with err. */
-int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out,
+/* Read a record: len bytes at data (PostgreSQL's, read in binary), or with
+ * len -1 the hex text SQLite keeps; sl_undo_record_len tells which a result
+ * holds. The shape is checked against t (key columns, saved columns) before
+ * any value is read: a record saved by another version of the job is
+ * refused. 0, or -1 with err. */
+int sl_undo_record_decode(const sl_undo_target *t, int64_t chunk_no, const char *data, long long len, sl_snap *out,
                           sl_err *err) SL_MUSTCHECK;
 /* The same without the shape check: for sl_undo_fit_saved_rows. */
-int sl_undo_record_read(const sl_undo_target *t, int64_t chunk_no, const char *text, sl_snap *out,
+int sl_undo_record_read(const sl_undo_target *t, int64_t chunk_no, const char *data, long long len, sl_snap *out,
                         sl_err *err) SL_MUSTCHECK;
+/* The length of the record in the last column of res's row: its bytes in a
+ * binary result, -1 (hex text) in a text one. */
+long long sl_undo_record_len(const sl_result *res, int row);
 
 /* What the job saves, as fixed by its first chunk (run.h identity):
  * "snapshot(a, b)" with the quoted column names, "snapshot(*)", or "" (the
