@@ -286,13 +286,20 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int caref
         st = STEP_CONFLICT;
     } else {
         if (step.nconflicts)
-            sl_warn("%s: chunk %" PRId64 ": %s %zu row%s another session changed: %s", r->job->name, c->chunk_no,
-                    r->opts->on_conflict == SL_CONFLICT_SKIP ? "left as they are" : "overwrote", step.nconflicts,
-                    step.nconflicts == 1 ? "" : "s", step.conflicts);
+            sl_warn("%s: chunk %" PRId64 ": %s %zu row%s another session changed or deleted since the job wrote "
+                    "them: %s",
+                    r->job->name, c->chunk_no,
+                    r->opts->on_conflict == SL_CONFLICT_SKIP ? "left as they are" : "put back what was saved of",
+                    step.nconflicts, step.nconflicts == 1 ? "" : "s", step.conflicts);
         if (step.nlost)
             sl_warn("%s: chunk %" PRId64 ": %zu row%s the job deleted cannot be brought back by snapshot(COL, ...) "
                     "(hint: snapshot(*) saves whole rows)",
                     r->job->name, c->chunk_no, step.nlost, step.nlost == 1 ? "" : "s");
+        if (step.ngone)
+            sl_warn("%s: chunk %" PRId64 ": %zu row%s deleted by another session since the job wrote %s cannot be "
+                    "brought back by snapshot(COL, ...), which saved only %s columns",
+                    r->job->name, c->chunk_no, step.ngone, step.ngone == 1 ? "" : "s", step.ngone == 1 ? "it" : "them",
+                    step.ngone == 1 ? "its" : "their");
         if (step.nkept)
             sl_warn("%s: chunk %" PRId64 ": %zu row%s the job inserted left in place: snapshot(COL, ...) writes "
                     "columns back, it does not delete rows (hint: snapshot(*) does)",

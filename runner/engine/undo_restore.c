@@ -378,7 +378,10 @@ static void restore_row(const sl_undo_target *t, restore_lists *l, sl_undo_step 
 {
     size_t nk = t->ks->ncols, nv = undo_saved_vals(t);
     if (t->kind == SL_UNDO_SNAPSHOT_COLS && row->has_pre && !present) {
-        s->nlost++; /* the job deleted it: only some columns were saved */
+        if (row->has_post)
+            s->ngone++; /* someone deleted it after the job wrote it: only some columns were saved */
+        else
+            s->nlost++; /* the job deleted it */
         return;
     }
     if (t->kind == SL_UNDO_SNAPSHOT_COLS && !row->has_pre && present) {

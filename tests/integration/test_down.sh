@@ -159,6 +159,51 @@ test_conflict_overwrite() {
     assert_eq "$(table_sum)" "$before" "table checksum after overwrite"
 }
 
+# Rows another session deleted after the job wrote them are conflicts too; overwrite puts back what was
+# saved: snapshot(*) the whole row, snapshot(COL) nothing (it saved only that column), saying so.
+test_conflict_deleted_rows() {
+    psql_q "create table t (id int primary key, n int not null default 0, note text);
+            insert into t (id, note) select g, 'n' || g from generate_series(1, 1000) g"
+    local before
+    before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
+    write_job 0001_cols <<'EOF'
+-- sluice:table t
+-- sluice:batch 300
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    psql_q "delete from t where id in (10, 20, 700)"
+    run_sluice down 0001_cols
+    assert_rc 1
+    assert_contains "$ERR" "(700)"
+    run_sluice down 0001_cols --on-conflict overwrite
+    assert_rc 0
+    assert_contains "$ERR" "chunk 3: put back what was saved of 1 row another session changed or deleted since the job wrote them: (700)"
+    assert_contains "$ERR" "chunk 1: 2 rows deleted by another session since the job wrote them cannot be brought back by snapshot(COL, ...), which saved only their columns"
+    assert_not_contains "$ERR" "the job deleted"
+    assert_sql "select count(*), sum(n) from t" "997|0"
+    # snapshot(*) puts the deleted rows back whole
+    psql_q "insert into t (id, note) values (10, 'n10'), (20, 'n20'), (700, 'n700')"
+    write_job 0002_all <<'EOF'
+-- sluice:table t
+-- sluice:batch 300
+-- sluice:undo snapshot(*)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    rm "$JOBS/0001_cols.sql"
+    run_sluice up
+    assert_rc 0
+    psql_q "delete from t where id in (10, 20, 700)"
+    run_sluice down 0002_all --on-conflict overwrite
+    assert_rc 0
+    assert_not_contains "$ERR" "cannot be brought back"
+    assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$before"
+}
+
 test_conflict_down_section() {
     make_users 2000
     job_backfill 0001_fill "" 
@@ -381,6 +426,8 @@ run_test "NULL, quotes, unicode, numeric, jsonb, bytea, timestamptz, arrays, enu
 run_test "other writer: --on-conflict stop changes nothing in that chunk, exit 1" test_conflict_stop
 run_test "other writer: --on-conflict skip keeps their rows, restores the rest" test_conflict_skip
 run_test "other writer: --on-conflict overwrite restores all" test_conflict_overwrite
+run_test "rows another session deleted: conflicts; overwrite puts back what snapshot saved, and says what it cannot" \
+    test_conflict_deleted_rows
 run_test "other writer with a down section: stop, then overwrite" test_conflict_down_section
 run_test "a row changed while its chunk is undone: nothing of the chunk written, then the conflict" test_change_while_undoing
 run_test "a row changed while a down section's chunk is undone: down waits for it, then names the conflict" test_change_while_undoing_down_section

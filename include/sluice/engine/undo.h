@@ -105,6 +105,7 @@ typedef struct sl_undo_step {
     size_t nconflicts; /* rows changed by someone else since the chunk ran */
     char *conflicts;   /* the first of their keys, readable, or NULL */
     size_t nlost;      /* rows the job deleted that snapshot(COL, ...) cannot bring back */
+    size_t ngone;      /* rows deleted since the job wrote them (overwrite): snapshot(COL, ...) cannot either */
     size_t nkept;      /* rows the job inserted that snapshot(COL, ...) leaves in place */
     int64_t restored;  /* rows written back */
     size_t nq;         /* restore statements (DELETE, UPDATE, INSERT), none for the down way; every value
