@@ -4,6 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+void sl_result_clear(sl_result *res)
+{
+    for (int v = 0; !res->packed && res->vals && v < res->nrows * res->ncols; v++)
+        free(res->vals[v]);
+    free(res->vals);
+    free(res->lens);
+    res->vals = NULL;
+    res->lens = NULL;
+    res->nrows = res->ncols = 0;
+}
+
 void sl_answer_free(sl_answer *ans)
 {
     for (size_t i = 0; i < ans->nresults; i++) {

@@ -206,7 +206,7 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
  * read in segment 1 (l->state), or, when down set out trusting the record
  * and it does not allow that (*trusting cleared), now, in the open
  * transaction. STEP_OK, or another STEP_* with the transaction ended. */
-static int plan_chunk(down_worker *w, const down_chunk *c, const sl_answer *ans, const begin_layout *l, int *trusting,
+static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const begin_layout *l, int *trusting,
                       int64_t attempts, sl_undo_step *step)
 {
     down_run *r = w->r;
@@ -222,6 +222,7 @@ static int plan_chunk(down_worker *w, const down_chunk *c, const sl_answer *ans,
         rollback(w);
         return STEP_FAILED;
     }
+    sl_result_clear(&ans->results[l->undo_i]); /* snap has its values: a wide chunk's record is not held twice */
     if (*trusting && sl_undo_plan_trusting(&r->undo, &snap, c->edges, step) == 0) {
         sl_snap_free(&snap);
         return STEP_OK;

@@ -42,6 +42,9 @@ typedef struct sl_answer {
 } sl_answer;
 
 void sl_answer_free(sl_answer *ans);
+/* Free one result's rows (it keeps cmd_tuples): for a large value read
+ * and copied out before the rest of the answer is done with. */
+void sl_result_clear(sl_result *res);
 /* Value of row/col of result i, or NULL (also when out of range). */
 const char *sl_answer_val(const sl_answer *ans, size_t i, int row, int col);
 
