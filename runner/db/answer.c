@@ -17,13 +17,8 @@ void sl_result_clear(sl_result *res)
 
 void sl_answer_free(sl_answer *ans)
 {
-    for (size_t i = 0; i < ans->nresults; i++) {
-        sl_result *r = &ans->results[i];
-        for (int v = 0; !r->packed && v < r->nrows * r->ncols; v++)
-            free(r->vals[v]);
-        free(r->vals);
-        free(r->lens);
-    }
+    for (size_t i = 0; i < ans->nresults; i++)
+        sl_result_clear(&ans->results[i]);
     free(ans->results);
     free(ans->error);
     memset(ans, 0, sizeof *ans);

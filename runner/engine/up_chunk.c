@@ -237,9 +237,12 @@ static int after_first_half(up_run *r, up_worker *w)
     if (w->sess->dialect == SL_DIALECT_PG) {
         size_t len;
         w->record = sl_undo_record_bytes(&r->undo, w->chunk_no, pre, &w->first.results[l.post_i], &len);
-        if (len > INT32_MAX) { /* more than libpq can send, as a message the server refuses: split */
+        if (len > INT32_MAX) { /* more than libpq can send: like a message the server refuses, split */
             w->first.ok = 0;
             w->first.conn_lost = 1;
+            w->drop_conn = 1; /* dropped and made again: its open transaction goes with it */
+            free(w->first.error);
+            w->first.error = sl_asprintf("its undo record is %zu bytes, more than one message can carry", len);
             return 1;
         }
         w->ulengths[2] = (int)len;
@@ -604,6 +607,9 @@ static int on_outcome(up_run *r, up_worker *w, int st, int64_t affected, up_boun
         return 0;
     }
     if (st == CHUNK_LOST) {
+        if (w->drop_conn) /* still up, in the chunk's transaction (after_first_half) */
+            sl_session_disconnect(w->sess);
+        w->drop_conn = 0;
         int committed = 0, rc = up_reconnect(r, w->sess);
         if (rc == 0)
             rc = chunk_committed(r, w, &committed);

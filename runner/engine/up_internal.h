@@ -78,6 +78,7 @@ typedef struct up_worker {
     const char *bparams[2 * SL_MAX_KEY_COLS + 1];
     const char *uparams[3]; /* the undo record's row: job, chunk_no, record */
     int ulengths[3];        /* PostgreSQL: the record goes as binary, its length here */
+    int drop_conn;          /* the chunk is lost with its connection still up: drop it before reconnecting */
     char *record;           /* the undo record of the chunk in flight */
 } up_worker;
 
