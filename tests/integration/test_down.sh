@@ -417,6 +417,50 @@ test_plan_says_how() {
     assert_contains "$OUT" "refuses this job"
 }
 
+# A partitioned table (by range of a date, a default partition, the key (id, created) as its primary
+# key must be), walked by 3 workers: an UPDATE with snapshot(note) and a purge with snapshot(*), each
+# undone; rows go back to their partitions and the table's md5 is what it was.
+test_partitioned_table() {
+    psql_q "create table ev (id bigint not null, created date not null, n int not null default 0, note text,
+                             primary key (id, created)) partition by range (created);
+            create table ev_2025 partition of ev for values from ('2025-01-01') to ('2026-01-01');
+            create table ev_2026 partition of ev for values from ('2026-01-01') to ('2027-01-01');
+            create table ev_rest partition of ev default;
+            insert into ev (id, created, note)
+                select g, date '2025-01-01' + (g % 800)::int, 'x' || g from generate_series(1, 6000) g;
+            analyze ev"
+    local before parts
+    before=$(psql_q "select md5(string_agg(ev::text, ',' order by id)) from ev")
+    parts=$(psql_q "select string_agg(tableoid::regclass || ':' || c, ',' order by tableoid::regclass::text)
+                    from (select tableoid, count(*) c from ev group by tableoid) s")
+    write_job 0001_note <<'EOF'
+-- sluice:table ev
+-- sluice:key id, created
+-- sluice:batch 400
+-- sluice:workers 3
+-- sluice:undo snapshot(note)
+-- sluice:up
+UPDATE ev SET note = upper(note) WHERE (id, created) BETWEEN :lo AND :hi;
+EOF
+    write_job 0002_purge <<'EOF'
+-- sluice:table ev
+-- sluice:key id, created
+-- sluice:batch 400
+-- sluice:workers 3
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM ev WHERE (id, created) BETWEEN :lo AND :hi AND id % 3 = 0;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*), count(*) filter (where note = 'X' || id) from ev" "4000|4000"
+    run_sluice down base
+    assert_rc 0
+    assert_sql "select md5(string_agg(ev::text, ',' order by id)) from ev" "$before"
+    assert_sql "select string_agg(tableoid::regclass || ':' || c, ',' order by tableoid::regclass::text)
+                from (select tableoid, count(*) c from ev group by tableoid) s" "$parts"
+}
+
 run_test "down section: table checksum equal after up + down" test_down_section
 run_test "snapshot(full_name, n): table checksum equal after up + down" test_snapshot_cols
 run_test "snapshot(*) of an UPDATE job: table checksum equal after up + down" test_snapshot_all_update
@@ -590,6 +634,7 @@ EOF
 run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_and_missing
 run_test "refused: checkpoints that belong to another database" test_refuse_other_database
 run_test "down -1, downgrade JOB with later jobs, down base" test_targets
+run_test "a partitioned table with workers: snapshot(note) and snapshot(*) purge, both undone" test_partitioned_table
 run_test "plan says how the job rolls back and the snapshot space" test_plan_says_how
 run_test "undo snapshot: writes down could not undo are refused before the first chunk, and shown by plan" \
     test_snapshot_scope
