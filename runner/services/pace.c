@@ -100,7 +100,20 @@ int sl_window_check(const sl_window *windows, size_t n, time_t now, int64_t *wai
         int inside = start < end ? sec >= start && sec < end : sec >= start || sec < end;
         if (inside)
             return 1;
-        int64_t until = (start - sec + 86400) % 86400;
+        /* the next time the clock shows the start, as the calendar has it: a day the clocks change
+         * is 23 or 25 hours long (for a start the change skips, mktime's normalized time; the gate
+         * looks again every 30 s, and the window is open once the clock is past its start) */
+        struct tm at = tm;
+        at.tm_hour = windows[i].start_min / 60;
+        at.tm_min = windows[i].start_min % 60;
+        at.tm_sec = 0;
+        at.tm_isdst = -1;
+        if (start <= sec)
+            at.tm_mday++;
+        time_t t = mktime(&at);
+        int64_t until = t == (time_t)-1 ? (start - sec + 86400) % 86400 : (int64_t)(t - now);
+        if (until <= 0)
+            until = 1;
         if (best < 0 || until < best)
             best = until;
     }

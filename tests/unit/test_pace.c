@@ -153,6 +153,46 @@ static void test_windows(void)
     CHECK_STR(hhmm, "22:00");
 }
 
+/* A local time of the day the clocks change (Central European rules, as a POSIX TZ: no tzdata). */
+static time_t at_on(int mon, int mday, int hour, int min)
+{
+    struct tm tm = {0};
+    tm.tm_year = 126;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = mday;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_isdst = -1;
+    return mktime(&tm);
+}
+
+static void test_windows_across_clock_changes(void)
+{
+    setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3", 1);
+    tzset();
+    sl_window early = {3 * 60, 5 * 60};
+    int64_t wait = 0;
+    char hhmm[16];
+    /* 29 March 2026: 02:00 becomes 03:00, so 22:00 to 03:00 is 4 hours */
+    time_t now = at_on(3, 28, 22, 0);
+    CHECK(sl_window_check(&early, 1, now, &wait) == 0 && wait == 4 * 3600 * 1000);
+    sl_window_format_at(now, wait, hhmm);
+    CHECK_STR(hhmm, "03:00");
+    /* 25 October 2026: 03:00 becomes 02:00, so 22:00 to 03:00 is 6 hours */
+    now = at_on(10, 24, 22, 0);
+    CHECK(sl_window_check(&early, 1, now, &wait) == 0 && wait == 6 * 3600 * 1000);
+    sl_window_format_at(now, wait, hhmm);
+    CHECK_STR(hhmm, "03:00");
+    /* a start the change skips (02:30 on 29 March): the wait ends no later than 03:30, and the window
+     * is open from 03:00, when the clock is past it (the gate looks again every 30 s) */
+    sl_window skipped = {2 * 60 + 30, 4 * 60};
+    now = at_on(3, 29, 1, 0);
+    CHECK(sl_window_check(&skipped, 1, now, &wait) == 0 && wait > 0 && wait <= 90 * 60 * 1000);
+    CHECK(sl_window_check(&skipped, 1, at_on(3, 29, 3, 0), &wait) == 1);
+    setenv("TZ", "UTC", 1);
+    tzset();
+}
+
 int main(void)
 {
     setenv("TZ", "UTC", 1);
@@ -166,5 +206,6 @@ int main(void)
     RUN(test_run_rate);
     RUN(test_chunk_time_rests_by_default);
     RUN(test_windows);
+    RUN(test_windows_across_clock_changes);
     return CHECK_DONE();
 }
