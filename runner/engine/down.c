@@ -16,6 +16,7 @@
 #include "sluice/db/catalog.h"
 #include "sluice/engine/down.h"
 #include "sluice/engine/undo.h"
+#include "sluice/engine/up.h"
 #include "sluice/services/metrics.h"
 #include "sluice/services/progress.h"
 
@@ -218,6 +219,12 @@ static int prepare(down_run *r, const sl_job_row *row)
     if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0 ||
         sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
         return SL_EREFUSED;
+    /* a down section the server cannot plan: refused now, not failed at the first chunk */
+    if (r->job->undo == SL_UNDO_DOWN) {
+        int checked = sl_down_check_sql(r->sess, r->job, &r->info.ks, &r->err);
+        if (checked != 0)
+            return checked == SL_EREFUSED ? SL_EREFUSED : -1;
+    }
     r->id.table = sl_strdup(r->info.ks.table);
     r->id.key = sl_keys_column_list(&r->info.ks);
     r->id.where = r->job->where ? sl_strdup(r->job->where) : NULL;

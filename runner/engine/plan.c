@@ -230,6 +230,9 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
                                           : "",
                       err.msg);
     refused += rc == SL_EREFUSED && !denied;
+    sl_err derr = {{0}};
+    if (job->undo == SL_UNDO_DOWN && sl_down_check_sql(sess, job, &info.ks, &derr) == SL_EREFUSED)
+        print_warning("down of this job refuses until its down section runs: ", derr.msg);
     int scope_warnings = plan_scope(sess, job, &info.ks, &refused);
     if (job->requires) {
         sl_answer ans;

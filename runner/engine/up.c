@@ -305,6 +305,20 @@ static int check_scope(up_run *r, const sl_job_row *row)
     return rc;
 }
 
+/* A down section the server cannot plan now would fail the rollback at its
+ * first chunk: said before the first chunk of up, while it is cheap to fix
+ * (not refused: it may use what the job itself creates). */
+static void check_way_back(up_run *r)
+{
+    if (r->job->undo != SL_UNDO_DOWN)
+        return;
+    sl_err err = {{0}};
+    if (sl_down_check_sql(r->sess, r->job, &r->info.ks, &err) == SL_EREFUSED)
+        sl_warn("%s\nhint: `down` of this job refuses to start until the down section runs; fix it before the "
+                "rollback is needed",
+                err.msg);
+}
+
 static int decide(up_run *r)
 {
     int rc = sl_run_check_journal(r->sess, r->opts, r->job->name, &r->err);
@@ -324,6 +338,8 @@ static int decide(up_run *r)
         code = exit_of(sl_run_check_renamed(r->sess, r->job, &r->err));
     if (code == SL_EXIT_OK)
         code = exit_of(up_check_statements(r));
+    if (code == SL_EXIT_OK)
+        check_way_back(r);
     if (code == SL_EXIT_OK)
         code = exit_of(check_scope(r, &row));
     if (code == SL_EXIT_OK)

@@ -106,21 +106,17 @@ static int check_sql(sl_session *sess, const sl_job *job, const char *what, int 
     return rc;
 }
 
-int sl_up_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_err *err)
+/* Each statement of sec (EXPLAIN, nothing runs): 0, or check_sql's refusal. */
+static int check_section(sl_session *sess, const sl_job *job, const sl_keyspec *ks, const sl_section *sec,
+                         const char *what, sl_err *err)
 {
     int n = (int)ks->ncols, rc = 0;
-    if (job->where) {
-        char *sql = sl_asprintf("SELECT 1 FROM %s WHERE (%s) LIMIT 0", ks->table, job->where);
-        rc = check_sql(sess, job, "where is not valid here", job->line[SL_DIR_WHERE], sql, 0, err);
-        free(sql);
-    }
-    for (size_t i = 0; rc == 0 && i < job->up.nstmts; i++) {
-        const sl_stmt *st = &job->up.stmts[i];
+    for (size_t i = 0; rc == 0 && i < sec->nstmts; i++) {
+        const sl_stmt *st = &sec->stmts[i];
         if (!sl_stmt_explainable(st))
             continue;
         char *sql = sl_keys_stmt_sql(ks, st);
-        rc = check_sql(sess, job, "this up statement cannot run against the database", st->line, sql,
-                       (st->uses_lo + st->uses_hi) * n, err);
+        rc = check_sql(sess, job, what, st->line, sql, (st->uses_lo + st->uses_hi) * n, err);
         free(sql);
         /* `id BETWEEN :lo AND :hi` with a key of two columns compares a column with a row: PostgreSQL
          * says "operator does not exist: bigint >= record", SQLite "row value misused" */
@@ -135,6 +131,24 @@ int sl_up_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, s
         }
     }
     return rc;
+}
+
+int sl_up_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_err *err)
+{
+    int rc = 0;
+    if (job->where) {
+        char *sql = sl_asprintf("SELECT 1 FROM %s WHERE (%s) LIMIT 0", ks->table, job->where);
+        rc = check_sql(sess, job, "where is not valid here", job->line[SL_DIR_WHERE], sql, 0, err);
+        free(sql);
+    }
+    if (rc == 0)
+        rc = check_section(sess, job, ks, &job->up, "this up statement cannot run against the database", err);
+    return rc;
+}
+
+int sl_down_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_err *err)
+{
+    return check_section(sess, job, ks, &job->down, "this down statement cannot run against the database", err);
 }
 
 int up_check_statements(up_run *r)

@@ -461,6 +461,43 @@ EOF
                 from (select tableoid, count(*) c from ev group by tableoid) s" "$parts"
 }
 
+# A down section the server cannot plan (a misspelt column): up says so before its first chunk (and
+# runs: the way back may use what the job creates), plan shows it, and down refuses with exit 2 and
+# changes nothing, where it used to fail at its first chunk and leave the job rolling_back. Fixed, down
+# runs.
+test_down_section_checked() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 500)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET nn = n - 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_contains "$OUT" "down of this job refuses until its down section runs:"
+    assert_contains "$OUT" "0001_bump.sql:6: this down statement cannot run against the database: 42703"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump.sql:6: this down statement cannot run against the database: 42703"
+    assert_contains "$ERR" "fix it before the rollback is needed"
+    assert_sql "select min(n), max(n) from t" "1|1"
+    run_sluice down 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump.sql:6: this down statement cannot run against the database"
+    assert_eq "$(state_of 0001_bump)" done
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_sql "select count(*) from sluice_progress" 5
+    sed -i 's/SET nn = n - 1/SET n = n - 1/' "$JOBS/0001_bump.sql"
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_sql "select min(n), max(n) from t" "0|0"
+    assert_eq "$(state_of 0001_bump)" rolled_back
+}
+
 run_test "down section: table checksum equal after up + down" test_down_section
 run_test "snapshot(full_name, n): table checksum equal after up + down" test_snapshot_cols
 run_test "snapshot(*) of an UPDATE job: table checksum equal after up + down" test_snapshot_all_update
@@ -635,6 +672,8 @@ run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad
 run_test "refused: checkpoints that belong to another database" test_refuse_other_database
 run_test "down -1, downgrade JOB with later jobs, down base" test_targets
 run_test "a partitioned table with workers: snapshot(note) and snapshot(*) purge, both undone" test_partitioned_table
+run_test "a down section the server cannot plan: up and plan warn, down refuses (exit 2, nothing changed)" \
+    test_down_section_checked
 run_test "plan says how the job rolls back and the snapshot space" test_plan_says_how
 run_test "undo snapshot: writes down could not undo are refused before the first chunk, and shown by plan" \
     test_snapshot_scope

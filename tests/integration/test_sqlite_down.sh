@@ -394,7 +394,37 @@ test_plan_says_how() {
     assert_contains "$OUT" "refuses this job"
 }
 
+# A down section SQLite cannot plan (a misspelt column): up warns, down refuses (exit 2) and changes
+# nothing; fixed, down runs.
+test_down_section_checked() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0)"
+    sq_fill t 300
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET nn = n - 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump.sql:6: this down statement cannot run against the database"
+    run_sluice down 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump.sql:6: this down statement cannot run against the database"
+    assert_eq "$(state_of 0001_bump)" done
+    assert_sq "select min(n), max(n) from t" "1|1"
+    sed -i 's/SET nn = n - 1/SET n = n - 1/' "$JOBS/0001_bump.sql"
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_sq "select min(n), max(n) from t" "0|0"
+}
+
 run_test "down section: table dump equal after up + down; up again" test_down_section
+run_test "a down section SQLite cannot plan: up warns, down refuses (exit 2, nothing changed)" \
+    test_down_section_checked
 run_test "snapshot(full_name, n): table dump equal after up + down" test_snapshot_cols
 run_test "snapshot(*) of an UPDATE job: table dump equal after up + down" test_snapshot_all_update
 run_test "snapshot(*) of a DELETE job gives back the identical table" test_snapshot_all_delete

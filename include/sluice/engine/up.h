@@ -16,4 +16,9 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job) SL_MUSTCHE
  * SL_EFAIL/-1 when the connection failed. `plan` shows the same refusal. */
 int sl_up_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_err *err) SL_MUSTCHECK;
 
+/* The same check of the job's down section (0 when it has none): `down`
+ * refuses before its first chunk, `up` and `plan` warn that the way back
+ * would fail. */
+int sl_down_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_err *err) SL_MUSTCHECK;
+
 #endif
