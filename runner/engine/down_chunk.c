@@ -121,7 +121,7 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     l->prog_i = n;
     q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 1};
     l->undo_i = n;
-    q[n] = (sl_query){sl_undo_take_sql(&r->undo), 2, prog, 1};
+    q[n] = (sl_query){sl_undo_take_sql(), 2, prog, 1};
     q[n++].binary_result = w->sess->dialect == SL_DIALECT_PG; /* the record's bytes, not twice as many hex digits */
     if ((l->state = look && r->undo.state_sql != NULL && !c->skipped)) {
         l->state_i = n;

@@ -469,9 +469,9 @@ const char *sl_undo_store_sql(void)
     return "INSERT INTO " SL_UNDO_TABLE " (job, chunk_no, record) VALUES ($1, $2, $3)";
 }
 
-const char *sl_undo_take_sql(const sl_undo_target *t)
+const char *sl_undo_take_sql(void)
 {
-    (void)t; /* PostgreSQL reads it in binary (sl_undo_record_len), SQLite keeps hex text */
+    /* PostgreSQL reads it in binary (sl_undo_record_len), SQLite keeps hex text */
     return "DELETE FROM " SL_UNDO_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING record";
 }
 

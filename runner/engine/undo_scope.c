@@ -165,7 +165,7 @@ static void check_stmt(scope *s)
     int failed = sl_session_exec1(s->sess, sql, (s->st->uses_lo + s->st->uses_hi) * (int)n, nulls, &ans) != 0;
     free(sql);
     free(body);
-    if (failed || !ans.ok) { /* up_check_statements reports a statement the server refuses */
+    if (failed || !ans.ok) { /* sl_up_check_sql reports a statement the server refuses */
         if (!failed)
             sl_answer_free(&ans);
         return;

@@ -337,7 +337,7 @@ static int decide(up_run *r)
     if (code == SL_EXIT_OK && !row.exists && row.chunks == 0)
         code = exit_of(sl_run_check_renamed(r->sess, r->job, &r->err));
     if (code == SL_EXIT_OK)
-        code = exit_of(up_check_statements(r));
+        code = exit_of(sl_up_check_sql(r->sess, r->job, &r->info.ks, &r->err));
     if (code == SL_EXIT_OK)
         check_way_back(r);
     if (code == SL_EXIT_OK)

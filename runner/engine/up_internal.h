@@ -189,9 +189,6 @@ int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg);
 /* What may refuse the job, reading only: the table and its key, an index,
  * `requires`, the undo columns; r->id, what the job walks. */
 int up_preflight(up_run *r) SL_MUSTCHECK;
-/* `where` and the up statements, checked by the server without running
- * them (EXPLAIN): a missing column refuses the job now, not at chunk 1. */
-int up_check_statements(up_run *r) SL_MUSTCHECK;
 /* A snapshot job's committed chunks must all have their undo records. */
 int up_check_undo_records(up_run *r) SL_MUSTCHECK;
 /* The last committed chunk's :hi, rows and chunks done, the next chunk

@@ -151,11 +151,6 @@ int sl_down_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks,
     return check_section(sess, job, ks, &job->down, "this down statement cannot run against the database", err);
 }
 
-int up_check_statements(up_run *r)
-{
-    return sl_up_check_sql(r->sess, r->job, &r->info.ks, &r->err);
-}
-
 int up_preflight(up_run *r)
 {
     if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0)

@@ -78,7 +78,7 @@ const char *sl_undo_store_sql(void);
 /* Inside a down chunk: delete chunk $2's record of job $1 and return it
  * (one row, one column, or no row when it has none). On PostgreSQL send it
  * with binary_result: the record comes as its bytes. */
-const char *sl_undo_take_sql(const sl_undo_target *t);
+const char *sl_undo_take_sql(void);
 
 /* Read a record: len bytes at data (PostgreSQL's, read in binary), or with
  * len -1 the hex text SQLite keeps; sl_undo_record_len tells which a result
