@@ -460,6 +460,58 @@ int sl_ckpt_finish_run_as(sl_ckpt *ckpt, int64_t run_id, sl_state state, const c
     return 0;
 }
 
+/* One statement of its own (not one of the file's prepared ones), its
+ * parameters texts and integers as given: 0, or -1 with err. */
+static int exec_once(sl_ckpt *ck, const char *sql, const char *what, const char *const *texts, size_t ntexts,
+                     const int64_t *ints, size_t nints, sl_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ck->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return ckpt_fail_db(ck, what, err);
+    for (size_t i = 0; i < ntexts; i++)
+        ckpt_bind_text(st, (int)i + 1, texts[i]);
+    for (size_t i = 0; i < nints; i++)
+        sqlite3_bind_int64(st, (int)(ntexts + i) + 1, ints[i]);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : ckpt_fail_db(ck, what, err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int sl_ckpt_add_past_run(sl_ckpt *ckpt, const char *kind, const char *outcome, int64_t started_ms, int64_t ended_ms,
+                         const char *error, int64_t *run_id, sl_err *err)
+{
+    if (tx_begin(ckpt, err) != 0)
+        return -1;
+    if (insert_run(ckpt, kind, outcome, started_ms, ended_ms, run_id, err) != 0)
+        return tx_abort(ckpt);
+    const char *texts[] = {error};
+    const int64_t ints[] = {*run_id};
+    if (error &&
+        exec_once(ckpt, "UPDATE runs SET error = ?1 WHERE id = ?2", "cannot record a run", texts, 1, ints, 1, err) != 0)
+        return tx_abort(ckpt);
+    if (tx_commit(ckpt, err) != 0)
+        return tx_abort(ckpt);
+    return 0;
+}
+
+int sl_ckpt_set_job_as(sl_ckpt *ckpt, sl_state state, const char *error, const char *target, int64_t started_ms,
+                       int64_t updated_ms, sl_err *err)
+{
+    const char *texts[] = {sl_state_name(state), error, target};
+    const int64_t ints[] = {started_ms, updated_ms};
+    if (exec_once(ckpt, "UPDATE job SET state = ?1, error = ?2, target = ?3, started_at = ?4, updated_at = ?5",
+                  "cannot update the job", texts, 3, ints, 2, err) != 0)
+        return -1;
+    /* a chunk's attempts past its first were retries: one event each, at its commit (when is not known) */
+    return exec_once(ckpt,
+                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                     "  WHERE i < (SELECT max(attempts) FROM chunks))"
+                     " INSERT INTO events (at, kind, message)"
+                     " SELECT c.committed_at, 'retry', 'chunk ' || c.chunk_no || ': attempt ' || (n.i + 1)"
+                     " FROM chunks AS c JOIN n ON n.i < c.attempts ORDER BY c.chunk_no, n.i",
+                     "cannot record the chunks' retries", NULL, 0, NULL, 0, err);
+}
+
 int sl_ckpt_set_batch(sl_ckpt *ckpt, int64_t batch, sl_err *err)
 {
     sqlite3_stmt *st = ckpt->stmts[ST_SET_BATCH];

@@ -86,7 +86,9 @@ static const command_help helps[] = {
              "they are; overwrite restores them too. A job with no way back is refused. downgrade is an alias.\n"},
     {"status", "usage: sluice status [JOB] [--json]\n\n"
                "Each job's state, rows, chunks, last key, read from the checkpoint files (no database needed).\n"},
-    {"history", "usage: sluice history [--json]\n\nEvery run of every job, oldest first, with times and row counts.\n"},
+    {"history", "usage: sluice history [--json]\n\nEvery run of every job, oldest first, with times and row counts,\n"
+                "from the checkpoint files; a job the database knows with no file there gets one line from\n"
+                "the database (\"source\": \"database\" in JSON).\n"},
     {"plan", "usage: sluice plan JOB [--sample N]\n\n"
              "Dry run against the live database: table, key, index, estimated rows and chunks, the first\n"
              "chunk's bounds, its SQL and EXPLAIN; requires and verify; warns about sequential scans. Changes\n"
@@ -98,7 +100,8 @@ static const command_help helps[] = {
     {"report", "usage: sluice report JOB [-o FILE]\n\n"
                "Write the job's journal (its checkpoint file: runs, chunks, holds, retries, splits, rows set aside)\n"
                "as one self-contained HTML page with charts, to FILE (default JOB.report.html), created 0600.\n"
-               "Works for finished, stopped and running jobs, and for down runs. No database needed.\n"},
+               "Works for finished, stopped and running jobs, and for down runs. No database needed while the\n"
+               "file is there; without one (a lost directory) the page is made from the database's records.\n"},
     {"stamp", "usage: sluice stamp JOB done|pending\n\n"
               "Record a job's state without running it. pending forgets its progress (in the checkpoint file\n"
               "and in the database's sluice_progress table) so the next `up` runs it from the start.\n"},
@@ -350,19 +353,21 @@ static int resolve_replicas(cli_args *a)
 }
 
 /* Only the commands that connect read the database string; status reads it
- * too, but answers from the checkpoint files when it cannot use it, and
- * history and ctl read the checkpoint files alone. */
+ * too, but answers from the checkpoint files when it cannot use it; history
+ * and report read the checkpoint files and the database only for jobs that
+ * have none; ctl reads the checkpoint files alone. */
 static int resolve_defaults(cli_args *a, const char *cmd)
 {
     sl_opts *o = &a->opts;
     int needs_db =
         strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0;
     /* a fleet's targets each have theirs (make_fleet) */
-    if (a->fleet.n == 0 && (needs_db || strcmp(cmd, "status") == 0) && resolve_db(o, &a->db_url, needs_db) != 0)
+    int may_use_db = strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0 || strcmp(cmd, "report") == 0;
+    if (a->fleet.n == 0 && (needs_db || may_use_db) && resolve_db(o, &a->db_url, needs_db) != 0)
         return -1;
     if ((strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0) && resolve_replicas(a) != 0)
         return -1;
-    if (!o->db && strcmp(cmd, "status") != 0)
+    if (!o->db && !may_use_db)
         o->db = "";
     if (!o->jobs_dir)
         o->jobs_dir = "jobs";

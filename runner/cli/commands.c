@@ -376,17 +376,21 @@ static void on_watchdog_closed(uv_handle_t *handle)
 }
 
 /* A session on the target for status, when it can be reached: status
- * still answers from the checkpoint files when it cannot. */
-static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
+ * still answers from the checkpoint files when it cannot (and says so,
+ * unless quiet: history, which only fills in from the database). */
+static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int quiet)
 {
     sl_err err = {{0}};
     if (!opts->db) { /* the command line could not use it, and said so */
-        sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+        if (!quiet)
+            sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
         return NULL;
     }
     if (sl_session_init(sess, loop, opts->db, &err) != 0) { /* a SQLite file gone, too */
-        sl_warn("%s", err.msg);
-        sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+        if (!quiet) {
+            sl_warn("%s", err.msg);
+            sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+        }
         return NULL;
     }
     if (!getenv("SLUICE_CONNECT_TIMEOUT"))
@@ -407,8 +411,10 @@ static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_sessi
                    "%s did not answer within %" PRId64 " ms (a connection pooler with every server "
                    "connection busy?)",
                    sl_session_display(sess), sess->connect_timeout_ms);
-    sl_warn("%s", err.msg);
-    sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+    if (!quiet) {
+        sl_warn("%s", err.msg);
+        sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+    }
     sl_session_close(sess);
     return NULL;
 }
@@ -422,7 +428,7 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
         uv_loop_init(&own);
     sl_session sess_store;
     int code = SL_EXIT_OK;
-    sl_session *sess = status_session(opts, loop, &sess_store);
+    sl_session *sess = status_session(opts, loop, &sess_store, 0);
     names ns = {0};
     add_dir_names(&ns, opts->jobs_dir, ".sql");
     add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
@@ -517,6 +523,7 @@ int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only)
 typedef struct hist_run {
     sl_ckpt_run run;
     const char *target;
+    int from_db; /* no checkpoint file: the database's record of the job, as one line */
 } hist_run;
 
 static int cmp_run(const void *a, const void *b)
@@ -542,6 +549,7 @@ static json_t *history_json(const hist_run *h)
     json_object_set_new(o, "started_at", json_time(r->started_at_ms));
     json_object_set_new(o, "ended_at", json_time(r->ended_at_ms));
     json_object_set_new(o, "error", sl_json_str(r->error));
+    json_object_set_new(o, "source", json_string(h->from_db ? "database" : "checkpoint"));
     return o;
 }
 
@@ -566,9 +574,9 @@ static void history_line(const hist_run *h)
     sl_buf_free(&line);
 }
 
-/* The runs of one checkpoint file, appended to *all. A run still marked
- * running whose runner is gone (no one holds the file's run lock) was
- * interrupted. */
+/* The runs of one checkpoint file, appended to *all: 0, 1 when there is no
+ * file, -1 on error. A run still marked running whose runner is gone (no
+ * one holds the file's run lock) was interrupted. */
 static int add_runs(const sl_opts *opts, const char *name, hist_run **all, size_t *nall)
 {
     char *path = sl_ckpt_path(opts->run.ckpt_dir, name);
@@ -584,7 +592,7 @@ static int add_runs(const sl_opts *opts, const char *name, hist_run **all, size_
     int live = rc == 0 && nruns > 0 && sl_ckpt_locked(path);
     free(path);
     if (rc == SL_CKPT_MISSING)
-        return 0;
+        return 1;
     if (rc != 0) {
         sl_error("%s", err.msg);
         return -1;
@@ -595,34 +603,80 @@ static int add_runs(const sl_opts *opts, const char *name, hist_run **all, size_
             free(runs[i].outcome);
             runs[i].outcome = sl_strdup("interrupted");
         }
-        (*all)[(*nall)++] = (hist_run){runs[i], opts->target};
+        (*all)[(*nall)++] = (hist_run){runs[i], opts->target, 0};
     }
     free(runs);
     return 0;
 }
 
-static int history_of(const sl_opts *opts, hist_run **all, size_t *nall)
+/* A job the database knows and no checkpoint file records (the runner's
+ * disk was lost, or it ran from another machine): one line for the job as
+ * a whole, from its first start to its last change. 1 when added. */
+static int add_db_run(sl_session *sess, const sl_opts *opts, const char *name, hist_run **all, size_t *nall)
 {
+    sl_job_row row;
+    sl_err err = {{0}};
+    if (sl_run_read_row(sess, name, &row, &err) != 0) {
+        sl_warn("%s", err.msg);
+        return 0;
+    }
+    int known = row.exists && (row.state != SL_STATE_PENDING || row.stamped);
+    if (known) {
+        sl_ckpt_run r = {0};
+        r.job = sl_strdup(name);
+        r.kind = sl_strdup(sl_run_row_kind(&row));
+        r.outcome = sl_strdup(sl_state_name(row.state));
+        r.started_at_ms = row.started_at_ms ? row.started_at_ms : row.updated_at_ms;
+        r.ended_at_ms = row.state == SL_STATE_RUNNING || row.state == SL_STATE_ROLLING_BACK ? 0 : row.updated_at_ms;
+        r.rows = row.rows;
+        r.chunks = row.chunks;
+        r.error = row.error ? sl_strdup(row.error) : NULL;
+        *all = sl_realloc(*all, (*nall + 1) * sizeof **all);
+        (*all)[(*nall)++] = (hist_run){r, opts->target, 1};
+    }
+    sl_job_row_free(&row);
+    return known;
+}
+
+/* The runs of one database's jobs: from their checkpoint files, and from
+ * the database for jobs that have none. *from_db counts those. */
+static int history_of(const sl_opts *opts, hist_run **all, size_t *nall, size_t *from_db)
+{
+    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
+    if (!opts->loop)
+        uv_loop_init(&own);
+    sl_session sess_store;
+    sl_session *sess = status_session(opts, loop, &sess_store, 1);
     names ns = {0};
     add_dir_names(&ns, opts->jobs_dir, ".sql");
     add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
+    if (sess)
+        add_db_names(&ns, sess);
     int code = SL_EXIT_OK;
-    for (size_t i = 0; i < ns.n; i++)
-        if (add_runs(opts, ns.v[i], all, nall) != 0)
+    for (size_t i = 0; i < ns.n; i++) {
+        int rc = add_runs(opts, ns.v[i], all, nall);
+        if (rc < 0)
             code = SL_EXIT_USAGE;
+        else if (rc == 1 && sess)
+            *from_db += (size_t)add_db_run(sess, opts, ns.v[i], all, nall);
+    }
     names_free(&ns);
+    if (sess)
+        sl_session_close(sess);
+    if (!opts->loop && uv_loop_close(&own) != 0)
+        sl_warn("BUG: a libuv handle was left open at exit");
     return code;
 }
 
 int sl_cmd_history(const sl_opts *opts, const sl_fleet *fleet)
 {
     hist_run *all = NULL;
-    size_t nall = 0;
-    int code = fleet ? SL_EXIT_OK : history_of(opts, &all, &nall);
+    size_t nall = 0, from_db = 0;
+    int code = fleet ? SL_EXIT_OK : history_of(opts, &all, &nall, &from_db);
     for (size_t i = 0; fleet && i < fleet->n; i++) {
         char *dir;
         sl_opts o = sl_target_opts(opts, &fleet->targets[i], &dir);
-        code = sl_fleet_worse(code, history_of(&o, &all, &nall));
+        code = sl_fleet_worse(code, history_of(&o, &all, &nall, &from_db));
         free(dir);
     }
     if (nall)
@@ -641,6 +695,11 @@ int sl_cmd_history(const sl_opts *opts, const sl_fleet *fleet)
         for (size_t i = 0; i < nall; i++)
             history_line(&all[i]);
     }
+    if ((code == SL_EXIT_OK || fleet) && from_db)
+        sl_info("%zu job%s with no checkpoint file in %s (a lost directory, or run from another machine): shown as "
+                "the database records %s, one line from the first start to the last change; the runs one by one "
+                "were kept in the checkpoint file only",
+                from_db, from_db == 1 ? "" : "s", opts->run.ckpt_dir, from_db == 1 ? "it" : "them");
     for (size_t i = 0; i < nall; i++)
         sl_ckpt_run_free(&all[i].run);
     free(all);

@@ -1,4 +1,5 @@
 /* commands_job.c: the commands over one job: plan, stamp (record a state without running) and report. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "sluice/cli/cli.h"
 #include "sluice/engine/plan.h"
+#include "sluice/engine/run.h"
 #include "sluice/services/report.h"
 
 /* Open a session for a single-job command; 0 or an exit code. */
@@ -128,6 +130,105 @@ static int write_private(const char *path, const char *text, size_t len, sl_err 
     return rc;
 }
 
+/* Remove the journal report_from_db made, and its directory. */
+static void remove_scratch(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *path = sl_asprintf("%s/%s", dir, e->d_name);
+        unlink(path);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+/* The page of a job whose checkpoint file is not in --checkpoints, from
+ * what the database records: its state and times, and each committed chunk
+ * (sluice_progress), put in a journal of its own in a scratch directory.
+ * An exit code; the page in *html. */
+static int report_from_db(const sl_opts *opts, const char *job, sl_buf *html)
+{
+    if (!opts->db) {
+        sl_error("no checkpoint file for job \"%s\" in %s, and no database to read the job from\nhint: --db URL "
+                 "(the database records each chunk), or --checkpoints DIR where the job ran",
+                 job, opts->run.ckpt_dir);
+        return SL_EXIT_USAGE;
+    }
+    uv_loop_t loop;
+    sl_session sess;
+    sl_err err = {{0}};
+    uv_loop_init(&loop);
+    int code = SL_EXIT_OK;
+    if (sl_session_init(&sess, &loop, opts->db, &err) != 0) {
+        uv_loop_close(&loop);
+        code = SL_EXIT_USAGE;
+    } else if (sl_session_connect(&sess, &err) != 0) {
+        close_session(&loop, &sess);
+        code = SL_EXIT_USAGE;
+    }
+    if (code != SL_EXIT_OK) {
+        sl_error("no checkpoint file for job \"%s\" in %s, and the database, which would have the job's chunks, "
+                 "cannot be read: %s\nhint: --checkpoints DIR where the job ran, or --db URL of its database",
+                 job, opts->run.ckpt_dir, err.msg);
+        return code;
+    }
+    sl_job_row row;
+    if (sl_run_read_row(&sess, job, &row, &err) != 0) {
+        sl_error("%s", err.msg);
+        close_session(&loop, &sess);
+        return SL_EXIT_FAILED;
+    }
+    if (!row.exists || (row.state == SL_STATE_PENDING && !row.stamped)) {
+        sl_error("no checkpoint file for job \"%s\" in %s, and %s has no record of it: it has not run there", job,
+                 opts->run.ckpt_dir, sl_session_display(&sess));
+        sl_job_row_free(&row);
+        close_session(&loop, &sess);
+        return SL_EXIT_USAGE;
+    }
+    const char *tmp = getenv("TMPDIR");
+    char *dir = sl_asprintf("%s/sluice-report.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    sl_ckpt *ckpt = NULL;
+    int rc = mkdtemp(dir) ? 0 : -1;
+    if (rc != 0)
+        sl_err_set(&err, "cannot make a scratch directory %s: %s", dir, strerror(errno));
+    char *path = sl_ckpt_path(dir, job);
+    if (rc == 0)
+        rc = sl_ckpt_open(path, job, 1, &ckpt, &err);
+    int64_t run_id = 0, after = 0;
+    int64_t ended = row.state == SL_STATE_RUNNING || row.state == SL_STATE_ROLLING_BACK ? 0 : row.updated_at_ms;
+    if (rc == 0)
+        rc = sl_ckpt_add_past_run(ckpt, sl_run_row_kind(&row), sl_state_name(row.state),
+                                  row.started_at_ms ? row.started_at_ms : row.updated_at_ms, ended, row.error, &run_id,
+                                  &err);
+    for (int got = 1000; rc == 0 && got == 1000;) {
+        got = sl_run_copy_chunks(&sess, ckpt, run_id, job, NULL, 1000, &after, &err);
+        rc = got < 0 ? -1 : 0;
+    }
+    if (rc == 0)
+        rc = sl_ckpt_set_job_as(ckpt, row.state, row.error, sl_session_display(&sess), row.started_at_ms,
+                                row.updated_at_ms, &err);
+    sl_report_summary sum;
+    if (rc == 0)
+        rc = sl_report_build(ckpt, sl_now_ms(), opts->run.ckpt_dir, html, &sum, &err);
+    if (rc != 0) {
+        sl_error("%s", err.msg);
+        code = SL_EXIT_FAILED;
+    }
+    if (ckpt)
+        sl_ckpt_close(ckpt);
+    remove_scratch(dir);
+    free(path);
+    free(dir);
+    sl_job_row_free(&row);
+    close_session(&loop, &sess);
+    return code;
+}
+
 int sl_cmd_report(const sl_opts *opts, const char *name)
 {
     size_t len = strlen(name);
@@ -140,18 +241,16 @@ int sl_cmd_report(const sl_opts *opts, const char *name)
     sl_ckpt *ckpt = NULL;
     sl_err err = {{0}};
     int code = SL_EXIT_OK;
+    sl_buf html = {0};
     int rc = sl_ckpt_open(path, job, 0, &ckpt, &err);
     if (rc == SL_CKPT_MISSING) {
-        sl_error("no checkpoint file for job \"%s\" in %s: it never ran with this --checkpoints", job,
-                 opts->run.ckpt_dir);
-        code = SL_EXIT_USAGE;
+        code = report_from_db(opts, job, &html);
     } else if (rc != 0) {
         sl_error("%s", err.msg);
         code = SL_EXIT_USAGE;
     }
-    sl_buf html = {0};
     sl_report_summary sum;
-    if (code == SL_EXIT_OK && sl_report_build(ckpt, sl_now_ms(), &html, &sum, &err) != 0) {
+    if (code == SL_EXIT_OK && ckpt && sl_report_build(ckpt, sl_now_ms(), NULL, &html, &sum, &err) != 0) {
         sl_error("%s", err.msg);
         code = SL_EXIT_USAGE; /* what the file holds cannot be read: a damaged checkpoint, as for status */
     }

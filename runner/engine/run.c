@@ -182,6 +182,13 @@ int sl_run_read_row(sl_session *sess, const char *job, sl_job_row *row, sl_err *
     return 0;
 }
 
+const char *sl_run_row_kind(const sl_job_row *row)
+{
+    if (row->stamped)
+        return "stamp";
+    return row->state == SL_STATE_ROLLING_BACK || row->state == SL_STATE_ROLLED_BACK ? "down" : "up";
+}
+
 /* ---- what the job walks ---- */
 
 static int same_text(const char *a, const char *b)
@@ -429,29 +436,35 @@ static int db_chunk_numbers(sl_run *run, int64_t **nums, size_t *n)
     return 0;
 }
 
-/* Copy the chunks nums[0..n-1] from sluice_progress into the journal. */
-static int copy_chunks(sl_run *run, const int64_t *nums, size_t n)
+int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const char *job, const int64_t *nums, size_t n,
+                       int64_t *after, sl_err *err)
 {
-    int lite = is_lite(run->sess); /* SQLite keeps the keys as JSON text, times as ISO text */
+    int lite = is_lite(sess); /* SQLite keeps the keys as JSON text, times as ISO text */
     sl_buf sql = {0};
     sl_buf_printf(&sql,
                   "SELECT chunk_no, %s, %s, rows, duration_ms, attempts, %s, CASE WHEN skipped THEN 'true' ELSE "
-                  "'false' END, error FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no IN (",
+                  "'false' END, error FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND ",
                   lite ? "lo" : "array_to_json(lo)::text", lite ? "hi" : "array_to_json(hi)::text",
                   lite ? LITE_MS("committed_at") : "(extract(epoch FROM committed_at) * 1000)::bigint");
-    for (size_t i = 0; i < n; i++)
-        sl_buf_printf(&sql, "%s%" PRId64, i ? ", " : "", nums[i]);
-    sl_buf_adds(&sql, ") ORDER BY chunk_no");
-    const char *params[] = {run->job->name};
+    if (nums) {
+        sl_buf_adds(&sql, "chunk_no IN (");
+        for (size_t i = 0; i < n; i++)
+            sl_buf_printf(&sql, "%s%" PRId64, i ? ", " : "", nums[i]);
+        sl_buf_adds(&sql, ") ORDER BY chunk_no");
+    } else {
+        sl_buf_printf(&sql, "chunk_no > %" PRId64 " ORDER BY chunk_no LIMIT %zu", *after, n);
+    }
+    const char *params[] = {job};
     sl_answer ans;
-    int rc = sl_session_exec1(run->sess, sql.data, 1, params, &ans);
+    int rc = sl_session_exec1(sess, sql.data, 1, params, &ans);
     sl_buf_free(&sql);
     if (rc != 0 || !ans.ok) {
-        sl_err_set(&run->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "not connected");
+        sl_err_set(err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "not connected");
         sl_answer_free(&ans);
         return -1;
     }
-    for (int row = 0; row < ans.results[0].nrows && rc == 0; row++) {
+    int nrows = ans.results[0].nrows;
+    for (int row = 0; row < nrows && rc == 0; row++) {
         sl_ckpt_chunk c = {0};
         c.chunk_no = to_i64(sl_answer_val(&ans, 0, row, 0));
         c.lo = sl_answer_val(&ans, 0, row, 1);
@@ -465,10 +478,12 @@ static int copy_chunks(sl_run *run, const int64_t *nums, size_t n)
         c.error = sl_answer_val(&ans, 0, row, 8);
         if (c.skipped && !c.error)
             c.error = "set aside by on-error skip";
-        rc = sl_ckpt_commit_chunk(run->ckpt, 0, &c, &run->err);
+        rc = sl_ckpt_commit_chunk(ckpt, run_id, &c, err);
+        if (after)
+            *after = c.chunk_no;
     }
     sl_answer_free(&ans);
-    return rc;
+    return rc == 0 ? nrows : -1;
 }
 
 /* In d (ascending) but not in f (ascending): into out. */
@@ -518,7 +533,10 @@ static int sync_chunks(sl_run *run)
     if (rc == 0)
         rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
     for (size_t i = 0; rc == 0 && i < nmissing; i += 1000)
-        rc = copy_chunks(run, missing + i, nmissing - i < 1000 ? nmissing - i : 1000);
+        rc = sl_run_copy_chunks(run->sess, run->ckpt, 0, run->job->name, missing + i,
+                                nmissing - i < 1000 ? nmissing - i : 1000, NULL, &run->err) < 0
+                 ? -1
+                 : 0;
     if (rc == 0 && (nmissing || nextra))
         sl_info("%s: brought the checkpoint file %s in line with the database: %zu committed chunk%s added%s",
                 run->job->name, sl_ckpt_file(run->ckpt), nmissing, nmissing == 1 ? "" : "s",

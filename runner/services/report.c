@@ -2,7 +2,9 @@
  *
  * Everything comes from the checkpoint file, so a report needs no database
  * and works while the job runs (the file is in WAL mode: reading it does
- * not hold the runner up). Up chunks are the chunks the file holds (a
+ * not hold the runner up). A job with no file here gets a journal made from
+ * the database's records (commands_job.c), and the page says what that
+ * leaves out. Up chunks are the chunks the file holds (a
  * `down` removes the ones it undoes); down runs are the file's record of
  * what they undid. Holds are the hold_start / hold_end events (up_hold.c). */
 #include <inttypes.h>
@@ -484,7 +486,8 @@ static const char style[] =
     "figure{margin:18px 0}figcaption{font-size:14px;margin-bottom:4px}"
     "svg text{font-size:11px;fill:#333}svg .note{fill:#888}.axis,.tick{stroke:#444}.grid{stroke:#e8e8e8}";
 
-int sl_report_build(sl_ckpt *ckpt, int64_t now_ms, sl_buf *out, sl_report_summary *sum, sl_err *err)
+int sl_report_build(sl_ckpt *ckpt, int64_t now_ms, const char *lost_dir, sl_buf *out, sl_report_summary *sum,
+                    sl_err *err)
 {
     journal j;
     if (load(ckpt, now_ms, &j, err) != 0) {
@@ -502,10 +505,24 @@ int sl_report_build(sl_ckpt *ckpt, int64_t now_ms, sl_buf *out, sl_report_summar
     sl_html_escape(out, j.job.job);
     sl_buf_printf(out, "</title>\n<style>%s</style>\n</head><body>\n<h1>sluice report: <span id=\"job\">", style);
     sl_html_escape(out, j.job.job);
-    sl_buf_printf(out, "</span></h1>\n<p>From the checkpoint file ");
-    sl_html_escape(out, sl_ckpt_file(ckpt));
-    sl_buf_printf(out, ", written %s; the job is %s%s.</p>\n", generated, sl_state_name(j.job.state),
-                  j.live ? " (a runner holds it now)" : "");
+    if (lost_dir) {
+        sl_buf_adds(out, "</span></h1>\n<p id=\"source\">From the database ");
+        sl_html_escape(out, j.job.target ? j.job.target : "?");
+        sl_buf_printf(out, ", written %s; the job is %s. There is no checkpoint file for it in ", generated,
+                      sl_state_name(j.job.state));
+        sl_html_escape(out, lost_dir);
+        sl_buf_adds(out,
+                    " (a lost directory, or the job ran from another machine), so this page shows what the "
+                    "database records: the job from its first start to its last change, and each committed "
+                    "chunk with its time, rows and attempts (a retry is shown when its chunk committed). Times held "
+                    "back, splits, the batch in force and the runs one by one were kept in the checkpoint "
+                    "file only.</p>\n");
+    } else {
+        sl_buf_printf(out, "</span></h1>\n<p id=\"source\">From the checkpoint file ");
+        sl_html_escape(out, sl_ckpt_file(ckpt));
+        sl_buf_printf(out, ", written %s; the job is %s%s.</p>\n", generated, sl_state_name(j.job.state),
+                      j.live ? " (a runner holds it now)" : "");
+    }
     summary_table(out, &j, sum);
     sl_buf_adds(out, "<h2>Over time</h2>\n");
     chart_rate(out, &j, span, start);

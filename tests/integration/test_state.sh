@@ -47,6 +47,58 @@ test_lost_after_done() {
     assert_eq "$(sfield 0001_bump source)" database
 }
 
+# The runner's disk is gone: history and report answer from the database, and say so. Nothing is
+# written to the checkpoint directory; a job that never ran is refused by report.
+test_history_and_report_after_loss() {
+    setup_bump_ab 500 100
+    run_sluice up
+    assert_rc 0
+    rm -rf "$CKPT"
+    psql_q "update sluice_progress set attempts = 3 where job = '0001_bump' and chunk_no = 2" # two retries
+    run_sluice history
+    assert_rc 0
+    assert_contains "$OUT" "0001_bump"
+    assert_eq "$(grep 0001_bump <<<"$OUT" | awk '{print $4, $5, $6, $7}')" "up done 500 5"
+    assert_contains "$ERR" "1 job with no checkpoint file in"
+    run_sluice --json history
+    assert_rc 0
+    assert_eq "$(jq -r '.[] | select(.job == "0001_bump") | "\(.source) \(.kind) \(.outcome) \(.rows)"' <<<"$OUT")" \
+        "database up done 500"
+    mkdir -p "$T_DIR/scratch"
+    TMPDIR="$T_DIR/scratch" run_sluice report 0001_bump -o "$T_DIR/r.html"
+    assert_rc 0
+    assert_contains "$(cat "$T_DIR/r.html")" '<p id="source">From the database'
+    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-rows">500</td>'
+    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-chunks">5</td>'
+    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-retries">2</td>'
+    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-state">done</td>'
+    assert_eq "$(ls -A "$T_DIR/scratch")" "" # its scratch journal is gone
+    [[ ! -e $CKPT ]] || fail "report or history wrote into the checkpoint directory: $(ls -A "$CKPT")"
+    # a job the database never ran: no page
+    write_job 0002_later <<'JOB'
+-- sluice:table t
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+JOB
+    run_sluice report 0002_later
+    assert_rc 2
+    assert_contains "$ERR" 'no checkpoint file for job "0002_later" in'
+    assert_contains "$ERR" 'has no record of it: it has not run there'
+    # a job with its file: history shows the file's runs, report the file
+    run_sluice up 0002_later
+    assert_rc 0
+    run_sluice --json history
+    assert_eq "$(jq -r '[.[] | "\(.job):\(.source)"] | join(" ")' <<<"$OUT")" "0001_bump:database 0002_later:checkpoint"
+    run_sluice report 0002_later -o "$T_DIR/r2.html"
+    assert_rc 0
+    assert_contains "$(cat "$T_DIR/r2.html")" '<p id="source">From the checkpoint file'
+    # an unreachable database: history shows the files, silently
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" --db "postgresql://nobody@127.0.0.1:1/x" history
+    assert_rc 0
+    assert_contains "$OUT" "0002_later"
+    assert_not_contains "$OUT" "0001_bump"
+}
+
 test_lost_after_stamp() {
     setup_bump_ab 300 100
     run_sluice stamp 0001_bump done
@@ -591,6 +643,7 @@ test_restored_from_backup() {
 }
 
 run_test "lost checkpoint directory after done: the job is not applied again to new rows" test_lost_after_done
+run_test "lost checkpoint directory: history and report answer from the database" test_history_and_report_after_loss
 run_test "lost checkpoint directory after stamp done, and after stamp pending" test_lost_after_stamp
 run_test "a checkpoint file moved aside after done: nothing runs twice" test_move_file_aside_after_done
 run_test "checkpoint directory deleted mid-run, then kill -9: resume exactly once" test_lost_mid_run

@@ -47,6 +47,39 @@ test_lost_after_done() {
     assert_eq "$(sfield 0001_bump source)" database
 }
 
+# The runner's disk is gone: history and report answer from the database file, after up and after down.
+test_history_and_report_after_loss() {
+    setup_bump_ab 300 100 "-- sluice:undo snapshot(a, b)"
+    run_sluice up
+    assert_rc 0
+    rm -rf "$CKPT"
+    sq "update sluice_progress set attempts = 2 where chunk_no = 1"
+    run_sluice --json history
+    assert_rc 0
+    assert_eq "$(jq -r '.[] | "\(.job) \(.source) \(.kind) \(.outcome) \(.rows) \(.chunks)"' <<<"$OUT")" \
+        "0001_bump database up done 300 3"
+    run_sluice report 0001_bump -o "$T_DIR/r.html"
+    assert_rc 0
+    local page
+    page=$(cat "$T_DIR/r.html")
+    assert_contains "$page" '<p id="source">From the database'
+    assert_contains "$page" '<td id="sum-rows">300</td>'
+    assert_contains "$page" '<td id="sum-retries">1</td>'
+    # the chunks' times read back as times: the run spans seconds, not years
+    local wall
+    wall=$(grep -o 'id="sum-wall" data-ms="[0-9-]*"' <<<"$page" | grep -o '[0-9-]*"$' | tr -d '"')
+    ((wall >= 0 && wall < 600000)) || fail "wall time from the database's times: $wall ms"
+    [[ ! -e $CKPT ]] || fail "report or history wrote into the checkpoint directory"
+    run_sluice down 0001_bump
+    assert_rc 0
+    rm -rf "$CKPT"
+    run_sluice --json history
+    assert_eq "$(jq -r '.[] | "\(.source) \(.kind) \(.outcome) \(.chunks)"' <<<"$OUT")" "database down rolled_back 0"
+    run_sluice report 0001_bump -o "$T_DIR/r.html"
+    assert_rc 0
+    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-state">rolled_back</td>'
+}
+
 test_lost_after_stamp() {
     setup_bump_ab 300 100
     run_sluice stamp 0001_bump done
@@ -173,6 +206,7 @@ test_checkpoint_mode() {
 }
 
 run_test "sqlite: lost checkpoint directory after done" test_lost_after_done
+run_test "sqlite: lost checkpoint directory: history and report answer from the database" test_history_and_report_after_loss
 run_test "sqlite: lost checkpoint directory after stamp" test_lost_after_stamp
 run_test "sqlite: one checkpoint directory for two database files" test_two_files_one_directory
 run_test "sqlite: checkpoint directory deleted mid-run, then kill -9" test_lost_mid_run

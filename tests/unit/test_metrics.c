@@ -216,7 +216,7 @@ static void test_report(void)
     CHECK(sl_ckpt_finish_run(ck, run, SL_STATE_DONE, NULL, &err) == 0);
     sl_buf html = {0};
     sl_report_summary sum;
-    CHECK(sl_report_build(ck, sl_now_ms(), &html, &sum, &err) == 0);
+    CHECK(sl_report_build(ck, sl_now_ms(), NULL, &html, &sum, &err) == 0);
     CHECK(sum.rows == 41 && sum.chunks == 5 && sum.set_aside == 1 && sum.retries == 1 && sum.runs == 1);
     CHECK(sum.median_ms == 20 && sum.p99_ms == 50); /* nearest rank over the four that ran: 10 20 30 50 */
     const char *measures[] = {"rows_per_second", "chunk_duration", "batch_size", "workers",
@@ -264,7 +264,7 @@ static void test_report_of_many_chunks(void)
     }
     sl_buf html = {0};
     sl_report_summary sum;
-    CHECK(sl_report_build(ck, sl_now_ms(), &html, &sum, &err) == 0);
+    CHECK(sl_report_build(ck, sl_now_ms(), NULL, &html, &sum, &err) == 0);
     CHECK(sum.chunks == 20000 && sum.rows == 20000000);
     printf("# a report of 20000 chunks: %zu bytes\n", html.len);
     CHECK(html.len < 1000000);

@@ -77,6 +77,17 @@ void sl_job_row_free(sl_job_row *row);
  * whose runner is gone (killed) reads as stopped. 0, or -1 with err. */
 int sl_run_read_row(sl_session *sess, const char *job, sl_job_row *row, sl_err *err) SL_MUSTCHECK;
 
+/* Copy chunks of job from sluice_progress into ckpt's journal (counted
+ * under run_id, 0 for none): those numbered nums[0..n-1]; or, with nums
+ * NULL, the next n after *after, which is moved to the last one copied.
+ * The number copied, or -1 with err. */
+int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const char *job, const int64_t *nums, size_t n,
+                       int64_t *after, sl_err *err) SL_MUSTCHECK;
+
+/* What last set the row's state, as history names runs: "up", "down" or
+ * "stamp". */
+const char *sl_run_row_kind(const sl_job_row *row);
+
 /* What a job walks, as the live database resolves its job file. */
 typedef struct sl_run_identity {
     char *table, *key, *where, *undo;

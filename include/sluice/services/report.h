@@ -15,7 +15,11 @@ typedef struct sl_report_summary {
 } sl_report_summary;
 
 /* Write the page for ckpt to out, and its summary to *sum. now_ms (wall
- * clock) ends a run still under way. 0, or -1 with err. */
-int sl_report_build(sl_ckpt *ckpt, int64_t now_ms, sl_buf *out, sl_report_summary *sum, sl_err *err) SL_MUSTCHECK;
+ * clock) ends a run still under way. lost_dir: NULL for a checkpoint file;
+ * else ckpt was made from the database's records because the checkpoint
+ * directory lost_dir has no file for the job, and the page says so. 0, or
+ * -1 with err. */
+int sl_report_build(sl_ckpt *ckpt, int64_t now_ms, const char *lost_dir, sl_buf *out, sl_report_summary *sum,
+                    sl_err *err) SL_MUSTCHECK;
 
 #endif
