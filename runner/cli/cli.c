@@ -105,7 +105,9 @@ static const command_help helps[] = {
     {"stamp", "usage: sluice stamp JOB done|pending\n\n"
               "Record a job's state without running it. pending forgets its progress (in the checkpoint file\n"
               "and in the database's sluice_progress table) so the next `up` runs it from the start.\n"},
-    {"ctl", "usage: sluice ctl JOB pause|resume|status|set NAME=VALUE\n\nTalk to a running job: its up or its down.\n"},
+    {"ctl", "usage: sluice ctl JOB pause|resume|status|set NAME=VALUE\n\n"
+            "Talk to a running job: its up or its down, through its socket in --checkpoints; on PostgreSQL,\n"
+            "when no runner listens there (it runs on another machine), through the database (--db).\n"},
 };
 
 static const char *canonical_command(const char *cmd)
@@ -355,14 +357,16 @@ static int resolve_replicas(cli_args *a)
 /* Only the commands that connect read the database string; status reads it
  * too, but answers from the checkpoint files when it cannot use it; history
  * and report read the checkpoint files and the database only for jobs that
- * have none; ctl reads the checkpoint files alone. */
+ * have none; ctl asks the runner's socket, and the database only when no
+ * runner listens there. */
 static int resolve_defaults(cli_args *a, const char *cmd)
 {
     sl_opts *o = &a->opts;
     int needs_db =
         strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "stamp") == 0;
     /* a fleet's targets each have theirs (make_fleet) */
-    int may_use_db = strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0 || strcmp(cmd, "report") == 0;
+    int may_use_db = strcmp(cmd, "status") == 0 || strcmp(cmd, "history") == 0 || strcmp(cmd, "report") == 0 ||
+                     strcmp(cmd, "ctl") == 0;
     if (a->fleet.n == 0 && (needs_db || may_use_db) && resolve_db(o, &a->db_url, needs_db) != 0)
         return -1;
     if ((strcmp(cmd, "up") == 0 || strcmp(cmd, "down") == 0 || strcmp(cmd, "plan") == 0) && resolve_replicas(a) != 0)
@@ -437,7 +441,7 @@ static int want_args(const cli_args *a, int min, int max, const char *cmd)
 }
 
 /* `ctl JOB pause|resume|status|set NAME=VALUE`: one request to the runner's
- * socket (in a fleet, to each target's that is running it). */
+ * socket, else through the database (in a fleet, to each target's runner). */
 static int cmd_ctl(const cli_args *a, const sl_opts *o, const char *arg1)
 {
     int is_set = a->npos > 2 && strcmp(a->pos[2], "set") == 0;
@@ -447,32 +451,11 @@ static int cmd_ctl(const cli_args *a, const sl_opts *o, const char *arg1)
     if (jl > 4 && strcmp(arg1 + jl - 4, ".sql") == 0)
         jl -= 4;
     char *job = sl_strndup(arg1, jl);
-    char *path = sl_ctl_path(o->run.ckpt_dir, job);
     char *req = is_set ? sl_asprintf("set %s", a->pos[3]) : sl_strdup(a->pos[2]);
-    char *response = NULL;
-    sl_err err = {{0}};
-    int rc = sl_ctl_request(path, req, &response, &err);
-    if (rc == 0 && o->target) {
-        sl_buf shown = {0};
-        for (const char *line = response; *line;) {
-            const char *end = strchr(line, '\n');
-            size_t len = end ? (size_t)(end - line + 1) : strlen(line);
-            sl_buf_printf(&shown, "%s: ", o->target);
-            sl_buf_add(&shown, line, len);
-            line += len;
-        }
-        fputs(shown.data ? shown.data : "", stdout);
-        sl_buf_free(&shown);
-    } else if (rc == 0) {
-        fputs(response, stdout);
-    } else {
-        sl_error("%s", err.msg);
-    }
-    free(response);
+    int code = sl_cmd_ctl(o, job, req);
     free(req);
-    free(path);
     free(job);
-    return rc == 0 ? SL_EXIT_OK : rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+    return code;
 }
 
 /* --on-conflict: stop (default), skip or overwrite. */

@@ -11,6 +11,7 @@
 #include "sluice/cli/cli.h"
 #include "sluice/engine/plan.h"
 #include "sluice/engine/run.h"
+#include "sluice/services/ctl.h"
 #include "sluice/services/report.h"
 
 /* Open a session for a single-job command; 0 or an exit code. */
@@ -270,4 +271,73 @@ int sl_cmd_report(const sl_opts *opts, const char *name)
     free(path);
     free(job);
     return code;
+}
+
+/* `ctl` through the database, after the socket in --checkpoints had no
+ * runner (it runs on another machine, or its socket path was too long):
+ * as sl_ctl_request. err holds the socket's reason on entry. */
+static int ctl_through_db(const sl_opts *opts, const char *job, const char *path, const char *req, char **response,
+                          sl_err *err)
+{
+    if (!opts->db || strncmp(opts->db, "sqlite:", 7) == 0)
+        return SL_CTL_NOT_LISTENING; /* SQLite's runners are on the file's machine: the socket is the way */
+    uv_loop_t loop;
+    sl_session sess;
+    sl_err why = {{0}};
+    uv_loop_init(&loop);
+    if (sl_session_init(&sess, &loop, opts->db, &why) != 0) {
+        uv_loop_close(&loop);
+        sl_err_append(err, "the database cannot be asked either: %s", why.msg);
+        return SL_CTL_NOT_LISTENING;
+    }
+    if (!getenv("SLUICE_CONNECT_TIMEOUT"))
+        sess.connect_timeout_ms = 5000;
+    if (sl_session_connect(&sess, &why) != 0) {
+        close_session(&loop, &sess);
+        sl_err_append(err, "the database, through which a runner on another machine answers, cannot be reached: %s",
+                      why.msg);
+        return -1;
+    }
+    char *runner = NULL;
+    int rc = sl_ctl_request_db(&sess, job, req, response, &runner, &why);
+    if (rc == SL_CTL_NOT_LISTENING) {
+        sl_err_set(err, "no runner of job %s is listening at %s, and %s", job, path, why.msg);
+        sl_err_append(err, "hint: `up` and `down` answer there while they run the job, and through the database "
+                           "from another machine");
+    } else if (rc != 0)
+        *err = why;
+    else
+        sl_info("%s: answered through %s by %s", job, sl_session_display(&sess), runner);
+    free(runner);
+    close_session(&loop, &sess);
+    return rc;
+}
+
+int sl_cmd_ctl(const sl_opts *opts, const char *job, const char *req)
+{
+    char *path = sl_ctl_path(opts->run.ckpt_dir, job);
+    char *response = NULL;
+    sl_err err = {{0}};
+    int rc = sl_ctl_request(path, req, &response, &err);
+    if (rc == SL_CTL_NOT_LISTENING)
+        rc = ctl_through_db(opts, job, path, req, &response, &err);
+    if (rc == 0 && opts->target) {
+        sl_buf shown = {0};
+        for (const char *line = response; *line;) {
+            const char *end = strchr(line, '\n');
+            size_t len = end ? (size_t)(end - line + 1) : strlen(line);
+            sl_buf_printf(&shown, "%s: ", opts->target);
+            sl_buf_add(&shown, line, len);
+            line += len;
+        }
+        fputs(shown.data ? shown.data : "", stdout);
+        sl_buf_free(&shown);
+    } else if (rc == 0) {
+        fputs(response, stdout);
+    } else {
+        sl_error("%s", err.msg);
+    }
+    free(response);
+    free(path);
+    return rc == 0 ? SL_EXIT_OK : rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
 }

@@ -70,6 +70,24 @@ static const char *const pg_create_sql[] = {
     "COMMIT",
 };
 
+/* The requests `sluice ctl` makes through the database, for a runner on
+ * another machine (ctl.h). Made apart from the tables above: a role that
+ * may not create tables still runs jobs where an older sluice made those,
+ * only without this way in. */
+static const char pg_ctl_sql[] =
+    "DO $$ BEGIN"
+    " IF to_regclass('" SL_CTL_TABLE "') IS NULL THEN"
+    "  PERFORM pg_advisory_xact_lock(7310255342);"
+    "  CREATE TABLE IF NOT EXISTS " SL_CTL_TABLE " ("
+    "   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, job text NOT NULL, runner text NOT NULL,"
+    "   request text NOT NULL, asked_at timestamptz NOT NULL DEFAULT now(), answered_at timestamptz, ok boolean,"
+    "   answer text);"
+    " ELSE" /* what a client killed while it waited left behind */
+    "  DELETE FROM " SL_CTL_TABLE " WHERE asked_at < now() - interval '1 day';"
+    " END IF;"
+    " EXCEPTION WHEN insufficient_privilege THEN NULL;"
+    " END $$";
+
 /* The system identifier tells a restored copy from its original; a role
  * some managed services refuse pg_control_system() to simply has none. */
 static const char pg_identity_sql[] = "SELECT (SELECT value FROM " SL_META_TABLE " WHERE key = 'database_id'),"
@@ -241,6 +259,11 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
     int rc = present == 0 ? create_missing(sess, err) : 0;
     if (rc != 0)
         return rc;
+    sl_answer ctl;
+    if (!lite(sess) && ask(sess, pg_ctl_sql, "cannot create " SL_CTL_TABLE, &ctl, err) != 0)
+        return -1;
+    if (!lite(sess))
+        sl_answer_free(&ctl);
     int found = read_identity(sess, id, err);
     if (found < 0)
         return -1;

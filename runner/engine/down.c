@@ -340,9 +340,14 @@ static int execute(down_run *r)
     sl_ctl *ctl = NULL;
     char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
     sl_err cerr;
+    int pg = r->sess->dialect == SL_DIALECT_PG;
     if (sl_ctl_start(r->sess->loop, ctl_path, down_on_ctl, r, &ctl, &cerr) != 0)
-        sl_warn("%s (the rollback runs without live control)", cerr.msg);
+        sl_warn("%s (the rollback runs without live control%s)", cerr.msg, pg ? " but through the database" : "");
+    if (pg) /* sluice ctl from another machine: requests in sluice_ctl */
+        sl_lease_set_ctl(&r->run.lease, down_on_ctl, r);
     int code = down_walk(r);
+    if (pg)
+        sl_lease_set_ctl(&r->run.lease, NULL, NULL);
     gate_hold(&r->gate, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
     sl_ctl_stop(ctl);
     free(ctl_path);

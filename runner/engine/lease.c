@@ -381,15 +381,88 @@ static void renew(sl_lease *lease)
     snprintf(ttl, sizeof ttl, "%d", SL_LEASE_TTL_MS);
     const char *params[] = {lease->job, lease->id, ttl};
     sl_query q = {renew_sql, 3, params, 0};
-    if (sl_pg_send(&lease->keeper, &q, 1, on_renewed, lease) == 0)
+    if (sl_pg_send(&lease->keeper, &q, 1, on_renewed, lease) == 0) {
         lease->renewing = 1;
+        lease->renew_sent_at = sl_mono_ms();
+    }
 }
 
+/* ---- `sluice ctl` through the database ---- */
+
+static const char ctl_poll_sql[] = "SELECT id::text, request FROM " SL_CTL_TABLE
+                                   " WHERE job = $1 AND runner = $2 AND answered_at IS NULL ORDER BY id LIMIT 16";
+static const char ctl_answer_sql[] = "UPDATE " SL_CTL_TABLE " SET answered_at = now(), ok = $2::boolean, answer = $3"
+                                     " WHERE id = $1::bigint";
+
+static void on_ctl_answered(sl_pg *pg, const sl_pg_reply *reply, void *arg)
+{
+    (void)pg;
+    (void)reply; /* an answer that did not reach the row: the client withdraws the request when it times out */
+    (void)arg;
+}
+
+static void on_ctl_polled(sl_pg *pg, const sl_pg_reply *reply, void *arg)
+{
+    sl_lease *lease = arg;
+    lease->ctl_polling = 0;
+    if (!reply->ok) {
+        /* no such table (an older sluice made sluice's tables, and this role may not add it), or no right
+         * to it: no requests can come this way, so stop looking */
+        if (strcmp(reply->sqlstate, "42P01") == 0 || strcmp(reply->sqlstate, "42501") == 0)
+            lease->ctl_off = 1;
+        return;
+    }
+    PGresult *res = reply->results[0];
+    int n = res ? PQntuples(res) : 0;
+    if (n == 0 || !lease->ctl_handler)
+        return; /* requests that came as the walk ended are withdrawn by their clients */
+    sl_query *q = sl_calloc((size_t)n, sizeof *q);
+    const char **params = sl_calloc((size_t)n * 3, sizeof *params);
+    sl_buf *answers = sl_calloc((size_t)n, sizeof *answers);
+    for (int i = 0; i < n; i++) {
+        int ok =
+            sl_ctl_answer(lease->ctl_handler, lease->ctl_arg, lease->ctl_tag, PQgetvalue(res, i, 1), &answers[i]) == 0;
+        params[3 * i] = PQgetvalue(res, i, 0);
+        params[3 * i + 1] = ok ? "true" : "false";
+        params[3 * i + 2] = answers[i].data ? answers[i].data : "";
+        q[i] = (sl_query){ctl_answer_sql, 3, params + 3 * i, 0};
+    }
+    if (sl_pg_send(pg, q, (size_t)n, on_ctl_answered, lease) != 0)
+        sl_warn("%s: could not answer %d sluice ctl request%s through the database: the connection is gone", lease->job,
+                n, n == 1 ? "" : "s");
+    for (int i = 0; i < n; i++)
+        sl_buf_free(&answers[i]);
+    free(answers);
+    free(params);
+    free(q);
+}
+
+static void poll_ctl(sl_lease *lease)
+{
+    if (!lease->ctl_handler || lease->ctl_off || lease->ctl_polling || !lease->keeper.connected)
+        return;
+    const char *params[] = {lease->job, lease->id};
+    sl_query q = {ctl_poll_sql, 2, params, 0};
+    if (sl_pg_send(&lease->keeper, &q, 1, on_ctl_polled, lease) == 0)
+        lease->ctl_polling = 1;
+}
+
+void sl_lease_set_ctl(sl_lease *lease, sl_ctl_handler handler, void *arg)
+{
+    lease->ctl_handler = handler;
+    lease->ctl_arg = arg;
+    lease->ctl_tag = sl_fiber_current_tag();
+}
+
+/* Every SL_CTL_DB_POLL_MS: look for ctl requests; renew every SL_LEASE_RENEW_MS. */
 static void on_tick(uv_timer_t *timer)
 {
     sl_lease *lease = timer->data;
-    if (lease->held && !lease->lost)
+    if (!lease->held || lease->lost)
+        return;
+    if (!lease->keeper.connected || sl_mono_ms() - lease->renew_sent_at >= SL_LEASE_RENEW_MS - SL_CTL_DB_POLL_MS / 2)
         renew(lease);
+    poll_ctl(lease);
 }
 
 void sl_lease_start(sl_lease *lease, const sl_session *sess)
@@ -403,7 +476,7 @@ void sl_lease_start(sl_lease *lease, const sl_session *sess)
     uv_timer_init(lease->loop, &lease->timer);
     lease->timer.data = lease;
     lease->has_timer = 1;
-    uv_timer_start(&lease->timer, on_tick, SL_LEASE_RENEW_MS, SL_LEASE_RENEW_MS);
+    uv_timer_start(&lease->timer, on_tick, SL_CTL_DB_POLL_MS, SL_CTL_DB_POLL_MS);
     uv_unref((uv_handle_t *)&lease->timer); /* it must not keep the loop alive on its own */
     renew(lease);                           /* connect now */
 }

@@ -239,9 +239,14 @@ static int run_job(up_run *r)
     sl_ctl *ctl = NULL;
     char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
     sl_err cerr;
+    int pg = r->sess->dialect == SL_DIALECT_PG;
     if (sl_ctl_start(r->sess->loop, ctl_path, up_on_ctl, r, &ctl, &cerr) != 0)
-        sl_warn("%s (the job runs without live control)", cerr.msg);
+        sl_warn("%s (the job runs without live control%s)", cerr.msg, pg ? " but through the database" : "");
+    if (pg) /* sluice ctl from another machine: requests in sluice_ctl */
+        sl_lease_set_ctl(&r->run.lease, up_on_ctl, r);
     int code = up_walk(r);
+    if (pg)
+        sl_lease_set_ctl(&r->run.lease, NULL, NULL);
     sl_ctl_stop(ctl); /* NULL-safe; its handles are released by the loop */
     free(ctl_path);
     sl_progress_end();

@@ -212,30 +212,59 @@ static int parse_request(char *line, sl_ctl_req *req, char *name, char *value, s
     return -1;
 }
 
+/* line without surrounding blanks ("status\r" from a hand-typed socat), into
+ * out (SL_CTL_LINE_MAX + 1 bytes). */
+static char *trim_line(const char *line, char *out)
+{
+    while (isspace((unsigned char)*line))
+        line++;
+    size_t len = strnlen(line, SL_CTL_LINE_MAX);
+    while (len && isspace((unsigned char)line[len - 1]))
+        len--;
+    memcpy(out, line, len);
+    out[len] = '\0';
+    return out;
+}
+
+int sl_ctl_check(const char *line, sl_err *err)
+{
+    char copy[SL_CTL_LINE_MAX + 1], name[64], value[256];
+    sl_ctl_req req;
+    if (strlen(line) >= SL_CTL_LINE_MAX) {
+        sl_err_set(err, "request line longer than %d bytes", SL_CTL_LINE_MAX);
+        return -1;
+    }
+    return parse_request(trim_line(line, copy), &req, name, value, err);
+}
+
+int sl_ctl_answer(sl_ctl_handler handler, void *arg, const void *tag, const char *line, sl_buf *answer)
+{
+    char copy[SL_CTL_LINE_MAX + 1], name[64], value[256];
+    sl_ctl_req req;
+    sl_err err;
+    if (strlen(line) >= SL_CTL_LINE_MAX) {
+        sl_buf_printf(answer, "request line longer than %d bytes", SL_CTL_LINE_MAX);
+        return -1;
+    }
+    if (parse_request(trim_line(line, copy), &req, name, value, &err) != 0) {
+        sl_buf_adds(answer, err.msg);
+        return -1;
+    }
+    const void *before = sl_fiber_lend_tag(tag); /* what it logs is its target's */
+    int rc = handler(&req, answer, arg);
+    sl_fiber_lend_tag(before);
+    if (rc != 0 && answer->len == 0)
+        sl_buf_adds(answer, "request failed");
+    return rc == 0 ? 0 : -1;
+}
+
 static void client_handle_line(ctl_client *c)
 {
     char *nl = memchr(c->line, '\n', c->len);
     assert(nl && "BUG: handling a request without its newline");
     *nl = '\0';
-    size_t len = (size_t)(nl - c->line);
-    while (len && isspace((unsigned char)c->line[len - 1]))
-        c->line[--len] = '\0'; /* "status\r\n" from a hand-typed socat */
-    char *line = c->line;
-    while (isspace((unsigned char)*line))
-        line++;
-    sl_ctl_req req;
-    char name[64], value[256];
-    sl_err err;
-    if (parse_request(line, &req, name, value, &err) != 0) {
-        client_answer(c, 0, err.msg);
-        return;
-    }
     sl_buf response = {0};
-    const void *before = sl_fiber_lend_tag(c->ctl->tag); /* what it logs is its target's */
-    int rc = c->ctl->handler(&req, &response, c->ctl->arg);
-    sl_fiber_lend_tag(before);
-    if (rc != 0 && response.len == 0)
-        sl_buf_adds(&response, "request failed");
+    int rc = sl_ctl_answer(c->ctl->handler, c->ctl->arg, c->ctl->tag, c->line, &response);
     client_answer(c, rc == 0, response.data ? response.data : "");
     sl_buf_free(&response);
 }
@@ -462,7 +491,7 @@ static int client_connect(const char *path, sl_err *err)
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path) {
         sl_err_set(err, "control socket path %s is too long for a unix socket", path);
-        return -1;
+        return -2; /* the runner could not listen there either */
     }
     memcpy(addr.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -478,6 +507,7 @@ static int client_connect(const char *path, sl_err *err)
         sl_err_set(err, "no runner of job %s is listening (%s control socket at %s)", job,
                    e == ENOENT ? "no" : "a stale", path);
         sl_err_append(err, "hint: `up` and `down` listen there while they run the job");
+        return -2;
     } else if (e == EACCES || e == EPERM)
         sl_err_set(err, "control socket %s: permission denied\nhint: run sluice ctl as the user running the job", path);
     else
@@ -539,7 +569,7 @@ int sl_ctl_request(const char *sock_path, const char *request, char **response, 
     *response = NULL;
     int fd = client_connect(sock_path, err);
     if (fd < 0)
-        return -1;
+        return fd == -2 ? SL_CTL_NOT_LISTENING : -1;
     sl_buf answer = {0};
     int rc = client_exchange(fd, request, &answer, sock_path, err);
     close(fd);

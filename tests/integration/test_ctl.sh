@@ -199,6 +199,56 @@ EOF
     assert_rc 2
 }
 
+# The runner on another machine (here: its own checkpoint directory, so no socket in $CKPT): ctl goes
+# through the database, to the runner holding the lease. A bad request writes nothing; once the runner
+# is gone, ctl says so; requests leave no row behind.
+test_through_the_database() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 5000) g"
+    write_job "$JOB" <<'JOBEOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:pause 100ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+JOBEOF
+    local elsewhere=$T_DIR/other-machine
+    "$SLUICE" --jobs "$JOBS" --checkpoints "$elsewhere" up </dev/null >"$T_DIR/far.out" 2>"$T_DIR/far.err" &
+    local far=$!
+    wait_until 20 rows_done_at_least "$JOB" 1
+    [[ ! -e $CKPT/$JOB.sluice-ctl ]] || fail "a socket in this runner's checkpoint directory"
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "state running"
+    assert_contains "$ERR" "answered through"
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
+    assert_contains "$OUT" "paused by sluice ctl"
+    sleep 0.5
+    local before after
+    before=$(progress "$JOB")
+    sleep 2
+    after=$(progress "$JOB")
+    assert_eq "$after" "$before" "chunks committed in 2s of ctl pause through the database"
+    run_sluice ctl "$JOB" set batch=abc
+    assert_rc 2
+    assert_contains "$ERR" "batch expects"
+    run_sluice ctl "$JOB" set pause=0ms
+    assert_rc 0
+    assert_contains "$OUT" "set pause=0ms by sluice ctl"
+    assert_sql "select count(*) from sluice_ctl" 0
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
+    wait "$far" || fail "the far runner exited $?: $(cat "$T_DIR/far.err")"
+    assert_contains "$(cat "$T_DIR/far.err")" "paused by sluice ctl"
+    assert_contains "$(cat "$T_DIR/far.err")" "set pause=0ms by sluice ctl"
+    assert_every_row_once
+    run_sluice ctl "$JOB" status
+    assert_rc 1
+    assert_contains "$ERR" "records no live runner of job $JOB"
+    assert_sql "select count(*) from sluice_ctl" 0
+}
+
 # A rollback listens too: status, pause (nothing undone while paused), set pause and max-rate (and a
 # refusal of batch: the size of up's chunks is not down's to change), resume; down puts every row back.
 test_down_controlled() {
@@ -300,6 +350,7 @@ EOF
 run_test "ctl status, pause, resume and set on a running job; every change logged and recorded" test_status_pause_resume_set
 run_test "ctl: the socket is its owner's alone" test_socket_owner_only
 run_test "ctl on a job that is not running exits 1 and says so" test_not_running
+run_test "ctl through the database to a runner on another machine: status, pause, set, refusal, resume" test_through_the_database
 run_test "ctl during down: status, pause, set pause and max-rate, batch refused, resume" test_down_controlled
 run_test "max-rate after 6 s of ctl pause: the job goes on at its rate, without a burst" test_max_rate_after_pause
 t_done

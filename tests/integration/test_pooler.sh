@@ -237,6 +237,17 @@ EOF
     run_cmd "$SLUICE" --checkpoints "$CKPT" ctl 0001_bump status
     assert_rc 0
     assert_contains "$OUT" "job 0001_bump"
+    # from another machine (no socket in its checkpoint directory): through the pool to the runner
+    run_cmd "$SLUICE" --checkpoints "$T_DIR/elsewhere" ctl 0001_bump pause
+    assert_rc 0
+    assert_contains "$OUT" "paused by sluice ctl"
+    assert_contains "$ERR" "answered through"
+    run_cmd "$SLUICE" --checkpoints "$T_DIR/elsewhere" ctl 0001_bump status
+    assert_rc 0
+    assert_contains "$OUT" "state paused"
+    run_cmd "$SLUICE" --checkpoints "$T_DIR/elsewhere" ctl 0001_bump resume
+    assert_rc 0
+    assert_sql "select count(*) from sluice_ctl" 0
     sluice_kill INT "$first"
     assert_rc 3
     assert_contains "$ERR" "connected through a pooler"
@@ -383,7 +394,8 @@ pgb_start || true
 run_test "through PgBouncer: plan, up with one worker, status; pgbench on the same pool" test_up_one_worker
 run_test "through PgBouncer: up with four workers and undo records, down, stamp done and pending; a down section" test_four_workers_down_stamp
 run_test "through PgBouncer: kill -9 at random moments, resume: every row once, no advisory lock" test_kill9_resume
-run_test "through PgBouncer: a second runner is refused, ctl answers; SIGINT leaves nothing locked" test_second_runner_refused
+run_test "through PgBouncer: a second runner is refused, ctl answers (by socket and through the pool); SIGINT leaves nothing locked" \
+    test_second_runner_refused
 run_test "sluice_pooler=none through PgBouncer: missing statements found, switched, retried, in up and in down" test_detects_missing_statements
 run_test "pooled: the session's settings hold in every transaction (float keys)" test_session_settings_per_transaction
 run_test "a pool of one connection, two workers, a failing row in every chunk: failed batches free it at once" test_failing_chunks_free_the_pool

@@ -397,7 +397,7 @@ static void test_stale_and_second_server(void)
     close(fd);
     char *out = NULL;
     sl_err err = {{0}};
-    CHECK(sl_ctl_request(sock_path, "status", &out, &err) == -1);
+    CHECK(sl_ctl_request(sock_path, "status", &out, &err) == SL_CTL_NOT_LISTENING);
     CHECK_HAS(err.msg, "is listening (a stale control socket at");
 
     fixture f;
@@ -415,7 +415,7 @@ static void test_stale_and_second_server(void)
     free(out);
     fixture_end(&f);
 
-    CHECK(sl_ctl_request(sock_path, "status", &out, &err) == -1);
+    CHECK(sl_ctl_request(sock_path, "status", &out, &err) == SL_CTL_NOT_LISTENING);
     CHECK_HAS(err.msg, "no runner of job j is listening (no control socket at ");
     CHECK(out == NULL);
 }

@@ -25,6 +25,7 @@
 #define SL_RANGES_TABLE   "sluice_ranges"
 #define SL_UNDO_TABLE     "sluice_undo"
 #define SL_META_TABLE     "sluice_meta"
+#define SL_CTL_TABLE      "sluice_ctl" /* PostgreSQL: `sluice ctl` requests through the database (ctl.h) */
 
 /* Which database this is, as far as sluice can tell. */
 typedef struct sl_db_identity {

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "sluice/db/session.h"
+#include "sluice/services/ctl.h"
 
 /* How long a lease lasts unrenewed, and how often it is renewed. */
 #define SL_LEASE_TTL_MS   30000
@@ -67,7 +68,13 @@ typedef struct sl_lease {
     int has_timer;
     uv_timer_t release_timer; /* bounds a release on the keeper's connection */
     int64_t renewed_at;       /* mono ms of the last renewal */
-    int lost;                 /* another runner took the job over */
+    int64_t renew_sent_at;    /* mono ms the last renewal was sent */
+    /* `sluice ctl` through the database: requests in sluice_ctl for this lease, answered by the handler */
+    sl_ctl_handler ctl_handler;
+    void *ctl_arg;
+    const void *ctl_tag;
+    int ctl_polling, ctl_off;
+    int lost; /* another runner took the job over */
     char why[512];
 } sl_lease;
 
@@ -80,6 +87,12 @@ int sl_lease_take(sl_lease *lease, sl_session *sess, const char *job, sl_err *er
 
 /* Keep the lease renewed in the background until sl_lease_release. */
 void sl_lease_start(sl_lease *lease, const sl_session *sess);
+
+/* Answer `sluice ctl` requests made through the database (sluice_ctl rows
+ * naming this lease) with handler(arg), looked for every SL_CTL_DB_POLL_MS
+ * on the keeper's connection while the lease is held; NULL stops. The
+ * handler runs on the loop as the control socket's does (ctl.h). */
+void sl_lease_set_ctl(sl_lease *lease, sl_ctl_handler handler, void *arg);
 
 /* The lease went to another runner: stop (lease->why says so). */
 int sl_lease_lost(const sl_lease *lease);

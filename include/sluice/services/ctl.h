@@ -11,19 +11,30 @@
  * The server runs on the runner's libuv loop, so requests are answered while
  * the runner awaits a database reply (a chunk in flight). The socket is
  * readable and writable by its owner alone (mode 0600), and a peer whose uid
- * differs from the server's effective uid is refused (SO_PEERCRED). */
+ * differs from the server's effective uid is refused (SO_PEERCRED).
+ *
+ * On PostgreSQL the same requests also go through the database, for a runner
+ * on another machine (or one whose socket path is too long): the client
+ * writes a row to sluice_ctl naming the runner that holds the job's lease;
+ * that runner looks for its requests every SL_CTL_DB_POLL_MS on its lease's
+ * connection (lease.c), answers them through sl_ctl_answer, and writes the
+ * answer into the row, which the client reads and deletes. */
 #ifndef SLUICE_CTL_H
 #define SLUICE_CTL_H
 
 #include <uv.h>
 
 #include "sluice/base/util.h"
+#include "sluice/db/session.h"
 #include "sluice/jobs/job.h"
 
 #define SL_CTL_SUFFIX          ".sluice-ctl"
 #define SL_CTL_LINE_MAX        4096  /* bytes of a request line, its newline included */
 #define SL_CTL_READ_TIMEOUT_MS 5000  /* a client that sends no full line by then is dropped */
 #define SL_CTL_CLIENT_TIMEOUT  10000 /* ms the client waits for a connection and its answer */
+#define SL_CTL_DB_POLL_MS      1000  /* how often a runner looks for requests in sluice_ctl */
+#define SL_CTL_DB_TIMEOUT_MS   15000 /* ms the client waits for a runner's answer there */
+#define SL_CTL_NOT_LISTENING   1     /* sl_ctl_request: nothing listens at the path (or it is too long) */
 
 typedef enum sl_ctl_cmd { SL_CTL_STATUS, SL_CTL_PAUSE, SL_CTL_RESUME, SL_CTL_SET } sl_ctl_cmd;
 
@@ -72,15 +83,35 @@ void sl_ctl_stop(sl_ctl *ctl);
 /* Change the 5 s per-client read timeout (tests). */
 void sl_ctl_set_read_timeout(sl_ctl *ctl, uint64_t ms);
 
+/* Answer one request line as the server does: parse and validate it, then
+ * call handler (lending it the fiber tag tag: what it logs is its target's).
+ * 0 with the handler's lines in answer; -1 with the message (no "error: "
+ * prefix) in answer. */
+int sl_ctl_answer(sl_ctl_handler handler, void *arg, const void *tag, const char *line, sl_buf *answer);
+
+/* Whether line is a request the server would take: 0, or -1 with err. */
+int sl_ctl_check(const char *line, sl_err *err) SL_MUSTCHECK;
+
 /* Client side: send request (one line, no newline) to the server at
  * sock_path and wait up to SL_CTL_CLIENT_TIMEOUT ms for the answer.
  *   0  the server answered ok; *response (malloc'd, caller frees) holds the
  *      lines after "ok", possibly "", with control characters shown as
  *      escapes (sl_buf_add_visible) so that printing it is safe.
- *  -1  no answer: err says why ("job X is not running (no control socket at
- *      PATH)", permission denied, timed out, ...). *response is NULL.
+ *  SL_CTL_NOT_LISTENING  nothing listens at sock_path (no socket, a stale
+ *      one, or a path too long for one): err says so. *response is NULL.
+ *  -1  no answer: err says why (permission denied, timed out, ...). *response is NULL.
  *  SL_EREFUSED  the server refused the request: err holds its message. *response is NULL. */
 int sl_ctl_request(const char *sock_path, const char *request, char **response, sl_err *err) SL_MUSTCHECK;
+
+/* Client side through the database (PostgreSQL): check request, then hand
+ * it to the runner that holds job's lease by a row in sluice_ctl, and wait
+ * up to SL_CTL_DB_TIMEOUT_MS for its answer; the row is deleted either way.
+ * Returns as sl_ctl_request (0, SL_EREFUSED for a request refused, before
+ * anything is written or by the runner), with SL_CTL_NOT_LISTENING when the
+ * database records no live runner of the job; *runner (malloc'd, or NULL)
+ * names the runner asked ("sluice pid 12 on web-1"). */
+int sl_ctl_request_db(sl_session *sess, const char *job, const char *request, char **response, char **runner,
+                      sl_err *err) SL_MUSTCHECK;
 
 /* Split "NAME=VALUE" (spaces around either allowed) and validate it as a pace
  * setting that can change while a job runs: batch, pause, max-rate,
