@@ -283,6 +283,7 @@ static json_t *status_json(const char *target, const char *name, const status_ro
     json_object_set_new(o, "skipped", json_incref(s->skipped));
     json_object_set_new(o, "stamped", json_boolean(d->stamped));
     json_object_set_new(o, "runner", sl_json_str(d->runner));
+    json_object_set_new(o, "paused", sl_json_str(d->paused));
     json_object_set_new(o, "source", json_string(s->from_db ? "database" : "checkpoint"));
     return o;
 }
@@ -322,6 +323,13 @@ static void status_line(sl_buf *out, const char *target, const char *name, const
         sl_buf_adds(&line, "    runner: ");
         add_text(&line, d->runner);
         sl_buf_addc(&line, '\n');
+    }
+    if (d->paused) {
+        sl_buf_adds(&line, "    paused: ");
+        add_text(&line, d->paused);
+        sl_buf_adds(&line, " (until `sluice ctl ");
+        add_text(&line, name);
+        sl_buf_adds(&line, " resume`)\n");
     }
     if (d->error) {
         sl_buf_adds(&line, "    error: ");

@@ -279,8 +279,11 @@ int sl_cmd_report(const sl_opts *opts, const char *name)
 static int ctl_through_db(const sl_opts *opts, const char *job, const char *path, const char *req, char **response,
                           sl_err *err)
 {
-    if (!opts->db || strncmp(opts->db, "sqlite:", 7) == 0)
-        return SL_CTL_NOT_LISTENING; /* SQLite's runners are on the file's machine: the socket is the way */
+    int lite = opts->db && strncmp(opts->db, "sqlite:", 7) == 0;
+    /* SQLite's runners are on the file's machine, and the socket is the way to them; with none, a pause
+     * or resume is recorded in the file */
+    if (!opts->db || (lite && strcmp(req, "pause") != 0 && strcmp(req, "resume") != 0))
+        return SL_CTL_NOT_LISTENING;
     uv_loop_t loop;
     sl_session sess;
     sl_err why = {{0}};
@@ -306,7 +309,7 @@ static int ctl_through_db(const sl_opts *opts, const char *job, const char *path
                            "from another machine");
     } else if (rc != 0)
         *err = why;
-    else
+    else if (runner)
         sl_info("%s: answered through %s by %s", job, sl_session_display(&sess), runner);
     free(runner);
     close_session(&loop, &sess);

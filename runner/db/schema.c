@@ -15,7 +15,9 @@ static const char pg_present_sql[] =
     " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('" SL_PROGRESS_TABLE "')"
     "  AND attname = 'range_no' AND NOT attisdropped),"
     " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('" SL_PROGRESS_TABLE "')"
-    "  AND attname = 'error' AND NOT attisdropped)";
+    "  AND attname = 'error' AND NOT attisdropped),"
+    " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('" SL_JOBS_TABLE "')"
+    "  AND attname = 'paused' AND NOT attisdropped)";
 
 /* sluice's id for the database: what a checkpoint file is bound to. On its
  * own too, for tables an owner made without it (their DDL from the README:
@@ -53,7 +55,12 @@ static const char *const pg_create_sql[] = {
     " checksum text NOT NULL DEFAULT '', table_name text, key_cols text, where_sql text, undo text,"
     " walk_end text[], follow boolean NOT NULL DEFAULT false, error text,"
     " runner text, runner_host text, runner_pid integer, runner_start bigint, runner_desc text,"
-    " lease_until timestamptz, started_at timestamptz, updated_at timestamptz NOT NULL DEFAULT now())",
+    " lease_until timestamptz, started_at timestamptz, updated_at timestamptz NOT NULL DEFAULT now(), paused text)",
+    "DO $$ BEGIN"
+    " IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '" SL_JOBS_TABLE "'::regclass"
+    "  AND attname = 'paused' AND NOT attisdropped) THEN"
+    "  ALTER TABLE " SL_JOBS_TABLE " ADD COLUMN paused text; END IF;"
+    " END $$",
     "CREATE TABLE IF NOT EXISTS " SL_UNDO_TABLE " ("
     " job text NOT NULL, chunk_no bigint NOT NULL, record bytea NOT NULL, PRIMARY KEY (job, chunk_no))",
     /* Undo records are written once a chunk and read once: lz4 (PostgreSQL 14 and later, when built
@@ -99,7 +106,8 @@ static const char pg_cluster_sql[] = "SELECT system_identifier::text FROM pg_con
 static const char lite_present_sql[] =
     "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('" SL_PROGRESS_TABLE
     "', '" SL_JOBS_TABLE "', '" SL_UNDO_TABLE "', '" SL_META_TABLE "')) = 4,"
-    " EXISTS (SELECT 1 FROM pragma_table_info('" SL_PROGRESS_TABLE "') WHERE name = 'error')";
+    " EXISTS (SELECT 1 FROM pragma_table_info('" SL_PROGRESS_TABLE "') WHERE name = 'error'),"
+    " EXISTS (SELECT 1 FROM pragma_table_info('" SL_JOBS_TABLE "') WHERE name = 'paused')";
 
 /* Keys as JSON arrays of text, times as ISO text, booleans 0/1. */
 static const char *const lite_create_sql[] = {
@@ -114,7 +122,8 @@ static const char *const lite_create_sql[] = {
     " checksum TEXT NOT NULL DEFAULT '', table_name TEXT, key_cols TEXT, where_sql TEXT, undo TEXT,"
     " walk_end TEXT, follow INTEGER NOT NULL DEFAULT 0, error TEXT,"
     " runner TEXT, runner_host TEXT, runner_pid INTEGER, runner_start INTEGER, runner_desc TEXT,"
-    " lease_until TEXT, started_at TEXT, updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))",
+    " lease_until TEXT, started_at TEXT, updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),"
+    " paused TEXT)",
     "CREATE TABLE IF NOT EXISTS " SL_UNDO_TABLE " ("
     " job TEXT NOT NULL, chunk_no INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (job, chunk_no))",
     "CREATE TABLE IF NOT EXISTS " SL_META_TABLE " (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -122,7 +131,11 @@ static const char *const lite_create_sql[] = {
     "COMMIT",
 };
 
-static const char lite_add_error_sql[] = "ALTER TABLE " SL_PROGRESS_TABLE " ADD COLUMN error TEXT";
+/* Columns a table made by an older sluice lacks: the table, the column, its type. */
+static const char *const lite_added_cols[][3] = {
+    {SL_PROGRESS_TABLE, "error", "TEXT"},
+    {SL_JOBS_TABLE, "paused", "TEXT"},
+};
 
 static const char lite_identity_sql[] = "SELECT (SELECT value FROM " SL_META_TABLE " WHERE key = 'database_id')";
 
@@ -182,17 +195,22 @@ static int create_missing(sl_session *sess, sl_err *err)
         rc = strcmp(ans.sqlstate, "42501") == 0 ? SL_EREFUSED : -1;
     }
     sl_answer_free(&ans);
-    if (rc == 0 && lite(sess)) { /* a sluice_progress from before set-aside errors were kept */
+    /* SQLite has no ADD COLUMN IF NOT EXISTS: tables from an older sluice get the columns it lacked */
+    for (size_t i = 0; rc == 0 && lite(sess) && i < sizeof lite_added_cols / sizeof *lite_added_cols; i++) {
+        const char *table = lite_added_cols[i][0], *col = lite_added_cols[i][1];
+        char *look = sl_asprintf("SELECT count(*) FROM pragma_table_info('%s') WHERE name = '%s'", table, col);
         sl_answer cols;
-        rc = ask(sess, "SELECT count(*) FROM pragma_table_info('" SL_PROGRESS_TABLE "') WHERE name = 'error'",
-                 "cannot read sluice_progress's columns", &cols, err);
+        rc = ask(sess, look, "cannot read the columns of sluice's tables", &cols, err);
+        free(look);
         int has = rc == 0 && sl_answer_true(sl_answer_val(&cols, 0, 0, 0));
         if (rc == 0)
             sl_answer_free(&cols);
-        if (rc == 0 && !has && ask(sess, lite_add_error_sql, "cannot add a column to sluice_progress", &cols, err) == 0)
+        char *add = sl_asprintf("ALTER TABLE %s ADD COLUMN %s %s", table, col, lite_added_cols[i][2]);
+        if (rc == 0 && !has && ask(sess, add, "cannot add a column to sluice's tables", &cols, err) == 0)
             sl_answer_free(&cols);
         else if (rc == 0 && !has)
             rc = -1;
+        free(add);
     }
     return rc;
 }

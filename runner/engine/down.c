@@ -337,6 +337,8 @@ static int execute(down_run *r)
     sl_metrics_begin(r->metrics, 1, r->rows_total, 0, 0);
     sl_metrics_state(r->metrics, "rolling_back");
     sl_progress_begin(r->job->name, r->rows_total, 0, r->opts->progress_tty);
+    if (r->run.row.paused) /* by `ctl pause` before this run: it holds until `ctl resume` */
+        gate_paused_before(&r->gate, r->run.row.paused);
     sl_ctl *ctl = NULL;
     char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
     sl_err cerr;

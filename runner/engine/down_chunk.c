@@ -399,6 +399,7 @@ static int wait_turn(down_worker *w, const down_chunk *c)
         if (sl_session_stopping(r->sess))
             return SL_STOPPED;
         int64_t wait = 0;
+        gate_save_pause(&r->gate, w->sess);
         int g = gate_hold_back(&r->gate, &wait);
         if (g == GATE_GO)
             g = gate_health(&r->gate, w->sess, r->info.ks.table, &wait);

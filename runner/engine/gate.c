@@ -91,8 +91,41 @@ static int check_window(run_gate *g, int64_t *wait_ms)
     return GATE_WAIT;
 }
 
+void gate_paused_before(run_gate *g, const char *paused)
+{
+    g->paused = g->pause_saved = 1;
+    g->pause_stops = g->opts->no_wait;
+    sl_log_event(SL_LOG_INFO, "paused", json_pack("{ss}", "paused", paused), "%s: paused %s; %s `sluice ctl %s resume`",
+                 g->job->name, paused, g->opts->no_wait ? "stopping (--no-wait) until" : "waiting for", g->job->name);
+    if (!g->opts->no_wait)
+        sl_progress_note("paused by sluice ctl");
+}
+
+void gate_save_pause(run_gate *g, sl_session *sess)
+{
+    if (g->paused == g->pause_saved || !sl_session_connected(sess))
+        return;
+    char at[32], *text = NULL;
+    sl_format_iso8601(sl_now_ms(), at);
+    if (g->paused)
+        text = sl_asprintf("by sluice ctl at %s", at);
+    const char *params[] = {g->job->name, text};
+    sl_answer ans;
+    int rc = sl_session_exec1(sess, "UPDATE " SL_JOBS_TABLE " SET paused = $2 WHERE job = $1", 2, params, &ans);
+    if ((rc != 0 || !ans.ok) && !g->pause_warned) {
+        sl_warn("%s: could not record the %s in %s (a later run would not know of it): %s", g->job->name,
+                g->paused ? "pause" : "resume", SL_JOBS_TABLE, ans.error ? ans.error : "not connected");
+        g->pause_warned = 1;
+    }
+    g->pause_saved = g->paused; /* tried once: the run goes on paused or not, as asked, either way */
+    sl_answer_free(&ans);
+    free(text);
+}
+
 int gate_hold_back(run_gate *g, int64_t *wait_ms)
 {
+    if (g->paused && g->pause_stops)
+        return GATE_STOP;
     if (g->paused) {
         gate_hold(g, SL_HOLD_CTL_PAUSE, "paused by sluice ctl");
         *wait_ms = 200;
@@ -205,6 +238,7 @@ int gate_ctl(run_gate *g, sl_job *job, const sl_ctl_req *req, char *msg, size_t 
 {
     if (req->cmd == SL_CTL_PAUSE || req->cmd == SL_CTL_RESUME) {
         g->paused = req->cmd == SL_CTL_PAUSE;
+        g->pause_stops = 0;
         snprintf(msg, size, "%s by sluice ctl", g->paused ? "paused" : "resumed");
         sl_progress_note(g->paused ? "paused by sluice ctl" : NULL);
         return 0;

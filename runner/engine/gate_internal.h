@@ -25,8 +25,11 @@ typedef struct run_gate {
     sl_metrics_job *metrics; /* NULL: holds are not counted yet */
     sl_throttle health;      /* what the health checks read, and the replicas' connections */
     int has_health;
-    int quiet;  /* gate_prepare does not log how it measures the replica lag */
-    int paused; /* by `ctl pause` */
+    int quiet;        /* gate_prepare does not log how it measures the replica lag */
+    int paused;       /* by `ctl pause` */
+    int pause_saved;  /* what sluice_jobs.paused says: the pause outlives the run (gate_save_pause) */
+    int pause_stops;  /* --no-wait and the job was paused when the run began: stop rather than wait */
+    int pause_warned; /* saving it failed, and said so */
     int window_announced;
     int64_t last_health_ms;
     int64_t health_since; /* mono ms since a health limit holds chunks back, 0 if none */
@@ -41,6 +44,13 @@ extern const char gate_readonly_hint[];
  * that fails now. 0, SL_EREFUSED (exit 2), -1 (err set). */
 int gate_prepare(run_gate *g, sl_session *sess, const char *table, sl_err *err) SL_MUSTCHECK;
 void gate_close(run_gate *g);
+/* A job paused when its run begins (row.paused): the run holds until
+ * `ctl resume` (with --no-wait, it stops at once), saying so. */
+void gate_paused_before(run_gate *g, const char *paused);
+/* Record a ctl pause or resume in sluice_jobs.paused when it is not there
+ * yet, on sess (a connection with no chunk in flight): a pause outlives the
+ * runner (a new container resumes the job paused). Warns once if it cannot. */
+void gate_save_pause(run_gate *g, sl_session *sess);
 /* ctl pause, then the windows. Never waits. */
 int gate_hold_back(run_gate *g, int64_t *wait_ms) SL_MUSTCHECK;
 /* The health throttles, read on sess (a connection with no chunk in flight)

@@ -36,6 +36,7 @@ void sl_job_row_free(sl_job_row *row)
     free(row->error);
     free(row->runner);
     free(row->last_key);
+    free(row->paused);
     memset(row, 0, sizeof *row);
 }
 
@@ -60,15 +61,20 @@ void sl_run_identity_free(sl_run_identity *id)
     "j.state, CASE WHEN j.stamped THEN 'true' ELSE 'false' END, j.checksum, j.table_name, j.key_cols, j.where_sql,"       \
     " j.undo, j.walk_end, CASE WHEN j.follow THEN 'true' ELSE 'false' END, j.error," LITE_MS("j.started_at") "," LITE_MS( \
         "j.updated_at") ", j.runner, j.runner_host, j.runner_pid, j.runner_start, j.runner_desc, NULL"
-#define NJOB_COLS 18
+#define NJOB_COLS 19 /* and j.paused */
 
-/* What is there to read: sluice_jobs, sluice_progress. */
-static int tables_present(sl_session *sess, int *jobs, int *progress, sl_err *err)
+/* What is there to read: sluice_jobs, sluice_progress, sluice_jobs.paused
+ * (tables an older sluice made lack it until the next run adds it). */
+static int tables_present(sl_session *sess, int *jobs, int *progress, int *paused, sl_err *err)
 {
     const char *sql = is_lite(sess) ? "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_JOBS_TABLE "'),"
-                                      " EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_PROGRESS_TABLE "')"
+                                      " EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_PROGRESS_TABLE "'),"
+                                      " EXISTS (SELECT 1 FROM pragma_table_info('" SL_JOBS_TABLE "')"
+                                      "  WHERE name = 'paused')"
                                     : "SELECT to_regclass('" SL_JOBS_TABLE "') IS NOT NULL,"
-                                      " to_regclass('" SL_PROGRESS_TABLE "') IS NOT NULL";
+                                      " to_regclass('" SL_PROGRESS_TABLE "') IS NOT NULL,"
+                                      " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('" SL_JOBS_TABLE
+                                      "') AND attname = 'paused' AND NOT attisdropped)";
     sl_answer ans;
     if (sl_session_exec1(sess, sql, 0, NULL, &ans) != 0 || !ans.ok) {
         sl_err_set(err, "cannot look for sluice's tables on %s: %s", sl_session_display(sess),
@@ -78,17 +84,18 @@ static int tables_present(sl_session *sess, int *jobs, int *progress, sl_err *er
     }
     *jobs = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
     *progress = sl_answer_true(sl_answer_val(&ans, 0, 0, 1));
+    *paused = sl_answer_true(sl_answer_val(&ans, 0, 0, 2));
     sl_answer_free(&ans);
     return 0;
 }
 
-static char *row_sql(const sl_session *sess, int jobs, int progress)
+static char *row_sql(const sl_session *sess, int jobs, int progress, int paused)
 {
     int lite = is_lite(sess);
     sl_buf b = {0};
     sl_buf_adds(&b, "SELECT ");
     if (jobs)
-        sl_buf_adds(&b, lite ? JOB_COLS_LITE : JOB_COLS_PG);
+        sl_buf_printf(&b, "%s, %s", lite ? JOB_COLS_LITE : JOB_COLS_PG, paused ? "j.paused" : "NULL");
     else
         for (int i = 0; i < NJOB_COLS; i++)
             sl_buf_adds(&b, i ? ", NULL" : "NULL");
@@ -140,6 +147,7 @@ static void fill_row(sl_session *sess, const char *job, const sl_answer *ans, sl
     row->error = dup_or_null(sl_answer_val(ans, 0, 0, 9));
     row->started_at_ms = to_i64(sl_answer_val(ans, 0, 0, 10));
     row->updated_at_ms = to_i64(sl_answer_val(ans, 0, 0, 11));
+    row->paused = dup_or_null(sl_answer_val(ans, 0, 0, 18));
     int alive = row->exists && holder_alive(sess, job, ans);
     if (alive)
         row->runner = dup_or_null(sl_answer_val(ans, 0, 0, 16));
@@ -160,12 +168,12 @@ int sl_run_read_row(sl_session *sess, const char *job, sl_job_row *row, sl_err *
     memset(row, 0, sizeof *row);
     row->state = SL_STATE_PENDING;
     row->checksum = sl_strdup("");
-    int jobs = 0, progress = 0;
-    if (tables_present(sess, &jobs, &progress, err) != 0)
+    int jobs = 0, progress = 0, paused = 0;
+    if (tables_present(sess, &jobs, &progress, &paused, err) != 0)
         return -1;
     if (!jobs && !progress)
         return 0;
-    char *sql = row_sql(sess, jobs, progress);
+    char *sql = row_sql(sess, jobs, progress, paused);
     const char *params[] = {job};
     sl_answer ans;
     int rc = sl_session_exec1(sess, sql, 1, params, &ans);
@@ -251,8 +259,8 @@ static char *sibling_path(const char *path, const char *name)
 
 int sl_run_check_renamed(sl_session *sess, const sl_job *job, sl_err *err)
 {
-    int jobs = 0, progress = 0;
-    if (tables_present(sess, &jobs, &progress, err) != 0)
+    int jobs = 0, progress = 0, paused = 0;
+    if (tables_present(sess, &jobs, &progress, &paused, err) != 0)
         return -1;
     if (!jobs)
         return 0;
@@ -782,7 +790,7 @@ int sl_run_stamp(sl_run *run, sl_state state)
         sl_buf_printf(&b,
                       "UPDATE " SL_JOBS_TABLE " SET state = 'pending', stamped = %s, error = NULL, checksum = '',"
                       " table_name = NULL, key_cols = NULL, where_sql = NULL, undo = NULL, walk_end = NULL,"
-                      " started_at = NULL, updated_at = CURRENT_TIMESTAMP WHERE job = $1",
+                      " started_at = NULL, paused = NULL, updated_at = CURRENT_TIMESTAMP WHERE job = $1",
                       lite ? "1" : "true");
         params[1] = NULL;
         np = add_fence(&b, run, params, 1);

@@ -236,6 +236,8 @@ static int run_job(up_run *r)
                  "%s: %s from chunk %" PRId64 " (%" PRId64 " rows done), batch %" PRId64, r->job->name,
                  r->has_last ? "resuming" : "starting", r->next_chunk_no, r->rows_done, r->pace.batch);
     sl_progress_begin(r->job->name, total, r->rows_done, r->opts->progress_tty);
+    if (r->run.row.paused) /* by `ctl pause` before this run: it holds until `ctl resume` */
+        gate_paused_before(&r->gate, r->run.row.paused);
     sl_ctl *ctl = NULL;
     char *ctl_path = sl_ctl_path(r->opts->ckpt_dir, r->job->name);
     sl_err cerr;

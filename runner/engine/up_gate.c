@@ -14,6 +14,7 @@ int up_gate(up_run *r, int64_t *wait_ms)
 {
     if (sl_session_stopping(r->sess))
         return UP_GATE_STOP;
+    gate_save_pause(&r->gate, up_idle_session(r));
     int rc = gate_hold_back(&r->gate, wait_ms);
     if (rc != GATE_GO)
         return rc;

@@ -75,17 +75,70 @@ static int answered(sl_session *sess, const char *id)
     return got;
 }
 
+/* pause or resume with no runner: recorded in sluice_jobs.paused, which the
+ * job's next run reads. 1 done (*response says so), 0 when a runner holds
+ * the job after all (PostgreSQL: its lease; SQLite: its lock), -1 with err. */
+static int pause_recorded(sl_session *sess, const char *job, int pause, char **response, sl_err *err)
+{
+    int lite = sess->dialect == SL_DIALECT_SQLITE;
+    if (lite) {
+        int rc = sl_session_lock_job(sess, job, 0, err);
+        if (rc != 0)
+            return rc == SL_EREFUSED ? 0 : -1;
+    }
+    char at[32], *text = NULL;
+    sl_format_iso8601(sl_now_ms(), at);
+    if (pause)
+        text = sl_asprintf("by sluice ctl at %s", at);
+    const char *params[] = {job, text};
+    sl_answer ans;
+    int rc = sl_session_exec1(sess,
+                              lite ? "UPDATE " SL_JOBS_TABLE " SET paused = $2 WHERE job = $1 RETURNING 1"
+                                   : "UPDATE " SL_JOBS_TABLE " SET paused = $2 WHERE job = $1"
+                                     " AND NOT (runner IS NOT NULL AND lease_until > now()) RETURNING 1",
+                              2, params, &ans);
+    free(text);
+    if (lite)
+        sl_session_unlock_job(sess, job);
+    if (rc != 0 || !ans.ok) {
+        sl_err_set(err, "cannot record the %s of job %s in %s: %s", pause ? "pause" : "resume", job,
+                   sl_session_display(sess), ans.error ? ans.error : "not connected");
+        if (rc == 0 && (strcmp(ans.sqlstate, "42703") == 0 || strcmp(ans.sqlstate, "42P01") == 0))
+            sl_err_append(err, "hint: sluice's tables here are an older sluice's (or there are none): `sluice up` "
+                               "with this one adds what they lack");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int done = ans.results[0].nrows > 0;
+    sl_answer_free(&ans);
+    if (done)
+        *response = pause ? sl_asprintf("paused: no runner runs job %s now; its next up or down waits until "
+                                        "`sluice ctl %s resume`\n",
+                                        job, job)
+                          : sl_asprintf("resumed: the next up or down runs job %s\n", job);
+    return done;
+}
+
 int sl_ctl_request_db(sl_session *sess, const char *job, const char *request, char **response, char **runner,
                       sl_err *err)
 {
     *response = *runner = NULL;
     if (sl_ctl_check(request, err) != 0)
         return SL_EREFUSED;
+    int pause = strcmp(request, "pause") == 0, resume = strcmp(request, "resume") == 0;
     char *lease = NULL;
-    int rc = live_runner(sess, job, &lease, runner, err);
+    int rc = sess->dialect == SL_DIALECT_SQLITE ? 0 : live_runner(sess, job, &lease, runner, err);
+    if (rc == 0 && (pause || resume)) {
+        rc = pause_recorded(sess, job, pause, response, err);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+        /* no row to mark (a job that never ran), or a runner took it meanwhile: ask that one */
+        rc = sess->dialect == SL_DIALECT_SQLITE ? 0 : live_runner(sess, job, &lease, runner, err);
+    }
     if (rc <= 0) {
         if (rc == 0)
-            sl_err_set(err, "%s records no live runner of job %s", sl_session_display(sess), job);
+            sl_err_set(err, "%s records no live runner of job %s%s", sl_session_display(sess), job,
+                       pause || resume ? ", nor the job itself (it has not run there)" : "");
         return rc == 0 ? SL_CTL_NOT_LISTENING : -1;
     }
     const char *params[] = {job, lease, request};

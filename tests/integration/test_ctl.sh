@@ -191,7 +191,7 @@ EOF
     run_sluice up
     assert_rc 0
     [[ ! -e $CKPT/$JOB.sluice-ctl ]] || fail "the control socket outlived the run"
-    run_sluice ctl "$JOB" pause
+    run_sluice ctl "$JOB" status
     assert_rc 1
     assert_contains "$ERR" "is listening"
     # Bad usage is told apart from a job that is not there.
@@ -247,6 +247,51 @@ JOBEOF
     assert_rc 1
     assert_contains "$ERR" "records no live runner of job $JOB"
     assert_sql "select count(*) from sluice_ctl" 0
+}
+
+# A pause is the job's, not the runner's: it is recorded in the database, a new runner (another
+# container, its checkpoint directory gone) starts paused, --no-wait stops at once, and only resume
+# lets it go on. With no runner, pause and resume are recorded for the next run.
+test_pause_outlives_the_runner() {
+    start_slow_job
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
+    wait_until 10 sql_true "select paused like 'by sluice ctl at %' from sluice_jobs where job = '$JOB'"
+    sluice_kill TERM
+    assert_rc 3
+    rm -rf "$CKPT"
+    local before
+    before=$(progress "$JOB")
+    run_sluice up --no-wait
+    assert_rc 3
+    assert_contains "$ERR" "paused by sluice ctl at"
+    assert_contains "$ERR" "stopping (--no-wait) until \`sluice ctl $JOB resume\`"
+    load_status
+    assert_contains "$(sfield "$JOB" paused)" "by sluice ctl at"
+    sluice_start up
+    wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
+    sleep 2
+    assert_eq "$(progress "$JOB")" "$before" "chunks committed by a run that began paused"
+    run_sluice ctl "$JOB" status
+    assert_contains "$OUT" "state paused"
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
+    sluice_wait
+    assert_rc 0
+    assert_contains "$ERR" "waiting for \`sluice ctl $JOB resume\`"
+    assert_every_row_once
+    assert_sql "select paused is null from sluice_jobs where job = '$JOB'" t
+    # no runner: recorded for the next one
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
+    assert_contains "$OUT" "no runner runs job $JOB now"
+    assert_sql "select paused is not null from sluice_jobs where job = '$JOB'" t
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
+    assert_sql "select paused is null from sluice_jobs where job = '$JOB'" t
+    run_sluice ctl 0009_none pause
+    assert_rc 1
+    assert_contains "$ERR" "nor the job itself"
 }
 
 # A rollback listens too: status, pause (nothing undone while paused), set pause and max-rate (and a
@@ -351,6 +396,8 @@ run_test "ctl status, pause, resume and set on a running job; every change logge
 run_test "ctl: the socket is its owner's alone" test_socket_owner_only
 run_test "ctl on a job that is not running exits 1 and says so" test_not_running
 run_test "ctl through the database to a runner on another machine: status, pause, set, refusal, resume" test_through_the_database
+run_test "a ctl pause outlives its runner: the next run begins paused (--no-wait stops), resume goes on" \
+    test_pause_outlives_the_runner
 run_test "ctl during down: status, pause, set pause and max-rate, batch refused, resume" test_down_controlled
 run_test "max-rate after 6 s of ctl pause: the job goes on at its rate, without a burst" test_max_rate_after_pause
 t_done

@@ -734,6 +734,16 @@ test_ctl_pause_then_sigint() {
     local p
     p=$(sq_progress 0001_bump)
     assert_sq "select count(*) from t where n = 1" "${p#*|}"
+    # the pause is the job's, recorded in the database file: the next run stops at once (--no-wait)
+    assert_sq "select paused like 'by sluice ctl at %' from sluice_jobs where job = '0001_bump'" 1
+    run_sluice up --no-wait
+    assert_rc 3
+    assert_contains "$ERR" "paused by sluice ctl at"
+    assert_sq "select count(*) from t where n = 1" "${p#*|}"
+    # resume with no runner: recorded, and the next run goes on
+    run_sluice ctl 0001_bump resume
+    assert_rc 0
+    assert_contains "$OUT" "resumed: the next up or down runs job 0001_bump"
     run_sluice up
     assert_rc 0
     assert_sq "select min(n), max(n), count(*) from t" "1|1|3000"
@@ -867,7 +877,7 @@ run_test "job file edited after the first chunk: refused unless --allow-changed-
 run_test "pause and max-rate slow the run down" test_pause_and_max_rate
 run_test "chunk-time: the batch converges near the target" test_chunk_time_converges
 run_test "ctl status, pause, resume, set batch and pause" test_ctl_pause_resume_set
-run_test "ctl pause, then SIGINT: exit 3, up resumes" test_ctl_pause_then_sigint
+run_test "ctl pause, then SIGINT: exit 3; the pause holds the next run until ctl resume" test_ctl_pause_then_sigint
 run_test "window: --no-wait outside every window exits 3 and changes nothing" test_no_wait_outside_window
 run_test "SIGINT and SIGTERM stop with exit 3; up resumes exactly once" test_sigint_then_resume
 run_test "on-error skip sets rows failing a CHECK constraint aside" test_on_error_skip_check_constraint

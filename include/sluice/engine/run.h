@@ -68,6 +68,7 @@ typedef struct sl_job_row {
     int64_t rows;    /* rows their chunks walked */
     char *last_key;  /* JSON array: the :hi of the highest-numbered chunk, NULL if none */
     int64_t skipped; /* rows set aside by on-error skip */
+    char *paused;    /* "by sluice ctl at ...": held until `ctl resume`, across runs; NULL when not */
 } sl_job_row;
 
 void sl_job_row_free(sl_job_row *row);
