@@ -99,6 +99,41 @@ JOB
     assert_not_contains "$OUT" "0001_bump"
 }
 
+# sluice's tables as an older sluice made them (no sluice_jobs.paused, no sluice_ctl): status reads
+# them as they are, the next run adds what they lack, and a pause then works.
+test_older_tables_upgraded() {
+    setup_bump_ab 300 100
+    psql_q "create table sluice_jobs (job text primary key, state text not null, stamped boolean not null default false,
+              checksum text not null default '', table_name text, key_cols text, where_sql text, undo text,
+              walk_end text[], follow boolean not null default false, error text, runner text, runner_host text,
+              runner_pid integer, runner_start bigint, runner_desc text, lease_until timestamptz,
+              started_at timestamptz, updated_at timestamptz not null default now());
+            create table sluice_progress (job text not null, chunk_no bigint not null, lo text[] not null,
+              hi text[] not null, rows bigint not null, duration_ms bigint, attempts integer not null default 1,
+              checksum text not null, committed_at timestamptz not null default now(),
+              skipped boolean not null default false, range_no integer not null default 0, error text,
+              primary key (job, chunk_no));
+            create table sluice_ranges (job text not null, range_no integer not null, after text[], until text[],
+              primary key (job, range_no));
+            create table sluice_undo (job text not null, chunk_no bigint not null, record bytea not null,
+              primary key (job, chunk_no));
+            create table sluice_meta (key text primary key, value text not null);
+            insert into sluice_jobs (job, state) values ('0001_bump', 'pending')"
+    load_status
+    assert_eq "$(sfield 0001_bump paused)" null
+    run_sluice ctl 0001_bump pause
+    assert_rc 1
+    assert_contains "$ERR" "an older sluice's"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from pg_attribute where attrelid = 'sluice_jobs'::regclass and attname = 'paused'" 1
+    assert_sql "select to_regclass('sluice_ctl') is not null" t
+    run_sluice ctl 0001_bump pause
+    assert_rc 0
+    load_status
+    assert_contains "$(sfield 0001_bump paused)" "by sluice ctl at"
+}
+
 test_lost_after_stamp() {
     setup_bump_ab 300 100
     run_sluice stamp 0001_bump done
@@ -644,6 +679,7 @@ test_restored_from_backup() {
 
 run_test "lost checkpoint directory after done: the job is not applied again to new rows" test_lost_after_done
 run_test "lost checkpoint directory: history and report answer from the database" test_history_and_report_after_loss
+run_test "tables an older sluice made: status reads them, the next run adds what they lack" test_older_tables_upgraded
 run_test "lost checkpoint directory after stamp done, and after stamp pending" test_lost_after_stamp
 run_test "a checkpoint file moved aside after done: nothing runs twice" test_move_file_aside_after_done
 run_test "checkpoint directory deleted mid-run, then kill -9: resume exactly once" test_lost_mid_run
