@@ -50,6 +50,11 @@ static void run_free(down_run *r)
             free(r->down_sql[i]);
     free(r->down_sql);
     sl_undo_target_free(&r->undo);
+    for (size_t i = 0; i < r->nshapes; i++) {
+        sl_undo_target_free(r->shapes[i]);
+        free(r->shapes[i]);
+    }
+    free(r->shapes);
     sl_table_info_free(&r->info);
     sl_run_identity_free(&r->id);
     sl_job_row_free(&r->row);
@@ -158,8 +163,10 @@ static int fit_saved_rows(down_run *r)
     const char *params[] = {r->job->name};
     sl_answer ans;
     /* PostgreSQL's in binary: the record's bytes, chunk_no's text (a text column's binary form) */
-    sl_query q = {"SELECT CAST(chunk_no AS text), record FROM " SL_UNDO_TABLE
-                  " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1",
+    /* u.chunk_no: on PostgreSQL the cast's output column is named chunk_no too, and an ORDER BY of that
+     * name would sort its text ("9" after "30"), reading the wrong record */
+    sl_query q = {"SELECT CAST(u.chunk_no AS text), u.record FROM " SL_UNDO_TABLE
+                  " u WHERE u.job = $1 ORDER BY u.chunk_no DESC LIMIT 1",
                   1, params, 0};
     q.binary_result = r->sess->dialect == SL_DIALECT_PG;
     if (sl_session_exec(r->sess, &q, 1, &ans) != 0 || !ans.ok) {

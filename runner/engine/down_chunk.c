@@ -202,6 +202,41 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     return STEP_OK;
 }
 
+/* The target for a chunk whose rows were saved with snap's shape: the run's,
+ * or (snapshot(*) with columns added while up ran: the chunks before have
+ * fewer) one fitted to that many columns, so that the added columns keep
+ * their values in rows put back by UPDATE and get their defaults in rows
+ * put back by INSERT, and the hashes compare what the job saw. NULL with
+ * w->err (a column dropped since, say). */
+static const sl_undo_target *target_for(down_worker *w, const sl_snap *snap)
+{
+    down_run *r = w->r;
+    size_t k = sl_undo_saved_fields(&r->undo, snap);
+    if (k == 0 || k == r->undo.saved_fields)
+        return &r->undo;
+    for (size_t i = 0; i < r->nshapes; i++)
+        if (r->shapes[i]->saved_fields == k)
+            return r->shapes[i];
+    sl_undo_target *t = sl_calloc(1, sizeof *t);
+    int said = 1; /* said below, for what it is: a shape of some chunks, not of all */
+    int rc = sl_undo_resolve(w->sess, r->job, &r->info, t, &w->err);
+    if (rc == 0)
+        rc = sl_undo_fit_saved_rows(t, snap, r->job->name, &said, &w->err);
+    if (rc == 0)
+        sl_info("%s: chunk %" PRId64 " and others saved their rows with %zu columns of the %zu %s has now (columns "
+                "were added while up ran): down puts back those there, and leaves the others (rows it updates keep "
+                "their values, rows it inserts get their defaults)",
+                r->job->name, snap->chunk_no, k, r->undo.nfields, r->info.ks.table);
+    if (rc != 0) {
+        sl_undo_target_free(t);
+        free(t);
+        return NULL;
+    }
+    r->shapes = sl_realloc(r->shapes, (r->nshapes + 1) * sizeof *r->shapes);
+    r->shapes[r->nshapes++] = t;
+    return t;
+}
+
 /* Plan the restore from the chunk's record and the rows as they are now:
  * read in segment 1 (l->state), or, when down set out trusting the record
  * and it does not allow that (*trusting cleared), now, in the open
@@ -223,16 +258,23 @@ static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const
         return STEP_FAILED;
     }
     sl_result_clear(&ans->results[l->undo_i]); /* snap has its values: a wide chunk's record is not held twice */
-    if (*trusting && sl_undo_plan_trusting(&r->undo, &snap, c->edges, step) == 0) {
+    const sl_undo_target *t = target_for(w, &snap);
+    if (!t) {
+        rollback(w);
+        sl_snap_free(&snap);
+        return STEP_FAILED;
+    }
+    if (*trusting && sl_undo_plan_trusting(t, &snap, c->edges, step) == 0) {
         sl_snap_free(&snap);
         return STEP_OK;
     }
     *trusting = 0;
     sl_answer look = {0};
-    const sl_result *cur = l->state ? &ans->results[l->state_i] : NULL;
+    /* the rows as segment 1 read them, hashed as the run's target hashes: another shape looks again */
+    const sl_result *cur = l->state && t == &r->undo ? &ans->results[l->state_i] : NULL;
     if (!cur) {
-        if (sl_session_exec1(w->sess, r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges,
-                             &look) != 0) {
+        if (sl_session_exec1(w->sess, t->state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, &look) !=
+            0) {
             sl_snap_free(&snap);
             return STEP_LOST;
         }
@@ -242,7 +284,7 @@ static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const
         }
         cur = &look.results[0];
     }
-    sl_undo_plan_chunk(&r->undo, &snap, cur, c->edges, r->opts->on_conflict, step);
+    sl_undo_plan_chunk(t, &snap, cur, c->edges, r->opts->on_conflict, step);
     sl_answer_free(&look);
     sl_snap_free(&snap);
     return STEP_OK;

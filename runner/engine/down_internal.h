@@ -34,6 +34,10 @@ typedef struct down_run {
     sl_job_row row; /* as read before the lock, for the refusals */
     sl_table_info info;
     sl_undo_target undo;
+    /* snapshot(*) whose chunks saved rows of different shapes (columns added while up ran): a target
+     * for each other number of saved columns, made as a chunk needs it (down_chunk.c) */
+    sl_undo_target **shapes;
+    size_t nshapes;
     sl_run_identity id;
     char **down_sql;            /* the down section with :lo/:hi rendered */
     sl_chunk_settings timeouts; /* sent after each chunk's BEGIN */

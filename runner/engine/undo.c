@@ -263,19 +263,26 @@ static size_t row_fields(const char *text)
     return n;
 }
 
-int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *job, int *said, sl_err *err)
+size_t sl_undo_saved_fields(const sl_undo_target *t, const sl_snap *snap)
 {
     if (t->kind != SL_UNDO_SNAPSHOT_ALL)
         return 0;
     /* PostgreSQL: fields of a saved row's text, generated columns among them;
      * SQLite: the saved literals, one per column that is not generated */
-    int lite = undo_is_lite(t);
-    size_t k = 0, now = 0;
-    for (size_t i = 0; !lite && i < snap->nrows && !k; i++)
+    if (undo_is_lite(t))
+        return snap->nvals;
+    for (size_t i = 0; i < snap->nrows; i++)
         if (snap->rows[i].has_pre && snap->rows[i].vals[0])
-            k = row_fields(snap->rows[i].vals[0]);
-    if (lite)
-        k = snap->nvals;
+            return row_fields(snap->rows[i].vals[0]);
+    return 0;
+}
+
+int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *job, int *said, sl_err *err)
+{
+    if (t->kind != SL_UNDO_SNAPSHOT_ALL)
+        return 0;
+    int lite = undo_is_lite(t);
+    size_t k = sl_undo_saved_fields(t, snap), now = 0;
     for (size_t i = 0; i < t->nfields; i++)
         now += !lite || !t->field_generated[i];
     if (k == 0 || k == t->saved_fields)
@@ -521,8 +528,11 @@ static int record_read(const sl_undo_target *t, int64_t chunk_no, const char *da
     }
     out->chunk_no = chunk_no;
     snprintf(out->kind, sizeof out->kind, "%s", kind_tag(t->kind));
-    /* its shape before any value is read: a record saved for other columns would restore the wrong ones */
-    if (check_shape && (out->nkey != t->ks->ncols || out->nvals != undo_saved_vals(t))) {
+    /* its shape before any value is read: a record saved for other columns would restore the wrong ones
+     * (SQLite's snapshot(*) saves a value per column the table had: fewer when columns were added since,
+     * which down fits chunk by chunk, sl_undo_fit_saved_rows) */
+    int whole_rows = t->kind == SL_UNDO_SNAPSHOT_ALL && undo_is_lite(t);
+    if (check_shape && (out->nkey != t->ks->ncols || (out->nvals != undo_saved_vals(t) && !whole_rows))) {
         sl_err_set(err,
                    "the undo record of chunk %" PRId64
                    " holds %zu key and %zu saved columns, but the job's key has %zu "

@@ -616,6 +616,62 @@ EOF
 # snapshot(*) saves whole rows as the table had them: a column added between up and down (a schema
 # migration meanwhile) keeps its default in rows put back by INSERT and its values in rows put back by
 # UPDATE; a row changed since is still a conflict; a column dropped since is refused, saying why.
+# snapshot(*) with columns added while up ran (stopped, a migration, resumed): each chunk is put back
+# with the columns it saved. Rows saved before the column came get its default (a NOT NULL column
+# too); rows saved after it get their own values back; rows down updates keep the added column's
+# values; the older chunks' hashes still match.
+test_snapshot_all_columns_added_mid_run() {
+    psql_q "create table u (id int primary key, a text, b int);
+            insert into u select g, 'a' || g, g from generate_series(1, 1000) g"
+    local before
+    before=$(psql_q "select md5(string_agg((id, a, b)::text, ',' order by id)) from u")
+    write_job 0001_purge <<'EOF'
+-- sluice:table u
+-- sluice:batch 50
+-- sluice:pause 100ms
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM u WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    sluice_start up
+    wait_until 30 rows_done_at_least 0001_purge 300
+    sluice_kill INT
+    assert_rc 3
+    local stop
+    stop=$(psql_q "select max(hi[1]::int) from sluice_progress where job = '0001_purge'")
+    psql_q "alter table u add column z int not null default 7; update u set z = id"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from u" 500
+    run_sluice down 0001_purge
+    assert_rc 0
+    assert_contains "$ERR" "saved their rows with 3 columns of the 4 u has now"
+    assert_sql "select count(*), count(*) filter (where z <> case when id <= $stop and id % 2 = 0 then 7 else id end) from u" \
+        "1000|0"
+    assert_sql "select md5(string_agg((id, a, b)::text, ',' order by id)) from u" "$before"
+
+    # an UPDATE job: rows down updates keep the added column's values, in the older chunks as in the newer
+    write_job 0002_shout <<'EOF'
+-- sluice:table u
+-- sluice:batch 50
+-- sluice:pause 100ms
+-- sluice:undo snapshot(*)
+-- sluice:up
+UPDATE u SET a = upper(a) WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up 0002_shout
+    wait_until 30 rows_done_at_least 0002_shout 300
+    sluice_kill INT
+    assert_rc 3
+    psql_q "alter table u add column y int default 1; update u set y = id + 1"
+    run_sluice up 0002_shout
+    assert_rc 0
+    run_sluice down 0002_shout
+    assert_rc 0
+    assert_not_contains "$ERR" "changed by someone else"
+    assert_sql "select count(*) filter (where a = 'a' || id), count(*) filter (where y = id + 1) from u" "1000|1000"
+}
+
 test_snapshot_all_after_columns_changed() {
     psql_q "create table u (id int primary key, a text, b int);
             insert into u select g, 'a' || g, g from generate_series(1, 600) g"
@@ -680,4 +736,6 @@ run_test "undo snapshot: writes down could not undo are refused before the first
 run_test "undo snapshot: such writes found on resume are a warning" test_snapshot_scope_on_resume
 run_test "snapshot(*) after columns were added (their defaults and values kept) or dropped (refused)" \
     test_snapshot_all_after_columns_changed
+run_test "snapshot(*) with columns added while up ran: each chunk put back with the columns it saved" \
+    test_snapshot_all_columns_added_mid_run
 t_done

@@ -441,6 +441,38 @@ run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad
 run_test "refused: checkpoints that belong to another database" test_refuse_other_database
 run_test "down -1, downgrade JOB with later jobs, down base" test_targets
 # snapshot(*) after columns were added (SQLite appends them): put back what the rows held; one dropped: refused.
+# snapshot(*) with a column added while up was stopped: each chunk is put back with the columns it
+# saved (a NOT NULL DEFAULT column gets its default in the rows saved before it).
+test_snapshot_all_columns_added_mid_run() {
+    sq_init
+    sq "create table u (id integer primary key, a text, b int)"
+    sq_fill u 1000
+    sq "update u set a = 'a' || id, b = id"
+    write_job 0001_purge <<'EOF'
+-- sluice:table u
+-- sluice:batch 50
+-- sluice:pause 100ms
+-- sluice:undo snapshot(*)
+-- sluice:up
+DELETE FROM u WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    sluice_start up
+    wait_until 30 sq_rows_done_at_least 0001_purge 300
+    sluice_kill INT
+    assert_rc 3
+    local stop
+    stop=$(sq "select max(cast(json_extract(hi, '\$[0]') as int)) from sluice_progress")
+    sq "alter table u add column z int not null default 7"
+    sq "update u set z = id"
+    run_sluice up
+    assert_rc 0
+    run_sluice down 0001_purge
+    assert_rc 0
+    assert_contains "$ERR" "saved their rows with 3 columns of the 4"
+    assert_sq "select count(*), sum(z <> case when id <= $stop and id % 2 = 0 then 7 else id end),
+               sum(a <> 'a' || id or b <> id) from u" "1000|0|0"
+}
+
 test_snapshot_all_after_columns_changed() {
     sq_init
     sq "create table u (id integer primary key, a text, b int)"
@@ -490,4 +522,6 @@ EOF
 run_test "SIGINT during down exits 3, rolling_back; down again finishes" test_sigint_down
 run_test "plan says how the job rolls back" test_plan_says_how
 run_test "snapshot(*) after columns were added or dropped" test_snapshot_all_after_columns_changed
+run_test "sqlite: snapshot(*) with a column added while up was stopped: each chunk put back with its columns" \
+    test_snapshot_all_columns_added_mid_run
 t_done

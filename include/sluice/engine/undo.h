@@ -57,6 +57,10 @@ void sl_undo_target_free(sl_undo_target *t);
  * back by INSERT. More (a column was dropped) cannot be matched to columns:
  * SL_EREFUSED with err. 0 otherwise (nothing to do for other kinds). It says
  * what it does unless *said, and sets *said. */
+/* snapshot(*): how many columns the rows of snap were saved with (0 when
+ * it tells nothing: no row saved, another kind). */
+size_t sl_undo_saved_fields(const sl_undo_target *t, const sl_snap *snap);
+
 int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *job, int *said,
                            sl_err *err) SL_MUSTCHECK;
 
