@@ -154,19 +154,21 @@ static int check_records(down_run *r)
     return SL_EREFUSED;
 }
 
-/* snapshot(*): the newest record tells how many columns the table had when
- * up ran (sl_undo_fit_saved_rows). */
-static int fit_saved_rows(down_run *r)
+/* Read the oldest record of the job (newest: the newest) and check it
+ * (fit the run's target to it). */
+static int fit_to_record(down_run *r, int newest)
 {
     if (r->undo.kind != SL_UNDO_SNAPSHOT_ALL)
         return 0;
     const char *params[] = {r->job->name};
     sl_answer ans;
-    /* PostgreSQL's in binary: the record's bytes, chunk_no's text (a text column's binary form) */
-    /* u.chunk_no: on PostgreSQL the cast's output column is named chunk_no too, and an ORDER BY of that
+    /* PostgreSQL's in binary: the record's bytes, chunk_no's text (a text column's binary form);
+     * u.chunk_no: on PostgreSQL the cast's output column is named chunk_no too, and an ORDER BY of that
      * name would sort its text ("9" after "30"), reading the wrong record */
-    sl_query q = {"SELECT CAST(u.chunk_no AS text), u.record FROM " SL_UNDO_TABLE
-                  " u WHERE u.job = $1 ORDER BY u.chunk_no DESC LIMIT 1",
+    sl_query q = {newest ? "SELECT CAST(u.chunk_no AS text), u.record FROM " SL_UNDO_TABLE
+                           " u WHERE u.job = $1 ORDER BY u.chunk_no DESC LIMIT 1"
+                         : "SELECT CAST(u.chunk_no AS text), u.record FROM " SL_UNDO_TABLE
+                           " u WHERE u.job = $1 ORDER BY u.chunk_no LIMIT 1",
                   1, params, 0};
     q.binary_result = r->sess->dialect == SL_DIALECT_PG;
     if (sl_session_exec(r->sess, &q, 1, &ans) != 0 || !ans.ok) {
@@ -182,10 +184,24 @@ static int fit_saved_rows(down_run *r)
     sl_err ignored = {{0}}; /* a damaged record fails its own chunk, saying so */
     if (text && sl_parse_int(sl_answer_val(&ans, 0, 0, 0), 0, INT64_MAX, &chunk_no) == 0 &&
         sl_undo_record_read(&r->undo, chunk_no, text, sl_undo_record_len(&ans.results[0], 0), &snap, &ignored) == 0) {
-        rc = sl_undo_fit_saved_rows(&r->undo, &snap, r->job->name, &r->fit_said, &r->err);
+        rc = newest ? sl_undo_fit_saved_rows(&r->undo, &snap, r->job->name, &r->fit_said, &r->err)
+                    : sl_undo_check_saved_rows(&r->undo, &snap, r->job->name, &r->err);
         sl_snap_free(&snap);
     }
     sl_answer_free(&ans);
+    return rc;
+}
+
+/* snapshot(*): the newest record tells how many columns the table had when
+ * up ran last (sl_undo_fit_saved_rows; chunks saved with fewer, before
+ * columns were added, get a target of their own, down_chunk.c); the oldest,
+ * whether a column was dropped since the job began: refused before a row
+ * is touched. */
+static int fit_saved_rows(down_run *r)
+{
+    int rc = 0;
+    for (int newest = 0; rc == 0 && newest < 2; newest++)
+        rc = fit_to_record(r, newest);
     return rc;
 }
 

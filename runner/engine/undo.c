@@ -277,26 +277,40 @@ size_t sl_undo_saved_fields(const sl_undo_target *t, const sl_snap *snap)
     return 0;
 }
 
+/* Columns a saved row would hold if saved now (see sl_undo_saved_fields). */
+static size_t fields_now(const sl_undo_target *t)
+{
+    size_t now = 0;
+    for (size_t i = 0; i < t->nfields; i++)
+        now += !undo_is_lite(t) || !t->field_generated[i];
+    return now;
+}
+
+int sl_undo_check_saved_rows(const sl_undo_target *t, const sl_snap *snap, const char *job, sl_err *err)
+{
+    size_t k = sl_undo_saved_fields(t, snap), now = fields_now(t);
+    if (k <= now)
+        return 0;
+    sl_err_set(err,
+               "%s: its rows were saved with %zu columns, and %s has %zu now: a column was dropped since up "
+               "ran, and snapshot(*) cannot tell which of the saved values belonged to it",
+               job, k, t->ks->table, now);
+    sl_err_append(err, "hint: to roll back, add the column back where it was, with its name and type (ALTER "
+                       "TABLE ... ADD COLUMN puts it last: that is where it was only if it was last); or leave "
+                       "the job as it is");
+    return SL_EREFUSED;
+}
+
 int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *job, int *said, sl_err *err)
 {
     if (t->kind != SL_UNDO_SNAPSHOT_ALL)
         return 0;
     int lite = undo_is_lite(t);
-    size_t k = sl_undo_saved_fields(t, snap), now = 0;
-    for (size_t i = 0; i < t->nfields; i++)
-        now += !lite || !t->field_generated[i];
+    size_t k = sl_undo_saved_fields(t, snap), now = fields_now(t);
     if (k == 0 || k == t->saved_fields)
         return 0;
-    if (k > now) {
-        sl_err_set(err,
-                   "%s: its rows were saved with %zu columns, and %s has %zu now: a column was dropped since up "
-                   "ran, and snapshot(*) cannot tell which of the saved values belonged to it",
-                   job, k, t->ks->table, now);
-        sl_err_append(err, "hint: to roll back, add the column back where it was, with its name and type (ALTER "
-                           "TABLE ... ADD COLUMN puts it last: that is where it was only if it was last); or leave "
-                           "the job as it is");
-        return SL_EREFUSED;
-    }
+    if (k > now)
+        return sl_undo_check_saved_rows(t, snap, job, err);
     for (size_t i = 0; i < t->ncols; i++) {
         free(t->cols[i]);
         free(t->types[i]);

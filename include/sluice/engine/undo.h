@@ -61,6 +61,10 @@ void sl_undo_target_free(sl_undo_target *t);
  * it tells nothing: no row saved, another kind). */
 size_t sl_undo_saved_fields(const sl_undo_target *t, const sl_snap *snap);
 
+/* snapshot(*): SL_EREFUSED with err when the rows of snap were saved with
+ * more columns than the table has now (one was dropped since), else 0. */
+int sl_undo_check_saved_rows(const sl_undo_target *t, const sl_snap *snap, const char *job, sl_err *err) SL_MUSTCHECK;
+
 int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *job, int *said,
                            sl_err *err) SL_MUSTCHECK;
 
