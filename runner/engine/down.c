@@ -345,6 +345,8 @@ static int execute(down_run *r)
     if (r->nchunks == 0 && r->run.row.state == SL_STATE_DONE)
         sl_warn("%s: no committed chunk is recorded (stamped done?): nothing to undo; marking it rolled back",
                 r->job->name);
+    if (gate_stops_at_start(&r->gate, r->run.row.paused))
+        return SL_EXIT_STOPPED; /* --no-wait: nothing undone, and the job's state stays as it was */
     if (sl_run_begin(&r->run, &r->id, NULL, 0) != 0) {
         r->err = r->run.err;
         return SL_EXIT_FAILED;
@@ -373,6 +375,9 @@ static int execute(down_run *r)
     int code = down_walk(r);
     if (pg)
         sl_lease_set_ctl(&r->run.lease, NULL, NULL);
+    if (code != SL_EXIT_OK) /* a pause asked just before a signal stopped the walk (one that came with
+                             * the last chunk in flight is moot: the walk is done) */
+        gate_save_pause(&r->gate, r->sess);
     gate_hold(&r->gate, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
     sl_ctl_stop(ctl);
     free(ctl_path);

@@ -101,6 +101,18 @@ void gate_paused_before(run_gate *g, const char *paused)
         sl_progress_note("paused by sluice ctl");
 }
 
+int gate_stops_at_start(run_gate *g, const char *paused)
+{
+    if (!g->opts->no_wait)
+        return 0;
+    if (paused) {
+        gate_paused_before(g, paused);
+        return 1;
+    }
+    int64_t wait_ms = 0;
+    return check_window(g, &wait_ms) == GATE_STOP;
+}
+
 void gate_save_pause(run_gate *g, sl_session *sess)
 {
     if (g->paused == g->pause_saved || !sl_session_connected(sess))

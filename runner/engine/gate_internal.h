@@ -47,6 +47,10 @@ void gate_close(run_gate *g);
 /* A job paused when its run begins (row.paused): the run holds until
  * `ctl resume` (with --no-wait, it stops at once), saying so. */
 void gate_paused_before(run_gate *g, const char *paused);
+/* With --no-wait, before the run begins: 1 when it would stop at its first
+ * chunk (paused, or outside its windows), saying so, so that it stops with
+ * the job's state as it was; 0 otherwise. */
+int gate_stops_at_start(run_gate *g, const char *paused);
 /* Record a ctl pause or resume in sluice_jobs.paused when it is not there
  * yet, on sess (a connection with no chunk in flight): a pause outlives the
  * runner (a new container resumes the job paused). Warns once if it cannot. */

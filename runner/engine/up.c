@@ -201,6 +201,8 @@ static int run_job(up_run *r)
     int rc = up_load_position(r);
     prepare_sql(r);
     sl_pace_init(&r->pace, r->job);
+    if (rc == 0 && gate_stops_at_start(&r->gate, r->run.row.paused))
+        return SL_EXIT_STOPPED; /* --no-wait: nothing ran, and the job's state stays as it was */
     if (rc == 0 && sl_run_begin(&r->run, &r->id, r->has_end ? r->end.v : NULL, r->info.ks.ncols) != 0) {
         r->err = r->run.err;
         rc = -1;
@@ -249,6 +251,9 @@ static int run_job(up_run *r)
     int code = up_walk(r);
     if (pg)
         sl_lease_set_ctl(&r->run.lease, NULL, NULL);
+    if (code != SL_EXIT_OK) /* a pause asked just before a signal stopped the walk (one that came with
+                             * the last chunk in flight is moot: the walk is done) */
+        gate_save_pause(&r->gate, r->sess);
     sl_ctl_stop(ctl); /* NULL-safe; its handles are released by the loop */
     free(ctl_path);
     sl_progress_end();

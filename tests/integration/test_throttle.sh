@@ -197,6 +197,19 @@ EOF
     assert_contains "$ERR" "outside its windows (next opens at $from)"
     assert_sql "select count(*) from t where n <> 0" 0
     assert_eq "$(progress 0001_bump)" "0|0" "chunks"
+    # nothing ran, so nothing is recorded as having run: the job is as it was
+    assert_sql "select count(*) from sluice_jobs where job = '0001_bump' and state <> 'pending'" 0
+    # a down outside the windows leaves a done job done (not rolling_back with nothing undone)
+    sed -i '/sluice:window/d' "$JOBS/0001_bump.sql"
+    printf -- '-- sluice:down\nUPDATE t SET n = n - 1 WHERE id BETWEEN :lo AND :hi;\n' >>"$JOBS/0001_bump.sql"
+    run_sluice up
+    assert_rc 0
+    sed -i "1i -- sluice:window $from-$to" "$JOBS/0001_bump.sql"
+    run_sluice down 0001_bump --no-wait
+    assert_rc 3
+    assert_contains "$ERR" "outside its windows (next opens at $from); stopping (--no-wait)"
+    assert_sql "select state from sluice_jobs where job = '0001_bump'" done
+    assert_sql "select count(*) from t where n <> 1" 0
 }
 
 # held_for SECS WHAT: 0001_bump's progress ("chunks|rows" applied) does not move for SECS seconds; WHAT
