@@ -477,17 +477,33 @@ static int exec_once(sl_ckpt *ck, const char *sql, const char *what, const char 
     return rc;
 }
 
+int sl_ckpt_run_totals(sl_ckpt *ckpt, int64_t run_id, int64_t *rows, int64_t *chunks)
+{
+    *rows = *chunks = 0;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ckpt->db, "SELECT rows, chunks FROM runs WHERE id = ?1", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(st, 1, run_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *rows = sqlite3_column_int64(st, 0);
+        *chunks = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
 int sl_ckpt_add_past_run(sl_ckpt *ckpt, const char *kind, const char *outcome, int64_t started_ms, int64_t ended_ms,
-                         const char *error, int64_t *run_id, sl_err *err)
+                         int64_t rows, int64_t chunks, const char *error, int64_t *run_id, sl_err *err)
 {
     if (tx_begin(ckpt, err) != 0)
         return -1;
     if (insert_run(ckpt, kind, outcome, started_ms, ended_ms, run_id, err) != 0)
         return tx_abort(ckpt);
     const char *texts[] = {error};
-    const int64_t ints[] = {*run_id};
-    if (error &&
-        exec_once(ckpt, "UPDATE runs SET error = ?1 WHERE id = ?2", "cannot record a run", texts, 1, ints, 1, err) != 0)
+    const int64_t ints[] = {rows, chunks, *run_id};
+    if (exec_once(ckpt, "UPDATE runs SET error = ?1, rows = ?2, chunks = ?3 WHERE id = ?4", "cannot record a run",
+                  texts, 1, ints, 3, err) != 0)
         return tx_abort(ckpt);
     if (tx_commit(ckpt, err) != 0)
         return tx_abort(ckpt);

@@ -87,8 +87,7 @@ static const command_help helps[] = {
     {"status", "usage: sluice status [JOB] [--json]\n\n"
                "Each job's state, rows, chunks, last key, read from the checkpoint files (no database needed).\n"},
     {"history", "usage: sluice history [--json]\n\nEvery run of every job, oldest first, with times and row counts,\n"
-                "from the checkpoint files; a job the database knows with no file there gets one line from\n"
-                "the database (\"source\": \"database\" in JSON).\n"},
+                "as the database records them (sluice_runs); where it cannot tell, from the checkpoint files.\n"},
     {"plan", "usage: sluice plan JOB [--sample N]\n\n"
              "Dry run against the live database: table, key, index, estimated rows and chunks, the first\n"
              "chunk's bounds, its SQL and EXPLAIN; requires and verify; warns about sequential scans. Changes\n"

@@ -201,15 +201,44 @@ static int report_from_db(const sl_opts *opts, const char *job, sl_buf *html)
     if (rc == 0)
         rc = sl_ckpt_open(path, job, 1, &ckpt, &err);
     int64_t run_id = 0, after = 0;
+    /* the runs sluice_runs records, each with the chunks that committed while it ran; else one run, the job's
+     * span as its row gives it */
+    sl_ckpt_run *runs = NULL;
+    size_t nruns = 0, mine = 0;
+    if (rc == 0 && sl_run_history(&sess, &runs, &nruns, &err) != 0)
+        nruns = 0; /* it cannot be read: the job's row alone */
+    int64_t *starts = sl_calloc(nruns + 1, sizeof *starts), *ids = sl_calloc(nruns + 1, sizeof *ids);
+    size_t newest = 0;
+    for (size_t i = 0; i < nruns; i++)
+        newest = strcmp(runs[i].job, job) == 0 ? i : newest;
+    for (size_t i = 0; rc == 0 && i < nruns; i++) {
+        if (strcmp(runs[i].job, job) != 0)
+            continue;
+        /* a run marked running that is not the live one was killed */
+        int gone = strcmp(runs[i].outcome, "running") == 0 && (!row.runner || i != newest);
+        const char *outcome = gone ? "interrupted" : runs[i].outcome;
+        /* one that ended says what it did; a killed one counts the chunks that committed while it ran */
+        int64_t id = 0;
+        rc = sl_ckpt_add_past_run(ckpt, runs[i].kind, outcome, runs[i].started_at_ms, runs[i].ended_at_ms,
+                                  gone ? 0 : runs[i].rows, gone ? 0 : runs[i].chunks, runs[i].error, &id, &err);
+        ids[mine] = gone ? id : 0;
+        starts[mine++] = runs[i].started_at_ms;
+    }
     int64_t ended = row.state == SL_STATE_RUNNING || row.state == SL_STATE_ROLLING_BACK ? 0 : row.updated_at_ms;
-    if (rc == 0)
+    if (rc == 0 && mine == 0)
         rc = sl_ckpt_add_past_run(ckpt, sl_run_row_kind(&row), sl_state_name(row.state),
-                                  row.started_at_ms ? row.started_at_ms : row.updated_at_ms, ended, row.error, &run_id,
-                                  &err);
+                                  row.started_at_ms ? row.started_at_ms : row.updated_at_ms, ended, 0, 0, row.error,
+                                  &run_id, &err);
+    sl_run_spans spans = {starts, ids, mine};
     for (int got = 1000; rc == 0 && got == 1000;) {
-        got = sl_run_copy_chunks(&sess, ckpt, run_id, job, NULL, 1000, &after, &err);
+        got = sl_run_copy_chunks(&sess, ckpt, run_id, mine ? &spans : NULL, job, NULL, 1000, &after, &err);
         rc = got < 0 ? -1 : 0;
     }
+    for (size_t i = 0; i < nruns; i++)
+        sl_ckpt_run_free(&runs[i]);
+    free(runs);
+    free(starts);
+    free(ids);
     if (rc == 0)
         rc = sl_ckpt_set_job_as(ckpt, row.state, row.error, sl_session_display(&sess), row.started_at_ms,
                                 row.updated_at_ms, &err);

@@ -78,22 +78,31 @@ static const char *const pg_create_sql[] = {
 };
 
 /* The requests `sluice ctl` makes through the database, for a runner on
- * another machine (ctl.h). Made apart from the tables above: a role that
- * may not create tables still runs jobs where an older sluice made those,
- * only without this way in. */
+ * another machine (ctl.h), and every run of every job, for `history`. Made
+ * apart from the tables above: a role that may not create tables still runs
+ * jobs where an older sluice made those, only without these. */
 static const char pg_ctl_sql[] =
     "DO $$ BEGIN"
-    " IF to_regclass('" SL_CTL_TABLE "') IS NULL THEN"
+    " IF to_regclass('" SL_CTL_TABLE "') IS NULL OR to_regclass('" SL_RUNS_TABLE "') IS NULL THEN"
     "  PERFORM pg_advisory_xact_lock(7310255342);"
     "  CREATE TABLE IF NOT EXISTS " SL_CTL_TABLE " ("
     "   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, job text NOT NULL, runner text NOT NULL,"
     "   request text NOT NULL, asked_at timestamptz NOT NULL DEFAULT now(), answered_at timestamptz, ok boolean,"
     "   answer text);"
+    "  CREATE TABLE IF NOT EXISTS " SL_RUNS_TABLE " ("
+    "   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, job text NOT NULL, kind text NOT NULL,"
+    "   outcome text NOT NULL, started_at timestamptz NOT NULL DEFAULT now(), ended_at timestamptz,"
+    "   rows bigint NOT NULL DEFAULT 0, chunks bigint NOT NULL DEFAULT 0, error text, runner text);"
     " ELSE" /* what a client killed while it waited left behind */
     "  DELETE FROM " SL_CTL_TABLE " WHERE asked_at < now() - interval '1 day';"
     " END IF;"
     " EXCEPTION WHEN insufficient_privilege THEN NULL;"
     " END $$";
+static const char lite_runs_sql[] =
+    "CREATE TABLE IF NOT EXISTS " SL_RUNS_TABLE " (id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,"
+    " kind TEXT NOT NULL, outcome TEXT NOT NULL,"
+    " started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), ended_at TEXT,"
+    " rows INTEGER NOT NULL DEFAULT 0, chunks INTEGER NOT NULL DEFAULT 0, error TEXT, runner TEXT)";
 
 /* The system identifier tells a restored copy from its original; a role
  * some managed services refuse pg_control_system() to simply has none. */
@@ -277,11 +286,10 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
     int rc = present == 0 ? create_missing(sess, err) : 0;
     if (rc != 0)
         return rc;
-    sl_answer ctl;
-    if (!lite(sess) && ask(sess, pg_ctl_sql, "cannot create " SL_CTL_TABLE, &ctl, err) != 0)
+    sl_answer more;
+    if (ask(sess, lite(sess) ? lite_runs_sql : pg_ctl_sql, "cannot create " SL_RUNS_TABLE, &more, err) != 0)
         return -1;
-    if (!lite(sess))
-        sl_answer_free(&ctl);
+    sl_answer_free(&more);
     int found = read_identity(sess, id, err);
     if (found < 0)
         return -1;

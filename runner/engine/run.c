@@ -444,8 +444,8 @@ static int db_chunk_numbers(sl_run *run, int64_t **nums, size_t *n)
     return 0;
 }
 
-int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const char *job, const int64_t *nums, size_t n,
-                       int64_t *after, sl_err *err)
+int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const sl_run_spans *spans, const char *job,
+                       const int64_t *nums, size_t n, int64_t *after, sl_err *err)
 {
     int lite = is_lite(sess); /* SQLite keeps the keys as JSON text, times as ISO text */
     sl_buf sql = {0};
@@ -486,7 +486,10 @@ int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const ch
         c.error = sl_answer_val(&ans, 0, row, 8);
         if (c.skipped && !c.error)
             c.error = "set aside by on-error skip";
-        rc = sl_ckpt_commit_chunk(ckpt, run_id, &c, err);
+        int64_t in = run_id;
+        for (size_t k = 0; spans && k < spans->n && spans->started_ms[k] <= c.committed_at_ms; k++)
+            in = spans->run_id[k];
+        rc = sl_ckpt_commit_chunk(ckpt, in, &c, err);
         if (after)
             *after = c.chunk_no;
     }
@@ -541,7 +544,7 @@ static int sync_chunks(sl_run *run)
     if (rc == 0)
         rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
     for (size_t i = 0; rc == 0 && i < nmissing; i += 1000)
-        rc = sl_run_copy_chunks(run->sess, run->ckpt, 0, run->job->name, missing + i,
+        rc = sl_run_copy_chunks(run->sess, run->ckpt, 0, NULL, run->job->name, missing + i,
                                 nmissing - i < 1000 ? nmissing - i : 1000, NULL, &run->err) < 0
                  ? -1
                  : 0;
@@ -715,6 +718,96 @@ static int set_state(sl_run *run, sl_state state, const char *error)
     return rc;
 }
 
+/* The run's row in sluice_runs, for `history` wherever it is asked: a run
+ * begun ("running"), or (ended) one whole, a stamp. Not there (tables an
+ * older sluice made, and a role that may not add one): no row, in silence. */
+static void record_run(sl_run *run, const char *kind, const char *outcome, int ended)
+{
+    const char *params[] = {run->job->name, kind, outcome, sl_runner_self()->desc};
+    sl_answer ans;
+    const char *sql = is_lite(run->sess)
+                          ? (ended ? "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner, ended_at)"
+                                     " VALUES ($1, $2, $3, $4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+                                     " RETURNING CAST(id AS TEXT)"
+                                   : "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner)"
+                                     " VALUES ($1, $2, $3, $4) RETURNING CAST(id AS TEXT)")
+                          : (ended ? "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner, ended_at)"
+                                     " VALUES ($1, $2, $3, $4, now()) RETURNING id::text"
+                                   : "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner)"
+                                     " VALUES ($1, $2, $3, $4) RETURNING id::text");
+    if (sl_session_exec1(run->sess, sql, 4, params, &ans) == 0 && ans.ok && !ended)
+        run->db_run = dup_or_null(sl_answer_val(&ans, 0, 0, 0));
+    sl_answer_free(&ans);
+}
+
+/* Close the run's row: its outcome, and the rows and chunks the journal
+ * counted for it. */
+static void close_run_row(sl_run *run, const char *outcome, const char *error)
+{
+    if (!run->db_run || !sl_session_connected(run->sess))
+        return;
+    int64_t rows = 0, chunks = 0;
+    if (run->ckpt)
+        (void)sl_ckpt_run_totals(run->ckpt, run->run_id, &rows, &chunks);
+    char r[24], c[24];
+    snprintf(r, sizeof r, "%" PRId64, rows);
+    snprintf(c, sizeof c, "%" PRId64, chunks);
+    const char *params[] = {run->db_run, outcome, r, c, error};
+    sl_answer ans;
+    if (sl_session_exec1(run->sess,
+                         is_lite(run->sess)
+                             ? "UPDATE " SL_RUNS_TABLE " SET outcome = $2, rows = $3, chunks = $4, error = $5,"
+                               " ended_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = $1"
+                             : "UPDATE " SL_RUNS_TABLE " SET outcome = $2, rows = $3::bigint, chunks = $4::bigint,"
+                               " error = $5, ended_at = now() WHERE id = $1::bigint",
+                         5, params, &ans) != 0 ||
+        !ans.ok)
+        sl_warn("%s: could not record how the run ended in %s (history shows it as interrupted): %s", run->job->name,
+                SL_RUNS_TABLE, ans.error ? ans.error : "not connected");
+    sl_answer_free(&ans);
+    free(run->db_run);
+    run->db_run = NULL;
+}
+
+int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
+{
+    *runs = NULL;
+    *n = 0;
+    const char *sql = is_lite(sess)
+                          ? "SELECT job, kind, outcome, " LITE_MS("started_at") ", " LITE_MS(
+                                "ended_at") ", rows, chunks, error FROM " SL_RUNS_TABLE " ORDER BY id"
+                          : "SELECT job, kind, outcome, (extract(epoch FROM started_at) * 1000)::bigint,"
+                            " (extract(epoch FROM ended_at) * 1000)::bigint, rows, chunks, error FROM " SL_RUNS_TABLE
+                            " ORDER BY id";
+    sl_answer ans;
+    if (sl_session_exec1(sess, sql, 0, NULL, &ans) != 0 || !ans.ok) {
+        int missing = ans.ok == 0 && (strcmp(ans.sqlstate, "42P01") == 0 ||
+                                      (is_lite(sess) && ans.error && strstr(ans.error, "no such table")));
+        if (!missing)
+            sl_err_set(err, "cannot read %s on %s: %s", SL_RUNS_TABLE, sl_session_display(sess),
+                       ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return missing ? 0 : -1;
+    }
+    int nrows = ans.results[0].nrows;
+    *runs = sl_calloc((size_t)nrows + 1, sizeof **runs);
+    for (int i = 0; i < nrows; i++) {
+        sl_ckpt_run *r = &(*runs)[i];
+        r->id = i + 1;
+        r->job = sl_strdup(sl_answer_val(&ans, 0, i, 0));
+        r->kind = sl_strdup(sl_answer_val(&ans, 0, i, 1));
+        r->outcome = sl_strdup(sl_answer_val(&ans, 0, i, 2));
+        r->started_at_ms = to_i64(sl_answer_val(&ans, 0, i, 3));
+        r->ended_at_ms = to_i64(sl_answer_val(&ans, 0, i, 4));
+        r->rows = to_i64(sl_answer_val(&ans, 0, i, 5));
+        r->chunks = to_i64(sl_answer_val(&ans, 0, i, 6));
+        r->error = dup_or_null(sl_answer_val(&ans, 0, i, 7));
+    }
+    *n = (size_t)nrows;
+    sl_answer_free(&ans);
+    return 0;
+}
+
 int sl_run_begin(sl_run *run, const sl_run_identity *id, char *const *walk_end, size_t ncols)
 {
     int up = run->kind == SL_RUN_UP;
@@ -722,6 +815,7 @@ int sl_run_begin(sl_run *run, const sl_run_identity *id, char *const *walk_end, 
     if (rc != 0)
         return -1;
     run->row.state = up ? SL_STATE_RUNNING : SL_STATE_ROLLING_BACK;
+    record_run(run, up ? "up" : "down", "running", 0);
     return sl_ckpt_begin_run(run->ckpt, up ? "up" : "down", run->row.state, up ? run->job->checksum : NULL,
                              sl_session_display(run->sess), &run->run_id, &run->err);
 }
@@ -750,6 +844,7 @@ int sl_run_finish(sl_run *run, int code)
         if (code == SL_EXIT_OK)
             code = SL_EXIT_FAILED;
     }
+    close_run_row(run, up ? sl_state_name(state) : outcome, error);
     return code;
 }
 
@@ -811,6 +906,7 @@ int sl_run_stamp(sl_run *run, sl_state state)
     if (rc != 0)
         return -1;
     run->row.state = state;
+    record_run(run, "stamp", sl_state_name(state), 1);
     return sl_ckpt_stamp(run->ckpt, state, run->job->checksum, &run->err);
 }
 
@@ -823,4 +919,6 @@ void sl_run_close(sl_run *run)
     sl_ckpt_unlock(run->ckpt_fd); /* after the checkpoint closes: see lock.c */
     run->ckpt_fd = -1;
     sl_job_row_free(&run->row);
+    free(run->db_run); /* a run that ended before it finished: its row says running, history interrupted */
+    run->db_run = NULL;
 }

@@ -511,12 +511,11 @@ int sl_report_build(sl_ckpt *ckpt, int64_t now_ms, const char *lost_dir, sl_buf 
         sl_buf_printf(out, ", written %s; the job is %s. There is no checkpoint file for it in ", generated,
                       sl_state_name(j.job.state));
         sl_html_escape(out, lost_dir);
-        sl_buf_adds(out,
-                    " (a lost directory, or the job ran from another machine), so this page shows what the "
-                    "database records: the job from its first start to its last change, and each committed "
-                    "chunk with its time, rows and attempts (a retry is shown when its chunk committed). Times held "
-                    "back, splits, the batch in force and the runs one by one were kept in the checkpoint "
-                    "file only.</p>\n");
+        sl_buf_adds(out, " (a lost directory, or the job ran from another machine), so this page shows what the "
+                         "database records: the job's runs (from a database an older sluice kept, one run from the "
+                         "job's first start to its last change), and each committed chunk with its time, rows and "
+                         "attempts (a retry is shown when its chunk committed). Times held back, splits and the batch "
+                         "in force were kept in the checkpoint file only.</p>\n");
     } else {
         sl_buf_printf(out, "</span></h1>\n<p id=\"source\">From the checkpoint file ");
         sl_html_escape(out, sl_ckpt_file(ckpt));

@@ -47,31 +47,39 @@ test_lost_after_done() {
     assert_eq "$(sfield 0001_bump source)" database
 }
 
-# The runner's disk is gone: history and report answer from the database, and say so. Nothing is
-# written to the checkpoint directory; a job that never ran is refused by report.
+# The runner's disk is gone: history and report answer from the database, and say so. Each run is
+# recorded there (sluice_runs), whichever machine ran it; with tables an older sluice made (no
+# sluice_runs), one line from the job's row. Nothing is written to the checkpoint directory; a job
+# that never ran is refused by report.
 test_history_and_report_after_loss() {
-    setup_bump_ab 500 100
-    run_sluice up
+    setup_bump_ab 500 50 "-- sluice:pause 100ms"
+    sluice_start up
+    wait_until 30 rows_done_at_least 0001_bump 150
+    sluice_kill INT
+    assert_rc 3
+    # the next run on another machine: its own, empty checkpoint directory
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$T_DIR/other" up
     assert_rc 0
-    rm -rf "$CKPT"
+    rm -rf "$CKPT" "$T_DIR/other"
     psql_q "update sluice_progress set attempts = 3 where job = '0001_bump' and chunk_no = 2" # two retries
     run_sluice history
     assert_rc 0
-    assert_contains "$OUT" "0001_bump"
-    assert_eq "$(grep 0001_bump <<<"$OUT" | awk '{print $4, $5, $6, $7}')" "up done 500 5"
-    assert_contains "$ERR" "1 job with no checkpoint file in"
+    assert_eq "$(grep 0001_bump <<<"$OUT" | awk '{print $4, $5}' | tr '\n' ' ')" "up stopped up done "
+    assert_not_contains "$ERR" "no checkpoint file"
     run_sluice --json history
     assert_rc 0
-    assert_eq "$(jq -r '.[] | select(.job == "0001_bump") | "\(.source) \(.kind) \(.outcome) \(.rows)"' <<<"$OUT")" \
-        "database up done 500"
+    assert_eq "$(jq -r '[.[] | select(.job == "0001_bump") | "\(.source) \(.outcome)"] | join(", ")' <<<"$OUT")" \
+        "database stopped, database done"
+    assert_eq "$(jq '[.[] | select(.job == "0001_bump") | .rows] | add' <<<"$OUT")" 500
     mkdir -p "$T_DIR/scratch"
     TMPDIR="$T_DIR/scratch" run_sluice report 0001_bump -o "$T_DIR/r.html"
     assert_rc 0
     assert_contains "$(cat "$T_DIR/r.html")" '<p id="source">From the database'
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-rows">500</td>'
-    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-chunks">5</td>'
+    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-chunks">10</td>'
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-retries">2</td>'
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-state">done</td>'
+    assert_eq "$(grep -o '<td>stopped</td>\|<td>done</td>' "$T_DIR/r.html" | tr '\n' ' ')" "<td>stopped</td> <td>done</td> "
     assert_eq "$(ls -A "$T_DIR/scratch")" "" # its scratch journal is gone
     [[ ! -e $CKPT ]] || fail "report or history wrote into the checkpoint directory: $(ls -A "$CKPT")"
     # a job the database never ran: no page
@@ -84,14 +92,22 @@ JOB
     assert_rc 2
     assert_contains "$ERR" 'no checkpoint file for job "0002_later" in'
     assert_contains "$ERR" 'has no record of it: it has not run there'
-    # a job with its file: history shows the file's runs, report the file
+    # a job with its file: the database's record still, and report reads the file
     run_sluice up 0002_later
     assert_rc 0
     run_sluice --json history
-    assert_eq "$(jq -r '[.[] | "\(.job):\(.source)"] | join(" ")' <<<"$OUT")" "0001_bump:database 0002_later:checkpoint"
+    assert_eq "$(jq -r '[.[] | "\(.job):\(.source)"] | join(" ")' <<<"$OUT")" \
+        "0001_bump:database 0001_bump:database 0002_later:database"
     run_sluice report 0002_later -o "$T_DIR/r2.html"
     assert_rc 0
     assert_contains "$(cat "$T_DIR/r2.html")" '<p id="source">From the checkpoint file'
+    # tables an older sluice made, with no sluice_runs: the checkpoint file's runs, else one line from
+    # the job's row, and a note
+    psql_q "drop table sluice_runs"
+    run_sluice --json history
+    assert_eq "$(jq -r '[.[] | "\(.job):\(.source):\(.outcome):\(.rows)"] | join(" ")' <<<"$OUT")" \
+        "0001_bump:database:done:500 0002_later:checkpoint:done:500"
+    assert_contains "$ERR" "1 job with no checkpoint file in"
     # an unreachable database: history shows the files, silently
     run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" --db "postgresql://nobody@127.0.0.1:1/x" history
     assert_rc 0

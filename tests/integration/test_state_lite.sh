@@ -74,7 +74,8 @@ test_history_and_report_after_loss() {
     assert_rc 0
     rm -rf "$CKPT"
     run_sluice --json history
-    assert_eq "$(jq -r '.[] | "\(.source) \(.kind) \(.outcome) \(.chunks)"' <<<"$OUT")" "database down rolled_back 0"
+    assert_eq "$(jq -r '[.[] | "\(.source) \(.kind) \(.outcome) \(.chunks)"] | join(", ")' <<<"$OUT")" \
+        "database up done 3, database down done 3"
     run_sluice report 0001_bump -o "$T_DIR/r.html"
     assert_rc 0
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-state">rolled_back</td>'

@@ -199,13 +199,16 @@ int sl_ckpt_undo_chunk(sl_ckpt *ckpt, int64_t run_id, int64_t chunk_no, int64_t 
 int sl_ckpt_finish_run_as(sl_ckpt *ckpt, int64_t run_id, sl_state state, const char *outcome, const char *error,
                           sl_err *err) SL_MUSTCHECK;
 
+/* The rows and chunks run run_id counted: 0, or -1 (no such run). */
+int sl_ckpt_run_totals(sl_ckpt *ckpt, int64_t run_id, int64_t *rows, int64_t *chunks);
+
 /* ---- a journal made from the database ----
- * For `report` of a job whose checkpoint file was lost: a closed run with
- * the times the database gives (*run_id receives its id, for the chunks to
- * count under); then, once the chunks are in, the job's summary set as the
+ * For `report` of a job whose checkpoint file was lost: a run with the
+ * times and counts the database gives (*run_id receives its id, for chunks
+ * to count under, adding to rows and chunks); then, once the chunks are in, the job's summary set as the
  * database has it, and a retry event for each attempt past a chunk's first. */
 int sl_ckpt_add_past_run(sl_ckpt *ckpt, const char *kind, const char *outcome, int64_t started_ms, int64_t ended_ms,
-                         const char *error, int64_t *run_id, sl_err *err) SL_MUSTCHECK;
+                         int64_t rows, int64_t chunks, const char *error, int64_t *run_id, sl_err *err) SL_MUSTCHECK;
 int sl_ckpt_set_job_as(sl_ckpt *ckpt, sl_state state, const char *error, const char *target, int64_t started_ms,
                        int64_t updated_ms, sl_err *err) SL_MUSTCHECK;
 

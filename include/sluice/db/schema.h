@@ -25,7 +25,8 @@
 #define SL_RANGES_TABLE   "sluice_ranges"
 #define SL_UNDO_TABLE     "sluice_undo"
 #define SL_META_TABLE     "sluice_meta"
-#define SL_CTL_TABLE      "sluice_ctl" /* PostgreSQL: `sluice ctl` requests through the database (ctl.h) */
+#define SL_CTL_TABLE      "sluice_ctl"  /* PostgreSQL: `sluice ctl` requests through the database (ctl.h) */
+#define SL_RUNS_TABLE     "sluice_runs" /* every up, down and stamp, for `history` (run.c) */
 
 /* Which database this is, as far as sluice can tell. */
 typedef struct sl_db_identity {

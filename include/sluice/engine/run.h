@@ -78,12 +78,26 @@ void sl_job_row_free(sl_job_row *row);
  * whose runner is gone (killed) reads as stopped. 0, or -1 with err. */
 int sl_run_read_row(sl_session *sess, const char *job, sl_job_row *row, sl_err *err) SL_MUSTCHECK;
 
+/* Runs of a journal by when they began (ascending), for chunks to count
+ * under the run they committed in. */
+typedef struct sl_run_spans {
+    const int64_t *started_ms, *run_id;
+    size_t n;
+} sl_run_spans;
+
 /* Copy chunks of job from sluice_progress into ckpt's journal (counted
- * under run_id, 0 for none): those numbered nums[0..n-1]; or, with nums
+ * under run_id, 0 for none; with spans, under the last run that began
+ * before the chunk committed): those numbered nums[0..n-1]; or, with nums
  * NULL, the next n after *after, which is moved to the last one copied.
  * The number copied, or -1 with err. */
-int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const char *job, const int64_t *nums, size_t n,
-                       int64_t *after, sl_err *err) SL_MUSTCHECK;
+int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const sl_run_spans *spans, const char *job,
+                       const int64_t *nums, size_t n, int64_t *after, sl_err *err) SL_MUSTCHECK;
+
+/* Every run of every job sluice_runs records, oldest first (job, kind,
+ * outcome as the runner left it: "running" for one that did not end, times,
+ * rows, chunks, error), as a malloc'd array: 0 (none when the database has
+ * no sluice_runs), or -1 with err. */
+int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err) SL_MUSTCHECK;
 
 /* What last set the row's state, as history names runs: "up", "down" or
  * "stamp". */
@@ -129,6 +143,7 @@ typedef struct sl_run {
     sl_ckpt *ckpt;  /* the journal */
     int ckpt_fd;    /* its run lock */
     int64_t run_id; /* the journal's record of this run */
+    char *db_run;   /* its row in sluice_runs (the id's text), NULL when there is none */
     int64_t synced; /* chunks the journal took from the database when it opened */
     sl_err err;
 } sl_run;
