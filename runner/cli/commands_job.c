@@ -217,11 +217,13 @@ static int report_from_db(const sl_opts *opts, const char *job, sl_buf *html)
         /* a run marked running that is not the live one was killed */
         int gone = strcmp(runs[i].outcome, "running") == 0 && (!row.runner || i != newest);
         const char *outcome = gone ? "interrupted" : runs[i].outcome;
-        /* one that ended says what it did; a killed one counts the chunks that committed while it ran */
+        /* one that ended says what it did; one that did not (killed, or running now) counts the chunks
+         * that committed while it ran */
+        int open = runs[i].ended_at_ms <= 0;
         int64_t id = 0;
         rc = sl_ckpt_add_past_run(ckpt, runs[i].kind, outcome, runs[i].started_at_ms, runs[i].ended_at_ms,
-                                  gone ? 0 : runs[i].rows, gone ? 0 : runs[i].chunks, runs[i].error, &id, &err);
-        ids[mine] = gone ? id : 0;
+                                  open ? 0 : runs[i].rows, open ? 0 : runs[i].chunks, runs[i].error, &id, &err);
+        ids[mine] = open ? id : 0;
         starts[mine++] = runs[i].started_at_ms;
     }
     int64_t ended = row.state == SL_STATE_RUNNING || row.state == SL_STATE_ROLLING_BACK ? 0 : row.updated_at_ms;
