@@ -14,7 +14,7 @@ events() {
 }
 
 # A job of 100 chunks with a 100ms pause after each: it runs for ten seconds or more unless told otherwise.
-start_slow_job() {
+make_slow_job() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select g from generate_series(1, 5000) g"
     write_job "$JOB" <<'EOF'
@@ -24,6 +24,10 @@ start_slow_job() {
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
+}
+
+start_slow_job() {
+    make_slow_job
     sluice_start up
     wait_until 20 rows_done_at_least "$JOB" 1
     wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
@@ -203,15 +207,7 @@ EOF
 # through the database, to the runner holding the lease. A bad request writes nothing; once the runner
 # is gone, ctl says so; requests leave no row behind.
 test_through_the_database() {
-    psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t (id) select g from generate_series(1, 5000) g"
-    write_job "$JOB" <<'JOBEOF'
--- sluice:table t
--- sluice:batch 50
--- sluice:pause 100ms
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-JOBEOF
+    make_slow_job
     local elsewhere=$T_DIR/other-machine
     "$SLUICE" --jobs "$JOBS" --checkpoints "$elsewhere" up </dev/null >"$T_DIR/far.out" 2>"$T_DIR/far.err" &
     local far=$!
