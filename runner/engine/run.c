@@ -721,10 +721,33 @@ static int set_state(sl_run *run, sl_state state, const char *error)
 /* The run's row in sluice_runs, for `history` wherever it is asked: a run
  * begun ("running"), or (ended) one whole, a stamp. Not there (tables an
  * older sluice made, and a role that may not add one): no row, in silence. */
+/* The runs of the job still marked running died with their runner (this
+ * one holds the job's lock now): interrupted, and an up counts the chunks
+ * that committed after it began and before the next run did (a down's undid
+ * chunks are gone: not known). */
+#define CLOSE_KILLED_SQL(NEXT)                                                                                     \
+    "UPDATE " SL_RUNS_TABLE " SET outcome = 'interrupted',"                                                        \
+    " rows = CASE WHEN kind = 'up' THEN (SELECT coalesce(sum(p.rows), 0) FROM " SL_PROGRESS_TABLE " p" NEXT        \
+    ") ELSE 0 END,"                                                                                                \
+    " chunks = CASE WHEN kind = 'up' THEN (SELECT count(*) FROM " SL_PROGRESS_TABLE " p" NEXT ") ELSE 0 END,"      \
+    " ended_at = CASE WHEN kind = 'up' THEN (SELECT max(p.committed_at) FROM " SL_PROGRESS_TABLE " p" NEXT ") END" \
+    " WHERE job = $1 AND outcome = 'running'"
+#define KILLED_SPAN(NONE)                                                                                            \
+    " WHERE p.job = " SL_RUNS_TABLE ".job AND p.committed_at >= " SL_RUNS_TABLE ".started_at"                        \
+    " AND p.committed_at < coalesce((SELECT min(n.started_at) FROM " SL_RUNS_TABLE " n WHERE n.job = " SL_RUNS_TABLE \
+    ".job AND n.started_at > " SL_RUNS_TABLE ".started_at), " NONE ")"
+
 static void record_run(sl_run *run, const char *kind, const char *outcome, int ended)
 {
     const char *params[] = {run->job->name, kind, outcome, sl_runner_self()->desc};
     sl_answer ans;
+    /* with no sluice_runs this fails, as the insert below does, in silence */
+    if (sl_session_exec1(run->sess,
+                         is_lite(run->sess) ? CLOSE_KILLED_SQL(KILLED_SPAN("'9999'"))
+                                            : CLOSE_KILLED_SQL(KILLED_SPAN("'infinity'::timestamptz")),
+                         1, params, &ans) != 0)
+        run->db_run = NULL; /* not connected: the insert below fails too */
+    sl_answer_free(&ans);
     const char *sql = is_lite(run->sess)
                           ? (ended ? "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner, ended_at)"
                                      " VALUES ($1, $2, $3, $4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"

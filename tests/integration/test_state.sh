@@ -57,6 +57,9 @@ test_history_and_report_after_loss() {
     wait_until 30 rows_done_at_least 0001_bump 150
     sluice_kill INT
     assert_rc 3
+    sluice_start up
+    wait_until 30 rows_done_at_least 0001_bump 300
+    sluice_kill KILL
     # the next run on another machine: its own, empty checkpoint directory
     run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$T_DIR/other" up
     assert_rc 0
@@ -64,13 +67,15 @@ test_history_and_report_after_loss() {
     psql_q "update sluice_progress set attempts = 3 where job = '0001_bump' and chunk_no = 2" # two retries
     run_sluice history
     assert_rc 0
-    assert_eq "$(grep 0001_bump <<<"$OUT" | awk '{print $4, $5}' | tr '\n' ' ')" "up stopped up done "
+    assert_eq "$(grep 0001_bump <<<"$OUT" | awk '{print $4, $5}' | tr '\n' ' ')" "up stopped up interrupted up done "
     assert_not_contains "$ERR" "no checkpoint file"
     run_sluice --json history
     assert_rc 0
     assert_eq "$(jq -r '[.[] | select(.job == "0001_bump") | "\(.source) \(.outcome)"] | join(", ")' <<<"$OUT")" \
-        "database stopped, database done"
+        "database stopped, database interrupted, database done"
+    # the killed run counts the chunks that committed while it ran: every row in some run, once
     assert_eq "$(jq '[.[] | select(.job == "0001_bump") | .rows] | add' <<<"$OUT")" 500
+    assert_eq "$(jq '.[] | select(.outcome == "interrupted") | .rows > 0 and .ended_at != null' <<<"$OUT")" true
     mkdir -p "$T_DIR/scratch"
     TMPDIR="$T_DIR/scratch" run_sluice report 0001_bump -o "$T_DIR/r.html"
     assert_rc 0
@@ -79,7 +84,8 @@ test_history_and_report_after_loss() {
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-chunks">10</td>'
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-retries">2</td>'
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-state">done</td>'
-    assert_eq "$(grep -o '<td>stopped</td>\|<td>done</td>' "$T_DIR/r.html" | tr '\n' ' ')" "<td>stopped</td> <td>done</td> "
+    assert_eq "$(grep -o '<td>stopped</td>\|<td>interrupted</td>\|<td>done</td>' "$T_DIR/r.html" | tr '\n' ' ')" \
+        "<td>stopped</td> <td>interrupted</td> <td>done</td> "
     assert_eq "$(ls -A "$T_DIR/scratch")" "" # its scratch journal is gone
     [[ ! -e $CKPT ]] || fail "report or history wrote into the checkpoint directory: $(ls -A "$CKPT")"
     # a job the database never ran: no page
@@ -97,7 +103,7 @@ JOB
     assert_rc 0
     run_sluice --json history
     assert_eq "$(jq -r '[.[] | "\(.job):\(.source)"] | join(" ")' <<<"$OUT")" \
-        "0001_bump:database 0001_bump:database 0002_later:database"
+        "0001_bump:database 0001_bump:database 0001_bump:database 0002_later:database"
     run_sluice report 0002_later -o "$T_DIR/r2.html"
     assert_rc 0
     assert_contains "$(cat "$T_DIR/r2.html")" '<p id="source">From the checkpoint file'
