@@ -718,9 +718,6 @@ static int set_state(sl_run *run, sl_state state, const char *error)
     return rc;
 }
 
-/* The run's row in sluice_runs, for `history` wherever it is asked: a run
- * begun ("running"), or (ended) one whole, a stamp. Not there (tables an
- * older sluice made, and a role that may not add one): no row, in silence. */
 /* The runs of the job still marked running died with their runner (this
  * one holds the job's lock now): interrupted, and an up counts the chunks
  * that committed after it began and before the next run did (a down's undid
@@ -737,17 +734,21 @@ static int set_state(sl_run *run, sl_state state, const char *error)
     " AND p.committed_at < coalesce((SELECT min(n.started_at) FROM " SL_RUNS_TABLE " n WHERE n.job = " SL_RUNS_TABLE \
     ".job AND n.started_at > " SL_RUNS_TABLE ".started_at), " NONE ")"
 
+/* The run's row in sluice_runs, for `history` wherever it is asked: a run
+ * begun ("running"), or (ended) one whole, a stamp; the job's killed runs
+ * closed first. Not there (tables an older sluice made, and a role that may
+ * not add one): no row, in silence. */
 static void record_run(sl_run *run, const char *kind, const char *outcome, int ended)
 {
     const char *params[] = {run->job->name, kind, outcome, sl_runner_self()->desc};
     sl_answer ans;
-    /* with no sluice_runs this fails, as the insert below does, in silence */
-    if (sl_session_exec1(run->sess,
-                         is_lite(run->sess) ? CLOSE_KILLED_SQL(KILLED_SPAN("'9999'"))
-                                            : CLOSE_KILLED_SQL(KILLED_SPAN("'infinity'::timestamptz")),
-                         1, params, &ans) != 0)
-        run->db_run = NULL; /* not connected: the insert below fails too */
+    int rc = sl_session_exec1(run->sess,
+                              is_lite(run->sess) ? CLOSE_KILLED_SQL(KILLED_SPAN("'9999'"))
+                                                 : CLOSE_KILLED_SQL(KILLED_SPAN("'infinity'::timestamptz")),
+                              1, params, &ans);
     sl_answer_free(&ans);
+    if (rc != 0)
+        return; /* not connected */
     const char *sql = is_lite(run->sess)
                           ? (ended ? "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner, ended_at)"
                                      " VALUES ($1, $2, $3, $4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
