@@ -94,7 +94,6 @@ static int check_window(run_gate *g, int64_t *wait_ms)
 void gate_paused_before(run_gate *g, const char *paused)
 {
     g->paused = g->pause_saved = 1;
-    g->pause_stops = g->opts->no_wait;
     sl_log_event(SL_LOG_INFO, "paused", json_pack("{ss}", "paused", paused), "%s: paused %s; %s `sluice ctl %s resume`",
                  g->job->name, paused, g->opts->no_wait ? "stopping (--no-wait) until" : "waiting for", g->job->name);
     if (!g->opts->no_wait)
@@ -136,8 +135,6 @@ void gate_save_pause(run_gate *g, sl_session *sess)
 
 int gate_hold_back(run_gate *g, int64_t *wait_ms)
 {
-    if (g->paused && g->pause_stops)
-        return GATE_STOP;
     if (g->paused) {
         gate_hold(g, SL_HOLD_CTL_PAUSE, "paused by sluice ctl");
         *wait_ms = 200;
@@ -250,7 +247,6 @@ int gate_ctl(run_gate *g, sl_job *job, const sl_ctl_req *req, char *msg, size_t 
 {
     if (req->cmd == SL_CTL_PAUSE || req->cmd == SL_CTL_RESUME) {
         g->paused = req->cmd == SL_CTL_PAUSE;
-        g->pause_stops = 0;
         snprintf(msg, size, "%s by sluice ctl", g->paused ? "paused" : "resumed");
         sl_progress_note(g->paused ? "paused by sluice ctl" : NULL);
         return 0;

@@ -28,7 +28,6 @@ typedef struct run_gate {
     int quiet;        /* gate_prepare does not log how it measures the replica lag */
     int paused;       /* by `ctl pause` */
     int pause_saved;  /* what sluice_jobs.paused says: the pause outlives the run (gate_save_pause) */
-    int pause_stops;  /* --no-wait and the job was paused when the run began: stop rather than wait */
     int pause_warned; /* saving it failed, and said so */
     int window_announced;
     int64_t last_health_ms;
@@ -45,7 +44,8 @@ extern const char gate_readonly_hint[];
 int gate_prepare(run_gate *g, sl_session *sess, const char *table, sl_err *err) SL_MUSTCHECK;
 void gate_close(run_gate *g);
 /* A job paused when its run begins (row.paused): the run holds until
- * `ctl resume` (with --no-wait, it stops at once), saying so. */
+ * `ctl resume`, saying so (with --no-wait it says it stops, and
+ * gate_stops_at_start stops it before the run begins). */
 void gate_paused_before(run_gate *g, const char *paused);
 /* With --no-wait, before the run begins: 1 when it would stop at its first
  * chunk (paused, or outside its windows), saying so, so that it stops with
