@@ -116,10 +116,7 @@ void gate_save_pause(run_gate *g, sl_session *sess)
 {
     if (g->paused == g->pause_saved || !sl_session_connected(sess))
         return;
-    char at[32], *text = NULL;
-    sl_format_iso8601(sl_now_ms(), at);
-    if (g->paused)
-        text = sl_asprintf("by sluice ctl at %s", at);
+    char *text = g->paused ? sl_ctl_paused_now() : NULL;
     const char *params[] = {g->job->name, text};
     sl_answer ans;
     int rc = sl_session_exec1(sess, "UPDATE " SL_JOBS_TABLE " SET paused = $2 WHERE job = $1", 2, params, &ans);

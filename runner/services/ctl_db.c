@@ -86,10 +86,7 @@ static int pause_recorded(sl_session *sess, const char *job, int pause, char **r
         if (rc != 0)
             return rc == SL_EREFUSED ? 0 : -1;
     }
-    char at[32], *text = NULL;
-    sl_format_iso8601(sl_now_ms(), at);
-    if (pause)
-        text = sl_asprintf("by sluice ctl at %s", at);
+    char *text = pause ? sl_ctl_paused_now() : NULL;
     const char *params[] = {job, text};
     sl_answer ans;
     int rc = sl_session_exec1(sess,
@@ -117,6 +114,13 @@ static int pause_recorded(sl_session *sess, const char *job, int pause, char **r
                                         job, job)
                           : sl_asprintf("resumed: the next up or down runs job %s\n", job);
     return done;
+}
+
+char *sl_ctl_paused_now(void)
+{
+    char at[32];
+    sl_format_iso8601(sl_now_ms(), at);
+    return sl_asprintf("by sluice ctl at %s", at);
 }
 
 int sl_ctl_request_db(sl_session *sess, const char *job, const char *request, char **response, char **runner,

@@ -103,6 +103,10 @@ int sl_ctl_check(const char *line, sl_err *err) SL_MUSTCHECK;
  *  SL_EREFUSED  the server refused the request: err holds its message. *response is NULL. */
 int sl_ctl_request(const char *sock_path, const char *request, char **response, sl_err *err) SL_MUSTCHECK;
 
+/* What sluice_jobs.paused records of a pause asked now: "by sluice ctl at
+ * <ISO 8601 time>", malloc'd (the runner's and, with no runner, ctl's). */
+char *sl_ctl_paused_now(void);
+
 /* Client side through the database (PostgreSQL): check request, then hand
  * it to the runner that holds job's lease by a row in sluice_ctl, and wait
  * up to SL_CTL_DB_TIMEOUT_MS for its answer; the row is deleted either way.
