@@ -14,23 +14,34 @@
 #include "sluice/services/ctl.h"
 #include "sluice/services/report.h"
 
-/* Open a session for a single-job command; 0 or an exit code. */
-static int open_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
+/* Open a session on opts->db (connect_ms: its connect timeout, 0 for the
+ * session's own), saying nothing: 0; SL_EXIT_USAGE with err for a database
+ * string it cannot use, SL_EXIT_FAILED with err when it cannot connect. */
+static int connect_db(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int64_t connect_ms, sl_err *err)
 {
-    sl_err err = {{0}};
     uv_loop_init(loop);
-    if (sl_session_init(sess, loop, opts->db, &err) != 0) {
-        sl_error("%s", err.msg);
+    if (sl_session_init(sess, loop, opts->db, err) != 0) {
         uv_loop_close(loop);
         return SL_EXIT_USAGE;
     }
-    if (sl_session_connect(sess, &err) != 0) {
-        sl_error("%s", err.msg);
+    if (connect_ms > 0)
+        sess->connect_timeout_ms = connect_ms;
+    if (sl_session_connect(sess, err) != 0) {
         sl_session_close(sess);
         uv_loop_close(loop);
         return SL_EXIT_FAILED;
     }
     return 0;
+}
+
+/* Open a session for a single-job command; 0 or an exit code, said. */
+static int open_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess)
+{
+    sl_err err = {{0}};
+    int code = connect_db(opts, loop, sess, 0, &err);
+    if (code != 0)
+        sl_error("%s", err.msg);
+    return code;
 }
 
 static void close_session(uv_loop_t *loop, sl_session *sess)
@@ -163,20 +174,12 @@ static int report_from_db(const sl_opts *opts, const char *job, sl_buf *html)
     uv_loop_t loop;
     sl_session sess;
     sl_err err = {{0}};
-    uv_loop_init(&loop);
-    int code = SL_EXIT_OK;
-    if (sl_session_init(&sess, &loop, opts->db, &err) != 0) {
-        uv_loop_close(&loop);
-        code = SL_EXIT_USAGE;
-    } else if (sl_session_connect(&sess, &err) != 0) {
-        close_session(&loop, &sess);
-        code = SL_EXIT_USAGE;
-    }
+    int code = connect_db(opts, &loop, &sess, 0, &err);
     if (code != SL_EXIT_OK) {
         sl_error("no checkpoint file for job \"%s\" in %s, and the database, which would have the job's chunks, "
                  "cannot be read: %s\nhint: --checkpoints DIR where the job ran, or --db URL of its database",
                  job, opts->run.ckpt_dir, err.msg);
-        return code;
+        return SL_EXIT_USAGE;
     }
     sl_job_row row;
     if (sl_run_read_row(&sess, job, &row, &err) != 0) {
@@ -318,16 +321,12 @@ static int ctl_through_db(const sl_opts *opts, const char *job, const char *path
     uv_loop_t loop;
     sl_session sess;
     sl_err why = {{0}};
-    uv_loop_init(&loop);
-    if (sl_session_init(&sess, &loop, opts->db, &why) != 0) {
-        uv_loop_close(&loop);
+    int code = connect_db(opts, &loop, &sess, getenv("SLUICE_CONNECT_TIMEOUT") ? 0 : 5000, &why);
+    if (code == SL_EXIT_USAGE) {
         sl_err_append(err, "the database cannot be asked either: %s", why.msg);
         return SL_CTL_NOT_LISTENING;
     }
-    if (!getenv("SLUICE_CONNECT_TIMEOUT"))
-        sess.connect_timeout_ms = 5000;
-    if (sl_session_connect(&sess, &why) != 0) {
-        close_session(&loop, &sess);
+    if (code != 0) {
         sl_err_append(err, "the database, through which a runner on another machine answers, cannot be reached: %s",
                       why.msg);
         return -1;
