@@ -649,33 +649,24 @@ static int add_db_run(sl_session *sess, const sl_opts *opts, const char *name, h
 /* The runs of job the database recorded in sluice_runs (db, every job's),
  * appended to *all: 1 when there were any (the database's record, wherever
  * the runners ran, is the history; a checkpoint file holds only its own
- * machine's runs), else 0. A run still marked running is interrupted unless
- * it is the job's newest and a live runner holds the job. */
-static int add_recorded_runs(sl_session *sess, const sl_opts *opts, const char *name, const sl_ckpt_run *db, size_t ndb,
-                             hist_run **all, size_t *nall)
+ * machine's runs), else 0. */
+static int add_recorded_runs(const sl_opts *opts, const char *name, const sl_ckpt_run *db, size_t ndb, hist_run **all,
+                             size_t *nall)
 {
-    size_t n = 0, newest = 0;
+    size_t n = 0;
     for (size_t i = 0; i < ndb; i++)
-        if (strcmp(db[i].job, name) == 0) {
-            n++;
-            newest = i;
-        }
+        n += strcmp(db[i].job, name) == 0;
     if (n == 0)
         return 0;
-    sl_job_row row;
-    sl_err err = {{0}};
-    int live = sl_run_read_row(sess, name, &row, &err) == 0 && row.runner != NULL;
-    sl_job_row_free(&row);
     *all = sl_realloc(*all, (*nall + n + 1) * sizeof **all);
     for (size_t i = 0; i < ndb; i++) {
         if (strcmp(db[i].job, name) != 0)
             continue;
         const sl_ckpt_run *d = &db[i];
-        int gone = strcmp(d->outcome, "running") == 0 && !(live && i == newest);
         sl_ckpt_run r = {d->id,
                          sl_strdup(d->job),
                          sl_strdup(d->kind),
-                         sl_strdup(gone ? "interrupted" : d->outcome),
+                         sl_strdup(d->outcome),
                          d->started_at_ms,
                          d->ended_at_ms,
                          d->rows,
@@ -709,7 +700,7 @@ static int history_of(const sl_opts *opts, hist_run **all, size_t *nall, size_t 
     if (sess && sl_run_history(sess, &db, &ndb, &err) != 0)
         sl_warn("%s", err.msg); /* the checkpoint files then */
     for (size_t i = 0; i < ns.n; i++) {
-        if (add_recorded_runs(sess, opts, ns.v[i], db, ndb, all, nall))
+        if (add_recorded_runs(opts, ns.v[i], db, ndb, all, nall))
             continue;
         int rc = add_runs(opts, ns.v[i], all, nall);
         if (rc < 0)

@@ -211,20 +211,14 @@ static int report_from_db(const sl_opts *opts, const char *job, sl_buf *html)
     if (rc == 0 && sl_run_history(&sess, &runs, &nruns, &err) != 0)
         nruns = 0; /* it cannot be read: the job's row alone */
     int64_t *starts = sl_calloc(nruns + 1, sizeof *starts), *ids = sl_calloc(nruns + 1, sizeof *ids);
-    size_t newest = 0;
-    for (size_t i = 0; i < nruns; i++)
-        newest = strcmp(runs[i].job, job) == 0 ? i : newest;
     for (size_t i = 0; rc == 0 && i < nruns; i++) {
         if (strcmp(runs[i].job, job) != 0)
             continue;
-        /* a run marked running that is not the live one was killed */
-        int gone = strcmp(runs[i].outcome, "running") == 0 && (!row.runner || i != newest);
-        const char *outcome = gone ? "interrupted" : runs[i].outcome;
         /* one that ended says what it did; one that did not (killed, or running now) counts the chunks
          * that committed while it ran */
         int open = runs[i].ended_at_ms <= 0;
         int64_t id = 0;
-        rc = sl_ckpt_add_past_run(ckpt, runs[i].kind, outcome, runs[i].started_at_ms, runs[i].ended_at_ms,
+        rc = sl_ckpt_add_past_run(ckpt, runs[i].kind, runs[i].outcome, runs[i].started_at_ms, runs[i].ended_at_ms,
                                   open ? 0 : runs[i].rows, open ? 0 : runs[i].chunks, runs[i].error, &id, &err);
         ids[mine] = open ? id : 0;
         starts[mine++] = runs[i].started_at_ms;

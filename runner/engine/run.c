@@ -829,6 +829,25 @@ int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
     }
     *n = (size_t)nrows;
     sl_answer_free(&ans);
+    /* a run still marked running is running only if it is its job's newest and a live runner holds the job;
+     * else its runner was killed, and the job's next run has not begun to close it */
+    for (size_t i = 0; i < *n; i++) {
+        sl_ckpt_run *r = &(*runs)[i];
+        if (strcmp(r->outcome, "running") != 0)
+            continue;
+        int newest = 1;
+        for (size_t j = i + 1; j < *n && newest; j++)
+            newest = strcmp((*runs)[j].job, r->job) != 0;
+        sl_job_row row;
+        sl_err ignored = {{0}};
+        int live = newest && sl_run_read_row(sess, r->job, &row, &ignored) == 0 && row.runner != NULL;
+        if (newest)
+            sl_job_row_free(&row);
+        if (!live) {
+            free(r->outcome);
+            r->outcome = sl_strdup("interrupted");
+        }
+    }
     return 0;
 }
 

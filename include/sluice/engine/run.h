@@ -94,9 +94,9 @@ int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const sl
                        const int64_t *nums, size_t n, int64_t *after, sl_err *err) SL_MUSTCHECK;
 
 /* Every run of every job sluice_runs records, oldest first (job, kind,
- * outcome as the runner left it: "running" for one that did not end, times,
- * rows, chunks, error), as a malloc'd array: 0 (none when the database has
- * no sluice_runs), or -1 with err. */
+ * outcome: "running" for the one a live runner holds now, "interrupted" for
+ * one whose runner died, times, rows, chunks, error), as a malloc'd array:
+ * 0 (none when the database has no sluice_runs), or -1 with err. */
 int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err) SL_MUSTCHECK;
 
 /* What last set the row's state, as history names runs: "up", "down" or
