@@ -376,6 +376,15 @@ progress() {
     fi
 }
 
+# held_for SECS WHAT [JOB]: JOB's progress ("chunks|rows" applied; JOB 0001_bump unless given) does not
+# move for SECS seconds; WHAT names it in a failure. HELD gets the progress.
+held_for() {
+    local job=${3:-0001_bump}
+    HELD=$(progress "$job")
+    sleep "$1"
+    assert_eq "$(progress "$job")" "$HELD" "$2"
+}
+
 # rows_done_at_least JOB N: at least N rows of JOB committed (for wait_until). sq_rows_done_at_least is SQLite's.
 rows_done_at_least() {
     local p

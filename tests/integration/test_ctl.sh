@@ -56,21 +56,17 @@ test_status_pause_resume_set() {
     run_sluice ctl "$JOB" status
     assert_contains "$OUT" "state paused"
     sleep 0.5
-    local before after
-    before=$(progress "$JOB")
-    sleep 2
-    after=$(progress "$JOB")
-    assert_eq "$after" "$before" "chunks committed in 2s of ctl pause"
-    ((${before#*|} < 5000)) || fail "the job finished before it could be paused"
+    held_for 2 "chunks committed in 2s of ctl pause" "$JOB"
+    ((${HELD#*|} < 5000)) || fail "the job finished before it could be paused"
     # status answers while paused, and says how far it got.
     run_sluice ctl "$JOB" status
     assert_rc 0
-    assert_contains "$OUT" "rows ${before#*|}"
+    assert_contains "$OUT" "rows ${HELD#*|}"
 
     run_sluice ctl "$JOB" resume
     assert_rc 0
     assert_contains "$OUT" "resumed by sluice ctl"
-    wait_until 10 rows_done_at_least "$JOB" $((${before#*|} + 1))
+    wait_until 10 rows_done_at_least "$JOB" $((${HELD#*|} + 1))
 
     # set batch: the next chunks have the new size.
     run_sluice ctl "$JOB" set batch=7
@@ -221,11 +217,7 @@ test_through_the_database() {
     assert_rc 0
     assert_contains "$OUT" "paused by sluice ctl"
     sleep 0.5
-    local before after
-    before=$(progress "$JOB")
-    sleep 2
-    after=$(progress "$JOB")
-    assert_eq "$after" "$before" "chunks committed in 2s of ctl pause through the database"
+    held_for 2 "chunks committed in 2s of ctl pause through the database" "$JOB"
     run_sluice ctl "$JOB" set batch=abc
     assert_rc 2
     assert_contains "$ERR" "batch expects"

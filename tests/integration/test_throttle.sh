@@ -212,14 +212,6 @@ EOF
     assert_sql "select count(*) from t where n <> 1" 0
 }
 
-# held_for SECS WHAT: 0001_bump's progress ("chunks|rows" applied) does not move for SECS seconds; WHAT
-# names it in a failure. HELD gets the progress.
-held_for() {
-    HELD=$(progress 0001_bump)
-    sleep "$1"
-    assert_eq "$(progress 0001_bump)" "$HELD" "$2"
-}
-
 test_throttle_query() {
     make_table 3000 "${TCOLS[@]}"
     psql_q "create table app_flags (busy bool not null); insert into app_flags values (false)"
