@@ -291,9 +291,14 @@ void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms)
 void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, sl_chunk_settings *out)
 {
     sl_session_set_timeouts(sess, lock_ms, stmt_ms);
-    out->n = sl_session_is(sess, SL_DIALECT_SQLITE) ? 0 : 2; /* SQLite has no SET LOCAL */
-    snprintf(out->sql[0], sizeof out->sql[0], "SET LOCAL lock_timeout = %lld", (long long)lock_ms);
-    snprintf(out->sql[1], sizeof out->sql[1], "SET LOCAL statement_timeout = %lld", (long long)stmt_ms);
+    out->n = sl_session_is(sess, SL_DIALECT_SQLITE) ? 0 : 1; /* SQLite has no SET LOCAL */
+    /* current_setting gives the role's value with its unit ("5s", "1min"), or "0" for none */
+    snprintf(out->sql[0], sizeof out->sql[0],
+             "SELECT set_config('lock_timeout', '%lld', true), set_config('statement_timeout', '%lld', true),"
+             " set_config('idle_in_transaction_session_timeout', CASE WHEN"
+             " current_setting('idle_in_transaction_session_timeout')::interval BETWEEN interval '1 ms' AND"
+             " interval '%d ms' THEN current_setting('idle_in_transaction_session_timeout') ELSE '%d' END, true)",
+             (long long)lock_ms, (long long)stmt_ms, SL_CHUNK_IDLE_MAX_MS, SL_CHUNK_IDLE_MAX_MS);
 }
 
 void sl_session_add_key_elems(const sl_session *sess, sl_buf *b, const char *col, size_t n)

@@ -324,10 +324,10 @@ int sl_lease_check(sl_lease *lease, sl_session *sess, sl_err *err)
     int64_t wait = 0;
     int rc = mine ? 1 : judge(lease, lease->job, &h, &wait) == 1 ? swap(sess, lease, lease->job, h.runner, err) : 0;
     if (rc == 0) {
-        refuse(lease->job, &h, err);
         lease->lost = 1;
-        snprintf(lease->why, sizeof lease->why, "%s: another runner took the job over (%s)", lease->job,
+        snprintf(lease->why, sizeof lease->why, "%s: another runner took the job over (%s); stopping", lease->job,
                  h.desc ? h.desc : "?");
+        sl_err_set(err, "%s", lease->why);
     }
     holder_free(&h);
     if (rc == 1)

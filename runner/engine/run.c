@@ -901,7 +901,10 @@ int sl_run_reconnect(sl_run *run, sl_session *sess)
     int rc = sl_session_reconnect(sess, run->job->name, &run->err);
     if (rc != 0)
         return rc;
-    if (sess == run->sess && !is_lite(sess)) {
+    /* A worker's too: its chunk may have been ended by the server while this
+     * runner was held up, and a successor may hold the job now; a chunk
+     * number it committed is not this runner's to record. */
+    if (!is_lite(sess)) {
         rc = sl_lease_check(&run->lease, sess, &run->err);
         if (rc != 0)
             return -1;

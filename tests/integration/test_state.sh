@@ -511,6 +511,61 @@ test_lease() {
     assert_contains "$ERR" "stopped renewing its lease"
 }
 
+# A runner held up in the middle of a chunk (SIGSTOP here; a frozen VM, a network partition) while its
+# transaction waits on it, between the rows it read for its undo record and the record: the server ends
+# that transaction before the lease lapses, so the runner started meanwhile on another checkpoint
+# directory takes the job over at the lease's end and finishes it, instead of waiting on the held-up
+# chunk's locks. Woken, the first runner finds its connection gone and the job taken: it exits 1, having
+# recorded nothing it did not commit, and the job's state stays its successor's. Every row once.
+test_runner_held_up_mid_chunk() {
+    make_table 60000 "n int not null default 0, w text" w "repeat('w', 400)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 2000
+-- sluice:workers 2
+-- sluice:pause 100ms
+-- sluice:undo snapshot(w)
+-- sluice:up
+UPDATE t SET n = n + 1, w = 'x' || id WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    local first=$SLUICE_PID tries=0
+    wait_until 30 sql_true "select count(*) >= 2 from sluice_progress"
+    # stop it at a moment when one of its chunks waits on it inside its transaction
+    while :; do
+        kill -STOP "$first"
+        sql_true "select count(*) > 0 from pg_stat_activity where datname = current_database()
+                  and state = 'idle in transaction' and application_name = 'sluice'" && break
+        kill -CONT "$first"
+        if ((++tries > 400)); then
+            fail "never caught a chunk waiting on the runner inside its transaction"
+            return
+        fi
+        sleep "0.0$((RANDOM % 9 + 1))"
+    done
+    echo "# held up inside a chunk's transaction at try $tries"
+    sleep 16
+    # the server ended it (idle_in_transaction_session_timeout, 15 s): its locks are gone
+    assert_sql "select count(*) from pg_stat_activity where datname = current_database() and state like 'idle in%'" 0
+    sluice_start --checkpoints "$T_DIR/ckpt-b" up
+    local second=$SLUICE_PID
+    wait_until 40 sql_true "select runner_pid = $second from sluice_jobs"
+    kill -CONT "$first"
+    sluice_wait "$first"
+    assert_rc 1
+    assert_contains "$ERR" "another runner took the job over"
+    sluice_wait "$second"
+    assert_rc 0
+    assert_contains "$ERR" "stopped renewing its lease"
+    assert_sql "select count(*) filter (where n = 1 and w = 'x' || id), count(*) from t" "60000|60000"
+    assert_sql "select state, (select count(*) from sluice_undo) = (select count(*) from sluice_progress) from sluice_jobs" \
+        "done|t"
+    # the first runner's directory holds no chunk the database does not: it is brought in line, not refused
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: already done"
+}
+
 # A role with no right to create anything, as a managed database gives an application: it may only read
 # and update the table. Its first up is refused (exit 2), saying what is missing, and changes nothing;
 # once an owner has created sluice's tables with the README's DDL and granted it DML on them, it runs
@@ -720,6 +775,8 @@ run_test "lost undo records: refused unless --allow-lost-undo" test_lost_undo_re
 run_test "checkpoint directory deleted during down and after its kill: down finishes" test_lost_during_down
 run_test "a killed run shows as interrupted in history and stopped in status" test_killed_run_is_interrupted
 run_test "the lease: one runner, nothing in pg_locks, takeover" test_lease
+run_test "a runner held up mid-chunk past its lease: its transaction ends, the next runner takes over" \
+    test_runner_held_up_mid_chunk
 run_test "a role that may create nothing: refused until an owner made the tables, then up and down" \
     test_role_without_create
 run_test "a changed search_path finds no record of a job that ran: refused, naming the schema; tenants apart" \

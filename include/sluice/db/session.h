@@ -64,14 +64,22 @@ const char *sl_session_display(const sl_session *sess);
  * they are the busy timeout and a per-statement deadline. */
 void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms);
 
-/* The statements that give one chunk its timeouts, sent right after BEGIN. */
+/* The longest a chunk's transaction may sit waiting on sluice (PostgreSQL's
+ * idle_in_transaction_session_timeout, unless the role's is shorter): a
+ * runner held up mid-chunk (SIGSTOP, a frozen VM, a network partition)
+ * loses that transaction, and the row locks it holds, before its lease
+ * can expire and a successor take the job over (lease.h checks the order). */
+#define SL_CHUNK_IDLE_MAX_MS 15000
+
+/* The statement that gives one chunk its timeouts, sent right after BEGIN. */
 typedef struct sl_chunk_settings {
-    size_t n;        /* 2 on PostgreSQL, 0 on SQLite */
-    char sql[2][64]; /* SET LOCAL lock_timeout = N, SET LOCAL statement_timeout = N */
+    size_t n;         /* 1 on PostgreSQL, 0 on SQLite */
+    char sql[1][384]; /* set_config(..., true), as SET LOCAL: lock, statement and idle-in-transaction timeouts */
 } sl_chunk_settings;
 
-/* Fill out for the job's timeouts: on PostgreSQL the two SET LOCAL
- * statements; on SQLite none, as they are applied to the session instead
+/* Fill out for the job's timeouts: on PostgreSQL one statement setting
+ * them, and SL_CHUNK_IDLE_MAX_MS, for the chunk's transaction only; on
+ * SQLite none, as they are applied to the session instead
  * (sl_session_set_timeouts). */
 void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, sl_chunk_settings *out);
 

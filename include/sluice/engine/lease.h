@@ -26,6 +26,8 @@
 /* How long a lease lasts unrenewed, and how often it is renewed. */
 #define SL_LEASE_TTL_MS   30000
 #define SL_LEASE_RENEW_MS 5000
+_Static_assert(SL_CHUNK_IDLE_MAX_MS < SL_LEASE_TTL_MS - SL_LEASE_RENEW_MS,
+               "a chunk held up must lose its transaction before its runner's lease can be taken over");
 
 /* This process as a runner: a random id, and where it runs. */
 typedef struct sl_runner {

@@ -175,7 +175,8 @@ int sl_run_lost(const sl_run *run);
 void sl_run_fenced(sl_run *run);
 
 /* Reconnect sess (the run's session or a worker's) with backoff and jitter
- * for up to two minutes; the run's session takes the job's lock back. 0, SL_STOPPED
+ * for up to two minutes, then check that the job's lease is still the
+ * run's (taking it back when it lapsed with no successor). 0, SL_STOPPED
  * by a signal, -1 gave up or lost the job (run->err). */
 int sl_run_reconnect(sl_run *run, sl_session *sess) SL_MUSTCHECK;
 
