@@ -26,6 +26,7 @@ PG_MAJOR=${SLUICE_TEST_PGVERSION:-15}
 DEPS=(gcc libc6-dev pkg-config meson ninja-build libuv1-dev libpq-dev libsqlite3-dev libjansson-dev sqlite3
     "postgresql-$PG_MAJOR" postgresql-common postgresql-contrib postgresql-client-common
     clang-format procps jq
+    iproute2 # test_dburl.sh: ss shows the keepalive timers of sluice's connections
     pgbouncer # test_pooler.sh: Debian's PgBouncer (1.18) in transaction mode in front of the test server
     chromium man-db bsdutils # test_observe.sh: a report rendered headless, the man page read, a terminal (script)
     clang libclang-rt-14-dev llvm-14 # the fuzzers: clang 14, its libFuzzer runtime, llvm-symbolizer

@@ -523,8 +523,19 @@ int sl_pg_connect(sl_pg *pg, int64_t timeout_ms, sl_pg_connect_cb cb, void *arg)
 {
     if (pg->closing || pg->conn)
         return -1;
-    const char *const keywords[] = {"dbname", "fallback_application_name", NULL};
-    const char *const values[] = {pg->conninfo, "sluice", NULL};
+    /* Before dbname, which libpq expands in their place: the string's own
+     * settings win. A server gone silent (a partition, a host that died) is
+     * noticed within about a minute, sending or waiting for an answer,
+     * rather than the system's two hours: the runner then reconnects or
+     * gives up, and a scheduler sees it end. */
+    const char *const keywords[] = {"keepalives_idle",
+                                    "keepalives_interval",
+                                    "keepalives_count",
+                                    "tcp_user_timeout",
+                                    "dbname",
+                                    "fallback_application_name",
+                                    NULL};
+    const char *const values[] = {"30", "10", "3", "60000", pg->conninfo, "sluice", NULL};
     /* The one thing that blocks the loop: libpq resolves host names
      * synchronously inside PQconnectStartParams (getaddrinfo). */
     PGconn *conn = PQconnectStartParams(keywords, values, 1);

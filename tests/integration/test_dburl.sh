@@ -224,6 +224,44 @@ EOF
     done
 }
 
+# keepalive_timers PID: the TCP keepalive timer of each of PID's connections to the server, as ss shows it
+# ("keepalive,27sec,0"), one per line; "none" for a connection without one.
+keepalive_timers() {
+    ss -tnpoH state established "( dport = :$PORT )" | grep "pid=$1," |
+        sed -E 's/.*timer:\(([^)]*)\).*/\1/; t; s/.*/none/'
+}
+
+# Over TCP, sluice's connections notice a server gone silent within about a minute (keepalives after
+# 30 s idle, and tcp_user_timeout), not the system's two hours; the string's own keepalive settings win.
+test_keepalives_over_tcp() {
+    make_table 2000
+    write_job 0001_slow <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 100ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    local url="postgresql://${PGUSER:-$(id -un)}@127.0.0.1:$PORT/$T_DB" query timers
+    for query in "" "?keepalives_idle=300" "?keepalives=0"; do
+        run_sluice stamp 0001_slow pending
+        sluice_start --db "$url$query" up
+        wait_until 30 sql_true "select count(*) >= 1 from sluice_progress"
+        timers=$(keepalive_timers "$SLUICE_PID")
+        echo "# $query: ${timers//$'\n'/ | }"
+        case $query in
+        "")
+            assert_contains "$timers" "keepalive" "the connections of $url"
+            assert_eq "$(grep -Evc '^keepalive,([0-9]|[12][0-9]|30)sec,' <<<"$timers" || true)" 0 "timers past 30 s"
+            ;;
+        *idle=300) assert_contains "$timers" "keepalive,4min" "the URL's 300 s" ;;
+        *) assert_eq "$(grep -vc '^none$' <<<"$timers" || true)" 0 "timers with keepalives=0" ;;
+        esac
+        sluice_kill INT
+        assert_rc 3
+    done
+}
+
 # SQLite: sqlite:PATH as before, and SQLAlchemy's sqlite:///relative (to the current directory) and
 # sqlite:////absolute, with or without +pysqlite / +aiosqlite; Python's sqlite3 options are left out
 # with a warning.
@@ -327,6 +365,7 @@ run_test "a password with / @ : % space quotes: unescaped URL, key=value, PGPASS
 run_test "the password is in no error message, log line or checkpoint file" test_password_never_in_errors
 run_test "the password is gone from /proc/PID/cmdline while up runs (URL, --db=, key=value)" \
     test_password_not_in_cmdline
+run_test "over TCP: keepalives after 30 s idle unless the string sets its own" test_keepalives_over_tcp
 run_test "SQLite: sqlite:PATH, sqlite:///relative, sqlite:////absolute, +pysqlite, +aiosqlite" test_sqlite_forms
 run_test "refused with exit 2 and a reason: in-memory, other databases, unknown drivers and parameters" \
     test_refusals
