@@ -80,7 +80,10 @@ int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
     int rc = sl_run_open(&run, &sess, &opts->run, job, SL_RUN_STAMP);
     if (rc == 0)
         rc = sl_run_stamp(&run, state);
-    if (rc != 0) {
+    if (rc == SL_STOPPED) {
+        sl_info("%s", run.err.msg);
+        code = SL_EXIT_STOPPED;
+    } else if (rc != 0) {
         sl_error("%s", run.err.msg);
         code = rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     } else {

@@ -387,7 +387,7 @@ static int execute(down_run *r)
 
 static int refused_code(int rc)
 {
-    return rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+    return rc == SL_EREFUSED ? SL_EXIT_USAGE : rc == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
 }
 
 static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
@@ -412,6 +412,8 @@ static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     if (rc == 0)
         rc = check_records(&r);
     int code = rc != 0 ? refused_code(rc) : execute(&r);
+    if (rc == SL_STOPPED)
+        sl_info("%s", r.err.msg);
     if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
                      json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);

@@ -307,8 +307,8 @@ static int take(sl_lease *lease, sl_session *sess, const char *job, sl_err *err)
             return 0;
         }
         if (sl_session_sleep(sess, verdict == 2 ? wait : 100)) {
-            sl_err_set(err, "%s: stopped by a signal while waiting for the job's lease", job);
-            return -1;
+            sl_err_set(err, "%s: stopped by a signal while waiting for the job's lease; nothing ran", job);
+            return SL_STOPPED;
         }
     }
     sl_err_set(err, "cannot take the lease of job %s: it keeps changing hands", job);

@@ -376,7 +376,9 @@ int sl_up_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
         r.ckpt = r.run.ckpt;
         if (rc != 0) {
             r.err = r.run.err;
-            code = rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
+            code = rc == SL_EREFUSED ? SL_EXIT_USAGE : rc == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
+            if (rc == SL_STOPPED)
+                sl_info("%s", r.err.msg);
         }
     }
     /* under the lock: another runner may have finished the job meanwhile */

@@ -504,6 +504,15 @@ test_lease() {
     run_sluice stamp 0001_bump pending
     assert_rc 2
     assert_contains "$ERR" "sluice pid 1 on other-host"
+    # one that stopped being renewed 16 s ago: waited for; a signal meanwhile stops the wait, exit 3,
+    # and nothing changes
+    psql_q "update sluice_jobs set lease_until = now() + interval '14 s'"
+    sluice_start up
+    wait_until 10 grep -q "stopped renewing its lease" "${_T_BG_FILES[$SLUICE_PID]}.err"
+    sluice_kill TERM
+    assert_rc 3
+    assert_contains "$ERR" "stopped by a signal while waiting for the job's lease; nothing ran"
+    assert_sql "select state, runner_desc from sluice_jobs" "running|sluice pid 1 on other-host"
     # one that stopped being renewed 25 s ago: waited for until it expires
     psql_q "update sluice_jobs set lease_until = now() + interval '2 s'"
     run_sluice stamp 0001_bump pending

@@ -84,7 +84,7 @@ typedef struct sl_lease {
  * has none. A lease held by a live runner is refused (SL_EREFUSED, err names it and
  * when the lease ends); one whose runner stopped renewing it is waited for
  * (at most until it expires); one of a process gone from this machine is
- * taken at once. 0 taken, SL_EREFUSED refused, -1 error. */
+ * taken at once. 0 taken, SL_EREFUSED refused, SL_STOPPED a signal came while waiting (err says so), -1 error. */
 int sl_lease_take(sl_lease *lease, sl_session *sess, const char *job, sl_err *err) SL_MUSTCHECK;
 
 /* Keep the lease renewed in the background until sl_lease_release. */
