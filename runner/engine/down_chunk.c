@@ -112,7 +112,7 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     sl_query q[8];
     q[n++] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
-        q[n++] = (sl_query){r->timeouts.sql[i], 0, NULL, 0};
+        q[n++] = (sl_query){r->timeouts.sql[i], 0, NULL, 1};
     memset(l, 0, sizeof *l);
     if ((l->fence = fence != NULL)) {
         l->fence_i = n;

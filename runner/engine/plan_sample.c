@@ -86,7 +86,7 @@ static int run_one(sampler *s, const char **edges, sample *out)
     sl_query *q = sl_calloc(k + 8, sizeof *q);
     q[nq++] = (sl_query){sl_session_begin_sql(s->sess), 0, NULL, 0};
     for (size_t i = 0; i < s->timeouts.n; i++)
-        q[nq++] = (sl_query){s->timeouts.sql[i], 0, NULL, 0};
+        q[nq++] = (sl_query){s->timeouts.sql[i], 0, NULL, 1};
     size_t lsn0 = nq;
     if (pg)
         q[nq++] = (sl_query){"SELECT pg_current_wal_insert_lsn()::text", 0, NULL, 0};

@@ -152,7 +152,7 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
     sl_query *q = w->q = sl_calloc(l->nq, sizeof *q);
     q[0] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
-        q[1 + i] = (sl_query){r->timeouts.sql[i], 0, NULL, 0};
+        q[1 + i] = (sl_query){r->timeouts.sql[i], 0, NULL, 1};
     if (l->pre)
         q[l->pre_i] = (sl_query){r->undo.pre_sql, 2 * (int)n, w->edges, 1};
     for (size_t i = 0; i < l->k; i++) {
