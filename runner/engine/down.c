@@ -293,21 +293,22 @@ static int finish(down_run *r, int code)
      * applied (to undo by the next down, or left as they are: no record) */
     json_t *fields = json_pack("{sIsIsI}", "rows", (json_int_t)r->rows_undone, "chunks", (json_int_t)r->chunks_undone,
                                "left", (json_int_t)(r->nchunks - r->chunks_undone));
-    if (code == SL_EXIT_OK || code == SL_EXIT_STOPPED)
-        sl_log_event(SL_LOG_INFO, code == SL_EXIT_OK ? "rolled_back" : "stopped", fields, "%s: %s", r->job->name,
-                     code == SL_EXIT_OK ? "rolled back" : "rollback stopped");
+    /* one line, the event's: "rolled back: ..." or "rollback stopped after ..." */
+    if (code == SL_EXIT_OK && r->nlost)
+        sl_log_event(SL_LOG_INFO, "rolled_back", fields,
+                     "%s: rolled back: %" PRId64 " rows in %zu chunks; %zu chunk%s left as %s (no undo record)",
+                     r->job->name, r->rows_undone, r->chunks_undone, r->nlost, r->nlost == 1 ? "" : "s",
+                     r->nlost == 1 ? "it was" : "they were");
+    else if (code == SL_EXIT_OK)
+        sl_log_event(SL_LOG_INFO, "rolled_back", fields, "%s: rolled back: %" PRId64 " rows in %zu chunks",
+                     r->job->name, r->rows_undone, r->chunks_undone);
+    else if (code == SL_EXIT_STOPPED)
+        sl_log_event(SL_LOG_INFO, "stopped", fields,
+                     "%s: rollback stopped after %zu chunks (%" PRId64 " rows undone, %zu chunks left); `sluice down` "
+                     "resumes it",
+                     r->job->name, r->chunks_undone, r->rows_undone, r->nchunks - r->chunks_undone);
     else
         json_decref(fields);
-    if (code == SL_EXIT_OK && r->nlost)
-        sl_info("%s: rolled back: %" PRId64 " rows in %zu chunks; %zu chunk%s left as %s (no undo record)",
-                r->job->name, r->rows_undone, r->chunks_undone, r->nlost, r->nlost == 1 ? "" : "s",
-                r->nlost == 1 ? "it was" : "they were");
-    else if (code == SL_EXIT_OK)
-        sl_info("%s: rolled back: %" PRId64 " rows in %zu chunks", r->job->name, r->rows_undone, r->chunks_undone);
-    else if (code == SL_EXIT_STOPPED)
-        sl_info("%s: rollback stopped after %zu chunks (%" PRId64 " rows undone, %zu chunks left); `sluice down` "
-                "resumes it",
-                r->job->name, r->chunks_undone, r->rows_undone, r->nchunks - r->chunks_undone);
     return code;
 }
 
