@@ -340,8 +340,12 @@ static int decide(up_run *r)
     if (sl_run_read_row(r->sess, r->job->name, &row, &r->err) != 0)
         return SL_EXIT_FAILED;
     int code = already_done(r->job, &row) ? UP_ALREADY_DONE : exit_of(up_preflight(r));
-    /* what it walks before its SQL: a changed key explains a statement that no longer fits */
-    if (code == SL_EXIT_OK && sl_run_check_identity(&row, r->job, &r->id, r->opts, &r->err) != 0)
+    /* what it walks before its SQL: a changed key explains a statement that no longer fits; a file
+     * changed with --allow-changed-statements is warned about once, under the lock (sl_up_job) */
+    sl_job_row seen = row;
+    if (r->opts->allow_changed_statements)
+        seen.checksum = (char *)"";
+    if (code == SL_EXIT_OK && sl_run_check_identity(&seen, r->job, &r->id, r->opts, &r->err) != 0)
         code = SL_EXIT_USAGE;
     /* a first run: unless the job's record sits in tables this search_path does not find */
     if (code == SL_EXIT_OK && !row.exists && row.chunks == 0)

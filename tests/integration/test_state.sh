@@ -387,6 +387,7 @@ test_changed_statements_flag() {
     assert_contains "$ERR" "--allow-changed-statements"
     run_sluice --allow-changed-statements up
     assert_rc 0
+    assert_eq "$(grep -c "going on with the new text" <<<"$ERR")" 1 "warnings that the file changed"
     assert_sql "select count(*) from t where n not in (1, 10)" 0
     run_sluice up
     assert_rc 0
@@ -527,12 +528,12 @@ test_lease() {
 # chunk's locks. Woken, the first runner finds its connection gone and the job taken: it exits 1, having
 # recorded nothing it did not commit, and the job's state stays its successor's. Every row once.
 test_runner_held_up_mid_chunk() {
-    make_table 60000 "n int not null default 0, w text" w "repeat('w', 400)"
+    make_table 200000 "n int not null default 0, w text" w "repeat('w', 200)"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 2000
 -- sluice:workers 2
--- sluice:pause 100ms
+-- sluice:pause 200ms
 -- sluice:undo snapshot(w)
 -- sluice:up
 UPDATE t SET n = n + 1, w = 'x' || id WHERE id BETWEEN :lo AND :hi;
@@ -558,15 +559,19 @@ EOF
     assert_sql "select count(*) from pg_stat_activity where datname = current_database() and state like 'idle in%'" 0
     sluice_start --checkpoints "$T_DIR/ckpt-b" up
     local second=$SLUICE_PID
-    wait_until 40 sql_true "select runner_pid = $second from sluice_jobs"
+    # its run begins once it holds the lease (it may finish before a look at sluice_jobs would see it)
+    wait_until 40 sql_true "select exists (select 1 from sluice_runs where runner like 'sluice pid $second on %')" ||
+        diag "the second runner: $(cat "${_T_BG_FILES[$second]}.err"); sluice_jobs: $(psql_q "select runner_desc,
+              lease_until - now() from sluice_jobs"); $(psql_q "select pid, state, left(query, 60) from pg_stat_activity
+              where datname = current_database()")"
     kill -CONT "$first"
     sluice_wait "$first"
     assert_rc 1
-    assert_contains "$ERR" "another runner took the job over"
+    assert_contains "$ERR" "another runner took" # the job over (a worker found it), or the lease (the keeper did)
     sluice_wait "$second"
     assert_rc 0
     assert_contains "$ERR" "stopped renewing its lease"
-    assert_sql "select count(*) filter (where n = 1 and w = 'x' || id), count(*) from t" "60000|60000"
+    assert_sql "select count(*) filter (where n = 1 and w = 'x' || id), count(*) from t" "200000|200000"
     assert_sql "select state, (select count(*) from sluice_undo) = (select count(*) from sluice_progress) from sluice_jobs" \
         "done|t"
     # the first runner's directory holds no chunk the database does not: it is brought in line, not refused
