@@ -883,7 +883,8 @@ int sl_run_finish(sl_run *run, int code)
     sl_err ferr;
     if (run->ckpt &&
         sl_ckpt_finish_run_as(run->ckpt, run->run_id, state, up ? sl_state_name(state) : outcome, error, &ferr) != 0) {
-        sl_error("%s", ferr.msg);
+        if (code != SL_EXIT_FAILED || strcmp(ferr.msg, saved.msg) != 0) /* a full disk: said once, as the failure */
+            sl_error("%s", ferr.msg);
         if (code == SL_EXIT_OK)
             code = SL_EXIT_FAILED;
     }
