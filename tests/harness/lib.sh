@@ -392,6 +392,16 @@ rows_done_at_least() {
     ((${p#*|} >= $2))
 }
 
+# stop_up_after JOB ROWS [DONE]: `up JOB` in the background until at least ROWS of JOB committed (DONE:
+# the check for wait_until, rows_done_at_least or SQLite's sq_rows_done_at_least), then SIGINT: it stops,
+# exit 3, resumable.
+stop_up_after() {
+    sluice_start up "$1"
+    wait_until 30 "${3:-rows_done_at_least}" "$1" "$2"
+    sluice_kill INT
+    assert_rc 3
+}
+
 # pg_restart: restart the server at once (pg_ctl restart -m immediate: no shutdown checkpoint, crash
 # recovery on start, every connection dropped). Returns once it accepts connections again.
 pg_restart() {

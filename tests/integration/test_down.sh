@@ -633,10 +633,7 @@ test_snapshot_all_columns_added_mid_run() {
 -- sluice:up
 DELETE FROM u WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
 EOF
-    sluice_start up
-    wait_until 30 rows_done_at_least 0001_purge 300
-    sluice_kill INT
-    assert_rc 3
+    stop_up_after 0001_purge 300
     local stop
     stop=$(psql_q "select max(hi[1]::int) from sluice_progress where job = '0001_purge'")
     psql_q "alter table u add column z int not null default 7; update u set z = id"
@@ -659,10 +656,7 @@ EOF
 -- sluice:up
 UPDATE u SET a = upper(a) WHERE id BETWEEN :lo AND :hi;
 EOF
-    sluice_start up 0002_shout
-    wait_until 30 rows_done_at_least 0002_shout 300
-    sluice_kill INT
-    assert_rc 3
+    stop_up_after 0002_shout 300
     psql_q "alter table u add column y int default 1; update u set y = id + 1"
     run_sluice up 0002_shout
     assert_rc 0
@@ -681,10 +675,7 @@ EOF
 -- sluice:up
 DELETE FROM u WHERE id BETWEEN :lo AND :hi AND id % 5 = 0;
 EOF
-    sluice_start up 0003_thin
-    wait_until 30 rows_done_at_least 0003_thin 300
-    sluice_kill INT
-    assert_rc 3
+    stop_up_after 0003_thin 300
     psql_q "alter table u drop column y"
     run_sluice up 0003_thin
     assert_rc 0

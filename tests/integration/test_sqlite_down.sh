@@ -456,10 +456,7 @@ test_snapshot_all_columns_added_mid_run() {
 -- sluice:up
 DELETE FROM u WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
 EOF
-    sluice_start up
-    wait_until 30 sq_rows_done_at_least 0001_purge 300
-    sluice_kill INT
-    assert_rc 3
+    stop_up_after 0001_purge 300 sq_rows_done_at_least
     local stop
     stop=$(sq "select max(cast(json_extract(hi, '\$[0]') as int)) from sluice_progress")
     sq "alter table u add column z int not null default 7"
