@@ -613,9 +613,6 @@ EOF
     assert_sql "select count(*) from parent" 1500
 }
 
-# snapshot(*) saves whole rows as the table had them: a column added between up and down (a schema
-# migration meanwhile) keeps its default in rows put back by INSERT and its values in rows put back by
-# UPDATE; a row changed since is still a conflict; a column dropped since is refused, saying why.
 # snapshot(*) with columns added while up ran (stopped, a migration, resumed): each chunk is put back
 # with the columns it saved. Rows saved before the column came get its default (a NOT NULL column
 # too); rows saved after it get their own values back; rows down updates keep the added column's
@@ -687,6 +684,9 @@ EOF
     assert_sql "select count(*) || md5(string_agg(u::text, ',' order by id)) from u" "$thin"
 }
 
+# snapshot(*) saves whole rows as the table had them: a column added between up and down (a schema
+# migration meanwhile) keeps its default in rows put back by INSERT and its values in rows put back by
+# UPDATE; a row changed since is still a conflict; a column dropped since is refused, saying why.
 test_snapshot_all_after_columns_changed() {
     psql_q "create table u (id int primary key, a text, b int);
             insert into u select g, 'a' || g, g from generate_series(1, 600) g"

@@ -440,7 +440,6 @@ run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse
 run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_missing_and_too_far
 run_test "refused: checkpoints that belong to another database" test_refuse_other_database
 run_test "down -1, downgrade JOB with later jobs, down base" test_targets
-# snapshot(*) after columns were added (SQLite appends them): put back what the rows held; one dropped: refused.
 # snapshot(*) with a column added while up was stopped: each chunk is put back with the columns it
 # saved (a NOT NULL DEFAULT column gets its default in the rows saved before it).
 test_snapshot_all_columns_added_mid_run() {
@@ -470,6 +469,7 @@ EOF
                sum(a <> 'a' || id or b <> id) from u" "1000|0|0"
 }
 
+# snapshot(*) after columns were added (SQLite appends them): put back what the rows held; one dropped: refused.
 test_snapshot_all_after_columns_changed() {
     sq_init
     sq "create table u (id integer primary key, a text, b int)"
