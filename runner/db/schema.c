@@ -256,20 +256,13 @@ static int read_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
  * the writes should go. SL_EREFUSED, 0, or -1. */
 static int writable(sl_session *sess, sl_err *err)
 {
-    if (lite(sess))
-        return 0;
-    sl_answer ans;
-    if (ask(sess, "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')::boolean",
-            "cannot tell whether the server takes writes", &ans, err) != 0)
-        return -1;
-    int standby = sl_answer_true(sl_answer_val(&ans, 0, 0, 0)), ro = sl_answer_true(sl_answer_val(&ans, 0, 0, 1));
-    sl_answer_free(&ans);
-    if (!standby && !ro)
-        return 0;
-    sl_err_set(err, "%s takes no writes: %s", sl_session_display(sess),
-               standby ? "it is a standby (in recovery)" : "default_transaction_read_only is on for this connection");
+    const char *why;
+    int ro = sl_session_read_only(sess, &why, err);
+    if (ro <= 0)
+        return ro;
+    sl_err_set(err, "%s takes no writes: %s", sl_session_display(sess), why);
     sl_err_append(err, "hint: %s",
-                  standby ? "point --db at the primary; sluice writes the job's changes and its state there"
+                  ro == 1 ? "point --db at the primary; sluice writes the job's changes and its state there"
                           : "turn it off for sluice's role (ALTER ROLE ... SET default_transaction_read_only = off) "
                             "or in the URL (options=-cdefault_transaction_read_only%3Doff)");
     return SL_EREFUSED;

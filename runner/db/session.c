@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,7 @@ static void copy_result(sl_result *dst, const PGresult *res)
 typedef struct waiter {
     sl_answer *ans;
     int done;
+    int readonly; /* sl_session_exec_readonly's: a write refused there is the query's own */
 } waiter;
 
 static void fill_answer(sl_answer *ans, const sl_pg_reply *reply)
@@ -69,19 +71,45 @@ static void fill_answer(sl_answer *ans, const sl_pg_reply *reply)
         copy_result(&ans->results[i], reply->results ? reply->results[i] : NULL);
 }
 
+static sl_session *session_of(sl_pg *pg)
+{
+    return (sl_session *)(void *)((char *)pg - offsetof(sl_session, pg));
+}
+
+/* A writer's statement refused with 25006 (read_only_sql_transaction): the
+ * server stopped taking writes under the run (sl_session_writer). The
+ * answer becomes a lost connection's, and the connection is dropped (its
+ * other batches, if any, fail as lost too), so that the caller's reconnect
+ * finds a server that takes writes again, or gives up in its own time. */
+static void refused_write(sl_pg *pg, sl_answer *ans)
+{
+    sl_session *sess = session_of(pg);
+    if (!sess->writes || ans->ok || ans->conn_lost || strcmp(ans->sqlstate, "25006") != 0)
+        return;
+    char *why = sl_asprintf("%s stopped taking writes (a standby now, after a failover?): %s", sl_session_display(sess),
+                            ans->error ? ans->error : "read-only");
+    free(ans->error);
+    ans->error = why;
+    ans->conn_lost = 1;
+    free(sess->dropped);
+    sess->dropped = sl_strdup(why);
+    sl_pg_disconnect(pg);
+}
+
 static void on_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
 {
-    (void)pg;
     waiter *w = arg;
     fill_answer(w->ans, reply);
+    if (!w->readonly)
+        refused_write(pg, w->ans);
     w->done = 1;
 }
 
 static void on_pending_reply(sl_pg *pg, const sl_pg_reply *reply, void *arg)
 {
-    (void)pg;
     sl_pending *p = arg;
     fill_answer(&p->ans, reply);
+    refused_write(pg, &p->ans);
     p->done = 1;
     if (p->on_done)
         p->on_done(p);
@@ -158,6 +186,7 @@ int sl_session_init_from(sl_session *sess, const sl_session *from, sl_err *err)
         return -1;
     sess->pg.pooler = from->pg.pooler;
     sess->pg.pooled = from->pg.pooled;
+    sess->writes = from->writes;
     return 0;
 }
 
@@ -275,6 +304,33 @@ static int setup_pg(sl_session *sess, sl_err *err)
     return sess->pg.pooled ? 0 : run_setup(sess, untracked_sql, nu, 0, err);
 }
 
+int sl_session_read_only(sl_session *sess, const char **why, sl_err *err)
+{
+    *why = NULL;
+    if (!sl_session_is(sess, SL_DIALECT_PG))
+        return 0;
+    sl_answer ans;
+    if (sl_session_exec1(sess, "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')::boolean",
+                         0, NULL, &ans) != 0 ||
+        !ans.ok) {
+        sl_err_set(err, "cannot tell whether %s takes writes: %s", sl_session_display(sess),
+                   ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int ro = sl_answer_true(sl_answer_val(&ans, 0, 0, 0)) ? 1 : sl_answer_true(sl_answer_val(&ans, 0, 0, 1)) ? 2 : 0;
+    sl_answer_free(&ans);
+    *why = ro == 1   ? "it is a standby (in recovery)"
+           : ro == 2 ? "default_transaction_read_only is on for this connection"
+                     : NULL;
+    return ro;
+}
+
+void sl_session_writer(sl_session *sess)
+{
+    sess->writes = 1;
+}
+
 const char *sl_session_display(const sl_session *sess)
 {
     return sl_session_is(sess, SL_DIALECT_SQLITE) ? sess->lite.display
@@ -346,12 +402,19 @@ int sl_session_connect(sl_session *sess, sl_err *err)
     } else {
         rc = setup_pg(sess, err);
     }
+    const char *why = NULL;
+    if (rc == 0 && sess->writes && (rc = sl_session_read_only(sess, &why, err)) != 0) {
+        if (rc > 0)
+            sl_err_set(err, "%s takes no writes: %s", sl_session_display(sess), why);
+        sl_session_disconnect(sess);
+        rc = -1;
+    }
     free(w.error);
     sess->connecting = 0;
     return rc;
 }
 
-int sl_session_exec(sl_session *sess, const sl_query *queries, size_t n, sl_answer *ans)
+static int exec_batch(sl_session *sess, const sl_query *queries, size_t n, int readonly, sl_answer *ans)
 {
     memset(ans, 0, sizeof *ans);
     if (sl_session_is(sess, SL_DIALECT_SQLITE)) {
@@ -364,12 +427,17 @@ int sl_session_exec(sl_session *sess, const sl_query *queries, size_t n, sl_answ
     }
     if (!sl_session_is(sess, SL_DIALECT_PG) || !sess->pg.connected)
         return -1;
-    waiter w = {ans, 0};
+    waiter w = {ans, 0, readonly};
     if (sl_pg_send(&sess->pg, queries, n, on_reply, &w) != 0)
         return -1;
     while (!w.done)
         sl_fiber_wait(sess->loop);
     return 0;
+}
+
+int sl_session_exec(sl_session *sess, const sl_query *queries, size_t n, sl_answer *ans)
+{
+    return exec_batch(sess, queries, n, 0, ans);
 }
 
 int sl_session_send(sl_session *sess, const sl_query *queries, size_t n, sl_pending *p)
@@ -414,7 +482,7 @@ int sl_session_exec_readonly(sl_session *sess, const sl_query *queries, size_t n
         all[1 + i] = queries[i];
     all[n + 1] = (sl_query){"ROLLBACK", 0, NULL, 0};
     /* SQLite's batch stops at a failure: query_only is reset on its own */
-    int rc = sl_session_exec(sess, all, lite ? n + 1 : n + 2, ans);
+    int rc = exec_batch(sess, all, lite ? n + 1 : n + 2, 1, ans);
     free(all);
     if (rc != 0)
         return rc;
@@ -530,6 +598,8 @@ static void close_handles(sl_session *sess)
         free(sess->pg.display);
         sess->pg.conninfo = sess->pg.display = NULL;
     }
+    free(sess->dropped);
+    sess->dropped = NULL;
 }
 
 void sl_session_close(sl_session *sess)
@@ -579,7 +649,11 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
     for (int attempt = 1;; attempt++) {
         int64_t wait = sl_session_backoff_ms(attempt + 1);
         json_t *fields = json_pack("{sisI}", "attempt", attempt, "wait_ms", (json_int_t)wait);
-        if (attempt == 1) {
+        if (attempt == 1 && sess->dropped) {
+            json_object_set_new(fields, "error", sl_json_str(sess->dropped));
+            sl_log_event(SL_LOG_WARN, "reconnect", fields, "%s: connection dropped: %s; reconnecting in %lld ms", who,
+                         sess->dropped, (long long)wait);
+        } else if (attempt == 1) {
             sl_log_event(SL_LOG_WARN, "reconnect", fields, "%s: connection lost; reconnecting in %lld ms", who,
                          (long long)wait);
         } else {
@@ -588,6 +662,8 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
                          "%s: reconnecting failed: %s; trying again in %lld ms (attempt %d)", who, cerr.msg,
                          (long long)wait, attempt);
         }
+        free(sess->dropped);
+        sess->dropped = NULL;
         if (sl_session_sleep(sess, wait))
             return SL_STOPPED;
         if (sl_session_connect(sess, &cerr) == 0)

@@ -616,6 +616,7 @@ int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *
     rc = sl_schema_ensure(sess, &run->db, &run->err);
     if (rc != 0)
         return rc;
+    sl_session_writer(sess); /* it took writes: from now on a server that stops taking them is a failover */
     rc = take_lock(run);
     if (rc != 0)
         return rc;

@@ -122,7 +122,86 @@ EOF
     assert_ne "$delays_a" "$delays_b" "the two runners' reconnect delays (jitter must differ between processes)"
 }
 
+# The server stops taking writes mid-run: a primary fenced for a switchover (default_transaction_read_only
+# on, the configuration reloaded, so its open sessions' next transaction is read-only), or an address
+# that names the old primary, a standby now. Each test turns it back on however it ends.
+server_read_only() {
+    psql_q "alter system set default_transaction_read_only = $1" && psql_q "select pg_reload_conf()" >/dev/null
+}
+
+writes_refused_in_log() {
+    grep -q "takes no writes" "${_T_BG_FILES[$SLUICE_PID]}.err" || ! runner_alive
+}
+
+# Read-only for a few seconds, under `up` and then under `down`, of a job with 2 workers and a snapshot:
+# the refused write is a dropped connection, the reconnects wait for a server that takes writes, and
+# both finish exactly once: every row changed once after `up`, the table as it was after `down`.
+test_read_only_for_a_while_up_and_down() {
+    local before
+    trap 'server_read_only off; _t_teardown' EXIT
+    psql_q "create table t (id int primary key, n int not null default 0, note text);
+            insert into t (id, note) select g, 'row ' || g from generate_series(1, $ROWS) g; analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:workers 2
+-- sluice:undo snapshot(n, note)
+-- sluice:up
+UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
+EOF
+    before=$(table_sum)
+    for cmd in up down; do
+        if [[ $cmd == up ]]; then start_mid_run; else
+            sluice_start down 0001_bump
+            wait_until 60 sql_true "select count(*) > 0 from t where n = 0 and note like 'row %'"
+        fi
+        server_read_only on
+        wait_until 30 writes_refused_in_log
+        sleep 2
+        runner_alive || { sluice_wait; show_state; fail "$cmd exited ($RC) while the server took no writes"; }
+        server_read_only off
+        wait_until 200 runner_exited || { show_state; return 1; }
+        sluice_wait
+        assert_rc 0 || { show_state; return 1; }
+        assert_contains "$ERR" "stopped taking writes (a standby now, after a failover?): cannot execute" "$cmd's log"
+        assert_contains "$ERR" "takes no writes: default_transaction_read_only is on" "$cmd's log"
+        assert_contains "$ERR" "reconnected" "$cmd's log"
+        if [[ $cmd == up ]]; then
+            assert_sql "select count(*) from t where n <> 1 or note <> 'changed'" 0
+            assert_sql "select sum(rows) from sluice_progress" "$ROWS"
+            assert_sql "select count(*) from sluice_undo" "$(psql_q "select count(*) from sluice_progress")"
+        fi
+    done
+    assert_eq "$(table_sum)" "$before" "the table after down (md5 of every row)"
+}
+
+# Read-only for longer than the reconnects last (SLUICE_RECONNECT_FOR): `up` gives up with exit 1,
+# saying why; once the server takes writes again, `up` resumes and every row is changed once.
+test_read_only_too_long() {
+    trap 'server_read_only off; _t_teardown' EXIT
+    export SLUICE_RECONNECT_FOR=2s
+    make_job
+    start_mid_run
+    server_read_only on
+    wait_until 60 runner_exited || { show_state; return 1; }
+    sluice_wait
+    assert_rc 1
+    assert_contains "$ERR" "gave up reconnecting after 2s: " "the runner's log"
+    assert_contains "$ERR" "takes no writes: default_transaction_read_only is on for this connection" \
+        "the runner's log"
+    server_read_only off
+    unset SLUICE_RECONNECT_FOR
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_sql "select sum(rows) from sluice_progress" "$ROWS"
+}
+
 run_test "server restarted (-m immediate) mid-run: sluice reconnects and finishes exactly once" test_immediate_restart
 run_test "server down 5 s mid-run: sluice keeps retrying and finishes exactly once" test_server_down_5s
+run_test "server read-only for a while under up and down (2 workers, snapshot): both finish exactly once" \
+    test_read_only_for_a_while_up_and_down
+run_test "server read-only longer than the reconnects last: exit 1 saying so, then up resumes exactly once" \
+    test_read_only_too_long
 run_test "two runners lose the server together: both finish exactly once, with independent jitter" test_two_runners_jitter_apart
 t_done

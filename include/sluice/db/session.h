@@ -29,6 +29,8 @@ typedef struct sl_session {
     int quiet;        /* a worker's extra session: signals are announced by the main one */
     int open_handles; /* while sl_session_close_now waits for them */
     int connecting;   /* a fiber is connecting it: others wait for that attempt */
+    int writes;       /* a writer's (up, down, stamp), once the server took writes: see sl_session_writer */
+    char *dropped;    /* why sluice dropped the connection itself, for sl_session_reconnect to say */
 } sl_session;
 
 /* Whether sess has a database open, and of that dialect. */
@@ -45,7 +47,7 @@ static inline int sl_session_is(const sl_session *sess, sl_dialect dialect)
 int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err) SL_MUSTCHECK;
 
 /* Another connection to from's database, as from connects (its pooler
- * setting, and what it found out about it): a worker's. */
+ * setting, what it found out about it, whether it writes): a worker's. */
 int sl_session_init_from(sl_session *sess, const sl_session *from, sl_err *err) SL_MUSTCHECK;
 
 /* Connect (non-blocking, with a timeout; SLUICE_CONNECT_TIMEOUT overrides the
@@ -55,6 +57,23 @@ int sl_session_init_from(sl_session *sess, const sl_session *from, sl_err *err) 
  * session share the attempt: one already connected (or being connected by
  * another fiber) is not connected twice; the others wait for its outcome. */
 int sl_session_connect(sl_session *sess, sl_err *err) SL_MUSTCHECK;
+
+/* Whether the PostgreSQL server takes no writes on this connection: 1 it is
+ * a standby (in recovery), 2 default_transaction_read_only is on (why says
+ * which, in words), 0 it takes them (and always on SQLite), -1 it cannot be
+ * asked (err). */
+int sl_session_read_only(sl_session *sess, const char **why, sl_err *err) SL_MUSTCHECK;
+
+/* Mark sess a writer's, once the server was found to take writes: from then
+ * on a server that stops taking them under it (a failover that left the
+ * address on the old primary, now a standby; default_transaction_read_only
+ * turned on) is a lost connection, not the job's error. A write refused as
+ * read-only (SQLSTATE 25006) outside sl_session_exec_readonly drops the
+ * connection and answers conn_lost; connecting again (sl_session_connect,
+ * so sl_session_reconnect) fails while the server still takes no writes,
+ * so the reconnect's backoff waits, within its two minutes, for one that
+ * does. Worker sessions made from it (sl_session_init_from) are too. */
+void sl_session_writer(sl_session *sess);
 
 /* "user@host:port/dbname" or "sqlite:PATH": safe to print. */
 const char *sl_session_display(const sl_session *sess);
