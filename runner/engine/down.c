@@ -374,6 +374,10 @@ static int execute(down_run *r)
     if (pg) /* sluice ctl from another machine: requests in sluice_ctl */
         sl_lease_set_ctl(&r->run.lease, down_on_ctl, r);
     int code = down_walk(r);
+    if (code == SL_EXIT_OK && sl_run_check_kept(&r->run, r->sess) != 0) {
+        r->err = r->run.err;
+        code = SL_EXIT_FAILED;
+    }
     if (pg)
         sl_lease_set_ctl(&r->run.lease, NULL, NULL);
     if (code != SL_EXIT_OK) /* a pause asked just before a signal stopped the walk (one that came with
@@ -391,7 +395,8 @@ static int refused_code(int rc)
     return rc == SL_EREFUSED ? SL_EXIT_USAGE : rc == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
 }
 
-static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
+/* One run of job; *lost when the database lost commits of it (run.h). */
+static int down_once(sl_session *sess, const sl_run_opts *opts, sl_job *job, int reruns_left, int *lost)
 {
     down_run r;
     run_init(&r, sess, opts, job);
@@ -415,12 +420,33 @@ static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
     int code = rc != 0 ? refused_code(rc) : execute(&r);
     if (rc == SL_STOPPED)
         sl_info("%s", r.err.msg);
-    if (code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
+    *lost = code == SL_EXIT_FAILED && r.run.lost_commits && reruns_left > 0 && !sl_session_stopping(sess);
+    if (*lost) {
+        sl_log_event(SL_LOG_WARN, "rerun", json_pack("{so}", "error", sl_json_str(r.err.msg)),
+                     "%s; rolling back again from what the database has", r.err.msg);
+        /* connected again before the run closes, so that its lease is released, not left to lapse */
+        int again = sl_run_rerun(sess, job, &r.err);
+        if (again != 0) {
+            *lost = 0;
+            code = again == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
+        }
+    }
+    if (!*lost && code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
                      json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
     run_free(&r);
     sl_log_set_job(NULL);
     return code;
+}
+
+static int down_job(sl_session *sess, const sl_run_opts *opts, sl_job *job)
+{
+    int code, lost = 0;
+    for (int left = SL_LOST_COMMITS_RERUNS;; left--) {
+        code = down_once(sess, opts, job, left, &lost);
+        if (!lost)
+            return code;
+    }
 }
 
 /* ---- choosing the jobs ---- */

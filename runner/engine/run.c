@@ -422,15 +422,15 @@ int sl_run_check_journal(sl_session *sess, const sl_run_opts *opts, const char *
     return check_journal(sess, opts, job, &db, err);
 }
 
-/* The chunks the database has, ascending. */
-static int db_chunk_numbers(sl_run *run, int64_t **nums, size_t *n)
+/* The chunks the database has, ascending, asked through sess. */
+static int db_chunk_numbers(sl_run *run, sl_session *sess, int64_t **nums, size_t *n)
 {
     *nums = NULL;
     *n = 0;
     const char *params[] = {run->job->name};
     sl_answer ans;
-    if (sl_session_exec1(run->sess, "SELECT chunk_no FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no", 1,
-                         params, &ans) != 0 ||
+    if (sl_session_exec1(sess, "SELECT chunk_no FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no", 1, params,
+                         &ans) != 0 ||
         !ans.ok) {
         sl_err_set(&run->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "not connected");
         sl_answer_free(&ans);
@@ -510,6 +510,16 @@ static size_t minus(const int64_t *d, size_t nd, const int64_t *f, size_t nf, in
     return n;
 }
 
+/* Add the database's chunks nums[0..n-1] to the journal, a thousand at a time. */
+static int copy_from_db(sl_run *run, sl_session *sess, const int64_t *nums, size_t n)
+{
+    for (size_t i = 0; i < n; i += 1000)
+        if (sl_run_copy_chunks(sess, run->ckpt, 0, NULL, run->job->name, nums + i, n - i < 1000 ? n - i : 1000, NULL,
+                               &run->err) < 0)
+            return -1;
+    return 0;
+}
+
 /* Make the journal's chunks the database's: add what it lacks (a kill
  * between a chunk's commit and its journal entry, or a lost directory), drop
  * what the database no longer has (a `down` killed after its commit). */
@@ -517,7 +527,8 @@ static int sync_chunks(sl_run *run)
 {
     int64_t *db = NULL, *file = NULL;
     size_t ndb = 0, nfile = 0;
-    if (db_chunk_numbers(run, &db, &ndb) != 0 || sl_ckpt_chunk_numbers(run->ckpt, &file, &nfile, &run->err) != 0) {
+    if (db_chunk_numbers(run, run->sess, &db, &ndb) != 0 ||
+        sl_ckpt_chunk_numbers(run->ckpt, &file, &nfile, &run->err) != 0) {
         free(db);
         return -1;
     }
@@ -535,19 +546,17 @@ static int sync_chunks(sl_run *run)
                    sl_ckpt_file(run->ckpt), nextra, nextra == 1 ? "" : "s", extra[0], nextra > 1 ? ", ..." : "",
                    SL_PROGRESS_TABLE);
         sl_err_append(&run->err,
-                      "hint: the database was restored from a backup taken before they committed, the file "
-                      "belongs to another database, or rows of %s were deleted by hand; the database decides "
-                      "what is applied: move the file aside to go by it",
+                      "hint: the database was restored from a backup taken before they committed, a failover "
+                      "promoted a standby that had not received them, the file belongs to another database, or "
+                      "rows of %s were deleted by hand; the database decides what is applied: move the file "
+                      "aside to go by it",
                       SL_PROGRESS_TABLE);
         rc = SL_EREFUSED;
     }
     if (rc == 0)
         rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
-    for (size_t i = 0; rc == 0 && i < nmissing; i += 1000)
-        rc = sl_run_copy_chunks(run->sess, run->ckpt, 0, NULL, run->job->name, missing + i,
-                                nmissing - i < 1000 ? nmissing - i : 1000, NULL, &run->err) < 0
-                 ? -1
-                 : 0;
+    if (rc == 0)
+        rc = copy_from_db(run, run->sess, missing, nmissing);
     if (rc == 0 && (nmissing || nextra))
         sl_info("%s: brought the checkpoint file %s in line with the database: %zu committed chunk%s added%s",
                 run->job->name, sl_ckpt_file(run->ckpt), nmissing, nmissing == 1 ? "" : "s",
@@ -898,6 +907,50 @@ int64_t sl_run_lost_retries(const sl_job *job)
     return job->retries > SL_LOST_RETRIES_MIN ? job->retries : SL_LOST_RETRIES_MIN;
 }
 
+int sl_run_check_kept(sl_run *run, sl_session *sess)
+{
+    if (is_lite(sess))
+        return 0;
+    if (!sl_session_connected(sess)) /* lost at the end of a walk: reconnecting asks too */
+        return sl_run_reconnect(run, sess) == 0 ? 0 : -1;
+    int64_t *file = NULL, *db = NULL;
+    size_t nfile = 0, ndb = 0;
+    /* the journal first: a chunk it holds had committed before this read */
+    if (sl_ckpt_chunk_numbers(run->ckpt, &file, &nfile, &run->err) != 0)
+        return -1;
+    if (db_chunk_numbers(run, sess, &db, &ndb) != 0) {
+        free(file);
+        return -1;
+    }
+    int up = run->kind == SL_RUN_UP;
+    int64_t *lost = sl_calloc((up ? nfile : ndb) + 1, sizeof *lost);
+    size_t nlost = up ? minus(file, nfile, db, ndb, lost) : minus(db, ndb, file, nfile, lost);
+    int rc = 0;
+    if (nlost) {
+        /* up: chunks it committed are gone; down: chunks it rolled back are there again */
+        rc = up ? sl_ckpt_forget_chunks(run->ckpt, lost, nlost, &run->err) : copy_from_db(run, sess, lost, nlost);
+        if (rc == 0) {
+            run->lost_commits = 1;
+            sl_err_set(&run->err,
+                       "%s: the database %s %zu chunk%s this run %s (chunk %" PRId64
+                       "%s): it lost its last commits, as a standby promoted before it received them does, and "
+                       "decides what is applied",
+                       run->job->name, up ? "no longer has" : "has again", nlost, nlost == 1 ? "" : "s",
+                       up ? "committed" : "rolled back", lost[0], nlost > 1 ? ", ..." : "");
+        }
+        rc = -1;
+    }
+    free(file);
+    free(db);
+    free(lost);
+    return rc;
+}
+
+int sl_run_rerun(sl_session *sess, const sl_job *job, sl_err *err)
+{
+    return sl_session_connected(sess) ? 0 : sl_session_reconnect(sess, job->name, err);
+}
+
 int sl_run_reconnect(sl_run *run, sl_session *sess)
 {
     int rc = sl_session_reconnect(sess, run->job->name, &run->err);
@@ -908,7 +961,7 @@ int sl_run_reconnect(sl_run *run, sl_session *sess)
      * number it committed is not this runner's to record. */
     if (!is_lite(sess)) {
         rc = sl_lease_check(&run->lease, sess, &run->err);
-        if (rc != 0)
+        if (rc != 0 || sl_run_check_kept(run, sess) != 0)
             return -1;
     }
     sl_run_event(run, "reconnect", "reconnected after a lost connection");

@@ -29,7 +29,7 @@ standby_start() {
     CLUSTER_PORT[$name]=$port
     CLUSTER_URL[$name]="postgresql://postgres@/postgres?host=$dir&port=$port"
     cluster_restart "$name"
-    wait_until 30 test "$(cluster_q "$primary" "select count(*) from pg_stat_replication where state = 'streaming'")" = 1
+    wait_until 30 cluster_true "$primary" "select count(*) = 1 from pg_stat_replication where state = 'streaming'"
 }
 
 promote() {
@@ -45,6 +45,10 @@ chunks_on_a_at_least() {
         (($(cluster_q a "select count(*) from sluice_progress") >= $1))
 }
 
+two_hosts() { # A B: a URL naming both servers, A first (libpq connects to the first that answers)
+    echo "postgresql://postgres@/postgres?host=${CLUSTER_DIR[$1]},${CLUSTER_DIR[$2]}&port=${CLUSTER_PORT[$1]},${CLUSTER_PORT[$2]}"
+}
+
 log_says() {
     grep -q "$1" "${_T_BG_FILES[$SLUICE_PID]}.err"
 }
@@ -57,7 +61,7 @@ test_failover_to_promoted_standby() {
     cluster_q a "create table t (id int primary key, n int not null default 0, note text);
                  insert into t (id, note) select g, 'row ' || g from generate_series(1, $ROWS) g; analyze t"
     standby_start b a
-    url="postgresql://postgres@/postgres?host=${CLUSTER_DIR[a]},${CLUSTER_DIR[b]}&port=${CLUSTER_PORT[a]},${CLUSTER_PORT[b]}"
+    url=$(two_hosts a b)
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 100
@@ -94,6 +98,75 @@ EOF
         "t after down on the new primary"
 }
 
+# Asynchronous replication loses the last commits in a failover: the standby stops receiving (its
+# primary_conninfo emptied), the primary commits more chunks, then crashes, and the standby is promoted
+# without them. The database is the truth: what it lost, rows and bookkeeping alike, is done again in
+# the same command. Under `up` (a primary and its standby), then under `down` (the promoted standby and
+# a standby of its own): every row changed once, then the table as it was.
+cut_off_and_fail_over() { # PRIMARY STANDBY: the standby stops receiving, N more chunks commit or go, failover
+    local primary=$1 standby=$2 n
+    cluster_q "$standby" "alter system set primary_conninfo = ''"
+    cluster_q "$standby" "select pg_reload_conf()" >/dev/null
+    wait_until 30 cluster_true "$primary" "select count(*) = 0 from pg_stat_replication"
+    n=$(cluster_q "$primary" "select count(*) from sluice_progress")
+    wait_until 60 progress_moved "$primary" "$n" 30
+    cluster_stop "$primary"
+    diag "chunks in sluice_progress: $n when the standby was cut off, $(cluster_q "$standby" "select count(*) from sluice_progress") on it at the failover"
+    promote "$standby"
+}
+
+progress_moved() { # CLUSTER FROM BY: sluice_progress's count is at least BY away from FROM (or the runner is gone)
+    local now
+    runner_alive || return 0
+    now=$(cluster_q "$1" "select count(*) from sluice_progress")
+    ((now >= $2 + $3 || now <= $2 - $3))
+}
+
+test_failover_that_lost_chunks() {
+    local before
+    cluster_start a
+    cluster_q a "create table t (id int primary key, n int not null default 0, note text);
+                 insert into t (id, note) select g, 'row ' || g from generate_series(1, $ROWS) g; analyze t"
+    standby_start b a
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 2
+-- sluice:pause 5ms
+-- sluice:undo snapshot(n, note)
+-- sluice:up
+UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
+EOF
+    before=$(cluster_q a "select md5(string_agg(t::text, E'\n' order by id)) from t")
+    sluice_start --db "$(two_hosts a b)" up
+    wait_until 60 chunks_on_a_at_least 20
+    cut_off_and_fail_over a b
+    sluice_wait
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: the database no longer has "
+    assert_contains "$ERR" "chunks this run committed"
+    assert_contains "$ERR" "; running the job again from what the database has"
+    assert_eq "$(cluster_q b "select min(n) || '|' || max(n) || '|' || count(*) from t where note = 'changed'")" \
+        "1|1|$ROWS" "t on the promoted standby"
+    assert_eq "$(cluster_q b "select sum(rows) from sluice_progress")" "$ROWS" "rows in sluice_progress"
+    assert_eq "$(cluster_q b "select count(*) from sluice_undo")" "$(cluster_q b "select count(*) from sluice_progress")" \
+        "undo records (one a chunk)"
+    # down, on b, with a standby of its own that misses its last rollbacks
+    standby_start c b
+    sluice_start --db "$(two_hosts b c)" down 0001_bump
+    wait_until 60 cluster_true b "select count(*) >= 2000 from t where n = 0"
+    cut_off_and_fail_over b c
+    sluice_wait
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: the database has again "
+    assert_contains "$ERR" "; rolling back again from what the database has"
+    assert_eq "$(cluster_q c "select md5(string_agg(t::text, E'\n' order by id)) from t")" "$before" \
+        "t after down on the second promoted standby"
+    assert_eq "$(cluster_q c "select count(*) from sluice_progress")" 0 "chunks left in sluice_progress"
+}
+
 run_test "failover mid-run (2 workers, snapshot): waits on the standby, finishes once it is promoted; down there" \
     test_failover_to_promoted_standby
+run_test "failover that lost the last chunks (asynchronous replication): they are done again, every row once" \
+    test_failover_that_lost_chunks
 t_done

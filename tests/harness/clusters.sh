@@ -53,6 +53,12 @@ cluster_stop() {
     _cl_as_postgres "$CL_BIN/pg_ctl" -D "${CLUSTER_DIR[$1]}/data" -m immediate -w stop >/dev/null 2>&1
 }
 
+# cluster_true NAME SQL: a boolean query on the cluster, for wait_until and if (as sql_true). A
+# "wait_until N test "$(cluster_q ...)" = X" would ask once, before the wait, and wait in vain.
+cluster_true() {
+    [[ $(cluster_q "$1" "$2" 2>/dev/null) == t ]]
+}
+
 # cluster_q NAME [DB] SQL: SQL on the cluster (unaligned, no headers, stops at the first error).
 cluster_q() {
     local name=$1 db=postgres

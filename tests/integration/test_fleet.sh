@@ -170,7 +170,7 @@ test_target_dies() {
     bump_job 0001_bump 200 "-- sluice:pause 30ms" "-- sluice:undo snapshot(n)"
     sluice_start --targets "$T_DIR/targets.txt" --parallel 4 up
     wait_until 30 sql_true "select count(*) >= 3 from sluice_progress"
-    wait_until 30 test "$(cluster_q s3 "select count(*) from pg_tables where tablename = 'sluice_progress'")" = 1
+    wait_until 30 cluster_true s3 "select count(*) = 1 from pg_tables where tablename = 'sluice_progress'"
     cluster_stop s3
     sluice_wait
     assert_rc 1

@@ -140,11 +140,12 @@ typedef struct sl_run {
     sl_job_row row;    /* the job's row, as read once the lock was taken */
     sl_lease lease;    /* PostgreSQL: the lease; SQLite: a lock file (lite.h) */
     int locked;
-    sl_ckpt *ckpt;  /* the journal */
-    int ckpt_fd;    /* its run lock */
-    int64_t run_id; /* the journal's record of this run */
-    char *db_run;   /* its row in sluice_runs (the id's text), NULL when there is none */
-    int64_t synced; /* chunks the journal took from the database when it opened */
+    sl_ckpt *ckpt;    /* the journal */
+    int ckpt_fd;      /* its run lock */
+    int64_t run_id;   /* the journal's record of this run */
+    char *db_run;     /* its row in sluice_runs (the id's text), NULL when there is none */
+    int64_t synced;   /* chunks the journal took from the database when it opened */
+    int lost_commits; /* the database lost commits of this run (sl_run_check_kept): run the job again */
     sl_err err;
 } sl_run;
 
@@ -176,9 +177,36 @@ void sl_run_fenced(sl_run *run);
 
 /* Reconnect sess (the run's session or a worker's) with backoff and jitter
  * for up to two minutes, then check that the job's lease is still the
- * run's (taking it back when it lapsed with no successor). 0, SL_STOPPED
- * by a signal, -1 gave up or lost the job (run->err). */
+ * run's (taking it back when it lapsed with no successor) and that the
+ * database kept what this run committed (sl_run_check_kept). 0, SL_STOPPED
+ * by a signal, -1 gave up, lost the job, or the database lost commits
+ * (run->err). */
 int sl_run_reconnect(sl_run *run, sl_session *sess) SL_MUSTCHECK;
+
+/* PostgreSQL: whether the database, asked through sess, still has what this
+ * run committed: every chunk the journal holds (up), none of the chunks it
+ * rolled back (down). A failover to a standby that had not received the
+ * primary's last commits (asynchronous replication) loses them, each
+ * chunk's rows together with its sluice_progress row, while the run, which
+ * saw them commit, would go on past them and call the job done. Asked after
+ * every reconnect and before the run ends. The journal is read before the
+ * database, so chunks committing meanwhile are not taken for lost. On a
+ * loss the journal is brought in line with the database (the database
+ * decides what is applied), run->lost_commits is set and -1 returned with
+ * run->err: the run ends (failed, saying why) and the command runs the job
+ * again from what the database has. 0 kept; -1 also when it cannot be
+ * asked. SQLite: 0. */
+int sl_run_check_kept(sl_run *run, sl_session *sess) SL_MUSTCHECK;
+
+/* How many times up or down runs a job again in one command after the
+ * database lost commits (sl_run_check_kept): each a failover, so more in a
+ * row mean something else is wrong. */
+#define SL_LOST_COMMITS_RERUNS 3
+
+/* Before such a run closes (so that its lease is released, not left to
+ * lapse) and runs again: sess connected, reconnecting when the failover
+ * took its connection. 0, SL_STOPPED by a signal, -1 gave up (err). */
+int sl_run_rerun(sl_session *sess, const sl_job *job, sl_err *err) SL_MUSTCHECK;
 
 /* How many times a chunk that lost its connection (and did not commit) is
  * sent again before it counts as failing: the job's retries, but at least
