@@ -932,11 +932,11 @@ int sl_run_check_kept(sl_run *run, sl_session *sess)
         if (rc == 0) {
             run->lost_commits = 1;
             sl_err_set(&run->err,
-                       "%s: the database %s %zu chunk%s this run %s (chunk %" PRId64
+                       "%s: the database %s %zu chunk%s that had %s (chunk %" PRId64
                        "%s): it lost its last commits, as a standby promoted before it received them does, and "
                        "decides what is applied",
                        run->job->name, up ? "no longer has" : "has again", nlost, nlost == 1 ? "" : "s",
-                       up ? "committed" : "rolled back", lost[0], nlost > 1 ? ", ..." : "");
+                       up ? "committed" : "been rolled back", lost[0], nlost > 1 ? ", ..." : "");
         }
         rc = -1;
     }

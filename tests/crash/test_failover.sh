@@ -144,7 +144,7 @@ EOF
     sluice_wait
     assert_rc 0
     assert_contains "$ERR" "0001_bump: the database no longer has "
-    assert_contains "$ERR" "chunks this run committed"
+    assert_contains "$ERR" "chunks that had committed"
     assert_contains "$ERR" "; running the job again from what the database has"
     assert_eq "$(cluster_q b "select min(n) || '|' || max(n) || '|' || count(*) from t where note = 'changed'")" \
         "1|1|$ROWS" "t on the promoted standby"
@@ -158,6 +158,7 @@ EOF
     cut_off_and_fail_over b c
     sluice_wait
     assert_rc 0
+    assert_contains "$ERR" "chunks that had been rolled back"
     assert_contains "$ERR" "0001_bump: the database has again "
     assert_contains "$ERR" "; rolling back again from what the database has"
     assert_eq "$(cluster_q c "select md5(string_agg(t::text, E'\n' order by id)) from t")" "$before" \
