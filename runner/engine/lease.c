@@ -558,8 +558,11 @@ void sl_lease_release(sl_lease *lease, sl_session *sess)
     lease->job = NULL;
 }
 
-char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param)
+char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param, int prev_param)
 {
-    return sl_asprintf("(SELECT $%d::bigint FROM " SL_JOBS_TABLE " WHERE job = $%d AND runner = $%d FOR KEY SHARE)",
-                       chunk_param, job_param, runner_param);
+    return sl_asprintf("(SELECT $%d::bigint FROM " SL_JOBS_TABLE
+                       " WHERE job = $%d AND runner = $%d AND ($%d::bigint IS "
+                       "NULL OR EXISTS (SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $%d AND chunk_no = $%d)) "
+                       "FOR KEY SHARE)",
+                       chunk_param, job_param, runner_param, prev_param, job_param, prev_param);
 }

@@ -141,8 +141,10 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
     w->prog[np++] = "false";
     w->prog[np++] = NULL; /* no error */
     if (r->sess->dialect == SL_DIALECT_PG) {
+        snprintf(w->numbers[5], sizeof w->numbers[5], "%" PRId64, w->range->prev_chunk);
         w->prog[np++] = w->numbers[4];
         w->prog[np++] = sl_run_fence_id(&r->run);
+        w->prog[np++] = w->range->prev_chunk ? w->numbers[5] : NULL;
     }
     int nb = 0;
     const char *bsql = boundary_for(r, w, &cur->hi, w->bparams, &nb, w->numbers[3]);
@@ -341,6 +343,24 @@ static void lost_error(up_run *r, up_worker *w, const char *why)
     free(hi);
 }
 
+/* Whether a failed sluice_progress row was refused by its fence (sl_lease_fence_sql), with
+ * r->err saying why: the chunk before it in its range is gone (the database
+ * lost commits: sl_run_check_kept), or the lease is another runner's. The
+ * transaction is rolled back already. */
+static int fence_refused(up_run *r, up_worker *w, const sl_answer *ans)
+{
+    if (strcmp(ans->sqlstate, "23502") != 0 || r->sess->dialect != SL_DIALECT_PG)
+        return 0;
+    /* found already by another worker, which brought the journal in line */
+    if (r->run.lost_commits || (sl_run_check_kept(&r->run, w->sess) != 0 && r->run.lost_commits)) {
+        r->err = r->run.err;
+        return 1;
+    }
+    sl_run_fenced(&r->run); /* its row is written only while the lease is ours (lease.h) */
+    sl_err_set(&r->err, "%s", r->run.lease.why);
+    return 1;
+}
+
 /* What a chunk's answer means. On CHUNK_OK, *affected and, when known,
  * *next (the chunk after it in the range; *next_known) are set. */
 static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected, up_bounds *next, int *next_known)
@@ -369,11 +389,8 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
     if (left_open(&l, idx) && !w->rolling)
         rollback(w->sess); /* unless on_answer_in sent it */
     w->rolling = 0;
-    if (idx == (int)l.prog_i && strcmp(ans->sqlstate, "23502") == 0 && r->sess->dialect == SL_DIALECT_PG) {
-        sl_run_fenced(&r->run); /* its row is written only while the lease is ours (lease.h) */
-        sl_err_set(&r->err, "%s", r->run.lease.why);
+    if (idx == (int)l.prog_i && fence_refused(r, w, ans))
         return CHUNK_FENCED;
-    }
     char *lo = up_tuple_json(&w->cur.lo, n), *hi = up_tuple_json(&w->cur.hi, n);
     char where[512] = "";
     if (idx >= (int)l.first && idx < (int)(l.first + l.k))
@@ -428,10 +445,11 @@ static int record_chunk(up_run *r, const up_bounds *done, const chunk_origin *o,
 }
 
 /* The range's position moves to a committed chunk's :hi. */
-static void advance_range(up_run *r, up_worker *w, const up_bounds *done)
+static void advance_range(up_run *r, up_worker *w, const up_bounds *done, int64_t chunk_no)
 {
     tuple_copy(&w->range->after, &done->hi, r->info.ks.ncols);
     w->range->has_after = 1;
+    w->range->prev_chunk = chunk_no;
 }
 
 /* Forget cur (and its number, once committed). */
@@ -451,8 +469,9 @@ static void clear_chunk(up_worker *w, int committed)
 static int set_aside(up_run *r, up_worker *w)
 {
     size_t n = r->info.ks.ncols, np = 0;
-    char chunk_no[24], att[24], range_no[24];
+    char chunk_no[24], att[24], range_no[24], prev[24];
     snprintf(chunk_no, sizeof chunk_no, "%" PRId64, w->chunk_no);
+    snprintf(prev, sizeof prev, "%" PRId64, w->range->prev_chunk);
     snprintf(att, sizeof att, "%" PRId64, w->attempts);
     snprintf(range_no, sizeof range_no, "%" PRId64, w->range->range_no);
     const char *prog[10 + 2 * SL_MAX_KEY_COLS];
@@ -471,6 +490,7 @@ static int set_aside(up_run *r, up_worker *w)
     if (r->sess->dialect == SL_DIALECT_PG) {
         prog[np++] = range_no;
         prog[np++] = sl_run_fence_id(&r->run);
+        prog[np++] = w->range->prev_chunk ? prev : NULL;
     }
     sl_query q[] = {
         {sl_session_begin_sql(w->sess), 0, NULL, 0}, {r->progress_sql, (int)np, prog, 0}, {"COMMIT", 0, NULL, 0}};
@@ -478,6 +498,11 @@ static int set_aside(up_run *r, up_worker *w)
     int rc = sl_session_exec(w->sess, q, 3, &ans);
     if (rc == 0 && !ans.ok && !ans.conn_lost)
         rollback(w->sess);
+    if (rc == 0 && !ans.ok && !ans.conn_lost && ans.failed_index == 1 && fence_refused(r, w, &ans)) {
+        sl_answer_free(&ans);
+        free(error);
+        return -1;
+    }
     if (rc != 0 || !ans.ok) {
         /* nothing recorded: the next run meets the row again and decides again */
         sl_err_set(&r->err, "%s: cannot set a failing row aside: %s", r->job->name,
@@ -494,7 +519,7 @@ static int set_aside(up_run *r, up_worker *w)
         "%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
     free(key);
     sl_metrics_count(r->metrics, SL_COUNT_SET_ASIDE, 1);
-    advance_range(r, w, &w->cur);
+    advance_range(r, w, &w->cur, w->chunk_no);
     chunk_origin o = origin_of(w);
     w->chunk_no = 0;
     rc = record_chunk(r, &w->cur, &o, 0, error, 1);
@@ -568,7 +593,7 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, up_bounds *ne
     memset(&w->cur, 0, sizeof w->cur);
     w->chunk_no = 0;
     w->attempts = 1;
-    advance_range(r, w, &done);
+    advance_range(r, w, &done, o.chunk_no);
     if (w->split_limit > 0 && (w->split_limit *= 2) >= r->pace.batch)
         w->split_limit = 0; /* past the trouble: back to full chunks, doubling */
     up_pace_after(r, done.rows, chunk_ms);

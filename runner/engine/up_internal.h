@@ -37,6 +37,13 @@ typedef struct up_range {
     int64_t range_no;
     int has_after, has_until;
     up_key after, until;
+    /* PostgreSQL: the range's last committed chunk, whose :hi is after; 0
+     * none. The range's next chunk commits only while that chunk is still in
+     * sluice_progress (sl_lease_fence_sql): after a failover that lost it,
+     * no chunk past the loss commits, so a range's chunks stay one unbroken
+     * run from its start and its position (its last chunk) says what is
+     * done. */
+    int64_t prev_chunk;
 } up_range;
 
 typedef enum up_worker_state {
@@ -72,7 +79,7 @@ typedef struct up_worker {
     sl_answer first;     /* with undo records: the first half's answer */
     sl_query *q;         /* the batch in flight: queries and the values they point at */
     size_t nq;
-    char numbers[6][24]; /* chunk_no, rows, attempts, limit, range_no as text */
+    char numbers[6][24]; /* chunk_no, rows, attempts, limit, range_no, the range's prev_chunk as text */
     const char *edges[2 * SL_MAX_KEY_COLS];
     const char *prog[10 + 2 * SL_MAX_KEY_COLS];
     const char *bparams[2 * SL_MAX_KEY_COLS + 1];

@@ -50,10 +50,12 @@ static int read_split(up_run *r)
     sl_session_add_key_elems(r->sess, &b, "s.after", n);
     sl_session_add_key_elems(r->sess, &b, "s.until", n);
     sl_session_add_key_elems(r->sess, &b, "p.hi", n);
-    sl_buf_adds(&b,
-                " FROM sluice_ranges s LEFT JOIN (SELECT DISTINCT ON (range_no) range_no, hi FROM " SL_PROGRESS_TABLE
-                " WHERE job = $1 ORDER BY range_no, chunk_no DESC) p ON p.range_no = s.range_no"
-                " WHERE s.job = $1 ORDER BY s.range_no");
+    sl_buf_adds(&b, ", p.chunk_no");
+    sl_buf_adds(
+        &b,
+        " FROM sluice_ranges s LEFT JOIN (SELECT DISTINCT ON (range_no) range_no, hi, chunk_no FROM " SL_PROGRESS_TABLE
+        " WHERE job = $1 ORDER BY range_no, chunk_no DESC) p ON p.range_no = s.range_no"
+        " WHERE s.job = $1 ORDER BY s.range_no");
     const char *params[] = {r->job->name};
     sl_answer ans;
     int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
@@ -68,6 +70,8 @@ static int read_split(up_run *r)
         kr->range_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
         kr->has_until = read_tuple(&ans, row, 1 + (int)n, n, &kr->until);
         kr->has_after = read_tuple(&ans, row, 1 + 2 * (int)n, n, &kr->after); /* its last chunk's :hi */
+        if (kr->has_after)
+            kr->prev_chunk = strtoll(sl_answer_val(&ans, 0, row, 1 + 3 * (int)n), NULL, 10);
         if (!kr->has_after)
             kr->has_after = read_tuple(&ans, row, 1, n, &kr->after); /* not started: its start */
     }
@@ -157,6 +161,7 @@ static void ranges_from_sample(up_run *r, const sl_answer *ans)
     if ((kr->has_after = r->has_last))
         for (size_t i = 0; i < n; i++)
             kr->after.v[i] = sl_strdup(r->last.v[i]);
+    kr->prev_chunk = r->has_last ? r->next_chunk_no - 1 : 0; /* the chunk whose :hi that is */
     for (int row = 0; row < ans->results[0].nrows; row++) {
         up_key t = {0};
         read_tuple(ans, row, 0, n, &t);
@@ -305,6 +310,7 @@ static int load_ranges(up_run *r)
     if ((kr->has_after = r->has_last))
         for (size_t i = 0; i < r->info.ks.ncols; i++)
             kr->after.v[i] = sl_strdup(r->last.v[i]);
+    kr->prev_chunk = r->has_last ? r->next_chunk_no - 1 : 0;
     return 0;
 }
 

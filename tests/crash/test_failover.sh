@@ -10,6 +10,7 @@
 # sluice_progress, the undo records) arrived by replication.
 . "$(dirname "$0")/../harness/lib.sh"
 . "$(dirname "$0")/../harness/clusters.sh"
+. "$(dirname "$0")/../harness/pooler.sh"
 
 ROWS=100000
 
@@ -166,8 +167,60 @@ EOF
     assert_eq "$(cluster_q c "select count(*) from sluice_progress")" 0 "chunks left in sluice_progress"
 }
 
+# The same loss behind PgBouncer in transaction mode, re-pointed at the promoted standby: sluice's
+# connections to the pooler may all stay up, so no reconnect looks, and its chunks go on committing on
+# the new primary past the ones it lost. Each chunk's sluice_progress row is written only while the
+# chunk before it in its key range is still there, so the first chunk past the loss is refused and the
+# job runs again from what the database has: every row once, then down through the pooler gives the
+# table back.
+test_lossy_failover_behind_pooler() {
+    local url before
+    cluster_start a
+    standby_start b a
+    pgb_start "${CLUSTER_DIR[a]}" "${CLUSTER_PORT[a]}" || fail "$PGB_ERR"
+    trap 'pgb_stop; clusters_drop; _t_teardown' EXIT
+    cluster_q a "create table t (id int primary key, n int not null default 0, note text);
+                 insert into t (id, note) select g, 'row ' || g from generate_series(1, $ROWS) g; analyze t"
+    wait_until 30 cluster_true b "select to_regclass('t') is not null"
+    url="postgresql://$PGUSER@127.0.0.1:$PGB_PORT/postgres"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 2
+-- sluice:pause 5ms
+-- sluice:undo snapshot(n, note)
+-- sluice:up
+UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
+EOF
+    before=$(cluster_q a "select md5(string_agg(t::text, E'\n' order by id)) from t")
+    sluice_start --db "$url" up
+    wait_until 60 chunks_on_a_at_least 20
+    cluster_q b "alter system set primary_conninfo = ''"
+    cluster_q b "select pg_reload_conf()" >/dev/null
+    wait_until 30 cluster_true a "select count(*) = 0 from pg_stat_replication"
+    wait_until 60 progress_moved a "$(cluster_q a "select count(*) from sluice_progress")" 30
+    cluster_stop a
+    pgb_point "${CLUSTER_DIR[b]}" "${CLUSTER_PORT[b]}"
+    promote b
+    sluice_wait
+    assert_rc 0
+    assert_contains "$ERR" "chunks that had committed"
+    assert_contains "$ERR" "; running the job again from what the database has"
+    assert_eq "$(cluster_q b "select min(n) || '|' || max(n) || '|' || count(*) from t where note = 'changed'")" \
+        "1|1|$ROWS" "t on the promoted standby"
+    assert_eq "$(cluster_q b "select sum(rows) from sluice_progress")" "$ROWS" "rows in sluice_progress"
+    assert_eq "$(cluster_q b "select count(*) from sluice_undo")" "$(cluster_q b "select count(*) from sluice_progress")" \
+        "undo records (one a chunk)"
+    run_sluice --db "$url" down 0001_bump
+    assert_rc 0
+    assert_eq "$(cluster_q b "select md5(string_agg(t::text, E'\n' order by id)) from t")" "$before" \
+        "t after down through the pooler"
+}
+
 run_test "failover mid-run (2 workers, snapshot): waits on the standby, finishes once it is promoted; down there" \
     test_failover_to_promoted_standby
 run_test "failover that lost the last chunks (asynchronous replication): they are done again, every row once" \
     test_failover_that_lost_chunks
+run_test "lossy failover behind PgBouncer, no reconnect: the chunk past the loss is refused, every row once; down" \
+    test_lossy_failover_behind_pooler
 t_done

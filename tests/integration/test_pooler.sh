@@ -12,57 +12,7 @@
 # What each test checks on the server itself (psql_q goes around the pooler): every row changed
 # exactly once, no advisory lock in pg_locks after any exit or kill -9.
 . "$(dirname "$0")/../harness/lib.sh"
-
-PGB_DIR=""
-PGB_PORT=""
-PGB_ERR=""
-
-# Start PgBouncer in front of the test server; sets PGB_ERR on failure.
-pgb_start() {
-    if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
-        PGB_ERR="pgbouncer is not installed (hint: apt-get install pgbouncer; tests/run.sh does)"
-        return 1
-    fi
-    PGB_DIR=$(mktemp -d /tmp/sluice-pgbouncer.XXXXXX)
-    PGB_PORT=$(free_port)
-    printf '"%s" "%s"\n"sl_app" "app-secret"\n' "$PGUSER" "${PGPASSWORD:-}" >"$PGB_DIR/userlist.txt"
-    cat >"$PGB_DIR/pgbouncer.ini" <<EOF
-[databases]
-* = host=$PGHOST port=$PGPORT
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $PGB_DIR/userlist.txt
-pool_mode = transaction
-default_pool_size = 3
-max_client_conn = 200
-logfile = $PGB_DIR/pgbouncer.log
-pidfile = $PGB_DIR/pgbouncer.pid
-admin_users = $PGUSER
-EOF
-    chown -R postgres: "$PGB_DIR" && chmod 700 "$PGB_DIR"
-    if ! runuser -u postgres -- /usr/sbin/pgbouncer -d "$PGB_DIR/pgbouncer.ini" >"$PGB_DIR/start.log" 2>&1; then
-        PGB_ERR="pgbouncer did not start: $(cat "$PGB_DIR/start.log" "$PGB_DIR/pgbouncer.log" 2>/dev/null | tail -n 20)"
-        return 1
-    fi
-    local deadline=$((SECONDS + 20))
-    until psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d postgres -XAtq -c "select 1" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            PGB_ERR="pgbouncer does not answer on port $PGB_PORT: $(tail -n 20 "$PGB_DIR/pgbouncer.log" 2>/dev/null)"
-            return 1
-        fi
-        sleep 0.2
-    done
-}
-
-pgb_stop() {
-    [[ -n $PGB_DIR && -f $PGB_DIR/pgbouncer.pid ]] && kill "$(cat "$PGB_DIR/pgbouncer.pid")" 2>/dev/null
-    [[ -n $PGB_DIR && ${SLUICE_TEST_KEEP:-0} != 1 ]] && rm -rf "$PGB_DIR"
-    return 0
-}
+. "$(dirname "$0")/../harness/pooler.sh"
 
 _pooler_file_cleanup() {
     pgb_stop
@@ -390,7 +340,7 @@ EOF
     assert_sql "select count(*) from t where n <> 0" 0
 }
 
-pgb_start || true
+pgb_start "$PGHOST" "$PGPORT" || true
 run_test "through PgBouncer: plan, up with one worker, status; pgbench on the same pool" test_up_one_worker
 run_test "through PgBouncer: up with four workers and undo records, down, stamp done and pending; a down section" test_four_workers_down_stamp
 run_test "through PgBouncer: kill -9 at random moments, resume: every row once, no advisory lock" test_kill9_resume

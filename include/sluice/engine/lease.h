@@ -108,10 +108,13 @@ int sl_lease_check(sl_lease *lease, sl_session *sess, sl_err *err) SL_MUSTCHECK;
 void sl_lease_release(sl_lease *lease, sl_session *sess);
 
 /* SQL for a chunk's sluice_progress row: the chunk number $n (as bigint)
- * while the job's row names runner $r, else NULL, which the NOT NULL
- * chunk_no refuses (SQLSTATE 23502 on that statement), failing the chunk:
- * "(SELECT $n::bigint FROM sluice_jobs WHERE job = $j AND runner = $r FOR
- * KEY SHARE)". malloc'd. */
-char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param);
+ * while the job's row names runner $r and, unless $p is NULL, chunk $p (the
+ * one before it in its key range) is still in sluice_progress; else NULL,
+ * which the NOT NULL chunk_no refuses (SQLSTATE 23502 on that statement),
+ * failing the chunk: "(SELECT $n::bigint FROM sluice_jobs WHERE job = $j
+ * AND runner = $r AND ($p::bigint IS NULL OR EXISTS (...)) FOR KEY SHARE)".
+ * The caller tells the two apart by whether the database lost commits
+ * (sl_run_check_kept). malloc'd. */
+char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param, int prev_param);
 
 #endif
