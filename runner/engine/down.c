@@ -420,17 +420,7 @@ static int down_once(sl_session *sess, const sl_run_opts *opts, sl_job *job, int
     int code = rc != 0 ? refused_code(rc) : execute(&r);
     if (rc == SL_STOPPED)
         sl_info("%s", r.err.msg);
-    *lost = code == SL_EXIT_FAILED && r.run.lost_commits && reruns_left > 0 && !sl_session_stopping(sess);
-    if (*lost) {
-        sl_log_event(SL_LOG_WARN, "rerun", json_pack("{so}", "error", sl_json_str(r.err.msg)),
-                     "%s; rolling back again from what the database has", r.err.msg);
-        /* connected again before the run closes, so that its lease is released, not left to lapse */
-        int again = sl_run_rerun(sess, job, &r.err);
-        if (again != 0) {
-            *lost = 0;
-            code = again == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
-        }
-    }
+    *lost = sl_run_again(&r.run, sess, &code, reruns_left, "rolling back again from what the database has", &r.err);
     if (!*lost && code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
                      json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);

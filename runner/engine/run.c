@@ -1,5 +1,7 @@
 /* run.c: one run of a job: its lock, its state in the database (read top to bottom below), reconnects, the journal. */
 #include "sluice/engine/run.h"
+#include "sluice/base/json.h"
+#include "sluice/base/log.h"
 #include "sluice/services/metrics.h"
 
 #include <inttypes.h>
@@ -946,9 +948,15 @@ int sl_run_check_kept(sl_run *run, sl_session *sess)
     return rc;
 }
 
-int sl_run_rerun(sl_session *sess, const sl_job *job, sl_err *err)
+int sl_run_again(sl_run *run, sl_session *sess, int *code, int reruns_left, const char *again, sl_err *err)
 {
-    return sl_session_connected(sess) ? 0 : sl_session_reconnect(sess, job->name, err);
+    if (*code != SL_EXIT_FAILED || !run->lost_commits || reruns_left <= 0 || sl_session_stopping(sess))
+        return 0;
+    sl_log_event(SL_LOG_WARN, "rerun", json_pack("{so}", "error", sl_json_str(err->msg)), "%s; %s", err->msg, again);
+    int rc = sl_session_connected(sess) ? 0 : sl_session_reconnect(sess, run->job->name, err);
+    if (rc != 0)
+        *code = rc == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
+    return rc == 0;
 }
 
 int sl_run_reconnect(sl_run *run, sl_session *sess)

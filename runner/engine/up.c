@@ -401,17 +401,7 @@ static int up_once(sl_session *sess, const sl_run_opts *opts, sl_job *job, int r
         code = run_job(&r);
     if (code == UP_ALREADY_DONE)
         code = SL_EXIT_OK;
-    *lost = code == SL_EXIT_FAILED && r.run.lost_commits && reruns_left > 0 && !sl_session_stopping(sess);
-    if (*lost) {
-        sl_log_event(SL_LOG_WARN, "rerun", json_pack("{so}", "error", sl_json_str(r.err.msg)),
-                     "%s; running the job again from what the database has", r.err.msg);
-        /* connected again before the run closes, so that its lease is released, not left to lapse */
-        int again = sl_run_rerun(sess, job, &r.err);
-        if (again != 0) {
-            *lost = 0;
-            code = again == SL_STOPPED ? SL_EXIT_STOPPED : SL_EXIT_FAILED;
-        }
-    }
+    *lost = sl_run_again(&r.run, sess, &code, reruns_left, "running the job again from what the database has", &r.err);
     if (!*lost && code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
                      json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);

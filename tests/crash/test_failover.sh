@@ -50,19 +50,12 @@ two_hosts() { # A B: a URL naming both servers, A first (libpq connects to the f
     echo "postgresql://postgres@/postgres?host=${CLUSTER_DIR[$1]},${CLUSTER_DIR[$2]}&port=${CLUSTER_PORT[$1]},${CLUSTER_PORT[$2]}"
 }
 
-log_says() {
-    grep -q "$1" "${_T_BG_FILES[$SLUICE_PID]}.err"
-}
-
-# up (2 workers, a snapshot) loses its primary mid-run, waits on the standby until it is promoted, and
-# finishes there exactly once; down on the new primary then gives the table back as it was.
-test_failover_to_promoted_standby() {
-    local url before chunks
+# Server a with t (id, n, note) of ROWS rows, server b its standby, and the job: 2 workers, a snapshot.
+primary_standby_and_job() {
     cluster_start a
     cluster_q a "create table t (id int primary key, n int not null default 0, note text);
                  insert into t (id, note) select g, 'row ' || g from generate_series(1, $ROWS) g; analyze t"
     standby_start b a
-    url=$(two_hosts a b)
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 100
@@ -72,7 +65,32 @@ test_failover_to_promoted_standby() {
 -- sluice:up
 UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
 EOF
-    before=$(cluster_q a "select md5(string_agg(t::text, E'\n' order by id)) from t")
+}
+
+table_md5() { # CLUSTER
+    cluster_q "$1" "select md5(string_agg(t::text, E'\n' order by id)) from t"
+}
+
+# After up on CLUSTER: every row changed once, the chunks' rows add up, one undo record a chunk.
+every_row_once_on() {
+    assert_eq "$(cluster_q "$1" "select min(n) || '|' || max(n) || '|' || count(*) from t where note = 'changed'")" \
+        "1|1|$ROWS" "t on $1"
+    assert_eq "$(cluster_q "$1" "select sum(rows) from sluice_progress")" "$ROWS" "rows in sluice_progress"
+    assert_eq "$(cluster_q "$1" "select count(*) from sluice_undo")" \
+        "$(cluster_q "$1" "select count(*) from sluice_progress")" "undo records (one a chunk)"
+}
+
+log_says() {
+    grep -q "$1" "${_T_BG_FILES[$SLUICE_PID]}.err"
+}
+
+# up (2 workers, a snapshot) loses its primary mid-run, waits on the standby until it is promoted, and
+# finishes there exactly once; down on the new primary then gives the table back as it was.
+test_failover_to_promoted_standby() {
+    local url before
+    primary_standby_and_job
+    url=$(two_hosts a b)
+    before=$(table_md5 a)
     sluice_start --db "$url" up
     wait_until 60 chunks_on_a_at_least 20
     runner_alive || { sluice_wait; fail "up exited ($RC) before the failover"; }
@@ -85,18 +103,13 @@ EOF
     sluice_wait
     assert_rc 0
     assert_contains "$ERR" "reconnected"
-    assert_eq "$(cluster_q b "select min(n) || '|' || max(n) || '|' || count(*) from t where note = 'changed'")" \
-        "1|1|$ROWS" "t on the promoted standby"
-    chunks=$(cluster_q b "select count(*) from sluice_progress")
-    assert_eq "$(cluster_q b "select sum(rows) from sluice_progress")" "$ROWS" "rows in sluice_progress"
-    assert_eq "$(cluster_q b "select count(*) from sluice_undo")" "$chunks" "undo records (one a chunk)"
+    every_row_once_on b
     run_sluice --db "$url" status --json
     assert_rc 0
     assert_eq "$(jq -c '.[0] | [.state, .rows]' <<<"$OUT")" "[\"done\",$ROWS]" "status --json [state, rows]"
     run_sluice --db "$url" down 0001_bump
     assert_rc 0
-    assert_eq "$(cluster_q b "select md5(string_agg(t::text, E'\n' order by id)) from t")" "$before" \
-        "t after down on the new primary"
+    assert_eq "$(table_md5 b)" "$before" "t after down on the new primary"
 }
 
 # Asynchronous replication loses the last commits in a failover: the standby stops receiving (its
@@ -104,8 +117,11 @@ EOF
 # without them. The database is the truth: what it lost, rows and bookkeeping alike, is done again in
 # the same command. Under `up` (a primary and its standby), then under `down` (the promoted standby and
 # a standby of its own): every row changed once, then the table as it was.
-cut_off_and_fail_over() { # PRIMARY STANDBY: the standby stops receiving, N more chunks commit or go, failover
+# cut_off_and_fail_over PRIMARY STANDBY [CMD ARGS...]: the standby stops receiving, 30 more chunks
+# commit (or go) on the primary, the primary crashes, CMD runs (a pooler re-pointed), the standby is promoted.
+cut_off_and_fail_over() {
     local primary=$1 standby=$2 n
+    shift 2
     cluster_q "$standby" "alter system set primary_conninfo = ''"
     cluster_q "$standby" "select pg_reload_conf()" >/dev/null
     wait_until 30 cluster_true "$primary" "select count(*) = 0 from pg_stat_replication"
@@ -113,6 +129,7 @@ cut_off_and_fail_over() { # PRIMARY STANDBY: the standby stops receiving, N more
     wait_until 60 progress_moved "$primary" "$n" 30
     cluster_stop "$primary"
     diag "chunks in sluice_progress: $n when the standby was cut off, $(cluster_q "$standby" "select count(*) from sluice_progress") on it at the failover"
+    (($# == 0)) || "$@"
     promote "$standby"
 }
 
@@ -125,20 +142,8 @@ progress_moved() { # CLUSTER FROM BY: sluice_progress's count is at least BY awa
 
 test_failover_that_lost_chunks() {
     local before
-    cluster_start a
-    cluster_q a "create table t (id int primary key, n int not null default 0, note text);
-                 insert into t (id, note) select g, 'row ' || g from generate_series(1, $ROWS) g; analyze t"
-    standby_start b a
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:workers 2
--- sluice:pause 5ms
--- sluice:undo snapshot(n, note)
--- sluice:up
-UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
-EOF
-    before=$(cluster_q a "select md5(string_agg(t::text, E'\n' order by id)) from t")
+    primary_standby_and_job
+    before=$(table_md5 a)
     sluice_start --db "$(two_hosts a b)" up
     wait_until 60 chunks_on_a_at_least 20
     cut_off_and_fail_over a b
@@ -147,11 +152,7 @@ EOF
     assert_contains "$ERR" "0001_bump: the database no longer has "
     assert_contains "$ERR" "chunks that had committed"
     assert_contains "$ERR" "; running the job again from what the database has"
-    assert_eq "$(cluster_q b "select min(n) || '|' || max(n) || '|' || count(*) from t where note = 'changed'")" \
-        "1|1|$ROWS" "t on the promoted standby"
-    assert_eq "$(cluster_q b "select sum(rows) from sluice_progress")" "$ROWS" "rows in sluice_progress"
-    assert_eq "$(cluster_q b "select count(*) from sluice_undo")" "$(cluster_q b "select count(*) from sluice_progress")" \
-        "undo records (one a chunk)"
+    every_row_once_on b
     # down, on b, with a standby of its own that misses its last rollbacks
     standby_start c b
     sluice_start --db "$(two_hosts b c)" down 0001_bump
@@ -162,8 +163,7 @@ EOF
     assert_contains "$ERR" "chunks that had been rolled back"
     assert_contains "$ERR" "0001_bump: the database has again "
     assert_contains "$ERR" "; rolling back again from what the database has"
-    assert_eq "$(cluster_q c "select md5(string_agg(t::text, E'\n' order by id)) from t")" "$before" \
-        "t after down on the second promoted standby"
+    assert_eq "$(table_md5 c)" "$before" "t after down on the second promoted standby"
     assert_eq "$(cluster_q c "select count(*) from sluice_progress")" 0 "chunks left in sluice_progress"
 }
 
@@ -175,46 +175,22 @@ EOF
 # table back.
 test_lossy_failover_behind_pooler() {
     local url before
-    cluster_start a
-    standby_start b a
+    primary_standby_and_job
     pgb_start "${CLUSTER_DIR[a]}" "${CLUSTER_PORT[a]}" || fail "$PGB_ERR"
     trap 'pgb_stop; clusters_drop; _t_teardown' EXIT
-    cluster_q a "create table t (id int primary key, n int not null default 0, note text);
-                 insert into t (id, note) select g, 'row ' || g from generate_series(1, $ROWS) g; analyze t"
-    wait_until 30 cluster_true b "select to_regclass('t') is not null"
     url="postgresql://$PGUSER@127.0.0.1:$PGB_PORT/postgres"
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:workers 2
--- sluice:pause 5ms
--- sluice:undo snapshot(n, note)
--- sluice:up
-UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
-EOF
-    before=$(cluster_q a "select md5(string_agg(t::text, E'\n' order by id)) from t")
+    before=$(table_md5 a)
     sluice_start --db "$url" up
     wait_until 60 chunks_on_a_at_least 20
-    cluster_q b "alter system set primary_conninfo = ''"
-    cluster_q b "select pg_reload_conf()" >/dev/null
-    wait_until 30 cluster_true a "select count(*) = 0 from pg_stat_replication"
-    wait_until 60 progress_moved a "$(cluster_q a "select count(*) from sluice_progress")" 30
-    cluster_stop a
-    pgb_point "${CLUSTER_DIR[b]}" "${CLUSTER_PORT[b]}"
-    promote b
+    cut_off_and_fail_over a b pgb_point "${CLUSTER_DIR[b]}" "${CLUSTER_PORT[b]}"
     sluice_wait
     assert_rc 0
     assert_contains "$ERR" "chunks that had committed"
     assert_contains "$ERR" "; running the job again from what the database has"
-    assert_eq "$(cluster_q b "select min(n) || '|' || max(n) || '|' || count(*) from t where note = 'changed'")" \
-        "1|1|$ROWS" "t on the promoted standby"
-    assert_eq "$(cluster_q b "select sum(rows) from sluice_progress")" "$ROWS" "rows in sluice_progress"
-    assert_eq "$(cluster_q b "select count(*) from sluice_undo")" "$(cluster_q b "select count(*) from sluice_progress")" \
-        "undo records (one a chunk)"
+    every_row_once_on b
     run_sluice --db "$url" down 0001_bump
     assert_rc 0
-    assert_eq "$(cluster_q b "select md5(string_agg(t::text, E'\n' order by id)) from t")" "$before" \
-        "t after down through the pooler"
+    assert_eq "$(table_md5 b)" "$before" "t after down through the pooler"
 }
 
 run_test "failover mid-run (2 workers, snapshot): waits on the standby, finishes once it is promoted; down there" \

@@ -203,10 +203,14 @@ int sl_run_check_kept(sl_run *run, sl_session *sess) SL_MUSTCHECK;
  * row mean something else is wrong. */
 #define SL_LOST_COMMITS_RERUNS 3
 
-/* Before such a run closes (so that its lease is released, not left to
- * lapse) and runs again: sess connected, reconnecting when the failover
- * took its connection. 0, SL_STOPPED by a signal, -1 gave up (err). */
-int sl_run_rerun(sl_session *sess, const sl_job *job, sl_err *err) SL_MUSTCHECK;
+/* Whether a run that ended with *code runs again: it failed because the
+ * database lost commits (run->lost_commits), reruns_left > 0 and no signal
+ * came. If so the loss is said as a warning, "<err>; <again>" (err holds
+ * the run's error), and sess is connected again before the run closes (so
+ * that its lease is released, not left to lapse), reconnecting when the
+ * failover took its connection; when that fails, 0 with *code and err
+ * saying so. */
+int sl_run_again(sl_run *run, sl_session *sess, int *code, int reruns_left, const char *again, sl_err *err);
 
 /* How many times a chunk that lost its connection (and did not commit) is
  * sent again before it counts as failing: the job's retries, but at least
