@@ -343,10 +343,10 @@ static void lost_error(up_run *r, up_worker *w, const char *why)
     free(hi);
 }
 
-/* Whether a failed sluice_progress row was refused by its fence (sl_lease_fence_sql), with
- * r->err saying why: the chunk before it in its range is gone (the database
- * lost commits: sl_run_check_kept), or the lease is another runner's. The
- * transaction is rolled back already. */
+/* Whether a failed sluice_progress row was refused by its fence
+ * (sl_lease_fence_sql), with r->err saying why: the chunk before it in its
+ * range is gone (the database lost commits: sl_run_check_kept), or the
+ * lease is another runner's. The transaction is rolled back already. */
 static int fence_refused(up_run *r, up_worker *w, const sl_answer *ans)
 {
     if (strcmp(ans->sqlstate, "23502") != 0 || r->sess->dialect != SL_DIALECT_PG)

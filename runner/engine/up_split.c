@@ -50,12 +50,9 @@ static int read_split(up_run *r)
     sl_session_add_key_elems(r->sess, &b, "s.after", n);
     sl_session_add_key_elems(r->sess, &b, "s.until", n);
     sl_session_add_key_elems(r->sess, &b, "p.hi", n);
-    sl_buf_adds(&b, ", p.chunk_no");
-    sl_buf_adds(
-        &b,
-        " FROM sluice_ranges s LEFT JOIN (SELECT DISTINCT ON (range_no) range_no, hi, chunk_no FROM " SL_PROGRESS_TABLE
-        " WHERE job = $1 ORDER BY range_no, chunk_no DESC) p ON p.range_no = s.range_no"
-        " WHERE s.job = $1 ORDER BY s.range_no");
+    sl_buf_adds(&b, ", p.chunk_no FROM sluice_ranges s LEFT JOIN (SELECT DISTINCT ON (range_no) range_no, hi, chunk_no"
+                    " FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY range_no, chunk_no DESC) p"
+                    " ON p.range_no = s.range_no WHERE s.job = $1 ORDER BY s.range_no");
     const char *params[] = {r->job->name};
     sl_answer ans;
     int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
