@@ -79,7 +79,7 @@ static char *progress_sql(const up_run *r)
     if (lite) {
         sl_buf_adds(&b, ") VALUES ($1, $2, json_array(");
     } else {
-        char *fence = sl_lease_fence_sql(1, 2, (int)(9 + 2 * n), (int)(10 + 2 * n));
+        char *fence = sl_lease_fence_sql(1, 2, (int)(9 + 2 * n), (int)(10 + 2 * n), (int)(8 + 2 * n));
         sl_buf_printf(&b, ", range_no) VALUES ($1, %s, ARRAY[", fence);
         free(fence);
     }

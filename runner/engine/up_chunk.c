@@ -345,14 +345,26 @@ static void lost_error(up_run *r, up_worker *w, const char *why)
 
 /* Whether a failed sluice_progress row was refused by its fence
  * (sl_lease_fence_sql), with r->err saying why: the chunk before it in its
- * range is gone (the database lost commits: sl_run_check_kept), or the
- * lease is another runner's. The transaction is rolled back already. */
+ * range is gone, or, for a range's first chunk, the range itself (the
+ * database lost commits: sl_run_check_kept, and the split, which committed
+ * before any of its chunks), or the lease is another runner's. The
+ * transaction is rolled back already. */
 static int fence_refused(up_run *r, up_worker *w, const sl_answer *ans)
 {
     if (strcmp(ans->sqlstate, "23502") != 0 || r->sess->dialect != SL_DIALECT_PG)
         return 0;
     /* found already by another worker, which brought the journal in line */
     if (r->run.lost_commits || (sl_run_check_kept(&r->run, w->sess) != 0 && r->run.lost_commits)) {
+        r->err = r->run.err;
+        return 1;
+    }
+    if (!w->range->prev_chunk && w->range->range_no > 0 && !up_split_kept(r, w->sess, w->range->range_no)) {
+        sl_err_set(&r->run.err,
+                   "%s: the database no longer has the job's key split (range %" PRId64 " of " SL_RANGES_TABLE
+                   ", which its first chunk needs): it lost its last commits, as a standby promoted before it "
+                   "received them does, and decides what is applied",
+                   r->job->name, w->range->range_no);
+        r->run.lost_commits = 1;
         r->err = r->run.err;
         return 1;
     }

@@ -39,10 +39,11 @@ typedef struct up_range {
     up_key after, until;
     /* PostgreSQL: the range's last committed chunk, whose :hi is after; 0
      * none. The range's next chunk commits only while that chunk is still in
-     * sluice_progress (sl_lease_fence_sql): after a failover that lost it,
-     * no chunk past the loss commits, so a range's chunks stay one unbroken
-     * run from its start and its position (its last chunk) says what is
-     * done. */
+     * sluice_progress, and its first (none yet) only while the range is
+     * still in sluice_ranges (sl_lease_fence_sql): after a failover that lost
+     * either, no chunk past the loss commits, so a range's chunks stay one
+     * unbroken run from its start and its position (its last chunk) says what
+     * is done. */
     int64_t prev_chunk;
 } up_range;
 
@@ -211,5 +212,9 @@ int up_verify(up_run *r) SL_MUSTCHECK;
  * than one worker on PostgreSQL and no split yet, split what is left first,
  * at keys sampled from the table. */
 int up_load_ranges(up_run *r) SL_MUSTCHECK;
+
+/* Is range range_no (of a split) still in sluice_ranges? 1 also when it
+ * cannot tell (the connection lost: the chunk's retry asks again). */
+int up_split_kept(up_run *r, sl_session *sess, int64_t range_no) SL_MUSTCHECK;
 
 #endif

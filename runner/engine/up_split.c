@@ -7,7 +7,9 @@
  * sluice_ranges before any of its chunks runs, and every chunk's row in
  * sluice_progress names its range, so a resume, however the last run ended,
  * continues each range after its last committed chunk. Ranges stay as they
- * were first split, whatever the number of workers later. */
+ * were first split, whatever the number of workers later. A split found
+ * broken (a range missing), or chunks of a split with no split, were edited
+ * by hand: refused, as resuming would skip keys. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,13 +294,103 @@ static void cap_at_end(up_run *r)
     }
 }
 
+/* A split is written whole (save_split) and lost whole (a failover loses a
+ * server's last commits, never some rows of one transaction): ranges 1..n,
+ * only the last open-ended. Anything else was changed by hand, and a range
+ * missing from it would never be walked: refused, changing nothing. */
+static int split_intact(up_run *r)
+{
+    for (size_t i = 0; i < r->nranges; i++) {
+        const up_range *kr = &r->ranges[i];
+        int last = i + 1 == r->nranges;
+        char why[160];
+        if (kr->range_no != (int64_t)i + 1)
+            snprintf(why, sizeof why,
+                     "range %zu is missing: its keys would never be walked (the next range it holds is %" PRId64 ")",
+                     i + 1, kr->range_no);
+        else if (last && kr->has_until)
+            snprintf(why, sizeof why,
+                     "the ranges after range %" PRId64
+                     " are missing: their keys would never be walked (it ends at a key; "
+                     "only the last range is open-ended)",
+                     kr->range_no);
+        else if (!last && !kr->has_until)
+            snprintf(why, sizeof why,
+                     "range %" PRId64 " is open-ended, yet ranges follow it: their keys would be walked twice",
+                     kr->range_no);
+        else
+            continue;
+        sl_err_set(&r->err, "%s: the job's key split in " SL_RANGES_TABLE " is not whole: %s", r->job->name, why);
+        sl_err_append(&r->err,
+                      "hint: were rows of " SL_RANGES_TABLE
+                      " deleted or changed by hand? Put them back as they were; or roll the job back with "
+                      "`sluice down %s` (it needs only " SL_PROGRESS_TABLE "), then run it again",
+                      r->job->name);
+        return SL_EREFUSED;
+    }
+    return 0;
+}
+
+/* No split, yet chunks of one in sluice_progress: the walk's position is
+ * not its last chunk (the keys between the ranges' chunks may not be done).
+ * A failover cannot leave this (the split commits before any of its chunks,
+ * and each chunk only while its range is there: sl_lease_fence_sql), so the
+ * split was deleted by hand or restored apart: refused, changing nothing. */
+static int chunks_without_split(up_run *r)
+{
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess,
+                         "SELECT count(DISTINCT range_no) FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND range_no > 0",
+                         1, params, &ans) != 0 ||
+        !ans.ok) {
+        sl_err_set(&r->err, "cannot read " SL_PROGRESS_TABLE ": %s", ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    int64_t ranges = strtoll(sl_answer_val(&ans, 0, 0, 0) ? sl_answer_val(&ans, 0, 0, 0) : "0", NULL, 10);
+    sl_answer_free(&ans);
+    if (ranges == 0)
+        return 0;
+    sl_err_set(&r->err,
+               "%s: " SL_PROGRESS_TABLE " holds chunks of %" PRId64 " ranges of a key split, but " SL_RANGES_TABLE
+               " has no split for the job: which keys between those ranges are done cannot be told, and resuming "
+               "after its last chunk would skip them",
+               r->job->name, ranges);
+    sl_err_append(&r->err,
+                  "hint: were the job's rows of " SL_RANGES_TABLE
+                  " deleted by hand, or the table restored apart from " SL_PROGRESS_TABLE
+                  "? Put them back; or roll the job back with `sluice down %s` (it needs only " SL_PROGRESS_TABLE
+                  "), then run it again",
+                  r->job->name);
+    return SL_EREFUSED;
+}
+
+int up_split_kept(up_run *r, sl_session *sess, int64_t range_no)
+{
+    char no[24];
+    snprintf(no, sizeof no, "%" PRId64, range_no);
+    const char *params[] = {r->job->name, no};
+    sl_answer ans;
+    int kept = 1;
+    if (sl_session_exec1(sess, "SELECT EXISTS (SELECT 1 FROM " SL_RANGES_TABLE " WHERE job = $1 AND range_no = $2)", 2,
+                         params, &ans) == 0 &&
+        ans.ok)
+        kept = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
+    sl_answer_free(&ans);
+    return kept;
+}
+
 static int load_ranges(up_run *r)
 {
     int pg = r->sess->dialect == SL_DIALECT_PG;
     if (pg && read_split(r) != 0)
         return -1;
     if (r->nranges > 0)
-        return 0;
+        return split_intact(r);
+    int rc = pg ? chunks_without_split(r) : 0;
+    if (rc != 0)
+        return rc;
     if (pg && r->job->workers > 1 && make_split(r) != 0)
         return -1;
     if (r->nranges > 0)

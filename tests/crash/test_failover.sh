@@ -193,10 +193,78 @@ test_lossy_failover_behind_pooler() {
     assert_eq "$(table_md5 b)" "$before" "t after down through the pooler"
 }
 
+# holder NAME CLUSTER SQL: a session on CLUSTER that ran SQL in a transaction it keeps open (the locks
+# it took held) until unhold NAME CLUSTER ends it, rolled back.
+holder() {
+    PGAPPNAME=$1 psql -h "${CLUSTER_DIR[$2]}" -p "${CLUSTER_PORT[$2]}" -U postgres -d postgres -XAtq \
+        -c "begin" -c "$3" -c "select pg_sleep(600)" >/dev/null 2>&1 &
+    wait_until 30 cluster_true "$2" "select count(*) = 1 from pg_stat_activity
+                                     where application_name = '$1' and query = 'select pg_sleep(600)'"
+}
+unhold() {
+    cluster_q "$2" "select pg_terminate_backend(pid) from pg_stat_activity where application_name = '$1'" >/dev/null
+}
+waiting_to_write() { # CLUSTER TABLE N: at least N of sluice's statements wait for a lock to write TABLE
+    cluster_true "$1" "select count(*) >= $3 from pg_stat_activity where application_name = 'sluice'
+                       and wait_event_type = 'Lock' and query like 'INSERT INTO $2 %'"
+}
+
+# The split itself lost: a failover that keeps the lease (sluice_jobs) but loses the key split
+# (sluice_ranges), before any chunk has committed. Staged with locks: the split's INSERT waits while
+# the standby receives the lease and is then cut off; the chunks' sluice_progress rows wait while the
+# split commits on the primary alone; the primary crashes; the standby is promoted. The workers then
+# begin their ranges afresh on a database with no split: a range's first chunk commits only while its
+# range is in sluice_ranges, so it is refused, and the job runs again, splitting anew. A kill -9 later
+# and a resume then continue from that split: every row once. (Before, the first chunks committed with
+# no split behind them, and the resume took the last of them as the walk's position, skipping what lay
+# before it.)
+test_failover_that_lost_the_split() {
+    primary_standby_and_job
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 2
+-- sluice:pause 5ms
+-- sluice:lock-timeout 60s
+-- sluice:undo snapshot(n, note)
+-- sluice:up
+UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "${CLUSTER_URL[a]}" stamp 0001_bump pending # sluice's tables, to lock
+    assert_rc 0
+    # the split's first row waits behind this one (the same key, not committed); the chunks' rows wait
+    # behind the lock (sluice writes nothing else to sluice_progress before its first chunk)
+    holder split a "insert into sluice_ranges (job, range_no) values ('0001_bump', 1)"
+    holder chunks a "lock table sluice_progress in exclusive mode"
+    sluice_start --db "$(two_hosts a b)" up
+    wait_until 30 waiting_to_write a sluice_ranges 1
+    wait_until 30 cluster_true b "select runner is not null from sluice_jobs where job = '0001_bump'"
+    cluster_q b "alter system set primary_conninfo = ''"
+    cluster_q b "select pg_reload_conf()" >/dev/null
+    wait_until 30 cluster_true a "select count(*) = 0 from pg_stat_replication"
+    unhold split a
+    wait_until 30 waiting_to_write a sluice_progress 2
+    assert_eq "$(cluster_q a "select count(*) from sluice_ranges")|$(cluster_q b "select count(*) from sluice_ranges")" \
+        "8|0" "ranges on the primary|on the cut-off standby"
+    cluster_stop a
+    promote b
+    wait_until 60 cluster_true b "select count(*) >= 30 from sluice_progress"
+    runner_alive || { sluice_wait; fail "up exited ($RC) before the kill: $(tail -n 3 <<<"$ERR")"; }
+    sluice_kill KILL
+    local killed=$ERR
+    run_sluice --db "$(two_hosts a b)" up
+    assert_rc 0
+    every_row_once_on b
+    assert_contains "$killed" "0001_bump: the database no longer has the job's key split (range "
+    assert_contains "$killed" "; running the job again from what the database has"
+}
+
 run_test "failover mid-run (2 workers, snapshot): waits on the standby, finishes once it is promoted; down there" \
     test_failover_to_promoted_standby
 run_test "failover that lost the last chunks (asynchronous replication): they are done again, every row once" \
     test_failover_that_lost_chunks
 run_test "lossy failover behind PgBouncer, no reconnect: the chunk past the loss is refused, every row once; down" \
     test_lossy_failover_behind_pooler
+run_test "failover that lost the key split before any chunk: the ranges' first chunks are refused, split anew; kill -9, resume: every row once" \
+    test_failover_that_lost_the_split
 t_done

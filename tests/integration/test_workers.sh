@@ -391,6 +391,55 @@ EOF
     assert_sql "select count(*) from sluice_progress where job = '0001_fill'" 0
 }
 
+# The key split edited by hand after a partial run: a range deleted from it would never be walked, and
+# with no split at all the last chunk is not the walk's position. Each is refused (exit 2), nothing
+# changed; down needs only sluice_progress and gives the table back; then up runs the job whole.
+test_split_edited_by_hand() {
+    make_users 20000
+    write_job 0001_fill <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 100ms
+-- sluice:workers 4
+-- sluice:undo snapshot(full_name, n)
+-- sluice:up
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    local before partial last
+    before=$(table_sum)
+    sluice_start up
+    wait_until 30 chunks_at_least 8
+    sluice_kill KILL
+    # a chunk the runner had sent whole may still commit after the kill: wait for its sessions to end
+    wait_until 30 sql_true "select count(*) = 0 from pg_stat_activity where application_name = 'sluice'"
+    assert_several_ranges_ran 0001_fill
+    partial=$(table_sum)
+    last=$(psql_q "select max(range_no) from sluice_ranges where job = '0001_fill'")
+    psql_q "delete from sluice_ranges where job = '0001_fill' and range_no = $last"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "not whole: the ranges after range $((last - 1)) are missing: their keys would never be walked"
+    psql_q "delete from sluice_ranges where job = '0001_fill' and range_no = 3"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_fill: the job's key split in sluice_ranges is not whole"
+    assert_contains "$ERR" "not whole: range 3 is missing: its keys would never be walked (the next range it holds is 4)"
+    assert_contains "$ERR" "hint: were rows of sluice_ranges deleted or changed by hand?"
+    assert_eq "$(table_sum)" "$partial" "table checksum after the refused up"
+    psql_q "delete from sluice_ranges where job = '0001_fill'"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0001_fill: sluice_progress holds chunks of "
+    assert_contains "$ERR" "ranges of a key split, but sluice_ranges has no split for the job"
+    assert_eq "$(table_sum)" "$partial" "table checksum after the refused up"
+    run_sluice down 0001_fill
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "table checksum after down"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "20000|0"
+}
+
 # down with workers: the ranges are undone at once, each on its own connection, newest chunk first
 # within a range; the table comes back exactly.
 test_down_runs_ranges_at_the_same_time() {
@@ -599,4 +648,6 @@ run_test "resumed with workers 4 after workers 1, a where on the column it chang
     test_more_workers_split_what_is_left
 run_test "SQLite: workers 4 runs as one worker with a warning, every row once" test_sqlite_runs_one_worker
 run_test "workers 2 with on-error skip: failing rows set aside, the others once" test_on_error_skip_with_workers
+run_test "the key split edited by hand: a range deleted, then all of it: refused, nothing changed; down, then up" \
+    test_split_edited_by_hand
 t_done

@@ -108,13 +108,16 @@ int sl_lease_check(sl_lease *lease, sl_session *sess, sl_err *err) SL_MUSTCHECK;
 void sl_lease_release(sl_lease *lease, sl_session *sess);
 
 /* SQL for a chunk's sluice_progress row: the chunk number $n (as bigint)
- * while the job's row names runner $r and, unless $p is NULL, chunk $p (the
- * one before it in its key range) is still in sluice_progress; else NULL,
- * which the NOT NULL chunk_no refuses (SQLSTATE 23502 on that statement),
- * failing the chunk: "(SELECT $n::bigint FROM sluice_jobs WHERE job = $j
- * AND runner = $r AND ($p::bigint IS NULL OR EXISTS (...)) FOR KEY SHARE)".
- * The caller tells the two apart by whether the database lost commits
- * (sl_run_check_kept). malloc'd. */
-char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param, int prev_param);
+ * while the job's row names runner $r and the chunk's place in its key range
+ * is still there: chunk $p, the one before it in the range, is still in
+ * sluice_progress, or, for a range's first chunk ($p NULL), its range $g is
+ * still in sluice_ranges (range 0, the whole key of a job with no split,
+ * needs nothing). Else NULL, which the NOT NULL chunk_no refuses (SQLSTATE
+ * 23502 on that statement), failing the chunk: "(SELECT $n::bigint FROM
+ * sluice_jobs WHERE job = $j AND runner = $r AND CASE WHEN $p::bigint IS NOT
+ * NULL THEN EXISTS (...) ELSE ... END FOR KEY SHARE)". The caller tells a
+ * lost lease apart from a database that lost commits (sl_run_check_kept, and
+ * the split). malloc'd. */
+char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param, int prev_param, int range_param);
 
 #endif
