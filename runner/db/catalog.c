@@ -214,10 +214,14 @@ static int64_t explained_rows(const sl_answer *ans, size_t res)
  * updated every row (the job before this one, often) it guesses twice the
  * rows. The live rows PostgreSQL counts as rows come and go are the better
  * total; the planner still gives the share a where (and a key range)
- * keeps. Its guess alone when the table has no counts (a partitioned table,
- * counts reset) or they cannot be read. */
-static const char live_sql[] = "SELECT pg_stat_get_live_tuples(c), pg_stat_get_dead_tuples(c)"
-                               " FROM to_regclass($1) AS c";
+ * keeps. A partitioned table keeps no counts of its own: its partitions'
+ * (every level, as the planner's guess covers them) add up to its. The
+ * planner's guess alone when there are no counts (reset) or they cannot be
+ * read. */
+static const char live_sql[] =
+    "WITH RECURSIVE tree(rel) AS (SELECT to_regclass($1)::oid"
+    " UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.rel)"
+    " SELECT sum(pg_stat_get_live_tuples(rel)), sum(pg_stat_get_dead_tuples(rel)) FROM tree WHERE rel IS NOT NULL";
 
 void catalog_spans_build(catalog_spans *s, const sl_keyspec *ks, const sl_key_span *spans, size_t n, size_t lead,
                          const char *prefix, const char *what)

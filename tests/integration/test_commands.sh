@@ -332,6 +332,27 @@ PY
     assert_sql "select count(*) filter (where n = 1) from t" 4000
 }
 
+# A partitioned table keeps no row counts of its own: its partitions' (every level) add up to its, so
+# after a rewrite plan and up count the live rows there too, not the planner's guess.
+test_plan_estimate_partitioned() {
+    psql_q "create table t (id int primary key, n int not null default 0, d int not null default 1)
+              partition by range (id);
+            create table t_low partition of t for values from (1) to (2001);
+            create table t_high partition of t for values from (2001) to (4001) partition by range (id);
+            create table t_high_a partition of t_high for values from (2001) to (3001);
+            create table t_high_b partition of t_high for values from (3001) to (4001);
+            insert into t (id) select g from generate_series(1, 4000) g; analyze t"
+    bump_job 0001_bump 1000
+    psql_q "update t set d = 2"
+    psql_q "update t set d = 3"
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_match "$OUT" "estimate: +~(39[0-9][0-9]|40[0-9][0-9]) rows in ~4 chunks" "plan (every row, 3 partitions)"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) filter (where n = 1) from t" 4000
+}
+
 # A where on a column the job changes matches only the rows left once some are done: a resumed run
 # counts the rows done and estimates what its walk has left, instead of taking the where's estimate
 # over the table for the whole (past half-way, fewer than the rows done: the job looked done at the
@@ -513,6 +534,7 @@ run_test "status, history and up with no job anywhere" test_status_with_nothing
 run_test "history lists each up run with rows" test_history
 run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
 run_test "plan and up estimate the live rows, not the planner's guess that counts a rewrite's dead rows" test_plan_estimate_after_rewrite
+run_test "plan estimates a partitioned table's live rows from its partitions', every level" test_plan_estimate_partitioned
 run_test "a resumed up estimates the rows its walk has left, not a where the job changes over the table" test_resume_estimate_where_changed
 run_test "plan estimates from the planner alone for a role refused the statistics functions" \
     test_plan_estimate_without_stats_functions
