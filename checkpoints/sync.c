@@ -84,6 +84,32 @@ int sl_ckpt_bind(sl_ckpt *ckpt, const char *id, const char *cluster, const char 
     return rc;
 }
 
+int sl_ckpt_timeline(sl_ckpt *ckpt, int64_t *timeline, sl_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    *timeline = 0;
+    if (sqlite3_prepare_v2(sl_ckpt_sqlite(ckpt), "SELECT db_timeline FROM job", -1, &st, NULL) != SQLITE_OK)
+        return fail(ckpt, "cannot read its database's timeline", err);
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *timeline = sqlite3_column_int64(st, 0); /* NULL: 0, never seen */
+    else
+        rc = fail(ckpt, "cannot read its database's timeline", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int sl_ckpt_set_timeline(sl_ckpt *ckpt, int64_t timeline, sl_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(sl_ckpt_sqlite(ckpt), "UPDATE job SET db_timeline = ?1", -1, &st, NULL) != SQLITE_OK)
+        return fail(ckpt, "cannot record its database's timeline", err);
+    sqlite3_bind_int64(st, 1, timeline);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(ckpt, "cannot record its database's timeline", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int sl_ckpt_chunk_numbers(sl_ckpt *ckpt, int64_t **nums, size_t *n, sl_err *err)
 {
     *nums = NULL;

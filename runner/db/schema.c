@@ -109,6 +109,11 @@ static const char lite_runs_sql[] =
 static const char pg_identity_sql[] = "SELECT (SELECT value FROM " SL_META_TABLE " WHERE key = 'database_id'),"
                                       " current_database()";
 static const char pg_cluster_sql[] = "SELECT system_identifier::text FROM pg_control_system()";
+/* The WAL file name's first eight hex digits are the timeline it is written
+ * on; pg_walfile_name() refuses to run during recovery. */
+static const char pg_timeline_sql[] =
+    "SELECT CASE WHEN pg_is_in_recovery() THEN NULL"
+    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text END";
 
 /* ---- SQLite ---- */
 
@@ -247,7 +252,21 @@ static int read_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
         copy_field(id->cluster, sizeof id->cluster, ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL);
         sl_answer_free(&ans);
     }
+    id->timeline = sl_schema_timeline(sess);
     return 1;
+}
+
+int64_t sl_schema_timeline(sl_session *sess)
+{
+    if (lite(sess))
+        return 0;
+    sl_answer ans;
+    if (sl_session_exec1(sess, pg_timeline_sql, 0, NULL, &ans) != 0)
+        return 0;
+    const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+    int64_t timeline = v ? strtoll(v, NULL, 10) : 0;
+    sl_answer_free(&ans);
+    return timeline > 0 ? timeline : 0;
 }
 
 /* A server that takes no writes (a standby, or default_transaction_read_only

@@ -536,27 +536,49 @@ static int sync_chunks(sl_run *run)
     }
     int64_t *missing = sl_calloc(ndb + 1, sizeof *missing), *extra = sl_calloc(nfile + 1, sizeof *extra);
     size_t nmissing = minus(db, ndb, file, nfile, missing), nextra = minus(file, nfile, db, ndb, extra);
-    /* chunks leave the database only by down or stamp pending: otherwise someone edited sluice_progress */
+    /* chunks leave the database only by down or stamp pending, or with a
+     * server's last commits when a standby is promoted without them (a new
+     * timeline): otherwise someone edited sluice_progress */
     sl_state st = run->row.state;
     int undoing = st == SL_STATE_ROLLING_BACK || st == SL_STATE_ROLLED_BACK || st == SL_STATE_PENDING;
-    int rc = 0;
-    if (nextra && !undoing) {
+    int64_t seen = 0, now = run->db.timeline;
+    int rc = sl_ckpt_timeline(run->ckpt, &seen, &run->err);
+    if (rc == 0 && nextra && !undoing && seen > 0 && now > seen) {
+        sl_warn("%s: the database no longer has %zu chunk%s that checkpoint file %s records (chunk %" PRId64
+                "%s): its timeline went from %" PRId64 " to %" PRId64
+                " since the file last saw it (a standby promoted, or a point-in-time restore), which loses a "
+                "server's last commits; the database decides what is applied: going by it",
+                run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
+                nextra > 1 ? ", ..." : "", seen, now);
+        undoing = 1; /* as after a down: the file follows the database */
+    }
+    if (rc == 0 && nextra && !undoing) {
         sl_err_set(&run->err,
                    "checkpoint file %s records %zu committed chunk%s (chunk %" PRId64
                    "%s) that this database's %s does "
                    "not have, though the job was never rolled back",
                    sl_ckpt_file(run->ckpt), nextra, nextra == 1 ? "" : "s", extra[0], nextra > 1 ? ", ..." : "",
                    SL_PROGRESS_TABLE);
-        sl_err_append(&run->err,
-                      "hint: the database was restored from a backup taken before they committed, a failover "
-                      "promoted a standby that had not received them, the file belongs to another database, or "
-                      "rows of %s were deleted by hand; the database decides what is applied: move the file "
-                      "aside to go by it",
-                      SL_PROGRESS_TABLE);
+        int same_timeline = now > 0 && seen > 0;
+        sl_err_append(
+            &run->err,
+            "hint: the database was restored from a backup taken before they committed, the file belongs "
+            "to another database%s, or rows of %s were deleted by hand; the database decides what is "
+            "applied: move the file aside to go by it",
+            same_timeline || is_lite(run->sess) ? "" : ", a failover promoted a standby that had not received them",
+            SL_PROGRESS_TABLE);
+        if (same_timeline)
+            sl_err_append(&run->err,
+                          "the server is on timeline %" PRId64
+                          ", as when the file last looked: no standby was promoted "
+                          "since",
+                          now);
         rc = SL_EREFUSED;
     }
     if (rc == 0)
         rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
+    if (rc == 0 && now > 0 && now != seen)
+        rc = sl_ckpt_set_timeline(run->ckpt, now, &run->err);
     if (rc == 0)
         rc = copy_from_db(run, run->sess, missing, nmissing);
     if (rc == 0 && (nmissing || nextra))
@@ -927,7 +949,18 @@ int sl_run_check_kept(sl_run *run, sl_session *sess)
     int up = run->kind == SL_RUN_UP;
     int64_t *lost = sl_calloc((up ? nfile : ndb) + 1, sizeof *lost);
     size_t nlost = up ? minus(file, nfile, db, ndb, lost) : minus(db, ndb, file, nfile, lost);
+    /* the file follows the server's timeline (sync_chunks): a standby
+     * promoted under a running job is seen here, after its reconnect */
+    int64_t timeline = sl_schema_timeline(sess), seen = 0;
     int rc = 0;
+    if (timeline > 0 && sl_ckpt_timeline(run->ckpt, &seen, &run->err) == 0 && seen != timeline)
+        rc = sl_ckpt_set_timeline(run->ckpt, timeline, &run->err);
+    if (rc != 0) {
+        free(file);
+        free(db);
+        free(lost);
+        return -1;
+    }
     if (nlost) {
         /* up: chunks it committed are gone; down: chunks it rolled back are there again */
         rc = up ? sl_ckpt_forget_chunks(run->ckpt, lost, nlost, &run->err) : copy_from_db(run, sess, lost, nlost);

@@ -167,6 +167,24 @@ test_failover_that_lost_chunks() {
     assert_eq "$(cluster_q c "select count(*) from sluice_progress")" 0 "chunks left in sluice_progress"
 }
 
+# The same loss while no runner runs: the runner is killed, then the primary crashes and the standby
+# is promoted without the last chunks. The next up finds its checkpoint file ahead of the database; the
+# server's timeline moved since the file last looked (a promotion), so the database decides, as after
+# a reconnect: the file follows it, and the job goes on from what the database has, every row once.
+# (Before, the file was refused until moved aside, as after a restore.)
+test_lossy_failover_while_no_runner_runs() {
+    primary_standby_and_job
+    sluice_start --db "$(two_hosts a b)" up
+    wait_until 60 chunks_on_a_at_least 20
+    cut_off_and_fail_over a b sluice_kill KILL
+    assert_rc 137
+    run_sluice --db "$(two_hosts a b)" up
+    assert_rc 0
+    every_row_once_on b
+    assert_contains "$ERR" "0001_bump: the database no longer has "
+    assert_contains "$ERR" "its timeline went from 1 to 2 since the file last saw it (a standby promoted"
+}
+
 # The same loss behind PgBouncer in transaction mode, re-pointed at the promoted standby: sluice's
 # connections to the pooler may all stay up, so no reconnect looks, and its chunks go on committing on
 # the new primary past the ones it lost. Each chunk's sluice_progress row is written only while the
@@ -263,6 +281,8 @@ run_test "failover mid-run (2 workers, snapshot): waits on the standby, finishes
     test_failover_to_promoted_standby
 run_test "failover that lost the last chunks (asynchronous replication): they are done again, every row once" \
     test_failover_that_lost_chunks
+run_test "lossy failover while no runner runs: the next up follows the database (a new timeline), every row once" \
+    test_lossy_failover_while_no_runner_runs
 run_test "lossy failover behind PgBouncer, no reconnect: the chunk past the loss is refused, every row once; down" \
     test_lossy_failover_behind_pooler
 run_test "failover that lost the key split before any chunk: the ranges' first chunks are refused, split anew; kill -9, resume: every row once" \

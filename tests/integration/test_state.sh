@@ -754,6 +754,7 @@ test_restored_from_backup() {
     assert_rc 2
     assert_contains "$ERR" "that this database's sluice_progress does not have"
     assert_contains "$ERR" "restored from a backup"
+    assert_contains "$ERR" "the server is on timeline 1, as when the file last looked: no standby was promoted since"
     assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$before"
     assert_sql "select count(*) from sluice_progress" "$at_backup"
     mv "$CKPT/0001_bump.sluice" "$T_DIR/aside.sluice"

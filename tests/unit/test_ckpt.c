@@ -161,7 +161,7 @@ static void test_create_and_reopen(void)
     sl_ckpt_close(ck);
 
     CHECK(raw_int(path, "PRAGMA application_id") == 0x534c4331);
-    CHECK(raw_int(path, "PRAGMA user_version") == 3);
+    CHECK(raw_int(path, "PRAGMA user_version") == 4);
     ck = must_open(path, "0001_job", 0); /* reopen without create */
     sl_ckpt_close(ck);
     ck = must_open(path, "0001_job", 1); /* create on an existing file keeps it */
@@ -598,7 +598,8 @@ out:
 }
 
 /* A version 2 file (before chunks had a batch and a worker, events data,
- * and `down` runs a record) is upgraded in place, its chunks kept. */
+ * and `down` runs a record, or the database's timeline) is upgraded in place
+ * to this version, its chunks kept. */
 static void test_upgrade_from_2(void)
 {
     char *path = tmp_path("v2.sluice");
@@ -609,12 +610,18 @@ static void test_upgrade_from_2(void)
     commit_ok(ck, run, make_chunk(1, "[\"1\"]", "[\"10\"]", 10));
     sl_ckpt_close(ck);
     raw_exec(path, "ALTER TABLE chunks DROP COLUMN batch; ALTER TABLE chunks DROP COLUMN worker;"
-                   " ALTER TABLE events DROP COLUMN data; DROP TABLE undone; PRAGMA user_version = 2");
+                   " ALTER TABLE events DROP COLUMN data; DROP TABLE undone; ALTER TABLE job DROP COLUMN db_timeline;"
+                   " PRAGMA user_version = 2");
     CHECK(raw_int(path, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'batch'") == 0);
     ck = must_open(path, "v2", 0);
     if (!ck)
         goto out;
-    CHECK(raw_int(path, "PRAGMA user_version") == 3);
+    CHECK(raw_int(path, "PRAGMA user_version") == 4);
+    int64_t tl = -1;
+    sl_err terr = {{0}};
+    CHECK(sl_ckpt_timeline(ck, &tl, &terr) == 0 && tl == 0); /* never seen */
+    CHECK(sl_ckpt_set_timeline(ck, 3, &terr) == 0);
+    CHECK(sl_ckpt_timeline(ck, &tl, &terr) == 0 && tl == 3);
     CHECK(raw_int(path, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name IN ('batch', 'worker')") == 2);
     CHECK(raw_int(path, "SELECT batch FROM chunks WHERE chunk_no = 1") == 0);
     sl_ckpt_chunk c = make_chunk(2, "[\"11\"]", "[\"20\"]", 10);
@@ -800,7 +807,7 @@ static void test_newer_schema(void)
     char *path = tmp_path("newer.sluice");
     sl_ckpt *ck = must_open(path, "newer", 1);
     sl_ckpt_close(ck);
-    raw_exec(path, "PRAGMA user_version = 4");
+    raw_exec(path, "PRAGMA user_version = 5");
     expect_refused(path, "newer", 0, -1, "upgrade sluice");
     free(path);
 }

@@ -18,6 +18,8 @@
 #ifndef SLUICE_SCHEMA_H
 #define SLUICE_SCHEMA_H
 
+#include <stdint.h>
+
 #include "sluice/db/session.h"
 
 #define SL_PROGRESS_TABLE "sluice_progress"
@@ -33,7 +35,15 @@ typedef struct sl_db_identity {
     char id[48];      /* sluice's random id for the database, kept in sluice_meta */
     char cluster[32]; /* PostgreSQL's system identifier ("" on SQLite, or when it cannot be read) */
     char name[256];   /* current_database(), or the SQLite file's path */
+    int64_t timeline; /* PostgreSQL: the primary's timeline (sl_schema_timeline); 0 when unknown, or SQLite */
 } sl_db_identity;
+
+/* The timeline the server writes its WAL on (PostgreSQL): 1 for a new
+ * cluster, one more at each promotion of a standby or end of a
+ * point-in-time restore, which is how a server that lost another's last
+ * commits is told apart. 0 when it cannot tell (a standby, SQLite, an
+ * error). Readable by any role. */
+int64_t sl_schema_timeline(sl_session *sess);
 
 /* Create whichever of sluice's tables are missing, add columns older
  * sluices did not have, and give the database its id; then read the
