@@ -362,19 +362,25 @@ EOF
     assert_status 0001_fill state rolled_back
 }
 
-# A partial run stops with holes in the middle of the key space (each range partly done): down puts
-# back exactly the chunks that committed.
-test_undo_after_partial_run() {
+# users_and_fill_job [CONDITION]: make_users 20000 and job 0001_fill, 4 workers at 100 rows a chunk with
+# a pause, a snapshot of full_name and n; its UPDATE's WHERE adds "AND CONDITION" when given.
+users_and_fill_job() {
     make_users 20000
-    write_job 0001_fill <<'EOF'
+    write_job 0001_fill <<EOF
 -- sluice:table t
 -- sluice:batch 100
 -- sluice:pause 100ms
 -- sluice:workers 4
 -- sluice:undo snapshot(full_name, n)
 -- sluice:up
-UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi AND full_name IS NULL;
+UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi${1:+ AND $1};
 EOF
+}
+
+# A partial run stops with holes in the middle of the key space (each range partly done): down puts
+# back exactly the chunks that committed.
+test_undo_after_partial_run() {
+    users_and_fill_job "full_name IS NULL"
     local before
     before=$(table_sum)
     sluice_start up
@@ -395,16 +401,7 @@ EOF
 # with no split at all the last chunk is not the walk's position. Each is refused (exit 2), nothing
 # changed; down needs only sluice_progress and gives the table back; then up runs the job whole.
 test_split_edited_by_hand() {
-    make_users 20000
-    write_job 0001_fill <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:pause 100ms
--- sluice:workers 4
--- sluice:undo snapshot(full_name, n)
--- sluice:up
-UPDATE t SET full_name = first || ' ' || last, n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
+    users_and_fill_job
     local before partial last
     before=$(table_sum)
     sluice_start up
