@@ -569,9 +569,8 @@ static int sync_chunks(sl_run *run)
             SL_PROGRESS_TABLE);
         if (same_timeline)
             sl_err_append(&run->err,
-                          "the server is on timeline %" PRId64
-                          ", as when the file last looked: no standby was promoted "
-                          "since",
+                          "the server is on timeline %" PRId64 ", as when the file last looked: no "
+                          "standby was promoted since",
                           now);
         rc = SL_EREFUSED;
     }
