@@ -722,9 +722,10 @@ EOF
     assert_sql "select min(a), max(a) from t" "m|m"
 }
 
-# The database restored from a backup taken mid-run (pg_dump, pg_restore: what a point-in-time
-# recovery does to a job), with the runner's checkpoint directory kept from after the backup: the
-# file is ahead of the database and is refused (exit 2), saying so and changing nothing. Moved aside,
+# The database restored from a backup taken mid-run (pg_dump, pg_restore: the server's timeline stays
+# as it was, unlike a point-in-time recovery, which crash/test_failover's promotion stands for), with
+# the runner's checkpoint directory kept from after the backup: the file is ahead of the database and
+# is refused (exit 2), saying so and changing nothing. Moved aside,
 # up runs the chunks the restore took back, exactly once, and down undoes the whole job.
 test_restored_from_backup() {
     setup_bump_ab 3000 100 "-- sluice:undo snapshot(a)
