@@ -219,9 +219,8 @@ static int64_t explained_rows(const sl_answer *ans, size_t res)
  * planner's guess alone when there are no counts (reset) or they cannot be
  * read. */
 static const char live_sql[] =
-    "WITH RECURSIVE tree(rel) AS (SELECT to_regclass($1)::oid"
-    " UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.rel)"
-    " SELECT sum(pg_stat_get_live_tuples(rel)), sum(pg_stat_get_dead_tuples(rel)) FROM tree WHERE rel IS NOT NULL";
+    SL_PG_TABLE_TREE "SELECT sum(pg_stat_get_live_tuples(rel)),"
+                     " sum(pg_stat_get_dead_tuples(rel)) FROM sluice_tree WHERE rel IS NOT NULL";
 
 void catalog_spans_build(catalog_spans *s, const sl_keyspec *ks, const sl_key_span *spans, size_t n, size_t lead,
                          const char *prefix, const char *what)

@@ -92,14 +92,17 @@ static int64_t ranges_wanted(up_run *r)
     return want;
 }
 
-/* The table's size in pages, for the sample's percentage. */
+/* The table's size in pages, for the sample's percentage: a partitioned
+ * table's partitions', which TABLESAMPLE samples each at that percentage. */
 static int64_t table_pages(up_run *r)
 {
     const char *params[] = {r->info.ks.table};
     sl_answer ans;
     int64_t pages = 0;
-    if (sl_session_exec1(r->sess, "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint", 1,
-                         params, &ans) == 0 &&
+    if (sl_session_exec1(r->sess,
+                         SL_PG_TABLE_TREE "SELECT coalesce(sum(pg_relation_size(rel)), 0)"
+                                          " / current_setting('block_size')::bigint FROM sluice_tree",
+                         1, params, &ans) == 0 &&
         ans.ok)
         pages = strtoll(sl_answer_val(&ans, 0, 0, 0) ? sl_answer_val(&ans, 0, 0, 0) : "0", NULL, 10);
     sl_answer_free(&ans);

@@ -437,6 +437,39 @@ test_split_edited_by_hand() {
     assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "20000|0"
 }
 
+# A partitioned table (two levels) has no pages of its own: the split samples its partitions' pages at
+# the share a table of their size needs (about 300 pages of about 640 here), not all of them, which on a
+# large table would read it whole before the first chunk. Every row once, then down.
+test_partitioned_table() {
+    psql_q "create table t (id int primary key, n int not null default 0, note text) partition by range (id);
+            create table t_low partition of t for values from (1) to (50001);
+            create table t_high partition of t for values from (50001) to (100001) partition by range (id);
+            create table t_high_a partition of t_high for values from (50001) to (75001);
+            create table t_high_b partition of t_high for values from (75001) to (100001);
+            insert into t (id, note) select g, 'row ' || g from generate_series(1, 100000) g; analyze t"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 1000
+-- sluice:workers 2
+-- sluice:undo snapshot(n, note)
+-- sluice:up
+UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
+EOF
+    local before pct
+    before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
+    run_sluice up
+    assert_rc 0
+    pct=$(grep -o "sampled from [0-9.]*% of t's pages" <<<"$ERR" | grep -o "[0-9.]*%" | tr -d %)
+    diag "the split sampled ${pct:-?}% of t's pages"
+    [[ -n $pct ]] && awk -v p="$pct" 'BEGIN { exit !(p >= 20 && p <= 80) }' ||
+        fail "the split should sample about half of the partitions' pages, not ${pct:-none}%: $ERR"
+    assert_several_ranges_ran 0001_bump
+    assert_sql "select min(n), max(n), count(*) from t where note = 'changed'" "1|1|100000"
+    run_sluice down 0001_bump
+    assert_rc 0
+    assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$before"
+}
+
 # down with workers: the ranges are undone at once, each on its own connection, newest chunk first
 # within a range; the table comes back exactly.
 test_down_runs_ranges_at_the_same_time() {
@@ -645,6 +678,8 @@ run_test "resumed with workers 4 after workers 1, a where on the column it chang
     test_more_workers_split_what_is_left
 run_test "SQLite: workers 4 runs as one worker with a warning, every row once" test_sqlite_runs_one_worker
 run_test "workers 2 with on-error skip: failing rows set aside, the others once" test_on_error_skip_with_workers
+run_test "a partitioned table, two levels: the split samples its partitions' pages; every row once, then down" \
+    test_partitioned_table
 run_test "the key split edited by hand: a range deleted, then all of it: refused, nothing changed; down, then up" \
     test_split_edited_by_hand
 t_done

@@ -6,6 +6,15 @@
 #include "sluice/jobs/job.h"
 #include "sluice/jobs/keys.h"
 
+/* PostgreSQL: the start of a query over the table named by parameter $1
+ * (text) and, when it is a partitioned (or inheritance) parent, every table
+ * under it, at every level: their oids as rel in sluice_tree (a NULL rel
+ * when there is no such table). A partitioned parent has no pages or row
+ * counts of its own; its partitions' add up to its. */
+#define SL_PG_TABLE_TREE                                              \
+    "WITH RECURSIVE sluice_tree(rel) AS (SELECT to_regclass($1)::oid" \
+    " UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN sluice_tree t ON i.inhparent = t.rel) "
+
 typedef struct sl_table_info {
     sl_keyspec ks;    /* resolved table and key */
     char *index;      /* a valid btree index whose leading columns are the key, or NULL */
