@@ -447,14 +447,7 @@ test_partitioned_table() {
             create table t_high_a partition of t_high for values from (50001) to (75001);
             create table t_high_b partition of t_high for values from (75001) to (100001);
             insert into t (id, note) select g, 'row ' || g from generate_series(1, 100000) g; analyze t"
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 1000
--- sluice:workers 2
--- sluice:undo snapshot(n, note)
--- sluice:up
-UPDATE t SET n = n + 1, note = 'changed' WHERE id BETWEEN :lo AND :hi;
-EOF
+    bump_job 0001_bump 1000 "-- sluice:workers 2" "-- sluice:undo snapshot(n)"
     local before pct
     before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
     run_sluice up
@@ -464,7 +457,7 @@ EOF
     [[ -n $pct ]] && awk -v p="$pct" 'BEGIN { exit !(p >= 20 && p <= 80) }' ||
         fail "the split should sample about half of the partitions' pages, not ${pct:-none}%: $ERR"
     assert_several_ranges_ran 0001_bump
-    assert_sql "select min(n), max(n), count(*) from t where note = 'changed'" "1|1|100000"
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|100000"
     run_sluice down 0001_bump
     assert_rc 0
     assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$before"
