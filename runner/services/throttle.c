@@ -7,41 +7,52 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One row, one round trip; $1 is the job's table. replay_lag is NULL for a
- * replica that is caught up and idle, and for every replica to a role
- * without pg_monitor: the two counts of pg_stat_replication tell them apart
- * (such a role sees the rows, each with its pid alone). Lock waiters are
- * waits for the table itself: the short waits of writers to extend it
- * (sluice's own workers among them) are not an application's queue. The WAL
- * position is the flushed one, which is what replicas can receive. A table
- * without storage of its own (partitioned) has relfrozenxid 0: no age. */
-static const char health_sql[] =
-    "SELECT (SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000), 0)::bigint FROM pg_stat_replication),"
+#include "sluice/db/catalog.h"
+
+/* One row, one round trip; $1 is the job's table, $2 max-dead-tuples in
+ * hundredths of a percent. replay_lag is NULL for a replica that is caught
+ * up and idle, and for every replica to a role without pg_monitor: the two
+ * counts of pg_stat_replication tell them apart (such a role sees the rows,
+ * each with its pid alone). Lock waiters are waits for the table itself (or
+ * any of its partitions): the short waits of writers to extend it (sluice's
+ * own workers among them) are not an application's queue. The WAL position
+ * is the flushed one, which is what replicas can receive. Vacuum is each
+ * table's own: of a partitioned table's partitions (every level; the parent
+ * has no storage, no counts and relfrozenxid 0), the one furthest over its
+ * dead-tuple limit, and the one nearest its anti-wraparound vacuum. */
+static const char health_sql[] = SL_PG_TABLE_TREE
+    ", sluice_stored AS (SELECT t.rel FROM sluice_tree t JOIN pg_class c ON c.oid = t.rel WHERE c.relkind <> 'p')"
+    " SELECT (SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000), 0)::bigint FROM pg_stat_replication),"
     "       (SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'"
-    "          AND relation = to_regclass($1)),"
+    "          AND relation IN (SELECT rel FROM sluice_tree)),"
     "       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start) * 1000), 0)::bigint"
     "          FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()"
     "           AND backend_type = 'client backend'),"
     "       pg_current_wal_flush_lsn()::text,"
     "       (SELECT count(*) FROM pg_stat_replication), (SELECT count(state) FROM pg_stat_replication),"
     "       s.n_dead_tup, s.n_live_tup, current_setting('autovacuum_vacuum_threshold')::bigint,"
-    "       x.xid_age, x.xid_limit, x.mxid_age, x.mxid_limit"
+    "       x.xid_age, x.xid_limit, x.mxid_age, x.mxid_limit,"
+    "       CASE WHEN s.relid <> to_regclass($1) THEN s.relid::regclass::text END"
     "  FROM (SELECT 1) one"
-    "  LEFT JOIN pg_stat_all_tables s ON s.relid = to_regclass($1)"
+    "  LEFT JOIN LATERAL (SELECT relid, n_dead_tup, n_live_tup FROM pg_stat_all_tables"
+    "       WHERE relid IN (SELECT rel FROM sluice_stored)"
+    "       ORDER BY n_dead_tup - n_live_tup * $2::bigint / 10000 DESC LIMIT 1) s ON true"
     "  LEFT JOIN LATERAL ("
-    "       SELECT greatest(CASE WHEN c.relfrozenxid::text <> '0' THEN age(c.relfrozenxid) END,"
-    "                       CASE WHEN t.relfrozenxid::text <> '0' THEN age(t.relfrozenxid) END) AS xid_age,"
-    "              least(current_setting('autovacuum_freeze_max_age')::bigint,"
-    "                    coalesce((SELECT option_value::bigint FROM pg_options_to_table(c.reloptions)"
-    "                               WHERE option_name = 'autovacuum_freeze_max_age'), 2000000000)) AS xid_limit,"
-    "              greatest(CASE WHEN c.relminmxid::text <> '0' THEN mxid_age(c.relminmxid) END,"
-    "                       CASE WHEN t.relminmxid::text <> '0' THEN mxid_age(t.relminmxid) END) AS mxid_age,"
+    "       SELECT xid_age, xid_limit, max(mxid_age) OVER () AS mxid_age,"
     "              current_setting('autovacuum_multixact_freeze_max_age')::bigint AS mxid_limit"
-    "         FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid"
-    "        WHERE c.oid = to_regclass($1)) x ON true";
+    "         FROM (SELECT greatest(CASE WHEN c.relfrozenxid::text <> '0' THEN age(c.relfrozenxid) END,"
+    "                               CASE WHEN t.relfrozenxid::text <> '0' THEN age(t.relfrozenxid) END) AS xid_age,"
+    "                      least(current_setting('autovacuum_freeze_max_age')::bigint,"
+    "                            coalesce((SELECT option_value::bigint FROM pg_options_to_table(c.reloptions)"
+    "                                       WHERE option_name = 'autovacuum_freeze_max_age'), 2000000000)) AS xid_limit,"
+    "                      greatest(CASE WHEN c.relminmxid::text <> '0' THEN mxid_age(c.relminmxid) END,"
+    "                               CASE WHEN t.relminmxid::text <> '0' THEN mxid_age(t.relminmxid) END) AS mxid_age"
+    "                 FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid"
+    "                WHERE c.oid IN (SELECT rel FROM sluice_stored)) a"
+    "        ORDER BY xid_age - xid_limit DESC NULLS LAST LIMIT 1) x ON true";
 
 /* SQLite has no replicas, lock queue, other sessions, WAL position or vacuum to look at. */
-static const char lite_sql[] = "SELECT 0, 0, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL";
+static const char lite_sql[] = "SELECT 0, 0, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL";
 
 enum {
     COL_REPLAY_LAG,
@@ -56,7 +67,8 @@ enum {
     COL_XID_AGE,
     COL_XID_LIMIT,
     COL_MXID_AGE,
-    COL_MXID_LIMIT
+    COL_MXID_LIMIT,
+    COL_PARTITION /* the partition the dead-tuple counts are of; NULL: the table's own */
 };
 
 /* How long a check waits for the replicas' answers. */
@@ -120,8 +132,10 @@ static int round_trip(sl_throttle *th, sl_session *sess, const sl_job *job, cons
                       int64_t wait_ms, sl_answer *ans)
 {
     int lite = sess->dialect == SL_DIALECT_SQLITE;
-    const char *params[] = {table};
-    sl_query q[2] = {{lite ? lite_sql : health_sql, lite ? 0 : 1, params, 0}, {job->throttle_query, 0, NULL, 0}};
+    char bp[24];
+    snprintf(bp, sizeof bp, "%" PRId64, job->max_dead_tuples_bp);
+    const char *params[] = {table, bp};
+    sl_query q[2] = {{lite ? lite_sql : health_sql, lite ? 0 : 2, params, 0}, {job->throttle_query, 0, NULL, 0}};
     if (want_replicas)
         sl_replicas_poll(&th->replicas);
     if (sl_session_exec_readonly(sess, q, job->throttle_query ? 2 : 1, ans) != 0) /* the job's query looks only */
@@ -265,10 +279,14 @@ static int over_vacuum(const sl_pace *pace, const sl_answer *ans, char *reason, 
     char pct[24];
     format_percent(pace->max_dead_tuples_bp, pct, sizeof pct);
     if (dead > allowed) {
+        const char *part = sl_answer_val(ans, 0, 0, COL_PARTITION); /* the one furthest over its limit */
+        char where[160] = "the table";
+        if (part)
+            snprintf(where, sizeof where, "partition %s of the table", part);
         snprintf(reason, reasonsz,
-                 "%" PRId64 " dead tuples in the table > %s of its %" PRId64 " live ones + %" PRId64
+                 "%" PRId64 " dead tuples in %s > %s of its %" PRId64 " live ones + %" PRId64
                  " (max-dead-tuples %s; autovacuum is behind)",
-                 dead, pct, live, threshold, pct);
+                 dead, where, pct, live, threshold, pct);
         return 1;
     }
     int64_t xid_age = val(ans, COL_XID_AGE, 0), xid_limit = val(ans, COL_XID_LIMIT, INT64_MAX);

@@ -15,14 +15,19 @@ has_progress() {
 # The job copies t into t_copy in chunks: sluice itself leaves no dead tuples in t, and writes little WAL.
 make_copy_job() {
     psql_q "create table t (id int primary key, pad text not null default repeat('x', 50));
-            insert into t (id) select g from generate_series(1, $1) g;
-            create table t_copy (id int primary key, pad text);
+            insert into t (id) select g from generate_series(1, $1) g"
+    copy_job "$2"
+}
+
+# copy_job LIMIT: t_copy, the grants, and the job copying t (made already) into it, with LIMIT.
+copy_job() {
+    psql_q "create table t_copy (id int primary key, pad text);
             grant select, update on t to sl_app; grant select, insert on t_copy to sl_app"
     write_job 0001_copy <<EOF
 -- sluice:table t
 -- sluice:batch 50
 -- sluice:pause 100ms
--- sluice:$2
+-- sluice:$1
 -- sluice:up
 INSERT INTO t_copy SELECT id, pad FROM t WHERE id BETWEEN :lo AND :hi;
 EOF
@@ -87,6 +92,33 @@ test_dead_tuples() {
     assert_sql "select count(*) from t_copy" 20000
 }
 
+# A partitioned table has no counts of its own (0 dead, 0 live, relfrozenxid 0): each partition is
+# vacuumed on its own, and the one furthest behind holds the job back, named.
+test_dead_tuples_in_a_partition() {
+    make_app_role
+    psql_q "create table t (id int primary key, pad text not null default repeat('x', 50)) partition by range (id);
+            create table t_low partition of t for values from (1) to (10001) with (autovacuum_enabled = false);
+            create table t_high partition of t for values from (10001) to (20001);
+            insert into t (id) select g from generate_series(1, 20000) g"
+    copy_job "max-dead-tuples 20%"
+    # 8000 dead tuples in t_low > 50 + 20% of its 10000 live ones (and of the table's 20000 too)
+    psql_q "update t set pad = pad || 'y' where id <= 8000"
+    wait_until 10 sql_true "select n_dead_tup >= 8000 from pg_stat_user_tables where relname = 't_low'"
+    sluice_start --db "$APP_DB" up
+    wait_until 20 grep -q "pausing: .* dead tuples in partition t_low of the table" "$T_DIR/bg.1.err"
+    sleep 2
+    assert_eq "$(progress 0001_copy)" "0|0" "chunks committed while autovacuum is behind on a partition"
+    run_cmd "$SLUICE" --checkpoints "$CKPT" ctl 0001_copy status
+    assert_rc 0
+    assert_match "$OUT" "dead-tuples 8[0-9]{3} of 10000 live \(max-dead-tuples 20%\)"
+    psql_q "vacuum t_low"
+    sluice_wait
+    assert_rc 0
+    assert_match "$ERR" "pausing: 8[0-9]{3} dead tuples in partition t_low of the table > 20% of its 10000 live ones \+ 50"
+    assert_match "$ERR" "resumed after [0-9]+s paused"
+    assert_sql "select count(*) from t_copy" 20000
+}
+
 test_no_backlog_no_hold() {
     make_app_role
     make_copy_job 500 "max-dead-tuples 20%"
@@ -133,6 +165,8 @@ EOF
 
 run_test "max-wal-rate: no chunk while a parallel writer fills the WAL, finishes after" test_wal_rate
 run_test "max-dead-tuples: no chunk while autovacuum is behind on the table, finishes after VACUUM" test_dead_tuples
+run_test "max-dead-tuples on a partitioned table: the partition behind holds the job, named; finishes after VACUUM" \
+    test_dead_tuples_in_a_partition
 run_test "max-wal-rate and max-dead-tuples hold nothing back when not crossed" test_no_backlog_no_hold
 run_test "max-wal-rate and max-dead-tuples are refused on SQLite, naming the line" test_refused_on_sqlite
 run_test "max-wal-rate and max-dead-tuples refuse bad values" test_bad_values
