@@ -266,13 +266,19 @@ free_port() {
 # wait_until SECONDS CMD...: poll CMD every 50ms until it succeeds; fail the test if it never does.
 #   wait_until 10 sql_true "select count(*) > 0 from t where n = 1"
 wait_until() {
+    poll_until "$@" && return 0
+    shift
+    fail "waited in vain for: $*"
+    return 1
+}
+
+# poll_until SECS CMD...: CMD (its output thrown away) until it succeeds, 0; or, after SECS seconds, 1,
+# failing nothing (for a harness function that says why itself).
+poll_until() {
     local deadline=$((SECONDS + $1))
     shift
     until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            fail "waited in vain for: $*"
-            return 1
-        fi
+        ((SECONDS < deadline)) || return 1
         sleep 0.05
     done
 }

@@ -49,14 +49,10 @@ EOF_INI
         PGB_ERR="pgbouncer did not start: $(cat "$PGB_DIR/start.log" "$PGB_DIR/pgbouncer.log" 2>/dev/null | tail -n 20)"
         return 1
     fi
-    local deadline=$((SECONDS + 20))
-    until psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d pgbouncer -XAtq -c "show version" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            PGB_ERR="pgbouncer does not answer on port $PGB_PORT: $(tail -n 20 "$PGB_DIR/pgbouncer.log" 2>/dev/null)"
-            return 1
-        fi
-        sleep 0.2
-    done
+    if ! poll_until 20 psql -h 127.0.0.1 -p "$PGB_PORT" -U "$PGUSER" -d pgbouncer -XAtq -c "show version"; then
+        PGB_ERR="pgbouncer does not answer on port $PGB_PORT: $(tail -n 20 "$PGB_DIR/pgbouncer.log" 2>/dev/null)"
+        return 1
+    fi
 }
 
 pgb_point() {

@@ -56,7 +56,7 @@ replication_refused() {
 
 # Make the replica and wait until the primary sees it streaming. Sets REPLICA_ERR on failure.
 replica_start() {
-    local why deadline
+    local why
     why=$(replication_refused)
     if [[ -n $why ]]; then
         REPLICA_ERR="the test server does not allow replication: $why"
@@ -87,14 +87,10 @@ echo 'local all all trust' >'$REPLICA_DIR/data/pg_hba.conf'
         REPLICA_ERR="the replica did not start: $(tail -n 20 "$REPLICA_DIR/server.log" 2>/dev/null)"
         return 1
     fi
-    deadline=$((SECONDS + 30))
-    until [[ $(psql -XAtq -c "select count(*) from pg_stat_replication where state = 'streaming'") == 1 ]]; do
-        if ((SECONDS >= deadline)); then
-            REPLICA_ERR="the replica never showed as streaming in pg_stat_replication: $(tail -n 20 "$REPLICA_DIR/server.log")"
-            return 1
-        fi
-        sleep 0.2
-    done
+    if ! poll_until 30 sql_true "select count(*) = 1 from pg_stat_replication where state = 'streaming'"; then
+        REPLICA_ERR="the replica never showed as streaming in pg_stat_replication: $(tail -n 20 "$REPLICA_DIR/server.log")"
+        return 1
+    fi
 }
 
 replica_stop() {
