@@ -22,7 +22,7 @@ struct sl_lite_stmt {
     sqlite3_stmt *stmt;
 };
 
-enum { BATCH_IDLE, BATCH_POSTED, BATCH_DONE };
+const char sl_lite_carried[2 * SL_MAX_KEY_COLS + 1];
 
 static void on_wake(uv_async_t *handle);
 static void worker_main(void *arg);
@@ -294,7 +294,7 @@ int sl_lite_open(sl_lite *lite, sl_err *err)
                             fn_unquote, NULL, NULL);
     sqlite3_progress_handler(lite->db, 1000, on_progress, lite);
     atomic_store(&lite->quit, 0);
-    atomic_store(&lite->state, BATCH_IDLE);
+    lite->running = lite->has_next = lite->nfinished = lite->in_flight = 0;
     if (uv_thread_create(&lite->thread, worker_main, lite) != 0) {
         sl_err_set(err, "cannot start the thread that runs %s's statements", lite->display);
         sl_lite_close(lite);
@@ -406,8 +406,12 @@ static char *blob_text(const unsigned char *data, int nbytes)
  * a TEXT one), and an untyped one compares it as the number it printed as.
  * Anything else ("007", "1e5", "abc") stays text, but for X'..', a BLOB's
  * literal as results give it. */
-static int bind_value(sqlite3_stmt *st, int idx, const char *v)
+static int bind_value(sl_lite *lite, sqlite3_stmt *st, int idx, const char *v)
 {
+    if (v >= sl_lite_carried && v < sl_lite_carried + sizeof sl_lite_carried) {
+        size_t k = (size_t)(v - sl_lite_carried);
+        v = k < lite->ncarry ? lite->carry[k] : NULL;
+    }
     if (!v)
         return sqlite3_bind_null(st, idx);
     size_t len = strlen(v);
@@ -471,7 +475,7 @@ static int bind_params(sl_lite *lite, sqlite3_stmt *st, const sl_query *q)
                      "a value was bound to $%d, but the statement has no such parameter (it has %d)", i, count);
             return SQLITE_RANGE;
         }
-        int rc = bind_value(st, idx, q->params[i - 1]);
+        int rc = bind_value(lite, st, idx, q->params[i - 1]);
         if (rc != SQLITE_OK)
             return rc;
     }
@@ -588,34 +592,68 @@ static void run_batch(sl_lite *lite)
 static int wait_batch(sl_lite *lite)
 {
     uv_mutex_lock(&lite->mu);
-    while (atomic_load(&lite->state) != BATCH_POSTED && !atomic_load(&lite->quit))
+    while (!lite->running && !atomic_load(&lite->quit))
         uv_cond_wait(&lite->cv, &lite->mu);
     uv_mutex_unlock(&lite->mu);
     return !atomic_load(&lite->quit);
 }
 
+/* Under mu, the batch just done: whether its follow-on runs. It does when
+ * the batch succeeded with a row in its last result, which it then carries
+ * over; else its done flag is set with the batch's. */
+static int take_next(sl_lite *lite)
+{
+    if (!lite->has_next)
+        return 0;
+    const sl_answer *ans = lite->batch.ans;
+    const sl_result *last = ans->nresults ? &ans->results[ans->nresults - 1] : NULL;
+    int take = ans->ok && last && last->nrows > 0 && (size_t)last->ncols <= sizeof sl_lite_carried;
+    lite->has_next = 0;
+    *lite->next_taken = take;
+    if (!take) {
+        assert(lite->nfinished < 4 && "BUG: more done flags than batches in flight");
+        lite->finished[lite->nfinished++] = lite->next.done;
+        return 0;
+    }
+    for (size_t k = 0; k < lite->ncarry; k++)
+        free(lite->carry[k]);
+    lite->ncarry = (size_t)last->ncols;
+    for (size_t k = 0; k < lite->ncarry; k++)
+        lite->carry[k] = last->vals[k] ? sl_strdup(last->vals[k]) : NULL;
+    lite->batch = lite->next;
+    return 1;
+}
+
 /* One thread per connection, not libuv's pool: the pool's threads take
  * turns, so every chunk woke a different one, often on the other core
- * (bench_sqlite.sh: a third of the run was spent in those hand-offs). */
+ * (bench_sqlite.sh: a third of the run was spent in those hand-offs). A
+ * follow-on runs at once, without waking the loop in between. */
 static void worker_main(void *arg)
 {
     sl_lite *lite = arg;
     while (wait_batch(lite)) {
         run_batch(lite);
-        atomic_store(&lite->state, BATCH_DONE);
+        uv_mutex_lock(&lite->mu);
+        assert(lite->nfinished < 4 && "BUG: more done flags than batches in flight");
+        lite->finished[lite->nfinished++] = lite->batch.done;
+        lite->running = take_next(lite);
+        uv_mutex_unlock(&lite->mu);
         uv_async_send(&lite->wake);
     }
 }
 
-/* On the loop thread: the batch is done, its answer complete. */
+/* On the loop thread: batches are done, their answers complete. */
 static void on_wake(uv_async_t *handle)
 {
     sl_lite *lite = handle->data;
-    if (atomic_load(&lite->state) != BATCH_DONE)
-        return;
-    atomic_store(&lite->state, BATCH_IDLE);
-    uv_unref((uv_handle_t *)&lite->wake);
-    *lite->batch.done = 1;
+    uv_mutex_lock(&lite->mu);
+    for (int i = 0; i < lite->nfinished; i++)
+        *lite->finished[i] = 1;
+    lite->in_flight -= lite->nfinished;
+    lite->nfinished = 0;
+    uv_mutex_unlock(&lite->mu);
+    if (lite->in_flight == 0)
+        uv_unref((uv_handle_t *)&lite->wake);
 }
 
 int sl_lite_send(sl_lite *lite, const sl_query *queries, size_t n, sl_answer *ans, int *done)
@@ -623,15 +661,61 @@ int sl_lite_send(sl_lite *lite, const sl_query *queries, size_t n, sl_answer *an
     memset(ans, 0, sizeof *ans);
     if (!lite->db || !lite->thread_running)
         return -1;
-    assert(atomic_load(&lite->state) == BATCH_IDLE && "BUG: a second batch while one runs");
+    assert(lite->in_flight == 0 && "BUG: a second batch while one runs");
     lite->batch = (sl_lite_batch){queries, n, ans, done};
     *done = 0;
+    lite->in_flight = 1;
     uv_ref((uv_handle_t *)&lite->wake); /* the loop waits for it (uv_run returns at once with nothing referenced) */
     uv_mutex_lock(&lite->mu);
-    atomic_store(&lite->state, BATCH_POSTED);
+    lite->running = 1;
     uv_cond_signal(&lite->cv);
     uv_mutex_unlock(&lite->mu);
     return 0;
+}
+
+int sl_lite_send_next(sl_lite *lite, const sl_query *queries, size_t n, sl_answer *ans, int *done, int *taken)
+{
+    memset(ans, 0, sizeof *ans);
+    if (!lite->db || !lite->thread_running || lite->in_flight != 1)
+        return -1;
+    *done = 0;
+    *taken = 0;
+    uv_mutex_lock(&lite->mu);
+    assert(!lite->has_next && "BUG: a second follow-on");
+    lite->next = (sl_lite_batch){queries, n, ans, done};
+    lite->next_taken = taken;
+    lite->has_next = 1;
+    lite->in_flight++;
+    int decided_now = !lite->running, ran = 0;
+    if (decided_now) { /* the batch before is done already: decide here */
+        int before = lite->nfinished;
+        ran = lite->running = take_next(lite);
+        if (ran)
+            uv_cond_signal(&lite->cv);
+        else
+            lite->nfinished = before; /* its done is set here, not on a later wake */
+    }
+    uv_mutex_unlock(&lite->mu);
+    if (decided_now && !ran) {
+        lite->in_flight--;
+        *done = 1;
+    }
+    return 0;
+}
+
+void sl_lite_cancel_next(sl_lite *lite)
+{
+    uv_mutex_lock(&lite->mu);
+    int withdrawn = lite->has_next;
+    if (withdrawn) {
+        lite->has_next = 0;
+        *lite->next_taken = 0;
+    }
+    uv_mutex_unlock(&lite->mu);
+    if (withdrawn) {
+        lite->in_flight--;
+        *lite->next.done = 1;
+    }
 }
 
 void sl_lite_interrupt(sl_lite *lite)
@@ -727,6 +811,9 @@ void sl_lite_close(sl_lite *lite)
     free(lite->cache);
     lite->cache = NULL;
     lite->ncache = 0;
+    for (size_t k = 0; k < lite->ncarry; k++)
+        free(lite->carry[k]);
+    lite->ncarry = 0;
     if (lite->db)
         sqlite3_close(lite->db);
     lite->db = NULL;

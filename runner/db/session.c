@@ -126,6 +126,8 @@ static void on_signal(uv_signal_t *handle, int signum)
 {
     sl_session *sess = handle->data;
     sess->signals++;
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
+        sl_lite_cancel_next(&sess->lite); /* only the chunk in flight finishes */
     if (sess->signals == 1 && !sess->quiet) {
         sl_warn("received %s: finishing the chunk in flight, then stopping (signal again to abort it)",
                 signal_name(signum));
@@ -448,6 +450,20 @@ int sl_session_send(sl_session *sess, const sl_query *queries, size_t n, sl_pend
     if (!sl_session_is(sess, SL_DIALECT_PG) || !sess->pg.connected)
         return -1;
     return sl_pg_send(&sess->pg, queries, n, on_pending_reply, p);
+}
+
+int sl_session_send_next(sl_session *sess, const sl_query *queries, size_t n, sl_pending *p, int *taken)
+{
+    memset(p, 0, sizeof *p);
+    if (!sl_session_is(sess, SL_DIALECT_SQLITE))
+        return -1;
+    return sl_lite_send_next(&sess->lite, queries, n, &p->ans, &p->done, taken);
+}
+
+void sl_session_cancel_next(sl_session *sess)
+{
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
+        sl_lite_cancel_next(&sess->lite);
 }
 
 /* Keep results [from, from + n) of ans, as its only ones. */

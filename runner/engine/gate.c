@@ -228,6 +228,14 @@ void gate_hold(run_gate *g, sl_hold hold, const char *detail)
         journal(g, "hold_start", hold, -1, detail);
 }
 
+int gate_quiet(const run_gate *g)
+{
+    int64_t until = 0;
+    return !g->paused && g->paused == g->pause_saved && !g->health_since && g->pace->max_rate <= 0 &&
+           sl_mono_ms() - g->last_health_ms < 1000 &&
+           sl_window_check(g->job->windows, g->job->nwindows, time(NULL), &until);
+}
+
 int gate_rate(run_gate *g, int64_t *wait_ms)
 {
     int64_t due = sl_pace_rate_due(g->pace, sl_mono_ms());

@@ -60,6 +60,11 @@ int gate_hold_back(run_gate *g, int64_t *wait_ms) SL_MUSTCHECK;
 /* The health throttles, read on sess (a connection with no chunk in flight)
  * at most once a second. Only a throttle query waits. */
 int gate_health(run_gate *g, sl_session *sess, const char *table, int64_t *wait_ms) SL_MUSTCHECK;
+/* 1 when nothing would hold the next chunk back now, by what the gate knows
+ * without asking the database: not paused (and the pause or resume saved),
+ * inside the windows, no health limit holding and the health check not due
+ * (it was read less than a second ago), no max-rate. Changes nothing. */
+int gate_quiet(const run_gate *g);
 /* max-rate, once nothing else holds the chunk back: GATE_GO, and any hold
  * ends; or GATE_WAIT, a max-rate hold, with *wait_ms until its turn. The
  * caller counts the rows it then sends (sl_pace_rate_sent). */

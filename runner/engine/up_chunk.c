@@ -6,7 +6,9 @@
  * committed chunk's :hi, whatever the other ranges did. A chunk's batch
  * also finds the next chunk's bounds, so a worker's next chunk is sent the
  * moment its answer arrives, before the finished chunk is written to the
- * checkpoint file: the file write overlaps the next chunk. */
+ * checkpoint file: the file write overlaps the next chunk. On SQLite the
+ * next chunk is even queued behind the one running (the follow-on, below). */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,55 +118,56 @@ int up_seek(up_run *r, up_worker *w)
     return 0;
 }
 
-/* Fill w->q with cur's batch. The values the queries point at live in w
+/* Fill b with the batch of chunk chunk_no over cur (rows: its row count as
+ * text, NULL to print cur->rows). The values the queries point at live in b
  * until the answer is in (the SQLite driver reads them on its thread). */
-static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
+static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l, up_batch *b, const up_bounds *cur,
+                        const char *rows, int64_t chunk_no, int64_t attempts)
 {
     size_t n = r->info.ks.ncols;
-    const up_bounds *cur = &w->cur;
     for (size_t i = 0; i < n; i++) {
-        w->edges[i] = cur->lo.v[i];
-        w->edges[n + i] = cur->hi.v[i];
+        b->edges[i] = cur->lo.v[i];
+        b->edges[n + i] = cur->hi.v[i];
     }
-    snprintf(w->numbers[0], sizeof w->numbers[0], "%" PRId64, w->chunk_no);
-    snprintf(w->numbers[1], sizeof w->numbers[1], "%" PRId64, cur->rows);
-    snprintf(w->numbers[2], sizeof w->numbers[2], "%" PRId64, w->attempts);
-    snprintf(w->numbers[4], sizeof w->numbers[4], "%" PRId64, w->range->range_no);
+    snprintf(b->numbers[0], sizeof b->numbers[0], "%" PRId64, chunk_no);
+    snprintf(b->numbers[1], sizeof b->numbers[1], "%" PRId64, cur->rows);
+    snprintf(b->numbers[2], sizeof b->numbers[2], "%" PRId64, attempts);
+    snprintf(b->numbers[4], sizeof b->numbers[4], "%" PRId64, w->range->range_no);
     size_t np = 0;
-    w->prog[np++] = r->job->name;
-    w->prog[np++] = w->numbers[0];
+    b->prog[np++] = r->job->name;
+    b->prog[np++] = b->numbers[0];
     for (size_t i = 0; i < 2 * n; i++)
-        w->prog[np++] = w->edges[i];
-    w->prog[np++] = w->numbers[1];
-    w->prog[np++] = w->numbers[2];
-    w->prog[np++] = r->job->checksum;
-    w->prog[np++] = "false";
-    w->prog[np++] = NULL; /* no error */
+        b->prog[np++] = b->edges[i];
+    b->prog[np++] = rows ? rows : b->numbers[1];
+    b->prog[np++] = b->numbers[2];
+    b->prog[np++] = r->job->checksum;
+    b->prog[np++] = "false";
+    b->prog[np++] = NULL; /* no error */
     if (r->sess->dialect == SL_DIALECT_PG) {
-        snprintf(w->numbers[5], sizeof w->numbers[5], "%" PRId64, w->range->prev_chunk);
-        w->prog[np++] = w->numbers[4];
-        w->prog[np++] = sl_run_fence_id(&r->run);
-        w->prog[np++] = w->range->prev_chunk ? w->numbers[5] : NULL;
+        snprintf(b->numbers[5], sizeof b->numbers[5], "%" PRId64, w->range->prev_chunk);
+        b->prog[np++] = b->numbers[4];
+        b->prog[np++] = sl_run_fence_id(&r->run);
+        b->prog[np++] = w->range->prev_chunk ? b->numbers[5] : NULL;
     }
     int nb = 0;
-    const char *bsql = boundary_for(r, w, &cur->hi, w->bparams, &nb, w->numbers[3]);
+    const char *bsql = boundary_for(r, w, &cur->hi, b->bparams, &nb, b->numbers[3]);
 
-    free(w->q);
-    w->nq = l->nq;
-    sl_query *q = w->q = sl_calloc(l->nq, sizeof *q);
+    free(b->q);
+    b->nq = l->nq;
+    sl_query *q = b->q = sl_calloc(l->nq, sizeof *q);
     q[0] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
         q[1 + i] = (sl_query){r->timeouts.sql[i], 0, NULL, 1};
     if (l->pre)
-        q[l->pre_i] = (sl_query){r->undo.pre_sql, 2 * (int)n, w->edges, 1};
+        q[l->pre_i] = (sl_query){r->undo.pre_sql, 2 * (int)n, b->edges, 1};
     for (size_t i = 0; i < l->k; i++) {
         const sl_stmt *st = &r->job->up.stmts[i];
         int used = (st->uses_lo + st->uses_hi) * (int)n;
-        q[l->first + i] = (sl_query){r->stmt_sql[i], used, st->uses_lo ? w->edges : w->edges + n, 1};
+        q[l->first + i] = (sl_query){r->stmt_sql[i], used, st->uses_lo ? b->edges : b->edges + n, 1};
     }
     if (l->post)
-        q[l->post_i] = (sl_query){r->undo.post_sql, 2 * (int)n, w->edges, 1};
-    q[l->prog_i] = (sl_query){r->progress_sql, (int)np, w->prog, 1};
+        q[l->post_i] = (sl_query){r->undo.post_sql, 2 * (int)n, b->edges, 1};
+    q[l->prog_i] = (sl_query){r->progress_sql, (int)np, b->prog, 1};
     if (l->post) { /* its values are filled in by after_first_half */
         static const int binary_record[3] = {0, 0, 1};
         q[l->undo_i] = (sl_query){sl_undo_store_sql(), 3, w->uparams, 1};
@@ -174,10 +177,107 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l)
         }
     }
     q[l->commit_i] = (sl_query){"COMMIT", 0, NULL, 0};
-    q[l->bound_i] = (sl_query){bsql, nb, w->bparams, 1};
+    q[l->bound_i] = (sl_query){bsql, nb, b->bparams, 1};
 }
 
 static void on_answer_in(sl_pending *p);
+
+/* ---- SQLite: the next chunk queued behind the one in flight ----
+ *
+ * On SQLite the connection's own thread runs the batches; waking the loop
+ * between two chunks, and the thread again once the loop sent the next,
+ * cost about a tenth of a short chunk's time. So while a chunk runs, the
+ * next one is queued behind it (sl_session_send_next) with the bounds its
+ * batch will find: the driver runs it the moment the first one committed
+ * and found rows after it, and not at all when the first one failed (its
+ * retry, split or setting aside go on as without it) or the range ended.
+ * Each chunk keeps its own transaction with its sluice_progress row, so a
+ * kill at any moment leaves each whole or not there, as before.
+ *
+ * Only the job's plain case is queued: no undo images (a chunk with a
+ * record goes in two halves), no pause between chunks, no max-rate, no chunk
+ * split smaller after a failure, and nothing the gate knows of holding the
+ * job (gate_quiet: a pause, the windows, a health limit, a health check
+ * due, which needs the connection between two chunks). What arrives while
+ * one is queued (a ctl request, a signal, a pause, a window that closes)
+ * withdraws it unless it started: it then acts from the next chunk, as it
+ * would without the queue. */
+
+static int follow_may_go(up_run *r)
+{
+    return !r->failed && !sl_session_stopping(r->sess) && !sl_run_lost(&r->run) && r->pace.pause_ms <= 0 &&
+           gate_quiet(&r->gate);
+}
+
+static void follow_queue(up_run *r, up_worker *w)
+{
+    chunk_layout l = layout_of(r);
+    if (w->sess->dialect != SL_DIALECT_SQLITE || l.pre || l.post || w->split_limit > 0 || w->follow ||
+        !follow_may_go(r))
+        return;
+    size_t n = r->info.ks.ncols;
+    up_bounds carried = {0};
+    for (size_t i = 0; i < n; i++) { /* the columns of the bounds query: first keys, last keys, count */
+        carried.lo.v[i] = (char *)&sl_lite_carried[i];
+        carried.hi.v[i] = (char *)&sl_lite_carried[n + i];
+    }
+    int other = w->batch == &w->bufs[0];
+    int64_t no = r->next_chunk_no++;
+    build_chunk(r, w, &l, &w->bufs[other], &carried, &sl_lite_carried[2 * n], no, 1);
+    if (sl_session_send_next(w->sess, w->bufs[other].q, w->bufs[other].nq, &w->slots[other], &w->follow_taken) != 0) {
+        r->next_chunk_no = no; /* the chunk in flight was seen done already: the coordinator sends the next */
+        return;
+    }
+    w->follow = &w->slots[other];
+    w->follow_no = no;
+    w->follow_batch = r->pace.batch;
+}
+
+/* The queued chunk did not run: give its number back. */
+static void follow_drop(up_run *r, up_worker *w)
+{
+    assert(w->follow->done && "BUG: a follow-on not run is done with the batch before it");
+    sl_answer_free(&w->follow->ans);
+    memset(w->follow, 0, sizeof *w->follow);
+    if (r->next_chunk_no == w->follow_no + 1)
+        r->next_chunk_no = w->follow_no;
+    w->follow = NULL;
+}
+
+/* The queued chunk ran after the one just committed, over next: it is the
+ * one in flight now, and the one after it is queued in turn. */
+static void follow_adopt(up_run *r, up_worker *w, up_bounds *next)
+{
+    w->cur = *next;
+    memset(next, 0, sizeof *next);
+    w->chunk_no = w->follow_no;
+    w->attempts = 1;
+    w->started = w->sent_at = sl_mono_ms();
+    w->sent_batch = w->follow_batch;
+    w->pend = w->follow;
+    w->batch = &w->bufs[w->pend == &w->slots[1]];
+    w->follow = NULL;
+    w->queued = 1;
+    w->saving = 0;
+    w->rolling = 0;
+    w->state = W_BUSY;
+    sl_pace_rate_sent(&r->pace, w->cur.rows);
+    follow_queue(r, w);
+}
+
+void up_follow_check(up_run *r)
+{
+    if (follow_may_go(r))
+        return;
+    up_follow_withdraw_all(r);
+}
+
+void up_follow_withdraw_all(up_run *r)
+{
+    for (int64_t i = 0; i < r->nworkers; i++)
+        if (r->workers[i].follow)
+            sl_session_cancel_next(r->workers[i].sess);
+}
 
 /* Send cur without waiting. A chunk with an undo record goes in two halves:
  * up to its sluice_progress row, then, once the record is built from the
@@ -193,17 +293,19 @@ static int send_chunk(up_run *r, up_worker *w)
     }
     if (w->attempts == 1)
         sl_pace_rate_sent(&r->pace, w->cur.rows);
-    build_chunk(r, w, &l);
+    build_chunk(r, w, &l, w->batch, &w->cur, NULL, w->chunk_no, w->attempts);
+    w->queued = 0;
     w->saving = l.post;
     w->sent_at = sl_mono_ms();
-    if (sl_session_send(w->sess, w->q, l.post ? l.undo_i : l.nq, &w->pend) != 0)
+    if (sl_session_send(w->sess, w->batch->q, l.post ? l.undo_i : l.nq, w->pend) != 0)
         return -1;
     if (w->sess->dialect == SL_DIALECT_PG) {
-        w->pend.on_done = on_answer_in;
-        w->pend.data = r;
+        w->pend->on_done = on_answer_in;
+        w->pend->data = r;
     }
     w->rolling = 0;
     w->state = W_BUSY;
+    follow_queue(r, w);
     return 0;
 }
 
@@ -228,8 +330,8 @@ static void rollback(sl_session *sess)
 static int after_first_half(up_run *r, up_worker *w)
 {
     chunk_layout l = layout_of(r);
-    w->first = w->pend.ans;
-    memset(&w->pend, 0, sizeof w->pend);
+    w->first = w->pend->ans;
+    memset(w->pend, 0, sizeof *w->pend);
     pad_answer(&w->first, l.nq);
     w->saving = 0;
     if (!w->first.ok)
@@ -252,16 +354,16 @@ static int after_first_half(up_run *r, up_worker *w)
         w->record = sl_undo_record(&r->undo, w->chunk_no, pre, &w->first.results[l.post_i]);
     }
     w->uparams[0] = r->job->name;
-    w->uparams[1] = w->numbers[0];
+    w->uparams[1] = w->batch->numbers[0];
     w->uparams[2] = w->record;
-    if (sl_session_send(w->sess, w->q + l.undo_i, l.nq - l.undo_i, &w->pend) != 0) {
+    if (sl_session_send(w->sess, w->batch->q + l.undo_i, l.nq - l.undo_i, w->pend) != 0) {
         w->first.ok = 0;
         w->first.conn_lost = 1;
         return 1;
     }
     if (w->sess->dialect == SL_DIALECT_PG) {
-        w->pend.on_done = on_answer_in;
-        w->pend.data = r;
+        w->pend->on_done = on_answer_in;
+        w->pend->data = r;
     }
     return 0;
 }
@@ -287,12 +389,12 @@ static void on_answer_in(sl_pending *p)
     up_run *r = p->data;
     for (int64_t i = 0; i < r->nworkers; i++) {
         up_worker *w = &r->workers[i];
-        if (&w->pend != p)
+        if (w->pend != p)
             continue;
         if (w->saving && p->ans.ok) {
             if (after_first_half(r, w) != 0) {
-                w->pend.ans.conn_lost = 1; /* the second half could not be sent */
-                w->pend.done = 1;
+                w->pend->ans.conn_lost = 1; /* the second half could not be sent */
+                w->pend->done = 1;
             }
             return;
         }
@@ -315,7 +417,7 @@ static void on_answer_in(sl_pending *p)
 static void merge_second_half(up_run *r, up_worker *w)
 {
     chunk_layout l = layout_of(r);
-    sl_answer *ans = &w->first, *tail = &w->pend.ans;
+    sl_answer *ans = &w->first, *tail = &w->pend->ans;
     for (size_t i = 0; i < tail->nresults && l.undo_i + i < l.nq; i++) {
         ans->results[l.undo_i + i] = tail->results[i];
         memset(&tail->results[i], 0, sizeof tail->results[i]);
@@ -417,11 +519,12 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
 /* The chunk a record is about: who ran it, at which batch. */
 typedef struct chunk_origin {
     int64_t chunk_no, attempts, started, batch, worker;
+    int queued;
 } chunk_origin;
 
 static chunk_origin origin_of(const up_worker *w)
 {
-    return (chunk_origin){w->chunk_no, w->attempts, w->started, w->sent_batch, w->id};
+    return (chunk_origin){w->chunk_no, w->attempts, w->started, w->sent_batch, w->id, w->queued};
 }
 
 /* Write a committed chunk to the checkpoint file and count it. */
@@ -438,9 +541,9 @@ static int record_chunk(up_run *r, const up_bounds *done, const chunk_origin *o,
     int rc = sl_ckpt_commit_chunk(r->ckpt, r->run.run_id, &c, &r->err);
     if (rc == 0 && sl_log_enabled(SL_LOG_DEBUG))
         sl_log_event(SL_LOG_DEBUG, "chunk",
-                     json_pack("{sIsIsIsIsIsI}", "chunk", (json_int_t)o->chunk_no, "rows", (json_int_t)done->rows,
+                     json_pack("{sIsIsIsIsIsIsb}", "chunk", (json_int_t)o->chunk_no, "rows", (json_int_t)done->rows,
                                "affected", (json_int_t)affected, "duration_ms", (json_int_t)ms, "attempts",
-                               (json_int_t)o->attempts, "worker", (json_int_t)o->worker),
+                               (json_int_t)o->attempts, "worker", (json_int_t)o->worker, "queued", o->queued),
                      "%s: chunk %" PRId64 " (%s .. %s) committed: %" PRId64 " rows in %" PRId64 " ms", r->job->name,
                      o->chunk_no, lo, hi, done->rows, ms);
     free(lo);
@@ -610,7 +713,10 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, up_bounds *ne
         w->split_limit = 0; /* past the trouble: back to full chunks, doubling */
     up_pace_after(r, done.rows, chunk_ms);
     int sent = 0;
-    if (!next_known) {
+    assert(!w->follow || (next_known && next->has_rows)); /* it ran only after this chunk, with the bounds it found */
+    if (w->follow) {
+        follow_adopt(r, w, next);
+    } else if (!next_known) {
         w->state = W_SEEK;
     } else if (next->has_rows) {
         w->cur = *next;
@@ -695,10 +801,12 @@ int up_on_answer(up_run *r, up_worker *w)
         merge_second_half(r, w);
         ans = w->first;
     } else {
-        ans = w->pend.ans;
+        ans = w->pend->ans;
     }
     memset(&w->first, 0, sizeof w->first);
-    memset(&w->pend, 0, sizeof w->pend);
+    memset(w->pend, 0, sizeof *w->pend);
+    if (w->follow && !w->follow_taken)
+        follow_drop(r, w);
     w->state = W_READY; /* until the outcome says otherwise */
     up_bounds next = {0};
     int64_t affected = -1;

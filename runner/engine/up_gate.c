@@ -56,6 +56,7 @@ int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
         gate_ctl_status(&r->gate, out);
         return 0;
     }
+    up_follow_withdraw_all(r); /* a queued chunk would not see what changes */
     int rc = gate_ctl(&r->gate, r->job, req, msg, sizeof msg);
     if (rc == 1)
         up_render_timeouts(r);

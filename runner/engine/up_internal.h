@@ -51,11 +51,24 @@ typedef enum up_worker_state {
     W_IDLE,  /* needs a range */
     W_SEEK,  /* has a range: find its next chunk's bounds */
     W_READY, /* cur holds the next chunk: send it at ready_at */
-    W_BUSY,  /* a batch is in flight (pend) */
+    W_BUSY,  /* a batch is in flight (pend), perhaps another queued behind it (follow) */
     W_DONE,  /* no range left */
 } up_worker_state;
 
-/* One connection with at most one chunk in flight. Worker 0 uses the run's
+/* One chunk's batch as sent: its queries and the values they point at,
+ * which live here until its answer is in (the SQLite driver reads them on
+ * its thread). */
+typedef struct up_batch {
+    sl_query *q;
+    size_t nq;
+    char numbers[6][24]; /* chunk_no, rows, attempts, limit, range_no, the range's prev_chunk as text */
+    const char *edges[2 * SL_MAX_KEY_COLS];
+    const char *prog[10 + 2 * SL_MAX_KEY_COLS];
+    const char *bparams[2 * SL_MAX_KEY_COLS + 1];
+} up_batch;
+
+/* One connection with one chunk in flight, and on SQLite perhaps the next
+ * one queued behind it (up_chunk.c's follow-on). Worker 0 uses the run's
  * session (which holds the job's lock); the others have their own. */
 typedef struct up_worker {
     int id;
@@ -74,16 +87,20 @@ typedef struct up_worker {
     int64_t sent_batch;  /* the batch in force when cur was first sent */
     char *last_error;    /* of cur's failed attempts */
     int saving;          /* the in-flight batch is the first half of a chunk with undo records */
-    sl_pending pend;     /* the batch in flight */
+    sl_pending *pend;    /* the batch in flight: one of slots */
     sl_pending rb;       /* PostgreSQL: the ROLLBACK sent the moment the batch failed inside its transaction */
     int rolling;         /* rb was sent for the answer in pend: the coordinator sends none */
     sl_answer first;     /* with undo records: the first half's answer */
-    sl_query *q;         /* the batch in flight: queries and the values they point at */
-    size_t nq;
-    char numbers[6][24]; /* chunk_no, rows, attempts, limit, range_no, the range's prev_chunk as text */
-    const char *edges[2 * SL_MAX_KEY_COLS];
-    const char *prog[10 + 2 * SL_MAX_KEY_COLS];
-    const char *bparams[2 * SL_MAX_KEY_COLS + 1];
+    up_batch *batch;     /* pend's queries: one of bufs */
+    /* SQLite: the next chunk, queued to run right after the one in flight
+     * with the bounds that one finds (sl_session_send_next); NULL none */
+    sl_pending *follow;
+    int follow_taken;     /* it ran (known once pend is done) */
+    int queued;           /* pend ran queued behind the chunk before it */
+    int64_t follow_no;    /* its chunk number */
+    int64_t follow_batch; /* the batch in force when it was queued */
+    sl_pending slots[2];
+    up_batch bufs[2];
     const char *uparams[3]; /* the undo record's row: job, chunk_no, record */
     int ulengths[3];        /* PostgreSQL: the record goes as binary, its length here */
     int drop_conn;          /* the chunk is lost with its connection still up: drop it before reconnecting */
@@ -170,6 +187,11 @@ char *up_tuple_json(const up_key *t, size_t n);
 int up_seek(up_run *r, up_worker *w) SL_MUSTCHECK;
 int up_dispatch(up_run *r, up_worker *w) SL_MUSTCHECK;
 int up_on_answer(up_run *r, up_worker *w) SL_MUSTCHECK;
+/* Withdraw queued follow-ons (SQLite) that may no longer go (a pause, a
+ * window that closed, a stop, a failure); or, _all, every one not started
+ * yet (a ctl request: what it changes applies from the next chunk). */
+void up_follow_check(up_run *r);
+void up_follow_withdraw_all(up_run *r);
 
 /* up_walk.c: walk the ranges with the job's workers. Returns an exit code. */
 int up_walk(up_run *r) SL_MUSTCHECK;

@@ -1,4 +1,4 @@
-/* up_walk.c: the walk's coordinator: workers, each a connection with at most one chunk in flight, walking key ranges.
+/* up_walk.c: the walk's coordinator: workers, each a connection with a chunk in flight, walking key ranges.
  *
  * One coordinator on the one event loop: it hands ranges to idle workers,
  * sends each ready worker's next chunk as one batch without waiting for it
@@ -85,6 +85,8 @@ static void start_workers(up_run *r)
         w->id = (int)i;
         w->attempts = 1;
         w->state = W_IDLE;
+        w->pend = &w->slots[0];
+        w->batch = &w->bufs[0];
         if (i == 0) {
             w->sess = r->sess;
         } else {
@@ -119,11 +121,13 @@ static void stop_workers(up_run *r)
         if (w->has_own)
             sl_session_close_now(&w->own);
         up_bounds_free(&w->cur);
-        free(w->q);
         free(w->record);
         free(w->last_error);
         sl_answer_free(&w->first);
-        sl_answer_free(&w->pend.ans);
+        for (int k = 0; k < 2; k++) {
+            free(w->bufs[k].q);
+            sl_answer_free(&w->slots[k].ans);
+        }
     }
     free(r->workers);
     r->workers = NULL;
@@ -135,7 +139,7 @@ static int take_answers(up_run *r)
 {
     for (int64_t i = 0; i < r->nworkers; i++) {
         up_worker *w = &r->workers[i];
-        if (w->state != W_BUSY || !w->pend.done)
+        if (w->state != W_BUSY || !w->pend->done)
             continue;
         if (up_on_answer(r, w) != 0 && !r->failed) {
             r->failed = 1;
@@ -148,7 +152,7 @@ static int take_answers(up_run *r)
 static int any_answer(const up_run *r)
 {
     for (int64_t i = 0; i < r->nworkers; i++)
-        if (r->workers[i].state == W_BUSY && r->workers[i].pend.done)
+        if (r->workers[i].state == W_BUSY && r->workers[i].pend->done)
             return 1;
     return 0;
 }
@@ -159,6 +163,7 @@ static int coordinate(up_run *r)
     int stop = 0;
     for (;;) {
         take_answers(r);
+        up_follow_check(r);
         if (sl_run_lost(&r->run) && !r->failed) { /* the keeper saw another runner take the job over */
             r->failed = 1;
             sl_err_set(&r->fail_err, "%s", r->run.lease.why);

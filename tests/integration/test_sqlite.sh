@@ -362,6 +362,7 @@ test_plan() {
     assert_sq "select count(*) from sqlite_master where name = 'sluice_progress'" 0
     assert_eq "$(ls -A "$CKPT")" "" "checkpoint dir after plan"
     assert_sq "select count(*) from t where n <> 0" 0
+
 }
 
 test_plan_warns_without_index() {
@@ -803,6 +804,107 @@ test_sigint_then_resume() {
     assert_status 0001_bump state stopped
 }
 
+# queued_counts FILE: "sent alone|queued": the chunk events of a --log-format json log, by their "queued".
+queued_counts() {
+    python3 -c '
+import json, sys
+q = [json.loads(line).get("queued") for line in open(sys.argv[1]) if json.loads(line).get("event") == "chunk"]
+print("%d|%d" % (q.count(False), q.count(True)))' "$1"
+}
+
+# A chunk slow enough (about a tenth of a second) that a signal or a pause lands while it runs.
+slow_bump_job() {
+    write_job 0001_bump <<'EOF2'
+-- sluice:table t
+-- sluice:batch 20
+-- sluice:up
+UPDATE t SET n = n + 1
+ WHERE id BETWEEN :lo AND :hi
+   AND (SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000)
+                              SELECT i FROM c)) > 0;
+EOF2
+}
+
+# On SQLite the next chunk is queued behind the one running, so the worker thread goes from one to the
+# next without waking the loop. Only plain jobs: a pause between chunks or undo images send each alone.
+test_queued_chunks() {
+    sq_make_table 3000
+    bump_job 0001_bump 50
+    SLUICE_DEBUG=1 run_sluice --log-format json up
+    assert_rc 0
+    echo "$ERR" >"$T_DIR/log.json"
+    local counts
+    counts=$(queued_counts "$T_DIR/log.json")
+    ((${counts%|*} + ${counts#*|} == 60 && ${counts#*|} >= 30)) || fail "chunks sent alone|queued: $counts (60 chunks)"
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|3000"
+    assert_sq "select count(*), sum(rows), max(chunk_no) from sluice_progress" "60|3000|60"
+
+    for extra in "-- sluice:pause 1ms" "-- sluice:undo snapshot(n)"; do
+        sq "drop table sluice_progress; drop table sluice_jobs; update t set n = 0"
+        rm -rf "$CKPT"
+        bump_job 0001_bump 50 "$extra"
+        SLUICE_DEBUG=1 run_sluice --log-format json up
+        assert_rc 0
+        echo "$ERR" >"$T_DIR/log.json"
+        assert_eq "$(queued_counts "$T_DIR/log.json")" "60|0" "chunks sent alone|queued ($extra)"
+        assert_sq "select min(n), max(n), count(*) from t" "1|1|3000"
+    done
+}
+
+# A chunk that fails stops the walk where it failed: the one queued behind it never runs.
+test_queued_chunk_after_a_failure() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0 check (n < 1 or id <> 1550))"
+    sq_fill t 3000
+    bump_job 0001_bump 50
+    run_sluice up
+    assert_rc 1
+    assert_contains "$ERR" "chunk 31"
+    assert_sq "select count(*), min(id), max(id) from t where n = 1" "1500|1|1500"
+    assert_sq "select count(*), sum(rows), max(chunk_no) from sluice_progress" "30|1500|30"
+    sq "update t set n = 1 where id = 1550" 2>/dev/null && fail "the CHECK constraint let n = 1 in at id 1550"
+    sq "drop table t; create table t (id integer primary key, n int not null default 0)"
+    sq_fill t 3000
+    sq "update t set n = 1 where id <= 1500"
+    run_sluice up --allow-changed-statements
+    assert_rc 0
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|3000"
+}
+
+# A ctl pause or a signal acts from the next chunk: the queued one is withdrawn, only the one running
+# commits after it.
+test_queued_chunk_withdrawn() {
+    sq_make_table 400
+    slow_bump_job
+    sluice_start up
+    wait_until 20 sq_rows_done_at_least 0001_bump 40
+    wait_until 10 test -S "$CKPT/0001_bump.sluice-ctl"
+    run_sluice ctl 0001_bump pause
+    assert_rc 0
+    local at_pause after
+    at_pause=$(sq "select count(*) from sluice_progress")
+    wait_until 5 ctl_says "state paused" 0001_bump status
+    sleep 1
+    after=$(sq "select count(*) from sluice_progress")
+    ((after - at_pause <= 1)) || fail "chunks committed after ctl pause answered: $((after - at_pause)) (at most the one running)"
+    ((after < 20)) || fail "the job finished before it could be paused"
+    run_sluice ctl 0001_bump resume
+    assert_rc 0
+    wait_until 20 sq_true "select count(*) >= $((after + 2)) from sluice_progress"
+    kill -TERM "$SLUICE_PID"
+    local at_signal
+    at_signal=$(sq "select count(*) from sluice_progress")
+    sluice_wait
+    assert_rc 3
+    after=$(sq "select count(*) from sluice_progress")
+    ((after - at_signal <= 1)) || fail "chunks committed after SIGTERM: $((after - at_signal)) (at most the one running)"
+    assert_sq "select count(*) from t where n not in (0, 1)" 0
+    assert_sq "select count(*) from t where n = 1" "$(sq "select sum(rows) from sluice_progress")"
+    run_sluice up
+    assert_rc 0
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|400"
+}
+
 test_on_error_skip_check_constraint() {
     sq_init
     sq "create table items (id integer primary key, v int not null default 0 check (v < 1000))"
@@ -882,4 +984,7 @@ run_test "window: --no-wait outside every window exits 3 and changes nothing" te
 run_test "SIGINT and SIGTERM stop with exit 3; up resumes exactly once" test_sigint_then_resume
 run_test "on-error skip sets rows failing a CHECK constraint aside" test_on_error_skip_check_constraint
 run_test "journal mode (wal, delete) left as the application set it" test_journal_mode_kept
+run_test "chunks run queued behind each other; not with a pause or undo images" test_queued_chunks
+run_test "a failing chunk: the one queued behind it never runs" test_queued_chunk_after_a_failure
+run_test "ctl pause and SIGTERM withdraw the queued chunk: only the running one commits" test_queued_chunk_withdrawn
 t_done

@@ -3,7 +3,9 @@
  * The same batches the PostgreSQL driver sends as one pipeline segment run
  * here one statement after another on the connection's worker thread (which
  * wakes the loop with a uv_async_t when a batch is done), so the loop stays free for signals, timers, the control
- * socket and the progress line while a chunk runs. A batch stops at its first error, like a pipeline segment: the later
+ * socket and the progress line while a chunk runs. A second batch may be queued behind the one running, to run the
+ * moment it ends, without waking the loop between (sl_lite_send_next). A batch stops at its first error, like a
+ * pipeline segment: the later
  * queries are not run and their results stay zeroed, and an open transaction is rolled back at once (PostgreSQL would
  * hold it aborted until ROLLBACK; a ROLLBACK sent after that fails harmlessly).
  *
@@ -23,6 +25,7 @@
 
 #include "sluice/base/util.h"
 #include "sluice/db/answer.h"
+#include "sluice/jobs/keys.h"
 
 typedef struct sqlite3 sqlite3;
 struct sl_lite_stmt;
@@ -58,9 +61,18 @@ typedef struct sl_lite {
     int thread_running;
     uv_mutex_t mu;
     uv_cond_t cv;
-    _Atomic int state; /* idle, posted, done */
     _Atomic int quit;
-    sl_lite_batch batch;
+    /* under mu: */
+    int running;         /* batch is queued or running on the worker thread */
+    int has_next;        /* next waits to follow it (sl_lite_send_next) */
+    sl_lite_batch batch; /* the batch queued or running */
+    sl_lite_batch next;  /* the follow-on */
+    int *next_taken;     /* where to say whether next ran */
+    int *finished[4];    /* done flags the loop sets (on_wake): a batch's, and a follow-on's that did not run */
+    int nfinished;
+    int in_flight;                        /* batches sent whose done flag the loop has not set yet (loop thread only) */
+    char *carry[2 * SL_MAX_KEY_COLS + 1]; /* the row a follow-on takes its carried values from */
+    size_t ncarry;
     uv_async_t wake; /* the worker tells the loop a batch is done */
     int stopped;     /* sl_lite_stop's close of wake is done */
 } sl_lite;
@@ -83,6 +95,26 @@ void sl_lite_set_timeouts(sl_lite *lite, int64_t lock_ms, int64_t stmt_ms);
  * 1 on the loop thread when they finished. queries and their params must
  * stay valid until then. Returns non-zero (nothing queued) when not open. */
 int sl_lite_send(sl_lite *lite, const sl_query *queries, size_t n, sl_answer *ans, int *done) SL_MUSTCHECK;
+
+/* Values a follow-on carries over from the batch before it: a parameter
+ * pointing at sl_lite_carried[k] is bound to column k of the first row of
+ * that batch's last result. */
+extern const char sl_lite_carried[2 * SL_MAX_KEY_COLS + 1];
+
+/* Queue n queries to run right after the batch sent last (still running, or
+ * done and not yet seen by the loop), with no turn of the loop between: one
+ * chunk follows another without waiting for the loop. They run only if that
+ * batch succeeded and its last result has a row, whose values the
+ * parameters pointing at sl_lite_carried take; *taken says (before the
+ * earlier batch's done turns 1) whether they ran. When they do not run,
+ * *done is 1 by the time the earlier batch's is, and ans is left empty. At
+ * most one follow-on at a time. Returns non-zero (nothing queued) when not
+ * open, or when no batch is in flight whose done the loop has yet to see. */
+int sl_lite_send_next(sl_lite *lite, const sl_query *queries, size_t n, sl_answer *ans, int *done,
+                      int *taken) SL_MUSTCHECK;
+/* Withdraw a queued follow-on that has not started (a stop, a pause): it
+ * will not run (*taken 0, *done 1 at once). Loop thread. */
+void sl_lite_cancel_next(sl_lite *lite);
 
 /* Make the running statement fail with SQLITE_INTERRUPT (any thread). */
 void sl_lite_interrupt(sl_lite *lite);

@@ -134,6 +134,15 @@ typedef struct sl_pending {
  * several connections with a batch in flight each (workers). */
 int sl_session_send(sl_session *sess, const sl_query *queries, size_t n, sl_pending *p) SL_MUSTCHECK;
 
+/* SQLite: queue a batch to follow the one sent last on sess without a turn
+ * of the loop between, as lite.h's sl_lite_send_next: it runs only if that
+ * one succeeds with a row in its last result, whose values parameters
+ * pointing at sl_lite_carried take; *taken says whether it ran by the time
+ * the batch before is done, and p->done turns 1 either way. -1 (nothing
+ * queued) on PostgreSQL, or when the batch before was already seen done. */
+int sl_session_send_next(sl_session *sess, const sl_query *queries, size_t n, sl_pending *p, int *taken) SL_MUSTCHECK;
+/* Withdraw the queued follow-on unless it started (a signal does too). */
+void sl_session_cancel_next(sl_session *sess);
 /* Like sl_session_exec, for queries a job file wrote to look, not to touch
  * (requires, verify, throttle-query): they run so that they can change
  * nothing. On PostgreSQL in a READ ONLY transaction that is rolled back
