@@ -363,6 +363,24 @@ test_plan() {
     assert_eq "$(ls -A "$CKPT")" "" "checkpoint dir after plan"
     assert_sq "select count(*) from t where n <> 0" 0
 
+    # A fresh walk counts the table's rows less those with no key (never walked) and those after its end.
+    sq "create table u (k text, n int not null default 0); create index u_k on u (k);
+        with recursive g(i) as (select 1 union all select i + 1 from g where i < 1200)
+        insert into u (k) select case when i % 6 = 0 then null else printf('k%05d', i) end from g"
+    write_job 0002_keyed <<'EOF'
+-- sluice:table u
+-- sluice:key k
+-- sluice:batch 300
+-- sluice:up
+UPDATE u SET n = n + 1 WHERE k BETWEEN :lo AND :hi;
+EOF
+    run_sluice plan 0002_keyed
+    assert_rc 0
+    assert_match "$OUT" "estimate: .*1000 rows.*[ ~]4 chunks" "plan, 200 of 1200 keys NULL"
+    run_sluice --log-format json up 0002_keyed
+    assert_rc 0
+    assert_contains "$ERR" '"rows_estimated":1000' "up's start"
+    assert_sq "select count(*), sum(n) from u where k is not null" "1000|1000"
 }
 
 test_plan_warns_without_index() {
