@@ -50,25 +50,11 @@ kill_loop() {
     diag "$KILLS kill -9's, $(lite_chunks) chunks committed at the last"
 }
 
-# A chunk that takes a few milliseconds whatever the machine: the uncorrelated subquery runs once per
-# statement, so kills land inside chunks as well as between them.
-slow_job() {
-    write_job 0001_bump <<'EOF2'
--- sluice:table t
--- sluice:batch 40
--- sluice:up
-UPDATE t SET n = n + 1
- WHERE id BETWEEN :lo AND :hi
-   AND (SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000)
-                              SELECT i FROM c)) > 0;
-EOF2
-}
-
 test_up_killed_20_times() {
     sq_init
     sq "create table t (id integer primary key, n int not null default 0)"
     sq_fill t 60000
-    slow_job
+    sq_slow_bump_job 40 20000
     kill_loop up 20 check_so_far
     run_sluice up
     assert_rc 0
@@ -110,7 +96,7 @@ test_killed_lose_checkpoints() {
     sq "update t set v = id"
     local before
     before=$(sq_dump t | md5sum)
-    slow_job
+    sq_slow_bump_job 40 20000
     sed -i 's/^-- sluice:batch 40$/-- sluice:batch 40\n-- sluice:undo snapshot(n)/' "$JOBS/0001_bump.sql"
     kill_loop up 8 check_so_far lose
     rm -rf "$CKPT"

@@ -316,6 +316,22 @@ bump_job() {
     } | write_job "$name"
 }
 
+# sq_slow_bump_job BATCH STEPS: job 0001_bump adding 1 to t.n on SQLite, BATCH rows a chunk, each chunk
+# also counting to STEPS in a recursive CTE (an uncorrelated subquery: once a statement), so that a
+# chunk takes a while whatever the machine: 20000 steps a few milliseconds, 300000 about a tenth of a
+# second, for kills, signals and pauses to land inside chunks.
+sq_slow_bump_job() {
+    write_job 0001_bump <<EOF2
+-- sluice:table t
+-- sluice:batch $1
+-- sluice:up
+UPDATE t SET n = n + 1
+ WHERE id BETWEEN :lo AND :hi
+   AND (SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < $2)
+                              SELECT i FROM c)) > 0;
+EOF2
+}
+
 # job_backfill NAME [LINES]: a job NAME filling t.full_name from first and last (make_users' table) where it
 # is null and adding 1 to n, 300 rows a chunk; LINES (say "-- sluice:undo snapshot(full_name, n)") after the batch.
 job_backfill() {

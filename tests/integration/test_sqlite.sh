@@ -830,19 +830,6 @@ q = [json.loads(line).get("queued") for line in open(sys.argv[1]) if json.loads(
 print("%d|%d" % (q.count(False), q.count(True)))' "$1"
 }
 
-# A chunk slow enough (about a tenth of a second) that a signal or a pause lands while it runs.
-slow_bump_job() {
-    write_job 0001_bump <<'EOF2'
--- sluice:table t
--- sluice:batch 20
--- sluice:up
-UPDATE t SET n = n + 1
- WHERE id BETWEEN :lo AND :hi
-   AND (SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000)
-                              SELECT i FROM c)) > 0;
-EOF2
-}
-
 # On SQLite the next chunk is queued behind the one running, so the worker thread goes from one to the
 # next without waking the loop. Only plain jobs: a pause between chunks or undo images send each alone.
 test_queued_chunks() {
@@ -893,7 +880,7 @@ test_queued_chunk_after_a_failure() {
 # commits after it.
 test_queued_chunk_withdrawn() {
     sq_make_table 400
-    slow_bump_job
+    sq_slow_bump_job 20 300000
     sluice_start up
     wait_until 20 sq_rows_done_at_least 0001_bump 40
     wait_until 10 test -S "$CKPT/0001_bump.sluice-ctl"
