@@ -544,8 +544,8 @@ static int record_chunk(up_run *r, const up_bounds *done, const chunk_origin *o,
                      json_pack("{sIsIsIsIsIsIsb}", "chunk", (json_int_t)o->chunk_no, "rows", (json_int_t)done->rows,
                                "affected", (json_int_t)affected, "duration_ms", (json_int_t)ms, "attempts",
                                (json_int_t)o->attempts, "worker", (json_int_t)o->worker, "queued", o->queued),
-                     "%s: chunk %" PRId64 " (%s .. %s) committed: %" PRId64 " rows in %" PRId64 " ms", r->job->name,
-                     o->chunk_no, lo, hi, done->rows, ms);
+                     "%s: chunk %" PRId64 " (%s .. %s) committed: %" PRId64 " rows in %" PRId64 " ms%s", r->job->name,
+                     o->chunk_no, lo, hi, done->rows, ms, o->queued ? " (queued behind the chunk before)" : "");
     free(lo);
     free(hi);
     if (rc != 0)

@@ -31,6 +31,7 @@ $(sq "select n, count(*) from t group by n")"
 kill_loop() {
     local cmd=$1 want=$2 check=$3 lose=${4:-} before=0
     KILLS=0
+    QUEUED=0
     while ((KILLS < want)); do
         sluice_start $cmd
         wait_until 60 past_or_exited "$before"
@@ -41,6 +42,7 @@ kill_loop() {
         }
         sluice_kill KILL
         assert_rc 137
+        QUEUED=$((QUEUED + $(grep -c "(queued behind the chunk before)" <<<"$ERR" || true)))
         KILLS=$((KILLS + 1))
         $check
         [[ $lose == lose ]] && rm -rf "$CKPT"
@@ -55,7 +57,11 @@ test_up_killed_20_times() {
     sq "create table t (id integer primary key, n int not null default 0)"
     sq_fill t 60000
     sq_slow_bump_job 40 20000
-    kill_loop up 20 check_so_far
+    # SLUICE_DEBUG: each committed chunk is logged, saying when it ran queued behind the one before
+    # (SQLite's two chunks in flight), so the kills are known to have landed among queued chunks.
+    SLUICE_DEBUG=1 kill_loop up 20 check_so_far
+    diag "$QUEUED chunks ran queued in the killed runs"
+    ((QUEUED > 0)) || fail "no chunk ran queued behind another in the killed runs"
     run_sluice up
     assert_rc 0
     assert_sq "select count(*), min(n), max(n) from t" "60000|1|1"
