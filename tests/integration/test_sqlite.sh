@@ -897,6 +897,8 @@ test_queued_chunk_withdrawn() {
     assert_rc 0
     wait_until 20 sq_true "select count(*) >= $((after + 2)) from sluice_progress"
     kill -TERM "$SLUICE_PID"
+    # counted once the runner took the signal (it withdraws the queued chunk before it says so)
+    wait_until 10 grep -q "received SIGTERM" "${_T_BG_FILES[$SLUICE_PID]}.err"
     local at_signal
     at_signal=$(sq "select count(*) from sluice_progress")
     sluice_wait
