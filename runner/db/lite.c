@@ -598,23 +598,18 @@ static int wait_batch(sl_lite *lite)
     return !atomic_load(&lite->quit);
 }
 
-/* Under mu, the batch just done: whether its follow-on runs. It does when
- * the batch succeeded with a row in its last result, which it then carries
- * over; else its done flag is set with the batch's. */
+/* Under mu, with a follow-on queued and the batch before it just done:
+ * whether the follow-on runs. It does when the batch succeeded with a row in
+ * its last result, which it then carries over and becomes the batch. */
 static int take_next(sl_lite *lite)
 {
-    if (!lite->has_next)
-        return 0;
     const sl_answer *ans = lite->batch.ans;
     const sl_result *last = ans->nresults ? &ans->results[ans->nresults - 1] : NULL;
     int take = ans->ok && last && last->nrows > 0 && (size_t)last->ncols <= sizeof sl_lite_carried;
     lite->has_next = 0;
     *lite->next_taken = take;
-    if (!take) {
-        assert(lite->nfinished < 4 && "BUG: more done flags than batches in flight");
-        lite->finished[lite->nfinished++] = lite->next.done;
+    if (!take)
         return 0;
-    }
     for (size_t k = 0; k < lite->ncarry; k++)
         free(lite->carry[k]);
     lite->ncarry = (size_t)last->ncols;
@@ -634,9 +629,12 @@ static void worker_main(void *arg)
     while (wait_batch(lite)) {
         run_batch(lite);
         uv_mutex_lock(&lite->mu);
-        assert(lite->nfinished < 4 && "BUG: more done flags than batches in flight");
+        assert(lite->nfinished < 3 && "BUG: more done flags than batches in flight");
         lite->finished[lite->nfinished++] = lite->batch.done;
-        lite->running = take_next(lite);
+        int had_next = lite->has_next;
+        lite->running = had_next && take_next(lite);
+        if (had_next && !lite->running) /* the follow-on did not run: done with the batch before */
+            lite->finished[lite->nfinished++] = lite->next.done;
         uv_mutex_unlock(&lite->mu);
         uv_async_send(&lite->wake);
     }
@@ -687,13 +685,10 @@ int sl_lite_send_next(sl_lite *lite, const sl_query *queries, size_t n, sl_answe
     lite->has_next = 1;
     lite->in_flight++;
     int decided_now = !lite->running, ran = 0;
-    if (decided_now) { /* the batch before is done already: decide here */
-        int before = lite->nfinished;
+    if (decided_now) { /* the batch before is done already: decide here, and a follow-on not run is done now */
         ran = lite->running = take_next(lite);
         if (ran)
             uv_cond_signal(&lite->cv);
-        else
-            lite->nfinished = before; /* its done is set here, not on a later wake */
     }
     uv_mutex_unlock(&lite->mu);
     if (decided_now && !ran) {

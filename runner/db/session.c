@@ -126,8 +126,7 @@ static void on_signal(uv_signal_t *handle, int signum)
 {
     sl_session *sess = handle->data;
     sess->signals++;
-    if (sl_session_is(sess, SL_DIALECT_SQLITE))
-        sl_lite_cancel_next(&sess->lite); /* only the chunk in flight finishes */
+    sl_session_cancel_next(sess); /* only the chunk in flight finishes */
     if (sess->signals == 1 && !sess->quiet) {
         sl_warn("received %s: finishing the chunk in flight, then stopping (signal again to abort it)",
                 signal_name(signum));

@@ -179,7 +179,7 @@ static int check_health(run_gate *g, sl_session *sess, const char *table, int64_
         sl_progress_note("paused: %s", reason);
         sl_run_event(g->run, "throttle", reason);
     }
-    *wait_ms = 1000;
+    *wait_ms = GATE_HEALTH_EVERY_MS;
     return GATE_WAIT;
 }
 
@@ -187,8 +187,8 @@ int gate_health(run_gate *g, sl_session *sess, const char *table, int64_t *wait_
 {
     int64_t now = sl_mono_ms();
     int rc;
-    if (now - g->last_health_ms < 1000) {
-        *wait_ms = 1000 - (now - g->last_health_ms);
+    if (now - g->last_health_ms < GATE_HEALTH_EVERY_MS) {
+        *wait_ms = GATE_HEALTH_EVERY_MS - (now - g->last_health_ms);
         rc = g->health_since ? GATE_WAIT : GATE_GO;
     } else {
         g->last_health_ms = now;
@@ -232,7 +232,7 @@ int gate_quiet(const run_gate *g)
 {
     int64_t until = 0;
     return !g->paused && g->paused == g->pause_saved && !g->health_since && g->pace->max_rate <= 0 &&
-           sl_mono_ms() - g->last_health_ms < 1000 &&
+           sl_mono_ms() - g->last_health_ms < GATE_HEALTH_EVERY_MS &&
            sl_window_check(g->job->windows, g->job->nwindows, time(NULL), &until);
 }
 

@@ -8,6 +8,9 @@
 #include "sluice/services/pace.h"
 #include "sluice/services/throttle.h"
 
+/* The health throttles are read at most this often (gate_health). */
+#define GATE_HEALTH_EVERY_MS 1000
+
 /* What the gate says of the next chunk. */
 typedef enum gate_rc {
     GATE_GO = SL_OK,        /* it may go */
