@@ -14,12 +14,12 @@
 
 /* "SLC1": lets open() tell a sluice checkpoint from any other SQLite file. */
 #define CKPT_APPLICATION_ID  0x534c4331
-#define CKPT_SCHEMA_VERSION  4
+#define CKPT_SCHEMA_VERSION  5
 #define CKPT_BUSY_TIMEOUT_MS 5000
 
 /* Version 3: each chunk's batch and worker, events' data (JSON), and the
  * chunks `down` undid, for `report`. Version 4: the database's timeline
- * (sync.c). */
+ * (sync.c). Version 5: when its server started (sync.c). */
 #define UNDONE_SQL                                                                        \
     "CREATE TABLE undone (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL," \
     " chunk_no INTEGER NOT NULL, rows INTEGER NOT NULL, duration_ms INTEGER NOT NULL, at INTEGER NOT NULL);"
@@ -30,7 +30,8 @@ static const char schema_sql[] =
     " checksum TEXT NOT NULL DEFAULT '', rows INTEGER NOT NULL DEFAULT 0, affected INTEGER NOT NULL DEFAULT 0,"
     " chunks INTEGER NOT NULL DEFAULT 0, last_key TEXT, error TEXT, target TEXT,"
     " batch INTEGER NOT NULL DEFAULT 0, started_at INTEGER NOT NULL DEFAULT 0,"
-    " updated_at INTEGER NOT NULL DEFAULT 0, db_id TEXT, db_cluster TEXT, db_name TEXT, db_timeline INTEGER);"
+    " updated_at INTEGER NOT NULL DEFAULT 0, db_id TEXT, db_cluster TEXT, db_name TEXT, db_timeline INTEGER,"
+    " db_started INTEGER);"
     "CREATE TABLE chunks ("
     " chunk_no INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, lo TEXT NOT NULL, hi TEXT NOT NULL,"
     " rows INTEGER NOT NULL, affected INTEGER NOT NULL, duration_ms INTEGER NOT NULL,"
@@ -287,6 +288,7 @@ static int check_header(sl_ckpt *ck, sl_err *err)
               " ALTER TABLE chunks ADD COLUMN worker INTEGER NOT NULL DEFAULT 0;"
               " ALTER TABLE events ADD COLUMN data TEXT;" UNDONE_SQL " PRAGMA user_version = 3;",
         [3] = "ALTER TABLE job ADD COLUMN db_timeline INTEGER; PRAGMA user_version = 4;",
+        [4] = "ALTER TABLE job ADD COLUMN db_started INTEGER; PRAGMA user_version = 5;",
     };
     for (; version < CKPT_SCHEMA_VERSION; version++) {
         char *sql = sl_asprintf("BEGIN IMMEDIATE; %s COMMIT", upgrades[version]);

@@ -84,27 +84,31 @@ int sl_ckpt_bind(sl_ckpt *ckpt, const char *id, const char *cluster, const char 
     return rc;
 }
 
-int sl_ckpt_timeline(sl_ckpt *ckpt, int64_t *timeline, sl_err *err)
+int sl_ckpt_timeline(sl_ckpt *ckpt, int64_t *timeline, int64_t *started, sl_err *err)
 {
     sqlite3_stmt *st = NULL;
-    *timeline = 0;
-    if (sqlite3_prepare_v2(sl_ckpt_sqlite(ckpt), "SELECT db_timeline FROM job", -1, &st, NULL) != SQLITE_OK)
+    *timeline = *started = 0;
+    if (sqlite3_prepare_v2(sl_ckpt_sqlite(ckpt), "SELECT db_timeline, db_started FROM job", -1, &st, NULL) != SQLITE_OK)
         return fail(ckpt, "cannot read its database's timeline", err);
     int rc = 0;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *timeline = sqlite3_column_int64(st, 0); /* NULL: 0, never seen */
-    else
+    if (sqlite3_step(st) == SQLITE_ROW) { /* NULL: 0, never seen */
+        *timeline = sqlite3_column_int64(st, 0);
+        *started = sqlite3_column_int64(st, 1);
+    } else {
         rc = fail(ckpt, "cannot read its database's timeline", err);
+    }
     sqlite3_finalize(st);
     return rc;
 }
 
-int sl_ckpt_set_timeline(sl_ckpt *ckpt, int64_t timeline, sl_err *err)
+int sl_ckpt_set_timeline(sl_ckpt *ckpt, int64_t timeline, int64_t started, sl_err *err)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(sl_ckpt_sqlite(ckpt), "UPDATE job SET db_timeline = ?1", -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(sl_ckpt_sqlite(ckpt), "UPDATE job SET db_timeline = ?1, db_started = ?2", -1, &st, NULL) !=
+        SQLITE_OK)
         return fail(ckpt, "cannot record its database's timeline", err);
     sqlite3_bind_int64(st, 1, timeline);
+    sqlite3_bind_int64(st, 2, started);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(ckpt, "cannot record its database's timeline", err);
     sqlite3_finalize(st);
     return rc;

@@ -28,6 +28,7 @@ static int parse_undo(parser *p, sl_directive d, const char *value);
 static int parse_end(parser *p, sl_directive d, const char *value);
 static int parse_size(parser *p, sl_directive d, const char *value);
 static int parse_percent(parser *p, sl_directive d, const char *value);
+static int parse_on_off(parser *p, sl_directive d, const char *value);
 
 static const struct directive_def {
     const char *name;
@@ -71,6 +72,10 @@ static const struct directive_def {
                                 parse_percent, 1, 100000},
     [SL_DIR_VERIFY] = {"verify", "an SQL query that returns true once the job has done what it should", parse_sql, 0,
                        0},
+    [SL_DIR_SYNCHRONOUS_COMMIT] = {"synchronous-commit",
+                                   "off (chunks commit without waiting for the disk) or on (each chunk's commit "
+                                   "waits as the server's synchronous_commit says)",
+                                   parse_on_off, 0, 0},
 };
 
 const char *sl_directive_name(sl_directive d)
@@ -455,6 +460,18 @@ static int parse_end(parser *p, sl_directive d, const char *value)
         p->job->follow = 0;
     else if (strcmp(value, "follow") == 0)
         p->job->follow = 1;
+    else
+        return bad_value(p, d, value);
+    return 0;
+}
+
+static int parse_on_off(parser *p, sl_directive d, const char *value)
+{
+    assert(d == SL_DIR_SYNCHRONOUS_COMMIT && "BUG: on/off for another directive");
+    if (strcmp(value, "on") == 0)
+        p->job->wait_commit = 1;
+    else if (strcmp(value, "off") == 0)
+        p->job->wait_commit = 0;
     else
         return bad_value(p, d, value);
     return 0;

@@ -345,7 +345,8 @@ void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms)
         sl_lite_set_timeouts(&sess->lite, lock_ms, stmt_ms);
 }
 
-void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, sl_chunk_settings *out)
+void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, int wait_commit,
+                               sl_chunk_settings *out)
 {
     sl_session_set_timeouts(sess, lock_ms, stmt_ms);
     out->n = sl_session_is(sess, SL_DIALECT_SQLITE) ? 0 : 1; /* SQLite has no SET LOCAL */
@@ -354,8 +355,9 @@ void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_m
              "SELECT set_config('lock_timeout', '%lld', true), set_config('statement_timeout', '%lld', true),"
              " set_config('idle_in_transaction_session_timeout', CASE WHEN"
              " current_setting('idle_in_transaction_session_timeout')::interval BETWEEN interval '1 ms' AND"
-             " interval '%d ms' THEN current_setting('idle_in_transaction_session_timeout') ELSE '%d' END, true)",
-             (long long)lock_ms, (long long)stmt_ms, SL_CHUNK_IDLE_MAX_MS, SL_CHUNK_IDLE_MAX_MS);
+             " interval '%d ms' THEN current_setting('idle_in_transaction_session_timeout') ELSE '%d' END, true)%s",
+             (long long)lock_ms, (long long)stmt_ms, SL_CHUNK_IDLE_MAX_MS, SL_CHUNK_IDLE_MAX_MS,
+             wait_commit ? "" : ", set_config('synchronous_commit', 'off', true)");
 }
 
 void sl_session_add_key_elems(const sl_session *sess, sl_buf *b, const char *col, size_t n)

@@ -211,7 +211,8 @@ static void render_down(down_run *r)
     r->down_sql = sl_calloc(k + 1, sizeof(char *));
     for (size_t i = 0; i < k; i++)
         r->down_sql[i] = sl_keys_stmt_sql(&r->info.ks, &r->job->down.stmts[i]);
-    sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
+    sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, r->job->wait_commit,
+                              &r->timeouts);
 }
 
 /* What the job walks, as the live database resolves its file, must be what
@@ -336,7 +337,8 @@ static int down_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
         return -1;
     }
     if (rc == 1)
-        sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
+        sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, r->job->wait_commit,
+                                  &r->timeouts);
     gate_ctl_done(&r->gate, msg, out);
     return 0;
 }

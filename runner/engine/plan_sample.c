@@ -148,7 +148,7 @@ static void sampler_init(sampler *s, sl_session *sess, const sl_job *job, const 
     s->stmts = sl_calloc(job->up.nstmts + 1, sizeof(char *));
     for (size_t i = 0; i < job->up.nstmts; i++)
         s->stmts[i] = sl_keys_stmt_sql(&info->ks, &job->up.stmts[i]);
-    sl_session_chunk_settings(sess, job->lock_timeout_ms, job->statement_timeout_ms, &s->timeouts);
+    sl_session_chunk_settings(sess, job->lock_timeout_ms, job->statement_timeout_ms, job->wait_commit, &s->timeouts);
     s->first_sql = sl_keys_boundary_sql(&info->ks, 0);
     s->next_sql = sl_keys_boundary_sql(&info->ks, 1);
 }

@@ -541,8 +541,8 @@ static int sync_chunks(sl_run *run)
      * timeline): otherwise someone edited sluice_progress */
     sl_state st = run->row.state;
     int undoing = st == SL_STATE_ROLLING_BACK || st == SL_STATE_ROLLED_BACK || st == SL_STATE_PENDING;
-    int64_t seen = 0, now = run->db.timeline;
-    int rc = sl_ckpt_timeline(run->ckpt, &seen, &run->err);
+    int64_t seen = 0, seen_started = 0, now = run->db.timeline, started = run->db.started;
+    int rc = sl_ckpt_timeline(run->ckpt, &seen, &seen_started, &run->err);
     if (rc == 0 && nextra && !undoing && seen > 0 && now > seen) {
         sl_warn("%s: the database no longer has %zu chunk%s that checkpoint file %s records (chunk %" PRId64
                 "%s): its timeline went from %" PRId64 " to %" PRId64
@@ -551,6 +551,17 @@ static int sync_chunks(sl_run *run)
                 run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
                 nextra > 1 ? ", ..." : "", seen, now);
         undoing = 1; /* as after a down: the file follows the database */
+    } else if (rc == 0 && nextra && !undoing && !run->job->wait_commit && seen > 0 && now == seen && seen_started > 0 &&
+               started > 0 && started != seen_started) {
+        /* a crash loses a suffix of the commits that did not wait for the disk, each chunk with its
+         * sluice_progress row; the file, written after each commit, may hold them */
+        sl_warn("%s: the database no longer has %zu chunk%s that checkpoint file %s records (chunk %" PRId64
+                "%s): its server restarted since the file last saw it, and a crash loses the last commits made "
+                "without waiting for the disk (synchronous-commit off, the default); the database decides what is "
+                "applied: going by it",
+                run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
+                nextra > 1 ? ", ..." : "");
+        undoing = 1;
     }
     if (rc == 0 && nextra && !undoing) {
         sl_err_set(&run->err,
@@ -576,8 +587,8 @@ static int sync_chunks(sl_run *run)
     }
     if (rc == 0)
         rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
-    if (rc == 0 && now > 0 && now != seen)
-        rc = sl_ckpt_set_timeline(run->ckpt, now, &run->err);
+    if (rc == 0 && now > 0 && (now != seen || started != seen_started))
+        rc = sl_ckpt_set_timeline(run->ckpt, now, started, &run->err);
     if (rc == 0)
         rc = copy_from_db(run, run->sess, missing, nmissing);
     if (rc == 0 && (nmissing || nextra))
@@ -948,18 +959,7 @@ int sl_run_check_kept(sl_run *run, sl_session *sess)
     int up = run->kind == SL_RUN_UP;
     int64_t *lost = sl_calloc((up ? nfile : ndb) + 1, sizeof *lost);
     size_t nlost = up ? minus(file, nfile, db, ndb, lost) : minus(db, ndb, file, nfile, lost);
-    /* the file follows the server's timeline (sync_chunks): a standby
-     * promoted under a running job is seen here, after its reconnect */
-    int64_t timeline = sl_schema_timeline(sess), seen = 0;
     int rc = 0;
-    if (timeline > 0 && sl_ckpt_timeline(run->ckpt, &seen, &run->err) == 0 && seen != timeline)
-        rc = sl_ckpt_set_timeline(run->ckpt, timeline, &run->err);
-    if (rc != 0) {
-        free(file);
-        free(db);
-        free(lost);
-        return -1;
-    }
     if (nlost) {
         /* up: chunks it committed are gone; down: chunks it rolled back are there again */
         rc = up ? sl_ckpt_forget_chunks(run->ckpt, lost, nlost, &run->err) : copy_from_db(run, sess, lost, nlost);
@@ -967,13 +967,25 @@ int sl_run_check_kept(sl_run *run, sl_session *sess)
             run->lost_commits = 1;
             sl_err_set(&run->err,
                        "%s: the database %s %zu chunk%s that had %s (chunk %" PRId64
-                       "%s): it lost its last commits, as a standby promoted before it received them does, and "
+                       "%s): it lost its last commits, as a standby promoted before it received them does%s, and "
                        "decides what is applied",
                        run->job->name, up ? "no longer has" : "has again", nlost, nlost == 1 ? "" : "s",
-                       up ? "committed" : "been rolled back", lost[0], nlost > 1 ? ", ..." : "");
+                       up ? "committed" : "been rolled back", lost[0], nlost > 1 ? ", ..." : "",
+                       run->job->wait_commit ? ""
+                                             : ", or a server that crashed before they reached its disk (the "
+                                               "chunks do not wait for it: synchronous-commit off)");
         }
-        rc = -1;
     }
+    /* the file follows the server's timeline and start (sync_chunks), once
+     * it holds what the server has: a standby promoted, or a server
+     * restarted, under a running job is seen here, after its reconnect */
+    int64_t started = 0, timeline = sl_schema_timeline(sess, &started), seen = 0, seen_started = 0;
+    sl_err terr, *tep = nlost ? &terr : &run->err; /* a loss keeps its own error */
+    if (rc == 0 && timeline > 0 && sl_ckpt_timeline(run->ckpt, &seen, &seen_started, tep) == 0 &&
+        (seen != timeline || seen_started != started))
+        rc = sl_ckpt_set_timeline(run->ckpt, timeline, started, tep);
+    if (nlost)
+        rc = -1;
     free(file);
     free(db);
     free(lost);

@@ -63,7 +63,8 @@ static void render_stmt(up_run *r, size_t i)
 
 void up_render_timeouts(up_run *r)
 {
-    sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, &r->timeouts);
+    sl_session_chunk_settings(r->sess, r->job->lock_timeout_ms, r->job->statement_timeout_ms, r->job->wait_commit,
+                              &r->timeouts);
 }
 
 /* The chunk's row in sluice_progress: $1 job, $2 chunk_no, then the lo

@@ -197,11 +197,54 @@ test_read_only_too_long() {
     assert_sql "select sum(rows) from sluice_progress" "$ROWS"
 }
 
+journal_chunks() {
+    sqlite3 -bail "$CKPT/0001_bump.sluice" "select count(*) from chunks"
+}
+
+# Chunks commit without waiting for the disk (synchronous-commit off, the default), so a crash of the
+# server's machine (power, kernel) loses the last few, each with its sluice_progress row, while the
+# checkpoint file, written after each commit, has them; when the runner died with it, the next up finds
+# the file ahead of a server that restarted. A test cannot crash the kernel: this one makes the
+# database lose its last three chunks as such a crash does (their rows' change and their
+# sluice_progress rows, in one transaction). Before a restart that is refused, as rows deleted by hand
+# are (nothing changed); after one, up goes by the database, says why, and every row is changed once.
+test_crash_with_the_runner() {
+    make_job
+    sluice_start up
+    wait_until 60 progress_past_or_exited 20
+    runner_alive || { sluice_wait; fail "the runner exited before the crash"; }
+    sluice_kill TERM # its last chunk in the file too (a kill -9 may come between a commit and its entry)
+    assert_rc 3
+    psql_q "with gone as (delete from sluice_progress where chunk_no > (select max(chunk_no) - 3 from sluice_progress)
+                          returning lo[1]::int lo, hi[1]::int hi)
+            update t set n = n - 1 from gone where t.id between gone.lo and gone.hi" >/dev/null
+    local file db before
+    file=$(journal_chunks)
+    db=$(progress_chunks)
+    assert_eq "$((file - db))" 3 "chunks the checkpoint file holds over the database's"
+    before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "records 3 committed chunks"
+    assert_contains "$ERR" "that this database's sluice_progress does not have"
+    assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$before"
+    pg_restart
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: the database no longer has 3 chunks that checkpoint file "
+    assert_contains "$ERR" "its server restarted since the file last saw it, and a crash loses the last commits made without waiting for the disk (synchronous-commit off, the default); the database decides what is applied: going by it"
+    assert_sql "select count(*) from t where n <> 1" 0
+    assert_sql "select sum(rows) from sluice_progress" "$ROWS"
+    assert_eq "$(journal_chunks)" "$(progress_chunks)" "chunks in the checkpoint file and in sluice_progress"
+}
+
 run_test "server restarted (-m immediate) mid-run: sluice reconnects and finishes exactly once" test_immediate_restart
 run_test "server down 5 s mid-run: sluice keeps retrying and finishes exactly once" test_server_down_5s
 run_test "server read-only for a while under up and down (2 workers, snapshot): both finish exactly once" \
     test_read_only_for_a_while_up_and_down
 run_test "server read-only longer than the reconnects last: exit 1 saying so, then up resumes exactly once" \
     test_read_only_too_long
+run_test "runner and server's machine crash together: the next up goes by the commits the server kept, exactly once" \
+    test_crash_with_the_runner
 run_test "two runners lose the server together: both finish exactly once, with independent jitter" test_two_runners_jitter_apart
 t_done

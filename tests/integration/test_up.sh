@@ -224,6 +224,37 @@ EOF
     assert_sql "select chunk_lo, chunk_hi, touched from audit order by chunk_lo desc limit 1" "801|950|150"
 }
 
+# synchronous-commit: off (the default) makes each chunk's COMMIT, up's and down's, not wait for the
+# disk, in the chunk's transaction only; on leaves the server's own setting (here a session's, through
+# PGOPTIONS) to the chunks.
+test_synchronous_commit() {
+    psql_q "create table t (id int primary key, sc text, back text);
+            insert into t (id) select g from generate_series(1, 300) g"
+    write_job 0001_fast <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET sc = current_setting('synchronous_commit') WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE t SET sc = NULL, back = current_setting('synchronous_commit') WHERE id BETWEEN :lo AND :hi;
+EOF
+    PGOPTIONS="-c synchronous_commit=local" run_sluice up
+    assert_rc 0
+    assert_sql "select sc, count(*) from t group by sc" "off|300"
+    PGOPTIONS="-c synchronous_commit=local" run_sluice down 0001_fast
+    assert_rc 0
+    assert_sql "select coalesce(sc, 'null'), back, count(*) from t group by 1, 2" "null|off|300"
+    run_sluice stamp 0001_fast pending
+    assert_rc 0
+    sed -i 's/^-- sluice:batch 100$/&\n-- sluice:synchronous-commit on/' "$JOBS/0001_fast.sql"
+    PGOPTIONS="-c synchronous_commit=local" run_sluice up
+    assert_rc 0
+    assert_sql "select sc, count(*) from t group by sc" "local|300"
+    PGOPTIONS="-c synchronous_commit=local" run_sluice down 0001_fast
+    assert_rc 0
+    assert_sql "select coalesce(sc, 'null'), back, count(*) from t group by 1, 2" "null|local|300"
+}
+
 test_non_idempotent_exactly_once() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select g from generate_series(1, 2001) g"
@@ -569,6 +600,7 @@ run_test "where matching no row: done, 0 chunks" test_where_matching_nothing
 run_test "quoted schema-qualified names, casts, look-alike placeholders" test_quoted_names_casts_and_quotes
 run_test "checkpoint file lost: resumes from sluice_progress, exactly once" test_checkpoint_file_lost
 run_test "several statements per section, one transaction per chunk" test_several_statements
+run_test "synchronous-commit: chunks commit without waiting for the disk unless on" test_synchronous_commit
 run_test "non-idempotent job runs exactly once" test_non_idempotent_exactly_once
 run_test "requires: false refuses with exit 2, true runs" test_requires
 run_test "default key is the primary key" test_default_key_is_primary_key

@@ -161,7 +161,7 @@ static void test_create_and_reopen(void)
     sl_ckpt_close(ck);
 
     CHECK(raw_int(path, "PRAGMA application_id") == 0x534c4331);
-    CHECK(raw_int(path, "PRAGMA user_version") == 4);
+    CHECK(raw_int(path, "PRAGMA user_version") == 5);
     ck = must_open(path, "0001_job", 0); /* reopen without create */
     sl_ckpt_close(ck);
     ck = must_open(path, "0001_job", 1); /* create on an existing file keeps it */
@@ -611,17 +611,17 @@ static void test_upgrade_from_2(void)
     sl_ckpt_close(ck);
     raw_exec(path, "ALTER TABLE chunks DROP COLUMN batch; ALTER TABLE chunks DROP COLUMN worker;"
                    " ALTER TABLE events DROP COLUMN data; DROP TABLE undone; ALTER TABLE job DROP COLUMN db_timeline;"
-                   " PRAGMA user_version = 2");
+                   " ALTER TABLE job DROP COLUMN db_started; PRAGMA user_version = 2");
     CHECK(raw_int(path, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'batch'") == 0);
     ck = must_open(path, "v2", 0);
     if (!ck)
         goto out;
-    CHECK(raw_int(path, "PRAGMA user_version") == 4);
-    int64_t tl = -1;
+    CHECK(raw_int(path, "PRAGMA user_version") == 5);
+    int64_t tl = -1, started = -1;
     sl_err terr = {{0}};
-    CHECK(sl_ckpt_timeline(ck, &tl, &terr) == 0 && tl == 0); /* never seen */
-    CHECK(sl_ckpt_set_timeline(ck, 3, &terr) == 0);
-    CHECK(sl_ckpt_timeline(ck, &tl, &terr) == 0 && tl == 3);
+    CHECK(sl_ckpt_timeline(ck, &tl, &started, &terr) == 0 && tl == 0 && started == 0); /* never seen */
+    CHECK(sl_ckpt_set_timeline(ck, 3, INT64_C(1795000000123456), &terr) == 0);
+    CHECK(sl_ckpt_timeline(ck, &tl, &started, &terr) == 0 && tl == 3 && started == INT64_C(1795000000123456));
     CHECK(raw_int(path, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name IN ('batch', 'worker')") == 2);
     CHECK(raw_int(path, "SELECT batch FROM chunks WHERE chunk_no = 1") == 0);
     sl_ckpt_chunk c = make_chunk(2, "[\"11\"]", "[\"20\"]", 10);
@@ -807,7 +807,7 @@ static void test_newer_schema(void)
     char *path = tmp_path("newer.sluice");
     sl_ckpt *ck = must_open(path, "newer", 1);
     sl_ckpt_close(ck);
-    raw_exec(path, "PRAGMA user_version = 5");
+    raw_exec(path, "PRAGMA user_version = 6");
     expect_refused(path, "newer", 0, -1, "upgrade sluice");
     free(path);
 }

@@ -106,6 +106,7 @@ static void test_defaults(void)
     CHECK(job.undo == SL_UNDO_NONE);
     CHECK(job.undo_cols == NULL && job.nundo_cols == 0);
     CHECK(job.workers == 1);
+    CHECK(job.wait_commit == 0);
     CHECK(job.max_replica_lag_ms == 0);
     CHECK(job.throttle_query == NULL);
     CHECK(job.requires == NULL);
@@ -394,6 +395,21 @@ static void test_workers(void)
     CHECK(with("-- sluice:workers 0") < 0);
 }
 
+static void test_synchronous_commit(void)
+{
+    CHECK(with("-- sluice:synchronous-commit on") == 0);
+    CHECK(job.wait_commit == 1);
+    CHECK(with("-- sluice:synchronous-commit off") == 0);
+    CHECK(job.wait_commit == 0);
+    CHECK(with("-- sluice:synchronous-commit remote_apply") < 0);
+    CHECK_STR(err.msg,
+              PATH ":2: synchronous-commit expects off (chunks commit without waiting for the disk) or on "
+                   "(each chunk's commit waits as the server's synchronous_commit says), got \"remote_apply\"");
+    CHECK(job.wait_commit == 0); /* left zeroed */
+    CHECK(with("-- sluice:synchronous-commmit on") < 0);
+    CHECK_HAS(err.msg, "did you mean \"synchronous-commit\"?");
+}
+
 static void test_max_replica_lag(void)
 {
     CHECK(with("-- sluice:max-replica-lag 10s") == 0);
@@ -498,8 +514,10 @@ static void test_unknown_directive_without_hint(void)
 {
     CHECK(with("-- sluice:colour blue") < 0);
     CHECK_HAS(err.msg, PATH ":2: unknown directive \"colour\" (hint: directives are table, key, where, batch, ");
-    CHECK_HAS(err.msg, "throttle-query, requires, end, max-wal-rate, max-dead-tuples, verify; sections start at -- "
-                       "sluice:up and -- sluice:down)");
+    CHECK_HAS(
+        err.msg,
+        "throttle-query, requires, end, max-wal-rate, max-dead-tuples, verify, synchronous-commit; sections start at -- "
+        "sluice:up and -- sluice:down)");
     CHECK(strstr(err.msg, "did you mean") == NULL);
     CHECK(with("-- sluice:") < 0);
     CHECK_HAS(err.msg, PATH ":2: expected a directive name after \"-- sluice:\"");
@@ -996,6 +1014,7 @@ int main(void)
     RUN(test_undo_default);
     RUN(test_undo_errors);
     RUN(test_workers);
+    RUN(test_synchronous_commit);
     RUN(test_max_replica_lag);
     RUN(test_max_wal_rate);
     RUN(test_max_dead_tuples);

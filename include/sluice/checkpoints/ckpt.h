@@ -177,11 +177,14 @@ int sl_ckpt_bind(sl_ckpt *ckpt, const char *id, const char *cluster, const char 
                  sl_err *err) SL_MUSTCHECK;
 
 /* The timeline (PostgreSQL's, sl_schema_timeline) its database was on when
- * the file last looked, 0 never; and recording it. A database on a later
+ * the file last looked, and when its server had started (microseconds
+ * since the epoch), 0 never; and recording both. A database on a later
  * timeline than the file saw may have lost the last commits the file
- * records (a standby promoted without them, a point-in-time restore). */
-int sl_ckpt_timeline(sl_ckpt *ckpt, int64_t *timeline, sl_err *err) SL_MUSTCHECK;
-int sl_ckpt_set_timeline(sl_ckpt *ckpt, int64_t timeline, sl_err *err) SL_MUSTCHECK;
+ * records (a standby promoted without them, a point-in-time restore); a
+ * server started since may have lost those made without waiting for the
+ * disk (synchronous-commit off), in a crash. */
+int sl_ckpt_timeline(sl_ckpt *ckpt, int64_t *timeline, int64_t *started, sl_err *err) SL_MUSTCHECK;
+int sl_ckpt_set_timeline(sl_ckpt *ckpt, int64_t timeline, int64_t started, sl_err *err) SL_MUSTCHECK;
 
 /* All runs of this file, oldest first, as a malloc'd array. */
 int sl_ckpt_list_runs(sl_ckpt *ckpt, sl_ckpt_run **runs, size_t *nruns, sl_err *err) SL_MUSTCHECK;

@@ -36,14 +36,17 @@ typedef struct sl_db_identity {
     char cluster[32]; /* PostgreSQL's system identifier ("" on SQLite, or when it cannot be read) */
     char name[256];   /* current_database(), or the SQLite file's path */
     int64_t timeline; /* PostgreSQL: the primary's timeline (sl_schema_timeline); 0 when unknown, or SQLite */
+    int64_t started;  /* PostgreSQL: when its server started, in microseconds since the epoch; 0 as timeline */
 } sl_db_identity;
 
 /* The timeline the server writes its WAL on (PostgreSQL): 1 for a new
  * cluster, one more at each promotion of a standby or end of a
  * point-in-time restore, which is how a server that lost another's last
  * commits is told apart. 0 when it cannot tell (a standby, SQLite, an
- * error). Readable by any role. */
-int64_t sl_schema_timeline(sl_session *sess);
+ * error). *started: when the server (the postmaster) started, in
+ * microseconds since the epoch, which a crash and its restart move; 0 with
+ * a timeline of 0. Both readable by any role. */
+int64_t sl_schema_timeline(sl_session *sess, int64_t *started);
 
 /* Create whichever of sluice's tables are missing, add columns older
  * sluices did not have, and give the database its id; then read the

@@ -93,14 +93,19 @@ void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms)
 /* The statement that gives one chunk its timeouts, sent right after BEGIN. */
 typedef struct sl_chunk_settings {
     size_t n;         /* 1 on PostgreSQL, 0 on SQLite */
-    char sql[1][384]; /* set_config(..., true), as SET LOCAL: lock, statement and idle-in-transaction timeouts */
+    char sql[1][448]; /* set_config(..., true), as SET LOCAL: lock, statement and idle-in-transaction timeouts,
+                       * and synchronous_commit */
 } sl_chunk_settings;
 
 /* Fill out for the job's timeouts: on PostgreSQL one statement setting
- * them, and SL_CHUNK_IDLE_MAX_MS, for the chunk's transaction only; on
+ * them, and SL_CHUNK_IDLE_MAX_MS, for the chunk's transaction only, and
+ * unless wait_commit, synchronous_commit off (the chunk's COMMIT does not
+ * wait for the disk: a server crash may lose it, whole, with its
+ * sluice_progress row, which sl_run_check_kept and a run's start find); on
  * SQLite none, as they are applied to the session instead
- * (sl_session_set_timeouts). */
-void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, sl_chunk_settings *out);
+ * (sl_session_set_timeouts), and its commits always wait. */
+void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, int wait_commit,
+                               sl_chunk_settings *out);
 
 /* Append ", COL[1], ..., COL[n]" (PostgreSQL's text[]) or ", COL ->> 0, ...,
  * COL ->> n-1" (SQLite's JSON array): the n key columns kept in

@@ -27,6 +27,7 @@ typedef enum sl_directive {
     SL_DIR_MAX_WAL_RATE,
     SL_DIR_MAX_DEAD_TUPLES,
     SL_DIR_VERIFY,
+    SL_DIR_SYNCHRONOUS_COMMIT,
     SL_DIR_COUNT
 } sl_directive;
 
@@ -114,6 +115,8 @@ typedef struct sl_job {
     char *requires;             /* NULL = none */
     char *verify;               /* must return true once the walk is over, or the job fails; NULL = none */
     int follow;                 /* end follow: walk rows inserted past the end too (default: end fixed) */
+    int wait_commit;            /* synchronous-commit on: each chunk's COMMIT waits as the server's synchronous_commit
+                                 * says; off (the default), PostgreSQL chunks commit without waiting for the disk */
 
     sl_section up;   /* required */
     sl_section down; /* optional */
