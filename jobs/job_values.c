@@ -443,38 +443,35 @@ static int parse_window(parser *p, sl_directive d, const char *value)
     }
 }
 
-static int parse_on_error(parser *p, sl_directive d, const char *value)
+/* A directive with two words: *out 0 for the first, 1 for the second. */
+static int parse_either(parser *p, sl_directive d, const char *value, const char *first, const char *second, int *out)
 {
-    if (strcmp(value, "stop") == 0)
-        p->job->on_error = SL_ON_ERROR_STOP;
-    else if (strcmp(value, "skip") == 0)
-        p->job->on_error = SL_ON_ERROR_SKIP;
+    if (strcmp(value, first) == 0)
+        *out = 0;
+    else if (strcmp(value, second) == 0)
+        *out = 1;
     else
         return bad_value(p, d, value);
+    return 0;
+}
+
+static int parse_on_error(parser *p, sl_directive d, const char *value)
+{
+    int skip = 0;
+    if (parse_either(p, d, value, "stop", "skip", &skip) != 0)
+        return -1;
+    p->job->on_error = skip ? SL_ON_ERROR_SKIP : SL_ON_ERROR_STOP;
     return 0;
 }
 
 static int parse_end(parser *p, sl_directive d, const char *value)
 {
-    if (strcmp(value, "fixed") == 0)
-        p->job->follow = 0;
-    else if (strcmp(value, "follow") == 0)
-        p->job->follow = 1;
-    else
-        return bad_value(p, d, value);
-    return 0;
+    return parse_either(p, d, value, "fixed", "follow", &p->job->follow);
 }
 
 static int parse_on_off(parser *p, sl_directive d, const char *value)
 {
-    assert(d == SL_DIR_SYNCHRONOUS_COMMIT && "BUG: on/off for another directive");
-    if (strcmp(value, "on") == 0)
-        p->job->wait_commit = 1;
-    else if (strcmp(value, "off") == 0)
-        p->job->wait_commit = 0;
-    else
-        return bad_value(p, d, value);
-    return 0;
+    return parse_either(p, d, value, "off", "on", &p->job->wait_commit);
 }
 
 static int parse_undo(parser *p, sl_directive d, const char *value)

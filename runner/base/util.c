@@ -351,6 +351,23 @@ void sl_checksum_hex(const void *data, size_t len, char out[17])
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
+int64_t sl_machine_boot(void)
+{
+    char id[64] = "", hex[17];
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (!f)
+        return 0;
+    size_t n = fread(id, 1, sizeof id - 1, f);
+    fclose(f);
+    id[strcspn(id, "\n")] = '\0';
+    if (n == 0 || !id[0])
+        return 0;
+    sl_checksum_hex(id, strlen(id), hex);
+    hex[15] = '\0'; /* 60 bits: positive */
+    int64_t v = strtoll(hex, NULL, 16);
+    return v > 0 ? v : 1;
+}
+
 int64_t sl_now_ms(void)
 {
     struct timespec ts;

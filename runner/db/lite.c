@@ -85,6 +85,7 @@ int sl_lite_init(uv_loop_t *loop, sl_lite *lite, const char *url, sl_err *err)
     lite->path = sl_strdup(path);
     lite->display = sl_strdup(url);
     lite->busy_timeout_ms = 2000;
+    lite->wait_commit = 1;
     lite->lock_fd = -1;
     return 0;
 }
@@ -287,6 +288,7 @@ int sl_lite_open(sl_lite *lite, sl_err *err)
         return -1;
     }
     lite->journal_wal = strcmp(mode, "wal") == 0;
+    lite->sync_full = 1;
     sqlite3_create_function(lite->db, "sluice_hash", -1, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
                             fn_hash, NULL, NULL);
     sqlite3_create_function(lite->db, "sluice_elapsed_ms", 0, SQLITE_UTF8, lite, fn_elapsed, NULL, NULL);
@@ -310,6 +312,11 @@ void sl_lite_set_timeouts(sl_lite *lite, int64_t lock_ms, int64_t stmt_ms)
      * connection's mutex would block the loop until it is done */
     lite->busy_timeout_ms = lock_ms;
     lite->stmt_timeout_ms = stmt_ms;
+}
+
+void sl_lite_set_wait_commit(sl_lite *lite, int wait)
+{
+    lite->wait_commit = wait;
 }
 
 /* ---- one batch, on the connection's own thread ---- */
@@ -563,6 +570,11 @@ static void run_batch(sl_lite *lite)
         sqlite3_busy_timeout(lite->db, busy_ms(busy));
         lite->busy_applied_ms = busy;
     }
+    int full = atomic_load(&lite->wait_commit) || !lite->journal_wal;
+    if (full != lite->sync_full && sqlite3_get_autocommit(lite->db) &&
+        sqlite3_exec(lite->db, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) ==
+            SQLITE_OK)
+        lite->sync_full = full;
     for (size_t i = 0; i < w->n; i++) {
         int rc = run_stmt(lite, &w->queries[i], &ans->results[i]);
         if (rc == SQLITE_DONE)

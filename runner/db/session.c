@@ -345,10 +345,17 @@ void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms)
         sl_lite_set_timeouts(&sess->lite, lock_ms, stmt_ms);
 }
 
+void sl_session_set_wait_commit(sl_session *sess, int wait)
+{
+    if (sl_session_is(sess, SL_DIALECT_SQLITE))
+        sl_lite_set_wait_commit(&sess->lite, wait);
+}
+
 void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, int wait_commit,
                                sl_chunk_settings *out)
 {
     sl_session_set_timeouts(sess, lock_ms, stmt_ms);
+    sl_session_set_wait_commit(sess, wait_commit);
     out->n = sl_session_is(sess, SL_DIALECT_SQLITE) ? 0 : 1; /* SQLite has no SET LOCAL */
     /* current_setting gives the role's value with its unit ("5s", "1min"), or "0" for none */
     snprintf(out->sql[0], sizeof out->sql[0],

@@ -551,16 +551,16 @@ static int sync_chunks(sl_run *run)
                 run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
                 nextra > 1 ? ", ..." : "", seen, now);
         undoing = 1; /* as after a down: the file follows the database */
-    } else if (rc == 0 && nextra && !undoing && !run->job->wait_commit && seen > 0 && now == seen && seen_started > 0 &&
+    } else if (rc == 0 && nextra && !undoing && !run->job->wait_commit && now == seen && seen_started > 0 &&
                started > 0 && started != seen_started) {
         /* a crash loses a suffix of the commits that did not wait for the disk, each chunk with its
          * sluice_progress row; the file, written after each commit, may hold them */
         sl_warn("%s: the database no longer has %zu chunk%s that checkpoint file %s records (chunk %" PRId64
-                "%s): its server restarted since the file last saw it, and a crash loses the last commits made "
-                "without waiting for the disk (synchronous-commit off, the default); the database decides what is "
-                "applied: going by it",
+                "%s): %s restarted since the file last saw it, and a crash loses the last commits made without "
+                "waiting for the disk (synchronous-commit off, the default); the database decides what is applied: "
+                "going by it",
                 run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
-                nextra > 1 ? ", ..." : "");
+                nextra > 1 ? ", ..." : "", is_lite(run->sess) ? "the machine" : "its server");
         undoing = 1;
     }
     if (rc == 0 && nextra && !undoing) {
@@ -587,7 +587,7 @@ static int sync_chunks(sl_run *run)
     }
     if (rc == 0)
         rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
-    if (rc == 0 && now > 0 && (now != seen || started != seen_started))
+    if (rc == 0 && (now > 0 || started > 0) && (now != seen || started != seen_started))
         rc = sl_ckpt_set_timeline(run->ckpt, now, started, &run->err);
     if (rc == 0)
         rc = copy_from_db(run, run->sess, missing, nmissing);
@@ -917,6 +917,7 @@ int sl_run_finish(sl_run *run, int code)
     const char *outcome = code == SL_EXIT_OK ? "done" : code == SL_EXIT_STOPPED ? "stopped" : "failed";
     const char *error = code == SL_EXIT_FAILED ? run->err.msg : NULL;
     sl_err saved = run->err;
+    sl_session_set_wait_commit(run->sess, 1); /* SQLite: the state waits, and so every chunk before it */
     /* the database first: it decides what runs next (not once another runner has the job) */
     if (!sl_run_lost(run) && sl_session_connected(run->sess) && set_state(run, state, error) != 0) {
         sl_error("%s", run->err.msg);

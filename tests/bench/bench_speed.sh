@@ -14,16 +14,19 @@
 #   PostgreSQL
 #    1. one UPDATE of the whole table (psql);
 #    2. the PL/pgSQL keyset procedure, COMMIT per batch of 1000 (bench_workers.sh's, from lib.sh);
-#    3. sluice up, workers 1, no way back (also the "up without undo" the undo rows divide by);
+#    3. sluice up, workers 1, no way back (also the "up without undo" the undo rows divide by); then the
+#       same with `synchronous-commit on` (each chunk's commit waits for the disk, as the procedure's);
 #    4. sluice up, workers 2;
 #    5. sluice up, workers 1, `undo snapshot(full_name)`; then sluice down;
 #    6. sluice up, workers 1, a `-- sluice:down` section (sluice records a hash per row); then down;
 #    7. sluice up, workers 2, snapshot; then down with workers 2;
 #    8. the same up; then down with the job file's `workers` line changed to 1 (down warns that the
 #       file changed), so both downs undo a key split alike (the up's: 4 ranges per worker);
-#   SQLite (synchronous=FULL and WAL everywhere)
+#   SQLite (WAL; synchronous=FULL for the UPDATE and the Python loop; sluice with its default, NORMAL
+#   for the chunks, and with `synchronous-commit on`, FULL as theirs)
 #    9. one UPDATE (sqlite3 CLI);
-#   10. the Python keyset loop (bench_sqlite.sh's, from lib.sh) and sluice up, at batch 1000, then 5000.
+#   10. the Python keyset loop (bench_sqlite.sh's, from lib.sh) and sluice up (then with
+#       `synchronous-commit on`), at batch 1000, then 5000.
 # The job is `WHERE id BETWEEN :lo AND :hi`, batch 1000 unless named. Every up is checked to have
 # filled every row right, and every down to have left the table's md5 (all rows, all columns) what it
 # was before the up; a wrong result is reported, its time left out, and the script exits 1 at the end.
@@ -113,13 +116,14 @@ fail() {
 }
 
 # The methods, in the order of the tables; LABEL[ID] names one.
-IDS=(pg_update pg_proc pg_w1 pg_w2 pg_snap_up pg_snap_down pg_ds_up pg_ds_down
+IDS=(pg_update pg_proc pg_w1 pg_w1_wait pg_w2 pg_snap_up pg_snap_down pg_ds_up pg_ds_down
     pg_w2snap_up pg_w2snap_down pg_w2snap_up_b pg_w2snap_down1
-    lite_update lite_py1000 lite_sl1000 lite_py5000 lite_sl5000)
+    lite_update lite_py1000 lite_sl1000 lite_sl1000_wait lite_py5000 lite_sl5000 lite_sl5000_wait)
 declare -A LABEL=(
     [pg_update]="PG one UPDATE"
     [pg_proc]="PG PL/pgSQL keyset procedure, batch 1000"
     [pg_w1]="PG sluice up, workers 1"
+    [pg_w1_wait]="PG sluice up, workers 1, synchronous-commit on"
     [pg_w2]="PG sluice up, workers 2"
     [pg_snap_up]="PG sluice up, snapshot(full_name)"
     [pg_snap_down]="PG sluice down, snapshot(full_name)"
@@ -132,8 +136,10 @@ declare -A LABEL=(
     [lite_update]="SQLite one UPDATE"
     [lite_py1000]="SQLite Python keyset loop, batch 1000"
     [lite_sl1000]="SQLite sluice up, batch 1000"
+    [lite_sl1000_wait]="SQLite sluice up, 1000, synchronous-commit on"
     [lite_py5000]="SQLite Python keyset loop, batch 5000"
     [lite_sl5000]="SQLite sluice up, batch 5000"
+    [lite_sl5000_wait]="SQLite sluice up, 5000, synchronous-commit on"
 )
 
 # record ID ROUND SECONDS [CPU_SECONDS CHUNKS]: one run's figures, printed, kept for the tables.
@@ -147,7 +153,7 @@ record() {
         cpu=$(awk -v c="$4" -v n="$5" 'BEGIN { printf "%.0f", (n > 0 ? c * 1e6 / n : 0) }')
         CPU_US[$id,$round]=$cpu
     fi
-    printf '#   %-44s %9.3f s%s\n' "${LABEL[$id]}" "$3" "${cpu:+   sluice cpu $4 s, $5 chunks, $cpu us/chunk}"
+    printf '#   %-48s %9.3f s%s\n' "${LABEL[$id]}" "$3" "${cpu:+   sluice cpu $4 s, $5 chunks, $cpu us/chunk}"
 }
 
 # median VALUES...: the median of the given numbers, three decimals; nothing for none.
@@ -280,12 +286,12 @@ pg_proc() {
     pg_check_filled pg_proc && record pg_proc "$1" "$(secs "$t0" "$t1")"
 }
 
-# pg_sluice_up ID ROUND WORKERS: sluice up, no way back.
+# pg_sluice_up ID ROUND WORKERS [LINE]: sluice up, no way back; LINE, a directive, in the job file.
 pg_sluice_up() {
     local dir
     pg_fresh
     dir=$(new_dir)
-    write_job "$dir" 1000 "$3" "" ""
+    write_job "$dir" 1000 "$3" "${4:-}" ""
     sluice_timed "$dir" up || { fail "$1" "sluice up exited $?"; return; }
     pg_check_filled "$1" && record "$1" "$2" "$RUN_SECS" "$RUN_CPU" "$(chunks_of "$dir")"
     rm -rf "$dir"
@@ -331,12 +337,12 @@ lite_python() {
     lite_check_filled "$id" && record "$id" "$1" "$t"
 }
 
-# lite_sluice ROUND BATCH
+# lite_sluice ROUND BATCH [wait]: with wait, the job says synchronous-commit on.
 lite_sluice() {
-    local id=lite_sl$2 dir
+    local id=lite_sl$2${3:+_wait} dir
     lite_fresh
     dir=$(new_dir)
-    write_job "$dir" "$2" "" "" ""
+    write_job "$dir" "$2" "" "${3:+-- sluice:synchronous-commit on}" ""
     sluice_timed "$dir" --db "sqlite:$DB" up || { fail "$id" "sluice up exited $?"; return; }
     lite_check_filled "$id" && record "$id" "$1" "$RUN_SECS" "$RUN_CPU" "$(chunks_of "$dir")"
     rm -rf "$dir"
@@ -349,6 +355,7 @@ run_round() {
     pg_update "$1"
     pg_proc "$1"
     pg_sluice_up pg_w1 "$1" 1
+    pg_sluice_up pg_w1_wait "$1" 1 "-- sluice:synchronous-commit on"
     pg_sluice_up pg_w2 "$1" 2
     pg_up_down pg_snap_up pg_snap_down "$1" 1 "$snap" "" 1
     pg_up_down pg_ds_up pg_ds_down "$1" 1 "" "UPDATE users SET full_name = NULL WHERE id BETWEEN :lo AND :hi;" 1
@@ -358,8 +365,10 @@ run_round() {
     lite_update "$1"
     lite_python "$1" 1000
     lite_sluice "$1" 1000
+    lite_sluice "$1" 1000 wait
     lite_python "$1" 5000
     lite_sluice "$1" 5000
+    lite_sluice "$1" 5000 wait
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -369,13 +378,13 @@ per_run_table() {
     local id round line median
     echo
     echo "== each round's seconds, their median, and sluice's own CPU (user+sys) per chunk, median over the rounds"
-    line=$(printf '%-44s' method)
+    line=$(printf '%-48s' method)
     for ((round = 1; round <= BENCH_RUNS; round++)); do
         line+=$(printf ' %9s' "run $round")
     done
     printf '%s %9s %12s %8s\n' "$line" median "cpu us/chunk" chunks
     for id in "${IDS[@]}"; do
-        line=$(printf '%-44s' "${LABEL[$id]}")
+        line=$(printf '%-48s' "${LABEL[$id]}")
         for ((round = 1; round <= BENCH_RUNS; round++)); do
             line+=$(printf ' %9s' "${SECS[$id,$round]:--}")
         done
@@ -440,11 +449,14 @@ summary() {
     echo "   rounds: the lowest and highest of each round's own A / B"
     printf '%-66s %9s %9s %7s %15s %9s  %s\n' "measure: A / B" "A s" "B s" ratio rounds target verdict
     summary_line "PG: sluice 1 worker / PL/pgSQL keyset procedure (batch 1000)" pg_w1 pg_proc 0.95
+    summary_line "PG:   the same, synchronous-commit on / procedure" pg_w1_wait pg_proc ""
     summary_line "PG: sluice 2 workers / one UPDATE" pg_w2 pg_update 0.70
     summary_line "SQLite: sluice batch 1000 / Python keyset loop batch 1000" lite_sl1000 lite_py1000 1.00
+    summary_line "SQLite:   the same, synchronous-commit on / Python loop" lite_sl1000_wait lite_py1000 ""
     summary_line "SQLite:   sluice batch 1000 / one UPDATE" lite_sl1000 lite_update ""
     summary_line "SQLite:   Python loop batch 1000 / one UPDATE" lite_py1000 lite_update ""
     summary_line "SQLite: sluice batch 5000 / Python keyset loop batch 5000" lite_sl5000 lite_py5000 1.00
+    summary_line "SQLite:   the same, synchronous-commit on / Python loop" lite_sl5000_wait lite_py5000 ""
     summary_line "SQLite:   sluice batch 5000 / one UPDATE" lite_sl5000 lite_update ""
     summary_line "SQLite:   Python loop batch 5000 / one UPDATE" lite_py5000 lite_update ""
     summary_line "PG: up with undo snapshot(full_name) / up without undo" pg_snap_up pg_w1 1.20 pct
@@ -472,7 +484,7 @@ inner() {
     fi
     DB="$WORK/bench.db"
     echo "# postgresql $(q 'show server_version'); fsync=$(q 'show fsync'), synchronous_commit=$(q 'show synchronous_commit'), shared_buffers=$(q 'show shared_buffers'), max_wal_size=$(q 'show max_wal_size')"
-    echo "# sqlite $(sqlite3 --version | cut -d' ' -f1) (CLI), python3 sqlite3 module $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)'); WAL, synchronous=FULL"
+    echo "# sqlite $(sqlite3 --version | cut -d' ' -f1) (CLI), python3 sqlite3 module $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)'); WAL, synchronous=FULL (sluice: NORMAL for the chunks unless synchronous-commit on)"
     echo "# sluice: $SLUICE ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)); $(nproc) cpus; $(uptime)"
     echo "# rows $BENCH_ROWS, $BENCH_RUNS rounds; files in $WORK ($(df -T "$WORK" | awk 'NR == 2 { print $2 }'))"
     make_template

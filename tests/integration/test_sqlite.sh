@@ -961,6 +961,70 @@ test_journal_mode_kept() {
     done
 }
 
+# synchronous-commit off (the default): in WAL mode each chunk's commit does not wait for the disk
+# (synchronous=NORMAL, under which a power loss loses whole transactions, never part of one); in a
+# rollback journal, where NORMAL could corrupt the file, and with synchronous-commit on, commits wait
+# (FULL). A chunk's statement reads the setting it runs under.
+test_synchronous_commit() {
+    local mode
+    for mode in wal delete; do
+        sq_init "$T_DIR/sync-$mode.db" "$mode"
+        sq "create table t (id integer primary key, s int)"
+        sq_fill t 300
+        rm -f "$CKPT"/*
+        write_job 0001_sync <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET s = (SELECT synchronous FROM pragma_synchronous) WHERE id BETWEEN :lo AND :hi;
+EOF
+        run_sluice up
+        assert_rc 0
+        assert_sq "select s, count(*) from t group by s" "$([[ $mode == wal ]] && echo 1 || echo 2)|300" # NORMAL, FULL
+        run_sluice stamp 0001_sync pending
+        assert_rc 0
+        sed -i 's/^-- sluice:batch 100$/&\n-- sluice:synchronous-commit on/' "$JOBS/0001_sync.sql"
+        run_sluice up
+        assert_rc 0
+        assert_sq "select s, count(*) from t group by s" "2|300"
+        assert_sq "pragma journal_mode" "$mode"
+    done
+}
+
+# A power loss, or a crash of the machine, takes the last chunks committed without waiting for the disk,
+# each with its sluice_progress row, while the checkpoint file may keep them. A test cannot cut the
+# power: this one makes the database lose its last three chunks as that does. On the boot the file last
+# saw, that is refused, as rows deleted by hand are (nothing changed); with the file last seen on another
+# boot (as after a restart), up goes by the database, says why, and every row is changed once.
+test_crash_of_the_machine() {
+    sq_make_table 3000
+    bump_job 0001_bump 100 "-- sluice:pause 50ms"
+    sluice_start up
+    wait_until 20 sq_true "select count(*) >= 8 from sluice_progress"
+    sluice_kill TERM
+    assert_rc 3
+    sq "begin;
+        update t set n = n - 1 where exists (select 1 from sluice_progress p
+            where p.chunk_no > (select max(chunk_no) - 3 from sluice_progress)
+              and t.id between cast(p.lo ->> 0 as integer) and cast(p.hi ->> 0 as integer));
+        delete from sluice_progress where chunk_no > (select max(chunk_no) - 3 from sluice_progress);
+        commit"
+    local before
+    before=$(sq_sum t)
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "records 3 committed chunks"
+    assert_contains "$ERR" "that this database's sluice_progress does not have"
+    assert_eq "$(sq_sum t)" "$before" "the table after the refusal"
+    sqlite3 -bail "$CKPT/0001_bump.sluice" "update job set db_started = db_started + 1"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_bump: the database no longer has 3 chunks that checkpoint file "
+    assert_contains "$ERR" "the machine restarted since the file last saw it, and a crash loses the last commits made without waiting for the disk"
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|3000"
+    assert_chunks 0001_bump 3000 30
+}
+
 run_test "integer primary key: every row once, chunks in key order" test_integer_key
 run_test "int64 keys at the limits" test_int64_limits
 run_test "text key in SQLite's binary order" test_text_key
@@ -991,6 +1055,9 @@ run_test "window: --no-wait outside every window exits 3 and changes nothing" te
 run_test "SIGINT and SIGTERM stop with exit 3; up resumes exactly once" test_sigint_then_resume
 run_test "on-error skip sets rows failing a CHECK constraint aside" test_on_error_skip_check_constraint
 run_test "journal mode (wal, delete) left as the application set it" test_journal_mode_kept
+run_test "synchronous-commit: chunks do not wait for the disk in WAL mode, unless on" test_synchronous_commit
+run_test "a crash of the machine lost the last chunks: the next up goes by the database once it restarted" \
+    test_crash_of_the_machine
 run_test "chunks run queued behind each other; not with a pause or undo images" test_queued_chunks
 run_test "a failing chunk: the one queued behind it never runs" test_queued_chunk_after_a_failure
 run_test "ctl pause and SIGTERM withdraw the queued chunk: only the running one commits" test_queued_chunk_withdrawn

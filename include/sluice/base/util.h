@@ -97,6 +97,10 @@ void sl_format_duration(int64_t ms, char *out, size_t outsz);
 /* 64-bit FNV-1a of data, as 16 lower-case hex digits and a NUL. */
 void sl_checksum_hex(const void *data, size_t len, char out[17]);
 
+/* A positive number for this machine's boot (from Linux's boot id): another
+ * after each restart of the machine. 0 when it cannot be read. */
+int64_t sl_machine_boot(void);
+
 /* Wall-clock milliseconds since the epoch, and monotonic milliseconds. */
 int64_t sl_now_ms(void);
 int64_t sl_mono_ms(void);

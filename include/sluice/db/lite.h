@@ -12,8 +12,9 @@
  * The connection is opened read-write, never created: a mistyped path is an
  * error, not a new empty database. sluice leaves the file's journal mode as
  * the application set it (WAL is what lets readers run during a chunk), and
- * commits with synchronous=FULL: a chunk is durable before its checkpoint
- * says it committed. Lock waits (SQLITE_BUSY) wait up to the job's
+ * commits with synchronous=FULL, or NORMAL in WAL mode when asked
+ * (sl_lite_set_wait_commit): a power loss then may lose the last chunks,
+ * each whole with its sluice_progress row. Lock waits (SQLITE_BUSY) wait up to the job's
  * lock-timeout, then fail as PostgreSQL's lock_not_available does, which the
  * runner retries. A statement whose parameters are not exactly the values
  * given ($1..$n, each used) fails with 08P01, as PostgreSQL's Bind does. */
@@ -48,7 +49,9 @@ typedef struct sl_lite {
      * the pool thread when the next batch starts */
     _Atomic int64_t busy_timeout_ms;
     _Atomic int64_t stmt_timeout_ms; /* 0: none */
+    _Atomic int wait_commit;         /* sl_lite_set_wait_commit */
     int64_t busy_applied_ms;
+    int sync_full;              /* synchronous is FULL (else NORMAL) */
     int64_t deadline_ms;        /* of the statement running on the pool, 0: none */
     int timed_out;              /* the last statement hit stmt_timeout_ms */
     char bind_error[160];       /* why the last statement's values did not fit its parameters, "" if they did */
@@ -90,6 +93,15 @@ int sl_lite_open(sl_lite *lite, sl_err *err) SL_MUSTCHECK;
 /* Lock wait for each statement (busy timeout) and the longest a statement may
  * run before it is interrupted (0: no limit). Only between batches. */
 void sl_lite_set_timeouts(sl_lite *lite, int64_t lock_ms, int64_t stmt_ms);
+
+/* Whether commits wait for the disk: synchronous=FULL (the default), or, in
+ * WAL mode, NORMAL, where a power loss or a crash of the machine may lose
+ * the last transactions, each whole (SQLite's WAL never tears one), and a
+ * crash of the process loses none. A file in another journal mode keeps
+ * FULL, where NORMAL could corrupt it. Applied when the next batch starts,
+ * outside a transaction; a FULL commit makes the NORMAL ones before it
+ * durable too. */
+void sl_lite_set_wait_commit(sl_lite *lite, int wait);
 
 /* Run n queries on the worker thread, filling *ans (see answer.h); *done turns
  * 1 on the loop thread when they finished. queries and their params must

@@ -36,7 +36,7 @@ typedef struct sl_db_identity {
     char cluster[32]; /* PostgreSQL's system identifier ("" on SQLite, or when it cannot be read) */
     char name[256];   /* current_database(), or the SQLite file's path */
     int64_t timeline; /* PostgreSQL: the primary's timeline (sl_schema_timeline); 0 when unknown, or SQLite */
-    int64_t started;  /* PostgreSQL: when its server started, in microseconds since the epoch; 0 as timeline */
+    int64_t started;  /* when its server started (sl_schema_timeline): a crash moves it; 0 unknown */
 } sl_db_identity;
 
 /* The timeline the server writes its WAL on (PostgreSQL): 1 for a new
@@ -45,7 +45,8 @@ typedef struct sl_db_identity {
  * commits is told apart. 0 when it cannot tell (a standby, SQLite, an
  * error). *started: when the server (the postmaster) started, in
  * microseconds since the epoch, which a crash and its restart move; 0 with
- * a timeline of 0. Both readable by any role. */
+ * a timeline of 0; on SQLite, this machine's boot (sl_machine_boot). Both
+ * readable by any role. */
 int64_t sl_schema_timeline(sl_session *sess, int64_t *started);
 
 /* Create whichever of sluice's tables are missing, add columns older

@@ -83,6 +83,11 @@ const char *sl_session_display(const sl_session *sess);
  * they are the busy timeout and a per-statement deadline. */
 void sl_session_set_timeouts(sl_session *sess, int64_t lock_ms, int64_t stmt_ms);
 
+/* SQLite: whether sess's commits wait for the disk (sl_lite_set_wait_commit),
+ * from its next batch on. PostgreSQL: nothing (each chunk says it in its
+ * transaction: sl_session_chunk_settings; everything else waits). */
+void sl_session_set_wait_commit(sl_session *sess, int wait);
+
 /* The longest a chunk's transaction may sit waiting on sluice (PostgreSQL's
  * idle_in_transaction_session_timeout, unless the role's is shorter): a
  * runner held up mid-chunk (SIGSTOP, a frozen VM, a network partition)
@@ -100,10 +105,11 @@ typedef struct sl_chunk_settings {
 /* Fill out for the job's timeouts: on PostgreSQL one statement setting
  * them, and SL_CHUNK_IDLE_MAX_MS, for the chunk's transaction only, and
  * unless wait_commit, synchronous_commit off (the chunk's COMMIT does not
- * wait for the disk: a server crash may lose it, whole, with its
- * sluice_progress row, which sl_run_check_kept and a run's start find); on
- * SQLite none, as they are applied to the session instead
- * (sl_session_set_timeouts), and its commits always wait. */
+ * wait for the disk: a crash of the server's machine may lose it, whole,
+ * with its sluice_progress row, which sl_run_check_kept and a run's start
+ * find); on SQLite none, as they are applied to the session instead
+ * (sl_session_set_timeouts, sl_session_set_wait_commit) until the run ends
+ * (sl_run_finish, whose state waits). */
 void sl_session_chunk_settings(sl_session *sess, int64_t lock_ms, int64_t stmt_ms, int wait_commit,
                                sl_chunk_settings *out);
 
