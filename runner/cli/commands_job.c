@@ -77,7 +77,7 @@ int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state_name)
         return code;
     /* the job's lock: refused while a runner holds the job, so a stamp never races a run */
     sl_run run;
-    int rc = sl_run_open(&run, &sess, &opts->run, job, SL_RUN_STAMP);
+    int rc = sl_run_open(&run, &sess, &opts->run, job, SL_RUN_STAMP, 0);
     if (rc == 0)
         rc = sl_run_stamp(&run, state);
     if (rc == SL_STOPPED) {

@@ -409,7 +409,7 @@ static int down_once(sl_session *sess, const sl_run_opts *opts, sl_job *job, int
     if (rc == 0)
         rc = gate_prepare(&r.gate, sess, r.info.ks.table, &r.err);
     if (rc == 0) {
-        rc = sl_run_open(&r.run, sess, opts, job, SL_RUN_DOWN);
+        rc = sl_run_open(&r.run, sess, opts, job, SL_RUN_DOWN, *lost);
         r.opened = 1;
         if (rc != 0)
             r.err = r.run.err;

@@ -562,6 +562,12 @@ static int sync_chunks(sl_run *run)
                 run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
                 nextra > 1 ? ", ..." : "", is_lite(run->sess) ? "the machine" : "its server");
         undoing = 1;
+    } else if (rc == 0 && nextra && !undoing && run->after_loss) {
+        sl_info("%s: checkpoint file %s also records %zu chunk%s (chunk %" PRId64
+                "%s) that committed before the loss and came in after it was found; going by the database",
+                run->job->name, sl_ckpt_file(run->ckpt), nextra, nextra == 1 ? "" : "s", extra[0],
+                nextra > 1 ? ", ..." : "");
+        undoing = 1;
     }
     if (rc == 0 && nextra && !undoing) {
         sl_err_set(&run->err,
@@ -636,9 +642,10 @@ static int open_journal(sl_run *run)
 
 /* ---- opening, beginning, finishing ---- */
 
-int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *job, sl_run_kind kind)
+int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *job, sl_run_kind kind, int after_loss)
 {
     memset(run, 0, sizeof *run);
+    run->after_loss = after_loss;
     run->sess = sess;
     run->opts = opts;
     run->job = job;

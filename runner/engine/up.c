@@ -381,7 +381,7 @@ static int up_once(sl_session *sess, const sl_run_opts *opts, sl_job *job, int r
     int code = decide(&r);
     int opened = 0;
     if (code == SL_EXIT_OK) {
-        int rc = sl_run_open(&r.run, sess, opts, job, SL_RUN_UP);
+        int rc = sl_run_open(&r.run, sess, opts, job, SL_RUN_UP, *lost);
         opened = 1;
         r.ckpt = r.run.ckpt;
         if (rc != 0) {

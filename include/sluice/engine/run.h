@@ -146,6 +146,7 @@ typedef struct sl_run {
     char *db_run;     /* its row in sluice_runs (the id's text), NULL when there is none */
     int64_t synced;   /* chunks the journal took from the database when it opened */
     int lost_commits; /* the database lost commits of this run (sl_run_check_kept): run the job again */
+    int after_loss;   /* the run before it in this command lost commits (sl_run_open) */
     sl_err err;
 } sl_run;
 
@@ -153,9 +154,14 @@ typedef struct sl_run {
  * job's lock (refused when another runner holds it), read the job's row,
  * open (or create) the checkpoint file, refuse it when it belongs to another
  * database, and bring its chunks in line with the database's, saying so in
- * one line when it rebuilds them. 0; SL_EREFUSED refused (exit 2, nothing changed);
- * -1 failed (run->err). sl_run_close in every case. */
-int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *job, sl_run_kind kind) SL_MUSTCHECK;
+ * one line when it rebuilds them. after_loss: the command's run before this
+ * one found that the database lost commits (sl_run_again), so chunks the
+ * file holds and the database lacks are that loss (a worker whose answer
+ * came in after the check recorded one), followed, not refused. 0;
+ * SL_EREFUSED refused (exit 2, nothing changed); -1 failed (run->err).
+ * sl_run_close in every case. */
+int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *job, sl_run_kind kind,
+                int after_loss) SL_MUSTCHECK;
 
 /* Begin the run: up moves the job to running, fixing id, the checksum and
  * the end of the walk (walk_end: the key's last value, ncols strings, or
