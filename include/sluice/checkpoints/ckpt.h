@@ -177,8 +177,9 @@ int sl_ckpt_bind(sl_ckpt *ckpt, const char *id, const char *cluster, const char 
                  sl_err *err) SL_MUSTCHECK;
 
 /* The timeline (PostgreSQL's, sl_schema_timeline) its database was on when
- * the file last looked, and when its server had started (microseconds
- * since the epoch), 0 never; and recording both. A database on a later
+ * the file last looked, and when its server had started (sl_schema_timeline:
+ * PostgreSQL's start in microseconds since the epoch, for SQLite this
+ * machine's boot), 0 never; and recording both. A database on a later
  * timeline than the file saw may have lost the last commits the file
  * records (a standby promoted without them, a point-in-time restore); a
  * server started since may have lost those made without waiting for the
