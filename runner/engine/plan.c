@@ -162,6 +162,22 @@ static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *
 }
 
 /* One "warning:" line each, the rest of a message indented under it. */
+/* How each chunk commits (synchronous-commit). */
+static void print_commits(const sl_session *sess, const sl_job *job)
+{
+    int lite = sess->dialect == SL_DIALECT_SQLITE;
+    if (job->wait_commit)
+        printf("commits:    each chunk's waits for the disk as %s (synchronous-commit on)\n",
+               lite ? "synchronous=FULL makes it" : "the server's synchronous_commit says");
+    else if (lite && !sess->lite.journal_wal)
+        printf("commits:    each chunk's waits for the disk (synchronous=FULL): the file has a rollback journal, "
+               "where NORMAL could corrupt it on a power loss\n");
+    else
+        printf("commits:    each chunk's without waiting for the disk (synchronous-commit off, the default%s); the "
+               "job's state waits, and with it every chunk before it\n",
+               lite ? ": synchronous=NORMAL" : "");
+}
+
 static void print_warning(const char *prefix, const char *msg)
 {
     printf("warning:    %s", prefix);
@@ -217,6 +233,7 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
                " connections, each with a chunk in flight; the first `up` splits the key into up "
                "to %" PRId64 " ranges at keys sampled from the table\n",
                job->workers, job->workers * 4);
+    print_commits(sess, job);
     sl_undo_plan_print(sess, job, &info.ks, rows);
     int refused = 0; /* what up refuses (exit 2): plan shows it all, then exits 2 too */
     if (!info.index && !opts->allow_no_index)

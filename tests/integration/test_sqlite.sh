@@ -978,12 +978,21 @@ test_synchronous_commit() {
 -- sluice:up
 UPDATE t SET s = (SELECT synchronous FROM pragma_synchronous) WHERE id BETWEEN :lo AND :hi;
 EOF
+        run_sluice plan 0001_sync
+        assert_rc 0
+        if [[ $mode == wal ]]; then
+            assert_contains "$OUT" "commits:    each chunk's without waiting for the disk (synchronous-commit off, the default: synchronous=NORMAL)"
+        else
+            assert_contains "$OUT" "commits:    each chunk's waits for the disk (synchronous=FULL): the file has a rollback journal"
+        fi
         run_sluice up
         assert_rc 0
         assert_sq "select s, count(*) from t group by s" "$([[ $mode == wal ]] && echo 1 || echo 2)|300" # NORMAL, FULL
         run_sluice stamp 0001_sync pending
         assert_rc 0
         sed -i 's/^-- sluice:batch 100$/&\n-- sluice:synchronous-commit on/' "$JOBS/0001_sync.sql"
+        run_sluice plan 0001_sync
+        assert_contains "$OUT" "commits:    each chunk's waits for the disk as synchronous=FULL makes it (synchronous-commit on)"
         run_sluice up
         assert_rc 0
         assert_sq "select s, count(*) from t group by s" "2|300"

@@ -238,6 +238,9 @@ UPDATE t SET sc = current_setting('synchronous_commit') WHERE id BETWEEN :lo AND
 -- sluice:down
 UPDATE t SET sc = NULL, back = current_setting('synchronous_commit') WHERE id BETWEEN :lo AND :hi;
 EOF
+    run_sluice plan 0001_fast
+    assert_rc 0
+    assert_contains "$OUT" "commits:    each chunk's without waiting for the disk (synchronous-commit off, the default); the job's state waits"
     PGOPTIONS="-c synchronous_commit=local" run_sluice up
     assert_rc 0
     assert_sql "select sc, count(*) from t group by sc" "off|300"
@@ -247,6 +250,9 @@ EOF
     run_sluice stamp 0001_fast pending
     assert_rc 0
     sed -i 's/^-- sluice:batch 100$/&\n-- sluice:synchronous-commit on/' "$JOBS/0001_fast.sql"
+    run_sluice plan 0001_fast
+    assert_rc 0
+    assert_contains "$OUT" "commits:    each chunk's waits for the disk as the server's synchronous_commit says (synchronous-commit on)"
     PGOPTIONS="-c synchronous_commit=local" run_sluice up
     assert_rc 0
     assert_sql "select sc, count(*) from t group by sc" "local|300"
