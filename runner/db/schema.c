@@ -113,8 +113,9 @@ static const char pg_cluster_sql[] = "SELECT system_identifier::text FROM pg_con
  * on; pg_walfile_name() refuses to run during recovery. */
 static const char pg_timeline_sql[] =
     "SELECT CASE WHEN pg_is_in_recovery() THEN NULL"
-    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text END,"
-    " (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text";
+    " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text END";
+/* Asked apart, so that a role refused it keeps the timeline. */
+static const char pg_started_sql[] = "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text";
 
 /* ---- SQLite ---- */
 
@@ -267,12 +268,17 @@ int64_t sl_schema_timeline(sl_session *sess, int64_t *started)
     sl_answer ans;
     if (sl_session_exec1(sess, pg_timeline_sql, 0, NULL, &ans) != 0)
         return 0;
-    const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL, *s = ans.ok ? sl_answer_val(&ans, 0, 0, 1) : NULL;
+    const char *v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
     int64_t timeline = v ? strtoll(v, NULL, 10) : 0;
-    if (timeline > 0 && s)
-        *started = strtoll(s, NULL, 10);
     sl_answer_free(&ans);
-    return timeline > 0 ? timeline : 0;
+    if (timeline <= 0)
+        return 0;
+    if (sl_session_exec1(sess, pg_started_sql, 0, NULL, &ans) == 0) {
+        v = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL;
+        *started = v ? strtoll(v, NULL, 10) : 0;
+        sl_answer_free(&ans);
+    }
+    return timeline;
 }
 
 /* A server that takes no writes (a standby, or default_transaction_read_only
