@@ -537,31 +537,32 @@ static int sync_chunks(sl_run *run)
     int64_t *missing = sl_calloc(ndb + 1, sizeof *missing), *extra = sl_calloc(nfile + 1, sizeof *extra);
     size_t nmissing = minus(db, ndb, file, nfile, missing), nextra = minus(file, nfile, db, ndb, extra);
     /* chunks leave the database only by down or stamp pending, or with a
-     * server's last commits when a standby is promoted without them (a new
-     * timeline): otherwise someone edited sluice_progress */
+     * server's last commits: a standby promoted without them (a new
+     * timeline), a crash of its machine before they reached the disk (the
+     * server started since), or a loss this command's run before found
+     * (after_loss); otherwise someone edited sluice_progress */
     sl_state st = run->row.state;
     int undoing = st == SL_STATE_ROLLING_BACK || st == SL_STATE_ROLLED_BACK || st == SL_STATE_PENDING;
     int64_t seen = 0, seen_started = 0, now = run->db.timeline, started = run->db.started;
     int rc = sl_ckpt_timeline(run->ckpt, &seen, &seen_started, &run->err);
-    if (rc == 0 && nextra && !undoing && seen > 0 && now > seen) {
+    char *why = NULL; /* why the file is ahead, when the database lost its last commits */
+    if (rc == 0 && nextra && !undoing && seen > 0 && now > seen)
+        why = sl_asprintf("its timeline went from %" PRId64 " to %" PRId64
+                          " since the file last saw it (a standby promoted, or a point-in-time restore), which "
+                          "loses a server's last commits",
+                          seen, now);
+    else if (rc == 0 && nextra && !undoing && !run->job->wait_commit && now == seen && seen_started > 0 &&
+             started > 0 && started != seen_started) /* a crash loses a suffix of the commits that did not wait */
+        why = sl_asprintf("%s restarted since the file last saw it, and a crash loses the last commits made "
+                          "without waiting for the disk (synchronous-commit off, the default)",
+                          is_lite(run->sess) ? "the machine" : "its server");
+    if (why) {
         sl_warn("%s: the database no longer has %zu chunk%s that checkpoint file %s records (chunk %" PRId64
-                "%s): its timeline went from %" PRId64 " to %" PRId64
-                " since the file last saw it (a standby promoted, or a point-in-time restore), which loses a "
-                "server's last commits; the database decides what is applied: going by it",
+                "%s): %s; the database decides what is applied: going by it",
                 run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
-                nextra > 1 ? ", ..." : "", seen, now);
+                nextra > 1 ? ", ..." : "", why);
+        free(why);
         undoing = 1; /* as after a down: the file follows the database */
-    } else if (rc == 0 && nextra && !undoing && !run->job->wait_commit && now == seen && seen_started > 0 &&
-               started > 0 && started != seen_started) {
-        /* a crash loses a suffix of the commits that did not wait for the disk, each chunk with its
-         * sluice_progress row; the file, written after each commit, may hold them */
-        sl_warn("%s: the database no longer has %zu chunk%s that checkpoint file %s records (chunk %" PRId64
-                "%s): %s restarted since the file last saw it, and a crash loses the last commits made without "
-                "waiting for the disk (synchronous-commit off, the default); the database decides what is applied: "
-                "going by it",
-                run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
-                nextra > 1 ? ", ..." : "", is_lite(run->sess) ? "the machine" : "its server");
-        undoing = 1;
     } else if (rc == 0 && nextra && !undoing && run->after_loss) {
         sl_info("%s: checkpoint file %s also records %zu chunk%s (chunk %" PRId64
                 "%s) that committed before the loss and came in after it was found; going by the database",
