@@ -22,10 +22,16 @@
 #    7. sluice up, workers 2, snapshot; then down with workers 2;
 #    8. the same up; then down with the job file's `workers` line changed to 1 (down warns that the
 #       file changed), so both downs undo a key split alike (the up's: 4 ranges per worker);
+#    9. 5 and 6 again with `VACUUM users; CHECKPOINT` between up and down: the table as each up found
+#       it (no dead rows, hint bits set, nothing dirty), where after 5 and 6 down walks the 1,000,000
+#       row versions up left dead (as it would before autovacuum came by);
+#   10. the hand-written way back: the keyset procedure, then a PL/pgSQL procedure that runs the down
+#       section's UPDATE over the same batches (COMMIT per batch, no check of the rows), on the table
+#       as the procedure left it (as 6's down finds it);
 #   SQLite (WAL; synchronous=FULL for the UPDATE and the Python loop; sluice with its default, NORMAL
 #   for the chunks, and with `synchronous-commit on`, FULL as theirs)
-#    9. one UPDATE (sqlite3 CLI);
-#   10. the Python keyset loop (bench_sqlite.sh's, from lib.sh) and sluice up (then with
+#   11. one UPDATE (sqlite3 CLI);
+#   12. the Python keyset loop (bench_sqlite.sh's, from lib.sh) and sluice up (then with
 #       `synchronous-commit on`), at batch 1000, then 5000.
 # The job is `WHERE id BETWEEN :lo AND :hi`, batch 1000 unless named. Every up is checked to have
 # filled every row right, and every down to have left the table's md5 (all rows, all columns) what it
@@ -117,7 +123,8 @@ fail() {
 
 # The methods, in the order of the tables; LABEL[ID] names one.
 IDS=(pg_update pg_proc pg_w1 pg_w1_wait pg_w2 pg_snap_up pg_snap_down pg_ds_up pg_ds_down
-    pg_w2snap_up pg_w2snap_down pg_w2snap_up_b pg_w2snap_down1
+    pg_w2snap_up pg_w2snap_down pg_w2snap_up_b pg_w2snap_down1 pg_snap_up_v pg_snap_down_v pg_ds_up_v
+    pg_ds_down_v pg_proc_up pg_proc_down
     lite_update lite_py1000 lite_sl1000 lite_sl1000_wait lite_py5000 lite_sl5000 lite_sl5000_wait)
 declare -A LABEL=(
     [pg_update]="PG one UPDATE"
@@ -133,6 +140,12 @@ declare -A LABEL=(
     [pg_w2snap_down]="PG sluice down, workers 2, snapshot"
     [pg_w2snap_up_b]="PG sluice up, workers 2, snapshot (again)"
     [pg_w2snap_down1]="PG sluice down, workers 1, its split"
+    [pg_snap_up_v]="PG sluice up, snapshot (again)"
+    [pg_snap_down_v]="PG sluice down, snapshot, after VACUUM"
+    [pg_ds_up_v]="PG sluice up, down section (again)"
+    [pg_ds_down_v]="PG sluice down, down section, after VACUUM"
+    [pg_proc_up]="PG PL/pgSQL keyset procedure (again)"
+    [pg_proc_down]="PG PL/pgSQL procedure of the down UPDATE"
     [lite_update]="SQLite one UPDATE"
     [lite_py1000]="SQLite Python keyset loop, batch 1000"
     [lite_sl1000]="SQLite sluice up, batch 1000"
@@ -286,6 +299,36 @@ pg_proc() {
     pg_check_filled pg_proc && record pg_proc "$1" "$(secs "$t0" "$t1")"
 }
 
+# pg_proc_up_down ROUND: the keyset procedure, then the way back by hand: a procedure running the down
+# section's UPDATE over the same batches, on the table as the first left it (no VACUUM between).
+pg_proc_up_down() {
+    local t0 t1 t2
+    pg_fresh
+    q "$(keyset_procedure_sql)" || die "could not create the procedure"
+    q "create or replace procedure bench_back(batch int) language plpgsql as \$\$
+       declare
+           last_id bigint := -9223372036854775808;
+           hi bigint;
+       begin
+           loop
+               select max(id) into hi from (select id from users where id > last_id order by id limit batch) s;
+               exit when hi is null;
+               update users set full_name = null where id > last_id and id <= hi;
+               commit;
+               last_id := hi;
+           end loop;
+       end \$\$" || die "could not create the way-back procedure"
+    t0=$(now)
+    q "call bench_walk(1000, -9223372036854775808, 9223372036854775807)" || { fail pg_proc_up "the CALL failed"; return; }
+    t1=$(now)
+    pg_check_filled pg_proc_up && record pg_proc_up "$1" "$(secs "$t0" "$t1")"
+    q "call bench_back(1000)" || { fail pg_proc_down "the CALL failed"; return; }
+    t2=$(now)
+    [[ $(q "select count(full_name) from users") == 0 ]] ||
+        { fail pg_proc_down "left some full_name filled"; return; }
+    record pg_proc_down "$1" "$(secs "$t1" "$t2")"
+}
+
 # pg_sluice_up ID ROUND WORKERS [LINE]: sluice up, no way back; LINE, a directive, in the job file.
 pg_sluice_up() {
     local dir
@@ -297,8 +340,9 @@ pg_sluice_up() {
     rm -rf "$dir"
 }
 
-# pg_up_down UP_ID DOWN_ID ROUND WORKERS UNDO_LINE DOWN_SQL DOWN_WORKERS: sluice up, then down with the
-# job file's workers line set to DOWN_WORKERS; down must give back the table's md5 from before up.
+# pg_up_down UP_ID DOWN_ID ROUND WORKERS UNDO_LINE DOWN_SQL DOWN_WORKERS [vacuum]: sluice up, then down
+# with the job file's workers line set to DOWN_WORKERS (with vacuum: VACUUM and CHECKPOINT first, untimed);
+# down must give back the table's md5 from before up.
 pg_up_down() {
     local up_id=$1 down_id=$2 round=$3 dir before chunks
     pg_fresh
@@ -310,6 +354,9 @@ pg_up_down() {
     chunks=$(chunks_of "$dir")
     record "$up_id" "$round" "$RUN_SECS" "$RUN_CPU" "$chunks"
     [[ $7 == "$4" ]] || write_job "$dir" 1000 "$7" "$5" "$6"
+    if [[ ${8:-} == vacuum ]]; then
+        { q "vacuum users" && q "checkpoint"; } || { fail "$down_id" "VACUUM or CHECKPOINT failed"; return; }
+    fi
     sluice_timed "$dir" down "$JOB" || { fail "$down_id" "sluice down exited $?"; return; }
     # down logs how many workers it ran only when more than one (runner/engine/down.c)
     if (($7 > 1)) && ! grep -q "$7 workers over" "$dir/err"; then
@@ -350,7 +397,7 @@ lite_sluice() {
 
 # run_round N: every method once.
 run_round() {
-    local snap="-- sluice:undo snapshot(full_name)"
+    local snap="-- sluice:undo snapshot(full_name)" ds="UPDATE users SET full_name = NULL WHERE id BETWEEN :lo AND :hi;"
     echo "# round $1 of $BENCH_RUNS (load $(cut -d' ' -f1-3 /proc/loadavg))"
     pg_update "$1"
     pg_proc "$1"
@@ -358,9 +405,12 @@ run_round() {
     pg_sluice_up pg_w1_wait "$1" 1 "-- sluice:synchronous-commit on"
     pg_sluice_up pg_w2 "$1" 2
     pg_up_down pg_snap_up pg_snap_down "$1" 1 "$snap" "" 1
-    pg_up_down pg_ds_up pg_ds_down "$1" 1 "" "UPDATE users SET full_name = NULL WHERE id BETWEEN :lo AND :hi;" 1
+    pg_up_down pg_ds_up pg_ds_down "$1" 1 "" "$ds" 1
     pg_up_down pg_w2snap_up pg_w2snap_down "$1" 2 "$snap" "" 2
     pg_up_down pg_w2snap_up_b pg_w2snap_down1 "$1" 2 "$snap" "" 1
+    pg_up_down pg_snap_up_v pg_snap_down_v "$1" 1 "$snap" "" 1 vacuum
+    pg_up_down pg_ds_up_v pg_ds_down_v "$1" 1 "" "$ds" 1 vacuum
+    pg_proc_up_down "$1"
     pg_drop || die "could not drop the last PostgreSQL table"
     lite_update "$1"
     lite_python "$1" 1000
@@ -462,7 +512,11 @@ summary() {
     summary_line "PG: up with undo snapshot(full_name) / up without undo" pg_snap_up pg_w1 1.20 pct
     summary_line "PG: up with a down section (row hashes) / up without undo" pg_ds_up pg_w1 "" pct
     summary_line "PG: down / up, snapshot(full_name)" pg_snap_down pg_snap_up 1.00
+    summary_line "PG:   the same, VACUUM between (down / its own up)" pg_snap_down_v pg_snap_up_v ""
     summary_line "PG: down / up, down section" pg_ds_down pg_ds_up 1.00
+    summary_line "PG:   the same, VACUUM between (down / its own up)" pg_ds_down_v pg_ds_up_v ""
+    summary_line "PG:   sluice down, down section / procedure of the down UPDATE" pg_ds_down pg_proc_down ""
+    summary_line "PG:   procedure of the down UPDATE / keyset procedure" pg_proc_down pg_proc_up ""
     summary_line "PG: down workers 2 / down workers 1 (snapshot; ups with workers 2)" pg_w2snap_down pg_w2snap_down1 ""
     echo "(targets from issue 16; figures only, never a failure. Up without undo is sluice up, workers 1."
     echo " The down-workers row undoes two ups with workers 2, each of which split the key (4 ranges per worker,"
