@@ -146,12 +146,26 @@ char *undo_hash_expr(const sl_undo_target *t)
     return sl_buf_take(&b);
 }
 
+/* " ORDER BY" the key's columns of the row, qualified: the select list names
+ * its text casts after them, and the text's order is not the key's. */
+static char *key_order(const sl_keyspec *ks)
+{
+    sl_buf b = {0};
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&b, "%s" ROW_ALIAS ".%s", i ? ", " : " ORDER BY ", ks->cols[i]);
+    return sl_buf_take(&b);
+}
+
 static void build_sql(sl_undo_target *t)
 {
     const sl_keyspec *ks = t->ks;
     char *hash = undo_hash_expr(t);
     char *written = sl_asprintf("CASE WHEN %s THEN %s END", WRITTEN, hash);
-    t->post_sql = range_select(ks, written, TX_JOIN, "");
+    /* in key order as the pre-image, so that the two pair up by position
+     * (merge_rows); read by a bitmap scan (sl_undo_post_plan_sql) */
+    char *order = key_order(ks);
+    t->post_sql = range_select(ks, written, TX_JOIN, order);
+    free(order);
     if (t->kind == SL_UNDO_DOWN) {
         /* the down section is SQL of the job's: its rows stay locked from the look to the COMMIT */
         t->state_sql = range_select(ks, hash, "", " FOR UPDATE OF " ROW_ALIAS);
@@ -483,6 +497,17 @@ char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result 
     hex[2 * len] = '\0';
     free(blob);
     return hex;
+}
+
+/* Run in the chunk's transaction before the post-image: the up statements
+ * left each row of the range two versions, its old one (gone for this
+ * transaction) and its new one, and an index scan fetches both, one at a
+ * time, in key order; a bitmap scan reads each page once, and the post-image
+ * then costs about a fifth less. Transaction-local: it ends at the COMMIT,
+ * and between the two only sluice's own statements run. */
+const char *sl_undo_post_plan_sql(void)
+{
+    return "SELECT set_config('enable_indexscan', 'off', true)";
 }
 
 const char *sl_undo_store_sql(void)

@@ -21,12 +21,13 @@
 enum { CHUNK_OK, CHUNK_RETRY, CHUNK_FAILED, CHUNK_LOST, CHUNK_FENCED };
 
 /* Where each query of a chunk's batch sits: BEGIN, the timeouts, [pre-image],
- * the up statements, [post-image], the progress row, [the undo record],
- * COMMIT, next bounds. A chunk with an undo record goes in two halves: the
- * second, from the record on, once the first's images are in. */
+ * the up statements, [the post-image's plan (PostgreSQL), post-image], the
+ * progress row, [the undo record], COMMIT, next bounds. A chunk with an undo
+ * record goes in two halves: the second, from the record on, once the
+ * first's images are in. */
 typedef struct chunk_layout {
-    size_t k, pre_i, first, post_i, prog_i, undo_i, commit_i, bound_i, nq;
-    int pre, post;
+    size_t k, pre_i, first, plan_i, post_i, prog_i, undo_i, commit_i, bound_i, nq;
+    int pre, post, plan;
 } chunk_layout;
 
 /* A batch that failed at query idx left its transaction open, aborted, until
@@ -44,7 +45,9 @@ static chunk_layout layout_of(const up_run *r)
     l.post = r->undo.post_sql != NULL;
     l.pre_i = 1 + r->timeouts.n;
     l.first = l.pre_i + (size_t)l.pre;
-    l.post_i = l.first + l.k;
+    l.plan = l.post && r->sess->dialect == SL_DIALECT_PG;
+    l.plan_i = l.first + l.k;
+    l.post_i = l.plan_i + (size_t)l.plan;
     l.prog_i = l.post_i + (size_t)l.post;
     l.undo_i = l.prog_i + 1;
     l.commit_i = l.undo_i + (size_t)l.post;
@@ -165,6 +168,8 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l, up_batch
         int used = (st->uses_lo + st->uses_hi) * (int)n;
         q[l->first + i] = (sl_query){r->stmt_sql[i], used, st->uses_lo ? b->edges : b->edges + n, 1};
     }
+    if (l->plan)
+        q[l->plan_i] = (sl_query){sl_undo_post_plan_sql(), 0, NULL, 1};
     if (l->post)
         q[l->post_i] = (sl_query){r->undo.post_sql, 2 * (int)n, b->edges, 1};
     q[l->prog_i] = (sl_query){r->progress_sql, (int)np, b->prog, 1};

@@ -261,6 +261,39 @@ EOF
     assert_sql "select coalesce(sc, 'null'), back, count(*) from t group by 1, 2" "null|local|300"
 }
 
+# A job with a way back reads the rows its chunk wrote by a bitmap scan: index scans are off from
+# that read to the COMMIT, for sluice's own statements only. The up statements (the next chunk's on
+# the same connection too) and the down section see the session's own setting.
+test_image_read_keeps_to_its_chunk() {
+    psql_q "create table t (id int primary key, v text, seen text);
+            create table seen_down (id int, seen text);
+            insert into t (id) select g from generate_series(1, 300) g"
+    write_job 0001_snap <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:undo snapshot(v, seen)
+-- sluice:up
+UPDATE t SET v = 'v' || id, seen = current_setting('enable_indexscan') WHERE id BETWEEN :lo AND :hi;
+EOF
+    write_job 0002_section <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET v = v || '!', seen = seen || current_setting('enable_indexscan') WHERE id BETWEEN :lo AND :hi;
+-- sluice:down
+INSERT INTO seen_down SELECT id, current_setting('enable_indexscan') FROM t WHERE id BETWEEN :lo AND :hi;
+UPDATE t SET v = left(v, -1), seen = left(seen, 2) WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_sql "select seen, count(*) from t group by seen" "onon|300"
+    run_sluice down base
+    assert_rc 0
+    assert_sql "select seen, count(*) from seen_down group by seen" "on|300"
+    assert_sql "select count(*) from t where v is null and seen is null" 300
+    assert_sql "select count(*) from sluice_undo" 0
+}
+
 test_non_idempotent_exactly_once() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select g from generate_series(1, 2001) g"
@@ -607,6 +640,7 @@ run_test "quoted schema-qualified names, casts, look-alike placeholders" test_qu
 run_test "checkpoint file lost: resumes from sluice_progress, exactly once" test_checkpoint_file_lost
 run_test "several statements per section, one transaction per chunk" test_several_statements
 run_test "synchronous-commit: chunks commit without waiting for the disk unless on" test_synchronous_commit
+run_test "a way back's read of the rows written: index scans off for sluice's own statements only" test_image_read_keeps_to_its_chunk
 run_test "non-idempotent job runs exactly once" test_non_idempotent_exactly_once
 run_test "requires: false refuses with exit 2, true runs" test_requires
 run_test "default key is the primary key" test_default_key_is_primary_key

@@ -79,6 +79,10 @@ char *sl_undo_record_bytes(const sl_undo_target *t, int64_t chunk_no, const sl_r
 /* The same record as hex text: the $3 on SQLite, which keeps records as text. */
 char *sl_undo_record(const sl_undo_target *t, int64_t chunk_no, const sl_result *pre, const sl_result *post);
 
+/* PostgreSQL: the statement an up chunk runs just before post_sql, which
+ * has post_sql read the range by a bitmap scan (undo.c says why). */
+const char *sl_undo_post_plan_sql(void);
+
 /* The statement that stores a chunk's record in sluice_undo, inside the
  * chunk's transaction: $1 job, $2 chunk_no, $3 the record. */
 const char *sl_undo_store_sql(void);
