@@ -343,6 +343,37 @@ static int down_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
     return 0;
 }
 
+/* Dead row versions in the job's table (its partitions' added up), as the
+ * statistics had them a moment ago, beside the live ones. */
+static const char dead_rows_sql[] =
+    SL_PG_TABLE_TREE "SELECT coalesce(sum(s.n_dead_tup), 0)::text, coalesce(sum(s.n_live_tup), 0)::text"
+                     " FROM pg_stat_all_tables s WHERE s.relid IN (SELECT rel FROM sluice_tree)";
+
+/* Straight after a big up its table holds the row versions up replaced,
+ * dead until a vacuum, and down reads its ranges back through them: a
+ * third or more of its time (README, "Roll back soon after a big up?").
+ * Said once, at the start, when they are at least a fifth of the live
+ * rows (autovacuum's own default share) and a thousand; nothing is done
+ * about it, and a statistics view the role cannot read says nothing. */
+static void advise_vacuum(down_run *r)
+{
+    if (r->sess->dialect != SL_DIALECT_PG || r->nchunks == 0)
+        return;
+    const char *params[] = {r->info.ks.table};
+    sl_answer ans;
+    if (sl_session_exec1(r->sess, dead_rows_sql, 1, params, &ans) != 0)
+        return;
+    const char *d = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL, *l = ans.ok ? sl_answer_val(&ans, 0, 0, 1) : NULL;
+    long long dead = d ? strtoll(d, NULL, 10) : 0, live = l ? strtoll(l, NULL, 10) : 0;
+    sl_answer_free(&ans);
+    if (dead < 1000 || dead * 5 < live)
+        return;
+    sl_log_event(SL_LOG_INFO, "dead_rows", json_pack("{sIsI}", "dead", (json_int_t)dead, "live", (json_int_t)live),
+                 "%s: %s has %lld dead row versions beside %lld live ones (pg_stat_all_tables): down reads its ranges "
+                 "back through them (hint: a VACUUM of %s before a large down makes it faster)",
+                 r->job->name, r->info.ks.table, dead, live, r->info.ks.table);
+}
+
 static int execute(down_run *r)
 {
     if (r->nchunks == 0 && r->run.row.state == SL_STATE_DONE)
@@ -361,6 +392,7 @@ static int execute(down_run *r)
                  "%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total,
                  how);
     free(how);
+    advise_vacuum(r);
     r->metrics = r->gate.metrics = sl_metrics_job_get(r->job->name);
     sl_metrics_begin(r->metrics, 1, r->rows_total, 0, 0);
     sl_metrics_state(r->metrics, "rolling_back");

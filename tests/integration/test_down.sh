@@ -404,6 +404,34 @@ EOF
     assert_contains "$ERR" "nothing to roll back"
 }
 
+# Straight after up its table holds the row versions up replaced: down says so (event dead_rows)
+# and goes on; after a VACUUM it says nothing. Autovacuum is off on the table, so that it cannot clear
+# them under the test.
+test_dead_rows_advice() {
+    make_users 3000
+    psql_q "alter table t set (autovacuum_enabled = false)"
+    local before
+    before=$(table_sum)
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
+    run_sluice up
+    assert_rc 0
+    # up's sessions report their counts as they end, a moment after it exits
+    wait_until 10 sql_true "select n_dead_tup >= 2500 from pg_stat_all_tables where relid = 't'::regclass"
+    run_sluice --log-format json down 0001_fill
+    assert_rc 0
+    assert_match "$ERR" '"event":"dead_rows".*"dead":[0-9]{4},"live":[0-9]{4}'
+    assert_contains "$ERR" "a VACUUM of t before a large down makes it faster"
+    assert_eq "$(table_sum)" "$before"
+    run_sluice up
+    assert_rc 0
+    psql_q "vacuum t"
+    wait_until 10 sql_true "select n_dead_tup = 0 from pg_stat_all_tables where relid = 't'::regclass"
+    run_sluice --log-format json down 0001_fill
+    assert_rc 0
+    assert_not_contains "$ERR" "dead_rows"
+    assert_eq "$(table_sum)" "$before"
+}
+
 test_plan_says_how() {
     make_users 2000
     job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
@@ -746,6 +774,8 @@ run_test "a partitioned table with workers: snapshot(note) and snapshot(*) purge
 run_test "a down section the server cannot plan: up and plan warn, down refuses (exit 2, nothing changed)" \
     test_down_section_checked
 run_test "plan says how the job rolls back and the snapshot space" test_plan_says_how
+run_test "down straight after up says the table's dead row versions slow it; after a VACUUM it does not" \
+    test_dead_rows_advice
 run_test "undo snapshot: writes down could not undo are refused before the first chunk, and shown by plan" \
     test_snapshot_scope
 run_test "undo snapshot: such writes found on resume are a warning" test_snapshot_scope_on_resume
