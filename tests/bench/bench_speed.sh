@@ -305,24 +305,14 @@ pg_proc_up_down() {
     local t0 t1 t2
     pg_fresh
     q "$(keyset_procedure_sql)" || die "could not create the procedure"
-    q "create or replace procedure bench_back(batch int) language plpgsql as \$\$
-       declare
-           last_id bigint := -9223372036854775808;
-           hi bigint;
-       begin
-           loop
-               select max(id) into hi from (select id from users where id > last_id order by id limit batch) s;
-               exit when hi is null;
-               update users set full_name = null where id > last_id and id <= hi;
-               commit;
-               last_id := hi;
-           end loop;
-       end \$\$" || die "could not create the way-back procedure"
+    q "$(keyset_procedure_sql bench_back "full_name = null")" || die "could not create the way-back procedure"
     t0=$(now)
     q "call bench_walk(1000, -9223372036854775808, 9223372036854775807)" || { fail pg_proc_up "the CALL failed"; return; }
     t1=$(now)
     pg_check_filled pg_proc_up && record pg_proc_up "$1" "$(secs "$t0" "$t1")"
-    q "call bench_back(1000)" || { fail pg_proc_down "the CALL failed"; return; }
+    t1=$(now)
+    q "call bench_back(1000, -9223372036854775808, 9223372036854775807)" ||
+        { fail pg_proc_down "the CALL failed"; return; }
     t2=$(now)
     [[ $(q "select count(full_name) from users") == 0 ]] ||
         { fail pg_proc_down "left some full_name filled"; return; }

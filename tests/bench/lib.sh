@@ -88,13 +88,14 @@ free_port() {
     echo 5432
 }
 
-# keyset_procedure_sql: the CREATE of bench_walk(batch, after, upto), the hand-written PostgreSQL
-# alternative to sluice (bench_workers.sh, bench_speed.sh): find each batch's last key with the index
-# (as sluice's boundary query does), update the range, COMMIT; between two keys, so that two sessions
-# can split the table. CALL it outside a transaction block, so that it may COMMIT inside.
+# keyset_procedure_sql [NAME [SET]]: the CREATE of NAME(batch, after, upto) (default bench_walk), the
+# hand-written PostgreSQL alternative to sluice (bench_workers.sh, bench_speed.sh): find each batch's
+# last key with the index (as sluice's boundary query does), UPDATE users SET SET over the range
+# (default: full_name from the two names), COMMIT; between two keys, so that two sessions can split
+# the table. CALL it outside a transaction block, so that it may COMMIT inside.
 keyset_procedure_sql() {
-    cat <<'SQL'
-create or replace procedure bench_walk(batch int, after bigint, upto bigint) language plpgsql as $$
+    cat <<SQL
+create or replace procedure ${1:-bench_walk}(batch int, after bigint, upto bigint) language plpgsql as \$\$
 declare
     last_id bigint := after;
     hi bigint;
@@ -103,11 +104,11 @@ begin
         select max(id) into hi from (select id from users where id > last_id and id <= upto
                                      order by id limit batch) s;
         exit when hi is null;
-        update users set full_name = first_name || ' ' || last_name where id > last_id and id <= hi;
+        update users set ${2:-full_name = first_name || ' ' || last_name} where id > last_id and id <= hi;
         commit;
         last_id := hi;
     end loop;
-end $$
+end \$\$
 SQL
 }
 
