@@ -530,7 +530,6 @@ static size_t start_workers(down_run *r, down_worker *ws, size_t want)
             break;
         }
         sl_session_set_timeouts(&w->own, r->job->lock_timeout_ms, r->job->statement_timeout_ms);
-        sl_session_set_wait_commit(&w->own, r->job->wait_commit);
         w->has_own = 1;
         w->sess = &w->own;
         n++;

@@ -161,7 +161,6 @@ static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *
     return warnings;
 }
 
-/* One "warning:" line each, the rest of a message indented under it. */
 /* How each chunk commits (synchronous-commit). */
 static void print_commits(const sl_session *sess, const sl_job *job)
 {
@@ -178,6 +177,7 @@ static void print_commits(const sl_session *sess, const sl_job *job)
                lite ? ": synchronous=NORMAL" : "");
 }
 
+/* One "warning:" line each, the rest of a message indented under it. */
 static void print_warning(const char *prefix, const char *msg)
 {
     printf("warning:    %s", prefix);
