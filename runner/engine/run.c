@@ -1,5 +1,6 @@
 /* run.c: one run of a job: its lock, its state in the database (read top to bottom below), reconnects, the journal. */
 #include "sluice/engine/run.h"
+#include "sluice/base/fiber.h"
 #include "sluice/base/json.h"
 #include "sluice/base/log.h"
 #include "sluice/services/metrics.h"
@@ -950,12 +951,29 @@ int64_t sl_run_lost_retries(const sl_job *job)
     return job->retries > SL_LOST_RETRIES_MIN ? job->retries : SL_LOST_RETRIES_MIN;
 }
 
+static int check_kept(sl_run *run, sl_session *sess);
+
 int sl_run_check_kept(sl_run *run, sl_session *sess)
 {
     if (is_lite(sess))
         return 0;
     if (!sl_session_connected(sess)) /* lost at the end of a walk: reconnecting asks too */
         return sl_run_reconnect(run, sess) == 0 ? 0 : -1;
+    /* down's workers run in fibers, and two that lost their connections
+     * together (a failover) check together: the second waits for the first,
+     * then looks for itself, so that chunks the first brought back into the
+     * journal are not brought in twice (a chunk already recorded), and the
+     * loss keeps the first's words */
+    while (run->checking)
+        sl_fiber_wait(sess->loop);
+    run->checking = 1;
+    int rc = check_kept(run, sess);
+    run->checking = 0;
+    return rc;
+}
+
+static int check_kept(sl_run *run, sl_session *sess)
+{
     int64_t *file = NULL, *db = NULL;
     size_t nfile = 0, ndb = 0;
     /* the journal first: a chunk it holds had committed before this read */

@@ -147,6 +147,7 @@ typedef struct sl_run {
     int64_t synced;   /* chunks the journal took from the database when it opened */
     int lost_commits; /* the database lost commits of this run (sl_run_check_kept): run the job again */
     int after_loss;   /* the run before it in this command lost commits (sl_run_open) */
+    int checking;     /* a worker's sl_run_check_kept is under way (another waits for it) */
     sl_err err;
 } sl_run;
 
