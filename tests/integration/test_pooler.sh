@@ -168,6 +168,79 @@ EOF
     pgbench_alive
 }
 
+# The features together, as an operator runs them: a composite key, workers, on-error skip and
+# snapshot(*) undo, through the pool with pgbench on it. `up` is killed at random moments, then
+# resumed with another worker count; `down` (on the job's workers) is killed too, then finished.
+# v = 2 * g for row g (a = g / 100, b = g % 100); the job adds 1, which the check refuses for the
+# 60 rows whose 2 * g ends in 000: they are set aside, every other row is changed once, and after
+# the last `down` the table is what it was. The pause holds each worker to at most 50 chunks a second:
+# three rounds of at most 1.5 s cannot finish the 600 chunks of `up` on two workers, or undo them on
+# three.
+test_kill9_features_together() {
+    through_pooler
+    psql_q "create table c (a int, b int, v int not null check (v % 1000 <> 1), note text, primary key (a, b));
+            insert into c select g / 100, g % 100, 2 * g, null from generate_series(1, 30000) g; analyze c"
+    local before round job_text
+    before=$(table_sum_c)
+    pgbench_start
+    job_text='-- sluice:table c
+-- sluice:key a, b
+-- sluice:batch 50
+-- sluice:workers WORKERS
+-- sluice:pause 20ms
+-- sluice:on-error skip
+-- sluice:undo snapshot(*)
+-- sluice:up
+UPDATE c SET v = v + 1, note = '"'"'x'"'"' || v WHERE (a, b) BETWEEN :lo AND :hi;'
+    write_job 0001_odd <<<"${job_text/WORKERS/2}"
+    for round in 1 2 3; do
+        sluice_start up
+        wait_until 60 sql_true "select to_regclass('sluice_progress') is not null"
+        random_sleep 300 1500
+        sluice_kill KILL
+        diag "up round $round: killed at $(progress 0001_odd)"
+        no_advisory_locks
+        assert_sql "select coalesce(sum(rows), 0) < 29940 from sluice_progress where job = '0001_odd'" t
+        # the rows of the chunks sluice_progress lists were changed once, no other row
+        assert_sql "select count(*) filter (where c.v <> 2 * (c.a * 100 + c.b) + 1 and p.job is not null
+                                              and c.v % 1000 <> 0),
+                           count(*) filter (where c.v <> 2 * (c.a * 100 + c.b) and p.job is null)
+                      from c left join sluice_progress p on p.job = '0001_odd' and not p.skipped
+                       and (c.a, c.b) between (p.lo[1]::int, p.lo[2]::int) and (p.hi[1]::int, p.hi[2]::int)" "0|0"
+    done
+    write_job 0001_odd <<<"${job_text/WORKERS/3}"
+    run_sluice up --allow-changed-statements
+    assert_rc 0
+    no_advisory_locks
+    assert_sql "select count(*) filter (where v = 2 * (a * 100 + b) + 1), count(*) filter (where v = 2 * (a * 100 + b)),
+                       count(*) filter (where v % 1000 = 0 and note is null) from c" "29940|60|60"
+    assert_sql "select count(*) from sluice_progress where job = '0001_odd' and skipped" 60
+    for round in 1 2 3; do
+        sluice_start down 0001_odd
+        random_sleep 300 1500
+        sluice_kill KILL
+        diag "down round $round: killed at $(progress 0001_odd)"
+        no_advisory_locks
+        assert_sql "select count(*) > 60 from sluice_progress where job = '0001_odd'" t
+        # each chunk still listed keeps its change; each one undone is back as it was
+        assert_sql "select count(*) from c left join sluice_progress p on p.job = '0001_odd' and not p.skipped
+                       and (c.a, c.b) between (p.lo[1]::int, p.lo[2]::int) and (p.hi[1]::int, p.hi[2]::int)
+                     where (p.job is null) <> (c.v = 2 * (c.a * 100 + c.b))" 0
+    done
+    run_sluice down 0001_odd
+    assert_rc 0
+    assert_contains "$ERR" "3 workers over "
+    no_advisory_locks
+    assert_eq "$(table_sum_c)" "$before" "the table after up and down, each killed three times"
+    assert_sql "select state from sluice_jobs where job = '0001_odd'" rolled_back
+    assert_sql "select count(*) from sluice_undo" 0
+    pgbench_alive
+}
+
+table_sum_c() {
+    psql_q "select md5(string_agg(c::text, ',' order by a, b)) from c"
+}
+
 test_second_runner_refused() {
     through_pooler
     make_table 5000
@@ -344,6 +417,8 @@ pgb_start "$PGHOST" "$PGPORT" || true
 run_test "through PgBouncer: plan, up with one worker, status; pgbench on the same pool" test_up_one_worker
 run_test "through PgBouncer: up with four workers and undo records, down, stamp done and pending; a down section" test_four_workers_down_stamp
 run_test "through PgBouncer: kill -9 at random moments, resume: every row once, no advisory lock" test_kill9_resume
+run_test "through PgBouncer: composite key, workers, on-error skip, snapshot(*): up and down each killed 3 times, then finished" \
+    test_kill9_features_together
 run_test "through PgBouncer: a second runner is refused, ctl answers (by socket and through the pool); SIGINT leaves nothing locked" \
     test_second_runner_refused
 run_test "sluice_pooler=none through PgBouncer: missing statements found, switched, retried, in up and in down" test_detects_missing_statements
