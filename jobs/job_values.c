@@ -65,9 +65,11 @@ static const struct directive_def {
                     "fixed (the walk ends at the key's last value when the job began) or follow (it also "
                     "walks rows inserted past it)",
                     parse_end, 0, 0},
-    [SL_DIR_MAX_WAL_RATE] = {"max-wal-rate",
-                             "an amount of WAL per second such as 500kB, 50MB or 1GB (units of 1024, as PostgreSQL's)",
-                             parse_size, 1, INT64_C(1) << 50},
+    [SL_DIR_MAX_WAL_RATE] =
+        {"max-wal-rate",
+         "an amount of WAL per second such as 500kB, 50MB or 1GB, at most 1024TB (units of 1024, as "
+         "PostgreSQL's)",
+         parse_size, 1, INT64_C(1) << 50},
     [SL_DIR_MAX_DEAD_TUPLES] = {"max-dead-tuples", "a share of the table's live rows such as 20% (from 0.01% to 1000%)",
                                 parse_percent, 1, 100000},
     [SL_DIR_VERIFY] = {"verify", "an SQL query that returns true once the job has done what it should", parse_sql, 0,
@@ -353,10 +355,10 @@ static int parse_size(parser *p, sl_directive d, const char *value)
         n = n * 10 + (value[k] - '0');
     for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
         if (strcmp(unit, units[u].unit) == 0) {
-            int64_t bytes = n << units[u].shift;
-            if (n == 0 || bytes > directive_defs[d].max || (bytes >> units[u].shift) != n)
+            /* checked before the shift: one past int64_t is undefined behaviour, not a wrap to test after */
+            if (n == 0 || n > directive_defs[d].max >> units[u].shift)
                 return bad_value(p, d, value);
-            p->job->max_wal_rate = bytes;
+            p->job->max_wal_rate = n << units[u].shift;
             return 0;
         }
         if (strcasecmp(unit, units[u].unit) == 0) {

@@ -432,6 +432,18 @@ static void test_max_wal_rate(void)
     CHECK_HAS(err.msg, PATH ":2: max-wal-rate expects an amount of WAL per second such as 500kB");
     CHECK(with("-- sluice:max-wal-rate 50") < 0);
     CHECK(with("-- sluice:max-wal-rate 99999999999TB") < 0);
+    /* too large for an int64_t once shifted: refused before the shift, which would be undefined behaviour */
+    CHECK(with("-- sluice:max-wal-rate 1024TB") == 0);
+    CHECK(job.max_wal_rate == INT64_C(1) << 50);
+    CHECK(with("-- sluice:max-wal-rate 1025TB") < 0);
+    CHECK(with("-- sluice:max-wal-rate 8388608TB") < 0);
+    CHECK_HAS(err.msg, PATH ":2: max-wal-rate expects");
+    CHECK_HAS(err.msg, "at most 1024TB");
+    CHECK_HAS(err.msg, "got \"8388608TB\"");
+    CHECK(with("-- sluice:max-wal-rate 16777216TB") < 0);
+    CHECK(with("-- sluice:max-wal-rate 9999999999GB") < 0);
+    CHECK_HAS(err.msg, "got \"9999999999GB\"");
+    CHECK(with("-- sluice:max-wal-rate 9999999999TB/s") < 0);
 }
 
 static void test_max_dead_tuples(void)
