@@ -225,12 +225,17 @@ static void on_connect(sl_pg *pg, int status, const char *error, void *arg)
 
 /* Key values travel as text between sessions: fix the output formats so
  * that a key printed by one session reads back identically in another.
+ * standard_conforming_strings on (PostgreSQL's default) is how the job
+ * file's scanner (jobs/scan.c) reads a string: with it off, set for a role
+ * or a database, the server would take a backslash in '...' for an escape,
+ * and a string the scanner saw end could swallow the :lo/:hi after it.
  * PgBouncer carries DateStyle, TimeZone, client_encoding,
  * standard_conforming_strings and application_name over to whichever server
  * it hands out (its "tracked" parameters), so these hold through a pooler
  * in transaction mode too. */
 static const char *const setup_sql[] = {
     "SET DateStyle = 'ISO, YMD'",
+    "SET standard_conforming_strings = on",
     "SET application_name = 'sluice'",
 };
 

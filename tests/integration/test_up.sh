@@ -261,6 +261,26 @@ EOF
     assert_sql "select coalesce(sc, 'null'), back, count(*) from t group by 1, 2" "null|local|300"
 }
 
+# A database that turns standard_conforming_strings off: the server would read 'x\' as an open
+# string, and the :lo/:hi the scanner saw after it as part of it (every chunk then rewrites the
+# whole table). sluice's sessions set it on: each chunk writes its own rows, the backslash kept.
+test_standard_strings_whatever_the_database_says() {
+    make_table 50 "full_name text" full_name "'orig'"
+    psql_q "alter database \"$T_DB\" set standard_conforming_strings = off"
+    write_job 0001_x <<'EOF'
+-- sluice:table t
+-- sluice:batch 10
+-- sluice:up
+UPDATE t SET full_name = 'x\' WHERE id BETWEEN :lo AND :hi AND full_name <> '' -- '
+   || :lo::text || :hi::text;
+EOF
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "done: 50 rows in 5 chunks"
+    assert_sql "select full_name, count(*) from t group by 1" 'x\|50'
+    assert_sql "select count(*) from sluice_progress where job = '0001_x'" 5
+}
+
 # A job with a way back reads the rows its chunk wrote by a bitmap scan: index scans are off from
 # that read to the COMMIT, for sluice's own statements only. The up statements (the next chunk's on
 # the same connection too) and the down section see the session's own setting.
@@ -648,6 +668,8 @@ run_test "explicit key on a unique non-PK column" test_explicit_unique_key
 run_test "pause and max-rate slow the run down" test_pause_and_max_rate
 run_test "second up after done changes nothing" test_second_up_is_noop
 run_test "SIGINT stops with exit 3, up resumes exactly once" test_resume_after_sigint
+run_test "standard_conforming_strings off for the database: on in sluice's sessions, each chunk its own rows" \
+    test_standard_strings_whatever_the_database_says
 run_test "SIGTERM stops with exit 3 too" test_sigterm_stops_too
 run_test "a chunk failing at COMMIT fails the job, nothing of it kept; resume exactly once" test_commit_failure
 run_test "a COMMIT retried after 40001, with snapshot undo; down restores" test_commit_retried_with_snapshot
