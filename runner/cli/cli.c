@@ -513,6 +513,27 @@ static int apply_observability(cli_args *a, const char *cmd)
     return 0;
 }
 
+/* Options whose empty value would mean something nobody asked for: an empty
+ * --checkpoints joined to a job's name puts its files at the root of the
+ * filesystem ("/JOB.sluice"). */
+static int check_empty_values(const cli_args *a)
+{
+    const struct {
+        const char *option, *value, *expected;
+    } given[] = {
+        {"--checkpoints", a->opts.run.ckpt_dir,
+         "a directory for the checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")"},
+        {"--jobs", a->opts.jobs_dir, "the directory of the job files (default ./jobs)"},
+    };
+    for (size_t i = 0; i < sizeof given / sizeof given[0]; i++) {
+        if (given[i].value && !*given[i].value) {
+            sl_error("%s \"\": expected %s", given[i].option, given[i].expected);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* One command against one database (o: the one of --db, or a fleet's target's). */
 static int dispatch_one(const char *cmd, const cli_args *a, const sl_opts *o)
 {
@@ -739,7 +760,8 @@ static int run_cli(int argc, char **argv, cli_args *a)
     const char *cmd = canonical_command(a->pos[0]);
     if (a->help)
         return print_command_help(cmd);
-    if (parse_on_conflict(a) != 0 || make_fleet(a) != 0 || apply_observability(a, cmd) != 0)
+    if (check_empty_values(a) != 0 || parse_on_conflict(a) != 0 || make_fleet(a) != 0 ||
+        apply_observability(a, cmd) != 0)
         return SL_EXIT_USAGE;
     if (a->fleet.n == 0 && a->ndbs == 1)
         a->opts.db = a->dbs[0];

@@ -427,7 +427,26 @@ run_test "second runner on the same job is refused" test_second_runner_refused
 run_test "truncated checkpoint file" test_truncated_checkpoint
 run_test "garbage checkpoint file" test_garbage_checkpoint
 run_test "job file edited after the first chunk: refused unless --allow-changed-statements" test_job_edited_after_first_chunk
+# An empty --checkpoints is refused: joined to a job's name it made /JOB.sluice, at the filesystem's root.
+# status first: without the check it writes nothing, so the test cannot leave a file in / behind.
+test_empty_checkpoints() {
+    make_table 300 "${TCOLS[@]}"
+    valid_job 0001_bump
+    run_sluice --checkpoints "" status
+    assert_rc 2
+    assert_contains "$ERR" '--checkpoints "": expected a directory' "stderr"
+    run_sluice --checkpoints= up
+    assert_rc 2
+    assert_contains "$ERR" '--checkpoints "": expected a directory' "stderr"
+    [[ ! -e /0001_bump.sluice ]] || fail "a checkpoint file was written at the filesystem's root"
+    run_sluice --jobs "" up
+    assert_rc 2
+    assert_contains "$ERR" '--jobs "": expected' "stderr"
+    assert_untouched
+}
+
 run_test "unknown command, option, argument: exit 2" test_bad_usage
+run_test "an empty --checkpoints or --jobs: exit 2" test_empty_checkpoints
 run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
 run_test "a checkpoint file that cannot be created: exit 2 before the database is touched" \
     test_checkpoint_cannot_be_created
