@@ -279,7 +279,13 @@ static void hint_absolute_sqlite(const char *source, const char *given, const ch
     free(abs);
 }
 
-/* --db, else SLUICE_DB, else DATABASE_URL, else "" (libpq's PG* variables),
+/* Whether s is unset, empty or only blanks. */
+static int is_blank(const char *s)
+{
+    return !s || s[strspn(s, " \t\r\n\v\f")] == '\0';
+}
+
+/* --db, else SLUICE_DB, else DATABASE_URL (blank ones count as unset), else "" (libpq's PG* variables),
  * in any form dburl.h reads, normalised for the drivers into url. Not
  * strict (status): one it cannot use is a warning, and o->db NULL. */
 static int resolve_db(sl_opts *o, sl_dburl *url, int strict)
@@ -289,11 +295,11 @@ static int resolve_db(sl_opts *o, sl_dburl *url, int strict)
         o->db = getenv("SLUICE_DB");
         source = "SLUICE_DB";
     }
-    if (!o->db || !*o->db) {
+    if (is_blank(o->db)) {
         o->db = getenv("DATABASE_URL");
         source = "DATABASE_URL";
     }
-    if (!o->db)
+    if (is_blank(o->db))
         o->db = "";
     sl_err err;
     if (sl_dburl_parse(o->db, url, &err) != 0) {
@@ -528,6 +534,21 @@ static int check_empty_values(const cli_args *a)
     for (size_t i = 0; i < sizeof given / sizeof given[0]; i++) {
         if (given[i].value && !*given[i].value) {
             sl_error("%s \"\": expected %s", given[i].option, given[i].expected);
+            return -1;
+        }
+    }
+    /* a blank --db would be libpq's PG* defaults, whatever SLUICE_DB and DATABASE_URL say */
+    for (int i = 0; i < a->ndbs; i++) {
+        if (is_blank(a->dbs[i])) {
+            sl_error("--db \"%s\": expected a database such as postgresql://USER@HOST/DBNAME or sqlite:PATH (hint: "
+                     "leave --db out to use SLUICE_DB, else DATABASE_URL, else libpq's PG* variables)",
+                     a->dbs[i]);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < a->nreplica_arg; i++) {
+        if (is_blank(a->replica_arg[i])) {
+            sl_error("--replica \"%s\": expected a replica such as postgresql://USER@HOST/DBNAME", a->replica_arg[i]);
             return -1;
         }
     }

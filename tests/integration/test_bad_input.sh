@@ -445,8 +445,31 @@ test_empty_checkpoints() {
     assert_untouched
 }
 
+# An explicit --db that is empty or blank is a mistake, not libpq's PG* defaults: exit 2, whatever
+# SLUICE_DB says. PGDATABASE names no database here, so a run that fell back to it could not pass.
+test_empty_db() {
+    make_table 300 "${TCOLS[@]}"
+    valid_job 0001_bump
+    local value
+    for value in "" " " $'\t'; do
+        PGDATABASE=sl_no_such_database run_sluice --db "$value" up
+        assert_rc 2
+        assert_contains "$ERR" "--db \"$value\": expected a database" "stderr"
+    done
+    PGDATABASE=sl_no_such_database run_sluice --db= plan 0001_bump
+    assert_rc 2
+    run_sluice --db "$SLUICE_DB" --db "" up
+    assert_rc 2
+    assert_contains "$ERR" '--db "": expected a database' "stderr"
+    run_sluice --replica " " up
+    assert_rc 2
+    assert_contains "$ERR" '--replica " ": expected a replica' "stderr"
+    assert_untouched
+}
+
 run_test "unknown command, option, argument: exit 2" test_bad_usage
 run_test "an empty --checkpoints or --jobs: exit 2" test_empty_checkpoints
+run_test "an empty or blank --db or --replica: exit 2" test_empty_db
 run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
 run_test "a checkpoint file that cannot be created: exit 2 before the database is touched" \
     test_checkpoint_cannot_be_created

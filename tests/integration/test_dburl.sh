@@ -359,6 +359,25 @@ EOF
     assert_contains "$OUT" "0001_bump" "status"
 }
 
+# An empty or blank SLUICE_DB counts as unset, as DATABASE_URL does: DATABASE_URL is used. PGDATABASE
+# names no database, so a run that took the blank as libpq's PG* defaults fails.
+test_blank_env_is_unset() {
+    make_role
+    local n=0 value url="postgresql://$ROLE:$(urlencode "$PW")@$HOST:$PORT/$T_DB"
+    for value in "" " " $'\t\n'; do
+        n=$((n + 1))
+        table_job $n
+        PGDATABASE=sl_no_such_database SLUICE_DB=$value DATABASE_URL=$url run_sluice up "000${n}_bump"
+        assert_rc 0
+        assert_sql "select min(n), max(n), count(*) from t_$n" "1|1|300"
+    done
+    # and a blank DATABASE_URL is unset too: libpq's PG* variables (here the test's database)
+    table_job 4
+    SLUICE_DB=" " DATABASE_URL=" " run_sluice up 0004_bump
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t_4" "1|1|300"
+}
+
 run_test "PostgreSQL: libpq's and SQLAlchemy's URL forms via --db, --db=, SLUICE_DB, DATABASE_URL" test_postgresql_forms
 run_test "a password with / @ : % space quotes: unescaped URL, key=value, PGPASSWORD, query" \
     test_password_written_every_way
@@ -367,6 +386,7 @@ run_test "the password is gone from /proc/PID/cmdline while up runs (URL, --db=,
     test_password_not_in_cmdline
 run_test "over TCP: keepalives after 30 s idle unless the string sets its own" test_keepalives_over_tcp
 run_test "SQLite: sqlite:PATH, sqlite:///relative, sqlite:////absolute, +pysqlite, +aiosqlite" test_sqlite_forms
+run_test "an empty or blank SLUICE_DB or DATABASE_URL counts as unset" test_blank_env_is_unset
 run_test "refused with exit 2 and a reason: in-memory, other databases, unknown drivers and parameters" \
     test_refusals
 t_done
