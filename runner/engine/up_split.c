@@ -7,7 +7,9 @@
  * sluice_ranges before any of its chunks runs, and every chunk's row in
  * sluice_progress names its range, so a resume, however the last run ended,
  * continues each range after its last committed chunk. Ranges stay as they
- * were first split, whatever the number of workers later. A split found
+ * were first split, whatever the number of workers later. A job that ran
+ * with one worker first has its chunks from before the split in range 0
+ * (reopen_range_zero). A split found
  * broken (a range missing), or chunks of a split with no split, were edited
  * by hand: refused, as resuming would skip keys. */
 #include <inttypes.h>
@@ -42,9 +44,10 @@ static int read_tuple(const sl_answer *ans, int row, int from, size_t n, up_key 
     return 1;
 }
 
-/* The split the job has, with each range's position. 0 (none: no ranges),
- * -1 failed. */
-static int read_split(up_run *r)
+/* The split the job has, with each range's position; start gets where its
+ * first range begins (has_start: a key, when chunks ran before the split).
+ * 0 (none: no ranges), -1 failed. */
+static int read_split(up_run *r, up_key *start, int *has_start)
 {
     size_t n = r->info.ks.ncols;
     sl_buf b = {0};
@@ -67,6 +70,8 @@ static int read_split(up_run *r)
     for (int row = 0; row < ans.results[0].nrows; row++) {
         up_range *kr = add_range(r);
         kr->range_no = strtoll(sl_answer_val(&ans, 0, row, 0), NULL, 10);
+        if (kr->range_no == 1)
+            *has_start = read_tuple(&ans, row, 1, n, start);
         kr->has_until = read_tuple(&ans, row, 1 + (int)n, n, &kr->until);
         kr->has_after = read_tuple(&ans, row, 1 + 2 * (int)n, n, &kr->after); /* its last chunk's :hi */
         if (kr->has_after)
@@ -384,13 +389,64 @@ int up_split_kept(up_run *r, sl_session *sess, int64_t range_no)
     return kept;
 }
 
+/* The chunks that ran before the split (one worker, then more) are range 0,
+ * from the key's start to where range 1 begins. Its walk was whole when the
+ * split was made, but a `down` stopped part-way undoes the newest chunks of
+ * each range, its own too: then it is walked again from its last chunk left
+ * (from the start with none), up to range 1's start, like the other ranges
+ * from theirs. 0, or -1 failed. */
+static int reopen_range_zero(up_run *r, const up_key *start)
+{
+    size_t n = r->info.ks.ncols;
+    sl_buf b = {0};
+    sl_buf_adds(&b, "SELECT chunk_no");
+    sl_session_add_key_elems(r->sess, &b, "hi", n);
+    sl_buf_adds(&b, " FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND range_no = 0 ORDER BY chunk_no DESC LIMIT 1");
+    const char *params[] = {r->job->name};
+    sl_answer ans;
+    int rc = sl_session_exec1(r->sess, b.data, 1, params, &ans);
+    sl_buf_free(&b);
+    if (rc != 0 || !ans.ok) {
+        sl_err_set(&r->err, "cannot read " SL_PROGRESS_TABLE ": %s", ans.error ? ans.error : "connection lost");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    up_key last = {0};
+    int has_last = ans.results[0].nrows > 0 && read_tuple(&ans, 0, 1, n, &last);
+    if (has_last && tuples_equal(&last, start, n)) {
+        up_key_free(&last); /* whole */
+        sl_answer_free(&ans);
+        return 0;
+    }
+    up_range *kr = add_range(r);
+    kr->range_no = 0;
+    kr->has_after = has_last;
+    kr->after = last;
+    kr->prev_chunk = has_last ? strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10) : 0;
+    kr->has_until = 1;
+    for (size_t i = 0; i < n; i++)
+        kr->until.v[i] = sl_strdup(start->v[i]);
+    sl_answer_free(&ans);
+    return 0;
+}
+
 static int load_ranges(up_run *r)
 {
     int pg = r->sess->dialect == SL_DIALECT_PG;
-    if (pg && read_split(r) != 0)
+    up_key start = {0};
+    int has_start = 0;
+    if (pg && read_split(r, &start, &has_start) != 0) {
+        up_key_free(&start);
         return -1;
-    if (r->nranges > 0)
-        return split_intact(r);
+    }
+    if (r->nranges > 0) {
+        int rc = split_intact(r);
+        if (rc == 0 && has_start)
+            rc = reopen_range_zero(r, &start);
+        up_key_free(&start);
+        return rc;
+    }
+    up_key_free(&start);
     int rc = pg ? chunks_without_split(r) : 0;
     if (rc != 0)
         return rc;

@@ -600,6 +600,38 @@ test_more_workers_split_what_is_left() {
     assert_sql "select count(*) filter (where n = 1) from t" 20000
 }
 
+# A job walked by one worker, then resumed with two (the rest of the key split into ranges), then
+# rolled back part-way: `down` undoes the newest chunks of each range, those that ran before the
+# split (range 0) too. The next `up` walks range 0 again from its last chunk left, up to where the
+# split begins, as it does the other ranges: every row once, and done means done.
+test_up_after_partial_down_walks_range_zero_again() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 20000); analyze t"
+    local job='-- sluice:table t
+-- sluice:batch 100
+-- sluice:undo snapshot(n)
+-- sluice:pause 20ms'
+    printf '%s\n' "$job" "-- sluice:up" "UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;" | write_job 0001_bump
+    stop_up_after 0001_bump 6000
+    printf '%s\n' "$job" "-- sluice:workers 2" "-- sluice:up" "UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;" |
+        write_job 0001_bump
+    run_sluice up --allow-changed-statements
+    assert_rc 0
+    assert_contains "$ERR" "split the key into"
+    assert_done 0001_bump t 20000
+    local zero
+    zero=$(psql_q "select count(*) from sluice_progress where job = '0001_bump' and range_no = 0")
+    ((zero >= 60)) || fail "only $zero chunks ran before the split"
+    sluice_start down 0001_bump
+    wait_until 60 sql_true "select count(*) < $zero - 5 from sluice_progress where job = '0001_bump' and range_no = 0"
+    sluice_kill INT
+    assert_rc 3
+    sql_true "select count(*) > 0 from sluice_progress where job = '0001_bump'" || fail "down finished: nothing to resume"
+    run_sluice up --allow-changed-statements
+    assert_rc 0
+    assert_done 0001_bump t 20000
+}
+
 # (j) ---------------------------------------------------------------------------------------------
 
 test_sqlite_runs_one_worker() {
@@ -669,6 +701,8 @@ run_test "workers 8 on a table smaller than a batch, and on an empty one; plan s
 run_test "resume with workers 1 after workers 4: refused unless --allow-changed-statements, then every row once" test_resume_with_other_worker_count
 run_test "resumed with workers 4 after workers 1, a where on the column it changes: what is left is split" \
     test_more_workers_split_what_is_left
+run_test "one worker, then two (a split), then a down stopped part-way: up walks the chunks before the split again, every row once" \
+    test_up_after_partial_down_walks_range_zero_again
 run_test "SQLite: workers 4 runs as one worker with a warning, every row once" test_sqlite_runs_one_worker
 run_test "workers 2 with on-error skip: failing rows set aside, the others once" test_on_error_skip_with_workers
 run_test "a partitioned table, two levels: the split samples its partitions' pages; every row once, then down" \
