@@ -467,9 +467,34 @@ test_empty_db() {
     assert_untouched
 }
 
+# The environment's durations are checked like options: one sluice cannot read is refused before
+# anything runs, naming the variable and its value, rather than silently replaced by the default.
+test_bad_env_values() {
+    make_table 300 "${TCOLS[@]}"
+    valid_job 0001_bump
+    local value
+    for value in abc 0s 99999999999999h 10 " 5s"; do
+        SLUICE_CONNECT_TIMEOUT=$value run_sluice up
+        assert_rc 2
+        assert_contains "$ERR" "SLUICE_CONNECT_TIMEOUT=\"$value\": expected a duration greater than zero" "stderr"
+    done
+    for value in -1s abc 2d; do
+        SLUICE_RECONNECT_FOR=$value run_sluice status
+        assert_rc 2
+        assert_contains "$ERR" "SLUICE_RECONNECT_FOR=\"$value\": expected a duration" "stderr"
+    done
+    assert_untouched
+    # good values, and empty ones (unset), are taken
+    SLUICE_CONNECT_TIMEOUT=30s SLUICE_RECONNECT_FOR=0s run_sluice up
+    assert_rc 0
+    SLUICE_CONNECT_TIMEOUT= SLUICE_RECONNECT_FOR= run_sluice status
+    assert_rc 0
+}
+
 run_test "unknown command, option, argument: exit 2" test_bad_usage
 run_test "an empty --checkpoints or --jobs: exit 2" test_empty_checkpoints
 run_test "an empty or blank --db or --replica: exit 2" test_empty_db
+run_test "SLUICE_CONNECT_TIMEOUT and SLUICE_RECONNECT_FOR sluice cannot read: exit 2" test_bad_env_values
 run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
 run_test "a checkpoint file that cannot be created: exit 2 before the database is touched" \
     test_checkpoint_cannot_be_created
