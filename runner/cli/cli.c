@@ -732,8 +732,34 @@ static int dispatch_fleet(const char *cmd, cli_args *a)
     return code;
 }
 
+/* JOB names a file in --jobs, and the checkpoint files made from it are
+ * --checkpoints/JOB.sluice and its companions: a JOB with a '/' would reach
+ * outside (ctl ../../x status). down's -N and base are not job names. */
+static int check_job_arg(const cli_args *a, const char *cmd)
+{
+    static const char *const takes_job[] = {"up", "down", "status", "plan", "stamp", "report", "ctl"};
+    const char *job = a->npos > 1 ? a->pos[1] : NULL;
+    int takes = 0;
+    for (size_t i = 0; i < sizeof takes_job / sizeof takes_job[0]; i++)
+        takes |= strcmp(cmd, takes_job[i]) == 0;
+    if (!takes || !job || (strcmp(cmd, "down") == 0 && (job[0] == '-' || strcmp(job, "base") == 0)))
+        return 0;
+    if (!*job || strchr(job, '/')) {
+        sl_buf shown = {0};
+        sl_buf_add_visible(&shown, job, strlen(job), 1);
+        sl_error("%s \"%s\": expected a job's name, its file's name in %s without .sql, with no '/' (hint: sluice "
+                 "status lists the jobs)",
+                 cmd, shown.data ? shown.data : "", a->opts.jobs_dir);
+        sl_buf_free(&shown);
+        return -1;
+    }
+    return 0;
+}
+
 static int dispatch(const char *cmd, cli_args *a)
 {
+    if (check_job_arg(a, cmd) != 0)
+        return SL_EXIT_USAGE;
     a->parallel_n = 4;
     if (a->parallel && sl_parse_int(a->parallel, 1, 64, &a->parallel_n) != 0) { /* whatever the command */
         sl_error("--parallel \"%s\": expected a whole number of targets from 1 to 64", a->parallel);

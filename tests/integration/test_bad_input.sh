@@ -491,10 +491,37 @@ test_bad_env_values() {
     assert_rc 0
 }
 
+# A JOB argument is a job's name: with a '/' it made paths outside --checkpoints
+# (ck/../../outside.sluice-ctl), so every command taking JOB refuses it, and an empty one.
+test_job_arg_with_slash() {
+    make_table 300 "${TCOLS[@]}"
+    valid_job 0001_bump
+    mkdir -p a/b
+    local job cmd extra
+    for job in ../../outside a/b/0001_bump "" ../jobs/0001_bump; do
+        for cmd in ctl report status up plan stamp down; do
+            extra=()
+            case $cmd in
+            ctl) extra=(status) ;;
+            stamp) extra=(done) ;;
+            esac
+            run_sluice "$cmd" "$job" "${extra[@]}"
+            assert_rc 2
+            assert_contains "$ERR" "$cmd \"$job\": expected a job's name" "stderr"
+        done
+    done
+    [[ -z $(find "$T_DIR/.." -maxdepth 2 -name 'outside*') ]] || fail "a file was made outside --checkpoints"
+    assert_untouched
+    run_sluice --checkpoints a/b ctl ../../outside status
+    assert_rc 2
+    assert_contains "$ERR" 'ctl "../../outside": expected' "stderr"
+}
+
 run_test "unknown command, option, argument: exit 2" test_bad_usage
 run_test "an empty --checkpoints or --jobs: exit 2" test_empty_checkpoints
 run_test "an empty or blank --db or --replica: exit 2" test_empty_db
 run_test "SLUICE_CONNECT_TIMEOUT and SLUICE_RECONNECT_FOR sluice cannot read: exit 2" test_bad_env_values
+run_test "a JOB argument with a '/', or empty, is refused by every command: exit 2" test_job_arg_with_slash
 run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
 run_test "a checkpoint file that cannot be created: exit 2 before the database is touched" \
     test_checkpoint_cannot_be_created
