@@ -300,6 +300,7 @@ static int send_chunk(up_run *r, up_worker *w)
         sl_pace_rate_sent(&r->pace, w->cur.rows);
     build_chunk(r, w, &l, w->batch, &w->cur, NULL, w->chunk_no, w->attempts);
     w->queued = 0;
+    w->rest_from = 0;
     w->saving = l.post;
     w->sent_at = sl_mono_ms();
     if (sl_session_send(w->sess, w->batch->q, l.post ? l.undo_i : l.nq, w->pend) != 0)
@@ -698,7 +699,15 @@ static int ready_in(up_worker *w, int64_t delay)
 {
     w->state = W_READY;
     w->ready_at = sl_mono_ms() + delay;
+    w->rest_from = 0;
     return 0;
+}
+
+/* cur goes out after the job's pause, however long it is by then. */
+static void rest(up_worker *w)
+{
+    ready_in(w, 0);
+    w->rest_from = w->ready_at;
 }
 
 /* A committed chunk: move on to the next one (sent at once when nothing
@@ -726,7 +735,7 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, up_bounds *ne
     } else if (next->has_rows) {
         w->cur = *next;
         memset(next, 0, sizeof *next);
-        ready_in(w, r->pace.pause_ms);
+        rest(w);
         sent = up_dispatch(r, w);
     } else {
         w->range = NULL; /* finished */
@@ -829,7 +838,7 @@ int up_on_answer(up_run *r, up_worker *w)
 int up_dispatch(up_run *r, up_worker *w)
 {
     int64_t wait = 0;
-    if (w->state != W_READY || r->failed || sl_session_stopping(r->sess) || w->ready_at > sl_mono_ms())
+    if (w->state != W_READY || r->failed || sl_session_stopping(r->sess) || up_ready_at(r, w) > sl_mono_ms())
         return 0;
     int g = up_gate(r, &wait);
     if (g != UP_GATE_GO) {

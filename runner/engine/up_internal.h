@@ -83,6 +83,8 @@ typedef struct up_worker {
     int64_t started;     /* mono ms of cur's first attempt */
     int64_t sent_at;     /* mono ms of the attempt in flight */
     int64_t ready_at;    /* mono ms: not sent before */
+    int64_t rest_from;   /* mono ms its rest (the job's pause) began, 0 none: the pause in force, not the
+                            one when it began, says when the rest ends (`ctl set pause` shortens a long one) */
     int64_t split_limit; /* > 0 after a chunk failed and was split: the cap on the next chunks */
     int64_t sent_batch;  /* the batch in force when cur was first sent */
     char *last_error;    /* of cur's failed attempts */
@@ -238,5 +240,12 @@ int up_load_ranges(up_run *r) SL_MUSTCHECK;
 /* Is range range_no (of a split) still in sluice_ranges? 1 also when it
  * cannot tell (the connection lost: the chunk's retry asks again). */
 int up_split_kept(up_run *r, sl_session *sess, int64_t range_no) SL_MUSTCHECK;
+
+/* When w's next chunk may go: after its rest, as long as the pause in
+ * force now, or at ready_at. */
+static inline int64_t up_ready_at(const up_run *r, const up_worker *w)
+{
+    return w->rest_from ? w->rest_from + r->pace.pause_ms : w->ready_at;
+}
 
 #endif

@@ -21,7 +21,7 @@ static int64_t next_wakeup(up_run *r)
     int64_t now = sl_mono_ms(), wait = 1000;
     for (int64_t i = 0; i < r->nworkers; i++) {
         const up_worker *w = &r->workers[i];
-        int64_t at = w->ready_at > r->held_until ? w->ready_at : r->held_until;
+        int64_t ready = up_ready_at(r, w), at = ready > r->held_until ? ready : r->held_until;
         if (w->state == W_READY && at - now < wait)
             wait = at - now;
     }

@@ -140,6 +140,22 @@ test_status_pause_resume_set() {
     assert_eq "$(sqlite3 "$CKPT/$JOB.sluice" "select count(*) > 0 from chunks where rows = 7")" 1 "chunks of 7 in the checkpoint"
 }
 
+# A rest already begun ends as the pause in force says: `ctl set pause=1h` by mistake, then
+# `set pause=0ms`, and the runner goes on at once (it used to sleep out the hour).
+test_long_pause_taken_back() {
+    start_slow_job
+    run_sluice ctl "$JOB" set pause=1h
+    assert_rc 0
+    sleep 0.5
+    held_for 2 "chunks committed in 2 s of pause 1h" "$JOB"
+    run_sluice ctl "$JOB" set pause=0ms
+    assert_rc 0
+    wait_until 10 rows_done_at_least "$JOB" $((${HELD#*|} + 1))
+    sluice_wait
+    assert_rc 0
+    assert_every_row_once
+}
+
 test_socket_owner_only() {
     start_slow_job
     local sock="$CKPT/$JOB.sluice-ctl"
@@ -381,6 +397,7 @@ EOF
 }
 
 run_test "ctl status, pause, resume and set on a running job; every change logged and recorded" test_status_pause_resume_set
+run_test "ctl set pause=1h, then pause=0ms: the rest already begun ends at once" test_long_pause_taken_back
 run_test "ctl: the socket is its owner's alone" test_socket_owner_only
 run_test "ctl on a job that is not running exits 1 and says so" test_not_running
 run_test "ctl through the database to a runner on another machine: status, pause, set, refusal, resume" test_through_the_database
