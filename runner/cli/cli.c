@@ -530,6 +530,7 @@ static int check_empty_values(const cli_args *a)
         {"--checkpoints", a->opts.run.ckpt_dir,
          "a directory for the checkpoint files (default ./" SL_DEFAULT_CKPT_DIR ")"},
         {"--jobs", a->opts.jobs_dir, "the directory of the job files (default ./jobs)"},
+        {"-o", a->opts.out_file, "a file name for the page, or - for standard output"},
     };
     for (size_t i = 0; i < sizeof given / sizeof given[0]; i++) {
         if (given[i].value && !*given[i].value) {

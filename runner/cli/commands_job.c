@@ -119,7 +119,12 @@ static int write_private(const char *path, const char *text, size_t len, sl_err 
     }
     char *tmp = sl_asprintf("%s.%ld.tmp", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    int rc = fd < 0 ? -1 : 0;
+    if (fd < 0) { /* nothing written: a place the page cannot go (no permission, read-only) */
+        sl_err_set(err, "-o %s: cannot create a file there: %s", path, strerror(errno));
+        free(tmp);
+        return SL_EREFUSED;
+    }
+    int rc = 0;
     for (size_t at = 0; rc == 0 && at < len;) {
         ssize_t n = write(fd, text + at, len - at);
         if (n < 0 && errno == EINTR)
@@ -133,16 +138,111 @@ static int write_private(const char *path, const char *text, size_t len, sl_err 
         rc = -1;
     if (rc != 0)
         sl_err_set(err, "cannot write %s: %s", path, strerror(errno));
-    if (fd >= 0)
-        close(fd);
+    close(fd);
     if (rc == 0 && rename(tmp, path) != 0) {
         sl_err_set(err, "cannot write %s: %s", path, strerror(errno));
         rc = -1;
     }
-    if (rc != 0 && fd >= 0)
+    if (rc != 0)
         unlink(tmp);
     free(tmp);
     return rc;
+}
+
+/* Where path would be: its directory's device and inode, and its last
+ * component, so that two spellings (ck/x, ./ck/../ck/x) compare equal,
+ * whether or not the file is there. -1 when the directory is not there. */
+typedef struct file_place {
+    struct stat dir;
+    const char *base;
+} file_place;
+
+static int place_of(const char *path, file_place *place)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? sl_strndup(path, slash == path ? 1 : (size_t)(slash - path)) : sl_strdup(".");
+    int rc = stat(dir, &place->dir) == 0 && S_ISDIR(place->dir.st_mode) ? 0 : -1;
+    free(dir);
+    place->base = slash ? slash + 1 : path;
+    return rc;
+}
+
+/* Whether a and b name one file: the same device and inode when both are
+ * there (a hard link too), else the same name in the same directory. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    file_place pa, pb;
+    return place_of(a, &pa) == 0 && place_of(b, &pb) == 0 && pa.dir.st_dev == pb.dir.st_dev &&
+           pa.dir.st_ino == pb.dir.st_ino && strcmp(pa.base, pb.base) == 0;
+}
+
+/* A job file in dir that out names, or a new "*.sql" there (the next `up`
+ * would read the page as a job): its path, malloc'd, else NULL. */
+static char *job_file_at(const char *dir, const char *out)
+{
+    file_place place;
+    struct stat jobs;
+    size_t len;
+    if (place_of(out, &place) == 0 && stat(dir, &jobs) == 0 && place.dir.st_dev == jobs.st_dev &&
+        place.dir.st_ino == jobs.st_ino && (len = strlen(place.base)) > 4 && strcmp(place.base + len - 4, ".sql") == 0)
+        return sl_strdup(out);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char *found = NULL;
+    while (d && !found && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n <= 4 || strcmp(e->d_name + n - 4, ".sql") != 0)
+            continue;
+        char *path = sl_asprintf("%s/%s", dir, e->d_name);
+        if (same_file(out, path))
+            found = path;
+        else
+            free(path);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* -o's file, before anything is read: its directory must be there, and it
+ * may not be the job's checkpoint file or a companion of it, nor a job
+ * file; report would replace it with the page. 0, or -1 with err. */
+static int check_report_out(const sl_opts *opts, const char *job, const char *out, sl_err *err)
+{
+    static const char *const companions[] = {"", "-lock", "-ctl", "-wal", "-shm", "-journal"};
+    file_place place;
+    if (place_of(out, &place) != 0) {
+        sl_err_set(err,
+                   "-o %s: its directory is not there (hint: create it, or -o - writes the page to standard "
+                   "output)",
+                   out);
+        return -1;
+    }
+    char *ckpt = sl_ckpt_path(opts->run.ckpt_dir, job);
+    for (size_t i = 0; i < sizeof companions / sizeof companions[0]; i++) {
+        char *path = sl_asprintf("%s%s", ckpt, companions[i]);
+        int same = same_file(out, path);
+        if (same)
+            sl_err_set(err, "-o %s: that is %s, %s of job %s; report would replace it with the page", out, path,
+                       i == 0 ? "the checkpoint file" : "a companion of the checkpoint file", job);
+        free(path);
+        if (same) {
+            free(ckpt);
+            return -1;
+        }
+    }
+    free(ckpt);
+    char *job_file = job_file_at(opts->jobs_dir, out);
+    if (job_file) {
+        sl_err_set(err, "-o %s: that names job file %s; report would put the page where up reads its jobs", out,
+                   job_file);
+        free(job_file);
+        return -1;
+    }
+    return 0;
 }
 
 /* Remove the journal report_from_db made, and its directory. */
@@ -274,7 +374,11 @@ int sl_cmd_report(const sl_opts *opts, const char *name)
     sl_err err = {{0}};
     int code = SL_EXIT_OK;
     sl_buf html = {0};
-    int rc = sl_ckpt_open(path, job, 0, &ckpt, &err);
+    if (strcmp(out_path, "-") != 0 && check_report_out(opts, job, out_path, &err) != 0) {
+        sl_error("%s", err.msg);
+        code = SL_EXIT_USAGE;
+    }
+    int rc = code == SL_EXIT_OK ? sl_ckpt_open(path, job, 0, &ckpt, &err) : 0;
     if (rc == SL_CKPT_MISSING) {
         code = report_from_db(opts, job, &html);
     } else if (rc != 0) {

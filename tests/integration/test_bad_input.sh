@@ -517,11 +517,45 @@ test_job_arg_with_slash() {
     assert_contains "$ERR" 'ctl "../../outside": expected' "stderr"
 }
 
+# report -o may not replace the job's checkpoint file, its companions or a job file, however the path
+# is spelled (a hard link too), nor write a new *.sql among the jobs; a missing directory or an empty
+# -o is a usage error. Exit 2, nothing written.
+test_report_out_refused() {
+    make_table 300 "${TCOLS[@]}"
+    valid_job 0001_bump
+    run_sluice up
+    assert_rc 0
+    ln "$JOBS/0001_bump.sql" "$T_DIR/linked.sql"
+    local before after out
+    before=$(cksum "$CKPT"/* "$JOBS"/*)
+    for out in "$CKPT/0001_bump.sluice" checkpoints/../checkpoints/0001_bump.sluice ./checkpoints//0001_bump.sluice \
+        checkpoints/0001_bump.sluice-lock checkpoints/0001_bump.sluice-ctl checkpoints/0001_bump.sluice-wal \
+        "$JOBS/0001_bump.sql" jobs/../jobs/0001_bump.sql jobs/0002_new.sql "$T_DIR/linked.sql"; do
+        run_sluice report 0001_bump -o "$out"
+        assert_rc 2
+        assert_contains "$ERR" "-o $out: that" "stderr"
+    done
+    after=$(cksum "$CKPT"/* "$JOBS"/*)
+    assert_eq "$after" "$before" "the checkpoint and job files"
+    [[ ! -e jobs/0002_new.sql && ! -e checkpoints/0001_bump.sluice-ctl ]] || fail "report wrote a file it refused"
+    run_sluice report 0001_bump -o ""
+    assert_rc 2
+    assert_contains "$ERR" '-o "": expected a file name' "stderr"
+    run_sluice report 0001_bump -o /missing/dir/x.html
+    assert_rc 2
+    assert_contains "$ERR" "-o /missing/dir/x.html: its directory is not there" "stderr"
+    run_sluice report 0001_bump -o "$T_DIR/page.html"
+    assert_rc 0
+    [[ -s $T_DIR/page.html ]] || fail "no page written"
+}
+
 run_test "unknown command, option, argument: exit 2" test_bad_usage
 run_test "an empty --checkpoints or --jobs: exit 2" test_empty_checkpoints
 run_test "an empty or blank --db or --replica: exit 2" test_empty_db
 run_test "SLUICE_CONNECT_TIMEOUT and SLUICE_RECONNECT_FOR sluice cannot read: exit 2" test_bad_env_values
 run_test "a JOB argument with a '/', or empty, is refused by every command: exit 2" test_job_arg_with_slash
+run_test "report -o: not the job's checkpoint file, its companions or a job file; no missing directory" \
+    test_report_out_refused
 run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
 run_test "a checkpoint file that cannot be created: exit 2 before the database is touched" \
     test_checkpoint_cannot_be_created
