@@ -263,6 +263,12 @@ static void client_handle_line(ctl_client *c)
     char *nl = memchr(c->line, '\n', c->len);
     assert(nl && "BUG: handling a request without its newline");
     *nl = '\0';
+    /* a NUL would end the line where the parser stops reading, and what
+     * follows it would go unseen: refused, as a line sluice ctl never sends */
+    if (memchr(c->line, '\0', (size_t)(nl - c->line))) {
+        client_answer(c, 0, "request line holds a NUL byte");
+        return;
+    }
     sl_buf response = {0};
     int rc = sl_ctl_answer(c->ctl->handler, c->ctl->arg, c->ctl->tag, c->line, &response);
     client_answer(c, rc == 0, response.data ? response.data : "");

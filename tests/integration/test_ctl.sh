@@ -193,6 +193,28 @@ test_socket_owner_only() {
     assert_not_contains "$(events)" "paused by sluice ctl"
 }
 
+# A request line with a NUL byte is refused whole: "set batch=50<NUL>junk" changes nothing.
+test_nul_in_request_refused() {
+    start_slow_job
+    local said
+    said=$(python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"set batch=7\x00junk\n")
+print(s.recv(4096).decode(errors="replace").strip())' "$CKPT/$JOB.sluice-ctl")
+    assert_contains "$said" "NUL byte"
+    run_sluice ctl "$JOB" status
+    assert_rc 0
+    assert_contains "$OUT" "batch 50"
+    run_sluice ctl "$JOB" set pause=0ms
+    assert_rc 0
+    sluice_wait
+    assert_rc 0
+    assert_every_row_once
+    assert_not_contains "$(events)" "batch=7"
+}
+
 test_not_running() {
     psql_q "create table t (id int primary key, n int not null default 0)"
     write_job "$JOB" <<'EOF'
@@ -399,6 +421,7 @@ EOF
 run_test "ctl status, pause, resume and set on a running job; every change logged and recorded" test_status_pause_resume_set
 run_test "ctl set pause=1h, then pause=0ms: the rest already begun ends at once" test_long_pause_taken_back
 run_test "ctl: the socket is its owner's alone" test_socket_owner_only
+run_test "ctl: a request line with a NUL byte is refused whole, nothing changed" test_nul_in_request_refused
 run_test "ctl on a job that is not running exits 1 and says so" test_not_running
 run_test "ctl through the database to a runner on another machine: status, pause, set, refusal, resume" test_through_the_database
 run_test "a ctl pause outlives its runner: the next run begins paused (--no-wait stops), resume goes on" \
