@@ -346,6 +346,37 @@ int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
     return there ? read_identity(sess, id, err) : 0;
 }
 
+/* ---- the jobs recorded here ---- */
+
+int sl_schema_job_names(sl_session *sess, char ***names, size_t *n, sl_err *err)
+{
+    *names = NULL;
+    *n = 0;
+    sl_answer ans;
+    const char *look = lite(sess) ? "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_JOBS_TABLE "'),"
+                                    " EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_PROGRESS_TABLE "')"
+                                  : "SELECT to_regclass('" SL_JOBS_TABLE "') IS NOT NULL,"
+                                    " to_regclass('" SL_PROGRESS_TABLE "') IS NOT NULL";
+    if (ask(sess, look, "cannot look for sluice's tables", &ans, err) != 0)
+        return -1;
+    int jobs = sl_answer_true(sl_answer_val(&ans, 0, 0, 0)), progress = sl_answer_true(sl_answer_val(&ans, 0, 0, 1));
+    sl_answer_free(&ans);
+    if (!jobs && !progress)
+        return 0;
+    /* a chunk's row without the job's: a run killed before it wrote its state, or tables an older sluice made */
+    const char *sql = jobs && progress ? "SELECT job FROM " SL_JOBS_TABLE " UNION SELECT job FROM " SL_PROGRESS_TABLE
+                      : jobs           ? "SELECT job FROM " SL_JOBS_TABLE
+                                       : "SELECT DISTINCT job FROM " SL_PROGRESS_TABLE;
+    if (ask(sess, sql, "cannot read the jobs sluice's tables record", &ans, err) != 0)
+        return -1;
+    int rows = ans.results[0].nrows;
+    *names = sl_calloc((size_t)rows + 1, sizeof(char *));
+    for (int r = 0; r < rows; r++)
+        (*names)[(*n)++] = sl_strdup(sl_answer_val(&ans, 0, r, 0));
+    sl_answer_free(&ans);
+    return 0;
+}
+
 /* ---- the job's state in another schema (PostgreSQL) ---- */
 
 /* Where this connection keeps sluice's tables (or would create them), its

@@ -6,6 +6,7 @@
  * lists exactly the up chunks still applied. Which jobs and chunks are
  * applied is read from the database; the checkpoint file follows it. */
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -531,51 +532,169 @@ static int check_named(sl_session *sess, const sl_job *job, const sl_job_row *ro
     return SL_EXIT_USAGE;
 }
 
-/* Fill order[] with the jobs to roll back, newest first. */
-static int choose(sl_session *sess, sl_jobset *jobs, const char *target, size_t *order, size_t *n)
+/* A job the database records as applied, with its file here or not. */
+typedef struct applied_job {
+    char *name;
+    size_t index; /* in the job set; SIZE_MAX: no job file */
+    sl_state state;
+} applied_job;
+
+/* The character at i of name followed by ".sql", or 0 past its end. */
+static unsigned char file_char(const char *name, size_t len, size_t i)
 {
-    int64_t want = -1;
-    const sl_job *named = NULL;
-    int code = SL_EXIT_OK;
-    if (strcmp(target, "base") != 0 && target[0] == '-' && sl_parse_int(target + 1, 1, 1000000, &want) != 0) {
-        sl_error("down: \"%s\" is not -N, base or a job name", target);
-        code = SL_EXIT_USAGE;
-    } else if (strcmp(target, "base") != 0 && target[0] != '-') {
-        named = sl_jobset_find(jobs, target);
+    static const char ext[] = ".sql";
+    return (unsigned char)(i < len ? name[i] : i - len < sizeof ext ? ext[i - len] : '\0');
+}
+
+/* The job set's order: by file name (jobset.c), which a job without its file keeps too. */
+static int cmp_applied(const void *pa, const void *pb)
+{
+    const char *a = ((const applied_job *)pa)->name, *b = ((const applied_job *)pb)->name;
+    size_t la = strlen(a), lb = strlen(b);
+    for (size_t i = 0;; i++) {
+        unsigned char ca = file_char(a, la, i), cb = file_char(b, lb, i);
+        if (ca != cb || ca == 0)
+            return (ca > cb) - (ca < cb);
     }
-    size_t applied = 0, start = named ? (size_t)(named - jobs->jobs) : 0;
+}
+
+static void add_applied(applied_job **list, size_t *n, const char *name, size_t index, sl_state state)
+{
+    *list = sl_realloc(*list, (*n + 1) * sizeof **list);
+    (*list)[(*n)++] = (applied_job){sl_strdup(name), index, state};
+}
+
+static void free_applied(applied_job *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(list[i].name);
+    free(list);
+}
+
+static int in_set(const sl_jobset *jobs, const char *name)
+{
+    for (size_t i = 0; i < jobs->njobs; i++)
+        if (strcmp(jobs->jobs[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* The jobs the database records as applied whose file is not in the set:
+ * down works from what the database says, so that a job file moved away
+ * does not make its job look never run. */
+static int add_unfiled(sl_session *sess, const sl_jobset *jobs, applied_job **list, size_t *n)
+{
+    char **names;
+    size_t nnames;
+    sl_err err;
+    if (sl_schema_job_names(sess, &names, &nnames, &err) != 0) {
+        sl_error("%s", err.msg);
+        return SL_EXIT_FAILED;
+    }
+    int code = SL_EXIT_OK;
+    for (size_t i = 0; i < nnames; i++) {
+        sl_job_row row;
+        if (code == SL_EXIT_OK && !in_set(jobs, names[i])) {
+            if (sl_run_read_row(sess, names[i], &row, &err) != 0) {
+                sl_error("%s", err.msg);
+                code = SL_EXIT_FAILED;
+            } else {
+                if (is_applied(&row))
+                    add_applied(list, n, names[i], SIZE_MAX, row.state);
+                sl_job_row_free(&row);
+            }
+        }
+        free(names[i]);
+    }
+    free(names);
+    return code;
+}
+
+/* Every applied job, in the job set's order; the named one refused when it is not applied. */
+static int list_applied(sl_session *sess, sl_jobset *jobs, const sl_job *named, applied_job **list, size_t *n)
+{
+    *list = NULL;
     *n = 0;
+    int code = SL_EXIT_OK;
     for (size_t i = 0; code == SL_EXIT_OK && i < jobs->njobs; i++) {
         sl_job_row row;
         sl_err err;
         if (sl_run_read_row(sess, jobs->jobs[i].name, &row, &err) != 0) {
             sl_error("%s", err.msg);
-            code = SL_EXIT_FAILED;
-            break;
+            return SL_EXIT_FAILED;
         }
         int ok = is_applied(&row);
         if (named == &jobs->jobs[i])
             code = check_named(sess, named, &row, ok);
+        if (ok)
+            add_applied(list, n, jobs->jobs[i].name, i, row.state);
         sl_job_row_free(&row);
-        if (ok && i >= start)
-            order[applied++] = i;
     }
+    if (code == SL_EXIT_OK)
+        code = add_unfiled(sess, jobs, list, n);
+    if (*n > 1)
+        qsort(*list, *n, sizeof **list, cmp_applied);
+    return code;
+}
+
+/* A job to roll back whose file is gone: down cannot undo it (its down
+ * section or undo columns are in the file), and undoing the jobs before it
+ * without it would roll back out of order. Refused, nothing touched. */
+static int refuse_unfiled(const sl_jobset *jobs, const char *target, const applied_job *list, size_t n)
+{
+    sl_buf names = {0};
+    size_t missing = 0;
+    /* where the files would be: the directory of the jobs that have one */
+    const char *dir = jobs->njobs ? jobs->jobs[0].path : NULL, *slash = dir ? strrchr(dir, '/') : NULL;
+    int dir_len = slash ? (int)(slash - dir + 1) : 0;
+    for (size_t i = 0; i < n; i++)
+        if (list[i].index == SIZE_MAX)
+            sl_buf_printf(&names, "%s%s (%s; no %.*s%s.sql)", missing++ ? ", " : "", list[i].name,
+                          sl_state_name(list[i].state), dir_len, dir ? dir : "", list[i].name);
+    if (missing == 0)
+        return SL_EXIT_OK;
+    sl_error("down %s: %s applied but %s no job file: %s; down cannot roll %s back without %s, nor the jobs "
+             "applied before %s, out of order: nothing was rolled back",
+             target, missing == 1 ? "a job is" : "jobs are", missing == 1 ? "has" : "have", names.data,
+             missing == 1 ? "it" : "them", missing == 1 ? "its file" : "their files", missing == 1 ? "it" : "them");
+    sl_error("hint: put the job file%s back in the jobs directory (--jobs) as %s ran, then run down again; "
+             "`sluice status` lists the jobs the database records",
+             missing == 1 ? "" : "s", missing == 1 ? "it" : "they");
+    sl_buf_free(&names);
+    return SL_EXIT_USAGE;
+}
+
+/* Fill order[] with the jobs to roll back, newest first: the applied jobs
+ * as the database records them, each of which must have its file. */
+static int choose(sl_session *sess, sl_jobset *jobs, const char *target, size_t *order, size_t *n)
+{
+    int64_t want = -1;
+    const sl_job *named = NULL;
+    *n = 0;
+    if (strcmp(target, "base") != 0 && target[0] == '-' && sl_parse_int(target + 1, 1, 1000000, &want) != 0) {
+        sl_error("down: \"%s\" is not -N, base or a job name", target);
+        return SL_EXIT_USAGE;
+    } else if (strcmp(target, "base") != 0 && target[0] != '-') {
+        named = sl_jobset_find(jobs, target);
+    }
+    applied_job *list;
+    size_t applied;
+    int code = list_applied(sess, jobs, named, &list, &applied);
     if (code == SL_EXIT_OK && want > 0 && (size_t)want > applied) {
         sl_error("down -%" PRId64 ": only %zu job%s applied (hint: `sluice down base` rolls back all of them)", want,
                  applied, applied == 1 ? " is" : "s are");
         code = SL_EXIT_USAGE;
     }
-    if (code != SL_EXIT_OK)
-        return code;
-    /* the last `take` applied jobs, newest first */
-    size_t take = want > 0 ? (size_t)want : applied;
-    for (size_t i = 0; i < take / 2; i++) {
-        size_t tmp = order[applied - take + i];
-        order[applied - take + i] = order[applied - 1 - i];
-        order[applied - 1 - i] = tmp;
-    }
-    memmove(order, order + (applied - take), take * sizeof *order);
-    *n = take;
+    /* the named job and every one applied after it, the last `want`, or all */
+    size_t first = want > 0 && code == SL_EXIT_OK ? applied - (size_t)want : 0;
+    applied_job key = {named ? named->name : NULL, 0, SL_STATE_PENDING};
+    while (named && first < applied && cmp_applied(&list[first], &key) < 0)
+        first++;
+    if (code == SL_EXIT_OK)
+        code = refuse_unfiled(jobs, target, list + first, applied - first);
+    for (size_t i = applied; code == SL_EXIT_OK && i > first; i--)
+        order[(*n)++] = list[i - 1].index;
+    free_applied(list, applied);
     return code;
 }
 

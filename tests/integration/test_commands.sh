@@ -525,6 +525,89 @@ test_help() {
     assert_sql "select count(*) from t where n <> 0" 0
 }
 
+# down works from what the database records as applied: a job whose file was moved out of --jobs is
+# not taken for never run. One it would have to roll back is refused (exit 2, nothing changed), naming
+# the job and its file; once the file is back, down goes on. run_unfiled_downs TABLE_CHECK: the checks,
+# TABLE_CHECK a function asserting the table is as both jobs left it.
+write_unfiled_jobs() {
+    bump_job 0001_a 100 "-- sluice:undo snapshot(n)"
+    bump_job --down 0002_b 100
+}
+
+run_unfiled_downs() {
+    mkdir -p "$T_DIR/aside"
+    mv "$JOBS/0002_b.sql" "$T_DIR/aside/"
+    run_sluice down 0001_a
+    assert_rc 2
+    assert_contains "$ERR" "down 0001_a: a job is applied but has no job file: 0002_b (done; no $JOBS/0002_b.sql)"
+    assert_contains "$ERR" "hint: put the job file back in the jobs directory"
+    assert_not_contains "$ERR" "0001_a: rolled back"
+    "$1" 2
+    run_sluice down -1
+    assert_rc 2
+    assert_contains "$ERR" "0002_b (done; no $JOBS/0002_b.sql)"
+    run_sluice down base
+    assert_rc 2
+    assert_contains "$ERR" "0002_b (done; no"
+    "$1" 2
+    mv "$JOBS/0001_a.sql" "$T_DIR/aside/"
+    run_sluice down base
+    assert_rc 2
+    assert_contains "$ERR" "down base: jobs are applied but have no job file: 0001_a (done; no 0001_a.sql), 0002_b"
+    assert_not_contains "$ERR" "nothing to roll back"
+    run_sluice down -1
+    assert_rc 2
+    assert_not_contains "$ERR" "only 0 jobs"
+    assert_contains "$ERR" "0002_b (done; no 0002_b.sql)"
+    run_sluice down -2
+    assert_rc 2
+    assert_contains "$ERR" "0001_a (done; no 0001_a.sql), 0002_b (done; no 0002_b.sql)"
+    "$1" 2
+    # the newest back: down -1 rolls it back; base still needs the other's file
+    mv "$T_DIR/aside/0002_b.sql" "$JOBS/"
+    run_sluice down -1
+    assert_rc 0
+    assert_contains "$ERR" "0002_b: rolled back"
+    "$1" 1
+    run_sluice down base
+    assert_rc 2
+    assert_contains "$ERR" "0001_a (done; no $JOBS/0001_a.sql)"
+    mv "$T_DIR/aside/0001_a.sql" "$JOBS/"
+    run_sluice down base
+    assert_rc 0
+    "$1" 0
+}
+
+pg_table_at() {
+    assert_sql "select min(n), max(n), count(*) from t" "$1|$1|300"
+}
+
+test_down_with_job_file_missing() {
+    make_table 300
+    write_unfiled_jobs
+    run_sluice up
+    assert_rc 0
+    pg_table_at 2
+    run_unfiled_downs pg_table_at
+    assert_sql "select string_agg(state, ',' order by job) from sluice_jobs" "rolled_back,rolled_back"
+}
+
+sq_table_at() {
+    assert_sq "select min(n), max(n), count(*) from t" "$1|$1|300"
+}
+
+test_down_with_job_file_missing_sqlite() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0)"
+    sq_fill t 300
+    write_unfiled_jobs
+    run_sluice up
+    assert_rc 0
+    sq_table_at 2
+    run_unfiled_downs sq_table_at
+    assert_sq "select group_concat(state, ',') from (select state from sluice_jobs order by job)" "rolled_back,rolled_back"
+}
+
 run_test "status --json: pending and done" test_status_json_pending_and_done
 run_test "status --json: failed (error names SQL error and chunk), then up resumes" test_status_json_failed_then_resumed
 run_test "failure in the first chunk, job file fixed, up finishes" test_failed_in_first_chunk_fixed_file
@@ -546,4 +629,9 @@ run_test "stamp pending makes up run the job again from the start" test_stamp_pe
 run_test "stamp is refused while the job runs, and for an unknown job" test_stamp_refused_while_running_or_unknown
 run_test "upgrade is an alias of up" test_upgrade_alias
 run_test "--help and COMMAND --help exit 0" test_help
+run_test "down refuses, changing nothing, to skip an applied job whose file is missing (PostgreSQL)" \
+    test_down_with_job_file_missing
+run_test "down refuses, changing nothing, to skip an applied job whose file is missing (SQLite)" \
+    test_down_with_job_file_missing_sqlite
+
 t_done

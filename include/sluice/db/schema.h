@@ -61,6 +61,12 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTC
  * its tables are not there, -1 on error. */
 int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTCHECK;
 
+/* Every job sluice's tables here record (a row in sluice_jobs or a chunk in
+ * sluice_progress), in no order: *names (n of them, each and the array the
+ * caller's to free) is empty when the tables are not there. Read-only. 0,
+ * or -1 with err. */
+int sl_schema_job_names(sl_session *sess, char ***names, size_t *n, sl_err *err) SL_MUSTCHECK;
+
 /* Before a job's first chunk: whether sluice's tables in another schema
  * (not the one this connection's search_path finds or would create them in)
  * record the job as run on the same table. A changed search_path (another
