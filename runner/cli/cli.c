@@ -822,6 +822,10 @@ static int run_cli(int argc, char **argv, cli_args *a)
 {
     if (parse_args(argc, argv, a) != 0)
         return SL_EXIT_USAGE;
+    if (a->version && a->npos > 0) {
+        sl_error("--version takes no arguments, got \"%s\" (hint: sluice --version)", a->pos[0]);
+        return SL_EXIT_USAGE;
+    }
     if (a->version) {
         printf("sluice %s\n", SL_VERSION);
         return SL_EXIT_OK;

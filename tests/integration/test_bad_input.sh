@@ -380,6 +380,16 @@ test_bad_usage() {
     assert_rc 2
     run_sluice --jobs "$T_DIR/no_such_dir" up
     assert_rc 2
+    # --version takes nothing after it, as the commands refuse extra arguments
+    run_sluice --version extra
+    assert_rc 2
+    assert_contains "$ERR" '--version takes no arguments, got "extra"' "stderr"
+    assert_eq "$OUT" "" "stdout"
+    run_sluice up --version
+    assert_rc 2
+    run_sluice --version
+    assert_rc 0
+    assert_contains "$OUT" "sluice " "stdout"
     assert_untouched
 }
 
