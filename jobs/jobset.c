@@ -76,9 +76,30 @@ static int check_name(const char *path, const char *name, sl_err *err)
     return 0;
 }
 
+/* A job's name must be one the commands can take: down reads "base" as
+ * every job and "-N" as the last N, and a name starting with '-' reads as
+ * an option, so such a job could run but never be rolled back by name. */
+static int check_addressable(const char *path, const char *name, sl_err *err)
+{
+    size_t stem = strlen(name) - 4; /* without ".sql" */
+    if (name[0] == '-')
+        sl_err_set(err,
+                   "%s: a job's name may not start with '-': down -N means the last N jobs, and the other commands "
+                   "read it as an option (hint: rename it, such as 0001_%.*s.sql)",
+                   path, (int)stem - 1, name + 1);
+    else if (stem == 4 && strncmp(name, "base", 4) == 0)
+        sl_err_set(err,
+                   "%s: a job may not be named \"base\": down base means every job (hint: rename it, such as "
+                   "0001_base.sql)",
+                   path);
+    else
+        return 0;
+    return -1;
+}
+
 static int load_one(const char *path, const char *name, sl_job *job, sl_err *err)
 {
-    if (check_name(path, name, err) != 0)
+    if (check_name(path, name, err) != 0 || check_addressable(path, name, err) != 0)
         return -1;
     return sl_job_load(path, job, err);
 }

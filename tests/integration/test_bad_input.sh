@@ -559,6 +559,35 @@ test_report_out_refused() {
     [[ -s $T_DIR/page.html ]] || fail "no page written"
 }
 
+# A job file whose name down cannot take (base: every job; -N: the last N; -x: an option) would run
+# and never be rolled back by name: refused when the jobs are read, naming the file, with a hint.
+test_unaddressable_job_names() {
+    make_table 300 "${TCOLS[@]}"
+    local name
+    for name in base -5 -x; do
+        rm -f "$JOBS"/*.sql
+        valid_job 0001_bump
+        valid_job "$name"
+        run_sluice up
+        assert_rc 2
+        assert_contains "$ERR" "$JOBS/$name.sql: a job" "stderr"
+        assert_contains "$ERR" "hint: rename it" "stderr"
+        assert_untouched
+    done
+    assert_contains "$ERR" "may not start with '-'" "stderr"
+    rm -f "$JOBS/-x.sql"
+    valid_job base
+    run_sluice plan 0001_bump
+    assert_rc 2
+    assert_contains "$ERR" 'may not be named "base": down base means every job' "stderr"
+    # names that only look like them are jobs as any other
+    rm -f "$JOBS/base.sql"
+    valid_job 0002_base
+    valid_job base2
+    run_sluice up
+    assert_rc 0
+}
+
 run_test "unknown command, option, argument: exit 2" test_bad_usage
 run_test "an empty --checkpoints or --jobs: exit 2" test_empty_checkpoints
 run_test "an empty or blank --db or --replica: exit 2" test_empty_db
@@ -566,6 +595,7 @@ run_test "SLUICE_CONNECT_TIMEOUT and SLUICE_RECONNECT_FOR sluice cannot read: ex
 run_test "a JOB argument with a '/', or empty, is refused by every command: exit 2" test_job_arg_with_slash
 run_test "report -o: not the job's checkpoint file, its companions or a job file; no missing directory" \
     test_report_out_refused
+run_test "job files named base.sql or -N.sql, which down cannot name: refused, exit 2" test_unaddressable_job_names
 run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
 run_test "a checkpoint file that cannot be created: exit 2 before the database is touched" \
     test_checkpoint_cannot_be_created
