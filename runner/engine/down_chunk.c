@@ -213,10 +213,14 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
  * fewer) one fitted to that many columns, so that the added columns keep
  * their values in rows put back by UPDATE and get their defaults in rows
  * put back by INSERT, and the hashes compare what the job saw. NULL with
- * w->err (a column dropped since, say). */
+ * w->err (a column dropped since, say, or the record's columns are not the
+ * table's first ones by name). */
 static const sl_undo_target *target_for(down_worker *w, const sl_snap *snap)
 {
     down_run *r = w->r;
+    /* prepare checked the oldest and newest records; one in between may name other columns */
+    if (sl_undo_check_saved_rows(&r->undo, snap, r->job->name, &w->err) != 0)
+        return NULL;
     size_t k = sl_undo_saved_fields(&r->undo, snap);
     if (k == 0 || k == r->undo.saved_fields)
         return &r->undo;

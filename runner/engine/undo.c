@@ -179,7 +179,15 @@ static void build_sql(sl_undo_target *t)
     free(written);
     free(hash);
     if (t->kind == SL_UNDO_SNAPSHOT_ALL) {
-        t->pre_sql = range_select(ks, ROW_ALIAS "::text", "", "");
+        /* ROW(a, b, ...)::text is row::text's very text, but of the columns the record names
+         * (sl_undo_record_bytes): a column dropped while up runs fails the chunk, one added is left out */
+        sl_buf b = {0};
+        sl_buf_adds(&b, "ROW(");
+        for (size_t i = 0; i < t->nfields; i++)
+            sl_buf_printf(&b, "%s" ROW_ALIAS ".%s", i ? ", " : "", t->field_cols[i]);
+        sl_buf_adds(&b, ")::text");
+        t->pre_sql = range_select(ks, b.data, "", "");
+        sl_buf_free(&b);
     } else if (t->kind == SL_UNDO_SNAPSHOT_COLS) {
         sl_buf b = {0};
         for (size_t i = 0; i < t->ncols; i++)
@@ -281,6 +289,12 @@ size_t sl_undo_saved_fields(const sl_undo_target *t, const sl_snap *snap)
 {
     if (t->kind != SL_UNDO_SNAPSHOT_ALL)
         return 0;
+    if (snap->ncols) {
+        size_t k = 0;
+        for (size_t i = 0; i < snap->ncols; i++)
+            k += !undo_is_lite(t) || !snap->col_generated[i];
+        return k;
+    }
     /* PostgreSQL: fields of a saved row's text, generated columns among them;
      * SQLite: the saved literals, one per column that is not generated */
     if (undo_is_lite(t))
@@ -300,8 +314,80 @@ static size_t fields_now(const sl_undo_target *t)
     return now;
 }
 
+/* "(a, b, c)" of n names; of a wide table the first few and the count,
+ * so that the message keeps room for its hint. malloc'd. */
+static char *name_list(char *const *names, size_t n)
+{
+    enum { SHOWN = 16 };
+    sl_buf b = {0};
+    sl_buf_addc(&b, '(');
+    for (size_t i = 0; i < n && i < SHOWN; i++)
+        sl_buf_printf(&b, "%s%s", i ? ", " : "", names[i]);
+    if (n > SHOWN)
+        sl_buf_printf(&b, ", ... %zu in all", n);
+    sl_buf_addc(&b, ')');
+    return sl_buf_take(&b);
+}
+
+/* Index of the column called name now, or -1. */
+static int field_now(const sl_undo_target *t, const char *name)
+{
+    for (size_t i = 0; i < t->nfields; i++)
+        if (same_name(t->ks, t->field_cols[i], name))
+            return (int)i;
+    return -1;
+}
+
+/* A record that names its columns (format 2): they must be the table's
+ * first columns now, by name, in their order, generated where they were;
+ * columns added since may follow. Anything else would put a saved value
+ * into a column of another name: SL_EREFUSED with err, before a row is
+ * read. Older records name none: their count is checked instead. */
+static int check_names(const sl_undo_target *t, const sl_snap *snap, const char *job, sl_err *err)
+{
+    size_t i = 0;
+    while (i < snap->ncols && i < t->nfields && same_name(t->ks, snap->cols[i], t->field_cols[i]) &&
+           !snap->col_generated[i] == !t->field_generated[i])
+        i++;
+    if (i == snap->ncols)
+        return 0;
+    const char *dropped = NULL;
+    for (size_t j = 0; j < snap->ncols && !dropped; j++)
+        if (field_now(t, snap->cols[j]) < 0)
+            dropped = snap->cols[j];
+    char *saved = name_list(snap->cols, snap->ncols), *now = name_list(t->field_cols, t->nfields);
+    sl_err_set(err, "%s: its rows were saved from the columns %s of %s, and it has %s now", job, saved, t->ks->table,
+               now);
+    free(saved);
+    free(now);
+    if (dropped) {
+        sl_err_append(err,
+                      "column %s was dropped since up ran; down puts saved values back only into the columns they "
+                      "came from, in the same order (columns added since may follow them)",
+                      dropped);
+        sl_err_append(err,
+                      "hint: add %s back where it was, with its type (ALTER TABLE ... ADD COLUMN puts it last: that "
+                      "is where it was only if it was last); or put the rows back by hand from %s; or leave the "
+                      "job as it is",
+                      dropped, SL_UNDO_TABLE);
+    } else {
+        sl_err_append(err,
+                      "column %s is not where it was when up ran (dropped and added back, or generated then and "
+                      "not now, or the reverse); down puts saved values back only into the columns they came from, "
+                      "in the same order",
+                      snap->cols[i]);
+        sl_err_append(err,
+                      "hint: a column cannot be moved back into place with ALTER TABLE: put the rows back by "
+                      "hand from %s, or leave the job as it is",
+                      SL_UNDO_TABLE);
+    }
+    return SL_EREFUSED;
+}
+
 int sl_undo_check_saved_rows(const sl_undo_target *t, const sl_snap *snap, const char *job, sl_err *err)
 {
+    if (t->kind == SL_UNDO_SNAPSHOT_ALL && check_names(t, snap, job, err) != 0)
+        return SL_EREFUSED;
     size_t k = sl_undo_saved_fields(t, snap), now = fields_now(t);
     if (k <= now)
         return 0;
@@ -321,6 +407,8 @@ int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *j
         return 0;
     int lite = undo_is_lite(t);
     size_t k = sl_undo_saved_fields(t, snap), now = fields_now(t);
+    if (check_names(t, snap, job, err) != 0)
+        return SL_EREFUSED;
     if (k == 0 || k == t->saved_fields)
         return 0;
     if (k > now)
@@ -474,6 +562,13 @@ char *sl_undo_record_bytes(const sl_undo_target *t, int64_t chunk_no, const sl_r
     snprintf(s.kind, sizeof s.kind, "%s", kind_tag(t->kind));
     s.nkey = t->ks->ncols;
     s.nvals = undo_saved_vals(t);
+    if (t->kind == SL_UNDO_SNAPSHOT_ALL) {
+        /* the columns the rows are saved from (pre_sql selects these, by name), for down to check
+         * that they are still there, in this order (check_names) */
+        s.ncols = t->nfields;
+        s.cols = t->field_cols;
+        s.col_generated = t->field_generated;
+    }
     /* the down way on PostgreSQL has no pre-image: xmin tells the rows written */
     merge_rows(&s, undo_is_lite(t), t->kind == SL_UNDO_DOWN && !undo_is_lite(t) ? NULL : pre, post);
     sl_buf blob = {0};

@@ -708,7 +708,7 @@ EOF
     thin=$(psql_q "select count(*) || md5(string_agg(u::text, ',' order by id)) from u")
     run_sluice down 0003_thin
     assert_rc 2
-    assert_contains "$ERR" "a column was dropped since up ran"
+    assert_contains "$ERR" "column y was dropped since up ran"
     assert_sql "select count(*) || md5(string_agg(u::text, ',' order by id)) from u" "$thin"
 }
 
@@ -763,8 +763,93 @@ EOF
     psql_q "alter table u drop column e"
     run_sluice down 0002_shout
     assert_rc 2
-    assert_contains "$ERR" "its rows were saved with 6 columns, and u has 5 now: a column was dropped since up ran"
+    assert_contains "$ERR" "its rows were saved from the columns (id, a, b, c, g, e) of u, and it has (id, a, b, c, g) now"
+    assert_contains "$ERR" "column e was dropped since up ran"
     assert_sql "select count(*) from u where b < 0" 299
+}
+
+# snapshot(*) records name the columns they saved. people_job JOB UP: t of 3000 people (n = id, so
+# that a value in the wrong column shows), and a snapshot(*) job JOB running UP, run. people_purged
+# ALTERS: that with a DELETE of every third row, then the ALTERs; TSUM is the table as down finds it.
+people_job() {
+    psql_q "create table t (id int primary key, first_name text, last_name text, full_name text, n int default 0);
+            insert into t select g, 'f' || g, 'l' || g, 'f' || g || ' l' || g, g from generate_series(1, 3000) g"
+    write_job "$1" <<EOF
+-- sluice:table t
+-- sluice:batch 500
+-- sluice:undo snapshot(*)
+-- sluice:up
+$2
+EOF
+    run_sluice up
+    assert_rc 0
+}
+
+people_purged() {
+    people_job 0001_purge "DELETE FROM t WHERE id BETWEEN :lo AND :hi AND id % 3 = 0;"
+    psql_q "$1"
+    TSUM=$(table_sum)
+}
+
+# A column dropped and another added since up: the saved values would land one column to the left
+# (last_name = 'f3'). Refused, exit 2, naming the columns; the table untouched.
+test_snapshot_all_dropped_and_added() {
+    people_purged "alter table t drop column first_name; alter table t add column email text"
+    run_sluice down 0001_purge
+    assert_rc 2
+    assert_contains "$ERR" "0001_purge: its rows were saved from the columns (id, first_name, last_name, full_name, n) of t, and it has (id, last_name, full_name, n, email) now"
+    assert_contains "$ERR" "column first_name was dropped since up ran"
+    assert_contains "$ERR" "hint: add first_name back where it was"
+    assert_eq "$(table_sum)" "$TSUM" "table after the refused down"
+    assert_eq "$(state_of 0001_purge)" done "state after the refused down"
+}
+
+# Dropped one, added two: the count passes for "columns added since", the names do not.
+test_snapshot_all_dropped_one_added_two() {
+    people_purged "alter table t drop column first_name; alter table t add column email text, add column phone text"
+    run_sluice down 0001_purge
+    assert_rc 2
+    assert_contains "$ERR" "and it has (id, last_name, full_name, n, email, phone) now"
+    assert_contains "$ERR" "column first_name was dropped since up ran"
+    assert_eq "$(table_sum)" "$TSUM" "table after the refused down"
+}
+
+# Dropped and added back: ADD COLUMN puts it last, not where it was. Refused.
+test_snapshot_all_dropped_and_added_back() {
+    people_purged "alter table t drop column first_name; alter table t add column first_name text"
+    run_sluice down 0001_purge
+    assert_rc 2
+    assert_contains "$ERR" "and it has (id, last_name, full_name, n, first_name) now"
+    assert_contains "$ERR" "column first_name is not where it was when up ran"
+    assert_contains "$ERR" "hint: a column cannot be moved back into place with ALTER TABLE"
+    assert_eq "$(table_sum)" "$TSUM" "table after the refused down"
+}
+
+# The last column dropped and added back is where it was: down puts the rows back, n and all.
+test_snapshot_all_last_column_back() {
+    people_purged "alter table t drop column n; alter table t add column n int default 0"
+    run_sluice down 0001_purge
+    assert_rc 0
+    assert_sql "select count(*), count(*) filter (where n = id), count(*) filter (where n = 0),
+                count(*) filter (where first_name = 'f' || id and last_name = 'l' || id) from t" "3000|1000|2000|3000"
+}
+
+# An UPDATE job: the rows' hashes would not match (every row "changed by someone else") and
+# overwrite would write every value shifted. Refused either way.
+test_snapshot_all_update_dropped_and_added() {
+    people_job 0001_shout "UPDATE t SET full_name = upper(full_name) WHERE id BETWEEN :lo AND :hi;"
+    psql_q "alter table t drop column first_name; alter table t add column email text"
+    local tsum
+    tsum=$(table_sum)
+    run_sluice down 0001_shout
+    assert_rc 2
+    assert_contains "$ERR" "column first_name was dropped since up ran"
+    assert_not_contains "$ERR" "changed by someone else"
+    run_sluice down 0001_shout --on-conflict overwrite
+    assert_rc 2
+    assert_contains "$ERR" "column first_name was dropped since up ran"
+    assert_eq "$(table_sum)" "$tsum" "table after the refused downs"
+    assert_sql "select count(*) from t where full_name = upper('f' || id || ' l' || id)" 3000
 }
 
 run_test "refused: pending job, missing checkpoint, unknown job, -N too far, bad --on-conflict" test_refuse_pending_and_missing
@@ -783,4 +868,12 @@ run_test "snapshot(*) after columns were added (their defaults and values kept) 
     test_snapshot_all_after_columns_changed
 run_test "snapshot(*) with columns added while up ran: each chunk put back with the columns it saved" \
     test_snapshot_all_columns_added_mid_run
+run_test "snapshot(*): a column dropped and one added since up: refused, the table untouched" \
+    test_snapshot_all_dropped_and_added
+run_test "snapshot(*): a column dropped and two added since up: refused" test_snapshot_all_dropped_one_added_two
+run_test "snapshot(*): a column dropped and added back (last) since up: refused" \
+    test_snapshot_all_dropped_and_added_back
+run_test "snapshot(*): the last column dropped and added back since up: put back" test_snapshot_all_last_column_back
+run_test "snapshot(*) of an UPDATE job, a column dropped and one added since up: refused, overwrite too" \
+    test_snapshot_all_update_dropped_and_added
 t_done

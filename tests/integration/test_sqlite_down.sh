@@ -513,7 +513,82 @@ EOF
     sq "alter table u drop column e"
     run_sluice down 0002_shout
     assert_rc 2
-    assert_contains "$ERR" "a column was dropped since up ran"
+    assert_contains "$ERR" 'column "e" was dropped since up ran'
+}
+
+# snapshot(*) records name the columns they saved (SQLite's own: a literal per column). sq_people_job
+# JOB UP: t of 3000 people (n = id), a snapshot(*) job JOB running UP, run. sq_people_purged ALTERS:
+# that with a DELETE of every third row, then the ALTERs (one statement per line); TSUM the table after.
+sq_people_job() {
+    sq_init
+    sq "create table t (id integer primary key, first_name text, last_name text, full_name text, n int default 0)"
+    sq_fill t 3000
+    sq "update t set first_name = 'f' || id, last_name = 'l' || id, full_name = 'f' || id || ' l' || id, n = id"
+    write_job "$1" <<EOF
+-- sluice:table t
+-- sluice:batch 500
+-- sluice:undo snapshot(*)
+-- sluice:up
+$2
+EOF
+    run_sluice up
+    assert_rc 0
+}
+
+sq_people_purged() {
+    sq_people_job 0001_purge "DELETE FROM t WHERE id BETWEEN :lo AND :hi AND id % 3 = 0;"
+    sq "$1"
+    TSUM=$(sq_sum t)
+}
+
+# Dropped one, added one: refused, exit 2, naming the columns; the table untouched.
+test_snapshot_all_dropped_and_added() {
+    sq_people_purged "alter table t drop column first_name; alter table t add column email text"
+    run_sluice down 0001_purge
+    assert_rc 2
+    assert_contains "$ERR" 'its rows were saved from the columns ("id", "first_name", "last_name", "full_name", "n") of "t", and it has ("id", "last_name", "full_name", "n", "email") now'
+    assert_contains "$ERR" 'column "first_name" was dropped since up ran'
+    assert_eq "$(sq_sum t)" "$TSUM" "table after the refused down"
+    assert_eq "$(state_of 0001_purge)" done "state after the refused down"
+}
+
+# Dropped one, added two; and dropped one and added it back (last): refused. The last column dropped
+# and added back is where it was: put back.
+test_snapshot_all_dropped_then_added() {
+    sq_people_purged "alter table t drop column first_name; alter table t add column email text; alter table t add column phone text"
+    run_sluice down 0001_purge
+    assert_rc 2
+    assert_contains "$ERR" 'column "first_name" was dropped since up ran'
+    assert_eq "$(sq_sum t)" "$TSUM" "table after the refused down"
+    sq "alter table t drop column email; alter table t drop column phone; alter table t add column first_name text"
+    TSUM=$(sq_sum t)
+    run_sluice down 0001_purge
+    assert_rc 2
+    assert_contains "$ERR" 'column "first_name" is not where it was when up ran'
+    assert_eq "$(sq_sum t)" "$TSUM" "table after the refused down"
+}
+
+test_snapshot_all_last_column_back() {
+    sq_people_purged "alter table t drop column n; alter table t add column n int default 0"
+    run_sluice down 0001_purge
+    assert_rc 0
+    assert_sq "select count(*), sum(n = id), sum(n = 0), sum(first_name = 'f' || id and last_name = 'l' || id) from t" \
+        "3000|1000|2000|3000"
+}
+
+# An UPDATE job: refused, --on-conflict overwrite too, rather than writing every value shifted.
+test_snapshot_all_update_dropped_and_added() {
+    sq_people_job 0001_shout "UPDATE t SET full_name = upper(full_name) WHERE id BETWEEN :lo AND :hi;"
+    sq "alter table t drop column first_name; alter table t add column email text"
+    local tsum
+    tsum=$(sq_sum t)
+    run_sluice down 0001_shout
+    assert_rc 2
+    assert_contains "$ERR" 'column "first_name" was dropped since up ran'
+    assert_not_contains "$ERR" "changed by someone else"
+    run_sluice down 0001_shout --on-conflict overwrite
+    assert_rc 2
+    assert_eq "$(sq_sum t)" "$tsum" "table after the refused downs"
 }
 
 run_test "SIGINT during down exits 3, rolling_back; down again finishes" test_sigint_down
@@ -521,4 +596,11 @@ run_test "plan says how the job rolls back" test_plan_says_how
 run_test "snapshot(*) after columns were added or dropped" test_snapshot_all_after_columns_changed
 run_test "sqlite: snapshot(*) with a column added while up was stopped: each chunk put back with its columns" \
     test_snapshot_all_columns_added_mid_run
+run_test "sqlite: snapshot(*), a column dropped and one added since up: refused, the table untouched" \
+    test_snapshot_all_dropped_and_added
+run_test "sqlite: snapshot(*), a column dropped and two added, or added back last: refused" \
+    test_snapshot_all_dropped_then_added
+run_test "sqlite: snapshot(*), the last column dropped and added back: put back" test_snapshot_all_last_column_back
+run_test "sqlite: snapshot(*) of an UPDATE job, a column dropped and one added: refused, overwrite too" \
+    test_snapshot_all_update_dropped_and_added
 t_done

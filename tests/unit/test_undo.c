@@ -261,6 +261,45 @@ static void test_snap_codec(void)
     CHECK(!decodes("\x01\x02\x00\x03\x00\x01\x01\x00\x01\x01", 10));
 }
 
+/* snapshot(*) records name their columns (format 2); those of format 1 have none and still read. */
+static void test_snap_names(void)
+{
+    sl_buf blob = {0};
+    sl_snap snap;
+    snap_init(&snap, 1, 1);
+    char id[] = "id", first[] = "\"First\"", g[] = "g";
+    char *names[] = {id, first, g};
+    int generated[] = {0, 0, 1};
+    snap.ncols = 3;
+    snap.cols = names;
+    snap.col_generated = generated;
+    snap_add(&snap, (const char *[]){"1"}, (const char *[]){"(1,a,2)"}, 0, 0);
+    check_round_trip(&snap, &blob);
+    CHECK(blob.len > 3 && blob.data[0] == 2);
+    sl_snap back = {0};
+    CHECK(decode_exact(blob.data, blob.len, &back) == 0);
+    CHECK(back.ncols == 3 && back.col_generated[2] == 1 && back.col_generated[1] == 0);
+    CHECK_STR(back.cols[1], "\"First\"");
+    sl_snap_free(&back);
+    /* format 2: 1 key, 1 value, 1 column "a" (0x61) not generated, no rows */
+    CHECK(decodes("\x02\x01\x01\x01\x02\x61\x00\x00", 8));
+    CHECK(!decodes("\x02\x01\x01\x01\x02\x61\x02\x00", 8)); /* generated is 0 or 1 */
+    CHECK(!decodes("\x02\x01\x01\x00\x00", 5));             /* no columns: the encoder writes format 1 */
+    CHECK(!decodes("\x02\x01\x01\x01\x00\x00\x00", 7));     /* a NULL name */
+    CHECK(!decodes("\x02\x01\x01\x01\x02\x61", 6));         /* cut short */
+    CHECK(!decodes("\x03\x01\x00\x00", 4));                 /* a format no encoder wrote */
+    CHECK(decode_exact("\x01\x01\x00\x00", 4, &back) == 0 && back.ncols == 0 && !back.cols);
+    sl_snap_free(&back);
+    for (size_t r = 0; r < snap.nrows; r++) { /* the names are the test's */
+        free(snap.rows[r].key[0]);
+        free(snap.rows[r].key);
+        free(snap.rows[r].vals[0]);
+        free(snap.rows[r].vals);
+    }
+    free(snap.rows);
+    sl_buf_free(&blob);
+}
+
 static void test_snap_empty(void)
 {
     sl_buf blob = {0};
@@ -1404,6 +1443,7 @@ int main(void)
 {
     RUN(test_snap_codec);
     RUN(test_snap_empty);
+    RUN(test_snap_names);
     RUN(test_snap_null_and_empty);
     RUN(test_snap_binary_utf8_long);
     RUN(test_snap_many_rows);

@@ -7,7 +7,10 @@
  * saved columns for snapshot(COL, ...)) as the job left it, which tells
  * `down` whether someone changed it since. On SQLite keys and values are
  * quote() literals and snapshot(*) saves one per column. Rows the chunk did
- * not write are left out. The
+ * not write are left out. A snapshot(*) record also names the table's
+ * columns its rows were saved from, in their order (records of format 1,
+ * written before, have none): `down` puts values back only into the
+ * columns they came from. The
  * record is written in the chunk's own transaction, so a committed chunk
  * always has one and a chunk that rolled back has none. */
 #ifndef SLUICE_SNAPSHOT_H
@@ -30,6 +33,12 @@ typedef struct sl_snap {
     size_t nkey, nvals;
     size_t nrows;
     sl_snap_row *rows; /* in the order they were captured (the key's index order) */
+    /* snapshot(*): the table's columns when the rows were saved, in the
+     * rows' order, generated ones included (SQLite saves no value for
+     * those); ncols 0 in older records and for other kinds */
+    size_t ncols;
+    char **cols;        /* quoted names, as sl_undo_target's field_cols */
+    int *col_generated; /* 1 for a generated column */
 } sl_snap;
 
 void sl_snap_free(sl_snap *snap);

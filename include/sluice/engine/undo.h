@@ -32,7 +32,8 @@ typedef struct sl_undo_target {
     /* snapshot(*): every column of the table now, and how many a saved row
      * holds: on PostgreSQL the row type's text has a field per column,
      * generated ones too; on SQLite a literal per column that is not
-     * generated. Columns added since up come last (sl_undo_fit_saved_rows). */
+     * generated. Columns added since up come last (sl_undo_fit_saved_rows);
+     * snapshot(*) records name the columns they saved (snapshot.h). */
     size_t nfields;       /* the table's columns now, generated ones included */
     size_t saved_fields;  /* what a saved row holds: all of them, or fewer (columns added since up) */
     char **field_cols;    /* nfields quoted names, in the row's order */
@@ -49,22 +50,27 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
                     sl_err *err) SL_MUSTCHECK;
 void sl_undo_target_free(sl_undo_target *t);
 
-/* snapshot(*), before `down` reads any row: fit t to rows saved as snap (a
- * record of the job, read with sl_undo_record_read) has them. With fewer
- * columns than the table has now (columns were added since up ran), t
- * restores and compares the ones they hold only: the added columns keep
- * their values in rows put back by UPDATE and get their defaults in rows put
- * back by INSERT. More (a column was dropped) cannot be matched to columns:
- * SL_EREFUSED with err. 0 otherwise (nothing to do for other kinds). It says
- * what it does unless *said, and sets *said. */
 /* snapshot(*): how many columns the rows of snap were saved with (0 when
- * it tells nothing: no row saved, another kind). */
+ * it tells nothing: an older record with no row saved, another kind). */
 size_t sl_undo_saved_fields(const sl_undo_target *t, const sl_snap *snap);
 
-/* snapshot(*): SL_EREFUSED with err when the rows of snap were saved with
- * more columns than the table has now (one was dropped since), else 0. */
+/* snapshot(*): SL_EREFUSED with err, naming the columns saved and the
+ * table's now, when the rows of snap cannot be put back into the columns
+ * they came from: the record names its columns (snapshot.h) and they are
+ * not the table's first ones now, by name and in order (one was dropped,
+ * or dropped and added back last); or, in an older record without names,
+ * the rows hold more columns than the table has now. Else 0. */
 int sl_undo_check_saved_rows(const sl_undo_target *t, const sl_snap *snap, const char *job, sl_err *err) SL_MUSTCHECK;
 
+/* snapshot(*), before `down` reads any row: fit t to rows saved as snap (a
+ * record of the job, read with sl_undo_record_read) has them. With fewer
+ * columns than the table has now (columns were added since up ran, after
+ * the saved ones), t restores and compares the ones they hold only: the
+ * added columns keep their values in rows put back by UPDATE and get their
+ * defaults in rows put back by INSERT. Rows that sl_undo_check_saved_rows
+ * refuses are refused the same way (SL_EREFUSED with err). 0 otherwise
+ * (nothing to do for other kinds). It says what it does unless *said, and
+ * sets *said. */
 int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *job, int *said,
                            sl_err *err) SL_MUSTCHECK;
 
@@ -159,9 +165,12 @@ void sl_undo_plan_print(sl_session *sess, const sl_job *job, const sl_keyspec *k
  * DELETE of the walked table that a foreign key carries on (ON DELETE
  * CASCADE, SET NULL, SET DEFAULT), is refused (SL_EREFUSED, err naming the
  * statement, the table or key, and what to do); an INSERT into another table
- * gives *warnings (NULL, or a NULL-terminated array of
- * lines; the caller frees each and the array). 0 for other undo kinds and on
- * SQLite; -1 on error. */
+ * gives *warnings (NULL, or a NULL-terminated array of lines; the caller
+ * frees each and the array). These plans are read for snapshot jobs on
+ * PostgreSQL only. On both databases and for every undo kind, the columns
+ * the UPDATEs assign (sl_stmt_updates) are checked too: a key column of the
+ * walked table is refused with a snapshot and a warning without one; a
+ * column snapshot(COL, ...) does not save is refused. -1 on error. */
 int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char ***warnings,
                         sl_err *err) SL_MUSTCHECK;
 
