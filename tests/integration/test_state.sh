@@ -674,6 +674,65 @@ EOF
     assert_sql "select (select state from ta.sluice_jobs), (select state from tb.sluice_jobs)" "done|done"
 }
 
+# sluice's tables in a schema the owner role cannot read (README "Roles"): role lo ran the job with
+# search_path sl; the owner, with no checkpoint and its own search_path, must not create its own set of
+# tables and run the job again. It cannot read lo's record, so it is refused, naming the schema; once it
+# may read it, the refusal is the one for a readable record. A tenant's schema whose role cannot read
+# the job's table does not stop another tenant's run.
+test_search_path_unreadable() {
+    local lo="${T_DB}_lo" lo_url
+    make_app_role
+    psql_q "do \$\$ begin create role $lo login password 'lo-pw'; exception when duplicate_object then null; end \$\$"
+    psql_q "revoke create on schema public from public;
+            create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 300);
+            alter table t owner to sl_app; grant select, update on t to $lo; create schema sl authorization $lo"
+    lo_url="postgresql://$lo:lo-pw@${SLUICE_DB#*@}"
+    bump_job 0001_bump 100
+    run_sluice --db "$lo_url?options=-csearch_path%3Dsl,public" up
+    assert_rc 0
+    assert_sql "select to_regclass('sl.sluice_jobs') is not null, to_regclass('public.sluice_jobs') is null" "t|t"
+    rm -rf "$CKPT"
+    run_sluice --db "$APP_DB" up
+    assert_rc 2
+    assert_contains "$ERR" "0001_bump: schema sl holds sluice's tables, which role sl_app cannot read (no USAGE on the schema)"
+    assert_contains "$ERR" "$lo may write them and read the job's table: sluice cannot tell whether the job already ran there"
+    assert_contains "$ERR" "hint: GRANT USAGE ON SCHEMA sl TO sl_app and GRANT SELECT ON sl.sluice_jobs TO sl_app"
+    assert_contains "$ERR" "options=-csearch_path=sl"
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_sql "select to_regclass('public.sluice_jobs') is null" t # refused before anything was made
+    psql_q "grant usage on schema sl to sl_app"
+    run_sluice --db "$APP_DB" up
+    assert_rc 2
+    assert_contains "$ERR" "which role sl_app cannot read (no SELECT on its sluice_jobs)"
+    psql_q "grant select on sl.sluice_jobs to sl_app"
+    run_sluice --db "$APP_DB" up
+    assert_rc 2
+    assert_contains "$ERR" "sluice's tables in schema sl record this job as done, on the same table"
+    assert_sql "select min(n), max(n) from t" "1|1"
+    assert_sql "select to_regclass('public.sluice_jobs') is null" t
+
+    # a tenant: lo keeps its own tables and table in sl, and may not read the owner's u
+    psql_q "create table u (id int primary key, n int not null default 0);
+            insert into u (id) select generate_series(1, 200); alter table u owner to sl_app;
+            create table sl.u (id int primary key, n int not null default 0);
+            insert into sl.u (id) select generate_series(1, 100); alter table sl.u owner to $lo;
+            revoke usage on schema sl from sl_app"
+    write_job 0002_tenant <<'EOF'
+-- sluice:table u
+-- sluice:batch 100
+-- sluice:up
+UPDATE u SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --checkpoints "$T_DIR/ck_lo" --db "$lo_url?options=-csearch_path%3Dsl" up 0002_tenant
+    assert_rc 0
+    run_sluice --checkpoints "$T_DIR/ck_app" --db "$APP_DB" up 0002_tenant
+    assert_rc 0
+    assert_sql "select (select min(n) || '-' || max(n) from sl.u), (select min(n) || '-' || max(n) from public.u)" \
+        "1-1|1-1"
+    psql_q "drop owned by $lo; drop role $lo"
+}
+
 # A job's name is its file's name: the same file under a new name (renumbered) is not a new job to run again.
 test_renamed_job_file() {
     setup_bump_ab 300 100
@@ -794,5 +853,7 @@ run_test "a role that may create nothing: refused until an owner made the tables
     test_role_without_create
 run_test "a changed search_path finds no record of a job that ran: refused, naming the schema; tenants apart" \
     test_search_path_moved
+run_test "sluice's tables in a schema this role cannot read: refused, naming the schema; a tenant apart runs" \
+    test_search_path_unreadable
 run_test "a job file renamed after it ran (or was stamped) is refused under its new name" test_renamed_job_file
 t_done

@@ -71,9 +71,11 @@ int sl_schema_job_names(sl_session *sess, char ***names, size_t *n, sl_err *err)
  * (not the one this connection's search_path finds or would create them in)
  * record the job as run on the same table. A changed search_path (another
  * role, a pooler's setting, a URL's options) would otherwise start it again
- * from nothing, its chunks done twice. 0 when not (or on SQLite);
- * SL_EREFUSED with err naming both schemas and ending with so (what would
- * follow); -1 on error. */
+ * from nothing, its chunks done twice. A set this role cannot read counts
+ * as recording it when a role that may write its sluice_jobs may read the
+ * job's table: whether it ran there cannot be told. 0 when not (or on
+ * SQLite); SL_EREFUSED with err naming the schema(s) and ending with so
+ * (what would follow); -1 on error. */
 int sl_schema_job_elsewhere(sl_session *sess, const char *job, const char *table, const char *so,
                             sl_err *err) SL_MUSTCHECK;
 
