@@ -238,6 +238,66 @@ static int read_tuple(const sl_answer *ans, int from, size_t n, up_key *t)
     return 1;
 }
 
+/* sluice_jobs.walk_end was changed by hand (why, malloc'd; count: its
+ * elements as the database counts them): refused, as resuming with it
+ * would end the walk somewhere it never ended. */
+static int end_refused(up_run *r, char *why, const char *count)
+{
+    char *end = r->run.row.walk_end;
+    if (!why[0]) {
+        free(why);
+        why = sl_asprintf("it holds %s value%s, and the job's key has %zu column%s", count ? count : "no",
+                          count && strcmp(count, "1") == 0 ? "" : "s", r->info.ks.ncols,
+                          r->info.ks.ncols == 1 ? "" : "s");
+    }
+    sl_err_set(&r->err, "%s: where its walk ends, " SL_JOBS_TABLE ".walk_end = %s, cannot be: %s", r->job->name,
+               end ? end : "NULL", why);
+    sl_err_append(&r->err,
+                  "hint: was it changed by hand? It is the key's last value when the job's first chunk ran: put "
+                  "it back; or roll the job back with `sluice down %s`, then run it again",
+                  r->job->name);
+    free(why);
+    up_key_free(&r->end);
+    r->has_end = 0;
+    return SL_EREFUSED;
+}
+
+/* The recorded end is a value of the key at or after the walk's position
+ * (a walk never goes past its end). */
+static int end_behind(up_run *r)
+{
+    size_t n = r->info.ks.ncols;
+    const char *params[2 * SL_MAX_KEY_COLS];
+    for (size_t i = 0; i < n; i++) {
+        params[i] = r->end.v[i];
+        params[n + i] = r->last.v[i];
+    }
+    char *end = sl_keys_placeholder_sql(&r->info.ks, 1), *last = sl_keys_placeholder_sql(&r->info.ks, 1 + (int)n);
+    char *sql = sl_asprintf("SELECT %s >= %s", end, last);
+    free(end);
+    free(last);
+    sl_answer ans;
+    int rc = sl_session_exec1(r->sess, sql, 2 * (int)n, params, &ans);
+    free(sql);
+    if (rc != 0) {
+        sl_err_set(&r->err, "%s: cannot read its progress: connection lost", r->job->name);
+        return -1;
+    }
+    if (!ans.ok && !ans.conn_lost) {
+        char *why = sl_asprintf("it is not a value of the key (%s)", ans.error);
+        sl_answer_free(&ans);
+        return end_refused(r, why, NULL);
+    }
+    int ahead = ans.ok && sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
+    int lost = !ans.ok;
+    sl_answer_free(&ans);
+    if (lost) {
+        sl_err_set(&r->err, "%s: cannot read its progress: connection lost", r->job->name);
+        return -1;
+    }
+    return ahead ? 0 : end_refused(r, sl_strdup("it is before the last committed chunk's :hi"), NULL);
+}
+
 /* The end of the walk: the one the job began with, or (no chunk yet) the
  * key's last value now. None with end follow. */
 static int load_end(up_run *r)
@@ -250,17 +310,21 @@ static int load_end(up_run *r)
     sl_answer ans;
     if (r->has_last && r->run.row.walk_end) {
         sl_buf b = {0};
-        sl_buf_adds(&b, "SELECT 1");
+        sl_buf_adds(&b, sl_session_is(r->sess, SL_DIALECT_SQLITE) ? "SELECT json_array_length(walk_end)"
+                                                                  : "SELECT cardinality(walk_end)");
         sl_session_add_key_elems(r->sess, &b, "walk_end", n);
         sl_buf_adds(&b, " FROM " SL_JOBS_TABLE " WHERE job = $1");
         int rc = read_job(r, b.data, &ans);
         sl_buf_free(&b);
         if (rc != 0)
             return -1;
+        char *count = sl_answer_val(&ans, 0, 0, 0) ? sl_strdup(sl_answer_val(&ans, 0, 0, 0)) : NULL;
+        int whole = count && strtoll(count, NULL, 10) == (long long)n;
         r->has_end = read_tuple(&ans, 1, n, &r->end);
         sl_answer_free(&ans);
-        if (r->has_end)
-            return 0;
+        rc = !whole || !r->has_end ? end_refused(r, sl_strdup(""), count) : end_behind(r);
+        free(count);
+        return rc;
     }
     char *sql = sl_keys_last_sql(&r->info.ks);
     sl_query q = {sql, 0, NULL, 0};

@@ -281,6 +281,37 @@ EOF
     assert_sql "select count(*) from sluice_progress where job = '0001_x'" 5
 }
 
+# Where the walk ends is recorded in sluice_jobs.walk_end when the first chunk runs. Changed by hand
+# (more values than the key has columns, a value of another type, an end before the chunks already
+# done), it is refused with exit 2 and nothing changes; put back, the job finishes exactly once.
+test_walk_end_edited_by_hand() {
+    make_table 2000
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 50ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    stop_up_after 0001_bump 1000
+    local end before bad
+    end=$(psql_q "select walk_end::text from sluice_jobs where job = '0001_bump'")
+    assert_eq "$end" "{2000}" "walk_end"
+    before=$(progress 0001_bump)
+    for bad in '{1,2}:["1","2"]' '{abc}:["abc"]' '{5}:["5"]' '{}:[]'; do
+        psql_q "update sluice_jobs set walk_end = '${bad%%:*}' where job = '0001_bump'"
+        run_sluice up
+        assert_rc 2
+        assert_contains "$ERR" "sluice_jobs.walk_end = ${bad#*:}, cannot be"
+        assert_contains "$ERR" "changed by hand"
+        assert_eq "$(progress 0001_bump)" "$before" "progress after the refusal of walk_end $bad"
+    done
+    psql_q "update sluice_jobs set walk_end = '$end' where job = '0001_bump'"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "2000|0"
+}
+
 # A job with a way back reads the rows its chunk wrote by a bitmap scan: index scans are off from
 # that read to the COMMIT, for sluice's own statements only. The up statements (the next chunk's on
 # the same connection too) and the down section see the session's own setting.
@@ -670,6 +701,8 @@ run_test "second up after done changes nothing" test_second_up_is_noop
 run_test "SIGINT stops with exit 3, up resumes exactly once" test_resume_after_sigint
 run_test "standard_conforming_strings off for the database: on in sluice's sessions, each chunk its own rows" \
     test_standard_strings_whatever_the_database_says
+run_test "sluice_jobs.walk_end changed by hand: refused, exit 2, nothing changed; put back, every row once" \
+    test_walk_end_edited_by_hand
 run_test "SIGTERM stops with exit 3 too" test_sigterm_stops_too
 run_test "a chunk failing at COMMIT fails the job, nothing of it kept; resume exactly once" test_commit_failure
 run_test "a COMMIT retried after 40001, with snapshot undo; down restores" test_commit_retried_with_snapshot
