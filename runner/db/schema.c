@@ -413,6 +413,50 @@ static const char pg_other_sets_sql[] =
     "  WHERE o.x::text <> '') s"
     " ORDER BY s.nspname";
 
+/* The other sets of sluice's tables this role cannot read (no USAGE on the
+ * schema, or no SELECT on its sluice_jobs): pg_class and pg_namespace are
+ * readable by every role, the rows are not. Such a set counts only when a
+ * role that could have run the job there exists: one that may write its
+ * sluice_jobs and read the job's table ($1) (the job's table not found: any
+ * such role). Superusers may do anything, so only the owner of the tables
+ * among them counts: otherwise a schema per tenant, each role blind to the
+ * others', would refuse every tenant's first run. Per row: the schema, its
+ * quoted name, whether the schema is what is out of reach (else the table),
+ * those roles, and this role. */
+static const char pg_unreadable_sets_sql[] =
+    "SELECT o.nspname, quote_ident(o.nspname), NOT o.usage, o.writers, current_user"
+    " FROM (SELECT n.nspname, has_schema_privilege(n.oid, 'USAGE') AS usage,"
+    "  (SELECT string_agg(quote_ident(r.rolname), ', ' ORDER BY r.rolname) FROM pg_roles r"
+    "    WHERE (NOT r.rolsuper OR r.oid = c.relowner) AND has_schema_privilege(r.oid, n.oid, 'USAGE')"
+    "     AND has_table_privilege(r.oid, c.oid, 'INSERT, UPDATE')"
+    "     AND (to_regclass($1) IS NULL OR has_any_column_privilege(r.oid, to_regclass($1), 'SELECT'))) AS writers"
+    "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    "  WHERE c.relname = '" SL_JOBS_TABLE "' AND c.relkind IN ('r', 'p')"
+    "   AND c.oid IS DISTINCT FROM to_regclass('" SL_JOBS_TABLE "') AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
+    "   AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))) o"
+    " WHERE o.writers IS NOT NULL ORDER BY o.nspname";
+
+/* Refuse for the first set of sluice's tables in ans' result res that this
+ * role cannot read: it cannot tell whether the job ran there. */
+static int refuse_unreadable(const sl_answer *ans, size_t res, const char *job, const char *so, sl_err *err)
+{
+    if (ans->results[res].nrows == 0)
+        return 0;
+    const char *schema = sl_answer_val(ans, res, 0, 0), *quoted = sl_answer_val(ans, res, 0, 1);
+    int no_usage = sl_answer_true(sl_answer_val(ans, res, 0, 2));
+    const char *writers = sl_answer_val(ans, res, 0, 3), *me = sl_answer_val(ans, res, 0, 4);
+    sl_err_set(err,
+               "%s: schema %s holds sluice's tables, which role %s cannot read (%s), and %s may write them and "
+               "read the job's table: sluice cannot tell whether the job already ran there: %s",
+               job, schema, me, no_usage ? "no USAGE on the schema" : "no SELECT on its " SL_JOBS_TABLE, writers, so);
+    sl_err_append(err,
+                  "hint: GRANT USAGE ON SCHEMA %s TO %s and GRANT SELECT ON %s." SL_JOBS_TABLE " TO %s, so that "
+                  "sluice can read the job's record there; or connect with search_path %s "
+                  "(options=-csearch_path=%s in the URL), so that both roles share that one set of tables",
+                  quoted, me, quoted, me, quoted, quoted);
+    return SL_EREFUSED;
+}
+
 int sl_schema_job_elsewhere(sl_session *sess, const char *job, const char *table, const char *so, sl_err *err)
 {
     if (lite(sess))
@@ -422,9 +466,10 @@ int sl_schema_job_elsewhere(sl_session *sess, const char *job, const char *table
         {"SELECT set_config('sluice.job', $1, true)", 1, p_job, 0},
         {pg_here_sql, 1, p_table, 0},
         {pg_other_sets_sql, 0, NULL, 0},
+        {pg_unreadable_sets_sql, 1, p_table, 0},
     };
     sl_answer ans;
-    int rc = sl_session_exec_readonly(sess, q, 3, &ans);
+    int rc = sl_session_exec_readonly(sess, q, 4, &ans);
     if (rc != 0 || !ans.ok) {
         sl_err_set(err, "cannot look for the job in sluice's tables of other schemas on %s: %s",
                    sl_session_display(sess), ans.error ? ans.error : "not connected");
@@ -456,6 +501,8 @@ int sl_schema_job_elsewhere(sl_session *sess, const char *job, const char *table
                       schema, quoted);
         rc = SL_EREFUSED;
     }
+    if (rc == 0)
+        rc = refuse_unreadable(&ans, 3, job, so, err);
     sl_answer_free(&ans);
     return rc;
 }
