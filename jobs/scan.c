@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Scanner state over one piece of text. Positions are byte offsets. */
 typedef struct scanner {
@@ -464,4 +465,253 @@ int sl_stmt_explainable(const sl_stmt *stmt)
         if (strcmp(word, kinds[i]) == 0)
             return 1;
     return 0;
+}
+
+/* ---- the columns UPDATEs assign (sl_stmt_updates) ---- */
+
+/* A token of a statement: a word, a "quoted identifier", a literal (string,
+ * dollar quote, number) or one character of punctuation. depth counts the
+ * parentheses and brackets around it; a '(' or '[' and its closing partner
+ * both have the depth outside them. */
+typedef struct tok {
+    size_t start, end;
+    int line;
+    int depth;
+    char kind; /* 'w' word, 'q' quoted identifier, 'l' literal, 'p' punctuation */
+} tok;
+
+typedef struct toks {
+    const char *text;
+    tok *v;
+    size_t n, cap;
+} toks;
+
+static void tokenize(const sl_stmt *stmt, toks *ts)
+{
+    sl_err ignored;
+    scanner sc = {.path = "", .text = stmt->text, .len = strlen(stmt->text), .pos = 0, .line = stmt->line};
+    int depth = 0, is_comment;
+    ts->text = stmt->text;
+    while (sc.pos < sc.len) {
+        unsigned char c = at(&sc, sc.pos);
+        if (isspace(c)) {
+            advance(&sc, 1);
+            continue;
+        }
+        tok t = {.start = sc.pos, .line = sc.line, .depth = depth, .kind = 'p'};
+        int r = skip_quoted(&sc, &is_comment, &ignored);
+        if (r < 0)
+            break; /* sl_sql_split saw the statement whole: cannot happen */
+        if (r > 0 && is_comment)
+            continue;
+        if (r > 0) {
+            t.kind = c == '"' ? 'q' : 'l';
+        } else if (is_ident_start(c) || isdigit(c)) {
+            t.kind = is_ident_start(c) ? 'w' : 'l';
+            while (sc.pos < sc.len && (is_ident_char(at(&sc, sc.pos)) || (t.kind == 'l' && at(&sc, sc.pos) == '.')))
+                advance(&sc, 1);
+        } else {
+            if (c == '(' || c == '[')
+                depth++;
+            if ((c == ')' || c == ']') && depth > 0)
+                t.depth = --depth;
+            advance(&sc, 1);
+        }
+        t.end = sc.pos;
+        if (ts->n == ts->cap) {
+            ts->cap = ts->cap ? ts->cap * 2 : 64;
+            ts->v = sl_realloc(ts->v, ts->cap * sizeof *ts->v);
+        }
+        ts->v[ts->n++] = t;
+    }
+}
+
+/* Token i is the keyword kw (an unquoted word, any case). */
+static int is_kw(const toks *ts, size_t i, const char *kw)
+{
+    if (i >= ts->n || ts->v[i].kind != 'w')
+        return 0;
+    size_t len = ts->v[i].end - ts->v[i].start;
+    return strlen(kw) == len && strncasecmp(ts->text + ts->v[i].start, kw, len) == 0;
+}
+
+static int is_punct(const toks *ts, size_t i, char c)
+{
+    return i < ts->n && ts->v[i].kind == 'p' && ts->text[ts->v[i].start] == c;
+}
+
+static int is_ident(const toks *ts, size_t i)
+{
+    return i < ts->n && (ts->v[i].kind == 'w' || ts->v[i].kind == 'q');
+}
+
+/* Token i, an identifier, as PostgreSQL reads it: unquoted lower-cased
+ * (ASCII only, as its lexer does), quoted without its quotes and with ""
+ * read as ". With keep_quotes a quoted one stays as written. */
+static void add_ident(sl_buf *b, const toks *ts, size_t i, int keep_quotes)
+{
+    const tok *t = &ts->v[i];
+    if (t->kind == 'q' && keep_quotes) {
+        sl_buf_add(b, ts->text + t->start, t->end - t->start);
+        return;
+    }
+    for (size_t p = t->start; p < t->end; p++) {
+        char c = ts->text[p];
+        if (t->kind == 'q' && (p == t->start || p + 1 == t->end))
+            continue;
+        if (t->kind == 'q' && c == '"')
+            p++; /* "" */
+        else if (t->kind == 'w' && c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        sl_buf_add(b, &c, 1);
+    }
+}
+
+/* A relation name at *i (name, schema.name, ...) as written with unquoted
+ * parts lower-cased, moving *i past it; NULL when there is none. */
+static char *read_relation(const toks *ts, size_t *i)
+{
+    if (!is_ident(ts, *i))
+        return NULL;
+    sl_buf b = {0};
+    add_ident(&b, ts, (*i)++, 1);
+    while (is_punct(ts, *i, '.') && is_ident(ts, *i + 1)) {
+        sl_buf_adds(&b, ".");
+        add_ident(&b, ts, *i + 1, 1);
+        *i += 2;
+    }
+    return sl_buf_take(&b);
+}
+
+static void add_column(sl_sql_update *u, const toks *ts, size_t i)
+{
+    sl_buf b = {0};
+    add_ident(&b, ts, i, 0);
+    u->cols = sl_realloc(u->cols, (u->ncols + 1) * sizeof *u->cols);
+    u->col_lines = sl_realloc(u->col_lines, (u->ncols + 1) * sizeof *u->col_lines);
+    u->cols[u->ncols] = sl_buf_take(&b);
+    u->col_lines[u->ncols++] = ts->v[i].line;
+}
+
+/* Whether token i, at the SET list's depth, ends the list: FROM (not of IS
+ * [NOT] DISTINCT FROM), WHERE, RETURNING, or MERGE's next WHEN. */
+static int ends_set_list(const toks *ts, size_t i)
+{
+    if (is_kw(ts, i, "from"))
+        return !is_kw(ts, i - 1, "distinct");
+    return is_kw(ts, i, "where") || is_kw(ts, i, "returning") || is_kw(ts, i, "when");
+}
+
+/* The SET list from token i (after SET) at depth: each item's column (or
+ * columns, for (a, b) = ...) into u. Returns the index of the token that
+ * ends it. */
+static size_t read_set_list(const toks *ts, size_t i, int depth, sl_sql_update *u)
+{
+    while (i < ts->n) {
+        if (is_punct(ts, i, '(') && ts->v[i].depth == depth) {
+            for (i++; i < ts->n && ts->v[i].depth > depth; i++)
+                if (is_ident(ts, i) && ts->v[i].depth == depth + 1 &&
+                    (is_punct(ts, i - 1, '(') || is_punct(ts, i - 1, ',')))
+                    add_column(u, ts, i);
+        } else if (is_ident(ts, i)) {
+            add_column(u, ts, i);
+        } else {
+            return i; /* not a SET list after all */
+        }
+        /* the rest of the item: .field or [n], '=', the value; CASE ... END may hold WHEN */
+        int cases = 0;
+        for (i++; i < ts->n; i++) {
+            const tok *t = &ts->v[i];
+            if (t->depth < depth)
+                return i; /* the ')' of a CTE */
+            if (t->depth > depth)
+                continue;
+            if (is_punct(ts, i, ',') && cases == 0)
+                break;
+            cases += is_kw(ts, i, "case") - (cases > 0 && is_kw(ts, i, "end"));
+            if (cases == 0 && ends_set_list(ts, i))
+                return i;
+        }
+        i++;
+    }
+    return i;
+}
+
+/* UPDATE [ONLY] name [*] [[AS] alias] SET at token i (just past UPDATE):
+ * the name, with *i moved to the token after SET; NULL when it is not that. */
+static char *read_update_head(const toks *ts, size_t *i)
+{
+    *i += is_kw(ts, *i, "only");
+    char *target = read_relation(ts, i);
+    if (!target)
+        return NULL;
+    *i += is_punct(ts, *i, '*');
+    if (is_kw(ts, *i, "as"))
+        *i += 2;
+    else if (is_ident(ts, *i) && !is_kw(ts, *i, "set"))
+        *i += 1;
+    if (!is_kw(ts, *i, "set")) {
+        free(target);
+        return NULL;
+    }
+    (*i)++;
+    return target;
+}
+
+#define MAX_OWNER_DEPTH 32
+
+size_t sl_stmt_updates(const sl_stmt *stmt, sl_sql_update **out)
+{
+    toks ts = {0};
+    tokenize(stmt, &ts);
+    /* the table of the INSERT or MERGE last seen at each depth: what its DO
+     * UPDATE or THEN UPDATE writes */
+    char *owner[MAX_OWNER_DEPTH] = {0};
+    sl_sql_update *ups = NULL;
+    size_t nups = 0;
+    for (size_t i = 0; i < ts.n; i++) {
+        int depth = ts.v[i].depth;
+        if ((is_kw(&ts, i, "insert") || is_kw(&ts, i, "merge")) && is_kw(&ts, i + 1, "into") &&
+            depth < MAX_OWNER_DEPTH) {
+            size_t j = i + 2 + is_kw(&ts, i + 2, "only");
+            free(owner[depth]);
+            owner[depth] = read_relation(&ts, &j);
+            continue;
+        }
+        if (!is_kw(&ts, i, "update") || (i > 0 && (is_kw(&ts, i - 1, "for") || is_kw(&ts, i - 1, "key"))))
+            continue; /* FOR [NO KEY] UPDATE locks rows */
+        size_t j = i + 1;
+        char *target = NULL;
+        if (i > 0 && (is_kw(&ts, i - 1, "do") || is_kw(&ts, i - 1, "then"))) {
+            if (depth < MAX_OWNER_DEPTH && owner[depth] && is_kw(&ts, j, "set")) {
+                target = sl_strdup(owner[depth]);
+                j++;
+            }
+        } else {
+            target = read_update_head(&ts, &j);
+        }
+        if (!target)
+            continue;
+        ups = sl_realloc(ups, (nups + 1) * sizeof *ups);
+        sl_sql_update *u = &ups[nups++];
+        *u = (sl_sql_update){.target = target, .line = ts.v[i].line};
+        i = read_set_list(&ts, j, depth, u) - 1;
+    }
+    for (size_t d = 0; d < MAX_OWNER_DEPTH; d++)
+        free(owner[d]);
+    free(ts.v);
+    *out = ups;
+    return nups;
+}
+
+void sl_sql_updates_free(sl_sql_update *ups, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t c = 0; c < ups[i].ncols; c++)
+            free(ups[i].cols[c]);
+        free(ups[i].cols);
+        free(ups[i].col_lines);
+        free(ups[i].target);
+    }
+    free(ups);
 }

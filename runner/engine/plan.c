@@ -209,6 +209,21 @@ static int plan_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks,
     return n;
 }
 
+/* The undo columns resolved against the table as up resolves them (a column
+ * that does not exist, or is part of the key, is up's refusal). */
+static int plan_undo_target(sl_session *sess, const sl_job *job, const sl_table_info *info, int *refused)
+{
+    sl_undo_target target;
+    sl_err err = {{0}};
+    if (sl_undo_resolve(sess, job, info, &target, &err) != 0) {
+        print_warning("up refuses this job: ", err.msg);
+        (*refused)++;
+        return 1;
+    }
+    sl_undo_target_free(&target);
+    return 0;
+}
+
 int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t sample)
 {
     int code = SL_EXIT_OK;
@@ -250,7 +265,8 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
     sl_err derr = {{0}};
     if (job->undo == SL_UNDO_DOWN && sl_down_check_sql(sess, job, &info.ks, &derr) == SL_EREFUSED)
         print_warning("down of this job refuses until its down section runs: ", derr.msg);
-    int scope_warnings = plan_scope(sess, job, &info.ks, &refused);
+    int scope_warnings = plan_undo_target(sess, job, &info, &refused);
+    scope_warnings += plan_scope(sess, job, &info.ks, &refused);
     if (job->requires) {
         sl_answer ans;
         sl_query q = {job->requires, 0, NULL, 0};

@@ -14,10 +14,21 @@
  * it destroys nothing. Statements EXPLAIN cannot plan (CALL, DO), triggers
  * and functions that write are not seen. PostgreSQL only: SQLite enforces
  * foreign keys only where a connection turns them on, and sluice's does
- * not. */
+ * not.
+ *
+ * EXPLAIN does not name the columns an UPDATE assigns, so the scanner reads
+ * them from the statements' text (sl_stmt_updates), on both databases and
+ * for every undo kind. Of the walked table:
+ * - a key column, with a snapshot: refused. down puts rows back by key, so
+ *   a moved row would come back beside its new self, and the walk meets a
+ *   row moved ahead of it again and changes it twice. Without a snapshot
+ *   only the second holds: warned about (a key normalisation is legitimate);
+ * - a column that snapshot(COL, ...) does not save: refused, down would
+ *   leave it changed. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "undo_internal.h"
 
@@ -176,16 +187,133 @@ static void check_stmt(scope *s)
     json_decref(plan);
 }
 
+/* Whether target, an UPDATE's relation as written, is the walked table:
+ * PostgreSQL resolves both names as the statements' search_path does. */
+static int is_walked(scope *s, const char *target)
+{
+    if (s->sess->dialect == SL_DIALECT_SQLITE) {
+        char *schema[2], *table[2];
+        sl_catalog_split_name(target, &schema[0], &table[0]);
+        sl_catalog_split_name(s->ks->table, &schema[1], &table[1]);
+        int same = strcasecmp(schema[0], schema[1]) == 0 && strcasecmp(table[0], table[1]) == 0;
+        for (int i = 0; i < 2; i++) {
+            free(schema[i]);
+            free(table[i]);
+        }
+        return same;
+    }
+    const char *params[] = {target, s->ks->table};
+    sl_answer ans;
+    if (sl_session_exec1(s->sess, "SELECT to_regclass($1) = to_regclass($2)", 2, params, &ans) != 0) {
+        sl_err_set(s->err, "%s: cannot read which tables its up statements write: connection lost", s->job->name);
+        s->rc = -1;
+        return 0;
+    }
+    /* a name to_regclass cannot read is no table the statement could write (EXPLAIN said so already) */
+    int same = ans.ok && sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
+    sl_answer_free(&ans);
+    return same;
+}
+
+/* Whether col (a name as the database knows it) is among the n names, as
+ * written (quoted or not). SQLite's names ignore ASCII case. */
+static int among(const scope *s, const char *col, char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *name = sl_catalog_fold_ident(names[i]);
+        int same = s->sess->dialect == SL_DIALECT_SQLITE ? strcasecmp(name, col) == 0 : strcmp(name, col) == 0;
+        free(name);
+        if (same)
+            return 1;
+    }
+    return 0;
+}
+
+/* col as a job file would write it: quoted unless a plain lower-case name. */
+static char *written(const char *col)
+{
+    int plain = (*col >= 'a' && *col <= 'z') || *col == '_';
+    for (const char *c = col; *c && plain; c++)
+        plain = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
+    if (plain)
+        return sl_strdup(col);
+    sl_buf b = {0};
+    sl_buf_addc(&b, '"');
+    for (const char *c = col; *c; c++) {
+        if (*c == '"')
+            sl_buf_addc(&b, '"');
+        sl_buf_addc(&b, *c);
+    }
+    sl_buf_addc(&b, '"');
+    return sl_buf_take(&b);
+}
+
+static void moved_key(scope *s, const char *col, int line)
+{
+    int snapshot = s->job->undo == SL_UNDO_SNAPSHOT_COLS || s->job->undo == SL_UNDO_SNAPSHOT_ALL;
+    if (!snapshot) {
+        add_warning(s, sl_asprintf("%s:%d: up statement %zu assigns %s, a key column of %s: a row whose key moves "
+                                   "ahead of the walk is met again by a later chunk and changed again",
+                                   s->job->path, line, s->stmt_no, col, s->ks->table));
+        return;
+    }
+    char *undo = undo_snapshot_words(s->job->undo, s->job->undo_cols, s->job->nundo_cols);
+    sl_err_set(s->err,
+               "%s:%d: up statement %zu assigns %s, a key column of %s, but undo %s puts rows back by their key: down "
+               "would bring the old row back beside the moved one, and a row moved ahead of the walk would be met "
+               "again and changed twice",
+               s->job->path, line, s->stmt_no, col, s->ks->table, undo);
+    sl_err_append(s->err,
+                  "hint: leave the key alone in a job with a snapshot; to change keys, undo with a -- "
+                  "sluice:down section that moves them back, or drop the undo line if the job needs no way back");
+    free(undo);
+    s->rc = SL_EREFUSED;
+}
+
+static void unsaved(scope *s, const char *col, int line)
+{
+    char *undo = undo_snapshot_words(s->job->undo, s->job->undo_cols, s->job->nundo_cols);
+    char *name = written(col);
+    sl_err_set(s->err,
+               "%s:%d: up statement %zu assigns %s of %s, which undo %s does not save: down would leave it "
+               "changed",
+               s->job->path, line, s->stmt_no, col, s->ks->table, undo);
+    undo[strlen(undo) - 1] = '\0'; /* "snapshot(b" */
+    sl_err_append(s->err, "hint: save it too: -- sluice:undo %s, %s), or snapshot(*)", undo, name);
+    free(name);
+    free(undo);
+    s->rc = SL_EREFUSED;
+}
+
+/* The columns of the walked table that the up statements' UPDATEs assign. */
+static void check_assigned(scope *s)
+{
+    sl_sql_update *ups = NULL;
+    size_t nups = sl_stmt_updates(s->st, &ups);
+    for (size_t u = 0; u < nups && s->rc == 0; u++) {
+        if (!is_walked(s, ups[u].target))
+            continue;
+        for (size_t c = 0; c < ups[u].ncols && s->rc == 0; c++) {
+            const char *col = ups[u].cols[c];
+            if (among(s, col, s->ks->cols, s->ks->ncols))
+                moved_key(s, col, ups[u].col_lines[c]);
+            else if (s->job->undo == SL_UNDO_SNAPSHOT_COLS && !among(s, col, s->job->undo_cols, s->job->nundo_cols))
+                unsaved(s, col, ups[u].col_lines[c]);
+        }
+    }
+    sl_sql_updates_free(ups, nups);
+}
+
 int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char ***warnings, sl_err *err)
 {
     *warnings = NULL;
-    if (sess->dialect != SL_DIALECT_PG || (job->undo != SL_UNDO_SNAPSHOT_COLS && job->undo != SL_UNDO_SNAPSHOT_ALL))
-        return 0;
     scope s = {.sess = sess, .job = job, .ks = ks, .err = err};
+    int snapshot = job->undo == SL_UNDO_SNAPSHOT_COLS || job->undo == SL_UNDO_SNAPSHOT_ALL;
     for (size_t i = 0; s.rc == 0 && i < job->up.nstmts; i++) {
         s.st = &job->up.stmts[i];
         s.stmt_no = i + 1;
-        if (sl_stmt_explainable(s.st))
+        check_assigned(&s);
+        if (s.rc == 0 && snapshot && sess->dialect == SL_DIALECT_PG && sl_stmt_explainable(s.st))
             check_stmt(&s);
     }
     *warnings = s.warnings;

@@ -87,6 +87,16 @@ CASES=(
     "undo snapshot()|2|${H}-- sluice:undo snapshot()\n${UP}|undo expects snapshot(COL, ...), snapshot(*) or down"
     "undo names a column twice|2|${H}-- sluice:undo snapshot(v, V)\n${UP}|undo names column V twice"
     "undo down without a down section|2|${H}-- sluice:undo down\n${UP}|undo down needs a -- sluice:down section"
+    "undo snapshot of a column t lacks|2|${H}-- sluice:undo snapshot(nope)\n${UP}|undo column \"nope\" does not exist in table t"
+    "undo snapshot of the key|2|${H}-- sluice:undo snapshot(id)\n${UP}|undo column \"id\" is part of the key of table t"
+    "undo snapshot(xmin), a system column|2|${H}-- sluice:undo snapshot(xmin)\n${UP}|undo column \"xmin\" does not exist in table t"
+    "undo snapshot(ctid), a system column|2|${H}-- sluice:undo snapshot(ctid)\n${UP}|undo column \"ctid\" does not exist in table t"
+    # what up statements assign that the snapshot cannot put back
+    "snapshot(*) and an up that moves keys: down would bring them back beside the moved ones|4|${H}-- sluice:undo snapshot(*)\n-- sluice:up\nUPDATE t SET id = id + 1000, v = 1 WHERE id BETWEEN :lo AND :hi AND id % 10 = 0;\n|up statement 1 assigns id, a key column of t, but undo snapshot(*) puts rows back by their key|hint: leave the key alone in a job with a snapshot"
+    "snapshot(v) and an up that moves keys|4|${H}-- sluice:undo snapshot(v)\n-- sluice:up\nUPDATE t SET v = 1, \"id\" = id + 1000 WHERE id BETWEEN :lo AND :hi;\n|up statement 1 assigns id, a key column of t, but undo snapshot(v) puts rows back by their key"
+    "snapshot(*) and a CTE that moves keys|5|${H}-- sluice:undo snapshot(*)\n-- sluice:up\nWITH m AS (\n  UPDATE ONLY public.T AS x SET id = -x.id WHERE id BETWEEN :lo AND :hi RETURNING 1\n) SELECT count(*) FROM m;\n|up statement 1 assigns id, a key column of t"
+    "snapshot(name) and an up that writes v too|4|${H}-- sluice:undo snapshot(name)\n-- sluice:up\nUPDATE t SET name = 'x, SET v', v = 7 WHERE id BETWEEN :lo AND :hi;\n|up statement 1 assigns v of t, which undo snapshot(name) does not save: down would leave it changed|hint: save it too: -- sluice:undo snapshot(name, v), or snapshot(*)"
+    "snapshot(v) and an ON CONFLICT that writes name|6|${H}-- sluice:undo snapshot(v)\n-- sluice:up\nUPDATE t SET v = 1 WHERE id BETWEEN :lo AND :hi;\nINSERT INTO t (id) SELECT id FROM t WHERE id BETWEEN :lo AND :hi\n  ON CONFLICT (id) DO UPDATE SET name = 'x';\n|up statement 2 assigns name of t, which undo snapshot(v) does not save|snapshot(v, name), or snapshot(*)"
     "on-error maybe|2|${H}-- sluice:on-error maybe\n${UP}|on-error expects stop or skip, got \"maybe\""
     # sections
     "no up section|-|${H}-- sluice:batch 5\n|no up section"
@@ -258,6 +268,82 @@ test_checks_only_look_sqlite() {
     assert_rc 0
 }
 
+# Up statements that assign columns, accepted: a snapshot(*) job that leaves the key alone goes up and
+# comes down whole; a job without a snapshot that moves keys is warned about (plan and up), not refused;
+# another table's column named like the key is no key of t.
+test_assigned_columns_accepted_pg() {
+    make_table 100 "${TCOLS[@]}"
+    local before
+    before=$(table_md5)
+    printf '%b' "${H}-- sluice:batch 10\n-- sluice:undo snapshot(*)\n-- sluice:up\nUPDATE t SET (v, name) = (v + 1, 'moved') WHERE id BETWEEN :lo AND :hi;\n" >"$JOBS/0001_ok.sql"
+    run_sluice plan 0001_ok
+    assert_rc 0
+    assert_not_contains "$OUT$ERR" "warning:    0001_ok.sql"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) filter (where name = 'moved'), count(*) from t" "100|100"
+    run_sluice down 0001_ok
+    assert_rc 0
+    assert_eq "$(table_md5)" "$before" "md5 of t after down"
+    psql_q "drop table sluice_progress, sluice_jobs, sluice_undo cascade; drop table if exists sluice_ranges"
+    rm -f "$JOBS"/*.sql "$CKPT"/*
+    # no snapshot: moving keys is warned about
+    printf '%b' "${H}-- sluice:batch 10\n-- sluice:up\nUPDATE t SET id = id + 1000 WHERE id BETWEEN :lo AND :hi AND id % 10 = 0;\n" >"$JOBS/0002_move.sql"
+    run_sluice plan 0002_move
+    assert_rc 0
+    assert_contains "$OUT" "0002_move.sql:4: up statement 1 assigns id, a key column of t: a row whose key moves ahead of the walk is met again"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0002_move.sql:4: up statement 1 assigns id, a key column of t"
+    assert_sql "select count(*) filter (where id > 1000), count(*) from t" "10|100"
+    # another table's id, here and in another schema, is not t's key
+    psql_q "drop table t, sluice_progress, sluice_jobs cascade; drop table if exists sluice_ranges, sluice_undo"
+    rm -f "$JOBS"/*.sql "$CKPT"/*
+    make_table 100 "${TCOLS[@]}"
+    psql_q "create table u (id int primary key, v int); insert into u select g, 0 from generate_series(1, 100) g;
+            create schema other; create table other.t (id int primary key); insert into other.t select generate_series(1, 100)"
+    printf '%b' "${H}-- sluice:batch 10\n-- sluice:up\nUPDATE u SET id = id + 1000 WHERE id BETWEEN :lo AND :hi;\nUPDATE other.t x SET id = x.id + 1000 WHERE id BETWEEN :lo AND :hi;\n" >"$JOBS/0003_other.sql"
+    run_sluice plan 0003_other
+    assert_rc 0
+    assert_not_contains "$OUT" "key column"
+    run_sluice up
+    assert_rc 0
+    assert_not_contains "$ERR" "key column"
+    assert_sql "select (select count(*) from u where id > 1000), (select count(*) from other.t where id > 1000)" "100|100"
+}
+
+# SQLite: the same refusals (key moved, column not saved) and the same warning.
+test_assigned_columns_sqlite() {
+    sq_init
+    sq "create table t (id integer primary key, v int not null default 0, name text)"
+    sq_fill t 100
+    local before
+    before=$(sq_sum t)
+    printf '%b' "${H}-- sluice:undo snapshot(*)\n-- sluice:up\nUPDATE main.T SET ID = id + 1000 WHERE id BETWEEN :lo AND :hi;\n" >"$JOBS/0001_bad.sql"
+    local cmd
+    for cmd in up "plan 0001_bad"; do
+        run_sluice $cmd
+        assert_rc 2
+        assert_contains "$OUT$ERR" "0001_bad.sql:4: up statement 1 assigns id, a key column of \"t\", but undo snapshot(*) puts rows back by their key"
+        assert_eq "$(sq_sum t)" "$before" "t on SQLite"
+        assert_sq "select count(*) from sqlite_master where name like 'sluice%'" 0
+    done
+    printf '%b' "${H}-- sluice:undo snapshot(name)\n-- sluice:up\nUPDATE t SET name = 'x', \"V\" = 2 WHERE id BETWEEN :lo AND :hi;\n" >"$JOBS/0001_bad.sql"
+    for cmd in up "plan 0001_bad"; do
+        run_sluice $cmd
+        assert_rc 2
+        assert_contains "$OUT$ERR" "0001_bad.sql:4: up statement 1 assigns V of \"t\", which undo snapshot(name) does not save"
+        assert_contains "$OUT$ERR" "hint: save it too: -- sluice:undo snapshot(name, \"V\"), or snapshot(*)"
+        assert_eq "$(sq_sum t)" "$before" "t on SQLite"
+    done
+    rm -f "$JOBS/0001_bad.sql"
+    printf '%b' "${H}-- sluice:batch 10\n-- sluice:up\nUPDATE t SET id = id + 1000 WHERE id BETWEEN :lo AND :hi AND id % 10 = 0;\n" >"$JOBS/0002_move.sql"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0002_move.sql:4: up statement 1 assigns id, a key column of \"t\""
+    assert_sq "select count(*) from t where id > 1000" 10
+}
+
 # What is accepted on purpose: a UTF-8 byte order mark, CRLF line ends, a block comment at the top.
 accepted() {
     make_table 300 "${TCOLS[@]}"
@@ -286,4 +372,8 @@ run_test "requires, verify and throttle-query that write: refused or failed, not
 run_test "the same on SQLite" test_checks_only_look_sqlite
 run_test "a key of two columns compared as one column: refused with a hint that shows the row (both databases)" \
     test_row_key_compared_as_column
+run_test "assigned columns accepted: snapshot(*) of non-key columns, moved keys without a snapshot (warned), another table's id" \
+    test_assigned_columns_accepted_pg
+run_test "assigned columns on SQLite: moved keys and unsaved columns refused with a snapshot, warned without" \
+    test_assigned_columns_sqlite
 t_done

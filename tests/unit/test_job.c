@@ -1003,6 +1003,100 @@ static void test_job_load_missing_file(void)
     CHECK(job_is_zeroed());
 }
 
+/* ---- the columns UPDATEs assign (sl_stmt_updates) ---- */
+
+static char assigned[1024];
+static int assigned_line[8];
+
+/* The UPDATEs of the one statement text, as "target: col, col | target: col"; lines in assigned_line. */
+static const char *assigns(const char *text)
+{
+    sl_stmt *st = NULL;
+    size_t nst = 0;
+    sl_err serr;
+    assigned[0] = '\0';
+    if (sl_sql_split(PATH, 5, text, strlen(text), &st, &nst, &serr) != 0 || nst != 1) {
+        sl_stmts_free(st, nst);
+        return "(not one statement)";
+    }
+    sl_sql_update *ups = NULL;
+    size_t n = sl_stmt_updates(&st[0], &ups);
+    sl_buf b = {0};
+    sl_buf_adds(&b, "");
+    for (size_t i = 0; i < n; i++) {
+        sl_buf_printf(&b, "%s%s:", i ? " | " : "", ups[i].target);
+        for (size_t c = 0; c < ups[i].ncols; c++)
+            sl_buf_printf(&b, "%s %s", c ? "," : "", ups[i].cols[c]);
+        if (i < 8)
+            assigned_line[i] = ups[i].ncols ? ups[i].col_lines[0] : ups[i].line;
+    }
+    snprintf(assigned, sizeof assigned, "%s", b.data);
+    sl_buf_free(&b);
+    sl_sql_updates_free(ups, n);
+    sl_stmts_free(st, nst);
+    return assigned;
+}
+
+static void test_updates_plain_forms(void)
+{
+    CHECK_STR(assigns("UPDATE t SET v = v + 1 WHERE id BETWEEN :lo AND :hi"), "t: v");
+    CHECK_STR(assigns("update T set A = 1, b=2"), "t: a, b");
+    CHECK_STR(assigns("UPDATE public.T SET id = id + 1000, v = 'moved' WHERE id % 10 = 0"), "public.t: id, v");
+    CHECK_STR(assigns("UPDATE \"My Schema\".\"T\" SET \"Odd \"\"Name\"\"\" = 1"), "\"My Schema\".\"T\": Odd \"Name\"");
+    CHECK_STR(assigns("UPDATE ONLY t SET a = 1"), "t: a");
+    CHECK_STR(assigns("UPDATE t * SET a = 1"), "t: a");
+    CHECK_STR(assigns("UPDATE t AS x SET a = x.a + 1"), "t: a");
+    CHECK_STR(assigns("UPDATE t x SET a = 1 FROM u WHERE u.id = x.id"), "t: a");
+    CHECK_STR(assigns("UPDATE t SET a.f = 1, b[1] = 2, c[1:2] = ARRAY[1, 2], d = DEFAULT"), "t: a, b, c, d");
+    CHECK_STR(assigns("UPDATE t SET (a, b) = (1, 2), c = 3"), "t: a, b, c");
+    CHECK_STR(assigns("UPDATE t SET (a, \"B\".f) = ROW(1, 2)"), "t: a, B");
+    CHECK_STR(assigns("UPDATE t SET (a, b) = (SELECT x, y FROM u WHERE u.id = t.id), c = 1 WHERE id = :lo"),
+              "t: a, b, c");
+    CHECK_STR(assigns("UPDATE t SET a = 1 RETURNING b, c"), "t: a");
+}
+
+static void test_updates_values_that_look_like_clauses(void)
+{
+    /* strings, comments, quoted names and calls that hold SET, FROM, WHERE or commas */
+    CHECK_STR(assigns("UPDATE t SET a = 'x SET b = 1, c = 2', d = $$ SET e = 1 $$ WHERE f = 'SET g'"), "t: a, d");
+    CHECK_STR(assigns("UPDATE t SET a = 1, -- SET b = 2,\n /* c = 3, */ d = 4"), "t: a, d");
+    CHECK_STR(assigns("UPDATE t SET a = coalesce(b, c, 0), d = substring(e FROM 2 FOR 3), f = 1"), "t: a, d, f");
+    CHECK_STR(assigns("UPDATE t SET a = ((1 + (2)) * 3), b = extract(year FROM now())"), "t: a, b");
+    CHECK_STR(assigns("UPDATE t SET a = b IS DISTINCT FROM c, d = 1 FROM u"), "t: a, d");
+    CHECK_STR(assigns("UPDATE t SET a = CASE WHEN b THEN 1 ELSE 2 END, c = E'it\\'s, d = 1' WHERE id = 1"), "t: a, c");
+    CHECK_STR(assigns("UPDATE t SET \"where\" = 1, \"FROM\" = 2"), "t: where, FROM");
+    CHECK_STR(assigns("UPDATE t SET a = 1::text, b = :lo::int"), "t: a, b");
+}
+
+static void test_updates_in_other_statements(void)
+{
+    CHECK_STR(assigns("WITH m AS (UPDATE t SET a = 1 WHERE id BETWEEN :lo AND :hi RETURNING id)\n"
+                      "UPDATE u SET b = 2 FROM m WHERE u.id = m.id"),
+              "t: a | u: b");
+    CHECK_STR(assigns("WITH m AS (UPDATE t SET a = 1), n AS (UPDATE s.u SET (b, c) = (1, 2)) SELECT 1"),
+              "t: a | s.u: b, c");
+    CHECK_STR(assigns("INSERT INTO t AS x (id, a) VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET a = excluded.a, "
+                      "b = x.b WHERE x.a <> excluded.a"),
+              "t: a, b");
+    CHECK_STR(assigns("INSERT INTO t (id) SELECT id FROM u ON CONFLICT ON CONSTRAINT t_pkey DO NOTHING"), "");
+    CHECK_STR(assigns("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED AND u.x THEN UPDATE SET a = u.a, "
+                      "b = CASE WHEN u.b THEN 1 END WHEN MATCHED THEN UPDATE SET c = 1 WHEN NOT MATCHED THEN "
+                      "INSERT (id) VALUES (u.id)"),
+              "t: a, b | t: c");
+    CHECK_STR(assigns("SELECT * FROM t WHERE id = :lo FOR UPDATE"), "");
+    CHECK_STR(assigns("SELECT * FROM t FOR NO KEY UPDATE OF t SKIP LOCKED"), "");
+    CHECK_STR(assigns("DELETE FROM t WHERE a = 'UPDATE t SET a = 1'"), "");
+    CHECK_STR(assigns("DO $$ BEGIN UPDATE t SET a = 1; END $$"), "");
+    CHECK_STR(assigns("CALL fix(:lo, :hi)"), "");
+}
+
+static void test_updates_lines(void)
+{
+    CHECK_STR(assigns("WITH m AS (\n  UPDATE t\n  SET a = 1)\nUPDATE u SET\n\n b = 2"), "t: a | u: b");
+    CHECK(assigned_line[0] == 7);
+    CHECK(assigned_line[1] == 10);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0); /* keep the TAP lines printed before a crash */
@@ -1057,6 +1151,10 @@ int main(void)
     RUN(test_jobset_fifo);
     RUN(test_jobset_names_are_text);
     RUN(test_job_load_missing_file);
+    RUN(test_updates_plain_forms);
+    RUN(test_updates_values_that_look_like_clauses);
+    RUN(test_updates_in_other_statements);
+    RUN(test_updates_lines);
     sl_job_free(&job);
     return CHECK_DONE();
 }
