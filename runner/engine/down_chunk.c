@@ -472,6 +472,22 @@ static int wait_turn(down_worker *w, const down_chunk *c)
  * first: what is left applied of a range is always its oldest chunks, so an
  * `up` (or a `down`) after a stop resumes it. 0 done, 1 stopped, -1 failed,
  * -3 a conflict. */
+/* The worker's rest after a chunk, as long as the job's pause in force:
+ * looked at again every quarter second, so that a `ctl set pause` also
+ * shortens (or lengthens) a rest already begun. 0, or SL_STOPPED. */
+static int rest(down_worker *w)
+{
+    down_run *r = w->r;
+    int64_t from = sl_mono_ms();
+    for (;;) {
+        int64_t left = from + r->pace.pause_ms - sl_mono_ms();
+        if (left <= 0)
+            return 0;
+        if (sl_session_sleep(w->sess, left < 250 ? left : 250))
+            return SL_STOPPED;
+    }
+}
+
 static int walk_ranges(down_worker *w)
 {
     down_run *r = w->r;
@@ -499,7 +515,7 @@ static int walk_ranges(down_worker *w)
             if (rc != 0)
                 return rc;
             sl_progress_update(r->rows_undone, r->job->batch);
-            if (r->pace.pause_ms > 0 && sl_session_sleep(w->sess, r->pace.pause_ms))
+            if (rest(w) != 0)
                 return SL_STOPPED;
         }
     }

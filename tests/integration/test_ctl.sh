@@ -381,6 +381,34 @@ test_down_controlled() {
     assert_contains "$events" "resumed by sluice ctl"
 }
 
+# The same in a rollback: `ctl set pause=1h` holds it, `set pause=0ms` lets it go on at once.
+test_down_long_pause_taken_back() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 3000) g"
+    local before left
+    before=$(table_sum)
+    bump_job "$JOB" 50 "-- sluice:undo snapshot(n)"
+    run_sluice up
+    assert_rc 0
+    sed -i 's/^-- sluice:batch 50$/-- sluice:batch 50\n-- sluice:pause 100ms/' "$JOBS/$JOB.sql"
+    sluice_start down "$JOB"
+    wait_until 20 sql_true "select count(*) < 60 from sluice_progress where job = '$JOB'"
+    wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
+    run_sluice ctl "$JOB" set pause=1h
+    assert_rc 0
+    sleep 0.5
+    left=$(psql_q "select count(*) from sluice_progress where job = '$JOB'")
+    sleep 2
+    assert_sql "select count(*) from sluice_progress where job = '$JOB'" "$left"
+    ((left > 8)) || fail "the rollback was nearly done before pause=1h: $left chunks left"
+    run_sluice ctl "$JOB" set pause=0ms
+    assert_rc 0
+    wait_until 10 sql_true "select count(*) < $left from sluice_progress where job = '$JOB'"
+    sluice_wait
+    assert_rc 0
+    assert_eq "$(table_sum)" "$before" "the table after down"
+}
+
 # max-rate after a hold: the seconds a ctl pause held the job are not saved up for a burst once it
 # resumes (nor those outside a window or behind a throttle, held the same way): the job goes on at its
 # rate. Before, its average since the start ruled, and it ran at full speed for as long as it had been
@@ -427,5 +455,7 @@ run_test "ctl through the database to a runner on another machine: status, pause
 run_test "a ctl pause outlives its runner: the next run begins paused (--no-wait stops), resume goes on" \
     test_pause_outlives_the_runner
 run_test "ctl during down: status, pause, set pause and max-rate, batch refused, resume" test_down_controlled
+run_test "ctl set pause=1h during down, then pause=0ms: the rest already begun ends at once" \
+    test_down_long_pause_taken_back
 run_test "max-rate after 6 s of ctl pause: the job goes on at its rate, without a burst" test_max_rate_after_pause
 t_done
