@@ -330,8 +330,8 @@ test_refuse_no_way_back() {
 
 test_refuse_pending_and_missing() {
     make_users 100
-    job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
-    job_backfill 0002_more "-- sluice:undo snapshot(full_name)"
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
+    job_backfill 0002_more "-- sluice:undo snapshot(full_name, n)"
     run_sluice up 0001_fill
     assert_rc 0
     sum=$(table_sum)
@@ -434,10 +434,10 @@ test_dead_rows_advice() {
 
 test_plan_says_how() {
     make_users 2000
-    job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
     run_sluice plan 0001_fill
     assert_rc 0
-    assert_contains "$OUT" "rollback:   snapshot(full_name)"
+    assert_contains "$OUT" "rollback:   snapshot(full_name, n)"
     assert_match "$OUT" "snapshots: +up to ~[0-9]+ MB"
     job_backfill 0002_none ""
     run_sluice plan 0002_none

@@ -274,8 +274,8 @@ test_refuse_no_way_back() {
 
 test_refuse_pending_missing_and_too_far() {
     sq_make_users 100
-    job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
-    job_backfill 0002_more "-- sluice:undo snapshot(full_name)"
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
+    job_backfill 0002_more "-- sluice:undo snapshot(full_name, n)"
     run_sluice up 0001_fill
     assert_rc 0
     local sum
@@ -384,10 +384,10 @@ EOF
 
 test_plan_says_how() {
     sq_make_users 2000
-    job_backfill 0001_fill "-- sluice:undo snapshot(full_name)"
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
     run_sluice plan 0001_fill
     assert_rc 0
-    assert_contains "$OUT" "rollback:   snapshot(full_name)"
+    assert_contains "$OUT" "rollback:   snapshot(full_name, n)"
     job_backfill 0002_none ""
     run_sluice plan 0002_none
     assert_rc 0
