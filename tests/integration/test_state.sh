@@ -232,7 +232,7 @@ test_two_databases_one_directory() {
 }
 
 test_down_with_other_databases_checkpoints() {
-    setup_bump_ab 200 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 200 100 "-- sluice:undo snapshot(n, a, b)"
     make_db2
     psql2 "create table t (id int primary key, n int not null default 0, a text, b text);
            insert into t (id, a) select g, 'other' || g from generate_series(1, 200) g"
@@ -314,12 +314,12 @@ test_skip_with_snapshot_then_down() {
 }
 
 test_changed_undo_columns() {
-    setup_bump_ab 300 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 300 100 "-- sluice:undo snapshot(n, a, b)"
     run_sluice up
     assert_rc 0
     local after
     after=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
-    sed -i 's/snapshot(a)/snapshot(a, b)/' "$JOBS/0001_bump.sql"
+    sed -i 's/snapshot(n, a, b)/snapshot(n, b, a)/' "$JOBS/0001_bump.sql"
     local flags
     for flags in "" "--allow-changed-statements" "--on-conflict overwrite"; do
         # shellcheck disable=SC2086
@@ -333,7 +333,7 @@ test_changed_undo_columns() {
     assert_sql "select md5(string_agg(t::text, ',' order by id)) from t" "$after"
     assert_sql "select count(*) from t where b is null" 0
     # put back, down restores exactly
-    sed -i 's/snapshot(a, b)/snapshot(a)/' "$JOBS/0001_bump.sql"
+    sed -i 's/snapshot(n, b, a)/snapshot(n, a, b)/' "$JOBS/0001_bump.sql"
     run_sluice down 0001_bump
     assert_rc 0
     assert_sql "select count(*) from t where a = 'a' || id" 300
@@ -341,11 +341,11 @@ test_changed_undo_columns() {
 
 # A record saved for other columns is refused before any value is read (a hand-edited identity).
 test_undo_record_shape() {
-    setup_bump_ab 200 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 200 100 "-- sluice:undo snapshot(n, a, b)"
     run_sluice up
     assert_rc 0
-    sed -i 's/snapshot(a)/snapshot(a, b)/' "$JOBS/0001_bump.sql"
-    psql_q "update sluice_jobs set undo = 'snapshot(a, b)'"
+    sed -i 's/snapshot(n, a, b)/snapshot(n, a)/' "$JOBS/0001_bump.sql"
+    psql_q "update sluice_jobs set undo = 'snapshot(n, a)'"
     run_sluice --on-conflict overwrite down 0001_bump
     assert_rc 1
     assert_contains "$ERR" "saved for another version of the job"
@@ -400,7 +400,7 @@ test_changed_statements_flag() {
 }
 
 test_lost_undo_records() {
-    setup_bump_ab 3000 100 "-- sluice:undo snapshot(a)
+    setup_bump_ab 3000 100 "-- sluice:undo snapshot(n, a, b)
 -- sluice:pause 50ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
@@ -531,7 +531,7 @@ test_runner_held_up_mid_chunk() {
 -- sluice:batch 2000
 -- sluice:workers 2
 -- sluice:pause 200ms
--- sluice:undo snapshot(w)
+-- sluice:undo snapshot(n, w)
 -- sluice:up
 UPDATE t SET n = n + 1, w = 'x' || id WHERE id BETWEEN :lo AND :hi;
 EOF
@@ -787,7 +787,7 @@ EOF
 # is refused (exit 2), saying so and changing nothing. Moved aside,
 # up runs the chunks the restore took back, exactly once, and down undoes the whole job.
 test_restored_from_backup() {
-    setup_bump_ab 3000 100 "-- sluice:undo snapshot(a)
+    setup_bump_ab 3000 100 "-- sluice:undo snapshot(n, a, b)
 -- sluice:pause 50ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 5 from sluice_progress"

@@ -49,7 +49,7 @@ test_lost_after_done() {
 
 # The runner's disk is gone: history and report answer from the database file, after up and after down.
 test_history_and_report_after_loss() {
-    setup_bump_ab 300 100 "-- sluice:undo snapshot(a, b)"
+    setup_bump_ab 300 100 "-- sluice:undo snapshot(n, a, b)"
     run_sluice up
     assert_rc 0
     rm -rf "$CKPT"
@@ -148,12 +148,12 @@ test_skip_with_snapshot_then_down() {
 }
 
 test_changed_undo_columns() {
-    setup_bump_ab 300 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 300 100 "-- sluice:undo snapshot(n, a, b)"
     run_sluice up
     assert_rc 0
     local after
     after=$(sq_sum t)
-    sed -i 's/snapshot(a)/snapshot(a, b)/' "$JOBS/0001_bump.sql"
+    sed -i 's/snapshot(n, a, b)/snapshot(n, b, a)/' "$JOBS/0001_bump.sql"
     run_sluice --on-conflict overwrite down 0001_bump
     assert_rc 2
     assert_contains "$ERR" "undo columns changed after its first chunk committed"
@@ -173,7 +173,7 @@ test_changed_key_refused() {
 }
 
 test_lost_undo_records() {
-    setup_bump_ab 400 100 "-- sluice:undo snapshot(a)"
+    setup_bump_ab 400 100 "-- sluice:undo snapshot(n, a, b)"
     run_sluice up
     assert_rc 0
     sq "delete from sluice_undo where chunk_no = 2"
