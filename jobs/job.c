@@ -300,6 +300,21 @@ static int parse_lines(parser *p, file_state *fs, const char *text, size_t len)
 static int refuse_transaction_control(parser *p, const sl_stmt *stmt)
 {
     char what[64];
+    if (!sl_stmt_begins_statement(stmt)) {
+        /* the statement's start as text, after its comments, cut at the line's end and shown escaped */
+        const char *t = stmt->text + strspn(stmt->text, " \t\r\n");
+        int bom = (unsigned char)t[0] == 0xEF && (unsigned char)t[1] == 0xBB && (unsigned char)t[2] == 0xBF;
+        sl_buf shown = {0};
+        sl_buf_add_visible(&shown, t, strcspn(t, "\n") < 24 ? strcspn(t, "\n") : 24, 1);
+        sl_err_set(p->err, "%s:%d: \"%s\" begins no SQL statement%s", p->path, stmt->line, shown.data ? shown.data : "",
+                   bom ? ": it begins with a byte order mark (U+FEFF), as where two files were joined" : "");
+        sl_err_append(p->err, "hint: %s",
+                      bom ? "remove the byte order mark"
+                          : "a statement begins with a keyword such as UPDATE, DELETE, INSERT, "
+                            "SELECT, WITH or CALL: is the first word misspelled?");
+        sl_buf_free(&shown);
+        return -1;
+    }
     if (!sl_stmt_transaction_control(stmt, what, sizeof what))
         return 0;
     if (strcmp(what, "VACUUM") == 0)

@@ -456,6 +456,29 @@ int sl_stmt_transaction_control(const sl_stmt *stmt, char *what, size_t whatsz)
     return hit;
 }
 
+int sl_stmt_begins_statement(const sl_stmt *stmt)
+{
+    /* the keywords PostgreSQL's and SQLite's statements begin with */
+    static const char *const kinds[] = {
+        "abort",   "alter",   "analyze",  "attach",    "begin",    "call",       "checkpoint", "close",
+        "cluster", "comment", "commit",   "copy",      "create",   "deallocate", "declare",    "delete",
+        "detach",  "discard", "do",       "drop",      "end",      "execute",    "explain",    "fetch",
+        "grant",   "import",  "insert",   "listen",    "load",     "lock",       "merge",      "move",
+        "notify",  "pragma",  "prepare",  "reassign",  "refresh",  "reindex",    "release",    "replace",
+        "reset",   "revoke",  "rollback", "savepoint", "security", "select",     "set",        "show",
+        "start",   "table",   "truncate", "unlisten",  "update",   "vacuum",     "values",     "with"};
+    scanner sc = {.path = "", .text = stmt->text, .len = strlen(stmt->text), .pos = 0, .line = 1};
+    skip_blanks_and_comments(&sc);
+    if (at(&sc, sc.pos) == '(')
+        return 1; /* (SELECT ...) UNION ... */
+    char word[16];
+    read_word(&sc, word, sizeof word);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(word, kinds[i]) == 0)
+            return 1;
+    return 0;
+}
+
 int sl_stmt_explainable(const sl_stmt *stmt)
 {
     static const char *const kinds[] = {"update", "delete", "insert", "select", "with", "merge", "values"};

@@ -699,6 +699,26 @@ static void test_transaction_control_refused(void)
     CHECK(parse("-- sluice:table t\n" UP "SET LOCAL transactions_seen = 1;\nSELECT begin_x FROM t;\n") == 0);
 }
 
+/* A statement must begin as one: a misspelled first word, or a byte order
+ * mark where two files were joined, is refused with the file and line
+ * before anything runs (the server would have seen it at the first chunk). */
+static void test_statement_must_begin_as_one(void)
+{
+    CHECK(parse("-- sluice:table t\n-- sluice:up\nUPDAT t SET a = 1 WHERE id BETWEEN :lo AND :hi;\n") < 0);
+    CHECK_STR(err.msg, PATH ":3: \"UPDAT t SET a = 1 WHERE \" begins no SQL statement\nhint: a statement begins "
+                            "with a keyword such as UPDATE, DELETE, INSERT, SELECT, WITH or CALL: is the first word "
+                            "misspelled?");
+    CHECK(parse("-- sluice:table t\n-- sluice:up\nSELECT 1;\n\xef\xbb\xbfUPDATE t SET a = 1 WHERE id BETWEEN :lo "
+                "AND :hi;\n") < 0);
+    CHECK_HAS(err.msg, PATH ":4: ");
+    CHECK_HAS(err.msg, "begins no SQL statement: it begins with a byte order mark (U+FEFF)");
+    CHECK_HAS(err.msg, "hint: remove the byte order mark");
+    /* keywords of either database, any case, after comments; a parenthesis */
+    CHECK(parse("-- sluice:table t\n-- sluice:up\n/* c */ update t SET a = 1 WHERE id BETWEEN :lo AND :hi;\n"
+                "(SELECT 1) UNION (SELECT 2);\nCALL p(:lo, :hi);\nDo $$ BEGIN END $$;\nREPLACE INTO u VALUES (1);\n"
+                "PRAGMA foreign_keys;\n") == 0);
+}
+
 /* A slash-star comment before the directives is a comment (it may span
  * lines and nest); SQL after it is still SQL outside a section. */
 static void test_block_comment_in_preamble(void)
@@ -1139,6 +1159,7 @@ int main(void)
     RUN(test_several_statements_and_lines);
     RUN(test_scanner_errors_name_file_lines);
     RUN(test_transaction_control_refused);
+    RUN(test_statement_must_begin_as_one);
     RUN(test_block_comment_in_preamble);
     RUN(test_name_crlf_and_bom);
     RUN(test_nul_refused);

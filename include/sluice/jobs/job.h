@@ -183,6 +183,12 @@ char *sl_stmt_render(const sl_stmt *stmt, const char *lo_sql, const char *hi_sql
  * out (empty if none), after any leading comments. */
 void sl_stmt_first_word(const sl_stmt *stmt, char *out, size_t outsz);
 
+/* Whether stmt begins as an SQL statement does: with one of the keywords
+ * PostgreSQL's or SQLite's statements begin with (after comments), or a
+ * parenthesis. A word that begins none ("UPDAT", a byte order mark in the
+ * middle of a file) would reach the server only with the first chunk. */
+int sl_stmt_begins_statement(const sl_stmt *stmt);
+
 /* Whether EXPLAIN can plan stmt without running it (UPDATE, DELETE, INSERT,
  * SELECT, WITH, MERGE, VALUES); CALL and DO it cannot. */
 int sl_stmt_explainable(const sl_stmt *stmt);
