@@ -818,8 +818,25 @@ static int make_fleet(cli_args *a)
     return 0;
 }
 
+/* --log-format json before anything else is read: the command line's own
+ * mistakes (an unknown option, a --db sluice cannot read) are log lines
+ * too, and a script reading them as JSON must get JSON. A value that is
+ * not a format is refused later, in text. */
+static void early_log_format(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *v = strcmp(argv[i], "--log-format") == 0 && i + 1 < argc ? argv[i + 1]
+                        : strncmp(argv[i], "--log-format=", 13) == 0         ? argv[i] + 13
+                                                                             : NULL;
+        sl_log_format format;
+        if (v && sl_log_format_parse(v, &format) == 0)
+            sl_log_set_format(format);
+    }
+}
+
 static int run_cli(int argc, char **argv, cli_args *a)
 {
+    early_log_format(argc, argv);
     if (parse_args(argc, argv, a) != 0)
         return SL_EXIT_USAGE;
     if (a->version && a->npos > 0) {

@@ -201,6 +201,16 @@ PY
     run_sluice --log-format yaml status
     assert_rc 2
     assert_contains "$ERR" 'expected text or json'
+    # the command line's own mistakes are JSON lines too, wherever --log-format json stands
+    local args
+    for args in "--log-format json --bogusflag status" "--log-format=json --on-conflict bogus down base" \
+        "--db mysql://x/y --log-format json up" "--log-format json --db postgresql://a:b@h/d?foo=1 up"; do
+        # shellcheck disable=SC2086 # the words of args are the arguments
+        run_sluice $args
+        assert_rc 2
+        [[ -n $ERR ]] || fail "sluice $args said nothing"
+        jq -e 'select(.level == "error") | .msg' <<<"$ERR" >/dev/null || fail "sluice $args: not JSON lines: $ERR"
+    done
 }
 
 # ---------------------------------------------------------------------------------------------------
