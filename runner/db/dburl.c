@@ -178,7 +178,12 @@ static int check_pg_param(const char *key, const char *value, const PQconninfoOp
         return -1;
     }
     if (strcmp(key, "ssl") != 0 && strcmp(key, SL_DBURL_POOLER) != 0 && !libpq_knows(known, key)) {
-        sl_err_set(err, "query parameter \"%s\" is not a libpq connection parameter", key);
+        /* a name no parameter has ("?:secret@host/db", a password's unencoded '?') is not shown */
+        if (key[strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")] != '\0')
+            sl_err_set(err, "the URL's query (after its first '?') holds a name no parameter has, not shown: it may "
+                            "be part of a password (a password's '@', '/' and '?' must be percent-encoded)");
+        else
+            sl_err_set(err, "query parameter \"%s\" is not a libpq connection parameter", key);
         sl_err_append(err, "hint: sluice connects through libpq and refuses what libpq would not use, rather than "
                            "connect otherwise than asked; its parameters are libpq's (sslmode, connect_timeout, "
                            "application_name, options, host, ...): see README \"Databases\"");

@@ -11,6 +11,7 @@
 #include <string.h>
 
 static int pg_parse(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err);
+static const char *pg_opt(const PQconninfoOption *opts, const char *keyword);
 
 /* Fold libpq's multi-line messages ("...failed: Connection refused\n\tIs the
  * server running...") into one line, in place. */
@@ -36,11 +37,44 @@ char *pg_oneline(char *s)
     return s;
 }
 
+/* line with every occurrence of what (3 bytes or more) as "***". */
+static char *hide_all(char *line, const char *what)
+{
+    if (!what || strlen(what) < 3 || !strstr(line, what))
+        return line;
+    sl_buf b = {0};
+    for (const char *p = line, *hit; *p; p = hit + strlen(what)) {
+        if (!(hit = strstr(p, what))) {
+            sl_buf_adds(&b, p);
+            break;
+        }
+        sl_buf_add(&b, p, (size_t)(hit - p));
+        sl_buf_adds(&b, "***");
+    }
+    free(line);
+    return sl_buf_take(&b);
+}
+
+/* A URL that split where its writer did not mean it to (the database name
+ * holds '@', pg_make_display): its host and database name may be parts of
+ * the password, and libpq names the host it could not reach. */
+static char *hide_split_parts(char *line, const char *conninfo)
+{
+    PQconninfoOption *opts = conninfo ? PQconninfoParse(conninfo, NULL) : NULL;
+    const char *dbname = pg_opt(opts, "dbname");
+    if (dbname && strchr(dbname, '@')) {
+        line = hide_all(line, dbname);
+        line = hide_all(line, pg_opt(opts, "host"));
+    }
+    PQconninfoFree(opts);
+    return line;
+}
+
 /* libpq's message about pg's connection, on one line, without secrets. */
 char *pg_safe_line(const sl_pg *pg, const char *message, const char *fallback)
 {
     char *one = pg_oneline(sl_strdup(message ? message : ""));
-    char *line = sl_secrets_scrub(one, pg->conninfo);
+    char *line = hide_split_parts(sl_secrets_scrub(one, pg->conninfo), pg->conninfo);
     free(one);
     if (line[0] == '\0') {
         free(line);
@@ -84,7 +118,14 @@ static char *pg_make_display(const PQconninfoOption *opts)
         host = pg_pick(NULL, defaults, "hostaddr", "[local]");
     const char *port = pg_pick(opts, defaults, "port", "5432");
     const char *dbname = pg_pick(opts, defaults, "dbname", user);
-    char *display = sl_asprintf("%s@%s:%s/%s", user, host, port, dbname);
+    /* A database name holding '@' is a URL that split where its writer did
+     * not mean it to: a password with an unencoded '/', '?' or '@' puts the
+     * rest of it in the host and the database name, and no message may show
+     * those. */
+    char *display = strchr(dbname, '@') ? sl_asprintf("%s@(host and database not shown: the database name holds '@'; "
+                                                      "a password's '@', '/' and '?' must be percent-encoded)",
+                                                      user)
+                                        : sl_asprintf("%s@%s:%s/%s", user, host, port, dbname);
     PQconninfoFree(defaults);
     return display;
 }

@@ -111,6 +111,22 @@ test_password_written_every_way() {
     assert_no_password "$OUT$ERR"
 }
 
+# A URL whose password holds an unencoded '?' or '/' splits where its writer did not mean it to: the
+# rest of the password lands in the query, the host or the database name, and no message shows it.
+test_split_url_hides_its_parts() {
+    table_job 1
+    local url
+    for url in 'postgresql://app?:S3cretPass@db.example/app?sslmode=require' \
+        'postgresql://app/:S3cretPass@db.example/app' 'postgresql://app:s3c@r3tpwX/@localhost:5499/x'; do
+        run_sluice --db "$url" up
+        assert_ne "$RC" 0 "exit status with $url"
+        [[ -n $ERR ]] || fail "nothing said about $url"
+        assert_not_contains "$OUT$ERR" "S3cretPass"
+        assert_not_contains "$OUT$ERR" "r3tpwX"
+    done
+    assert_contains "$ERR" "percent-encoded"
+}
+
 # Failures at every step say what failed, never with the password: a database that does not exist, a
 # server that is not there, libpq's own parse errors, a failing job, a connection cut mid-run.
 test_password_never_in_errors() {
@@ -382,6 +398,8 @@ run_test "PostgreSQL: libpq's and SQLAlchemy's URL forms via --db, --db=, SLUICE
 run_test "a password with / @ : % space quotes: unescaped URL, key=value, PGPASSWORD, query" \
     test_password_written_every_way
 run_test "the password is in no error message, log line or checkpoint file" test_password_never_in_errors
+run_test "a URL split by an unencoded '?' or '/' in its password: the parts after it in no message" \
+    test_split_url_hides_its_parts
 run_test "the password is gone from /proc/PID/cmdline while up runs (URL, --db=, key=value)" \
     test_password_not_in_cmdline
 run_test "over TCP: keepalives after 30 s idle unless the string sets its own" test_keepalives_over_tcp
