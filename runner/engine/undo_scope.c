@@ -304,6 +304,25 @@ static void check_assigned(scope *s)
     sl_sql_updates_free(ups, nups);
 }
 
+/* A statement that writes and uses neither :lo nor :hi runs over whatever
+ * it matches in every chunk, not over the chunk's rows: the section as a
+ * whole uses both (job.c), so a second statement can slip by. Warned, not
+ * refused: a counter bumped once a chunk is a job's own business. */
+static void check_bounded(scope *s)
+{
+    static const char *const writes[] = {"update", "delete", "insert", "merge", "replace"};
+    char word[16];
+    sl_stmt_first_word(s->st, word, sizeof word);
+    int writing = 0;
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++)
+        writing |= strcmp(word, writes[i]) == 0;
+    if (writing && !s->st->uses_lo && !s->st->uses_hi)
+        add_warning(s, sl_asprintf("%s:%d: up statement %zu uses neither :lo nor :hi: it runs over every row it "
+                                   "matches in each chunk, not over the chunk's (hint: limit it, e.g. WHERE id "
+                                   "BETWEEN :lo AND :hi)",
+                                   s->job->path, s->st->line, s->stmt_no));
+}
+
 int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char ***warnings, sl_err *err)
 {
     *warnings = NULL;
@@ -313,6 +332,7 @@ int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *k
         s.st = &job->up.stmts[i];
         s.stmt_no = i + 1;
         check_assigned(&s);
+        check_bounded(&s);
         if (s.rc == 0 && snapshot && sess->dialect == SL_DIALECT_PG && sl_stmt_explainable(s.st))
             check_stmt(&s);
     }

@@ -353,6 +353,28 @@ accepted() {
     assert_sql "select min(v), max(v), count(*) from t" "1|1|300"
 }
 
+# A second up statement that writes without :lo or :hi runs over every row it matches in each chunk:
+# plan and up warn with its line (the section as a whole uses both, so nothing refuses it).
+test_unbounded_second_statement_warned() {
+    psql_q "create table t (id int primary key, a text, b text);
+            insert into t select g, 'a', 'b' from generate_series(1, 100) g"
+    write_job 0001_x <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:up
+UPDATE t SET a = 'x' WHERE id BETWEEN :lo AND :hi;
+UPDATE t SET b = 'z';
+SELECT 1;
+EOF
+    run_sluice plan 0001_x
+    assert_rc 0
+    assert_contains "$OUT" "0001_x.sql:5: up statement 2 uses neither :lo nor :hi"
+    assert_not_contains "$OUT" "up statement 3 uses"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0001_x.sql:5: up statement 2 uses neither :lo nor :hi"
+}
+
 for entry in "${CASES[@]}"; do
     IFS='|' read -r -a fields <<<"$entry"
     run_test "refused: ${fields[0]}" refused "${fields[@]:1}"
@@ -376,4 +398,6 @@ run_test "assigned columns accepted: snapshot(*) of non-key columns, moved keys 
     test_assigned_columns_accepted_pg
 run_test "assigned columns on SQLite: moved keys and unsaved columns refused with a snapshot, warned without" \
     test_assigned_columns_sqlite
+run_test "an up statement that writes without :lo or :hi beside one that uses them: plan and up warn" \
+    test_unbounded_second_statement_warned
 t_done
