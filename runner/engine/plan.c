@@ -79,7 +79,7 @@ static int plan_first_chunk(sl_session *sess, const sl_job *job, const sl_table_
         printf("\n");
         sl_answer_free(&ans);
         free(bsql);
-        return 1;
+        return 0; /* no plan was read: none to warn about */
     }
     /* SQLite's plan of it always shows a SCAN (the walk in key order, stopped
      * after batch rows) and a TEMP B-TREE (the window's sort of those rows):

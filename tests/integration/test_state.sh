@@ -826,6 +826,23 @@ test_restored_from_backup() {
     assert_sql "select count(*) from t where a = 'a' || id" 3000
 }
 
+# plan by a role that may update the table but not read it: it says the first chunk cannot be
+# computed and why, and warns of no Seq Scan it never saw.
+test_plan_without_select() {
+    make_table 300
+    make_app_role "grant update on t to sl_app"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "$APP_DB" plan 0001_bump
+    assert_contains "$OUT" "first chunk: cannot compute: "
+    assert_contains "$OUT" "permission denied"
+    assert_not_contains "$OUT" "Seq Scan"
+}
+
 run_test "lost checkpoint directory after done: the job is not applied again to new rows" test_lost_after_done
 run_test "lost checkpoint directory: history and report answer from the database" test_history_and_report_after_loss
 run_test "tables an older sluice made: status reads them, the next run adds what they lack" test_older_tables_upgraded
@@ -856,4 +873,6 @@ run_test "a changed search_path finds no record of a job that ran: refused, nami
 run_test "sluice's tables in a schema this role cannot read: refused, naming the schema; a tenant apart runs" \
     test_search_path_unreadable
 run_test "a job file renamed after it ran (or was stamped) is refused under its new name" test_renamed_job_file
+run_test "plan by a role that may update the table but not read it: no first chunk, and no Seq Scan warned of" \
+    test_plan_without_select
 t_done
