@@ -916,6 +916,24 @@ int sl_run_begin(sl_run *run, const sl_run_identity *id, char *const *walk_end, 
                              sl_session_display(run->sess), &run->run_id, &run->err);
 }
 
+/* A second signal aborts the chunk in flight by dropping its connection
+ * (session.c), the run's own among them: connected again for a moment, so
+ * that the database records the stop as it does after one signal, not a
+ * run still running. At most 3 s: whoever signalled twice wants out. */
+static void reconnect_after_abort(sl_run *run, int code)
+{
+    sl_session *sess = run->sess;
+    if (code != SL_EXIT_STOPPED || is_lite(sess) || sl_session_connected(sess) || sl_run_lost(run))
+        return;
+    int64_t was = sess->connect_timeout_ms;
+    sess->connect_timeout_ms = was < 3000 ? was : 3000;
+    sl_err err;
+    if (sl_session_connect(sess, &err) != 0)
+        sl_warn("%s: cannot record in %s that the run stopped (the next run does): %s", run->job->name, SL_JOBS_TABLE,
+                err.msg);
+    sess->connect_timeout_ms = was;
+}
+
 int sl_run_finish(sl_run *run, int code)
 {
     int up = run->kind == SL_RUN_UP;
@@ -926,6 +944,7 @@ int sl_run_finish(sl_run *run, int code)
     const char *outcome = code == SL_EXIT_OK ? "done" : code == SL_EXIT_STOPPED ? "stopped" : "failed";
     const char *error = code == SL_EXIT_FAILED ? run->err.msg : NULL;
     sl_err saved = run->err;
+    reconnect_after_abort(run, code);
     sl_session_set_wait_commit(run->sess, 1); /* SQLite: the state waits, and so every chunk before it */
     /* the database first: it decides what runs next (not once another runner has the job) */
     if (!sl_run_lost(run) && sl_session_connected(run->sess) && set_state(run, state, error) != 0) {

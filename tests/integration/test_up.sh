@@ -606,6 +606,32 @@ EOF
     assert_chunks 0001_bump 2000 20
 }
 
+# A second signal aborts the chunk in flight (its connection dropped): the database still records the
+# stop (sluice_jobs stopped, the run's row ended), as after one signal; up then finishes exactly once.
+test_second_signal_records_the_stop() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 1000) g"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+SELECT pg_sleep(1);
+EOF
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 1 from sluice_progress"
+    kill -INT "$SLUICE_PID"
+    sleep 0.3
+    sluice_kill INT
+    assert_rc 3
+    assert_contains "$ERR" "second signal"
+    assert_sql "select state from sluice_jobs where job = '0001_bump'" stopped
+    assert_sql "select outcome, ended_at is not null from sluice_runs where job = '0001_bump'" "stopped|t"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|1000"
+}
+
 test_jobs_in_file_name_order() {
     # 0002 needs 0001's effect (its requires checks it when it starts); 0001 fails once on row 299.
     psql_q "create table t (id int primary key, a int not null default 0, b int not null default 0, d int not null default 1);
@@ -704,6 +730,8 @@ run_test "standard_conforming_strings off for the database: on in sluice's sessi
 run_test "sluice_jobs.walk_end changed by hand: refused, exit 2, nothing changed; put back, every row once" \
     test_walk_end_edited_by_hand
 run_test "SIGTERM stops with exit 3 too" test_sigterm_stops_too
+run_test "a second signal aborts the chunk in flight, and the database still records the stop" \
+    test_second_signal_records_the_stop
 run_test "a chunk failing at COMMIT fails the job, nothing of it kept; resume exactly once" test_commit_failure
 run_test "a COMMIT retried after 40001, with snapshot undo; down restores" test_commit_retried_with_snapshot
 run_test "jobs run in file-name order; a failed job stops the later ones" test_jobs_in_file_name_order
