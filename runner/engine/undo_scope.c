@@ -235,17 +235,7 @@ static char *written(const char *col)
     int plain = (*col >= 'a' && *col <= 'z') || *col == '_';
     for (const char *c = col; *c && plain; c++)
         plain = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
-    if (plain)
-        return sl_strdup(col);
-    sl_buf b = {0};
-    sl_buf_addc(&b, '"');
-    for (const char *c = col; *c; c++) {
-        if (*c == '"')
-            sl_buf_addc(&b, '"');
-        sl_buf_addc(&b, *c);
-    }
-    sl_buf_addc(&b, '"');
-    return sl_buf_take(&b);
+    return plain ? sl_strdup(col) : sl_quote_ident(col);
 }
 
 static void moved_key(scope *s, const char *col, int line)
