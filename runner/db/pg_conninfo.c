@@ -11,7 +11,6 @@
 #include <string.h>
 
 static int pg_parse(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err);
-static const char *pg_opt(const PQconninfoOption *opts, const char *keyword);
 
 /* Fold libpq's multi-line messages ("...failed: Connection refused\n\tIs the
  * server running...") into one line, in place. */
@@ -37,44 +36,11 @@ char *pg_oneline(char *s)
     return s;
 }
 
-/* line with every occurrence of what (3 bytes or more) as "***". */
-static char *hide_all(char *line, const char *what)
-{
-    if (!what || strlen(what) < 3 || !strstr(line, what))
-        return line;
-    sl_buf b = {0};
-    for (const char *p = line, *hit; *p; p = hit + strlen(what)) {
-        if (!(hit = strstr(p, what))) {
-            sl_buf_adds(&b, p);
-            break;
-        }
-        sl_buf_add(&b, p, (size_t)(hit - p));
-        sl_buf_adds(&b, "***");
-    }
-    free(line);
-    return sl_buf_take(&b);
-}
-
-/* A URL that split where its writer did not mean it to (the database name
- * holds '@', pg_make_display): its host and database name may be parts of
- * the password, and libpq names the host it could not reach. */
-static char *hide_split_parts(char *line, const char *conninfo)
-{
-    PQconninfoOption *opts = conninfo ? PQconninfoParse(conninfo, NULL) : NULL;
-    const char *dbname = pg_opt(opts, "dbname");
-    if (dbname && strchr(dbname, '@')) {
-        line = hide_all(line, dbname);
-        line = hide_all(line, pg_opt(opts, "host"));
-    }
-    PQconninfoFree(opts);
-    return line;
-}
-
 /* libpq's message about pg's connection, on one line, without secrets. */
 char *pg_safe_line(const sl_pg *pg, const char *message, const char *fallback)
 {
     char *one = pg_oneline(sl_strdup(message ? message : ""));
-    char *line = hide_split_parts(sl_secrets_scrub(one, pg->conninfo), pg->conninfo);
+    char *line = sl_secrets_scrub(one, pg->conninfo);
     free(one);
     if (line[0] == '\0') {
         free(line);

@@ -216,12 +216,33 @@ static void add_written(sl_buf *list, const char *conninfo, int parsed)
     }
 }
 
+/* A URL that split where its writer did not mean it to: a password with
+ * an unencoded '/', '?' or '@' leaves the rest of it in the host and in a
+ * database name that then holds an '@' (no real one does, pg_make_display):
+ * both count as secrets, as libpq names the host it cannot reach. */
+static void add_split_parts(sl_buf *list, const PQconninfoOption *opts)
+{
+    const char *host = NULL, *dbname = NULL;
+    for (const PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            dbname = o->val;
+    }
+    if (!dbname || !strchr(dbname, '@'))
+        return;
+    add_forms(list, dbname, strlen(dbname));
+    if (host)
+        add_forms(list, host, strlen(host));
+}
+
 /* Every password and sslpassword libpq will use: the string's own, as
  * PQconninfoParse reads it, and PGPASSWORD's. Returns whether it parsed. */
 static int add_parsed(sl_buf *list, const char *conninfo)
 {
     PQconninfoOption *sets[2] = {PQconninfoParse(conninfo, NULL), PQconndefaults()};
     int parsed = sets[0] != NULL;
+    add_split_parts(list, sets[0]);
     for (size_t i = 0; i < 2; i++) {
         for (const PQconninfoOption *o = sets[i]; o && o->keyword; o++)
             if (o->val && (strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0))

@@ -25,8 +25,10 @@ void sl_secrets_hide(char *s);
  * "***": the password and sslpassword libpq reads from conninfo (and from
  * PGPASSWORD), raw and percent-encoded in upper and lower case, and the
  * secrets as written in conninfo (word by word too, when libpq cannot parse
- * it: its error then quotes a token, maybe a piece of one). conninfo may be
- * NULL (nothing but PGPASSWORD to scrub). */
+ * it: its error then quotes a token, maybe a piece of one); of a URL split
+ * by a password's unencoded '/', '?' or '@' (its database name holds an
+ * '@'), the host and the database name too. conninfo may be NULL (nothing
+ * but PGPASSWORD to scrub). */
 char *sl_secrets_scrub(const char *message, const char *conninfo);
 
 #endif
