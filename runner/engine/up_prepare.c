@@ -238,18 +238,11 @@ static int read_tuple(const sl_answer *ans, int from, size_t n, up_key *t)
     return 1;
 }
 
-/* sluice_jobs.walk_end was changed by hand (why, malloc'd; count: its
- * elements as the database counts them): refused, as resuming with it
- * would end the walk somewhere it never ended. */
-static int end_refused(up_run *r, char *why, const char *count)
+/* sluice_jobs.walk_end was changed by hand (why, malloc'd): refused, as
+ * resuming with it would end the walk somewhere it never ended. */
+static int end_refused(up_run *r, char *why)
 {
     char *end = r->run.row.walk_end;
-    if (!why[0]) {
-        free(why);
-        why = sl_asprintf("it holds %s value%s, and the job's key has %zu column%s", count ? count : "no",
-                          count && strcmp(count, "1") == 0 ? "" : "s", r->info.ks.ncols,
-                          r->info.ks.ncols == 1 ? "" : "s");
-    }
     sl_err_set(&r->err, "%s: where its walk ends, " SL_JOBS_TABLE ".walk_end = %s, cannot be: %s", r->job->name,
                end ? end : "NULL", why);
     sl_err_append(&r->err,
@@ -279,23 +272,17 @@ static int end_behind(up_run *r)
     sl_answer ans;
     int rc = sl_session_exec1(r->sess, sql, 2 * (int)n, params, &ans);
     free(sql);
-    if (rc != 0) {
-        sl_err_set(&r->err, "%s: cannot read its progress: connection lost", r->job->name);
-        return -1;
-    }
-    if (!ans.ok && !ans.conn_lost) {
-        char *why = sl_asprintf("it is not a value of the key (%s)", ans.error);
+    if (rc != 0 || ans.conn_lost) {
         sl_answer_free(&ans);
-        return end_refused(r, why, NULL);
-    }
-    int ahead = ans.ok && sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
-    int lost = !ans.ok;
-    sl_answer_free(&ans);
-    if (lost) {
         sl_err_set(&r->err, "%s: cannot read its progress: connection lost", r->job->name);
         return -1;
     }
-    return ahead ? 0 : end_refused(r, sl_strdup("it is before the last committed chunk's :hi"), NULL);
+    char *why = !ans.ok ? sl_asprintf("it is not a value of the key (%s)", ans.error)
+                : !sl_answer_true(sl_answer_val(&ans, 0, 0, 0))
+                    ? sl_strdup("it is before the last committed chunk's :hi")
+                    : NULL;
+    sl_answer_free(&ans);
+    return why ? end_refused(r, why) : 0;
 }
 
 /* The end of the walk: the one the job began with, or (no chunk yet) the
@@ -318,13 +305,16 @@ static int load_end(up_run *r)
         sl_buf_free(&b);
         if (rc != 0)
             return -1;
-        char *count = sl_answer_val(&ans, 0, 0, 0) ? sl_strdup(sl_answer_val(&ans, 0, 0, 0)) : NULL;
-        int whole = count && strtoll(count, NULL, 10) == (long long)n;
+        const char *count = sl_answer_val(&ans, 0, 0, 0);
+        char *why = count && strtoll(count, NULL, 10) == (long long)n
+                        ? NULL
+                        : sl_asprintf("it holds %s value%s, and the job's key has %zu column%s", count ? count : "no",
+                                      count && strcmp(count, "1") == 0 ? "" : "s", n, n == 1 ? "" : "s");
         r->has_end = read_tuple(&ans, 1, n, &r->end);
         sl_answer_free(&ans);
-        rc = !whole || !r->has_end ? end_refused(r, sl_strdup(""), count) : end_behind(r);
-        free(count);
-        return rc;
+        if (!why && !r->has_end)
+            why = sl_strdup("a value of it is NULL");
+        return why ? end_refused(r, why) : end_behind(r);
     }
     char *sql = sl_keys_last_sql(&r->info.ks);
     sl_query q = {sql, 0, NULL, 0};
