@@ -468,10 +468,6 @@ static int wait_turn(down_worker *w, const down_chunk *c)
     }
 }
 
-/* A worker's ranges, one after the other, and in each the chunks newest
- * first: what is left applied of a range is always its oldest chunks, so an
- * `up` (or a `down`) after a stop resumes it. 0 done, 1 stopped, -1 failed,
- * -3 a conflict. */
 /* The worker's rest after a chunk, as long as the job's pause in force:
  * looked at again every quarter second, so that a `ctl set pause` also
  * shortens (or lengthens) a rest already begun. 0, or SL_STOPPED. */
@@ -488,6 +484,10 @@ static int rest(down_worker *w)
     }
 }
 
+/* A worker's ranges, one after the other, and in each the chunks newest
+ * first: what is left applied of a range is always its oldest chunks, so an
+ * `up` (or a `down`) after a stop resumes it. 0 done, 1 stopped, -1 failed,
+ * -3 a conflict. */
 static int walk_ranges(down_worker *w)
 {
     down_run *r = w->r;
