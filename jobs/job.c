@@ -295,26 +295,33 @@ static int parse_lines(parser *p, file_state *fs, const char *text, size_t len)
 
 /* ---- sections ---- */
 
+/* A statement whose first word begins none (a misspelling, a byte order
+ * mark where two files were joined) would reach the server only with the
+ * first chunk, and fail the job there. */
+static int refuse_no_statement(parser *p, const sl_stmt *stmt)
+{
+    if (sl_stmt_begins_statement(stmt))
+        return 0;
+    /* the statement's start as text, after its leading blanks, cut at the line's end and shown escaped */
+    const char *t = stmt->text + strspn(stmt->text, " \t\r\n");
+    int bom = (unsigned char)t[0] == 0xEF && (unsigned char)t[1] == 0xBB && (unsigned char)t[2] == 0xBF;
+    sl_buf shown = {0};
+    sl_buf_add_visible(&shown, t, strcspn(t, "\n") < 24 ? strcspn(t, "\n") : 24, 1);
+    sl_err_set(p->err, "%s:%d: \"%s\" begins no SQL statement%s", p->path, stmt->line, shown.data ? shown.data : "",
+               bom ? ": it begins with a byte order mark (U+FEFF), as where two files were joined" : "");
+    sl_err_append(p->err, "hint: %s",
+                  bom ? "remove the byte order mark"
+                      : "a statement begins with a keyword such as UPDATE, DELETE, INSERT, "
+                        "SELECT, WITH or CALL: is the first word misspelled?");
+    sl_buf_free(&shown);
+    return -1;
+}
+
 /* Transaction control would break the chunk's one transaction, which holds
  * the chunk's effect and its progress record together (exactly once). */
 static int refuse_transaction_control(parser *p, const sl_stmt *stmt)
 {
     char what[64];
-    if (!sl_stmt_begins_statement(stmt)) {
-        /* the statement's start as text, after its comments, cut at the line's end and shown escaped */
-        const char *t = stmt->text + strspn(stmt->text, " \t\r\n");
-        int bom = (unsigned char)t[0] == 0xEF && (unsigned char)t[1] == 0xBB && (unsigned char)t[2] == 0xBF;
-        sl_buf shown = {0};
-        sl_buf_add_visible(&shown, t, strcspn(t, "\n") < 24 ? strcspn(t, "\n") : 24, 1);
-        sl_err_set(p->err, "%s:%d: \"%s\" begins no SQL statement%s", p->path, stmt->line, shown.data ? shown.data : "",
-                   bom ? ": it begins with a byte order mark (U+FEFF), as where two files were joined" : "");
-        sl_err_append(p->err, "hint: %s",
-                      bom ? "remove the byte order mark"
-                          : "a statement begins with a keyword such as UPDATE, DELETE, INSERT, "
-                            "SELECT, WITH or CALL: is the first word misspelled?");
-        sl_buf_free(&shown);
-        return -1;
-    }
     if (!sl_stmt_transaction_control(stmt, what, sizeof what))
         return 0;
     if (strcmp(what, "VACUUM") == 0)
@@ -344,7 +351,7 @@ static int load_section(parser *p, sl_section *sec, const section_span *span, co
     }
     int lo = 0, hi = 0;
     for (size_t i = 0; i < sec->nstmts; i++) {
-        if (refuse_transaction_control(p, &sec->stmts[i]) != 0)
+        if (refuse_no_statement(p, &sec->stmts[i]) != 0 || refuse_transaction_control(p, &sec->stmts[i]) != 0)
             return -1;
         lo |= sec->stmts[i].uses_lo;
         hi |= sec->stmts[i].uses_hi;
