@@ -133,12 +133,33 @@ void sl_ckpt_job_free(sl_ckpt_job *job)
     memset(job, 0, sizeof *job);
 }
 
-static int read_job_row(sl_ckpt *ck, sqlite3_stmt *st, sl_ckpt_job *out, sl_err *err)
+int ckpt_read_state(sl_ckpt *ck, sqlite3_stmt *st, sl_state *out, sl_err *err)
 {
     const char *state = (const char *)sqlite3_column_text(st, 1);
+    if (sl_state_parse(state, out) == 0)
+        return 0;
+    /* the value as the file holds it, on one line: a checkpoint file is input, and may hold anything */
+    sl_buf detail = {0};
+    if (state) {
+        sl_buf_adds(&detail, "its job state is \"");
+        sl_buf_add_visible(&detail, state, strnlen(state, 64), 1);
+        sl_buf_adds(&detail, "\"");
+    } else {
+        sl_buf_adds(&detail, "its job state is NULL");
+    }
+    sl_buf_adds(&detail, ", expected one of ");
+    for (size_t i = 0; i < NSTATES; i++)
+        sl_buf_printf(&detail, "%s%s", i ? ", " : "", state_names[i]);
+    int rc = ckpt_fail_corrupt(err, ck->path, detail.data);
+    sl_buf_free(&detail);
+    return rc;
+}
+
+static int read_job_row(sl_ckpt *ck, sqlite3_stmt *st, sl_ckpt_job *out, sl_err *err)
+{
     const char *checksum = (const char *)sqlite3_column_text(st, 2);
-    if (sl_state_parse(state, &out->state) != 0)
-        return ckpt_fail_corrupt(err, ck->path, "unknown job state");
+    if (ckpt_read_state(ck, st, &out->state, err) != 0)
+        return -1;
     int n = snprintf(out->checksum, sizeof out->checksum, "%s", checksum ? checksum : "");
     if (n < 0 || (size_t)n >= sizeof out->checksum)
         return ckpt_fail_corrupt(err, ck->path, "bad checksum");

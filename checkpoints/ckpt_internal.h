@@ -47,6 +47,10 @@ int ckpt_fail_corrupt(sl_err *err, const char *path, const char *detail);
 /* Fill err with the SQLite failure of `what` on an open checkpoint, with a hint where the user can act. Returns -1. */
 int ckpt_fail_db(sl_ckpt *ck, const char *what, sl_err *err);
 
+/* The job state in column 1 of st (a row of ST_GET_JOB) into *out: 0, or -1 with err naming the file, the value
+ * it holds and the states expected (ckpt.c). */
+int ckpt_read_state(sl_ckpt *ck, sqlite3_stmt *st, sl_state *out, sl_err *err);
+
 /* Reset and unbind a statement after use. */
 void ckpt_stmt_done(sqlite3_stmt *st);
 /* Bind text (NULL: SQL NULL) without copying it: it must live until ckpt_stmt_done. */

@@ -105,6 +105,50 @@ static char *dir_of(const char *path)
     return sl_strndup(path, (size_t)(slash - path));
 }
 
+/* The error for a symbolic link on the way to a checkpoint file that points nowhere. */
+static int dangling_link(const char *link, int is_file, sl_err *err)
+{
+    char target[4096];
+    ssize_t len = readlink(link, target, sizeof target - 1);
+    sl_buf shown = {0};
+    sl_buf_add_visible(&shown, target, len > 0 ? (size_t)len : 0, 1);
+    sl_err_set(err, "checkpoint %s %s is a symbolic link to %s, which does not exist", is_file ? "file" : "directory",
+               link, shown.data);
+    sl_buf_free(&shown);
+    if (is_file)
+        sl_err_append(err, "hint: mount or restore what it points to; or remove the link, and `sluice up` writes a new "
+                           "checkpoint file there from what the target database's sluice_progress table records");
+    else
+        sl_err_append(err, "hint: mount or restore what it points to, or point --checkpoints at a directory that "
+                           "exists (a missing one is created)");
+    return -1;
+}
+
+/* A path that is not there because a symbolic link on the way points nowhere
+ * (a volume not mounted, a target moved) is refused, file or directory:
+ * making what the link points to would put the checkpoint where nobody
+ * looks for it, and taking it for a missing file would start afresh. 0 when
+ * there is none; -1 with err naming the link and its target. */
+static int refuse_dangling(const char *path, sl_err *err)
+{
+    char *walk = sl_strdup(path);
+    int res = 0;
+    for (char *p = walk + 1; res == 0; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        struct stat sb;
+        if (lstat(walk, &sb) == 0 && S_ISLNK(sb.st_mode) && stat(walk, &sb) != 0 && errno == ENOENT)
+            res = dangling_link(walk, saved == '\0', err);
+        *p = saved;
+        if (!saved)
+            break;
+    }
+    free(walk);
+    return res;
+}
+
 /* mkdir -p with mode 0700: checkpoints hold the target's name and data. */
 static int make_dirs(const char *dir, sl_err *err)
 {
@@ -180,6 +224,8 @@ static int create_tmp(const char *path, const char *dir, char **tmp, sl_err *err
 
 int sl_ckpt_can_create(const char *path, sl_err *err)
 {
+    if (refuse_dangling(path, err) != 0)
+        return -1;
     char *dir = dir_of(path), *tmp;
     int res = create_tmp(path, dir, &tmp, err);
     (void)unlink(tmp);
@@ -312,7 +358,8 @@ static int prepare_all(sl_ckpt *ck, sl_err *err)
     return 0;
 }
 
-static int check_job_name(sl_ckpt *ck, const char *job, sl_err *err)
+/* The job row: there, of this job, in a state sluice knows. */
+static int check_job_row(sl_ckpt *ck, const char *job, sl_err *err)
 {
     sqlite3_stmt *st = ck->stmts[ST_GET_JOB];
     int rc = sqlite3_step(st);
@@ -325,6 +372,11 @@ static int check_job_name(sl_ckpt *ck, const char *job, sl_err *err)
         sl_err_set(err, "checkpoint file %s belongs to job \"%s\", not \"%s\"", ck->path, owner ? owner : "", job);
         sl_err_append(err, "hint: was the job file renamed? rename the checkpoint file to match, or move it aside");
         res = -1;
+    } else {
+        /* read at open, as the name is: a file whose state no command can take is refused before anything
+         * is written, by every command alike */
+        sl_state state;
+        res = ckpt_read_state(ck, st, &state, err);
     }
     ckpt_stmt_done(st);
     return res;
@@ -350,7 +402,7 @@ static int open_checked(sl_ckpt *ck, const char *job, sl_err *err)
     sqlite3_busy_timeout(ck->db, CKPT_BUSY_TIMEOUT_MS);
     if (check_header(ck, err) != 0 || quick_check(ck, err) != 0)
         return -1;
-    if (prepare_all(ck, err) != 0 || check_job_name(ck, job, err) != 0)
+    if (prepare_all(ck, err) != 0 || check_job_row(ck, job, err) != 0)
         return -1;
     return configure(ck, err);
 }
@@ -364,6 +416,8 @@ int sl_ckpt_open(const char *path, const char *job, int create, sl_ckpt **out, s
             sl_err_set(err, "cannot open checkpoint file %s: %s", path, strerror(errno));
             return -1;
         }
+        if (refuse_dangling(path, err) != 0)
+            return -1;
         if (!create) {
             sl_err_set(err, "checkpoint file %s does not exist", path);
             return SL_CKPT_MISSING;

@@ -441,32 +441,14 @@ static int check_empty_values(const cli_args *a)
 }
 
 /* The environment's durations, checked before anything runs: the session
- * reads them only when it connects, and took one it could not read for its
- * default. An empty one counts as unset, for every reader. */
+ * reads them only when it is made (session.h). */
 static int check_env_values(void)
 {
-    static const struct {
-        const char *name;
-        int64_t min_ms;
-        const char *expected;
-    } durations[] = {
-        {"SLUICE_CONNECT_TIMEOUT", 1, "a duration greater than zero such as 10s, 30s or 1m"},
-        {"SLUICE_RECONNECT_FOR", 0, "a duration such as 30s, 2m or 1h (0s: one attempt)"},
-    };
-    for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
-        const char *value = getenv(durations[i].name);
-        int64_t ms;
-        if (value && !*value)
-            unsetenv(durations[i].name);
-        else if (value && (sl_parse_duration(value, &ms) != 0 || ms < durations[i].min_ms)) {
-            sl_buf shown = {0};
-            sl_buf_add_visible(&shown, value, strnlen(value, 64), 1);
-            sl_error("%s=\"%s\": expected %s", durations[i].name, shown.data, durations[i].expected);
-            sl_buf_free(&shown);
-            return -1;
-        }
-    }
-    return 0;
+    sl_err err;
+    if (sl_session_check_env(&err) == 0)
+        return 0;
+    sl_error("%s", err.msg);
+    return -1;
 }
 
 /* One command against one database (o: the one of --db, or a fleet's target's). */

@@ -41,10 +41,11 @@ static int with_session(const sl_opts *opts, sl_jobset *jobs, const char *arg, j
         uv_loop_close(&own);
         return SL_EXIT_USAGE;
     }
-    if (sl_session_connect(&sess, &err) != 0) {
+    int rc = sl_session_connect(&sess, &err);
+    if (rc != 0) {
         /* an event of its own: in a fleet, the line that says why a target failed */
         sl_log_event(SL_LOG_ERROR, "connect_failed", json_pack("{so}", "error", sl_json_str(err.msg)), "%s", err.msg);
-        code = SL_EXIT_FAILED;
+        code = rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     }
     if (code == SL_EXIT_OK)
         code = cmd(&sess, opts, jobs, arg);

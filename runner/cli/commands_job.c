@@ -16,7 +16,8 @@
 
 /* Open a session on opts->db (connect_ms: its connect timeout, 0 for the
  * session's own), saying nothing: 0; SL_EXIT_USAGE with err for a database
- * string it cannot use, SL_EXIT_FAILED with err when it cannot connect. */
+ * string it cannot use (libpq's refusal of its settings too),
+ * SL_EXIT_FAILED with err when it cannot connect. */
 static int connect_db(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int64_t connect_ms, sl_err *err)
 {
     uv_loop_init(loop);
@@ -26,10 +27,11 @@ static int connect_db(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, in
     }
     if (connect_ms > 0)
         sess->connect_timeout_ms = connect_ms;
-    if (sl_session_connect(sess, err) != 0) {
+    int rc = sl_session_connect(sess, err);
+    if (rc != 0) {
         sl_session_close(sess);
         uv_loop_close(loop);
-        return SL_EXIT_FAILED;
+        return rc == SL_EREFUSED ? SL_EXIT_USAGE : SL_EXIT_FAILED;
     }
     return 0;
 }

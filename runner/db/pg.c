@@ -207,15 +207,63 @@ static void pg_drop(sl_pg *pg)
 
 /* ---- connecting ---- */
 
-static void pg_connect_fail(sl_pg *pg, const char *message)
+/* The attempt ended without a connection: status SL_EFAIL, or SL_EREFUSED
+ * when libpq refused the connection options themselves (pg.h). */
+static void pg_connect_end(sl_pg *pg, int status, const char *message)
 {
     char *line = pg_safe_line(pg, message, "could not connect");
     sl_pg_connect_cb cb = pg->connect_cb;
     pg->connect_cb = NULL;
     pg_drop(pg);
     if (cb)
-        cb(pg, -1, line, pg->connect_arg);
+        cb(pg, status, line, pg->connect_arg);
     free(line);
+}
+
+static void pg_connect_fail(sl_pg *pg, const char *message)
+{
+    pg_connect_end(pg, SL_EFAIL, message);
+}
+
+/* What libpq connects with: the string's own settings win, as they come
+ * before dbname, which libpq expands in their place. A server gone silent
+ * (a partition, a host that died) is noticed within about a minute,
+ * sending or waiting for an answer, rather than the system's two hours: the
+ * runner then reconnects or gives up, and a scheduler sees it end. */
+typedef struct pg_params {
+    const char *keywords[7], *values[7];
+} pg_params;
+
+static pg_params pg_connect_params(const sl_pg *pg)
+{
+    return (pg_params){
+        .keywords = {"keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname",
+                     "fallback_application_name", NULL},
+        .values = {"30", "10", "3", "60000", pg->conninfo, "sluice", NULL},
+    };
+}
+
+/* Whether a connection that failed inside PQconnectStartParams failed on its
+ * options (an sslmode, gssencmode or target_session_attrs libpq does not
+ * know, host and hostaddr lists that do not match: bad input, which no
+ * retry mends) rather than on the way to the server. Both end there:
+ * connectOptions2 checks the options before any socket is opened, but the
+ * first PQconnectPoll step runs inside it too, and fails at once on a Unix
+ * socket nobody listens on or a host name that does not resolve. libpq
+ * tells them apart for PQping: PQPING_NO_ATTEMPT, "the supplied parameters
+ * were obviously incorrect" (libpq docs 34.1; fe-connect.c's internal_ping
+ * returns it when connectOptions2 left options_valid unset). With valid
+ * options the ping tries to connect again, blocking: it runs only after
+ * such a failure, which a second try repeats at once, and never again once
+ * libpq took the options. */
+static int pg_options_refused(sl_pg *pg)
+{
+    if (pg->options_ok)
+        return 0;
+    pg_params params = pg_connect_params(pg);
+    int refused = PQpingParams(params.keywords, params.values, 1) == PQPING_NO_ATTEMPT;
+    pg->options_ok = !refused;
+    return refused;
 }
 
 static void pg_on_notice(void *arg, const char *message)
@@ -284,7 +332,7 @@ static void pg_timed_out(sl_pg *pg)
         return;
     }
     if (PQstatus(pg->conn) == CONNECTION_BAD) {
-        pg_connect_fail(pg, PQerrorMessage(pg->conn));
+        pg_connect_end(pg, pg_options_refused(pg) ? SL_EREFUSED : SL_EFAIL, PQerrorMessage(pg->conn));
         return;
     }
     char *message = sl_asprintf("timed out connecting to %s", pg->display);
@@ -523,22 +571,10 @@ int sl_pg_connect(sl_pg *pg, int64_t timeout_ms, sl_pg_connect_cb cb, void *arg)
 {
     if (pg->closing || pg->conn)
         return -1;
-    /* Before dbname, which libpq expands in their place: the string's own
-     * settings win. A server gone silent (a partition, a host that died) is
-     * noticed within about a minute, sending or waiting for an answer,
-     * rather than the system's two hours: the runner then reconnects or
-     * gives up, and a scheduler sees it end. */
-    const char *const keywords[] = {"keepalives_idle",
-                                    "keepalives_interval",
-                                    "keepalives_count",
-                                    "tcp_user_timeout",
-                                    "dbname",
-                                    "fallback_application_name",
-                                    NULL};
-    const char *const values[] = {"30", "10", "3", "60000", pg->conninfo, "sluice", NULL};
+    pg_params params = pg_connect_params(pg);
     /* The one thing that blocks the loop: libpq resolves host names
      * synchronously inside PQconnectStartParams (getaddrinfo). */
-    PGconn *conn = PQconnectStartParams(keywords, values, 1);
+    PGconn *conn = PQconnectStartParams(params.keywords, params.values, 1);
     if (!conn)
         return -1;
     pg->conn = conn;
@@ -547,9 +583,10 @@ int sl_pg_connect(sl_pg *pg, int64_t timeout_ms, sl_pg_connect_cb cb, void *arg)
     pg->connect_arg = arg;
     PQsetNoticeProcessor(conn, pg_on_notice, pg);
     if (PQstatus(conn) == CONNECTION_BAD) {
-        uv_timer_start(&pg->timer, pg_on_timer, 0, 0);
+        uv_timer_start(&pg->timer, pg_on_timer, 0, 0); /* pg_timed_out reports it */
         return 0;
     }
+    pg->options_ok = 1; /* past connectOptions2 */
     /* connect_timeout is ignored by PQconnectPoll: this timer replaces it. */
     if (timeout_ms > 0)
         uv_timer_start(&pg->timer, pg_on_timer, (uint64_t)timeout_ms, 0);

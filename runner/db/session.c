@@ -191,15 +191,55 @@ int sl_session_init_from(sl_session *sess, const sl_session *from, sl_err *err)
     return 0;
 }
 
+/* A duration the session takes from the environment (session.h,
+ * sl_session_check_env). */
+typedef struct env_duration {
+    const char *name;
+    int64_t min_ms, default_ms;
+    const char *expected;
+} env_duration;
+
+static const env_duration connect_timeout_env = {"SLUICE_CONNECT_TIMEOUT", 1, 10000,
+                                                 "a duration greater than zero such as 10s, 30s or 1m"};
+static const env_duration reconnect_for_env = {"SLUICE_RECONNECT_FOR", 0, 120000,
+                                               "a duration such as 30s, 2m or 1h (0s: one attempt)"};
+
+/* d's value into *ms, its default when unset or empty: 0, or -1 with err
+ * naming the variable, its value (made visible) and what was expected. */
+static int env_duration_get(const env_duration *d, int64_t *ms, sl_err *err)
+{
+    const char *value = getenv(d->name);
+    *ms = d->default_ms;
+    if (!value || !*value || (sl_parse_duration(value, ms) == 0 && *ms >= d->min_ms))
+        return 0;
+    sl_buf shown = {0};
+    sl_buf_add_visible(&shown, value, strnlen(value, 64), 1);
+    sl_err_set(err, "%s=\"%s\": expected %s", d->name, shown.data, d->expected);
+    sl_buf_free(&shown);
+    return -1;
+}
+
+int sl_session_check_env(sl_err *err)
+{
+    const env_duration *all[] = {&connect_timeout_env, &reconnect_for_env};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        const char *value = getenv(all[i]->name);
+        int64_t ms;
+        if (value && !*value)
+            unsetenv(all[i]->name); /* what tests whether it is set sees it unset too */
+        else if (env_duration_get(all[i], &ms, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 int sl_session_init(sl_session *sess, uv_loop_t *loop, const char *conninfo, sl_err *err)
 {
     memset(sess, 0, sizeof *sess);
     sess->loop = loop;
-    sess->connect_timeout_ms = 10000;
-    const char *cto = getenv("SLUICE_CONNECT_TIMEOUT");
-    int64_t v;
-    if (cto && sl_parse_duration(cto, &v) == 0 && v > 0)
-        sess->connect_timeout_ms = v;
+    if (env_duration_get(&connect_timeout_env, &sess->connect_timeout_ms, err) != 0 ||
+        env_duration_get(&reconnect_for_env, &sess->reconnect_for_ms, err) != 0)
+        return -1;
     if (conninfo && open_database(sess, loop, conninfo, err) != 0)
         return -1;
     watch_signals(sess, loop);
@@ -411,7 +451,13 @@ int sl_session_connect(sl_session *sess, sl_err *err)
     while (!w.done)
         sl_fiber_wait(sess->loop);
     int rc = 0;
-    if (w.status != 0) {
+    if (w.status == SL_EREFUSED) {
+        sl_err_set(err, "invalid database connection settings for %s: %s", sess->pg.display,
+                   w.error ? w.error : "refused by libpq");
+        sl_err_append(err, "hint: libpq refused them before connecting; they come from the database string (--db, "
+                           "SLUICE_DB or DATABASE_URL) and, for what it leaves out, libpq's PG* variables");
+        rc = SL_EREFUSED;
+    } else if (w.status != 0) {
         sl_err_set(err, "cannot connect to %s: %s", sess->pg.display, w.error ? w.error : "unknown error");
         rc = -1;
     } else {
@@ -662,15 +708,6 @@ int64_t sl_session_backoff_ms(int attempt)
     return base / 2 + (int64_t)(rand() % (int)(base / 2 + 1));
 }
 
-/* How long a lost connection is tried again: two minutes, or
- * SLUICE_RECONNECT_FOR (a duration). */
-static int64_t reconnect_for_ms(void)
-{
-    const char *v = getenv("SLUICE_RECONNECT_FOR");
-    int64_t ms;
-    return v && sl_parse_duration(v, &ms) == 0 ? ms : 120000;
-}
-
 int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
 {
     int64_t start = sl_mono_ms();
@@ -697,9 +734,9 @@ int sl_session_reconnect(sl_session *sess, const char *who, sl_err *err)
             return SL_STOPPED;
         if (sl_session_connect(sess, &cerr) == 0)
             break;
-        if (sl_mono_ms() - start > reconnect_for_ms()) {
+        if (sl_mono_ms() - start > sess->reconnect_for_ms) {
             char spent[32];
-            sl_format_duration(reconnect_for_ms(), spent, sizeof spent);
+            sl_format_duration(sess->reconnect_for_ms, spent, sizeof spent);
             sl_err_set(err, "%s: gave up reconnecting after %s: %s", who, spent, cerr.msg);
             return -1;
         }

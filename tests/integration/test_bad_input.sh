@@ -588,6 +588,118 @@ test_unaddressable_job_names() {
     assert_rc 0
 }
 
+# What a refused command must leave as it was: the job's row, the rows, sluice_progress, the checkpoint file.
+untouched_snapshot() {
+    psql_q "select j::text from sluice_jobs j order by job"
+    psql_q "select count(*), sum(n) from t; select count(*) from sluice_progress"
+    cksum "$CKPT"/* 2>/dev/null || true
+}
+
+# A checkpoint file whose job state is not one sluice knows: up, down, stamp and status refuse it alike,
+# naming the file, the value (escaped) and the states expected, and change nothing anywhere.
+test_checkpoint_bad_state() {
+    failed_after_one_chunk
+    local f="$CKPT/0001_bump.sluice" before cmd
+    sqlite3 "$f" "update job set state = 'half' || char(27) || 'done'"
+    before=$(untouched_snapshot)
+    for cmd in "up" "up 0001_bump" "down 0001_bump" "down -1" "stamp 0001_bump done" "status"; do
+        # shellcheck disable=SC2086 # the command and its arguments
+        run_sluice $cmd
+        assert_rc 2
+        assert_contains "$ERR" "checkpoint file $f" "$cmd's stderr"
+        assert_contains "$ERR" 'its job state is "half\x1bdone", expected one of pending, running, stopped, failed, done, rolling_back, rolled_back' "$cmd's stderr"
+        [[ $ERR != *$'\x1b'* ]] || fail "$cmd printed the ESC byte of the file's state"
+        assert_eq "$(untouched_snapshot)" "$before" "the database and the checkpoint file after $cmd"
+    done
+    assert_rebuilds_after_move_aside "$f"
+}
+
+# A dangling symbolic link where the job's checkpoint file, or the --checkpoints directory, should be (a
+# volume not mounted): every command refuses, naming the link and where it points, makes nothing there,
+# and changes nothing; once the link is gone the job resumes.
+test_checkpoint_dangling_symlink() {
+    failed_after_one_chunk
+    local f="$CKPT/0001_bump.sluice" before cmd
+    mv "$f" "$T_DIR/saved.sluice"
+    ln -s "$T_DIR/gone/0001_bump.sluice" "$f"
+    before=$(untouched_snapshot)
+    for cmd in "up" "down 0001_bump" "stamp 0001_bump done" "status"; do
+        # shellcheck disable=SC2086
+        run_sluice $cmd
+        assert_rc 2
+        assert_contains "$ERR" "checkpoint file $f is a symbolic link to $T_DIR/gone/0001_bump.sluice, which does not exist" "$cmd's stderr"
+        assert_eq "$(untouched_snapshot)" "$before" "the database after $cmd"
+        [[ ! -e $T_DIR/gone ]] || fail "$cmd made the link's target"
+    done
+    # the directory
+    rm "$f"
+    mv "$CKPT" "$T_DIR/saved-dir"
+    ln -s "$T_DIR/no-such-dir" "$CKPT"
+    before=$(untouched_snapshot)
+    for cmd in "up" "down 0001_bump" "status"; do
+        # shellcheck disable=SC2086
+        run_sluice $cmd
+        assert_rc 2
+        assert_contains "$ERR" "checkpoint directory $CKPT is a symbolic link to $T_DIR/no-such-dir, which does not exist" "$cmd's stderr"
+        assert_eq "$(untouched_snapshot)" "$before" "the database after $cmd"
+        [[ ! -e $T_DIR/no-such-dir ]] || fail "$cmd made the link's target"
+    done
+    rm "$CKPT"
+    mv "$T_DIR/saved-dir" "$CKPT"
+    mv "$T_DIR/saved.sluice" "$f"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
+}
+
+# Settings libpq parses but refuses before it connects (an sslmode, target_session_attrs or gssencmode it
+# does not know, from the string or a PG* variable) are bad input: exit 2 with libpq's words, no
+# password; status says so and answers from the checkpoint files, as for any string it cannot use. A
+# server nobody listens on, over TCP or a Unix socket (which libpq too finds at once), stays exit 1.
+test_bad_db_settings() {
+    make_table 300 "${TCOLS[@]}"
+    valid_job 0001_bump
+    local url cmd said
+    for url in "postgresql://u:s3cret@localhost/db?sslmode=bogus|invalid sslmode value: \"bogus\"" \
+        "host=x target_session_attrs=nope password=s3cret|invalid target_session_attrs value: \"nope\"" \
+        "host=localhost gssencmode=zzz password=s3cret|invalid gssencmode value: \"zzz\""; do
+        said=${url#*|}
+        url=${url%%|*}
+        for cmd in "up" "plan 0001_bump" "down 0001_bump" "stamp 0001_bump done"; do
+            # shellcheck disable=SC2086
+            run_sluice --db "$url" $cmd
+            assert_rc 2
+            assert_contains "$ERR" "invalid database connection settings" "$cmd's stderr"
+            assert_contains "$ERR" "$said" "$cmd's stderr"
+            assert_not_contains "$OUT$ERR" "s3cret" "$cmd's output"
+        done
+        run_sluice --db "$url" status
+        assert_rc 0
+        assert_contains "$ERR" "$said" "status's stderr"
+        assert_contains "$ERR" "showing what the checkpoint files" "status's stderr"
+        assert_not_contains "$OUT$ERR" "s3cret" "status's output"
+    done
+    # the test's own database, with a PG* variable libpq refuses
+    PGSSLMODE=bogus run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" 'invalid sslmode value: "bogus"' "stderr"
+    assert_untouched
+    # nothing listening: the network's failure, as before
+    local port
+    port=$(free_port)
+    for url in "postgresql://u:s3cret@127.0.0.1:$port/x" "host=$T_DIR port=$port dbname=x password=s3cret"; do
+        for cmd in "up" "plan 0001_bump" "down 0001_bump"; do
+            # shellcheck disable=SC2086
+            run_sluice --db "$url" $cmd
+            assert_rc 1
+            assert_contains "$ERR" "cannot connect to" "$cmd's stderr"
+            assert_not_contains "$OUT$ERR" "s3cret" "$cmd's output"
+        done
+    done
+    assert_contains "$ERR" "No such file or directory" "stderr (the Unix socket)"
+    assert_untouched
+}
+
 run_test "unknown command, option, argument: exit 2" test_bad_usage
 run_test "an empty --checkpoints or --jobs: exit 2" test_empty_checkpoints
 run_test "an empty or blank --db or --replica: exit 2" test_empty_db
@@ -599,4 +711,10 @@ run_test "job files named base.sql or -N.sql, which down cannot name: refused, e
 run_test "text from the database (keys, errors) escaped in plan, the log and status" test_database_text_escaped
 run_test "a checkpoint file that cannot be created: exit 2 before the database is touched" \
     test_checkpoint_cannot_be_created
+run_test "a checkpoint file with a job state sluice does not know: up, down, stamp, status refuse it, exit 2" \
+    test_checkpoint_bad_state
+run_test "a dangling symlink as the checkpoint file or directory: exit 2, its target not made" \
+    test_checkpoint_dangling_symlink
+run_test "connection settings libpq refuses before connecting: exit 2; nobody listening stays exit 1" \
+    test_bad_db_settings
 t_done

@@ -78,14 +78,18 @@ char *sl_ckpt_path(const char *dir, const char *job);
 /* Open the checkpoint file at path. With create, a missing file (and missing
  * dir) is created with the job's name; without it, a missing file is an
  * error (SL_CKPT_MISSING, err says so: callers treat it as "pending"). A
- * file that is not a sluice checkpoint, is truncated or corrupt, or has a
- * newer schema is an error that names the path and says what is wrong
- * (SL_EFAIL). Enables WAL and synchronous=FULL, and a busy timeout. */
+ * file that is not a sluice checkpoint, is truncated or corrupt, has a
+ * newer schema or a job state sluice does not know, and a path that is
+ * missing because a symbolic link on the way (the file's, or its
+ * directory's) points nowhere, with create too, are errors that name the
+ * path and say what is wrong (SL_EFAIL). Enables WAL and synchronous=FULL,
+ * and a busy timeout. */
 int sl_ckpt_open(const char *path, const char *job, int create, sl_ckpt **out, sl_err *err) SL_MUSTCHECK;
 
 /* Whether a checkpoint file could be created at path (its directory made,
  * a file created there and removed), before anything is written elsewhere:
- * 0, or -1 with err naming the path and why (permission, name too long). */
+ * 0, or -1 with err naming the path and why (permission, name too long, a
+ * symbolic link on the way that points nowhere). */
 int sl_ckpt_can_create(const char *path, sl_err *err) SL_MUSTCHECK;
 void sl_ckpt_close(sl_ckpt *ckpt);
 const char *sl_ckpt_file(const sl_ckpt *ckpt);

@@ -64,6 +64,7 @@ struct sl_pg {
     size_t nprepared;
     sl_pg_pooler pooler; /* as the connection string (or SLUICE_POOLER) says */
     int pooled;          /* the server session may change between transactions: see sl_pg_set_pooled */
+    int options_ok;      /* libpq took the connection options once: a failed connect is not their fault */
     const char *prelude; /* static SQL run first in every transaction when pooled, or NULL */
     void *data;          /* for the owner */
 };
@@ -80,8 +81,13 @@ void sl_pg_set_notice_cb(sl_pg *pg, sl_pg_notice_cb cb, void *arg);
 
 /* Connect without blocking the loop (PQconnectStartParams/PQconnectPoll),
  * giving up after timeout_ms. On success the connection is non-blocking and
- * in pipeline mode. cb runs exactly once unless this returns non-zero.
- * May be called again after a lost connection (reconnect). */
+ * in pipeline mode. cb runs exactly once unless this returns non-zero, with
+ * status 0 (connected), SL_EREFUSED (libpq refused the connection options
+ * themselves, nothing was tried: an sslmode, gssencmode or
+ * target_session_attrs it does not know, from the string or a PG* variable;
+ * no retry mends it) or SL_EFAIL (any other failure); error is libpq's
+ * message, secrets scrubbed. May be called again after a lost connection
+ * (reconnect). */
 int sl_pg_connect(sl_pg *pg, int64_t timeout_ms, sl_pg_connect_cb cb, void *arg) SL_MUSTCHECK;
 
 /* Send n queries as one pipeline segment (each PQsendQueryParams, then

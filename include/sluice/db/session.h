@@ -26,6 +26,8 @@ typedef struct sl_session {
     uv_timer_t sleep_timer;
     int signals; /* SIGINT/SIGTERM/SIGHUP received so far */
     int64_t connect_timeout_ms;
+    /* how long sl_session_reconnect tries: SLUICE_RECONNECT_FOR, else two minutes */
+    int64_t reconnect_for_ms;
     int quiet;        /* a worker's extra session: signals are announced by the main one */
     int open_handles; /* while sl_session_close_now waits for them */
     int connecting;   /* a fiber is connecting it: others wait for that attempt */
@@ -39,8 +41,17 @@ static inline int sl_session_is(const sl_session *sess, sl_dialect dialect)
     return sess->has_db && sess->dialect == dialect;
 }
 
-/* Prepare a session on loop: validates conninfo ("sqlite:PATH", else
- * sl_pg_init) and installs the SIGINT/SIGTERM/SIGHUP watchers (first signal:
+/* The durations sessions take from the environment, checked before
+ * anything runs (the command line does): SLUICE_CONNECT_TIMEOUT (greater
+ * than zero) and SLUICE_RECONNECT_FOR (0s: one attempt). An empty one counts
+ * as unset, and is unset, for every reader. 0, or -1 with err naming the
+ * variable, its value and what was expected. */
+int sl_session_check_env(sl_err *err) SL_MUSTCHECK;
+
+/* Prepare a session on loop: reads the environment's durations as
+ * sl_session_check_env checks them (a value it refuses fails this too),
+ * validates conninfo ("sqlite:PATH", else sl_pg_init) and installs the
+ * SIGINT/SIGTERM/SIGHUP watchers (first signal:
  * sl_session_stopping() turns true; second: the connection is dropped, or
  * the SQLite statement interrupted, at once, rolling back the open chunk).
  * conninfo NULL means no database (status, history). */
@@ -53,7 +64,9 @@ int sl_session_init_from(sl_session *sess, const sl_session *from, sl_err *err) 
 /* Connect (non-blocking, with a timeout; SLUICE_CONNECT_TIMEOUT overrides the
  * 10 s default) and prepare the session: the settings sluice relies on, and
  * on PostgreSQL whether a pooler stands between (pg.h, sl_pg_set_pooled).
- * sluice's own tables are schema.h's. err says what failed. Fibers sharing a
+ * sluice's own tables are schema.h's. 0; SL_EREFUSED when libpq refused
+ * the connection settings themselves before trying (bad input: sl_pg_connect),
+ * -1 on any other failure; err says what failed. Fibers sharing a
  * session share the attempt: one already connected (or being connected by
  * another fiber) is not connected twice; the others wait for its outcome. */
 int sl_session_connect(sl_session *sess, sl_err *err) SL_MUSTCHECK;
