@@ -283,6 +283,18 @@ static void forget_split(down_run *r)
     sl_answer_free(&ans);
 }
 
+/* What the rows this run undid are now, after "N rows": those it left as
+ * they are, by cause ("" when it put them all back). */
+static void add_rows_left(const down_run *r, sl_buf *b)
+{
+    if (r->rows_skipped)
+        sl_buf_printf(b, "; %" PRId64 " row%s left as another session changed %s since up (--on-conflict skip)",
+                      r->rows_skipped, r->rows_skipped == 1 ? "" : "s", r->rows_skipped == 1 ? "it" : "them");
+    if (r->rows_lost)
+        sl_buf_printf(b, "; %" PRId64 " row%s not put back (no undo record, or deleted with only some columns saved)",
+                      r->rows_lost, r->rows_lost == 1 ? "" : "s");
+}
+
 static int finish(down_run *r, int code)
 {
     if (code == SL_EXIT_OK)
@@ -291,26 +303,31 @@ static int finish(down_run *r, int code)
     code = sl_run_finish(&r->run, code);
     if (r->metrics)
         sl_metrics_state(r->metrics, code == SL_EXIT_OK ? "rolled_back" : "rolling_back");
-    /* what this run undid, as the text lines say it; "left": chunks still
-     * applied (to undo by the next down, or left as they are: no record) */
-    json_t *fields = json_pack("{sIsIsI}", "rows", (json_int_t)r->rows_undone, "chunks", (json_int_t)r->chunks_undone,
-                               "left", (json_int_t)(r->nchunks - r->chunks_undone));
+    /* what this run undid, as the text lines say it: the rows put back, those it left as they are,
+     * and "left": chunks still applied (to undo by the next down, or left as they are: no record) */
+    json_t *fields = json_pack("{sIsIsIsIsI}", "rows", (json_int_t)r->rows_restored, "rows_skipped",
+                               (json_int_t)r->rows_skipped, "rows_lost", (json_int_t)r->rows_lost, "chunks",
+                               (json_int_t)r->chunks_undone, "left", (json_int_t)(r->nchunks - r->chunks_undone));
+    sl_buf left = {0};
+    add_rows_left(r, &left);
     /* one line, the event's: "rolled back: ..." or "rollback stopped after ..." */
     if (code == SL_EXIT_OK && r->nlost)
         sl_log_event(SL_LOG_INFO, "rolled_back", fields,
-                     "%s: rolled back: %" PRId64 " rows in %zu chunks; %zu chunk%s left as %s (no undo record)",
-                     r->job->name, r->rows_undone, r->chunks_undone, r->nlost, r->nlost == 1 ? "" : "s",
-                     r->nlost == 1 ? "it was" : "they were");
+                     "%s: rolled back: %" PRId64 " rows in %zu chunks%s; %zu chunk%s left as %s (no undo record)",
+                     r->job->name, r->rows_restored, r->chunks_undone, left.data ? left.data : "", r->nlost,
+                     r->nlost == 1 ? "" : "s", r->nlost == 1 ? "it was" : "they were");
     else if (code == SL_EXIT_OK)
-        sl_log_event(SL_LOG_INFO, "rolled_back", fields, "%s: rolled back: %" PRId64 " rows in %zu chunks",
-                     r->job->name, r->rows_undone, r->chunks_undone);
+        sl_log_event(SL_LOG_INFO, "rolled_back", fields, "%s: rolled back: %" PRId64 " rows in %zu chunks%s",
+                     r->job->name, r->rows_restored, r->chunks_undone, left.data ? left.data : "");
     else if (code == SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_INFO, "stopped", fields,
-                     "%s: rollback stopped after %zu chunks (%" PRId64 " rows undone, %zu chunks left); `sluice down` "
-                     "resumes it",
-                     r->job->name, r->chunks_undone, r->rows_undone, r->nchunks - r->chunks_undone);
+                     "%s: rollback stopped after %zu chunks (%" PRId64 " rows put back, %zu chunks left%s); `sluice "
+                     "down` resumes it",
+                     r->job->name, r->chunks_undone, r->rows_restored, r->nchunks - r->chunks_undone,
+                     left.data ? left.data : "");
     else
         json_decref(fields);
+    sl_buf_free(&left);
     return code;
 }
 

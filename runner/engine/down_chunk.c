@@ -359,20 +359,29 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int caref
                     r->job->name, c->chunk_no, step.nkept, step.nkept == 1 ? "" : "s");
         if (c->lost)
             sl_warn("%s: chunk %" PRId64 " left as it is: its undo record is gone", r->job->name, c->chunk_no);
+        c->rows_skipped = r->opts->on_conflict == SL_CONFLICT_SKIP ? (int64_t)step.nconflicts : 0;
+        c->rows_lost = c->lost && snapshot ? c->rows : (int64_t)(step.nlost + step.ngone);
         st = finish_chunk(w, c, &step, attempts, trusting);
     }
     sl_undo_step_free(&step);
     return st;
 }
 
-/* After the commit: the journal follows (it may lag; opening a run syncs it). */
+/* After the commit: the journal follows (it may lag; opening a run syncs it)
+ * with the rows put back, as history and report show them. */
 static int record_undone(down_worker *w, const down_chunk *c, int64_t started)
 {
     down_run *r = w->r;
     int64_t ms = sl_mono_ms() - started;
-    if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, c->rows, ms, &w->err) != 0)
+    int64_t restored = c->rows - c->rows_skipped - c->rows_lost;
+    if (restored < 0)
+        restored = 0; /* conflicts on rows the job inserted: not among the rows it walked */
+    if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, restored, ms, &w->err) != 0)
         return -1;
     r->rows_undone += c->rows;
+    r->rows_restored += restored;
+    r->rows_skipped += c->rows_skipped;
+    r->rows_lost += c->rows_lost;
     r->chunks_undone++;
     if (r->metrics)
         sl_metrics_chunk(r->metrics, c->rows, ms);

@@ -16,6 +16,9 @@ typedef struct down_chunk {
     int skipped;                      /* set aside by on-error skip: its statements never applied */
     int lost;                         /* a snapshot job's chunk with no undo record left (--allow-lost-undo) */
     char *edges[2 * SL_MAX_KEY_COLS]; /* lo columns, then hi columns */
+    /* of its rows, those its undo leaves as they are: changed by another session since (--on-conflict
+     * skip), or not to be brought back (its record lost; deleted, and snapshot(COL, ...) saved columns) */
+    int64_t rows_skipped, rows_lost;
 } down_chunk;
 
 /* The chunks of one key range (a job with workers; else the whole key):
@@ -43,9 +46,11 @@ typedef struct down_run {
     sl_chunk_settings timeouts; /* sent after each chunk's BEGIN */
     down_chunk *chunks;         /* ascending chunk_no */
     size_t nchunks;
-    int64_t rows_total, rows_undone;
-    size_t chunks_undone; /* by this run */
-    size_t nlost;         /* chunks left as they are: their undo records are gone */
+    int64_t rows_total, rows_undone; /* the up chunks' rows: all, and those of the chunks undone (progress) */
+    int64_t rows_restored;           /* of rows_undone, those put back to what they were; the others: */
+    int64_t rows_skipped, rows_lost; /* as each chunk's above */
+    size_t chunks_undone;            /* by this run */
+    size_t nlost;                    /* chunks left as they are: their undo records are gone */
     down_range *ranges;
     size_t nranges, next_range;
     int failed;            /* a worker failed: the others stop */

@@ -201,9 +201,15 @@ test_conflict_stop() {
 
 test_conflict_skip() {
     other_writer_setup
-    run_sluice down 0001_fill --on-conflict skip
+    run_sluice --log-format json down 0001_fill --on-conflict skip
     assert_rc 0
     assert_sq "select id, full_name from t where full_name = 'theirs' order by id" $'10|theirs\n2500|theirs'
+    # the rows put back are counted, and the two left as they are said apart (history, too)
+    assert_eq "$(jq -c 'select(.event == "rolled_back") | [.rows, .rows_skipped, .rows_lost, .chunks]' <<<"$ERR")" \
+        "[2998,2,0,10]" "rolled_back event"
+    assert_contains "$ERR" "rolled back: 2998 rows in 10 chunks; 2 rows left as another session changed them since up (--on-conflict skip)"
+    run_sluice --json history
+    assert_eq "$(jq -c '[.[] | select(.kind == "down") | .rows]' <<<"$OUT")" "[2998]" "history"
     assert_sq "select count(*) from t where full_name is not null and id % 7 <> 0 and id not in (10, 2500)" 0
     assert_eq "$(state_of 0001_fill)" rolled_back
 }
