@@ -24,10 +24,31 @@ static int is_job_file(const char *name)
     return name[0] != '.' && n > 4 && strcmp(name + n - 4, ".sql") == 0;
 }
 
-/* The sorted "*.sql" names of dir. */
-static int list_job_files(const char *dir, char ***out, size_t *nout, sl_err *err)
+/* dir/name, without a doubled '/'. */
+static char *job_path(const char *dir, const char *name)
 {
+    size_t dlen = strlen(dir);
+    return sl_asprintf("%s%s%s", dir, dlen > 0 && dir[dlen - 1] == '/' ? "" : "/", name);
+}
+
+/* err collects the message of each failure, one a line. */
+static void collect(sl_err *err, int *failed, const sl_err *one)
+{
+    if ((*failed)++ == 0)
+        sl_err_set(err, "%s", one->msg);
+    else
+        sl_err_append(err, "%s", one->msg);
+}
+
+/* The sorted "*.sql" names of dir. A dir that cannot be read (missing,
+ * say) is an error unless unread_ok (then no names). */
+static int list_job_files(const char *dir, int unread_ok, char ***out, size_t *nout, sl_err *err)
+{
+    *out = NULL;
+    *nout = 0;
     DIR *dh = opendir(dir);
+    if (!dh && unread_ok)
+        return 0;
     if (!dh) {
         if (errno == ENOENT)
             sl_err_set(err,
@@ -97,9 +118,38 @@ static int check_addressable(const char *path, const char *name, sl_err *err)
     return -1;
 }
 
-static int load_one(const char *path, const char *name, sl_job *job, sl_err *err)
+/* Every "*.sql" of the jobs directory is a job: its name must be one, and
+ * it must be a file (or a link to one). Anything else so named (a
+ * directory, a FIFO, a link to nothing) is refused, not passed over: a job
+ * in the wrong shape would go unrun unnoticed. The file is not read. */
+static int check_entry(const char *path, const char *name, sl_err *err)
 {
     if (check_name(path, name, err) != 0 || check_addressable(path, name, err) != 0)
+        return -1;
+    return sl_file_check(path, err);
+}
+
+int sl_jobset_check_files(const char *dir, sl_err *err)
+{
+    char **names;
+    size_t n;
+    if (list_job_files(dir, 1, &names, &n, err) != 0)
+        return -1;
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *path = job_path(dir, names[i]);
+        sl_err one;
+        if (check_entry(path, names[i], &one) != 0)
+            collect(err, &failed, &one);
+        free(path);
+    }
+    free_strv(names, n);
+    return failed ? -1 : 0;
+}
+
+static int load_one(const char *path, const char *name, sl_job *job, sl_err *err)
+{
+    if (check_entry(path, name, err) != 0)
         return -1;
     return sl_job_load(path, job, err);
 }
@@ -109,23 +159,17 @@ int sl_jobset_load(const char *dir, sl_jobset *set, sl_err *err)
     memset(set, 0, sizeof *set);
     char **names;
     size_t nnames;
-    if (list_job_files(dir, &names, &nnames, err) != 0)
+    if (list_job_files(dir, 0, &names, &nnames, err) != 0)
         return -1;
-    size_t dlen = strlen(dir);
-    const char *sep = dlen > 0 && dir[dlen - 1] == '/' ? "" : "/";
     int failed = 0;
     set->jobs = sl_calloc(nnames ? nnames : 1, sizeof *set->jobs);
     for (size_t i = 0; i < nnames; i++) {
-        char *path = sl_asprintf("%s%s%s", dir, sep, names[i]);
+        char *path = job_path(dir, names[i]);
         sl_err one;
-        if (load_one(path, names[i], &set->jobs[set->njobs], &one) == 0) {
+        if (load_one(path, names[i], &set->jobs[set->njobs], &one) == 0)
             set->njobs++;
-        } else {
-            if (failed++ == 0)
-                sl_err_set(err, "%s", one.msg);
-            else
-                sl_err_append(err, "%s", one.msg);
-        }
+        else
+            collect(err, &failed, &one);
         free(path);
     }
     free_strv(names, nnames);

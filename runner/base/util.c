@@ -476,7 +476,7 @@ static int read_all(int fd, const char *path, sl_buf *buf, sl_err *err)
     }
 }
 
-int sl_read_file(const char *path, char **out, size_t *out_len, sl_err *err)
+int sl_file_check(const char *path, sl_err *err)
 {
     struct stat st;
     /* stat before open: opening some devices does something by itself */
@@ -484,8 +484,14 @@ int sl_read_file(const char *path, char **out, size_t *out_len, sl_err *err)
         sl_err_set(err, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
-    if (check_file(path, &st, err) != 0)
+    return check_file(path, &st, err);
+}
+
+int sl_read_file(const char *path, char **out, size_t *out_len, sl_err *err)
+{
+    if (sl_file_check(path, err) != 0)
         return -1;
+    struct stat st;
     /* O_NONBLOCK: should a FIFO have taken the file's place since, open
      * does not wait for a writer; fstat then refuses it */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);

@@ -497,6 +497,12 @@ sl_opts sl_target_opts(const sl_opts *opts, const sl_target *t, char **dir)
 
 int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only)
 {
+    /* a "*.sql" that up would refuse (a directory, say) is no job to list: refused here too */
+    sl_err err = {{0}};
+    if (sl_jobset_check_files(opts->jobs_dir, &err) != 0) {
+        sl_error("%s", err.msg);
+        return SL_EXIT_USAGE;
+    }
     json_t *all = json_array();
     sl_buf text = {0};
     int code = SL_EXIT_OK, found = 0;

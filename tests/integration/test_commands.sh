@@ -259,6 +259,36 @@ EOF
     [[ ! -e $T_DIR/empty/ck ]] || fail "status made the checkpoint directory"
 }
 
+# A "*.sql" in the jobs directory is a job, and a job is a file (or a link to one): a directory or a
+# FIFO named so is refused by every command that reads the jobs directory, naming it (exit 2, nothing
+# changed), status as up; once it is gone, a link to a job file is a job like any other.
+test_job_entry_not_a_file() {
+    setup_bump 100 50
+    mv "$JOBS/0001_bump.sql" "$T_DIR/bump.sql"
+    ln -s "$T_DIR/bump.sql" "$JOBS/0001_bump.sql"
+    mkdir "$JOBS/x.sql"
+    mkfifo "$JOBS/0002_fifo.sql"
+    local args
+    for args in "status" "--json status" "status 0001_bump" "up" "plan 0001_bump" "down base" "stamp 0001_bump done"; do
+        # shellcheck disable=SC2086 # the words of args are the arguments
+        T_CMD_TIMEOUT=20 run_sluice $args
+        assert_rc 2
+        assert_contains "$ERR" "$JOBS/x.sql: cannot read it: it is a directory, not a regular file" "sluice $args"
+        assert_contains "$ERR" "$JOBS/0002_fifo.sql: cannot read it: it is a FIFO, not a regular file" "sluice $args"
+        assert_eq "$OUT" "" "sluice $args: stdout"
+    done
+    assert_sql "select to_regclass('sluice_progress') is null" t
+    assert_sql "select count(*) from t where n <> 0" 0
+    rmdir "$JOBS/x.sql"
+    rm "$JOBS/0002_fifo.sql"
+    run_sluice --json status
+    assert_rc 0
+    assert_eq "$(jq -c '[.[].job]' <<<"$OUT")" '["0001_bump"]' "status after"
+    run_sluice up
+    assert_rc 0
+    assert_status 0001_bump state done
+}
+
 test_history() {
     setup_bump 250 100
     psql_q "update t set d = 0 where id = 150"
@@ -614,6 +644,8 @@ run_test "failure in the first chunk, job file fixed, up finishes" test_failed_i
 run_test "status --json: stopped" test_status_json_stopped
 run_test "status JOB and the current alias" test_status_one_job_and_current
 run_test "status, history and up with no job anywhere" test_status_with_nothing
+run_test "a directory or FIFO named *.sql is refused by status as by up, plan, down, stamp; a link is a job" \
+    test_job_entry_not_a_file
 run_test "history lists each up run with rows" test_history
 run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
 run_test "plan and up estimate the live rows, not the planner's guess that counts a rewrite's dead rows" test_plan_estimate_after_rewrite

@@ -118,6 +118,8 @@ size_t sl_edit_distance(const char *a, const char *b);
  * and a FIFO without waiting for a writer. Returns 0 or -1 (err names the
  * path and says what is wrong). */
 int sl_read_file(const char *path, char **out, size_t *out_len, sl_err *err) SL_MUSTCHECK;
+/* What sl_read_file would refuse, without reading: 0, or -1 with its err. */
+int sl_file_check(const char *path, sl_err *err) SL_MUSTCHECK;
 
 /* ---- logging ----
  * Log lines go to stderr: "sluice: <message>" on a terminal, and with a UTC

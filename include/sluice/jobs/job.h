@@ -148,8 +148,15 @@ typedef struct sl_jobset {
 /* Load every "*.sql" file of dir (not recursive) in file-name order. Every
  * file is parsed even after an error, and err collects one line per invalid
  * file; on any error the set is empty and -1 is returned. A missing dir is an
- * error that names it. */
+ * error that names it; a "*.sql" that is not a file (a directory, say) is
+ * an invalid file. */
 int sl_jobset_load(const char *dir, sl_jobset *set, sl_err *err) SL_MUSTCHECK;
+/* Check, without reading them, what sl_jobset_load checks of every "*.sql"
+ * of dir before it parses it: a name the commands can take, and a file (or
+ * a symbolic link to one). 0, or -1 with err naming each that is not (a
+ * directory, say), one a line. A dir that cannot be read (missing, say) is
+ * no error here. */
+int sl_jobset_check_files(const char *dir, sl_err *err) SL_MUSTCHECK;
 /* The job named name (with or without ".sql"), or NULL. */
 sl_job *sl_jobset_find(sl_jobset *set, const char *name);
 void sl_jobset_free(sl_jobset *set);
