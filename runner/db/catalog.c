@@ -217,10 +217,25 @@ static int64_t explained_rows(const sl_answer *ans, size_t res)
  * keeps. A partitioned table keeps no counts of its own: its partitions'
  * (every level, as the planner's guess covers them) add up to its. The
  * planner's guess alone when there are no counts (reset) or they cannot be
- * read. */
+ * read.
+ *
+ * The third column: the planner has no statistics for a table of the
+ * tree, and its share of a where or a key range comes from fixed defaults
+ * (a range keeps 0.5 %), its rows from a guess: no estimate. That is a
+ * table never analyzed (reltuples -1, PostgreSQL 14 and later), which the
+ * planner takes for 10 pages even when empty (an empty partition made
+ * ahead of its rows, which autovacuum leaves alone), but for an empty
+ * inheritance parent (its pages are read); or one holding rows without
+ * column statistics (a VACUUM or CREATE INDEX sets reltuples, not them;
+ * pg_stats shows a role the columns it may read, the key's among them).
+ * A partitioned parent has none of its own: its partitions' count. */
 static const char live_sql[] =
-    SL_PG_TABLE_TREE "SELECT sum(pg_stat_get_live_tuples(rel)),"
-                     " sum(pg_stat_get_dead_tuples(rel)) FROM sluice_tree WHERE rel IS NOT NULL";
+    SL_PG_TABLE_TREE "SELECT sum(pg_stat_get_live_tuples(c.oid)), sum(pg_stat_get_dead_tuples(c.oid)),"
+                     " coalesce(bool_or(c.relkind <> 'p' AND ((c.reltuples < 0 AND NOT c.relhassubclass)"
+                     " OR (pg_relation_size(c.oid) > 0 AND NOT EXISTS (SELECT 1 FROM pg_stats s"
+                     " JOIN pg_namespace n ON n.nspname = s.schemaname"
+                     " WHERE n.oid = c.relnamespace AND s.tablename = c.relname)))), false)::text"
+                     " FROM sluice_tree t JOIN pg_class c ON c.oid = t.rel";
 
 void catalog_spans_build(catalog_spans *s, const sl_keyspec *ks, const sl_key_span *spans, size_t n, size_t lead,
                          const char *prefix, const char *what)
@@ -252,18 +267,23 @@ void catalog_spans_free(catalog_spans *s)
     free(s->q);
 }
 
-/* The live and dead rows the statistics count for the table; 0 for both
- * when they cannot be read (a role refused the functions, say). */
-static void stat_rows(sl_session *sess, const char *table, int64_t *live, int64_t *dead)
+/* The live and dead rows the statistics count for the table (0 for both
+ * when they cannot be read: a role refused the functions, say), and
+ * whether the planner has statistics for it (live_sql; 1 when that cannot
+ * be read either: the planner's guess is all there is). */
+static void stat_rows(sl_session *sess, const char *table, int64_t *live, int64_t *dead, int *analyzed)
 {
     const char *params[] = {table};
     sl_answer ans;
     *live = *dead = 0;
+    *analyzed = 1;
     if (sl_session_exec1(sess, live_sql, 1, params, &ans) != 0)
         return;
     const char *l = ans.ok ? sl_answer_val(&ans, 0, 0, 0) : NULL, *d = ans.ok ? sl_answer_val(&ans, 0, 0, 1) : NULL;
+    const char *missing = ans.ok ? sl_answer_val(&ans, 0, 0, 2) : NULL;
     *live = l ? strtoll(l, NULL, 10) : 0;
     *dead = d ? strtoll(d, NULL, 10) : 0;
+    *analyzed = !missing || strcmp(missing, "true") != 0;
     sl_answer_free(&ans);
 }
 
@@ -285,10 +305,13 @@ int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const 
         }
         sl_answer_free(&ans);
         int64_t nlive = 0, ndead = 0;
-        if (planned >= 0 && planned_all > 0)
-            stat_rows(sess, ks->table, &nlive, &ndead);
+        int analyzed = 1;
+        if (planned >= 0)
+            stat_rows(sess, ks->table, &nlive, &ndead, &analyzed);
         rows = planned;
-        if (planned >= 0 && planned_all > 0 && nlive + ndead > 0)
+        if (!analyzed)
+            rows = SL_CATALOG_NO_STATS;
+        else if (planned >= 0 && planned_all > 0 && nlive + ndead > 0)
             rows = (int64_t)((double)planned * (double)nlive / (double)planned_all + 0.5);
     }
     catalog_spans_free(&s);

@@ -241,6 +241,12 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
         printf("estimate:   ~%" PRId64 " rows in ~%" PRId64 " chunks (%s)\n", rows,
                (rows + job->batch - 1) / job->batch,
                sess->dialect == SL_DIALECT_SQLITE ? "counted" : "PostgreSQL's statistics");
+    else if (rows == SL_CATALOG_NO_STATS)
+        printf("estimate:   unknown: %s has no statistics (never analyzed), so up shows no percent or ETA\n"
+               "            (hint: ANALYZE %s gives an estimate)\n",
+               info.ks.table, info.ks.table);
+    else
+        printf("estimate:   unknown (the server's planner gave none)\n");
     if (job->workers > 1 && sess->dialect == SL_DIALECT_SQLITE)
         printf("workers:    1 (workers %" PRId64 " asked for; SQLite lets one writer in at a time)\n", job->workers);
     else if (job->workers > 1)

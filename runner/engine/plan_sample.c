@@ -163,8 +163,10 @@ static void print_duration(const char *label, int64_t us)
     printf("  %-30s %s\n", label, d);
 }
 
-/* The whole job at the pace the job file sets, from the samples. */
-static void print_estimate(const sl_job *job, const sample *v, size_t nv, int64_t rows_est)
+/* The whole job at the pace the job file sets, from the samples: its rows
+ * are the estimate's, or the sampled ones when the sample walked it all
+ * (whole); with neither, the per-chunk figures alone. */
+static void print_estimate(const sl_job *job, const sample *v, size_t nv, int64_t rows_est, int whole)
 {
     int64_t *us = sl_calloc(nv, sizeof *us), wal = 0, nwal = 0, rows = 0;
     for (size_t i = 0; i < nv; i++) {
@@ -189,14 +191,21 @@ static void print_estimate(const sl_job *job, const sample *v, size_t nv, int64_
     print_duration("time per chunk, median:", median);
     print_duration("time per chunk, p90:", p90);
     printf("  %-30s %" PRId64 "\n", "rows per chunk:", per_chunk);
-    printf("  %-30s ~%" PRId64 " (%s)\n", "rows:", total_rows, rows_est >= 0 ? "the estimate above" : "sampled");
-    printf("  %-30s ~%" PRId64 "\n", "chunks:", chunks);
-    print_duration("total time at the job's pace:", total);
+    int known = rows_est >= 0 || whole;
+    if (known) {
+        printf("  %-30s ~%" PRId64 " (%s)\n", "rows:", total_rows, rows_est >= 0 ? "the estimate above" : "sampled");
+        printf("  %-30s ~%" PRId64 "\n", "chunks:", chunks);
+        print_duration("total time at the job's pace:", total);
+    } else {
+        printf("  %-30s unknown (no estimate above), and so are the job's chunks and time\n", "rows:");
+    }
     printf("  %-30s %" PRId64 " worker%s, a pause of %" PRId64 "ms after each of a worker's chunks%s\n",
            "pace:", workers, workers == 1 ? "" : "s", pause, job->max_rate > 0 ? ", max-rate" : "");
-    if (nwal > 0)
+    if (nwal > 0 && known)
         printf("  %-30s %" PRId64 " bytes (~%" PRId64 " MB for the job)\n", "WAL per chunk:", wal / nwal,
                wal / nwal * chunks / (1024 * 1024));
+    else if (nwal > 0)
+        printf("  %-30s %" PRId64 " bytes\n", "WAL per chunk:", wal / nwal);
     if (job->chunk_time_ms > 0)
         printf("  note: chunk-time resizes chunks as the job runs; this is at the starting batch\n");
     free(us);
@@ -243,7 +252,7 @@ int sl_plan_sample(sl_session *sess, const sl_job *job, const sl_table_info *inf
     if (nv == 0 && !failed)
         printf("  no rows to walk: `up` would finish at once\n");
     if (nv > 0)
-        print_estimate(job, v, nv, rows);
+        print_estimate(job, v, nv, rows, (int64_t)nv < n && !failed && !sl_session_stopping(sess));
     free(v);
     sampler_free(&s);
     return failed ? -1 : 0;

@@ -182,7 +182,7 @@ static const char *state_of(int code)
  * estimate of what its ranges have left. Not the where's estimate over the
  * table: after a resume a where on a column the job changes no longer
  * matches the rows done, and the job would seem done long before it is.
- * -1 when it cannot tell. */
+ * -1 when it cannot tell (a table never analyzed: said, with what helps). */
 static int64_t estimate_total(up_run *r)
 {
     sl_key_span *spans = sl_calloc(r->nranges + 1, sizeof *spans);
@@ -193,6 +193,11 @@ static int64_t estimate_total(up_run *r)
     }
     int64_t left = sl_catalog_estimate_spans(r->sess, &r->info.ks, spans, r->nranges);
     free(spans);
+    if (left == SL_CATALOG_NO_STATS)
+        sl_log_event(SL_LOG_INFO, "no_estimate", json_pack("{ss}", "table", r->info.ks.table),
+                     "%s: %s has no statistics (never analyzed): no estimate of its rows, so no percent or ETA "
+                     "(hint: ANALYZE %s gives one)",
+                     r->job->name, r->info.ks.table, r->info.ks.table);
     return left >= 0 ? r->rows_done + left : -1;
 }
 

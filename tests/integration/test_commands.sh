@@ -424,6 +424,59 @@ test_plan_estimate_without_stats_functions() {
     assert_match "$OUT" "estimate: +~3000 rows in ~3 chunks" "plan"
 }
 
+# A table never analyzed (or only vacuumed, or given its primary key after the load: reltuples set,
+# no column statistics) has no estimate: the planner's defaults would say 0.5 % of the rows for a key
+# range. plan says so, and what gives one, rather than a made-up number; --sample gives the
+# per-chunk figures without a total. Analyzed, it estimates again. An empty partition never analyzed
+# is taken for 10 pages of rows by the planner: no estimate either, until ANALYZE of the parent.
+test_plan_estimate_unknown_without_statistics() {
+    psql_q "create table t (id int not null, n int not null default 0, d int not null default 1)
+              with (autovacuum_enabled = off);
+            insert into t (id) select g from generate_series(1, 3000) g; alter table t add primary key (id)"
+    assert_sql "select reltuples from pg_class where oid = 't'::regclass" 3000
+    bump_job 0001_bump 1000 "-- sluice:where id > 1000"
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_match "$OUT" "estimate: +unknown: t has no statistics \\(never analyzed\\)" "plan"
+    assert_contains "$OUT" "(hint: ANALYZE t gives an estimate)" "plan"
+    assert_not_contains "$OUT" " rows in ~" "plan"
+    run_sluice plan 0001_bump --sample 2
+    assert_rc 0
+    assert_match "$OUT" "rows: +unknown" "plan --sample"
+    assert_not_contains "$OUT" "total time at the job's pace" "plan --sample"
+    psql_q "analyze t"
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_match "$OUT" "estimate: +~(19[5-9][0-9]|20[0-4][0-9]) rows in ~2 chunks" "plan, analyzed"
+    psql_q "drop table t;
+            create table t (id int primary key, n int not null default 0, d int not null default 1)
+              partition by range (id);
+            create table t_a partition of t for values from (1) to (3001);
+            create table t_b partition of t for values from (3001) to (6001);
+            insert into t (id) select g from generate_series(1, 3000) g; analyze t_a"
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_match "$OUT" "estimate: +unknown: t has no statistics" "plan, an empty partition never analyzed"
+    psql_q "analyze t"
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_match "$OUT" "estimate: +~(19[5-9][0-9]|20[0-4][0-9]) rows in ~2 chunks" "plan, partitions analyzed"
+}
+
+# SQLite counts the rows: with a where, those the where keeps, not the table's.
+test_plan_estimate_sqlite_where() {
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0)"
+    sq_fill t 2000
+    bump_job 0001_bump 100 "-- sluice:where id % 4 = 0"
+    run_sluice plan 0001_bump
+    assert_rc 0
+    assert_match "$OUT" "estimate: +~500 rows in ~5 chunks \\(counted\\)" "plan"
+    run_sluice --log-format json up
+    assert_rc 0
+    assert_contains "$ERR" '"rows_estimated":500' "up's start"
+}
+
 test_plan_warns_without_index() {
     psql_q "create table t (id int primary key, code int not null, n int not null default 0);
             insert into t (id, code) select g, g from generate_series(1, 2000) g; analyze t"
@@ -653,6 +706,9 @@ run_test "plan estimates a partitioned table's live rows from its partitions', e
 run_test "a resumed up estimates the rows its walk has left, not a where the job changes over the table" test_resume_estimate_where_changed
 run_test "plan estimates from the planner alone for a role refused the statistics functions" \
     test_plan_estimate_without_stats_functions
+run_test "plan: a table never analyzed has no estimate, and plan says what gives one" \
+    test_plan_estimate_unknown_without_statistics
+run_test "plan (SQLite): the estimate counts the rows a where keeps" test_plan_estimate_sqlite_where
 run_test "plan warns on a missing index and a Seq Scan" test_plan_warns_without_index
 run_test "plan exits 2 where up refuses: a statement the server cannot plan; requires not true is shown" \
     test_plan_refuses_like_up

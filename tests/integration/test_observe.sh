@@ -576,7 +576,64 @@ JOB
     assert_match "$(cat "$T_DIR/typescript")" '\[#+\.*\] 0001_bump: [0-9]+ of ~3000 rows'
 }
 
+# A table never analyzed: the planner's guess of a where's and a key range's share comes from fixed
+# defaults (a range keeps 0.5 %), so the percent and ETA would lie (99.9 % from a tenth of the run on
+# here). No estimate instead: no percent, no ETA, no sluice_rows_estimated; rows and rate still shown,
+# and the run says once (two workers ask for estimates twice) that ANALYZE gives one.
+test_no_statistics_no_estimate() {
+    make_table 4000
+    psql_q "alter table t set (autovacuum_enabled = off)" # autovacuum would analyze it under the test
+    assert_sql "select reltuples < 0 from pg_class where oid = 't'::regclass" t
+    write_job 0001_bump <<'JOB'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:workers 2
+-- sluice:pause 30ms
+-- sluice:where n = 0
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi AND n = 0;
+JOB
+    local port
+    sluice_start --log-format json --metrics 127.0.0.1:0 up
+    port=$(served_port "$T_DIR/bg.1.err")
+    wait_until 30 rows_done_at_least 0001_bump 1000
+    curl -sf -m 5 "http://127.0.0.1:$port/metrics" -o "$T_DIR/scrape.txt"
+    sluice_wait
+    assert_rc 0
+    assert_contains "$(cat "$T_DIR/scrape.txt")" 'sluice_rows_total{job="0001_bump"}'
+    assert_not_contains "$(cat "$T_DIR/scrape.txt")" 'sluice_rows_estimated{' "a scrape"
+    assert_not_contains "$(cat "$T_DIR/scrape.txt")" 'sluice_eta_seconds{' "a scrape"
+    python3 - "$T_DIR/bg.1.err" <<'PY' || fail "up's events: $(cat "$T_DIR/bg.1.err")"
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+said = [o for o in ev if o["event"] == "no_estimate"]
+assert len(said) == 1 and said[0]["level"] == "info" and said[0]["table"] == "t", said
+assert "ANALYZE t" in said[0]["msg"], said
+start = [o for o in ev if o["event"] == "start"]
+assert len(start) == 1 and start[0]["rows_estimated"] == -1, start
+assert all("rows_estimated" not in o for o in ev if o["event"] == "progress"), ev
+PY
+    assert_sql "select count(*) filter (where n = 1) from t" 4000
+    # on a terminal: rows and rate, no bar, percent or ETA
+    bump_job 0002_bump 100 "-- sluice:pause 30ms"
+    run_cmd script -qfec "$SLUICE --jobs $JOBS --checkpoints $CKPT up" "$T_DIR/typescript"
+    assert_rc 0
+    assert_match "$(cat "$T_DIR/typescript")" '0002_bump: [0-9]+ rows, [0-9]+ rows/s, batch 100'
+    assert_contains "$(cat "$T_DIR/typescript")" "t has no statistics (never analyzed)"
+    assert_not_contains "$(cat "$T_DIR/typescript")" "%)" "the progress line"
+    assert_not_contains "$(cat "$T_DIR/typescript")" "[#" "the progress line"
+    assert_not_contains "$(cat "$T_DIR/typescript")" ", eta " "the progress line"
+    # analyzed, the table has an estimate again, and the run says nothing of statistics
+    psql_q "analyze t"
+    bump_job 0003_bump 100 "-- sluice:where n = 2"
+    run_sluice --log-format json up
+    assert_rc 0
+    assert_not_contains "$ERR" "no_estimate"
+    assert_match "$ERR" '"event":"start".*"rows_estimated":(39[0-9][0-9]|40[0-9][0-9])[,}]'
+}
+
 run_test "metrics: scraped every 100 ms, counters only grow, final counts, holds by reason, 4xx, 500 idle connections" test_metrics_during_a_run
+run_test "a table never analyzed: no percent, ETA or rows_estimated; said once, with ANALYZE" test_no_statistics_no_estimate
 run_test "metrics: a bad address or a port in use is refused with exit 2 before anything runs" test_metrics_refusals
 run_test "--log-format json: every line of a run with a throttle, retries, a stop and a resume is JSON with its fields" test_json_logs
 run_test "report: parses, a chart per measure, summary equals the checkpoint, renders in Chromium; running and down runs" test_report

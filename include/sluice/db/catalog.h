@@ -31,9 +31,14 @@ void sl_table_info_free(sl_table_info *info);
  * is NULL); callers decide. */
 int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
 
-/* An estimate of the rows the job walks (table, where), or -1 if it cannot
- * tell: on PostgreSQL the live rows its statistics count, times the share of
- * them the planner expects the where to keep; on SQLite a count. */
+/* An estimate of the rows the job walks (table, where), or a negative
+ * number when there is none: on PostgreSQL the live rows its statistics
+ * count, times the share of them the planner expects the where to keep; on
+ * SQLite a count. SL_CATALOG_NO_STATS: the planner has no statistics for
+ * the table (or one of its partitions): never analyzed, its guess from
+ * fixed defaults would be no estimate (`ANALYZE TABLE` gives one); -1: it
+ * cannot tell otherwise. */
+#define SL_CATALOG_NO_STATS (-2)
 int64_t sl_catalog_estimate_rows(sl_session *sess, const sl_keyspec *ks);
 
 /* A key range: the keys after `after` (NULL: from the first) up to and
@@ -43,7 +48,8 @@ typedef struct sl_key_span {
     const char *const *until;
 } sl_key_span;
 
-/* The same over n key ranges (what a resumed walk has left), summed. */
+/* The same over n key ranges (what a resumed walk has left), summed (or
+ * negative, as above). */
 int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const sl_key_span *spans, size_t n);
 
 /* Normalise an identifier as PostgreSQL folds it: "Quoted" keeps its case
