@@ -33,6 +33,13 @@ char *sl_catalog_fold_ident(const char *ident)
     return out;
 }
 
+char *sl_catalog_shown_ident(const char *ident)
+{
+    char *folded = sl_catalog_fold_ident(ident), *quoted = sl_quote_ident(folded);
+    free(folded);
+    return quoted;
+}
+
 /* Table: its printable (quoted, qualified when needed) name. */
 static const char *const table_sql =
     "SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1)";
@@ -127,8 +134,10 @@ static int resolve_key(const sl_job *job, const sl_answer *ans, sl_table_info *i
             names[i] = sl_catalog_fold_ident(job->key[i]);
             int row = find_col(ans, 2, names[i]);
             if (row < 0) {
-                sl_err_set(err, "%s:%d: key column \"%s\" does not exist in table %s", job->path, job->line[SL_DIR_KEY],
-                           job->key[i], ks->table);
+                char *shown = sl_catalog_shown_ident(job->key[i]);
+                sl_err_set(err, "%s:%d: key column %s does not exist in table %s", job->path, job->line[SL_DIR_KEY],
+                           shown, ks->table);
+                free(shown);
                 return -1;
             }
             add_key_col(ks, ans, 2, row, &info->nullable_key);
@@ -169,12 +178,12 @@ int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info,
     int rc = -1;
     char *names[SL_MAX_KEY_COLS] = {0};
     if (!ans.ok) {
-        sl_err_set(err, "%s:%d: cannot look up table \"%s\": %s", job->path, job->line[SL_DIR_TABLE], job->table,
+        sl_err_set(err, "%s:%d: cannot look up table %s: %s", job->path, job->line[SL_DIR_TABLE], job->table,
                    ans.error);
         goto out;
     }
     if (ans.results[0].nrows == 0) {
-        sl_err_set(err, "%s:%d: table \"%s\" does not exist (or is not visible on the search_path)", job->path,
+        sl_err_set(err, "%s:%d: table %s does not exist (or is not visible on the search_path)", job->path,
                    job->line[SL_DIR_TABLE], job->table);
         goto out;
     }

@@ -68,8 +68,10 @@ static int resolve_key(const sl_job *job, const sl_answer *ans, sl_table_info *i
             int row = col_row(ans, folded);
             free(folded);
             if (row < 0) {
-                sl_err_set(err, "%s:%d: key column \"%s\" does not exist in table %s", job->path, job->line[SL_DIR_KEY],
-                           job->key[i], info->ks.table);
+                char *shown = sl_catalog_shown_ident(job->key[i]);
+                sl_err_set(err, "%s:%d: key column %s does not exist in table %s", job->path, job->line[SL_DIR_KEY],
+                           shown, info->ks.table);
+                free(shown);
                 return -1;
             }
             names[i] = sl_strdup(sl_answer_val(ans, 1, row, 0));
@@ -137,12 +139,12 @@ int catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *inf
         goto out;
     }
     if (!ans.ok) {
-        sl_err_set(err, "%s:%d: cannot look up table \"%s\": %s", job->path, job->line[SL_DIR_TABLE], job->table,
+        sl_err_set(err, "%s:%d: cannot look up table %s: %s", job->path, job->line[SL_DIR_TABLE], job->table,
                    ans.error);
         goto out;
     }
     if (ans.results[0].nrows == 0 || strcmp(sl_answer_val(&ans, 0, 0, 1), "table") != 0) {
-        sl_err_set(err, "%s:%d: table \"%s\" does not exist in %s", job->path, job->line[SL_DIR_TABLE], job->table,
+        sl_err_set(err, "%s:%d: table %s does not exist in %s", job->path, job->line[SL_DIR_TABLE], job->table,
                    sl_session_display(sess));
         goto out;
     }

@@ -85,8 +85,10 @@ static int pick_cols(const sl_job *job, const sl_answer *ans, sl_undo_target *t,
                           : strcmp(sl_answer_val(ans, 0, found, 3), "true") == 0 ? "is a generated column of"
                                                                                  : NULL;
         if (why) {
-            sl_err_set(err, "%s:%d: undo column \"%s\" %s table %s", job->path, job->line[SL_DIR_UNDO],
-                       job->undo_cols[c], why, t->ks->table);
+            char *shown = sl_catalog_shown_ident(job->undo_cols[c]);
+            sl_err_set(err, "%s:%d: undo column %s %s table %s", job->path, job->line[SL_DIR_UNDO], shown, why,
+                       t->ks->table);
+            free(shown);
             sl_err_append(err, "hint: name the columns the up statements change, e.g. -- sluice:undo snapshot(%s)",
                           "full_name");
             return -1;

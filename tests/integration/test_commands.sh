@@ -477,6 +477,35 @@ test_plan_estimate_sqlite_where() {
     assert_contains "$ERR" '"rows_estimated":500' "up's start"
 }
 
+# A name the job file quotes ("Mixed", a mixed-case name) is printed quoted once, as written; an
+# unquoted column, as the database folds it (the name that was looked for). PostgreSQL, then SQLite.
+test_quoted_names_in_messages() {
+    psql_q 'create table "Mixed" (id int primary key, n int not null default 0)'
+    sqlite3 "$T_DIR/l.db" 'create table "Mixed" (id integer primary key, n int not null default 0)'
+    local db case table key undo want
+    for db in "$SLUICE_DB" "sqlite:$T_DIR/l.db"; do
+        for case in '"Nope"||||table "Nope" does not exist' \
+            'public."Nope"||||table public."Nope" does not exist' \
+            '"Mixed"|-- sluice:key "Id"|||key column "Id" does not exist in table "Mixed"' \
+            '"Mixed"|-- sluice:key Idx|||key column "idx" does not exist in table "Mixed"' \
+            '"Mixed"||-- sluice:undo snapshot("N")||undo column "N" does not exist in table "Mixed"'; do
+            IFS='|' read -r table key undo _ want <<<"$case"
+            # SQLite's schema is main, and its names ignore case: "Id" is id there
+            [[ $db == sqlite:* && ($table == public.* || $want == *'"Id"'* || $want == *'"N"'*) ]] && continue
+            printf -- '-- sluice:table %s\n%s\n%s\n-- sluice:up\nUPDATE "Mixed" SET n = 1 WHERE id BETWEEN :lo AND :hi;\n' \
+                "$table" "$key" "$undo" | write_job 0001_named
+            run_sluice --db "$db" plan 0001_named
+            assert_rc 2
+            assert_contains "$OUT$ERR" "$want" "plan ($db)"
+            assert_not_contains "$OUT$ERR" '""' "plan ($db)"
+            run_sluice --db "$db" --log-format json up
+            assert_rc 2
+            assert_contains "$ERR" "${want//\"/\\\"}" "up --log-format json ($db)"
+            assert_not_contains "$ERR" '\"\"' "up --log-format json ($db)"
+        done
+    done
+}
+
 test_plan_warns_without_index() {
     psql_q "create table t (id int primary key, code int not null, n int not null default 0);
             insert into t (id, code) select g, g from generate_series(1, 2000) g; analyze t"
@@ -709,6 +738,7 @@ run_test "plan estimates from the planner alone for a role refused the statistic
 run_test "plan: a table never analyzed has no estimate, and plan says what gives one" \
     test_plan_estimate_unknown_without_statistics
 run_test "plan (SQLite): the estimate counts the rows a where keeps" test_plan_estimate_sqlite_where
+run_test "a quoted table, key or undo column is named in messages quoted once" test_quoted_names_in_messages
 run_test "plan warns on a missing index and a Seq Scan" test_plan_warns_without_index
 run_test "plan exits 2 where up refuses: a statement the server cannot plan; requires not true is shown" \
     test_plan_refuses_like_up

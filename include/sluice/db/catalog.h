@@ -55,6 +55,9 @@ int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const 
 /* Normalise an identifier as PostgreSQL folds it: "Quoted" keeps its case
  * (and loses the quotes and doubled quotes), unquoted is lower-cased. malloc'd. */
 char *sl_catalog_fold_ident(const char *ident);
+/* The same quoted once, for a message naming a column as the job file
+ * writes it: "Id" for "Id", "id" for Id (the name that was looked for). */
+char *sl_catalog_shown_ident(const char *ident);
 
 /* SQLite: split "schema.table" (either part may be quoted) at its unquoted
  * dot into the names pragmas take (schema "main" when none). malloc'd. */
