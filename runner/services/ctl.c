@@ -26,6 +26,17 @@ static const sl_directive live_settings[] = {
 #define NLIVE     (sizeof live_settings / sizeof live_settings[0])
 #define LIVE_LIST "batch, pause, max-rate, chunk-time, lock-timeout, statement-timeout, retries"
 
+/* max-rate and chunk-time are 0 in a job without the directive (no cap, a
+ * fixed batch), and `ctl status` shows them so: 0 lifts them while the job
+ * runs. A job file leaves the directive out instead, so it refuses 0. */
+static int lifted(sl_directive d, const char *value)
+{
+    int64_t v = -1;
+    if (d == SL_DIR_MAX_RATE)
+        return sl_parse_int(value, 0, 0, &v) == 0;
+    return d == SL_DIR_CHUNK_TIME && sl_parse_duration(value, &v) == 0 && v == 0;
+}
+
 /* s[0..len) without surrounding blanks, as a NUL-terminated copy in out. */
 static int copy_trimmed(const char *s, size_t len, char *out, size_t outsz)
 {
@@ -86,8 +97,11 @@ int sl_ctl_parse_set(const char *assignment, char *name, size_t namesz, char *va
         sl_err_set(err, "set: value \"%.100s...\" too long", eq + 1);
         return -1;
     }
-    if (sl_directive_number(*def, value_buf, &parsed, why, sizeof why) != 0) {
-        sl_err_set(err, "set: %s %s", name_buf, why);
+    if (!lifted(*def, value_buf) && sl_directive_number(*def, value_buf, &parsed, why, sizeof why) != 0) {
+        sl_err_set(err, "set: %s %s%s", name_buf, why,
+                   *def == SL_DIR_MAX_RATE     ? " (hint: max-rate=0 lifts the cap)"
+                   : *def == SL_DIR_CHUNK_TIME ? " (hint: chunk-time=0ms keeps the batch as it is)"
+                                               : "");
         return -1;
     }
     if ((name && copy_trimmed(name_buf, strlen(name_buf), name, namesz) != 0) ||

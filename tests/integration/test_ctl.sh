@@ -446,7 +446,43 @@ EOF
     ((moved >= 1000)) || fail "only $moved rows in the 2 s after resume: the job did not go on"
 }
 
+# A live cap lifted: `ctl status` shows max-rate 0 and chunk-time 0ms in a job without them, and ctl
+# takes those values back (it refused them, so a max-rate from the job file or set live stayed).
+test_cap_lifted() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 5000) g"
+    write_job "$JOB" <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:max-rate 200
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start up
+    wait_until 20 rows_done_at_least "$JOB" 1
+    wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
+    run_sluice ctl "$JOB" set chunk-time=0ms
+    assert_rc 0
+    assert_contains "$OUT" "set chunk-time=0ms by sluice ctl"
+    run_sluice ctl "$JOB" set max-rate=0
+    assert_rc 0
+    assert_contains "$OUT" "set max-rate=0 by sluice ctl"
+    run_sluice ctl "$JOB" set max-rate=-1
+    assert_rc 2
+    assert_contains "$ERR" "hint: max-rate=0 lifts the cap"
+    run_sluice ctl "$JOB" status
+    assert_contains "$OUT" $'max-rate 0\nchunk-time 0ms'
+    # 5000 rows at 200 a second take 25 s; uncapped, a second or two
+    local t0
+    t0=$(now_ms)
+    sluice_wait
+    assert_rc 0
+    (($(now_ms) - t0 < 12000)) || fail "the job took $(($(now_ms) - t0)) ms more after max-rate=0: still capped"
+    assert_every_row_once
+}
+
 run_test "ctl status, pause, resume and set on a running job; every change logged and recorded" test_status_pause_resume_set
+run_test "ctl set max-rate=0 and chunk-time=0ms lift a cap while the job runs, as status shows them" test_cap_lifted
 run_test "ctl set pause=1h, then pause=0ms: the rest already begun ends at once" test_long_pause_taken_back
 run_test "ctl: the socket is its owner's alone" test_socket_owner_only
 run_test "ctl: a request line with a NUL byte is refused whole, nothing changed" test_nul_in_request_refused

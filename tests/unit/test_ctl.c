@@ -236,8 +236,18 @@ static void test_parse_set(void)
     CHECK(d == SL_DIR_STATEMENT_TIMEOUT && n == 300000);
     CHECK(sl_ctl_parse_set("retries=0", NULL, 0, NULL, 0, &d, &n, &err) == 0 && n == 0);
     CHECK(sl_ctl_parse_set("max-rate=2000", NULL, 0, NULL, 0, &d, &n, &err) == 0 && d == SL_DIR_MAX_RATE);
-    CHECK(sl_ctl_parse_set("chunk-time=0s", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    /* 0 lifts max-rate and chunk-time, as `ctl status` shows them in a job without them */
+    n = -1;
+    CHECK(sl_ctl_parse_set("max-rate=0", NULL, 0, NULL, 0, &d, &n, &err) == 0 && d == SL_DIR_MAX_RATE && n == 0);
+    n = -1;
+    CHECK(sl_ctl_parse_set("chunk-time=0s", NULL, 0, NULL, 0, &d, &n, &err) == 0 && d == SL_DIR_CHUNK_TIME && n == 0);
+    CHECK(sl_ctl_parse_set("chunk-time=0ms", NULL, 0, NULL, 0, NULL, NULL, &err) == 0);
+    CHECK(sl_ctl_parse_set("max-rate=-1", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK_HAS(err.msg, "max-rate expects a whole number of rows per second, at least 1, got \"-1\" (hint: max-rate=0");
+    CHECK(sl_ctl_parse_set("chunk-time=fast", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
     CHECK_HAS(err.msg, "chunk-time expects a duration greater than zero");
+    CHECK(sl_ctl_parse_set("pause=-1s", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
+    CHECK(strstr(err.msg, "hint") == NULL);
     CHECK(sl_ctl_parse_set("batch=0", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
     CHECK_HAS(err.msg, "from 1 to 10000000, got \"0\"");
     CHECK(sl_ctl_parse_set("retries=101", NULL, 0, NULL, 0, NULL, NULL, &err) == -1);
