@@ -492,8 +492,9 @@ int sl_stmt_explainable(const sl_stmt *stmt)
 
 /* ---- the columns UPDATEs assign (sl_stmt_updates) ---- */
 
-/* A token of a statement: a word, a "quoted identifier", a literal (string,
- * dollar quote, number) or one character of punctuation. depth counts the
+/* A token of a statement: a word, a quoted identifier ("PostgreSQL's", and
+ * SQLite's `backticked` and [bracketed] ones), a literal (string, dollar
+ * quote, number) or one character of punctuation. depth counts the
  * parentheses and brackets around it; a '(' or '[' and its closing partner
  * both have the depth outside them. */
 typedef struct tok {
@@ -509,6 +510,48 @@ typedef struct toks {
     size_t n, cap;
 } toks;
 
+/* Words after which a '[' opens SQLite's [quoted name] rather than a
+ * subscript: where a name is expected (a subscript follows a value: a name,
+ * a ')' or a ']', ARRAY, a type). */
+static const char *const name_before[] = {"update", "set",      "into",  "only",    "from", "join",   "as", "table",
+                                          "or",     "rollback", "abort", "replace", "fail", "ignore", "on"};
+
+static int names_next(const toks *ts)
+{
+    if (ts->n == 0)
+        return 1;
+    const tok *prev = &ts->v[ts->n - 1];
+    if (prev->kind == 'p')
+        return ts->text[prev->start] != ')' && ts->text[prev->start] != ']';
+    if (prev->kind != 'w')
+        return 0;
+    size_t len = prev->end - prev->start;
+    for (size_t i = 0; i < sizeof name_before / sizeof name_before[0]; i++)
+        if (strlen(name_before[i]) == len && strncasecmp(ts->text + prev->start, name_before[i], len) == 0)
+            return 1;
+    return 0;
+}
+
+/* SQLite's `name` (`` inside is one `) or, where a name is expected, [name]
+ * (no escape), from pos: its end, or 0 when there is none (unclosed). */
+static size_t sqlite_name_end(const toks *ts, const scanner *sc)
+{
+    unsigned char c = at(sc, sc->pos);
+    if (c == '`') {
+        for (size_t p = sc->pos + 1; p < sc->len; p++)
+            if (at(sc, p) == '`') {
+                if (at(sc, p + 1) != '`')
+                    return p + 1;
+                p++;
+            }
+        return 0;
+    }
+    if (c != '[' || !names_next(ts))
+        return 0;
+    const char *close = memchr(sc->text + sc->pos, ']', sc->len - sc->pos);
+    return close ? (size_t)(close - sc->text) + 1 : 0;
+}
+
 static void tokenize(const sl_stmt *stmt, toks *ts)
 {
     sl_err ignored;
@@ -522,12 +565,17 @@ static void tokenize(const sl_stmt *stmt, toks *ts)
             continue;
         }
         tok t = {.start = sc.pos, .line = sc.line, .depth = depth, .kind = 'p'};
-        int r = skip_quoted(&sc, &is_comment, &ignored);
+        size_t name_end = sqlite_name_end(ts, &sc);
+        int r = name_end ? 0 : skip_quoted(&sc, &is_comment, &ignored);
         if (r < 0)
             break; /* sl_sql_split saw the statement whole: cannot happen */
         if (r > 0 && is_comment)
             continue;
-        if (r > 0) {
+        if (name_end) {
+            t.kind = 'q';
+            while (sc.pos < name_end)
+                advance(&sc, 1);
+        } else if (r > 0) {
             t.kind = c == '"' ? 'q' : 'l';
         } else if (is_ident_start(c) || isdigit(c)) {
             t.kind = is_ident_start(c) ? 'w' : 'l';
@@ -570,24 +618,32 @@ static int is_ident(const toks *ts, size_t i)
 
 /* Token i, an identifier, as PostgreSQL reads it: unquoted lower-cased
  * (ASCII only, as its lexer does), quoted without its quotes and with ""
- * read as ". With keep_quotes a quoted one stays as written. */
+ * (`` in SQLite's `name`) read as one. With keep_quotes a quoted one stays
+ * quoted, in double quotes whatever quotes it was written with. */
 static void add_ident(sl_buf *b, const toks *ts, size_t i, int keep_quotes)
 {
     const tok *t = &ts->v[i];
-    if (t->kind == 'q' && keep_quotes) {
+    char quote = ts->text[t->start];
+    if (t->kind == 'q' && keep_quotes && quote == '"') {
         sl_buf_add(b, ts->text + t->start, t->end - t->start);
         return;
     }
+    if (t->kind == 'q' && keep_quotes)
+        sl_buf_adds(b, "\"");
     for (size_t p = t->start; p < t->end; p++) {
         char c = ts->text[p];
         if (t->kind == 'q' && (p == t->start || p + 1 == t->end))
             continue;
-        if (t->kind == 'q' && c == '"')
-            p++; /* "" */
+        if (t->kind == 'q' && quote != '[' && c == quote)
+            p++; /* "" or `` */
         else if (t->kind == 'w' && c >= 'A' && c <= 'Z')
             c = (char)(c - 'A' + 'a');
         sl_buf_add(b, &c, 1);
+        if (t->kind == 'q' && keep_quotes && c == '"')
+            sl_buf_add(b, &c, 1);
     }
+    if (t->kind == 'q' && keep_quotes)
+        sl_buf_adds(b, "\"");
 }
 
 /* A relation name at *i (name, schema.name, ...) as written with unquoted
@@ -664,6 +720,10 @@ static size_t read_set_list(const toks *ts, size_t i, int depth, sl_sql_update *
  * the name, with *i moved to the token after SET; NULL when it is not that. */
 static char *read_update_head(const toks *ts, size_t *i)
 {
+    static const char *const conflict[] = {"rollback", "abort", "replace", "fail", "ignore"};
+    for (size_t c = 0; c < sizeof conflict / sizeof conflict[0]; c++)
+        if (is_kw(ts, *i, "or") && is_kw(ts, *i + 1, conflict[c]))
+            *i += 2; /* SQLite's UPDATE OR IGNORE t */
     *i += is_kw(ts, *i, "only");
     char *target = read_relation(ts, i);
     if (!target)

@@ -164,6 +164,7 @@ int catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *inf
     if (rowid_key(&ans, info, names)) {
         info->index = sl_strdup("INTEGER PRIMARY KEY (the rowid)");
         info->unique_key = 1;
+        info->ks.rowid_alias = 1;
     }
     for (int r = 0; r < ans.results[2].nrows; r++) {
         const char *cols = sl_answer_val(&ans, 2, r, 2);

@@ -19,7 +19,8 @@
  * EXPLAIN does not name the columns an UPDATE assigns, so the scanner reads
  * them from the statements' text (sl_stmt_updates), on both databases and
  * for every undo kind. Of the walked table:
- * - a key column, with a snapshot: refused. down puts rows back by key, so
+ * - a key column (on SQLite also rowid, _rowid_ or oid when the key is the
+ *   INTEGER PRIMARY KEY), with a snapshot: refused. down puts rows back by key, so
  *   a moved row would come back beside its new self, and the walk meets a
  *   row moved ahead of it again and changes it twice. Without a snapshot
  *   only the second holds: warned about (a key normalisation is legitimate);
@@ -229,6 +230,29 @@ static int among(const scope *s, const char *col, char *const *names, size_t n)
     return 0;
 }
 
+/* Whether col, assigned on SQLite, is the rowid by one of its names (rowid,
+ * _rowid_, oid) and so the key when the key is the INTEGER PRIMARY KEY: unless
+ * the table has a column of that name, which the name then means. */
+static int lite_rowid(scope *s, const char *col)
+{
+    if (s->sess->dialect != SL_DIALECT_SQLITE || !s->ks->rowid_alias ||
+        (strcasecmp(col, "rowid") != 0 && strcasecmp(col, "_rowid_") != 0 && strcasecmp(col, "oid") != 0))
+        return 0;
+    char *schema, *table;
+    sl_catalog_split_name(s->ks->table, &schema, &table);
+    const char *params[] = {table, schema, col};
+    sl_answer ans;
+    int named = 1; /* unread: not taken for the key */
+    if (sl_session_exec1(s->sess, "SELECT count(*) FROM pragma_table_xinfo($1, $2) WHERE name = $3 COLLATE NOCASE", 3,
+                         params, &ans) == 0) {
+        named = !ans.ok || strcmp(sl_answer_val(&ans, 0, 0, 0), "0") != 0;
+        sl_answer_free(&ans);
+    }
+    free(schema);
+    free(table);
+    return !named;
+}
+
 /* col as a job file would write it: quoted unless a plain lower-case name. */
 static char *written(const char *col)
 {
@@ -275,7 +299,8 @@ static void unsaved(scope *s, const char *col, int line)
     s->rc = SL_EREFUSED;
 }
 
-/* The columns of the walked table that the up statements' UPDATEs assign. */
+/* The columns of the walked table that the up statements' UPDATEs assign
+ * (on SQLite the rowid too, when it is the key). */
 static void check_assigned(scope *s)
 {
     sl_sql_update *ups = NULL;
@@ -285,7 +310,7 @@ static void check_assigned(scope *s)
             continue;
         for (size_t c = 0; c < ups[u].ncols && s->rc == 0; c++) {
             const char *col = ups[u].cols[c];
-            if (among(s, col, s->ks->cols, s->ks->ncols))
+            if (among(s, col, s->ks->cols, s->ks->ncols) || lite_rowid(s, col))
                 moved_key(s, col, ups[u].col_lines[c]);
             else if (s->job->undo == SL_UNDO_SNAPSHOT_COLS && !among(s, col, s->job->undo_cols, s->job->nundo_cols))
                 unsaved(s, col, ups[u].col_lines[c]);

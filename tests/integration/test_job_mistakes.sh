@@ -344,6 +344,47 @@ test_assigned_columns_sqlite() {
     assert_sq "select count(*) from t where id > 1000" 10
 }
 
+# SQLite's own ways to write an UPDATE are read too: [name] and `name` quoting, UPDATE OR IGNORE, and
+# rowid, _rowid_ or oid for an INTEGER PRIMARY KEY (unless a column has that name).
+test_assigned_columns_sqlite_forms() {
+    sq_init
+    sq "create table t (id integer primary key, v int not null default 0, name text)"
+    sq_fill t 100
+    sq "create table u (id integer primary key, oid int)"
+    sq "insert into u select id, 0 from t"
+    local before cmd
+    before=$(sq_sum t)
+    printf '%b' "${H}-- sluice:undo snapshot(name)\n-- sluice:up\nUPDATE OR IGNORE [t] SET name = 'x', [v] = 2 WHERE id BETWEEN :lo AND :hi;\n" >"$JOBS/0001_bad.sql"
+    for cmd in up "plan 0001_bad"; do
+        run_sluice $cmd
+        assert_rc 2
+        assert_contains "$OUT$ERR" "0001_bad.sql:4: up statement 1 assigns v of \"t\", which undo snapshot(name) does not save"
+        assert_eq "$(sq_sum t)" "$before" "t on SQLite"
+    done
+    printf '%b' "${H}-- sluice:undo snapshot(*)\n-- sluice:up\nUPDATE \`t\` SET \`name\` = 'y', RowID = rowid + 1000 WHERE id BETWEEN :lo AND :hi;\n" >"$JOBS/0001_bad.sql"
+    for cmd in up "plan 0001_bad"; do
+        run_sluice $cmd
+        assert_rc 2
+        assert_contains "$OUT$ERR" "0001_bad.sql:4: up statement 1 assigns rowid, a key column of \"t\", but undo snapshot(*) puts rows back by their key"
+        assert_eq "$(sq_sum t)" "$before" "t on SQLite"
+    done
+    rm -f "$JOBS/0001_bad.sql"
+    # u's oid is a column of its own: snapshot(*) saves it, and down puts it back
+    printf '%b' "-- sluice:table u\n-- sluice:batch 30\n-- sluice:undo snapshot(*)\n-- sluice:up\nUPDATE u SET oid = 7 WHERE id BETWEEN :lo AND :hi;\n" >"$JOBS/0001_oid.sql"
+    run_sluice up
+    assert_rc 0
+    assert_sq "select count(*) from u where oid = 7" 100
+    run_sluice down 0001_oid
+    assert_rc 0
+    assert_sq "select count(*) from u where oid = 0" 100
+    rm -f "$JOBS/0001_oid.sql"
+    printf '%b' "${H}-- sluice:batch 10\n-- sluice:up\nUPDATE t SET _rowid_ = _rowid_ + 1000 WHERE id BETWEEN :lo AND :hi AND id % 10 = 0;\n" >"$JOBS/0002_move.sql"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0002_move.sql:4: up statement 1 assigns _rowid_, a key column of \"t\""
+    assert_sq "select count(*) from t where id > 1000" 10
+}
+
 # What is accepted on purpose: a UTF-8 byte order mark, CRLF line ends, a block comment at the top.
 accepted() {
     make_table 300 "${TCOLS[@]}"
@@ -398,6 +439,8 @@ run_test "assigned columns accepted: snapshot(*) of non-key columns, moved keys 
     test_assigned_columns_accepted_pg
 run_test "assigned columns on SQLite: moved keys and unsaved columns refused with a snapshot, warned without" \
     test_assigned_columns_sqlite
+run_test "assigned columns on SQLite written its own ways ([v], \`t\`, UPDATE OR IGNORE, rowid for the key): read, refused with a snapshot" \
+    test_assigned_columns_sqlite_forms
 run_test "an up statement that writes without :lo or :hi beside one that uses them: plan and up warn" \
     test_unbounded_second_statement_warned
 t_done

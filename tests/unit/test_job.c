@@ -1110,6 +1110,20 @@ static void test_updates_in_other_statements(void)
     CHECK_STR(assigns("CALL fix(:lo, :hi)"), "");
 }
 
+static void test_updates_sqlite_forms(void)
+{
+    CHECK_STR(assigns("UPDATE t SET [full name] = 1, `b` = 2, \"c\" = 3"), "t: full name, b, c");
+    CHECK_STR(assigns("UPDATE [My T] SET [n] = [n] + 1 WHERE [id] BETWEEN :lo AND :hi"), "\"My T\": n");
+    CHECK_STR(assigns("UPDATE `s`.`T` SET `a``b` = 1, [x y] = 2"), "\"s\".\"T\": a`b, x y");
+    CHECK_STR(assigns("UPDATE main.[t] SET (a, [b]) = (1, 2)"), "main.\"t\": a, b");
+    CHECK_STR(assigns("UPDATE OR IGNORE t SET a = 1"), "t: a");
+    CHECK_STR(assigns("update or replace T set A = 1, b = 2 where id = :lo"), "t: a, b");
+    CHECK_STR(assigns("UPDATE OR ROLLBACK t AS x SET a = 1"), "t: a");
+    CHECK_STR(assigns("INSERT INTO [t] (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET [n] = 2"), "\"t\": n");
+    /* a '[' after a value is PostgreSQL's subscript, still */
+    CHECK_STR(assigns("UPDATE t SET a[1] = b[2], c = ARRAY[1, 2], d = (e)[1], f = '{}'::int[]"), "t: a, c, d, f");
+}
+
 static void test_updates_lines(void)
 {
     CHECK_STR(assigns("WITH m AS (\n  UPDATE t\n  SET a = 1)\nUPDATE u SET\n\n b = 2"), "t: a | u: b");
@@ -1175,6 +1189,7 @@ int main(void)
     RUN(test_updates_plain_forms);
     RUN(test_updates_values_that_look_like_clauses);
     RUN(test_updates_in_other_statements);
+    RUN(test_updates_sqlite_forms);
     RUN(test_updates_lines);
     sl_job_free(&job);
     return CHECK_DONE();

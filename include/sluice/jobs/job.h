@@ -209,7 +209,8 @@ int sl_stmt_transaction_control(const sl_stmt *stmt, char *out, size_t outsz);
 /* One UPDATE of a statement: the relation it writes and the columns its SET
  * list assigns. */
 typedef struct sl_sql_update {
-    char *target; /* as written, possibly schema-qualified: "quoted" parts kept exactly, unquoted ones lower-cased */
+    char *target; /* as written, possibly schema-qualified: "quoted" parts kept exactly (SQLite's `x` and [x] as
+                     "x"), unquoted ones lower-cased */
     int line;     /* of its UPDATE keyword, in the job file */
     char **cols;  /* each assigned column's name: unquoted lower-cased, quoted without its quotes ("" read as ") */
     int *col_lines;
@@ -217,12 +218,12 @@ typedef struct sl_sql_update {
 } sl_sql_update;
 
 /* The UPDATEs of stmt, seen in its text: UPDATE [ONLY] t [*] [[AS] alias]
- * SET ..., also inside WITH (several in one statement), INSERT INTO t ...
- * ON CONFLICT ... DO UPDATE SET (target t) and MERGE INTO t ... THEN UPDATE
- * SET (target t). A SET item assigns a column (col = ..., col.field = ...,
- * col[n] = ...) or several ((a, b) = ...); the list ends at a FROM, WHERE,
- * RETURNING or WHEN outside parentheses, at the ')' closing a CTE, or at
- * the statement's end. What hides in strings, dollar quotes (DO, function
+ * SET ... (SQLite's UPDATE OR IGNORE t, `t` and [t] too), also inside WITH
+ * (several in one statement), INSERT INTO t ... ON CONFLICT ... DO UPDATE
+ * SET (target t) and MERGE INTO t ... THEN UPDATE SET (target t). A SET item
+ * assigns a column (col = ..., col.field = ..., col[n] = ...) or several
+ * ((a, b) = ...); the list ends at a FROM, WHERE, RETURNING or WHEN
+ * outside parentheses, at the ')' closing a CTE, or at the statement's end. What hides in strings, dollar quotes (DO, function
  * bodies), called functions and triggers is not seen. Returns how many;
  * *out is malloc'd (NULL when none), freed with sl_sql_updates_free. */
 size_t sl_stmt_updates(const sl_stmt *stmt, sl_sql_update **out);

@@ -16,6 +16,7 @@ typedef struct sl_keyspec {
     char *cols[SL_MAX_KEY_COLS];  /* quoted identifiers */
     char *types[SL_MAX_KEY_COLS]; /* PostgreSQL: format_type() output, e.g. "bigint"; SQLite: declared type or "" */
     char *where;                  /* the job's where clause, or NULL */
+    int rowid_alias;              /* SQLite: the key is the table's INTEGER PRIMARY KEY, its rowid */
 } sl_keyspec;
 
 void sl_keyspec_free(sl_keyspec *ks);
