@@ -223,9 +223,10 @@ typedef struct sl_sql_update {
  * SET (target t) and MERGE INTO t ... THEN UPDATE SET (target t). A SET item
  * assigns a column (col = ..., col.field = ..., col[n] = ...) or several
  * ((a, b) = ...); the list ends at a FROM, WHERE, RETURNING or WHEN
- * outside parentheses, at the ')' closing a CTE, or at the statement's end. What hides in strings, dollar quotes (DO, function
- * bodies), called functions and triggers is not seen. Returns how many;
- * *out is malloc'd (NULL when none), freed with sl_sql_updates_free. */
+ * outside parentheses, at the ')' closing a CTE, or at the statement's
+ * end. What hides in strings, dollar quotes (DO, function bodies), called
+ * functions and triggers is not seen. Returns how many; *out is malloc'd
+ * (NULL when none), freed with sl_sql_updates_free. */
 size_t sl_stmt_updates(const sl_stmt *stmt, sl_sql_update **out);
 void sl_sql_updates_free(sl_sql_update *ups, size_t n);
 
