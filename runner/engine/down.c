@@ -251,7 +251,8 @@ static int prepare(down_run *r, const sl_job_row *row)
             return checked == SL_EREFUSED ? SL_EREFUSED : -1;
     }
     r->id.table = sl_strdup(r->info.ks.table);
-    r->id.key = sl_keys_column_list(&r->info.ks);
+    if (sl_run_key_identity(r->sess, &r->info.ks, &r->id, &r->err) != 0)
+        return -1;
     r->id.where = r->job->where ? sl_strdup(r->job->where) : NULL;
     r->id.undo = sl_undo_identity(&r->undo);
     int rc = check_identity(r, row);

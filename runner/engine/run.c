@@ -47,6 +47,7 @@ void sl_run_identity_free(sl_run_identity *id)
 {
     free(id->table);
     free(id->key);
+    free(id->key_names);
     free(id->where);
     free(id->undo);
     memset(id, 0, sizeof *id);
@@ -202,6 +203,55 @@ const char *sl_run_row_kind(const sl_job_row *row)
 
 /* ---- what the job walks ---- */
 
+/* What orders a key column, the column named as quote_ident() does (the
+ * catalog's quoted names): the btree operator family of its type (a domain's:
+ * its base type's), so that integer and bigint order alike, or else the type
+ * itself; and its collation. */
+static const char key_order_sql[] =
+    "SELECT coalesce((SELECT quote_ident(fn.nspname) || '.' || quote_ident(f.opfname)"
+    "   FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod AND m.amname = 'btree'"
+    "   JOIN pg_opfamily f ON f.oid = o.opcfamily JOIN pg_namespace fn ON fn.oid = f.opfnamespace"
+    "  WHERE o.opcdefault AND o.opcintype = coalesce(nullif(t.typbasetype, 0), a.atttypid) LIMIT 1),"
+    "  format_type(a.atttypid, a.atttypmod))"
+    " || CASE WHEN a.attcollation <> 0 THEN ' COLLATE ' || quote_ident(n.nspname) || '.' || quote_ident(c.collname)"
+    " ELSE '' END"
+    " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation c ON c.oid = a.attcollation"
+    " LEFT JOIN pg_namespace n ON n.oid = c.collnamespace"
+    " WHERE a.attrelid = to_regclass($1) AND quote_ident(a.attname) = $2 AND a.attnum > 0 AND NOT a.attisdropped";
+
+int sl_run_key_identity(sl_session *sess, const sl_keyspec *ks, sl_run_identity *id, sl_err *err)
+{
+    free(id->key);
+    free(id->key_names);
+    id->key = NULL;
+    id->key_names = sl_keys_column_list(ks);
+    const char *params[SL_MAX_KEY_COLS][2];
+    sl_query q[SL_MAX_KEY_COLS];
+    sl_answer ans = {0};
+    int lite = is_lite(sess);
+    for (size_t i = 0; i < ks->ncols && !lite; i++) {
+        params[i][0] = ks->table;
+        params[i][1] = ks->cols[i];
+        q[i] = (sl_query){key_order_sql, 2, params[i], 0};
+    }
+    if (!lite && (sl_session_exec(sess, q, ks->ncols, &ans) != 0 || !ans.ok)) {
+        sl_err_set(err, "cannot read what orders %s's key on %s: %s", ks->table, sl_session_display(sess),
+                   ans.error ? ans.error : "not connected");
+        sl_answer_free(&ans);
+        return -1;
+    }
+    sl_buf b = {0};
+    for (size_t i = 0; i < ks->ncols; i++) {
+        /* SQLite: the declared type, which gives the column its affinity (no type: none) */
+        const char *type = lite ? ks->types[i] : sl_answer_val(&ans, i, 0, 0);
+        sl_buf_printf(&b, "%s%s%s%s", i ? ", " : "", ks->cols[i], type && *type ? " " : "", type ? type : "");
+    }
+    if (!lite)
+        sl_answer_free(&ans);
+    id->key = sl_buf_take(&b);
+    return 0;
+}
+
 static int same_text(const char *a, const char *b)
 {
     return strcmp(a ? a : "", b ? b : "") == 0;
@@ -210,9 +260,10 @@ static int same_text(const char *a, const char *b)
 /* A changed identity part: always refused. */
 static int refuse_changed(const sl_job *job, const char *what, const char *was, const char *now, sl_err *err)
 {
-    sl_err_set(err, "%s: the job's %s changed after its first chunk committed: it was %s%s%s, the file now says %s%s%s",
-               job->path, what, was ? "\"" : "", was ? was : "none", was ? "\"" : "", now ? "\"" : "",
-               now ? now : "none", now ? "\"" : "");
+    /* a value that starts quoted (a table's, a key's name) is shown as it is */
+    const char *qwas = was && *was != '"' ? "\"" : "", *qnow = now && *now != '"' ? "\"" : "";
+    sl_err_set(err, "%s: the job's %s changed after its first chunk committed: it was %s%s%s, it is now %s%s%s",
+               job->path, what, qwas, was ? was : "none", qwas, qnow, now ? now : "none", qnow);
     sl_err_append(err,
                   "hint: the chunks already committed walked the old %s, so resuming would skip rows or apply "
                   "them twice. Put the file back; or start over: `sluice down %s` with the old file (or `sluice "
@@ -228,8 +279,14 @@ int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run
         return 0; /* nothing fixed yet (or fixed by a sluice that did not record it) */
     if (!same_text(row->table, id->table))
         return refuse_changed(job, "table", row->table, id->table, err);
-    if (!same_text(row->key, id->key))
-        return refuse_changed(job, "key", row->key, id->key, err);
+    /* a sluice before the types recorded the columns alone */
+    if (!same_text(row->key, id->key) && !same_text(row->key, id->key_names)) {
+        refuse_changed(job, "key", row->key, id->key, err);
+        sl_err_append(err, "hint: the key is its columns with what orders them (the btree operator family of each "
+                           "column's type, its collation): an ALTER TABLE that changed one of those since counts too; "
+                           "put it back to resume");
+        return SL_EREFUSED;
+    }
     if (!same_text(row->where, id->where))
         return refuse_changed(job, "where", row->where, id->where, err);
     if (!same_text(row->undo, id->undo))

@@ -170,7 +170,8 @@ int up_preflight(up_run *r)
     if (sl_undo_resolve(r->sess, r->job, &r->info, &r->undo, &r->err) != 0)
         return SL_EREFUSED;
     r->id.table = sl_strdup(r->info.ks.table);
-    r->id.key = sl_keys_column_list(&r->info.ks);
+    if (sl_run_key_identity(r->sess, &r->info.ks, &r->id, &r->err) != 0)
+        return -1;
     r->id.where = r->job->where ? sl_strdup(r->job->where) : NULL;
     r->id.undo = sl_undo_identity(&r->undo);
     return 0;

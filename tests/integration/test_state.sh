@@ -373,6 +373,69 @@ test_changed_key_refused() {
     assert_sql "select count(*) from t where n > 1" 0
 }
 
+# What orders the key is part of what the walk fixed: a key column given another collation (or a type
+# that orders otherwise) between two runs is refused, since the old position would be read in the new
+# order (rows skipped or applied twice); integer to bigint orders alike and goes on. A job recorded by an
+# older sluice (the key's names alone) is not refused.
+test_changed_key_order() {
+    psql_q "create table t (k text collate \"C\" primary key, n int not null default 0);
+            insert into t (k) select 'k' || g from generate_series(1, 1500) g
+            union all select 'K' || g from generate_series(1, 1500) g"
+    write_job 0001_bump <<'EOF2'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:pause 20ms
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE k BETWEEN :lo AND :hi;
+EOF2
+    sluice_start up
+    wait_until 20 sql_true "select count(*) >= 3 from sluice_progress"
+    sluice_kill INT
+    assert_rc 3
+    local done
+    done=$(psql_q "select count(*) from t where n = 1")
+    psql_q "alter table t alter column k type text collate \"en-US-x-icu\""
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "the job's key changed after its first chunk committed"
+    assert_contains "$ERR" "pg_catalog.text_ops COLLATE pg_catalog.\"C\""
+    assert_contains "$ERR" "COLLATE pg_catalog.\"en-US-x-icu\""
+    assert_sql "select count(*) from t where n = 1" "$done"
+    assert_sql "select count(*) from t where n > 1" 0
+    # back to its collation: resumes, every row once
+    psql_q "alter table t alter column k type text collate \"C\""
+    run_sluice up
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" 3000
+
+    # integer to bigint: the same order, the walk goes on
+    psql_q "create table u (id int primary key, n int not null default 0);
+            insert into u (id) select g from generate_series(1, 3000) g"
+    sed 's/\bt\b/u/; s/k BETWEEN/id BETWEEN/; s/UPDATE t /UPDATE u /' "$JOBS/0001_bump.sql" >"$JOBS/0002_bump_u.sql"
+    sluice_start up 0002_bump_u
+    wait_until 20 sql_true "select count(*) >= 3 from sluice_progress where job = '0002_bump_u'"
+    sluice_kill INT
+    assert_rc 3
+    assert_sql "select key_cols from sluice_jobs where job = '0002_bump_u'" 'id pg_catalog.integer_ops'
+    psql_q "alter table u alter column id type bigint"
+    run_sluice up 0002_bump_u
+    assert_rc 0
+    assert_sql "select count(*) from u where n = 1" 3000
+
+    # recorded by an older sluice: the key's names alone, not refused
+    psql_q "create table w (id int primary key, n int not null default 0);
+            insert into w (id) select g from generate_series(1, 3000) g"
+    sed 's/\bu\b/w/; s/UPDATE u /UPDATE w /' "$JOBS/0002_bump_u.sql" >"$JOBS/0003_bump_w.sql"
+    sluice_start up 0003_bump_w
+    wait_until 20 sql_true "select count(*) >= 3 from sluice_progress where job = '0003_bump_w'"
+    sluice_kill INT
+    assert_rc 3
+    psql_q "update sluice_jobs set key_cols = 'id' where job = '0003_bump_w'"
+    run_sluice up 0003_bump_w
+    assert_rc 0
+    assert_sql "select count(*) from w where n = 1" 3000
+}
+
 test_changed_statements_flag() {
     setup_bump_ab 3000 100 "-- sluice:pause 50ms"
     sluice_start up
@@ -859,6 +922,8 @@ run_test "on-error skip with undo snapshot: down restores every chunk" test_skip
 run_test "changed undo columns: refused always" test_changed_undo_columns
 run_test "an undo record of another shape is refused before a value is read" test_undo_record_shape
 run_test "changed key: refused with every flag" test_changed_key_refused
+run_test "a key column given another collation between runs: refused; integer to bigint goes on; an older record's names accepted" \
+    test_changed_key_order
 run_test "changed statements: --allow-changed-statements" test_changed_statements_flag
 run_test "lost undo records: refused unless --allow-lost-undo" test_lost_undo_records
 run_test "checkpoint directory deleted during down and after its kill: down finishes" test_lost_during_down

@@ -103,12 +103,24 @@ int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
  * "stamp". */
 const char *sl_run_row_kind(const sl_job_row *row);
 
-/* What a job walks, as the live database resolves its job file. */
+/* What a job walks, as the live database resolves its job file. key is
+ * the key's columns with what orders them, as sluice_jobs.key_cols records
+ * them (sl_run_key_identity); key_names the columns alone, what a sluice
+ * before this one recorded. */
 typedef struct sl_run_identity {
-    char *table, *key, *where, *undo;
+    char *table, *key, *key_names, *where, *undo;
 } sl_run_identity;
 
 void sl_run_identity_free(sl_run_identity *id);
+
+/* The key's columns, each with what orders it: on PostgreSQL the btree
+ * operator family of its type and its collation ("k" pg_catalog.text_ops
+ * COLLATE pg_catalog."C", "n" pg_catalog.integer_ops), on SQLite its
+ * declared type. A resume under another order (ALTER COLUMN ... TYPE text,
+ * or another COLLATE) is refused rather than read its old position as a
+ * value of the new key; integer to bigint orders alike and goes on. Fills
+ * id->key and id->key_names. 0, or -1 with err set. */
+int sl_run_key_identity(sl_session *sess, const sl_keyspec *ks, sl_run_identity *id, sl_err *err) SL_MUSTCHECK;
 
 /* Before a job's first chunk: whether it is a job that ran under another
  * name (its file renamed): a job in sluice_jobs, run or stamped (any state
