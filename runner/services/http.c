@@ -40,6 +40,31 @@ static int check_partial(const char *s, size_t n, int request_line)
     return 0;
 }
 
+/* The path of an absolute-form target, which a server must accept (RFC
+ * 9112 3.2.2): http://host:port/path?query, an empty path read as "/".
+ * 0, or -1 when the target is not one. */
+static int absolute_path(const char *target, size_t len, const char **path, size_t *plen)
+{
+    size_t scheme = len > 7 && strncasecmp(target, "http://", 7) == 0    ? 7
+                    : len > 8 && strncasecmp(target, "https://", 8) == 0 ? 8
+                                                                         : 0;
+    if (scheme == 0)
+        return -1;
+    const char *end = target + len, *p = target + scheme;
+    while (p < end && *p != '/' && *p != '?')
+        p++;
+    if (p == target + scheme)
+        return -1; /* no host */
+    if (p == end || *p == '?') {
+        *path = "/";
+        *plen = 1;
+    } else {
+        *path = p;
+        *plen = (size_t)(end - p);
+    }
+    return 0;
+}
+
 /* METHOD SP TARGET SP HTTP/1.x */
 static int parse_request_line(const char *s, size_t n, sl_http_request *req)
 {
@@ -59,11 +84,15 @@ static int parse_request_line(const char *s, size_t n, sl_http_request *req)
     size_t tlen = i - t;
     if (tlen > SL_HTTP_MAX_TARGET)
         return 414;
-    if (tlen == 0 || s[t] != '/' || i >= n)
+    if (tlen == 0 || i >= n)
         return 400;
-    const char *q = memchr(s + t, '?', tlen);
-    size_t plen = q ? (size_t)(q - (s + t)) : tlen;
-    memcpy(req->path, s + t, plen);
+    const char *path = s + t;
+    size_t plen = tlen;
+    if (*path != '/' && absolute_path(s + t, tlen, &path, &plen) != 0)
+        return 400;
+    const char *q = memchr(path, '?', plen);
+    plen = q ? (size_t)(q - path) : plen;
+    memcpy(req->path, path, plen);
     req->path[plen] = '\0';
     const char *v = s + i + 1;
     size_t vlen = n - i - 1;

@@ -38,6 +38,11 @@ static void test_accepts(void)
 {
     expect_complete("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/metrics", 1);
     expect_complete("GET /metrics HTTP/1.0\r\n\r\n", "GET", "/metrics", 0);
+    /* absolute-form, which a server must accept (RFC 9112 3.2.2) */
+    expect_complete("GET http://127.0.0.1:9187/metrics?x=1 HTTP/1.1\r\nHost: 127.0.0.1:9187\r\n\r\n", "GET", "/metrics",
+                    1);
+    expect_complete("GET HTTP://h HTTP/1.1\r\nHost: h\r\n\r\n", "GET", "/", 1);
+    expect_complete("GET https://h?q HTTP/1.1\r\nHost: h\r\n\r\n", "GET", "/", 1);
     expect_complete("HEAD /metrics?x=1&y HTTP/1.1\r\nHost: a:9\r\nAccept: */*\r\n\r\n", "HEAD", "/metrics", 1);
     expect_complete("GET / HTTP/1.1\nHost: x\n\n", "GET", "/", 1); /* bare LF line ends */
     expect_complete("POST /x HTTP/1.1\r\nhOsT:   y  \r\nUser-Agent: curl/7.88.1\r\n\r\n", "POST", "/x", 1);
@@ -59,13 +64,14 @@ static void test_bytes_after_the_head(void)
 
 static void test_refuses(void)
 {
-    CHECK(parse("get /metrics HTTP/1.1\r\n") == 400);     /* methods are upper case */
-    CHECK(parse(" GET /metrics HTTP/1.1\r\n") == 400);    /* leading blank */
-    CHECK(parse("\r\nGET /metrics HTTP/1.1\r\n") == 400); /* leading empty line */
-    CHECK(parse("GET  /metrics HTTP/1.1\r\n") == 400);    /* two blanks */
-    CHECK(parse("GET metrics HTTP/1.1\r\n") == 400);      /* not origin-form */
-    CHECK(parse("GET http://h/metrics HTTP/1.1\r\n") == 400);
-    CHECK(parse("GET /metrics\r\n") == 400); /* HTTP/0.9 */
+    CHECK(parse("get /metrics HTTP/1.1\r\n") == 400);        /* methods are upper case */
+    CHECK(parse(" GET /metrics HTTP/1.1\r\n") == 400);       /* leading blank */
+    CHECK(parse("\r\nGET /metrics HTTP/1.1\r\n") == 400);    /* leading empty line */
+    CHECK(parse("GET  /metrics HTTP/1.1\r\n") == 400);       /* two blanks */
+    CHECK(parse("GET metrics HTTP/1.1\r\n") == 400);         /* not origin-form */
+    CHECK(parse("GET ftp://h/metrics HTTP/1.1\r\n") == 400); /* absolute-form of another scheme */
+    CHECK(parse("GET http:///metrics HTTP/1.1\r\n") == 400); /* no host */
+    CHECK(parse("GET /metrics\r\n") == 400);                 /* HTTP/0.9 */
     CHECK(parse("GET /metrics HTTP/1.1 \r\n") == 400);
     CHECK(parse("GET /metrics HTTP/1.2x\r\n") == 400);
     CHECK(parse("GET /metrics http/1.1\r\n") == 400);
