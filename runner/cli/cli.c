@@ -3,7 +3,6 @@
 #include "sluice/base/log.h"
 #include "sluice/db/dburl.h"
 #include "sluice/db/secrets.h"
-#include "sluice/services/ctl.h"
 #include "sluice/services/metrics.h"
 #include "sluice/services/progress.h"
 
@@ -330,8 +329,9 @@ static int want_args(const cli_args *a, int min, int max, const char *cmd)
 }
 
 /* `ctl JOB pause|resume|status|set NAME=VALUE`: one request to the runner's
- * socket, else through the database (in a fleet, to each target's runner). */
-static int cmd_ctl(const cli_args *a, const sl_opts *o, const char *arg1)
+ * socket, else through the database (in a fleet, to each target's runner;
+ * idle as sl_cmd_ctl's). */
+static int cmd_ctl(const cli_args *a, const sl_opts *o, const char *arg1, int *idle)
 {
     int is_set = a->npos > 2 && strcmp(a->pos[2], "set") == 0;
     if (!want_args(a, is_set ? 3 : 2, is_set ? 3 : 2, "ctl"))
@@ -341,7 +341,7 @@ static int cmd_ctl(const cli_args *a, const sl_opts *o, const char *arg1)
         jl -= 4;
     char *job = sl_strndup(arg1, jl);
     char *req = is_set ? sl_asprintf("set %s", a->pos[3]) : sl_strdup(a->pos[2]);
-    int code = sl_cmd_ctl(o, job, req);
+    int code = sl_cmd_ctl(o, job, req, idle);
     free(req);
     free(job);
     return code;
@@ -458,7 +458,7 @@ static int dispatch_one(const char *cmd, const cli_args *a, const sl_opts *o)
     sl_jobset set = {0};
     int code;
     if (strcmp(cmd, "ctl") == 0)
-        return cmd_ctl(a, o, arg1);
+        return cmd_ctl(a, o, arg1, NULL);
     if (strcmp(cmd, "down") == 0)
         return dispatch_down(a, o);
     if (strcmp(cmd, "report") == 0)
@@ -494,37 +494,21 @@ typedef struct fleet_cmd {
     size_t idle; /* ctl: targets where the job does not run now */
 } fleet_cmd;
 
-/* ctl on a target where the job does not run: nothing to ask there. */
-static int ctl_idle(const cli_args *a, const sl_opts *o)
-{
-    if (strcmp(a->pos[0], "ctl") != 0 || a->npos < 2)
-        return 0;
-    size_t jl = strlen(a->pos[1]);
-    char *job = sl_strndup(a->pos[1], jl > 4 && strcmp(a->pos[1] + jl - 4, ".sql") == 0 ? jl - 4 : jl);
-    char *path = sl_ctl_path(o->run.ckpt_dir, job);
-    int idle = access(path, F_OK) != 0;
-    if (idle)
-        sl_info("job %s does not run on this target now", job);
-    free(path);
-    free(job);
-    return idle;
-}
-
 static int on_target(const sl_target *t, uv_loop_t *loop, void *arg)
 {
     fleet_cmd *c = arg;
     char *dir;
     sl_opts o = sl_target_opts(&c->a->opts, t, &dir);
     o.loop = loop;
-    if (ctl_idle(c->a, &o)) {
-        c->idle++;
-        free(dir);
-        return SL_EXIT_OK;
-    }
     if (strcmp(c->cmd, "plan") == 0)
         printf("%s== target %s ==\n", t == c->a->fleet.targets ? "" : "\n", t->name);
     fflush(stdout);
-    int code = dispatch_one(c->cmd, c->a, &o);
+    /* ctl goes to the target's socket, else through its database, as with --db: a pause there is
+     * recorded for the next run, a target that cannot be reached says so */
+    int idle = 0;
+    int code = strcmp(c->cmd, "ctl") == 0 ? cmd_ctl(c->a, &o, c->a->npos > 1 ? c->a->pos[1] : NULL, &idle)
+                                          : dispatch_one(c->cmd, c->a, &o);
+    c->idle += (size_t)idle;
     c->codes[t - c->a->fleet.targets] = code;
     free(dir);
     return code;

@@ -150,6 +150,7 @@ static void add_db_names(names *ns, sl_session *sess)
 typedef struct status_row {
     sl_job_row db; /* the database's view (state, rows, chunks, last key, ...) */
     int from_db;
+    const char *unread;      /* why the database could not be read, NULL when it was */
     int64_t affected, batch; /* the journal's: only the runner knew them */
     char *file;              /* the checkpoint file, NULL when there is none */
     json_t *skipped;         /* [{"key": [...], "error": "..."}] */
@@ -263,16 +264,24 @@ static json_t *json_time(int64_t ms)
     return ms > 0 ? json_string(ts) : json_null();
 }
 
+/* Neither the database nor a checkpoint file could say anything of the job:
+ * "pending" would be a guess. */
+static int status_unknown(const status_row *s)
+{
+    return s->unread && !s->file;
+}
+
 static json_t *status_json(const char *target, const char *name, const status_row *s)
 {
     const sl_job_row *d = &s->db;
+    int unknown = status_unknown(s);
     json_t *o = json_object();
     json_object_set_new(o, "job", sl_json_str(name));
     if (target)
         json_object_set_new(o, "target", sl_json_str(target));
-    json_object_set_new(o, "state", json_string(sl_state_name(d->state)));
-    json_object_set_new(o, "rows", json_integer(d->rows));
-    json_object_set_new(o, "chunks", json_integer(d->chunks));
+    json_object_set_new(o, "state", json_string(unknown ? "unknown" : sl_state_name(d->state)));
+    json_object_set_new(o, "rows", unknown ? json_null() : json_integer(d->rows));
+    json_object_set_new(o, "chunks", unknown ? json_null() : json_integer(d->chunks));
     json_t *key = sl_json_key(d->last_key);
     json_object_set_new(o, "last_key", key ? key : json_null());
     json_object_set_new(o, "error", sl_json_str(d->error));
@@ -285,7 +294,8 @@ static json_t *status_json(const char *target, const char *name, const status_ro
     json_object_set_new(o, "stamped", json_boolean(d->stamped));
     json_object_set_new(o, "runner", sl_json_str(d->runner));
     json_object_set_new(o, "paused", sl_json_str(d->paused));
-    json_object_set_new(o, "source", json_string(s->from_db ? "database" : "checkpoint"));
+    json_object_set_new(o, "source", json_string(unknown ? "none" : s->from_db ? "database" : "checkpoint"));
+    json_object_set_new(o, "database_error", sl_json_str(s->unread));
     return o;
 }
 
@@ -314,9 +324,13 @@ static void status_line(sl_buf *out, const char *target, const char *name, const
         add_column(&line, target, 20);
     size_t start = line.len;
     add_text(&line, name);
-    sl_buf_printf(&line, "%*s %-12s %12" PRId64 " %8" PRId64 "  ",
-                  line.len - start < 40 ? (int)(40 - (line.len - start)) : 0, "", sl_state_name(d->state), d->rows,
-                  d->chunks);
+    if (status_unknown(s))
+        sl_buf_printf(&line, "%*s %-12s %12s %8s  ", line.len - start < 40 ? (int)(40 - (line.len - start)) : 0, "",
+                      "unknown", "-", "-");
+    else
+        sl_buf_printf(&line, "%*s %-12s %12" PRId64 " %8" PRId64 "  ",
+                      line.len - start < 40 ? (int)(40 - (line.len - start)) : 0, "", sl_state_name(d->state), d->rows,
+                      d->chunks);
     size_t at = line.len;
     add_text(&line, d->last_key ? d->last_key : "-");
     sl_buf_printf(&line, "%*s %s\n", line.len - at < 20 ? (int)(20 - (line.len - at)) : 0, "", ts[0] ? ts : "-");
@@ -386,20 +400,26 @@ static void on_watchdog_closed(uv_handle_t *handle)
 
 /* A session on the target for status, when it can be reached: status
  * still answers from the checkpoint files when it cannot (and says so,
- * unless quiet: history, which only fills in from the database). */
-static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int quiet)
+ * unless quiet: history, which only fills in from the database; *unread,
+ * when asked for, then says why, malloc'd). */
+static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int quiet, char **unread)
 {
     sl_err err = {{0}};
+    const char *target = opts->target ? opts->target : "", *sep = opts->target ? ": " : "";
     if (!opts->db) { /* the command line could not use it, and said so */
         if (!quiet)
             sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
+        if (unread)
+            *unread = sl_strdup("the database string cannot be used");
         return NULL;
     }
     if (sl_session_init(sess, loop, opts->db, &err) != 0) { /* a SQLite file gone, too */
         if (!quiet) {
-            sl_warn("%s", err.msg);
+            sl_warn("%s%s%s", target, sep, err.msg);
             sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
         }
+        if (unread)
+            *unread = sl_strdup(err.msg);
         return NULL;
     }
     if (!getenv("SLUICE_CONNECT_TIMEOUT"))
@@ -421,9 +441,11 @@ static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_sessi
                    "connection busy?)",
                    sl_session_display(sess), sess->connect_timeout_ms);
     if (!quiet) {
-        sl_warn("%s", err.msg);
+        sl_warn("%s%s%s", target, sep, err.msg);
         sl_warn("showing what the checkpoint files in %s say; the database decides what runs", opts->run.ckpt_dir);
     }
+    if (unread)
+        *unread = sl_strdup(err.msg);
     sl_session_close(sess);
     return NULL;
 }
@@ -437,7 +459,8 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
         uv_loop_init(&own);
     sl_session sess_store;
     int code = SL_EXIT_OK;
-    sl_session *sess = status_session(opts, loop, &sess_store, 0);
+    char *unread = NULL;
+    sl_session *sess = status_session(opts, loop, &sess_store, 0, &unread);
     names ns = {0};
     add_dir_names(&ns, opts->jobs_dir, ".sql");
     add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
@@ -451,7 +474,9 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
         *found = 1;
         status_row s;
         sl_err err = {{0}};
-        if (read_status(opts, sess, ns.v[i], &s, &err) != 0) {
+        int rc = read_status(opts, sess, ns.v[i], &s, &err);
+        s.unread = unread;
+        if (rc != 0) {
             sl_error("%s%s%s", opts->target ? opts->target : "", opts->target ? ": " : "", err.msg);
             code = SL_EXIT_USAGE;
         } else if (opts->json) {
@@ -462,11 +487,14 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
         status_row_free(&s);
     }
     names_free(&ns);
+    int failed = unread && opts->target;
+    free(unread);
     if (sess)
         sl_session_close(sess);
     if (!opts->loop && uv_loop_close(&own) != 0)
         sl_warn("BUG: a libuv handle was left open at exit");
-    return code;
+    /* a fleet's target whose database cannot be read failed (one database alone answers from its files) */
+    return code == SL_EXIT_OK && failed ? SL_EXIT_FAILED : code;
 }
 
 /* One JSON array, an object a line. */
@@ -694,7 +722,7 @@ static int history_of(const sl_opts *opts, hist_run **all, size_t *nall, size_t 
     if (!opts->loop)
         uv_loop_init(&own);
     sl_session sess_store;
-    sl_session *sess = status_session(opts, loop, &sess_store, 1);
+    sl_session *sess = status_session(opts, loop, &sess_store, 1, NULL);
     names ns = {0};
     add_dir_names(&ns, opts->jobs_dir, ".sql");
     add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");

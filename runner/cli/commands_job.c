@@ -427,7 +427,7 @@ static int ctl_through_db(const sl_opts *opts, const char *job, const char *path
     int code = connect_db(opts, &loop, &sess, getenv("SLUICE_CONNECT_TIMEOUT") ? 0 : 5000, &why);
     if (code == SL_EXIT_USAGE) {
         sl_err_append(err, "the database cannot be asked either: %s", why.msg);
-        return SL_CTL_NOT_LISTENING;
+        return -1; /* whether a runner runs the job is not known */
     }
     if (code != 0) {
         sl_err_append(err, "the database, through which a runner on another machine answers, cannot be reached: %s",
@@ -449,7 +449,7 @@ static int ctl_through_db(const sl_opts *opts, const char *job, const char *path
     return rc;
 }
 
-int sl_cmd_ctl(const sl_opts *opts, const char *job, const char *req)
+int sl_cmd_ctl(const sl_opts *opts, const char *job, const char *req, int *idle)
 {
     char *path = sl_ctl_path(opts->run.ckpt_dir, job);
     char *response = NULL;
@@ -457,6 +457,13 @@ int sl_cmd_ctl(const sl_opts *opts, const char *job, const char *req)
     int rc = sl_ctl_request(path, req, &response, &err);
     if (rc == SL_CTL_NOT_LISTENING)
         rc = ctl_through_db(opts, job, path, req, &response, &err);
+    /* a pause or resume with no runner was recorded, or could not be (the job never ran there) */
+    if (rc == SL_CTL_NOT_LISTENING && idle && strcmp(req, "pause") != 0 && strcmp(req, "resume") != 0) {
+        sl_info("job %s does not run on this target now", job);
+        *idle = 1;
+        free(path);
+        return SL_EXIT_OK;
+    }
     if (rc == 0 && opts->target) {
         sl_buf shown = {0};
         for (const char *line = response; *line;) {

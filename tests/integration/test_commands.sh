@@ -78,8 +78,10 @@ assert o["started_at"] <= o["updated_at"], o' <<<"$STATUS_JSON"
     assert_rc 0
     assert_contains "$ERR" "showing what the checkpoint files"
     # the same, but for the times: the file notes its own clock's, a moment after the database's
-    assert_eq "$(jq -c 'del(.[].source, .[].started_at, .[].updated_at)' <<<"$OUT")" \
-        "$(jq -c 'del(.[].source, .[].started_at, .[].updated_at)' <<<"$STATUS_JSON")" "status --json without a database"
+    assert_eq "$(jq -c 'del(.[].source, .[].started_at, .[].updated_at, .[].database_error)' <<<"$OUT")" \
+        "$(jq -c 'del(.[].source, .[].started_at, .[].updated_at, .[].database_error)' <<<"$STATUS_JSON")" \
+        "status --json without a database"
+    assert_match "$(jq -r '.[0].database_error' <<<"$OUT")" "^cannot connect to .*127.0.0.1:1/x: "
     local drift
     drift=$(jq -n --argjson a "$OUT" --argjson b "$STATUS_JSON" \
         '[($a[0].started_at, $a[0].updated_at, $b[0].started_at, $b[0].updated_at) | sub("\\.[0-9]+"; "") | fromdate]

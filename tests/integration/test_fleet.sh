@@ -337,6 +337,79 @@ EOF
     assert_eq "$(sqlite3 "$T_DIR/app.db" "select min(n) || '|' || max(n) || '|' || count(*) from t")" "1|1|$ROWS" "t"
 }
 
+# ctl and status where a target has no runner, or cannot be reached. With no runner, ctl pause is
+# recorded for the target's next run, as --db records it (it said "does not run on this target now"
+# and recorded nothing); a target whose server refuses the connection or the password says "cannot
+# connect" and why (it said "does not run"). status shows such a target's jobs as "unknown", with
+# why, not "pending"; exit 1.
+test_idle_and_unreachable_targets() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 1000)"
+    bump_job 0001_bump 200
+    make_app_role
+    local f="$T_DIR/t.txt" tgt
+    printf 'main %s\n' "$SLUICE_DB" >"$f"
+    chmod 600 "$f"
+    run_sluice --targets "$f" up
+    assert_rc 0
+    printf 'far postgresql://app:s3cret@127.0.0.1:1/app\nbadpw postgresql://sl_app:wrong-secret@%s:%s/%s\n' \
+        "$PGHOST" "$PGPORT" "$T_DB" >>"$f"
+    run_sluice --targets "$f" --target main ctl 0001_bump pause
+    assert_rc 0
+    assert_contains "$OUT" "main: paused: no runner runs job 0001_bump now"
+    assert_sql "select paused like 'by sluice ctl at %' from sluice_jobs where job = '0001_bump'" t
+    run_sluice --targets "$f" --target main ctl 0001_bump resume
+    assert_rc 0
+    assert_sql "select paused is null from sluice_jobs where job = '0001_bump'" t
+    for tgt in far badpw; do
+        run_sluice --targets "$f" --target "$tgt" ctl 0001_bump pause
+        assert_rc 1
+        assert_match "$ERR" "\\[$tgt\\] .*cannot connect to "
+        assert_not_contains "$ERR" "does not run"
+    done
+    assert_contains "$ERR" "password authentication failed"
+    # every target: main has no runner (said, no error), the two others cannot be asked
+    run_sluice --targets "$f" ctl 0001_bump status
+    assert_rc 1
+    assert_contains "$ERR" "[main] job 0001_bump does not run on this target now"
+    assert_match "$ERR" "\\[far\\] .*cannot connect to app@127.0.0.1:1/app"
+    assert_match "$ERR" "\\[badpw\\] .*cannot connect to .*password authentication failed"
+    assert_not_contains "$ERR" "s3cret"
+    assert_not_contains "$ERR" "wrong-secret"
+
+    # status: what the database cannot say is not "pending"
+    run_sluice --targets "$f" status --json
+    assert_rc 1
+    python3 - "$OUT" <<'PY' || fail "status --json: $OUT"
+import json, sys
+rows = {o["target"]: o for o in json.loads(sys.argv[1])}
+main = rows["main"]
+assert (main["state"], main["source"], main["rows"], main["database_error"]) == ("done", "database", 1000, None), main
+for t in ("far", "badpw"):
+    o = rows[t]
+    assert (o["state"], o["source"], o["rows"], o["chunks"]) == ("unknown", "none", None, None), o
+    assert o["database_error"].startswith("cannot connect to "), o
+assert "password authentication failed" in rows["badpw"]["database_error"], rows["badpw"]
+PY
+    assert_not_contains "$OUT$ERR" "s3cret"
+    assert_not_contains "$OUT$ERR" "wrong-secret"
+    run_sluice --targets "$f" status
+    assert_rc 1
+    assert_match "$OUT" "(^|"$'\n'")far +0001_bump +unknown +- +-"
+    assert_contains "$ERR" "far: cannot connect to app@127.0.0.1:1/app"
+    # a target with a checkpoint file shows what it says, and why the database did not
+    sed -i 's|^main .*|main postgresql://app@127.0.0.1:1/app|' "$f"
+    run_sluice --targets "$f" --target main status --json
+    assert_rc 1
+    assert_eq "$(jq -r '.[0].state + " " + .[0].source' <<<"$OUT")" "done checkpoint" "main from its file"
+    assert_match "$(jq -r '.[0].database_error' <<<"$OUT")" "^cannot connect to app@127.0.0.1:1/app"
+    # one database alone answers from its checkpoint files as before (exit 0), saying the same
+    run_sluice --db postgresql://app:s3cret@127.0.0.1:1/app status --json
+    assert_rc 0
+    assert_eq "$(jq -r '.[0].state + " " + .[0].source' <<<"$OUT")" "unknown none" "a job without a file"
+    assert_match "$(jq -r '.[0].database_error' <<<"$OUT")" "^cannot connect to app@127.0.0.1:1/app"
+}
+
 run_test "four servers, --parallel 2: up, status, history, down" test_up_and_down_parallel_2
 run_test "a fleet seen from outside: one metrics endpoint, JSON lines naming their target, a report each" \
     test_metrics_logs_and_reports
@@ -348,4 +421,6 @@ run_test "targets files: bad line, duplicate, bad name, foreign URL, world-reada
 run_test "ctl on one target, a SQLite target, and a renamed and moved target" test_ctl_sqlite_and_failover
 run_test "one database named by two targets: the second runner is refused or waits; every row once" \
     test_same_database_twice
+run_test "a target with no runner: ctl pause recorded; one not reached: cannot connect; status unknown, exit 1" \
+    test_idle_and_unreachable_targets
 t_done

@@ -44,8 +44,10 @@ int sl_cmd_plan(const sl_opts *opts, sl_job *job) SL_MUSTCHECK;
 int sl_cmd_report(const sl_opts *opts, const char *job) SL_MUSTCHECK;
 int sl_cmd_stamp(const sl_opts *opts, sl_job *job, const char *state) SL_MUSTCHECK;
 /* `ctl JOB REQUEST`: to the runner's socket in --checkpoints, else (PostgreSQL)
- * through the database to the runner holding the job's lease (ctl.h). */
-int sl_cmd_ctl(const sl_opts *opts, const char *job, const char *req) SL_MUSTCHECK;
+ * through the database to the runner holding the job's lease (ctl.h). idle
+ * (a fleet's target, NULL elsewhere): a status or set for a job no runner
+ * runs there is no error; it is said as such, *idle set, and 0 returned. */
+int sl_cmd_ctl(const sl_opts *opts, const char *job, const char *req, int *idle) SL_MUSTCHECK;
 /* target: a job name, "-N" or "base" (README "Commands", `down`). */
 int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target) SL_MUSTCHECK;
 
