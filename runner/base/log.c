@@ -2,13 +2,29 @@
 #include "sluice/base/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "sluice/base/logq.h"
 
 static sl_log_format log_format = SL_LOG_FORMAT_TEXT;
+/* The format, for the writer thread's dropped-lines notice. */
+static atomic_int log_format_json;
 static char log_target[256];
+
+/* Lines queued while the writer is stuck: a few MiB's worth would say no more. */
+#define LOG_QUEUE_BYTES (1024 * 1024)
+/* How long a line is waited for before the writer counts as stalled (logq.h). */
+#define LOG_SYNC_MS 100
+
+/* The writer (sl_log_writer_start): NULL before it and after it stopped. */
+static sl_logq *log_queue;
+/* The writer was left blocked in a write at its stop: writing more would block too. */
+static int log_queue_stuck;
 
 /* The job each target's fiber runs now ("" the owner of a single database):
  * a fleet runs up to 64 targets at once, each with a job of its own. */
@@ -103,8 +119,8 @@ static void format_time(int64_t ms, char out[40])
     snprintf(out, 40, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
-char *sl_log_json_line(int64_t now_ms, sl_log_level level, const char *job, const char *event, const json_t *fields,
-                       const char *msg)
+static char *json_line(int64_t now_ms, sl_log_level level, const char *job, const char *target, const char *event,
+                       const json_t *fields, const char *msg)
 {
     char ts[40];
     format_time(now_ms, ts);
@@ -112,7 +128,6 @@ char *sl_log_json_line(int64_t now_ms, sl_log_level level, const char *job, cons
     json_object_set_new(o, "time", json_string(ts));
     json_object_set_new(o, "level", json_string(level_name(level)));
     json_object_set_new(o, "job", job && *job ? visible(job) : json_null());
-    const char *target = log_target[0] ? log_target : sl_log_owner();
     if (target && target[0])
         json_object_set_new(o, "target", visible(target));
     json_object_set_new(o, "event", visible(event));
@@ -131,12 +146,30 @@ char *sl_log_json_line(int64_t now_ms, sl_log_level level, const char *job, cons
     return out;
 }
 
+char *sl_log_json_line(int64_t now_ms, sl_log_level level, const char *job, const char *event, const json_t *fields,
+                       const char *msg)
+{
+    return json_line(now_ms, level, job, log_target[0] ? log_target : sl_log_owner(), event, fields, msg);
+}
+
+void sl_log_write(const char *bytes, size_t len)
+{
+    if (log_queue) {
+        (void)sl_logq_put(log_queue, bytes, len); /* dropped: counted, and told once the writer catches up */
+    } else if (!log_queue_stuck) {
+        fwrite(bytes, 1, len, stderr);
+        fflush(stderr);
+    }
+}
+
 static void print_json(sl_log_level level, const char *event, const json_t *fields, const char *msg)
 {
     char *line = sl_log_json_line(sl_now_ms(), level, job_now(), event, fields, msg);
-    fputs(line, stderr);
-    fputc('\n', stderr);
-    fflush(stderr);
+    size_t len = strlen(line);
+    line = sl_realloc(line, len + 2);
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    sl_log_write(line, len + 1);
     free(line);
 }
 
@@ -146,10 +179,89 @@ static void json_sink(sl_log_level level, const char *msg)
     print_json(level, "log", NULL, msg);
 }
 
+/* Plain sl_log lines as text while the writer runs: as util.c prints them
+ * itself ("sluice: warning: ...", a UTC time first when stderr is not a
+ * terminal, controls made visible), handed to the writer. */
+static void text_sink(sl_log_level level, const char *msg)
+{
+    static const char *const names[] = {"debug: ", "", "warning: ", "error: "};
+    const char *owner = sl_log_owner();
+    sl_buf raw = {0}, out = {0};
+    if (owner)
+        sl_buf_printf(&raw, "[%s] ", owner);
+    sl_buf_adds(&raw, msg);
+    if (!isatty(STDERR_FILENO)) {
+        char ts[32];
+        sl_format_iso8601(sl_now_ms(), ts);
+        sl_buf_printf(&out, "%s ", ts);
+    }
+    sl_buf_printf(&out, "sluice: %s", level >= SL_LOG_DEBUG && level <= SL_LOG_ERROR ? names[level] : "");
+    sl_buf_add_visible(&out, raw.data ? raw.data : "", raw.len, 0);
+    sl_buf_addc(&out, '\n');
+    sl_log_write(out.data, out.len);
+    sl_buf_free(&raw);
+    sl_buf_free(&out);
+}
+
+static void apply_sink(void)
+{
+    if (log_format == SL_LOG_FORMAT_JSON)
+        sl_log_set_sink(json_sink);
+    else
+        sl_log_set_sink(log_queue || log_queue_stuck ? text_sink : NULL);
+}
+
 void sl_log_set_format(sl_log_format format)
 {
     log_format = format;
-    sl_log_set_sink(format == SL_LOG_FORMAT_JSON ? json_sink : NULL);
+    atomic_store(&log_format_json, format == SL_LOG_FORMAT_JSON);
+    apply_sink();
+}
+
+/* The writer thread's line for lines it dropped, in the format in use. It
+ * runs on that thread: no job or target (the loop's), and nothing the loop
+ * changes but the format. */
+static char *dropped_notice(uint64_t dropped)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "%llu log lines dropped: stderr was not taking them (whatever reads it stalled)",
+             (unsigned long long)dropped);
+    sl_buf out = {0};
+    if (atomic_load(&log_format_json)) {
+        json_t *fields = json_pack("{sI}", "dropped", (json_int_t)dropped);
+        char *line = json_line(sl_now_ms(), SL_LOG_WARN, NULL, NULL, "log_dropped", fields, msg);
+        json_decref(fields);
+        sl_buf_adds(&out, line);
+        free(line);
+    } else {
+        if (!isatty(STDERR_FILENO)) {
+            char ts[32];
+            sl_format_iso8601(sl_now_ms(), ts);
+            sl_buf_printf(&out, "%s ", ts);
+        }
+        sl_buf_printf(&out, "sluice: warning: %s", msg);
+    }
+    sl_buf_addc(&out, '\n');
+    return sl_buf_take(&out);
+}
+
+void sl_log_writer_start(void)
+{
+    if (log_queue)
+        return;
+    log_queue = sl_logq_new(STDERR_FILENO, LOG_QUEUE_BYTES, LOG_SYNC_MS, dropped_notice);
+    log_queue_stuck = 0;
+    apply_sink();
+}
+
+void sl_log_writer_stop(int64_t wait_ms)
+{
+    if (!log_queue)
+        return;
+    sl_logq *q = log_queue;
+    log_queue = NULL;
+    log_queue_stuck = sl_logq_free(q, wait_ms) != 0;
+    apply_sink();
 }
 
 void sl_log_event(sl_log_level level, const char *event, json_t *fields, const char *fmt, ...)

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include "sluice/base/log.h"
 #include "sluice/cli/cli.h"
 
 /* A cron line with `>&- 2>&- <&-` starts us with fds 0, 1 or 2 closed; the
@@ -36,5 +37,12 @@ int main(int argc, char **argv)
      * and a SQLite target's on its own thread then contend for; sluice never
      * reads them. Only allowed before SQLite initialises (sqlite3_config). */
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-    return sl_cli_main(argc, argv);
+    /* Log lines go through a thread of their own from here on, so that a
+     * stderr nobody reads cannot stop the event loop (log.h). */
+    sl_log_writer_start();
+    int code = sl_cli_main(argc, argv);
+    /* Every line out before exit, as before; but a pipe that takes nothing
+     * must not keep a stopping runner (exit 3 on SIGINT) alive. */
+    sl_log_writer_stop(2000);
+    return code;
 }

@@ -116,10 +116,14 @@ static void clear_lines(void)
 {
     if (!prog.tty || prog.drawn_lines == 0)
         return;
-    fputs("\r\033[K", stderr);
+    /* through the log's writer, as the log lines it makes room for: a
+     * terminal that stalls blocks neither, and they cannot interleave */
+    sl_buf erase = {0};
+    sl_buf_adds(&erase, "\r\033[K");
     for (int i = 1; i < prog.drawn_lines; i++)
-        fputs("\033[A\r\033[K", stderr);
-    fflush(stderr);
+        sl_buf_adds(&erase, "\033[A\r\033[K");
+    sl_log_write(erase.data, erase.len);
+    sl_buf_free(&erase);
     prog.drawn_lines = 0;
 }
 
@@ -149,8 +153,7 @@ static void draw_lines(void)
         sl_buf_printf(&all, "\ntotal: %lld rows in %d targets, %.0f rows/s", (long long)done, lines, rate);
         lines++;
     }
-    fputs(all.data, stderr);
-    fflush(stderr);
+    sl_log_write(all.data, all.len);
     sl_buf_free(&all);
     prog.drawn_lines = lines;
 }

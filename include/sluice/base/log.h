@@ -44,4 +44,26 @@ void sl_log_event(sl_log_level level, const char *event, json_t *fields, const c
 char *sl_log_json_line(int64_t now_ms, sl_log_level level, const char *job, const char *event, const json_t *fields,
                        const char *msg);
 
+/* ---- writing: a stderr nobody reads never blocks the event loop ----
+ *
+ * From sl_log_writer_start on, log lines (text and JSON) and the progress
+ * display go to stderr through one thread of their own and a queue of up to
+ * 1 MiB (logq.h), in the order they were made. A line is waited for while
+ * stderr takes it (up to 100 ms), so it is out before the call returns as
+ * before; once a write takes longer (a pipe nobody reads, a stuck journal,
+ * a terminal on ^S), lines queue without waiting; once the queue is full
+ * they are dropped and counted until the writer has caught up, and the next
+ * line then comes after a warning line saying how many were dropped (event
+ * "log_dropped", field "dropped", in JSON). Before
+ * the start, and after a stop that emptied the queue, lines are written in
+ * place. fd 2 itself is left as it is (never made non-blocking). */
+void sl_log_writer_start(void);
+/* Write what is queued, waiting at most wait_ms (a stuck pipe must not keep
+ * a stopping runner alive), and stop the thread. When the writer is still
+ * stuck, lines logged after this are dropped. For main's exit. */
+void sl_log_writer_stop(int64_t wait_ms);
+/* len bytes for stderr, through the writer when it runs: a log line with
+ * its newline, or the progress display's bytes. */
+void sl_log_write(const char *bytes, size_t len);
+
 #endif
