@@ -587,8 +587,9 @@ static json_t *history_json(const hist_run *h)
         json_object_set_new(o, "target", sl_json_str(h->target));
     json_object_set_new(o, "kind", sl_json_str(r->kind));
     json_object_set_new(o, "outcome", sl_json_str(r->outcome));
-    json_object_set_new(o, "rows", json_integer(r->rows));
-    json_object_set_new(o, "chunks", json_integer(r->chunks));
+    /* not known: a down not closed (the database keeps nothing of what it undid) */
+    json_object_set_new(o, "rows", r->rows < 0 ? json_null() : json_integer(r->rows));
+    json_object_set_new(o, "chunks", r->chunks < 0 ? json_null() : json_integer(r->chunks));
     json_object_set_new(o, "started_at", json_time(r->started_at_ms));
     json_object_set_new(o, "ended_at", json_time(r->ended_at_ms));
     json_object_set_new(o, "error", sl_json_str(r->error));
@@ -603,11 +604,17 @@ static void history_line(const hist_run *h)
     sl_format_iso8601(r->started_at_ms, st);
     sl_format_iso8601(r->ended_at_ms, en);
     sl_buf line = {0};
-    sl_buf_printf(&line, "%-20s %-20s ", st, en[0] ? en : "-");
+    /* a run killed ended when no one can tell: a down's, or any whose checkpoint file is all there is */
+    sl_buf_printf(&line, "%-20s %-20s ", st, en[0] ? en : strcmp(r->outcome, "interrupted") == 0 ? "unknown" : "-");
     if (h->target)
         add_column(&line, h->target, 20);
     add_column(&line, r->job, 32);
-    sl_buf_printf(&line, "%-6s %-12s %12" PRId64 " %8" PRId64, r->kind, r->outcome, r->rows, r->chunks);
+    char rows[24] = "?", chunks[24] = "?";
+    if (r->rows >= 0)
+        snprintf(rows, sizeof rows, "%" PRId64, r->rows);
+    if (r->chunks >= 0)
+        snprintf(chunks, sizeof chunks, "%" PRId64, r->chunks);
+    sl_buf_printf(&line, "%-6s %-12s %12s %8s", r->kind, r->outcome, rows, chunks);
     if (r->error) {
         sl_buf_adds(&line, "  ");
         add_text(&line, r->error);

@@ -319,9 +319,9 @@ static int report_from_db(const sl_opts *opts, const char *job, sl_buf *html)
     for (size_t i = 0; rc == 0 && i < nruns; i++) {
         if (strcmp(runs[i].job, job) != 0)
             continue;
-        /* one that ended says what it did; one that did not (killed, or running now) counts the chunks
-         * that committed while it ran */
-        int open = runs[i].ended_at_ms <= 0;
+        /* one that ended says what it did; an up that did not (killed, or running now) counts the chunks
+         * that committed while it ran; a down's are its own (unknown when it did not close) */
+        int open = runs[i].ended_at_ms <= 0 && strcmp(runs[i].kind, "down") != 0;
         int64_t id = 0;
         rc = sl_ckpt_add_past_run(ckpt, runs[i].kind, runs[i].outcome, runs[i].started_at_ms, runs[i].ended_at_ms,
                                   open ? 0 : runs[i].rows, open ? 0 : runs[i].chunks, runs[i].error, &id, &err);

@@ -828,17 +828,23 @@ static int set_state(sl_run *run, sl_state state, const char *error)
     return rc;
 }
 
-/* The runs of the job still marked running died with their runner (this
- * one holds the job's lock now): interrupted, and an up counts the chunks
- * that committed after it began and before the next run did (a down's undid
- * chunks are gone: not known). */
-#define CLOSE_KILLED_SQL(NEXT)                                                                                     \
-    "UPDATE " SL_RUNS_TABLE " SET outcome = 'interrupted',"                                                        \
-    " rows = CASE WHEN kind = 'up' THEN (SELECT coalesce(sum(p.rows), 0) FROM " SL_PROGRESS_TABLE " p" NEXT        \
-    ") ELSE 0 END,"                                                                                                \
-    " chunks = CASE WHEN kind = 'up' THEN (SELECT count(*) FROM " SL_PROGRESS_TABLE " p" NEXT ") ELSE 0 END,"      \
-    " ended_at = CASE WHEN kind = 'up' THEN (SELECT max(p.committed_at) FROM " SL_PROGRESS_TABLE " p" NEXT ") END" \
-    " WHERE job = $1 AND outcome = 'running'"
+/* What a run still marked running did (its runner was killed, or runs it
+ * now), from what the database has: an up's chunks are the sluice_progress
+ * rows committed while it ran (NEXT: after it began, before the job's next
+ * run began), and it got as far as the last of them. A down deletes the
+ * rows of the chunks it undoes and writes nothing of its own per chunk, so
+ * what it undid and when it stopped are not known: -1 (SL_RUN_UNKNOWN), no
+ * end. The runs of the job still marked running died with their runner
+ * (this one holds the job's lock now): interrupted, with those. */
+#define OPEN_ROWS(NEXT) \
+    "CASE WHEN kind = 'up' THEN (SELECT coalesce(sum(p.rows), 0) FROM " SL_PROGRESS_TABLE " p" NEXT ") ELSE -1 END"
+#define OPEN_CHUNKS(NEXT) \
+    "CASE WHEN kind = 'up' THEN (SELECT count(*) FROM " SL_PROGRESS_TABLE " p" NEXT ") ELSE -1 END"
+#define OPEN_END(NEXT) \
+    "CASE WHEN kind = 'up' THEN (SELECT max(p.committed_at) FROM " SL_PROGRESS_TABLE " p" NEXT ") END"
+#define CLOSE_KILLED_SQL(NEXT)                                                                                 \
+    "UPDATE " SL_RUNS_TABLE " SET outcome = 'interrupted', rows = " OPEN_ROWS(NEXT) ", chunks = " OPEN_CHUNKS( \
+        NEXT) ", ended_at = " OPEN_END(NEXT) " WHERE job = $1 AND outcome = 'running'"
 #define KILLED_SPAN(NONE)                                                                                            \
     " WHERE p.job = " SL_RUNS_TABLE ".job AND p.committed_at >= " SL_RUNS_TABLE ".started_at"                        \
     " AND p.committed_at < coalesce((SELECT min(n.started_at) FROM " SL_RUNS_TABLE " n WHERE n.job = " SL_RUNS_TABLE \
@@ -903,16 +909,31 @@ static void close_run_row(sl_run *run, const char *outcome, const char *error)
     run->db_run = NULL;
 }
 
+/* Every run, for history; one still marked running with what it did so far
+ * and how far it got (used when it turns out killed). */
+#define PG_NEXT          KILLED_SPAN("'infinity'::timestamptz")
+#define LITE_NEXT        KILLED_SPAN("'9999'")
+#define PG_OPEN_ROWS     "CASE WHEN outcome = 'running' THEN " OPEN_ROWS(PG_NEXT) " ELSE rows END"
+#define PG_OPEN_CHUNKS   "CASE WHEN outcome = 'running' THEN " OPEN_CHUNKS(PG_NEXT) " ELSE chunks END"
+#define PG_OPEN_END      "CASE WHEN outcome = 'running' THEN " OPEN_END(PG_NEXT) " END"
+#define LITE_OPEN_ROWS   "CASE WHEN outcome = 'running' THEN " OPEN_ROWS(LITE_NEXT) " ELSE rows END"
+#define LITE_OPEN_CHUNKS "CASE WHEN outcome = 'running' THEN " OPEN_CHUNKS(LITE_NEXT) " ELSE chunks END"
+#define LITE_OPEN_END_MS LITE_MS("CASE WHEN outcome = 'running' THEN " OPEN_END(LITE_NEXT) " END")
+#define LITE_STARTED_MS  LITE_MS("started_at")
+#define LITE_ENDED_MS    LITE_MS("ended_at")
+static const char lite_history_sql[] =
+    "SELECT job, kind, outcome, " LITE_STARTED_MS ", " LITE_ENDED_MS ", " LITE_OPEN_ROWS ", " LITE_OPEN_CHUNKS
+    ", error, " LITE_OPEN_END_MS " FROM " SL_RUNS_TABLE " ORDER BY id";
+static const char pg_history_sql[] =
+    "SELECT job, kind, outcome, (extract(epoch FROM started_at) * 1000)::bigint,"
+    " (extract(epoch FROM ended_at) * 1000)::bigint, " PG_OPEN_ROWS ", " PG_OPEN_CHUNKS
+    ", error, (extract(epoch FROM " PG_OPEN_END ") * 1000)::bigint FROM " SL_RUNS_TABLE " ORDER BY id";
+
 int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
 {
     *runs = NULL;
     *n = 0;
-    const char *sql = is_lite(sess)
-                          ? "SELECT job, kind, outcome, " LITE_MS("started_at") ", " LITE_MS(
-                                "ended_at") ", rows, chunks, error FROM " SL_RUNS_TABLE " ORDER BY id"
-                          : "SELECT job, kind, outcome, (extract(epoch FROM started_at) * 1000)::bigint,"
-                            " (extract(epoch FROM ended_at) * 1000)::bigint, rows, chunks, error FROM " SL_RUNS_TABLE
-                            " ORDER BY id";
+    const char *sql = is_lite(sess) ? lite_history_sql : pg_history_sql;
     sl_answer ans;
     if (sl_session_exec1(sess, sql, 0, NULL, &ans) != 0 || !ans.ok) {
         int missing = ans.ok == 0 && (strcmp(ans.sqlstate, "42P01") == 0 ||
@@ -925,6 +946,7 @@ int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
     }
     int nrows = ans.results[0].nrows;
     *runs = sl_calloc((size_t)nrows + 1, sizeof **runs);
+    int64_t *open_end = sl_calloc((size_t)nrows + 1, sizeof *open_end);
     for (int i = 0; i < nrows; i++) {
         sl_ckpt_run *r = &(*runs)[i];
         r->id = i + 1;
@@ -936,6 +958,7 @@ int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
         r->rows = to_i64(sl_answer_val(&ans, 0, i, 5));
         r->chunks = to_i64(sl_answer_val(&ans, 0, i, 6));
         r->error = dup_or_null(sl_answer_val(&ans, 0, i, 7));
+        open_end[i] = to_i64(sl_answer_val(&ans, 0, i, 8));
     }
     *n = (size_t)nrows;
     sl_answer_free(&ans);
@@ -956,8 +979,10 @@ int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
         if (!live) {
             free(r->outcome);
             r->outcome = sl_strdup("interrupted");
+            r->ended_at_ms = open_end[i]; /* as the job's next run will record it */
         }
     }
+    free(open_end);
     return 0;
 }
 

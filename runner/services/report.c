@@ -6,7 +6,9 @@
  * the database's records (commands_job.c), and the page says what that
  * leaves out. Up chunks are the chunks the file holds (a
  * `down` removes the ones it undoes); down runs are the file's record of
- * what they undid. Holds are the hold_start / hold_end events (up_hold.c). */
+ * what they undid (in a journal made from the database, only each down's
+ * total: its chunks' rows are gone from sluice_progress). Holds are the
+ * hold_start / hold_end events (up_hold.c). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,9 +47,13 @@ typedef struct journal {
     int64_t open_from;
     int64_t *retries, *splits;
     size_t nretries, nsplits, rcap, scap;
-    sl_buf aside; /* rows of the set-aside table */
+    int64_t *events; /* when each event was recorded */
+    size_t nevents, ecap;
+    int64_t *ends; /* when each run ended (run_end) */
+    sl_buf aside;  /* rows of the set-aside table */
     int64_t first_at, last_at;
     int live;
+    int from_db; /* made from the database's records: no undone chunks, each down's totals alone */
 } journal;
 
 static void add_point(journal *j, point p)
@@ -128,18 +134,46 @@ static int on_event(const sl_ckpt_event *ev, void *arg)
     } else if (strcmp(ev->kind, "split") == 0) {
         add_time(&j->splits, &j->nsplits, &j->scap, ev->at_ms);
     }
+    add_time(&j->events, &j->nevents, &j->ecap, ev->at_ms);
     if (ev->at_ms > j->last_at)
         j->last_at = ev->at_ms;
     return 0;
 }
 
-/* When a run ended; one that never closed ended now when its runner is
- * alive, else at the last thing the journal recorded. */
-static int64_t run_end(const journal *j, const sl_ckpt_run *run, int64_t now)
+/* The later of last and at, when at is in [from, before). */
+static int64_t later_within(int64_t last, int64_t at, int64_t from, int64_t before)
 {
-    if (run->ended_at_ms > 0)
-        return run->ended_at_ms;
-    return j->live ? now : j->last_at > run->started_at_ms ? j->last_at : run->started_at_ms;
+    return at >= from && at < before && at > last ? at : last;
+}
+
+/* When each run ended: as it recorded; one that never closed, now when it
+ * is the newest and its runner is alive; else (its runner was killed) at
+ * the last thing the journal recorded while it ran (a chunk, an undone
+ * chunk, an event), before the next run began; its start when none. */
+static void set_ends(journal *j, int64_t now)
+{
+    j->ends = sl_calloc(j->nruns + 1, sizeof *j->ends);
+    for (size_t i = 0; i < j->nruns; i++) {
+        const sl_ckpt_run *r = &j->runs[i];
+        int64_t from = r->started_at_ms, before = i + 1 < j->nruns ? j->runs[i + 1].started_at_ms : INT64_MAX;
+        if (r->ended_at_ms > 0)
+            j->ends[i] = r->ended_at_ms;
+        else if (j->live && i + 1 == j->nruns)
+            j->ends[i] = now > from ? now : from;
+        else {
+            int64_t last = from;
+            for (size_t k = 0; k < j->npts; k++)
+                last = later_within(last, j->pts[k].at, from, before);
+            for (size_t k = 0; k < j->nevents; k++)
+                last = later_within(last, j->events[k], from, before);
+            j->ends[i] = last;
+        }
+    }
+}
+
+static int64_t run_end(const journal *j, size_t run)
+{
+    return j->ends[run];
 }
 
 /* A hold still open ends with the run it began in. */
@@ -150,7 +184,7 @@ static void close_open_hold(journal *j, int64_t now)
     int64_t end = now;
     for (size_t i = 0; i < j->nruns; i++)
         if (j->runs[i].started_at_ms <= j->open_from)
-            end = run_end(j, &j->runs[i], now);
+            end = run_end(j, i);
     close_hold(j, end);
 }
 
@@ -166,14 +200,16 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int load(sl_ckpt *ckpt, int64_t now, journal *j, sl_err *err)
+static int load(sl_ckpt *ckpt, int64_t now, int from_db, journal *j, sl_err *err)
 {
     memset(j, 0, sizeof *j);
     j->live = sl_ckpt_locked(sl_ckpt_file(ckpt));
+    j->from_db = from_db;
     if (sl_ckpt_get_job(ckpt, &j->job, err) != 0 || sl_ckpt_list_runs(ckpt, &j->runs, &j->nruns, err) != 0 ||
         sl_ckpt_each_chunk(ckpt, 0, on_chunk, j, err) != 0 || sl_ckpt_each_undone(ckpt, on_undone, j, err) != 0 ||
         sl_ckpt_each_event(ckpt, on_event, j, err) != 0)
         return -1;
+    set_ends(j, now);
     close_open_hold(j, now);
     if (j->npts)
         qsort(j->pts, j->npts, sizeof *j->pts, cmp_point);
@@ -183,7 +219,7 @@ static int load(sl_ckpt *ckpt, int64_t now, journal *j, sl_err *err)
             continue;
         if (j->runs[i].started_at_ms < j->first_at)
             j->first_at = j->runs[i].started_at_ms;
-        int64_t end = run_end(j, &j->runs[i], now);
+        int64_t end = run_end(j, i);
         if (end > j->last_at)
             j->last_at = end;
     }
@@ -202,6 +238,8 @@ static void journal_free(journal *j)
     free(j->holds);
     free(j->retries);
     free(j->splits);
+    free(j->events);
+    free(j->ends);
     sl_buf_free(&j->aside);
 }
 
@@ -213,7 +251,7 @@ static int64_t rank(const int64_t *sorted, size_t n, double p)
     return n ? sorted[r > 0 ? r - 1 : 0] : -1;
 }
 
-static void summarize(const journal *j, int64_t now, sl_report_summary *s)
+static void summarize(const journal *j, sl_report_summary *s)
 {
     memset(s, 0, sizeof *s);
     s->rows = j->job.rows;
@@ -235,10 +273,18 @@ static void summarize(const journal *j, int64_t now, sl_report_summary *s)
     s->p99_ms = rank(ms, n, 0.99);
     free(ms);
     for (size_t i = 0; i < j->nruns; i++) {
-        if (strcmp(j->runs[i].kind, "stamp") == 0)
+        const sl_ckpt_run *r = &j->runs[i];
+        if (strcmp(r->kind, "stamp") == 0)
             continue;
         s->runs++;
-        s->wall_ms += run_end(j, &j->runs[i], now) - j->runs[i].started_at_ms;
+        s->wall_ms += run_end(j, i) - r->started_at_ms;
+        /* the database keeps each down's totals, not its chunks; a down killed before it ended, not those */
+        if (j->from_db && strcmp(r->kind, "down") == 0 && (r->rows < 0 || r->chunks < 0))
+            s->undone_unknown++;
+        else if (j->from_db && strcmp(r->kind, "down") == 0) {
+            s->rows_undone += r->rows;
+            s->chunks_undone += r->chunks;
+        }
     }
     for (size_t i = 0; i < j->nholds; i++)
         s->throttled_ms += j->holds[i].to - j->holds[i].from;
@@ -424,6 +470,19 @@ static void cell_int(sl_buf *out, const char *id, const char *label, int64_t v)
     cell(out, id, label, text);
 }
 
+/* v, and how many runs' counts it lacks: "at least v" then. */
+static void cell_at_least(sl_buf *out, const char *id, const char *label, int64_t v, int64_t lacking)
+{
+    char text[160];
+    if (lacking)
+        snprintf(text, sizeof text,
+                 "at least %" PRId64 " (%" PRId64 " down%s killed before it ended did not record %s count)", v, lacking,
+                 lacking == 1 ? "" : "s", lacking == 1 ? "its" : "their");
+    else
+        snprintf(text, sizeof text, "%" PRId64, v);
+    cell(out, id, label, text);
+}
+
 static void cell_ms(sl_buf *out, const char *id, const char *label, int64_t ms)
 {
     char text[64];
@@ -442,8 +501,8 @@ static void summary_table(sl_buf *out, const journal *j, const sl_report_summary
     cell(out, "sum-target", "database", j->job.target ? j->job.target : "-");
     cell_int(out, "sum-rows", "rows (committed chunks)", s->rows);
     cell_int(out, "sum-chunks", "chunks", s->chunks);
-    cell_int(out, "sum-rows-undone", "rows undone by down", s->rows_undone);
-    cell_int(out, "sum-chunks-undone", "chunks undone by down", s->chunks_undone);
+    cell_at_least(out, "sum-rows-undone", "rows undone by down", s->rows_undone, s->undone_unknown);
+    cell_at_least(out, "sum-chunks-undone", "chunks undone by down", s->chunks_undone, s->undone_unknown);
     cell_ms(out, "sum-wall", "wall time (all runs)", s->wall_ms);
     cell_ms(out, "sum-throttled", "time held back (throttled, paused, windows)", s->throttled_ms);
     cell_ms(out, "sum-median", "chunk time, median", s->median_ms);
@@ -470,8 +529,17 @@ static void runs_table(sl_buf *out, const journal *j)
         sl_html_escape(out, r->kind);
         sl_buf_adds(out, "</td><td>");
         sl_html_escape(out, r->outcome);
-        sl_buf_printf(out, "</td><td>%s</td><td>%s</td><td>%" PRId64 "</td><td>%" PRId64 "</td><td class=\"text\">", st,
-                      en[0] ? en : "-", r->rows, r->chunks);
+        char rows[24] = "?", chunks[24] = "?"; /* not recorded: a down killed, from the database */
+        if (r->rows >= 0)
+            snprintf(rows, sizeof rows, "%" PRId64, r->rows);
+        if (r->chunks >= 0)
+            snprintf(chunks, sizeof chunks, "%" PRId64, r->chunks);
+        /* a run that never closed ended at the last thing it recorded, as far as anyone knows */
+        sl_buf_printf(out, "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td class=\"text\">", st,
+                      en[0]                           ? en
+                      : strcmp(r->outcome, "running") ? "unknown"
+                                                      : "-",
+                      rows, chunks);
         sl_html_escape(out, r->error ? r->error : "");
         sl_buf_adds(out, "</td></tr>\n");
     }
@@ -490,11 +558,11 @@ int sl_report_build(sl_ckpt *ckpt, int64_t now_ms, const char *lost_dir, sl_buf 
                     sl_err *err)
 {
     journal j;
-    if (load(ckpt, now_ms, &j, err) != 0) {
+    if (load(ckpt, now_ms, lost_dir != NULL, &j, err) != 0) {
         journal_free(&j);
         return -1;
     }
-    summarize(&j, now_ms, sum);
+    summarize(&j, sum);
     double span = secs(&j, j.last_at);
     char start[32], generated[32];
     sl_format_iso8601(j.first_at, start);
@@ -513,9 +581,13 @@ int sl_report_build(sl_ckpt *ckpt, int64_t now_ms, const char *lost_dir, sl_buf 
         sl_html_escape(out, lost_dir);
         sl_buf_adds(out, " (a lost directory, or the job ran from another machine), so this page shows what the "
                          "database records: the job's runs (from a database an older sluice kept, one run from the "
-                         "job's first start to its last change), and each committed chunk with its time, rows and "
-                         "attempts (a retry is shown when its chunk committed). Times held back, splits and the batch "
-                         "in force were kept in the checkpoint file only.</p>\n");
+                         "job's first start to its last change); each committed chunk it still holds, with its time, "
+                         "rows and attempts (a retry is shown when its chunk committed); and what each down undid, "
+                         "in all (a down killed before it ended recorded neither that nor its end: shown as ? and "
+                         "unknown). Kept in the checkpoint file only, and not here: the chunks each down undid, one "
+                         "by one (and the up chunks they undid, which the database no longer holds), the times the "
+                         "job was held back, splits, and the batch in force (the batch chart shows each chunk's "
+                         "rows).</p>\n");
     } else {
         sl_buf_printf(out, "</span></h1>\n<p id=\"source\">From the checkpoint file ");
         sl_html_escape(out, sl_ckpt_file(ckpt));

@@ -632,11 +632,73 @@ PY
     assert_match "$ERR" '"event":"start".*"rows_estimated":(39[0-9][0-9]|40[0-9][0-9])[,}]'
 }
 
+# A down killed with kill -9: history says what the database cannot know of it (the rows and chunks it
+# undid, when it stopped: its chunks' rows are gone from sluice_progress) as unknown, before the next
+# run and after it; it said "0 0" and no end. The report counts a killed run to the last thing it
+# recorded, not to the end of the journal (which counted later runs' time twice), and the page made
+# from the database counts the rows the downs recorded undoing, "at least" when one did not: it said 0.
+test_killed_down_in_history_and_report() {
+    make_table 6000
+    write_job 0001_bump <<'JOB'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:undo snapshot(n)
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+JOB
+    run_sluice up
+    assert_rc 0
+    sed -i 's/^-- sluice:batch 100$/-- sluice:batch 100\n-- sluice:pause 50ms/' "$JOBS/0001_bump.sql"
+    sluice_start down 0001_bump
+    wait_until 30 sql_true "select count(*) < 50 from sluice_progress where job = '0001_bump'"
+    sluice_kill KILL
+    assert_rc 137
+    local left
+    left=$(psql_q "select count(*) from sluice_progress where job = '0001_bump'")
+    ((left >= 20)) || fail "the down was nearly done before the kill: $left chunks left"
+    run_sluice history --json
+    assert_rc 0
+    assert_eq "$(jq -c '[.[] | select(.kind == "down") | [.outcome, .rows, .chunks, .ended_at]]' <<<"$OUT")" \
+        '[["interrupted",null,null,null]]' "the killed down, before the next run"
+    run_sluice down 0001_bump
+    assert_rc 0
+    run_sluice history --json
+    assert_rc 0
+    assert_eq "$(jq -c '[.[] | select(.kind == "down") | [.outcome, .rows, .chunks, .ended_at == null]]' <<<"$OUT")" \
+        "[[\"interrupted\",null,null,true],[\"done\",$((left * 100)),$left,false]]" "the downs, after the next"
+    run_sluice history
+    assert_match "$OUT" "unknown +0001_bump +down +interrupted +\\? +\\?"
+    # wall time: the runs one after the other fit between the first start and the last end
+    local parsed wall span
+    run_sluice report 0001_bump -o "$T_DIR/file.html"
+    assert_rc 0
+    parsed=$(check_report "$T_DIR/file.html")
+    wall=$(cell "$parsed" sum-wall)
+    span=$(ckpt_sql 0001_bump "select max(ended_at) - min(started_at) from runs where kind <> 'stamp'")
+    python3 -c "import sys; w = float(sys.argv[1].split()[0]) * 1000; sys.exit(0 if 0 < w <= $span + 1 else 1)" \
+        "$wall" || fail "report's wall time $wall, the runs span ${span} ms"
+    # the page from the database
+    mkdir "$T_DIR/empty"
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$T_DIR/empty" report 0001_bump -o "$T_DIR/db.html"
+    assert_rc 0
+    parsed=$(check_report "$T_DIR/db.html")
+    assert_eq "$(cell "$parsed" sum-rows-undone)" \
+        "at least $((left * 100)) (1 down killed before it ended did not record its count)" "rows undone (database)"
+    wall=$(cell "$parsed" sum-wall)
+    span=$(psql_q "select (extract(epoch from max(ended_at) - min(started_at)) * 1000)::bigint from sluice_runs")
+    python3 -c "import sys; w = float(sys.argv[1].split()[0]) * 1000; sys.exit(0 if 0 < w <= $span + 1 else 1)" \
+        "$wall" || fail "the database page's wall time $wall, the runs span ${span} ms"
+    assert_contains "$(cat "$T_DIR/db.html")" "<td>unknown</td><td>?</td><td>?</td>"
+    assert_contains "$(cat "$T_DIR/db.html")" "the chunks each down undid, one by one"
+}
+
 run_test "metrics: scraped every 100 ms, counters only grow, final counts, holds by reason, 4xx, 500 idle connections" test_metrics_during_a_run
 run_test "a table never analyzed: no percent, ETA or rows_estimated; said once, with ANALYZE" test_no_statistics_no_estimate
 run_test "metrics: a bad address or a port in use is refused with exit 2 before anything runs" test_metrics_refusals
 run_test "--log-format json: every line of a run with a throttle, retries, a stop and a resume is JSON with its fields" test_json_logs
 run_test "report: parses, a chart per measure, summary equals the checkpoint, renders in Chromium; running and down runs" test_report
+run_test "a down killed with kill -9: history and report say what is unknown, wall time ends at its last chunk" \
+    test_killed_down_in_history_and_report
 run_test "verify (PostgreSQL): false fails the job naming file:line; up re-checks without walking; true: done" test_verify_pg
 run_test "verify (SQLite): false then true" test_verify_sqlite
 run_test "plan --sample 5 (PostgreSQL): estimates, WAL; the table and sluice's tables unchanged, none created" test_plan_sample_pg

@@ -96,7 +96,11 @@ int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const sl
 /* Every run of every job sluice_runs records, oldest first (job, kind,
  * outcome: "running" for the one a live runner holds now, "interrupted" for
  * one whose runner died, times, rows, chunks, error), as a malloc'd array:
- * 0 (none when the database has no sluice_runs), or -1 with err. */
+ * 0 (none when the database has no sluice_runs), or -1 with err. A run not
+ * closed has the rows and chunks it committed so far, and one killed ends
+ * at the last of them; a down's are SL_RUN_UNKNOWN, and a killed down has
+ * no end (ended_at_ms 0): the database keeps nothing of what it undid. */
+#define SL_RUN_UNKNOWN (-1)
 int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err) SL_MUSTCHECK;
 
 /* What last set the row's state, as history names runs: "up", "down" or

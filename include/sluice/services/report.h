@@ -8,7 +8,10 @@
 typedef struct sl_report_summary {
     int64_t rows, chunks;               /* the journal's summary row: what the committed chunks hold */
     int64_t rows_undone, chunks_undone; /* by down runs */
-    int64_t wall_ms;                    /* every run's time, start to end (a running one: to now) */
+    int64_t undone_unknown;             /* from the database: downs killed before they ended, whose counts
+                                           it does not have (the two above lack theirs) */
+    int64_t wall_ms;                    /* every run's time, start to end (a running one: to now; one killed:
+                                           to the last thing the journal recorded while it ran) */
     int64_t throttled_ms;               /* intervals held back (ctl pause, windows, health), max-rate aside */
     int64_t median_ms, p99_ms;          /* chunk time of the committed chunks (nearest rank), -1 none */
     int64_t retries, splits, set_aside, runs;
