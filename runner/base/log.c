@@ -187,9 +187,14 @@ static void text_sink(sl_log_level level, const char *msg)
     static const char *const names[] = {"debug: ", "", "warning: ", "error: "};
     const char *owner = sl_log_owner();
     sl_buf raw = {0}, out = {0};
-    if (owner)
-        sl_buf_printf(&raw, "[%s] ", owner);
-    sl_buf_adds(&raw, msg);
+    /* every line its owner's: a fleet's targets log at once, and a hint must say whose it is */
+    for (const char *at = msg; at;) {
+        const char *nl = strchr(at, '\n');
+        if (owner)
+            sl_buf_printf(&raw, "[%s] ", owner);
+        sl_buf_add(&raw, at, nl ? (size_t)(nl - at + 1) : strlen(at));
+        at = nl ? nl + 1 : NULL;
+    }
     if (!isatty(STDERR_FILENO)) {
         char ts[32];
         sl_format_iso8601(sl_now_ms(), ts);

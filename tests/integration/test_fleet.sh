@@ -376,6 +376,13 @@ test_idle_and_unreachable_targets() {
     assert_match "$ERR" "\\[badpw\\] .*cannot connect to .*password authentication failed"
     assert_not_contains "$ERR" "s3cret"
     assert_not_contains "$ERR" "wrong-secret"
+    # a job that never ran on main cannot be paused there: said, and every line of it, its hint too,
+    # names the target (the hint had no [main], so parallel targets' hints could not be told apart)
+    run_sluice --targets "$f" --target main ctl 0002_never pause
+    assert_rc 1
+    assert_contains "$ERR" "nor the job itself"
+    assert_match "$ERR" "(^|"$'\n'")\\[main\\] hint: "
+    [[ -z $(grep -Ev '^([0-9TZ:.-]+ )?sluice: |^\[main\] ' <<<"$ERR" || true) ]] || fail "a line without its target: $ERR"
 
     # status: what the database cannot say is not "pending"
     run_sluice --targets "$f" status --json
