@@ -180,31 +180,12 @@ static void json_sink(sl_log_level level, const char *msg)
 }
 
 /* Plain sl_log lines as text while the writer runs: as util.c prints them
- * itself ("sluice: warning: ...", a UTC time first when stderr is not a
- * terminal, controls made visible), handed to the writer. */
+ * itself (sl_log_text_line), handed to the writer. */
 static void text_sink(sl_log_level level, const char *msg)
 {
-    static const char *const names[] = {"debug: ", "", "warning: ", "error: "};
-    const char *owner = sl_log_owner();
-    sl_buf raw = {0}, out = {0};
-    /* every line its owner's: a fleet's targets log at once, and a hint must say whose it is */
-    for (const char *at = msg; at;) {
-        const char *nl = strchr(at, '\n');
-        if (owner)
-            sl_buf_printf(&raw, "[%s] ", owner);
-        sl_buf_add(&raw, at, nl ? (size_t)(nl - at + 1) : strlen(at));
-        at = nl ? nl + 1 : NULL;
-    }
-    if (!isatty(STDERR_FILENO)) {
-        char ts[32];
-        sl_format_iso8601(sl_now_ms(), ts);
-        sl_buf_printf(&out, "%s ", ts);
-    }
-    sl_buf_printf(&out, "sluice: %s", level >= SL_LOG_DEBUG && level <= SL_LOG_ERROR ? names[level] : "");
-    sl_buf_add_visible(&out, raw.data ? raw.data : "", raw.len, 0);
-    sl_buf_addc(&out, '\n');
+    sl_buf out = {0};
+    sl_log_text_line(&out, level, sl_log_owner(), msg);
     sl_log_write(out.data, out.len);
-    sl_buf_free(&raw);
     sl_buf_free(&out);
 }
 

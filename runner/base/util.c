@@ -567,41 +567,53 @@ void sl_logv(sl_log_level level, const char *fmt, va_list ap)
 {
     if (!sl_log_enabled(level))
         return;
-    static const char *const names[] = {"debug: ", "", "warning: ", "error: "};
     char line[4096];
-    const char *prefix = log_prefix ? log_prefix() : NULL;
-    int at = prefix ? snprintf(line, sizeof line, "[%s] ", prefix) : 0;
-    if (at < 0 || (size_t)at >= sizeof line)
-        at = 0;
-    vsnprintf(line + at, sizeof line - (size_t)at, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     size_t len = strlen(line);
     while (len > 0 && line[len - 1] == '\n')
         line[--len] = '\0';
     if (log_sink) { /* it says where the line comes from its own way (sl_log_owner) */
         if (log_before)
             log_before();
-        log_sink(level, line + at);
+        log_sink(level, line);
         if (log_after)
             log_after();
         return;
     }
-    /* A job's name, a value or a server's error text may hold anything:
-     * it must not reach the terminal as an escape sequence. */
-    sl_buf shown = {0};
-    sl_buf_add_visible(&shown, line, len, 0);
+    sl_buf out = {0};
+    sl_log_text_line(&out, level, sl_log_owner(), line);
     if (log_before)
         log_before();
-    if (isatty(2)) {
-        fprintf(stderr, "sluice: %s%s\n", names[level], shown.data ? shown.data : "");
-    } else {
-        char ts[32];
-        sl_format_iso8601(sl_now_ms(), ts);
-        fprintf(stderr, "%s sluice: %s%s\n", ts, names[level], shown.data ? shown.data : "");
-    }
+    fputs(out.data, stderr);
     fflush(stderr);
-    sl_buf_free(&shown);
+    sl_buf_free(&out);
     if (log_after)
         log_after();
+}
+
+void sl_log_text_line(sl_buf *out, sl_log_level level, const char *owner, const char *msg)
+{
+    static const char *const names[] = {"debug: ", "", "warning: ", "error: "};
+    sl_buf raw = {0};
+    /* every line its owner's: a fleet's targets log at once, and a hint must say whose it is */
+    for (const char *at = msg; at;) {
+        const char *nl = strchr(at, '\n');
+        if (owner)
+            sl_buf_printf(&raw, "[%s] ", owner);
+        sl_buf_add(&raw, at, nl ? (size_t)(nl - at + 1) : strlen(at));
+        at = nl ? nl + 1 : NULL;
+    }
+    if (!isatty(STDERR_FILENO)) {
+        char ts[32];
+        sl_format_iso8601(sl_now_ms(), ts);
+        sl_buf_printf(out, "%s ", ts);
+    }
+    sl_buf_printf(out, "sluice: %s", level >= SL_LOG_DEBUG && level <= SL_LOG_ERROR ? names[level] : "");
+    /* a job's name, a value or a server's error text may hold anything: it
+     * must not reach the terminal as an escape sequence */
+    sl_buf_add_visible(out, raw.data ? raw.data : "", raw.len, 0);
+    sl_buf_addc(out, '\n');
+    sl_buf_free(&raw);
 }
 
 void sl_log(sl_log_level level, const char *fmt, ...)

@@ -137,6 +137,10 @@ void sl_log_set_prefix(const char *(*prefix)(void));
 /* The name the prefix gives now (the target the running fiber is about), or
  * NULL: JSON lines carry it as "target", metrics as a label. */
 const char *sl_log_owner(void);
+/* A log line as text goes to stderr, into out: a UTC time first when stderr
+ * is not a terminal, "sluice: ", the level ("warning: "), and each line of
+ * msg after "[OWNER] " (owner NULL: none), controls made visible. */
+void sl_log_text_line(sl_buf *out, sl_log_level level, const char *owner, const char *msg);
 /* Hooks the progress display uses to clear and redraw its line. */
 void sl_log_set_hooks(void (*before)(void), void (*after)(void));
 /* 1 when a line at level is printed (the minimum level above). */
