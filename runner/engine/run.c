@@ -1,6 +1,6 @@
-/* run.c: one run of a job: its lock, its state in the database (read top to bottom below), reconnects, the journal. */
+/* run.c: one run of a job: its lock, its state in the database (read top to bottom below), reconnects; its row and
+ * identity are in run_row.c, its journal in run_journal.c. */
 #include "sluice/engine/run.h"
-#include "sluice/base/fiber.h"
 #include "sluice/base/json.h"
 #include "sluice/base/log.h"
 #include "sluice/services/metrics.h"
@@ -11,352 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int is_lite(const sl_session *sess)
-{
-    return sess->dialect == SL_DIALECT_SQLITE;
-}
-
-static char *dup_or_null(const char *s)
-{
-    return s ? sl_strdup(s) : NULL;
-}
-
-static int64_t to_i64(const char *s)
-{
-    return s ? strtoll(s, NULL, 10) : 0;
-}
-
-/* ---- the job's row ---- */
-
-void sl_job_row_free(sl_job_row *row)
-{
-    free(row->checksum);
-    free(row->table);
-    free(row->key);
-    free(row->where);
-    free(row->undo);
-    free(row->walk_end);
-    free(row->error);
-    free(row->runner);
-    free(row->last_key);
-    free(row->paused);
-    memset(row, 0, sizeof *row);
-}
-
-void sl_run_identity_free(sl_run_identity *id)
-{
-    free(id->table);
-    free(id->key);
-    free(id->key_names);
-    free(id->where);
-    free(id->undo);
-    memset(id, 0, sizeof *id);
-}
-
-/* The columns of sluice_jobs read_row takes, in order. */
-#define JOB_COLS_PG                                                                                          \
-    "j.state, j.stamped::text, j.checksum, j.table_name, j.key_cols, j.where_sql, j.undo,"                   \
-    " array_to_json(j.walk_end)::text, j.follow::text, j.error,"                                             \
-    " (extract(epoch FROM j.started_at) * 1000)::bigint, (extract(epoch FROM j.updated_at) * 1000)::bigint," \
-    " j.runner, j.runner_host, j.runner_pid, j.runner_start, j.runner_desc,"                                 \
-    " (extract(epoch FROM j.lease_until - now()) * 1000)::bigint"
-#define LITE_MS(col) "CAST(round((julianday(" col ") - 2440587.5) * 86400000) AS INTEGER)"
-#define JOB_COLS_LITE                                                                                                     \
-    "j.state, CASE WHEN j.stamped THEN 'true' ELSE 'false' END, j.checksum, j.table_name, j.key_cols, j.where_sql,"       \
-    " j.undo, j.walk_end, CASE WHEN j.follow THEN 'true' ELSE 'false' END, j.error," LITE_MS("j.started_at") "," LITE_MS( \
-        "j.updated_at") ", j.runner, j.runner_host, j.runner_pid, j.runner_start, j.runner_desc, NULL"
-#define NJOB_COLS 19 /* and j.paused */
-
-/* What is there to read: sluice_jobs, sluice_progress, sluice_jobs.paused
- * (tables an older sluice made lack it until the next run adds it). */
-static int tables_present(sl_session *sess, int *jobs, int *progress, int *paused, sl_err *err)
-{
-    const char *sql = is_lite(sess) ? "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_JOBS_TABLE "'),"
-                                      " EXISTS (SELECT 1 FROM sqlite_master WHERE name = '" SL_PROGRESS_TABLE "'),"
-                                      " EXISTS (SELECT 1 FROM pragma_table_info('" SL_JOBS_TABLE "')"
-                                      "  WHERE name = 'paused')"
-                                    : "SELECT to_regclass('" SL_JOBS_TABLE "') IS NOT NULL,"
-                                      " to_regclass('" SL_PROGRESS_TABLE "') IS NOT NULL,"
-                                      " EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('" SL_JOBS_TABLE
-                                      "') AND attname = 'paused' AND NOT attisdropped)";
-    sl_answer ans;
-    if (sl_session_exec1(sess, sql, 0, NULL, &ans) != 0 || !ans.ok) {
-        sl_err_set(err, "cannot look for sluice's tables on %s: %s", sl_session_display(sess),
-                   ans.error ? ans.error : "not connected");
-        sl_answer_free(&ans);
-        return -1;
-    }
-    *jobs = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
-    *progress = sl_answer_true(sl_answer_val(&ans, 0, 0, 1));
-    *paused = sl_answer_true(sl_answer_val(&ans, 0, 0, 2));
-    sl_answer_free(&ans);
-    return 0;
-}
-
-static char *row_sql(const sl_session *sess, int jobs, int progress, int paused)
-{
-    int lite = is_lite(sess);
-    sl_buf b = {0};
-    sl_buf_adds(&b, "SELECT ");
-    if (jobs)
-        sl_buf_printf(&b, "%s, %s", lite ? JOB_COLS_LITE : JOB_COLS_PG, paused ? "j.paused" : "NULL");
-    else
-        for (int i = 0; i < NJOB_COLS; i++)
-            sl_buf_adds(&b, i ? ", NULL" : "NULL");
-    if (progress)
-        sl_buf_printf(&b,
-                      ", (SELECT count(*) FROM " SL_PROGRESS_TABLE " WHERE job = $1),"
-                      " (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE " WHERE job = $1),"
-                      " (SELECT count(*) FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND skipped),"
-                      " (SELECT %s FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1)",
-                      lite ? "hi" : "array_to_json(hi)::text");
-    else
-        sl_buf_adds(&b, ", 0, 0, 0, NULL");
-    if (jobs)
-        sl_buf_printf(&b, " FROM (SELECT %s AS job) k LEFT JOIN " SL_JOBS_TABLE " j ON j.job = k.job",
-                      lite ? "CAST($1 AS TEXT)" : "$1::text");
-    return sl_buf_take(&b);
-}
-
-/* Is a runner of another process holding the job? On PostgreSQL its lease
- * says so (a process gone from this machine is dead whatever its lease
- * says); on SQLite the lock file does. */
-static int holder_alive(sl_session *sess, const char *job, const sl_answer *ans)
-{
-    const char *runner = sl_answer_val(ans, 0, 0, 12);
-    if (is_lite(sess))
-        return sl_lite_job_locked(&sess->lite, job);
-    if (!runner || to_i64(sl_answer_val(ans, 0, 0, 17)) <= 0)
-        return 0;
-    if (sl_runner_is_self(runner))
-        return 0; /* this process: what it reads of the job is its own run, or a killed one's */
-    return !sl_runner_gone(sl_answer_val(ans, 0, 0, 13), (int)to_i64(sl_answer_val(ans, 0, 0, 14)),
-                           to_i64(sl_answer_val(ans, 0, 0, 15)));
-}
-
-static void fill_row(sl_session *sess, const char *job, const sl_answer *ans, sl_job_row *row)
-{
-    const char *state = sl_answer_val(ans, 0, 0, 0);
-    row->exists = state != NULL;
-    if (!state || sl_state_parse(state, &row->state) != 0)
-        row->state = SL_STATE_PENDING;
-    row->stamped = sl_answer_true(sl_answer_val(ans, 0, 0, 1));
-    row->checksum = sl_strdup(sl_answer_val(ans, 0, 0, 2) ? sl_answer_val(ans, 0, 0, 2) : "");
-    row->table = dup_or_null(sl_answer_val(ans, 0, 0, 3));
-    row->key = dup_or_null(sl_answer_val(ans, 0, 0, 4));
-    row->where = dup_or_null(sl_answer_val(ans, 0, 0, 5));
-    row->undo = dup_or_null(sl_answer_val(ans, 0, 0, 6));
-    row->walk_end = dup_or_null(sl_answer_val(ans, 0, 0, 7));
-    row->follow = sl_answer_true(sl_answer_val(ans, 0, 0, 8));
-    row->error = dup_or_null(sl_answer_val(ans, 0, 0, 9));
-    row->started_at_ms = to_i64(sl_answer_val(ans, 0, 0, 10));
-    row->updated_at_ms = to_i64(sl_answer_val(ans, 0, 0, 11));
-    row->paused = dup_or_null(sl_answer_val(ans, 0, 0, 18));
-    int alive = row->exists && holder_alive(sess, job, ans);
-    if (alive)
-        row->runner = dup_or_null(sl_answer_val(ans, 0, 0, 16));
-    /* killed mid-run: nobody holds it, and `up` resumes it */
-    if (row->state == SL_STATE_RUNNING && !alive)
-        row->state = SL_STATE_STOPPED;
-    row->chunks = to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS));
-    row->rows = to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS + 1));
-    row->skipped = to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS + 2));
-    row->last_key = dup_or_null(sl_answer_val(ans, 0, 0, NJOB_COLS + 3));
-    /* chunks from a sluice that kept no row: work was done, not known to be finished */
-    if (!row->exists && row->chunks > 0)
-        row->state = SL_STATE_STOPPED;
-}
-
-int sl_run_read_row(sl_session *sess, const char *job, sl_job_row *row, sl_err *err)
-{
-    memset(row, 0, sizeof *row);
-    row->state = SL_STATE_PENDING;
-    row->checksum = sl_strdup("");
-    int jobs = 0, progress = 0, paused = 0;
-    if (tables_present(sess, &jobs, &progress, &paused, err) != 0)
-        return -1;
-    if (!jobs && !progress)
-        return 0;
-    char *sql = row_sql(sess, jobs, progress, paused);
-    const char *params[] = {job};
-    sl_answer ans;
-    int rc = sl_session_exec1(sess, sql, 1, params, &ans);
-    free(sql);
-    if (rc != 0 || !ans.ok) {
-        sl_err_set(err, "cannot read job %s from %s: %s", job, sl_session_display(sess),
-                   ans.error ? ans.error : "not connected");
-        sl_answer_free(&ans);
-        return -1;
-    }
-    free(row->checksum);
-    fill_row(sess, job, &ans, row);
-    sl_answer_free(&ans);
-    return 0;
-}
-
-const char *sl_run_row_kind(const sl_job_row *row)
-{
-    if (row->stamped)
-        return "stamp";
-    return row->state == SL_STATE_ROLLING_BACK || row->state == SL_STATE_ROLLED_BACK ? "down" : "up";
-}
-
-/* ---- what the job walks ---- */
-
-/* What orders a key column, the column named as quote_ident() does (the
- * catalog's quoted names): the btree operator family of its type (a domain's:
- * its base type's), so that integer and bigint order alike, or else the type
- * itself; and its collation. */
-static const char key_order_sql[] =
-    "SELECT coalesce((SELECT quote_ident(fn.nspname) || '.' || quote_ident(f.opfname)"
-    "   FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod AND m.amname = 'btree'"
-    "   JOIN pg_opfamily f ON f.oid = o.opcfamily JOIN pg_namespace fn ON fn.oid = f.opfnamespace"
-    "  WHERE o.opcdefault AND o.opcintype = coalesce(nullif(t.typbasetype, 0), a.atttypid) LIMIT 1),"
-    "  format_type(a.atttypid, a.atttypmod))"
-    " || CASE WHEN a.attcollation <> 0 THEN ' COLLATE ' || quote_ident(n.nspname) || '.' || quote_ident(c.collname)"
-    " ELSE '' END"
-    " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation c ON c.oid = a.attcollation"
-    " LEFT JOIN pg_namespace n ON n.oid = c.collnamespace"
-    " WHERE a.attrelid = to_regclass($1) AND quote_ident(a.attname) = $2 AND a.attnum > 0 AND NOT a.attisdropped";
-
-int sl_run_key_identity(sl_session *sess, const sl_keyspec *ks, sl_run_identity *id, sl_err *err)
-{
-    free(id->key);
-    free(id->key_names);
-    id->key = NULL;
-    id->key_names = sl_keys_column_list(ks);
-    const char *params[SL_MAX_KEY_COLS][2];
-    sl_query q[SL_MAX_KEY_COLS];
-    sl_answer ans = {0};
-    int lite = is_lite(sess);
-    for (size_t i = 0; i < ks->ncols && !lite; i++) {
-        params[i][0] = ks->table;
-        params[i][1] = ks->cols[i];
-        q[i] = (sl_query){key_order_sql, 2, params[i], 0};
-    }
-    if (!lite && (sl_session_exec(sess, q, ks->ncols, &ans) != 0 || !ans.ok)) {
-        sl_err_set(err, "cannot read what orders %s's key on %s: %s", ks->table, sl_session_display(sess),
-                   ans.error ? ans.error : "not connected");
-        sl_answer_free(&ans);
-        return -1;
-    }
-    sl_buf b = {0};
-    for (size_t i = 0; i < ks->ncols; i++) {
-        /* SQLite: the declared type, which gives the column its affinity (no type: none) */
-        const char *type = lite ? ks->types[i] : sl_answer_val(&ans, i, 0, 0);
-        sl_buf_printf(&b, "%s%s%s%s", i ? ", " : "", ks->cols[i], type && *type ? " " : "", type ? type : "");
-    }
-    if (!lite)
-        sl_answer_free(&ans);
-    id->key = sl_buf_take(&b);
-    return 0;
-}
-
-static int same_text(const char *a, const char *b)
-{
-    return strcmp(a ? a : "", b ? b : "") == 0;
-}
-
-/* A changed identity part: always refused. */
-static int refuse_changed(const sl_job *job, const char *what, const char *was, const char *now, sl_err *err)
-{
-    /* a value that starts quoted (a table's, a key's name) is shown as it is */
-    const char *qwas = was && *was != '"' ? "\"" : "", *qnow = now && *now != '"' ? "\"" : "";
-    sl_err_set(err, "%s: the job's %s changed after its first chunk committed: it was %s%s%s, it is now %s%s%s",
-               job->path, what, qwas, was ? was : "none", qwas, qnow, now ? now : "none", qnow);
-    sl_err_append(err,
-                  "hint: the chunks already committed walked the old %s, so resuming would skip rows or apply "
-                  "them twice. Put the file back; or start over: `sluice down %s` with the old file (or `sluice "
-                  "stamp %s pending` to forget its progress), or write the new version as a new job file",
-                  what, job->name, job->name);
-    return SL_EREFUSED;
-}
-
-int sl_run_check_identity(const sl_job_row *row, const sl_job *job, const sl_run_identity *id, const sl_run_opts *opts,
-                          sl_err *err)
-{
-    if (row->chunks == 0 || !row->table)
-        return 0; /* nothing fixed yet (or fixed by a sluice that did not record it) */
-    if (!same_text(row->table, id->table))
-        return refuse_changed(job, "table", row->table, id->table, err);
-    /* a sluice before the types recorded the columns alone */
-    if (!same_text(row->key, id->key) && !same_text(row->key, id->key_names)) {
-        refuse_changed(job, "key", row->key, id->key, err);
-        sl_err_append(err, "hint: the key is its columns with what orders them (the btree operator family of each "
-                           "column's type, its collation): an ALTER TABLE that changed one of those since counts too; "
-                           "put it back to resume");
-        return SL_EREFUSED;
-    }
-    if (!same_text(row->where, id->where))
-        return refuse_changed(job, "where", row->where, id->where, err);
-    if (!same_text(row->undo, id->undo))
-        return refuse_changed(job, "undo columns", row->undo && row->undo[0] ? row->undo : NULL,
-                              id->undo && id->undo[0] ? id->undo : NULL, err);
-    if (!row->checksum[0] || strcmp(row->checksum, job->checksum) == 0)
-        return 0;
-    if (opts->allow_changed_statements) {
-        sl_warn("%s was changed after its first chunk committed (checksum %s, now %s); going on with the new text "
-                "(--allow-changed-statements)",
-                job->path, row->checksum, job->checksum);
-        return 0;
-    }
-    sl_err_set(err, "%s was changed after its first chunk committed (checksum %s, now %s)", job->path, row->checksum,
-               job->checksum);
-    sl_err_append(err, "hint: put the file back as it was, or resume with the new statements using "
-                       "--allow-changed-statements (what it walks, table, key, where and undo columns, must stay)");
-    return SL_EREFUSED;
-}
-
-/* ---- a job file renamed ---- */
-
-/* The directory part of path with name.sql: where job name's file would be. */
-static char *sibling_path(const char *path, const char *name)
-{
-    const char *slash = strrchr(path, '/');
-    int dir = slash ? (int)(slash - path) + 1 : 0;
-    return sl_asprintf("%.*s%s.sql", dir, path, name);
-}
-
-int sl_run_check_renamed(sl_session *sess, const sl_job *job, sl_err *err)
-{
-    int jobs = 0, progress = 0, paused = 0;
-    if (tables_present(sess, &jobs, &progress, &paused, err) != 0)
-        return -1;
-    if (!jobs)
-        return 0;
-    const char *params[] = {job->checksum, job->name};
-    sl_answer ans;
-    if (sl_session_exec1(sess,
-                         "SELECT job, state FROM " SL_JOBS_TABLE " WHERE checksum = $1 AND job <> $2"
-                         " AND state NOT IN ('pending', 'rolled_back') ORDER BY job",
-                         2, params, &ans) != 0 ||
-        !ans.ok) {
-        sl_err_set(err, "cannot read the jobs in %s on %s: %s", SL_JOBS_TABLE, sl_session_display(sess),
-                   ans.error ? ans.error : "not connected");
-        sl_answer_free(&ans);
-        return -1;
-    }
-    int rc = 0;
-    for (int r = 0; rc == 0 && r < ans.results[0].nrows; r++) {
-        const char *other = sl_answer_val(&ans, 0, r, 0);
-        char *path = sibling_path(job->path, other);
-        if (access(path, F_OK) != 0) {
-            sl_err_set(err,
-                       "%s: the file is, byte for byte, the job file %s ran with, and the database records %s as "
-                       "%s, but %s is gone: renamed? Under its new name the job would run again",
-                       job->path, other, other, sl_answer_val(&ans, 0, r, 1), path);
-            sl_err_append(err,
-                          "hint: a job's name is its file's name, and the database knows it as %s: give the file "
-                          "that name back. To run the same statements again as a new job on purpose, make the "
-                          "new file differ (a comment will do)",
-                          other);
-            rc = SL_EREFUSED;
-        }
-        free(path);
-    }
-    sl_answer_free(&ans);
-    return rc;
-}
+#include "run_internal.h"
 
 /* ---- the lock ---- */
 
@@ -376,7 +31,7 @@ static void name_lite_holder(sl_run *run)
 
 static int take_lock(sl_run *run)
 {
-    if (!is_lite(run->sess)) {
+    if (!run_is_lite(run->sess)) {
         int rc = sl_lease_take(&run->lease, run->sess, run->job->name, &run->err);
         if (rc == 0) {
             run->locked = 1;
@@ -410,7 +65,7 @@ static void release_lock(sl_run *run)
 {
     if (!run->locked)
         return;
-    if (is_lite(run->sess))
+    if (run_is_lite(run->sess))
         sl_session_unlock_job(run->sess, run->job->name);
     else
         sl_lease_release(&run->lease, run->sess);
@@ -419,7 +74,7 @@ static void release_lock(sl_run *run)
 
 int sl_run_lost(const sl_run *run)
 {
-    return !is_lite(run->sess) && sl_lease_lost(&run->lease);
+    return !run_is_lite(run->sess) && sl_lease_lost(&run->lease);
 }
 
 void sl_run_fenced(sl_run *run)
@@ -433,270 +88,7 @@ void sl_run_fenced(sl_run *run)
 
 const char *sl_run_fence_id(const sl_run *run)
 {
-    return is_lite(run->sess) ? NULL : run->lease.id;
-}
-
-/* ---- the journal ---- */
-
-void sl_run_event(sl_run *run, const char *kind, const char *message)
-{
-    sl_run_event_data(run, kind, message, NULL);
-}
-
-void sl_run_event_data(sl_run *run, const char *kind, const char *message, const char *data)
-{
-    sl_err lerr;
-    if (run->ckpt && sl_ckpt_log_event_data(run->ckpt, kind, message, data, &lerr) != 0)
-        sl_warn("%s", lerr.msg);
-}
-
-/* Read an existing checkpoint file of job and refuse it when it belongs to
- * another database than db: before anything is written anywhere. */
-static int check_journal(sl_session *sess, const sl_run_opts *opts, const char *job, const sl_db_identity *db,
-                         sl_err *err)
-{
-    char *path = sl_ckpt_path(opts->ckpt_dir, job);
-    sl_ckpt *ckpt = NULL;
-    int rc = sl_ckpt_open(path, job, 0, &ckpt, err);
-    free(path);
-    if (rc == SL_CKPT_MISSING)
-        return 0; /* none yet */
-    if (rc != 0)
-        return SL_EREFUSED;
-    rc = sl_ckpt_bind(ckpt, db->id, db->cluster, db->name, !is_lite(sess), 0, err);
-    sl_ckpt_close(ckpt);
-    return rc < 0 ? SL_EREFUSED : SL_OK;
-}
-
-int sl_run_check_journal(sl_session *sess, const sl_run_opts *opts, const char *job, sl_err *err)
-{
-    sl_db_identity db;
-    int found = sl_schema_identity(sess, &db, err);
-    if (found < 0)
-        return -1;
-    if (!found) { /* sluice never ran here: any checkpoint file of the job belongs elsewhere */
-        memset(&db, 0, sizeof db);
-        snprintf(db.id, sizeof db.id, "(none yet)");
-        snprintf(db.name, sizeof db.name, "%s", sl_session_display(sess));
-    }
-    return check_journal(sess, opts, job, &db, err);
-}
-
-/* The chunks the database has, ascending, asked through sess. */
-static int db_chunk_numbers(sl_run *run, sl_session *sess, int64_t **nums, size_t *n)
-{
-    *nums = NULL;
-    *n = 0;
-    const char *params[] = {run->job->name};
-    sl_answer ans;
-    if (sl_session_exec1(sess, "SELECT chunk_no FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no", 1, params,
-                         &ans) != 0 ||
-        !ans.ok) {
-        sl_err_set(&run->err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "not connected");
-        sl_answer_free(&ans);
-        return -1;
-    }
-    *n = (size_t)ans.results[0].nrows;
-    *nums = sl_calloc(*n + 1, sizeof **nums);
-    for (size_t i = 0; i < *n; i++)
-        (*nums)[i] = to_i64(sl_answer_val(&ans, 0, (int)i, 0));
-    sl_answer_free(&ans);
-    return 0;
-}
-
-int sl_run_copy_chunks(sl_session *sess, sl_ckpt *ckpt, int64_t run_id, const sl_run_spans *spans, const char *job,
-                       const int64_t *nums, size_t n, int64_t *after, sl_err *err)
-{
-    int lite = is_lite(sess); /* SQLite keeps the keys as JSON text, times as ISO text */
-    sl_buf sql = {0};
-    sl_buf_printf(&sql,
-                  "SELECT chunk_no, %s, %s, rows, duration_ms, attempts, %s, CASE WHEN skipped THEN 'true' ELSE "
-                  "'false' END, error FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND ",
-                  lite ? "lo" : "array_to_json(lo)::text", lite ? "hi" : "array_to_json(hi)::text",
-                  lite ? LITE_MS("committed_at") : "(extract(epoch FROM committed_at) * 1000)::bigint");
-    if (nums) {
-        sl_buf_adds(&sql, "chunk_no IN (");
-        for (size_t i = 0; i < n; i++)
-            sl_buf_printf(&sql, "%s%" PRId64, i ? ", " : "", nums[i]);
-        sl_buf_adds(&sql, ") ORDER BY chunk_no");
-    } else {
-        sl_buf_printf(&sql, "chunk_no > %" PRId64 " ORDER BY chunk_no LIMIT %zu", *after, n);
-    }
-    const char *params[] = {job};
-    sl_answer ans;
-    int rc = sl_session_exec1(sess, sql.data, 1, params, &ans);
-    sl_buf_free(&sql);
-    if (rc != 0 || !ans.ok) {
-        sl_err_set(err, "cannot read %s: %s", SL_PROGRESS_TABLE, ans.error ? ans.error : "not connected");
-        sl_answer_free(&ans);
-        return -1;
-    }
-    int nrows = ans.results[0].nrows;
-    for (int row = 0; row < nrows && rc == 0; row++) {
-        sl_ckpt_chunk c = {0};
-        c.chunk_no = to_i64(sl_answer_val(&ans, 0, row, 0));
-        c.lo = sl_answer_val(&ans, 0, row, 1);
-        c.hi = sl_answer_val(&ans, 0, row, 2);
-        c.rows = to_i64(sl_answer_val(&ans, 0, row, 3));
-        c.affected = -1; /* only the runner that committed it knew */
-        c.duration_ms = to_i64(sl_answer_val(&ans, 0, row, 4));
-        c.attempts = to_i64(sl_answer_val(&ans, 0, row, 5));
-        c.committed_at_ms = to_i64(sl_answer_val(&ans, 0, row, 6));
-        c.skipped = sl_answer_true(sl_answer_val(&ans, 0, row, 7));
-        c.error = sl_answer_val(&ans, 0, row, 8);
-        if (c.skipped && !c.error)
-            c.error = "set aside by on-error skip";
-        int64_t in = run_id;
-        for (size_t k = 0; spans && k < spans->n && spans->started_ms[k] <= c.committed_at_ms; k++)
-            in = spans->run_id[k];
-        rc = sl_ckpt_commit_chunk(ckpt, in, &c, err);
-        if (after)
-            *after = c.chunk_no;
-    }
-    sl_answer_free(&ans);
-    return rc == 0 ? nrows : -1;
-}
-
-/* In d (ascending) but not in f (ascending): into out. */
-static size_t minus(const int64_t *d, size_t nd, const int64_t *f, size_t nf, int64_t *out)
-{
-    size_t j = 0, n = 0;
-    for (size_t i = 0; i < nd; i++) {
-        while (j < nf && f[j] < d[i])
-            j++;
-        if (j >= nf || f[j] != d[i])
-            out[n++] = d[i];
-    }
-    return n;
-}
-
-/* Add the database's chunks nums[0..n-1] to the journal, a thousand at a time. */
-static int copy_from_db(sl_run *run, sl_session *sess, const int64_t *nums, size_t n)
-{
-    for (size_t i = 0; i < n; i += 1000)
-        if (sl_run_copy_chunks(sess, run->ckpt, 0, NULL, run->job->name, nums + i, n - i < 1000 ? n - i : 1000, NULL,
-                               &run->err) < 0)
-            return -1;
-    return 0;
-}
-
-/* Make the journal's chunks the database's: add what it lacks (a kill
- * between a chunk's commit and its journal entry, or a lost directory), drop
- * what the database no longer has (a `down` killed after its commit). */
-static int sync_chunks(sl_run *run)
-{
-    int64_t *db = NULL, *file = NULL;
-    size_t ndb = 0, nfile = 0;
-    if (db_chunk_numbers(run, run->sess, &db, &ndb) != 0 ||
-        sl_ckpt_chunk_numbers(run->ckpt, &file, &nfile, &run->err) != 0) {
-        free(db);
-        return -1;
-    }
-    int64_t *missing = sl_calloc(ndb + 1, sizeof *missing), *extra = sl_calloc(nfile + 1, sizeof *extra);
-    size_t nmissing = minus(db, ndb, file, nfile, missing), nextra = minus(file, nfile, db, ndb, extra);
-    /* chunks leave the database only by down or stamp pending, or with a
-     * server's last commits: a standby promoted without them (a new
-     * timeline), a crash of its machine before they reached the disk (the
-     * server started since), or a loss this command's run before found
-     * (after_loss); otherwise someone edited sluice_progress */
-    sl_state st = run->row.state;
-    int undoing = st == SL_STATE_ROLLING_BACK || st == SL_STATE_ROLLED_BACK || st == SL_STATE_PENDING;
-    int64_t seen = 0, seen_started = 0, now = run->db.timeline, started = run->db.started;
-    int rc = sl_ckpt_timeline(run->ckpt, &seen, &seen_started, &run->err);
-    char *why = NULL; /* why the file is ahead, when the database lost its last commits */
-    if (rc == 0 && nextra && !undoing && seen > 0 && now > seen)
-        why = sl_asprintf("its timeline went from %" PRId64 " to %" PRId64
-                          " since the file last saw it (a standby promoted, or a point-in-time restore), which "
-                          "loses a server's last commits",
-                          seen, now);
-    else if (rc == 0 && nextra && !undoing && !run->job->wait_commit && now == seen && seen_started > 0 &&
-             started > 0 && started != seen_started) /* a crash loses a suffix of the commits that did not wait */
-        why = sl_asprintf("%s restarted since the file last saw it, and a crash loses the last commits made "
-                          "without waiting for the disk (synchronous-commit off, the default)",
-                          is_lite(run->sess) ? "the machine" : "its server");
-    if (why) {
-        sl_warn("%s: the database no longer has %zu chunk%s that checkpoint file %s records (chunk %" PRId64
-                "%s): %s; the database decides what is applied: going by it",
-                run->job->name, nextra, nextra == 1 ? "" : "s", sl_ckpt_file(run->ckpt), extra[0],
-                nextra > 1 ? ", ..." : "", why);
-        free(why);
-        undoing = 1; /* as after a down: the file follows the database */
-    } else if (rc == 0 && nextra && !undoing && run->after_loss) {
-        sl_info("%s: checkpoint file %s also records %zu chunk%s (chunk %" PRId64
-                "%s) that committed before the loss and came in after it was found; going by the database",
-                run->job->name, sl_ckpt_file(run->ckpt), nextra, nextra == 1 ? "" : "s", extra[0],
-                nextra > 1 ? ", ..." : "");
-        undoing = 1;
-    }
-    if (rc == 0 && nextra && !undoing) {
-        sl_err_set(&run->err,
-                   "checkpoint file %s records %zu committed chunk%s (chunk %" PRId64
-                   "%s) that this database's %s does "
-                   "not have, though the job was never rolled back",
-                   sl_ckpt_file(run->ckpt), nextra, nextra == 1 ? "" : "s", extra[0], nextra > 1 ? ", ..." : "",
-                   SL_PROGRESS_TABLE);
-        int same_timeline = now > 0 && seen > 0;
-        sl_err_append(
-            &run->err,
-            "hint: the database was restored from a backup taken before they committed, the file belongs "
-            "to another database%s, or rows of %s were deleted by hand; the database decides what is "
-            "applied: move the file aside to go by it",
-            same_timeline || is_lite(run->sess) ? "" : ", a failover promoted a standby that had not received them",
-            SL_PROGRESS_TABLE);
-        if (same_timeline)
-            sl_err_append(&run->err,
-                          "the server is on timeline %" PRId64 ", as when the file last looked: no "
-                          "standby was promoted since",
-                          now);
-        rc = SL_EREFUSED;
-    }
-    if (rc == 0)
-        rc = sl_ckpt_forget_chunks(run->ckpt, extra, nextra, &run->err);
-    if (rc == 0 && (now > 0 || started > 0) && (now != seen || started != seen_started))
-        rc = sl_ckpt_set_timeline(run->ckpt, now, started, &run->err);
-    if (rc == 0)
-        rc = copy_from_db(run, run->sess, missing, nmissing);
-    if (rc == 0 && (nmissing || nextra))
-        sl_info("%s: brought the checkpoint file %s in line with the database: %zu committed chunk%s added%s",
-                run->job->name, sl_ckpt_file(run->ckpt), nmissing, nmissing == 1 ? "" : "s",
-                nextra ? ", chunks it no longer has dropped" : "");
-    run->synced = (int64_t)nmissing;
-    free(db);
-    free(file);
-    free(missing);
-    free(extra);
-    return rc;
-}
-
-/* Open (creating it when missing) and bind the journal, under its run lock. */
-static int open_journal(sl_run *run)
-{
-    char *path = sl_ckpt_path(run->opts->ckpt_dir, run->job->name);
-    int rc = sl_ckpt_open(path, run->job->name, 1, &run->ckpt, &run->err);
-    if (rc == 0) {
-        rc = sl_ckpt_lock(path, &run->ckpt_fd, &run->err);
-        if (rc == SL_EREFUSED)
-            sl_err_append(&run->err, "hint: two runners share the checkpoint directory %s", run->opts->ckpt_dir);
-    }
-    free(path);
-    if (rc != 0)
-        return rc;
-    const sl_db_identity *db = &run->db;
-    rc = sl_ckpt_bind(run->ckpt, db->id, db->cluster, db->name, !is_lite(run->sess), 1, &run->err);
-    if (rc < 0)
-        return rc;
-    rc = sync_chunks(run);
-    if (rc != 0)
-        return rc;
-    /* a journal that missed the end of a run (a stamp, a kill) takes the database's state */
-    sl_ckpt_job cj;
-    if (sl_ckpt_get_job(run->ckpt, &cj, &run->err) != 0)
-        return -1;
-    int differs = cj.state != run->row.state && !(cj.state == SL_STATE_RUNNING && run->row.state == SL_STATE_STOPPED);
-    sl_ckpt_job_free(&cj);
-    if (differs && sl_ckpt_finish_run(run->ckpt, 0, run->row.state, run->row.error, &run->err) != 0)
-        return -1;
-    return 0;
+    return run_is_lite(run->sess) ? NULL : run->lease.id;
 }
 
 /* ---- opening, beginning, finishing ---- */
@@ -731,7 +123,7 @@ int sl_run_open(sl_run *run, sl_session *sess, const sl_run_opts *opts, sl_job *
         return rc;
     if (sl_run_read_row(sess, job->name, &run->row, &run->err) != 0)
         return -1;
-    return open_journal(run);
+    return run_open_journal(run);
 }
 
 /* ARRAY[$a, $b]::text[] or json_array($a, $b) from parameter first on, or NULL. */
@@ -741,10 +133,10 @@ static void add_tuple(sl_buf *b, const sl_session *sess, size_t n, int first)
         sl_buf_adds(b, "NULL");
         return;
     }
-    sl_buf_adds(b, is_lite(sess) ? "json_array(" : "ARRAY[");
+    sl_buf_adds(b, run_is_lite(sess) ? "json_array(" : "ARRAY[");
     for (size_t i = 0; i < n; i++)
-        sl_buf_printf(b, is_lite(sess) ? "%sCAST($%zu AS TEXT)" : "%s$%zu", i ? ", " : "", first + i);
-    sl_buf_adds(b, is_lite(sess) ? ")" : "]::text[]");
+        sl_buf_printf(b, run_is_lite(sess) ? "%sCAST($%zu AS TEXT)" : "%s$%zu", i ? ", " : "", first + i);
+    sl_buf_adds(b, run_is_lite(sess) ? ")" : "]::text[]");
 }
 
 /* The parameter that fences a write to the job's row, after the n others:
@@ -752,7 +144,7 @@ static void add_tuple(sl_buf *b, const sl_session *sess, size_t n, int first)
  * the kernel's and needs none. The number of parameters. */
 static int add_fence(sl_buf *b, const sl_run *run, const char **params, int n)
 {
-    if (is_lite(run->sess))
+    if (run_is_lite(run->sess))
         return n;
     sl_buf_printf(b, " AND runner = $%d", n + 1);
     params[n] = sl_run_fence_id(run);
@@ -787,7 +179,7 @@ static int write_row(sl_run *run, const sl_query *q, size_t n, size_t update_i)
  * the walk ends, fixed now (and a split made for another end forgotten). */
 static int begin_up(sl_run *run, const sl_run_identity *id, char *const *walk_end, size_t ncols)
 {
-    int fresh = run->row.chunks == 0, lite = is_lite(run->sess);
+    int fresh = run->row.chunks == 0, lite = run_is_lite(run->sess);
     const char *params[10 + SL_MAX_KEY_COLS] = {
         run->job->name, run->job->checksum, id->table, id->key, id->where, id->undo, run->job->follow ? "1" : "0"};
     int np = 7;
@@ -859,13 +251,13 @@ static void record_run(sl_run *run, const char *kind, const char *outcome, int e
     const char *params[] = {run->job->name, kind, outcome, sl_runner_self()->desc};
     sl_answer ans;
     int rc = sl_session_exec1(run->sess,
-                              is_lite(run->sess) ? CLOSE_KILLED_SQL(KILLED_SPAN("'9999'"))
-                                                 : CLOSE_KILLED_SQL(KILLED_SPAN("'infinity'::timestamptz")),
+                              run_is_lite(run->sess) ? CLOSE_KILLED_SQL(KILLED_SPAN("'9999'"))
+                                                     : CLOSE_KILLED_SQL(KILLED_SPAN("'infinity'::timestamptz")),
                               1, params, &ans);
     sl_answer_free(&ans);
     if (rc != 0)
         return; /* not connected */
-    const char *sql = is_lite(run->sess)
+    const char *sql = run_is_lite(run->sess)
                           ? (ended ? "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner, ended_at)"
                                      " VALUES ($1, $2, $3, $4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
                                      " RETURNING CAST(id AS TEXT)"
@@ -876,7 +268,7 @@ static void record_run(sl_run *run, const char *kind, const char *outcome, int e
                                    : "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner)"
                                      " VALUES ($1, $2, $3, $4) RETURNING id::text");
     if (sl_session_exec1(run->sess, sql, 4, params, &ans) == 0 && ans.ok && !ended)
-        run->db_run = dup_or_null(sl_answer_val(&ans, 0, 0, 0));
+        run->db_run = run_dup_or_null(sl_answer_val(&ans, 0, 0, 0));
     sl_answer_free(&ans);
 }
 
@@ -895,7 +287,7 @@ static void close_run_row(sl_run *run, const char *outcome, const char *error)
     const char *params[] = {run->db_run, outcome, r, c, error};
     sl_answer ans;
     if (sl_session_exec1(run->sess,
-                         is_lite(run->sess)
+                         run_is_lite(run->sess)
                              ? "UPDATE " SL_RUNS_TABLE " SET outcome = $2, rows = $3, chunks = $4, error = $5,"
                                " ended_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = $1"
                              : "UPDATE " SL_RUNS_TABLE " SET outcome = $2, rows = $3::bigint, chunks = $4::bigint,"
@@ -933,11 +325,11 @@ int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
 {
     *runs = NULL;
     *n = 0;
-    const char *sql = is_lite(sess) ? lite_history_sql : pg_history_sql;
+    const char *sql = run_is_lite(sess) ? lite_history_sql : pg_history_sql;
     sl_answer ans;
     if (sl_session_exec1(sess, sql, 0, NULL, &ans) != 0 || !ans.ok) {
         int missing = ans.ok == 0 && (strcmp(ans.sqlstate, "42P01") == 0 ||
-                                      (is_lite(sess) && ans.error && strstr(ans.error, "no such table")));
+                                      (run_is_lite(sess) && ans.error && strstr(ans.error, "no such table")));
         if (!missing)
             sl_err_set(err, "cannot read %s on %s: %s", SL_RUNS_TABLE, sl_session_display(sess),
                        ans.error ? ans.error : "not connected");
@@ -953,12 +345,12 @@ int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
         r->job = sl_strdup(sl_answer_val(&ans, 0, i, 0));
         r->kind = sl_strdup(sl_answer_val(&ans, 0, i, 1));
         r->outcome = sl_strdup(sl_answer_val(&ans, 0, i, 2));
-        r->started_at_ms = to_i64(sl_answer_val(&ans, 0, i, 3));
-        r->ended_at_ms = to_i64(sl_answer_val(&ans, 0, i, 4));
-        r->rows = to_i64(sl_answer_val(&ans, 0, i, 5));
-        r->chunks = to_i64(sl_answer_val(&ans, 0, i, 6));
-        r->error = dup_or_null(sl_answer_val(&ans, 0, i, 7));
-        open_end[i] = to_i64(sl_answer_val(&ans, 0, i, 8));
+        r->started_at_ms = run_to_i64(sl_answer_val(&ans, 0, i, 3));
+        r->ended_at_ms = run_to_i64(sl_answer_val(&ans, 0, i, 4));
+        r->rows = run_to_i64(sl_answer_val(&ans, 0, i, 5));
+        r->chunks = run_to_i64(sl_answer_val(&ans, 0, i, 6));
+        r->error = run_dup_or_null(sl_answer_val(&ans, 0, i, 7));
+        open_end[i] = run_to_i64(sl_answer_val(&ans, 0, i, 8));
     }
     *n = (size_t)nrows;
     sl_answer_free(&ans);
@@ -1005,7 +397,7 @@ int sl_run_begin(sl_run *run, const sl_run_identity *id, char *const *walk_end, 
 static void reconnect_after_abort(sl_run *run, int code)
 {
     sl_session *sess = run->sess;
-    if (code != SL_EXIT_STOPPED || is_lite(sess) || sl_session_connected(sess) || sl_run_lost(run))
+    if (code != SL_EXIT_STOPPED || run_is_lite(sess) || sl_session_connected(sess) || sl_run_lost(run))
         return;
     int64_t was = sess->connect_timeout_ms;
     sess->connect_timeout_ms = was < 3000 ? was : 3000;
@@ -1052,74 +444,6 @@ int64_t sl_run_lost_retries(const sl_job *job)
     return job->retries > SL_LOST_RETRIES_MIN ? job->retries : SL_LOST_RETRIES_MIN;
 }
 
-static int check_kept(sl_run *run, sl_session *sess);
-
-int sl_run_check_kept(sl_run *run, sl_session *sess)
-{
-    if (is_lite(sess))
-        return 0;
-    if (!sl_session_connected(sess)) /* lost at the end of a walk: reconnecting asks too */
-        return sl_run_reconnect(run, sess) == 0 ? 0 : -1;
-    /* down's workers run in fibers, and two that lost their connections
-     * together (a failover) check together: the second waits for the first,
-     * then looks for itself, so that chunks the first brought back into the
-     * journal are not brought in twice (a chunk already recorded), and the
-     * loss keeps the first's words */
-    while (run->checking)
-        sl_fiber_wait(sess->loop);
-    run->checking = 1;
-    int rc = check_kept(run, sess);
-    run->checking = 0;
-    return rc;
-}
-
-static int check_kept(sl_run *run, sl_session *sess)
-{
-    int64_t *file = NULL, *db = NULL;
-    size_t nfile = 0, ndb = 0;
-    /* the journal first: a chunk it holds had committed before this read */
-    if (sl_ckpt_chunk_numbers(run->ckpt, &file, &nfile, &run->err) != 0)
-        return -1;
-    if (db_chunk_numbers(run, sess, &db, &ndb) != 0) {
-        free(file);
-        return -1;
-    }
-    int up = run->kind == SL_RUN_UP;
-    int64_t *lost = sl_calloc((up ? nfile : ndb) + 1, sizeof *lost);
-    size_t nlost = up ? minus(file, nfile, db, ndb, lost) : minus(db, ndb, file, nfile, lost);
-    int rc = 0;
-    if (nlost) {
-        /* up: chunks it committed are gone; down: chunks it rolled back are there again */
-        rc = up ? sl_ckpt_forget_chunks(run->ckpt, lost, nlost, &run->err) : copy_from_db(run, sess, lost, nlost);
-        if (rc == 0) {
-            run->lost_commits = 1;
-            sl_err_set(&run->err,
-                       "%s: the database %s %zu chunk%s that had %s (chunk %" PRId64
-                       "%s): it lost its last commits, as a standby promoted before it received them does%s, and "
-                       "decides what is applied",
-                       run->job->name, up ? "no longer has" : "has again", nlost, nlost == 1 ? "" : "s",
-                       up ? "committed" : "been rolled back", lost[0], nlost > 1 ? ", ..." : "",
-                       run->job->wait_commit ? ""
-                                             : ", or a server that crashed before they reached its disk (the "
-                                               "chunks do not wait for it: synchronous-commit off)");
-        }
-    }
-    /* the file follows the server's timeline and start (sync_chunks), once
-     * it holds what the server has: a standby promoted, or a server
-     * restarted, under a running job is seen here, after its reconnect */
-    int64_t started = 0, timeline = sl_schema_timeline(sess, &started), seen = 0, seen_started = 0;
-    sl_err terr, *tep = nlost ? &terr : &run->err; /* a loss keeps its own error */
-    if (rc == 0 && timeline > 0 && sl_ckpt_timeline(run->ckpt, &seen, &seen_started, tep) == 0 &&
-        (seen != timeline || seen_started != started))
-        rc = sl_ckpt_set_timeline(run->ckpt, timeline, started, tep);
-    if (nlost)
-        rc = -1;
-    free(file);
-    free(db);
-    free(lost);
-    return rc;
-}
-
 int sl_run_again(sl_run *run, sl_session *sess, int *code, int reruns_left, const char *again, sl_err *err)
 {
     if (*code != SL_EXIT_FAILED || !run->lost_commits || reruns_left <= 0 || sl_session_stopping(sess))
@@ -1139,7 +463,7 @@ int sl_run_reconnect(sl_run *run, sl_session *sess)
     /* A worker's too: its chunk may have been ended by the server while this
      * runner was held up, and a successor may hold the job now; a chunk
      * number it committed is not this runner's to record. */
-    if (!is_lite(sess)) {
+    if (!run_is_lite(sess)) {
         rc = sl_lease_check(&run->lease, sess, &run->err);
         if (rc != 0 || sl_run_check_kept(run, sess) != 0)
             return -1;
@@ -1154,7 +478,7 @@ int sl_run_reconnect(sl_run *run, sl_session *sess)
 int sl_run_stamp(sl_run *run, sl_state state)
 {
     const char *params[3] = {run->job->name, run->job->checksum};
-    int lite = is_lite(run->sess), np;
+    int lite = run_is_lite(run->sess), np;
     sl_buf b = {0};
     if (state == SL_STATE_DONE) {
         sl_buf_printf(&b,
