@@ -4,9 +4,12 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "sluice/base/log.h"
 #include "sluice/base/util.h"
+#include "sluice/base/width.h"
 
 /* A fleet runs several targets at once: a line each, and a total. */
 #define MAX_SLOTS 64
@@ -82,11 +85,15 @@ static void format_bar(double pct, char *out, size_t outsz)
     snprintf(out, outsz, "[%s] ", bar);
 }
 
+/* How much a line says: a terminal narrower than the whole line drops the
+ * bar first, then the batch, the rate, the note, the estimate, the ETA. */
+enum { SHOW_ALL, NO_BAR, NO_BATCH, NO_RATE, NO_NOTE, NO_TOTAL, NO_ETA, SHOW_LEAST = NO_ETA };
+
 /* with_who: the target's name first (the terminal's lines; a log line has its own prefix) */
-static void format_line(const slot *s, int with_who, char *out, size_t outsz)
+static void format_line(const slot *s, int with_who, int drop, char *out, size_t outsz)
 {
     double rate = rate_of(s);
-    char pct[16] = "", eta[32] = "", who[80] = "", bar[32] = "";
+    char pct[16] = "", eta[32] = "", who[80] = "", bar[32] = "", total[48] = "", speed[40] = "", batch[40] = "";
     if (s->owner[0] && with_who)
         snprintf(who, sizeof who, "[%s] ", s->owner);
     if (s->total > 0) {
@@ -94,21 +101,54 @@ static void format_line(const slot *s, int with_who, char *out, size_t outsz)
         if (p > 99.9)
             p = 99.9; /* estimates are estimates: 100 % is said by "done" */
         snprintf(pct, sizeof pct, " (%.1f%%)", p);
-        if (prog.tty)
+        if (prog.tty && drop < NO_BAR)
             format_bar(p, bar, sizeof bar);
+        if (drop < NO_TOTAL)
+            snprintf(total, sizeof total, " of ~%lld", (long long)s->total);
         int64_t secs = eta_seconds(s, rate);
-        if (secs >= 0) {
+        if (secs >= 0 && drop < NO_ETA) {
             snprintf(eta, sizeof eta, ", eta %lld:%02lld:%02lld", (long long)(secs / 3600), (long long)(secs / 60 % 60),
                      (long long)(secs % 60));
         }
     }
-    if (s->total > 0)
-        snprintf(out, outsz, "%s%s%s: %lld of ~%lld rows%s, %.0f rows/s, batch %lld%s%s%s", who, bar, s->job,
-                 (long long)s->done, (long long)s->total, pct, rate, (long long)s->batch, eta, s->note[0] ? " | " : "",
-                 s->note);
-    else
-        snprintf(out, outsz, "%s%s: %lld rows, %.0f rows/s, batch %lld%s%s", who, s->job, (long long)s->done, rate,
-                 (long long)s->batch, s->note[0] ? " | " : "", s->note);
+    if (drop < NO_RATE)
+        snprintf(speed, sizeof speed, ", %.0f rows/s", rate);
+    if (drop < NO_BATCH)
+        snprintf(batch, sizeof batch, ", batch %lld", (long long)s->batch);
+    int note = s->note[0] && drop < NO_NOTE;
+    snprintf(out, outsz, "%s%s%s: %lld%s rows%s%s%s%s%s%s", who, bar, s->job, (long long)s->done, total, pct, speed,
+             batch, eta, note ? " | " : "", note ? s->note : "");
+}
+
+/* The terminal's width (read at each redraw: it may have been resized);
+ * 80 when it cannot be told. */
+static size_t term_columns(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    return 80;
+}
+
+/* Append a line as the terminal shows it, within cols columns: a line that
+ * wraps would be left behind by the redraw, which erases one row per line. */
+static void add_fitted(sl_buf *all, const slot *s, const char *text, size_t cols)
+{
+    sl_buf vis = {0};
+    for (int drop = SHOW_ALL; drop <= SHOW_LEAST; drop++) {
+        char line[512];
+        if (s)
+            format_line(s, 1, drop, line, sizeof line);
+        else
+            snprintf(line, sizeof line, "%s", text);
+        sl_buf_reset(&vis);
+        /* the job's name is a file name: it may hold anything */
+        sl_buf_add_visible(&vis, line, strlen(line), 1);
+        if (!s || sl_width_of(vis.data, vis.len) <= cols)
+            break;
+    }
+    sl_buf_add(all, vis.data, sl_width_prefix(vis.data, vis.len, cols)); /* else cut at the edge */
+    sl_buf_free(&vis);
 }
 
 /* Erase what is drawn: the cursor sits at the end of the last line. */
@@ -134,23 +174,26 @@ static void draw_lines(void)
         return;
     sl_buf all = {0};
     int lines = 0;
+    /* a column short of the edge: some terminals wrap as soon as it is written */
+    size_t cols = term_columns();
+    cols = cols > 1 ? cols - 1 : 1;
     int64_t done = 0;
     double rate = 0;
     for (int i = 0; i < MAX_SLOTS; i++) {
         const slot *s = &prog.slots[i];
         if (!s->active)
             continue;
-        char line[512];
-        format_line(s, 1, line, sizeof line);
         if (lines++)
             sl_buf_addc(&all, '\n');
-        /* the job's name is a file name: it may hold anything */
-        sl_buf_add_visible(&all, line, strlen(line), 1);
+        add_fitted(&all, s, NULL, cols);
         done += s->done;
         rate += rate_of(s);
     }
     if (lines > 1) {
-        sl_buf_printf(&all, "\ntotal: %lld rows in %d targets, %.0f rows/s", (long long)done, lines, rate);
+        char total[128];
+        snprintf(total, sizeof total, "total: %lld rows in %d targets, %.0f rows/s", (long long)done, lines, rate);
+        sl_buf_addc(&all, '\n');
+        add_fitted(&all, NULL, total, cols);
         lines++;
     }
     sl_log_write(all.data, all.len);
@@ -201,7 +244,7 @@ void sl_progress_update(int64_t done, int64_t batch)
     } else if (now - s->last_log_ms >= 10000) {
         s->last_log_ms = now;
         char line[512];
-        format_line(s, 0, line, sizeof line);
+        format_line(s, 0, SHOW_ALL, line, sizeof line);
         double rate = rate_of(s);
         json_t *fields = json_pack("{sIsIsfsI}", "rows", (json_int_t)s->done, "batch", (json_int_t)s->batch, "rate",
                                    rate, "eta_s", (json_int_t)eta_seconds(s, rate));

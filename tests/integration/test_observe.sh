@@ -571,9 +571,33 @@ test_version_man_and_bar() {
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 JOB
     psql_q "analyze t"
-    run_cmd script -qfec "$SLUICE --jobs $JOBS --checkpoints $CKPT up" "$T_DIR/typescript"
+    run_cmd script -qfec "stty cols 200; $SLUICE --jobs $JOBS --checkpoints $CKPT up" "$T_DIR/typescript"
     assert_rc 0
     assert_match "$(cat "$T_DIR/typescript")" '\[#+\.*\] 0001_bump: [0-9]+ of ~3000 rows'
+    assert_drawn_within 200 "$T_DIR/typescript"
+    # a terminal of 60 columns: the line is shortened to fit (the bar goes first), never wraps: a wrapped
+    # line's head would be left behind by each redraw, which erases one row a line
+    bump_job 0002_bump 100 "-- sluice:pause 30ms"
+    run_cmd script -qfec "stty cols 60; $SLUICE --jobs $JOBS --checkpoints $CKPT up" "$T_DIR/typescript"
+    assert_rc 0
+    assert_drawn_within 60 "$T_DIR/typescript"
+    assert_match "$(cat "$T_DIR/typescript")" '0002_bump: [0-9]+ of ~3000 rows \([0-9.]+%\)'
+    assert_not_contains "$(cat "$T_DIR/typescript")" "[#" "the progress line on 60 columns"
+}
+
+# assert_drawn_within COLUMNS TYPESCRIPT: every progress line drawn (`JOB: N rows`, `JOB: N of ~M rows`,
+# with or without its bar) fits in COLUMNS, and some were drawn.
+assert_drawn_within() {
+    python3 - "$1" "$2" <<'PY' || fail "progress lines wider than $1 columns in $2"
+import re, sys
+cols, text = int(sys.argv[1]), open(sys.argv[2], encoding="utf-8", errors="replace").read()
+drawn = [seg for seg in re.split(r"[\r\n]|\x1b\[[0-9;]*[A-Za-z]", text)
+         if re.match(r"(\[[#.]+\] )?\d{4}_\w+: \d+ (of ~\d+ )?rows", seg)]
+wide = [seg for seg in drawn if len(seg) > cols]
+print(f"{len(drawn)} progress lines drawn, widest {max(map(len, drawn), default=0)}; too wide: {wide[:3]}",
+      file=sys.stderr)
+sys.exit(0 if drawn and not wide else 1)
+PY
 }
 
 # A table never analyzed: the planner's guess of a where's and a key range's share comes from fixed
