@@ -413,7 +413,11 @@ static int execute(down_run *r)
     free(how);
     advise_vacuum(r);
     r->metrics = r->gate.metrics = sl_metrics_job_get(r->job->name);
-    sl_metrics_begin(r->metrics, 1, r->rows_total, 0, 0);
+    /* sluice_rows_total and sluice_chunks_total: what the job holds as the down begins (counters do not
+     * go down; what is left is less sluice_rows_undone_total); sluice_batch_size: the rows of the chunk
+     * undone next, one of up's */
+    sl_metrics_begin(r->metrics, 1, r->rows_total, r->rows_total, (int64_t)r->nchunks);
+    sl_metrics_batch(r->metrics, r->nranges ? r->chunks[r->ranges[0].first + r->ranges[0].n - 1].rows : 0);
     sl_metrics_state(r->metrics, "rolling_back");
     sl_progress_begin(r->job->name, r->rows_total, 0, r->opts->progress_tty);
     if (r->run.row.paused) /* by `ctl pause` before this run: it holds until `ctl resume` */

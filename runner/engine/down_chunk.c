@@ -517,13 +517,14 @@ static int walk_ranges(down_worker *w)
             }
             int rc = wait_turn(w, &r->chunks[i]);
             if (rc == 0) {
+                sl_metrics_batch(r->metrics, r->chunks[i].rows);
                 sl_metrics_workers(r->metrics, (int64_t)r->nworkers, (int64_t)++r->busy);
                 rc = do_chunk(w, &r->chunks[i]);
                 sl_metrics_workers(r->metrics, (int64_t)r->nworkers, (int64_t)--r->busy);
             }
             if (rc != 0)
                 return rc;
-            sl_progress_update(r->rows_undone, r->job->batch);
+            sl_progress_update(r->rows_undone, r->chunks[i].rows); /* its batch: the chunk's rows, as up's */
             if (rest(w) != 0)
                 return SL_STOPPED;
         }

@@ -116,10 +116,8 @@ void sl_metrics_begin(sl_metrics_job *m, int down, int64_t rows_estimate, int64_
 {
     m->down = down;
     m->estimate = rows_estimate;
-    if (!down) {
-        m->rows = rows;
-        m->chunks = chunks;
-    }
+    m->rows = rows;
+    m->chunks = chunks;
     m->run_rows = 0;
     m->run_start_ms = sl_mono_ms();
 }

@@ -109,6 +109,31 @@ JOB
     assert_not_contains "$(cat "$T_DIR/bg.1.err")" "error:"
 }
 
+# During a down: sluice_rows_total and sluice_chunks_total stay at what the job held when it began (they
+# read 0), sluice_rows_undone_total counts up from there, and sluice_batch_size is the rows of the chunk
+# being undone (it read 0).
+test_metrics_during_a_down() {
+    make_table 6000
+    bump_job 0001_bump 150 "-- sluice:undo snapshot(n)"
+    run_sluice up
+    assert_rc 0
+    sed -i 's/^-- sluice:batch 150$/-- sluice:batch 150\n-- sluice:pause 50ms/' "$JOBS/0001_bump.sql"
+    local port
+    sluice_start --metrics 127.0.0.1:0 down 0001_bump
+    port=$(served_port "$T_DIR/bg.1.err")
+    wait_until 30 sql_true "select count(*) < 30 from sluice_progress where job = '0001_bump'"
+    curl -sf -m 5 "http://127.0.0.1:$port/metrics" -o "$T_DIR/scrape.txt"
+    sluice_wait
+    assert_rc 0
+    local scrape
+    scrape=$(cat "$T_DIR/scrape.txt")
+    assert_match "$scrape" $'(^|\n)sluice_rows_total\\{job="0001_bump"\\} 6000\n'
+    assert_match "$scrape" $'(^|\n)sluice_chunks_total\\{job="0001_bump"\\} 40\n'
+    assert_match "$scrape" $'(^|\n)sluice_batch_size\\{job="0001_bump"\\} 150\n'
+    assert_match "$scrape" $'(^|\n)sluice_rows_undone_total\\{job="0001_bump"\\} [1-9][0-9]{2,3}\n'
+    assert_sql "select count(*) filter (where n = 0) from t" 6000
+}
+
 test_metrics_refusals() {
     make_table 10
     write_job 0001_bump <<'JOB'
@@ -718,6 +743,8 @@ JOB
 
 run_test "metrics: scraped every 100 ms, counters only grow, final counts, holds by reason, 4xx, 500 idle connections" test_metrics_during_a_run
 run_test "a table never analyzed: no percent, ETA or rows_estimated; said once, with ANALYZE" test_no_statistics_no_estimate
+run_test "metrics during a down: rows_total and chunks_total the job's as it began, batch_size the chunk's rows" \
+    test_metrics_during_a_down
 run_test "metrics: a bad address or a port in use is refused with exit 2 before anything runs" test_metrics_refusals
 run_test "--log-format json: every line of a run with a throttle, retries, a stop and a resume is JSON with its fields" test_json_logs
 run_test "report: parses, a chart per measure, summary equals the checkpoint, renders in Chromium; running and down runs" test_report

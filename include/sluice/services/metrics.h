@@ -53,8 +53,9 @@ sl_metrics_job *sl_metrics_job_get_on(const char *target, const char *job);
 
 /* A run of the job begins: up (down = 0) or down. rows_estimate (-1 when
  * unknown) is what the walk will cover; rows and chunks what the job's
- * committed chunks hold already (up: the counters start there, so
- * sluice_rows_total is the job's rows). */
+ * committed chunks hold already: sluice_rows_total and sluice_chunks_total
+ * start there (up counts on from them: they are the job's rows; down leaves
+ * them, counters that do not go down, and counts what it undoes apart). */
 void sl_metrics_begin(sl_metrics_job *m, int down, int64_t rows_estimate, int64_t rows, int64_t chunks);
 /* The job's state, by name (ckpt.h's states). */
 void sl_metrics_state(sl_metrics_job *m, const char *state);
