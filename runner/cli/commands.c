@@ -1,13 +1,16 @@
-/* commands.c: up and down (over all jobs), status, history; plan, stamp and report are in commands_job.c. */
+/* commands.c: up and down (over all jobs), status; history is in commands_history.c, plan, stamp and report in
+ * commands_job.c. */
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands_internal.h"
 #include "sluice/base/fiber.h"
 #include "sluice/base/json.h"
 #include "sluice/base/log.h"
+#include "sluice/base/width.h"
 #include "sluice/checkpoints/ckpt.h"
 #include "sluice/cli/cli.h"
 #include "sluice/cli/fleet.h"
@@ -89,12 +92,7 @@ int sl_cmd_down(const sl_opts *opts, sl_jobset *jobs, const char *target)
 
 /* ---- the names of the jobs ---- */
 
-typedef struct names {
-    char **v;
-    size_t n, cap;
-} names;
-
-static void add_name(names *ns, const char *name, size_t len)
+static void add_name(sl_cmd_names *ns, const char *name, size_t len)
 {
     for (size_t i = 0; i < ns->n; i++)
         if (strlen(ns->v[i]) == len && strncmp(ns->v[i], name, len) == 0)
@@ -104,7 +102,7 @@ static void add_name(names *ns, const char *name, size_t len)
     ns->v[ns->n++] = sl_strndup(name, len);
 }
 
-static void names_free(names *ns)
+void sl_cmd_names_free(sl_cmd_names *ns)
 {
     for (size_t i = 0; i < ns->n; i++)
         free(ns->v[i]);
@@ -117,7 +115,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* Every job with a file in dir ending in ext. */
-static void add_dir_names(names *ns, const char *dir_path, const char *ext)
+static void add_dir_names(sl_cmd_names *ns, const char *dir_path, const char *ext)
 {
     DIR *dir = opendir(dir_path);
     if (!dir)
@@ -133,7 +131,7 @@ static void add_dir_names(names *ns, const char *dir_path, const char *ext)
 }
 
 /* Every job the database knows (when it can be reached). */
-static void add_db_names(names *ns, sl_session *sess)
+static void add_db_names(sl_cmd_names *ns, sl_session *sess)
 {
     const char *sql = "SELECT job FROM " SL_JOBS_TABLE " UNION SELECT job FROM " SL_PROGRESS_TABLE;
     sl_answer ans;
@@ -141,6 +139,16 @@ static void add_db_names(names *ns, sl_session *sess)
         for (int r = 0; ans.ok && r < ans.results[0].nrows; r++)
             add_name(ns, sl_answer_val(&ans, 0, r, 0), strlen(sl_answer_val(&ans, 0, r, 0)));
     sl_answer_free(&ans);
+}
+
+void sl_cmd_names_collect(const sl_opts *opts, sl_session *sess, sl_cmd_names *ns)
+{
+    add_dir_names(ns, opts->jobs_dir, ".sql");
+    add_dir_names(ns, opts->run.ckpt_dir, ".sluice");
+    if (sess)
+        add_db_names(ns, sess);
+    if (ns->n > 1) /* ns->v is NULL with no job at all */
+        qsort(ns->v, ns->n, sizeof(char *), cmp_str);
 }
 
 /* ---- status ---- */
@@ -257,7 +265,7 @@ static int read_status(const sl_opts *opts, sl_session *sess, const char *name, 
     return read_journal(opts, name, s, err);
 }
 
-static json_t *json_time(int64_t ms)
+json_t *sl_cmd_json_time(int64_t ms)
 {
     char ts[32];
     sl_format_iso8601(ms, ts);
@@ -285,8 +293,8 @@ static json_t *status_json(const char *target, const char *name, const status_ro
     json_t *key = sl_json_key(d->last_key);
     json_object_set_new(o, "last_key", key ? key : json_null());
     json_object_set_new(o, "error", sl_json_str(d->error));
-    json_object_set_new(o, "started_at", json_time(d->started_at_ms));
-    json_object_set_new(o, "updated_at", json_time(d->updated_at_ms));
+    json_object_set_new(o, "started_at", sl_cmd_json_time(d->started_at_ms));
+    json_object_set_new(o, "updated_at", sl_cmd_json_time(d->updated_at_ms));
     json_object_set_new(o, "affected", json_integer(s->affected));
     json_object_set_new(o, "batch", json_integer(s->batch));
     json_object_set_new(o, "checkpoint", sl_json_str(s->file));
@@ -300,18 +308,20 @@ static json_t *status_json(const char *target, const char *name, const status_ro
 }
 
 /* Text from a job file, the database or a checkpoint file, for the terminal. */
-static void add_text(sl_buf *b, const char *s)
+void sl_cmd_add_text(sl_buf *b, const char *s)
 {
     if (s)
         sl_buf_add_visible(b, s, strlen(s), 1);
 }
 
 /* A column of width w (text from anywhere, made visible). */
-static void add_column(sl_buf *b, const char *s, size_t w)
+void sl_cmd_add_column(sl_buf *b, const char *s, size_t w)
 {
     size_t at = b->len;
-    add_text(b, s);
-    sl_buf_printf(b, "%*s ", b->len - at < w ? (int)(w - (b->len - at)) : 0, "");
+    sl_cmd_add_text(b, s);
+    /* padded by the columns it takes on the terminal, not its bytes: 'é' is two bytes, '日' three and two columns */
+    size_t cols = sl_width_of(b->data ? b->data + at : "", b->len - at);
+    sl_buf_printf(b, "%*s ", cols < w ? (int)(w - cols) : 0, "");
 }
 
 static void status_line(sl_buf *out, const char *target, const char *name, const status_row *s)
@@ -321,34 +331,29 @@ static void status_line(sl_buf *out, const char *target, const char *name, const
     sl_format_iso8601(d->updated_at_ms, ts);
     sl_buf line = {0};
     if (target)
-        add_column(&line, target, 20);
-    size_t start = line.len;
-    add_text(&line, name);
+        sl_cmd_add_column(&line, target, 20);
+    sl_cmd_add_column(&line, name, 40);
     if (status_unknown(s))
-        sl_buf_printf(&line, "%*s %-12s %12s %8s  ", line.len - start < 40 ? (int)(40 - (line.len - start)) : 0, "",
-                      "unknown", "-", "-");
+        sl_buf_printf(&line, "%-12s %12s %8s  ", "unknown", "-", "-");
     else
-        sl_buf_printf(&line, "%*s %-12s %12" PRId64 " %8" PRId64 "  ",
-                      line.len - start < 40 ? (int)(40 - (line.len - start)) : 0, "", sl_state_name(d->state), d->rows,
-                      d->chunks);
-    size_t at = line.len;
-    add_text(&line, d->last_key ? d->last_key : "-");
-    sl_buf_printf(&line, "%*s %s\n", line.len - at < 20 ? (int)(20 - (line.len - at)) : 0, "", ts[0] ? ts : "-");
+        sl_buf_printf(&line, "%-12s %12" PRId64 " %8" PRId64 "  ", sl_state_name(d->state), d->rows, d->chunks);
+    sl_cmd_add_column(&line, d->last_key ? d->last_key : "-", 20);
+    sl_buf_printf(&line, "%s\n", ts[0] ? ts : "-");
     if (d->runner) {
         sl_buf_adds(&line, "    runner: ");
-        add_text(&line, d->runner);
+        sl_cmd_add_text(&line, d->runner);
         sl_buf_addc(&line, '\n');
     }
     if (d->paused) {
         sl_buf_adds(&line, "    paused: ");
-        add_text(&line, d->paused);
+        sl_cmd_add_text(&line, d->paused);
         sl_buf_adds(&line, " (until `sluice ctl ");
-        add_text(&line, name);
+        sl_cmd_add_text(&line, name);
         sl_buf_adds(&line, " resume`)\n");
     }
     if (d->error) {
         sl_buf_adds(&line, "    error: ");
-        add_text(&line, d->error);
+        sl_cmd_add_text(&line, d->error);
         sl_buf_addc(&line, '\n');
     }
     size_t i;
@@ -357,9 +362,9 @@ static void status_line(sl_buf *out, const char *target, const char *name, const
     {
         char *key = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
         sl_buf_adds(&line, "    skipped ");
-        add_text(&line, key ? key : "?");
+        sl_cmd_add_text(&line, key ? key : "?");
         sl_buf_adds(&line, ": ");
-        add_text(&line, json_string_value(json_object_get(e, "error")));
+        sl_cmd_add_text(&line, json_string_value(json_object_get(e, "error")));
         sl_buf_addc(&line, '\n');
         free(key);
     }
@@ -402,7 +407,7 @@ static void on_watchdog_closed(uv_handle_t *handle)
  * still answers from the checkpoint files when it cannot (and says so,
  * unless quiet: history, which only fills in from the database; *unread,
  * when asked for, then says why, malloc'd). */
-static sl_session *status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int quiet, char **unread)
+sl_session *sl_cmd_status_session(const sl_opts *opts, uv_loop_t *loop, sl_session *sess, int quiet, char **unread)
 {
     sl_err err = {{0}};
     const char *target = opts->target ? opts->target : "", *sep = opts->target ? ": " : "";
@@ -460,14 +465,9 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
     sl_session sess_store;
     int code = SL_EXIT_OK;
     char *unread = NULL;
-    sl_session *sess = status_session(opts, loop, &sess_store, 0, &unread);
-    names ns = {0};
-    add_dir_names(&ns, opts->jobs_dir, ".sql");
-    add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
-    if (sess)
-        add_db_names(&ns, sess);
-    if (ns.n > 1) /* ns.v is NULL with no job at all */
-        qsort(ns.v, ns.n, sizeof(char *), cmp_str);
+    sl_session *sess = sl_cmd_status_session(opts, loop, &sess_store, 0, &unread);
+    sl_cmd_names ns = {0};
+    sl_cmd_names_collect(opts, sess, &ns);
     for (size_t i = 0; code == SL_EXIT_OK && i < ns.n; i++) {
         if (!wanted(ns.v[i], only))
             continue;
@@ -486,7 +486,7 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
         }
         status_row_free(&s);
     }
-    names_free(&ns);
+    sl_cmd_names_free(&ns);
     int failed = unread && opts->target;
     free(unread);
     if (sess)
@@ -498,7 +498,7 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
 }
 
 /* One JSON array, an object a line. */
-static void print_array(json_t *all)
+void sl_cmd_print_array(json_t *all)
 {
     size_t i;
     json_t *o;
@@ -548,7 +548,7 @@ int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only)
     }
     /* one database that failed shows nothing; a fleet shows the targets that answered */
     if ((code == SL_EXIT_OK || fleet) && opts->json) {
-        print_array(all);
+        sl_cmd_print_array(all);
     } else if ((code == SL_EXIT_OK || fleet) && text.len) {
         if (fleet)
             printf("%-20s ", "TARGET");
@@ -557,244 +557,5 @@ int sl_cmd_status(const sl_opts *opts, const sl_fleet *fleet, const char *only)
     }
     json_decref(all);
     sl_buf_free(&text);
-    return code;
-}
-
-/* ---- history ---- */
-
-/* A run, and the target whose journal holds it (NULL with one database). */
-typedef struct hist_run {
-    sl_ckpt_run run;
-    const char *target;
-    int from_db; /* no checkpoint file: the database's record of the job, as one line */
-} hist_run;
-
-static int cmp_run(const void *a, const void *b)
-{
-    const hist_run *x = a, *y = b;
-    if (x->run.started_at_ms != y->run.started_at_ms)
-        return x->run.started_at_ms < y->run.started_at_ms ? -1 : 1;
-    int c = strcmp(x->target ? x->target : "", y->target ? y->target : "");
-    return c ? c : strcmp(x->run.job, y->run.job);
-}
-
-static json_t *history_json(const hist_run *h)
-{
-    const sl_ckpt_run *r = &h->run;
-    json_t *o = json_object();
-    json_object_set_new(o, "job", sl_json_str(r->job));
-    if (h->target)
-        json_object_set_new(o, "target", sl_json_str(h->target));
-    json_object_set_new(o, "kind", sl_json_str(r->kind));
-    json_object_set_new(o, "outcome", sl_json_str(r->outcome));
-    /* not known: a down not closed (the database keeps nothing of what it undid) */
-    json_object_set_new(o, "rows", r->rows < 0 ? json_null() : json_integer(r->rows));
-    json_object_set_new(o, "chunks", r->chunks < 0 ? json_null() : json_integer(r->chunks));
-    json_object_set_new(o, "started_at", json_time(r->started_at_ms));
-    json_object_set_new(o, "ended_at", json_time(r->ended_at_ms));
-    json_object_set_new(o, "error", sl_json_str(r->error));
-    json_object_set_new(o, "source", json_string(h->from_db ? "database" : "checkpoint"));
-    return o;
-}
-
-static void history_line(const hist_run *h)
-{
-    const sl_ckpt_run *r = &h->run;
-    char st[32], en[32];
-    sl_format_iso8601(r->started_at_ms, st);
-    sl_format_iso8601(r->ended_at_ms, en);
-    sl_buf line = {0};
-    /* a run killed ended when no one can tell: a down's, or any whose checkpoint file is all there is */
-    sl_buf_printf(&line, "%-20s %-20s ", st, en[0] ? en : strcmp(r->outcome, "interrupted") == 0 ? "unknown" : "-");
-    if (h->target)
-        add_column(&line, h->target, 20);
-    add_column(&line, r->job, 32);
-    char rows[24] = "?", chunks[24] = "?";
-    if (r->rows >= 0)
-        snprintf(rows, sizeof rows, "%" PRId64, r->rows);
-    if (r->chunks >= 0)
-        snprintf(chunks, sizeof chunks, "%" PRId64, r->chunks);
-    sl_buf_printf(&line, "%-6s %-12s %12s %8s", r->kind, r->outcome, rows, chunks);
-    if (r->error) {
-        sl_buf_adds(&line, "  ");
-        add_text(&line, r->error);
-    }
-    sl_buf_addc(&line, '\n');
-    fputs(line.data, stdout);
-    sl_buf_free(&line);
-}
-
-/* The runs of one checkpoint file, appended to *all: 0, 1 when there is no
- * file, -1 on error. A run still marked running whose runner is gone (no
- * one holds the file's run lock) was interrupted. */
-static int add_runs(const sl_opts *opts, const char *name, hist_run **all, size_t *nall)
-{
-    char *path = sl_ckpt_path(opts->run.ckpt_dir, name);
-    sl_ckpt *ckpt = NULL;
-    sl_err err = {{0}};
-    int rc = sl_ckpt_open(path, name, 0, &ckpt, &err);
-    sl_ckpt_run *runs = NULL;
-    size_t nruns = 0;
-    if (rc == 0)
-        rc = sl_ckpt_list_runs(ckpt, &runs, &nruns, &err);
-    if (ckpt)
-        sl_ckpt_close(ckpt);
-    int live = rc == 0 && nruns > 0 && sl_ckpt_locked(path);
-    free(path);
-    if (rc == SL_CKPT_MISSING)
-        return 1;
-    if (rc != 0) {
-        sl_error("%s", err.msg);
-        return -1;
-    }
-    *all = sl_realloc(*all, (*nall + nruns + 1) * sizeof **all);
-    for (size_t i = 0; i < nruns; i++) {
-        if (strcmp(runs[i].outcome, "running") == 0 && !live) {
-            free(runs[i].outcome);
-            runs[i].outcome = sl_strdup("interrupted");
-        }
-        (*all)[(*nall)++] = (hist_run){runs[i], opts->target, 0};
-    }
-    free(runs);
-    return 0;
-}
-
-/* A job the database knows and no checkpoint file records (the runner's
- * disk was lost, or it ran from another machine): one line for the job as
- * a whole, from its first start to its last change. 1 when added. */
-static int add_db_run(sl_session *sess, const sl_opts *opts, const char *name, hist_run **all, size_t *nall)
-{
-    sl_job_row row;
-    sl_err err = {{0}};
-    if (sl_run_read_row(sess, name, &row, &err) != 0) {
-        sl_warn("%s", err.msg);
-        return 0;
-    }
-    int known = row.exists && (row.state != SL_STATE_PENDING || row.stamped);
-    if (known) {
-        sl_ckpt_run r = {0};
-        r.job = sl_strdup(name);
-        r.kind = sl_strdup(sl_run_row_kind(&row));
-        r.outcome = sl_strdup(sl_state_name(row.state));
-        r.started_at_ms = row.started_at_ms ? row.started_at_ms : row.updated_at_ms;
-        r.ended_at_ms = row.state == SL_STATE_RUNNING || row.state == SL_STATE_ROLLING_BACK ? 0 : row.updated_at_ms;
-        r.rows = row.rows;
-        r.chunks = row.chunks;
-        r.error = row.error ? sl_strdup(row.error) : NULL;
-        *all = sl_realloc(*all, (*nall + 1) * sizeof **all);
-        (*all)[(*nall)++] = (hist_run){r, opts->target, 1};
-    }
-    sl_job_row_free(&row);
-    return known;
-}
-
-/* The runs of job the database recorded in sluice_runs (db, every job's),
- * appended to *all: 1 when there were any (the database's record, wherever
- * the runners ran, is the history; a checkpoint file holds only its own
- * machine's runs), else 0. */
-static int add_recorded_runs(const sl_opts *opts, const char *name, const sl_ckpt_run *db, size_t ndb, hist_run **all,
-                             size_t *nall)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < ndb; i++)
-        n += strcmp(db[i].job, name) == 0;
-    if (n == 0)
-        return 0;
-    *all = sl_realloc(*all, (*nall + n + 1) * sizeof **all);
-    for (size_t i = 0; i < ndb; i++) {
-        if (strcmp(db[i].job, name) != 0)
-            continue;
-        const sl_ckpt_run *d = &db[i];
-        sl_ckpt_run r = {d->id,
-                         sl_strdup(d->job),
-                         sl_strdup(d->kind),
-                         sl_strdup(d->outcome),
-                         d->started_at_ms,
-                         d->ended_at_ms,
-                         d->rows,
-                         d->chunks,
-                         d->error ? sl_strdup(d->error) : NULL};
-        (*all)[(*nall)++] = (hist_run){r, opts->target, 1};
-    }
-    return 1;
-}
-
-/* The runs of one database's jobs: from sluice_runs; from their checkpoint
- * files for jobs it does not record (it is new, or the database cannot be
- * reached); and from the job's row for jobs with neither. *from_db counts
- * those. */
-static int history_of(const sl_opts *opts, hist_run **all, size_t *nall, size_t *from_db)
-{
-    uv_loop_t own, *loop = opts->loop ? opts->loop : &own;
-    if (!opts->loop)
-        uv_loop_init(&own);
-    sl_session sess_store;
-    sl_session *sess = status_session(opts, loop, &sess_store, 1, NULL);
-    names ns = {0};
-    add_dir_names(&ns, opts->jobs_dir, ".sql");
-    add_dir_names(&ns, opts->run.ckpt_dir, ".sluice");
-    if (sess)
-        add_db_names(&ns, sess);
-    int code = SL_EXIT_OK;
-    sl_ckpt_run *db = NULL;
-    size_t ndb = 0;
-    sl_err err = {{0}};
-    if (sess && sl_run_history(sess, &db, &ndb, &err) != 0)
-        sl_warn("%s", err.msg); /* the checkpoint files then */
-    for (size_t i = 0; i < ns.n; i++) {
-        if (add_recorded_runs(opts, ns.v[i], db, ndb, all, nall))
-            continue;
-        int rc = add_runs(opts, ns.v[i], all, nall);
-        if (rc < 0)
-            code = SL_EXIT_USAGE;
-        else if (rc == 1 && sess)
-            *from_db += (size_t)add_db_run(sess, opts, ns.v[i], all, nall);
-    }
-    for (size_t i = 0; i < ndb; i++)
-        sl_ckpt_run_free(&db[i]);
-    free(db);
-    names_free(&ns);
-    if (sess)
-        sl_session_close(sess);
-    if (!opts->loop && uv_loop_close(&own) != 0)
-        sl_warn("BUG: a libuv handle was left open at exit");
-    return code;
-}
-
-int sl_cmd_history(const sl_opts *opts, const sl_fleet *fleet)
-{
-    hist_run *all = NULL;
-    size_t nall = 0, from_db = 0;
-    int code = fleet ? SL_EXIT_OK : history_of(opts, &all, &nall, &from_db);
-    for (size_t i = 0; fleet && i < fleet->n; i++) {
-        char *dir;
-        sl_opts o = sl_target_opts(opts, &fleet->targets[i], &dir);
-        code = sl_fleet_worse(code, history_of(&o, &all, &nall, &from_db));
-        free(dir);
-    }
-    if (nall)
-        qsort(all, nall, sizeof *all, cmp_run);
-    if ((code == SL_EXIT_OK || fleet) && opts->json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < nall; i++)
-            json_array_append_new(arr, history_json(&all[i]));
-        print_array(arr);
-        json_decref(arr);
-    } else if (code == SL_EXIT_OK || fleet) {
-        printf("%-20s %-20s ", "STARTED", "ENDED");
-        if (fleet)
-            printf("%-20s ", "TARGET");
-        printf("%-32s %-6s %-12s %12s %8s\n", "JOB", "KIND", "OUTCOME", "ROWS", "CHUNKS");
-        for (size_t i = 0; i < nall; i++)
-            history_line(&all[i]);
-    }
-    if ((code == SL_EXIT_OK || fleet) && from_db)
-        sl_info("%zu job%s with no checkpoint file in %s (a lost directory, or run from another machine): shown as "
-                "the database records %s, one line from the first start to the last change; the runs one by one "
-                "were kept in the checkpoint file only",
-                from_db, from_db == 1 ? "" : "s", opts->run.ckpt_dir, from_db == 1 ? "it" : "them");
-    for (size_t i = 0; i < nall; i++)
-        sl_ckpt_run_free(&all[i].run);
-    free(all);
     return code;
 }

@@ -234,6 +234,40 @@ assert [o["job"] for o in d] == ["0002_other"], d' <<<"$OUT" || fail "status --j
     assert_rc 2
 }
 
+# The status and history tables pad by the columns text takes on a terminal: a key with 'é' (two bytes)
+# or '日本' (three bytes and two columns each) shifted the columns after it.
+test_status_columns_with_wide_text() {
+    make_table 10
+    psql_q "create table u (k text primary key, n int not null default 0); insert into u values ('aé日本')"
+    bump_job 0001_bump 100
+    write_job 0002_é日本 <<'JOB'
+-- sluice:table u
+-- sluice:up
+UPDATE u SET n = n + 1 WHERE k BETWEEN :lo AND :hi;
+JOB
+    run_sluice up
+    assert_rc 0
+    run_sluice status
+    assert_rc 0
+    assert_contains "$OUT" "aé日本"
+    local table=$OUT
+    run_sluice history
+    assert_rc 0
+    table+=$'\n'$OUT
+    python3 - <<'PY' "$table" || fail "columns do not line up:"$'\n'"$table"
+import re, sys, unicodedata
+def width(s):
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+lines = [l for l in sys.argv[1].splitlines() if re.search(r"\d{4}-\d\d-\d\dT", l)]
+status = [l for l in lines if l.startswith("000")]
+history = [l for l in lines if not l.startswith("000")]
+assert len(status) == 2 and len(history) == 2, lines
+for group, mark in ((status, r"\d{4}-\d\d-\d\dT"), (status, r"done"), (history, r" up ")):
+    at = {width(l[:re.search(mark, l).start()]) for l in group}
+    assert len(at) == 1, (mark, at, group)
+PY
+}
+
 # status and history with no job anywhere: no job file, no checkpoint, nothing in the database.
 test_status_with_nothing() {
     mkdir -p "$T_DIR/empty"
@@ -731,6 +765,8 @@ run_test "status, history and up with no job anywhere" test_status_with_nothing
 run_test "a directory or FIFO named *.sql is refused by status as by up, plan, down, stamp; a link is a job" \
     test_job_entry_not_a_file
 run_test "history lists each up run with rows" test_history
+run_test "status and history line up their columns with non-ASCII keys and job names" \
+    test_status_columns_with_wide_text
 run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
 run_test "plan and up estimate the live rows, not the planner's guess that counts a rewrite's dead rows" test_plan_estimate_after_rewrite
 run_test "plan estimates a partitioned table's live rows from its partitions', every level" test_plan_estimate_partitioned
