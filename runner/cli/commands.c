@@ -207,6 +207,31 @@ static int db_skipped(sl_session *sess, const char *job, json_t *list, sl_err *e
     return 0;
 }
 
+/* When the job's current walk began, as the database records it (run.c's
+ * begin_up): the start of the up that found no chunk committed, kept by the
+ * ups that resume the walk and by downs; a stamp to pending forgets it. The
+ * file's own started_at is its first run's, kept through a rollback. */
+static int64_t walk_started(const sl_ckpt_run *runs, size_t n, int64_t first)
+{
+    if (n == 0)
+        return first;
+    int64_t started = 0, chunks = 0;
+    for (size_t i = 0; i < n; i++) {
+        const sl_ckpt_run *r = &runs[i];
+        int64_t c = r->chunks > 0 ? r->chunks : 0;
+        if (strcmp(r->kind, "up") == 0) {
+            if (chunks == 0)
+                started = r->started_at_ms;
+            chunks += c;
+        } else if (strcmp(r->kind, "down") == 0) {
+            chunks = chunks > c ? chunks - c : 0;
+        } else if (strcmp(r->kind, "stamp") == 0 && strcmp(r->outcome, "pending") == 0) {
+            started = chunks = 0;
+        }
+    }
+    return started;
+}
+
 /* The journal's view into s (all of it when there is no database). */
 static int read_journal(const sl_opts *opts, const char *name, status_row *s, sl_err *err)
 {
@@ -224,9 +249,17 @@ static int read_journal(const sl_opts *opts, const char *name, status_row *s, sl
     s->file = path;
     sl_ckpt_job cj;
     rc = sl_ckpt_get_job(ckpt, &cj, err);
+    sl_ckpt_run *runs = NULL;
+    size_t nruns = 0;
     if (rc == 0 && !s->from_db)
         rc = sl_ckpt_each_skipped(ckpt, add_skipped_cb, s->skipped, err);
+    if (rc == 0 && !s->from_db)
+        rc = sl_ckpt_list_runs(ckpt, &runs, &nruns, err);
     sl_ckpt_close(ckpt);
+    int64_t started = rc == 0 ? walk_started(runs, nruns, cj.started_at_ms) : 0;
+    for (size_t i = 0; i < nruns; i++)
+        sl_ckpt_run_free(&runs[i]);
+    free(runs);
     if (rc != 0)
         return -1;
     s->affected = cj.affected;
@@ -239,7 +272,7 @@ static int read_journal(const sl_opts *opts, const char *name, status_row *s, sl
         d->chunks = cj.chunks;
         d->last_key = cj.last_key;
         d->error = cj.error;
-        d->started_at_ms = cj.started_at_ms;
+        d->started_at_ms = started;
         d->updated_at_ms = cj.updated_at_ms;
         cj.last_key = cj.error = NULL;
     }

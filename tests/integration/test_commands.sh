@@ -234,6 +234,36 @@ assert [o["job"] for o in d] == ["0002_other"], d' <<<"$OUT" || fail "status --j
     assert_rc 2
 }
 
+# status from a checkpoint file (the database unreadable) gives the started_at the database gives: when
+# the current walk began. It gave the file's first run ever, kept through a rollback and a new up.
+test_status_started_at_from_checkpoint() {
+    make_table 300
+    bump_job --down 0001_bump 100
+    run_sluice up
+    assert_rc 0
+    sleep 1.2
+    run_sluice down 0001_bump
+    assert_rc 0
+    sleep 1.2
+    run_sluice up
+    assert_rc 0
+    local from_db from_file first
+    run_sluice status --json
+    assert_rc 0
+    from_db=$(jq -r '.[0].started_at' <<<"$OUT")
+    first=$(sqlite3 "$CKPT/0001_bump.sluice" "select strftime('%Y-%m-%dT%H:%M:%SZ', min(started_at) / 1000, 'unixepoch') from runs")
+    SLUICE_DB=postgresql://127.0.0.1:1/nothing run_sluice status --json
+    assert_rc 0
+    assert_eq "$(jq -r '.[0].source' <<<"$OUT")" checkpoint "the source"
+    from_file=$(jq -r '.[0].started_at' <<<"$OUT")
+    [[ $first != "$from_db" ]] || fail "the first run began $first, the database says the same"
+    python3 -c "
+import sys, datetime as d
+a, b = (d.datetime.strptime(x, '%Y-%m-%dT%H:%M:%SZ') for x in sys.argv[1:])
+sys.exit(abs((a - b).total_seconds()) > 1)" "$from_db" "$from_file" ||
+        fail "started_at: the database says $from_db, the checkpoint file $from_file (the first run: $first)"
+}
+
 # The status and history tables pad by the columns text takes on a terminal: a key with 'é' (two bytes)
 # or '日本' (three bytes and two columns each) shifted the columns after it.
 test_status_columns_with_wide_text() {
@@ -765,6 +795,8 @@ run_test "status, history and up with no job anywhere" test_status_with_nothing
 run_test "a directory or FIFO named *.sql is refused by status as by up, plan, down, stamp; a link is a job" \
     test_job_entry_not_a_file
 run_test "history lists each up run with rows" test_history
+run_test "status from a checkpoint file: started_at is when the current walk began, as the database says" \
+    test_status_started_at_from_checkpoint
 run_test "status and history line up their columns with non-ASCII keys and job names" \
     test_status_columns_with_wide_text
 run_test "plan shows table, key, index, estimate, bounds, EXPLAIN; changes nothing" test_plan
