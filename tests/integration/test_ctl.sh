@@ -461,17 +461,23 @@ EOF
     sluice_start up
     wait_until 20 rows_done_at_least "$JOB" 1
     wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"
+    run_sluice ctl "$JOB" set max-rate=-1
+    assert_rc 2
+    assert_contains "$ERR" "hint: max-rate=0 lifts the cap"
+    # paused while the cap is lifted, so that the runner is still there for status (uncapped, the
+    # rest takes a second or two)
+    run_sluice ctl "$JOB" pause
+    assert_rc 0
     run_sluice ctl "$JOB" set chunk-time=0ms
     assert_rc 0
     assert_contains "$OUT" "set chunk-time=0ms by sluice ctl"
     run_sluice ctl "$JOB" set max-rate=0
     assert_rc 0
     assert_contains "$OUT" "set max-rate=0 by sluice ctl"
-    run_sluice ctl "$JOB" set max-rate=-1
-    assert_rc 2
-    assert_contains "$ERR" "hint: max-rate=0 lifts the cap"
     run_sluice ctl "$JOB" status
     assert_contains "$OUT" $'max-rate 0\nchunk-time 0ms'
+    run_sluice ctl "$JOB" resume
+    assert_rc 0
     # 5000 rows at 200 a second take 25 s; uncapped, a second or two
     local t0
     t0=$(now_ms)

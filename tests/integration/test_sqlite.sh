@@ -314,9 +314,13 @@ assert iso.match(o["started_at"]) and iso.match(o["updated_at"]) and o["started_
     run_sluice status --json
     assert_rc 0
     assert_contains "$ERR" "showing what the checkpoint files"
-    # the same, but for the times: the file notes its own clock's, a moment after the database's
-    assert_eq "$(jq -c 'del(.[].source, .[].started_at, .[].updated_at)' <<<"$OUT")" \
-        "$(jq -c 'del(.[].source, .[].started_at, .[].updated_at)' <<<"$status")" "status --json without the database"
+    # the same, but for the times (the file notes its own clock's, a moment after the database's) and
+    # the database's error, which says why it was not read
+    assert_contains "$(jq -r '.[0].database_error' <<<"$OUT")" "no such database file"
+    assert_eq "$(jq -r '.[0].database_error' <<<"$status")" "null"
+    assert_eq "$(jq -c 'del(.[].source, .[].started_at, .[].updated_at, .[].database_error)' <<<"$OUT")" \
+        "$(jq -c 'del(.[].source, .[].started_at, .[].updated_at, .[].database_error)' <<<"$status")" \
+        "status --json without the database"
     local drift
     drift=$(jq -n --argjson a "$OUT" --argjson b "$status" \
         '[($a[0].started_at, $a[0].updated_at, $b[0].started_at, $b[0].updated_at) | sub("\\.[0-9]+"; "") | fromdate]
