@@ -373,6 +373,20 @@ test_changed_key_refused() {
     assert_sql "select count(*) from t where n > 1" 0
 }
 
+# up JOB, stopped (SIGINT, exit 3) once three of its chunks committed.
+up_stopped_after_three() {
+    sluice_start up "$1"
+    wait_until 20 sql_true "select count(*) >= 3 from sluice_progress where job = '$1'"
+    sluice_kill INT
+    assert_rc 3
+}
+
+# TABLE (id int primary key, n int) with ids 1..3000, n 0.
+counter_table() {
+    psql_q "create table $1 (id int primary key, n int not null default 0);
+            insert into $1 (id) select g from generate_series(1, 3000) g"
+}
+
 # What orders the key is part of what the walk fixed: a key column given another collation (or a type
 # that orders otherwise) between two runs is refused, since the old position would be read in the new
 # order (rows skipped or applied twice); integer to bigint orders alike and goes on. A job recorded by an
@@ -388,10 +402,7 @@ test_changed_key_order() {
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE k BETWEEN :lo AND :hi;
 EOF2
-    sluice_start up
-    wait_until 20 sql_true "select count(*) >= 3 from sluice_progress"
-    sluice_kill INT
-    assert_rc 3
+    up_stopped_after_three 0001_bump
     local done
     done=$(psql_q "select count(*) from t where n = 1")
     psql_q "alter table t alter column k type text collate \"en-US-x-icu\""
@@ -409,13 +420,9 @@ EOF2
     assert_sql "select count(*) from t where n = 1" 3000
 
     # integer to bigint: the same order, the walk goes on
-    psql_q "create table u (id int primary key, n int not null default 0);
-            insert into u (id) select g from generate_series(1, 3000) g"
+    counter_table u
     sed 's/\bt\b/u/; s/k BETWEEN/id BETWEEN/; s/UPDATE t /UPDATE u /' "$JOBS/0001_bump.sql" >"$JOBS/0002_bump_u.sql"
-    sluice_start up 0002_bump_u
-    wait_until 20 sql_true "select count(*) >= 3 from sluice_progress where job = '0002_bump_u'"
-    sluice_kill INT
-    assert_rc 3
+    up_stopped_after_three 0002_bump_u
     assert_sql "select key_cols from sluice_jobs where job = '0002_bump_u'" 'id pg_catalog.integer_ops'
     psql_q "alter table u alter column id type bigint"
     run_sluice up 0002_bump_u
@@ -423,13 +430,9 @@ EOF2
     assert_sql "select count(*) from u where n = 1" 3000
 
     # recorded by an older sluice: the key's names alone, not refused
-    psql_q "create table w (id int primary key, n int not null default 0);
-            insert into w (id) select g from generate_series(1, 3000) g"
+    counter_table w
     sed 's/\bu\b/w/; s/UPDATE u /UPDATE w /' "$JOBS/0002_bump_u.sql" >"$JOBS/0003_bump_w.sql"
-    sluice_start up 0003_bump_w
-    wait_until 20 sql_true "select count(*) >= 3 from sluice_progress where job = '0003_bump_w'"
-    sluice_kill INT
-    assert_rc 3
+    up_stopped_after_three 0003_bump_w
     psql_q "update sluice_jobs set key_cols = 'id' where job = '0003_bump_w'"
     run_sluice up 0003_bump_w
     assert_rc 0
