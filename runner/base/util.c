@@ -73,6 +73,11 @@ char *sl_strdup(const char *s)
     return sl_strndup(s, strlen(s));
 }
 
+char *sl_strdup_or_null(const char *s)
+{
+    return s ? sl_strdup(s) : NULL;
+}
+
 char *sl_strndup(const char *s, size_t len)
 {
     char *p = sl_malloc(len + 1);

@@ -139,11 +139,6 @@ static void holder_free(holder *h)
     memset(h, 0, sizeof *h);
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? sl_strdup(s) : NULL;
-}
-
 static int read_holder(sl_session *sess, const char *job, holder *h, sl_err *err)
 {
     memset(h, 0, sizeof *h);
@@ -156,12 +151,12 @@ static int read_holder(sl_session *sess, const char *job, holder *h, sl_err *err
     }
     h->row = ans.results[0].nrows > 0;
     if (h->row) {
-        h->runner = dup_or_null(sl_answer_val(&ans, 0, 0, 0));
-        h->host = dup_or_null(sl_answer_val(&ans, 0, 0, 1));
+        h->runner = sl_strdup_or_null(sl_answer_val(&ans, 0, 0, 0));
+        h->host = sl_strdup_or_null(sl_answer_val(&ans, 0, 0, 1));
         const char *pid = sl_answer_val(&ans, 0, 0, 2), *start = sl_answer_val(&ans, 0, 0, 3);
         h->pid = pid ? (int)strtol(pid, NULL, 10) : 0;
         h->start = start ? strtoll(start, NULL, 10) : -1;
-        h->desc = dup_or_null(sl_answer_val(&ans, 0, 0, 4));
+        h->desc = sl_strdup_or_null(sl_answer_val(&ans, 0, 0, 4));
         const char *left = sl_answer_val(&ans, 0, 0, 5);
         h->left_ms = left ? strtoll(left, NULL, 10) : 0;
     }

@@ -268,7 +268,7 @@ static void record_run(sl_run *run, const char *kind, const char *outcome, int e
                                    : "INSERT INTO " SL_RUNS_TABLE " (job, kind, outcome, runner)"
                                      " VALUES ($1, $2, $3, $4) RETURNING id::text");
     if (sl_session_exec1(run->sess, sql, 4, params, &ans) == 0 && ans.ok && !ended)
-        run->db_run = run_dup_or_null(sl_answer_val(&ans, 0, 0, 0));
+        run->db_run = sl_strdup_or_null(sl_answer_val(&ans, 0, 0, 0));
     sl_answer_free(&ans);
 }
 
@@ -349,7 +349,7 @@ int sl_run_history(sl_session *sess, sl_ckpt_run **runs, size_t *n, sl_err *err)
         r->ended_at_ms = run_to_i64(sl_answer_val(&ans, 0, i, 4));
         r->rows = run_to_i64(sl_answer_val(&ans, 0, i, 5));
         r->chunks = run_to_i64(sl_answer_val(&ans, 0, i, 6));
-        r->error = run_dup_or_null(sl_answer_val(&ans, 0, i, 7));
+        r->error = sl_strdup_or_null(sl_answer_val(&ans, 0, i, 7));
         open_end[i] = run_to_i64(sl_answer_val(&ans, 0, i, 8));
     }
     *n = (size_t)nrows;

@@ -15,11 +15,6 @@ static inline int run_is_lite(const sl_session *sess)
     return sess->dialect == SL_DIALECT_SQLITE;
 }
 
-static inline char *run_dup_or_null(const char *s)
-{
-    return s ? sl_strdup(s) : NULL;
-}
-
 static inline int64_t run_to_i64(const char *s)
 {
     return s ? strtoll(s, NULL, 10) : 0;

@@ -126,26 +126,26 @@ static void fill_row(sl_session *sess, const char *job, const sl_answer *ans, sl
         row->state = SL_STATE_PENDING;
     row->stamped = sl_answer_true(sl_answer_val(ans, 0, 0, 1));
     row->checksum = sl_strdup(sl_answer_val(ans, 0, 0, 2) ? sl_answer_val(ans, 0, 0, 2) : "");
-    row->table = run_dup_or_null(sl_answer_val(ans, 0, 0, 3));
-    row->key = run_dup_or_null(sl_answer_val(ans, 0, 0, 4));
-    row->where = run_dup_or_null(sl_answer_val(ans, 0, 0, 5));
-    row->undo = run_dup_or_null(sl_answer_val(ans, 0, 0, 6));
-    row->walk_end = run_dup_or_null(sl_answer_val(ans, 0, 0, 7));
+    row->table = sl_strdup_or_null(sl_answer_val(ans, 0, 0, 3));
+    row->key = sl_strdup_or_null(sl_answer_val(ans, 0, 0, 4));
+    row->where = sl_strdup_or_null(sl_answer_val(ans, 0, 0, 5));
+    row->undo = sl_strdup_or_null(sl_answer_val(ans, 0, 0, 6));
+    row->walk_end = sl_strdup_or_null(sl_answer_val(ans, 0, 0, 7));
     row->follow = sl_answer_true(sl_answer_val(ans, 0, 0, 8));
-    row->error = run_dup_or_null(sl_answer_val(ans, 0, 0, 9));
+    row->error = sl_strdup_or_null(sl_answer_val(ans, 0, 0, 9));
     row->started_at_ms = run_to_i64(sl_answer_val(ans, 0, 0, 10));
     row->updated_at_ms = run_to_i64(sl_answer_val(ans, 0, 0, 11));
-    row->paused = run_dup_or_null(sl_answer_val(ans, 0, 0, 18));
+    row->paused = sl_strdup_or_null(sl_answer_val(ans, 0, 0, 18));
     int alive = row->exists && holder_alive(sess, job, ans);
     if (alive)
-        row->runner = run_dup_or_null(sl_answer_val(ans, 0, 0, 16));
+        row->runner = sl_strdup_or_null(sl_answer_val(ans, 0, 0, 16));
     /* killed mid-run: nobody holds it, and `up` resumes it */
     if (row->state == SL_STATE_RUNNING && !alive)
         row->state = SL_STATE_STOPPED;
     row->chunks = run_to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS));
     row->rows = run_to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS + 1));
     row->skipped = run_to_i64(sl_answer_val(ans, 0, 0, NJOB_COLS + 2));
-    row->last_key = run_dup_or_null(sl_answer_val(ans, 0, 0, NJOB_COLS + 3));
+    row->last_key = sl_strdup_or_null(sl_answer_val(ans, 0, 0, NJOB_COLS + 3));
     /* chunks from a sluice that kept no row: work was done, not known to be finished */
     if (!row->exists && row->chunks > 0)
         row->state = SL_STATE_STOPPED;

@@ -50,6 +50,8 @@ void *sl_malloc(size_t size);
 void *sl_calloc(size_t count, size_t size);
 void *sl_realloc(void *ptr, size_t size);
 char *sl_strdup(const char *s);
+/* sl_strdup, or NULL for NULL. */
+char *sl_strdup_or_null(const char *s);
 char *sl_strndup(const char *s, size_t len);
 /* malloc'd printf. */
 char *sl_asprintf(const char *fmt, ...) SL_PRINTF(1, 2);
