@@ -98,6 +98,23 @@ static const char pg_ctl_sql[] =
     " END IF;"
     " EXCEPTION WHEN insufficient_privilege THEN NULL;"
     " END $$";
+/* A unique index with sluice_jobs.runner in it makes a change of runner a
+ * key update (sl_schema_isolation). Made where it is missing and the role
+ * may: tables an owner made from an older README have none. */
+#define RUNNER_KEYED                                                                                                \
+    "EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)" \
+    " WHERE i.indrelid = to_regclass('" SL_JOBS_TABLE "') AND i.indisunique AND i.indimmediate"                     \
+    " AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = 'runner')"
+static const char pg_runner_key_sql[] =
+    "DO $$ BEGIN"
+    " IF NOT " RUNNER_KEYED " THEN"
+    "  PERFORM pg_advisory_xact_lock(7310255342);"
+    "  CREATE UNIQUE INDEX IF NOT EXISTS sluice_jobs_runner_key ON " SL_JOBS_TABLE " (job, runner);"
+    " END IF;"
+    " EXCEPTION WHEN insufficient_privilege THEN NULL;"
+    " END $$";
+static const char pg_isolation_sql[] =
+    "SELECT " RUNNER_KEYED ", current_setting('default_transaction_isolation') = 'serializable'";
 static const char lite_runs_sql[] =
     "CREATE TABLE IF NOT EXISTS " SL_RUNS_TABLE " (id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,"
     " kind TEXT NOT NULL, outcome TEXT NOT NULL,"
@@ -314,6 +331,11 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
     if (ask(sess, lite(sess) ? lite_runs_sql : pg_ctl_sql, "cannot create " SL_RUNS_TABLE, &more, err) != 0)
         return -1;
     sl_answer_free(&more);
+    if (!lite(sess)) {
+        if (ask(sess, pg_runner_key_sql, "cannot index " SL_JOBS_TABLE, &more, err) != 0)
+            return -1;
+        sl_answer_free(&more);
+    }
     int found = read_identity(sess, id, err);
     if (found < 0)
         return -1;
@@ -329,7 +351,21 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
         if (found != 1)
             return -1;
     }
+    if (lite(sess))
+        return 0;
+    sl_answer ans;
+    if (ask(sess, pg_isolation_sql, "cannot read the indexes of " SL_JOBS_TABLE, &ans, err) != 0)
+        return -1;
+    id->runner_key = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
+    id->serializable = sl_answer_true(sl_answer_val(&ans, 0, 0, 1));
+    sl_answer_free(&ans);
     return 0;
+}
+
+const char *sl_schema_isolation(const sl_db_identity *id, const char **fence_lock)
+{
+    *fence_lock = id->runner_key ? "FOR KEY SHARE" : "FOR SHARE";
+    return id->serializable ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ";
 }
 
 int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err)

@@ -553,12 +553,14 @@ void sl_lease_release(sl_lease *lease, sl_session *sess)
     lease->job = NULL;
 }
 
-char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param, int prev_param, int range_param)
+char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param, int prev_param, int range_param,
+                         const char *lock)
 {
-    return sl_asprintf(
-        "(SELECT $%d::bigint FROM " SL_JOBS_TABLE " WHERE job = $%d AND runner = $%d AND CASE WHEN $%d::bigint IS "
-        "NOT NULL THEN EXISTS (SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $%d AND chunk_no = $%d) "
-        "ELSE $%d::integer = 0 OR EXISTS (SELECT 1 FROM " SL_RANGES_TABLE
-        " WHERE job = $%d AND range_no = $%d::integer) END FOR KEY SHARE)",
-        chunk_param, job_param, runner_param, prev_param, job_param, prev_param, range_param, job_param, range_param);
+    return sl_asprintf("(SELECT $%d::bigint FROM " SL_JOBS_TABLE
+                       " WHERE job = $%d AND runner = $%d AND CASE WHEN $%d::bigint IS "
+                       "NOT NULL THEN EXISTS (SELECT 1 FROM " SL_PROGRESS_TABLE " WHERE job = $%d AND chunk_no = $%d) "
+                       "ELSE $%d::integer = 0 OR EXISTS (SELECT 1 FROM " SL_RANGES_TABLE
+                       " WHERE job = $%d AND range_no = $%d::integer) END %s)",
+                       chunk_param, job_param, runner_param, prev_param, job_param, prev_param, range_param, job_param,
+                       range_param, lock);
 }

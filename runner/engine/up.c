@@ -70,7 +70,7 @@ void up_render_timeouts(up_run *r)
 /* The chunk's row in sluice_progress: $1 job, $2 chunk_no, then the lo
  * columns, the hi columns, rows, attempts, checksum, skipped, error, and on
  * PostgreSQL the range and the runner whose lease the row proves. */
-static char *progress_sql(const up_run *r)
+static char *progress_sql(const up_run *r, const char *lock)
 {
     size_t n = r->info.ks.ncols;
     int lite = r->sess->dialect == SL_DIALECT_SQLITE;
@@ -80,7 +80,7 @@ static char *progress_sql(const up_run *r)
     if (lite) {
         sl_buf_adds(&b, ") VALUES ($1, $2, json_array(");
     } else {
-        char *fence = sl_lease_fence_sql(1, 2, (int)(9 + 2 * n), (int)(10 + 2 * n), (int)(8 + 2 * n));
+        char *fence = sl_lease_fence_sql(1, 2, (int)(9 + 2 * n), (int)(10 + 2 * n), (int)(8 + 2 * n), lock);
         sl_buf_printf(&b, ", range_no) VALUES ($1, %s, ARRAY[", fence);
         free(fence);
     }
@@ -111,7 +111,17 @@ static void prepare_sql(up_run *r)
     r->stmt_sql = sl_calloc(r->job->up.nstmts, sizeof(char *));
     for (size_t i = 0; i < r->job->up.nstmts; i++)
         render_stmt(r, i);
-    r->progress_sql = progress_sql(r);
+    const char *lock = "FOR KEY SHARE";
+    r->begin_sql = sl_session_begin_sql(r->sess);
+    if (r->sess->dialect == SL_DIALECT_PG && r->undo.pre_sql) { /* a snapshot: saves rows, then writes them */
+        r->begin_sql = sl_schema_isolation(&r->run.db, &lock);
+        if (!r->run.db.runner_key)
+            sl_warn("%s: %s has no unique index on (job, runner), and this role cannot make one: each chunk "
+                    "locks the job's row there FOR SHARE, and one that meets a renewal of the lease is retried "
+                    "(hint: as the table's owner, CREATE UNIQUE INDEX sluice_jobs_runner_key ON %s (job, runner))",
+                    r->job->name, SL_JOBS_TABLE, SL_JOBS_TABLE);
+    }
+    r->progress_sql = progress_sql(r, lock);
     up_render_timeouts(r);
 }
 

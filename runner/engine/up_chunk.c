@@ -158,7 +158,7 @@ static void build_chunk(up_run *r, up_worker *w, const chunk_layout *l, up_batch
     free(b->q);
     b->nq = l->nq;
     sl_query *q = b->q = sl_calloc(l->nq, sizeof *q);
-    q[0] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
+    q[0] = (sl_query){r->begin_sql, 0, NULL, 0};
     for (size_t i = 0; i < r->timeouts.n; i++)
         q[1 + i] = (sl_query){r->timeouts.sql[i], 0, NULL, 1};
     if (l->pre)

@@ -321,6 +321,39 @@ EOF
     assert_eq "$(state_of 0001_bump)" rolled_back
 }
 
+# Another session changes a row after its chunk saved it and before the chunk's up statement writes it
+# (here it holds the row's lock, so the chunk's UPDATE waits, and then commits its change). A snapshot's
+# chunk runs at repeatable read: its UPDATE fails (40001), the chunk is retried and saves their value, and
+# down gives their value back. (Under read committed the chunk wrote over their change with a record of
+# the row before it, and down silently undid their change: "orig" here. A row they insert into the range
+# and commit between the chunk's read and its UPDATE is the same case, too quick to stage.)
+test_snapshot_row_changed_mid_chunk() {
+    make_table 300 "v text not null default 'orig'"
+    write_job 0001_tag <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:lock-timeout 30s
+-- sluice:undo snapshot(v)
+-- sluice:up
+UPDATE t SET v = v || '+job' WHERE id BETWEEN :lo AND :hi;
+EOF
+    psql -XAtq -c "begin; update t set v = 'theirs' where id = 150; select pg_sleep(3); commit" >/dev/null 2>&1 &
+    local writer=$!
+    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
+                                            and query like '%pg_sleep(3)%' and state = 'active'
+                                            and pid <> pg_backend_pid())"
+    run_sluice up
+    wait "$writer"
+    assert_rc 0
+    assert_contains "$ERR" "chunk 2"
+    assert_contains "$ERR" "40001 could not serialize access"
+    assert_sql "select v, (select count(*) from t where v = 'orig+job') from t where id = 150" "theirs+job|299"
+    run_sluice down 0001_tag
+    assert_rc 0
+    assert_not_contains "$ERR" "changed by someone else"
+    assert_sql "select v, (select count(*) from t where v = 'orig') from t where id = 150" "theirs|299"
+}
+
 test_refuse_no_way_back() {
     make_users 100
     job_backfill 0001_fill ""
@@ -549,6 +582,8 @@ run_test "other writer with a down section: stop, then overwrite" test_conflict_
 run_test "a row changed while its chunk is undone: nothing of the chunk written, then the conflict" test_change_while_undoing
 run_test "a row changed while a down section's chunk is undone: down waits for it, then names the conflict" test_change_while_undoing_down_section
 run_test "a down section while the application writes the same rows: once, their writes kept, no retry" test_down_section_under_writers
+run_test "a row another session changes while its up chunk runs: the chunk retried, down gives back their value" \
+    test_snapshot_row_changed_mid_chunk
 run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse_no_way_back
 # An undo snapshot puts back rows of the walked table only: up refuses, before its first chunk, a statement
 # whose writes down could not undo (another table updated, rows a foreign key deletes or nulls with them),

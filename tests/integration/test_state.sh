@@ -646,6 +646,63 @@ EOF
     assert_contains "$ERR" "0001_bump: already done"
 }
 
+# A snapshot's chunk runs at repeatable read (the rows it writes are the ones it saved), so its fence reads
+# the job's row as it was when the chunk began: a takeover while the chunk runs must still fail it. Here
+# the chunk waits on a row another session holds while the job's row comes to name another runner ($1:
+# the URL to run as; the caller says whether sluice_jobs has its unique index on (job, runner)). The
+# chunk's lock on the job's row then meets the change (a key update with the index, FOR SHARE without
+# it): it fails (40001), its retry is refused, and the runner exits 1 with the chunk not committed.
+takeover_while_chunk_waits() {
+    write_job 0001_tag <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:lock-timeout 30s
+-- sluice:undo snapshot(v)
+-- sluice:up
+UPDATE t SET v = v || '+job' WHERE id BETWEEN :lo AND :hi;
+EOF
+    psql -XAtq -c "begin; select 1 from t where id = 150 for update; select pg_sleep(3); commit" >/dev/null 2>&1 &
+    local holder=$!
+    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
+                                            and query like '%pg_sleep(3)%' and state = 'active'
+                                            and pid <> pg_backend_pid())"
+    sluice_start --db "$1" up
+    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
+                                            and application_name = 'sluice' and wait_event_type = 'Lock')"
+    assert_sql "select count(*) from sluice_progress" 1
+    psql_q "update sluice_jobs set runner = 'another runner'"
+    sluice_wait
+    wait "$holder"
+    assert_rc 1
+    assert_contains "$ERR" "40001 could not serialize access"
+    assert_contains "$ERR" "another runner took it over"
+    assert_sql "select count(*), (select count(*) from t where v = 'orig+job') from sluice_progress" "1|100"
+}
+
+test_takeover_while_snapshot_chunk_waits() {
+    make_table 300 "v text not null default 'orig'"
+    takeover_while_chunk_waits "$SLUICE_DB"
+    assert_sql "select count(*) from pg_indexes where indexname = 'sluice_jobs_runner_key'" 1
+}
+
+# Tables an owner made from an older README have no such index, and a role that may not create one runs
+# with FOR SHARE, saying so.
+test_takeover_while_snapshot_chunk_waits_no_index() {
+    local role="${T_DB}_tag"
+    psql_q "do \$\$ begin create role $role login password 'tag-pw'; exception when duplicate_object then null; end \$\$"
+    make_table 300 "v text not null default 'orig'"
+    awk '/^### The bookkeeping tables/ { f = 1 } f && /^```sql/ { g = 1; next } g && /^```/ { exit } g' \
+        "$SLUICE_ROOT/README.md" >"$T_DIR/ddl.sql"
+    psql_q "$(cat "$T_DIR/ddl.sql")"
+    psql_q "drop index sluice_jobs_runner_key;
+            grant select, insert, update, delete on t, sluice_jobs, sluice_progress, sluice_ranges, sluice_undo,
+            sluice_meta, sluice_runs, sluice_ctl to $role"
+    takeover_while_chunk_waits "postgresql://$role:tag-pw@${SLUICE_DB#*@}"
+    assert_contains "$ERR" "sluice_jobs has no unique index on (job, runner), and this role cannot make one"
+    assert_sql "select count(*) from pg_indexes where indexname = 'sluice_jobs_runner_key'" 0
+    psql_q "drop owned by $role; drop role $role"
+}
+
 # A role with no right to create anything, as a managed database gives an application: it may only read
 # and update the table. Its first up is refused (exit 2), saying what is missing, and changes nothing;
 # once an owner has created sluice's tables with the README's DDL and granted it DML on them, it runs
@@ -937,6 +994,10 @@ run_test "a killed run shows as interrupted in history and stopped in status" te
 run_test "the lease: one runner, nothing in pg_locks, takeover" test_lease
 run_test "a runner held up mid-chunk past its lease: its transaction ends, the next runner takes over" \
     test_runner_held_up_mid_chunk
+run_test "a takeover while a snapshot's repeatable-read chunk waits: the chunk fails, nothing committed" \
+    test_takeover_while_snapshot_chunk_waits
+run_test "the same on tables without the index on (job, runner), by a role that may not make it" \
+    test_takeover_while_snapshot_chunk_waits_no_index
 run_test "a role that may create nothing: refused until an owner made the tables, then up and down" \
     test_role_without_create
 run_test "a changed search_path finds no record of a job that ran: refused, naming the schema; tenants apart" \

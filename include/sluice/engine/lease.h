@@ -14,7 +14,11 @@
  * sluice_progress is written only while sluice_jobs still names its runner,
  * holding that row FOR KEY SHARE until it commits; a takeover locks the row
  * FOR UPDATE first, so it waits for chunks in flight and every later chunk
- * of the old runner fails (sl_lease_fence_sql). */
+ * of the old runner fails (sl_lease_fence_sql). A repeatable-read chunk
+ * (a snapshot's, sl_schema_isolation) reads the row as it was when the
+ * chunk began, so there the takeover's change of runner must itself
+ * conflict with the lock: a key update (runner is in a unique index), or
+ * the lock FOR SHARE. */
 #ifndef SLUICE_LEASE_H
 #define SLUICE_LEASE_H
 
@@ -115,9 +119,10 @@ void sl_lease_release(sl_lease *lease, sl_session *sess);
  * needs nothing). Else NULL, which the NOT NULL chunk_no refuses (SQLSTATE
  * 23502 on that statement), failing the chunk: "(SELECT $n::bigint FROM
  * sluice_jobs WHERE job = $j AND runner = $r AND CASE WHEN $p::bigint IS NOT
- * NULL THEN EXISTS (...) ELSE ... END FOR KEY SHARE)". The caller tells a
- * lost lease apart from a database that lost commits (sl_run_check_kept, and
- * the split). malloc'd. */
-char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param, int prev_param, int range_param);
+ * NULL THEN EXISTS (...) ELSE ... END FOR KEY SHARE)", with lock in place
+ * of FOR KEY SHARE. The caller tells a lost lease apart from a database
+ * that lost commits (sl_run_check_kept, and the split). malloc'd. */
+char *sl_lease_fence_sql(int job_param, int chunk_param, int runner_param, int prev_param, int range_param,
+                         const char *lock);
 
 #endif
