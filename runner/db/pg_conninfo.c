@@ -131,6 +131,50 @@ int sl_pg_init(uv_loop_t *loop, sl_pg *pg, const char *given, sl_err *err)
     return rc;
 }
 
+/* libpq reads the port (a list of them, one per host) only when it
+ * connects, and a value it cannot read fails like a server that does not
+ * answer: checked here as libpq checks it (fe-connect.c's parse_int_param:
+ * an integer from 1 to 65535, spaces around it; empty for the default),
+ * the environment's PGPORT included. 0, or -1 with err. */
+static int pg_check_port(const PQconninfoOption *opts, sl_err *err)
+{
+    PQconninfoOption *defaults = PQconndefaults();
+    const char *given = pg_opt(opts, "port");
+    const char *port = given ? given : pg_pick(NULL, defaults, "port", "");
+    int bad = 0;
+    for (const char *p = port; *p && !bad;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        size_t i = 0, digits = 0;
+        long value = 0;
+        while (i < len && isspace((unsigned char)p[i]))
+            i++;
+        if (i < len && p[i] == '+')
+            i++;
+        for (; i < len && isdigit((unsigned char)p[i]) && value <= 65535; i++, digits++)
+            value = value * 10 + (p[i] - '0');
+        while (i < len && isspace((unsigned char)p[i]))
+            i++;
+        int blank = 1;
+        for (size_t j = 0; j < len; j++)
+            blank &= isspace((unsigned char)p[j]) != 0;
+        bad = !blank && (i < len || digits == 0 || value < 1 || value > 65535);
+        p = end ? end + 1 : p + len;
+    }
+    if (bad) {
+        char *shown = sl_strdup(port);
+        for (char *c = shown; *c; c++)
+            if (!isprint((unsigned char)*c))
+                *c = '?';
+        sl_err_set(err, "invalid database connection string: port \"%s\"%s is not a port number from 1 to 65535", shown,
+                   given ? "" : " (from PGPORT)");
+        sl_err_append(err, "hint: one number per host, separated by commas (port=5432 or :5432 in a URL)");
+        free(shown);
+    }
+    PQconninfoFree(defaults);
+    return bad ? -1 : 0;
+}
+
 /* The rest of sl_pg_init, on the string libpq reads. */
 static int pg_parse(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *err)
 {
@@ -143,6 +187,10 @@ static int pg_parse(uv_loop_t *loop, sl_pg *pg, const char *conninfo, sl_err *er
                            "\"host=localhost dbname=app\"");
         free(safe);
         PQfreemem(parse_error);
+        return -1;
+    }
+    if (pg_check_port(opts, err) != 0) {
+        PQconninfoFree(opts);
         return -1;
     }
     int rc = uv_timer_init(loop, &pg->timer);

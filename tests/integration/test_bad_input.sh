@@ -654,7 +654,8 @@ test_checkpoint_dangling_symlink() {
 
 # Settings libpq parses but refuses before it connects (an sslmode, target_session_attrs or gssencmode it
 # does not know, from the string or a PG* variable) are bad input: exit 2 with libpq's words, no
-# password; status says so and answers from the checkpoint files, as for any string it cannot use. A
+# password; status says so and answers from the checkpoint files, as for any string it cannot use. So is a
+# port that is not a number from 1 to 65535 (libpq finds that only when it connects). A
 # server nobody listens on, over TCP or a Unix socket (which libpq too finds at once), stays exit 1.
 test_bad_db_settings() {
     make_table 300 "${TCOLS[@]}"
@@ -683,6 +684,24 @@ test_bad_db_settings() {
     PGSSLMODE=bogus run_sluice up
     assert_rc 2
     assert_contains "$ERR" 'invalid sslmode value: "bogus"' "stderr"
+    assert_untouched
+    # a port, which libpq reads only when it connects (it failed as a server that does not answer, exit 1):
+    # the string's, one of a list, or PGPORT's
+    for url in "postgresql://u:s3cret@localhost:99999/db|\"99999\"" "host=a,b port=5432,abc password=s3cret|\"5432,abc\"" \
+        "host=localhost port=0|\"0\""; do
+        said=${url#*|}
+        url=${url%%|*}
+        run_sluice --db "$url" up
+        assert_rc 2
+        assert_contains "$ERR" "invalid database connection string: port $said is not a port number from 1 to 65535"
+        assert_not_contains "$OUT$ERR" "s3cret" "up's output"
+    done
+    PGPORT=x run_sluice --db "host=localhost dbname=x" up
+    assert_rc 2
+    assert_contains "$ERR" 'port "x" (from PGPORT) is not a port number from 1 to 65535'
+    run_sluice --db "host=a,b port=' 5432 ,' connect_timeout=1" up # spaces, and an empty one: the default
+    assert_rc 1
+    assert_contains "$ERR" "cannot connect to"
     assert_untouched
     # nothing listening: the network's failure, as before
     local port
