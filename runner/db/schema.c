@@ -99,7 +99,7 @@ static const char pg_ctl_sql[] =
     " EXCEPTION WHEN insufficient_privilege THEN NULL;"
     " END $$";
 /* A unique index with sluice_jobs.runner in it makes a change of runner a
- * key update (sl_schema_isolation). Made where it is missing and the role
+ * key update (sl_schema_fence_lock). Made where it is missing and the role
  * may: tables an owner made from an older README have none. */
 #define RUNNER_KEYED                                                                                                \
     "EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)" \
@@ -362,10 +362,16 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
     return 0;
 }
 
-const char *sl_schema_isolation(const sl_db_identity *id, const char **fence_lock)
+const char *sl_schema_chunk_begin(const sl_session *sess, const sl_db_identity *id, int reads_first)
 {
-    *fence_lock = id->runner_key ? "FOR KEY SHARE" : "FOR SHARE";
-    return id->serializable ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ";
+    if (lite(sess) || !reads_first || id->serializable)
+        return sl_session_begin_sql(sess);
+    return "BEGIN ISOLATION LEVEL REPEATABLE READ";
+}
+
+const char *sl_schema_fence_lock(const sl_db_identity *id, int reads_first)
+{
+    return (reads_first || id->serializable) && !id->runner_key ? "FOR SHARE" : "FOR KEY SHARE";
 }
 
 int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err)

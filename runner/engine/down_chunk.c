@@ -116,7 +116,11 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     memset(l, 0, sizeof *l);
     if ((l->fence = fence != NULL)) {
         l->fence_i = n;
-        q[n++] = (sl_query){"SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE", 2, own, 1};
+        /* the lock as sl_schema_fence_lock says: a serializable default sees the row as it began */
+        q[n++] = (sl_query){strcmp(sl_schema_fence_lock(&r->run.db, 0), "FOR SHARE") == 0
+                                ? "SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR SHARE"
+                                : "SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE",
+                            2, own, 1};
     }
     l->prog_i = n;
     q[n++] = (sl_query){"DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 RETURNING 1", 2, prog, 1};

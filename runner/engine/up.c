@@ -111,16 +111,14 @@ static void prepare_sql(up_run *r)
     r->stmt_sql = sl_calloc(r->job->up.nstmts, sizeof(char *));
     for (size_t i = 0; i < r->job->up.nstmts; i++)
         render_stmt(r, i);
-    const char *lock = "FOR KEY SHARE";
-    r->begin_sql = sl_session_begin_sql(r->sess);
-    if (r->sess->dialect == SL_DIALECT_PG && r->undo.pre_sql) { /* a snapshot: saves rows, then writes them */
-        r->begin_sql = sl_schema_isolation(&r->run.db, &lock);
-        if (!r->run.db.runner_key)
-            sl_warn("%s: %s has no unique index on (job, runner), and this role cannot make one: each chunk "
-                    "locks the job's row there FOR SHARE, and one that meets a renewal of the lease is retried "
-                    "(hint: as the table's owner, CREATE UNIQUE INDEX sluice_jobs_runner_key ON %s (job, runner))",
-                    r->job->name, SL_JOBS_TABLE, SL_JOBS_TABLE);
-    }
+    int reads_first = r->undo.pre_sql != NULL; /* a snapshot: saves rows, then writes them */
+    r->begin_sql = sl_schema_chunk_begin(r->sess, &r->run.db, reads_first);
+    const char *lock = sl_schema_fence_lock(&r->run.db, reads_first);
+    if (r->sess->dialect == SL_DIALECT_PG && strcmp(lock, "FOR SHARE") == 0)
+        sl_warn("%s: %s has no unique index on (job, runner), and this role cannot make one: each chunk "
+                "locks the job's row there FOR SHARE, and one that meets a renewal of the lease is retried "
+                "(hint: as the table's owner, CREATE UNIQUE INDEX sluice_jobs_runner_key ON %s (job, runner))",
+                r->job->name, SL_JOBS_TABLE, SL_JOBS_TABLE);
     r->progress_sql = progress_sql(r, lock);
     up_render_timeouts(r);
 }

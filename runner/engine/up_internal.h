@@ -120,7 +120,7 @@ typedef struct up_run {
     char *boundary[2][2];       /* boundary SQL [after a key?][up to a key?] */
     char **stmt_sql;            /* up statements with :lo/:hi rendered */
     char *progress_sql;         /* INSERT INTO sluice_progress ... */
-    const char *begin_sql;      /* a chunk's BEGIN (a snapshot's on PostgreSQL: sl_schema_isolation) */
+    const char *begin_sql;      /* a chunk's BEGIN (sl_schema_chunk_begin) */
     sl_chunk_settings timeouts; /* sent after each chunk's BEGIN */
     int64_t chunks_done;        /* committed chunks, all runs */
     int64_t next_chunk_no;      /* the number the next chunk sent takes */

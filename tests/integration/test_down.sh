@@ -329,6 +329,17 @@ EOF
 # and commit between the chunk's read and its UPDATE is the same case, too quick to stage.)
 test_snapshot_row_changed_mid_chunk() {
     make_table 300 "v text not null default 'orig'"
+    row_changed_mid_chunk
+}
+
+# The same where the database's default isolation is serializable: kept (it is stronger), to the same end.
+test_snapshot_row_changed_mid_chunk_serializable() {
+    make_table 300 "v text not null default 'orig'"
+    psql_q "alter database $T_DB set default_transaction_isolation = serializable"
+    row_changed_mid_chunk
+}
+
+row_changed_mid_chunk() {
     write_job 0001_tag <<'EOF'
 -- sluice:table t
 -- sluice:batch 100
@@ -337,7 +348,9 @@ test_snapshot_row_changed_mid_chunk() {
 -- sluice:up
 UPDATE t SET v = v || '+job' WHERE id BETWEEN :lo AND :hi;
 EOF
-    psql -XAtq -c "begin; update t set v = 'theirs' where id = 150; select pg_sleep(3); commit" >/dev/null 2>&1 &
+    # (read committed: under a serializable default a serializable writer could be the one aborted)
+    psql -XAtq -c "begin isolation level read committed; update t set v = 'theirs' where id = 150;
+                   select pg_sleep(3); commit" >/dev/null 2>&1 &
     local writer=$!
     wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
                                             and query like '%pg_sleep(3)%' and state = 'active'
@@ -584,6 +597,7 @@ run_test "a row changed while a down section's chunk is undone: down waits for i
 run_test "a down section while the application writes the same rows: once, their writes kept, no retry" test_down_section_under_writers
 run_test "a row another session changes while its up chunk runs: the chunk retried, down gives back their value" \
     test_snapshot_row_changed_mid_chunk
+run_test "the same under a serializable default" test_snapshot_row_changed_mid_chunk_serializable
 run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse_no_way_back
 # An undo snapshot puts back rows of the walked table only: up refuses, before its first chunk, a statement
 # whose writes down could not undo (another table updated, rows a foreign key deletes or nulls with them),

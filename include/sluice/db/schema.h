@@ -37,8 +37,8 @@ typedef struct sl_db_identity {
     char name[256];   /* current_database(), or the SQLite file's path */
     int64_t timeline; /* PostgreSQL: the primary's timeline (sl_schema_timeline); 0 when unknown, or SQLite */
     int64_t started;  /* when its server started (sl_schema_timeline): a crash moves it; 0 unknown */
-    /* PostgreSQL, filled by sl_schema_ensure: how a chunk that reads before it writes (a snapshot's)
-     * is isolated (sl_schema_isolation) */
+    /* PostgreSQL, filled by sl_schema_ensure: how chunks are isolated and fenced
+     * (sl_schema_chunk_begin, sl_schema_fence_lock) */
     int runner_key;   /* sluice_jobs.runner is in a unique index: taking a job over is a key update */
     int serializable; /* default_transaction_isolation is serializable for this role and database */
 } sl_db_identity;
@@ -61,18 +61,22 @@ int64_t sl_schema_timeline(sl_session *sess, int64_t *started);
  * SL_EREFUSED when the role lacks it (nothing changed). */
 int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTCHECK;
 
-/* The BEGIN of a PostgreSQL chunk whose undo record holds the rows as
- * they were (a snapshot): repeatable read, so that the rows its up
- * statements change are the very versions it saved (under read committed
- * a row another session changed in between, or a row it inserted, would
- * be written with a record of what was there before them, and `down`
- * would undo their change, or delete their row). A serializable default
- * is kept. And the lock the chunk's fence takes on its job's row
- * (sl_lease_fence_sql): one a takeover conflicts with. With runner in a
- * unique index, taking the job over is a key update, which fails a
- * repeatable-read chunk's FOR KEY SHARE; without it, FOR SHARE, which a
- * lease renewal in flight also fails (the chunk is retried). */
-const char *sl_schema_isolation(const sl_db_identity *id, const char **fence_lock);
+/* A chunk's BEGIN. On PostgreSQL one that reads rows before it writes them
+ * (reads_first: a snapshot's, whose undo record holds them as they were)
+ * runs at repeatable read, so that the rows its up statements change are
+ * the very versions it saved: under read committed a row another session
+ * changed in between, or a row it inserted, would be written with a record
+ * of what was there before them, and `down` would undo their change, or
+ * delete their row. A serializable default is kept. */
+const char *sl_schema_chunk_begin(const sl_session *sess, const sl_db_identity *id, int reads_first);
+
+/* The lock a chunk's fence takes on its job's row (sl_lease_fence_sql),
+ * which a takeover must conflict with. A transaction that sees the row as
+ * it was when it began (reads_first, or a serializable default) locks the
+ * row's old version: with runner in a unique index, taking the job over is
+ * a key update, which fails FOR KEY SHARE there; without it, FOR SHARE,
+ * which a lease renewal in flight also fails (the chunk is retried). */
+const char *sl_schema_fence_lock(const sl_db_identity *id, int reads_first);
 
 /* Read-only: 1 and *id when sluice has run against this database, 0 when
  * its tables are not there, -1 on error. */

@@ -15,7 +15,7 @@
  * holding that row FOR KEY SHARE until it commits; a takeover locks the row
  * FOR UPDATE first, so it waits for chunks in flight and every later chunk
  * of the old runner fails (sl_lease_fence_sql). A repeatable-read chunk
- * (a snapshot's, sl_schema_isolation) reads the row as it was when the
+ * (a snapshot's, sl_schema_chunk_begin) reads the row as it was when the
  * chunk began, so there the takeover's change of runner must itself
  * conflict with the lock: a key update (runner is in a unique index), or
  * the lock FOR SHARE. */
