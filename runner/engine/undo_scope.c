@@ -10,8 +10,13 @@
  *   into rows the snapshot does not hold (ON DELETE CASCADE, SET NULL, SET
  *   DEFAULT), in another table or in rows of the same table outside the
  *   chunk.
+ * - a DELETE of the walked table under snapshot(COL, ...), whose saved
+ *   columns are not a row down could insert again (SQLite too, from the
+ *   statement's first word).
  * An INSERT into another table is only warned about: down leaves those rows,
- * it destroys nothing. Statements EXPLAIN cannot plan (CALL, DO), triggers
+ * it destroys nothing; so is one into the walked table, whose rows down
+ * deletes only within the chunk's range (all of them stay under
+ * snapshot(COL, ...)). Statements EXPLAIN cannot plan (CALL, DO), triggers
  * and functions that write are not seen. PostgreSQL only: SQLite enforces
  * foreign keys only where a connection turns them on, and sluice's does
  * not.
@@ -129,6 +134,34 @@ static void add_warning(scope *s, char *line)
     s->warnings[s->nwarnings] = NULL;
 }
 
+/* A DELETE of the walked table under snapshot(COL, ...): the saved columns
+ * are not a row, so down cannot insert a deleted row again. */
+static void refuse_delete(scope *s, const char *undo)
+{
+    sl_err_set(s->err,
+               "%s:%d: up statement %zu deletes from %s, but undo %s saves only those columns: down could not put "
+               "the deleted rows back",
+               s->job->path, s->st->line, s->stmt_no, s->ks->table, undo);
+    sl_err_append(s->err, "hint: save whole rows: -- sluice:undo snapshot(*)");
+    s->rc = SL_EREFUSED;
+}
+
+/* An INSERT into the walked table: down sees the rows of each chunk's
+ * range only (its record holds them), so a row inserted with a key outside
+ * it stays; under snapshot(COL, ...) every inserted row stays. */
+static void warn_insert(scope *s, const char *undo)
+{
+    if (s->job->undo == SL_UNDO_SNAPSHOT_COLS)
+        add_warning(s, sl_asprintf("%s:%d: up statement %zu inserts into %s: down leaves the rows it inserts (undo "
+                                   "%s writes saved columns back; it deletes no row)",
+                                   s->job->path, s->st->line, s->stmt_no, s->ks->table, undo));
+    else
+        add_warning(s, sl_asprintf("%s:%d: up statement %zu inserts into %s: down deletes the rows it inserts with a "
+                                   "key inside the chunk's :lo .. :hi, and leaves any it inserts outside it (the "
+                                   "chunk's undo record holds its range's rows only)",
+                                   s->job->path, s->st->line, s->stmt_no, s->ks->table));
+}
+
 static void check_write(scope *s, const char *op, const char *schema, const char *rel)
 {
     if (!op || !schema || !rel)
@@ -147,8 +180,12 @@ static void check_write(scope *s, const char *op, const char *schema, const char
                                    s->job->path, s->st->line, s->stmt_no, table, undo, s->ks->table));
     else if (!walked)
         refuse_other(s, op, table, undo);
+    else if (strcmp(op, "Delete") == 0 && s->job->undo == SL_UNDO_SNAPSHOT_COLS)
+        refuse_delete(s, undo);
     else if (strcmp(op, "Delete") == 0 || strcmp(op, "Merge") == 0)
         check_cascades(s, op, undo);
+    else if (strcmp(op, "Insert") == 0)
+        warn_insert(s, undo);
     free(undo);
     free(table);
 }
@@ -338,6 +375,20 @@ static void check_bounded(scope *s)
                                    s->job->path, s->st->line, s->stmt_no));
 }
 
+/* SQLite, where no plan names the tables a statement writes: a DELETE
+ * under snapshot(COL, ...) deletes rows down could not put back, whichever
+ * table it deletes from (another table's rows are not saved at all). */
+static void check_lite_delete(scope *s)
+{
+    char word[16];
+    sl_stmt_first_word(s->st, word, sizeof word);
+    if (strcmp(word, "delete") != 0)
+        return;
+    char *undo = undo_snapshot_words(s->job->undo, s->job->undo_cols, s->job->nundo_cols);
+    refuse_delete(s, undo);
+    free(undo);
+}
+
 int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *ks, char ***warnings, sl_err *err)
 {
     *warnings = NULL;
@@ -348,6 +399,8 @@ int sl_undo_check_scope(sl_session *sess, const sl_job *job, const sl_keyspec *k
         s.stmt_no = i + 1;
         check_assigned(&s);
         check_bounded(&s);
+        if (s.rc == 0 && job->undo == SL_UNDO_SNAPSHOT_COLS && sess->dialect == SL_DIALECT_SQLITE)
+            check_lite_delete(&s);
         if (s.rc == 0 && snapshot && sess->dialect == SL_DIALECT_PG && sl_stmt_explainable(s.st))
             check_stmt(&s);
     }

@@ -672,6 +672,46 @@ EOF
     run_sluice down 0003_mark
     assert_rc 0
     assert_sql "select (select count(*) from parent where v = 'x'), (select count(*) from log)" "0|400"
+    rm "$JOBS/0003_mark.sql"
+
+    # a delete of the walked table under snapshot(COL): refused (down could put no deleted row back)
+    write_job 0004_trim <<'EOF'
+-- sluice:table parent
+-- sluice:batch 100
+-- sluice:undo snapshot(v)
+-- sluice:up
+DELETE FROM parent WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
+EOF
+    run_sluice plan 0004_trim
+    assert_rc 2
+    assert_contains "$OUT" "up statement 1 deletes from parent, but undo snapshot(v) saves only those columns"
+    run_sluice up
+    assert_rc 2
+    assert_contains "$ERR" "0004_trim.sql:5: up statement 1 deletes from parent, but undo snapshot(v) saves only those columns: down could not put the deleted rows back"
+    assert_contains "$ERR" "hint: save whole rows: -- sluice:undo snapshot(*)"
+    assert_sql "select count(*) from parent" 400
+    rm "$JOBS/0004_trim.sql"
+
+    # an insert into the walked table: warned; down deletes what it inserted inside a chunk's range and
+    # leaves what it inserted outside it
+    write_job 0005_copy <<'EOF'
+-- sluice:table parent
+-- sluice:batch 100
+-- sluice:undo snapshot(*)
+-- sluice:up
+INSERT INTO parent SELECT id + 100000, v FROM parent WHERE id BETWEEN :lo AND :hi AND id % 100 = 0;
+INSERT INTO parent SELECT id + 1, 'new' FROM parent WHERE id BETWEEN :lo AND :hi AND id % 100 = 50 AND id < 400;
+EOF
+    run_sluice plan 0005_copy
+    assert_contains "$OUT" "up statement 1 inserts into parent: down deletes the rows it inserts with a key inside the chunk's :lo .. :hi, and leaves any it inserts outside it"
+    psql_q "delete from parent where id % 100 = 51"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0005_copy.sql:5: up statement 1 inserts into parent: down deletes the rows it inserts with a key inside"
+    assert_sql "select count(*) from parent" 404
+    run_sluice down 0005_copy
+    assert_rc 0
+    assert_sql "select count(*), count(*) filter (where id > 100000), count(*) filter (where v = 'new') from parent" "400|4|0"
 }
 
 # A job that already ran chunks when its writes became ones the snapshot cannot undo (a cascade added since,
