@@ -346,7 +346,9 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int caref
             sl_warn("%s: chunk %" PRId64 ": %s %zu row%s another session changed or deleted since the job wrote "
                     "them: %s",
                     r->job->name, c->chunk_no,
-                    r->opts->on_conflict == SL_CONFLICT_SKIP ? "left as they are" : "put back what was saved of",
+                    r->opts->on_conflict == SL_CONFLICT_SKIP ? "left as they are"
+                    : r->undo.kind == SL_UNDO_DOWN           ? "ran the down section over"
+                                                             : "put back what was saved of",
                     step.nconflicts, step.nconflicts == 1 ? "" : "s", step.conflicts);
         if (step.nlost)
             sl_warn("%s: chunk %" PRId64 ": %zu row%s the job deleted cannot be brought back by snapshot(COL, ...) "
