@@ -532,11 +532,16 @@ static int is_applied(const sl_job_row *row)
     return row->chunks > 0 || row->state == SL_STATE_DONE || row->state == SL_STATE_ROLLING_BACK;
 }
 
-/* The named job, refused with a reason when there is nothing to undo. */
+/* The named job, refused with a reason when there is nothing to undo (one
+ * already rolled back is not refused: the jobs after it are still undone). */
 static int check_named(sl_session *sess, const sl_job *job, const sl_job_row *row, int applied)
 {
     if (applied)
         return SL_EXIT_OK;
+    if (row->state == SL_STATE_ROLLED_BACK) { /* a down run again (a script's retry): done, as up says of a done job */
+        sl_info("%s: already rolled back", job->name);
+        return SL_EXIT_OK;
+    }
     sl_err err = {0};
     /* its record may sit in sluice's tables of another schema, which this search_path does not find */
     if (!row->exists && row->chunks == 0 &&
@@ -550,7 +555,7 @@ static int check_named(sl_session *sess, const sl_job *job, const sl_job_row *ro
         return SL_EXIT_USAGE;
     }
     sl_error("down %s: the job is %s%s: nothing to roll back", job->name, sl_state_name(row->state),
-             row->state == SL_STATE_PENDING || row->state == SL_STATE_ROLLED_BACK ? "" : " with no committed chunk");
+             row->state == SL_STATE_PENDING ? "" : " with no committed chunk");
     return SL_EXIT_USAGE;
 }
 

@@ -458,6 +458,22 @@ EOF
     run_sluice down base
     assert_rc 0
     assert_contains "$ERR" "nothing to roll back"
+    # a job already rolled back, named again (a script's retry): exit 0, nothing changed
+    run_sluice down 0002_add
+    assert_rc 0
+    assert_contains "$ERR" "0002_add: already rolled back"
+    assert_eq "$(table_sum)" "$s0" "table checksum after down JOB again"
+    # and the jobs applied after it are still rolled back
+    run_sluice up 0001_add
+    assert_rc 0
+    run_sluice up 0003_add
+    assert_rc 0
+    assert_eq "$(state_of 0001_add)$(state_of 0002_add)$(state_of 0003_add)" donerolled_backdone
+    run_sluice down 0002_add
+    assert_rc 0
+    assert_contains "$ERR" "0002_add: already rolled back"
+    assert_contains "$ERR" "0003_add: rolling back"
+    assert_eq "$(state_of 0001_add)$(state_of 0002_add)$(state_of 0003_add)" donerolled_backrolled_back
 }
 
 # Straight after up its table holds the row versions up replaced: down says so (event dead_rows)
