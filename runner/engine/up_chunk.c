@@ -519,6 +519,13 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
                w->chunk_no, lo, hi, w->attempts, where, ans->sqlstate, ans->sqlstate[0] ? " " : "", ans->error);
     free(lo);
     free(hi);
+    /* said once the retries are spent (the split, or the job's failure, carries it), not at each retry */
+    if (strcmp(ans->sqlstate, "40001") == 0 && r->undo.pre_sql && w->attempts > r->job->retries)
+        sl_err_append(&r->err,
+                      "hint: another session kept committing changes to rows of this chunk while it ran; a "
+                      "snapshot's chunk runs at repeatable read, so that its undo record holds the very rows it "
+                      "changes, and fails then. Smaller chunks (batch, chunk-time) or a quieter time (window) "
+                      "meet fewer of them; more retries (retries) wait them out");
     return sl_answer_transient(ans->sqlstate) ? CHUNK_RETRY : CHUNK_FAILED;
 }
 

@@ -369,6 +369,36 @@ EOF
     assert_sql "select v, (select count(*) from t where v = 'orig') from t where id = 150" "theirs|299"
 }
 
+# A row the application keeps committing changes to (here 50 a second, to a column the job does not
+# touch) fails a snapshot's repeatable-read chunk each time it meets it while the chunk runs (a slow
+# statement here): retried, split down to the row, then the job fails (on-error stop), saying why and
+# what helps. Nothing is changed twice.
+test_snapshot_hot_row() {
+    make_table 10 "v int not null default 0, w int not null default 0"
+    write_job 0001_hot <<'EOF'
+-- sluice:table t
+-- sluice:batch 10
+-- sluice:retries 1
+-- sluice:undo snapshot(v)
+-- sluice:up
+UPDATE t SET v = v + 1 WHERE id BETWEEN :lo AND :hi AND (SELECT pg_sleep(0.3)) IS NOT NULL;
+EOF
+    printf '%s\n' 'UPDATE t SET w = w + 1 WHERE id = 5;' >"$T_DIR/hot.sql"
+    pgbench -n -c 1 -R 50 -T 60 -f "$T_DIR/hot.sql" "$T_DB" >"$T_DIR/pgbench.log" 2>&1 &
+    local writer=$!
+    wait_until 10 sql_true "select w > 5 from t where id = 5"
+    run_sluice up
+    kill "$writer" 2>/dev/null
+    wait "$writer" 2>/dev/null || true # ended by the kill
+    assert_rc 1
+    assert_contains "$ERR" "splitting it"
+    assert_contains "$ERR" '(["5"] .. ["5"]) failed on attempt 2: '
+    assert_contains "$ERR" '0001_hot.sql:6: 40001 could not serialize access'
+    assert_contains "$ERR" "hint: another session kept committing changes to rows of this chunk while it ran"
+    assert_sql "select count(*) from t where v not in (0, 1)" 0
+    assert_sql "select v from t where id = 5" 0
+}
+
 test_refuse_no_way_back() {
     make_users 100
     job_backfill 0001_fill ""
@@ -616,6 +646,8 @@ run_test "a down section while the application writes the same rows: once, their
 run_test "a row another session changes while its up chunk runs: the chunk retried, down gives back their value" \
     test_snapshot_row_changed_mid_chunk
 run_test "the same under a serializable default" test_snapshot_row_changed_mid_chunk_serializable
+run_test "a row the application keeps changing fails a snapshot's chunks: split to the row, then exit 1 saying why" \
+    test_snapshot_hot_row
 run_test "refused: a job with no way back (exit 2, nothing touched)" test_refuse_no_way_back
 # An undo snapshot puts back rows of the walked table only: up refuses, before its first chunk, a statement
 # whose writes down could not undo (another table updated, rows a foreign key deletes or nulls with them),
