@@ -135,13 +135,14 @@ static void add_warning(scope *s, char *line)
 }
 
 /* A DELETE of the walked table under snapshot(COL, ...): the saved columns
- * are not a row, so down cannot insert a deleted row again. */
-static void refuse_delete(scope *s, const char *undo)
+ * are not a row, so down cannot insert a deleted row again. table NULL: a
+ * DELETE of a table no plan named (SQLite). */
+static void refuse_delete(scope *s, const char *table, const char *undo)
 {
     sl_err_set(s->err,
-               "%s:%d: up statement %zu deletes from %s, but undo %s saves only those columns: down could not put "
-               "the deleted rows back",
-               s->job->path, s->st->line, s->stmt_no, s->ks->table, undo);
+               "%s:%d: up statement %zu deletes %s%s, but undo %s saves only those columns of %s: down could not "
+               "put the deleted rows back",
+               s->job->path, s->st->line, s->stmt_no, table ? "from " : "rows", table ? table : "", undo, s->ks->table);
     sl_err_append(s->err, "hint: save whole rows: -- sluice:undo snapshot(*)");
     s->rc = SL_EREFUSED;
 }
@@ -181,7 +182,7 @@ static void check_write(scope *s, const char *op, const char *schema, const char
     else if (!walked)
         refuse_other(s, op, table, undo);
     else if (strcmp(op, "Delete") == 0 && s->job->undo == SL_UNDO_SNAPSHOT_COLS)
-        refuse_delete(s, undo);
+        refuse_delete(s, table, undo);
     else if (strcmp(op, "Delete") == 0 || strcmp(op, "Merge") == 0)
         check_cascades(s, op, undo);
     else if (strcmp(op, "Insert") == 0)
@@ -385,7 +386,7 @@ static void check_lite_delete(scope *s)
     if (strcmp(word, "delete") != 0)
         return;
     char *undo = undo_snapshot_words(s->job->undo, s->job->undo_cols, s->job->nundo_cols);
-    refuse_delete(s, undo);
+    refuse_delete(s, NULL, undo);
     free(undo);
 }
 

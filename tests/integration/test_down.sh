@@ -734,10 +734,10 @@ DELETE FROM parent WHERE id BETWEEN :lo AND :hi AND id % 2 = 0;
 EOF
     run_sluice plan 0004_trim
     assert_rc 2
-    assert_contains "$OUT" "up statement 1 deletes from parent, but undo snapshot(v) saves only those columns"
+    assert_contains "$OUT" "up statement 1 deletes from parent, but undo snapshot(v) saves only those columns of parent"
     run_sluice up
     assert_rc 2
-    assert_contains "$ERR" "0004_trim.sql:5: up statement 1 deletes from parent, but undo snapshot(v) saves only those columns: down could not put the deleted rows back"
+    assert_contains "$ERR" "0004_trim.sql:5: up statement 1 deletes from parent, but undo snapshot(v) saves only those columns of parent: down could not put the deleted rows back"
     assert_contains "$ERR" "hint: save whole rows: -- sluice:undo snapshot(*)"
     assert_sql "select count(*) from parent" 400
     rm "$JOBS/0004_trim.sql"

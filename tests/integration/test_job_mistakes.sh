@@ -97,7 +97,7 @@ CASES=(
     "snapshot(*) and a CTE that moves keys|5|${H}-- sluice:undo snapshot(*)\n-- sluice:up\nWITH m AS (\n  UPDATE ONLY public.T AS x SET id = -x.id WHERE id BETWEEN :lo AND :hi RETURNING 1\n) SELECT count(*) FROM m;\n|up statement 1 assigns id, a key column of t"
     "snapshot(name) and an up that writes v too|4|${H}-- sluice:undo snapshot(name)\n-- sluice:up\nUPDATE t SET name = 'x, SET v', v = 7 WHERE id BETWEEN :lo AND :hi;\n|up statement 1 assigns v of t, which undo snapshot(name) does not save: down would leave it changed|hint: save it too: -- sluice:undo snapshot(name, v), or snapshot(*)"
     "snapshot(v) and an ON CONFLICT that writes name|6|${H}-- sluice:undo snapshot(v)\n-- sluice:up\nUPDATE t SET v = 1 WHERE id BETWEEN :lo AND :hi;\nINSERT INTO t (id) SELECT id FROM t WHERE id BETWEEN :lo AND :hi\n  ON CONFLICT (id) DO UPDATE SET name = 'x';\n|up statement 2 assigns name of t, which undo snapshot(v) does not save|snapshot(v, name), or snapshot(*)"
-    "snapshot(v) and an up that deletes rows|4|${H}-- sluice:undo snapshot(v)\n-- sluice:up\nDELETE FROM t WHERE id BETWEEN :lo AND :hi AND v > 0;\n|up statement 1 deletes from t, but undo snapshot(v) saves only those columns: down could not put the deleted rows back|hint: save whole rows: -- sluice:undo snapshot(*)"
+    "snapshot(v) and an up that deletes rows|4|${H}-- sluice:undo snapshot(v)\n-- sluice:up\nDELETE FROM t WHERE id BETWEEN :lo AND :hi AND v > 0;\n|up statement 1 deletes from t, but undo snapshot(v) saves only those columns of t: down could not put the deleted rows back|hint: save whole rows: -- sluice:undo snapshot(*)"
     "on-error maybe|2|${H}-- sluice:on-error maybe\n${UP}|on-error expects stop or skip, got \"maybe\""
     # sections
     "no up section|-|${H}-- sluice:batch 5\n|no up section"
@@ -341,7 +341,7 @@ test_assigned_columns_sqlite() {
     for cmd in up "plan 0001_bad"; do
         run_sluice $cmd
         assert_rc 2
-        assert_contains "$OUT$ERR" "0001_bad.sql:4: up statement 1 deletes from \"t\", but undo snapshot(name) saves only those columns"
+        assert_contains "$OUT$ERR" "0001_bad.sql:4: up statement 1 deletes rows, but undo snapshot(name) saves only those columns of \"t\""
         assert_eq "$(sq_sum t)" "$before" "t on SQLite"
     done
     rm -f "$JOBS/0001_bad.sql"
