@@ -332,6 +332,27 @@ UPDATE t SET n = n + 1
 EOF2
 }
 
+# job_tag: a job 0001_tag appending '+job' to t.v (make_table 300 "v text ...") over chunks of 100 rows,
+# undo snapshot(v), waiting up to 30 s for a row another session holds.
+job_tag() {
+    write_job 0001_tag <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:lock-timeout 30s
+-- sluice:undo snapshot(v)
+-- sluice:up
+UPDATE t SET v = v || '+job' WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
+# wait_sleeping SECONDS: wait until another session of the test's database is running pg_sleep(SECONDS)
+# (one started in the background to hold a row while it sleeps).
+wait_sleeping() {
+    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
+                                            and query like '%pg_sleep($1)%' and state = 'active'
+                                            and pid <> pg_backend_pid())"
+}
+
 # job_backfill NAME [LINES]: a job NAME filling t.full_name from first and last (make_users' table) where it
 # is null and adding 1 to n, 300 rows a chunk; LINES (say "-- sluice:undo snapshot(full_name, n)") after the batch.
 job_backfill() {

@@ -247,9 +247,7 @@ EOF
     assert_rc 0
     psql -XAtq -c "begin; update t set n = 42 where id = 5; select pg_sleep(6); commit" >/dev/null 2>&1 &
     local writer=$!
-    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
-                                            and query like '%pg_sleep(6)%' and state = 'active'
-                                            and pid <> pg_backend_pid())"
+    wait_sleeping 6
     run_sluice down 0001_bump
     wait "$writer"
     assert_rc 1
@@ -342,21 +340,12 @@ test_snapshot_row_changed_mid_chunk_serializable() {
 }
 
 row_changed_mid_chunk() {
-    write_job 0001_tag <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:lock-timeout 30s
--- sluice:undo snapshot(v)
--- sluice:up
-UPDATE t SET v = v || '+job' WHERE id BETWEEN :lo AND :hi;
-EOF
+    job_tag
     # (read committed: under a serializable default a serializable writer could be the one aborted)
     psql -XAtq -c "begin isolation level read committed; update t set v = 'theirs' where id = 150;
                    select pg_sleep(3); commit" >/dev/null 2>&1 &
     local writer=$!
-    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
-                                            and query like '%pg_sleep(3)%' and state = 'active'
-                                            and pid <> pg_backend_pid())"
+    wait_sleeping 3
     run_sluice up
     wait "$writer"
     assert_rc 0

@@ -653,19 +653,10 @@ EOF
 # chunk's lock on the job's row then meets the change (a key update with the index, FOR SHARE without
 # it): it fails (40001), its retry is refused, and the runner exits 1 with the chunk not committed.
 takeover_while_chunk_waits() {
-    write_job 0001_tag <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:lock-timeout 30s
--- sluice:undo snapshot(v)
--- sluice:up
-UPDATE t SET v = v || '+job' WHERE id BETWEEN :lo AND :hi;
-EOF
+    job_tag
     psql -XAtq -c "begin; select 1 from t where id = 150 for update; select pg_sleep(3); commit" >/dev/null 2>&1 &
     local holder=$!
-    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
-                                            and query like '%pg_sleep(3)%' and state = 'active'
-                                            and pid <> pg_backend_pid())"
+    wait_sleeping 3
     sluice_start --db "$1" up
     wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
                                             and application_name = 'sluice' and wait_event_type = 'Lock')"
