@@ -688,13 +688,7 @@ PY
 # from the database counts the rows the downs recorded undoing, "at least" when one did not: it said 0.
 test_killed_down_in_history_and_report() {
     make_table 6000
-    write_job 0001_bump <<'JOB'
--- sluice:table t
--- sluice:batch 100
--- sluice:undo snapshot(n)
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-JOB
+    bump_job 0001_bump 100 "-- sluice:undo snapshot(n)"
     run_sluice up
     assert_rc 0
     sed -i 's/^-- sluice:batch 100$/-- sluice:batch 100\n-- sluice:pause 50ms/' "$JOBS/0001_bump.sql"
