@@ -17,16 +17,16 @@ finish_ranges_and_check() {
 test_kill9_four_workers() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 200000); analyze t"
-    # 2000 chunks; the sleep keeps each chunk's transaction open 20 ms, so that at most kills all four
+    # 2000 chunks; the sleep keeps each chunk's transaction open 40 ms, so that at most kills all four
     # workers are inside one, and the job cannot finish before the 20th kill however fast it gets (each
-    # start and kill lets some 50 chunks commit).
+    # start and kill lets some 50 chunks commit; twice that on a loaded machine).
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 100
 -- sluice:workers 4
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.02);
+SELECT pg_sleep(0.04);
 EOF
     kill_loop t 2000 20
     finish_ranges_and_check 0001_bump t 200000
@@ -42,7 +42,7 @@ test_kill9_workers_lose_checkpoints() {
 -- sluice:workers 4
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.02);
+SELECT pg_sleep(0.04);
 EOF
     kill_loop t 1000 10 lose
     finish_ranges_and_check 0001_bump t 100000
@@ -61,7 +61,7 @@ test_kill9_composite_text_key() {
 -- sluice:workers 3
 -- sluice:up
 UPDATE tc SET n = n + 1 WHERE (tenant, id) BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.02);
+SELECT pg_sleep(0.04);
 EOF
     kill_loop tc 1000 10
     finish_ranges_and_check 0001_bump_composite tc 100000
@@ -78,7 +78,7 @@ test_kill9_while_planning() {
 -- sluice:workers 4
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.02);
+SELECT pg_sleep(0.04);
 EOF
     KILLS=0
     local i plan chunks ranges first_plan=""

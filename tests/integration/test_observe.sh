@@ -20,8 +20,9 @@ metric() {
 # Metrics
 
 test_metrics_during_a_run() {
-    make_table 20000
-    # job 1: 100 chunks over two workers, paused by ctl for a while; job 2: held by a window hours away.
+    make_table 60000
+    # job 1: 300 chunks over two workers (some 8 s: still running when the probes of a loaded machine
+    # see 4000 rows done), paused by ctl for a while; job 2: held by a window hours away.
     write_job 0001_bump <<'JOB'
 -- sluice:table t
 -- sluice:batch 200
@@ -91,7 +92,7 @@ JOB
     local result
     result=$(python3 "$OBS" counters "$scrapes")
     diag "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["scrapes"])' "$result") scrapes"
-    assert_eq "$(metric "$result" 'sluice_rows_total{job="0001_bump"}')" 20000.0 "rows_total"
+    assert_eq "$(metric "$result" 'sluice_rows_total{job="0001_bump"}')" 60000.0 "rows_total"
     assert_eq "$(metric "$result" 'sluice_chunks_total{job="0001_bump"}')" \
         "$(psql_q "select count(*) from sluice_progress where job = '0001_bump'").0" "chunks_total"
     assert_eq "$(metric "$result" 'sluice_chunk_duration_seconds_count{job="0001_bump"}')" \
@@ -104,7 +105,7 @@ JOB
     diag "ctl_pause $paused s, window $window s"
     python3 -c "import sys; sys.exit(not (float('$paused') >= 1.0 and float('$window') >= 1.0))" ||
         fail "throttled seconds: ctl_pause $paused, window $window (expected at least 1 s each)"
-    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "20000|0"
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n <> 1) from t" "60000|0"
     # the run logged no error about the connections
     assert_not_contains "$(cat "$T_DIR/bg.1.err")" "error:"
 }
@@ -146,10 +147,13 @@ JOB
     assert_contains "$ERR" "--metrics nowhere: expected HOST:PORT"
     run_sluice --metrics 127.0.0.1:70000 up
     assert_rc 2
+    # a port held by another process: one the kernel gave it (a port found free could be taken by a
+    # test file running beside this one before it is bound)
     local port
-    port=$(free_port)
-    python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', $port)); s.listen(); time.sleep(5)" &
-    sleep 0.3
+    python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+print(s.getsockname()[1], flush=True); time.sleep(5)" >"$T_DIR/held_port" &
+    wait_until 5 test -s "$T_DIR/held_port"
+    port=$(cat "$T_DIR/held_port")
     run_sluice --metrics "127.0.0.1:$port" up
     assert_rc 2
     assert_contains "$ERR" "cannot listen"

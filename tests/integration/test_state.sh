@@ -527,7 +527,8 @@ test_killed_run_is_interrupted() {
 # The lease: a second runner is refused; nothing is left in pg_locks; a runner gone from this machine
 # (or left a zombie by a parent that has not reaped it) is taken over at once; another machine's lease is waited out only once it stops being renewed.
 test_lease() {
-    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
+    # 30 chunks 150 ms apart: the runner still runs when the refusals below are through, however slow
+    setup_bump_ab 3000 100 "-- sluice:pause 150ms"
     sluice_start up
     local first=$SLUICE_PID
     wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
