@@ -219,12 +219,34 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
  * put back by INSERT, and the hashes compare what the job saw. NULL with
  * w->err (a column dropped since, say, or the record's columns are not the
  * table's first ones by name). */
+/* snapshot(COL, ...) on PostgreSQL: a target that hashes rows as snap's
+ * record does (a chunk an older sluice recorded: sl_undo_use_hash_of), kept
+ * among r's shapes. NULL with w->err. */
+static const sl_undo_target *hashed_as(down_worker *w, const sl_snap *snap)
+{
+    down_run *r = w->r;
+    for (size_t i = 0; i < r->nshapes; i++)
+        if (r->shapes[i]->kind == SL_UNDO_SNAPSHOT_COLS && r->shapes[i]->col_hash == snap->col_hash)
+            return r->shapes[i];
+    sl_undo_target *t = sl_calloc(1, sizeof *t);
+    if (sl_undo_resolve(w->sess, r->job, &r->info, t, &w->err) != 0) {
+        free(t);
+        return NULL;
+    }
+    sl_undo_use_hash_of(t, snap);
+    r->shapes = sl_realloc(r->shapes, (r->nshapes + 1) * sizeof *r->shapes);
+    r->shapes[r->nshapes++] = t;
+    return t;
+}
+
 static const sl_undo_target *target_for(down_worker *w, const sl_snap *snap)
 {
     down_run *r = w->r;
     /* prepare checked the oldest and newest records; one in between may name other columns */
     if (sl_undo_check_saved_rows(&r->undo, snap, r->job->name, &w->err) != 0)
         return NULL;
+    if (snap->col_hash != r->undo.col_hash && r->undo.kind == SL_UNDO_SNAPSHOT_COLS)
+        return hashed_as(w, snap);
     size_t k = sl_undo_saved_fields(&r->undo, snap);
     if (k == 0 || k == r->undo.saved_fields)
         return &r->undo;

@@ -138,8 +138,17 @@ char *undo_hash_expr(const sl_undo_target *t)
     int some = t->kind == SL_UNDO_SNAPSHOT_ALL && t->saved_fields < t->nfields; /* columns added since up */
     if (t->kind != SL_UNDO_SNAPSHOT_COLS && !some)
         return sl_strdup("hashtextextended(" ROW_ALIAS "::text, 0)");
-    /* ROW(a, b)::text is the text a row of just those columns had: the same hash */
     sl_buf b = {0};
+    if (t->col_hash) {
+        /* each column's text hashed on its own, seeded by its place, the hashes XORed: no row to build and
+         * print, no quoting. A NULL gets a number of its own (a NULL hash marks a row up left alone), and
+         * COLLATE "C" hashes the bytes: a case-insensitive column's 'A' to 'a' is a change. */
+        for (size_t i = 0; i < t->ncols; i++)
+            sl_buf_printf(&b, "%scoalesce(hashtextextended(" ROW_ALIAS ".%s::text COLLATE \"C\", %zu), %zu)",
+                          i ? " # " : "", t->cols[i], i, i);
+        return sl_buf_take(&b);
+    }
+    /* ROW(a, b)::text is the text a row of just those columns had: the same hash */
     sl_buf_adds(&b, "hashtextextended(ROW(");
     size_t n = some ? t->saved_fields : t->ncols;
     for (size_t i = 0; i < n; i++)
@@ -259,10 +268,12 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
         t->nfields = n;
         t->saved_fields = undo_is_lite(t) ? t->ncols : n;
     }
-    if (rc == 0 && undo_is_lite(t))
+    if (rc == 0 && undo_is_lite(t)) {
         undo_lite_build(t, &ans);
-    else if (rc == 0)
+    } else if (rc == 0) {
+        t->col_hash = t->kind == SL_UNDO_SNAPSHOT_COLS;
         build_sql(t);
+    }
     sl_answer_free(&ans);
     if (rc != 0)
         sl_undo_target_free(t);
@@ -384,6 +395,18 @@ static int check_names(const sl_undo_target *t, const sl_snap *snap, const char 
                       SL_UNDO_TABLE);
     }
     return SL_EREFUSED;
+}
+
+void sl_undo_use_hash_of(sl_undo_target *t, const sl_snap *snap)
+{
+    if (undo_is_lite(t) || t->kind != SL_UNDO_SNAPSHOT_COLS || t->col_hash == snap->col_hash)
+        return;
+    t->col_hash = snap->col_hash;
+    free(t->pre_sql);
+    free(t->post_sql);
+    free(t->state_sql);
+    t->pre_sql = t->post_sql = t->state_sql = NULL;
+    build_sql(t);
 }
 
 int sl_undo_check_saved_rows(const sl_undo_target *t, const sl_snap *snap, const char *job, sl_err *err)
@@ -564,6 +587,7 @@ char *sl_undo_record_bytes(const sl_undo_target *t, int64_t chunk_no, const sl_r
     snprintf(s.kind, sizeof s.kind, "%s", kind_tag(t->kind));
     s.nkey = t->ks->ncols;
     s.nvals = undo_saved_vals(t);
+    s.col_hash = t->col_hash;
     if (t->kind == SL_UNDO_SNAPSHOT_ALL) {
         /* the columns the rows are saved from (pre_sql selects these, by name), for down to check
          * that they are still there, in this order (check_names) */
@@ -668,6 +692,19 @@ static int record_read(const sl_undo_target *t, int64_t chunk_no, const char *da
      * (SQLite's snapshot(*) saves a value per column the table had: fewer when columns were added since,
      * which down fits chunk by chunk, sl_undo_fit_saved_rows) */
     int whole_rows = t->kind == SL_UNDO_SNAPSHOT_ALL && undo_is_lite(t);
+    if (out->col_hash && (t->kind != SL_UNDO_SNAPSHOT_COLS || undo_is_lite(t))) {
+        /* only PostgreSQL's snapshot(COL, ...) hashes by column: down would compare other hashes */
+        sl_err_set(err,
+                   "the undo record of chunk %" PRId64 " in %s hashes its rows column by column, as "
+                   "snapshot(COL, ...) on PostgreSQL does, and the job undoes by %s: it was saved for another "
+                   "version of the job",
+                   chunk_no, SL_UNDO_TABLE,
+                   undo_is_lite(t)           ? "snapshot on SQLite"
+                   : t->kind == SL_UNDO_DOWN ? "its down section"
+                                             : "snapshot(*)");
+        sl_snap_free(out);
+        return -1;
+    }
     if (check_shape && (out->nkey != t->ks->ncols || (out->nvals != undo_saved_vals(t) && !whole_rows))) {
         sl_err_set(err,
                    "the undo record of chunk %" PRId64

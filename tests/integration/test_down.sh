@@ -158,6 +158,98 @@ test_conflict_skip() {
     assert_eq "$(state_of 0001_fill)" rolled_back
 }
 
+# old_records COLS WHERE: the undo records of sluice_undo matching WHERE rewritten as a sluice before
+# format 3 recorded them: format 1, each row's hash hashtextextended(ROW(COLS)::text, 0) of t's row now.
+old_records() {
+    psql_q "select id || '|' || hashtextextended(ROW($1)::text, 0) from t" >"$T_DIR/hashes"
+    psql_q "select chunk_no || '|' || encode(record, 'hex') from sluice_undo where $2" >"$T_DIR/records"
+    python3 - "$T_DIR/hashes" "$T_DIR/records" >"$T_DIR/rewrite.sql" <<'PY'
+import sys
+hashes = dict(line.rstrip("\n").split("|") for line in open(sys.argv[1]))
+def varint(b, i):
+    v = s = 0
+    while True:
+        c = b[i]; i += 1
+        v |= (c & 0x7F) << s; s += 7
+        if not c & 0x80:
+            return v, i
+for line in open(sys.argv[2]):
+    no, rec = line.rstrip("\n").split("|")
+    b = bytearray(bytes.fromhex(rec))
+    assert b[0] == 3, "a record of format %d" % b[0]
+    b[0] = 1
+    nkey, i = varint(b, 1)
+    nvals, i = varint(b, i)
+    nrows, i = varint(b, i)
+    for _ in range(nrows):
+        flags = b[i]; i += 1
+        keys = []
+        for _ in range(nkey):
+            n, i = varint(b, i)
+            keys.append(b[i:i + n - 1].decode()); i += n - 1
+        if flags & 2:
+            h = int(hashes[keys[0]]) & (2**64 - 1)
+            b[i:i + 8] = h.to_bytes(8, "little"); i += 8
+        for _ in range(nvals if flags & 1 else 0):
+            n, i = varint(b, i)
+            i += max(n - 1, 0)
+    assert i == len(b)
+    print("update sluice_undo set record = decode('%s', 'hex') where chunk_no = %s;" % (b.hex(), no))
+PY
+    psql_q <"$T_DIR/rewrite.sql"
+}
+
+# Records an older sluice wrote (one hash over the saved columns' ROW() text) beside this one's (a hash a
+# column): down compares each chunk's rows as its record hashed them, finding the changes in both.
+test_records_of_an_older_sluice() {
+    make_users 3000
+    job_backfill 0001_fill "-- sluice:undo snapshot(full_name, n)"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select string_agg(distinct get_byte(record, 0)::text, ',') from sluice_undo" 3
+    old_records "full_name, n" "chunk_no % 2 = 1"
+    assert_sql "select string_agg(distinct get_byte(record, 0)::text, ',') from sluice_undo" 1,3
+    # 10 is in chunk 1 (an old record), 400 in chunk 2 (a new one); down goes newest first
+    psql_q "update t set full_name = 'theirs' where id in (10, 400)"
+    run_sluice down 0001_fill
+    assert_rc 1
+    assert_contains "$ERR" "(400)" "the conflict in a new record"
+    assert_not_contains "$ERR" "(10)"
+    # chunks 10 to 3, old and new records, were put back without a conflict; then 2 stopped down
+    assert_sql "select count(*) from t where full_name is not null and id % 7 <> 0 and id > 600" 0
+    run_sluice down 0001_fill --on-conflict skip
+    assert_rc 0
+    assert_contains "$ERR" "rolled back: 598 rows in 2 chunks; 2 rows left as another session changed them since up"
+    assert_sql "select id, full_name, n from t where n <> 0 order by id" $'10|theirs|1\n400|theirs|1'
+    assert_sql "select count(*) from t where full_name is not null and id % 7 <> 0 and id not in (10, 400)" 0
+}
+
+# The column-wise hash tells what the row's text told: NULL from '' and from 'NULL', a change of case in a
+# case-insensitive column, a value moved to the other column.
+test_hash_tells_every_change() {
+    psql_q "create collation ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+    make_table 600 "a text collate ci, b text"
+    psql_q "update t set a = 'x' || id, b = 'y' || id"
+    write_job 0001_set <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:undo snapshot(a, b)
+-- sluice:up
+UPDATE t SET a = CASE WHEN id % 2 = 0 THEN NULL ELSE 'Ada' END, b = CASE WHEN id = 6 THEN 'p' ELSE NULL END
+ WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    psql_q "update t set a = '' where id = 2; update t set a = 'NULL' where id = 4; update t set a = 'ADA' where id = 5;
+            update t set a = 'p', b = NULL where id = 6; update t set b = '' where id = 8"
+    run_sluice down 0001_set --on-conflict skip
+    assert_rc 0
+    assert_contains "$ERR" "5 rows left as another session changed them since up"
+    assert_sql "select id, coalesce(a, '-'), coalesce(b, '-') from t where id in (2, 4, 5, 6, 8) order by id" \
+        $'2||-\n4|NULL|-\n5|ADA|-\n6|p|-\n8|-|'
+    assert_sql "select count(*) from t where id not in (2, 4, 5, 6, 8) and (a, b) is distinct from ('x' || id, 'y' || id)" 0
+}
+
 test_conflict_overwrite() {
     other_writer_setup
     run_sluice down 0001_fill --on-conflict overwrite
@@ -626,6 +718,10 @@ run_test "NULL, quotes, unicode, numeric, jsonb, bytea, timestamptz, arrays, enu
 run_test "other writer: --on-conflict stop changes nothing in that chunk, exit 1" test_conflict_stop
 run_test "other writer: --on-conflict skip keeps their rows, restores the rest" test_conflict_skip
 run_test "other writer: --on-conflict overwrite restores all" test_conflict_overwrite
+run_test "undo records of an older sluice beside this one's: down tells the changes in both" \
+    test_records_of_an_older_sluice
+run_test "the column-wise hash tells every change: NULL and '', case, a value between columns" \
+    test_hash_tells_every_change
 run_test "rows another session deleted: conflicts; overwrite puts back what snapshot saved, and says what it cannot" \
     test_conflict_deleted_rows
 run_test "other writer with a down section: stop, then overwrite" test_conflict_down_section

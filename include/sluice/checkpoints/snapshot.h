@@ -23,7 +23,7 @@ typedef struct sl_snap_row {
     char **key;        /* nkey strings, the key columns' text (SQLite: quote() literals) */
     int has_pre;       /* the row existed before the chunk: vals hold it */
     int has_post;      /* the row existed after the chunk: post_hash is its hash */
-    int64_t post_hash; /* hashtextextended(row::text, 0) (SQLite: sluice_hash) after the up statements */
+    int64_t post_hash; /* the row's hash after the up statements (sl_snap.col_hash says which; SQLite: sluice_hash) */
     char **vals;       /* nvals strings (NULL = SQL NULL) when has_pre, else NULL */
 } sl_snap_row;
 
@@ -39,6 +39,10 @@ typedef struct sl_snap {
     size_t ncols;
     char **cols;        /* quoted names, as sl_undo_target's field_cols */
     int *col_generated; /* 1 for a generated column */
+    /* PostgreSQL snapshot(COL, ...) records written since format 3: each
+     * saved column's text hashed on its own (sl_undo_target.col_hash); 0:
+     * hashtextextended() of the row's text, or of ROW(COL, ...)'s */
+    int col_hash;
 } sl_snap;
 
 void sl_snap_free(sl_snap *snap);

@@ -39,6 +39,10 @@ typedef struct sl_undo_target {
     char **field_cols;    /* nfields quoted names, in the row's order */
     char **field_types;   /* their format_type() */
     int *field_generated; /* their attgenerated, as 0/1 */
+    /* PostgreSQL snapshot(COL, ...): 1 (what up records) hashes each saved
+     * column's text on its own, a third of the cost of the row form a
+     * record of format 1 holds (0, sl_undo_use_row_hash) */
+    int col_hash;
 } sl_undo_target;
 
 /* Resolve job's undo against info (kind NONE gives a zeroed target and 0).
@@ -49,6 +53,11 @@ typedef struct sl_undo_target {
 int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *info, sl_undo_target *t,
                     sl_err *err) SL_MUSTCHECK;
 void sl_undo_target_free(sl_undo_target *t);
+
+/* Have t hash as a PostgreSQL snapshot(COL, ...) record of snap's form
+ * does (sl_snap.col_hash): `down` of a job whose chunks an older sluice
+ * recorded. Rebuilds t's statements. */
+void sl_undo_use_hash_of(sl_undo_target *t, const sl_snap *snap);
 
 /* snapshot(*): how many columns the rows of snap were saved with (0 when
  * it tells nothing: an older record with no row saved, another kind). */
