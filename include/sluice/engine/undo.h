@@ -40,8 +40,8 @@ typedef struct sl_undo_target {
     char **field_types;   /* their format_type() */
     int *field_generated; /* their attgenerated, as 0/1 */
     /* PostgreSQL snapshot(COL, ...): 1 (what up records) hashes each saved
-     * column's text on its own, a third of the cost of the row form a
-     * record of format 1 holds (0, sl_undo_use_row_hash) */
+     * column's text on its own, cheaper than the row form that records
+     * of format 1 hold (0, sl_undo_use_hash_of) */
     int col_hash;
 } sl_undo_target;
 
