@@ -212,13 +212,6 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     return STEP_OK;
 }
 
-/* The target for a chunk whose rows were saved with snap's shape: the run's,
- * or (snapshot(*) with columns added while up ran: the chunks before have
- * fewer) one fitted to that many columns, so that the added columns keep
- * their values in rows put back by UPDATE and get their defaults in rows
- * put back by INSERT, and the hashes compare what the job saw. NULL with
- * w->err (a column dropped since, say, or the record's columns are not the
- * table's first ones by name). */
 /* snapshot(COL, ...) on PostgreSQL: a target that hashes rows as snap's
  * record does (a chunk an older sluice recorded: sl_undo_use_hash_of), kept
  * among r's shapes. NULL with w->err. */
@@ -239,6 +232,14 @@ static const sl_undo_target *hashed_as(down_worker *w, const sl_snap *snap)
     return t;
 }
 
+/* The target for a chunk whose rows were saved with snap's shape: the run's,
+ * or (snapshot(*) with columns added while up ran: the chunks before have
+ * fewer) one fitted to that many columns, so that the added columns keep
+ * their values in rows put back by UPDATE and get their defaults in rows
+ * put back by INSERT, and the hashes compare what the job saw. NULL with
+ * w->err (a column dropped since, say, or the record's columns are not the
+ * table's first ones by name). snapshot(COL, ...) on PostgreSQL: the run's,
+ * or one hashing rows as an older record does (hashed_as). */
 static const sl_undo_target *target_for(down_worker *w, const sl_snap *snap)
 {
     down_run *r = w->r;
