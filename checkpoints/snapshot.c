@@ -7,11 +7,13 @@
 
 /* Version byte of the blob, so a later layout can tell old records apart:
  * 1 has no column names, 2 (written when there are names: snapshot(*)) has
- * them after the counts, 3 is 1's layout with the rows' hashes taken column
- * by column (sl_snap.col_hash). A reader takes all three. */
-#define SNAP_FORMAT          1
-#define SNAP_FORMAT_NAMED    2
-#define SNAP_FORMAT_COL_HASH 3
+ * them after the counts; 3 and 4 are 1's and 2's layouts with the rows'
+ * hashes taken column by column (sl_snap.col_hash). A reader takes all
+ * four. */
+#define SNAP_FORMAT                1
+#define SNAP_FORMAT_NAMED          2
+#define SNAP_FORMAT_COL_HASH       3
+#define SNAP_FORMAT_NAMED_COL_HASH 4
 
 enum { FLAG_PRE = 1, FLAG_POST = 2 };
 
@@ -42,8 +44,8 @@ static void put_field(sl_buf *b, const char *s)
 
 void sl_snap_encode(const sl_snap *snap, sl_buf *out)
 {
-    /* a record has names (snapshot(*)) or column hashes (snapshot(COL, ...)), never both */
-    sl_buf_addc(out, snap->ncols ? SNAP_FORMAT_NAMED : snap->col_hash ? SNAP_FORMAT_COL_HASH : SNAP_FORMAT);
+    sl_buf_addc(out, snap->col_hash ? (snap->ncols ? SNAP_FORMAT_NAMED_COL_HASH : SNAP_FORMAT_COL_HASH)
+                                    : (snap->ncols ? SNAP_FORMAT_NAMED : SNAP_FORMAT));
     put_varint(out, snap->nkey);
     put_varint(out, snap->nvals);
     if (snap->ncols) {
@@ -179,12 +181,13 @@ int sl_snap_decode(const void *data, size_t len, sl_snap *out)
     out->chunk_no = chunk_no;
     memcpy(out->kind, kind, sizeof kind);
     unsigned format = data && len > 0 ? *(const unsigned char *)data : 0;
-    if (format != SNAP_FORMAT && format != SNAP_FORMAT_NAMED && format != SNAP_FORMAT_COL_HASH)
+    if (format < SNAP_FORMAT || format > SNAP_FORMAT_NAMED_COL_HASH)
         return -1;
-    out->col_hash = format == SNAP_FORMAT_COL_HASH;
+    out->col_hash = format == SNAP_FORMAT_COL_HASH || format == SNAP_FORMAT_NAMED_COL_HASH;
+    int named = format == SNAP_FORMAT_NAMED || format == SNAP_FORMAT_NAMED_COL_HASH;
     reader rd = {(const unsigned char *)data + 1, (const unsigned char *)data + len, 0};
     uint64_t nkey = get_varint(&rd), nvals = get_varint(&rd);
-    if (format == SNAP_FORMAT_NAMED && !rd.bad)
+    if (named && !rd.bad)
         read_cols(&rd, out);
     uint64_t nrows = get_varint(&rd);
     /* every row takes a flag byte and a byte per key at least: a count

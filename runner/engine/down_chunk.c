@@ -212,14 +212,15 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     return STEP_OK;
 }
 
-/* snapshot(COL, ...) on PostgreSQL: a target that hashes rows as snap's
- * record does (a chunk an older sluice recorded: sl_undo_use_hash_of), kept
- * among r's shapes. NULL with w->err. */
+/* snapshot(COL, ...) or a down section on PostgreSQL: a target that hashes
+ * rows as snap's record does (a chunk an older sluice recorded:
+ * sl_undo_use_hash_of), kept among r's shapes (snapshot(*)'s are made in
+ * target_for, fitted to the record's columns too). NULL with w->err. */
 static const sl_undo_target *hashed_as(down_worker *w, const sl_snap *snap)
 {
     down_run *r = w->r;
     for (size_t i = 0; i < r->nshapes; i++)
-        if (r->shapes[i]->kind == SL_UNDO_SNAPSHOT_COLS && r->shapes[i]->col_hash == snap->col_hash)
+        if (r->shapes[i]->col_hash == snap->col_hash)
             return r->shapes[i];
     sl_undo_target *t = sl_calloc(1, sizeof *t);
     if (sl_undo_resolve(w->sess, r->job, &r->info, t, &w->err) != 0) {
@@ -238,21 +239,25 @@ static const sl_undo_target *hashed_as(down_worker *w, const sl_snap *snap)
  * their values in rows put back by UPDATE and get their defaults in rows
  * put back by INSERT, and the hashes compare what the job saw. NULL with
  * w->err (a column dropped since, say, or the record's columns are not the
- * table's first ones by name). snapshot(COL, ...) on PostgreSQL: the run's,
- * or one hashing rows as an older record does (hashed_as). */
+ * table's first ones by name). On PostgreSQL the target also hashes rows as
+ * snap's record does (a chunk an older sluice recorded: hashed_as for the
+ * other kinds). */
 static const sl_undo_target *target_for(down_worker *w, const sl_snap *snap)
 {
     down_run *r = w->r;
     /* prepare checked the oldest and newest records; one in between may name other columns */
     if (sl_undo_check_saved_rows(&r->undo, snap, r->job->name, &w->err) != 0)
         return NULL;
-    if (snap->col_hash != r->undo.col_hash && r->undo.kind == SL_UNDO_SNAPSHOT_COLS)
-        return hashed_as(w, snap);
+    int same_hash = snap->col_hash == r->undo.col_hash;
+    if (r->undo.kind != SL_UNDO_SNAPSHOT_ALL)
+        return same_hash ? &r->undo : hashed_as(w, snap);
     size_t k = sl_undo_saved_fields(&r->undo, snap);
-    if (k == 0 || k == r->undo.saved_fields)
+    int fewer = k != 0 && k != r->undo.saved_fields;
+    if (!fewer && same_hash)
         return &r->undo;
     for (size_t i = 0; i < r->nshapes; i++)
-        if (r->shapes[i]->saved_fields == k)
+        if (r->shapes[i]->saved_fields == (fewer ? k : r->undo.saved_fields) &&
+            r->shapes[i]->col_hash == snap->col_hash)
             return r->shapes[i];
     sl_undo_target *t = sl_calloc(1, sizeof *t);
     int said = 1; /* said below, for what it is: a shape of some chunks, not of all */
@@ -260,6 +265,8 @@ static const sl_undo_target *target_for(down_worker *w, const sl_snap *snap)
     if (rc == 0)
         rc = sl_undo_fit_saved_rows(t, snap, r->job->name, &said, &w->err);
     if (rc == 0)
+        sl_undo_use_hash_of(t, snap);
+    if (rc == 0 && fewer)
         sl_info("%s: chunk %" PRId64 " and others saved their rows with %zu columns of the %zu %s has now (columns "
                 "were added while up ran): down puts back those there, and leaves the others (rows it updates keep "
                 "their values, rows it inserts get their defaults)",

@@ -135,19 +135,23 @@ static char *range_select(const sl_keyspec *ks, const char *what, const char *jo
  * (undo_restore.c). malloc'd. */
 char *undo_hash_expr(const sl_undo_target *t)
 {
-    int some = t->kind == SL_UNDO_SNAPSHOT_ALL && t->saved_fields < t->nfields; /* columns added since up */
-    if (t->kind != SL_UNDO_SNAPSHOT_COLS && !some)
-        return sl_strdup("hashtextextended(" ROW_ALIAS "::text, 0)");
     sl_buf b = {0};
     if (t->col_hash) {
         /* each column's text hashed on its own, seeded by its place, the hashes XORed: no row to build and
          * print, no quoting. A NULL gets a number of its own (a NULL hash marks a row up left alone), and
-         * COLLATE "C" hashes the bytes: a case-insensitive column's 'A' to 'a' is a change. */
-        for (size_t i = 0; i < t->ncols; i++)
+         * COLLATE "C" hashes the bytes: a case-insensitive column's 'A' to 'a' is a change. snapshot(*):
+         * the columns its rows were saved with (fewer than now when columns were added since up); a down
+         * section: every column the table has, as the row's text has them. */
+        int saved = t->kind == SL_UNDO_SNAPSHOT_COLS;
+        size_t n = saved ? t->ncols : t->kind == SL_UNDO_SNAPSHOT_ALL ? t->saved_fields : t->nfields;
+        for (size_t i = 0; i < n; i++)
             sl_buf_printf(&b, "%scoalesce(hashtextextended(" ROW_ALIAS ".%s::text COLLATE \"C\", %zu), %zu)",
-                          i ? " # " : "", t->cols[i], i, i);
+                          i ? " # " : "", saved ? t->cols[i] : t->field_cols[i], i, i);
         return sl_buf_take(&b);
     }
+    int some = t->kind == SL_UNDO_SNAPSHOT_ALL && t->saved_fields < t->nfields; /* columns added since up */
+    if (t->kind != SL_UNDO_SNAPSHOT_COLS && !some)
+        return sl_strdup("hashtextextended(" ROW_ALIAS "::text, 0)");
     /* ROW(a, b)::text is the text a row of just those columns had: the same hash */
     sl_buf_adds(&b, "hashtextextended(ROW(");
     size_t n = some ? t->saved_fields : t->ncols;
@@ -255,7 +259,8 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
     for (int r = 0; t->kind == SL_UNDO_SNAPSHOT_ALL && r < ans.results[0].nrows; r++)
         if (strcmp(sl_answer_val(&ans, 0, r, 3), "true") != 0)
             add_col(t, &ans, r);
-    if (t->kind == SL_UNDO_SNAPSHOT_ALL) {
+    /* snapshot(*) saves these; a down section's rows are hashed over them (undo_hash_expr) */
+    if (t->kind == SL_UNDO_SNAPSHOT_ALL || (t->kind == SL_UNDO_DOWN && !undo_is_lite(t))) {
         size_t n = (size_t)ans.results[0].nrows;
         t->field_cols = sl_calloc(n + 1, sizeof(char *));
         t->field_types = sl_calloc(n + 1, sizeof(char *));
@@ -271,7 +276,7 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
     if (rc == 0 && undo_is_lite(t)) {
         undo_lite_build(t, &ans);
     } else if (rc == 0) {
-        t->col_hash = t->kind == SL_UNDO_SNAPSHOT_COLS;
+        t->col_hash = 1;
         build_sql(t);
     }
     sl_answer_free(&ans);
@@ -399,7 +404,7 @@ static int check_names(const sl_undo_target *t, const sl_snap *snap, const char 
 
 void sl_undo_use_hash_of(sl_undo_target *t, const sl_snap *snap)
 {
-    if (undo_is_lite(t) || t->kind != SL_UNDO_SNAPSHOT_COLS || t->col_hash == snap->col_hash)
+    if (undo_is_lite(t) || t->kind == SL_UNDO_NONE || t->col_hash == snap->col_hash)
         return;
     t->col_hash = snap->col_hash;
     free(t->pre_sql);
@@ -692,16 +697,12 @@ static int record_read(const sl_undo_target *t, int64_t chunk_no, const char *da
      * (SQLite's snapshot(*) saves a value per column the table had: fewer when columns were added since,
      * which down fits chunk by chunk, sl_undo_fit_saved_rows) */
     int whole_rows = t->kind == SL_UNDO_SNAPSHOT_ALL && undo_is_lite(t);
-    if (out->col_hash && (t->kind != SL_UNDO_SNAPSHOT_COLS || undo_is_lite(t))) {
-        /* only PostgreSQL's snapshot(COL, ...) hashes by column: down would compare other hashes */
+    if (out->col_hash && undo_is_lite(t)) {
+        /* only PostgreSQL hashes by column: SQLite's down would compare other hashes */
         sl_err_set(err,
-                   "the undo record of chunk %" PRId64 " in %s hashes its rows column by column, as "
-                   "snapshot(COL, ...) on PostgreSQL does, and the job undoes by %s: it was saved for another "
-                   "version of the job",
-                   chunk_no, SL_UNDO_TABLE,
-                   undo_is_lite(t)           ? "snapshot on SQLite"
-                   : t->kind == SL_UNDO_DOWN ? "its down section"
-                                             : "snapshot(*)");
+                   "the undo record of chunk %" PRId64 " in %s hashes its rows column by column, as sluice does "
+                   "on PostgreSQL, and this is a SQLite database: it was saved for another database",
+                   chunk_no, SL_UNDO_TABLE);
         sl_snap_free(out);
         return -1;
     }

@@ -287,7 +287,7 @@ static void test_snap_names(void)
     CHECK(!decodes("\x02\x01\x01\x00\x00", 5));             /* no columns: the encoder writes format 1 */
     CHECK(!decodes("\x02\x01\x01\x01\x00\x00\x00", 7));     /* a NULL name */
     CHECK(!decodes("\x02\x01\x01\x01\x02\x61", 6));         /* cut short */
-    CHECK(!decodes("\x04\x01\x00\x00", 4));                 /* a format no encoder wrote */
+    CHECK(!decodes("\x05\x01\x00\x00", 4));                 /* a format no encoder wrote */
     CHECK(decode_exact("\x01\x01\x00\x00", 4, &back) == 0 && back.ncols == 0 && !back.cols);
     sl_snap_free(&back);
     for (size_t r = 0; r < snap.nrows; r++) { /* the names are the test's */
@@ -325,6 +325,23 @@ static void test_snap_col_hash(void)
     /* format 3 is format 1's layout: no names (a 1 after the counts is a row count, cut short here) */
     CHECK(decodes("\x03\x01\x01\x00", 4));
     CHECK(!decodes("\x03\x01\x01\x01\x02\x61\x00\x00", 8));
+    /* format 4 is format 2's: snapshot(*)'s names, then rows hashed column by column */
+    CHECK(decode_exact("\x04\x01\x01\x01\x02\x61\x00\x00", 8, &back) == 0 && back.col_hash == 1 && back.ncols == 1);
+    sl_snap_free(&back);
+    CHECK(!decodes("\x04\x01\x01\x00", 4)); /* no names */
+    char a[] = "\"a\"";
+    char *names[] = {a};
+    int generated[] = {0};
+    snap_init(&snap, 1, 1);
+    snap.col_hash = 1;
+    snap.ncols = 1;
+    snap.cols = names;
+    snap.col_generated = generated;
+    check_round_trip(&snap, &blob);
+    CHECK(blob.len > 3 && blob.data[0] == 4);
+    CHECK(decode_exact(blob.data, blob.len, &back) == 0 && back.col_hash == 1 && back.ncols == 1);
+    sl_snap_free(&back);
+    sl_buf_free(&blob);
 }
 
 static void test_snap_empty(void)
@@ -658,12 +675,15 @@ static void test_record_pg_cols(void)
     sl_err err = {{0}};
     CHECK(sl_undo_record_decode(&t, 14, bytes, (long long)len, &snap, &err) == 0 && snap.col_hash == 1);
     sl_snap_free(&snap);
-    /* a snapshot(*) job reading it: refused, it hashed other than snapshot(*) does */
-    sl_undo_target all;
-    users_all(&all, &ks);
-    CHECK(sl_undo_record_decode(&all, 14, bytes, (long long)len, &snap, &err) != 0);
+    /* the same job on SQLite reading it: refused, SQLite hashes otherwise */
+    sl_keyspec lks;
+    lite_users(&lks);
+    sl_undo_target lite;
+    users_cols(&lite, &lks);
+    CHECK(sl_undo_record_decode(&lite, 14, bytes, (long long)len, &snap, &err) != 0);
     CHECK(strstr(err.msg, "column by column") != NULL);
-    sl_undo_target_free(&all);
+    sl_undo_target_free(&lite);
+    sl_keyspec_free(&lks);
     free(bytes);
     result_free(&pre);
     result_free(&post);

@@ -29,7 +29,8 @@ typedef struct sl_undo_target {
     char *pre_sql;        /* rows before the up statements ($1.. = lo, then hi); NULL for the down way on PostgreSQL */
     char *post_sql;       /* keys and hashes after them (same parameters) */
     char *state_sql;      /* post_sql FOR UPDATE (SQLite: post_sql): the rows as `down` finds them */
-    /* snapshot(*): every column of the table now, and how many a saved row
+    /* snapshot(*) (and a down section on PostgreSQL, for its hash): every
+     * column of the table now, and how many a saved row
      * holds: on PostgreSQL the row type's text has a field per column,
      * generated ones too; on SQLite a literal per column that is not
      * generated. Columns added since up come last (sl_undo_fit_saved_rows);
@@ -39,9 +40,10 @@ typedef struct sl_undo_target {
     char **field_cols;    /* nfields quoted names, in the row's order */
     char **field_types;   /* their format_type() */
     int *field_generated; /* their attgenerated, as 0/1 */
-    /* PostgreSQL snapshot(COL, ...): 1 (what up records) hashes each saved
-     * column's text on its own, cheaper than the row form that records
-     * of format 1 hold (0, sl_undo_use_hash_of) */
+    /* PostgreSQL snapshot(COL, ...) and down section: 1 (what up records)
+     * hashes each column's text on its own (the saved ones; a down
+     * section's every one, field_cols), cheaper than the row form that
+     * records of format 1 hold (0, sl_undo_use_hash_of) */
     int col_hash;
 } sl_undo_target;
 
@@ -54,9 +56,9 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
                     sl_err *err) SL_MUSTCHECK;
 void sl_undo_target_free(sl_undo_target *t);
 
-/* Have t hash as a PostgreSQL snapshot(COL, ...) record of snap's form
- * does (sl_snap.col_hash): `down` of a job whose chunks an older sluice
- * recorded. Rebuilds t's statements. */
+/* Have t hash as a PostgreSQL snapshot(COL, ...) or down-section record of
+ * snap's form does (sl_snap.col_hash): `down` of a job whose chunks an
+ * older sluice recorded. Rebuilds t's statements. */
 void sl_undo_use_hash_of(sl_undo_target *t, const sl_snap *snap);
 
 /* snapshot(*): how many columns the rows of snap were saved with (0 when
