@@ -255,8 +255,9 @@ static const sl_undo_target *target_for(down_worker *w, const sl_snap *snap)
     int fewer = k != 0 && k != r->undo.saved_fields;
     if (!fewer && same_hash)
         return &r->undo;
+    /* k 0: an older record whose rows saved nothing (inserted rows): any shape that hashes as it did */
     for (size_t i = 0; i < r->nshapes; i++)
-        if (r->shapes[i]->saved_fields == (fewer ? k : r->undo.saved_fields) &&
+        if ((k == 0 || r->shapes[i]->saved_fields == (fewer ? k : r->undo.saved_fields)) &&
             r->shapes[i]->col_hash == snap->col_hash)
             return r->shapes[i];
     sl_undo_target *t = sl_calloc(1, sizeof *t);
