@@ -118,7 +118,7 @@ test_metrics_during_a_down() {
     bump_job 0001_bump 150 "-- sluice:undo snapshot(n)"
     run_sluice up
     assert_rc 0
-    sed -i 's/^-- sluice:batch 150$/-- sluice:batch 150\n-- sluice:pause 50ms/' "$JOBS/0001_bump.sql"
+    sed -i 's/^-- sluice:batch 150$/-- sluice:batch 150\n-- sluice:pause 100ms/' "$JOBS/0001_bump.sql"
     local port
     sluice_start --metrics 127.0.0.1:0 down 0001_bump
     port=$(served_port "$T_DIR/bg.1.err")
@@ -641,11 +641,12 @@ test_no_statistics_no_estimate() {
 -- sluice:table t
 -- sluice:batch 100
 -- sluice:workers 2
--- sluice:pause 30ms
+-- sluice:pause 200ms
 -- sluice:where n = 0
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi AND n = 0;
 JOB
+    # 20 rests of 200 ms a worker: still running when a slow probe has seen 1000 rows done
     local port
     sluice_start --log-format json --metrics 127.0.0.1:0 up
     port=$(served_port "$T_DIR/bg.1.err")
