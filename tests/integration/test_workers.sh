@@ -325,11 +325,12 @@ EOF
     assert_rc 0
     wait_until 10 chunks_of_size 7
     wait_until 5 ctl_says "batch 7" "$JOB" status
-    # Then finish quickly.
+    # Then finish quickly: batches of 1000 may end the job before the next request reaches its runner
     run_sluice ctl "$JOB" set batch=1000
     assert_rc 0
     run_sluice ctl "$JOB" set pause=0ms
-    assert_rc 0
+    ((RC == 0)) || [[ $RC == 1 && $ERR == *"no runner of job $JOB is listening"* ]] ||
+        fail "ctl set pause=0ms: exit $RC: $ERR"
     sluice_wait
     assert_rc 0
     assert_done "$JOB" t 10000
