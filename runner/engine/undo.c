@@ -402,15 +402,21 @@ static int check_names(const sl_undo_target *t, const sl_snap *snap, const char 
     return SL_EREFUSED;
 }
 
+/* Forget t's statements, before they are built again for another shape or hash. */
+static void drop_sql(sl_undo_target *t)
+{
+    free(t->pre_sql);
+    free(t->post_sql);
+    free(t->state_sql);
+    t->pre_sql = t->post_sql = t->state_sql = NULL;
+}
+
 void sl_undo_use_hash_of(sl_undo_target *t, const sl_snap *snap)
 {
     if (undo_is_lite(t) || t->kind == SL_UNDO_NONE || t->col_hash == snap->col_hash)
         return;
     t->col_hash = snap->col_hash;
-    free(t->pre_sql);
-    free(t->post_sql);
-    free(t->state_sql);
-    t->pre_sql = t->post_sql = t->state_sql = NULL;
+    drop_sql(t);
     build_sql(t);
 }
 
@@ -460,10 +466,7 @@ int sl_undo_fit_saved_rows(sl_undo_target *t, const sl_snap *snap, const char *j
         t->ncols++;
     }
     t->saved_fields = k;
-    free(t->pre_sql);
-    free(t->post_sql);
-    free(t->state_sql);
-    t->pre_sql = t->post_sql = t->state_sql = NULL;
+    drop_sql(t);
     if (lite)
         undo_lite_build(t, NULL);
     else

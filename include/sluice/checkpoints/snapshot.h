@@ -39,8 +39,8 @@ typedef struct sl_snap {
     size_t ncols;
     char **cols;        /* quoted names, as sl_undo_target's field_cols */
     int *col_generated; /* 1 for a generated column */
-    /* PostgreSQL snapshot(COL, ...) and down-section records of format 3:
-     * each column's text hashed on its own (sl_undo_target.col_hash); 0:
+    /* PostgreSQL records of format 3 (4 for snapshot(*), with names): each
+     * column's text hashed on its own (sl_undo_target.col_hash); 0:
      * hashtextextended() of the row's text, or of ROW(COL, ...)'s */
     int col_hash;
 } sl_snap;

@@ -40,10 +40,10 @@ typedef struct sl_undo_target {
     char **field_cols;    /* nfields quoted names, in the row's order */
     char **field_types;   /* their format_type() */
     int *field_generated; /* their attgenerated, as 0/1 */
-    /* PostgreSQL snapshot(COL, ...) and down section: 1 (what up records)
-     * hashes each column's text on its own (the saved ones; a down
-     * section's every one, field_cols), cheaper than the row form that
-     * records of format 1 hold (0, sl_undo_use_hash_of) */
+    /* PostgreSQL: 1 (what up records) hashes each column's text on its own
+     * (snapshot(COL, ...) the saved ones; snapshot(*) the saved_fields
+     * first field_cols; a down section every one), cheaper than the row
+     * form that records of formats 1 and 2 hold (0, sl_undo_use_hash_of) */
     int col_hash;
 } sl_undo_target;
 
@@ -56,9 +56,9 @@ int sl_undo_resolve(sl_session *sess, const sl_job *job, const sl_table_info *in
                     sl_err *err) SL_MUSTCHECK;
 void sl_undo_target_free(sl_undo_target *t);
 
-/* Have t hash as a PostgreSQL snapshot(COL, ...) or down-section record of
- * snap's form does (sl_snap.col_hash): `down` of a job whose chunks an
- * older sluice recorded. Rebuilds t's statements. */
+/* Have t hash as a PostgreSQL record of snap's form does (sl_snap.col_hash):
+ * `down` of a job whose chunks an older sluice recorded. Rebuilds t's
+ * statements. */
 void sl_undo_use_hash_of(sl_undo_target *t, const sl_snap *snap);
 
 /* snapshot(*): how many columns the rows of snap were saved with (0 when
