@@ -21,8 +21,8 @@ metric() {
 
 test_metrics_during_a_run() {
     make_table 60000
-    # job 1: 300 chunks over two workers (some 8 s: still running when the probes of a loaded machine
-    # see 4000 rows done), paused by ctl for a while; job 2: held by a window hours away.
+    # job 1: 300 chunks over two workers (some 8 s), paused by ctl for a while; job 2: held by a window
+    # hours away.
     write_job 0001_bump <<'JOB'
 -- sluice:table t
 -- sluice:batch 200
@@ -45,6 +45,12 @@ JOB
     sluice_start --metrics 127.0.0.1:0 up
     port=$(served_port "$T_DIR/bg.1.err")
     wait_until 20 curl -sf "http://127.0.0.1:$port/metrics" -o /dev/null
+    # paused as soon as 4000 rows are done, before the slow probes below: on a loaded machine those took
+    # longer than the whole job, and a pause after its end is only recorded for a next run (ctl_pause 0)
+    wait_until 20 rows_done_at_least 0001_bump 4000
+    run_sluice ctl 0001_bump pause
+    assert_rc 0
+    assert_contains "$OUT" "paused by sluice ctl"
     # curl every 100 ms, each answer kept
     (
         n=0
@@ -65,9 +71,6 @@ JOB
     # 500 idle connections: the server keeps at most 64 and answers scrapes all the same.
     python3 "$OBS" idle "$port" 500 6 >"$T_DIR/idle.out" &
     local idler=$!
-    wait_until 20 rows_done_at_least 0001_bump 4000
-    run_sluice ctl 0001_bump pause
-    assert_rc 0
     sleep 1.5
     wait_until 20 test -s "$T_DIR/idle.out"
     assert_eq "$(cat "$T_DIR/idle.out")" 500 "idle connections opened"
@@ -81,6 +84,7 @@ JOB
     assert_contains "$(cat "$T_DIR/during_idle.txt")" 'sluice_throttled_seconds_total{job="0001_bump",reason="ctl_pause"}'
     run_sluice ctl 0001_bump resume
     assert_rc 0
+    assert_contains "$OUT" "resumed by sluice ctl"
     # job 1 done, job 2 waits for its window
     wait_until 60 grep -q "0002_later: outside its windows" "$T_DIR/bg.1.err"
     sleep 1.5
