@@ -43,6 +43,10 @@
 # resolution) over the chunks it committed or undid is its cost per chunk, in microseconds. On SQLite
 # the database engine runs inside sluice, so that figure there includes the UPDATE's own work.
 #
+# The machine's busy CPU time over each run (/proc/stat: every process, the server's included, against
+# the wall-clock seconds times the CPUs; not for the Python loop, which times itself) says how near it
+# came to using the whole machine: where the CPUs are full, more workers cannot go faster.
+#
 # It prints each method's seconds per round with their median and sluice's CPU per chunk, then the
 # summary: each ratio (of medians) beside the median seconds of the two sides it divides, the lowest
 # and highest of the rounds' own ratios (how far noise moves it), and its target from issue 16. It never passes or fails on time; it exits non-zero only when it could not
@@ -155,18 +159,41 @@ declare -A LABEL=(
     [lite_sl5000_wait]="SQLite sluice up, 5000, synchronous-commit on"
 )
 
-# record ID ROUND SECONDS [CPU_SECONDS CHUNKS]: one run's figures, printed, kept for the tables.
-declare -A SECS=() CPU_US=() CHUNKS=()
-# shellcheck disable=SC2034 # CPU_US and CHUNKS are read through median_of's nameref
+# busy_ticks: the clock ticks every CPU of the machine has spent busy since boot (user, nice, system,
+# irq, softirq, steal: /proc/stat's first line), whatever process it ran.
+busy_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# busy_since TICKS: the CPU seconds the machine has been busy since busy_ticks said TICKS.
+busy_since() {
+    awk -v a="$1" -v b="$(busy_ticks)" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }'
+}
+
+# record ID ROUND SECONDS [CPU_SECONDS CHUNKS]: one run's figures, printed, kept for the tables. RUN_BUSY,
+# when set, is the machine's busy CPU seconds over the same run (taken, and cleared).
+declare -A SECS=() CPU_US=() CHUNKS=() BUSY=()
+RUN_BUSY=""
+# shellcheck disable=SC2034 # CPU_US, CHUNKS and BUSY are read through median_of's nameref
 record() {
-    local id=$1 round=$2 cpu=""
+    local id=$1 round=$2 cpu="" busy=""
     SECS[$id,$round]=$3
     if [[ -n ${4:-} ]]; then
         CHUNKS[$id,$round]=$5
         cpu=$(awk -v c="$4" -v n="$5" 'BEGIN { printf "%.0f", (n > 0 ? c * 1e6 / n : 0) }')
         CPU_US[$id,$round]=$cpu
     fi
-    printf '#   %-48s %9.3f s%s\n' "${LABEL[$id]}" "$3" "${cpu:+   sluice cpu $4 s, $5 chunks, $cpu us/chunk}"
+    if [[ -n $RUN_BUSY ]]; then
+        BUSY[$id,$round]=$RUN_BUSY
+        busy="   machine busy $RUN_BUSY cpu s ($(busy_share "$RUN_BUSY" "$3"))"
+        RUN_BUSY=""
+    fi
+    printf '#   %-48s %9.3f s%s%s\n' "${LABEL[$id]}" "$3" "${cpu:+   sluice cpu $4 s, $5 chunks, $cpu us/chunk}" "$busy"
+}
+
+# busy_share CPU_SECONDS SECONDS: the share of the machine's CPU time (SECONDS on every CPU) spent busy.
+busy_share() {
+    awk -v b="$1" -v s="$2" -v n="$(nproc)" 'BEGIN { printf "%.0f %%", (s > 0 ? b * 100 / (s * n) : 0) }'
 }
 
 # median VALUES...: the median of the given numbers, three decimals; nothing for none.
@@ -249,15 +276,18 @@ write_job() {
 }
 
 # sluice_timed DIR ARGS...: sluice ARGS (its job files and checkpoints in DIR) under /usr/bin/time;
-# RUN_SECS gets its wall-clock seconds, RUN_CPU its user+sys seconds. Returns its exit code.
+# RUN_SECS gets its wall-clock seconds, RUN_CPU its user+sys seconds, RUN_BUSY the machine's busy CPU
+# seconds meanwhile (the server's and sluice's, and anything else running). Returns its exit code.
 sluice_timed() {
-    local dir=$1 t0 t1 rc
+    local dir=$1 t0 t1 rc b0
     shift
+    b0=$(busy_ticks)
     t0=$(now)
     /usr/bin/time -f '%U %S' -o "$dir/time.txt" "$SLUICE" --jobs "$dir/jobs" --checkpoints "$dir/ckpt" "$@" \
         </dev/null >"$dir/out" 2>"$dir/err"
     rc=$?
     t1=$(now)
+    RUN_BUSY=$(busy_since "$b0")
     RUN_SECS=$(secs "$t0" "$t1")
     # The last line: time puts "Command exited with non-zero status N" before it.
     RUN_CPU=$(awk 'END { printf "%.2f", $1 + $2 }' "$dir/time.txt")
@@ -281,39 +311,48 @@ new_dir() {
 # The methods; each takes the round.
 
 pg_update() {
-    local t0 t1
+    local t0 t1 b0
     pg_fresh
+    b0=$(busy_ticks)
     t0=$(now)
     q "$UPDATE_SET" || { fail pg_update "the UPDATE failed"; return; }
     t1=$(now)
+    RUN_BUSY=$(busy_since "$b0")
     pg_check_filled pg_update && record pg_update "$1" "$(secs "$t0" "$t1")"
 }
 
 pg_proc() {
-    local t0 t1
+    local t0 t1 b0
     pg_fresh
     q "$(keyset_procedure_sql)" || die "could not create the procedure"
+    b0=$(busy_ticks)
     t0=$(now)
     q "call bench_walk(1000, -9223372036854775808, 9223372036854775807)" || { fail pg_proc "the CALL failed"; return; }
     t1=$(now)
+    RUN_BUSY=$(busy_since "$b0")
     pg_check_filled pg_proc && record pg_proc "$1" "$(secs "$t0" "$t1")"
 }
 
 # pg_proc_up_down ROUND: the keyset procedure, then the way back by hand: a procedure running the down
 # section's UPDATE over the same batches, on the table as the first left it (no VACUUM between).
 pg_proc_up_down() {
-    local t0 t1 t2
+    local t0 t1 t2 b0
     pg_fresh
     q "$(keyset_procedure_sql)" || die "could not create the procedure"
     q "$(keyset_procedure_sql bench_back "full_name = null")" || die "could not create the way-back procedure"
+    b0=$(busy_ticks)
     t0=$(now)
     q "call bench_walk(1000, -9223372036854775808, 9223372036854775807)" || { fail pg_proc_up "the CALL failed"; return; }
     t1=$(now)
+    RUN_BUSY=$(busy_since "$b0")
     pg_check_filled pg_proc_up && record pg_proc_up "$1" "$(secs "$t0" "$t1")"
+    RUN_BUSY=""
+    b0=$(busy_ticks)
     t1=$(now)
     q "call bench_back(1000, -9223372036854775808, 9223372036854775807)" ||
         { fail pg_proc_down "the CALL failed"; return; }
     t2=$(now)
+    RUN_BUSY=$(busy_since "$b0")
     [[ $(q "select count(full_name) from users") == 0 ]] ||
         { fail pg_proc_down "left some full_name filled"; return; }
     record pg_proc_down "$1" "$(secs "$t1" "$t2")"
@@ -358,17 +397,20 @@ pg_up_down() {
 }
 
 lite_update() {
-    local t0 t1
+    local t0 t1 b0
     lite_fresh
+    b0=$(busy_ticks)
     t0=$(now)
     sqlite3 -bail "$DB" "PRAGMA synchronous = FULL; $UPDATE_SET" >/dev/null || { fail lite_update "the UPDATE failed"; return; }
     t1=$(now)
+    RUN_BUSY=$(busy_since "$b0")
     lite_check_filled lite_update && record lite_update "$1" "$(secs "$t0" "$t1")"
 }
 
 # lite_python ROUND BATCH
 lite_python() {
     local id=lite_py$2 t
+    RUN_BUSY="" # not measured: a failed run before may have left its figure
     lite_fresh
     t=$(python3 "$WORK/loop.py" "$DB" "$2" "$UPDATE_SET") || { fail "$id" "the Python loop failed"; return; }
     lite_check_filled "$id" && record "$id" "$1" "$t"
@@ -415,22 +457,25 @@ run_round() {
 # The figures.
 
 per_run_table() {
-    local id round line median
+    local id round line median busy
     echo
-    echo "== each round's seconds, their median, and sluice's own CPU (user+sys) per chunk, median over the rounds"
+    echo "== each round's seconds, their median, sluice's own CPU (user+sys) per chunk, and the machine's busy CPU"
+    echo "   seconds (every process) with their share of its $(nproc) CPUs over the median seconds, medians over the rounds"
     line=$(printf '%-48s' method)
     for ((round = 1; round <= BENCH_RUNS; round++)); do
         line+=$(printf ' %9s' "run $round")
     done
-    printf '%s %9s %12s %8s\n' "$line" median "cpu us/chunk" chunks
+    printf '%s %9s %12s %8s %16s\n' "$line" median "cpu us/chunk" chunks "machine busy"
     for id in "${IDS[@]}"; do
         line=$(printf '%-48s' "${LABEL[$id]}")
         for ((round = 1; round <= BENCH_RUNS; round++)); do
             line+=$(printf ' %9s' "${SECS[$id,$round]:--}")
         done
         median=$(median_of SECS "$id")
-        printf '%s %9s %12s %8s\n' "$line" "${median:--}" "$(median_of CPU_US "$id" | cut -d. -f1)" \
-            "$(median_of CHUNKS "$id" | cut -d. -f1)"
+        busy=$(median_of BUSY "$id")
+        [[ -n $busy && -n $median ]] && busy=$(printf '%.2f s %5s' "$busy" "$(busy_share "$busy" "$median")")
+        printf '%s %9s %12s %8s %16s\n' "$line" "${median:--}" "$(median_of CPU_US "$id" | cut -d. -f1)" \
+            "$(median_of CHUNKS "$id" | cut -d. -f1)" "${busy:--}"
     done
 }
 
@@ -511,6 +556,17 @@ summary() {
     echo "(targets from issue 16; figures only, never a failure. Up without undo is sluice up, workers 1."
     echo " The down-workers row undoes two ups with workers 2, each of which split the key (4 ranges per worker,"
     echo " cut at sampled keys): one with the job file's workers 2, one with it changed to 1)"
+    echo
+    echo "== the machine's busy CPU seconds (every process: the server's backends and its WAL writer, sluice, the"
+    echo "   rest), medians, and their share of its $(nproc) CPUs over the median seconds: how near a method came to"
+    echo "   using the whole machine"
+    local id busy secs
+    for id in pg_update pg_proc pg_w1 pg_w2; do
+        busy=$(median_of BUSY "$id")
+        secs=$(median_of SECS "$id")
+        [[ -n $busy && -n $secs ]] || continue
+        printf '%-66s %9s cpu s %6s\n' "${LABEL[$id]}" "$busy" "$(busy_share "$busy" "$secs")"
+    done
 }
 
 inner() {
