@@ -92,15 +92,17 @@ static void report_conflict(down_worker *w, const down_chunk *c, const sl_undo_s
                                "as they are now) or --on-conflict overwrite (put back what the job found)");
 }
 
-/* Where each query of segment 1 sits. */
+/* Where each query of segment 1 sits, and whose SQL read the rows (state). */
 typedef struct begin_layout {
     size_t fence_i, prog_i, undo_i, state_i, n;
     int fence, undo, state;
+    const sl_undo_target *look_as;
 } begin_layout;
 
 /* Segment 1: open the transaction, prove the lease (PostgreSQL), take the
  * chunk's progress row (its absence means it is already undone) and its undo
- * record, and (look) read the rows as they are now. */
+ * record, and (look) read the rows as they are now, hashed as the worker's
+ * last record asked (a job an older sluice began hashes as it did). */
 static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begin_layout *l, int64_t attempts, int look)
 {
     down_run *r = w->r;
@@ -127,9 +129,10 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     l->undo_i = n;
     q[n] = (sl_query){sl_undo_take_sql(), 2, prog, 1};
     q[n++].binary_result = w->sess->dialect == SL_DIALECT_PG; /* the record's bytes, not twice as many hex digits */
-    if ((l->state = look && r->undo.state_sql != NULL && !c->skipped)) {
+    l->look_as = w->look_as ? w->look_as : &r->undo;
+    if ((l->state = look && l->look_as->state_sql != NULL && !c->skipped)) {
         l->state_i = n;
-        q[n++] = (sl_query){r->undo.state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 1};
+        q[n++] = (sl_query){l->look_as->state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, 1};
     }
     l->n = n;
     if (sl_session_exec(w->sess, q, n, ans) != 0)
@@ -309,14 +312,16 @@ static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const
         sl_snap_free(&snap);
         return STEP_FAILED;
     }
+    w->look_as = t;
     if (*trusting && sl_undo_plan_trusting(t, &snap, c->edges, step) == 0) {
         sl_snap_free(&snap);
         return STEP_OK;
     }
     *trusting = 0;
     sl_answer look = {0};
-    /* the rows as segment 1 read them, hashed as the run's target hashes: another shape looks again */
-    const sl_result *cur = l->state && t == &r->undo ? &ans->results[l->state_i] : NULL;
+    /* the rows as segment 1 read them, hashed as the last chunk's record asked: a record of another
+     * shape (or hash) looks again */
+    const sl_result *cur = l->state && t == l->look_as ? &ans->results[l->state_i] : NULL;
     if (!cur) {
         if (sl_session_exec1(w->sess, t->state_sql, 2 * (int)r->info.ks.ncols, (const char *const *)c->edges, &look) !=
             0) {

@@ -71,6 +71,9 @@ typedef struct down_worker {
     int has_own;
     int rc;     /* how its walk ended: SL_OK, SL_STOPPED, SL_EFAIL, SL_ECONFLICT */
     sl_err err; /* its own: workers wait in turn, and each message must stay its own */
+    /* the target its last chunk's record asked for (NULL: none yet, the run's): the next chunk's rows
+     * are read as it hashes them, since a job's records are mostly of one kind (down_chunk.c) */
+    const sl_undo_target *look_as;
 } down_worker;
 
 /* down_chunk.c: undo the chunks of r's ranges, newest first, with the job's

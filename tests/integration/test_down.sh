@@ -280,6 +280,57 @@ test_down_section_records_of_an_older_sluice() {
     assert_eq "$(table_sum)" "$before" "the table after down"
 }
 
+# scans_of_t: the scans of t so far (index and sequential), once the sessions that made them have ended
+# and their counts arrived (a backend adds them to the shared statistics as it exits, which may come
+# after it left pg_stat_activity): the same count twice, half a second apart.
+scans_of_t() {
+    local sql="select coalesce(idx_scan, 0) + seq_scan from pg_stat_user_tables where relname = 't'" a b
+    wait_until 10 sql_true "select count(*) = 0 from pg_stat_activity where datname = current_database()
+                            and backend_type = 'client backend' and pid <> pg_backend_pid()"
+    b=$(psql_q "$sql")
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        a=$b
+        sleep 0.5
+        b=$(psql_q "$sql")
+        [[ $a == "$b" ]] && break
+    done
+    echo "$b"
+}
+
+# A down section's job whose records are all an older sluice's: each chunk's rows are read once, hashed as
+# its record asks, but the first chunk's (read as this sluice hashes, then again, by a statement of its
+# own: two more scans in the table's counts than the same job with records of this sluice). Each chunk
+# read its rows twice before: 12 more.
+test_down_section_all_records_of_an_older_sluice() {
+    make_users 3000
+    job_backfill 0001_fill
+    printf '%s\n' "-- sluice:down" "UPDATE t SET full_name = NULL, n = n - 1 WHERE id BETWEEN :lo AND :hi AND id % 7 <> 0;" \
+        >>"$JOBS/0001_fill.sql"
+    local before s0 s1 old new
+    before=$(table_sum)
+    run_sluice up
+    assert_rc 0
+    old_records "hashtextextended(t::text, 0)" "true"
+    assert_sql "select string_agg(distinct get_byte(record, 0)::text, ',') from sluice_undo" 1
+    s0=$(scans_of_t)
+    run_sluice down 0001_fill
+    assert_rc 0
+    s1=$(scans_of_t)
+    old=$((s1 - s0))
+    assert_eq "$(table_sum)" "$before" "the table after down (older records)"
+    run_sluice up
+    assert_rc 0
+    assert_sql "select string_agg(distinct get_byte(record, 0)::text, ',') from sluice_undo" 3
+    s0=$(scans_of_t)
+    run_sluice down 0001_fill
+    assert_rc 0
+    s1=$(scans_of_t)
+    new=$((s1 - s0))
+    assert_eq "$(table_sum)" "$before" "the table after down (this sluice's records)"
+    diag "scans of t by down: $old (older records), $new (this sluice's), 10 chunks"
+    ((old <= new + 2)) || fail "down read the rows of older records twice: $old scans, against $new"
+}
+
 # The column-wise hash tells what the row's text told: NULL from '' and from 'NULL', a change of case in a
 # case-insensitive column, a value moved to the other column.
 test_hash_tells_every_change() {
@@ -780,6 +831,8 @@ run_test "snapshot(*) records of an older sluice beside this one's, a column add
     test_snapshot_all_records_of_an_older_sluice
 run_test "a down section's records of an older sluice beside this one's: down tells the changes in both" \
     test_down_section_records_of_an_older_sluice
+run_test "a down section's records all of an older sluice: each chunk's rows read once" \
+    test_down_section_all_records_of_an_older_sluice
 run_test "the column-wise hash tells every change: NULL and '', case, a value between columns" \
     test_hash_tells_every_change
 run_test "rows another session deleted: conflicts; overwrite puts back what snapshot saved, and says what it cannot" \
