@@ -165,9 +165,16 @@ busy_ticks() {
     awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
-# busy_since TICKS: the CPU seconds the machine has been busy since busy_ticks said TICKS.
-busy_since() {
-    awk -v a="$1" -v b="$(busy_ticks)" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }'
+# clock_start, then clock_stop: RUN_SECS gets the wall-clock seconds between the two, RUN_BUSY the CPU
+# seconds the machine was busy meanwhile.
+clock_start() {
+    CLOCK_BUSY=$(busy_ticks)
+    CLOCK_T0=$(now)
+}
+
+clock_stop() {
+    RUN_SECS=$(secs "$CLOCK_T0" "$(now)")
+    RUN_BUSY=$(awk -v a="$CLOCK_BUSY" -v b="$(busy_ticks)" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
 }
 
 # record ID ROUND SECONDS [CPU_SECONDS CHUNKS]: one run's figures, printed, kept for the tables. RUN_BUSY,
@@ -194,6 +201,16 @@ record() {
 # busy_share CPU_SECONDS SECONDS: the share of the machine's CPU time (SECONDS on every CPU) spent busy.
 busy_share() {
     awk -v b="$1" -v s="$2" -v n="$(nproc)" 'BEGIN { printf "%.0f %%", (s > 0 ? b * 100 / (s * n) : 0) }'
+}
+
+# busy_cell ID: ID's median busy CPU seconds and their share over its median seconds ("3.49 s  47 %");
+# nothing when not measured.
+busy_cell() {
+    local busy secs
+    busy=$(median_of BUSY "$1")
+    secs=$(median_of SECS "$1")
+    [[ -n $busy && -n $secs ]] && printf '%.2f s %5s' "$busy" "$(busy_share "$busy" "$secs")"
+    return 0
 }
 
 # median VALUES...: the median of the given numbers, three decimals; nothing for none.
@@ -279,16 +296,13 @@ write_job() {
 # RUN_SECS gets its wall-clock seconds, RUN_CPU its user+sys seconds, RUN_BUSY the machine's busy CPU
 # seconds meanwhile (the server's and sluice's, and anything else running). Returns its exit code.
 sluice_timed() {
-    local dir=$1 t0 t1 rc b0
+    local dir=$1 rc
     shift
-    b0=$(busy_ticks)
-    t0=$(now)
+    clock_start
     /usr/bin/time -f '%U %S' -o "$dir/time.txt" "$SLUICE" --jobs "$dir/jobs" --checkpoints "$dir/ckpt" "$@" \
         </dev/null >"$dir/out" 2>"$dir/err"
     rc=$?
-    t1=$(now)
-    RUN_BUSY=$(busy_since "$b0")
-    RUN_SECS=$(secs "$t0" "$t1")
+    clock_stop
     # The last line: time puts "Command exited with non-zero status N" before it.
     RUN_CPU=$(awk 'END { printf "%.2f", $1 + $2 }' "$dir/time.txt")
     if ((rc != 0)); then
@@ -311,51 +325,39 @@ new_dir() {
 # The methods; each takes the round.
 
 pg_update() {
-    local t0 t1 b0
     pg_fresh
-    b0=$(busy_ticks)
-    t0=$(now)
+    clock_start
     q "$UPDATE_SET" || { fail pg_update "the UPDATE failed"; return; }
-    t1=$(now)
-    RUN_BUSY=$(busy_since "$b0")
-    pg_check_filled pg_update && record pg_update "$1" "$(secs "$t0" "$t1")"
+    clock_stop
+    pg_check_filled pg_update && record pg_update "$1" "$RUN_SECS"
 }
 
 pg_proc() {
-    local t0 t1 b0
     pg_fresh
     q "$(keyset_procedure_sql)" || die "could not create the procedure"
-    b0=$(busy_ticks)
-    t0=$(now)
+    clock_start
     q "call bench_walk(1000, -9223372036854775808, 9223372036854775807)" || { fail pg_proc "the CALL failed"; return; }
-    t1=$(now)
-    RUN_BUSY=$(busy_since "$b0")
-    pg_check_filled pg_proc && record pg_proc "$1" "$(secs "$t0" "$t1")"
+    clock_stop
+    pg_check_filled pg_proc && record pg_proc "$1" "$RUN_SECS"
 }
 
 # pg_proc_up_down ROUND: the keyset procedure, then the way back by hand: a procedure running the down
 # section's UPDATE over the same batches, on the table as the first left it (no VACUUM between).
 pg_proc_up_down() {
-    local t0 t1 t2 b0
     pg_fresh
     q "$(keyset_procedure_sql)" || die "could not create the procedure"
     q "$(keyset_procedure_sql bench_back "full_name = null")" || die "could not create the way-back procedure"
-    b0=$(busy_ticks)
-    t0=$(now)
+    clock_start
     q "call bench_walk(1000, -9223372036854775808, 9223372036854775807)" || { fail pg_proc_up "the CALL failed"; return; }
-    t1=$(now)
-    RUN_BUSY=$(busy_since "$b0")
-    pg_check_filled pg_proc_up && record pg_proc_up "$1" "$(secs "$t0" "$t1")"
-    RUN_BUSY=""
-    b0=$(busy_ticks)
-    t1=$(now)
+    clock_stop
+    pg_check_filled pg_proc_up && record pg_proc_up "$1" "$RUN_SECS"
+    clock_start
     q "call bench_back(1000, -9223372036854775808, 9223372036854775807)" ||
         { fail pg_proc_down "the CALL failed"; return; }
-    t2=$(now)
-    RUN_BUSY=$(busy_since "$b0")
+    clock_stop
     [[ $(q "select count(full_name) from users") == 0 ]] ||
         { fail pg_proc_down "left some full_name filled"; return; }
-    record pg_proc_down "$1" "$(secs "$t1" "$t2")"
+    record pg_proc_down "$1" "$RUN_SECS"
 }
 
 # pg_sluice_up ID ROUND WORKERS [LINE]: sluice up, no way back; LINE, a directive, in the job file.
@@ -397,14 +399,11 @@ pg_up_down() {
 }
 
 lite_update() {
-    local t0 t1 b0
     lite_fresh
-    b0=$(busy_ticks)
-    t0=$(now)
+    clock_start
     sqlite3 -bail "$DB" "PRAGMA synchronous = FULL; $UPDATE_SET" >/dev/null || { fail lite_update "the UPDATE failed"; return; }
-    t1=$(now)
-    RUN_BUSY=$(busy_since "$b0")
-    lite_check_filled lite_update && record lite_update "$1" "$(secs "$t0" "$t1")"
+    clock_stop
+    lite_check_filled lite_update && record lite_update "$1" "$RUN_SECS"
 }
 
 # lite_python ROUND BATCH
@@ -472,8 +471,7 @@ per_run_table() {
             line+=$(printf ' %9s' "${SECS[$id,$round]:--}")
         done
         median=$(median_of SECS "$id")
-        busy=$(median_of BUSY "$id")
-        [[ -n $busy && -n $median ]] && busy=$(printf '%.2f s %5s' "$busy" "$(busy_share "$busy" "$median")")
+        busy=$(busy_cell "$id")
         printf '%s %9s %12s %8s %16s\n' "$line" "${median:--}" "$(median_of CPU_US "$id" | cut -d. -f1)" \
             "$(median_of CHUNKS "$id" | cut -d. -f1)" "${busy:--}"
     done
@@ -560,13 +558,12 @@ summary() {
     echo "== the machine's busy CPU seconds (every process: the server's backends and its WAL writer, sluice, the"
     echo "   rest), medians, and their share of its $(nproc) CPUs over the median seconds: how near a method came to"
     echo "   using the whole machine"
-    local id busy secs
+    local id busy
     for id in pg_update pg_proc pg_w1 pg_w2; do
-        busy=$(median_of BUSY "$id")
-        secs=$(median_of SECS "$id")
-        [[ -n $busy && -n $secs ]] || continue
-        printf '%-66s %9s cpu s %6s\n' "${LABEL[$id]}" "$busy" "$(busy_share "$busy" "$secs")"
+        busy=$(busy_cell "$id")
+        [[ -n $busy ]] && printf '%-66s %16s\n' "${LABEL[$id]}" "$busy"
     done
+    return 0
 }
 
 inner() {
