@@ -52,10 +52,14 @@ test_lost_after_done() {
 # sluice_runs), one line from the job's row. Nothing is written to the checkpoint directory; a job
 # that never ran is refused by report.
 test_history_and_report_after_loss() {
-    setup_bump_ab 500 50 "-- sluice:pause 100ms"
+    # 20 chunks with a pause between: the killed run has at least 14 chunks left when its kill is sent,
+    # so a slow poll on a loaded machine cannot let it end first
+    setup_bump_ab 1000 50 "-- sluice:pause 100ms"
     stop_up_after 0001_bump 150
+    local stopped_at
+    stopped_at=$(progress 0001_bump)
     sluice_start up
-    wait_until 30 rows_done_at_least 0001_bump 300
+    wait_until 30 rows_done_at_least 0001_bump $((${stopped_at#*|} + 50))
     sluice_kill KILL
     # the next run on another machine: its own, empty checkpoint directory
     run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$T_DIR/other" up
@@ -71,14 +75,14 @@ test_history_and_report_after_loss() {
     assert_eq "$(jq -r '[.[] | select(.job == "0001_bump") | "\(.source) \(.outcome)"] | join(", ")' <<<"$OUT")" \
         "database stopped, database interrupted, database done"
     # the killed run counts the chunks that committed while it ran: every row in some run, once
-    assert_eq "$(jq '[.[] | select(.job == "0001_bump") | .rows] | add' <<<"$OUT")" 500
+    assert_eq "$(jq '[.[] | select(.job == "0001_bump") | .rows] | add' <<<"$OUT")" 1000
     assert_eq "$(jq '.[] | select(.outcome == "interrupted") | .rows > 0 and .ended_at != null' <<<"$OUT")" true
     mkdir -p "$T_DIR/scratch"
     TMPDIR="$T_DIR/scratch" run_sluice report 0001_bump -o "$T_DIR/r.html"
     assert_rc 0
     assert_contains "$(cat "$T_DIR/r.html")" '<p id="source">From the database'
-    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-rows">500</td>'
-    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-chunks">10</td>'
+    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-rows">1000</td>'
+    assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-chunks">20</td>'
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-retries">2</td>'
     assert_contains "$(cat "$T_DIR/r.html")" '<td id="sum-state">done</td>'
     assert_eq "$(grep -o '<td>stopped</td>\|<td>interrupted</td>\|<td>done</td>' "$T_DIR/r.html" | tr '\n' ' ')" \
@@ -109,7 +113,7 @@ JOB
     psql_q "drop table sluice_runs"
     run_sluice --json history
     assert_eq "$(jq -r '[.[] | "\(.job):\(.source):\(.outcome):\(.rows)"] | join(" ")' <<<"$OUT")" \
-        "0001_bump:database:done:500 0002_later:checkpoint:done:500"
+        "0001_bump:database:done:1000 0002_later:checkpoint:done:1000"
     assert_contains "$ERR" "1 job with no checkpoint file in"
     # an unreachable database: history shows the files, silently
     run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" --db "postgresql://nobody@127.0.0.1:1/x" history
@@ -191,7 +195,7 @@ test_move_file_aside_after_done() {
 }
 
 test_lost_mid_run() {
-    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 50ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 5 from sluice_progress"
     rm -rf "$CKPT"
@@ -353,7 +357,7 @@ test_undo_record_shape() {
 }
 
 test_changed_key_refused() {
-    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 50ms"
     psql_q "create unique index on t (id, n)"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
@@ -398,7 +402,7 @@ test_changed_key_order() {
     write_job 0001_bump <<'EOF2'
 -- sluice:table t
 -- sluice:batch 100
--- sluice:pause 20ms
+-- sluice:pause 50ms
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE k BETWEEN :lo AND :hi;
 EOF2
@@ -496,7 +500,7 @@ test_lost_during_down() {
     before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
     run_sluice up
     assert_rc 0
-    sed -i 's/^-- sluice:batch 100$/-- sluice:batch 100\n-- sluice:pause 20ms/' "$JOBS/0001_bump.sql"
+    sed -i 's/^-- sluice:batch 100$/-- sluice:batch 100\n-- sluice:pause 50ms/' "$JOBS/0001_bump.sql"
     sluice_start down 0001_bump
     wait_until 20 sql_true "select count(*) <= 15 from sluice_progress"
     rm -rf "$CKPT"
@@ -509,7 +513,7 @@ test_lost_during_down() {
 }
 
 test_killed_run_is_interrupted() {
-    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 50ms"
     sluice_start up
     wait_until 20 sql_true "select count(*) >= 3 from sluice_progress"
     sluice_kill KILL

@@ -161,7 +161,7 @@ test_changed_undo_columns() {
 }
 
 test_changed_key_refused() {
-    setup_bump_ab 3000 100 "-- sluice:pause 20ms"
+    setup_bump_ab 3000 100 "-- sluice:pause 50ms"
     sq "create unique index t_id_n on t (id, n)"
     sluice_start up
     wait_until 20 sq_true "select count(*) >= 2 from sluice_progress"
