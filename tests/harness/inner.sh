@@ -29,6 +29,10 @@ setup_pg() {
     export SLUICE_TEST_PGRESTART="pg_ctlcluster --mode immediate $PGVERSION regress restart"
     export SLUICE_TEST_PGSTOP="pg_ctlcluster --mode immediate $PGVERSION regress stop"
     export SLUICE_TEST_PGSTART="pg_ctlcluster $PGVERSION regress start"
+    # Debian's psql, createdb, pg_dump and the like in /usr/bin are pg_wrapper, a Perl script that picks
+    # a cluster's version: about 30 ms a call, and the tests call psql thousands of times (every probe
+    # of wait_until). PGHOST and PGPORT name the server, so the tests call the version's own programs.
+    export PATH="/usr/lib/postgresql/$PGVERSION/bin:$PATH"
     printf '# postgresql %s on %s:%s, data %s, log %s\n' "$PGVERSION" "$PGHOST" "$PGPORT" \
         "$SLUICE_TEST_PGDATA" "$SLUICE_TEST_PGLOG"
     if ! psql -XAtq -c 'select 1' >/dev/null; then
