@@ -408,15 +408,12 @@ table_sum() {
 }
 
 # progress [JOB]: "chunks|rows" committed so far for JOB (for every job without it) according to
-# sluice_progress; "0|0" before the first chunk made the table. sq_progress is SQLite's.
+# sluice_progress; "0|0" before the first chunk made the table (or while the server does not answer).
+# One psql a call: it is the probe of many waits. sq_progress is SQLite's.
 progress() {
     local where=""
     [[ -n ${1:-} ]] && where="where job = '$1'"
-    if sql_true "select to_regclass('sluice_progress') is not null"; then
-        psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress $where"
-    else
-        echo "0|0"
-    fi
+    psql_q "select count(*) || '|' || coalesce(sum(rows), 0) from sluice_progress $where" 2>/dev/null || echo "0|0"
 }
 
 # held_for SECS WHAT [JOB]: JOB's progress ("chunks|rows" applied; JOB 0001_bump unless given) does not
