@@ -5,8 +5,8 @@
 
 test_kill9_single_key() {
     psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t (id) select generate_series(1, 200000); analyze t"
-    # The sleep keeps each chunk's transaction open a few ms: the runner must not finish 8000 chunks
+            insert into t (id) select generate_series(1, 120000); analyze t"
+    # The sleep keeps each chunk's transaction open a few ms: the runner must not finish 4800 chunks
     # before the 20th kill however fast it gets, and most kills land inside a transaction.
     write_job 0001_bump <<'EOF'
 -- sluice:table t
@@ -15,14 +15,14 @@ test_kill9_single_key() {
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 SELECT pg_sleep(0.003);
 EOF
-    kill_loop t 8000 20
-    finish_and_check t 200000
+    kill_loop t 4800 20
+    finish_and_check t 120000
 }
 
 # The same with the checkpoint directory deleted after every kill: each resume starts on a bare machine.
 test_kill9_lose_checkpoints() {
     psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t (id) select generate_series(1, 100000); analyze t"
+            insert into t (id) select generate_series(1, 60000); analyze t"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 25
@@ -30,13 +30,13 @@ test_kill9_lose_checkpoints() {
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 SELECT pg_sleep(0.003);
 EOF
-    kill_loop t 4000 10 lose
-    finish_and_check t 100000
+    kill_loop t 2400 10 lose
+    finish_and_check t 60000
 }
 
 test_kill9_composite_key() {
     psql_q "create table tc (tenant int, id int, n int not null default 0, primary key (tenant, id));
-            insert into tc (tenant, id) select t, i from generate_series(1, 40) t, generate_series(1, 2500) i;
+            insert into tc (tenant, id) select t, i from generate_series(1, 40) t, generate_series(1, 1500) i;
             analyze tc"
     write_job 0001_bump_composite <<'EOF'
 -- sluice:table tc
@@ -45,8 +45,8 @@ test_kill9_composite_key() {
 UPDATE tc SET n = n + 1 WHERE (tenant, id) BETWEEN :lo AND :hi;
 SELECT pg_sleep(0.003);
 EOF
-    kill_loop tc 4000 8
-    finish_and_check tc 100000
+    kill_loop tc 2400 8
+    finish_and_check tc 60000
 }
 
 # Two SIGINTs in quick succession: the second aborts the chunk in flight at once (rolled back, never half
@@ -80,7 +80,7 @@ EOF
     finish_and_check t 50000
 }
 
-run_test "20 kill -9's at random moments, then up: every row of 200,000 changed exactly once" test_kill9_single_key
+run_test "20 kill -9's at random moments, then up: every row of 120,000 changed exactly once" test_kill9_single_key
 run_test "10 kill -9's, the checkpoint directory deleted after each, then up: exactly once" test_kill9_lose_checkpoints
 run_test "8 kill -9's over a composite key, then up: every row changed exactly once" test_kill9_composite_key
 run_test "two quick SIGINTs abort with exit 3; up resumes exactly once" test_double_sigint_then_resume
