@@ -462,14 +462,17 @@ static void test_large_batches(void)
      * batch opens with a sleep, during which the backend reads nothing (it
      * reads its next message only once a statement is done), so the socket's
      * buffers fill whatever the machine's speed: without it, a backend on
-     * another core could drain all 16 MB within the first write. */
+     * another core could drain all 16 MB within the first write. Two
+     * seconds, not less: on a loaded machine the client may take longer
+     * than a short sleep to hand libpq the rest, and the backend, awake
+     * again, drains it as it comes. */
     size_t big_len = 2u << 20;
     char *big = malloc(big_len + 1);
     memset(big, 'x', big_len);
     big[big_len] = '\0';
     const char *big_param[] = {big};
     sl_query bq[9];
-    bq[0] = (sl_query){"SELECT pg_sleep(0.3)", 0, NULL};
+    bq[0] = (sl_query){"SELECT pg_sleep(2)", 0, NULL};
     for (int i = 1; i < 9; i++)
         bq[i] = (sl_query){"SELECT length($1)", 1, big_param};
     memset(&w, 0, sizeof w);
