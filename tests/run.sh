@@ -214,8 +214,10 @@ main() {
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
     # The shell tests run python3 hundreds of times to read JSON. A version manager's shim first on the
     # PATH (pyenv's, on the machines CI runs on) costs about 0.4 s of CPU a call, Debian's python3 35 ms.
-    mkdir -p "$BUILD/test-bin" && ln -sfn /usr/bin/python3 "$BUILD/test-bin/python3"
-    export PATH="$BUILD/test-bin:$PATH"
+    if [[ -x /usr/bin/python3 ]]; then
+        mkdir -p "$BUILD/test-bin" && ln -sfn /usr/bin/python3 "$BUILD/test-bin/python3"
+        export PATH="$BUILD/test-bin:$PATH"
+    fi
     # No core files in the work tree; soft limit only, so pg_ctl -c may still raise it for the server.
     ulimit -S -c 0
 
