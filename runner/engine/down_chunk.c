@@ -494,7 +494,8 @@ static int do_chunk(down_worker *w, down_chunk *c)
 
 /* Wait until the job may undo chunk c: `ctl pause`, the windows, the
  * health throttles and max-rate hold a rollback back as they hold `up`.
- * 0 go, 1 stopped (a signal, or outside the windows with --no-wait). */
+ * 0 go, SL_STOPPED (a signal, or outside the windows with --no-wait), or
+ * SL_EFAIL (the connection lost between chunks and not got back). */
 static int wait_turn(down_worker *w, const down_chunk *c)
 {
     down_run *r = w->r;
@@ -504,6 +505,15 @@ static int wait_turn(down_worker *w, const down_chunk *c)
         int64_t wait = 0;
         gate_save_pause(&r->gate, w->sess);
         int g = gate_hold_back(&r->gate, &wait);
+        if (g == GATE_GO && !sl_session_connected(w->sess)) {
+            /* lost between chunks (a failover, say): reconnected as after a lost chunk, or
+             * the health check would find no connection every second, for ever */
+            int rc = sl_run_reconnect(&r->run, w->sess);
+            if (rc < 0)
+                w->err = r->run.err;
+            if (rc != 0)
+                return rc > 0 ? SL_STOPPED : SL_EFAIL;
+        }
         if (g == GATE_GO)
             g = gate_health(&r->gate, w->sess, r->info.ks.table, &wait);
         if (g == GATE_STOP)
