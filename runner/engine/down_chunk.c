@@ -430,6 +430,16 @@ static int record_undone(down_worker *w, const down_chunk *c, int64_t started)
     return 0;
 }
 
+/* Get the worker's connection back (lease and kept commits checked, as
+ * sl_run_reconnect does): 0 back, 1 stopped, -1 failed (w->err says why). */
+static int worker_reconnect(down_worker *w)
+{
+    int rc = sl_run_reconnect(&w->r->run, w->sess);
+    if (rc < 0)
+        w->err = w->r->run.err;
+    return rc;
+}
+
 /* Retry one chunk to an outcome: 0 undone, 1 stopped, -1 failed, -3 conflict. */
 static int do_chunk(down_worker *w, down_chunk *c)
 {
@@ -456,9 +466,7 @@ static int do_chunk(down_worker *w, down_chunk *c)
         if (st == STEP_LOST) {
             if (sl_session_stopping(w->sess))
                 return SL_STOPPED; /* the next run sees from sluice_progress whether it committed */
-            int applied = 1, rc = sl_run_reconnect(&r->run, w->sess);
-            if (rc < 0)
-                w->err = r->run.err;
+            int applied = 1, rc = worker_reconnect(w);
             if (rc == 0)
                 rc = still_applied(w, c->chunk_no, &applied);
             if (rc != 0)
@@ -508,9 +516,7 @@ static int wait_turn(down_worker *w, const down_chunk *c)
         if (g == GATE_GO && !sl_session_connected(w->sess)) {
             /* lost between chunks (a failover, say): reconnected as after a lost chunk, or
              * the health check would find no connection every second, for ever */
-            int rc = sl_run_reconnect(&r->run, w->sess);
-            if (rc < 0)
-                w->err = r->run.err;
+            int rc = worker_reconnect(w);
             if (rc != 0)
                 return rc > 0 ? SL_STOPPED : SL_EFAIL;
         }
