@@ -601,6 +601,41 @@ test_more_workers_split_what_is_left() {
     assert_sql "select count(*) filter (where n = 1) from t" 20000
 }
 
+# down with workers whose connections are cut between chunks (as a failover or a pooler restart
+# cuts them): each worker reconnects before its next chunk, and down finishes, every chunk undone
+# once. A worker that found no connection there used to wait for its health check for ever.
+test_down_workers_reconnect_between_chunks() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select generate_series(1, 4000); analyze t"
+    local before
+    before=$(table_sum)
+    bump_job 0001_bump 100 "-- sluice:workers 2" "-- sluice:undo snapshot(n)" "-- sluice:pause 100ms"
+    run_sluice up
+    assert_rc 0
+    assert_done 0001_bump t 4000
+    local chunks cut
+    chunks=$(psql_q "select count(*) from sluice_progress where job = '0001_bump'")
+    sluice_start down 0001_bump
+    for cut in 4 12; do
+        wait_until 60 sql_true "select count(*) <= $chunks - $cut from sluice_progress where job = '0001_bump'"
+        # the chunks take a few milliseconds in every 100: the cut lands between chunks
+        psql_q "select pg_terminate_backend(pid) from pg_stat_activity
+                 where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'" \
+            >/dev/null
+    done
+    wait_until 60 not_running
+    sluice_wait
+    assert_rc 0
+    assert_contains "$ERR" "reconnected"
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump'" 0
+    assert_eq "$(table_sum)" "$before" "table checksum after down"
+}
+
+# not_running: the background sluice $SLUICE_PID has exited (for wait_until).
+not_running() {
+    ! runner_alive
+}
+
 # A job walked by one worker, then resumed with two (the rest of the key split into ranges), then
 # rolled back part-way: `down` undoes the newest chunks of each range, those that ran before the
 # split (range 0) too. The next `up` walks range 0 again from its last chunk left, up to where the
@@ -698,6 +733,8 @@ run_test "workers 4: ctl status, pause, resume and set" test_ctl_with_workers
 run_test "workers 2: undo snapshot(cols), then down restores the table exactly" test_undo_snapshot_then_down
 run_test "workers 4: down after a partial run restores the table exactly" test_undo_after_partial_run
 run_test "workers 4: down undoes the ranges at the same time, on 4 connections, newest first in each" test_down_runs_ranges_at_the_same_time
+run_test "workers 2: down's connections cut between chunks: each worker reconnects, down finishes, the table as before" \
+    test_down_workers_reconnect_between_chunks
 run_test "workers 8 on a table smaller than a batch, and on an empty one; plan shows the workers" test_tiny_and_empty_tables
 run_test "resume with workers 1 after workers 4: refused unless --allow-changed-statements, then every row once" test_resume_with_other_worker_count
 run_test "resumed with workers 4 after workers 1, a where on the column it changes: what is left is split" \
