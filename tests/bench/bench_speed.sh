@@ -13,7 +13,10 @@
 # `UPDATE users SET full_name = first_name || ' ' || last_name` as:
 #   PostgreSQL
 #    1. one UPDATE of the whole table (psql);
-#    2. the PL/pgSQL keyset procedure, COMMIT per batch of 1000 (bench_workers.sh's, from lib.sh);
+#    2. the PL/pgSQL keyset procedure, COMMIT per batch of 1000 (bench_workers.sh's, from lib.sh); then
+#       the same procedure reading each batch's rows before and after its UPDATE as a snapshot's two
+#       images read them, counted on the server (lib.sh's "reads"): the server's own cost of those reads,
+#       with nothing sent to a client or stored, the least a snapshot can add over an up without undo;
 #    3. sluice up, workers 1, no way back (also the "up without undo" the undo rows divide by); then the
 #       same with `synchronous-commit on` (each chunk's commit waits for the disk, as the procedure's);
 #    4. sluice up, workers 2;
@@ -126,13 +129,14 @@ fail() {
 }
 
 # The methods, in the order of the tables; LABEL[ID] names one.
-IDS=(pg_update pg_proc pg_w1 pg_w1_wait pg_w2 pg_snap_up pg_snap_down pg_ds_up pg_ds_down
+IDS=(pg_update pg_proc pg_proc_reads pg_w1 pg_w1_wait pg_w2 pg_snap_up pg_snap_down pg_ds_up pg_ds_down
     pg_w2snap_up pg_w2snap_down pg_w2snap_up_b pg_w2snap_down1 pg_snap_up_v pg_snap_down_v pg_ds_up_v
     pg_ds_down_v pg_proc_up pg_proc_down
     lite_update lite_py1000 lite_sl1000 lite_sl1000_wait lite_py5000 lite_sl5000 lite_sl5000_wait)
 declare -A LABEL=(
     [pg_update]="PG one UPDATE"
     [pg_proc]="PG PL/pgSQL keyset procedure, batch 1000"
+    [pg_proc_reads]="PG the procedure, reading before and after"
     [pg_w1]="PG sluice up, workers 1"
     [pg_w1_wait]="PG sluice up, workers 1, synchronous-commit on"
     [pg_w2]="PG sluice up, workers 2"
@@ -341,6 +345,16 @@ pg_proc() {
     pg_check_filled pg_proc && record pg_proc "$1" "$RUN_SECS"
 }
 
+pg_proc_reads() {
+    pg_fresh
+    q "$(keyset_procedure_sql bench_reads "" reads)" || die "could not create the reading procedure"
+    clock_start
+    q "call bench_reads(1000, -9223372036854775808, 9223372036854775807)" ||
+        { fail pg_proc_reads "the CALL failed"; return; }
+    clock_stop
+    pg_check_filled pg_proc_reads && record pg_proc_reads "$1" "$RUN_SECS"
+}
+
 # pg_proc_up_down ROUND: the keyset procedure, then the way back by hand: a procedure running the down
 # section's UPDATE over the same batches, on the table as the first left it (no VACUUM between).
 pg_proc_up_down() {
@@ -432,6 +446,7 @@ run_round() {
     echo "# round $1 of $BENCH_RUNS (load $(cut -d' ' -f1-3 /proc/loadavg))"
     pg_update "$1"
     pg_proc "$1"
+    pg_proc_reads "$1"
     pg_sluice_up pg_w1 "$1" 1
     pg_sluice_up pg_w1_wait "$1" 1 "-- sluice:synchronous-commit on"
     pg_sluice_up pg_w2 "$1" 2
@@ -543,6 +558,7 @@ summary() {
     summary_line "SQLite:   sluice batch 5000 / one UPDATE" lite_sl5000 lite_update ""
     summary_line "SQLite:   Python loop batch 5000 / one UPDATE" lite_py5000 lite_update ""
     summary_line "PG: up with undo snapshot(full_name) / up without undo" pg_snap_up pg_w1 1.20 pct
+    summary_line "PG:   procedure reading before and after / procedure" pg_proc_reads pg_proc "" pct
     summary_line "PG: up with a down section (row hashes) / up without undo" pg_ds_up pg_w1 "" pct
     summary_line "PG: down / up, snapshot(full_name)" pg_snap_down pg_snap_up 1.00
     summary_line "PG:   the same, VACUUM between (down / its own up)" pg_snap_down_v pg_snap_up_v ""
@@ -552,6 +568,8 @@ summary() {
     summary_line "PG:   procedure of the down UPDATE / keyset procedure" pg_proc_down pg_proc_up ""
     summary_line "PG: down workers 2 / down workers 1 (snapshot; ups with workers 2)" pg_w2snap_down pg_w2snap_down1 ""
     echo "(targets from issue 16; figures only, never a failure. Up without undo is sluice up, workers 1."
+    echo " The procedure reading before and after reads each batch's rows as a snapshot's two images do, on the"
+    echo " server alone: what those reads cost with nothing sent or stored, the least a snapshot adds."
     echo " The down-workers row undoes two ups with workers 2, each of which split the key (4 ranges per worker,"
     echo " cut at sampled keys): one with the job file's workers 2, one with it changed to 1)"
     echo

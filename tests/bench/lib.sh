@@ -88,23 +88,38 @@ free_port() {
     echo 5432
 }
 
-# keyset_procedure_sql [NAME [SET]]: the CREATE of NAME(batch, after, upto) (default bench_walk), the
-# hand-written PostgreSQL alternative to sluice (bench_workers.sh, bench_speed.sh): find each batch's
+# keyset_procedure_sql [NAME [SET [reads]]]: the CREATE of NAME(batch, after, upto) (default bench_walk),
+# the hand-written PostgreSQL alternative to sluice (bench_workers.sh, bench_speed.sh): find each batch's
 # last key with the index (as sluice's boundary query does), UPDATE users SET SET over the range
 # (default: full_name from the two names), COMMIT; between two keys, so that two sessions can split
-# the table. CALL it outside a transaction block, so that it may COMMIT inside.
+# the table. With "reads", each batch's rows are also read before the UPDATE (each key and full_name as
+# text, as a snapshot(full_name)'s first image reads them) and after it (each key as text and the hash
+# of full_name of the rows the transaction wrote, by a bitmap scan, as its second image does), and
+# counted on the server: what a snapshot's two reads cost the server, with nothing sent or stored. CALL
+# it outside a transaction block, so that it may COMMIT inside.
 keyset_procedure_sql() {
+    local before="" after=""
+    if [[ ${3:-} == reads ]]; then
+        before="select count(id::text) + count(full_name::text) into seen from users where id > last_id and id <= hi;"
+        after="perform set_config('enable_indexscan', 'off', true);
+        select count(id::text) + count(case when age(xmin) <= 0
+                                            then coalesce(hashtextextended(full_name::text collate \"C\", 0), 0) end)
+          into seen from users where id > last_id and id <= hi;"
+    fi
     cat <<SQL
 create or replace procedure ${1:-bench_walk}(batch int, after bigint, upto bigint) language plpgsql as \$\$
 declare
     last_id bigint := after;
     hi bigint;
+    seen bigint;
 begin
     loop
         select max(id) into hi from (select id from users where id > last_id and id <= upto
                                      order by id limit batch) s;
         exit when hi is null;
+        $before
         update users set ${2:-full_name = first_name || ' ' || last_name} where id > last_id and id <= hi;
+        $after
         commit;
         last_id := hi;
     end loop;
