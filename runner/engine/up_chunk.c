@@ -56,6 +56,13 @@ static chunk_layout layout_of(const up_run *r)
     return l;
 }
 
+/* The most rows w's next chunk may have: the batch in force, or less while
+ * a split's smaller chunks grow back. */
+static int64_t worker_batch(const up_run *r, const up_worker *w)
+{
+    return w->split_limit > 0 && w->split_limit < r->pace.batch ? w->split_limit : r->pace.batch;
+}
+
 static void tuple_copy(up_key *dst, const up_key *src, size_t n)
 {
     up_key_free(dst);
@@ -90,8 +97,7 @@ static const char *boundary_for(const up_run *r, const up_worker *w, const up_ke
     if (kr->has_until)
         for (size_t i = 0; i < n; i++)
             params[k++] = kr->until.v[i];
-    int64_t batch = w->split_limit > 0 && w->split_limit < r->pace.batch ? w->split_limit : r->pace.batch;
-    snprintf(limit, 24, "%" PRId64, batch);
+    snprintf(limit, 24, "%" PRId64, worker_batch(r, w));
     params[k++] = limit;
     *np = (int)k;
     return r->boundary[after != NULL][kr->has_until];
@@ -294,7 +300,7 @@ static int send_chunk(up_run *r, up_worker *w)
     if (!w->chunk_no) {
         w->chunk_no = r->next_chunk_no++;
         w->started = sl_mono_ms();
-        w->sent_batch = w->split_limit > 0 && w->split_limit < r->pace.batch ? w->split_limit : r->pace.batch;
+        w->sent_batch = worker_batch(r, w);
     }
     if (w->attempts == 1)
         sl_pace_rate_sent(&r->pace, w->cur.rows);
@@ -540,9 +546,11 @@ static chunk_origin origin_of(const up_worker *w)
     return (chunk_origin){w->chunk_no, w->attempts, w->started, w->sent_batch, w->id, w->queued};
 }
 
-/* Write a committed chunk to the checkpoint file and count it. */
+/* Write a committed chunk to the checkpoint file and count it; next_batch,
+ * the most rows its worker's next chunk may have, goes to the progress line
+ * and the metrics. */
 static int record_chunk(up_run *r, const up_bounds *done, const chunk_origin *o, int64_t affected,
-                        const char *last_error, int skipped)
+                        const char *last_error, int skipped, int64_t next_batch)
 {
     size_t n = r->info.ks.ncols;
     char *lo = up_tuple_json(&done->lo, n), *hi = up_tuple_json(&done->hi, n);
@@ -567,8 +575,8 @@ static int record_chunk(up_run *r, const up_bounds *done, const chunk_origin *o,
     r->rows_done += done->rows;
     r->run_rows += done->rows;
     sl_metrics_chunk(r->metrics, done->rows, ms);
-    sl_metrics_batch(r->metrics, r->pace.batch);
-    sl_progress_update(r->rows_done, r->pace.batch);
+    sl_metrics_batch(r->metrics, next_batch);
+    sl_progress_update(r->rows_done, next_batch);
     return 0;
 }
 
@@ -650,7 +658,7 @@ static int set_aside(up_run *r, up_worker *w)
     advance_range(r, w, &w->cur, w->chunk_no);
     chunk_origin o = origin_of(w);
     w->chunk_no = 0;
-    rc = record_chunk(r, &w->cur, &o, 0, error, 1);
+    rc = record_chunk(r, &w->cur, &o, 0, error, 1, worker_batch(r, w));
     free(error);
     return rc;
 }
@@ -733,6 +741,7 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, up_bounds *ne
     if (w->split_limit > 0 && (w->split_limit *= 2) >= r->pace.batch)
         w->split_limit = 0; /* past the trouble: back to full chunks, doubling */
     up_pace_after(r, done.rows, chunk_ms);
+    int64_t next_batch = worker_batch(r, w);
     int sent = 0;
     assert(!w->follow || (next_known && next->has_rows)); /* it ran only after this chunk, with the bounds it found */
     if (w->follow) {
@@ -749,7 +758,7 @@ static int on_committed(up_run *r, up_worker *w, int64_t affected, up_bounds *ne
         w->state = W_IDLE;
     }
     /* recorded even when the next chunk could not go: it did commit */
-    int rc = record_chunk(r, &done, &o, affected, last_error, 0);
+    int rc = record_chunk(r, &done, &o, affected, last_error, 0, next_batch);
     free(last_error);
     up_bounds_free(&done);
     return sent < 0 ? -1 : rc;

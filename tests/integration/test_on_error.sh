@@ -104,6 +104,34 @@ EOF
     assert_sql "select count(*) from t where n = 1" 400
 }
 
+# While a split's smaller chunks run, the progress line says the batch they
+# are sent with, not the job's: row 120 is locked past every retry, so the chunk of rows 101-200 is
+# split until the rows before it commit in chunks of fewer than 100.
+test_split_batch_on_the_progress_line() {
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t select generate_series(1, 400)"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:lock-timeout 100ms
+-- sluice:retries 1
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    psql -XAtq -c "begin; select 1 from t where id = 120 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
+    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%'
+                                             and state = 'active' and pid <> pg_backend_pid())"
+    run_cmd script -qfec "$SLUICE --jobs $JOBS --checkpoints $CKPT up" "$T_DIR/typescript"
+    assert_rc 1
+    assert_sql "select count(*) from t where n = 1" 119
+    local lines
+    lines=$(tr '\r' '\n' <"$T_DIR/typescript" | grep -E '0001_bump: [0-9]+ rows')
+    assert_match "$lines" ', batch 100([^0-9]|$)' "the progress line before the split"
+    assert_match "$lines" ', batch [0-9]{1,2}([^0-9]|$)' "the progress line after the split"
+    psql_q "select count(pg_terminate_backend(pid)) from pg_stat_activity
+             where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+}
+
 # A chunk whose statements end their own backend (as a batch over the server's message limit or a
 # pooler's query_timeout would) loses its connection on every attempt: counted as a transient failure,
 # it is split down to the row, which on-error skip sets aside and on-error stop fails on; down gives up
@@ -187,6 +215,7 @@ run_test "on-error skip sets exactly the failing rows aside and lists them" test
 run_test "down after on-error skip restores the table, set-aside rows untouched" test_skip_then_down_leaves_set_aside_rows_alone
 run_test "on-error stop fails on a permanent error without splitting" test_stop_fails_without_splitting
 run_test "transient failures split the chunk down to the locked row" test_transient_failures_split_the_chunk
+run_test "a split's smaller chunks: the progress line says the batch they are sent with" test_split_batch_on_the_progress_line
 run_test "a chunk that ends its connection every time: split and set aside, or failed; down gives up after its retries" \
     test_chunk_that_loses_its_connection_every_time
 run_test "retries 0 and one lost connection: the chunk goes again, in up and in down" test_one_lost_connection_with_retries_0
