@@ -225,8 +225,13 @@ static int64_t explained_rows(const sl_answer *ans, size_t res)
  * total; the planner still gives the share a where (and a key range)
  * keeps. A partitioned table keeps no counts of its own: its partitions'
  * (every level, as the planner's guess covers them) add up to its. The
- * planner's guess alone when there are no counts (reset) or they cannot be
- * read.
+ * planner's guess alone when there are no counts or they cannot be read,
+ * or when no VACUUM or ANALYZE counted the rows since the counts began (the
+ * fourth column): VACUUM and ANALYZE set the live count, inserts and
+ * deletes only move it, so after a reset (a crash, a failover to a standby,
+ * which keeps counts of its own, pg_stat_reset) it says how many rows came
+ * and went since, not how many there are: a table only updated since has
+ * dead rows and none live.
  *
  * The third column: the planner has no statistics for a table of the
  * tree, and its share of a where or a key range comes from fixed defaults
@@ -243,7 +248,11 @@ static const char live_sql[] =
                      " coalesce(bool_or(c.relkind <> 'p' AND ((c.reltuples < 0 AND NOT c.relhassubclass)"
                      " OR (pg_relation_size(c.oid) > 0 AND NOT EXISTS (SELECT 1 FROM pg_stats s"
                      " JOIN pg_namespace n ON n.nspname = s.schemaname"
-                     " WHERE n.oid = c.relnamespace AND s.tablename = c.relname)))), false)::text"
+                     " WHERE n.oid = c.relnamespace AND s.tablename = c.relname)))), false)::text,"
+                     " coalesce(bool_or(pg_stat_get_last_vacuum_time(c.oid) IS NOT NULL"
+                     " OR pg_stat_get_last_autovacuum_time(c.oid) IS NOT NULL"
+                     " OR pg_stat_get_last_analyze_time(c.oid) IS NOT NULL"
+                     " OR pg_stat_get_last_autoanalyze_time(c.oid) IS NOT NULL), false)::text"
                      " FROM sluice_tree t JOIN pg_class c ON c.oid = t.rel";
 
 void catalog_spans_build(catalog_spans *s, const sl_keyspec *ks, const sl_key_span *spans, size_t n, size_t lead,
@@ -277,9 +286,10 @@ void catalog_spans_free(catalog_spans *s)
 }
 
 /* The live and dead rows the statistics count for the table (0 for both
- * when they cannot be read: a role refused the functions, say), and
- * whether the planner has statistics for it (live_sql; 1 when that cannot
- * be read either: the planner's guess is all there is). */
+ * when they cannot be read: a role refused the functions, say, or when
+ * they know nothing of its rows since a reset), and whether the planner has
+ * statistics for it (live_sql; 1 when that cannot be read either: the
+ * planner's guess is all there is). */
 static void stat_rows(sl_session *sess, const char *table, int64_t *live, int64_t *dead, int *analyzed)
 {
     const char *params[] = {table};
@@ -293,6 +303,9 @@ static void stat_rows(sl_session *sess, const char *table, int64_t *live, int64_
     *live = l ? strtoll(l, NULL, 10) : 0;
     *dead = d ? strtoll(d, NULL, 10) : 0;
     *analyzed = !missing || strcmp(missing, "true") != 0;
+    const char *counted = ans.ok ? sl_answer_val(&ans, 0, 0, 3) : NULL;
+    if (!counted || strcmp(counted, "true") != 0)
+        *live = *dead = 0; /* reset since the rows were counted: the planner's guess */
     sl_answer_free(&ans);
 }
 

@@ -501,6 +501,25 @@ EOF
     assert_status 0001_bump state rolled_back
 }
 
+# The server's row counts reset since the table's last ANALYZE (a crash, a failover to a standby,
+# pg_stat_reset): they count no row live, only the old versions of the rows updated since. The split
+# goes by the planner's rows then, as with no counts at all: it used to take the table for empty
+# and walk it with one worker, saying nothing.
+test_split_after_counts_reset() {
+    psql_q "create table t (id int primary key, n int not null default 0) with (autovacuum_enabled = false);
+            insert into t (id) select generate_series(1, 20000); analyze t"
+    psql_q "select pg_stat_reset()" >/dev/null
+    psql_q "update t set n = n"
+    wait_until 10 sql_true "select n_dead_tup > 0 and n_live_tup = 0 and last_analyze is null
+                              from pg_stat_all_tables where relid = 't'::regclass"
+    bump_job 0001_bump 100 "-- sluice:workers 2"
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "split the key into"
+    assert_contains "$ERR" "2 workers over"
+    assert_done 0001_bump t 20000
+}
+
 # (h) ---------------------------------------------------------------------------------------------
 
 test_tiny_and_empty_tables() {
@@ -735,6 +754,7 @@ run_test "workers 4: down after a partial run restores the table exactly" test_u
 run_test "workers 4: down undoes the ranges at the same time, on 4 connections, newest first in each" test_down_runs_ranges_at_the_same_time
 run_test "workers 2: down's connections cut between chunks: each worker reconnects, down finishes, the table as before" \
     test_down_workers_reconnect_between_chunks
+run_test "counts reset since the last ANALYZE, the table only updated since: the key is still split" test_split_after_counts_reset
 run_test "workers 8 on a table smaller than a batch, and on an empty one; plan shows the workers" test_tiny_and_empty_tables
 run_test "resume with workers 1 after workers 4: refused unless --allow-changed-statements, then every row once" test_resume_with_other_worker_count
 run_test "resumed with workers 4 after workers 1, a where on the column it changes: what is left is split" \
