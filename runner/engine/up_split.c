@@ -86,7 +86,7 @@ static int read_split(up_run *r, up_key *start, int *has_start)
 /* How many ranges to split what is left into: RANGES_PER_WORKER per worker,
  * but no range under two batches by the estimate of what the walk has left
  * (after the last chunk, up to the walk's end). */
-static int64_t ranges_wanted(up_run *r)
+static int64_t ranges_wanted(up_run *r, int64_t *est_out)
 {
     int64_t want = r->job->workers * RANGES_PER_WORKER;
     sl_key_span left = {r->has_last ? (const char *const *)r->last.v : NULL,
@@ -94,7 +94,15 @@ static int64_t ranges_wanted(up_run *r)
     int64_t est = sl_catalog_estimate_spans(r->sess, &r->info.ks, &left, 1);
     if (est >= 0 && est / (2 * r->pace.batch) < want)
         want = est / (2 * r->pace.batch);
+    *est_out = est;
     return want;
+}
+
+/* workers N, and yet no split: said, or the job would just run slower. */
+static void say_one_range(const up_run *r, const char *why)
+{
+    sl_info("%s: workers %" PRId64 ", but the key is walked as one range, by one worker: %s", r->job->name,
+            r->job->workers, why);
 }
 
 /* The table's size in pages, for the sample's percentage: a partitioned
@@ -254,9 +262,14 @@ static int save_split(up_run *r)
  * sample finds nowhere to split (a small table): one range then. */
 static int make_split(up_run *r)
 {
-    int64_t want = ranges_wanted(r);
-    if (want < 2)
+    int64_t est = -1, want = ranges_wanted(r, &est);
+    if (want < 2) {
+        char why[160];
+        snprintf(why, sizeof why, "about %" PRId64 " rows %s (the estimate), too few for two ranges of two chunks", est,
+                 r->has_last ? "left" : "to walk");
+        say_one_range(r, why);
         return 0;
+    }
     int64_t pages = table_pages(r);
     int64_t sample_pages = want * SAMPLE_PAGES_PER_RANGE > 300 ? want * SAMPLE_PAGES_PER_RANGE : 300;
     double pct = pages > sample_pages ? 100.0 * (double)sample_pages / (double)pages : 100.0;
@@ -280,6 +293,7 @@ static int make_split(up_run *r)
         for (size_t i = 0; i < r->nranges; i++)
             up_range_free(&r->ranges[i]);
         r->nranges = 0;
+        say_one_range(r, "the sample of its pages found too few keys to cut it at");
         return 0;
     }
     if (save_split(r) != 0)

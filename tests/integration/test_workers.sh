@@ -544,6 +544,7 @@ EOF
     assert_contains "$OUT" "workers:    8 connections"
     run_sluice up
     assert_rc 0
+    assert_contains "$ERR" "0001_tiny: workers 8, but the key is walked as one range, by one worker: about 7 rows to walk"
     assert_done 0001_tiny t 7
     assert_sql "select count(*) from sluice_progress where job = '0001_tiny'" 1
     assert_status 0002_empty state "done"
