@@ -74,9 +74,9 @@ test_stop_fails_without_splitting() {
     assert_contains "$OUT" '"state": "failed"' "status"
 }
 
-# Another session keeps row 150 locked past every retry: the chunk around it is split until the rows
-# before it commit, then the job fails on the single locked row; once the lock is gone, up finishes.
-test_transient_failures_split_the_chunk() {
+# locked_row_job ROW: table t of 400 rows, job 0001_bump adding 1 to n in chunks of 100 (lock-timeout
+# 100ms, retries 1), and another session holding row ROW locked for 60 s (until unlock_row).
+locked_row_job() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t select generate_series(1, 400)"
     write_job 0001_bump <<'EOF'
@@ -87,9 +87,21 @@ test_transient_failures_split_the_chunk() {
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
-    psql -XAtq -c "begin; select 1 from t where id = 150 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
+    psql -XAtq -c "begin; select 1 from t where id = $1 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
     wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%'
                                              and state = 'active' and pid <> pg_backend_pid())"
+}
+
+# unlock_row: end locked_row_job's session.
+unlock_row() {
+    psql_q "select count(pg_terminate_backend(pid)) from pg_stat_activity
+             where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+}
+
+# Another session keeps row 150 locked past every retry: the chunk around it is split until the rows
+# before it commit, then the job fails on the single locked row; once the lock is gone, up finishes.
+test_transient_failures_split_the_chunk() {
+    locked_row_job 150
     run_sluice up
     assert_rc 1
     assert_contains "$ERR" "splitting it" "split log"
@@ -97,30 +109,17 @@ EOF
     # Everything before the locked row committed, in smaller chunks; nothing after it ran.
     assert_sql "select count(*) from t where n = 1" 149
     assert_sql "select count(*) from t where n > 1" 0
-    psql_q "select count(pg_terminate_backend(pid)) from pg_stat_activity
-             where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+    unlock_row
     run_sluice up
     assert_rc 0
     assert_sql "select count(*) from t where n = 1" 400
 }
 
-# While a split's smaller chunks run, the progress line says the batch they
-# are sent with, not the job's: row 120 is locked past every retry, so the chunk of rows 101-200 is
-# split until the rows before it commit in chunks of fewer than 100.
+# While a split's smaller chunks run, the progress line says the batch they are sent with, not the
+# job's: row 120 is locked past every retry, so the chunk of rows 101-200 is split until the rows
+# before it commit in chunks of fewer than 100.
 test_split_batch_on_the_progress_line() {
-    psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t select generate_series(1, 400)"
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:lock-timeout 100ms
--- sluice:retries 1
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
-    psql -XAtq -c "begin; select 1 from t where id = 120 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
-    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%'
-                                             and state = 'active' and pid <> pg_backend_pid())"
+    locked_row_job 120
     run_cmd script -qfec "$SLUICE --jobs $JOBS --checkpoints $CKPT up" "$T_DIR/typescript"
     assert_rc 1
     assert_sql "select count(*) from t where n = 1" 119
@@ -128,8 +127,7 @@ EOF
     lines=$(tr '\r' '\n' <"$T_DIR/typescript" | grep -E '0001_bump: [0-9]+ rows')
     assert_match "$lines" ', batch 100([^0-9]|$)' "the progress line before the split"
     assert_match "$lines" ', batch [0-9]{1,2}([^0-9]|$)' "the progress line after the split"
-    psql_q "select count(pg_terminate_backend(pid)) from pg_stat_activity
-             where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+    unlock_row
 }
 
 # A chunk whose statements end their own backend (as a batch over the server's message limit or a
