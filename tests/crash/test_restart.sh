@@ -6,10 +6,6 @@
 
 ROWS=200000
 
-runner_exited() {
-    ! runner_alive
-}
-
 # A non-idempotent job over $ROWS rows, long enough to be interrupted mid-run.
 make_job() {
     psql_q "create table t (id int primary key, n int not null default 0);

@@ -217,6 +217,11 @@ runner_alive() {
     kill -0 "$SLUICE_PID" 2>/dev/null
 }
 
+# runner_exited: the background sluice $SLUICE_PID has exited (for wait_until).
+runner_exited() {
+    ! runner_alive
+}
+
 # state_of [JOB]: JOB's state in a fresh `status --json` (the first job's without JOB), for $(...).
 state_of() {
     if (($# == 0)); then

@@ -9,6 +9,14 @@ chunks_at_least() {
     ((${p%|*} >= $1))
 }
 
+# cut_connections: end every other client session of the test's database (sluice's, as a failover
+# or a pooler restart would).
+cut_connections() {
+    psql_q "select pg_terminate_backend(pid) from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'" \
+        >/dev/null
+}
+
 # assert_done JOB TABLE ROWS: status says done with ROWS rows, as many chunks as sluice_progress holds,
 # chunk numbers unique (gaps allowed), and every row of TABLE has n = 1.
 assert_done() {
@@ -221,9 +229,7 @@ EOF
     wait_until 30 chunks_at_least 8
     assert_sql "select count(*) from pg_locks where locktype = 'advisory'
                 and database = (select oid from pg_database where datname = current_database())" 0
-    psql_q "select pg_terminate_backend(pid) from pg_stat_activity
-             where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'" \
-        >/dev/null
+    cut_connections
     run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$T_DIR/other" up
     assert_rc 2
     assert_contains "$ERR" "is already being run against this database"
@@ -639,21 +645,14 @@ test_down_workers_reconnect_between_chunks() {
     for cut in 4 12; do
         wait_until 60 sql_true "select count(*) <= $chunks - $cut from sluice_progress where job = '0001_bump'"
         # the chunks take a few milliseconds in every 100: the cut lands between chunks
-        psql_q "select pg_terminate_backend(pid) from pg_stat_activity
-                 where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'" \
-            >/dev/null
+        cut_connections
     done
-    wait_until 60 not_running
+    wait_until 60 runner_exited
     sluice_wait
     assert_rc 0
     assert_contains "$ERR" "reconnected"
     assert_sql "select count(*) from sluice_progress where job = '0001_bump'" 0
     assert_eq "$(table_sum)" "$before" "table checksum after down"
-}
-
-# not_running: the background sluice $SLUICE_PID has exited (for wait_until).
-not_running() {
-    ! runner_alive
 }
 
 # A job walked by one worker, then resumed with two (the rest of the key split into ranges), then
