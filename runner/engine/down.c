@@ -288,6 +288,10 @@ static void forget_split(down_run *r)
  * they are, by cause ("" when it put them all back). */
 static void add_rows_left(const down_run *r, sl_buf *b)
 {
+    if (r->rows_set_aside)
+        sl_buf_printf(b, "; %" PRId64 " row%s up set aside (on-error skip) left as %s, never changed",
+                      r->rows_set_aside, r->rows_set_aside == 1 ? "" : "s",
+                      r->rows_set_aside == 1 ? "it was" : "they were");
     if (r->rows_skipped)
         sl_buf_printf(b, "; %" PRId64 " row%s left as another session changed %s since up (--on-conflict skip)",
                       r->rows_skipped, r->rows_skipped == 1 ? "" : "s", r->rows_skipped == 1 ? "it" : "them");
@@ -306,9 +310,10 @@ static int finish(down_run *r, int code)
         sl_metrics_state(r->metrics, code == SL_EXIT_OK ? "rolled_back" : "rolling_back");
     /* what this run undid, as the text lines say it: the rows put back, those it left as they are,
      * and "left": chunks still applied (to undo by the next down, or left as they are: no record) */
-    json_t *fields = json_pack("{sIsIsIsIsI}", "rows", (json_int_t)r->rows_restored, "rows_skipped",
-                               (json_int_t)r->rows_skipped, "rows_lost", (json_int_t)r->rows_lost, "chunks",
-                               (json_int_t)r->chunks_undone, "left", (json_int_t)(r->nchunks - r->chunks_undone));
+    json_t *fields =
+        json_pack("{sIsIsIsIsIsI}", "rows", (json_int_t)r->rows_restored, "rows_skipped", (json_int_t)r->rows_skipped,
+                  "rows_lost", (json_int_t)r->rows_lost, "set_aside", (json_int_t)r->rows_set_aside, "chunks",
+                  (json_int_t)r->chunks_undone, "left", (json_int_t)(r->nchunks - r->chunks_undone));
     sl_buf left = {0};
     add_rows_left(r, &left);
     /* one line, the event's: "rolled back: ..." or "rollback stopped after ..." */

@@ -415,9 +415,11 @@ static int record_undone(down_worker *w, const down_chunk *c, int64_t started)
 {
     down_run *r = w->r;
     int64_t ms = sl_mono_ms() - started;
-    int64_t restored = c->rows - c->rows_skipped - c->rows_lost;
+    int64_t restored = c->skipped ? 0 : c->rows - c->rows_skipped - c->rows_lost;
     if (restored < 0)
         restored = 0; /* conflicts on rows the job inserted: not among the rows it walked */
+    if (c->skipped)
+        r->rows_set_aside += c->rows;
     if (sl_ckpt_undo_chunk(r->run.ckpt, r->run.run_id, c->chunk_no, restored, ms, &w->err) != 0)
         return -1;
     r->rows_undone += c->rows;

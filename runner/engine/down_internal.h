@@ -49,6 +49,7 @@ typedef struct down_run {
     int64_t rows_total, rows_undone; /* the up chunks' rows: all, and those of the chunks undone (progress) */
     int64_t rows_restored;           /* of rows_undone, those put back to what they were; the others: */
     int64_t rows_skipped, rows_lost; /* as each chunk's above */
+    int64_t rows_set_aside;          /* by up's on-error skip: never changed, so left as they are */
     size_t chunks_undone;            /* by this run */
     size_t nlost;                    /* chunks left as they are: their undo records are gone */
     down_range *ranges;

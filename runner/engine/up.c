@@ -279,10 +279,25 @@ static int run_job(up_run *r)
     r->run.err = r->err;
     code = sl_run_finish(&r->run, code);
     sl_metrics_state(r->metrics, state_of(code));
-    json_t *fields = json_pack("{sIsI}", "rows", (json_int_t)r->rows_done, "chunks", (json_int_t)r->chunks_done);
-    if (code == SL_EXIT_OK)
+    json_t *fields = json_pack("{sIsIsI}", "rows", (json_int_t)r->rows_done, "chunks", (json_int_t)r->chunks_done,
+                               "set_aside", (json_int_t)r->rows_set_aside);
+    /* rows set aside count among the rows walked: said, or a last line read alone would hide them */
+    int64_t n = r->rows_set_aside;
+    if (code == SL_EXIT_OK && n)
+        sl_log_event(SL_LOG_INFO, "done", fields,
+                     "%s: done: %" PRId64 " rows in %" PRId64 " chunks; %" PRId64 " of the rows %s set aside (on-error "
+                     "skip): `sluice status %s` lists %s",
+                     r->job->name, r->rows_done, r->chunks_done, n, n == 1 ? "was" : "were", r->job->name,
+                     n == 1 ? "it" : "them");
+    else if (code == SL_EXIT_OK)
         sl_log_event(SL_LOG_INFO, "done", fields, "%s: done: %" PRId64 " rows in %" PRId64 " chunks", r->job->name,
                      r->rows_done, r->chunks_done);
+    else if (code == SL_EXIT_STOPPED && n)
+        sl_log_event(SL_LOG_INFO, "stopped", fields,
+                     "%s: stopped after %" PRId64 " chunks (%" PRId64 " rows, %" PRId64
+                     " of them set aside by on-error "
+                     "skip); `sluice up` resumes it",
+                     r->job->name, r->chunks_done, r->rows_done, n);
     else if (code == SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_INFO, "stopped", fields,
                      "%s: stopped after %" PRId64 " chunks (%" PRId64 " rows); `sluice up` resumes it", r->job->name,

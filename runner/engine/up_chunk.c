@@ -655,6 +655,7 @@ static int set_aside(up_run *r, up_worker *w)
         "%s: row %s set aside (on-error skip): %s", r->job->name, key, error);
     free(key);
     sl_metrics_count(r->metrics, SL_COUNT_SET_ASIDE, 1);
+    r->rows_set_aside++;
     advance_range(r, w, &w->cur, w->chunk_no);
     chunk_origin o = origin_of(w);
     w->chunk_no = 0;

@@ -125,14 +125,15 @@ typedef struct up_run {
     int64_t chunks_done;        /* committed chunks, all runs */
     int64_t next_chunk_no;      /* the number the next chunk sent takes */
     int64_t rows_done;
-    sl_pace pace;     /* batch size, pause, rate and health limits in force */
-    run_gate gate;    /* ctl pause, windows, health (gate_internal.h) */
-    int has_last;     /* some chunk ever committed */
-    up_key last;      /* the last committed chunk's :hi, before this run */
-    int has_end;      /* the walk ends at end (end fixed), else it follows new rows */
-    int nothing;      /* end fixed and the table was empty when the job began: nothing to walk */
-    up_key end;       /* the key's last value when the job began */
-    up_range *ranges; /* what is left to walk, in key order */
+    int64_t rows_set_aside; /* by on-error skip, all runs (counted in rows_done) */
+    sl_pace pace;           /* batch size, pause, rate and health limits in force */
+    run_gate gate;          /* ctl pause, windows, health (gate_internal.h) */
+    int has_last;           /* some chunk ever committed */
+    up_key last;            /* the last committed chunk's :hi, before this run */
+    int has_end;            /* the walk ends at end (end fixed), else it follows new rows */
+    int nothing;            /* end fixed and the table was empty when the job began: nothing to walk */
+    up_key end;             /* the key's last value when the job began */
+    up_range *ranges;       /* what is left to walk, in key order */
     size_t nranges, next_range;
     int64_t nworkers;
     up_worker *workers;

@@ -339,7 +339,9 @@ int up_load_position(up_run *r)
     sl_session_add_key_elems(r->sess, &b, "hi", n);
     sl_buf_adds(&b, ", (SELECT coalesce(sum(rows), 0) FROM " SL_PROGRESS_TABLE
                     " WHERE job = $1), (SELECT count(*) FROM " SL_PROGRESS_TABLE
-                    " WHERE job = $1) FROM " SL_PROGRESS_TABLE " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
+                    " WHERE job = $1), (SELECT count(*) FROM " SL_PROGRESS_TABLE
+                    " WHERE job = $1 AND skipped) FROM " SL_PROGRESS_TABLE
+                    " WHERE job = $1 ORDER BY chunk_no DESC LIMIT 1");
     sl_answer ans;
     int rc = read_job(r, b.data, &ans);
     sl_buf_free(&b);
@@ -349,11 +351,13 @@ int up_load_position(up_run *r)
     r->chunks_done = 0;
     r->next_chunk_no = 1;
     r->rows_done = 0;
+    r->rows_set_aside = 0;
     up_key_free(&r->last);
     if (r->has_last) {
         r->next_chunk_no = strtoll(sl_answer_val(&ans, 0, 0, 0), NULL, 10) + 1;
         r->chunks_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(2 + n)), NULL, 10);
         r->rows_done = strtoll(sl_answer_val(&ans, 0, 0, (int)(1 + n)), NULL, 10);
+        r->rows_set_aside = strtoll(sl_answer_val(&ans, 0, 0, (int)(3 + n)), NULL, 10);
         if (!read_tuple(&ans, 1, n, &r->last)) {
             sl_err_set(&r->err, "%s holds fewer key columns for job %s than the job's key has (%zu)", SL_PROGRESS_TABLE,
                        r->job->name, n);

@@ -28,6 +28,10 @@ test_skip_sets_exactly_the_failing_rows_aside() {
     run_sluice up
     assert_rc 0
     assert_contains "$ERR" "set aside (on-error skip)" "log"
+    # the last line counts them, as a run read from its last line alone must show them
+    assert_contains "$(tail -n 1 <<<"$ERR")" \
+        'done: 5000 rows in 46 chunks; 4 of the rows were set aside (on-error skip): `sluice status 0001_bump` lists them' \
+        "the done line"
     # Every other row changed exactly once; the four failing rows untouched.
     assert_sql "select count(*) from items where id not in (17, 2500, 2501, 4999) and v = id % 100 + 10" 4996
     assert_sql "select string_agg(id || ':' || v, ',' order by id) from items where id in (17, 2500, 2501, 4999)" \
@@ -57,6 +61,8 @@ test_skip_then_down_leaves_set_aside_rows_alone() {
     assert_rc 0
     run_sluice down 0001_bump
     assert_rc 0
+    assert_contains "$ERR" "rolled back: 4996 rows in 46 chunks; 4 rows up set aside (on-error skip) left as they were" \
+        "down's last line: the rows set aside were not put back, never having changed"
     assert_sql "select md5(string_agg(id || ':' || v, ',' order by id)) from items" "$before"
     assert_sql "select count(*) from sluice_progress" 0
 }
