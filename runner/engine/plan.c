@@ -162,6 +162,28 @@ static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *
 }
 
 /* How each chunk commits (synchronous-commit). */
+/* workers N: the connections the first `up` opens and the ranges it splits
+ * the key into, as it decides by the estimate (up_split.c). */
+static void print_workers(const sl_job *job, int64_t rows)
+{
+    int64_t ranges = sl_up_split_ranges(job->workers, job->batch, rows);
+    if (ranges < 2)
+        printf("workers:    1 of the %" PRId64 " asked for: about %" PRId64
+               " rows, too few for two ranges of two chunks, so `up` walks the key as one range\n",
+               job->workers, rows);
+    else if (ranges < job->workers)
+        printf("workers:    %" PRId64 " of the %" PRId64
+               " asked for, each with a chunk in flight: the first `up` splits "
+               "the key into about %" PRId64
+               " ranges, none under two chunks by the estimate, at keys sampled from the table\n",
+               ranges, job->workers, ranges);
+    else
+        printf("workers:    %" PRId64
+               " connections, each with a chunk in flight; the first `up` splits the key into up "
+               "to %" PRId64 " ranges at keys sampled from the table\n",
+               job->workers, ranges);
+}
+
 static void print_commits(const sl_session *sess, const sl_job *job)
 {
     int lite = sess->dialect == SL_DIALECT_SQLITE;
@@ -250,10 +272,7 @@ int sl_plan_job(sl_session *sess, const sl_run_opts *opts, sl_job *job, int64_t 
     if (job->workers > 1 && sess->dialect == SL_DIALECT_SQLITE)
         printf("workers:    1 (workers %" PRId64 " asked for; SQLite lets one writer in at a time)\n", job->workers);
     else if (job->workers > 1)
-        printf("workers:    %" PRId64
-               " connections, each with a chunk in flight; the first `up` splits the key into up "
-               "to %" PRId64 " ranges at keys sampled from the table\n",
-               job->workers, job->workers * 4);
+        print_workers(job, rows);
     print_commits(sess, job);
     sl_undo_plan_print(sess, job, &info.ks, rows);
     int refused = 0; /* what up refuses (exit 2): plan shows it all, then exits 2 too */

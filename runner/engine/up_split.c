@@ -83,19 +83,22 @@ static int read_split(up_run *r, up_key *start, int *has_start)
     return 0;
 }
 
-/* How many ranges to split what is left into: RANGES_PER_WORKER per worker,
- * but no range under two batches by the estimate of what the walk has left
- * (after the last chunk, up to the walk's end). */
+int64_t sl_up_split_ranges(int64_t workers, int64_t batch, int64_t est)
+{
+    int64_t want = workers * RANGES_PER_WORKER;
+    if (est >= 0 && est / (2 * batch) < want)
+        want = est / (2 * batch);
+    return want;
+}
+
+/* How many ranges to split what is left into, by the estimate of what the
+ * walk has left (after the last chunk, up to the walk's end). */
 static int64_t ranges_wanted(up_run *r, int64_t *est_out)
 {
-    int64_t want = r->job->workers * RANGES_PER_WORKER;
     sl_key_span left = {r->has_last ? (const char *const *)r->last.v : NULL,
                         r->has_end ? (const char *const *)r->end.v : NULL};
-    int64_t est = sl_catalog_estimate_spans(r->sess, &r->info.ks, &left, 1);
-    if (est >= 0 && est / (2 * r->pace.batch) < want)
-        want = est / (2 * r->pace.batch);
-    *est_out = est;
-    return want;
+    *est_out = sl_catalog_estimate_spans(r->sess, &r->info.ks, &left, 1);
+    return sl_up_split_ranges(r->job->workers, r->pace.batch, *est_out);
 }
 
 /* workers N, and yet no split: said, or the job would just run slower. */

@@ -547,7 +547,8 @@ UPDATE e SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
     run_sluice plan 0001_tiny
     assert_rc 0
-    assert_contains "$OUT" "workers:    8 connections"
+    # plan says what up will do with the estimate: one worker (it said "8 connections")
+    assert_contains "$OUT" "workers:    1 of the 8 asked for: about 7 rows, too few for two ranges of two chunks"
     run_sluice up
     assert_rc 0
     assert_contains "$ERR" "0001_tiny: workers 8, but the key is walked as one range, by one worker: about 7 rows to walk"
@@ -556,6 +557,23 @@ EOF
     assert_status 0002_empty state "done"
     assert_status 0002_empty rows 0
     assert_sql "select count(*) from sluice_progress where job = '0002_empty'" 0
+    # 60 rows in chunks of 10: three ranges of two chunks, so three of the eight workers, as plan says
+    psql_q "create table m (id int primary key, n int not null default 0);
+            insert into m (id) select generate_series(1, 60); analyze m"
+    write_job 0003_mid <<'EOF'
+-- sluice:table m
+-- sluice:batch 10
+-- sluice:workers 8
+-- sluice:up
+UPDATE m SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice plan 0003_mid
+    assert_rc 0
+    assert_contains "$OUT" 'workers:    3 of the 8 asked for, each with a chunk in flight: the first `up` splits the key into about 3 ranges'
+    run_sluice up
+    assert_rc 0
+    assert_contains "$ERR" "0003_mid: 3 workers over 3 key ranges"
+    assert_done 0003_mid m 60
 }
 
 # (i) ---------------------------------------------------------------------------------------------

@@ -21,4 +21,10 @@ int sl_up_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, s
  * would fail. */
 int sl_down_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks, sl_err *err) SL_MUSTCHECK;
 
+/* How many key ranges the first `up` with workers splits est rows (its
+ * estimate; negative: none) into: four per worker, but none under two
+ * batches. Under 2: no split, one worker walks the key. The workers that
+ * run are the fewer of workers and the ranges. */
+int64_t sl_up_split_ranges(int64_t workers, int64_t batch, int64_t est);
+
 #endif
