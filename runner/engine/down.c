@@ -349,7 +349,7 @@ static int down_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
                       "ms\nmax-rate %" PRId64 "\nrate %.0f rows/s\nworkers %zu\nranges %zu\n",
                       r->job->name, r->gate.paused ? "paused" : "rolling_back", r->rows_undone, r->chunks_undone,
                       r->nchunks - r->chunks_undone, r->pace.pause_ms, r->pace.max_rate,
-                      sl_pace_run_rate(r->rows_undone, r->run_start, sl_mono_ms()), r->nworkers, r->nranges);
+                      sl_metrics_rate(r->metrics, sl_mono_ms()), r->nworkers, r->nranges);
         gate_ctl_status(&r->gate, out);
         return 0;
     }

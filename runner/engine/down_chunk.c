@@ -584,7 +584,8 @@ static int walk_ranges(down_worker *w)
             }
             if (rc != 0)
                 return rc;
-            sl_progress_update(r->rows_undone, r->chunks[i].rows); /* its batch: the chunk's rows, as up's */
+            /* its batch: the chunk's rows, as up's */
+            sl_progress_update(r->rows_undone, r->chunks[i].rows, sl_metrics_rate(r->metrics, sl_mono_ms()));
             if (rest(w) != 0)
                 return SL_STOPPED;
         }

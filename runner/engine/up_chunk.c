@@ -576,7 +576,7 @@ static int record_chunk(up_run *r, const up_bounds *done, const chunk_origin *o,
     r->run_rows += done->rows;
     sl_metrics_chunk(r->metrics, done->rows, ms);
     sl_metrics_batch(r->metrics, next_batch);
-    sl_progress_update(r->rows_done, next_batch);
+    sl_progress_update(r->rows_done, next_batch, sl_metrics_rate(r->metrics, sl_mono_ms()));
     return 0;
 }
 

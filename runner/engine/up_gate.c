@@ -52,7 +52,7 @@ int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
                       "\nranges %zu\n",
                       r->job->name, r->gate.paused ? "paused" : "running", r->rows_done, r->chunks_done, r->pace.batch,
                       r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms,
-                      sl_pace_run_rate(r->run_rows, r->run_start, sl_mono_ms()), r->nworkers, r->nranges);
+                      sl_metrics_rate(r->metrics, sl_mono_ms()), r->nworkers, r->nranges);
         gate_ctl_status(&r->gate, out);
         return 0;
     }

@@ -13,6 +13,11 @@
 static const int64_t bucket_ms[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000};
 #define NBUCKETS (sizeof bucket_ms / sizeof bucket_ms[0])
 
+/* The rate is the rows over the last minute the run ran (holds left out). */
+#define RATE_WINDOW_MS 60000
+#define RATE_SAMPLE_MS 1000
+#define RATE_SAMPLES   64
+
 static const char *const states[] = {"pending", "running", "stopped", "failed", "done", "rolling_back", "rolled_back"};
 #define NSTATES (sizeof states / sizeof states[0])
 
@@ -23,6 +28,7 @@ struct sl_metrics_job {
     int64_t rows, chunks, rows_undone, chunks_undone;
     int64_t estimate; /* rows the walk covers, -1 unknown */
     int64_t run_rows, run_start_ms;
+    int64_t held_before;           /* held_total when the run began */
     int64_t buckets[NBUCKETS + 1]; /* per bucket (not cumulative); the last is +Inf */
     int64_t duration_sum_ms, duration_count;
     int64_t batch, workers, busy;
@@ -33,6 +39,12 @@ struct sl_metrics_job {
     int has_lag;
     int64_t lag_ms;
     char state[16];
+    /* the run's rows at moments of its running time (run_clock), one a
+     * second at most, oldest first: the recent rate's window */
+    struct {
+        int64_t clock, rows;
+    } samples[RATE_SAMPLES];
+    size_t nsamples;
 };
 
 static struct {
@@ -112,6 +124,27 @@ void sl_metrics_reset(void)
     memset(&reg, 0, sizeof reg);
 }
 
+/* The time holds kept the job back by now_ms (ctl pause, a window, a
+ * health throttle), the one under way too. max-rate's waits are not among
+ * them: they are the pace the job runs at. */
+static int64_t held_total(const sl_metrics_job *m, int64_t now_ms)
+{
+    int64_t held = 0;
+    for (int h = 0; h < SL_HOLD_COUNT; h++)
+        if (h != SL_HOLD_MAX_RATE)
+            held += m->held_ms[h];
+    if (m->hold != SL_HOLD_NONE && m->hold != SL_HOLD_MAX_RATE)
+        held += now_ms - m->hold_since;
+    return held;
+}
+
+/* The time the run has run by now_ms: since it began, holds left out. */
+static int64_t run_clock(const sl_metrics_job *m, int64_t now_ms)
+{
+    int64_t clock = now_ms - m->run_start_ms - (held_total(m, now_ms) - m->held_before);
+    return clock > 0 ? clock : 0;
+}
+
 void sl_metrics_begin(sl_metrics_job *m, int down, int64_t rows_estimate, int64_t rows, int64_t chunks)
 {
     m->down = down;
@@ -120,6 +153,35 @@ void sl_metrics_begin(sl_metrics_job *m, int down, int64_t rows_estimate, int64_
     m->chunks = chunks;
     m->run_rows = 0;
     m->run_start_ms = sl_mono_ms();
+    m->held_before = held_total(m, m->run_start_ms);
+    m->nsamples = 0;
+}
+
+static void add_sample(sl_metrics_job *m, int64_t now_ms)
+{
+    int64_t clock = run_clock(m, now_ms);
+    if (m->nsamples && clock - m->samples[m->nsamples - 1].clock < RATE_SAMPLE_MS)
+        return;
+    if (m->nsamples == RATE_SAMPLES) {
+        memmove(m->samples, m->samples + 1, (RATE_SAMPLES - 1) * sizeof m->samples[0]);
+        m->nsamples--;
+    }
+    m->samples[m->nsamples].clock = clock;
+    m->samples[m->nsamples++].rows = m->run_rows;
+}
+
+double sl_metrics_rate(const sl_metrics_job *m, int64_t now_ms)
+{
+    if (m->run_start_ms <= 0)
+        return 0;
+    int64_t clock = run_clock(m, now_ms), base_clock = 0, base_rows = 0;
+    /* from the newest sample a minute or more before now (else the run's start) */
+    for (size_t i = 0; i < m->nsamples && m->samples[i].clock <= clock - RATE_WINDOW_MS; i++) {
+        base_clock = m->samples[i].clock;
+        base_rows = m->samples[i].rows;
+    }
+    int64_t span = clock - base_clock;
+    return span > 0 ? (double)(m->run_rows - base_rows) * 1000.0 / (double)span : 0;
 }
 
 void sl_metrics_state(sl_metrics_job *m, const char *state)
@@ -129,6 +191,11 @@ void sl_metrics_state(sl_metrics_job *m, const char *state)
 
 void sl_metrics_chunk(sl_metrics_job *m, int64_t rows, int64_t duration_ms)
 {
+    sl_metrics_chunk_at(m, rows, duration_ms, sl_mono_ms());
+}
+
+void sl_metrics_chunk_at(sl_metrics_job *m, int64_t rows, int64_t duration_ms, int64_t now_ms)
+{
     if (m->down) {
         m->rows_undone += rows;
         m->chunks_undone++;
@@ -137,6 +204,7 @@ void sl_metrics_chunk(sl_metrics_job *m, int64_t rows, int64_t duration_ms)
         m->chunks++;
     }
     m->run_rows += rows;
+    add_sample(m, now_ms);
     size_t b = 0;
     while (b < NBUCKETS && duration_ms > bucket_ms[b])
         b++;
@@ -342,18 +410,19 @@ static void render_state(sl_buf *out)
         }
 }
 
-/* ETA: what is left of the estimate at this run's rate; none when unknown. */
+/* ETA: what is left of the estimate at the recent rate; none when unknown. */
 static void render_eta(sl_buf *out, int64_t now_ms)
 {
     const char *name = "sluice_eta_seconds";
-    head(out, name, "gauge", "Seconds until the walk ends at this run's rate (only while it can be told).");
+    head(out, name, "gauge",
+         "Seconds until the walk ends at its rate over the last minute it ran (only while it can be told).");
     for (size_t i = 0; i < reg.n; i++) {
         const sl_metrics_job *m = reg.jobs[i];
-        int64_t done = m->down ? m->rows_undone : m->rows, elapsed = now_ms - m->run_start_ms;
-        if (strcmp(m->state, m->down ? "rolling_back" : "running") != 0 || m->estimate <= done || m->run_rows <= 0 ||
-            elapsed <= 0)
+        int64_t done = m->down ? m->rows_undone : m->rows;
+        double rate = sl_metrics_rate(m, now_ms);
+        if (strcmp(m->state, m->down ? "rolling_back" : "running") != 0 || m->estimate <= done || rate <= 0)
             continue;
-        int64_t eta_ms = (m->estimate - done) * elapsed / m->run_rows;
+        int64_t eta_ms = (int64_t)((double)(m->estimate - done) * 1000.0 / rate);
         series(out, name, m, NULL, NULL);
         add_seconds(out, eta_ms);
     }

@@ -81,12 +81,6 @@ void sl_pace_rate_sent(sl_pace *pace, int64_t rows)
     pace->rate_rows += rows;
 }
 
-double sl_pace_run_rate(int64_t rows, int64_t start, int64_t now)
-{
-    int64_t elapsed = now - start;
-    return elapsed > 0 && start > 0 ? (double)rows * 1000.0 / (double)elapsed : 0;
-}
-
 int sl_window_check(const sl_window *windows, size_t n, time_t now, int64_t *wait_ms)
 {
     if (n == 0)

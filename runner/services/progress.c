@@ -18,8 +18,9 @@ typedef struct slot {
     int active;
     char owner[64]; /* the target ("" for one database) */
     char job[128];
-    int64_t total, start_done, done, batch;
-    int64_t start_ms, last_log_ms;
+    int64_t total, done, batch;
+    double rate; /* rows per second, as the run last told it */
+    int64_t last_log_ms;
     char note[256];
 } slot;
 
@@ -59,13 +60,7 @@ static int active_slots(void)
     return n;
 }
 
-static double rate_of(const slot *s)
-{
-    int64_t elapsed = sl_mono_ms() - s->start_ms;
-    return elapsed > 0 ? (double)(s->done - s->start_done) * 1000.0 / (double)elapsed : 0;
-}
-
-/* Seconds left at this run's rate, -1 when that cannot be told. */
+/* Seconds left at the run's rate, -1 when that cannot be told. */
 static int64_t eta_seconds(const slot *s, double rate)
 {
     if (s->total <= 0 || rate <= 0 || s->total <= s->done)
@@ -92,7 +87,7 @@ enum { SHOW_ALL, NO_BAR, NO_BATCH, NO_RATE, NO_NOTE, NO_TOTAL, NO_ETA, SHOW_LEAS
 /* with_who: the target's name first (the terminal's lines; a log line has its own prefix) */
 static void format_line(const slot *s, int with_who, int drop, char *out, size_t outsz)
 {
-    double rate = rate_of(s);
+    double rate = s->rate;
     char pct[16] = "", eta[32] = "", who[80] = "", bar[32] = "", total[48] = "", speed[40] = "", batch[40] = "";
     if (s->owner[0] && with_who)
         snprintf(who, sizeof who, "[%s] ", s->owner);
@@ -187,7 +182,7 @@ static void draw_lines(void)
             sl_buf_addc(&all, '\n');
         add_fitted(&all, s, NULL, cols);
         done += s->done;
-        rate += rate_of(s);
+        rate += s->rate;
     }
     if (lines > 1) {
         char total[128];
@@ -218,20 +213,21 @@ void sl_progress_begin(const char *job, int64_t total, int64_t done, int tty)
     snprintf(s->owner, sizeof s->owner, "%s", owner);
     snprintf(s->job, sizeof s->job, "%s", job);
     s->total = total;
-    s->start_done = s->done = done;
-    s->start_ms = s->last_log_ms = sl_mono_ms();
+    s->done = done;
+    s->last_log_ms = sl_mono_ms();
     s->active = 1;
     prog.tty = tty;
     sl_log_set_hooks(clear_lines, draw_lines);
 }
 
-void sl_progress_update(int64_t done, int64_t batch)
+void sl_progress_update(int64_t done, int64_t batch, double rate)
 {
     slot *s = current(0);
     if (!s)
         return;
     s->done = done;
     s->batch = batch;
+    s->rate = rate;
     if (s->total >= 0 && done > s->total)
         s->total = done; /* the estimate was low */
     int64_t now = sl_mono_ms();
@@ -245,7 +241,6 @@ void sl_progress_update(int64_t done, int64_t batch)
         s->last_log_ms = now;
         char line[512];
         format_line(s, 0, SHOW_ALL, line, sizeof line);
-        double rate = rate_of(s);
         json_t *fields = json_pack("{sIsIsfsI}", "rows", (json_int_t)s->done, "batch", (json_int_t)s->batch, "rate",
                                    rate, "eta_s", (json_int_t)eta_seconds(s, rate));
         if (s->total > 0)

@@ -146,6 +146,53 @@ static void test_eta(void)
     sl_metrics_reset();
 }
 
+static int near(double got, double want)
+{
+    return got > want * 0.98 && got < want * 1.02;
+}
+
+/* The rate (progress line, ETA, ctl status) is over the last minute the run
+ * ran: a hold's time is left out, max-rate's waits are not, and a change of
+ * pace shows once a minute of the new one has run. */
+static void test_rate(void)
+{
+    sl_metrics_reset();
+    sl_metrics_job *m = sl_metrics_job_get("rate");
+    int64_t ms;
+    sl_metrics_begin(m, 0, 1000000, 0, 0);
+    int64_t t0 = sl_mono_ms();
+    CHECK(sl_metrics_rate(m, t0) == 0);
+    sl_metrics_chunk_at(m, 1000, 10, t0 + 1000);
+    CHECK(near(sl_metrics_rate(m, t0 + 2000), 500)); /* 1000 rows in 2 s */
+    sl_metrics_hold(m, SL_HOLD_CTL_PAUSE, t0 + 2000, &ms);
+    CHECK(near(sl_metrics_rate(m, t0 + 3600000), 500)); /* paused an hour: the speed it ran at */
+    sl_metrics_hold(m, SL_HOLD_NONE, t0 + 3600000, &ms);
+    sl_metrics_chunk_at(m, 1000, 10, t0 + 3602000);
+    CHECK(near(sl_metrics_rate(m, t0 + 3602000), 500)); /* 2000 rows in 4 s of running */
+    sl_metrics_hold(m, SL_HOLD_MAX_RATE, t0 + 3602000, &ms);
+    CHECK(near(sl_metrics_rate(m, t0 + 3606000), 250)); /* waiting for max-rate is its pace */
+    sl_metrics_hold(m, SL_HOLD_NONE, t0 + 3606000, &ms);
+
+    /* 1000 rows a second for two minutes, then 100: a minute later the rate is 100 */
+    sl_metrics_begin(m, 0, 1000000, 0, 0);
+    t0 = sl_mono_ms();
+    int64_t t = t0;
+    for (int i = 0; i < 120; i++)
+        sl_metrics_chunk_at(m, 1000, 10, t += 1000);
+    CHECK(near(sl_metrics_rate(m, t), 1000));
+    for (int i = 0; i < 60; i++)
+        sl_metrics_chunk_at(m, 100, 10, t += 1000);
+    CHECK(near(sl_metrics_rate(m, t), 100));
+    sl_metrics_state(m, "running");
+    char *text = render(t); /* 1000000 - 126000 rows left at 100 a second */
+    const char *eta = strstr(text, "sluice_eta_seconds{job=\"rate\"} ");
+    CHECK(eta != NULL);
+    if (eta)
+        CHECK(near(strtod(eta + strlen("sluice_eta_seconds{job=\"rate\"} "), NULL), 8740));
+    free(text);
+    sl_metrics_reset();
+}
+
 static void test_hold_of_reason(void)
 {
     CHECK(sl_hold_of_reason("replica lag 12000ms > max-replica-lag 5000ms") == SL_HOLD_REPLICA_LAG);
@@ -281,6 +328,7 @@ int main(void)
     RUN(test_render);
     RUN(test_labels_and_jobs);
     RUN(test_eta);
+    RUN(test_rate);
     RUN(test_hold_of_reason);
     RUN(test_json_log_line);
     RUN(test_report);

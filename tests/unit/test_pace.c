@@ -99,13 +99,6 @@ static void test_rate_after_hold(void)
     CHECK(sl_pace_rate_due(&pace, 70000) == 0);
 }
 
-static void test_run_rate(void)
-{
-    CHECK(sl_pace_run_rate(5000, 1000, 3000) == 2500.0);
-    CHECK(sl_pace_run_rate(5000, 0, 3000) == 0); /* not begun */
-    CHECK(sl_pace_run_rate(5000, 3000, 3000) == 0);
-}
-
 /* chunk-time without a pause directive rests as long as a chunk; an explicit
  * pause (even 0ms) wins. */
 static void test_chunk_time_rests_by_default(void)
@@ -203,7 +196,6 @@ int main(void)
     RUN(test_bounds);
     RUN(test_rate_wait);
     RUN(test_rate_after_hold);
-    RUN(test_run_rate);
     RUN(test_chunk_time_rests_by_default);
     RUN(test_windows);
     RUN(test_windows_across_clock_changes);

@@ -61,9 +61,17 @@ void sl_metrics_begin(sl_metrics_job *m, int down, int64_t rows_estimate, int64_
 void sl_metrics_state(sl_metrics_job *m, const char *state);
 /* A chunk committed (up) or undone (down): its rows, how long it took. */
 void sl_metrics_chunk(sl_metrics_job *m, int64_t rows, int64_t duration_ms);
+/* The same, at now_ms (monotonic). */
+void sl_metrics_chunk_at(sl_metrics_job *m, int64_t rows, int64_t duration_ms, int64_t now_ms);
 void sl_metrics_batch(sl_metrics_job *m, int64_t batch);
 void sl_metrics_workers(sl_metrics_job *m, int64_t workers, int64_t busy);
 void sl_metrics_count(sl_metrics_job *m, sl_metric_count what, int64_t n);
+/* Rows per second at now_ms (monotonic) over the last minute the run ran
+ * (since it began, when that is shorter): time a hold kept it back (ctl
+ * pause, a window, a health throttle) left out, max-rate's waits counted.
+ * So a run held for hours shows the speed it runs at, not its average
+ * since it began, and a pace changed by `ctl set` shows within a minute. */
+double sl_metrics_rate(const sl_metrics_job *m, int64_t now_ms);
 /* The hold in force from now_ms (monotonic) on; SL_HOLD_NONE ends one.
  * Returns the hold this ended, with its length in *ended_ms; SL_HOLD_NONE
  * when none was in force or hold is the one in force (nothing changes). */

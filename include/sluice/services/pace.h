@@ -57,10 +57,6 @@ int64_t sl_pace_rate_due(sl_pace *pace, int64_t now);
 /* Count rows sent into max-rate's account. */
 void sl_pace_rate_sent(sl_pace *pace, int64_t rows);
 
-/* Rows per second of a run that began at mono ms start (0: not begun) and
- * has done rows by mono ms now. */
-double sl_pace_run_rate(int64_t rows, int64_t start, int64_t now);
-
 /* Windows, in local time. Returns 1 if now is inside one of them (or there
  * are none), else 0 and *wait_ms = time until the next one opens. */
 int sl_window_check(const sl_window *windows, size_t n, time_t now, int64_t *wait_ms);
