@@ -172,7 +172,7 @@ static void add_sample(sl_metrics_job *m, int64_t now_ms)
 
 double sl_metrics_rate(const sl_metrics_job *m, int64_t now_ms)
 {
-    if (m->run_start_ms <= 0)
+    if (!m || m->run_start_ms <= 0)
         return 0;
     int64_t clock = run_clock(m, now_ms), base_clock = 0, base_rows = 0;
     /* from the newest sample a minute or more before now (else the run's start) */

@@ -70,7 +70,8 @@ void sl_metrics_count(sl_metrics_job *m, sl_metric_count what, int64_t n);
  * (since it began, when that is shorter): time a hold kept it back (ctl
  * pause, a window, a health throttle) left out, max-rate's waits counted.
  * So a run held for hours shows the speed it runs at, not its average
- * since it began, and a pace changed by `ctl set` shows within a minute. */
+ * since it began, and a pace changed by `ctl set` shows within a minute.
+ * 0 for NULL or a run not begun. */
 double sl_metrics_rate(const sl_metrics_job *m, int64_t now_ms);
 /* The hold in force from now_ms (monotonic) on; SL_HOLD_NONE ends one.
  * Returns the hold this ended, with its length in *ended_ms; SL_HOLD_NONE
