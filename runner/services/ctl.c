@@ -133,7 +133,8 @@ typedef struct ctl_client {
 
 struct sl_ctl {
     uv_loop_t *loop;
-    uv_pipe_t listener;
+    uv_pipe_t *listener; /* NULL once it could not listen again */
+    uv_timer_t watch;    /* looks for the socket file every SL_CTL_WATCH_MS */
     char *path;
     dev_t dev;
     ino_t ino; /* of our socket file: stop never removes another runner's */
@@ -141,9 +142,11 @@ struct sl_ctl {
     void *arg;
     uint64_t read_timeout_ms;
     ctl_client *clients;
-    int listener_closed;
+    int handles;     /* listeners and the watch not yet closed */
     const void *tag; /* the fiber tag it was started under: lent to the handler (fiber.h) */
 };
+
+#define SL_CTL_WATCH_MS 2000
 
 char *sl_ctl_path(const char *ckpt_dir, const char *job)
 {
@@ -154,7 +157,7 @@ char *sl_ctl_path(const char *ckpt_dir, const char *job)
 
 static void ctl_maybe_free(sl_ctl *ctl)
 {
-    if (ctl->listener_closed && !ctl->clients) {
+    if (!ctl->handles && !ctl->clients) {
         free(ctl->path);
         free(ctl);
     }
@@ -406,19 +409,27 @@ static int clear_stale(const char *path, sl_err *err)
     return 0;
 }
 
-static void on_listener_closed(uv_handle_t *handle)
+static void on_handle_closed(uv_handle_t *handle)
 {
     sl_ctl *ctl = handle->data;
-    ctl->listener_closed = 1;
+    if (handle != (uv_handle_t *)&ctl->watch)
+        free(handle);
+    ctl->handles--;
     ctl_maybe_free(ctl);
 }
 
+/* Listen at ctl->path on a new handle (ctl->listener); -1 with err, the
+ * handle closed. */
 static int ctl_listen(sl_ctl *ctl, sl_err *err)
 {
+    uv_pipe_t *listener = sl_calloc(1, sizeof *listener);
+    uv_pipe_init(ctl->loop, listener, 0);
+    listener->data = ctl;
+    ctl->handles++;
     /* Bind under umask 077 so the socket never exists with a wider mode;
      * uv_pipe_chmod can only widen it. The runner is single-threaded. */
     mode_t old_mask = umask(077);
-    int rc = uv_pipe_bind(&ctl->listener, ctl->path);
+    int rc = uv_pipe_bind(listener, ctl->path);
     umask(old_mask);
     if (rc == 0 && chmod(ctl->path, 0600) != 0)
         rc = uv_translate_sys_error(errno);
@@ -428,17 +439,55 @@ static int ctl_listen(sl_ctl *ctl, sl_err *err)
     if (rc == 0) {
         ctl->dev = st.st_dev;
         ctl->ino = st.st_ino;
-        rc = uv_listen((uv_stream_t *)&ctl->listener, 8, on_connection);
+        rc = uv_listen((uv_stream_t *)listener, 8, on_connection);
     }
     /* Like the signal watchers: listening alone must not keep the loop alive. */
-    uv_unref((uv_handle_t *)&ctl->listener);
+    uv_unref((uv_handle_t *)listener);
     if (rc != 0) {
         sl_err_set(err, "control socket %s: %s", ctl->path, uv_strerror(rc));
         if (rc == UV_EADDRINUSE)
             sl_err_append(err, "hint: another runner created it at the same moment");
+        uv_close((uv_handle_t *)listener, on_handle_closed);
         return -1;
     }
+    ctl->listener = listener;
     return 0;
+}
+
+/* The socket file gone while the job runs (the checkpoints directory
+ * deleted: the database holds the job's truth, so an operator may): listen
+ * again at the same path, in the directory made again, so that `sluice ctl`
+ * still reaches the runner. Where that cannot be (its parent gone too, a
+ * link to a volume not mounted), the run goes on without, said once. */
+static void on_watch(uv_timer_t *timer)
+{
+    sl_ctl *ctl = timer->data;
+    struct stat st;
+    if (!ctl->listener || lstat(ctl->path, &st) == 0 || errno != ENOENT)
+        return; /* ours, or something else now there: left alone */
+    char *dir = sl_strdup(ctl->path);
+    char *slash = strrchr(dir, '/');
+    int made = 0;
+    if (slash && slash != dir) {
+        *slash = '\0';
+        made = mkdir(dir, 0700) == 0;
+    }
+    free(dir);
+    uv_pipe_t *old = ctl->listener;
+    ctl->listener = NULL;
+    ctl->ino = 0;
+    uv_close((uv_handle_t *)old, on_handle_closed);
+    sl_err err;
+    if (ctl_listen(ctl, &err) != 0) {
+        sl_warn("control socket %s was removed while the job ran, and cannot be made again (%s): `sluice ctl` "
+                "cannot reach this runner%s",
+                ctl->path, err.msg, made ? "" : " (hint: its directory is gone: a signal still stops it)");
+        return;
+    }
+    sl_warn("control socket %s was removed while the job ran (the checkpoints directory deleted?): listening there "
+            "again%s; the run's journal goes on in the removed checkpoint file, and the next run rebuilds the file "
+            "from the database",
+            ctl->path, made ? ", in the directory made again" : "");
 }
 
 int sl_ctl_start(uv_loop_t *loop, const char *sock_path, sl_ctl_handler handler, void *arg, sl_ctl **out, sl_err *err)
@@ -460,13 +509,16 @@ int sl_ctl_start(uv_loop_t *loop, const char *sock_path, sl_ctl_handler handler,
     ctl->arg = arg;
     ctl->tag = sl_fiber_current_tag();
     ctl->read_timeout_ms = SL_CTL_READ_TIMEOUT_MS;
-    uv_pipe_init(loop, &ctl->listener, 0);
-    ctl->listener.data = ctl;
+    uv_timer_init(loop, &ctl->watch);
+    ctl->watch.data = ctl;
+    ctl->handles++;
     if (ctl_listen(ctl, err) != 0) {
         ctl->ino = 0; /* not ours: leave whatever is at the path alone */
         sl_ctl_stop(ctl);
         return -1;
     }
+    uv_timer_start(&ctl->watch, on_watch, SL_CTL_WATCH_MS, SL_CTL_WATCH_MS);
+    uv_unref((uv_handle_t *)&ctl->watch);
     *out = ctl;
     return 0;
 }
@@ -485,7 +537,10 @@ void sl_ctl_stop(sl_ctl *ctl)
         unlink(ctl->path);
     for (ctl_client *c = ctl->clients; c; c = c->next)
         client_close(c);
-    uv_close((uv_handle_t *)&ctl->listener, on_listener_closed);
+    if (ctl->listener)
+        uv_close((uv_handle_t *)ctl->listener, on_handle_closed);
+    ctl->listener = NULL;
+    uv_close((uv_handle_t *)&ctl->watch, on_handle_closed);
 }
 
 /* ---- client ---- */

@@ -122,6 +122,32 @@ test_lost_mid_run() {
     assert_sq "select min(n), max(n), count(*) from t" "1|1|20000"
 }
 
+# The checkpoint directory deleted under a running job takes its control socket with it, and on
+# SQLite no request goes through the database: the runner listens again, in the directory made again,
+# and `ctl` reaches it; the job ends exactly once, and the next run rebuilds the checkpoint file.
+test_ctl_after_lost_directory() {
+    setup_bump_ab 3000 100 "-- sluice:pause 100ms"
+    sluice_start up
+    wait_until 20 test -S "$CKPT/0001_bump.sluice-ctl"
+    rm -rf "$CKPT"
+    wait_until 10 test -S "$CKPT/0001_bump.sluice-ctl"
+    run_sluice ctl 0001_bump status
+    assert_rc 0
+    assert_contains "$OUT" "state running"
+    run_sluice ctl 0001_bump set pause=0ms
+    assert_rc 0
+    sluice_wait
+    assert_rc 0
+    assert_contains "$ERR" "control socket $CKPT/0001_bump.sluice-ctl was removed while the job ran"
+    assert_contains "$ERR" "listening there again, in the directory made again"
+    assert_contains "$ERR" "set pause=0ms by sluice ctl"
+    [[ -e $CKPT/0001_bump.sluice-ctl ]] && fail "the socket outlived its runner"
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|3000"
+    run_sluice status
+    assert_rc 0
+    assert_contains "$OUT" "done"
+}
+
 test_walk_ends() {
     setup_bump_ab 5000 100 "-- sluice:pause 5ms"
     sluice_start up
@@ -211,6 +237,7 @@ run_test "sqlite: lost checkpoint directory: history and report answer from the 
 run_test "sqlite: lost checkpoint directory after stamp" test_lost_after_stamp
 run_test "sqlite: one checkpoint directory for two database files" test_two_files_one_directory
 run_test "sqlite: checkpoint directory deleted mid-run, then kill -9" test_lost_mid_run
+run_test "sqlite: checkpoint directory deleted under a running job: ctl reaches it again" test_ctl_after_lost_directory
 run_test "sqlite: the walk ends at its start's last key" test_walk_ends
 run_test "sqlite: on-error skip with undo snapshot, then down" test_skip_with_snapshot_then_down
 run_test "sqlite: changed undo columns refused" test_changed_undo_columns
