@@ -557,23 +557,20 @@ EOF
     assert_status 0002_empty state "done"
     assert_status 0002_empty rows 0
     assert_sql "select count(*) from sluice_progress where job = '0002_empty'" 0
-    # 60 rows in chunks of 10: three ranges of two chunks, so three of the eight workers, as plan says
-    psql_q "create table m (id int primary key, n int not null default 0);
-            insert into m (id) select generate_series(1, 60); analyze m"
-    write_job 0003_mid <<'EOF'
--- sluice:table m
--- sluice:batch 10
--- sluice:workers 8
--- sluice:up
-UPDATE m SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
-    run_sluice plan 0003_mid
+}
+
+# 60 rows in chunks of 10: three ranges of two chunks, so three of the eight workers, as plan says.
+test_fewer_ranges_than_workers() {
+    make_table 60
+    psql_q "analyze t"
+    bump_job 0001_mid 10 "-- sluice:workers 8"
+    run_sluice plan 0001_mid
     assert_rc 0
     assert_contains "$OUT" 'workers:    3 of the 8 asked for, each with a chunk in flight: the first `up` splits the key into about 3 ranges'
     run_sluice up
     assert_rc 0
-    assert_contains "$ERR" "0003_mid: 3 workers over 3 key ranges"
-    assert_done 0003_mid m 60
+    assert_contains "$ERR" "0001_mid: 3 workers over 3 key ranges"
+    assert_done 0001_mid t 60
 }
 
 # (i) ---------------------------------------------------------------------------------------------
@@ -774,6 +771,7 @@ run_test "workers 2: down's connections cut between chunks: each worker reconnec
     test_down_workers_reconnect_between_chunks
 run_test "counts reset since the last ANALYZE, the table only updated since: the key is still split" test_split_after_counts_reset
 run_test "workers 8 on a table smaller than a batch, and on an empty one; plan shows the workers" test_tiny_and_empty_tables
+run_test "workers 8 on 60 rows in chunks of 10: plan and up both run three" test_fewer_ranges_than_workers
 run_test "resume with workers 1 after workers 4: refused unless --allow-changed-statements, then every row once" test_resume_with_other_worker_count
 run_test "resumed with workers 4 after workers 1, a where on the column it changes: what is left is split" \
     test_more_workers_split_what_is_left
