@@ -333,7 +333,11 @@ int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const 
         rows = planned;
         if (!analyzed)
             rows = SL_CATALOG_NO_STATS;
-        else if (planned >= 0 && planned_all > 0 && nlive + ndead > 0)
+        else if (planned >= 0 && planned_all > 0 && nlive + ndead > 0 && nlive < planned_all)
+            /* the live count only ever lowers the planner's guess: its rows for the whole table, the
+             * last count's density times the pages now, are what the pages can hold; a live count
+             * above them is one the statistics got wrong (PostgreSQL 15 counts rows inserted, then
+             * analyzed in the same session within a second, twice, until the next VACUUM) */
             rows = (int64_t)((double)planned * (double)nlive / (double)planned_all + 0.5);
     }
     catalog_spans_free(&s);
