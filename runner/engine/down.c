@@ -346,10 +346,11 @@ static int down_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
     if (req->cmd == SL_CTL_STATUS) {
         sl_buf_printf(out,
                       "job %s\nstate %s\nrows %" PRId64 "\nchunks %zu\nchunks-left %zu\npause %" PRId64
-                      "ms\nmax-rate %" PRId64 "\nrate %.0f rows/s\nworkers %zu\nranges %zu\n",
+                      "ms\nmax-rate %" PRId64 "\n",
                       r->job->name, r->gate.paused ? "paused" : "rolling_back", r->rows_undone, r->chunks_undone,
-                      r->nchunks - r->chunks_undone, r->pace.pause_ms, r->pace.max_rate,
-                      sl_metrics_rate(r->metrics, sl_mono_ms()), r->nworkers, r->nranges);
+                      r->nchunks - r->chunks_undone, r->pace.pause_ms, r->pace.max_rate);
+        sl_metrics_status(r->metrics, sl_mono_ms(), out);
+        sl_buf_printf(out, "workers %zu\nranges %zu\n", r->nworkers, r->nranges);
         gate_ctl_status(&r->gate, out);
         return 0;
     }

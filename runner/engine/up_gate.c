@@ -48,11 +48,11 @@ int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg)
     if (req->cmd == SL_CTL_STATUS) {
         sl_buf_printf(out,
                       "job %s\nstate %s\nrows %" PRId64 "\nchunks %" PRId64 "\nbatch %" PRId64 "\npause %" PRId64
-                      "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\nrate %.0f rows/s\nworkers %" PRId64
-                      "\nranges %zu\n",
+                      "ms\nmax-rate %" PRId64 "\nchunk-time %" PRId64 "ms\n",
                       r->job->name, r->gate.paused ? "paused" : "running", r->rows_done, r->chunks_done, r->pace.batch,
-                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms,
-                      sl_metrics_rate(r->metrics, sl_mono_ms()), r->nworkers, r->nranges);
+                      r->pace.pause_ms, r->pace.max_rate, r->pace.chunk_time_ms);
+        sl_metrics_status(r->metrics, sl_mono_ms(), out);
+        sl_buf_printf(out, "workers %" PRId64 "\nranges %zu\n", r->nworkers, r->nranges);
         gate_ctl_status(&r->gate, out);
         return 0;
     }

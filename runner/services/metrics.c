@@ -410,6 +410,34 @@ static void render_state(sl_buf *out)
         }
 }
 
+/* Milliseconds until the walk ends at the recent rate: what is left of the
+ * estimate; -1 when that cannot be told (no estimate, no rate, not running). */
+static int64_t eta_ms(const sl_metrics_job *m, int64_t now_ms)
+{
+    int64_t done = m->down ? m->rows_undone : m->rows;
+    double rate = sl_metrics_rate(m, now_ms);
+    if (strcmp(m->state, m->down ? "rolling_back" : "running") != 0 || m->estimate <= done || rate <= 0)
+        return -1;
+    return (int64_t)((double)(m->estimate - done) * 1000.0 / rate);
+}
+
+void sl_metrics_status(const sl_metrics_job *m, int64_t now_ms, sl_buf *out)
+{
+    sl_buf_printf(out, "rate %.0f rows/s\n", sl_metrics_rate(m, now_ms));
+    if (!m || m->estimate < 0) {
+        sl_buf_adds(out, "rows-estimated unknown\neta unknown\n");
+        return;
+    }
+    int64_t done = m->down ? m->rows_undone : m->rows, ms = eta_ms(m, now_ms);
+    double pct = m->estimate > 0 ? 100.0 * (double)done / (double)m->estimate : 100.0;
+    sl_buf_printf(out, "rows-estimated %" PRId64 " (%.1f%% done)\n", m->estimate, pct > 99.9 ? 99.9 : pct);
+    if (ms < 0)
+        sl_buf_adds(out, "eta unknown\n");
+    else
+        sl_buf_printf(out, "eta %" PRId64 ":%02" PRId64 ":%02" PRId64 "\n", ms / 3600000, ms / 60000 % 60,
+                      ms / 1000 % 60);
+}
+
 /* ETA: what is left of the estimate at the recent rate; none when unknown. */
 static void render_eta(sl_buf *out, int64_t now_ms)
 {
@@ -418,13 +446,11 @@ static void render_eta(sl_buf *out, int64_t now_ms)
          "Seconds until the walk ends at its rate over the last minute it ran (only while it can be told).");
     for (size_t i = 0; i < reg.n; i++) {
         const sl_metrics_job *m = reg.jobs[i];
-        int64_t done = m->down ? m->rows_undone : m->rows;
-        double rate = sl_metrics_rate(m, now_ms);
-        if (strcmp(m->state, m->down ? "rolling_back" : "running") != 0 || m->estimate <= done || rate <= 0)
+        int64_t ms = eta_ms(m, now_ms);
+        if (ms < 0)
             continue;
-        int64_t eta_ms = (int64_t)((double)(m->estimate - done) * 1000.0 / rate);
         series(out, name, m, NULL, NULL);
-        add_seconds(out, eta_ms);
+        add_seconds(out, ms);
     }
     name = "sluice_rows_estimated";
     head(out, name, "gauge", "Rows the walk covers, as estimated when the run began (only when known).");

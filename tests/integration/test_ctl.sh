@@ -16,7 +16,7 @@ events() {
 # A job of 100 chunks with a 100ms pause after each: it runs for ten seconds or more unless told otherwise.
 make_slow_job() {
     psql_q "create table t (id int primary key, n int not null default 0);
-            insert into t (id) select g from generate_series(1, 5000) g"
+            insert into t (id) select g from generate_series(1, 5000) g; analyze t"
     write_job "$JOB" <<'EOF'
 -- sluice:table t
 -- sluice:batch 50
@@ -48,6 +48,8 @@ test_status_pause_resume_set() {
     assert_contains "$OUT" "batch 50"
     assert_contains "$OUT" "pause 100ms"
     assert_match "$OUT" $'(^|\n)rows [0-9]+'
+    # how far, and how long it has left: what an operator on another machine asks
+    assert_match "$OUT" $'\nrate [0-9]+ rows/s\nrows-estimated 5000 \\([0-9.]+% done\\)\neta [0-9]+:[0-5][0-9]:[0-5][0-9]\n'
 
     # pause: the chunk in flight finishes, then nothing moves.
     run_sluice ctl "$JOB" pause
@@ -342,6 +344,7 @@ test_down_controlled() {
     assert_contains "$OUT" "state rolling_back"
     assert_contains "$OUT" "pause 100ms"
     assert_match "$OUT" $'(^|\n)chunks-left [0-9]+'
+    assert_match "$OUT" $'\nrows-estimated 3000 \\([0-9.]+% done\\)\neta [0-9]+:[0-5][0-9]:[0-5][0-9]\n'
 
     run_sluice ctl "$JOB" pause
     assert_rc 0

@@ -73,6 +73,11 @@ void sl_metrics_count(sl_metrics_job *m, sl_metric_count what, int64_t n);
  * since it began, and a pace changed by `ctl set` shows within a minute.
  * 0 for NULL or a run not begun. */
 double sl_metrics_rate(const sl_metrics_job *m, int64_t now_ms);
+/* `ctl status`'s lines of it at now_ms: "rate N rows/s", "rows-estimated N
+ * (P% done)" and "eta H:MM:SS", the last two "unknown" when they cannot be
+ * told (no estimate; no rate yet, or held by a pause before any chunk;
+ * m NULL). */
+void sl_metrics_status(const sl_metrics_job *m, int64_t now_ms, sl_buf *out);
 /* The hold in force from now_ms (monotonic) on; SL_HOLD_NONE ends one.
  * Returns the hold this ended, with its length in *ended_ms; SL_HOLD_NONE
  * when none was in force or hold is the one in force (nothing changes). */
