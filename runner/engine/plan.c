@@ -161,7 +161,6 @@ static int plan_health(const sl_run_opts *opts, sl_session *sess, const sl_job *
     return warnings;
 }
 
-/* How each chunk commits (synchronous-commit). */
 /* workers N: the connections the first `up` opens and the ranges it splits
  * the key into, as it decides by the estimate (up_split.c). */
 static void print_workers(const sl_job *job, int64_t rows)
@@ -184,6 +183,7 @@ static void print_workers(const sl_job *job, int64_t rows)
                job->workers, ranges);
 }
 
+/* How each chunk commits (synchronous-commit). */
 static void print_commits(const sl_session *sess, const sl_job *job)
 {
     int lite = sess->dialect == SL_DIALECT_SQLITE;

@@ -295,8 +295,7 @@ static int run_job(up_run *r)
     else if (code == SL_EXIT_STOPPED && n)
         sl_log_event(SL_LOG_INFO, "stopped", fields,
                      "%s: stopped after %" PRId64 " chunks (%" PRId64 " rows, %" PRId64
-                     " of them set aside by on-error "
-                     "skip); `sluice up` resumes it",
+                     " of them set aside by on-error skip); `sluice up` resumes it",
                      r->job->name, r->chunks_done, r->rows_done, n);
     else if (code == SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_INFO, "stopped", fields,
