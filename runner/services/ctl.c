@@ -480,8 +480,8 @@ static void on_watch(uv_timer_t *timer)
     sl_err err;
     if (ctl_listen(ctl, &err) != 0) {
         sl_warn("control socket %s was removed while the job ran, and cannot be made again (%s): `sluice ctl` "
-                "cannot reach this runner%s",
-                ctl->path, err.msg, made ? "" : " (hint: its directory is gone: a signal still stops it)");
+                "cannot reach this runner; a signal still stops it",
+                ctl->path, err.msg);
         return;
     }
     sl_warn("control socket %s was removed while the job ran (the checkpoints directory deleted?): listening there "
