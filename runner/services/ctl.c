@@ -467,18 +467,21 @@ static void on_watch(uv_timer_t *timer)
         return; /* ours, or something else now there: left alone */
     char *dir = sl_strdup(ctl->path);
     char *slash = strrchr(dir, '/');
-    int made = 0;
+    int made = 0, mkerr = 0;
     if (slash && slash != dir) {
         *slash = '\0';
         made = mkdir(dir, 0700) == 0;
+        mkerr = made || errno == EEXIST ? 0 : errno;
     }
+    sl_err err;
+    if (mkerr) /* what bind would say is EACCES (libuv's word for a missing directory) */
+        sl_err_set(&err, "cannot make the directory %s again: %s", dir, strerror(mkerr));
     free(dir);
     uv_pipe_t *old = ctl->listener;
     ctl->listener = NULL;
     ctl->ino = 0;
     uv_close((uv_handle_t *)old, on_handle_closed);
-    sl_err err;
-    if (ctl_listen(ctl, &err) != 0) {
+    if (mkerr || ctl_listen(ctl, &err) != 0) {
         sl_warn("control socket %s was removed while the job ran, and cannot be made again (%s): `sluice ctl` "
                 "cannot reach this runner; a signal still stops it",
                 ctl->path, err.msg);

@@ -146,6 +146,25 @@ test_ctl_after_lost_directory() {
     run_sluice status
     assert_rc 0
     assert_contains "$OUT" "done"
+    # the directory above the checkpoints gone too: not made again; said once, and the job runs on
+    sq "update t set n = 0"
+    run_sluice stamp 0001_bump pending
+    assert_rc 0
+    local deep=$T_DIR/deep/ckpt
+    sed -i 's/pause 100ms/pause 300ms/' "$JOBS/0001_bump.sql" # 9 s
+    CKPT=$deep sluice_start up
+    wait_until 20 test -S "$deep/0001_bump.sluice-ctl"
+    rm -rf "$T_DIR/deep"
+    wait_until 10 grep -q "control socket" "$T_DIR/bg.$_T_BG_COUNT.err"
+    sleep 2.5 # another look at the socket: it says nothing more
+    sluice_kill INT
+    assert_rc 3
+    assert_contains "$ERR" "cannot make the directory $deep again: No such file or directory"
+    assert_eq "$(grep -c "control socket" <<<"$ERR")" 1 "lines about the socket"
+    [[ -e $T_DIR/deep ]] && fail "the directory above the checkpoints was made again"
+    run_sluice up
+    assert_rc 0
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|3000"
 }
 
 test_walk_ends() {
