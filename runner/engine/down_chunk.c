@@ -638,8 +638,7 @@ int down_walk(down_run *r)
     down_worker *ws = sl_calloc(want + 1, sizeof *ws);
     size_t n = start_workers(r, ws, want);
     r->nworkers = n;
-    r->run_start = sl_mono_ms();
-    sl_pace_rate_begin(&r->pace, r->run_start);
+    sl_pace_rate_begin(&r->pace, sl_mono_ms());
     if (n > 1) {
         sl_info("%s: %zu workers over %zu key ranges", r->job->name, n, r->nranges);
         sl_fiber **fibers = sl_calloc(n + 1, sizeof *fibers);

@@ -57,7 +57,6 @@ typedef struct down_run {
     int failed;            /* a worker failed: the others stop */
     sl_pace pace;          /* pause, max-rate and health limits in force (`ctl set` changes them) */
     run_gate gate;         /* ctl pause, windows, health (gate_internal.h) */
-    int64_t run_start;     /* mono ms the walk began */
     size_t nworkers, busy; /* busy: workers undoing a chunk now */
     sl_metrics_job *metrics;
     sl_err err;

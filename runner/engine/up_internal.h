@@ -137,12 +137,12 @@ typedef struct up_run {
     size_t nranges, next_range;
     int64_t nworkers;
     up_worker *workers;
-    int64_t run_rows, run_start; /* this run: rows committed, its start */
-    int64_t held_until;          /* mono ms: the gate or max-rate holds chunks back until then */
-    int failed;                  /* a chunk failed for good: no new chunks, finish those in flight */
-    sl_err fail_err;             /* why */
-    sl_undo_target undo;         /* what each chunk saves for `down` (undo.h) */
-    sl_metrics_job *metrics;     /* its series (metrics.h) */
+    int64_t run_rows;        /* this run: rows committed */
+    int64_t held_until;      /* mono ms: the gate or max-rate holds chunks back until then */
+    int failed;              /* a chunk failed for good: no new chunks, finish those in flight */
+    sl_err fail_err;         /* why */
+    sl_undo_target undo;     /* what each chunk saves for `down` (undo.h) */
+    sl_metrics_job *metrics; /* its series (metrics.h) */
     sl_err err;
 } up_run;
 

@@ -203,9 +203,8 @@ static int coordinate(up_run *r)
 int up_walk(up_run *r)
 {
     start_workers(r);
-    r->run_start = sl_mono_ms();
     r->run_rows = 0;
-    sl_pace_rate_begin(&r->pace, r->run_start);
+    sl_pace_rate_begin(&r->pace, sl_mono_ms());
     int rc = coordinate(r);
     gate_hold(&r->gate, SL_HOLD_NONE, NULL); /* a hold in force ends with the walk */
     sl_metrics_workers(r->metrics, 0, 0);
