@@ -410,11 +410,17 @@ static void render_state(sl_buf *out)
         }
 }
 
+/* The rows the walk has done: up's committed, or down's undone. */
+static int64_t walked(const sl_metrics_job *m)
+{
+    return m->down ? m->rows_undone : m->rows;
+}
+
 /* Milliseconds until the walk ends at the recent rate: what is left of the
  * estimate; -1 when that cannot be told (no estimate, no rate, not running). */
 static int64_t eta_ms(const sl_metrics_job *m, int64_t now_ms)
 {
-    int64_t done = m->down ? m->rows_undone : m->rows;
+    int64_t done = walked(m);
     double rate = sl_metrics_rate(m, now_ms);
     if (strcmp(m->state, m->down ? "rolling_back" : "running") != 0 || m->estimate <= done || rate <= 0)
         return -1;
@@ -428,7 +434,7 @@ void sl_metrics_status(const sl_metrics_job *m, int64_t now_ms, sl_buf *out)
         sl_buf_adds(out, "rows-estimated unknown\neta unknown\n");
         return;
     }
-    int64_t done = m->down ? m->rows_undone : m->rows, ms = eta_ms(m, now_ms);
+    int64_t done = walked(m), ms = eta_ms(m, now_ms);
     double pct = m->estimate > 0 ? 100.0 * (double)done / (double)m->estimate : 100.0;
     sl_buf_printf(out, "rows-estimated %" PRId64 " (%.1f%% done)\n", m->estimate, pct > 99.9 ? 99.9 : pct);
     if (ms < 0)
