@@ -161,8 +161,13 @@ typedef struct status_row {
     const char *unread;      /* why the database could not be read, NULL when it was */
     int64_t affected, batch; /* the journal's: only the runner knew them */
     char *file;              /* the checkpoint file, NULL when there is none */
-    json_t *skipped;         /* [{"key": [...], "error": "..."}] */
+    json_t *skipped;         /* [{"key": [...], "error": "..."}]: every one, or the first `shown` */
+    int64_t nskipped;        /* the rows set aside, all of them */
+    size_t shown;            /* at most this many in skipped (0: all) */
 } status_row;
+
+/* The table lists this many of a job's rows set aside; --json lists all. */
+#define STATUS_SKIPPED_SHOWN 10
 
 static void status_row_free(status_row *s)
 {
@@ -183,20 +188,28 @@ static void add_skipped(json_t *list, const char *key, const char *error)
 
 static int add_skipped_cb(const char *key, const char *error, void *arg)
 {
-    add_skipped(arg, key, error);
+    status_row *s = arg;
+    if (!s->shown || (size_t)s->nskipped < s->shown)
+        add_skipped(s->skipped, key, error);
+    s->nskipped++;
     return 0;
 }
 
-/* The rows on-error skip set aside, as the database records them. */
-static int db_skipped(sl_session *sess, const char *job, json_t *list, sl_err *err)
+/* The rows on-error skip set aside, as the database records them: every
+ * one, or the first s->shown (s->nskipped, from the job's row, counts all). */
+static int db_skipped(sl_session *sess, const char *job, status_row *s, sl_err *err)
 {
     const char *sql = sess->dialect == SL_DIALECT_SQLITE
-                          ? "SELECT hi, error FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND skipped ORDER BY chunk_no"
+                          ? "SELECT hi, error FROM " SL_PROGRESS_TABLE
+                            " WHERE job = $1 AND skipped ORDER BY chunk_no LIMIT $2"
                           : "SELECT array_to_json(hi)::text, error FROM " SL_PROGRESS_TABLE
-                            " WHERE job = $1 AND skipped ORDER BY chunk_no";
-    const char *params[] = {job};
+                            " WHERE job = $1 AND skipped ORDER BY chunk_no LIMIT $2::bigint";
+    char limit[24];
+    snprintf(limit, sizeof limit, "%" PRId64, s->shown ? (int64_t)s->shown : INT64_MAX);
+    const char *params[] = {job, limit};
+    json_t *list = s->skipped;
     sl_answer ans;
-    if (sl_session_exec1(sess, sql, 1, params, &ans) != 0 || !ans.ok) {
+    if (sl_session_exec1(sess, sql, 2, params, &ans) != 0 || !ans.ok) {
         sl_err_set(err, "cannot read the rows job %s set aside: %s", job, ans.error ? ans.error : "not connected");
         sl_answer_free(&ans);
         return -1;
@@ -252,7 +265,7 @@ static int read_journal(const sl_opts *opts, const char *name, status_row *s, sl
     sl_ckpt_run *runs = NULL;
     size_t nruns = 0;
     if (rc == 0 && !s->from_db)
-        rc = sl_ckpt_each_skipped(ckpt, add_skipped_cb, s->skipped, err);
+        rc = sl_ckpt_each_skipped(ckpt, add_skipped_cb, s, err);
     if (rc == 0 && !s->from_db)
         rc = sl_ckpt_list_runs(ckpt, &runs, &nruns, err);
     sl_ckpt_close(ckpt);
@@ -280,17 +293,20 @@ static int read_journal(const sl_opts *opts, const char *name, status_row *s, sl
     return 0;
 }
 
-static int read_status(const sl_opts *opts, sl_session *sess, const char *name, status_row *s, sl_err *err)
+static int read_status(const sl_opts *opts, sl_session *sess, const char *name, size_t shown, status_row *s,
+                       sl_err *err)
 {
     memset(s, 0, sizeof *s);
     s->skipped = json_array();
+    s->shown = shown;
     s->db.state = SL_STATE_PENDING;
     if (sess) {
         int rc = sl_run_check_journal(sess, &opts->run, name, err);
         if (rc == 0)
             rc = sl_run_read_row(sess, name, &s->db, err);
+        s->nskipped = s->db.skipped;
         if (rc == 0 && s->db.skipped > 0)
-            rc = db_skipped(sess, name, s->skipped, err);
+            rc = db_skipped(sess, name, s, err);
         if (rc != 0)
             return -1;
         s->from_db = 1;
@@ -401,6 +417,12 @@ static void status_line(sl_buf *out, const char *target, const char *name, const
         sl_buf_addc(&line, '\n');
         free(key);
     }
+    if (s->nskipped > (int64_t)json_array_size(s->skipped)) {
+        sl_buf_printf(&line, "    ... and %" PRId64 " more (%" PRId64 " rows set aside in all): `sluice status ",
+                      s->nskipped - (int64_t)json_array_size(s->skipped), s->nskipped);
+        sl_cmd_add_text(&line, name);
+        sl_buf_adds(&line, " --json` lists every one\n");
+    }
     sl_buf_adds(out, line.data);
     sl_buf_free(&line);
 }
@@ -507,7 +529,7 @@ static int status_of(const sl_opts *opts, const char *only, json_t *all, sl_buf 
         *found = 1;
         status_row s;
         sl_err err = {{0}};
-        int rc = read_status(opts, sess, ns.v[i], &s, &err);
+        int rc = read_status(opts, sess, ns.v[i], opts->json ? 0 : STATUS_SKIPPED_SHOWN, &s, &err);
         s.unread = unread;
         if (rc != 0) {
             sl_error("%s%s%s", opts->target ? opts->target : "", opts->target ? ": " : "", err.msg);

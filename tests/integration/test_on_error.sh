@@ -67,6 +67,41 @@ test_skip_then_down_leaves_set_aside_rows_alone() {
     assert_sql "select count(*) from sluice_progress" 0
 }
 
+# status_skipped_lines: the set-aside lines of $OUT (status's table), one key a line, then the tail line.
+status_skipped_lines() {
+    grep -E '^    (skipped|\.\.\.)' <<<"$OUT" | sed -E 's/^    skipped \["([0-9]+)"\].*/\1/'
+}
+
+test_status_lists_the_first_rows_set_aside() {
+    psql_q "create table items (id int primary key, v int not null check (v < 1000));
+            insert into items select g, case when g % 40 = 0 then 995 else 0 end from generate_series(1, 1000) g"
+    items_job skip
+    run_sluice up
+    assert_rc 0
+    assert_contains "$(tail -n 1 <<<"$ERR")" "25 of the rows were set aside" "the done line"
+    # The table lists the first ten, in the order they were set aside, and counts the rest.
+    local want
+    want=$(printf '%s\n' 40 80 120 160 200 240 280 320 360 400 \
+        '    ... and 15 more (25 rows set aside in all): `sluice status 0001_bump --json` lists every one')
+    run_sluice status
+    assert_rc 0
+    assert_eq "$(status_skipped_lines)" "$want" "status, from the database"
+    run_sluice status 0001_bump
+    assert_eq "$(status_skipped_lines)" "$want" "status JOB"
+    # --json lists every one, as before.
+    run_sluice status --json
+    assert_eq "$(python3 -c 'import json,sys; print(",".join(s["key"][0] for s in json.load(sys.stdin)[0]["skipped"]))' <<<"$OUT")" \
+        "$(seq -s, 40 40 1000)" "status --json lists all 25"
+    # The same from the checkpoint file, when the database cannot be reached.
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" --db "postgresql://nobody@127.0.0.1:1/x" status
+    assert_rc 0
+    assert_contains "$ERR" "showing what the checkpoint files" "status fell back to the files"
+    assert_eq "$(status_skipped_lines)" "$want" "status, from the checkpoint file"
+    run_cmd "$SLUICE" --jobs "$JOBS" --checkpoints "$CKPT" --db "postgresql://nobody@127.0.0.1:1/x" status --json
+    assert_eq "$(python3 -c 'import json,sys; j=json.load(sys.stdin)[0]; print(len(j["skipped"]), j["source"])' <<<"$OUT")" \
+        "25 checkpoint" "status --json, from the checkpoint file"
+}
+
 test_stop_fails_without_splitting() {
     make_items
     items_job stop
@@ -217,6 +252,8 @@ EOF
 
 run_test "on-error skip sets exactly the failing rows aside and lists them" test_skip_sets_exactly_the_failing_rows_aside
 run_test "down after on-error skip restores the table, set-aside rows untouched" test_skip_then_down_leaves_set_aside_rows_alone
+run_test "status lists the first ten rows set aside and counts the rest; --json lists all" \
+    test_status_lists_the_first_rows_set_aside
 run_test "on-error stop fails on a permanent error without splitting" test_stop_fails_without_splitting
 run_test "transient failures split the chunk down to the locked row" test_transient_failures_split_the_chunk
 run_test "a split's smaller chunks: the progress line says the batch they are sent with" test_split_batch_on_the_progress_line

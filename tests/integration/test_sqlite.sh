@@ -949,6 +949,32 @@ EOF
     assert_sq "select sum(v) from items where id in (17, 2500, 2501, 4999)" 3980
 }
 
+test_status_with_many_rows_set_aside() {
+    sq_init
+    sq "create table items (id integer primary key, v int not null default 0 check (v < 1000))"
+    sq_fill items 500
+    sq "update items set v = 995 where id % 20 = 0"
+    write_job 0001_bump <<'EOF'
+-- sluice:table items
+-- sluice:batch 100
+-- sluice:on-error skip
+-- sluice:up
+UPDATE items SET v = v + 10 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    run_sluice status
+    assert_rc 0
+    assert_eq "$(grep -c '^    skipped \["' <<<"$OUT")" 10 "status lists ten"
+    assert_contains "$OUT" 'skipped ["200"]' "the tenth"
+    assert_not_contains "$OUT" 'skipped ["220"]' "not the eleventh"
+    assert_contains "$OUT" '... and 15 more (25 rows set aside in all): `sluice status 0001_bump --json` lists every one' \
+        "the rest counted"
+    run_sluice status --json
+    assert_eq "$(python3 -c 'import json,sys; print(len(json.load(sys.stdin)[0]["skipped"]))' <<<"$OUT")" 25 \
+        "--json lists all"
+}
+
 # sluice leaves the journal mode as the application chose it.
 test_journal_mode_kept() {
     local mode
@@ -1067,6 +1093,7 @@ run_test "ctl pause, then SIGINT: exit 3; the pause holds the next run until ctl
 run_test "window: --no-wait outside every window exits 3 and changes nothing" test_no_wait_outside_window
 run_test "SIGINT and SIGTERM stop with exit 3; up resumes exactly once" test_sigint_then_resume
 run_test "on-error skip sets rows failing a CHECK constraint aside" test_on_error_skip_check_constraint
+run_test "status lists ten rows set aside and counts the rest" test_status_with_many_rows_set_aside
 run_test "journal mode (wal, delete) left as the application set it" test_journal_mode_kept
 run_test "synchronous-commit: chunks do not wait for the disk in WAL mode, unless on" test_synchronous_commit
 run_test "a crash of the machine lost the last chunks: the next up goes by the database once it restarted" \
