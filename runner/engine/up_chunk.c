@@ -678,7 +678,8 @@ static int after_failure(up_run *r, up_worker *w, int transient)
         sl_log_event(SL_LOG_WARN, "split",
                      json_pack("{sIsIsIso}", "chunk", (json_int_t)w->chunk_no, "rows", (json_int_t)w->cur.rows, "limit",
                                (json_int_t)w->split_limit, "error", sl_json_str(r->err.msg)),
-                     "%s; splitting it: next chunks of at most %" PRId64 " rows", r->err.msg, w->split_limit);
+                     "%s; splitting it: next chunks of at most %" PRId64 " row%s", r->err.msg, w->split_limit,
+                     w->split_limit == 1 ? "" : "s");
         sl_run_event(&r->run, "split", r->err.msg);
         sl_metrics_count(r->metrics, SL_COUNT_SPLIT, 1);
         clear_chunk(w, 0); /* its number is free again: nothing of it committed */
