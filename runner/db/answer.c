@@ -59,3 +59,14 @@ int sl_answer_transient(const char *sqlstate)
     }
     return 0;
 }
+
+int sl_answer_statement_error(const char *sqlstate)
+{
+    static const char *const classes[] = {"42", "0A", "53", "57", "58", "XX", "25", "28", "3D", "3F"};
+    if (!sqlstate || strlen(sqlstate) != 5 || sl_answer_transient(sqlstate))
+        return 0;
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+        if (strncmp(sqlstate, classes[i], 2) == 0)
+            return 1;
+    return 0;
+}

@@ -185,13 +185,23 @@ void sl_lite_set_wait_commit(sl_lite *lite, int wait)
 /* ---- one batch, on the connection's own thread ---- */
 
 /* The SQLSTATE PostgreSQL would give, so the runner's retry rules apply:
- * lock waits and interrupts are transient, constraint failures are not. */
+ * lock waits and interrupts are transient, constraint failures are not, and
+ * a full disk, a read-only or damaged file is no row's doing (on-error skip
+ * stops on them, see sl_answer_statement_error). */
 static const char *nearest_sqlstate(int code)
 {
     switch (code & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED: return "55P03";
     case SQLITE_INTERRUPT: return "57014";
+    case SQLITE_FULL: return "53100";
+    case SQLITE_NOMEM: return "53200";
+    case SQLITE_IOERR: return "58030";
+    case SQLITE_READONLY: return "25006";
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: return "XX001";
+    case SQLITE_PERM:
+    case SQLITE_AUTH: return "42501";
     case SQLITE_CONSTRAINT: break;
     default: return "";
     }

@@ -532,6 +532,7 @@ static int interpret(up_run *r, up_worker *w, sl_answer *ans, int64_t *affected,
                       "snapshot's chunk runs at repeatable read, so that its undo record holds the very rows it "
                       "changes, and fails then. Smaller chunks (batch, chunk-time) or a quieter time (window) "
                       "meet fewer of them; more retries (retries) wait them out");
+    snprintf(w->sqlstate, sizeof w->sqlstate, "%s", ans->sqlstate);
     return sl_answer_transient(ans->sqlstate) ? CHUNK_RETRY : CHUNK_FAILED;
 }
 
@@ -667,12 +668,21 @@ static int set_aside(up_run *r, up_worker *w)
 /* A chunk that keeps failing: split it (its range is walked again in
  * smaller chunks), set its single row aside, or fail the job (-1).
  * Transient failures split under either on-error; permanent ones only under
- * skip, which narrows them down to single rows. 0 when the worker goes on. */
+ * skip, which narrows them down to single rows, and only those a row's data
+ * can cause (sl_answer_statement_error). 0 when the worker goes on. */
 static int after_failure(up_run *r, up_worker *w, int transient)
 {
     int skip = r->job->on_error == SL_ON_ERROR_SKIP;
     if (!transient && !skip)
         return -1;
+    if (!transient && sl_answer_statement_error(w->sqlstate)) {
+        /* no row's data made it: split, every row would fail alike and be set aside */
+        sl_err_append(&r->err,
+                      "hint: on-error skip sets aside rows whose data fails; this error is about the statement, "
+                      "the role or the server, not a row, so the job stopped instead. Fix it and run sluice up "
+                      "again: it resumes at this chunk");
+        return -1;
+    }
     if (w->cur.rows > 1) {
         w->split_limit = w->cur.rows / 2;
         sl_log_event(SL_LOG_WARN, "split",

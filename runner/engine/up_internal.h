@@ -88,6 +88,7 @@ typedef struct up_worker {
     int64_t split_limit; /* > 0 after a chunk failed and was split: the cap on the next chunks */
     int64_t sent_batch;  /* the batch in force when cur was first sent */
     char *last_error;    /* of cur's failed attempts */
+    char sqlstate[6];    /* of cur's last failed attempt */
     int saving;          /* the in-flight batch is the first half of a chunk with undo records */
     sl_pending *pend;    /* the batch in flight: one of slots */
     sl_pending rb;       /* PostgreSQL: the ROLLBACK sent the moment the batch failed inside its transaction */

@@ -102,6 +102,42 @@ test_status_lists_the_first_rows_set_aside() {
         "25 checkpoint" "status --json, from the checkpoint file"
 }
 
+# An error no row's data causes (the role lost its right to update the table mid-run: 42501) would fail
+# every row alike: on-error skip stops the job at that chunk, with a hint, instead of splitting it and
+# setting every row aside one by one; once the grant is back, up resumes it, every row once.
+test_skip_stops_on_an_error_no_row_causes() {
+    make_table 600
+    make_app_role "grant select, update on t to sl_app"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 50
+-- sluice:pause 200ms
+-- sluice:on-error skip
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    sluice_start --db "$APP_DB" up
+    wait_until 20 sql_true "select count(*) >= 2 from sluice_progress"
+    psql_q "revoke update on t from sl_app"
+    sluice_wait
+    assert_rc 1
+    assert_contains "$ERR" "42501 permission denied for table t" "the error"
+    assert_contains "$ERR" "this error is about the statement, the role or the server, not a row, so the job stopped" \
+        "the hint"
+    assert_not_contains "$ERR" "splitting it" "no split"
+    assert_not_contains "$ERR" "set aside (on-error skip)" "no row set aside"
+    assert_sql "select count(*) from sluice_progress where skipped" 0
+    assert_status 0001_bump state failed
+    local done_rows
+    done_rows=$(psql_q "select count(*) from t where n = 1")
+    assert_sql "select count(*) from t where n not in (0, 1)" 0
+    assert_sql "select sum(rows) from sluice_progress" "$done_rows"
+    psql_q "grant update on t to sl_app"
+    run_sluice --db "$APP_DB" up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|600"
+}
+
 test_stop_fails_without_splitting() {
     make_items
     items_job stop
@@ -254,6 +290,8 @@ run_test "on-error skip sets exactly the failing rows aside and lists them" test
 run_test "down after on-error skip restores the table, set-aside rows untouched" test_skip_then_down_leaves_set_aside_rows_alone
 run_test "status lists the first ten rows set aside and counts the rest; --json lists all" \
     test_status_lists_the_first_rows_set_aside
+run_test "on-error skip stops on an error no row causes (a privilege revoked mid-run), then resumes" \
+    test_skip_stops_on_an_error_no_row_causes
 run_test "on-error stop fails on a permanent error without splitting" test_stop_fails_without_splitting
 run_test "transient failures split the chunk down to the locked row" test_transient_failures_split_the_chunk
 run_test "a split's smaller chunks: the progress line says the batch they are sent with" test_split_batch_on_the_progress_line

@@ -113,6 +113,37 @@ static void test_error_rolls_back(void)
     close_session(&loop, &sess);
 }
 
+/* Which errors a row's data can cause (on-error skip splits on those and
+ * stops on the rest): a CHECK failure can; a database that takes no writes
+ * cannot, and SQLite's answer says so in PostgreSQL's terms. */
+static void test_statement_errors(void)
+{
+    make_db();
+    uv_loop_t loop;
+    sl_session sess;
+    open_session(&loop, &sess);
+    sl_answer ans;
+    CHECK(sl_session_exec1(&sess, "UPDATE t SET n = 500 WHERE id = 7", 0, NULL, &ans) == 0 && !ans.ok);
+    CHECK_STR(ans.sqlstate, "23514");
+    CHECK(!sl_answer_statement_error(ans.sqlstate));
+    sl_answer_free(&ans);
+    CHECK(sl_session_exec1(&sess, "PRAGMA query_only = 1", 0, NULL, &ans) == 0 && ans.ok);
+    sl_answer_free(&ans);
+    CHECK(sl_session_exec1(&sess, "UPDATE t SET n = 1 WHERE id = 7", 0, NULL, &ans) == 0 && !ans.ok);
+    CHECK_STR(ans.sqlstate, "25006");
+    CHECK(sl_answer_statement_error(ans.sqlstate) && !sl_answer_transient(ans.sqlstate));
+    sl_answer_free(&ans);
+    close_session(&loop, &sess);
+    /* PostgreSQL's: the statement, the role, the server; not a row's data, a trigger's RAISE, a retry */
+    static const char *const statement[] = {"42501", "42P01", "42703", "0A000", "53100", "58030", "XX000", "25006"};
+    static const char *const row[] = {"22012", "23505", "P0001", "54000", "40001", "57014", "42P05", "08006", ""};
+    for (size_t i = 0; i < sizeof statement / sizeof *statement; i++)
+        CHECK(sl_answer_statement_error(statement[i]));
+    for (size_t i = 0; i < sizeof row / sizeof *row; i++)
+        CHECK(!sl_answer_statement_error(row[i]));
+    CHECK(!sl_answer_statement_error(NULL));
+}
+
 /* Run one chunk-like batch of q (BEGIN, q, COMMIT): it must fail at q with
  * 08P01 (not transient), say want, and leave every row as it was. */
 static void check_bind_refused(sl_session *sess, sl_query q, const char *want)
@@ -377,6 +408,7 @@ int main(void)
         return 1;
     RUN(test_batch_results);
     RUN(test_error_rolls_back);
+    RUN(test_statement_errors);
     RUN(test_parameter_count_checked);
     RUN(test_busy_is_lock_timeout);
     RUN(test_statement_timeout);

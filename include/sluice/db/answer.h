@@ -61,4 +61,14 @@ int sl_answer_true(const char *v);
  * parameters, and would refuse it again. */
 int sl_answer_transient(const char *sqlstate);
 
+/* True for SQLSTATEs that cannot come from one row's data, so that
+ * on-error skip stops instead of setting every row aside one by one: the
+ * statement or the role (class 42: a privilege, a column or table gone),
+ * a feature not supported (0A), the server's resources, state or health
+ * (53 disk full or out of memory, 57, 58, XX), the transaction's state
+ * (25), authorization and catalog names (28, 3D, 3F). Data errors (22),
+ * constraint violations (23), a trigger's RAISE (P0) and the rest stay
+ * splittable. */
+int sl_answer_statement_error(const char *sqlstate);
+
 #endif
