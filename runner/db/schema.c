@@ -180,13 +180,24 @@ static int lite(const sl_session *sess)
 }
 
 /* Run one query: 0 with an ok answer, -1 with err ("what: why"). */
+/* One query of sluice's own. 0; SL_EREFUSED when the role may not (a
+ * precondition: refused with a hint, nothing changed); -1. */
 static int ask(sl_session *sess, const char *sql, const char *what, sl_answer *ans, sl_err *err)
 {
     if (sl_session_exec1(sess, sql, 0, NULL, ans) == 0 && ans->ok)
         return 0;
     sl_err_set(err, "%s on %s: %s", what, sl_session_display(sess), ans->error ? ans->error : "not connected");
+    int denied = strcmp(ans->sqlstate, "42501") == 0;
+    if (denied)
+        sl_err_append(err,
+                      "hint: the role sluice connects as needs SELECT, INSERT, UPDATE and DELETE on %s, %s, %s, %s "
+                      "and %s (and on %s and %s where they exist); their owner grants them: GRANT SELECT, INSERT, "
+                      "UPDATE, DELETE ON %s, %s, %s, %s, %s, %s, %s TO the role",
+                      SL_JOBS_TABLE, SL_PROGRESS_TABLE, SL_RANGES_TABLE, SL_UNDO_TABLE, SL_META_TABLE, SL_RUNS_TABLE,
+                      SL_CTL_TABLE, SL_JOBS_TABLE, SL_PROGRESS_TABLE, SL_RANGES_TABLE, SL_UNDO_TABLE, SL_META_TABLE,
+                      SL_RUNS_TABLE, SL_CTL_TABLE);
     sl_answer_free(ans);
-    return -1;
+    return denied ? SL_EREFUSED : -1;
 }
 
 /* 1 when every table and column is there, 0 when something is missing. */
@@ -258,9 +269,10 @@ static int read_identity(sl_session *sess, sl_db_identity *id, sl_err *err)
 {
     memset(id, 0, sizeof *id);
     sl_answer ans;
-    if (ask(sess, lite(sess) ? lite_identity_sql : pg_identity_sql, "cannot read sluice's id for the database", &ans,
-            err) != 0)
-        return -1;
+    int rc = ask(sess, lite(sess) ? lite_identity_sql : pg_identity_sql, "cannot read sluice's id for the database",
+                 &ans, err);
+    if (rc != 0)
+        return rc;
     const char *v = sl_answer_val(&ans, 0, 0, 0);
     copy_field(id->id, sizeof id->id, v);
     copy_field(id->name, sizeof id->name, lite(sess) ? sess->lite.path : sl_answer_val(&ans, 0, 0, 1));
@@ -323,27 +335,27 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
         return rc0;
     int present = all_present(sess, err);
     if (present < 0)
-        return -1;
+        return present;
     int rc = present == 0 ? create_missing(sess, err) : 0;
     if (rc != 0)
         return rc;
     sl_answer more;
-    if (ask(sess, lite(sess) ? lite_runs_sql : pg_ctl_sql, "cannot create " SL_RUNS_TABLE, &more, err) != 0)
-        return -1;
+    if ((rc = ask(sess, lite(sess) ? lite_runs_sql : pg_ctl_sql, "cannot create " SL_RUNS_TABLE, &more, err)) != 0)
+        return rc;
     sl_answer_free(&more);
     if (!lite(sess)) {
-        if (ask(sess, pg_runner_key_sql, "cannot index " SL_JOBS_TABLE, &more, err) != 0)
-            return -1;
+        if ((rc = ask(sess, pg_runner_key_sql, "cannot index " SL_JOBS_TABLE, &more, err)) != 0)
+            return rc;
         sl_answer_free(&more);
     }
     int found = read_identity(sess, id, err);
     if (found < 0)
-        return -1;
+        return found;
     if (found == 0) { /* the id row was deleted, or the tables were made without it: give it one */
         sl_answer ans;
-        if (ask(sess, lite(sess) ? lite_id_sql : pg_id_sql, "cannot give the database an id in " SL_META_TABLE, &ans,
-                err) != 0)
-            return -1;
+        if ((rc = ask(sess, lite(sess) ? lite_id_sql : pg_id_sql, "cannot give the database an id in " SL_META_TABLE,
+                      &ans, err)) != 0)
+            return rc;
         sl_answer_free(&ans);
         found = read_identity(sess, id, err);
         if (found == 0)
@@ -354,8 +366,8 @@ int sl_schema_ensure(sl_session *sess, sl_db_identity *id, sl_err *err)
     if (lite(sess))
         return 0;
     sl_answer ans;
-    if (ask(sess, pg_isolation_sql, "cannot read the indexes of " SL_JOBS_TABLE, &ans, err) != 0)
-        return -1;
+    if ((rc = ask(sess, pg_isolation_sql, "cannot read the indexes of " SL_JOBS_TABLE, &ans, err)) != 0)
+        return rc;
     id->runner_key = sl_answer_true(sl_answer_val(&ans, 0, 0, 0));
     id->serializable = sl_answer_true(sl_answer_val(&ans, 0, 0, 1));
     sl_answer_free(&ans);

@@ -47,8 +47,8 @@ int sl_run_check_journal(sl_session *sess, const sl_run_opts *opts, const char *
 {
     sl_db_identity db;
     int found = sl_schema_identity(sess, &db, err);
-    if (found < 0)
-        return -1;
+    if (found < 0) /* SL_EREFUSED: the role may not read sluice's tables */
+        return found;
     if (!found) { /* sluice never ran here: any checkpoint file of the job belongs elsewhere */
         memset(&db, 0, sizeof db);
         snprintf(db.id, sizeof db.id, "(none yet)");

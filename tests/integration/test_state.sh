@@ -702,7 +702,7 @@ test_takeover_while_snapshot_chunk_waits_no_index() {
 # A role with no right to create anything, as a managed database gives an application: it may only read
 # and update the table. Its first up is refused (exit 2), saying what is missing, and changes nothing;
 # once an owner has created sluice's tables with the README's DDL and granted it DML on them, it runs
-# the job, down included, as that role.
+# the job, down included, as that role; before the grants, it is refused (exit 2), saying which.
 test_role_without_create() {
     local role="${T_DB}_app" url
     psql_q "do \$\$ begin create role $role login password 'app-pw'; exception when duplicate_object then null; end \$\$"
@@ -729,6 +729,16 @@ EOF
     awk '/^### The bookkeeping tables/ { f = 1 } f && /^```sql/ { g = 1; next } g && /^```/ { exit } g' \
         "$SLUICE_ROOT/README.md" >"$T_DIR/ddl.sql"
     psql_q "$(cat "$T_DIR/ddl.sql")"
+    # the tables are there, its grants not yet: refused (exit 2), saying which grants, nothing changed
+    run_sluice --db "$url" up
+    assert_rc 2
+    assert_contains "$ERR" "permission denied for table sluice_meta"
+    assert_contains "$ERR" "hint: the role sluice connects as needs SELECT, INSERT, UPDATE and DELETE on sluice_jobs"
+    assert_contains "$ERR" "GRANT SELECT, INSERT, UPDATE, DELETE ON sluice_jobs, sluice_progress, sluice_ranges"
+    assert_sql "select count(*) from t where n <> 0" 0
+    run_sluice --db "$url" status
+    assert_rc 2
+    assert_contains "$ERR" "hint: the role sluice connects as needs"
     psql_q "grant select, insert, update, delete on sluice_jobs, sluice_progress, sluice_ranges, sluice_undo,
             sluice_meta to $role"
     run_sluice --db "$url" up

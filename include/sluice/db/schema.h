@@ -79,7 +79,8 @@ const char *sl_schema_chunk_begin(const sl_session *sess, const sl_db_identity *
 const char *sl_schema_fence_lock(const sl_db_identity *id, int reads_first);
 
 /* Read-only: 1 and *id when sluice has run against this database, 0 when
- * its tables are not there, -1 on error. */
+ * its tables are not there, -1 on error (SL_EREFUSED: the role may not
+ * read them). */
 int sl_schema_identity(sl_session *sess, sl_db_identity *id, sl_err *err) SL_MUSTCHECK;
 
 /* Every job sluice's tables here record (a row in sluice_jobs or a chunk in
