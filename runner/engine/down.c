@@ -310,27 +310,30 @@ static int finish(down_run *r, int code)
         sl_metrics_state(r->metrics, code == SL_EXIT_OK ? "rolled_back" : "rolling_back");
     /* what this run undid, as the text lines say it: the rows put back, those it left as they are,
      * and "left": chunks still applied (to undo by the next down, or left as they are: no record) */
-    json_t *fields =
-        json_pack("{sIsIsIsIsIsI}", "rows", (json_int_t)r->rows_restored, "rows_skipped", (json_int_t)r->rows_skipped,
-                  "rows_lost", (json_int_t)r->rows_lost, "set_aside", (json_int_t)r->rows_set_aside, "chunks",
-                  (json_int_t)r->chunks_undone, "left", (json_int_t)(r->nchunks - r->chunks_undone));
+    json_t *fields = json_pack("{sIsIsIsIsIsIsb}", "rows", (json_int_t)r->rows_restored, "rows_skipped",
+                               (json_int_t)r->rows_skipped, "rows_lost", (json_int_t)r->rows_lost, "set_aside",
+                               (json_int_t)r->rows_set_aside, "chunks", (json_int_t)r->chunks_undone, "left",
+                               (json_int_t)(r->nchunks - r->chunks_undone), "resumed", r->resumed);
     sl_buf left = {0};
+    if (r->resumed && code == SL_EXIT_OK) /* the counts are this run's: say whose the others were */
+        sl_buf_adds(&left, ", those an earlier down left");
     add_rows_left(r, &left);
     /* one line, the event's: "rolled back: ..." or "rollback stopped after ..." */
+    const char *chunks_s = r->chunks_undone == 1 ? "" : "s";
     if (code == SL_EXIT_OK && r->nlost)
         sl_log_event(SL_LOG_INFO, "rolled_back", fields,
-                     "%s: rolled back: %" PRId64 " rows in %zu chunks%s; %zu chunk%s left as %s (no undo record)",
-                     r->job->name, r->rows_restored, r->chunks_undone, left.data ? left.data : "", r->nlost,
+                     "%s: rolled back: %" PRId64 " rows in %zu chunk%s%s; %zu chunk%s left as %s (no undo record)",
+                     r->job->name, r->rows_restored, r->chunks_undone, chunks_s, left.data ? left.data : "", r->nlost,
                      r->nlost == 1 ? "" : "s", r->nlost == 1 ? "it was" : "they were");
     else if (code == SL_EXIT_OK)
-        sl_log_event(SL_LOG_INFO, "rolled_back", fields, "%s: rolled back: %" PRId64 " rows in %zu chunks%s",
-                     r->job->name, r->rows_restored, r->chunks_undone, left.data ? left.data : "");
+        sl_log_event(SL_LOG_INFO, "rolled_back", fields, "%s: rolled back: %" PRId64 " rows in %zu chunk%s%s",
+                     r->job->name, r->rows_restored, r->chunks_undone, chunks_s, left.data ? left.data : "");
     else if (code == SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_INFO, "stopped", fields,
-                     "%s: rollback stopped after %zu chunks (%" PRId64 " rows put back, %zu chunks left%s); `sluice "
+                     "%s: rollback stopped after %zu chunk%s (%" PRId64 " rows put back, %zu chunk%s left%s); `sluice "
                      "down` resumes it",
-                     r->job->name, r->chunks_undone, r->rows_restored, r->nchunks - r->chunks_undone,
-                     left.data ? left.data : "");
+                     r->job->name, r->chunks_undone, chunks_s, r->rows_restored, r->nchunks - r->chunks_undone,
+                     r->nchunks - r->chunks_undone == 1 ? "" : "s", left.data ? left.data : "");
     else
         json_decref(fields);
     sl_buf_free(&left);
@@ -406,16 +409,18 @@ static int execute(down_run *r)
                 r->job->name);
     if (gate_stops_at_start(&r->gate, r->run.row.paused))
         return SL_EXIT_STOPPED; /* --no-wait: nothing undone, and the job's state stays as it was */
+    r->resumed = r->run.row.state == SL_STATE_ROLLING_BACK;
     if (sl_run_begin(&r->run, &r->id, NULL, 0) != 0) {
         r->err = r->run.err;
         return SL_EXIT_FAILED;
     }
     char *how = sl_undo_describe_kind(r->job);
     sl_log_event(SL_LOG_INFO, "start",
-                 json_pack("{sbsIsIss}", "down", 1, "chunks", (json_int_t)r->nchunks, "rows", (json_int_t)r->rows_total,
-                           "undo", how),
-                 "%s: rolling back %zu chunks (%" PRId64 " rows) with %s", r->job->name, r->nchunks, r->rows_total,
-                 how);
+                 json_pack("{sbsIsIsssb}", "down", 1, "chunks", (json_int_t)r->nchunks, "rows",
+                           (json_int_t)r->rows_total, "undo", how, "resumed", r->resumed),
+                 "%s: %s %zu chunk%s (%" PRId64 " rows)%s with %s", r->job->name,
+                 r->resumed ? "resuming its rollback:" : "rolling back", r->nchunks, r->nchunks == 1 ? "" : "s",
+                 r->rows_total, r->resumed ? " still applied, undone" : "", how);
     free(how);
     advise_vacuum(r);
     r->metrics = r->gate.metrics = sl_metrics_job_get(r->job->name);

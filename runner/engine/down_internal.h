@@ -51,6 +51,7 @@ typedef struct down_run {
     int64_t rows_skipped, rows_lost; /* as each chunk's above */
     int64_t rows_set_aside;          /* by up's on-error skip: never changed, so left as they are */
     size_t chunks_undone;            /* by this run */
+    int resumed;                     /* an earlier down began the rollback (killed, stopped): this one ends it */
     size_t nlost;                    /* chunks left as they are: their undo records are gone */
     down_range *ranges;
     size_t nranges, next_range;

@@ -225,7 +225,7 @@ test_records_of_an_older_sluice() {
     assert_sql "select count(*) from t where full_name is not null and id % 7 <> 0 and id > 600" 0
     run_sluice down 0001_fill --on-conflict skip
     assert_rc 0
-    assert_contains "$ERR" "rolled back: 598 rows in 2 chunks; 2 rows left as another session changed them since up"
+    assert_contains "$ERR" "rolled back: 598 rows in 2 chunks, those an earlier down left; 2 rows left as another session changed them since up"
     assert_sql "select id, full_name, n from t where n <> 0 order by id" $'10|theirs|1\n400|theirs|1'
     assert_sql "select count(*) from t where full_name is not null and id % 7 <> 0 and id not in (10, 400)" 0
 }
@@ -392,7 +392,7 @@ EOF
     assert_not_contains "$ERR" "the job deleted"
     assert_sql "select count(*), sum(n) from t" "997|0"
     # chunks 3 to 1 (chunk 4 went before the conflict stopped the first down): those rows are not counted
-    assert_contains "$ERR" "rolled back: 897 rows in 3 chunks; 3 rows not put back (no undo record, or deleted with only some columns saved)"
+    assert_contains "$ERR" "rolled back: 897 rows in 3 chunks, those an earlier down left; 3 rows not put back (no undo record, or deleted with only some columns saved)"
     # snapshot(*) puts the deleted rows back whole
     psql_q "insert into t (id, note) values (10, 'n10'), (20, 'n20'), (700, 'n700')"
     write_job 0002_all <<'EOF'
@@ -465,9 +465,12 @@ test_change_while_undoing() {
     down_while_row_changes "-- sluice:undo snapshot(n)
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;"
-    # skip leaves their row as they left it and puts the others back
+    # skip leaves their row as they left it and puts the others back; the down that began the rollback
+    # failed, so this one says it resumes it, and whose its counts are
     run_sluice down 0001_bump --on-conflict skip
     assert_rc 0
+    assert_contains "$ERR" "0001_bump: resuming its rollback: 1 chunk (1000 rows) still applied, undone with"
+    assert_contains "$ERR" "0001_bump: rolled back: 999 rows in 1 chunk, those an earlier down left; 1 row left as"
     assert_sql "select n from t where id = 5" 42
     assert_sql "select count(*) from t where id <> 5 and n = 0" 999
     assert_eq "$(state_of 0001_bump)" rolled_back
