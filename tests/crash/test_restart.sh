@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # test_restart.sh: the server restarted or down for a while mid-run: sluice reconnects by itself and finishes exactly once.
-# sluice-test: alone (it restarts and stops the shared server)
 . "$(dirname "$0")/../harness/lib.sh"
 . "$(dirname "$0")/../harness/kill.sh"
+. "$(dirname "$0")/../harness/clusters.sh"
+
+# It restarts and stops its server: a server of its own, so that the other files go on beside it.
+own_server
 
 ROWS=200000
 

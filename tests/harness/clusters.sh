@@ -6,9 +6,15 @@
 # (a postgresql:// URL for user postgres, database postgres) and CLUSTER_DIR[NAME]. cluster_stop NAME
 # stops it at once (-m immediate, like a crash), cluster_restart NAME starts it again, and
 # clusters_drop (run by the EXIT trap the first cluster_start installs) removes them all.
+# CLUSTER_LISTEN=127.0.0.1 makes the next ones listen on TCP there too, restarts included (trusted, as
+# initdb -A trust writes pg_hba.conf), not on their socket alone.
+#
+# own_server: the rest of the test file runs on a cluster of its own ("own", on 127.0.0.1) instead of
+# the shared test server, with pg_restart, pg_stop and pg_start acting on it: a file that restarts and
+# stops its server need not run alone. Call it at the file's top level, before the first run_test.
 
 CL_BIN=/usr/lib/postgresql/${PGVERSION:-15}/bin
-declare -A CLUSTER_URL=() CLUSTER_DIR=() CLUSTER_PORT=()
+declare -A CLUSTER_URL=() CLUSTER_DIR=() CLUSTER_PORT=() CLUSTER_ADDR=()
 
 _cl_as_postgres() {
     runuser -u postgres -- "$@"
@@ -34,6 +40,7 @@ cluster_start() {
     fi
     CLUSTER_DIR[$name]=$dir
     CLUSTER_PORT[$name]=$port
+    CLUSTER_ADDR[$name]=${CLUSTER_LISTEN:-}
     CLUSTER_URL[$name]="postgresql://postgres@/postgres?host=$dir&port=$port"
     ((${#CLUSTER_DIR[@]} == 1)) && trap 'clusters_drop; _t_teardown' EXIT
     cluster_restart "$name"
@@ -42,7 +49,7 @@ cluster_start() {
 cluster_restart() {
     local name=$1 dir=${CLUSTER_DIR[$1]}
     if ! _cl_as_postgres "$CL_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p ${CLUSTER_PORT[$name]} -k $dir -c listen_addresses='' -c fsync=off -c max_connections=40" start \
+        -o "-p ${CLUSTER_PORT[$name]} -k $dir -c listen_addresses='${CLUSTER_ADDR[$name]}' -c fsync=off -c max_connections=40" start \
         >"$dir/pg_ctl.log" 2>&1; then
         fail "cluster $name does not start: $(tail -n 5 "$dir/server.log" 2>/dev/null)"
         return 1
@@ -64,4 +71,25 @@ cluster_q() {
     local name=$1 db=postgres
     (($# == 3)) && { db=$2; shift; }
     psql -h "${CLUSTER_DIR[$name]}" -p "${CLUSTER_PORT[$name]}" -U postgres -d "$db" -XAtq -v ON_ERROR_STOP=1 -c "$2"
+}
+
+own_server() {
+    CLUSTER_LISTEN=127.0.0.1 cluster_start own || exit 1
+    trap 'clusters_drop; _t_file_cleanup' EXIT
+    export PGHOST=127.0.0.1 PGPORT=${CLUSTER_PORT[own]} PGUSER=postgres PGDATABASE=postgres
+    unset PGPASSWORD
+    export SLUICE_TEST_PGRESTART=_own_restart SLUICE_TEST_PGSTOP=_own_stop SLUICE_TEST_PGSTART=_own_start
+}
+
+_own_restart() {
+    _own_stop
+    _own_start
+}
+
+_own_stop() {
+    cluster_stop own
+}
+
+_own_start() {
+    cluster_restart own
 }
