@@ -179,9 +179,9 @@ static int lite(const sl_session *sess)
     return sess->dialect == SL_DIALECT_SQLITE;
 }
 
-/* Run one query: 0 with an ok answer, -1 with err ("what: why"). */
-/* One query of sluice's own. 0; SL_EREFUSED when the role may not (a
- * precondition: refused with a hint, nothing changed); -1. */
+/* Run one query of sluice's own: 0 with an ok answer; else err ("what:
+ * why") and SL_EREFUSED when the role may not (a precondition: refused with
+ * a hint, nothing changed), -1 otherwise. */
 static int ask(sl_session *sess, const char *sql, const char *what, sl_answer *ans, sl_err *err)
 {
     if (sl_session_exec1(sess, sql, 0, NULL, ans) == 0 && ans->ok)

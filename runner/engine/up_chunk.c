@@ -676,7 +676,7 @@ static int after_failure(up_run *r, up_worker *w, int transient)
     if (!transient && !skip)
         return -1;
     if (!transient && sl_answer_statement_error(w->sqlstate)) {
-        /* no row's data made it: split, every row would fail alike and be set aside */
+        /* no row's data caused it: split, every row would fail alike and be set aside one by one */
         sl_err_append(&r->err,
                       "hint: on-error skip sets aside rows whose data fails; this error is about the statement, "
                       "the role or the server, not a row, so the job stopped instead. Fix it and run sluice up "
