@@ -40,9 +40,11 @@ char *sl_catalog_shown_ident(const char *ident)
     return quoted;
 }
 
-/* Table: its printable (quoted, qualified when needed) name. */
+/* Table: its printable (quoted, qualified when needed) name, its kind, and whether row-level
+ * security is on for it. */
 static const char *const table_sql =
-    "SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1)";
+    "SELECT c.oid::regclass::text, c.relkind::text, c.relrowsecurity::text FROM pg_class c"
+    " WHERE c.oid = to_regclass($1)";
 
 /* Primary-key columns, in key order. */
 static const char *const pk_sql =
@@ -190,6 +192,7 @@ int sl_catalog_resolve(sl_session *sess, const sl_job *job, sl_table_info *info,
     info->ks.dialect = SL_DIALECT_PG;
     info->ks.table = sl_strdup(sl_answer_val(&ans, 0, 0, 0));
     info->ks.where = job->where ? sl_strdup(job->where) : NULL;
+    info->row_security = sl_answer_true(sl_answer_val(&ans, 0, 0, 2));
     if (resolve_key(job, &ans, info, names, err) != 0)
         goto out;
     for (int r = 0; r < ans.results[3].nrows; r++) {

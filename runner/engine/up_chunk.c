@@ -675,7 +675,9 @@ static int after_failure(up_run *r, up_worker *w, int transient)
     int skip = r->job->on_error == SL_ON_ERROR_SKIP;
     if (!transient && !skip)
         return -1;
-    if (!transient && sl_answer_statement_error(w->sqlstate)) {
+    /* a row-level security policy's WITH CHECK refuses single rows with 42501, as a missing grant does */
+    int policy = r->info.row_security && strcmp(w->sqlstate, "42501") == 0;
+    if (!transient && sl_answer_statement_error(w->sqlstate) && !policy) {
         /* no row's data caused it: split, every row would fail alike and be set aside one by one */
         sl_err_append(&r->err,
                       "hint: on-error skip sets aside rows whose data fails; this error is about the statement, "

@@ -49,7 +49,7 @@ cluster_start() {
 cluster_restart() {
     local name=$1 dir=${CLUSTER_DIR[$1]}
     if ! _cl_as_postgres "$CL_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p ${CLUSTER_PORT[$name]} -k $dir -c listen_addresses='${CLUSTER_ADDR[$name]}' -c fsync=off -c max_connections=40" start \
+        -o "-p ${CLUSTER_PORT[$name]} -k $dir -c listen_addresses='${CLUSTER_ADDR[$name]:-}' -c fsync=off -c max_connections=40" start \
         >"$dir/pg_ctl.log" 2>&1; then
         fail "cluster $name does not start: $(tail -n 5 "$dir/server.log" 2>/dev/null)"
         return 1

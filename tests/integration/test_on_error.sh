@@ -138,6 +138,31 @@ EOF
     assert_sql "select min(n), max(n), count(*) from t" "1|1|600"
 }
 
+# A row-level security policy's WITH CHECK refuses single rows with the same SQLSTATE as a missing grant
+# (42501): on a table with row security on, on-error skip sets those rows aside, as any row's error.
+test_skip_sets_aside_rows_a_policy_refuses() {
+    psql_q "create table t (id int primary key, n int not null default 0, owner text not null default 'app');
+            insert into t (id) select generate_series(1, 300);
+            update t set owner = 'other' where id in (50, 250);
+            alter table t enable row level security;
+            create policy own_rows on t using (true) with check (owner = 'app')"
+    make_app_role "grant select, update on t to sl_app"
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:on-error skip
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    run_sluice --db "$APP_DB" up
+    assert_rc 0
+    assert_contains "$ERR" 'row ["50"] set aside (on-error skip)' "the log"
+    assert_contains "$ERR" "42501 new row violates row-level security policy" "the log"
+    assert_sql "select string_agg(hi[1], ',' order by chunk_no) from sluice_progress where skipped" "50,250"
+    assert_sql "select count(*) filter (where n = 1), string_agg(id::text, ',' order by id) filter (where n <> 1) from t" \
+        "298|50,250"
+}
+
 test_stop_fails_without_splitting() {
     make_items
     items_job stop
@@ -292,6 +317,8 @@ run_test "status lists the first ten rows set aside and counts the rest; --json 
     test_status_lists_the_first_rows_set_aside
 run_test "on-error skip stops on an error no row causes (a privilege revoked mid-run), then resumes" \
     test_skip_stops_on_an_error_no_row_causes
+run_test "on-error skip sets aside the rows a row-level security policy refuses (42501)" \
+    test_skip_sets_aside_rows_a_policy_refuses
 run_test "on-error stop fails on a permanent error without splitting" test_stop_fails_without_splitting
 run_test "transient failures split the chunk down to the locked row" test_transient_failures_split_the_chunk
 run_test "a split's smaller chunks: the progress line says the batch they are sent with" test_split_batch_on_the_progress_line

@@ -20,6 +20,8 @@ typedef struct sl_table_info {
     char *index;      /* a valid btree index whose leading columns are the key, or NULL */
     int nullable_key; /* some key column allows NULL: those rows are never visited */
     int unique_key;   /* a unique index covers the key: each key value is one row */
+    int row_security; /* PostgreSQL: row-level security is on for it: a 42501 may be one row's (a policy's
+                         WITH CHECK), not the role's */
 } sl_table_info;
 
 void sl_table_info_free(sl_table_info *info);
