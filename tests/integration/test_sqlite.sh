@@ -919,18 +919,23 @@ test_queued_chunk_withdrawn() {
     assert_sq "select min(n), max(n), count(*) from t" "1|1|400"
 }
 
+# skip_items_job BATCH: a job adding 10 to items.v, BATCH rows a chunk, on-error skip.
+skip_items_job() {
+    write_job 0001_bump <<EOF
+-- sluice:table items
+-- sluice:batch $1
+-- sluice:on-error skip
+-- sluice:up
+UPDATE items SET v = v + 10 WHERE id BETWEEN :lo AND :hi;
+EOF
+}
+
 test_on_error_skip_check_constraint() {
     sq_init
     sq "create table items (id integer primary key, v int not null default 0 check (v < 1000))"
     sq_fill items 5000
     sq "update items set v = id % 100; update items set v = 995 where id in (17, 2500, 2501, 4999)"
-    write_job 0001_bump <<'EOF'
--- sluice:table items
--- sluice:batch 300
--- sluice:on-error skip
--- sluice:up
-UPDATE items SET v = v + 10 WHERE id BETWEEN :lo AND :hi;
-EOF
+    skip_items_job 300
     run_sluice up
     assert_rc 0
     assert_contains "$ERR" "set aside (on-error skip)" "log"
@@ -957,13 +962,7 @@ test_status_with_many_rows_set_aside() {
     sq "create table items (id integer primary key, v int not null default 0 check (v < 1000))"
     sq_fill items 500
     sq "update items set v = 995 where id % 20 = 0"
-    write_job 0001_bump <<'EOF'
--- sluice:table items
--- sluice:batch 100
--- sluice:on-error skip
--- sluice:up
-UPDATE items SET v = v + 10 WHERE id BETWEEN :lo AND :hi;
-EOF
+    skip_items_job 100
     run_sluice up
     assert_rc 0
     run_sluice status
