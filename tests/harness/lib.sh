@@ -60,7 +60,7 @@ trap _t_file_cleanup EXIT
 # run_test NAME FUNC [ARGS...]: run FUNC as one test and print "ok N - NAME" or "not ok N - NAME"
 # followed by the test's output as "#" lines.
 run_test() {
-    local name=$1 func=$2 rc lines
+    local name=$1 func=$2 rc lines start=$EPOCHREALTIME
     shift 2
     T_NUM=$((T_NUM + 1))
     local out="$T_ROOT/$T_NUM.out"
@@ -72,6 +72,12 @@ run_test() {
         "$func" "$@"
     ) </dev/null >"$out" 2>&1
     rc=$?
+    # Each test's seconds, for finding where a slow file spends its time (run.sh keeps the file).
+    if [[ -n ${SLUICE_TEST_LOGDIR:-} ]]; then
+        local ms=$(((${EPOCHREALTIME//[.,]/} - ${start//[.,]/}) / 1000))
+        printf '%s\t%d\t%d.%d\t%s\n' "$T_FILE" "$T_NUM" $((ms / 1000)) $((ms % 1000 / 100)) "$name" \
+            >>"$SLUICE_TEST_LOGDIR/test-times.tsv"
+    fi
     if ((rc == 0)); then
         echo "ok $T_NUM - $name"
         return 0
