@@ -246,7 +246,9 @@ main() {
 # One throw-away cluster for the whole run. -t keeps its files in a temp dir even as root, so a run
 # killed before it could clean up leaves no /etc/postgresql/*/regress behind to block the next one;
 # a random free port lets two runs live side by side. A server that fails to start (a port taken
-# between the check and the bind) gets one more try on another port.
+# between the check and the bind) gets one more try on another port. fsync=off: a commit still writes
+# its WAL to the kernel before it returns (synchronous_commit stays on), so a server killed or
+# restarted -m immediate loses nothing; only a crash of the machine would, and that ends the run anyway.
 run_in_pg_virtualenv() {
     local rc before name attempt
     if ! command -v pg_virtualenv >/dev/null; then
@@ -257,7 +259,7 @@ run_in_pg_virtualenv() {
     for attempt in 1 2; do
         # The filter ignores Ctrl-C and TERM so that it outlives pg_virtualenv's cleanup: were it to die
         # first, pg_virtualenv would die of SIGPIPE on "Dropping cluster" and leave the server running.
-        PGPORT=$(free_port) pg_virtualenv -t -v "$PG_MAJOR" bash "$ROOT/tests/harness/inner.sh" "$@" 2>&1 |
+        PGPORT=$(free_port) pg_virtualenv -t -o fsync=off -v "$PG_MAJOR" bash "$ROOT/tests/harness/inner.sh" "$@" 2>&1 |
             (
                 trap '' INT TERM
                 exec grep --line-buffered -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
