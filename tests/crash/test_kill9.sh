@@ -49,8 +49,10 @@ EOF
     finish_and_check tc 60000
 }
 
-# Two SIGINTs in quick succession: the second aborts the chunk in flight at once (rolled back, never half
-# done), exit 3; the next `up` resumes and every row still changes exactly once.
+# Two SIGINTs: the second aborts the chunk in flight at once (rolled back, never half done), exit 3; the
+# next `up` resumes and every row still changes exactly once. The chunk in flight waits on a row another
+# session holds, so that the first signal cannot let it finish before the second one comes, however
+# loaded the machine.
 test_double_sigint_then_resume() {
     # shellcheck disable=SC2034 # show_state (kill.sh) prints it
     KILLS=0
@@ -59,20 +61,29 @@ test_double_sigint_then_resume() {
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 50
+-- sluice:lock-timeout 60s
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
+    psql -XAtq -c "begin; select 1 from t where id = 2520 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
+    local holder=$!
+    wait_sleeping 60
     sluice_start up
-    wait_until 60 progress_past_or_exited 2
-    runner_alive || fail "the runner exited before the signals: the job is too short for the test"
+    wait_until 30 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
+                                            and application_name = 'sluice' and wait_event_type = 'Lock')"
+    assert_sql "select count(*) from sluice_progress" 50
     kill -INT "$SLUICE_PID"
-    sleep 0.02
+    wait_until 10 grep -q "received SIGINT" "${_T_BG_FILES[$SLUICE_PID]}.err"
+    runner_alive || fail "the first SIGINT did not wait for the chunk in flight"
     sluice_kill INT
     assert_rc 3
+    assert_contains "$ERR" "second signal: aborting the chunk in flight"
+    psql_q "select pg_terminate_backend(pid) from pg_stat_activity
+            where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+    wait "$holder" || true
     check_exactly_once_so_far t
-    if sql_true "select count(*) = 0 from t where n = 0"; then
-        fail "the double SIGINT did not stop the run before it finished: nothing left to resume"
-    fi
+    assert_sql "select count(*) filter (where n = 1), count(*) filter (where n > 1) from t" "2500|0"
+    assert_sql "select count(*) from sluice_progress" 50
     run_sluice status --json
     assert_rc 0
     state=$(jq -r '.[0].state' <<<"$OUT")
@@ -83,5 +94,5 @@ EOF
 run_test "20 kill -9's at random moments, then up: every row of 120,000 changed exactly once" test_kill9_single_key
 run_test "10 kill -9's, the checkpoint directory deleted after each, then up: exactly once" test_kill9_lose_checkpoints
 run_test "8 kill -9's over a composite key, then up: every row changed exactly once" test_kill9_composite_key
-run_test "two quick SIGINTs abort with exit 3; up resumes exactly once" test_double_sigint_then_resume
+run_test "two SIGINTs abort the chunk in flight with exit 3; up resumes exactly once" test_double_sigint_then_resume
 t_done
