@@ -8,14 +8,16 @@ test_kill9_single_key() {
             insert into t (id) select generate_series(1, 120000); analyze t"
     # The sleep keeps each chunk's transaction open a few ms: the runner must not finish 4800 chunks
     # before the 20th kill however fast it gets, and most kills land inside a transaction.
-    write_job 0001_bump <<'EOF'
+    chunk_sleep 0.003
+    write_job 0001_bump <<EOF
 -- sluice:table t
 -- sluice:batch 25
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.003);
+$CHUNK_SLEEP_SQL
 EOF
     kill_loop t 4800 20
+    chunk_sleep 0
     finish_and_check t 120000
 }
 
@@ -23,14 +25,16 @@ EOF
 test_kill9_lose_checkpoints() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 60000); analyze t"
-    write_job 0001_bump <<'EOF'
+    chunk_sleep 0.003
+    write_job 0001_bump <<EOF
 -- sluice:table t
 -- sluice:batch 25
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.003);
+$CHUNK_SLEEP_SQL
 EOF
     kill_loop t 2400 10 lose
+    chunk_sleep 0
     finish_and_check t 60000
 }
 
@@ -38,14 +42,16 @@ test_kill9_composite_key() {
     psql_q "create table tc (tenant int, id int, n int not null default 0, primary key (tenant, id));
             insert into tc (tenant, id) select t, i from generate_series(1, 40) t, generate_series(1, 1500) i;
             analyze tc"
-    write_job 0001_bump_composite <<'EOF'
+    chunk_sleep 0.003
+    write_job 0001_bump_composite <<EOF
 -- sluice:table tc
 -- sluice:batch 25
 -- sluice:up
 UPDATE tc SET n = n + 1 WHERE (tenant, id) BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.003);
+$CHUNK_SLEEP_SQL
 EOF
     kill_loop tc 2400 8
+    chunk_sleep 0
     finish_and_check tc 60000
 }
 

@@ -20,15 +20,17 @@ test_kill9_four_workers() {
     # 2000 chunks; the sleep keeps each chunk's transaction open 40 ms, so that at most kills all four
     # workers are inside one, and the job cannot finish before the 20th kill however fast it gets (each
     # start and kill lets some 50 chunks commit; twice that on a loaded machine).
-    write_job 0001_bump <<'EOF'
+    chunk_sleep 0.04
+    write_job 0001_bump <<EOF
 -- sluice:table t
 -- sluice:batch 100
 -- sluice:workers 4
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.04);
+$CHUNK_SLEEP_SQL
 EOF
     kill_loop t 2000 20
+    chunk_sleep 0
     finish_ranges_and_check 0001_bump t 200000
 }
 
@@ -36,15 +38,17 @@ EOF
 test_kill9_workers_lose_checkpoints() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 100000); analyze t"
-    write_job 0001_bump <<'EOF'
+    chunk_sleep 0.04
+    write_job 0001_bump <<EOF
 -- sluice:table t
 -- sluice:batch 100
 -- sluice:workers 4
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.04);
+$CHUNK_SLEEP_SQL
 EOF
     kill_loop t 1000 10 lose
+    chunk_sleep 0
     finish_ranges_and_check 0001_bump t 100000
 }
 
@@ -55,15 +59,17 @@ test_kill9_composite_text_key() {
               select case when t % 2 = 0 then 'Tenant ' || t else 'tenant-' || t end, i::text
                 from generate_series(1, 40) t, generate_series(1, 2500) i;
             analyze tc"
-    write_job 0001_bump_composite <<'EOF'
+    chunk_sleep 0.04
+    write_job 0001_bump_composite <<EOF
 -- sluice:table tc
 -- sluice:batch 100
 -- sluice:workers 3
 -- sluice:up
 UPDATE tc SET n = n + 1 WHERE (tenant, id) BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.04);
+$CHUNK_SLEEP_SQL
 EOF
     kill_loop tc 1000 10
+    chunk_sleep 0
     finish_ranges_and_check 0001_bump_composite tc 100000
 }
 
@@ -72,13 +78,14 @@ EOF
 test_kill9_while_planning() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t (id) select generate_series(1, 50000); analyze t"
-    write_job 0001_bump <<'EOF'
+    chunk_sleep 0.04
+    write_job 0001_bump <<EOF
 -- sluice:table t
 -- sluice:batch 250
 -- sluice:workers 4
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-SELECT pg_sleep(0.04);
+$CHUNK_SLEEP_SQL
 EOF
     KILLS=0
     local i plan chunks ranges first_plan=""
@@ -109,6 +116,7 @@ EOF
             first_plan=$plan
         fi
     done
+    chunk_sleep 0
     finish_ranges_and_check 0001_bump t 50000
 }
 

@@ -11,6 +11,16 @@ progress_chunks() {
     psql_q "select count(*) from sluice_progress" 2>/dev/null || echo 0
 }
 
+# The statement a job adds after its UPDATE to hold each chunk's transaction open: it sleeps the seconds
+# chunk_sleep last set. The setting is the database's, read by each new session, so the last `up` after
+# a kill loop, with chunk_sleep 0, runs the same statements (unchanged, as a resume requires) without it.
+CHUNK_SLEEP_SQL="SELECT pg_sleep(current_setting('sluice_test.chunk_sleep')::float);"
+
+# chunk_sleep SECONDS: each session opened from now on sleeps SECONDS in $CHUNK_SLEEP_SQL.
+chunk_sleep() {
+    psql_q "do \$\$ begin execute format('alter database %I set sluice_test.chunk_sleep = %L', current_database(), '$1'); end \$\$"
+}
+
 # show_state [TABLE]: diag lines that explain a failure: the kills and the last runner's exit, the rows of
 # TABLE (default t) per value of n, the bookkeeping (with the ranges of a job with workers), the status,
 # and the end of the background runners' logs.
