@@ -12,20 +12,22 @@ has_progress() {
     [[ $(progress "$1") != "0|0" ]]
 }
 
-# The job copies t into t_copy in chunks: sluice itself leaves no dead tuples in t, and writes little WAL.
+# make_copy_job ROWS LIMIT [BATCH]: t with ROWS rows, and the job copying it into t_copy in chunks of BATCH
+# (default 50): sluice itself leaves no dead tuples in t, and writes little WAL.
 make_copy_job() {
     psql_q "create table t (id int primary key, pad text not null default repeat('x', 50));
             insert into t (id) select g from generate_series(1, $1) g"
-    copy_job "$2"
+    copy_job "$2" "${3:-50}"
 }
 
-# copy_job LIMIT: t_copy, the grants, and the job copying t (made already) into it, with LIMIT.
+# copy_job LIMIT [BATCH]: t_copy, the grants, and the job copying t (made already) into it in chunks of
+# BATCH (default 50) with a pause of 100 ms between them, with LIMIT.
 copy_job() {
     psql_q "create table t_copy (id int primary key, pad text);
             grant select, update on t to sl_app; grant select, insert on t_copy to sl_app"
     write_job 0001_copy <<EOF
 -- sluice:table t
--- sluice:batch 50
+-- sluice:batch ${2:-50}
 -- sluice:pause 100ms
 -- sluice:$1
 -- sluice:up
@@ -71,7 +73,7 @@ test_wal_rate() {
 
 test_dead_tuples() {
     make_app_role
-    make_copy_job 20000 "max-dead-tuples 20%"
+    make_copy_job 20000 "max-dead-tuples 20%" 1000
     psql_q "alter table t set (autovacuum_enabled = false)"
     # 10000 dead tuples > 50 + 20% of 20000 live ones: held back before the first chunk.
     psql_q "update t set pad = pad || 'y' where id <= 10000"
@@ -100,7 +102,7 @@ test_dead_tuples_in_a_partition() {
             create table t_low partition of t for values from (1) to (10001) with (autovacuum_enabled = false);
             create table t_high partition of t for values from (10001) to (20001);
             insert into t (id) select g from generate_series(1, 20000) g"
-    copy_job "max-dead-tuples 20%"
+    copy_job "max-dead-tuples 20%" 1000
     # 8000 dead tuples in t_low > 50 + 20% of its 10000 live ones (and of the table's 20000 too)
     psql_q "update t set pad = pad || 'y' where id <= 8000"
     wait_until 10 sql_true "select n_dead_tup >= 8000 from pg_stat_user_tables where relname = 't_low'"
