@@ -8,7 +8,7 @@
 # it), then SLUICE_FUZZ_SECONDS of fuzzing. Any crash, leak, sanitizer report or hang fails it; the
 # input is kept in $BUILD/fuzz-artifacts/ (replay one: $BUILD/tests/fuzz/TARGET FILE). Inputs that
 # reach new code go to $BUILD/fuzz-corpus/TARGET and are kept between runs; the seeds are never written.
-#   SLUICE_FUZZ_SECONDS   seconds of fuzzing per target (default 30); a long run:
+#   SLUICE_FUZZ_SECONDS   seconds of fuzzing per target (default 20); a long run:
 #                         SLUICE_FUZZ_SECONDS=3600 bash tests/fuzz/run_fuzz.sh
 #   SLUICE_FUZZ_BUILD     the build dir (default build-fuzz in the work tree): CC=clang, -Dc_args=-fsanitize=fuzzer-no-link,
 #                         address and undefined sanitizers; the gcc builds are left alone
@@ -16,7 +16,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${SLUICE_FUZZ_BUILD:-"$ROOT/build-fuzz"}
-SECONDS_EACH=${SLUICE_FUZZ_SECONDS:-30}
+SECONDS_EACH=${SLUICE_FUZZ_SECONDS:-20}
 TARGETS=("$@")
 ((${#TARGETS[@]} > 0)) || TARGETS=(fuzz_job fuzz_snap fuzz_http)
 N=0
