@@ -15,7 +15,7 @@
 #                         one); a file marked "# sluice-test: alone" (it restarts the server) runs last, alone
 #   SLUICE_TEST_KEEP=1    keep the per-test work directories (/tmp/sluice-test.*) for a look afterwards
 #   SLUICE_TEST_PGVERSION the PostgreSQL major version to provision (default 15)
-#   SLUICE_FUZZ_SECONDS   how long each libFuzzer target runs (default 30; see tests/fuzz/run_fuzz.sh, which
+#   SLUICE_FUZZ_SECONDS   how long each libFuzzer target runs (default 20; see tests/fuzz/run_fuzz.sh, which
 #                         builds them with clang in build-fuzz/)
 set -uo pipefail
 
@@ -208,9 +208,10 @@ main() {
 
     # ASan: leaks fail the test (LeakSanitizer works here, also as root in CI) and every report aborts, so a
     # sanitizer finding can never pass as a plain exit status. UBSan: stop at the first finding, with a trace.
-    # Freed memory waits in a quarantine of 64 MB before reuse (use after free still caught), not 256 MB: a
-    # long run touched fresh pages until it had 256 MB, and the page faults were half its CPU.
-    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:disable_coredump=1:quarantine_size_mb=64"
+    # Freed memory waits in a quarantine of 16 MB before reuse (use after free still caught), not 256 MB: a
+    # long run touched fresh pages until it had 256 MB, and the page faults were half its CPU (64 MB still
+    # cost a runner of 400 chunks a fifth more time than 16).
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:disable_coredump=1:quarantine_size_mb=16"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
     # The shell tests run python3 hundreds of times to read JSON. A version manager's shim first on the
     # PATH (pyenv's, on the machines CI runs on) costs about 0.4 s of CPU a call, Debian's python3 35 ms.
