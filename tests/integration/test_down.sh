@@ -1014,6 +1014,7 @@ EOF
     run_sluice up
     assert_rc 0
     assert_sql "select count(*) from u" 500
+    sed -i '/^-- sluice:pause 100ms$/d' "$JOBS/0001_purge.sql" # down goes at full speed (it warns)
     run_sluice down 0001_purge
     assert_rc 0
     assert_contains "$ERR" "saved their rows with 3 columns of the 4 u has now"
@@ -1034,6 +1035,7 @@ EOF
     psql_q "alter table u add column y int default 1; update u set y = id + 1"
     run_sluice up 0002_shout
     assert_rc 0
+    sed -i '/^-- sluice:pause 100ms$/d' "$JOBS/0002_shout.sql" # down goes at full speed (it warns)
     run_sluice down 0002_shout
     assert_rc 0
     assert_not_contains "$ERR" "changed by someone else"
@@ -1055,6 +1057,7 @@ EOF
     assert_rc 0
     local thin
     thin=$(psql_q "select count(*) || md5(string_agg(u::text, ',' order by id)) from u")
+    sed -i '/^-- sluice:pause 100ms$/d' "$JOBS/0003_thin.sql" # down goes at full speed (it warns)
     run_sluice down 0003_thin
     assert_rc 2
     assert_contains "$ERR" "column y was dropped since up ran"
