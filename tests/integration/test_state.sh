@@ -596,7 +596,7 @@ test_lease() {
 # chunk's locks. Woken, the first runner finds its connection gone and the job taken: it exits 1, having
 # recorded nothing it did not commit, and the job's state stays its successor's. Every row once.
 test_runner_held_up_mid_chunk() {
-    make_table 200000 "n int not null default 0, w text" w "repeat('w', 200)"
+    make_table 100000 "n int not null default 0, w text" w "repeat('w', 200)"
     write_job 0001_bump <<'EOF'
 -- sluice:table t
 -- sluice:batch 2000
@@ -642,7 +642,7 @@ EOF
     sluice_wait "$second"
     assert_rc 0
     assert_contains "$ERR" "stopped renewing its lease"
-    assert_sql "select count(*) filter (where n = 1 and w = 'x' || id), count(*) from t" "200000|200000"
+    assert_sql "select count(*) filter (where n = 1 and w = 'x' || id), count(*) from t" "100000|100000"
     assert_sql "select state, (select count(*) from sluice_undo) = (select count(*) from sluice_progress) from sluice_jobs" \
         "done|t"
     # the first runner's directory holds no chunk the database does not: it is brought in line, not refused
