@@ -126,9 +126,9 @@ EOF
     # At most 100 chunks a second while it is killed (down keeps the file's pause; it warns that the
     # file changed): however fast the machine, twelve rounds cannot undo all 2000 chunks (each undoes
     # some 30 here). The last down goes without it.
-    sed -i 's/^-- sluice:up$/-- sluice:pause 10ms\n&/' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 10ms
     kill_down_loop 12
-    sed -i '/^-- sluice:pause 10ms$/d' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump off
     run_sluice down base
     assert_rc 0
     assert_eq "$(table_sum)" "$before" "table checksum after 12 kill -9's during down, then down"
@@ -163,10 +163,10 @@ EOF
     assert_rc 0
     # at most 200 chunks a second from here (down keeps the file's pause; it warns that the file
     # changed): however fast the machine, eight rounds cannot undo all 2000 chunks
-    sed -i 's/^-- sluice:up$/-- sluice:pause 5ms\n&/' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 5ms
     rm -rf "$CKPT"
     kill_down_loop 8 lose
-    sed -i '/^-- sluice:pause 5ms$/d' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump off
     run_sluice down base
     assert_rc 0
     assert_eq "$(table_sum)" "$before" "table checksum after 8 kill -9's during down, checkpoints lost each time"
@@ -192,19 +192,19 @@ UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
     run_sluice up
     assert_rc 0
-    sed -i 's/^-- sluice:up$/-- sluice:pause 20ms\n&/' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 20ms
     sluice_start down base
     wait_until 60 moved_or_exited "$(($(progress_chunks) - 20))" down
     assert_sql "select count(distinct range_no) from sluice_ranges where job = '0001_bump'" 16
     sluice_kill KILL
     kill_down_loop 8
-    sed -i '/^-- sluice:pause 20ms$/d' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump off
     run_sluice up
     assert_rc 0
     assert_sql "select min(n), max(n), count(*) from t" "1|1|200000"
-    sed -i 's/^-- sluice:up$/-- sluice:pause 20ms\n&/' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 20ms
     kill_down_loop 4
-    sed -i '/^-- sluice:pause 20ms$/d' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump off
     run_sluice down base
     assert_rc 0
     assert_contains "$ERR" "4 workers over "

@@ -71,12 +71,9 @@ test_double_sigint_then_resume() {
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
-    psql -XAtq -c "begin; select 1 from t where id = 2520 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
-    local holder=$!
-    wait_sleeping 60
+    hold_rows 60 "select 1 from t where id = 2520 for update"
     sluice_start up
-    wait_until 30 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
-                                            and application_name = 'sluice' and wait_event_type = 'Lock')"
+    wait_runner_on_lock 30
     assert_sql "select count(*) from sluice_progress" 50
     kill -INT "$SLUICE_PID"
     wait_until 10 grep -q "received SIGINT" "${_T_BG_FILES[$SLUICE_PID]}.err"
@@ -84,9 +81,7 @@ EOF
     sluice_kill INT
     assert_rc 3
     assert_contains "$ERR" "second signal: aborting the chunk in flight"
-    psql_q "select pg_terminate_backend(pid) from pg_stat_activity
-            where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
-    wait "$holder" || true
+    release_rows 60
     check_exactly_once_so_far t
     assert_sql "select count(*) filter (where n = 1), count(*) filter (where n > 1) from t" "2500|0"
     assert_sql "select count(*) from sluice_progress" 50

@@ -328,6 +328,17 @@ bump_job() {
     } | write_job "$name"
 }
 
+# job_pause NAME DURATION|off: job NAME's file (in $JOBS) rests DURATION after each chunk (its
+# `-- sluice:pause` line says so, put before `-- sluice:up` when it had none), or no longer rests (off:
+# the line goes). Changed after an up, the file's checksum differs: down warns and keeps to it.
+job_pause() {
+    local f="$JOBS/${1%.sql}.sql"
+    sed -i '/^-- sluice:pause /d' "$f" || fail "job_pause: cannot edit $f"
+    [[ $2 == off ]] && return 0
+    sed -i "s/^-- sluice:up\$/-- sluice:pause $2\n&/" "$f"
+    grep -qx -- "-- sluice:pause $2" "$f" || fail "job_pause: $f has no '-- sluice:up' line to put the pause before"
+}
+
 # sq_slow_bump_job BATCH STEPS: job 0001_bump adding 1 to t.n on SQLite, BATCH rows a chunk, each chunk
 # also counting to STEPS in a recursive CTE (an uncorrelated subquery: once a statement), so that a
 # chunk takes a while whatever the machine: 20000 steps a few milliseconds, 300000 about a tenth of a
@@ -363,6 +374,31 @@ wait_sleeping() {
     wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
                                             and query like '%pg_sleep($1)%' and state = 'active'
                                             and pid <> pg_backend_pid())"
+}
+
+# hold_rows SECONDS SQL [BEGIN]: another session runs SQL (an UPDATE, or a SELECT ... FOR UPDATE) in a
+# transaction opened with BEGIN ("begin" unless named), then holds what it locked for SECONDS before it
+# commits. Returns once it sleeps, its psql's pid in HOLDER: `wait "$HOLDER"` waits for the commit,
+# release_rows ends it at once. SECONDS tells it from other sleeping sessions: one hold per length.
+hold_rows() {
+    psql -XAtq -c "${3:-begin}; $2; select pg_sleep($1); commit" >/dev/null 2>&1 &
+    HOLDER=$!
+    wait_sleeping "$1"
+}
+
+# release_rows SECONDS: end hold_rows' session of that length now (its transaction rolls back, its
+# locks go) and reap its psql.
+release_rows() {
+    psql_q "select count(pg_terminate_backend(pid)) from pg_stat_activity
+             where datname = current_database() and query like '%pg_sleep($1)%' and pid <> pg_backend_pid()" >/dev/null
+    wait "$HOLDER" 2>/dev/null || true
+}
+
+# wait_runner_on_lock [SECONDS]: wait (10 s unless named) until one of sluice's sessions of the test's
+# database waits on a lock (its chunk has met a row hold_rows holds).
+wait_runner_on_lock() {
+    wait_until "${1:-10}" sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
+                                                    and application_name = 'sluice' and wait_event_type = 'Lock')"
 }
 
 # job_backfill NAME [LINES]: a job NAME filling t.full_name from first and last (make_users' table) where it

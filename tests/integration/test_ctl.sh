@@ -333,7 +333,7 @@ test_down_controlled() {
     run_sluice up
     assert_rc 0
     # The rollback rests 100ms after each of its 60 chunks (the job file's pause, added after up).
-    sed -i 's/^-- sluice:batch 50$/-- sluice:batch 50\n-- sluice:pause 100ms/' "$JOBS/$JOB.sql"
+    job_pause "$JOB" 100ms
     local t0 took
     t0=$(now_ms)
     sluice_start down "$JOB"
@@ -393,7 +393,7 @@ test_down_long_pause_taken_back() {
     bump_job "$JOB" 50 "-- sluice:undo snapshot(n)"
     run_sluice up
     assert_rc 0
-    sed -i 's/^-- sluice:batch 50$/-- sluice:batch 50\n-- sluice:pause 100ms/' "$JOBS/$JOB.sql"
+    job_pause "$JOB" 100ms
     sluice_start down "$JOB"
     wait_until 20 sql_true "select count(*) < 60 from sluice_progress where job = '$JOB'"
     wait_until 10 test -S "$CKPT/$JOB.sluice-ctl"

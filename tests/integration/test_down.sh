@@ -445,11 +445,9 @@ $1
 EOF
     run_sluice up
     assert_rc 0
-    psql -XAtq -c "begin; update t set n = 42 where id = 5; select pg_sleep(6); commit" >/dev/null 2>&1 &
-    local writer=$!
-    wait_sleeping 6
+    hold_rows 6 "update t set n = 42 where id = 5"
     run_sluice down 0001_bump
-    wait "$writer"
+    wait "$HOLDER"
     assert_rc 1
     assert_contains "$ERR" "1 row was changed by someone else"
     assert_contains "$ERR" "key (5)"
@@ -545,12 +543,9 @@ test_snapshot_row_changed_mid_chunk_serializable() {
 row_changed_mid_chunk() {
     job_tag
     # (read committed: under a serializable default a serializable writer could be the one aborted)
-    psql -XAtq -c "begin isolation level read committed; update t set v = 'theirs' where id = 150;
-                   select pg_sleep(3); commit" >/dev/null 2>&1 &
-    local writer=$!
-    wait_sleeping 3
+    hold_rows 3 "update t set v = 'theirs' where id = 150" "begin isolation level read committed"
     run_sluice up
-    wait "$writer"
+    wait "$HOLDER"
     assert_rc 0
     assert_contains "$ERR" "chunk 2"
     assert_contains "$ERR" "40001 could not serialize access"
@@ -1014,7 +1009,7 @@ EOF
     run_sluice up
     assert_rc 0
     assert_sql "select count(*) from u" 500
-    sed -i '/^-- sluice:pause 100ms$/d' "$JOBS/0001_purge.sql" # down goes at full speed (it warns)
+    job_pause 0001_purge off # down goes at full speed (it warns)
     run_sluice down 0001_purge
     assert_rc 0
     assert_contains "$ERR" "saved their rows with 3 columns of the 4 u has now"
@@ -1035,7 +1030,7 @@ EOF
     psql_q "alter table u add column y int default 1; update u set y = id + 1"
     run_sluice up 0002_shout
     assert_rc 0
-    sed -i '/^-- sluice:pause 100ms$/d' "$JOBS/0002_shout.sql" # down goes at full speed (it warns)
+    job_pause 0002_shout off # down goes at full speed (it warns)
     run_sluice down 0002_shout
     assert_rc 0
     assert_not_contains "$ERR" "changed by someone else"
@@ -1057,7 +1052,7 @@ EOF
     assert_rc 0
     local thin
     thin=$(psql_q "select count(*) || md5(string_agg(u::text, ',' order by id)) from u")
-    sed -i '/^-- sluice:pause 100ms$/d' "$JOBS/0003_thin.sql" # down goes at full speed (it warns)
+    job_pause 0003_thin off # down goes at full speed (it warns)
     run_sluice down 0003_thin
     assert_rc 2
     assert_contains "$ERR" "column y was dropped since up ran"

@@ -122,7 +122,7 @@ test_metrics_during_a_down() {
     bump_job 0001_bump 150 "-- sluice:undo snapshot(n)"
     run_sluice up
     assert_rc 0
-    sed -i 's/^-- sluice:batch 150$/-- sluice:batch 150\n-- sluice:pause 100ms/' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 100ms
     local port
     sluice_start --metrics 127.0.0.1:0 down 0001_bump
     port=$(served_port "$T_DIR/bg.1.err")
@@ -702,7 +702,7 @@ test_killed_down_in_history_and_report() {
     bump_job 0001_bump 100 "-- sluice:undo snapshot(n)"
     run_sluice up
     assert_rc 0
-    sed -i 's/^-- sluice:batch 100$/-- sluice:batch 100\n-- sluice:pause 50ms/' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 50ms
     sluice_start down 0001_bump
     wait_until 30 sql_true "select count(*) < 50 from sluice_progress where job = '0001_bump'"
     sluice_kill KILL

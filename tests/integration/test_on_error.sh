@@ -177,7 +177,7 @@ test_stop_fails_without_splitting() {
 }
 
 # locked_row_job ROW: table t of 400 rows, job 0001_bump adding 1 to n in chunks of 100 (lock-timeout
-# 100ms, retries 1), and another session holding row ROW locked for 60 s (until unlock_row).
+# 100ms, retries 1), and another session holding row ROW locked for 60 s (until release_rows 60).
 locked_row_job() {
     psql_q "create table t (id int primary key, n int not null default 0);
             insert into t select generate_series(1, 400)"
@@ -189,15 +189,7 @@ locked_row_job() {
 -- sluice:up
 UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
 EOF
-    psql -XAtq -c "begin; select 1 from t where id = $1 for update; select pg_sleep(60); commit" >/dev/null 2>&1 &
-    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database() and query like '%pg_sleep(60)%'
-                                             and state = 'active' and pid <> pg_backend_pid())"
-}
-
-# unlock_row: end locked_row_job's session.
-unlock_row() {
-    psql_q "select count(pg_terminate_backend(pid)) from pg_stat_activity
-             where datname = current_database() and query like '%pg_sleep(60)%' and pid <> pg_backend_pid()" >/dev/null
+    hold_rows 60 "select 1 from t where id = $1 for update"
 }
 
 # Another session keeps row 150 locked past every retry: the chunk around it is split until the rows
@@ -211,7 +203,7 @@ test_transient_failures_split_the_chunk() {
     # Everything before the locked row committed, in smaller chunks; nothing after it ran.
     assert_sql "select count(*) from t where n = 1" 149
     assert_sql "select count(*) from t where n > 1" 0
-    unlock_row
+    release_rows 60
     run_sluice up
     assert_rc 0
     assert_sql "select count(*) from t where n = 1" 400
@@ -229,7 +221,7 @@ test_split_batch_on_the_progress_line() {
     lines=$(tr '\r' '\n' <"$T_DIR/typescript" | grep -E '0001_bump: [0-9]+ rows')
     assert_match "$lines" ', batch 100([^0-9]|$)' "the progress line before the split"
     assert_match "$lines" ', batch [0-9]{1,2}([^0-9]|$)' "the progress line after the split"
-    unlock_row
+    release_rows 60
 }
 
 # A chunk whose statements end their own backend (as a batch over the server's message limit or a

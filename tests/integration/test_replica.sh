@@ -232,7 +232,7 @@ test_down_waits_for_replica() {
     run_sluice --db "$APP_DB" --replica "$APP_REPLICA" up
     assert_rc 0
     # 100 chunks to undo, resting 100ms after each (a pause added to the job file after up).
-    sed -i 's/^-- sluice:batch 30$/-- sluice:batch 30\n-- sluice:pause 100ms/' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 100ms
     sluice_start --db "$APP_DB" --replica "$APP_REPLICA" down 0001_bump
     wait_until 30 sql_true "select count(*) <= 90 from sluice_progress"
     pause_replay_until_held

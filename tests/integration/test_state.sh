@@ -500,7 +500,7 @@ test_lost_during_down() {
     before=$(psql_q "select md5(string_agg(t::text, ',' order by id)) from t")
     run_sluice up
     assert_rc 0
-    sed -i 's/^-- sluice:batch 100$/-- sluice:batch 100\n-- sluice:pause 50ms/' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 50ms
     sluice_start down 0001_bump
     wait_until 20 sql_true "select count(*) <= 15 from sluice_progress"
     rm -rf "$CKPT"
@@ -659,16 +659,13 @@ EOF
 # it): it fails (40001), its retry is refused, and the runner exits 1 with the chunk not committed.
 takeover_while_chunk_waits() {
     job_tag
-    psql -XAtq -c "begin; select 1 from t where id = 150 for update; select pg_sleep(3); commit" >/dev/null 2>&1 &
-    local holder=$!
-    wait_sleeping 3
+    hold_rows 3 "select 1 from t where id = 150 for update"
     sluice_start --db "$1" up
-    wait_until 10 sql_true "select exists (select 1 from pg_stat_activity where datname = current_database()
-                                            and application_name = 'sluice' and wait_event_type = 'Lock')"
+    wait_runner_on_lock
     assert_sql "select count(*) from sluice_progress" 1
     psql_q "update sluice_jobs set runner = 'another runner'"
     sluice_wait
-    wait "$holder"
+    wait "$HOLDER"
     assert_rc 1
     assert_contains "$ERR" "40001 could not serialize access"
     assert_contains "$ERR" "another runner took it over"

@@ -151,7 +151,7 @@ test_ctl_after_lost_directory() {
     run_sluice stamp 0001_bump pending
     assert_rc 0
     local deep=$T_DIR/deep/ckpt
-    sed -i 's/pause 100ms/pause 300ms/' "$JOBS/0001_bump.sql" # 9 s
+    job_pause 0001_bump 300ms # 9 s
     CKPT=$deep sluice_start up
     wait_until 20 test -S "$deep/0001_bump.sluice-ctl"
     rm -rf "$T_DIR/deep"

@@ -261,8 +261,8 @@ test_down_throttled() {
     assert_contains "$ERR" "outside its windows (next opens at $from); stopping (--no-wait)"
     assert_eq "$(progress 0001_bump)" "100|3000" "chunks applied after down outside the window"
 
-    sed -i '/^-- sluice:window /d; s/^-- sluice:batch 30$/-- sluice:batch 30\n-- sluice:pause 50ms/' \
-        "$JOBS/0001_bump.sql"
+    sed -i '/^-- sluice:window /d' "$JOBS/0001_bump.sql"
+    job_pause 0001_bump 50ms
     sluice_start down 0001_bump
     wait_until 20 sql_true "select count(*) < 100 from sluice_progress"
     psql_q "update app_flags set busy = true"
