@@ -217,12 +217,6 @@ busy_cell() {
     return 0
 }
 
-# median VALUES...: the median of the given numbers, three decimals; nothing for none.
-median() {
-    (($#)) || return 0
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # median_of MAP ID: the median over the rounds of MAP[ID,round] (SECS, CPU_US or CHUNKS).
 median_of() {
     local -n map=$1
@@ -235,66 +229,6 @@ median_of() {
 
 # ---------------------------------------------------------------------------------------------------
 # Tables, job files, sluice.
-
-# pg_drop: no table of the last method left (nor its dead rows for autovacuum to find), nothing dirty.
-pg_drop() {
-    q "drop table if exists users, sluice_progress, sluice_ranges, sluice_undo, sluice_jobs, sluice_meta" &&
-        q "checkpoint"
-}
-
-# pg_fresh: users recreated with BENCH_ROWS rows, full_name NULL, statistics fresh, no dirty pages left
-# from the last method, and no bookkeeping from the last sluice run. Autovacuum is off on it: a method
-# updates every row, and an autovacuum of the table that starts part-way through one method's run (or
-# of the last method's table during the SQLite ones) lands on whichever method it meets.
-pg_fresh() {
-    if ! { pg_drop &&
-        q "create table users (id bigint, first_name text, last_name text, full_name text)
-           with (autovacuum_enabled = false)" &&
-        q "insert into users (id, first_name, last_name)
-           select g, 'first_' || g, 'last_' || g from generate_series(1, $BENCH_ROWS) g" &&
-        q "alter table users add primary key (id)" &&
-        q "vacuum analyze users" &&
-        q "checkpoint"; }; then
-        die "could not make a fresh users table"
-    fi
-}
-
-pg_md5() {
-    q "select md5(string_agg(u::text, ',' order by id)) from users u"
-}
-
-# pg_check_filled ID: every row got its full_name, the right one.
-pg_check_filled() {
-    local got
-    got=$(q "select count(*) filter (where full_name = first_name || ' ' || last_name)
-                 || ' ' || count(full_name) from users") || { fail "$1" "could not count the rows it filled"; return 1; }
-    [[ $got == "$BENCH_ROWS $BENCH_ROWS" ]] ||
-        { fail "$1" "left the table wrong: expected $BENCH_ROWS rows filled, got (right, filled) $got"; return 1; }
-}
-
-# lite_check_filled ID: every row got its full_name, the right one.
-lite_check_filled() {
-    local got
-    got=$(sqlite3 "$DB" "SELECT count(*) FILTER (WHERE full_name = first_name || ' ' || last_name) || ' ' ||
-                                count(full_name) FROM users") || { fail "$1" "cannot read $DB"; return 1; }
-    [[ $got == "$BENCH_ROWS $BENCH_ROWS" ]] ||
-        { fail "$1" "left the table wrong: expected $BENCH_ROWS rows filled, got (right, filled) $got"; return 1; }
-}
-
-# write_job DIR BATCH WORKERS UNDO_LINE DOWN_SQL: DIR/jobs/$JOB.sql; an empty WORKERS, UNDO_LINE or
-# DOWN_SQL leaves that line or section out.
-write_job() {
-    mkdir -p "$1/jobs"
-    {
-        echo "-- sluice:table users"
-        echo "-- sluice:batch $2"
-        [[ -n $3 ]] && echo "-- sluice:workers $3"
-        [[ -n $4 ]] && echo "$4"
-        echo "-- sluice:up"
-        echo "$UPDATE_SET WHERE id BETWEEN :lo AND :hi;"
-        [[ -n $5 ]] && printf '%s\n' "-- sluice:down" "$5"
-    } >"$1/jobs/$JOB.sql"
-}
 
 # sluice_timed DIR ARGS...: sluice ARGS (its job files and checkpoints in DIR) under /usr/bin/time;
 # RUN_SECS gets its wall-clock seconds, RUN_CPU its user+sys seconds, RUN_BUSY the machine's busy CPU
@@ -379,7 +313,7 @@ pg_sluice_up() {
     local dir
     pg_fresh
     dir=$(new_dir)
-    write_job "$dir" 1000 "$3" "${4:-}" ""
+    users_job "$dir" 1000 "$3" "${4:-}" ""
     sluice_timed "$dir" up || { fail "$1" "sluice up exited $?"; return; }
     pg_check_filled "$1" && record "$1" "$2" "$RUN_SECS" "$RUN_CPU" "$(chunks_of "$dir")"
     rm -rf "$dir"
@@ -393,12 +327,12 @@ pg_up_down() {
     pg_fresh
     before=$(pg_md5) || die "could not read the table's md5"
     dir=$(new_dir)
-    write_job "$dir" 1000 "$4" "$5" "$6"
+    users_job "$dir" 1000 "$4" "$5" "$6"
     sluice_timed "$dir" up || { fail "$up_id" "sluice up exited $?"; return; }
     pg_check_filled "$up_id" || return
     chunks=$(chunks_of "$dir")
     record "$up_id" "$round" "$RUN_SECS" "$RUN_CPU" "$chunks"
-    [[ $7 == "$4" ]] || write_job "$dir" 1000 "$7" "$5" "$6"
+    [[ $7 == "$4" ]] || users_job "$dir" 1000 "$7" "$5" "$6"
     if [[ ${8:-} == vacuum ]]; then
         { q "vacuum users" && q "checkpoint"; } || { fail "$down_id" "VACUUM or CHECKPOINT failed"; return; }
     fi
@@ -434,7 +368,7 @@ lite_sluice() {
     local id=lite_sl$2${3:+_wait} dir
     lite_fresh
     dir=$(new_dir)
-    write_job "$dir" "$2" "" "${3:+-- sluice:synchronous-commit on}" ""
+    users_job "$dir" "$2" "" "${3:+-- sluice:synchronous-commit on}" ""
     sluice_timed "$dir" --db "sqlite:$DB" up || { fail "$id" "sluice up exited $?"; return; }
     lite_check_filled "$id" && record "$id" "$1" "$RUN_SECS" "$RUN_CPU" "$(chunks_of "$dir")"
     rm -rf "$dir"

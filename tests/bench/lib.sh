@@ -44,6 +44,61 @@ pg_inner() {
     return "${PIPESTATUS[0]}"
 }
 
+# ---- the PostgreSQL users table (bench_speed.sh, bench_chunk.sh) ----
+# The caller defines q SQL (psql, one statement), fail ID REASON (report a wrong run, return 1) and die,
+# and sets BENCH_ROWS, UPDATE_SET (the job's UPDATE without its WHERE) and JOB (the job file's name).
+
+# pg_drop: no table of the last method left (nor its dead rows for autovacuum to find), nothing dirty.
+pg_drop() {
+    q "drop table if exists users, sluice_progress, sluice_ranges, sluice_undo, sluice_jobs, sluice_meta" &&
+        q "checkpoint"
+}
+
+# pg_fresh: users recreated with BENCH_ROWS rows, full_name NULL, statistics fresh, no dirty pages left
+# from the last method, and no bookkeeping from the last sluice run. Autovacuum is off on it: a method
+# updates every row, and an autovacuum of the table that starts part-way through one method's run (or
+# of the last method's table during the SQLite ones) lands on whichever method it meets.
+pg_fresh() {
+    if ! { pg_drop &&
+        q "create table users (id bigint, first_name text, last_name text, full_name text)
+           with (autovacuum_enabled = false)" &&
+        q "insert into users (id, first_name, last_name)
+           select g, 'first_' || g, 'last_' || g from generate_series(1, $BENCH_ROWS) g" &&
+        q "alter table users add primary key (id)" &&
+        q "vacuum analyze users" &&
+        q "checkpoint"; }; then
+        die "could not make a fresh users table"
+    fi
+}
+
+pg_md5() {
+    q "select md5(string_agg(u::text, ',' order by id)) from users u"
+}
+
+# pg_check_filled ID: every row got its full_name, the right one.
+pg_check_filled() {
+    local got
+    got=$(q "select count(*) filter (where full_name = first_name || ' ' || last_name)
+                 || ' ' || count(full_name) from users") || { fail "$1" "could not count the rows it filled"; return 1; }
+    [[ $got == "$BENCH_ROWS $BENCH_ROWS" ]] ||
+        { fail "$1" "left the table wrong: expected $BENCH_ROWS rows filled, got (right, filled) $got"; return 1; }
+}
+
+# users_job DIR BATCH WORKERS UNDO_LINE DOWN_SQL: DIR/jobs/$JOB.sql, $UPDATE_SET over the chunk's
+# range; an empty WORKERS, UNDO_LINE or DOWN_SQL leaves that line or section out.
+users_job() {
+    mkdir -p "$1/jobs"
+    {
+        echo "-- sluice:table users"
+        echo "-- sluice:batch $2"
+        [[ -n $3 ]] && echo "-- sluice:workers $3"
+        [[ -n $4 ]] && echo "$4"
+        echo "-- sluice:up"
+        echo "$UPDATE_SET WHERE id BETWEEN :lo AND :hi;"
+        [[ -n $5 ]] && printf '%s\n' "-- sluice:down" "$5"
+    } >"$1/jobs/$JOB.sql"
+}
+
 # make_template: (SQLite benches) $WORK/template.db with BENCH_ROWS rows, WAL mode (kept in the file), checkpointed.
 make_template() {
     sqlite3 -bail "$WORK/template.db" >/dev/null <<SQL || die "could not create $WORK/template.db"
@@ -65,6 +120,15 @@ lite_fresh() {
     sync
 }
 
+# lite_check_filled ID: every row got its full_name, the right one.
+lite_check_filled() {
+    local got
+    got=$(sqlite3 "$DB" "SELECT count(*) FILTER (WHERE full_name = first_name || ' ' || last_name) || ' ' ||
+                                count(full_name) FROM users") || { fail "$1" "cannot read $DB"; return 1; }
+    [[ $got == "$BENCH_ROWS $BENCH_ROWS" ]] ||
+        { fail "$1" "left the table wrong: expected $BENCH_ROWS rows filled, got (right, filled) $got"; return 1; }
+}
+
 # now: the wall clock in seconds, with microseconds (for secs).
 now() {
     echo "$EPOCHREALTIME"
@@ -73,6 +137,12 @@ now() {
 # secs START END: the seconds between two now()s, three decimals.
 secs() {
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# median VALUES...: the median of the given numbers, three decimals; nothing for none.
+median() {
+    (($#)) || return 0
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # free_port: a port nothing listens on, below Linux's ephemeral range (as tests/run.sh picks it).
