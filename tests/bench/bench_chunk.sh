@@ -208,12 +208,7 @@ inner() {
     for id in "${IDS[@]}"; do
         report "$id"
     done
-    echo
-    echo "# finished: $(uptime)"
-    if ((FAILED)); then
-        echo "bench_chunk.sh: some runs were wrong or could not be measured (WRONG or NOT MEASURED above)" >&2
-        exit 1
-    fi
+    bench_finished bench_chunk.sh
 }
 
 if [[ ${1:-} == --inner ]]; then

@@ -543,12 +543,7 @@ inner() {
     done
     per_run_table
     summary
-    echo
-    echo "# finished: $(uptime)"
-    if ((FAILED)); then
-        echo "bench_speed.sh: some runs were wrong or could not be measured (WRONG or NOT MEASURED above)" >&2
-        exit 1
-    fi
+    bench_finished bench_speed.sh
 }
 
 if [[ ${1:-} == --inner ]]; then

@@ -99,6 +99,17 @@ users_job() {
     } >"$1/jobs/$JOB.sql"
 }
 
+# bench_finished NAME: the closing line, and exit 1 when a run was wrong or could not be measured
+# (FAILED set by the caller's fail).
+bench_finished() {
+    echo
+    echo "# finished: $(uptime)"
+    if ((FAILED)); then
+        echo "$1: some runs were wrong or could not be measured (WRONG or NOT MEASURED above)" >&2
+        exit 1
+    fi
+}
+
 # make_template: (SQLite benches) $WORK/template.db with BENCH_ROWS rows, WAL mode (kept in the file), checkpointed.
 make_template() {
     sqlite3 -bail "$WORK/template.db" >/dev/null <<SQL || die "could not create $WORK/template.db"
