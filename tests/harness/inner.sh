@@ -118,8 +118,10 @@ main() {
     if [[ -n ${PGPORT:-} && -n ${PGVERSION:-} ]]; then
         setup_pg
     fi
-    # The longest first (the crash tests, then the fuzzers), so that the lanes end together; the files
-    # that restart the server after every other one.
+    # The longest first (the crash tests, then the fuzzers, then the other shell tests, the biggest
+    # file first), so that the lanes end together: short files last fill the gaps, where a long one
+    # last (the order of the names, test_workers.sh) ran on in one lane while the other sat idle. The
+    # C tests take a second or two each. The files that restart the server after every other one.
     for name in "$@"; do
         if runs_alone "$name"; then
             alone+=("$name")
@@ -130,9 +132,16 @@ main() {
     for name in "$@"; do
         [[ $name == fuzz/* ]] && shared+=("$name")
     done
-    for name in "$@"; do
-        [[ $name == crash/* || $name == fuzz/* ]] || runs_alone "$name" || shared+=("$name")
-    done
+    mapfile -t -O "${#shared[@]}" shared < <(
+        for name in "$@"; do
+            [[ $name == crash/* || $name == fuzz/* ]] || runs_alone "$name" && continue
+            if [[ $name == *.sh ]]; then
+                printf '%s\t%s\n' "$(stat -c %s "$SLUICE_ROOT/tests/$name")" "$name"
+            else
+                printf '0\t%s\n' "$name"
+            fi
+        done | sort -t$'\t' -k1,1nr -s | cut -f2
+    )
     run_pool "${shared[@]}"
     for name in "${alone[@]}"; do
         run_one "$name"
