@@ -273,7 +273,8 @@ EOF
             assert_eq "$(grep -Evc '^keepalive,([0-9]|[12][0-9]|30)sec,' <<<"$timers" || true)" 0 "timers past 30 s"
             ;;
         *idle=300) assert_contains "$timers" "keepalive,4min" "the URL's 300 s" ;;
-        *) assert_eq "$(grep -vc '^none$' <<<"$timers" || true)" 0 "timers with keepalives=0" ;;
+        *) # a retransmission timer ("on,204ms,0": data not yet acknowledged) may show; no keepalive may
+            assert_eq "$(grep -c '^keepalive' <<<"$timers" || true)" 0 "keepalive timers with keepalives=0" ;;
         esac
         sluice_kill INT
         assert_rc 3
