@@ -12,8 +12,11 @@
 #include "down_internal.h"
 
 /* STEP_RECHECK: a trusting restore found a row not as the job left it;
- * nothing was written, and the chunk goes again at once, looking first. */
-enum { STEP_OK, STEP_RETRY, STEP_FAILED, STEP_LOST, STEP_CONFLICT, STEP_GONE, STEP_FENCED, STEP_RECHECK };
+ * nothing was written, and the chunk goes again at once, looking first.
+ * STEP_AGAIN: a chunk planned ahead found its progress row, its record or
+ * the lease not as read ahead; nothing was written, and the chunk goes
+ * again at once, as without reading ahead, which tells which it was. */
+enum { STEP_OK, STEP_RETRY, STEP_FAILED, STEP_LOST, STEP_CONFLICT, STEP_GONE, STEP_FENCED, STEP_RECHECK, STEP_AGAIN };
 
 /* After a lost connection: is the chunk still applied? */
 static int still_applied(down_worker *w, int64_t chunk_no, int *applied)
@@ -150,8 +153,27 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     return STEP_OK;
 }
 
-/* Segment 2: the restore (or the down section), then COMMIT. */
-static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step *st, int64_t attempts, int trusting)
+/* Send the chunk's last batch, ending with the reads ahead, and plan what
+ * was read ahead before while it runs (down_ahead.c). 0, or -1 (not
+ * connected). */
+static int send_last(down_worker *w, sl_query *q, size_t n, size_t *nfetch, sl_answer *ans)
+{
+    *nfetch = down_ahead_fetch(w, q + n);
+    sl_pending p;
+    if (sl_session_send(w->sess, q, n + *nfetch, &p) != 0)
+        return -1;
+    down_ahead_plan(w);
+    while (!p.done)
+        sl_fiber_wait(w->sess->loop);
+    *ans = p.ans;
+    return 0;
+}
+
+/* Segment 2: the restore (or the down section), then COMMIT. Ahead (a
+ * chunk planned from its record read ahead), the chunk's only batch:
+ * BEGIN and the statement that opens it (down_ahead_open_sql) go first. */
+static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step *st, int64_t attempts, int trusting,
+                        int ahead)
 {
     down_run *r = w->r;
     /* a row set aside by on-error skip was never changed, and a chunk with
@@ -166,10 +188,20 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
      * once: until a vacuum the range also holds the row versions up left
      * dead, and an index scan fetches each of them on its own (about 5 %
      * off the restore there, the same after a vacuum). */
-    size_t first = trusting && k > 0;
-    sl_query *q = sl_calloc(first + k + 1, sizeof *q);
-    if (first)
-        q[0] =
+    char no[24];
+    snprintf(no, sizeof no, "%" PRId64, c->chunk_no);
+    const char *open[] = {r->job->name, no, sl_run_fence_id(&r->run)};
+    size_t pre = 0;
+    sl_query *q = sl_calloc(1 + r->timeouts.n + 1 + 1 + k + 1 + 2, sizeof *q);
+    if (ahead) {
+        q[pre++] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
+        for (size_t i = 0; i < r->timeouts.n; i++)
+            q[pre++] = (sl_query){r->timeouts.sql[i], 0, NULL, 1};
+        q[pre++] = (sl_query){down_ahead_open_sql(r), 3, open, 1};
+    }
+    size_t first = pre + (trusting && k > 0 && !ahead); /* ahead, the open statement sets them */
+    if (first > pre)
+        q[pre] =
             (sl_query){"SELECT set_config('enable_nestloop', 'off', true), set_config('enable_indexscan', 'off', true)",
                        0, NULL, 1};
     for (size_t i = 0; i < k; i++) {
@@ -183,10 +215,24 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     }
     q[first + k] = (sl_query){"COMMIT", 0, NULL};
     sl_answer ans;
-    int rc = sl_session_exec(w->sess, q, first + k + 1, &ans);
+    size_t nfetch;
+    int rc = send_last(w, q, first + k + 1, &nfetch, &ans);
     free(q);
     if (rc != 0)
         return STEP_LOST;
+    if (!ans.conn_lost && (ans.ok || ans.failed_index > (int)(first + k))) {
+        /* committed: a read ahead that failed leaves its chunk to read its record itself */
+        down_ahead_keep(w, &ans, first + k + 1, nfetch);
+        sl_answer_free(&ans);
+        return STEP_OK;
+    }
+    if (ahead && !ans.conn_lost && ans.failed_index == (int)pre - 1 && strcmp(ans.sqlstate, "22012") == 0) {
+        rollback(w);
+        sl_answer_free(&ans);
+        return STEP_AGAIN;
+    }
+    if (ans.failed_index >= 0 && ans.failed_index < (int)first) /* ahead, its BEGIN opened the transaction */
+        return step_failed(w, c, &ans, !ahead || ans.failed_index >= 1, attempts);
     if (ans.failed_index >= 0)
         ans.failed_index -= (int)first; /* indexed like st->q from here on */
     /* a checked restore wrote fewer rows than it must (undo_restore.c, guard_sql): nothing of the chunk
@@ -209,10 +255,7 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
         sl_answer_free(&ans);
         return STEP_RETRY;
     }
-    if (!ans.ok)
-        return step_failed(w, c, &ans, ans.failed_index < (int)k, attempts);
-    sl_answer_free(&ans);
-    return STEP_OK;
+    return step_failed(w, c, &ans, ans.failed_index < (int)k, attempts);
 }
 
 /* snapshot(COL, ...) or a down section on PostgreSQL: a target that hashes
@@ -305,6 +348,7 @@ static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const
         rollback(w);
         return STEP_FAILED;
     }
+    w->last_record_len = sl_undo_record_len(&ans->results[l->undo_i], 0);
     sl_result_clear(&ans->results[l->undo_i]); /* snap has its values: a wide chunk's record is not held twice */
     const sl_undo_target *t = target_for(w, &snap);
     if (!t) {
@@ -346,6 +390,15 @@ static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const
 static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int careful)
 {
     down_run *r = w->r;
+    sl_undo_step step;
+    /* read ahead and planned: one batch (the slot is let go either way, and a retry reads the record in
+     * its chunk) */
+    if (!careful && !c->skipped && !c->lost && down_ahead_take(w, c, &step)) {
+        c->rows_skipped = c->rows_lost = 0;
+        int st = finish_chunk(w, c, &step, attempts, 1, 1);
+        sl_undo_step_free(&step);
+        return st;
+    }
     sl_answer ans;
     begin_layout l;
     int trusting = !careful && r->sess->dialect == SL_DIALECT_PG && r->job->undo != SL_UNDO_DOWN && !c->skipped &&
@@ -366,7 +419,6 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int caref
         }
         r->nlost++;
     }
-    sl_undo_step step;
     st = plan_chunk(w, c, &ans, &l, &trusting, attempts, &step);
     sl_answer_free(&ans);
     if (st != STEP_OK)
@@ -403,7 +455,7 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int caref
             sl_warn("%s: chunk %" PRId64 " left as it is: its undo record is gone", r->job->name, c->chunk_no);
         c->rows_skipped = r->opts->on_conflict == SL_CONFLICT_SKIP ? (int64_t)step.nconflicts : 0;
         c->rows_lost = c->lost && snapshot ? c->rows : (int64_t)(step.nlost + step.ngone);
-        st = finish_chunk(w, c, &step, attempts, trusting);
+        st = finish_chunk(w, c, &step, attempts, trusting, 0);
     }
     sl_undo_step_free(&step);
     return st;
@@ -450,8 +502,8 @@ static int do_chunk(down_worker *w, down_chunk *c)
     int careful = 0;
     for (int64_t attempts = 1;; attempts++) {
         int st = send_chunk(w, c, attempts, careful);
-        if (st == STEP_RECHECK) {
-            careful = 1; /* no attempt spent: nothing failed */
+        if (st == STEP_RECHECK || st == STEP_AGAIN) {
+            careful |= st == STEP_RECHECK; /* no attempt spent: nothing failed */
             attempts--;
             continue;
         }
@@ -575,6 +627,8 @@ static int walk_ranges(down_worker *w)
                 sl_err_set(&w->err, "%s", r->run.lease.why);
                 return -1;
             }
+            w->next[0] = i > kr->first ? &r->chunks[i - 1] : NULL;
+            w->next[1] = i > kr->first + 1 ? &r->chunks[i - 2] : NULL;
             int rc = wait_turn(w, &r->chunks[i]);
             if (rc == 0) {
                 sl_metrics_batch(r->metrics, r->chunks[i].rows);
@@ -596,6 +650,7 @@ static void worker_main(void *arg)
 {
     down_worker *w = arg;
     w->rc = walk_ranges(w);
+    down_ahead_clear(w);
     if (w->rc < 0 && !w->r->failed) {
         w->r->failed = 1;
         w->r->err = w->err;

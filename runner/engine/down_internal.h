@@ -63,6 +63,15 @@ typedef struct down_run {
     sl_err err;
 } down_run;
 
+/* The undo record of one of a worker's next chunks, read ahead (down_ahead.c). */
+typedef struct down_ahead {
+    const down_chunk *chunk; /* NULL: the slot is empty */
+    sl_result rec;           /* the record as read (binary), until planned */
+    int planned;             /* step holds its trusting restore, for target t */
+    sl_undo_step step;
+    const sl_undo_target *t;
+} down_ahead;
+
 /* One connection undoing chunks, one at a time: the run's own session, or
  * (workers) one of its own. */
 typedef struct down_worker {
@@ -75,7 +84,45 @@ typedef struct down_worker {
     /* the target its last chunk's record asked for (NULL: none yet, the run's): the next chunk's rows
      * are read as it hashes them, since a job's records are mostly of one kind (down_chunk.c) */
     const sl_undo_target *look_as;
+    /* read ahead (down_ahead.c): the two chunks the walk undoes next in the range (NULL: none), the
+     * records held of them, the ones the batch in flight reads, and the size of the last record seen */
+    const down_chunk *next[2];
+    down_ahead ahead[2];
+    const down_chunk *fetching[2];
+    char fetch_no[2][24];
+    const char *fetch_params[2][2];
+    long long last_record_len;
 } down_worker;
+
+/* down_ahead.c: reading the records of a worker's next chunks ahead, so
+ * that a chunk of a snapshot job on PostgreSQL goes as one batch, planned
+ * while the chunk before it runs. */
+/* Whether the run reads ahead: PostgreSQL, a snapshot, and a restore that
+ * may trust the record (--on-conflict stop or skip). */
+int down_ahead_on(const down_run *r);
+/* The queries (at most 2) reading the records of w's next chunks that it
+ * does not hold, into q; the slots of other chunks are let go. 0 when the
+ * run does not read ahead, or the last record was large (the memory a
+ * record takes is held once more for each chunk read ahead). */
+size_t down_ahead_fetch(down_worker *w, sl_query *q);
+/* Keep what the n queries at ans's results [first, first + n) read (taken
+ * out of ans). */
+void down_ahead_keep(down_worker *w, sl_answer *ans, size_t first, size_t n);
+/* Plan the records held and not yet planned: while a batch is in flight. */
+void down_ahead_plan(down_worker *w);
+/* Chunk c's restore, planned from its record read ahead, into *step (and
+ * w->look_as set to its target): 1; or 0 (nothing held, or a record that
+ * does not allow a trusting restore: down reads it in the chunk, as
+ * without reading ahead). The slot is let go either way. */
+int down_ahead_take(down_worker *w, const down_chunk *c, sl_undo_step *step);
+/* The statement that opens a chunk planned ahead, after its BEGIN and
+ * timeouts: the lease's row locked as begin_chunk does, the chunk's
+ * progress row and undo record deleted, the planner settings of the
+ * trusting restore set; division by zero (22012) when either row is
+ * missing or the lease is not ours. Parameters: job, chunk_no, runner. */
+const char *down_ahead_open_sql(const down_run *r);
+/* Let every slot go. */
+void down_ahead_clear(down_worker *w);
 
 /* down_chunk.c: undo the chunks of r's ranges, newest first, with the job's
  * workers. Returns an exit code (SL_EXIT_*). */

@@ -815,6 +815,58 @@ EOF
     assert_eq "$(state_of 0001_bump)" rolled_back
 }
 
+# down reads a snapshot job's undo records two chunks ahead and plans each chunk while the one before it
+# runs (down_ahead.c), then sends it as one batch. What happens to those rows meanwhile counts as it
+# counts without reading ahead: records deleted after down read them are refused as lost records (none of
+# their rows put back, each chunk still applied while its rows are), and a row changed in a chunk
+# planned ahead is a conflict that leaves its chunk as it was.
+test_read_ahead_changed_under_it() {
+    make_table 2000
+    bump_job 0001_bump 100 "-- sluice:undo snapshot(n)"
+    run_sluice up
+    assert_rc 0
+    local ones="(select count(*) from t where n = 1)"
+    local applied="(select count(*) from sluice_progress where job = '0001_bump')"
+    job_pause 0001_bump 1s
+    sluice_start down 0001_bump
+    # resting after its second chunk, it holds the records of the next two
+    wait_until 20 sql_true "select count(*) <= 18 from sluice_progress where job = '0001_bump'"
+    local gone
+    gone=$(psql_q "delete from sluice_undo where job = '0001_bump' and chunk_no in (select chunk_no
+                   from sluice_progress where job = '0001_bump' order by chunk_no desc limit 3)
+                   returning chunk_no" | sort -n | tr '\n' ' ')
+    sluice_wait
+    assert_rc 1
+    [[ -n $gone ]] || fail "no undo record was left to delete: down ran ahead of the test"
+    local named
+    named=$(sed -n 's/.*0001_bump: chunk \([0-9]*\) has no undo record in sluice_undo, so down cannot put it back.*/\1/p' \
+        <<<"$ERR" | head -n 1)
+    [[ " $gone" == *" $named "* ]] || fail "down named chunk '$named', not one of those whose record was deleted ($gone)"
+    assert_sql "select $ones = 100 * $applied" t
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump' and chunk_no = $named" 1
+    # a row of the chunk three below the lowest lost one: down reads that chunk's record while it leaves
+    # the lost ones, and plans its restore trusting the record
+    local lowest=${gone%% *} nlost key
+    nlost=$(wc -w <<<"$gone")
+    key=$(psql_q "select lo[1]::int + 5 from sluice_progress where job = '0001_bump' and chunk_no = $((lowest - 3))")
+    [[ -n $key ]] || fail "chunk $((lowest - 3)) is not applied"
+    psql_q "update t set n = 42 where id = $key"
+    job_pause 0001_bump off
+    run_sluice down 0001_bump --allow-lost-undo
+    assert_rc 1
+    assert_contains "$ERR" "0001_bump: chunk $((lowest - 3)) "
+    assert_contains "$ERR" "1 row was changed by someone else since the job wrote it: key ($key)"
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump' and chunk_no = $((lowest - 3))" 1
+    # the lost chunks above it left as they are, the chunks below it still applied
+    assert_sql "select $ones + 1 = 100 * ($applied + $nlost)" t
+    run_sluice down 0001_bump --allow-lost-undo --on-conflict skip
+    assert_rc 0
+    assert_sql "select count(*) from t where n = 1" $((100 * nlost))
+    assert_sql "select n from t where id = $key" 42
+    assert_sql "select count(*) from t where n = 0" $((2000 - 100 * nlost - 1))
+    assert_eq "$(state_of 0001_bump)" rolled_back
+}
+
 run_test "down section: table checksum equal after up + down" test_down_section
 run_test "snapshot(full_name, n): table checksum equal after up + down" test_snapshot_cols
 run_test "snapshot(*) of an UPDATE job: table checksum equal after up + down" test_snapshot_all_update
@@ -1223,4 +1275,6 @@ run_test "snapshot(*): a column dropped and added back (last) since up: refused"
 run_test "snapshot(*): the last column dropped and added back since up: put back" test_snapshot_all_last_column_back
 run_test "snapshot(*) of an UPDATE job, a column dropped and one added since up: refused, overwrite too" \
     test_snapshot_all_update_dropped_and_added
+run_test "records read ahead: deleted meanwhile, lost records; a row changed meanwhile, a conflict" \
+    test_read_ahead_changed_under_it
 t_done
