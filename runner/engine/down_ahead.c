@@ -154,17 +154,17 @@ int down_ahead_take(down_worker *w, const down_chunk *c, sl_undo_step *step)
 
 const char *down_ahead_open_sql(const down_run *r)
 {
-#define OPEN_SQL(LOCK)                                                                                           \
-    "WITH f AS (SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $3 " LOCK "),"                       \
-    " p AS (DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 AND EXISTS (SELECT 1 FROM f)"     \
-    " RETURNING 1),"                                                                                             \
-    " u AS (DELETE FROM " SL_UNDO_TABLE " WHERE job = $1 AND chunk_no = $2 AND EXISTS (SELECT 1 FROM f)"         \
-    " RETURNING 1)"                                                                                              \
-    " SELECT 1 / ((SELECT count(*) FROM p) * (SELECT count(*) FROM u))::int,"                                    \
+#define OPEN_SQL(LOCK)                                                                                       \
+    "WITH f AS (SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $3 " LOCK "),"                   \
+    " p AS (DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 AND EXISTS (SELECT 1 FROM f)" \
+    " RETURNING 1),"                                                                                         \
+    " u AS (DELETE FROM " SL_UNDO_TABLE " WHERE job = $1 AND chunk_no = $2 AND EXISTS (SELECT 1 FROM f)"     \
+    " RETURNING 1)"                                                                                          \
+    " SELECT 1 / ((SELECT count(*) FROM p) * (SELECT count(*) FROM u))::int,"                                \
     " set_config('enable_nestloop', 'off', true), set_config('enable_indexscan', 'off', true)"
     /* the lock as begin_chunk takes it (sl_schema_fence_lock) */
     return strcmp(sl_schema_fence_lock(&r->run.db, 0), "FOR SHARE") == 0 ? OPEN_SQL("FOR SHARE")
-                                                                        : OPEN_SQL("FOR KEY SHARE");
+                                                                         : OPEN_SQL("FOR KEY SHARE");
 #undef OPEN_SQL
 }
 

@@ -819,16 +819,18 @@ EOF
 # runs (down_ahead.c), then sends it as one batch. What happens to those rows meanwhile counts as it
 # counts without reading ahead: records deleted after down read them are refused as lost records (none of
 # their rows put back, each chunk still applied while its rows are), and a row changed in a chunk
-# planned ahead is a conflict that leaves its chunk as it was.
+# planned ahead is a conflict that leaves its chunk as it was. As a role with no privileges but its
+# table's.
 test_read_ahead_changed_under_it() {
     make_table 2000
+    make_app_role "grant select, update on t to sl_app"
     bump_job 0001_bump 100 "-- sluice:undo snapshot(n)"
-    run_sluice up
+    run_sluice --db "$APP_DB" up
     assert_rc 0
     local ones="(select count(*) from t where n = 1)"
     local applied="(select count(*) from sluice_progress where job = '0001_bump')"
     job_pause 0001_bump 1s
-    sluice_start down 0001_bump
+    sluice_start --db "$APP_DB" down 0001_bump
     # resting after its second chunk, it holds the records of the next two
     wait_until 20 sql_true "select count(*) <= 18 from sluice_progress where job = '0001_bump'"
     local gone
@@ -852,14 +854,14 @@ test_read_ahead_changed_under_it() {
     [[ -n $key ]] || fail "chunk $((lowest - 3)) is not applied"
     psql_q "update t set n = 42 where id = $key"
     job_pause 0001_bump off
-    run_sluice down 0001_bump --allow-lost-undo
+    run_sluice --db "$APP_DB" down 0001_bump --allow-lost-undo
     assert_rc 1
     assert_contains "$ERR" "0001_bump: chunk $((lowest - 3)) "
     assert_contains "$ERR" "1 row was changed by someone else since the job wrote it: key ($key)"
     assert_sql "select count(*) from sluice_progress where job = '0001_bump' and chunk_no = $((lowest - 3))" 1
     # the lost chunks above it left as they are, the chunks below it still applied
     assert_sql "select $ones + 1 = 100 * ($applied + $nlost)" t
-    run_sluice down 0001_bump --allow-lost-undo --on-conflict skip
+    run_sluice --db "$APP_DB" down 0001_bump --allow-lost-undo --on-conflict skip
     assert_rc 0
     assert_sql "select count(*) from t where n = 1" $((100 * nlost))
     assert_sql "select n from t where id = $key" 42
