@@ -23,8 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/checkpoints/ckpt.h"
-#include "sluice/services/progress.h"
+#include "sluice/db/schema.h"
 
 #include "down_internal.h"
 
