@@ -18,7 +18,9 @@
  * the way it goes without reading ahead, which tells those apart. So does
  * every chunk whose record the trusting restore cannot use (rows the job
  * inserted or deleted, a record of another shape), a retry, a chunk set
- * aside or with its record lost. */
+ * aside or with its record lost. After such a record, or a large one, the
+ * worker reads none ahead until a chunk's own record shows them worth it:
+ * a purge's records are read once, in their chunks. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +62,7 @@ size_t down_ahead_fetch(down_worker *w, sl_query *q)
         if (w->ahead[i].chunk && w->ahead[i].chunk != w->next[0] && w->ahead[i].chunk != w->next[1])
             slot_free(&w->ahead[i]);
     size_t n = 0;
-    if (!down_ahead_on(r) || w->last_record_len > AHEAD_MAX_RECORD)
+    if (!down_ahead_on(r) || w->last_record_len > AHEAD_MAX_RECORD || w->ahead_declined)
         return 0;
     for (size_t i = 0; i < 2; i++) {
         const down_chunk *c = w->next[i];
@@ -113,6 +115,7 @@ static int plan_slot(down_worker *w, down_ahead *a)
     sl_snap snap;
     if (sl_undo_record_decode(&r->undo, a->chunk->chunk_no, a->rec.vals[0], sl_undo_record_len(&a->rec, 0), &snap,
                               &err) != 0) {
+        w->ahead_declined = 1;
         slot_free(a);
         return -1;
     }
@@ -121,6 +124,7 @@ static int plan_slot(down_worker *w, down_ahead *a)
     int rc = t ? sl_undo_plan_trusting(t, &snap, a->chunk->edges, &a->step) : -1;
     sl_snap_free(&snap);
     if (rc != 0) {
+        w->ahead_declined = 1;
         slot_free(a);
         return -1;
     }

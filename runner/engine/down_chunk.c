@@ -358,9 +358,11 @@ static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const
     }
     w->look_as = t;
     if (*trusting && sl_undo_plan_trusting(t, &snap, c->edges, step) == 0) {
+        w->ahead_declined = 0; /* records like this one are worth reading ahead again */
         sl_snap_free(&snap);
         return STEP_OK;
     }
+    w->ahead_declined |= *trusting; /* nor are records like this one (down_ahead.c) */
     *trusting = 0;
     sl_answer look = {0};
     /* the rows as segment 1 read them, hashed as the last chunk's record asked: a record of another

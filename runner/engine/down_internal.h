@@ -85,13 +85,16 @@ typedef struct down_worker {
      * are read as it hashes them, since a job's records are mostly of one kind (down_chunk.c) */
     const sl_undo_target *look_as;
     /* read ahead (down_ahead.c): the two chunks the walk undoes next in the range (NULL: none), the
-     * records held of them, the ones the batch in flight reads, and the size of the last record seen */
+     * records held of them, the ones the batch in flight reads, the size of the last record seen, and
+     * whether the last record read ahead could not be planned so (rows the job inserted or deleted: a
+     * purge's records are read in their chunks only, not twice) */
     const down_chunk *next[2];
     down_ahead ahead[2];
     const down_chunk *fetching[2];
     char fetch_no[2][24];
     const char *fetch_params[2][2];
     long long last_record_len;
+    int ahead_declined;
 } down_worker;
 
 /* down_ahead.c: reading the records of a worker's next chunks ahead, so
@@ -102,8 +105,10 @@ typedef struct down_worker {
 int down_ahead_on(const down_run *r);
 /* The queries (at most 2) reading the records of w's next chunks that it
  * does not hold, into q; the slots of other chunks are let go. 0 when the
- * run does not read ahead, or the last record was large (the memory a
- * record takes is held once more for each chunk read ahead). */
+ * run does not read ahead, the last record was large (the memory a record
+ * takes is held once more for each chunk read ahead), or the last one read
+ * ahead could not be planned ahead (until a chunk's own record can be:
+ * w->ahead_declined, cleared by down_chunk.c). */
 size_t down_ahead_fetch(down_worker *w, sl_query *q);
 /* Keep what the n queries at ans's results [first, first + n) read (taken
  * out of ans). */
