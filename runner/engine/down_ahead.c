@@ -36,8 +36,7 @@
 
 int down_ahead_on(const down_run *r)
 {
-    return r->sess->dialect == SL_DIALECT_PG && r->job->undo != SL_UNDO_DOWN &&
-           r->opts->on_conflict != SL_CONFLICT_OVERWRITE && sl_run_fence_id(&r->run) != NULL;
+    return down_may_trust(r) && sl_run_fence_id(&r->run) != NULL;
 }
 
 static void slot_free(down_ahead *a)
@@ -163,8 +162,7 @@ const char *down_ahead_open_sql(const down_run *r)
     " RETURNING 1),"                                                                                         \
     " u AS (DELETE FROM " SL_UNDO_TABLE " WHERE job = $1 AND chunk_no = $2 AND EXISTS (SELECT 1 FROM f)"     \
     " RETURNING 1)"                                                                                          \
-    " SELECT 1 / ((SELECT count(*) FROM p) * (SELECT count(*) FROM u))::int,"                                \
-    " set_config('enable_nestloop', 'off', true), set_config('enable_indexscan', 'off', true)"
+    " SELECT 1 / ((SELECT count(*) FROM p) * (SELECT count(*) FROM u))::int, " DOWN_TRUSTING_SETTINGS
     /* the lock as begin_chunk takes it (sl_schema_fence_lock) */
     return strcmp(sl_schema_fence_lock(&r->run.db, 0), "FOR SHARE") == 0 ? OPEN_SQL("FOR SHARE")
                                                                          : OPEN_SQL("FOR KEY SHARE");

@@ -189,11 +189,14 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
      * dead, and an index scan fetches each of them on its own (about 5 %
      * off the restore there, the same after a vacuum). */
     char no[24];
-    snprintf(no, sizeof no, "%" PRId64, c->chunk_no);
-    const char *open[] = {r->job->name, no, sl_run_fence_id(&r->run)};
+    const char *open[3];
     size_t pre = 0;
     sl_query *q = sl_calloc(1 + r->timeouts.n + 1 + 1 + k + 1 + 2, sizeof *q);
     if (ahead) {
+        snprintf(no, sizeof no, "%" PRId64, c->chunk_no);
+        open[0] = r->job->name;
+        open[1] = no;
+        open[2] = sl_run_fence_id(&r->run);
         q[pre++] = (sl_query){sl_session_begin_sql(w->sess), 0, NULL, 0};
         for (size_t i = 0; i < r->timeouts.n; i++)
             q[pre++] = (sl_query){r->timeouts.sql[i], 0, NULL, 1};
@@ -201,9 +204,7 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     }
     size_t first = pre + (trusting && k > 0 && !ahead); /* ahead, the open statement sets them */
     if (first > pre)
-        q[pre] =
-            (sl_query){"SELECT set_config('enable_nestloop', 'off', true), set_config('enable_indexscan', 'off', true)",
-                       0, NULL, 1};
+        q[pre] = (sl_query){"SELECT " DOWN_TRUSTING_SETTINGS, 0, NULL, 1};
     for (size_t i = 0; i < k; i++) {
         if (r->job->undo != SL_UNDO_DOWN) {
             q[first + i] = st->q[i];
@@ -386,6 +387,12 @@ static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const
     return STEP_OK;
 }
 
+int down_may_trust(const down_run *r)
+{
+    return r->sess->dialect == SL_DIALECT_PG && r->job->undo != SL_UNDO_DOWN &&
+           r->opts->on_conflict != SL_CONFLICT_OVERWRITE;
+}
+
 /* Undo chunk c once: STEP_* outcome. Unless careful, a snapshot on
  * PostgreSQL trusts the record first (sl_undo_plan_trusting): no look at
  * the rows, one checked UPDATE. */
@@ -403,8 +410,7 @@ static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int caref
     }
     sl_answer ans;
     begin_layout l;
-    int trusting = !careful && r->sess->dialect == SL_DIALECT_PG && r->job->undo != SL_UNDO_DOWN && !c->skipped &&
-                   r->opts->on_conflict != SL_CONFLICT_OVERWRITE;
+    int trusting = !careful && !c->skipped && down_may_trust(r);
     int st = begin_chunk(w, c, &ans, &l, attempts, !trusting);
     if (st != STEP_OK)
         return st;

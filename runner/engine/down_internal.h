@@ -97,11 +97,19 @@ typedef struct down_worker {
     int ahead_declined;
 } down_worker;
 
+/* down_chunk.c: whether a chunk's restore may trust its record (no look
+ * at the rows first, one checked UPDATE: sl_undo_plan_trusting):
+ * PostgreSQL, a snapshot, --on-conflict stop or skip. */
+int down_may_trust(const down_run *r);
+/* The planner settings of a trusting restore's transaction, as a select
+ * list (down_chunk.c, finish_chunk, says why). */
+#define DOWN_TRUSTING_SETTINGS "set_config('enable_nestloop', 'off', true), set_config('enable_indexscan', 'off', true)"
+
 /* down_ahead.c: reading the records of a worker's next chunks ahead, so
  * that a chunk of a snapshot job on PostgreSQL goes as one batch, planned
  * while the chunk before it runs. */
-/* Whether the run reads ahead: PostgreSQL, a snapshot, and a restore that
- * may trust the record (--on-conflict stop or skip). */
+/* Whether the run reads ahead: its restores may trust their records
+ * (down_may_trust), and a lease fences its chunks. */
 int down_ahead_on(const down_run *r);
 /* The queries (at most 2) reading the records of w's next chunks that it
  * does not hold, into q; the slots of other chunks are let go. 0 when the
