@@ -1,15 +1,16 @@
 /* down_ahead.c: `down` reads the undo records of a worker's next chunks ahead, and plans each while the chunk before
  * it runs.
  *
- * Without it a chunk of a snapshot job takes two round trips: the first
- * opens the transaction and takes the record, the worker decodes it and
- * builds the restore, the second runs the restore and commits; the server
- * and the worker wait for each other in turn. Reading ahead, a chunk's
+ * Without it a chunk takes two round trips: the first opens the
+ * transaction and takes the record, the worker decodes it and builds the
+ * restore (of a down section: the check of its rows), the second runs it
+ * and commits; the server and the worker wait for each other in turn. Reading ahead, a chunk's
  * batch ends, after its COMMIT, with a read of the record of the chunk two
  * ahead in its range, and while that batch is in flight the worker plans
  * the next chunk from the record it already holds. That chunk then goes as
  * one batch: BEGIN, one statement that checks and deletes what the first
- * round trip read (down_ahead_open_sql), the restore, COMMIT.
+ * round trip read (down_ahead_open_sql), the restore (or the check and the
+ * down section), COMMIT.
  *
  * A record is written once, by the up chunk it belongs to, and the lease
  * keeps `up` away while `down` runs, so a record read ahead is the one the
@@ -156,16 +157,18 @@ int down_ahead_take(down_worker *w, const down_chunk *c, sl_undo_step *step)
 
 const char *down_ahead_open_sql(const down_run *r)
 {
-#define OPEN_SQL(LOCK)                                                                                       \
+#define OPEN_SQL(LOCK, SETTINGS)                                                                             \
     "WITH f AS (SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $3 " LOCK "),"                   \
     " p AS (DELETE FROM " SL_PROGRESS_TABLE " WHERE job = $1 AND chunk_no = $2 AND EXISTS (SELECT 1 FROM f)" \
     " RETURNING 1),"                                                                                         \
     " u AS (DELETE FROM " SL_UNDO_TABLE " WHERE job = $1 AND chunk_no = $2 AND EXISTS (SELECT 1 FROM f)"     \
     " RETURNING 1)"                                                                                          \
-    " SELECT 1 / ((SELECT count(*) FROM p) * (SELECT count(*) FROM u))::int, " DOWN_TRUSTING_SETTINGS
-    /* the lock as begin_chunk takes it (sl_schema_fence_lock) */
-    return strcmp(sl_schema_fence_lock(&r->run.db, 0), "FOR SHARE") == 0 ? OPEN_SQL("FOR SHARE")
-                                                                         : OPEN_SQL("FOR KEY SHARE");
+    " SELECT 1 / ((SELECT count(*) FROM p) * (SELECT count(*) FROM u))::int" SETTINGS
+    /* the lock as begin_chunk takes it; a down section is the job's SQL, planned as the server would */
+    if (r->job->undo == SL_UNDO_DOWN)
+        return down_fence_for_share(r) ? OPEN_SQL("FOR SHARE", "") : OPEN_SQL("FOR KEY SHARE", "");
+    return down_fence_for_share(r) ? OPEN_SQL("FOR SHARE", ", " DOWN_TRUSTING_SETTINGS)
+                                   : OPEN_SQL("FOR KEY SHARE", ", " DOWN_TRUSTING_SETTINGS);
 #undef OPEN_SQL
 }
 

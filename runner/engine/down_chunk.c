@@ -11,8 +11,9 @@
 
 #include "down_internal.h"
 
-/* STEP_RECHECK: a trusting restore found a row not as the job left it;
- * nothing was written, and the chunk goes again at once, looking first.
+/* STEP_RECHECK: a trusting restore (or a down section's check) found a
+ * row not as the job left it; nothing was written, and the chunk goes
+ * again at once, looking first.
  * STEP_AGAIN: a chunk planned ahead found its progress row, its record or
  * the lease not as read ahead; nothing was written, and the chunk goes
  * again at once, as without reading ahead, which tells which it was. */
@@ -121,8 +122,8 @@ static int begin_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, begi
     memset(l, 0, sizeof *l);
     if ((l->fence = fence != NULL)) {
         l->fence_i = n;
-        /* the lock as sl_schema_fence_lock says: a serializable default sees the row as it began */
-        q[n++] = (sl_query){strcmp(sl_schema_fence_lock(&r->run.db, 0), "FOR SHARE") == 0
+        /* a serializable default sees the row as it began: the lock must conflict with a takeover */
+        q[n++] = (sl_query){down_fence_for_share(r)
                                 ? "SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR SHARE"
                                 : "SELECT 1 FROM " SL_JOBS_TABLE " WHERE job = $1 AND runner = $2 FOR KEY SHARE",
                             2, own, 1};
@@ -179,7 +180,10 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
     /* a row set aside by on-error skip was never changed, and a chunk with
      * its record lost is left as it is: only its progress row goes */
     int leave = c->skipped || (c->lost && r->job->undo != SL_UNDO_DOWN);
-    size_t k = leave ? 0 : r->job->undo == SL_UNDO_DOWN ? r->job->down.nstmts : st->nq, n = r->info.ks.ncols;
+    /* a down section planned from its record alone goes after the record's check (st->q) */
+    int section = r->job->undo == SL_UNDO_DOWN;
+    size_t nchk = section && !leave ? st->nq : 0;
+    size_t k = leave ? 0 : section ? nchk + r->job->down.nstmts : st->nq, n = r->info.ks.ncols;
     /* The trusting restore keeps to the chunk's range (undo_restore.c): with
      * nested loops off for its transaction the planner reads the range once
      * and joins it with the rows to write by hash, where a plan made for any
@@ -202,17 +206,19 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
             q[pre++] = (sl_query){r->timeouts.sql[i], 0, NULL, 1};
         q[pre++] = (sl_query){down_ahead_open_sql(r), 3, open, 1};
     }
-    size_t first = pre + (trusting && k > 0 && !ahead); /* ahead, the open statement sets them */
+    /* ahead, the open statement sets them; a down section's statements are the job's: none for them */
+    size_t first = pre + (trusting && k > 0 && !ahead && !section);
     if (first > pre)
         q[pre] = (sl_query){"SELECT " DOWN_TRUSTING_SETTINGS, 0, NULL, 1};
     for (size_t i = 0; i < k; i++) {
-        if (r->job->undo != SL_UNDO_DOWN) {
+        if (!section || i < nchk) {
             q[first + i] = st->q[i];
             continue;
         }
-        const sl_stmt *s = &r->job->down.stmts[i];
+        const sl_stmt *s = &r->job->down.stmts[i - nchk];
         int used = (s->uses_lo + s->uses_hi) * (int)n;
-        q[first + i] = (sl_query){r->down_sql[i], used, (const char *const *)(s->uses_lo ? c->edges : c->edges + n), 1};
+        q[first + i] =
+            (sl_query){r->down_sql[i - nchk], used, (const char *const *)(s->uses_lo ? c->edges : c->edges + n), 1};
     }
     q[first + k] = (sl_query){"COMMIT", 0, NULL};
     sl_answer ans;
@@ -236,6 +242,12 @@ static int finish_chunk(down_worker *w, const down_chunk *c, const sl_undo_step 
         return step_failed(w, c, &ans, !ahead || ans.failed_index >= 1, attempts);
     if (ans.failed_index >= 0)
         ans.failed_index -= (int)first; /* indexed like st->q from here on */
+    if (nchk && !ans.ok && !ans.conn_lost && ans.failed_index >= 0 && ans.failed_index < (int)nchk &&
+        strcmp(ans.sqlstate, "22012") == 0) {
+        rollback(w); /* a row of the record is not as the job left it: look at the rows, then decide */
+        sl_answer_free(&ans);
+        return STEP_RECHECK;
+    }
     /* a checked restore wrote fewer rows than it must (undo_restore.c, guard_sql): nothing of the chunk
      * was written */
     int changed = !ans.ok && r->job->undo != SL_UNDO_DOWN && r->sess->dialect == SL_DIALECT_PG &&
@@ -387,15 +399,22 @@ static int plan_chunk(down_worker *w, const down_chunk *c, sl_answer *ans, const
     return STEP_OK;
 }
 
-int down_may_trust(const down_run *r)
+int down_fence_for_share(const down_run *r)
 {
-    return r->sess->dialect == SL_DIALECT_PG && r->job->undo != SL_UNDO_DOWN &&
-           r->opts->on_conflict != SL_CONFLICT_OVERWRITE;
+    return strcmp(sl_schema_fence_lock(&r->run.db, 0), "FOR SHARE") == 0;
 }
 
-/* Undo chunk c once: STEP_* outcome. Unless careful, a snapshot on
+int down_may_trust(const down_run *r)
+{
+    /* a down section's records hold hashes only where its key is unique (sl_undo_resolve) */
+    return r->sess->dialect == SL_DIALECT_PG && r->opts->on_conflict != SL_CONFLICT_OVERWRITE &&
+           (r->job->undo != SL_UNDO_DOWN || r->undo.state_sql != NULL);
+}
+
+/* Undo chunk c once: STEP_* outcome. Unless careful, a chunk on
  * PostgreSQL trusts the record first (sl_undo_plan_trusting): no look at
- * the rows, one checked UPDATE. */
+ * the rows, one checked UPDATE (a snapshot) or a check on the server
+ * before the down section. */
 static int send_chunk(down_worker *w, down_chunk *c, int64_t attempts, int careful)
 {
     down_run *r = w->r;

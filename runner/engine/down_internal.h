@@ -98,9 +98,13 @@ typedef struct down_worker {
 } down_worker;
 
 /* down_chunk.c: whether a chunk's restore may trust its record (no look
- * at the rows first, one checked UPDATE: sl_undo_plan_trusting):
- * PostgreSQL, a snapshot, --on-conflict stop or skip. */
+ * at the rows first, one checked UPDATE, or a down section after a check
+ * on the server: sl_undo_plan_trusting): PostgreSQL, --on-conflict stop or
+ * skip, a snapshot or a down section whose records hold hashes. */
 int down_may_trust(const down_run *r);
+/* Whether a down chunk proves its lease with FOR SHARE rather than FOR KEY
+ * SHARE, as sl_schema_fence_lock says (begin_chunk, down_ahead_open_sql). */
+int down_fence_for_share(const down_run *r);
 /* The planner settings of a trusting restore's transaction, as a select
  * list (down_chunk.c, finish_chunk, says why). */
 #define DOWN_TRUSTING_SETTINGS "set_config('enable_nestloop', 'off', true), set_config('enable_indexscan', 'off', true)"

@@ -473,11 +473,73 @@ static const char *decimal(char buf[24], int64_t v)
     return p;
 }
 
+/* A down section's check of the rows its record says the job wrote, ahead
+ * of the section: it locks the chunk's rows (as the look of
+ * sl_undo_plan_chunk's callers does, so that another session's writes to
+ * them wait for down), and fails with 22012 unless every row of the record
+ * is there with the hash the job left. Arrays as x holds them, the count
+ * after them, then the chunk's edges. */
+static char *down_check_sql(const sl_undo_target *t, const arrays *x)
+{
+    const sl_keyspec *ks = t->ks;
+    char *hash = undo_hash_expr(t);
+    sl_buf b = {0};
+    sl_buf_adds(&b, "WITH c (");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&b, "_c%zu, ", i + 1);
+    sl_buf_adds(&b, "_h) AS (SELECT ");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&b, ROW_ALIAS ".%s, ", ks->cols[i]);
+    sl_buf_printf(&b, "%s FROM %s AS " ROW_ALIAS " WHERE TRUE", hash, ks->table);
+    add_range(&b, ks, x->n + 2);
+    sl_buf_adds(&b, " FOR UPDATE OF " ROW_ALIAS ") SELECT 1 / (count(*) = $");
+    sl_buf_printf(&b, "%zu::bigint)::int FROM c JOIN unnest(", x->n + 1);
+    for (size_t i = 0; i < x->n; i++)
+        sl_buf_printf(&b, "%s$%zu::text[]", i ? ", " : "", i + 1);
+    sl_buf_adds(&b, ") AS v(");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&b, "_k%zu, ", i + 1);
+    sl_buf_adds(&b, "_x) ON (");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&b, "%sc._c%zu", i ? ", " : "", i + 1);
+    sl_buf_adds(&b, ") = (");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&b, "%sv._k%zu::%s", i ? ", " : "", i + 1, ks->types[i]);
+    sl_buf_adds(&b, ") AND c._h = v._x::bigint");
+    free(hash);
+    return sl_buf_take(&b);
+}
+
+/* A down section's chunk planned from its record alone: the check above,
+ * which the down section follows in the same transaction. */
+static int plan_down_check(const sl_undo_target *t, const sl_snap *snap, char *const *edges, sl_undo_step *out)
+{
+    size_t nk = t->ks->ncols;
+    for (size_t i = 0; i < snap->nrows; i++)
+        if (!snap->rows[i].has_post)
+            return -1; /* not a row the job left: sl_undo_plan_chunk tells what it means */
+    arrays chk;
+    arrays_init(&chk, nk, 0, 1, CHECK_HASH);
+    chk.ranged = 1;
+    for (size_t i = 0; i < snap->nrows; i++) {
+        char hash[24];
+        const char *hp = decimal(hash, snap->rows[i].post_hash);
+        arrays_add(&chk, 0, snap->rows[i].key, nk);
+        arrays_add(&chk, nk, (char *const *)&hp, 1);
+        arrays_end_row(&chk);
+    }
+    arrays_finish(&chk, out, chk.rows ? down_check_sql(t, &chk) : NULL, edges, 2 * nk);
+    out->restored = 0; /* a check: the down section writes the rows */
+    return 0;
+}
+
 int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, char *const *edges, sl_undo_step *out)
 {
     memset(out, 0, sizeof *out);
-    if (undo_is_lite(t) || t->kind == SL_UNDO_DOWN)
+    if (undo_is_lite(t))
         return -1;
+    if (t->kind == SL_UNDO_DOWN)
+        return plan_down_check(t, snap, edges, out);
     for (size_t i = 0; i < snap->nrows; i++)
         if (!snap->rows[i].has_pre || !snap->rows[i].has_post)
             return -1; /* the job inserted or deleted rows: down looks first (sl_undo_plan_chunk) */

@@ -869,6 +869,46 @@ test_read_ahead_changed_under_it() {
     assert_eq "$(state_of 0001_bump)" rolled_back
 }
 
+# A down section's chunks go the same way: down reads each record ahead and sends the chunk as one batch,
+# the record's check (its rows locked, each with the hash the job left) before the down section. A
+# record deleted after down read it: the chunk goes as without it, the down section run unchecked (as
+# for any down section chunk without a record). A row changed in a chunk planned ahead: the check fails
+# before the down section writes anything, and down looks at the rows and names the conflict. As a role
+# with no privileges but its table's.
+test_read_ahead_down_section() {
+    make_table 2000
+    make_app_role "grant select, update on t to sl_app"
+    bump_job --down 0001_bump 100
+    run_sluice --db "$APP_DB" up
+    assert_rc 0
+    job_pause 0001_bump 1s
+    sluice_start --db "$APP_DB" down 0001_bump
+    # resting after its second chunk, it holds the records of the next two (18 and 17)
+    wait_until 20 sql_true "select count(*) <= 18 from sluice_progress where job = '0001_bump'"
+    local top second key
+    top=$(psql_q "select max(chunk_no) from sluice_progress where job = '0001_bump'")
+    second=$((top - 1))
+    assert_sql "delete from sluice_undo where job = '0001_bump' and chunk_no = $top returning chunk_no" "$top"
+    key=$(psql_q "select lo[1]::int + 5 from sluice_progress where job = '0001_bump' and chunk_no = $second")
+    psql_q "update t set n = 42 where id = $key"
+    sluice_wait
+    assert_rc 1
+    assert_contains "$ERR" "0001_bump: chunk $second "
+    assert_contains "$ERR" "1 row was changed by someone else since the job wrote it: key ($key)"
+    # the chunk without its record undone, the one with the change as it was, those below still applied
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump' and chunk_no >= $top" 0
+    assert_sql "select count(*) from sluice_progress where job = '0001_bump' and chunk_no = $second" 1
+    assert_sql "select count(*) from t where n = 0" $((2000 - 100 * second))
+    assert_sql "select n from t where id = $key" 42
+    assert_sql "select count(*) from t where n = 1" $((100 * second - 1))
+    job_pause 0001_bump off
+    run_sluice --db "$APP_DB" down 0001_bump --on-conflict overwrite
+    assert_rc 0
+    assert_sql "select n from t where id = $key" 41
+    assert_sql "select count(*) from t where n = 0" 1999
+    assert_eq "$(state_of 0001_bump)" rolled_back
+}
+
 run_test "down section: table checksum equal after up + down" test_down_section
 run_test "snapshot(full_name, n): table checksum equal after up + down" test_snapshot_cols
 run_test "snapshot(*) of an UPDATE job: table checksum equal after up + down" test_snapshot_all_update
@@ -1279,4 +1319,6 @@ run_test "snapshot(*) of an UPDATE job, a column dropped and one added since up:
     test_snapshot_all_update_dropped_and_added
 run_test "records read ahead: deleted meanwhile, lost records; a row changed meanwhile, a conflict" \
     test_read_ahead_changed_under_it
+run_test "a down section's records read ahead: deleted meanwhile, run unchecked; a row changed meanwhile, a conflict" \
+    test_read_ahead_down_section
 t_done

@@ -155,9 +155,11 @@ void sl_undo_plan_chunk(const sl_undo_target *t, const sl_snap *snap, const sl_r
  * UPDATE writing back every saved row whose hash is still the one the job
  * left, within the chunk's edges (lo, then hi columns), checked to write
  * them all (else it fails with 22012 before the COMMIT, and down plans the
- * chunk with sl_undo_plan_chunk). -1 when the record does not allow it (the
- * job inserted or deleted rows, SQLite, the down section): out is then
- * empty. */
+ * chunk with sl_undo_plan_chunk). Of a down section: a check (none for a
+ * record of no rows) that locks the chunk's rows and fails with 22012
+ * unless each row of the record is there with the hash the job left; the
+ * down section follows it. -1 when the record does not allow it (the job
+ * inserted or deleted rows, SQLite): out is then empty. */
 int sl_undo_plan_trusting(const sl_undo_target *t, const sl_snap *snap, char *const *edges,
                           sl_undo_step *out) SL_MUSTCHECK;
 void sl_undo_step_free(sl_undo_step *s);
