@@ -484,28 +484,24 @@ static char *down_check_sql(const sl_undo_target *t, const arrays *x)
     const sl_keyspec *ks = t->ks;
     char *hash = undo_hash_expr(t);
     sl_buf b = {0};
-    sl_buf_adds(&b, "WITH c (");
+    /* a subquery, not a CTE: the planner then joins by hash (reading the whole range, which locks each
+     * of its rows), where a CTE's rows were sorted for a merge; the arrays are of the key's own types */
+    sl_buf_adds(&b, "SELECT 1 / (count(*) = $");
+    sl_buf_printf(&b, "%zu::bigint)::int FROM (SELECT ", x->n + 1);
     for (size_t i = 0; i < ks->ncols; i++)
-        sl_buf_printf(&b, "_c%zu, ", i + 1);
-    sl_buf_adds(&b, "_h) AS (SELECT ");
-    for (size_t i = 0; i < ks->ncols; i++)
-        sl_buf_printf(&b, ROW_ALIAS ".%s, ", ks->cols[i]);
-    sl_buf_printf(&b, "%s FROM %s AS " ROW_ALIAS " WHERE TRUE", hash, ks->table);
+        sl_buf_printf(&b, ROW_ALIAS ".%s AS _c%zu, ", ks->cols[i], i + 1);
+    sl_buf_printf(&b, "%s AS _h FROM %s AS " ROW_ALIAS " WHERE TRUE", hash, ks->table);
     add_range(&b, ks, x->n + 2);
-    sl_buf_adds(&b, " FOR UPDATE OF " ROW_ALIAS ") SELECT 1 / (count(*) = $");
-    sl_buf_printf(&b, "%zu::bigint)::int FROM c JOIN unnest(", x->n + 1);
-    for (size_t i = 0; i < x->n; i++)
-        sl_buf_printf(&b, "%s$%zu::text[]", i ? ", " : "", i + 1);
-    sl_buf_adds(&b, ") AS v(");
+    sl_buf_adds(&b, " FOR UPDATE OF " ROW_ALIAS ") AS c JOIN unnest(");
+    for (size_t i = 0; i < ks->ncols; i++)
+        sl_buf_printf(&b, "$%zu::%s[], ", i + 1, ks->types[i]);
+    sl_buf_printf(&b, "$%zu::bigint[]) AS v(", ks->ncols + 1);
     for (size_t i = 0; i < ks->ncols; i++)
         sl_buf_printf(&b, "_k%zu, ", i + 1);
-    sl_buf_adds(&b, "_x) ON (");
+    sl_buf_adds(&b, "_x) ON ");
     for (size_t i = 0; i < ks->ncols; i++)
-        sl_buf_printf(&b, "%sc._c%zu", i ? ", " : "", i + 1);
-    sl_buf_adds(&b, ") = (");
-    for (size_t i = 0; i < ks->ncols; i++)
-        sl_buf_printf(&b, "%sv._k%zu::%s", i ? ", " : "", i + 1, ks->types[i]);
-    sl_buf_adds(&b, ") AND c._h = v._x::bigint");
+        sl_buf_printf(&b, "%sc._c%zu = v._k%zu", i ? " AND " : "", i + 1, i + 1);
+    sl_buf_adds(&b, " WHERE c._h = v._x");
     free(hash);
     return sl_buf_take(&b);
 }

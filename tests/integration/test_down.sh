@@ -909,6 +909,45 @@ test_read_ahead_down_section() {
     assert_eq "$(state_of 0001_bump)" rolled_back
 }
 
+# A down section over a composite text key whose values need quoting in an array (a quote, a double
+# quote, a backslash, the empty string, mixed case): the record's check on the server finds each row by
+# its key, a changed row stops down at its chunk (the chunks after it undone), and once it is put back
+# as the job left it down finishes with the table as it was.
+test_down_section_composite_key() {
+    psql_q "create table tc (region text, code text, n int not null default 0, primary key (region, code));
+            insert into tc (region, code)
+              select r, md5(r || i) from unnest(array['eu-west', 'it''s', '', 'Zulu', 'a\"b', 'c\\d']) r,
+                                         generate_series(1, 250) i;
+            analyze tc"
+    local before chunks
+    before=$(psql_q "select md5(string_agg(tc::text, ',' order by region, code)) from tc")
+    write_job 0001_kind <<'EOF'
+-- sluice:table tc
+-- sluice:key region, code
+-- sluice:batch 100
+-- sluice:up
+UPDATE tc SET n = n + 1 WHERE (region, code) BETWEEN :lo AND :hi;
+-- sluice:down
+UPDATE tc SET n = n - 1 WHERE (region, code) BETWEEN :lo AND :hi;
+EOF
+    run_sluice up
+    assert_rc 0
+    chunks=$(psql_q "select count(*) from sluice_progress where job = '0001_kind'")
+    assert_sql "select count(*) from tc where region in ('a\"b', 'c\\d') and n = 1" 500
+    psql_q "update tc set n = 7 where (region, code) = (select lo[1], lo[2] from sluice_progress
+                                                          where job = '0001_kind' order by chunk_no desc offset 2 limit 1)"
+    run_sluice down 0001_kind
+    assert_rc 1
+    assert_contains "$ERR" "1 row was changed by someone else since the job wrote it"
+    assert_sql "select count(*) from sluice_progress where job = '0001_kind'" $((chunks - 2))
+    assert_sql "select count(*) from tc where n = 0" 200
+    psql_q "update tc set n = 1 where n = 7"
+    run_sluice down 0001_kind
+    assert_rc 0
+    assert_sql "select md5(string_agg(tc::text, ',' order by region, code)) from tc" "$before"
+    assert_eq "$(state_of 0001_kind)" rolled_back
+}
+
 run_test "down section: table checksum equal after up + down" test_down_section
 run_test "snapshot(full_name, n): table checksum equal after up + down" test_snapshot_cols
 run_test "snapshot(*) of an UPDATE job: table checksum equal after up + down" test_snapshot_all_update
@@ -1321,4 +1360,6 @@ run_test "records read ahead: deleted meanwhile, lost records; a row changed mea
     test_read_ahead_changed_under_it
 run_test "a down section's records read ahead: deleted meanwhile, run unchecked; a row changed meanwhile, a conflict" \
     test_read_ahead_down_section
+run_test "a down section over a composite text key needing quotes: checked on the server, a conflict named" \
+    test_down_section_composite_key
 t_done
