@@ -4,13 +4,13 @@
  * Without it a chunk takes two round trips: the first opens the
  * transaction and takes the record, the worker decodes it and builds the
  * restore (of a down section: the check of its rows), the second runs it
- * and commits; the server and the worker wait for each other in turn. Reading ahead, a chunk's
- * batch ends, after its COMMIT, with a read of the record of the chunk two
- * ahead in its range, and while that batch is in flight the worker plans
- * the next chunk from the record it already holds. That chunk then goes as
- * one batch: BEGIN, one statement that checks and deletes what the first
- * round trip read (down_ahead_open_sql), the restore (or the check and the
- * down section), COMMIT.
+ * and commits; the server and the worker wait for each other in turn.
+ * Reading ahead, a chunk's batch ends, after its COMMIT, with a read of the
+ * record of the chunk two ahead in its range, and while that batch is in
+ * flight the worker plans the next chunk from the record it already holds.
+ * That chunk then goes as one batch: BEGIN, one statement that checks and
+ * deletes what the first round trip read (down_ahead_open_sql), the
+ * restore (or the check and the down section), COMMIT.
  *
  * A record is written once, by the up chunk it belongs to, and the lease
  * keeps `up` away while `down` runs, so a record read ahead is the one the
