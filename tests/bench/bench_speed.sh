@@ -44,10 +44,11 @@
 # the Python loop times itself from its first BEGIN (interpreter start and connect left out, as an
 # application's would be). The SQLite rows divide the two as they are, which leaves out of
 # the loop what it puts into sluice; two more rows divide them alike: sluice from its first chunk's
-# start (from its checkpoint file) to its exit over the loop's own time, and each from process start to
-# exit (the loop's python3 timed from outside). sluice runs under `/usr/bin/time -f '%U %S'`: its CPU (user+sys, 10 ms
-# resolution) over the chunks it committed or undid is its cost per chunk, in microseconds. On SQLite
-# the database engine runs inside sluice, so that figure there includes the UPDATE's own work.
+# start (from its checkpoint file) to its exit over the loop's own time, and each from process start
+# to exit (the loop's python3 timed from outside). sluice runs under `/usr/bin/time -f '%U %S'`: its
+# CPU (user+sys, 10 ms resolution) over the chunks it committed or undid is its cost per chunk, in
+# microseconds. On SQLite the database engine runs inside sluice, so that figure there includes the
+# UPDATE's own work.
 #
 # The machine's busy CPU time over each run (/proc/stat: every process, the server's included, against
 # the wall-clock seconds times the CPUs; not for the Python loop, which times itself) says how near it
@@ -135,8 +136,8 @@ fail() {
 IDS=(pg_update pg_proc pg_proc_reads pg_w1 pg_w1_wait pg_w2 pg_snap_up pg_snap_down pg_ds_up pg_ds_down
     pg_w2snap_up pg_w2snap_down pg_w2snap_up_b pg_w2snap_down1 pg_snap_up_v pg_snap_down_v pg_ds_up_v
     pg_ds_down_v pg_proc_up pg_proc_down
-    lite_update lite_py1000 lite_pyp1000 lite_sl1000 lite_sl1000_first lite_sl1000_wait lite_py5000 lite_pyp5000
-    lite_sl5000 lite_sl5000_first lite_sl5000_wait)
+    lite_update lite_py1000 lite_pyp1000 lite_sl1000 lite_sl1000_first lite_sl1000_wait
+    lite_py5000 lite_pyp5000 lite_sl5000 lite_sl5000_first lite_sl5000_wait)
 declare -A LABEL=(
     [pg_update]="PG one UPDATE"
     [pg_proc]="PG PL/pgSQL keyset procedure, batch 1000"
@@ -366,11 +367,12 @@ lite_update() {
 # (the interpreter's start and the connect too: as sluice is timed).
 lite_python() {
     local id=lite_py$2 t
+    RUN_BUSY="" # not reported for the loop (and a failed run before may have left its figure)
     lite_fresh
     clock_start
     t=$(python3 "$WORK/loop.py" "$DB" "$2" "$UPDATE_SET") || { fail "$id" "the Python loop failed"; return; }
     clock_stop
-    RUN_BUSY="" # not reported for the loop
+    RUN_BUSY=""
     lite_check_filled "$id" || return
     record "$id" "$1" "$t"
     record "lite_pyp$2" "$1" "$RUN_SECS"
