@@ -110,8 +110,8 @@ int down_fence_for_share(const down_run *r);
 #define DOWN_TRUSTING_SETTINGS "set_config('enable_nestloop', 'off', true), set_config('enable_indexscan', 'off', true)"
 
 /* down_ahead.c: reading the records of a worker's next chunks ahead, so
- * that a chunk of a snapshot job on PostgreSQL goes as one batch, planned
- * while the chunk before it runs. */
+ * that a chunk (a snapshot's or a down section's) on PostgreSQL goes as one
+ * batch, planned while the chunk before it runs. */
 /* Whether the run reads ahead: its restores may trust their records
  * (down_may_trust), and a lease fences its chunks. */
 int down_ahead_on(const down_run *r);
