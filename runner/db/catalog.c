@@ -312,6 +312,18 @@ static void stat_rows(sl_session *sess, const char *table, int64_t *live, int64_
     sl_answer_free(&ans);
 }
 
+void sl_catalog_count_ahead(sl_session *sess, const sl_keyspec *ks)
+{
+    if (sess->dialect == SL_DIALECT_SQLITE)
+        catalog_count_ahead_lite(sess, ks);
+}
+
+void sl_catalog_count_ahead_drop(sl_session *sess)
+{
+    if (sess->dialect == SL_DIALECT_SQLITE)
+        sl_lite_ahead_drop(&sess->lite);
+}
+
 int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const sl_key_span *spans, size_t n)
 {
     if (sess->dialect == SL_DIALECT_SQLITE)

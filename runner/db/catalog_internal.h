@@ -11,8 +11,9 @@ int catalog_index_walks_key(const char *idx_cols, char *const *names, size_t n, 
  * makes the key unique. */
 int catalog_index_within_key(const char *idx_cols, char *const *names, size_t n, int nocase);
 
-/* catalog_lite.c: sl_catalog_resolve and sl_catalog_estimate_spans on SQLite. */
+/* catalog_lite.c: sl_catalog_resolve, sl_catalog_count_ahead and sl_catalog_estimate_spans on SQLite. */
 int catalog_resolve_lite(sl_session *sess, const sl_job *job, sl_table_info *info, sl_err *err) SL_MUSTCHECK;
+void catalog_count_ahead_lite(sl_session *sess, const sl_keyspec *ks);
 int64_t catalog_estimate_spans_lite(sl_session *sess, const sl_keyspec *ks, const sl_key_span *spans, size_t n);
 
 /* The queries of an estimate over n key spans: `lead` slots left for the

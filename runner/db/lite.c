@@ -676,6 +676,7 @@ void sl_lite_unlock_job(sl_lite *lite, const char *job)
 
 void sl_lite_close(sl_lite *lite)
 {
+    sl_lite_ahead_drop(lite);
     if (lite->thread_running) {
         uv_mutex_lock(&lite->mu);
         atomic_store(&lite->quit, 1);

@@ -371,7 +371,7 @@ static int decide(up_run *r)
     sl_job_row row;
     if (sl_run_read_row(r->sess, r->job->name, &row, &r->err) != 0)
         return SL_EXIT_FAILED;
-    int code = already_done(r->job, &row) ? UP_ALREADY_DONE : exit_of(up_preflight(r));
+    int code = already_done(r->job, &row) ? UP_ALREADY_DONE : exit_of(up_preflight(r, row.chunks == 0));
     /* what it walks before its SQL: a changed key explains a statement that no longer fits; a file
      * changed with --allow-changed-statements is warned about once, under the lock (sl_up_job) */
     sl_job_row seen = row;
@@ -433,6 +433,7 @@ static int up_once(sl_session *sess, const sl_run_opts *opts, sl_job *job, int r
     if (!*lost && code != SL_EXIT_OK && code != SL_EXIT_STOPPED)
         sl_log_event(SL_LOG_ERROR, code == SL_EXIT_USAGE ? "refused" : "failed",
                      json_pack("{so}", "error", sl_json_str(r.err.msg)), "%s", r.err.msg);
+    sl_catalog_count_ahead_drop(sess); /* unused: it stopped, or it was not a fresh walk after all */
     if (opened)
         sl_run_close(&r.run);
     gate_close(&r.gate);

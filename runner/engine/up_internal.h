@@ -222,8 +222,11 @@ int up_on_ctl(const sl_ctl_req *req, sl_buf *out, void *arg);
 /* up_prepare.c: before the walk. Each returns 0, SL_EREFUSED for a refusal (exit 2,
  * nothing changed) or -1 for a failure, with r->err set. */
 /* What may refuse the job, reading only: the table and its key, an index,
- * `requires`, the undo columns; r->id, what the job walks. */
-int up_preflight(up_run *r) SL_MUSTCHECK;
+ * `requires`, the undo columns; r->id, what the job walks. fresh: no chunk
+ * of the job has committed, so the walk most likely starts at the table's
+ * start: its rows are counted meanwhile (SQLite, sl_catalog_count_ahead;
+ * up_once ends that count when the walk did not take it). */
+int up_preflight(up_run *r, int fresh) SL_MUSTCHECK;
 /* A snapshot job's committed chunks must all have their undo records. */
 int up_check_undo_records(up_run *r) SL_MUSTCHECK;
 /* The last committed chunk's :hi, rows and chunks done, the next chunk

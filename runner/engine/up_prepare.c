@@ -151,10 +151,12 @@ int sl_down_check_sql(sl_session *sess, const sl_job *job, const sl_keyspec *ks,
     return check_section(sess, job, ks, &job->down, "this down statement cannot run against the database", err);
 }
 
-int up_preflight(up_run *r)
+int up_preflight(up_run *r, int fresh)
 {
     if (sl_catalog_resolve(r->sess, r->job, &r->info, &r->err) != 0)
         return SL_EREFUSED;
+    if (fresh)
+        sl_catalog_count_ahead(r->sess, &r->info.ks);
     int rc = check_index(r);
     if (rc != 0)
         return rc;

@@ -387,6 +387,39 @@ EOF
     assert_sq "select count(*), sum(n) from u where k is not null" "1000|1000"
 }
 
+# The rows a fresh walk covers are counted on a second connection while sluice makes its tables and
+# checkpoint file (WAL), or on its own connection when the walk begins (a rollback journal): the same
+# estimate either way. A resumed walk counts what it has left, not the table.
+test_estimate_counted_ahead() {
+    local mode
+    for mode in wal delete; do
+        sq_init "$T_DIR/$mode.db" "$mode"
+        CKPT="$T_DIR/checkpoints-$mode"
+        # 1200 keys, 200 of them NULL (never walked); k00839 is the 700th key: chunk 3 fails on it.
+        sq "create table u (k text, d int not null default 1, n int not null default 0); create index u_k on u (k);
+            with recursive g(i) as (select 1 union all select i + 1 from g where i < 1200)
+            insert into u (k) select case when i % 6 = 0 then null else printf('k%05d', i) end from g;
+            update u set d = 0 where k = 'k00839'"
+        write_job 0001_keyed <<'EOF'
+-- sluice:table u
+-- sluice:key k
+-- sluice:batch 300
+-- sluice:up
+UPDATE u SET n = n + 1 / d WHERE k BETWEEN :lo AND :hi;
+EOF
+        run_sluice --log-format json up
+        assert_rc 1
+        assert_match "$ERR" '"event":"start".*"rows_estimated":1000[,}]' "up's start ($mode)"
+        assert_sq "select count(*), sum(n) from u where n > 0" "600|600"
+        sq "update u set d = 1"
+        run_sluice --log-format json up
+        assert_rc 0
+        assert_match "$ERR" '"event":"resume".*"rows_done":600,.*"rows_estimated":1000[,}]' "up's resume ($mode)"
+        assert_sq "select count(*), sum(n) from u where k is not null" "1000|1000"
+        assert_sq "pragma journal_mode" "$mode"
+    done
+}
+
 test_plan_warns_without_index() {
     sq_init
     sq "create table t (id integer primary key, code int not null default 0, n int not null default 0)"
@@ -1078,6 +1111,7 @@ run_test "where limits the rows counted into chunks" test_where_limits_chunks
 run_test "several statements per section, one transaction" test_several_statements
 run_test "failed chunk rolls back whole; resume exactly once, even without the checkpoint file" test_failed_then_resumed_exactly_once
 run_test "requires: false refuses (exit 2), true runs" test_requires
+run_test "a fresh walk's rows counted ahead (WAL) or when it begins, the same; a resume counts what is left" test_estimate_counted_ahead
 run_test "status, status --json, current, history (--json)" test_status_history_json
 run_test "plan: EXPLAIN QUERY PLAN, estimate, bounds; changes nothing" test_plan
 run_test "plan warns on a key without an index; up refuses it unless --allow-no-index" test_plan_warns_without_index

@@ -54,6 +54,13 @@ typedef struct sl_key_span {
  * negative, as above). */
 int64_t sl_catalog_estimate_spans(sl_session *sess, const sl_keyspec *ks, const sl_key_span *spans, size_t n);
 
+/* On SQLite, start counting what a fresh walk of ks covers on a second
+ * connection (see sl_lite_ahead_start), for the estimate to take when the
+ * walk begins, instead of counting then; sl_catalog_count_ahead_drop ends
+ * it unused. Nothing on PostgreSQL, whose estimate reads no row. */
+void sl_catalog_count_ahead(sl_session *sess, const sl_keyspec *ks);
+void sl_catalog_count_ahead_drop(sl_session *sess);
+
 /* Normalise an identifier as PostgreSQL folds it: "Quoted" keeps its case
  * (and loses the quotes and doubled quotes), unquoted is lower-cased. malloc'd. */
 char *sl_catalog_fold_ident(const char *ident);

@@ -58,7 +58,8 @@ typedef struct sl_lite {
     int64_t batch_started_ms;   /* sluice_elapsed_ms() counts from here */
     struct sl_lite_stmt *cache; /* prepared statements kept for reuse */
     size_t ncache;
-    int lock_fd; /* the job lock file, -1 when none is held */
+    int lock_fd;                 /* the job lock file, -1 when none is held */
+    struct sl_lite_ahead *ahead; /* a query run ahead (sl_lite_ahead_start), NULL when none */
     /* the worker thread, while open */
     uv_thread_t thread;
     int thread_running;
@@ -130,6 +131,21 @@ void sl_lite_cancel_next(sl_lite *lite);
 
 /* Make the running statement fail with SQLITE_INTERRUPT (any thread). */
 void sl_lite_interrupt(sl_lite *lite);
+
+/* Run sql, a query of one integer, ahead on a second, read-only connection
+ * to the file, on a thread of its own, while this one goes on (sluice's
+ * tables made, the checkpoint file): sl_lite_ahead_take waits for its
+ * answer. Only on a file in WAL mode, where a reader holds up no writer;
+ * otherwise, or when its thread cannot start, nothing runs. Its answer
+ * comes from a snapshot of the file taken when it starts. Loop thread. */
+void sl_lite_ahead_start(sl_lite *lite, const char *sql);
+/* The answer of the query started ahead: 0 with *value when it was sql and
+ * it answered; -1 when none ran, it failed, or it was another query (run
+ * sql here instead). It is over either way. */
+int sl_lite_ahead_take(sl_lite *lite, const char *sql, int64_t *value) SL_MUSTCHECK;
+/* Interrupt the query run ahead, if any, and wait for its thread (also
+ * done by sl_lite_close). */
+void sl_lite_ahead_drop(sl_lite *lite);
 
 /* One runner per job and database: an fcntl lock on a byte of PATH-sluice-lock
  * picked by the job's name; the kernel drops it when the process dies. 0
