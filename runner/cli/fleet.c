@@ -2,7 +2,6 @@
 #include "sluice/cli/fleet.h"
 
 #include <ctype.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 
 #include "sluice/base/fiber.h"
 #include "sluice/db/dburl.h"
+#include "sluice/db/pq.h"
 #include "sluice/db/secrets.h"
 
 #define NAME_MAX_LEN 63

@@ -1,9 +1,10 @@
 /* dburl.c: --db, SLUICE_DB and DATABASE_URL in libpq's, SQLAlchemy's and sqlite: forms, normalised for the drivers. */
 #include "sluice/db/dburl.h"
 
-#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "sluice/db/pq.h"
 
 /* ---- characters (ASCII only: a locale must not change what a URL means) ---- */
 

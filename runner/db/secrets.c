@@ -2,9 +2,10 @@
 #include "sluice/db/secrets.h"
 #include "sluice/db/dburl.h"
 
-#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "sluice/db/pq.h"
 
 /* ---- finding them ---- */
 

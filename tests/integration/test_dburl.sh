@@ -284,6 +284,50 @@ EOF
 # SQLite: sqlite:PATH as before, and SQLAlchemy's sqlite:///relative (to the current directory) and
 # sqlite:////absolute, with or without +pysqlite / +aiosqlite; Python's sqlite3 options are left out
 # with a warning.
+# libpq is loaded when a PostgreSQL database is first used. With a library path that offers a
+# libpq.so.5 that is not libpq, runs on SQLite (up, status) never touch it; one on PostgreSQL stops
+# before connecting, exit 1, saying what to install, with nothing changed; with libpq found it runs.
+test_libpq_loaded_for_postgresql_only() {
+    local pg=$SLUICE_DB fake=$T_DIR/lib
+    mkdir -p "$fake"
+    printf 'int sluice_test_not_libpq;\n' | ${CC:-cc} -shared -fPIC -Wl,-soname,libpq.so.5 -x c -o "$fake/libpq.so.5" - ||
+        fail "cannot build the stand-in libpq.so.5"
+    sq_init
+    sq "create table t (id integer primary key, n int not null default 0)"
+    sq_fill t 300
+    write_job 0001_bump <<'EOF'
+-- sluice:table t
+-- sluice:batch 100
+-- sluice:up
+UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
+EOF
+    LD_LIBRARY_PATH=$fake run_sluice up
+    assert_rc 0
+    assert_sq "select min(n), max(n), count(*) from t" "1|1|300"
+    LD_LIBRARY_PATH=$fake run_sluice status
+    assert_rc 0
+    assert_contains "$OUT" "done" "status"
+    psql_q "create table t (id int primary key, n int not null default 0);
+            insert into t (id) select g from generate_series(1, 300) g"
+    rm -f "$CKPT"/*
+    LD_LIBRARY_PATH=$fake run_sluice --db "$pg" up
+    assert_rc 1
+    assert_contains "$ERR" "libpq.so.5 has no PQ" "stderr"
+    assert_contains "$ERR" "sluice needs libpq 14 or later" "stderr"
+    assert_contains "$ERR" "hint: install libpq 14 or later (Debian and Ubuntu: apt-get install libpq5)" "stderr"
+    assert_sql "select count(*) from pg_tables where tablename like 'sluice%'" 0
+    assert_sql "select count(*) from t where n <> 0" 0
+    assert_eq "$(ls -A "$CKPT")" "" "checkpoint dir"
+    # Not a library at all: dlopen's own words.
+    printf 'not an ELF file\n' >"$fake/libpq.so.5"
+    LD_LIBRARY_PATH=$fake run_sluice --db "$pg" status
+    assert_rc 1
+    assert_contains "$ERR" "cannot load libpq, which PostgreSQL databases need: $fake/libpq.so.5" "stderr"
+    run_sluice --db "$pg" up
+    assert_rc 0
+    assert_sql "select min(n), max(n), count(*) from t" "1|1|300"
+}
+
 test_sqlite_forms() {
     sq_init "$T_DIR/app.db"
     mkdir -p sub
@@ -406,6 +450,8 @@ run_test "a URL split by an unencoded '?' or '/' in its password: the parts afte
 run_test "the password is gone from /proc/PID/cmdline while up runs (URL, --db=, key=value)" \
     test_password_not_in_cmdline
 run_test "over TCP: keepalives after 30 s idle unless the string sets its own" test_keepalives_over_tcp
+run_test "libpq loaded for PostgreSQL only: SQLite runs without it; without it PostgreSQL stops first, exit 1" \
+    test_libpq_loaded_for_postgresql_only
 run_test "SQLite: sqlite:PATH, sqlite:///relative, sqlite:////absolute, +pysqlite, +aiosqlite" test_sqlite_forms
 run_test "an empty or blank SLUICE_DB or DATABASE_URL counts as unset" test_blank_env_is_unset
 run_test "refused with exit 2 and a reason: in-memory, other databases, unknown drivers and parameters" \

@@ -2,11 +2,11 @@
 #ifndef SLUICE_PG_H
 #define SLUICE_PG_H
 
-#include <libpq-fe.h>
 #include <uv.h>
 
 #include "sluice/base/util.h"
 #include "sluice/db/answer.h"
+#include "sluice/db/pq.h"
 
 typedef struct sl_pg sl_pg;
 
