@@ -223,6 +223,12 @@ int64_t catalog_estimate_spans_lite(sl_session *sess, const sl_keyspec *ks, cons
             continue;
         sl_buf b = {0};
         int64_t counted;
+        /* the loop turns meanwhile, for signals, ctl and metrics; a stop
+         * interrupts it and counts here, as without it */
+        while (sl_lite_ahead_running(&sess->lite) && !sl_session_stopping(sess))
+            sl_session_turn(sess, 1);
+        if (sl_session_stopping(sess))
+            sl_lite_ahead_drop(&sess->lite);
         if (sl_lite_ahead_take(&sess->lite, fresh, &counted) == 0)
             sl_buf_printf(&b, "SELECT %" PRId64, counted);
         else
@@ -237,6 +243,7 @@ int64_t catalog_estimate_spans_lite(sl_session *sess, const sl_keyspec *ks, cons
         s.sql[i] = sl_buf_take(&b);
         s.q[i].sql = s.sql[i];
     }
+    sl_lite_ahead_drop(&sess->lite); /* a walk that did not start at the table's start: not needed */
     sl_answer ans;
     int64_t rows = -1;
     if (sl_session_exec(sess, s.q, s.nq, &ans) == 0) {

@@ -2,6 +2,7 @@
 #include "sluice/db/lite.h"
 
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@ struct sl_lite_ahead {
     /* written by the thread, read once it is joined */
     int ok;
     int64_t value;
+    atomic_int finished; /* the thread is about to end: joining it waits no more */
 };
 
 static void ahead_main(void *arg)
@@ -41,6 +43,7 @@ static void ahead_main(void *arg)
         uv_mutex_unlock(&a->mu);
     }
     sqlite3_close(db);
+    atomic_store(&a->finished, 1);
 }
 
 void sl_lite_ahead_start(sl_lite *lite, const char *sql)
@@ -62,6 +65,11 @@ void sl_lite_ahead_start(sl_lite *lite, const char *sql)
         return;
     }
     lite->ahead = a;
+}
+
+int sl_lite_ahead_running(const sl_lite *lite)
+{
+    return lite->ahead && !atomic_load(&lite->ahead->finished);
 }
 
 /* Join its thread, free it, and say whether its query answered (with *value). */

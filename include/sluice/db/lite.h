@@ -139,9 +139,12 @@ void sl_lite_interrupt(sl_lite *lite);
  * otherwise, or when its thread cannot start, nothing runs. Its answer
  * comes from a snapshot of the file taken when it starts. Loop thread. */
 void sl_lite_ahead_start(sl_lite *lite, const char *sql);
+/* Whether the query started ahead still runs (waiting for it, the loop
+ * should keep turning: sl_lite_ahead_take would block it). */
+int sl_lite_ahead_running(const sl_lite *lite);
 /* The answer of the query started ahead: 0 with *value when it was sql and
  * it answered; -1 when none ran, it failed, or it was another query (run
- * sql here instead). It is over either way. */
+ * sql here instead). It is over either way; it waits for its thread. */
 int sl_lite_ahead_take(sl_lite *lite, const char *sql, int64_t *value) SL_MUSTCHECK;
 /* Interrupt the query run ahead, if any, and wait for its thread (also
  * done by sl_lite_close). */
