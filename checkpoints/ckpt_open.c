@@ -183,9 +183,24 @@ static void sync_dir(const char *dir)
     close(fd);
 }
 
+/* Write a file's data to the disk before a link makes it visible. */
+static int sync_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Made with no fsync: nothing can read the file before create_file syncs
+ * it whole and links it into place. */
 static int init_schema(sqlite3 *db, const char *job)
 {
-    char *sql = sl_asprintf("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; BEGIN; %s"
+    char *sql = sl_asprintf("PRAGMA synchronous = OFF; PRAGMA journal_mode = WAL; BEGIN; %s"
                             " PRAGMA application_id = %d; PRAGMA user_version = %d;",
                             schema_sql, CKPT_APPLICATION_ID, CKPT_SCHEMA_VERSION);
     int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
@@ -254,6 +269,10 @@ static int create_file(const char *path, const char *job, sl_err *err)
     }
     /* Closing the last connection checkpoints the WAL into the file and removes it. */
     sqlite3_close(db);
+    if (res == 0 && sync_file(tmp) != 0) {
+        sl_err_set(err, "cannot create checkpoint file %s: %s", path, strerror(errno));
+        res = -1;
+    }
     if (res == 0 && link(tmp, path) != 0 && errno != EEXIST) {
         sl_err_set(err, "cannot create checkpoint file %s: %s", path, strerror(errno));
         res = -1;
