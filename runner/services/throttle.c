@@ -19,24 +19,33 @@
  * is the flushed one, which is what replicas can receive. Vacuum is each
  * table's own: of a partitioned table's partitions (every level; the parent
  * has no storage, no counts and relfrozenxid 0), the one furthest over its
- * dead-tuple limit, and the one nearest its anti-wraparound vacuum. */
+ * dead-tuple limit, and the one nearest its anti-wraparound vacuum.
+ *
+ * It runs once a second, so it is kept cheap to plan and run (a prepared
+ * statement, see round_trip): pg_stat_replication is read once, and the
+ * dead and live counts come from the functions pg_stat_all_tables shows,
+ * for the table's own relations, rather than from the view, which counts
+ * every relation of the database first. */
 static const char health_sql[] = SL_PG_TABLE_TREE
-    ", sluice_stored AS (SELECT t.rel FROM sluice_tree t JOIN pg_class c ON c.oid = t.rel WHERE c.relkind <> 'p')"
-    " SELECT (SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000), 0)::bigint FROM pg_stat_replication),"
+    ", sluice_stored AS (SELECT t.rel, c.relkind FROM sluice_tree t JOIN pg_class c ON c.oid = t.rel"
+    "     WHERE c.relkind <> 'p')"
+    " SELECT r.lag,"
     "       (SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'"
     "          AND relation IN (SELECT rel FROM sluice_tree)),"
     "       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start) * 1000), 0)::bigint"
     "          FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()"
     "           AND backend_type = 'client backend'),"
-    "       pg_current_wal_flush_lsn()::text,"
-    "       (SELECT count(*) FROM pg_stat_replication), (SELECT count(state) FROM pg_stat_replication),"
+    "       pg_current_wal_flush_lsn()::text, r.senders, r.seen,"
     "       s.n_dead_tup, s.n_live_tup, current_setting('autovacuum_vacuum_threshold')::bigint,"
     "       x.xid_age, x.xid_limit, x.mxid_age, x.mxid_limit,"
     "       CASE WHEN s.relid <> to_regclass($1) THEN s.relid::regclass::text END"
-    "  FROM (SELECT 1) one"
-    "  LEFT JOIN LATERAL (SELECT relid, n_dead_tup, n_live_tup FROM pg_stat_all_tables"
-    "       WHERE relid IN (SELECT rel FROM sluice_stored)"
-    "       ORDER BY n_dead_tup - n_live_tup * $2::bigint / 10000 DESC LIMIT 1) s ON true"
+    "  FROM (SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000), 0)::bigint AS lag, count(*) AS senders,"
+    "               count(state) AS seen FROM pg_stat_replication) r"
+    "  LEFT JOIN LATERAL (SELECT relid, n_dead_tup, n_live_tup"
+    "         FROM (SELECT rel AS relid, pg_stat_get_dead_tuples(rel) AS n_dead_tup,"
+    "                      pg_stat_get_live_tuples(rel) AS n_live_tup"
+    "                 FROM sluice_stored WHERE relkind IN ('r', 't', 'm')) st" /* pg_stat_all_tables' kinds */
+    "        ORDER BY n_dead_tup - n_live_tup * $2::bigint / 10000 DESC LIMIT 1) s ON true"
     "  LEFT JOIN LATERAL ("
     "       SELECT xid_age, xid_limit, max(mxid_age) OVER () AS mxid_age,"
     "              current_setting('autovacuum_multixact_freeze_max_age')::bigint AS mxid_limit"
@@ -135,7 +144,8 @@ static int round_trip(sl_throttle *th, sl_session *sess, const sl_job *job, cons
     char bp[24];
     snprintf(bp, sizeof bp, "%" PRId64, job->max_dead_tuples_bp);
     const char *params[] = {table, bp};
-    sl_query q[2] = {{lite ? lite_sql : health_sql, lite ? 0 : 2, params, 0}, {job->throttle_query, 0, NULL, 0}};
+    /* prepared: planned once, not every second (unless through a pooler) */
+    sl_query q[2] = {{lite ? lite_sql : health_sql, lite ? 0 : 2, params, !lite}, {job->throttle_query, 0, NULL, 0}};
     if (want_replicas)
         sl_replicas_poll(&th->replicas);
     if (sl_session_exec_readonly(sess, q, job->throttle_query ? 2 : 1, ans) != 0) /* the job's query looks only */
