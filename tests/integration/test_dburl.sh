@@ -296,12 +296,7 @@ test_libpq_loaded_for_postgresql_only() {
     sq_init
     sq "create table t (id integer primary key, n int not null default 0)"
     sq_fill t 300
-    write_job 0001_bump <<'EOF'
--- sluice:table t
--- sluice:batch 100
--- sluice:up
-UPDATE t SET n = n + 1 WHERE id BETWEEN :lo AND :hi;
-EOF
+    bump_job 0001_bump 100
     LD_LIBRARY_PATH=$fake run_sluice up
     assert_rc 0
     assert_sq "select min(n), max(n), count(*) from t" "1|1|300"
