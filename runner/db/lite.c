@@ -123,8 +123,7 @@ static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* sqlite3_busy_timeout takes an int: a longer wait must not wrap to a negative (no wait at all). */
-static int busy_ms(int64_t ms)
+int lite_busy_ms(int64_t ms)
 {
     return ms > INT_MAX ? INT_MAX : ms < 0 ? 0 : (int)ms;
 }
@@ -144,7 +143,7 @@ int sl_lite_open(sl_lite *lite, sl_err *err)
     }
     sqlite3_extended_result_codes(lite->db, 1);
     lite->busy_applied_ms = lite->busy_timeout_ms;
-    sqlite3_busy_timeout(lite->db, busy_ms(lite->busy_applied_ms));
+    sqlite3_busy_timeout(lite->db, lite_busy_ms(lite->busy_applied_ms));
     char mode[32];
     /* reading the journal mode also checks that this is a database at all */
     if (pragma_text(lite->db, "PRAGMA journal_mode", mode, sizeof mode) != 0 ||
@@ -440,7 +439,7 @@ static void run_batch(sl_lite *lite)
     lite->bind_error[0] = '\0';
     int64_t busy = lite->busy_timeout_ms;
     if (busy != lite->busy_applied_ms) {
-        sqlite3_busy_timeout(lite->db, busy_ms(busy));
+        sqlite3_busy_timeout(lite->db, lite_busy_ms(busy));
         lite->busy_applied_ms = busy;
     }
     int full = atomic_load(&lite->wait_commit) || !lite->journal_wal;

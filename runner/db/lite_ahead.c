@@ -1,6 +1,8 @@
 /* lite_ahead.c: a query run ahead on a second, read-only connection to the SQLite target, on a thread of its own. */
 #include "sluice/db/lite.h"
 
+#include "lite_internal.h"
+
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -54,8 +56,7 @@ void sl_lite_ahead_start(sl_lite *lite, const char *sql)
     struct sl_lite_ahead *a = sl_calloc(1, sizeof *a);
     a->path = sl_strdup(lite->path);
     a->sql = sl_strdup(sql);
-    int64_t busy = lite->busy_timeout_ms;
-    a->busy_ms = busy > 60000 ? 60000 : busy < 0 ? 0 : (int)busy;
+    a->busy_ms = lite_busy_ms(lite->busy_timeout_ms); /* the main connection's */
     uv_mutex_init(&a->mu);
     if (uv_thread_create(&a->thread, ahead_main, a) != 0) { /* it runs where it is needed, as without */
         uv_mutex_destroy(&a->mu);
